@@ -1,0 +1,23 @@
+# The test environment: scripts/testimages.sh starts a Docker engine when none answers and
+# builds the MySQL (MariaDB) and Redis images from Debian packages when they cannot be pulled;
+# it prints the COMMERCEKIT_*_IMAGE exports the fixtures read.
+SHELL := /bin/bash
+export GOTOOLCHAIN := local
+export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
+export TESTCONTAINERS_RYUK_DISABLED ?= true
+GOTEST := go test -race -count=1 -timeout 30m
+IMAGES := eval "$$(bash scripts/testimages.sh)"
+
+.PHONY: test smoke images run
+
+## test: prepare the engine and images if needed, then run every test with the race detector.
+test:
+	@$(IMAGES) && $(GOTEST) ./...
+
+## smoke: the fixtures' round trips to MySQL, Redis and Kafka, verbosely.
+smoke:
+	@$(IMAGES) && $(GOTEST) -v -run 'TestFixtures|TestKafkaRoundTrip' ./internal/testenv
+
+## images: only prepare the engine and images.
+images:
+	@bash scripts/testimages.sh >/dev/null

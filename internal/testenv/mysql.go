@@ -1,0 +1,157 @@
+package testenv
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/moby/moby/api/types/network"
+	"github.com/testcontainers/testcontainers-go"
+	tcmysql "github.com/testcontainers/testcontainers-go/modules/mysql"
+	"github.com/testcontainers/testcontainers-go/wait"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/mysqldialect"
+)
+
+// MySQLServer is the package's MySQL server: a container started on first use, or the
+// server named by COMMERCEKIT_MYSQL_DSN.
+type MySQLServer struct {
+	// Config connects as a user that may create databases; DBName is empty.
+	Config *mysql.Config
+	// Version is what the server reports, e.g. "10.11.18-MariaDB-0+deb12u1".
+	Version string
+}
+
+var (
+	mysqlOnce   sync.Once
+	mysqlServer *MySQLServer
+	mysqlErr    error
+)
+
+// MySQL returns a *bun.DB (MySQL dialect) on a fresh database of its own in the package's
+// MySQL server. The database is dropped when the test ends.
+func MySQL(tb testing.TB) *bun.DB {
+	tb.Helper()
+	sqldb := openMySQL(tb, MySQLDSN(tb))
+	db := bun.NewDB(sqldb, mysqldialect.New())
+	tb.Cleanup(func() { db.Close() })
+	return db
+}
+
+// MySQLDSN creates a fresh database in the package's MySQL server and returns a DSN for it
+// (parseTime=true). The database is dropped when the test ends.
+func MySQLDSN(tb testing.TB) string {
+	tb.Helper()
+	srv := MySQLServerFor(tb)
+	admin := openMySQL(tb, srv.Config.FormatDSN())
+	defer admin.Close()
+	name := uniqueName(tb, "t")
+	ctx := context.Background()
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE `"+name+"`"); err != nil {
+		tb.Fatalf("testenv: creating database %s: %v", name, err)
+	}
+	tb.Cleanup(func() {
+		admin := openMySQL(tb, srv.Config.FormatDSN())
+		defer admin.Close()
+		if _, err := admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS `"+name+"`"); err != nil {
+			tb.Errorf("testenv: dropping database %s: %v", name, err)
+		}
+	})
+	cfg := srv.Config.Clone()
+	cfg.DBName = name
+	return cfg.FormatDSN()
+}
+
+func openMySQL(tb testing.TB, dsn string) *sql.DB {
+	tb.Helper()
+	sqldb, err := sql.Open("mysql", dsn)
+	if err != nil {
+		tb.Fatalf("testenv: opening MySQL: %v", err)
+	}
+	sqldb.SetMaxOpenConns(128)
+	sqldb.SetMaxIdleConns(128)
+	return sqldb
+}
+
+// MySQLServerFor returns the package's MySQL server, starting its container on first use.
+// It fails the test when no server can be had.
+func MySQLServerFor(tb testing.TB) *MySQLServer {
+	tb.Helper()
+	mysqlOnce.Do(func() { mysqlServer, mysqlErr = startMySQL() })
+	if mysqlErr != nil {
+		tb.Fatal(mysqlErr)
+	}
+	return mysqlServer
+}
+
+func startMySQL() (*MySQLServer, error) {
+	setupEnv()
+	if dsn := os.Getenv("COMMERCEKIT_MYSQL_DSN"); dsn != "" {
+		cfg, err := mysql.ParseDSN(dsn)
+		if err != nil {
+			return nil, fmt.Errorf("testenv: COMMERCEKIT_MYSQL_DSN: %w", err)
+		}
+		if cfg.Net == "tcp" {
+			host, _, _ := net.SplitHostPort(cfg.Addr)
+			if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+				return nil, fmt.Errorf("testenv: COMMERCEKIT_MYSQL_DSN points at %q; tests connect only to loopback", host)
+			}
+		}
+		return finishMySQL(cfg, "the server of COMMERCEKIT_MYSQL_DSN")
+	}
+
+	img := image("COMMERCEKIT_MYSQL_IMAGE", DefaultMySQLImage)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	const password = "commercekit"
+	// The wait strategy is a real query, which works for MySQL and MariaDB alike (MariaDB
+	// does not print the "MySQL Community Server" line the module waits for by default).
+	c, err := tcmysql.Run(ctx, img,
+		tcmysql.WithUsername("root"),
+		tcmysql.WithPassword(password),
+		tcmysql.WithDatabase("commercekit"),
+		testcontainers.WithWaitStrategy(wait.ForSQL("3306/tcp", "mysql", func(host string, port network.Port) string {
+			return fmt.Sprintf("root:%s@tcp(%s)/commercekit", password, net.JoinHostPort(host, port.Port()))
+		}).WithStartupTimeout(startTimeout)),
+	)
+	if c != nil {
+		terminateAtShutdown("MySQL", c)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s", missing("MySQL ("+img+")", err))
+	}
+	host, err := c.Host(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("testenv: MySQL container host: %w", err)
+	}
+	port, err := c.MappedPort(ctx, "3306/tcp")
+	if err != nil {
+		return nil, fmt.Errorf("testenv: MySQL container port: %w", err)
+	}
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd = "root", password
+	cfg.Net, cfg.Addr = "tcp", net.JoinHostPort(host, port.Port())
+	return finishMySQL(cfg, "a Testcontainers container from "+img)
+}
+
+func finishMySQL(cfg *mysql.Config, origin string) (*MySQLServer, error) {
+	cfg = cfg.Clone()
+	cfg.DBName = ""
+	cfg.ParseTime = true
+	sqldb, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		return nil, err
+	}
+	defer sqldb.Close()
+	var version string
+	if err := sqldb.QueryRow("SELECT VERSION()").Scan(&version); err != nil {
+		return nil, fmt.Errorf("%s", missing("MySQL", fmt.Errorf("round trip to %s at %s: %w", origin, cfg.Addr, err)))
+	}
+	fmt.Fprintf(os.Stderr, "testenv: MySQL %s at %s, %s\n", version, cfg.Addr, origin)
+	return &MySQLServer{Config: cfg, Version: version}, nil
+}
