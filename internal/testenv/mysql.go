@@ -105,7 +105,7 @@ func startMySQL() (*MySQLServer, error) {
 		return finishMySQL(cfg, "the server of COMMERCEKIT_MYSQL_DSN")
 	}
 
-	img := image("COMMERCEKIT_MYSQL_IMAGE", DefaultMySQLImage)
+	img := image("COMMERCEKIT_MYSQL_IMAGE", DefaultMySQLImage, LocalMySQLImage)
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	const password = "commercekit"

@@ -85,7 +85,7 @@ func startRedis() (*redisServer, error) {
 		}
 		addr, origin, databases = a, "the server of COMMERCEKIT_REDIS_ADDR", 16
 	} else {
-		img := image("COMMERCEKIT_REDIS_IMAGE", DefaultRedisImage)
+		img := image("COMMERCEKIT_REDIS_IMAGE", DefaultRedisImage, LocalRedisImage)
 		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 		defer cancel()
 		c, err := tcredis.Run(ctx, img, testcontainers.WithCmdArgs("--databases", fmt.Sprint(redisDatabases)))

@@ -15,9 +15,10 @@
 //
 // Environment:
 //
-//	COMMERCEKIT_MYSQL_IMAGE   image for the MySQL fixture (default mysql:8.4; scripts/testimages.sh
-//	                          builds commercekit/mariadb:test where no registry is reachable)
-//	COMMERCEKIT_REDIS_IMAGE   image for the Redis fixture (default redis:7.4; or commercekit/redis:test)
+//	COMMERCEKIT_MYSQL_IMAGE   image for the MySQL fixture; unset: mysql:8.4 if present locally, else
+//	                          commercekit/mariadb:test if present (scripts/testimages.sh builds it
+//	                          where no registry is reachable), else mysql:8.4 pulled
+//	COMMERCEKIT_REDIS_IMAGE   image for the Redis fixture; likewise redis:7.4 or commercekit/redis:test
 //	COMMERCEKIT_KAFKA_IMAGE   a confluentinc/confluent-local image for a real Kafka; unset = kfake
 //	COMMERCEKIT_MYSQL_DSN     use this already-running MySQL server instead of a container
 //	                          (loopback only; the user must be able to create databases)
@@ -46,6 +47,12 @@ import (
 const (
 	DefaultMySQLImage = "mysql:8.4"
 	DefaultRedisImage = "redis:7.4"
+
+	// LocalMySQLImage and LocalRedisImage are what scripts/testimages.sh builds from Debian
+	// packages when the defaults cannot be pulled; the fixtures use them when present and
+	// the defaults are not.
+	LocalMySQLImage = "commercekit/mariadb:test"
+	LocalRedisImage = "commercekit/redis:test"
 )
 
 // startTimeout bounds the start of one container.
@@ -107,9 +114,25 @@ func terminateAtShutdown(name string, c testcontainers.Container) {
 	})
 }
 
-func image(env, def string) string {
+// image picks the image for a fixture: the one named by env; else def when it is present
+// locally; else local (built by scripts/testimages.sh) when that is present; else def, which
+// Docker will try to pull.
+func image(env, def, local string) string {
 	if v := os.Getenv(env); v != "" {
 		return v
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cli, err := testcontainers.NewDockerClientWithOpts(ctx)
+	if err != nil {
+		return def
+	}
+	defer cli.Close()
+	if _, err := cli.ImageInspect(ctx, def); err == nil {
+		return def
+	}
+	if _, err := cli.ImageInspect(ctx, local); err == nil {
+		return local
 	}
 	return def
 }

@@ -1,0 +1,114 @@
+// Package sqlutil is the SQL plumbing shared by the commercekit packages that store data
+// through bun: running an operation in the caller's transaction or in one of its own with a
+// bounded retry, and recognising the MySQL and SQLite errors that mean "retry" or
+// "duplicate key".
+package sqlutil
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+)
+
+// DefaultAttempts is how many times InTx tries a transaction of its own that fails with a
+// retryable error (deadlock, lock wait timeout, busy database).
+const DefaultAttempts = 8
+
+// maxPause caps the pause between two attempts.
+const maxPause = 250 * time.Millisecond
+
+// InTx runs fn in a transaction on db.
+//
+// When db is already a transaction (a bun.Tx, typically from the caller's RunInTx), fn runs
+// inside it under a savepoint: if fn fails, only its own writes are undone and the caller's
+// transaction stays usable; nothing is retried, since a deadlock aborts the caller's whole
+// transaction and only its owner can run it again.
+//
+// Otherwise InTx begins a transaction of its own, commits it when fn succeeds, and retries
+// it up to DefaultAttempts times when it fails with an error for which IsRetryable is true,
+// pausing a random time up to an exponentially growing bound ("full jitter") between two
+// attempts, so transactions that deadlocked each other do not meet again in lockstep. fn must therefore be safe to run again from the start.
+func InTx(ctx context.Context, db bun.IDB, fn func(ctx context.Context, tx bun.Tx) error) error {
+	if tx, ok := db.(bun.Tx); ok {
+		return tx.RunInTx(ctx, nil, fn)
+	}
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = db.RunInTx(ctx, nil, fn)
+		if err == nil || attempt >= DefaultAttempts || !IsRetryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(jitter(attempt)):
+		}
+	}
+}
+
+// IsTx reports whether db is a transaction (so operations on it join the caller's transaction).
+func IsTx(db bun.IDB) bool {
+	_, ok := db.(bun.Tx)
+	return ok
+}
+
+// MySQL error numbers.
+const (
+	mysqlDuplicateEntry  = 1062
+	mysqlLockWaitTimeout = 1205
+	mysqlDeadlock        = 1213
+)
+
+// IsRetryable reports whether err is a transient conflict after which running the whole
+// transaction again may succeed: a MySQL deadlock (1213) or lock wait timeout (1205), or a
+// busy or locked SQLite database.
+func IsRetryable(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == mysqlDeadlock || me.Number == mysqlLockWaitTimeout
+	}
+	// SQLite drivers differ (mattn/go-sqlite3 with cgo, modernc.org/sqlite without); both
+	// carry SQLite's own message, so match on that.
+	msg := err.Error()
+	return strings.Contains(msg, "database is locked") || strings.Contains(msg, "database table is locked") ||
+		strings.Contains(msg, "SQLITE_BUSY")
+}
+
+// IsDuplicateKey reports whether err is a unique or primary key violation.
+func IsDuplicateKey(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == mysqlDuplicateEntry
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "UNIQUE constraint failed") || strings.Contains(msg, "PRIMARY KEY constraint failed")
+}
+
+// IsNoRows reports whether err says a query found no row.
+func IsNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
+
+// IsSQLite reports whether db speaks SQLite (no SELECT ... FOR UPDATE, no SKIP LOCKED;
+// writers are serialised by the database itself).
+func IsSQLite(db bun.IDB) bool { return db.Dialect().Name() == dialect.SQLite }
+
+// ForUpdate adds FOR UPDATE to q where the dialect has it. On SQLite, which has no row locks,
+// it leaves q as it is: there a write transaction already excludes every other writer.
+func ForUpdate(q *bun.SelectQuery) *bun.SelectQuery {
+	if IsSQLite(q.DB()) {
+		return q
+	}
+	return q.For("UPDATE")
+}
+
+// jitter returns a random pause in [0, min(maxPause, 2ms·2^attempt)).
+func jitter(attempt int) time.Duration {
+	bound := min(maxPause, 2*time.Millisecond<<attempt)
+	return rand.N(bound)
+}

@@ -1,0 +1,142 @@
+package sqlutil_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type item struct {
+	bun.BaseModel `bun:"table:sqlutil_items"`
+	ID            int64 `bun:"id,pk"`
+	N             int64 `bun:"n,notnull"`
+}
+
+func backends(t *testing.T, fn func(t *testing.T, db *bun.DB)) {
+	for _, b := range []struct {
+		name string
+		open func(testing.TB) *bun.DB
+	}{{"MySQL", testenv.MySQL}, {"SQLite", testenv.SQLite}} {
+		t.Run(b.name, func(t *testing.T) {
+			db := b.open(t)
+			_, err := db.NewCreateTable().Model((*item)(nil)).Exec(context.Background())
+			require.NoError(t, err)
+			fn(t, db)
+		})
+	}
+}
+
+func count(t *testing.T, db bun.IDB) int64 {
+	n, err := db.NewSelect().Model((*item)(nil)).Count(context.Background())
+	require.NoError(t, err)
+	return n
+}
+
+func TestDuplicateKey(t *testing.T) {
+	backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		_, err := db.NewInsert().Model(&item{ID: 1}).Exec(ctx)
+		require.NoError(t, err)
+		_, err = db.NewInsert().Model(&item{ID: 1}).Exec(ctx)
+		require.Error(t, err)
+		assert.True(t, sqlutil.IsDuplicateKey(err), "%v", err)
+		assert.False(t, sqlutil.IsRetryable(err))
+		assert.False(t, sqlutil.IsDuplicateKey(errors.New("other")))
+	})
+}
+
+// TestInTxJoinsCallerTx: inside the caller's transaction a failing step is undone alone,
+// the caller's own writes survive it, and nothing is committed until the caller commits.
+func TestInTxJoinsCallerTx(t *testing.T) {
+	backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		boom := errors.New("boom")
+		err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			require.True(t, sqlutil.IsTx(tx))
+			_, err := tx.NewInsert().Model(&item{ID: 1}).Exec(ctx)
+			require.NoError(t, err)
+			err = sqlutil.InTx(ctx, tx, func(ctx context.Context, tx bun.Tx) error {
+				_, err := tx.NewInsert().Model(&item{ID: 2}).Exec(ctx)
+				require.NoError(t, err)
+				return boom
+			})
+			require.ErrorIs(t, err, boom)
+			require.NoError(t, sqlutil.InTx(ctx, tx, func(ctx context.Context, tx bun.Tx) error {
+				_, err := tx.NewInsert().Model(&item{ID: 3}).Exec(ctx)
+				return err
+			}))
+			return nil
+		})
+		require.NoError(t, err)
+		var ids []int64
+		require.NoError(t, db.NewSelect().Model((*item)(nil)).Column("id").Order("id").Scan(ctx, &ids))
+		assert.Equal(t, []int64{1, 3}, ids)
+
+		// The caller's rollback takes the joined step with it.
+		_ = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			require.NoError(t, sqlutil.InTx(ctx, tx, func(ctx context.Context, tx bun.Tx) error {
+				_, err := tx.NewInsert().Model(&item{ID: 4}).Exec(ctx)
+				return err
+			}))
+			return boom
+		})
+		assert.EqualValues(t, 2, count(t, db))
+	})
+}
+
+// TestInTxRetriesDeadlock provokes real MySQL deadlocks (two transactions locking two rows
+// in opposite orders) and checks that InTx retries the victim so both increments land.
+func TestInTxRetriesDeadlock(t *testing.T) {
+	db := testenv.MySQL(t)
+	ctx := context.Background()
+	_, err := db.NewCreateTable().Model((*item)(nil)).Exec(ctx)
+	require.NoError(t, err)
+	_, err = db.NewInsert().Model(&[]item{{ID: 1}, {ID: 2}}).Exec(ctx)
+	require.NoError(t, err)
+
+	const rounds = 10
+	var wg sync.WaitGroup
+	var retried sync.Map
+	for w, order := range [][]int64{{1, 2}, {2, 1}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				attempts := 0
+				err := sqlutil.InTx(ctx, db, func(ctx context.Context, tx bun.Tx) error {
+					attempts++
+					for _, id := range order {
+						if _, err := tx.NewUpdate().Model((*item)(nil)).Set("n = n + 1").Where("id = ?", id).Exec(ctx); err != nil {
+							return err
+						}
+						time.Sleep(20 * time.Millisecond)
+					}
+					return nil
+				})
+				assert.NoError(t, err)
+				if attempts > 1 {
+					retried.Store([2]int{w, r}, attempts)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var items []item
+	require.NoError(t, db.NewSelect().Model(&items).Order("id").Scan(ctx))
+	assert.Equal(t, []item{{ID: 1, N: 2 * rounds}, {ID: 2, N: 2 * rounds}}, items)
+	n := 0
+	retried.Range(func(_, _ any) bool { n++; return true })
+	assert.Positive(t, n, "the opposite lock orders should have deadlocked at least once")
+	t.Logf("%d of %d transactions were retried after a deadlock", n, 2*rounds)
+}
