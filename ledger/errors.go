@@ -1,0 +1,155 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Sentinel errors, for errors.Is. The typed errors below carry the details and match these.
+var (
+	// ErrInvalid: an argument is malformed (empty or too long ID, amount not positive,
+	// ...). Nothing was changed. See *ValidationError.
+	ErrInvalid = errors.New("ledger: invalid argument")
+	// ErrInsufficientPoints: the available points do not cover the amount. Nothing was
+	// changed. See *InsufficientPointsError.
+	ErrInsufficientPoints = errors.New("ledger: insufficient points")
+	// ErrIDReused: the transfer ID was already used for a different operation or content.
+	// See *IDReusedError.
+	ErrIDReused = errors.New("ledger: transfer ID reused with different content")
+	// ErrSpendNotFound: a refund names no spend, or a transfer that is not a spend or a
+	// captured hold.
+	ErrSpendNotFound = errors.New("ledger: spend not found")
+	// ErrRefundExceedsSpend: the refunds of a spend would add up to more than it took. See
+	// *RefundError.
+	ErrRefundExceedsSpend = errors.New("ledger: refund exceeds spend")
+	// ErrHoldNotFound: no hold has this ID.
+	ErrHoldNotFound = errors.New("ledger: hold not found")
+	// ErrHoldCaptured: the hold was already captured (Void, or Capture of another amount).
+	ErrHoldCaptured = errors.New("ledger: hold already captured")
+	// ErrHoldVoided: the hold was already voided (Capture after Void).
+	ErrHoldVoided = errors.New("ledger: hold already voided")
+	// ErrHoldExpired: the hold is past its deadline; its points are (or, at the next
+	// Sweep, will be) given back.
+	ErrHoldExpired = errors.New("ledger: hold expired")
+	// ErrCaptureExceedsHold: Capture asked for more than the hold holds.
+	ErrCaptureExceedsHold = errors.New("ledger: capture exceeds hold")
+	// ErrConflict: the stored state changed under the operation in a way the database's
+	// locks should have prevented, or contradicts itself. Nothing was changed; run Verify.
+	ErrConflict = errors.New("ledger: conflicting concurrent change")
+	// ErrDrift: Verify found balances that do not match the journal. See *DriftError.
+	ErrDrift = errors.New("ledger: balances drift from the journal")
+	// ErrStorage: the database failed. The native error is wrapped too. With an operation
+	// of its own (not joined to a caller's transaction) nothing was changed, and repeating
+	// the operation with the same ID is safe.
+	ErrStorage = errors.New("ledger: storage failure")
+)
+
+// ValidationError says which argument is wrong and why. It matches ErrInvalid.
+type ValidationError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("ledger: invalid %s: %s", e.Field, e.Reason)
+}
+
+// Unwrap returns ErrInvalid.
+func (e *ValidationError) Unwrap() error { return ErrInvalid }
+
+// InsufficientPointsError reports how many points were available when Requested were
+// asked for. It matches ErrInsufficientPoints.
+type InsufficientPointsError struct {
+	User      string
+	Available int64
+	Requested int64
+}
+
+func (e *InsufficientPointsError) Error() string {
+	return fmt.Sprintf("ledger: insufficient points: user %q has %d available, %d requested", e.User, e.Available, e.Requested)
+}
+
+// Unwrap returns ErrInsufficientPoints.
+func (e *InsufficientPointsError) Unwrap() error { return ErrInsufficientPoints }
+
+// IDReusedError reports a transfer ID used again for something else. It matches ErrIDReused.
+type IDReusedError struct {
+	ID string
+	// Existing is the type of the transfer that holds the ID.
+	Existing EntryType
+}
+
+func (e *IDReusedError) Error() string {
+	return fmt.Sprintf("ledger: transfer ID %q is already used by a %s with different content", e.ID, e.Existing)
+}
+
+// Unwrap returns ErrIDReused.
+func (e *IDReusedError) Unwrap() error { return ErrIDReused }
+
+// RefundError reports a refund beyond what a spend took. It matches ErrRefundExceedsSpend.
+type RefundError struct {
+	SpendID string
+	// Spent is what the spend took (for a captured hold, the captured amount).
+	Spent int64
+	// Refunded is what earlier refunds already gave back.
+	Refunded  int64
+	Requested int64
+}
+
+func (e *RefundError) Error() string {
+	return fmt.Sprintf("ledger: refund of %d exceeds spend %q: spent %d, already refunded %d", e.Requested, e.SpendID, e.Spent, e.Refunded)
+}
+
+// Unwrap returns ErrRefundExceedsSpend.
+func (e *RefundError) Unwrap() error { return ErrRefundExceedsSpend }
+
+// HoldError reports why Capture or Void cannot act on a hold. It matches exactly one of
+// ErrHoldNotFound, ErrHoldCaptured, ErrHoldVoided, ErrHoldExpired and ErrCaptureExceedsHold.
+type HoldError struct {
+	HoldID string
+	// State is the hold's state; HoldExpired also for a hold past its deadline that Sweep
+	// has not released yet. Empty when the hold does not exist.
+	State HoldState
+	// Amount is what the hold holds; Captured what was captured (HoldCaptured).
+	Amount, Captured int64
+	// Requested is the amount Capture asked for (0 for Void).
+	Requested int64
+	// Err is the matching sentinel.
+	Err error
+}
+
+func (e *HoldError) Error() string {
+	switch e.Err {
+	case ErrHoldNotFound:
+		return fmt.Sprintf("ledger: hold %q not found", e.HoldID)
+	case ErrCaptureExceedsHold:
+		return fmt.Sprintf("ledger: capture of %d exceeds hold %q of %d", e.Requested, e.HoldID, e.Amount)
+	case ErrHoldCaptured:
+		return fmt.Sprintf("ledger: hold %q already captured (%d of %d)", e.HoldID, e.Captured, e.Amount)
+	}
+	return fmt.Sprintf("ledger: hold %q is %s", e.HoldID, e.State)
+}
+
+// Unwrap returns the matching sentinel.
+func (e *HoldError) Unwrap() error { return e.Err }
+
+// DriftError carries what Verify found. It matches ErrDrift.
+type DriftError struct {
+	Drift []Drift
+}
+
+func (e *DriftError) Error() string {
+	parts := make([]string, 0, min(len(e.Drift), 5))
+	for i, d := range e.Drift {
+		if i == 5 {
+			parts = append(parts, fmt.Sprintf("and %d more", len(e.Drift)-5))
+			break
+		}
+		parts = append(parts, d.String())
+	}
+	return fmt.Sprintf("ledger: %d drift(s): %s", len(e.Drift), strings.Join(parts, "; "))
+}
+
+// Unwrap returns ErrDrift.
+func (e *DriftError) Unwrap() error { return ErrDrift }

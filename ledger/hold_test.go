@@ -1,0 +1,224 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/ledger"
+)
+
+func TestHoldCaptureVoid(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		now := e.clock.Now()
+		e.charge("c1", "alice", 1000)
+		assert.Equal(t, rec("h1", ledger.TypeHold, "alice", 300, 700, 300, now), e.hold("h1", "alice", 300))
+		assert.Equal(t, [2]int64{700, 300}, e.balance("alice"))
+
+		_, err := e.l.Hold(e.ctx, "h0", "alice", 701, time.Minute)
+		ins := requireAs[*ledger.InsufficientPointsError](t, err, ledger.ErrInsufficientPoints)
+		assert.EqualValues(t, 700, ins.Available, "held points cannot be held again")
+		_, err = e.spend("s0", "alice", 701)
+		require.ErrorIs(t, err, ledger.ErrInsufficientPoints, "held points cannot be spent")
+
+		// A partial capture gives the rest back.
+		e.clock.Add(time.Minute)
+		captured, err := e.l.Capture(e.ctx, "h1", 200)
+		require.NoError(t, err)
+		assert.Equal(t, rec("h1", ledger.TypeCapture, "alice", 200, 800, 0, now.Add(time.Minute)), captured)
+		again, err := e.l.Capture(e.ctx, "h1", 200)
+		require.NoError(t, err)
+		assert.Equal(t, captured, again, "the same capture returns the original receipt")
+		_, err = e.l.Capture(e.ctx, "h1", 100)
+		he := requireAs[*ledger.HoldError](t, err, ledger.ErrHoldCaptured)
+		assert.Equal(t, ledger.HoldCaptured, he.State)
+		assert.EqualValues(t, 200, he.Captured)
+		_, err = e.l.Void(e.ctx, "h1")
+		require.ErrorIs(t, err, ledger.ErrHoldCaptured)
+
+		// Void gives everything back, once.
+		e.hold("h2", "alice", 100)
+		voided, err := e.l.Void(e.ctx, "h2")
+		require.NoError(t, err)
+		assert.Equal(t, rec("h2", ledger.TypeVoid, "alice", 100, 800, 0, e.clock.Now()), voided)
+		again, err = e.l.Void(e.ctx, "h2")
+		require.NoError(t, err)
+		assert.Equal(t, voided, again)
+		_, err = e.l.Capture(e.ctx, "h2", 50)
+		assert.Equal(t, ledger.HoldVoided, requireAs[*ledger.HoldError](t, err, ledger.ErrHoldVoided).State)
+
+		// A capture of everything leaves no remainder entry; more than held is refused.
+		e.hold("h3", "alice", 100)
+		_, err = e.l.Capture(e.ctx, "h3", 101)
+		he = requireAs[*ledger.HoldError](t, err, ledger.ErrCaptureExceedsHold)
+		assert.EqualValues(t, 100, he.Amount)
+		assert.EqualValues(t, 101, he.Requested)
+		_, err = e.l.Capture(e.ctx, "h3", 100)
+		require.NoError(t, err)
+		assert.Equal(t, [2]int64{700, 0}, e.balance("alice"))
+
+		for _, id := range []string{"nope", "c1"} {
+			_, err = e.l.Capture(e.ctx, id, 1)
+			require.ErrorIs(t, err, ledger.ErrHoldNotFound)
+			_, err = e.l.Void(e.ctx, id)
+			require.ErrorIs(t, err, ledger.ErrHoldNotFound)
+		}
+
+		assert.Equal(t, []ledger.EntryType{"capture", "hold", "void", "hold", "release", "capture", "hold", "charge"},
+			types(e.history("alice")))
+		h := e.history("alice")
+		assert.Equal(t, ledger.Entry{ID: "h1", Type: ledger.TypeRelease, Amount: 100, Change: 0,
+			Balance: ledger.Balance{Available: 800, Total: 800}, Time: now.Add(time.Minute)}, h[4])
+		assert.EqualValues(t, -200, h[5].Change)
+		assert.EqualValues(t, 0, h[6].Change, "a hold keeps the total")
+
+		info, err := e.l.LookupHold(e.ctx, "h1")
+		require.NoError(t, err)
+		assert.Equal(t, ledger.HoldInfo{ID: "h1", User: "alice", Amount: 300, State: ledger.HoldCaptured, Captured: 200,
+			Deadline: now.Add(15 * time.Minute), CreatedAt: now, ResolvedAt: now.Add(time.Minute)}, info)
+		_, err = e.l.LookupHold(e.ctx, "nope")
+		require.ErrorIs(t, err, ledger.ErrHoldNotFound)
+
+		rep := e.verify()
+		assert.EqualValues(t, 300, rep.System[ledger.AccountRedeemed])
+		assert.Zero(t, rep.OpenHolds)
+	})
+}
+
+func TestHoldExpiry(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		e.charge("c1", "alice", 1000)
+		held, err := e.l.Hold(e.ctx, "h1", "alice", 300, 10*time.Minute)
+		require.NoError(t, err)
+		e.hold("h2", "alice", 100) // 15 minutes
+
+		e.clock.Add(10 * time.Minute)
+		for _, err := range []error{capture(e, "h1", 1), void(e, "h1")} {
+			assert.Equal(t, ledger.HoldExpired, requireAs[*ledger.HoldError](t, err, ledger.ErrHoldExpired).State)
+		}
+		assert.Equal(t, [2]int64{600, 400}, e.balance("alice"), "points come back at the sweep")
+		assert.EqualValues(t, 2, e.verify().OpenHolds)
+
+		n, err := e.l.Sweep(e.ctx)
+		require.NoError(t, err)
+		assert.Equal(t, 1, n, "h2 is not due yet")
+		assert.Equal(t, [2]int64{900, 100}, e.balance("alice"))
+		n, err = e.l.Sweep(e.ctx)
+		require.NoError(t, err)
+		assert.Zero(t, n)
+
+		info, err := e.l.LookupHold(e.ctx, "h1")
+		require.NoError(t, err)
+		assert.Equal(t, ledger.HoldExpired, info.State)
+		assert.Equal(t, e.clock.Now(), info.ResolvedAt)
+		for _, err := range []error{capture(e, "h1", 1), void(e, "h1")} {
+			require.ErrorIs(t, err, ledger.ErrHoldExpired)
+		}
+		again, err := e.l.Hold(e.ctx, "h1", "alice", 300, 10*time.Minute)
+		require.NoError(t, err)
+		assert.Equal(t, held, again, "repeating the hold returns its receipt")
+
+		top := e.history("alice")[0]
+		assert.Equal(t, ledger.TypeHoldExpire, top.Type)
+		assert.Equal(t, "h1", top.ID)
+		assert.EqualValues(t, 300, top.Amount)
+		assert.EqualValues(t, 1, e.verify().OpenHolds)
+	})
+}
+
+func capture(e *env, id string, amount int64) error {
+	_, err := e.l.Capture(e.ctx, id, amount)
+	return err
+}
+
+func void(e *env, id string) error {
+	_, err := e.l.Void(e.ctx, id)
+	return err
+}
+
+// TestRun: the background loop releases due holds and stops when its context ends.
+func TestRun(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		obs := &countingObserver{}
+		l := ledger.New(e.db, ledger.WithClock(e.clock.Now), ledger.WithSweepInterval(time.Millisecond), ledger.WithObserver(obs))
+		e.charge("c1", "alice", 100)
+		_, err := l.Hold(e.ctx, "h1", "alice", 60, time.Minute)
+		require.NoError(t, err)
+		_, err = l.Spend(e.ctx, ledger.SpendRequest{ID: "s1", User: "alice", Amount: 41})
+		require.ErrorIs(t, err, ledger.ErrInsufficientPoints)
+		e.clock.Add(time.Minute)
+
+		ctx, cancel := context.WithCancel(e.ctx)
+		done := make(chan error, 1)
+		go func() { done <- l.Run(ctx) }()
+		require.Eventually(t, func() bool {
+			b, err := l.Balance(e.ctx, "alice")
+			return err == nil && b.Held == 0
+		}, 30*time.Second, 5*time.Millisecond)
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err, "Run stops cleanly")
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run did not stop")
+		}
+		assert.Equal(t, [2]int64{100, 0}, e.balance("alice"))
+		assert.Equal(t, int64(1), obs.holds.Load())
+		assert.Equal(t, int64(2), obs.ops.Load(), "the hold and the spend")
+		assert.Equal(t, int64(1), obs.failed.Load(), "the spend")
+		e.verify()
+	})
+}
+
+// TestErrorsAreDomainErrors: context errors come back as they are, database failures
+// wrapped in ErrStorage.
+func TestErrorsAreDomainErrors(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		ctx, cancel := context.WithCancel(e.ctx)
+		cancel()
+		_, err := e.l.Spend(ctx, ledger.SpendRequest{ID: "s1", User: "alice", Amount: 1})
+		assert.Equal(t, context.Canceled, err)
+
+		require.NoError(t, e.db.Close())
+		_, err = e.l.Charge(e.ctx, ledger.ChargeRequest{ID: "c1", User: "alice", Amount: 1})
+		require.ErrorIs(t, err, ledger.ErrStorage)
+		_, err = e.l.Balance(e.ctx, "alice")
+		require.ErrorIs(t, err, ledger.ErrStorage)
+		_, err = e.l.Sweep(e.ctx)
+		require.ErrorIs(t, err, ledger.ErrStorage)
+		_, err = e.l.Verify(e.ctx)
+		require.ErrorIs(t, err, ledger.ErrStorage)
+		assert.False(t, errors.Is(err, ledger.ErrDrift))
+	})
+}
+
+func TestCreateSchemaIsIdempotent(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		e.charge("c1", "alice", 5)
+		require.NoError(t, ledger.CreateSchema(e.ctx, e.db))
+		assert.Equal(t, [2]int64{5, 0}, e.balance("alice"), "data survives")
+	})
+}
+
+// countingObserver counts what the ledger reports.
+type countingObserver struct {
+	ledger.NopObserver
+	ops, failed, holds, lots atomic.Int64
+}
+
+func (o *countingObserver) Operation(_ string, _ time.Duration, err error) {
+	o.ops.Add(1)
+	if err != nil {
+		o.failed.Add(1)
+	}
+}
+
+func (o *countingObserver) Swept(holds, lots int) {
+	o.holds.Add(int64(holds))
+	o.lots.Add(int64(lots))
+}

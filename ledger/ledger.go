@@ -1,0 +1,165 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// Ledger is a double-entry point ledger stored through bun in MySQL/MariaDB or SQLite.
+// It is safe for concurrent use. Create the tables once with CreateSchema.
+type Ledger struct {
+	db         bun.IDB
+	clock      func() time.Time
+	log        *slog.Logger
+	obs        Observer
+	sweepEvery time.Duration
+	sweepBatch int
+}
+
+// Option configures a Ledger.
+type Option func(*Ledger)
+
+// Observer receives what the ledger does, e.g. to feed Prometheus metrics. Its methods must
+// be quick and safe for concurrent use. Embed NopObserver to implement only some of them.
+type Observer interface {
+	// Operation is called when an operation returns: op is "charge", "earn", "spend",
+	// "refund", "adjust", "hold", "capture" or "void"; err is nil on success (a repeated
+	// request that returned the original result included). Inside a caller's transaction
+	// a success may still be rolled back by the caller.
+	Operation(op string, took time.Duration, err error)
+	// Swept is called after each Sweep that resolved something: holds released at their
+	// deadline, lots of earned points expired.
+	Swept(holds, lots int)
+}
+
+// NopObserver does nothing; embed it in an Observer that needs only some methods.
+type NopObserver struct{}
+
+// Operation does nothing.
+func (NopObserver) Operation(string, time.Duration, error) {}
+
+// Swept does nothing.
+func (NopObserver) Swept(int, int) {}
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option {
+	return func(g *Ledger) {
+		if l != nil {
+			g.log = l
+		}
+	}
+}
+
+// WithClock sets the clock used for hold deadlines, expiry and the time of entries
+// (default: time.Now). Times are stored in UTC, to the microsecond.
+func WithClock(now func() time.Time) Option {
+	return func(g *Ledger) {
+		if now != nil {
+			g.clock = now
+		}
+	}
+}
+
+// WithObserver sets the observer (default: none).
+func WithObserver(o Observer) Option {
+	return func(g *Ledger) {
+		if o != nil {
+			g.obs = o
+		}
+	}
+}
+
+// WithSweepInterval sets how often Run sweeps (default: one second).
+func WithSweepInterval(d time.Duration) Option {
+	return func(g *Ledger) {
+		if d > 0 {
+			g.sweepEvery = d
+		}
+	}
+}
+
+// WithSweepBatch sets how many due holds or lots Sweep lists per query (default: 100).
+// Each is resolved in a transaction of its own.
+func WithSweepBatch(n int) Option {
+	return func(g *Ledger) {
+		if n > 0 {
+			g.sweepBatch = n
+		}
+	}
+}
+
+// New returns a Ledger on db, a *bun.DB (each operation runs in a transaction of its own)
+// or a bun.Tx (operations join it; see WithTx).
+func New(db bun.IDB, opts ...Option) *Ledger {
+	l := &Ledger{
+		db:         db,
+		clock:      time.Now,
+		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		obs:        NopObserver{},
+		sweepEvery: time.Second,
+		sweepBatch: 100,
+	}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
+}
+
+// WithTx returns a copy of l whose operations run on db. When db is a bun.Tx (typically
+// the checkout's, from RunInTx) they join it: each runs under a savepoint, so a failed
+// operation undoes only its own writes and leaves the caller's transaction usable, and
+// everything commits or rolls back with the caller's transaction. Otherwise each operation
+// opens a transaction of its own, retried on deadlock.
+//
+// Inside a caller's transaction nothing is retried: a deadlock aborts the whole
+// transaction, and only its owner can run it again.
+func (l *Ledger) WithTx(db bun.IDB) *Ledger {
+	c := *l
+	c.db = db
+	return &c
+}
+
+// now is the ledger's clock in UTC, truncated to what the databases store.
+func (l *Ledger) now() time.Time {
+	return l.clock().UTC().Truncate(time.Microsecond)
+}
+
+// finish turns err into what callers see and reports the operation to the observer.
+func (l *Ledger) finish(ctx context.Context, op string, start time.Time, err error) error {
+	err = l.translate(ctx, op, err)
+	l.obs.Operation(op, time.Since(start), err)
+	if errors.Is(err, ErrStorage) {
+		l.log.WarnContext(ctx, "ledger operation failed", "op", op, "err", err)
+	}
+	return err
+}
+
+// translate turns err into what callers see: the package's own errors as they are, the
+// context's error once it is done, anything else wrapped in ErrStorage.
+func (l *Ledger) translate(ctx context.Context, op string, err error) error {
+	switch {
+	case err == nil, isDomain(err):
+		return err
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return fmt.Errorf("%w: %s: %w", ErrStorage, op, err)
+}
+
+// isDomain reports whether err is one of the package's own errors.
+func isDomain(err error) bool {
+	for _, s := range []error{ErrInvalid, ErrInsufficientPoints, ErrIDReused, ErrSpendNotFound,
+		ErrRefundExceedsSpend, ErrHoldNotFound, ErrHoldCaptured, ErrHoldVoided, ErrHoldExpired,
+		ErrCaptureExceedsHold, ErrConflict, ErrDrift, ErrStorage} {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,150 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/uptrace/bun"
+)
+
+// The statements below run inside a transaction. Lock order, everywhere: the hold row,
+// then the account row, then the user's lots; the journal is append-only.
+
+// errDuplicate says the journal already has a transfer with the ID being inserted.
+var errDuplicate = errors.New("ledger: duplicate transfer ID")
+
+// moveAccount adds dAvail and dHeld to the user's account if neither goes below zero
+// (UPDATE ... SET available = available + ? WHERE ... AND available >= ?) and reports
+// whether it did. A missing account is left missing.
+func moveAccount(ctx context.Context, db bun.IDB, user string, dAvail, dHeld int64, now time.Time) (bool, error) {
+	res, err := db.ExecContext(ctx,
+		"UPDATE ledger_accounts SET available = available + ?, held = held + ?, updated_at = ? "+
+			"WHERE user_id = ? AND available >= ? AND held >= ?",
+		dAvail, dHeld, now, user, max(0, -dAvail), max(0, -dHeld))
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// creditAccount adds amount to the user's available points (and expiring to the points due
+// to expire), creating the account on first use.
+func creditAccount(ctx context.Context, db bun.IDB, user string, amount, expiring int64, now time.Time) error {
+	q := "INSERT INTO ledger_accounts (user_id, available, held, expiring, created_at, updated_at) VALUES (?, ?, 0, ?, ?, ?) " +
+		"ON DUPLICATE KEY UPDATE available = available + ?, expiring = expiring + ?, updated_at = ?"
+	if sqlutil.IsSQLite(db) {
+		q = "INSERT INTO ledger_accounts (user_id, available, held, expiring, created_at, updated_at) VALUES (?, ?, 0, ?, ?, ?) " +
+			"ON CONFLICT (user_id) DO UPDATE SET available = available + ?, expiring = expiring + ?, updated_at = ?"
+	}
+	_, err := db.ExecContext(ctx, q, user, amount, expiring, now, now, amount, expiring, now)
+	return err
+}
+
+// readAccount reads the user's account; a missing account reads as zero.
+func readAccount(ctx context.Context, db bun.IDB, user string, lock bool) (accountRow, error) {
+	a := accountRow{UserID: user}
+	q := db.NewSelect().Model(&a).WherePK()
+	if lock {
+		q = sqlutil.ForUpdate(q)
+	}
+	if err := q.Scan(ctx); err != nil && !sqlutil.IsNoRows(err) {
+		return a, err
+	}
+	return a, nil
+}
+
+// insertTransfer appends t to the journal; errDuplicate when its ID is taken.
+func insertTransfer(ctx context.Context, db bun.IDB, t *transferRow) error {
+	_, err := db.NewInsert().Model(t).Exec(ctx)
+	if err != nil && t.ID != "" && sqlutil.IsDuplicateKey(err) {
+		return errDuplicate
+	}
+	return err
+}
+
+// findTransfer reads the caller's transfer id; found is false when there is none. lock
+// reads the latest committed row (FOR UPDATE on MySQL) rather than the transaction's
+// snapshot.
+func findTransfer(ctx context.Context, db bun.IDB, id string, lock bool) (t transferRow, found bool, err error) {
+	q := db.NewSelect().Model(&t).Where("t.id = ?", id)
+	if lock {
+		q = sqlutil.ForUpdate(q)
+	}
+	switch err := q.Scan(ctx); {
+	case sqlutil.IsNoRows(err):
+		return t, false, nil
+	case err != nil:
+		return t, false, err
+	}
+	return t, true, nil
+}
+
+// findHold reads and, on MySQL, locks the hold id.
+func findHold(ctx context.Context, db bun.IDB, id string) (h holdRow, found bool, err error) {
+	h.ID = id
+	switch err := sqlutil.ForUpdate(db.NewSelect().Model(&h).WherePK()).Scan(ctx); {
+	case sqlutil.IsNoRows(err):
+		return h, false, nil
+	case err != nil:
+		return h, false, err
+	}
+	return h, true, nil
+}
+
+// consume takes amount points that left the user's balance for good (spend, capture,
+// negative adjustment) out of the user's lots of expiring points, soonest expiry first, so
+// that what is left to expire never exceeds the balance. expiring is the account's
+// current sum of lots.
+func consume(ctx context.Context, db bun.IDB, user string, amount, expiring int64, now time.Time) error {
+	if expiring <= 0 {
+		return nil
+	}
+	var lots []lotRow
+	q := db.NewSelect().Model(&lots).Where("l.user_id = ?", user).OrderExpr("l.expires_at, l.id")
+	if err := sqlutil.ForUpdate(q).Scan(ctx); err != nil {
+		return err
+	}
+	taken := int64(0)
+	for _, lot := range lots {
+		if taken == amount {
+			break
+		}
+		take := min(lot.Remaining, amount-taken)
+		if err := takeFromLot(ctx, db, lot, take); err != nil {
+			return err
+		}
+		taken += take
+	}
+	return reduceExpiring(ctx, db, user, taken, now)
+}
+
+// takeFromLot removes take points from lot, deleting it when nothing is left.
+func takeFromLot(ctx context.Context, db bun.IDB, lot lotRow, take int64) error {
+	var err error
+	if take == lot.Remaining {
+		_, err = db.NewDelete().Model(&lot).WherePK().Exec(ctx)
+	} else {
+		_, err = db.NewUpdate().Model(&lot).Set("remaining = remaining - ?", take).WherePK().Exec(ctx)
+	}
+	return err
+}
+
+func reduceExpiring(ctx context.Context, db bun.IDB, user string, by int64, now time.Time) error {
+	if by == 0 {
+		return nil
+	}
+	res, err := db.ExecContext(ctx,
+		"UPDATE ledger_accounts SET expiring = expiring - ?, updated_at = ? WHERE user_id = ? AND expiring >= ?",
+		by, now, user, by)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return firstErr(err, fmt.Errorf("%w: account %q expires less than its lots", ErrConflict, user))
+	}
+	return nil
+}

@@ -1,0 +1,98 @@
+package ledger_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/ledger"
+)
+
+// workload leaves alice with 730 available and a pending hold of 100, bob with 40 due to
+// expire.
+func workload(t *testing.T, e *env) {
+	e.charge("c1", "alice", 1000)
+	_, err := e.spend("s1", "alice", 200)
+	require.NoError(t, err)
+	_, err = e.l.Refund(e.ctx, ledger.RefundRequest{ID: "r1", SpendID: "s1", Amount: 50})
+	require.NoError(t, err)
+	e.hold("h1", "alice", 100)
+	e.hold("h2", "alice", 80)
+	_, err = e.l.Capture(e.ctx, "h2", 20)
+	require.NoError(t, err)
+	e.earn("e1", "bob", 40, time.Hour)
+}
+
+func (e *env) exec(query string, args ...any) {
+	e.t.Helper()
+	_, err := e.db.ExecContext(e.ctx, query, args...)
+	require.NoError(e.t, err)
+}
+
+// drift runs Verify, requires it to report drift, and returns it.
+func (e *env) drift() []ledger.Drift {
+	e.t.Helper()
+	r, err := e.l.Verify(e.ctx)
+	de := requireAs[*ledger.DriftError](e.t, err, ledger.ErrDrift)
+	require.False(e.t, r.OK())
+	require.Equal(e.t, r.Drift, de.Drift)
+	return r.Drift
+}
+
+func TestVerifyReportsASoundLedger(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		workload(t, e)
+		r := e.verify()
+		assert.Equal(t, ledger.Report{Users: 2, Transfers: 8, OpenHolds: 1, System: map[ledger.Account]int64{
+			ledger.AccountCharged: -1000, ledger.AccountRedeemed: 170, ledger.AccountRewarded: -40,
+		}}, r)
+	})
+}
+
+// TestVerifyFindsDrift corrupts the stored state directly, one way at a time, and checks
+// that Verify names the account and what drifted.
+func TestVerifyFindsDrift(t *testing.T) {
+	cases := []struct {
+		name    string
+		corrupt string
+		want    []ledger.Drift
+	}{
+		{"available", "UPDATE ledger_accounts SET available = available + 5 WHERE user_id = 'alice'", []ledger.Drift{
+			{Check: "zero sum", Stored: 5},
+			{Account: "user:alice", Check: "available", Stored: 735, Expected: 730},
+		}},
+		{"held", "UPDATE ledger_accounts SET held = held - 1 WHERE user_id = 'alice'", []ledger.Drift{
+			{Check: "zero sum", Stored: -1},
+			{Account: "held:alice", Check: "held", Stored: 99, Expected: 100},
+			{Account: "held:alice", Check: "open holds", Stored: 99, Expected: 100},
+		}},
+		{"journal amount", "UPDATE ledger_transfers SET amount = amount + 7 WHERE id = 'c1'", []ledger.Drift{
+			{Check: "zero sum", Stored: -7},
+			{Account: "user:alice", Check: "available", Stored: 730, Expected: 737},
+		}},
+		{"lost hold", "UPDATE ledger_holds SET state = 'voided' WHERE id = 'h1'", []ledger.Drift{
+			{Account: "held:alice", Check: "open holds", Stored: 100, Expected: 0},
+		}},
+		{"expiring", "UPDATE ledger_lots SET remaining = 39 WHERE id = 'e1'", []ledger.Drift{
+			{Account: "user:bob", Check: "expiring", Stored: 40, Expected: 39},
+		}},
+		{"refunded", "UPDATE ledger_transfers SET refunded = 0 WHERE id = 's1'", []ledger.Drift{
+			{Account: "user:alice", Check: "refunds", Stored: 0, Expected: 50, Detail: "spend s1"},
+		}},
+		{"missing account", "DELETE FROM ledger_accounts WHERE user_id = 'bob'", []ledger.Drift{
+			{Check: "zero sum", Stored: -40},
+			{Account: "user:bob", Check: "available", Stored: 0, Expected: 40},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			each(t, func(t *testing.T, e *env) {
+				workload(t, e)
+				e.exec(c.corrupt)
+				assert.Equal(t, c.want, e.drift())
+			})
+		})
+	}
+}
