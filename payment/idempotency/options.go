@@ -1,0 +1,42 @@
+package idempotency
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Defaults of the Store's options.
+const (
+	// DefaultRetention is how long a key and its response are kept (Stripe's 24 hours).
+	DefaultRetention = 24 * time.Hour
+
+	// DefaultLockTimeout is how long a claim holds a key before another request with the
+	// same fingerprint may take it over. It must exceed the longest a request may take (a
+	// PG approval with its retries): Do gives fn a context that expires with the claim.
+	// 60 s also bounds how long the key of a crashed request answers ErrInProgress.
+	DefaultLockTimeout = 60 * time.Second
+)
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithRetention sets how long a key and its final response are kept after the response is
+// stored (default DefaultRetention). It must exceed the lock timeout.
+func WithRetention(d time.Duration) Option { return func(s *Store) { s.retention = d } }
+
+// WithLockTimeout sets how long a claim holds its key (default DefaultLockTimeout); after
+// that a request with the same fingerprint takes the key over, and fn's context in Do has
+// expired. It must be positive.
+func WithLockTimeout(d time.Duration) Option { return func(s *Store) { s.lockTimeout = d } }
+
+// WithClock sets the clock that dates claims, locks and expiry (default time.Now). Backends
+// compare only the times the Store gives them, so a test can move time with it; in
+// production the clocks of all processes sharing a backend should agree (NTP) — a process
+// whose clock runs ahead sees locks expire early by as much.
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.clock = now } }
+
+// WithLogger sets the logger for takeovers, lost locks and failed releases (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.logger = l } }
+
+// WithObserver sets the observer told of every outcome (default: none).
+func WithObserver(o Observer) Option { return func(s *Store) { s.observer = o } }

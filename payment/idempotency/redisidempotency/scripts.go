@@ -1,0 +1,53 @@
+package redisidempotency
+
+import "github.com/redis/go-redis/v9"
+
+// A record is one hash: state ("running" | "done"), fp, tok, lock and exp (Unix
+// milliseconds, from the Store's clock), and once done status, code and body. Its Redis TTL
+// is set to exp - now on every write, so Redis drops it when its retention is over; the
+// scripts nevertheless compare exp with the now they are given, which keeps the logic on
+// the Store's (injectable) clock.
+
+// claimScript implements Backend.Claim (idempotency.ClaimRequest.Decide, in Lua).
+// KEYS[1] record. ARGV: fingerprint, token, now, lockedUntil, expiresAt, ttl (ms).
+// Returns {1} created, {2} taken over, or {3, state, fp, lock, exp, status, code, body}.
+var claimScript = redis.NewScript(`
+local now = tonumber(ARGV[3])
+local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lock', 'exp', 'status', 'code', 'body')
+local outcome = 1
+if r[1] and tonumber(r[4]) > now then
+  if r[1] ~= 'running' or r[2] ~= ARGV[1] or tonumber(r[3]) > now then
+    return {3, r[1], r[2], r[3] or '', r[4], r[5] or '', r[6] or '', r[7] or ''}
+  end
+  outcome = 2
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'state', 'running', 'fp', ARGV[1], 'tok', ARGV[2], 'lock', ARGV[4], 'exp', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return {outcome}
+`)
+
+// completeScript implements Backend.Complete.
+// KEYS[1] record. ARGV: token, status, code, body, expiresAt, ttl (ms). Returns 1, or 0
+// when the token does not hold a running record.
+var completeScript = redis.NewScript(`
+local r = redis.call('HMGET', KEYS[1], 'tok', 'state')
+if r[1] ~= ARGV[1] or r[2] ~= 'running' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', 'done', 'status', ARGV[2], 'code', ARGV[3], 'body', ARGV[4], 'exp', ARGV[5])
+redis.call('HDEL', KEYS[1], 'lock')
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+`)
+
+// releaseScript implements Backend.Release.
+// KEYS[1] record. ARGV: token. Returns 1, or 0 when the token does not hold a running record.
+var releaseScript = redis.NewScript(`
+local r = redis.call('HMGET', KEYS[1], 'tok', 'state')
+if r[1] ~= ARGV[1] or r[2] ~= 'running' then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+return 1
+`)
