@@ -1,0 +1,116 @@
+package payment
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors, for errors.Is. The typed errors below carry detail and match these.
+var (
+	// ErrInvalidRequest: a request failed validation and changed nothing (see *ValidationError).
+	ErrInvalidRequest = errors.New("payment: invalid request")
+	// ErrPaymentNotFound: no payment has the ID.
+	ErrPaymentNotFound = errors.New("payment: payment not found")
+	// ErrPaymentIDReused: the payment ID is already used by a payment with other parameters.
+	ErrPaymentIDReused = errors.New("payment: payment ID reused with different parameters")
+	// ErrIllegalTransition: the state machine does not allow the move (see *TransitionError).
+	ErrIllegalTransition = errors.New("payment: illegal state transition")
+
+	// ErrDeclined: the PG answered no. It is final and never retried (see *DeclineError).
+	ErrDeclined = errors.New("payment: declined")
+	// ErrGatewayUnavailable: the PG was not reached or refused the call before processing it
+	// (circuit breaker open, bulkhead full, connection refused, 503). Nothing was charged; the
+	// payment stays REQUESTED and can be retried with the same payment ID.
+	ErrGatewayUnavailable = errors.New("payment: gateway unavailable")
+	// ErrOutcomeUnknown: the call may have reached the PG but no answer came back (timeout, lost
+	// response, 5xx). The payment is UNKNOWN until a retry, a webhook or the reconciler learns
+	// the PG's answer.
+	ErrOutcomeUnknown = errors.New("payment: gateway outcome unknown")
+	// ErrNotAtGateway: Gateway.Status found no payment with the ID at the PG.
+	ErrNotAtGateway = errors.New("payment: payment not known to the gateway")
+
+	// ErrRefundNotFound: no refund has the ID.
+	ErrRefundNotFound = errors.New("payment: refund not found")
+	// ErrRefundIDReused: the refund ID is already used by a refund with other parameters.
+	ErrRefundIDReused = errors.New("payment: refund ID reused with different parameters")
+	// ErrNotRefundable: the payment is not APPROVED or PARTIALLY_REFUNDED.
+	ErrNotRefundable = errors.New("payment: payment is not refundable")
+	// ErrRefundExceedsAmount: the refund would take the total refunded above the amount paid
+	// (see *RefundAmountError).
+	ErrRefundExceedsAmount = errors.New("payment: refund exceeds the refundable amount")
+	// ErrRefundInProgress: another refund of the same payment is still with the PG. Refunds of
+	// one payment are serialised; retry once it has settled.
+	ErrRefundInProgress = errors.New("payment: another refund of the payment is in progress")
+	// ErrRefundRejected: the PG refused the refund (it is FAILED; wraps a *DeclineError).
+	ErrRefundRejected = errors.New("payment: refund rejected by the gateway")
+
+	// ErrInvalidWebhook: a webhook failed signature verification, could not be decoded, or does
+	// not match the payment it names.
+	ErrInvalidWebhook = errors.New("payment: invalid webhook")
+	// ErrWebhookNotConfigured: HandleWebhook was called on a Service without a WebhookVerifier.
+	ErrWebhookNotConfigured = errors.New("payment: no webhook verifier configured")
+)
+
+// ValidationError says which field of a request is invalid and why. It matches ErrInvalidRequest.
+type ValidationError struct {
+	Field  string
+	Reason string
+}
+
+// Error says which field is invalid and why.
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("payment: invalid request: %s %s", e.Field, e.Reason)
+}
+
+// Is reports whether target is ErrInvalidRequest.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalidRequest }
+
+// TransitionError is an illegal move of a payment's state machine. It matches ErrIllegalTransition.
+type TransitionError struct {
+	PaymentID string
+	From, To  State
+}
+
+// Error names the payment and the refused move.
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("payment: illegal transition of %q from %s to %s", e.PaymentID, e.From, e.To)
+}
+
+// Is reports whether target is ErrIllegalTransition.
+func (e *TransitionError) Is(target error) bool { return target == ErrIllegalTransition }
+
+// DeclineError is a PG's definitive "no" with its reason code. It matches ErrDeclined.
+type DeclineError struct {
+	Code    string
+	Message string
+}
+
+// Error gives the PG's code and message.
+func (e *DeclineError) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("payment: declined: %s", e.Code)
+	}
+	return fmt.Sprintf("payment: declined: %s: %s", e.Code, e.Message)
+}
+
+// Is reports whether target is ErrDeclined.
+func (e *DeclineError) Is(target error) bool { return target == ErrDeclined }
+
+// RefundAmountError says how much of a payment was still refundable when a refund asked for
+// more. It matches ErrRefundExceedsAmount.
+type RefundAmountError struct {
+	PaymentID  string
+	Requested  int64
+	Refundable int64
+}
+
+// Error gives the amounts.
+func (e *RefundAmountError) Error() string {
+	return fmt.Sprintf("payment: refund of %d exceeds the %d still refundable on %q", e.Requested, e.Refundable, e.PaymentID)
+}
+
+// Is reports whether target is ErrRefundExceedsAmount.
+func (e *RefundAmountError) Is(target error) bool { return target == ErrRefundExceedsAmount }
+
+// invalid returns a *ValidationError.
+func invalid(field, reason string) error { return &ValidationError{Field: field, Reason: reason} }

@@ -1,0 +1,128 @@
+package payment_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+	"github.com/uptrace/bun/driver/sqliteshim"
+
+	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/pgsim"
+	"github.com/commercekit/commercekit/payment/resilient"
+)
+
+// openExampleDB opens an in-memory SQLite database with the payment schema.
+func openExampleDB(ctx context.Context, name string) (*bun.DB, error) {
+	sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+name+"?mode=memory&cache=shared")
+	if err != nil {
+		return nil, err
+	}
+	sqldb.SetMaxOpenConns(1)
+	db := bun.NewDB(sqldb, sqlitedialect.New())
+	if err := payment.CreateSchema(ctx, db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// A composite plan (points + card) is validated, its card part charged through the simulator
+// behind the resilience policies, a decline recorded, and part of the payment refunded.
+func Example() {
+	ctx := context.Background()
+	db, err := openExampleDB(ctx, "example")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer db.Close()
+	sim := pgsim.New()
+	defer sim.Close()
+	svc, err := payment.New(db, resilient.Wrap(sim, resilient.WithAttemptTimeout(5*time.Second)))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	plan := payment.Plan{OrderAmount: 30_000, Currency: "KRW", PointBalance: 8_000, Parts: []payment.Part{
+		{Method: payment.MethodPoint, Amount: 5_000},
+		{Method: payment.MethodCard, Amount: 25_000},
+	}}
+	if err := plan.Validate(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	card, _ := plan.GatewayPart()
+	p, err := svc.Pay(ctx, payment.PayRequest{PaymentID: "pay-1", OrderID: "order-1", Amount: card.Amount,
+		Currency: plan.Currency, Method: card.Method, Token: "tok_visa"})
+	fmt.Println(p.State, err)
+
+	declined, err := svc.Pay(ctx, payment.PayRequest{PaymentID: "pay-2", OrderID: "order-2", Amount: 9_000,
+		Currency: "KRW", Method: payment.MethodCard, Token: pgsim.TokenDecline})
+	fmt.Println(declined.State, errors.Is(err, payment.ErrDeclined))
+
+	r, err := svc.Refund(ctx, payment.RefundRequest{RefundID: "refund-1", PaymentID: "pay-1", Amount: 5_000})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	p, _ = svc.Get(ctx, "pay-1")
+	fmt.Println(r.State, p.State, p.Refunded, p.Refundable())
+	fmt.Println("charges:", sim.Stats().Charges)
+	// Output:
+	// APPROVED <nil>
+	// DECLINED true
+	// SUCCEEDED PARTIALLY_REFUNDED 5000 20000
+	// charges: 1
+}
+
+// The PG charges but its answer is lost: the payment is UNKNOWN until the reconciler asks the
+// PG, which says it approved it. It was charged once.
+func ExampleReconciler() {
+	ctx := context.Background()
+	db, err := openExampleDB(ctx, "example-reconciler")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer db.Close()
+	sim := pgsim.New()
+	defer sim.Close()
+	svc, err := payment.New(db, sim)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	sim.InjectFault("pay-1", pgsim.FaultLostResponse, 1)
+	p, err := svc.Pay(ctx, payment.PayRequest{PaymentID: "pay-1", OrderID: "order-1", Amount: 12_000,
+		Currency: "KRW", Method: payment.MethodCard})
+	fmt.Println(p.State, errors.Is(err, payment.ErrOutcomeUnknown))
+
+	report, err := payment.NewReconciler(svc, payment.WithThreshold(0)).Reconcile(ctx)
+	fmt.Printf("%+v %v\n", report, err)
+	p, _ = svc.Get(ctx, "pay-1")
+	fmt.Println(p.State, "charges:", sim.Charges("pay-1"))
+	// Output:
+	// UNKNOWN true
+	// {Examined:1 Settled:1 Unsettled:0} <nil>
+	// APPROVED charges: 1
+}
+
+func ExamplePlan_Validate() {
+	plan := payment.Plan{OrderAmount: 50_000, Currency: "KRW", Parts: []payment.Part{
+		{Method: payment.MethodBNPL, Amount: 45_000},
+		{Method: payment.MethodCoupon, Amount: 5_000},
+	}}
+	err := plan.Validate()
+	fmt.Println(errors.Is(err, payment.ErrBNPLCombined))
+	fmt.Println(err)
+	// Output:
+	// true
+	// payment: BNPL cannot be combined with other methods
+}

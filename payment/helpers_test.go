@@ -1,0 +1,150 @@
+package payment_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/pgsim"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// eachDB runs fn on MySQL and on SQLite, each with the schema created.
+func eachDB(t *testing.T, fn func(t *testing.T, db *bun.DB)) {
+	t.Helper()
+	for _, b := range []struct {
+		name string
+		open func(testing.TB) *bun.DB
+	}{{"MySQL", testenv.MySQL}, {"SQLite", testenv.SQLite}} {
+		t.Run(b.name, func(t *testing.T) {
+			db := b.open(t)
+			require.NoError(t, payment.CreateSchema(context.Background(), db))
+			fn(t, db)
+		})
+	}
+}
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *fakeClock {
+	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// recorder is an Observer that keeps everything it is told.
+type recorder struct {
+	mu          sync.Mutex
+	transitions []payment.Transition
+	refunds     []payment.Refund
+}
+
+func (r *recorder) Transitioned(t payment.Transition) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.transitions = append(r.transitions, t)
+}
+
+func (r *recorder) RefundSettled(rf payment.Refund) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refunds = append(r.refunds, rf)
+}
+
+// count returns how many transitions of the payment into state to were observed.
+func (r *recorder) count(paymentID string, to payment.State) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, t := range r.transitions {
+		if t.PaymentID == paymentID && t.To == to {
+			n++
+		}
+	}
+	return n
+}
+
+// env is a Service on a database with a simulator behind it.
+type env struct {
+	db    *bun.DB
+	sim   *pgsim.Simulator
+	svc   *payment.Service
+	clock *fakeClock
+	obs   *recorder
+}
+
+// newEnv builds an env whose Service talks to the simulator through gw(sim) (nil: directly).
+func newEnv(t *testing.T, db *bun.DB, gw func(*pgsim.Simulator) payment.Gateway, simOpts ...pgsim.Option) *env {
+	t.Helper()
+	sim := pgsim.New(simOpts...)
+	t.Cleanup(sim.Close)
+	var g payment.Gateway = sim
+	if gw != nil {
+		g = gw(sim)
+	}
+	e := &env{db: db, sim: sim, clock: newClock(), obs: &recorder{}}
+	svc, err := payment.New(db, g, payment.WithClock(e.clock.Now), payment.WithObserver(e.obs),
+		payment.WithWebhookVerifier(sim.WebhookVerifier()))
+	require.NoError(t, err)
+	e.svc = svc
+	return e
+}
+
+// card is a card payment request of amount KRW that the simulator approves.
+func card(id string, amount int64) payment.PayRequest {
+	return payment.PayRequest{PaymentID: id, OrderID: "order-" + id, Amount: amount, Currency: "KRW",
+		Method: payment.MethodCard, Token: "tok_visa"}
+}
+
+// states returns the sequence of (from, to, cause) of a payment's persisted transitions.
+func (e *env) history(t *testing.T, id string) []string {
+	t.Helper()
+	ts, err := e.svc.Transitions(context.Background(), id)
+	require.NoError(t, err)
+	out := make([]string, len(ts))
+	for i, tr := range ts {
+		out[i] = string(tr.From) + ">" + string(tr.To) + ":" + string(tr.Cause)
+	}
+	return out
+}
+
+// get reads a payment, failing the test if it cannot.
+func (e *env) get(t *testing.T, id string) payment.Payment {
+	t.Helper()
+	p, err := e.svc.Get(context.Background(), id)
+	require.NoError(t, err)
+	return p
+}
+
+// waitFor polls cond until it holds, failing the test after a generous deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,134 @@
+package payment
+
+import (
+	"time"
+	"unicode/utf8"
+)
+
+// MaxIDLen is the longest payment, order or refund ID accepted, in characters.
+const MaxIDLen = 64
+
+// MaxTokenLen is the longest PayRequest.Token accepted, in characters.
+const MaxTokenLen = 255
+
+// Method is a means of payment. CARD and BNPL are settled through a Gateway (Service.Pay);
+// POINT and COUPON are settled by the ledger and coupon packages and appear here only in a Plan.
+type Method string
+
+// The methods of payment.
+const (
+	MethodPoint  Method = "POINT"
+	MethodCoupon Method = "COUPON"
+	MethodCard   Method = "CARD"
+	MethodBNPL   Method = "BNPL"
+)
+
+// Valid reports whether m is one of the methods above.
+func (m Method) Valid() bool {
+	switch m {
+	case MethodPoint, MethodCoupon, MethodCard, MethodBNPL:
+		return true
+	}
+	return false
+}
+
+// ViaGateway reports whether the method is paid through a PG (CARD, BNPL).
+func (m Method) ViaGateway() bool { return m == MethodCard || m == MethodBNPL }
+
+// Payment is one charge through the PG and what happened to it.
+type Payment struct {
+	ID      string
+	OrderID string
+	// Amount is in minor units of Currency (KRW has none: 1 = 1 won).
+	Amount   int64
+	Currency string
+	Method   Method
+	// Token is what the PG charges: a card token or the key of the customer's authorisation.
+	// It is stored so that the Reconciler can submit a payment the PG never received.
+	Token string
+	State State
+	// PGReference is the PG's own ID for the payment, once approved.
+	PGReference string
+	// DeclineCode and DeclineMessage are the PG's reason, once declined.
+	DeclineCode    string
+	DeclineMessage string
+	// Refunded is the total of the succeeded refunds.
+	Refunded int64
+	// RefundPending is the amount of the refund still with the PG, if any.
+	RefundPending int64
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+// Refundable is how much can still be refunded.
+func (p Payment) Refundable() int64 {
+	if p.State != StateApproved && p.State != StatePartiallyRefunded {
+		return 0
+	}
+	return p.Amount - p.Refunded - p.RefundPending
+}
+
+// PayRequest asks for a payment through the PG. PaymentID is the idempotency key of the whole
+// operation: the PG receives it as its own idempotency key, and a repeated Pay with the same
+// request continues the same payment instead of starting a new one.
+type PayRequest struct {
+	PaymentID string
+	OrderID   string
+	Amount    int64
+	Currency  string
+	// Method is MethodCard or MethodBNPL.
+	Method Method
+	// Token is passed to the PG (a card token or authorisation key); it may be empty.
+	Token string
+}
+
+// Validate checks the request without touching anything.
+func (r PayRequest) Validate() error {
+	if err := validID("PaymentID", r.PaymentID); err != nil {
+		return err
+	}
+	if err := validID("OrderID", r.OrderID); err != nil {
+		return err
+	}
+	if r.Amount <= 0 {
+		return invalid("Amount", "must be positive")
+	}
+	if !validCurrency(r.Currency) {
+		return invalid("Currency", "must be three upper-case letters (ISO 4217)")
+	}
+	if !r.Method.ViaGateway() {
+		return invalid("Method", "must be CARD or BNPL (points and coupons are not paid through the gateway)")
+	}
+	if utf8.RuneCountInString(r.Token) > MaxTokenLen || !utf8.ValidString(r.Token) {
+		return invalid("Token", "must be valid UTF-8 of at most 255 characters")
+	}
+	return nil
+}
+
+// matches reports whether p was created by a request equal to r.
+func (p Payment) matches(r PayRequest) bool {
+	return p.OrderID == r.OrderID && p.Amount == r.Amount && p.Currency == r.Currency &&
+		p.Method == r.Method && p.Token == r.Token
+}
+
+func validID(field, id string) error {
+	if id == "" {
+		return invalid(field, "is empty")
+	}
+	if !utf8.ValidString(id) || utf8.RuneCountInString(id) > MaxIDLen {
+		return invalid(field, "must be valid UTF-8 of at most 64 characters")
+	}
+	return nil
+}
+
+func validCurrency(c string) bool {
+	if len(c) != 3 {
+		return false
+	}
+	for i := range 3 {
+		if c[i] < 'A' || c[i] > 'Z' {
+			return false
+		}
+	}
+	return true
+}

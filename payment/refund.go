@@ -1,0 +1,336 @@
+package payment
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+)
+
+// RefundState is where a refund is.
+type RefundState string
+
+// The states of a refund.
+const (
+	// RefundPending: recorded, its amount reserved on the payment, not yet confirmed by the PG.
+	RefundPending RefundState = "PENDING"
+	// RefundSucceeded: the PG refunded it.
+	RefundSucceeded RefundState = "SUCCEEDED"
+	// RefundFailed: the PG refused it; its amount is refundable again.
+	RefundFailed RefundState = "FAILED"
+)
+
+// Refund is a full or partial refund of a payment.
+type Refund struct {
+	ID             string
+	PaymentID      string
+	Amount         int64
+	Reason         string
+	State          RefundState
+	PGReference    string
+	FailureCode    string
+	FailureMessage string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// RefundRequest asks for a refund. RefundID is its idempotency key, and the PG's.
+type RefundRequest struct {
+	RefundID  string
+	PaymentID string
+	// Amount is in the payment's currency; the payment's Refundable() for a full refund.
+	Amount int64
+	// Reason is passed to the PG (at most 255 characters).
+	Reason string
+}
+
+// Validate checks the request without touching anything.
+func (r RefundRequest) Validate() error {
+	if err := validID("RefundID", r.RefundID); err != nil {
+		return err
+	}
+	if err := validID("PaymentID", r.PaymentID); err != nil {
+		return err
+	}
+	if r.Amount <= 0 {
+		return invalid("Amount", "must be positive")
+	}
+	if !utf8.ValidString(r.Reason) || utf8.RuneCountInString(r.Reason) > 255 {
+		return invalid("Reason", "must be valid UTF-8 of at most 255 characters")
+	}
+	return nil
+}
+
+type refundRow struct {
+	bun.BaseModel `bun:"table:payment_refunds"`
+
+	ID             string    `bun:"id,pk"`
+	PaymentID      string    `bun:"payment_id"`
+	Amount         int64     `bun:"amount"`
+	Reason         string    `bun:"reason"`
+	State          string    `bun:"state"`
+	PGReference    string    `bun:"pg_reference"`
+	FailureCode    string    `bun:"failure_code"`
+	FailureMessage string    `bun:"failure_message"`
+	CreatedAt      time.Time `bun:"created_at"`
+	UpdatedAt      time.Time `bun:"updated_at"`
+}
+
+func (r *refundRow) refund() Refund {
+	return Refund{
+		ID: r.ID, PaymentID: r.PaymentID, Amount: r.Amount, Reason: r.Reason, State: RefundState(r.State),
+		PGReference: r.PGReference, FailureCode: r.FailureCode, FailureMessage: r.FailureMessage,
+		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+	}
+}
+
+// Refund refunds all or part of an APPROVED or PARTIALLY_REFUNDED payment through the PG.
+//
+// Like Pay it records first: the refund is stored as PENDING and its amount reserved on the
+// payment in a committed transaction of its own, then the PG is asked with the refund ID as
+// its idempotency key, then the answer is recorded. The reservation is a conditional update of
+// the payment row (refunded + amount <= paid, and no other refund pending), so the total
+// refunded never exceeds the amount paid however many refunds race, and the refunds of one
+// payment are serialised: while one is with the PG, another gets ErrRefundInProgress.
+//
+// The error says why the refund is not SUCCEEDED: ErrRefundRejected (FAILED, wrapping the PG's
+// *DeclineError), or ErrGatewayUnavailable / ErrOutcomeUnknown (still PENDING: call Refund
+// again with the same request, or leave it to the Reconciler, which completes it). Refund is
+// idempotent on RefundID; the same ID with another payment or amount is ErrRefundIDReused.
+// A refund beyond what is refundable is a *RefundAmountError, of a payment in another state
+// ErrNotRefundable; both change nothing.
+func (s *Service) Refund(ctx context.Context, req RefundRequest) (Refund, error) {
+	if err := req.Validate(); err != nil {
+		return Refund{}, err
+	}
+	r, err := s.reserveRefund(ctx, req)
+	if err != nil {
+		return Refund{}, err
+	}
+	if r.PaymentID != req.PaymentID || r.Amount != req.Amount {
+		return Refund{}, fmt.Errorf("%w: %q", ErrRefundIDReused, req.RefundID)
+	}
+	if r.State != RefundPending {
+		return r, r.result(nil)
+	}
+	return s.cancel(ctx, r)
+}
+
+// maxReserveAttempts bounds how often reserveRefund tries again when another refund of the
+// payment settled between its reservation and its diagnosis.
+const maxReserveAttempts = 10
+
+// errNoReservation: the conditional reservation matched no row.
+var errNoReservation = errors.New("no reservation")
+
+// reserveRefund returns the refund with req's ID, recording it as PENDING and reserving its
+// amount on the payment if it does not exist yet.
+func (s *Service) reserveRefund(ctx context.Context, req RefundRequest) (Refund, error) {
+	for range maxReserveAttempts {
+		if r, err := s.GetRefund(ctx, req.RefundID); !errors.Is(err, ErrRefundNotFound) {
+			return r, err
+		}
+		now := s.now()
+		row := &refundRow{
+			ID: req.RefundID, PaymentID: req.PaymentID, Amount: req.Amount, Reason: req.Reason,
+			State: string(RefundPending), CreatedAt: now, UpdatedAt: now,
+		}
+		err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+			res, err := tx.NewUpdate().Model((*paymentRow)(nil)).
+				Set("refund_pending = refund_pending + ?", req.Amount).
+				Set("updated_at = ?", now).
+				Where("id = ?", req.PaymentID).
+				Where("state IN (?)", bun.List([]string{string(StateApproved), string(StatePartiallyRefunded)})).
+				Where("refund_pending = 0").
+				Where("amount - refunded >= ?", req.Amount).
+				Exec(ctx)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				return cmp.Or(err, errNoReservation)
+			}
+			_, err = tx.NewInsert().Model(row).Exec(ctx)
+			return err
+		})
+		switch {
+		case err == nil:
+			return row.refund(), nil
+		case sqlutil.IsDuplicateKey(err):
+			continue // the same refund ID raced us: read it
+		case errors.Is(err, errNoReservation):
+			if err := s.refusal(ctx, req); err != nil {
+				return Refund{}, err
+			}
+			// The obstacle is gone (a pending refund settled since): try again.
+		default:
+			return Refund{}, fmt.Errorf("payment: recording refund %q: %w", req.RefundID, err)
+		}
+	}
+	return Refund{}, fmt.Errorf("%w: %q", ErrRefundInProgress, req.PaymentID)
+}
+
+// refusal explains why the reservation for req matched nothing, or returns nil when nothing
+// stands in its way any more.
+func (s *Service) refusal(ctx context.Context, req RefundRequest) error {
+	if _, err := s.GetRefund(ctx, req.RefundID); err == nil {
+		return nil // the same refund ID was recorded meanwhile: the caller reads it
+	}
+	p, err := s.Get(ctx, req.PaymentID)
+	switch {
+	case err != nil:
+		return err
+	case p.State != StateApproved && p.State != StatePartiallyRefunded:
+		return fmt.Errorf("%w: %q is %s", ErrNotRefundable, p.ID, p.State)
+	case req.Amount > p.Amount-p.Refunded:
+		return &RefundAmountError{PaymentID: p.ID, Requested: req.Amount, Refundable: p.Amount - p.Refunded - p.RefundPending}
+	case p.RefundPending > 0:
+		return fmt.Errorf("%w: %q", ErrRefundInProgress, p.ID)
+	}
+	return nil
+}
+
+// cancel asks the PG to refund r, which is PENDING, and records the answer.
+func (s *Service) cancel(ctx context.Context, r Refund) (Refund, error) {
+	c, callErr := s.gw.Cancel(ctx, CancelRequest{CancelID: r.ID, PaymentID: r.PaymentID, Amount: r.Amount, Reason: r.Reason})
+	wctx, done := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer done()
+	var err error
+	switch classify(callErr) {
+	case outcomeYes:
+		r, err = s.settleRefund(wctx, r, RefundSucceeded, c.Reference, nil)
+	case outcomeNo:
+		r, err = s.settleRefund(wctx, r, RefundFailed, "", declineOf(callErr))
+	default:
+		s.logger.WarnContext(ctx, "payment: refund not confirmed by the gateway", "refund", r.ID, "payment", r.PaymentID, "err", callErr)
+	}
+	if err != nil {
+		return r, err
+	}
+	return r, r.result(callErr)
+}
+
+// result is the error Refund returns for r as recorded; callErr is the gateway's, if any.
+func (r Refund) result(callErr error) error {
+	switch r.State {
+	case RefundFailed:
+		return fmt.Errorf("%w: %w", ErrRefundRejected, &DeclineError{Code: r.FailureCode, Message: r.FailureMessage})
+	case RefundPending:
+		if classify(callErr) == outcomeNone {
+			return callErr
+		}
+		if callErr == nil || errors.Is(callErr, ErrOutcomeUnknown) {
+			return cmp.Or(callErr, ErrOutcomeUnknown)
+		}
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, callErr)
+	}
+	return nil
+}
+
+// settleRefund moves r from PENDING to to, releasing its reservation and, when it succeeded,
+// adding it to the payment's refunded total and moving the payment to PARTIALLY_REFUNDED or
+// REFUNDED, all in one transaction. Only the first of racing settlements changes anything;
+// the others return the refund as it was settled.
+func (s *Service) settleRefund(ctx context.Context, r Refund, to RefundState, reference string, d *DeclineError) (Refund, error) {
+	var moved *Transition
+	changed := false
+	at := s.now()
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		moved, changed = nil, false
+		// Lock the payment first, as the reservation does, so the two never deadlock.
+		p, err := loadPayment(ctx, tx, r.PaymentID, true)
+		if err != nil {
+			return err
+		}
+		q := tx.NewUpdate().Model((*refundRow)(nil)).
+			Set("state = ?", string(to)).
+			Set("updated_at = ?", at).
+			Where("id = ?", r.ID).
+			Where("state = ?", string(RefundPending))
+		if to == RefundSucceeded {
+			q = q.Set("pg_reference = ?", truncate(reference, 128))
+		} else {
+			q = q.Set("failure_code = ?", truncate(d.Code, 64)).Set("failure_message = ?", truncate(d.Message, 255))
+		}
+		res, err := q.Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		changed = true
+		pq := tx.NewUpdate().Model((*paymentRow)(nil)).
+			Set("refund_pending = refund_pending - ?", r.Amount).
+			Set("updated_at = ?", at).
+			Where("id = ?", p.ID)
+		if to == RefundSucceeded {
+			next := StatePartiallyRefunded
+			if p.Refunded+r.Amount >= p.Amount {
+				next = StateRefunded
+			}
+			pq = pq.Set("refunded = refunded + ?", r.Amount).Set("state = ?", string(next))
+			if next != p.State {
+				if !p.State.CanTransitionTo(next) {
+					return &TransitionError{PaymentID: p.ID, From: p.State, To: next}
+				}
+				moved = &Transition{PaymentID: p.ID, From: p.State, To: next, Cause: CauseRefund, Detail: r.ID, At: at}
+			}
+		}
+		if _, err := pq.Exec(ctx); err != nil {
+			return err
+		}
+		if moved != nil {
+			return insertTransition(ctx, tx, *moved)
+		}
+		return nil
+	})
+	if err != nil {
+		return r, fmt.Errorf("payment: settling refund %q: %w", r.ID, err)
+	}
+	if !changed {
+		return s.GetRefund(ctx, r.ID)
+	}
+	r.State, r.UpdatedAt = to, at
+	if to == RefundSucceeded {
+		r.PGReference = truncate(reference, 128)
+	} else {
+		r.FailureCode, r.FailureMessage = truncate(d.Code, 64), truncate(d.Message, 255)
+	}
+	if moved != nil {
+		s.observer.Transitioned(*moved)
+	}
+	s.observer.RefundSettled(r)
+	return r, nil
+}
+
+// GetRefund returns the refund with the ID, or ErrRefundNotFound.
+func (s *Service) GetRefund(ctx context.Context, id string) (Refund, error) {
+	var row refundRow
+	if err := s.db.NewSelect().Model(&row).Where("id = ?", id).Scan(ctx); err != nil {
+		if sqlutil.IsNoRows(err) {
+			return Refund{}, fmt.Errorf("%w: %q", ErrRefundNotFound, id)
+		}
+		return Refund{}, fmt.Errorf("payment: reading refund %q: %w", id, err)
+	}
+	return row.refund(), nil
+}
+
+// Refunds returns the refunds of a payment, oldest first.
+func (s *Service) Refunds(ctx context.Context, paymentID string) ([]Refund, error) {
+	var rows []refundRow
+	if err := s.db.NewSelect().Model(&rows).Where("payment_id = ?", paymentID).Order("created_at", "id").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("payment: reading refunds of %q: %w", paymentID, err)
+	}
+	out := make([]Refund, len(rows))
+	for i := range rows {
+		out[i] = rows[i].refund()
+	}
+	return out, nil
+}

@@ -1,0 +1,255 @@
+package payment_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/pgsim"
+)
+
+func refund(id, paymentID string, amount int64) payment.RefundRequest {
+	return payment.RefundRequest{RefundID: id, PaymentID: paymentID, Amount: amount, Reason: "customer asked"}
+}
+
+func TestRefundPartialThenFull(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		_, err := e.svc.Pay(ctx, card("pay-1", 10_000))
+		require.NoError(t, err)
+
+		r, err := e.svc.Refund(ctx, refund("r-1", "pay-1", 3000))
+		require.NoError(t, err)
+		assert.Equal(t, payment.RefundSucceeded, r.State)
+		assert.NotEmpty(t, r.PGReference)
+		p := e.get(t, "pay-1")
+		assert.Equal(t, payment.StatePartiallyRefunded, p.State)
+		assert.Equal(t, int64(3000), p.Refunded)
+		assert.Equal(t, int64(7000), p.Refundable())
+
+		// More than what is left is refused and changes nothing.
+		_, err = e.svc.Refund(ctx, refund("r-2", "pay-1", 7001))
+		var ae *payment.RefundAmountError
+		require.ErrorAs(t, err, &ae)
+		assert.Equal(t, int64(7000), ae.Refundable)
+		_, err = e.svc.GetRefund(ctx, "r-2")
+		assert.ErrorIs(t, err, payment.ErrRefundNotFound)
+
+		_, err = e.svc.Refund(ctx, refund("r-3", "pay-1", 4000))
+		require.NoError(t, err)
+		_, err = e.svc.Refund(ctx, refund("r-4", "pay-1", 3000))
+		require.NoError(t, err)
+		p = e.get(t, "pay-1")
+		assert.Equal(t, payment.StateRefunded, p.State)
+		assert.Equal(t, int64(10_000), p.Refunded)
+		assert.Zero(t, p.RefundPending)
+		assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>APPROVED:gateway",
+			"APPROVED>PARTIALLY_REFUNDED:refund", "PARTIALLY_REFUNDED>REFUNDED:refund"}, e.history(t, "pay-1"))
+
+		_, err = e.svc.Refund(ctx, refund("r-5", "pay-1", 1))
+		assert.ErrorIs(t, err, payment.ErrNotRefundable)
+
+		rs, err := e.svc.Refunds(ctx, "pay-1")
+		require.NoError(t, err)
+		require.Len(t, rs, 3)
+		assert.Equal(t, int64(10_000), e.sim.Stats().CanceledAmount)
+		assert.Len(t, e.obs.refunds, 3)
+	})
+}
+
+func TestRefundIsIdempotent(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		_, err := e.svc.Pay(ctx, card("pay-1", 10_000))
+		require.NoError(t, err)
+		first, err := e.svc.Refund(ctx, refund("r-1", "pay-1", 10_000))
+		require.NoError(t, err)
+		again, err := e.svc.Refund(ctx, refund("r-1", "pay-1", 10_000))
+		require.NoError(t, err)
+		assert.Equal(t, first, again)
+		assert.Equal(t, 1, e.sim.Stats().CancelCalls)
+
+		_, err = e.svc.Refund(ctx, refund("r-1", "pay-1", 5000))
+		assert.ErrorIs(t, err, payment.ErrRefundIDReused)
+		_, err = e.svc.Pay(ctx, card("pay-2", 10_000))
+		require.NoError(t, err)
+		_, err = e.svc.Refund(ctx, refund("r-1", "pay-2", 10_000))
+		assert.ErrorIs(t, err, payment.ErrRefundIDReused)
+		assert.Equal(t, payment.StateApproved, e.get(t, "pay-2").State)
+	})
+}
+
+func TestRefundRefusals(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		declined := card("pay-d", 1000)
+		declined.Token = pgsim.TokenDecline
+		_, err := e.svc.Pay(ctx, declined)
+		require.ErrorIs(t, err, payment.ErrDeclined)
+
+		_, err = e.svc.Refund(ctx, refund("r-1", "pay-d", 1000))
+		assert.ErrorIs(t, err, payment.ErrNotRefundable)
+		_, err = e.svc.Refund(ctx, refund("r-2", "nope", 1000))
+		assert.ErrorIs(t, err, payment.ErrPaymentNotFound)
+		_, err = e.svc.Refund(ctx, refund("", "pay-d", 1000))
+		assert.ErrorIs(t, err, payment.ErrInvalidRequest)
+		_, err = e.svc.Refund(ctx, refund("r-3", "pay-d", 0))
+		assert.ErrorIs(t, err, payment.ErrInvalidRequest)
+
+		_, err = e.svc.Pay(ctx, card("pay-ok", 1000))
+		require.NoError(t, err)
+		_, err = e.svc.Refund(ctx, refund("r-4", "pay-ok", math.MaxInt64))
+		assert.ErrorIs(t, err, payment.ErrRefundExceedsAmount)
+		assert.Zero(t, e.sim.Stats().CancelCalls)
+		assert.Equal(t, int64(1000), e.get(t, "pay-ok").Refundable())
+	})
+}
+
+// TestConcurrentRefundsNeverExceedTheAmount: many refunds race on one payment; exactly as many
+// succeed as the amount allows, the rest are refused, and the PG refunded exactly the amount.
+func TestConcurrentRefundsNeverExceedTheAmount(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		_, err := e.svc.Pay(ctx, card("pay-1", 10_000))
+		require.NoError(t, err)
+
+		const workers, part = 16, 3000 // 3 of them fit in 10,000
+		var (
+			wg                 sync.WaitGroup
+			mu                 sync.Mutex
+			succeeded, refused int
+			inProgress         int
+		)
+		for i := range workers {
+			wg.Go(func() {
+				req := refund(fmt.Sprintf("r-%d", i), "pay-1", part)
+				for {
+					_, err := e.svc.Refund(ctx, req)
+					mu.Lock()
+					switch {
+					case err == nil:
+						succeeded++
+					case errors.Is(err, payment.ErrRefundExceedsAmount):
+						refused++
+					case errors.Is(err, payment.ErrRefundInProgress):
+						inProgress++
+						mu.Unlock()
+						time.Sleep(time.Millisecond)
+						continue
+					default:
+						t.Errorf("refund %s: %v", req.RefundID, err)
+					}
+					mu.Unlock()
+					return
+				}
+			})
+		}
+		wg.Wait()
+		assert.Equal(t, 3, succeeded)
+		assert.Equal(t, workers-3, refused)
+		t.Logf("%d refunds waited for another one in progress", inProgress)
+
+		p := e.get(t, "pay-1")
+		assert.Equal(t, int64(9000), p.Refunded)
+		assert.Zero(t, p.RefundPending)
+		assert.Equal(t, payment.StatePartiallyRefunded, p.State)
+		st := e.sim.Stats()
+		assert.Equal(t, 3, st.Cancels)
+		assert.Equal(t, int64(9000), st.CanceledAmount)
+		rs, err := e.svc.Refunds(ctx, "pay-1")
+		require.NoError(t, err)
+		assert.Len(t, rs, 3)
+		assert.Equal(t, 1, e.obs.count("pay-1", payment.StatePartiallyRefunded))
+	})
+}
+
+// TestPendingRefundIsCompleted: a refund whose answer is lost stays PENDING with its amount
+// reserved; a webhook or the reconciler completes it, once.
+func TestPendingRefundIsCompleted(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		for _, id := range []string{"pay-1", "pay-2"} {
+			_, err := e.svc.Pay(ctx, card(id, 10_000))
+			require.NoError(t, err)
+		}
+
+		// By webhook.
+		e.sim.InjectFault("r-1", pgsim.FaultLostResponse, 1)
+		r, err := e.svc.Refund(ctx, refund("r-1", "pay-1", 4000))
+		require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+		assert.Equal(t, payment.RefundPending, r.State)
+		p := e.get(t, "pay-1")
+		assert.Equal(t, int64(4000), p.RefundPending)
+		assert.Equal(t, int64(6000), p.Refundable())
+		_, err = e.svc.Refund(ctx, refund("r-other", "pay-1", 1000))
+		assert.ErrorIs(t, err, payment.ErrRefundInProgress, "refunds of one payment are serialised")
+
+		body, sig, err := e.sim.CancelWebhook("r-1")
+		require.NoError(t, err)
+		require.NoError(t, e.svc.HandleWebhook(ctx, body, sig))
+		require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "a redelivery changes nothing")
+		r, err = e.svc.GetRefund(ctx, "r-1")
+		require.NoError(t, err)
+		assert.Equal(t, payment.RefundSucceeded, r.State)
+		p = e.get(t, "pay-1")
+		assert.Equal(t, int64(4000), p.Refunded)
+		assert.Zero(t, p.RefundPending)
+
+		// By the reconciler, which submits it again with the same refund ID.
+		e.sim.InjectFault("r-2", pgsim.FaultUnavailable, 1)
+		r, err = e.svc.Refund(ctx, refund("r-2", "pay-2", 10_000))
+		require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+		assert.Equal(t, payment.RefundPending, r.State)
+		e.clock.Advance(time.Hour)
+		report, err := payment.NewReconciler(e.svc).Reconcile(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, payment.ReconcileReport{Examined: 1, Settled: 1}, report)
+		p = e.get(t, "pay-2")
+		assert.Equal(t, payment.StateRefunded, p.State)
+		assert.Equal(t, int64(10_000), p.Refunded)
+		assert.Equal(t, int64(14_000), e.sim.Stats().CanceledAmount)
+		assert.Equal(t, 2, e.sim.Stats().Cancels)
+	})
+}
+
+// TestRejectedRefundReleasesItsAmount: the PG refuses a refund (here because part of the
+// payment was refunded at the PG directly); the refund is FAILED and its amount refundable again.
+func TestRejectedRefundReleasesItsAmount(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		_, err := e.svc.Pay(ctx, card("pay-1", 10_000))
+		require.NoError(t, err)
+		_, err = e.sim.Cancel(ctx, payment.CancelRequest{CancelID: "console", PaymentID: "pay-1", Amount: 8000})
+		require.NoError(t, err)
+
+		r, err := e.svc.Refund(ctx, refund("r-1", "pay-1", 5000))
+		require.ErrorIs(t, err, payment.ErrRefundRejected)
+		var d *payment.DeclineError
+		require.ErrorAs(t, err, &d)
+		assert.Equal(t, pgsim.CodeExceedsRemaining, d.Code)
+		assert.Equal(t, payment.RefundFailed, r.State)
+		p := e.get(t, "pay-1")
+		assert.Equal(t, payment.StateApproved, p.State)
+		assert.Zero(t, p.Refunded)
+		assert.Zero(t, p.RefundPending)
+
+		_, err = e.svc.Refund(ctx, refund("r-2", "pay-1", 2000))
+		require.NoError(t, err)
+		assert.Equal(t, payment.StatePartiallyRefunded, e.get(t, "pay-1").State)
+	})
+}

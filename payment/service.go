@@ -1,0 +1,253 @@
+package payment
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// writeTimeout bounds the recording of a PG's answer after the caller's context has ended: the
+// answer is recorded even when the caller stopped waiting for it.
+const writeTimeout = 30 * time.Second
+
+// Service records payments and drives them through a Gateway.
+//
+// It takes a *bun.DB, not a bun.IDB, and has no WithTx on purpose: a payment is recorded and
+// committed in a transaction of its own before the PG is called, and every answer is recorded
+// in another, so that neither a crash nor a rollback of the caller's work can leave a charge
+// at the PG without a record of it. Call Pay after committing your own transaction, never
+// from inside it (on SQLite with a single connection, calling it inside would wait forever).
+type Service struct {
+	db       *bun.DB
+	gw       Gateway
+	logger   *slog.Logger
+	clock    func() time.Time
+	observer Observer
+	verifier WebhookVerifier
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Service) {
+		if l != nil {
+			s.logger = l
+		}
+	}
+}
+
+// WithClock sets the clock (default time.Now) that stamps records and ages payments for the
+// Reconciler.
+func WithClock(now func() time.Time) Option {
+	return func(s *Service) {
+		if now != nil {
+			s.clock = now
+		}
+	}
+}
+
+// WithObserver sets the Observer told of every transition and refund (default: none).
+func WithObserver(o Observer) Option {
+	return func(s *Service) {
+		if o != nil {
+			s.observer = o
+		}
+	}
+}
+
+// WithWebhookVerifier sets what HandleWebhook verifies and decodes webhooks with: the
+// Gateway's own signature scheme (pgsim.WebhookVerifier for the simulator).
+func WithWebhookVerifier(v WebhookVerifier) Option {
+	return func(s *Service) { s.verifier = v }
+}
+
+// New returns a Service storing payments in db (run CreateSchema first) and charging them
+// through gw. Wrap gw with the resilient package for timeouts, retries, a circuit breaker and a
+// bulkhead.
+func New(db *bun.DB, gw Gateway, opts ...Option) (*Service, error) {
+	if db == nil || gw == nil {
+		return nil, errors.New("payment: New needs a database and a gateway")
+	}
+	s := &Service{
+		db:       db,
+		gw:       gw,
+		logger:   slog.New(slog.DiscardHandler),
+		clock:    time.Now,
+		observer: NopObserver{},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+// now returns the clock's time as stored: UTC, to the microsecond.
+func (s *Service) now() time.Time { return s.clock().UTC().Truncate(time.Microsecond) }
+
+// Pay charges a payment through the PG and returns it as recorded, with an error saying why it
+// is not APPROVED:
+//   - nil: APPROVED;
+//   - a *DeclineError (ErrDeclined): DECLINED, final;
+//   - ErrGatewayUnavailable: still REQUESTED, nothing was charged; call Pay again later with
+//     the same request, or leave it to the Reconciler;
+//   - ErrOutcomeUnknown (or the context's error): UNKNOWN, the PG may have charged it; a
+//     repeated Pay, a webhook or the Reconciler will learn the PG's answer.
+//
+// Pay first records the payment as REQUESTED and commits that (see Service), then calls the
+// PG with the payment ID as its idempotency key, then records the answer. It is idempotent on
+// PaymentID: calling it again with the same request returns a settled payment as it is, and
+// asks the PG again (same key, so never a second charge) for one still REQUESTED or UNKNOWN.
+// The same PaymentID with a different request is refused with ErrPaymentIDReused.
+func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
+	if err := req.Validate(); err != nil {
+		return Payment{}, err
+	}
+	now := s.now()
+	p := Payment{
+		ID: req.PaymentID, OrderID: req.OrderID, Amount: req.Amount, Currency: req.Currency,
+		Method: req.Method, Token: req.Token, State: StateRequested, CreatedAt: now, UpdatedAt: now,
+	}
+	created, err := s.insertPayment(ctx, p)
+	if err != nil {
+		return Payment{}, err
+	}
+	if created {
+		s.observer.Transitioned(Transition{PaymentID: p.ID, To: StateRequested, Cause: CauseCreated, At: now})
+	} else {
+		if p, err = loadPayment(ctx, s.db, req.PaymentID, false); err != nil {
+			return Payment{}, err
+		}
+		if !p.matches(req) {
+			return Payment{}, fmt.Errorf("%w: %q", ErrPaymentIDReused, req.PaymentID)
+		}
+		if p.State.Settled() {
+			return p, p.result(nil)
+		}
+	}
+	return s.approve(ctx, p, CauseGateway)
+}
+
+// approve asks the PG to approve p, which is REQUESTED or UNKNOWN, and records the answer
+// with cause.
+func (s *Service) approve(ctx context.Context, p Payment, cause Cause) (Payment, error) {
+	a, callErr := s.gw.Approve(ctx, p.approveRequest())
+	// Record the answer even if ctx ended meanwhile: it may be the only trace of a charge.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	var err error
+	switch classify(callErr) {
+	case outcomeYes:
+		p, err = s.settle(wctx, p, StateApproved, change{cause: cause, reference: truncate(a.Reference, 128)})
+	case outcomeNo:
+		d := declineOf(callErr)
+		p, err = s.settle(wctx, p, StateDeclined, change{
+			cause: cause, detail: truncate(d.Code, 255),
+			declineCode: truncate(d.Code, 64), declineMessage: truncate(d.Message, 255),
+		})
+	case outcomeUnknown:
+		s.logger.WarnContext(ctx, "payment: no answer from the gateway", "payment", p.ID, "err", callErr)
+		p, err = s.settle(wctx, p, StateUnknown, change{cause: CauseNoAnswer, detail: truncate(callErr.Error(), 255)})
+	case outcomeNone:
+		s.logger.WarnContext(ctx, "payment: gateway unavailable", "payment", p.ID, "err", callErr)
+	}
+	if err != nil {
+		return p, err
+	}
+	return p, p.result(callErr)
+}
+
+// result is the error Pay returns for p as recorded; callErr is the gateway's error, if any.
+func (p Payment) result(callErr error) error {
+	switch p.State {
+	case StateDeclined:
+		return &DeclineError{Code: p.DeclineCode, Message: p.DeclineMessage}
+	case StateUnknown:
+		if callErr == nil || errors.Is(callErr, ErrOutcomeUnknown) {
+			return cmp.Or(callErr, ErrOutcomeUnknown)
+		}
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, callErr)
+	case StateRequested:
+		return cmp.Or(callErr, ErrGatewayUnavailable)
+	}
+	return nil
+}
+
+// settle moves p to state to with ch, unless p is already there or past it. It reads p again
+// and retries whenever the conditional update finds p moved meanwhile (a webhook, a retry or
+// the reconciler settled it first), so exactly one of the racers makes the transition and
+// the others return the payment as that one left it. A PG answer that contradicts the record
+// (approved when it is DECLINED) is a *TransitionError.
+func (s *Service) settle(ctx context.Context, p Payment, to State, ch change) (Payment, error) {
+	for {
+		if to.Reaches(p.State) {
+			return p, nil
+		}
+		if !p.State.CanTransitionTo(to) {
+			s.logger.ErrorContext(ctx, "payment: gateway answer contradicts the record",
+				"payment", p.ID, "state", p.State, "answer", to, "cause", ch.cause)
+			return p, &TransitionError{PaymentID: p.ID, From: p.State, To: to}
+		}
+		at := s.now()
+		ok, err := s.casState(ctx, p, to, ch, at)
+		if err != nil {
+			return p, err
+		}
+		if ok {
+			from := p.State
+			p.State, p.UpdatedAt = to, at
+			if ch.reference != "" {
+				p.PGReference = ch.reference
+			}
+			if to == StateDeclined {
+				p.DeclineCode, p.DeclineMessage = ch.declineCode, ch.declineMessage
+			}
+			s.observer.Transitioned(Transition{PaymentID: p.ID, From: from, To: to, Cause: ch.cause, Detail: ch.detail, At: at})
+			return p, nil
+		}
+		if p, err = loadPayment(ctx, s.db, p.ID, false); err != nil {
+			return p, err
+		}
+	}
+}
+
+// Get returns the payment with the ID, or ErrPaymentNotFound.
+func (s *Service) Get(ctx context.Context, id string) (Payment, error) {
+	return loadPayment(ctx, s.db, id, false)
+}
+
+// ByOrder returns the payments of an order, oldest first.
+func (s *Service) ByOrder(ctx context.Context, orderID string) ([]Payment, error) {
+	var rows []paymentRow
+	if err := s.db.NewSelect().Model(&rows).Where("order_id = ?", orderID).Order("created_at", "id").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("payment: reading payments of order %q: %w", orderID, err)
+	}
+	out := make([]Payment, len(rows))
+	for i := range rows {
+		out[i] = rows[i].payment()
+	}
+	return out, nil
+}
+
+// Transitions returns the history of a payment's state, oldest first, starting with its
+// creation; ErrPaymentNotFound if there is no such payment.
+func (s *Service) Transitions(ctx context.Context, paymentID string) ([]Transition, error) {
+	var rows []transitionRow
+	if err := s.db.NewSelect().Model(&rows).Where("payment_id = ?", paymentID).Order("id").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("payment: reading transitions of %q: %w", paymentID, err)
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("%w: %q", ErrPaymentNotFound, paymentID)
+	}
+	out := make([]Transition, len(rows))
+	for i := range rows {
+		out[i] = rows[i].transition()
+	}
+	return out, nil
+}

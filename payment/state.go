@@ -1,0 +1,104 @@
+package payment
+
+import (
+	"slices"
+	"time"
+)
+
+// State is where a payment is in its life:
+//
+//	REQUESTED ──> APPROVED ──> PARTIALLY_REFUNDED ──> REFUNDED
+//	    │   │        ^   └──────────────────────────────^
+//	    │   └──> DECLINED
+//	    └──> UNKNOWN ──> APPROVED | DECLINED   (reconciliation)
+//
+// REQUESTED is recorded before the PG is called; UNKNOWN means a call was made but its answer
+// was not received. Every state is entered at most once.
+type State string
+
+// The states of a payment.
+const (
+	StateRequested         State = "REQUESTED"
+	StateApproved          State = "APPROVED"
+	StateDeclined          State = "DECLINED"
+	StateUnknown           State = "UNKNOWN"
+	StatePartiallyRefunded State = "PARTIALLY_REFUNDED"
+	StateRefunded          State = "REFUNDED"
+)
+
+// next returns the legal moves out of s.
+func (s State) next() []State {
+	switch s {
+	case StateRequested:
+		return []State{StateApproved, StateDeclined, StateUnknown}
+	case StateUnknown:
+		return []State{StateApproved, StateDeclined}
+	case StateApproved:
+		return []State{StatePartiallyRefunded, StateRefunded}
+	case StatePartiallyRefunded:
+		return []State{StateRefunded}
+	}
+	return nil
+}
+
+// Valid reports whether s is one of the states above.
+func (s State) Valid() bool {
+	switch s {
+	case StateRequested, StateApproved, StateDeclined, StateUnknown, StatePartiallyRefunded, StateRefunded:
+		return true
+	}
+	return false
+}
+
+// CanTransitionTo reports whether the state machine allows moving from s to to in one step.
+func (s State) CanTransitionTo(to State) bool {
+	return slices.Contains(s.next(), to)
+}
+
+// Reaches reports whether a payment in state s can get to state to in zero or more steps.
+// A payment already in a state that target reaches needs no move to target: a late "approved"
+// for a refunded payment, or a timeout for one a webhook has already settled, changes nothing.
+func (s State) Reaches(to State) bool {
+	if s == to {
+		return true
+	}
+	for _, n := range s.next() {
+		if n.Reaches(to) {
+			return true
+		}
+	}
+	return false
+}
+
+// Settled reports whether the PG's answer is recorded (APPROVED, DECLINED or a refund state).
+func (s State) Settled() bool { return s != StateRequested && s != StateUnknown }
+
+// Cause says what made a transition.
+type Cause string
+
+// The causes of transitions.
+const (
+	// CauseCreated: the payment was recorded (the transition into REQUESTED).
+	CauseCreated Cause = "created"
+	// CauseGateway: the PG's answer to our call.
+	CauseGateway Cause = "gateway"
+	// CauseNoAnswer: a call to the PG went unanswered (timeout, lost response).
+	CauseNoAnswer Cause = "no_answer"
+	// CauseWebhook: a verified webhook from the PG.
+	CauseWebhook Cause = "webhook"
+	// CauseReconciler: the reconciler asked the PG.
+	CauseReconciler Cause = "reconciler"
+	// CauseRefund: a refund succeeded.
+	CauseRefund Cause = "refund"
+)
+
+// Transition is one persisted move of a payment's state machine.
+type Transition struct {
+	PaymentID string
+	// From is empty for the creation of the payment.
+	From   State
+	To     State
+	Cause  Cause
+	Detail string
+	At     time.Time
+}

@@ -1,0 +1,174 @@
+package payment
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+)
+
+type paymentRow struct {
+	bun.BaseModel `bun:"table:payment_payments"`
+
+	ID             string    `bun:"id,pk"`
+	OrderID        string    `bun:"order_id"`
+	Amount         int64     `bun:"amount"`
+	Currency       string    `bun:"currency"`
+	Method         string    `bun:"method"`
+	Token          string    `bun:"token"`
+	State          string    `bun:"state"`
+	PGReference    string    `bun:"pg_reference"`
+	DeclineCode    string    `bun:"decline_code"`
+	DeclineMessage string    `bun:"decline_message"`
+	Refunded       int64     `bun:"refunded"`
+	RefundPending  int64     `bun:"refund_pending"`
+	CreatedAt      time.Time `bun:"created_at"`
+	UpdatedAt      time.Time `bun:"updated_at"`
+}
+
+type transitionRow struct {
+	bun.BaseModel `bun:"table:payment_transitions"`
+
+	ID        int64     `bun:"id,pk,autoincrement"`
+	PaymentID string    `bun:"payment_id"`
+	FromState string    `bun:"from_state"`
+	ToState   string    `bun:"to_state"`
+	Cause     string    `bun:"cause"`
+	Detail    string    `bun:"detail"`
+	CreatedAt time.Time `bun:"created_at"`
+}
+
+func rowOf(p Payment) *paymentRow {
+	return &paymentRow{
+		ID: p.ID, OrderID: p.OrderID, Amount: p.Amount, Currency: p.Currency, Method: string(p.Method),
+		Token: p.Token, State: string(p.State), PGReference: p.PGReference, DeclineCode: p.DeclineCode,
+		DeclineMessage: p.DeclineMessage, Refunded: p.Refunded, RefundPending: p.RefundPending,
+		CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt,
+	}
+}
+
+func (r *paymentRow) payment() Payment {
+	return Payment{
+		ID: r.ID, OrderID: r.OrderID, Amount: r.Amount, Currency: r.Currency, Method: Method(r.Method),
+		Token: r.Token, State: State(r.State), PGReference: r.PGReference, DeclineCode: r.DeclineCode,
+		DeclineMessage: r.DeclineMessage, Refunded: r.Refunded, RefundPending: r.RefundPending,
+		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+	}
+}
+
+func (r *transitionRow) transition() Transition {
+	return Transition{
+		PaymentID: r.PaymentID, From: State(r.FromState), To: State(r.ToState), Cause: Cause(r.Cause),
+		Detail: r.Detail, At: r.CreatedAt.UTC(),
+	}
+}
+
+// insertTransition records t in tx.
+func insertTransition(ctx context.Context, tx bun.IDB, t Transition) error {
+	_, err := tx.NewInsert().Model(&transitionRow{
+		PaymentID: t.PaymentID, FromState: string(t.From), ToState: string(t.To), Cause: string(t.Cause),
+		Detail: t.Detail, CreatedAt: t.At,
+	}).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("payment: recording transition of %q to %s: %w", t.PaymentID, t.To, err)
+	}
+	return nil
+}
+
+// loadPayment reads one payment, ErrPaymentNotFound if there is none. lock takes a row lock
+// (FOR UPDATE on MySQL) for the rest of the transaction db must then be.
+func loadPayment(ctx context.Context, db bun.IDB, id string, lock bool) (Payment, error) {
+	var row paymentRow
+	q := db.NewSelect().Model(&row).Where("id = ?", id)
+	if lock {
+		q = sqlutil.ForUpdate(q)
+	}
+	if err := q.Scan(ctx); err != nil {
+		if sqlutil.IsNoRows(err) {
+			return Payment{}, fmt.Errorf("%w: %q", ErrPaymentNotFound, id)
+		}
+		return Payment{}, fmt.Errorf("payment: reading %q: %w", id, err)
+	}
+	return row.payment(), nil
+}
+
+// insertPayment records a new REQUESTED payment and its creation in a transaction of its own,
+// committed when it returns. It reports false when a payment with the ID already exists.
+func (s *Service) insertPayment(ctx context.Context, p Payment) (bool, error) {
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.NewInsert().Model(rowOf(p)).Exec(ctx); err != nil {
+			return err
+		}
+		return insertTransition(ctx, tx, Transition{
+			PaymentID: p.ID, To: StateRequested, Cause: CauseCreated, At: p.CreatedAt,
+		})
+	})
+	switch {
+	case err == nil:
+		return true, nil
+	case sqlutil.IsDuplicateKey(err):
+		return false, nil
+	default:
+		return false, fmt.Errorf("payment: recording %q: %w", p.ID, err)
+	}
+}
+
+// change is what a settlement writes besides the state.
+type change struct {
+	cause          Cause
+	detail         string
+	reference      string
+	declineCode    string
+	declineMessage string
+}
+
+// casState moves p from p.State (as last read) to to, with ch, and records the transition,
+// in one transaction of its own. It reports false, changing nothing, when p is no longer in
+// p.State: the conditional update (WHERE state = the state read) is what makes every
+// settlement happen exactly once however many webhooks, retries and reconcilers race for it.
+func (s *Service) casState(ctx context.Context, p Payment, to State, ch change, at time.Time) (bool, error) {
+	changed := false
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		changed = false
+		q := tx.NewUpdate().Model((*paymentRow)(nil)).
+			Set("state = ?", string(to)).
+			Set("updated_at = ?", at).
+			Where("id = ?", p.ID).
+			Where("state = ?", string(p.State))
+		if ch.reference != "" {
+			q = q.Set("pg_reference = ?", ch.reference)
+		}
+		if to == StateDeclined {
+			q = q.Set("decline_code = ?", ch.declineCode).Set("decline_message = ?", ch.declineMessage)
+		}
+		res, err := q.Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		changed = true
+		return insertTransition(ctx, tx, Transition{
+			PaymentID: p.ID, From: p.State, To: to, Cause: ch.cause, Detail: ch.detail, At: at,
+		})
+	})
+	if err != nil {
+		return false, fmt.Errorf("payment: moving %q from %s to %s: %w", p.ID, p.State, to, err)
+	}
+	return changed, nil
+}
+
+// truncate makes s valid UTF-8 of at most n characters, for VARCHAR(n) columns.
+func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n])
+}

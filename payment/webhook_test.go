@@ -1,0 +1,196 @@
+package payment_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/pgsim"
+)
+
+// unknown makes an UNKNOWN payment the simulator approved (or declined) but whose answer was lost.
+func (e *env) unknown(t *testing.T, req payment.PayRequest) {
+	t.Helper()
+	e.sim.InjectFault(req.PaymentID, pgsim.FaultLostResponse, 1)
+	p, err := e.svc.Pay(context.Background(), req)
+	require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+	require.Equal(t, payment.StateUnknown, p.State)
+}
+
+func TestWebhookSettlesOnce(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		e.unknown(t, card("pay-1", 5000))
+		body, sig, err := e.sim.Webhook("pay-1")
+		require.NoError(t, err)
+		for range 3 {
+			require.NoError(t, e.svc.HandleWebhook(ctx, body, sig))
+		}
+		p := e.get(t, "pay-1")
+		assert.Equal(t, payment.StateApproved, p.State)
+		assert.NotEmpty(t, p.PGReference)
+		assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>UNKNOWN:no_answer", "UNKNOWN>APPROVED:webhook"}, e.history(t, "pay-1"))
+
+		declined := card("pay-2", 5000)
+		declined.Token = pgsim.TokenDecline
+		e.unknown(t, declined)
+		body, sig, err = e.sim.Webhook("pay-2")
+		require.NoError(t, err)
+		require.NoError(t, e.svc.HandleWebhook(ctx, body, sig))
+		p = e.get(t, "pay-2")
+		assert.Equal(t, payment.StateDeclined, p.State)
+		assert.Equal(t, pgsim.CodeCardDeclined, p.DeclineCode)
+
+		// A late "approved" for a payment refunded since changes nothing.
+		_, err = e.svc.Refund(ctx, refund("r-1", "pay-1", 5000))
+		require.NoError(t, err)
+		body, sig, err = e.sim.Webhook("pay-1")
+		require.NoError(t, err)
+		require.NoError(t, e.svc.HandleWebhook(ctx, body, sig))
+		assert.Equal(t, payment.StateRefunded, e.get(t, "pay-1").State)
+	})
+}
+
+func TestWebhookRejectsForgeries(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		e.unknown(t, card("pay-1", 5000))
+		body, sig, err := e.sim.Webhook("pay-1")
+		require.NoError(t, err)
+
+		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, body, "v1=00"), payment.ErrInvalidWebhook)
+		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, body, ""), payment.ErrInvalidWebhook)
+		tampered := append([]byte(nil), body...)
+		tampered[len(tampered)-3] ^= 1
+		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, tampered, sig), payment.ErrInvalidWebhook)
+		other := pgsim.Sign([]byte("another secret"), body)
+		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, body, other), payment.ErrInvalidWebhook)
+
+		// Correctly signed, but for another amount than recorded.
+		forged := []byte(`{"type":"payment.approved","payment_id":"pay-1","amount":1,"currency":"KRW","created_at":"2026-03-01T12:00:00Z"}`)
+		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, forged, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), forged)), payment.ErrInvalidWebhook)
+		unknownKind := []byte(`{"type":"payment.teleported","payment_id":"pay-1","amount":5000,"currency":"KRW","created_at":"2026-03-01T12:00:00Z"}`)
+		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, unknownKind, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), unknownKind)), payment.ErrInvalidWebhook)
+		assert.Equal(t, payment.StateUnknown, e.get(t, "pay-1").State, "nothing changed")
+
+		// Correctly signed, contradicting the record: needs a person.
+		declined := card("pay-2", 5000)
+		declined.Token = pgsim.TokenDecline
+		_, err = e.svc.Pay(ctx, declined)
+		require.ErrorIs(t, err, payment.ErrDeclined)
+		lie := []byte(`{"type":"payment.approved","payment_id":"pay-2","amount":5000,"currency":"KRW","created_at":"2026-03-01T12:00:00Z"}`)
+		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, lie, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), lie)), payment.ErrIllegalTransition)
+		assert.Equal(t, payment.StateDeclined, e.get(t, "pay-2").State)
+
+		noVerifier, err := payment.New(db, e.sim)
+		require.NoError(t, err)
+		assert.ErrorIs(t, noVerifier.HandleWebhook(ctx, body, sig), payment.ErrWebhookNotConfigured)
+	})
+}
+
+// TestWebhookRacesReconcilerAndRetry: for many UNKNOWN payments, the PG's webhook, the
+// reconciler and the client's retry all try to settle at once. Each payment is settled exactly
+// once: one transition row into APPROVED, one observed transition, no error for anyone.
+func TestWebhookRacesReconcilerAndRetry(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		rec := payment.NewReconciler(e.svc, payment.WithThreshold(0))
+		const rounds = 25
+		for i := range rounds {
+			req := card(fmt.Sprintf("race-%02d", i), 5000)
+			e.unknown(t, req)
+			body, sig, err := e.sim.Webhook(req.PaymentID)
+			require.NoError(t, err)
+
+			var wg sync.WaitGroup
+			wg.Go(func() { assert.NoError(t, e.svc.HandleWebhook(ctx, body, sig)) })
+			wg.Go(func() {
+				_, err := rec.Reconcile(ctx)
+				assert.NoError(t, err)
+			})
+			wg.Go(func() {
+				p, err := e.svc.Pay(ctx, req)
+				assert.NoError(t, err)
+				assert.Equal(t, payment.StateApproved, p.State)
+			})
+			wg.Wait()
+
+			ts, err := e.svc.Transitions(ctx, req.PaymentID)
+			require.NoError(t, err)
+			require.Len(t, ts, 3, "created, unknown, approved: %v", ts)
+			assert.Equal(t, payment.StateApproved, ts[2].To)
+			assert.Equal(t, 1, e.obs.count(req.PaymentID, payment.StateApproved))
+			assert.Equal(t, 1, e.sim.Charges(req.PaymentID))
+		}
+		assert.Equal(t, rounds, e.sim.Stats().Charges)
+	})
+}
+
+// TestWebhookDeliveredBySimulator: the simulator delivers its own webhooks (here in process)
+// and they settle a payment whose response was lost, without anyone retrying.
+func TestWebhookDeliveredBySimulator(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		var svc *payment.Service
+		late := make(chan struct{}) // the webhook arrives after the lost response
+		e := newEnv(t, db, nil, pgsim.WithWebhook(func(ctx context.Context, body []byte, sig string) error {
+			select {
+			case <-late:
+				return svc.HandleWebhook(ctx, body, sig)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}, 3))
+		svc = e.svc
+		e.unknown(t, card("pay-1", 5000))
+		close(late)
+		waitFor(t, "the webhook to settle the payment", func() bool {
+			p, err := e.svc.Get(ctx, "pay-1")
+			return err == nil && p.State == payment.StateApproved
+		})
+		e.sim.Close() // waits for deliveries in flight
+		assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>UNKNOWN:no_answer", "UNKNOWN>APPROVED:webhook"}, e.history(t, "pay-1"))
+	})
+}
+
+func TestReconcilerRun(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		e := newEnv(t, db, nil)
+		e.unknown(t, card("pay-1", 5000))
+		e.sim.InjectFault("pay-2", pgsim.FaultUnavailable, 1)
+		_, err := e.svc.Pay(ctx, card("pay-2", 5000))
+		require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+
+		// The PG is down: the pass leaves both as they are.
+		e.clock.Advance(time.Hour)
+		e.sim.SetFault(pgsim.FaultUnavailable)
+		rec := payment.NewReconciler(e.svc, payment.WithInterval(5*time.Millisecond), payment.WithBatchSize(1), payment.WithConcurrency(2))
+		report, err := rec.Reconcile(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, payment.ReconcileReport{Examined: 2, Unsettled: 2}, report)
+		assert.Equal(t, payment.StateUnknown, e.get(t, "pay-1").State)
+		assert.Equal(t, payment.StateRequested, e.get(t, "pay-2").State)
+
+		e.sim.SetFault(pgsim.FaultNone)
+		done := make(chan error, 1)
+		go func() { done <- rec.Run(ctx) }()
+		waitFor(t, "the reconciler loop to settle both", func() bool {
+			return e.get(t, "pay-1").State == payment.StateApproved && e.get(t, "pay-2").State == payment.StateApproved
+		})
+		cancel()
+		require.NoError(t, <-done)
+		assert.Equal(t, 2, e.sim.Stats().Charges)
+	})
+}
