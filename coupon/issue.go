@@ -1,0 +1,307 @@
+package coupon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+)
+
+// maxTakeAttempts bounds how often Issue takes again after its ordinal turned out to be
+// held durably by another request.
+const maxTakeAttempts = 4
+
+// Issue issues one coupon of the template to the user, first come first served: never more
+// than the template's TotalQuantity in all, never more than its PerUserLimit to one user.
+//
+// Issue is idempotent on requestID: calling it again with the same request ID (at the same
+// time or later, even after the window closed) returns the coupon the first call issued,
+// and issues nothing more. A request ID already used for another template or user returns
+// ErrRequestConflict.
+//
+// Rejections are *IssueError wrapping ErrNotStarted, ErrEnded, ErrSoldOut, ErrLimitReached
+// or ErrRequestConflict; a missing template, ErrTemplateNotFound; a malformed ID,
+// *ValidationError wrapping ErrInvalidArgument.
+func (s *Service) Issue(ctx context.Context, templateID, userID, requestID string) (c Coupon, err error) {
+	start := time.Now()
+	defer func() { s.observe(OpIssue, templateID, start, err) }()
+	for _, arg := range [][2]string{{"templateID", templateID}, {"userID", userID}, {"requestID", requestID}} {
+		if err := validateID(arg[0], arg[1]); err != nil {
+			return Coupon{}, err
+		}
+	}
+	tpl, err := s.Template(ctx, templateID)
+	if err != nil {
+		return Coupon{}, err
+	}
+	now := s.now()
+	r := TakeRequest{Template: tpl, UserID: userID, RequestID: requestID}
+	if err := tpl.checkWindow(now, userID, requestID); err != nil {
+		// A retry of a request that was served inside the window still gets its coupon.
+		if c, found, lerr := couponByRequest(ctx, s.db, requestID); lerr == nil && found {
+			return s.replayed(c, r, now)
+		}
+		return Coupon{}, err
+	}
+	if s.issuer.JoinsTx() {
+		c, err = s.issueInTx(ctx, r, now)
+	} else {
+		c, err = s.takeThenWrite(ctx, r, now)
+	}
+	return c, fail("issuing", err)
+}
+
+// issueInTx issues with an issuer that joins the transaction: take and write commit or
+// roll back together.
+func (s *Service) issueInTx(ctx context.Context, r TakeRequest, now time.Time) (Coupon, error) {
+	for attempt := 1; ; attempt++ {
+		var c Coupon
+		err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+			r := r
+			r.tx = tx
+			taken, err := s.issuer.Take(ctx, r)
+			if err != nil {
+				return err
+			}
+			if taken.Replay {
+				return errReplay // roll the take back; the coupon is read below
+			}
+			c = newCoupon(r.Template, r.UserID, r.RequestID, taken.Ordinal, now)
+			return insertCoupon(ctx, tx, c)
+		})
+		if err == nil {
+			return c, nil
+		}
+		if errors.Is(err, ErrNotLoaded) {
+			// The template's first issue: the issuer's SQL state is created outside the
+			// issuing transactions (creating it inside them would have every first issuer
+			// lock the same gap and deadlock).
+			if attempt == maxTakeAttempts {
+				return Coupon{}, err
+			}
+			if err := s.warm(ctx, r.Template); err != nil {
+				return Coupon{}, err
+			}
+			continue
+		}
+		rejected := errors.Is(err, ErrSoldOut) || errors.Is(err, ErrLimitReached)
+		if !rejected && !errors.Is(err, errReplay) && !sqlutil.IsDuplicateKey(err) {
+			return Coupon{}, err
+		}
+		// The request may have been served already, by this user or another: a retry
+		// (perhaps of the request that took the last coupon) gets its coupon, a reuse of
+		// the request ID a conflict.
+		existing, found, lerr := couponByRequest(ctx, s.db, r.RequestID)
+		if lerr != nil {
+			return Coupon{}, lerr
+		}
+		if found {
+			return s.replayed(existing, r, now)
+		}
+		if rejected {
+			return Coupon{}, err
+		}
+		// Another request of the same user committed the same ordinal first: take again,
+		// reading the user's coupons with a locking read this time.
+		if attempt == maxTakeAttempts {
+			return Coupon{}, fmt.Errorf("coupon: ordinal still taken after %d attempts: %w", attempt, err)
+		}
+		r.retry = true
+	}
+}
+
+// takeThenWrite issues with an issuer that keeps its count outside SQL (Redis): take
+// there, then write the coupon in a transaction of its own, giving the take back when the
+// write failed for sure. See the package documentation for the window between the two.
+func (s *Service) takeThenWrite(ctx context.Context, r TakeRequest, now time.Time) (Coupon, error) {
+	if sqlutil.IsTx(s.db) {
+		return Coupon{}, ErrCannotJoinTx
+	}
+	for attempt := 1; ; attempt++ {
+		taken, err := s.take(ctx, r)
+		if err != nil {
+			return Coupon{}, err
+		}
+		c := newCoupon(r.Template, r.UserID, r.RequestID, taken.Ordinal, now)
+		werr := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error { return insertCoupon(ctx, tx, c) })
+		if werr == nil {
+			return c, nil
+		}
+		if !s.definitelyFailed(werr) {
+			// The write may have committed after all: keep the take (at worst one coupon
+			// fewer is issued). A retry with the same request ID resumes it.
+			s.log.Warn("coupon: write of a taken coupon ended in doubt; keeping the take",
+				"template", r.Template.ID, "request", r.RequestID, "err", werr)
+			return Coupon{}, werr
+		}
+		existing, found, lerr := couponByRequest(ctx, s.db, r.RequestID)
+		switch {
+		case lerr != nil:
+			s.log.Warn("coupon: cannot check a failed write; keeping the take",
+				"template", r.Template.ID, "request", r.RequestID, "err", lerr)
+			return Coupon{}, werr
+		case found && existing.TemplateID == r.Template.ID && existing.UserID == r.UserID:
+			return s.replayed(existing, r, now) // the take now accounts for this coupon
+		case found:
+			s.giveBack(ctx, r)
+			return s.replayed(existing, r, now) // ErrRequestConflict
+		case sqlutil.IsDuplicateKey(werr):
+			// The ordinal is held durably by another request the issuer does not know:
+			// its state is behind SQL. Keep the unit (it counts that coupon) and take again.
+			s.log.Warn("coupon: issuer state is behind SQL; taking another ordinal (run Recount to resynchronise)",
+				"template", r.Template.ID, "user", r.UserID, "ordinal", taken.Ordinal)
+			if err := s.issuer.Forget(ctx, r); err != nil {
+				return Coupon{}, err
+			}
+			if attempt == maxTakeAttempts {
+				return Coupon{}, fmt.Errorf("coupon: ordinal still taken after %d attempts: %w", attempt, werr)
+			}
+		default:
+			s.giveBack(ctx, r)
+			return Coupon{}, werr
+		}
+	}
+}
+
+// take asks the issuer, loading its state from SQL first when it has none.
+func (s *Service) take(ctx context.Context, r TakeRequest) (Taken, error) {
+	taken, err := s.issuer.Take(ctx, r)
+	if !errors.Is(err, ErrNotLoaded) {
+		return taken, err
+	}
+	if err := s.warm(ctx, r.Template); err != nil {
+		return Taken{}, err
+	}
+	return s.issuer.Take(ctx, r)
+}
+
+// giveBack returns a take whose write failed. Its failure is logged, not returned: the
+// caller's error is the write's, and a unit not given back means one coupon fewer issued,
+// never one too many.
+func (s *Service) giveBack(ctx context.Context, r TakeRequest) {
+	if err := s.issuer.GiveBack(ctx, r); err != nil {
+		s.log.Error("coupon: giving a take back failed; run Recount",
+			"template", r.Template.ID, "request", r.RequestID, "err", err)
+	}
+}
+
+// definitelyFailed reports whether a failed write certainly did not commit: the database
+// answered with an error (SQLite always answers in-process). Context and connection errors
+// leave the outcome in doubt.
+func (s *Service) definitelyFailed(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var me *mysql.MySQLError
+	return errors.As(err, &me) || sqlutil.IsSQLite(s.db)
+}
+
+// replayed returns the coupon an earlier call issued under r.RequestID, or
+// ErrRequestConflict when that call was for another template or user.
+func (s *Service) replayed(c Coupon, r TakeRequest, now time.Time) (Coupon, error) {
+	if c.TemplateID != r.Template.ID || c.UserID != r.UserID {
+		return Coupon{}, &IssueError{Err: ErrRequestConflict, TemplateID: r.Template.ID, UserID: r.UserID, RequestID: r.RequestID}
+	}
+	c.State = c.effectiveState(now)
+	return c, nil
+}
+
+// warm loads the issuer's state for tpl from SQL unless another call just did. Loads are
+// serialised in the process (so a burst of first issues loads once), except inside a
+// caller's transaction, which must not wait on a lock the database cannot see.
+func (s *Service) warm(ctx context.Context, tpl Template) error {
+	if !sqlutil.IsTx(s.db) {
+		s.warmMu.Lock()
+		defer s.warmMu.Unlock()
+	}
+	if _, err := s.issuer.Taken(ctx, s.db, tpl.ID); !errors.Is(err, ErrNotLoaded) {
+		return err
+	}
+	s.log.Info("coupon: loading issuer state from SQL", "template", tpl.ID)
+	return s.load(ctx, tpl, true)
+}
+
+func (s *Service) load(ctx context.Context, tpl Template, onlyIfMissing bool) (err error) {
+	start := time.Now()
+	defer func() { s.observe(OpRecount, tpl.ID, start, err) }()
+	rc, ok := s.issuer.(Recounter)
+	if !ok {
+		return fmt.Errorf("coupon: issuer %T reported ErrNotLoaded but does not implement Recounter", s.issuer)
+	}
+	return rc.Load(ctx, s.db, tpl, allHoldings(ctx, s.db, tpl.ID), onlyIfMissing)
+}
+
+// Recount replaces the issuer's state for the template with what SQL holds: the coupons
+// durably issued, who holds which ordinal, under which request. It is how an issuer that
+// keeps its count outside SQL (Redis) is resynchronised after an incident; Issue loads a
+// missing state by itself. For an issuer that joins the transaction, whose count changes
+// only with the coupons, it does nothing.
+//
+// Run it while no Issue of the template is in flight: a coupon taken before the recount
+// but written after it is not counted (see the package documentation).
+func (s *Service) Recount(ctx context.Context, templateID string) error {
+	tpl, err := s.Template(ctx, templateID)
+	if err != nil {
+		return err
+	}
+	if _, ok := s.issuer.(Recounter); !ok || s.issuer.JoinsTx() {
+		return nil
+	}
+	s.warmMu.Lock()
+	defer s.warmMu.Unlock()
+	return fail("recounting", s.load(ctx, tpl, false))
+}
+
+// Stats are a template's counts.
+type Stats struct {
+	// Taken is how many coupons the issuer has counted as issued.
+	Taken int64
+	// Issued is how many coupons are durably issued (rows in SQL); equal to Taken except
+	// while writes are in flight or after an incident (see Recount).
+	Issued int64
+	// Reserved and Used count issued coupons in those states.
+	Reserved int64
+	Used     int64
+}
+
+// Stats returns the template's counts.
+func (s *Service) Stats(ctx context.Context, templateID string) (Stats, error) {
+	tpl, err := s.Template(ctx, templateID)
+	if err != nil {
+		return Stats{}, err
+	}
+	var st Stats
+	st.Taken, err = s.issuer.Taken(ctx, s.db, tpl.ID)
+	if errors.Is(err, ErrNotLoaded) {
+		if err = s.warm(ctx, tpl); err == nil {
+			st.Taken, err = s.issuer.Taken(ctx, s.db, tpl.ID)
+		}
+	}
+	if err != nil {
+		return Stats{}, fail("counting", err)
+	}
+	var counts []struct {
+		State string `bun:"state"`
+		N     int64  `bun:"n"`
+	}
+	err = s.db.NewSelect().Model((*couponRow)(nil)).Column("state").ColumnExpr("COUNT(*) AS n").
+		Where("template_id = ?", tpl.ID).Group("state").Scan(ctx, &counts)
+	if err != nil {
+		return Stats{}, fail("counting", err)
+	}
+	for _, c := range counts {
+		st.Issued += c.N
+		switch State(c.State) {
+		case StateReserved:
+			st.Reserved = c.N
+		case StateUsed:
+			st.Used = c.N
+		}
+	}
+	return st, nil
+}

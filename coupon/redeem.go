@@ -1,0 +1,343 @@
+package coupon
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+)
+
+// sweepBatch is how many expired holds Sweep reads at a time.
+const sweepBatch = 100
+
+// ReserveOption configures one Reserve.
+type ReserveOption func(*reserveOptions)
+
+type reserveOptions struct {
+	deadline time.Time
+}
+
+// HoldUntil gives the reservation a deadline: past it, Confirm fails with ErrHoldExpired and
+// Sweep restores the coupon (the redemption ends Expired). Without it a reservation lasts
+// until Confirm or Restore.
+func HoldUntil(deadline time.Time) ReserveOption {
+	return func(o *reserveOptions) { o.deadline = deadline }
+}
+
+// Reserve reserves the coupon for the order: the first step of checkout. Only the coupon's
+// owner may reserve it, only while it is available (not reserved or used by another order),
+// usable (past UsableFrom) and not expired, and only for an order of at least the coupon's
+// MinOrderAmount. The returned redemption carries the discount, fixed now.
+//
+// Reserve is idempotent on (orderID, couponID): reserving again for the same order returns
+// the same redemption (ErrRedemptionConflict if the order amount differs; ErrRedemptionClosed
+// once the redemption was restored). Of two orders racing for one coupon exactly one wins;
+// the other gets ErrNotAvailable. One order may reserve several coupons.
+//
+// Through WithTx(tx) it joins the caller's transaction. Rejections are *RedeemError.
+func (s *Service) Reserve(ctx context.Context, couponID, userID, orderID string, orderAmount int64, opts ...ReserveOption) (red Redemption, err error) {
+	start := time.Now()
+	defer func() { s.observe(OpReserve, "", start, err) }()
+	for _, arg := range [][2]string{{"couponID", couponID}, {"userID", userID}, {"orderID", orderID}} {
+		if err := validateID(arg[0], arg[1]); err != nil {
+			return Redemption{}, err
+		}
+	}
+	if orderAmount <= 0 {
+		return Redemption{}, invalidArg("orderAmount", "must be positive")
+	}
+	var o reserveOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	now := s.now()
+	deadline := utc(o.deadline)
+	if !deadline.IsZero() && !deadline.After(now) {
+		return Redemption{}, invalidArg("HoldUntil", "must be in the future")
+	}
+	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		red, err = reserve(ctx, tx, couponID, userID, orderID, orderAmount, deadline, now)
+		return err
+	})
+	return red, fail("reserving", err)
+}
+
+func reserve(ctx context.Context, tx bun.Tx, couponID, userID, orderID string, amount int64, deadline, now time.Time) (Redemption, error) {
+	reject := func(e *RedeemError) (Redemption, error) {
+		e.CouponID, e.OrderID = couponID, orderID
+		return Redemption{}, e
+	}
+	// Locking the coupon first serialises everything that touches it.
+	c, found, err := couponWhere(ctx, tx, true, "id = ?", couponID)
+	switch {
+	case err != nil:
+		return Redemption{}, err
+	case !found:
+		return reject(&RedeemError{Err: ErrCouponNotFound})
+	case c.UserID != userID:
+		return reject(&RedeemError{Err: ErrNotOwner})
+	case c.OrderID == orderID && (c.State == StateReserved || c.State == StateUsed):
+		red, found, err := redemption(ctx, tx, orderID, couponID)
+		if err != nil {
+			return Redemption{}, err
+		}
+		if !found {
+			return Redemption{}, fmt.Errorf("coupon: coupon %q is held by order %q without a redemption", couponID, orderID)
+		}
+		if red.OrderAmount != amount {
+			return reject(&RedeemError{Err: ErrRedemptionConflict, OrderAmount: red.OrderAmount})
+		}
+		return red, nil
+	case c.State != StateAvailable:
+		return reject(&RedeemError{Err: ErrNotAvailable, State: string(c.State)})
+	case !c.UsableFrom.IsZero() && now.Before(c.UsableFrom):
+		return reject(&RedeemError{Err: ErrNotYetUsable, At: c.UsableFrom})
+	case c.expired(now):
+		return reject(&RedeemError{Err: ErrExpired, State: string(StateExpired), At: c.ExpiresAt})
+	case amount < c.MinOrderAmount:
+		return reject(&RedeemError{Err: ErrBelowMinimum, MinOrderAmount: c.MinOrderAmount, OrderAmount: amount})
+	}
+	red := Redemption{
+		OrderID: orderID, CouponID: couponID, UserID: userID, TemplateID: c.TemplateID,
+		OrderAmount: amount, Discount: Discount(c, amount), State: RedemptionReserved,
+		HoldDeadline: deadline, ReservedAt: now,
+	}
+	if _, err := tx.NewInsert().Model(toRedemptionRow(red)).Exec(ctx); err != nil {
+		if !sqlutil.IsDuplicateKey(err) {
+			return Redemption{}, err
+		}
+		// The order reserved this coupon before and that redemption was resolved.
+		prev, _, err := redemption(ctx, tx, orderID, couponID)
+		if err != nil {
+			return Redemption{}, err
+		}
+		return reject(&RedeemError{Err: ErrRedemptionClosed, State: string(prev.State)})
+	}
+	res, err := tx.NewUpdate().Model((*couponRow)(nil)).
+		Set("state = ?", StateReserved).Set("order_id = ?", orderID).
+		Where("id = ?", couponID).Where("state = ?", StateAvailable).Exec(ctx)
+	if err != nil {
+		return Redemption{}, err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return reject(&RedeemError{Err: ErrNotAvailable})
+	}
+	return red, nil
+}
+
+// Confirm confirms every reservation of the order: its coupons become used. It is
+// idempotent: confirming a confirmed order returns the same redemptions. It fails, changing
+// nothing, with ErrRedemptionNotFound when the order reserved nothing, ErrRedemptionClosed
+// when a redemption was restored, and ErrHoldExpired when a reservation passed its
+// deadline. Through WithTx(tx) it joins the caller's transaction.
+func (s *Service) Confirm(ctx context.Context, orderID string) (reds []Redemption, err error) {
+	start := time.Now()
+	defer func() { s.observe(OpConfirm, "", start, err) }()
+	if err := validateID("orderID", orderID); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		if reds, err = lockRedemptions(ctx, tx, orderID); err != nil {
+			return err
+		}
+		for _, r := range reds {
+			reject := &RedeemError{CouponID: r.CouponID, OrderID: orderID, State: string(r.State), At: r.HoldDeadline}
+			switch {
+			case r.State == RedemptionRestored:
+				reject.Err = ErrRedemptionClosed
+			case r.State == RedemptionExpired, r.State == RedemptionReserved && r.holdExpired(now):
+				reject.Err = ErrHoldExpired
+			default:
+				continue
+			}
+			return reject
+		}
+		for i := range reds {
+			if reds[i].State == RedemptionReserved {
+				if err := resolve(ctx, tx, &reds[i], RedemptionConfirmed, now); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fail("confirming", err)
+	}
+	return reds, nil
+}
+
+// Restore gives the order's coupons back, whether reserved or already confirmed (the order
+// failed or was cancelled): each becomes available again, and usable unless it has expired
+// meanwhile. It is idempotent: restoring a restored order changes nothing and returns the
+// same redemptions. ErrRedemptionNotFound when the order reserved nothing. Through
+// WithTx(tx) it joins the caller's transaction.
+func (s *Service) Restore(ctx context.Context, orderID string) (reds []Redemption, err error) {
+	start := time.Now()
+	defer func() { s.observe(OpRestore, "", start, err) }()
+	if err := validateID("orderID", orderID); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		if reds, err = lockRedemptions(ctx, tx, orderID); err != nil {
+			return err
+		}
+		for i := range reds {
+			if reds[i].State == RedemptionReserved || reds[i].State == RedemptionConfirmed {
+				if err := resolve(ctx, tx, &reds[i], RedemptionRestored, now); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fail("restoring", err)
+	}
+	return reds, nil
+}
+
+// Redemptions returns the order's redemptions (none: an empty slice).
+func (s *Service) Redemptions(ctx context.Context, orderID string) ([]Redemption, error) {
+	if err := validateID("orderID", orderID); err != nil {
+		return nil, err
+	}
+	var rows []redemptionRow
+	if err := s.db.NewSelect().Model(&rows).Where("order_id = ?", orderID).Order("coupon_id").Scan(ctx); err != nil {
+		return nil, fail("reading redemptions", err)
+	}
+	return toRedemptions(rows), nil
+}
+
+// Sweep restores every reservation past its hold deadline (each ends Expired) and returns
+// how many it restored. Each is restored in a transaction of its own; one that was
+// confirmed or restored meanwhile is left alone.
+func (s *Service) Sweep(ctx context.Context) (n int, err error) {
+	start := time.Now()
+	defer func() {
+		s.observer.Observe(Event{Op: OpSweep, Err: err, Elapsed: time.Since(start), Count: n})
+	}()
+	now := s.now()
+	for {
+		var due []redemptionRow
+		err := s.db.NewSelect().Model(&due).Column("order_id", "coupon_id").
+			Where("state = ?", RedemptionReserved).Where("hold_deadline <= ?", now).
+			Order("hold_deadline").Limit(sweepBatch).Scan(ctx)
+		if err != nil {
+			return n, fail("sweeping", err)
+		}
+		for _, d := range due {
+			var expired bool
+			err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+				expired = false
+				r, found, err := redemption(ctx, tx, d.OrderID, d.CouponID)
+				if err != nil || !found || r.State != RedemptionReserved || !r.holdExpired(now) {
+					return err
+				}
+				expired = true
+				return resolve(ctx, tx, &r, RedemptionExpired, now)
+			})
+			if err != nil {
+				return n, fail("sweeping", err)
+			}
+			if expired {
+				n++
+			}
+		}
+		if len(due) < sweepBatch {
+			return n, nil
+		}
+	}
+}
+
+// Run sweeps expired holds every interval until ctx is done, then returns nil. Sweep errors
+// are logged and retried at the next tick.
+func (s *Service) Run(ctx context.Context, interval time.Duration) error {
+	if interval <= 0 {
+		return invalidArg("interval", "must be positive")
+	}
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		if n, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("coupon: sweep failed", "err", err)
+		} else if n > 0 {
+			s.log.Info("coupon: restored expired reservations", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}
+
+func (r Redemption) holdExpired(now time.Time) bool {
+	return !r.HoldDeadline.IsZero() && !now.Before(r.HoldDeadline)
+}
+
+// resolve moves a redemption and its coupon to the state to: Confirmed makes the coupon
+// used; Restored and Expired make it available again.
+func resolve(ctx context.Context, tx bun.Tx, r *Redemption, to RedemptionState, now time.Time) error {
+	q := tx.NewUpdate().Model((*couponRow)(nil)).Where("id = ?", r.CouponID).Where("order_id = ?", r.OrderID)
+	if to == RedemptionConfirmed {
+		q = q.Set("state = ?", StateUsed).Set("used_at = ?", now).Where("state = ?", StateReserved)
+	} else {
+		q = q.Set("state = ?", StateAvailable).Set("order_id = NULL").Set("used_at = NULL").
+			Where("state IN (?)", bun.List([]State{StateReserved, StateUsed}))
+	}
+	res, err := q.Exec(ctx)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("coupon: coupon %q is not held by order %q as its redemption says", r.CouponID, r.OrderID)
+	}
+	_, err = tx.NewUpdate().Model((*redemptionRow)(nil)).Set("state = ?", to).Set("resolved_at = ?", now).
+		Where("order_id = ?", r.OrderID).Where("coupon_id = ?", r.CouponID).Exec(ctx)
+	if err != nil {
+		return err
+	}
+	r.State, r.ResolvedAt = to, now
+	return nil
+}
+
+// redemption reads one redemption with a locking read (on MySQL).
+func redemption(ctx context.Context, tx bun.IDB, orderID, couponID string) (Redemption, bool, error) {
+	var row redemptionRow
+	q := tx.NewSelect().Model(&row).Where("order_id = ?", orderID).Where("coupon_id = ?", couponID)
+	switch err := sqlutil.ForUpdate(q).Scan(ctx); {
+	case sqlutil.IsNoRows(err):
+		return Redemption{}, false, nil
+	case err != nil:
+		return Redemption{}, false, err
+	}
+	return row.redemption(), true, nil
+}
+
+// lockRedemptions reads the order's redemptions with a locking read (on MySQL);
+// ErrRedemptionNotFound when there are none.
+func lockRedemptions(ctx context.Context, tx bun.Tx, orderID string) ([]Redemption, error) {
+	var rows []redemptionRow
+	q := tx.NewSelect().Model(&rows).Where("order_id = ?", orderID).Order("coupon_id")
+	if err := sqlutil.ForUpdate(q).Scan(ctx); err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, &RedeemError{Err: ErrRedemptionNotFound, OrderID: orderID}
+	}
+	return toRedemptions(rows), nil
+}
+
+func toRedemptions(rows []redemptionRow) []Redemption {
+	out := make([]Redemption, len(rows))
+	for i := range rows {
+		out[i] = rows[i].redemption()
+	}
+	return out
+}

@@ -1,0 +1,147 @@
+package rediscoupon_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/coupon/rediscoupon"
+	"github.com/commercekit/commercekit/coupon/sqlcoupon"
+	"github.com/commercekit/commercekit/internal/testenv"
+)
+
+func openRedis(t *testing.T) (*coupon.Service, *redis.Client, *bun.DB) {
+	db := testenv.MySQL(t)
+	rdb := testenv.Redis(t)
+	require.NoError(t, coupon.CreateSchema(context.Background(), db))
+	return coupon.New(db, rediscoupon.New(rdb, rediscoupon.WithKeyPrefix("test:"))), rdb, db
+}
+
+// TestRecountRepairsRedis: a Redis state that went wrong (here: counts rewritten by hand)
+// is rebuilt exactly from SQL by Recount, down to each user's ordinals and requests.
+func TestRecountRepairsRedis(t *testing.T) {
+	ctx := context.Background()
+	svc, rdb, _ := openRedis(t)
+	tpl, err := svc.CreateTemplate(ctx, coupon.Template{ID: "t", Terms: coupon.Terms{Kind: coupon.FixedAmount, Amount: 500}, TotalQuantity: 10, PerUserLimit: 2})
+	require.NoError(t, err)
+	for i := range 6 {
+		_, err := svc.Issue(ctx, tpl.ID, fmt.Sprint("user-", i%3), fmt.Sprint("req-", i))
+		require.NoError(t, err)
+	}
+	key := "test:{t}"
+	want, err := rdb.HGetAll(ctx, key).Result()
+	require.NoError(t, err)
+	assert.Equal(t, "6", want["taken"])
+	assert.Equal(t, "2", want["n|user-0"])
+	assert.Equal(t, "1|user-0", want["r|req-0"])
+	assert.Equal(t, "req-3", want["o|2|user-0"])
+
+	require.NoError(t, rdb.HSet(ctx, key, "taken", 10, "n|user-0", 0).Err())
+	require.NoError(t, rdb.HDel(ctx, key, "r|req-5").Err())
+	_, err = svc.Issue(ctx, tpl.ID, "user-9", "req-9")
+	require.ErrorIs(t, err, coupon.ErrSoldOut, "the corrupted count refuses a coupon that exists")
+
+	require.NoError(t, svc.Recount(ctx, tpl.ID))
+	got, err := rdb.HGetAll(ctx, key).Result()
+	require.NoError(t, err)
+	assert.Equal(t, want, got, "Recount rebuilds the state exactly")
+	ttl, err := rdb.TTL(ctx, key).Result()
+	require.NoError(t, err)
+	assert.Equal(t, time.Duration(-1), ttl, "the installed state does not expire")
+	keys, err := rdb.Keys(ctx, "test:*").Result()
+	require.NoError(t, err)
+	assert.Equal(t, []string{key}, keys, "no staging key is left behind")
+
+	_, err = svc.Issue(ctx, tpl.ID, "user-9", "req-9")
+	require.NoError(t, err)
+	_, err = svc.Issue(ctx, tpl.ID, "user-0", "req-new")
+	require.ErrorIs(t, err, coupon.ErrLimitReached)
+	st, err := svc.Stats(ctx, tpl.ID)
+	require.NoError(t, err)
+	assert.Equal(t, coupon.Stats{Taken: 7, Issued: 7}, st)
+}
+
+// TestRedisBehindSQL: a coupon Redis never counted (as one written after a warm-up read SQL)
+// holds the ordinal Redis offers next. The Service keeps that ordinal taken, takes
+// another, and the count ends exact.
+func TestRedisBehindSQL(t *testing.T) {
+	ctx := context.Background()
+	svc, _, db := openRedis(t)
+	tpl, err := svc.CreateTemplate(ctx, coupon.Template{ID: "t", Terms: coupon.Terms{Kind: coupon.FixedAmount, Amount: 500}, PerUserLimit: 2})
+	require.NoError(t, err)
+	_, err = svc.Issue(ctx, tpl.ID, "bob", "bob-1") // Redis state loaded
+	require.NoError(t, err)
+
+	// Another issuer writes alice's first coupon behind Redis's back.
+	require.NoError(t, sqlcoupon.CreateSchema(ctx, db))
+	stray, err := coupon.New(db, sqlcoupon.New()).Issue(ctx, tpl.ID, "alice", "stray")
+	require.NoError(t, err)
+	require.Equal(t, 1, stray.Ordinal)
+
+	c, err := svc.Issue(ctx, tpl.ID, "alice", "alice-1")
+	require.NoError(t, err)
+	assert.Equal(t, 2, c.Ordinal, "ordinal 1 is taken durably")
+	_, err = svc.Issue(ctx, tpl.ID, "alice", "alice-2")
+	assert.ErrorIs(t, err, coupon.ErrLimitReached)
+	again, err := svc.Issue(ctx, tpl.ID, "alice", "alice-1")
+	require.NoError(t, err)
+	assert.Equal(t, c.ID, again.ID)
+	st, err := svc.Stats(ctx, tpl.ID)
+	require.NoError(t, err)
+	assert.Equal(t, coupon.Stats{Taken: 3, Issued: 3}, st)
+}
+
+// TestRecountManyPages: a state of more coupons than one page of the load (1,000) is
+// rebuilt field for field, and a later rush is counted from it exactly.
+func TestRecountManyPages(t *testing.T) {
+	ctx := context.Background()
+	svc, rdb, _ := openRedis(t)
+	tpl, err := svc.CreateTemplate(ctx, coupon.Template{ID: "big", Terms: coupon.Terms{Kind: coupon.FixedAmount, Amount: 500}, TotalQuantity: 2600, PerUserLimit: 2})
+	require.NoError(t, err)
+	const coupons = 2500
+	jobs := make(chan int)
+	errs := make(chan error, coupons)
+	for range 50 {
+		go func() {
+			for i := range jobs {
+				_, err := svc.Issue(ctx, tpl.ID, fmt.Sprint("user-", i/2), fmt.Sprint("req-", i))
+				errs <- err
+			}
+		}()
+	}
+	for i := range coupons {
+		jobs <- i
+	}
+	close(jobs)
+	for range coupons {
+		require.NoError(t, <-errs)
+	}
+	want, err := rdb.HGetAll(ctx, "test:{big}").Result()
+	require.NoError(t, err)
+	require.Len(t, want, 1+coupons/2+2*coupons, "taken, one count per user, one ordinal and one request per coupon")
+
+	require.NoError(t, rdb.FlushDB(ctx).Err())
+	require.NoError(t, svc.Recount(ctx, tpl.ID))
+	got, err := rdb.HGetAll(ctx, "test:{big}").Result()
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+
+	for i := range 200 {
+		_, err := svc.Issue(ctx, tpl.ID, fmt.Sprint("late-", i), fmt.Sprint("late-", i))
+		if i < 100 {
+			require.NoError(t, err)
+		} else {
+			require.ErrorIs(t, err, coupon.ErrSoldOut)
+		}
+	}
+	st, err := svc.Stats(ctx, tpl.ID)
+	require.NoError(t, err)
+	assert.Equal(t, coupon.Stats{Taken: 2600, Issued: 2600}, st)
+}

@@ -1,0 +1,159 @@
+package coupon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/uptrace/bun"
+)
+
+// templateRow is a row of coupon_templates.
+type templateRow struct {
+	bun.BaseModel `bun:"table:coupon_templates"`
+
+	ID             string    `bun:"id,pk,type:varchar(64)"`
+	Name           string    `bun:"name,notnull,type:varchar(200)"`
+	Kind           string    `bun:"kind,notnull,type:varchar(16)"`
+	Amount         int64     `bun:"amount,notnull"`
+	Percent        int64     `bun:"percent,notnull"`
+	MaxDiscount    int64     `bun:"max_discount,notnull"`
+	MinOrderAmount int64     `bun:"min_order_amount,notnull"`
+	IssueStart     time.Time `bun:"issue_start,nullzero,type:datetime(6)"`
+	IssueEnd       time.Time `bun:"issue_end,nullzero,type:datetime(6)"`
+	UsableFrom     time.Time `bun:"usable_from,nullzero,type:datetime(6)"`
+	UseBy          time.Time `bun:"use_by,nullzero,type:datetime(6)"`
+	ValidDays      int       `bun:"valid_days,notnull"`
+	TotalQuantity  int64     `bun:"total_quantity,notnull"`
+	PerUserLimit   int       `bun:"per_user_limit,notnull"`
+	CreatedAt      time.Time `bun:"created_at,notnull,type:datetime(6)"`
+}
+
+// couponRow is a row of coupon_coupons. seq orders a wallet; the unique key on (template,
+// user, ordinal) is what keeps a user within the per-user limit whatever the issuer, and
+// the unique request ID is what makes Issue idempotent on the durable record.
+type couponRow struct {
+	bun.BaseModel `bun:"table:coupon_coupons"`
+
+	Seq            int64     `bun:"seq,pk,autoincrement"`
+	ID             string    `bun:"id,notnull,type:varchar(64),unique:coupon_coupons_id_uq"`
+	TemplateID     string    `bun:"template_id,notnull,type:varchar(64),unique:coupon_coupons_holder_uq"`
+	UserID         string    `bun:"user_id,notnull,type:varchar(64),unique:coupon_coupons_holder_uq"`
+	Ordinal        int       `bun:"ordinal,notnull,unique:coupon_coupons_holder_uq"`
+	RequestID      string    `bun:"request_id,notnull,type:varchar(64),unique:coupon_coupons_request_uq"`
+	Name           string    `bun:"name,notnull,type:varchar(200)"`
+	Kind           string    `bun:"kind,notnull,type:varchar(16)"`
+	Amount         int64     `bun:"amount,notnull"`
+	Percent        int64     `bun:"percent,notnull"`
+	MaxDiscount    int64     `bun:"max_discount,notnull"`
+	MinOrderAmount int64     `bun:"min_order_amount,notnull"`
+	State          string    `bun:"state,notnull,type:varchar(16)"`
+	OrderID        string    `bun:"order_id,nullzero,type:varchar(64)"`
+	IssuedAt       time.Time `bun:"issued_at,notnull,type:datetime(6)"`
+	UsableFrom     time.Time `bun:"usable_from,nullzero,type:datetime(6)"`
+	ExpiresAt      time.Time `bun:"expires_at,nullzero,type:datetime(6)"`
+	UsedAt         time.Time `bun:"used_at,nullzero,type:datetime(6)"`
+}
+
+// redemptionRow is a row of coupon_redemptions: one order's use of one coupon.
+type redemptionRow struct {
+	bun.BaseModel `bun:"table:coupon_redemptions"`
+
+	OrderID      string    `bun:"order_id,pk,type:varchar(64)"`
+	CouponID     string    `bun:"coupon_id,pk,type:varchar(64)"`
+	UserID       string    `bun:"user_id,notnull,type:varchar(64)"`
+	TemplateID   string    `bun:"template_id,notnull,type:varchar(64)"`
+	OrderAmount  int64     `bun:"order_amount,notnull"`
+	Discount     int64     `bun:"discount,notnull"`
+	State        string    `bun:"state,notnull,type:varchar(16)"`
+	HoldDeadline time.Time `bun:"hold_deadline,nullzero,type:datetime(6)"`
+	ReservedAt   time.Time `bun:"reserved_at,notnull,type:datetime(6)"`
+	ResolvedAt   time.Time `bun:"resolved_at,nullzero,type:datetime(6)"`
+}
+
+// CreateSchema creates the package's tables and indexes (coupon_templates, coupon_coupons,
+// coupon_redemptions) when they do not exist. It is idempotent and works on MySQL/MariaDB
+// and SQLite. Issuer backends may have tables of their own (sqlcoupon.CreateSchema).
+func CreateSchema(ctx context.Context, db bun.IDB) error {
+	for _, model := range []any{(*templateRow)(nil), (*couponRow)(nil), (*redemptionRow)(nil)} {
+		if _, err := db.NewCreateTable().Model(model).IfNotExists().Exec(ctx); err != nil {
+			return fmt.Errorf("coupon: creating tables: %w", err)
+		}
+	}
+	indexes := []struct {
+		model   any
+		name    string
+		columns []string
+	}{
+		{(*couponRow)(nil), "coupon_coupons_wallet_idx", []string{"user_id", "seq"}},
+		{(*redemptionRow)(nil), "coupon_redemptions_sweep_idx", []string{"state", "hold_deadline"}},
+	}
+	for _, ix := range indexes {
+		_, err := db.NewCreateIndex().Model(ix.model).Index(ix.name).Column(ix.columns...).IfNotExists().Exec(ctx)
+		if err != nil && !isDuplicateIndex(err) {
+			return fmt.Errorf("coupon: creating index %s: %w", ix.name, err)
+		}
+	}
+	return nil
+}
+
+// isDuplicateIndex reports MySQL's "duplicate key name" (1061): MySQL, unlike MariaDB and
+// SQLite, has no CREATE INDEX IF NOT EXISTS.
+func isDuplicateIndex(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1061
+}
+
+func (r *templateRow) template() Template {
+	return Template{
+		ID: r.ID, Name: r.Name,
+		Terms:      Terms{Kind: Kind(r.Kind), Amount: r.Amount, Percent: r.Percent, MaxDiscount: r.MaxDiscount, MinOrderAmount: r.MinOrderAmount},
+		IssueStart: utc(r.IssueStart), IssueEnd: utc(r.IssueEnd), UsableFrom: utc(r.UsableFrom), UseBy: utc(r.UseBy),
+		ValidDays: r.ValidDays, TotalQuantity: r.TotalQuantity, PerUserLimit: r.PerUserLimit, CreatedAt: utc(r.CreatedAt),
+	}
+}
+
+func toTemplateRow(t Template) *templateRow {
+	return &templateRow{
+		ID: t.ID, Name: t.Name, Kind: string(t.Kind), Amount: t.Amount, Percent: t.Percent,
+		MaxDiscount: t.MaxDiscount, MinOrderAmount: t.MinOrderAmount,
+		IssueStart: t.IssueStart, IssueEnd: t.IssueEnd, UsableFrom: t.UsableFrom, UseBy: t.UseBy,
+		ValidDays: t.ValidDays, TotalQuantity: t.TotalQuantity, PerUserLimit: t.PerUserLimit, CreatedAt: t.CreatedAt,
+	}
+}
+
+func (r *couponRow) coupon() Coupon {
+	return Coupon{
+		ID: r.ID, TemplateID: r.TemplateID, Name: r.Name, UserID: r.UserID, Ordinal: r.Ordinal, RequestID: r.RequestID,
+		Terms: Terms{Kind: Kind(r.Kind), Amount: r.Amount, Percent: r.Percent, MaxDiscount: r.MaxDiscount, MinOrderAmount: r.MinOrderAmount},
+		State: State(r.State), OrderID: r.OrderID,
+		IssuedAt: utc(r.IssuedAt), UsableFrom: utc(r.UsableFrom), ExpiresAt: utc(r.ExpiresAt), UsedAt: utc(r.UsedAt),
+	}
+}
+
+func toCouponRow(c Coupon) *couponRow {
+	return &couponRow{
+		ID: c.ID, TemplateID: c.TemplateID, UserID: c.UserID, Ordinal: c.Ordinal, RequestID: c.RequestID, Name: c.Name,
+		Kind: string(c.Kind), Amount: c.Amount, Percent: c.Percent, MaxDiscount: c.MaxDiscount, MinOrderAmount: c.MinOrderAmount,
+		State: string(c.State), OrderID: c.OrderID,
+		IssuedAt: c.IssuedAt, UsableFrom: c.UsableFrom, ExpiresAt: c.ExpiresAt, UsedAt: c.UsedAt,
+	}
+}
+
+func (r *redemptionRow) redemption() Redemption {
+	return Redemption{
+		OrderID: r.OrderID, CouponID: r.CouponID, UserID: r.UserID, TemplateID: r.TemplateID,
+		OrderAmount: r.OrderAmount, Discount: r.Discount, State: RedemptionState(r.State),
+		HoldDeadline: utc(r.HoldDeadline), ReservedAt: utc(r.ReservedAt), ResolvedAt: utc(r.ResolvedAt),
+	}
+}
+
+func toRedemptionRow(r Redemption) *redemptionRow {
+	return &redemptionRow{
+		OrderID: r.OrderID, CouponID: r.CouponID, UserID: r.UserID, TemplateID: r.TemplateID,
+		OrderAmount: r.OrderAmount, Discount: r.Discount, State: string(r.State),
+		HoldDeadline: r.HoldDeadline, ReservedAt: r.ReservedAt, ResolvedAt: r.ResolvedAt,
+	}
+}

@@ -1,0 +1,90 @@
+package coupon
+
+import (
+	"context"
+	"errors"
+	"iter"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+)
+
+var errNoTx = errors.New("coupon: TakeRequest.Holdings needs the transaction of an issuer that joins it")
+
+// holdingsPage is how many holdings one query of allHoldings reads.
+const holdingsPage = 1000
+
+// userHoldings reads the user's coupons of a template, with a locking read on MySQL when
+// lock is set.
+func userHoldings(ctx context.Context, db bun.IDB, templateID, userID string, lock bool) ([]Holding, error) {
+	var rows []couponRow
+	q := db.NewSelect().Model(&rows).Column("user_id", "ordinal", "request_id").
+		Where("template_id = ?", templateID).Where("user_id = ?", userID).Order("ordinal")
+	if lock {
+		q = sqlutil.ForUpdate(q)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]Holding, len(rows))
+	for i, r := range rows {
+		out[i] = Holding{UserID: r.UserID, Ordinal: r.Ordinal, RequestID: r.RequestID}
+	}
+	return out, nil
+}
+
+// allHoldings yields every coupon of a template, in pages along the (template, user,
+// ordinal) unique key.
+func allHoldings(ctx context.Context, db bun.IDB, templateID string) iter.Seq2[Holding, error] {
+	return func(yield func(Holding, error) bool) {
+		var after Holding
+		for first := true; ; first = false {
+			var rows []couponRow
+			q := db.NewSelect().Model(&rows).Column("user_id", "ordinal", "request_id").
+				Where("template_id = ?", templateID).OrderExpr("user_id, ordinal").Limit(holdingsPage)
+			if !first {
+				q = q.Where("(user_id > ? OR (user_id = ? AND ordinal > ?))", after.UserID, after.UserID, after.Ordinal)
+			}
+			if err := q.Scan(ctx); err != nil {
+				yield(Holding{}, err)
+				return
+			}
+			for _, r := range rows {
+				after = Holding{UserID: r.UserID, Ordinal: r.Ordinal, RequestID: r.RequestID}
+				if !yield(after, nil) {
+					return
+				}
+			}
+			if len(rows) < holdingsPage {
+				return
+			}
+		}
+	}
+}
+
+// couponWhere reads one coupon matching the condition; found is false when none does.
+func couponWhere(ctx context.Context, db bun.IDB, lock bool, query string, arg any) (c Coupon, found bool, err error) {
+	var row couponRow
+	q := db.NewSelect().Model(&row).Where(query, arg)
+	if lock {
+		q = sqlutil.ForUpdate(q)
+	}
+	switch err := q.Scan(ctx); {
+	case sqlutil.IsNoRows(err):
+		return Coupon{}, false, nil
+	case err != nil:
+		return Coupon{}, false, err
+	}
+	return row.coupon(), true, nil
+}
+
+// couponByRequest reads the coupon issued under requestID, if any.
+func couponByRequest(ctx context.Context, db bun.IDB, requestID string) (Coupon, bool, error) {
+	return couponWhere(ctx, db, false, "request_id = ?", requestID)
+}
+
+func insertCoupon(ctx context.Context, db bun.IDB, c Coupon) error {
+	_, err := db.NewInsert().Model(toCouponRow(c)).Exec(ctx)
+	return err
+}
