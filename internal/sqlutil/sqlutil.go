@@ -70,6 +70,9 @@ const (
 // transaction again may succeed: a MySQL deadlock (1213) or lock wait timeout (1205), or a
 // busy or locked SQLite database.
 func IsRetryable(err error) bool {
+	if err == nil {
+		return false
+	}
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
 		return me.Number == mysqlDeadlock || me.Number == mysqlLockWaitTimeout
@@ -83,6 +86,9 @@ func IsRetryable(err error) bool {
 
 // IsDuplicateKey reports whether err is a unique or primary key violation.
 func IsDuplicateKey(err error) bool {
+	if err == nil {
+		return false
+	}
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
 		return me.Number == mysqlDuplicateEntry

@@ -53,6 +53,8 @@ func TestDuplicateKey(t *testing.T) {
 		assert.True(t, sqlutil.IsDuplicateKey(err), "%v", err)
 		assert.False(t, sqlutil.IsRetryable(err))
 		assert.False(t, sqlutil.IsDuplicateKey(errors.New("other")))
+		assert.False(t, sqlutil.IsDuplicateKey(nil))
+		assert.False(t, sqlutil.IsRetryable(nil))
 	})
 }
 
