@@ -1,0 +1,152 @@
+package inventory
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors, for errors.Is. The typed errors below carry the detail (errors.As) and
+// match their sentinel.
+var (
+	// ErrInvalidRequest: the request breaks a rule checked before any I/O; nothing changed.
+	// Every *ValidationError matches it.
+	ErrInvalidRequest = errors.New("inventory: invalid request")
+	// ErrInvalidQuantity: a quantity is zero or negative (also matches ErrInvalidRequest).
+	ErrInvalidQuantity = errors.New("inventory: quantity must be positive")
+	// ErrTooManyLines: a reservation has more than MaxLines lines (also matches ErrInvalidRequest).
+	ErrTooManyLines = errors.New("inventory: too many lines")
+	// ErrQuantityTooLarge: more than MaxQtyPerSKU units of one SKU (also matches ErrInvalidRequest).
+	ErrQuantityTooLarge = errors.New("inventory: quantity too large")
+
+	// ErrUnknownSKU: no stock was ever set for the SKU (*UnknownSKUError).
+	ErrUnknownSKU = errors.New("inventory: unknown SKU")
+	// ErrInsufficientStock: fewer units are available than asked for (*InsufficientStockError).
+	ErrInsufficientStock = errors.New("inventory: insufficient stock")
+	// ErrBuyerLimitExceeded: the buyer would hold more of a SKU than its buyer limit, or the
+	// SKU has a limit and the reservation names no buyer (*BuyerLimitError).
+	ErrBuyerLimitExceeded = errors.New("inventory: buyer limit exceeded")
+	// ErrIdempotencyConflict: an ID was used before with different content (*ConflictError).
+	ErrIdempotencyConflict = errors.New("inventory: ID reused with different content")
+
+	// ErrReservationNotFound: no reservation has the ID.
+	ErrReservationNotFound = errors.New("inventory: reservation not found")
+	// ErrReservationCommitted: the reservation was committed, so it cannot be released (*StateError).
+	ErrReservationCommitted = errors.New("inventory: reservation already committed")
+	// ErrReservationReleased: the reservation was released, so it cannot be committed (*StateError).
+	ErrReservationReleased = errors.New("inventory: reservation already released")
+	// ErrReservationExpired: the reservation passed its deadline and its units went back (*StateError).
+	ErrReservationExpired = errors.New("inventory: reservation expired")
+
+	// ErrContention: the storage gave up on a lock conflict (a MySQL deadlock or lock wait
+	// timeout) after the bounded retries, or at once inside the caller's transaction, which
+	// the caller must run again. The native error stays in the chain too.
+	ErrContention = errors.New("inventory: storage contention, try again")
+)
+
+// ValidationError says which field of a request is wrong and why.
+type ValidationError struct {
+	Field  string
+	Reason string
+	// kind is the specific sentinel (ErrInvalidQuantity, ...), or nil.
+	kind error
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("inventory: invalid %s: %s", e.Field, e.Reason)
+}
+
+// Unwrap makes the error match ErrInvalidRequest and its specific sentinel, if any.
+func (e *ValidationError) Unwrap() []error {
+	if e.kind == nil {
+		return []error{ErrInvalidRequest}
+	}
+	return []error{ErrInvalidRequest, e.kind}
+}
+
+// UnknownSKUError names the unknown SKU.
+type UnknownSKUError struct{ SKU string }
+
+func (e *UnknownSKUError) Error() string { return fmt.Sprintf("inventory: unknown SKU %q", e.SKU) }
+
+// Unwrap returns ErrUnknownSKU.
+func (e *UnknownSKUError) Unwrap() error { return ErrUnknownSKU }
+
+// InsufficientStockError says which SKU ran short, how many units were asked for and how
+// many were available.
+type InsufficientStockError struct {
+	SKU       string
+	Requested int64
+	Available int64
+}
+
+func (e *InsufficientStockError) Error() string {
+	return fmt.Sprintf("inventory: insufficient stock of %q: requested %d, available %d", e.SKU, e.Requested, e.Available)
+}
+
+// Unwrap returns ErrInsufficientStock.
+func (e *InsufficientStockError) Unwrap() error { return ErrInsufficientStock }
+
+// BuyerLimitError says which SKU's limit a buyer would exceed. Used is what the buyer
+// already holds or bought; BuyerID is empty when the reservation named no buyer.
+type BuyerLimitError struct {
+	SKU       string
+	BuyerID   string
+	Limit     int64
+	Used      int64
+	Requested int64
+}
+
+func (e *BuyerLimitError) Error() string {
+	if e.BuyerID == "" {
+		return fmt.Sprintf("inventory: SKU %q is limited to %d per buyer and the reservation names no buyer", e.SKU, e.Limit)
+	}
+	return fmt.Sprintf("inventory: buyer %q would exceed the limit of %d of %q: holds %d, requested %d",
+		e.BuyerID, e.Limit, e.SKU, e.Used, e.Requested)
+}
+
+// Unwrap returns ErrBuyerLimitExceeded.
+func (e *BuyerLimitError) Unwrap() error { return ErrBuyerLimitExceeded }
+
+// ConflictError names the reused ID and what it identifies ("reservation", "adjustment").
+type ConflictError struct {
+	Kind string
+	ID   string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("inventory: %s %q already exists with different content", e.Kind, e.ID)
+}
+
+// Unwrap returns ErrIdempotencyConflict.
+func (e *ConflictError) Unwrap() error { return ErrIdempotencyConflict }
+
+// StateError says a reservation is already resolved in a way that forbids the operation.
+type StateError struct {
+	ID    string
+	State State
+}
+
+func (e *StateError) Error() string {
+	return fmt.Sprintf("inventory: reservation %q is %s", e.ID, e.State)
+}
+
+// Unwrap returns the sentinel of the state: ErrReservationCommitted, ErrReservationReleased
+// or ErrReservationExpired.
+func (e *StateError) Unwrap() error {
+	switch e.State {
+	case StateCommitted:
+		return ErrReservationCommitted
+	case StateReleased:
+		return ErrReservationReleased
+	case StateExpired:
+		return ErrReservationExpired
+	}
+	return nil
+}
+
+// NotFound returns an error matching ErrReservationNotFound that names id. For backends.
+func NotFound(id string) error { return fmt.Errorf("%w: %q", ErrReservationNotFound, id) }
+
+// Contention wraps a native lock-conflict error so it matches ErrContention and stays
+// recognisable to the caller's own retry logic. For backends.
+func Contention(err error) error { return fmt.Errorf("%w: %w", ErrContention, err) }

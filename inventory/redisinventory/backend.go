@@ -1,0 +1,120 @@
+package redisinventory
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/commercekit/commercekit/inventory"
+)
+
+// DefaultTag is the hash tag of a Backend's keys unless WithTag says otherwise.
+const DefaultTag = "inventory"
+
+// DefaultRetention is how long resolved reservations and adjustment IDs are kept for
+// idempotent replays unless WithRetention says otherwise.
+const DefaultRetention = 24 * time.Hour
+
+// Backend keeps stock and reservations in Redis, every operation one Lua script. It
+// implements inventory.Backend; it cannot join a SQL transaction.
+type Backend struct {
+	c         redis.UniversalClient
+	prefix    string // "{tag}:"
+	due       string // the due index: reservation IDs scored by deadline (ms)
+	skus      string // the set of every SKU, for WriteBack
+	retention time.Duration
+	s         scripts
+}
+
+var _ inventory.Backend = (*Backend)(nil)
+
+// Option configures a Backend.
+type Option func(*Backend)
+
+// WithTag sets the hash tag every key of the Backend carries (default DefaultTag), which
+// puts them all in one Redis Cluster slot. Backends with different tags are independent
+// inventories and may live on different cluster nodes. A tag with '{' or '}' is ignored.
+func WithTag(tag string) Option {
+	return func(b *Backend) {
+		if tag != "" && !strings.ContainsAny(tag, "{}") {
+			b.prefix = "{" + tag + "}:"
+		}
+	}
+}
+
+// WithRetention sets how long a resolved reservation and an adjustment ID are kept, which
+// is how long a replay is recognised (default DefaultRetention; 0 keeps them forever).
+func WithRetention(d time.Duration) Option {
+	return func(b *Backend) {
+		if d >= 0 {
+			b.retention = d
+		}
+	}
+}
+
+// New returns a Backend on c (a *redis.Client, *redis.ClusterClient, ...), whose own
+// configuration (pool size, timeouts) is used untouched.
+func New(c redis.UniversalClient, opts ...Option) *Backend {
+	b := &Backend{c: c, prefix: "{" + DefaultTag + "}:", retention: DefaultRetention, s: newScripts()}
+	for _, o := range opts {
+		o(b)
+	}
+	b.due, b.skus = b.prefix+"due", b.prefix+"skus"
+	return b
+}
+
+func (b *Backend) stockKey(sku string) string { return b.prefix + "stock:" + sku }
+func (b *Backend) usageKey(sku string) string { return b.prefix + "buyers:" + sku }
+func (b *Backend) resKey(id string) string    { return b.prefix + "res:" + id }
+func (b *Backend) adjKey(id string) string    { return b.prefix + "adj:" + id }
+
+// fail returns the context's error when it is done, else err wrapped with op.
+func fail(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("redisinventory: %s: %w", op, err)
+}
+
+// failIf is fail for a non-nil err, else nil.
+func failIf(ctx context.Context, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fail(ctx, op, err)
+}
+
+// toInt reads an integer from a script or HMGET reply element (integer or bulk string).
+func toInt(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case string:
+		n, _ := strconv.ParseInt(x, 10, 64)
+		return n
+	}
+	return 0
+}
+
+func toString(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+func fromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// stockFrom builds a Stock from the values of stockFields: onhand, available, sold, limit.
+func stockFrom(sku string, v []any) inventory.Stock {
+	st := inventory.Stock{SKU: sku, OnHand: toInt(v[0]), Available: toInt(v[1]), Sold: toInt(v[2]), BuyerLimit: toInt(v[3])}
+	st.Reserved = st.OnHand - st.Available
+	return st
+}

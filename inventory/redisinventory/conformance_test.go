@@ -1,0 +1,25 @@
+package redisinventory_test
+
+import (
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/inventorytest"
+	"github.com/commercekit/commercekit/inventory/redisinventory"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+var harness = inventorytest.Harness{
+	JoinsTx: false,
+	New: func(tb testing.TB, opts ...inventory.Option) (*inventory.Inventory, *bun.DB) {
+		return inventory.New(redisinventory.New(testenv.Redis(tb)), opts...), nil
+	},
+}
+
+func TestConformance(t *testing.T) { inventorytest.Run(t, harness) }
+
+func BenchmarkRedis(b *testing.B) { inventorytest.Benchmark(b, harness) }

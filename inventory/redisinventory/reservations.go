@@ -1,0 +1,170 @@
+package redisinventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/commercekit/commercekit/inventory"
+)
+
+// Reserve runs the reserve script: one round trip.
+func (b *Backend) Reserve(ctx context.Context, r inventory.Reservation) (inventory.Reservation, error) {
+	n := len(r.Lines)
+	keys := make([]string, 2, 2+2*n)
+	keys[0], keys[1] = b.resKey(r.ID), b.due
+	args := make([]any, 5, 5+n)
+	args[0], args[1], args[2] = r.ID, inventory.EncodeLines(r.Lines), r.BuyerID
+	args[3], args[4] = r.CreatedAt.UnixMilli(), r.ExpiresAt.UnixMilli()
+	for _, l := range r.Lines {
+		keys = append(keys, b.stockKey(l.SKU))
+		args = append(args, l.Qty)
+	}
+	if r.BuyerID != "" {
+		for _, l := range r.Lines {
+			keys = append(keys, b.usageKey(l.SKU))
+		}
+	}
+	reply, err := b.s.reserve.Run(ctx, b.c, keys, args...).Result()
+	if err != nil {
+		return inventory.Reservation{}, fail(ctx, "reserve", err)
+	}
+	res, ok := reply.([]any)
+	if !ok { // 1: reserved
+		return r, nil
+	}
+	line := func() inventory.Line { return r.Lines[toInt(res[1])-1] }
+	switch toInt(res[0]) {
+	case 0:
+		r.State = inventory.State(toString(res[1]))
+		r.CreatedAt, r.ExpiresAt, r.ResolvedAt = fromMillis(toInt(res[2])), fromMillis(toInt(res[3])), fromMillis(toInt(res[4]))
+		return r, nil
+	case -1:
+		return inventory.Reservation{}, &inventory.ConflictError{Kind: "reservation", ID: r.ID}
+	case -2:
+		return inventory.Reservation{}, &inventory.UnknownSKUError{SKU: line().SKU}
+	case -3:
+		l := line()
+		return inventory.Reservation{}, &inventory.InsufficientStockError{SKU: l.SKU, Requested: l.Qty, Available: toInt(res[2])}
+	case -4:
+		l := line()
+		return inventory.Reservation{}, &inventory.BuyerLimitError{SKU: l.SKU, BuyerID: r.BuyerID, Limit: toInt(res[2]), Used: toInt(res[3]), Requested: l.Qty}
+	}
+	return inventory.Reservation{}, fmt.Errorf("redisinventory: reserve: unexpected reply %v", res)
+}
+
+// Commit reads the reservation and runs the commit script: two round trips.
+func (b *Backend) Commit(ctx context.Context, id string, now time.Time) (inventory.State, error) {
+	return b.resolve(ctx, "commit", b.s.commit, id, now)
+}
+
+// Release reads the reservation and runs the release script: two round trips.
+func (b *Backend) Release(ctx context.Context, id string, now time.Time) (inventory.State, error) {
+	return b.resolve(ctx, "release", b.s.release, id, now)
+}
+
+// resolveAttempts bounds how often resolve reads a reservation again because it changed
+// between the read and the script (only possible when its record expired and its ID was
+// reserved anew in between).
+const resolveAttempts = 3
+
+// resolve reads the reservation to learn its keys (lines and buyer), then runs script with
+// them; the script checks the record still matches what was read. It returns the final state.
+func (b *Backend) resolve(ctx context.Context, op string, script *redis.Script, id string, now time.Time) (inventory.State, error) {
+	key := b.resKey(id)
+	for range resolveAttempts {
+		v, err := b.c.HMGet(ctx, key, "state", "lines", "buyer").Result()
+		if err != nil {
+			return "", fail(ctx, op, err)
+		}
+		if v[0] == nil {
+			return "", inventory.NotFound(id)
+		}
+		if st := inventory.State(toString(v[0])); st != inventory.StateReserved {
+			return st, nil
+		}
+		encoded, buyer := toString(v[1]), toString(v[2])
+		lines, err := inventory.DecodeLines(encoded)
+		if err != nil {
+			return "", fail(ctx, op, err)
+		}
+		keys := make([]string, 2, 2+2*len(lines))
+		keys[0], keys[1] = key, b.due
+		args := make([]any, 5, 5+len(lines))
+		args[0], args[1], args[2], args[3], args[4] = id, encoded, buyer, now.UnixMilli(), b.retention.Milliseconds()
+		for _, l := range lines {
+			keys = append(keys, b.stockKey(l.SKU))
+			args = append(args, l.Qty)
+		}
+		if buyer != "" {
+			for _, l := range lines {
+				keys = append(keys, b.usageKey(l.SKU))
+			}
+		}
+		out, err := script.Run(ctx, b.c, keys, args...).Text()
+		if err != nil {
+			return "", fail(ctx, op, err)
+		}
+		switch out {
+		case "missing":
+			return "", inventory.NotFound(id)
+		case "stale":
+			continue
+		}
+		return inventory.State(out), nil
+	}
+	return "", fmt.Errorf("redisinventory: %s: reservation %q changed %d times while being resolved", op, id, resolveAttempts)
+}
+
+// Expire takes up to limit due IDs from the due index and runs the expire script on each.
+// Concurrent sweepers are safe: the script expires a reservation once.
+func (b *Backend) Expire(ctx context.Context, now time.Time, limit int) (int, error) {
+	ids, err := b.c.ZRangeByScore(ctx, b.due, &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(limit),
+	}).Result()
+	if err != nil {
+		return 0, fail(ctx, "expire", err)
+	}
+	n := 0
+	for _, id := range ids {
+		st, err := b.resolve(ctx, "expire", b.s.expire, id, now)
+		switch {
+		case err == nil && st == inventory.StateExpired:
+			n++
+		case err == nil && st == inventory.StateReserved:
+			// Not due after all; its entry stays.
+		case err == nil || errors.Is(err, inventory.ErrReservationNotFound):
+			// Resolved meanwhile (its script removed it) or a record gone without its index
+			// entry: drop the entry, if any is left.
+			if err := b.c.ZRem(ctx, b.due, id).Err(); err != nil {
+				return n, fail(ctx, "expire", err)
+			}
+		default:
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// Get reads a reservation's record.
+func (b *Backend) Get(ctx context.Context, id string) (inventory.Reservation, error) {
+	v, err := b.c.HMGet(ctx, b.resKey(id), "state", "lines", "buyer", "created", "expires", "resolved").Result()
+	if err != nil {
+		return inventory.Reservation{}, fail(ctx, "get", err)
+	}
+	if v[0] == nil {
+		return inventory.Reservation{}, inventory.NotFound(id)
+	}
+	lines, err := inventory.DecodeLines(toString(v[1]))
+	if err != nil {
+		return inventory.Reservation{}, fail(ctx, "get", err)
+	}
+	return inventory.Reservation{
+		ID: id, Lines: lines, BuyerID: toString(v[2]), State: inventory.State(toString(v[0])),
+		CreatedAt: fromMillis(toInt(v[3])), ExpiresAt: fromMillis(toInt(v[4])), ResolvedAt: fromMillis(toInt(v[5])),
+	}, nil
+}

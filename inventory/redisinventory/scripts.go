@@ -1,0 +1,205 @@
+package redisinventory
+
+import (
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The Lua scripts, one per operation. Every key a script touches arrives in KEYS, and all
+// keys of a Backend carry its hash tag, so every script runs on one Redis Cluster slot.
+//
+// A SKU is a hash of onhand, available, sold, limit and synced (the sold count written
+// back), with reserved = onhand - available: a Reserve changes one field, a Release one,
+// a Commit two. Counts change with HINCRBY (exact integers); the scripts compare with
+// tonumber, exact for every count the inventory allows (below 2^53).
+//
+// Measured with the server's own CPU time per call, each redis.call costs about 1.5 µs
+// against about 11 µs for receiving and answering the EVALSHA itself, so the hot path keeps
+// calls few and replies small (EXISTS rather than HMGET for the replay check).
+
+// reserveLua checks every line first and changes nothing unless all fit, so a refused
+// reservation (the common case once a flash sale sells out) costs only reads.
+//
+// KEYS[1] reservation, KEYS[2] due index, KEYS[3..n+2] stock of each line,
+// KEYS[n+3..2n+2] buyer usage of each line (only with a buyer).
+// ARGV[1] id, ARGV[2] lines, ARGV[3] buyer, ARGV[4] now, ARGV[5] deadline, ARGV[6..n+5] qty.
+// Returns 1 when reserved, {0, state, created, expires, resolved} for a replay, {-1} on a
+// conflict, {-2, i} unknown SKU of line i, {-3, i, available}, {-4, i, limit, used}.
+const reserveLua = `
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local rec = redis.call('HMGET', KEYS[1], 'state', 'lines', 'buyer', 'created', 'expires', 'resolved')
+  if rec[2] ~= ARGV[2] or rec[3] ~= ARGV[3] then return {-1} end
+  return {0, rec[1], rec[4], rec[5], rec[6] or '0'}
+end
+local n = #ARGV - 5
+local buyer = ARGV[3]
+for i = 1, n do
+  local s = redis.call('HMGET', KEYS[2 + i], 'available', 'limit')
+  if not s[1] then return {-2, i} end
+  local q = tonumber(ARGV[5 + i])
+  local a = tonumber(s[1])
+  if a < q then return {-3, i, a} end
+  local limit = tonumber(s[2]) or 0
+  if limit > 0 then
+    if buyer == '' then return {-4, i, limit, 0} end
+    local used = tonumber(redis.call('HGET', KEYS[2 + n + i], buyer) or '0')
+    if used + q > limit then return {-4, i, limit, used} end
+  end
+end
+for i = 1, n do
+  redis.call('HINCRBY', KEYS[2 + i], 'available', -ARGV[5 + i])
+  if buyer ~= '' then redis.call('HINCRBY', KEYS[2 + n + i], buyer, ARGV[5 + i]) end
+end
+redis.call('HSET', KEYS[1], 'state', 'reserved', 'lines', ARGV[2], 'buyer', buyer, 'created', ARGV[4], 'expires', ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+return 1
+`
+
+// resolveLua is the body of the commit, release and expire scripts; TARGET is replaced by
+// the state the script resolves to. A reservation at or past its deadline always resolves
+// to expired; the expire script leaves one that is not due alone.
+//
+// KEYS[1] reservation, KEYS[2] due index, KEYS[3..n+2] stock, KEYS[n+3..2n+2] buyer usage
+// (only with a buyer). ARGV[1] id, ARGV[2] lines and ARGV[3] buyer as the caller read them,
+// ARGV[4] now, ARGV[5] retention in ms (0: keep), ARGV[6..n+5] qty.
+// Returns the final state, or 'missing', or 'stale' when the record no longer matches
+// what the caller read (the caller reads again).
+const resolveLua = `
+local rec = redis.call('HMGET', KEYS[1], 'state', 'lines', 'buyer', 'expires')
+if not rec[1] then return 'missing' end
+if rec[2] ~= ARGV[2] or rec[3] ~= ARGV[3] then return 'stale' end
+if rec[1] ~= 'reserved' then return rec[1] end
+local to = 'TARGET'
+if tonumber(rec[4]) <= tonumber(ARGV[4]) then
+  to = 'expired'
+elseif to == 'expired' then
+  return 'reserved'
+end
+local n = #ARGV - 5
+local buyer = ARGV[3]
+for i = 1, n do
+  local q = ARGV[5 + i]
+  if to == 'committed' then
+    redis.call('HINCRBY', KEYS[2 + i], 'onhand', -q)
+    redis.call('HINCRBY', KEYS[2 + i], 'sold', q)
+  else
+    redis.call('HINCRBY', KEYS[2 + i], 'available', q)
+    if buyer ~= '' and redis.call('HINCRBY', KEYS[2 + n + i], buyer, -q) <= 0 then
+      redis.call('HDEL', KEYS[2 + n + i], buyer)
+    end
+  end
+end
+redis.call('HSET', KEYS[1], 'state', to, 'resolved', ARGV[4])
+if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return to
+`
+
+// stockFields are the fields stockFrom reads, in its order.
+var stockFields = []string{"onhand", "available", "sold", "limit"}
+
+// setStockLua creates a SKU or sets its on-hand count and limit.
+// KEYS[1] stock, KEYS[2] SKU set. ARGV[1] sku, ARGV[2] on hand, ARGV[3] limit.
+// Returns {1, onhand, available, sold, limit} or {-3, onhand, available}.
+const setStockLua = `
+local s = redis.call('HMGET', KEYS[1], 'onhand', 'available')
+if not s[1] then
+  redis.call('HSET', KEYS[1], 'onhand', ARGV[2], 'available', ARGV[2], 'sold', 0, 'limit', ARGV[3], 'synced', 0)
+  redis.call('SADD', KEYS[2], ARGV[1])
+else
+  local reserved = tonumber(s[1]) - tonumber(s[2])
+  if tonumber(ARGV[2]) < reserved then return {-3, s[1], s[2]} end
+  redis.call('HSET', KEYS[1], 'onhand', ARGV[2], 'available', string.format('%d', tonumber(ARGV[2]) - reserved), 'limit', ARGV[3])
+end
+local v = redis.call('HMGET', KEYS[1], 'onhand', 'available', 'sold', 'limit')
+return {1, v[1], v[2], v[3], v[4]}
+`
+
+// adjustLua applies a delta once per adjustment ID, kept for the retention period.
+// KEYS[1] stock, KEYS[2] adjustment. ARGV[1] delta, ARGV[2] fingerprint, ARGV[3] retention ms.
+// Returns {1, onhand, available, sold, limit}, {-1} conflict, {-2} unknown SKU,
+// {-3, available}.
+const adjustLua = `
+local prev = redis.call('GET', KEYS[2])
+if prev then
+  if prev ~= ARGV[2] then return {-1} end
+else
+  local a = redis.call('HGET', KEYS[1], 'available')
+  if not a then return {-2} end
+  if tonumber(a) + tonumber(ARGV[1]) < 0 then return {-3, a} end
+  redis.call('HINCRBY', KEYS[1], 'available', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'onhand', ARGV[1])
+  if tonumber(ARGV[3]) > 0 then
+    redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  else
+    redis.call('SET', KEYS[2], ARGV[2])
+  end
+end
+local v = redis.call('HMGET', KEYS[1], 'onhand', 'available', 'sold', 'limit')
+if not v[1] then return {-2} end
+return {1, v[1], v[2], v[3], v[4]}
+`
+
+// warmUpLua creates the SKUs Redis does not have, leaving existing ones alone.
+// KEYS[1] SKU set, KEYS[2..] stock. ARGV: sku, available, limit for each stock key.
+// Returns how many it created.
+const warmUpLua = `
+local loaded = 0
+for i = 2, #KEYS do
+  local j = (i - 2) * 3
+  if redis.call('HSETNX', KEYS[i], 'available', ARGV[j + 2]) == 1 then
+    redis.call('HSET', KEYS[i], 'onhand', ARGV[j + 2], 'sold', 0, 'limit', ARGV[j + 3], 'synced', 0)
+    redis.call('SADD', KEYS[1], ARGV[j + 1])
+    loaded = loaded + 1
+  end
+end
+return loaded
+`
+
+// claimLua fixes the range of a SKU's sold count to write back next: the range claimed
+// before and not yet written back, else from the written-back watermark to the sold count
+// now. A claimed range never changes, so a write-back that failed halfway (or two running
+// at once) hands the same range to the idempotent SoldFunc again.
+// KEYS[1] stock. Returns {from, to}, or {} when nothing is pending.
+const claimLua = `
+local v = redis.call('HMGET', KEYS[1], 'sold', 'synced', 'claim')
+if not v[1] then return {} end
+if v[3] then return {v[2], v[3]} end
+if tonumber(v[1]) <= tonumber(v[2]) then return {} end
+redis.call('HSET', KEYS[1], 'claim', v[1])
+return {v[2], v[1]}
+`
+
+// syncedLua moves the written-back watermark to the claimed ARGV[1] and clears the claim,
+// unless another writer did. KEYS[1] stock. Returns 1 when it moved it.
+const syncedLua = `
+if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'synced', ARGV[1])
+redis.call('HDEL', KEYS[1], 'claim')
+return 1
+`
+
+// scripts holds one redis.Script per operation (EVALSHA, falling back to EVAL on NOSCRIPT,
+// for instance after Redis restarted).
+type scripts struct {
+	reserve, commit, release, expire        *redis.Script
+	setStock, adjust, warmUp, claim, synced *redis.Script
+}
+
+func newScripts() scripts {
+	resolve := func(target string) *redis.Script {
+		return redis.NewScript(strings.Replace(resolveLua, "TARGET", target, 1))
+	}
+	return scripts{
+		reserve:  redis.NewScript(reserveLua),
+		commit:   resolve("committed"),
+		release:  resolve("released"),
+		expire:   resolve("expired"),
+		setStock: redis.NewScript(setStockLua),
+		adjust:   redis.NewScript(adjustLua),
+		warmUp:   redis.NewScript(warmUpLua),
+		claim:    redis.NewScript(claimLua),
+		synced:   redis.NewScript(syncedLua),
+	}
+}

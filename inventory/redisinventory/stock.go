@@ -1,0 +1,67 @@
+package redisinventory
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/commercekit/commercekit/inventory"
+)
+
+// SetStock runs the set-stock script.
+func (b *Backend) SetStock(ctx context.Context, s inventory.StockSetting) (inventory.Stock, error) {
+	res, err := b.s.setStock.Run(ctx, b.c, []string{b.stockKey(s.SKU), b.skus}, s.SKU, s.OnHand, s.BuyerLimit).Slice()
+	if err != nil {
+		return inventory.Stock{}, fail(ctx, "set stock", err)
+	}
+	if toInt(res[0]) == -3 {
+		onHand, avail := toInt(res[1]), toInt(res[2])
+		return inventory.Stock{}, &inventory.InsufficientStockError{SKU: s.SKU, Requested: onHand - s.OnHand, Available: avail}
+	}
+	return stockFrom(s.SKU, res[1:]), nil
+}
+
+// Adjust runs the adjust script; the adjustment ID is remembered for the retention period.
+func (b *Backend) Adjust(ctx context.Context, a inventory.Adjustment, _ time.Time) (inventory.Stock, error) {
+	fingerprint := a.SKU + "\n" + strconv.FormatInt(a.Delta, 10) + "\n" + a.Reason
+	res, err := b.s.adjust.Run(ctx, b.c, []string{b.stockKey(a.SKU), b.adjKey(a.ID)},
+		a.Delta, fingerprint, b.retention.Milliseconds()).Slice()
+	if err != nil {
+		return inventory.Stock{}, fail(ctx, "adjust", err)
+	}
+	switch toInt(res[0]) {
+	case 1:
+		return stockFrom(a.SKU, res[1:]), nil
+	case -1:
+		return inventory.Stock{}, &inventory.ConflictError{Kind: "adjustment", ID: a.ID}
+	case -2:
+		return inventory.Stock{}, &inventory.UnknownSKUError{SKU: a.SKU}
+	case -3:
+		return inventory.Stock{}, &inventory.InsufficientStockError{SKU: a.SKU, Requested: -a.Delta, Available: toInt(res[1])}
+	}
+	return inventory.Stock{}, fmt.Errorf("redisinventory: adjust: unexpected reply %v", res)
+}
+
+// Stocks reads the SKUs with one pipelined HMGET each: one round trip.
+func (b *Backend) Stocks(ctx context.Context, skus []string) (map[string]inventory.Stock, error) {
+	cmds := make([]*redis.SliceCmd, len(skus))
+	_, err := b.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, sku := range skus {
+			cmds[i] = p.HMGet(ctx, b.stockKey(sku), stockFields...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fail(ctx, "stocks", err)
+	}
+	m := make(map[string]inventory.Stock, len(skus))
+	for i, cmd := range cmds {
+		if v := cmd.Val(); v[0] != nil {
+			m[skus[i]] = stockFrom(skus[i], v)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,47 @@
+// Package sqlinventory is the SQL backend of inventory, on bun: MySQL/MariaDB (MySQL 8.0+
+// or MariaDB 10.6+, for SKIP LOCKED) or SQLite as the embedded backend.
+//
+//	db := bun.NewDB(sqldb, mysqldialect.New())
+//	err := sqlinventory.CreateSchema(ctx, db)
+//	inv := inventory.New(sqlinventory.New(db))
+//
+// # Transactions
+//
+// Every operation runs in a transaction. On a *bun.DB it opens its own and retries it (up
+// to sqlutil.DefaultAttempts times, with jitter) on a MySQL deadlock or lock wait timeout
+// or a busy SQLite; what still fails is inventory.ErrContention. inv.WithTx(tx), with the
+// bun.Tx of the caller's RunInTx, joins the caller's transaction under a savepoint: a
+// failed operation undoes only its own writes and leaves the transaction usable; a
+// deadlock is returned at once (as ErrContention, with the driver's error still in the
+// chain), since only the transaction's owner can run it again. So checkout can write the
+// order, reserve its stock and stage its outbox events in one local transaction.
+//
+// # Tables and locking
+//
+// inventory_stock (sku, available, reserved, sold, buyer_limit), inventory_reservations
+// (one row per reservation, its lines compactly in one column, "sku=qty,..."; indexed by
+// state and deadline for the sweeper), inventory_buyer_usage (units per SKU and buyer,
+// kept whenever a reservation names a buyer, so a limit set later counts past purchases),
+// inventory_adjustments (the audit trail and idempotency record of Adjust). IDs and SKUs
+// use a binary ASCII collation on MySQL; times are BIGINT Unix milliseconds.
+//
+// Reserve is one INSERT of the reservation row, one upsert per line of the buyer's usage
+// (with a buyer only), and one conditional UPDATE per line:
+//
+//	UPDATE inventory_stock SET available = available - ?, reserved = reserved + ?
+//	 WHERE sku = ? AND available >= ? [AND the buyer limit holds]
+//
+// When the UPDATE matches no row, a plain read says why (unknown SKU, insufficient stock,
+// buyer limit), so a sold-out SKU under a storm of buyers costs no extra lock wait. Every
+// transaction takes its rows in one order, reservation rows, then usage rows by (SKU,
+// buyer), then stock rows by SKU, so transactions wait for each other but do not deadlock;
+// the hot stock row is taken last and held only until the commit. The sweeper locks due
+// reservations with FOR UPDATE SKIP LOCKED, so sweepers and a Commit in progress never wait
+// for each other.
+//
+// The conditional UPDATE was chosen by measurement over SELECT ... FOR UPDATE, check,
+// UPDATE (BenchmarkReserveStrategy, 50 connections, one hot row, native MariaDB 10.11 on a
+// loaded 2-core machine): about 4,100 against 2,700 reservations/s, one statement and one
+// round trip fewer with the lock held. See the inventory package for the full figures
+// and the command that measures them.
+package sqlinventory
