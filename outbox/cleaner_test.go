@@ -1,0 +1,97 @@
+package outbox_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/outbox"
+)
+
+// TestCleanerDeletesOnlyOldSentEventsInBatches: sent events past the retention go, in
+// DELETEs of at most the batch size; newer sent events and unsent events of any age stay.
+// Processed records past their own retention go too.
+func TestCleanerDeletesOnlyOldSentEventsInBatches(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		clk := newClock()
+		w, err := outbox.NewWriter(outbox.WithClock(clk.Now))
+		require.NoError(t, err)
+		add := func(topic string, n int) {
+			for range n {
+				_, err := w.Add(ctx, db, outbox.Event{Topic: topic, Key: "k", Type: "x", Payload: []byte(`{}`)})
+				require.NoError(t, err)
+			}
+		}
+		// The publisher refuses topic "stuck": those events stay unsent however old.
+		r, err := outbox.NewRelay(db, outbox.PublisherFunc(func(_ context.Context, events []outbox.Event) error {
+			failed := map[string]error{}
+			for _, ev := range events {
+				if ev.Topic == "stuck" {
+					failed[ev.ID] = errors.New("refused")
+				}
+			}
+			if len(failed) > 0 {
+				return &outbox.PublishError{Failed: failed}
+			}
+			return nil
+		}), outbox.WithClock(clk.Now))
+		require.NoError(t, err)
+		add("stuck", 2)
+		add("orders", 10)
+		_, _ = r.RelayOnce(ctx) // sends the 10 at t0
+		c, err := outbox.NewConsumer(db, "c", recordingHandler("c"), outbox.WithClock(clk.Now))
+		require.NoError(t, err)
+		_, err = c.Apply(ctx, fakeEvents(4, 1))
+		require.NoError(t, err)
+
+		clk.Advance(25 * time.Hour)
+		add("orders", 3)
+		_, _ = r.RelayOnce(ctx) // sends the 3 at t0+25h
+		require.Equal(t, 2, unsent(t, db))
+
+		m := newMetrics()
+		qc := &queryCounter{}
+		db = db.WithQueryHook(qc)
+		qc.reset("DELETE outbox_events")
+		cl, err := outbox.NewCleaner(db, outbox.WithClock(clk.Now), outbox.WithRetention(24*time.Hour),
+			outbox.WithProcessedRetention(48*time.Hour), outbox.WithBatchSize(3), outbox.WithMetrics(m))
+		require.NoError(t, err)
+		n, err := cl.CleanOnce(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, 10, n)
+		assert.Equal(t, 4, qc.get("DELETE outbox_events"), "10 rows in batches of 3")
+		assert.Equal(t, 10, m.get(m.cleaned, outbox.TableEvents))
+
+		var left []struct {
+			Topic  string     `bun:"topic"`
+			SentAt *time.Time `bun:"sent_at"`
+		}
+		require.NoError(t, db.NewSelect().Table(outbox.TableEvents).Column("topic", "sent_at").Order("pos").Scan(ctx, &left))
+		require.Len(t, left, 5)
+		assert.Equal(t, "stuck", left[0].Topic)
+		assert.Nil(t, left[0].SentAt, "an unsent event is never deleted")
+		assert.Nil(t, left[1].SentAt)
+		for _, l := range left[2:] {
+			assert.Equal(t, "orders", l.Topic)
+		}
+		processed, err := db.NewSelect().Table(outbox.TableProcessed).Count(ctx)
+		require.NoError(t, err)
+		assert.EqualValues(t, 4, processed, "processed records are 25h old, kept for 48h")
+
+		clk.Advance(25 * time.Hour)
+		n, err = cl.CleanOnce(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, 3+4, n, "the three newer sent events and the processed records")
+		assert.Equal(t, 4, m.get(m.cleaned, outbox.TableProcessed))
+		assert.Equal(t, 2, unsent(t, db))
+		n, err = cl.CleanOnce(ctx)
+		require.NoError(t, err)
+		assert.Zero(t, n)
+	})
+}

@@ -1,0 +1,286 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+)
+
+// HandlerFunc applies a batch of events through tx, the transaction in which the Consumer
+// also records them as processed: the handler's writes and that record commit together or
+// not at all. Do every write through tx (on SQLite the pool may have a single connection).
+// Events arrive in stream order and none of them has been applied by this consumer before.
+// Return an error to have the batch rolled back and retried; wrap it with Permanent to
+// dead-letter the event at once.
+type HandlerFunc func(ctx context.Context, tx bun.Tx, events []Event) error
+
+// Consumer applies events to application state exactly once per consumer name: it is the
+// deduplicating core behind both the Kafka consumer-group handler (saramaoutbox) and the
+// in-process Dispatcher.
+type Consumer struct {
+	db     *bun.DB
+	name   string
+	handle HandlerFunc
+	s      settings
+}
+
+// MaxConsumerNameLen bounds a consumer's name, which keys its processed-events records.
+const MaxConsumerNameLen = 64
+
+// NewConsumer returns a Consumer named name (its key in outbox_processed: give each
+// independent application of the events its own name) that applies events with handle on
+// db. Options: WithBatchSize (events per handler transaction, default 100), WithMaxAttempts
+// (default 5), WithBackoff (between attempts, default 50ms..5s), WithDeadLetters (default:
+// a DeadLetterTable on db), WithClock, WithLogger, WithMetrics.
+func NewConsumer(db *bun.DB, name string, handle HandlerFunc, opts ...Option) (*Consumer, error) {
+	switch {
+	case db == nil || handle == nil:
+		return nil, invalidConfig("NewConsumer needs a database and a handler")
+	case name == "" || len(name) > MaxConsumerNameLen || !utf8.ValidString(name):
+		return nil, invalidConfig("consumer name %q must be 1 to 64 bytes of UTF-8", name)
+	}
+	s, err := newSettings(opts)
+	if err != nil {
+		return nil, err
+	}
+	s.defaults(100, 0, 50*time.Millisecond, 5*time.Second)
+	if s.deadLetters == nil {
+		s.deadLetters = NewDeadLetterTable(db)
+	}
+	return &Consumer{db: db, name: name, handle: handle, s: s}, nil
+}
+
+// Name returns the consumer's name.
+func (c *Consumer) Name() string { return c.name }
+
+// BatchSize returns how many events the consumer hands its handler at most at once.
+func (c *Consumer) BatchSize() int { return c.s.batchSize }
+
+// Apply applies events in one transaction and returns how many were new: it drops repeated
+// IDs within the batch, asks outbox_processed which of the rest this consumer has applied
+// already (one query for the whole batch), hands the others to the handler, records them
+// (one multi-row insert) and commits. Running it again with the same events applies nothing
+// twice. It does not retry a handler error; Deliver does.
+func (c *Consumer) Apply(ctx context.Context, events []Event) (int, error) {
+	uniq := make([]Event, 0, len(events))
+	seen := make(map[string]struct{}, len(events))
+	for _, ev := range events {
+		if _, dup := seen[ev.ID]; !dup {
+			seen[ev.ID] = struct{}{}
+			uniq = append(uniq, ev)
+		}
+	}
+	if len(uniq) == 0 {
+		return 0, nil
+	}
+	for race := 0; ; race++ {
+		fresh, err := c.applyOnce(ctx, uniq)
+		// A duplicate key on the processed record means another member applied some of these
+		// events concurrently (a rebalance); our transaction was rolled back, and running it
+		// again skips what the other applied.
+		if errors.Is(err, errConcurrentApply) && race < 3 {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		c.countApplied(events, fresh)
+		return len(fresh), nil
+	}
+}
+
+var errConcurrentApply = errors.New("outbox: events applied concurrently by another member of the consumer")
+
+// handlerError marks an error that came from the application's handler (as opposed to the
+// consumer's own statements): only those count towards dead-lettering.
+type handlerError struct{ err error }
+
+func (e *handlerError) Error() string { return e.err.Error() }
+func (e *handlerError) Unwrap() error { return e.err }
+
+func isHandlerError(err error) bool {
+	var h *handlerError
+	return errors.As(err, &h)
+}
+
+func (c *Consumer) applyOnce(ctx context.Context, events []Event) ([]Event, error) {
+	ids := make([]string, len(events))
+	for i, ev := range events {
+		ids[i] = ev.ID
+	}
+	var fresh []Event
+	err := sqlutil.InTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
+		var done []string
+		err := tx.NewSelect().Table(TableProcessed).Column("id").
+			Where("consumer = ?", c.name).Where("id IN (?)", bun.List(ids)).Scan(ctx, &done)
+		if err != nil {
+			return fmt.Errorf("outbox: consumer %s: reading processed events: %w", c.name, err)
+		}
+		applied := make(map[string]struct{}, len(done))
+		for _, id := range done {
+			applied[id] = struct{}{}
+		}
+		fresh = fresh[:0]
+		for _, ev := range events {
+			if _, ok := applied[ev.ID]; !ok {
+				fresh = append(fresh, ev)
+			}
+		}
+		if len(fresh) == 0 {
+			return nil
+		}
+		if err := c.handle(ctx, tx, fresh); err != nil {
+			return &handlerError{err: err}
+		}
+		now := c.s.now()
+		rows := make([]processedRow, len(fresh))
+		for i, ev := range fresh {
+			rows[i] = processedRow{Consumer: c.name, ID: ev.ID, ProcessedAt: now}
+		}
+		if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
+			if sqlutil.IsDuplicateKey(err) {
+				return fmt.Errorf("%w: %w", errConcurrentApply, err)
+			}
+			return fmt.Errorf("outbox: consumer %s: recording processed events: %w", c.name, err)
+		}
+		return nil
+	})
+	return fresh, err
+}
+
+// countApplied reports the fresh events as applied and the rest of all (repeats within
+// the batch included) as duplicates.
+func (c *Consumer) countApplied(all, fresh []Event) {
+	applied, dups := make(map[string]int), make(map[string]int)
+	for _, ev := range all {
+		dups[ev.Topic]++
+	}
+	for _, ev := range fresh {
+		applied[ev.Topic]++
+		dups[ev.Topic]--
+	}
+	for topic, n := range applied {
+		c.s.metrics.Applied(c.name, topic, n)
+	}
+	for topic, n := range dups {
+		if n > 0 {
+			c.s.metrics.Duplicates(c.name, topic, n)
+		}
+	}
+}
+
+// Deliver applies events in batches of the batch size with Apply, and deals with failures:
+//
+//   - When the handler fails a batch, the consumer isolates the culprit by applying the
+//     batch's events one at a time, in order. An event that keeps failing is retried with
+//     exponential, jittered backoff up to MaxAttempts times (at once for a Permanent error)
+//     and then sent to the dead letters with its error and attempt count; the events after
+//     it flow on. (A consumer that needs strict per-key order can spot the gap: Seq.)
+//   - An event without a valid ID cannot be deduplicated and goes to the dead letters at once.
+//   - An error of the consumer's own statements (the database is down, say) is not the
+//     events' fault: Deliver returns it, and the caller delivers the batch again later;
+//     what was applied meanwhile is skipped then. So does a failure to store a dead letter
+//     (ErrDeadLetter), and a done ctx.
+//
+// Deliver returns nil when every event was applied, found applied before, or dead-lettered.
+func (c *Consumer) Deliver(ctx context.Context, events []Event) error {
+	for start := 0; start < len(events); start += c.s.batchSize {
+		if err := c.deliverBatch(ctx, events[start:min(start+c.s.batchSize, len(events))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
+	valid := make([]Event, 0, len(batch))
+	for i, ev := range batch {
+		if reason := checkDeliveredID(ev.ID); reason != "" {
+			cause := &EventError{Index: i, ID: ev.ID, Field: "ID", Reason: reason, Err: ErrInvalidEvent}
+			if err := c.deadLetter(ctx, ev, cause, 0); err != nil {
+				return err
+			}
+			continue
+		}
+		valid = append(valid, ev)
+	}
+	if len(valid) > 1 {
+		_, err := c.Apply(ctx, valid)
+		if err == nil || !isHandlerError(err) || ctx.Err() != nil {
+			return ctxOr(ctx, err)
+		}
+		c.s.metrics.HandlerFailed(c.name, valid[0].Topic)
+		c.s.logger.Info("outbox consumer: batch failed, applying its events one by one", "consumer", c.name, "events", len(valid), "err", err)
+	}
+	for _, ev := range valid {
+		if _, err := c.deliverOne(ctx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deliverOne applies ev alone, retrying a handler failure, and dead-letters it after the
+// last attempt; deadLettered says it did.
+func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool, err error) {
+	var last error
+	attempts := 0
+	for attempts < c.s.maxAttempts {
+		attempts++
+		_, err := c.Apply(ctx, []Event{ev})
+		if err == nil {
+			return false, nil
+		}
+		if !isHandlerError(err) || ctx.Err() != nil {
+			return false, ctxOr(ctx, err)
+		}
+		last = err
+		c.s.metrics.HandlerFailed(c.name, ev.Topic)
+		if isPermanent(err) {
+			break
+		}
+		if attempts < c.s.maxAttempts {
+			if err := Sleep(ctx, Backoff(attempts, c.s.minBackoff, c.s.maxBackoff)); err != nil {
+				return false, err
+			}
+		}
+	}
+	return true, c.deadLetter(ctx, ev, last, attempts)
+}
+
+func (c *Consumer) deadLetter(ctx context.Context, ev Event, cause error, attempts int) error {
+	dl := DeadLetter{Event: ev, Consumer: c.name, Error: cause.Error(), Attempts: attempts, At: c.s.now()}
+	if err := c.s.deadLetters.DeadLetter(ctx, dl); err != nil {
+		return ctxOr(ctx, fmt.Errorf("%w: consumer %s, event %s: %w", ErrDeadLetter, c.name, ev.ID, err))
+	}
+	c.s.metrics.DeadLettered(c.name, ev.Topic, 1)
+	c.s.logger.Warn("outbox consumer: event dead-lettered", "consumer", c.name, "id", ev.ID,
+		"topic", ev.Topic, "key", ev.Key, "seq", ev.Seq, "attempts", attempts, "err", cause)
+	return nil
+}
+
+// checkDeliveredID returns why id cannot key a processed-event record, or "".
+func checkDeliveredID(id string) string {
+	switch {
+	case id == "":
+		return "is missing"
+	case len(id) > MaxIDLen || !utf8.ValidString(id):
+		return "is longer than 64 bytes or not valid UTF-8"
+	}
+	return ""
+}
+
+// ctxOr returns ctx's error when ctx is done (so callers see context errors as they are),
+// else err.
+func ctxOr(ctx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil && err != nil {
+		return ctxErr
+	}
+	return err
+}

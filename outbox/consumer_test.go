@@ -1,0 +1,225 @@
+package outbox_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/outbox"
+)
+
+// fakeEvents returns n events as a relay would deliver them, over keys keys.
+func fakeEvents(n, keys int) []outbox.Event {
+	out := make([]outbox.Event, n)
+	for i := range out {
+		out[i] = outbox.Event{
+			ID: uuid.Must(uuid.NewV7()).String(), Topic: "orders", Key: fmt.Sprintf("key-%03d", i%keys),
+			Type: "x", Payload: []byte(`{}`), Seq: int64(i/keys + 1), CreatedAt: time.Now().UTC(),
+		}
+	}
+	return out
+}
+
+// TestConsumerDedupsWithOneQueryPerBatch: per batch, one set-based SELECT against
+// outbox_processed and one multi-row INSERT, whatever the batch size; a redelivery applies
+// nothing and does not call the handler; repeats inside a batch are applied once.
+func TestConsumerDedupsWithOneQueryPerBatch(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		qc := &queryCounter{}
+		db = db.WithQueryHook(qc)
+		calls := 0
+		record := recordingHandler("c")
+		c, err := outbox.NewConsumer(db, "c", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
+			calls++
+			return record(ctx, tx, events)
+		})
+		require.NoError(t, err)
+		events := fakeEvents(250, 10)
+
+		qc.reset("SELECT outbox_processed", "INSERT outbox_processed")
+		require.NoError(t, c.Deliver(ctx, events))
+		assert.Equal(t, 3, qc.get("SELECT outbox_processed"), "batches of 100, 100 and 50")
+		assert.Equal(t, 3, qc.get("INSERT outbox_processed"))
+		assert.Equal(t, 3, calls)
+
+		qc.reset("SELECT outbox_processed", "INSERT outbox_processed")
+		require.NoError(t, c.Deliver(ctx, events), "a redelivery of everything")
+		assert.Equal(t, 3, qc.get("SELECT outbox_processed"))
+		assert.Zero(t, qc.get("INSERT outbox_processed"))
+		assert.Equal(t, 3, calls, "the handler never sees a duplicate")
+
+		more := fakeEvents(3, 3)
+		for i := range more {
+			more[i].Key = "more-" + more[i].Key
+		}
+		n, err := c.Apply(ctx, []outbox.Event{more[0], more[1], more[0], events[0], more[2], more[1]})
+		require.NoError(t, err)
+		assert.Equal(t, 3, n, "repeats within a batch and an old event are dropped")
+		requireExactlyOnceInOrder(t, applied(t, db, "c"), append(events, more...))
+
+		other, err := outbox.NewConsumer(db, "other", recordingHandler("other"))
+		require.NoError(t, err)
+		n, err = other.Apply(ctx, events[:5])
+		require.NoError(t, err)
+		assert.Equal(t, 5, n, "each consumer name has its own record")
+	})
+}
+
+// TestConsumerDeadLettersAPoisonEventAndTheRestFlowOn: one event that always fails is
+// isolated from its batch, retried MaxAttempts times, dead-lettered with its error and
+// attempt count; every other event is applied once. Redrive applies it once it is fixed.
+func TestConsumerDeadLettersAPoisonEventAndTheRestFlowOn(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		events := fakeEvents(10, 2)
+		poison := events[3].ID
+		var fixed atomic.Bool
+		record := recordingHandler("c")
+		m := newMetrics()
+		c, err := outbox.NewConsumer(db, "c", func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+			for _, ev := range evs {
+				if ev.ID == poison && !fixed.Load() {
+					return errors.New("cannot apply: unknown product")
+				}
+			}
+			return record(ctx, tx, evs)
+		}, outbox.WithMaxAttempts(3), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond), outbox.WithMetrics(m))
+		require.NoError(t, err)
+
+		require.NoError(t, c.Deliver(ctx, events))
+		assert.Len(t, applied(t, db, "c"), 9)
+		for _, r := range applied(t, db, "c") {
+			assert.NotEqual(t, poison, r.EventID)
+		}
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
+		require.NoError(t, err)
+		require.Len(t, letters, 1)
+		assert.Equal(t, poison, letters[0].ID)
+		assert.Equal(t, 3, letters[0].Attempts)
+		assert.Contains(t, letters[0].Error, "unknown product")
+		assert.Equal(t, events[3].Payload, letters[0].Payload)
+		assert.Equal(t, 1, m.get(m.dead, "c/orders"))
+		assert.Equal(t, 4, m.get(m.hfail, "c/orders"), "the batch attempt and three attempts alone")
+
+		n, err := c.Redrive(ctx, 0)
+		require.NoError(t, err)
+		assert.Zero(t, n, "still failing: dead-lettered again")
+		letters, err = outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
+		require.NoError(t, err)
+		require.Len(t, letters, 1, "replaced, not duplicated")
+
+		fixed.Store(true)
+		n, err = c.Redrive(ctx, 0)
+		require.NoError(t, err)
+		assert.Equal(t, 1, n)
+		letters, err = outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
+		require.NoError(t, err)
+		assert.Empty(t, letters)
+		require.NoError(t, c.Deliver(ctx, events), "a late duplicate of the whole batch")
+		rows := applied(t, db, "c")
+		assert.Len(t, rows, 10)
+		seen := map[string]int{}
+		for _, r := range rows {
+			seen[r.EventID]++
+		}
+		for _, ev := range events {
+			assert.Equal(t, 1, seen[ev.ID])
+		}
+	})
+}
+
+func TestConsumerPermanentErrorIsDeadLetteredAtOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		events := fakeEvents(3, 1)
+		record := recordingHandler("c")
+		tries := 0
+		c, err := outbox.NewConsumer(db, "c", func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+			if len(evs) == 1 && evs[0].ID == events[1].ID {
+				tries++
+				return outbox.Permanent(errors.New("payload does not decode"))
+			}
+			if len(evs) > 1 {
+				return errors.New("batch contains a bad event")
+			}
+			return record(ctx, tx, evs)
+		}, outbox.WithBackoff(0, 0))
+		require.NoError(t, err)
+		require.NoError(t, c.Deliver(ctx, events))
+		assert.Equal(t, 1, tries)
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
+		require.NoError(t, err)
+		require.Len(t, letters, 1)
+		assert.Equal(t, 1, letters[0].Attempts)
+		assert.Len(t, applied(t, db, "c"), 2)
+	})
+}
+
+// TestConsumerEventWithoutIDIsDeadLettered: an event that cannot be deduplicated goes to the
+// dead letters at once (under a fresh ID in the table), the rest is applied.
+func TestConsumerEventWithoutIDIsDeadLettered(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		events := fakeEvents(3, 1)
+		events[1].ID = ""
+		c, err := outbox.NewConsumer(db, "c", recordingHandler("c"))
+		require.NoError(t, err)
+		require.NoError(t, c.Deliver(ctx, events))
+		assert.Len(t, applied(t, db, "c"), 2)
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
+		require.NoError(t, err)
+		require.Len(t, letters, 1)
+		assert.Zero(t, letters[0].Attempts)
+		assert.Contains(t, letters[0].Error, "ID is missing")
+	})
+}
+
+// TestConsumerInfrastructureErrorIsNotDeadLettered: when the consumer's own statements fail
+// (here: its processed-events table is gone), Deliver returns the error, applies nothing and
+// dead-letters nothing; the batch is delivered again later.
+func TestConsumerInfrastructureErrorIsNotDeadLettered(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		events := fakeEvents(5, 1)
+		c, err := outbox.NewConsumer(db, "c", recordingHandler("c"), outbox.WithBackoff(0, 0))
+		require.NoError(t, err)
+		_, err = db.ExecContext(ctx, "DROP TABLE outbox_processed")
+		require.NoError(t, err)
+		require.Error(t, c.Deliver(ctx, events))
+		assert.Empty(t, applied(t, db, "c"))
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
+		require.NoError(t, err)
+		assert.Empty(t, letters)
+
+		require.NoError(t, outbox.CreateSchema(ctx, db))
+		require.NoError(t, c.Deliver(ctx, events))
+		requireExactlyOnceInOrder(t, applied(t, db, "c"), events)
+	})
+}
+
+// TestConsumerReturnsContextErrors: a cancelled delivery returns the context's error as it
+// is and dead-letters nothing.
+func TestConsumerReturnsContextErrors(t *testing.T) {
+	db := openDB(t, testenv.SQLite)
+	ctx, cancel := context.WithCancel(context.Background())
+	c, err := outbox.NewConsumer(db, "c", func(context.Context, bun.Tx, []outbox.Event) error {
+		cancel()
+		return errors.New("interrupted")
+	})
+	require.NoError(t, err)
+	err = c.Deliver(ctx, fakeEvents(2, 1))
+	require.ErrorIs(t, err, context.Canceled)
+	letters, err := outbox.NewDeadLetterTable(db).List(context.Background(), "c", 0)
+	require.NoError(t, err)
+	assert.Empty(t, letters)
+}

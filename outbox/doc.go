@@ -1,0 +1,119 @@
+// Package outbox is a transactional outbox: events written in the same database
+// transaction as the business change they describe, relayed to Kafka (subpackage
+// saramaoutbox) or to in-process consumers (Dispatcher), applied exactly once per consumer,
+// and cleaned up when old.
+//
+//	business tx ──Add──▶ outbox_events ──Relay──▶ Publisher ──▶ Kafka ──▶ saramaoutbox.ConsumerHandler ─┐
+//	                                                  └──▶ Dispatcher (embedded) ───────────────────────┤
+//	                                                                                    Consumer: dedup + handler in one tx
+//
+// # Writing
+//
+// Add (or Writer.Add) takes a bun.IDB: pass the bun.Tx of the business change and the
+// events commit or roll back with it; the relay sees nothing before the commit. Each event
+// gets a time-ordered UUIDv7 ID (or keeps a caller-supplied one, which makes Add
+// idempotent: ErrDuplicateEvent), a creation time, and a sequence number in its stream
+// (Topic, Key) — Key being the aggregate ID. The numbers come from a per-stream row in
+// outbox_streams that Add increments in the caller's transaction: the row lock serialises
+// concurrent writers to one aggregate (the second waits for the first to finish), and a
+// rollback undoes the increment, so the committed events of a stream are numbered 1, 2, 3,
+// ... with no gap, and commit in that order. A consumer can therefore detect a missing
+// event. Invalid events fail with ErrInvalidEvent (an *EventError names the field) and
+// nothing is written.
+//
+// # Relaying
+//
+// A Relay picks unsent rows (sent_at IS NULL) oldest first, publishes them and marks them
+// sent. It never keeps a high-water-mark cursor: an event whose transaction commits after a
+// newer one was already published is simply an unsent row and goes out in the next round.
+//
+// On MySQL/MariaDB (MariaDB 10.6+, MySQL 8) several relays may run at once. A round is one
+// READ COMMITTED transaction that locks a batch of unsent rows with SELECT ... FOR UPDATE
+// SKIP LOCKED, so relays split the backlog instead of publishing the same rows; rows of
+// transactions not yet committed are skipped too, and READ COMMITTED takes no gap locks, so
+// the relay never blocks writers. Per-key order needs one more step, because SKIP LOCKED
+// alone would let relay B take seq 6 of a stream while relay A holds seq 1..5: after
+// locking, the relay reads each stream's first unsent sequence number as committed now
+// (events relay A holds are still unsent there) and publishes of each stream only the run
+// that starts at that head and continues without a gap in its batch. Everything else in
+// its batch it leaves for a later round. So seq n+1 is never published while seq n is
+// unsent or held by another relay. Progress is guaranteed: the oldest unsent event (by
+// insertion order, which within a stream is sequence order) is always a stream head, and
+// whichever relay locks it publishes it. The lock is released by the commit that marks the
+// rows sent, after the publisher accepted them; a relay that dies before that commit
+// releases its locks and its rows are published again — a duplicate with the same event
+// ID, never a loss.
+//
+// On SQLite the database has a single writer, which makes concurrent relays moot: run one
+// relay per database. A round there reads a batch without holding a transaction (so
+// in-process consumers can write meanwhile), publishes it and marks it sent in one
+// statement; a crash in between again means a duplicate, not a loss.
+//
+// When the publisher fails, the relay marks nothing that failed and nothing after a failed
+// event in its stream (a *PublishError says which events failed; any other error fails the
+// batch), and Run backs off exponentially with jitter before the next round. The unsent
+// events stay in the outbox; nothing is lost and nothing overtakes. RelayOnce runs one
+// round (tests, one-shot jobs); Run loops until its context is cancelled, and Notify wakes
+// it early after a commit.
+//
+// # Consuming
+//
+// A Consumer applies batches (default up to 100 events, as in seed 003) through a
+// HandlerFunc that receives the transaction in which the Consumer also records the events
+// in outbox_processed: in one transaction it drops repeats within the batch, asks which IDs
+// this consumer already applied with one set-based query (SELECT id FROM outbox_processed
+// WHERE consumer = ? AND id IN (...)), hands the rest to the handler and records them with
+// one multi-row insert. Effects and record commit together, so a duplicate delivery (relay
+// crash, consumer rebalance) is applied exactly once. Two members applying the same event
+// concurrently collide on the processed record's primary key; the loser rolls back and
+// finds it applied.
+//
+// Deliver adds the failure policy: when the handler fails a batch, the events are applied
+// one at a time to isolate the culprit; a failing event is retried with backoff up to
+// WithMaxAttempts (at once to the dead letters for a Permanent error) and then stored as a
+// dead letter with its error and attempt count, and the events after it flow on. Errors of
+// the consumer's own statements (database down) are not the events' fault: Deliver returns
+// them and the batch comes again later. Dead letters go to a DeadLetterSink: by default the
+// outbox_dead_letters table, which Consumer.Redrive re-applies once the cause is fixed; a
+// Kafka dead-letter topic with saramaoutbox.DeadLetterQueue and saramaoutbox.Redrive.
+// A dead-lettered event leaves a gap in its stream for that consumer, visible through Seq.
+//
+// # Embedded mode
+//
+// Without Kafka, a Dispatcher is the relay's Publisher: it hands each topic's events to
+// the Consumers subscribed to it, through the same relay (same order, same crash
+// behaviour) and the same dedup, retries and dead letters. One binary then works without a
+// broker, on SQLite or MySQL. Events of a topic nobody subscribes to are dropped. On MySQL
+// the relay holds a connection while consumers write through others: give the pool at
+// least two.
+//
+// # Cleanup and observability
+//
+// A Cleaner (the outbox-cleanup job of seed 000) deletes sent events older than the
+// retention (default 7 days), optionally processed records older than their own
+// retention, in bounded batches; it never deletes an unsent event. CleanOnce runs one pass;
+// Run loops. The outbox_streams rows (one small row per aggregate) are kept: they carry the
+// sequence numbers on.
+//
+// Metrics (default: none) receives the relay lag (age of the oldest unsent event), counts
+// of published and failed events, applied and duplicate events, handler failures, dead
+// letters and cleaned rows; implement it with Prometheus counters and gauges. The library
+// registers nothing globally. Relay.Lag reads the lag on demand.
+//
+// # Measuring performance
+//
+// Benchmarks print events/s; figures are only meaningful on an idle machine. Against the
+// test containers:
+//
+//	go test -run '^$' -bench . -benchtime=5000x ./outbox/...
+//
+// and against native loopback servers, as for the other packages:
+//
+//	COMMERCEKIT_MYSQL_DSN='root:pw@tcp(127.0.0.1:3306)/' go test -run '^$' -bench . -benchtime=20000x ./outbox/...
+//
+// BenchmarkRelay (saramaoutbox; batch size as sub-benchmark) is relay throughput MySQL →
+// Kafka, BenchmarkConsumer (saramaoutbox) consumer throughput with dedup Kafka → MySQL,
+// BenchmarkConsumerApply the dedup core alone, BenchmarkAdd the writer, BenchmarkEmbedded
+// the embedded mode. Kafka is the in-process kfake broker unless COMMERCEKIT_KAFKA_IMAGE
+// names a real one (see internal/testenv).
+package outbox

@@ -1,0 +1,92 @@
+package outbox
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Sentinel errors for errors.Is.
+var (
+	// ErrInvalidEvent: an event failed validation (see EventError for which field and why).
+	// Nothing was written.
+	ErrInvalidEvent = errors.New("outbox: invalid event")
+	// ErrDuplicateEvent: an event with the caller-supplied ID is already in the outbox.
+	// Nothing was written.
+	ErrDuplicateEvent = errors.New("outbox: duplicate event ID")
+	// ErrInvalidConfig: a constructor was given an argument or option it cannot work with.
+	ErrInvalidConfig = errors.New("outbox: invalid configuration")
+	// ErrPublish: a Publisher did not accept every event of a batch (see PublishError).
+	ErrPublish = errors.New("outbox: publish failed")
+	// ErrDeadLetter: a dead letter could not be stored; the batch it came from is left for a
+	// later delivery.
+	ErrDeadLetter = errors.New("outbox: dead letter failed")
+)
+
+// EventError says which event of an Add call (or of a delivered batch) is invalid, which
+// field and why. It wraps ErrInvalidEvent or ErrDuplicateEvent.
+type EventError struct {
+	Index  int    // position of the event in the call, counting from 0
+	ID     string // the event's ID, when it has one
+	Field  string // "ID", "Topic", "Key", "Type", "Payload", "Headers"
+	Reason string
+	Err    error // ErrInvalidEvent or ErrDuplicateEvent
+}
+
+func (e *EventError) Error() string {
+	return fmt.Sprintf("%v: event %d (id %q): %s %s", e.Err, e.Index, e.ID, e.Field, e.Reason)
+}
+
+// Unwrap returns ErrInvalidEvent or ErrDuplicateEvent.
+func (e *EventError) Unwrap() error { return e.Err }
+
+// PublishError is what a Publisher returns when only some events of a batch were accepted:
+// Failed maps the ID of each event that was not accepted to its cause. Every event of the
+// batch not in Failed was accepted durably. It wraps ErrPublish.
+type PublishError struct {
+	Failed map[string]error
+}
+
+func (e *PublishError) Error() string {
+	ids := make([]string, 0, len(e.Failed))
+	for id := range e.Failed {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%v: %d event(s) not accepted", ErrPublish, len(ids))
+	if len(ids) > 0 {
+		fmt.Fprintf(&b, ", first %s: %v", ids[0], e.Failed[ids[0]])
+	}
+	return b.String()
+}
+
+// Unwrap returns ErrPublish.
+func (e *PublishError) Unwrap() error { return ErrPublish }
+
+// PermanentError marks a handler error that retrying cannot fix (a payload that does not
+// decode, say): the event goes to the dead letters at once instead of after MaxAttempts.
+type PermanentError struct{ Err error }
+
+// Permanent wraps err so that a Consumer dead-letters the event without retrying it.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
+func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+
+// Unwrap returns the wrapped error.
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+func isPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p)
+}
+
+func invalidConfig(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+}

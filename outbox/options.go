@@ -1,0 +1,182 @@
+package outbox
+
+import (
+	"io"
+	"log/slog"
+	"time"
+)
+
+// Option configures a Writer, Relay, Cleaner, Consumer or Dispatcher. Each constructor
+// reads the options that concern it and ignores the others; the doc of each option says
+// which it affects.
+type Option func(*settings)
+
+type settings struct {
+	logger         *slog.Logger
+	clock          func() time.Time
+	metrics        Metrics
+	batchSize      int
+	interval       time.Duration
+	minBackoff     time.Duration
+	maxBackoff     time.Duration
+	maxAttempts    int
+	retention      time.Duration
+	keepProcessed  time.Duration
+	deadLetters    DeadLetterSink
+	hasBackoff     bool
+	hasInterval    bool
+	hasBatchSize   bool
+	invalidOptions []string
+}
+
+// WithLogger sets the logger (default: discard). All types.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *settings) {
+		if l != nil {
+			s.logger = l
+		}
+	}
+}
+
+// WithClock sets the clock (default time.Now): CreatedAt of new events, sent_at, the relay
+// lag, the cleaner's retention cut-off, processed_at and dead_at. All types.
+func WithClock(now func() time.Time) Option {
+	return func(s *settings) {
+		if now != nil {
+			s.clock = now
+		}
+	}
+}
+
+// WithMetrics sets the metrics hook (default: none). Relay, Cleaner, Consumer.
+func WithMetrics(m Metrics) Option {
+	return func(s *settings) {
+		if m != nil {
+			s.metrics = m
+		}
+	}
+}
+
+// WithBatchSize sets how many rows or events one step handles: events per publish for the
+// Relay (default 100), events per handler transaction for a Consumer (default 100, as in
+// seed 003), rows per DELETE for the Cleaner (default 1000). It must be at least 1.
+func WithBatchSize(n int) Option {
+	return func(s *settings) {
+		if n < 1 {
+			s.invalidOptions = append(s.invalidOptions, "WithBatchSize needs n >= 1")
+			return
+		}
+		s.batchSize, s.hasBatchSize = n, true
+	}
+}
+
+// WithInterval sets how long Run waits when there is nothing to do: the Relay's poll
+// interval (default 1s; Notify wakes it earlier) and the Cleaner's pause between two
+// passes (default 1 minute). It must be positive.
+func WithInterval(d time.Duration) Option {
+	return func(s *settings) {
+		if d <= 0 {
+			s.invalidOptions = append(s.invalidOptions, "WithInterval needs a positive duration")
+			return
+		}
+		s.interval, s.hasInterval = d, true
+	}
+}
+
+// WithBackoff sets the bounds of the exponential, jittered pause after a failure: between
+// two relay rounds that failed to publish (default 100ms..30s) and between two attempts of
+// a failing event in a Consumer (default 50ms..5s). 0 <= min <= max.
+func WithBackoff(minPause, maxPause time.Duration) Option {
+	return func(s *settings) {
+		if minPause < 0 || maxPause < minPause {
+			s.invalidOptions = append(s.invalidOptions, "WithBackoff needs 0 <= min <= max")
+			return
+		}
+		s.minBackoff, s.maxBackoff, s.hasBackoff = minPause, maxPause, true
+	}
+}
+
+// WithMaxAttempts sets how many times a Consumer tries an event on its own before it
+// dead-letters it (default 5). It must be at least 1.
+func WithMaxAttempts(n int) Option {
+	return func(s *settings) {
+		if n < 1 {
+			s.invalidOptions = append(s.invalidOptions, "WithMaxAttempts needs n >= 1")
+			return
+		}
+		s.maxAttempts = n
+	}
+}
+
+// WithRetention sets how long the Cleaner keeps sent events (default 7 days). It must be
+// positive.
+func WithRetention(d time.Duration) Option {
+	return func(s *settings) {
+		if d <= 0 {
+			s.invalidOptions = append(s.invalidOptions, "WithRetention needs a positive duration")
+			return
+		}
+		s.retention = d
+	}
+}
+
+// WithProcessedRetention makes the Cleaner also delete processed-event records older than d
+// (default 0: keep them forever). Choose d far longer than any redelivery can take (the
+// topic's retention): a duplicate arriving after its record is gone is applied again.
+func WithProcessedRetention(d time.Duration) Option {
+	return func(s *settings) {
+		if d < 0 {
+			s.invalidOptions = append(s.invalidOptions, "WithProcessedRetention needs d >= 0")
+			return
+		}
+		s.keepProcessed = d
+	}
+}
+
+// WithDeadLetters sets where a Consumer puts the events it gives up on (default: the
+// outbox_dead_letters table on the consumer's database). saramaoutbox.DeadLetterQueue sends
+// them to a Kafka topic instead.
+func WithDeadLetters(sink DeadLetterSink) Option {
+	return func(s *settings) {
+		if sink != nil {
+			s.deadLetters = sink
+		}
+	}
+}
+
+// newSettings applies opts over the defaults shared by every type; each constructor then
+// fills its own defaults for what was not set.
+func newSettings(opts []Option) (settings, error) {
+	s := settings{
+		logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		clock:       time.Now,
+		metrics:     NopMetrics{},
+		maxAttempts: 5,
+		retention:   7 * 24 * time.Hour,
+	}
+	for _, o := range opts {
+		if o != nil {
+			o(&s)
+		}
+	}
+	if len(s.invalidOptions) > 0 {
+		return s, invalidConfig("%s", s.invalidOptions[0])
+	}
+	return s, nil
+}
+
+// defaults fills batch size, interval and backoff bounds that no option set.
+func (s *settings) defaults(batch int, interval, minBackoff, maxBackoff time.Duration) {
+	if !s.hasBatchSize {
+		s.batchSize = batch
+	}
+	if !s.hasInterval {
+		s.interval = interval
+	}
+	if !s.hasBackoff {
+		s.minBackoff, s.maxBackoff = minBackoff, maxBackoff
+	}
+}
+
+// now returns the clock's time in UTC at the microsecond precision the tables keep.
+func (s *settings) now() time.Time { return s.clock().UTC().Truncate(time.Microsecond) }

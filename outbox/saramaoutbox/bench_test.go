@@ -1,0 +1,108 @@
+package saramaoutbox_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/saramaoutbox"
+)
+
+// fill adds n events over 100 keys, 500 per transaction.
+func fill(b *testing.B, db *bun.DB, topic string, n int) {
+	b.Helper()
+	ctx := context.Background()
+	for start := 0; start < n; start += 500 {
+		batch := make([]outbox.Event, 0, 500)
+		for i := start; i < min(start+500, n); i++ {
+			batch = append(batch, outbox.Event{
+				Topic: topic, Key: fmt.Sprintf("key-%03d", i%100), Type: "bench.happened",
+				Payload: fmt.Appendf(nil, `{"i":%d,"amount":35000,"currency":"KRW"}`, i),
+			})
+		}
+		_, err := outbox.Add(ctx, db, batch...)
+		require.NoError(b, err)
+	}
+}
+
+// BenchmarkRelay measures relay throughput, MySQL → Kafka: b.N committed events (100 keys)
+// picked with FOR UPDATE SKIP LOCKED, produced in one Kafka transaction per batch, marked
+// sent. Reports events/s; the batch size is the sub-benchmark parameter.
+func BenchmarkRelay(b *testing.B) {
+	for _, batch := range []int{10, 100, 500} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			db := openDB(b)
+			k := testenv.NewKafka(b)
+			topic := k.Topic(b, "bench")
+			r, err := outbox.NewRelay(db, newPublisher(b, k), outbox.WithBatchSize(batch))
+			require.NoError(b, err)
+			fill(b, db, topic, b.N)
+			ctx := context.Background()
+			b.ResetTimer()
+			for sent := 0; sent < b.N; {
+				n, err := r.RelayOnce(ctx)
+				require.NoError(b, err)
+				sent += n
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+// BenchmarkConsumer measures consumer throughput, Kafka → MySQL with dedup: a consumer
+// group applies b.N relayed events, each handler batch in one transaction with one
+// set-based dedup query and one multi-row insert of processed records plus the handler's
+// own multi-row insert. Reports events/s from the first handler call to the last (group
+// join excluded); the handler batch size is the sub-benchmark parameter.
+func BenchmarkConsumer(b *testing.B) {
+	for _, batch := range []int{10, 100} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			db := openDB(b)
+			k := testenv.NewKafka(b)
+			topic := k.Topic(b, "bench")
+			fill(b, db, topic, b.N)
+			relayAll(b, db, newPublisher(b, k))
+
+			var applied atomic.Int64
+			var first, last atomic.Int64
+			c, err := outbox.NewConsumer(db, "bench", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
+				first.CompareAndSwap(0, time.Now().UnixNano())
+				return record(ctx, tx, "bench", events)
+			}, outbox.WithBatchSize(batch), outbox.WithMetrics(appliedCounter{&applied, &last}))
+			require.NoError(b, err)
+			b.ResetTimer()
+			runGroup(b, k, "bench", saramaoutbox.NewConsumerHandler(c), topic)
+			for applied.Load() < int64(b.N) {
+				time.Sleep(time.Millisecond)
+			}
+			b.StopTimer()
+			if span := time.Duration(last.Load() - first.Load()); span > 0 {
+				b.ReportMetric(float64(b.N)/span.Seconds(), "events/s")
+			}
+		})
+	}
+}
+
+type appliedCounter struct {
+	n, last *atomic.Int64
+}
+
+func (a appliedCounter) RelayLag(time.Duration)           {}
+func (a appliedCounter) Published(string, int)            {}
+func (a appliedCounter) PublishFailed(string, int)        {}
+func (a appliedCounter) Duplicates(string, string, int)   {}
+func (a appliedCounter) HandlerFailed(string, string)     {}
+func (a appliedCounter) DeadLettered(string, string, int) {}
+func (a appliedCounter) Cleaned(string, int)              {}
+func (a appliedCounter) Applied(_, _ string, n int) {
+	a.n.Add(int64(n))
+	a.last.Store(time.Now().UnixNano())
+}

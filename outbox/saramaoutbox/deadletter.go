@@ -1,0 +1,102 @@
+package saramaoutbox
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/commercekit/commercekit/outbox"
+)
+
+// DeadLetterQueue is an outbox.DeadLetterSink that produces dead letters to a Kafka topic:
+// the original message (key, payload, event ID, type and sequence) with headers saying
+// where it came from, which consumer gave up, its last error and how many attempts it
+// made (HeaderDead*). Pass it to outbox.NewConsumer with outbox.WithDeadLetters.
+//
+// It produces outside transactions (an idempotent producer acknowledged by all in-sync
+// replicas), so the dead-letter topic holds no transaction markers and Redrive can tell
+// when it has read a partition to its end.
+type DeadLetterQueue struct {
+	producer sarama.SyncProducer
+	topic    func(string) string
+	inflight sync.WaitGroup
+}
+
+// DefaultDeadLetterTopic names the dead-letter topic of topic: topic + ".dlq".
+func DefaultDeadLetterTopic(topic string) string { return topic + ".dlq" }
+
+// DeadLetterConfig returns the producer configuration NewDeadLetterQueue uses when given
+// none: ProducerConfig without the transaction.
+func DeadLetterConfig() *sarama.Config {
+	cfg := ProducerConfig()
+	cfg.ClientID = "commercekit-outbox-dlq"
+	cfg.Producer.Transaction.ID = ""
+	return cfg
+}
+
+// NewDeadLetterQueue returns a DeadLetterQueue producing to brokers with cfg (nil:
+// DeadLetterConfig()), to the topic that topic(original) names (nil:
+// DefaultDeadLetterTopic). cfg must be idempotent with RequiredAcks = WaitForAll and not
+// transactional.
+func NewDeadLetterQueue(brokers []string, cfg *sarama.Config, topic func(original string) string) (*DeadLetterQueue, error) {
+	if cfg == nil {
+		cfg = DeadLetterConfig()
+	}
+	switch {
+	case !cfg.Producer.Idempotent || cfg.Producer.RequiredAcks != sarama.WaitForAll || !cfg.Producer.Return.Successes:
+		return nil, fmt.Errorf("%w: dead-letter producer must be idempotent, acknowledged by all in-sync replicas and return successes", outbox.ErrInvalidConfig)
+	case cfg.Producer.Transaction.ID != "":
+		return nil, fmt.Errorf("%w: dead-letter producer must not be transactional (Redrive reads the topic up to its end)", outbox.ErrInvalidConfig)
+	}
+	if topic == nil {
+		topic = DefaultDeadLetterTopic
+	}
+	p, err := sarama.NewSyncProducer(brokers, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("saramaoutbox: creating the dead-letter producer: %w", err)
+	}
+	return &DeadLetterQueue{producer: p, topic: topic}, nil
+}
+
+// DeadLetter produces dl to the dead-letter topic and returns once every in-sync replica
+// has it, or ctx.Err() when ctx ends first.
+func (q *DeadLetterQueue) DeadLetter(ctx context.Context, dl outbox.DeadLetter) error {
+	ev := dl.Event
+	ev.Topic = q.topic(dl.Topic)
+	ev.Headers = maps.Clone(ev.Headers)
+	if ev.Headers == nil {
+		ev.Headers = make(map[string]string)
+	}
+	ev.Headers[HeaderDeadTopic] = dl.Topic
+	ev.Headers[HeaderDeadConsumer] = dl.Consumer
+	ev.Headers[HeaderDeadError] = dl.Error
+	ev.Headers[HeaderDeadAttempts] = strconv.Itoa(dl.Attempts)
+	ev.Headers[HeaderDeadAt] = dl.At.UTC().Format(time.RFC3339Nano)
+	done := make(chan error, 1)
+	q.inflight.Add(1)
+	go func() {
+		defer q.inflight.Done()
+		_, _, err := q.producer.SendMessage(Message(ev))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("saramaoutbox: producing dead letter %s to %s: %w", ev.ID, ev.Topic, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close waits for dead letters in flight and closes the producer.
+func (q *DeadLetterQueue) Close() error {
+	q.inflight.Wait()
+	return q.producer.Close()
+}

@@ -1,0 +1,269 @@
+package saramaoutbox_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/saramaoutbox"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// openDB returns a fresh MySQL database with the outbox schema and the effect table.
+func openDB(t testing.TB) *bun.DB {
+	db := testenv.MySQL(t)
+	ctx := context.Background()
+	require.NoError(t, outbox.CreateSchema(ctx, db))
+	_, err := db.ExecContext(ctx, `CREATE TABLE test_applied (
+		n BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, consumer VARCHAR(64) NOT NULL,
+		event_id VARCHAR(64) NOT NULL, aggregate_key VARCHAR(128) NOT NULL, seq BIGINT NOT NULL)`)
+	require.NoError(t, err)
+	return db
+}
+
+// appliedRow is one application of an event; no unique key on event_id, so a double
+// application would show as two rows.
+type appliedRow struct {
+	bun.BaseModel `bun:"table:test_applied"`
+	N             int64  `bun:"n,pk,autoincrement"`
+	Consumer      string `bun:"consumer"`
+	EventID       string `bun:"event_id"`
+	Key           string `bun:"aggregate_key"`
+	Seq           int64  `bun:"seq"`
+}
+
+func record(ctx context.Context, tx bun.Tx, consumer string, events []outbox.Event) error {
+	rows := make([]appliedRow, len(events))
+	for i, ev := range events {
+		rows[i] = appliedRow{Consumer: consumer, EventID: ev.ID, Key: ev.Key, Seq: ev.Seq}
+	}
+	_, err := tx.NewInsert().Model(&rows).Exec(ctx)
+	return err
+}
+
+func applied(t testing.TB, db *bun.DB, consumer string) []appliedRow {
+	var rows []appliedRow
+	require.NoError(t, db.NewSelect().Model(&rows).Where("consumer = ?", consumer).Order("n").Scan(context.Background()))
+	return rows
+}
+
+func countApplied(t testing.TB, db *bun.DB) int {
+	n, err := db.NewSelect().Table("test_applied").Count(context.Background())
+	require.NoError(t, err)
+	return int(n)
+}
+
+func unsent(t testing.TB, db *bun.DB) int {
+	n, err := db.NewSelect().Table(outbox.TableEvents).Where("sent_at IS NULL").Count(context.Background())
+	require.NoError(t, err)
+	return int(n)
+}
+
+// addEvents adds n events over keys keys from writers goroutines, each transaction adding
+// perTx events to keys that other writers use too, and returns them.
+func addEvents(t testing.TB, db *bun.DB, topic string, n, keys, writers, perTx int) []outbox.Event {
+	t.Helper()
+	var mu sync.Mutex
+	var out []outbox.Event
+	var wg sync.WaitGroup
+	per := n / writers
+	for w := range writers {
+		wg.Go(func() {
+			for i := 0; i < per; i += perTx {
+				batch := make([]outbox.Event, 0, perTx)
+				for j := i; j < min(i+perTx, per); j++ {
+					batch = append(batch, outbox.Event{
+						Topic: topic, Key: fmt.Sprintf("key-%03d", (w*per+j)%keys), Type: "test.happened",
+						Payload: fmt.Appendf(nil, `{"writer":%d,"i":%d}`, w, j),
+					})
+				}
+				evs, err := outbox.Add(context.Background(), db, batch...)
+				if err != nil {
+					t.Errorf("adding events: %v", err)
+					return
+				}
+				mu.Lock()
+				out = append(out, evs...)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	require.Len(t, out, n)
+	return out
+}
+
+func newPublisher(t testing.TB, k *testenv.Kafka) *saramaoutbox.Publisher {
+	p, err := saramaoutbox.NewPublisher(k.Brokers, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func newClient(t testing.TB, k *testenv.Kafka) sarama.Client {
+	cfg := saramaoutbox.ConsumerConfig()
+	c, err := sarama.NewClient(k.Brokers, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// readTopic returns, partition by partition in offset order, every message of topic a
+// read_committed consumer sees. It first writes a sentinel message to each partition
+// (outside any transaction), then reads each partition up to its sentinel: everything the
+// relay committed before the call is before the sentinels. It fails unless the topic holds
+// at least want distinct event IDs.
+func readTopic(t testing.TB, k *testenv.Kafka, topic string, want int) [][]*sarama.ConsumerMessage {
+	t.Helper()
+	client := newClient(t, k)
+	require.NoError(t, client.RefreshMetadata(topic))
+	partitions, err := client.Partitions(topic)
+	require.NoError(t, err)
+	cfg := sarama.NewConfig()
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	producer, err := sarama.NewSyncProducer(k.Brokers, cfg)
+	require.NoError(t, err)
+	defer producer.Close()
+	consumer, err := sarama.NewConsumerFromClient(client)
+	require.NoError(t, err)
+	defer consumer.Close()
+
+	out := make([][]*sarama.ConsumerMessage, len(partitions))
+	ids := make(map[string]bool)
+	for i, p := range partitions {
+		_, sentinel, err := producer.SendMessage(&sarama.ProducerMessage{Topic: topic, Partition: p, Value: sarama.StringEncoder("sentinel")})
+		require.NoError(t, err)
+		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
+		require.NoError(t, err)
+		for done := false; !done; {
+			select {
+			case m := <-pc.Messages():
+				if m.Offset >= sentinel {
+					done = true
+					break
+				}
+				out[i] = append(out[i], m)
+				ids[saramaoutbox.EventFromMessage(m).ID] = true
+			case err := <-pc.Errors():
+				t.Fatalf("reading %s/%d: %v", topic, p, err)
+			case <-time.After(time.Minute):
+				t.Fatalf("reading %s/%d: no sentinel at offset %d", topic, p, sentinel)
+			}
+		}
+		require.NoError(t, pc.Close())
+	}
+	require.GreaterOrEqual(t, len(ids), want, "distinct events on %s", topic)
+	return out
+}
+
+// checkDelivery checks what a topic holds against the events added: every event is
+// there, with its headers; each key lives on one partition; per key, the first copies of
+// the events come in sequence order 1, 2, 3, ... It returns how many copies of each event
+// the topic holds.
+func checkDelivery(t testing.TB, parts [][]*sarama.ConsumerMessage, want []outbox.Event) map[string]int {
+	t.Helper()
+	byID := make(map[string]outbox.Event, len(want))
+	for _, ev := range want {
+		byID[ev.ID] = ev
+	}
+	copies := make(map[string]int)
+	partitionOf := make(map[string]int)
+	next := make(map[string]int64)
+	for p, msgs := range parts {
+		for _, m := range msgs {
+			ev := saramaoutbox.EventFromMessage(m)
+			orig, ok := byID[ev.ID]
+			require.True(t, ok, "unknown event %q on %s/%d@%d", ev.ID, m.Topic, m.Partition, m.Offset)
+			require.Equal(t, orig.Key, ev.Key)
+			require.Equal(t, orig.Seq, ev.Seq)
+			require.Equal(t, orig.Type, ev.Type)
+			require.Equal(t, string(orig.Payload), string(ev.Payload))
+			require.Equal(t, orig.CreatedAt, ev.CreatedAt)
+			if q, seen := partitionOf[ev.Key]; seen {
+				require.Equal(t, q, p, "key %s on two partitions", ev.Key)
+			}
+			partitionOf[ev.Key] = p
+			copies[ev.ID]++
+			if copies[ev.ID] == 1 {
+				require.Equal(t, next[ev.Key]+1, ev.Seq, "key %s: first copy of seq %d arrives after seq %d", ev.Key, ev.Seq, next[ev.Key])
+				next[ev.Key] = ev.Seq
+			} else {
+				require.LessOrEqual(t, ev.Seq, next[ev.Key], "a duplicate never runs ahead of its stream")
+			}
+		}
+	}
+	for _, ev := range want {
+		require.Positive(t, copies[ev.ID], "event %s (key %s seq %d) never arrived", ev.ID, ev.Key, ev.Seq)
+	}
+	return copies
+}
+
+func duplicates(copies map[string]int) int {
+	n := 0
+	for _, c := range copies {
+		n += c - 1
+	}
+	return n
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// metrics counts what the relay and consumers report.
+type metrics struct {
+	outbox.NopMetrics
+	mu                                     sync.Mutex
+	published, failed, applied, dups, dead int
+}
+
+func (m *metrics) Published(_ string, n int)       { m.add(&m.published, n) }
+func (m *metrics) PublishFailed(_ string, n int)   { m.add(&m.failed, n) }
+func (m *metrics) Applied(_, _ string, n int)      { m.add(&m.applied, n) }
+func (m *metrics) Duplicates(_, _ string, n int)   { m.add(&m.dups, n) }
+func (m *metrics) DeadLettered(_, _ string, n int) { m.add(&m.dead, n) }
+func (m *metrics) add(field *int, n int)           { m.mu.Lock(); *field += n; m.mu.Unlock() }
+func (m *metrics) get(field *int) int              { m.mu.Lock(); defer m.mu.Unlock(); return *field }
+
+// runGroup runs h in consumer group group on topics until the test ends.
+func runGroup(t testing.TB, k *testenv.Kafka, group string, h *saramaoutbox.ConsumerHandler, topics ...string) {
+	g, err := sarama.NewConsumerGroup(k.Brokers, group, saramaoutbox.ConsumerConfig())
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx, g, topics...) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+		require.NoError(t, g.Close())
+	})
+}
+
+// runRelay runs r until the test ends.
+func runRelay(t testing.TB, r *outbox.Relay) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+}

@@ -1,0 +1,191 @@
+package saramaoutbox_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/saramaoutbox"
+)
+
+// TestRelay10000EventsOver100KeysInOrder: events written by concurrent transactions while
+// the relay runs all reach Kafka once, each key on one partition in sequence order, with
+// the event ID, type, sequence and creation time in the headers.
+func TestRelay10000EventsOver100KeysInOrder(t *testing.T) {
+	db := openDB(t)
+	k := testenv.NewKafka(t)
+	topic := k.Topic(t, "orders")
+	r, err := outbox.NewRelay(db, newPublisher(t, k), outbox.WithBatchSize(500), outbox.WithInterval(10*time.Millisecond))
+	require.NoError(t, err)
+	runRelay(t, r)
+	want := addEvents(t, db, topic, 10000, 100, 8, 5)
+	eventually(t, "the relay to drain the outbox", func() bool { return unsent(t, db) == 0 })
+	copies := checkDelivery(t, readTopic(t, k, topic, len(want)), want)
+	assert.Zero(t, duplicates(copies), "no failure, no duplicate")
+	assert.Len(t, copies, 10000)
+}
+
+// TestRolledBackEventsNeverReachKafka: only events of committed transactions are produced.
+func TestRolledBackEventsNeverReachKafka(t *testing.T) {
+	db := openDB(t)
+	k := testenv.NewKafka(t)
+	topic := k.Topic(t, "orders")
+	ctx := context.Background()
+	r, err := outbox.NewRelay(db, newPublisher(t, k))
+	require.NoError(t, err)
+	var committed []outbox.Event
+	for i := range 10 {
+		var evs []outbox.Event
+		err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			var err error
+			evs, err = outbox.Add(ctx, tx, outbox.Event{Topic: topic, Key: "order-1", Type: "x", Payload: []byte(`{}`)})
+			require.NoError(t, err)
+			if i%2 == 1 {
+				return errors.New("rolled back")
+			}
+			return nil
+		})
+		if i%2 == 0 {
+			require.NoError(t, err)
+			committed = append(committed, evs...)
+		}
+	}
+	_, err = r.RelayOnce(ctx)
+	require.NoError(t, err)
+	parts := readTopic(t, k, topic, len(committed))
+	copies := checkDelivery(t, parts, committed)
+	assert.Len(t, copies, 5)
+	total := 0
+	for _, p := range parts {
+		total += len(p)
+	}
+	assert.Equal(t, 5, total, "nothing but the committed events")
+}
+
+// TestBrokerStoppedMidRunAndRestarted: with the broker down the relay backs off, keeps
+// every event, and when the broker is back delivers all of them, per key in order.
+func TestBrokerStoppedMidRunAndRestarted(t *testing.T) {
+	db := openDB(t)
+	k := testenv.NewKafka(t)
+	topic := k.Topic(t, "orders")
+	m := &metrics{}
+	r, err := outbox.NewRelay(db, newPublisher(t, k), outbox.WithBatchSize(50), outbox.WithInterval(10*time.Millisecond),
+		outbox.WithBackoff(10*time.Millisecond, 200*time.Millisecond), outbox.WithMetrics(m))
+	require.NoError(t, err)
+	runRelay(t, r)
+
+	want := addEvents(t, db, topic, 300, 10, 2, 3)
+	eventually(t, "some events published", func() bool { return m.get(&m.published) > 0 })
+	k.Stop(t)
+	want = append(want, addEvents(t, db, topic, 300, 10, 2, 3)...)
+	eventually(t, "publish failures while the broker is down", func() bool { return m.get(&m.failed) > 0 })
+	assert.Positive(t, unsent(t, db), "unsent events wait in the outbox")
+	k.Start(t)
+	eventually(t, "the relay to drain the outbox", func() bool { return unsent(t, db) == 0 })
+	copies := checkDelivery(t, readTopic(t, k, topic, len(want)), want)
+	t.Logf("broker outage: %d events, %d failed publish attempts, %d duplicates on the topic",
+		len(want), m.get(&m.failed), duplicates(copies))
+}
+
+// TestRelayKilledMidBatchAppliedExactlyOnce: a relay that dies after producing a batch and
+// before marking it sent, restarted, produces that batch again (same event IDs); the
+// consumer helper applies every event exactly once.
+func TestRelayKilledMidBatchAppliedExactlyOnce(t *testing.T) {
+	db := openDB(t)
+	k := testenv.NewKafka(t)
+	topic := k.Topic(t, "orders")
+	ctx := context.Background()
+	pub := newPublisher(t, k)
+	want := addEvents(t, db, topic, 1000, 20, 4, 5)
+
+	kills := 3
+	dying, err := outbox.NewRelay(db, outbox.PublisherFunc(func(ctx context.Context, events []outbox.Event) error {
+		if err := pub.Publish(ctx, events); err != nil {
+			return err
+		}
+		return errors.New("killed after producing, before marking")
+	}), outbox.WithBatchSize(100))
+	require.NoError(t, err)
+	for range kills {
+		_, err := dying.RelayOnce(ctx)
+		require.Error(t, err)
+	}
+	require.Equal(t, len(want), unsent(t, db), "nothing was marked sent")
+	restarted, err := outbox.NewRelay(db, pub, outbox.WithBatchSize(100))
+	require.NoError(t, err)
+	for unsent(t, db) > 0 {
+		_, err := restarted.RelayOnce(ctx)
+		require.NoError(t, err)
+	}
+	// The first batch was produced and committed four times: 300 duplicates on the topic.
+	total := len(want) + kills*100
+
+	m := &metrics{}
+	c, err := outbox.NewConsumer(db, "projector", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
+		return record(ctx, tx, "projector", events)
+	}, outbox.WithMetrics(m))
+	require.NoError(t, err)
+	runGroup(t, k, "projector", saramaoutbox.NewConsumerHandler(c), topic)
+	eventually(t, "the consumer to see every message", func() bool { return m.get(&m.applied)+m.get(&m.dups) >= total })
+
+	rows := applied(t, db, "projector")
+	seen := make(map[string]int)
+	last := make(map[string]int64)
+	for _, r := range rows {
+		seen[r.EventID]++
+		require.Greater(t, r.Seq, last[r.Key], "key %s applied out of order", r.Key)
+		last[r.Key] = r.Seq
+	}
+	for _, ev := range want {
+		require.Equal(t, 1, seen[ev.ID], "event %s applied %d times", ev.ID, seen[ev.ID])
+	}
+	assert.Len(t, rows, len(want))
+	assert.Equal(t, kills*100, m.get(&m.dups), "the duplicates were skipped by the processed-events table")
+}
+
+// TestTwoRelaysProduceEachEventOnce: two relays with their own producers, running while
+// writers add events, produce each event exactly once, each key in order.
+func TestTwoRelaysProduceEachEventOnce(t *testing.T) {
+	db := openDB(t)
+	k := testenv.NewKafka(t)
+	topic := k.Topic(t, "orders")
+	m := &metrics{}
+	for range 2 {
+		r, err := outbox.NewRelay(db, newPublisher(t, k), outbox.WithBatchSize(50),
+			outbox.WithInterval(5*time.Millisecond), outbox.WithMetrics(m))
+		require.NoError(t, err)
+		runRelay(t, r)
+	}
+	want := addEvents(t, db, topic, 3000, 50, 6, 3)
+	eventually(t, "the relays to drain the outbox", func() bool { return unsent(t, db) == 0 })
+	copies := checkDelivery(t, readTopic(t, k, topic, len(want)), want)
+	for _, ev := range want {
+		require.Equal(t, 1, copies[ev.ID], "event %s produced %d times", ev.ID, copies[ev.ID])
+	}
+	assert.Equal(t, len(want), m.get(&m.published))
+}
+
+// TestPublisherRejectsUnsafeConfig: the guarantees rest on the producer settings.
+func TestPublisherRejectsUnsafeConfig(t *testing.T) {
+	cases := map[string]func(c *sarama.Config){
+		"not idempotent":       func(c *sarama.Config) { c.Producer.Idempotent = false },
+		"acks from leader":     func(c *sarama.Config) { c.Producer.RequiredAcks = 1 },
+		"5 requests in flight": func(c *sarama.Config) { c.Net.MaxOpenRequests = 5 },
+		"no successes":         func(c *sarama.Config) { c.Producer.Return.Successes = false },
+	}
+	for name, breakIt := range cases {
+		cfg := saramaoutbox.ProducerConfig()
+		breakIt(cfg)
+		_, err := saramaoutbox.NewPublisher([]string{"127.0.0.1:1"}, cfg)
+		assert.ErrorIs(t, err, outbox.ErrInvalidConfig, name)
+	}
+	require.NoError(t, saramaoutbox.CheckProducerConfig(saramaoutbox.ProducerConfig()))
+}

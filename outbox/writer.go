@@ -1,0 +1,218 @@
+package outbox
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+)
+
+// Writer adds events to the outbox inside the caller's transaction.
+type Writer struct{ s settings }
+
+// NewWriter returns a Writer. Options: WithClock (CreatedAt), WithLogger.
+func NewWriter(opts ...Option) (*Writer, error) {
+	s, err := newSettings(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Writer{s: s}, nil
+}
+
+// Add adds events with the default Writer (the system clock). See Writer.Add.
+func Add(ctx context.Context, db bun.IDB, events ...Event) ([]Event, error) {
+	w, _ := NewWriter()
+	return w.Add(ctx, db, events...)
+}
+
+// Add writes events to the outbox through db and returns them with ID, CreatedAt and Seq
+// filled in.
+//
+// Pass the bun.Tx of the business change the events describe: they commit or roll back
+// with it, and the relay sees nothing before the commit. Add then runs under a savepoint of
+// that transaction, so a failed Add leaves the caller's transaction as it was. Given a
+// *bun.DB instead, Add runs in a transaction of its own.
+//
+// Sequence numbers: each stream (Topic, Key) has a row in outbox_streams holding its last
+// sequence number. Add increments it in the same transaction (one multi-row upsert, streams
+// in sorted order so concurrent writers cannot deadlock on each other) and numbers the
+// stream's events from there in the order given. The row stays locked until the
+// transaction ends, which serialises concurrent writers to one aggregate: the second waits
+// for the first to commit or roll back. A rollback undoes the increment too, so committed
+// events of a stream are numbered 1, 2, 3, ... without a gap, and commit in that order.
+//
+// Idempotency: an event with an ID of the caller's choosing is added at most once; adding
+// it again fails with ErrDuplicateEvent and writes nothing. Without IDs, idempotency comes
+// from the caller's transaction: the events are written exactly when it commits.
+//
+// Invalid events fail with an *EventError wrapping ErrInvalidEvent, and nothing is written.
+func (w *Writer) Add(ctx context.Context, db bun.IDB, events ...Event) ([]Event, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	out, err := w.prepare(events)
+	if err != nil {
+		return nil, err
+	}
+	counts := make(map[Stream]int64)
+	for _, ev := range out {
+		counts[ev.Stream()]++
+	}
+	streams := sortedStreams(counts)
+	rows := make([]eventRow, len(out))
+	err = sqlutil.InTx(ctx, db, func(ctx context.Context, tx bun.Tx) error {
+		next, err := reserveSeqs(ctx, tx, streams, counts)
+		if err != nil {
+			return err
+		}
+		for i := range out {
+			st := out[i].Stream()
+			out[i].Seq = next[st]
+			next[st]++
+			if rows[i], err = newEventRow(out[i]); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
+			if sqlutil.IsDuplicateKey(err) {
+				return duplicateEvent(ctx, tx, out, err)
+			}
+			return fmt.Errorf("outbox: adding events: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// prepare validates the events and fills ID and CreatedAt.
+func (w *Writer) prepare(events []Event) ([]Event, error) {
+	out := make([]Event, len(events))
+	seen := make(map[string]int, len(events))
+	now := w.s.now()
+	for i, ev := range events {
+		if err := ev.validate(i, false); err != nil {
+			return nil, err
+		}
+		if ev.ID == "" {
+			id, err := uuid.NewV7()
+			if err != nil {
+				return nil, fmt.Errorf("outbox: generating an event ID: %w", err)
+			}
+			ev.ID = id.String()
+		}
+		if j, dup := seen[ev.ID]; dup {
+			return nil, &EventError{Index: i, ID: ev.ID, Field: "ID", Reason: fmt.Sprintf("repeats event %d of the call", j), Err: ErrDuplicateEvent}
+		}
+		seen[ev.ID] = i
+		if ev.CreatedAt.IsZero() {
+			ev.CreatedAt = now
+		} else {
+			ev.CreatedAt = ev.CreatedAt.UTC().Truncate(time.Microsecond)
+		}
+		ev.Headers = maps.Clone(ev.Headers)
+		ev.Seq = 0
+		out[i] = ev
+	}
+	return out, nil
+}
+
+// reserveSeqs adds counts[s] to the last sequence number of each stream and returns the
+// first number reserved for each.
+func reserveSeqs(ctx context.Context, tx bun.Tx, streams []Stream, counts map[Stream]int64) (map[Stream]int64, error) {
+	rows := make([]streamRow, len(streams))
+	for i, st := range streams {
+		rows[i] = streamRow{Topic: st.Topic, Key: st.Key, LastSeq: counts[st]}
+	}
+	q := tx.NewInsert().Model(&rows)
+	if sqlutil.IsSQLite(tx) {
+		q = q.On("CONFLICT (topic, aggregate_key) DO UPDATE").Set("last_seq = last_seq + EXCLUDED.last_seq")
+	} else {
+		q = q.On("DUPLICATE KEY UPDATE").Set("last_seq = last_seq + VALUES(last_seq)")
+	}
+	if _, err := q.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("outbox: reserving sequence numbers: %w", err)
+	}
+	where, args := streamsIn(streams)
+	var got []streamRow
+	if err := sqlutil.ForUpdate(tx.NewSelect().Model(&got).Where(where, args...)).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("outbox: reading sequence numbers: %w", err)
+	}
+	next := make(map[Stream]int64, len(got))
+	for _, r := range got {
+		st := Stream{Topic: r.Topic, Key: r.Key}
+		next[st] = r.LastSeq - counts[st] + 1
+	}
+	if len(next) != len(streams) {
+		return nil, fmt.Errorf("outbox: reading sequence numbers: %d of %d streams found", len(next), len(streams))
+	}
+	return next, nil
+}
+
+// duplicateEvent finds which event of out already exists, for the error.
+func duplicateEvent(ctx context.Context, tx bun.Tx, out []Event, cause error) error {
+	ids := make([]string, len(out))
+	for i, ev := range out {
+		ids[i] = ev.ID
+	}
+	var existing []string
+	if err := tx.NewSelect().Table(TableEvents).Column("id").Where("id IN (?)", bun.List(ids)).Scan(ctx, &existing); err != nil || len(existing) == 0 {
+		return fmt.Errorf("%w: %w", ErrDuplicateEvent, cause)
+	}
+	for i, ev := range out {
+		if ev.ID == existing[0] {
+			return &EventError{Index: i, ID: ev.ID, Field: "ID", Reason: "is already in the outbox", Err: ErrDuplicateEvent}
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrDuplicateEvent, cause)
+}
+
+func newEventRow(ev Event) (eventRow, error) {
+	h, err := encodeHeaders(ev.Headers)
+	if err != nil {
+		return eventRow{}, fmt.Errorf("outbox: encoding headers of %s: %w", ev.ID, err)
+	}
+	return eventRow{
+		ID: ev.ID, Topic: ev.Topic, Key: ev.Key, Seq: ev.Seq, Type: ev.Type, Payload: ev.Payload,
+		Headers: h, CreatedAt: ev.CreatedAt,
+	}, nil
+}
+
+func sortedStreams[V any](m map[Stream]V) []Stream {
+	out := make([]Stream, 0, len(m))
+	for st := range m {
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Topic != out[j].Topic {
+			return out[i].Topic < out[j].Topic
+		}
+		return out[i].Key < out[j].Key
+	})
+	return out
+}
+
+// streamsIn returns "(topic, aggregate_key) IN ((?, ?), ...)" and its arguments.
+func streamsIn(streams []Stream) (string, []any) {
+	var b strings.Builder
+	b.WriteString("(topic, aggregate_key) IN (")
+	args := make([]any, 0, 2*len(streams))
+	for i, st := range streams {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?)")
+		args = append(args, st.Topic, st.Key)
+	}
+	b.WriteString(")")
+	return b.String(), args
+}
