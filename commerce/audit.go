@@ -1,0 +1,406 @@
+package commerce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/payment"
+)
+
+// Audit checks the invariants of the whole store and reports every discrepancy it finds
+// (an error only when it cannot read something):
+//
+//   - stock: each product's reserved count in the inventory equals the units of the orders
+//     whose reservation is live, and its sold count the units of the orders whose units
+//     were sold (paid orders, including those cancelled since: the inventory's sold count
+//     keeps returned units, which come back as available through adjustments);
+//   - each order's reservation, coupon redemption, points hold and payment are in the state
+//     its status implies (e.g. PAID: committed, confirmed, captured, APPROVED; CANCELLED
+//     after payment: captured and refunded in full, restored, REFUNDED);
+//   - the ledger holds the reward, clawback, points refund and top-up transfers the orders
+//     and top-ups imply, and ledger.Verify finds no drift (zero sum, balances = journal);
+//   - every order has exactly the events its history implies (order-created, then
+//     payment-completed, payment-failed, order-cancelled or order-expired), except those
+//     older than the outbox's retention (WithEventRetention).
+//
+// Orders in flight are checked too, so run it when the flows are quiet (after Recover) to
+// get an exact answer; beside live traffic it may report a transient state. It reads every
+// order and asks the leaves about each: it is an audit, not a per-request check.
+func (s *Service) Audit(ctx context.Context) (Report, error) {
+	a := &audit{s: s, now: s.now(), reserved: map[string]int64{}, sold: map[string]int64{},
+		transfers: map[string]map[string]expectedTransfer{}}
+	for _, step := range []func(context.Context) error{a.orders, a.topUps, a.stock, a.ledger} {
+		if err := step(ctx); err != nil {
+			return Report{}, err
+		}
+	}
+	return a.rep, nil
+}
+
+type audit struct {
+	s        *Service
+	now      time.Time
+	rep      Report
+	reserved map[string]int64 // SKU → units the orders hold
+	sold     map[string]int64 // SKU → units the orders sold
+	// transfers: user → transfer ID → what the ledger must hold.
+	transfers map[string]map[string]expectedTransfer
+	events    []expectedEvent
+}
+
+type expectedTransfer struct {
+	typ    ledger.EntryType
+	amount int64
+	owner  string
+}
+
+type expectedEvent struct {
+	id    string
+	want  bool
+	owner string
+}
+
+func (a *audit) add(kind, subject, format string, args ...any) {
+	a.rep.Discrepancies = append(a.rep.Discrepancies, Discrepancy{Kind: kind, Subject: subject, Detail: fmt.Sprintf(format, args...)})
+}
+
+func (a *audit) expectTransfer(user, id string, typ ledger.EntryType, amount int64, owner string) {
+	if a.transfers[user] == nil {
+		a.transfers[user] = map[string]expectedTransfer{}
+	}
+	a.transfers[user][id] = expectedTransfer{typ: typ, amount: amount, owner: owner}
+}
+
+// expectEvent records whether an event must exist; events that happened before the
+// outbox's retention may have been cleaned and are not checked.
+func (a *audit) expectEvent(owner, typ string, want bool, at int64) {
+	if want && micros(a.now.Add(-a.s.cfg.eventRetention)) > at {
+		return
+	}
+	a.events = append(a.events, expectedEvent{id: eventID(owner, typ), want: want, owner: owner})
+}
+
+func (a *audit) orders(ctx context.Context) error {
+	for after := ""; ; {
+		var rows []*orderRow
+		if err := a.s.db.NewSelect().Model(&rows).Where("id > ?", after).Order("id").Limit(500).Scan(ctx); err != nil {
+			return fmt.Errorf("commerce: audit: read orders: %w", err)
+		}
+		if err := loadLines(ctx, a.s.db, rows); err != nil {
+			return err
+		}
+		for _, r := range rows {
+			after = r.ID
+			a.rep.Orders++
+			if err := a.order(ctx, r); err != nil {
+				return err
+			}
+		}
+		if err := a.checkEvents(ctx); err != nil {
+			return err
+		}
+		if len(rows) < 500 {
+			return nil
+		}
+	}
+}
+
+func (a *audit) order(ctx context.Context, r *orderRow) error {
+	paid := r.PaidAt != 0
+	for _, l := range r.Lines {
+		switch {
+		case r.Stock == stockReserved || r.Step == stepRelease:
+			a.reserved[l.ProductID] += l.Qty
+		case r.Stock == stockCommitted || r.Stock == stockReturned:
+			a.sold[l.ProductID] += l.Qty
+		}
+	}
+	if r.Subtotal-r.Discount-r.Points != r.AmountDue || r.AmountDue < 0 {
+		a.add("amounts", r.ID, "subtotal %d − discount %d − points %d ≠ amount due %d", r.Subtotal, r.Discount, r.Points, r.AmountDue)
+	}
+	for _, check := range []func(context.Context, *orderRow) error{a.reservation, a.coupon, a.points, a.payment} {
+		if err := check(ctx, r); err != nil {
+			return err
+		}
+	}
+	if r.Reward > 0 && paid {
+		a.expectTransfer(r.UserID, rewardID(r.ID), ledger.TypeEarn, r.Reward, r.ID)
+	}
+	if r.Reward > 0 {
+		for k := 1; k <= r.CancelAttempt; k++ {
+			a.expectTransfer(r.UserID, clawbackID(r.ID, k), ledger.TypeSpend, r.Reward, r.ID)
+			if k < r.CancelAttempt || r.Status == StatusPaid {
+				a.expectTransfer(r.UserID, clawbackRevertID(r.ID, k), ledger.TypeRefund, r.Reward, r.ID)
+			}
+		}
+	}
+	if r.Points > 0 && paid && r.Status == StatusCancelled {
+		a.expectTransfer(r.UserID, pointsRefundID(r.ID), ledger.TypeRefund, r.Points, r.ID)
+	}
+	a.expectEvent(r.ID, EventOrderCreated, true, r.CreatedAt)
+	a.expectEvent(r.ID, EventPaymentCompleted, paid, r.PaidAt)
+	a.expectEvent(r.ID, EventPaymentFailed, r.Status == StatusPaymentFailed, r.ClosedAt)
+	a.expectEvent(r.ID, EventOrderCancelled, r.Status == StatusCancelled, r.ClosedAt)
+	a.expectEvent(r.ID, EventOrderExpired, r.Status == StatusExpired, r.ClosedAt)
+	return nil
+}
+
+// reservation checks the order's stock reservation against what the order says of it.
+func (a *audit) reservation(ctx context.Context, r *orderRow) error {
+	res, err := a.s.inv.Get(ctx, r.ID)
+	if errors.Is(err, inventory.ErrReservationNotFound) && !a.s.inv.JoinsTx() && r.Status.Final() && r.Step == "" {
+		return nil // an inventory outside SQL forgets resolved reservations after its retention
+	}
+	if err != nil && !errors.Is(err, inventory.ErrReservationNotFound) {
+		return fmt.Errorf("commerce: audit: reservation of %s: %w", r.ID, err)
+	}
+	want := map[string][]inventory.State{
+		stockReserved:  {inventory.StateReserved},
+		stockCommitted: {inventory.StateCommitted},
+		stockReturned:  {inventory.StateCommitted},
+		stockReleased:  {inventory.StateReleased, inventory.StateExpired},
+	}[r.Stock]
+	if r.Step == stepRelease {
+		want = append(want, inventory.StateReserved, inventory.StateCommitted)
+	}
+	if !slices.Contains(want, res.State) {
+		a.add("reservation", r.ID, "order %s (stock %s): reservation %s, want %v", r.Status, r.Stock, stateOr(string(res.State)), want)
+	}
+	return nil
+}
+
+func (a *audit) coupon(ctx context.Context, r *orderRow) error {
+	if r.CouponID == "" {
+		return nil
+	}
+	reds, err := a.s.coup.Redemptions(ctx, r.ID)
+	if err != nil {
+		return fmt.Errorf("commerce: audit: redemptions of %s: %w", r.ID, err)
+	}
+	var want []coupon.RedemptionState
+	switch r.Status {
+	case StatusPendingPayment, StatusPaying:
+		want = []coupon.RedemptionState{coupon.RedemptionReserved}
+	case StatusPaid, StatusCancelling:
+		want = []coupon.RedemptionState{coupon.RedemptionConfirmed}
+	default:
+		want = []coupon.RedemptionState{coupon.RedemptionRestored, coupon.RedemptionExpired}
+	}
+	if len(reds) != 1 || reds[0].CouponID != r.CouponID || !slices.Contains(want, reds[0].State) ||
+		reds[0].Discount != r.Discount {
+		a.add("coupon", r.ID, "order %s with coupon %s (discount %d): redemptions %+v, want one %v",
+			r.Status, r.CouponID, r.Discount, reds, want)
+	}
+	return nil
+}
+
+func (a *audit) points(ctx context.Context, r *orderRow) error {
+	if r.Points == 0 {
+		return nil
+	}
+	h, err := a.s.led.LookupHold(ctx, holdID(r.ID))
+	if err != nil && !errors.Is(err, ledger.ErrHoldNotFound) {
+		return fmt.Errorf("commerce: audit: points hold of %s: %w", r.ID, err)
+	}
+	if h.State == ledger.HoldPending && !a.now.Before(h.Deadline) {
+		h.State = ledger.HoldExpired // the ledger's next sweep gives the points back
+	}
+	var ok bool
+	switch {
+	case h.Amount != r.Points:
+	case r.Status == StatusPendingPayment || r.Status == StatusPaying:
+		ok = h.State == ledger.HoldPending
+	case r.Status == StatusPaid || r.Status == StatusCancelling:
+		ok = h.State == ledger.HoldCaptured && h.Captured == r.Points && h.Refunded == 0
+	case r.Status == StatusCancelled && r.PaidAt != 0:
+		ok = h.State == ledger.HoldCaptured && h.Captured == r.Points && h.Refunded == r.Points
+	default:
+		ok = h.State == ledger.HoldVoided || h.State == ledger.HoldExpired
+	}
+	if !ok {
+		a.add("points", r.ID, "order %s with %d points: hold %s of %d, captured %d, refunded %d",
+			r.Status, r.Points, stateOr(string(h.State)), h.Amount, h.Captured, h.Refunded)
+	}
+	return nil
+}
+
+func (a *audit) payment(ctx context.Context, r *orderRow) error {
+	if r.PaymentID == "" {
+		if r.AmountDue > 0 && r.PaidAt != 0 {
+			a.add("payment", r.ID, "order %s paid %d without a payment", r.Status, r.AmountDue)
+		}
+		return nil
+	}
+	p, err := a.s.pay.Get(ctx, r.PaymentID)
+	if err != nil && !errors.Is(err, payment.ErrPaymentNotFound) {
+		return fmt.Errorf("commerce: audit: payment of %s: %w", r.ID, err)
+	}
+	var want payment.State
+	switch {
+	case r.Status == StatusPaying || r.Status == StatusCancelling:
+		return nil // in flight
+	case r.Status == StatusPaid:
+		want = payment.StateApproved
+	case r.Status == StatusCancelled, r.FailureCode == FailureUnfulfillable:
+		want = payment.StateRefunded
+	case r.Status == StatusPaymentFailed:
+		want = payment.StateDeclined
+	}
+	if p.State != want || p.Amount != r.AmountDue || (want == payment.StateRefunded) != (p.Refunded == r.AmountDue) {
+		a.add("payment", r.ID, "order %s due %d: payment %s of %d, refunded %d; want %s",
+			r.Status, r.AmountDue, stateOr(string(p.State)), p.Amount, p.Refunded, want)
+	}
+	return nil
+}
+
+func (a *audit) topUps(ctx context.Context) error {
+	for after := ""; ; {
+		var rows []*topUpRow
+		if err := a.s.db.NewSelect().Model(&rows).Where("id > ?", after).Order("id").Limit(500).Scan(ctx); err != nil {
+			return fmt.Errorf("commerce: audit: read top-ups: %w", err)
+		}
+		for _, t := range rows {
+			after = t.ID
+			a.rep.TopUps++
+			if t.Status == TopUpPaying {
+				continue
+			}
+			p, err := a.s.pay.Get(ctx, t.PaymentID)
+			if err != nil && !errors.Is(err, payment.ErrPaymentNotFound) {
+				return fmt.Errorf("commerce: audit: payment of %s: %w", t.ID, err)
+			}
+			want := payment.StateDeclined
+			if t.Status == TopUpCompleted {
+				want = payment.StateApproved
+				a.expectTransfer(t.UserID, t.ID, ledger.TypeCharge, t.Amount, t.ID)
+			}
+			if p.State != want || p.Amount != t.Amount {
+				a.add("payment", t.ID, "top-up %s of %d: payment %s of %d", t.Status, t.Amount, stateOr(string(p.State)), p.Amount)
+			}
+			a.expectEvent(t.ID, EventPointsCharged, t.Status == TopUpCompleted, t.UpdatedAt)
+		}
+		if err := a.checkEvents(ctx); err != nil {
+			return err
+		}
+		if len(rows) < 500 {
+			return nil
+		}
+	}
+}
+
+// checkEvents looks the expected events up in the outbox and forgets them.
+func (a *audit) checkEvents(ctx context.Context) error {
+	if len(a.events) == 0 {
+		return nil
+	}
+	ids := make([]string, len(a.events))
+	for i, e := range a.events {
+		ids[i] = e.id
+	}
+	var found []string
+	for chunk := range slices.Chunk(ids, 500) {
+		var got []string
+		err := a.s.db.NewSelect().Table(outbox.TableEvents).Column("id").Where("id IN (?)", bun.List(chunk)).Scan(ctx, &got)
+		if err != nil {
+			return fmt.Errorf("commerce: audit: read outbox: %w", err)
+		}
+		found = append(found, got...)
+	}
+	for _, e := range a.events {
+		if has := slices.Contains(found, e.id); has != e.want {
+			a.add("event", e.owner, "event %s: present %v, want %v", e.id, has, e.want)
+		}
+	}
+	a.events = a.events[:0]
+	return nil
+}
+
+// stock compares each product's reserved and sold counts with the orders'.
+func (a *audit) stock(ctx context.Context) error {
+	var ids []string
+	if err := a.s.db.NewSelect().Model((*productRow)(nil)).Column("id").Order("id").Scan(ctx, &ids); err != nil {
+		return fmt.Errorf("commerce: audit: read products: %w", err)
+	}
+	a.rep.Products = len(ids)
+	for chunk := range slices.Chunk(ids, inventory.MaxStocksPerCall) {
+		stocks, err := a.s.inv.Stocks(ctx, chunk)
+		if err != nil {
+			return fmt.Errorf("commerce: audit: read stock: %w", err)
+		}
+		for _, id := range chunk {
+			st, ok := stocks[id]
+			if !ok {
+				a.add("stock", id, "product has no stock in the inventory")
+				continue
+			}
+			if st.Reserved != a.reserved[id] {
+				a.add("stock.reserved", id, "inventory reserves %d units, live orders hold %d", st.Reserved, a.reserved[id])
+			}
+			if st.Sold != a.sold[id] {
+				a.add("stock.sold", id, "inventory sold %d units, orders bought %d", st.Sold, a.sold[id])
+			}
+		}
+	}
+	return nil
+}
+
+// ledger checks the transfers the orders and top-ups imply, then runs ledger.Verify.
+func (a *audit) ledger(ctx context.Context) error {
+	users := make([]string, 0, len(a.transfers))
+	for u := range a.transfers {
+		users = append(users, u)
+	}
+	slices.Sort(users)
+	for _, user := range users {
+		seen := map[string]ledger.Entry{}
+		for cursor := ""; ; {
+			page, err := a.s.led.History(ctx, user, cursor, ledger.MaxHistoryLimit)
+			if err != nil {
+				return fmt.Errorf("commerce: audit: history of %s: %w", user, err)
+			}
+			for _, e := range page.Entries {
+				if _, dup := seen[e.ID]; !dup {
+					seen[e.ID] = e
+				}
+			}
+			if cursor = page.Next; cursor == "" {
+				break
+			}
+		}
+		ids := make([]string, 0, len(a.transfers[user]))
+		for id := range a.transfers[user] {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			want := a.transfers[user][id]
+			if e, ok := seen[id]; !ok || e.Type != want.typ || e.Amount != want.amount {
+				a.add("ledger", want.owner, "transfer %s: want %s of %d, found %s of %d", id, want.typ, want.amount, stateOr(string(e.Type)), e.Amount)
+			}
+		}
+	}
+	rep, err := a.s.led.Verify(ctx)
+	if err != nil && !errors.Is(err, ledger.ErrDrift) {
+		return fmt.Errorf("commerce: audit: verify ledger: %w", err)
+	}
+	for _, d := range rep.Drift {
+		a.add("ledger", string(d.Account), "%s", d.String())
+	}
+	return nil
+}
+
+func stateOr(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}

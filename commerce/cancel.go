@@ -1,0 +1,219 @@
+package commerce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/payment"
+)
+
+// Step boundaries of Cancel, as the fault hook sees them (with StepCompensate and
+// StepStockPending, shared with the other compensations).
+const (
+	StepCancelStart      = "cancel.start"      // before the order leaves PENDING_PAYMENT or PAID
+	StepCancelCancelling = "cancel.cancelling" // CANCELLING and the reward clawback are committed; nothing refunded yet
+	StepCancelRefunded   = "cancel.refunded"   // the PG refunded the payment; nothing else yet
+	StepCancelCommit     = "cancel.commit"     // inside the cancelling transaction, before its commit
+)
+
+// FailureRefundRejected is the FailureCode of a PAID order whose cancellation failed
+// because the PG refused the refund.
+const FailureRefundRejected = "REFUND_REJECTED"
+
+// Cancel cancels an order on behalf of its owner or an administrator (anyone else gets
+// ErrOrderNotFound, so order IDs do not leak) and returns it:
+//
+//   - PENDING_PAYMENT: CANCELLED at once, in one transaction with the compensation (the
+//     stock released, the coupon restored, the points hold voided) and the order-cancelled
+//     event.
+//   - PAID, within the cancel window (WithCancelWindow, 24 hours after payment by default;
+//     later: *CancelWindowError): first CANCELLING, in one transaction with the clawback of
+//     the reward points the order earned (if the user no longer has them the order stays
+//     PAID and Cancel fails with ErrRewardSpent: no refund is made of an order whose
+//     reward was spent); then the payment is refunded through the PG (refund ID
+//     "refund-<order>-<attempt>"); then, in one transaction, the points captured are
+//     refunded, the coupon restored, the units returned to stock, the order CANCELLED and
+//     the order-cancelled event written. If the PG has not answered the refund yet the
+//     order stays CANCELLING and Recover completes it; if the PG rejects it the order goes
+//     back to PAID, the clawback is refunded, and Cancel fails with ErrRefundRejected.
+//   - CANCELLING or CANCELLED: the cancellation is continued or returned (idempotent).
+//   - PAYING (a payment in flight), PAYMENT_FAILED, EXPIRED: *StateError.
+func (s *Service) Cancel(ctx context.Context, orderID string, by Actor) (Order, error) {
+	if err := checkID("OrderID", orderID); err != nil {
+		return Order{}, err
+	}
+	r, err := s.ownOrder(ctx, orderID, by)
+	if err != nil {
+		return Order{}, err
+	}
+	for {
+		switch r.Status {
+		case StatusPendingPayment:
+			if err := s.step(StepCancelStart); err != nil {
+				return Order{}, err
+			}
+			err = s.compensate(ctx, r, StatusPendingPayment, "", StatusCancelled, EventOrderCancelled, OutcomeCancelled, "")
+		case StatusPaid:
+			now := s.now()
+			if deadline := fromMicros(r.PaidAt).Add(s.cfg.cancelWindow); !now.Before(deadline) {
+				return r.order(), &CancelWindowError{OrderID: r.ID, PaidAt: fromMicros(r.PaidAt), Deadline: deadline}
+			}
+			if err := s.step(StepCancelStart); err != nil {
+				return Order{}, err
+			}
+			if err = s.beginCancel(ctx, r, now); err == nil {
+				return s.advance(ctx, r, true)
+			}
+		case StatusCancelling, StatusCancelled:
+			return s.advance(ctx, r, true)
+		default:
+			return r.order(), &StateError{OrderID: r.ID, Op: "cancel", Status: r.Status}
+		}
+		if !errors.Is(err, errLostRace) {
+			if err != nil {
+				return Order{}, err
+			}
+			return s.current(ctx, r.ID)
+		}
+		if r, err = loadOrder(ctx, s.db, r.ID); err != nil { // someone else moved it: decide again
+			return Order{}, err
+		}
+	}
+}
+
+// beginCancel moves a PAID order to CANCELLING and claws its reward back, in one
+// transaction.
+func (s *Service) beginCancel(ctx context.Context, r *orderRow, now time.Time) error {
+	attempt := r.CancelAttempt + 1
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		won, err := transition(ctx, tx, r.ID, StatusPaid, "", now, map[string]any{
+			"status": StatusCancelling, "step": stepCancel, "cancel_attempt": attempt, "failure_code": "",
+		})
+		if err != nil {
+			return err
+		}
+		if !won {
+			return errLostRace
+		}
+		if r.Reward > 0 {
+			_, err := s.led.WithTx(tx).Spend(ctx, ledger.SpendRequest{
+				ID: clawbackID(r.ID, attempt), User: r.UserID, Amount: r.Reward, Reference: r.ID,
+			})
+			if errors.Is(err, ledger.ErrInsufficientPoints) {
+				return fmt.Errorf("%w: order %s earned %d points: %w", ErrRewardSpent, r.ID, r.Reward, err)
+			}
+			if err != nil {
+				return fmt.Errorf("commerce: claw back reward of %s: %w", r.ID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.Status, r.Step, r.CancelAttempt, r.FailureCode = StatusCancelling, stepCancel, attempt, ""
+	return s.step(StepCancelCancelling)
+}
+
+// settleCancel refunds a CANCELLING order's payment and, once the PG has refunded it,
+// completes the cancellation.
+func (s *Service) settleCancel(ctx context.Context, r *orderRow, ask bool) error {
+	if r.AmountDue > 0 {
+		settled, err := s.refund(ctx, r, refundID(r.ID, r.CancelAttempt), "order cancelled", ask)
+		if errors.Is(err, payment.ErrRefundRejected) {
+			return s.revertCancel(ctx, r, err)
+		}
+		if err != nil || !settled {
+			return err
+		}
+		if err := s.step(StepCancelRefunded); err != nil {
+			return err
+		}
+	}
+	now := s.now()
+	next := *r
+	next.Status, next.Step, next.Stock, next.ClosedAt = StatusCancelled, "", stockReturned, micros(now)
+	if !s.inv.JoinsTx() {
+		next.Step = stepReturn
+	}
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		won, err := transition(ctx, tx, r.ID, StatusCancelling, stepCancel, now, map[string]any{
+			"status": next.Status, "step": next.Step, "stock": next.Stock, "closed_at": next.ClosedAt,
+		})
+		if err != nil {
+			return err
+		}
+		if !won {
+			return errLostRace
+		}
+		if r.Points > 0 {
+			if _, err := s.led.WithTx(tx).Refund(ctx, ledger.RefundRequest{
+				ID: pointsRefundID(r.ID), SpendID: holdID(r.ID), Amount: r.Points, Reference: r.ID,
+			}); err != nil {
+				return fmt.Errorf("commerce: refund points of %s: %w", r.ID, err)
+			}
+		}
+		if err := s.restoreCoupon(ctx, tx, r); err != nil {
+			return err
+		}
+		if err := s.orderEvent(ctx, tx, &next, EventOrderCancelled, now); err != nil {
+			return err
+		}
+		if s.inv.JoinsTx() {
+			if err := returnStock(ctx, s.inv.WithTx(tx), r); err != nil {
+				return err
+			}
+		}
+		return s.step(StepCancelCommit)
+	})
+	if err != nil {
+		return err
+	}
+	s.notify()
+	s.observe(OutcomeCancelled, r.AmountDue)
+	*r = next
+	if r.Step == "" {
+		return nil
+	}
+	if err := s.step(StepStockPending); err != nil {
+		return err
+	}
+	s.finishStockLater(ctx, r)
+	return nil
+}
+
+// revertCancel puts an order whose refund the PG rejected back to PAID and refunds the
+// reward clawback, in one transaction, and returns an error wrapping ErrRefundRejected.
+func (s *Service) revertCancel(ctx context.Context, r *orderRow, cause error) error {
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		won, err := transition(ctx, tx, r.ID, StatusCancelling, stepCancel, s.now(), map[string]any{
+			"status": StatusPaid, "step": "", "failure_code": FailureRefundRejected,
+		})
+		if err != nil {
+			return err
+		}
+		if !won {
+			return errLostRace
+		}
+		if r.Reward > 0 {
+			if _, err := s.led.WithTx(tx).Refund(ctx, ledger.RefundRequest{
+				ID: clawbackRevertID(r.ID, r.CancelAttempt), SpendID: clawbackID(r.ID, r.CancelAttempt),
+				Amount: r.Reward, Reference: r.ID,
+			}); err != nil {
+				return fmt.Errorf("commerce: refund reward clawback of %s: %w", r.ID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.Status, r.Step, r.FailureCode = StatusPaid, "", FailureRefundRejected
+	return fmt.Errorf("%w: %w", ErrRefundRejected, cause)
+}

@@ -1,0 +1,236 @@
+package commerce
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/payment"
+)
+
+// Defaults of a Service.
+const (
+	DefaultOrderExpiry    = 15 * time.Minute
+	DefaultPaymentWindow  = 15 * time.Minute
+	DefaultCancelWindow   = 24 * time.Hour
+	DefaultRewardRate     = 100 // basis points: 1% of the amount due
+	DefaultSweepInterval  = time.Second
+	DefaultRecoverAfter   = 30 * time.Second
+	DefaultRecoverEvery   = 5 * time.Second
+	DefaultEventRetention = 7 * 24 * time.Hour
+	DefaultTopic          = "commerce-orders"
+)
+
+// Config holds what a Service is built from. Every SQL-backed part (commerce's own tables,
+// the SQL inventory backend if used, coupons, the ledger, payments and the outbox) lives in
+// the one database DB, so that checkout can commit them in one local transaction.
+type Config struct {
+	// DB is the database of orders, the catalog and every SQL leaf.
+	DB *bun.DB
+	// Inventory reserves stock: SQL (joins checkout's transaction) or Redis (does not; see
+	// the package documentation).
+	Inventory *inventory.Inventory
+	// Coupons redeems coupons; its records must be in DB.
+	Coupons *coupon.Service
+	// Ledger holds, captures and refunds points; it must be on DB.
+	Ledger *ledger.Ledger
+	// Payments charges and refunds through the PG; it must be on DB.
+	Payments *payment.Service
+	// Reconciler settles payments the Service could not (optional; Run runs it).
+	Reconciler *payment.Reconciler
+	// Outbox writes events in checkout's transactions (required).
+	Outbox *outbox.Writer
+	// Relay publishes the outbox (optional; Run runs it and commits notify it).
+	Relay *outbox.Relay
+	// Cleaner deletes old sent events (optional; Run runs it).
+	Cleaner *outbox.Cleaner
+}
+
+// Service is checkout: the catalog, orders and their payment, cancellation, expiry,
+// points top-ups, recovery and audit, composed of the leaf packages. It is safe for
+// concurrent use, also by several processes sharing the same stores.
+type Service struct {
+	db    *bun.DB
+	inv   *inventory.Inventory
+	coup  *coupon.Service
+	led   *ledger.Ledger
+	pay   *payment.Service
+	recon *payment.Reconciler
+	out   *outbox.Writer
+	relay *outbox.Relay
+	clean *outbox.Cleaner
+	cfg   settings
+	wake  chan struct{}
+}
+
+type settings struct {
+	now            func() time.Time
+	log            *slog.Logger
+	obs            Observer
+	expiry         time.Duration
+	payWindow      time.Duration
+	cancelWindow   time.Duration
+	rewardBP       int64
+	fault          func(step string) error
+	topic          string
+	sweepEvery     time.Duration
+	recoverAfter   time.Duration
+	recoverEvery   time.Duration
+	eventRetention time.Duration
+}
+
+// Option configures a Service.
+type Option func(*settings)
+
+// WithClock sets where the Service reads the time (expiry, the cancel window, timestamps);
+// default time.Now. Give the leaves the same clock.
+func WithClock(now func() time.Time) Option { return func(s *settings) { s.now = now } }
+
+// WithLogger sets the logger (background loops and recovery log through it); default
+// discards.
+func WithLogger(l *slog.Logger) Option { return func(s *settings) { s.log = l } }
+
+// WithObserver sets the metrics hook; default none.
+func WithObserver(o Observer) Option { return func(s *settings) { s.obs = o } }
+
+// WithOrderExpiry sets how long an order waits for payment before it expires; default
+// DefaultOrderExpiry.
+func WithOrderExpiry(d time.Duration) Option { return func(s *settings) { s.expiry = d } }
+
+// WithPaymentWindow sets how long, past the order's expiry, its stock reservation and
+// points hold last, so that a payment started just before expiry can still complete;
+// default DefaultPaymentWindow. An approval that arrives later is refunded.
+func WithPaymentWindow(d time.Duration) Option { return func(s *settings) { s.payWindow = d } }
+
+// WithCancelWindow sets how long after payment a paid order may be cancelled; default
+// DefaultCancelWindow (24 hours, seed 004).
+func WithCancelWindow(d time.Duration) Option { return func(s *settings) { s.cancelWindow = d } }
+
+// WithRewardRate sets the reward earned on payment, in basis points of the amount paid
+// through the PG (100 = 1%, rounded down); default DefaultRewardRate. 0 disables rewards.
+func WithRewardRate(basisPoints int64) Option { return func(s *settings) { s.rewardBP = basisPoints } }
+
+// WithFaultHook sets a function consulted at every step boundary of the order flows with
+// the step's name (see the package documentation); when it returns an error the flow stops
+// right there, as if the process had died, and returns that error. For tests of recovery.
+func WithFaultHook(f func(step string) error) Option { return func(s *settings) { s.fault = f } }
+
+// WithTopic sets the outbox topic of order and top-up events; default DefaultTopic.
+func WithTopic(topic string) Option { return func(s *settings) { s.topic = topic } }
+
+// WithSweepInterval sets how often Run expires unpaid orders; default
+// DefaultSweepInterval.
+func WithSweepInterval(d time.Duration) Option { return func(s *settings) { s.sweepEvery = d } }
+
+// WithRecovery sets how old (since its last change) an order in flight must be before
+// Run's recovery loop takes it over (default DefaultRecoverAfter: younger ones are likely
+// still being driven by their request) and how often that loop runs (default
+// DefaultRecoverEvery). Recover itself takes every order in flight, whatever its age.
+func WithRecovery(after, every time.Duration) Option {
+	return func(s *settings) { s.recoverAfter, s.recoverEvery = after, every }
+}
+
+// WithEventRetention tells Audit how long the outbox keeps sent events (the Cleaner's
+// retention; default DefaultEventRetention): events of orders closed longer ago than that
+// are not expected any more.
+func WithEventRetention(d time.Duration) Option {
+	return func(s *settings) { s.eventRetention = d }
+}
+
+// New returns a Service over the parts in cfg. Create the tables first (CreateSchema, or
+// CreateAllSchemas for the leaves too).
+func New(cfg Config, opts ...Option) (*Service, error) {
+	st := settings{
+		now:            time.Now,
+		log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
+		expiry:         DefaultOrderExpiry,
+		payWindow:      DefaultPaymentWindow,
+		cancelWindow:   DefaultCancelWindow,
+		rewardBP:       DefaultRewardRate,
+		topic:          DefaultTopic,
+		sweepEvery:     DefaultSweepInterval,
+		recoverAfter:   DefaultRecoverAfter,
+		recoverEvery:   DefaultRecoverEvery,
+		eventRetention: DefaultEventRetention,
+	}
+	for _, o := range opts {
+		o(&st)
+	}
+	var missing []string
+	for _, part := range []struct {
+		name string
+		ok   bool
+	}{
+		{"DB", cfg.DB != nil}, {"Inventory", cfg.Inventory != nil}, {"Coupons", cfg.Coupons != nil},
+		{"Ledger", cfg.Ledger != nil}, {"Payments", cfg.Payments != nil}, {"Outbox", cfg.Outbox != nil},
+	} {
+		if !part.ok {
+			missing = append(missing, part.name)
+		}
+	}
+	switch {
+	case len(missing) > 0:
+		return nil, fmt.Errorf("%w: Config lacks %v", ErrInvalidConfig, missing)
+	case st.now == nil || st.log == nil:
+		return nil, fmt.Errorf("%w: nil clock or logger", ErrInvalidConfig)
+	case st.expiry <= 0 || st.payWindow <= 0 || st.cancelWindow <= 0:
+		return nil, fmt.Errorf("%w: order expiry, payment window and cancel window must be positive", ErrInvalidConfig)
+	case st.expiry+st.payWindow > ledger.MaxHoldTimeout:
+		return nil, fmt.Errorf("%w: order expiry + payment window exceeds %v", ErrInvalidConfig, ledger.MaxHoldTimeout)
+	case st.rewardBP < 0 || st.rewardBP > 10_000:
+		return nil, fmt.Errorf("%w: reward rate must be 0..10000 basis points", ErrInvalidConfig)
+	case st.topic == "" || st.sweepEvery <= 0 || st.recoverEvery <= 0 || st.recoverAfter < 0 || st.eventRetention <= 0:
+		return nil, fmt.Errorf("%w: bad topic or interval", ErrInvalidConfig)
+	}
+	return &Service{
+		db: cfg.DB, inv: cfg.Inventory, coup: cfg.Coupons, led: cfg.Ledger, pay: cfg.Payments,
+		recon: cfg.Reconciler, out: cfg.Outbox, relay: cfg.Relay, clean: cfg.Cleaner,
+		cfg:  st,
+		wake: make(chan struct{}, 1),
+	}, nil
+}
+
+// now is the clock's time in UTC at microsecond precision (what every table stores).
+func (s *Service) now() time.Time { return s.cfg.now().UTC().Truncate(time.Microsecond) }
+
+// step consults the fault hook at a step boundary.
+func (s *Service) step(name string) error {
+	if s.cfg.fault == nil {
+		return nil
+	}
+	if err := s.cfg.fault(name); err != nil {
+		return fmt.Errorf("%w at %s: %w", ErrInjected, name, err)
+	}
+	return nil
+}
+
+func (s *Service) observe(o Outcome, amount int64) {
+	if s.cfg.obs != nil {
+		s.cfg.obs.Observe(o, amount)
+	}
+}
+
+// notify wakes the relay after a commit that added events.
+func (s *Service) notify() {
+	if s.relay != nil {
+		s.relay.Notify()
+	}
+}
+
+// kick wakes the recovery loop (after a webhook, for example).
+func (s *Service) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+var errLostRace = errors.New("commerce: order changed concurrently")

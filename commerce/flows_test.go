@@ -1,0 +1,737 @@
+package commerce_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/pgsim"
+)
+
+// A card order with a coupon and points: placed, paid, and everything it touched moved.
+func TestPlaceAndPay(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 5_000, 3_000)
+
+		o := place(t, e, b, sku, 2, 2_000)
+		assert.Equal(t, [4]int64{20_000, 3_000, 2_000, 15_000}, [4]int64{o.Subtotal, o.Discount, o.Points, o.AmountDue})
+		assert.Equal(t, []commerce.OrderLine{{ProductID: sku, Qty: 2, UnitPrice: 10_000, Amount: 20_000}}, o.Lines)
+		assert.Equal(t, commercetest.Start.Add(commerce.DefaultOrderExpiry), o.ExpiresAt)
+		requireStock(t, e, sku, 8, 2, 0)
+		assert.Equal(t, ledger.Balance{Available: 3_000, Held: 2_000, Total: 5_000}, balance(t, e, b.user))
+		c, err := e.Coupons.Coupon(ctx, b.coupon)
+		require.NoError(t, err)
+		assert.Equal(t, coupon.StateReserved, c.State)
+		e.RequireClean(t)
+
+		o = pay(t, e, o, "tok_ok")
+		assert.Equal(t, commerce.StatusPaid, o.Status)
+		assert.Equal(t, commercetest.Start, o.PaidAt)
+		assert.Equal(t, int64(150), o.Reward) // 1% of the 15,000 paid by card
+		assert.Equal(t, payment.MethodCard, o.PayMethod)
+		assert.Empty(t, o.Step)
+		requireStock(t, e, sku, 8, 0, 2)
+		assert.Equal(t, ledger.Balance{Available: 3_150, Total: 3_150}, balance(t, e, b.user))
+		c, err = e.Coupons.Coupon(ctx, b.coupon)
+		require.NoError(t, err)
+		assert.Equal(t, coupon.StateUsed, c.State)
+		p, err := e.Payments.Get(ctx, o.PaymentID)
+		require.NoError(t, err)
+		assert.Equal(t, payment.StateApproved, p.State)
+		assert.Equal(t, int64(15_000), p.Amount)
+		assert.Equal(t, 1, e.PG.Charges(o.PaymentID))
+
+		e.RequireClean(t)
+		e.RequireDelivered(t)
+	})
+}
+
+// A declined card gives everything back.
+func TestPayDeclined(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 5_000, 3_000)
+		o := place(t, e, b, sku, 2, 2_000)
+
+		o = pay(t, e, o, pgsim.TokenDecline)
+		assert.Equal(t, commerce.StatusPaymentFailed, o.Status)
+		assert.Equal(t, pgsim.CodeCardDeclined, o.FailureCode)
+		assert.Empty(t, o.Step)
+		requireStock(t, e, sku, 10, 0, 0)
+		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, b.user))
+		c, err := e.Coupons.Coupon(ctx, b.coupon)
+		require.NoError(t, err)
+		assert.Equal(t, coupon.StateAvailable, c.State)
+
+		// The coupon and the points can be used again.
+		again := place(t, e, b, sku, 1, 5_000)
+		assert.Equal(t, int64(2_000), again.AmountDue)
+		e.RequireClean(t)
+		e.RequireDelivered(t)
+	})
+}
+
+// Points alone are paid synchronously, without the gateway.
+func TestPayWithPointsOnly(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 7_000, 5)
+		b := newBuyer(t, e, 10_000, 0)
+		o := place(t, e, b, sku, 1, 7_000)
+		assert.Zero(t, o.AmountDue)
+
+		got, err := e.Service.Pay(ctx, commerce.PayRequest{OrderID: o.ID, UserID: b.user, IdempotencyKey: "k"})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusPaid, got.Status)
+		assert.Empty(t, got.PaymentID)
+		assert.Zero(t, got.Reward)
+		assert.Zero(t, e.PG.Stats().ApproveCalls)
+		assert.Equal(t, ledger.Balance{Available: 3_000, Total: 3_000}, balance(t, e, b.user))
+		requireStock(t, e, sku, 4, 0, 1)
+		e.RequireClean(t)
+	})
+}
+
+func TestPlaceOrderValidation(t *testing.T) {
+	e := commercetest.SQLite(t)
+	sku := e.Product(t, 1_000, 100)
+	b := newBuyer(t, e, 100, 0)
+	lines := func(n int) []commerce.Line {
+		out := make([]commerce.Line, n)
+		for i := range out {
+			out[i] = commerce.Line{ProductID: sku, Qty: 1}
+		}
+		return out
+	}
+	for name, tc := range map[string]struct {
+		req  commerce.PlaceOrderRequest
+		want error
+	}{
+		"no lines":         {commerce.PlaceOrderRequest{}, commerce.ErrInvalidRequest},
+		"51 lines":         {commerce.PlaceOrderRequest{Lines: lines(51)}, commerce.ErrInvalidRequest},
+		"zero quantity":    {commerce.PlaceOrderRequest{Lines: []commerce.Line{{ProductID: sku}}}, commerce.ErrInvalidRequest},
+		"1000 units":       {commerce.PlaceOrderRequest{Lines: []commerce.Line{{ProductID: sku, Qty: 1000}}}, commerce.ErrInvalidRequest},
+		"summed past 999":  {commerce.PlaceOrderRequest{Lines: []commerce.Line{{ProductID: sku, Qty: 500}, {ProductID: sku, Qty: 500}}}, commerce.ErrInvalidRequest},
+		"bad product ID":   {commerce.PlaceOrderRequest{Lines: []commerce.Line{{ProductID: "a,b", Qty: 1}}}, commerce.ErrInvalidRequest},
+		"unknown product":  {commerce.PlaceOrderRequest{Lines: []commerce.Line{{ProductID: "nope", Qty: 1}}}, commerce.ErrProductNotFound},
+		"negative points":  {commerce.PlaceOrderRequest{Lines: lines(1), Points: -1}, commerce.ErrInvalidRequest},
+		"points > order":   {commerce.PlaceOrderRequest{Lines: lines(1), Points: 1_001}, commerce.ErrInvalidRequest},
+		"too few points":   {commerce.PlaceOrderRequest{Lines: lines(1), Points: 101}, commerce.ErrInsufficientPoints},
+		"too much stock":   {commerce.PlaceOrderRequest{Lines: []commerce.Line{{ProductID: sku, Qty: 101}}}, commerce.ErrOutOfStock},
+		"unknown coupon":   {commerce.PlaceOrderRequest{Lines: lines(1), CouponID: "c-0"}, commerce.ErrCouponUnusable},
+		"bad user":         {commerce.PlaceOrderRequest{UserID: "a b", Lines: lines(1)}, commerce.ErrInvalidRequest},
+		"empty key":        {commerce.PlaceOrderRequest{Lines: lines(1), IdempotencyKey: "-"}, nil},
+		"50 summed lines":  {commerce.PlaceOrderRequest{Lines: lines(50), Points: 100}, nil},
+		"lines of one sku": {commerce.PlaceOrderRequest{Lines: []commerce.Line{{ProductID: sku, Qty: 4}, {ProductID: sku, Qty: 6}}}, nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			req := tc.req
+			if req.UserID == "" {
+				req.UserID = b.user
+			}
+			if req.IdempotencyKey == "" && name != "no lines" {
+				req.IdempotencyKey = e.ID("key")
+			}
+			before := stock(t, e, sku)
+			o, err := e.Service.PlaceOrder(ctx, req)
+			if tc.want == nil {
+				require.NoError(t, err)
+				_, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, tc.want)
+			assert.Equal(t, before, stock(t, e, sku), "a refused order changes no stock")
+			assert.Equal(t, ledger.Balance{Available: 100, Total: 100}, balance(t, e, b.user))
+		})
+	}
+	var insufficient *inventory.InsufficientStockError
+	_, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: b.user, IdempotencyKey: "x",
+		Lines: []commerce.Line{{ProductID: sku, Qty: 101}}})
+	require.ErrorAs(t, err, &insufficient)
+	assert.Equal(t, int64(100), insufficient.Available)
+	page, err := e.Service.ListOrders(ctx, b.user, commerce.OrderQuery{Status: commerce.StatusPendingPayment})
+	require.NoError(t, err)
+	assert.Empty(t, page.Orders)
+	e.RequireClean(t)
+}
+
+// Payment method rules: a coupon never pays alone, points and a coupon need a card,
+// BNPL pays alone and from 10,000 won.
+func TestPaymentRules(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 5_000, 100)
+		tpl := e.CouponTemplate(t, 5_000)
+		user := e.ID("user")
+		e.GivePoints(t, user, 100_000)
+		req := func(qty, points int64, coupon bool) commerce.PlaceOrderRequest {
+			r := commerce.PlaceOrderRequest{UserID: user, Lines: []commerce.Line{{ProductID: sku, Qty: qty}}, Points: points, IdempotencyKey: e.ID("k")}
+			if coupon {
+				r.CouponID = e.GiveCoupon(t, tpl, user)
+			}
+			return r
+		}
+		_, err := e.Service.PlaceOrder(ctx, req(1, 0, true))
+		require.ErrorIs(t, err, payment.ErrCouponAlone)
+		require.ErrorIs(t, err, commerce.ErrPaymentRule)
+		_, err = e.Service.PlaceOrder(ctx, req(2, 5_000, true))
+		require.ErrorIs(t, err, payment.ErrCompositeWithoutCard)
+
+		payWith := func(o commerce.Order, m payment.Method) (commerce.Order, error) {
+			return e.Service.Pay(ctx, commerce.PayRequest{OrderID: o.ID, UserID: user, Method: m, Token: "tok", IdempotencyKey: e.ID("p")})
+		}
+		withPoints, err := e.Service.PlaceOrder(ctx, req(3, 1_000, false))
+		require.NoError(t, err)
+		_, err = payWith(withPoints, payment.MethodBNPL)
+		require.ErrorIs(t, err, payment.ErrBNPLCombined)
+		small, err := e.Service.PlaceOrder(ctx, req(1, 0, false))
+		require.NoError(t, err)
+		_, err = payWith(small, payment.MethodBNPL)
+		require.ErrorIs(t, err, payment.ErrBNPLMinimum)
+		_, err = payWith(small, payment.MethodPoint)
+		require.ErrorIs(t, err, commerce.ErrInvalidRequest)
+		assert.Equal(t, commerce.StatusPendingPayment, order(t, e, small.ID).Status, "a refused payment changes nothing")
+
+		big, err := e.Service.PlaceOrder(ctx, req(2, 0, false))
+		require.NoError(t, err)
+		got, err := payWith(big, payment.MethodBNPL)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusPaid, got.Status)
+		assert.Equal(t, payment.MethodBNPL, got.PayMethod)
+		got, err = payWith(withPoints, payment.MethodCard)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusPaid, got.Status)
+		e.RequireClean(t)
+	})
+}
+
+// PlaceOrder, Pay and Cancel repeated with the same key return the same result and apply
+// nothing twice; the same key with another request is a conflict.
+func TestIdempotentReplays(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 1_000, 2_000)
+		req := commerce.PlaceOrderRequest{UserID: b.user, Lines: []commerce.Line{{ProductID: sku, Qty: 1}, {ProductID: sku, Qty: 1}},
+			CouponID: b.coupon, Points: 1_000, IdempotencyKey: "place-1"}
+		first, err := e.Service.PlaceOrder(ctx, req)
+		require.NoError(t, err)
+		req.Lines = []commerce.Line{{ProductID: sku, Qty: 2}} // the same order, written differently
+		again, err := e.Service.PlaceOrder(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, first, again)
+		requireStock(t, e, sku, 8, 2, 0)
+		req.Lines[0].Qty = 3
+		_, err = e.Service.PlaceOrder(ctx, req)
+		var conflict *commerce.ConflictError
+		require.ErrorAs(t, err, &conflict)
+		other := newBuyer(t, e, 0, 0)
+		req.UserID = other.user // the same key of another user is another order
+		req.CouponID, req.Points = "", 0
+		o2, err := e.Service.PlaceOrder(ctx, req)
+		require.NoError(t, err)
+		assert.NotEqual(t, first.ID, o2.ID)
+
+		preq := commerce.PayRequest{OrderID: first.ID, UserID: b.user, Method: payment.MethodCard, Token: "tok_ok", IdempotencyKey: "pay-1"}
+		paid, err := e.Service.Pay(ctx, preq)
+		require.NoError(t, err)
+		paid2, err := e.Service.Pay(ctx, preq)
+		require.NoError(t, err)
+		assert.Equal(t, paid, paid2)
+		assert.Equal(t, 1, e.PG.ApproveCalls(paid.PaymentID))
+		preq.Token = "tok_other"
+		_, err = e.Service.Pay(ctx, preq)
+		require.ErrorIs(t, err, commerce.ErrIdempotencyConflict)
+		preq.IdempotencyKey = "pay-2"
+		_, err = e.Service.Pay(ctx, preq)
+		var state *commerce.StateError
+		require.ErrorAs(t, err, &state)
+		assert.Equal(t, commerce.StatusPaid, state.Status)
+
+		cancelled, err := e.Service.Cancel(ctx, first.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusCancelled, cancelled.Status)
+		again2, err := e.Service.Cancel(ctx, first.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, cancelled, again2)
+		assert.Equal(t, 1, e.PG.Stats().Cancels)
+		assert.Equal(t, ledger.Balance{Available: 1_000, Total: 1_000}, balance(t, e, b.user))
+		e.RequireClean(t)
+	})
+}
+
+func TestCancelUnpaid(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 5_000, 3_000)
+		o := place(t, e, b, sku, 3, 2_000)
+
+		_, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: "someone-else"})
+		require.ErrorIs(t, err, commerce.ErrOrderNotFound, "another user's order does not exist for them")
+		_, err = e.Service.GetOrder(ctx, o.ID, commerce.Actor{UserID: "someone-else"})
+		require.ErrorIs(t, err, commerce.ErrOrderNotFound)
+
+		got, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusCancelled, got.Status)
+		assert.Equal(t, commercetest.Start, got.ClosedAt)
+		requireStock(t, e, sku, 10, 0, 0)
+		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, b.user))
+		c, err := e.Coupons.Coupon(ctx, b.coupon)
+		require.NoError(t, err)
+		assert.Equal(t, coupon.StateAvailable, c.State)
+
+		// Paying a cancelled order is refused; an admin may cancel anyone's order.
+		_, err = e.Service.Pay(ctx, commerce.PayRequest{OrderID: o.ID, UserID: b.user, Method: payment.MethodCard, IdempotencyKey: "p"})
+		require.ErrorIs(t, err, commerce.ErrInvalidState)
+		o2 := place(t, e, b, sku, 1, 0)
+		got, err = e.Service.Cancel(ctx, o2.ID, commerce.Actor{UserID: "admin", Admin: true})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusCancelled, got.Status)
+		e.RequireClean(t)
+		e.RequireDelivered(t)
+	})
+}
+
+// A paid order cancelled within the window: refund, points back, reward clawed back,
+// coupon restored, units back on sale.
+func TestCancelPaid(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 5_000, 3_000)
+		o := pay(t, e, place(t, e, b, sku, 2, 2_000), "tok_ok")
+		require.Equal(t, commerce.StatusPaid, o.Status)
+		e.Clock.Advance(commerce.DefaultCancelWindow - time.Second)
+
+		got, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusCancelled, got.Status)
+		assert.Empty(t, got.Step)
+		requireStock(t, e, sku, 10, 0, 2) // sold keeps the units; they are available again
+		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, b.user))
+		c, err := e.Coupons.Coupon(ctx, b.coupon)
+		require.NoError(t, err)
+		assert.Equal(t, coupon.StateAvailable, c.State)
+		p, err := e.Payments.Get(ctx, o.PaymentID)
+		require.NoError(t, err)
+		assert.Equal(t, payment.StateRefunded, p.State)
+		assert.Equal(t, int64(15_000), e.PG.Stats().CanceledAmount)
+		e.RequireClean(t)
+		e.RequireDelivered(t)
+	})
+}
+
+func TestCancelPaidRefusals(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 0, 0)
+		late := pay(t, e, place(t, e, b, sku, 1, 0), "tok_ok")
+		e.Clock.Advance(commerce.DefaultCancelWindow)
+		_, err := e.Service.Cancel(ctx, late.ID, commerce.Actor{UserID: b.user})
+		var window *commerce.CancelWindowError
+		require.ErrorAs(t, err, &window)
+		assert.Equal(t, late.PaidAt.Add(commerce.DefaultCancelWindow), window.Deadline)
+
+		// The reward was spent: the order stays PAID until the user has the points again.
+		o := pay(t, e, place(t, e, b, sku, 2, 0), "tok_ok")
+		require.Equal(t, int64(200), o.Reward)
+		_, err = e.Ledger.Spend(ctx, ledger.SpendRequest{ID: e.ID("spend"), User: b.user, Amount: 150})
+		require.NoError(t, err)
+		_, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.ErrorIs(t, err, commerce.ErrRewardSpent)
+		require.ErrorIs(t, err, ledger.ErrInsufficientPoints)
+		got := order(t, e, o.ID)
+		assert.Equal(t, commerce.StatusPaid, got.Status)
+		assert.Zero(t, e.PG.Stats().CancelCalls, "nothing is refunded while the reward cannot be clawed back")
+		e.RequireClean(t)
+
+		e.GivePoints(t, b.user, 150)
+		got, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusCancelled, got.Status)
+		assert.Equal(t, ledger.Balance{Available: 100, Total: 100}, balance(t, e, b.user)) // late's reward
+
+		// A payment in flight cannot be cancelled.
+		inflight := place(t, e, b, sku, 1, 0)
+		e.PG.InjectFault("pay-"+inflight.ID, pgsim.FaultLostResponse, 1)
+		inflight = pay(t, e, inflight, "tok_ok")
+		require.Equal(t, commerce.StatusPaying, inflight.Status)
+		_, err = e.Service.Cancel(ctx, inflight.ID, commerce.Actor{UserID: b.user})
+		require.ErrorIs(t, err, commerce.ErrInvalidState)
+		e.Settle(t)
+		e.RequireClean(t)
+	})
+}
+
+// The PG rejects the refund: the cancellation is undone and the clawback refunded.
+func TestCancelRefundRejected(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 1_000, 0)
+		o := pay(t, e, place(t, e, b, sku, 1, 1_000), "tok_ok")
+		require.Equal(t, int64(90), o.Reward)
+
+		e.Gateway.RejectRefunds.Store(true)
+		_, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.ErrorIs(t, err, commerce.ErrRefundRejected)
+		got := order(t, e, o.ID)
+		assert.Equal(t, commerce.StatusPaid, got.Status)
+		assert.Equal(t, commerce.FailureRefundRejected, got.FailureCode)
+		assert.Equal(t, ledger.Balance{Available: 90, Total: 90}, balance(t, e, b.user))
+		requireStock(t, e, sku, 9, 0, 1)
+		e.RequireClean(t)
+
+		e.Gateway.RejectRefunds.Store(false)
+		got, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusCancelled, got.Status)
+		assert.Equal(t, ledger.Balance{Available: 1_000, Total: 1_000}, balance(t, e, b.user))
+		requireStock(t, e, sku, 10, 0, 1)
+		e.RequireClean(t)
+	})
+}
+
+func TestExpire(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 5_000, 3_000)
+		o1 := place(t, e, b, sku, 2, 2_000)
+		e.Clock.Advance(time.Minute)
+		o2 := place(t, e, newBuyer(t, e, 0, 0), sku, 1, 0)
+		e.Clock.Advance(commerce.DefaultOrderExpiry - time.Minute)
+
+		n, err := e.Service.Expire(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, 1, n)
+		got := order(t, e, o1.ID)
+		assert.Equal(t, commerce.StatusExpired, got.Status)
+		assert.Equal(t, commerce.StatusPendingPayment, order(t, e, o2.ID).Status)
+		requireStock(t, e, sku, 9, 1, 0)
+		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, b.user))
+
+		// Pay after the deadline expires the order on the spot.
+		e.Clock.Advance(time.Minute)
+		_, err = e.Service.Pay(ctx, commerce.PayRequest{OrderID: o2.ID, UserID: o2.UserID, Method: payment.MethodCard, IdempotencyKey: "p"})
+		require.ErrorIs(t, err, commerce.ErrOrderExpired)
+		assert.Equal(t, commerce.StatusExpired, order(t, e, o2.ID).Status)
+		n, err = e.Service.Expire(ctx)
+		require.NoError(t, err)
+		assert.Zero(t, n)
+		requireStock(t, e, sku, 10, 0, 0)
+		e.RequireClean(t)
+		e.RequireDelivered(t)
+	})
+}
+
+// The gateway's answer is lost: the order waits PAYING, the reconciler learns the answer,
+// and recovery completes the order.
+func TestPayOutcomeUnknown(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 1_000, 0)
+		approved := place(t, e, b, sku, 1, 1_000)
+		declined := place(t, e, b, sku, 1, 0)
+		e.PG.InjectFault("pay-"+approved.ID, pgsim.FaultLostResponse, 1)
+		e.PG.InjectFault("pay-"+declined.ID, pgsim.FaultError, 1)
+
+		assert.Equal(t, commerce.StatusPaying, pay(t, e, approved, "tok_ok").Status)
+		assert.Equal(t, commerce.StatusPaying, pay(t, e, declined, pgsim.TokenDecline).Status)
+		rep, err := e.Service.Recover(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.RecoverReport{Examined: 2, Waiting: 2}, rep, "recovery leaves unsettled payments to the reconciler")
+
+		rep = e.Settle(t)
+		assert.Equal(t, commerce.RecoverReport{Examined: 2, Advanced: 2}, rep)
+		assert.Equal(t, commerce.StatusPaid, order(t, e, approved.ID).Status)
+		assert.Equal(t, commerce.StatusPaymentFailed, order(t, e, declined.ID).Status)
+		assert.Equal(t, 1, e.PG.Charges("pay-"+approved.ID))
+		requireStock(t, e, sku, 9, 0, 1)
+		e.RequireClean(t)
+	})
+}
+
+// A webhook settles an unknown payment; recovery completes the order.
+func TestPayWebhook(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		o := place(t, e, newBuyer(t, e, 0, 0), sku, 1, 0)
+		e.PG.InjectFault("pay-"+o.ID, pgsim.FaultSlow, 1)
+		short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		_, err := e.Service.Pay(short, commerce.PayRequest{OrderID: o.ID, UserID: o.UserID, Method: payment.MethodCard, Token: "t", IdempotencyKey: "k"})
+		cancel()
+		if err != nil {
+			require.ErrorIs(t, err, context.DeadlineExceeded, "only the context's error may surface")
+		}
+		require.Equal(t, commerce.StatusPaying, order(t, e, o.ID).Status)
+
+		body, sig, err := e.PG.Webhook("pay-" + o.ID)
+		require.NoError(t, err)
+		require.ErrorIs(t, e.Service.HandlePaymentWebhook(ctx, body, "v1=00"), payment.ErrInvalidWebhook)
+		require.NoError(t, e.Service.HandlePaymentWebhook(ctx, body, sig))
+		_, err = e.Service.Recover(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusPaid, order(t, e, o.ID).Status)
+		e.RequireClean(t)
+	})
+}
+
+// An approval that arrives after the reservation expired is refunded and the order failed.
+func TestLateApprovalRefunded(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 1)
+		b := newBuyer(t, e, 1_000, 2_000)
+		o := place(t, e, b, sku, 1, 1_000)
+		e.PG.SetFault(pgsim.FaultUnavailable)
+		o = pay(t, e, o, "tok_ok")
+		require.Equal(t, commerce.StatusPaying, o.Status)
+
+		// The PG stays down past the reservation's deadline; the unit goes to someone else.
+		e.Clock.Advance(commerce.DefaultOrderExpiry + commerce.DefaultPaymentWindow)
+		_, err := e.Inventory.Sweep(ctx)
+		require.NoError(t, err)
+		_, err = e.Ledger.Sweep(ctx)
+		require.NoError(t, err)
+		other := place(t, e, newBuyer(t, e, 0, 0), sku, 1, 0)
+
+		e.PG.SetFault(pgsim.FaultNone)
+		e.Settle(t)
+		got := order(t, e, o.ID)
+		assert.Equal(t, commerce.StatusPaymentFailed, got.Status)
+		assert.Equal(t, commerce.FailureUnfulfillable, got.FailureCode)
+		p, err := e.Payments.Get(ctx, o.PaymentID)
+		require.NoError(t, err)
+		assert.Equal(t, payment.StateRefunded, p.State)
+		assert.Equal(t, ledger.Balance{Available: 1_000, Total: 1_000}, balance(t, e, b.user))
+		c, err := e.Coupons.Coupon(ctx, b.coupon)
+		require.NoError(t, err)
+		assert.Equal(t, coupon.StateAvailable, c.State)
+		requireStock(t, e, sku, 0, 1, 0)
+		assert.Equal(t, commerce.StatusPaid, pay(t, e, other, "tok_ok").Status)
+		e.RequireClean(t)
+		e.RequireDelivered(t)
+	})
+}
+
+// A refund the PG has not answered leaves the order CANCELLING until recovery.
+func TestCancelRefundPending(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 0, 0)
+		o := pay(t, e, place(t, e, b, sku, 1, 0), "tok_ok")
+		e.PG.InjectFault("refund-"+o.ID+"-1", pgsim.FaultError, 1)
+		got, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusCancelling, got.Status)
+		e.Settle(t)
+		got = order(t, e, o.ID)
+		assert.Equal(t, commerce.StatusCancelled, got.Status)
+		assert.Equal(t, 1, e.PG.Stats().Cancels)
+		requireStock(t, e, sku, 10, 0, 1)
+		e.RequireClean(t)
+	})
+}
+
+func TestTopUp(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		user := e.ID("user")
+		req := commerce.TopUpRequest{UserID: user, Amount: 30_000, Method: payment.MethodCard, Token: "tok_ok", IdempotencyKey: "t1"}
+		tu, err := e.Service.TopUp(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.TopUpCompleted, tu.Status)
+		again, err := e.Service.TopUp(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, tu, again)
+		assert.Equal(t, ledger.Balance{Available: 30_000, Total: 30_000}, balance(t, e, user))
+		req.Amount = 1
+		_, err = e.Service.TopUp(ctx, req)
+		require.ErrorIs(t, err, commerce.ErrIdempotencyConflict)
+
+		declined, err := e.Service.TopUp(ctx, commerce.TopUpRequest{UserID: user, Amount: 5_000, Method: payment.MethodCard, Token: pgsim.TokenDecline, IdempotencyKey: "t2"})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.TopUpFailed, declined.Status)
+		_, err = e.Service.TopUp(ctx, commerce.TopUpRequest{UserID: user, Amount: 5_000, Method: payment.MethodBNPL, IdempotencyKey: "t3"})
+		require.ErrorIs(t, err, payment.ErrBNPLMinimum)
+
+		unknown := commerce.TopUpRequest{UserID: user, Amount: 1_000, Method: payment.MethodCard, Token: "tok_ok", IdempotencyKey: "t4"}
+		e.PG.SetFault(pgsim.FaultLostResponse)
+		tu, err = e.Service.TopUp(ctx, unknown)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.TopUpPaying, tu.Status)
+		e.PG.SetFault(pgsim.FaultNone)
+		e.Settle(t)
+		tu, err = e.Service.GetTopUp(ctx, tu.ID, commerce.Actor{UserID: user})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.TopUpCompleted, tu.Status)
+		_, err = e.Service.GetTopUp(ctx, tu.ID, commerce.Actor{UserID: "other"})
+		require.ErrorIs(t, err, commerce.ErrTopUpNotFound)
+		assert.Equal(t, ledger.Balance{Available: 31_000, Total: 31_000}, balance(t, e, user))
+		assert.Equal(t, 1, e.PG.Charges(tu.PaymentID))
+		e.RequireClean(t)
+		e.RequireDelivered(t)
+	})
+}
+
+func TestCatalog(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		np := commerce.NewProduct{ID: "p-1", Name: "Mug", Price: 12_000, Stock: 5, BuyerLimit: 2}
+		p, err := e.Service.CreateProduct(ctx, np)
+		require.NoError(t, err)
+		assert.Equal(t, inventory.Stock{SKU: "p-1", OnHand: 5, Available: 5, BuyerLimit: 2}, p.Stock)
+		_, err = e.Service.SetStock(ctx, "p-1", 7, 2)
+		require.NoError(t, err)
+		again, err := e.Service.CreateProduct(ctx, np)
+		require.NoError(t, err)
+		assert.Equal(t, int64(7), again.Stock.OnHand, "a replayed create does not reset the stock")
+		np.Price = 1
+		_, err = e.Service.CreateProduct(ctx, np)
+		require.ErrorIs(t, err, commerce.ErrIdempotencyConflict)
+		_, err = e.Service.CreateProduct(ctx, commerce.NewProduct{ID: "p,2", Name: "x", Price: 1})
+		require.ErrorIs(t, err, commerce.ErrInvalidRequest)
+
+		p, err = e.Service.UpdatePrice(ctx, "p-1", 13_000)
+		require.NoError(t, err)
+		assert.Equal(t, int64(13_000), p.Price)
+		_, err = e.Service.UpdatePrice(ctx, "nope", 1)
+		require.ErrorIs(t, err, commerce.ErrProductNotFound)
+		_, err = e.Service.GetProduct(ctx, "nope")
+		require.ErrorIs(t, err, commerce.ErrProductNotFound)
+
+		for i := range 4 {
+			_, err := e.Service.CreateProduct(ctx, commerce.NewProduct{ID: "q-" + string(rune('a'+i)), Name: "Q", Price: 100, Stock: int64(i)})
+			require.NoError(t, err)
+		}
+		var ids []string
+		for cursor := ""; ; {
+			page, err := e.Service.ListProducts(ctx, commerce.ProductQuery{Limit: 2, Cursor: cursor})
+			require.NoError(t, err)
+			for _, p := range page.Products {
+				ids = append(ids, p.ID)
+				assert.Equal(t, p.ID, p.Stock.SKU)
+			}
+			if cursor = page.Next; cursor == "" {
+				break
+			}
+		}
+		assert.Equal(t, []string{"p-1", "q-a", "q-b", "q-c", "q-d"}, ids)
+		st, err := e.Service.Stocks(ctx, []string{"q-c", "unknown"})
+		require.NoError(t, err)
+		assert.Equal(t, map[string]inventory.Stock{"q-c": {SKU: "q-c", OnHand: 2, Available: 2}}, st)
+
+		// The buyer limit holds across orders; the price is the one at placement.
+		u := newBuyer(t, e, 0, 0)
+		o := place(t, e, u, "p-1", 2, 0)
+		assert.Equal(t, int64(26_000), o.Subtotal)
+		_, err = e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: u.user, Lines: []commerce.Line{{ProductID: "p-1", Qty: 1}}, IdempotencyKey: "k"})
+		require.ErrorIs(t, err, commerce.ErrBuyerLimit)
+		require.NoError(t, e.Service.Ready(ctx))
+		e.RequireClean(t)
+	})
+}
+
+func TestListOrders(t *testing.T) {
+	e := commercetest.SQLite(t)
+	sku := e.Product(t, 100, 100)
+	b := newBuyer(t, e, 0, 0)
+	var want []string
+	for range 5 {
+		o := place(t, e, b, sku, 1, 0)
+		want = append([]string{o.ID}, want...)
+		e.Clock.Advance(time.Second)
+	}
+	place(t, e, newBuyer(t, e, 0, 0), sku, 1, 0)
+	var got []string
+	for cursor := ""; ; {
+		page, err := e.Service.ListOrders(ctx, b.user, commerce.OrderQuery{Limit: 2, Cursor: cursor})
+		require.NoError(t, err)
+		for _, o := range page.Orders {
+			got = append(got, o.ID)
+			assert.Len(t, o.Lines, 1)
+		}
+		if cursor = page.Next; cursor == "" {
+			break
+		}
+	}
+	assert.Equal(t, want, got, "newest first, the user's own")
+	_, err := e.Service.ListOrders(ctx, b.user, commerce.OrderQuery{Cursor: "garbage"})
+	require.ErrorIs(t, err, commerce.ErrInvalidRequest)
+}
+
+// The audit is not vacuous: changes behind commerce's back are reported.
+func TestAuditFindsDiscrepancies(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 1_000, 0)
+		o := place(t, e, b, sku, 1, 1_000)
+		paid := pay(t, e, place(t, e, newBuyer(t, e, 0, 0), sku, 1, 0), "tok_ok")
+		e.RequireClean(t)
+
+		require.NoError(t, e.Inventory.Release(ctx, o.ID))
+		_, err := e.Ledger.Void(ctx, "hold-"+o.ID)
+		require.NoError(t, err)
+		_, err = e.DB.NewDelete().Table("outbox_events").Where("id = ?", paid.ID+"-payment-completed").Exec(ctx)
+		require.NoError(t, err)
+		rep, err := e.Service.Audit(ctx)
+		require.NoError(t, err)
+		kinds := map[string]bool{}
+		for _, d := range rep.Discrepancies {
+			kinds[d.Kind] = true
+		}
+		assert.Equal(t, map[string]bool{"reservation": true, "stock.reserved": true, "points": true, "event": true}, kinds, "%v", rep.Discrepancies)
+		assert.False(t, rep.OK())
+	})
+}
+
+func TestObserver(t *testing.T) {
+	counts := map[commerce.Outcome]int{}
+	obs := commerce.ObserverFunc(func(o commerce.Outcome, _ int64) { counts[o]++ })
+	e := commercetest.SQLite(t, commerce.WithObserver(obs))
+	sku := e.Product(t, 10_000, 10)
+	b := newBuyer(t, e, 0, 0)
+	pay(t, e, place(t, e, b, sku, 1, 0), "tok_ok")
+	pay(t, e, place(t, e, b, sku, 1, 0), pgsim.TokenDecline)
+	_, err := e.Service.Cancel(ctx, place(t, e, b, sku, 1, 0).ID, commerce.Actor{UserID: b.user})
+	require.NoError(t, err)
+	place(t, e, b, sku, 1, 0)
+	e.Clock.Advance(commerce.DefaultOrderExpiry)
+	_, err = e.Service.Expire(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, map[commerce.Outcome]int{
+		commerce.OutcomePlaced: 4, commerce.OutcomePaid: 1, commerce.OutcomeFailed: 1,
+		commerce.OutcomeCancelled: 1, commerce.OutcomeExpired: 1,
+	}, counts)
+}
+
+func TestCode(t *testing.T) {
+	assert.Equal(t, "", commerce.Code(nil))
+	assert.Equal(t, "out_of_stock", commerce.Code(errors.Join(commerce.ErrOutOfStock)))
+	assert.Equal(t, "cancel_window_closed", commerce.Code(&commerce.CancelWindowError{}))
+	assert.Equal(t, "invalid_state", commerce.Code(&commerce.StateError{}))
+	assert.Equal(t, "internal", commerce.Code(errors.New("boom")))
+}
+
+func TestNewValidatesConfig(t *testing.T) {
+	e := commercetest.SQLite(t)
+	_, err := commerce.New(commerce.Config{DB: e.DB})
+	require.ErrorIs(t, err, commerce.ErrInvalidConfig)
+	assert.Contains(t, err.Error(), "[Inventory Coupons Ledger Payments Outbox]")
+	cfg := commerce.Config{DB: e.DB, Inventory: e.Inventory, Coupons: e.Coupons, Ledger: e.Ledger, Payments: e.Payments, Outbox: &outbox.Writer{}}
+	for _, opt := range []commerce.Option{
+		commerce.WithOrderExpiry(0), commerce.WithCancelWindow(-time.Hour), commerce.WithRewardRate(10_001),
+		commerce.WithPaymentWindow(31 * 24 * time.Hour), commerce.WithTopic(""),
+	} {
+		_, err := commerce.New(cfg, opt)
+		require.ErrorIs(t, err, commerce.ErrInvalidConfig)
+	}
+	_, err = commerce.New(cfg)
+	require.NoError(t, err)
+}

@@ -1,0 +1,94 @@
+package commerce_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/payment"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+var ctx = context.Background()
+
+// each runs fn on every configuration, each with a fresh Env.
+func each(t *testing.T, fn func(t *testing.T, e *commercetest.Env), opts ...commerce.Option) {
+	for _, c := range commercetest.Configs {
+		t.Run(c.Name, func(t *testing.T) { fn(t, c.New(t, opts...)) })
+	}
+}
+
+// buyer is a user with points and a coupon, ready to order.
+type buyer struct {
+	user   string
+	coupon string
+}
+
+func newBuyer(t *testing.T, e *commercetest.Env, points, couponAmount int64) buyer {
+	t.Helper()
+	b := buyer{user: e.ID("user")}
+	if points > 0 {
+		e.GivePoints(t, b.user, points)
+	}
+	if couponAmount > 0 {
+		b.coupon = e.GiveCoupon(t, e.CouponTemplate(t, couponAmount), b.user)
+	}
+	return b
+}
+
+func place(t *testing.T, e *commercetest.Env, b buyer, sku string, qty, points int64) commerce.Order {
+	t.Helper()
+	o, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{
+		UserID: b.user, Lines: []commerce.Line{{ProductID: sku, Qty: qty}}, CouponID: b.coupon, Points: points,
+		IdempotencyKey: e.ID("place"),
+	})
+	require.NoError(t, err)
+	require.Equal(t, commerce.StatusPendingPayment, o.Status)
+	return o
+}
+
+func pay(t *testing.T, e *commercetest.Env, o commerce.Order, token string) commerce.Order {
+	t.Helper()
+	got, err := e.Service.Pay(ctx, commerce.PayRequest{
+		OrderID: o.ID, UserID: o.UserID, Method: payment.MethodCard, Token: token, IdempotencyKey: "pay-" + o.ID,
+	})
+	require.NoError(t, err)
+	return got
+}
+
+func stock(t *testing.T, e *commercetest.Env, sku string) inventory.Stock {
+	t.Helper()
+	st, err := e.Inventory.Stock(ctx, sku)
+	require.NoError(t, err)
+	return st
+}
+
+func balance(t *testing.T, e *commercetest.Env, user string) ledger.Balance {
+	t.Helper()
+	b, err := e.Service.Points(ctx, user)
+	require.NoError(t, err)
+	return b
+}
+
+func order(t *testing.T, e *commercetest.Env, id string) commerce.Order {
+	t.Helper()
+	o, err := e.Service.GetOrder(ctx, id, commerce.Actor{Admin: true})
+	require.NoError(t, err)
+	return o
+}
+
+// requireStock checks a SKU's available, reserved and sold counts.
+func requireStock(t *testing.T, e *commercetest.Env, sku string, available, reserved, sold int64) {
+	t.Helper()
+	st := stock(t, e, sku)
+	assert.Equal(t, [3]int64{available, reserved, sold}, [3]int64{st.Available, st.Reserved, st.Sold},
+		"available, reserved, sold of %s", sku)
+}

@@ -1,0 +1,87 @@
+package commerce
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"strings"
+)
+
+// Every ID the flows hand to a leaf is derived from the order (or top-up) ID, itself
+// derived from the user and the idempotency key, so that a retry or a recovery after a
+// crash repeats exactly the calls of the first attempt and every leaf recognises them.
+
+// digest returns the first n hex digits of the SHA-256 of the parts, each ended by a NUL
+// (no part contains one, so different parts never give the same input).
+func digest(n int, parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:n]
+}
+
+// orderID is "ord_" and 24 hex digits (96 bits) of the user and key.
+func orderID(user, key string) string { return "ord_" + digest(24, "order", user, key) }
+
+// topUpID is "top_" and 24 hex digits of the user and key.
+func topUpID(user, key string) string { return "top_" + digest(24, "topup", user, key) }
+
+func holdID(order string) string         { return "hold-" + order }
+func rewardID(order string) string       { return "reward-" + order }
+func pointsRefundID(order string) string { return "points-refund-" + order }
+func paymentID(order string) string      { return "pay-" + order }
+
+// refundID names the refund of a payment: attempt 0 is the refund of an approval that came
+// too late, attempt n ≥ 1 the refund of the n-th cancellation of a paid order.
+func refundID(order string, attempt int) string {
+	return "refund-" + order + "-" + strconv.Itoa(attempt)
+}
+
+func clawbackID(order string, attempt int) string {
+	return "clawback-" + order + "-" + strconv.Itoa(attempt)
+}
+
+func clawbackRevertID(order string, attempt int) string {
+	return "clawback-revert-" + order + "-" + strconv.Itoa(attempt)
+}
+
+// returnID names the inventory adjustment that puts a cancelled order's units of sku back.
+func returnID(order, sku string) string { return "return-" + order + "-" + digest(16, sku) }
+
+// eventID names an order's (or top-up's) event of a type: each is written at most once.
+func eventID(aggregate, typ string) string { return aggregate + "-" + typ }
+
+// fingerprint hashes the canonical form of a request.
+func fingerprint(parts ...string) string { return digest(64, parts...) }
+
+// checkID validates an ID that every leaf accepts: 1-64 printable ASCII bytes.
+func checkID(field, id string) error {
+	if id == "" {
+		return invalid(field, "is empty")
+	}
+	if len(id) > MaxIDLen {
+		return invalid(field, "is longer than 64 bytes")
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return invalid(field, "must be printable ASCII without spaces")
+		}
+	}
+	return nil
+}
+
+// checkKey validates an idempotency key: 1-255 bytes without control characters.
+func checkKey(key string) error {
+	if key == "" {
+		return invalid("IdempotencyKey", "is empty")
+	}
+	if len(key) > MaxKeyLen {
+		return invalid("IdempotencyKey", "is longer than 255 bytes")
+	}
+	if strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return invalid("IdempotencyKey", "contains a control character")
+	}
+	return nil
+}

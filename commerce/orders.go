@@ -1,0 +1,149 @@
+package commerce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// GetOrder returns an order of the actor: its owner's, or any order for an admin; another
+// user's order is ErrOrderNotFound.
+func (s *Service) GetOrder(ctx context.Context, orderID string, by Actor) (Order, error) {
+	if err := checkID("OrderID", orderID); err != nil {
+		return Order{}, err
+	}
+	r, err := s.ownOrder(ctx, orderID, by)
+	if err != nil {
+		return Order{}, err
+	}
+	return r.order(), nil
+}
+
+// ListOrders returns a page of the user's orders, newest first, optionally of one status.
+// Pages are cut by an opaque cursor, so orders placed meanwhile never shift a later page.
+func (s *Service) ListOrders(ctx context.Context, userID string, q OrderQuery) (OrderPage, error) {
+	if err := checkID("UserID", userID); err != nil {
+		return OrderPage{}, err
+	}
+	limit, err := pageLimit(q.Limit)
+	if err != nil {
+		return OrderPage{}, err
+	}
+	var rows []*orderRow
+	sel := s.db.NewSelect().Model(&rows).Where("user_id = ?", userID).
+		OrderExpr("created_at DESC, id DESC").Limit(int64(limit + 1))
+	if q.Status != "" {
+		sel = sel.Where("status = ?", q.Status)
+	}
+	if q.Cursor != "" {
+		at, id, ok := strings.Cut(q.Cursor, "_")
+		us, perr := strconv.ParseInt(at, 36, 64)
+		if !ok || perr != nil || id == "" {
+			return OrderPage{}, invalid("Cursor", "is not a cursor of this list")
+		}
+		sel = sel.Where("(created_at < ? OR (created_at = ? AND id < ?))", us, us, id)
+	}
+	if err := sel.Scan(ctx); err != nil {
+		return OrderPage{}, fmt.Errorf("commerce: list orders of %s: %w", userID, err)
+	}
+	var page OrderPage
+	if len(rows) > limit {
+		rows = rows[:limit]
+		last := rows[limit-1]
+		page.Next = strconv.FormatInt(last.CreatedAt, 36) + "_" + last.ID
+	}
+	if err := loadLines(ctx, s.db, rows); err != nil {
+		return OrderPage{}, err
+	}
+	page.Orders = make([]Order, len(rows))
+	for i, r := range rows {
+		page.Orders[i] = r.order()
+	}
+	return page, nil
+}
+
+// ownOrder reads an order the actor may act on.
+func (s *Service) ownOrder(ctx context.Context, id string, by Actor) (*orderRow, error) {
+	if !by.Admin {
+		if err := checkID("UserID", by.UserID); err != nil {
+			return nil, err
+		}
+	}
+	r, err := loadOrder(ctx, s.db, id)
+	if err != nil {
+		return nil, err
+	}
+	if !by.Admin && r.UserID != by.UserID {
+		return nil, fmt.Errorf("%w: %s", ErrOrderNotFound, id)
+	}
+	return r, nil
+}
+
+// current reads an order as it is now.
+func (s *Service) current(ctx context.Context, id string) (Order, error) {
+	r, err := loadOrder(ctx, s.db, id)
+	if err != nil {
+		return Order{}, err
+	}
+	return r.order(), nil
+}
+
+// Expire expires every unpaid order past its deadline, by the Service's clock: each becomes
+// EXPIRED in one transaction with its compensation (stock released, coupon restored, points
+// hold voided) and its order-expired event. It returns how many it expired. An order that a
+// Pay or Cancel wins meanwhile is left to them; one that fails does not stop the others
+// (the error returned joins the failures). Run calls it every sweep interval.
+func (s *Service) Expire(ctx context.Context) (int, error) {
+	const batch = 100
+	var (
+		n      int
+		errs   []error
+		lastAt int64 = -1
+		lastID string
+	)
+	now := micros(s.now())
+	for {
+		var rows []orderRow
+		err := s.db.NewSelect().Model(&rows).Column("id", "expires_at").
+			Where("status = ?", StatusPendingPayment).Where("expires_at <= ?", now).
+			Where("(expires_at > ? OR (expires_at = ? AND id > ?))", lastAt, lastAt, lastID).
+			OrderExpr("expires_at, id").Limit(batch).Scan(ctx)
+		if err != nil {
+			return n, errors.Join(append(errs, fmt.Errorf("commerce: list due orders: %w", err))...)
+		}
+		for _, r := range rows {
+			lastAt, lastID = r.ExpiresAt, r.ID
+			ok, err := s.expireOrder(ctx, r.ID)
+			if err != nil {
+				if ctx.Err() != nil {
+					return n, ctx.Err()
+				}
+				errs = append(errs, fmt.Errorf("commerce: expire %s: %w", r.ID, err))
+			}
+			if ok {
+				n++
+			}
+		}
+		if len(rows) < batch {
+			return n, errors.Join(errs...)
+		}
+	}
+}
+
+// expireOrder expires one order if it is still unpaid and due, and reports whether it did.
+func (s *Service) expireOrder(ctx context.Context, id string) (bool, error) {
+	r, err := loadOrder(ctx, s.db, id)
+	if err != nil {
+		return false, err
+	}
+	if r.Status != StatusPendingPayment || r.ExpiresAt > micros(s.now()) {
+		return false, nil
+	}
+	err = s.compensate(ctx, r, StatusPendingPayment, "", StatusExpired, EventOrderExpired, OutcomeExpired, "")
+	if errors.Is(err, errLostRace) {
+		return false, nil
+	}
+	return err == nil, err
+}

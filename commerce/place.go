@@ -1,0 +1,235 @@
+package commerce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/payment"
+)
+
+// PlaceOrder places an order: it validates the request (1 to MaxLines lines, quantities
+// 1..MaxQty after the lines of one product are summed), prices the lines from the catalog,
+// and then, in ONE local transaction, reserves the stock, reserves the coupon, holds the
+// points, records the order PENDING_PAYMENT with its amounts and writes its order-created
+// event. Nothing of a failed PlaceOrder remains. With an inventory that cannot join the
+// transaction (Redis) the stock is reserved just before the transaction and released if it
+// fails.
+//
+// The order must be payable under the method rules (payment.Plan): a coupon never pays
+// alone, and points and a coupon together need a card part, so an order they would cover
+// entirely is refused with ErrPaymentRule.
+//
+// PlaceOrder is idempotent on (UserID, IdempotencyKey): the order ID is derived from them,
+// so a retry, even after a crash mid-way, returns the same order and reuses the same
+// reservation, coupon redemption and points hold. The same key with another request fails
+// with *ConflictError.
+//
+// Errors: *ValidationError, ErrProductNotFound, ErrOutOfStock, ErrBuyerLimit,
+// ErrCouponUnusable, ErrInsufficientPoints, ErrPaymentRule, *ConflictError; each wraps the
+// leaf's own error.
+func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order, error) {
+	lines, err := normalizeLines(req)
+	if err != nil {
+		return Order{}, err
+	}
+	id := orderID(req.UserID, req.IdempotencyKey)
+	fp := placeFingerprint(lines, req.CouponID, req.Points)
+	if o, err := s.replayPlace(ctx, id, req.IdempotencyKey, fp); !errors.Is(err, ErrOrderNotFound) {
+		return o, err
+	}
+
+	row, err := s.priceOrder(ctx, id, req, lines, fp)
+	if err != nil {
+		return Order{}, err
+	}
+	reserve := inventory.ReserveRequest{
+		ID: id, BuyerID: req.UserID, TTL: s.cfg.expiry + s.cfg.payWindow,
+		Lines: make([]inventory.Line, len(lines)),
+	}
+	for i, l := range lines {
+		reserve.Lines[i] = inventory.Line{SKU: l.ProductID, Qty: l.Qty}
+	}
+	if !s.inv.JoinsTx() {
+		if _, err := s.inv.Reserve(ctx, reserve); err != nil {
+			return Order{}, leafError(fmt.Errorf("commerce: reserve stock: %w", err))
+		}
+	}
+	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		r := *row // fresh copy for every attempt
+		if err := s.holdOrder(ctx, tx, &r); err != nil {
+			return err
+		}
+		if s.inv.JoinsTx() {
+			// Last: the hot stock row is locked only from here to the commit.
+			if _, err := s.inv.WithTx(tx).Reserve(ctx, reserve); err != nil {
+				return fmt.Errorf("commerce: reserve stock: %w", err)
+			}
+		}
+		*row = r
+		return nil
+	})
+	if err != nil {
+		if o, rerr := s.replayPlace(ctx, id, req.IdempotencyKey, fp); rerr == nil || errors.Is(rerr, ErrIdempotencyConflict) {
+			return o, rerr // a concurrent PlaceOrder with the same key committed it
+		}
+		if !s.inv.JoinsTx() {
+			if rerr := s.inv.Release(context.WithoutCancel(ctx), id); rerr != nil {
+				s.cfg.log.Warn("commerce: release after failed order; its deadline will",
+					"order", id, "err", rerr)
+			}
+		}
+		return Order{}, leafError(err)
+	}
+	s.notify()
+	s.observe(OutcomePlaced, row.AmountDue)
+	return row.order(), nil
+}
+
+// holdOrder does the SQL part of placing an order in tx: the coupon, the amounts, the
+// points hold, the order row and its event (the stock is reserved last, by the caller).
+func (s *Service) holdOrder(ctx context.Context, tx bun.Tx, r *orderRow) error {
+	if r.CouponID != "" {
+		red, err := s.coup.WithTx(tx).Reserve(ctx, r.CouponID, r.UserID, r.ID, r.Subtotal)
+		if err != nil {
+			return fmt.Errorf("commerce: reserve coupon %s: %w", r.CouponID, err)
+		}
+		r.Discount = red.Discount
+	}
+	if r.Points > r.Subtotal-r.Discount {
+		return invalid("Points", fmt.Sprintf("%d points exceed the %d left to pay after the discount",
+			r.Points, r.Subtotal-r.Discount))
+	}
+	r.AmountDue = r.Subtotal - r.Discount - r.Points
+	if err := s.plan(r, payment.MethodCard).Validate(); err != nil {
+		return err
+	}
+	if r.Points > 0 {
+		if _, err := s.led.WithTx(tx).Hold(ctx, holdID(r.ID), r.UserID, r.Points, s.cfg.expiry+s.cfg.payWindow); err != nil {
+			return fmt.Errorf("commerce: hold points: %w", err)
+		}
+	}
+	if _, err := tx.NewInsert().Model(r).Exec(ctx); err != nil {
+		return fmt.Errorf("commerce: insert order %s: %w", r.ID, err)
+	}
+	if _, err := tx.NewInsert().Model(&r.Lines).Exec(ctx); err != nil {
+		return fmt.Errorf("commerce: insert lines of order %s: %w", r.ID, err)
+	}
+	return s.orderEvent(ctx, tx, r, EventOrderCreated, fromMicros(r.CreatedAt))
+}
+
+// plan is how the order would be paid with method for its amount due: the points held,
+// the coupon's discount and the gateway part.
+func (s *Service) plan(r *orderRow, method payment.Method) payment.Plan {
+	p := payment.Plan{OrderAmount: r.Subtotal, Currency: Currency, PointBalance: r.Points}
+	for _, part := range []payment.Part{
+		{Method: payment.MethodPoint, Amount: r.Points},
+		{Method: payment.MethodCoupon, Amount: r.Discount},
+		{Method: method, Amount: r.AmountDue},
+	} {
+		if part.Amount > 0 {
+			p.Parts = append(p.Parts, part)
+		}
+	}
+	return p
+}
+
+// priceOrder reads the products and builds the order row (without discount and amount due,
+// which the coupon decides).
+func (s *Service) priceOrder(ctx context.Context, id string, req PlaceOrderRequest, lines []Line, fp string) (*orderRow, error) {
+	ids := make([]string, len(lines))
+	for i, l := range lines {
+		ids[i] = l.ProductID
+	}
+	var products []productRow
+	if err := s.db.NewSelect().Model(&products).Where("id IN (?)", bun.List(ids)).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("commerce: read products: %w", err)
+	}
+	prices := make(map[string]int64, len(products))
+	for _, p := range products {
+		prices[p.ID] = p.Price
+	}
+	now := s.now()
+	row := &orderRow{
+		ID: id, UserID: req.UserID, IdemKey: req.IdempotencyKey, Fingerprint: fp,
+		Status: StatusPendingPayment, Stock: stockReserved, CouponID: req.CouponID, Points: req.Points,
+		CreatedAt: micros(now), ExpiresAt: micros(now.Add(s.cfg.expiry)), UpdatedAt: micros(now),
+	}
+	for _, l := range lines {
+		price, ok := prices[l.ProductID]
+		if !ok {
+			return nil, fmt.Errorf("%w: %s", ErrProductNotFound, l.ProductID)
+		}
+		row.Lines = append(row.Lines, lineRow{OrderID: id, ProductID: l.ProductID, Qty: l.Qty, UnitPrice: price})
+		row.Subtotal += l.Qty * price // at most 50 × 999 × MaxPrice: no overflow
+	}
+	return row, nil
+}
+
+// replayPlace returns the order id if it exists and was placed by the same request,
+// *ConflictError if by another, ErrOrderNotFound if it does not exist.
+func (s *Service) replayPlace(ctx context.Context, id, key, fp string) (Order, error) {
+	row, err := loadOrder(ctx, s.db, id)
+	if err != nil {
+		return Order{}, err
+	}
+	if row.Fingerprint != fp {
+		return Order{}, &ConflictError{Kind: "order", Key: key}
+	}
+	return row.order(), nil
+}
+
+// normalizeLines validates a request and returns its lines summed per product, sorted.
+func normalizeLines(req PlaceOrderRequest) ([]Line, error) {
+	if err := checkID("UserID", req.UserID); err != nil {
+		return nil, err
+	}
+	if err := checkKey(req.IdempotencyKey); err != nil {
+		return nil, err
+	}
+	if req.CouponID != "" {
+		if err := checkID("CouponID", req.CouponID); err != nil {
+			return nil, err
+		}
+	}
+	if req.Points < 0 {
+		return nil, invalid("Points", "must not be negative")
+	}
+	if len(req.Lines) == 0 || len(req.Lines) > MaxLines {
+		return nil, invalid("Lines", fmt.Sprintf("an order has 1 to %d lines, not %d", MaxLines, len(req.Lines)))
+	}
+	sum := make(map[string]int64, len(req.Lines))
+	for i, l := range req.Lines {
+		if err := checkProductID(l.ProductID); err != nil {
+			return nil, fmt.Errorf("line %d: %w", i, err)
+		}
+		if l.Qty < 1 || l.Qty > MaxQty {
+			return nil, invalid("Qty", fmt.Sprintf("line %d: quantity must be 1..%d", i, MaxQty))
+		}
+		sum[l.ProductID] += l.Qty
+		if sum[l.ProductID] > MaxQty {
+			return nil, invalid("Qty", fmt.Sprintf("%d units of %s in all; at most %d", sum[l.ProductID], l.ProductID, MaxQty))
+		}
+	}
+	lines := make([]Line, 0, len(sum))
+	for id, q := range sum {
+		lines = append(lines, Line{ProductID: id, Qty: q})
+	}
+	slices.SortFunc(lines, func(a, b Line) int { return strings.Compare(a.ProductID, b.ProductID) })
+	return lines, nil
+}
+
+func placeFingerprint(lines []Line, couponID string, points int64) string {
+	parts := []string{"place", couponID, strconv.FormatInt(points, 10)}
+	for _, l := range lines {
+		parts = append(parts, l.ProductID, strconv.FormatInt(l.Qty, 10))
+	}
+	return fingerprint(parts...)
+}

@@ -1,0 +1,127 @@
+package commerce
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/coupon/sqlcoupon"
+	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/inventory/sqlinventory"
+	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/idempotency/sqlidempotency"
+)
+
+// Times are BIGINT microseconds since the Unix epoch (0: none), the same on every dialect.
+// IDs are compared byte for byte (a binary collation on MySQL).
+var schema = []struct{ table, columns, mysqlKeys, sqliteIndexes string }{
+	{"commerce_products", `
+		id VARCHAR(64) NOT NULL PRIMARY KEY,
+		name VARCHAR(200) NOT NULL,
+		price BIGINT NOT NULL,
+		created_at BIGINT NOT NULL,
+		updated_at BIGINT NOT NULL`, "", ""},
+	{"commerce_orders", `
+		id VARCHAR(64) NOT NULL PRIMARY KEY,
+		user_id VARCHAR(64) NOT NULL,
+		idem_key VARCHAR(255) NOT NULL,
+		fingerprint CHAR(64) NOT NULL,
+		status VARCHAR(20) NOT NULL,
+		step VARCHAR(16) NOT NULL,
+		stock VARCHAR(16) NOT NULL,
+		coupon_id VARCHAR(64) NOT NULL,
+		subtotal BIGINT NOT NULL,
+		discount BIGINT NOT NULL,
+		points BIGINT NOT NULL,
+		amount_due BIGINT NOT NULL,
+		reward BIGINT NOT NULL,
+		pay_key VARCHAR(255) NOT NULL,
+		pay_fingerprint CHAR(64) NOT NULL,
+		pay_method VARCHAR(8) NOT NULL,
+		pay_token VARCHAR(255) NOT NULL,
+		payment_id VARCHAR(64) NOT NULL,
+		cancel_attempt INT NOT NULL,
+		failure_code VARCHAR(64) NOT NULL,
+		created_at BIGINT NOT NULL,
+		expires_at BIGINT NOT NULL,
+		paid_at BIGINT NOT NULL,
+		closed_at BIGINT NOT NULL,
+		updated_at BIGINT NOT NULL`,
+		`, KEY commerce_orders_user (user_id, created_at, id),
+		KEY commerce_orders_due (status, expires_at),
+		KEY commerce_orders_step (step, id)`,
+		`CREATE INDEX IF NOT EXISTS commerce_orders_user ON commerce_orders (user_id, created_at, id);
+		CREATE INDEX IF NOT EXISTS commerce_orders_due ON commerce_orders (status, expires_at);
+		CREATE INDEX IF NOT EXISTS commerce_orders_step ON commerce_orders (step, id)`},
+	{"commerce_order_lines", `
+		order_id VARCHAR(64) NOT NULL,
+		product_id VARCHAR(64) NOT NULL,
+		qty BIGINT NOT NULL,
+		unit_price BIGINT NOT NULL,
+		PRIMARY KEY (order_id, product_id)`, "", ""},
+	{"commerce_topups", `
+		id VARCHAR(64) NOT NULL PRIMARY KEY,
+		user_id VARCHAR(64) NOT NULL,
+		idem_key VARCHAR(255) NOT NULL,
+		fingerprint CHAR(64) NOT NULL,
+		amount BIGINT NOT NULL,
+		method VARCHAR(8) NOT NULL,
+		token VARCHAR(255) NOT NULL,
+		status VARCHAR(16) NOT NULL,
+		payment_id VARCHAR(64) NOT NULL,
+		failure_code VARCHAR(64) NOT NULL,
+		created_at BIGINT NOT NULL,
+		updated_at BIGINT NOT NULL`,
+		`, KEY commerce_topups_status (status, id)`,
+		`CREATE INDEX IF NOT EXISTS commerce_topups_status ON commerce_topups (status, id)`},
+}
+
+// CreateSchema creates commerce's own tables and indexes (commerce_products,
+// commerce_orders, commerce_order_lines, commerce_topups) if they do not exist. It is
+// idempotent and works on MySQL/MariaDB and SQLite. On MySQL, DDL commits implicitly:
+// call it outside a transaction.
+func CreateSchema(ctx context.Context, db bun.IDB) error {
+	sqlite := sqlutil.IsSQLite(db)
+	for _, t := range schema {
+		var stmts []string
+		if sqlite {
+			stmts = append(stmts, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s)", t.table, t.columns))
+			for _, ix := range strings.Split(t.sqliteIndexes, ";") {
+				if ix = strings.TrimSpace(ix); ix != "" {
+					stmts = append(stmts, ix)
+				}
+			}
+		} else {
+			stmts = append(stmts, fmt.Sprintf(
+				"CREATE TABLE IF NOT EXISTS %s (%s%s) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+				t.table, t.columns, t.mysqlKeys))
+		}
+		for _, q := range stmts {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("commerce: create %s: %w", t.table, err)
+			}
+		}
+	}
+	return nil
+}
+
+// CreateAllSchemas creates commerce's tables and those of every SQL package it composes:
+// the SQL inventory, coupons and the SQL coupon issuer, the ledger, payments, SQL
+// idempotency keys and the outbox. With a Redis inventory or coupon issuer the SQL tables
+// of those backends are simply unused.
+func CreateAllSchemas(ctx context.Context, db bun.IDB) error {
+	for _, create := range []func(context.Context, bun.IDB) error{
+		sqlinventory.CreateSchema, coupon.CreateSchema, sqlcoupon.CreateSchema, ledger.CreateSchema,
+		payment.CreateSchema, sqlidempotency.CreateSchema, outbox.CreateSchema, CreateSchema,
+	} {
+		if err := create(ctx, db); err != nil {
+			return err
+		}
+	}
+	return nil
+}

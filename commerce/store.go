@@ -1,0 +1,195 @@
+package commerce
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/payment"
+)
+
+// What commerce knows of an order's stock reservation (orders.stock).
+const (
+	stockReserved  = "reserved"  // units held by the reservation
+	stockCommitted = "committed" // units sold
+	stockReleased  = "released"  // units given back before they were sold (or expired)
+	stockReturned  = "returned"  // units sold, then put back by adjustments
+)
+
+// Progress markers (orders.step): the work Recover would do next; empty when none.
+const (
+	stepPay     = "pay"     // PAYING: settle the payment, then complete or fail the order
+	stepRefund  = "refund"  // PAYING: the approval came too late; refund, then fail the order
+	stepCancel  = "cancel"  // CANCELLING: refund the payment, then cancel the order
+	stepRelease = "release" // final: the reservation (outside SQL) is still to be released
+	stepReturn  = "return"  // CANCELLED: the units (outside SQL) are still to be returned
+)
+
+type productRow struct {
+	bun.BaseModel `bun:"table:commerce_products"`
+
+	ID        string `bun:"id,pk"`
+	Name      string `bun:"name"`
+	Price     int64  `bun:"price"`
+	CreatedAt int64  `bun:"created_at"`
+	UpdatedAt int64  `bun:"updated_at"`
+}
+
+func (r *productRow) product() Product {
+	return Product{ID: r.ID, Name: r.Name, Price: r.Price, CreatedAt: fromMicros(r.CreatedAt), UpdatedAt: fromMicros(r.UpdatedAt)}
+}
+
+type orderRow struct {
+	bun.BaseModel `bun:"table:commerce_orders"`
+
+	ID             string `bun:"id,pk"`
+	UserID         string `bun:"user_id"`
+	IdemKey        string `bun:"idem_key"`
+	Fingerprint    string `bun:"fingerprint"`
+	Status         Status `bun:"status"`
+	Step           string `bun:"step"`
+	Stock          string `bun:"stock"`
+	CouponID       string `bun:"coupon_id"`
+	Subtotal       int64  `bun:"subtotal"`
+	Discount       int64  `bun:"discount"`
+	Points         int64  `bun:"points"`
+	AmountDue      int64  `bun:"amount_due"`
+	Reward         int64  `bun:"reward"`
+	PayKey         string `bun:"pay_key"`
+	PayFingerprint string `bun:"pay_fingerprint"`
+	PayMethod      string `bun:"pay_method"`
+	PayToken       string `bun:"pay_token"`
+	PaymentID      string `bun:"payment_id"`
+	CancelAttempt  int    `bun:"cancel_attempt"`
+	FailureCode    string `bun:"failure_code"`
+	CreatedAt      int64  `bun:"created_at"`
+	ExpiresAt      int64  `bun:"expires_at"`
+	PaidAt         int64  `bun:"paid_at"`
+	ClosedAt       int64  `bun:"closed_at"`
+	UpdatedAt      int64  `bun:"updated_at"`
+
+	Lines []lineRow `bun:"-"`
+}
+
+type lineRow struct {
+	bun.BaseModel `bun:"table:commerce_order_lines"`
+
+	OrderID   string `bun:"order_id,pk"`
+	ProductID string `bun:"product_id,pk"`
+	Qty       int64  `bun:"qty"`
+	UnitPrice int64  `bun:"unit_price"`
+}
+
+func (r *orderRow) order() Order {
+	o := Order{
+		ID: r.ID, UserID: r.UserID, Status: r.Status, CouponID: r.CouponID,
+		Subtotal: r.Subtotal, Discount: r.Discount, Points: r.Points, AmountDue: r.AmountDue, Reward: r.Reward,
+		PayMethod: payment.Method(r.PayMethod), PaymentID: r.PaymentID, FailureCode: r.FailureCode, Step: r.Step,
+		CreatedAt: fromMicros(r.CreatedAt), ExpiresAt: fromMicros(r.ExpiresAt), PaidAt: fromMicros(r.PaidAt),
+		ClosedAt: fromMicros(r.ClosedAt), UpdatedAt: fromMicros(r.UpdatedAt),
+		Lines: make([]OrderLine, len(r.Lines)),
+	}
+	for i, l := range r.Lines {
+		o.Lines[i] = OrderLine{ProductID: l.ProductID, Qty: l.Qty, UnitPrice: l.UnitPrice, Amount: l.Qty * l.UnitPrice}
+	}
+	return o
+}
+
+type topUpRow struct {
+	bun.BaseModel `bun:"table:commerce_topups"`
+
+	ID          string      `bun:"id,pk"`
+	UserID      string      `bun:"user_id"`
+	IdemKey     string      `bun:"idem_key"`
+	Fingerprint string      `bun:"fingerprint"`
+	Amount      int64       `bun:"amount"`
+	Method      string      `bun:"method"`
+	Token       string      `bun:"token"`
+	Status      TopUpStatus `bun:"status"`
+	PaymentID   string      `bun:"payment_id"`
+	FailureCode string      `bun:"failure_code"`
+	CreatedAt   int64       `bun:"created_at"`
+	UpdatedAt   int64       `bun:"updated_at"`
+}
+
+func (r *topUpRow) topUp() TopUp {
+	return TopUp{
+		ID: r.ID, UserID: r.UserID, Amount: r.Amount, Method: payment.Method(r.Method), Status: r.Status,
+		PaymentID: r.PaymentID, FailureCode: r.FailureCode,
+		CreatedAt: fromMicros(r.CreatedAt), UpdatedAt: fromMicros(r.UpdatedAt),
+	}
+}
+
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us).UTC()
+}
+
+// loadOrder reads an order and its lines through db; ErrOrderNotFound when there is none.
+func loadOrder(ctx context.Context, db bun.IDB, id string) (*orderRow, error) {
+	row := new(orderRow)
+	if err := db.NewSelect().Model(row).Where("id = ?", id).Scan(ctx); err != nil {
+		if sqlutil.IsNoRows(err) {
+			return nil, fmt.Errorf("%w: %s", ErrOrderNotFound, id)
+		}
+		return nil, fmt.Errorf("commerce: read order %s: %w", id, err)
+	}
+	if err := db.NewSelect().Model(&row.Lines).Where("order_id = ?", id).Order("product_id").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("commerce: read lines of order %s: %w", id, err)
+	}
+	return row, nil
+}
+
+// loadLines fills the lines of rows with one query.
+func loadLines(ctx context.Context, db bun.IDB, rows []*orderRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	ids := make([]string, len(rows))
+	byID := make(map[string]*orderRow, len(rows))
+	for i, r := range rows {
+		ids[i], byID[r.ID] = r.ID, r
+	}
+	var lines []lineRow
+	if err := db.NewSelect().Model(&lines).Where("order_id IN (?)", bun.List(ids)).
+		Order("order_id", "product_id").Scan(ctx); err != nil {
+		return fmt.Errorf("commerce: read order lines: %w", err)
+	}
+	for _, l := range lines {
+		r := byID[l.OrderID]
+		r.Lines = append(r.Lines, l)
+	}
+	return nil
+}
+
+// transition is a conditional update of an order: it applies set (column = value pairs)
+// only while the order is in status from with step fromStep, and reports whether it did.
+// updated_at is always set. Exactly one of racing transitions from the same state wins.
+func transition(ctx context.Context, db bun.IDB, id string, from Status, fromStep string, now time.Time, set map[string]any) (bool, error) {
+	q := db.NewUpdate().Model((*orderRow)(nil)).Set("updated_at = ?", micros(now)).
+		Where("id = ?", id).Where("status = ?", from).Where("step = ?", fromStep)
+	for col, v := range set {
+		q = q.Set("? = ?", bun.Ident(col), v)
+	}
+	res, err := q.Exec(ctx)
+	if err != nil {
+		return false, fmt.Errorf("commerce: update order %s: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("commerce: update order %s: %w", id, err)
+	}
+	return n == 1, nil
+}

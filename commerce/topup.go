@@ -1,0 +1,178 @@
+package commerce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/payment"
+)
+
+// Step boundaries of TopUp, as the fault hook sees them.
+const (
+	StepTopUpRecorded = "topup.recorded" // the top-up is recorded PAYING; the PG is not called yet
+	StepTopUpApproved = "topup.approved" // the PG approved; the points are not charged yet
+)
+
+// TopUp buys points: a payment of Amount won through the gateway, then a ledger Charge of
+// Amount points, idempotent end to end on (UserID, IdempotencyKey). The top-up is recorded
+// PAYING before the gateway is called (payment ID "pay-<top-up>"), and the Charge (transfer
+// ID = the top-up ID) commits with the COMPLETED status and the points-charged event. A
+// decline makes it FAILED; an unknown outcome leaves it PAYING until the payment reconciler
+// settles the payment and Recover completes it; a crash between the payment and the Charge
+// is completed by Recover too. Repeating the request returns the top-up as it is
+// (continuing it if in flight); the same key with another request fails with
+// *ConflictError.
+func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
+	if err := checkID("UserID", req.UserID); err != nil {
+		return TopUp{}, err
+	}
+	if err := checkKey(req.IdempotencyKey); err != nil {
+		return TopUp{}, err
+	}
+	if req.Amount < 1 || req.Amount > MaxTopUp {
+		return TopUp{}, invalid("Amount", fmt.Sprintf("must be 1..%d", MaxTopUp))
+	}
+	if req.Method != payment.MethodCard && req.Method != payment.MethodBNPL {
+		return TopUp{}, invalid("Method", "must be CARD or BNPL")
+	}
+	if len(req.Token) > payment.MaxTokenLen {
+		return TopUp{}, invalid("Token", "is longer than 255 characters")
+	}
+	plan := payment.Plan{OrderAmount: req.Amount, Currency: Currency, Parts: []payment.Part{{Method: req.Method, Amount: req.Amount}}}
+	if err := plan.Validate(); err != nil {
+		return TopUp{}, leafError(err)
+	}
+	id := topUpID(req.UserID, req.IdempotencyKey)
+	fp := fingerprint("topup", strconv.FormatInt(req.Amount, 10), string(req.Method), req.Token)
+	now := micros(s.now())
+	row := &topUpRow{
+		ID: id, UserID: req.UserID, IdemKey: req.IdempotencyKey, Fingerprint: fp, Amount: req.Amount,
+		Method: string(req.Method), Token: req.Token, Status: TopUpPaying, PaymentID: paymentID(id),
+		CreatedAt: now, UpdatedAt: now,
+	}
+	if _, err := s.db.NewInsert().Model(row).Exec(ctx); err != nil {
+		if !sqlutil.IsDuplicateKey(err) {
+			return TopUp{}, fmt.Errorf("commerce: record top-up: %w", err)
+		}
+		if row, err = s.loadTopUp(ctx, id); err != nil {
+			return TopUp{}, err
+		}
+		if row.Fingerprint != fp {
+			return TopUp{}, &ConflictError{Kind: "top-up", Key: req.IdempotencyKey}
+		}
+	} else if err := s.step(StepTopUpRecorded); err != nil {
+		return TopUp{}, err
+	}
+	return s.advanceTopUp(ctx, row, true)
+}
+
+// GetTopUp returns a top-up of the actor (any for an admin; another user's is
+// ErrTopUpNotFound).
+func (s *Service) GetTopUp(ctx context.Context, topUpID string, by Actor) (TopUp, error) {
+	if err := checkID("TopUpID", topUpID); err != nil {
+		return TopUp{}, err
+	}
+	row, err := s.loadTopUp(ctx, topUpID)
+	if err != nil {
+		return TopUp{}, err
+	}
+	if !by.Admin && row.UserID != by.UserID {
+		return TopUp{}, fmt.Errorf("%w: %s", ErrTopUpNotFound, topUpID)
+	}
+	return row.topUp(), nil
+}
+
+// advanceTopUp settles a PAYING top-up as far as it can now; ask as in advance.
+func (s *Service) advanceTopUp(ctx context.Context, row *topUpRow, ask bool) (TopUp, error) {
+	if row.Status != TopUpPaying {
+		return row.topUp(), nil
+	}
+	var (
+		p   payment.Payment
+		err error
+	)
+	if !ask {
+		p, err = s.pay.Get(ctx, row.PaymentID)
+	}
+	if ask || errors.Is(err, payment.ErrPaymentNotFound) {
+		p, err = s.pay.Pay(ctx, payment.PayRequest{
+			PaymentID: row.PaymentID, OrderID: row.ID, Amount: row.Amount, Currency: Currency,
+			Method: payment.Method(row.Method), Token: row.Token,
+		})
+	}
+	switch {
+	case p.State == payment.StateApproved:
+		if err := s.step(StepTopUpApproved); err != nil {
+			return TopUp{}, err
+		}
+		err = s.completeTopUp(ctx, row)
+	case p.State == payment.StateDeclined:
+		err = s.finishTopUp(ctx, s.db, row, TopUpFailed, p.DeclineCode)
+	case err == nil || errors.Is(err, payment.ErrOutcomeUnknown) || errors.Is(err, payment.ErrGatewayUnavailable):
+		err = nil // PAYING until the reconciler settles it
+	default:
+		err = fmt.Errorf("commerce: pay top-up %s: %w", row.ID, err)
+	}
+	if err != nil && !errors.Is(err, errLostRace) {
+		return TopUp{}, err
+	}
+	if row, err = s.loadTopUp(ctx, row.ID); err != nil {
+		return TopUp{}, err
+	}
+	return row.topUp(), nil
+}
+
+// completeTopUp charges the points, marks the top-up COMPLETED and writes its event, in one
+// transaction.
+func (s *Service) completeTopUp(ctx context.Context, row *topUpRow) error {
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		if err := s.finishTopUp(ctx, tx, row, TopUpCompleted, ""); err != nil {
+			return err
+		}
+		if _, err := s.led.WithTx(tx).Charge(ctx, ledger.ChargeRequest{
+			ID: row.ID, User: row.UserID, Amount: row.Amount, Reference: row.PaymentID,
+		}); err != nil {
+			return fmt.Errorf("commerce: charge points of %s: %w", row.ID, err)
+		}
+		return s.addEvent(ctx, tx, row.ID, EventPointsCharged, TopUpEvent{
+			TopUpID: row.ID, UserID: row.UserID, Amount: row.Amount, PaymentID: row.PaymentID, At: s.now(),
+		})
+	})
+	if err != nil {
+		return err
+	}
+	s.notify()
+	s.observe(OutcomeToppedUp, row.Amount)
+	return nil
+}
+
+// finishTopUp moves a PAYING top-up to status (conditionally; errLostRace if it is not
+// PAYING any more).
+func (s *Service) finishTopUp(ctx context.Context, db bun.IDB, row *topUpRow, status TopUpStatus, code string) error {
+	res, err := db.NewUpdate().Model((*topUpRow)(nil)).Set("status = ?", status).Set("failure_code = ?", code).
+		Set("updated_at = ?", micros(s.now())).Where("id = ?", row.ID).Where("status = ?", TopUpPaying).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("commerce: update top-up %s: %w", row.ID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return errLostRace
+	}
+	return nil
+}
+
+func (s *Service) loadTopUp(ctx context.Context, id string) (*topUpRow, error) {
+	row := new(topUpRow)
+	if err := s.db.NewSelect().Model(row).Where("id = ?", id).Scan(ctx); err != nil {
+		if sqlutil.IsNoRows(err) {
+			return nil, fmt.Errorf("%w: %s", ErrTopUpNotFound, id)
+		}
+		return nil, fmt.Errorf("commerce: read top-up %s: %w", id, err)
+	}
+	return row, nil
+}
