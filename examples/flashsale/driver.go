@@ -1,0 +1,273 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/commercekit/commercekit/refserver/server"
+)
+
+// driver talks to one refserver over HTTP.
+type driver struct {
+	c        config
+	hc       *http.Client
+	admin    string
+	product  string
+	template string
+	buyers   []*buyer
+}
+
+// buyer is one racer and what happened to them.
+type buyer struct {
+	id     string
+	token  string
+	coupon string
+
+	placeStatus, payStatus int
+	placeTook, payTook     time.Duration
+	order                  server.OrderJSON
+	// refusal is the problem code of a refused place or pay ("out_of_stock"); failure is a
+	// transport error.
+	refusal string
+	failure string
+}
+
+// refusal is a problem answer to a request whose status the caller checks itself.
+type refusal struct{ server.Problem }
+
+func (r *refusal) Error() string { return fmt.Sprintf("%d %s: %s", r.Status, r.Code, r.Detail) }
+
+func newDriver(c config) (*driver, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = c.clients*2, c.clients*2
+	d := &driver{c: c, hc: &http.Client{Transport: tr, Timeout: 2 * time.Minute},
+		product: "flash-" + c.runID, template: "flash-" + c.runID + "-coupon"}
+	secret := []byte(c.secret)
+	var err error
+	if d.admin, err = server.IssueToken(secret, "flashsale-admin", true, 24*time.Hour, time.Now()); err != nil {
+		return nil, err
+	}
+	for i := range c.buyers {
+		b := &buyer{id: fmt.Sprintf("buyer-%s-%05d", c.runID, i)}
+		if b.token, err = server.IssueToken(secret, b.id, false, 24*time.Hour, time.Now()); err != nil {
+			return nil, err
+		}
+		d.buyers = append(d.buyers, b)
+	}
+	return d, nil
+}
+
+// sale runs the three phases and the checks.
+func (d *driver) sale(ctx context.Context) (*report, error) {
+	rep := &report{}
+	start := time.Now()
+	if err := d.setup(ctx); err != nil {
+		return nil, fmt.Errorf("setup: %w", err)
+	}
+	if err := d.each(ctx, d.prepare); err != nil {
+		return nil, fmt.Errorf("preparing the buyers: %w", err)
+	}
+	rep.prepared = time.Since(start)
+
+	start = time.Now()
+	if err := d.each(ctx, d.race); err != nil {
+		return nil, err
+	}
+	rep.race = time.Since(start)
+	rep.buyers = d.buyers
+	if err := d.settle(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.verify(ctx, rep); err != nil {
+		return nil, fmt.Errorf("verifying: %w", err)
+	}
+	return rep, nil
+}
+
+func (d *driver) setup(ctx context.Context) error {
+	if _, err := d.call(ctx, d.admin, "POST", "/v1/products", "", server.NewProductJSON{ID: d.product,
+		Name: "Flash sale " + d.c.runID, Price: d.c.price, Stock: d.c.units}, http.StatusCreated, nil); err != nil {
+		return err
+	}
+	if d.c.discount == 0 {
+		return nil
+	}
+	_, err := d.call(ctx, d.admin, "POST", "/v1/coupon-templates", "", server.CouponTemplateJSON{ID: d.template,
+		Name: "Flash sale coupon", Kind: "fixed", Amount: d.c.discount, TotalQuantity: int64(d.c.buyers), PerUserLimit: 1},
+		http.StatusCreated, nil)
+	return err
+}
+
+// prepare gives a buyer a coupon and points.
+func (d *driver) prepare(ctx context.Context, b *buyer) error {
+	if d.c.discount > 0 {
+		var c server.CouponJSON
+		if _, err := d.call(ctx, b.token, "POST", "/v1/coupon-templates/"+d.template+"/issue", "coupon", nil, http.StatusCreated, &c); err != nil {
+			return err
+		}
+		b.coupon = c.ID
+	}
+	if d.c.points > 0 {
+		var t server.TopUpJSON
+		if _, err := d.call(ctx, b.token, "POST", "/v1/points/top-ups", "topup",
+			server.TopUpRequestJSON{Amount: d.c.points, Method: "CARD", Token: "tok_" + b.id}, http.StatusCreated, &t); err != nil {
+			return err
+		}
+		if t.Status != "COMPLETED" {
+			return fmt.Errorf("%s: top-up %s", b.id, t.Status)
+		}
+	}
+	return nil
+}
+
+// race places the buyer's order and, when it is placed, pays it. Refusals are results,
+// not errors: they are counted.
+func (d *driver) race(ctx context.Context, b *buyer) error {
+	t0 := time.Now()
+	st, err := d.call(ctx, b.token, "POST", "/v1/orders", "order", server.PlaceOrderJSON{
+		Lines: []server.LineJSON{{ProductID: d.product, Qty: 1}}, CouponID: b.coupon, Points: d.c.points}, 0, &b.order)
+	b.placeTook, b.placeStatus = time.Since(t0), st
+	if b.note(err) || st != http.StatusCreated {
+		return nil
+	}
+	t0 = time.Now()
+	st, err = d.call(ctx, b.token, "POST", "/v1/orders/"+b.order.ID+"/pay", "pay",
+		server.PayJSON{Method: "CARD", Token: "tok_" + b.id}, 0, &b.order)
+	b.payTook, b.payStatus = time.Since(t0), st
+	b.note(err)
+	return nil
+}
+
+// note records a refusal or a failure and reports whether there was one.
+func (b *buyer) note(err error) bool {
+	var r *refusal
+	switch {
+	case err == nil:
+		return false
+	case errors.As(err, &r):
+		b.refusal = r.Code
+	default:
+		b.failure = err.Error()
+	}
+	return true
+}
+
+// settle waits for orders whose payment the PG had not answered (202) to settle.
+func (d *driver) settle(ctx context.Context) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for _, b := range d.buyers {
+		for b.order.Status == "PAYING" {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("order %s still PAYING", b.order.ID)
+			}
+			if err := sleep(ctx, 100*time.Millisecond); err != nil {
+				return err
+			}
+			if _, err := d.call(ctx, b.token, "GET", "/v1/orders/"+b.order.ID, "", nil, http.StatusOK, &b.order); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// each runs fn for every buyer on c.clients goroutines and returns the first error.
+func (d *driver) each(ctx context.Context, fn func(context.Context, *buyer) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan *buyer)
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for range d.c.clients {
+		wg.Go(func() {
+			for b := range work {
+				if err := fn(ctx, b); err != nil {
+					once.Do(func() { first = err; cancel() })
+				}
+			}
+		})
+	}
+	for _, b := range d.buyers {
+		select {
+		case work <- b:
+		case <-ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// call sends one request and decodes a JSON answer into out. With want != 0, any other
+// status is an error; with want == 0 the caller looks at the returned status.
+func (d *driver) call(ctx context.Context, tok, method, path, key string, body any, want int, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return 0, err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(d.c.url, "/")+path, rd)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set(server.IdempotencyKeyHeader, key)
+	}
+	resp, err := d.hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if want != 0 && resp.StatusCode != want {
+		return resp.StatusCode, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, raw)
+	}
+	if resp.StatusCode >= 400 {
+		r := &refusal{}
+		if err := json.Unmarshal(raw, &r.Problem); err != nil || r.Code == "" {
+			return resp.StatusCode, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, raw)
+		}
+		return resp.StatusCode, r
+	}
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

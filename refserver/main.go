@@ -1,0 +1,61 @@
+// Command refserver is commercekit's reference HTTP server: a thin JSON API over package
+// commerce (products, stock, orders, payments, points, coupons), with bearer-token auth,
+// RFC 9457 problems, Idempotency-Key on order creation and payment, Prometheus metrics,
+// health checks, an OpenAPI document and graceful shutdown. See package
+// github.com/commercekit/commercekit/refserver/server for the API and its configuration.
+//
+// Usage:
+//
+//	refserver [flags]                     serve (the default; see -h for every flag)
+//	refserver token -sub user-1 [-admin] [-ttl 24h]
+//	                                      print a development bearer token
+//	refserver pgsim [flags]               serve the PG simulator over HTTP (loopback only)
+//	refserver healthcheck [-url URL]      exit 0 when URL answers 200 (for container health checks)
+//
+// With no configuration at all it runs the embedded default: SQLite in ./refserver.db, the
+// SQL inventory and coupon backends, in-process event consumers and PG simulator, and a few
+// demo products:
+//
+//	go run ./refserver
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// run dispatches a subcommand and returns the exit code.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(args, getenv, stdout, stderr)
+	case "token":
+		err = token(args, getenv, stdout, stderr)
+	case "pgsim":
+		err = pgsimServe(args, getenv, stdout, stderr)
+	case "healthcheck":
+		err = healthcheck(args, stderr)
+	default:
+		err = fmt.Errorf("unknown command %q (serve, token, pgsim, healthcheck)", cmd)
+	}
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case err != nil:
+		fmt.Fprintln(stderr, "refserver:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/refserver/server"
+)
+
+func TestTokenSubcommand(t *testing.T) {
+	env := map[string]string{"COMMERCEKIT_JWT_SECRET": "a-test-secret-of-enough-bytes"}
+	var out, errb bytes.Buffer
+	code := run([]string{"token", "-sub", "user-7", "-admin", "-ttl", "1h"}, func(k string) string { return env[k] }, &out, &errb)
+	require.Equal(t, 0, code, errb.String())
+
+	var c server.Claims
+	tok, err := jwt.ParseWithClaims(strings.TrimSpace(out.String()), &c,
+		func(*jwt.Token) (any, error) { return []byte(env["COMMERCEKIT_JWT_SECRET"]), nil },
+		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
+	require.NoError(t, err)
+	assert.True(t, tok.Valid)
+	assert.Equal(t, "user-7", c.Subject)
+	assert.Equal(t, server.RoleAdmin, c.Role)
+	assert.WithinDuration(t, time.Now().Add(time.Hour), c.ExpiresAt.Time, time.Minute)
+
+	// Without a secret it signs with the development one and says so.
+	out.Reset()
+	errb.Reset()
+	require.Equal(t, 0, run([]string{"token", "-sub", "u"}, func(string) string { return "" }, &out, &errb))
+	assert.Contains(t, errb.String(), "development secret")
+	assert.Equal(t, 1, run([]string{"token"}, func(string) string { return "" }, &out, &errb), "-sub is required")
+}
+
+func TestUnknownCommandAndBadConfig(t *testing.T) {
+	var out, errb bytes.Buffer
+	none := func(string) string { return "" }
+	assert.Equal(t, 1, run([]string{"frobnicate"}, none, &out, &errb))
+	assert.Equal(t, 1, run([]string{"-db-driver", "oracle"}, none, &out, &errb))
+	assert.Contains(t, errb.String(), "COMMERCEKIT_DB_DRIVER")
+	assert.Equal(t, 1, run([]string{"pgsim", "-addr", "0.0.0.0:8090"}, none, &out, &errb), "the simulator listens on loopback only")
+}

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/commercekit/commercekit/refserver/server"
+)
+
+// serve runs the server until SIGINT or SIGTERM, then shuts it down gracefully. Logs are
+// JSON on stdout; the configuration (secrets masked) is printed to stderr first.
+func serve(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := server.Load(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by Load
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+	cfg.Print(stderr)
+	log.Info("configuration", cfg.Fields()...)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := server.New(ctx, cfg, server.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx)
+}

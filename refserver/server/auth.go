@@ -1,0 +1,120 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// RoleAdmin is the value of the "role" claim that opens the admin routes.
+const RoleAdmin = "admin"
+
+// maxSubjectLen bounds a token's subject, which is a user ID everywhere below (64 bytes in
+// every package).
+const maxSubjectLen = 64
+
+// Principal is the authenticated caller.
+type Principal struct {
+	UserID string
+	Admin  bool
+}
+
+// Claims are the JWT claims the server reads: the registered ones (sub = user ID, exp
+// required) and role.
+type Claims struct {
+	Role string `json:"role,omitempty"`
+	jwt.RegisteredClaims
+}
+
+// authenticator verifies bearer tokens: HS256 only, with an expiry, a subject of at most
+// maxSubjectLen bytes.
+type authenticator struct {
+	secret []byte
+	parser *jwt.Parser
+}
+
+func newAuthenticator(secret []byte, now func() time.Time) *authenticator {
+	return &authenticator{secret: secret, parser: jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(30*time.Second),
+		jwt.WithTimeFunc(now),
+	)}
+}
+
+// Authentication failures, each a 401 with its own code.
+var (
+	errNoToken      = errors.New("missing bearer token")
+	errBadToken     = errors.New("invalid bearer token")
+	errTokenExpired = errors.New("bearer token expired")
+)
+
+// authenticate reads the Authorization header.
+func (a *authenticator) authenticate(r *http.Request) (Principal, error) {
+	h := r.Header.Get("Authorization")
+	scheme, token, ok := strings.Cut(h, " ")
+	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+		return Principal{}, errNoToken
+	}
+	var c Claims
+	_, err := a.parser.ParseWithClaims(strings.TrimSpace(token), &c, func(*jwt.Token) (any, error) { return a.secret, nil })
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return Principal{}, errTokenExpired
+	case err != nil:
+		return Principal{}, fmt.Errorf("%w: %v", errBadToken, err)
+	case c.Subject == "" || len(c.Subject) > maxSubjectLen:
+		return Principal{}, fmt.Errorf("%w: the subject must be a user ID of 1-%d bytes", errBadToken, maxSubjectLen)
+	}
+	return Principal{UserID: c.Subject, Admin: c.Role == RoleAdmin}, nil
+}
+
+// authProblem is the 401 for an authentication failure.
+func authProblem(err error) Problem {
+	code := "invalid_token"
+	switch {
+	case errors.Is(err, errNoToken):
+		code = "missing_token"
+	case errors.Is(err, errTokenExpired):
+		code = "token_expired"
+	}
+	return newProblem(http.StatusUnauthorized, code, "Unauthorized", err.Error())
+}
+
+type principalKey struct{}
+
+func withPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// principal returns the authenticated caller of an authenticated route.
+func principal(ctx context.Context) Principal {
+	p, _ := ctx.Value(principalKey{}).(Principal)
+	return p
+}
+
+// IssueToken signs a token for userID, valid for ttl from now, with the admin role when
+// admin is set: what `refserver token` prints, and what tests and the flash-sale driver use.
+func IssueToken(secret []byte, userID string, admin bool, ttl time.Duration, now time.Time) (string, error) {
+	if userID == "" || len(userID) > maxSubjectLen {
+		return "", fmt.Errorf("user ID must be 1-%d bytes", maxSubjectLen)
+	}
+	if ttl <= 0 {
+		return "", errors.New("ttl must be positive")
+	}
+	c := Claims{RegisteredClaims: jwt.RegisteredClaims{
+		Subject:   userID,
+		IssuedAt:  jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+	}}
+	if admin {
+		c.Role = RoleAdmin
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+}

@@ -1,0 +1,297 @@
+package server
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/mysqldialect"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+	"github.com/uptrace/bun/driver/sqliteshim"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/coupon/rediscoupon"
+	"github.com/commercekit/commercekit/coupon/sqlcoupon"
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/redisinventory"
+	"github.com/commercekit/commercekit/inventory/sqlinventory"
+	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/saramaoutbox"
+	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/idempotency"
+	"github.com/commercekit/commercekit/payment/idempotency/redisidempotency"
+	"github.com/commercekit/commercekit/payment/idempotency/sqlidempotency"
+	"github.com/commercekit/commercekit/payment/pgsim"
+	"github.com/commercekit/commercekit/payment/resilient"
+)
+
+// eventLogConsumer names the in-process consumer of the embedded mode.
+const eventLogConsumer = "refserver-event-log"
+
+// sqlitePragmas make the embedded database file fit for concurrent HTTP load: WAL (readers
+// never block the writer), a busy timeout (another process on the file waits instead of
+// failing), writers taking the lock at BEGIN (no deadlock-prone lock upgrades), foreign
+// keys on. synchronous=NORMAL is durable against a crash of the process, not of the machine.
+const sqlitePragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
+	"&_pragma=foreign_keys(1)&_txlock=immediate"
+
+// openDB opens the database of cfg. SQLite gets one connection: SQLite has one writer
+// anyway, and a single connection rules out SQLITE_BUSY under load (the packages never use
+// the pool while holding one of its transactions). MySQL gets parseTime and UTC times.
+func openDB(cfg Config) (*bun.DB, error) {
+	switch cfg.DBDriver {
+	case DriverMySQL:
+		mc, err := mysql.ParseDSN(cfg.DBDSN)
+		if err != nil {
+			return nil, err
+		}
+		mc.ParseTime, mc.Loc = true, time.UTC
+		conn, err := mysql.NewConnector(mc)
+		if err != nil {
+			return nil, err
+		}
+		sqldb := sql.OpenDB(conn)
+		sqldb.SetMaxOpenConns(100)
+		sqldb.SetMaxIdleConns(100)
+		sqldb.SetConnMaxLifetime(5 * time.Minute)
+		return bun.NewDB(sqldb, mysqldialect.New()), nil
+	default:
+		dsn := cfg.DBDSN
+		if dsn == "" {
+			dsn = DefaultSQLiteFile
+		}
+		if !strings.Contains(dsn, "?") {
+			dsn = "file:" + strings.TrimPrefix(dsn, "file:") + "?" + sqlitePragmas
+		}
+		sqldb, err := sql.Open(sqliteshim.ShimName, dsn)
+		if err != nil {
+			return nil, err
+		}
+		sqldb.SetMaxOpenConns(1)
+		sqldb.SetMaxIdleConns(1)
+		sqldb.SetConnMaxLifetime(0)
+		return bun.NewDB(sqldb, sqlitedialect.New()), nil
+	}
+}
+
+// stack is everything the server runs on, built from a Config.
+type stack struct {
+	db       *bun.DB
+	rdb      *redis.Client
+	kafka    *saramaoutbox.Publisher
+	sim      *pgsim.Simulator // the in-process simulator (nil over HTTP)
+	inv      *inventory.Inventory
+	coupons  *coupon.Service
+	ledger   *ledger.Ledger
+	payments *payment.Service
+	idem     *idempotency.Store
+	svc      *commerce.Service
+	checks   []check
+	// loops run in the background until shutdown (besides commerce's Run).
+	loops []func(ctx context.Context) error
+}
+
+// buildStack opens the backends of cfg, creates the tables, and composes commerce.
+func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (st *stack, err error) {
+	st = &stack{}
+	defer func() {
+		if err != nil {
+			st.close(log)
+		}
+	}()
+	if st.db, err = openDB(cfg); err != nil {
+		return st, fmt.Errorf("opening the database: %w", err)
+	}
+	st.checks = append(st.checks, check{"database", st.db.PingContext})
+	if err = commerce.CreateAllSchemas(ctx, st.db); err != nil {
+		return st, fmt.Errorf("creating the tables: %w", err)
+	}
+	if err = sqlidempotency.CreateSchema(ctx, st.db); err != nil {
+		return st, fmt.Errorf("creating the idempotency table: %w", err)
+	}
+
+	var invBackend inventory.Backend = sqlinventory.New(st.db)
+	var issuer coupon.Issuer = sqlcoupon.New()
+	var idemBackend idempotency.Backend = sqlidempotency.New(st.db)
+	if cfg.RedisAddr != "" {
+		st.rdb = redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, Password: cfg.RedisPassword, DB: cfg.RedisDB})
+		st.checks = append(st.checks, check{"redis", func(ctx context.Context) error { return st.rdb.Ping(ctx).Err() }})
+		invBackend = redisinventory.New(st.rdb)
+		issuer = rediscoupon.New(st.rdb)
+		idemBackend = redisidempotency.New(st.rdb)
+	}
+	st.inv = inventory.New(invBackend, inventory.WithLogger(log.With("component", "inventory")),
+		inventory.WithObserver(inventoryObserver{m}))
+	st.coupons = coupon.New(st.db, issuer, coupon.WithLogger(log.With("component", "coupon")),
+		coupon.WithObserver(couponObserver{m}))
+	st.ledger = ledger.New(st.db, ledger.WithLogger(log.With("component", "ledger")),
+		ledger.WithObserver(ledgerObserver{m}))
+	if st.idem, err = idempotency.New(idemBackend, idempotency.WithLockTimeout(cfg.IdempotencyLock),
+		idempotency.WithLogger(log.With("component", "idempotency")), idempotency.WithObserver(idempotencyObserver{m})); err != nil {
+		return st, err
+	}
+	if idemBackend.JoinsTx() { // SQL: expired keys are deleted by a loop; Redis expires them itself
+		st.loops = append(st.loops, func(ctx context.Context) error { return ignoreCanceled(st.idem.RunPurger(ctx, time.Minute)) })
+	}
+
+	// The payment gateway: the simulator in process or over HTTP, behind the resilience policies.
+	webhookSecret := cfg.WebhookSecret
+	if webhookSecret == "" {
+		webhookSecret = pgsim.DefaultWebhookSecret
+	}
+	var raw payment.Gateway
+	var deliver func(ctx context.Context, body []byte, signature string) error // set once commerce exists
+	if cfg.PGSimURL != "" {
+		client, err := pgsim.NewClient(cfg.PGSimURL)
+		if err != nil {
+			return st, err
+		}
+		raw = client
+		st.checks = append(st.checks, check{"payment_gateway", func(ctx context.Context) error {
+			// A status query for a payment that does not exist: "not found" means the PG answers.
+			if _, err := client.Status(ctx, "readyz-probe"); err != nil && !errors.Is(err, payment.ErrNotAtGateway) {
+				return err
+			}
+			return nil
+		}})
+	} else {
+		opts := []pgsim.Option{pgsim.WithLogger(log.With("component", "pgsim")),
+			pgsim.WithWebhookSecret([]byte(webhookSecret)),
+			pgsim.WithWebhook(func(ctx context.Context, body []byte, sig string) error {
+				if deliver == nil {
+					return errors.New("refserver: not started yet")
+				}
+				return deliver(ctx, body, sig)
+			}, 3)}
+		if cfg.PGSimLatency > 0 {
+			opts = append(opts, pgsim.WithLatency(cfg.PGSimLatency, cfg.PGSimLatency))
+		}
+		if cfg.PGSimDeclineRate > 0 {
+			opts = append(opts, pgsim.WithDeclineRate(cfg.PGSimDeclineRate))
+		}
+		st.sim = pgsim.New(opts...)
+		raw = st.sim
+	}
+	gw := resilient.Wrap(raw, resilient.WithAttemptTimeout(cfg.PGTimeout), resilient.WithLogger(log.With("component", "resilient")),
+		resilient.WithObserver(breakerObserver{m}))
+	if st.payments, err = payment.New(st.db, gw, payment.WithLogger(log.With("component", "payment")),
+		payment.WithObserver(paymentObserver{m}),
+		payment.WithWebhookVerifier(pgsim.NewWebhookVerifier([]byte(webhookSecret)))); err != nil {
+		return st, err
+	}
+
+	// The outbox: to Kafka, or to an in-process consumer.
+	var pub outbox.Publisher
+	if len(cfg.KafkaBrokers) > 0 {
+		if st.kafka, err = saramaoutbox.NewPublisher(cfg.KafkaBrokers, nil); err != nil {
+			return st, err
+		}
+		pub = st.kafka
+		st.checks = append(st.checks, check{"kafka", func(context.Context) error { return pingKafka(cfg.KafkaBrokers) }})
+	} else {
+		consumer, err := outbox.NewConsumer(st.db, eventLogConsumer, eventLog(log.With("component", "events")),
+			outbox.WithLogger(log.With("component", "outbox")), outbox.WithMetrics(outboxMetrics{m}))
+		if err != nil {
+			return st, err
+		}
+		if pub, err = outbox.NewDispatcher(outbox.Subscription{Topic: cfg.KafkaTopic, Consumer: consumer}); err != nil {
+			return st, err
+		}
+	}
+	outLog := outbox.WithLogger(log.With("component", "outbox"))
+	writer, err := outbox.NewWriter(outLog)
+	if err != nil {
+		return st, err
+	}
+	relay, err := outbox.NewRelay(st.db, pub, outLog, outbox.WithMetrics(outboxMetrics{m}))
+	if err != nil {
+		return st, err
+	}
+	cleaner, err := outbox.NewCleaner(st.db, outLog, outbox.WithMetrics(outboxMetrics{m}))
+	if err != nil {
+		return st, err
+	}
+
+	st.svc, err = commerce.New(commerce.Config{
+		DB: st.db, Inventory: st.inv, Coupons: st.coupons, Ledger: st.ledger, Payments: st.payments,
+		Reconciler: payment.NewReconciler(st.payments), Outbox: writer, Relay: relay, Cleaner: cleaner,
+	},
+		commerce.WithLogger(log.With("component", "commerce")),
+		commerce.WithObserver(commerceObserver{m}),
+		commerce.WithOrderExpiry(cfg.OrderExpiry),
+		commerce.WithPaymentWindow(cfg.PaymentWindow),
+		commerce.WithCancelWindow(cfg.CancelWindow),
+		commerce.WithRewardRate(cfg.RewardRateBP),
+		commerce.WithTopic(cfg.KafkaTopic),
+	)
+	if err != nil {
+		return st, err
+	}
+	deliver = st.svc.HandlePaymentWebhook
+	st.checks = append(st.checks, check{"commerce", st.svc.Ready})
+	return st, nil
+}
+
+// eventLog is the handler of the embedded mode's in-process consumer: it logs each event,
+// standing in for the data platform of seed 001 that Kafka consumers would be in full mode.
+func eventLog(log *slog.Logger) outbox.HandlerFunc {
+	return func(ctx context.Context, _ bun.Tx, events []outbox.Event) error {
+		for _, e := range events {
+			log.DebugContext(ctx, "event", "id", e.ID, "type", e.Type, "key", e.Key, "seq", e.Seq)
+		}
+		return nil
+	}
+}
+
+// pingKafka asks the brokers for metadata with short timeouts.
+func pingKafka(brokers []string) error {
+	c := sarama.NewConfig()
+	c.Net.DialTimeout, c.Net.ReadTimeout, c.Net.WriteTimeout = time.Second, time.Second, time.Second
+	c.Metadata.Retry.Max = 0
+	c.Metadata.Full = false
+	client, err := sarama.NewClient(brokers, c)
+	if err != nil {
+		return err
+	}
+	return client.Close()
+}
+
+// close releases what buildStack opened, in reverse order.
+func (st *stack) close(log *slog.Logger) {
+	if st.sim != nil {
+		st.sim.Close()
+	}
+	if st.kafka != nil {
+		if err := st.kafka.Close(); err != nil {
+			log.Warn("closing the Kafka publisher", "err", err)
+		}
+	}
+	if st.rdb != nil {
+		if err := st.rdb.Close(); err != nil {
+			log.Warn("closing Redis", "err", err)
+		}
+	}
+	if st.db != nil {
+		if err := st.db.Close(); err != nil {
+			log.Warn("closing the database", "err", err)
+		}
+	}
+}
+
+// ignoreCanceled turns the context error a loop returns at shutdown into nil.
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

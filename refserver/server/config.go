@@ -1,0 +1,370 @@
+package server
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/commercekit/commercekit/commerce"
+)
+
+// Database drivers.
+const (
+	DriverSQLite = "sqlite"
+	DriverMySQL  = "mysql"
+)
+
+// DefaultSQLiteFile is the database file of the embedded default, in the working directory.
+const DefaultSQLiteFile = "refserver.db"
+
+// DevJWTSecret signs tokens in the embedded default when COMMERCEKIT_JWT_SECRET is unset. It
+// is public, so the server logs a warning whenever it uses it and refuses it as soon as any
+// external backend is configured.
+const DevJWTSecret = "commercekit-dev-secret-do-not-use-in-production"
+
+// Config is everything the server can be told. Every field has a flag and a COMMERCEKIT_
+// environment variable (see Settings); a flag wins over the variable, which wins over the
+// default. The zero value is not useful: start from Defaults.
+type Config struct {
+	Addr string
+
+	DBDriver string
+	DBDSN    string
+
+	RedisAddr     string
+	RedisPassword string
+	RedisDB       int
+	KafkaBrokers  []string
+	PGSimURL      string
+	PGTimeout     time.Duration
+	WebhookSecret string
+	JWTSecret     string
+
+	KafkaTopic string
+
+	OrderExpiry   time.Duration
+	PaymentWindow time.Duration
+	CancelWindow  time.Duration
+	RewardRateBP  int64
+
+	RateLimit float64
+	RateBurst int
+
+	RequestTimeout    time.Duration
+	ReadHeaderTimeout time.Duration
+	ShutdownTimeout   time.Duration
+	MaxBodyBytes      int64
+	IdempotencyLock   time.Duration
+
+	PGSimLatency     time.Duration
+	PGSimDeclineRate float64
+
+	SeedDemo bool
+	LogLevel string
+}
+
+// Defaults returns the embedded default: SQLite in the working directory, every other
+// backend in process.
+func Defaults() Config {
+	return Config{
+		Addr:              ":8080",
+		DBDriver:          DriverSQLite,
+		KafkaTopic:        commerce.DefaultTopic,
+		OrderExpiry:       commerce.DefaultOrderExpiry,
+		PaymentWindow:     commerce.DefaultPaymentWindow,
+		CancelWindow:      commerce.DefaultCancelWindow,
+		RewardRateBP:      commerce.DefaultRewardRate,
+		RateLimit:         20,
+		RateBurst:         40,
+		RequestTimeout:    30 * time.Second,
+		ReadHeaderTimeout: 5 * time.Second,
+		ShutdownTimeout:   30 * time.Second,
+		MaxBodyBytes:      1 << 20,
+		IdempotencyLock:   60 * time.Second,
+		PGTimeout:         10 * time.Second,
+		SeedDemo:          true,
+		LogLevel:          "info",
+	}
+}
+
+// Setting is one configurable value: its flag, its environment variable and how it prints.
+type Setting struct {
+	Flag   string
+	Env    string
+	Usage  string
+	Secret bool
+	value  flag.Value
+}
+
+// settings binds every configurable value to a field of c. It is the one list of what the
+// server reads: flags, environment variables, the startup printout and the compose test all
+// come from it.
+func (c *Config) settings() []Setting {
+	return []Setting{
+		{Flag: "addr", Env: "COMMERCEKIT_ADDR", Usage: "listen address", value: str(&c.Addr)},
+		{Flag: "db-driver", Env: "COMMERCEKIT_DB_DRIVER", Usage: "database driver: sqlite or mysql", value: str(&c.DBDriver)},
+		{Flag: "db-dsn", Env: "COMMERCEKIT_DB_DSN", Usage: "database DSN (sqlite: a file name, default " + DefaultSQLiteFile + "; mysql: user:password@tcp(host:3306)/db)", Secret: true, value: str(&c.DBDSN)},
+		{Flag: "redis-addr", Env: "COMMERCEKIT_REDIS_ADDR", Usage: "Redis address (host:port); set: stock, coupon issuance and idempotency keys in Redis", value: str(&c.RedisAddr)},
+		{Flag: "redis-password", Env: "COMMERCEKIT_REDIS_PASSWORD", Usage: "Redis password", Secret: true, value: str(&c.RedisPassword)},
+		{Flag: "redis-db", Env: "COMMERCEKIT_REDIS_DB", Usage: "Redis logical database", value: integer(&c.RedisDB)},
+		{Flag: "kafka-brokers", Env: "COMMERCEKIT_KAFKA_BROKERS", Usage: "Kafka bootstrap brokers, comma-separated; unset: events go to in-process consumers", value: list(&c.KafkaBrokers)},
+		{Flag: "pgsim-url", Env: "COMMERCEKIT_PGSIM_URL", Usage: "URL of a PG simulator served by 'refserver pgsim' (loopback); unset: the simulator runs in process", value: str(&c.PGSimURL)},
+		{Flag: "pg-timeout", Env: "COMMERCEKIT_PG_TIMEOUT", Usage: "timeout of one call to the PG (calls are retried up to 3 times)", value: dur(&c.PGTimeout)},
+		{Flag: "webhook-secret", Env: "COMMERCEKIT_WEBHOOK_SECRET", Usage: "secret the PG signs webhooks with (default: the simulator's)", Secret: true, value: str(&c.WebhookSecret)},
+		{Flag: "jwt-secret", Env: "COMMERCEKIT_JWT_SECRET", Usage: "HS256 secret of bearer tokens (required unless embedded)", Secret: true, value: str(&c.JWTSecret)},
+		{Flag: "kafka-topic", Env: "COMMERCEKIT_KAFKA_TOPIC", Usage: "topic of order and top-up events", value: str(&c.KafkaTopic)},
+		{Flag: "order-expiry", Env: "COMMERCEKIT_ORDER_EXPIRY", Usage: "how long an order waits for payment before it expires", value: dur(&c.OrderExpiry)},
+		{Flag: "payment-window", Env: "COMMERCEKIT_PAYMENT_WINDOW", Usage: "how long past its expiry an order's holds last, for a payment started just before", value: dur(&c.PaymentWindow)},
+		{Flag: "cancel-window", Env: "COMMERCEKIT_CANCEL_WINDOW", Usage: "how long after payment a paid order may be cancelled", value: dur(&c.CancelWindow)},
+		{Flag: "reward-rate-bp", Env: "COMMERCEKIT_REWARD_RATE_BP", Usage: "points earned on payment, in basis points of the card amount (100 = 1%)", value: i64(&c.RewardRateBP)},
+		{Flag: "rate-limit", Env: "COMMERCEKIT_RATE_LIMIT", Usage: "write requests per second per user (0: unlimited)", value: f64(&c.RateLimit)},
+		{Flag: "rate-burst", Env: "COMMERCEKIT_RATE_BURST", Usage: "write requests a user may burst above the rate", value: integer(&c.RateBurst)},
+		{Flag: "request-timeout", Env: "COMMERCEKIT_REQUEST_TIMEOUT", Usage: "deadline of every request's work", value: dur(&c.RequestTimeout)},
+		{Flag: "read-header-timeout", Env: "COMMERCEKIT_READ_HEADER_TIMEOUT", Usage: "time allowed to read a request's headers", value: dur(&c.ReadHeaderTimeout)},
+		{Flag: "shutdown-timeout", Env: "COMMERCEKIT_SHUTDOWN_TIMEOUT", Usage: "time allowed to drain requests on SIGINT/SIGTERM", value: dur(&c.ShutdownTimeout)},
+		{Flag: "max-body-bytes", Env: "COMMERCEKIT_MAX_BODY_BYTES", Usage: "largest request body accepted", value: i64(&c.MaxBodyBytes)},
+		{Flag: "idempotency-lock", Env: "COMMERCEKIT_IDEMPOTENCY_LOCK", Usage: "how long a request holds its Idempotency-Key (must exceed the request timeout)", value: dur(&c.IdempotencyLock)},
+		{Flag: "pgsim-latency", Env: "COMMERCEKIT_PGSIM_LATENCY", Usage: "latency of the in-process PG simulator", value: dur(&c.PGSimLatency)},
+		{Flag: "pgsim-decline-rate", Env: "COMMERCEKIT_PGSIM_DECLINE_RATE", Usage: "fraction of approvals the in-process PG simulator declines", value: f64(&c.PGSimDeclineRate)},
+		{Flag: "seed-demo", Env: "COMMERCEKIT_SEED_DEMO", Usage: "create the demo products at start (idempotent)", value: boolean(&c.SeedDemo)},
+		{Flag: "log-level", Env: "COMMERCEKIT_LOG_LEVEL", Usage: "debug, info, warn or error", value: str(&c.LogLevel)},
+	}
+}
+
+// Settings lists every setting the server reads, in order.
+func Settings() []Setting {
+	c := Defaults()
+	return c.settings()
+}
+
+// Load builds a Config from the defaults, then the environment (getenv), then the flags in
+// args, and validates it.
+func Load(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
+	c := Defaults()
+	fs := flag.NewFlagSet("refserver", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	for _, s := range c.settings() {
+		if v, ok := lookup(getenv, s.Env); ok {
+			if err := s.value.Set(v); err != nil {
+				return Config{}, fmt.Errorf("%s=%q: %w", s.Env, v, err)
+			}
+		}
+		fs.Var(s.value, s.Flag, s.Usage+" ($"+s.Env+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	return c, c.Validate()
+}
+
+// lookup reads an environment variable; an empty value counts as unset, so a compose file
+// may list every variable and leave the ones it does not use empty.
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+// Mode names the deployment the Config describes: "embedded" when every backend is in
+// process, "full" when every one is external, "mixed" otherwise.
+func (c Config) Mode() string {
+	external := 0
+	for _, b := range []bool{c.DBDriver == DriverMySQL, c.RedisAddr != "", len(c.KafkaBrokers) > 0, c.PGSimURL != ""} {
+		if b {
+			external++
+		}
+	}
+	switch external {
+	case 0:
+		return "embedded"
+	case 4:
+		return "full"
+	}
+	return "mixed"
+}
+
+// Validate checks the Config; it does not connect to anything.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	switch c.DBDriver {
+	case DriverSQLite:
+	case DriverMySQL:
+		if c.DBDSN == "" {
+			bad("COMMERCEKIT_DB_DSN is required with the mysql driver")
+		} else if _, err := mysql.ParseDSN(c.DBDSN); err != nil {
+			bad("COMMERCEKIT_DB_DSN: %v", err)
+		}
+	default:
+		bad("COMMERCEKIT_DB_DRIVER must be sqlite or mysql, not %q", c.DBDriver)
+	}
+	if c.JWTSecret == "" && c.Mode() != "embedded" {
+		bad("COMMERCEKIT_JWT_SECRET is required unless every backend is embedded")
+	}
+	if c.JWTSecret != "" && len(c.JWTSecret) < 16 {
+		bad("COMMERCEKIT_JWT_SECRET must be at least 16 bytes")
+	}
+	if c.RedisDB < 0 {
+		bad("COMMERCEKIT_REDIS_DB must be >= 0")
+	}
+	if c.KafkaTopic == "" {
+		bad("COMMERCEKIT_KAFKA_TOPIC must not be empty")
+	}
+	if c.RewardRateBP < 0 || c.RewardRateBP > 10_000 {
+		bad("COMMERCEKIT_REWARD_RATE_BP must be within 0..10000")
+	}
+	if c.RateLimit < 0 || c.RateBurst < 1 {
+		bad("COMMERCEKIT_RATE_LIMIT must be >= 0 and COMMERCEKIT_RATE_BURST >= 1")
+	}
+	for name, d := range map[string]time.Duration{
+		"COMMERCEKIT_REQUEST_TIMEOUT": c.RequestTimeout, "COMMERCEKIT_READ_HEADER_TIMEOUT": c.ReadHeaderTimeout,
+		"COMMERCEKIT_SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "COMMERCEKIT_ORDER_EXPIRY": c.OrderExpiry,
+		"COMMERCEKIT_PAYMENT_WINDOW": c.PaymentWindow, "COMMERCEKIT_CANCEL_WINDOW": c.CancelWindow,
+		"COMMERCEKIT_PG_TIMEOUT": c.PGTimeout,
+	} {
+		if d <= 0 {
+			bad("%s must be positive", name)
+		}
+	}
+	if c.IdempotencyLock <= c.RequestTimeout {
+		bad("COMMERCEKIT_IDEMPOTENCY_LOCK (%s) must exceed COMMERCEKIT_REQUEST_TIMEOUT (%s)", c.IdempotencyLock, c.RequestTimeout)
+	}
+	if c.MaxBodyBytes < 1024 {
+		bad("COMMERCEKIT_MAX_BODY_BYTES must be at least 1024")
+	}
+	if c.PGSimLatency < 0 || c.PGSimDeclineRate < 0 || c.PGSimDeclineRate > 1 {
+		bad("COMMERCEKIT_PGSIM_LATENCY must be >= 0 and COMMERCEKIT_PGSIM_DECLINE_RATE within 0..1")
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		bad("COMMERCEKIT_LOG_LEVEL: %v", err)
+	}
+	return errors.Join(errs...)
+}
+
+// Print writes every setting, one per line, with secrets masked.
+func (c Config) Print(w io.Writer) {
+	fmt.Fprintf(w, "refserver configuration (mode %s):\n", c.Mode())
+	f := c.Fields()
+	for i := 0; i < len(f); i += 2 {
+		fmt.Fprintf(w, "  %-32s %s\n", f[i], f[i+1])
+	}
+}
+
+// Fields returns every setting as (variable, printable value) pairs, secrets masked, for a
+// structured log line.
+func (c Config) Fields() []any {
+	var out []any
+	for _, s := range c.settings() {
+		v := s.value.String()
+		switch {
+		case s.Secret:
+			v = mask(s.Env, v)
+		case v == "":
+			v = "(unset)"
+		}
+		out = append(out, s.Env, v)
+	}
+	return out
+}
+
+// mask hides a secret: a MySQL DSN keeps everything but its password, anything else shows
+// only whether it is set.
+func mask(env, v string) string {
+	if v == "" {
+		return "(unset)"
+	}
+	if env == "COMMERCEKIT_DB_DSN" {
+		if cfg, err := mysql.ParseDSN(v); err == nil && strings.Contains(v, "@") {
+			if cfg.Passwd != "" {
+				cfg.Passwd = "****"
+			}
+			return cfg.FormatDSN()
+		}
+		if !strings.Contains(v, "@") {
+			return v // a SQLite file name holds no secret
+		}
+	}
+	return "****"
+}
+
+// value is a flag.Value over a field of Config.
+type value[T any] struct {
+	p      *T
+	parse  func(string) (T, error)
+	format func(T) string
+}
+
+func (v value[T]) Set(s string) error {
+	x, err := v.parse(s)
+	if err != nil {
+		return err
+	}
+	*v.p = x
+	return nil
+}
+
+func (v value[T]) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return v.format(*v.p)
+}
+
+func str(p *string) flag.Value {
+	return value[string]{p, func(s string) (string, error) { return s, nil }, func(s string) string { return s }}
+}
+
+func dur(p *time.Duration) flag.Value {
+	return value[time.Duration]{p, time.ParseDuration, time.Duration.String}
+}
+
+func i64(p *int64) flag.Value {
+	return value[int64]{p, func(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) },
+		func(x int64) string { return strconv.FormatInt(x, 10) }}
+}
+
+func integer(p *int) flag.Value {
+	return value[int]{p, strconv.Atoi, strconv.Itoa}
+}
+
+func f64(p *float64) flag.Value {
+	return value[float64]{p, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) },
+		func(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }}
+}
+
+func boolean(p *bool) flag.Value {
+	return boolValue{value[bool]{p, strconv.ParseBool, strconv.FormatBool}}
+}
+
+// boolValue lets "-seed-demo" stand for "-seed-demo=true".
+type boolValue struct{ value[bool] }
+
+func (boolValue) IsBoolFlag() bool { return true }
+
+func list(p *[]string) flag.Value {
+	return value[[]string]{p, func(s string) ([]string, error) {
+		var out []string
+		for _, part := range strings.Split(s, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+		return out, nil
+	}, func(x []string) string { return strings.Join(x, ",") }}
+}
+
+// parseLevel reads a log level name.
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err
+}

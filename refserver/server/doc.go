@@ -1,0 +1,68 @@
+// Package server is refserver's HTTP layer: the routes, middleware, configuration and
+// wiring of commercekit's reference server, importable so that drivers and tests can run
+// it in process (cmd: github.com/commercekit/commercekit/refserver).
+//
+// # Design
+//
+// Handlers are thin: decode JSON, call commerce.Service, encode JSON. The route table
+// (Route, one per "METHOD /path" pattern on net/http's ServeMux) drives the mux, the
+// middleware and the OpenAPI test. Around every route, outermost first: X-Request-ID in
+// and out, an access log line (log/slog JSON) and the latency histogram by route pattern
+// and status, panic recovery (a 500 problem, never a broken connection), a body size limit
+// (http.MaxBytesReader) and a per-request deadline; then, per route, bearer
+// authentication, a per-user token bucket on write routes, and Idempotency-Key handling on
+// order creation, payment and points top-up.
+//
+// # Errors
+//
+// Every error is application/problem+json (RFC 9457) with a stable "code". errorRules in
+// errors.go is the one table from domain errors (errors.Is over commerce's and the leaves'
+// sentinels) to statuses: 400 malformed input, 401 missing/invalid/expired token, 403 not
+// an admin, 404 not found (also another user's order or coupon), 409 a state conflict or a
+// request with the same Idempotency-Key still running, 413 a body over the limit, 422 a
+// rule violation or an Idempotency-Key reused for another request, 429 rate limited, 503 a
+// dependency down or a timeout (with Retry-After).
+//
+// # Idempotency
+//
+// POST /v1/orders, POST /v1/orders/{id}/pay and POST /v1/points/top-ups require an
+// Idempotency-Key. payment/idempotency's Store runs the request at most once per (user,
+// key), fingerprinting method, path and canonical JSON body: a retry gets the stored status
+// and body with Idempotent-Replayed: true; another body with the same key is 422; a retry
+// while the first runs is 409. Successes and rule violations are stored; malformed input,
+// 409, 429, 202 (the PG has not answered: the retry continues the payment) and 5xx are not,
+// so the retry runs again. The key is also passed to commerce, whose own idempotency covers
+// the case where the stored response is lost. The SQL store is used on the embedded default,
+// the Redis store when Redis is configured.
+//
+// # Backends
+//
+// Config selects each backend independently; Config.Mode names the result. With nothing
+// configured (embedded): SQLite in ./refserver.db with one connection (WAL,
+// synchronous=NORMAL: durable against a crash of the process, not of the machine), SQL
+// inventory, SQL coupon issuer, SQL idempotency keys, the outbox relayed to an in-process
+// consumer, the in-process PG simulator (its webhooks delivered in process), and a demo
+// catalogue. Full mode: MySQL, Redis (inventory, coupon issuance, idempotency keys), Kafka
+// (the outbox relay's publisher) and the PG simulator over HTTP (refserver pgsim). The PG
+// gateway is always behind payment/resilient's policies.
+//
+// # Operations
+//
+// /healthz answers while the process runs; /readyz pings the database, Redis, Kafka and
+// the PG (over HTTP) and turns 503 while draining; /metrics serves the server's own
+// Prometheus registry: commercekit_http_request_duration_seconds{route,method,status} and
+// the libraries' figures through their observer hooks (operations and latency of
+// inventory, ledger and coupon by result, expired holds, payment transitions by state and
+// cause, refunds, breaker state, outbox relay lag and events, idempotency outcomes, orders
+// by outcome). On SIGINT/SIGTERM Serve stops accepting, drains in-flight requests, stops
+// the background loops (commerce.Service.Run: relay, reconciler, cleaner, expiry,
+// recovery, sweepers) and closes the stores.
+//
+// # Performance
+//
+// examples/flashsale is the end-to-end benchmark: N buyers racing for M units over HTTP,
+// against an in-process server (default) or a running one:
+//
+//	go run ./examples/flashsale -buyers 2000 -units 100
+//	go run ./examples/flashsale -url http://localhost:8080 -jwt-secret "$COMMERCEKIT_JWT_SECRET"
+package server

@@ -1,0 +1,147 @@
+package server_test
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/payment/pgsim"
+	"github.com/commercekit/commercekit/refserver/server"
+)
+
+func TestIdempotentReplays(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			a := start(t, b, nil)
+			setup(t, a, "p1", 9000, 10)
+			alice, bob := token(t, "alice", false), token(t, "bob", false)
+			body := server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}
+
+			// Same key, same request: the stored response, byte for byte, marked as a replay;
+			// the same JSON written differently is the same request.
+			first := expect(t, a.call("POST", "/v1/orders", alice, "K", body), http.StatusCreated)
+			assert.Empty(t, first.Header.Get(server.ReplayedHeader))
+			for _, again := range []any{body, `{ "lines" : [ {"qty": 1, "product_id": "p1"} ] }`} {
+				r := expect(t, a.call("POST", "/v1/orders", alice, "K", again), http.StatusCreated)
+				assert.Equal(t, "true", r.Header.Get(server.ReplayedHeader))
+				assert.Equal(t, string(first.Body), string(r.Body))
+			}
+			// Same key, another request: 422, nothing placed.
+			expectProblem(t, a.call("POST", "/v1/orders", alice, "K", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 2}}}), http.StatusUnprocessableEntity, "idempotency_key_reused")
+			// Keys are per user.
+			other := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", bob, "K", body), http.StatusCreated))
+			o := as[server.OrderJSON](t, first)
+			assert.NotEqual(t, o.ID, other.ID)
+			assert.Equal(t, int64(2), as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil)).Reserved)
+
+			// Pay: replayed, and refused with another body.
+			pay := server.PayJSON{Method: "CARD", Token: "tok_1"}
+			paid := expect(t, a.call("POST", "/v1/orders/"+o.ID+"/pay", alice, "P", pay), http.StatusOK)
+			r := expect(t, a.call("POST", "/v1/orders/"+o.ID+"/pay", alice, "P", pay), http.StatusOK)
+			assert.Equal(t, "true", r.Header.Get(server.ReplayedHeader))
+			assert.Equal(t, string(paid.Body), string(r.Body))
+			expectProblem(t, a.call("POST", "/v1/orders/"+o.ID+"/pay", alice, "P", server.PayJSON{Method: "CARD", Token: "tok_2"}),
+				http.StatusUnprocessableEntity, "idempotency_key_reused")
+
+			// Concurrent: while the first request is with the PG (which hangs until the
+			// attempt timeout, then approves the retry), the same key gets 409.
+			o2 := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "K2", body), http.StatusCreated))
+			payID := "pay-" + o2.ID
+			a.sim.InjectFault(payID, pgsim.FaultTimeout, 1)
+			done := make(chan resp, 1)
+			go func() {
+				r, err := a.try("POST", "/v1/orders/"+o2.ID+"/pay", alice, "P2", pay)
+				if err != nil {
+					r = resp{Body: []byte(err.Error())}
+				}
+				done <- r
+			}()
+			eventually(t, "the first payment to reach the PG", func() bool { return a.sim.ApproveCalls(payID) > 0 })
+			p := expectProblem(t, a.call("POST", "/v1/orders/"+o2.ID+"/pay", alice, "P2", pay), http.StatusConflict, "request_in_progress")
+			assert.Positive(t, p.RetryAfter)
+			firstPay := expect(t, <-done, http.StatusOK)
+			assert.Equal(t, "PAID", as[server.OrderJSON](t, firstPay).Status)
+			r = expect(t, a.call("POST", "/v1/orders/"+o2.ID+"/pay", alice, "P2", pay), http.StatusOK)
+			assert.Equal(t, string(firstPay.Body), string(r.Body))
+			assert.Equal(t, 1, a.sim.Charges(payID), "charged once")
+		})
+	}
+}
+
+// TestFlashSale: 2,000 buyers race for 100 units over HTTP on MySQL + Redis + Kafka + the
+// PG over HTTP. Exactly 100 orders are placed and paid, every other buyer is told the
+// product is sold out, and the store's invariants hold.
+func TestFlashSale(t *testing.T) {
+	const buyers, units, clients = 2000, 100, 64
+	a := start(t, full, nil)
+	admin := setup(t, a, "hot", 50_000, units)
+
+	var placed, paid, soldOut atomic.Int64
+	var failures sync.Map
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for i := range work {
+				user := fmt.Sprintf("buyer-%04d", i)
+				tok, err := server.IssueToken(testSecret, user, false, time.Hour, time.Now())
+				if err != nil {
+					failures.Store(user, err.Error())
+					continue
+				}
+				r, err := a.try("POST", "/v1/orders", tok, "order", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "hot", Qty: 1}}})
+				switch {
+				case err != nil:
+					failures.Store(user, err.Error())
+					continue
+				case r.Status == http.StatusUnprocessableEntity:
+					soldOut.Add(1)
+					continue
+				case r.Status != http.StatusCreated:
+					failures.Store(user, fmt.Sprintf("place: %d %s", r.Status, r.Body))
+					continue
+				}
+				placed.Add(1)
+				var o server.OrderJSON
+				if err := jsonUnmarshal(r.Body, &o); err != nil {
+					failures.Store(user, err.Error())
+					continue
+				}
+				r, err = a.try("POST", "/v1/orders/"+o.ID+"/pay", tok, "pay", server.PayJSON{Method: "CARD", Token: "tok_" + user})
+				if err != nil || r.Status != http.StatusOK {
+					failures.Store(user, fmt.Sprintf("pay: %v %d %s", err, r.Status, r.Body))
+					continue
+				}
+				if err := jsonUnmarshal(r.Body, &o); err == nil && o.Status == "PAID" {
+					paid.Add(1)
+				}
+			}
+		})
+	}
+	for i := range buyers {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+
+	failures.Range(func(k, v any) bool {
+		t.Errorf("%v: %v", k, v)
+		return true
+	})
+	assert.Equal(t, int64(units), placed.Load())
+	assert.Equal(t, int64(units), paid.Load())
+	assert.Equal(t, int64(buyers-units), soldOut.Load())
+	st := as[server.StockJSON](t, a.call("GET", "/v1/products/hot/stock", "", "", nil))
+	assert.Equal(t, []int64{0, 0, units}, []int64{st.Available, st.Reserved, st.Sold})
+	assert.Equal(t, units, a.sim.Stats().Charges)
+	audit := as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", admin, "", nil), http.StatusOK))
+	require.True(t, audit.OK, "%v", audit.Discrepancies)
+	assert.Equal(t, units, audit.Orders)
+}

@@ -1,0 +1,86 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/refserver/server"
+)
+
+// TestGracefulShutdown: cancelling Serve's context lets a request in flight finish, then
+// stops the listener, the background loops and the stores; Serve returns nil.
+func TestGracefulShutdown(t *testing.T) {
+	cfg := baseConfig()
+	cfg.DBDSN = filepath.Join(t.TempDir(), "refserver.db")
+	cfg.PGSimLatency = 500 * time.Millisecond // a payment in flight when the signal comes
+	srv, err := server.New(t.Context(), cfg)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+
+	a := &app{t: t, srv: srv, url: "http://" + ln.Addr().String(), hc: &http.Client{Timeout: time.Minute}}
+	setup(t, a, "p1", 9000, 5)
+	alice := token(t, "alice", false)
+	o := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "k", server.PlaceOrderJSON{
+		Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
+	done := make(chan resp, 1)
+	go func() {
+		r, err := a.try("POST", "/v1/orders/"+o.ID+"/pay", alice, "p", server.PayJSON{Method: "CARD"})
+		if err != nil {
+			r.Body = []byte(err.Error())
+		}
+		done <- r
+	}()
+	eventually(t, "the payment to reach the PG", func() bool { return srv.Simulator().InFlight() > 0 })
+	cancel()
+
+	r := <-done
+	assert.Equal(t, http.StatusOK, r.Status, "the request in flight drained: %s", r.Body)
+	assert.Equal(t, "PAID", as[server.OrderJSON](t, r).Status)
+	select {
+	case err := <-served:
+		require.NoError(t, err)
+	case <-time.After(time.Minute):
+		t.Fatal("Serve did not return")
+	}
+	_, err = net.DialTimeout("tcp", ln.Addr().String(), time.Second)
+	assert.Error(t, err, "the listener is closed")
+	_, err = srv.Commerce().GetProduct(context.Background(), "p1")
+	assert.True(t, err != nil && !errors.Is(err, context.Canceled), "the database is closed: %v", err)
+}
+
+// TestSeedDemo: the demo catalogue is created at the first start and left as it is (an
+// admin's price change included) at the next.
+func TestSeedDemo(t *testing.T) {
+	cfg := baseConfig()
+	cfg.DBDSN = filepath.Join(t.TempDir(), "refserver.db")
+	cfg.SeedDemo = true
+	srv1, err := server.New(t.Context(), cfg)
+	require.NoError(t, err)
+	ts := httptest.NewServer(srv1.Handler())
+	a := &app{t: t, srv: srv1, url: ts.URL, hc: ts.Client()}
+	page := as[server.ProductPageJSON](t, expect(t, a.call("GET", "/v1/products", "", "", nil), http.StatusOK))
+	require.Len(t, page.Products, 3)
+	expect(t, a.call("PUT", "/v1/products/kbd-001/price", token(t, "admin", true), "", server.PriceJSON{Price: 1}), http.StatusOK)
+	ts.Close()
+	srv1.Close()
+
+	srv, err := server.New(t.Context(), cfg)
+	require.NoError(t, err, "seeding again over changed data")
+	defer srv.Close()
+	p, err := srv.Commerce().GetProduct(t.Context(), "kbd-001")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), p.Price)
+}

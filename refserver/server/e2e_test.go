@@ -1,0 +1,274 @@
+package server_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/payment/pgsim"
+	"github.com/commercekit/commercekit/refserver/server"
+)
+
+var backends = []backend{embedded, full}
+
+// setup creates a product (price, stock) and a coupon template (1,000 won off orders of
+// 5,000 or more), and returns the admin's token.
+func setup(t *testing.T, a *app, product string, price, stock int64) string {
+	t.Helper()
+	admin := token(t, "admin", true)
+	expect(t, a.call("POST", "/v1/products", admin, "", server.NewProductJSON{ID: product, Name: "Product " + product,
+		Price: price, Stock: stock}), http.StatusCreated)
+	expect(t, a.call("POST", "/v1/coupon-templates", admin, "", server.CouponTemplateJSON{ID: "tpl-" + product,
+		Name: "1,000 off", Kind: "fixed", Amount: 1000, MinOrderAmount: 5000, PerUserLimit: 1}), http.StatusCreated)
+	return admin
+}
+
+func TestFlows(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			a := start(t, b, nil)
+			admin := setup(t, a, "p1", 9000, 5)
+			alice := token(t, "alice", false)
+
+			// Catalogue: creating again is idempotent; price and stock updates.
+			p := as[server.ProductJSON](t, expect(t, a.call("POST", "/v1/products", admin, "",
+				server.NewProductJSON{ID: "p1", Name: "Product p1", Price: 9000, Stock: 5}), http.StatusCreated))
+			assert.Equal(t, int64(5), p.Stock.Available)
+			p = as[server.ProductJSON](t, expect(t, a.call("PUT", "/v1/products/p1/price", admin, "", server.PriceJSON{Price: 10000}), http.StatusOK))
+			assert.Equal(t, int64(10000), p.Price)
+			st := as[server.StockJSON](t, expect(t, a.call("PUT", "/v1/products/p1/stock", admin, "", server.SetStockJSON{OnHand: 10}), http.StatusOK))
+			assert.Equal(t, int64(10), st.Available)
+			page := as[server.ProductPageJSON](t, expect(t, a.call("GET", "/v1/products?limit=10", "", "", nil), http.StatusOK))
+			require.Len(t, page.Products, 1)
+			assert.Equal(t, int64(10000), page.Products[0].Price)
+
+			// Coupon, issued first come (idempotent on the key), and points bought.
+			c := as[server.CouponJSON](t, expect(t, a.call("POST", "/v1/coupon-templates/tpl-p1/issue", alice, "issue-1", nil), http.StatusCreated))
+			again := as[server.CouponJSON](t, expect(t, a.call("POST", "/v1/coupon-templates/tpl-p1/issue", alice, "issue-1", nil), http.StatusCreated))
+			assert.Equal(t, c.ID, again.ID)
+			wallet := as[server.CouponPageJSON](t, expect(t, a.call("GET", "/v1/coupons", alice, "", nil), http.StatusOK))
+			require.Len(t, wallet.Coupons, 1)
+			top := as[server.TopUpJSON](t, expect(t, a.call("POST", "/v1/points/top-ups", alice, "top-1",
+				server.TopUpRequestJSON{Amount: 5000, Method: "CARD", Token: "tok_ok"}), http.StatusCreated))
+			assert.Equal(t, "COMPLETED", top.Status)
+			expect(t, a.call("GET", "/v1/points/top-ups/"+top.ID, alice, "", nil), http.StatusOK)
+			assert.Equal(t, int64(5000), as[server.BalanceJSON](t, a.call("GET", "/v1/points", alice, "", nil)).Available)
+
+			// Place with the coupon and points, pay by card.
+			o := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "order-1", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 2}}, CouponID: c.ID, Points: 2000}), http.StatusCreated))
+			assert.Equal(t, "PENDING_PAYMENT", o.Status)
+			assert.Equal(t, []int64{20000, 1000, 2000, 17000}, []int64{o.Subtotal, o.Discount, o.Points, o.AmountDue})
+			assert.Equal(t, int64(2), as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil)).Reserved)
+			o = as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders/"+o.ID+"/pay", alice, "pay-1",
+				server.PayJSON{Method: "CARD", Token: "tok_visa"}), http.StatusOK))
+			assert.Equal(t, "PAID", o.Status)
+			assert.Equal(t, int64(170), o.Reward, "1% of the card amount")
+			st = as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil))
+			assert.Equal(t, []int64{8, 0, 2}, []int64{st.Available, st.Reserved, st.Sold})
+			bal := as[server.BalanceJSON](t, a.call("GET", "/v1/points", alice, "", nil))
+			assert.Equal(t, int64(5000-2000+170), bal.Available)
+			hist := as[server.HistoryPageJSON](t, expect(t, a.call("GET", "/v1/points/history?limit=50", alice, "", nil), http.StatusOK))
+			assert.NotEmpty(t, hist.Entries)
+			got := as[server.OrderJSON](t, expect(t, a.call("GET", "/v1/orders/"+o.ID, alice, "", nil), http.StatusOK))
+			assert.Equal(t, o.ID, got.ID)
+			mine := as[server.OrderPageJSON](t, expect(t, a.call("GET", "/v1/orders?status=PAID", alice, "", nil), http.StatusOK))
+			require.Len(t, mine.Orders, 1)
+
+			// Cancel the paid order: refunded, points and coupon back, stock returned.
+			o = as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders/"+o.ID+"/cancel", alice, "", nil), http.StatusOK))
+			assert.Equal(t, "CANCELLED", o.Status)
+			assert.Equal(t, int64(5000), as[server.BalanceJSON](t, a.call("GET", "/v1/points", alice, "", nil)).Available)
+			st = as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil))
+			assert.Equal(t, int64(10), st.Available)
+			wallet = as[server.CouponPageJSON](t, a.call("GET", "/v1/coupons?state=available", alice, "", nil))
+			assert.Len(t, wallet.Coupons, 1, "the coupon is usable again")
+
+			// A declined card: PAYMENT_FAILED with the PG's code, everything given back.
+			o = as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "order-2", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}, CouponID: c.ID, Points: 500}), http.StatusCreated))
+			o = as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders/"+o.ID+"/pay", alice, "pay-2",
+				server.PayJSON{Method: "CARD", Token: pgsim.TokenDecline}), http.StatusOK))
+			assert.Equal(t, "PAYMENT_FAILED", o.Status)
+			assert.Equal(t, pgsim.CodeCardDeclined, o.FailureCode)
+			assert.Equal(t, int64(10), as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil)).Available)
+			assert.Equal(t, int64(5000), as[server.BalanceJSON](t, a.call("GET", "/v1/points", alice, "", nil)).Available)
+
+			// An unpaid order cancelled at once; an order paid with points alone.
+			o = as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "order-3", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
+			assert.Equal(t, "CANCELLED", as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders/"+o.ID+"/cancel", alice, "", nil), http.StatusOK)).Status)
+			expect(t, a.call("PUT", "/v1/products/p1/price", admin, "", server.PriceJSON{Price: 3000}), http.StatusOK)
+			o = as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "order-4", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}, Points: 3000}), http.StatusCreated))
+			assert.Equal(t, int64(0), o.AmountDue)
+			o = as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders/"+o.ID+"/pay", alice, "pay-4", server.PayJSON{}), http.StatusOK))
+			assert.Equal(t, "PAID", o.Status)
+			assert.Empty(t, o.PaymentID, "nothing went through the PG")
+
+			// Every invariant holds; events were relayed; operations answer.
+			audit := as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", admin, "", nil), http.StatusOK))
+			assert.True(t, audit.OK, "%v", audit.Discrepancies)
+			eventually(t, "the outbox relay to publish", func() bool {
+				return strings.Contains(string(a.call("GET", "/metrics", "", "", nil).Body), `commercekit_outbox_events_total{stage="published"`)
+			})
+			metrics := string(a.call("GET", "/metrics", "", "", nil).Body)
+			for _, series := range []string{
+				`commercekit_http_request_duration_seconds_count{method="POST",route="POST /v1/orders",status="201"}`,
+				`commercekit_payment_transitions_total{cause="gateway",to="APPROVED"}`,
+				`commercekit_orders_total{outcome="paid"} 2`,
+				`commercekit_operations_total{component="inventory",op="reserve",result="ok"}`,
+				`commercekit_idempotency_events_total{event="completed"}`,
+				`commercekit_payment_breaker_state 0`,
+				"commercekit_outbox_relay_lag_seconds",
+			} {
+				assert.Contains(t, metrics, series)
+			}
+			ready := as[server.Readiness](t, expect(t, a.call("GET", "/readyz", "", "", nil), http.StatusOK))
+			assert.Equal(t, "ready", ready.Status)
+			expect(t, a.call("GET", "/healthz", "", "", nil), http.StatusOK)
+			if b.name == full.name {
+				for _, name := range []string{"database", "redis", "kafka", "payment_gateway", "commerce"} {
+					assert.Equal(t, "ok", ready.Checks[name], name)
+				}
+			}
+		})
+	}
+}
+
+func TestAuthRules(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			a := start(t, b, nil)
+			admin := setup(t, a, "p1", 9000, 5)
+			alice, bob := token(t, "alice", false), token(t, "bob", false)
+			o := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "k", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
+
+			expectProblem(t, a.call("GET", "/v1/orders", "", "", nil), http.StatusUnauthorized, "missing_token")
+			expectProblem(t, a.call("GET", "/v1/orders", "garbage", "", nil), http.StatusUnauthorized, "invalid_token")
+			forged, err := server.IssueToken([]byte("another-secret-0123456"), "alice", true, time.Hour, time.Now())
+			require.NoError(t, err)
+			expectProblem(t, a.call("GET", "/v1/orders", forged, "", nil), http.StatusUnauthorized, "invalid_token")
+			expired, err := server.IssueToken(testSecret, "alice", false, time.Second, time.Now().Add(-time.Hour))
+			require.NoError(t, err)
+			expectProblem(t, a.call("GET", "/v1/orders", expired, "", nil), http.StatusUnauthorized, "token_expired")
+
+			// Admin routes refuse users.
+			expectProblem(t, a.call("POST", "/v1/products", alice, "", server.NewProductJSON{ID: "x", Name: "x", Price: 1}), http.StatusForbidden, "forbidden")
+			expectProblem(t, a.call("GET", "/v1/admin/audit", alice, "", nil), http.StatusForbidden, "forbidden")
+			expectProblem(t, a.call("POST", "/v1/coupon-templates", bob, "", server.CouponTemplateJSON{ID: "t", Kind: "fixed", Amount: 1}), http.StatusForbidden, "forbidden")
+
+			// Another user's order does not exist for them, whatever they try.
+			expectProblem(t, a.call("GET", "/v1/orders/"+o.ID, bob, "", nil), http.StatusNotFound, "order_not_found")
+			expectProblem(t, a.call("POST", "/v1/orders/"+o.ID+"/pay", bob, "bk", server.PayJSON{Method: "CARD"}), http.StatusNotFound, "order_not_found")
+			expectProblem(t, a.call("POST", "/v1/orders/"+o.ID+"/cancel", bob, "", nil), http.StatusNotFound, "order_not_found")
+			assert.Empty(t, as[server.OrderPageJSON](t, a.call("GET", "/v1/orders", bob, "", nil)).Orders)
+			assert.Equal(t, "PENDING_PAYMENT", as[server.OrderJSON](t, a.call("GET", "/v1/orders/"+o.ID, alice, "", nil)).Status)
+			// An admin sees it.
+			expect(t, a.call("GET", "/v1/orders/"+o.ID, admin, "", nil), http.StatusOK)
+			// And a coupon of another user cannot be applied.
+			c := as[server.CouponJSON](t, expect(t, a.call("POST", "/v1/coupon-templates/tpl-p1/issue", alice, "i", nil), http.StatusCreated))
+			expectProblem(t, a.call("POST", "/v1/orders", bob, "bo", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}, CouponID: c.ID}), http.StatusUnprocessableEntity, "coupon_unusable")
+		})
+	}
+}
+
+func TestErrorStatuses(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			a := start(t, b, func(c *server.Config) { c.MaxBodyBytes = 4096 })
+			setup(t, a, "p1", 9000, 1)
+			alice := token(t, "alice", false)
+			line := []server.LineJSON{{ProductID: "p1", Qty: 1}}
+
+			// 400: malformed JSON, unknown field, invalid values, no Idempotency-Key, bad paging.
+			expectProblem(t, a.call("POST", "/v1/orders", alice, "k1", `{"lines": [`), http.StatusBadRequest, "malformed_request")
+			expectProblem(t, a.call("POST", "/v1/orders", alice, "k1", `{"lines":[],"colour":"red"}`), http.StatusBadRequest, "malformed_request")
+			p := expectProblem(t, a.call("POST", "/v1/orders", alice, "k1", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 0}}}), http.StatusBadRequest, "invalid_request")
+			assert.NotEmpty(t, p.Detail)
+			assert.Equal(t, "Qty", p.Field)
+			expectProblem(t, a.call("POST", "/v1/orders", alice, "", server.PlaceOrderJSON{Lines: line}), http.StatusBadRequest, "idempotency_key_missing")
+			expectProblem(t, a.call("POST", "/v1/orders", alice, strings.Repeat("k", 256), server.PlaceOrderJSON{Lines: line}), http.StatusBadRequest, "invalid_idempotency_key")
+			expectProblem(t, a.call("GET", "/v1/orders?limit=0", alice, "", nil), http.StatusBadRequest, "malformed_request")
+			// A 400 is not stored: the same key with a good body then runs.
+			o := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "k1", server.PlaceOrderJSON{Lines: line}), http.StatusCreated))
+
+			// 404.
+			expectProblem(t, a.call("GET", "/v1/products/nope", "", "", nil), http.StatusNotFound, "product_not_found")
+			expectProblem(t, a.call("GET", "/v1/products/nope/stock", "", "", nil), http.StatusNotFound, "product_not_found")
+			expectProblem(t, a.call("GET", "/v1/orders/ord_nope", alice, "", nil), http.StatusNotFound, "order_not_found")
+			expectProblem(t, a.call("POST", "/v1/coupon-templates/nope/issue", alice, "i", nil), http.StatusNotFound, "coupon_template_not_found")
+			expectProblem(t, a.call("GET", "/v1/nothing", "", "", nil), http.StatusNotFound, "not_found")
+			expectProblem(t, a.call("DELETE", "/v1/orders", alice, "", nil), http.StatusMethodNotAllowed, "method_not_allowed")
+
+			// 413.
+			expectProblem(t, a.call("POST", "/v1/orders", alice, "k2", `{"coupon_id":"`+strings.Repeat("x", 5000)+`"}`),
+				http.StatusRequestEntityTooLarge, "body_too_large")
+
+			// 422: sold out, not enough points, a rule of payment methods, a key reused.
+			expectProblem(t, a.call("POST", "/v1/orders", alice, "k3", server.PlaceOrderJSON{Lines: line}), http.StatusUnprocessableEntity, "out_of_stock")
+			expectProblem(t, a.call("POST", "/v1/orders", alice, "k1", server.PlaceOrderJSON{Lines: line, Points: 1}),
+				http.StatusUnprocessableEntity, "idempotency_key_reused")
+			expectProblem(t, a.call("POST", "/v1/points/top-ups", alice, "t1", server.TopUpRequestJSON{Amount: 5000, Method: "BNPL"}),
+				http.StatusUnprocessableEntity, "payment_rule_violated")
+			expectProblem(t, a.call("POST", "/v1/orders/"+o.ID+"/pay", alice, "pay-bnpl", server.PayJSON{Method: "BNPL"}),
+				http.StatusUnprocessableEntity, "payment_rule_violated")
+
+			// 409: an order in a state that forbids the operation.
+			expect(t, a.call("POST", "/v1/orders/"+o.ID+"/cancel", alice, "", nil), http.StatusOK)
+			expectProblem(t, a.call("POST", "/v1/orders/"+o.ID+"/pay", alice, "pay-late", server.PayJSON{Method: "CARD"}),
+				http.StatusConflict, "invalid_order_state")
+
+			// 422 for insufficient points (the order needs stock back first).
+			expect(t, a.call("PUT", "/v1/products/p1/stock", token(t, "admin", true), "", server.SetStockJSON{OnHand: 5}), http.StatusOK)
+			expectProblem(t, a.call("POST", "/v1/orders", alice, "k5", server.PlaceOrderJSON{Lines: line, Points: 100}),
+				http.StatusUnprocessableEntity, "insufficient_points")
+
+			// 503: the PG down is not a request error (the order waits, 202), but readiness says so.
+			if b.name == full.name {
+				a.sim.SetFault(pgsim.FaultUnavailable)
+				r := expect(t, a.call("GET", "/readyz", "", "", nil), http.StatusServiceUnavailable)
+				assert.NotEqual(t, "ok", as[server.Readiness](t, r).Checks["payment_gateway"])
+				a.sim.SetFault(pgsim.FaultNone)
+			}
+		})
+	}
+}
+
+// TestRateLimit needs no backend beyond the embedded one: the limiter is in the HTTP layer.
+func TestRateLimit(t *testing.T) {
+	a := start(t, embedded, func(c *server.Config) { c.RateLimit, c.RateBurst = 0.001, 2 })
+	setup(t, a, "p1", 9000, 5)
+	alice, bob := token(t, "alice", false), token(t, "bob", false)
+	for i := range 2 {
+		expect(t, a.call("POST", "/v1/orders", alice, fmt.Sprint("k", i), server.PlaceOrderJSON{
+			Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated)
+	}
+	r := a.call("POST", "/v1/orders", alice, "k2", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}})
+	p := expectProblem(t, r, http.StatusTooManyRequests, "rate_limited")
+	assert.Positive(t, p.RetryAfter)
+	assert.NotEmpty(t, r.Header.Get("Retry-After"))
+	expect(t, a.call("GET", "/v1/orders", alice, "", nil), http.StatusOK) // reads are not limited
+	expect(t, a.call("POST", "/v1/orders", bob, "k0", server.PlaceOrderJSON{
+		Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated) // per user
+}
+
+// TestDependencyDown: a backend that cannot be reached is a 503, and /readyz says which.
+func TestDependencyDown(t *testing.T) {
+	a := start(t, embedded, func(c *server.Config) { c.RedisAddr = "127.0.0.1:1" })
+	p := expectProblem(t, a.call("GET", "/v1/products/p1/stock", "", "", nil), http.StatusServiceUnavailable, "dependency_unavailable")
+	assert.Positive(t, p.RetryAfter)
+	r := expect(t, a.call("GET", "/readyz", "", "", nil), http.StatusServiceUnavailable)
+	ready := as[server.Readiness](t, r)
+	assert.Equal(t, "unavailable", ready.Status)
+	assert.NotEqual(t, "ok", ready.Checks["redis"])
+	assert.Equal(t, "ok", ready.Checks["database"])
+}

@@ -1,0 +1,96 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/commercekit/commercekit/commerce"
+)
+
+func (s *Server) listProducts(w http.ResponseWriter, r *http.Request) {
+	cursor, limit, err := pageParams(r.URL.Query())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	page, err := s.svc.ListProducts(r.Context(), commerce.ProductQuery{Limit: limit, Cursor: cursor})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := ProductPageJSON{Products: make([]ProductJSON, len(page.Products)), NextCursor: page.Next}
+	for i, p := range page.Products {
+		out.Products[i] = productJSON(p)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) createProduct(w http.ResponseWriter, r *http.Request) {
+	var in NewProductJSON
+	if err := decode(r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	p, err := s.svc.CreateProduct(r.Context(), commerce.NewProduct{ID: in.ID, Name: in.Name, Price: in.Price,
+		Stock: in.Stock, BuyerLimit: in.BuyerLimit})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/products/"+p.ID)
+	writeJSON(w, http.StatusCreated, productJSON(p))
+}
+
+func (s *Server) getProduct(w http.ResponseWriter, r *http.Request) {
+	p, err := s.svc.GetProduct(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, productJSON(p))
+}
+
+func (s *Server) updatePrice(w http.ResponseWriter, r *http.Request) {
+	var in PriceJSON
+	if err := decode(r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	p, err := s.svc.UpdatePrice(r.Context(), r.PathValue("id"), in.Price)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, productJSON(p))
+}
+
+// getStock is the hottest read: one round trip to the reservation backend (Redis in full
+// mode), no catalogue read.
+func (s *Server) getStock(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	stocks, err := s.svc.Stocks(r.Context(), []string{id})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	st, ok := stocks[id]
+	if !ok {
+		s.writeError(w, r, commerce.ErrProductNotFound)
+		return
+	}
+	writeJSON(w, http.StatusOK, stockJSON(id, st))
+}
+
+func (s *Server) setStock(w http.ResponseWriter, r *http.Request) {
+	var in SetStockJSON
+	if err := decode(r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	st, err := s.svc.SetStock(r.Context(), id, in.OnHand, in.BuyerLimit)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, stockJSON(id, st))
+}

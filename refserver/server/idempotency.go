@@ -1,0 +1,145 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/commercekit/commercekit/payment/idempotency"
+)
+
+// Idempotency headers.
+const (
+	IdempotencyKeyHeader = "Idempotency-Key"
+	// ReplayedHeader is set to "true" on a response replayed from an earlier request with the
+	// same key.
+	ReplayedHeader = "Idempotent-Replayed"
+)
+
+// errTransient tells Store.Do that the recorded response must not be kept: the key is
+// released and a retry with it runs again.
+var errTransient = errors.New("transient response")
+
+// keepResponse says whether a response is final for its Idempotency-Key. Kept (replayed to
+// every retry): successes and rule violations the request's execution decided (422, 404,
+// a decline). Not kept, so that a retry with the same key runs again: 202 (the PG has not
+// answered yet: the retry continues the same payment and returns its outcome), malformed
+// input (nothing ran), conflicts with a concurrent request (409), rate limiting, and server
+// or dependency failures.
+func keepResponse(status int) bool {
+	switch {
+	case status >= 500, status == http.StatusAccepted:
+		return false
+	case status == http.StatusBadRequest, status == http.StatusRequestEntityTooLarge,
+		status == http.StatusConflict, status == http.StatusTooManyRequests,
+		status == http.StatusUnauthorized, status == http.StatusForbidden:
+		return false
+	}
+	return true
+}
+
+// idempotent makes a write route honour the Idempotency-Key header with Stripe's semantics,
+// through the idempotency Store: scope = the authenticated user, fingerprint = method, path
+// and (canonicalised JSON) body. The first request runs; a retry with the same key and
+// request gets the stored status and body with Idempotent-Replayed: true; the same key with
+// another request is 422, and while the first still runs 409.
+func (s *Server) idempotent(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get(IdempotencyKeyHeader)
+		if key == "" {
+			writeProblem(w, r, newProblem(http.StatusBadRequest, "idempotency_key_missing", "Bad Request",
+				"this route requires an Idempotency-Key header (a unique value per operation, e.g. a UUID)"))
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		fp := idempotency.FingerprintRequest(r.Method, r.URL.Path, body)
+
+		var rec *recorder
+		resp, replayed, err := s.idem.Do(r.Context(), principal(r.Context()).UserID, key, fp,
+			func(ctx context.Context) (idempotency.Response, error) {
+				rec = newRecorder()
+				r.Body = io.NopCloser(bytes.NewReader(body))
+				next.ServeHTTP(rec, r.WithContext(ctx))
+				resp := idempotency.Response{Status: rec.status, ErrorCode: rec.problemCode(), Body: rec.body.Bytes()}
+				if !keepResponse(rec.status) {
+					return resp, errTransient
+				}
+				return resp, nil
+			})
+		switch {
+		case errors.Is(err, errTransient):
+			rec.copyTo(w)
+		case err != nil:
+			s.writeError(w, r, err)
+		default:
+			if replayed {
+				w.Header().Set(ReplayedHeader, "true")
+			} else {
+				copyHeader(w.Header(), rec.header)
+			}
+			ct := "application/json"
+			if resp.ErrorCode != "" {
+				ct = "application/problem+json"
+			}
+			writeRaw(w, resp.Status, ct, resp.Body)
+		}
+	})
+}
+
+// recorder buffers a handler's response so that it can be stored before it is sent.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+	wrote  bool
+}
+
+func newRecorder() *recorder { return &recorder{header: make(http.Header), status: http.StatusOK} }
+
+func (r *recorder) Header() http.Header { return r.header }
+
+func (r *recorder) WriteHeader(status int) {
+	if !r.wrote {
+		r.status, r.wrote = status, true
+	}
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.body.Write(b)
+}
+
+// problemCode returns the code of a problem response, "" for anything else.
+func (r *recorder) problemCode() string {
+	if r.header.Get("Content-Type") != "application/problem+json" {
+		return ""
+	}
+	var p struct {
+		Code string `json:"code"`
+	}
+	if json.Unmarshal(r.body.Bytes(), &p) != nil || p.Code == "" {
+		return "error"
+	}
+	return p.Code
+}
+
+// copyTo sends the recorded response to w.
+func (r *recorder) copyTo(w http.ResponseWriter) {
+	copyHeader(w.Header(), r.header)
+	w.WriteHeader(r.status)
+	_, _ = w.Write(r.body.Bytes())
+}
+
+func copyHeader(dst, src http.Header) {
+	for k, v := range src {
+		dst[k] = v
+	}
+}

@@ -1,0 +1,232 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/idempotency"
+	"github.com/commercekit/commercekit/payment/resilient"
+)
+
+// metrics holds the server's Prometheus registry (its own, never the global one) and the
+// collectors the HTTP layer and the libraries' observer hooks feed.
+type metrics struct {
+	reg *prometheus.Registry
+	// code labels a result: "ok" or the problem code of the error (a fixed set).
+	code func(error) string
+
+	httpDuration *prometheus.HistogramVec
+
+	ops        *prometheus.CounterVec   // component, op, result
+	opDuration *prometheus.HistogramVec // component, op
+	expired    *prometheus.CounterVec   // component, kind
+
+	paymentTransitions *prometheus.CounterVec // to, cause
+	refunds            *prometheus.CounterVec // state
+	breakerState       prometheus.Gauge
+	breakerChanges     *prometheus.CounterVec // from, to
+
+	relayLag      prometheus.Gauge
+	outboxEvents  *prometheus.CounterVec // stage, topic
+	consumerEvent *prometheus.CounterVec // consumer, topic, outcome
+	cleaned       *prometheus.CounterVec // table
+
+	idempotency *prometheus.CounterVec // event
+
+	orders      *prometheus.CounterVec // outcome
+	orderAmount *prometheus.CounterVec // outcome
+}
+
+func newMetrics(code func(error) string) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(), code: code}
+	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	m.httpDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "commercekit_http_request_duration_seconds",
+		Help:    "HTTP request latency by route pattern, method and status.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"route", "method", "status"})
+	m.ops = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "commercekit_operations_total",
+		Help: "Library operations by component (inventory, ledger, coupon), operation and result (ok or an error code).",
+	}, []string{"component", "op", "result"})
+	m.opDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "commercekit_operation_duration_seconds",
+		Help:    "Library operation latency by component and operation.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"component", "op"})
+	m.expired = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "commercekit_expired_total",
+		Help: "Holds resolved by their deadline: stock reservations, point holds, point lots, coupon reservations.",
+	}, []string{"component", "kind"})
+	m.paymentTransitions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "commercekit_payment_transitions_total",
+		Help: "Payments entering a state (APPROVED, DECLINED, UNKNOWN, ...), by what caused it.",
+	}, []string{"to", "cause"})
+	m.refunds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "commercekit_payment_refunds_total",
+		Help: "Refunds settled, by final state.",
+	}, []string{"state"})
+	m.breakerState = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "commercekit_payment_breaker_state",
+		Help: "State of the PG circuit breaker: 0 closed, 1 open, 2 half-open.",
+	})
+	m.breakerChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "commercekit_payment_breaker_transitions_total",
+		Help: "Changes of the PG circuit breaker's state.",
+	}, []string{"from", "to"})
+	m.relayLag = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "commercekit_outbox_relay_lag_seconds",
+		Help: "Age of the oldest unsent outbox event after the last relay round (0: none waiting).",
+	})
+	m.outboxEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "commercekit_outbox_events_total",
+		Help: "Outbox events published or refused by the publisher, by topic.",
+	}, []string{"stage", "topic"})
+	m.consumerEvent = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "commercekit_outbox_consumer_events_total",
+		Help: "Events seen by in-process consumers: applied, duplicate, handler_failed, dead_lettered.",
+	}, []string{"consumer", "topic", "outcome"})
+	m.cleaned = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "commercekit_outbox_cleaned_total",
+		Help: "Rows deleted by the outbox cleaner, by table.",
+	}, []string{"table"})
+	m.idempotency = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "commercekit_idempotency_events_total",
+		Help: "Idempotency-Key outcomes: claimed, replayed, in_progress, key_reused, completed, released, ...",
+	}, []string{"event"})
+	m.orders = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "commercekit_orders_total",
+		Help: "Orders (and points top-ups) reaching an outcome: placed, paid, payment_failed, cancelled, expired, topped_up.",
+	}, []string{"outcome"})
+	m.orderAmount = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "commercekit_order_amount_total",
+		Help: "Amounts due (won) of the orders reaching each outcome (top-up amounts for topped_up).",
+	}, []string{"outcome"})
+	for _, c := range []prometheus.Collector{m.orders, m.orderAmount, m.httpDuration, m.ops, m.opDuration, m.expired, m.paymentTransitions,
+		m.refunds, m.breakerState, m.breakerChanges, m.relayLag, m.outboxEvents, m.consumerEvent, m.cleaned, m.idempotency} {
+		f(c)
+	}
+	return m
+}
+
+// handler serves the registry.
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// request records one HTTP request.
+func (m *metrics) request(route, method string, status int, elapsed time.Duration) {
+	m.httpDuration.WithLabelValues(route, method, strconv.Itoa(status)).Observe(elapsed.Seconds())
+}
+
+// operation records one library operation.
+func (m *metrics) operation(component, op string, elapsed time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = m.code(err)
+	}
+	m.ops.WithLabelValues(component, op, result).Inc()
+	m.opDuration.WithLabelValues(component, op).Observe(elapsed.Seconds())
+}
+
+// The adapters below plug the registry into each library's observer hook.
+
+type inventoryObserver struct{ m *metrics }
+
+func (o inventoryObserver) Observe(op inventory.Op, elapsed time.Duration, err error) {
+	o.m.operation("inventory", string(op), elapsed, err)
+}
+
+func (o inventoryObserver) Expired(n int) {
+	o.m.expired.WithLabelValues("inventory", "reservation").Add(float64(n))
+}
+
+type ledgerObserver struct{ m *metrics }
+
+func (o ledgerObserver) Operation(op string, took time.Duration, err error) {
+	o.m.operation("ledger", op, took, err)
+}
+
+func (o ledgerObserver) Swept(holds, lots int) {
+	o.m.expired.WithLabelValues("ledger", "hold").Add(float64(holds))
+	o.m.expired.WithLabelValues("ledger", "lot").Add(float64(lots))
+}
+
+type couponObserver struct{ m *metrics }
+
+func (o couponObserver) Observe(e coupon.Event) {
+	if e.Op == coupon.OpSweep {
+		o.m.expired.WithLabelValues("coupon", "reservation").Add(float64(e.Count))
+	}
+	o.m.operation("coupon", string(e.Op), e.Elapsed, e.Err)
+}
+
+type paymentObserver struct{ m *metrics }
+
+func (o paymentObserver) Transitioned(t payment.Transition) {
+	o.m.paymentTransitions.WithLabelValues(string(t.To), string(t.Cause)).Inc()
+}
+
+func (o paymentObserver) RefundSettled(r payment.Refund) {
+	o.m.refunds.WithLabelValues(string(r.State)).Inc()
+}
+
+type breakerObserver struct{ m *metrics }
+
+func (o breakerObserver) BreakerStateChanged(from, to resilient.BreakerState) {
+	o.m.breakerState.Set(float64(to))
+	o.m.breakerChanges.WithLabelValues(from.String(), to.String()).Inc()
+}
+
+type outboxMetrics struct{ m *metrics }
+
+var _ outbox.Metrics = outboxMetrics{}
+
+func (o outboxMetrics) RelayLag(age time.Duration) { o.m.relayLag.Set(age.Seconds()) }
+func (o outboxMetrics) Published(topic string, n int) {
+	o.m.outboxEvents.WithLabelValues("published", topic).Add(float64(n))
+}
+func (o outboxMetrics) PublishFailed(topic string, n int) {
+	o.m.outboxEvents.WithLabelValues("publish_failed", topic).Add(float64(n))
+}
+func (o outboxMetrics) Applied(consumer, topic string, n int) {
+	o.m.consumerEvent.WithLabelValues(consumer, topic, "applied").Add(float64(n))
+}
+func (o outboxMetrics) Duplicates(consumer, topic string, n int) {
+	o.m.consumerEvent.WithLabelValues(consumer, topic, "duplicate").Add(float64(n))
+}
+func (o outboxMetrics) HandlerFailed(consumer, topic string) {
+	o.m.consumerEvent.WithLabelValues(consumer, topic, "handler_failed").Inc()
+}
+func (o outboxMetrics) DeadLettered(consumer, topic string, n int) {
+	o.m.consumerEvent.WithLabelValues(consumer, topic, "dead_lettered").Add(float64(n))
+}
+func (o outboxMetrics) Cleaned(table string, n int) {
+	o.m.cleaned.WithLabelValues(table).Add(float64(n))
+}
+
+type commerceObserver struct{ m *metrics }
+
+func (o commerceObserver) Observe(outcome commerce.Outcome, amount int64) {
+	o.m.orders.WithLabelValues(string(outcome)).Inc()
+	o.m.orderAmount.WithLabelValues(string(outcome)).Add(float64(amount))
+}
+
+type idempotencyObserver struct{ m *metrics }
+
+func (o idempotencyObserver) Observe(e idempotency.Event) {
+	o.m.idempotency.WithLabelValues(e.String()).Inc()
+}

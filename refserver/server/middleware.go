@@ -1,0 +1,198 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+)
+
+// RequestIDHeader carries the request ID in and out.
+const RequestIDHeader = "X-Request-ID"
+
+// maxRequestIDLen bounds a client-supplied request ID; a longer or non-printable one is
+// replaced by a fresh ID.
+const maxRequestIDLen = 128
+
+// unmatchedRoute labels requests no route matched (404, 405).
+const unmatchedRoute = "unmatched"
+
+// reqInfo travels in the request's context: the request ID, and the route pattern that the
+// matched route's handler records, for the outer middleware's log line and metrics.
+type reqInfo struct {
+	id    string
+	route string
+	user  string
+}
+
+type reqInfoKey struct{}
+
+func infoOf(ctx context.Context) *reqInfo {
+	if i, ok := ctx.Value(reqInfoKey{}).(*reqInfo); ok {
+		return i
+	}
+	return nil
+}
+
+// requestID returns the request ID of ctx ("" outside a request).
+func requestID(ctx context.Context) string {
+	if i := infoOf(ctx); i != nil {
+		return i.id
+	}
+	return ""
+}
+
+// newRequestID returns 16 random bytes in hex.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// validRequestID accepts a client's ID of printable ASCII up to maxRequestIDLen.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > maxRequestIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// outer wraps the whole mux, outermost first: request ID, access log and latency metric,
+// panic recovery, body size limit, per-request deadline.
+func (s *Server) outer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		info := &reqInfo{id: r.Header.Get(RequestIDHeader)}
+		if !validRequestID(info.id) {
+			info.id = newRequestID()
+		}
+		w.Header().Set(RequestIDHeader, info.id)
+		ctx := context.WithValue(r.Context(), reqInfoKey{}, info)
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+		r = r.WithContext(ctx)
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+
+		rw := &responseWriter{ResponseWriter: w, req: r, info: info, status: http.StatusOK}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.ErrorContext(ctx, "panic serving request", "panic", v, "stack", string(debug.Stack()),
+					"method", r.Method, "path", r.URL.Path)
+				if !rw.wroteHeader {
+					writeProblem(rw, r, newProblem(http.StatusInternalServerError, "internal", "Internal Server Error",
+						"the server failed to handle the request; it has been logged"))
+				}
+			}
+			route := info.route
+			if route == "" {
+				route = unmatchedRoute
+			}
+			elapsed := time.Since(start)
+			s.metrics.request(route, r.Method, rw.status, elapsed)
+			level := slog.LevelInfo
+			if rw.status >= 500 {
+				level = slog.LevelError
+			}
+			s.log.Log(ctx, level, "request", "request_id", info.id, "method", r.Method, "path", r.URL.Path,
+				"route", route, "status", rw.status, "bytes", rw.bytes, "duration_ms", float64(elapsed.Microseconds())/1000,
+				"user", info.user, "remote", r.RemoteAddr)
+		}()
+		next.ServeHTTP(rw, r)
+	})
+}
+
+// responseWriter records the status and size of a response, and turns the mux's own plain
+// text 404 and 405 answers (no route matched) into problems.
+type responseWriter struct {
+	http.ResponseWriter
+	req         *http.Request
+	info        *reqInfo
+	status      int
+	bytes       int
+	wroteHeader bool
+	swallow     bool
+}
+
+func (w *responseWriter) WriteHeader(status int) {
+	if w.wroteHeader {
+		return
+	}
+	if w.info.route == "" && (status == http.StatusNotFound || status == http.StatusMethodNotAllowed) {
+		w.swallow = true // the mux's text body follows; the problem replaces it
+		w.wroteHeader = true
+		w.status = status
+		p := newProblem(http.StatusNotFound, "not_found", "Not Found", "no such resource")
+		if status == http.StatusMethodNotAllowed {
+			p = newProblem(status, "method_not_allowed", "Method Not Allowed",
+				"allowed: "+w.Header().Get("Allow"))
+		}
+		writeProblem(w.ResponseWriter, w.req, p)
+		return
+	}
+	w.wroteHeader = true
+	w.status = status
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *responseWriter) Write(b []byte) (int, error) {
+	if w.swallow {
+		return len(b), nil
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// route wraps one route's handler: it records the route pattern for the outer middleware,
+// authenticates, rate-limits writes, and applies the Idempotency-Key where the route asks.
+func (s *Server) route(rt Route) http.Handler {
+	var h http.Handler = rt.Handler
+	if rt.Idempotent {
+		h = s.idempotent(h)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := infoOf(r.Context())
+		info.route = rt.Pattern()
+		if rt.Auth != AuthNone {
+			p, err := s.auth.authenticate(r)
+			if err != nil {
+				writeProblem(w, r, authProblem(err))
+				return
+			}
+			info.user = p.UserID
+			if rt.Auth == AuthAdmin && !p.Admin {
+				writeProblem(w, r, newProblem(http.StatusForbidden, "forbidden", "Forbidden", "this route needs the admin role"))
+				return
+			}
+			if rt.Write {
+				if ok, retry := s.limiter.allow(p.UserID); !ok {
+					pr := newProblem(http.StatusTooManyRequests, "rate_limited", "Too Many Requests",
+						"write requests of this user exceed "+strconv.FormatFloat(s.cfg.RateLimit, 'g', -1, 64)+"/s")
+					pr.RetryAfter = retry
+					writeProblem(w, r, pr)
+					return
+				}
+			}
+			r = r.WithContext(withPrincipal(r.Context(), p))
+		}
+		h.ServeHTTP(w, r)
+	})
+}

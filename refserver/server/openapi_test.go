@@ -1,0 +1,75 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestOpenAPIMatchesRoutes fails when the route table and /openapi.json disagree: a route
+// the document lacks, an operation the server does not serve, or a write route without its
+// Idempotency-Key parameter or security.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	var doc struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	require.NoError(t, json.Unmarshal(openAPI, &doc))
+	require.True(t, strings.HasPrefix(doc.OpenAPI, "3."))
+
+	var documented []string
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			documented = append(documented, strings.ToUpper(method)+" "+path)
+		}
+	}
+	s := &Server{metrics: newMetrics(func(error) string { return "" })}
+	var served []string
+	for _, rt := range s.routes() {
+		served = append(served, rt.Pattern())
+		var op struct {
+			Security   []map[string][]string `json:"security"`
+			Parameters []struct {
+				Ref  string `json:"$ref"`
+				Name string `json:"name"`
+			} `json:"parameters"`
+			Responses map[string]json.RawMessage `json:"responses"`
+		}
+		raw, ok := doc.Paths[rt.Path][strings.ToLower(rt.Method)]
+		if !ok {
+			continue // reported below
+		}
+		require.NoError(t, json.Unmarshal(raw, &op), rt.Pattern())
+		assert.Equal(t, rt.Auth != AuthNone, len(op.Security) > 0, "%s: security in the document vs the route's auth", rt.Pattern())
+		hasKey := slices.ContainsFunc(op.Parameters, func(p struct {
+			Ref  string `json:"$ref"`
+			Name string `json:"name"`
+		}) bool {
+			return strings.HasSuffix(p.Ref, "/IdempotencyKey")
+		})
+		if rt.Idempotent {
+			assert.True(t, hasKey, "%s requires an Idempotency-Key; the document does not say so", rt.Pattern())
+		}
+		if rt.Write && rt.Auth != AuthNone {
+			assert.Contains(t, op.Responses, "429", "%s is rate-limited", rt.Pattern())
+		}
+	}
+	sort.Strings(documented)
+	sort.Strings(served)
+	assert.Equal(t, served, documented, "routes served vs operations documented")
+}
+
+// TestOpenAPIServed checks the document is served as JSON.
+func TestOpenAPIServed(t *testing.T) {
+	s := testServer()
+	rec := serve(s, http.MethodGet, "/openapi.json", nil)
+	assert.Equal(t, http.StatusOK, rec.Code)
+	assert.Equal(t, "application/json", rec.Header().Get("Content-Type"))
+	assert.JSONEq(t, string(openAPI), rec.Body.String())
+}

@@ -1,0 +1,64 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// check is one readiness probe of a backend.
+type check struct {
+	name string
+	fn   func(ctx context.Context) error
+}
+
+// readyTimeout bounds each readiness probe.
+const readyTimeout = 2 * time.Second
+
+// Readiness is the body of /readyz: "ready" or "unavailable", and each backend's result.
+type Readiness struct {
+	Status string            `json:"status"`
+	Checks map[string]string `json:"checks"`
+}
+
+// handleHealthz answers 200 while the process runs.
+func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// handleReadyz pings every backend concurrently and answers 200 when all answer, else 503;
+// also 503 while the server drains for shutdown, so a load balancer stops sending traffic.
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	res := Readiness{Status: "ready", Checks: make(map[string]string, len(s.checks))}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, c := range s.checks {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+			defer cancel()
+			msg := "ok"
+			if err := c.fn(ctx); err != nil {
+				msg = err.Error()
+			}
+			mu.Lock()
+			res.Checks[c.name] = msg
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	status := http.StatusOK
+	for _, msg := range res.Checks {
+		if msg != "ok" {
+			status = http.StatusServiceUnavailable
+		}
+	}
+	if s.draining.Load() {
+		res.Checks["server"] = "shutting down"
+		status = http.StatusServiceUnavailable
+	}
+	if status != http.StatusOK {
+		res.Status = "unavailable"
+	}
+	writeJSON(w, status, res)
+}

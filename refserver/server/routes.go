@@ -1,0 +1,75 @@
+package server
+
+import "net/http"
+
+// AuthLevel is what a route asks of the caller.
+type AuthLevel int
+
+// The auth levels.
+const (
+	// AuthNone: public (catalogue reads, operations, the PG's webhook, which carries its own
+	// signature).
+	AuthNone AuthLevel = iota
+	// AuthUser: any valid bearer token; the user is its subject.
+	AuthUser
+	// AuthAdmin: a bearer token with role "admin".
+	AuthAdmin
+)
+
+// Route is one entry of the route table: the mux, the middleware and the OpenAPI test all
+// read it.
+type Route struct {
+	Method string
+	Path   string
+	Auth   AuthLevel
+	// Write routes are rate-limited per user.
+	Write bool
+	// Idempotent routes require an Idempotency-Key and replay its stored response.
+	Idempotent bool
+	Handler    http.HandlerFunc
+}
+
+// Pattern is the route's net/http pattern, e.g. "GET /v1/products/{id}".
+func (r Route) Pattern() string { return r.Method + " " + r.Path }
+
+// routes is the route table.
+func (s *Server) routes() []Route {
+	get, post, put := http.MethodGet, http.MethodPost, http.MethodPut
+	return []Route{
+		// Operations.
+		{Method: get, Path: "/healthz", Handler: s.handleHealthz},
+		{Method: get, Path: "/readyz", Handler: s.handleReadyz},
+		{Method: get, Path: "/metrics", Handler: s.metrics.handler().ServeHTTP},
+		{Method: get, Path: "/openapi.json", Handler: s.handleOpenAPI},
+
+		// Catalogue and stock.
+		{Method: get, Path: "/v1/products", Handler: s.listProducts},
+		{Method: post, Path: "/v1/products", Auth: AuthAdmin, Write: true, Handler: s.createProduct},
+		{Method: get, Path: "/v1/products/{id}", Handler: s.getProduct},
+		{Method: put, Path: "/v1/products/{id}/price", Auth: AuthAdmin, Write: true, Handler: s.updatePrice},
+		{Method: get, Path: "/v1/products/{id}/stock", Handler: s.getStock},
+		{Method: put, Path: "/v1/products/{id}/stock", Auth: AuthAdmin, Write: true, Handler: s.setStock},
+
+		// Orders and payments.
+		{Method: post, Path: "/v1/orders", Auth: AuthUser, Write: true, Idempotent: true, Handler: s.placeOrder},
+		{Method: get, Path: "/v1/orders", Auth: AuthUser, Handler: s.listOrders},
+		{Method: get, Path: "/v1/orders/{id}", Auth: AuthUser, Handler: s.getOrder},
+		{Method: post, Path: "/v1/orders/{id}/pay", Auth: AuthUser, Write: true, Idempotent: true, Handler: s.payOrder},
+		{Method: post, Path: "/v1/orders/{id}/cancel", Auth: AuthUser, Write: true, Handler: s.cancelOrder},
+		{Method: post, Path: "/v1/payments/webhook", Handler: s.paymentWebhook},
+
+		// Points.
+		{Method: get, Path: "/v1/points", Auth: AuthUser, Handler: s.getPoints},
+		{Method: get, Path: "/v1/points/history", Auth: AuthUser, Handler: s.pointHistory},
+		{Method: post, Path: "/v1/points/top-ups", Auth: AuthUser, Write: true, Idempotent: true, Handler: s.topUp},
+		{Method: get, Path: "/v1/points/top-ups/{id}", Auth: AuthUser, Handler: s.getTopUp},
+
+		// Coupons.
+		{Method: post, Path: "/v1/coupon-templates", Auth: AuthAdmin, Write: true, Handler: s.createCouponTemplate},
+		{Method: post, Path: "/v1/coupon-templates/{id}/issue", Auth: AuthUser, Write: true, Handler: s.issueCoupon},
+		{Method: get, Path: "/v1/coupons", Auth: AuthUser, Handler: s.listCoupons},
+
+		// Administration.
+		{Method: get, Path: "/v1/admin/audit", Auth: AuthAdmin, Handler: s.audit},
+	}
+}

@@ -1,0 +1,337 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/ledger"
+)
+
+// The JSON shapes of the API (snake_case; amounts are integers in won; times RFC 3339 UTC).
+// The OpenAPI document describes the same shapes.
+
+// StockJSON is a product's stock.
+type StockJSON struct {
+	ProductID  string `json:"product_id"`
+	OnHand     int64  `json:"on_hand"`
+	Available  int64  `json:"available"`
+	Reserved   int64  `json:"reserved"`
+	Sold       int64  `json:"sold"`
+	BuyerLimit int64  `json:"buyer_limit"`
+}
+
+// ProductJSON is a product with its stock.
+type ProductJSON struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Price     int64     `json:"price"`
+	Stock     StockJSON `json:"stock"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// ProductPageJSON is a page of the catalogue.
+type ProductPageJSON struct {
+	Products   []ProductJSON `json:"products"`
+	NextCursor string        `json:"next_cursor,omitempty"`
+}
+
+// NewProductJSON creates a product.
+type NewProductJSON struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	Price      int64  `json:"price"`
+	Stock      int64  `json:"stock"`
+	BuyerLimit int64  `json:"buyer_limit"`
+}
+
+// PriceJSON sets a price.
+type PriceJSON struct {
+	Price int64 `json:"price"`
+}
+
+// SetStockJSON sets a product's on-hand count and buyer limit.
+type SetStockJSON struct {
+	OnHand     int64 `json:"on_hand"`
+	BuyerLimit int64 `json:"buyer_limit"`
+}
+
+// LineJSON is one line of an order request.
+type LineJSON struct {
+	ProductID string `json:"product_id"`
+	Qty       int64  `json:"qty"`
+}
+
+// PlaceOrderJSON places an order.
+type PlaceOrderJSON struct {
+	Lines    []LineJSON `json:"lines"`
+	CouponID string     `json:"coupon_id,omitempty"`
+	Points   int64      `json:"points,omitempty"`
+}
+
+// OrderLineJSON is one line of a placed order.
+type OrderLineJSON struct {
+	ProductID string `json:"product_id"`
+	Qty       int64  `json:"qty"`
+	UnitPrice int64  `json:"unit_price"`
+	Amount    int64  `json:"amount"`
+}
+
+// OrderJSON is an order.
+type OrderJSON struct {
+	ID          string          `json:"id"`
+	UserID      string          `json:"user_id"`
+	Status      string          `json:"status"`
+	Lines       []OrderLineJSON `json:"lines"`
+	CouponID    string          `json:"coupon_id,omitempty"`
+	Subtotal    int64           `json:"subtotal"`
+	Discount    int64           `json:"discount"`
+	Points      int64           `json:"points"`
+	AmountDue   int64           `json:"amount_due"`
+	Reward      int64           `json:"reward"`
+	PayMethod   string          `json:"pay_method,omitempty"`
+	PaymentID   string          `json:"payment_id,omitempty"`
+	FailureCode string          `json:"failure_code,omitempty"`
+	CreatedAt   time.Time       `json:"created_at"`
+	ExpiresAt   time.Time       `json:"expires_at"`
+	PaidAt      *time.Time      `json:"paid_at,omitempty"`
+	ClosedAt    *time.Time      `json:"closed_at,omitempty"`
+	UpdatedAt   time.Time       `json:"updated_at"`
+}
+
+// OrderPageJSON is a page of the caller's orders.
+type OrderPageJSON struct {
+	Orders     []OrderJSON `json:"orders"`
+	NextCursor string      `json:"next_cursor,omitempty"`
+}
+
+// PayJSON pays an order: the method of the amount due (CARD or BNPL; ignored when points
+// and the coupon cover the order) and the card token or BNPL authorisation.
+type PayJSON struct {
+	Method string `json:"method,omitempty"`
+	Token  string `json:"token,omitempty"`
+}
+
+// BalanceJSON is a points balance.
+type BalanceJSON struct {
+	Available int64 `json:"available"`
+	Held      int64 `json:"held"`
+	Total     int64 `json:"total"`
+}
+
+// EntryJSON is one line of the points history.
+type EntryJSON struct {
+	ID        string      `json:"id"`
+	Type      string      `json:"type"`
+	Amount    int64       `json:"amount"`
+	Change    int64       `json:"change"`
+	Balance   BalanceJSON `json:"balance"`
+	Reference string      `json:"reference,omitempty"`
+	Reason    string      `json:"reason,omitempty"`
+	Time      time.Time   `json:"time"`
+}
+
+// HistoryPageJSON is a page of the points history.
+type HistoryPageJSON struct {
+	Entries    []EntryJSON `json:"entries"`
+	NextCursor string      `json:"next_cursor,omitempty"`
+}
+
+// TopUpRequestJSON buys points with a payment (1 won per point).
+type TopUpRequestJSON struct {
+	Amount int64  `json:"amount"`
+	Method string `json:"method"`
+	Token  string `json:"token,omitempty"`
+}
+
+// TopUpJSON is a points top-up.
+type TopUpJSON struct {
+	ID          string    `json:"id"`
+	UserID      string    `json:"user_id"`
+	Amount      int64     `json:"amount"`
+	Method      string    `json:"method"`
+	Status      string    `json:"status"`
+	PaymentID   string    `json:"payment_id,omitempty"`
+	FailureCode string    `json:"failure_code,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// CouponTemplateJSON is a coupon campaign. Kind is "fixed" (amount off) or "percent"
+// (percent off, capped at max_discount when set).
+type CouponTemplateJSON struct {
+	ID             string     `json:"id"`
+	Name           string     `json:"name,omitempty"`
+	Kind           string     `json:"kind"`
+	Amount         int64      `json:"amount,omitempty"`
+	Percent        int64      `json:"percent,omitempty"`
+	MaxDiscount    int64      `json:"max_discount,omitempty"`
+	MinOrderAmount int64      `json:"min_order_amount,omitempty"`
+	IssueStart     *time.Time `json:"issue_start,omitempty"`
+	IssueEnd       *time.Time `json:"issue_end,omitempty"`
+	UsableFrom     *time.Time `json:"usable_from,omitempty"`
+	UseBy          *time.Time `json:"use_by,omitempty"`
+	ValidDays      int        `json:"valid_days,omitempty"`
+	TotalQuantity  int64      `json:"total_quantity,omitempty"`
+	PerUserLimit   int        `json:"per_user_limit,omitempty"`
+	CreatedAt      *time.Time `json:"created_at,omitempty"`
+}
+
+// CouponJSON is an issued coupon.
+type CouponJSON struct {
+	ID             string     `json:"id"`
+	TemplateID     string     `json:"template_id"`
+	Name           string     `json:"name,omitempty"`
+	UserID         string     `json:"user_id"`
+	Kind           string     `json:"kind"`
+	Amount         int64      `json:"amount,omitempty"`
+	Percent        int64      `json:"percent,omitempty"`
+	MaxDiscount    int64      `json:"max_discount,omitempty"`
+	MinOrderAmount int64      `json:"min_order_amount,omitempty"`
+	State          string     `json:"state"`
+	OrderID        string     `json:"order_id,omitempty"`
+	IssuedAt       time.Time  `json:"issued_at"`
+	UsableFrom     *time.Time `json:"usable_from,omitempty"`
+	ExpiresAt      *time.Time `json:"expires_at,omitempty"`
+	UsedAt         *time.Time `json:"used_at,omitempty"`
+}
+
+// CouponPageJSON is a page of the caller's wallet.
+type CouponPageJSON struct {
+	Coupons    []CouponJSON `json:"coupons"`
+	NextCursor string       `json:"next_cursor,omitempty"`
+}
+
+// AuditJSON is what the invariant audit found.
+type AuditJSON struct {
+	OK            bool     `json:"ok"`
+	Orders        int      `json:"orders"`
+	Products      int      `json:"products"`
+	TopUps        int      `json:"top_ups"`
+	Discrepancies []string `json:"discrepancies"`
+}
+
+func stockJSON(id string, s inventory.Stock) StockJSON {
+	return StockJSON{ProductID: id, OnHand: s.OnHand, Available: s.Available, Reserved: s.Reserved, Sold: s.Sold, BuyerLimit: s.BuyerLimit}
+}
+
+func productJSON(p commerce.Product) ProductJSON {
+	return ProductJSON{ID: p.ID, Name: p.Name, Price: p.Price, Stock: stockJSON(p.ID, p.Stock), CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
+}
+
+func orderJSON(o commerce.Order) OrderJSON {
+	lines := make([]OrderLineJSON, len(o.Lines))
+	for i, l := range o.Lines {
+		lines[i] = OrderLineJSON{ProductID: l.ProductID, Qty: l.Qty, UnitPrice: l.UnitPrice, Amount: l.Amount}
+	}
+	return OrderJSON{
+		ID: o.ID, UserID: o.UserID, Status: string(o.Status), Lines: lines, CouponID: o.CouponID,
+		Subtotal: o.Subtotal, Discount: o.Discount, Points: o.Points, AmountDue: o.AmountDue, Reward: o.Reward,
+		PayMethod: string(o.PayMethod), PaymentID: o.PaymentID, FailureCode: o.FailureCode,
+		CreatedAt: o.CreatedAt, ExpiresAt: o.ExpiresAt, PaidAt: optTime(o.PaidAt), ClosedAt: optTime(o.ClosedAt), UpdatedAt: o.UpdatedAt,
+	}
+}
+
+func balanceJSON(b ledger.Balance) BalanceJSON {
+	return BalanceJSON{Available: b.Available, Held: b.Held, Total: b.Total}
+}
+
+func topUpJSON(t commerce.TopUp) TopUpJSON {
+	return TopUpJSON{ID: t.ID, UserID: t.UserID, Amount: t.Amount, Method: string(t.Method), Status: string(t.Status),
+		PaymentID: t.PaymentID, FailureCode: t.FailureCode, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
+}
+
+func templateJSON(t coupon.Template) CouponTemplateJSON {
+	return CouponTemplateJSON{
+		ID: t.ID, Name: t.Name, Kind: string(t.Kind), Amount: t.Amount, Percent: t.Percent, MaxDiscount: t.MaxDiscount,
+		MinOrderAmount: t.MinOrderAmount, IssueStart: optTime(t.IssueStart), IssueEnd: optTime(t.IssueEnd),
+		UsableFrom: optTime(t.UsableFrom), UseBy: optTime(t.UseBy), ValidDays: t.ValidDays,
+		TotalQuantity: t.TotalQuantity, PerUserLimit: t.PerUserLimit, CreatedAt: optTime(t.CreatedAt),
+	}
+}
+
+func (t CouponTemplateJSON) template() coupon.Template {
+	return coupon.Template{
+		ID: t.ID, Name: t.Name,
+		Terms: coupon.Terms{Kind: coupon.Kind(t.Kind), Amount: t.Amount, Percent: t.Percent, MaxDiscount: t.MaxDiscount,
+			MinOrderAmount: t.MinOrderAmount},
+		IssueStart: zeroTime(t.IssueStart), IssueEnd: zeroTime(t.IssueEnd), UsableFrom: zeroTime(t.UsableFrom),
+		UseBy: zeroTime(t.UseBy), ValidDays: t.ValidDays, TotalQuantity: t.TotalQuantity, PerUserLimit: t.PerUserLimit,
+	}
+}
+
+func couponJSON(c coupon.Coupon) CouponJSON {
+	return CouponJSON{
+		ID: c.ID, TemplateID: c.TemplateID, Name: c.Name, UserID: c.UserID, Kind: string(c.Kind), Amount: c.Amount,
+		Percent: c.Percent, MaxDiscount: c.MaxDiscount, MinOrderAmount: c.MinOrderAmount, State: string(c.State),
+		OrderID: c.OrderID, IssuedAt: c.IssuedAt, UsableFrom: optTime(c.UsableFrom), ExpiresAt: optTime(c.ExpiresAt),
+		UsedAt: optTime(c.UsedAt),
+	}
+}
+
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func zeroTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
+}
+
+// errMalformed marks input the server could not read: 400 malformed_request.
+var errMalformed = errors.New("malformed request")
+
+// malformed returns an errMalformed with a reason.
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errMalformed, fmt.Sprintf(format, args...))
+}
+
+// decode reads exactly one JSON object into v, refusing unknown fields. The Content-Type
+// is not checked (the body must be JSON whatever it says, so curl's -d works as it is);
+// authentication is by header, so form posts from browsers gain nothing. A body over the
+// size limit is a *http.MaxBytesError (413).
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		if errors.Is(err, io.EOF) {
+			return malformed("the body must be a JSON object")
+		}
+		return malformed("%v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return malformed("the body must hold one JSON object only")
+	}
+	return nil
+}
+
+// pageParams reads the cursor and limit query parameters.
+func pageParams(q url.Values) (cursor string, limit int, err error) {
+	if s := q.Get("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > commerce.MaxPageSize {
+			return "", 0, malformed("limit must be an integer within 1..%d", commerce.MaxPageSize)
+		}
+	}
+	return q.Get("cursor"), limit, nil
+}
+
+// readAll reads a raw body (within the size limit).
+func readAll(r *http.Request) ([]byte, error) { return io.ReadAll(r.Body) }
