@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/backoff"
 )
 
 // Cleaner deletes sent events older than the retention (the outbox-cleanup job of seed 000),
@@ -115,7 +117,7 @@ func (c *Cleaner) Run(ctx context.Context) error {
 		} else if n > 0 {
 			c.s.logger.Info("outbox cleaner pass", "deleted", n)
 		}
-		if Sleep(ctx, c.s.interval) != nil {
+		if backoff.Sleep(ctx, c.s.interval) != nil {
 			return nil
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/backoff"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
@@ -246,7 +247,7 @@ func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool,
 			break
 		}
 		if attempts < c.s.maxAttempts {
-			if err := Sleep(ctx, Backoff(attempts, c.s.minBackoff, c.s.maxBackoff)); err != nil {
+			if err := backoff.Sleep(ctx, backoff.Equal(attempts, c.s.minBackoff, c.s.maxBackoff)); err != nil {
 				return false, err
 			}
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/backoff"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
@@ -80,7 +81,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		switch {
 		case err != nil:
 			failures++
-			wait, wakeable = Backoff(failures, r.s.minBackoff, r.s.maxBackoff), false
+			wait, wakeable = backoff.Equal(failures, r.s.minBackoff, r.s.maxBackoff), false
 			r.s.logger.Warn("outbox relay round failed", "err", err, "failures", failures, "pause", wait)
 		case full && n > 0:
 			failures = 0

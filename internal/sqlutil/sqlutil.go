@@ -8,13 +8,14 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"math/rand/v2"
 	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
+
+	"github.com/commercekit/commercekit/internal/backoff"
 )
 
 // DefaultAttempts is how many times InTx tries a transaction of its own that fails with a
@@ -45,10 +46,8 @@ func InTx(ctx context.Context, db bun.IDB, fn func(ctx context.Context, tx bun.T
 		if err == nil || attempt >= DefaultAttempts || !IsRetryable(err) {
 			return err
 		}
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, backoff.Full(attempt, 2*time.Millisecond, maxPause)) != nil {
 			return errors.Join(err, ctx.Err())
-		case <-time.After(jitter(attempt)):
 		}
 	}
 }
@@ -111,10 +110,4 @@ func ForUpdate(q *bun.SelectQuery) *bun.SelectQuery {
 		return q
 	}
 	return q.For("UPDATE")
-}
-
-// jitter returns a random pause in [0, min(maxPause, 2ms·2^attempt)).
-func jitter(attempt int) time.Duration {
-	bound := min(maxPause, 2*time.Millisecond<<attempt)
-	return rand.N(bound)
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/commercekit/commercekit/internal/backoff"
 	"github.com/commercekit/commercekit/outbox"
 )
 
@@ -79,10 +80,10 @@ func (h *ConsumerHandler) deliver(ctx context.Context, events []outbox.Event) er
 		if err == nil || ctx.Err() != nil {
 			return ctxOr(ctx, err)
 		}
-		pause := outbox.Backoff(attempt, h.o.minBackoff, h.o.maxBackoff)
+		pause := backoff.Equal(attempt, h.o.minBackoff, h.o.maxBackoff)
 		h.o.logger.Warn("saramaoutbox: delivery failed, retrying", "consumer", h.consumer.Name(),
 			"topic", events[0].Topic, "events", len(events), "attempt", attempt, "pause", pause, "err", err)
-		if err := outbox.Sleep(ctx, pause); err != nil {
+		if err := backoff.Sleep(ctx, pause); err != nil {
 			return err
 		}
 	}
@@ -100,7 +101,7 @@ func (h *ConsumerHandler) Run(ctx context.Context, group sarama.ConsumerGroup, t
 			return err
 		case err != nil:
 			h.o.logger.Warn("saramaoutbox: consumer group session failed", "consumer", h.consumer.Name(), "err", err)
-			if outbox.Sleep(ctx, outbox.Backoff(attempt, h.o.minBackoff, h.o.maxBackoff)) != nil {
+			if backoff.Sleep(ctx, backoff.Equal(attempt, h.o.minBackoff, h.o.maxBackoff)) != nil {
 				return nil
 			}
 			attempt++
