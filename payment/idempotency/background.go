@@ -66,17 +66,18 @@ func (s *Store) Close(ctx context.Context) {
 	<-finished
 }
 
-// retryLater runs op in the background while it fails with errcode.ErrUnavailable, with
-// growing pauses, until it succeeds or fails otherwise, c's lock timeout has passed (real
+// retryLater runs op in the background (at once when now is set, else after a pause) and
+// again while it fails with errcode.ErrUnavailable, with growing pauses, until it succeeds
+// or fails otherwise, c's lock timeout has passed (real
 // time; after that a retry of the request takes the key over, so op is moot) or the Store
 // is closed. The outcome is logged.
-func (s *Store) retryLater(ctx context.Context, c Claim, what string, op func(ctx context.Context) error) {
+func (s *Store) retryLater(ctx context.Context, c Claim, what string, now bool, op func(ctx context.Context) error) {
 	log := s.logger.With("scope", c.Scope, "key", c.Key)
 	started := s.bg.start(func(ctx context.Context) {
 		bctx, cancel := context.WithTimeout(ctx, s.lockTimeout)
 		defer cancel()
 		for attempt := 1; ; attempt++ {
-			if backoff.Sleep(bctx, backoff.Full(attempt, retryFirstPause, retryMaxPause)) != nil {
+			if (attempt > 1 || !now) && backoff.Sleep(bctx, backoff.Full(attempt, retryFirstPause, retryMaxPause)) != nil {
 				log.Warn("idempotency: gave up "+what+" in the background; the claim expires with its lock", "attempts", attempt-1)
 				return
 			}

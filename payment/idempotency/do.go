@@ -50,7 +50,9 @@ const finishTimeout = 10 * time.Second
 // the true outcome — and keeps storing it in the background (completion is idempotent, so
 // trying again is safe) until it is stored or the claim's lock expires; meanwhile a retry
 // with the key gets ErrInProgress, then the stored response. A release that fails the same
-// way is retried in the background too, so the key is freed as soon as the backend is back.
+// way is retried in the background too, so the key is freed as soon as the backend is back;
+// and when fn itself fails with errcode.ErrUnavailable, the claim is released in the
+// background from the start, so the answer does not wait for another timeout.
 func (s *Store) Do(ctx context.Context, scope, key string, fp Fingerprint, fn Func) (resp Response, replayed bool, err error) {
 	if fn == nil {
 		return Response{}, false, &InvalidError{Field: "fn", Reason: "nil"}
@@ -78,7 +80,13 @@ func (s *Store) Do(ctx context.Context, scope, key string, fp Fingerprint, fn Fu
 	if err == nil {
 		err = resp.validate()
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errcode.ErrUnavailable):
+		// A dependency is down, quite likely the backend too: answer at once and free the
+		// key in the background rather than wait for another timeout.
+		s.retryLater(ctx, c, "releasing the claim", true, func(ctx context.Context) error { return s.Release(ctx, c) })
+		return Response{}, false, err
+	case err != nil:
 		s.releaseDetached(ctx, c)
 		return Response{}, false, err
 	}
@@ -88,7 +96,7 @@ func (s *Store) Do(ctx context.Context, scope, key string, fp Fingerprint, fn Fu
 		if !errors.Is(err, errcode.ErrUnavailable) {
 			return Response{}, false, err
 		}
-		s.retryLater(ctx, c, "storing the response", func(ctx context.Context) error { return s.Complete(ctx, c, resp) })
+		s.retryLater(ctx, c, "storing the response", false, func(ctx context.Context) error { return s.Complete(ctx, c, resp) })
 	}
 	return resp, false, nil
 }
@@ -102,7 +110,7 @@ func (s *Store) releaseDetached(ctx context.Context, c Claim) {
 	err := s.Release(dctx, c)
 	switch {
 	case errors.Is(err, errcode.ErrUnavailable):
-		s.retryLater(ctx, c, "releasing the claim", func(ctx context.Context) error { return s.Release(ctx, c) })
+		s.retryLater(ctx, c, "releasing the claim", false, func(ctx context.Context) error { return s.Release(ctx, c) })
 	case err != nil:
 		s.logger.WarnContext(ctx, "idempotency: releasing a claim failed; it expires with its lock", "scope", c.Scope, "key", c.Key, "error", err)
 	}

@@ -115,7 +115,7 @@ func (s *Store) Claim(ctx context.Context, scope, key string, fp Fingerprint) (C
 			// stalled server runs later): abandon it, or its key would answer
 			// ErrInProgress until the lock timeout for a request that never ran.
 			c := Claim{Ref: ref, Token: q.Token}
-			s.retryLater(ctx, c, "abandoning a claim of unknown outcome", func(ctx context.Context) error {
+			s.retryLater(ctx, c, "abandoning a claim of unknown outcome", false, func(ctx context.Context) error {
 				if err := s.backend.Release(ctx, ref, q.Token); err != nil && !errors.Is(err, ErrLockLost) {
 					return err
 				}

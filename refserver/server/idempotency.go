@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/payment/idempotency"
 )
 
@@ -70,7 +71,12 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 				r.Body = io.NopCloser(bytes.NewReader(body))
 				next.ServeHTTP(rec, r.WithContext(ctx))
 				resp := idempotency.Response{Status: rec.status, ErrorCode: rec.problemCode(), Body: rec.body.Bytes()}
-				if !keepResponse(rec.status, rec.header) {
+				switch {
+				case rec.status == http.StatusServiceUnavailable:
+					// A dependency failed: the store frees the key in the background
+					// instead of making this answer wait on a backend that may be down.
+					return resp, errcode.Unavailable("request", errTransient)
+				case !keepResponse(rec.status, rec.header):
 					return resp, errTransient
 				}
 				return resp, nil
