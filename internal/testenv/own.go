@@ -50,11 +50,10 @@ func (o *Own) Unpause(tb testing.TB) {
 	})
 }
 
-// Stop stops the container gracefully (SIGTERM: the server closes its connections).
-func (o *Own) Stop(tb testing.TB) {
+// Stop stops the container: SIGTERM, then SIGKILL after grace (0: at once, a crash).
+func (o *Own) Stop(tb testing.TB, grace time.Duration) {
 	tb.Helper()
-	timeout := 20 * time.Second
-	if err := o.c.Stop(context.Background(), &timeout); err != nil {
+	if err := o.c.Stop(context.Background(), &grace); err != nil {
 		tb.Fatalf("testenv: stopping container %s: %v", o.ID(), err)
 	}
 }
