@@ -28,6 +28,11 @@ type background struct {
 	closing bool // set by Close: nothing new starts
 }
 
+func newBackground() *background {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &background{ctx: ctx, cancel: cancel}
+}
+
 // start runs fn on a goroutine of its own unless the Store is closing.
 func (b *background) start(fn func(ctx context.Context)) bool {
 	b.mu.Lock()
@@ -41,11 +46,6 @@ func (b *background) start(fn func(ctx context.Context)) bool {
 		fn(b.ctx)
 	}()
 	return true
-}
-
-func newBackground() *background {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &background{ctx: ctx, cancel: cancel}
 }
 
 // Close waits until the Store's background attempts (see Do) have finished or ctx is
@@ -68,9 +68,8 @@ func (s *Store) Close(ctx context.Context) {
 
 // retryLater runs op in the background (at once when now is set, else after a pause) and
 // again while it fails with errcode.ErrUnavailable, with growing pauses, until it succeeds
-// or fails otherwise, c's lock timeout has passed (real
-// time; after that a retry of the request takes the key over, so op is moot) or the Store
-// is closed. The outcome is logged.
+// or fails otherwise, c's lock timeout has passed (real time: after that a retry of the
+// request takes the key over, so op is moot) or the Store is closed. The outcome is logged.
 func (s *Store) retryLater(ctx context.Context, c Claim, what string, now bool, op func(ctx context.Context) error) {
 	log := s.logger.With("scope", c.Scope, "key", c.Key)
 	started := s.bg.start(func(ctx context.Context) {
