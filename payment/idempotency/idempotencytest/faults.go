@@ -21,7 +21,20 @@ type lostReplies struct {
 	claims, completes atomic.Int64 // how many replies still to lose
 }
 
-func lost(err error) error { return errcode.Unavailable("test backend", io.ErrUnexpectedEOF) }
+func lost(error) error { return errcode.Unavailable("test backend", io.ErrUnexpectedEOF) }
+
+// lossyStore returns a store on e's backend that loses the replies of its first claims
+// claims and first completes completions.
+func lossyStore(t *testing.T, e *env, claims, completes int64) *idempotency.Store {
+	t.Helper()
+	b := &lostReplies{Backend: e.backend}
+	b.claims.Store(claims)
+	b.completes.Store(completes)
+	store, err := idempotency.New(b, idempotency.WithClock(e.clock.Now), idempotency.WithLockTimeout(suiteLockTimeout),
+		idempotency.WithRetention(suiteRetention))
+	require.NoError(t, err)
+	return store
+}
 
 func (b *lostReplies) Claim(ctx context.Context, q idempotency.ClaimRequest) (idempotency.ClaimOutcome, *idempotency.Record, error) {
 	o, r, err := b.Backend.Claim(ctx, q)
@@ -76,11 +89,7 @@ func testCompleteIsIdempotent(t *testing.T, h Harness) {
 // every retry gets it replayed; fn ran once.
 func testLostCompletionReply(t *testing.T, h Harness) {
 	e := newEnv(t, h)
-	b := &lostReplies{Backend: e.backend}
-	b.completes.Store(1)
-	store, err := idempotency.New(b, idempotency.WithClock(e.clock.Now), idempotency.WithLockTimeout(suiteLockTimeout),
-		idempotency.WithRetention(suiteRetention))
-	require.NoError(t, err)
+	store := lossyStore(t, e, 0, 1)
 	ctx := t.Context()
 	var runs atomic.Int64
 	resp, replayed, err := store.Do(ctx, "s", "k", "fp", charge(&runs))
@@ -100,14 +109,10 @@ func testLostCompletionReply(t *testing.T, h Harness) {
 // once instead of answering ErrInProgress until the lock timeout.
 func testLostClaimReply(t *testing.T, h Harness) {
 	e := newEnv(t, h)
-	b := &lostReplies{Backend: e.backend}
-	b.claims.Store(1)
-	store, err := idempotency.New(b, idempotency.WithClock(e.clock.Now), idempotency.WithLockTimeout(suiteLockTimeout),
-		idempotency.WithRetention(suiteRetention))
-	require.NoError(t, err)
+	store := lossyStore(t, e, 1, 0)
 	ctx := t.Context()
 	var runs atomic.Int64
-	_, _, err = store.Do(ctx, "s", "k", "fp", charge(&runs))
+	_, _, err := store.Do(ctx, "s", "k", "fp", charge(&runs))
 	require.ErrorIs(t, err, errcode.ErrUnavailable)
 	assert.Zero(t, runs.Load())
 	store.Close(ctx) // waits for the abandon
