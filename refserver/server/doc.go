@@ -34,11 +34,11 @@
 // Idempotency-Key. payment/idempotency's Store runs the request at most once per (user,
 // key), fingerprinting method, path and canonical JSON body: a retry gets the stored status
 // and body with Idempotent-Replayed: true; another body with the same key is 422; a retry
-// while the first runs is 409. Successes and every final 4xx (409 invalid_order_state or
-// order_expired, 422, 404, 400) are stored and replayed, so the key stays bound to its
-// request; 5xx, 429, 202 (the PG has not answered: the retry continues the payment) and
-// answers with Retry-After (a request in flight elsewhere) are not, so the retry runs
-// again. A response the store could not take at once (Redis or MySQL down) is still
+// while the first runs is 409. Successes and every final 4xx the execution decided (409
+// invalid_order_state or order_expired, 422, 404) are stored and replayed, so the key
+// stays bound to its request; 5xx, 429, 202 (the PG has not answered: the retry continues
+// the payment), answers with Retry-After (a request in flight elsewhere) and input refused
+// before anything ran (400, 413) are not, so the retry runs again. A response the store could not take at once (Redis or MySQL down) is still
 // answered and stored in the background. The key is also passed to commerce, whose own idempotency covers
 // the case where the stored response is lost. The SQL store is used on the embedded default,
 // the Redis store when Redis is configured.

@@ -27,16 +27,18 @@ var errTransient = errors.New("transient response")
 // keepResponse says whether a recorded response is final for its Idempotency-Key: stored
 // and replayed to every retry with the key, so the key stays bound to its request. Final:
 // successes and every 4xx the request's execution decided (409 invalid_order_state or
-// order_expired, 422, 404, 400...): running the same request again would give the same
-// answer, and the key must not be freed for another request (that is 422
-// idempotency_key_reused). Not final, so the key is freed and a retry runs again: server
-// and dependency failures (5xx), rate limiting (429), 202 (the PG has not answered yet:
-// the retry continues the same payment and returns its outcome), and any answer carrying
-// Retry-After — a request still in flight elsewhere (request_in_progress,
-// refund_in_progress) whose retry will get a different answer.
+// order_expired, 422, 404...): running the same request again would give the same answer,
+// and the key must not be freed for another request (that is 422 idempotency_key_reused).
+// Not final, so the key is freed and a retry runs again: server and dependency failures
+// (5xx), rate limiting (429), 202 (the PG has not answered yet: the retry continues the
+// same payment and returns its outcome), any answer carrying Retry-After — a request still
+// in flight elsewhere (request_in_progress, refund_in_progress) — and, as Stripe does,
+// input refused before anything ran (400, 413): the client fixes its request and may keep
+// its key.
 func keepResponse(status int, header http.Header) bool {
 	switch {
-	case status >= 500, status == http.StatusTooManyRequests, status == http.StatusAccepted:
+	case status >= 500, status == http.StatusTooManyRequests, status == http.StatusAccepted,
+		status == http.StatusBadRequest, status == http.StatusRequestEntityTooLarge:
 		return false
 	}
 	return header.Get("Retry-After") == ""
