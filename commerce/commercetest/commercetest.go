@@ -79,7 +79,8 @@ type Env struct {
 	PG         *pgsim.Simulator
 	// Gateway sits between the payment service and the simulator; it can reject refunds.
 	Gateway *Gateway
-	// Topic is where the service's events go.
+	// Topic is where the service's events go: with SQLite the orders' topic of the default
+	// per-type topics (commerce.DefaultTopics), with Kafka the one topic of every event.
 	Topic string
 
 	delivered func(tb testing.TB) map[string]string // event ID → type, as delivered
@@ -116,7 +117,11 @@ func SQLite(tb testing.TB, opts ...commerce.Option) *Env {
 		return nil
 	}, outbox.WithClock(clock.Now))
 	require.NoError(tb, err)
-	dispatcher, err := outbox.NewDispatcher(outbox.Subscription{Topic: e.Topic, Consumer: consumer})
+	var subs []outbox.Subscription
+	for _, topic := range commerce.DefaultTopics().Names() {
+		subs = append(subs, outbox.Subscription{Topic: topic, Consumer: consumer})
+	}
+	dispatcher, err := outbox.NewDispatcher(subs...)
 	require.NoError(tb, err)
 	e.delivered = func(testing.TB) map[string]string {
 		mu.Lock()
