@@ -58,7 +58,7 @@ func TestDuplicatesChangeNothing(t *testing.T) {
 		e.rollup(t)
 		before := e.snapshot(t)
 		require.NotEmpty(t, before)
-		require.NoError(t, e.consumer.Deliver(ctx, batch))       // redelivered whole
+		require.NoError(t, e.consumer.Deliver(ctx, batch))      // redelivered whole
 		require.NoError(t, e.consumer.Deliver(ctx, batch[1:2])) // and one alone
 		e.rollup(t)
 		assert.Equal(t, before, e.snapshot(t))

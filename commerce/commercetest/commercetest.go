@@ -77,6 +77,8 @@ type Env struct {
 	Reconciler *payment.Reconciler
 	Relay      *outbox.Relay
 	PG         *pgsim.Simulator
+	// Kafka is the broker of the MySQL configurations (nil for SQLite).
+	Kafka *testenv.Kafka
 	// Gateway sits between the payment service and the simulator; it can reject refunds.
 	Gateway *Gateway
 	// Topic is where the service's events go: with SQLite the orders' topic of the default
@@ -149,7 +151,7 @@ func mysqlEnv(tb testing.TB, withRedis bool, opts []commerce.Option) *Env {
 	db := testenv.MySQL(tb)
 	kafka := testenv.NewKafka(tb)
 	clock := &Clock{t: Start}
-	e := &Env{Name: "MySQL", DB: db, Clock: clock, Topic: kafka.Topic(tb, "orders")}
+	e := &Env{Name: "MySQL", DB: db, Clock: clock, Topic: kafka.Topic(tb, "orders"), Kafka: kafka}
 	if withRedis {
 		rdb := testenv.Redis(tb)
 		e.Inventory = inventory.New(redisinventory.New(rdb), inventory.WithClock(clock.Now))
