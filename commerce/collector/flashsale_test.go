@@ -45,7 +45,7 @@ func TestFlashSale(t *testing.T) {
 				e.GivePoints(t, user, 800)
 				coupon := e.GiveCoupon(t, tpl, user)
 				o, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: user, CouponID: coupon, Points: 500,
-					Lines: []commerce.Line{{ProductID: products[i%3], Qty: int64(1 + i%2)}, {ProductID: products[(i+1)%3], Qty: 1}},
+					Lines:          []commerce.Line{{ProductID: products[i%3], Qty: int64(1 + i%2)}, {ProductID: products[(i+1)%3], Qty: 1}},
 					IdempotencyKey: "sale"})
 				if errors.Is(err, commerce.ErrOutOfStock) {
 					soldOut.Add(1)
