@@ -234,7 +234,9 @@ func (n *Notifier) now() time.Time { return n.c.now().UTC().Truncate(time.Micros
 // 408 and 429).
 type permanentError struct{ status int }
 
-func (e *permanentError) Error() string { return fmt.Sprintf("dataplatform: refused with status %d", e.status) }
+func (e *permanentError) Error() string {
+	return fmt.Sprintf("dataplatform: refused with status %d", e.status)
+}
 
 func isPermanent(err error) bool {
 	var p *permanentError
