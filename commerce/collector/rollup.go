@@ -40,6 +40,9 @@ func ParseDate(s string) (time.Time, error) {
 	return d, nil
 }
 
+// PeriodStart returns the first day (YYYY-MM-DD) of the period p holding the calendar date d.
+func PeriodStart(p Period, d time.Time) string { return p.start(d).Format(time.DateOnly) }
+
 // start returns the first day of the period holding the calendar date d (midnight UTC).
 func (p Period) start(d time.Time) time.Time {
 	y, m, day := d.Date()
