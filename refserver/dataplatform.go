@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/commercekit/commercekit/commerce/dataplatform/platformsim"
-	"github.com/commercekit/commercekit/refserver/server"
 )
 
 // dataplatformSettings are the flags of `refserver dataplatform`, each with the environment
@@ -90,19 +89,4 @@ func dataplatformServe(args []string, getenv func(string) string, stdout, stderr
 	}
 	log.Info("mock data platform stopped", "received", len(platform.Received()))
 	return nil
-}
-
-// collectorRun runs the metrics collector alone (server.RunCollector) with the server's
-// configuration (flags and COMMERCEKIT_ variables), until SIGINT or SIGTERM.
-func collectorRun(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := server.Load(args, getenv, stderr)
-	if err != nil {
-		return err
-	}
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by Load
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level})).With("component", "collector")
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return server.RunCollector(ctx, cfg, log)
 }

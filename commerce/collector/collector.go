@@ -27,10 +27,10 @@ const ConsumerName = "commerce-collector"
 // date, a limit out of range, a bad configuration.
 var ErrInvalidArgument = errors.New("collector: invalid argument")
 
-// Seoul is the default time zone of day boundaries: Asia/Seoul, the documents' market.
-// Korea has kept UTC+9 without daylight saving since 1988, so a fixed zone is exact for
-// every date the collector sees, and needs no time zone database.
-var Seoul = time.FixedZone("Asia/Seoul", 9*60*60)
+// Seoul returns the default time zone of day boundaries: Asia/Seoul, the documents'
+// market. Korea has kept UTC+9 without daylight saving since 1988, so a fixed zone is exact
+// for every date the collector sees, and needs no time zone database.
+func Seoul() *time.Location { return time.FixedZone("Asia/Seoul", 9*60*60) }
 
 // Collector keeps per-product metrics from commerce's events: per day, and rolled up per
 // ISO week and per month. Handle is its outbox handler; RollupDirty (or RunRollups)
@@ -59,7 +59,7 @@ func WithLogger(l *slog.Logger) Option { return func(c *Collector) { c.log = l }
 
 // New returns a Collector on db. Create its tables first (CreateSchema).
 func New(db *bun.DB, opts ...Option) (*Collector, error) {
-	c := &Collector{db: db, loc: Seoul, now: time.Now, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	c := &Collector{db: db, loc: Seoul(), now: time.Now, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	for _, o := range opts {
 		o(c)
 	}

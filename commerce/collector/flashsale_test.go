@@ -82,7 +82,7 @@ func TestFlashSale(t *testing.T) {
 			waitProcessed(t, col, total)
 			col.rollup(t)
 
-			day := e.Clock.Now().In(collector.Seoul).Format(time.DateOnly)
+			day := e.Clock.Now().In(collector.Seoul()).Format(time.DateOnly)
 			var wantRevenue, wantRefunded int64
 			for i, o := range paid {
 				if i < len(cancelled) {

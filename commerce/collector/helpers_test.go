@@ -103,7 +103,7 @@ func events(sales ...sale) []outbox.Event {
 
 // kst is a time in Seoul.
 func kst(day string, hour int) time.Time {
-	d, err := time.ParseInLocation(time.DateOnly, day, collector.Seoul)
+	d, err := time.ParseInLocation(time.DateOnly, day, collector.Seoul())
 	if err != nil {
 		panic(err)
 	}

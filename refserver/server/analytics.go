@@ -38,10 +38,10 @@ func eventTopics(overrides []string) (commerce.Topics, error) {
 	return t, nil
 }
 
-// metricsLocation reads COMMERCEKIT_METRICS_TZ (Asia/Seoul: the fixed zone collector.Seoul).
+// metricsLocation reads COMMERCEKIT_METRICS_TZ (Asia/Seoul: the fixed zone collector.Seoul()).
 func metricsLocation(name string) (*time.Location, error) {
 	if name == DefaultMetricsTZ {
-		return collector.Seoul, nil
+		return collector.Seoul(), nil
 	}
 	loc, err := time.LoadLocation(name)
 	if err != nil {

@@ -128,7 +128,7 @@ func (c *Config) settings() []Setting {
 		{Flag: "webhook-secret", Env: "COMMERCEKIT_WEBHOOK_SECRET", Usage: "secret the PG signs webhooks with (default: the simulator's)", Secret: true, value: str(&c.WebhookSecret)},
 		{Flag: "jwt-secret", Env: "COMMERCEKIT_JWT_SECRET", Usage: "HS256 secret of bearer tokens (required unless embedded)", Secret: true, value: str(&c.JWTSecret)},
 		{Flag: "kafka-topics", Env: "COMMERCEKIT_KAFKA_TOPICS", Usage: "event topics overriding the defaults, comma-separated <event type>=<topic> (default: payment-completed, coupon-issued, points-charged on topics of those names, the other order events on " + commerce.DefaultTopic + ")", value: list(&c.KafkaTopics)},
-		{Flag: "collector", Env: "COMMERCEKIT_COLLECTOR", Usage: "run the metrics collector in this process (with Kafka: as its consumer group; false when 'refserver collector' runs it)", value: boolean(&c.Collector)},
+		{Flag: "collector", Env: "COMMERCEKIT_COLLECTOR", Usage: "with Kafka, run the metrics collector in this process as its consumer group (false when 'refserver collector' runs it); without Kafka it always runs in process", value: boolean(&c.Collector)},
 		{Flag: "metrics-tz", Env: "COMMERCEKIT_METRICS_TZ", Usage: "time zone of the sales metrics' day boundaries", value: str(&c.MetricsTZ)},
 		{Flag: "rollup-interval", Env: "COMMERCEKIT_ROLLUP_INTERVAL", Usage: "how often changed weeks and months are rolled up from the daily metrics", value: dur(&c.RollupInterval)},
 		{Flag: "dataplatform-url", Env: "COMMERCEKIT_DATAPLATFORM_URL", Usage: "URL to POST every paid order to (e.g. 'refserver dataplatform' at http://127.0.0.1:8095/v1/orders); unset: off", value: str(&c.DataPlatformURL)},
