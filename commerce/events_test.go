@@ -115,3 +115,18 @@ func TestEventsOnTheirTopics(t *testing.T) {
 	e.RequireDelivered(t)
 	e.RequireClean(t)
 }
+
+// TestCouponEventInTheCouponsTransaction makes the coupon-issued event impossible to write
+// (a topic the outbox rejects): the issue fails and no coupon exists, with the SQL issuer
+// (one transaction) and with the Redis one (the take is given back).
+func TestCouponEventInTheCouponsTransaction(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		tpl := e.CouponTemplate(t, 1000)
+		_, err := e.Service.IssueCoupon(ctx, tpl, "u1", "req-1")
+		require.ErrorIs(t, err, outbox.ErrInvalidEvent)
+		st, err := e.Coupons.Stats(ctx, tpl)
+		require.NoError(t, err)
+		assert.Equal(t, int64(0), st.Issued, "no coupon without its event")
+		assert.Equal(t, int64(0), st.Taken, "the first-come unit was given back")
+	}, commerce.WithTopics(commerce.Topics{commerce.EventCouponIssued: "not a topic!"}))
+}

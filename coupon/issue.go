@@ -186,10 +186,19 @@ func (r TakeRequest) write(ctx context.Context, tx bun.Tx, c Coupon) error {
 		return err
 	}
 	if r.then != nil {
-		return r.then(ctx, tx, c)
+		if err := r.then(ctx, tx, c); err != nil {
+			return &issuedFuncError{err: err}
+		}
 	}
 	return nil
 }
+
+// issuedFuncError is an IssuedFunc's error: the transaction was rolled back before any
+// commit was attempted, so the write certainly failed.
+type issuedFuncError struct{ err error }
+
+func (e *issuedFuncError) Error() string { return e.err.Error() }
+func (e *issuedFuncError) Unwrap() error { return e.err }
 
 // take asks the issuer, loading its state from SQL first when it has none.
 func (s *Service) take(ctx context.Context, r TakeRequest) (Taken, error) {
@@ -214,14 +223,15 @@ func (s *Service) giveBack(ctx context.Context, r TakeRequest) {
 }
 
 // definitelyFailed reports whether a failed write certainly did not commit: the database
-// answered with an error (SQLite always answers in-process). Context and connection errors
+// answered with an error (SQLite always answers in-process), or the IssuedFunc failed. Context and connection errors
 // leave the outcome in doubt.
 func (s *Service) definitelyFailed(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
 	var me *mysql.MySQLError
-	return errors.As(err, &me) || sqlutil.IsSQLite(s.db)
+	var fe *issuedFuncError
+	return errors.As(err, &me) || errors.As(err, &fe) || sqlutil.IsSQLite(s.db)
 }
 
 // replayed returns the coupon an earlier call issued under r.RequestID, or
