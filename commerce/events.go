@@ -163,7 +163,7 @@ func (s *Service) orderEvent(ctx context.Context, tx bun.Tx, r *orderRow, typ st
 		At: now,
 	}
 	for i, l := range o.Lines {
-		ev.Lines[i] = EventLine{ProductID: l.ProductID, Qty: l.Qty, UnitPrice: l.UnitPrice, Amount: l.Amount}
+		ev.Lines[i] = EventLine(l)
 	}
 	if r.PaidAt != 0 {
 		paid := fromMicros(r.PaidAt)
