@@ -223,8 +223,8 @@ func (s *Service) giveBack(ctx context.Context, r TakeRequest) {
 }
 
 // definitelyFailed reports whether a failed write certainly did not commit: the database
-// answered with an error (SQLite always answers in-process), or the IssuedFunc failed. Context and connection errors
-// leave the outcome in doubt.
+// answered with an error (SQLite always answers in-process), or the IssuedFunc failed.
+// Context and connection errors leave the outcome in doubt.
 func (s *Service) definitelyFailed(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
