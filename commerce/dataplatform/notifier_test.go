@@ -180,3 +180,35 @@ func TestNewValidates(t *testing.T) {
 	_, err := dataplatform.New(db, "http://127.0.0.1:1/v1/orders", dataplatform.WithBreaker(5, 4, time.Second))
 	require.ErrorIs(t, err, dataplatform.ErrInvalidConfig)
 }
+
+// TestConcurrentSenders runs two notifiers (two processes) on one queue: each delivery is
+// claimed by one of them, so with a healthy platform every order arrives exactly once.
+func TestConcurrentSenders(t *testing.T) {
+	stores(t, func(t *testing.T, db *bun.DB) {
+		platform := platformsim.New()
+		srv := httptest.NewServer(platform)
+		t.Cleanup(srv.Close)
+		var senders []*dataplatform.Notifier
+		for range 2 {
+			n, err := dataplatform.New(db, srv.URL+"/v1/orders", dataplatform.WithInterval(time.Millisecond))
+			require.NoError(t, err)
+			senders = append(senders, n)
+		}
+		consumer, err := senders[0].NewConsumer()
+		require.NoError(t, err)
+		require.NoError(t, consumer.Deliver(ctx, paidOrders(60)))
+		for _, n := range senders {
+			run(t, n)
+		}
+		require.Eventually(t, func() bool {
+			sent, err := senders[0].Deliveries(ctx, dataplatform.StateSent, 100)
+			return err == nil && len(sent) == 60
+		}, 20*time.Second, 10*time.Millisecond)
+		keys := map[string]int{}
+		for _, r := range platform.Received() {
+			keys[r.IdempotencyKey]++
+		}
+		assert.Len(t, keys, 60)
+		assert.Len(t, platform.Received(), 60, "no order sent twice")
+	})
+}
