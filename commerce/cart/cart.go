@@ -146,6 +146,13 @@ func New(db *bun.DB, com Commerce, opts ...Option) (*Service, error) {
 	return s, nil
 }
 
+// cartRow is a user's cart: the row its changes lock.
+type cartRow struct {
+	bun.BaseModel `bun:"table:commerce_carts"`
+
+	UserID string `bun:"user_id,pk"`
+}
+
 // itemRow is a line of a cart in the database.
 type itemRow struct {
 	bun.BaseModel `bun:"table:commerce_cart_items"`
@@ -196,8 +203,11 @@ func (s *Service) change(ctx context.Context, userID, productID string, qty int6
 	if _, ok := products[productID]; !ok {
 		return Cart{}, fmt.Errorf("%w: %s", commerce.ErrProductNotFound, productID)
 	}
+	if err := s.ensureCart(ctx, userID); err != nil {
+		return Cart{}, err
+	}
 	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
-		rows, err := lockItems(ctx, tx, userID)
+		rows, err := lockCart(ctx, tx, userID)
 		if err != nil {
 			return err
 		}
@@ -232,7 +242,14 @@ func (s *Service) Remove(ctx context.Context, userID, productID string) (Cart, e
 	if err := checkUserProduct(userID, productID); err != nil {
 		return Cart{}, err
 	}
-	if _, err := s.db.NewDelete().Model((*itemRow)(nil)).Where("user_id = ? AND product_id = ?", userID, productID).Exec(ctx); err != nil {
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := lockCart(ctx, tx, userID); err != nil {
+			return err
+		}
+		_, err := tx.NewDelete().Model((*itemRow)(nil)).Where("user_id = ? AND product_id = ?", userID, productID).Exec(ctx)
+		return err
+	})
+	if err != nil {
 		return Cart{}, wrap("remove from the cart of "+userID, err)
 	}
 	return s.Get(ctx, userID)
@@ -353,7 +370,7 @@ func orderKey(req CheckoutRequest, rows []itemRow) string {
 // empty deletes the user's lines in tx, the order's transaction, provided they are still
 // the lines read (want); otherwise ErrChanged aborts the order.
 func empty(ctx context.Context, tx bun.IDB, userID string, want []itemRow) error {
-	have, err := lockItems(ctx, tx, userID)
+	have, err := lockCart(ctx, tx, userID)
 	if err != nil {
 		return wrap("lock the cart of "+userID, err)
 	}
@@ -384,15 +401,29 @@ func items(ctx context.Context, db bun.IDB, userID string) ([]itemRow, error) {
 	return rows, nil
 }
 
-// lockItems reads the user's lines under a lock (FOR UPDATE on MySQL, which also locks
-// the gap where a new line would go; SQLite's writer lock elsewhere).
-func lockItems(ctx context.Context, tx bun.IDB, userID string) ([]itemRow, error) {
-	var rows []itemRow
-	q := tx.NewSelect().Model(&rows).Where("user_id = ?", userID).Order("product_id")
-	if err := sqlutil.ForUpdate(q).Scan(ctx); err != nil {
+// ensureCart creates the user's cart row if it is missing. It commits on its own, so
+// that the transactions changing the cart only ever lock an existing row.
+func (s *Service) ensureCart(ctx context.Context, userID string) error {
+	_, err := s.db.NewInsert().Model(&cartRow{UserID: userID}).Exec(ctx)
+	if err != nil && !sqlutil.IsDuplicateKey(err) {
+		return wrap("create the cart of "+userID, err)
+	}
+	return nil
+}
+
+// lockCart locks the user's cart row (FOR UPDATE on MySQL; SQLite's writer lock does it
+// elsewhere) and reads the lines under it. Every change of a cart's lines holds that lock,
+// so changes never break a limit together and never deadlock on the lines' index gaps.
+// A user without a cart row has no lines.
+func lockCart(ctx context.Context, tx bun.IDB, userID string) ([]itemRow, error) {
+	var carts []cartRow
+	if err := sqlutil.ForUpdate(tx.NewSelect().Model(&carts).Where("user_id = ?", userID)).Scan(ctx); err != nil {
 		return nil, err
 	}
-	return rows, nil
+	if len(carts) == 0 {
+		return nil, nil
+	}
+	return items(ctx, tx, userID)
 }
 
 func checkUser(userID string) error {

@@ -9,12 +9,14 @@ import (
 	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
-// CreateSchema creates the cart's tables, commerce_cart_items and commerce_cart_checkouts
-// (which order each checkout placed), if they do not exist. It is
+// CreateSchema creates the cart's tables, commerce_carts (one row per user, locked by
+// every change), commerce_cart_items and commerce_cart_checkouts (which order each
+// checkout placed), if they do not exist. It is
 // idempotent and works on MySQL/MariaDB (IDs compared byte for byte: a binary collation)
 // and SQLite. Times are BIGINT microseconds since the Unix epoch.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
 	for _, t := range []struct{ name, cols string }{
+		{"commerce_carts", `user_id VARCHAR(64) NOT NULL PRIMARY KEY`},
 		{"commerce_cart_items", `user_id VARCHAR(64) NOT NULL,
 		product_id VARCHAR(64) NOT NULL,
 		qty BIGINT NOT NULL,
