@@ -365,8 +365,11 @@ func (s *Service) revoke(ctx context.Context, tx bun.IDB, sess *sessionRow, why 
 			return nil, err
 		}
 	}
+	// A locking read: it sees the tokens committed since this transaction's first read
+	// (a concurrent refresh's), which a plain read on MySQL would not.
 	live := []refreshRow{}
-	err := tx.NewSelect().Model(&live).Where("session_id = ? AND access_expires_at > ?", sess.ID, now.UnixMicro()).Scan(ctx)
+	q := tx.NewSelect().Model(&live).Where("session_id = ? AND access_expires_at > ?", sess.ID, now.UnixMicro())
+	err := sqlutil.ForUpdate(q).Scan(ctx)
 	return live, err
 }
 
