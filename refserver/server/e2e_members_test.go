@@ -198,7 +198,9 @@ func TestConcurrentOrderFromCart(t *testing.T) {
 			res := make([]resp, n)
 			errs := make([]error, n)
 			for i := range n {
-				wg.Go(func() { res[i], errs[i] = a.try("POST", "/v1/orders", alice, "one-key", server.PlaceOrderJSON{FromCart: true}) })
+				wg.Go(func() {
+					res[i], errs[i] = a.try("POST", "/v1/orders", alice, "one-key", server.PlaceOrderJSON{FromCart: true})
+				})
 			}
 			wg.Wait()
 			ids := map[string]bool{}
