@@ -19,7 +19,8 @@
 //     dependency could not answer; retry later).
 //
 // Above them, commerce composes checkout (place, pay, cancel, expire, recover, audit) with
-// compensation, and refserver serves it over HTTP. The dependency direction is
+// compensation; commerce/cart keeps carts and orders them in the order's transaction; and
+// refserver serves it over HTTP, with members, sessions and logout (refserver/member). The dependency direction is
 // refserver → commerce → leaves; the leaves never import each other.
 //
 // SQL is the system of record in every mode; Redis holds fast, derived state that is rebuilt
