@@ -19,6 +19,12 @@
 // order and empty the cart once. A cart that changed between being read and being
 // ordered fails with ErrChanged, and nothing is placed.
 //
+// The checkout's key is recorded (commerce_cart_checkouts) in the order's transaction with
+// the key of the order it placed, which is derived from the checkout's key and everything
+// ordered: a retry after ErrChanged, or with other points, is a new order for commerce and
+// never meets the first attempt's stock reservation. The record is kept as long as the
+// order, so a retry is answered rightly however late it comes.
+//
 // Add is not idempotent (it adds units); callers that retry it should put it behind an
 // idempotency key, as refserver does. SetQty and Remove are idempotent.
 package cart

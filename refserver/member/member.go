@@ -218,8 +218,11 @@ func (s *Service) SignUp(ctx context.Context, loginID, password string) (Member,
 // the per-address limit. Errors: *RateLimitError, ErrBadCredentials, *ValidationError (a
 // login ID or password no member can have).
 func (s *Service) Login(ctx context.Context, loginID, password, addr string) (Tokens, error) {
-	if loginID == "" || len(loginID) > MaxLoginIDLen || password == "" || len(password) > MaxPasswordLen {
-		return Tokens{}, &ValidationError{Field: "login_id", Reason: "login ID and password are required, within their length limits"}
+	if loginID == "" || len(loginID) > MaxLoginIDLen {
+		return Tokens{}, &ValidationError{Field: "login_id", Reason: fmt.Sprintf("must be 1-%d bytes", MaxLoginIDLen)}
+	}
+	if password == "" || len(password) > MaxPasswordLen {
+		return Tokens{}, &ValidationError{Field: "password", Reason: fmt.Sprintf("must be 1-%d bytes", MaxPasswordLen)}
 	}
 	now := s.now()
 	acct, from := "id "+loginID, "addr "+addr

@@ -30,15 +30,19 @@ func (s *Server) buildMembers(ctx context.Context, secret []byte) error {
 		return fmt.Errorf("creating the cart tables: %w", err)
 	}
 	var deny member.Denylist
+	opts := []member.Option{member.WithClock(s.now)}
 	if st.rdb != nil {
 		deny = member.NewRedisDenylist(st.rdb)
 	} else {
 		sqlDeny := member.NewSQLDenylist(st.db, s.now)
 		deny = sqlDeny
 		st.loops = append(st.loops, func(ctx context.Context) error { return sqlDeny.RunPurger(ctx, time.Minute) })
+		// The embedded SQLite has one connection: under load a check queues behind the
+		// writes (a flash sale of 100 clients sees 1-2 s), so it gets longer than Redis's.
+		opts = append(opts, member.WithCheckTimeout(5*time.Second))
 	}
 	var err error
-	opts := append([]member.Option{member.WithClock(s.now)}, s.memberOpts...)
+	opts = append(opts, s.memberOpts...)
 	if s.members, err = member.New(st.db, deny, secret, opts...); err != nil {
 		return err
 	}
