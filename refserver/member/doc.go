@@ -21,9 +21,9 @@
 // it, so the whole session (the token family) is revoked and every access token it issued
 // that has not expired goes on the denylist (ErrRefreshTokenReused).
 //
-// Logout puts the caller's access token on the denylist until it expires, and revokes its
-// session with the same effect as above. The server checks every authenticated request
-// with Revoked. A denylist that cannot answer is an error matching errcode.ErrUnavailable:
+// Logout puts the caller's access token on the denylist until a minute past its expiry
+// (DenyMargin, beyond any verifier's clock leeway), and revokes its session with the same
+// effect as above. The server checks every authenticated request with Revoked. A denylist that cannot answer is an error matching errcode.ErrUnavailable:
 // a request is never let through because the check failed.
 //
 // # Login limits

@@ -36,6 +36,9 @@ const (
 	DefaultFailureWindow   = 15 * time.Minute
 	// DefaultCheckTimeout bounds one denylist check.
 	DefaultCheckTimeout = time.Second
+	// DenyMargin is how long past its expiry a revoked token stays on the denylist: more
+	// than the clock leeway of any verifier (refserver accepts tokens 30 s past exp).
+	DenyMargin = time.Minute
 )
 
 // Member is a signed-up member.
@@ -371,7 +374,7 @@ func (s *Service) revoke(ctx context.Context, tx bun.IDB, sess *sessionRow, why 
 	// A locking read: it sees the tokens committed since this transaction's first read
 	// (a concurrent refresh's), which a plain read on MySQL would not.
 	live := []refreshRow{}
-	q := tx.NewSelect().Model(&live).Where("session_id = ? AND access_expires_at > ?", sess.ID, now.UnixMicro())
+	q := tx.NewSelect().Model(&live).Where("session_id = ? AND access_expires_at > ?", sess.ID, now.Add(-DenyMargin).UnixMicro())
 	err := sqlutil.ForUpdate(q).Scan(ctx)
 	return live, err
 }
@@ -379,23 +382,23 @@ func (s *Service) revoke(ctx context.Context, tx bun.IDB, sess *sessionRow, why 
 // denyAll puts the access tokens of rows on the denylist.
 func (s *Service) denyAll(ctx context.Context, rows []refreshRow) error {
 	for _, r := range rows {
-		if err := s.deny.Deny(ctx, r.AccessJTI, time.UnixMicro(r.AccessExpiresAt)); err != nil {
+		if err := s.deny.Deny(ctx, r.AccessJTI, time.UnixMicro(r.AccessExpiresAt).Add(DenyMargin)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// Logout revokes an access token (its jti, until it expires) and its session (sid, when
-// the token has one: a token minted outside a login has none), denying every access token
-// the session issued that has not expired. Errors: ErrNotRevocable for a token without a
+// Logout revokes an access token (its jti, until DenyMargin after it expires) and its
+// session (sid, when the token has one: a token minted outside a login has none), denying
+// every access token the session issued that has not expired. Errors: ErrNotRevocable for a token without a
 // jti; an error matching errcode.ErrUnavailable when the denylist cannot be written (retry:
 // Logout is idempotent).
 func (s *Service) Logout(ctx context.Context, jti, sessionID string, expires time.Time) error {
 	if jti == "" {
 		return ErrNotRevocable
 	}
-	if err := s.deny.Deny(ctx, jti, expires); err != nil {
+	if err := s.deny.Deny(ctx, jti, expires.Add(DenyMargin)); err != nil {
 		return err
 	}
 	if sessionID == "" {

@@ -30,13 +30,14 @@ type Server struct {
 	limiter *limiter
 	idem    *idempotency.Store
 	svc     *commerce.Service
-	members *member.Service
-	carts   *cart.Service
-	// memberOpts configure the member service (WithMemberOptions).
+	st      *stack
+	checks  []check
+	handler http.Handler
+
+	// Members, sessions and carts (members.go); memberOpts configure the member service.
+	members    *member.Service
+	carts      *cart.Service
 	memberOpts []member.Option
-	st         *stack
-	checks     []check
-	handler    http.Handler
 
 	draining  atomic.Bool
 	closeOnce sync.Once
