@@ -13,6 +13,7 @@ import (
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/cart"
+	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/inventory"
@@ -88,6 +89,9 @@ var errorRules = []errorRule{
 	{coupon.ErrNotYetUsable, http.StatusUnprocessableEntity, "coupon_unusable", 0},
 	{coupon.ErrExpired, http.StatusUnprocessableEntity, "coupon_unusable", 0},
 	{coupon.ErrBelowMinimum, http.StatusUnprocessableEntity, "coupon_unusable", 0},
+
+	// commerce/collector.
+	{collector.ErrInvalidArgument, http.StatusBadRequest, "invalid_request", 0},
 
 	// ledger.
 	{ledger.ErrInvalid, http.StatusBadRequest, "invalid_request", 0},

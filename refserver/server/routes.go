@@ -81,6 +81,10 @@ func (s *Server) routes() []Route {
 		{Method: put, Path: "/v1/cart/items/{product_id}", Auth: AuthUser, Write: true, Handler: s.setCartQty},
 		{Method: del, Path: "/v1/cart/items/{product_id}", Auth: AuthUser, Write: true, Handler: s.removeFromCart},
 
+		// Sales metrics and rankings (commerce/collector).
+		{Method: get, Path: "/v1/rankings", Handler: s.rankings},
+		{Method: get, Path: "/v1/products/{id}/metrics", Handler: s.productMetrics},
+
 		// Administration.
 		{Method: get, Path: "/v1/admin/audit", Auth: AuthAdmin, Handler: s.audit},
 	}
