@@ -58,14 +58,14 @@ func (t *DeadLetterTable) DeadLetter(ctx context.Context, dl DeadLetter) error {
 	if row.Payload == nil {
 		row.Payload = []byte{}
 	}
-	q := t.db.NewInsert().Model(&row)
+	// The new values as parameters rather than VALUES(), which MySQL 8 deprecates (and
+	// whose replacement, the alias form, MariaDB does not run).
+	conflict := "DUPLICATE KEY UPDATE"
 	if sqlutil.IsSQLite(t.db) {
-		q = q.On("CONFLICT (consumer, id) DO UPDATE").
-			Set("last_error = EXCLUDED.last_error, attempts = EXCLUDED.attempts, dead_at = EXCLUDED.dead_at")
-	} else {
-		q = q.On("DUPLICATE KEY UPDATE").
-			Set("last_error = VALUES(last_error), attempts = VALUES(attempts), dead_at = VALUES(dead_at)")
+		conflict = "CONFLICT (consumer, id) DO UPDATE"
 	}
+	q := t.db.NewInsert().Model(&row).On(conflict).
+		Set("last_error = ?, attempts = ?, dead_at = ?", row.Error, row.Attempts, row.DeadAt)
 	if _, err := q.Exec(ctx); err != nil {
 		return fmt.Errorf("outbox: storing dead letter %s of %s: %w", dl.ID, dl.Consumer, err)
 	}
