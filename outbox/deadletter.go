@@ -11,10 +11,11 @@ import (
 	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
-// DeadLetter is an event a consumer gave up on, with why.
+// DeadLetter is an event a consumer gave up on, or one the relay set aside because the
+// publisher can never take it (Relay.DeadLetters), with why.
 type DeadLetter struct {
 	Event
-	// Consumer is the name of the consumer that gave up.
+	// Consumer is the name of the consumer that gave up; empty for the relay's.
 	Consumer string
 	// Error is the last error, as text.
 	Error string

@@ -17,7 +17,8 @@ import (
 // Writer adds events to the outbox inside the caller's transaction.
 type Writer struct{ s settings }
 
-// NewWriter returns a Writer. Options: WithClock (CreatedAt), WithLogger.
+// NewWriter returns a Writer. Options: WithMaxEventBytes (default DefaultMaxEventBytes),
+// WithClock (CreatedAt), WithLogger.
 func NewWriter(opts ...Option) (*Writer, error) {
 	s, err := newSettings(opts)
 	if err != nil {
@@ -53,7 +54,8 @@ func Add(ctx context.Context, db bun.IDB, events ...Event) ([]Event, error) {
 // it again fails with ErrDuplicateEvent and writes nothing. Without IDs, idempotency comes
 // from the caller's transaction: the events are written exactly when it commits.
 //
-// Invalid events fail with an *EventError wrapping ErrInvalidEvent, and nothing is written.
+// Invalid events fail with an *EventError wrapping ErrInvalidEvent, and nothing is written;
+// an event larger than the limit (WithMaxEventBytes), with one wrapping ErrEventTooLarge.
 func (w *Writer) Add(ctx context.Context, db bun.IDB, events ...Event) ([]Event, error) {
 	if len(events) == 0 {
 		return nil, nil
@@ -103,6 +105,10 @@ func (w *Writer) prepare(events []Event) ([]Event, error) {
 	for i, ev := range events {
 		if err := ev.validate(i, false); err != nil {
 			return nil, err
+		}
+		if size := ev.Size(); size > w.s.maxEventBytes {
+			return nil, &EventError{Index: i, ID: ev.ID, Field: "Payload", Err: ErrEventTooLarge,
+				Reason: fmt.Sprintf("makes the event %d bytes, more than the limit of %d", size, w.s.maxEventBytes)}
 		}
 		if ev.ID == "" {
 			id, err := uuid.NewV7()
