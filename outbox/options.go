@@ -163,9 +163,9 @@ func WithMaxEventBytes(n int) Option {
 // fills its own defaults for what was not set.
 func newSettings(opts []Option) (settings, error) {
 	s := settings{
-		logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		clock:       time.Now,
-		metrics:     NopMetrics{},
+		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		clock:         time.Now,
+		metrics:       NopMetrics{},
 		maxAttempts:   5,
 		retention:     7 * 24 * time.Hour,
 		maxEventBytes: DefaultMaxEventBytes,
