@@ -296,35 +296,43 @@ func publishable(rows []eventRow, heads map[Stream]int64) []eventRow {
 // dead letters (with their reason). Within a stream nothing counts as sent after an event
 // that is not.
 //
-// When the publisher refuses events for good (a Permanent cause in a *PublishError), the
-// refusal may be collateral: a broker rejects a whole partition batch for one oversized
-// message, a transactional publisher aborts everything. Each refused event is the first
-// failure of its stream, so everything before it is sent; the relay publishes the other
-// streams' failed events again without the refused ones, then each refused event alone, and
-// sets aside only those refused on their own. Events after a refused one wait for the next
-// round (or, behind a dead letter, for Redrive or Skip).
+// When the publisher refuses an event for good (a Permanent cause in a *PublishError), the
+// rest of the batch may have failed with it (a transactional publisher aborts everything),
+// and the refusal itself may be collateral (a broker rejects a whole partition batch for
+// one oversized message). So the relay publishes the batch again up to each stream's
+// refused event, then each refused event alone, now that everything before it is out, and
+// sets aside only those refused on their own. Events after a refused one wait for the
+// next round (or, behind a dead letter, for Redrive or Skip).
 func (r *Relay) publish(ctx context.Context, rows []eventRow) (sent, dead []eventRow, err error) {
 	sent, refused, err := r.attempt(ctx, rows)
 	if len(refused) == 0 {
 		return sent, nil, err
 	}
-	isRefused := make(map[Stream]bool, len(refused))
+	refusedAt := make(map[Stream]int64, len(refused))
 	for _, row := range refused {
-		isRefused[row.stream()] = true
+		if seq, ok := refusedAt[row.stream()]; !ok || row.Seq < seq {
+			refusedAt[row.stream()] = row.Seq
+		}
 	}
-	accepted := make(map[int64]bool, len(sent))
+	accepted := make(map[int64]bool, len(rows))
 	for _, row := range sent {
 		accepted[row.Pos] = true
 	}
 	var again []eventRow
 	for _, row := range rows {
-		if !accepted[row.Pos] && !isRefused[row.stream()] {
+		if seq, ok := refusedAt[row.stream()]; !accepted[row.Pos] && (!ok || row.Seq < seq) {
 			again = append(again, row)
 		}
 	}
 	more, _, err := r.attempt(ctx, again)
+	for _, row := range more {
+		accepted[row.Pos] = true
+	}
 	sent = append(sent, more...)
 	for _, row := range refused {
+		if !ready(row, rows, accepted) {
+			continue // what comes before it failed (err says why): next round
+		}
 		alone, still, aloneErr := r.attempt(ctx, []eventRow{row})
 		sent = append(sent, alone...)
 		if len(still) == 1 {
@@ -336,20 +344,30 @@ func (r *Relay) publish(ctx context.Context, rows []eventRow) (sent, dead []even
 	return sent, dead, err
 }
 
+// ready reports whether every row of rows before row in its stream is accepted.
+func ready(row eventRow, rows []eventRow, accepted map[int64]bool) bool {
+	for _, r := range rows {
+		if r.stream() == row.stream() && r.Seq < row.Seq && !accepted[r.Pos] {
+			return false
+		}
+	}
+	return true
+}
+
 // attempt publishes rows once and returns those accepted (each stream cut at its first
-// failure) and, of the first failures, those refused for good, with their reason. An event
-// whose stored headers do not decode is refused without being published.
+// failure) and, per stream, the first event the publisher refused for good and the first
+// whose stored headers do not decode (refused without being published), with their reason.
 func (r *Relay) attempt(ctx context.Context, rows []eventRow) (sent, refused []eventRow, err error) {
 	events := make([]Event, 0, len(rows))
 	kept := make([]eventRow, 0, len(rows))
-	blocked := make(map[Stream]bool)
+	broken := make(map[Stream]bool)
 	for _, row := range rows {
-		if blocked[row.stream()] {
+		if broken[row.stream()] {
 			continue
 		}
 		ev, decodeErr := row.event()
 		if decodeErr != nil {
-			blocked[row.stream()] = true
+			broken[row.stream()] = true
 			refused = append(refused, row.withReason(decodeErr))
 			continue
 		}
@@ -364,18 +382,19 @@ func (r *Relay) attempt(ctx context.Context, rows []eventRow) (sent, refused []e
 	}
 	var pe *PublishError
 	if errors.As(pubErr, &pe) {
-		cut := make(map[Stream]bool)
+		cut, hasRefused := make(map[Stream]bool), make(map[Stream]bool)
 		for i, ev := range events {
 			cause, failed := pe.Failed[ev.ID]
+			st := ev.Stream()
 			switch {
-			case cut[ev.Stream()]:
-			case failed:
-				cut[ev.Stream()] = true
-				if isPermanent(cause) {
-					refused = append(refused, kept[i].withReason(cause))
-				}
-			default:
+			case !failed && !cut[st]:
 				sent = append(sent, kept[i])
+			case failed && isPermanent(cause) && !hasRefused[st]:
+				hasRefused[st] = true
+				refused = append(refused, kept[i].withReason(cause))
+				fallthrough
+			default:
+				cut[st] = true
 			}
 		}
 	}
