@@ -66,7 +66,8 @@ func NewPublisherFromClient(client sarama.Client) (*Publisher, error) {
 //
 // A message the broker can never take is reported as such, so that the relay sets its
 // event aside instead of retrying the batch forever: one larger than the producer's
-// Producer.MaxMessageBytes is not sent at all (the others are), and one the broker refuses
+// Producer.MaxMessageBytes is not sent at all, nor are the events after it in its stream
+// (the others are), and one the broker refuses
 // with MESSAGE_TOO_LARGE, INVALID_TOPIC_EXCEPTION, RECORD_LIST_TOO_LARGE or INVALID_RECORD
 // aborts the transaction. Either way Publish returns an *outbox.PublishError whose causes
 // are outbox.Permanent for those messages (the broker refuses a whole partition batch
@@ -78,12 +79,18 @@ func (p *Publisher) Publish(ctx context.Context, events []outbox.Event) error {
 		return nil
 	}
 	msgs := make([]*sarama.ProducerMessage, 0, len(events))
-	tooLarge := make(map[string]error)
+	tooLarge := make(map[string]error)      // refused, and the events after them in their stream
+	behind := make(map[outbox.Stream]error) // streams cut by a refused event
 	for _, ev := range events {
+		if cause, cut := behind[ev.Stream()]; cut {
+			tooLarge[ev.ID] = cause
+			continue
+		}
 		msg := Message(ev)
 		if size := msg.ByteSize(2); size > p.maxBytes {
 			tooLarge[ev.ID] = outbox.Permanent(fmt.Errorf("%w: message of %d bytes, Producer.MaxMessageBytes is %d",
 				sarama.ErrMessageSizeTooLarge, size, p.maxBytes))
+			behind[ev.Stream()] = fmt.Errorf("saramaoutbox: not sent: event %s before it in its stream is too large", ev.ID)
 			continue
 		}
 		msgs = append(msgs, msg)
