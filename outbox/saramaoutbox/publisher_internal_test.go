@@ -51,7 +51,7 @@ func TestMaxEventBytesMatchesTheProducer(t *testing.T) {
 	require.Equal(t, outbox.DefaultMaxEventBytes, MaxEventBytes(cfg))
 	assert.Less(t, cfg.Producer.MaxMessageBytes+61, 1048588, "under a default broker's message.max.bytes with the batch header")
 	ev := outbox.Event{
-		ID: strings.Repeat("i", outbox.MaxIDLen), Topic: "t", Key: "order-1", Type: strings.Repeat("😀", outbox.MaxTypeLen) // 4 bytes each,
+		ID: strings.Repeat("i", outbox.MaxIDLen), Topic: "t", Key: "order-1", Type: strings.Repeat("😀", outbox.MaxTypeLen), // 4 bytes each
 		Headers: map[string]string{"trace": "abc"}, Seq: math.MaxInt64, CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC),
 	}
 	ev.Payload = []byte(`"` + strings.Repeat("x", MaxEventBytes(cfg)-ev.Size()-2) + `"`)
