@@ -246,7 +246,7 @@ func (r *Relay) pick(ctx context.Context, db bun.IDB, lock func(*bun.SelectQuery
 
 // unsentHeads returns, for each stream of rows, the sequence number of its first unsent
 // event as committed now (READ COMMITTED reads the latest commit), including events that
-// another relay holds locked.
+// another relay holds locked and dead letters (nothing after one may go).
 func unsentHeads(ctx context.Context, tx bun.Tx, rows []eventRow) (map[Stream]int64, error) {
 	set := make(map[Stream]struct{})
 	for _, row := range rows {

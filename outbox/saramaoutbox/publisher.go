@@ -67,13 +67,13 @@ func NewPublisherFromClient(client sarama.Client) (*Publisher, error) {
 // A message the broker can never take is reported as such, so that the relay sets its
 // event aside instead of retrying the batch forever: one larger than the producer's
 // Producer.MaxMessageBytes is not sent at all, nor are the events after it in its stream
-// (the others are), and one the broker refuses
-// with MESSAGE_TOO_LARGE, INVALID_TOPIC_EXCEPTION, RECORD_LIST_TOO_LARGE or INVALID_RECORD
-// aborts the transaction. Either way Publish returns an *outbox.PublishError whose causes
-// are outbox.Permanent for those messages (the broker refuses a whole partition batch
-// for one message, so the relay tries each alone before it sets one aside) and plain for
-// the others; any other failure fails the whole batch with an error wrapping
-// outbox.ErrPublish.
+// (the others are); one the broker refuses with MESSAGE_TOO_LARGE,
+// INVALID_TOPIC_EXCEPTION, RECORD_LIST_TOO_LARGE or INVALID_RECORD aborts the transaction.
+// Publish then returns an *outbox.PublishError naming every message not committed, with
+// an outbox.Permanent cause for those (the broker refuses a whole partition batch for one
+// message, so the relay tries each alone before it sets one aside) and a plain one for
+// the others. Any other failure fails the whole batch (an error wrapping
+// outbox.ErrPublish, or a PublishError naming every message).
 func (p *Publisher) Publish(ctx context.Context, events []outbox.Event) error {
 	if len(events) == 0 {
 		return nil
