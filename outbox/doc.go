@@ -31,8 +31,8 @@
 //
 // # Relaying
 //
-// A Relay picks unsent rows (sent_at IS NULL) oldest first, publishes them and marks them
-// sent. It never keeps a high-water-mark cursor: an event whose transaction commits after a
+// A Relay picks unsent rows (sent_at IS NULL, and not set aside: see Dead letters of the
+// relay) oldest first, publishes them and marks them sent. It never keeps a high-water-mark cursor: an event whose transaction commits after a
 // newer one was already published is simply an unsent row and goes out in the next round.
 //
 // On MySQL/MariaDB (MariaDB 10.6+, MySQL 8) several relays may run at once. A round is one
