@@ -32,17 +32,15 @@ func TestContentionIs503(t *testing.T) {
 	b, err := db.BeginTx(ctx, nil)
 	require.NoError(t, err)
 	defer func() { _ = b.Rollback() }()
-	_, err = a.ExecContext(ctx, "SET SESSION innodb_lock_wait_timeout = 1")
-	require.NoError(t, err)
 	_, err = a.ExecContext(ctx, "SELECT id FROM contention_rows WHERE id = 1 FOR UPDATE")
 	require.NoError(t, err)
 	_, err = b.ExecContext(ctx, "SELECT id FROM contention_rows WHERE id = 2 FOR UPDATE")
 	require.NoError(t, err)
 
 	// b waits for row 1 (held by a) and times out after 1 s: 1205.
-	_, lockWait := b.ExecContext(ctx, "SET SESSION innodb_lock_wait_timeout = 1")
-	require.NoError(t, lockWait)
-	_, lockWait = b.ExecContext(ctx, "SELECT id FROM contention_rows WHERE id = 1 FOR UPDATE")
+	_, err = b.ExecContext(ctx, "SET SESSION innodb_lock_wait_timeout = 1")
+	require.NoError(t, err)
+	_, lockWait := b.ExecContext(ctx, "SELECT id FROM contention_rows WHERE id = 1 FOR UPDATE")
 	require.Error(t, lockWait)
 	require.True(t, sqlutil.IsRetryable(lockWait), "%v", lockWait)
 
