@@ -55,7 +55,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // recorder is an Observer that keeps everything it is told.
 type recorder struct {
-	mu          sync.Mutex
+	mu             sync.Mutex
 	transitions    []payment.Transition
 	refunds        []payment.Refund
 	contradictions []string
