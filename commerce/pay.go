@@ -188,6 +188,8 @@ func (s *Service) settlePayment(ctx context.Context, r *orderRow, ask bool) erro
 			return err
 		}
 		return s.failPayment(ctx, r, p.DeclineCode)
+	case p.State == payment.StateReview:
+		return s.failUnderReview(ctx, r)
 	case p.State == payment.StatePartiallyRefunded || p.State == payment.StateRefunded:
 		// Refunded behind the order's back: it cannot be fulfilled.
 		return s.decideRefund(ctx, r, ask)
