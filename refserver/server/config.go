@@ -25,8 +25,8 @@ const (
 const DefaultSQLiteFile = "refserver.db"
 
 // DevJWTSecret signs tokens in the embedded default when COMMERCEKIT_JWT_SECRET is unset. It
-// is public, so the server logs a warning whenever it uses it and refuses it as soon as any
-// external backend is configured.
+// is public, so the server logs a warning whenever it uses it and refuses it (like every one
+// of PublishedSecrets) as soon as any external backend is configured.
 const DevJWTSecret = "commercekit-dev-secret-do-not-use-in-production"
 
 // Config is everything the server can be told. Every field has a flag and a COMMERCEKIT_
@@ -117,8 +117,8 @@ func (c *Config) settings() []Setting {
 		{Flag: "kafka-brokers", Env: "COMMERCEKIT_KAFKA_BROKERS", Usage: "Kafka bootstrap brokers, comma-separated; unset: events go to in-process consumers", value: list(&c.KafkaBrokers)},
 		{Flag: "pgsim-url", Env: "COMMERCEKIT_PGSIM_URL", Usage: "URL of a PG simulator served by 'refserver pgsim' (loopback); unset: the simulator runs in process", value: str(&c.PGSimURL)},
 		{Flag: "pg-timeout", Env: "COMMERCEKIT_PG_TIMEOUT", Usage: "timeout of one call to the PG (calls are retried up to 3 times)", value: dur(&c.PGTimeout)},
-		{Flag: "webhook-secret", Env: "COMMERCEKIT_WEBHOOK_SECRET", Usage: "secret the PG signs webhooks with (default: the simulator's)", Secret: true, value: str(&c.WebhookSecret)},
-		{Flag: "jwt-secret", Env: "COMMERCEKIT_JWT_SECRET", Usage: "HS256 secret of bearer tokens (required unless embedded)", Secret: true, value: str(&c.JWTSecret)},
+		{Flag: "webhook-secret", Env: "COMMERCEKIT_WEBHOOK_SECRET", Usage: "secret the PG signs webhooks with, at least 32 bytes (required unless embedded, where a random one is shared with the in-process simulator)", Secret: true, value: str(&c.WebhookSecret)},
+		{Flag: "jwt-secret", Env: "COMMERCEKIT_JWT_SECRET", Usage: "HS256 secret of bearer tokens, at least 32 bytes (required unless embedded)", Secret: true, value: str(&c.JWTSecret)},
 		{Flag: "kafka-topic", Env: "COMMERCEKIT_KAFKA_TOPIC", Usage: "topic of order and top-up events", value: str(&c.KafkaTopic)},
 		{Flag: "order-expiry", Env: "COMMERCEKIT_ORDER_EXPIRY", Usage: "how long an order waits for payment before it expires", value: dur(&c.OrderExpiry)},
 		{Flag: "payment-window", Env: "COMMERCEKIT_PAYMENT_WINDOW", Usage: "how long past its expiry an order's holds last, for a payment started just before", value: dur(&c.PaymentWindow)},
@@ -207,12 +207,7 @@ func (c Config) Validate() error {
 	default:
 		bad("COMMERCEKIT_DB_DRIVER must be sqlite or mysql, not %q", c.DBDriver)
 	}
-	if c.JWTSecret == "" && c.Mode() != "embedded" {
-		bad("COMMERCEKIT_JWT_SECRET is required unless every backend is embedded")
-	}
-	if c.JWTSecret != "" && len(c.JWTSecret) < 16 {
-		bad("COMMERCEKIT_JWT_SECRET must be at least 16 bytes")
-	}
+	errs = append(errs, c.validateSecrets()...)
 	if c.RedisDB < 0 {
 		bad("COMMERCEKIT_REDIS_DB must be >= 0")
 	}

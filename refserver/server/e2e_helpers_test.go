@@ -24,8 +24,12 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// testSecret signs the tests' bearer tokens.
-var testSecret = []byte("e2e-test-secret-0123456789")
+// testSecret signs the tests' bearer tokens; testWebhookSecret the simulator's webhooks in
+// full mode (the embedded default makes a random one of its own).
+var (
+	testSecret        = []byte("e2e-test-secret-0123456789abcdef0123456789")
+	testWebhookSecret = []byte("e2e-webhook-secret-0123456789abcdef012345")
+)
 
 // backend builds a Config for one deployment the end-to-end tests run against.
 type backend struct {
@@ -45,7 +49,13 @@ var embedded = backend{name: "embedded-sqlite", config: func(t *testing.T) (serv
 // full is MySQL + Redis + Kafka (testenv) + the PG simulator over HTTP, delivering its
 // webhooks to the server's webhook route over HTTP.
 var full = backend{name: "full-mysql-redis-kafka", config: func(t *testing.T) (server.Config, *pgsim.Simulator, func(string)) {
+	return fullConfig(t)
+}}
+
+// fullConfig is full's configuration, with simOpts for the simulator behind the PG's URL.
+func fullConfig(t *testing.T, simOpts ...pgsim.Option) (server.Config, *pgsim.Simulator, func(string)) {
 	cfg := baseConfig()
+	cfg.WebhookSecret = string(testWebhookSecret)
 	cfg.DBDriver, cfg.DBDSN = server.DriverMySQL, testenv.MySQLDSN(t)
 	rdb := testenv.Redis(t)
 	cfg.RedisAddr, cfg.RedisDB = rdb.Options().Addr, rdb.Options().DB
@@ -54,7 +64,7 @@ var full = backend{name: "full-mysql-redis-kafka", config: func(t *testing.T) (s
 
 	var hookURL atomic.Value
 	hookURL.Store("")
-	sim := pgsim.New(pgsim.WithWebhook(func(ctx context.Context, body []byte, sig string) error {
+	sim := pgsim.New(append([]pgsim.Option{pgsim.WithWebhookSecret(testWebhookSecret), pgsim.WithWebhook(func(ctx context.Context, body []byte, sig string) error {
 		url := hookURL.Load().(string)
 		if url == "" {
 			return fmt.Errorf("no webhook URL yet")
@@ -73,12 +83,12 @@ var full = backend{name: "full-mysql-redis-kafka", config: func(t *testing.T) (s
 			return fmt.Errorf("webhook answered %s", resp.Status)
 		}
 		return nil
-	}, 3))
+	}, 3)}, simOpts...)...)
 	pg := httptest.NewServer(pgsim.NewHandler(sim))
 	t.Cleanup(func() { pg.Close(); sim.Close() })
 	cfg.PGSimURL = pg.URL
 	return cfg, sim, func(url string) { hookURL.Store(url + "/v1/payments/webhook") }
-}}
+}
 
 func baseConfig() server.Config {
 	cfg := server.Defaults()

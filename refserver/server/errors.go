@@ -94,6 +94,7 @@ var errorRules = []errorRule{
 
 	// payment.
 	{payment.ErrInvalidWebhook, http.StatusBadRequest, "invalid_webhook", 0},
+	{payment.ErrWebhookUnconfirmed, http.StatusConflict, "webhook_unconfirmed", 0},
 	{payment.ErrInvalidRequest, http.StatusBadRequest, "invalid_request", 0},
 	{payment.ErrPaymentNotFound, http.StatusNotFound, "payment_not_found", 0},
 	{payment.ErrRefundNotFound, http.StatusNotFound, "refund_not_found", 0},
