@@ -234,6 +234,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		commerce.WithPaymentWindow(cfg.PaymentWindow),
 		commerce.WithCancelWindow(cfg.CancelWindow),
 		commerce.WithRewardRate(cfg.RewardRateBP),
+		commerce.WithUnpaidLimits(cfg.MaxUnpaidPerProduct, cfg.MaxUnpaidUnits),
 		commerce.WithTopic(cfg.KafkaTopic),
 	)
 	if err != nil {

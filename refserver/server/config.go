@@ -54,6 +54,9 @@ type Config struct {
 	CancelWindow  time.Duration
 	RewardRateBP  int64
 
+	MaxUnpaidPerProduct int64
+	MaxUnpaidUnits      int64
+
 	RateLimit float64
 	RateBurst int
 
@@ -124,6 +127,8 @@ func (c *Config) settings() []Setting {
 		{Flag: "payment-window", Env: "COMMERCEKIT_PAYMENT_WINDOW", Usage: "how long past its expiry an order's holds last, for a payment started just before", value: dur(&c.PaymentWindow)},
 		{Flag: "cancel-window", Env: "COMMERCEKIT_CANCEL_WINDOW", Usage: "how long after payment a paid order may be cancelled", value: dur(&c.CancelWindow)},
 		{Flag: "reward-rate-bp", Env: "COMMERCEKIT_REWARD_RATE_BP", Usage: "points earned on payment, in basis points of the card amount (100 = 1%)", value: i64(&c.RewardRateBP)},
+		{Flag: "max-unpaid-per-product", Env: "COMMERCEKIT_MAX_UNPAID_PER_PRODUCT", Usage: "units of one product a user's unpaid orders may hold (0: no cap)", value: i64(&c.MaxUnpaidPerProduct)},
+		{Flag: "max-unpaid-units", Env: "COMMERCEKIT_MAX_UNPAID_UNITS", Usage: "units in all a user's unpaid orders may hold (0: no cap)", value: i64(&c.MaxUnpaidUnits)},
 		{Flag: "rate-limit", Env: "COMMERCEKIT_RATE_LIMIT", Usage: "write requests per second per user (0: unlimited)", value: f64(&c.RateLimit)},
 		{Flag: "rate-burst", Env: "COMMERCEKIT_RATE_BURST", Usage: "write requests a user may burst above the rate", value: integer(&c.RateBurst)},
 		{Flag: "request-timeout", Env: "COMMERCEKIT_REQUEST_TIMEOUT", Usage: "deadline of every request's work", value: dur(&c.RequestTimeout)},
@@ -216,6 +221,9 @@ func (c Config) Validate() error {
 	}
 	if c.RewardRateBP < 0 || c.RewardRateBP > 10_000 {
 		bad("COMMERCEKIT_REWARD_RATE_BP must be within 0..10000")
+	}
+	if c.MaxUnpaidPerProduct < 0 || c.MaxUnpaidUnits < 0 {
+		bad("COMMERCEKIT_MAX_UNPAID_PER_PRODUCT and COMMERCEKIT_MAX_UNPAID_UNITS must be >= 0 (0: no cap)")
 	}
 	if c.RateLimit < 0 || c.RateBurst < 1 {
 		bad("COMMERCEKIT_RATE_LIMIT must be >= 0 and COMMERCEKIT_RATE_BURST >= 1")
