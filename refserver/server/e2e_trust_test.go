@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -121,4 +122,17 @@ func containsAll(lines []string, parts ...string) bool {
 		}
 	}
 	return false
+}
+
+// TestTokenSubjectNotAUserID: a validly signed token whose subject is no user ID is refused
+// at the door (401 invalid_token), not answered 400 by every route.
+func TestTokenSubjectNotAUserID(t *testing.T) {
+	a := start(t, embedded, nil)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, server.Claims{RegisteredClaims: jwt.RegisteredClaims{
+		Subject: "not a user", ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour)),
+	}}).SignedString(testSecret)
+	require.NoError(t, err)
+	expectProblem(t, a.call("GET", "/v1/orders", tok, "", nil), http.StatusUnauthorized, "invalid_token")
+	expectProblem(t, a.call("POST", "/v1/orders", tok, "k", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p", Qty: 1}}}),
+		http.StatusUnauthorized, "invalid_token")
 }
