@@ -29,7 +29,7 @@ func testIDsByteForByte(t *testing.T, h Harness) {
 		require.NoError(t, f.DB.NewRaw(`SELECT CONCAT(TABLE_NAME, '.', COLUMN_NAME) FROM information_schema.COLUMNS
 			WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (?) AND COLLATION_NAME <> 'utf8mb4_bin'
 			AND COLUMN_NAME IN ('id', 'template_id', 'user_id', 'request_id', 'order_id', 'coupon_id')`,
-			bun.In(legacyTables)).Scan(ctx, &folding))
+			bun.List(legacyTables)).Scan(ctx, &folding))
 		require.Empty(t, folding, "ID columns left with a collation that folds case or accents")
 	}
 	f.template(t, coupon.Template{ID: "camp", PerUserLimit: 1, Terms: coupon.Terms{Kind: coupon.FixedAmount, Amount: 1000}})
@@ -88,7 +88,7 @@ func legacyCollation(t *testing.T, db *bun.DB) {
 	}
 	require.NoError(t, db.NewRaw(`SELECT TABLE_NAME AS table_name, COLUMN_NAME AS name, COLUMN_TYPE AS type,
 		IS_NULLABLE AS nullable FROM information_schema.COLUMNS
-		WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (?) AND COLLATION_NAME IS NOT NULL`, bun.In(legacyTables)).Scan(ctx, &cols))
+		WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (?) AND COLLATION_NAME IS NOT NULL`, bun.List(legacyTables)).Scan(ctx, &cols))
 	require.NotEmpty(t, cols)
 	for _, c := range cols {
 		null := "NOT NULL"

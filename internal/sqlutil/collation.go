@@ -31,7 +31,7 @@ func BinaryColumns(ctx context.Context, db bun.IDB, table string, columns ...str
 	}
 	err := db.NewRaw(`SELECT COLUMN_NAME AS name, COLUMN_TYPE AS type, IS_NULLABLE AS nullable,
 		COALESCE(COLLATION_NAME, '') AS collation FROM information_schema.COLUMNS
-		WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME IN (?)`, table, bun.In(columns)).Scan(ctx, &found)
+		WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME IN (?)`, table, bun.List(columns)).Scan(ctx, &found)
 	if err != nil {
 		return fmt.Errorf("reading the collations of %s: %w", table, err)
 	}
