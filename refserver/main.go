@@ -10,6 +10,8 @@
 //	refserver token -sub user-1 [-admin] [-ttl 24h]
 //	                                      print a development bearer token
 //	refserver pgsim [flags]               serve the PG simulator over HTTP (loopback only)
+//	refserver collector [flags]           run the metrics collector alone (Kafka consumer group)
+//	refserver dataplatform [flags]        serve the mock data platform (loopback only)
 //	refserver healthcheck [-url URL]      exit 0 when URL answers 200 (for container health checks)
 //
 // With no configuration at all it runs the embedded default: SQLite in ./refserver.db, the
@@ -25,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	_ "time/tzdata" // COMMERCEKIT_METRICS_TZ must load in a container without a zone database
 )
 
 func main() {
@@ -45,10 +48,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		err = token(args, getenv, stdout, stderr)
 	case "pgsim":
 		err = pgsimServe(args, getenv, stdout, stderr)
+	case "collector":
+		err = collectorRun(args, getenv, stdout, stderr)
+	case "dataplatform":
+		err = dataplatformServe(args, getenv, stdout, stderr)
 	case "healthcheck":
 		err = healthcheck(args, stderr)
 	default:
-		err = fmt.Errorf("unknown command %q (serve, token, pgsim, healthcheck)", cmd)
+		err = fmt.Errorf("unknown command %q (serve, token, pgsim, collector, dataplatform, healthcheck)", cmd)
 	}
 	switch {
 	case errors.Is(err, flag.ErrHelp):

@@ -46,6 +46,17 @@
 // (the outbox relay's publisher) and the PG simulator over HTTP (refserver pgsim). The PG
 // gateway is always behind payment/resilient's policies.
 //
+// # Events, metrics and the data platform
+//
+// commerce's events go to per-type topics (commerce.DefaultTopics, overridden by
+// COMMERCEKIT_KAFKA_TOPICS). The metrics collector (commerce/collector) consumes them off
+// the embedded dispatcher, or in full mode as the Kafka consumer group commerce-collector —
+// in the server unless COMMERCEKIT_COLLECTOR=false, or alone as `refserver collector`
+// (RunCollector) — and rolls weeks and months up every COMMERCEKIT_ROLLUP_INTERVAL. GET
+// /v1/rankings and GET /v1/products/{id}/metrics read its tables (public; bad input is a
+// 400). With COMMERCEKIT_DATAPLATFORM_URL set, commerce/dataplatform sends every paid order
+// there (`refserver dataplatform` is a mock platform).
+//
 // # Operations
 //
 // /healthz answers while the process runs; /readyz pings the database, Redis, Kafka and

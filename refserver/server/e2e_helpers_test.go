@@ -17,6 +17,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/refserver/server"
@@ -60,7 +61,11 @@ func fullConfig(t *testing.T, simOpts ...pgsim.Option) (server.Config, *pgsim.Si
 	rdb := testenv.Redis(t)
 	cfg.RedisAddr, cfg.RedisDB = rdb.Options().Addr, rdb.Options().DB
 	k := testenv.NewKafka(t)
-	cfg.KafkaBrokers, cfg.KafkaTopic = k.Brokers, k.Topic(t, "orders")
+	cfg.KafkaBrokers = k.Brokers
+	for _, typ := range commerce.EventTypes { // topics of this test's own
+		topic, _ := commerce.DefaultTopics().Of(typ)
+		cfg.KafkaTopics = append(cfg.KafkaTopics, typ+"="+k.Topic(t, topic))
+	}
 
 	var hookURL atomic.Value
 	hookURL.Store("")

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
@@ -86,6 +87,9 @@ var errorRules = []errorRule{
 	{coupon.ErrNotYetUsable, http.StatusUnprocessableEntity, "coupon_unusable", 0},
 	{coupon.ErrExpired, http.StatusUnprocessableEntity, "coupon_unusable", 0},
 	{coupon.ErrBelowMinimum, http.StatusUnprocessableEntity, "coupon_unusable", 0},
+
+	// commerce/collector.
+	{collector.ErrInvalidArgument, http.StatusBadRequest, "invalid_request", 0},
 
 	// ledger.
 	{ledger.ErrInvalid, http.StatusBadRequest, "invalid_request", 0},

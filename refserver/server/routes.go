@@ -69,6 +69,10 @@ func (s *Server) routes() []Route {
 		{Method: post, Path: "/v1/coupon-templates/{id}/issue", Auth: AuthUser, Write: true, Handler: s.issueCoupon},
 		{Method: get, Path: "/v1/coupons", Auth: AuthUser, Handler: s.listCoupons},
 
+		// Sales metrics and rankings (commerce/collector).
+		{Method: get, Path: "/v1/rankings", Handler: s.rankings},
+		{Method: get, Path: "/v1/products/{id}/metrics", Handler: s.productMetrics},
+
 		// Administration.
 		{Method: get, Path: "/v1/admin/audit", Auth: AuthAdmin, Handler: s.audit},
 	}
