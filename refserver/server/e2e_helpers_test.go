@@ -114,15 +114,16 @@ type app struct {
 	hc  *http.Client
 }
 
-// start builds and starts a server for b, with edit applied to its configuration.
-func start(t *testing.T, b backend, edit func(*server.Config)) *app {
+// start builds and starts a server for b, with edit applied to its configuration and
+// opts to the server.
+func start(t *testing.T, b backend, edit func(*server.Config), opts ...server.Option) *app {
 	t.Helper()
 	cfg, sim, setHook := b.config(t)
 	if edit != nil {
 		edit(&cfg)
 	}
 	log := slog.New(slog.NewJSONHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := server.New(t.Context(), cfg, server.WithLogger(log))
+	srv, err := server.New(t.Context(), cfg, append([]server.Option{server.WithLogger(log)}, opts...)...)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := srv.Start(ctx)
