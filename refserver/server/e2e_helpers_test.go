@@ -50,16 +50,17 @@ var embedded = backend{name: "embedded-sqlite", config: func(t *testing.T) (serv
 // full is MySQL + Redis + Kafka (testenv) + the PG simulator over HTTP, delivering its
 // webhooks to the server's webhook route over HTTP.
 var full = backend{name: "full-mysql-redis-kafka", config: func(t *testing.T) (server.Config, *pgsim.Simulator, func(string)) {
-	return fullConfig(t)
+	rdb := testenv.Redis(t)
+	return fullConfig(t, testenv.MySQLDSN(t), rdb.Options().Addr, rdb.Options().DB)
 }}
 
-// fullConfig is full's configuration, with simOpts for the simulator behind the PG's URL.
-func fullConfig(t *testing.T, simOpts ...pgsim.Option) (server.Config, *pgsim.Simulator, func(string)) {
+// fullConfig is the full deployment on the given MySQL database and Redis database, with
+// simOpts for the simulator behind the PG's URL.
+func fullConfig(t *testing.T, dsn, redisAddr string, redisDB int, simOpts ...pgsim.Option) (server.Config, *pgsim.Simulator, func(string)) {
 	cfg := baseConfig()
 	cfg.WebhookSecret = string(testWebhookSecret)
-	cfg.DBDriver, cfg.DBDSN = server.DriverMySQL, testenv.MySQLDSN(t)
-	rdb := testenv.Redis(t)
-	cfg.RedisAddr, cfg.RedisDB = rdb.Options().Addr, rdb.Options().DB
+	cfg.DBDriver, cfg.DBDSN = server.DriverMySQL, dsn
+	cfg.RedisAddr, cfg.RedisDB = redisAddr, redisDB
 	k := testenv.NewKafka(t)
 	cfg.KafkaBrokers = k.Brokers
 	for _, typ := range commerce.EventTypes { // topics of this test's own

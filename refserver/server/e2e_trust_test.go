@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/refserver/server"
 )
@@ -43,7 +44,8 @@ func (a *app) webhook(body []byte, signature string) resp {
 func TestForgedWebhookNeverPays(t *testing.T) {
 	const latency = time.Second
 	slowFull := backend{name: full.name + "-slow-pg", config: func(t *testing.T) (server.Config, *pgsim.Simulator, func(string)) {
-		return fullConfig(t, pgsim.WithLatency(latency, latency))
+		rdb := testenv.Redis(t)
+		return fullConfig(t, testenv.MySQLDSN(t), rdb.Options().Addr, rdb.Options().DB, pgsim.WithLatency(latency, latency))
 	}}
 	for _, b := range []backend{embedded, slowFull} {
 		t.Run(b.name, func(t *testing.T) {
