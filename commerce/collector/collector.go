@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/bits"
 	"slices"
 	"strings"
@@ -153,7 +154,8 @@ type streamRow struct {
 // it touched for RollupDirty, and counts the batch's events per stream for Gaps — all
 // through tx, the transaction in which the outbox consumer records the events as applied.
 // Events of other types are only counted per stream. A payload that cannot be decoded, or
-// of an unknown schema version, is a permanent error (the event is dead-lettered).
+// of an unknown schema version, or whose amounts do not add up, is a
+// permanent error (the event is dead-lettered).
 func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
 	deltas := make(map[dayProduct]*Metrics)
 	streams := make(map[outbox.Stream]*streamRow)
@@ -174,6 +176,9 @@ func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event
 		}
 		if oe.SchemaVersion != commerce.EventSchemaVersion {
 			return outbox.Permanent(fmt.Errorf("collector: event %s: schema version %d, want %d", ev.ID, oe.SchemaVersion, commerce.EventSchemaVersion))
+		}
+		if err := checkAmounts(oe); err != nil {
+			return outbox.Permanent(fmt.Errorf("collector: event %s: %w", ev.ID, err))
 		}
 		refund := ev.Type == commerce.EventOrderCancelled
 		if refund && oe.PaidAt == nil {
@@ -199,6 +204,30 @@ func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event
 		return err
 	}
 	return c.countStreams(ctx, tx, streams)
+}
+
+// checkAmounts returns why oe's amounts cannot be counted, or nil: every line needs a
+// product, at least one unit and an amount of Qty × UnitPrice, the lines must sum to the
+// subtotal, and the discount must lie between 0 and the subtotal — which also keeps the
+// arithmetic of shares within its bounds.
+func checkAmounts(oe commerce.OrderEvent) error {
+	var sum int64
+	for i, l := range oe.Lines {
+		hi, lo := bits.Mul64(uint64(max(l.Qty, 0)), uint64(max(l.UnitPrice, 0)))
+		switch {
+		case l.ProductID == "" || l.Qty < 1 || l.UnitPrice < 0:
+			return fmt.Errorf("line %d: no product, or quantity below 1 or price below 0", i)
+		case hi != 0 || lo > math.MaxInt64 || int64(lo) != l.Amount:
+			return fmt.Errorf("line %d: amount %d is not %d × %d", i, l.Amount, l.Qty, l.UnitPrice)
+		case sum > math.MaxInt64-l.Amount:
+			return fmt.Errorf("line %d: the lines' amounts exceed int64", i)
+		}
+		sum += l.Amount
+	}
+	if sum != oe.Subtotal || oe.Discount < 0 || oe.Discount > oe.Subtotal {
+		return fmt.Errorf("subtotal %d, discount %d: the lines sum to %d, and the discount must lie within 0..subtotal", oe.Subtotal, oe.Discount, sum)
+	}
+	return nil
 }
 
 // shares returns the revenue of each line of oe: the amount paid (subtotal less discount)

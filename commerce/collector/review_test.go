@@ -1,0 +1,67 @@
+package collector_test
+
+import (
+	"encoding/json"
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/collector"
+	"github.com/commercekit/commercekit/outbox"
+)
+
+// TestInconsistentAmountsAreDeadLettered feeds payloads that decode but whose amounts do
+// not add up (a line larger than the subtotal, a negative discount, quantities or amounts
+// below zero, sums past int64): each is dead-lettered as permanent, the batch's good
+// events are applied, nothing panics and no row is touched by the bad ones.
+func TestInconsistentAmountsAreDeadLettered(t *testing.T) {
+	stores(t, func(t *testing.T, e *env) {
+		good := sale{order: "ok", at: kst("2026-03-04", 10), lines: map[string]int64{"a": 2}}.event()
+		bad := func(order string, edit func(*commerce.OrderEvent)) outbox.Event {
+			ev := sale{order: order, at: kst("2026-03-04", 10), lines: map[string]int64{"x": 1, "y": 1}}.event()
+			var oe commerce.OrderEvent
+			require.NoError(t, json.Unmarshal(ev.Payload, &oe))
+			edit(&oe)
+			body, err := json.Marshal(oe)
+			require.NoError(t, err)
+			ev.Payload = body
+			return ev
+		}
+		poison := []outbox.Event{
+			// Would divide a 128-bit product by a too-small subtotal: bits.Div64 panics.
+			bad("huge-line", func(oe *commerce.OrderEvent) {
+				oe.Subtotal, oe.Discount = 1, -(1 << 62)
+				oe.Lines[0].Amount = 1 << 10
+			}),
+			bad("negative-qty", func(oe *commerce.OrderEvent) { oe.Lines[0].Qty = -5 }),
+			bad("lines-not-subtotal", func(oe *commerce.OrderEvent) { oe.Subtotal = 5 }),
+			bad("discount-over-subtotal", func(oe *commerce.OrderEvent) { oe.Discount = oe.Subtotal + 1 }),
+			bad("overflow", func(oe *commerce.OrderEvent) {
+				oe.Lines[0].Amount, oe.Lines[1].Amount = math.MaxInt64, math.MaxInt64
+				oe.Subtotal = -2
+			}),
+		}
+		require.NotPanics(t, func() {
+			require.NoError(t, e.consumer.Deliver(ctx, append([]outbox.Event{good}, poison...)))
+		})
+		dead, err := outbox.NewDeadLetterTable(e.db).List(ctx, collector.ConsumerName, 0)
+		require.NoError(t, err)
+		var ids []string
+		for _, d := range dead {
+			ids = append(ids, d.ID)
+		}
+		want := make([]string, len(poison))
+		for i, p := range poison {
+			want[i] = p.ID
+		}
+		assert.ElementsMatch(t, want, ids)
+		assert.Equal(t, collector.Metrics{Orders: 1, Units: 2, Revenue: 2000, NetUnits: 2, NetRevenue: 2000},
+			e.metricsOf(t, collector.Daily, "a", "2026-03-04"))
+		for _, p := range []string{"x", "y"} {
+			assert.Equal(t, collector.Metrics{}, e.metricsOf(t, collector.Daily, p, "2026-03-04"), p)
+		}
+	})
+}
