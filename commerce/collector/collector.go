@@ -336,10 +336,13 @@ type Gap struct {
 	MaxSeq, Missing int64
 }
 
-// Gaps returns up to limit streams with missing events, by topic and key. Every stream
+// Gaps returns up to limit (at least 1) streams with missing events, by topic and key. Every stream
 // the outbox writes is numbered 1, 2, 3, ... without a gap, so a missing number is an event
 // not applied yet: still in flight on another partition, or dead-lettered (redrive it).
 func (c *Collector) Gaps(ctx context.Context, limit int) ([]Gap, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("%w: limit %d (want at least 1)", ErrInvalidArgument, limit)
+	}
 	var rows []streamRow
 	err := c.db.NewSelect().Model(&rows).Where("max_seq > seen").OrderExpr("topic, stream_key").Limit(int64(limit)).Scan(ctx)
 	if err != nil {

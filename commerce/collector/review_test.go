@@ -3,6 +3,7 @@ package collector_test
 import (
 	"encoding/json"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -63,5 +64,33 @@ func TestInconsistentAmountsAreDeadLettered(t *testing.T) {
 		for _, p := range []string{"x", "y"} {
 			assert.Equal(t, collector.Metrics{}, e.metricsOf(t, collector.Daily, p, "2026-03-04"), p)
 		}
+	})
+}
+
+// TestHostileReads asks for metrics and rankings with product IDs and dates a hostile
+// client sends: each is answered (empty) or refused with ErrInvalidArgument, never a
+// database error.
+func TestHostileReads(t *testing.T) {
+	stores(t, func(t *testing.T, e *env) {
+		for _, id := range []string{"\xff\xfe", "a\x00b", strings.Repeat("가", 5000), "'; DROP TABLE x; --", ""} {
+			for _, p := range []collector.Period{collector.Daily, collector.Weekly, collector.Monthly} {
+				got, err := e.collector.ProductMetrics(ctx, id, p, date("2026-03-01"), date("2026-03-04"))
+				if err != nil {
+					assert.ErrorIs(t, err, collector.ErrInvalidArgument, "%q %s", id, p)
+				} else {
+					assert.Empty(t, got)
+				}
+			}
+		}
+		for _, d := range []string{"0000-01-01", "0001-01-01", "9999-12-31"} {
+			for _, p := range []collector.Period{collector.Daily, collector.Weekly, collector.Monthly} {
+				_, err := e.collector.Ranking(ctx, p, date(d), 10)
+				assert.NoError(t, err, "%s %s", d, p)
+				_, err = e.collector.ProductMetrics(ctx, "a", p, date(d), date(d))
+				assert.NoError(t, err, "%s %s", d, p)
+			}
+		}
+		_, err := e.collector.Gaps(ctx, -1)
+		assert.ErrorIs(t, err, collector.ErrInvalidArgument)
 	})
 }
