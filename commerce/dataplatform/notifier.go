@@ -139,6 +139,9 @@ func New(db *bun.DB, target string, opts ...Option) (*Notifier, error) {
 	case c.client == nil || c.now == nil || c.log == nil || c.onState == nil:
 		return nil, fmt.Errorf("%w: nil client, clock, logger or observer", ErrInvalidConfig)
 	}
+	// A claim must outlast the longest attempt (every call timing out, the longest pause
+	// between them), or a second sender takes over a delivery still being sent.
+	c.lease = max(c.lease, 2*(time.Duration(c.tries)*c.timeout+time.Duration(c.tries-1)*c.retryMax))
 	n := &Notifier{db: db, url: target, client: c.client, c: c}
 	n.breaker = circuitbreaker.NewBuilder[*http.Response]().
 		HandleIf(func(_ *http.Response, err error) bool { return err != nil && !isPermanent(err) }).
@@ -276,8 +279,8 @@ func (n *Notifier) post(ctx context.Context, d deliveryRow) error {
 // many were sent. It stops early when the breaker is open: the rest wait, their attempts
 // uncounted. A delivery whose attempt fails is retried later with backoff, and
 // dead-lettered (state dead) after the last attempt or at once when the platform refuses
-// it with a 4xx. Several processes may run it: each claims a delivery (a lease) before
-// sending it.
+// it with a 4xx. Several processes may run it: each claims a delivery (a lease of a
+// minute, or twice the longest an attempt can take if that is longer) before sending it.
 func (n *Notifier) SendOnce(ctx context.Context) (int, error) {
 	var due []deliveryRow
 	err := n.db.NewSelect().Model(&due).Where("state = ? AND next_at <= ?", StatePending, n.now()).

@@ -1,0 +1,58 @@
+package dataplatform_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/commerce/dataplatform"
+)
+
+// TestLeaseOutlastsALongAttempt gives the notifier a long call timeout (40s, 3 tries): an
+// attempt may then take two minutes. While sender A's call hangs, sender B, whose clock is
+// two minutes later, must not take the delivery over and send it a second time.
+func TestLeaseOutlastsALongAttempt(t *testing.T) {
+	stores(t, func(t *testing.T, db *bun.DB) {
+		var posts atomic.Int32
+		inFlight, release := make(chan struct{}), make(chan struct{})
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if posts.Add(1) == 1 {
+				close(inFlight)
+				<-release
+			}
+			w.WriteHeader(http.StatusAccepted)
+		}))
+		t.Cleanup(srv.Close)
+		t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+		newSender := func(at time.Time) *dataplatform.Notifier {
+			n, err := dataplatform.New(db, srv.URL, dataplatform.WithTimeout(40*time.Second),
+				dataplatform.WithClock(func() time.Time { return at }))
+			require.NoError(t, err)
+			return n
+		}
+		a, b := newSender(t0), newSender(t0.Add(3*40*time.Second))
+		consumer, err := a.NewConsumer()
+		require.NoError(t, err)
+		require.NoError(t, consumer.Deliver(ctx, paidOrders(1)))
+
+		done := make(chan error, 1)
+		go func() { _, err := a.SendOnce(context.Background()); done <- err }()
+		<-inFlight
+		n, err := b.SendOnce(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, 0, n, "B took over a delivery whose attempt may still be running")
+		close(release)
+		require.NoError(t, <-done)
+		assert.Equal(t, int32(1), posts.Load(), "the order was posted twice")
+		sent, err := a.Deliveries(ctx, dataplatform.StateSent, 10)
+		require.NoError(t, err)
+		assert.Len(t, sent, 1)
+	})
+}
