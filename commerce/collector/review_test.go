@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -92,5 +93,35 @@ func TestHostileReads(t *testing.T) {
 		}
 		_, err := e.collector.Gaps(ctx, -1)
 		assert.ErrorIs(t, err, collector.ErrInvalidArgument)
+	})
+}
+
+// TestOneFailingRollupBlocksNoOther: a week whose sums overflow int64 cannot be rolled up
+// (it stays marked, and RollupDirty says why), but every other period still is.
+func TestOneFailingRollupBlocksNoOther(t *testing.T) {
+	stores(t, func(t *testing.T, e *env) {
+		huge := func(order string, at time.Time) outbox.Event {
+			ev := sale{order: order, at: at, lines: map[string]int64{"a": 1}}.event()
+			var oe commerce.OrderEvent
+			require.NoError(t, json.Unmarshal(ev.Payload, &oe))
+			oe.Lines[0].UnitPrice, oe.Lines[0].Amount = math.MaxInt64/2+1, math.MaxInt64/2+1
+			oe.Subtotal, oe.AmountDue = oe.Lines[0].Amount, oe.Lines[0].Amount
+			body, err := json.Marshal(oe)
+			require.NoError(t, err)
+			ev.Payload = body
+			return ev
+		}
+		// Monday and Tuesday of the week of 2026-03-02: the week's and March's sums overflow.
+		require.NoError(t, e.consumer.Deliver(ctx, []outbox.Event{huge("o1", kst("2026-03-02", 10)), huge("o2", kst("2026-03-03", 10))}))
+		// A later week and month, sorted after the failing ones.
+		require.NoError(t, e.consumer.Deliver(ctx, events(sale{order: "o3", at: kst("2026-04-14", 10), lines: map[string]int64{"b": 2}})))
+		_, err := e.collector.RollupDirty(ctx)
+		require.Error(t, err, "the overflowing periods are reported")
+		assert.Equal(t, int64(2), e.metricsOf(t, collector.Weekly, "b", "2026-04-14").Units, "the other week was rolled up")
+		assert.Equal(t, int64(2), e.metricsOf(t, collector.Monthly, "b", "2026-04-14").Units, "the other month was rolled up")
+		var marks int64
+		marks, err = e.db.NewSelect().Table(collector.TableDirty).Count(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, int64(2), marks, "the failing week and month stay marked")
 	})
 }
