@@ -110,15 +110,25 @@ type Metrics struct {
 	NetRevenue int64 `bun:"net_revenue" json:"netRevenue"`
 }
 
-func (m *Metrics) add(o Metrics) {
-	m.Orders += o.Orders
-	m.Units += o.Units
-	m.Revenue += o.Revenue
-	m.Cancellations += o.Cancellations
-	m.UnitsRefunded += o.UnitsRefunded
-	m.RevenueRefunded += o.RevenueRefunded
-	m.NetUnits += o.NetUnits
-	m.NetRevenue += o.NetRevenue
+// add adds o to m and reports whether it could: false, m unchanged, when a counter would
+// overflow int64.
+func (m *Metrics) add(o Metrics) bool {
+	sum := *m
+	for _, f := range []struct {
+		dst *int64
+		v   int64
+	}{
+		{&sum.Orders, o.Orders}, {&sum.Units, o.Units}, {&sum.Revenue, o.Revenue},
+		{&sum.Cancellations, o.Cancellations}, {&sum.UnitsRefunded, o.UnitsRefunded},
+		{&sum.RevenueRefunded, o.RevenueRefunded}, {&sum.NetUnits, o.NetUnits}, {&sum.NetRevenue, o.NetRevenue},
+	} {
+		if (f.v > 0 && *f.dst > math.MaxInt64-f.v) || (f.v < 0 && *f.dst < math.MinInt64-f.v) {
+			return false
+		}
+		*f.dst += f.v
+	}
+	*m = sum
+	return true
 }
 
 type dayProduct struct{ day, product string }
@@ -193,10 +203,14 @@ func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event
 				d = &Metrics{}
 				deltas[k] = d
 			}
+			delta := Metrics{Orders: 1, Units: l.Qty, Revenue: rev, NetUnits: l.Qty, NetRevenue: rev}
 			if refund {
-				d.add(Metrics{Cancellations: 1, UnitsRefunded: l.Qty, RevenueRefunded: rev, NetUnits: -l.Qty, NetRevenue: -rev})
-			} else {
-				d.add(Metrics{Orders: 1, Units: l.Qty, Revenue: rev, NetUnits: l.Qty, NetRevenue: rev})
+				delta = Metrics{Cancellations: 1, UnitsRefunded: l.Qty, RevenueRefunded: rev, NetUnits: -l.Qty, NetRevenue: -rev}
+			}
+			if !d.add(delta) {
+				// Not permanent: the consumer then applies the batch's events one by one, and
+				// the one that overflows the stored sums fails (and is dead-lettered) alone.
+				return fmt.Errorf("collector: event %s: the metrics of %s on %s overflow int64", ev.ID, l.ProductID, day)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package collector_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -124,4 +125,42 @@ func TestOneFailingRollupBlocksNoOther(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, int64(2), marks, "the failing week and month stay marked")
 	})
+}
+
+// TestDailySumOverflowFailsClosed: two sales of one product on one day whose revenue sums
+// past int64, in one batch or in two, never leave a wrapped-around (negative) or
+// unreadable number: the sale that would overflow is dead-lettered, the first counted.
+func TestDailySumOverflowFailsClosed(t *testing.T) {
+	for _, oneBatch := range []bool{true, false} {
+		t.Run(fmt.Sprintf("oneBatch=%v", oneBatch), func(t *testing.T) {
+			stores(t, func(t *testing.T, e *env) {
+				huge := func(order string) outbox.Event {
+					ev := sale{order: order, at: kst("2026-03-02", 10), lines: map[string]int64{"a": 1}}.event()
+					var oe commerce.OrderEvent
+					require.NoError(t, json.Unmarshal(ev.Payload, &oe))
+					oe.Lines[0].UnitPrice, oe.Lines[0].Amount = math.MaxInt64/2+1, math.MaxInt64/2+1
+					oe.Subtotal, oe.AmountDue = oe.Lines[0].Amount, oe.Lines[0].Amount
+					body, err := json.Marshal(oe)
+					require.NoError(t, err)
+					ev.Payload = body
+					return ev
+				}
+				if oneBatch {
+					require.NoError(t, e.consumer.Deliver(ctx, []outbox.Event{huge("o1"), huge("o2")}))
+				} else {
+					require.NoError(t, e.consumer.Deliver(ctx, []outbox.Event{huge("o1")}))
+					require.NoError(t, e.consumer.Deliver(ctx, []outbox.Event{huge("o2")}))
+				}
+				m := e.metricsOf(t, collector.Daily, "a", "2026-03-02")
+				assert.Equal(t, collector.Metrics{Orders: 1, Units: 1, Revenue: math.MaxInt64/2 + 1, NetUnits: 1, NetRevenue: math.MaxInt64/2 + 1}, m)
+				dead, err := outbox.NewDeadLetterTable(e.db).List(ctx, collector.ConsumerName, 0)
+				require.NoError(t, err)
+				require.Len(t, dead, 1)
+				assert.Equal(t, "o2-"+commerce.EventPaymentCompleted, dead[0].ID)
+				top, err := e.collector.Ranking(ctx, collector.Daily, date("2026-03-02"), 10)
+				require.NoError(t, err)
+				require.Len(t, top, 1)
+			})
+		})
+	}
 }
