@@ -56,3 +56,45 @@ func TestLeaseOutlastsALongAttempt(t *testing.T) {
 		assert.Len(t, sent, 1)
 	})
 }
+
+// TestLongOutageKillsNoDelivery: the platform stays down across many breaker cycles (each
+// half-open probe fails). The deliveries wait; none is dead-lettered, since an outage
+// delays deliveries and does not kill them. Once the platform is back, all are sent.
+func TestLongOutageKillsNoDelivery(t *testing.T) {
+	stores(t, func(t *testing.T, db *bun.DB) {
+		var down atomic.Bool
+		down.Store(true)
+		var received atomic.Int32
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if down.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+			received.Add(1)
+			w.WriteHeader(http.StatusAccepted)
+		}))
+		t.Cleanup(srv.Close)
+		n, err := dataplatform.New(db, srv.URL, dataplatform.WithRetries(1, time.Millisecond, time.Millisecond),
+			dataplatform.WithBreaker(2, 4, 10*time.Millisecond), dataplatform.WithMaxAttempts(3, time.Millisecond, 2*time.Millisecond),
+			dataplatform.WithInterval(time.Millisecond))
+		require.NoError(t, err)
+		consumer, err := n.NewConsumer()
+		require.NoError(t, err)
+		require.NoError(t, consumer.Deliver(ctx, paidOrders(4)))
+		for start := time.Now(); time.Since(start) < time.Second; { // some 100 breaker cycles
+			_, err := n.SendOnce(ctx)
+			require.NoError(t, err)
+			time.Sleep(time.Millisecond)
+		}
+		dead, err := n.Deliveries(context.Background(), dataplatform.StateDead, 10)
+		require.NoError(t, err)
+		assert.Empty(t, dead, "an outage killed deliveries")
+
+		down.Store(false)
+		time.Sleep(20 * time.Millisecond) // the breaker's delay
+		require.Eventually(t, func() bool {
+			_, err := n.SendOnce(context.Background())
+			return err == nil && int(received.Load()) == 4
+		}, 5*time.Second, 5*time.Millisecond)
+	})
+}
