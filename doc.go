@@ -21,8 +21,9 @@
 // Above them, commerce composes checkout (place, pay, cancel, expire, recover, audit) with
 // compensation and writes versioned events on per-type topics; commerce/collector turns them
 // into per-product sales metrics and daily, weekly and monthly rankings, and
-// commerce/dataplatform sends every paid order to a data platform. refserver serves it all
-// over HTTP. The dependency direction is
+// commerce/dataplatform sends every paid order to a data platform; commerce/cart keeps carts
+// and orders them in the order's transaction. refserver serves it all over HTTP, with
+// members, sessions and logout (refserver/member). The dependency direction is
 // refserver → commerce → leaves; the leaves never import each other.
 //
 // SQL is the system of record in every mode; Redis holds fast, derived state that is rebuilt

@@ -67,6 +67,11 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 		if err := s.holdOrder(ctx, tx, &r); err != nil {
 			return err
 		}
+		if req.InTx != nil {
+			if err := req.InTx(ctx, tx); err != nil {
+				return err
+			}
+		}
 		if s.inv.JoinsTx() {
 			// Last: the hot stock row is locked only from here to the commit.
 			if _, err := s.inv.WithTx(tx).Reserve(ctx, reserve); err != nil {

@@ -1,14 +1,15 @@
 // Command refserver is commercekit's reference HTTP server: a thin JSON API over package
-// commerce (products, stock, orders, payments, points, coupons), with bearer-token auth,
-// RFC 9457 problems, Idempotency-Key on order creation and payment, Prometheus metrics,
-// health checks, an OpenAPI document and graceful shutdown. See package
-// github.com/commercekit/commercekit/refserver/server for the API and its configuration.
+// commerce (products, stock, orders, payments, points, coupons) with members, sessions and
+// carts, bearer-token auth, RFC 9457 problems, Idempotency-Key on order creation and
+// payment, Prometheus metrics, health checks, an OpenAPI document and graceful shutdown.
+// See package github.com/commercekit/commercekit/refserver/server for the API and its
+// configuration.
 //
 // Usage:
 //
 //	refserver [flags]                     serve (the default; see -h for every flag)
 //	refserver token -sub user-1 [-admin] [-ttl 24h]
-//	                                      print a development bearer token
+//	                                      print a bearer token for tools and tests (members log in instead)
 //	refserver pgsim [flags]               serve the PG simulator over HTTP (loopback only)
 //	refserver collector [flags]           run the metrics collector alone (Kafka consumer group)
 //	refserver dataplatform [flags]        serve the mock data platform (loopback only)

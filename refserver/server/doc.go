@@ -10,8 +10,28 @@
 // and out, an access log line (log/slog JSON) and the latency histogram by route pattern
 // and status, panic recovery (a 500 problem, never a broken connection), a body size limit
 // (http.MaxBytesReader) and a per-request deadline; then, per route, bearer
-// authentication, a per-user token bucket on write routes, and Idempotency-Key handling on
-// order creation, payment and points top-up.
+// authentication (signature and expiry, then the logout denylist), a per-user token bucket
+// on write routes, and Idempotency-Key handling on order creation, payment, points top-up
+// and adding to the cart.
+//
+// # Members, sessions and carts
+//
+// Package refserver/member keeps the members and their sessions in SQL: POST /v1/members
+// signs up (bcrypt), POST /v1/sessions logs in (an access token of 15 minutes with a jti
+// and a session ID, and a refresh token stored only as its SHA-256), POST
+// /v1/sessions/refresh rotates (a reused refresh token revokes its session), DELETE
+// /v1/sessions logs out. Authentication has a separate denylist step after the token's
+// signature and expiry: a token whose jti was logged out (or whose session was revoked) is
+// 401 token_revoked; a denylist that cannot answer is 503 dependency_unavailable, never a
+// pass. The denylist is in Redis when Redis is configured, else in SQL (purged of expired
+// entries every minute). Tokens minted by `refserver token` carry a jti too, so they work
+// as before and can be logged out. Failed logins are limited per login ID and per client
+// address (429 too_many_login_attempts with Retry-After); sign-up, login and refresh are
+// also under the write rate per client address.
+//
+// Package commerce/cart keeps carts (GET /v1/cart, POST /v1/cart/items behind an
+// Idempotency-Key, PUT and DELETE /v1/cart/items/{product_id}); POST /v1/orders with
+// {"from_cart": true} orders the cart and empties it in the order's transaction.
 //
 // # Errors
 //
@@ -21,17 +41,25 @@
 // an admin, 404 not found (also another user's order or coupon), 409 a state conflict or a
 // request with the same Idempotency-Key still running, 413 a body over the limit, 422 a
 // rule violation or an Idempotency-Key reused for another request, 429 rate limited, 503 a
-// dependency down or a timeout (with Retry-After).
+// dependency down or a timeout (with Retry-After). A dependency failure is classified
+// once: the packages wrap Redis, MySQL and Kafka transport errors as errcode.ErrUnavailable
+// (internal/depfail), the table's first row answers it 503 dependency_unavailable, and the
+// same classifier catches a raw transport error that slipped through, so a dependency is
+// never a 500 nor a business answer. Per-dependency timeouts (timeouts.go) keep that answer
+// quick.
 //
 // # Idempotency
 //
-// POST /v1/orders, POST /v1/orders/{id}/pay and POST /v1/points/top-ups require an
-// Idempotency-Key. payment/idempotency's Store runs the request at most once per (user,
+// POST /v1/orders, POST /v1/orders/{id}/pay, POST /v1/points/top-ups and POST
+// /v1/cart/items require an Idempotency-Key. payment/idempotency's Store runs the request at most once per (user,
 // key), fingerprinting method, path and canonical JSON body: a retry gets the stored status
 // and body with Idempotent-Replayed: true; another body with the same key is 422; a retry
-// while the first runs is 409. Successes and rule violations are stored; malformed input,
-// 409, 429, 202 (the PG has not answered: the retry continues the payment) and 5xx are not,
-// so the retry runs again. The key is also passed to commerce, whose own idempotency covers
+// while the first runs is 409. Successes and every final 4xx the execution decided (409
+// invalid_order_state or order_expired, 422, 404) are stored and replayed, so the key
+// stays bound to its request; 5xx, 429, 202 (the PG has not answered: the retry continues
+// the payment), answers with Retry-After (a request in flight elsewhere) and input refused
+// before anything ran (400, 413) are not, so the retry runs again. A response the store could not take at once (Redis or MySQL down) is still
+// answered and stored in the background. The key is also passed to commerce, whose own idempotency covers
 // the case where the stored response is lost. The SQL store is used on the embedded default,
 // the Redis store when Redis is configured.
 //

@@ -2,22 +2,22 @@ package server
 
 import (
 	"context"
-	"database/sql"
-	"database/sql/driver"
 	"errors"
-	"net"
 	"net/http"
 	"strconv"
-
-	"github.com/redis/go-redis/v9"
+	"time"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/cart"
 	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/depfail"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/idempotency"
+	"github.com/commercekit/commercekit/refserver/member"
 )
 
 // errorRule maps the errors matching err (errors.Is) to a status and a stable code.
@@ -35,7 +35,14 @@ type errorRule struct {
 // input, 404 not found (also another user's order or coupon), 409 in progress or a state
 // conflict, 413 body too large, 422 a rule violation or an idempotency key reused with
 // another request, 503 a dependency down or a timeout.
+//
+// A dependency failure comes first: whatever else the error matches, it is not a business
+// answer. The leaves and internal/sqlutil wrap transport errors as errcode.ErrUnavailable
+// (through internal/depfail); a raw one that slipped through is caught after the table by
+// the same classifier, so no handler needs logic of its own.
 var errorRules = []errorRule{
+	{errcode.ErrUnavailable, http.StatusServiceUnavailable, "dependency_unavailable", 1},
+
 	// Request handling.
 	{errMalformed, http.StatusBadRequest, "malformed_request", 0},
 	{idempotency.ErrInvalid, http.StatusBadRequest, "invalid_idempotency_key", 0},
@@ -108,6 +115,20 @@ var errorRules = []errorRule{
 	{payment.ErrRefundInProgress, http.StatusConflict, "refund_in_progress", 5},
 	{payment.ErrIllegalTransition, http.StatusConflict, "invalid_payment_state", 0},
 
+	// members and carts.
+	{member.ErrInvalidRequest, http.StatusBadRequest, "invalid_request", 0},
+	{member.ErrLoginIDTaken, http.StatusConflict, "login_id_taken", 0},
+	{member.ErrBadCredentials, http.StatusUnauthorized, "invalid_credentials", 0},
+	{member.ErrTooManyAttempts, http.StatusTooManyRequests, "too_many_login_attempts", 60},
+	{member.ErrInvalidRefreshToken, http.StatusUnauthorized, "invalid_refresh_token", 0},
+	{member.ErrRefreshTokenReused, http.StatusUnauthorized, "refresh_token_reused", 0},
+	{member.ErrNotRevocable, http.StatusBadRequest, "token_not_revocable", 0},
+	{cart.ErrInvalidRequest, http.StatusBadRequest, "invalid_request", 0},
+	{cart.ErrTooManyLines, http.StatusUnprocessableEntity, "too_many_lines", 0},
+	{cart.ErrQuantityTooLarge, http.StatusUnprocessableEntity, "quantity_too_large", 0},
+	{cart.ErrEmpty, http.StatusUnprocessableEntity, "cart_empty", 0},
+	{cart.ErrChanged, http.StatusConflict, "cart_changed", 0},
+
 	// The request's own deadline, or the client went away.
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout", 1},
 	{context.Canceled, http.StatusServiceUnavailable, "canceled", 1},
@@ -127,7 +148,7 @@ func (s *Server) problemFor(err error) Problem {
 			continue
 		}
 		p := newProblem(rule.status, rule.code, http.StatusText(rule.status), "")
-		p.RetryAfter = rule.retryAfter
+		p.RetryAfter = retrySeconds(err, rule.retryAfter)
 		if rule.status < 500 {
 			p.Detail = err.Error()
 			p.Field = fieldOf(err)
@@ -136,22 +157,24 @@ func (s *Server) problemFor(err error) Problem {
 		}
 		return p
 	}
-	if unreachable(err) {
+	if depfail.Is(err) { // a raw transport error that no package wrapped
 		p := newProblem(http.StatusServiceUnavailable, "dependency_unavailable", http.StatusText(http.StatusServiceUnavailable),
 			"a backend the request needs cannot be reached; retry later")
-		p.RetryAfter = 5
+		p.RetryAfter = retrySeconds(err, 1)
 		return p
 	}
 	return newProblem(http.StatusInternalServerError, "internal", "Internal Server Error",
 		"the server failed to handle the request; it has been logged")
 }
 
-// unreachable reports whether err says a backend could not be reached (a refused or
-// broken connection, a closed or exhausted pool): 503, whichever library met it.
-func unreachable(err error) bool {
-	var ne *net.OpError
-	return errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
-		errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
+// retrySeconds is the Retry-After of err in whole seconds: the hint an
+// *errcode.UnavailableError carries (rounded up), else def.
+func retrySeconds(err error, def int) int {
+	d := errcode.RetryAfter(err, 0)
+	if d <= 0 {
+		return def
+	}
+	return int((d + time.Second - 1) / time.Second)
 }
 
 // code is the metric label of an error: its problem code.
@@ -166,6 +189,8 @@ func fieldOf(err error) string {
 		field[*ledger.ValidationError](func(e *ledger.ValidationError) string { return e.Field }),
 		field[*payment.ValidationError](func(e *payment.ValidationError) string { return e.Field }),
 		field[*idempotency.InvalidError](func(e *idempotency.InvalidError) string { return e.Field }),
+		field[*member.ValidationError](func(e *member.ValidationError) string { return e.Field }),
+		field[*cart.ValidationError](func(e *cart.ValidationError) string { return e.Field }),
 	} {
 		if name, ok := f(err); ok {
 			return name
