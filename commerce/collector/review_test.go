@@ -164,3 +164,30 @@ func TestDailySumOverflowFailsClosed(t *testing.T) {
 		})
 	}
 }
+
+// TestMidnightKSTAcrossAYear: sales at 23:30 and 00:30 Seoul time on New Year's Eve and
+// Day (14:30 and 15:30 UTC on the same UTC day) fall on two days and two months but one
+// ISO week (2026-W53, Monday 2026-12-28).
+func TestMidnightKSTAcrossAYear(t *testing.T) {
+	stores(t, func(t *testing.T, e *env) {
+		late := kst("2026-12-31", 23).Add(30 * time.Minute)
+		early := kst("2027-01-01", 0).Add(30 * time.Minute)
+		require.Equal(t, late.UTC().Format(time.DateOnly), early.UTC().Format(time.DateOnly), "one UTC day")
+		require.NoError(t, e.consumer.Deliver(ctx, events(
+			sale{order: "o1", at: late, lines: map[string]int64{"a": 1}},
+			sale{order: "o2", at: early, lines: map[string]int64{"a": 2}})))
+		e.rollup(t)
+		assert.Equal(t, int64(1), e.metricsOf(t, collector.Daily, "a", "2026-12-31").Units)
+		assert.Equal(t, int64(2), e.metricsOf(t, collector.Daily, "a", "2027-01-01").Units)
+		assert.Equal(t, int64(1), e.metricsOf(t, collector.Monthly, "a", "2026-12-15").Units)
+		assert.Equal(t, int64(2), e.metricsOf(t, collector.Monthly, "a", "2027-01-31").Units)
+		assert.Equal(t, "2026-12-28", collector.PeriodStart(collector.Weekly, date("2027-01-03")))
+		for _, d := range []string{"2026-12-28", "2027-01-03"} {
+			assert.Equal(t, int64(3), e.metricsOf(t, collector.Weekly, "a", d).Units, d)
+		}
+		top, err := e.collector.Ranking(ctx, collector.Weekly, date("2027-01-01"), 1)
+		require.NoError(t, err)
+		require.Len(t, top, 1)
+		assert.Equal(t, int64(3), top[0].NetUnits)
+	})
+}
