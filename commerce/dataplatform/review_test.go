@@ -2,6 +2,7 @@ package dataplatform_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -96,5 +97,46 @@ func TestLongOutageKillsNoDelivery(t *testing.T) {
 			_, err := n.SendOnce(context.Background())
 			return err == nil && int(received.Load()) == 4
 		}, 5*time.Second, 5*time.Millisecond)
+	})
+}
+
+// TestStatusClassification: a 4xx refusal dead-letters the delivery at once (no retry can
+// change it), except 408 and 429, which are retried like a 5xx.
+func TestStatusClassification(t *testing.T) {
+	stores(t, func(t *testing.T, db *bun.DB) {
+		for _, c := range []struct {
+			status int
+			state  string
+		}{{400, dataplatform.StateDead}, {422, dataplatform.StateDead}, {408, dataplatform.StatePending},
+			{429, dataplatform.StatePending}, {500, dataplatform.StatePending}, {503, dataplatform.StatePending}} {
+			_, err := db.NewDelete().Table(dataplatform.TableDeliveries).Where("1 = 1").Exec(ctx)
+			require.NoError(t, err)
+			var calls atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				calls.Add(1)
+				w.WriteHeader(c.status)
+			}))
+			n, err := dataplatform.New(db, srv.URL, dataplatform.WithRetries(2, time.Millisecond, time.Millisecond),
+				dataplatform.WithBreaker(100, 100, time.Second))
+			require.NoError(t, err)
+			consumer, err := n.NewConsumer()
+			require.NoError(t, err)
+			orders := paidOrders(1)
+			orders[1].ID = fmt.Sprintf("s%d-payment-completed", c.status)
+			require.NoError(t, consumer.Deliver(ctx, orders[1:]))
+			_, err = n.SendOnce(ctx)
+			require.NoError(t, err)
+			srv.Close()
+			got, err := n.Deliveries(ctx, "", 10)
+			require.NoError(t, err)
+			require.Len(t, got, 1)
+			assert.Equal(t, c.state, got[0].State, "status %d", c.status)
+			assert.Equal(t, 1, got[0].Attempts, "status %d", c.status)
+			want := int32(2)
+			if c.state == dataplatform.StateDead {
+				want = 1
+			}
+			assert.Equal(t, want, calls.Load(), "calls for status %d", c.status)
+		}
 	})
 }
