@@ -141,7 +141,7 @@ func TestNotDependencyFailures(t *testing.T) {
 // dialer that wraps context.Canceled. That is the caller's own context ending, not a
 // dependency failure: it must not be counted and answered as dependency_unavailable.
 func TestCanceledDial(t *testing.T) {
-	addr := testenv.RedisAddr(t) // a server that answers: only the cancellation fails the dial
+	addr := testenv.Redis(t).Options().Addr // a server that answers: only the cancellation fails the dial
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	_, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
