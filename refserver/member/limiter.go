@@ -49,23 +49,25 @@ func (l *failureLimiter) refilled(key string, now time.Time) *bucket {
 	return b
 }
 
-// wait returns how long key must wait before its next attempt (0: it may try now).
-func (l *failureLimiter) wait(key string, now time.Time) time.Duration {
+// take takes a token from key's bucket and returns 0, or returns how long key must wait
+// for one (the bucket is empty).
+func (l *failureLimiter) take(key string, now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.refilled(key, now)
 	if b.tokens >= 1 {
+		b.tokens--
 		return 0
 	}
 	return time.Duration(math.Ceil((1 - b.tokens) / l.rate() * float64(time.Second)))
 }
 
-// fail takes a token from key's bucket.
-func (l *failureLimiter) fail(key string, now time.Time) {
+// refund gives back a token take took for an attempt that did not fail.
+func (l *failureLimiter) refund(key string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.refilled(key, now)
-	b.tokens = max(0, b.tokens-1)
+	b.tokens = math.Min(l.burst, b.tokens+1)
 }
 
 // reset refills key's bucket.

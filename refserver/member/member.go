@@ -219,20 +219,25 @@ func (s *Service) SignUp(ctx context.Context, loginID, password string) (Member,
 
 // Login checks a member's password and opens a session. addr is the client's address, for
 // the per-address limit. Errors: *RateLimitError, ErrBadCredentials, *ValidationError (a
-// login ID or password no member can have).
+// login ID or password no member can have, refused before the limits and the database).
 func (s *Service) Login(ctx context.Context, loginID, password, addr string) (Tokens, error) {
-	if loginID == "" || len(loginID) > MaxLoginIDLen {
-		return Tokens{}, &ValidationError{Field: "login_id", Reason: fmt.Sprintf("must be 1-%d bytes", MaxLoginIDLen)}
+	// Only a login ID a member can have reaches the database and the limits: the database
+	// would match variants of it (MySQL ignores trailing spaces), each with its own budget.
+	if err := checkLoginID(loginID); err != nil {
+		return Tokens{}, err
 	}
 	if password == "" || len(password) > MaxPasswordLen {
 		return Tokens{}, &ValidationError{Field: "password", Reason: fmt.Sprintf("must be 1-%d bytes", MaxPasswordLen)}
 	}
 	now := s.now()
 	acct, from := "id "+loginID, "addr "+addr
-	if d := s.accounts.wait(acct, now); d > 0 {
+	// Every attempt takes its token before the password check and gets it back if it
+	// succeeds: attempts sent at once are limited like attempts sent one by one.
+	if d := s.accounts.take(acct, now); d > 0 {
 		return Tokens{}, &RateLimitError{By: "login_id", RetryAfter: d}
 	}
-	if d := s.addresses.wait(from, now); d > 0 {
+	if d := s.addresses.take(from, now); d > 0 {
+		s.accounts.refund(acct, now)
 		return Tokens{}, &RateLimitError{By: "address", RetryAfter: d}
 	}
 	row := new(memberRow)
@@ -242,14 +247,15 @@ func (s *Service) Login(ctx context.Context, loginID, password, addr string) (To
 	case sqlutil.IsNoRows(err):
 		hash = s.dummy
 	case err != nil:
+		s.accounts.refund(acct, now)
+		s.addresses.refund(from, now)
 		return Tokens{}, fmt.Errorf("member: read member: %w", err)
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || err != nil {
-		s.accounts.fail(acct, now)
-		s.addresses.fail(from, now)
 		return Tokens{}, ErrBadCredentials
 	}
 	s.accounts.reset(acct)
+	s.addresses.refund(from, now)
 	var t Tokens
 	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		sess := &sessionRow{ID: uuid.NewString(), UserID: row.ID, CreatedAt: now.UnixMicro()}
