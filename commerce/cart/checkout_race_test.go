@@ -1,0 +1,65 @@
+package cart_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/cart"
+	"github.com/commercekit/commercekit/commerce/commercetest"
+)
+
+// TestConcurrentCheckoutManyKeys: checkouts of one cart sent at once with different keys
+// (two tabs, or a client that lost its key) place ONE order: the others find the cart
+// emptied or changed, and nothing else is reserved or held.
+func TestConcurrentCheckoutManyKeys(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env, c *cart.Service) {
+		p := e.Product(t, 1000, 100)
+		e.GivePoints(t, "alice", 10_000)
+		_, err := c.Add(ctx, "alice", p, 3)
+		require.NoError(t, err)
+		const n = 8
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				_, errs[i] = c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: fmt.Sprintf("tab-%d", i), Points: 100})
+			})
+		}
+		close(start)
+		wg.Wait()
+		placed := 0
+		for i, err := range errs {
+			if err == nil {
+				placed++
+				continue
+			}
+			assert.True(t, errorsIsAny(err, cart.ErrEmpty, cart.ErrChanged), "checkout %d: %v", i, err)
+		}
+		assert.Equal(t, 1, placed, "orders placed from one cart")
+		page, err := e.Service.ListOrders(ctx, "alice", commerce.OrderQuery{})
+		require.NoError(t, err)
+		assert.Len(t, page.Orders, 1)
+		st, err := e.Inventory.Stock(ctx, p)
+		require.NoError(t, err)
+		assert.Equal(t, [2]int64{97, 3}, [2]int64{st.Available, st.Reserved}, "reserved once")
+		assert.Empty(t, lines(t, c, "alice"))
+		e.RequireClean(t)
+	})
+}
+
+func errorsIsAny(err error, targets ...error) bool {
+	for _, t := range targets {
+		if errors.Is(err, t) {
+			return true
+		}
+	}
+	return false
+}
