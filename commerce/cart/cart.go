@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -112,8 +113,8 @@ type Cart struct {
 // CheckoutRequest orders a user's cart.
 type CheckoutRequest struct {
 	UserID string
-	// IdempotencyKey identifies the checkout (1..MaxKeyLen bytes): a retry with it returns
-	// the same order.
+	// IdempotencyKey identifies the checkout (1..MaxKeyLen bytes, no control characters):
+	// a retry with it returns the same order.
 	IdempotencyKey string
 	// CouponID and Points are applied to the order as in commerce.PlaceOrderRequest.
 	CouponID string
@@ -293,8 +294,11 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 	if err := checkUser(req.UserID); err != nil {
 		return commerce.Order{}, err
 	}
-	if req.IdempotencyKey == "" || len(req.IdempotencyKey) > MaxKeyLen {
-		return commerce.Order{}, &ValidationError{Field: "IdempotencyKey", Reason: fmt.Sprintf("must be 1-%d bytes", MaxKeyLen)}
+	// As commerce's own keys: a control character (NUL above all) is refused, not stored.
+	if req.IdempotencyKey == "" || len(req.IdempotencyKey) > MaxKeyLen ||
+		strings.ContainsFunc(req.IdempotencyKey, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return commerce.Order{}, &ValidationError{Field: "IdempotencyKey",
+			Reason: fmt.Sprintf("must be 1-%d bytes without control characters", MaxKeyLen)}
 	}
 	if o, err := s.placed(ctx, req); !errors.Is(err, commerce.ErrOrderNotFound) {
 		return o, err

@@ -63,3 +63,22 @@ func errorsIsAny(err error, targets ...error) bool {
 	}
 	return false
 }
+
+// TestCheckoutKeyValidated: a checkout key commerce would refuse (control characters,
+// NUL among them, which SQLite cannot even take in a query) is a *ValidationError that
+// changes nothing, on every backend.
+func TestCheckoutKeyValidated(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env, c *cart.Service) {
+		p := e.Product(t, 1000, 10)
+		_, err := c.Add(ctx, "alice", p, 1)
+		require.NoError(t, err)
+		for _, key := range []string{"k\x00", "k\ty", "k\n", "\x7f"} {
+			_, err := c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: key})
+			assert.ErrorIs(t, err, cart.ErrInvalidRequest, "%q", key)
+		}
+		assert.Equal(t, map[string]int64{p: 1}, lines(t, c, "alice"), "nothing changed")
+		page, err := e.Service.ListOrders(ctx, "alice", commerce.OrderQuery{})
+		require.NoError(t, err)
+		assert.Empty(t, page.Orders)
+	})
+}
