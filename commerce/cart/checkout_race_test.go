@@ -1,6 +1,7 @@
 package cart_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/cart"
@@ -80,5 +82,55 @@ func TestCheckoutKeyValidated(t *testing.T) {
 		page, err := e.Service.ListOrders(ctx, "alice", commerce.OrderQuery{})
 		require.NoError(t, err)
 		assert.Empty(t, page.Orders)
+	})
+}
+
+// addingInTx is a Commerce whose order transaction sees another request change the cart
+// after the transaction began (with its coupon and points held) and before the cart's step
+// runs: the worst moment for a concurrent Add.
+type addingInTx struct {
+	cart.Commerce
+	change func()
+}
+
+func (c addingInTx) PlaceOrder(ctx context.Context, req commerce.PlaceOrderRequest) (commerce.Order, error) {
+	step := req.InTx
+	req.InTx = func(ctx context.Context, tx bun.IDB) error {
+		c.change()
+		return step(ctx, tx)
+	}
+	return c.Commerce.PlaceOrder(ctx, req)
+}
+
+// TestAddDuringCheckoutNotLost: units added while a checkout's order transaction runs
+// are either in the order or still in the cart (the checkout fails with ErrChanged),
+// never silently deleted with the cart. MySQL only: SQLite's single writer serialises
+// the two.
+func TestAddDuringCheckoutNotLost(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env, plain *cart.Service) {
+		if e.Name == "SQLite" {
+			return
+		}
+		p1, p2 := e.Product(t, 1000, 10), e.Product(t, 1000, 10)
+		tpl := e.CouponTemplate(t, 500)
+		e.GivePoints(t, "alice", 1000)
+		_, err := plain.Add(ctx, "alice", p1, 1)
+		require.NoError(t, err)
+		c := newCart(t, e, addingInTx{Commerce: e.Service, change: func() {
+			_, err := plain.Add(ctx, "alice", p2, 2)
+			require.NoError(t, err)
+		}})
+		o, err := c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1",
+			CouponID: e.GiveCoupon(t, tpl, "alice"), Points: 100})
+		ordered := map[string]int64{}
+		if err == nil {
+			for _, l := range o.Lines {
+				ordered[l.ProductID] = l.Qty
+			}
+		} else {
+			require.ErrorIs(t, err, cart.ErrChanged)
+		}
+		left := lines(t, plain, "alice")
+		assert.Equal(t, int64(2), ordered[p2]+left[p2], "the 2 units added are ordered or kept: ordered %v, left %v", ordered, left)
 	})
 }
