@@ -49,8 +49,11 @@ func (f *failingRedis) Denied(ctx context.Context, jti string) (bool, error) {
 func faultEnv(t *testing.T, okDenies int) (flaky, healthy *member.Service) {
 	db := testenv.MySQL(t)
 	require.NoError(t, member.CreateSchema(ctx, db))
-	up := member.NewRedisDenylist(testenv.Redis(t))
-	closed := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), DialTimeout: 200 * time.Millisecond})
+	rdb := testenv.Redis(t)
+	up := member.NewRedisDenylist(rdb)
+	opts := *rdb.Options() // the test's own database
+	opts.DialTimeout = 200 * time.Millisecond
+	closed := redis.NewClient(&opts)
 	require.NoError(t, closed.Close())
 	deny := &failingRedis{up: up, down: member.NewRedisDenylist(closed), okDenies: okDenies}
 	var err error
