@@ -171,16 +171,17 @@ func TestDurableRebuildWaitsForWriters(t *testing.T) {
 		rebuilt <- err
 	}()
 	// The rebuild is queued behind the writer's shared lock on the generation row.
-	require.Eventually(t, func() bool {
-		var waiting int
+	deadline := time.After(30 * time.Second)
+	for waiting := 0; waiting == 0; {
+		select {
+		case err := <-rebuilt:
+			t.Fatalf("the rebuild finished before the writer committed: %v", err)
+		case <-deadline:
+			t.Fatal("the rebuild never waited for the writer")
+		case <-time.After(10 * time.Millisecond):
+		}
 		require.NoError(t, db.QueryRowContext(ctx,
 			`SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'`).Scan(&waiting))
-		return waiting > 0
-	}, 10*time.Second, 10*time.Millisecond)
-	select {
-	case err := <-rebuilt:
-		t.Fatalf("the rebuild finished before the writer committed: %v", err)
-	default:
 	}
 	release()
 	require.NoError(t, <-reserved)
