@@ -317,7 +317,7 @@ func TestCancelPaid(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, commerce.StatusCancelled, got.Status)
 		assert.Empty(t, got.Step)
-		requireStock(t, e, sku, 10, 0, 2) // sold keeps the units; they are available again
+		requireStock(t, e, sku, 10, 0, 0) // returned: available again, no longer sold
 		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, b.user))
 		c, err := e.Coupons.Coupon(ctx, b.coupon)
 		require.NoError(t, err)

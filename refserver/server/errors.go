@@ -13,6 +13,7 @@ import (
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
@@ -58,6 +59,9 @@ var errorRules = []errorRule{
 	{commerce.ErrRewardSpent, http.StatusUnprocessableEntity, "reward_spent", 0},
 	{commerce.ErrRefundRejected, http.StatusUnprocessableEntity, "refund_rejected", 0},
 	{commerce.ErrInvalidState, http.StatusConflict, "invalid_order_state", 0},
+
+	// A dependency down or a cache being rebuilt (errcode): retry later.
+	{errcode.ErrUnavailable, http.StatusServiceUnavailable, "dependency_unavailable", 2},
 
 	// inventory.
 	{inventory.ErrTooManyLines, http.StatusUnprocessableEntity, "too_many_lines", 0},
