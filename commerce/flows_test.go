@@ -396,7 +396,7 @@ func TestCancelRefundRejected(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, commerce.StatusCancelled, got.Status)
 		assert.Equal(t, ledger.Balance{Available: 1_000, Total: 1_000}, balance(t, e, b.user))
-		requireStock(t, e, sku, 10, 0, 1)
+		requireStock(t, e, sku, 10, 0, 0)
 		e.RequireClean(t)
 	})
 }
@@ -536,7 +536,7 @@ func TestCancelRefundPending(t *testing.T) {
 		got = order(t, e, o.ID)
 		assert.Equal(t, commerce.StatusCancelled, got.Status)
 		assert.Equal(t, 1, e.PG.Stats().Cancels)
-		requireStock(t, e, sku, 10, 0, 1)
+		requireStock(t, e, sku, 10, 0, 0)
 		e.RequireClean(t)
 	})
 }
