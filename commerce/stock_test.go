@@ -171,7 +171,7 @@ func saleWithFault(t *testing.T, fault func(*testing.T, *testenv.OwnRedis)) {
 		faultDone     = make(chan struct{})
 	)
 	parallel(buyers, workers, func(i int) {
-		if i == buyers/4 {
+		if i == buyers/10 { // mid-race: most units are still to be sold
 			faulted.Do(func() {
 				fault(t, own)
 				close(faultDone)
@@ -197,8 +197,9 @@ func saleWithFault(t *testing.T, fault func(*testing.T, *testenv.OwnRedis)) {
 			placedBefore = append(placedBefore, o.ID)
 			mu.Unlock()
 		}
+		id := o.ID
 		err = retry(func() (err error) {
-			o, err = e.Service.Pay(ctx, commerce.PayRequest{OrderID: o.ID, UserID: users[i], Method: payment.MethodCard,
+			o, err = e.Service.Pay(ctx, commerce.PayRequest{OrderID: id, UserID: users[i], Method: payment.MethodCard,
 				Token: "tok_ok", IdempotencyKey: "sale"})
 			if err == nil && o.Status == commerce.StatusPaying {
 				return errcode.Unavailable("pg", errors.New("payment still settling"))
@@ -213,6 +214,7 @@ func saleWithFault(t *testing.T, fault func(*testing.T, *testenv.OwnRedis)) {
 	require.NoError(t, <-healer)
 	t.Logf("paid %d, sold out %d, unavailable answers %d, placed before the fault %d",
 		paid.Load(), soldOut.Load(), unavailable.Load(), len(placedBefore))
+	require.Less(t, len(placedBefore), units, "the fault struck while units were left")
 
 	e.Settle(t)
 	assert.Equal(t, int64(units), paid.Load(), "every unit sold once")
