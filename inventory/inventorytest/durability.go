@@ -130,3 +130,18 @@ func testConcurrentSweepers(t *testing.T, h Harness) {
 	assert.Equal(t, due, total, "expired per sweeper: %v", counts)
 	wantStock(t, inv, "a", due, 0, 0)
 }
+
+// testSetStockAgain: setting the same stock twice, or stock again after sales, is exact.
+func testSetStockAgain(t *testing.T, h Harness) {
+	inv, _, _ := newInv(t, h)
+	ctx := context.Background()
+	setStock(t, inv, "a", 10, 0)
+	setStock(t, inv, "a", 10, 0)
+	reserve(t, inv, "r1", "", lines("a", 3)...)
+	require.NoError(t, inv.Commit(ctx, "r1"))
+	reserve(t, inv, "r2", "", lines("a", 2)...)
+	setStock(t, inv, "a", 20, 1)
+	setStock(t, inv, "a", 20, 1)
+	st := stock(t, inv, "a")
+	assert.Equal(t, inventory.Stock{SKU: "a", OnHand: 20, Available: 18, Reserved: 2, Sold: 3, BuyerLimit: 1}, st)
+}

@@ -61,6 +61,7 @@ func Run(t *testing.T, h Harness) {
 		{"Return", testReturn},
 		{"ReplayDead", testReplayDead},
 		{"ConcurrentSweepers", testConcurrentSweepers},
+		{"SetStockAgain", testSetStockAgain},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

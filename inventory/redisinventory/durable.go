@@ -467,39 +467,25 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 		if err != nil {
 			return err
 		}
-		var committed int64
-		rows, err := tx.QueryContext(ctx, `SELECT r.state, SUM(l.qty) FROM inventory_journal_lines l
- JOIN inventory_journal_reservations r ON r.id = l.reservation_id
- WHERE l.sku = ? AND r.state IN ('reserved', 'committed') GROUP BY r.state`, s.SKU)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var state string
-			var n int64
-			if err := rows.Scan(&state, &n); err != nil {
-				rows.Close()
-				return err
-			}
-			if state == string(inventory.StateCommitted) {
-				committed = n
-			}
-		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-			return err
-		}
 		// Redis checks the on-hand count against what is reserved (the journal's live
 		// reservations, and any stray halves of rolled-back attempts).
-		res, err := tx.ExecContext(ctx, `UPDATE inventory_journal_stock SET base = ?, buyer_limit = ? WHERE sku = ?`,
-			s.OnHand+committed, s.BuyerLimit, s.SKU)
+		var committed int64
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(l.qty), 0) FROM inventory_journal_lines l
+ JOIN inventory_journal_reservations r ON r.id = l.reservation_id WHERE l.sku = ? AND r.state = 'committed'`, s.SKU).
+			Scan(&committed); err != nil {
+			return err
+		}
+		// Every other writer waits on the generation lock: no upsert race.
+		known, err := d.known(ctx, tx, s.SKU)
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO inventory_journal_stock (sku, base, buyer_limit) VALUES (?, ?, ?)`,
-				s.SKU, s.OnHand+committed, s.BuyerLimit); err != nil {
-				return err
-			}
+		query := `UPDATE inventory_journal_stock SET base = ?, buyer_limit = ? WHERE sku = ?`
+		if !known {
+			query = `INSERT INTO inventory_journal_stock (base, buyer_limit, sku) VALUES (?, ?, ?)`
+		}
+		if _, err := tx.ExecContext(ctx, query, s.OnHand+committed, s.BuyerLimit, s.SKU); err != nil {
+			return err
 		}
 		reply, err := d.run(ctx, d.b.g.setStock, gen, []string{d.b.stockKey(s.SKU), d.b.skus}, s.SKU, s.OnHand, s.BuyerLimit)
 		if err != nil {
