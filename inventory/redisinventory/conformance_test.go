@@ -28,7 +28,7 @@ func BenchmarkRedis(b *testing.B) { inventorytest.Benchmark(b, harness) }
 var durableHarness = inventorytest.Harness{
 	JoinsTx: false,
 	New: func(tb testing.TB, opts ...inventory.Option) (*inventory.Inventory, *bun.DB) {
-		d := newDurable(tb)
+		d, _, _ := newDurable(tb)
 		return inventory.New(d, opts...), nil
 	},
 }

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testenv"
@@ -19,17 +21,17 @@ import (
 )
 
 // newDurable returns a journaled backend on a MySQL database and a Redis database of the
-// test's own, healed (built from the empty journal).
-func newDurable(tb testing.TB, opts ...redisinventory.Option) *redisinventory.Durable {
+// test's own, healed (built from the empty journal), with both.
+func newDurable(tb testing.TB) (*redisinventory.Durable, *redis.Client, *bun.DB) {
 	tb.Helper()
 	ctx := context.Background()
-	db := testenv.MySQL(tb)
+	db, rdb := testenv.MySQL(tb), testenv.Redis(tb)
 	require.NoError(tb, redisinventory.CreateJournal(ctx, db))
-	d := redisinventory.NewDurable(testenv.Redis(tb), db, opts...)
+	d := redisinventory.NewDurable(rdb, db)
 	healed, err := d.Heal(ctx)
 	require.NoError(tb, err)
 	require.True(tb, healed, "a new journal's generation is built at the first heal")
-	return d
+	return d, rdb, db
 }
 
 // lines is one line of sku.
@@ -56,14 +58,9 @@ func requireRebuilding(t *testing.T, err error) {
 // reservations made before the loss can still be committed, released and returned.
 func TestDurableLoss(t *testing.T) {
 	ctx := context.Background()
-	rdb := testenv.Redis(t)
-	db := testenv.MySQL(t)
-	require.NoError(t, redisinventory.CreateJournal(ctx, db))
-	d := redisinventory.NewDurable(rdb, db)
-	_, err := d.Heal(ctx)
-	require.NoError(t, err)
+	d, rdb, _ := newDurable(t)
 	inv := inventory.New(d)
-	_, err = inv.SetStock(ctx, inventory.StockSetting{SKU: "drop", OnHand: 10, BuyerLimit: 2})
+	_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "drop", OnHand: 10, BuyerLimit: 2})
 	require.NoError(t, err)
 	_, err = inv.SetStock(ctx, inventory.StockSetting{SKU: "tee", OnHand: 10})
 	require.NoError(t, err)
@@ -140,14 +137,9 @@ func TestDurableLoss(t *testing.T) {
 // rebuilt Redis holds its units and nothing is oversold.
 func TestDurableRebuildWaitsForWriters(t *testing.T) {
 	ctx := context.Background()
-	rdb := testenv.Redis(t)
-	db := testenv.MySQL(t)
-	require.NoError(t, redisinventory.CreateJournal(ctx, db))
-	d := redisinventory.NewDurable(rdb, db)
-	_, err := d.Heal(ctx)
-	require.NoError(t, err)
+	d, rdb, db := newDurable(t)
 	inv := inventory.New(d)
-	_, err = inv.SetStock(ctx, inventory.StockSetting{SKU: "last", OnHand: 1})
+	_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "last", OnHand: 1})
 	require.NoError(t, err)
 
 	inRedis, proceed := make(chan struct{}), make(chan struct{})
