@@ -96,14 +96,16 @@ func (d *Durable) Heal(ctx context.Context) (bool, error) {
 }
 
 func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
-	lock, err := d.db.BeginTx(ctx, nil)
-	if err != nil {
-		return RebuildReport{}, fmt.Errorf("redisinventory: rebuild: %w", err)
-	}
-	defer lock.Rollback() //nolint:errcheck // releases the lock; nothing was written
-	var n int64
-	if err := lock.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'rebuild'`+d.forUpdate).Scan(&n); err != nil {
-		return RebuildReport{}, fmt.Errorf("redisinventory: rebuild lock: %w", err)
+	if d.forUpdate != "" { // one rebuild at a time, across processes (SQLite: one process)
+		lock, err := d.db.BeginTx(ctx, nil)
+		if err != nil {
+			return RebuildReport{}, fmt.Errorf("redisinventory: rebuild: %w", err)
+		}
+		defer lock.Rollback() //nolint:errcheck // releases the lock; nothing was written
+		var n int64
+		if err := lock.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'rebuild'`+d.forUpdate).Scan(&n); err != nil {
+			return RebuildReport{}, fmt.Errorf("redisinventory: rebuild lock: %w", err)
+		}
 	}
 	if !force && !d.forced.Load() {
 		gen, err := d.currentGen(ctx)
