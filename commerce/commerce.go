@@ -81,7 +81,7 @@ type settings struct {
 	cancelWindow   time.Duration
 	rewardBP       int64
 	fault          func(step string) error
-	topic          string
+	topics         Topics
 	sweepEvery     time.Duration
 	recoverAfter   time.Duration
 	recoverEvery   time.Duration
@@ -124,8 +124,24 @@ func WithRewardRate(basisPoints int64) Option { return func(s *settings) { s.rew
 // right there, as if the process had died, and returns that error. For tests of recovery.
 func WithFaultHook(f func(step string) error) Option { return func(s *settings) { s.fault = f } }
 
-// WithTopic sets the outbox topic of order and top-up events; default DefaultTopic.
-func WithTopic(topic string) Option { return func(s *settings) { s.topic = topic } }
+// WithTopic writes every event to one topic, instead of the per-type DefaultTopics.
+func WithTopic(topic string) Option {
+	return func(s *settings) {
+		for typ := range s.topics {
+			s.topics[typ] = topic
+		}
+	}
+}
+
+// WithTopics sets the topics of the event types it names (see EventTypes); the others keep
+// theirs (default DefaultTopics).
+func WithTopics(t Topics) Option {
+	return func(s *settings) {
+		for typ, topic := range t {
+			s.topics[typ] = topic
+		}
+	}
+}
 
 // WithSweepInterval sets how often Run expires unpaid orders; default
 // DefaultSweepInterval.
@@ -156,7 +172,7 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		payWindow:      DefaultPaymentWindow,
 		cancelWindow:   DefaultCancelWindow,
 		rewardBP:       DefaultRewardRate,
-		topic:          DefaultTopic,
+		topics:         DefaultTopics(),
 		sweepEvery:     DefaultSweepInterval,
 		recoverAfter:   DefaultRecoverAfter,
 		recoverEvery:   DefaultRecoverEvery,
@@ -188,8 +204,11 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		return nil, fmt.Errorf("%w: order expiry + payment window exceeds %v", ErrInvalidConfig, ledger.MaxHoldTimeout)
 	case st.rewardBP < 0 || st.rewardBP > 10_000:
 		return nil, fmt.Errorf("%w: reward rate must be 0..10000 basis points", ErrInvalidConfig)
-	case st.topic == "" || st.sweepEvery <= 0 || st.recoverEvery <= 0 || st.recoverAfter < 0 || st.eventRetention <= 0:
-		return nil, fmt.Errorf("%w: bad topic or interval", ErrInvalidConfig)
+	case st.sweepEvery <= 0 || st.recoverEvery <= 0 || st.recoverAfter < 0 || st.eventRetention <= 0:
+		return nil, fmt.Errorf("%w: bad interval", ErrInvalidConfig)
+	}
+	if err := st.topics.check(); err != nil {
+		return nil, err
 	}
 	return &Service{
 		db: cfg.DB, inv: cfg.Inventory, stock: stockStep{cfg.Inventory}, coup: cfg.Coupons, led: cfg.Ledger, pay: cfg.Payments,

@@ -36,9 +36,34 @@
 // Every arrow is a conditional UPDATE of the order row (WHERE status = ? AND step = ?), so
 // of racing flows (a Pay and a Cancel, a Recover and the request it races, two processes)
 // exactly one moves the order and the others see what it did. The events are written in
-// the transaction of the arrow that causes them: order-created, payment-completed,
-// payment-failed, order-cancelled, order-expired (and points-charged for a top-up), each
-// with the ID "<order>-<type>" and the order ID as its key.
+// the transaction of the arrow that causes them (see Events).
+//
+// # Events
+//
+// Every event is written to the outbox in the transaction of the change it reports, with a
+// JSON payload of schema version EventSchemaVersion (1; the field "schemaVersion" of every
+// payload; an added optional field keeps the version, any other change raises it). The
+// topic of each type comes from a mapping (DefaultTopics; WithTopics overrides types,
+// WithTopic sends everything to one topic). The outbox numbers each stream (topic, key)
+// 1, 2, 3, ... without a gap, so a consumer can detect a missing event (see
+// commerce/collector's Gaps).
+//
+//	type               default topic      key      ID                    payload            written when
+//	order-created      commerce-orders    order    <order>-<type>        OrderEvent         PlaceOrder
+//	payment-failed     commerce-orders    order    <order>-<type>        OrderEvent         declined / unfulfillable
+//	order-cancelled    commerce-orders    order    <order>-<type>        OrderEvent         cancelled (paidAt set: a refund)
+//	order-expired      commerce-orders    order    <order>-<type>        OrderEvent         expired unpaid
+//	payment-completed  payment-completed  order    <order>-<type>        OrderEvent         PAID
+//	points-charged     points-charged     top-up   <top-up>-<type>       TopUpEvent         top-up completed
+//	coupon-issued      coupon-issued      coupon   <coupon>-<type>       CouponIssuedEvent  IssueCoupon
+//
+// OrderEvent carries the order as the transaction leaves it: orderId, userId, status,
+// lines (productId, qty, unitPrice, amount), couponId, subtotal, discount, points,
+// amountDue (subtotal - discount - points), reward, currency, payMethod, paymentId,
+// failureCode, paidAt (once paid) and at (when the event happened). The coupon-issued event
+// is written by coupon.Service.IssueThen in the transaction that inserts the coupon (with
+// the Redis issuer the first-come take happens just before that transaction, as for
+// every Redis issue). TestEventSchemaV1 pins the JSON shapes.
 //
 // # The flows
 //

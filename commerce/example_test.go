@@ -123,6 +123,7 @@ func Example() {
 	// PENDING_PAYMENT: subtotal 24000, discount 3000, points 1000, due 20000
 	// PAID: reward 200, points 4200
 	// CANCELLED: points 5000, mugs available 100
+	// event: coupon-issued
 	// event: points-charged
 	// event: order-created
 	// event: payment-completed

@@ -75,6 +75,11 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 		if err := s.holdOrder(ctx, tx, &r); err != nil {
 			return err
 		}
+		if req.InTx != nil {
+			if err := req.InTx(ctx, tx); err != nil {
+				return abortedError{err} // the caller's refusal: the reservation goes back
+			}
+		}
 		if err := s.step(StepPlaceCommit); err != nil {
 			return err
 		}

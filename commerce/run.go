@@ -109,12 +109,17 @@ func (s *Service) CreateCouponTemplate(ctx context.Context, t coupon.Template) (
 }
 
 // IssueCoupon issues a coupon of the template to the user, first come first served,
-// idempotently on requestID (see coupon.Service.Issue).
+// idempotently on requestID (see coupon.Service.Issue), and writes its coupon-issued event
+// in the transaction that writes the coupon.
 func (s *Service) IssueCoupon(ctx context.Context, templateID, userID, requestID string) (coupon.Coupon, error) {
 	if err := checkID("UserID", userID); err != nil {
 		return coupon.Coupon{}, err
 	}
-	return s.coup.Issue(ctx, templateID, userID, requestID)
+	c, err := s.coup.IssueThen(ctx, templateID, userID, requestID, s.couponEvent)
+	if err == nil {
+		s.notify()
+	}
+	return c, err
 }
 
 // Coupons returns a page of the user's coupons, newest first (see coupon.Service.Wallet).

@@ -127,9 +127,10 @@ func setStockOp(setting inventory.StockSetting) stockOp {
 }
 
 // abandoned reports whether a failed PlaceOrder should give its reservation back at once:
-// when the request itself was refused (its retry would be refused again). After any other
-// failure (a crash, a database error) the units stay held for a retry with the same key,
-// which finds the same reservation, or until its deadline.
+// when the request itself was refused (its retry would be refused again) or the caller's
+// PlaceOrderRequest.InTx aborted it. After any other failure (a crash, a database error)
+// the units stay held for a retry with the same key, which finds the same reservation, or
+// until its deadline.
 func abandoned(err error) bool {
 	for _, target := range []error{ErrInvalidRequest, ErrProductNotFound, ErrCouponUnusable, ErrInsufficientPoints,
 		ErrPaymentRule, ErrIdempotencyConflict} {
@@ -137,5 +138,12 @@ func abandoned(err error) bool {
 			return true
 		}
 	}
-	return false
+	var aborted abortedError
+	return errors.As(err, &aborted)
 }
+
+// abortedError marks the error of a PlaceOrderRequest.InTx, which aborts the order.
+type abortedError struct{ err error }
+
+func (e abortedError) Error() string { return e.err.Error() }
+func (e abortedError) Unwrap() error { return e.err }

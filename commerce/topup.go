@@ -141,7 +141,7 @@ func (s *Service) completeTopUp(ctx context.Context, row *topUpRow) error {
 			return fmt.Errorf("commerce: charge points of %s: %w", row.ID, err)
 		}
 		return s.addEvent(ctx, tx, row.ID, EventPointsCharged, TopUpEvent{
-			TopUpID: row.ID, UserID: row.UserID, Amount: row.Amount, PaymentID: row.PaymentID, At: s.now(),
+			SchemaVersion: EventSchemaVersion, TopUpID: row.ID, UserID: row.UserID, Amount: row.Amount, PaymentID: row.PaymentID, At: s.now(),
 		})
 	})
 	if err != nil {

@@ -1,7 +1,10 @@
 package commerce
 
 import (
+	"context"
 	"time"
+
+	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/payment"
@@ -125,6 +128,11 @@ type PlaceOrderRequest struct {
 	// IdempotencyKey identifies the request (1-255 bytes): the same user and key return the
 	// same order; with a different request they fail with ErrIdempotencyConflict.
 	IdempotencyKey string
+	// InTx, when set, runs inside the order's transaction once the order is recorded (before
+	// the stock is reserved): its writes commit with the order, and its error aborts the
+	// order, which then changes nothing. It is not part of the request's fingerprint. A
+	// cart uses it to delete its rows together with the order they became.
+	InTx func(ctx context.Context, tx bun.IDB) error
 }
 
 // Order is a placed order with its amounts: AmountDue = Subtotal − Discount − Points,

@@ -46,7 +46,10 @@
 // savepoint, through internal/sqlutil.InTx): checkout reserves the coupon in the
 // transaction that creates the order, and a rollback undoes the reservation. Redemption
 // always joins; Issue joins only with an issuer whose JoinsTx is true (sqlcoupon). Without
-// a transaction, each operation runs in one of its own, retried on deadlock.
+// a transaction, each operation runs in one of its own, retried on deadlock. IssueThen
+// runs a caller's function in the transaction that writes a newly issued coupon, with
+// either issuer (commerce writes its coupon-issued event there): its failure rolls the
+// coupon back and gives the take back.
 //
 // # Performance
 //

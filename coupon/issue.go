@@ -27,7 +27,19 @@ const maxTakeAttempts = 4
 // Rejections are *IssueError wrapping ErrNotStarted, ErrEnded, ErrSoldOut, ErrLimitReached
 // or ErrRequestConflict; a missing template, ErrTemplateNotFound; a malformed ID,
 // *ValidationError wrapping ErrInvalidArgument.
-func (s *Service) Issue(ctx context.Context, templateID, userID, requestID string) (c Coupon, err error) {
+func (s *Service) Issue(ctx context.Context, templateID, userID, requestID string) (Coupon, error) {
+	return s.IssueThen(ctx, templateID, userID, requestID, nil)
+}
+
+// IssuedFunc writes what must commit with a newly issued coupon (an event, say) through tx,
+// the transaction that inserts the coupon. Its error rolls the coupon back.
+type IssuedFunc func(ctx context.Context, tx bun.Tx, c Coupon) error
+
+// IssueThen is Issue calling then (when not nil) in the transaction that writes the coupon,
+// once per coupon actually issued: a replayed request returns the earlier coupon without
+// calling it. With an issuer that does not join transactions (Redis) the take happens
+// before that transaction, as for Issue.
+func (s *Service) IssueThen(ctx context.Context, templateID, userID, requestID string, then IssuedFunc) (c Coupon, err error) {
 	start := time.Now()
 	defer func() { s.observe(OpIssue, templateID, start, err) }()
 	for _, arg := range [][2]string{{"templateID", templateID}, {"userID", userID}, {"requestID", requestID}} {
@@ -40,7 +52,7 @@ func (s *Service) Issue(ctx context.Context, templateID, userID, requestID strin
 		return Coupon{}, err
 	}
 	now := s.now()
-	r := TakeRequest{Template: tpl, UserID: userID, RequestID: requestID}
+	r := TakeRequest{Template: tpl, UserID: userID, RequestID: requestID, then: then}
 	if err := tpl.checkWindow(now, userID, requestID); err != nil {
 		// A retry of a request that was served inside the window still gets its coupon.
 		if c, found, lerr := couponByRequest(ctx, s.db, requestID); lerr == nil && found {
@@ -72,7 +84,7 @@ func (s *Service) issueInTx(ctx context.Context, r TakeRequest, now time.Time) (
 				return errReplay // roll the take back; the coupon is read below
 			}
 			c = newCoupon(r.Template, r.UserID, r.RequestID, taken.Ordinal, now)
-			return insertCoupon(ctx, tx, c)
+			return r.write(ctx, tx, c)
 		})
 		if err == nil {
 			return c, nil
@@ -128,7 +140,7 @@ func (s *Service) takeThenWrite(ctx context.Context, r TakeRequest, now time.Tim
 			return Coupon{}, err
 		}
 		c := newCoupon(r.Template, r.UserID, r.RequestID, taken.Ordinal, now)
-		werr := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error { return insertCoupon(ctx, tx, c) })
+		werr := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error { return r.write(ctx, tx, c) })
 		if werr == nil {
 			return c, nil
 		}
@@ -168,6 +180,26 @@ func (s *Service) takeThenWrite(ctx context.Context, r TakeRequest, now time.Tim
 	}
 }
 
+// write inserts the coupon and calls the request's IssuedFunc, through tx.
+func (r TakeRequest) write(ctx context.Context, tx bun.Tx, c Coupon) error {
+	if err := insertCoupon(ctx, tx, c); err != nil {
+		return err
+	}
+	if r.then != nil {
+		if err := r.then(ctx, tx, c); err != nil {
+			return &issuedFuncError{err: err}
+		}
+	}
+	return nil
+}
+
+// issuedFuncError is an IssuedFunc's error: the transaction was rolled back before any
+// commit was attempted, so the write certainly failed.
+type issuedFuncError struct{ err error }
+
+func (e *issuedFuncError) Error() string { return e.err.Error() }
+func (e *issuedFuncError) Unwrap() error { return e.err }
+
 // take asks the issuer, loading its state from SQL first when it has none.
 func (s *Service) take(ctx context.Context, r TakeRequest) (Taken, error) {
 	taken, err := s.issuer.Take(ctx, r)
@@ -191,14 +223,15 @@ func (s *Service) giveBack(ctx context.Context, r TakeRequest) {
 }
 
 // definitelyFailed reports whether a failed write certainly did not commit: the database
-// answered with an error (SQLite always answers in-process). Context and connection errors
-// leave the outcome in doubt.
+// answered with an error (SQLite always answers in-process), or the IssuedFunc failed.
+// Context and connection errors leave the outcome in doubt.
 func (s *Service) definitelyFailed(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
 	var me *mysql.MySQLError
-	return errors.As(err, &me) || sqlutil.IsSQLite(s.db)
+	var fe *issuedFuncError
+	return errors.As(err, &me) || errors.As(err, &fe) || sqlutil.IsSQLite(s.db)
 }
 
 // replayed returns the coupon an earlier call issued under r.RequestID, or

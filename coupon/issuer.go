@@ -63,6 +63,7 @@ type TakeRequest struct {
 
 	tx    bun.IDB
 	retry bool
+	then  IssuedFunc
 }
 
 // Tx is the transaction in which the coupon will be written, for issuers that join it

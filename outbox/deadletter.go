@@ -11,10 +11,11 @@ import (
 	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
-// DeadLetter is an event a consumer gave up on, with why.
+// DeadLetter is an event a consumer gave up on, or one the relay set aside because the
+// publisher can never take it (Relay.DeadLetters), with why.
 type DeadLetter struct {
 	Event
-	// Consumer is the name of the consumer that gave up.
+	// Consumer is the name of the consumer that gave up; empty for the relay's.
 	Consumer string
 	// Error is the last error, as text.
 	Error string
@@ -58,14 +59,14 @@ func (t *DeadLetterTable) DeadLetter(ctx context.Context, dl DeadLetter) error {
 	if row.Payload == nil {
 		row.Payload = []byte{}
 	}
-	q := t.db.NewInsert().Model(&row)
+	// The new values as parameters rather than VALUES(), which MySQL 8 deprecates (and
+	// whose replacement, the alias form, MariaDB does not run).
+	conflict := "DUPLICATE KEY UPDATE"
 	if sqlutil.IsSQLite(t.db) {
-		q = q.On("CONFLICT (consumer, id) DO UPDATE").
-			Set("last_error = EXCLUDED.last_error, attempts = EXCLUDED.attempts, dead_at = EXCLUDED.dead_at")
-	} else {
-		q = q.On("DUPLICATE KEY UPDATE").
-			Set("last_error = VALUES(last_error), attempts = VALUES(attempts), dead_at = VALUES(dead_at)")
+		conflict = "CONFLICT (consumer, id) DO UPDATE"
 	}
+	q := t.db.NewInsert().Model(&row).On(conflict).
+		Set("last_error = ?, attempts = ?, dead_at = ?", row.Error, row.Attempts, row.DeadAt)
 	if _, err := q.Exec(ctx); err != nil {
 		return fmt.Errorf("outbox: storing dead letter %s of %s: %w", dl.ID, dl.Consumer, err)
 	}

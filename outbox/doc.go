@@ -18,13 +18,21 @@
 // concurrent writers to one aggregate (the second waits for the first to finish), and a
 // rollback undoes the increment, so the committed events of a stream are numbered 1, 2, 3,
 // ... with no gap, and commit in that order. A consumer can therefore detect a missing
-// event. Invalid events fail with ErrInvalidEvent (an *EventError names the field) and
-// nothing is written.
+// event. Add touches only the stream rows of its own events, by primary key (one upsert
+// per stream, in sorted order), so writers of unrelated aggregates never wait on each
+// other inside their business transactions. Invalid events fail with ErrInvalidEvent (an
+// *EventError names the field) and nothing is written.
+//
+// An event larger than the writer's limit fails with ErrEventTooLarge before anything is
+// written. Event.Size is the event as a Kafka record counts it, less the relay's own
+// headers; the limit is WithMaxEventBytes, by default DefaultMaxEventBytes (1,000,000),
+// which is what saramaoutbox.ProducerConfig's producer takes. Give a writer in front of
+// another producer configuration saramaoutbox.MaxEventBytes of it.
 //
 // # Relaying
 //
-// A Relay picks unsent rows (sent_at IS NULL) oldest first, publishes them and marks them
-// sent. It never keeps a high-water-mark cursor: an event whose transaction commits after a
+// A Relay picks unsent rows (sent_at IS NULL, and not set aside: see Dead letters of the
+// relay) oldest first, publishes them and marks them sent. It never keeps a high-water-mark cursor: an event whose transaction commits after a
 // newer one was already published is simply an unsent row and goes out in the next round.
 //
 // On MySQL/MariaDB (MariaDB 10.6+, MySQL 8) several relays may run at once. A round is one
@@ -55,6 +63,24 @@
 // events stay in the outbox; nothing is lost and nothing overtakes. RelayOnce runs one
 // round (tests, one-shot jobs); Run loops until its context is cancelled, and Notify wakes
 // it early after a commit.
+//
+// # Dead letters of the relay
+//
+// An event the publisher can never take (larger than the broker or producer accepts, an
+// invalid topic: the Publisher says so with a Permanent cause in its *PublishError; or a
+// row whose stored headers no longer decode) must not stall the relay. The relay
+// publishes the rest of the batch again without it, then tries it alone (a broker refuses
+// a whole partition batch for one oversized message, so the refusal may have been
+// collateral); refused again, it is set aside in outbox_events itself: dead_at and
+// dead_reason are set, sent_at stays NULL. The relay logs it at ERROR level and counts it
+// (Metrics.RelayDeadLettered). Every other stream keeps flowing; the later events of its
+// own stream wait behind it (the relay's pick leaves them out, so they never crowd a
+// batch), so per-key order is never broken. An operator lists the dead letters with
+// Relay.DeadLetters and resolves each: Relay.Redrive puts it back in line once the cause
+// is fixed (published in its place, then the events that waited; refused again, it is set
+// aside again), Relay.Skip gives up on it (never published; consumers see a gap at its
+// sequence number; the row keeps its reason and is cleaned with the sent events). The lag
+// leaves dead letters out but counts the events waiting behind them.
 //
 // # Consuming
 //
@@ -96,8 +122,8 @@
 // sequence numbers on.
 //
 // Metrics (default: none) receives the relay lag (age of the oldest unsent event), counts
-// of published and failed events, applied and duplicate events, handler failures, dead
-// letters and cleaned rows; implement it with Prometheus counters and gauges. The library
+// of published, failed and set-aside events, applied and duplicate events, handler
+// failures, consumers' dead letters and cleaned rows; implement it with Prometheus counters and gauges. The library
 // registers nothing globally. Relay.Lag reads the lag on demand.
 //
 // # Measuring performance
@@ -105,7 +131,7 @@
 // Benchmarks print events/s; figures are only meaningful on an idle machine. Against the
 // test containers:
 //
-//	go test -run '^$' -bench . -benchtime=5000x ./outbox/...
+//	go test -p 1 -run '^$' -bench . -benchtime=5000x ./outbox/...
 //
 // and against native loopback servers, as for the other packages:
 //

@@ -22,28 +22,36 @@ var (
 	// ErrDeadLetter: a dead letter could not be stored; the batch it came from is left for a
 	// later delivery.
 	ErrDeadLetter = errors.New("outbox: dead letter failed")
+	// ErrEventTooLarge: an event is larger than the writer's limit (WithMaxEventBytes),
+	// so the publisher could never take it. Nothing was written. It wraps ErrInvalidEvent.
+	ErrEventTooLarge = fmt.Errorf("%w: larger than the publisher accepts", ErrInvalidEvent)
+	// ErrNotDeadLetter: Relay.Redrive or Relay.Skip was given the ID of an event that is not
+	// set aside (unknown, or already redriven, skipped or published). Nothing changed.
+	ErrNotDeadLetter = errors.New("outbox: not a dead letter of the relay")
 )
 
 // EventError says which event of an Add call (or of a delivered batch) is invalid, which
-// field and why. It wraps ErrInvalidEvent or ErrDuplicateEvent.
+// field and why. It wraps ErrInvalidEvent, ErrEventTooLarge or ErrDuplicateEvent.
 type EventError struct {
 	Index  int    // position of the event in the call, counting from 0
 	ID     string // the event's ID, when it has one
 	Field  string // "ID", "Topic", "Key", "Type", "Payload", "Headers"
 	Reason string
-	Err    error // ErrInvalidEvent or ErrDuplicateEvent
+	Err    error // ErrInvalidEvent, ErrEventTooLarge or ErrDuplicateEvent
 }
 
 func (e *EventError) Error() string {
 	return fmt.Sprintf("%v: event %d (id %q): %s %s", e.Err, e.Index, e.ID, e.Field, e.Reason)
 }
 
-// Unwrap returns ErrInvalidEvent or ErrDuplicateEvent.
+// Unwrap returns ErrInvalidEvent, ErrEventTooLarge or ErrDuplicateEvent.
 func (e *EventError) Unwrap() error { return e.Err }
 
 // PublishError is what a Publisher returns when only some events of a batch were accepted:
 // Failed maps the ID of each event that was not accepted to its cause. Every event of the
-// batch not in Failed was accepted durably. It wraps ErrPublish.
+// batch not in Failed was accepted durably. A cause wrapped with Permanent says the
+// publisher can never take that event (too large for the broker, say); the relay then
+// sets it aside as a dead letter (see Relay.DeadLetters). It wraps ErrPublish.
 type PublishError struct {
 	Failed map[string]error
 }
@@ -65,11 +73,14 @@ func (e *PublishError) Error() string {
 // Unwrap returns ErrPublish.
 func (e *PublishError) Unwrap() error { return ErrPublish }
 
-// PermanentError marks a handler error that retrying cannot fix (a payload that does not
-// decode, say): the event goes to the dead letters at once instead of after MaxAttempts.
+// PermanentError marks an error that retrying cannot fix. From a consumer's handler (a
+// payload that does not decode, say), the event goes to the consumer's dead letters at
+// once instead of after MaxAttempts. As the cause of an event in a PublishError (the
+// broker refuses the message for good), the relay sets the event aside in the outbox.
 type PermanentError struct{ Err error }
 
-// Permanent wraps err so that a Consumer dead-letters the event without retrying it.
+// Permanent wraps err so that a Consumer dead-letters the event without retrying it, or,
+// returned by a Publisher for one event, so that the relay sets that event aside.
 func Permanent(err error) error {
 	if err == nil {
 		return nil

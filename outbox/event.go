@@ -14,7 +14,13 @@ const (
 	MaxTopicLen   = 249
 	MaxKeyLen     = 128
 	MaxTypeLen    = 128
-	MaxPayloadLen = 8 << 20 // 8 MiB; brokers usually accept 1 MiB per message by default
+	MaxPayloadLen = 8 << 20 // 8 MiB, whatever WithMaxEventBytes allows
+
+	// DefaultMaxEventBytes is the default limit on an event's Size that Add enforces
+	// (WithMaxEventBytes). It leaves room, under a default Kafka broker's limit of 1 MiB per
+	// record batch (message.max.bytes = 1048588), for the headers and framing the relay
+	// adds; saramaoutbox.ProducerConfig sets sarama's Producer.MaxMessageBytes to match.
+	DefaultMaxEventBytes = 1_000_000
 )
 
 // ReservedHeaderPrefix starts the header names the library itself writes (event ID, type,
@@ -46,6 +52,19 @@ type Event struct {
 	// Seq is the event's position in its stream (Topic, Key): 1, 2, 3, ... with no gap among
 	// committed events, so a consumer can tell when one is missing.
 	Seq int64
+}
+
+// Size is the event's size as a Kafka record counts it, apart from the headers the relay
+// adds (ID, type, sequence, creation time: a Publisher accounts for those): its key and
+// payload, and for each of its headers the name, the value and 10 bytes of length
+// prefixes. Add rejects an event whose Size is above the writer's limit
+// (WithMaxEventBytes).
+func (e Event) Size() int {
+	n := len(e.Key) + len(e.Payload)
+	for name, value := range e.Headers {
+		n += len(name) + len(value) + 10
+	}
+	return n
 }
 
 // Stream names the sequence an event belongs to: its topic and key.

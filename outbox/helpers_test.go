@@ -186,12 +186,13 @@ type metrics struct {
 	mu                                            sync.Mutex
 	lag                                           []time.Duration
 	published, failed, applied, dups, dead, hfail map[string]int
-	cleaned                                       map[string]int
+	cleaned, deadRelay                            map[string]int
 }
 
 func newMetrics() *metrics {
 	return &metrics{published: map[string]int{}, failed: map[string]int{}, applied: map[string]int{},
-		dups: map[string]int{}, dead: map[string]int{}, hfail: map[string]int{}, cleaned: map[string]int{}}
+		dups: map[string]int{}, dead: map[string]int{}, hfail: map[string]int{}, cleaned: map[string]int{},
+		deadRelay: map[string]int{}}
 }
 
 func (m *metrics) RelayLag(d time.Duration) { m.mu.Lock(); m.lag = append(m.lag, d); m.mu.Unlock() }
@@ -203,6 +204,11 @@ func (m *metrics) Published(topic string, n int) {
 func (m *metrics) PublishFailed(topic string, n int) {
 	m.mu.Lock()
 	m.failed[topic] += n
+	m.mu.Unlock()
+}
+func (m *metrics) RelayDeadLettered(topic string, n int) {
+	m.mu.Lock()
+	m.deadRelay[topic] += n
 	m.mu.Unlock()
 }
 func (m *metrics) Applied(c, topic string, n int) {

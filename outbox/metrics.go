@@ -14,6 +14,10 @@ type Metrics interface {
 	// PublishFailed counts events of topic the publisher did not accept (they stay unsent
 	// and are tried again).
 	PublishFailed(topic string, n int)
+	// RelayDeadLettered counts events of topic the relay set aside in the outbox because
+	// the publisher can never take them (Relay.DeadLetters lists them; Relay.Redrive or
+	// Relay.Skip resolves each). Later events of their streams wait behind them.
+	RelayDeadLettered(topic string, n int)
 	// Applied counts events a consumer's handler applied (committed).
 	Applied(consumer, topic string, n int)
 	// Duplicates counts events a consumer skipped because it had applied them before (or
@@ -38,6 +42,9 @@ func (NopMetrics) Published(string, int) {}
 
 // PublishFailed does nothing.
 func (NopMetrics) PublishFailed(string, int) {}
+
+// RelayDeadLettered does nothing.
+func (NopMetrics) RelayDeadLettered(string, int) {}
 
 // Applied does nothing.
 func (NopMetrics) Applied(string, string, int) {}

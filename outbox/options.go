@@ -23,6 +23,7 @@ type settings struct {
 	retention      time.Duration
 	keepProcessed  time.Duration
 	deadLetters    DeadLetterSink
+	maxEventBytes  int
 	hasBackoff     bool
 	hasInterval    bool
 	hasBatchSize   bool
@@ -144,15 +145,30 @@ func WithDeadLetters(sink DeadLetterSink) Option {
 	}
 }
 
+// WithMaxEventBytes sets the largest event Size that Add accepts (default
+// DefaultMaxEventBytes); a larger event fails with ErrEventTooLarge and nothing is written.
+// Set it to what the publisher behind the relay takes: with Kafka,
+// saramaoutbox.MaxEventBytes of the producer's configuration. It must be at least 1. Writer.
+func WithMaxEventBytes(n int) Option {
+	return func(s *settings) {
+		if n < 1 {
+			s.invalidOptions = append(s.invalidOptions, "WithMaxEventBytes needs n >= 1")
+			return
+		}
+		s.maxEventBytes = n
+	}
+}
+
 // newSettings applies opts over the defaults shared by every type; each constructor then
 // fills its own defaults for what was not set.
 func newSettings(opts []Option) (settings, error) {
 	s := settings{
-		logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		clock:       time.Now,
-		metrics:     NopMetrics{},
-		maxAttempts: 5,
-		retention:   7 * 24 * time.Hour,
+		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		clock:         time.Now,
+		metrics:       NopMetrics{},
+		maxAttempts:   5,
+		retention:     7 * 24 * time.Hour,
+		maxEventBytes: DefaultMaxEventBytes,
 	}
 	for _, o := range opts {
 		if o != nil {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,22 +59,24 @@ func (r *Relay) Notify() {
 }
 
 // RelayOnce runs one round: it picks up to the batch size of unsent events, publishes those
-// it may (see the package documentation on order) and marks them sent. It returns how many
-// it published and marked. Tests and one-shot jobs call it; services call Run.
+// it may (see the package documentation on order), marks them sent and sets aside those the
+// publisher can never take. It returns how many it published and marked. Tests and
+// one-shot jobs call it; services call Run.
 func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
-	n, _, err := r.round(ctx)
-	return n, err
+	res, err := r.round(ctx)
+	return res.published, err
 }
 
 // Run relays until ctx is done, then returns nil. While the outbox holds a full batch it
 // runs rounds back to back; when it is empty it waits WithInterval or until Notify. After a
 // failed round (broker down, database error) it pauses with exponential, jittered backoff
 // and tries again, so nothing is lost and nothing overtakes: unsent events stay in the
-// outbox until a round publishes them.
+// outbox until a round publishes them. An event the publisher can never take does not
+// count as a failure: it is set aside and the others go on at once.
 func (r *Relay) Run(ctx context.Context) error {
 	failures := 0
 	for {
-		n, full, err := r.round(ctx)
+		res, err := r.round(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -83,7 +86,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			failures++
 			wait, wakeable = backoff.Equal(failures, r.s.minBackoff, r.s.maxBackoff), false
 			r.s.logger.Warn("outbox relay round failed", "err", err, "failures", failures, "pause", wait)
-		case full && n > 0:
+		case res.dead > 0 || res.full && res.published > 0:
 			failures = 0
 			continue
 		default:
@@ -112,11 +115,12 @@ func (r *Relay) pause(ctx context.Context, d time.Duration, wakeable bool) bool 
 	return true
 }
 
-// Lag returns the age of the oldest unsent event, or 0 when every event has been sent.
+// Lag returns the age of the oldest event waiting to be published, or 0 when none is.
+// Dead letters do not count; events waiting behind one in their stream do.
 func (r *Relay) Lag(ctx context.Context) (time.Duration, error) {
 	var created []time.Time
 	err := r.db.NewSelect().Table(TableEvents).Column("created_at").
-		Where("sent_at IS NULL").OrderExpr("pos").Limit(1).Scan(ctx, &created)
+		Where("sent_at IS NULL AND dead_at IS NULL").OrderExpr("pos").Limit(1).Scan(ctx, &created)
 	if err != nil {
 		return 0, fmt.Errorf("outbox: relay lag: %w", err)
 	}
@@ -126,76 +130,73 @@ func (r *Relay) Lag(ctx context.Context) (time.Duration, error) {
 	return max(r.s.now().Sub(created[0]), 0), nil
 }
 
-// round runs one round; full says the batch was full, so more may be waiting.
-func (r *Relay) round(ctx context.Context) (published int, full bool, err error) {
+// roundResult says what a round did: events published and set aside, and whether the
+// batch was full (so more may be waiting).
+type roundResult struct {
+	published, dead int
+	full            bool
+}
+
+func (r *Relay) round(ctx context.Context) (res roundResult, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if sqlutil.IsSQLite(r.db) {
-		published, full, err = r.roundSQLite(ctx)
+		res, err = r.roundSQLite(ctx)
 	} else {
-		published, full, err = r.roundLocking(ctx)
+		res, err = r.roundLocking(ctx)
 	}
 	if _, nop := r.s.metrics.(NopMetrics); !nop && ctx.Err() == nil {
 		if lag, lagErr := r.Lag(ctx); lagErr == nil {
 			r.s.metrics.RelayLag(lag)
 		}
 	}
-	return published, full, err
+	return res, err
 }
 
 // roundLocking is a round on MySQL/MariaDB. In one READ COMMITTED transaction it locks a
 // batch of unsent rows with FOR UPDATE SKIP LOCKED (rows another relay holds, and rows of
 // transactions not yet committed, are skipped; READ COMMITTED takes no gap locks, so writers
 // adding events are never blocked), keeps of each stream only the run that starts at the
-// stream's first unsent event, publishes those, marks them sent and commits. A crash before
-// the commit releases the locks and leaves the rows unsent: they are published again.
-func (r *Relay) roundLocking(ctx context.Context) (int, bool, error) {
+// stream's first unsent event, publishes those, marks them sent (or dead) and commits. A
+// crash before the commit releases the locks and leaves the rows unsent: they are
+// published again.
+func (r *Relay) roundLocking(ctx context.Context) (roundResult, error) {
 	tx, err := r.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
-		return 0, false, fmt.Errorf("outbox: relay: %w", err)
+		return roundResult{}, fmt.Errorf("outbox: relay: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	var rows []eventRow
-	err = tx.NewSelect().Model(&rows).Where("sent_at IS NULL").OrderExpr("pos").
-		Limit(int64(r.s.batchSize)).For("UPDATE SKIP LOCKED").Scan(ctx)
-	if err != nil {
-		return 0, false, fmt.Errorf("outbox: relay: picking events: %w", err)
-	}
-	full := len(rows) == r.s.batchSize
-	if len(rows) == 0 {
-		return 0, false, tx.Commit()
+	rows, err := r.pick(ctx, tx, func(q *bun.SelectQuery) *bun.SelectQuery { return q.For("UPDATE SKIP LOCKED") })
+	res := roundResult{full: len(rows) == r.s.batchSize}
+	if err != nil || len(rows) == 0 {
+		return res, err
 	}
 	heads, err := unsentHeads(ctx, tx, rows)
 	if err != nil {
-		return 0, full, err
+		return res, err
 	}
-	sent, pubErr := r.publish(ctx, publishable(rows, heads))
-	if len(sent) > 0 {
-		if err := r.markSent(ctx, tx, sent); err != nil {
-			return 0, full, errors.Join(pubErr, err)
-		}
+	sent, dead, pubErr := r.publish(ctx, publishable(rows, heads))
+	if err := r.mark(ctx, tx, sent, dead); err != nil {
+		return res, errors.Join(pubErr, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, full, errors.Join(pubErr, fmt.Errorf("outbox: relay: committing: %w", err))
+		return res, errors.Join(pubErr, fmt.Errorf("outbox: relay: committing: %w", err))
 	}
-	r.count(sent)
-	return len(sent), full, pubErr
+	r.report(sent, dead)
+	res.published, res.dead = len(sent), len(dead)
+	return res, pubErr
 }
 
 // roundSQLite is a round on SQLite, whose single writer rules out a second relay (run one
 // per database): it reads a batch of unsent rows, publishes them without holding a
-// transaction (so in-process consumers can write meanwhile) and marks them sent in one
-// statement. The batch is the oldest unsent rows, so each stream's part starts at its first
-// unsent event.
-func (r *Relay) roundSQLite(ctx context.Context) (int, bool, error) {
-	var rows []eventRow
-	err := r.db.NewSelect().Model(&rows).Where("sent_at IS NULL").OrderExpr("pos").Limit(int64(r.s.batchSize)).Scan(ctx)
-	if err != nil {
-		return 0, false, fmt.Errorf("outbox: relay: picking events: %w", err)
-	}
-	full := len(rows) == r.s.batchSize
-	if len(rows) == 0 {
-		return 0, false, nil
+// transaction (so in-process consumers can write meanwhile) and marks them sent (or dead).
+// The batch is the oldest unsent rows that no dead letter blocks, so each stream's part
+// starts at its first unsent event.
+func (r *Relay) roundSQLite(ctx context.Context) (roundResult, error) {
+	rows, err := r.pick(ctx, r.db, func(q *bun.SelectQuery) *bun.SelectQuery { return q })
+	res := roundResult{full: len(rows) == r.s.batchSize}
+	if err != nil || len(rows) == 0 {
+		return res, err
 	}
 	heads := make(map[Stream]int64)
 	for _, row := range rows {
@@ -203,19 +204,49 @@ func (r *Relay) roundSQLite(ctx context.Context) (int, bool, error) {
 			heads[row.stream()] = row.Seq
 		}
 	}
-	sent, pubErr := r.publish(ctx, publishable(rows, heads))
-	if len(sent) > 0 {
-		if err := r.markSent(ctx, r.db, sent); err != nil {
-			return 0, full, errors.Join(pubErr, err)
-		}
+	sent, dead, pubErr := r.publish(ctx, publishable(rows, heads))
+	if err := r.mark(ctx, r.db, sent, dead); err != nil {
+		return res, errors.Join(pubErr, err)
 	}
-	r.count(sent)
-	return len(sent), full, pubErr
+	r.report(sent, dead)
+	res.published, res.dead = len(sent), len(dead)
+	return res, pubErr
+}
+
+// pick reads the batch: the oldest events waiting to be published, leaving out the
+// dead letters and every event behind one in its stream (they wait for Redrive or Skip, and
+// must not crowd the batch out), through lock (FOR UPDATE SKIP LOCKED on MySQL).
+func (r *Relay) pick(ctx context.Context, db bun.IDB, lock func(*bun.SelectQuery) *bun.SelectQuery) ([]eventRow, error) {
+	var blocked []struct {
+		Topic string `bun:"topic"`
+		Key   string `bun:"aggregate_key"`
+		Seq   int64  `bun:"seq"`
+	}
+	err := db.NewSelect().Table(TableEvents).ColumnExpr("topic, aggregate_key, MIN(seq) AS seq").
+		Where("dead_at IS NOT NULL AND sent_at IS NULL").GroupExpr("topic, aggregate_key").Scan(ctx, &blocked)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: relay: reading dead letters: %w", err)
+	}
+	var rows []eventRow
+	q := db.NewSelect().Model(&rows).Where("sent_at IS NULL AND dead_at IS NULL")
+	if len(blocked) > 0 {
+		cond := make([]string, len(blocked))
+		args := make([]any, 0, 3*len(blocked))
+		for i, b := range blocked {
+			cond[i] = "(topic = ? AND aggregate_key = ? AND seq > ?)"
+			args = append(args, b.Topic, b.Key, b.Seq)
+		}
+		q = q.Where("NOT ("+strings.Join(cond, " OR ")+")", args...)
+	}
+	if err := lock(q.OrderExpr("pos").Limit(int64(r.s.batchSize))).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("outbox: relay: picking events: %w", err)
+	}
+	return rows, nil
 }
 
 // unsentHeads returns, for each stream of rows, the sequence number of its first unsent
 // event as committed now (READ COMMITTED reads the latest commit), including events that
-// another relay holds locked.
+// another relay holds locked and dead letters (nothing after one may go).
 func unsentHeads(ctx context.Context, tx bun.Tx, rows []eventRow) (map[Stream]int64, error) {
 	set := make(map[Stream]struct{})
 	for _, row := range rows {
@@ -261,34 +292,110 @@ func publishable(rows []eventRow, heads map[Stream]int64) []eventRow {
 	return out
 }
 
-// publish hands rows to the publisher and returns those accepted, cut at each stream's
-// first failure so a later event never counts as sent before an earlier one.
-func (r *Relay) publish(ctx context.Context, rows []eventRow) ([]eventRow, error) {
-	if len(rows) == 0 {
-		return nil, nil
+// publish hands rows to the publisher and returns those accepted and those set aside as
+// dead letters (with their reason). Within a stream nothing counts as sent after an event
+// that is not.
+//
+// When the publisher refuses an event for good (a Permanent cause in a *PublishError), the
+// rest of the batch may have failed with it (a transactional publisher aborts everything),
+// and the refusal itself may be collateral (a broker rejects a whole partition batch for
+// one oversized message). So the relay publishes the batch again up to each stream's
+// refused event, then each refused event alone, now that everything before it is out, and
+// sets aside only those refused on their own. Events after a refused one wait for the
+// next round (or, behind a dead letter, for Redrive or Skip).
+func (r *Relay) publish(ctx context.Context, rows []eventRow) (sent, dead []eventRow, err error) {
+	sent, refused, err := r.attempt(ctx, rows)
+	if len(refused) == 0 {
+		return sent, nil, err
 	}
-	events := make([]Event, len(rows))
-	for i := range rows {
-		ev, err := rows[i].event()
-		if err != nil {
-			return nil, err
+	refusedAt := make(map[Stream]int64, len(refused))
+	for _, row := range refused {
+		if seq, ok := refusedAt[row.stream()]; !ok || row.Seq < seq {
+			refusedAt[row.stream()] = row.Seq
 		}
-		events[i] = ev
 	}
-	err := r.pub.Publish(ctx, events)
-	if err == nil {
-		return rows, nil
+	accepted := make(map[int64]bool, len(rows))
+	for _, row := range sent {
+		accepted[row.Pos] = true
+	}
+	var again []eventRow
+	for _, row := range rows {
+		if seq, ok := refusedAt[row.stream()]; !accepted[row.Pos] && (!ok || row.Seq < seq) {
+			again = append(again, row)
+		}
+	}
+	more, _, err := r.attempt(ctx, again)
+	for _, row := range more {
+		accepted[row.Pos] = true
+	}
+	sent = append(sent, more...)
+	for _, row := range refused {
+		if !ready(row, rows, accepted) {
+			continue // what comes before it failed (err says why): next round
+		}
+		alone, still, aloneErr := r.attempt(ctx, []eventRow{row})
+		sent = append(sent, alone...)
+		if len(still) == 1 {
+			dead = append(dead, still[0])
+		} else if aloneErr != nil {
+			err = errors.Join(err, aloneErr)
+		}
+	}
+	return sent, dead, err
+}
+
+// ready reports whether every row of rows before row in its stream is accepted.
+func ready(row eventRow, rows []eventRow, accepted map[int64]bool) bool {
+	for _, r := range rows {
+		if r.stream() == row.stream() && r.Seq < row.Seq && !accepted[r.Pos] {
+			return false
+		}
+	}
+	return true
+}
+
+// attempt publishes rows once and returns those accepted (each stream cut at its first
+// failure) and, per stream, the first event the publisher refused for good and the first
+// whose stored headers do not decode (refused without being published), with their reason.
+func (r *Relay) attempt(ctx context.Context, rows []eventRow) (sent, refused []eventRow, err error) {
+	events := make([]Event, 0, len(rows))
+	kept := make([]eventRow, 0, len(rows))
+	broken := make(map[Stream]bool)
+	for _, row := range rows {
+		if broken[row.stream()] {
+			continue
+		}
+		ev, decodeErr := row.event()
+		if decodeErr != nil {
+			broken[row.stream()] = true
+			refused = append(refused, row.withReason(decodeErr))
+			continue
+		}
+		kept, events = append(kept, row), append(events, ev)
+	}
+	if len(kept) == 0 {
+		return nil, refused, nil
+	}
+	pubErr := r.pub.Publish(ctx, events)
+	if pubErr == nil {
+		return kept, refused, nil
 	}
 	var pe *PublishError
-	var sent []eventRow
-	if errors.As(err, &pe) {
-		blocked := make(map[Stream]bool)
+	if errors.As(pubErr, &pe) {
+		cut, hasRefused := make(map[Stream]bool), make(map[Stream]bool)
 		for i, ev := range events {
-			if _, failed := pe.Failed[ev.ID]; failed || blocked[ev.Stream()] {
-				blocked[ev.Stream()] = true
-				continue
+			cause, failed := pe.Failed[ev.ID]
+			st := ev.Stream()
+			switch {
+			case !failed && !cut[st]:
+				sent = append(sent, kept[i])
+			case failed && isPermanent(cause) && !hasRefused[st]:
+				hasRefused[st] = true
+				refused = append(refused, kept[i].withReason(cause))
+				fallthrough
+			default:
+				cut[st] = true
 			}
-			sent = append(sent, rows[i])
 		}
 	}
 	failed := make(map[string]int)
@@ -303,27 +410,62 @@ func (r *Relay) publish(ctx context.Context, rows []eventRow) ([]eventRow, error
 			r.s.metrics.PublishFailed(topic, n)
 		}
 	}
-	return sent, fmt.Errorf("outbox: relay: %w", err)
+	return sent, refused, fmt.Errorf("outbox: relay: %w", pubErr)
 }
 
-func (r *Relay) markSent(ctx context.Context, db bun.IDB, rows []eventRow) error {
-	pos := make([]int64, len(rows))
-	for i, row := range rows {
-		pos[i] = row.Pos
+// maxReasonLen bounds the reason stored with a dead letter.
+const maxReasonLen = 2000
+
+// withReason returns the row marked dead now for err.
+func (r eventRow) withReason(err error) eventRow {
+	reason := err.Error()
+	if len(reason) > maxReasonLen {
+		reason = strings.ToValidUTF8(reason[:maxReasonLen], "")
 	}
-	_, err := db.NewUpdate().Table(TableEvents).Set("sent_at = ?", r.s.now()).Where("pos IN (?)", bun.List(pos)).Exec(ctx)
-	if err != nil {
-		return fmt.Errorf("outbox: relay: marking events sent: %w", err)
+	r.Reason = &reason
+	return r
+}
+
+// mark records the outcome of a round: sent rows get sent_at, dead ones dead_at and their
+// reason.
+func (r *Relay) mark(ctx context.Context, db bun.IDB, sent, dead []eventRow) error {
+	now := r.s.now()
+	if len(sent) > 0 {
+		pos := make([]int64, len(sent))
+		for i, row := range sent {
+			pos[i] = row.Pos
+		}
+		_, err := db.NewUpdate().Table(TableEvents).Set("sent_at = ?", now).Where("pos IN (?)", bun.List(pos)).Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("outbox: relay: marking events sent: %w", err)
+		}
+	}
+	for _, row := range dead {
+		_, err := db.NewUpdate().Table(TableEvents).Set("dead_at = ?, dead_reason = ?", now, *row.Reason).
+			Where("pos = ?", row.Pos).Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("outbox: relay: setting event %s aside: %w", row.ID, err)
+		}
 	}
 	return nil
 }
 
-func (r *Relay) count(sent []eventRow) {
+// report counts what a round did, once it is committed, and logs each dead letter.
+func (r *Relay) report(sent, dead []eventRow) {
 	byTopic := make(map[string]int)
 	for _, row := range sent {
 		byTopic[row.Topic]++
 	}
 	for topic, n := range byTopic {
 		r.s.metrics.Published(topic, n)
+	}
+	clear(byTopic)
+	for _, row := range dead {
+		byTopic[row.Topic]++
+		r.s.logger.Error("outbox relay set aside an event the publisher can never take; later events of its stream wait until Relay.Redrive or Relay.Skip",
+			"id", row.ID, "topic", row.Topic, "key", row.Key, "seq", row.Seq, "reason", *row.Reason)
+	}
+	for topic, n := range byTopic {
+		r.s.metrics.RelayDeadLettered(topic, n)
 	}
 }

@@ -22,6 +22,8 @@ type eventRow struct {
 	Headers   *string    `bun:"headers"`
 	CreatedAt time.Time  `bun:"created_at"`
 	SentAt    *time.Time `bun:"sent_at"`
+	DeadAt    *time.Time `bun:"dead_at"`
+	Reason    *string    `bun:"dead_reason"`
 }
 
 func (r *eventRow) event() (Event, error) {

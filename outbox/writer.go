@@ -17,7 +17,8 @@ import (
 // Writer adds events to the outbox inside the caller's transaction.
 type Writer struct{ s settings }
 
-// NewWriter returns a Writer. Options: WithClock (CreatedAt), WithLogger.
+// NewWriter returns a Writer. Options: WithMaxEventBytes (default DefaultMaxEventBytes),
+// WithClock (CreatedAt), WithLogger.
 func NewWriter(opts ...Option) (*Writer, error) {
 	s, err := newSettings(opts)
 	if err != nil {
@@ -41,18 +42,20 @@ func Add(ctx context.Context, db bun.IDB, events ...Event) ([]Event, error) {
 // *bun.DB instead, Add runs in a transaction of its own.
 //
 // Sequence numbers: each stream (Topic, Key) has a row in outbox_streams holding its last
-// sequence number. Add increments it in the same transaction (one multi-row upsert, streams
-// in sorted order so concurrent writers cannot deadlock on each other) and numbers the
-// stream's events from there in the order given. The row stays locked until the
-// transaction ends, which serialises concurrent writers to one aggregate: the second waits
-// for the first to commit or roll back. A rollback undoes the increment too, so committed
-// events of a stream are numbered 1, 2, 3, ... without a gap, and commit in that order.
+// sequence number. Add increments it in the same transaction (an upsert by primary key
+// per stream, streams in sorted order so concurrent writers cannot deadlock on each other)
+// and numbers the stream's events from there in the order given. The row stays locked
+// until the transaction ends, which serialises concurrent writers to one aggregate: the
+// second waits for the first to commit or roll back. Only that row is locked: writers of
+// other aggregates never wait. A rollback undoes the increment too, so committed events of
+// a stream are numbered 1, 2, 3, ... without a gap, and commit in that order.
 //
 // Idempotency: an event with an ID of the caller's choosing is added at most once; adding
 // it again fails with ErrDuplicateEvent and writes nothing. Without IDs, idempotency comes
 // from the caller's transaction: the events are written exactly when it commits.
 //
-// Invalid events fail with an *EventError wrapping ErrInvalidEvent, and nothing is written.
+// Invalid events fail with an *EventError wrapping ErrInvalidEvent, and nothing is written;
+// an event larger than the limit (WithMaxEventBytes), with one wrapping ErrEventTooLarge.
 func (w *Writer) Add(ctx context.Context, db bun.IDB, events ...Event) ([]Event, error) {
 	if len(events) == 0 {
 		return nil, nil
@@ -103,6 +106,10 @@ func (w *Writer) prepare(events []Event) ([]Event, error) {
 		if err := ev.validate(i, false); err != nil {
 			return nil, err
 		}
+		if size := ev.Size(); size > w.s.maxEventBytes {
+			return nil, &EventError{Index: i, ID: ev.ID, Field: "Payload", Err: ErrEventTooLarge,
+				Reason: fmt.Sprintf("makes the event %d bytes, more than the limit of %d", size, w.s.maxEventBytes)}
+		}
 		if ev.ID == "" {
 			id, err := uuid.NewV7()
 			if err != nil {
@@ -128,32 +135,55 @@ func (w *Writer) prepare(events []Event) ([]Event, error) {
 
 // reserveSeqs adds counts[s] to the last sequence number of each stream and returns the
 // first number reserved for each.
+//
+// On MySQL/MariaDB each stream is one statement touching only its own row by primary key,
+// streams in sorted order: INSERT ... ON DUPLICATE KEY UPDATE last_seq =
+// LAST_INSERT_ID(last_seq + n). A duplicate primary key takes an exclusive lock on that
+// record alone (no gap), and a new stream's insert locks only the new record, so writers
+// of other aggregates — adjacent ones in the index included — never wait for this
+// transaction, and writers of shared streams lock them in one order. LAST_INSERT_ID(expr)
+// hands the new value back in the statement's OK packet, so this is one round trip per
+// stream. No VALUES() in the update clause: MySQL 8 deprecates it, and the alias form
+// that replaces it does not run on MariaDB.
+//
+// SQLite has a single writer, so one multi-row upsert with RETURNING does it.
 func reserveSeqs(ctx context.Context, tx bun.Tx, streams []Stream, counts map[Stream]int64) (map[Stream]int64, error) {
-	rows := make([]streamRow, len(streams))
-	for i, st := range streams {
-		rows[i] = streamRow{Topic: st.Topic, Key: st.Key, LastSeq: counts[st]}
-	}
-	q := tx.NewInsert().Model(&rows)
+	next := make(map[Stream]int64, len(streams))
 	if sqlutil.IsSQLite(tx) {
-		q = q.On("CONFLICT (topic, aggregate_key) DO UPDATE").Set("last_seq = last_seq + EXCLUDED.last_seq")
+		rows := make([]streamRow, len(streams))
+		for i, st := range streams {
+			rows[i] = streamRow{Topic: st.Topic, Key: st.Key, LastSeq: counts[st]}
+		}
+		var got []streamRow
+		err := tx.NewInsert().Model(&rows).On("CONFLICT (topic, aggregate_key) DO UPDATE").
+			Set("last_seq = last_seq + EXCLUDED.last_seq").Returning("topic, aggregate_key, last_seq").Scan(ctx, &got)
+		if err != nil {
+			return nil, fmt.Errorf("outbox: reserving sequence numbers: %w", err)
+		}
+		for _, r := range got {
+			st := Stream{Topic: r.Topic, Key: r.Key}
+			next[st] = r.LastSeq - counts[st] + 1
+		}
 	} else {
-		q = q.On("DUPLICATE KEY UPDATE").Set("last_seq = last_seq + VALUES(last_seq)")
-	}
-	if _, err := q.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("outbox: reserving sequence numbers: %w", err)
-	}
-	where, args := streamsIn(streams)
-	var got []streamRow
-	if err := sqlutil.ForUpdate(tx.NewSelect().Model(&got).Where(where, args...)).Scan(ctx); err != nil {
-		return nil, fmt.Errorf("outbox: reading sequence numbers: %w", err)
-	}
-	next := make(map[Stream]int64, len(got))
-	for _, r := range got {
-		st := Stream{Topic: r.Topic, Key: r.Key}
-		next[st] = r.LastSeq - counts[st] + 1
+		for _, st := range streams {
+			n := counts[st]
+			res, err := tx.ExecContext(ctx, "INSERT INTO "+TableStreams+" (topic, aggregate_key, last_seq) VALUES (?, ?, LAST_INSERT_ID(?)) "+
+				"ON DUPLICATE KEY UPDATE last_seq = LAST_INSERT_ID(last_seq + ?)", st.Topic, st.Key, n, n)
+			if err != nil {
+				return nil, fmt.Errorf("outbox: reserving sequence numbers of %s/%s: %w", st.Topic, st.Key, err)
+			}
+			last, err := res.LastInsertId()
+			if err == nil && last == 0 { // a server that leaves the OK packet's ID empty
+				err = tx.QueryRowContext(ctx, "SELECT LAST_INSERT_ID()").Scan(&last)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("outbox: reading the sequence number of %s/%s: %w", st.Topic, st.Key, err)
+			}
+			next[st] = last - n + 1
+		}
 	}
 	if len(next) != len(streams) {
-		return nil, fmt.Errorf("outbox: reading sequence numbers: %d of %d streams found", len(next), len(streams))
+		return nil, fmt.Errorf("outbox: reserving sequence numbers: %d of %d streams found", len(next), len(streams))
 	}
 	return next, nil
 }

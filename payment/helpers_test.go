@@ -148,3 +148,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// breakerDelay is how long an open breaker waits before a trial call in tests. failsafe-go's
+// breaker clock cannot be injected, so the delay is real: long enough that a loaded CI machine
+// reaches the next call before it passes, short enough for the tests that wait it out.
+const breakerDelay = 300 * time.Millisecond

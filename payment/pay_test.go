@@ -269,7 +269,7 @@ func TestBreakerOpenKeepsPaymentsRetryable(t *testing.T) {
 		var gw *resilient.Gateway
 		e := newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
 			gw = resilient.Wrap(s, resilient.WithRetries(1, time.Millisecond, time.Millisecond),
-				resilient.WithBreaker(5, 10, 20*time.Millisecond), resilient.WithHalfOpenSuccesses(1))
+				resilient.WithBreaker(5, 10, breakerDelay), resilient.WithHalfOpenSuccesses(1))
 			return gw
 		})
 		e.sim.SetFault(pgsim.FaultUnavailable)

@@ -83,6 +83,18 @@ func TestComposeFile(t *testing.T) {
 	assert.Equal(t, interpolation.ReplaceAllString(ref.Environment["COMMERCEKIT_WEBHOOK_SECRET"], "$1"),
 		interpolation.ReplaceAllString(sim.Environment["COMMERCEKIT_WEBHOOK_SECRET"], "$1"), "both sides of the webhook share its secret")
 
+	// The mock data platform and the collector process.
+	dp, col := c.Services["dataplatform"], c.Services["collector"]
+	assert.Equal(t, []string{"dataplatform"}, dp.Command)
+	assert.Equal(t, "service:pgsim", dp.NetworkMode, "the mock platform serves loopback only: it shares refserver's namespace")
+	for _, s := range dataplatformSettings {
+		assert.Contains(t, dp.Environment, s.env, "refserver dataplatform reads %s; the dataplatform service does not set it", s.env)
+	}
+	assert.Equal(t, "http://"+dp.Environment["COMMERCEKIT_DATAPLATFORM_ADDR"]+"/v1/orders", ref.Environment["COMMERCEKIT_DATAPLATFORM_URL"])
+	assert.Equal(t, []string{"collector"}, col.Command)
+	assert.Equal(t, ref.Environment["COMMERCEKIT_DB_DSN"], col.Environment["COMMERCEKIT_DB_DSN"], "the collector writes where refserver reads")
+	assert.Equal(t, "false", ref.Environment["COMMERCEKIT_COLLECTOR"], "refserver leaves the collecting to the collector service")
+
 	// And they describe a valid full-mode configuration.
 	cfg, err := server.Load(nil, func(k string) string { return env[k] }, os.Stderr)
 	require.NoError(t, err)

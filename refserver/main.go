@@ -1,15 +1,18 @@
 // Command refserver is commercekit's reference HTTP server: a thin JSON API over package
-// commerce (products, stock, orders, payments, points, coupons), with bearer-token auth,
-// RFC 9457 problems, Idempotency-Key on order creation and payment, Prometheus metrics,
-// health checks, an OpenAPI document and graceful shutdown. See package
-// github.com/commercekit/commercekit/refserver/server for the API and its configuration.
+// commerce (products, stock, orders, payments, points, coupons) with members, sessions and
+// carts, bearer-token auth, RFC 9457 problems, Idempotency-Key on order creation and
+// payment, Prometheus metrics, health checks, an OpenAPI document and graceful shutdown.
+// See package github.com/commercekit/commercekit/refserver/server for the API and its
+// configuration.
 //
 // Usage:
 //
 //	refserver [flags]                     serve (the default; see -h for every flag)
 //	refserver token -sub user-1 [-admin] [-ttl 24h]
-//	                                      print a development bearer token
+//	                                      print a bearer token for tools and tests (members log in instead)
 //	refserver pgsim [flags]               serve the PG simulator over HTTP (loopback only)
+//	refserver collector [flags]           run the metrics collector alone (Kafka consumer group)
+//	refserver dataplatform [flags]        serve the mock data platform (loopback only)
 //	refserver healthcheck [-url URL]      exit 0 when URL answers 200 (for container health checks)
 //
 // With no configuration at all it runs the embedded default: SQLite in ./refserver.db, the
@@ -25,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	_ "time/tzdata" // COMMERCEKIT_METRICS_TZ must load in a container without a zone database
 )
 
 func main() {
@@ -45,10 +49,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		err = token(args, getenv, stdout, stderr)
 	case "pgsim":
 		err = pgsimServe(args, getenv, stdout, stderr)
+	case "collector":
+		err = collectorRun(args, getenv, stdout, stderr)
+	case "dataplatform":
+		err = dataplatformServe(args, getenv, stdout, stderr)
 	case "healthcheck":
 		err = healthcheck(args, stderr)
 	default:
-		err = fmt.Errorf("unknown command %q (serve, token, pgsim, healthcheck)", cmd)
+		err = fmt.Errorf("unknown command %q (serve, token, pgsim, collector, dataplatform, healthcheck)", cmd)
 	}
 	switch {
 	case errors.Is(err, flag.ErrHelp):

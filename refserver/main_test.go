@@ -45,3 +45,18 @@ func TestUnknownCommandAndBadConfig(t *testing.T) {
 	assert.Contains(t, errb.String(), "COMMERCEKIT_DB_DRIVER")
 	assert.Equal(t, 1, run([]string{"pgsim", "-addr", "0.0.0.0:8090"}, none, &out, &errb), "the simulator listens on loopback only")
 }
+
+func TestAnalyticsSubcommandsRefuseBadInput(t *testing.T) {
+	var out, errb bytes.Buffer
+	none := func(string) string { return "" }
+	assert.Equal(t, 1, run([]string{"dataplatform", "-addr", "0.0.0.0:8095"}, none, &out, &errb), "the mock platform listens on loopback only")
+	assert.Contains(t, errb.String(), "loopback")
+	assert.Equal(t, 1, run([]string{"dataplatform", "-error-rate", "2"}, none, &out, &errb))
+	assert.Equal(t, 1, run([]string{"dataplatform", "-latency", "-1s"}, none, &out, &errb))
+	errb.Reset()
+	assert.Equal(t, 1, run([]string{"collector"}, none, &out, &errb), "the collector process needs Kafka")
+	assert.Contains(t, errb.String(), "COMMERCEKIT_KAFKA_BROKERS")
+	errb.Reset()
+	assert.Equal(t, 1, run([]string{"-metrics-tz", "Mars/Olympus"}, none, &out, &errb))
+	assert.Contains(t, errb.String(), "COMMERCEKIT_METRICS_TZ")
+}

@@ -82,9 +82,12 @@ type Env struct {
 	Reconciler *payment.Reconciler
 	Relay      *outbox.Relay
 	PG         *pgsim.Simulator
+	// Kafka is the broker of the MySQL configurations (nil for SQLite).
+	Kafka *testenv.Kafka
 	// Gateway sits between the payment service and the simulator; it can reject refunds.
 	Gateway *Gateway
-	// Topic is where the service's events go.
+	// Topic is where the service's events go: with SQLite the orders' topic of the default
+	// per-type topics (commerce.DefaultTopics), with Kafka the one topic of every event.
 	Topic string
 
 	delivered func(tb testing.TB) map[string]string // event ID → type, as delivered
@@ -121,7 +124,11 @@ func SQLite(tb testing.TB, opts ...commerce.Option) *Env {
 		return nil
 	}, outbox.WithClock(clock.Now))
 	require.NoError(tb, err)
-	dispatcher, err := outbox.NewDispatcher(outbox.Subscription{Topic: e.Topic, Consumer: consumer})
+	var subs []outbox.Subscription
+	for _, topic := range commerce.DefaultTopics().Names() {
+		subs = append(subs, outbox.Subscription{Topic: topic, Consumer: consumer})
+	}
+	dispatcher, err := outbox.NewDispatcher(subs...)
 	require.NoError(tb, err)
 	e.delivered = func(testing.TB) map[string]string {
 		mu.Lock()
@@ -156,7 +163,7 @@ func mysqlEnv(tb testing.TB, rdb *redis.Client, opts []commerce.Option) *Env {
 	db := testenv.MySQL(tb)
 	kafka := testenv.NewKafka(tb)
 	clock := &Clock{t: Start}
-	e := &Env{Name: "MySQL", DB: db, Clock: clock, Topic: kafka.Topic(tb, "orders")}
+	e := &Env{Name: "MySQL", DB: db, Clock: clock, Topic: kafka.Topic(tb, "orders"), Kafka: kafka}
 	if rdb != nil {
 		require.NoError(tb, commerce.CreateAllSchemas(context.Background(), db))
 		e.Stock, e.Redis = redisinventory.NewDurable(rdb, db), rdb

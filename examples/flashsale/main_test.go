@@ -88,7 +88,7 @@ func TestFullModeSale(t *testing.T) {
 	rdb := testenv.Redis(t)
 	cfg.RedisAddr, cfg.RedisDB = rdb.Options().Addr, rdb.Options().DB
 	k := testenv.NewKafka(t)
-	cfg.KafkaBrokers, cfg.KafkaTopic = k.Brokers, k.Topic(t, "orders")
+	cfg.KafkaBrokers = k.Brokers
 	sim := pgsim.New()
 	pg := httptest.NewServer(pgsim.NewHandler(sim))
 	defer func() { pg.Close(); sim.Close() }()

@@ -76,7 +76,7 @@ func BenchmarkConsumer(b *testing.B) {
 			c, err := outbox.NewConsumer(db, "bench", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
 				first.CompareAndSwap(0, time.Now().UnixNano())
 				return record(ctx, tx, "bench", events)
-			}, outbox.WithBatchSize(batch), outbox.WithMetrics(appliedCounter{&applied, &last}))
+			}, outbox.WithBatchSize(batch), outbox.WithMetrics(appliedCounter{n: &applied, last: &last}))
 			require.NoError(b, err)
 			b.ResetTimer()
 			runGroup(b, k, "bench", saramaoutbox.NewConsumerHandler(c), topic)
@@ -92,16 +92,10 @@ func BenchmarkConsumer(b *testing.B) {
 }
 
 type appliedCounter struct {
+	outbox.NopMetrics
 	n, last *atomic.Int64
 }
 
-func (a appliedCounter) RelayLag(time.Duration)           {}
-func (a appliedCounter) Published(string, int)            {}
-func (a appliedCounter) PublishFailed(string, int)        {}
-func (a appliedCounter) Duplicates(string, string, int)   {}
-func (a appliedCounter) HandlerFailed(string, string)     {}
-func (a appliedCounter) DeadLettered(string, string, int) {}
-func (a appliedCounter) Cleaned(string, int)              {}
 func (a appliedCounter) Applied(_, _ string, n int) {
 	a.n.Add(int64(n))
 	a.last.Store(time.Now().UnixNano())

@@ -1,6 +1,7 @@
 package saramaoutbox
 
 import (
+	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -9,6 +10,28 @@ import (
 
 	"github.com/commercekit/commercekit/outbox"
 )
+
+// MessageOverhead is the most the relay's message adds to an event's Size (outbox.Event.Size)
+// as sarama counts it against Producer.MaxMessageBytes: the record framing and the four
+// headers the relay writes (HeaderID, HeaderType, HeaderSeq, HeaderCreatedAt) at their
+// largest, each with 10 bytes of length prefixes.
+const MessageOverhead = recordOverhead +
+	len(HeaderID) + outbox.MaxIDLen + 10 +
+	len(HeaderType) + 4*outbox.MaxTypeLen + 10 + // up to 128 characters of up to 4 bytes
+	len(HeaderSeq) + 20 + 10 + // an int64 in decimal
+	len(HeaderCreatedAt) + len(time.RFC3339Nano) + 10
+
+// recordOverhead is sarama's maximumRecordOverhead: the framing of one record.
+const recordOverhead = 5*binary.MaxVarintLen32 + binary.MaxVarintLen64 + 1
+
+// MaxEventBytes is the largest event Size (outbox.Event.Size) whose message fits cfg's
+// Producer.MaxMessageBytes: give it to the writer, outbox.WithMaxEventBytes(MaxEventBytes(cfg)),
+// so that Add refuses up front what the producer would refuse. The broker has its own
+// limit on a record batch (message.max.bytes, or the topic's max.message.bytes): keep
+// Producer.MaxMessageBytes below it. For ProducerConfig it is outbox.DefaultMaxEventBytes,
+// the writer's default. An event the producer or the broker refuses anyway is set aside
+// by the relay (outbox.Relay.DeadLetters).
+func MaxEventBytes(cfg *sarama.Config) int { return cfg.Producer.MaxMessageBytes - MessageOverhead }
 
 // ProducerConfig returns the sarama configuration NewPublisher uses when given none:
 //
@@ -20,7 +43,10 @@ import (
 //     transaction, so a batch is visible to read_committed consumers entirely or not at
 //     all (see the package documentation for why the idempotent producer alone does not
 //     keep per-key order across a broker outage);
-//   - short network timeouts, so a dead broker fails a round quickly and the relay backs off.
+//   - short network timeouts, so a dead broker fails a round quickly and the relay backs off;
+//   - Producer.MaxMessageBytes = outbox.DefaultMaxEventBytes + MessageOverhead (1,000,754),
+//     so that the writer's default limit and the producer's agree (MaxEventBytes), under
+//     a default broker's message.max.bytes (1,048,588) with room for the batch framing.
 //
 // Each call returns a new transactional ID. Give a relay instance a stable one (its pod
 // name, say) to have its successor abort the transaction it left open at once, rather
@@ -35,6 +61,7 @@ func ProducerConfig() *sarama.Config {
 	cfg.Producer.Transaction.Timeout = 30 * time.Second
 	cfg.Producer.Transaction.Retry.Max = 10
 	cfg.Producer.Transaction.Retry.Backoff = 100 * time.Millisecond
+	cfg.Producer.MaxMessageBytes = outbox.DefaultMaxEventBytes + MessageOverhead
 	cfg.Producer.Return.Successes = true
 	cfg.Producer.Return.Errors = true
 	cfg.Producer.Retry.Max = 5

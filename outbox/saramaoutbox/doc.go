@@ -26,6 +26,20 @@
 // A relay crash between the transaction's commit and the database commit republishes the
 // batch: a duplicate with the same event IDs, which consumers absorb.
 //
+// # Size limit and messages Kafka never takes
+//
+// ProducerConfig sets Producer.MaxMessageBytes to outbox.DefaultMaxEventBytes +
+// MessageOverhead, so the outbox writer's default limit and the producer's agree; with
+// another configuration, give the writer outbox.WithMaxEventBytes(MaxEventBytes(cfg)), and
+// keep Producer.MaxMessageBytes below the broker's message.max.bytes (or the topic's
+// max.message.bytes) less the record-batch header. An event that gets past the writer all
+// the same (written under a larger limit, or a broker limit lowered later) does not stall
+// the relay: the Publisher reports it as refused for good (outbox.Permanent: over
+// MaxMessageBytes, checked before sending; or MESSAGE_TOO_LARGE and the like from the
+// broker) and the relay sets it aside in the outbox table, where Relay.Redrive (after
+// raising the limits) or Relay.Skip resolves it. The events after it on its key wait
+// meanwhile; every other key flows on.
+//
 // # Consuming
 //
 // ConsumerHandler is a sarama.ConsumerGroupHandler: per claim it collects what has arrived

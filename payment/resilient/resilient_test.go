@@ -62,13 +62,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // TestBreakerOpensAndRecovers drives the breaker by call outcomes: it opens at 5 failures of
 // the last 10 calls, fails fast without calling the PG while open, lets a trial call through
-// after its (short) delay, reopens when the trial fails, and closes after 3 trial successes.
+// after its delay, reopens when the trial fails, and closes after 3 trial successes.
 func TestBreakerOpensAndRecovers(t *testing.T) {
 	ctx := context.Background()
 	sim := newSim(t)
 	log := &breakerLog{}
 	gw := resilient.Wrap(sim, resilient.WithRetries(1, time.Millisecond, time.Millisecond),
-		resilient.WithBreaker(5, 10, 20*time.Millisecond), resilient.WithHalfOpenSuccesses(3), resilient.WithObserver(log))
+		resilient.WithBreaker(5, 10, breakerDelay), resilient.WithHalfOpenSuccesses(3), resilient.WithObserver(log))
 	n := 0
 	call := func() error {
 		n++
@@ -292,3 +292,8 @@ func BenchmarkGateway(b *testing.B) {
 		})
 	}
 }
+
+// breakerDelay is how long an open breaker waits before a trial call in tests. failsafe-go's
+// breaker clock cannot be injected, so the delay is real: long enough that a loaded CI machine
+// reaches the next call before it passes, short enough for the tests that wait it out.
+const breakerDelay = 300 * time.Millisecond

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
 )
 
 // RoleAdmin is the value of the "role" claim that opens the admin routes.
@@ -22,12 +23,18 @@ const maxSubjectLen = 64
 type Principal struct {
 	UserID string
 	Admin  bool
+	// TokenID (jti), SessionID (sid, set on tokens from a login) and ExpiresAt identify the
+	// token, for the denylist and logout.
+	TokenID   string
+	SessionID string
+	ExpiresAt time.Time
 }
 
 // Claims are the JWT claims the server reads: the registered ones (sub = user ID, exp
-// required) and role.
+// required, jti), role, and sid (the session of a token from a login).
 type Claims struct {
-	Role string `json:"role,omitempty"`
+	Role      string `json:"role,omitempty"`
+	SessionID string `json:"sid,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -72,7 +79,8 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, error) {
 	case c.Subject == "" || len(c.Subject) > maxSubjectLen:
 		return Principal{}, fmt.Errorf("%w: the subject must be a user ID of 1-%d bytes", errBadToken, maxSubjectLen)
 	}
-	return Principal{UserID: c.Subject, Admin: c.Role == RoleAdmin}, nil
+	return Principal{UserID: c.Subject, Admin: c.Role == RoleAdmin, TokenID: c.ID, SessionID: c.SessionID,
+		ExpiresAt: c.ExpiresAt.Time}, nil
 }
 
 // authProblem is the 401 for an authentication failure.
@@ -100,7 +108,8 @@ func principal(ctx context.Context) Principal {
 }
 
 // IssueToken signs a token for userID, valid for ttl from now, with the admin role when
-// admin is set: what `refserver token` prints, and what tests and the flash-sale driver use.
+// admin is set, with a fresh jti (so that logout can revoke it): what `refserver token`
+// prints, and what tests and the flash-sale driver use.
 func IssueToken(secret []byte, userID string, admin bool, ttl time.Duration, now time.Time) (string, error) {
 	if userID == "" || len(userID) > maxSubjectLen {
 		return "", fmt.Errorf("user ID must be 1-%d bytes", maxSubjectLen)
@@ -110,6 +119,7 @@ func IssueToken(secret []byte, userID string, admin bool, ttl time.Duration, now
 	}
 	c := Claims{RegisteredClaims: jwt.RegisteredClaims{
 		Subject:   userID,
+		ID:        uuid.NewString(),
 		IssuedAt:  jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
 	}}

@@ -67,6 +67,9 @@ func TestAuthenticate(t *testing.T) {
 				return
 			}
 			require.NoError(t, err)
+			assert.Len(t, p.TokenID, 36, "IssueToken sets a jti")
+			assert.True(t, hour.Equal(p.ExpiresAt), "expiry %s", p.ExpiresAt)
+			p.TokenID, p.ExpiresAt = "", time.Time{}
 			assert.Equal(t, tc.want, p)
 		})
 	}

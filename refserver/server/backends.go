@@ -18,6 +18,7 @@ import (
 	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/coupon/rediscoupon"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
@@ -96,7 +97,9 @@ type stack struct {
 	payments *payment.Service
 	idem     *idempotency.Store
 	svc      *commerce.Service
-	checks   []check
+	// collector keeps the sales metrics the ranking routes read (see analytics.go).
+	collector *collector.Collector
+	checks    []check
 	// loops run in the background until shutdown (besides commerce's Run).
 	loops []func(ctx context.Context) error
 }
@@ -190,7 +193,16 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		return st, err
 	}
 
-	// The outbox: to Kafka, or to an in-process consumer.
+	// The outbox: to Kafka, or to in-process consumers (the event log, the collector, the
+	// data-platform notifier).
+	topics, err := eventTopics(cfg.KafkaTopics)
+	if err != nil {
+		return st, err
+	}
+	subs, err := st.buildAnalytics(ctx, cfg, log, m, topics)
+	if err != nil {
+		return st, err
+	}
 	var pub outbox.Publisher
 	if len(cfg.KafkaBrokers) > 0 {
 		if st.kafka, err = saramaoutbox.NewPublisher(cfg.KafkaBrokers, nil); err != nil {
@@ -204,7 +216,10 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		if err != nil {
 			return st, err
 		}
-		if pub, err = outbox.NewDispatcher(outbox.Subscription{Topic: cfg.KafkaTopic, Consumer: consumer}); err != nil {
+		for _, topic := range topics.Names() {
+			subs = append(subs, outbox.Subscription{Topic: topic, Consumer: consumer})
+		}
+		if pub, err = outbox.NewDispatcher(subs...); err != nil {
 			return st, err
 		}
 	}
@@ -232,7 +247,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		commerce.WithPaymentWindow(cfg.PaymentWindow),
 		commerce.WithCancelWindow(cfg.CancelWindow),
 		commerce.WithRewardRate(cfg.RewardRateBP),
-		commerce.WithTopic(cfg.KafkaTopic),
+		commerce.WithTopics(topics),
 	)
 	if err != nil {
 		return st, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -47,7 +48,12 @@ type Config struct {
 	WebhookSecret string
 	JWTSecret     string
 
-	KafkaTopic string
+	KafkaTopics []string
+
+	Collector       bool
+	MetricsTZ       string
+	RollupInterval  time.Duration
+	DataPlatformURL string
 
 	OrderExpiry   time.Duration
 	PaymentWindow time.Duration
@@ -76,7 +82,9 @@ func Defaults() Config {
 	return Config{
 		Addr:              ":8080",
 		DBDriver:          DriverSQLite,
-		KafkaTopic:        commerce.DefaultTopic,
+		Collector:         true,
+		MetricsTZ:         DefaultMetricsTZ,
+		RollupInterval:    5 * time.Second,
 		OrderExpiry:       commerce.DefaultOrderExpiry,
 		PaymentWindow:     commerce.DefaultPaymentWindow,
 		CancelWindow:      commerce.DefaultCancelWindow,
@@ -119,7 +127,11 @@ func (c *Config) settings() []Setting {
 		{Flag: "pg-timeout", Env: "COMMERCEKIT_PG_TIMEOUT", Usage: "timeout of one call to the PG (calls are retried up to 3 times)", value: dur(&c.PGTimeout)},
 		{Flag: "webhook-secret", Env: "COMMERCEKIT_WEBHOOK_SECRET", Usage: "secret the PG signs webhooks with (default: the simulator's)", Secret: true, value: str(&c.WebhookSecret)},
 		{Flag: "jwt-secret", Env: "COMMERCEKIT_JWT_SECRET", Usage: "HS256 secret of bearer tokens (required unless embedded)", Secret: true, value: str(&c.JWTSecret)},
-		{Flag: "kafka-topic", Env: "COMMERCEKIT_KAFKA_TOPIC", Usage: "topic of order and top-up events", value: str(&c.KafkaTopic)},
+		{Flag: "kafka-topics", Env: "COMMERCEKIT_KAFKA_TOPICS", Usage: "event topics overriding the defaults, comma-separated <event type>=<topic> (default: payment-completed, coupon-issued, points-charged on topics of those names, the other order events on " + commerce.DefaultTopic + ")", value: list(&c.KafkaTopics)},
+		{Flag: "collector", Env: "COMMERCEKIT_COLLECTOR", Usage: "with Kafka, run the metrics collector in this process as its consumer group (false when 'refserver collector' runs it); without Kafka it always runs in process", value: boolean(&c.Collector)},
+		{Flag: "metrics-tz", Env: "COMMERCEKIT_METRICS_TZ", Usage: "time zone of the sales metrics' day boundaries", value: str(&c.MetricsTZ)},
+		{Flag: "rollup-interval", Env: "COMMERCEKIT_ROLLUP_INTERVAL", Usage: "how often changed weeks and months are rolled up from the daily metrics", value: dur(&c.RollupInterval)},
+		{Flag: "dataplatform-url", Env: "COMMERCEKIT_DATAPLATFORM_URL", Usage: "URL to POST every paid order to (e.g. 'refserver dataplatform' at http://127.0.0.1:8095/v1/orders); unset: off", value: str(&c.DataPlatformURL)},
 		{Flag: "order-expiry", Env: "COMMERCEKIT_ORDER_EXPIRY", Usage: "how long an order waits for payment before it expires", value: dur(&c.OrderExpiry)},
 		{Flag: "payment-window", Env: "COMMERCEKIT_PAYMENT_WINDOW", Usage: "how long past its expiry an order's holds last, for a payment started just before", value: dur(&c.PaymentWindow)},
 		{Flag: "cancel-window", Env: "COMMERCEKIT_CANCEL_WINDOW", Usage: "how long after payment a paid order may be cancelled", value: dur(&c.CancelWindow)},
@@ -216,8 +228,16 @@ func (c Config) Validate() error {
 	if c.RedisDB < 0 {
 		bad("COMMERCEKIT_REDIS_DB must be >= 0")
 	}
-	if c.KafkaTopic == "" {
-		bad("COMMERCEKIT_KAFKA_TOPIC must not be empty")
+	if _, err := eventTopics(c.KafkaTopics); err != nil {
+		bad("%v", err)
+	}
+	if _, err := metricsLocation(c.MetricsTZ); err != nil {
+		bad("%v", err)
+	}
+	if c.DataPlatformURL != "" {
+		if u, err := url.Parse(c.DataPlatformURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("COMMERCEKIT_DATAPLATFORM_URL must be an http(s) URL")
+		}
 	}
 	if c.RewardRateBP < 0 || c.RewardRateBP > 10_000 {
 		bad("COMMERCEKIT_REWARD_RATE_BP must be within 0..10000")
@@ -229,7 +249,7 @@ func (c Config) Validate() error {
 		"COMMERCEKIT_REQUEST_TIMEOUT": c.RequestTimeout, "COMMERCEKIT_READ_HEADER_TIMEOUT": c.ReadHeaderTimeout,
 		"COMMERCEKIT_SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "COMMERCEKIT_ORDER_EXPIRY": c.OrderExpiry,
 		"COMMERCEKIT_PAYMENT_WINDOW": c.PaymentWindow, "COMMERCEKIT_CANCEL_WINDOW": c.CancelWindow,
-		"COMMERCEKIT_PG_TIMEOUT": c.PGTimeout,
+		"COMMERCEKIT_PG_TIMEOUT": c.PGTimeout, "COMMERCEKIT_ROLLUP_INTERVAL": c.RollupInterval,
 	} {
 		if d <= 0 {
 			bad("%s must be positive", name)

@@ -10,8 +10,28 @@
 // and out, an access log line (log/slog JSON) and the latency histogram by route pattern
 // and status, panic recovery (a 500 problem, never a broken connection), a body size limit
 // (http.MaxBytesReader) and a per-request deadline; then, per route, bearer
-// authentication, a per-user token bucket on write routes, and Idempotency-Key handling on
-// order creation, payment and points top-up.
+// authentication (signature and expiry, then the logout denylist), a per-user token bucket
+// on write routes, and Idempotency-Key handling on order creation, payment, points top-up
+// and adding to the cart.
+//
+// # Members, sessions and carts
+//
+// Package refserver/member keeps the members and their sessions in SQL: POST /v1/members
+// signs up (bcrypt), POST /v1/sessions logs in (an access token of 15 minutes with a jti
+// and a session ID, and a refresh token stored only as its SHA-256), POST
+// /v1/sessions/refresh rotates (a reused refresh token revokes its session), DELETE
+// /v1/sessions logs out. Authentication has a separate denylist step after the token's
+// signature and expiry: a token whose jti was logged out (or whose session was revoked) is
+// 401 token_revoked; a denylist that cannot answer is 503 dependency_unavailable, never a
+// pass. The denylist is in Redis when Redis is configured, else in SQL (purged of expired
+// entries every minute). Tokens minted by `refserver token` carry a jti too, so they work
+// as before and can be logged out. Failed logins are limited per login ID and per client
+// address (429 too_many_login_attempts with Retry-After); sign-up, login and refresh are
+// also under the write rate per client address.
+//
+// Package commerce/cart keeps carts (GET /v1/cart, POST /v1/cart/items behind an
+// Idempotency-Key, PUT and DELETE /v1/cart/items/{product_id}); POST /v1/orders with
+// {"from_cart": true} orders the cart and empties it in the order's transaction.
 //
 // # Errors
 //
@@ -25,8 +45,8 @@
 //
 // # Idempotency
 //
-// POST /v1/orders, POST /v1/orders/{id}/pay and POST /v1/points/top-ups require an
-// Idempotency-Key. payment/idempotency's Store runs the request at most once per (user,
+// POST /v1/orders, POST /v1/orders/{id}/pay, POST /v1/points/top-ups and POST
+// /v1/cart/items require an Idempotency-Key. payment/idempotency's Store runs the request at most once per (user,
 // key), fingerprinting method, path and canonical JSON body: a retry gets the stored status
 // and body with Idempotent-Replayed: true; another body with the same key is 422; a retry
 // while the first runs is 409. Successes and rule violations are stored; malformed input,
@@ -45,6 +65,17 @@
 // catalogue. Full mode: MySQL, Redis (inventory, coupon issuance, idempotency keys), Kafka
 // (the outbox relay's publisher) and the PG simulator over HTTP (refserver pgsim). The PG
 // gateway is always behind payment/resilient's policies.
+//
+// # Events, metrics and the data platform
+//
+// commerce's events go to per-type topics (commerce.DefaultTopics, overridden by
+// COMMERCEKIT_KAFKA_TOPICS). The metrics collector (commerce/collector) consumes them off
+// the embedded dispatcher, or in full mode as the Kafka consumer group commerce-collector —
+// in the server unless COMMERCEKIT_COLLECTOR=false, or alone as `refserver collector`
+// (RunCollector) — and rolls weeks and months up every COMMERCEKIT_ROLLUP_INTERVAL. GET
+// /v1/rankings and GET /v1/products/{id}/metrics read its tables (public; bad input is a
+// 400). With COMMERCEKIT_DATAPLATFORM_URL set, commerce/dataplatform sends every paid order
+// there (`refserver dataplatform` is a mock platform).
 //
 // # Operations
 //

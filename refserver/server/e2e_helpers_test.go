@@ -17,6 +17,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/refserver/server"
@@ -50,7 +51,11 @@ var full = backend{name: "full-mysql-redis-kafka", config: func(t *testing.T) (s
 	rdb := testenv.Redis(t)
 	cfg.RedisAddr, cfg.RedisDB = rdb.Options().Addr, rdb.Options().DB
 	k := testenv.NewKafka(t)
-	cfg.KafkaBrokers, cfg.KafkaTopic = k.Brokers, k.Topic(t, "orders")
+	cfg.KafkaBrokers = k.Brokers
+	for _, typ := range commerce.EventTypes { // topics of this test's own
+		topic, _ := commerce.DefaultTopics().Of(typ)
+		cfg.KafkaTopics = append(cfg.KafkaTopics, typ+"="+k.Topic(t, topic))
+	}
 
 	var hookURL atomic.Value
 	hookURL.Store("")
@@ -99,15 +104,16 @@ type app struct {
 	hc  *http.Client
 }
 
-// start builds and starts a server for b, with edit applied to its configuration.
-func start(t *testing.T, b backend, edit func(*server.Config)) *app {
+// start builds and starts a server for b, with edit applied to its configuration and
+// opts to the server.
+func start(t *testing.T, b backend, edit func(*server.Config), opts ...server.Option) *app {
 	t.Helper()
 	cfg, sim, setHook := b.config(t)
 	if edit != nil {
 		edit(&cfg)
 	}
 	log := slog.New(slog.NewJSONHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := server.New(t.Context(), cfg, server.WithLogger(log))
+	srv, err := server.New(t.Context(), cfg, append([]server.Option{server.WithLogger(log)}, opts...)...)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := srv.Start(ctx)

@@ -12,12 +12,15 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/cart"
+	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/idempotency"
+	"github.com/commercekit/commercekit/refserver/member"
 )
 
 // errorRule maps the errors matching err (errors.Is) to a status and a stable code.
@@ -90,6 +93,9 @@ var errorRules = []errorRule{
 	{coupon.ErrExpired, http.StatusUnprocessableEntity, "coupon_unusable", 0},
 	{coupon.ErrBelowMinimum, http.StatusUnprocessableEntity, "coupon_unusable", 0},
 
+	// commerce/collector.
+	{collector.ErrInvalidArgument, http.StatusBadRequest, "invalid_request", 0},
+
 	// ledger.
 	{ledger.ErrInvalid, http.StatusBadRequest, "invalid_request", 0},
 	{ledger.ErrInsufficientPoints, http.StatusUnprocessableEntity, "insufficient_points", 0},
@@ -107,6 +113,23 @@ var errorRules = []errorRule{
 	{payment.ErrOutcomeUnknown, http.StatusServiceUnavailable, "payment_outcome_unknown", 5},
 	{payment.ErrRefundInProgress, http.StatusConflict, "refund_in_progress", 5},
 	{payment.ErrIllegalTransition, http.StatusConflict, "invalid_payment_state", 0},
+
+	// members and carts.
+	{member.ErrInvalidRequest, http.StatusBadRequest, "invalid_request", 0},
+	{member.ErrLoginIDTaken, http.StatusConflict, "login_id_taken", 0},
+	{member.ErrBadCredentials, http.StatusUnauthorized, "invalid_credentials", 0},
+	{member.ErrTooManyAttempts, http.StatusTooManyRequests, "too_many_login_attempts", 60},
+	{member.ErrInvalidRefreshToken, http.StatusUnauthorized, "invalid_refresh_token", 0},
+	{member.ErrRefreshTokenReused, http.StatusUnauthorized, "refresh_token_reused", 0},
+	{member.ErrNotRevocable, http.StatusBadRequest, "token_not_revocable", 0},
+	{cart.ErrInvalidRequest, http.StatusBadRequest, "invalid_request", 0},
+	{cart.ErrTooManyLines, http.StatusUnprocessableEntity, "too_many_lines", 0},
+	{cart.ErrQuantityTooLarge, http.StatusUnprocessableEntity, "quantity_too_large", 0},
+	{cart.ErrEmpty, http.StatusUnprocessableEntity, "cart_empty", 0},
+	{cart.ErrChanged, http.StatusConflict, "cart_changed", 0},
+
+	// A dependency that failed (errcode).
+	{errcode.ErrUnavailable, http.StatusServiceUnavailable, "dependency_unavailable", 5},
 
 	// The request's own deadline, or the client went away.
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout", 1},
@@ -166,6 +189,8 @@ func fieldOf(err error) string {
 		field[*ledger.ValidationError](func(e *ledger.ValidationError) string { return e.Field }),
 		field[*payment.ValidationError](func(e *payment.ValidationError) string { return e.Field }),
 		field[*idempotency.InvalidError](func(e *idempotency.InvalidError) string { return e.Field }),
+		field[*member.ValidationError](func(e *member.ValidationError) string { return e.Field }),
+		field[*cart.ValidationError](func(e *cart.ValidationError) string { return e.Field }),
 	} {
 		if name, ok := f(err); ok {
 			return name

@@ -14,14 +14,20 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	lines := make([]commerce.Line, len(in.Lines))
-	for i, l := range in.Lines {
-		lines[i] = commerce.Line{ProductID: l.ProductID, Qty: l.Qty}
+	var o commerce.Order
+	var err error
+	if in.FromCart {
+		o, err = s.checkoutCart(r, in)
+	} else {
+		lines := make([]commerce.Line, len(in.Lines))
+		for i, l := range in.Lines {
+			lines[i] = commerce.Line{ProductID: l.ProductID, Qty: l.Qty}
+		}
+		o, err = s.svc.PlaceOrder(r.Context(), commerce.PlaceOrderRequest{
+			UserID: principal(r.Context()).UserID, Lines: lines, CouponID: in.CouponID, Points: in.Points,
+			IdempotencyKey: r.Header.Get(IdempotencyKeyHeader),
+		})
 	}
-	o, err := s.svc.PlaceOrder(r.Context(), commerce.PlaceOrderRequest{
-		UserID: principal(r.Context()).UserID, Lines: lines, CouponID: in.CouponID, Points: in.Points,
-		IdempotencyKey: r.Header.Get(IdempotencyKeyHeader),
-	})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -202,6 +202,9 @@ func (o outboxMetrics) Published(topic string, n int) {
 func (o outboxMetrics) PublishFailed(topic string, n int) {
 	o.m.outboxEvents.WithLabelValues("publish_failed", topic).Add(float64(n))
 }
+func (o outboxMetrics) RelayDeadLettered(topic string, n int) {
+	o.m.outboxEvents.WithLabelValues("dead_lettered", topic).Add(float64(n))
+}
 func (o outboxMetrics) Applied(consumer, topic string, n int) {
 	o.m.consumerEvent.WithLabelValues(consumer, topic, "applied").Add(float64(n))
 }

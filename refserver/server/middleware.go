@@ -178,6 +178,9 @@ func (s *Server) route(rt Route) http.Handler {
 				return
 			}
 			info.user = p.UserID
+			if !s.checkRevoked(w, r, p) {
+				return
+			}
 			if rt.Auth == AuthAdmin && !p.Admin {
 				writeProblem(w, r, newProblem(http.StatusForbidden, "forbidden", "Forbidden", "this route needs the admin role"))
 				return

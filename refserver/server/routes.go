@@ -34,7 +34,7 @@ func (r Route) Pattern() string { return r.Method + " " + r.Path }
 
 // routes is the route table.
 func (s *Server) routes() []Route {
-	get, post, put := http.MethodGet, http.MethodPost, http.MethodPut
+	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
 	return []Route{
 		// Operations.
 		{Method: get, Path: "/healthz", Handler: s.handleHealthz},
@@ -68,6 +68,22 @@ func (s *Server) routes() []Route {
 		{Method: post, Path: "/v1/coupon-templates", Auth: AuthAdmin, Write: true, Handler: s.createCouponTemplate},
 		{Method: post, Path: "/v1/coupon-templates/{id}/issue", Auth: AuthUser, Write: true, Handler: s.issueCoupon},
 		{Method: get, Path: "/v1/coupons", Auth: AuthUser, Handler: s.listCoupons},
+
+		// Members and sessions (sign-up, login and refresh are limited per client address).
+		{Method: post, Path: "/v1/members", Handler: s.signUp},
+		{Method: post, Path: "/v1/sessions", Handler: s.login},
+		{Method: post, Path: "/v1/sessions/refresh", Handler: s.refreshSession},
+		{Method: del, Path: "/v1/sessions", Auth: AuthUser, Write: true, Handler: s.logout},
+
+		// Cart (ordered with POST /v1/orders {"from_cart": true}).
+		{Method: get, Path: "/v1/cart", Auth: AuthUser, Handler: s.getCart},
+		{Method: post, Path: "/v1/cart/items", Auth: AuthUser, Write: true, Idempotent: true, Handler: s.addToCart},
+		{Method: put, Path: "/v1/cart/items/{product_id}", Auth: AuthUser, Write: true, Handler: s.setCartQty},
+		{Method: del, Path: "/v1/cart/items/{product_id}", Auth: AuthUser, Write: true, Handler: s.removeFromCart},
+
+		// Sales metrics and rankings (commerce/collector).
+		{Method: get, Path: "/v1/rankings", Handler: s.rankings},
+		{Method: get, Path: "/v1/products/{id}/metrics", Handler: s.productMetrics},
 
 		// Administration.
 		{Method: get, Path: "/v1/admin/audit", Auth: AuthAdmin, Handler: s.audit},

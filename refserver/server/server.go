@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/cart"
 	"github.com/commercekit/commercekit/payment/idempotency"
 	"github.com/commercekit/commercekit/payment/pgsim"
+	"github.com/commercekit/commercekit/refserver/member"
 )
 
 // Server is the reference HTTP server: the routes of Routes over a commerce.Service built
@@ -31,6 +33,11 @@ type Server struct {
 	st      *stack
 	checks  []check
 	handler http.Handler
+
+	// Members, sessions and carts (members.go); memberOpts configure the member service.
+	members    *member.Service
+	carts      *cart.Service
+	memberOpts []member.Option
 
 	draining  atomic.Bool
 	closeOnce sync.Once
@@ -70,6 +77,10 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	s.st, s.svc, s.idem, s.checks = st, st.svc, st.idem, st.checks
+	if err := s.buildMembers(ctx, []byte(secret)); err != nil {
+		st.close(s.log)
+		return nil, err
+	}
 	if cfg.SeedDemo {
 		if err := s.seed(ctx); err != nil {
 			st.close(s.log)

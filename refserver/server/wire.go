@@ -71,9 +71,11 @@ type LineJSON struct {
 	Qty       int64  `json:"qty"`
 }
 
-// PlaceOrderJSON places an order.
+// PlaceOrderJSON places an order of its lines, or with from_cart of the caller's cart
+// (then without lines; the cart is emptied with the order).
 type PlaceOrderJSON struct {
-	Lines    []LineJSON `json:"lines"`
+	Lines    []LineJSON `json:"lines,omitempty"`
+	FromCart bool       `json:"from_cart,omitempty"`
 	CouponID string     `json:"coupon_id,omitempty"`
 	Points   int64      `json:"points,omitempty"`
 }

@@ -1,0 +1,458 @@
+package cart
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/inventory"
+)
+
+// Limits of a cart: those of one order, so that every cart can be ordered.
+const (
+	// MaxLines is the most lines (products) a cart holds.
+	MaxLines = commerce.MaxLines
+	// MaxQty is the most units of one product a cart holds.
+	MaxQty = commerce.MaxQty
+	// MaxKeyLen is the longest idempotency key of a checkout, in bytes.
+	MaxKeyLen = commerce.MaxKeyLen
+)
+
+// Errors, for errors.Is. Unknown products fail with commerce.ErrProductNotFound.
+var (
+	// ErrInvalidRequest: a request failed validation and changed nothing (*ValidationError).
+	ErrInvalidRequest = errors.New("cart: invalid request")
+	// ErrTooManyLines: the cart would hold more than MaxLines products (*LimitError).
+	ErrTooManyLines = errors.New("cart: too many lines")
+	// ErrQuantityTooLarge: the cart would hold more than MaxQty units of a product
+	// (*LimitError).
+	ErrQuantityTooLarge = errors.New("cart: quantity too large")
+	// ErrEmpty: checkout of an empty cart.
+	ErrEmpty = errors.New("cart: the cart is empty")
+	// ErrChanged: the cart changed while it was being ordered; nothing was placed and a
+	// retry orders the cart as it is now.
+	ErrChanged = errors.New("cart: the cart changed during checkout")
+)
+
+// ValidationError says which field of a request is wrong and why. It matches
+// ErrInvalidRequest.
+type ValidationError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("cart: invalid %s: %s", e.Field, e.Reason)
+}
+
+// Unwrap returns ErrInvalidRequest.
+func (e *ValidationError) Unwrap() error { return ErrInvalidRequest }
+
+// LimitError says which limit a change would break. It matches ErrTooManyLines or
+// ErrQuantityTooLarge.
+type LimitError struct {
+	// ProductID is the product the change was about.
+	ProductID string
+	// Lines is the number of lines the cart would hold (ErrTooManyLines); Qty the units
+	// of ProductID it would hold (ErrQuantityTooLarge).
+	Lines int
+	Qty   int64
+	kind  error
+}
+
+func (e *LimitError) Error() string {
+	if e.kind == ErrTooManyLines {
+		return fmt.Sprintf("cart: adding %s would make %d lines; a cart holds at most %d", e.ProductID, e.Lines, MaxLines)
+	}
+	return fmt.Sprintf("cart: %d units of %s; a cart holds at most %d of one product", e.Qty, e.ProductID, MaxQty)
+}
+
+// Unwrap returns ErrTooManyLines or ErrQuantityTooLarge.
+func (e *LimitError) Unwrap() error { return e.kind }
+
+// Commerce is what a cart needs of commerce; *commerce.Service has it.
+type Commerce interface {
+	Products(ctx context.Context, ids []string) (map[string]commerce.Product, error)
+	PlaceOrder(ctx context.Context, req commerce.PlaceOrderRequest) (commerce.Order, error)
+	OrderByKey(ctx context.Context, userID, key string) (commerce.Order, error)
+}
+
+// Item is one line of a cart, as the catalog shows it now.
+type Item struct {
+	ProductID string
+	Qty       int64
+	// Name and UnitPrice are the product's current name and price; Amount is Qty ×
+	// UnitPrice. All are zero for a product no longer in the catalog.
+	Name      string
+	UnitPrice int64
+	Amount    int64
+	// Available is how many units the inventory has available now; InStock says whether
+	// the product exists and that covers Qty. Nothing is reserved.
+	Available int64
+	InStock   bool
+	AddedAt   time.Time
+}
+
+// Cart is a user's cart: its lines in the order they were added, and their subtotal at
+// current prices.
+type Cart struct {
+	UserID   string
+	Items    []Item
+	Subtotal int64
+}
+
+// CheckoutRequest orders a user's cart.
+type CheckoutRequest struct {
+	UserID string
+	// IdempotencyKey identifies the checkout (1..MaxKeyLen bytes): a retry with it returns
+	// the same order.
+	IdempotencyKey string
+	// CouponID and Points are applied to the order as in commerce.PlaceOrderRequest.
+	CouponID string
+	Points   int64
+}
+
+// Service keeps carts. It is safe for concurrent use.
+type Service struct {
+	db  *bun.DB
+	com Commerce
+	now func() time.Time
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithClock sets the clock that stamps lines (default time.Now).
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// New returns a Service storing carts in db (create its table with CreateSchema) and
+// ordering them through com.
+func New(db *bun.DB, com Commerce, opts ...Option) (*Service, error) {
+	if db == nil || com == nil {
+		return nil, errors.New("cart: New needs a database and a Commerce")
+	}
+	s := &Service{db: db, com: com, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+// cartRow is a user's cart: the row its changes lock.
+type cartRow struct {
+	bun.BaseModel `bun:"table:commerce_carts"`
+
+	UserID string `bun:"user_id,pk"`
+}
+
+// itemRow is a line of a cart in the database.
+type itemRow struct {
+	bun.BaseModel `bun:"table:commerce_cart_items"`
+
+	UserID    string `bun:"user_id,pk"`
+	ProductID string `bun:"product_id,pk"`
+	Qty       int64  `bun:"qty"`
+	AddedAt   int64  `bun:"added_at"`
+	UpdatedAt int64  `bun:"updated_at"`
+}
+
+// checkoutRow records which order a checkout placed, written in the order's transaction.
+type checkoutRow struct {
+	bun.BaseModel `bun:"table:commerce_cart_checkouts"`
+
+	UserID    string `bun:"user_id,pk"`
+	IdemKey   string `bun:"idem_key,pk"`
+	OrderKey  string `bun:"order_key"`
+	CreatedAt int64  `bun:"created_at"`
+}
+
+// Add adds qty (1..MaxQty) units of a product to the user's cart and returns the cart.
+// It fails with commerce.ErrProductNotFound for a product not in the catalog, and with a
+// *LimitError when the cart would break a limit.
+func (s *Service) Add(ctx context.Context, userID, productID string, qty int64) (Cart, error) {
+	return s.change(ctx, userID, productID, qty, func(have int64) int64 { return have + qty })
+}
+
+// SetQty sets the units (1..MaxQty) of a product in the user's cart, adding the line if
+// it is not there, and returns the cart. Errors as Add.
+func (s *Service) SetQty(ctx context.Context, userID, productID string, qty int64) (Cart, error) {
+	return s.change(ctx, userID, productID, qty, func(int64) int64 { return qty })
+}
+
+// change validates a change of one line and applies it under a lock on the user's lines,
+// so that concurrent changes never break a limit together.
+func (s *Service) change(ctx context.Context, userID, productID string, qty int64, next func(have int64) int64) (Cart, error) {
+	if err := checkUserProduct(userID, productID); err != nil {
+		return Cart{}, err
+	}
+	if qty < 1 || qty > MaxQty {
+		return Cart{}, &ValidationError{Field: "Qty", Reason: fmt.Sprintf("must be 1..%d", MaxQty)}
+	}
+	products, err := s.com.Products(ctx, []string{productID})
+	if err != nil {
+		return Cart{}, err
+	}
+	if _, ok := products[productID]; !ok {
+		return Cart{}, fmt.Errorf("%w: %s", commerce.ErrProductNotFound, productID)
+	}
+	if err := s.ensureCart(ctx, userID); err != nil {
+		return Cart{}, err
+	}
+	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		rows, err := lockCart(ctx, tx, userID)
+		if err != nil {
+			return err
+		}
+		now := s.now().UnixMicro()
+		for _, r := range rows {
+			if r.ProductID != productID {
+				continue
+			}
+			q := next(r.Qty)
+			if q > MaxQty {
+				return &LimitError{ProductID: productID, Qty: q, kind: ErrQuantityTooLarge}
+			}
+			_, err := tx.NewUpdate().Model((*itemRow)(nil)).Set("qty = ?", q).Set("updated_at = ?", now).
+				Where("user_id = ? AND product_id = ?", userID, productID).Exec(ctx)
+			return err
+		}
+		if len(rows) >= MaxLines {
+			return &LimitError{ProductID: productID, Lines: len(rows) + 1, kind: ErrTooManyLines}
+		}
+		_, err = tx.NewInsert().Model(&itemRow{UserID: userID, ProductID: productID, Qty: next(0), AddedAt: now, UpdatedAt: now}).Exec(ctx)
+		return err
+	})
+	if err != nil {
+		return Cart{}, wrap("change the cart of "+userID, err)
+	}
+	return s.Get(ctx, userID)
+}
+
+// Remove drops a product from the user's cart (nothing happens when it is not there) and
+// returns the cart.
+func (s *Service) Remove(ctx context.Context, userID, productID string) (Cart, error) {
+	if err := checkUserProduct(userID, productID); err != nil {
+		return Cart{}, err
+	}
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := lockCart(ctx, tx, userID); err != nil {
+			return err
+		}
+		_, err := tx.NewDelete().Model((*itemRow)(nil)).Where("user_id = ? AND product_id = ?", userID, productID).Exec(ctx)
+		return err
+	})
+	if err != nil {
+		return Cart{}, wrap("remove from the cart of "+userID, err)
+	}
+	return s.Get(ctx, userID)
+}
+
+// Get returns the user's cart with each product's current name, price and availability.
+func (s *Service) Get(ctx context.Context, userID string) (Cart, error) {
+	if err := checkUser(userID); err != nil {
+		return Cart{}, err
+	}
+	rows, err := items(ctx, s.db, userID)
+	if err != nil {
+		return Cart{}, err
+	}
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ProductID
+	}
+	products, err := s.com.Products(ctx, ids)
+	if err != nil {
+		return Cart{}, err
+	}
+	c := Cart{UserID: userID, Items: make([]Item, len(rows))}
+	for i, r := range rows {
+		it := Item{ProductID: r.ProductID, Qty: r.Qty, AddedAt: time.UnixMicro(r.AddedAt).UTC()}
+		if p, ok := products[r.ProductID]; ok {
+			it.Name, it.UnitPrice, it.Amount = p.Name, p.Price, p.Price*r.Qty
+			it.Available, it.InStock = p.Stock.Available, p.Stock.Available >= r.Qty
+		}
+		c.Items[i] = it
+		c.Subtotal += it.Amount
+	}
+	return c, nil
+}
+
+// Checkout places an order of the user's cart and empties the cart in the order's
+// transaction. See the package documentation for its idempotency. Errors: ErrEmpty,
+// ErrChanged, a *ValidationError, *commerce.ConflictError (the key was used with another
+// coupon or points), and every error of commerce.Service.PlaceOrder.
+func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.Order, error) {
+	if err := checkUser(req.UserID); err != nil {
+		return commerce.Order{}, err
+	}
+	if req.IdempotencyKey == "" || len(req.IdempotencyKey) > MaxKeyLen {
+		return commerce.Order{}, &ValidationError{Field: "IdempotencyKey", Reason: fmt.Sprintf("must be 1-%d bytes", MaxKeyLen)}
+	}
+	if o, err := s.placed(ctx, req); !errors.Is(err, commerce.ErrOrderNotFound) {
+		return o, err
+	}
+	rows, err := items(ctx, s.db, req.UserID)
+	if err != nil {
+		return commerce.Order{}, err
+	}
+	if len(rows) == 0 {
+		// A concurrent first attempt may have ordered and emptied the cart since.
+		if o, err := s.placed(ctx, req); !errors.Is(err, commerce.ErrOrderNotFound) {
+			return o, err
+		}
+		return commerce.Order{}, ErrEmpty
+	}
+	lines := make([]commerce.Line, len(rows))
+	for i, r := range rows {
+		lines[i] = commerce.Line{ProductID: r.ProductID, Qty: r.Qty}
+	}
+	rec := &checkoutRow{UserID: req.UserID, IdemKey: req.IdempotencyKey, OrderKey: orderKey(req, rows),
+		CreatedAt: s.now().UnixMicro()}
+	o, err := s.com.PlaceOrder(ctx, commerce.PlaceOrderRequest{
+		UserID: req.UserID, Lines: lines, CouponID: req.CouponID, Points: req.Points, IdempotencyKey: rec.OrderKey,
+		InTx: func(ctx context.Context, tx bun.IDB) error {
+			if _, err := tx.NewInsert().Model(rec).Exec(ctx); err != nil {
+				return wrap("record the checkout", err) // a concurrent checkout with the key won
+			}
+			return empty(ctx, tx, req.UserID, rows)
+		},
+	})
+	if err != nil {
+		if o, perr := s.placed(ctx, req); !errors.Is(perr, commerce.ErrOrderNotFound) {
+			return o, perr
+		}
+	}
+	return o, err
+}
+
+// placed returns the order an earlier checkout with the key placed, ErrOrderNotFound when
+// there is none, or *commerce.ConflictError when it was placed with another coupon or
+// points.
+func (s *Service) placed(ctx context.Context, req CheckoutRequest) (commerce.Order, error) {
+	rec := new(checkoutRow)
+	err := s.db.NewSelect().Model(rec).Where("user_id = ? AND idem_key = ?", req.UserID, req.IdempotencyKey).Scan(ctx)
+	if sqlutil.IsNoRows(err) {
+		return commerce.Order{}, commerce.ErrOrderNotFound
+	}
+	if err != nil {
+		return commerce.Order{}, wrap("read checkout "+req.IdempotencyKey, err)
+	}
+	o, err := s.com.OrderByKey(ctx, req.UserID, rec.OrderKey)
+	if err == nil && (o.CouponID != req.CouponID || o.Points != req.Points) {
+		return commerce.Order{}, &commerce.ConflictError{Kind: "order", Key: req.IdempotencyKey}
+	}
+	return o, err
+}
+
+// orderKey is the idempotency key of the order of a checkout: the checkout's key and
+// everything ordered, so that a checkout retried after its cart changed (or with other
+// points) is a new order for commerce and never meets the first attempt's reservation.
+func orderKey(req CheckoutRequest, rows []itemRow) string {
+	h := sha256.New()
+	for _, p := range []string{req.IdempotencyKey, req.CouponID, strconv.FormatInt(req.Points, 10)} {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	for _, r := range rows {
+		fmt.Fprintf(h, "%s\x00%d\x00", r.ProductID, r.Qty)
+	}
+	return "cart-" + hex.EncodeToString(h.Sum(nil))[:40]
+}
+
+// empty deletes the user's lines in tx, the order's transaction, provided they are still
+// the lines read (want); otherwise ErrChanged aborts the order.
+func empty(ctx context.Context, tx bun.IDB, userID string, want []itemRow) error {
+	have, err := lockCart(ctx, tx, userID)
+	if err != nil {
+		return wrap("lock the cart of "+userID, err)
+	}
+	if len(have) != len(want) {
+		return ErrChanged
+	}
+	qty := make(map[string]int64, len(want))
+	for _, r := range want {
+		qty[r.ProductID] = r.Qty
+	}
+	for _, r := range have {
+		if q, ok := qty[r.ProductID]; !ok || q != r.Qty {
+			return ErrChanged
+		}
+	}
+	if _, err := tx.NewDelete().Model((*itemRow)(nil)).Where("user_id = ?", userID).Exec(ctx); err != nil {
+		return wrap("empty the cart of "+userID, err)
+	}
+	return nil
+}
+
+// items reads the user's lines in the order they were added.
+func items(ctx context.Context, db bun.IDB, userID string) ([]itemRow, error) {
+	var rows []itemRow
+	if err := db.NewSelect().Model(&rows).Where("user_id = ?", userID).Order("added_at", "product_id").Scan(ctx); err != nil {
+		return nil, wrap("read the cart of "+userID, err)
+	}
+	return rows, nil
+}
+
+// ensureCart creates the user's cart row if it is missing. It commits on its own, so
+// that the transactions changing the cart only ever lock an existing row.
+func (s *Service) ensureCart(ctx context.Context, userID string) error {
+	_, err := s.db.NewInsert().Model(&cartRow{UserID: userID}).Exec(ctx)
+	if err != nil && !sqlutil.IsDuplicateKey(err) {
+		return wrap("create the cart of "+userID, err)
+	}
+	return nil
+}
+
+// lockCart locks the user's cart row (FOR UPDATE on MySQL; SQLite's writer lock does it
+// elsewhere) and reads the lines under it. Every change of a cart's lines holds that lock,
+// so changes never break a limit together and never deadlock on the lines' index gaps.
+// A user without a cart row has no lines.
+func lockCart(ctx context.Context, tx bun.IDB, userID string) ([]itemRow, error) {
+	var carts []cartRow
+	if err := sqlutil.ForUpdate(tx.NewSelect().Model(&carts).Where("user_id = ?", userID)).Scan(ctx); err != nil {
+		return nil, err
+	}
+	if len(carts) == 0 {
+		return nil, nil
+	}
+	return items(ctx, tx, userID)
+}
+
+func checkUser(userID string) error {
+	if userID == "" || len(userID) > commerce.MaxIDLen {
+		return &ValidationError{Field: "UserID", Reason: fmt.Sprintf("must be 1-%d bytes", commerce.MaxIDLen)}
+	}
+	for i := 0; i < len(userID); i++ {
+		if userID[i] < 0x21 || userID[i] > 0x7e {
+			return &ValidationError{Field: "UserID", Reason: "must be printable ASCII without spaces"}
+		}
+	}
+	return nil
+}
+
+func checkUserProduct(userID, productID string) error {
+	if err := checkUser(userID); err != nil {
+		return err
+	}
+	if err := inventory.CheckSKU(productID); err != nil {
+		return &ValidationError{Field: "ProductID", Reason: err.Error()}
+	}
+	return nil
+}
+
+// wrap adds context to a storage error; the cart's own errors pass as they are.
+func wrap(what string, err error) error {
+	var lim *LimitError
+	if errors.As(err, &lim) || errors.Is(err, ErrChanged) {
+		return err
+	}
+	return fmt.Errorf("cart: %s: %w", what, err)
+}

@@ -1,0 +1,30 @@
+// Package cart keeps each user's shopping cart in SQL (bun: MySQL/MariaDB or SQLite) and
+// turns it into an order through commerce.
+//
+// A cart is a list of lines, one per product: Add adds units to a line, SetQty sets a
+// line's quantity, Remove drops it, and Get lists the lines with the product's current
+// name, price and availability read from commerce's catalog and inventory. A cart holds
+// the order limits at every step (at most commerce.MaxLines lines and commerce.MaxQty
+// units of one product), so every cart can be ordered as it is; a request that would break
+// them, or names an unknown product, fails with a typed error and changes nothing.
+//
+// A cart never reserves stock: the units are reserved only when the order is placed, and
+// the availability Get shows is what the inventory says at that moment.
+//
+// Checkout places an order of the cart's lines through commerce.Service.PlaceOrder and
+// deletes the cart's lines IN THE ORDER'S TRANSACTION (commerce.PlaceOrderRequest.InTx):
+// either the order is placed and the cart is empty, or neither happened. It is idempotent
+// on (user, idempotency key): a retry, even one that finds the cart already emptied by the
+// first attempt, returns the same order; concurrent checkouts with one key place one
+// order and empty the cart once. A cart that changed between being read and being
+// ordered fails with ErrChanged, and nothing is placed.
+//
+// The checkout's key is recorded (commerce_cart_checkouts) in the order's transaction with
+// the key of the order it placed, which is derived from the checkout's key and everything
+// ordered: a retry after ErrChanged, or with other points, is a new order for commerce and
+// never meets the first attempt's stock reservation. The record is kept as long as the
+// order, so a retry is answered rightly however late it comes.
+//
+// Add is not idempotent (it adds units); callers that retry it should put it behind an
+// idempotency key, as refserver does. SetQty and Remove are idempotent.
+package cart

@@ -1,0 +1,324 @@
+package collector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/bits"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/outbox"
+)
+
+// ConsumerName is the collector's name as an outbox consumer (its key in outbox_processed
+// and, with Kafka, its consumer group).
+const ConsumerName = "commerce-collector"
+
+// ErrInvalidArgument is wrapped by the errors of bad input: an unknown period, a malformed
+// date, a limit out of range, a bad configuration.
+var ErrInvalidArgument = errors.New("collector: invalid argument")
+
+// Seoul returns the default time zone of day boundaries: Asia/Seoul, the documents'
+// market. Korea has kept UTC+9 without daylight saving since 1988, so a fixed zone is exact
+// for every date the collector sees, and needs no time zone database.
+func Seoul() *time.Location { return time.FixedZone("Asia/Seoul", 9*60*60) }
+
+// Collector keeps per-product metrics from commerce's events: per day, and rolled up per
+// ISO week and per month. Handle is its outbox handler; RollupDirty (or RunRollups)
+// recomputes the rollups whose days changed; Ranking and ProductMetrics read. It is safe
+// for concurrent use, also by several processes sharing the database.
+type Collector struct {
+	db  *bun.DB
+	loc *time.Location
+	now func() time.Time
+	log *slog.Logger
+}
+
+// Option configures a Collector.
+type Option func(*Collector)
+
+// WithLocation sets the time zone of day boundaries (and so of weeks and months); default
+// Seoul.
+func WithLocation(loc *time.Location) Option { return func(c *Collector) { c.loc = loc } }
+
+// WithClock sets where the Collector reads the time (the rows' updated_at); default
+// time.Now.
+func WithClock(now func() time.Time) Option { return func(c *Collector) { c.now = now } }
+
+// WithLogger sets the logger; default discards.
+func WithLogger(l *slog.Logger) Option { return func(c *Collector) { c.log = l } }
+
+// New returns a Collector on db. Create its tables first (CreateSchema).
+func New(db *bun.DB, opts ...Option) (*Collector, error) {
+	c := &Collector{db: db, loc: Seoul(), now: time.Now, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.db == nil || c.loc == nil || c.now == nil || c.log == nil {
+		return nil, fmt.Errorf("%w: nil database, location, clock or logger", ErrInvalidArgument)
+	}
+	return c, nil
+}
+
+// Location returns the time zone of the Collector's day boundaries.
+func (c *Collector) Location() *time.Location { return c.loc }
+
+// Topics returns the topics of t the collector must consume: those of payment-completed
+// and order-cancelled events (every event on them is counted in the gap check).
+func Topics(t commerce.Topics) []string {
+	var out []string
+	for _, typ := range []string{commerce.EventPaymentCompleted, commerce.EventOrderCancelled} {
+		if topic, ok := t.Of(typ); ok && !slices.Contains(out, topic) {
+			out = append(out, topic)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// NewConsumer returns the outbox consumer that applies events to c (named ConsumerName),
+// batches of 100 by default; opts are the outbox's consumer options.
+func (c *Collector) NewConsumer(opts ...outbox.Option) (*outbox.Consumer, error) {
+	return outbox.NewConsumer(c.db, ConsumerName, c.Handle, opts...)
+}
+
+// Metrics are a product's counters over a day, a week or a month. A sale (a
+// payment-completed event) adds one order, its units and its revenue; the cancellation of
+// a paid order (order-cancelled with paidAt) adds one cancellation and refunds its units
+// and revenue; each counts on the day it happened. Revenue is what the buyer paid (points
+// and card), the order's discount shared among its lines in proportion to their amounts.
+type Metrics struct {
+	Orders          int64 `bun:"orders" json:"orders"`
+	Units           int64 `bun:"units" json:"units"`
+	Revenue         int64 `bun:"revenue" json:"revenue"`
+	Cancellations   int64 `bun:"cancellations" json:"cancellations"`
+	UnitsRefunded   int64 `bun:"units_refunded" json:"unitsRefunded"`
+	RevenueRefunded int64 `bun:"revenue_refunded" json:"revenueRefunded"`
+	// NetUnits is Units - UnitsRefunded: what rankings order by.
+	NetUnits int64 `bun:"net_units" json:"netUnits"`
+	// NetRevenue is Revenue - RevenueRefunded.
+	NetRevenue int64 `bun:"net_revenue" json:"netRevenue"`
+}
+
+func (m *Metrics) add(o Metrics) {
+	m.Orders += o.Orders
+	m.Units += o.Units
+	m.Revenue += o.Revenue
+	m.Cancellations += o.Cancellations
+	m.UnitsRefunded += o.UnitsRefunded
+	m.RevenueRefunded += o.RevenueRefunded
+	m.NetUnits += o.NetUnits
+	m.NetRevenue += o.NetRevenue
+}
+
+type dayProduct struct{ day, product string }
+
+type dailyRow struct {
+	bun.BaseModel `bun:"table:commerce_metrics_daily"`
+
+	Day       string `bun:"day,pk"`
+	ProductID string `bun:"product_id,pk"`
+	Metrics
+	UpdatedAt time.Time `bun:"updated_at"`
+}
+
+type dirtyRow struct {
+	bun.BaseModel `bun:"table:commerce_metrics_dirty"`
+
+	Period  Period `bun:"period,pk"`
+	Start   string `bun:"start,pk"`
+	Version int64  `bun:"version"`
+}
+
+type streamRow struct {
+	bun.BaseModel `bun:"table:commerce_metrics_streams"`
+
+	Topic  string `bun:"topic,pk"`
+	Key    string `bun:"stream_key,pk"`
+	MaxSeq int64  `bun:"max_seq"`
+	Seen   int64  `bun:"seen"`
+}
+
+// Handle is the collector's outbox.HandlerFunc: it adds the batch's sales and refunds to
+// the products' daily rows (one multi-row upsert), marks the weeks and months of the days
+// it touched for RollupDirty, and counts the batch's events per stream for Gaps — all
+// through tx, the transaction in which the outbox consumer records the events as applied.
+// Events of other types are only counted per stream. A payload that cannot be decoded, or
+// of an unknown schema version, is a permanent error (the event is dead-lettered).
+func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
+	deltas := make(map[dayProduct]*Metrics)
+	streams := make(map[outbox.Stream]*streamRow)
+	for _, ev := range events {
+		s := streams[ev.Stream()]
+		if s == nil {
+			s = &streamRow{Topic: ev.Topic, Key: ev.Key}
+			streams[ev.Stream()] = s
+		}
+		s.Seen++
+		s.MaxSeq = max(s.MaxSeq, ev.Seq)
+		if ev.Type != commerce.EventPaymentCompleted && ev.Type != commerce.EventOrderCancelled {
+			continue
+		}
+		var oe commerce.OrderEvent
+		if err := json.Unmarshal(ev.Payload, &oe); err != nil {
+			return outbox.Permanent(fmt.Errorf("collector: event %s: decoding: %w", ev.ID, err))
+		}
+		if oe.SchemaVersion != commerce.EventSchemaVersion {
+			return outbox.Permanent(fmt.Errorf("collector: event %s: schema version %d, want %d", ev.ID, oe.SchemaVersion, commerce.EventSchemaVersion))
+		}
+		refund := ev.Type == commerce.EventOrderCancelled
+		if refund && oe.PaidAt == nil {
+			continue // an unpaid order: nothing was sold
+		}
+		day := c.day(oe.At)
+		for i, rev := range shares(oe) {
+			l := oe.Lines[i]
+			k := dayProduct{day, l.ProductID}
+			d := deltas[k]
+			if d == nil {
+				d = &Metrics{}
+				deltas[k] = d
+			}
+			if refund {
+				d.add(Metrics{Cancellations: 1, UnitsRefunded: l.Qty, RevenueRefunded: rev, NetUnits: -l.Qty, NetRevenue: -rev})
+			} else {
+				d.add(Metrics{Orders: 1, Units: l.Qty, Revenue: rev, NetUnits: l.Qty, NetRevenue: rev})
+			}
+		}
+	}
+	if err := c.upsertDaily(ctx, tx, deltas); err != nil {
+		return err
+	}
+	return c.countStreams(ctx, tx, streams)
+}
+
+// shares returns the revenue of each line of oe: the amount paid (subtotal less discount)
+// shared in proportion to the lines' amounts, rounded down, the rounding left to the last
+// line, so that the lines sum to exactly what was paid.
+func shares(oe commerce.OrderEvent) []int64 {
+	out := make([]int64, len(oe.Lines))
+	paid, left := oe.Subtotal-oe.Discount, oe.Subtotal-oe.Discount
+	for i, l := range oe.Lines {
+		if i == len(oe.Lines)-1 || oe.Subtotal <= 0 {
+			out[i] = left
+			left = 0
+			continue
+		}
+		// Amount × paid can exceed 64 bits (999 units at a price near MaxPrice): 128-bit.
+		hi, lo := bits.Mul64(uint64(max(l.Amount, 0)), uint64(max(paid, 0)))
+		q, _ := bits.Div64(hi, lo, uint64(oe.Subtotal))
+		out[i] = int64(q)
+		left -= out[i]
+	}
+	return out
+}
+
+// day returns the date of t in the collector's zone, as YYYY-MM-DD.
+func (c *Collector) day(t time.Time) string { return t.In(c.loc).Format(time.DateOnly) }
+
+func (c *Collector) upsertDaily(ctx context.Context, tx bun.Tx, deltas map[dayProduct]*Metrics) error {
+	if len(deltas) == 0 {
+		return nil
+	}
+	now := c.now().UTC()
+	rows := make([]dailyRow, 0, len(deltas))
+	periods := make(map[dirtyRow]bool)
+	for k, m := range deltas {
+		rows = append(rows, dailyRow{Day: k.day, ProductID: k.product, Metrics: *m, UpdatedAt: now})
+		d, _ := time.Parse(time.DateOnly, k.day)
+		for _, p := range []Period{Weekly, Monthly} {
+			periods[dirtyRow{Period: p, Start: p.start(d).Format(time.DateOnly), Version: 1}] = true
+		}
+	}
+	// One lock order for every transaction (day, then product), so that concurrent batches
+	// wait for each other instead of deadlocking.
+	slices.SortFunc(rows, func(a, b dailyRow) int {
+		return strings.Compare(a.Day+"\x00"+a.ProductID, b.Day+"\x00"+b.ProductID)
+	})
+	q := tx.NewInsert().Model(&rows)
+	sets := make([]string, 0, 9)
+	for _, col := range strings.Split(metricColumns, ", ") {
+		sets = append(sets, fmt.Sprintf("%s = %s + %s", col, col, c.incoming(col)))
+	}
+	sets = append(sets, "updated_at = "+c.incoming("updated_at"))
+	if _, err := c.onConflict(q, "day, product_id").Set(strings.Join(sets, ", ")).Exec(ctx); err != nil {
+		return fmt.Errorf("collector: updating daily metrics: %w", err)
+	}
+	dirty := make([]dirtyRow, 0, len(periods))
+	for p := range periods {
+		dirty = append(dirty, p)
+	}
+	slices.SortFunc(dirty, func(a, b dirtyRow) int { return strings.Compare(string(a.Period)+a.Start, string(b.Period)+b.Start) })
+	q = tx.NewInsert().Model(&dirty)
+	if _, err := c.onConflict(q, "period, start").Set("version = version + 1").Exec(ctx); err != nil {
+		return fmt.Errorf("collector: marking rollups: %w", err)
+	}
+	return nil
+}
+
+func (c *Collector) countStreams(ctx context.Context, tx bun.Tx, streams map[outbox.Stream]*streamRow) error {
+	rows := make([]streamRow, 0, len(streams))
+	for _, s := range streams {
+		rows = append(rows, *s)
+	}
+	slices.SortFunc(rows, func(a, b streamRow) int { return strings.Compare(a.Topic+"\x00"+a.Key, b.Topic+"\x00"+b.Key) })
+	maxExpr := "GREATEST"
+	if sqlutil.IsSQLite(c.db) {
+		maxExpr = "MAX"
+	}
+	q := c.onConflict(tx.NewInsert().Model(&rows), "topic, stream_key").
+		Set(fmt.Sprintf("max_seq = %s(max_seq, %s), seen = seen + %s", maxExpr, c.incoming("max_seq"), c.incoming("seen")))
+	if _, err := q.Exec(ctx); err != nil {
+		return fmt.Errorf("collector: counting streams: %w", err)
+	}
+	return nil
+}
+
+// onConflict makes q an upsert on the key columns, in the database's dialect.
+func (c *Collector) onConflict(q *bun.InsertQuery, key string) *bun.InsertQuery {
+	if sqlutil.IsSQLite(c.db) {
+		return q.On("CONFLICT (" + key + ") DO UPDATE")
+	}
+	return q.On("DUPLICATE KEY UPDATE")
+}
+
+// incoming names the value an upsert tried to insert into col.
+func (c *Collector) incoming(col string) string {
+	if sqlutil.IsSQLite(c.db) {
+		return "EXCLUDED." + col
+	}
+	return "VALUES(" + col + ")"
+}
+
+// Gap is an event stream (an aggregate on a topic) of which the collector has applied
+// fewer events than its highest sequence number says exist.
+type Gap struct {
+	outbox.Stream
+	// MaxSeq is the highest sequence number applied, Missing how many below it were not.
+	MaxSeq, Missing int64
+}
+
+// Gaps returns up to limit streams with missing events, by topic and key. Every stream
+// the outbox writes is numbered 1, 2, 3, ... without a gap, so a missing number is an event
+// not applied yet: still in flight on another partition, or dead-lettered (redrive it).
+func (c *Collector) Gaps(ctx context.Context, limit int) ([]Gap, error) {
+	var rows []streamRow
+	err := c.db.NewSelect().Model(&rows).Where("max_seq > seen").OrderExpr("topic, stream_key").Limit(int64(limit)).Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("collector: reading gaps: %w", err)
+	}
+	out := make([]Gap, len(rows))
+	for i, r := range rows {
+		out[i] = Gap{Stream: outbox.Stream{Topic: r.Topic, Key: r.Key}, MaxSeq: r.MaxSeq, Missing: r.MaxSeq - r.Seen}
+	}
+	return out, nil
+}

@@ -1,0 +1,36 @@
+// Package commercekit is the module overview of commercekit, a Go SDK for the transactional
+// heart of an e-commerce backend, and a thin reference HTTP server built on it. The package
+// itself has no API; import the packages below.
+//
+// The leaves, each usable on its own, each with backends proven by one conformance suite:
+//
+//   - inventory: stock reservation (hold → commit | release, with deadlines and per-buyer
+//     limits); backends inventory/redisinventory (Lua) and inventory/sqlinventory (bun: MySQL,
+//     SQLite), proven by inventory/inventorytest.
+//   - payment: payments with a persisted state machine, a Gateway interface, the PG simulator
+//     payment/pgsim, resilience policies payment/resilient (failsafe-go), reconciliation,
+//     refunds, composite-method rules, and Stripe-style idempotency keys (payment/idempotency).
+//   - coupon: templates, first-come issuance (coupon/rediscoupon, coupon/sqlcoupon), wallet,
+//     redemption (reserve → confirm | restore).
+//   - ledger: a double-entry point ledger: charge, earn, spend, refund, holds, Verify.
+//   - outbox: a transactional outbox relayed to Kafka (outbox/saramaoutbox), idempotent
+//     consumers, dead letters.
+//   - errcode: the error vocabulary shared by all of them (errcode.ErrUnavailable: a
+//     dependency could not answer; retry later).
+//
+// Above them, commerce composes checkout (place, pay, cancel, expire, recover, audit) with
+// compensation and writes versioned events on per-type topics; commerce/collector turns them
+// into per-product sales metrics and daily, weekly and monthly rankings, and
+// commerce/dataplatform sends every paid order to a data platform; commerce/cart keeps carts
+// and orders them in the order's transaction. refserver serves it all over HTTP, with
+// members, sessions and logout (refserver/member). The dependency direction is
+// refserver → commerce → leaves; the leaves never import each other.
+//
+// SQL is the system of record in every mode; Redis holds fast, derived state that is rebuilt
+// from SQL when lost; a failing dependency is answered honestly (errcode.ErrUnavailable, an
+// HTTP 503 with Retry-After), never with a wrong business answer. Every SQL-backed operation
+// takes a bun.IDB, so a caller's transaction can carry an order and everything it touches.
+//
+// Start with the README (the reference server's quick start and the measured figures) and each
+// package's documentation and runnable examples.
+package commercekit

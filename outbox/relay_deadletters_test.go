@@ -1,0 +1,233 @@
+package outbox_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/outbox"
+)
+
+// refusingPublisher behaves like a transactional Kafka publisher with a size limit: a
+// batch holding a refused event fails as a whole, the refused events with a Permanent
+// cause, and, with collateral set, the others too (as when a broker rejects a whole
+// partition batch); the rest with a plain one. Accepted batches are logged.
+type refusingPublisher struct {
+	publishLog
+	mu         sync.Mutex
+	refuse     map[string]bool
+	collateral bool
+}
+
+func (p *refusingPublisher) Publish(ctx context.Context, events []outbox.Event) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	failed := make(map[string]error)
+	for _, ev := range events {
+		if p.refuse[ev.ID] {
+			failed[ev.ID] = outbox.Permanent(errors.New("message too large"))
+		}
+	}
+	if len(failed) == 0 {
+		return p.publishLog.Publish(ctx, events)
+	}
+	for _, ev := range events {
+		if _, ok := failed[ev.ID]; !ok {
+			failed[ev.ID] = errors.New("aborted with its transaction")
+			if p.collateral {
+				failed[ev.ID] = outbox.Permanent(errors.New("partition batch too large"))
+			}
+		}
+	}
+	return &outbox.PublishError{Failed: failed}
+}
+
+func (p *refusingPublisher) accept(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.refuse, id)
+}
+
+// seqsOf returns the sequence numbers of key's events, in the order published.
+func seqsOf(events []outbox.Event, key string) []int64 {
+	var out []int64
+	for _, ev := range events {
+		if ev.Key == key {
+			out = append(out, ev.Seq)
+		}
+	}
+	return out
+}
+
+// TestRelaySetsAsideWhatThePublisherRefuses: an event the publisher can never take is set
+// aside in the outbox with its reason, a metric and the events of other streams going out
+// in the same round, even when the refusal took them down with it; the events after it in
+// its stream wait (and, more than a batch of them, crowd nobody out) until an operator
+// skips it, after which they flow in order.
+func TestRelaySetsAsideWhatThePublisherRefuses(t *testing.T) {
+	for _, collateral := range []bool{false, true} {
+		t.Run(fmt.Sprintf("collateral=%v", collateral), func(t *testing.T) {
+			forEachBackend(t, func(t *testing.T, db *bun.DB) {
+				ctx := context.Background()
+				var poisoned []outbox.Event
+				for range 6 {
+					evs, err := outbox.Add(ctx, db, outbox.Event{Topic: "orders", Key: "poisoned", Type: "x", Payload: []byte(`{}`)})
+					require.NoError(t, err)
+					poisoned = append(poisoned, evs...)
+				}
+				others := addEvents(t, db, "orders", 3, 4)
+				bad := poisoned[1] // seq 2
+				pub := &refusingPublisher{refuse: map[string]bool{bad.ID: true}, collateral: collateral}
+				m := newMetrics()
+				r, err := outbox.NewRelay(db, pub, outbox.WithBatchSize(4), outbox.WithMetrics(m))
+				require.NoError(t, err)
+
+				for range 20 {
+					_, err := r.RelayOnce(ctx)
+					require.NoError(t, err, "a set-aside event is no failure of the round")
+				}
+				got := pub.snapshot()
+				assert.Equal(t, []int64{1}, seqsOf(got, "poisoned"), "the events after the refused one wait")
+				for k := range 3 {
+					assert.Equal(t, []int64{1, 2, 3, 4}, seqsOf(got, fmt.Sprintf("key-%03d", k)), "other streams flow in order")
+				}
+				assert.Len(t, got, 1+len(others), "each event published once")
+				assert.Equal(t, 1, m.get(m.deadRelay, "orders"))
+
+				dead, err := r.DeadLetters(ctx, 0)
+				require.NoError(t, err)
+				require.Len(t, dead, 1)
+				assert.Equal(t, bad.ID, dead[0].ID)
+				assert.Equal(t, bad.Seq, dead[0].Seq)
+				assert.Equal(t, string(bad.Payload), string(dead[0].Payload))
+				assert.Contains(t, dead[0].Error, "message too large")
+				assert.False(t, dead[0].At.IsZero())
+				lag, err := r.Lag(ctx)
+				require.NoError(t, err)
+				assert.Positive(t, lag, "the events waiting behind the dead letter count as lag")
+
+				require.ErrorIs(t, r.Redrive(ctx, poisoned[2].ID), outbox.ErrNotDeadLetter, "a waiting event is no dead letter")
+				require.ErrorIs(t, r.Skip(ctx, "no-such-event"), outbox.ErrNotDeadLetter)
+				require.NoError(t, r.Skip(ctx, bad.ID))
+				require.ErrorIs(t, r.Skip(ctx, bad.ID), outbox.ErrNotDeadLetter, "skipped once")
+				relayUntilDone(t, r, db)
+				assert.Equal(t, []int64{1, 3, 4, 5, 6}, seqsOf(pub.snapshot(), "poisoned"), "after the skip, the rest in order")
+				dead, err = r.DeadLetters(ctx, 0)
+				require.NoError(t, err)
+				assert.Empty(t, dead)
+				assert.Equal(t, 1, m.get(m.deadRelay, "orders"))
+			})
+		})
+	}
+}
+
+// TestRelayRedriveAfterTheCauseIsFixed: a redriven dead letter is published in its place,
+// then the events that waited behind it; one still refused is set aside again.
+func TestRelayRedriveAfterTheCauseIsFixed(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		evs := addEvents(t, db, "orders", 1, 4) // key-000 seq 1..4
+		pub := &refusingPublisher{refuse: map[string]bool{evs[2].ID: true}}
+		r, err := outbox.NewRelay(db, pub)
+		require.NoError(t, err)
+		_, err = r.RelayOnce(ctx)
+		require.NoError(t, err)
+		require.NoError(t, r.Redrive(ctx, evs[2].ID))
+		_, err = r.RelayOnce(ctx)
+		require.NoError(t, err)
+		dead, err := r.DeadLetters(ctx, 0)
+		require.NoError(t, err)
+		require.Len(t, dead, 1, "still refused: set aside again")
+
+		pub.accept(evs[2].ID)
+		require.NoError(t, r.Redrive(ctx, evs[2].ID))
+		require.ErrorIs(t, r.Redrive(ctx, evs[2].ID), outbox.ErrNotDeadLetter, "redriven once")
+		relayUntilDone(t, r, db)
+		assert.Equal(t, ids(evs), ids(pub.snapshot()), "published once each, in order")
+	})
+}
+
+// TestRelaySetsAsideAnEventThatDoesNotDecode: a row whose stored headers are corrupt
+// cannot be published; it is set aside instead of failing every round.
+func TestRelaySetsAsideAnEventThatDoesNotDecode(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		evs := addEvents(t, db, "orders", 2, 2)
+		_, err := db.NewUpdate().Table(outbox.TableEvents).Set("headers = ?", "{oops").Where("id = ?", evs[0].ID).Exec(ctx)
+		require.NoError(t, err)
+		log := &publishLog{}
+		r, err := outbox.NewRelay(db, log)
+		require.NoError(t, err)
+		_, err = r.RelayOnce(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, []string{evs[1].ID, evs[3].ID}, ids(log.snapshot()))
+		dead, err := r.DeadLetters(ctx, 0)
+		require.NoError(t, err)
+		require.Len(t, dead, 1)
+		assert.Equal(t, evs[0].ID, dead[0].ID)
+		assert.Contains(t, dead[0].Error, "decoding headers")
+	})
+}
+
+// TestAddRejectsEventsOverTheSizeLimit: an event larger than the writer's limit fails with
+// ErrEventTooLarge (an ErrInvalidEvent) and nothing is written; the limit counts key,
+// payload and headers; the default is DefaultMaxEventBytes.
+func TestAddRejectsEventsOverTheSizeLimit(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		w, err := outbox.NewWriter(outbox.WithMaxEventBytes(100))
+		require.NoError(t, err)
+		fits := outbox.Event{Topic: "orders", Key: "k", Type: "x", Payload: []byte(`"` + strings.Repeat("a", 97) + `"`)}
+		require.Equal(t, 100, fits.Size())
+		_, err = w.Add(ctx, db, fits)
+		require.NoError(t, err)
+
+		withHeader := fits
+		withHeader.Headers = map[string]string{"h": ""}
+		tooLong := fits
+		tooLong.Payload = []byte(`"` + strings.Repeat("a", 98) + `"`)
+		for name, ev := range map[string]outbox.Event{"payload": tooLong, "header": withHeader} {
+			_, err := w.Add(ctx, db, fits, ev)
+			require.ErrorIs(t, err, outbox.ErrEventTooLarge, name)
+			require.ErrorIs(t, err, outbox.ErrInvalidEvent, name)
+			var ee *outbox.EventError
+			require.ErrorAs(t, err, &ee, name)
+			assert.Equal(t, 1, ee.Index, name)
+		}
+		huge := outbox.Event{Topic: "orders", Key: "k", Type: "x", Payload: []byte(`"` + strings.Repeat("a", outbox.DefaultMaxEventBytes) + `"`)}
+		_, err = outbox.Add(ctx, db, huge)
+		require.ErrorIs(t, err, outbox.ErrEventTooLarge, "the default limit")
+		n, err := db.NewSelect().Table(outbox.TableEvents).Count(ctx)
+		require.NoError(t, err)
+		assert.EqualValues(t, 1, n, "nothing written by the rejected calls")
+		_, err = outbox.NewWriter(outbox.WithMaxEventBytes(0))
+		require.ErrorIs(t, err, outbox.ErrInvalidConfig)
+	})
+}
+
+// TestCreateSchemaAddsTheDeadLetterColumns: an outbox_events table from before dead
+// letters gets dead_at and dead_reason.
+func TestCreateSchemaAddsTheDeadLetterColumns(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			db := b.open(t)
+			ctx := context.Background()
+			_, err := db.ExecContext(ctx, `CREATE TABLE outbox_events (
+				pos INTEGER PRIMARY KEY, id VARCHAR(64) NOT NULL, topic VARCHAR(249) NOT NULL,
+				aggregate_key VARCHAR(128) NOT NULL, seq BIGINT NOT NULL, event_type VARCHAR(128) NOT NULL,
+				payload BLOB NOT NULL, headers TEXT NULL, created_at TIMESTAMP NOT NULL, sent_at TIMESTAMP NULL)`)
+			require.NoError(t, err)
+			require.NoError(t, outbox.CreateSchema(ctx, db))
+			require.NoError(t, outbox.CreateSchema(ctx, db), "idempotent")
+			_, err = db.ExecContext(ctx, "SELECT dead_at, dead_reason FROM outbox_events")
+			require.NoError(t, err)
+		})
+	}
+}

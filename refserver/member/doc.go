@@ -1,0 +1,37 @@
+// Package member is the reference server's member service: sign-up, login, refresh-token
+// rotation and logout, with the members and their sessions in SQL (bun: MySQL/MariaDB or
+// SQLite) and a denylist of logged-out access tokens (Redis or SQL).
+//
+// # Members
+//
+// SignUp records a login ID (3-64 bytes of letters, digits and . _ - @ +; compared byte for
+// byte, so "Alice" and "alice" are two members) and a password (8-72 bytes) hashed with
+// bcrypt. The password is never stored, logged or returned. A login ID that is taken fails
+// with ErrLoginIDTaken. SignUp is not idempotent on purpose: answering a repeated sign-up
+// with the member would turn it into a password oracle that escapes the login limits; a
+// client whose sign-up answer was lost gets ErrLoginIDTaken and logs in.
+//
+// # Sessions
+//
+// Login checks the password and opens a session: an access token (an HS256 JWT with sub =
+// the member's user ID, a unique jti, sid = the session ID and a short expiry, 15 minutes
+// by default) and a refresh token (32 random bytes, stored only as their SHA-256, valid 30
+// days by default). Refresh trades a refresh token for a new pair (rotation): each
+// refresh token works once. Presenting one that was already used means two parties hold
+// it, so the whole session (the token family) is revoked and every access token it issued
+// that has not expired goes on the denylist (ErrRefreshTokenReused).
+//
+// Logout puts the caller's access token on the denylist until a minute past its expiry
+// (DenyMargin, beyond any verifier's clock leeway), and revokes its session with the same
+// effect as above. The server checks every authenticated request with Revoked. A denylist that cannot answer is an error matching errcode.ErrUnavailable:
+// a request is never let through because the check failed.
+//
+// # Login limits
+//
+// Failed logins are limited per login ID and per client address with token buckets (by
+// default 5 failures per login ID and 20 per address, refilled over 15 minutes); once a
+// bucket is empty, logins with that ID or from that address fail with *RateLimitError
+// before the password is checked, until a token has refilled. A successful login refills
+// the login ID's bucket. The buckets live in the process: with several server instances
+// each one keeps its own.
+package member

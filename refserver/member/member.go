@@ -1,0 +1,435 @@
+package member
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+)
+
+// Limits and defaults.
+const (
+	MinLoginIDLen  = 3
+	MaxLoginIDLen  = 64
+	MinPasswordLen = 8
+	// MaxPasswordLen is bcrypt's limit.
+	MaxPasswordLen = 72
+
+	DefaultAccessTTL  = 15 * time.Minute
+	DefaultRefreshTTL = 30 * 24 * time.Hour
+	// DefaultAccountFailures and DefaultAddressFailures are the failed logins allowed per
+	// login ID and per client address within DefaultFailureWindow (token buckets).
+	DefaultAccountFailures = 5
+	DefaultAddressFailures = 20
+	DefaultFailureWindow   = 15 * time.Minute
+	// DefaultCheckTimeout bounds one denylist check.
+	DefaultCheckTimeout = time.Second
+	// DenyMargin is how long past its expiry a revoked token stays on the denylist: more
+	// than the clock leeway of any verifier (refserver accepts tokens 30 s past exp).
+	DenyMargin = time.Minute
+)
+
+// Member is a signed-up member.
+type Member struct {
+	// ID is the member's user ID everywhere else (orders, points, coupons): a UUID.
+	ID        string
+	LoginID   string
+	CreatedAt time.Time
+}
+
+// Tokens is what a login or a refresh hands out.
+type Tokens struct {
+	UserID    string
+	SessionID string
+	// AccessToken is a bearer JWT valid until AccessExpiresAt.
+	AccessToken     string
+	AccessExpiresAt time.Time
+	// RefreshToken trades once for a new pair (Refresh) until RefreshExpiresAt.
+	RefreshToken     string
+	RefreshExpiresAt time.Time
+}
+
+// AccessClaims are the claims of an access token: sub (user ID), jti, sid (session), iat,
+// exp. Servers verifying it read the same JSON.
+type AccessClaims struct {
+	SessionID string `json:"sid,omitempty"`
+	jwt.RegisteredClaims
+}
+
+// Service signs members up and runs their sessions. It is safe for concurrent use.
+type Service struct {
+	db           *bun.DB
+	deny         Denylist
+	secret       []byte
+	now          func() time.Time
+	accessTTL    time.Duration
+	refreshTTL   time.Duration
+	cost         int
+	checkTimeout time.Duration
+	accounts     *failureLimiter
+	addresses    *failureLimiter
+	dummy        []byte // a hash to compare against for unknown login IDs, so they take as long
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithClock sets the clock of token times and login limits (default time.Now).
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// WithTokenTTLs sets how long access and refresh tokens are valid (defaults
+// DefaultAccessTTL, DefaultRefreshTTL).
+func WithTokenTTLs(access, refresh time.Duration) Option {
+	return func(s *Service) { s.accessTTL, s.refreshTTL = access, refresh }
+}
+
+// WithBcryptCost sets bcrypt's cost (default bcrypt.DefaultCost; tests use
+// bcrypt.MinCost).
+func WithBcryptCost(cost int) Option { return func(s *Service) { s.cost = cost } }
+
+// WithLoginLimits sets the failed logins allowed per login ID and per address within window.
+func WithLoginLimits(perLoginID, perAddress int, window time.Duration) Option {
+	return func(s *Service) {
+		s.accounts = newFailureLimiter(perLoginID, window)
+		s.addresses = newFailureLimiter(perAddress, window)
+	}
+}
+
+// WithCheckTimeout bounds one denylist check (default DefaultCheckTimeout).
+func WithCheckTimeout(d time.Duration) Option { return func(s *Service) { s.checkTimeout = d } }
+
+// New returns a Service keeping members in db (create the tables with CreateSchema),
+// revoked tokens in deny, and signing access tokens with secret (HS256).
+func New(db *bun.DB, deny Denylist, secret []byte, opts ...Option) (*Service, error) {
+	if db == nil || deny == nil || len(secret) == 0 {
+		return nil, errors.New("member: New needs a database, a denylist and a secret")
+	}
+	s := &Service{db: db, deny: deny, secret: secret, now: time.Now, accessTTL: DefaultAccessTTL,
+		refreshTTL: DefaultRefreshTTL, cost: bcrypt.DefaultCost, checkTimeout: DefaultCheckTimeout,
+		accounts:  newFailureLimiter(DefaultAccountFailures, DefaultFailureWindow),
+		addresses: newFailureLimiter(DefaultAddressFailures, DefaultFailureWindow)}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.accessTTL <= 0 || s.refreshTTL <= 0 || s.checkTimeout <= 0 || s.accounts.burst < 1 ||
+		s.addresses.burst < 1 || s.accounts.window <= 0 {
+		return nil, errors.New("member: token TTLs, the check timeout, login limits and their window must be positive")
+	}
+	var err error
+	if s.dummy, err = bcrypt.GenerateFromPassword([]byte("not a password of anyone"), s.cost); err != nil {
+		return nil, fmt.Errorf("member: bcrypt cost %d: %w", s.cost, err)
+	}
+	return s, nil
+}
+
+type memberRow struct {
+	bun.BaseModel `bun:"table:members"`
+
+	ID           string `bun:"id,pk"`
+	LoginID      string `bun:"login_id"`
+	PasswordHash string `bun:"password_hash"`
+	CreatedAt    int64  `bun:"created_at"`
+}
+
+type sessionRow struct {
+	bun.BaseModel `bun:"table:member_sessions"`
+
+	ID         string `bun:"id,pk"`
+	UserID     string `bun:"user_id"`
+	CreatedAt  int64  `bun:"created_at"`
+	RevokedAt  int64  `bun:"revoked_at"`
+	RevokedWhy string `bun:"revoked_why"`
+}
+
+type refreshRow struct {
+	bun.BaseModel `bun:"table:member_refresh_tokens"`
+
+	Hash            string `bun:"hash,pk"`
+	SessionID       string `bun:"session_id"`
+	AccessJTI       string `bun:"access_jti"`
+	AccessExpiresAt int64  `bun:"access_expires_at"`
+	ExpiresAt       int64  `bun:"expires_at"`
+	UsedAt          int64  `bun:"used_at"`
+	CreatedAt       int64  `bun:"created_at"`
+}
+
+// Why a session was revoked.
+const (
+	revokedLogout = "logout"
+	revokedReuse  = "reuse"
+)
+
+func checkLoginID(id string) error {
+	if len(id) < MinLoginIDLen || len(id) > MaxLoginIDLen {
+		return &ValidationError{Field: "login_id", Reason: fmt.Sprintf("must be %d-%d bytes", MinLoginIDLen, MaxLoginIDLen)}
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' ||
+			c == '-' || c == '@' || c == '+') {
+			return &ValidationError{Field: "login_id", Reason: "may hold only letters, digits and . _ - @ +"}
+		}
+	}
+	return nil
+}
+
+func checkPassword(pw string) error {
+	if len(pw) < MinPasswordLen || len(pw) > MaxPasswordLen || !utf8.ValidString(pw) {
+		return &ValidationError{Field: "password", Reason: fmt.Sprintf("must be %d-%d bytes of UTF-8", MinPasswordLen, MaxPasswordLen)}
+	}
+	return nil
+}
+
+// SignUp records a member. Errors: *ValidationError, ErrLoginIDTaken.
+func (s *Service) SignUp(ctx context.Context, loginID, password string) (Member, error) {
+	if err := checkLoginID(loginID); err != nil {
+		return Member{}, err
+	}
+	if err := checkPassword(password); err != nil {
+		return Member{}, err
+	}
+	if password == loginID {
+		return Member{}, &ValidationError{Field: "password", Reason: "must not be the login ID"}
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cost)
+	if err != nil {
+		return Member{}, fmt.Errorf("member: hash the password: %w", err)
+	}
+	row := &memberRow{ID: uuid.NewString(), LoginID: loginID, PasswordHash: string(hash), CreatedAt: s.now().UnixMicro()}
+	if _, err := s.db.NewInsert().Model(row).Exec(ctx); err != nil {
+		if sqlutil.IsDuplicateKey(err) {
+			return Member{}, fmt.Errorf("%w: %s", ErrLoginIDTaken, loginID)
+		}
+		return Member{}, fmt.Errorf("member: insert member: %w", err)
+	}
+	return Member{ID: row.ID, LoginID: loginID, CreatedAt: time.UnixMicro(row.CreatedAt).UTC()}, nil
+}
+
+// Login checks a member's password and opens a session. addr is the client's address, for
+// the per-address limit. Errors: *RateLimitError, ErrBadCredentials, *ValidationError (a
+// login ID or password no member can have).
+func (s *Service) Login(ctx context.Context, loginID, password, addr string) (Tokens, error) {
+	if loginID == "" || len(loginID) > MaxLoginIDLen {
+		return Tokens{}, &ValidationError{Field: "login_id", Reason: fmt.Sprintf("must be 1-%d bytes", MaxLoginIDLen)}
+	}
+	if password == "" || len(password) > MaxPasswordLen {
+		return Tokens{}, &ValidationError{Field: "password", Reason: fmt.Sprintf("must be 1-%d bytes", MaxPasswordLen)}
+	}
+	now := s.now()
+	acct, from := "id "+loginID, "addr "+addr
+	if d := s.accounts.wait(acct, now); d > 0 {
+		return Tokens{}, &RateLimitError{By: "login_id", RetryAfter: d}
+	}
+	if d := s.addresses.wait(from, now); d > 0 {
+		return Tokens{}, &RateLimitError{By: "address", RetryAfter: d}
+	}
+	row := new(memberRow)
+	err := s.db.NewSelect().Model(row).Where("login_id = ?", loginID).Scan(ctx)
+	hash := []byte(row.PasswordHash)
+	switch {
+	case sqlutil.IsNoRows(err):
+		hash = s.dummy
+	case err != nil:
+		return Tokens{}, fmt.Errorf("member: read member: %w", err)
+	}
+	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || err != nil {
+		s.accounts.fail(acct, now)
+		s.addresses.fail(from, now)
+		return Tokens{}, ErrBadCredentials
+	}
+	s.accounts.reset(acct)
+	var t Tokens
+	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		sess := &sessionRow{ID: uuid.NewString(), UserID: row.ID, CreatedAt: now.UnixMicro()}
+		if _, err := tx.NewInsert().Model(sess).Exec(ctx); err != nil {
+			return err
+		}
+		t, err = s.issue(ctx, tx, sess, now)
+		return err
+	})
+	if err != nil {
+		return Tokens{}, fmt.Errorf("member: open a session: %w", err)
+	}
+	return t, nil
+}
+
+// issue signs an access token and records a refresh token for the session in tx.
+func (s *Service) issue(ctx context.Context, tx bun.IDB, sess *sessionRow, now time.Time) (Tokens, error) {
+	t := Tokens{UserID: sess.UserID, SessionID: sess.ID, AccessExpiresAt: now.Add(s.accessTTL),
+		RefreshExpiresAt: now.Add(s.refreshTTL)}
+	jti := uuid.NewString()
+	var err error
+	t.AccessToken, err = jwt.NewWithClaims(jwt.SigningMethodHS256, AccessClaims{SessionID: sess.ID,
+		RegisteredClaims: jwt.RegisteredClaims{Subject: sess.UserID, ID: jti, IssuedAt: jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(t.AccessExpiresAt)}}).SignedString(s.secret)
+	if err != nil {
+		return Tokens{}, fmt.Errorf("member: sign the access token: %w", err)
+	}
+	var raw [32]byte
+	_, _ = rand.Read(raw[:])
+	t.RefreshToken = base64.RawURLEncoding.EncodeToString(raw[:])
+	_, err = tx.NewInsert().Model(&refreshRow{Hash: hashToken(t.RefreshToken), SessionID: sess.ID, AccessJTI: jti,
+		AccessExpiresAt: t.AccessExpiresAt.UnixMicro(), ExpiresAt: t.RefreshExpiresAt.UnixMicro(),
+		CreatedAt: now.UnixMicro()}).Exec(ctx)
+	if err != nil {
+		return Tokens{}, fmt.Errorf("member: record the refresh token: %w", err)
+	}
+	return t, nil
+}
+
+// hashToken is the SHA-256 of a refresh token in hex: what the database holds.
+func hashToken(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+// Refresh trades a refresh token for a new access and refresh token of the same session.
+// Errors: ErrInvalidRefreshToken; ErrRefreshTokenReused, after which the session is
+// revoked and its unexpired access tokens are denied.
+func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, error) {
+	if refreshToken == "" || len(refreshToken) > 128 {
+		return Tokens{}, ErrInvalidRefreshToken
+	}
+	hash, now := hashToken(refreshToken), s.now()
+	var (
+		t      Tokens
+		reused []refreshRow
+	)
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		t, reused = Tokens{}, nil
+		tok := new(refreshRow)
+		if err := tx.NewSelect().Model(tok).Where("hash = ?", hash).Scan(ctx); err != nil {
+			if sqlutil.IsNoRows(err) {
+				return ErrInvalidRefreshToken
+			}
+			return err
+		}
+		// Lock the session first, then read the token again under the lock: every writer
+		// of a session's tokens holds its session's lock.
+		sess, err := lockSession(ctx, tx, tok.SessionID)
+		if err != nil {
+			return err
+		}
+		if err := sqlutil.ForUpdate(tx.NewSelect().Model(tok).Where("hash = ?", hash)).Scan(ctx); err != nil {
+			return err
+		}
+		switch {
+		case sess.RevokedAt != 0:
+			return ErrInvalidRefreshToken
+		case tok.UsedAt != 0:
+			reused, err = s.revoke(ctx, tx, sess, revokedReuse, now)
+			return err
+		case tok.ExpiresAt <= now.UnixMicro():
+			return ErrInvalidRefreshToken
+		}
+		if _, err := tx.NewUpdate().Model(tok).Set("used_at = ?", now.UnixMicro()).WherePK().Exec(ctx); err != nil {
+			return err
+		}
+		t, err = s.issue(ctx, tx, sess, now)
+		return err
+	})
+	switch {
+	case errors.Is(err, ErrInvalidRefreshToken):
+		return Tokens{}, err
+	case err != nil:
+		return Tokens{}, fmt.Errorf("member: refresh: %w", err)
+	case reused != nil:
+		if err := s.denyAll(ctx, reused); err != nil {
+			return Tokens{}, err
+		}
+		return Tokens{}, ErrRefreshTokenReused
+	}
+	return t, nil
+}
+
+func lockSession(ctx context.Context, tx bun.IDB, id string) (*sessionRow, error) {
+	sess := new(sessionRow)
+	if err := sqlutil.ForUpdate(tx.NewSelect().Model(sess).Where("id = ?", id)).Scan(ctx); err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
+// revoke marks the locked session revoked (if it is not already) and returns its tokens
+// whose access token has not expired, to be denied once tx commits.
+func (s *Service) revoke(ctx context.Context, tx bun.IDB, sess *sessionRow, why string, now time.Time) ([]refreshRow, error) {
+	if sess.RevokedAt == 0 {
+		_, err := tx.NewUpdate().Model(sess).Set("revoked_at = ?", now.UnixMicro()).Set("revoked_why = ?", why).WherePK().Exec(ctx)
+		if err != nil {
+			return nil, err
+		}
+	}
+	// A locking read: it sees the tokens committed since this transaction's first read
+	// (a concurrent refresh's), which a plain read on MySQL would not.
+	live := []refreshRow{}
+	q := tx.NewSelect().Model(&live).Where("session_id = ? AND access_expires_at > ?", sess.ID, now.Add(-DenyMargin).UnixMicro())
+	err := sqlutil.ForUpdate(q).Scan(ctx)
+	return live, err
+}
+
+// denyAll puts the access tokens of rows on the denylist.
+func (s *Service) denyAll(ctx context.Context, rows []refreshRow) error {
+	for _, r := range rows {
+		if err := s.deny.Deny(ctx, r.AccessJTI, time.UnixMicro(r.AccessExpiresAt).Add(DenyMargin)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Logout revokes an access token (its jti, until DenyMargin after it expires) and its
+// session (sid, when the token has one: a token minted outside a login has none), denying
+// every access token the session issued that has not expired. Errors: ErrNotRevocable for a token without a
+// jti; an error matching errcode.ErrUnavailable when the denylist cannot be written (retry:
+// Logout is idempotent).
+func (s *Service) Logout(ctx context.Context, jti, sessionID string, expires time.Time) error {
+	if jti == "" {
+		return ErrNotRevocable
+	}
+	if err := s.deny.Deny(ctx, jti, expires.Add(DenyMargin)); err != nil {
+		return err
+	}
+	if sessionID == "" {
+		return nil
+	}
+	var live []refreshRow
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		sess, err := lockSession(ctx, tx, sessionID)
+		if sqlutil.IsNoRows(err) {
+			return nil // not a session of ours: nothing more to revoke
+		}
+		if err != nil {
+			return err
+		}
+		live, err = s.revoke(ctx, tx, sess, revokedLogout, s.now())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("member: revoke session %s: %w", sessionID, err)
+	}
+	return s.denyAll(ctx, live)
+}
+
+// Revoked reports whether the access token jti is on the denylist, within the check
+// timeout. A token without a jti (minted outside a login, e.g. by an older tool) is never
+// on it. An error matches errcode.ErrUnavailable: the caller must refuse the request.
+func (s *Service) Revoked(ctx context.Context, jti string) (bool, error) {
+	if jti == "" {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.checkTimeout)
+	defer cancel()
+	return s.deny.Denied(ctx, jti)
+}

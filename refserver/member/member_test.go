@@ -1,0 +1,355 @@
+package member_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/refserver/member"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+var (
+	ctx    = context.Background()
+	secret = []byte("member-test-secret-0123456789")
+)
+
+// clock is a fake clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// env is a member Service on one storage configuration.
+type env struct {
+	db    *bun.DB
+	clock *clock
+	svc   *member.Service
+	deny  member.Denylist
+}
+
+// modes are the two deployments: the embedded default (SQLite, SQL denylist) and full
+// mode (MariaDB, Redis denylist).
+var modes = []struct {
+	name string
+	open func(t *testing.T, now func() time.Time) (*bun.DB, member.Denylist)
+}{
+	{"embedded-sqlite", func(t *testing.T, now func() time.Time) (*bun.DB, member.Denylist) {
+		db := testenv.SQLite(t)
+		return db, member.NewSQLDenylist(db, now)
+	}},
+	{"full-mysql-redis", func(t *testing.T, _ func() time.Time) (*bun.DB, member.Denylist) {
+		return testenv.MySQL(t), member.NewRedisDenylist(testenv.Redis(t))
+	}},
+}
+
+func each(t *testing.T, fn func(t *testing.T, e *env), opts ...member.Option) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			c := &clock{t: time.Now().Truncate(time.Second)}
+			db, deny := m.open(t, c.now)
+			require.NoError(t, member.CreateSchema(ctx, db))
+			require.NoError(t, member.CreateSchema(ctx, db), "idempotent")
+			svc, err := member.New(db, deny, secret, append([]member.Option{member.WithClock(c.now),
+				member.WithBcryptCost(bcrypt.MinCost)}, opts...)...)
+			require.NoError(t, err)
+			fn(t, &env{db: db, clock: c, svc: svc, deny: deny})
+		})
+	}
+}
+
+// claims parses an access token as a server would, at the env's time.
+func (e *env) claims(t *testing.T, token string) member.AccessClaims {
+	t.Helper()
+	var c member.AccessClaims
+	_, err := jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(e.clock.now)).ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return secret, nil })
+	require.NoError(t, err)
+	return c
+}
+
+func (e *env) revoked(t *testing.T, token string) bool {
+	t.Helper()
+	got, err := e.svc.Revoked(ctx, e.claims(t, token).ID)
+	require.NoError(t, err)
+	return got
+}
+
+func TestSignUp(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		m, err := e.svc.SignUp(ctx, "alice", "correct horse")
+		require.NoError(t, err)
+		assert.Len(t, m.ID, 36)
+		assert.Equal(t, "alice", m.LoginID)
+
+		_, err = e.svc.SignUp(ctx, "alice", "another password")
+		assert.ErrorIs(t, err, member.ErrLoginIDTaken)
+		other, err := e.svc.SignUp(ctx, "Alice", "correct horse")
+		require.NoError(t, err, "login IDs compare byte for byte")
+		assert.NotEqual(t, m.ID, other.ID)
+
+		for _, tc := range []struct{ field, login, password string }{
+			{"login_id", "al", "correct horse"},
+			{"login_id", strings.Repeat("a", 65), "correct horse"},
+			{"login_id", "al ice", "correct horse"},
+			{"login_id", "alïce", "correct horse"},
+			{"password", "bob", "short"},
+			{"password", "bob", strings.Repeat("p", 73)},
+			{"password", "bob", "bad utf8 \xff\xfe"},
+			{"password", "bobby-tables", "bobby-tables"},
+		} {
+			_, err := e.svc.SignUp(ctx, tc.login, tc.password)
+			var ve *member.ValidationError
+			require.ErrorAs(t, err, &ve, "%q/%q", tc.login, tc.password)
+			assert.Equal(t, tc.field, ve.Field)
+			assert.ErrorIs(t, err, member.ErrInvalidRequest)
+		}
+		n, err := e.db.NewSelect().Table("members").Count(ctx)
+		require.NoError(t, err)
+		assert.EqualValues(t, 2, n, "bad input changed nothing")
+
+		// The password is stored only as a bcrypt hash.
+		var hash string
+		require.NoError(t, e.db.NewSelect().Table("members").Column("password_hash").Where("id = ?", m.ID).Scan(ctx, &hash))
+		assert.NotContains(t, hash, "correct horse")
+		assert.NoError(t, bcrypt.CompareHashAndPassword([]byte(hash), []byte("correct horse")))
+	})
+}
+
+func TestLoginRefreshLogout(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		m, err := e.svc.SignUp(ctx, "alice", "correct horse")
+		require.NoError(t, err)
+		_, err = e.svc.Login(ctx, "alice", "wrong horse", "10.0.0.1")
+		assert.ErrorIs(t, err, member.ErrBadCredentials)
+		_, err = e.svc.Login(ctx, "nobody", "correct horse", "10.0.0.1")
+		assert.ErrorIs(t, err, member.ErrBadCredentials)
+		_, err = e.svc.Login(ctx, "ALICE", "correct horse", "10.0.0.1")
+		assert.ErrorIs(t, err, member.ErrBadCredentials, "byte for byte")
+
+		t1, err := e.svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
+		require.NoError(t, err)
+		c := e.claims(t, t1.AccessToken)
+		assert.Equal(t, m.ID, c.Subject)
+		assert.Len(t, c.ID, 36, "jti")
+		assert.Equal(t, t1.SessionID, c.SessionID)
+		assert.Equal(t, e.clock.now().Add(member.DefaultAccessTTL).Unix(), c.ExpiresAt.Unix())
+		assert.False(t, e.revoked(t, t1.AccessToken))
+
+		// The refresh token is stored only as its SHA-256.
+		var hashes []string
+		require.NoError(t, e.db.NewSelect().Table("member_refresh_tokens").Column("hash").Scan(ctx, &hashes))
+		require.Len(t, hashes, 1)
+		assert.NotContains(t, hashes[0], t1.RefreshToken)
+		assert.Len(t, hashes[0], 64)
+
+		// Rotation: the new pair works, in the same session.
+		e.clock.advance(time.Minute)
+		t2, err := e.svc.Refresh(ctx, t1.RefreshToken)
+		require.NoError(t, err)
+		assert.Equal(t, t1.SessionID, t2.SessionID)
+		assert.NotEqual(t, t1.RefreshToken, t2.RefreshToken)
+		assert.NotEqual(t, e.claims(t, t1.AccessToken).ID, e.claims(t, t2.AccessToken).ID)
+		_, err = e.svc.Refresh(ctx, "no-such-token")
+		assert.ErrorIs(t, err, member.ErrInvalidRefreshToken)
+
+		// Logout: this token and the session's other live access token are denied, and its
+		// refresh token no longer works. Repeating it is harmless.
+		c2 := e.claims(t, t2.AccessToken)
+		require.NoError(t, e.svc.Logout(ctx, c2.ID, c2.SessionID, c2.ExpiresAt.Time))
+		assert.True(t, e.revoked(t, t2.AccessToken))
+		assert.True(t, e.revoked(t, t1.AccessToken))
+		_, err = e.svc.Refresh(ctx, t2.RefreshToken)
+		assert.ErrorIs(t, err, member.ErrInvalidRefreshToken)
+		require.NoError(t, e.svc.Logout(ctx, c2.ID, c2.SessionID, c2.ExpiresAt.Time))
+
+		// Another session is untouched.
+		t3, err := e.svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
+		require.NoError(t, err)
+		assert.False(t, e.revoked(t, t3.AccessToken))
+		_, err = e.svc.Refresh(ctx, t3.RefreshToken)
+		require.NoError(t, err)
+
+		// A token without a jti cannot be revoked; one without a session only by its jti.
+		assert.ErrorIs(t, e.svc.Logout(ctx, "", "", e.clock.now().Add(time.Hour)), member.ErrNotRevocable)
+		require.NoError(t, e.svc.Logout(ctx, "tool-token-jti", "", e.clock.now().Add(time.Hour)))
+		got, err := e.svc.Revoked(ctx, "tool-token-jti")
+		require.NoError(t, err)
+		assert.True(t, got)
+	})
+}
+
+func TestRefreshExpiry(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		_, err := e.svc.SignUp(ctx, "alice", "correct horse")
+		require.NoError(t, err)
+		tok, err := e.svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
+		require.NoError(t, err)
+		e.clock.advance(time.Hour + time.Second)
+		_, err = e.svc.Refresh(ctx, tok.RefreshToken)
+		assert.ErrorIs(t, err, member.ErrInvalidRefreshToken)
+	}, member.WithTokenTTLs(time.Minute, time.Hour))
+}
+
+// TestRefreshReuse: a refresh token used twice revokes the whole family: the tokens the
+// first use issued stop working too.
+func TestRefreshReuse(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		_, err := e.svc.SignUp(ctx, "alice", "correct horse")
+		require.NoError(t, err)
+		t1, err := e.svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
+		require.NoError(t, err)
+		t2, err := e.svc.Refresh(ctx, t1.RefreshToken)
+		require.NoError(t, err)
+		t3, err := e.svc.Refresh(ctx, t2.RefreshToken)
+		require.NoError(t, err)
+
+		_, err = e.svc.Refresh(ctx, t1.RefreshToken) // the thief replays an old one
+		require.ErrorIs(t, err, member.ErrRefreshTokenReused)
+		for _, tok := range []member.Tokens{t1, t2, t3} {
+			assert.True(t, e.revoked(t, tok.AccessToken), "every live access token of the family is denied")
+		}
+		_, err = e.svc.Refresh(ctx, t3.RefreshToken)
+		assert.ErrorIs(t, err, member.ErrInvalidRefreshToken, "the family is revoked")
+		_, err = e.svc.Refresh(ctx, t1.RefreshToken)
+		assert.ErrorIs(t, err, member.ErrInvalidRefreshToken)
+	})
+}
+
+// TestConcurrentRefresh: one refresh token presented many times at once is a reuse: at
+// most one presentation wins, and the family ends revoked with every token it issued.
+func TestConcurrentRefresh(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		_, err := e.svc.SignUp(ctx, "alice", "correct horse")
+		require.NoError(t, err)
+		t1, err := e.svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
+		require.NoError(t, err)
+		const n = 12
+		got := make([]member.Tokens, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { got[i], errs[i] = e.svc.Refresh(ctx, t1.RefreshToken) })
+		}
+		wg.Wait()
+		won := 0
+		for i, err := range errs {
+			if err == nil {
+				won++
+				assert.True(t, e.revoked(t, got[i].AccessToken), "the winner's token is revoked with the family")
+				continue
+			}
+			assert.True(t, errorsIsAny(err, member.ErrRefreshTokenReused, member.ErrInvalidRefreshToken), "%v", err)
+		}
+		assert.Equal(t, 1, won, "exactly one presentation rotates the token")
+		assert.True(t, e.revoked(t, t1.AccessToken))
+	})
+}
+
+func errorsIsAny(err error, targets ...error) bool {
+	for _, t := range targets {
+		if errors.Is(err, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestBruteForce: failed logins are limited per login ID and per address, with a
+// Retry-After; the limits refill with time.
+func TestBruteForce(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		_, err := e.svc.SignUp(ctx, "alice", "correct horse")
+		require.NoError(t, err)
+		for i := range 3 {
+			_, err := e.svc.Login(ctx, "alice", "guess", "10.0.0."+string(rune('1'+i)))
+			require.ErrorIs(t, err, member.ErrBadCredentials)
+		}
+		_, err = e.svc.Login(ctx, "alice", "correct horse", "10.0.0.9")
+		var rl *member.RateLimitError
+		require.ErrorAs(t, err, &rl, "even the right password, from another address")
+		assert.Equal(t, "login_id", rl.By)
+		assert.Equal(t, 20*time.Second, rl.RetryAfter.Round(time.Second), "one of 3 tokens per minute")
+		_, err = e.svc.Login(ctx, "bob", "guess", "10.0.0.9")
+		assert.ErrorIs(t, err, member.ErrBadCredentials, "other login IDs are not limited by alice's")
+
+		e.clock.advance(rl.RetryAfter)
+		_, err = e.svc.Login(ctx, "alice", "correct horse", "10.0.0.9")
+		require.NoError(t, err, "refilled")
+
+		// Per address: 5 failures from one address over many login IDs.
+		for i := range 4 {
+			_, err := e.svc.Login(ctx, "user"+string(rune('a'+i)), "guess", "192.0.2.1")
+			require.ErrorIs(t, err, member.ErrBadCredentials)
+		}
+		_, err = e.svc.Login(ctx, "alice", "correct horse", "192.0.2.1")
+		require.ErrorAs(t, err, &rl)
+		assert.Equal(t, "address", rl.By)
+		assert.ErrorIs(t, err, member.ErrTooManyAttempts)
+		_, err = e.svc.Login(ctx, "alice", "correct horse", "192.0.2.2")
+		require.NoError(t, err, "other addresses are not limited")
+	}, member.WithLoginLimits(3, 4, time.Minute))
+}
+
+// TestDenylistDown: a denylist that cannot answer is an error matching
+// errcode.ErrUnavailable, never "not revoked"; logout fails the same way.
+func TestDenylistDown(t *testing.T) {
+	t.Run("redis", func(t *testing.T) {
+		rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), DialTimeout: 200 * time.Millisecond})
+		require.NoError(t, rdb.Close())
+		deny := member.NewRedisDenylist(rdb)
+		_, err := deny.Denied(ctx, "jti")
+		assert.ErrorIs(t, err, errcode.ErrUnavailable)
+		assert.ErrorIs(t, deny.Deny(ctx, "jti", time.Now().Add(time.Minute)), errcode.ErrUnavailable)
+	})
+	t.Run("sql", func(t *testing.T) {
+		db := testenv.SQLite(t)
+		require.NoError(t, member.CreateSchema(ctx, db))
+		svc, err := member.New(db, member.NewSQLDenylist(db, nil), secret, member.WithBcryptCost(bcrypt.MinCost))
+		require.NoError(t, err)
+		require.NoError(t, db.Close())
+		_, err = svc.Revoked(ctx, "jti")
+		assert.ErrorIs(t, err, errcode.ErrUnavailable)
+		assert.ErrorIs(t, svc.Logout(ctx, "jti", "", time.Now().Add(time.Minute)), errcode.ErrUnavailable)
+	})
+}
+
+// TestSQLDenylistPurge: entries go once their token has expired.
+func TestSQLDenylistPurge(t *testing.T) {
+	c := &clock{t: time.Now()}
+	db := testenv.SQLite(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	deny := member.NewSQLDenylist(db, c.now)
+	require.NoError(t, deny.Deny(ctx, "a", c.now().Add(time.Minute)))
+	require.NoError(t, deny.Deny(ctx, "a", c.now().Add(time.Minute)), "idempotent")
+	require.NoError(t, deny.Deny(ctx, "b", c.now().Add(time.Hour)))
+	c.advance(2 * time.Minute)
+	n, err := deny.Purge(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), n)
+	for jti, want := range map[string]bool{"a": false, "b": true} {
+		got, err := deny.Denied(ctx, jti)
+		require.NoError(t, err)
+		assert.Equal(t, want, got, jti)
+	}
+}

@@ -1,0 +1,106 @@
+package server_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/commerce/dataplatform/platformsim"
+	"github.com/commercekit/commercekit/refserver/server"
+)
+
+// TestRankings places and pays a few orders over HTTP and reads the rankings and a
+// product's metrics, fed by the collector running in the server (off the in-process
+// dispatcher embedded, as a Kafka consumer group in full mode), and checks that every paid
+// order reached the data platform with its event ID.
+func TestRankings(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			platform := platformsim.New()
+			dp := httptest.NewServer(platform)
+			t.Cleanup(dp.Close)
+			a := start(t, b, func(c *server.Config) {
+				c.RollupInterval = 20 * time.Millisecond
+				c.DataPlatformURL = dp.URL + "/v1/orders"
+			})
+			admin := setup(t, a, "p1", 1000, 50)
+			expect(t, a.call("POST", "/v1/products", admin, "", server.NewProductJSON{ID: "p2", Name: "Product p2", Price: 2000, Stock: 50}), http.StatusCreated)
+			expect(t, a.call("POST", "/v1/products", admin, "", server.NewProductJSON{ID: "p0", Name: "Product p0", Price: 500, Stock: 50}), http.StatusCreated)
+			var paid []string
+			for i, o := range []struct {
+				user  string
+				lines []server.LineJSON
+			}{
+				{"alice", []server.LineJSON{{ProductID: "p1", Qty: 3}}},
+				{"bob", []server.LineJSON{{ProductID: "p2", Qty: 1}, {ProductID: "p1", Qty: 1}}},
+				{"carol", []server.LineJSON{{ProductID: "p2", Qty: 2}, {ProductID: "p0", Qty: 1}}},
+			} {
+				tok := token(t, o.user, false)
+				key := "order-" + string(rune('a'+i))
+				placed := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", tok, key, server.PlaceOrderJSON{Lines: o.lines}), http.StatusCreated))
+				got := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders/"+placed.ID+"/pay", tok, "pay-"+key,
+					server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK))
+				require.Equal(t, "PAID", got.Status)
+				paid = append(paid, got.ID)
+			}
+
+			ranking := func(query string) server.RankingJSON {
+				return as[server.RankingJSON](t, expect(t, a.call("GET", "/v1/rankings?"+query, "", "", nil), http.StatusOK))
+			}
+			ids := func(r server.RankingJSON) []string {
+				var out []string
+				for _, it := range r.Items {
+					out = append(out, it.ProductID)
+				}
+				return out
+			}
+			for _, period := range []string{"daily", "weekly", "monthly"} {
+				eventually(t, period+" ranking", func() bool {
+					return len(ranking("period="+period).Items) == 3
+				})
+				r := ranking("period=" + period + "&limit=3")
+				// p1: 4 units, p2: 3, p0: 1.
+				assert.Equal(t, []string{"p1", "p2", "p0"}, ids(r), period)
+				assert.Equal(t, int64(4), r.Items[0].NetUnits)
+				assert.Equal(t, int64(4000), r.Items[0].NetRevenue)
+				assert.Equal(t, "Asia/Seoul", r.TimeZone)
+			}
+			assert.Equal(t, []string{"p1"}, ids(ranking("period=weekly&limit=1")))
+			m := as[server.ProductMetricsJSON](t, expect(t, a.call("GET", "/v1/products/p2/metrics?period=daily", "", "", nil), http.StatusOK))
+			require.Len(t, m.Items, 1)
+			assert.Equal(t, server.MetricsJSON{Orders: 2, Units: 3, Revenue: 6000, NetUnits: 3, NetRevenue: 6000}, m.Items[0].MetricsJSON)
+
+			for _, bad := range []string{
+				"/v1/rankings?period=yearly", "/v1/rankings?date=2026-13-01", "/v1/rankings?limit=0",
+				"/v1/rankings?limit=abc", "/v1/rankings?limit=101",
+				"/v1/products/p1/metrics?from=2026-03-05&to=2026-03-04", "/v1/products/p1/metrics?period=daily&from=2020-01-01",
+			} {
+				expectProblem(t, a.call("GET", bad, "", "", nil), http.StatusBadRequest, "invalid_request")
+			}
+
+			// The data platform got every paid order, each POST carrying its event ID.
+			eventually(t, "the paid orders at the data platform", func() bool {
+				keys := map[string]bool{}
+				for _, r := range platform.Received() {
+					keys[r.IdempotencyKey] = true
+				}
+				return len(keys) == len(paid)
+			})
+			for _, r := range platform.Received() {
+				var body struct {
+					OrderID string `json:"orderId"`
+					Status  string `json:"status"`
+				}
+				require.NoError(t, json.Unmarshal(r.Body, &body))
+				assert.Contains(t, paid, body.OrderID)
+				assert.Equal(t, body.OrderID+"-payment-completed", r.IdempotencyKey)
+				assert.Equal(t, "PAID", body.Status)
+			}
+		})
+	}
+}

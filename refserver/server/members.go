@@ -1,0 +1,198 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/commercekit/commercekit/commerce/cart"
+	"github.com/commercekit/commercekit/refserver/member"
+)
+
+// WithMemberOptions passes options to the member service (tests lower bcrypt's cost).
+func WithMemberOptions(opts ...member.Option) Option {
+	return func(s *Server) { s.memberOpts = append(s.memberOpts, opts...) }
+}
+
+// buildMembers creates the member and cart tables and services: the token denylist is in
+// Redis when the server has Redis, else in SQL with a loop purging expired entries.
+func (s *Server) buildMembers(ctx context.Context, secret []byte) error {
+	st := s.st
+	if err := member.CreateSchema(ctx, st.db); err != nil {
+		return fmt.Errorf("creating the member tables: %w", err)
+	}
+	if err := cart.CreateSchema(ctx, st.db); err != nil {
+		return fmt.Errorf("creating the cart tables: %w", err)
+	}
+	var deny member.Denylist
+	opts := []member.Option{member.WithClock(s.now)}
+	if st.rdb != nil {
+		deny = member.NewRedisDenylist(st.rdb)
+	} else {
+		sqlDeny := member.NewSQLDenylist(st.db, s.now)
+		deny = sqlDeny
+		st.loops = append(st.loops, func(ctx context.Context) error { return sqlDeny.RunPurger(ctx, time.Minute) })
+		// The embedded SQLite has one connection: under load a check queues behind the
+		// writes (a flash sale of 100 clients sees 1-2 s), so it gets longer than Redis's.
+		opts = append(opts, member.WithCheckTimeout(5*time.Second))
+	}
+	var err error
+	opts = append(opts, s.memberOpts...)
+	if s.members, err = member.New(st.db, deny, secret, opts...); err != nil {
+		return err
+	}
+	s.carts, err = cart.New(st.db, st.svc)
+	return err
+}
+
+// checkRevoked is the denylist step of authentication: it answers 401 token_revoked for a
+// token that was logged out (or whose session was revoked), 503 when the denylist cannot
+// answer (never a pass), and returns whether the request may go on.
+func (s *Server) checkRevoked(w http.ResponseWriter, r *http.Request, p Principal) bool {
+	revoked, err := s.members.Revoked(r.Context(), p.TokenID)
+	switch {
+	case err != nil:
+		s.writeError(w, r, err)
+		return false
+	case revoked:
+		writeProblem(w, r, newProblem(http.StatusUnauthorized, "token_revoked", "Unauthorized",
+			"the bearer token was revoked (logged out); log in again"))
+		return false
+	}
+	return true
+}
+
+// SignUpJSON signs a member up, and LoginJSON logs one in.
+type SignUpJSON struct {
+	LoginID  string `json:"login_id"`
+	Password string `json:"password"`
+}
+
+// LoginJSON opens a session.
+type LoginJSON = SignUpJSON
+
+// MemberJSON is a signed-up member; its id is the user ID of its orders, points and coupons.
+type MemberJSON struct {
+	ID        string    `json:"id"`
+	LoginID   string    `json:"login_id"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// RefreshJSON trades a refresh token for a new pair.
+type RefreshJSON struct {
+	RefreshToken string `json:"refresh_token"`
+}
+
+// SessionJSON is what a login or a refresh returns.
+type SessionJSON struct {
+	UserID           string `json:"user_id"`
+	TokenType        string `json:"token_type"`
+	AccessToken      string `json:"access_token"`
+	ExpiresIn        int64  `json:"expires_in"`
+	RefreshToken     string `json:"refresh_token"`
+	RefreshExpiresIn int64  `json:"refresh_expires_in"`
+}
+
+func (s *Server) sessionJSON(t member.Tokens) SessionJSON {
+	now := s.now()
+	return SessionJSON{UserID: t.UserID, TokenType: "Bearer", AccessToken: t.AccessToken,
+		ExpiresIn: int64(t.AccessExpiresAt.Sub(now).Seconds()), RefreshToken: t.RefreshToken,
+		RefreshExpiresIn: int64(t.RefreshExpiresAt.Sub(now).Seconds())}
+}
+
+// clientAddr is the client's IP address as the connection shows it (no forwarding header
+// is trusted).
+func clientAddr(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
+// limitAddress applies the per-user write rate to the unauthenticated member routes, per
+// client address (a key with a space, which no user ID has). It answers 429 and returns
+// false when the address is over the rate.
+func (s *Server) limitAddress(w http.ResponseWriter, r *http.Request) bool {
+	ok, retry := s.limiter.allow("addr " + clientAddr(r))
+	if !ok {
+		p := newProblem(http.StatusTooManyRequests, "rate_limited", "Too Many Requests",
+			"requests from this address exceed "+strconv.FormatFloat(s.cfg.RateLimit, 'g', -1, 64)+"/s")
+		p.RetryAfter = retry
+		writeProblem(w, r, p)
+	}
+	return ok
+}
+
+func (s *Server) signUp(w http.ResponseWriter, r *http.Request) {
+	if !s.limitAddress(w, r) {
+		return
+	}
+	var in SignUpJSON
+	if err := decode(r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	m, err := s.members.SignUp(r.Context(), in.LoginID, in.Password)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/members/"+m.ID)
+	writeJSON(w, http.StatusCreated, MemberJSON{ID: m.ID, LoginID: m.LoginID, CreatedAt: m.CreatedAt})
+}
+
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	if !s.limitAddress(w, r) {
+		return
+	}
+	var in LoginJSON
+	if err := decode(r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	t, err := s.members.Login(r.Context(), in.LoginID, in.Password, clientAddr(r))
+	var rl *member.RateLimitError
+	if errors.As(err, &rl) {
+		p := s.problemFor(err)
+		p.RetryAfter = int(math.Ceil(rl.RetryAfter.Seconds()))
+		writeProblem(w, r, p)
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, s.sessionJSON(t))
+}
+
+func (s *Server) refreshSession(w http.ResponseWriter, r *http.Request) {
+	if !s.limitAddress(w, r) {
+		return
+	}
+	var in RefreshJSON
+	if err := decode(r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	t, err := s.members.Refresh(r.Context(), in.RefreshToken)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.sessionJSON(t))
+}
+
+// logout revokes the caller's token and its session: 204.
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	p := principal(r.Context())
+	if err := s.members.Logout(r.Context(), p.TokenID, p.SessionID, p.ExpiresAt); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
