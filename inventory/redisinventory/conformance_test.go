@@ -34,3 +34,5 @@ var durableHarness = inventorytest.Harness{
 }
 
 func TestDurableConformance(t *testing.T) { inventorytest.Run(t, durableHarness) }
+
+func BenchmarkDurable(b *testing.B) { inventorytest.Benchmark(b, durableHarness) }
