@@ -16,7 +16,7 @@ import (
 // rebuilt by the healer whenever Redis loses data.
 func ExampleNewDurable() {
 	ctx := context.Background()
-	var db *bun.DB         // MySQL/MariaDB, e.g. bun.NewDB(sqldb, mysqldialect.New())
+	var db *bun.DB        // MySQL/MariaDB, e.g. bun.NewDB(sqldb, mysqldialect.New())
 	var rdb *redis.Client // e.g. redis.NewClient(&redis.Options{Addr: "localhost:6379"})
 
 	if err := redisinventory.CreateJournal(ctx, db); err != nil {
