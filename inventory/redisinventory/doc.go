@@ -100,6 +100,13 @@
 //
 //	GOTOOLCHAIN=local go test -run '^$' -bench BenchmarkRebuild -benchtime 5x ./inventory/redisinventory/
 //
+// The price is a SQL transaction per operation besides the script: with no hot SQL row
+// (a reservation is an INSERT, its resolution an UPDATE of that row) it does not serialize
+// on a popular SKU, and it runs at the database's commit rate. One run on a 2-core machine
+// under heavy load (load average 28, containers), 50 clients, one hot SKU:
+// BenchmarkDurable/Reserve/hot 711/s and ReserveCommit 350/s, against the plain backend's
+// 3,308/s and 1,921/s in the same run (-bench 'BenchmarkDurable|BenchmarkRedis').
+//
 // Running Redis with persistence (appendonly yes) stays worthwhile as defence in depth:
 // it makes rebuilds rare. It is not what keeps the stock: the journal is.
 //
