@@ -85,7 +85,7 @@ func TestHoldCaptureVoid(t *testing.T) {
 		require.ErrorIs(t, err, ledger.ErrHoldNotFound)
 
 		rep := e.verify()
-		assert.EqualValues(t, 300, rep.System[ledger.AccountRedeemed])
+		assert.EqualValues(t, 300, system(t, rep)[ledger.AccountRedeemed])
 		assert.Zero(t, rep.OpenHolds)
 	})
 }

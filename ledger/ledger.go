@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
 // Ledger is a double-entry point ledger stored through bun in MySQL/MariaDB or SQLite.
@@ -141,7 +143,8 @@ func (l *Ledger) finish(ctx context.Context, op string, start time.Time, err err
 }
 
 // translate turns err into what callers see: the package's own errors as they are, the
-// context's error once it is done, anything else wrapped in ErrStorage.
+// context's error once it is done, anything else wrapped in ErrStorage — and, when the
+// database was lost or unreachable, also matching errcode.ErrUnavailable.
 func (l *Ledger) translate(ctx context.Context, op string, err error) error {
 	switch {
 	case err == nil, isDomain(err):
@@ -149,7 +152,7 @@ func (l *Ledger) translate(ctx context.Context, op string, err error) error {
 	case ctx.Err() != nil:
 		return ctx.Err()
 	}
-	return fmt.Errorf("%w: %s: %w", ErrStorage, op, err)
+	return sqlutil.Unavailable(l.db, fmt.Errorf("%w: %s: %w", ErrStorage, op, err))
 }
 
 // isDomain reports whether err is one of the package's own errors.

@@ -122,8 +122,19 @@ func (e *env) verify() ledger.Report {
 	r, err := e.l.Verify(e.ctx)
 	require.NoError(e.t, err)
 	require.True(e.t, r.OK(), "drift: %v", r.Drift)
-	assert.Zero(e.t, r.Sum)
+	assert.Zero(e.t, r.Sum.Sign(), "sum %v", r.Sum)
 	return r
+}
+
+// system returns the system balances of r as int64s (the tests' ledgers are small).
+func system(t *testing.T, r ledger.Report) map[ledger.Account]int64 {
+	t.Helper()
+	out := make(map[ledger.Account]int64, len(r.System))
+	for acct, b := range r.System {
+		require.True(t, b.IsInt64(), "%s = %v", acct, b)
+		out[acct] = b.Int64()
+	}
+	return out
 }
 
 // requireAs asserts that err matches sentinel and is a *T, and returns it.

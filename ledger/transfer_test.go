@@ -32,7 +32,7 @@ func TestChargeEarnSpend(t *testing.T) {
 		rep := e.verify()
 		assert.Equal(t, map[ledger.Account]int64{
 			ledger.AccountCharged: -1000, ledger.AccountRewarded: -50, ledger.AccountRedeemed: 300,
-		}, rep.System)
+		}, system(t, rep))
 		assert.EqualValues(t, 1, rep.Users)
 		assert.EqualValues(t, 3, rep.Transfers)
 	})
@@ -225,7 +225,7 @@ func TestRefundCapturedHold(t *testing.T) {
 		info, err := e.l.LookupHold(e.ctx, "h1")
 		require.NoError(t, err)
 		assert.EqualValues(t, 200, info.Refunded)
-		assert.EqualValues(t, 0, e.verify().System[ledger.AccountRedeemed])
+		assert.EqualValues(t, 0, system(t, e.verify())[ledger.AccountRedeemed])
 	})
 }
 
@@ -247,6 +247,6 @@ func TestAdjust(t *testing.T) {
 			Balance: ledger.Balance{Available: 300, Total: 300}, Reference: "ticket-9", Reason: "double credit", Time: e.clock.Now()}, h[0])
 		assert.Equal(t, "보상: 장애", h[1].Reason)
 		assert.EqualValues(t, 500, h[1].Change)
-		assert.EqualValues(t, -300, e.verify().System[ledger.AccountAdjusted])
+		assert.EqualValues(t, -300, system(t, e.verify())[ledger.AccountAdjusted])
 	})
 }

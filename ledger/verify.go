@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
+	"math/big"
 	"sort"
 	"strings"
 
@@ -16,10 +18,12 @@ type Report struct {
 	// Users is the number of user accounts, Transfers the number of journal rows,
 	// OpenHolds the number of pending holds.
 	Users, Transfers, OpenHolds int64
-	// System holds the balances of the system accounts, derived from the journal.
-	System map[Account]int64
+	// System holds the balances of the system accounts, derived from the journal. They are
+	// big integers: a system account sums every movement of its kind ever made (every
+	// charge, every redemption), which outgrows int64 long before any user balance does.
+	System map[Account]*big.Int
 	// Sum is the stored balances of all users plus the system balances; zero when sound.
-	Sum int64
+	Sum *big.Int
 	// Drift lists every mismatch, sorted by account; empty when sound.
 	Drift []Drift
 }
@@ -39,10 +43,33 @@ type Drift struct {
 	// of zero) or "zero sum" (all balances together).
 	Check string
 	// Stored is what the rows say, Expected what the journal (or the holds, lots, ...)
-	// says.
+	// says. A value beyond int64 (a system account, the zero sum, a journal far off the
+	// stored balance) is clamped to the nearest int64 and given exactly in Detail.
 	Stored, Expected int64
-	// Detail names the spend for "refunds"; empty otherwise.
+	// Detail names the spend for "refunds", or gives a value beyond int64 exactly; empty
+	// otherwise.
 	Detail string
+}
+
+// newDrift returns the drift of acct, clamping values beyond int64 and giving them in Detail.
+func newDrift(acct Account, check string, stored, expected *big.Int) Drift {
+	d := Drift{Account: acct, Check: check}
+	var exact []string
+	d.Stored, exact = clamp("stored", stored, exact)
+	d.Expected, exact = clamp("expected", expected, exact)
+	d.Detail = strings.Join(exact, ", ")
+	return d
+}
+
+// clamp returns v as an int64, or the nearest int64 with v's exact value noted.
+func clamp(name string, v *big.Int, notes []string) (int64, []string) {
+	switch {
+	case v.IsInt64():
+		return v.Int64(), notes
+	case v.Sign() < 0:
+		return math.MinInt64, append(notes, name+" "+v.String())
+	}
+	return math.MaxInt64, append(notes, name+" "+v.String())
 }
 
 // String describes the drift in one line.
@@ -86,20 +113,41 @@ func (l *Ledger) Verify(ctx context.Context) (Report, error) {
 	return r, nil
 }
 
+// sums is a per-key total, exact whatever the number and size of the amounts.
 type sums struct {
-	Key   string `bun:"k"`
-	Total int64  `bun:"total"`
-	Count int64  `bun:"n"`
+	Total *big.Int
+	Count int64
 }
 
-func sumBy(ctx context.Context, tx bun.Tx, query string) (map[string]sums, error) {
-	var rows []sums
+// total returns the total of s, zero when s is absent.
+func (s sums) total() *big.Int {
+	if s.Total == nil {
+		return new(big.Int)
+	}
+	return s.Total
+}
+
+// sumBy totals column (a non-negative BIGINT) of table per key. SQL cannot be asked for
+// SUM(column) itself: SQLite's sum() fails with "integer overflow" as soon as a running
+// total passes int64, and MySQL's DECIMAL total does not fit an int64 either. So each
+// amount is split into its high and low 32 bits, each half summed in SQL (exact up to 2^31
+// rows per key), and the halves combined here in a big.Int.
+func sumBy(ctx context.Context, tx bun.Tx, key, column, from string) (map[string]sums, error) {
+	var rows []struct {
+		Key   string `bun:"k"`
+		Hi    int64  `bun:"hi"`
+		Lo    int64  `bun:"lo"`
+		Count int64  `bun:"n"`
+	}
+	query := "SELECT " + key + " AS k, SUM(" + column + " >> 32) AS hi, SUM(" + column + " & 4294967295) AS lo, " +
+		"COUNT(*) AS n FROM " + from + " GROUP BY " + key
 	if err := tx.NewRaw(query).Scan(ctx, &rows); err != nil {
 		return nil, err
 	}
 	m := make(map[string]sums, len(rows))
-	for _, s := range rows {
-		m[s.Key] = s
+	for _, r := range rows {
+		t := new(big.Int).Lsh(big.NewInt(r.Hi), 32)
+		m[r.Key] = sums{Total: t.Add(t, big.NewInt(r.Lo)), Count: r.Count}
 	}
 	return m, nil
 }
@@ -109,17 +157,36 @@ func verify(ctx context.Context, tx bun.Tx, r *Report) error {
 	if err := tx.NewSelect().Model(&accounts).Scan(ctx); err != nil {
 		return err
 	}
-	journal, err := sumBy(ctx, tx, "SELECT j.acct AS k, SUM(j.amt) AS total, COUNT(*) AS n FROM ("+
-		"SELECT dst AS acct, amount AS amt FROM ledger_transfers UNION ALL "+
-		"SELECT src AS acct, -amount AS amt FROM ledger_transfers) AS j GROUP BY j.acct")
+	credits, err := sumBy(ctx, tx, "dst", "amount", "ledger_transfers")
 	if err != nil {
 		return err
 	}
-	holds, err := sumBy(ctx, tx, "SELECT user_id AS k, SUM(amount) AS total, COUNT(*) AS n FROM ledger_holds WHERE state = 'pending' GROUP BY user_id")
+	debits, err := sumBy(ctx, tx, "src", "amount", "ledger_transfers")
 	if err != nil {
 		return err
 	}
-	lots, err := sumBy(ctx, tx, "SELECT user_id AS k, SUM(remaining) AS total, COUNT(*) AS n FROM ledger_lots GROUP BY user_id")
+	journal := make(map[string]*big.Int, len(credits)+len(debits))
+	for k, c := range credits {
+		journal[k] = new(big.Int).Set(c.Total)
+		r.Transfers += c.Count // one credit per transfer
+	}
+	for k, d := range debits {
+		if journal[k] == nil {
+			journal[k] = new(big.Int)
+		}
+		journal[k].Sub(journal[k], d.Total)
+	}
+	balance := func(acct Account) *big.Int {
+		if b := journal[string(acct)]; b != nil {
+			return b
+		}
+		return new(big.Int)
+	}
+	holds, err := sumBy(ctx, tx, "user_id", "amount", "ledger_holds WHERE state = 'pending'")
+	if err != nil {
+		return err
+	}
+	lots, err := sumBy(ctx, tx, "user_id", "remaining", "ledger_lots")
 	if err != nil {
 		return err
 	}
@@ -139,43 +206,43 @@ func verify(ctx context.Context, tx bun.Tx, r *Report) error {
 		return err
 	}
 
-	drift := func(acct Account, check string, stored, expected int64) {
-		if stored != expected {
-			r.Drift = append(r.Drift, Drift{Account: acct, Check: check, Stored: stored, Expected: expected})
+	drift := func(acct Account, check string, stored, expected *big.Int) {
+		if stored.Cmp(expected) != 0 {
+			r.Drift = append(r.Drift, newDrift(acct, check, stored, expected))
 		}
 	}
 	seen := make(map[Account]bool, 2*len(accounts))
+	r.Sum = new(big.Int)
 	for _, a := range accounts {
 		ua, ha := UserAccount(a.UserID), HeldAccount(a.UserID)
 		seen[ua], seen[ha] = true, true
-		drift(ua, "available", a.Available, journal[string(ua)].Total)
-		drift(ha, "held", a.Held, journal[string(ha)].Total)
-		drift(ha, "open holds", a.Held, holds[a.UserID].Total)
-		drift(ua, "expiring", a.Expiring, lots[a.UserID].Total)
-		r.Sum += a.Available + a.Held
+		available, held := big.NewInt(a.Available), big.NewInt(a.Held)
+		drift(ua, "available", available, balance(ua))
+		drift(ha, "held", held, balance(ha))
+		drift(ha, "open holds", held, holds[a.UserID].total())
+		drift(ua, "expiring", big.NewInt(a.Expiring), lots[a.UserID].total())
+		r.Sum.Add(r.Sum, available).Add(r.Sum, held)
 		r.OpenHolds += holds[a.UserID].Count
 	}
 	r.Users = int64(len(accounts))
-	r.System = make(map[Account]int64)
-	for k, s := range journal {
+	r.System = make(map[Account]*big.Int)
+	for k, total := range journal {
 		acct := Account(k)
-		r.Transfers += s.Count // every transfer has two sides
 		switch {
 		case strings.HasPrefix(k, "@"):
-			r.System[acct] = s.Total
-			r.Sum += s.Total
-		case !seen[acct] && s.Total != 0: // journal entries of a user without an account row
+			r.System[acct] = total
+			r.Sum.Add(r.Sum, total)
+		case !seen[acct] && total.Sign() != 0: // journal entries of a user without an account row
 			check := "available"
 			if strings.HasPrefix(k, "held:") {
 				check = "held"
 			}
-			drift(acct, check, 0, s.Total)
+			drift(acct, check, new(big.Int), total)
 		}
 	}
-	r.Transfers /= 2
-	for acct, sign := range map[Account]int64{AccountCharged: -1, AccountRewarded: -1, AccountRedeemed: 1, AccountExpired: 1} {
-		if r.System[acct]*sign < 0 {
-			drift(acct, "sign", r.System[acct], 0)
+	for acct, sign := range map[Account]int{AccountCharged: -1, AccountRewarded: -1, AccountRedeemed: 1, AccountExpired: 1} {
+		if b := balance(acct); b.Sign()*sign < 0 {
+			drift(acct, "sign", b, new(big.Int))
 		}
 	}
 	for _, f := range refunds {
@@ -188,7 +255,7 @@ func verify(ctx context.Context, tx bun.Tx, r *Report) error {
 				Stored: f.Journal, Expected: f.Spent, Detail: "spend " + f.ID + " refunded beyond what it took"})
 		}
 	}
-	drift("", "zero sum", r.Sum, 0)
+	drift("", "zero sum", r.Sum, new(big.Int))
 	sort.SliceStable(r.Drift, func(i, j int) bool { return r.Drift[i].Account < r.Drift[j].Account })
 	return nil
 }

@@ -45,9 +45,11 @@ func TestVerifyReportsASoundLedger(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
 		workload(t, e)
 		r := e.verify()
-		assert.Equal(t, ledger.Report{Users: 2, Transfers: 8, OpenHolds: 1, System: map[ledger.Account]int64{
+		assert.Equal(t, map[ledger.Account]int64{
 			ledger.AccountCharged: -1000, ledger.AccountRedeemed: 170, ledger.AccountRewarded: -40,
-		}}, r)
+		}, system(t, r))
+		r.System, r.Sum = nil, nil
+		assert.Equal(t, ledger.Report{Users: 2, Transfers: 8, OpenHolds: 1}, r)
 	})
 }
 

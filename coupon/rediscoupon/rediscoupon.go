@@ -14,6 +14,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/internal/depfail"
 )
 
 // DefaultKeyPrefix prefixes every key the issuer writes.
@@ -60,6 +61,12 @@ func New(rdb redis.UniversalClient, opts ...Option) *Issuer {
 // writes the coupon.
 func (*Issuer) JoinsTx() bool { return false }
 
+// redisErr names the failed operation; Redis being unreachable or too slow matches
+// errcode.ErrUnavailable (the caller answers "retry later", never a business outcome).
+func redisErr(op string, err error) error {
+	return depfail.Wrap("redis", fmt.Errorf("rediscoupon: %s: %w", op, err))
+}
+
 func (i *Issuer) key(templateID string) string { return i.prefix + "{" + templateID + "}" }
 
 // Take runs the take script: one atomic step that recognises a request already taken,
@@ -69,7 +76,7 @@ func (i *Issuer) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, 
 	res, err := takeScript.Run(ctx, i.rdb, []string{i.key(tpl.ID)},
 		r.UserID, r.RequestID, tpl.TotalQuantity, tpl.PerUserLimit).Int64Slice()
 	if err != nil {
-		return coupon.Taken{}, fmt.Errorf("rediscoupon: take: %w", err)
+		return coupon.Taken{}, redisErr("take", err)
 	}
 	if len(res) != 2 {
 		return coupon.Taken{}, fmt.Errorf("rediscoupon: take: unexpected reply %v", res)
@@ -96,7 +103,7 @@ func (i *Issuer) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, 
 // to the count and the ordinal to the user. Idempotent.
 func (i *Issuer) GiveBack(ctx context.Context, r coupon.TakeRequest) error {
 	if err := giveBackScript.Run(ctx, i.rdb, []string{i.key(r.Template.ID)}, r.RequestID).Err(); err != nil {
-		return fmt.Errorf("rediscoupon: give back: %w", err)
+		return redisErr("give back", err)
 	}
 	return nil
 }
@@ -104,7 +111,7 @@ func (i *Issuer) GiveBack(ctx context.Context, r coupon.TakeRequest) error {
 // Forget drops the request's record but keeps its unit and ordinal taken.
 func (i *Issuer) Forget(ctx context.Context, r coupon.TakeRequest) error {
 	if err := i.rdb.HDel(ctx, i.key(r.Template.ID), "r|"+r.RequestID).Err(); err != nil {
-		return fmt.Errorf("rediscoupon: forget: %w", err)
+		return redisErr("forget", err)
 	}
 	return nil
 }
@@ -117,7 +124,7 @@ func (i *Issuer) Taken(ctx context.Context, _ bun.IDB, templateID string) (int64
 		return 0, coupon.ErrNotLoaded
 	}
 	if err != nil {
-		return 0, fmt.Errorf("rediscoupon: taken: %w", err)
+		return 0, redisErr("taken", err)
 	}
 	return n, nil
 }
@@ -131,21 +138,21 @@ func (i *Issuer) Load(ctx context.Context, _ bun.IDB, tpl coupon.Template, holdi
 	_, _ = rand.Read(suffix[:])
 	staging := live + ":load:" + hex.EncodeToString(suffix[:])
 	if err := i.rdb.Del(ctx, staging).Err(); err != nil {
-		return fmt.Errorf("rediscoupon: load: %w", err)
+		return redisErr("load", err)
 	}
 	var n int64
 	pipe := i.rdb.Pipeline()
 	flush := func() error {
 		pipe.Expire(ctx, staging, stagingTTL)
 		if _, err := pipe.Exec(ctx); err != nil {
-			return fmt.Errorf("rediscoupon: load: %w", err)
+			return redisErr("load", err)
 		}
 		return nil
 	}
 	for h, err := range holdings {
 		if err != nil {
 			i.rdb.Del(context.WithoutCancel(ctx), staging)
-			return fmt.Errorf("rediscoupon: load: reading holdings: %w", err)
+			return depfail.Wrap("database", fmt.Errorf("rediscoupon: load: reading holdings: %w", err))
 		}
 		ord := strconv.Itoa(h.Ordinal)
 		pipe.HSet(ctx, staging, "o|"+ord+"|"+h.UserID, h.RequestID, "r|"+h.RequestID, ord+"|"+h.UserID)
@@ -164,7 +171,7 @@ func (i *Issuer) Load(ctx context.Context, _ bun.IDB, tpl coupon.Template, holdi
 		keep = "1"
 	}
 	if err := installScript.Run(ctx, i.rdb, []string{live, staging}, n, keep).Err(); err != nil {
-		return fmt.Errorf("rediscoupon: load: %w", err)
+		return redisErr("load", err)
 	}
 	return nil
 }

@@ -1,7 +1,8 @@
 // Package sqlutil is the SQL plumbing shared by the commercekit packages that store data
 // through bun: running an operation in the caller's transaction or in one of its own with a
-// bounded retry, and recognising the MySQL and SQLite errors that mean "retry" or
-// "duplicate key".
+// bounded retry, recognising the MySQL and SQLite errors that mean "retry" or "duplicate
+// key", and translating a lost or unreachable database into errcode.ErrUnavailable
+// (through internal/depfail, the one classifier of dependency failures).
 package sqlutil
 
 import (
@@ -16,6 +17,7 @@ import (
 	"github.com/uptrace/bun/dialect"
 
 	"github.com/commercekit/commercekit/internal/backoff"
+	"github.com/commercekit/commercekit/internal/depfail"
 )
 
 // DefaultAttempts is how many times InTx tries a transaction of its own that fails with a
@@ -36,20 +38,34 @@ const maxPause = 250 * time.Millisecond
 // it up to DefaultAttempts times when it fails with an error for which IsRetryable is true,
 // pausing a random time up to an exponentially growing bound ("full jitter") between two
 // attempts, so transactions that deadlocked each other do not meet again in lockstep. fn must therefore be safe to run again from the start.
+//
+// An error saying the database was lost or unreachable is returned through Unavailable.
 func InTx(ctx context.Context, db bun.IDB, fn func(ctx context.Context, tx bun.Tx) error) error {
 	if tx, ok := db.(bun.Tx); ok {
-		return tx.RunInTx(ctx, nil, fn)
+		return Unavailable(db, tx.RunInTx(ctx, nil, fn))
 	}
 	var err error
 	for attempt := 1; ; attempt++ {
 		err = db.RunInTx(ctx, nil, fn)
 		if err == nil || attempt >= DefaultAttempts || !IsRetryable(err) {
-			return err
+			return Unavailable(db, err)
 		}
 		if backoff.Sleep(ctx, backoff.Full(attempt, 2*time.Millisecond, maxPause)) != nil {
 			return errors.Join(err, ctx.Err())
 		}
 	}
+}
+
+// Unavailable translates an error of db that says the database could not be reached or
+// the connection was lost (refused, reset, timed out, "invalid connection", a server
+// shutting down...) into an *errcode.UnavailableError naming the dialect ("mysql",
+// "sqlite"), which still matches everything err matched. Any other error, and nil, is
+// returned unchanged.
+func Unavailable(db bun.IDB, err error) error {
+	if err == nil {
+		return nil
+	}
+	return depfail.Wrap(db.Dialect().Name().String(), err)
 }
 
 // IsTx reports whether db is a transaction (so operations on it join the caller's transaction).

@@ -3,14 +3,17 @@ package sqlutil_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/internal/testenv"
 )
@@ -141,4 +144,32 @@ func TestInTxRetriesDeadlock(t *testing.T) {
 	retried.Range(func(_, _ any) bool { n++; return true })
 	assert.Positive(t, n, "the opposite lock orders should have deadlocked at least once")
 	t.Logf("%d of %d transactions were retried after a deadlock", n, 2*rounds)
+}
+
+// TestInTxUnavailable: a transaction whose connection the server kills fails with an
+// error matching errcode.ErrUnavailable, naming the dialect, and still matching the
+// driver's own error; domain errors pass unchanged.
+func TestInTxUnavailable(t *testing.T) {
+	db := testenv.MySQL(t)
+	ctx := t.Context()
+	err := sqlutil.InTx(ctx, db, func(ctx context.Context, tx bun.Tx) error {
+		var id int64
+		if err := tx.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+			return err
+		}
+		if _, err := db.ExecContext(ctx, fmt.Sprintf("KILL %d", id)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "SELECT 1")
+		return err
+	})
+	require.ErrorIs(t, err, errcode.ErrUnavailable)
+	require.ErrorIs(t, err, mysql.ErrInvalidConn)
+	var u *errcode.UnavailableError
+	require.ErrorAs(t, err, &u)
+	assert.Equal(t, "mysql", u.Dependency)
+
+	domain := errors.New("out of stock")
+	assert.Same(t, domain, sqlutil.InTx(ctx, db, func(context.Context, bun.Tx) error { return domain }))
+	assert.NoError(t, sqlutil.Unavailable(db, nil))
 }

@@ -24,13 +24,21 @@ type Backend interface {
 	Claim(ctx context.Context, q ClaimRequest) (ClaimOutcome, *Record, error)
 
 	// Complete atomically turns the running record of q.Ref holding q.Token into a done
-	// record with q.Response and q.ExpiresAt. If there is no such record (absent, done, or
-	// held by another token), it changes nothing and returns ErrLockLost. A lock that has
+	// record with q.Response and q.ExpiresAt. It is idempotent: when the record is already
+	// done, completed by q.Token with the same response (a retry, by the client library or
+	// the Store, of a completion whose reply was lost), it changes nothing and returns nil.
+	// If there is no such record (absent, held by another token, done by another token or
+	// with another response), it changes nothing and returns ErrLockLost. A lock that has
 	// expired without being taken over is still held: fencing is by token, not by time.
+	// Claim is idempotent the same way: a running record already holding q.Token (a retried
+	// claim) is reported as ClaimCreated.
 	Complete(ctx context.Context, q CompleteRequest) error
 
 	// Release atomically deletes the running record of ref holding token, so the key is
-	// free again, or returns ErrLockLost and changes nothing.
+	// free again, or returns ErrLockLost and changes nothing. The Store also releases the
+	// token of a Claim that failed with errcode.ErrUnavailable, whose outcome is unknown: a
+	// backend whose claims may still arrive after that (a Redis that was stalled) makes
+	// sure a later Claim with that token changes nothing.
 	Release(ctx context.Context, ref Ref, token string) error
 
 	// Purge deletes the records that are not live at now and returns how many. A backend

@@ -2,7 +2,10 @@ package idempotency
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/commercekit/commercekit/errcode"
 )
 
 // Func runs the request guarded by a key. Its two results are the caller's explicit choice
@@ -40,9 +43,16 @@ const finishTimeout = 10 * time.Second
 // releases the claim and returns that error unchanged. When fn panics, Do releases the
 // claim and the panic continues. When the claim was lost while fn ran (fenced: its lock
 // expired and another request took over), Do returns a *KeyError matching ErrLockLost and
-// fn's response is not stored; the request that took over answers for the key. When
-// storing the response fails otherwise (the backend is unreachable), Do returns that error;
-// the claim then expires with its lock and a retry runs fn again.
+// fn's response is not stored; the request that took over answers for the key.
+//
+// Do never reports work it did as failed: when storing fn's response fails because the
+// backend is unavailable (errcode.ErrUnavailable), Do still returns the response — it is
+// the true outcome — and keeps storing it in the background (completion is idempotent, so
+// trying again is safe) until it is stored or the claim's lock expires; meanwhile a retry
+// with the key gets ErrInProgress, then the stored response. A release that fails the same
+// way is retried in the background too, so the key is freed as soon as the backend is back;
+// and when fn itself fails with errcode.ErrUnavailable, the claim is released in the
+// background from the start, so the answer does not wait for another timeout.
 func (s *Store) Do(ctx context.Context, scope, key string, fp Fingerprint, fn Func) (resp Response, replayed bool, err error) {
 	if fn == nil {
 		return Response{}, false, &InvalidError{Field: "fn", Reason: "nil"}
@@ -70,24 +80,38 @@ func (s *Store) Do(ctx context.Context, scope, key string, fp Fingerprint, fn Fu
 	if err == nil {
 		err = resp.validate()
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errcode.ErrUnavailable):
+		// A dependency is down, quite likely the backend too: answer at once and free the
+		// key in the background rather than wait for another timeout.
+		s.retryLater(ctx, c, "releasing the claim", true, func(ctx context.Context) error { return s.Release(ctx, c) })
+		return Response{}, false, err
+	case err != nil:
 		s.releaseDetached(ctx, c)
 		return Response{}, false, err
 	}
 	dctx, dcancel := detached(ctx)
 	defer dcancel()
 	if err := s.Complete(dctx, c, resp); err != nil {
-		return Response{}, false, err
+		if !errors.Is(err, errcode.ErrUnavailable) {
+			return Response{}, false, err
+		}
+		s.retryLater(ctx, c, "storing the response", false, func(ctx context.Context) error { return s.Complete(ctx, c, resp) })
 	}
 	return resp, false, nil
 }
 
-// releaseDetached releases c on a detached context. A failure is only logged: the claim
-// then expires with its lock.
+// releaseDetached releases c on a detached context; when the backend is unavailable it
+// keeps trying in the background. Any other failure is only logged: the claim then
+// expires with its lock.
 func (s *Store) releaseDetached(ctx context.Context, c Claim) {
 	dctx, cancel := detached(ctx)
 	defer cancel()
-	if err := s.Release(dctx, c); err != nil {
+	err := s.Release(dctx, c)
+	switch {
+	case errors.Is(err, errcode.ErrUnavailable):
+		s.retryLater(ctx, c, "releasing the claim", false, func(ctx context.Context) error { return s.Release(ctx, c) })
+	case err != nil:
 		s.logger.WarnContext(ctx, "idempotency: releasing a claim failed; it expires with its lock", "scope", c.Scope, "key", c.Key, "error", err)
 	}
 }

@@ -55,6 +55,15 @@
 //     over after the lock timeout, running fn again.
 //   - Every replay of a key returns the byte-identical stored response (Status, ErrorCode,
 //     Body) for the whole retention.
+//   - Work that was done is never reported as failed. Claim and Complete are safe to run
+//     twice (a client library retrying after a timeout, a stalled Redis running a command
+//     late): a claim that finds its own token, and a completion that finds its own token
+//     done with the same response, succeed. When the backend is unavailable
+//     (errcode.ErrUnavailable) after fn ran, Do still returns fn's response and keeps
+//     storing it in the background; releases, and the abandon of a claim whose reply was
+//     lost, are retried in the background too, until the lock timeout (Store.Close waits
+//     for them). On Redis a released token is remembered (TombstoneTTL), so its claim
+//     arriving late changes nothing.
 //   - With sqlidempotency, Complete can run in the caller's transaction
 //     (Store.WithBackend(backend.WithTx(tx))), so the response commits or rolls back
 //     together with the writes it describes. Redis cannot join a transaction (JoinsTx).
@@ -73,7 +82,8 @@
 // Sentinels for errors.Is (ErrInvalid, ErrKeyReused, ErrInProgress, ErrLockLost), carried
 // by *InvalidError and *KeyError for detail (KeyError.LockedUntil tells a client when a
 // crashed request's key frees up). HTTPStatus maps them to status codes in one place.
-// Backend errors other than these come back wrapped, context errors as they are. An
+// Backend errors other than these come back wrapped, context errors as they are; a
+// backend that cannot be reached or answers too late matches errcode.ErrUnavailable. An
 // Observer (WithObserver) is told of every outcome (Event), e.g. for a Prometheus counter.
 //
 // # Performance

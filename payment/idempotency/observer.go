@@ -21,9 +21,13 @@ const (
 	EventReleased
 	// EventLockLost: a Complete or Release was refused by fencing.
 	EventLockLost
+	// EventDeferred: storing a response, releasing a claim or abandoning a claim whose
+	// outcome is unknown failed because the backend was unavailable, and continues in the
+	// background (see Do).
+	EventDeferred
 )
 
-var eventNames = [...]string{"", "claimed", "taken_over", "replayed", "in_progress", "key_reused", "completed", "released", "lock_lost"}
+var eventNames = [...]string{"", "claimed", "taken_over", "replayed", "in_progress", "key_reused", "completed", "released", "lock_lost", "deferred"}
 
 // String returns the event's name in snake case, usable as a metric label.
 func (e Event) String() string {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/commercekit/commercekit/errcode"
 )
 
 // Store keeps idempotency keys in a Backend. It is safe for concurrent use; all its state is
@@ -18,6 +20,7 @@ type Store struct {
 	clock       func() time.Time
 	logger      *slog.Logger
 	observer    Observer
+	bg          *background
 }
 
 // New returns a Store on b. It fails with an *InvalidError when an option is out of range
@@ -30,6 +33,7 @@ func New(b Backend, opts ...Option) (*Store, error) {
 		clock:       time.Now,
 		logger:      slog.New(slog.DiscardHandler),
 		observer:    ObserverFunc(func(Event) {}),
+		bg:          newBackground(),
 	}
 	for _, o := range opts {
 		o(s)
@@ -106,6 +110,18 @@ func (s *Store) Claim(ctx context.Context, scope, key string, fp Fingerprint) (C
 	}
 	outcome, rec, err := s.backend.Claim(ctx, q)
 	if err != nil {
+		if errors.Is(err, errcode.ErrUnavailable) {
+			// The claim may still have been stored (a reply lost, or a command that a
+			// stalled server runs later): abandon it, or its key would answer
+			// ErrInProgress until the lock timeout for a request that never ran.
+			c := Claim{Ref: ref, Token: q.Token}
+			s.retryLater(ctx, c, "abandoning a claim of unknown outcome", false, func(ctx context.Context) error {
+				if err := s.backend.Release(ctx, ref, q.Token); err != nil && !errors.Is(err, ErrLockLost) {
+					return err
+				}
+				return nil
+			})
+		}
 		return Claim{}, err
 	}
 	switch {
@@ -131,9 +147,11 @@ func (s *Store) Claim(ctx context.Context, scope, key string, fp Fingerprint) (C
 }
 
 // Complete stores resp as the final response of c, to be replayed to every later request
-// with the same key and fingerprint for the retention period. It returns a *KeyError
-// matching ErrLockLost when c no longer holds the key (its lock expired and another request
-// took over, or it was already completed or released): then nothing is stored.
+// with the same key and fingerprint for the retention period. It is idempotent: completing
+// c again with the same response (a retry after a lost reply) succeeds and changes
+// nothing. It returns a *KeyError matching ErrLockLost when c no longer holds the key (its
+// lock expired and another request took over, it was released, or it was completed with
+// another response): then nothing is stored.
 func (s *Store) Complete(ctx context.Context, c Claim, resp Response) error {
 	if err := checkHeld(c); err != nil {
 		return err

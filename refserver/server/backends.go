@@ -36,6 +36,10 @@ import (
 	"github.com/commercekit/commercekit/payment/resilient"
 )
 
+// idempotencyDrain bounds how long closing waits for the idempotency store's background
+// attempts (responses not yet stored, claims not yet released).
+const idempotencyDrain = 5 * time.Second
+
 // eventLogConsumer names the in-process consumer of the embedded mode.
 const eventLogConsumer = "refserver-event-log"
 
@@ -57,14 +61,16 @@ func openDB(cfg Config) (*bun.DB, error) {
 			return nil, err
 		}
 		mc.ParseTime, mc.Loc = true, time.UTC
+		mysqlTimeouts(mc)
 		conn, err := mysql.NewConnector(mc)
 		if err != nil {
 			return nil, err
 		}
 		sqldb := sql.OpenDB(conn)
-		sqldb.SetMaxOpenConns(100)
-		sqldb.SetMaxIdleConns(100)
-		sqldb.SetConnMaxLifetime(5 * time.Minute)
+		sqldb.SetMaxOpenConns(mysqlMaxOpenConns)
+		sqldb.SetMaxIdleConns(mysqlMaxOpenConns)
+		sqldb.SetConnMaxLifetime(mysqlConnMaxLifetime)
+		sqldb.SetConnMaxIdleTime(mysqlConnMaxIdleTime)
 		return bun.NewDB(sqldb, mysqldialect.New()), nil
 	default:
 		dsn := cfg.DBDSN
@@ -127,7 +133,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	var issuer coupon.Issuer = sqlcoupon.New()
 	var idemBackend idempotency.Backend = sqlidempotency.New(st.db)
 	if cfg.RedisAddr != "" {
-		st.rdb = redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, Password: cfg.RedisPassword, DB: cfg.RedisDB})
+		st.rdb = redis.NewClient(redisOptions(cfg))
 		st.checks = append(st.checks, check{"redis", func(ctx context.Context) error { return st.rdb.Ping(ctx).Err() }})
 		invBackend = st.durableStock(ctx, log.With("component", "inventory"))
 		issuer = rediscoupon.New(st.rdb)
@@ -298,6 +304,11 @@ func pingKafka(brokers []string) error {
 func (st *stack) close(log *slog.Logger) {
 	if st.sim != nil {
 		st.sim.Close()
+	}
+	if st.idem != nil { // finishes storing responses Redis or MySQL could not take at once
+		ctx, cancel := context.WithTimeout(context.Background(), idempotencyDrain)
+		st.idem.Close(ctx)
+		cancel()
 	}
 	if st.kafka != nil {
 		if err := st.kafka.Close(); err != nil {

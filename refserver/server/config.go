@@ -42,6 +42,7 @@ type Config struct {
 	RedisAddr     string
 	RedisPassword string
 	RedisDB       int
+	RedisTimeout  time.Duration
 	KafkaBrokers  []string
 	PGSimURL      string
 	PGTimeout     time.Duration
@@ -97,6 +98,7 @@ func Defaults() Config {
 		MaxBodyBytes:      1 << 20,
 		IdempotencyLock:   60 * time.Second,
 		PGTimeout:         10 * time.Second,
+		RedisTimeout:      DefaultRedisTimeout,
 		SeedDemo:          true,
 		LogLevel:          "info",
 	}
@@ -118,10 +120,11 @@ func (c *Config) settings() []Setting {
 	return []Setting{
 		{Flag: "addr", Env: "COMMERCEKIT_ADDR", Usage: "listen address", value: str(&c.Addr)},
 		{Flag: "db-driver", Env: "COMMERCEKIT_DB_DRIVER", Usage: "database driver: sqlite or mysql", value: str(&c.DBDriver)},
-		{Flag: "db-dsn", Env: "COMMERCEKIT_DB_DSN", Usage: "database DSN (sqlite: a file name, default " + DefaultSQLiteFile + "; mysql: user:password@tcp(host:3306)/db)", Secret: true, value: str(&c.DBDSN)},
+		{Flag: "db-dsn", Env: "COMMERCEKIT_DB_DSN", Usage: "database DSN (sqlite: a file name, default " + DefaultSQLiteFile + "; mysql: user:password@tcp(host:3306)/db, with timeout=2s, readTimeout=10s and writeTimeout=10s unless it sets them)", Secret: true, value: str(&c.DBDSN)},
 		{Flag: "redis-addr", Env: "COMMERCEKIT_REDIS_ADDR", Usage: "Redis address (host:port); set: stock, coupon issuance and idempotency keys in Redis", value: str(&c.RedisAddr)},
 		{Flag: "redis-password", Env: "COMMERCEKIT_REDIS_PASSWORD", Usage: "Redis password", Secret: true, value: str(&c.RedisPassword)},
 		{Flag: "redis-db", Env: "COMMERCEKIT_REDIS_DB", Usage: "Redis logical database", value: integer(&c.RedisDB)},
+		{Flag: "redis-timeout", Env: "COMMERCEKIT_REDIS_TIMEOUT", Usage: "read and write timeout of one Redis command (connecting and waiting for a pooled connection: twice that); a slower Redis answers 503", value: dur(&c.RedisTimeout)},
 		{Flag: "kafka-brokers", Env: "COMMERCEKIT_KAFKA_BROKERS", Usage: "Kafka bootstrap brokers, comma-separated; unset: events go to in-process consumers", value: list(&c.KafkaBrokers)},
 		{Flag: "pgsim-url", Env: "COMMERCEKIT_PGSIM_URL", Usage: "URL of a PG simulator served by 'refserver pgsim' (loopback); unset: the simulator runs in process", value: str(&c.PGSimURL)},
 		{Flag: "pg-timeout", Env: "COMMERCEKIT_PG_TIMEOUT", Usage: "timeout of one call to the PG (calls are retried up to 3 times)", value: dur(&c.PGTimeout)},
@@ -250,10 +253,22 @@ func (c Config) Validate() error {
 		"COMMERCEKIT_SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "COMMERCEKIT_ORDER_EXPIRY": c.OrderExpiry,
 		"COMMERCEKIT_PAYMENT_WINDOW": c.PaymentWindow, "COMMERCEKIT_CANCEL_WINDOW": c.CancelWindow,
 		"COMMERCEKIT_PG_TIMEOUT": c.PGTimeout, "COMMERCEKIT_ROLLUP_INTERVAL": c.RollupInterval,
+		"COMMERCEKIT_REDIS_TIMEOUT": c.RedisTimeout,
 	} {
 		if d <= 0 {
 			bad("%s must be positive", name)
 		}
+	}
+	// A command may wait for a connection and run twice (see timeouts.go): that must fit
+	// in a request with room to spare.
+	if worst := (redisMaxRetries + 1) * 2 * c.RedisTimeout; c.RedisTimeout > 0 && worst*2 > c.RequestTimeout {
+		bad("COMMERCEKIT_REDIS_TIMEOUT (%s) is too long for COMMERCEKIT_REQUEST_TIMEOUT (%s): a Redis command may take %s", c.RedisTimeout, c.RequestTimeout, worst)
+	}
+	// The holds of an order whose payment was started just before its expiry last one
+	// payment window more; recovery must be able to finish that payment before they are
+	// gone, or it refunds a payment it could have completed.
+	if c.PaymentWindow > 0 && c.PaymentWindow <= recoveryTakeover {
+		bad("COMMERCEKIT_PAYMENT_WINDOW (%s) must exceed the time recovery takes to pick up a payment left in flight (%s)", c.PaymentWindow, recoveryTakeover)
 	}
 	if c.IdempotencyLock <= c.RequestTimeout {
 		bad("COMMERCEKIT_IDEMPOTENCY_LOCK (%s) must exceed COMMERCEKIT_REQUEST_TIMEOUT (%s)", c.IdempotencyLock, c.RequestTimeout)

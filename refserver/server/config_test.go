@@ -38,6 +38,12 @@ func TestLoadErrors(t *testing.T) {
 		"lock below timeout": {args: []string{"-idempotency-lock", "10s", "-request-timeout", "30s"},
 			want: "COMMERCEKIT_IDEMPOTENCY_LOCK"},
 		"stray argument": {args: []string{"extra"}, want: "unexpected arguments"},
+		// recovery picks up a payment left in flight 30 s after its last change, within 5 s:
+		// holds that end sooner would make it refund a payment it could complete.
+		"payment window within recovery's takeover": {args: []string{"-order-expiry", "1h", "-payment-window", "35s"},
+			want: "COMMERCEKIT_PAYMENT_WINDOW (35s) must exceed the time recovery takes"},
+		"redis timeout too long for the request": {args: []string{"-redis-timeout", "4s", "-request-timeout", "30s"},
+			want: "COMMERCEKIT_REDIS_TIMEOUT (4s) is too long"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Load(tc.args, func(k string) string { return tc.env[k] }, io.Discard)
@@ -45,6 +51,16 @@ func TestLoadErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// TestWindowsAboveRecoveryTakeover: the shortest payment window refserver accepts is just
+// above recovery's takeover delay.
+func TestWindowsAboveRecoveryTakeover(t *testing.T) {
+	c := Defaults()
+	c.PaymentWindow = 35*time.Second + time.Millisecond
+	require.NoError(t, c.Validate())
+	c.PaymentWindow = 35 * time.Second
+	require.ErrorContains(t, c.Validate(), "COMMERCEKIT_PAYMENT_WINDOW")
 }
 
 func TestModeAndMasking(t *testing.T) {

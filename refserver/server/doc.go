@@ -41,7 +41,12 @@
 // an admin, 404 not found (also another user's order or coupon), 409 a state conflict or a
 // request with the same Idempotency-Key still running, 413 a body over the limit, 422 a
 // rule violation or an Idempotency-Key reused for another request, 429 rate limited, 503 a
-// dependency down or a timeout (with Retry-After).
+// dependency down or a timeout (with Retry-After). A dependency failure is classified
+// once: the packages wrap Redis, MySQL and Kafka transport errors as errcode.ErrUnavailable
+// (internal/depfail), the table's first row answers it 503 dependency_unavailable, and the
+// same classifier catches a raw transport error that slipped through, so a dependency is
+// never a 500 nor a business answer. Per-dependency timeouts (timeouts.go) keep that answer
+// quick.
 //
 // # Idempotency
 //
@@ -49,9 +54,12 @@
 // /v1/cart/items require an Idempotency-Key. payment/idempotency's Store runs the request at most once per (user,
 // key), fingerprinting method, path and canonical JSON body: a retry gets the stored status
 // and body with Idempotent-Replayed: true; another body with the same key is 422; a retry
-// while the first runs is 409. Successes and rule violations are stored; malformed input,
-// 409, 429, 202 (the PG has not answered: the retry continues the payment) and 5xx are not,
-// so the retry runs again. The key is also passed to commerce, whose own idempotency covers
+// while the first runs is 409. Successes and every final 4xx the execution decided (409
+// invalid_order_state or order_expired, 422, 404) are stored and replayed, so the key
+// stays bound to its request; 5xx, 429, 202 (the PG has not answered: the retry continues
+// the payment), answers with Retry-After (a request in flight elsewhere) and input refused
+// before anything ran (400, 413) are not, so the retry runs again. A response the store could not take at once (Redis or MySQL down) is still
+// answered and stored in the background. The key is also passed to commerce, whose own idempotency covers
 // the case where the stored response is lost. The SQL store is used on the embedded default,
 // the Redis store when Redis is configured.
 //

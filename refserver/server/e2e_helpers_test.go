@@ -46,10 +46,15 @@ var embedded = backend{name: "embedded-sqlite", config: func(t *testing.T) (serv
 // full is MySQL + Redis + Kafka (testenv) + the PG simulator over HTTP, delivering its
 // webhooks to the server's webhook route over HTTP.
 var full = backend{name: "full-mysql-redis-kafka", config: func(t *testing.T) (server.Config, *pgsim.Simulator, func(string)) {
-	cfg := baseConfig()
-	cfg.DBDriver, cfg.DBDSN = server.DriverMySQL, testenv.MySQLDSN(t)
 	rdb := testenv.Redis(t)
-	cfg.RedisAddr, cfg.RedisDB = rdb.Options().Addr, rdb.Options().DB
+	return fullConfig(t, testenv.MySQLDSN(t), rdb.Options().Addr, rdb.Options().DB)
+}}
+
+// fullConfig is the full deployment on the given MySQL database and Redis database.
+func fullConfig(t *testing.T, dsn, redisAddr string, redisDB int) (server.Config, *pgsim.Simulator, func(string)) {
+	cfg := baseConfig()
+	cfg.DBDriver, cfg.DBDSN = server.DriverMySQL, dsn
+	cfg.RedisAddr, cfg.RedisDB = redisAddr, redisDB
 	k := testenv.NewKafka(t)
 	cfg.KafkaBrokers = k.Brokers
 	for _, typ := range commerce.EventTypes { // topics of this test's own
@@ -83,7 +88,7 @@ var full = backend{name: "full-mysql-redis-kafka", config: func(t *testing.T) (s
 	t.Cleanup(func() { pg.Close(); sim.Close() })
 	cfg.PGSimURL = pg.URL
 	return cfg, sim, func(url string) { hookURL.Store(url + "/v1/payments/webhook") }
-}}
+}
 
 func baseConfig() server.Config {
 	cfg := server.Defaults()

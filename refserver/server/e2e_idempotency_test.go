@@ -145,3 +145,39 @@ func TestFlashSale(t *testing.T) {
 	require.True(t, audit.OK, "%v", audit.Discrepancies)
 	assert.Equal(t, units, audit.Orders)
 }
+
+// TestFinalAnswersKeepTheKey: a final 4xx is stored and replayed like a 2xx, so its key
+// stays bound to its request. Paying a cancelled order with K1 is 409; the same request
+// again gets that 409 replayed; K1 used to pay another order is 422 idempotency_key_reused
+// and pays nothing (it used to free the key and pay: 200).
+func TestFinalAnswersKeepTheKey(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			a := start(t, b, nil)
+			setup(t, a, "p1", 9000, 10)
+			alice := token(t, "alice", false)
+			body := server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}
+			cancelled := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "o1", body), http.StatusCreated))
+			expect(t, a.call("POST", "/v1/orders/"+cancelled.ID+"/cancel", alice, "", nil), http.StatusOK)
+			other := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "o2", body), http.StatusCreated))
+
+			pay := server.PayJSON{Method: "CARD", Token: "tok_1"}
+			first := a.call("POST", "/v1/orders/"+cancelled.ID+"/pay", alice, "K1", pay)
+			expectProblem(t, first, http.StatusConflict, "invalid_order_state")
+			again := a.call("POST", "/v1/orders/"+cancelled.ID+"/pay", alice, "K1", pay)
+			expectProblem(t, again, http.StatusConflict, "invalid_order_state")
+			assert.Equal(t, "true", again.Header.Get(server.ReplayedHeader), "the 409 is replayed")
+			assert.Equal(t, string(first.Body), string(again.Body))
+
+			expectProblem(t, a.call("POST", "/v1/orders/"+other.ID+"/pay", alice, "K1", pay),
+				http.StatusUnprocessableEntity, "idempotency_key_reused")
+			o := as[server.OrderJSON](t, expect(t, a.call("GET", "/v1/orders/"+other.ID, alice, "", nil), http.StatusOK))
+			assert.Equal(t, "PENDING_PAYMENT", o.Status, "the reused key paid nothing")
+			assert.Zero(t, a.sim.Stats().Charges)
+
+			// A new key pays it.
+			o = as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders/"+other.ID+"/pay", alice, "K2", pay), http.StatusOK))
+			assert.Equal(t, "PAID", o.Status)
+		})
+	}
+}

@@ -2,20 +2,17 @@ package server
 
 import (
 	"context"
-	"database/sql"
-	"database/sql/driver"
 	"errors"
-	"net"
 	"net/http"
 	"strconv"
-
-	"github.com/redis/go-redis/v9"
+	"time"
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/cart"
 	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/depfail"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
@@ -38,7 +35,14 @@ type errorRule struct {
 // input, 404 not found (also another user's order or coupon), 409 in progress or a state
 // conflict, 413 body too large, 422 a rule violation or an idempotency key reused with
 // another request, 503 a dependency down or a timeout.
+//
+// A dependency failure comes first: whatever else the error matches, it is not a business
+// answer. The leaves and internal/sqlutil wrap transport errors as errcode.ErrUnavailable
+// (through internal/depfail); a raw one that slipped through is caught after the table by
+// the same classifier, so no handler needs logic of its own.
 var errorRules = []errorRule{
+	{errcode.ErrUnavailable, http.StatusServiceUnavailable, "dependency_unavailable", 1},
+
 	// Request handling.
 	{errMalformed, http.StatusBadRequest, "malformed_request", 0},
 	{idempotency.ErrInvalid, http.StatusBadRequest, "invalid_idempotency_key", 0},
@@ -128,9 +132,6 @@ var errorRules = []errorRule{
 	{cart.ErrEmpty, http.StatusUnprocessableEntity, "cart_empty", 0},
 	{cart.ErrChanged, http.StatusConflict, "cart_changed", 0},
 
-	// A dependency that failed (errcode).
-	{errcode.ErrUnavailable, http.StatusServiceUnavailable, "dependency_unavailable", 5},
-
 	// The request's own deadline, or the client went away.
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout", 1},
 	{context.Canceled, http.StatusServiceUnavailable, "canceled", 1},
@@ -150,7 +151,7 @@ func (s *Server) problemFor(err error) Problem {
 			continue
 		}
 		p := newProblem(rule.status, rule.code, http.StatusText(rule.status), "")
-		p.RetryAfter = rule.retryAfter
+		p.RetryAfter = retrySeconds(err, rule.retryAfter)
 		if rule.status < 500 {
 			p.Detail = err.Error()
 			p.Field = fieldOf(err)
@@ -159,22 +160,24 @@ func (s *Server) problemFor(err error) Problem {
 		}
 		return p
 	}
-	if unreachable(err) {
+	if depfail.Is(err) { // a raw transport error that no package wrapped
 		p := newProblem(http.StatusServiceUnavailable, "dependency_unavailable", http.StatusText(http.StatusServiceUnavailable),
 			"a backend the request needs cannot be reached; retry later")
-		p.RetryAfter = 5
+		p.RetryAfter = retrySeconds(err, 1)
 		return p
 	}
 	return newProblem(http.StatusInternalServerError, "internal", "Internal Server Error",
 		"the server failed to handle the request; it has been logged")
 }
 
-// unreachable reports whether err says a backend could not be reached (a refused or
-// broken connection, a closed or exhausted pool): 503, whichever library met it.
-func unreachable(err error) bool {
-	var ne *net.OpError
-	return errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
-		errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
+// retrySeconds is the Retry-After of err in whole seconds: the hint an
+// *errcode.UnavailableError carries (rounded up), else def.
+func retrySeconds(err error, def int) int {
+	d := errcode.RetryAfter(err, 0)
+	if d <= 0 {
+		return def
+	}
+	return int((d + time.Second - 1) / time.Second)
 }
 
 // code is the metric label of an error: its problem code.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/payment/idempotency"
 )
 
@@ -23,29 +24,32 @@ const (
 // released and a retry with it runs again.
 var errTransient = errors.New("transient response")
 
-// keepResponse says whether a response is final for its Idempotency-Key. Kept (replayed to
-// every retry): successes and rule violations the request's execution decided (422, 404,
-// a decline). Not kept, so that a retry with the same key runs again: 202 (the PG has not
-// answered yet: the retry continues the same payment and returns its outcome), malformed
-// input (nothing ran), conflicts with a concurrent request (409), rate limiting, and server
-// or dependency failures.
-func keepResponse(status int) bool {
+// keepResponse says whether a recorded response is final for its Idempotency-Key: stored
+// and replayed to every retry with the key, so the key stays bound to its request. Final:
+// successes and every 4xx the request's execution decided (409 invalid_order_state or
+// order_expired, 422, 404...): running the same request again would give the same answer,
+// and the key must not be freed for another request (that is 422 idempotency_key_reused).
+// Not final, so the key is freed and a retry runs again: server and dependency failures
+// (5xx), rate limiting (429), 202 (the PG has not answered yet: the retry continues the
+// same payment and returns its outcome), any answer carrying Retry-After — a request still
+// in flight elsewhere (request_in_progress, refund_in_progress) — and, as Stripe does,
+// input refused before anything ran (400, 413): the client fixes its request and may keep
+// its key.
+func keepResponse(status int, header http.Header) bool {
 	switch {
-	case status >= 500, status == http.StatusAccepted:
-		return false
-	case status == http.StatusBadRequest, status == http.StatusRequestEntityTooLarge,
-		status == http.StatusConflict, status == http.StatusTooManyRequests,
-		status == http.StatusUnauthorized, status == http.StatusForbidden:
+	case status >= 500, status == http.StatusTooManyRequests, status == http.StatusAccepted,
+		status == http.StatusBadRequest, status == http.StatusRequestEntityTooLarge:
 		return false
 	}
-	return true
+	return header.Get("Retry-After") == ""
 }
 
 // idempotent makes a write route honour the Idempotency-Key header with Stripe's semantics,
 // through the idempotency Store: scope = the authenticated user, fingerprint = method, path
 // and (canonicalised JSON) body. The first request runs; a retry with the same key and
-// request gets the stored status and body with Idempotent-Replayed: true; the same key with
-// another request is 422, and while the first still runs 409.
+// request gets the stored status and body with Idempotent-Replayed: true (see keepResponse
+// for which responses are kept); the same key with another request is 422, and while the
+// first still runs 409.
 func (s *Server) idempotent(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get(IdempotencyKeyHeader)
@@ -69,7 +73,12 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 				r.Body = io.NopCloser(bytes.NewReader(body))
 				next.ServeHTTP(rec, r.WithContext(ctx))
 				resp := idempotency.Response{Status: rec.status, ErrorCode: rec.problemCode(), Body: rec.body.Bytes()}
-				if !keepResponse(rec.status) {
+				switch {
+				case rec.status == http.StatusServiceUnavailable:
+					// A dependency failed: the store frees the key in the background
+					// instead of making this answer wait on a backend that may be down.
+					return resp, errcode.Unavailable("request", errTransient)
+				case !keepResponse(rec.status, rec.header):
 					return resp, errTransient
 				}
 				return resp, nil

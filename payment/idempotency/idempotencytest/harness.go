@@ -110,6 +110,9 @@ func Run(t *testing.T, h Harness) {
 		{"Purge", testPurge},
 		{"ScopesIsolate", testScopesIsolate},
 		{"Observer", testObserver},
+		{"CompleteIsIdempotent", testCompleteIsIdempotent},
+		{"LostCompletionReply", testLostCompletionReply},
+		{"LostClaimReply", testLostClaimReply},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
 	}

@@ -9,11 +9,17 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/commercekit/commercekit/internal/depfail"
 	"github.com/commercekit/commercekit/payment/idempotency"
 )
 
 // DefaultKeyPrefix starts the name of every Redis key the backend writes.
 const DefaultKeyPrefix = "commercekit:payment:idempotency:"
+
+// TombstoneTTL is how long a released token is remembered, so that a claim with it that a
+// stalled Redis runs late changes nothing. A claim arriving later than that finds its own
+// lock expired (unless the lock timeout is longer), so a retry takes the key over.
+const TombstoneTTL = 10 * time.Minute
 
 // Backend is an idempotency.Backend on Redis: one hash per key, every operation one Lua
 // script (atomic, EVALSHA with a fallback to EVAL when the server has not cached it). It is
@@ -47,12 +53,17 @@ func New(client redis.UniversalClient, opts ...Option) *Backend {
 // slot, while the refs spread over all slots.
 func (b *Backend) Key(ref idempotency.Ref) string { return b.prefix + "{" + ref.ID() + "}" }
 
+// tombstone returns the key remembering that token was released (in ref's hash slot).
+func (b *Backend) tombstone(ref idempotency.Ref, token string) string {
+	return b.Key(ref) + ":released:" + token
+}
+
 // JoinsTx reports false: Redis cannot join a SQL transaction.
 func (b *Backend) JoinsTx() bool { return false }
 
 // Claim implements idempotency.Backend.
 func (b *Backend) Claim(ctx context.Context, q idempotency.ClaimRequest) (idempotency.ClaimOutcome, *idempotency.Record, error) {
-	res, err := claimScript.Run(ctx, b.client, []string{b.Key(q.Ref)},
+	res, err := claimScript.Run(ctx, b.client, []string{b.Key(q.Ref), b.tombstone(q.Ref, q.Token)},
 		string(q.Fingerprint), q.Token, ms(q.Now), ms(q.LockedUntil), ms(q.ExpiresAt), ttl(q.Now, q.ExpiresAt)).Slice()
 	if err != nil {
 		return 0, nil, wrap("claiming a key", err)
@@ -62,6 +73,8 @@ func (b *Backend) Claim(ctx context.Context, q idempotency.ClaimRequest) (idempo
 		outcome, _ = res[0].(int64)
 	}
 	switch {
+	case outcome == 0:
+		return 0, nil, fmt.Errorf("redisidempotency: claim: %w (released before the claim arrived)", idempotency.ErrLockLost)
 	case outcome < int64(idempotency.ClaimCreated) || outcome > int64(idempotency.ClaimExists):
 		return 0, nil, fmt.Errorf("redisidempotency: claim script replied %v", res)
 	case outcome == int64(idempotency.ClaimExists):
@@ -111,7 +124,7 @@ func (b *Backend) Complete(ctx context.Context, q idempotency.CompleteRequest) e
 
 // Release implements idempotency.Backend.
 func (b *Backend) Release(ctx context.Context, ref idempotency.Ref, token string) error {
-	n, err := releaseScript.Run(ctx, b.client, []string{b.Key(ref)}, token).Int()
+	n, err := releaseScript.Run(ctx, b.client, []string{b.Key(ref), b.tombstone(ref, token)}, token, TombstoneTTL.Milliseconds()).Int()
 	if err != nil {
 		return wrap("releasing a key", err)
 	}
@@ -144,10 +157,11 @@ func held(n int) error {
 	return nil
 }
 
-// wrap names the failed operation; context errors are returned as they are.
+// wrap names the failed operation; context errors are returned as they are, and Redis
+// being unreachable or too slow matches errcode.ErrUnavailable.
 func wrap(op string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if !depfail.Is(err) && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return err
 	}
-	return fmt.Errorf("redisidempotency: %s: %w", op, err)
+	return depfail.Wrap("redis", fmt.Errorf("redisidempotency: %s: %w", op, err))
 }

@@ -129,3 +129,32 @@ func TestContextErrorsAsTheyAre(t *testing.T) {
 	require.Equal(t, context.Canceled, err)
 	assert.False(t, s.JoinsTx())
 }
+
+// TestLateClaimAfterRelease: a claim that a stalled Redis runs after its token was
+// released (the Store abandons a claim whose reply it never got) changes nothing, so the
+// key is not held for a request that gave up; the tombstone expires by itself.
+func TestLateClaimAfterRelease(t *testing.T) {
+	rdb := testenv.Redis(t)
+	ctx := t.Context()
+	b := redisidempotency.New(rdb)
+	ref := idempotency.Ref{Scope: "s", Key: "k"}
+	require.ErrorIs(t, b.Release(ctx, ref, "tok-late"), idempotency.ErrLockLost, "nothing was held yet")
+
+	now := time.Now()
+	_, _, err := b.Claim(ctx, idempotency.ClaimRequest{Ref: ref, Fingerprint: "fp", Token: "tok-late",
+		Now: now, LockedUntil: now.Add(time.Minute), ExpiresAt: now.Add(time.Hour)})
+	require.ErrorIs(t, err, idempotency.ErrLockLost)
+	n, err := rdb.Exists(ctx, b.Key(ref)).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "the late claim stored nothing")
+	ttl, err := rdb.PTTL(ctx, b.Key(ref)+":released:tok-late").Result()
+	require.NoError(t, err)
+	assert.Greater(t, ttl, time.Duration(0))
+	assert.LessOrEqual(t, ttl, redisidempotency.TombstoneTTL)
+
+	s, err := idempotency.New(b)
+	require.NoError(t, err)
+	_, replayed, err := s.Do(ctx, ref.Scope, ref.Key, "fp", ok)
+	require.NoError(t, err, "a new request with the key runs")
+	assert.False(t, replayed)
+}

@@ -1,6 +1,7 @@
 package sqlidempotency
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/depfail"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/payment/idempotency"
 )
@@ -102,6 +104,9 @@ func (b *Backend) Claim(ctx context.Context, q idempotency.ClaimRequest) (idempo
 		if cur == nil {
 			continue // deleted since the insert failed
 		}
+		if cur.Token == q.Token && cur.State == stateRunning {
+			return idempotency.ClaimCreated, nil, nil // this claim, tried again
+		}
 		rec := cur.record()
 		outcome := q.Decide(rec)
 		if outcome == idempotency.ClaimExists {
@@ -134,7 +139,7 @@ func (b *Backend) load(ctx context.Context, id string) (*row, error) {
 		if sqlutil.IsNoRows(err) {
 			return nil, nil
 		}
-		return nil, wrap("reading a key", err)
+		return nil, b.wrap("reading a key", err)
 	}
 	return r, nil
 }
@@ -148,7 +153,7 @@ func (b *Backend) insert(ctx context.Context, r *row) (bool, error) {
 	case sqlutil.IsDuplicateKey(err), sqlutil.IsRetryable(err) && !sqlutil.IsTx(b.db):
 		return false, nil
 	}
-	return false, wrap("claiming a key", err)
+	return false, b.wrap("claiming a key", err)
 }
 
 // replace overwrites cur with next if cur is still what was read (same token and state:
@@ -161,7 +166,7 @@ func (b *Backend) replace(ctx context.Context, next, cur *row) (bool, error) {
 		if sqlutil.IsRetryable(err) && !sqlutil.IsTx(b.db) {
 			return false, nil
 		}
-		return false, wrap("claiming a key", err)
+		return false, b.wrap("claiming a key", err)
 	}
 	return affected(res)
 }
@@ -178,9 +183,23 @@ func (b *Backend) Complete(ctx context.Context, q idempotency.CompleteRequest) e
 		Where("id = ?", q.Ref.ID()).Where("token = ?", q.Token).Where("state = ?", stateRunning).
 		Exec(ctx)
 	if err != nil {
-		return wrap("completing a key", err)
+		return b.wrap("completing a key", err)
 	}
-	return held(affected(res))
+	ok, err := affected(res)
+	if err != nil || ok {
+		return err
+	}
+	// Nothing was running under the token: succeed if this very completion is already
+	// stored (a retry after a lost reply), else the claim is lost.
+	cur, err := b.load(ctx, q.Ref.ID())
+	if err != nil {
+		return err
+	}
+	if cur != nil && cur.Token == q.Token && cur.State == stateDone && cur.Status == q.Response.Status &&
+		cur.ErrorCode == q.Response.ErrorCode && bytes.Equal(cur.Body, q.Response.Body) {
+		return nil
+	}
+	return idempotency.ErrLockLost
 }
 
 // Release implements idempotency.Backend with one conditional DELETE.
@@ -189,7 +208,7 @@ func (b *Backend) Release(ctx context.Context, ref idempotency.Ref, token string
 		Where("id = ?", ref.ID()).Where("token = ?", token).Where("state = ?", stateRunning).
 		Exec(ctx)
 	if err != nil {
-		return wrap("releasing a key", err)
+		return b.wrap("releasing a key", err)
 	}
 	return held(affected(res))
 }
@@ -203,7 +222,7 @@ func (b *Backend) Purge(ctx context.Context, now time.Time) (int64, error) {
 		err := b.db.NewSelect().Model((*row)(nil)).Column("id").
 			Where("expires_at <= ?", now).Limit(purgeBatch).Scan(ctx, &ids)
 		if err != nil {
-			return total, wrap("purging", err)
+			return total, b.wrap("purging", err)
 		}
 		if len(ids) == 0 {
 			return total, nil
@@ -213,7 +232,7 @@ func (b *Backend) Purge(ctx context.Context, now time.Time) (int64, error) {
 			Where("id IN (?)", bun.List(ids)).Where("expires_at <= ?", now).
 			Exec(ctx)
 		if err != nil {
-			return total, wrap("purging", err)
+			return total, b.wrap("purging", err)
 		}
 		n, err := affected64(res)
 		if err != nil {
@@ -229,7 +248,7 @@ func (b *Backend) Purge(ctx context.Context, now time.Time) (int64, error) {
 func affected64(res sql.Result) (int64, error) {
 	n, err := res.RowsAffected()
 	if err != nil {
-		return 0, wrap("counting affected rows", err)
+		return 0, fmt.Errorf("sqlidempotency: counting affected rows: %w", err)
 	}
 	return n, nil
 }
@@ -247,10 +266,11 @@ func held(ok bool, err error) error {
 	return err
 }
 
-// wrap names the failed operation; context errors are returned as they are.
-func wrap(op string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+// wrap names the failed operation; context errors are returned as they are, and a lost or
+// unreachable database matches errcode.ErrUnavailable.
+func (b *Backend) wrap(op string, err error) error {
+	if !depfail.Is(err) && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return err
 	}
-	return fmt.Errorf("sqlidempotency: %s: %w", op, err)
+	return sqlutil.Unavailable(b.db, fmt.Errorf("sqlidempotency: %s: %w", op, err))
 }

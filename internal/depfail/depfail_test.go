@@ -1,0 +1,137 @@
+package depfail_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/depfail"
+	"github.com/commercekit/commercekit/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// requireUnavailable checks that err, a real error of a real client, is classified as a
+// dependency failure, and that Wrap keeps what it matched.
+func requireUnavailable(t *testing.T, err error) {
+	t.Helper()
+	require.Error(t, err)
+	assert.True(t, depfail.Is(err), "%T: %v", err, err)
+	wrapped := depfail.Wrap("dep", err)
+	assert.ErrorIs(t, wrapped, errcode.ErrUnavailable)
+	assert.ErrorIs(t, wrapped, err, "the original error still matches")
+	var u *errcode.UnavailableError
+	require.ErrorAs(t, wrapped, &u)
+	assert.Equal(t, "dep", u.Dependency)
+}
+
+// TestRefused: connecting to a port nobody listens on, with go-redis and with the MySQL
+// driver through database/sql.
+func TestRefused(t *testing.T) {
+	addr := closedPort(t)
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer rdb.Close()
+	requireUnavailable(t, rdb.Ping(t.Context()).Err())
+
+	cfg := mysql.NewConfig()
+	cfg.Net, cfg.Addr, cfg.User = "tcp", addr, "root"
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	require.NoError(t, err)
+	defer db.Close()
+	requireUnavailable(t, db.PingContext(t.Context()))
+}
+
+// TestRedisPaused: a Redis that stops answering (its container paused) gives i/o timeouts,
+// and a pool whose connections all wait on it gives pool timeouts.
+func TestRedisPaused(t *testing.T) {
+	own := testenv.OwnRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: own.Addr, ReadTimeout: 200 * time.Millisecond,
+		PoolSize: 1, PoolTimeout: 100 * time.Millisecond, MaxRetries: -1})
+	defer rdb.Close()
+	ctx := t.Context()
+	require.NoError(t, rdb.Set(ctx, "k", "v", 0).Err())
+	own.Pause(t) // the fixture unpauses it at the end should the test fail first
+
+	busy := make(chan error, 1)
+	go func() { busy <- rdb.Get(ctx, "k").Err() }() // holds the only connection
+	time.Sleep(20 * time.Millisecond)
+	poolErr := rdb.Get(ctx, "k").Err()
+	require.ErrorIs(t, poolErr, redis.ErrPoolTimeout)
+	requireUnavailable(t, poolErr)
+	timeoutErr := <-busy
+	var ne net.Error
+	require.ErrorAs(t, timeoutErr, &ne)
+	assert.True(t, ne.Timeout(), "%v", timeoutErr)
+	requireUnavailable(t, timeoutErr)
+
+	own.Unpause(t)
+	require.NoError(t, rdb.Set(ctx, "k", "v2", 0).Err(), "the client recovers by itself")
+}
+
+// TestMySQLConnectionKilled: a connection the server kills mid-session ("invalid
+// connection" or a closed socket on the next statement in a transaction).
+func TestMySQLConnectionKilled(t *testing.T) {
+	db := testenv.MySQL(t)
+	ctx := t.Context()
+	tx, err := db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	defer tx.Rollback()
+	var id int64
+	require.NoError(t, tx.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id))
+	_, err = db.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
+	require.NoError(t, err)
+	_, err = tx.ExecContext(ctx, "SELECT 1")
+	requireUnavailable(t, err)
+}
+
+// TestNotDependencyFailures: answers that say something about the request, and the
+// caller's own context ending, are not dependency failures.
+func TestNotDependencyFailures(t *testing.T) {
+	ctx := t.Context()
+	db := testenv.MySQL(t)
+	_, err := db.ExecContext(ctx, "CREATE TABLE t (id INT PRIMARY KEY)")
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	_, dup := db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+	_, syntax := db.ExecContext(ctx, "SELEKT 1")
+	noRows := db.QueryRowContext(ctx, "SELECT id FROM t WHERE id = 2").Scan(new(int))
+
+	rdb := testenv.Redis(t)
+	missing := rdb.Get(ctx, "absent").Err()
+	require.NoError(t, rdb.Set(ctx, "s", "v", 0).Err())
+	wrongType := rdb.HGet(ctx, "s", "f").Err()
+
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	canceledErr := rdb.Get(cancelled, "s").Err()
+	expired, cancel2 := context.WithTimeout(ctx, -time.Second)
+	defer cancel2()
+	_, deadlineErr := db.ExecContext(expired, "SELECT 1")
+
+	for name, err := range map[string]error{"duplicate key": dup, "syntax": syntax, "no rows": noRows,
+		"redis nil": missing, "wrong type": wrongType, "canceled": canceledErr, "deadline": deadlineErr,
+		"plain": errors.New("boom"), "nil": nil} {
+		assert.False(t, depfail.Is(err), "%s: %v", name, err)
+		assert.Equal(t, err, depfail.Wrap("dep", err), name)
+	}
+}

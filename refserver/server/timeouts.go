@@ -1,0 +1,69 @@
+package server
+
+import (
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/commercekit/commercekit/commerce"
+)
+
+// Per-dependency timeouts. Every call to a dependency is bounded well below the request
+// timeout, so a dependency that is down, stalled or overloaded costs a request a bounded
+// time and is answered 503 dependency_unavailable with Retry-After — never a request that
+// hangs until its own deadline.
+//
+// Redis (COMMERCEKIT_REDIS_TIMEOUT, default DefaultRedisTimeout = 500 ms): the read and
+// write timeout of one command; connecting and waiting for a free pooled connection may
+// take twice that. go-redis sends a command again once (redisMaxRetries) after a network
+// error or a timeout: every script refserver runs is safe to run twice (idempotency
+// claims and completions check their token, coupon takes and stock reservations their
+// request ID), and one retry on a fresh connection hides a connection broken by a Redis
+// restart. A command therefore fails within about 2 × (1 s) + the retry pause.
+//
+// MySQL, unless the DSN sets them: timeout (connect) mysqlDialTimeout = 2 s, readTimeout
+// and writeTimeout mysqlIOTimeout = 10 s (above the longest statement, a row-lock wait
+// under load, below the 30 s request timeout). Pool: mysqlMaxOpenConns open connections at
+// most, idle ones dropped after mysqlConnMaxIdleTime and every one renewed after
+// mysqlConnMaxLifetime, so connections broken by a server restart leave the pool quickly.
+//
+// Kafka is never on a request's path: the outbox relay publishes in the background with
+// the producer timeouts of saramaoutbox.ProducerConfig.
+const (
+	DefaultRedisTimeout = 500 * time.Millisecond
+	redisMaxRetries     = 1
+
+	mysqlDialTimeout     = 2 * time.Second
+	mysqlIOTimeout       = 10 * time.Second
+	mysqlMaxOpenConns    = 100
+	mysqlConnMaxLifetime = 5 * time.Minute
+	mysqlConnMaxIdleTime = time.Minute
+)
+
+// redisOptions returns the go-redis options of cfg with the timeouts above.
+func redisOptions(cfg Config) *redis.Options {
+	return &redis.Options{
+		Addr: cfg.RedisAddr, Password: cfg.RedisPassword, DB: cfg.RedisDB,
+		DialTimeout: 2 * cfg.RedisTimeout, ReadTimeout: cfg.RedisTimeout, WriteTimeout: cfg.RedisTimeout,
+		PoolTimeout: 2 * cfg.RedisTimeout, MaxRetries: redisMaxRetries,
+	}
+}
+
+// mysqlTimeouts fills the timeouts the DSN leaves unset with the defaults above.
+func mysqlTimeouts(mc *mysql.Config) {
+	if mc.Timeout == 0 {
+		mc.Timeout = mysqlDialTimeout
+	}
+	if mc.ReadTimeout == 0 {
+		mc.ReadTimeout = mysqlIOTimeout
+	}
+	if mc.WriteTimeout == 0 {
+		mc.WriteTimeout = mysqlIOTimeout
+	}
+}
+
+// recoveryTakeover is how long, at most, commerce's recovery loop takes to pick up an order
+// whose payment was left in flight: the order must have been untouched for
+// DefaultRecoverAfter, and the loop runs every DefaultRecoverEvery.
+const recoveryTakeover = commerce.DefaultRecoverAfter + commerce.DefaultRecoverEvery
