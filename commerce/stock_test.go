@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -127,17 +128,27 @@ func TestAuditAfterRetention(t *testing.T) {
 // No unit is oversold, every order placed before the loss is paid, exactly `units` orders
 // are paid, sold + reserved + available = units, and the audit is clean.
 func TestFlashSaleRedisKilled(t *testing.T) {
-	saleWithFault(t, func(t *testing.T, r *testenv.OwnRedis) { r.Kill(t) })
+	saleWithFault(t, func(t *testing.T, r *testenv.Own) {
+		r.Stop(t, 0) // SIGKILL
+		r.Start(t)
+	})
 }
 
 // TestFlashSaleRedisPaused: the same with Redis frozen for 5 seconds (docker pause).
 func TestFlashSaleRedisPaused(t *testing.T) {
-	saleWithFault(t, func(t *testing.T, r *testenv.OwnRedis) { r.Pause(t, 5*time.Second) })
+	saleWithFault(t, func(t *testing.T, r *testenv.Own) {
+		r.Pause(t)
+		time.Sleep(5 * time.Second)
+		r.Unpause(t)
+	})
 }
 
-func saleWithFault(t *testing.T, fault func(*testing.T, *testenv.OwnRedis)) {
-	own := testenv.RedisOwn(t)
-	e := commercetest.MySQLWithRedis(t, own.Client(t))
+func saleWithFault(t *testing.T, fault func(*testing.T, *testenv.Own)) {
+	own := testenv.OwnRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: own.Addr, PoolSize: 64, DialTimeout: 500 * time.Millisecond,
+		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	e := commercetest.MySQLWithRedis(t, rdb)
 	healer, stop := make(chan error, 1), make(chan struct{})
 	go func() {
 		ctx, cancel := context.WithCancel(ctx)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,10 @@ type Durable struct {
 	wake       chan struct{}
 	forced     atomic.Bool
 	rebuilding atomic.Bool
+	// healing serializes the heals of this process; runID is the Redis server's run ID at
+	// the last one.
+	healing sync.Mutex
+	runID   string
 	// hook, when set (tests), runs inside a writer's transaction after its Redis step.
 	hook func(op, id string)
 }

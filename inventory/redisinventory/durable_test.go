@@ -237,3 +237,33 @@ func BenchmarkRebuild(b *testing.B) {
 	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/rebuild")
 	b.ReportMetric(0, "ns/op")
 }
+
+// TestDurableRestartedWithOldData: a Redis that comes back with an older copy of its data
+// under a good marker (a restored snapshot, a failover to a lagging replica) is noticed by
+// its new run ID and rebuilt.
+func TestDurableRestartedWithOldData(t *testing.T) {
+	ctx := context.Background()
+	own := testenv.OwnRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: own.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	db := testenv.MySQL(t)
+	require.NoError(t, redisinventory.CreateJournal(ctx, db))
+	d := redisinventory.NewDurable(rdb, db)
+	_, err := d.Heal(ctx)
+	require.NoError(t, err)
+	inv := inventory.New(d)
+	_, err = inv.SetStock(ctx, inventory.StockSetting{SKU: "a", OnHand: 5})
+	require.NoError(t, err)
+	require.NoError(t, rdb.Save(ctx).Err()) // the snapshot the server will come back with
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "after-snapshot", Lines: line("a", 2)})
+	require.NoError(t, err)
+	own.Stop(t, 0)
+	own.Start(t)
+	require.Eventually(t, func() bool { return rdb.Ping(ctx).Err() == nil }, 30*time.Second, 50*time.Millisecond)
+	wantStock(t, inv, "a", 5, 5, 0) // the old copy, marker and all
+
+	healed, err := d.Heal(ctx)
+	require.NoError(t, err)
+	require.True(t, healed, "a new run ID means a rebuild")
+	wantStock(t, inv, "a", 5, 3, 0)
+}

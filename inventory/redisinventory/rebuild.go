@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -96,6 +97,8 @@ func (d *Durable) Heal(ctx context.Context) (bool, error) {
 }
 
 func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
+	d.healing.Lock()
+	defer d.healing.Unlock()
 	if d.forUpdate != "" { // one rebuild at a time, across processes (SQLite: one process)
 		lock, err := d.db.BeginTx(ctx, nil)
 		if err != nil {
@@ -107,7 +110,19 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 			return RebuildReport{}, fmt.Errorf("redisinventory: rebuild lock: %w", err)
 		}
 	}
-	if !force && !d.forced.Load() {
+	node, err := d.node(ctx)
+	if err != nil {
+		return RebuildReport{}, err
+	}
+	// A Redis that restarted, or another one after a failover, may hold an older copy of
+	// the data under a good marker (a restored snapshot, a lagging replica): its run ID
+	// changed, so it is rebuilt too.
+	runID, err := runID(ctx, node)
+	if err != nil {
+		return RebuildReport{}, err
+	}
+	restarted := d.runID != "" && d.runID != runID
+	if !force && !restarted && !d.forced.Load() {
 		gen, err := d.currentGen(ctx)
 		if err != nil {
 			return RebuildReport{}, fmt.Errorf("redisinventory: heal: %w", err)
@@ -117,6 +132,7 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 			return RebuildReport{}, redisErr(ctx, err)
 		}
 		if gen != 0 && marker == gen {
+			d.runID = runID
 			return RebuildReport{}, nil
 		}
 	}
@@ -128,6 +144,7 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 		d.log.ErrorContext(ctx, "redisinventory: rebuild failed", "err", err)
 		return rep, err
 	}
+	d.runID = runID
 	d.log.WarnContext(ctx, "redisinventory: Redis rebuilt from the journal", "generation", rep.Generation,
 		"skus", rep.SKUs, "reservations", rep.Reservations, "took", rep.Took)
 	return rep, nil
@@ -242,15 +259,35 @@ func (b *batcher) flush() error {
 	return b.err
 }
 
+// node is the server holding the inventory's keys: the client itself, or in a cluster the
+// master of the tag's slot.
+func (d *Durable) node(ctx context.Context) (redis.Cmdable, error) {
+	if cc, ok := d.b.c.(*redis.ClusterClient); ok {
+		node, err := cc.MasterForKey(ctx, d.marker)
+		return node, redisErr(ctx, err)
+	}
+	return d.b.c, nil
+}
+
+// runID is the server's run_id (INFO server): it changes when the server restarts.
+func runID(ctx context.Context, c redis.Cmdable) (string, error) {
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return "", redisErr(ctx, err)
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+			return v, nil
+		}
+	}
+	return "", errors.New("redisinventory: INFO server has no run_id")
+}
+
 // wipe deletes every key of the inventory (its hash tag), the generation marker first.
 func (d *Durable) wipe(ctx context.Context) error {
-	var c redis.Cmdable = d.b.c
-	if cc, ok := d.b.c.(*redis.ClusterClient); ok { // every key is in the slot of the tag
-		node, err := cc.MasterForKey(ctx, d.marker)
-		if err != nil {
-			return redisErr(ctx, err)
-		}
-		c = node
+	c, err := d.node(ctx)
+	if err != nil {
+		return err
 	}
 	if err := c.Del(ctx, d.marker).Err(); err != nil {
 		return fmt.Errorf("redisinventory: rebuild: %w", redisErr(ctx, err))

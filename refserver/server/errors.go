@@ -67,9 +67,6 @@ var errorRules = []errorRule{
 	{commerce.ErrRefundRejected, http.StatusUnprocessableEntity, "refund_rejected", 0},
 	{commerce.ErrInvalidState, http.StatusConflict, "invalid_order_state", 0},
 
-	// A dependency down or a cache being rebuilt (errcode): retry later.
-	{errcode.ErrUnavailable, http.StatusServiceUnavailable, "dependency_unavailable", 2},
-
 	// inventory.
 	{inventory.ErrTooManyLines, http.StatusUnprocessableEntity, "too_many_lines", 0},
 	{inventory.ErrQuantityTooLarge, http.StatusUnprocessableEntity, "quantity_too_large", 0},
