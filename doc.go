@@ -7,7 +7,8 @@
 //   - inventory: stock reservation (hold → commit | release, with deadlines and per-buyer
 //     limits); backends inventory/redisinventory (Lua) and inventory/sqlinventory (bun: MySQL,
 //     SQLite), proven by inventory/inventorytest.
-//   - payment: payments with a persisted state machine, a Gateway interface, the PG simulator
+//   - payment: payments with a persisted state machine, a Gateway interface (every adapter
+//     proven by payment/gatewaytest; webhooks confirmed with it, never trusted), the PG simulator
 //     payment/pgsim, resilience policies payment/resilient (failsafe-go), reconciliation,
 //     refunds, composite-method rules, and Stripe-style idempotency keys (payment/idempotency).
 //   - coupon: templates, first-come issuance (coupon/rediscoupon, coupon/sqlcoupon), wallet,

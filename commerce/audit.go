@@ -32,7 +32,9 @@ import (
 //     and top-ups imply, and ledger.Verify finds no drift (zero sum, balances = journal);
 //   - every order has exactly the events its history implies (order-created, then
 //     payment-completed, payment-failed, order-cancelled or order-expired), except those
-//     older than the outbox's retention (WithEventRetention).
+//     older than the outbox's retention (WithEventRetention);
+//   - every settled payment agrees with the PG's own record (payment.Service.CrossCheck:
+//     one gateway call per payment), and none is under review.
 //
 // Orders in flight are checked too, so run it when the flows are quiet (after Recover) to
 // get an exact answer; beside live traffic it may report a transient state. It reads every
@@ -40,7 +42,7 @@ import (
 func (s *Service) Audit(ctx context.Context) (Report, error) {
 	a := &audit{s: s, now: s.now(), reserved: map[string]int64{}, sold: map[string]int64{},
 		transfers: map[string]map[string]expectedTransfer{}}
-	for _, step := range []func(context.Context) error{a.orders, a.topUps, a.stock, a.ledger} {
+	for _, step := range []func(context.Context) error{a.orders, a.topUps, a.stock, a.ledger, a.gatewayPayments} {
 		if err := step(ctx); err != nil {
 			return Report{}, err
 		}
@@ -257,6 +259,8 @@ func (a *audit) payment(ctx context.Context, r *orderRow) error {
 		want = payment.StateApproved
 	case r.Status == StatusCancelled, r.FailureCode == FailureUnfulfillable:
 		want = payment.StateRefunded
+	case r.FailureCode == FailurePaymentReview:
+		want = payment.StateReview
 	case r.Status == StatusPaymentFailed:
 		want = payment.StateDeclined
 	}
@@ -284,6 +288,9 @@ func (a *audit) topUps(ctx context.Context) error {
 				return fmt.Errorf("commerce: audit: payment of %s: %w", t.ID, err)
 			}
 			want := payment.StateDeclined
+			if t.FailureCode == FailurePaymentReview {
+				want = payment.StateReview
+			}
 			if t.Status == TopUpCompleted {
 				want = payment.StateApproved
 				a.expectTransfer(t.UserID, t.ID, ledger.TypeCharge, t.Amount, t.ID)

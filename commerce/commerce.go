@@ -86,6 +86,8 @@ type settings struct {
 	recoverAfter   time.Duration
 	recoverEvery   time.Duration
 	eventRetention time.Duration
+
+	maxUnpaidPerProduct, maxUnpaidUnits int64
 }
 
 // Option configures a Service.
@@ -177,6 +179,9 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		recoverAfter:   DefaultRecoverAfter,
 		recoverEvery:   DefaultRecoverEvery,
 		eventRetention: DefaultEventRetention,
+
+		maxUnpaidPerProduct: DefaultMaxUnpaidPerProduct,
+		maxUnpaidUnits:      DefaultMaxUnpaidUnits,
 	}
 	for _, o := range opts {
 		o(&st)

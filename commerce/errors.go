@@ -129,6 +129,7 @@ var codes = []struct {
 	{ErrTopUpNotFound, "top_up_not_found"},
 	{ErrOutOfStock, "out_of_stock"},
 	{ErrBuyerLimit, "buyer_limit"},
+	{ErrUnpaidLimit, "unpaid_limit"},
 	{ErrCouponUnusable, "coupon_unusable"},
 	{ErrInsufficientPoints, "insufficient_points"},
 	{ErrPaymentRule, "payment_rule"},

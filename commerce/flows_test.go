@@ -104,7 +104,7 @@ func TestPayWithPointsOnly(t *testing.T) {
 }
 
 func TestPlaceOrderValidation(t *testing.T) {
-	e := commercetest.SQLite(t)
+	e := commercetest.SQLite(t, commerce.WithUnpaidLimits(0, 0)) // 50 units of one product; the caps: unpaid_test.go
 	sku := e.Product(t, 1_000, 100)
 	b := newBuyer(t, e, 100, 0)
 	lines := func(n int) []commerce.Line {

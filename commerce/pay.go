@@ -35,8 +35,10 @@ const (
 //   - PAID: the gateway approved (or nothing was due: points alone are paid at once); the
 //     stock is committed, the coupon confirmed, the points captured, the reward earned and
 //     the payment-completed event written, in one transaction;
-//   - PAYMENT_FAILED: the gateway declined (FailureCode is its code); the stock, the
-//     coupon and the points are given back and the payment-failed event written;
+//   - PAYMENT_FAILED: the gateway declined (FailureCode is its code), or the gateway's
+//     answers contradict each other and the payment is under review (FailurePaymentReview:
+//     never completed on a webhook's word); the stock, the coupon and the points are given
+//     back and the payment-failed event written;
 //   - PAYING: the gateway's answer is not known yet (a timeout, the gateway unavailable);
 //     the payment reconciler settles the payment and Recover (or Run) completes the order
 //     either way.
@@ -189,6 +191,8 @@ func (s *Service) settlePayment(ctx context.Context, r *orderRow, ask bool) erro
 			return err
 		}
 		return s.failPayment(ctx, r, p.DeclineCode)
+	case p.State == payment.StateReview:
+		return s.failUnderReview(ctx, r)
 	case p.State == payment.StatePartiallyRefunded || p.State == payment.StateRefunded:
 		// Refunded behind the order's back: it cannot be fulfilled.
 		return s.decideRefund(ctx, r, ask)

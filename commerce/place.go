@@ -36,8 +36,8 @@ import (
 // with *ConflictError.
 //
 // Errors: *ValidationError, ErrProductNotFound, ErrOutOfStock, ErrBuyerLimit,
-// ErrCouponUnusable, ErrInsufficientPoints, ErrPaymentRule, *ConflictError; each wraps the
-// leaf's own error.
+// *UnpaidLimitError (ErrUnpaidLimit: see WithUnpaidLimits), ErrCouponUnusable,
+// ErrInsufficientPoints, ErrPaymentRule, *ConflictError; each wraps the leaf's own error.
 func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order, error) {
 	lines, err := normalizeLines(req)
 	if err != nil {
@@ -72,6 +72,9 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 	}
 	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		r := *row // fresh copy for every attempt
+		if err := s.checkUnpaidLimits(ctx, tx, &r); err != nil {
+			return err
+		}
 		if err := s.holdOrder(ctx, tx, &r); err != nil {
 			return err
 		}

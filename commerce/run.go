@@ -9,6 +9,7 @@ import (
 
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/payment"
 )
 
 // Run runs every background loop of checkout until ctx is done, then waits for them to
@@ -130,13 +131,14 @@ func (s *Service) Coupons(ctx context.Context, userID string, q coupon.WalletQue
 // HandlePaymentWebhook passes a PG webhook (body and signature as received) to
 // payment.Service.HandleWebhook, which records what it reports exactly once, and wakes the
 // recovery loop so that the order or top-up it settles is completed at once. Its errors are
-// the payment package's (payment.ErrInvalidWebhook: reject the delivery).
+// the payment package's (payment.ErrInvalidWebhook, payment.ErrWebhookUnconfirmed: reject
+// the delivery).
 func (s *Service) HandlePaymentWebhook(ctx context.Context, body []byte, signature string) error {
-	if err := s.pay.HandleWebhook(ctx, body, signature); err != nil {
-		return err
+	err := s.pay.HandleWebhook(ctx, body, signature)
+	if err == nil || errors.Is(err, payment.ErrWebhookUnconfirmed) {
+		s.kick() // an unconfirmed webhook may still have recorded the PG's own answer
 	}
-	s.kick()
-	return nil
+	return err
 }
 
 // Ready reports whether the Service can serve: the database and the inventory answer.

@@ -80,10 +80,13 @@ var schema = []struct{ table, columns, mysqlKeys, sqliteIndexes string }{
 		updated_at BIGINT NOT NULL`,
 		`, KEY commerce_topups_status (status, id)`,
 		`CREATE INDEX IF NOT EXISTS commerce_topups_status ON commerce_topups (status, id)`},
+	{"commerce_user_locks", `
+		user_id VARCHAR(64) NOT NULL PRIMARY KEY,
+		updated_at BIGINT NOT NULL`, "", ""},
 }
 
 // CreateSchema creates commerce's own tables and indexes (commerce_products,
-// commerce_orders, commerce_order_lines, commerce_topups) if they do not exist. It is
+// commerce_orders, commerce_order_lines, commerce_topups, commerce_user_locks) if they do not exist. It is
 // idempotent and works on MySQL/MariaDB and SQLite. On MySQL, DDL commits implicitly:
 // call it outside a transaction.
 func CreateSchema(ctx context.Context, db bun.IDB) error {

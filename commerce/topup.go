@@ -114,6 +114,8 @@ func (s *Service) advanceTopUp(ctx context.Context, row *topUpRow, ask bool) (To
 		err = s.completeTopUp(ctx, row)
 	case p.State == payment.StateDeclined:
 		err = s.finishTopUp(ctx, s.db, row, TopUpFailed, p.DeclineCode)
+	case p.State == payment.StateReview:
+		err = s.finishTopUp(ctx, s.db, row, TopUpFailed, FailurePaymentReview)
 	case err == nil || errors.Is(err, payment.ErrOutcomeUnknown) || errors.Is(err, payment.ErrGatewayUnavailable):
 		err = nil // PAYING until the reconciler settles it
 	default:

@@ -248,7 +248,7 @@ type TopUp struct {
 	Method    payment.Method
 	Status    TopUpStatus
 	PaymentID string
-	// FailureCode is the PG's decline code of a failed top-up.
+	// FailureCode is the PG's decline code of a failed top-up, or FailurePaymentReview.
 	FailureCode string
 	CreatedAt   time.Time
 	UpdatedAt   time.Time

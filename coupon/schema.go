@@ -8,6 +8,8 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
 // templateRow is a row of coupon_templates.
@@ -74,8 +76,9 @@ type redemptionRow struct {
 }
 
 // CreateSchema creates the package's tables and indexes (coupon_templates, coupon_coupons,
-// coupon_redemptions) when they do not exist. It is idempotent and works on MySQL/MariaDB
-// and SQLite. Issuer backends may have tables of their own (sqlcoupon.CreateSchema).
+// coupon_redemptions) when they do not exist, and on MySQL/MariaDB gives every ID column a
+// binary collation, altering existing tables that lack it. It is idempotent and works on
+// MySQL/MariaDB and SQLite. Issuer backends may have tables of their own (sqlcoupon.CreateSchema).
 func CreateSchema(ctx context.Context, db bun.IDB) error {
 	for _, model := range []any{(*templateRow)(nil), (*couponRow)(nil), (*redemptionRow)(nil)} {
 		if _, err := db.NewCreateTable().Model(model).IfNotExists().Exec(ctx); err != nil {
@@ -96,7 +99,21 @@ func CreateSchema(ctx context.Context, db bun.IDB) error {
 			return fmt.Errorf("coupon: creating index %s: %w", ix.name, err)
 		}
 	}
+	for table, columns := range idColumns {
+		if err := sqlutil.BinaryColumns(ctx, db, table, columns...); err != nil {
+			return fmt.Errorf("coupon: %w", err)
+		}
+	}
 	return nil
+}
+
+// idColumns are the identifier columns of each table: on MySQL they compare byte for byte
+// (utf8mb4_bin, whatever the database's default collation), so that "order-x" never
+// restores "ORDER-X"'s coupon, nor "alice" counts against "Alice"'s limit.
+var idColumns = map[string][]string{
+	"coupon_templates":   {"id"},
+	"coupon_coupons":     {"id", "template_id", "user_id", "request_id", "order_id"},
+	"coupon_redemptions": {"order_id", "coupon_id", "user_id", "template_id"},
 }
 
 // isDuplicateIndex reports MySQL's "duplicate key name" (1061): MySQL, unlike MariaDB and

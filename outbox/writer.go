@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
@@ -54,7 +55,8 @@ func Add(ctx context.Context, db bun.IDB, events ...Event) ([]Event, error) {
 // it again fails with ErrDuplicateEvent and writes nothing. Without IDs, idempotency comes
 // from the caller's transaction: the events are written exactly when it commits.
 //
-// Invalid events fail with an *EventError wrapping ErrInvalidEvent, and nothing is written;
+// Invalid events fail with an *EventError wrapping ErrInvalidEvent, and nothing is written
+// (headers must be valid UTF-8 and take at most 64 KiB encoded as JSON);
 // an event larger than the limit (WithMaxEventBytes), with one wrapping ErrEventTooLarge.
 func (w *Writer) Add(ctx context.Context, db bun.IDB, events ...Event) ([]Event, error) {
 	if len(events) == 0 {
@@ -104,6 +106,9 @@ func (w *Writer) prepare(events []Event) ([]Event, error) {
 	now := w.s.now()
 	for i, ev := range events {
 		if err := ev.validate(i, false); err != nil {
+			return nil, err
+		}
+		if err := checkStoredHeaders(i, ev); err != nil {
 			return nil, err
 		}
 		if size := ev.Size(); size > w.s.maxEventBytes {
@@ -204,6 +209,32 @@ func duplicateEvent(ctx context.Context, tx bun.Tx, out []Event, cause error) er
 		}
 	}
 	return fmt.Errorf("%w: %w", ErrDuplicateEvent, cause)
+}
+
+// maxStoredHeaders is the most the headers column (TEXT on MySQL) holds: the headers
+// encoded as JSON.
+const maxStoredHeaders = 65535
+
+// checkStoredHeaders refuses headers the outbox table cannot keep as given: a name or value
+// that is not valid UTF-8 (JSON would replace its bytes), or more than maxStoredHeaders
+// bytes once encoded (the column would refuse or cut them).
+func checkStoredHeaders(i int, ev Event) error {
+	bad := func(reason string) error {
+		return &EventError{Index: i, ID: ev.ID, Field: "Headers", Reason: reason, Err: ErrInvalidEvent}
+	}
+	for name, value := range ev.Headers {
+		if !utf8.ValidString(name) || !utf8.ValidString(value) {
+			return bad("has a name or value that is not valid UTF-8")
+		}
+	}
+	h, err := encodeHeaders(ev.Headers)
+	if err != nil {
+		return bad("do not encode: " + err.Error())
+	}
+	if h != nil && len(*h) > maxStoredHeaders {
+		return bad(fmt.Sprintf("take %d bytes encoded, more than %d", len(*h), maxStoredHeaders))
+	}
+	return nil
 }
 
 func newEventRow(ev Event) (eventRow, error) {

@@ -10,6 +10,7 @@
 //	REQUESTED -> APPROVED | DECLINED | UNKNOWN
 //	UNKNOWN   -> APPROVED | DECLINED                  (reconciliation)
 //	APPROVED  -> PARTIALLY_REFUNDED -> REFUNDED       (or APPROVED -> REFUNDED)
+//	any other -> REVIEW                               (the PG contradicts the record)
 //
 // Every transition is stored in payment_transitions with its time and cause (Transitions); a
 // unique (payment, state) key makes the database itself refuse a state entered twice. A move
@@ -46,8 +47,17 @@
 // # Settling exactly once
 //
 // A payment left REQUESTED or UNKNOWN is settled by whichever comes first: the client's retry,
-// the PG's webhook (HandleWebhook, verified with the PG's WebhookVerifier) or the Reconciler
-// (Gateway.Status; resubmitted with the same key if the PG never saw it). Each settlement is a
+// the PG's webhook or the Reconciler (Gateway.Status; resubmitted with the same key if the PG
+// never saw it).
+//
+// A webhook is a notification, never proof: HandleWebhook verifies its signature with the PG's
+// WebhookVerifier, then asks the PG (Gateway.Status) and records the PG's own answer; a claim
+// the PG does not confirm (a forgery signed with a leaked secret) records nothing and is
+// refused with ErrWebhookUnconfirmed. When the PG's own answer contradicts the record
+// (declined there, approved here, or the reverse, or another amount), the payment moves to
+// REVIEW, is logged as an ERROR and told to the Observer (Contradicted): a person decides,
+// and nothing settles it automatically again. CrossCheck asks the PG about every settled
+// payment and reports those its record contradicts, for an audit. Each settlement is a
 // conditional update (UPDATE ... WHERE id = ? AND state = <the state read>) committed with its
 // transition row, so exactly one of racing settlers moves the payment; the others find it
 // settled and return it as it is.

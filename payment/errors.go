@@ -26,6 +26,9 @@ var (
 	// response, 5xx). The payment is UNKNOWN until a retry, a webhook or the reconciler learns
 	// the PG's answer.
 	ErrOutcomeUnknown = errors.New("payment: gateway outcome unknown")
+	// ErrUnderReview: the payment is REVIEW: the PG's own answer contradicted the record, and a
+	// person must decide. Never complete an order on it.
+	ErrUnderReview = errors.New("payment: under review: the gateway contradicts the record")
 	// ErrNotAtGateway: Gateway.Status found no payment with the ID at the PG.
 	ErrNotAtGateway = errors.New("payment: payment not known to the gateway")
 
@@ -47,6 +50,10 @@ var (
 	// ErrInvalidWebhook: a webhook failed signature verification, could not be decoded, or does
 	// not match the payment it names.
 	ErrInvalidWebhook = errors.New("payment: invalid webhook")
+	// ErrWebhookUnconfirmed: a correctly signed webhook claims an outcome the PG, asked
+	// directly (Gateway.Status), does not confirm: a forgery (the secret leaked), or a PG that
+	// has not finished. Nothing was recorded from the webhook's word; the PG may redeliver.
+	ErrWebhookUnconfirmed = errors.New("payment: webhook not confirmed by the gateway")
 	// ErrWebhookNotConfigured: HandleWebhook was called on a Service without a WebhookVerifier.
 	ErrWebhookNotConfigured = errors.New("payment: no webhook verifier configured")
 )

@@ -55,9 +55,23 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // recorder is an Observer that keeps everything it is told.
 type recorder struct {
-	mu          sync.Mutex
-	transitions []payment.Transition
-	refunds     []payment.Refund
+	mu             sync.Mutex
+	transitions    []payment.Transition
+	refunds        []payment.Refund
+	contradictions []string
+}
+
+func (r *recorder) Contradicted(paymentID string, cause payment.Cause, detail string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.contradictions = append(r.contradictions, paymentID+":"+string(cause)+":"+detail)
+}
+
+// contradicted returns what the recorder was told of contradictions.
+func (r *recorder) contradicted() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.contradictions...)
 }
 
 func (r *recorder) Transitioned(t payment.Transition) {

@@ -10,6 +10,11 @@ type Observer interface {
 	Transitioned(t Transition)
 	// RefundSettled is called once when a refund succeeds or fails.
 	RefundSettled(r Refund)
+	// Contradicted is called when the PG's own record contradicts a webhook's claim (cause
+	// CauseWebhook: nothing was recorded from it) or the payment as recorded (the payment
+	// moved to REVIEW by the cause that asked the PG). detail says how. Count it and alert:
+	// either a person must decide, or someone holds the webhook secret.
+	Contradicted(paymentID string, cause Cause, detail string)
 }
 
 // NopObserver does nothing; it is the default Observer.
@@ -20,3 +25,6 @@ func (NopObserver) Transitioned(Transition) {}
 
 // RefundSettled does nothing.
 func (NopObserver) RefundSettled(Refund) {}
+
+// Contradicted does nothing.
+func (NopObserver) Contradicted(string, Cause, string) {}

@@ -196,13 +196,8 @@ func (r *Reconciler) payment(ctx context.Context, p Payment) (bool, error) {
 	case err != nil:
 		svc.logger.WarnContext(ctx, "payment: reconciler could not get the gateway's status", "payment", p.ID, "err", err)
 		return false, nil
-	case st.State == GatewayApproved:
-		p, err = svc.settle(ctx, p, StateApproved, change{cause: CauseReconciler, reference: truncate(st.Reference, 128)})
-	case st.State == GatewayDeclined:
-		p, err = svc.settle(ctx, p, StateDeclined, change{
-			cause: CauseReconciler, detail: truncate(st.DeclineCode, 255),
-			declineCode: truncate(st.DeclineCode, 64), declineMessage: truncate(st.DeclineMessage, 255),
-		})
+	default:
+		p, err = svc.recordStatus(ctx, p, st, CauseReconciler)
 	}
 	return p.State.Settled(), storageErr(err)
 }

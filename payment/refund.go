@@ -272,7 +272,10 @@ func (s *Service) settleRefund(ctx context.Context, r Refund, to RefundState, re
 			Where("id = ?", p.ID)
 		if to == RefundSucceeded {
 			next := StatePartiallyRefunded
-			if p.Refunded+r.Amount >= p.Amount {
+			switch {
+			case p.State == StateReview:
+				next = StateReview // a person decides; the refund is counted all the same
+			case p.Refunded+r.Amount >= p.Amount:
 				next = StateRefunded
 			}
 			pq = pq.Set("refunded = refunded + ?", r.Amount).Set("state = ?", string(next))

@@ -98,7 +98,8 @@ func (s *Service) now() time.Time { return s.clock().UTC().Truncate(time.Microse
 //   - ErrGatewayUnavailable: still REQUESTED, nothing was charged; call Pay again later with
 //     the same request, or leave it to the Reconciler;
 //   - ErrOutcomeUnknown (or the context's error): UNKNOWN, the PG may have charged it; a
-//     repeated Pay, a webhook or the Reconciler will learn the PG's answer.
+//     repeated Pay, a webhook or the Reconciler will learn the PG's answer;
+//   - ErrUnderReview: REVIEW, the PG's answer contradicts the record; a person must decide.
 //
 // Pay first records the payment as REQUESTED and commits that (see Service), then calls the
 // PG with the payment ID as its idempotency key, then records the answer. It is idempotent on
@@ -175,6 +176,8 @@ func (p Payment) result(callErr error) error {
 		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, callErr)
 	case StateRequested:
 		return cmp.Or(callErr, ErrGatewayUnavailable)
+	case StateReview:
+		return fmt.Errorf("%w: %q", ErrUnderReview, p.ID)
 	}
 	return nil
 }
@@ -183,16 +186,15 @@ func (p Payment) result(callErr error) error {
 // and retries whenever the conditional update finds p moved meanwhile (a webhook, a retry or
 // the reconciler settled it first), so exactly one of the racers makes the transition and
 // the others return the payment as that one left it. A PG answer that contradicts the record
-// (approved when it is DECLINED) is a *TransitionError.
+// (declined when it is APPROVED, approved when it is DECLINED) moves the payment to REVIEW
+// (see review).
 func (s *Service) settle(ctx context.Context, p Payment, to State, ch change) (Payment, error) {
 	for {
 		if to.Reaches(p.State) {
 			return p, nil
 		}
 		if !p.State.CanTransitionTo(to) {
-			s.logger.ErrorContext(ctx, "payment: gateway answer contradicts the record",
-				"payment", p.ID, "state", p.State, "answer", to, "cause", ch.cause)
-			return p, &TransitionError{PaymentID: p.ID, From: p.State, To: to}
+			return s.review(ctx, p, ch.cause, fmt.Sprintf("recorded %s, the gateway says %s", p.State, to))
 		}
 		at := s.now()
 		ok, err := s.casState(ctx, p, to, ch, at)
@@ -215,6 +217,33 @@ func (s *Service) settle(ctx context.Context, p Payment, to State, ch change) (P
 			return p, err
 		}
 	}
+}
+
+// review moves p to REVIEW because the PG's own answer contradicts the record (detail says
+// how), logs it as an ERROR naming the payment, and tells the Observer. A payment in REVIEW
+// is never settled automatically again: a person must decide (refund a charge the record
+// declined, or accept a decline the record approved). It returns p as it is then.
+func (s *Service) review(ctx context.Context, p Payment, cause Cause, detail string) (Payment, error) {
+	for p.State != StateReview {
+		at := s.now()
+		ok, err := s.casState(ctx, p, StateReview, change{cause: cause, detail: truncate(detail, 255)}, at)
+		if err != nil {
+			return p, err
+		}
+		if ok {
+			from := p.State
+			p.State, p.UpdatedAt = StateReview, at
+			s.logger.ErrorContext(ctx, "payment: the gateway contradicts the record; payment moved to REVIEW",
+				"payment", p.ID, "order", p.OrderID, "from", from, "detail", detail, "cause", cause)
+			s.observer.Transitioned(Transition{PaymentID: p.ID, From: from, To: StateReview, Cause: cause, Detail: detail, At: at})
+			s.observer.Contradicted(p.ID, cause, detail)
+			return p, nil
+		}
+		if p, err = loadPayment(ctx, s.db, p.ID, false); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
 }
 
 // Get returns the payment with the ID, or ErrPaymentNotFound.

@@ -12,8 +12,13 @@ import (
 //	    │   └──> DECLINED
 //	    └──> UNKNOWN ──> APPROVED | DECLINED   (reconciliation)
 //
+//	any other state ──> REVIEW                 (the PG contradicts the record)
+//
 // REQUESTED is recorded before the PG is called; UNKNOWN means a call was made but its answer
-// was not received. Every state is entered at most once.
+// was not received. REVIEW is final for the Service: the PG's own answer contradicted what was
+// recorded (approved here, declined there; declined here, approved there; another amount), so
+// a person must decide; nothing settles it automatically, and an order must never be
+// completed on it. Every state is entered at most once.
 type State string
 
 // The states of a payment.
@@ -24,19 +29,23 @@ const (
 	StateUnknown           State = "UNKNOWN"
 	StatePartiallyRefunded State = "PARTIALLY_REFUNDED"
 	StateRefunded          State = "REFUNDED"
+	// StateReview: the PG's own answer contradicts the record; a person must decide.
+	StateReview State = "REVIEW"
 )
 
 // next returns the legal moves out of s.
 func (s State) next() []State {
 	switch s {
 	case StateRequested:
-		return []State{StateApproved, StateDeclined, StateUnknown}
+		return []State{StateApproved, StateDeclined, StateUnknown, StateReview}
 	case StateUnknown:
-		return []State{StateApproved, StateDeclined}
+		return []State{StateApproved, StateDeclined, StateReview}
 	case StateApproved:
-		return []State{StatePartiallyRefunded, StateRefunded}
+		return []State{StatePartiallyRefunded, StateRefunded, StateReview}
 	case StatePartiallyRefunded:
-		return []State{StateRefunded}
+		return []State{StateRefunded, StateReview}
+	case StateDeclined, StateRefunded:
+		return []State{StateReview}
 	}
 	return nil
 }
@@ -44,7 +53,7 @@ func (s State) next() []State {
 // Valid reports whether s is one of the states above.
 func (s State) Valid() bool {
 	switch s {
-	case StateRequested, StateApproved, StateDeclined, StateUnknown, StatePartiallyRefunded, StateRefunded:
+	case StateRequested, StateApproved, StateDeclined, StateUnknown, StatePartiallyRefunded, StateRefunded, StateReview:
 		return true
 	}
 	return false
@@ -70,7 +79,8 @@ func (s State) Reaches(to State) bool {
 	return false
 }
 
-// Settled reports whether the PG's answer is recorded (APPROVED, DECLINED or a refund state).
+// Settled reports whether the PG's answer is recorded (APPROVED, DECLINED, a refund state, or
+// REVIEW when its answers contradict each other).
 func (s State) Settled() bool { return s != StateRequested && s != StateUnknown }
 
 // Cause says what made a transition.

@@ -43,15 +43,23 @@ type WebhookVerifier interface {
 }
 
 // HandleWebhook verifies a webhook (body and signature as received) with the Service's
-// WebhookVerifier and records what it reports, exactly once: a webhook for a payment already
-// settled the same way (by the response, an earlier delivery, or the reconciler) changes
-// nothing and returns nil, so a PG may deliver it any number of times, and it may race
-// the reconciler or a client's retry.
+// WebhookVerifier, then confirms it with the PG before recording anything: a webhook is a
+// notification, never proof. For an approval or a decline it asks the PG for the payment
+// (Gateway.Status) and records the PG's own answer, whatever the webhook claimed; a claim
+// the PG does not confirm (a forgery signed with a leaked secret, or a PG not finished yet)
+// records nothing of its own, is logged as an ERROR, told to the Observer (Contradicted)
+// and refused with ErrWebhookUnconfirmed. What is recorded is recorded exactly once: a
+// webhook for a payment already settled the same way (by the response, an earlier delivery,
+// or the reconciler) changes nothing and returns nil, so a PG may deliver it any number of
+// times, and it may race the reconciler or a client's retry. A PG whose answer contradicts
+// the record moves the payment to REVIEW (see State).
 //
 // Errors: ErrWebhookNotConfigured; ErrInvalidWebhook (bad signature or body, or an amount that
-// does not match the record: reject it, e.g. with HTTP 400); ErrPaymentNotFound or
-// ErrRefundNotFound; ErrIllegalTransition when the PG contradicts the record (approved when
-// DECLINED), which needs a person; anything else is a storage error worth a redelivery.
+// does not match the record: reject it, e.g. with HTTP 400); ErrWebhookUnconfirmed;
+// ErrPaymentNotFound or ErrRefundNotFound; ErrIllegalTransition when the PG reports a refund
+// recorded as failed, which needs a person; the gateway's errors (ErrGatewayUnavailable,
+// ErrOutcomeUnknown) when the PG could not be asked; anything else is a storage error worth
+// a redelivery.
 func (s *Service) HandleWebhook(ctx context.Context, body []byte, signature string) error {
 	if s.verifier == nil {
 		return ErrWebhookNotConfigured
@@ -73,15 +81,7 @@ func (s *Service) HandleWebhook(ctx context.Context, body []byte, signature stri
 			return fmt.Errorf("%w: %q is %d %s at the gateway but %d %s here", ErrInvalidWebhook,
 				p.ID, ev.Amount, ev.Currency, p.Amount, p.Currency)
 		}
-		if ev.Kind == EventApproved {
-			_, err = s.settle(ctx, p, StateApproved, change{cause: CauseWebhook, reference: truncate(ev.Reference, 128)})
-		} else {
-			_, err = s.settle(ctx, p, StateDeclined, change{
-				cause: CauseWebhook, detail: truncate(ev.DeclineCode, 255),
-				declineCode: truncate(ev.DeclineCode, 64), declineMessage: truncate(ev.DeclineMessage, 255),
-			})
-		}
-		return err
+		return s.confirmWebhook(ctx, p, ev)
 	case EventCanceled:
 		r, err := s.GetRefund(ctx, ev.CancelID)
 		if err != nil {
@@ -93,7 +93,9 @@ func (s *Service) HandleWebhook(ctx context.Context, body []byte, signature stri
 		}
 		switch r.State {
 		case RefundPending:
-			_, err = s.settleRefund(ctx, r, RefundSucceeded, ev.CancelReference, nil)
+			// Submitting the refund again (same refund ID, so never refunded twice) is how
+			// the PG confirms it: its answer, not the webhook's, settles the refund.
+			_, err = s.cancel(ctx, r)
 			return err
 		case RefundFailed:
 			s.logger.ErrorContext(ctx, "payment: the gateway reports a refund recorded as failed", "refund", r.ID, "payment", r.PaymentID)
@@ -102,4 +104,55 @@ func (s *Service) HandleWebhook(ctx context.Context, body []byte, signature stri
 		return nil
 	}
 	return fmt.Errorf("%w: unknown event kind %q", ErrInvalidWebhook, ev.Kind)
+}
+
+// confirmWebhook asks the PG about the payment a verified webhook reports on, records the
+// PG's answer, and refuses the webhook if that answer is not the webhook's claim.
+func (s *Service) confirmWebhook(ctx context.Context, p Payment, ev WebhookEvent) error {
+	claim := GatewayApproved
+	if ev.Kind == EventDeclined {
+		claim = GatewayDeclined
+	}
+	st, err := s.gw.Status(ctx, p.ID)
+	switch {
+	case errors.Is(err, ErrNotAtGateway):
+		return s.unconfirmed(ctx, p, claim, "the gateway has no such payment")
+	case err != nil:
+		return fmt.Errorf("payment: confirming the webhook about %q with the gateway: %w", p.ID, err)
+	}
+	if _, err := s.recordStatus(ctx, p, st, CauseWebhook); err != nil {
+		return err
+	}
+	if st.State != claim {
+		return s.unconfirmed(ctx, p, claim, "the gateway says "+string(st.State))
+	}
+	return nil
+}
+
+// unconfirmed reports a webhook whose claim the PG does not confirm.
+func (s *Service) unconfirmed(ctx context.Context, p Payment, claim GatewayState, why string) error {
+	detail := fmt.Sprintf("a webhook claims %s, %s", claim, why)
+	s.logger.ErrorContext(ctx, "payment: webhook not confirmed by the gateway; nothing recorded from it",
+		"payment", p.ID, "order", p.OrderID, "state", p.State, "detail", detail)
+	s.observer.Contradicted(p.ID, CauseWebhook, detail)
+	return fmt.Errorf("%w: %q: %s", ErrWebhookUnconfirmed, p.ID, detail)
+}
+
+// recordStatus records what the PG says of p (st, from Gateway.Status) with cause: its
+// approval or its decline, nothing while it is pending, and REVIEW when it contradicts the
+// record (another amount or currency, or another outcome than recorded).
+func (s *Service) recordStatus(ctx context.Context, p Payment, st GatewayPayment, cause Cause) (Payment, error) {
+	if st.Amount != p.Amount || st.Currency != p.Currency {
+		return s.review(ctx, p, cause, fmt.Sprintf("recorded %d %s, the gateway has %d %s", p.Amount, p.Currency, st.Amount, st.Currency))
+	}
+	switch st.State {
+	case GatewayApproved:
+		return s.settle(ctx, p, StateApproved, change{cause: cause, reference: truncate(st.Reference, 128)})
+	case GatewayDeclined:
+		return s.settle(ctx, p, StateDeclined, change{
+			cause: cause, detail: truncate(st.DeclineCode, 255),
+			declineCode: truncate(st.DeclineCode, 64), declineMessage: truncate(st.DeclineMessage, 255),
+		})
+	}
+	return p, nil
 }

@@ -82,14 +82,16 @@ func TestWebhookRejectsForgeries(t *testing.T) {
 		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, unknownKind, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), unknownKind)), payment.ErrInvalidWebhook)
 		assert.Equal(t, payment.StateUnknown, e.get(t, "pay-1").State, "nothing changed")
 
-		// Correctly signed, contradicting the record: needs a person.
+		// Correctly signed (the secret leaked), claiming what the PG did not do: the PG, asked
+		// directly, says declined; nothing is recorded from the webhook's word.
 		declined := card("pay-2", 5000)
 		declined.Token = pgsim.TokenDecline
 		_, err = e.svc.Pay(ctx, declined)
 		require.ErrorIs(t, err, payment.ErrDeclined)
 		lie := []byte(`{"type":"payment.approved","payment_id":"pay-2","amount":5000,"currency":"KRW","created_at":"2026-03-01T12:00:00Z"}`)
-		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, lie, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), lie)), payment.ErrIllegalTransition)
+		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, lie, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), lie)), payment.ErrWebhookUnconfirmed)
 		assert.Equal(t, payment.StateDeclined, e.get(t, "pay-2").State)
+		assert.Equal(t, []string{"pay-2:webhook:a webhook claims APPROVED, the gateway says DECLINED"}, e.obs.contradicted())
 
 		noVerifier, err := payment.New(db, e.sim)
 		require.NoError(t, err)

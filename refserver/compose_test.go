@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -34,6 +36,15 @@ type composeFile struct {
 
 // interpolate applies compose's ${VAR:-default} with an empty environment.
 var interpolation = regexp.MustCompile(`\$\{[A-Z_]+:-([^}]*)\}`)
+
+// required matches compose's ${VAR:?message}: VAR must be set or compose refuses to start.
+var required = regexp.MustCompile(`^\$\{([A-Z_]+):\?[^}]+\}$`)
+
+// operatorSecrets are what an operator following the README sets the required variables to.
+var operatorSecrets = map[string]string{
+	"COMMERCEKIT_JWT_SECRET":     "3f1c0d6a9b8e7f6a5d4c3b2a19081726354433221100ffeeddccbbaa99887766",
+	"COMMERCEKIT_WEBHOOK_SECRET": "8e7f6a5d4c3b2a190817263544332211aabbccddeeff00112233445566778899",
+}
 
 func TestComposeFile(t *testing.T) {
 	raw, err := os.ReadFile("../docker-compose.yml")
@@ -69,6 +80,20 @@ func TestComposeFile(t *testing.T) {
 	for k, v := range ref.Environment {
 		env[k] = interpolation.ReplaceAllString(v, "$1")
 	}
+	// No published secret: both secrets are required (${VAR:?...}), on both sides of the
+	// webhook, with no default compose could fall back to.
+	for name := range operatorSecrets {
+		for svc, vars := range map[string]map[string]string{"refserver": ref.Environment, "pgsim": sim.Environment} {
+			if svc == "pgsim" && name == "COMMERCEKIT_JWT_SECRET" {
+				continue
+			}
+			m := required.FindStringSubmatch(vars[name])
+			if assert.NotNil(t, m, "%s: %s must be required with ${%s:?...}, not %q", svc, name, name, vars[name]) {
+				assert.Equal(t, name, m[1])
+			}
+		}
+		env[name] = operatorSecrets[name]
+	}
 	var names []string
 	for _, s := range server.Settings() {
 		names = append(names, s.Env)
@@ -80,8 +105,8 @@ func TestComposeFile(t *testing.T) {
 	for _, s := range pgsimSettings {
 		assert.Contains(t, sim.Environment, s.env, "refserver pgsim reads %s; the pgsim service does not set it", s.env)
 	}
-	assert.Equal(t, interpolation.ReplaceAllString(ref.Environment["COMMERCEKIT_WEBHOOK_SECRET"], "$1"),
-		interpolation.ReplaceAllString(sim.Environment["COMMERCEKIT_WEBHOOK_SECRET"], "$1"), "both sides of the webhook share its secret")
+	assert.Equal(t, ref.Environment["COMMERCEKIT_WEBHOOK_SECRET"], sim.Environment["COMMERCEKIT_WEBHOOK_SECRET"],
+		"both sides of the webhook share its secret")
 
 	// The mock data platform and the collector process.
 	dp, col := c.Services["dataplatform"], c.Services["collector"]
@@ -99,4 +124,12 @@ func TestComposeFile(t *testing.T) {
 	cfg, err := server.Load(nil, func(k string) string { return env[k] }, os.Stderr)
 	require.NoError(t, err)
 	assert.Equal(t, "full", cfg.Mode())
+
+	// The values compose used to default to are refused.
+	for name, old := range map[string]string{"COMMERCEKIT_JWT_SECRET": "compose-jwt-secret-change-me", "COMMERCEKIT_WEBHOOK_SECRET": "compose-webhook-secret"} {
+		bad := maps.Clone(env)
+		bad[name] = old
+		_, err := server.Load(nil, func(k string) string { return bad[k] }, io.Discard)
+		assert.ErrorContains(t, err, name)
+	}
 }

@@ -1,18 +1,11 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/commercekit/commercekit/payment/pgsim"
@@ -20,7 +13,7 @@ import (
 
 // pgsimSettings are the flags of `refserver pgsim`, each with the environment variable that
 // sets its default (the compose test checks that the pgsim service sets them all).
-var pgsimSettings = []struct{ flag, env, def, usage string }{
+var pgsimSettings = []localSetting{
 	{"addr", "COMMERCEKIT_PGSIM_ADDR", "127.0.0.1:8090", "loopback listen address"},
 	{"webhook-url", "COMMERCEKIT_PGSIM_WEBHOOK_URL", "", "loopback URL to POST signed webhooks to, e.g. http://127.0.0.1:8080/v1/payments/webhook (empty: none)"},
 	{"webhook-secret", "COMMERCEKIT_WEBHOOK_SECRET", pgsim.DefaultWebhookSecret, "HMAC secret of webhooks"},
@@ -32,30 +25,20 @@ var pgsimSettings = []struct{ flag, env, def, usage string }{
 // to local servers only: it listens on a loopback address and posts its signed webhooks to
 // a loopback URL (in docker-compose it shares refserver's network namespace for that).
 func pgsimServe(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("refserver pgsim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	v := make(map[string]*string, len(pgsimSettings))
-	for _, st := range pgsimSettings {
-		def := st.def
-		if e := getenv(st.env); e != "" {
-			def = e
-		}
-		v[st.flag] = fs.String(st.flag, def, st.usage+" ($"+st.env+")")
-	}
-	if err := fs.Parse(args); err != nil {
+	v, err := parseLocalFlags("refserver pgsim", pgsimSettings, args, getenv, stderr)
+	if err != nil {
 		return err
 	}
-	addr, hook, secret := *v["addr"], *v["webhook-url"], *v["webhook-secret"]
-	lat, err := time.ParseDuration(*v["latency"])
+	addr, hook, secret := v["addr"], v["webhook-url"], v["webhook-secret"]
+	lat, err := time.ParseDuration(v["latency"])
 	if err != nil || lat < 0 {
-		return fmt.Errorf("pgsim: latency %q: not a non-negative duration", *v["latency"])
+		return fmt.Errorf("pgsim: latency %q: not a non-negative duration", v["latency"])
 	}
-	rate, err := strconv.ParseFloat(*v["decline-rate"], 64)
+	rate, err := strconv.ParseFloat(v["decline-rate"], 64)
 	if err != nil || rate < 0 || rate > 1 {
-		return fmt.Errorf("pgsim: decline rate %q: not within 0..1", *v["decline-rate"])
+		return fmt.Errorf("pgsim: decline rate %q: not within 0..1", v["decline-rate"])
 	}
-	host, _, err := net.SplitHostPort(addr)
-	if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+	if !isLoopback(addr) {
 		return fmt.Errorf("pgsim: %q is not a loopback address; the simulator serves local clients only", addr)
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, nil)).With("component", "pgsim")
@@ -71,24 +54,8 @@ func pgsimServe(args []string, getenv func(string) string, stdout, stderr io.Wri
 	sim := pgsim.New(opts...)
 	defer sim.Close()
 
-	mux := http.NewServeMux()
-	mux.Handle("/v1/", pgsim.NewHandler(sim))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
 	log.Info("PG simulator listening", "addr", addr, "webhook_url", hook, "latency", lat, "decline_rate", rate)
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := serveLocal(addr, pgsim.NewHandler(sim)); err != nil {
 		return err
 	}
 	log.Info("PG simulator stopped")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/bits"
 	"slices"
 	"strings"
@@ -109,15 +110,25 @@ type Metrics struct {
 	NetRevenue int64 `bun:"net_revenue" json:"netRevenue"`
 }
 
-func (m *Metrics) add(o Metrics) {
-	m.Orders += o.Orders
-	m.Units += o.Units
-	m.Revenue += o.Revenue
-	m.Cancellations += o.Cancellations
-	m.UnitsRefunded += o.UnitsRefunded
-	m.RevenueRefunded += o.RevenueRefunded
-	m.NetUnits += o.NetUnits
-	m.NetRevenue += o.NetRevenue
+// add adds o to m and reports whether it could: false, m unchanged, when a counter would
+// overflow int64.
+func (m *Metrics) add(o Metrics) bool {
+	sum := *m
+	for _, f := range []struct {
+		dst *int64
+		v   int64
+	}{
+		{&sum.Orders, o.Orders}, {&sum.Units, o.Units}, {&sum.Revenue, o.Revenue},
+		{&sum.Cancellations, o.Cancellations}, {&sum.UnitsRefunded, o.UnitsRefunded},
+		{&sum.RevenueRefunded, o.RevenueRefunded}, {&sum.NetUnits, o.NetUnits}, {&sum.NetRevenue, o.NetRevenue},
+	} {
+		if (f.v > 0 && *f.dst > math.MaxInt64-f.v) || (f.v < 0 && *f.dst < math.MinInt64-f.v) {
+			return false
+		}
+		*f.dst += f.v
+	}
+	*m = sum
+	return true
 }
 
 type dayProduct struct{ day, product string }
@@ -153,7 +164,8 @@ type streamRow struct {
 // it touched for RollupDirty, and counts the batch's events per stream for Gaps — all
 // through tx, the transaction in which the outbox consumer records the events as applied.
 // Events of other types are only counted per stream. A payload that cannot be decoded, or
-// of an unknown schema version, is a permanent error (the event is dead-lettered).
+// of an unknown schema version, or whose amounts do not add up, is a
+// permanent error (the event is dead-lettered).
 func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
 	deltas := make(map[dayProduct]*Metrics)
 	streams := make(map[outbox.Stream]*streamRow)
@@ -175,6 +187,9 @@ func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event
 		if oe.SchemaVersion != commerce.EventSchemaVersion {
 			return outbox.Permanent(fmt.Errorf("collector: event %s: schema version %d, want %d", ev.ID, oe.SchemaVersion, commerce.EventSchemaVersion))
 		}
+		if err := checkAmounts(oe); err != nil {
+			return outbox.Permanent(fmt.Errorf("collector: event %s: %w", ev.ID, err))
+		}
 		refund := ev.Type == commerce.EventOrderCancelled
 		if refund && oe.PaidAt == nil {
 			continue // an unpaid order: nothing was sold
@@ -188,10 +203,14 @@ func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event
 				d = &Metrics{}
 				deltas[k] = d
 			}
+			delta := Metrics{Orders: 1, Units: l.Qty, Revenue: rev, NetUnits: l.Qty, NetRevenue: rev}
 			if refund {
-				d.add(Metrics{Cancellations: 1, UnitsRefunded: l.Qty, RevenueRefunded: rev, NetUnits: -l.Qty, NetRevenue: -rev})
-			} else {
-				d.add(Metrics{Orders: 1, Units: l.Qty, Revenue: rev, NetUnits: l.Qty, NetRevenue: rev})
+				delta = Metrics{Cancellations: 1, UnitsRefunded: l.Qty, RevenueRefunded: rev, NetUnits: -l.Qty, NetRevenue: -rev}
+			}
+			if !d.add(delta) {
+				// Not permanent: the consumer then applies the batch's events one by one, and
+				// the one that overflows the stored sums fails (and is dead-lettered) alone.
+				return fmt.Errorf("collector: event %s: the metrics of %s on %s overflow int64", ev.ID, l.ProductID, day)
 			}
 		}
 	}
@@ -199,6 +218,30 @@ func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event
 		return err
 	}
 	return c.countStreams(ctx, tx, streams)
+}
+
+// checkAmounts returns why oe's amounts cannot be counted, or nil: every line needs a
+// product, at least one unit and an amount of Qty × UnitPrice, the lines must sum to the
+// subtotal, and the discount must lie between 0 and the subtotal — which also keeps the
+// arithmetic of shares within its bounds.
+func checkAmounts(oe commerce.OrderEvent) error {
+	var sum int64
+	for i, l := range oe.Lines {
+		hi, lo := bits.Mul64(uint64(max(l.Qty, 0)), uint64(max(l.UnitPrice, 0)))
+		switch {
+		case l.ProductID == "" || l.Qty < 1 || l.UnitPrice < 0:
+			return fmt.Errorf("line %d: no product, or quantity below 1 or price below 0", i)
+		case hi != 0 || lo > math.MaxInt64 || int64(lo) != l.Amount:
+			return fmt.Errorf("line %d: amount %d is not %d × %d", i, l.Amount, l.Qty, l.UnitPrice)
+		case sum > math.MaxInt64-l.Amount:
+			return fmt.Errorf("line %d: the lines' amounts exceed int64", i)
+		}
+		sum += l.Amount
+	}
+	if sum != oe.Subtotal || oe.Discount < 0 || oe.Discount > oe.Subtotal {
+		return fmt.Errorf("subtotal %d, discount %d: the lines sum to %d, and the discount must lie within 0..subtotal", oe.Subtotal, oe.Discount, sum)
+	}
+	return nil
 }
 
 // shares returns the revenue of each line of oe: the amount paid (subtotal less discount)
@@ -307,10 +350,13 @@ type Gap struct {
 	MaxSeq, Missing int64
 }
 
-// Gaps returns up to limit streams with missing events, by topic and key. Every stream
+// Gaps returns up to limit (at least 1) streams with missing events, by topic and key. Every stream
 // the outbox writes is numbered 1, 2, 3, ... without a gap, so a missing number is an event
 // not applied yet: still in flight on another partition, or dead-lettered (redrive it).
 func (c *Collector) Gaps(ctx context.Context, limit int) ([]Gap, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("%w: limit %d (want at least 1)", ErrInvalidArgument, limit)
+	}
 	var rows []streamRow
 	err := c.db.NewSelect().Model(&rows).Where("max_seq > seen").OrderExpr("topic, stream_key").Limit(int64(limit)).Scan(ctx)
 	if err != nil {

@@ -3,9 +3,12 @@ package collector
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/commerce"
 )
 
 // MaxRankingLimit bounds a ranking's length; MaxMetricsPeriods bounds ProductMetrics' span.
@@ -58,10 +61,15 @@ type PeriodMetrics struct {
 
 // ProductMetrics returns the product's metrics for each period from the one holding from
 // to the one holding to (calendar dates), oldest first, at most MaxMetricsPeriods periods;
-// periods without sales or refunds are left out.
+// periods without sales or refunds are left out. A product ID that commerce could not
+// have written (1 to commerce.MaxIDLen printable ASCII bytes) fails with
+// ErrInvalidArgument.
 func (c *Collector) ProductMetrics(ctx context.Context, productID string, p Period, from, to time.Time) ([]PeriodMetrics, error) {
 	if _, err := ParsePeriod(string(p)); err != nil {
 		return nil, err
+	}
+	if productID == "" || len(productID) > commerce.MaxIDLen || strings.ContainsFunc(productID, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+		return nil, fmt.Errorf("%w: product ID %q (want 1 to %d printable ASCII characters)", ErrInvalidArgument, productID, commerce.MaxIDLen)
 	}
 	first, last := p.start(from), p.start(to)
 	if last.Before(first) {

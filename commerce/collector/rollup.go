@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -96,32 +97,60 @@ func (c *Collector) recompute(ctx context.Context, tx bun.Tx, p Period, start ti
 	return nil
 }
 
-// RollupDirty recomputes every week and month whose days changed since its last rollup
-// (up to 100 per call) and returns how many it recomputed. A period changed again while it
-// was being recomputed stays marked and is recomputed on the next call.
+// RollupDirty recomputes every week and month whose days changed since its last rollup,
+// reading the marks 100 at a time, and returns how many it recomputed. A period changed
+// again while it was being recomputed stays marked and is recomputed on the next call. A
+// period that fails (its sums overflow, say) stays marked and is reported in the error,
+// joined with the others', without holding the rest back.
 func (c *Collector) RollupDirty(ctx context.Context) (int, error) {
-	var marks []dirtyRow
-	if err := c.db.NewSelect().Model(&marks).OrderExpr("period, start").Limit(100).Scan(ctx); err != nil {
-		return 0, fmt.Errorf("collector: reading the periods to roll up: %w", err)
-	}
-	for i, m := range marks {
-		start, err := ParseDate(m.Start)
-		if err != nil {
-			return i, err
+	const page = 100
+	done := 0
+	var errs []error
+	var after *dirtyRow
+	for {
+		var marks []dirtyRow
+		q := c.db.NewSelect().Model(&marks).OrderExpr("period, start").Limit(page)
+		if after != nil {
+			q = q.Where("period > ? OR (period = ? AND start > ?)", after.Period, after.Period, after.Start)
 		}
-		err = sqlutil.InTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-			if err := c.recompute(ctx, tx, m.Period, start); err != nil {
-				return err
+		if err := q.Scan(ctx); err != nil {
+			return done, errors.Join(append(errs, fmt.Errorf("collector: reading the periods to roll up: %w", err))...)
+		}
+		for _, m := range marks {
+			if err := c.rollupMark(ctx, m); err != nil {
+				if ctx.Err() != nil {
+					return done, err
+				}
+				errs = append(errs, err)
+				continue
 			}
-			_, err := tx.NewDelete().Model((*dirtyRow)(nil)).
-				Where("period = ? AND start = ? AND version = ?", m.Period, m.Start, m.Version).Exec(ctx)
-			return err
-		})
-		if err != nil {
-			return i, fmt.Errorf("collector: rolling up %s %s: %w", m.Period, m.Start, err)
+			done++
 		}
+		if len(marks) < page {
+			return done, errors.Join(errs...)
+		}
+		after = &marks[len(marks)-1]
 	}
-	return len(marks), nil
+}
+
+// rollupMark recomputes the period of m and removes the mark if no change came since.
+func (c *Collector) rollupMark(ctx context.Context, m dirtyRow) error {
+	start, err := ParseDate(m.Start)
+	if err != nil {
+		return err
+	}
+	err = sqlutil.InTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
+		if err := c.recompute(ctx, tx, m.Period, start); err != nil {
+			return err
+		}
+		_, err := tx.NewDelete().Model((*dirtyRow)(nil)).
+			Where("period = ? AND start = ? AND version = ?", m.Period, m.Start, m.Version).Exec(ctx)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("collector: rolling up %s %s: %w", m.Period, m.Start, err)
+	}
+	return nil
 }
 
 // RunRollups calls RollupDirty every interval until ctx ends (then it returns ctx's

@@ -31,11 +31,18 @@ const mysqlCounters = `
 		net_units BIGINT NOT NULL, net_revenue BIGINT NOT NULL,
 		updated_at DATETIME(6) NOT NULL,`
 
+// sqliteCounters check that every counter stays an integer: SQLite turns an integer sum
+// that overflows into a floating-point value, which the check refuses, as MySQL refuses
+// the overflow itself.
 const sqliteCounters = `
 		orders BIGINT NOT NULL, units BIGINT NOT NULL, revenue BIGINT NOT NULL,
 		cancellations BIGINT NOT NULL, units_refunded BIGINT NOT NULL, revenue_refunded BIGINT NOT NULL,
 		net_units BIGINT NOT NULL, net_revenue BIGINT NOT NULL,
-		updated_at TIMESTAMP NOT NULL,`
+		updated_at TIMESTAMP NOT NULL,
+		CHECK (typeof(orders) = 'integer' AND typeof(units) = 'integer' AND typeof(revenue) = 'integer'
+			AND typeof(cancellations) = 'integer' AND typeof(units_refunded) = 'integer'
+			AND typeof(revenue_refunded) = 'integer' AND typeof(net_units) = 'integer'
+			AND typeof(net_revenue) = 'integer'),`
 
 // The ranking indexes end in (net_units DESC, product_id): a top-N of one period is a
 // range read of the index in order, with ties broken by product ID, and no sort.

@@ -209,10 +209,20 @@ func (e *Env) build(tb testing.TB, pub outbox.Publisher, opts []commerce.Option)
 }
 
 // Gateway passes calls to the simulator, except that it rejects refunds while
-// RejectRefunds is set (the simulator itself never rejects a valid refund).
+// RejectRefunds is set (the simulator itself never rejects a valid refund), and calls
+// BeforeApprove, if set, before passing an approval on (to hold it in flight).
 type Gateway struct {
 	*pgsim.Simulator
 	RejectRefunds atomic.Bool
+	BeforeApprove func()
+}
+
+// Approve calls BeforeApprove, then approves through the simulator.
+func (g *Gateway) Approve(ctx context.Context, req payment.ApproveRequest) (payment.Approval, error) {
+	if g.BeforeApprove != nil {
+		g.BeforeApprove()
+	}
+	return g.Simulator.Approve(ctx, req)
 }
 
 // Cancel refunds through the simulator, or rejects the refund.

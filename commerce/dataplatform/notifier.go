@@ -82,15 +82,16 @@ func WithRetries(tries int, minPause, maxPause time.Duration) Option {
 }
 
 // WithBreaker sets the circuit breaker: it opens when failures of the last window calls
-// reach failures (default 5 of 10, seed 003's 50%), and lets a call through again after
-// delay (default 10s).
+// reach failures (default 5 of 10, seed 003's 50%), and lets one call through again after
+// delay (default 10s): its success closes the breaker, its failure opens it again.
 func WithBreaker(failures, window uint, delay time.Duration) Option {
 	return func(c *config) { c.breakerFailures, c.breakerWindow, c.breakerDelay = failures, window, delay }
 }
 
 // WithMaxAttempts sets how many attempts a delivery gets before it is dead-lettered
 // (default 10) and the backoff between attempts (default 1s to 5m). Attempts refused by the
-// open breaker are not counted: an outage delays deliveries, it does not kill them.
+// open breaker, and those whose failure opens it (a failed half-open probe included), are
+// not counted: an outage delays deliveries, it does not kill them.
 func WithMaxAttempts(n int, minPause, maxPause time.Duration) Option {
 	return func(c *config) { c.maxAttempts, c.attemptMin, c.attemptMax = n, minPause, maxPause }
 }
@@ -139,10 +140,14 @@ func New(db *bun.DB, target string, opts ...Option) (*Notifier, error) {
 	case c.client == nil || c.now == nil || c.log == nil || c.onState == nil:
 		return nil, fmt.Errorf("%w: nil client, clock, logger or observer", ErrInvalidConfig)
 	}
+	// A claim must outlast the longest attempt (every call timing out, the longest pause
+	// between them), or a second sender takes over a delivery still being sent.
+	c.lease = max(c.lease, 2*(time.Duration(c.tries)*c.timeout+time.Duration(c.tries-1)*c.retryMax))
 	n := &Notifier{db: db, url: target, client: c.client, c: c}
 	n.breaker = circuitbreaker.NewBuilder[*http.Response]().
 		HandleIf(func(_ *http.Response, err error) bool { return err != nil && !isPermanent(err) }).
 		WithFailureThresholdRatio(c.breakerFailures, c.breakerWindow).
+		WithSuccessThreshold(1). // half-open: one probe, which closes or reopens the breaker
 		WithDelay(c.breakerDelay).
 		OnStateChanged(func(e circuitbreaker.StateChangedEvent) {
 			from, to := stateName(e.OldState), stateName(e.NewState)
@@ -273,11 +278,11 @@ func (n *Notifier) post(ctx context.Context, d deliveryRow) error {
 }
 
 // SendOnce sends the deliveries that are due (up to 100, oldest first) and returns how
-// many were sent. It stops early when the breaker is open: the rest wait, their attempts
-// uncounted. A delivery whose attempt fails is retried later with backoff, and
+// many were sent. It stops early when the breaker is open or a failure opens it: the rest
+// wait, their attempts uncounted. A delivery whose attempt fails is retried later with backoff, and
 // dead-lettered (state dead) after the last attempt or at once when the platform refuses
-// it with a 4xx. Several processes may run it: each claims a delivery (a lease) before
-// sending it.
+// it with a 4xx. Several processes may run it: each claims a delivery (a lease of a
+// minute, or twice the longest an attempt can take if that is longer) before sending it.
 func (n *Notifier) SendOnce(ctx context.Context) (int, error) {
 	var due []deliveryRow
 	err := n.db.NewSelect().Model(&due).Where("state = ? AND next_at <= ?", StatePending, n.now()).
@@ -308,6 +313,13 @@ func (n *Notifier) SendOnce(ctx context.Context) (int, error) {
 		case errors.Is(perr, circuitbreaker.ErrOpen):
 			// Not an attempt: due again at once, and the round ends (the rest would be refused too).
 			_, err = n.update(ctx, d, map[string]any{"next_at": n.now()})
+			return sent, err
+		case n.breaker.IsOpen() && !isPermanent(perr):
+			// This failure opened the breaker (or a half-open probe failed): the platform is
+			// down, which is no fault of the delivery, so not an attempt either. It waits
+			// behind the others, which the next probes try first, and the round ends.
+			pause := backoff.Equal(d.Attempts+1, n.c.attemptMin, n.c.attemptMax)
+			_, err = n.update(ctx, d, map[string]any{"next_at": n.now().Add(pause), "last_error": perr.Error()})
 			return sent, err
 		case d.Attempts+1 >= n.c.maxAttempts || isPermanent(perr):
 			n.c.log.Error("dataplatform: delivery dead-lettered", "event", d.EventID, "order", d.OrderID, "attempts", d.Attempts+1, "err", perr)

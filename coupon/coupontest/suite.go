@@ -10,8 +10,9 @@
 // It runs against real servers and checks exact end states: first-come issuance under
 // 10,000 concurrent requests, idempotency on request IDs (concurrent duplicates too), every
 // redemption transition and its idempotency, races of orders for one coupon, wallets,
-// joining the caller's transaction, a failed durable write, and (for issuers with state
-// outside SQL) the loss of that state.
+// joining the caller's transaction, a failed durable write, identifiers that differ only by
+// case or accents kept apart, and (for issuers with state outside SQL) the loss of that
+// state.
 package coupontest
 
 import (
@@ -59,6 +60,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("RedemptionInCallerTx", func(t *testing.T) { testRedemptionInCallerTx(t, h) })
 	t.Run("RedemptionRaces", func(t *testing.T) { testRedemptionRaces(t, h) })
 	t.Run("Wallet", func(t *testing.T) { testWallet(t, h) })
+	t.Run("IDsCompareByteForByte", func(t *testing.T) { testIDsByteForByte(t, h) })
 }
 
 // start is the suite's clock at the beginning of every test.

@@ -39,11 +39,15 @@ type counterRow struct {
 	Issued     int64  `bun:"issued,notnull"`
 }
 
-// CreateSchema creates the issuer's table (coupon_issue_counters) when it does not exist.
-// It is idempotent and works on MySQL/MariaDB and SQLite.
+// CreateSchema creates the issuer's table (coupon_issue_counters) when it does not exist,
+// its template IDs comparing byte for byte on MySQL (see coupon.CreateSchema). It is
+// idempotent and works on MySQL/MariaDB and SQLite.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
 	if _, err := db.NewCreateTable().Model((*counterRow)(nil)).IfNotExists().Exec(ctx); err != nil {
 		return fmt.Errorf("sqlcoupon: creating tables: %w", err)
+	}
+	if err := sqlutil.BinaryColumns(ctx, db, "coupon_issue_counters", "template_id"); err != nil {
+		return fmt.Errorf("sqlcoupon: %w", err)
 	}
 	return nil
 }

@@ -83,7 +83,7 @@ func TestChecksCatchViolations(t *testing.T) {
 //	go test -run TestFullModeSale -v ./examples/flashsale
 func TestFullModeSale(t *testing.T) {
 	cfg := server.Defaults()
-	cfg.JWTSecret, cfg.SeedDemo = "full-mode-test-secret", false
+	cfg.JWTSecret, cfg.WebhookSecret, cfg.SeedDemo = "full-mode-test-jwt-secret-0123456789abcdef", "full-mode-test-webhook-secret-0123456789ab", false
 	cfg.DBDriver, cfg.DBDSN = server.DriverMySQL, testenv.MySQLDSN(t)
 	rdb := testenv.Redis(t)
 	cfg.RedisAddr, cfg.RedisDB = rdb.Options().Addr, rdb.Options().DB

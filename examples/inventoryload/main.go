@@ -42,6 +42,7 @@ type config struct {
 	backend  string
 	dsn      string
 	addr     string
+	redisDB  int
 	clients  int
 	duration time.Duration
 	skus     int
@@ -55,6 +56,7 @@ func main() {
 	flag.StringVar(&c.backend, "backend", "sqlite", "sqlite, mysql or redis")
 	flag.StringVar(&c.dsn, "dsn", "root@unix(/run/mysqld/mysqld.sock)/inventoryload", "MySQL DSN (loopback or Unix socket; the database must exist)")
 	flag.StringVar(&c.addr, "addr", "127.0.0.1:6379", "Redis address (loopback)")
+	flag.IntVar(&c.redisDB, "redis-db", 0, "Redis logical database")
 	flag.IntVar(&c.clients, "c", 50, "concurrent clients")
 	flag.DurationVar(&c.duration, "d", 10*time.Second, "duration")
 	flag.IntVar(&c.skus, "skus", 1, "SKUs the load spreads over (1 = one hot SKU)")
@@ -110,7 +112,7 @@ func open(ctx context.Context, c config) (*inventory.Inventory, func(), error) {
 		if err := loopback(c.addr); err != nil {
 			return nil, nil, err
 		}
-		rdb := redis.NewClient(&redis.Options{Addr: c.addr, PoolSize: c.clients})
+		rdb := redis.NewClient(&redis.Options{Addr: c.addr, DB: c.redisDB, PoolSize: c.clients})
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			rdb.Close()
 			return nil, nil, err

@@ -22,7 +22,10 @@
 //	COMMERCEKIT_KAFKA_IMAGE   a confluentinc/confluent-local image for a real Kafka; unset = kfake
 //	COMMERCEKIT_MYSQL_DSN     use this already-running MySQL server instead of a container
 //	                          (loopback only; the user must be able to create databases)
-//	COMMERCEKIT_REDIS_ADDR    use this already-running Redis server instead of a container (loopback only)
+//	COMMERCEKIT_REDIS_ADDR    use this already-running Redis server instead of a container (loopback
+//	                          only); its data is never touched: a test gets only a logical database
+//	                          that is empty when it takes it (locked against other test processes)
+//	                          and deletes only what is in it
 //
 // Testcontainers is pointed at loopback: TESTCONTAINERS_HOST_OVERRIDE defaults to 127.0.0.1
 // (every machine here has /.dockerenv, which would otherwise send it to the default gateway)

@@ -333,3 +333,29 @@ func (c *charge) status() payment.GatewayPayment {
 	}
 	return gp
 }
+
+// CodeReversed is the decline code of a payment Overturn turned from approved to declined.
+const CodeReversed = "REVERSED"
+
+// Overturn changes the simulator's record of a payment to the opposite outcome, as a PG that
+// reverses its answer (a fraud reversal, a bug at the PG) would: an approved payment becomes
+// declined with CodeReversed, a declined one approved (and counted as charged). It sends no
+// webhook (Webhook then signs the new outcome). For tests of records the PG contradicts; it
+// returns payment.ErrNotAtGateway for a payment the simulator never saw.
+func (s *Simulator) Overturn(paymentID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.payments[paymentID]
+	if !ok {
+		return fmt.Errorf("pgsim: %w: %q", payment.ErrNotAtGateway, paymentID)
+	}
+	if c.declined == nil {
+		c.declined, c.ref = &payment.DeclineError{Code: CodeReversed, Message: "the approval was reversed"}, ""
+		return nil
+	}
+	s.refSeq++
+	c.declined, c.ref = nil, fmt.Sprintf("pgsim-pay-%d", s.refSeq)
+	s.stats.Charges++
+	s.charges[paymentID]++
+	return nil
+}

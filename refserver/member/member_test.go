@@ -315,7 +315,9 @@ func TestBruteForce(t *testing.T) {
 // errcode.ErrUnavailable, never "not revoked"; logout fails the same way.
 func TestDenylistDown(t *testing.T) {
 	t.Run("redis", func(t *testing.T) {
-		rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), DialTimeout: 200 * time.Millisecond})
+		opts := *testenv.Redis(t).Options() // a database of the test's own
+		opts.DialTimeout = 200 * time.Millisecond
+		rdb := redis.NewClient(&opts)
 		require.NoError(t, rdb.Close())
 		deny := member.NewRedisDenylist(rdb)
 		_, err := deny.Denied(ctx, "jti")

@@ -10,14 +10,12 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+
+	"github.com/commercekit/commercekit/commerce"
 )
 
 // RoleAdmin is the value of the "role" claim that opens the admin routes.
 const RoleAdmin = "admin"
-
-// maxSubjectLen bounds a token's subject, which is a user ID everywhere below (64 bytes in
-// every package).
-const maxSubjectLen = 64
 
 // Principal is the authenticated caller.
 type Principal struct {
@@ -38,8 +36,8 @@ type Claims struct {
 	jwt.RegisteredClaims
 }
 
-// authenticator verifies bearer tokens: HS256 only, with an expiry, a subject of at most
-// maxSubjectLen bytes.
+// authenticator verifies bearer tokens: HS256 only, with an expiry, and a subject that is a
+// valid user ID (commerce.ValidateUserID).
 type authenticator struct {
 	secret []byte
 	parser *jwt.Parser
@@ -76,8 +74,10 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, error) {
 		return Principal{}, errTokenExpired
 	case err != nil:
 		return Principal{}, fmt.Errorf("%w: %v", errBadToken, err)
-	case c.Subject == "" || len(c.Subject) > maxSubjectLen:
-		return Principal{}, fmt.Errorf("%w: the subject must be a user ID of 1-%d bytes", errBadToken, maxSubjectLen)
+	}
+	if err := commerce.ValidateUserID(c.Subject); err != nil {
+		// Validly signed, but it names no possible user: as unusable as a bad signature.
+		return Principal{}, fmt.Errorf("%w: the subject is not a user ID: %v", errBadToken, err)
 	}
 	return Principal{UserID: c.Subject, Admin: c.Role == RoleAdmin, TokenID: c.ID, SessionID: c.SessionID,
 		ExpiresAt: c.ExpiresAt.Time}, nil
@@ -111,8 +111,8 @@ func principal(ctx context.Context) Principal {
 // admin is set, with a fresh jti (so that logout can revoke it): what `refserver token`
 // prints, and what tests and the flash-sale driver use.
 func IssueToken(secret []byte, userID string, admin bool, ttl time.Duration, now time.Time) (string, error) {
-	if userID == "" || len(userID) > maxSubjectLen {
-		return "", fmt.Errorf("user ID must be 1-%d bytes", maxSubjectLen)
+	if err := commerce.ValidateUserID(userID); err != nil {
+		return "", err
 	}
 	if ttl <= 0 {
 		return "", errors.New("ttl must be positive")

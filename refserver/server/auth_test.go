@@ -54,6 +54,10 @@ func TestAuthenticate(t *testing.T) {
 		"expired":          {header: "Bearer " + sign(jwt.SigningMethodHS256, secret, claims("u", now.Add(-time.Minute), "")), err: errTokenExpired},
 		"no subject":       {header: "Bearer " + sign(jwt.SigningMethodHS256, secret, claims("", hour, "")), err: errBadToken},
 		"subject too long": {header: "Bearer " + sign(jwt.SigningMethodHS256, secret, claims(string(make([]byte, 65)), hour, "")), err: errBadToken},
+		// Validly signed, but the subject is no user ID: 401 invalid_token, never a 400 later.
+		"subject with a space":   {header: "Bearer " + sign(jwt.SigningMethodHS256, secret, claims("a b", hour, "")), err: errBadToken},
+		"subject not ASCII":      {header: "Bearer " + sign(jwt.SigningMethodHS256, secret, claims("josé", hour, "")), err: errBadToken},
+		"subject with a control": {header: "Bearer " + sign(jwt.SigningMethodHS256, secret, claims("u\n1", hour, "admin")), err: errBadToken},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := httptest.NewRequest("GET", "/v1/orders", nil)
@@ -64,6 +68,9 @@ func TestAuthenticate(t *testing.T) {
 			if tc.err != nil {
 				assert.ErrorIs(t, err, tc.err)
 				assert.Equal(t, 401, authProblem(err).Status)
+				if tc.err == errBadToken {
+					assert.Equal(t, "invalid_token", authProblem(err).Code)
+				}
 				return
 			}
 			require.NoError(t, err)

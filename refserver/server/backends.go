@@ -155,8 +155,10 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 
 	// The payment gateway: the simulator in process or over HTTP, behind the resilience policies.
 	webhookSecret := cfg.WebhookSecret
-	if webhookSecret == "" {
-		webhookSecret = pgsim.DefaultWebhookSecret
+	if webhookSecret == "" { // the embedded default (Validate requires one otherwise)
+		if webhookSecret, err = randomSecret(); err != nil {
+			return st, err
+		}
 	}
 	var raw payment.Gateway
 	var deliver func(ctx context.Context, body []byte, signature string) error // set once commerce exists
@@ -253,6 +255,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		commerce.WithPaymentWindow(cfg.PaymentWindow),
 		commerce.WithCancelWindow(cfg.CancelWindow),
 		commerce.WithRewardRate(cfg.RewardRateBP),
+		commerce.WithUnpaidLimits(cfg.MaxUnpaidPerProduct, cfg.MaxUnpaidUnits),
 		commerce.WithTopics(topics),
 	)
 	if err != nil {

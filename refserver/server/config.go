@@ -26,8 +26,8 @@ const (
 const DefaultSQLiteFile = "refserver.db"
 
 // DevJWTSecret signs tokens in the embedded default when COMMERCEKIT_JWT_SECRET is unset. It
-// is public, so the server logs a warning whenever it uses it and refuses it as soon as any
-// external backend is configured.
+// is public, so the server logs a warning whenever it uses it and refuses it (like every one
+// of PublishedSecrets) as soon as any external backend is configured.
 const DevJWTSecret = "commercekit-dev-secret-do-not-use-in-production"
 
 // Config is everything the server can be told. Every field has a flag and a COMMERCEKIT_
@@ -60,6 +60,9 @@ type Config struct {
 	PaymentWindow time.Duration
 	CancelWindow  time.Duration
 	RewardRateBP  int64
+
+	MaxUnpaidPerProduct int64
+	MaxUnpaidUnits      int64
 
 	RateLimit float64
 	RateBurst int
@@ -128,8 +131,8 @@ func (c *Config) settings() []Setting {
 		{Flag: "kafka-brokers", Env: "COMMERCEKIT_KAFKA_BROKERS", Usage: "Kafka bootstrap brokers, comma-separated; unset: events go to in-process consumers", value: list(&c.KafkaBrokers)},
 		{Flag: "pgsim-url", Env: "COMMERCEKIT_PGSIM_URL", Usage: "URL of a PG simulator served by 'refserver pgsim' (loopback); unset: the simulator runs in process", value: str(&c.PGSimURL)},
 		{Flag: "pg-timeout", Env: "COMMERCEKIT_PG_TIMEOUT", Usage: "timeout of one call to the PG (calls are retried up to 3 times)", value: dur(&c.PGTimeout)},
-		{Flag: "webhook-secret", Env: "COMMERCEKIT_WEBHOOK_SECRET", Usage: "secret the PG signs webhooks with (default: the simulator's)", Secret: true, value: str(&c.WebhookSecret)},
-		{Flag: "jwt-secret", Env: "COMMERCEKIT_JWT_SECRET", Usage: "HS256 secret of bearer tokens (required unless embedded)", Secret: true, value: str(&c.JWTSecret)},
+		{Flag: "webhook-secret", Env: "COMMERCEKIT_WEBHOOK_SECRET", Usage: "secret the PG signs webhooks with, at least 32 bytes (required unless embedded, where a random one is shared with the in-process simulator)", Secret: true, value: str(&c.WebhookSecret)},
+		{Flag: "jwt-secret", Env: "COMMERCEKIT_JWT_SECRET", Usage: "HS256 secret of bearer tokens, at least 32 bytes (required unless embedded)", Secret: true, value: str(&c.JWTSecret)},
 		{Flag: "kafka-topics", Env: "COMMERCEKIT_KAFKA_TOPICS", Usage: "event topics overriding the defaults, comma-separated <event type>=<topic> (default: payment-completed, coupon-issued, points-charged on topics of those names, the other order events on " + commerce.DefaultTopic + ")", value: list(&c.KafkaTopics)},
 		{Flag: "collector", Env: "COMMERCEKIT_COLLECTOR", Usage: "with Kafka, run the metrics collector in this process as its consumer group (false when 'refserver collector' runs it); without Kafka it always runs in process", value: boolean(&c.Collector)},
 		{Flag: "metrics-tz", Env: "COMMERCEKIT_METRICS_TZ", Usage: "time zone of the sales metrics' day boundaries", value: str(&c.MetricsTZ)},
@@ -139,6 +142,8 @@ func (c *Config) settings() []Setting {
 		{Flag: "payment-window", Env: "COMMERCEKIT_PAYMENT_WINDOW", Usage: "how long past its expiry an order's holds last, for a payment started just before", value: dur(&c.PaymentWindow)},
 		{Flag: "cancel-window", Env: "COMMERCEKIT_CANCEL_WINDOW", Usage: "how long after payment a paid order may be cancelled", value: dur(&c.CancelWindow)},
 		{Flag: "reward-rate-bp", Env: "COMMERCEKIT_REWARD_RATE_BP", Usage: "points earned on payment, in basis points of the card amount (100 = 1%)", value: i64(&c.RewardRateBP)},
+		{Flag: "max-unpaid-per-product", Env: "COMMERCEKIT_MAX_UNPAID_PER_PRODUCT", Usage: "units of one product a user's unpaid orders may hold (0: no cap)", value: i64(&c.MaxUnpaidPerProduct)},
+		{Flag: "max-unpaid-units", Env: "COMMERCEKIT_MAX_UNPAID_UNITS", Usage: "units in all a user's unpaid orders may hold (0: no cap)", value: i64(&c.MaxUnpaidUnits)},
 		{Flag: "rate-limit", Env: "COMMERCEKIT_RATE_LIMIT", Usage: "write requests per second per user (0: unlimited)", value: f64(&c.RateLimit)},
 		{Flag: "rate-burst", Env: "COMMERCEKIT_RATE_BURST", Usage: "write requests a user may burst above the rate", value: integer(&c.RateBurst)},
 		{Flag: "request-timeout", Env: "COMMERCEKIT_REQUEST_TIMEOUT", Usage: "deadline of every request's work", value: dur(&c.RequestTimeout)},
@@ -222,12 +227,7 @@ func (c Config) Validate() error {
 	default:
 		bad("COMMERCEKIT_DB_DRIVER must be sqlite or mysql, not %q", c.DBDriver)
 	}
-	if c.JWTSecret == "" && c.Mode() != "embedded" {
-		bad("COMMERCEKIT_JWT_SECRET is required unless every backend is embedded")
-	}
-	if c.JWTSecret != "" && len(c.JWTSecret) < 16 {
-		bad("COMMERCEKIT_JWT_SECRET must be at least 16 bytes")
-	}
+	errs = append(errs, c.validateSecrets()...)
 	if c.RedisDB < 0 {
 		bad("COMMERCEKIT_REDIS_DB must be >= 0")
 	}
@@ -244,6 +244,9 @@ func (c Config) Validate() error {
 	}
 	if c.RewardRateBP < 0 || c.RewardRateBP > 10_000 {
 		bad("COMMERCEKIT_REWARD_RATE_BP must be within 0..10000")
+	}
+	if c.MaxUnpaidPerProduct < 0 || c.MaxUnpaidUnits < 0 {
+		bad("COMMERCEKIT_MAX_UNPAID_PER_PRODUCT and COMMERCEKIT_MAX_UNPAID_UNITS must be >= 0 (0: no cap)")
 	}
 	if c.RateLimit < 0 || c.RateBurst < 1 {
 		bad("COMMERCEKIT_RATE_LIMIT must be >= 0 and COMMERCEKIT_RATE_BURST >= 1")

@@ -12,7 +12,7 @@ import (
 
 func TestLoadPrecedence(t *testing.T) {
 	env := map[string]string{"COMMERCEKIT_ADDR": ":9000", "COMMERCEKIT_ORDER_EXPIRY": "5m",
-		"COMMERCEKIT_KAFKA_BROKERS": "a:1, b:2", "COMMERCEKIT_JWT_SECRET": "0123456789abcdef"}
+		"COMMERCEKIT_KAFKA_BROKERS": "a:1, b:2", "COMMERCEKIT_JWT_SECRET": jwtSecret, "COMMERCEKIT_WEBHOOK_SECRET": webhookSecret}
 	c, err := Load([]string{"-addr", ":9100", "-seed-demo=false"}, func(k string) string { return env[k] }, io.Discard)
 	require.NoError(t, err)
 	assert.Equal(t, ":9100", c.Addr, "a flag wins over the environment")
@@ -31,10 +31,10 @@ func TestLoadErrors(t *testing.T) {
 	}{
 		"bad duration":    {env: map[string]string{"COMMERCEKIT_ORDER_EXPIRY": "soon"}, want: "COMMERCEKIT_ORDER_EXPIRY"},
 		"bad driver":      {args: []string{"-db-driver", "oracle"}, want: "COMMERCEKIT_DB_DRIVER"},
-		"mysql needs dsn": {args: []string{"-db-driver", "mysql", "-jwt-secret", "0123456789abcdef"}, want: "COMMERCEKIT_DB_DSN"},
+		"mysql needs dsn": {args: []string{"-db-driver", "mysql", "-jwt-secret", jwtSecret, "-webhook-secret", webhookSecret}, want: "COMMERCEKIT_DB_DSN"},
 		"external needs jwt secret": {env: map[string]string{"COMMERCEKIT_REDIS_ADDR": "127.0.0.1:6379"},
 			want: "COMMERCEKIT_JWT_SECRET is required"},
-		"short jwt secret": {args: []string{"-jwt-secret", "short"}, want: "at least 16 bytes"},
+		"short jwt secret": {args: []string{"-jwt-secret", "short"}, want: "at least 32 bytes"},
 		"lock below timeout": {args: []string{"-idempotency-lock", "10s", "-request-timeout", "30s"},
 			want: "COMMERCEKIT_IDEMPOTENCY_LOCK"},
 		"stray argument": {args: []string{"extra"}, want: "unexpected arguments"},
@@ -68,14 +68,14 @@ func TestModeAndMasking(t *testing.T) {
 	assert.Equal(t, "embedded", c.Mode())
 	c.DBDriver, c.DBDSN = DriverMySQL, "app:hunter2@tcp(db:3306)/shop?parseTime=true"
 	c.RedisAddr, c.KafkaBrokers, c.PGSimURL = "r:6379", []string{"k:9092"}, "http://127.0.0.1:8090"
-	c.JWTSecret, c.WebhookSecret = "a-very-secret-jwt-key", "whsec"
+	c.JWTSecret, c.WebhookSecret = jwtSecret, webhookSecret
 	assert.Equal(t, "full", c.Mode())
 	require.NoError(t, c.Validate())
 
 	var b strings.Builder
 	c.Print(&b)
 	out := b.String()
-	for _, secret := range []string{"hunter2", "a-very-secret-jwt-key", "whsec"} {
+	for _, secret := range []string{"hunter2", jwtSecret, webhookSecret} {
 		assert.NotContains(t, out, secret)
 	}
 	assert.Contains(t, out, "app:****@tcp(db:3306)/shop", "the DSN keeps everything but its password")

@@ -79,6 +79,8 @@ func TestRankings(t *testing.T) {
 				"/v1/rankings?period=yearly", "/v1/rankings?date=2026-13-01", "/v1/rankings?limit=0",
 				"/v1/rankings?limit=abc", "/v1/rankings?limit=101",
 				"/v1/products/p1/metrics?from=2026-03-05&to=2026-03-04", "/v1/products/p1/metrics?period=daily&from=2020-01-01",
+				"/v1/products/p%001/metrics", "/v1/products/%FF/metrics", "/v1/rankings?limit=99999999999999999999",
+				"/v1/rankings?date=2026-02-30", "/v1/products/p1/metrics?period=weekly&from=0001-01-01&to=9999-12-31",
 			} {
 				expectProblem(t, a.call("GET", bad, "", "", nil), http.StatusBadRequest, "invalid_request")
 			}

@@ -25,8 +25,12 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// testSecret signs the tests' bearer tokens.
-var testSecret = []byte("e2e-test-secret-0123456789")
+// testSecret signs the tests' bearer tokens; testWebhookSecret the simulator's webhooks in
+// full mode (the embedded default makes a random one of its own).
+var (
+	testSecret        = []byte("e2e-test-secret-0123456789abcdef0123456789")
+	testWebhookSecret = []byte("e2e-webhook-secret-0123456789abcdef012345")
+)
 
 // backend builds a Config for one deployment the end-to-end tests run against.
 type backend struct {
@@ -50,9 +54,11 @@ var full = backend{name: "full-mysql-redis-kafka", config: func(t *testing.T) (s
 	return fullConfig(t, testenv.MySQLDSN(t), rdb.Options().Addr, rdb.Options().DB)
 }}
 
-// fullConfig is the full deployment on the given MySQL database and Redis database.
-func fullConfig(t *testing.T, dsn, redisAddr string, redisDB int) (server.Config, *pgsim.Simulator, func(string)) {
+// fullConfig is the full deployment on the given MySQL database and Redis database, with
+// simOpts for the simulator behind the PG's URL.
+func fullConfig(t *testing.T, dsn, redisAddr string, redisDB int, simOpts ...pgsim.Option) (server.Config, *pgsim.Simulator, func(string)) {
 	cfg := baseConfig()
+	cfg.WebhookSecret = string(testWebhookSecret)
 	cfg.DBDriver, cfg.DBDSN = server.DriverMySQL, dsn
 	cfg.RedisAddr, cfg.RedisDB = redisAddr, redisDB
 	k := testenv.NewKafka(t)
@@ -64,7 +70,7 @@ func fullConfig(t *testing.T, dsn, redisAddr string, redisDB int) (server.Config
 
 	var hookURL atomic.Value
 	hookURL.Store("")
-	sim := pgsim.New(pgsim.WithWebhook(func(ctx context.Context, body []byte, sig string) error {
+	sim := pgsim.New(append([]pgsim.Option{pgsim.WithWebhookSecret(testWebhookSecret), pgsim.WithWebhook(func(ctx context.Context, body []byte, sig string) error {
 		url := hookURL.Load().(string)
 		if url == "" {
 			return fmt.Errorf("no webhook URL yet")
@@ -83,7 +89,7 @@ func fullConfig(t *testing.T, dsn, redisAddr string, redisDB int) (server.Config
 			return fmt.Errorf("webhook answered %s", resp.Status)
 		}
 		return nil
-	}, 3))
+	}, 3)}, simOpts...)...)
 	pg := httptest.NewServer(pgsim.NewHandler(sim))
 	t.Cleanup(func() { pg.Close(); sim.Close() })
 	cfg.PGSimURL = pg.URL

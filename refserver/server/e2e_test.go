@@ -265,7 +265,7 @@ func TestRateLimit(t *testing.T) {
 
 // TestDependencyDown: a backend that cannot be reached is a 503, and /readyz says which.
 func TestDependencyDown(t *testing.T) {
-	a := start(t, embedded, func(c *server.Config) { c.RedisAddr = "127.0.0.1:1" })
+	a := start(t, embedded, func(c *server.Config) { c.RedisAddr, c.WebhookSecret = "127.0.0.1:1", string(testWebhookSecret) })
 	p := expectProblem(t, a.call("GET", "/v1/products/p1/stock", "", "", nil), http.StatusServiceUnavailable, "dependency_unavailable")
 	assert.Positive(t, p.RetryAfter)
 	r := expect(t, a.call("GET", "/readyz", "", "", nil), http.StatusServiceUnavailable)

@@ -58,6 +58,7 @@ var errorRules = []errorRule{
 	{commerce.ErrTopUpNotFound, http.StatusNotFound, "top_up_not_found", 0},
 	{commerce.ErrOutOfStock, http.StatusUnprocessableEntity, "out_of_stock", 0},
 	{commerce.ErrBuyerLimit, http.StatusUnprocessableEntity, "buyer_limit_exceeded", 0},
+	{commerce.ErrUnpaidLimit, http.StatusUnprocessableEntity, "unpaid_limit_reached", 0},
 	{commerce.ErrCouponUnusable, http.StatusUnprocessableEntity, "coupon_unusable", 0},
 	{commerce.ErrInsufficientPoints, http.StatusUnprocessableEntity, "insufficient_points", 0},
 	{commerce.ErrPaymentRule, http.StatusUnprocessableEntity, "payment_rule_violated", 0},
@@ -105,6 +106,7 @@ var errorRules = []errorRule{
 
 	// payment.
 	{payment.ErrInvalidWebhook, http.StatusBadRequest, "invalid_webhook", 0},
+	{payment.ErrWebhookUnconfirmed, http.StatusConflict, "webhook_unconfirmed", 0},
 	{payment.ErrInvalidRequest, http.StatusBadRequest, "invalid_request", 0},
 	{payment.ErrPaymentNotFound, http.StatusNotFound, "payment_not_found", 0},
 	{payment.ErrRefundNotFound, http.StatusNotFound, "refund_not_found", 0},

@@ -32,6 +32,7 @@ type metrics struct {
 	expired    *prometheus.CounterVec   // component, kind
 
 	paymentTransitions *prometheus.CounterVec // to, cause
+	contradictions     *prometheus.CounterVec // cause
 	refunds            *prometheus.CounterVec // state
 	breakerState       prometheus.Gauge
 	breakerChanges     *prometheus.CounterVec // from, to
@@ -75,6 +76,10 @@ func newMetrics(code func(error) string) *metrics {
 		Name: "commercekit_payment_transitions_total",
 		Help: "Payments entering a state (APPROVED, DECLINED, UNKNOWN, ...), by what caused it.",
 	}, []string{"to", "cause"})
+	m.contradictions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "commercekit_payment_contradictions_total",
+		Help: "The PG's own record contradicting a webhook (cause webhook: a forgery, the secret may have leaked) or a payment's record (the payment moved to REVIEW). Alert on any.",
+	}, []string{"cause"})
 	m.refunds = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "commercekit_payment_refunds_total",
 		Help: "Refunds settled, by final state.",
@@ -116,7 +121,7 @@ func newMetrics(code func(error) string) *metrics {
 		Help: "Amounts due (won) of the orders reaching each outcome (top-up amounts for topped_up).",
 	}, []string{"outcome"})
 	for _, c := range []prometheus.Collector{m.orders, m.orderAmount, m.httpDuration, m.ops, m.opDuration, m.expired, m.paymentTransitions,
-		m.refunds, m.breakerState, m.breakerChanges, m.relayLag, m.outboxEvents, m.consumerEvent, m.cleaned, m.idempotency} {
+		m.contradictions, m.refunds, m.breakerState, m.breakerChanges, m.relayLag, m.outboxEvents, m.consumerEvent, m.cleaned, m.idempotency} {
 		f(c)
 	}
 	return m
@@ -178,6 +183,10 @@ type paymentObserver struct{ m *metrics }
 
 func (o paymentObserver) Transitioned(t payment.Transition) {
 	o.m.paymentTransitions.WithLabelValues(string(t.To), string(t.Cause)).Inc()
+}
+
+func (o paymentObserver) Contradicted(_ string, cause payment.Cause, _ string) {
+	o.m.contradictions.WithLabelValues(string(cause)).Inc()
 }
 
 func (o paymentObserver) RefundSettled(r payment.Refund) {

@@ -1,0 +1,140 @@
+package server_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/payment/pgsim"
+	"github.com/commercekit/commercekit/refserver/server"
+)
+
+// webhook POSTs body to the webhook route with signature, as a PG (or an attacker) would.
+func (a *app) webhook(body []byte, signature string) resp {
+	a.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, a.url+"/v1/payments/webhook", bytes.NewReader(body))
+	require.NoError(a.t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(pgsim.SignatureHeader, signature)
+	res, err := a.hc.Do(req)
+	require.NoError(a.t, err)
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	require.NoError(a.t, err)
+	return resp{Status: res.StatusCode, Header: res.Header, Body: raw}
+}
+
+// TestForgedWebhookNeverPays is issue 13's attack: with a slow PG, pay for an order with a
+// card the PG declines and, while the PG is still deciding, post a "payment.approved"
+// webhook for it. Signed with the simulator's published secret, it is refused on its
+// signature (no deployment accepts that secret); signed with the deployment's real secret
+// (as if it had leaked), the PG asked directly does not confirm it and it is refused too.
+// Either way the pay call's own answer wins: the order fails, nothing is sold, no reward is
+// earned, and the audit is clean. Then a contradiction is recorded for real (the PG reverses
+// an approval and says so): the audit reports it.
+func TestForgedWebhookNeverPays(t *testing.T) {
+	const latency = time.Second
+	slowFull := backend{name: full.name + "-slow-pg", config: func(t *testing.T) (server.Config, *pgsim.Simulator, func(string)) {
+		rdb := testenv.Redis(t)
+		return fullConfig(t, testenv.MySQLDSN(t), rdb.Options().Addr, rdb.Options().DB, pgsim.WithLatency(latency, latency))
+	}}
+	for _, b := range []backend{embedded, slowFull} {
+		t.Run(b.name, func(t *testing.T) {
+			a := start(t, b, func(cfg *server.Config) {
+				cfg.PGSimLatency = latency // the in-process simulator's
+				cfg.PGTimeout = 10 * time.Second
+			})
+			admin := setup(t, a, "kbd", 10_000, 3)
+			mallory := token(t, "mallory", false)
+			o := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", mallory, "order-1", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "kbd", Qty: 1}}}), http.StatusCreated))
+
+			paid := make(chan resp, 1)
+			go func() {
+				r, err := a.try("POST", "/v1/orders/"+o.ID+"/pay", mallory, "pay-1", server.PayJSON{Method: "CARD", Token: pgsim.TokenDecline})
+				if err != nil {
+					r = resp{Body: []byte(err.Error())}
+				}
+				paid <- r
+			}()
+			eventually(t, "the payment to be in flight", func() bool {
+				return as[server.OrderJSON](t, a.call("GET", "/v1/orders/"+o.ID, mallory, "", nil)).Status == "PAYING"
+			})
+			time.Sleep(100 * time.Millisecond) // the payment is recorded; the PG answers in a second
+
+			forged := fmt.Appendf(nil, `{"type":"payment.approved","payment_id":"pay-%s","amount":%d,"currency":"KRW","reference":"pgsim-pay-999","created_at":%q}`,
+				o.ID, o.AmountDue, time.Now().UTC().Format(time.RFC3339))
+			expectProblem(t, a.webhook(forged, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), forged)), http.StatusBadRequest, "invalid_webhook")
+			if b.name == slowFull.name {
+				expectProblem(t, a.webhook(forged, pgsim.Sign(testWebhookSecret, forged)), http.StatusConflict, "webhook_unconfirmed")
+			}
+
+			r := <-paid
+			got := as[server.OrderJSON](t, expect(t, r, http.StatusOK))
+			assert.Equal(t, "PAYMENT_FAILED", got.Status)
+			assert.Equal(t, pgsim.CodeCardDeclined, got.FailureCode)
+			assert.Equal(t, "PAYMENT_FAILED", as[server.OrderJSON](t, a.call("GET", "/v1/orders/"+o.ID, mallory, "", nil)).Status)
+			st := as[server.StockJSON](t, a.call("GET", "/v1/products/kbd/stock", "", "", nil))
+			assert.Equal(t, []int64{3, 0, 0}, []int64{st.Available, st.Reserved, st.Sold}, "available, reserved, sold")
+			assert.Equal(t, server.BalanceJSON{}, as[server.BalanceJSON](t, a.call("GET", "/v1/points", mallory, "", nil)), "no reward points")
+			audit := as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", admin, "", nil), http.StatusOK))
+			assert.True(t, audit.OK, "%v", audit.Discrepancies)
+			if b.name == slowFull.name {
+				assert.Contains(t, string(a.call("GET", "/metrics", "", "", nil).Body), `commercekit_payment_contradictions_total{cause="webhook"} 1`)
+			}
+
+			// A contradiction recorded for real: an order is paid, then the PG reverses the
+			// approval and announces it. The payment goes to REVIEW; the audit reports it.
+			alice := token(t, "alice", false)
+			o = as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "order-2", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "kbd", Qty: 1}}}), http.StatusCreated))
+			o = as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders/"+o.ID+"/pay", alice, "pay-2",
+				server.PayJSON{Method: "CARD", Token: "tok_visa"}), http.StatusOK))
+			require.Equal(t, "PAID", o.Status)
+			require.NoError(t, a.sim.Overturn(o.PaymentID))
+			body, sig, err := a.sim.Webhook(o.PaymentID)
+			require.NoError(t, err)
+			expect(t, a.webhook(body, sig), http.StatusOK)
+			audit = as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", admin, "", nil), http.StatusOK))
+			assert.False(t, audit.OK)
+			assert.True(t, containsAll(audit.Discrepancies, o.ID, "REVIEW"), "%v", audit.Discrepancies)
+			assert.Contains(t, string(a.call("GET", "/metrics", "", "", nil).Body), `commercekit_payment_transitions_total{cause="webhook",to="REVIEW"} 1`)
+		})
+	}
+}
+
+// containsAll reports whether one of lines contains every one of parts.
+func containsAll(lines []string, parts ...string) bool {
+	for _, l := range lines {
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(l, p)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// TestTokenSubjectNotAUserID: a validly signed token whose subject is no user ID is refused
+// at the door (401 invalid_token), not answered 400 by every route.
+func TestTokenSubjectNotAUserID(t *testing.T) {
+	a := start(t, embedded, nil)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, server.Claims{RegisteredClaims: jwt.RegisteredClaims{
+		Subject: "not a user", ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour)),
+	}}).SignedString(testSecret)
+	require.NoError(t, err)
+	expectProblem(t, a.call("GET", "/v1/orders", tok, "", nil), http.StatusUnauthorized, "invalid_token")
+	expectProblem(t, a.call("POST", "/v1/orders", tok, "k", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p", Qty: 1}}}),
+		http.StatusUnauthorized, "invalid_token")
+}

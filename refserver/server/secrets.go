@@ -1,0 +1,64 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/commercekit/commercekit/payment/pgsim"
+)
+
+// MinSecretLen is the shortest JWT or webhook secret accepted, in bytes: 32 random bytes
+// (e.g. `openssl rand -hex 32`) are out of reach of a brute-force search of an HS256 key.
+const MinSecretLen = 32
+
+// PublishedSecrets are the secrets the project publishes (in its code, its compose file, its
+// documentation and their history): anyone can sign tokens or webhooks with them, so no
+// deployment but the embedded default accepts them.
+var PublishedSecrets = []string{
+	DevJWTSecret,
+	pgsim.DefaultWebhookSecret,
+	"compose-jwt-secret-change-me",
+	"compose-webhook-secret",
+}
+
+// validateSecrets checks the JWT and webhook secrets. The embedded default needs neither
+// (it signs tokens with DevJWTSecret and shares a random webhook secret with its in-process
+// simulator); any other deployment must set both, each of at least MinSecretLen bytes and
+// none of PublishedSecrets. A secret that is set is never shorter than MinSecretLen.
+func (c Config) validateSecrets() []error {
+	var errs []error
+	for _, s := range []struct{ env, value string }{
+		{"COMMERCEKIT_JWT_SECRET", c.JWTSecret}, {"COMMERCEKIT_WEBHOOK_SECRET", c.WebhookSecret},
+	} {
+		switch {
+		case s.value == "" && c.Mode() == "embedded":
+		case s.value == "":
+			errs = append(errs, fmt.Errorf("%s is required unless every backend is embedded (generate one with `openssl rand -hex 32`)", s.env))
+		case isPublished(s.value) && c.Mode() != "embedded":
+			errs = append(errs, fmt.Errorf("%s is a secret the project publishes; set your own (`openssl rand -hex 32`)", s.env))
+		case len(s.value) < MinSecretLen && !isPublished(s.value):
+			errs = append(errs, fmt.Errorf("%s must be at least %d bytes (`openssl rand -hex 32`)", s.env, MinSecretLen))
+		}
+	}
+	return errs
+}
+
+func isPublished(secret string) bool {
+	for _, p := range PublishedSecrets {
+		if secret == p {
+			return true
+		}
+	}
+	return false
+}
+
+// randomSecret returns a fresh random secret: the embedded default's webhook secret, shared
+// by its in-process simulator and its webhook route for the life of the process.
+func randomSecret() (string, error) {
+	b := make([]byte, MinSecretLen)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("refserver: generating a webhook secret: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
