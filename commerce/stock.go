@@ -133,7 +133,7 @@ func setStockOp(setting inventory.StockSetting) stockOp {
 // until its deadline.
 func abandoned(err error) bool {
 	for _, target := range []error{ErrInvalidRequest, ErrProductNotFound, ErrCouponUnusable, ErrInsufficientPoints,
-		ErrPaymentRule, ErrIdempotencyConflict} {
+		ErrPaymentRule, ErrIdempotencyConflict, ErrUnpaidLimit} {
 		if errors.Is(err, target) {
 			return true
 		}
