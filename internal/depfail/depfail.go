@@ -37,15 +37,19 @@ func Is(err error) bool {
 	if errors.Is(err, errcode.ErrUnavailable) {
 		return true
 	}
+	// The caller gave up: never the dependency's fault, even when the dialer reports it
+	// as a *net.OpError ("operation was canceled") wrapping context.Canceled.
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
 	// A network operation failed: dial refused or timed out, read or write timed out ("i/o
-	// timeout"), connection reset. Checked before the context errors: go-redis and the
-	// MySQL driver report a dial timeout as a *net.OpError that may also wrap
-	// context.DeadlineExceeded.
+	// timeout"), connection reset. Checked before context.DeadlineExceeded: go-redis and
+	// the MySQL driver report a dial timeout as a *net.OpError that may also wrap it.
 	var op *net.OpError
 	if errors.As(err, &op) {
 		return true
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
 	// Any other network error (a DNS failure, a deadline on a connection); the context

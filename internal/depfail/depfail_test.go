@@ -135,3 +135,19 @@ func TestNotDependencyFailures(t *testing.T) {
 		assert.Equal(t, err, depfail.Wrap("dep", err), name)
 	}
 }
+
+// TestCanceledDial: a caller that gives up while a connection is being dialled (a client
+// that went away while the pools reconnect after a restart) gets a *net.OpError from the
+// dialer that wraps context.Canceled. That is the caller's own context ending, not a
+// dependency failure: it must not be counted and answered as dependency_unavailable.
+func TestCanceledDial(t *testing.T) {
+	addr := testenv.Redis(t).Options().Addr // a server that answers: only the cancellation fails the dial
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	var op *net.OpError
+	require.ErrorAs(t, err, &op)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.False(t, depfail.Is(err), "%v", err)
+	assert.Equal(t, err, depfail.Wrap("dep", err))
+}

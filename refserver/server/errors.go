@@ -13,6 +13,7 @@ import (
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/depfail"
+	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
@@ -39,7 +40,9 @@ type errorRule struct {
 // A dependency failure comes first: whatever else the error matches, it is not a business
 // answer. The leaves and internal/sqlutil wrap transport errors as errcode.ErrUnavailable
 // (through internal/depfail); a raw one that slipped through is caught after the table by
-// the same classifier, so no handler needs logic of its own.
+// the same classifier, so no handler needs logic of its own. So is contention: a MySQL
+// deadlock or lock wait timeout (or a busy SQLite) that outlived sqlutil.InTx's retries is
+// 503 contention, like inventory.ErrContention — a retry may succeed, nothing is wrong.
 var errorRules = []errorRule{
 	{errcode.ErrUnavailable, http.StatusServiceUnavailable, "dependency_unavailable", 1},
 
@@ -163,6 +166,12 @@ func (s *Server) problemFor(err error) Problem {
 		p := newProblem(http.StatusServiceUnavailable, "dependency_unavailable", http.StatusText(http.StatusServiceUnavailable),
 			"a backend the request needs cannot be reached; retry later")
 		p.RetryAfter = retrySeconds(err, 1)
+		return p
+	}
+	if sqlutil.IsRetryable(err) { // a deadlock or lock wait timeout that outlived the retries
+		p := newProblem(http.StatusServiceUnavailable, "contention", http.StatusText(http.StatusServiceUnavailable),
+			"the data the request needs is busy; retry later")
+		p.RetryAfter = 1
 		return p
 	}
 	return newProblem(http.StatusInternalServerError, "internal", "Internal Server Error",

@@ -58,7 +58,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 				"this route requires an Idempotency-Key header (a unique value per operation, e.g. a UUID)"))
 			return
 		}
-		body, err := io.ReadAll(r.Body)
+		body, err := readAll(r)
 		if err != nil {
 			s.writeError(w, r, err)
 			return

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -23,8 +24,13 @@ import (
 // restart. A command therefore fails within about 2 × (1 s) + the retry pause.
 //
 // MySQL, unless the DSN sets them: timeout (connect) mysqlDialTimeout = 2 s, readTimeout
-// and writeTimeout mysqlIOTimeout = 10 s (above the longest statement, a row-lock wait
-// under load, below the 30 s request timeout). Pool: mysqlMaxOpenConns open connections at
+// and writeTimeout mysqlIOTimeout = 10 s (above the longest statement, below the 30 s
+// request timeout), and the session's innodb_lock_wait_timeout mysqlLockWait = 5 s (at
+// most half the read timeout), so that a statement waiting for a row lock is ended by the
+// server (error 1205: InTx runs the transaction again, and once its attempts are spent
+// the answer is 503 contention) before the client's read timeout. A client that gives up first only closes its socket:
+// the server does not notice during a lock wait, and the transaction lives on, holding
+// its locks, until the server's own lock wait timeout (50 s by default). Pool: mysqlMaxOpenConns open connections at
 // most, idle ones dropped after mysqlConnMaxIdleTime and every one renewed after
 // mysqlConnMaxLifetime, so connections broken by a server restart leave the pool quickly.
 //
@@ -36,6 +42,7 @@ const (
 
 	mysqlDialTimeout     = 2 * time.Second
 	mysqlIOTimeout       = 10 * time.Second
+	mysqlLockWait        = 5 * time.Second
 	mysqlMaxOpenConns    = 100
 	mysqlConnMaxLifetime = 5 * time.Minute
 	mysqlConnMaxIdleTime = time.Minute
@@ -60,6 +67,14 @@ func mysqlTimeouts(mc *mysql.Config) {
 	}
 	if mc.WriteTimeout == 0 {
 		mc.WriteTimeout = mysqlIOTimeout
+	}
+	if _, ok := mc.Params["innodb_lock_wait_timeout"]; !ok { // sent as SET on every connection
+		if mc.Params == nil {
+			mc.Params = map[string]string{}
+		}
+		// Below the read timeout whatever the DSN set it to; the variable is whole seconds.
+		wait := max(min(mysqlLockWait, mc.ReadTimeout/2), time.Second)
+		mc.Params["innodb_lock_wait_timeout"] = strconv.Itoa(int(wait / time.Second))
 	}
 }
 

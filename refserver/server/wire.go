@@ -335,5 +335,14 @@ func pageParams(q url.Values) (cursor string, limit int, err error) {
 	return q.Get("cursor"), limit, nil
 }
 
-// readAll reads a raw body (within the size limit).
-func readAll(r *http.Request) ([]byte, error) { return io.ReadAll(r.Body) }
+// readAll reads a raw body (within the size limit). A body that cannot be read to its end
+// (it stops short of its Content-Length: the client went away or its connection broke
+// mid-upload) is the client's failure, malformed — not a dependency's.
+func readAll(r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(r.Body)
+	var mbe *http.MaxBytesError
+	if err != nil && !errors.As(err, &mbe) {
+		return nil, malformed("reading the body: %v", err)
+	}
+	return body, err
+}
