@@ -109,3 +109,29 @@ func TestReviewWhenTheGatewayContradictsTheRecord(t *testing.T) {
 		assert.ErrorIs(t, err, payment.ErrGatewayUnavailable, "an audit that cannot ask the PG says so")
 	})
 }
+
+// TestSignedWebhookOfAnotherAmountIsReported: a correctly signed webhook whose amount or
+// currency is not the record's is refused and changes nothing, and, being signed with our
+// secret, is reported like any claim the record contradicts (ERROR log, Observer): either
+// the secret leaked or the PG disagrees with the record, and a person must know.
+func TestSignedWebhookOfAnotherAmountIsReported(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		_, err := e.svc.Pay(ctx, card("pay-amt", 5000))
+		require.NoError(t, err)
+		for _, body := range []string{
+			`{"type":"payment.declined","payment_id":"pay-amt","amount":1,"currency":"KRW","created_at":"2026-03-01T12:00:00Z"}`,
+			`{"type":"payment.approved","payment_id":"pay-amt","amount":5000,"currency":"USD","created_at":"2026-03-01T12:00:00Z"}`,
+		} {
+			err := e.svc.HandleWebhook(ctx, []byte(body), pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), []byte(body)))
+			assert.ErrorIs(t, err, payment.ErrInvalidWebhook)
+		}
+		assert.Equal(t, payment.StateApproved, e.get(t, "pay-amt").State, "nothing changed")
+		got := e.obs.contradicted()
+		require.Len(t, got, 2)
+		for _, c := range got {
+			assert.Contains(t, c, "pay-amt:webhook:")
+		}
+	})
+}
