@@ -171,5 +171,10 @@ func TestLateApprovalUnderReviewFailsTheOrder(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, payment.StateReview, p.State)
 		assert.Zero(t, p.Refunded)
+
+		rep, err := e.Service.Audit(ctx)
+		require.NoError(t, err)
+		require.Len(t, rep.Discrepancies, 1, "%v", rep.Discrepancies)
+		assert.Equal(t, "payment.gateway", rep.Discrepancies[0].Kind, "only the payment awaiting a person")
 	}, commerce.WithFaultHook(hook.Func))
 }
