@@ -21,8 +21,10 @@ import (
 //
 //   - stock: each product's reserved count in the inventory equals the units of the orders
 //     whose reservation is live, and its sold count the units of the orders whose units
-//     were sold (paid orders, including those cancelled since: the inventory's sold count
-//     keeps returned units, which come back as available through adjustments);
+//     are sold (paid orders, not those cancelled since: their units were returned). Each
+//     order's reservation is looked up by its ID; with the journaled Redis inventory and
+//     the SQL one the lookup reads SQL, which keeps every reservation for ever, so a PAID
+//     order stays clean however long ago it was paid;
 //   - each order's reservation, coupon redemption, points hold and payment are in the state
 //     its status implies (e.g. PAID: committed, confirmed, captured, APPROVED; CANCELLED
 //     after payment: captured and refunded in full, restored, REFUNDED);
@@ -122,7 +124,7 @@ func (a *audit) order(ctx context.Context, r *orderRow) error {
 		switch {
 		case r.Stock == stockReserved || r.Step == stepRelease:
 			a.reserved[l.ProductID] += l.Qty
-		case r.Stock == stockCommitted || r.Stock == stockReturned:
+		case r.Stock == stockCommitted || r.Step == stepReturn:
 			a.sold[l.ProductID] += l.Qty
 		}
 	}
@@ -160,7 +162,7 @@ func (a *audit) order(ctx context.Context, r *orderRow) error {
 func (a *audit) reservation(ctx context.Context, r *orderRow) error {
 	res, err := a.s.inv.Get(ctx, r.ID)
 	if errors.Is(err, inventory.ErrReservationNotFound) && !a.s.inv.JoinsTx() && r.Status.Final() && r.Step == "" {
-		return nil // an inventory outside SQL forgets resolved reservations after its retention
+		return nil // plain Redis forgets resolved reservations after its retention
 	}
 	if err != nil && !errors.Is(err, inventory.ErrReservationNotFound) {
 		return fmt.Errorf("commerce: audit: reservation of %s: %w", r.ID, err)
@@ -168,11 +170,14 @@ func (a *audit) reservation(ctx context.Context, r *orderRow) error {
 	want := map[string][]inventory.State{
 		stockReserved:  {inventory.StateReserved},
 		stockCommitted: {inventory.StateCommitted},
-		stockReturned:  {inventory.StateCommitted},
+		stockReturned:  {inventory.StateReturned},
 		stockReleased:  {inventory.StateReleased, inventory.StateExpired},
 	}[r.Stock]
-	if r.Step == stepRelease {
+	switch r.Step {
+	case stepRelease:
 		want = append(want, inventory.StateReserved, inventory.StateCommitted)
+	case stepReturn:
+		want = append(want, inventory.StateCommitted)
 	}
 	if !slices.Contains(want, res.State) {
 		a.add("reservation", r.ID, "order %s (stock %s): reservation %s, want %v", r.Status, r.Stock, stateOr(string(res.State)), want)

@@ -139,10 +139,7 @@ func (s *Service) settleCancel(ctx context.Context, r *orderRow, ask bool) error
 	}
 	now := s.now()
 	next := *r
-	next.Status, next.Step, next.Stock, next.ClosedAt = StatusCancelled, "", stockReturned, micros(now)
-	if !s.inv.JoinsTx() {
-		next.Step = stepReturn
-	}
+	next.Status, next.Step, next.Stock, next.ClosedAt = StatusCancelled, s.stock.later(stepReturn), stockReturned, micros(now)
 	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		won, err := transition(ctx, tx, r.ID, StatusCancelling, stepCancel, now, map[string]any{
 			"status": next.Status, "step": next.Step, "stock": next.Stock, "closed_at": next.ClosedAt,
@@ -166,10 +163,8 @@ func (s *Service) settleCancel(ctx context.Context, r *orderRow, ask bool) error
 		if err := s.orderEvent(ctx, tx, &next, EventOrderCancelled, now); err != nil {
 			return err
 		}
-		if s.inv.JoinsTx() {
-			if err := returnStock(ctx, s.inv.WithTx(tx), r); err != nil {
-				return err
-			}
+		if err := s.stock.within(ctx, tx, returnOp(r)); err != nil {
+			return err
 		}
 		return s.step(StepCancelCommit)
 	})

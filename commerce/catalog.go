@@ -55,21 +55,14 @@ func (s *Service) CreateProduct(ctx context.Context, p NewProduct) (Product, err
 	now := micros(s.now())
 	row := &productRow{ID: p.ID, Name: p.Name, Price: p.Price, CreatedAt: now, UpdatedAt: now}
 	setting := inventory.StockSetting{SKU: p.ID, OnHand: p.Stock, BuyerLimit: p.BuyerLimit}
-	if !s.inv.JoinsTx() {
-		if _, err := s.inv.SetStock(ctx, setting); err != nil {
-			return Product{}, fmt.Errorf("commerce: set stock of %s: %w", p.ID, err)
-		}
+	if err := s.stock.early(ctx, setStockOp(setting)); err != nil {
+		return Product{}, err
 	}
 	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
 			return err
 		}
-		if s.inv.JoinsTx() {
-			if _, err := s.inv.WithTx(tx).SetStock(ctx, setting); err != nil {
-				return fmt.Errorf("commerce: set stock of %s: %w", p.ID, err)
-			}
-		}
-		return nil
+		return s.stock.within(ctx, tx, setStockOp(setting))
 	})
 	if sqlutil.IsDuplicateKey(err) { // a concurrent create won
 		existing, rerr := s.productRow(ctx, s.db, p.ID)

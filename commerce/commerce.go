@@ -60,6 +60,7 @@ type Config struct {
 type Service struct {
 	db    *bun.DB
 	inv   *inventory.Inventory
+	stock stockStep
 	coup  *coupon.Service
 	led   *ledger.Ledger
 	pay   *payment.Service
@@ -215,7 +216,7 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		return nil, err
 	}
 	return &Service{
-		db: cfg.DB, inv: cfg.Inventory, coup: cfg.Coupons, led: cfg.Ledger, pay: cfg.Payments,
+		db: cfg.DB, inv: cfg.Inventory, stock: stockStep{cfg.Inventory}, coup: cfg.Coupons, led: cfg.Ledger, pay: cfg.Payments,
 		recon: cfg.Reconciler, out: cfg.Outbox, relay: cfg.Relay, clean: cfg.Cleaner,
 		cfg:  st,
 		wake: make(chan struct{}, 1),

@@ -9,7 +9,6 @@ import (
 
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/internal/sqlutil"
-	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
 )
 
@@ -23,10 +22,7 @@ func (s *Service) compensate(ctx context.Context, r *orderRow, from Status, from
 	event string, outcome Outcome, failureCode string) error {
 	now := s.now()
 	next := *r
-	next.Status, next.Step, next.Stock, next.ClosedAt, next.FailureCode = to, "", stockReleased, micros(now), failureCode
-	if !s.inv.JoinsTx() {
-		next.Step = stepRelease
-	}
+	next.Status, next.Step, next.Stock, next.ClosedAt, next.FailureCode = to, s.stock.later(stepRelease), stockReleased, micros(now), failureCode
 	set := map[string]any{"status": to, "step": next.Step, "stock": stockReleased, "closed_at": next.ClosedAt,
 		"failure_code": failureCode}
 	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
@@ -48,16 +44,12 @@ func (s *Service) compensate(ctx context.Context, r *orderRow, from Status, from
 		if err := s.orderEvent(ctx, tx, &next, event, now); err != nil {
 			return err
 		}
-		if s.inv.JoinsTx() {
-			stock, err := releaseStock(ctx, s.inv.WithTx(tx), &next)
-			if err != nil {
-				return err
-			}
-			if stock != next.Stock {
-				next.Stock = stock
-				if _, err := tx.NewUpdate().Model((*orderRow)(nil)).Set("stock = ?", stock).Where("id = ?", r.ID).Exec(ctx); err != nil {
-					return fmt.Errorf("commerce: update order %s: %w", r.ID, err)
-				}
+		if err := s.stock.within(ctx, tx, releaseOp(&next)); err != nil {
+			return err
+		}
+		if next.Stock != stockReleased {
+			if _, err := tx.NewUpdate().Model((*orderRow)(nil)).Set("stock = ?", next.Stock).Where("id = ?", r.ID).Exec(ctx); err != nil {
+				return fmt.Errorf("commerce: update order %s: %w", r.ID, err)
 			}
 		}
 		return s.step(StepCompensate)
@@ -98,52 +90,18 @@ func voidPoints(ctx context.Context, led *ledger.Ledger, order string) error {
 	return fmt.Errorf("commerce: void points of %s: %w", order, err)
 }
 
-// releaseStock gives an order's reserved units back and returns what became of them:
-// released (or expired: back too), or, if they turn out to have been sold (an inventory
-// outside SQL committed them before the order could be completed), returned.
-func releaseStock(ctx context.Context, inv *inventory.Inventory, r *orderRow) (string, error) {
-	err := inv.Release(ctx, r.ID)
-	switch {
-	case err == nil, errors.Is(err, inventory.ErrReservationExpired), errors.Is(err, inventory.ErrReservationReleased):
-		return stockReleased, nil
-	case errors.Is(err, inventory.ErrReservationCommitted):
-		return stockReturned, returnStock(ctx, inv, r)
-	case errors.Is(err, inventory.ErrReservationNotFound) && !inv.JoinsTx():
-		// The inventory lost it (Redis restarted empty, or a replay past its retention):
-		// its units are not held any more.
-		return stockReleased, nil
-	}
-	return "", fmt.Errorf("commerce: release stock of %s: %w", r.ID, err)
-}
-
-// returnStock puts a sold order's units back on sale, one adjustment per product with an
-// ID derived from the order and the product, so it happens once however often it runs.
-// inventory has no committed → returned transition: the units come back as available
-// while the inventory's sold count keeps them (see Audit).
-func returnStock(ctx context.Context, inv *inventory.Inventory, r *orderRow) error {
-	for _, l := range r.Lines {
-		if _, err := inv.Adjust(ctx, inventory.Adjustment{
-			ID: returnID(r.ID, l.ProductID), SKU: l.ProductID, Delta: l.Qty, Reason: "return: order " + r.ID,
-		}); err != nil {
-			return fmt.Errorf("commerce: return %s of %s: %w", l.ProductID, r.ID, err)
-		}
-	}
-	return nil
-}
-
 // finishStock does the stock work left after a final transition when the inventory is
 // outside SQL (step release or return), then clears the step.
 func (s *Service) finishStock(ctx context.Context, r *orderRow) error {
-	stock := stockReturned
-	var err error
+	done := *r
+	op := returnOp(&done)
 	if r.Step == stepRelease {
-		stock, err = releaseStock(ctx, s.inv, r)
-	} else {
-		err = returnStock(ctx, s.inv, r)
+		op = releaseOp(&done)
 	}
-	if err != nil {
+	if err := op(ctx, s.inv); err != nil {
 		return err
 	}
+	stock := done.Stock
 	won, err := transition(ctx, s.db, r.ID, r.Status, r.Step, s.now(), map[string]any{"step": "", "stock": stock})
 	if err != nil {
 		return err

@@ -75,8 +75,11 @@
 // and the idempotency key, and every leaf ID from the order ID, so a retry reuses the same
 // reservation, redemption and hold. The reservation and the hold last the order's expiry
 // plus the payment window, so they never lapse before the order does. The Redis inventory
-// cannot join the transaction: it reserves just before it and is released if it fails (its
-// deadline is the safety net if the process dies in between).
+// cannot join the transaction: it reserves just before it; when the request is refused
+// (coupon, points, payment rule) the reservation is released at once, after any other
+// failure it stays held for the client's retry with the same key, which finds it (its
+// deadline is the safety net). A retry whose reservation is dead (released or expired)
+// fails with *ConflictError: no order is ever created without its stock.
 //
 // Pay checks the payment plan against payment.Plan's method rules (points = the held points,
 // coupon = the discount, CARD or BNPL = the amount due), moves the order to PAYING and
@@ -97,11 +100,11 @@
 // the points a refund would give back are never more than the user paid with. Then the PG
 // refunds the payment ("refund-<order>-<attempt>"), and one transaction refunds the
 // captured points, restores the coupon, returns the units and makes the order CANCELLED.
-// inventory has no committed → returned transition, so the units come back through
-// inventory.Adjust, one adjustment per product with the ID "return-<order>-<product hash>"
-// and the reason "return: order <id>": the product's sold count keeps them and its
-// available count gets them back (Audit accounts for that). A rejected refund puts the order
-// back to PAID and refunds the clawback.
+// The units come back through inventory.Return, the reservation's committed → returned
+// transition, recorded with the reservation (in SQL with the SQL inventory and the
+// journaled Redis one), so it is idempotent for ever and Recover may retry it at any time:
+// the units are available again and no longer sold. A rejected refund puts the order back
+// to PAID and refunds the clawback.
 //
 // Expire (and Run, every second) expires due PENDING_PAYMENT orders with the same
 // compensation as an unpaid cancellation. TopUp records a top-up, charges the card, and
@@ -128,13 +131,38 @@
 // ledger's), and compensations that are idempotent and safe against a concurrent forward
 // step (the conditional transition decides). What is not guaranteed: with the Redis
 // inventory, a process that dies between a reservation and the transaction that would
-// record its order leaves the units reserved until the reservation's deadline.
+// record its order leaves the units reserved until the reservation's deadline (or a retry
+// with the same key).
+//
+// # Stock: one step, two kinds of inventory
+//
+// Every flow reaches the inventory through one stock step (stock.go), which hides whether
+// the inventory joins checkout's transaction: the SQL inventory reserves, commits, releases
+// and returns inside the flow's transaction; an inventory that cannot join (Redis) takes
+// units before the transaction (reserve, commit) and frees them after the final transition
+// committed, under the order's step "release" or "return", which Recover retries until done.
+//
+// In production the Redis inventory is redisinventory.NewDurable: Redis is the fast path,
+// a SQL journal in the same database is the system of record of every unit (see the
+// redisinventory package doc). When Redis restarts empty or loses data, stock requests
+// (product stock, PlaceOrder, Pay's commit, Cancel's return) fail with an error matching
+// errcode.ErrUnavailable — an HTTP server answers 503 dependency_unavailable with
+// Retry-After — never "product not found" nor "out of stock"; the journal's healer
+// rebuilds Redis within a second or two (5,000 SKUs: about 1.2 s measured), and then
+// orders placed before the loss can be paid, paid ones cancelled, and the stock is exactly
+// what it was. What the operator sees is a WARN log "Redis rebuilt from the journal" and a
+// short burst of 503s; nothing to do by hand. TestFlashSaleRedisKilled (the Redis
+// container killed and restarted empty mid-sale) and TestFlashSaleRedisPaused (frozen 5 s)
+// check the exact end state: every unit sold once, every order placed before the fault
+// paid, and a clean audit.
 //
 // # Audit
 //
 // Audit reads every order and top-up and reports each discrepancy: stock reserved and sold
-// per product against the orders, each order's reservation, redemption, points hold and
-// payment against its status, the reward, clawback, points-refund and top-up transfers in
+// per product against the orders, each order's reservation (returned after a paid order's
+// cancellation; looked up in SQL for the SQL and journaled inventories, so a PAID order
+// stays clean however long ago it was paid), redemption, points hold and payment against
+// its status, the reward, clawback, points-refund and top-up transfers in
 // the ledger, each order's events in the outbox, and ledger.Verify.
 //
 // # Background work

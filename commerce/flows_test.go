@@ -317,7 +317,7 @@ func TestCancelPaid(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, commerce.StatusCancelled, got.Status)
 		assert.Empty(t, got.Step)
-		requireStock(t, e, sku, 10, 0, 2) // sold keeps the units; they are available again
+		requireStock(t, e, sku, 10, 0, 0) // returned: available again, no longer sold
 		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, b.user))
 		c, err := e.Coupons.Coupon(ctx, b.coupon)
 		require.NoError(t, err)
@@ -396,7 +396,7 @@ func TestCancelRefundRejected(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, commerce.StatusCancelled, got.Status)
 		assert.Equal(t, ledger.Balance{Available: 1_000, Total: 1_000}, balance(t, e, b.user))
-		requireStock(t, e, sku, 10, 0, 1)
+		requireStock(t, e, sku, 10, 0, 0)
 		e.RequireClean(t)
 	})
 }
@@ -543,7 +543,7 @@ func TestCancelRefundPending(t *testing.T) {
 		got = order(t, e, o.ID)
 		assert.Equal(t, commerce.StatusCancelled, got.Status)
 		assert.Equal(t, 1, e.PG.Stats().Cancels)
-		requireStock(t, e, sku, 10, 0, 1)
+		requireStock(t, e, sku, 10, 0, 0)
 		e.RequireClean(t)
 	})
 }

@@ -47,9 +47,6 @@ func clawbackRevertID(order string, attempt int) string {
 	return "clawback-revert-" + order + "-" + strconv.Itoa(attempt)
 }
 
-// returnID names the inventory adjustment that puts a cancelled order's units of sku back.
-func returnID(order, sku string) string { return "return-" + order + "-" + digest(16, sku) }
-
 // eventID names an order's (or top-up's) event of a type: each is written at most once.
 func eventID(aggregate, typ string) string { return aggregate + "-" + typ }
 

@@ -16,6 +16,7 @@ import (
 
 // Step boundaries of Pay, as the fault hook sees them.
 const (
+	StepPlaceCommit       = "place.commit"        // inside PlaceOrder's transaction, before the stock (SQL) and the commit
 	StepPayStart          = "pay.start"           // before the order moves to PAYING
 	StepPayPaying         = "pay.paying"          // PAYING is committed; the PG is not called yet
 	StepPayApproved       = "pay.approved"        // the PG approved; nothing is completed yet
@@ -208,21 +209,22 @@ func (s *Service) settlePayment(ctx context.Context, r *orderRow, ask bool) erro
 // them can no longer be done (the reservation or the hold expired meanwhile) the order is
 // failed and the payment refunded instead.
 func (s *Service) completePaid(ctx context.Context, r *orderRow) error {
-	if !s.inv.JoinsTx() {
-		if err := s.inv.Commit(ctx, r.ID); err != nil {
-			if unfulfillable(err) {
-				s.cfg.log.Warn("commerce: approved order cannot be fulfilled", "order", r.ID, "err", err)
-				return s.decideRefund(ctx, r, true)
-			}
-			return fmt.Errorf("commerce: commit stock of %s: %w", r.ID, err)
-		}
-		if err := s.step(StepPayStockCommitted); err != nil {
+	err := s.stock.early(ctx, func(ctx context.Context, inv *inventory.Inventory) error {
+		if err := commitOp(r.ID)(ctx, inv); err != nil {
 			return err
 		}
+		return s.step(StepPayStockCommitted)
+	})
+	if unfulfillable(err) {
+		s.cfg.log.Warn("commerce: approved order cannot be fulfilled", "order", r.ID, "err", err)
+		return s.decideRefund(ctx, r, true)
+	}
+	if err != nil {
+		return err
 	}
 	now := s.now()
 	reward := rewardFor(r.AmountDue, s.cfg.rewardBP)
-	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		won, err := transition(ctx, tx, r.ID, StatusPaying, stepPay, now, map[string]any{
 			"status": StatusPaid, "step": "", "stock": stockCommitted, "paid_at": micros(now), "reward": reward,
 		})
@@ -253,10 +255,8 @@ func (s *Service) completePaid(ctx context.Context, r *orderRow) error {
 		if err := s.orderEvent(ctx, tx, &paid, EventPaymentCompleted, now); err != nil {
 			return err
 		}
-		if s.inv.JoinsTx() {
-			if err := s.inv.WithTx(tx).Commit(ctx, r.ID); err != nil {
-				return fmt.Errorf("commerce: commit stock of %s: %w", r.ID, err)
-			}
+		if err := s.stock.within(ctx, tx, commitOp(r.ID)); err != nil {
+			return err
 		}
 		return s.step(StepPayCommit)
 	})

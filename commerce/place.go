@@ -19,9 +19,12 @@ import (
 // 1..MaxQty after the lines of one product are summed), prices the lines from the catalog,
 // and then, in ONE local transaction, reserves the stock, reserves the coupon, holds the
 // points, records the order PENDING_PAYMENT with its amounts and writes its order-created
-// event. Nothing of a failed PlaceOrder remains. With an inventory that cannot join the
-// transaction (Redis) the stock is reserved just before the transaction and released if it
-// fails.
+// event. Nothing of a failed PlaceOrder remains but, with an inventory that cannot join the
+// transaction (Redis), its reservation: the stock is reserved just before the transaction;
+// when the request is refused (a coupon, points, a payment rule) it is released at once,
+// after any other failure it stays held for a retry with the same key, which finds it,
+// or until its deadline. A retry whose reservation was released or expired fails with
+// *ConflictError: PlaceOrder never creates an order that holds no stock.
 //
 // The order must be payable under the method rules (payment.Plan): a coupon never pays
 // alone, and points and a coupon together need a card part, so an order they would cover
@@ -57,10 +60,15 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 	for i, l := range lines {
 		reserve.Lines[i] = inventory.Line{SKU: l.ProductID, Qty: l.Qty}
 	}
-	if !s.inv.JoinsTx() {
-		if _, err := s.inv.Reserve(ctx, reserve); err != nil {
-			return Order{}, leafError(fmt.Errorf("commerce: reserve stock: %w", err))
+	if err := s.stock.early(ctx, reserveOp(reserve)); err != nil {
+		if errors.Is(err, inventory.ErrReservationReleased) || errors.Is(err, inventory.ErrReservationExpired) {
+			// An earlier attempt with this key failed and gave its units back (or let them
+			// expire): the key cannot place an order any more, and no order is created
+			// without stock.
+			return Order{}, fmt.Errorf("%w: its earlier attempt failed; place the order with a new key: %w",
+				&ConflictError{Kind: "order", Key: req.IdempotencyKey}, err)
 		}
+		return Order{}, leafError(err)
 	}
 	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		r := *row // fresh copy for every attempt
@@ -72,14 +80,15 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 		}
 		if req.InTx != nil {
 			if err := req.InTx(ctx, tx); err != nil {
-				return err
+				return abortedError{err} // the caller's refusal: the reservation goes back
 			}
 		}
-		if s.inv.JoinsTx() {
-			// Last: the hot stock row is locked only from here to the commit.
-			if _, err := s.inv.WithTx(tx).Reserve(ctx, reserve); err != nil {
-				return fmt.Errorf("commerce: reserve stock: %w", err)
-			}
+		if err := s.step(StepPlaceCommit); err != nil {
+			return err
+		}
+		// Last: the hot stock row is locked only from here to the commit.
+		if err := s.stock.within(ctx, tx, reserveOp(reserve)); err != nil {
+			return err
 		}
 		*row = r
 		return nil
@@ -88,13 +97,14 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 		if o, rerr := s.replayPlace(ctx, id, req.IdempotencyKey, fp); rerr == nil || errors.Is(rerr, ErrIdempotencyConflict) {
 			return o, rerr // a concurrent PlaceOrder with the same key committed it
 		}
-		if !s.inv.JoinsTx() {
-			if rerr := s.inv.Release(context.WithoutCancel(ctx), id); rerr != nil {
-				s.cfg.log.Warn("commerce: release after failed order; its deadline will",
-					"order", id, "err", rerr)
+		err = leafError(err)
+		if abandoned(err) {
+			release := func(ctx context.Context, inv *inventory.Inventory) error { return inv.Release(ctx, id) }
+			if rerr := s.stock.early(context.WithoutCancel(ctx), release); rerr != nil {
+				s.cfg.log.Warn("commerce: release after a refused order; its deadline will", "order", id, "err", rerr)
 			}
 		}
-		return Order{}, leafError(err)
+		return Order{}, err
 	}
 	s.notify()
 	s.observe(OutcomePlaced, row.AmountDue)

@@ -141,7 +141,7 @@ var crashCases = []crashCase{
 			o := order(t, e, f.order.ID)
 			assert.Equal(t, commerce.StatusCancelled, o.Status)
 			assert.Empty(t, o.Step)
-			requireStock(t, e, f.sku, 5, 0, 2)
+			requireStock(t, e, f.sku, 5, 0, 0)
 			assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, f.b.user))
 			c, err := e.Coupons.Coupon(ctx, f.b.coupon)
 			require.NoError(t, err)

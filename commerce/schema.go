@@ -10,6 +10,7 @@ import (
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
 	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/inventory/redisinventory"
 	"github.com/commercekit/commercekit/inventory/sqlinventory"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/outbox"
@@ -114,12 +115,12 @@ func CreateSchema(ctx context.Context, db bun.IDB) error {
 }
 
 // CreateAllSchemas creates commerce's tables and those of every SQL package it composes:
-// the SQL inventory, coupons and the SQL coupon issuer, the ledger, payments, SQL
-// idempotency keys and the outbox. With a Redis inventory or coupon issuer the SQL tables
-// of those backends are simply unused.
+// the SQL inventory, the journal of the Redis inventory (redisinventory.NewDurable),
+// coupons and the SQL coupon issuer, the ledger, payments, SQL idempotency keys and the
+// outbox. The tables of the backends not in use are simply unused.
 func CreateAllSchemas(ctx context.Context, db bun.IDB) error {
 	for _, create := range []func(context.Context, bun.IDB) error{
-		sqlinventory.CreateSchema, coupon.CreateSchema, sqlcoupon.CreateSchema, ledger.CreateSchema,
+		sqlinventory.CreateSchema, redisinventory.CreateJournal, coupon.CreateSchema, sqlcoupon.CreateSchema, ledger.CreateSchema,
 		payment.CreateSchema, sqlidempotency.CreateSchema, outbox.CreateSchema, CreateSchema,
 	} {
 		if err := create(ctx, db); err != nil {

@@ -16,7 +16,7 @@ const (
 	stockReserved  = "reserved"  // units held by the reservation
 	stockCommitted = "committed" // units sold
 	stockReleased  = "released"  // units given back before they were sold (or expired)
-	stockReturned  = "returned"  // units sold, then put back by adjustments
+	stockReturned  = "returned"  // units sold, then put back (inventory.Return)
 )
 
 // Progress markers (orders.step): the work Recover would do next; empty when none.

@@ -17,7 +17,8 @@ type Backend interface {
 	// Reserve stores r (State reserved, lines sorted and summed, times set) and takes its
 	// units, all lines or none, enforcing each SKU's buyer limit when r.BuyerID is set and
 	// refusing a limited SKU when it is not. When a reservation with r.ID exists with the
-	// same lines and buyer, it returns that one unchanged; with different ones, a
+	// same lines and buyer, it returns that one unchanged, in whatever state it is (the
+	// Inventory refuses to report a dead one as a success); with different ones, a
 	// *ConflictError.
 	Reserve(ctx context.Context, r Reservation) (Reservation, error)
 	// Commit moves the units of a reserved reservation from reserved to sold, or, when now is
@@ -30,6 +31,11 @@ type Backend interface {
 	// allowance back, as StateReleased, or as StateExpired when now is at or past its
 	// deadline. It returns the final state like Commit.
 	Release(ctx context.Context, id string, now time.Time) (State, error)
+	// Return gives a committed reservation's units back (sold → available, buyer allowance
+	// back), as StateReturned, at most once: it returns the final state like Commit
+	// (StateReturned also when it was returned before). It must stay idempotent for as long
+	// as the reservation is known, whatever the retention.
+	Return(ctx context.Context, id string, now time.Time) (State, error)
 	// Get returns a reservation as stored.
 	Get(ctx context.Context, id string) (Reservation, error)
 	// Expire expires at most limit reservations whose deadline is at or before now and

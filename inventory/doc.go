@@ -15,11 +15,16 @@
 // Sweep expires what is due and Run sweeps in the background until its context ends; a
 // Commit or Release that arrives at or after the deadline expires the reservation itself
 // and fails with ErrReservationExpired, so a late payment never takes units that were given
-// back. Every verb is idempotent on the reservation ID: Reserve again with the same lines
-// returns the original reservation (with other lines: ErrIdempotencyConflict), Commit of a
-// committed and Release of a released reservation succeed without moving anything, and
-// the crossed calls (Commit after Release, Release after Commit, either after expiry) are
-// typed errors that move nothing.
+// back. A committed reservation may later be returned (Return: a cancelled or returned
+// purchase): its units go back to available and stop counting as sold. Every verb is
+// idempotent on the reservation ID: Reserve again with the same lines returns the original
+// reservation while it is live or committed (with other lines: ErrIdempotencyConflict),
+// Commit of a committed, Release of a released and Return of a returned reservation
+// succeed without moving anything, and the crossed calls (Commit after Release, Release
+// after Commit, any after expiry or return) are typed errors that move nothing. A replay
+// never revives a dead reservation: Reserve with the ID of a released, expired or returned
+// one fails with *StateError, so a retry after a failure cannot report units it does not
+// hold.
 //
 // The per-buyer limit ("one per customer") counts, per SKU and buyer, the units the buyer
 // holds and has bought; it is checked atomically with the reservation, and Release and
@@ -37,8 +42,13 @@
 //     reservation in the same local transaction as the order and its outbox events.
 //   - inventory/redisinventory: Redis, one Lua script per operation. It cannot join a SQL
 //     transaction (JoinsTx is false): the caller releases on rollback, and the deadline is
-//     the safety net. Its package doc tells how stock gets into Redis, how sales get back,
-//     and what happens when Redis restarts empty.
+//     the safety net. redisinventory.NewDurable fronts it with a SQL journal that is the
+//     system of record of every unit (on hand, sold, returned, and which reservation holds
+//     what), so Redis holds only derived state: a Redis that restarted empty is detected
+//     (a generation marker) and rebuilt from SQL by itself, failing closed meanwhile with
+//     errcode.ErrUnavailable, never "unknown SKU" or "out of stock". Its package doc tells
+//     the recovery story: what an operator sees, and how long a rebuild takes (5,000 SKUs:
+//     about a second).
 //
 // Both pass the same conformance suite, inventory/inventorytest.
 //
@@ -48,9 +58,11 @@
 // (ErrInvalidRequest, with ErrInvalidQuantity, ErrTooManyLines or ErrQuantityTooLarge),
 // *UnknownSKUError, *InsufficientStockError (which SKU, requested, available),
 // *BuyerLimitError, *ConflictError (ErrIdempotencyConflict), ErrReservationNotFound,
-// *StateError (ErrReservationCommitted, ErrReservationReleased, ErrReservationExpired), and
-// ErrContention when the storage gave up on lock conflicts. Backends translate native
-// errors; context errors are returned as they are.
+// *StateError (ErrReservationCommitted, ErrReservationReleased, ErrReservationExpired,
+// ErrReservationReturned, ErrReservationNotCommitted), ErrContention when the storage gave
+// up on lock conflicts, and errors matching errcode.ErrUnavailable when a dependency is
+// down or being rebuilt. Backends translate native errors; context errors are returned as
+// they are.
 //
 // # Performance
 //

@@ -36,6 +36,10 @@ var (
 	ErrReservationReleased = errors.New("inventory: reservation already released")
 	// ErrReservationExpired: the reservation passed its deadline and its units went back (*StateError).
 	ErrReservationExpired = errors.New("inventory: reservation expired")
+	// ErrReservationReturned: the reservation was committed and then returned (*StateError).
+	ErrReservationReturned = errors.New("inventory: reservation returned")
+	// ErrReservationNotCommitted: Return of a reservation that is still reserved (*StateError).
+	ErrReservationNotCommitted = errors.New("inventory: reservation not committed")
 
 	// ErrContention: the storage gave up on a lock conflict (a MySQL deadlock or lock wait
 	// timeout) after the bounded retries, or at once inside the caller's transaction, which
@@ -130,8 +134,8 @@ func (e *StateError) Error() string {
 	return fmt.Sprintf("inventory: reservation %q is %s", e.ID, e.State)
 }
 
-// Unwrap returns the sentinel of the state: ErrReservationCommitted, ErrReservationReleased
-// or ErrReservationExpired.
+// Unwrap returns the sentinel of the state: ErrReservationCommitted, ErrReservationReleased,
+// ErrReservationExpired, ErrReservationReturned, or ErrReservationNotCommitted (reserved).
 func (e *StateError) Unwrap() error {
 	switch e.State {
 	case StateCommitted:
@@ -140,6 +144,10 @@ func (e *StateError) Unwrap() error {
 		return ErrReservationReleased
 	case StateExpired:
 		return ErrReservationExpired
+	case StateReturned:
+		return ErrReservationReturned
+	case StateReserved:
+		return ErrReservationNotCommitted
 	}
 	return nil
 }

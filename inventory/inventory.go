@@ -66,7 +66,9 @@ func (inv *Inventory) start() time.Time {
 // Reserve holds the units of every line of req, or of none. It is idempotent on req.ID:
 // the same request again (lines in any order or split, same buyer) returns the original
 // reservation as it is now and takes nothing; the same ID with other lines or another
-// buyer fails with *ConflictError.
+// buyer fails with *ConflictError. A replay never revives a dead reservation: when the
+// reservation with req.ID was released, expired or returned, Reserve fails with *StateError
+// (ErrReservationReleased, ErrReservationExpired, ErrReservationReturned) and takes nothing.
 //
 // Errors: *ValidationError (ErrInvalidRequest, ErrInvalidQuantity, ErrTooManyLines,
 // ErrQuantityTooLarge), *UnknownSKUError, *InsufficientStockError (the first short SKU in
@@ -76,6 +78,9 @@ func (inv *Inventory) Reserve(ctx context.Context, req ReserveRequest) (Reservat
 	r, err := newReservation(req, inv.now(), inv.cfg.defaultTTL)
 	if err == nil {
 		r, err = inv.b.Reserve(ctx, r)
+	}
+	if err == nil && r.State.Dead() {
+		err = &StateError{ID: r.ID, State: r.State}
 	}
 	inv.observe(OpReserve, start, err)
 	if err != nil {
@@ -116,6 +121,25 @@ func (inv *Inventory) Release(ctx context.Context, id string) error {
 		}
 	}
 	inv.observe(OpRelease, start, err)
+	return err
+}
+
+// Return gives the units of a committed reservation back to available (a cancelled or
+// returned purchase): they no longer count as sold nor against the buyer's limit. It is
+// idempotent forever: returning a returned reservation succeeds and changes nothing. It
+// fails with ErrReservationNotFound, and with *StateError matching
+// ErrReservationNotCommitted (still reserved), ErrReservationReleased or
+// ErrReservationExpired.
+func (inv *Inventory) Return(ctx context.Context, id string) error {
+	start := inv.start()
+	err := checkID("id", id)
+	if err == nil {
+		var st State
+		if st, err = inv.b.Return(ctx, id, inv.now()); err == nil && st != StateReturned {
+			err = &StateError{ID: id, State: st}
+		}
+	}
+	inv.observe(OpReturn, start, err)
 	return err
 }
 

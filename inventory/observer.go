@@ -10,6 +10,7 @@ const (
 	OpReserve  Op = "reserve"
 	OpCommit   Op = "commit"
 	OpRelease  Op = "release"
+	OpReturn   Op = "return"
 	OpGet      Op = "get"
 	OpSweep    Op = "sweep"
 	OpSetStock Op = "set_stock"

@@ -41,7 +41,7 @@ type ReserveRequest struct {
 }
 
 // State is where a reservation is in its life: reserved, then exactly one of committed,
-// released or expired.
+// released or expired; a committed reservation may later be returned.
 type State string
 
 // The states of a reservation.
@@ -50,7 +50,16 @@ const (
 	StateCommitted State = "committed"
 	StateReleased  State = "released"
 	StateExpired   State = "expired"
+	// StateReturned: the units of a committed reservation came back (Return); they are on
+	// sale again and no longer count as sold nor against the buyer's limit.
+	StateReturned State = "returned"
 )
+
+// Dead reports whether a reservation in state st holds nothing and can never hold again
+// (released, expired or returned): a Reserve replaying its ID fails.
+func (st State) Dead() bool {
+	return st == StateReleased || st == StateExpired || st == StateReturned
+}
 
 // Reservation is a hold on stock.
 type Reservation struct {
@@ -63,12 +72,12 @@ type Reservation struct {
 	// fails with ErrReservationExpired. Times are UTC with millisecond precision.
 	CreatedAt time.Time
 	ExpiresAt time.Time
-	// ResolvedAt is when it was committed, released or expired; zero while reserved.
+	// ResolvedAt is when it was committed, released, expired or returned; zero while reserved.
 	ResolvedAt time.Time
 }
 
 // Stock is the state of one SKU. OnHand = Available + Reserved; Sold counts committed
-// units, which have left the shelf.
+// units, which have left the shelf (returned units are back on hand and no longer sold).
 type Stock struct {
 	SKU       string
 	OnHand    int64

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -112,8 +113,8 @@ type Cart struct {
 // CheckoutRequest orders a user's cart.
 type CheckoutRequest struct {
 	UserID string
-	// IdempotencyKey identifies the checkout (1..MaxKeyLen bytes): a retry with it returns
-	// the same order.
+	// IdempotencyKey identifies the checkout (1..MaxKeyLen bytes, no control characters):
+	// a retry with it returns the same order.
 	IdempotencyKey string
 	// CouponID and Points are applied to the order as in commerce.PlaceOrderRequest.
 	CouponID string
@@ -260,7 +261,7 @@ func (s *Service) Get(ctx context.Context, userID string) (Cart, error) {
 	if err := checkUser(userID); err != nil {
 		return Cart{}, err
 	}
-	rows, err := items(ctx, s.db, userID)
+	rows, err := items(ctx, s.db, userID, false)
 	if err != nil {
 		return Cart{}, err
 	}
@@ -293,13 +294,16 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 	if err := checkUser(req.UserID); err != nil {
 		return commerce.Order{}, err
 	}
-	if req.IdempotencyKey == "" || len(req.IdempotencyKey) > MaxKeyLen {
-		return commerce.Order{}, &ValidationError{Field: "IdempotencyKey", Reason: fmt.Sprintf("must be 1-%d bytes", MaxKeyLen)}
+	// As commerce's own keys: a control character (NUL above all) is refused, not stored.
+	if req.IdempotencyKey == "" || len(req.IdempotencyKey) > MaxKeyLen ||
+		strings.ContainsFunc(req.IdempotencyKey, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return commerce.Order{}, &ValidationError{Field: "IdempotencyKey",
+			Reason: fmt.Sprintf("must be 1-%d bytes without control characters", MaxKeyLen)}
 	}
 	if o, err := s.placed(ctx, req); !errors.Is(err, commerce.ErrOrderNotFound) {
 		return o, err
 	}
-	rows, err := items(ctx, s.db, req.UserID)
+	rows, err := items(ctx, s.db, req.UserID, false)
 	if err != nil {
 		return commerce.Order{}, err
 	}
@@ -392,10 +396,15 @@ func empty(ctx context.Context, tx bun.IDB, userID string, want []itemRow) error
 	return nil
 }
 
-// items reads the user's lines in the order they were added.
-func items(ctx context.Context, db bun.IDB, userID string) ([]itemRow, error) {
+// items reads the user's lines in the order they were added; locking (in a transaction),
+// it reads them as last committed and locks them.
+func items(ctx context.Context, db bun.IDB, userID string, locking bool) ([]itemRow, error) {
 	var rows []itemRow
-	if err := db.NewSelect().Model(&rows).Where("user_id = ?", userID).Order("added_at", "product_id").Scan(ctx); err != nil {
+	q := db.NewSelect().Model(&rows).Where("user_id = ?", userID).Order("added_at", "product_id")
+	if locking {
+		q = sqlutil.ForUpdate(q)
+	}
+	if err := q.Scan(ctx); err != nil {
 		return nil, wrap("read the cart of "+userID, err)
 	}
 	return rows, nil
@@ -414,7 +423,9 @@ func (s *Service) ensureCart(ctx context.Context, userID string) error {
 // lockCart locks the user's cart row (FOR UPDATE on MySQL; SQLite's writer lock does it
 // elsewhere) and reads the lines under it. Every change of a cart's lines holds that lock,
 // so changes never break a limit together and never deadlock on the lines' index gaps.
-// A user without a cart row has no lines.
+// The lines are read with a locking read: in an order's transaction a plain read would
+// return MySQL's snapshot from the transaction's first read, missing lines added since
+// (and the checkout would delete them unordered). A user without a cart row has no lines.
 func lockCart(ctx context.Context, tx bun.IDB, userID string) ([]itemRow, error) {
 	var carts []cartRow
 	if err := sqlutil.ForUpdate(tx.NewSelect().Model(&carts).Where("user_id = ?", userID)).Scan(ctx); err != nil {
@@ -423,7 +434,7 @@ func lockCart(ctx context.Context, tx bun.IDB, userID string) ([]itemRow, error)
 	if len(carts) == 0 {
 		return nil, nil
 	}
-	return items(ctx, tx, userID)
+	return items(ctx, tx, userID, true)
 }
 
 func checkUser(userID string) error {

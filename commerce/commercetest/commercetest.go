@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
@@ -66,11 +67,15 @@ func (c *Clock) Advance(d time.Duration) {
 
 // Env is a Service with every part it is built from, for tests to look behind it.
 type Env struct {
-	Name       string
-	DB         *bun.DB
-	Clock      *Clock
-	Service    *commerce.Service
-	Inventory  *inventory.Inventory
+	Name      string
+	DB        *bun.DB
+	Clock     *Clock
+	Service   *commerce.Service
+	Inventory *inventory.Inventory
+	// Stock is the journaled Redis inventory behind Inventory, and Redis its client, in the
+	// configuration with Redis; nil otherwise.
+	Stock      *redisinventory.Durable
+	Redis      *redis.Client
 	Coupons    *coupon.Service
 	Ledger     *ledger.Ledger
 	Payments   *payment.Service
@@ -138,23 +143,33 @@ func SQLite(tb testing.TB, opts ...commerce.Option) *Env {
 	return e
 }
 
-// MySQL returns the server configuration: MySQL/MariaDB, the Redis inventory and coupon
-// issuer, and events published to a Kafka-protocol broker.
-func MySQL(tb testing.TB, opts ...commerce.Option) *Env { return mysqlEnv(tb, true, opts) }
+// MySQL returns the server configuration: MySQL/MariaDB, the Redis inventory journaled in
+// MySQL (redisinventory.NewDurable), the Redis coupon issuer, and events published to a
+// Kafka-protocol broker.
+func MySQL(tb testing.TB, opts ...commerce.Option) *Env { return mysqlEnv(tb, testenv.Redis(tb), opts) }
+
+// MySQLWithRedis is MySQL on the given Redis client (a Redis of the test's own, say, which
+// the test stops and starts).
+func MySQLWithRedis(tb testing.TB, rdb *redis.Client, opts ...commerce.Option) *Env {
+	return mysqlEnv(tb, rdb, opts)
+}
 
 // MySQLSQLInventory is the server configuration without Redis: the SQL inventory and coupon
 // issuer on MySQL/MariaDB (joining checkout's transactions, with row locks), and Kafka.
-func MySQLSQLInventory(tb testing.TB, opts ...commerce.Option) *Env { return mysqlEnv(tb, false, opts) }
+func MySQLSQLInventory(tb testing.TB, opts ...commerce.Option) *Env { return mysqlEnv(tb, nil, opts) }
 
-func mysqlEnv(tb testing.TB, withRedis bool, opts []commerce.Option) *Env {
+func mysqlEnv(tb testing.TB, rdb *redis.Client, opts []commerce.Option) *Env {
 	tb.Helper()
 	db := testenv.MySQL(tb)
 	kafka := testenv.NewKafka(tb)
 	clock := &Clock{t: Start}
 	e := &Env{Name: "MySQL", DB: db, Clock: clock, Topic: kafka.Topic(tb, "orders"), Kafka: kafka}
-	if withRedis {
-		rdb := testenv.Redis(tb)
-		e.Inventory = inventory.New(redisinventory.New(rdb), inventory.WithClock(clock.Now))
+	if rdb != nil {
+		require.NoError(tb, commerce.CreateAllSchemas(context.Background(), db))
+		e.Stock, e.Redis = redisinventory.NewDurable(rdb, db), rdb
+		_, err := e.Stock.Heal(context.Background())
+		require.NoError(tb, err)
+		e.Inventory = inventory.New(e.Stock, inventory.WithClock(clock.Now))
 		e.Coupons = coupon.New(db, rediscoupon.New(rdb), coupon.WithClock(clock.Now))
 	} else {
 		e.Inventory = inventory.New(sqlinventory.New(db), inventory.WithClock(clock.Now))

@@ -58,6 +58,10 @@ func Run(t *testing.T, h Harness) {
 		{"Storm", testStorm},
 		{"Transactions", testTransactions},
 		{"Context", testContext},
+		{"Return", testReturn},
+		{"ReplayDead", testReplayDead},
+		{"ConcurrentSweepers", testConcurrentSweepers},
+		{"SetStockAgain", testSetStockAgain},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -96,10 +96,9 @@ func testExpiry(t *testing.T, h Harness) {
 	require.NoError(t, err)
 	assert.Zero(t, n, "e1 and e2 were expired already")
 
-	// A replay of an expired reservation returns it and reserves nothing.
-	r, err := inv.Reserve(ctx, req("e1", time.Minute))
-	require.NoError(t, err)
-	assert.Equal(t, inventory.StateExpired, r.State)
+	// A replay of an expired reservation fails and reserves nothing.
+	_, err = inv.Reserve(ctx, req("e1", time.Minute))
+	requireAs[*inventory.StateError](t, err, inventory.ErrReservationExpired)
 	wantStock(t, inv, "a", 9, 1, 0)
 
 	// The sweeper expires e3 once it is due; afterwards every verb says expired.

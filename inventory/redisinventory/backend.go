@@ -3,6 +3,7 @@ package redisinventory
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,8 @@ type Backend struct {
 	skus      string // the set of every SKU, for WriteBack
 	retention time.Duration
 	s         scripts
+	g         guardedScripts
+	log       *slog.Logger
 }
 
 var _ inventory.Backend = (*Backend)(nil)
@@ -56,10 +59,20 @@ func WithRetention(d time.Duration) Option {
 	}
 }
 
+// WithLogger sets the logger of a Durable's rebuilds and healer (default: discard).
+func WithLogger(l *slog.Logger) Option {
+	return func(b *Backend) {
+		if l != nil {
+			b.log = l
+		}
+	}
+}
+
 // New returns a Backend on c (a *redis.Client, *redis.ClusterClient, ...), whose own
 // configuration (pool size, timeouts) is used untouched.
 func New(c redis.UniversalClient, opts ...Option) *Backend {
-	b := &Backend{c: c, prefix: "{" + DefaultTag + "}:", retention: DefaultRetention, s: newScripts()}
+	b := &Backend{c: c, prefix: "{" + DefaultTag + "}:", retention: DefaultRetention, s: newScripts(), g: newGuardedScripts(),
+		log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(b)
 	}

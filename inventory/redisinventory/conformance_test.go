@@ -23,3 +23,16 @@ var harness = inventorytest.Harness{
 func TestConformance(t *testing.T) { inventorytest.Run(t, harness) }
 
 func BenchmarkRedis(b *testing.B) { inventorytest.Benchmark(b, harness) }
+
+// durableHarness runs the suite on the journaled backend: MySQL and Redis of the test's own.
+var durableHarness = inventorytest.Harness{
+	JoinsTx: false,
+	New: func(tb testing.TB, opts ...inventory.Option) (*inventory.Inventory, *bun.DB) {
+		d, _, _ := newDurable(tb)
+		return inventory.New(d, opts...), nil
+	},
+}
+
+func TestDurableConformance(t *testing.T) { inventorytest.Run(t, durableHarness) }
+
+func BenchmarkDurable(b *testing.B) { inventorytest.Benchmark(b, durableHarness) }

@@ -15,7 +15,7 @@
 // hash tag, "{inventory}:" by default (WithTag): stock:<sku> (a hash of onhand, available,
 // sold, limit, synced), buyers:<sku> (units per buyer), res:<id> (a reservation), due (a
 // sorted set of live reservation IDs by deadline), adj:<id> (an adjustment ID), skus (every
-// SKU). So all keys of one inventory share one Redis Cluster slot, and a reservation
+// SKU), and with NewDurable generation (the marker of the journal's generation). So all keys of one inventory share one Redis Cluster slot, and a reservation
 // spanning many SKUs is a single atomic script: there are no multi-slot reservations, and
 // no partial reservation to roll back. The trade-off is that one inventory lives on one
 // cluster node (one Redis core does tens of thousands of reservations per second); to
@@ -24,13 +24,99 @@
 // partitions would then be two reservations, reserved one after the other and the first
 // released if the second fails; the package does not do that for you.
 //
-// Resolved reservations and adjustment IDs are kept for the retention period (WithRetention,
-// default 24 h) so replays are recognised; a replay after that reserves anew.
+// Resolved reservations and adjustment IDs are kept in Redis for the retention period
+// (WithRetention, default 24 h). With the plain backend that is how long a replay is
+// recognised (a replay after that reserves anew); with NewDurable the journal recognises
+// them for ever.
 //
-// # Where stock comes from, where sales go, and Redis restarting empty
+// # Durable: SQL as the system of record, Redis as the fast path
 //
-// The system of record is a SQL inventory (sqlinventory); Redis holds the live counts of
-// the SKUs on sale, and a SKU is sold through one of the two at a time.
+// NewDurable(rdb, db) is the backend for production: the same scripts, fronted by a SQL
+// journal (CreateJournal; MySQL/MariaDB) that makes SQL the system of record of every
+// unit, so Redis holds only what can be derived from SQL and a Redis that lost data heals
+// itself.
+//
+//	err := redisinventory.CreateJournal(ctx, db)
+//	stock := redisinventory.NewDurable(rdb, db)
+//	_, err = stock.Heal(ctx)          // at start: builds Redis from the journal if needed
+//	go stock.Run(ctx, time.Second)   // the healer
+//	inv := inventory.New(stock)
+//
+// The journal: inventory_journal_stock holds per SKU its base (on hand + sold) and buyer
+// limit, changed only by SetStock and Adjust (adjustments are rows, idempotent on their ID
+// for ever); inventory_journal_reservations holds one row per reservation, inserted by
+// Reserve and moved by Commit, Release, expiry and Return (reserved → committed |
+// released | expired, committed → returned), and kept for ever; inventory_journal_lines
+// its lines by SKU. There is no hot SQL row: a reservation is an INSERT, its resolution an
+// UPDATE of its own row. Everything Redis holds derives from them: for each SKU
+//
+//	sold      = Σ units of committed reservations
+//	on hand   = base − sold
+//	available = on hand − Σ units of reserved reservations
+//	buyer usage = Σ units of the buyer's reserved and committed reservations
+//
+// Each operation runs in a SQL transaction of its own (Inventory.JoinsTx is false: the
+// caller's transaction is not joined, and commerce compensates as for plain Redis). The
+// order of the two halves is chosen so that a failure between them never frees a unit the
+// journal holds: what takes units (Reserve, Commit, a negative Adjust) changes Redis inside
+// the SQL transaction, before its commit; what frees them (Release, expiry, Return, a
+// positive Adjust) changes Redis after the commit. A half left undone is conservative —
+// units held in Redis that the journal freed, or a Redis reservation whose SQL transaction
+// rolled back — and heals: the reservation's deadline (the sweep settles Redis
+// reservations the journal does not hold live), a replay of the same call (which settles
+// Redis to the journal's state again), or the next rebuild.
+//
+// Reserve replays: a reservation the journal holds is returned as the journal has it (a
+// released, expired or returned one makes Inventory.Reserve fail); a Redis reservation the
+// journal never recorded (its transaction rolled back) is adopted by the retry.
+//
+// # Redis losing data, and the rebuild
+//
+// Redis holds a generation marker, the generation of the journal it was built for. Every
+// write script checks it against the generation the writer read from SQL (with a shared
+// row lock held to its commit), and reads check it too; a SKU key Redis lacks for a SKU
+// the journal knows is loss as well (eviction, a partial restore). The healer also watches
+// the server's run ID: a Redis that restarted, or another one after a failover, may hold an
+// older copy of the data under a good marker (a restored snapshot, a lagging replica), and
+// is rebuilt as well. Lost data never gives a
+// business answer: operations fail with an *errcode.UnavailableError (Dependency
+// DependencyRebuilding, RetryAfter RebuildRetryAfter; an HTTP server answers 503
+// dependency_unavailable with Retry-After), never ErrUnknownSKU nor
+// ErrInsufficientStock, and the healer (Run) is woken.
+//
+// Rebuild: take the rebuild lock (a SQL row: one rebuild at a time across processes);
+// bump the generation under an exclusive lock on its row — which waits for every writer
+// still holding the old generation, whose Redis half is done and SQL half not yet
+// committed, so no such write can reach SQL after the rebuild read it (the race of a
+// reservation taken in Redis under the old generation and committed after the read would
+// otherwise oversell; TestDurableRebuildWaitsForWriters proves the wait); read the journal;
+// delete every key of the inventory; write each SKU's counts, the buyers' usage and the
+// live reservations (so orders placed before the loss can still be committed, released or
+// returned), pipelined; set the marker. Operations fail closed from the bump to the marker.
+//
+// What an operator sees when Redis restarts empty: a WARN log "Redis rebuilt from the
+// journal" with the generation, SKUs, live reservations and the time it took, a second or
+// so of 503 dependency_unavailable (Retry-After: 2) on stock requests, and then the same
+// stock as before. Nothing to do by hand. Measured (BenchmarkRebuild: 5,000 SKUs and
+// 20,000 reservations holding units, 5,000 of them live; MariaDB 10.11 and Redis 7.0 in
+// containers on a loaded 2-core machine, load average ~20): 1.2 s per rebuild.
+//
+//	GOTOOLCHAIN=local go test -run '^$' -bench BenchmarkRebuild -benchtime 5x ./inventory/redisinventory/
+//
+// The price is a SQL transaction per operation besides the script: with no hot SQL row
+// (a reservation is an INSERT, its resolution an UPDATE of that row) it does not serialize
+// on a popular SKU, and it runs at the database's commit rate. One run on a 2-core machine
+// under heavy load (load average 28, containers), 50 clients, one hot SKU:
+// BenchmarkDurable/Reserve/hot 711/s and ReserveCommit 350/s, against the plain backend's
+// 3,308/s and 1,921/s in the same run (-bench 'BenchmarkDurable|BenchmarkRedis').
+//
+// Running Redis with persistence (appendonly yes) stays worthwhile as defence in depth:
+// it makes rebuilds rare. It is not what keeps the stock: the journal is.
+//
+// # The plain backend: stock from outside, and Redis restarting empty
+//
+// New(rdb) alone keeps everything in Redis; a SQL inventory (sqlinventory) may be its
+// system of record, with a SKU sold through one of the two at a time:
 //
 //   - Warm-up: WarmUp(ctx, stocks) creates each SKU Redis lacks from the SQL store's Stocks
 //     (its Available becomes Redis' on-hand count, with its buyer limit) and leaves SKUs
@@ -40,15 +126,10 @@
 //     fixed range, and moves the watermark after fn succeeds; fn records it, idempotently,
 //     typically as an Adjust of the SQL store with ID "redis-sold:<sku>:<to>" and delta
 //     from-to. A failed or interrupted write-back hands the same range out again, so every
-//     sale reaches the SQL store exactly once. Run it periodically and after a sale.
-//   - Redis restarting empty: the inventory fails closed. Stock keys are gone, so Reserve
-//     fails with ErrUnknownSKU (nothing is oversold), and Commit and Release of
-//     reservations made before fail with ErrReservationNotFound, which the caller treats as
-//     a failed order (compensate, don't ship). WarmUp from the SQL store brings the stock
-//     back as that store knows it. Sales committed in Redis but not yet written back, and
-//     units held by the lost reservations, are not in that store: after a warm-up they are
-//     on sale again. Bound that window by running Redis with persistence (appendonly yes;
-//     appendfsync everysec loses at most about a second) and writing back often; where even
-//     that is too much, warm up from the SQL stock minus the orders committed since the
-//     last write-back, which the caller's own order table knows.
+//     sale reaches the SQL store exactly once.
+//   - Redis restarting empty: Reserve fails with ErrUnknownSKU and Commit and Release of
+//     earlier reservations with ErrReservationNotFound; a warm-up brings back the stock as
+//     the SQL store knows it, without the sales not yet written back nor the units of the
+//     lost reservations. Resolved reservations and returns are remembered for the
+//     retention period only. Use NewDurable where that is not acceptable.
 package redisinventory

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,6 +15,16 @@ import (
 
 // Reserve runs the reserve script: one round trip.
 func (b *Backend) Reserve(ctx context.Context, r inventory.Reservation) (inventory.Reservation, error) {
+	keys, args := b.reserveCall(r)
+	reply, err := b.s.reserve.Run(ctx, b.c, keys, args...).Result()
+	if err != nil {
+		return inventory.Reservation{}, fail(ctx, "reserve", err)
+	}
+	return reserveReply(r, reply)
+}
+
+// reserveCall returns the keys and arguments of the reserve script for r.
+func (b *Backend) reserveCall(r inventory.Reservation) ([]string, []any) {
 	n := len(r.Lines)
 	keys := make([]string, 2, 2+2*n)
 	keys[0], keys[1] = b.resKey(r.ID), b.due
@@ -29,10 +40,12 @@ func (b *Backend) Reserve(ctx context.Context, r inventory.Reservation) (invento
 			keys = append(keys, b.usageKey(l.SKU))
 		}
 	}
-	reply, err := b.s.reserve.Run(ctx, b.c, keys, args...).Result()
-	if err != nil {
-		return inventory.Reservation{}, fail(ctx, "reserve", err)
-	}
+	return keys, args
+}
+
+// reserveReply turns the reserve script's reply into the reservation or its error;
+// errLost for the guard's {-9}.
+func reserveReply(r inventory.Reservation, reply any) (inventory.Reservation, error) {
 	res, ok := reply.([]any)
 	if !ok { // 1: reserved
 		return r, nil
@@ -53,18 +66,50 @@ func (b *Backend) Reserve(ctx context.Context, r inventory.Reservation) (invento
 	case -4:
 		l := line()
 		return inventory.Reservation{}, &inventory.BuyerLimitError{SKU: l.SKU, BuyerID: r.BuyerID, Limit: toInt(res[2]), Used: toInt(res[3]), Requested: l.Qty}
+	case -9:
+		return inventory.Reservation{}, errLost
 	}
 	return inventory.Reservation{}, fmt.Errorf("redisinventory: reserve: unexpected reply %v", res)
 }
 
 // Commit reads the reservation and runs the commit script: two round trips.
 func (b *Backend) Commit(ctx context.Context, id string, now time.Time) (inventory.State, error) {
-	return b.resolve(ctx, "commit", b.s.commit, id, now)
+	st, _, err := b.resolve(ctx, "commit", b.s.commit, id, now)
+	return st, err
 }
 
 // Release reads the reservation and runs the release script: two round trips.
 func (b *Backend) Release(ctx context.Context, id string, now time.Time) (inventory.State, error) {
-	return b.resolve(ctx, "release", b.s.release, id, now)
+	st, _, err := b.resolve(ctx, "release", b.s.release, id, now)
+	return st, err
+}
+
+// Return reads the reservation and runs the settle script from committed to returned: two
+// round trips. Like every resolved reservation, a returned one is kept for the retention
+// period only; after that a replay finds no reservation (ErrReservationNotFound) and moves
+// nothing. The journaled backend (NewDurable) keeps them for ever in SQL.
+func (b *Backend) Return(ctx context.Context, id string, now time.Time) (inventory.State, error) {
+	v, err := b.c.HMGet(ctx, b.resKey(id), "state", "lines", "buyer", "created", "expires").Result()
+	if err != nil {
+		return "", fail(ctx, "return", err)
+	}
+	if v[0] == nil {
+		return "", inventory.NotFound(id)
+	}
+	if st := inventory.State(toString(v[0])); st != inventory.StateCommitted {
+		return st, nil
+	}
+	lines, err := inventory.DecodeLines(toString(v[1]))
+	if err != nil {
+		return "", fail(ctx, "return", err)
+	}
+	r := inventory.Reservation{ID: id, Lines: lines, BuyerID: toString(v[2]),
+		CreatedAt: fromMillis(toInt(v[3])), ExpiresAt: fromMillis(toInt(v[4]))}
+	out, err := b.settle(ctx, b.c, r, settleArgs{to: inventory.StateReturned, need: inventory.StateCommitted}, now)
+	if err != nil {
+		return "", fail(ctx, "return", err)
+	}
+	return out, nil
 }
 
 // resolveAttempts bounds how often resolve reads a reservation again because it changed
@@ -73,24 +118,25 @@ func (b *Backend) Release(ctx context.Context, id string, now time.Time) (invent
 const resolveAttempts = 3
 
 // resolve reads the reservation to learn its keys (lines and buyer), then runs script with
-// them; the script checks the record still matches what was read. It returns the final state.
-func (b *Backend) resolve(ctx context.Context, op string, script *redis.Script, id string, now time.Time) (inventory.State, error) {
+// them; the script checks the record still matches what was read. It returns the final
+// state and whether this call moved the reservation there.
+func (b *Backend) resolve(ctx context.Context, op string, script *redis.Script, id string, now time.Time) (inventory.State, bool, error) {
 	key := b.resKey(id)
 	for range resolveAttempts {
 		v, err := b.c.HMGet(ctx, key, "state", "lines", "buyer").Result()
 		if err != nil {
-			return "", fail(ctx, op, err)
+			return "", false, fail(ctx, op, err)
 		}
 		if v[0] == nil {
-			return "", inventory.NotFound(id)
+			return "", false, inventory.NotFound(id)
 		}
 		if st := inventory.State(toString(v[0])); st != inventory.StateReserved {
-			return st, nil
+			return st, false, nil
 		}
 		encoded, buyer := toString(v[1]), toString(v[2])
 		lines, err := inventory.DecodeLines(encoded)
 		if err != nil {
-			return "", fail(ctx, op, err)
+			return "", false, fail(ctx, op, err)
 		}
 		keys := make([]string, 2, 2+2*len(lines))
 		keys[0], keys[1] = key, b.due
@@ -107,21 +153,25 @@ func (b *Backend) resolve(ctx context.Context, op string, script *redis.Script, 
 		}
 		out, err := script.Run(ctx, b.c, keys, args...).Text()
 		if err != nil {
-			return "", fail(ctx, op, err)
+			return "", false, fail(ctx, op, err)
 		}
 		switch out {
 		case "missing":
-			return "", inventory.NotFound(id)
+			return "", false, inventory.NotFound(id)
 		case "stale":
 			continue
 		}
-		return inventory.State(out), nil
+		if was, ok := strings.CutPrefix(out, "was "); ok {
+			return inventory.State(was), false, nil
+		}
+		return inventory.State(out), out != string(inventory.StateReserved), nil
 	}
-	return "", fmt.Errorf("redisinventory: %s: reservation %q changed %d times while being resolved", op, id, resolveAttempts)
+	return "", false, fmt.Errorf("redisinventory: %s: reservation %q changed %d times while being resolved", op, id, resolveAttempts)
 }
 
 // Expire takes up to limit due IDs from the due index and runs the expire script on each.
-// Concurrent sweepers are safe: the script expires a reservation once.
+// Concurrent sweepers are safe: the script expires a reservation once, and only the
+// sweeper whose script moved it counts it.
 func (b *Backend) Expire(ctx context.Context, now time.Time, limit int) (int, error) {
 	ids, err := b.c.ZRangeByScore(ctx, b.due, &redis.ZRangeBy{
 		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(limit),
@@ -131,9 +181,9 @@ func (b *Backend) Expire(ctx context.Context, now time.Time, limit int) (int, er
 	}
 	n := 0
 	for _, id := range ids {
-		st, err := b.resolve(ctx, "expire", b.s.expire, id, now)
+		st, moved, err := b.resolve(ctx, "expire", b.s.expire, id, now)
 		switch {
-		case err == nil && st == inventory.StateExpired:
+		case err == nil && moved:
 			n++
 		case err == nil && st == inventory.StateReserved:
 			// Not due after all; its entry stays.

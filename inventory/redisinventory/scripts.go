@@ -27,11 +27,7 @@ import (
 // Returns 1 when reserved, {0, state, created, expires, resolved} for a replay, {-1} on a
 // conflict, {-2, i} unknown SKU of line i, {-3, i, available}, {-4, i, limit, used}.
 const reserveLua = `
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local rec = redis.call('HMGET', KEYS[1], 'state', 'lines', 'buyer', 'created', 'expires', 'resolved')
-  if rec[2] ~= ARGV[2] or rec[3] ~= ARGV[3] then return {-1} end
-  return {0, rec[1], rec[4], rec[5], rec[6] or '0'}
-end
+` + reserveReplayLua + `
 local n = #ARGV - 5
 local buyer = ARGV[3]
 for i = 1, n do
@@ -56,6 +52,26 @@ redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
 return 1
 `
 
+// reserveReplayLua opens the reserve script: a reservation that exists is a replay.
+const reserveReplayLua = `if redis.call('EXISTS', KEYS[1]) == 1 then
+  local rec = redis.call('HMGET', KEYS[1], 'state', 'lines', 'buyer', 'created', 'expires', 'resolved')
+  if rec[2] ~= ARGV[2] or rec[3] ~= ARGV[3] then return {-1} end
+  return {0, rec[1], rec[4], rec[5], rec[6] or '0'}
+end`
+
+// reserveFreshLua replaces reserveReplayLua in the journaled backend, which calls the
+// script only for a reservation SQL has just recorded for the first time: a live record of
+// the same ID is the Redis half of an earlier attempt whose SQL transaction rolled back,
+// adopted with the new deadline; a dead one is reserved anew over.
+const reserveFreshLua = `local rec = redis.call('HMGET', KEYS[1], 'state', 'lines', 'buyer')
+if rec[1] == 'reserved' then
+  if rec[2] ~= ARGV[2] or rec[3] ~= ARGV[3] then return {-1} end
+  redis.call('HSET', KEYS[1], 'created', ARGV[4], 'expires', ARGV[5])
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+  return 1
+end
+if rec[1] then redis.call('DEL', KEYS[1]) end`
+
 // resolveLua is the body of the commit, release and expire scripts; TARGET is replaced by
 // the state the script resolves to. A reservation at or past its deadline always resolves
 // to expired; the expire script leaves one that is not due alone.
@@ -63,13 +79,14 @@ return 1
 // KEYS[1] reservation, KEYS[2] due index, KEYS[3..n+2] stock, KEYS[n+3..2n+2] buyer usage
 // (only with a buyer). ARGV[1] id, ARGV[2] lines and ARGV[3] buyer as the caller read them,
 // ARGV[4] now, ARGV[5] retention in ms (0: keep), ARGV[6..n+5] qty.
-// Returns the final state, or 'missing', or 'stale' when the record no longer matches
+// Returns the final state this call moved it to (or 'reserved': not due), 'was <state>'
+// when it was resolved before, 'missing', or 'stale' when the record no longer matches
 // what the caller read (the caller reads again).
 const resolveLua = `
 local rec = redis.call('HMGET', KEYS[1], 'state', 'lines', 'buyer', 'expires')
 if not rec[1] then return 'missing' end
 if rec[2] ~= ARGV[2] or rec[3] ~= ARGV[3] then return 'stale' end
-if rec[1] ~= 'reserved' then return rec[1] end
+if rec[1] ~= 'reserved' then return 'was ' .. rec[1] end
 local to = 'TARGET'
 if tonumber(rec[4]) <= tonumber(ARGV[4]) then
   to = 'expired'
@@ -94,6 +111,68 @@ redis.call('HSET', KEYS[1], 'state', to, 'resolved', ARGV[4])
 if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
 redis.call('ZREM', KEYS[2], ARGV[1])
 return to
+`
+
+// settleLua moves a reservation from the state its record holds to ARGV[6], moving the
+// units by the difference of what the two states hold: reserved holds available units,
+// committed holds sold ones (off hand), and both count against the buyer's limit; released,
+// expired and returned hold nothing. The plain backend uses it for Return (need =
+// committed); the journaled backend to make Redis follow SQL's verdict from any state.
+//
+// KEYS[1] reservation, KEYS[2] due index, KEYS[3..n+2] stock, KEYS[n+3..2n+2] buyer usage
+// (only with a buyer). ARGV[1] id, ARGV[2] lines, ARGV[3] buyer, ARGV[4] now, ARGV[5]
+// retention in ms (0: keep), ARGV[6] target state, ARGV[7] the only state it may move from
+// (” any), ARGV[8] the state to assume when the record is gone (” none: 'missing'),
+// ARGV[9] created, ARGV[10] expires (both to write), ARGV[11] the deadline the record must
+// still have (” any), ARGV[12..n+11] qty.
+// Returns the target state when it moved it, 'was <state>' when it did not, 'missing',
+// 'stale' (the record is another reservation's, or was renewed), or 'lost' (a stock key is gone).
+const settleLua = `
+local rec = redis.call('HMGET', KEYS[1], 'state', 'lines', 'buyer', 'expires')
+local from = rec[1]
+if from then
+  if rec[2] ~= ARGV[2] or rec[3] ~= ARGV[3] then return 'stale' end
+  if ARGV[11] ~= '' and rec[4] ~= ARGV[11] then return 'stale' end
+else
+  from = ARGV[8]
+  if from == '' then return 'missing' end
+end
+local to = ARGV[6]
+if from == to or (ARGV[7] ~= '' and from ~= ARGV[7]) then return 'was ' .. from end
+local n = #ARGV - 11
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[2 + i]) == 0 then return 'lost' end
+end
+local function held(st)
+  if st == 'reserved' then return 0, 1, 0, 1 end
+  if st == 'committed' then return 1, 1, 1, 1 end
+  return 0, 0, 0, 0
+end
+local fo, fa, fs, fu = held(from)
+local o, a, s, u = held(to)
+local buyer = ARGV[3]
+for i = 1, n do
+  local q = tonumber(ARGV[11 + i])
+  if o ~= fo then redis.call('HINCRBY', KEYS[2 + i], 'onhand', (fo - o) * q) end
+  if a ~= fa then redis.call('HINCRBY', KEYS[2 + i], 'available', (fa - a) * q) end
+  if s ~= fs then redis.call('HINCRBY', KEYS[2 + i], 'sold', (s - fs) * q) end
+  if buyer ~= '' and u ~= fu and redis.call('HINCRBY', KEYS[2 + n + i], buyer, (u - fu) * q) <= 0 then
+    redis.call('HDEL', KEYS[2 + n + i], buyer)
+  end
+end
+redis.call('HSET', KEYS[1], 'state', to, 'lines', ARGV[2], 'buyer', buyer, 'created', ARGV[9], 'expires', ARGV[10], 'resolved', ARGV[4])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
+return to
+`
+
+// guardLua opens every script of the journaled backend: the last key is the generation
+// marker and the last argument the generation the caller read from SQL; when they differ
+// (Redis lost its data, or a rebuild is under way) the script changes nothing and answers
+// {-9}.
+const guardLua = `local gen = table.remove(ARGV)
+local marker = table.remove(KEYS)
+if redis.call('GET', marker) ~= gen then return {-9} end
 `
 
 // stockFields are the fields stockFrom reads, in its order.
@@ -183,8 +262,8 @@ return 1
 // scripts holds one redis.Script per operation (EVALSHA, falling back to EVAL on NOSCRIPT,
 // for instance after Redis restarted).
 type scripts struct {
-	reserve, commit, release, expire        *redis.Script
-	setStock, adjust, warmUp, claim, synced *redis.Script
+	reserve, commit, release, expire, settle *redis.Script
+	setStock, adjust, warmUp, claim, synced  *redis.Script
 }
 
 func newScripts() scripts {
@@ -196,10 +275,26 @@ func newScripts() scripts {
 		commit:   resolve("committed"),
 		release:  resolve("released"),
 		expire:   resolve("expired"),
+		settle:   redis.NewScript(settleLua),
 		setStock: redis.NewScript(setStockLua),
 		adjust:   redis.NewScript(adjustLua),
 		warmUp:   redis.NewScript(warmUpLua),
 		claim:    redis.NewScript(claimLua),
 		synced:   redis.NewScript(syncedLua),
+	}
+}
+
+// guardedScripts are the journaled backend's scripts: each opens with guardLua.
+type guardedScripts struct {
+	reserve, settle, setStock, adjust *redis.Script
+}
+
+func newGuardedScripts() guardedScripts {
+	guarded := func(body string) *redis.Script { return redis.NewScript(guardLua + body) }
+	return guardedScripts{
+		reserve:  guarded(strings.Replace(reserveLua, reserveReplayLua, reserveFreshLua, 1)),
+		settle:   guarded(settleLua),
+		setStock: guarded(setStockLua),
+		adjust:   guarded(adjustLua),
 	}
 }

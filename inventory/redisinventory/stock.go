@@ -17,21 +17,38 @@ func (b *Backend) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 	if err != nil {
 		return inventory.Stock{}, fail(ctx, "set stock", err)
 	}
-	if toInt(res[0]) == -3 {
+	return setStockReply(s, res)
+}
+
+// setStockReply turns the set-stock script's reply into the stock or its error.
+func setStockReply(s inventory.StockSetting, res []any) (inventory.Stock, error) {
+	switch toInt(res[0]) {
+	case -3:
 		onHand, avail := toInt(res[1]), toInt(res[2])
 		return inventory.Stock{}, &inventory.InsufficientStockError{SKU: s.SKU, Requested: onHand - s.OnHand, Available: avail}
+	case -9:
+		return inventory.Stock{}, errLost
 	}
 	return stockFrom(s.SKU, res[1:]), nil
 }
 
 // Adjust runs the adjust script; the adjustment ID is remembered for the retention period.
 func (b *Backend) Adjust(ctx context.Context, a inventory.Adjustment, _ time.Time) (inventory.Stock, error) {
-	fingerprint := a.SKU + "\n" + strconv.FormatInt(a.Delta, 10) + "\n" + a.Reason
-	res, err := b.s.adjust.Run(ctx, b.c, []string{b.stockKey(a.SKU), b.adjKey(a.ID)},
-		a.Delta, fingerprint, b.retention.Milliseconds()).Slice()
+	res, err := b.s.adjust.Run(ctx, b.c, []string{b.stockKey(a.SKU), b.adjKey(a.ID)}, b.adjustArgs(a)...).Slice()
 	if err != nil {
 		return inventory.Stock{}, fail(ctx, "adjust", err)
 	}
+	return adjustReply(a, res)
+}
+
+// adjustArgs are the adjust script's arguments for a.
+func (b *Backend) adjustArgs(a inventory.Adjustment) []any {
+	fingerprint := a.SKU + "\n" + strconv.FormatInt(a.Delta, 10) + "\n" + a.Reason
+	return []any{a.Delta, fingerprint, b.retention.Milliseconds()}
+}
+
+// adjustReply turns the adjust script's reply into the stock or its error.
+func adjustReply(a inventory.Adjustment, res []any) (inventory.Stock, error) {
 	switch toInt(res[0]) {
 	case 1:
 		return stockFrom(a.SKU, res[1:]), nil
@@ -41,6 +58,8 @@ func (b *Backend) Adjust(ctx context.Context, a inventory.Adjustment, _ time.Tim
 		return inventory.Stock{}, &inventory.UnknownSKUError{SKU: a.SKU}
 	case -3:
 		return inventory.Stock{}, &inventory.InsufficientStockError{SKU: a.SKU, Requested: -a.Delta, Available: toInt(res[1])}
+	case -9:
+		return inventory.Stock{}, errLost
 	}
 	return inventory.Stock{}, fmt.Errorf("redisinventory: adjust: unexpected reply %v", res)
 }

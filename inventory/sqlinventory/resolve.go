@@ -49,6 +49,29 @@ func (b *Backend) resolve(ctx context.Context, op, id string, now time.Time, to 
 	return final, err
 }
 
+// Return returns a committed reservation: its units go from sold back to available and
+// the buyer's allowance back. The row keeps its state forever, so a replay at any time
+// finds it returned and moves nothing.
+func (b *Backend) Return(ctx context.Context, id string, now time.Time) (inventory.State, error) {
+	var final inventory.State
+	err := b.inTx(ctx, "return", func(ctx context.Context, tx bun.Tx) error {
+		r, err := b.get(ctx, tx, id, b.forUpdate)
+		if err != nil {
+			return err
+		}
+		if final = r.State; final != inventory.StateCommitted {
+			return nil
+		}
+		final = inventory.StateReturned
+		if _, err := tx.ExecContext(ctx, `UPDATE inventory_reservations SET state = ?, resolved_at = ? WHERE id = ?`,
+			string(final), millis(now), id); err != nil {
+			return err
+		}
+		return b.moveUnits(ctx, tx, []inventory.Reservation{r}, final)
+	})
+	return final, err
+}
+
 // Expire expires up to limit due reservations in one transaction. On MySQL it skips rows
 // another transaction holds (a Commit in progress, another sweeper), so sweepers never
 // wait on each other.
@@ -101,8 +124,9 @@ func (b *Backend) Expire(ctx context.Context, now time.Time, limit int) (int, er
 
 type usageKey struct{ sku, buyer string }
 
-// moveUnits moves the units of resolved reservations: to sold for a commit, back to
-// available (and the buyer allowance back) otherwise. Quantities are summed per row and
+// moveUnits moves the units of resolved reservations: to sold for a commit, from sold
+// back to available for a return, from reserved back to available otherwise (and the
+// buyer allowance back, except for a commit). Quantities are summed per row and
 // rows are updated in a fixed order, usage rows (by SKU, buyer) before stock rows (by SKU),
 // the order Reserve locks them in.
 func (b *Backend) moveUnits(ctx context.Context, tx bun.Tx, rs []inventory.Reservation, to inventory.State) error {
@@ -125,8 +149,11 @@ func (b *Backend) moveUnits(ctx context.Context, tx bun.Tx, rs []inventory.Reser
 		}
 	}
 	query := `UPDATE inventory_stock SET reserved = reserved - ?, available = available + ? WHERE sku = ?`
-	if to == inventory.StateCommitted {
+	switch to {
+	case inventory.StateCommitted:
 		query = `UPDATE inventory_stock SET reserved = reserved - ?, sold = sold + ? WHERE sku = ?`
+	case inventory.StateReturned:
+		query = `UPDATE inventory_stock SET sold = sold - ?, available = available + ? WHERE sku = ?`
 	}
 	for _, sku := range slices.Sorted(maps.Keys(stock)) {
 		if _, err := tx.ExecContext(ctx, query, stock[sku], stock[sku], sku); err != nil {

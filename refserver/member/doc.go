@@ -21,17 +21,25 @@
 // it, so the whole session (the token family) is revoked and every access token it issued
 // that has not expired goes on the denylist (ErrRefreshTokenReused).
 //
-// Logout puts the caller's access token on the denylist until a minute past its expiry
-// (DenyMargin, beyond any verifier's clock leeway), and revokes its session with the same
-// effect as above. The server checks every authenticated request with Revoked. A denylist that cannot answer is an error matching errcode.ErrUnavailable:
-// a request is never let through because the check failed.
+// Logout revokes the caller's session with the same effect as above and puts the caller's
+// access token on the denylist until a minute past its expiry (DenyMargin, beyond any
+// verifier's clock leeway), that token last: a logout that fails part-way (503) leaves the
+// caller a token to retry with. A refresh token of a revoked session denies the session's
+// live access tokens again, so a denial that failed after a reuse is finished by a retry.
+// The server checks every authenticated request with Revoked. A denylist that cannot
+// answer is an error matching errcode.ErrUnavailable: a request is never let through
+// because the check failed.
 //
 // # Login limits
 //
 // Failed logins are limited per login ID and per client address with token buckets (by
-// default 5 failures per login ID and 20 per address, refilled over 15 minutes); once a
-// bucket is empty, logins with that ID or from that address fail with *RateLimitError
-// before the password is checked, until a token has refilled. A successful login refills
-// the login ID's bucket. The buckets live in the process: with several server instances
+// default 5 failures per login ID and 20 per address, refilled over 15 minutes; the server
+// passes an IPv6 client's /64 as its address). Every attempt takes a token before the
+// password is checked, so attempts sent at once count like attempts sent one by one; once
+// a bucket is empty, logins with that ID or from that address fail with *RateLimitError
+// until a token has refilled. A successful login refills the login ID's bucket and gives
+// the address its token back. A login ID that no member can have (see SignUp) is refused
+// as invalid before the limits and the database, so no spelling the database would match
+// to a member (MySQL ignores trailing spaces) gets a budget of its own. The buckets live in the process: with several server instances
 // each one keeps its own.
 package member

@@ -16,6 +16,10 @@ type failureLimiter struct {
 	window time.Duration
 	mu     sync.Mutex
 	b      map[string]*bucket
+	// pruneAt is the size at which full buckets are next dropped: twice the size left by
+	// the last pass (at least limiterPrune), so that passes cost O(1) per new key even
+	// when most buckets hold recent failures and cannot be dropped.
+	pruneAt int
 }
 
 type bucket struct {
@@ -24,7 +28,7 @@ type bucket struct {
 }
 
 func newFailureLimiter(burst int, window time.Duration) *failureLimiter {
-	return &failureLimiter{burst: float64(burst), window: window, b: make(map[string]*bucket)}
+	return &failureLimiter{burst: float64(burst), window: window, b: make(map[string]*bucket), pruneAt: limiterPrune}
 }
 
 // rate is the refill in tokens per second.
@@ -34,12 +38,13 @@ func (l *failureLimiter) rate() float64 { return l.burst / l.window.Seconds() }
 func (l *failureLimiter) refilled(key string, now time.Time) *bucket {
 	b := l.b[key]
 	if b == nil {
-		if len(l.b) >= limiterPrune {
+		if len(l.b) >= l.pruneAt {
 			for k, old := range l.b {
 				if old.tokens+now.Sub(old.at).Seconds()*l.rate() >= l.burst {
 					delete(l.b, k)
 				}
 			}
+			l.pruneAt = max(limiterPrune, 2*len(l.b))
 		}
 		b = &bucket{tokens: l.burst, at: now}
 		l.b[key] = b
@@ -49,23 +54,25 @@ func (l *failureLimiter) refilled(key string, now time.Time) *bucket {
 	return b
 }
 
-// wait returns how long key must wait before its next attempt (0: it may try now).
-func (l *failureLimiter) wait(key string, now time.Time) time.Duration {
+// take takes a token from key's bucket and returns 0, or returns how long key must wait
+// for one (the bucket is empty).
+func (l *failureLimiter) take(key string, now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.refilled(key, now)
 	if b.tokens >= 1 {
+		b.tokens--
 		return 0
 	}
 	return time.Duration(math.Ceil((1 - b.tokens) / l.rate() * float64(time.Second)))
 }
 
-// fail takes a token from key's bucket.
-func (l *failureLimiter) fail(key string, now time.Time) {
+// refund gives back a token take took for an attempt that did not fail.
+func (l *failureLimiter) refund(key string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.refilled(key, now)
-	b.tokens = max(0, b.tokens-1)
+	b.tokens = math.Min(l.burst, b.tokens+1)
 }
 
 // reset refills key's bucket.

@@ -219,20 +219,25 @@ func (s *Service) SignUp(ctx context.Context, loginID, password string) (Member,
 
 // Login checks a member's password and opens a session. addr is the client's address, for
 // the per-address limit. Errors: *RateLimitError, ErrBadCredentials, *ValidationError (a
-// login ID or password no member can have).
+// login ID or password no member can have, refused before the limits and the database).
 func (s *Service) Login(ctx context.Context, loginID, password, addr string) (Tokens, error) {
-	if loginID == "" || len(loginID) > MaxLoginIDLen {
-		return Tokens{}, &ValidationError{Field: "login_id", Reason: fmt.Sprintf("must be 1-%d bytes", MaxLoginIDLen)}
+	// Only a login ID a member can have reaches the database and the limits: the database
+	// would match variants of it (MySQL ignores trailing spaces), each with its own budget.
+	if err := checkLoginID(loginID); err != nil {
+		return Tokens{}, err
 	}
 	if password == "" || len(password) > MaxPasswordLen {
 		return Tokens{}, &ValidationError{Field: "password", Reason: fmt.Sprintf("must be 1-%d bytes", MaxPasswordLen)}
 	}
 	now := s.now()
 	acct, from := "id "+loginID, "addr "+addr
-	if d := s.accounts.wait(acct, now); d > 0 {
+	// Every attempt takes its token before the password check and gets it back if it
+	// succeeds: attempts sent at once are limited like attempts sent one by one.
+	if d := s.accounts.take(acct, now); d > 0 {
 		return Tokens{}, &RateLimitError{By: "login_id", RetryAfter: d}
 	}
-	if d := s.addresses.wait(from, now); d > 0 {
+	if d := s.addresses.take(from, now); d > 0 {
+		s.accounts.refund(acct, now)
 		return Tokens{}, &RateLimitError{By: "address", RetryAfter: d}
 	}
 	row := new(memberRow)
@@ -242,14 +247,15 @@ func (s *Service) Login(ctx context.Context, loginID, password, addr string) (To
 	case sqlutil.IsNoRows(err):
 		hash = s.dummy
 	case err != nil:
+		s.accounts.refund(acct, now)
+		s.addresses.refund(from, now)
 		return Tokens{}, fmt.Errorf("member: read member: %w", err)
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || err != nil {
-		s.accounts.fail(acct, now)
-		s.addresses.fail(from, now)
 		return Tokens{}, ErrBadCredentials
 	}
 	s.accounts.reset(acct)
+	s.addresses.refund(from, now)
 	var t Tokens
 	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		sess := &sessionRow{ID: uuid.NewString(), UserID: row.ID, CreatedAt: now.UnixMicro()}
@@ -304,11 +310,11 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, err
 	}
 	hash, now := hashToken(refreshToken), s.now()
 	var (
-		t      Tokens
-		reused []refreshRow
+		t             Tokens
+		reused, stale []refreshRow
 	)
 	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
-		t, reused = Tokens{}, nil
+		t, reused, stale = Tokens{}, nil, nil
 		tok := new(refreshRow)
 		if err := tx.NewSelect().Model(tok).Where("hash = ?", hash).Scan(ctx); err != nil {
 			if sqlutil.IsNoRows(err) {
@@ -327,6 +333,11 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, err
 		}
 		switch {
 		case sess.RevokedAt != 0:
+			// Deny its live access tokens again: the denial that followed the revocation
+			// may have failed (a 503), and this is the retry.
+			if stale, err = s.revoke(ctx, tx, sess, "", now); err != nil {
+				return err
+			}
 			return ErrInvalidRefreshToken
 		case tok.UsedAt != 0:
 			reused, err = s.revoke(ctx, tx, sess, revokedReuse, now)
@@ -342,6 +353,9 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, err
 	})
 	switch {
 	case errors.Is(err, ErrInvalidRefreshToken):
+		if derr := s.denyAll(ctx, stale); derr != nil {
+			return Tokens{}, derr
+		}
 		return Tokens{}, err
 	case err != nil:
 		return Tokens{}, fmt.Errorf("member: refresh: %w", err)
@@ -363,7 +377,8 @@ func lockSession(ctx context.Context, tx bun.IDB, id string) (*sessionRow, error
 }
 
 // revoke marks the locked session revoked (if it is not already) and returns its tokens
-// whose access token has not expired, to be denied once tx commits.
+// whose access token has not expired, to be denied once tx commits (again, when it was
+// already revoked: denying is idempotent).
 func (s *Service) revoke(ctx context.Context, tx bun.IDB, sess *sessionRow, why string, now time.Time) ([]refreshRow, error) {
 	if sess.RevokedAt == 0 {
 		_, err := tx.NewUpdate().Model(sess).Set("revoked_at = ?", now.UnixMicro()).Set("revoked_why = ?", why).WherePK().Exec(ctx)
@@ -391,35 +406,41 @@ func (s *Service) denyAll(ctx context.Context, rows []refreshRow) error {
 
 // Logout revokes an access token (its jti, until DenyMargin after it expires) and its
 // session (sid, when the token has one: a token minted outside a login has none), denying
-// every access token the session issued that has not expired. Errors: ErrNotRevocable for a token without a
-// jti; an error matching errcode.ErrUnavailable when the denylist cannot be written (retry:
-// Logout is idempotent).
+// every access token the session issued that has not expired. Errors: ErrNotRevocable for
+// a token without a jti; an error matching errcode.ErrUnavailable when the denylist cannot
+// be written. Retry then: Logout is idempotent, and it denies the caller's own token last,
+// so that a logout failing part-way leaves the caller a token to retry with.
 func (s *Service) Logout(ctx context.Context, jti, sessionID string, expires time.Time) error {
 	if jti == "" {
 		return ErrNotRevocable
 	}
-	if err := s.deny.Deny(ctx, jti, expires.Add(DenyMargin)); err != nil {
-		return err
-	}
-	if sessionID == "" {
-		return nil
-	}
-	var live []refreshRow
-	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
-		sess, err := lockSession(ctx, tx, sessionID)
-		if sqlutil.IsNoRows(err) {
-			return nil // not a session of ours: nothing more to revoke
-		}
+	if sessionID != "" {
+		var live []refreshRow
+		err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+			sess, err := lockSession(ctx, tx, sessionID)
+			if sqlutil.IsNoRows(err) {
+				return nil // not a session of ours: nothing more to revoke
+			}
+			if err != nil {
+				return err
+			}
+			live, err = s.revoke(ctx, tx, sess, revokedLogout, s.now())
+			return err
+		})
 		if err != nil {
+			return fmt.Errorf("member: revoke session %s: %w", sessionID, err)
+		}
+		others := live[:0]
+		for _, r := range live {
+			if r.AccessJTI != jti {
+				others = append(others, r)
+			}
+		}
+		if err := s.denyAll(ctx, others); err != nil {
 			return err
 		}
-		live, err = s.revoke(ctx, tx, sess, revokedLogout, s.now())
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("member: revoke session %s: %w", sessionID, err)
 	}
-	return s.denyAll(ctx, live)
+	return s.deny.Deny(ctx, jti, expires.Add(DenyMargin))
 }
 
 // Revoked reports whether the access token jti is on the denylist, within the check

@@ -135,7 +135,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	if cfg.RedisAddr != "" {
 		st.rdb = redis.NewClient(redisOptions(cfg))
 		st.checks = append(st.checks, check{"redis", func(ctx context.Context) error { return st.rdb.Ping(ctx).Err() }})
-		invBackend = redisinventory.New(st.rdb)
+		invBackend = st.durableStock(ctx, log.With("component", "inventory"))
 		issuer = rediscoupon.New(st.rdb)
 		idemBackend = redisidempotency.New(st.rdb)
 	}
@@ -264,6 +264,19 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	deliver = st.svc.HandlePaymentWebhook
 	st.checks = append(st.checks, check{"commerce", st.svc.Ready})
 	return st, nil
+}
+
+// durableStock is the full mode's inventory: Redis journaled in the database, so SQL is the
+// system of record of every unit. Redis is built from the journal at start and healed by a
+// background loop whenever it loses data (a restart without persistence, a failover); until
+// then stock requests answer 503 dependency_unavailable with Retry-After.
+func (st *stack) durableStock(ctx context.Context, log *slog.Logger) *redisinventory.Durable {
+	d := redisinventory.NewDurable(st.rdb, st.db, redisinventory.WithLogger(log))
+	if _, err := d.Heal(ctx); err != nil {
+		log.Warn("Redis stock not built yet; the healer keeps trying", "err", err)
+	}
+	st.loops = append(st.loops, func(ctx context.Context) error { return d.Run(ctx, time.Second) })
+	return d
 }
 
 // eventLog is the handler of the embedded mode's in-process consumer: it logs each event,

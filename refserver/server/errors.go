@@ -129,7 +129,7 @@ var errorRules = []errorRule{
 	{cart.ErrTooManyLines, http.StatusUnprocessableEntity, "too_many_lines", 0},
 	{cart.ErrQuantityTooLarge, http.StatusUnprocessableEntity, "quantity_too_large", 0},
 	{cart.ErrEmpty, http.StatusUnprocessableEntity, "cart_empty", 0},
-	{cart.ErrChanged, http.StatusConflict, "cart_changed", 0},
+	{cart.ErrChanged, http.StatusConflict, "cart_changed", 1}, // nothing placed: retry, even with the key
 
 	// The request's own deadline, or the client went away.
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout", 1},

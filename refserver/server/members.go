@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -105,13 +106,22 @@ func (s *Server) sessionJSON(t member.Tokens) SessionJSON {
 		RefreshExpiresIn: int64(t.RefreshExpiresAt.Sub(now).Seconds())}
 }
 
-// clientAddr is the client's IP address as the connection shows it (no forwarding header
-// is trusted).
+// clientAddr is the client's address as the connection shows it (no forwarding header
+// is trusted), for per-address limits: an IPv4 address, or the /64 of an IPv6 one (a
+// client commonly holds a whole /64, so its low bits would make new addresses at will).
 func clientAddr(r *http.Request) string {
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+	host := r.RemoteAddr
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
 		return host
 	}
-	return r.RemoteAddr
+	if ip = ip.Unmap(); ip.Is4() {
+		return ip.String()
+	}
+	return netip.PrefixFrom(ip.WithZone(""), 64).Masked().String()
 }
 
 // limitAddress applies the per-user write rate to the unauthenticated member routes, per

@@ -1,0 +1,248 @@
+package commerce_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/payment"
+)
+
+// TestPlaceRetryAfterFailure reproduces the bug of issue 12: the SQL part of PlaceOrder
+// fails after the stock was reserved, and the client retries with the same key. The retry
+// must place an order that holds its unit — the last one, so nobody else gets it — and
+// never an order holding nothing.
+func TestPlaceRetryAfterFailure(t *testing.T) {
+	hook := &commercetest.Hook{}
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 1)
+		b := newBuyer(t, e, 0, 0)
+		req := commerce.PlaceOrderRequest{UserID: b.user, Lines: []commerce.Line{{ProductID: sku, Qty: 1}}, IdempotencyKey: "k1"}
+		hook.FailAt(commerce.StepPlaceCommit)
+		_, err := e.Service.PlaceOrder(ctx, req)
+		require.Error(t, err)
+		n, err := e.DB.NewSelect().Table("commerce_orders").Count(ctx)
+		require.NoError(t, err)
+		require.Zero(t, n, "no order after the failure")
+
+		o, err := e.Service.PlaceOrder(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusPendingPayment, o.Status)
+		requireStock(t, e, sku, 0, 1, 0)
+		other := newBuyer(t, e, 0, 0)
+		_, err = e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: other.user,
+			Lines: []commerce.Line{{ProductID: sku, Qty: 1}}, IdempotencyKey: "k1"})
+		require.ErrorIs(t, err, commerce.ErrOutOfStock)
+
+		assert.Equal(t, commerce.StatusPaid, pay(t, e, o, "tok_ok").Status)
+		requireStock(t, e, sku, 0, 0, 1)
+		assert.Zero(t, e.PG.Stats().CanceledAmount, "nothing charged and refunded")
+		e.RequireClean(t)
+	}, commerce.WithFaultHook(hook.Func))
+}
+
+// TestPlaceRefusedGivesStockBack: a request refused in PlaceOrder's SQL part (too few
+// points) gives its units back at once; its retry is refused again (SQL) or told to use a
+// new key (Redis: the reservation was released and is never revived); no order is created
+// without stock.
+func TestPlaceRefusedGivesStockBack(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 1)
+		b := newBuyer(t, e, 100, 0)
+		req := commerce.PlaceOrderRequest{UserID: b.user, Lines: []commerce.Line{{ProductID: sku, Qty: 1}}, Points: 500,
+			IdempotencyKey: "k1"}
+		_, err := e.Service.PlaceOrder(ctx, req)
+		require.ErrorIs(t, err, commerce.ErrInsufficientPoints)
+		requireStock(t, e, sku, 1, 0, 0)
+
+		e.GivePoints(t, b.user, 1_000)
+		_, err = e.Service.PlaceOrder(ctx, req)
+		if e.Inventory.JoinsTx() {
+			require.NoError(t, err, "nothing of the refused attempt remained")
+		} else {
+			require.ErrorIs(t, err, commerce.ErrIdempotencyConflict)
+			requireStock(t, e, sku, 1, 0, 0)
+			req.IdempotencyKey = "k2"
+			_, err = e.Service.PlaceOrder(ctx, req)
+			require.NoError(t, err)
+		}
+		requireStock(t, e, sku, 0, 1, 0)
+		e.RequireClean(t)
+	})
+}
+
+// TestAuditAfterRetention: the audit does not need Redis to keep resolved reservations.
+// Orders paid, cancelled after payment and expired stay clean after every resolved
+// reservation record is deleted from Redis and a week has passed; a paid order can still be
+// cancelled then, and its units come back once.
+func TestAuditAfterRetention(t *testing.T) {
+	e := commercetest.MySQL(t, commerce.WithCancelWindow(30*24*time.Hour))
+	sku := e.Product(t, 10_000, 10)
+	var orders []commerce.Order
+	for range 4 {
+		orders = append(orders, place(t, e, newBuyer(t, e, 0, 0), sku, 2, 0))
+	}
+	for _, o := range orders[:3] {
+		require.Equal(t, commerce.StatusPaid, pay(t, e, o, "tok_ok").Status)
+	}
+	_, err := e.Service.Cancel(ctx, orders[2].ID, commerce.Actor{UserID: orders[2].UserID})
+	require.NoError(t, err)
+	e.Clock.Advance(time.Hour)
+	_, err = e.Service.Expire(ctx)
+	require.NoError(t, err)
+	_, err = e.Inventory.Sweep(ctx)
+	require.NoError(t, err)
+	requireStock(t, e, sku, 6, 0, 4)
+	e.RequireClean(t)
+
+	keys, err := e.Redis.Keys(ctx, "{inventory}:res:*").Result()
+	require.NoError(t, err)
+	require.Len(t, keys, 4)
+	require.NoError(t, e.Redis.Del(ctx, keys...).Err())
+	e.Clock.Advance(7 * 24 * time.Hour)
+	e.RequireClean(t)
+
+	cancelled, err := e.Service.Cancel(ctx, orders[0].ID, commerce.Actor{UserID: orders[0].UserID})
+	require.NoError(t, err)
+	assert.Equal(t, commerce.StatusCancelled, cancelled.Status)
+	e.Settle(t)
+	requireStock(t, e, sku, 8, 0, 2)
+	e.RequireClean(t)
+}
+
+// TestFlashSaleRedisKilled: a sale on MySQL + Redis whose Redis container is killed and
+// restarted empty mid-race. Buyers retry what fails with ErrUnavailable (as an HTTP
+// client honours 503 + Retry-After); the healer rebuilds Redis from the journal by itself.
+// No unit is oversold, every order placed before the loss is paid, exactly `units` orders
+// are paid, sold + reserved + available = units, and the audit is clean.
+func TestFlashSaleRedisKilled(t *testing.T) {
+	saleWithFault(t, func(t *testing.T, r *testenv.Own) {
+		r.Stop(t, 0) // SIGKILL
+		r.Start(t)
+	})
+}
+
+// TestFlashSaleRedisPaused: the same with Redis frozen for 5 seconds (docker pause).
+func TestFlashSaleRedisPaused(t *testing.T) {
+	saleWithFault(t, func(t *testing.T, r *testenv.Own) {
+		r.Pause(t)
+		time.Sleep(5 * time.Second)
+		r.Unpause(t)
+	})
+}
+
+func saleWithFault(t *testing.T, fault func(*testing.T, *testenv.Own)) {
+	own := testenv.OwnRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: own.Addr, PoolSize: 64, DialTimeout: 500 * time.Millisecond,
+		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	e := commercetest.MySQLWithRedis(t, rdb)
+	healer, stop := make(chan error, 1), make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithCancel(ctx)
+		go func() { <-stop; cancel() }()
+		healer <- e.Stock.Run(ctx, 100*time.Millisecond)
+	}()
+	const buyers, units, workers = 600, 150, 24
+	sku := e.Product(t, 10_000, units)
+	users := make([]string, buyers)
+	for i := range users {
+		users[i] = e.ID("buyer")
+	}
+
+	// retry runs op until it stops failing with ErrUnavailable.
+	var unavailable atomic.Int64
+	retry := func(op func() error) error {
+		for {
+			err := op()
+			if !errors.Is(err, errcode.ErrUnavailable) {
+				return err
+			}
+			unavailable.Add(1)
+			time.Sleep(errcode.RetryAfter(err, 200*time.Millisecond) / 10)
+		}
+	}
+	var (
+		paid, soldOut atomic.Int64
+		faulted       sync.Once
+		mu            sync.Mutex
+		placedBefore  []string
+		faultDone     = make(chan struct{})
+	)
+	parallel(buyers, workers, func(i int) {
+		if i == buyers/10 { // mid-race: most units are still to be sold
+			faulted.Do(func() {
+				fault(t, own)
+				close(faultDone)
+			})
+		}
+		var o commerce.Order
+		err := retry(func() (err error) {
+			o, err = e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: users[i],
+				Lines: []commerce.Line{{ProductID: sku, Qty: 1}}, IdempotencyKey: "sale"})
+			return err
+		})
+		if errors.Is(err, commerce.ErrOutOfStock) {
+			soldOut.Add(1)
+			return
+		}
+		if !assert.NoError(t, err) {
+			return
+		}
+		select {
+		case <-faultDone:
+		default:
+			mu.Lock()
+			placedBefore = append(placedBefore, o.ID)
+			mu.Unlock()
+		}
+		id := o.ID
+		err = retry(func() (err error) {
+			o, err = e.Service.Pay(ctx, commerce.PayRequest{OrderID: id, UserID: users[i], Method: payment.MethodCard,
+				Token: "tok_ok", IdempotencyKey: "sale"})
+			if err == nil && o.Status == commerce.StatusPaying {
+				return errcode.Unavailable("pg", errors.New("payment still settling"))
+			}
+			return err
+		})
+		if assert.NoError(t, err) && assert.Equal(t, commerce.StatusPaid, o.Status) {
+			paid.Add(1)
+		}
+	})
+	close(stop)
+	require.NoError(t, <-healer)
+	t.Logf("paid %d, sold out %d, unavailable answers %d, placed before the fault %d",
+		paid.Load(), soldOut.Load(), unavailable.Load(), len(placedBefore))
+	require.Less(t, len(placedBefore), units, "the fault struck while units were left")
+
+	e.Settle(t)
+	assert.Equal(t, int64(units), paid.Load(), "every unit sold once")
+	assert.Equal(t, int64(buyers-units), soldOut.Load())
+	for _, id := range placedBefore {
+		assert.Equal(t, commerce.StatusPaid, order(t, e, id).Status, id)
+	}
+	st := stock(t, e, sku)
+	assert.Equal(t, int64(units), st.Sold+st.Reserved+st.Available, "sold + reserved + available = units")
+	requireStock(t, e, sku, 0, 0, units)
+	assert.Equal(t, units, e.PG.Stats().Charges)
+	assert.Zero(t, e.PG.Stats().CanceledAmount, "no charge refunded")
+	e.RequireClean(t)
+	journal, redisGen, err := e.Stock.Generation(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, journal, redisGen, "Redis serves the journal's generation")
+	if strings.Contains(t.Name(), "Killed") {
+		assert.Greater(t, journal, int64(1), "Redis was rebuilt")
+	}
+}

@@ -1,0 +1,626 @@
+package redisinventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/inventory"
+)
+
+// RebuildRetryAfter is the Retry-After a Durable's callers get while Redis is rebuilt.
+const RebuildRetryAfter = 2 * time.Second
+
+// DependencyRebuilding names the dependency of the errors a Durable returns while its Redis
+// lost data or is being rebuilt from SQL.
+const DependencyRebuilding = "redis (stock rebuilding)"
+
+// Durable is the Redis inventory with SQL as its system of record: every reservation is a
+// row of a SQL journal and every on-hand change a journal entry, so Redis holds only what
+// can be derived from SQL, and a Redis that lost data is detected and rebuilt from it
+// (Heal, Rebuild, Run). It implements inventory.Backend; see the package doc.
+type Durable struct {
+	b  *Backend
+	db *bun.DB
+	// marker is the key holding the generation Redis was built for.
+	marker string
+	// shareLock, forUpdate and skipLocked are the dialect's locking clauses ("" in SQLite).
+	shareLock, forUpdate, skipLocked string
+	log                              *slog.Logger
+	// gen caches the generation last read from SQL, for reads that do not touch SQL.
+	gen atomic.Int64
+	// wake asks Run for a heal; forced says a SKU key was missing under a good marker.
+	wake       chan struct{}
+	forced     atomic.Bool
+	rebuilding atomic.Bool
+	// healing serializes the heals of this process; runID is the Redis server's run ID at
+	// the last one.
+	healing sync.Mutex
+	runID   string
+	// hook, when set (tests), runs inside a writer's transaction after its Redis step.
+	hook func(op, id string)
+}
+
+var _ inventory.Backend = (*Durable)(nil)
+
+// NewDurable returns a Redis inventory on c journaled in db (MySQL/MariaDB: the
+// generation protocol relies on its row locks; create the tables with CreateJournal). The
+// options are those of New; WithLogger's logger reports rebuilds. Call Heal once at start
+// (it builds Redis from SQL when Redis does not hold the current generation) and run Run in
+// the background.
+func NewDurable(c redis.UniversalClient, db *bun.DB, opts ...Option) *Durable {
+	b := New(c, opts...)
+	d := &Durable{b: b, db: db, marker: b.prefix + "generation", log: b.log, wake: make(chan struct{}, 1)}
+	if !sqlutil.IsSQLite(db) {
+		d.shareLock, d.forUpdate, d.skipLocked = " LOCK IN SHARE MODE", " FOR UPDATE", " FOR UPDATE SKIP LOCKED"
+	}
+	return d
+}
+
+// lost is the error of an operation that found Redis without the current generation: it
+// asks the healer for a rebuild and fails closed, with a retry hint.
+func (d *Durable) lost(err error) error {
+	if !d.rebuilding.Load() {
+		d.forced.Store(true)
+	}
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+	return &errcode.UnavailableError{Dependency: DependencyRebuilding, RetryAfter: RebuildRetryAfter, Err: err}
+}
+
+// fail translates what an operation met: domain errors and context errors as they are,
+// lost data as lost, lock conflicts as inventory.ErrContention, Redis failures as
+// errcode.ErrUnavailable, anything else wrapped with op.
+func (d *Durable) fail(ctx context.Context, op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errLost):
+		return d.lost(err)
+	case isDomain(err), errors.Is(err, errcode.ErrUnavailable):
+		return err
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case sqlutil.IsRetryable(err):
+		return inventory.Contention(err)
+	}
+	return fmt.Errorf("redisinventory: %s: %w", op, err)
+}
+
+func isDomain(err error) bool {
+	for _, d := range []error{
+		inventory.ErrUnknownSKU, inventory.ErrInsufficientStock, inventory.ErrBuyerLimitExceeded,
+		inventory.ErrIdempotencyConflict, inventory.ErrReservationNotFound, inventory.ErrInvalidRequest,
+	} {
+		if errors.Is(err, d) {
+			return true
+		}
+	}
+	return false
+}
+
+// redisErr marks a failed Redis call as a dependency failure (a context error stays itself).
+func redisErr(ctx context.Context, err error) error {
+	if err == nil || errors.Is(err, errLost) || ctx.Err() != nil {
+		return err
+	}
+	return errcode.Unavailable("redis", err)
+}
+
+// inTx runs fn in a transaction of the journal's own, retried on lock conflicts.
+func (d *Durable) inTx(ctx context.Context, op string, fn func(ctx context.Context, tx bun.Tx) error) error {
+	return d.fail(ctx, op, sqlutil.InTx(ctx, d.db, fn))
+}
+
+// hold reads the generation with a shared lock held until tx ends: a rebuild, which bumps
+// the generation under an exclusive lock, waits for every writer holding it, so no write
+// made in Redis under the old generation can reach SQL after the rebuild read SQL.
+func (d *Durable) hold(ctx context.Context, tx bun.Tx) (string, error) {
+	var gen int64
+	err := tx.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'gen'`+d.shareLock).Scan(&gen)
+	if sqlutil.IsNoRows(err) {
+		return "", errors.New("redisinventory: no generation row: run CreateJournal")
+	}
+	d.gen.Store(gen)
+	return strconv.FormatInt(gen, 10), err
+}
+
+// guard is the marker key and generation a guarded script checks.
+func (d *Durable) guard(gen string) []string { return []string{d.marker, gen} }
+
+// run runs a guarded script with the generation appended.
+func (d *Durable) run(ctx context.Context, s *redis.Script, gen string, keys []string, args ...any) (any, error) {
+	reply, err := s.Run(ctx, d.b.c, append(keys, d.marker), append(args, gen)...).Result()
+	return reply, redisErr(ctx, err)
+}
+
+// known reports whether the journal has stock for sku: a SKU Redis lacks but SQL knows
+// means Redis lost data.
+func (d *Durable) known(ctx context.Context, db bun.IDB, skus ...string) (bool, error) {
+	var n int
+	err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM inventory_journal_stock WHERE sku IN (?)`, bun.List(skus)).Scan(&n)
+	return n > 0, err
+}
+
+// Reserve records the reservation in the journal, then takes its units in Redis with the
+// reserve script, in one SQL transaction holding the generation: two SQL statements and
+// one Redis round trip. A reservation the journal has already is a replay and returns it
+// as the journal has it.
+func (d *Durable) Reserve(ctx context.Context, r inventory.Reservation) (inventory.Reservation, error) {
+	out := r
+	err := d.inTx(ctx, "reserve", func(ctx context.Context, tx bun.Tx) error {
+		out = r
+		gen, err := d.hold(ctx, tx)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO inventory_journal_reservations
+ (id, state, items, buyer_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			r.ID, string(inventory.StateReserved), inventory.EncodeLines(r.Lines), r.BuyerID, r.CreatedAt.UnixMilli(), r.ExpiresAt.UnixMilli())
+		if sqlutil.IsDuplicateKey(err) {
+			prev, err := d.get(ctx, tx, r.ID, d.forUpdate)
+			if err != nil {
+				return err
+			}
+			if inventory.EncodeLines(prev.Lines) != inventory.EncodeLines(r.Lines) || prev.BuyerID != r.BuyerID {
+				return &inventory.ConflictError{Kind: "reservation", ID: r.ID}
+			}
+			out = prev
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		values := make([]any, 0, 3*len(r.Lines))
+		q := `INSERT INTO inventory_journal_lines (sku, reservation_id, qty) VALUES `
+		for i, l := range r.Lines {
+			if i > 0 {
+				q += ", "
+			}
+			q += "(?, ?, ?)"
+			values = append(values, l.SKU, r.ID, l.Qty)
+		}
+		if _, err := tx.ExecContext(ctx, q, values...); err != nil {
+			return err
+		}
+		keys, args := d.b.reserveCall(r)
+		reply, err := d.run(ctx, d.b.g.reserve, gen, keys, args...)
+		if err != nil {
+			return err
+		}
+		if _, err := reserveReply(r, reply); err != nil {
+			var unknown *inventory.UnknownSKUError
+			if errors.As(err, &unknown) {
+				ok, kerr := d.known(ctx, tx, unknown.SKU)
+				if kerr != nil {
+					return kerr
+				}
+				if ok {
+					return errLost
+				}
+			}
+			return err
+		}
+		d.after("reserve", r.ID)
+		return nil
+	})
+	if err != nil {
+		return inventory.Reservation{}, err
+	}
+	return out, nil
+}
+
+func (d *Durable) after(op, id string) {
+	if d.hook != nil {
+		d.hook(op, id)
+	}
+}
+
+// Commit commits in the journal and in Redis in one SQL transaction holding the generation
+// (the units stay taken in Redis whichever way it ends, so a failure never frees them).
+func (d *Durable) Commit(ctx context.Context, id string, now time.Time) (inventory.State, error) {
+	return d.resolve(ctx, "commit", id, now, inventory.StateCommitted)
+}
+
+// Release releases in the journal, then in Redis after the commit (so Redis never frees
+// units the journal still holds).
+func (d *Durable) Release(ctx context.Context, id string, now time.Time) (inventory.State, error) {
+	return d.resolve(ctx, "release", id, now, inventory.StateReleased)
+}
+
+// Return returns a committed reservation in the journal, then in Redis after the commit.
+// The journal keeps the row for ever, so Return stays idempotent whatever Redis forgot.
+func (d *Durable) Return(ctx context.Context, id string, now time.Time) (inventory.State, error) {
+	return d.resolve(ctx, "return", id, now, inventory.StateReturned)
+}
+
+// resolve moves the journal's row to `to` (or to expired past the deadline; a return only
+// from committed) and makes Redis follow: inside the transaction when the move takes
+// units (commit), after it when it frees them. A replay settles Redis again, which moves
+// nothing unless an earlier call died between the two.
+func (d *Durable) resolve(ctx context.Context, op, id string, now time.Time, to inventory.State) (inventory.State, error) {
+	var (
+		r         inventory.Reservation
+		from, fin inventory.State
+		gen       string
+	)
+	err := d.inTx(ctx, op, func(ctx context.Context, tx bun.Tx) error {
+		var err error
+		if gen, err = d.hold(ctx, tx); err != nil {
+			return err
+		}
+		if r, err = d.get(ctx, tx, id, d.forUpdate); err != nil {
+			return err
+		}
+		from, fin = r.State, r.State
+		switch {
+		case to == inventory.StateReturned:
+			if from == inventory.StateCommitted {
+				fin = to
+			}
+		case from == inventory.StateReserved:
+			fin = to
+			if !now.Before(r.ExpiresAt) {
+				fin = inventory.StateExpired
+			}
+		}
+		if fin != from {
+			if _, err := tx.ExecContext(ctx, `UPDATE inventory_journal_reservations SET state = ?, resolved_at = ? WHERE id = ?`,
+				string(fin), now.UnixMilli(), id); err != nil {
+				return err
+			}
+		}
+		if fin == inventory.StateCommitted {
+			if _, err := d.b.settle(ctx, d.b.c, r, settleArgs{to: fin, fallback: from}, now, d.guard(gen)...); err != nil {
+				return redisErr(ctx, err)
+			}
+			d.after(op, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if fin == inventory.StateCommitted || fin == inventory.StateReserved {
+		return fin, nil
+	}
+	d.after(op, id)
+	return fin, d.settleAfter(ctx, op, r, fin, from, gen, now)
+}
+
+// settleAfter makes Redis follow a journal change already committed. Lost data is no
+// failure (the rebuild reads the journal); any other failure is returned, and the caller's
+// retry settles again.
+func (d *Durable) settleAfter(ctx context.Context, op string, r inventory.Reservation, to, from inventory.State, gen string, now time.Time) error {
+	_, err := d.b.settle(ctx, d.b.c, r, settleArgs{to: to, fallback: from}, now, d.guard(gen)...)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errLost):
+		_ = d.lost(err)
+		return nil
+	}
+	return d.fail(ctx, op, redisErr(ctx, err))
+}
+
+// Get reads the reservation from the journal, which keeps it for ever.
+func (d *Durable) Get(ctx context.Context, id string) (inventory.Reservation, error) {
+	r, err := d.get(ctx, d.db, id, "")
+	return r, d.fail(ctx, "get", err)
+}
+
+func (d *Durable) get(ctx context.Context, db bun.IDB, id, lock string) (inventory.Reservation, error) {
+	var state, items string
+	var created, expires, resolved int64
+	r := inventory.Reservation{ID: id}
+	err := db.QueryRowContext(ctx, `SELECT state, items, buyer_id, created_at, expires_at, resolved_at
+ FROM inventory_journal_reservations WHERE id = ?`+lock, id).Scan(&state, &items, &r.BuyerID, &created, &expires, &resolved)
+	if sqlutil.IsNoRows(err) {
+		return r, inventory.NotFound(id)
+	}
+	if err != nil {
+		return r, err
+	}
+	if r.Lines, err = inventory.DecodeLines(items); err != nil {
+		return r, err
+	}
+	r.State = inventory.State(state)
+	r.CreatedAt, r.ExpiresAt, r.ResolvedAt = fromMillis(created), fromMillis(expires), fromMillis(resolved)
+	return r, nil
+}
+
+// Expire expires up to limit due reservations of the journal in one transaction (rows
+// another sweeper or a Commit holds are skipped, so each is expired, and counted, once),
+// then in Redis. It also settles Redis reservations past their deadline that the journal
+// does not hold live: halves of attempts whose transaction rolled back, and Redis steps
+// an earlier process died before taking. Those are not counted: the journal never held them.
+func (d *Durable) Expire(ctx context.Context, now time.Time, limit int) (int, error) {
+	var (
+		due []inventory.Reservation
+		gen string
+	)
+	err := d.inTx(ctx, "expire", func(ctx context.Context, tx bun.Tx) error {
+		due = due[:0]
+		var err error
+		if gen, err = d.hold(ctx, tx); err != nil {
+			return err
+		}
+		if due, err = d.scan(ctx, tx, `SELECT id, state, items, buyer_id, created_at, expires_at FROM inventory_journal_reservations
+ WHERE state = 'reserved' AND expires_at <= ? ORDER BY expires_at LIMIT ?`+d.skipLocked, now.UnixMilli(), limit); err != nil || len(due) == 0 {
+			return err
+		}
+		ids := make([]string, len(due))
+		for i, r := range due {
+			ids[i] = r.ID
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE inventory_journal_reservations SET state = 'expired', resolved_at = ? WHERE id IN (?)`,
+			now.UnixMilli(), bun.List(ids))
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range due {
+		if err := d.settleAfter(ctx, "expire", r, inventory.StateExpired, inventory.StateReserved, gen, now); err != nil {
+			return len(due), err
+		}
+	}
+	return len(due), d.sweepStrays(ctx, now, limit)
+}
+
+// sweepStrays settles the Redis reservations past their deadline that the journal does not
+// hold live, to the journal's state (expired when the journal never recorded them). The
+// journal rows (or, for absent ones, the gaps) stay locked meanwhile, so a Reserve adopting
+// one of them waits and then finds it settled.
+func (d *Durable) sweepStrays(ctx context.Context, now time.Time, limit int) error {
+	ids, err := d.b.c.ZRangeByScore(ctx, d.b.due, &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(limit),
+	}).Result()
+	if err != nil || len(ids) == 0 {
+		return d.fail(ctx, "expire", redisErr(ctx, err))
+	}
+	return d.inTx(ctx, "expire", func(ctx context.Context, tx bun.Tx) error {
+		gen, err := d.hold(ctx, tx)
+		if err != nil {
+			return err
+		}
+		rows, err := d.scan(ctx, tx, `SELECT id, state, items, buyer_id, created_at, expires_at FROM inventory_journal_reservations
+ WHERE id IN (?)`+d.forUpdate, bun.List(ids))
+		if err != nil {
+			return err
+		}
+		journal := make(map[string]inventory.State, len(rows))
+		for _, r := range rows {
+			journal[r.ID] = r.State
+		}
+		for _, id := range ids {
+			to, ok := journal[id]
+			if to == inventory.StateReserved {
+				continue // the journal's own sweep expires it
+			}
+			if !ok {
+				to = inventory.StateExpired
+			}
+			v, err := d.b.c.HMGet(ctx, d.b.resKey(id), "lines", "buyer", "created", "expires").Result()
+			if err != nil {
+				return redisErr(ctx, err)
+			}
+			lines, err := inventory.DecodeLines(toString(v[0]))
+			if v[0] == nil || err != nil {
+				if err := d.b.c.ZRem(ctx, d.b.due, id).Err(); err != nil {
+					return redisErr(ctx, err)
+				}
+				continue
+			}
+			r := inventory.Reservation{ID: id, Lines: lines, BuyerID: toString(v[1]),
+				CreatedAt: fromMillis(toInt(v[2])), ExpiresAt: fromMillis(toInt(v[3]))}
+			_, err = d.b.settle(ctx, d.b.c, r, settleArgs{to: to, expires: r.ExpiresAt}, now, d.guard(gen)...)
+			if err != nil && !errors.Is(err, errStale) {
+				return redisErr(ctx, err)
+			}
+		}
+		return nil
+	})
+}
+
+// scan reads reservations (id, state, items, buyer_id, created_at, expires_at).
+func (d *Durable) scan(ctx context.Context, db bun.IDB, query string, args ...any) ([]inventory.Reservation, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []inventory.Reservation
+	for rows.Next() {
+		var r inventory.Reservation
+		var state, items string
+		var created, expires int64
+		if err := rows.Scan(&r.ID, &state, &items, &r.BuyerID, &created, &expires); err != nil {
+			return nil, err
+		}
+		if r.Lines, err = inventory.DecodeLines(items); err != nil {
+			return nil, err
+		}
+		r.State, r.CreatedAt, r.ExpiresAt = inventory.State(state), fromMillis(created), fromMillis(expires)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// SetStock sets the on-hand count in the journal and in Redis under the generation's
+// exclusive lock: it waits for the writers in flight and holds new ones back for the few
+// milliseconds it takes, so the journal's sold and reserved counts it reads are exact.
+func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inventory.Stock, error) {
+	var out inventory.Stock
+	err := d.inTx(ctx, "set stock", func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE inventory_journal_generation SET gen = gen WHERE name = 'gen'`); err != nil {
+			return err
+		}
+		gen, err := d.hold(ctx, tx)
+		if err != nil {
+			return err
+		}
+		// Redis checks the on-hand count against what is reserved (the journal's live
+		// reservations, and any stray halves of rolled-back attempts).
+		var committed int64
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(l.qty), 0) FROM inventory_journal_lines l
+ JOIN inventory_journal_reservations r ON r.id = l.reservation_id WHERE l.sku = ? AND r.state = 'committed'`, s.SKU).
+			Scan(&committed); err != nil {
+			return err
+		}
+		// Every other writer waits on the generation lock: no upsert race.
+		known, err := d.known(ctx, tx, s.SKU)
+		if err != nil {
+			return err
+		}
+		query := `UPDATE inventory_journal_stock SET base = ?, buyer_limit = ? WHERE sku = ?`
+		if !known {
+			query = `INSERT INTO inventory_journal_stock (base, buyer_limit, sku) VALUES (?, ?, ?)`
+		}
+		if _, err := tx.ExecContext(ctx, query, s.OnHand+committed, s.BuyerLimit, s.SKU); err != nil {
+			return err
+		}
+		reply, err := d.run(ctx, d.b.g.setStock, gen, []string{d.b.stockKey(s.SKU), d.b.skus}, s.SKU, s.OnHand, s.BuyerLimit)
+		if err != nil {
+			return err
+		}
+		res2, _ := reply.([]any)
+		out, err = setStockReply(s, res2)
+		return err
+	})
+	return out, err
+}
+
+// Adjust records the adjustment in the journal (once per ID, for ever) and applies it in
+// Redis: a negative delta inside the transaction (Redis checks the units are there), a
+// positive one after the commit. A replay changes nothing in Redis.
+func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.Time) (inventory.Stock, error) {
+	var (
+		gen    string
+		replay bool
+		out    inventory.Stock
+	)
+	apply := func(ctx context.Context) error {
+		reply, err := d.run(ctx, d.b.g.adjust, gen, []string{d.b.stockKey(a.SKU), d.b.adjKey(a.ID)}, d.b.adjustArgs(a)...)
+		if err != nil {
+			return err
+		}
+		res, _ := reply.([]any)
+		out, err = adjustReply(a, res)
+		return err
+	}
+	err := d.inTx(ctx, "adjust", func(ctx context.Context, tx bun.Tx) error {
+		var err error
+		if gen, err = d.hold(ctx, tx); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO inventory_journal_adjustments (id, sku, delta, reason, created_at) VALUES (?, ?, ?, ?, ?)`,
+			a.ID, a.SKU, a.Delta, a.Reason, now.UnixMilli())
+		if replay = sqlutil.IsDuplicateKey(err); replay {
+			var prev inventory.Adjustment
+			if err := tx.QueryRowContext(ctx, `SELECT sku, delta, reason FROM inventory_journal_adjustments WHERE id = ?`, a.ID).
+				Scan(&prev.SKU, &prev.Delta, &prev.Reason); err != nil {
+				return err
+			}
+			if prev.SKU != a.SKU || prev.Delta != a.Delta || prev.Reason != a.Reason {
+				return &inventory.ConflictError{Kind: "adjustment", ID: a.ID}
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE inventory_journal_stock SET base = base + ? WHERE sku = ?`, a.Delta, a.SKU)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return &inventory.UnknownSKUError{SKU: a.SKU}
+		}
+		if a.Delta < 0 {
+			return apply(ctx)
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return inventory.Stock{}, err
+	case replay:
+		st, err := d.Stocks(ctx, []string{a.SKU})
+		if err != nil {
+			return inventory.Stock{}, err
+		}
+		return st[a.SKU], nil
+	case a.Delta >= 0:
+		err = d.fail(ctx, "adjust", apply(ctx))
+	}
+	return out, err
+}
+
+// Stocks reads the SKUs and the generation marker from Redis in one round trip. A marker
+// other than the journal's generation, or a SKU Redis lacks that the journal knows, is
+// lost data: the call fails closed and asks for a rebuild.
+func (d *Durable) Stocks(ctx context.Context, skus []string) (map[string]inventory.Stock, error) {
+	var marker *redis.StringCmd
+	cmds := make([]*redis.SliceCmd, len(skus))
+	_, err := d.b.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		marker = p.Get(ctx, d.marker)
+		for i, sku := range skus {
+			cmds[i] = p.HMGet(ctx, d.b.stockKey(sku), stockFields...)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, d.fail(ctx, "stocks", redisErr(ctx, err))
+	}
+	if got, _ := marker.Int64(); got != d.gen.Load() || got == 0 {
+		gen, err := d.currentGen(ctx)
+		if err != nil {
+			return nil, d.fail(ctx, "stocks", err)
+		}
+		if got != gen {
+			return nil, d.lost(errLost)
+		}
+	}
+	m := make(map[string]inventory.Stock, len(skus))
+	var missing []string
+	for i, cmd := range cmds {
+		if v := cmd.Val(); v[0] != nil {
+			m[skus[i]] = stockFrom(skus[i], v)
+		} else {
+			missing = append(missing, skus[i])
+		}
+	}
+	if len(missing) > 0 {
+		ok, err := d.known(ctx, d.db, missing...)
+		if err != nil {
+			return nil, d.fail(ctx, "stocks", err)
+		}
+		if ok {
+			return nil, d.lost(errLost)
+		}
+	}
+	return m, nil
+}
+
+// currentGen reads the journal's generation without a lock.
+func (d *Durable) currentGen(ctx context.Context) (int64, error) {
+	var gen int64
+	err := d.db.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'gen'`).Scan(&gen)
+	if err == nil {
+		d.gen.Store(gen)
+	}
+	return gen, err
+}

@@ -1,0 +1,33 @@
+package redisinventory_test
+
+import (
+	"context"
+	"log"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/redisinventory"
+)
+
+// A Redis inventory whose system of record is a SQL journal: built from it at start, and
+// rebuilt by the healer whenever Redis loses data.
+func ExampleNewDurable() {
+	ctx := context.Background()
+	var db *bun.DB        // MySQL/MariaDB, e.g. bun.NewDB(sqldb, mysqldialect.New())
+	var rdb *redis.Client // e.g. redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+
+	if err := redisinventory.CreateJournal(ctx, db); err != nil {
+		log.Fatal(err)
+	}
+	stock := redisinventory.NewDurable(rdb, db)
+	if _, err := stock.Heal(ctx); err != nil { // builds Redis from the journal when needed
+		log.Print(err) // the healer below keeps trying; requests fail closed meanwhile
+	}
+	go stock.Run(ctx, time.Second) //nolint:errcheck // returns nil when ctx ends
+
+	inv := inventory.New(stock)
+	_, _ = inv.SetStock(ctx, inventory.StockSetting{SKU: "tee", OnHand: 100})
+}

@@ -1,0 +1,357 @@
+package redisinventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/inventory"
+)
+
+// Column types of the journal: IDs and SKUs are printable ASCII compared byte for byte.
+const (
+	journalKey   = "VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL"
+	journalItems = "VARCHAR(3500) CHARACTER SET ascii COLLATE ascii_bin NOT NULL"
+	journalText  = "VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL"
+)
+
+// CreateJournal creates a Durable's tables if they do not exist: inventory_journal_generation
+// (the generation Redis must hold), inventory_journal_stock (per SKU: base = on hand + sold,
+// and the buyer limit; changed only by SetStock and Adjust), inventory_journal_reservations
+// (one row per reservation, kept for ever), inventory_journal_lines (their lines, by SKU)
+// and inventory_journal_adjustments. It is idempotent.
+func CreateJournal(ctx context.Context, db bun.IDB) error {
+	key, items, text, suffix := journalKey, journalItems, journalText, " ENGINE=InnoDB"
+	dueIndex := ",\n INDEX inventory_journal_due (state, expires_at)"
+	if sqlutil.IsSQLite(db) {
+		key, items, text, suffix, dueIndex = "TEXT NOT NULL", "TEXT NOT NULL", "TEXT NOT NULL", "", ""
+	}
+	stmts := []string{
+		`CREATE TABLE IF NOT EXISTS inventory_journal_generation (name ` + key + `, gen BIGINT NOT NULL, PRIMARY KEY (name))` + suffix,
+		`CREATE TABLE IF NOT EXISTS inventory_journal_stock (sku ` + key + `, base BIGINT NOT NULL,
+ buyer_limit BIGINT NOT NULL, PRIMARY KEY (sku))` + suffix,
+		`CREATE TABLE IF NOT EXISTS inventory_journal_reservations (id ` + key + `, state ` + key + `, items ` + items + `,
+ buyer_id ` + key + `, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, resolved_at BIGINT NOT NULL DEFAULT 0,
+ PRIMARY KEY (id)` + dueIndex + `)` + suffix,
+		`CREATE TABLE IF NOT EXISTS inventory_journal_lines (sku ` + key + `, reservation_id ` + key + `, qty BIGINT NOT NULL,
+ PRIMARY KEY (sku, reservation_id))` + suffix,
+		`CREATE TABLE IF NOT EXISTS inventory_journal_adjustments (id ` + key + `, sku ` + key + `, delta BIGINT NOT NULL,
+ reason ` + text + `, created_at BIGINT NOT NULL, PRIMARY KEY (id))` + suffix,
+	}
+	if sqlutil.IsSQLite(db) {
+		stmts = append(stmts, `CREATE INDEX IF NOT EXISTS inventory_journal_due ON inventory_journal_reservations (state, expires_at)`)
+	}
+	for _, name := range []string{"gen", "rebuild"} {
+		stmts = append(stmts, `INSERT INTO inventory_journal_generation (name, gen) SELECT '`+name+`', 0
+ WHERE NOT EXISTS (SELECT 1 FROM inventory_journal_generation WHERE name = '`+name+`')`)
+	}
+	for _, s := range stmts {
+		if _, err := db.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("redisinventory: creating the journal: %w", err)
+		}
+	}
+	return nil
+}
+
+// RebuildReport says what a rebuild wrote.
+type RebuildReport struct {
+	// Generation is the generation Redis holds now.
+	Generation int64
+	// SKUs and Reservations (live ones) are what it wrote to Redis.
+	SKUs, Reservations int
+	// Took is how long it took, from the generation bump to the marker.
+	Took time.Duration
+}
+
+// rebuildBatch is how many commands one pipeline of a rebuild carries.
+const rebuildBatch = 2000
+
+// Rebuild writes Redis anew from the journal, whatever Redis holds:
+//
+//  1. it takes the rebuild lock (one rebuild at a time, across processes);
+//  2. it bumps the generation under an exclusive row lock, which waits for every writer
+//     still holding the old one (their Redis step is done, their journal row not yet
+//     committed) and makes every later writer fail closed until step 5;
+//  3. it reads the journal: each SKU's base and limit, and the reservations that hold
+//     units (reserved and committed);
+//  4. it deletes every key of the inventory and writes, pipelined, each SKU's counts
+//     (on hand = base − committed, available = on hand − reserved, sold = committed),
+//     the buyers' usage, and the live reservations with their deadlines;
+//  5. it sets the generation marker, and the inventory answers again.
+func (d *Durable) Rebuild(ctx context.Context) (RebuildReport, error) {
+	return d.heal(ctx, true)
+}
+
+// Heal rebuilds Redis when it does not hold the journal's generation (it lost its data, or
+// was never built) or an operation found a SKU key missing, and reports whether it did.
+// Run it at start, before serving; Run calls it whenever an operation finds lost data.
+func (d *Durable) Heal(ctx context.Context) (bool, error) {
+	rep, err := d.heal(ctx, false)
+	return rep.Generation != 0, err
+}
+
+func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
+	d.healing.Lock()
+	defer d.healing.Unlock()
+	if d.forUpdate != "" { // one rebuild at a time, across processes (SQLite: one process)
+		lock, err := d.db.BeginTx(ctx, nil)
+		if err != nil {
+			return RebuildReport{}, fmt.Errorf("redisinventory: rebuild: %w", err)
+		}
+		defer lock.Rollback() //nolint:errcheck // releases the lock; nothing was written
+		var n int64
+		if err := lock.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'rebuild'`+d.forUpdate).Scan(&n); err != nil {
+			return RebuildReport{}, fmt.Errorf("redisinventory: rebuild lock: %w", err)
+		}
+	}
+	node, err := d.node(ctx)
+	if err != nil {
+		return RebuildReport{}, err
+	}
+	// A Redis that restarted, or another one after a failover, may hold an older copy of
+	// the data under a good marker (a restored snapshot, a lagging replica): its run ID
+	// changed, so it is rebuilt too.
+	runID, err := runID(ctx, node)
+	if err != nil {
+		return RebuildReport{}, err
+	}
+	restarted := d.runID != "" && d.runID != runID
+	if !force && !restarted && !d.forced.Load() {
+		gen, err := d.currentGen(ctx)
+		if err != nil {
+			return RebuildReport{}, fmt.Errorf("redisinventory: heal: %w", err)
+		}
+		marker, err := d.b.c.Get(ctx, d.marker).Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return RebuildReport{}, redisErr(ctx, err)
+		}
+		if gen != 0 && marker == gen {
+			d.runID = runID
+			return RebuildReport{}, nil
+		}
+	}
+	d.rebuilding.Store(true)
+	defer d.rebuilding.Store(false)
+	d.forced.Store(false)
+	rep, err := d.rebuild(ctx)
+	if err != nil {
+		d.log.ErrorContext(ctx, "redisinventory: rebuild failed", "err", err)
+		return rep, err
+	}
+	d.runID = runID
+	d.log.WarnContext(ctx, "redisinventory: Redis rebuilt from the journal", "generation", rep.Generation,
+		"skus", rep.SKUs, "reservations", rep.Reservations, "took", rep.Took)
+	return rep, nil
+}
+
+type usage struct{ sku, buyer string }
+
+func (d *Durable) rebuild(ctx context.Context) (RebuildReport, error) {
+	start := time.Now()
+	var rep RebuildReport
+	err := sqlutil.InTx(ctx, d.db, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE inventory_journal_generation SET gen = gen + 1 WHERE name = 'gen'`); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'gen'`).Scan(&rep.Generation)
+	})
+	if err != nil {
+		return rep, fmt.Errorf("redisinventory: rebuild: bump the generation: %w", err)
+	}
+	d.gen.Store(rep.Generation)
+
+	type stock struct{ base, limit, committed, reserved int64 }
+	stocks := map[string]*stock{}
+	rows, err := d.db.QueryContext(ctx, `SELECT sku, base, buyer_limit FROM inventory_journal_stock`)
+	if err != nil {
+		return rep, fmt.Errorf("redisinventory: rebuild: read stock: %w", err)
+	}
+	for rows.Next() {
+		var sku string
+		st := &stock{}
+		if err := rows.Scan(&sku, &st.base, &st.limit); err != nil {
+			rows.Close()
+			return rep, err
+		}
+		stocks[sku] = st
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return rep, err
+	}
+	holding, err := d.scan(ctx, d.db, `SELECT id, state, items, buyer_id, created_at, expires_at
+ FROM inventory_journal_reservations WHERE state IN ('reserved', 'committed')`)
+	if err != nil {
+		return rep, fmt.Errorf("redisinventory: rebuild: read reservations: %w", err)
+	}
+	used := map[usage]int64{}
+	var live []inventory.Reservation
+	for _, r := range holding {
+		for _, l := range r.Lines {
+			st := stocks[l.SKU]
+			if st == nil {
+				return rep, fmt.Errorf("redisinventory: rebuild: reservation %q holds SKU %q the journal has no stock for", r.ID, l.SKU)
+			}
+			if r.State == inventory.StateCommitted {
+				st.committed += l.Qty
+			} else {
+				st.reserved += l.Qty
+			}
+			if r.BuyerID != "" {
+				used[usage{l.SKU, r.BuyerID}] += l.Qty
+			}
+		}
+		if r.State == inventory.StateReserved {
+			live = append(live, r)
+		}
+	}
+
+	if err := d.wipe(ctx); err != nil {
+		return rep, err
+	}
+	p := &batcher{ctx: ctx, p: d.b.c.Pipeline()}
+	for sku, st := range stocks {
+		onHand := st.base - st.committed
+		p.add(p.p.HSet(ctx, d.b.stockKey(sku), "onhand", onHand, "available", onHand-st.reserved,
+			"sold", st.committed, "limit", st.limit, "synced", st.committed))
+		p.add(p.p.SAdd(ctx, d.b.skus, sku))
+	}
+	for u, qty := range used {
+		p.add(p.p.HSet(ctx, d.b.usageKey(u.sku), u.buyer, qty))
+	}
+	for _, r := range live {
+		p.add(p.p.HSet(ctx, d.b.resKey(r.ID), "state", string(inventory.StateReserved), "lines", inventory.EncodeLines(r.Lines),
+			"buyer", r.BuyerID, "created", r.CreatedAt.UnixMilli(), "expires", r.ExpiresAt.UnixMilli()))
+		p.add(p.p.ZAdd(ctx, d.b.due, redis.Z{Score: float64(r.ExpiresAt.UnixMilli()), Member: r.ID}))
+	}
+	p.add(p.p.Set(ctx, d.marker, rep.Generation, 0))
+	if err := p.flush(); err != nil {
+		return rep, fmt.Errorf("redisinventory: rebuild: write Redis: %w", redisErr(ctx, err))
+	}
+	rep.SKUs, rep.Reservations, rep.Took = len(stocks), len(live), time.Since(start)
+	return rep, nil
+}
+
+// batcher sends a pipeline every rebuildBatch commands.
+type batcher struct {
+	ctx context.Context
+	p   redis.Pipeliner
+	n   int
+	err error
+}
+
+func (b *batcher) add(redis.Cmder) {
+	if b.n++; b.n >= rebuildBatch {
+		_ = b.flush()
+	}
+}
+
+func (b *batcher) flush() error {
+	if b.err == nil && b.n > 0 {
+		_, b.err = b.p.Exec(b.ctx)
+	}
+	b.n = 0
+	return b.err
+}
+
+// node is the server holding the inventory's keys: the client itself, or in a cluster the
+// master of the tag's slot.
+func (d *Durable) node(ctx context.Context) (redis.Cmdable, error) {
+	if cc, ok := d.b.c.(*redis.ClusterClient); ok {
+		node, err := cc.MasterForKey(ctx, d.marker)
+		return node, redisErr(ctx, err)
+	}
+	return d.b.c, nil
+}
+
+// runID is the server's run_id (INFO server): it changes when the server restarts.
+func runID(ctx context.Context, c redis.Cmdable) (string, error) {
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return "", redisErr(ctx, err)
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+			return v, nil
+		}
+	}
+	return "", errors.New("redisinventory: INFO server has no run_id")
+}
+
+// wipe deletes every key of the inventory (its hash tag), the generation marker first.
+func (d *Durable) wipe(ctx context.Context) error {
+	c, err := d.node(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.Del(ctx, d.marker).Err(); err != nil {
+		return fmt.Errorf("redisinventory: rebuild: %w", redisErr(ctx, err))
+	}
+	iter := c.Scan(ctx, 0, escapeGlob(d.b.prefix)+"*", 1000).Iterator()
+	var batch []string
+	for iter.Next(ctx) {
+		if batch = append(batch, iter.Val()); len(batch) == 1000 {
+			if err := c.Unlink(ctx, batch...).Err(); err != nil {
+				return redisErr(ctx, err)
+			}
+			batch = batch[:0]
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return fmt.Errorf("redisinventory: rebuild: scan: %w", redisErr(ctx, err))
+	}
+	if len(batch) > 0 {
+		return redisErr(ctx, c.Unlink(ctx, batch...).Err())
+	}
+	return nil
+}
+
+// escapeGlob escapes the glob characters of a key prefix for SCAN MATCH.
+func escapeGlob(s string) string {
+	out := make([]byte, 0, len(s)+4)
+	for i := range len(s) {
+		switch s[i] {
+		case '*', '?', '[', ']', '\\':
+			out = append(out, '\\')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
+
+// Run heals Redis whenever an operation finds it lost data, and checks the generation
+// marker every interval besides (a Redis restarted empty is noticed even while idle),
+// until ctx ends; then it returns nil. Failed heals are logged and tried again.
+func (d *Durable) Run(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-d.wake:
+		}
+		if _, err := d.Heal(ctx); err != nil && ctx.Err() == nil {
+			d.log.ErrorContext(ctx, "redisinventory: heal failed", "err", err)
+		}
+	}
+}
+
+// Generation returns the generation of the journal and the one Redis' marker holds (0 when
+// absent): equal when Redis is in service. For health checks and tests.
+func (d *Durable) Generation(ctx context.Context) (journal, redisGen int64, err error) {
+	if journal, err = d.currentGen(ctx); err != nil {
+		return 0, 0, err
+	}
+	redisGen, err = d.b.c.Get(ctx, d.marker).Int64()
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	return journal, redisGen, redisErr(ctx, err)
+}

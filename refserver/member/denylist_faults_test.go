@@ -1,0 +1,124 @@
+package member_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/refserver/member"
+)
+
+// failingRedis is the Redis denylist after its Redis went away, for good.
+type failingRedis struct {
+	up   member.Denylist // the live Redis denylist
+	down member.Denylist // the same, through a closed client: every call fails
+	mu   sync.Mutex
+	// okDenies is how many more Deny calls reach the live Redis before it goes away.
+	okDenies int
+}
+
+func (f *failingRedis) pick() member.Denylist {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.okDenies > 0 {
+		f.okDenies--
+		return f.up
+	}
+	return f.down
+}
+
+func (f *failingRedis) Deny(ctx context.Context, jti string, until time.Time) error {
+	return f.pick().Deny(ctx, jti, until)
+}
+
+func (f *failingRedis) Denied(ctx context.Context, jti string) (bool, error) {
+	return f.up.Denied(ctx, jti)
+}
+
+// faultEnv is a full-mode member service whose Redis fails after okDenies denials, and a
+// second service on the same MariaDB and Redis that keeps working (the retry, on another
+// server instance or after Redis came back).
+func faultEnv(t *testing.T, okDenies int) (flaky, healthy *member.Service) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	rdb := testenv.Redis(t)
+	up := member.NewRedisDenylist(rdb)
+	opts := *rdb.Options() // the test's own database
+	opts.DialTimeout = 200 * time.Millisecond
+	closed := redis.NewClient(&opts)
+	require.NoError(t, closed.Close())
+	deny := &failingRedis{up: up, down: member.NewRedisDenylist(closed), okDenies: okDenies}
+	var err error
+	flaky, err = member.New(db, deny, secret, member.WithBcryptCost(bcrypt.MinCost))
+	require.NoError(t, err)
+	healthy, err = member.New(db, up, secret, member.WithBcryptCost(bcrypt.MinCost))
+	require.NoError(t, err)
+	return flaky, healthy
+}
+
+func jtiOf(t *testing.T, token string) string {
+	t.Helper()
+	e := &env{clock: &clock{t: time.Now()}}
+	return e.claims(t, token).ID
+}
+
+// TestReuseDenialRetried: when the denylist fails after a reuse revoked the session, the
+// answer is a 503 and a retry still denies every live access token of the family (it
+// used to answer "invalid refresh token" and leave the thief's access token valid).
+func TestReuseDenialRetried(t *testing.T) {
+	flaky, healthy := faultEnv(t, 0)
+	_, err := healthy.SignUp(ctx, "alice", "correct horse")
+	require.NoError(t, err)
+	t1, err := healthy.Login(ctx, "alice", "correct horse", "10.0.0.1")
+	require.NoError(t, err)
+	t2, err := healthy.Refresh(ctx, t1.RefreshToken) // the thief's pair
+	require.NoError(t, err)
+
+	_, err = flaky.Refresh(ctx, t1.RefreshToken) // the victim presents the old token
+	require.ErrorIs(t, err, errcode.ErrUnavailable)
+
+	_, err = healthy.Refresh(ctx, t1.RefreshToken) // the retry
+	require.Error(t, err)
+	for _, tok := range []member.Tokens{t1, t2} {
+		denied, err := healthy.Revoked(ctx, jtiOf(t, tok.AccessToken))
+		require.NoError(t, err)
+		assert.True(t, denied, "every live access token of the revoked family is denied")
+	}
+	_, err = healthy.Refresh(ctx, t2.RefreshToken)
+	assert.ErrorIs(t, err, member.ErrInvalidRefreshToken, "the family is revoked")
+}
+
+// TestLogoutDenialRetried: when the denylist fails part-way through a logout, the
+// caller's own token is not yet denied, so its retry (which the server only lets through
+// with a token not on the denylist) can finish denying the session's tokens.
+func TestLogoutDenialRetried(t *testing.T) {
+	flaky, healthy := faultEnv(t, 1)
+	_, err := healthy.SignUp(ctx, "alice", "correct horse")
+	require.NoError(t, err)
+	t1, err := healthy.Login(ctx, "alice", "correct horse", "10.0.0.1")
+	require.NoError(t, err)
+	t2, err := healthy.Refresh(ctx, t1.RefreshToken)
+	require.NoError(t, err)
+	c2 := (&env{clock: &clock{t: time.Now()}}).claims(t, t2.AccessToken)
+
+	err = flaky.Logout(ctx, c2.ID, c2.SessionID, c2.ExpiresAt.Time)
+	require.ErrorIs(t, err, errcode.ErrUnavailable)
+	denied, err := healthy.Revoked(ctx, c2.ID)
+	require.NoError(t, err)
+	require.False(t, denied, "the caller's token is denied last, so that it can retry")
+
+	require.NoError(t, healthy.Logout(ctx, c2.ID, c2.SessionID, c2.ExpiresAt.Time))
+	for _, tok := range []member.Tokens{t1, t2} {
+		denied, err := healthy.Revoked(ctx, jtiOf(t, tok.AccessToken))
+		require.NoError(t, err)
+		assert.True(t, denied)
+	}
+}
