@@ -40,8 +40,9 @@ const FailureRefundRejected = "REFUND_REJECTED"
 //     "refund-<order>-<attempt>"); then, in one transaction, the points captured are
 //     refunded, the coupon restored, the units returned to stock, the order CANCELLED and
 //     the order-cancelled event written. If the PG has not answered the refund yet the
-//     order stays CANCELLING and Recover completes it; if the PG rejects it the order goes
-//     back to PAID, the clawback is refunded, and Cancel fails with ErrRefundRejected.
+//     order stays CANCELLING and Recover completes it; if the PG rejects it, or the payment
+//     is under review (payment.ErrUnderReview: no refund until a person decides), the order
+//     goes back to PAID, the clawback is refunded, and Cancel fails with ErrRefundRejected.
 //   - CANCELLING or CANCELLED: the cancellation is continued or returned (idempotent).
 //   - PAYING (a payment in flight), PAYMENT_FAILED, EXPIRED: *StateError.
 func (s *Service) Cancel(ctx context.Context, orderID string, by Actor) (Order, error) {

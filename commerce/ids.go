@@ -53,12 +53,12 @@ func eventID(aggregate, typ string) string { return aggregate + "-" + typ }
 // fingerprint hashes the canonical form of a request.
 func fingerprint(parts ...string) string { return digest(64, parts...) }
 
-// checkID validates an ID that every leaf accepts: 1-64 printable ASCII bytes.
 // ValidateUserID checks a user ID as every operation does: 1 to MaxIDLen bytes of printable
 // ASCII without spaces, else a *ValidationError (ErrInvalidRequest). A caller that takes
 // user IDs from outside (a token's subject, say) can refuse a bad one before anything else.
 func ValidateUserID(id string) error { return checkID("UserID", id) }
 
+// checkID validates an ID that every leaf accepts: 1-64 printable ASCII bytes.
 func checkID(field, id string) error {
 	if id == "" {
 		return invalid(field, "is empty")

@@ -313,6 +313,11 @@ func (s *Service) decideRefund(ctx context.Context, r *orderRow, ask bool) error
 func (s *Service) refundLateApproval(ctx context.Context, r *orderRow, ask bool) error {
 	if r.AmountDue > 0 {
 		settled, err := s.refund(ctx, r, refundID(r.ID, 0), "order cannot be fulfilled", ask)
+		if errors.Is(err, payment.ErrUnderReview) {
+			// The PG contradicted the payment since: a person settles the money; the order
+			// fails and gives back what it held, as any order on a payment under review.
+			return s.compensate(ctx, r, StatusPaying, stepRefund, StatusPaymentFailed, EventPaymentFailed, OutcomeFailed, FailurePaymentReview)
+		}
 		if err != nil || !settled {
 			return err
 		}
@@ -352,9 +357,14 @@ func (s *Service) refund(ctx context.Context, r *orderRow, id, reason string, as
 		return false, fmt.Errorf("commerce: refund %s of order %s: %w", id, r.ID, payment.ErrRefundRejected)
 	case errors.Is(err, payment.ErrNotRefundable) || errors.Is(err, payment.ErrRefundExceedsAmount):
 		// Refunded by other means (by hand at the PG, say): done if nothing is left.
-		if p, perr := s.pay.Get(ctx, r.PaymentID); perr == nil && p.State == payment.StateRefunded {
+		p, perr := s.pay.Get(ctx, r.PaymentID)
+		switch {
+		case perr == nil && p.State == payment.StateRefunded:
 			s.cfg.log.Warn("commerce: payment was refunded by other means", "order", r.ID, "refund", id)
 			return true, nil
+		case perr == nil && p.State == payment.StateReview:
+			// A person settles the money with the PG: no refund is made meanwhile.
+			return false, fmt.Errorf("commerce: refund %s of order %s: %w: %w", id, r.ID, payment.ErrRefundRejected, payment.ErrUnderReview)
 		}
 	case err == nil || errors.Is(err, payment.ErrOutcomeUnknown) || errors.Is(err, payment.ErrGatewayUnavailable) ||
 		errors.Is(err, payment.ErrRefundInProgress):

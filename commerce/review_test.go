@@ -94,3 +94,87 @@ func TestPaymentUnderReviewFailsTheOrder(t *testing.T) {
 		assert.Equal(t, o.ID, rep.Discrepancies[0].Subject)
 	}, commerce.WithFaultHook(hook.Func))
 }
+
+// TestCancelOfPaymentUnderReview: a PAID order whose payment the PG later reversed (the
+// payment is in REVIEW) cannot be refunded by a cancellation: Cancel fails with a clear
+// error (the refund is refused while a person decides), the order goes back to PAID with its
+// reward, instead of hanging in CANCELLING with its reward clawed back and recovery failing
+// on it forever.
+func TestCancelOfPaymentUnderReview(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 5)
+		b := newBuyer(t, e, 0, 0)
+		o := pay(t, e, place(t, e, b, sku, 1, 0), "tok_visa")
+		require.Equal(t, commerce.StatusPaid, o.Status)
+		reward := balance(t, e, b.user).Available
+		require.Positive(t, reward)
+
+		require.NoError(t, e.PG.Overturn(o.PaymentID))
+		body, sig, err := e.PG.Webhook(o.PaymentID)
+		require.NoError(t, err)
+		require.NoError(t, e.Service.HandlePaymentWebhook(ctx, body, sig))
+		p, err := e.Payments.Get(ctx, o.PaymentID)
+		require.NoError(t, err)
+		require.Equal(t, payment.StateReview, p.State)
+
+		_, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.ErrorIs(t, err, commerce.ErrRefundRejected)
+		require.ErrorIs(t, err, payment.ErrUnderReview)
+		got := order(t, e, o.ID)
+		assert.Equal(t, commerce.StatusPaid, got.Status)
+		assert.Equal(t, reward, balance(t, e, b.user).Available, "the reward clawback is refunded")
+		e.Settle(t) // recovery has nothing left to fail on
+		assert.Equal(t, commerce.StatusPaid, order(t, e, o.ID).Status)
+		p, err = e.Payments.Get(ctx, o.PaymentID)
+		require.NoError(t, err)
+		assert.Equal(t, payment.StateReview, p.State)
+		assert.Zero(t, p.Refunded)
+	})
+}
+
+// TestLateApprovalUnderReviewFailsTheOrder: an approval came too late (the reservation had
+// expired), the refund was decided, and then the PG reversed the approval: the payment is
+// in REVIEW and cannot be refunded. The order fails as any order on a payment under review
+// (everything it held comes back) instead of staying PAYING with recovery failing on it.
+func TestLateApprovalUnderReviewFailsTheOrder(t *testing.T) {
+	hook := &commercetest.Hook{}
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 1)
+		b := newBuyer(t, e, 1_000, 0)
+		o := place(t, e, b, sku, 1, 1_000)
+		e.PG.SetFault(pgsim.FaultUnavailable)
+		o = pay(t, e, o, "tok_ok")
+		require.Equal(t, commerce.StatusPaying, o.Status)
+		e.Clock.Advance(commerce.DefaultOrderExpiry + commerce.DefaultPaymentWindow)
+		_, err := e.Inventory.Sweep(ctx)
+		require.NoError(t, err)
+		_, err = e.Ledger.Sweep(ctx)
+		require.NoError(t, err)
+
+		e.PG.SetFault(pgsim.FaultNone)
+		hook.FailAt(commerce.StepPayRefundDecided)
+		_, err = e.Service.Pay(ctx, commerce.PayRequest{OrderID: o.ID, UserID: b.user, Method: payment.MethodCard,
+			Token: "tok_ok", IdempotencyKey: "pay-" + o.ID})
+		require.ErrorIs(t, err, commerce.ErrInjected)
+		require.NoError(t, e.PG.Overturn(o.PaymentID))
+		body, sig, err := e.PG.Webhook(o.PaymentID)
+		require.NoError(t, err)
+		require.NoError(t, e.Service.HandlePaymentWebhook(ctx, body, sig))
+
+		e.Settle(t)
+		got := order(t, e, o.ID)
+		assert.Equal(t, commerce.StatusPaymentFailed, got.Status)
+		assert.Equal(t, commerce.FailurePaymentReview, got.FailureCode)
+		requireStock(t, e, sku, 1, 0, 0)
+		assert.Equal(t, int64(1_000), balance(t, e, b.user).Available, "points back")
+		p, err := e.Payments.Get(ctx, o.PaymentID)
+		require.NoError(t, err)
+		assert.Equal(t, payment.StateReview, p.State)
+		assert.Zero(t, p.Refunded)
+
+		rep, err := e.Service.Audit(ctx)
+		require.NoError(t, err)
+		require.Len(t, rep.Discrepancies, 1, "%v", rep.Discrepancies)
+		assert.Equal(t, "payment.gateway", rep.Discrepancies[0].Kind, "only the payment awaiting a person")
+	}, commerce.WithFaultHook(hook.Func))
+}

@@ -109,3 +109,69 @@ func TestReviewWhenTheGatewayContradictsTheRecord(t *testing.T) {
 		assert.ErrorIs(t, err, payment.ErrGatewayUnavailable, "an audit that cannot ask the PG says so")
 	})
 }
+
+// TestSignedWebhookOfAnotherAmountIsReported: a correctly signed webhook whose amount or
+// currency is not the record's is refused and changes nothing, and, being signed with our
+// secret, is reported like any claim the record contradicts (ERROR log, Observer): either
+// the secret leaked or the PG disagrees with the record, and a person must know.
+func TestSignedWebhookOfAnotherAmountIsReported(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		_, err := e.svc.Pay(ctx, card("pay-amt", 5000))
+		require.NoError(t, err)
+		for _, body := range []string{
+			`{"type":"payment.declined","payment_id":"pay-amt","amount":1,"currency":"KRW","created_at":"2026-03-01T12:00:00Z"}`,
+			`{"type":"payment.approved","payment_id":"pay-amt","amount":5000,"currency":"USD","created_at":"2026-03-01T12:00:00Z"}`,
+		} {
+			err := e.svc.HandleWebhook(ctx, []byte(body), pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), []byte(body)))
+			assert.ErrorIs(t, err, payment.ErrInvalidWebhook)
+		}
+		assert.Equal(t, payment.StateApproved, e.get(t, "pay-amt").State, "nothing changed")
+		got := e.obs.contradicted()
+		require.Len(t, got, 2)
+		for _, c := range got {
+			assert.Contains(t, c, "pay-amt:webhook:")
+		}
+	})
+}
+
+// TestWebhookWhileTheGatewayIsDown: a genuine webhook arrives while the PG cannot be asked
+// to confirm it. Nothing is recorded and the error says the gateway is unavailable (a 503
+// the PG redelivers on), for an approval as for a refund; once the PG answers, the same
+// delivery is recorded.
+func TestWebhookWhileTheGatewayIsDown(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		e.unknown(t, card("pay-down", 5000))
+		approved, approvedSig, err := e.sim.Webhook("pay-down")
+		require.NoError(t, err)
+		_, err = e.svc.Pay(ctx, card("pay-paid", 5000))
+		require.NoError(t, err)
+		e.sim.SetFault(pgsim.FaultUnavailable)
+		_, err = e.svc.Refund(ctx, refund("r-down", "pay-paid", 2000))
+		require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+		canceled := []byte(`{"type":"payment.canceled","payment_id":"pay-paid","amount":5000,"currency":"KRW","cancel_id":"r-down","cancel_amount":2000,"created_at":"2026-03-01T12:00:00Z"}`)
+		canceledSig := pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), canceled)
+
+		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, approved, approvedSig), payment.ErrGatewayUnavailable)
+		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, canceled, canceledSig), payment.ErrGatewayUnavailable)
+		assert.Equal(t, payment.StateUnknown, e.get(t, "pay-down").State)
+		p := e.get(t, "pay-paid")
+		assert.Equal(t, payment.StateApproved, p.State)
+		assert.Zero(t, p.Refunded)
+		r, err := e.svc.GetRefund(ctx, "r-down")
+		require.NoError(t, err)
+		assert.Equal(t, payment.RefundPending, r.State)
+
+		e.sim.SetFault(pgsim.FaultNone)
+		require.NoError(t, e.svc.HandleWebhook(ctx, approved, approvedSig))
+		require.NoError(t, e.svc.HandleWebhook(ctx, canceled, canceledSig))
+		assert.Equal(t, payment.StateApproved, e.get(t, "pay-down").State)
+		p = e.get(t, "pay-paid")
+		assert.Equal(t, payment.StatePartiallyRefunded, p.State)
+		assert.Equal(t, int64(2000), p.Refunded)
+		assert.Empty(t, e.obs.contradicted())
+	})
+}

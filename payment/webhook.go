@@ -55,7 +55,8 @@ type WebhookVerifier interface {
 // the record moves the payment to REVIEW (see State).
 //
 // Errors: ErrWebhookNotConfigured; ErrInvalidWebhook (bad signature or body, or an amount that
-// does not match the record: reject it, e.g. with HTTP 400); ErrWebhookUnconfirmed;
+// does not match the record, which is also logged and told to the Observer as a
+// contradiction: reject it, e.g. with HTTP 400); ErrWebhookUnconfirmed;
 // ErrPaymentNotFound or ErrRefundNotFound; ErrIllegalTransition when the PG reports a refund
 // recorded as failed, which needs a person; the gateway's errors (ErrGatewayUnavailable,
 // ErrOutcomeUnknown) when the PG could not be asked; anything else is a storage error worth
@@ -78,8 +79,13 @@ func (s *Service) HandleWebhook(ctx context.Context, body []byte, signature stri
 			return err
 		}
 		if p.Amount != ev.Amount || p.Currency != ev.Currency {
-			return fmt.Errorf("%w: %q is %d %s at the gateway but %d %s here", ErrInvalidWebhook,
-				p.ID, ev.Amount, ev.Currency, p.Amount, p.Currency)
+			// Signed with our secret, yet not our record: a forgery (the secret leaked) or a
+			// PG that disagrees. Refused, and reported like any contradicted claim.
+			detail := fmt.Sprintf("a webhook claims %d %s, recorded %d %s", ev.Amount, ev.Currency, p.Amount, p.Currency)
+			s.logger.ErrorContext(ctx, "payment: signed webhook contradicts the record; refused",
+				"payment", p.ID, "order", p.OrderID, "state", p.State, "detail", detail)
+			s.observer.Contradicted(p.ID, CauseWebhook, detail)
+			return fmt.Errorf("%w: %q: %s", ErrInvalidWebhook, p.ID, detail)
 		}
 		return s.confirmWebhook(ctx, p, ev)
 	case EventCanceled:

@@ -91,7 +91,8 @@ func TestWebhookRejectsForgeries(t *testing.T) {
 		lie := []byte(`{"type":"payment.approved","payment_id":"pay-2","amount":5000,"currency":"KRW","created_at":"2026-03-01T12:00:00Z"}`)
 		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, lie, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), lie)), payment.ErrWebhookUnconfirmed)
 		assert.Equal(t, payment.StateDeclined, e.get(t, "pay-2").State)
-		assert.Equal(t, []string{"pay-2:webhook:a webhook claims APPROVED, the gateway says DECLINED"}, e.obs.contradicted())
+		assert.Equal(t, []string{"pay-1:webhook:a webhook claims 1 KRW, recorded 5000 KRW",
+			"pay-2:webhook:a webhook claims APPROVED, the gateway says DECLINED"}, e.obs.contradicted())
 
 		noVerifier, err := payment.New(db, e.sim)
 		require.NoError(t, err)

@@ -3,7 +3,9 @@ package server
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/commercekit/commercekit/payment/pgsim"
 )
@@ -24,8 +26,11 @@ var PublishedSecrets = []string{
 
 // validateSecrets checks the JWT and webhook secrets. The embedded default needs neither
 // (it signs tokens with DevJWTSecret and shares a random webhook secret with its in-process
-// simulator); any other deployment must set both, each of at least MinSecretLen bytes and
-// none of PublishedSecrets. A secret that is set is never shorter than MinSecretLen.
+// simulator); any other deployment must set both, each of at least MinSecretLen bytes,
+// without surrounding whitespace (a stray newline from a file, say), none of
+// PublishedSecrets in any case or padding, and the two different (the PG knows the webhook
+// secret: it must not be able to sign tokens). A secret that is set is never shorter than
+// MinSecretLen.
 func (c Config) validateSecrets() []error {
 	var errs []error
 	for _, s := range []struct{ env, value string }{
@@ -39,14 +44,22 @@ func (c Config) validateSecrets() []error {
 			errs = append(errs, fmt.Errorf("%s is a secret the project publishes; set your own (`openssl rand -hex 32`)", s.env))
 		case len(s.value) < MinSecretLen && !isPublished(s.value):
 			errs = append(errs, fmt.Errorf("%s must be at least %d bytes (`openssl rand -hex 32`)", s.env, MinSecretLen))
+		case strings.TrimSpace(s.value) != s.value && c.Mode() != "embedded":
+			errs = append(errs, fmt.Errorf("%s starts or ends with whitespace; set it without (`openssl rand -hex 32`)", s.env))
 		}
+	}
+	if c.JWTSecret != "" && c.JWTSecret == c.WebhookSecret {
+		errs = append(errs, errors.New("COMMERCEKIT_WEBHOOK_SECRET must differ from COMMERCEKIT_JWT_SECRET: the PG that signs webhooks must not be able to sign tokens"))
 	}
 	return errs
 }
 
+// isPublished reports whether secret is one of PublishedSecrets, whatever its case and
+// surrounding whitespace: variants an attacker tries first.
 func isPublished(secret string) bool {
+	secret = strings.TrimSpace(secret)
 	for _, p := range PublishedSecrets {
-		if secret == p {
+		if strings.EqualFold(secret, p) {
 			return true
 		}
 	}

@@ -72,3 +72,50 @@ func TestSecretsRefusedAtStart(t *testing.T) {
 	require.NoError(t, load(map[string]string{"COMMERCEKIT_JWT_SECRET": DevJWTSecret}, nil))
 	assert.Error(t, load(map[string]string{"COMMERCEKIT_JWT_SECRET": "short"}, nil), "a secret that is set is never short")
 }
+
+// TestSecretVariantsRefusedAtStart: a published secret does not become private by a stray
+// newline, surrounding spaces or another case (an attacker tries those first), blanks are
+// no secret, and one secret is not both the JWT and the webhook secret (the PG, which knows
+// the webhook secret, could then mint admin tokens).
+func TestSecretVariantsRefusedAtStart(t *testing.T) {
+	env := func(jwt, hook string) func(string) string {
+		e := map[string]string{
+			"COMMERCEKIT_DB_DRIVER": "mysql", "COMMERCEKIT_DB_DSN": "app:pw@tcp(db:3306)/shop",
+			"COMMERCEKIT_REDIS_ADDR": "r:6379", "COMMERCEKIT_KAFKA_BROKERS": "k:9092", "COMMERCEKIT_PGSIM_URL": "http://127.0.0.1:8090",
+			"COMMERCEKIT_JWT_SECRET": jwt, "COMMERCEKIT_WEBHOOK_SECRET": hook,
+		}
+		return func(k string) string { return e[k] }
+	}
+	for name, secret := range map[string]string{
+		"dev JWT secret and a newline": DevJWTSecret + "\n",
+		"dev JWT secret in spaces":     "  " + DevJWTSecret + "  ",
+		"dev JWT secret in upper case": strings.ToUpper(DevJWTSecret),
+		"simulator's secret, padded":   pgsim.DefaultWebhookSecret + strings.Repeat(" ", 20),
+		"compose JWT, tab-padded":      "\t\t\t\tcompose-jwt-secret-change-me",
+		"32 spaces":                    strings.Repeat(" ", 32),
+		"own secret and a newline":     jwtSecret + "\n",
+	} {
+		t.Run("jwt/"+name, func(t *testing.T) {
+			_, err := Load(nil, env(secret, webhookSecret), io.Discard)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "COMMERCEKIT_JWT_SECRET")
+		})
+		t.Run("webhook/"+name, func(t *testing.T) {
+			_, err := Load(nil, env(jwtSecret, secret), io.Discard)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "COMMERCEKIT_WEBHOOK_SECRET")
+		})
+	}
+	t.Run("one secret for both", func(t *testing.T) {
+		_, err := Load(nil, env(jwtSecret, jwtSecret), io.Discard)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "COMMERCEKIT_WEBHOOK_SECRET")
+		// The flag wins over the environment, and is checked the same way.
+		_, err = Load([]string{"-webhook-secret", jwtSecret}, env(jwtSecret, webhookSecret), io.Discard)
+		require.Error(t, err)
+		_, err = Load([]string{"-jwt-secret", DevJWTSecret + " "}, env(jwtSecret, webhookSecret), io.Discard)
+		require.Error(t, err)
+		_, err = Load([]string{"-webhook-secret", jwtSecret[:32] + webhookSecret[32:]}, env(jwtSecret, webhookSecret), io.Discard)
+		require.NoError(t, err)
+	})
+}
