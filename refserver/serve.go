@@ -14,13 +14,10 @@ import (
 // serve runs the server until SIGINT or SIGTERM, then shuts it down gracefully. Logs are
 // JSON on stdout; the configuration (secrets masked) is printed to stderr first.
 func serve(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := server.Load(args, getenv, stderr)
+	cfg, log, err := load(args, getenv, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by Load
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
 	cfg.Print(stderr)
 	log.Info("configuration", cfg.Fields()...)
 
@@ -31,4 +28,16 @@ func serve(args []string, getenv func(string) string, stdout, stderr io.Writer) 
 		return err
 	}
 	return srv.Run(ctx)
+}
+
+// load reads the server's configuration (flags and COMMERCEKIT_ variables, usage on stderr)
+// and makes its JSON logger on stdout at the configured level.
+func load(args []string, getenv func(string) string, stdout, stderr io.Writer) (server.Config, *slog.Logger, error) {
+	cfg, err := server.Load(args, getenv, stderr)
+	if err != nil {
+		return cfg, nil, err
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by Load
+	return cfg, slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level})), nil
 }
