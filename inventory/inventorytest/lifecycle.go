@@ -160,10 +160,15 @@ func testRunLoop(t *testing.T, h Harness) {
 	go func() { done <- inv.Run(runCtx) }()
 
 	clk.Advance(time.Minute)
+	// A backend may record the expiry before its counts follow (a journaled Redis frees the
+	// units in Redis after the SQL commit), so wait for both.
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		got, err := inv.Get(ctx, "r1")
 		require.NoError(c, err)
 		assert.Equal(c, inventory.StateExpired, got.State)
+		st, err := inv.Stock(ctx, "a")
+		require.NoError(c, err)
+		assert.Equal(c, [3]int64{5, 0, 0}, [3]int64{st.Available, st.Reserved, st.Sold})
 	}, 30*time.Second, 10*time.Millisecond)
 	wantStock(t, inv, "a", 5, 0, 0)
 
