@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/internal/sqlrow"
 )
 
 // DefaultTag is the hash tag of a Backend's keys unless WithTag says otherwise.
@@ -118,12 +119,7 @@ func toString(v any) string {
 	return s
 }
 
-func fromMillis(ms int64) time.Time {
-	if ms == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(ms).UTC()
-}
+func fromMillis(ms int64) time.Time { return sqlrow.Time(ms) }
 
 // stockFrom builds a Stock from the values of stockFields: onhand, available, sold, limit.
 func stockFrom(sku string, v []any) inventory.Stock {

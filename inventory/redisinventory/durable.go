@@ -16,6 +16,7 @@ import (
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/internal/sqlrow"
 )
 
 // RebuildRetryAfter is the Retry-After a Durable's callers get while Redis is rebuilt.
@@ -322,23 +323,7 @@ func (d *Durable) Get(ctx context.Context, id string) (inventory.Reservation, er
 }
 
 func (d *Durable) get(ctx context.Context, db bun.IDB, id, lock string) (inventory.Reservation, error) {
-	var state, items string
-	var created, expires, resolved int64
-	r := inventory.Reservation{ID: id}
-	err := db.QueryRowContext(ctx, `SELECT state, items, buyer_id, created_at, expires_at, resolved_at
- FROM inventory_journal_reservations WHERE id = ?`+lock, id).Scan(&state, &items, &r.BuyerID, &created, &expires, &resolved)
-	if sqlutil.IsNoRows(err) {
-		return r, inventory.NotFound(id)
-	}
-	if err != nil {
-		return r, err
-	}
-	if r.Lines, err = inventory.DecodeLines(items); err != nil {
-		return r, err
-	}
-	r.State = inventory.State(state)
-	r.CreatedAt, r.ExpiresAt, r.ResolvedAt = fromMillis(created), fromMillis(expires), fromMillis(resolved)
-	return r, nil
+	return sqlrow.Reservation(ctx, db, "inventory_journal_reservations", id, lock)
 }
 
 // Expire expires up to limit due reservations of the journal in one transaction (rows

@@ -84,10 +84,3 @@ func (b *Backend) fail(ctx context.Context, op string, err error) error {
 }
 
 func millis(t time.Time) int64 { return t.UnixMilli() }
-
-func fromMillis(ms int64) time.Time {
-	if ms == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(ms).UTC()
-}

@@ -9,8 +9,8 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/internal/sqlrow"
 )
 
 // Commit commits a reserved reservation, or expires it when its deadline has passed.
@@ -171,21 +171,5 @@ func (b *Backend) Get(ctx context.Context, id string) (inventory.Reservation, er
 
 // get reads a reservation on db, with lock appended to the query (FOR UPDATE or "").
 func (b *Backend) get(ctx context.Context, db bun.IDB, id, lock string) (inventory.Reservation, error) {
-	var state, items string
-	var created, expires, resolved int64
-	r := inventory.Reservation{ID: id}
-	err := db.QueryRowContext(ctx, `SELECT state, items, buyer_id, created_at, expires_at, resolved_at
- FROM inventory_reservations WHERE id = ?`+lock, id).Scan(&state, &items, &r.BuyerID, &created, &expires, &resolved)
-	if sqlutil.IsNoRows(err) {
-		return r, inventory.NotFound(id)
-	}
-	if err != nil {
-		return r, err
-	}
-	if r.Lines, err = inventory.DecodeLines(items); err != nil {
-		return r, err
-	}
-	r.State = inventory.State(state)
-	r.CreatedAt, r.ExpiresAt, r.ResolvedAt = fromMillis(created), fromMillis(expires), fromMillis(resolved)
-	return r, nil
+	return sqlrow.Reservation(ctx, db, "inventory_reservations", id, lock)
 }
