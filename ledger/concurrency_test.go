@@ -245,7 +245,7 @@ func TestConcurrentSweepers(t *testing.T) {
 			require.NoError(t, err)
 			e.earn(fmt.Sprint("e", i), fmt.Sprint("u", i), 5, time.Minute)
 		}
-		e.clock.Add(time.Minute)
+		e.clock.Advance(time.Minute)
 		var resolved atomic.Int64
 		parallel(8, func(int) {
 			n, err := e.l.Sweep(e.ctx)

@@ -18,7 +18,7 @@ func TestHistoryPages(t *testing.T) {
 		for i := int64(1); i <= 25; i++ {
 			_, err := e.l.Charge(e.ctx, ledger.ChargeRequest{ID: fmt.Sprint("c", i), User: "alice", Amount: i, Reference: fmt.Sprint("pay-", i)})
 			require.NoError(t, err)
-			e.clock.Add(time.Second)
+			e.clock.Advance(time.Second)
 		}
 		e.charge("other", "bob", 1)
 

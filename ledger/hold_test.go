@@ -27,7 +27,7 @@ func TestHoldCaptureVoid(t *testing.T) {
 		require.ErrorIs(t, err, ledger.ErrInsufficientPoints, "held points cannot be spent")
 
 		// A partial capture gives the rest back.
-		e.clock.Add(time.Minute)
+		e.clock.Advance(time.Minute)
 		captured, err := e.l.Capture(e.ctx, "h1", 200)
 		require.NoError(t, err)
 		assert.Equal(t, rec("h1", ledger.TypeCapture, "alice", 200, 800, 0, now.Add(time.Minute)), captured)
@@ -97,7 +97,7 @@ func TestHoldExpiry(t *testing.T) {
 		require.NoError(t, err)
 		e.hold("h2", "alice", 100) // 15 minutes
 
-		e.clock.Add(10 * time.Minute)
+		e.clock.Advance(10 * time.Minute)
 		for _, err := range []error{capture(e, "h1", 1), void(e, "h1")} {
 			assert.Equal(t, ledger.HoldExpired, requireAs[*ledger.HoldError](t, err, ledger.ErrHoldExpired).State)
 		}
@@ -151,7 +151,7 @@ func TestRun(t *testing.T) {
 		require.NoError(t, err)
 		_, err = l.Spend(e.ctx, ledger.SpendRequest{ID: "s1", User: "alice", Amount: 41})
 		require.ErrorIs(t, err, ledger.ErrInsufficientPoints)
-		e.clock.Add(time.Minute)
+		e.clock.Advance(time.Minute)
 
 		ctx, cancel := context.WithCancel(e.ctx)
 		done := make(chan error, 1)

@@ -3,7 +3,6 @@ package ledger_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/ledger"
 )
@@ -32,7 +32,7 @@ type env struct {
 	t     *testing.T
 	ctx   context.Context
 	db    *bun.DB
-	clock *fakeClock
+	clock *testclock.Clock
 	l     *ledger.Ledger
 }
 
@@ -49,26 +49,9 @@ func newEnv(t *testing.T, db *bun.DB, opts ...ledger.Option) *env {
 	t.Helper()
 	ctx := context.Background()
 	require.NoError(t, ledger.CreateSchema(ctx, db))
-	clock := &fakeClock{now: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+	clock := testclock.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
 	return &env{t: t, ctx: ctx, db: db, clock: clock,
 		l: ledger.New(db, append([]ledger.Option{ledger.WithClock(clock.Now)}, opts...)...)}
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 func (e *env) charge(id, user string, amount int64) ledger.Receipt {

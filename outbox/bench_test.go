@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
 
 // BenchmarkAdd measures the writer: one transaction per op adding one event to one of 100
@@ -15,7 +16,7 @@ import (
 func BenchmarkAdd(b *testing.B) {
 	for _, be := range backends {
 		b.Run(be.name, func(b *testing.B) {
-			db := openDB(b, be.open)
+			db := outboxtest.Prepare(b, be.open(b))
 			ctx := context.Background()
 			i := 0
 			for b.Loop() {
@@ -38,9 +39,9 @@ func BenchmarkConsumerApply(b *testing.B) {
 		for _, dupEvery := range []int{0, 2} {
 			name := fmt.Sprintf("%s/dup=%d%%", be.name, map[int]int{0: 0, 2: 50}[dupEvery])
 			b.Run(name, func(b *testing.B) {
-				db := openDB(b, be.open)
+				db := outboxtest.Prepare(b, be.open(b))
 				ctx := context.Background()
-				c, err := outbox.NewConsumer(db, "bench", recordingHandler("bench"))
+				c, err := outbox.NewConsumer(db, "bench", outboxtest.RecordingHandler("bench"))
 				require.NoError(b, err)
 				var prev []outbox.Event
 				i := 0
@@ -65,9 +66,9 @@ func BenchmarkConsumerApply(b *testing.B) {
 func BenchmarkEmbedded(b *testing.B) {
 	for _, be := range backends {
 		b.Run(be.name, func(b *testing.B) {
-			db := openDB(b, be.open)
+			db := outboxtest.Prepare(b, be.open(b))
 			ctx := context.Background()
-			c, err := outbox.NewConsumer(db, "bench", recordingHandler("bench"))
+			c, err := outbox.NewConsumer(db, "bench", outboxtest.RecordingHandler("bench"))
 			require.NoError(b, err)
 			d, err := outbox.NewDispatcher(outbox.Subscription{Topic: "orders", Consumer: c})
 			require.NoError(b, err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
 
 // TestRedriveAndSkipRacingSeveralRelays runs three relays on MariaDB (FOR UPDATE SKIP
@@ -20,7 +21,7 @@ import (
 // every event is published exactly once, in its stream's order, except the skipped ones,
 // which never are.
 func TestRedriveAndSkipRacingSeveralRelays(t *testing.T) {
-	db := openDB(t, testenv.MySQL)
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const keys, perKey = 6, 24
@@ -82,7 +83,7 @@ func TestRedriveAndSkipRacingSeveralRelays(t *testing.T) {
 	}
 	require.Len(t, handled, refused, "every refused event was set aside")
 	writer.Wait()
-	eventually(t, "the outbox drained", func() bool { return unsent(t, db) == 0 })
+	require.Eventually(t, outboxtest.Drained(db), 2*time.Minute, 10*time.Millisecond, "the outbox drained")
 	cancel()
 	wg.Wait()
 

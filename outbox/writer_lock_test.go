@@ -14,6 +14,7 @@ import (
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
 
 // TestWritersOfOtherAggregatesNeverWait: while a business transaction that added an event
@@ -22,7 +23,7 @@ import (
 // beside it, and a batch covering nearly every stream of the table — go through. They run
 // with a 1 s lock wait timeout: any wait on the open transaction's locks would fail them.
 func TestWritersOfOtherAggregatesNeverWait(t *testing.T) {
-	db := openDB(t, testenv.MySQL)
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
 	ctx := context.Background()
 	ev := func(key string) outbox.Event {
 		return outbox.Event{Topic: "orders", Key: key, Type: "x", Payload: []byte(`{}`)}
@@ -90,7 +91,7 @@ func TestWritersOfOtherAggregatesNeverWait(t *testing.T) {
 // to a random handful of 40 aggregates given in random order, run concurrently without a
 // single deadlock or lock wait timeout, and every stream ends numbered 1..n.
 func TestManyAggregatesConcurrentlyNoDeadlock(t *testing.T) {
-	db := openDB(t, testenv.MySQL)
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
 	ctx := context.Background()
 	const writers, txs, aggregates = 12, 30, 40
 	var mu sync.Mutex

@@ -16,6 +16,7 @@ import (
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
 
 func TestAddRejectsInvalidEvents(t *testing.T) {
@@ -167,7 +168,7 @@ func TestAddDuplicateIDKeepsCallersTransaction(t *testing.T) {
 // sequence row; the committed events are numbered 1..N without gap or repeat, and
 // concurrent rollbacks leave no hole.
 func TestConcurrentWritersToOneAggregate(t *testing.T) {
-	db := openDB(t, testenv.MySQL)
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
 	ctx := context.Background()
 	const writers, perWriter = 16, 25
 	var wg sync.WaitGroup

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
@@ -29,28 +30,6 @@ func eachDB(t *testing.T, fn func(t *testing.T, db *bun.DB)) {
 			fn(t, db)
 		})
 	}
-}
-
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // recorder is an Observer that keeps everything it is told.
@@ -104,7 +83,7 @@ type env struct {
 	db    *bun.DB
 	sim   *pgsim.Simulator
 	svc   *payment.Service
-	clock *fakeClock
+	clock *testclock.Clock
 	obs   *recorder
 }
 
@@ -117,7 +96,7 @@ func newEnv(t *testing.T, db *bun.DB, gw func(*pgsim.Simulator) payment.Gateway,
 	if gw != nil {
 		g = gw(sim)
 	}
-	e := &env{db: db, sim: sim, clock: newClock(), obs: &recorder{}}
+	e := &env{db: db, sim: sim, clock: testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)), obs: &recorder{}}
 	svc, err := payment.New(db, g, payment.WithClock(e.clock.Now), payment.WithObserver(e.obs),
 		payment.WithWebhookVerifier(sim.WebhookVerifier()))
 	require.NoError(t, err)
@@ -149,18 +128,6 @@ func (e *env) get(t *testing.T, id string) payment.Payment {
 	p, err := e.svc.Get(context.Background(), id)
 	require.NoError(t, err)
 	return p
-}
-
-// waitFor polls cond until it holds, failing the test after a generous deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // breakerDelay is how long an open breaker waits before a trial call in tests. failsafe-go's

@@ -288,10 +288,10 @@ func TestBreakerOpenKeepsPaymentsRetryable(t *testing.T) {
 		assert.Zero(t, e.sim.ApproveCalls("b-6"), "an open breaker fails fast, without calling the PG")
 
 		e.sim.SetFault(pgsim.FaultNone)
-		waitFor(t, "the breaker to let a trial call through", func() bool {
+		require.Eventually(t, func() bool {
 			p, err = e.svc.Pay(ctx, card("b-6", 1000))
 			return err == nil
-		})
+		}, 30*time.Second, 5*time.Millisecond, "the breaker to let a trial call through")
 		assert.Equal(t, payment.StateApproved, p.State)
 		assert.Equal(t, resilient.BreakerClosed, gw.BreakerState())
 

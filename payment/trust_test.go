@@ -31,10 +31,10 @@ func TestForgedApprovalRacingADecline(t *testing.T) {
 			p, err := e.svc.Pay(ctx, req)
 			paid <- result{p, err}
 		}()
-		waitFor(t, "the payment to be recorded", func() bool {
+		require.Eventually(t, func() bool {
 			_, err := e.svc.Get(ctx, req.PaymentID)
 			return err == nil
-		})
+		}, 30*time.Second, 5*time.Millisecond, "the payment to be recorded")
 		forged := []byte(`{"type":"payment.approved","payment_id":"pay-forged","amount":5000,"currency":"KRW","created_at":"2026-03-01T12:00:00Z"}`)
 		err := e.svc.HandleWebhook(ctx, forged, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), forged))
 		assert.ErrorIs(t, err, payment.ErrWebhookUnconfirmed)

@@ -157,10 +157,10 @@ func TestWebhookDeliveredBySimulator(t *testing.T) {
 		svc = e.svc
 		e.unknown(t, card("pay-1", 5000))
 		close(late)
-		waitFor(t, "the webhook to settle the payment", func() bool {
+		require.Eventually(t, func() bool {
 			p, err := e.svc.Get(ctx, "pay-1")
 			return err == nil && p.State == payment.StateApproved
-		})
+		}, 30*time.Second, 5*time.Millisecond, "the webhook to settle the payment")
 		e.sim.Close() // waits for deliveries in flight
 		assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>UNKNOWN:no_answer", "UNKNOWN>APPROVED:webhook"}, e.history(t, "pay-1"))
 	})
@@ -189,9 +189,9 @@ func TestReconcilerRun(t *testing.T) {
 		e.sim.SetFault(pgsim.FaultNone)
 		done := make(chan error, 1)
 		go func() { done <- rec.Run(ctx) }()
-		waitFor(t, "the reconciler loop to settle both", func() bool {
+		require.Eventually(t, func() bool {
 			return e.get(t, "pay-1").State == payment.StateApproved && e.get(t, "pay-2").State == payment.StateApproved
-		})
+		}, 30*time.Second, 5*time.Millisecond, "the reconciler loop to settle both")
 		cancel()
 		require.NoError(t, <-done)
 		assert.Equal(t, 2, e.sim.Stats().Charges)

@@ -25,6 +25,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/internal/testclock"
 )
 
 // Harness opens the backend under test.
@@ -66,33 +67,15 @@ func Run(t *testing.T, h Harness) {
 // start is the suite's clock at the beginning of every test.
 var start = time.Date(2030, 3, 1, 9, 0, 0, 0, time.UTC)
 
-// clock is a settable clock for the Service.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // fixture is one test's backend and clock.
 type fixture struct {
 	Env
-	clock *clock
+	clock *testclock.Clock
 }
 
 func open(t *testing.T, h Harness) *fixture {
 	t.Helper()
-	c := &clock{now: start}
+	c := testclock.New(start)
 	env := h.Open(t, coupon.WithClock(c.Now))
 	require.NotNil(t, env.Service)
 	require.NotNil(t, env.DB)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
 )
 
@@ -75,7 +76,7 @@ func BenchmarkConsumer(b *testing.B) {
 			var first, last atomic.Int64
 			c, err := outbox.NewConsumer(db, "bench", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
 				first.CompareAndSwap(0, time.Now().UnixNano())
-				return record(ctx, tx, "bench", events)
+				return outboxtest.Record(ctx, tx, "bench", events)
 			}, outbox.WithBatchSize(batch), outbox.WithMetrics(appliedCounter{n: &applied, last: &last}))
 			require.NoError(b, err)
 			b.ResetTimer()

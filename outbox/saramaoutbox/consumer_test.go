@@ -15,6 +15,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
 )
 
@@ -22,7 +23,7 @@ func relayAll(t testing.TB, db *bun.DB, pub outbox.Publisher) {
 	t.Helper()
 	r, err := outbox.NewRelay(db, pub, outbox.WithBatchSize(500))
 	require.NoError(t, err)
-	for unsent(t, db) > 0 {
+	for outboxtest.Unsent(t, db) > 0 {
 		_, err := r.RelayOnce(context.Background())
 		require.NoError(t, err)
 	}
@@ -58,15 +59,15 @@ func TestPoisonEventGoesToTheDeadLetterTopic(t *testing.T) {
 			}
 			redrivenClean.Store(ev.Headers[saramaoutbox.HeaderDeadTopic] == "" && ev.Seq == poison.Seq)
 		}
-		return record(ctx, tx, "projector", events)
+		return outboxtest.Record(ctx, tx, "projector", events)
 	}, outbox.WithMaxAttempts(3), outbox.WithBackoff(time.Millisecond, 5*time.Millisecond), outbox.WithMetrics(m),
 		outbox.WithDeadLetters(dlq))
 	require.NoError(t, err)
 	runGroup(t, k, "projector", saramaoutbox.NewConsumerHandler(c), topic)
-	eventually(t, "49 events applied and one dead-lettered", func() bool {
+	require.Eventually(t, func() bool {
 		return m.get(&m.applied) == 49 && m.get(&m.dead) == 1
-	})
-	for _, r := range applied(t, db, "projector") {
+	}, 3*time.Minute, 20*time.Millisecond, "49 events applied and one dead-lettered")
+	for _, r := range outboxtest.Applied(t, db, "projector") {
 		require.NotEqual(t, poison.ID, r.EventID)
 	}
 
@@ -91,13 +92,13 @@ func TestPoisonEventGoesToTheDeadLetterTopic(t *testing.T) {
 	n, err := saramaoutbox.Redrive(ctx, client, pub, dlqTopic, "projector-redrive")
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
-	eventually(t, "the re-driven event to be applied", func() bool { return m.get(&m.applied) == 50 })
+	require.Eventually(t, func() bool { return m.get(&m.applied) == 50 }, 3*time.Minute, 20*time.Millisecond, "the re-driven event to be applied")
 	assert.True(t, redrivenClean.Load(), "the re-driven event keeps its sequence and loses the dead-letter headers")
 	n, err = saramaoutbox.Redrive(ctx, client, pub, dlqTopic, "projector-redrive")
 	require.NoError(t, err)
 	assert.Zero(t, n, "progress was committed under the redrive group")
 
-	rows := applied(t, db, "projector")
+	rows := outboxtest.Applied(t, db, "projector")
 	seen := make(map[string]int)
 	for _, r := range rows {
 		seen[r.EventID]++
@@ -125,7 +126,7 @@ func TestOffsetsCommittedOnlyAfterEffectsAreDurable(t *testing.T) {
 	m := &metrics{}
 	c, err := outbox.NewConsumer(db, "projector", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
 		calls.Add(1)
-		return record(ctx, tx, "projector", events)
+		return outboxtest.Record(ctx, tx, "projector", events)
 	}, outbox.WithMetrics(m))
 	require.NoError(t, err)
 	h := saramaoutbox.NewConsumerHandler(c, saramaoutbox.WithBackoff(time.Millisecond, 10*time.Millisecond))
@@ -135,7 +136,7 @@ func TestOffsetsCommittedOnlyAfterEffectsAreDurable(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- h.Run(runCtx, group, topic) }()
-	eventually(t, "the handler to be tried", func() bool { return calls.Load() >= 5 })
+	require.Eventually(t, func() bool { return calls.Load() >= 5 }, 3*time.Minute, 20*time.Millisecond, "the handler to be tried")
 	stop()
 	require.NoError(t, <-done)
 	require.NoError(t, group.Close())
@@ -159,9 +160,9 @@ func TestOffsetsCommittedOnlyAfterEffectsAreDurable(t *testing.T) {
 	_, err = db.ExecContext(ctx, "ALTER TABLE outbox_processed DROP COLUMN breaks_inserts")
 	require.NoError(t, err)
 	runGroup(t, k, "projector", h, topic)
-	eventually(t, "every event applied", func() bool { return m.get(&m.applied) == len(want) })
+	require.Eventually(t, func() bool { return m.get(&m.applied) == len(want) }, 3*time.Minute, 20*time.Millisecond, "every event applied")
 	seen := make(map[string]int)
-	for _, r := range applied(t, db, "projector") {
+	for _, r := range outboxtest.Applied(t, db, "projector") {
 		seen[r.EventID]++
 	}
 	for _, ev := range want {

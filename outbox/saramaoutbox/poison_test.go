@@ -15,6 +15,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
 )
 
@@ -61,8 +62,8 @@ func TestPoisonEventIsSetAsideWhileEveryOtherKeyFlows(t *testing.T) {
 	stopped := make(chan error, 1)
 	go func() { stopped <- r.Run(runCtx) }()
 	waiting := len(skipped) + len(redriven) - 2 // all but seq 1 of each poisoned key
-	eventually(t, "the small events of the other keys to go out", func() bool { return unsent(t, db) == waiting })
-	eventually(t, "both big events set aside", func() bool { return m.get(&m.relayDead) == 2 })
+	require.Eventually(t, func() bool { return outboxtest.Unsent(t, db) == waiting }, 3*time.Minute, 20*time.Millisecond, "the small events of the other keys to go out")
+	require.Eventually(t, func() bool { return m.get(&m.relayDead) == 2 }, 3*time.Minute, 20*time.Millisecond, "both big events set aside")
 	dead, err := r.DeadLetters(ctx, 0)
 	require.NoError(t, err)
 	require.Len(t, dead, 2)
@@ -72,14 +73,14 @@ func TestPoisonEventIsSetAsideWhileEveryOtherKeyFlows(t *testing.T) {
 		assert.Len(t, dl.Payload, len(big))
 	}
 	time.Sleep(100 * time.Millisecond) // a few more rounds: the events behind the big ones still wait
-	assert.Equal(t, waiting, unsent(t, db))
+	assert.Equal(t, waiting, outboxtest.Unsent(t, db))
 	assert.Equal(t, 2*3+2, m.get(&m.failed), "no failure but the two refusals (with the two events after each) and their confirmation alone")
 	want = append(want, skipped[0], redriven[0])
 	checkDelivery(t, readTopic(t, k, topic, len(want)), want)
 
 	// Skip: the rest of order-skip flows, in order, without the big event.
 	require.NoError(t, r.Skip(ctx, skipped[1].ID))
-	eventually(t, "order-skip to drain", func() bool { return unsent(t, db) == waiting-3 }) // the skipped one and the two after it
+	require.Eventually(t, func() bool { return outboxtest.Unsent(t, db) == waiting-3 }, 3*time.Minute, 20*time.Millisecond, "order-skip to drain") // the skipped one and the two after it
 	stopRelay()
 	require.NoError(t, <-stopped)
 
@@ -100,7 +101,7 @@ func TestPoisonEventIsSetAsideWhileEveryOtherKeyFlows(t *testing.T) {
 	require.NoError(t, admin.AlterConfig(sarama.TopicResource, topic, map[string]*string{"max.message.bytes": &limit}, false))
 	want = append(want, addEvents(t, db, topic, 12, 10, 1, 12)...)
 	require.NoError(t, r2.Redrive(ctx, redriven[1].ID))
-	for unsent(t, db) > 0 {
+	for outboxtest.Unsent(t, db) > 0 {
 		_, err := r2.RelayOnce(ctx)
 		require.NoError(t, err)
 	}
@@ -140,7 +141,7 @@ func TestKafkaDown30sNothingLostAppliedOnce(t *testing.T) {
 	require.NoError(t, err)
 	runRelay(t, r)
 	c, err := outbox.NewConsumer(db, "projector", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
-		return record(ctx, tx, "projector", events)
+		return outboxtest.Record(ctx, tx, "projector", events)
 	}, outbox.WithMetrics(m))
 	require.NoError(t, err)
 	group, err := sarama.NewConsumerGroup(k.Brokers, "projector", saramaoutbox.ConsumerConfig())
@@ -159,7 +160,7 @@ func TestKafkaDown30sNothingLostAppliedOnce(t *testing.T) {
 	var want []outbox.Event
 	write := func(n int) { want = append(want, addEvents(t, db, topic, n, 20, 4, 1)...) }
 	write(400)
-	eventually(t, "events flowing", func() bool { return m.get(&m.applied) > 0 })
+	require.Eventually(t, func() bool { return m.get(&m.applied) > 0 }, 3*time.Minute, 20*time.Millisecond, "events flowing")
 	write(200)
 	k.Stop(t)
 	t.Log("Kafka stopped for 30 s")
@@ -168,12 +169,12 @@ func TestKafkaDown30sNothingLostAppliedOnce(t *testing.T) {
 		write(40)
 		time.Sleep(time.Second)
 	}
-	require.Positive(t, unsent(t, db), "events wait in the outbox while Kafka is down")
+	require.Positive(t, outboxtest.Unsent(t, db), "events wait in the outbox while Kafka is down")
 	k.Start(t)
 	t.Log("Kafka back")
 	write(200)
-	eventually(t, "the relay to drain the outbox", func() bool { return unsent(t, db) == 0 })
-	eventually(t, "the consumer to apply every event", func() bool { return countApplied(t, db) >= len(want) })
+	require.Eventually(t, outboxtest.Drained(db), 3*time.Minute, 20*time.Millisecond, "the relay to drain the outbox")
+	require.Eventually(t, func() bool { return countApplied(t, db) >= len(want) }, 3*time.Minute, 20*time.Millisecond, "the consumer to apply every event")
 
 	byID := make(map[string]outbox.Event, len(want))
 	for _, ev := range want {
@@ -191,7 +192,7 @@ func TestKafkaDown30sNothingLostAppliedOnce(t *testing.T) {
 	}
 	require.Len(t, onTopic, len(want), "every event reached Kafka")
 
-	rows := applied(t, db, "projector")
+	rows := outboxtest.Applied(t, db, "projector")
 	seen := make(map[string]int)
 	last := make(map[string]int64)
 	for _, row := range rows {
