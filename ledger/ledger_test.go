@@ -17,16 +17,6 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// backends are the databases every behaviour is proven on: run one with
-// go test -run 'Test.*/MySQL' ./ledger/
-var backends = []struct {
-	name string
-	open func(testing.TB) *bun.DB
-}{
-	{"SQLite", testenv.SQLite},
-	{"MySQL", testenv.MySQL},
-}
-
 // env is one test's ledger on a fresh database, with a clock that moves only when told.
 type env struct {
 	t     *testing.T
@@ -36,13 +26,9 @@ type env struct {
 	l     *ledger.Ledger
 }
 
-// each runs fn once per backend, as a subtest named after it.
+// each runs fn once per database (testenv.EachDB), as a subtest named after it.
 func each(t *testing.T, fn func(t *testing.T, e *env)) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			fn(t, newEnv(t, b.open(t)))
-		})
-	}
+	testenv.EachDB(t, func(t *testing.T, db *bun.DB) { fn(t, newEnv(t, db)) })
 }
 
 func newEnv(t *testing.T, db *bun.DB, opts ...ledger.Option) *env {

@@ -20,20 +20,13 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-type backend struct {
-	name string
-	open func(testing.TB) *bun.DB
-}
-
-var backends = []backend{{"MySQL", testenv.MySQL}, {"SQLite", testenv.SQLite}}
-
 // forEachBackend runs fn on a fresh database with the outbox schema and the test's effect
 // table, on MySQL and on SQLite.
 func forEachBackend(t *testing.T, fn func(t *testing.T, db *bun.DB)) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
+	for _, b := range testenv.Databases() {
+		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
-			fn(t, outboxtest.Prepare(t, b.open(t)))
+			fn(t, outboxtest.Prepare(t, b.Open(t)))
 		})
 	}
 }

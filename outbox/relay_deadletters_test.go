@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
 )
 
@@ -215,9 +216,9 @@ func TestAddRejectsEventsOverTheSizeLimit(t *testing.T) {
 // TestCreateSchemaAddsTheDeadLetterColumns: an outbox_events table from before dead
 // letters gets dead_at and dead_reason.
 func TestCreateSchemaAddsTheDeadLetterColumns(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			db := b.open(t)
+	for _, b := range testenv.Databases() {
+		t.Run(b.Name, func(t *testing.T) {
+			db := b.Open(t)
 			ctx := context.Background()
 			_, err := db.ExecContext(ctx, `CREATE TABLE outbox_events (
 				pos INTEGER PRIMARY KEY, id VARCHAR(64) NOT NULL, topic VARCHAR(249) NOT NULL,

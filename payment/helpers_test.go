@@ -20,16 +20,10 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // eachDB runs fn on MySQL and on SQLite, each with the schema created.
 func eachDB(t *testing.T, fn func(t *testing.T, db *bun.DB)) {
 	t.Helper()
-	for _, b := range []struct {
-		name string
-		open func(testing.TB) *bun.DB
-	}{{"MySQL", testenv.MySQL}, {"SQLite", testenv.SQLite}} {
-		t.Run(b.name, func(t *testing.T) {
-			db := b.open(t)
-			require.NoError(t, payment.CreateSchema(context.Background(), db))
-			fn(t, db)
-		})
-	}
+	testenv.EachDB(t, func(t *testing.T, db *bun.DB) {
+		require.NoError(t, payment.CreateSchema(context.Background(), db))
+		fn(t, db)
+	})
 }
 
 // recorder is an Observer that keeps everything it is told.

@@ -12,6 +12,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testclock"
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/payment/idempotency"
 	"github.com/commercekit/commercekit/payment/idempotency/sqlidempotency"
 )
@@ -19,17 +20,14 @@ import (
 // eachDialect runs fn on a fresh database of each dialect with the schema created, and a
 // store on it with a manual clock.
 func eachDialect(t *testing.T, fn func(t *testing.T, db *bun.DB, b *sqlidempotency.Backend, s *idempotency.Store, clock *testclock.Clock)) {
-	for _, d := range dialects {
-		t.Run(d.name, func(t *testing.T) {
-			db := d.open(t)
-			require.NoError(t, sqlidempotency.CreateSchema(t.Context(), db))
-			b := sqlidempotency.New(db)
-			clock := testclock.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
-			s, err := idempotency.New(b, idempotency.WithClock(clock.Now))
-			require.NoError(t, err)
-			fn(t, db, b, s, clock)
-		})
-	}
+	testenv.EachDB(t, func(t *testing.T, db *bun.DB) {
+		require.NoError(t, sqlidempotency.CreateSchema(t.Context(), db))
+		b := sqlidempotency.New(db)
+		clock := testclock.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
+		s, err := idempotency.New(b, idempotency.WithClock(clock.Now))
+		require.NoError(t, err)
+		fn(t, db, b, s, clock)
+	})
 }
 
 type order struct {
