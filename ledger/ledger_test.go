@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -118,4 +119,118 @@ func requireAs[T error](t *testing.T, err error, sentinel error) T {
 func rec(id string, typ ledger.EntryType, user string, amount, available, held int64, at time.Time) ledger.Receipt {
 	return ledger.Receipt{ID: id, Type: typ, User: user, Amount: amount,
 		Balance: ledger.Balance{Available: available, Held: held, Total: available + held}, Time: at}
+}
+
+var errAbort = errors.New("checkout failed")
+
+// TestWithTxJoinsTheCallersTransaction: operations on WithTx(tx) commit and roll back with
+// the caller's transaction; a failed one undoes only itself.
+func TestWithTxJoinsTheCallersTransaction(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		e.charge("c1", "alice", 100)
+
+		err := e.db.RunInTx(e.ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			l := e.l.WithTx(tx)
+			if _, err := l.Spend(ctx, ledger.SpendRequest{ID: "s1", User: "alice", Amount: 30}); err != nil {
+				return err
+			}
+			if _, err := l.Hold(ctx, "h1", "alice", 20, time.Minute); err != nil {
+				return err
+			}
+			return errAbort
+		})
+		require.ErrorIs(t, err, errAbort)
+		assert.Equal(t, [2]int64{100, 0}, e.balance("alice"), "rolled back with the caller")
+		assert.Len(t, e.history("alice"), 1)
+
+		var replay, first ledger.Receipt
+		err = e.db.RunInTx(e.ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			l := e.l.WithTx(tx)
+			var err error
+			if first, err = l.Spend(ctx, ledger.SpendRequest{ID: "s1", User: "alice", Amount: 40}); err != nil {
+				return err
+			}
+			if _, err := l.Spend(ctx, ledger.SpendRequest{ID: "s2", User: "alice", Amount: 1000}); !errors.Is(err, ledger.ErrInsufficientPoints) {
+				return errors.Join(errors.New("want ErrInsufficientPoints"), err)
+			}
+			if replay, err = l.Spend(ctx, ledger.SpendRequest{ID: "s1", User: "alice", Amount: 40}); err != nil {
+				return err
+			}
+			if _, err := l.Charge(ctx, ledger.ChargeRequest{ID: "c2", User: "alice", Amount: 10}); err != nil {
+				return err
+			}
+			b, err := l.Balance(ctx, "alice")
+			if err == nil && b.Available != 70 {
+				err = errors.New("the transaction does not see its own spend")
+			}
+			if err != nil {
+				return err
+			}
+			_, err = l.Verify(ctx)
+			return err
+		})
+		require.NoError(t, err, "a failed operation leaves the caller's transaction usable")
+		assert.Equal(t, first, replay, "a repeat inside the same transaction returns the receipt")
+		assert.Equal(t, [2]int64{70, 0}, e.balance("alice"))
+		assert.Equal(t, []ledger.EntryType{"charge", "spend", "charge"}, types(e.history("alice")))
+		e.verify()
+	})
+}
+
+func TestHistoryPages(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		start := e.clock.Now()
+		total := int64(0)
+		for i := int64(1); i <= 25; i++ {
+			_, err := e.l.Charge(e.ctx, ledger.ChargeRequest{ID: fmt.Sprint("c", i), User: "alice", Amount: i, Reference: fmt.Sprint("pay-", i)})
+			require.NoError(t, err)
+			e.clock.Advance(time.Second)
+		}
+		e.charge("other", "bob", 1)
+
+		var seen []int64
+		cursor := ""
+		for page := 0; ; page++ {
+			p, err := e.l.History(e.ctx, "alice", cursor, 10)
+			require.NoError(t, err)
+			for _, en := range p.Entries {
+				seen = append(seen, en.Amount)
+				total = en.Amount * (en.Amount + 1) / 2 // balance after charges 1..n
+				assert.Equal(t, ledger.Entry{ID: fmt.Sprint("c", en.Amount), Type: ledger.TypeCharge, Amount: en.Amount,
+					Change: en.Amount, Balance: ledger.Balance{Available: total, Total: total},
+					Reference: fmt.Sprint("pay-", en.Amount), Time: start.Add(time.Duration(en.Amount-1) * time.Second)}, en)
+			}
+			if page == 0 {
+				e.charge("late", "alice", 100) // committed while paging: only on a new first page
+			}
+			if p.Next == "" {
+				break
+			}
+			cursor = p.Next
+		}
+		want := make([]int64, 0, 25)
+		for i := int64(25); i >= 1; i-- {
+			want = append(want, i)
+		}
+		assert.Equal(t, want, seen, "newest first, each once")
+
+		p, err := e.l.History(e.ctx, "alice", "", 0)
+		require.NoError(t, err)
+		assert.Len(t, p.Entries, 26, "limit 0 means the default")
+		assert.Equal(t, "late", p.Entries[0].ID)
+
+		p, err = e.l.History(e.ctx, "nobody", "", 10)
+		require.NoError(t, err)
+		assert.Empty(t, p.Entries)
+		assert.Empty(t, p.Next)
+
+		for _, c := range []struct {
+			cursor string
+			limit  int
+			field  string
+		}{{"", -1, "limit"}, {"", ledger.MaxHistoryLimit + 1, "limit"}, {"!", 10, "cursor"}, {"-5", 10, "cursor"}} {
+			_, err := e.l.History(e.ctx, "alice", c.cursor, c.limit)
+			assert.Equal(t, c.field, requireAs[*ledger.ValidationError](t, err, ledger.ErrInvalid).Field)
+		}
+	})
 }
