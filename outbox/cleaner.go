@@ -27,7 +27,7 @@ func NewCleaner(db *bun.DB, opts ...Option) (*Cleaner, error) {
 	if db == nil {
 		return nil, invalidConfig("NewCleaner needs a database")
 	}
-	s, err := newSettings(opts)
+	s, err := newSettings(kindCleaner, opts)
 	if err != nil {
 		return nil, err
 	}

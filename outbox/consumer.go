@@ -46,7 +46,7 @@ func NewConsumer(db *bun.DB, name string, handle HandlerFunc, opts ...Option) (*
 	case name == "" || len(name) > MaxConsumerNameLen || !utf8.ValidString(name):
 		return nil, invalidConfig("consumer name %q must be 1 to 64 bytes of UTF-8", name)
 	}
-	s, err := newSettings(opts)
+	s, err := newSettings(kindConsumer, opts)
 	if err != nil {
 		return nil, err
 	}

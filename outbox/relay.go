@@ -40,7 +40,7 @@ func NewRelay(db *bun.DB, pub Publisher, opts ...Option) (*Relay, error) {
 	if db == nil || pub == nil {
 		return nil, invalidConfig("NewRelay needs a database and a publisher")
 	}
-	s, err := newSettings(opts)
+	s, err := newSettings(kindRelay, opts)
 	if err != nil {
 		return nil, err
 	}

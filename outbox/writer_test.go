@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
@@ -365,4 +366,24 @@ func TestHeadersArePublishedAsAddedOrRefused(t *testing.T) {
 		require.NoError(t, err)
 		assert.Empty(t, dead)
 	})
+}
+
+// TestOptionsForAnotherTypeAreRejected: an option passed to a constructor it does not
+// apply to is a configuration error, not a setting silently dropped.
+func TestOptionsForAnotherTypeAreRejected(t *testing.T) {
+	db := outboxtest.Prepare(t, testenv.SQLite(t))
+	_, err := outbox.NewWriter(outbox.WithRetention(time.Hour))
+	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
+	assert.ErrorContains(t, err, "WithRetention does not apply to a Writer")
+	_, err = outbox.NewRelay(db, &publishLog{}, outbox.WithMaxAttempts(3))
+	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
+	_, err = outbox.NewCleaner(db, outbox.WithDeadLetters(outbox.NewDeadLetterTable(db)))
+	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
+	_, err = outbox.NewConsumer(db, "x", outboxtest.RecordingHandler("x"), outbox.WithMaxEventBytes(10))
+	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
+	_, err = outbox.NewConsumer(db, "x", outboxtest.RecordingHandler("x"), outbox.WithInterval(time.Second))
+	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
+	// Options shared by all still apply everywhere.
+	_, err = outbox.NewWriter(outbox.WithClock(time.Now), outbox.WithLogger(nil), outbox.WithMaxEventBytes(10))
+	assert.NoError(t, err)
 }
