@@ -3,7 +3,6 @@ package ledger_test
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/observe"
 )
 
 func TestHoldCaptureVoid(t *testing.T) {
@@ -144,7 +144,7 @@ func void(e *env, id string) error {
 // TestRun: the background loop releases due holds and stops when its context ends.
 func TestRun(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
-		obs := &countingObserver{}
+		obs := &observe.Recorder{}
 		l := ledger.New(e.db, ledger.WithClock(e.clock.Now), ledger.WithSweepInterval(time.Millisecond), ledger.WithObserver(obs))
 		e.charge("c1", "alice", 100)
 		_, err := l.Hold(e.ctx, "h1", "alice", 60, time.Minute)
@@ -168,9 +168,11 @@ func TestRun(t *testing.T) {
 			t.Fatal("Run did not stop")
 		}
 		assert.Equal(t, [2]int64{100, 0}, e.balance("alice"))
-		assert.Equal(t, int64(1), obs.holds.Load())
-		assert.Equal(t, int64(2), obs.ops.Load(), "the hold and the spend")
-		assert.Equal(t, int64(1), obs.failed.Load(), "the spend")
+		assert.Equal(t, int64(1), obs.Sum("expired", map[string]string{"kind": "hold"}))
+		ops := obs.Events("hold", "spend")
+		require.Len(t, ops, 2, "the hold and the spend")
+		assert.NoError(t, ops[0].Err)
+		assert.ErrorIs(t, ops[1].Err, ledger.ErrInsufficientPoints)
 		e.verify()
 	})
 }
@@ -203,22 +205,4 @@ func TestCreateSchemaIsIdempotent(t *testing.T) {
 		require.NoError(t, ledger.CreateSchema(e.ctx, e.db))
 		assert.Equal(t, [2]int64{5, 0}, e.balance("alice"), "data survives")
 	})
-}
-
-// countingObserver counts what the ledger reports.
-type countingObserver struct {
-	ledger.NopObserver
-	ops, failed, holds, lots atomic.Int64
-}
-
-func (o *countingObserver) Operation(_ string, _ time.Duration, err error) {
-	o.ops.Add(1)
-	if err != nil {
-		o.failed.Add(1)
-	}
-}
-
-func (o *countingObserver) Swept(holds, lots int) {
-	o.holds.Add(int64(holds))
-	o.lots.Add(int64(lots))
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/observe"
 	"github.com/uptrace/bun"
 )
 
@@ -27,7 +28,12 @@ func (l *Ledger) Sweep(ctx context.Context) (int, error) {
 		lots, err = l.sweepLots(ctx, now)
 	}
 	if holds+lots > 0 {
-		l.obs.Swept(holds, lots)
+		if holds > 0 {
+			l.obs.Observe(observe.Expired("ledger", "hold", holds))
+		}
+		if lots > 0 {
+			l.obs.Observe(observe.Expired("ledger", "lot", lots))
+		}
 		l.log.InfoContext(ctx, "ledger sweep", "holds_expired", holds, "lots_expired", lots)
 	}
 	return holds + lots, l.translate(ctx, "sweep", err)

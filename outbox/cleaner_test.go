@@ -61,13 +61,13 @@ func TestCleanerDeletesOnlyOldSentEventsInBatches(t *testing.T) {
 		db = db.WithQueryHook(qc)
 		qc.reset("DELETE outbox_events")
 		cl, err := outbox.NewCleaner(db, outbox.WithClock(clk.Now), outbox.WithRetention(24*time.Hour),
-			outbox.WithProcessedRetention(48*time.Hour), outbox.WithBatchSize(3), outbox.WithMetrics(m))
+			outbox.WithProcessedRetention(48*time.Hour), outbox.WithBatchSize(3), outbox.WithObserver(m))
 		require.NoError(t, err)
 		n, err := cl.CleanOnce(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, 10, n)
 		assert.Equal(t, 4, qc.get("DELETE outbox_events"), "10 rows in batches of 3")
-		assert.Equal(t, 10, m.get(m.cleaned, outbox.TableEvents))
+		assert.Equal(t, 10, m.get("cleaned", outbox.TableEvents))
 
 		var left []struct {
 			Topic  string     `bun:"topic"`
@@ -89,7 +89,7 @@ func TestCleanerDeletesOnlyOldSentEventsInBatches(t *testing.T) {
 		n, err = cl.CleanOnce(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, 3+4, n, "the three newer sent events and the processed records")
-		assert.Equal(t, 4, m.get(m.cleaned, outbox.TableProcessed))
+		assert.Equal(t, 4, m.get("cleaned", outbox.TableProcessed))
 		assert.Equal(t, 2, outboxtest.Unsent(t, db))
 		n, err = cl.CleanOnce(ctx)
 		require.NoError(t, err)

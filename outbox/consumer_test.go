@@ -94,7 +94,7 @@ func TestConsumerDeadLettersAPoisonEventAndTheRestFlowOn(t *testing.T) {
 				}
 			}
 			return record(ctx, tx, evs)
-		}, outbox.WithMaxAttempts(3), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond), outbox.WithMetrics(m))
+		}, outbox.WithMaxAttempts(3), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond), outbox.WithObserver(m))
 		require.NoError(t, err)
 
 		require.NoError(t, c.Deliver(ctx, events))
@@ -109,8 +109,8 @@ func TestConsumerDeadLettersAPoisonEventAndTheRestFlowOn(t *testing.T) {
 		assert.Equal(t, 3, letters[0].Attempts)
 		assert.Contains(t, letters[0].Error, "unknown product")
 		assert.Equal(t, events[3].Payload, letters[0].Payload)
-		assert.Equal(t, 1, m.get(m.dead, "c/orders"))
-		assert.Equal(t, 4, m.get(m.hfail, "c/orders"), "the batch attempt and three attempts alone")
+		assert.Equal(t, 1, m.get("dead_lettered", "c/orders"))
+		assert.Equal(t, 4, m.get("handler_failed", "c/orders"), "the batch attempt and three attempts alone")
 
 		n, err := c.Redrive(ctx, 0)
 		require.NoError(t, err)

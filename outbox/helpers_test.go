@@ -14,6 +14,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
@@ -93,58 +94,35 @@ func relayUntilDone(t testing.TB, r *outbox.Relay, db *bun.DB) {
 func newClock() *testclock.Clock { return testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) }
 
 // metrics records what the library reports.
-type metrics struct {
-	outbox.NopMetrics
-	mu                                            sync.Mutex
-	lag                                           []time.Duration
-	published, failed, applied, dups, dead, hfail map[string]int
-	cleaned, deadRelay                            map[string]int
+type metrics struct{ observe.Recorder }
+
+func newMetrics() *metrics { return &metrics{} }
+
+// get returns the sum of the Events named name about key: a topic, "consumer/topic" or a
+// table.
+func (m *metrics) get(name, key string) int {
+	n := 0
+	for _, e := range m.Events(name) {
+		k := e.Labels["topic"]
+		if c := e.Labels["consumer"]; c != "" {
+			k = c + "/" + k
+		} else if t := e.Labels["table"]; t != "" {
+			k = t
+		}
+		if k == key {
+			n += int(e.N)
+		}
+	}
+	return n
 }
 
-func newMetrics() *metrics {
-	return &metrics{published: map[string]int{}, failed: map[string]int{}, applied: map[string]int{},
-		dups: map[string]int{}, dead: map[string]int{}, hfail: map[string]int{}, cleaned: map[string]int{},
-		deadRelay: map[string]int{}}
-}
-
-func (m *metrics) RelayLag(d time.Duration) { m.mu.Lock(); m.lag = append(m.lag, d); m.mu.Unlock() }
-func (m *metrics) Published(topic string, n int) {
-	m.mu.Lock()
-	m.published[topic] += n
-	m.mu.Unlock()
-}
-func (m *metrics) PublishFailed(topic string, n int) {
-	m.mu.Lock()
-	m.failed[topic] += n
-	m.mu.Unlock()
-}
-func (m *metrics) RelayDeadLettered(topic string, n int) {
-	m.mu.Lock()
-	m.deadRelay[topic] += n
-	m.mu.Unlock()
-}
-func (m *metrics) Applied(c, topic string, n int) {
-	m.mu.Lock()
-	m.applied[c+"/"+topic] += n
-	m.mu.Unlock()
-}
-func (m *metrics) Duplicates(c, topic string, n int) {
-	m.mu.Lock()
-	m.dups[c+"/"+topic] += n
-	m.mu.Unlock()
-}
-func (m *metrics) HandlerFailed(c, topic string) { m.mu.Lock(); m.hfail[c+"/"+topic]++; m.mu.Unlock() }
-func (m *metrics) DeadLettered(c, topic string, n int) {
-	m.mu.Lock()
-	m.dead[c+"/"+topic] += n
-	m.mu.Unlock()
-}
-func (m *metrics) Cleaned(table string, n int) { m.mu.Lock(); m.cleaned[table] += n; m.mu.Unlock() }
-
-func (m *metrics) get(field map[string]int, key string) int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return field[key]
+// lags returns the relay lags reported, in order.
+func (m *metrics) lags() []time.Duration {
+	var out []time.Duration
+	for _, e := range m.Events("relay_lag") {
+		out = append(out, e.Elapsed)
+	}
+	return out
 }
 
 // queryCounter counts statements by kind: a pattern "SELECT outbox_processed" counts the

@@ -4,6 +4,8 @@ import (
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/commercekit/commercekit/observe"
 )
 
 // Option configures a Writer, Relay, Cleaner or Consumer. The doc of each option says
@@ -38,7 +40,7 @@ type settings struct {
 	building       kind // the type being built
 	logger         *slog.Logger
 	clock          func() time.Time
-	metrics        Metrics
+	metrics        metrics
 	batchSize      int
 	interval       time.Duration
 	minBackoff     time.Duration
@@ -73,14 +75,14 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
-// WithMetrics sets the metrics hook (default: none). Relay, Cleaner and Consumer.
-func WithMetrics(m Metrics) Option {
+// WithObserver sets the metrics hook (default: none). Relay, Cleaner and Consumer.
+func WithObserver(o Observer) Option {
 	return func(s *settings) {
-		if !s.appliesTo(kindRelay|kindCleaner|kindConsumer, "WithMetrics") {
+		if !s.appliesTo(kindRelay|kindCleaner|kindConsumer, "WithObserver") {
 			return
 		}
-		if m != nil {
-			s.metrics = m
+		if o != nil {
+			s.metrics = metrics{o}
 		}
 	}
 }
@@ -227,7 +229,7 @@ func newSettings(k kind, opts []Option) (settings, error) {
 		building:      k,
 		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		clock:         time.Now,
-		metrics:       NopMetrics{},
+		metrics:       metrics{observe.Nop{}},
 		maxAttempts:   5,
 		retention:     7 * 24 * time.Hour,
 		maxEventBytes: DefaultMaxEventBytes,

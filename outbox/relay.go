@@ -31,7 +31,7 @@ type Relay struct {
 // NewRelay returns a Relay that reads the outbox on db and hands events to pub. Options:
 // WithBatchSize (events per round, default 100), WithInterval (idle poll, default 1s),
 // WithBackoff (after a failed round, default 100ms..30s), WithClock, WithLogger,
-// WithMetrics.
+// WithObserver.
 //
 // On MySQL the relay keeps a transaction open while pub publishes, so db's pool needs a
 // connection for it besides those the rest of the program (and, with a Dispatcher, the
@@ -145,7 +145,7 @@ func (r *Relay) round(ctx context.Context) (res roundResult, err error) {
 	} else {
 		res, err = r.roundLocking(ctx)
 	}
-	if _, nop := r.s.metrics.(NopMetrics); !nop && ctx.Err() == nil {
+	if r.s.metrics.on() && ctx.Err() == nil {
 		if lag, lagErr := r.Lag(ctx); lagErr == nil {
 			r.s.metrics.RelayLag(lag)
 		}

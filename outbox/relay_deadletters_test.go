@@ -89,7 +89,7 @@ func TestRelaySetsAsideWhatThePublisherRefuses(t *testing.T) {
 				bad := poisoned[1] // seq 2
 				pub := &refusingPublisher{refuse: map[string]bool{bad.ID: true}, collateral: collateral}
 				m := newMetrics()
-				r, err := outbox.NewRelay(db, pub, outbox.WithBatchSize(4), outbox.WithMetrics(m))
+				r, err := outbox.NewRelay(db, pub, outbox.WithBatchSize(4), outbox.WithObserver(m))
 				require.NoError(t, err)
 
 				for range 20 {
@@ -102,7 +102,7 @@ func TestRelaySetsAsideWhatThePublisherRefuses(t *testing.T) {
 					assert.Equal(t, []int64{1, 2, 3, 4}, seqsOf(got, fmt.Sprintf("key-%03d", k)), "other streams flow in order")
 				}
 				assert.Len(t, got, 1+len(others), "each event published once")
-				assert.Equal(t, 1, m.get(m.deadRelay, "orders"))
+				assert.Equal(t, 1, m.get("relay_dead_lettered", "orders"))
 
 				dead, err := r.DeadLetters(ctx, 0)
 				require.NoError(t, err)
@@ -125,7 +125,7 @@ func TestRelaySetsAsideWhatThePublisherRefuses(t *testing.T) {
 				dead, err = r.DeadLetters(ctx, 0)
 				require.NoError(t, err)
 				assert.Empty(t, dead)
-				assert.Equal(t, 1, m.get(m.deadRelay, "orders"))
+				assert.Equal(t, 1, m.get("relay_dead_lettered", "orders"))
 			})
 		})
 	}

@@ -128,7 +128,7 @@ func TestRelayCrashAfterPublishIsADuplicateNotALoss(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
 		m := newMetrics()
-		c, err := outbox.NewConsumer(db, "projector", outboxtest.RecordingHandler("projector"), outbox.WithMetrics(m))
+		c, err := outbox.NewConsumer(db, "projector", outboxtest.RecordingHandler("projector"), outbox.WithObserver(m))
 		require.NoError(t, err)
 		d, err := outbox.NewDispatcher(outbox.Subscription{Topic: "orders", Consumer: c})
 		require.NoError(t, err)
@@ -158,7 +158,7 @@ func TestRelayCrashAfterPublishIsADuplicateNotALoss(t *testing.T) {
 
 		assert.Equal(t, len(want)+20, len(published), "the first batch went out three times: duplicates with the same IDs")
 		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "projector"), want)
-		assert.Equal(t, 20, m.get(m.dups, "projector/orders"), "the two re-deliveries were skipped as duplicates")
+		assert.Equal(t, 20, m.get("duplicate", "projector/orders"), "the two re-deliveries were skipped as duplicates")
 	})
 }
 
@@ -180,20 +180,20 @@ func TestRelayCutsAStreamAtItsFirstFailure(t *testing.T) {
 				return &outbox.PublishError{Failed: map[string]error{reject: errors.New("not leader")}}
 			}
 			return nil
-		}), outbox.WithMetrics(m))
+		}), outbox.WithObserver(m))
 		require.NoError(t, err)
 		n, err := r.RelayOnce(ctx)
 		require.ErrorIs(t, err, outbox.ErrPublish)
 		assert.Equal(t, 5, n, "key-000 seq 1 and key-001 seq 1..4")
 		assert.Equal(t, 3, outboxtest.Unsent(t, db))
-		assert.Equal(t, 3, m.get(m.failed, "orders"), "the rejected event and the two after it in its stream")
+		assert.Equal(t, 3, m.get("publish_failed", "orders"), "the rejected event and the two after it in its stream")
 		relayUntilDone(t, r, db)
 		var k0 []int64
 		for _, ev := range log.snapshot()[len(evs):] {
 			k0 = append(k0, ev.Seq)
 		}
 		assert.Equal(t, []int64{2, 3, 4}, k0, "the second round republishes key-000 from seq 2 on")
-		assert.Equal(t, 8, m.get(m.published, "orders"))
+		assert.Equal(t, 8, m.get("published", "orders"))
 	})
 }
 
@@ -265,12 +265,12 @@ func TestRelayRunBacksOffAndResumes(t *testing.T) {
 				return errors.New("broker unreachable")
 			}
 			return log.Publish(ctx, events)
-		}), outbox.WithMetrics(m), outbox.WithBatchSize(10), outbox.WithBackoff(time.Millisecond, 20*time.Millisecond), outbox.WithInterval(5*time.Millisecond))
+		}), outbox.WithObserver(m), outbox.WithBatchSize(10), outbox.WithBackoff(time.Millisecond, 20*time.Millisecond), outbox.WithInterval(5*time.Millisecond))
 		require.NoError(t, err)
 		want := addEvents(t, db, "orders", 4, 10)
 		done := make(chan error)
 		go func() { done <- r.Run(ctx) }()
-		require.Eventually(t, func() bool { return m.get(m.failed, "orders") >= 30 }, 2*time.Minute, 10*time.Millisecond, "failed rounds")
+		require.Eventually(t, func() bool { return m.get("publish_failed", "orders") >= 30 }, 2*time.Minute, 10*time.Millisecond, "failed rounds")
 		assert.Equal(t, len(want), outboxtest.Unsent(t, db))
 		mu.Lock()
 		down = false
@@ -299,7 +299,7 @@ func TestRelayReportsLag(t *testing.T) {
 				return errors.New("down")
 			}
 			return nil
-		}), outbox.WithClock(clk.Now), outbox.WithMetrics(m))
+		}), outbox.WithClock(clk.Now), outbox.WithObserver(m))
 		require.NoError(t, err)
 		lag, err := r.Lag(ctx)
 		require.NoError(t, err)
@@ -309,9 +309,9 @@ func TestRelayReportsLag(t *testing.T) {
 		failing = false
 		_, err = r.RelayOnce(ctx)
 		require.NoError(t, err)
-		assert.Equal(t, []time.Duration{90 * time.Second, 0}, m.lag)
-		assert.Equal(t, 1, m.get(m.failed, "orders"))
-		assert.Equal(t, 1, m.get(m.published, "orders"))
+		assert.Equal(t, []time.Duration{90 * time.Second, 0}, m.lags())
+		assert.Equal(t, 1, m.get("publish_failed", "orders"))
+		assert.Equal(t, 1, m.get("published", "orders"))
 	})
 }
 

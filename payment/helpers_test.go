@@ -2,7 +2,6 @@ package payment_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
 )
@@ -26,50 +26,21 @@ func eachDB(t *testing.T, fn func(t *testing.T, db *bun.DB)) {
 	})
 }
 
-// recorder is an Observer that keeps everything it is told.
-type recorder struct {
-	mu             sync.Mutex
-	transitions    []payment.Transition
-	refunds        []payment.Refund
-	contradictions []string
-}
+// recorder keeps everything the Service tells its Observer.
+type recorder struct{ observe.Recorder }
 
-func (r *recorder) Contradicted(paymentID string, cause payment.Cause, detail string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.contradictions = append(r.contradictions, paymentID+":"+string(cause)+":"+detail)
-}
-
-// contradicted returns what the recorder was told of contradictions.
+// contradicted returns the contradictions observed, as "payment:cause:detail".
 func (r *recorder) contradicted() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.contradictions...)
-}
-
-func (r *recorder) Transitioned(t payment.Transition) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.transitions = append(r.transitions, t)
-}
-
-func (r *recorder) RefundSettled(rf payment.Refund) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.refunds = append(r.refunds, rf)
+	var out []string
+	for _, e := range r.Events("contradiction") {
+		out = append(out, e.Labels["payment_id"]+":"+e.Labels["cause"]+":"+e.Labels["detail"])
+	}
+	return out
 }
 
 // count returns how many transitions of the payment into state to were observed.
 func (r *recorder) count(paymentID string, to payment.State) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, t := range r.transitions {
-		if t.PaymentID == paymentID && t.To == to {
-			n++
-		}
-	}
-	return n
+	return r.Count("transition", map[string]string{"payment_id": paymentID, "to": string(to)})
 }
 
 // env is a Service on a database with a simulator behind it.

@@ -13,6 +13,7 @@ import (
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
 	"github.com/commercekit/commercekit/payment"
@@ -124,7 +125,7 @@ func TestFlashSale(t *testing.T) {
 			// Everything again from the start: nothing changes.
 			before := col.snapshot(t)
 			replay := &counting{}
-			again, err := col.collector.NewConsumer(outbox.WithMetrics(replay))
+			again, err := col.collector.NewConsumer(outbox.WithObserver(replay))
 			require.NoError(t, err)
 			if e.Kafka == nil {
 				col.consumer = again
@@ -142,12 +143,17 @@ func TestFlashSale(t *testing.T) {
 
 // counting counts a consumer's applied and duplicate events.
 type counting struct {
-	outbox.NopMetrics
 	applied, dups atomic.Int64
 }
 
-func (c *counting) Applied(_, _ string, n int)    { c.applied.Add(int64(n)) }
-func (c *counting) Duplicates(_, _ string, n int) { c.dups.Add(int64(n)) }
+func (c *counting) Observe(e observe.Event) {
+	switch e.Name {
+	case "applied":
+		c.applied.Add(e.N)
+	case "duplicate":
+		c.dups.Add(e.N)
+	}
+}
 
 // deliverOutbox delivers every event of the outbox table to the env's consumer, in
 // insertion order, as the embedded dispatcher would.

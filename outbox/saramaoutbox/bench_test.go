@@ -11,6 +11,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/outboxtest"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
@@ -77,7 +78,7 @@ func BenchmarkConsumer(b *testing.B) {
 			c, err := outbox.NewConsumer(db, "bench", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
 				first.CompareAndSwap(0, time.Now().UnixNano())
 				return outboxtest.Record(ctx, tx, "bench", events)
-			}, outbox.WithBatchSize(batch), outbox.WithMetrics(appliedCounter{n: &applied, last: &last}))
+			}, outbox.WithBatchSize(batch), outbox.WithObserver(appliedCounter{n: &applied, last: &last}))
 			require.NoError(b, err)
 			b.ResetTimer()
 			runGroup(b, k, "bench", saramaoutbox.NewConsumerHandler(c), topic)
@@ -92,12 +93,14 @@ func BenchmarkConsumer(b *testing.B) {
 	}
 }
 
+// appliedCounter counts the events a consumer applied and when it last applied some.
 type appliedCounter struct {
-	outbox.NopMetrics
 	n, last *atomic.Int64
 }
 
-func (a appliedCounter) Applied(_, _ string, n int) {
-	a.n.Add(int64(n))
-	a.last.Store(time.Now().UnixNano())
+func (a appliedCounter) Observe(e observe.Event) {
+	if e.Name == "applied" {
+		a.n.Add(e.N)
+		a.last.Store(time.Now().UnixNano())
+	}
 }

@@ -62,12 +62,12 @@ func TestPoisonEventGoesToTheDeadLetterTopic(t *testing.T) {
 			redrivenClean.Store(ev.Headers[saramaoutbox.HeaderDeadTopic] == "" && ev.Seq == poison.Seq)
 		}
 		return outboxtest.Record(ctx, tx, "projector", events)
-	}, outbox.WithMaxAttempts(3), outbox.WithBackoff(time.Millisecond, 5*time.Millisecond), outbox.WithMetrics(m),
+	}, outbox.WithMaxAttempts(3), outbox.WithBackoff(time.Millisecond, 5*time.Millisecond), outbox.WithObserver(m),
 		outbox.WithDeadLetters(dlq))
 	require.NoError(t, err)
 	runGroup(t, k, "projector", saramaoutbox.NewConsumerHandler(c), topic)
 	require.Eventually(t, func() bool {
-		return m.get(&m.applied) == 49 && m.get(&m.dead) == 1
+		return m.get("applied") == 49 && m.get("dead_lettered") == 1
 	}, 3*time.Minute, 20*time.Millisecond, "49 events applied and one dead-lettered")
 	for _, r := range outboxtest.Applied(t, db, "projector") {
 		require.NotEqual(t, poison.ID, r.EventID)
@@ -94,7 +94,7 @@ func TestPoisonEventGoesToTheDeadLetterTopic(t *testing.T) {
 	n, err := saramaoutbox.Redrive(ctx, client, pub, dlqTopic, "projector-redrive")
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
-	require.Eventually(t, func() bool { return m.get(&m.applied) == 50 }, 3*time.Minute, 20*time.Millisecond, "the re-driven event to be applied")
+	require.Eventually(t, func() bool { return m.get("applied") == 50 }, 3*time.Minute, 20*time.Millisecond, "the re-driven event to be applied")
 	assert.True(t, redrivenClean.Load(), "the re-driven event keeps its sequence and loses the dead-letter headers")
 	n, err = saramaoutbox.Redrive(ctx, client, pub, dlqTopic, "projector-redrive")
 	require.NoError(t, err)
@@ -129,7 +129,7 @@ func TestOffsetsCommittedOnlyAfterEffectsAreDurable(t *testing.T) {
 	c, err := outbox.NewConsumer(db, "projector", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
 		calls.Add(1)
 		return outboxtest.Record(ctx, tx, "projector", events)
-	}, outbox.WithMetrics(m))
+	}, outbox.WithObserver(m))
 	require.NoError(t, err)
 	h := saramaoutbox.NewConsumerHandler(c, saramaoutbox.WithBackoff(time.Millisecond, 10*time.Millisecond))
 
@@ -143,7 +143,7 @@ func TestOffsetsCommittedOnlyAfterEffectsAreDurable(t *testing.T) {
 	require.NoError(t, <-done)
 	require.NoError(t, group.Close())
 	assert.Zero(t, countApplied(t, db), "every attempt rolled back")
-	assert.Zero(t, m.get(&m.dead), "the events are not at fault")
+	assert.Zero(t, m.get("dead_lettered"), "the events are not at fault")
 
 	client := newClient(t, k)
 	om, err := sarama.NewOffsetManagerFromClient("projector", client)
@@ -162,7 +162,7 @@ func TestOffsetsCommittedOnlyAfterEffectsAreDurable(t *testing.T) {
 	_, err = db.ExecContext(ctx, "ALTER TABLE outbox_processed DROP COLUMN breaks_inserts")
 	require.NoError(t, err)
 	runGroup(t, k, "projector", h, topic)
-	require.Eventually(t, func() bool { return m.get(&m.applied) == len(want) }, 3*time.Minute, 20*time.Millisecond, "every event applied")
+	require.Eventually(t, func() bool { return m.get("applied") == len(want) }, 3*time.Minute, 20*time.Millisecond, "every event applied")
 	seen := make(map[string]int)
 	for _, r := range outboxtest.Applied(t, db, "projector") {
 		seen[r.EventID]++
@@ -235,14 +235,14 @@ func TestPoisonEventIsSetAsideWhileEveryOtherKeyFlows(t *testing.T) {
 	// The relay runs with the default producer: 1.5 MB is over its limit.
 	m := &metrics{}
 	r, err := outbox.NewRelay(db, newPublisher(t, k), outbox.WithBatchSize(50), outbox.WithInterval(10*time.Millisecond),
-		outbox.WithBackoff(10*time.Millisecond, 200*time.Millisecond), outbox.WithMetrics(m))
+		outbox.WithBackoff(10*time.Millisecond, 200*time.Millisecond), outbox.WithObserver(m))
 	require.NoError(t, err)
 	runCtx, stopRelay := context.WithCancel(ctx)
 	stopped := make(chan error, 1)
 	go func() { stopped <- r.Run(runCtx) }()
 	waiting := len(skipped) + len(redriven) - 2 // all but seq 1 of each poisoned key
 	require.Eventually(t, func() bool { return outboxtest.Unsent(t, db) == waiting }, 3*time.Minute, 20*time.Millisecond, "the small events of the other keys to go out")
-	require.Eventually(t, func() bool { return m.get(&m.relayDead) == 2 }, 3*time.Minute, 20*time.Millisecond, "both big events set aside")
+	require.Eventually(t, func() bool { return m.get("relay_dead_lettered") == 2 }, 3*time.Minute, 20*time.Millisecond, "both big events set aside")
 	dead, err := r.DeadLetters(ctx, 0)
 	require.NoError(t, err)
 	require.Len(t, dead, 2)
@@ -253,7 +253,7 @@ func TestPoisonEventIsSetAsideWhileEveryOtherKeyFlows(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond) // a few more rounds: the events behind the big ones still wait
 	assert.Equal(t, waiting, outboxtest.Unsent(t, db))
-	assert.Equal(t, 2*3+2, m.get(&m.failed), "no failure but the two refusals (with the two events after each) and their confirmation alone")
+	assert.Equal(t, 2*3+2, m.get("publish_failed"), "no failure but the two refusals (with the two events after each) and their confirmation alone")
 	want = append(want, skipped[0], redriven[0])
 	checkDelivery(t, readTopic(t, k, topic, len(want)), want)
 
@@ -272,7 +272,7 @@ func TestPoisonEventIsSetAsideWhileEveryOtherKeyFlows(t *testing.T) {
 	pub, err := saramaoutbox.NewPublisher(k.Brokers, raised)
 	require.NoError(t, err)
 	t.Cleanup(func() { pub.Close() })
-	r2, err := outbox.NewRelay(db, pub, outbox.WithMetrics(m))
+	r2, err := outbox.NewRelay(db, pub, outbox.WithObserver(m))
 	require.NoError(t, err)
 	admin, err := sarama.NewClusterAdminFromClient(newClient(t, k))
 	require.NoError(t, err)
@@ -291,7 +291,7 @@ func TestPoisonEventIsSetAsideWhileEveryOtherKeyFlows(t *testing.T) {
 	want = append(want, redriven[1:]...)
 	copies := checkDelivery(t, readTopic(t, k, topic, len(want)), want)
 	assert.Zero(t, copies[skipped[1].ID], "the skipped event never reaches Kafka")
-	assert.Equal(t, 2, m.get(&m.relayDead), "nothing set aside but the two big events")
+	assert.Equal(t, 2, m.get("relay_dead_lettered"), "nothing set aside but the two big events")
 
 	// librdkafka sees the same: per key in order, the redriven event whole, no skipped one.
 	seqs := make(map[string][]int64)
@@ -316,12 +316,12 @@ func TestKafkaDown30sNothingLostAppliedOnce(t *testing.T) {
 	topic := k.Topic(t, "orders")
 	m := &metrics{}
 	r, err := outbox.NewRelay(db, newPublisher(t, k), outbox.WithBatchSize(50), outbox.WithInterval(10*time.Millisecond),
-		outbox.WithBackoff(10*time.Millisecond, time.Second), outbox.WithMetrics(m))
+		outbox.WithBackoff(10*time.Millisecond, time.Second), outbox.WithObserver(m))
 	require.NoError(t, err)
 	runRelay(t, r)
 	c, err := outbox.NewConsumer(db, "projector", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
 		return outboxtest.Record(ctx, tx, "projector", events)
-	}, outbox.WithMetrics(m))
+	}, outbox.WithObserver(m))
 	require.NoError(t, err)
 	group, err := sarama.NewConsumerGroup(k.Brokers, "projector", saramaoutbox.ConsumerConfig())
 	require.NoError(t, err)
@@ -339,7 +339,7 @@ func TestKafkaDown30sNothingLostAppliedOnce(t *testing.T) {
 	var want []outbox.Event
 	write := func(n int) { want = append(want, addEvents(t, db, topic, n, 20, 4, 1)...) }
 	write(400)
-	require.Eventually(t, func() bool { return m.get(&m.applied) > 0 }, 3*time.Minute, 20*time.Millisecond, "events flowing")
+	require.Eventually(t, func() bool { return m.get("applied") > 0 }, 3*time.Minute, 20*time.Millisecond, "events flowing")
 	write(200)
 	k.Stop(t)
 	t.Log("Kafka stopped for 30 s")
@@ -383,13 +383,13 @@ func TestKafkaDown30sNothingLostAppliedOnce(t *testing.T) {
 		require.Equal(t, 1, seen[ev.ID], "event %s applied %d times", ev.ID, seen[ev.ID])
 	}
 	assert.Len(t, rows, len(want))
-	assert.Equal(t, len(want), m.get(&m.applied))
-	assert.Zero(t, m.get(&m.dead), "the consumer gave up on nothing")
-	assert.Zero(t, m.get(&m.relayDead), "an outage is no reason to set anything aside")
+	assert.Equal(t, len(want), m.get("applied"))
+	assert.Zero(t, m.get("dead_lettered"), "the consumer gave up on nothing")
+	assert.Zero(t, m.get("relay_dead_lettered"), "an outage is no reason to set anything aside")
 	copies := 0
 	for _, n := range onTopic {
 		copies += n
 	}
 	t.Logf("Kafka down 30 s: %d events, %d failed publish attempts, %d extra copies on the topic, %d deliveries skipped as duplicates, all applied once",
-		len(want), m.get(&m.failed), copies-len(want), m.get(&m.dups))
+		len(want), m.get("publish_failed"), copies-len(want), m.get("duplicate"))
 }

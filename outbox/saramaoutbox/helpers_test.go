@@ -13,6 +13,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/outboxtest"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
@@ -188,21 +189,11 @@ func duplicates(copies map[string]int) int {
 	return n
 }
 
-// metrics counts what the relay and consumers report.
-type metrics struct {
-	outbox.NopMetrics
-	mu                                                sync.Mutex
-	published, failed, applied, dups, dead, relayDead int
-}
+// metrics records what the relay and consumers report.
+type metrics struct{ observe.Recorder }
 
-func (m *metrics) RelayDeadLettered(_ string, n int) { m.add(&m.relayDead, n) }
-func (m *metrics) Published(_ string, n int)         { m.add(&m.published, n) }
-func (m *metrics) PublishFailed(_ string, n int)     { m.add(&m.failed, n) }
-func (m *metrics) Applied(_, _ string, n int)        { m.add(&m.applied, n) }
-func (m *metrics) Duplicates(_, _ string, n int)     { m.add(&m.dups, n) }
-func (m *metrics) DeadLettered(_, _ string, n int)   { m.add(&m.dead, n) }
-func (m *metrics) add(field *int, n int)             { m.mu.Lock(); *field += n; m.mu.Unlock() }
-func (m *metrics) get(field *int) int                { m.mu.Lock(); defer m.mu.Unlock(); return *field }
+// get returns the sum of N over the Events named name.
+func (m *metrics) get(name string) int { return int(m.Sum(name, nil)) }
 
 // runGroup runs h in consumer group group on topics until the test ends.
 func runGroup(t testing.TB, k *testenv.Kafka, group string, h *saramaoutbox.ConsumerHandler, topics ...string) {

@@ -97,5 +97,5 @@ func (s *Store) retryLater(ctx context.Context, c Claim, what string, now bool, 
 		log.WarnContext(ctx, "idempotency: "+what+" failed and the store is closed; the claim expires with its lock")
 		return
 	}
-	s.observer.Observe(EventDeferred)
+	s.report(EventDeferred)
 }
