@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/uptrace/bun"
+
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/observe"
-	"github.com/uptrace/bun"
 )
 
 // Sweep resolves what is due by the ledger's clock and returns how many it resolved:

@@ -5,10 +5,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/commercekit/commercekit/observe"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/commercekit/commercekit/observe"
 )
 
 // metrics holds the server's Prometheus registry (its own, never the global one) and the
