@@ -121,6 +121,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	if st.db, err = openDB(cfg); err != nil {
 		return st, fmt.Errorf("opening the database: %w", err)
 	}
+	st.db.AddQueryHook(newSQLRoundTrips(m))
 	st.checks = append(st.checks, check{"database", st.db.PingContext})
 	if err = commerce.CreateAllSchemas(ctx, st.db); err != nil {
 		return st, fmt.Errorf("creating the tables: %w", err)
@@ -134,6 +135,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	var idemBackend idempotency.Backend = sqlidempotency.New(st.db)
 	if cfg.RedisAddr != "" {
 		st.rdb = redis.NewClient(redisOptions(cfg))
+		st.rdb.AddHook(newRedisRoundTrips(m))
 		st.checks = append(st.checks, check{"redis", func(ctx context.Context) error { return st.rdb.Ping(ctx).Err() }})
 		invBackend = st.durableStock(ctx, log.With("component", "inventory"))
 		issuer = rediscoupon.New(st.rdb)
