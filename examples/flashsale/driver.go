@@ -77,11 +77,19 @@ func (d *driver) sale(ctx context.Context) (*report, error) {
 	}
 	rep.prepared = time.Since(start)
 
+	before, err := d.roundTrips(ctx)
+	if err != nil {
+		return nil, err
+	}
 	start = time.Now()
 	if err := d.each(ctx, d.race); err != nil {
 		return nil, err
 	}
 	rep.race = time.Since(start)
+	if rep.roundTrips[1], err = d.roundTrips(ctx); err != nil {
+		return nil, err
+	}
+	rep.roundTrips[0] = before
 	rep.buyers = d.buyers
 	if err := d.settle(ctx); err != nil {
 		return nil, err

@@ -19,6 +19,8 @@ type report struct {
 	stock          server.StockJSON
 	audit          server.AuditJSON
 	checks         []check
+	// roundTrips are the server's store round trips before and after the race.
+	roundTrips [2]roundTrips
 }
 
 // check is one invariant and its verdict.
@@ -172,6 +174,7 @@ func (r *report) print(w io.Writer, c config) {
 	fmt.Fprintf(w, "race: %s\n", r.race.Round(time.Millisecond))
 	fmt.Fprintf(w, "  requests     %d (%d orders, %d payments): %.0f requests/s\n", placeReqs+payReqs, placeReqs, payReqs, float64(placeReqs+payReqs)/secs)
 	fmt.Fprintf(w, "  sold         %d units in %d paid orders: %.0f checkouts/s; %d buyers turned away\n", r.stock.Sold, paid, float64(paid)/secs, placeReqs-payReqs)
+	fmt.Fprintf(w, "  per checkout %s\n", perCheckout(r.roundTrips[0], r.roundTrips[1], paid))
 	fmt.Fprintf(w, "  latency      %8s %8s %8s %8s\n", "p50", "p95", "p99", "max")
 	for _, l := range []struct {
 		name string
