@@ -96,6 +96,7 @@ type stack struct {
 	db       *bun.DB
 	rdb      *redis.Client
 	kafka    *saramaoutbox.Publisher
+	relay    *outbox.Relay    // its dead letters are the admin's to redrive or skip
 	sim      *pgsim.Simulator // the in-process simulator (nil over HTTP)
 	inv      *inventory.Inventory
 	coupons  *coupon.Service
@@ -238,7 +239,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	if err != nil {
 		return st, err
 	}
-	relay, err := outbox.NewRelay(st.db, pub, outLog, outbox.WithMetrics(outboxMetrics{m}))
+	st.relay, err = outbox.NewRelay(st.db, pub, outLog, outbox.WithMetrics(outboxMetrics{m}))
 	if err != nil {
 		return st, err
 	}
@@ -249,7 +250,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 
 	st.svc, err = commerce.New(commerce.Config{
 		DB: st.db, Inventory: st.inv, Coupons: st.coupons, Ledger: st.ledger, Payments: st.payments,
-		Reconciler: payment.NewReconciler(st.payments), Outbox: writer, Relay: relay, Cleaner: cleaner,
+		Reconciler: payment.NewReconciler(st.payments), Outbox: writer, Relay: st.relay, Cleaner: cleaner,
 	},
 		commerce.WithLogger(log.With("component", "commerce")),
 		commerce.WithObserver(commerceObserver{m}),
