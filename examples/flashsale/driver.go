@@ -81,11 +81,19 @@ func (d *driver) sale(ctx context.Context) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	start = time.Now()
-	if err := d.each(ctx, d.race); err != nil {
+	stopProfiles, err := startProfiles(d.c.cpuProfile, d.c.blockProfile)
+	if err != nil {
 		return nil, err
 	}
+	start = time.Now()
+	err = d.each(ctx, d.race)
 	rep.race = time.Since(start)
+	if perr := stopProfiles(); err == nil {
+		err = perr
+	}
+	if err != nil {
+		return nil, err
+	}
 	if rep.roundTrips[1], err = d.roundTrips(ctx); err != nil {
 		return nil, err
 	}

@@ -58,6 +58,9 @@ type config struct {
 	mysqlDSN  string
 	redisAddr string
 	redisDB   int
+	// cpuProfile and blockProfile name files for CPU and block profiles of this process
+	// during the race (the server's too when it runs in process).
+	cpuProfile, blockProfile string
 }
 
 func main() {
@@ -75,6 +78,8 @@ func main() {
 	flag.StringVar(&c.mysqlDSN, "mysql-dsn", "", "full mode in process: this MySQL (loopback or unix socket), with -redis-addr; Kafka (kfake) and the PG simulator run in process")
 	flag.StringVar(&c.redisAddr, "redis-addr", "", "full mode in process: this Redis (loopback)")
 	flag.IntVar(&c.redisDB, "redis-db", 0, "full mode in process: the Redis logical database")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the race to this file (in process: server and driver; a remote server has /debug/pprof/ with COMMERCEKIT_PPROF)")
+	flag.StringVar(&c.blockProfile, "blockprofile", "", "write a block profile of the race to this file")
 	flag.StringVar(&c.runID, "run", c.runID, "run ID, in product, coupon and buyer IDs (runs against one server stay apart)")
 	flag.Parse()
 	if c.secret == "" {
