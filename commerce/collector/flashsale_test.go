@@ -13,6 +13,7 @@ import (
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
@@ -41,7 +42,7 @@ func TestFlashSale(t *testing.T) {
 				paid []commerce.Order
 			)
 			var soldOut atomic.Int64
-			parallel(40, 8, func(i int) {
+			testkit.Parallel(40, 8, func(i int) {
 				user := e.ID("buyer")
 				e.GivePoints(t, user, 800)
 				coupon := e.GiveCoupon(t, tpl, user)
@@ -185,18 +186,4 @@ func waitProcessed(t testing.TB, e *env, n int) {
 		err := e.db.NewSelect().Table(outbox.TableProcessed).ColumnExpr("COUNT(*)").Where("consumer = ?", collector.ConsumerName).Scan(ctx, &got)
 		return err == nil && got == n
 	}, 30*time.Second, 20*time.Millisecond, "the collector applies %d events", n)
-}
-
-// parallel runs fn(i) for i in [0, n) on workers goroutines.
-func parallel(n, workers int, fn func(i int)) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				fn(i)
-			}
-		})
-	}
-	wg.Wait()
 }

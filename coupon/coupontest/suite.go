@@ -145,24 +145,6 @@ func (f *fixture) durableIDs(t *testing.T, templateID string) []string {
 	return ids
 }
 
-// parallel runs fn(i) for i in [0, n) on at most workers goroutines.
-func parallel(n, workers int, fn func(i int)) {
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(n, workers) {
-		wg.Go(func() {
-			for i := range next {
-				fn(i)
-			}
-		})
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-}
-
 // together runs fn(i) for i in [0, n) on n goroutines released at the same moment.
 func together(n int, fn func(i int)) {
 	gate := make(chan struct{})
