@@ -7,7 +7,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 )
 
@@ -154,7 +153,7 @@ func TestEarnExpiryValidation(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
 		for _, at := range []time.Time{e.clock.Now(), e.clock.Now().Add(-time.Second), e.clock.Now().Add(101 * 365 * day)} {
 			_, err := e.l.Earn(e.ctx, ledger.EarnRequest{ID: "e1", User: "alice", Amount: 1, ExpiresAt: at})
-			assert.Equal(t, "ExpiresAt", testkit.RequireAs[*ledger.ValidationError](t, err, ledger.ErrInvalid).Field)
+			assert.Equal(t, "ExpiresAt", requireAs[*ledger.ValidationError](t, err, ledger.ErrInvalid).Field)
 		}
 		assert.Equal(t, [2]int64{0, 0}, e.balance("alice"))
 	})

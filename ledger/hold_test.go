@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/observe"
 )
@@ -22,7 +21,7 @@ func TestHoldCaptureVoid(t *testing.T) {
 		assert.Equal(t, [2]int64{700, 300}, e.balance("alice"))
 
 		_, err := e.l.Hold(e.ctx, "h0", "alice", 701, time.Minute)
-		ins := testkit.RequireAs[*ledger.InsufficientPointsError](t, err, ledger.ErrInsufficientPoints)
+		ins := requireAs[*ledger.InsufficientPointsError](t, err, ledger.ErrInsufficientPoints)
 		assert.EqualValues(t, 700, ins.Available, "held points cannot be held again")
 		_, err = e.spend("s0", "alice", 701)
 		require.ErrorIs(t, err, ledger.ErrInsufficientPoints, "held points cannot be spent")
@@ -36,7 +35,7 @@ func TestHoldCaptureVoid(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, captured, again, "the same capture returns the original receipt")
 		_, err = e.l.Capture(e.ctx, "h1", 100)
-		he := testkit.RequireAs[*ledger.HoldError](t, err, ledger.ErrHoldCaptured)
+		he := requireAs[*ledger.HoldError](t, err, ledger.ErrHoldCaptured)
 		assert.Equal(t, ledger.HoldCaptured, he.State)
 		assert.EqualValues(t, 200, he.Captured)
 		_, err = e.l.Void(e.ctx, "h1")
@@ -51,12 +50,12 @@ func TestHoldCaptureVoid(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, voided, again)
 		_, err = e.l.Capture(e.ctx, "h2", 50)
-		assert.Equal(t, ledger.HoldVoided, testkit.RequireAs[*ledger.HoldError](t, err, ledger.ErrHoldVoided).State)
+		assert.Equal(t, ledger.HoldVoided, requireAs[*ledger.HoldError](t, err, ledger.ErrHoldVoided).State)
 
 		// A capture of everything leaves no remainder entry; more than held is refused.
 		e.hold("h3", "alice", 100)
 		_, err = e.l.Capture(e.ctx, "h3", 101)
-		he = testkit.RequireAs[*ledger.HoldError](t, err, ledger.ErrCaptureExceedsHold)
+		he = requireAs[*ledger.HoldError](t, err, ledger.ErrCaptureExceedsHold)
 		assert.EqualValues(t, 100, he.Amount)
 		assert.EqualValues(t, 101, he.Requested)
 		_, err = e.l.Capture(e.ctx, "h3", 100)
@@ -100,7 +99,7 @@ func TestHoldExpiry(t *testing.T) {
 
 		e.clock.Advance(10 * time.Minute)
 		for _, err := range []error{capture(e, "h1", 1), void(e, "h1")} {
-			assert.Equal(t, ledger.HoldExpired, testkit.RequireAs[*ledger.HoldError](t, err, ledger.ErrHoldExpired).State)
+			assert.Equal(t, ledger.HoldExpired, requireAs[*ledger.HoldError](t, err, ledger.ErrHoldExpired).State)
 		}
 		assert.Equal(t, [2]int64{600, 400}, e.balance("alice"), "points come back at the sweep")
 		assert.EqualValues(t, 2, e.verify().OpenHolds)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
-	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 )
 
@@ -108,6 +107,15 @@ func system(t *testing.T, r ledger.Report) map[ledger.Account]int64 {
 		out[acct] = b.Int64()
 	}
 	return out
+}
+
+// requireAs asserts that err matches sentinel and is a *T, and returns it.
+func requireAs[T error](t *testing.T, err error, sentinel error) T {
+	t.Helper()
+	require.ErrorIs(t, err, sentinel)
+	var target T
+	require.True(t, errors.As(err, &target), "%T is not a %T", err, target)
+	return target
 }
 
 func rec(id string, typ ledger.EntryType, user string, amount, available, held int64, at time.Time) ledger.Receipt {
@@ -224,7 +232,7 @@ func TestHistoryPages(t *testing.T) {
 			field  string
 		}{{"", -1, "limit"}, {"", ledger.MaxHistoryLimit + 1, "limit"}, {"!", 10, "cursor"}, {"-5", 10, "cursor"}} {
 			_, err := e.l.History(e.ctx, "alice", c.cursor, c.limit)
-			assert.Equal(t, c.field, testkit.RequireAs[*ledger.ValidationError](t, err, ledger.ErrInvalid).Field)
+			assert.Equal(t, c.field, requireAs[*ledger.ValidationError](t, err, ledger.ErrInvalid).Field)
 		}
 	})
 }
@@ -292,7 +300,7 @@ func TestInvalidInput(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
 		for _, c := range cases {
 			err := c.do(e)
-			ve := testkit.RequireAs[*ledger.ValidationError](t, err, ledger.ErrInvalid)
+			ve := requireAs[*ledger.ValidationError](t, err, ledger.ErrInvalid)
 			assert.Equal(t, c.field, ve.Field, c.name)
 		}
 		r := e.verify()

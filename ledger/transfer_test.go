@@ -7,7 +7,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 )
 
@@ -93,7 +92,7 @@ func TestIdempotency(t *testing.T) {
 				assert.Equal(t, first, again, "the same request returns the original receipt")
 
 				_, err = c.do(e, true)
-				reused := testkit.RequireAs[*ledger.IDReusedError](t, err, ledger.ErrIDReused)
+				reused := requireAs[*ledger.IDReusedError](t, err, ledger.ErrIDReused)
 				assert.Equal(t, "x", reused.ID)
 				assert.Equal(t, c.kind, reused.Existing)
 
@@ -116,7 +115,7 @@ func TestIDsShareOneNamespace(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
 		e.charge("x", "alice", 100)
 		_, err := e.spend("x", "alice", 100)
-		assert.Equal(t, ledger.TypeCharge, testkit.RequireAs[*ledger.IDReusedError](t, err, ledger.ErrIDReused).Existing)
+		assert.Equal(t, ledger.TypeCharge, requireAs[*ledger.IDReusedError](t, err, ledger.ErrIDReused).Existing)
 		_, err = e.l.Hold(e.ctx, "x", "alice", 100, time.Minute)
 		require.ErrorIs(t, err, ledger.ErrIDReused)
 		_, err = e.l.Refund(e.ctx, ledger.RefundRequest{ID: "x", SpendID: "x", Amount: 1})
@@ -145,13 +144,13 @@ func TestSpendInsufficient(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
 		e.charge("c1", "alice", 100)
 		_, err := e.spend("s1", "alice", 150)
-		ins := testkit.RequireAs[*ledger.InsufficientPointsError](t, err, ledger.ErrInsufficientPoints)
+		ins := requireAs[*ledger.InsufficientPointsError](t, err, ledger.ErrInsufficientPoints)
 		assert.Equal(t, ledger.InsufficientPointsError{User: "alice", Available: 100, Requested: 150}, *ins)
 		assert.Equal(t, [2]int64{100, 0}, e.balance("alice"))
 		assert.Len(t, e.history("alice"), 1, "a rejected spend records nothing")
 
 		_, err = e.spend("s2", "nobody", 1)
-		ins = testkit.RequireAs[*ledger.InsufficientPointsError](t, err, ledger.ErrInsufficientPoints)
+		ins = requireAs[*ledger.InsufficientPointsError](t, err, ledger.ErrInsufficientPoints)
 		assert.Zero(t, ins.Available)
 
 		r, err := e.spend("s1", "alice", 50)
@@ -191,7 +190,7 @@ func TestRefund(t *testing.T) {
 		assert.Equal(t, [2]int64{1000, 0}, e.balance("alice"))
 
 		_, err = e.l.Refund(e.ctx, ledger.RefundRequest{ID: "r3", SpendID: "s1", Amount: 1})
-		re := testkit.RequireAs[*ledger.RefundError](t, err, ledger.ErrRefundExceedsSpend)
+		re := requireAs[*ledger.RefundError](t, err, ledger.ErrRefundExceedsSpend)
 		assert.Equal(t, ledger.RefundError{SpendID: "s1", Spent: 400, Refunded: 400, Requested: 1}, *re)
 
 		again, err := e.l.Refund(e.ctx, ledger.RefundRequest{ID: "r1", SpendID: "s1", Amount: 150, Reference: "cancel-1"})
@@ -220,7 +219,7 @@ func TestRefundCapturedHold(t *testing.T) {
 		require.NoError(t, err)
 		assert.EqualValues(t, 1000, r.Balance.Available)
 		_, err = e.l.Refund(e.ctx, ledger.RefundRequest{ID: "r2", SpendID: "h1", Amount: 1})
-		re := testkit.RequireAs[*ledger.RefundError](t, err, ledger.ErrRefundExceedsSpend)
+		re := requireAs[*ledger.RefundError](t, err, ledger.ErrRefundExceedsSpend)
 		assert.EqualValues(t, 200, re.Spent, "a hold's refunds are bounded by what was captured")
 
 		info, err := e.l.LookupHold(e.ctx, "h1")
@@ -239,7 +238,7 @@ func TestAdjust(t *testing.T) {
 		require.NoError(t, err)
 		assert.EqualValues(t, 200, r.Amount)
 		_, err = e.l.Adjust(e.ctx, ledger.AdjustRequest{ID: "a3", User: "alice", Delta: -400, Reason: "too much"})
-		ins := testkit.RequireAs[*ledger.InsufficientPointsError](t, err, ledger.ErrInsufficientPoints)
+		ins := requireAs[*ledger.InsufficientPointsError](t, err, ledger.ErrInsufficientPoints)
 		assert.EqualValues(t, 300, ins.Available)
 
 		h := e.history("alice")

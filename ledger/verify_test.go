@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 )
 
@@ -39,7 +38,7 @@ func (e *env) exec(query string, args ...any) {
 func (e *env) drift() []ledger.Drift {
 	e.t.Helper()
 	r, err := e.l.Verify(e.ctx)
-	de := testkit.RequireAs[*ledger.DriftError](e.t, err, ledger.ErrDrift)
+	de := requireAs[*ledger.DriftError](e.t, err, ledger.ErrDrift)
 	require.False(e.t, r.OK())
 	require.Equal(e.t, r.Drift, de.Drift)
 	return r.Drift

@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 )
 
@@ -43,7 +42,7 @@ func testRaceForLastUnits(t *testing.T, h Harness) {
 			won = append(won, id("race", i))
 			continue
 		}
-		e := testkit.RequireAs[*inventory.InsufficientStockError](t, err, inventory.ErrInsufficientStock)
+		e := requireAs[*inventory.InsufficientStockError](t, err, inventory.ErrInsufficientStock)
 		require.Equal(t, inventory.InsufficientStockError{SKU: "hot", Requested: 1, Available: 0}, *e)
 	}
 	require.Len(t, won, 100)
@@ -86,7 +85,7 @@ func testRaceBuyerLimit(t *testing.T, h Harness) {
 			greedy++
 			continue
 		}
-		e := testkit.RequireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
+		e := requireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
 		require.Equal(t, inventory.BuyerLimitError{SKU: "drop", BuyerID: "greedy", Limit: 2, Used: 2, Requested: 1}, *e)
 	}
 	assert.Equal(t, 2, greedy)
@@ -248,7 +247,7 @@ func testStorm(t *testing.T, h Harness) {
 			reserve(t, inv, "last-"+b, b, inventory.Line{SKU: "s4", Qty: left})
 		}
 		_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "over-" + b, Lines: lines("s4", 1), BuyerID: b})
-		e := testkit.RequireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
+		e := requireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
 		assert.Equal(t, int64(limit), e.Used, b)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
-	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 )
 
@@ -22,11 +21,11 @@ func testReturn(t *testing.T, h Harness) {
 	ctx := context.Background()
 	setStock(t, inv, "a", 10, 2)
 	reserve(t, inv, "r1", "u1", lines("a", 2)...)
-	testkit.RequireAs[*inventory.StateError](t, inv.Return(ctx, "r1"), inventory.ErrReservationNotCommitted)
+	requireAs[*inventory.StateError](t, inv.Return(ctx, "r1"), inventory.ErrReservationNotCommitted)
 	require.NoError(t, inv.Commit(ctx, "r1"))
 	wantStock(t, inv, "a", 8, 0, 2)
 	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "r2", Lines: lines("a", 1), BuyerID: "u1"})
-	testkit.RequireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
+	requireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
 
 	require.NoError(t, inv.Return(ctx, "r1"))
 	wantStock(t, inv, "a", 10, 0, 0)
@@ -35,13 +34,13 @@ func testReturn(t *testing.T, h Harness) {
 	r, err := inv.Get(ctx, "r1")
 	require.NoError(t, err)
 	assert.Equal(t, inventory.StateReturned, r.State)
-	testkit.RequireAs[*inventory.StateError](t, inv.Commit(ctx, "r1"), inventory.ErrReservationReturned)
-	testkit.RequireAs[*inventory.StateError](t, inv.Release(ctx, "r1"), inventory.ErrReservationReturned)
+	requireAs[*inventory.StateError](t, inv.Commit(ctx, "r1"), inventory.ErrReservationReturned)
+	requireAs[*inventory.StateError](t, inv.Release(ctx, "r1"), inventory.ErrReservationReturned)
 	reserve(t, inv, "r3", "u1", lines("a", 2)...) // the allowance came back
 
 	reserve(t, inv, "r4", "u2", lines("a", 1)...)
 	require.NoError(t, inv.Release(ctx, "r4"))
-	testkit.RequireAs[*inventory.StateError](t, inv.Return(ctx, "r4"), inventory.ErrReservationReleased)
+	requireAs[*inventory.StateError](t, inv.Return(ctx, "r4"), inventory.ErrReservationReleased)
 	require.ErrorIs(t, inv.Return(ctx, "nope"), inventory.ErrReservationNotFound)
 	wantStock(t, inv, "a", 8, 2, 0)
 }
@@ -73,7 +72,7 @@ func testReplayDead(t *testing.T, h Harness) {
 		"returned": inventory.ErrReservationReturned,
 	} {
 		_, err := inv.Reserve(ctx, req(id))
-		e := testkit.RequireAs[*inventory.StateError](t, err, sentinel)
+		e := requireAs[*inventory.StateError](t, err, sentinel)
 		assert.Equal(t, id, e.ID)
 	}
 	wantStock(t, inv, "a", 3, 0, 0)

@@ -10,6 +10,7 @@ package inventorytest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -114,6 +115,15 @@ func reserve(t *testing.T, inv *inventory.Inventory, id, buyer string, ls ...inv
 	r, err := inv.Reserve(context.Background(), inventory.ReserveRequest{ID: id, Lines: ls, TTL: time.Minute, BuyerID: buyer})
 	require.NoError(t, err)
 	return r
+}
+
+// requireAs asserts err matches sentinel and is a *E, and returns it.
+func requireAs[E error](t *testing.T, err error, sentinel error) E {
+	t.Helper()
+	require.ErrorIs(t, err, sentinel)
+	var e E
+	require.True(t, errors.As(err, &e), "%v is not a %T", err, e)
+	return e
 }
 
 func requireNotFound(t *testing.T, inv *inventory.Inventory, id string) {

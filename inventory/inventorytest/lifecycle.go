@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 )
 
@@ -35,7 +34,7 @@ func testCommitRelease(t *testing.T, h Harness) {
 	clk.Advance(time.Second)
 	require.NoError(t, inv.Commit(ctx, "c1"))
 	err = inv.Release(ctx, "c1")
-	e := testkit.RequireAs[*inventory.StateError](t, err, inventory.ErrReservationCommitted)
+	e := requireAs[*inventory.StateError](t, err, inventory.ErrReservationCommitted)
 	assert.Equal(t, inventory.StateError{ID: "c1", State: inventory.StateCommitted}, *e)
 	wantStock(t, inv, "a", 5, 2, 3)
 
@@ -43,7 +42,7 @@ func testCommitRelease(t *testing.T, h Harness) {
 	wantStock(t, inv, "a", 7, 0, 3)
 	require.NoError(t, inv.Release(ctx, "r1"))
 	err = inv.Commit(ctx, "r1")
-	e = testkit.RequireAs[*inventory.StateError](t, err, inventory.ErrReservationReleased)
+	e = requireAs[*inventory.StateError](t, err, inventory.ErrReservationReleased)
 	assert.Equal(t, inventory.StateReleased, e.State)
 	wantStock(t, inv, "a", 7, 0, 3)
 	got, err = inv.Get(ctx, "r1")
@@ -70,7 +69,7 @@ func testExpiry(t *testing.T, h Harness) {
 		require.NoError(t, err)
 	}
 	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "e3", Lines: lines("a", 1), TTL: 5 * time.Minute})
-	testkit.RequireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded) // limited SKU, no buyer
+	requireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded) // limited SKU, no buyer
 	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "e3", Lines: lines("a", 1), TTL: 5 * time.Minute, BuyerID: "buyer-2"})
 	require.NoError(t, err)
 	wantStock(t, inv, "a", 7, 3, 0)
@@ -84,9 +83,9 @@ func testExpiry(t *testing.T, h Harness) {
 	// At the deadline Commit and Release fail as expired, giving the units back.
 	clk.Advance(time.Millisecond)
 	err = inv.Commit(ctx, "e1")
-	e := testkit.RequireAs[*inventory.StateError](t, err, inventory.ErrReservationExpired)
+	e := requireAs[*inventory.StateError](t, err, inventory.ErrReservationExpired)
 	assert.Equal(t, inventory.StateError{ID: "e1", State: inventory.StateExpired}, *e)
-	testkit.RequireAs[*inventory.StateError](t, inv.Release(ctx, "e2"), inventory.ErrReservationExpired)
+	requireAs[*inventory.StateError](t, inv.Release(ctx, "e2"), inventory.ErrReservationExpired)
 	wantStock(t, inv, "a", 9, 1, 0)
 	got, err := inv.Get(ctx, "e1")
 	require.NoError(t, err)
@@ -99,7 +98,7 @@ func testExpiry(t *testing.T, h Harness) {
 
 	// A replay of an expired reservation fails and reserves nothing.
 	_, err = inv.Reserve(ctx, req("e1", time.Minute))
-	testkit.RequireAs[*inventory.StateError](t, err, inventory.ErrReservationExpired)
+	requireAs[*inventory.StateError](t, err, inventory.ErrReservationExpired)
 	wantStock(t, inv, "a", 9, 1, 0)
 
 	// The sweeper expires e3 once it is due; afterwards every verb says expired.
@@ -108,8 +107,8 @@ func testExpiry(t *testing.T, h Harness) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 	wantStock(t, inv, "a", 10, 0, 0)
-	testkit.RequireAs[*inventory.StateError](t, inv.Commit(ctx, "e3"), inventory.ErrReservationExpired)
-	testkit.RequireAs[*inventory.StateError](t, inv.Release(ctx, "e3"), inventory.ErrReservationExpired)
+	requireAs[*inventory.StateError](t, inv.Commit(ctx, "e3"), inventory.ErrReservationExpired)
+	requireAs[*inventory.StateError](t, inv.Release(ctx, "e3"), inventory.ErrReservationExpired)
 	got, err = inv.Get(ctx, "e3")
 	require.NoError(t, err)
 	assert.Equal(t, inventory.StateExpired, got.State)
@@ -192,7 +191,7 @@ func testBuyerLimit(t *testing.T, h Harness) {
 	reserve(t, inv, "r1", "u1", lines("drop", 1)...)
 	reserve(t, inv, "r2", "u1", lines("drop", 1, "sock", 5)...)
 	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "r3", Lines: lines("drop", 1, "sock", 1), BuyerID: "u1"})
-	e := testkit.RequireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
+	e := requireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
 	assert.Equal(t, inventory.BuyerLimitError{SKU: "drop", BuyerID: "u1", Limit: 2, Used: 2, Requested: 1}, *e)
 	wantStock(t, inv, "sock", 95, 5, 0) // all or nothing
 
@@ -200,10 +199,10 @@ func testBuyerLimit(t *testing.T, h Harness) {
 	reserve(t, inv, "r4", "u2", lines("drop", 2)...)
 	reserve(t, inv, "r5", "u1", lines("cap", 1)...)
 	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "r6", Lines: lines("drop", 3), BuyerID: "u3"})
-	e = testkit.RequireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
+	e = requireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
 	assert.Equal(t, inventory.BuyerLimitError{SKU: "drop", BuyerID: "u3", Limit: 2, Used: 0, Requested: 3}, *e)
 	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "r7", Lines: lines("drop", 1)})
-	e = testkit.RequireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
+	e = requireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
 	assert.Equal(t, inventory.BuyerLimitError{SKU: "drop", Limit: 2, Requested: 1}, *e)
 	reserve(t, inv, "r8", "", lines("sock", 1)...) // no limit, no buyer needed
 
@@ -213,14 +212,14 @@ func testBuyerLimit(t *testing.T, h Harness) {
 	require.NoError(t, inv.Commit(ctx, "r2"))
 	require.NoError(t, inv.Commit(ctx, "r9"))
 	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "r10", Lines: lines("drop", 1), BuyerID: "u1"})
-	e = testkit.RequireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
+	e = requireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
 	assert.Equal(t, int64(2), e.Used)
 	wantStock(t, inv, "drop", 96, 2, 2)
 
 	// A limit set later counts what the buyer already holds and bought.
 	setStock(t, inv, "sock", 100, 6)
 	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "r11", Lines: lines("sock", 2), BuyerID: "u1"})
-	e = testkit.RequireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
+	e = requireAs[*inventory.BuyerLimitError](t, err, inventory.ErrBuyerLimitExceeded)
 	assert.Equal(t, inventory.BuyerLimitError{SKU: "sock", BuyerID: "u1", Limit: 6, Used: 5, Requested: 2}, *e)
 	reserve(t, inv, "r12", "u1", lines("sock", 1)...)
 }

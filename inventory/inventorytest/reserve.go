@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 )
 
@@ -43,7 +42,7 @@ func testValidation(t *testing.T, h Harness) {
 	}
 	for _, tc := range cases {
 		_, err := inv.Reserve(ctx, tc.req)
-		testkit.RequireAs[*inventory.ValidationError](t, err, inventory.ErrInvalidRequest)
+		requireAs[*inventory.ValidationError](t, err, inventory.ErrInvalidRequest)
 		require.ErrorIs(t, err, tc.kind, tc.name)
 	}
 	wantStock(t, inv, "a", 5000, 0, 0)
@@ -70,7 +69,7 @@ func testReserveAllOrNothing(t *testing.T, h Harness) {
 	setStock(t, inv, "c", 1, 0)
 
 	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "r1", Lines: lines("c", 2, "a", 2, "b", 2)})
-	e := testkit.RequireAs[*inventory.InsufficientStockError](t, err, inventory.ErrInsufficientStock)
+	e := requireAs[*inventory.InsufficientStockError](t, err, inventory.ErrInsufficientStock)
 	// The first short SKU in SKU order.
 	assert.Equal(t, inventory.InsufficientStockError{SKU: "b", Requested: 2, Available: 1}, *e)
 	wantStock(t, inv, "a", 5, 0, 0)
@@ -112,7 +111,7 @@ func testUnknownSKU(t *testing.T, h Harness) {
 	ctx := context.Background()
 	setStock(t, inv, "a", 5, 0)
 	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "r1", Lines: lines("a", 1, "zz", 1)})
-	assert.Equal(t, "zz", testkit.RequireAs[*inventory.UnknownSKUError](t, err, inventory.ErrUnknownSKU).SKU)
+	assert.Equal(t, "zz", requireAs[*inventory.UnknownSKUError](t, err, inventory.ErrUnknownSKU).SKU)
 	wantStock(t, inv, "a", 5, 0, 0)
 	requireNotFound(t, inv, "r1")
 }
@@ -148,7 +147,7 @@ func testIdempotency(t *testing.T, h Harness) {
 		{ID: "r1", Lines: lines("a", 2, "b", 1)},
 	} {
 		_, err := inv.Reserve(ctx, other)
-		e := testkit.RequireAs[*inventory.ConflictError](t, err, inventory.ErrIdempotencyConflict)
+		e := requireAs[*inventory.ConflictError](t, err, inventory.ErrIdempotencyConflict)
 		assert.Equal(t, inventory.ConflictError{Kind: "reservation", ID: "r1"}, *e)
 	}
 	wantStock(t, inv, "a", 8, 2, 0)

@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 )
 
@@ -28,7 +27,7 @@ func testStock(t *testing.T, h Harness) {
 	// Reserved units stay reserved when the on-hand count is set.
 	reserve(t, inv, "r1", "buyer-1", lines("tee-m", 3)...)
 	_, err = inv.SetStock(ctx, inventory.StockSetting{SKU: "tee-m", OnHand: 2, BuyerLimit: 5})
-	e := testkit.RequireAs[*inventory.InsufficientStockError](t, err, inventory.ErrInsufficientStock)
+	e := requireAs[*inventory.InsufficientStockError](t, err, inventory.ErrInsufficientStock)
 	assert.Equal(t, inventory.InsufficientStockError{SKU: "tee-m", Requested: 5, Available: 4}, *e)
 	wantStock(t, inv, "tee-m", 4, 3, 0)
 	st, err = inv.SetStock(ctx, inventory.StockSetting{SKU: "tee-m", OnHand: 3})
@@ -51,7 +50,7 @@ func testStock(t *testing.T, h Harness) {
 	assert.Empty(t, m)
 
 	_, err = inv.Stock(ctx, "nope")
-	assert.Equal(t, "nope", testkit.RequireAs[*inventory.UnknownSKUError](t, err, inventory.ErrUnknownSKU).SKU)
+	assert.Equal(t, "nope", requireAs[*inventory.UnknownSKUError](t, err, inventory.ErrUnknownSKU).SKU)
 
 	// Bad input changes nothing.
 	for _, s := range []inventory.StockSetting{
@@ -60,11 +59,11 @@ func testStock(t *testing.T, h Harness) {
 		{SKU: "mug", OnHand: 1, BuyerLimit: -1},
 	} {
 		_, err := inv.SetStock(ctx, s)
-		testkit.RequireAs[*inventory.ValidationError](t, err, inventory.ErrInvalidQuantity)
+		requireAs[*inventory.ValidationError](t, err, inventory.ErrInvalidQuantity)
 	}
 	for _, sku := range []string{"", "has space", "a,b", "a=b", strings.Repeat("x", 65), "ü"} {
 		_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: sku, OnHand: 1})
-		testkit.RequireAs[*inventory.ValidationError](t, err, inventory.ErrInvalidRequest)
+		requireAs[*inventory.ValidationError](t, err, inventory.ErrInvalidRequest)
 	}
 	_, err = inv.Stocks(ctx, make([]string, inventory.MaxStocksPerCall+1))
 	require.ErrorIs(t, err, inventory.ErrInvalidRequest)
@@ -99,13 +98,13 @@ func testAdjust(t *testing.T, h Harness) {
 		{ID: "adj-1", SKU: "mug", Delta: 10, Reason: "correction"},
 	} {
 		_, err = inv.Adjust(ctx, a)
-		e := testkit.RequireAs[*inventory.ConflictError](t, err, inventory.ErrIdempotencyConflict)
+		e := requireAs[*inventory.ConflictError](t, err, inventory.ErrIdempotencyConflict)
 		assert.Equal(t, inventory.ConflictError{Kind: "adjustment", ID: "adj-1"}, *e)
 	}
 
 	// A correction may not take more than is available; a failed one leaves no trace.
 	_, err = inv.Adjust(ctx, inventory.Adjustment{ID: "adj-2", SKU: "mug", Delta: -13, Reason: "shrinkage"})
-	e := testkit.RequireAs[*inventory.InsufficientStockError](t, err, inventory.ErrInsufficientStock)
+	e := requireAs[*inventory.InsufficientStockError](t, err, inventory.ErrInsufficientStock)
 	assert.Equal(t, inventory.InsufficientStockError{SKU: "mug", Requested: 13, Available: 12}, *e)
 	wantStock(t, inv, "mug", 12, 3, 0)
 	st, err = inv.Adjust(ctx, inventory.Adjustment{ID: "adj-2", SKU: "mug", Delta: -12, Reason: "shrinkage"})
@@ -113,7 +112,7 @@ func testAdjust(t *testing.T, h Harness) {
 	assert.Equal(t, inventory.Stock{SKU: "mug", OnHand: 3, Available: 0, Reserved: 3}, st)
 
 	_, err = inv.Adjust(ctx, inventory.Adjustment{ID: "adj-3", SKU: "nope", Delta: 1, Reason: "restock"})
-	testkit.RequireAs[*inventory.UnknownSKUError](t, err, inventory.ErrUnknownSKU)
+	requireAs[*inventory.UnknownSKUError](t, err, inventory.ErrUnknownSKU)
 
 	for _, a := range []inventory.Adjustment{
 		{ID: "adj-4", SKU: "mug", Delta: 0, Reason: "nothing"},
@@ -124,7 +123,7 @@ func testAdjust(t *testing.T, h Harness) {
 		{ID: "adj-4", SKU: "", Delta: 1, Reason: "restock"},
 	} {
 		_, err := inv.Adjust(ctx, a)
-		testkit.RequireAs[*inventory.ValidationError](t, err, inventory.ErrInvalidRequest)
+		requireAs[*inventory.ValidationError](t, err, inventory.ErrInvalidRequest)
 	}
 	wantStock(t, inv, "mug", 0, 3, 0)
 }
