@@ -14,6 +14,7 @@ import (
 
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 func testIssue(t *testing.T, h Harness) {
@@ -157,7 +158,7 @@ func testIssueIdempotency(t *testing.T, h Harness) {
 		const n = 50
 		ids := make([]string, n)
 		errs := make([]error, n)
-		together(n, func(i int) {
+		testkit.Together(n, func(i int) {
 			c, err := f.Service.Issue(ctx, tpl.ID, "alice", "same-request")
 			ids[i], errs[i] = c.ID, err
 		})
@@ -177,7 +178,7 @@ func testIssueIdempotency(t *testing.T, h Harness) {
 			err error
 		}
 		res := make([]result, n)
-		together(n, func(i int) {
+		testkit.Together(n, func(i int) {
 			user, req := "alice", "alice-req" // even goroutines: one request, sent 20 times
 			if i%2 == 1 {
 				user, req = fmt.Sprint("user-", i), fmt.Sprint("req-", i)

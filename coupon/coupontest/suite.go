@@ -17,7 +17,6 @@ package coupontest
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -143,18 +142,4 @@ func (f *fixture) durableIDs(t *testing.T, templateID string) []string {
 		Scan(context.Background(), &ids)
 	require.NoError(t, err)
 	return ids
-}
-
-// together runs fn(i) for i in [0, n) on n goroutines released at the same moment.
-func together(n int, fn func(i int)) {
-	gate := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			<-gate
-			fn(i)
-		})
-	}
-	close(gate)
-	wg.Wait()
 }

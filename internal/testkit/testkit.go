@@ -20,3 +20,21 @@ func Parallel(n, workers int, fn func(i int)) {
 	}
 	wg.Wait()
 }
+
+// Together runs fn(i) for every i in [0, n) on n goroutines released at the same moment,
+// once all of them are running, and waits for them: the most contention n calls can make.
+func Together(n int, fn func(i int)) {
+	var ready, done sync.WaitGroup
+	start := make(chan struct{})
+	ready.Add(n)
+	for i := range n {
+		done.Go(func() {
+			ready.Done()
+			<-start
+			fn(i)
+		})
+	}
+	ready.Wait()
+	close(start)
+	done.Wait()
+}
