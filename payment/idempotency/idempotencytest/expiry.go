@@ -88,20 +88,14 @@ func testFencing(t *testing.T, h Harness) {
 	assertKeyError(t, e.store.Complete(ctx, stale, staleResp), idempotency.ErrLockLost, "s", "k")
 	assertKeyError(t, e.store.Complete(ctx, owner, staleResp), idempotency.ErrLockLost, "s", "k")
 	assertKeyError(t, e.store.Release(ctx, owner), idempotency.ErrLockLost, "s", "k")
-	got, replayed, err := e.store.Do(ctx, "s", "k", "fp", mustNotRun(t))
-	require.NoError(t, err)
-	assert.True(t, replayed)
-	sameResponse(t, ownerResp, got)
+	e.requireReplayed(t, "k", ownerResp)
 
 	// Fencing is by token: a late owner nobody took over from still completes.
 	late, err := e.store.Claim(ctx, "s", "late", "fp")
 	require.NoError(t, err)
 	e.clock.Advance(suiteLockTimeout + time.Second)
 	require.NoError(t, e.store.Complete(ctx, late, ownerResp))
-	got, replayed, err = e.store.Do(ctx, "s", "late", "fp", mustNotRun(t))
-	require.NoError(t, err)
-	assert.True(t, replayed)
-	sameResponse(t, ownerResp, got)
+	e.requireReplayed(t, "late", ownerResp)
 }
 
 // testFencingInsideDo: fn outlives its lock and another request takes the key over; Do
@@ -122,10 +116,7 @@ func testFencingInsideDo(t *testing.T, h Harness) {
 
 	want := idempotency.Response{Status: 201, Body: []byte("owner")}
 	require.NoError(t, e.store.Complete(ctx, owner, want))
-	got, replayed, err := e.store.Do(ctx, "s", "k", "fp", mustNotRun(t))
-	require.NoError(t, err)
-	assert.True(t, replayed)
-	sameResponse(t, want, got)
+	e.requireReplayed(t, "k", want)
 }
 
 // testRetention: a response is kept for the retention after it was stored, and ignored
@@ -216,10 +207,7 @@ func testPurge(t *testing.T, h Harness) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(0), n, "a second purge finds nothing")
 
-	got, replayed, err := e.store.Do(ctx, "s", "young", "fp", mustNotRun(t))
-	require.NoError(t, err)
-	assert.True(t, replayed, "a live record survives the purge")
-	sameResponse(t, young, got)
+	e.requireReplayed(t, "young", young, "a live record survives the purge")
 	for _, key := range []string{"done-early", "abandoned"} {
 		_, replayed, err := e.store.Do(ctx, "s", key, "another-request", charge(&runs))
 		require.NoError(t, err)

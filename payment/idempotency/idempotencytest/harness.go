@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/internal/testclock"
@@ -93,4 +94,14 @@ func Run(t *testing.T, h Harness) {
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
 	}
+}
+
+// requireReplayed checks that a retry of the request with key "k" in scope "s" (fingerprint
+// "fp") gets want replayed, without running.
+func (e *env) requireReplayed(t *testing.T, key string, want idempotency.Response, msgAndArgs ...any) {
+	t.Helper()
+	got, replayed, err := e.store.Do(t.Context(), "s", key, "fp", mustNotRun(t))
+	require.NoError(t, err)
+	assert.True(t, replayed, msgAndArgs...)
+	sameResponse(t, want, got)
 }
