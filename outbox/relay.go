@@ -247,25 +247,38 @@ func (r *Relay) pick(ctx context.Context, db bun.IDB, lock func(*bun.SelectQuery
 // unsentHeads returns, for each stream of rows, the sequence number of its first unsent
 // event as committed now (READ COMMITTED reads the latest commit), including events that
 // another relay holds locked and dead letters (nothing after one may go).
+//
+// rows are the batch in position order, so it only needs to look before the batch's last
+// position: within a stream, position order is sequence order, and every unsent row
+// before that position is either in the batch or one the pick passed over (locked by
+// another relay, a dead letter or behind one). One range scan of the sent_at index over
+// the unsent rows up to that position finds those, however many sent events the table
+// keeps.
 func unsentHeads(ctx context.Context, tx bun.Tx, rows []eventRow) (map[Stream]int64, error) {
-	set := make(map[Stream]struct{})
-	for _, row := range rows {
-		set[row.stream()] = struct{}{}
+	heads := make(map[Stream]int64)
+	pos := make([]int64, len(rows))
+	for i, row := range rows {
+		pos[i] = row.Pos
+		if h, ok := heads[row.stream()]; !ok || row.Seq < h {
+			heads[row.stream()] = row.Seq
+		}
 	}
-	where, args := streamsIn(sortedStreams(set))
-	var got []struct {
+	var passed []struct {
 		Topic string `bun:"topic"`
 		Key   string `bun:"aggregate_key"`
 		Seq   int64  `bun:"seq"`
 	}
 	err := tx.NewSelect().Table(TableEvents).ColumnExpr("topic, aggregate_key, MIN(seq) AS seq").
-		Where("sent_at IS NULL").Where(where, args...).GroupExpr("topic, aggregate_key").Scan(ctx, &got)
+		Where("sent_at IS NULL AND pos < ? AND pos NOT IN (?)", rows[len(rows)-1].Pos, bun.List(pos)).
+		GroupExpr("topic, aggregate_key").Scan(ctx, &passed)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: relay: reading stream heads: %w", err)
 	}
-	heads := make(map[Stream]int64, len(got))
-	for _, g := range got {
-		heads[Stream{Topic: g.Topic, Key: g.Key}] = g.Seq
+	for _, p := range passed {
+		st := Stream{Topic: p.Topic, Key: p.Key}
+		if h, ok := heads[st]; ok && p.Seq < h {
+			heads[st] = p.Seq
+		}
 	}
 	return heads, nil
 }
