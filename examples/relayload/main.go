@@ -208,7 +208,7 @@ type counter struct {
 }
 
 func (c *counter) Published(_ string, n int) {
-	if c.n.Add(int64(n)) >= c.want && c.n.Load()-int64(n) < c.want {
+	if total := c.n.Add(int64(n)); total >= c.want && total-int64(n) < c.want {
 		close(c.done)
 	}
 }
