@@ -116,7 +116,7 @@ func open(dsn string) (*bun.DB, error) {
 	if cfg.Net == "tcp" {
 		host, _, _ := net.SplitHostPort(cfg.Addr)
 		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			return nil, fmt.Errorf("%s is not loopback", host)
+			return nil, fmt.Errorf("%s is not loopback; relayload connects only to loopback or a Unix socket", host)
 		}
 	}
 	sqldb, err := sql.Open("mysql", cfg.FormatDSN())
