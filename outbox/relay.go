@@ -35,9 +35,9 @@ type Relay struct {
 const DefaultRelayBatchSize = 500
 
 // NewRelay returns a Relay that reads the outbox on db and hands events to pub. Options:
-// WithBatchSize (events per round, default DefaultRelayBatchSize), WithInterval (idle poll, default 1s),
-// WithBackoff (after a failed round, default 100ms..30s), WithClock, WithLogger,
-// WithMetrics.
+// WithBatchSize (events per round, default DefaultRelayBatchSize), WithInterval (idle
+// poll, default 1s), WithBackoff (after a failed round, default 100ms..30s), WithClock,
+// WithLogger, WithMetrics.
 //
 // On MySQL the relay keeps a transaction open while pub publishes, and Run lets the previous
 // round commit while the next one publishes, so db's pool needs two connections for it
@@ -220,8 +220,8 @@ func (f *flight) wait() error {
 	return f.err
 }
 
-// hold records rows as published by a round that has not committed yet, release forgets
-// them once it has committed or rolled back, and heldPositions lists them.
+// hold records rows as published by a round that has not committed yet (on), or forgets
+// them once that round has committed or rolled back (off).
 func (r *Relay) hold(rows []eventRow, on bool) {
 	r.heldMu.Lock()
 	defer r.heldMu.Unlock()
@@ -234,6 +234,7 @@ func (r *Relay) hold(rows []eventRow, on bool) {
 	}
 }
 
+// heldPositions lists the positions of the rows held (see hold).
 func (r *Relay) heldPositions() []int64 {
 	r.heldMu.Lock()
 	defer r.heldMu.Unlock()
