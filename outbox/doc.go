@@ -118,7 +118,7 @@
 // behaviour) and the same dedup, retries and dead letters. One binary then works without a
 // broker, on SQLite or MySQL. Events of a topic nobody subscribes to are dropped. On MySQL
 // the relay holds a connection while consumers write through others: give the pool at
-// least two.
+// least two (three let a round's commit overlap the next round's delivery).
 //
 // # Cleanup and observability
 //
