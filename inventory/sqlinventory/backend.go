@@ -20,8 +20,15 @@ type Backend struct {
 	forUpdate string
 	// skipLocked is " FOR UPDATE SKIP LOCKED" where the dialect has it, else "".
 	skipLocked string
-	// upsertUsage adds to a buyer's usage row, creating it: the dialect's upsert.
-	upsertUsage string
+	// shareLock is " LOCK IN SHARE MODE" where the dialect has row locks, else "".
+	shareLock string
+	// addUsageTail ends a multi-row INSERT of usage rows: the dialect's upsert, adding
+	// to the rows that exist.
+	addUsageTail string
+	// group combines concurrent reservations of the same SKUs into one transaction; nil
+	// when db is a transaction (the caller's: nothing else may join it) or in the
+	// benchmarks of the direct path.
+	group *committer
 	// lockFirst switches Reserve to SELECT ... FOR UPDATE, check, then UPDATE, instead
 	// of a conditional UPDATE. It exists only to measure the two against each other.
 	lockFirst bool
@@ -33,12 +40,13 @@ var _ inventory.TxBackend = (*Backend)(nil)
 func New(db bun.IDB) *Backend {
 	b := &Backend{db: db}
 	if sqlutil.IsSQLite(db) {
-		b.upsertUsage = `INSERT INTO inventory_buyer_usage (sku, buyer_id, qty) VALUES (?, ?, ?)
- ON CONFLICT (sku, buyer_id) DO UPDATE SET qty = qty + ?`
+		b.addUsageTail = ` ON CONFLICT (sku, buyer_id) DO UPDATE SET qty = qty + excluded.qty`
 	} else {
-		b.forUpdate, b.skipLocked = " FOR UPDATE", " FOR UPDATE SKIP LOCKED"
-		b.upsertUsage = `INSERT INTO inventory_buyer_usage (sku, buyer_id, qty) VALUES (?, ?, ?)
- ON DUPLICATE KEY UPDATE qty = qty + ?`
+		b.forUpdate, b.skipLocked, b.shareLock = " FOR UPDATE", " FOR UPDATE SKIP LOCKED", " LOCK IN SHARE MODE"
+		b.addUsageTail = ` ON DUPLICATE KEY UPDATE qty = qty + VALUES(qty)`
+	}
+	if !sqlutil.IsTx(db) {
+		b.group = newCommitter()
 	}
 	return b
 }
@@ -48,6 +56,10 @@ func New(db bun.IDB) *Backend {
 func (b *Backend) WithTx(db bun.IDB) inventory.Backend {
 	c := *b
 	c.db = db
+	c.group = nil
+	if !sqlutil.IsTx(db) {
+		c.group = newCommitter()
+	}
 	return &c
 }
 

@@ -27,7 +27,7 @@ func BenchmarkReserveStrategy(b *testing.B) {
 				b.Fatal(err)
 			}
 			be := New(db)
-			be.lockFirst = s.lockFirst
+			be.lockFirst, be.group = s.lockFirst, nil
 			inv := inventory.New(be)
 			if _, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "hot", OnHand: inventory.MaxOnHand}); err != nil {
 				b.Fatal(err)
@@ -53,7 +53,62 @@ func BenchmarkReserveStrategy(b *testing.B) {
 // BenchmarkRawTx is the floor under Reserve, measured from Go in the same run: the raw
 // transaction of tools/raw-limits (conditional UPDATE of one hot row + INSERT, through
 // database/sql with placeholders) on the same server and connection count.
-func BenchmarkRawTx(b *testing.B) {
+func BenchmarkRawTx(b *testing.B) { rawTx(b) }
+
+// BenchmarkHotSKU measures Reserve of one unit of one hot SKU from 50 goroutines, with
+// the group commit and without it (every reservation its own transaction), next to the raw
+// transaction in the same run, and reports each as ops/s and as a multiple of the raw
+// rate (x-raw):
+//
+//	go test -run '^$' -bench BenchmarkHotSKU -benchtime 5s ./inventory/sqlinventory/
+func BenchmarkHotSKU(b *testing.B) {
+	var raw float64
+	b.Run("raw", func(b *testing.B) { raw = rawTx(b) })
+	for _, s := range []struct {
+		name    string
+		grouped bool
+	}{{"grouped", true}, {"alone", false}} {
+		b.Run(s.name, func(b *testing.B) {
+			ctx := context.Background()
+			db := testenv.MySQL(b)
+			if err := CreateSchema(ctx, db); err != nil {
+				b.Fatal(err)
+			}
+			be := New(db)
+			if !s.grouped {
+				be.group = nil
+			}
+			inv := inventory.New(be)
+			if _, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "hot", OnHand: inventory.MaxOnHand}); err != nil {
+				b.Fatal(err)
+			}
+			var seq atomic.Int64
+			inventorytest.SetParallelism(b)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				line := []inventory.Line{{SKU: "hot", Qty: 1}}
+				for pb.Next() {
+					id := "h" + strconv.FormatInt(seq.Add(1), 36)
+					if _, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: id, Lines: line, TTL: time.Hour}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			ops := float64(b.N) / b.Elapsed().Seconds()
+			b.ReportMetric(ops, "ops/s")
+			if raw > 0 {
+				b.ReportMetric(ops/raw, "x-raw")
+			}
+			if be.group != nil && be.group.batches.Load() > 0 {
+				b.ReportMetric(float64(be.group.calls.Load())/float64(be.group.batches.Load()), "res/tx")
+			}
+		})
+	}
+}
+
+// rawTx runs the raw transaction from 50 goroutines and reports and returns its ops/s.
+func rawTx(b *testing.B) float64 {
 	ctx := context.Background()
 	db := testenv.MySQL(b).DB
 	for _, q := range []string{
@@ -85,5 +140,7 @@ func BenchmarkRawTx(b *testing.B) {
 			}
 		}
 	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	ops := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(ops, "ops/s")
+	return ops
 }
