@@ -270,3 +270,36 @@ func TestDurableRestartedWithOldData(t *testing.T) {
 	require.True(t, healed, "a new run ID means a rebuild")
 	wantStock(t, inv, "a", 5, 3, 0)
 }
+
+// TestDurableConcurrentReplaysWait: 30 concurrent replays of one reservation on the
+// journal, piled up behind its first transaction (held open a while), all get it, none
+// with ErrContention: replays wait for the first transaction instead of deadlocking each
+// other (the journal's replay read takes the shared lock the failed INSERT holds, never
+// an exclusive one), and the units are taken once.
+func TestDurableConcurrentReplaysWait(t *testing.T) {
+	ctx := context.Background()
+	d, _, _ := newDurable(t)
+	redisinventory.SetHook(d, func(op, _ string) {
+		if op == "reserve" {
+			time.Sleep(200 * time.Millisecond) // every replay now waits on the first insert
+		}
+	})
+	inv := inventory.New(d)
+	for _, sku := range []string{"a", "b"} {
+		_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: sku, OnHand: 100})
+		require.NoError(t, err)
+	}
+	req := inventory.ReserveRequest{ID: "same", Lines: []inventory.Line{{SKU: "a", Qty: 3}, {SKU: "b", Qty: 2}}, TTL: time.Minute, BuyerID: "buyer-1"}
+	const n = 30
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { _, errs[i] = inv.Reserve(ctx, req) })
+	}
+	wg.Wait()
+	for i := range n {
+		require.NoError(t, errs[i], "replay %d", i)
+	}
+	wantStock(t, inv, "a", 100, 97, 0)
+	wantStock(t, inv, "b", 100, 98, 0)
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/internal/groupcommit"
 )
 
 // Backend stores stock and reservations in SQL tables through bun (MySQL/MariaDB or
@@ -28,7 +29,7 @@ type Backend struct {
 	// group combines concurrent reservations of the same SKUs into one transaction; nil
 	// when db is a transaction (the caller's: nothing else may join it) or in the
 	// benchmarks of the direct path.
-	group *committer
+	group *groupcommit.Committer
 	// lockFirst switches Reserve to SELECT ... FOR UPDATE, check, then UPDATE, instead
 	// of a conditional UPDATE. It exists only to measure the two against each other.
 	lockFirst bool
@@ -46,7 +47,7 @@ func New(db bun.IDB) *Backend {
 		b.addUsageTail = ` ON DUPLICATE KEY UPDATE qty = qty + VALUES(qty)`
 	}
 	if !sqlutil.IsTx(db) {
-		b.group = newCommitter()
+		b.group = groupcommit.New(db, b.reserveBatch, b.failReserve)
 	}
 	return b
 }
@@ -56,9 +57,11 @@ func New(db bun.IDB) *Backend {
 func (b *Backend) WithTx(db bun.IDB) inventory.Backend {
 	c := *b
 	c.db = db
-	c.group = nil
-	if !sqlutil.IsTx(db) {
-		c.group = newCommitter()
+	switch {
+	case sqlutil.IsTx(db):
+		c.group = nil
+	case db != b.db || b.group == nil:
+		c.group = groupcommit.New(db, c.reserveBatch, c.failReserve)
 	}
 	return &c
 }
@@ -67,6 +70,10 @@ func (b *Backend) WithTx(db bun.IDB) inventory.Backend {
 // lock wait timeouts, and translates what fails into the inventory's errors.
 func (b *Backend) inTx(ctx context.Context, op string, fn func(ctx context.Context, tx bun.Tx) error) error {
 	return b.fail(ctx, op, sqlutil.InTx(ctx, b.db, fn))
+}
+
+func (b *Backend) failReserve(ctx context.Context, err error) error {
+	return b.fail(ctx, "reserve", err)
 }
 
 // domainErrors are the errors the backend itself builds; they pass through unchanged.

@@ -100,8 +100,10 @@ func BenchmarkHotSKU(b *testing.B) {
 			if raw > 0 {
 				b.ReportMetric(ops/raw, "x-raw")
 			}
-			if be.group != nil && be.group.batches.Load() > 0 {
-				b.ReportMetric(float64(be.group.calls.Load())/float64(be.group.batches.Load()), "res/tx")
+			if be.group != nil {
+				if batches, calls := be.group.Stats(); batches > 0 {
+					b.ReportMetric(float64(calls)/float64(batches), "res/tx")
+				}
 			}
 		})
 	}

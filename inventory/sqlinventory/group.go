@@ -3,55 +3,19 @@ package sqlinventory
 import (
 	"cmp"
 	"context"
-	"errors"
 	"maps"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/uptrace/bun"
 
-	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/internal/groupcommit"
 )
 
-// Group commit of hot SKUs. Reservations of the same SKUs that arrive while an earlier
-// one of those SKUs is being committed queue up; when that commit ends, the first of them
-// leads the whole queue through one transaction of its own: every reservation keeps its
-// own row and its own result, the stock rows are locked once and updated once. A leader
-// that finds nobody waiting commits its one reservation at once, so there is no timer and
-// no added latency without contention; the window is the previous commit.
-
-// maxBatch caps the reservations one transaction commits.
-const maxBatch = 128
-
-// committer holds the queues of the SKU sets with a commit in progress.
-type committer struct {
-	mu     sync.Mutex
-	groups map[string][]*call // key: the SKUs; present while a leader runs
-	// batches and calls count the transactions run and the reservations they carried.
-	batches, calls atomic.Int64
-}
-
-func newCommitter() *committer { return &committer{groups: map[string][]*call{}} }
-
-// call is one Reserve waiting for, or in, a group commit.
-type call struct {
-	ctx   context.Context
-	r     inventory.Reservation
-	items string
-	out   inventory.Reservation
-	err   error
-	// replay is set when the reservation's row existed: out (or err) is the replay's answer.
-	replay bool
-	// batch, on the call that is to lead, holds the calls it commits (itself first).
-	batch []*call
-	// done receives once: when the result is set, or when the call is to lead.
-	done chan struct{}
-}
-
-// skuKey names the SKU set of a reservation's (sorted, distinct) lines.
+// skuKey names the SKU set of a reservation's (sorted, distinct) lines: the reservations
+// of one SKU set share transactions (see groupcommit), each taking the same stock rows in
+// the same order.
 func skuKey(lines []inventory.Line) string {
 	if len(lines) == 1 {
 		return lines[0].SKU
@@ -64,122 +28,6 @@ func skuKey(lines []inventory.Line) string {
 	return sb.String()
 }
 
-// reserveGrouped runs r through the group commit of its SKU set.
-func (b *Backend) reserveGrouped(ctx context.Context, r inventory.Reservation) (inventory.Reservation, error) {
-	c := &call{ctx: ctx, r: r, items: inventory.EncodeLines(r.Lines), done: make(chan struct{}, 1)}
-	key := skuKey(r.Lines)
-	m := b.group
-	m.mu.Lock()
-	if queue, busy := m.groups[key]; busy {
-		m.groups[key] = append(queue, c)
-		m.mu.Unlock()
-		// No select on ctx: the call may be in a transaction already; a batch is abandoned
-		// only when all its callers are gone (batchContext), and ends within one commit.
-		<-c.done
-	} else {
-		m.groups[key] = nil
-		m.mu.Unlock()
-		c.batch = []*call{c}
-	}
-	if c.batch != nil {
-		b.lead(key, c.batch)
-	}
-	if c.err != nil {
-		return inventory.Reservation{}, c.err
-	}
-	return c.out, nil
-}
-
-// lead commits batch, hands the lead to the first call that queued meanwhile (with the
-// queue as its batch), then wakes the batch's other callers.
-func (b *Backend) lead(key string, batch []*call) {
-	b.commitBatch(batch)
-	m := b.group
-	m.mu.Lock()
-	queue := m.groups[key]
-	var next []*call
-	if len(queue) == 0 {
-		delete(m.groups, key)
-	} else {
-		next, queue = takeBatch(queue)
-		m.groups[key] = queue
-		next[0].batch = next
-	}
-	m.mu.Unlock()
-	if next != nil {
-		next[0].done <- struct{}{}
-	}
-	for _, c := range batch[1:] {
-		c.done <- struct{}{}
-	}
-}
-
-// takeBatch splits the next batch off queue: at most maxBatch calls, no two with one ID
-// (a second call with an ID waits for the next batch, where it is a replay).
-func takeBatch(queue []*call) (batch, rest []*call) {
-	ids := make(map[string]bool, min(len(queue), maxBatch))
-	for _, c := range queue {
-		if len(batch) < maxBatch && !ids[c.r.ID] {
-			ids[c.r.ID] = true
-			batch = append(batch, c)
-		} else {
-			rest = append(rest, c)
-		}
-	}
-	return batch, rest
-}
-
-// commitBatch runs the batch's reservations in one transaction of their own (retried on
-// lock conflicts like any other) and sets each call's result. Calls whose context ended
-// while they queued get its error and are left out.
-func (b *Backend) commitBatch(batch []*call) {
-	live := make([]*call, 0, len(batch))
-	for _, c := range batch {
-		if err := c.ctx.Err(); err != nil {
-			c.err = err
-		} else {
-			live = append(live, c)
-		}
-	}
-	if len(live) == 0 {
-		return
-	}
-	b.group.batches.Add(1)
-	b.group.calls.Add(int64(len(live)))
-	ctx, cancel := batchContext(live)
-	defer cancel()
-	err := sqlutil.InTx(ctx, b.db, func(ctx context.Context, tx bun.Tx) error {
-		return b.reserveBatch(ctx, tx, live)
-	})
-	if err != nil {
-		for _, c := range live {
-			c.err = b.fail(c.ctx, "reserve", err)
-		}
-	}
-}
-
-// batchContext returns a context that carries the first call's values and ends only when
-// every call's context has ended: one caller giving up does not fail the others.
-func batchContext(calls []*call) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(calls[0].ctx))
-	var left atomic.Int64
-	left.Store(int64(len(calls)))
-	stops := make([]func() bool, len(calls))
-	for i, c := range calls {
-		stops[i] = context.AfterFunc(c.ctx, func() {
-			if left.Add(-1) == 0 {
-				cancel()
-			}
-		})
-	}
-	return ctx, func() {
-		for _, stop := range stops {
-			stop()
-		}
-		cancel()
-	}
-}
-
 // usageKey names a buyer's usage row.
 type usageKey struct{ sku, buyer string }
 
@@ -188,29 +36,18 @@ type usageKey struct{ sku, buyer string }
 // run in Go, call after call, on the counts read under the locks, so each call gets the
 // answer it would have had alone in that order; the rows of the calls that fail are taken
 // out again before the commit.
-func (b *Backend) reserveBatch(ctx context.Context, tx bun.Tx, calls []*call) error {
-	for _, c := range calls {
-		c.out, c.err, c.replay = inventory.Reservation{}, nil, false
-	}
-	if err := b.insertBatch(ctx, tx, calls); err != nil {
+func (b *Backend) reserveBatch(ctx context.Context, tx bun.Tx, calls []*groupcommit.Call) error {
+	fresh, err := groupcommit.InsertRows(ctx, tx, "inventory_reservations", calls, b.shareLock)
+	if err != nil || len(fresh) == 0 {
 		return err
-	}
-	fresh := make([]*call, 0, len(calls))
-	for _, c := range calls {
-		if !c.replay {
-			fresh = append(fresh, c)
-		}
-	}
-	if len(fresh) == 0 {
-		return nil
 	}
 
 	// Usage rows: count every fresh call's units, then read the counts before the batch.
 	usage := map[usageKey]int64{}
 	for _, c := range fresh {
-		if c.r.BuyerID != "" {
-			for _, l := range c.r.Lines {
-				usage[usageKey{l.SKU, c.r.BuyerID}] += l.Qty
+		if c.R.BuyerID != "" {
+			for _, l := range c.R.Lines {
+				usage[usageKey{l.SKU, c.R.BuyerID}] += l.Qty
 			}
 		}
 	}
@@ -225,8 +62,8 @@ func (b *Backend) reserveBatch(ctx context.Context, tx bun.Tx, calls []*call) er
 	}
 
 	// Stock rows, locked once, checked call after call.
-	skus := make([]string, len(fresh[0].r.Lines))
-	for i, l := range fresh[0].r.Lines {
+	skus := make([]string, len(fresh[0].R.Lines))
+	for i, l := range fresh[0].R.Lines {
 		skus[i] = l.SKU
 	}
 	type stock struct{ avail, limit, taken int64 }
@@ -247,32 +84,32 @@ func (b *Backend) reserveBatch(ctx context.Context, tx bun.Tx, calls []*call) er
 	if err := rows.Close(); err != nil {
 		return err
 	}
-	refused := map[usageKey]int64{}
-	var refusedIDs []string
+	refusedUsage := map[usageKey]int64{}
+	var refused []*groupcommit.Call
 	for _, c := range fresh {
-		c.err = admit(c.r, func(l inventory.Line) (avail, limit, used int64, ok bool) {
+		c.Err = admit(c.R, func(l inventory.Line) (avail, limit, used int64, ok bool) {
 			s := stocks[l.SKU]
 			if s == nil {
 				return 0, 0, 0, false
 			}
-			return s.avail, s.limit, usage[usageKey{l.SKU, c.r.BuyerID}], true
+			return s.avail, s.limit, usage[usageKey{l.SKU, c.R.BuyerID}], true
 		})
-		if c.err != nil {
-			refusedIDs = append(refusedIDs, c.r.ID)
-			if c.r.BuyerID != "" {
-				for _, l := range c.r.Lines {
-					refused[usageKey{l.SKU, c.r.BuyerID}] += l.Qty
+		if c.Err != nil {
+			refused = append(refused, c)
+			if c.R.BuyerID != "" {
+				for _, l := range c.R.Lines {
+					refusedUsage[usageKey{l.SKU, c.R.BuyerID}] += l.Qty
 				}
 			}
 			continue
 		}
-		c.out = c.r
-		for _, l := range c.r.Lines {
+		c.Out = c.R
+		for _, l := range c.R.Lines {
 			s := stocks[l.SKU]
 			s.avail -= l.Qty
 			s.taken += l.Qty
-			if c.r.BuyerID != "" {
-				usage[usageKey{l.SKU, c.r.BuyerID}] += l.Qty
+			if c.R.BuyerID != "" {
+				usage[usageKey{l.SKU, c.R.BuyerID}] += l.Qty
 			}
 		}
 	}
@@ -284,15 +121,10 @@ func (b *Backend) reserveBatch(ctx context.Context, tx bun.Tx, calls []*call) er
 			}
 		}
 	}
-	if len(refusedIDs) > 0 {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM inventory_reservations WHERE id IN (?)`, bun.List(refusedIDs)); err != nil {
-			return err
-		}
-		if err := b.addUsage(ctx, tx, sortedPairs(refused), refused, -1); err != nil {
-			return err
-		}
+	if err := groupcommit.Refuse(ctx, tx, "inventory_reservations", refused); err != nil {
+		return err
 	}
-	return nil
+	return b.addUsage(ctx, tx, sortedPairs(refusedUsage), refusedUsage, -1)
 }
 
 // admit checks r's lines, in order, against the counts stock gives (ok false: unknown SKU)
@@ -312,63 +144,6 @@ func admit(r inventory.Reservation, stock func(inventory.Line) (avail, limit, us
 		}
 	}
 	return nil
-}
-
-// insertBatch inserts the calls' reservation rows, in one statement when none exists yet;
-// otherwise one by one, answering each call whose row exists as a replay.
-func (b *Backend) insertBatch(ctx context.Context, tx bun.Tx, calls []*call) error {
-	q := strings.Builder{}
-	q.WriteString(`INSERT INTO inventory_reservations (id, state, items, buyer_id, created_at, expires_at) VALUES `)
-	args := make([]any, 0, 6*len(calls))
-	for i, c := range calls {
-		if i > 0 {
-			q.WriteString(", ")
-		}
-		q.WriteString("(?, ?, ?, ?, ?, ?)")
-		args = append(args, c.r.ID, string(inventory.StateReserved), c.items, c.r.BuyerID, millis(c.r.CreatedAt), millis(c.r.ExpiresAt))
-	}
-	_, err := tx.ExecContext(ctx, q.String(), args...)
-	if err == nil || !sqlutil.IsDuplicateKey(err) {
-		return err
-	}
-	for _, c := range calls {
-		c.replay, c.out, c.err = b.insert(ctx, tx, c.r, c.items)
-		if c.err != nil && !isDomain(c.err) {
-			return c.err
-		}
-	}
-	return nil
-}
-
-// insert inserts r's reservation row. When one exists it reports a replay, with the
-// stored reservation or a *ConflictError when its lines or buyer differ. The stored row
-// is read under a shared lock, which the failed INSERT already holds: concurrent replays
-// of one ID wait for its first transaction instead of deadlocking over an upgrade.
-func (b *Backend) insert(ctx context.Context, tx bun.Tx, r inventory.Reservation, items string) (replay bool, prev inventory.Reservation, err error) {
-	_, err = tx.ExecContext(ctx, `INSERT INTO inventory_reservations
- (id, state, items, buyer_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		r.ID, string(inventory.StateReserved), items, r.BuyerID, millis(r.CreatedAt), millis(r.ExpiresAt))
-	if err == nil || !sqlutil.IsDuplicateKey(err) {
-		return false, inventory.Reservation{}, err
-	}
-	prev, err = b.get(ctx, tx, r.ID, b.shareLock)
-	if err != nil {
-		return true, inventory.Reservation{}, err
-	}
-	if inventory.EncodeLines(prev.Lines) != items || prev.BuyerID != r.BuyerID {
-		return true, inventory.Reservation{}, &inventory.ConflictError{Kind: "reservation", ID: r.ID}
-	}
-	return true, prev, nil
-}
-
-// isDomain reports whether err is one of the backend's domain errors.
-func isDomain(err error) bool {
-	for _, d := range domainErrors {
-		if err != nil && errors.Is(err, d) {
-			return true
-		}
-	}
-	return false
 }
 
 // sortedPairs returns the keys of m in lock order: by SKU, then buyer.

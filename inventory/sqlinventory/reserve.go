@@ -8,13 +8,14 @@ import (
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/internal/sqlrow"
 )
 
-// Reserve reserves through the group commit of r's SKUs (see group.go) on a *bun.DB,
+// Reserve reserves through the group commit of r's SKUs (reserveBatch) on a *bun.DB,
 // and alone in the caller's transaction.
 func (b *Backend) Reserve(ctx context.Context, r inventory.Reservation) (inventory.Reservation, error) {
 	if b.group != nil {
-		return b.reserveGrouped(ctx, r)
+		return b.group.Reserve(ctx, skuKey(r.Lines), r)
 	}
 	return b.reserveAlone(ctx, r)
 }
@@ -24,10 +25,9 @@ func (b *Backend) Reserve(ctx context.Context, r inventory.Reservation) (invento
 // line, one for the reservation (whose lines are stored in one column) and, with a buyer,
 // one for the buyer's usage rows.
 func (b *Backend) reserveAlone(ctx context.Context, r inventory.Reservation) (inventory.Reservation, error) {
-	items := inventory.EncodeLines(r.Lines)
 	var out inventory.Reservation
 	err := b.inTx(ctx, "reserve", func(ctx context.Context, tx bun.Tx) error {
-		replay, prev, err := b.insert(ctx, tx, r, items)
+		replay, prev, err := sqlrow.Insert(ctx, tx, "inventory_reservations", r, b.shareLock)
 		if err != nil || replay {
 			out = prev
 			return err
