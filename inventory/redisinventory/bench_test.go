@@ -2,11 +2,16 @@ package redisinventory_test
 
 import (
 	"context"
+	"strconv"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/redisinventory"
 	"github.com/commercekit/commercekit/inventory/inventorytest"
 )
 
@@ -15,7 +20,59 @@ const rawLua = `local s=tonumber(redis.call('GET',KEYS[1])) local n=tonumber(ARG
 
 // BenchmarkRawEvalSha is the floor under Reserve, measured from Go in the same run: the raw
 // EVALSHA of tools/raw-limits through the same client from the same number of goroutines.
-func BenchmarkRawEvalSha(b *testing.B) {
+func BenchmarkRawEvalSha(b *testing.B) { rawEvalSha(b) }
+
+// BenchmarkHotSKU measures Reserve of one unit of one hot SKU from 50 goroutines on the
+// plain backend and on the journaled one (Durable, MySQL + Redis), next to the raw EVALSHA
+// in the same run, and reports ops/s, the multiple of the raw rate (x-raw) and, for
+// Durable, of the plain backend's (x-plain):
+//
+//	go test -run '^$' -bench BenchmarkHotSKU -benchtime 5s ./inventory/redisinventory/
+func BenchmarkHotSKU(b *testing.B) {
+	var raw, plain float64
+	b.Run("raw", func(b *testing.B) { raw = rawEvalSha(b) })
+	b.Run("redis", func(b *testing.B) {
+		plain = reserveHot(b, inventory.New(redisinventory.New(testenv.Redis(b))), raw)
+	})
+	b.Run("durable", func(b *testing.B) {
+		d, _, _ := newDurable(b)
+		ops := reserveHot(b, inventory.New(d), raw)
+		if plain > 0 {
+			b.ReportMetric(ops/plain, "x-plain")
+		}
+	})
+}
+
+// reserveHot runs Reserve of one unit of one hot SKU from 50 goroutines and reports and
+// returns its ops/s, with its multiple of raw.
+func reserveHot(b *testing.B, inv *inventory.Inventory, raw float64) float64 {
+	ctx := context.Background()
+	if _, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "hot", OnHand: inventory.MaxOnHand}); err != nil {
+		b.Fatal(err)
+	}
+	var seq atomic.Int64
+	inventorytest.SetParallelism(b)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		line := []inventory.Line{{SKU: "hot", Qty: 1}}
+		for pb.Next() {
+			id := "h" + strconv.FormatInt(seq.Add(1), 36)
+			if _, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: id, Lines: line, TTL: time.Hour}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	ops := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(ops, "ops/s")
+	if raw > 0 {
+		b.ReportMetric(ops/raw, "x-raw")
+	}
+	return ops
+}
+
+// rawEvalSha runs the raw EVALSHA from 50 goroutines and reports and returns its ops/s.
+func rawEvalSha(b *testing.B) float64 {
 	ctx := context.Background()
 	rdb := testenv.Redis(b)
 	if err := rdb.Set(ctx, "{rawlimits}:stock", 1_000_000_000_000, 0).Err(); err != nil {
@@ -33,5 +90,7 @@ func BenchmarkRawEvalSha(b *testing.B) {
 			}
 		}
 	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	ops := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(ops, "ops/s")
+	return ops
 }

@@ -152,6 +152,40 @@ func (d *Durable) run(ctx context.Context, s *redis.Script, gen string, keys []s
 	return reply, redisErr(ctx, err)
 }
 
+// runAll runs a guarded script once per call (its keys and arguments), pipelined: one
+// round trip. When the server lacks the script (NOSCRIPT, after a restart or a SCRIPT
+// FLUSH) it runs them one by one through run, which loads it.
+func (d *Durable) runAll(ctx context.Context, s *redis.Script, gen string, calls []scriptCall) ([]any, error) {
+	pipe := d.b.c.Pipeline()
+	cmds := make([]*redis.Cmd, len(calls))
+	for i, c := range calls {
+		cmds[i] = s.EvalSha(ctx, pipe, append(c.keys, d.marker), append(c.args, gen)...)
+	}
+	_, _ = pipe.Exec(ctx) // each command keeps its own error
+	replies := make([]any, len(calls))
+	for i, cmd := range cmds {
+		var err error
+		switch {
+		case cmd.Err() == nil:
+			replies[i] = cmd.Val()
+		case redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT"):
+			replies[i], err = d.run(ctx, s, gen, calls[i].keys, calls[i].args...)
+		default:
+			err = redisErr(ctx, cmd.Err())
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return replies, nil
+}
+
+// scriptCall is the keys and arguments of one script call.
+type scriptCall struct {
+	keys []string
+	args []any
+}
+
 // known reports whether the journal has stock for sku: a SKU Redis lacks but SQL knows
 // means Redis lost data.
 func (d *Durable) known(ctx context.Context, db bun.IDB, skus ...string) (bool, error) {
@@ -195,14 +229,17 @@ func (d *Durable) reserveBatch(ctx context.Context, tx bun.Tx, calls []*groupcom
 	if _, err := tx.ExecContext(ctx, q.String(), values...); err != nil {
 		return err
 	}
+	sc := make([]scriptCall, len(fresh))
+	for i, c := range fresh {
+		sc[i].keys, sc[i].args = d.b.reserveCall(c.R)
+	}
+	replies, err := d.runAll(ctx, d.b.g.reserve, gen, sc)
+	if err != nil {
+		return err
+	}
 	var refused []*groupcommit.Call
-	for _, c := range fresh {
-		keys, args := d.b.reserveCall(c.R)
-		reply, err := d.run(ctx, d.b.g.reserve, gen, keys, args...)
-		if err != nil {
-			return err
-		}
-		if c.Out, c.Err = reserveReply(c.R, reply); c.Err != nil {
+	for i, c := range fresh {
+		if c.Out, c.Err = reserveReply(c.R, replies[i]); c.Err != nil {
 			if errors.Is(c.Err, errLost) {
 				return c.Err // the generation moved: every reservation of the batch fails closed
 			}

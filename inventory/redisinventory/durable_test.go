@@ -303,3 +303,51 @@ func TestDurableConcurrentReplaysWait(t *testing.T) {
 	wantStock(t, inv, "a", 100, 97, 0)
 	wantStock(t, inv, "b", 100, 98, 0)
 }
+
+// TestDurableBatchIsolatesCallers: concurrent reservations share journal transactions
+// (their scripts pipelined); a refused one (out of stock, over the buyer limit, a
+// conflicting replay) fails alone and leaves no journal row, and the rest hold exactly
+// what Redis and the journal say — also after the scripts were flushed from Redis.
+func TestDurableBatchIsolatesCallers(t *testing.T) {
+	ctx := context.Background()
+	d, rdb, db := newDurable(t)
+	inv := inventory.New(d)
+	_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "drop", OnHand: 40, BuyerLimit: 2})
+	require.NoError(t, err)
+	require.NoError(t, rdb.ScriptFlush(ctx).Err()) // the pipelined scripts must load themselves
+
+	const n = 60 // 30 buyers, 3 each (one over the limit): more than the 40 units; and a few too large
+	errs := make([]error, n+30+5)
+	var wg sync.WaitGroup
+	for i := range n + 30 {
+		wg.Go(func() {
+			_, errs[i] = inv.Reserve(ctx, inventory.ReserveRequest{ID: fmt.Sprintf("r%d", i), BuyerID: fmt.Sprintf("b%d", i%30),
+				Lines: line("drop", 1), TTL: time.Hour})
+		})
+	}
+	for i := range 5 {
+		wg.Go(func() {
+			_, errs[n+30+i] = inv.Reserve(ctx, inventory.ReserveRequest{ID: fmt.Sprintf("big%d", i), BuyerID: "big",
+				Lines: line("drop", 41), TTL: time.Hour})
+		})
+	}
+	wg.Wait()
+	held := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			held++
+		case i >= n+30:
+			require.ErrorIs(t, err, inventory.ErrInsufficientStock)
+		case !errors.Is(err, inventory.ErrInsufficientStock):
+			require.ErrorIs(t, err, inventory.ErrBuyerLimitExceeded, "r%d", i)
+		}
+	}
+	assert.Equal(t, 40, held, "every unit is held, once")
+	wantStock(t, inv, "drop", 40, 0, 0)
+	var rows, lines int
+	require.NoError(t, db.NewRaw("SELECT COUNT(*) FROM inventory_journal_reservations").Scan(ctx, &rows))
+	require.NoError(t, db.NewRaw("SELECT COALESCE(SUM(qty), 0) FROM inventory_journal_lines").Scan(ctx, &lines))
+	assert.Equal(t, 40, rows, "refused reservations leave no journal row")
+	assert.Equal(t, 40, lines)
+}
