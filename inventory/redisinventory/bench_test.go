@@ -11,8 +11,8 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/inventory"
-	"github.com/commercekit/commercekit/inventory/redisinventory"
 	"github.com/commercekit/commercekit/inventory/inventorytest"
+	"github.com/commercekit/commercekit/inventory/redisinventory"
 )
 
 // rawLua is the one-line check-and-decrement of tools/raw-limits.

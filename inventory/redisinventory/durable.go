@@ -69,7 +69,7 @@ func NewDurable(c redis.UniversalClient, db *bun.DB, opts ...Option) *Durable {
 	if !sqlutil.IsSQLite(db) {
 		d.shareLock, d.forUpdate, d.skipLocked = " LOCK IN SHARE MODE", " FOR UPDATE", " FOR UPDATE SKIP LOCKED"
 	}
-	d.group = groupcommit.New(db, d.reserveBatch, func(ctx context.Context, err error) error { return d.fail(ctx, "reserve", err) })
+	d.group = groupcommit.New(groupcommit.InTx(db, d.reserveBatch, func(ctx context.Context, err error) error { return d.fail(ctx, "reserve", err) }))
 	return d
 }
 
@@ -152,40 +152,6 @@ func (d *Durable) run(ctx context.Context, s *redis.Script, gen string, keys []s
 	return reply, redisErr(ctx, err)
 }
 
-// runAll runs a guarded script once per call (its keys and arguments), pipelined: one
-// round trip. When the server lacks the script (NOSCRIPT, after a restart or a SCRIPT
-// FLUSH) it runs them one by one through run, which loads it.
-func (d *Durable) runAll(ctx context.Context, s *redis.Script, gen string, calls []scriptCall) ([]any, error) {
-	pipe := d.b.c.Pipeline()
-	cmds := make([]*redis.Cmd, len(calls))
-	for i, c := range calls {
-		cmds[i] = s.EvalSha(ctx, pipe, append(c.keys, d.marker), append(c.args, gen)...)
-	}
-	_, _ = pipe.Exec(ctx) // each command keeps its own error
-	replies := make([]any, len(calls))
-	for i, cmd := range cmds {
-		var err error
-		switch {
-		case cmd.Err() == nil:
-			replies[i] = cmd.Val()
-		case redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT"):
-			replies[i], err = d.run(ctx, s, gen, calls[i].keys, calls[i].args...)
-		default:
-			err = redisErr(ctx, cmd.Err())
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	return replies, nil
-}
-
-// scriptCall is the keys and arguments of one script call.
-type scriptCall struct {
-	keys []string
-	args []any
-}
-
 // known reports whether the journal has stock for sku: a SKU Redis lacks but SQL knows
 // means Redis lost data.
 func (d *Durable) known(ctx context.Context, db bun.IDB, skus ...string) (bool, error) {
@@ -198,7 +164,7 @@ func (d *Durable) known(ctx context.Context, db bun.IDB, skus ...string) (bool, 
 // reserve script, in one SQL transaction holding the generation. Concurrent reservations
 // share that transaction (groupcommit): one INSERT of their rows, one of their lines, a
 // script each, one commit; a reservation Redis refuses is taken out of the journal again
-// before the commit and fails alone. A reservation the journal has already is a replay
+// before the commit and fails alone. Their scripts run in one call (reserveManyLua). A reservation the journal has already is a replay
 // and returns it as the journal has it.
 func (d *Durable) Reserve(ctx context.Context, r inventory.Reservation) (inventory.Reservation, error) {
 	return d.group.Reserve(ctx, "", r)
@@ -229,13 +195,9 @@ func (d *Durable) reserveBatch(ctx context.Context, tx bun.Tx, calls []*groupcom
 	if _, err := tx.ExecContext(ctx, q.String(), values...); err != nil {
 		return err
 	}
-	sc := make([]scriptCall, len(fresh))
-	for i, c := range fresh {
-		sc[i].keys, sc[i].args = d.b.reserveCall(c.R)
-	}
-	replies, err := d.runAll(ctx, d.b.g.reserve, gen, sc)
+	replies, err := d.b.runReserveMany(ctx, d.b.g.reserveMany, fresh, []string{d.marker}, gen)
 	if err != nil {
-		return err
+		return redisErr(ctx, err)
 	}
 	var refused []*groupcommit.Call
 	for i, c := range fresh {

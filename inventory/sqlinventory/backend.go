@@ -47,7 +47,7 @@ func New(db bun.IDB) *Backend {
 		b.addUsageTail = ` ON DUPLICATE KEY UPDATE qty = qty + VALUES(qty)`
 	}
 	if !sqlutil.IsTx(db) {
-		b.group = groupcommit.New(db, b.reserveBatch, b.failReserve)
+		b.group = groupcommit.New(groupcommit.InTx(db, b.reserveBatch, b.failReserve))
 	}
 	return b
 }
@@ -61,7 +61,7 @@ func (b *Backend) WithTx(db bun.IDB) inventory.Backend {
 	case sqlutil.IsTx(db):
 		c.group = nil
 	case db != b.db || b.group == nil:
-		c.group = groupcommit.New(db, c.reserveBatch, c.failReserve)
+		c.group = groupcommit.New(groupcommit.InTx(db, c.reserveBatch, c.failReserve))
 	}
 	return &c
 }

@@ -1,14 +1,14 @@
-// Package groupcommit combines concurrent reservations into shared SQL transactions, for
-// the SQL-backed stores of inventory (sqlinventory's hot SKUs, the journal of
-// redisinventory.NewDurable).
+// Package groupcommit combines concurrent reservations into one unit of work of the
+// store: a shared SQL transaction (sqlinventory's hot SKUs, the journal of
+// redisinventory.NewDurable; see InTx) or one Redis script call (redisinventory).
 //
-// Reservations with the same key that arrive while a batch of that key is being
-// committed queue up; the first of them then leads the whole queue through one
-// transaction of its own, in which the store gives every reservation its own row and its
-// own answer. A leader that finds nobody waiting commits its one reservation at once:
-// there is no timer and no added latency without contention; the window is the previous
-// commit (the classic group commit). The lead passes on as soon as a batch's statements
-// are done, before its COMMIT, so the next batch prepares while this one commits.
+// Reservations with the same key that arrive while a batch of that key is in progress
+// queue up; the first of them then leads the whole queue through one unit of work, in
+// which the store gives every reservation its own answer. A leader that finds nobody
+// waiting runs its one reservation at once: there is no timer and no added latency
+// without contention; the window is the previous batch (the classic group commit). A
+// batch may pass the lead on early (ready), e.g. when its statements are done and only
+// its COMMIT is left, so the next batch prepares while this one commits.
 //
 // Only transactions of the store's own are shared: a reservation in the caller's
 // transaction cannot be, and does not come here.
@@ -47,27 +47,49 @@ type Call struct {
 	done chan struct{}
 }
 
+// Run reserves calls (distinct IDs, one key, each with a live context) and sets each
+// call's Out or Err. ctx ends only when every caller's context has ended. It may call
+// ready once, to pass the lead on before it returns.
+type Run func(ctx context.Context, calls []*Call, ready func())
+
 // Batch reserves calls (distinct IDs, one key) in tx. It runs again from the start when
 // the transaction is retried.
 type Batch func(ctx context.Context, tx bun.Tx, calls []*Call) error
 
 // Committer runs the group commits of one store.
 type Committer struct {
-	db    bun.IDB
-	batch Batch
-	fail  func(ctx context.Context, err error) error
-	mu    sync.Mutex
+	run Run
+	mu  sync.Mutex
 	// queues holds, per key with a batch in progress, the calls waiting for the next one.
 	queues map[string][]*Call
 	// batches and calls count the transactions run and the reservations they carried.
 	batches, calls atomic.Int64
 }
 
-// New returns a Committer running batch in transactions of its own on db (retried on
-// lock conflicts as sqlutil.InTx does); fail translates a failed transaction's error for
-// each caller (its context first).
-func New(db bun.IDB, batch Batch, fail func(ctx context.Context, err error) error) *Committer {
-	return &Committer{db: db, batch: batch, fail: fail, queues: map[string][]*Call{}}
+// New returns a Committer running its batches with run.
+func New(run Run) *Committer { return &Committer{run: run, queues: map[string][]*Call{}} }
+
+// InTx returns a Run that runs batch in a transaction of its own on db (retried on lock
+// conflicts as sqlutil.InTx does) and passes the lead on before the COMMIT; fail
+// translates a failed transaction's error for each caller (with its own context).
+func InTx(db bun.IDB, batch Batch, fail func(ctx context.Context, err error) error) Run {
+	return func(ctx context.Context, calls []*Call, ready func()) {
+		err := sqlutil.InTx(ctx, db, func(ctx context.Context, tx bun.Tx) error {
+			for _, c := range calls {
+				c.Out, c.Err, c.Replay = inventory.Reservation{}, nil, false
+			}
+			if err := batch(ctx, tx, calls); err != nil {
+				return err
+			}
+			ready()
+			return nil
+		})
+		if err != nil {
+			for _, c := range calls {
+				c.Out, c.Err = inventory.Reservation{}, fail(c.Ctx, err)
+			}
+		}
+	}
 }
 
 // Stats returns how many transactions the Committer ran and how many reservations they
@@ -141,8 +163,7 @@ func take(queue []*Call) (batch, rest []*Call) {
 	return batch, rest
 }
 
-// commit runs the batch in one transaction and sets each call's result; ready runs when
-// the batch's statements are done, before the commit. Calls whose context ended while
+// commit runs the batch and so sets each call's result. Calls whose context ended while
 // they queued get its error and are left out.
 func (m *Committer) commit(batch []*Call, ready func()) {
 	live := make([]*Call, 0, len(batch))
@@ -160,21 +181,7 @@ func (m *Committer) commit(batch []*Call, ready func()) {
 	m.calls.Add(int64(len(live)))
 	ctx, cancel := allDone(live)
 	defer cancel()
-	err := sqlutil.InTx(ctx, m.db, func(ctx context.Context, tx bun.Tx) error {
-		for _, c := range live {
-			c.Out, c.Err, c.Replay = inventory.Reservation{}, nil, false
-		}
-		if err := m.batch(ctx, tx, live); err != nil {
-			return err
-		}
-		ready()
-		return nil
-	})
-	if err != nil {
-		for _, c := range live {
-			c.Out, c.Err = inventory.Reservation{}, m.fail(c.Ctx, err)
-		}
-	}
+	m.run(ctx, live, ready)
 }
 
 // allDone returns a context that carries the first call's values and ends only when every
