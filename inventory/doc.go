@@ -86,8 +86,8 @@
 // raw figure from Go with the same client and server, so one run gives the ratio:
 // BenchmarkRawEvalSha (the one-line check-and-decrement script) next to
 // BenchmarkRedis/Reserve/hot, and BenchmarkRawTx (conditional UPDATE + INSERT) next to
-// BenchmarkMySQL/Reserve/hot. BenchmarkReserveStrategy compares the conditional UPDATE with
-// SELECT ... FOR UPDATE.
+// BenchmarkMySQL/Reserve/hot. BenchmarkHotSKU compares the conditional UPDATE with
+// SELECT ... FOR UPDATE (alone, aloneSelectForUpdate).
 //
 // Indicative figures, on a 2-core machine loaded by other work (load average 6-11), native
 // MariaDB 10.11 (default durability) and Redis 7.0 on loopback, 50 clients:

@@ -2,10 +2,7 @@ package redisinventory_test
 
 import (
 	"context"
-	"strconv"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -32,43 +29,15 @@ func BenchmarkHotSKU(b *testing.B) {
 	var raw, plain float64
 	b.Run("raw", func(b *testing.B) { raw = rawEvalSha(b) })
 	b.Run("redis", func(b *testing.B) {
-		plain = reserveHot(b, inventory.New(redisinventory.New(testenv.Redis(b))), raw)
+		plain = inventorytest.ReserveHot(b, inventory.New(redisinventory.New(testenv.Redis(b))), raw)
 	})
 	b.Run("durable", func(b *testing.B) {
 		d, _, _ := newDurable(b)
-		ops := reserveHot(b, inventory.New(d), raw)
+		ops := inventorytest.ReserveHot(b, inventory.New(d), raw)
 		if plain > 0 {
 			b.ReportMetric(ops/plain, "x-plain")
 		}
 	})
-}
-
-// reserveHot runs Reserve of one unit of one hot SKU from 50 goroutines and reports and
-// returns its ops/s, with its multiple of raw.
-func reserveHot(b *testing.B, inv *inventory.Inventory, raw float64) float64 {
-	ctx := context.Background()
-	if _, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "hot", OnHand: inventory.MaxOnHand}); err != nil {
-		b.Fatal(err)
-	}
-	var seq atomic.Int64
-	inventorytest.SetParallelism(b)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		line := []inventory.Line{{SKU: "hot", Qty: 1}}
-		for pb.Next() {
-			id := "h" + strconv.FormatInt(seq.Add(1), 36)
-			if _, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: id, Lines: line, TTL: time.Hour}); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	ops := float64(b.N) / b.Elapsed().Seconds()
-	b.ReportMetric(ops, "ops/s")
-	if raw > 0 {
-		b.ReportMetric(ops/raw, "x-raw")
-	}
-	return ops
 }
 
 // rawEvalSha runs the raw EVALSHA from 50 goroutines and reports and returns its ops/s.

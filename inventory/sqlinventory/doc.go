@@ -59,7 +59,7 @@
 // in progress never wait for each other.
 //
 // The conditional UPDATE was chosen by measurement over SELECT ... FOR UPDATE, check,
-// UPDATE (BenchmarkReserveStrategy, 50 connections, one hot row, native MariaDB 10.11 on a
+// UPDATE (BenchmarkHotSKU/alone and /aloneSelectForUpdate, 50 connections, one hot row, native MariaDB 10.11 on a
 // loaded 2-core machine): about 4,100 against 2,700 reservations/s, one statement and one
 // round trip fewer with the lock held. BenchmarkHotSKU measures the group commit against
 // the raw transaction in one run (ops/s, x-raw, res/tx: reservations per transaction):
