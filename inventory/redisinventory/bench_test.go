@@ -20,24 +20,34 @@ const rawLua = `local s=tonumber(redis.call('GET',KEYS[1])) local n=tonumber(ARG
 func BenchmarkRawEvalSha(b *testing.B) { rawEvalSha(b) }
 
 // BenchmarkHotSKU measures Reserve of one unit of one hot SKU from 50 goroutines on the
-// plain backend and on the journaled one (Durable, MySQL + Redis), next to the raw EVALSHA
-// in the same run, and reports ops/s, the multiple of the raw rate (x-raw) and, for
-// Durable, of the plain backend's (x-plain):
+// plain backend and on the journaled one (Durable, MySQL + Redis), each with concurrent
+// reservations combined (one script call, one journal transaction) and alone, next to the
+// raw EVALSHA in the same run, and reports ops/s and the multiple of the raw rate
+// (x-raw):
 //
 //	go test -run '^$' -bench BenchmarkHotSKU -benchtime 5s ./inventory/redisinventory/
 func BenchmarkHotSKU(b *testing.B) {
-	var raw, plain float64
+	var raw float64
 	b.Run("raw", func(b *testing.B) { raw = rawEvalSha(b) })
-	b.Run("redis", func(b *testing.B) {
-		plain = inventorytest.ReserveHot(b, inventory.New(redisinventory.New(testenv.Redis(b))), raw)
-	})
-	b.Run("durable", func(b *testing.B) {
-		d, _, _ := newDurable(b)
-		ops := inventorytest.ReserveHot(b, inventory.New(d), raw)
-		if plain > 0 {
-			b.ReportMetric(ops/plain, "x-plain")
-		}
-	})
+	for _, s := range []struct {
+		name     string
+		durable  bool
+		maxBatch int
+	}{
+		{"redis", false, 0}, {"redisAlone", false, 1},
+		{"durable", true, 0}, {"durableAlone", true, 1},
+	} {
+		b.Run(s.name, func(b *testing.B) {
+			var be inventory.Backend = redisinventory.New(testenv.Redis(b))
+			if s.durable {
+				be, _, _ = newDurable(b)
+			}
+			if s.maxBatch > 0 {
+				redisinventory.SetMaxBatch(be, s.maxBatch)
+			}
+			inventorytest.ReserveHot(b, inventory.New(be), raw)
+		})
+	}
 }
 
 // rawEvalSha runs the raw EVALSHA from 50 goroutines and reports and returns its ops/s.

@@ -118,16 +118,17 @@
 // commit and fails alone). The ordering argument holds for each: its units are taken in
 // Redis inside the transaction that records it. Commit, Release and Return still run a
 // transaction each. BenchmarkHotSKU measures Reserve on one hot SKU, plain and journaled,
-// against the raw EVALSHA in one run:
+// each combined and alone (redisAlone, durableAlone: one reservation per script call or
+// transaction), against the raw EVALSHA in one run:
 //
 //	go test -run '^$' -bench BenchmarkHotSKU -benchtime 5s ./inventory/redisinventory/
 //
 // Figures from a 2-core machine under heavy load from other work (load average 15-28;
 // native MariaDB 10.11 and Redis 7.0 on loopback; 50 clients; one hot SKU), so only
-// indicative: Durable Reserve 2,500-4,000/s, where the code before the shared
-// transactions gave 874/s minutes earlier (711/s against the plain backend's 3,308/s in
-// an earlier round); the plain backend 13,000-24,000/s, 0.74-2.85× the raw EVALSHA of the
-// same run (the code before the shared script call: 11,057/s, 0.36× raw).
+// indicative: Durable Reserve 1,700-4,900/s, and 2,965/s against 227/s alone in one run
+// (the code before the shared transactions: 874/s, minutes earlier); the plain backend
+// 8,000-38,000/s, 0.6-2.8× the raw EVALSHA of the same run, and 2-4× itself alone (the
+// code before the shared script call: 11,057/s, 0.36× raw).
 //
 // Running Redis with persistence (appendonly yes) stays worthwhile as defence in depth:
 // it makes rebuilds rare. It is not what keeps the stock: the journal is.

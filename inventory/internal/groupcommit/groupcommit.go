@@ -59,6 +59,7 @@ type Batch func(ctx context.Context, tx bun.Tx, calls []*Call) error
 // Committer runs the group commits of one store.
 type Committer struct {
 	run Run
+	max int // the most calls a batch carries
 	mu  sync.Mutex
 	// queues holds, per key with a batch in progress, the calls waiting for the next one.
 	queues map[string][]*Call
@@ -67,7 +68,13 @@ type Committer struct {
 }
 
 // New returns a Committer running its batches with run.
-func New(run Run) *Committer { return &Committer{run: run, queues: map[string][]*Call{}} }
+func New(run Run) *Committer {
+	return &Committer{run: run, max: MaxBatch, queues: map[string][]*Call{}}
+}
+
+// SetMaxBatch sets the most calls a batch carries (default MaxBatch; n < 1 counts as 1).
+// 1 turns the combining off, for measuring what it brings. Call it before any Reserve.
+func (m *Committer) SetMaxBatch(n int) { m.max = max(n, 1) }
 
 // InTx returns a Run that runs batch in a transaction of its own on db (retried on lock
 // conflicts as sqlutil.InTx does) and passes the lead on before the COMMIT; fail
@@ -141,19 +148,19 @@ func (m *Committer) handOff(key string) {
 		m.mu.Unlock()
 		return
 	}
-	next, rest := take(queue)
+	next, rest := take(queue, m.max)
 	m.queues[key] = rest
 	next[0].batch = next
 	m.mu.Unlock()
 	next[0].done <- struct{}{}
 }
 
-// take splits the next batch off queue: at most MaxBatch calls, no two with one ID (a
+// take splits the next batch off queue: at most limit calls, no two with one ID (a
 // second call with an ID waits for the next batch, where it is a replay).
-func take(queue []*Call) (batch, rest []*Call) {
-	ids := make(map[string]bool, min(len(queue), MaxBatch))
+func take(queue []*Call, limit int) (batch, rest []*Call) {
+	ids := make(map[string]bool, min(len(queue), limit))
 	for _, c := range queue {
-		if len(batch) < MaxBatch && !ids[c.R.ID] {
+		if len(batch) < limit && !ids[c.R.ID] {
 			ids[c.R.ID] = true
 			batch = append(batch, c)
 		} else {
