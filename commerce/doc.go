@@ -9,7 +9,8 @@
 // One database holds commerce's tables (commerce_*) and those of every SQL leaf, so that a
 // checkout step commits in ONE local transaction: the order row, the stock reservation (SQL
 // inventory), the coupon, the points and the outbox event. CreateAllSchemas creates them
-// all. New takes the parts in a Config and options: WithClock, WithLogger, WithObserver
+// all, given the schema functions of the backends the caller wires (commerce imports no
+// backend). New takes the parts in a Config and options: WithClock, WithLogger, WithObserver
 // (counts of orders placed, paid, failed, cancelled, expired), WithOrderExpiry (15 min),
 // WithPaymentWindow (15 min), WithCancelWindow (24 h), WithRewardRate (1%), WithFaultHook.
 // Two configurations are tested (see commercetest): everything on SQLite with the SQL

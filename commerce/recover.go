@@ -50,7 +50,7 @@ func (s *Service) recoverPass(ctx context.Context, minAge time.Duration) (Recove
 			if err == nil {
 				before := r.Status + Status("/"+r.Step)
 				var o Order
-				o, err = s.advance(ctx, r, false)
+				o, err = s.resume(ctx, r, false)
 				err = s.tally(&rep, err, before != o.Status+Status("/"+o.Step), r.ID)
 			}
 			if err != nil {

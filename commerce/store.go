@@ -180,10 +180,7 @@ func loadLines(ctx context.Context, db bun.IDB, rows []*orderRow) error {
 func transition(ctx context.Context, db bun.IDB, id string, from Status, fromStep string, now time.Time, set map[string]any) (bool, error) {
 	q := db.NewUpdate().Model((*orderRow)(nil)).Set("updated_at = ?", micros(now)).
 		Where("id = ?", id).Where("status = ?", from).Where("step = ?", fromStep)
-	for col, v := range set {
-		q = q.Set("? = ?", bun.Ident(col), v)
-	}
-	res, err := q.Exec(ctx)
+	res, err := setColumns(q, set).Exec(ctx)
 	if err != nil {
 		return false, fmt.Errorf("commerce: update order %s: %w", id, err)
 	}
@@ -192,4 +189,12 @@ func transition(ctx context.Context, db bun.IDB, id string, from Status, fromSte
 		return false, fmt.Errorf("commerce: update order %s: %w", id, err)
 	}
 	return n == 1, nil
+}
+
+// setColumns adds set (column = value pairs) to q.
+func setColumns(q *bun.UpdateQuery, set map[string]any) *bun.UpdateQuery {
+	for col, v := range set {
+		q = q.Set("? = ?", bun.Ident(col), v)
+	}
+	return q
 }

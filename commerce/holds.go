@@ -1,0 +1,225 @@
+package commerce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/hold"
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/ledger"
+)
+
+// Checkout holds three things per order, all under IDs derived from the order and all with
+// the same deadline (the order's expiry plus the payment window): its units (stockHolds,
+// keyed by the order ID), its points (pointHolds, keyed by holdID) and its coupon
+// (couponHolds, keyed by the order ID). Each adapter below speaks hold.Holder over the
+// leaf's native verbs, so the flows read the same for all three and ask one question of a
+// refusal: errors.Is(err, hold.ErrGone), ErrPosted or ErrVoided.
+var (
+	_ hold.Holder[stockHold]  = stockHolds{}
+	_ hold.Holder[pointsHold] = pointHolds{}
+	_ hold.Holder[couponHold] = couponHolds{}
+)
+
+// stockHold is what a stock hold asks for: the units, and the buyer (for the inventory's
+// buyer limits).
+type stockHold struct {
+	Buyer string
+	Lines []inventory.Line
+}
+
+// stockHolds holds units: inventory Reserve / Commit / Release / Get; Return puts posted
+// units back on sale. Whether it runs inside checkout's transaction is the stock step's
+// decision (stock.go).
+type stockHolds struct{ inv *inventory.Inventory }
+
+func (h stockHolds) Hold(ctx context.Context, id string, st stockHold, ttl time.Duration) (hold.Info, error) {
+	res, err := h.inv.Reserve(ctx, inventory.ReserveRequest{ID: id, BuyerID: st.Buyer, TTL: ttl, Lines: st.Lines})
+	if err != nil {
+		return hold.Info{}, fmt.Errorf("commerce: reserve stock: %w", err)
+	}
+	return reservationInfo(res), nil
+}
+
+func (h stockHolds) Post(ctx context.Context, id string) error {
+	if err := h.inv.Commit(ctx, id); err != nil {
+		return fmt.Errorf("commerce: commit stock of %s: %w", id, err)
+	}
+	return nil
+}
+
+func (h stockHolds) Void(ctx context.Context, id string) error {
+	if err := h.inv.Release(ctx, id); err != nil {
+		return fmt.Errorf("commerce: release stock of %s: %w", id, err)
+	}
+	return nil
+}
+
+// Return puts the units of a posted hold back on sale, once however often it runs.
+func (h stockHolds) Return(ctx context.Context, id string) error {
+	if err := h.inv.Return(ctx, id); err != nil {
+		return fmt.Errorf("commerce: return stock of %s: %w", id, err)
+	}
+	return nil
+}
+
+func (h stockHolds) Lookup(ctx context.Context, id string) (hold.Info, error) {
+	res, err := h.inv.Get(ctx, id)
+	return reservationInfo(res), err
+}
+
+func reservationInfo(res inventory.Reservation) hold.Info {
+	info := hold.Info{ID: res.ID, State: hold.Voided, Deadline: res.ExpiresAt}
+	for _, l := range res.Lines {
+		info.Amount += l.Qty
+	}
+	switch res.State {
+	case inventory.StateReserved:
+		info.State = hold.Held
+	case inventory.StateCommitted, inventory.StateReturned:
+		info.State = hold.Posted
+	}
+	return info
+}
+
+// pointsHold is what a points hold asks for.
+type pointsHold struct {
+	User   string
+	Amount int64
+}
+
+// pointHolds holds points: ledger Hold / Capture (of the whole hold) / Void / LookupHold.
+type pointHolds struct{ led *ledger.Ledger }
+
+func (h pointHolds) Hold(ctx context.Context, id string, p pointsHold, ttl time.Duration) (hold.Info, error) {
+	rc, err := h.led.Hold(ctx, id, p.User, p.Amount, ttl)
+	if err != nil {
+		return hold.Info{}, fmt.Errorf("commerce: hold points: %w", err)
+	}
+	return hold.Info{ID: id, State: hold.Held, Amount: rc.Amount, Deadline: rc.Time.Add(ttl)}, nil
+}
+
+func (h pointHolds) Post(ctx context.Context, id string) error {
+	info, err := h.Lookup(ctx, id)
+	if err == nil {
+		_, err = h.led.Capture(ctx, id, info.Amount)
+	}
+	if err != nil {
+		return fmt.Errorf("commerce: capture points hold %s: %w", id, err)
+	}
+	return nil
+}
+
+func (h pointHolds) Void(ctx context.Context, id string) error {
+	if _, err := h.led.Void(ctx, id); err != nil {
+		return fmt.Errorf("commerce: void points hold %s: %w", id, err)
+	}
+	return nil
+}
+
+func (h pointHolds) Lookup(ctx context.Context, id string) (hold.Info, error) {
+	l, err := h.led.LookupHold(ctx, id)
+	state := map[ledger.HoldState]hold.State{ledger.HoldPending: hold.Held, ledger.HoldCaptured: hold.Posted}[l.State]
+	if state == "" {
+		state = hold.Voided
+	}
+	return hold.Info{ID: l.ID, State: state, Amount: l.Amount, Deadline: l.Deadline}, err
+}
+
+// couponHold is what a coupon hold asks for: the coupon, its owner, and the amount of the
+// order it discounts.
+type couponHold struct {
+	CouponID, User string
+	OrderAmount    int64
+}
+
+// couponHolds holds coupons: coupon Reserve (with a deadline) / Confirm / Restore /
+// Redemptions, keyed by the order ID. Info.Amount is the discount.
+type couponHolds struct {
+	coup *coupon.Service
+	now  func() time.Time
+}
+
+func (h couponHolds) Hold(ctx context.Context, id string, c couponHold, ttl time.Duration) (hold.Info, error) {
+	red, err := h.coup.Reserve(ctx, c.CouponID, c.User, id, c.OrderAmount, coupon.HoldUntil(h.now().Add(ttl)))
+	if err != nil {
+		return hold.Info{}, fmt.Errorf("commerce: reserve coupon %s: %w", c.CouponID, err)
+	}
+	return redemptionInfo(red), nil
+}
+
+func (h couponHolds) Post(ctx context.Context, id string) error {
+	if _, err := h.coup.Confirm(ctx, id); err != nil {
+		return fmt.Errorf("commerce: confirm coupon of %s: %w", id, err)
+	}
+	return nil
+}
+
+func (h couponHolds) Void(ctx context.Context, id string) error {
+	if _, err := h.coup.Restore(ctx, id); err != nil {
+		return fmt.Errorf("commerce: restore coupon of %s: %w", id, err)
+	}
+	return nil
+}
+
+func (h couponHolds) Lookup(ctx context.Context, id string) (hold.Info, error) {
+	reds, err := h.coup.Redemptions(ctx, id)
+	switch {
+	case err != nil:
+		return hold.Info{}, err
+	case len(reds) == 0:
+		return hold.Info{}, fmt.Errorf("%w: %s", coupon.ErrRedemptionNotFound, id)
+	}
+	return redemptionInfo(reds[0]), nil
+}
+
+func redemptionInfo(red coupon.Redemption) hold.Info {
+	state := map[coupon.RedemptionState]hold.State{coupon.RedemptionReserved: hold.Held, coupon.RedemptionConfirmed: hold.Posted}[red.State]
+	if state == "" {
+		state = hold.Voided
+	}
+	return hold.Info{ID: red.OrderID, State: state, Amount: red.Discount, Deadline: red.HoldDeadline}
+}
+
+// points and coupons are the SQL holders through db (checkout's transaction, or the
+// database); the stock holder goes through the stock step (stock.go).
+func (s *Service) points(db bun.IDB) pointHolds { return pointHolds{led: s.led.WithTx(db)} }
+
+func (s *Service) coupons(db bun.IDB) couponHolds {
+	return couponHolds{coup: s.coup.WithTx(db), now: s.now}
+}
+
+// holdTTL is how long an order's holds last: until its expiry plus the payment window, so
+// that a payment started just before expiry can still complete.
+func (s *Service) holdTTL() time.Duration { return s.cfg.expiry + s.cfg.payWindow }
+
+// giveBack voids, in tx, what the unpaid order next holds: its coupon, its points and (in
+// SQL, or recorded as step "release" for after the commit) its units, recording in
+// next.Stock what became of them. A hold already voided or expired needs nothing more.
+func (s *Service) giveBack(ctx context.Context, tx bun.Tx, next *orderRow) error {
+	if err := s.voidCoupon(ctx, tx, next); err != nil {
+		return err
+	}
+	if next.Points > 0 {
+		if err := s.points(tx).Void(ctx, holdID(next.ID)); err != nil && !errors.Is(err, hold.ErrVoided) {
+			return err
+		}
+	}
+	return s.stock.within(ctx, tx, releaseOp(next))
+}
+
+// voidCoupon restores, in tx, the coupon of the order next, if it has one.
+func (s *Service) voidCoupon(ctx context.Context, tx bun.Tx, next *orderRow) error {
+	if next.CouponID == "" {
+		return nil
+	}
+	if err := s.coupons(tx).Void(ctx, next.ID); err != nil && !errors.Is(err, hold.ErrGone) {
+		return err
+	}
+	return nil
+}
