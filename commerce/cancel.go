@@ -150,8 +150,10 @@ func (s *Service) undoPaid(ctx context.Context, tx bun.Tx, next *orderRow) error
 			return fmt.Errorf("commerce: refund points of %s: %w", next.ID, err)
 		}
 	}
-	if err := s.voidCoupon(ctx, tx, next); err != nil {
-		return err
+	if next.CouponID != "" {
+		if err := s.coupons(tx).Return(ctx, next.ID); err != nil {
+			return err
+		}
 	}
 	return s.stock.within(ctx, tx, returnOp(next))
 }

@@ -138,8 +138,9 @@ type couponHold struct {
 	OrderAmount    int64
 }
 
-// couponHolds holds coupons: coupon Reserve (with a deadline) / Confirm / Restore /
-// Redemptions, keyed by the order ID. Info.Amount is the discount.
+// couponHolds holds coupons: coupon Reserve (with a deadline) / Confirm / Release /
+// Redemptions, keyed by the order ID; Return gives a confirmed coupon back (Restore).
+// Info.Amount is the discount.
 type couponHolds struct {
 	coup *coupon.Service
 	now  func() time.Time
@@ -161,7 +162,15 @@ func (h couponHolds) Post(ctx context.Context, id string) error {
 }
 
 func (h couponHolds) Void(ctx context.Context, id string) error {
-	if _, err := h.coup.Restore(ctx, id); err != nil {
+	if _, err := h.coup.Release(ctx, id); err != nil {
+		return fmt.Errorf("commerce: restore coupon of %s: %w", id, err)
+	}
+	return nil
+}
+
+// Return gives the coupon of a posted hold back (a paid order cancelled).
+func (h couponHolds) Return(ctx context.Context, id string) error {
+	if _, err := h.coup.Restore(ctx, id); err != nil && !errors.Is(err, hold.ErrGone) {
 		return fmt.Errorf("commerce: restore coupon of %s: %w", id, err)
 	}
 	return nil
@@ -202,8 +211,10 @@ func (s *Service) holdTTL() time.Duration { return s.cfg.expiry + s.cfg.payWindo
 // SQL, or recorded as step "release" for after the commit) its units, recording in
 // next.Stock what became of them. A hold already voided or expired needs nothing more.
 func (s *Service) giveBack(ctx context.Context, tx bun.Tx, next *orderRow) error {
-	if err := s.voidCoupon(ctx, tx, next); err != nil {
-		return err
+	if next.CouponID != "" {
+		if err := s.coupons(tx).Void(ctx, next.ID); err != nil && !errors.Is(err, hold.ErrGone) {
+			return err
+		}
 	}
 	if next.Points > 0 {
 		if err := s.points(tx).Void(ctx, holdID(next.ID)); err != nil && !errors.Is(err, hold.ErrVoided) {
@@ -211,15 +222,4 @@ func (s *Service) giveBack(ctx context.Context, tx bun.Tx, next *orderRow) error
 		}
 	}
 	return s.stock.within(ctx, tx, releaseOp(next))
-}
-
-// voidCoupon restores, in tx, the coupon of the order next, if it has one.
-func (s *Service) voidCoupon(ctx context.Context, tx bun.Tx, next *orderRow) error {
-	if next.CouponID == "" {
-		return nil
-	}
-	if err := s.coupons(tx).Void(ctx, next.ID); err != nil && !errors.Is(err, hold.ErrGone) {
-		return err
-	}
-	return nil
 }
