@@ -8,6 +8,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/hold"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
 )
@@ -151,7 +152,7 @@ func (s *Service) undoPaid(ctx context.Context, tx bun.Tx, next *orderRow) error
 		}
 	}
 	if next.CouponID != "" {
-		if err := s.coupons(tx).Return(ctx, next.ID); err != nil {
+		if err := s.coupons(tx).Return(ctx, next.ID); err != nil && !errors.Is(err, hold.ErrGone) {
 			return err
 		}
 	}

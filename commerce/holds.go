@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -40,32 +41,20 @@ type stockHolds struct{ inv *inventory.Inventory }
 
 func (h stockHolds) Hold(ctx context.Context, id string, st stockHold, ttl time.Duration) (hold.Info, error) {
 	res, err := h.inv.Reserve(ctx, inventory.ReserveRequest{ID: id, BuyerID: st.Buyer, TTL: ttl, Lines: st.Lines})
-	if err != nil {
-		return hold.Info{}, fmt.Errorf("commerce: reserve stock: %w", err)
-	}
-	return reservationInfo(res), nil
+	return reservationInfo(res), failed(err, "reserve stock of %s", id)
 }
 
 func (h stockHolds) Post(ctx context.Context, id string) error {
-	if err := h.inv.Commit(ctx, id); err != nil {
-		return fmt.Errorf("commerce: commit stock of %s: %w", id, err)
-	}
-	return nil
+	return failed(h.inv.Commit(ctx, id), "commit stock of %s", id)
 }
 
 func (h stockHolds) Void(ctx context.Context, id string) error {
-	if err := h.inv.Release(ctx, id); err != nil {
-		return fmt.Errorf("commerce: release stock of %s: %w", id, err)
-	}
-	return nil
+	return failed(h.inv.Release(ctx, id), "release stock of %s", id)
 }
 
 // Return puts the units of a posted hold back on sale, once however often it runs.
 func (h stockHolds) Return(ctx context.Context, id string) error {
-	if err := h.inv.Return(ctx, id); err != nil {
-		return fmt.Errorf("commerce: return stock of %s: %w", id, err)
-	}
-	return nil
+	return failed(h.inv.Return(ctx, id), "return stock of %s", id)
 }
 
 func (h stockHolds) Lookup(ctx context.Context, id string) (hold.Info, error) {
@@ -74,17 +63,32 @@ func (h stockHolds) Lookup(ctx context.Context, id string) (hold.Info, error) {
 }
 
 func reservationInfo(res inventory.Reservation) hold.Info {
-	info := hold.Info{ID: res.ID, State: hold.Voided, Deadline: res.ExpiresAt}
+	info := hold.Info{ID: res.ID, State: stateOf(res.State, inventory.StateReserved, inventory.StateCommitted, inventory.StateReturned),
+		Deadline: res.ExpiresAt}
 	for _, l := range res.Lines {
 		info.Amount += l.Qty
 	}
-	switch res.State {
-	case inventory.StateReserved:
-		info.State = hold.Held
-	case inventory.StateCommitted, inventory.StateReturned:
-		info.State = hold.Posted
-	}
 	return info
+}
+
+// failed wraps err, if any, saying what failed.
+func failed(err error, what string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("commerce: "+what+": %w", append(args, err)...)
+}
+
+// stateOf maps a leaf's state onto the contract's: held, one of posted, or else voided
+// (released, restored, expired).
+func stateOf[S comparable](s, held S, posted ...S) hold.State {
+	switch {
+	case s == held:
+		return hold.Held
+	case slices.Contains(posted, s):
+		return hold.Posted
+	}
+	return hold.Voided
 }
 
 // pointsHold is what a points hold asks for.
@@ -98,10 +102,7 @@ type pointHolds struct{ led *ledger.Ledger }
 
 func (h pointHolds) Hold(ctx context.Context, id string, p pointsHold, ttl time.Duration) (hold.Info, error) {
 	rc, err := h.led.Hold(ctx, id, p.User, p.Amount, ttl)
-	if err != nil {
-		return hold.Info{}, fmt.Errorf("commerce: hold points: %w", err)
-	}
-	return hold.Info{ID: id, State: hold.Held, Amount: rc.Amount, Deadline: rc.Time.Add(ttl)}, nil
+	return hold.Info{ID: id, State: hold.Held, Amount: rc.Amount, Deadline: rc.Time.Add(ttl)}, failed(err, "hold points %s", id)
 }
 
 func (h pointHolds) Post(ctx context.Context, id string) error {
@@ -109,26 +110,17 @@ func (h pointHolds) Post(ctx context.Context, id string) error {
 	if err == nil {
 		_, err = h.led.Capture(ctx, id, info.Amount)
 	}
-	if err != nil {
-		return fmt.Errorf("commerce: capture points hold %s: %w", id, err)
-	}
-	return nil
+	return failed(err, "capture points hold %s", id)
 }
 
 func (h pointHolds) Void(ctx context.Context, id string) error {
-	if _, err := h.led.Void(ctx, id); err != nil {
-		return fmt.Errorf("commerce: void points hold %s: %w", id, err)
-	}
-	return nil
+	_, err := h.led.Void(ctx, id)
+	return failed(err, "void points hold %s", id)
 }
 
 func (h pointHolds) Lookup(ctx context.Context, id string) (hold.Info, error) {
 	l, err := h.led.LookupHold(ctx, id)
-	state := map[ledger.HoldState]hold.State{ledger.HoldPending: hold.Held, ledger.HoldCaptured: hold.Posted}[l.State]
-	if state == "" {
-		state = hold.Voided
-	}
-	return hold.Info{ID: l.ID, State: state, Amount: l.Amount, Deadline: l.Deadline}, err
+	return hold.Info{ID: l.ID, State: stateOf(l.State, ledger.HoldPending, ledger.HoldCaptured), Amount: l.Amount, Deadline: l.Deadline}, err
 }
 
 // couponHold is what a coupon hold asks for: the coupon, its owner, and the amount of the
@@ -148,32 +140,23 @@ type couponHolds struct {
 
 func (h couponHolds) Hold(ctx context.Context, id string, c couponHold, ttl time.Duration) (hold.Info, error) {
 	red, err := h.coup.Reserve(ctx, c.CouponID, c.User, id, c.OrderAmount, coupon.HoldUntil(h.now().Add(ttl)))
-	if err != nil {
-		return hold.Info{}, fmt.Errorf("commerce: reserve coupon %s: %w", c.CouponID, err)
-	}
-	return redemptionInfo(red), nil
+	return redemptionInfo(red), failed(err, "reserve coupon %s", c.CouponID)
 }
 
 func (h couponHolds) Post(ctx context.Context, id string) error {
-	if _, err := h.coup.Confirm(ctx, id); err != nil {
-		return fmt.Errorf("commerce: confirm coupon of %s: %w", id, err)
-	}
-	return nil
+	_, err := h.coup.Confirm(ctx, id)
+	return failed(err, "confirm coupon of %s", id)
 }
 
 func (h couponHolds) Void(ctx context.Context, id string) error {
-	if _, err := h.coup.Release(ctx, id); err != nil {
-		return fmt.Errorf("commerce: restore coupon of %s: %w", id, err)
-	}
-	return nil
+	_, err := h.coup.Release(ctx, id)
+	return failed(err, "restore coupon of %s", id)
 }
 
 // Return gives the coupon of a posted hold back (a paid order cancelled).
 func (h couponHolds) Return(ctx context.Context, id string) error {
-	if _, err := h.coup.Restore(ctx, id); err != nil && !errors.Is(err, hold.ErrGone) {
-		return fmt.Errorf("commerce: restore coupon of %s: %w", id, err)
-	}
-	return nil
+	_, err := h.coup.Restore(ctx, id)
+	return failed(err, "restore coupon of %s", id)
 }
 
 func (h couponHolds) Lookup(ctx context.Context, id string) (hold.Info, error) {
@@ -188,10 +171,7 @@ func (h couponHolds) Lookup(ctx context.Context, id string) (hold.Info, error) {
 }
 
 func redemptionInfo(red coupon.Redemption) hold.Info {
-	state := map[coupon.RedemptionState]hold.State{coupon.RedemptionReserved: hold.Held, coupon.RedemptionConfirmed: hold.Posted}[red.State]
-	if state == "" {
-		state = hold.Voided
-	}
+	state := stateOf(red.State, coupon.RedemptionReserved, coupon.RedemptionConfirmed)
 	return hold.Info{ID: red.OrderID, State: state, Amount: red.Discount, Deadline: red.HoldDeadline}
 }
 

@@ -143,10 +143,7 @@ func (s *Service) settlePayment(ctx context.Context, r *orderRow, ask bool) erro
 	if r.AmountDue == 0 {
 		return s.completePaid(ctx, r)
 	}
-	p, err := s.charge(ctx, payment.PayRequest{
-		PaymentID: r.PaymentID, OrderID: r.ID, Amount: r.AmountDue, Currency: Currency,
-		Method: payment.Method(r.PayMethod), Token: r.PayToken,
-	}, ask)
+	p, err := s.charge(ctx, r.payRequest(), ask)
 	switch {
 	case p.State == payment.StateApproved:
 		if err := s.step(StepPayApproved); err != nil {

@@ -98,6 +98,12 @@ func (r *orderRow) order() Order {
 	return o
 }
 
+// payRequest is the payment of the order's amount due.
+func (r *orderRow) payRequest() payment.PayRequest {
+	return payment.PayRequest{PaymentID: r.PaymentID, OrderID: r.ID, Amount: r.AmountDue, Currency: Currency,
+		Method: payment.Method(r.PayMethod), Token: r.PayToken}
+}
+
 type topUpRow struct {
 	bun.BaseModel `bun:"table:commerce_topups"`
 
@@ -121,6 +127,12 @@ func (r *topUpRow) topUp() TopUp {
 		PaymentID: r.PaymentID, FailureCode: r.FailureCode,
 		CreatedAt: fromMicros(r.CreatedAt), UpdatedAt: fromMicros(r.UpdatedAt),
 	}
+}
+
+// payRequest is the payment of the top-up.
+func (r *topUpRow) payRequest() payment.PayRequest {
+	return payment.PayRequest{PaymentID: r.PaymentID, OrderID: r.ID, Amount: r.Amount, Currency: Currency,
+		Method: payment.Method(r.Method), Token: r.Token}
 }
 
 func micros(t time.Time) int64 {

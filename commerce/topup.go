@@ -93,10 +93,7 @@ func (s *Service) advanceTopUp(ctx context.Context, row *topUpRow, ask bool) (To
 	if row.Status != TopUpPaying {
 		return row.topUp(), nil
 	}
-	p, err := s.charge(ctx, payment.PayRequest{
-		PaymentID: row.PaymentID, OrderID: row.ID, Amount: row.Amount, Currency: Currency,
-		Method: payment.Method(row.Method), Token: row.Token,
-	}, ask)
+	p, err := s.charge(ctx, row.payRequest(), ask)
 	switch {
 	case p.State == payment.StateApproved:
 		if err := s.step(StepTopUpApproved); err != nil {
