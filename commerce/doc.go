@@ -135,6 +135,23 @@
 // record its order leaves the units reserved until the reservation's deadline (or a retry
 // with the same key).
 //
+// # One contract for the three holds, one driver for the flows
+//
+// An order holds three things until it is paid or closed: its units, its points and its
+// coupon, all until the same deadline (its expiry plus the payment window), all under IDs
+// derived from the order. Checkout speaks to them in one dialect, the two-phase contract
+// of package hold (Hold, Post, Void, Lookup; refusals matching hold.ErrGone, ErrPosted,
+// ErrVoided), through one small adapter per leaf (holds.go): a paid order posts its holds,
+// an unpaid order that ends voids them, and "can the order still be fulfilled?" is one
+// errors.Is(err, hold.ErrGone).
+//
+// Each flow reads top to bottom in its own file (place.go, pay.go, cancel.go, expire.go,
+// review.go, topup.go, recover.go). They share one step driver (drive.go): move takes an
+// order from the state it was read in to the next one in one transaction (the conditional
+// transition, the event, the leaves' work, the fault hook), and resume hands an order with
+// a persisted step to the flow that recorded it. Every payment and refund is got or
+// submitted by one helper (payments.go).
+//
 // # Stock: one step, two kinds of inventory
 //
 // Every flow reaches the inventory through one stock step (stock.go), which hides whether
