@@ -34,7 +34,7 @@ func (st stockStep) early(ctx context.Context, op stockOp) error {
 	if st.inv.JoinsTx() {
 		return nil
 	}
-	return op(ctx, stockHolds{st.inv})
+	return op(ctx, stockHolds(st)) // the inventory itself
 }
 
 // within runs op inside tx when the inventory joins it.
