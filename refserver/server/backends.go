@@ -124,11 +124,10 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	}
 	st.db.AddQueryHook(newSQLRoundTrips(m))
 	st.checks = append(st.checks, check{"database", st.db.PingContext})
-	if err = commerce.CreateAllSchemas(ctx, st.db); err != nil {
+	// Every backend's tables, whichever this configuration uses: a later start may use the others.
+	if err = commerce.CreateAllSchemas(ctx, st.db, sqlinventory.CreateSchema, redisinventory.CreateJournal,
+		sqlcoupon.CreateSchema, sqlidempotency.CreateSchema); err != nil {
 		return st, fmt.Errorf("creating the tables: %w", err)
-	}
-	if err = sqlidempotency.CreateSchema(ctx, st.db); err != nil {
-		return st, fmt.Errorf("creating the idempotency table: %w", err)
 	}
 
 	var invBackend inventory.Backend = sqlinventory.New(st.db)
