@@ -122,7 +122,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	if st.db, err = openDB(cfg); err != nil {
 		return st, fmt.Errorf("opening the database: %w", err)
 	}
-	st.db.AddQueryHook(newSQLRoundTrips(m))
+	st.db = st.db.WithQueryHook(newSQLRoundTrips(m))
 	st.checks = append(st.checks, check{"database", st.db.PingContext})
 	// Every backend's tables, whichever this configuration uses: a later start may use the others.
 	if err = commerce.CreateAllSchemas(ctx, st.db, sqlinventory.CreateSchema, redisinventory.CreateJournal,
