@@ -26,7 +26,7 @@ func Example() {
 		panic(err)
 	}
 	defer db.Close()
-	if err := commerce.CreateAllSchemas(ctx, db); err != nil {
+	if err := commerce.CreateAllSchemas(ctx, db, sqlinventory.CreateSchema, sqlcoupon.CreateSchema); err != nil {
 		panic(err)
 	}
 
