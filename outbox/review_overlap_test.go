@@ -1,0 +1,334 @@
+package outbox_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/mysqldialect"
+
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/outbox"
+)
+
+// commitGate is a query hook on the relay's own bun.DB: it holds the relay's first COMMIT
+// (the round Run lets commit while the next one picks and publishes) until released, and
+// counts the stream-head queries, one per round that found rows.
+type commitGate struct {
+	mu      sync.Mutex
+	commits int
+	heads   int
+	reached chan struct{}
+	release chan struct{}
+}
+
+func newCommitGate() *commitGate {
+	return &commitGate{reached: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (g *commitGate) BeforeQuery(ctx context.Context, ev *bun.QueryEvent) context.Context {
+	if ev.Query == "COMMIT" {
+		g.mu.Lock()
+		g.commits++
+		first := g.commits == 1
+		g.mu.Unlock()
+		if first {
+			close(g.reached)
+			<-g.release
+		}
+	}
+	return ctx
+}
+
+func (g *commitGate) AfterQuery(_ context.Context, ev *bun.QueryEvent) {
+	if strings.Contains(ev.Query, "pos NOT IN") {
+		g.mu.Lock()
+		g.heads++
+		g.mu.Unlock()
+	}
+}
+
+func (g *commitGate) headQueries() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.heads
+}
+
+// gatedDB returns a bun.DB over db's pool whose queries go through g.
+func gatedDB(db *bun.DB, g *commitGate) *bun.DB {
+	rdb := bun.NewDB(db.DB, mysqldialect.New())
+	rdb.AddQueryHook(g)
+	return rdb
+}
+
+// interleaved adds perKey events to each of keys, one transaction per event, round-robin.
+func interleaved(t testing.TB, db *bun.DB, keys []string, perKey int) []outbox.Event {
+	t.Helper()
+	var out []outbox.Event
+	for i := range perKey {
+		for _, k := range keys {
+			evs, err := outbox.Add(context.Background(), db, outbox.Event{Topic: "orders", Key: k, Type: "x", Payload: payload(i)})
+			require.NoError(t, err)
+			out = append(out, evs...)
+		}
+	}
+	return out
+}
+
+// requireFirstCopiesInOrder checks a publish log against the events added: only those
+// events, every one at least once, and per key the first copies in sequence order (a
+// duplicate is allowed anywhere later). It returns the number of duplicates.
+func requireFirstCopiesInOrder(t testing.TB, log, want []outbox.Event) int {
+	t.Helper()
+	byID := make(map[string]outbox.Event, len(want))
+	for _, ev := range want {
+		byID[ev.ID] = ev
+	}
+	seen := make(map[string]bool)
+	last := make(map[string]int64)
+	dups := 0
+	for _, ev := range log {
+		orig, ok := byID[ev.ID]
+		require.True(t, ok, "unknown event %s published", ev.ID)
+		require.Equal(t, orig.Seq, ev.Seq)
+		if seen[ev.ID] {
+			dups++
+			continue
+		}
+		seen[ev.ID] = true
+		require.Equal(t, last[ev.Key]+1, ev.Seq, "key %s: first copy of seq %d after seq %d", ev.Key, ev.Seq, last[ev.Key])
+		last[ev.Key] = ev.Seq
+	}
+	for _, ev := range want {
+		require.True(t, seen[ev.ID], "event %s (key %s seq %d) never published", ev.ID, ev.Key, ev.Seq)
+	}
+	return dups
+}
+
+// embedded returns a publisher that logs each batch and hands it to a Dispatcher feeding
+// a recording consumer "projector", and a channel receiving the number of each call.
+func embedded(t testing.TB, db *bun.DB) (*publishLog, outbox.Publisher, <-chan int) {
+	c, err := outbox.NewConsumer(db, "projector", recordingHandler("projector"))
+	require.NoError(t, err)
+	d, err := outbox.NewDispatcher(outbox.Subscription{Topic: "orders", Consumer: c})
+	require.NoError(t, err)
+	log := &publishLog{}
+	calls := make(chan int, 1000)
+	n := 0
+	var mu sync.Mutex
+	return log, outbox.PublisherFunc(func(ctx context.Context, events []outbox.Event) error {
+		if err := d.Publish(ctx, events); err != nil {
+			return err
+		}
+		_ = log.Publish(ctx, events)
+		mu.Lock()
+		n++
+		calls <- n
+		mu.Unlock()
+		return nil
+	}), calls
+}
+
+// waitCall waits until the publisher returned from its n-th call.
+func waitCall(t testing.TB, calls <-chan int, n int) {
+	t.Helper()
+	for {
+		select {
+		case got := <-calls:
+			if got >= n {
+				return
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("publish call %d never came", n)
+		}
+	}
+}
+
+// runUntil runs r.Run(ctx) in the background and returns a function waiting for it.
+func runUntil(t testing.TB, ctx context.Context, r *outbox.Relay) func() {
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	return func() {
+		t.Helper()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(time.Minute):
+			t.Fatal("Run did not return")
+		}
+	}
+}
+
+// killOwnTx kills the connection of the transaction in the test's database that has
+// modified rows: the round held at its COMMIT (the next round only locked rows so far; a
+// second relay's round marking at the same moment is waited out).
+func killOwnTx(t testing.TB, db *bun.DB) {
+	t.Helper()
+	ctx := context.Background()
+	var threads []int64
+	eventually(t, "one transaction with marked rows", func() bool {
+		threads = threads[:0]
+		require.NoError(t, db.NewRaw(`SELECT t.trx_mysql_thread_id FROM information_schema.innodb_trx t
+			JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id
+			WHERE p.db = DATABASE() AND t.trx_rows_modified > 0`).Scan(ctx, &threads))
+		return len(threads) == 1
+	})
+	_, err := db.ExecContext(ctx, fmt.Sprintf("KILL %d", threads[0]))
+	require.NoError(t, err)
+}
+
+// TestOverlappingRoundCommitKilled: Run commits round 1 while round 2 publishes the next
+// events of the same keys, treating round 1's as out; round 1's connection dies at its
+// COMMIT. Round 1's events are published again (the same IDs, after round 2's), no event
+// is lost, per key the first copies come in order and the consumer applies each event
+// exactly once in order.
+func TestOverlappingRoundCommitKilled(t *testing.T) {
+	db := openDB(t, testenv.MySQL)
+	want := interleaved(t, db, []string{"a", "b"}, 8)
+	log, pub, calls := embedded(t, db)
+	g := newCommitGate()
+	r, err := outbox.NewRelay(gatedDB(db, g), pub, outbox.WithBatchSize(4),
+		outbox.WithInterval(5*time.Millisecond), outbox.WithBackoff(time.Millisecond, 10*time.Millisecond))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := runUntil(t, ctx, r)
+
+	<-g.reached
+	waitCall(t, calls, 2) // round 2 published a2, b2, a3, b3... while round 1 commits
+	killOwnTx(t, db)
+	close(g.release)
+	eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
+	cancel()
+	wait()
+
+	dups := requireFirstCopiesInOrder(t, log.snapshot(), want)
+	assert.Equal(t, 4, dups, "round 1's four events went out again")
+	requireExactlyOnceInOrder(t, applied(t, db, "projector"), want)
+}
+
+// TestOverlappingRoundCommitFailsWithAnotherRelay: as above, with a second relay running
+// on the same database all along, which takes round 1's events once they are free again.
+func TestOverlappingRoundCommitFailsWithAnotherRelay(t *testing.T) {
+	db := openDB(t, testenv.MySQL)
+	keys := []string{"a", "b", "c"}
+	want := interleaved(t, db, keys, 40)
+	log, pub, calls := embedded(t, db)
+	g := newCommitGate()
+	r, err := outbox.NewRelay(gatedDB(db, g), pub, outbox.WithBatchSize(6),
+		outbox.WithInterval(5*time.Millisecond), outbox.WithBackoff(time.Millisecond, 10*time.Millisecond))
+	require.NoError(t, err)
+	other, err := outbox.NewRelay(db, pub, outbox.WithBatchSize(5),
+		outbox.WithInterval(5*time.Millisecond), outbox.WithBackoff(time.Millisecond, 10*time.Millisecond))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := runUntil(t, ctx, r)
+
+	<-g.reached
+	waitOther := runUntil(t, ctx, other)
+	waitCall(t, calls, 2) // the other relay can take nothing yet: round 1 holds every key's head
+	killOwnTx(t, db)
+	close(g.release)
+	eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
+	cancel()
+	wait()
+	waitOther()
+
+	requireFirstCopiesInOrder(t, log.snapshot(), want)
+	requireExactlyOnceInOrder(t, applied(t, db, "projector"), want)
+}
+
+// TestOverlappingRoundSetsAsideADeadLetter: round 1 sets a2 aside (refused for good) and
+// commits while round 2 runs; round 2 must not publish a3.. (a2 is unsent, in round 1's
+// hands, not published), even though a2's dead_at is not committed yet. After Skip, a3..
+// follow in order.
+func TestOverlappingRoundSetsAsideADeadLetter(t *testing.T) {
+	db := openDB(t, testenv.MySQL)
+	want := interleaved(t, db, []string{"a", "b"}, 6)
+	pub := &refusingPublisher{refuse: map[string]bool{want[2].ID: true}} // a2
+	g := newCommitGate()
+	r, err := outbox.NewRelay(gatedDB(db, g), pub, outbox.WithBatchSize(4),
+		outbox.WithInterval(5*time.Millisecond), outbox.WithBackoff(time.Millisecond, 10*time.Millisecond))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := runUntil(t, ctx, r)
+
+	<-g.reached
+	eventually(t, "round 2 to read its stream heads", func() bool { return g.headQueries() >= 2 })
+	close(g.release)
+	eventually(t, "b to drain", func() bool {
+		return len(seqsOf(pub.snapshot(), "b")) == 6
+	})
+	assert.Equal(t, []int64{1}, seqsOf(pub.snapshot(), "a"), "nothing of a after the dead letter a2")
+	dead, err := r.DeadLetters(ctx, 0)
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	assert.Equal(t, want[2].ID, dead[0].ID)
+
+	require.NoError(t, r.Skip(ctx, want[2].ID))
+	eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
+	cancel()
+	wait()
+	assert.Equal(t, []int64{1, 3, 4, 5, 6}, seqsOf(pub.snapshot(), "a"))
+	assert.Equal(t, []int64{1, 2, 3, 4, 5, 6}, seqsOf(pub.snapshot(), "b"))
+}
+
+// TestRunCancelledMidCommitMarksWhatItPublished: Run is cancelled (a graceful shutdown)
+// while a round it published is committing and the next one publishes. What the publisher
+// accepted is marked sent before Run returns: a restarted relay publishes none of it again.
+func TestRunCancelledMidCommitMarksWhatItPublished(t *testing.T) {
+	db := openDB(t, testenv.MySQL)
+	want := interleaved(t, db, []string{"a", "b"}, 8)
+	log, pub, calls := embedded(t, db)
+	g := newCommitGate()
+	r, err := outbox.NewRelay(gatedDB(db, g), pub, outbox.WithBatchSize(4))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := runUntil(t, ctx, r)
+
+	<-g.reached
+	waitCall(t, calls, 2)
+	cancel()
+	close(g.release)
+	wait()
+
+	published := ids(log.snapshot())
+	var stillUnsent []string
+	require.NoError(t, db.NewSelect().Table(outbox.TableEvents).Column("id").
+		Where("sent_at IS NULL AND id IN (?)", bun.List(published)).Scan(context.Background(), &stillUnsent))
+	assert.Empty(t, stillUnsent, "of the %d events published before the shutdown, these are still unsent", len(published))
+
+	restarted, err := outbox.NewRelay(db, pub, outbox.WithBatchSize(4))
+	require.NoError(t, err)
+	relayUntilDone(t, restarted, db)
+	requireFirstCopiesInOrder(t, log.snapshot(), want)
+	requireExactlyOnceInOrder(t, applied(t, db, "projector"), want)
+}
+
+// TestRunCancelledWhilePublishingMarksWhatItPublished: the shutdown comes while the
+// publisher is taking a batch, which it then accepts. Run marks that batch sent before it
+// returns, on both backends (SQLite never overlaps rounds, but marks after publishing).
+func TestRunCancelledWhilePublishingMarksWhatItPublished(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		want := addEvents(t, db, "orders", 2, 3)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		log := &publishLog{}
+		r, err := outbox.NewRelay(db, outbox.PublisherFunc(func(ctx context.Context, events []outbox.Event) error {
+			cancel() // SIGTERM while the broker takes the batch
+			return log.Publish(ctx, events)
+		}))
+		require.NoError(t, err)
+		runUntil(t, ctx, r)()
+		assert.Equal(t, ids(want), ids(log.snapshot()))
+		assert.Zero(t, unsent(t, db), "what the publisher accepted is marked sent")
+	})
+}
