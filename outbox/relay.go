@@ -85,6 +85,10 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 // published as already out (they are, in the publisher, before anything it publishes), so
 // per-key order holds. Should that commit fail, those rows stay unsent and go out again
 // later: a duplicate with the same event IDs, never a loss.
+//
+// Cancelling ctx is a graceful stop: what the publisher already accepted is still marked
+// sent (given up to 10 seconds past the cancellation) before Run returns, so a restarted
+// relay does not publish it again.
 func (r *Relay) Run(ctx context.Context) error {
 	failures := 0
 	var prev *flight
