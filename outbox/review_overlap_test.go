@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/mysqldialect"
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
@@ -60,11 +59,32 @@ func (g *commitGate) headQueries() int {
 	return g.heads
 }
 
-// gatedDB returns a bun.DB over db's pool whose queries go through g.
-func gatedDB(db *bun.DB, g *commitGate) *bun.DB {
-	rdb := bun.NewDB(db.DB, mysqldialect.New())
-	rdb.AddQueryHook(g)
-	return rdb
+// quick are the options of the relays under test: small batches, so that Run overlaps
+// rounds, and short pauses.
+func quick(batch int) []outbox.Option {
+	return []outbox.Option{outbox.WithBatchSize(batch), outbox.WithInterval(5 * time.Millisecond),
+		outbox.WithBackoff(time.Millisecond, 10*time.Millisecond)}
+}
+
+// gatedRelay starts Run of a relay on db (through a commitGate) publishing to pub, and
+// returns the gate, Run's cancel and a function that waits for Run to return.
+func gatedRelay(t testing.TB, db *bun.DB, pub outbox.Publisher, opts ...outbox.Option) (*outbox.Relay, *commitGate, context.CancelFunc, func()) {
+	g := newCommitGate()
+	r, err := outbox.NewRelay(db.WithQueryHook(g), pub, opts...)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return r, g, cancel, runUntil(t, ctx, r)
+}
+
+// killRoundOne kills round 1's connection at its COMMIT, once round 2 published (the
+// publisher's second call), and waits for the outbox to drain.
+func killRoundOne(t testing.TB, db *bun.DB, g *commitGate, calls <-chan int) {
+	<-g.reached
+	waitCall(t, calls, 2)
+	killOwnTx(t, db)
+	close(g.release)
+	eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
 }
 
 // interleaved adds perKey events to each of keys, one transaction per event, round-robin.
@@ -192,19 +212,8 @@ func TestOverlappingRoundCommitKilled(t *testing.T) {
 	db := openDB(t, testenv.MySQL)
 	want := interleaved(t, db, []string{"a", "b"}, 8)
 	log, pub, calls := embedded(t, db)
-	g := newCommitGate()
-	r, err := outbox.NewRelay(gatedDB(db, g), pub, outbox.WithBatchSize(4),
-		outbox.WithInterval(5*time.Millisecond), outbox.WithBackoff(time.Millisecond, 10*time.Millisecond))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	wait := runUntil(t, ctx, r)
-
-	<-g.reached
-	waitCall(t, calls, 2) // round 2 published a2, b2, a3, b3... while round 1 commits
-	killOwnTx(t, db)
-	close(g.release)
-	eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
+	_, g, cancel, wait := gatedRelay(t, db, pub, quick(4)...)
+	killRoundOne(t, db, g, calls)
 	cancel()
 	wait()
 
@@ -217,27 +226,17 @@ func TestOverlappingRoundCommitKilled(t *testing.T) {
 // on the same database all along, which takes round 1's events once they are free again.
 func TestOverlappingRoundCommitFailsWithAnotherRelay(t *testing.T) {
 	db := openDB(t, testenv.MySQL)
-	keys := []string{"a", "b", "c"}
-	want := interleaved(t, db, keys, 40)
+	want := interleaved(t, db, []string{"a", "b", "c"}, 40)
 	log, pub, calls := embedded(t, db)
-	g := newCommitGate()
-	r, err := outbox.NewRelay(gatedDB(db, g), pub, outbox.WithBatchSize(6),
-		outbox.WithInterval(5*time.Millisecond), outbox.WithBackoff(time.Millisecond, 10*time.Millisecond))
+	_, g, cancel, wait := gatedRelay(t, db, pub, quick(6)...)
+	other, err := outbox.NewRelay(db, pub, quick(5)...)
 	require.NoError(t, err)
-	other, err := outbox.NewRelay(db, pub, outbox.WithBatchSize(5),
-		outbox.WithInterval(5*time.Millisecond), outbox.WithBackoff(time.Millisecond, 10*time.Millisecond))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	wait := runUntil(t, ctx, r)
-
-	<-g.reached
-	waitOther := runUntil(t, ctx, other)
-	waitCall(t, calls, 2) // the other relay can take nothing yet: round 1 holds every key's head
-	killOwnTx(t, db)
-	close(g.release)
-	eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
+	ctx, cancelOther := context.WithCancel(context.Background())
+	defer cancelOther()
+	waitOther := runUntil(t, ctx, other) // it can take nothing before the kill: round 1 holds every key's head
+	killRoundOne(t, db, g, calls)
 	cancel()
+	cancelOther()
 	wait()
 	waitOther()
 
@@ -253,21 +252,16 @@ func TestOverlappingRoundSetsAsideADeadLetter(t *testing.T) {
 	db := openDB(t, testenv.MySQL)
 	want := interleaved(t, db, []string{"a", "b"}, 6)
 	pub := &refusingPublisher{refuse: map[string]bool{want[2].ID: true}} // a2
-	g := newCommitGate()
-	r, err := outbox.NewRelay(gatedDB(db, g), pub, outbox.WithBatchSize(4),
-		outbox.WithInterval(5*time.Millisecond), outbox.WithBackoff(time.Millisecond, 10*time.Millisecond))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
+	r, g, cancel, wait := gatedRelay(t, db, pub, quick(4)...)
+	defer wait()
 	defer cancel()
-	wait := runUntil(t, ctx, r)
 
 	<-g.reached
 	eventually(t, "round 2 to read its stream heads", func() bool { return g.headQueries() >= 2 })
 	close(g.release)
-	eventually(t, "b to drain", func() bool {
-		return len(seqsOf(pub.snapshot(), "b")) == 6
-	})
+	eventually(t, "b to drain", func() bool { return len(seqsOf(pub.snapshot(), "b")) == 6 })
 	assert.Equal(t, []int64{1}, seqsOf(pub.snapshot(), "a"), "nothing of a after the dead letter a2")
+	ctx := context.Background()
 	dead, err := r.DeadLetters(ctx, 0)
 	require.NoError(t, err)
 	require.Len(t, dead, 1)
@@ -275,8 +269,6 @@ func TestOverlappingRoundSetsAsideADeadLetter(t *testing.T) {
 
 	require.NoError(t, r.Skip(ctx, want[2].ID))
 	eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
-	cancel()
-	wait()
 	assert.Equal(t, []int64{1, 3, 4, 5, 6}, seqsOf(pub.snapshot(), "a"))
 	assert.Equal(t, []int64{1, 2, 3, 4, 5, 6}, seqsOf(pub.snapshot(), "b"))
 }
@@ -288,12 +280,7 @@ func TestRunCancelledMidCommitMarksWhatItPublished(t *testing.T) {
 	db := openDB(t, testenv.MySQL)
 	want := interleaved(t, db, []string{"a", "b"}, 8)
 	log, pub, calls := embedded(t, db)
-	g := newCommitGate()
-	r, err := outbox.NewRelay(gatedDB(db, g), pub, outbox.WithBatchSize(4))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	wait := runUntil(t, ctx, r)
-
+	_, g, cancel, wait := gatedRelay(t, db, pub, outbox.WithBatchSize(4))
 	<-g.reached
 	waitCall(t, calls, 2)
 	cancel()
@@ -354,13 +341,12 @@ func TestRunOverlapsRoundsOnlyOnMySQL(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			db := openDB(t, b.open)
-			db.AddQueryHook(slowMark{})
 			want := addEvents(t, db, "orders", 3, 10)
 			log := &publishLog{}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			var overlaps []string
-			r, err := outbox.NewRelay(db, outbox.PublisherFunc(func(ctx context.Context, events []outbox.Event) error {
+			r, err := outbox.NewRelay(db.WithQueryHook(slowMark{}), outbox.PublisherFunc(func(ctx context.Context, events []outbox.Event) error {
 				if before := ids(log.snapshot()); len(before) > 0 {
 					var unmarked []string
 					require.NoError(t, db.NewSelect().Table(outbox.TableEvents).Column("id").
@@ -416,19 +402,8 @@ func TestOverlappingRoundPublishFailsWhileTheOtherCommitFails(t *testing.T) {
 		}
 		return &outbox.PublishError{Failed: failed}
 	})
-	g := newCommitGate()
-	r, err := outbox.NewRelay(gatedDB(db, g), flaky, outbox.WithBatchSize(4),
-		outbox.WithInterval(5*time.Millisecond), outbox.WithBackoff(time.Millisecond, 10*time.Millisecond))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	wait := runUntil(t, ctx, r)
-
-	<-g.reached
-	waitCall(t, calls, 2)
-	killOwnTx(t, db)
-	close(g.release)
-	eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
+	_, g, cancel, wait := gatedRelay(t, db, flaky, quick(4)...)
+	killRoundOne(t, db, g, calls)
 	cancel()
 	wait()
 
@@ -444,7 +419,7 @@ func TestEmbeddedRunWithTwoConnections(t *testing.T) {
 	want := interleaved(t, db, []string{"a", "b", "c"}, 30)
 	db.DB.SetMaxOpenConns(2)
 	log, pub, _ := embedded(t, db)
-	r, err := outbox.NewRelay(db, pub, outbox.WithBatchSize(5), outbox.WithInterval(5*time.Millisecond))
+	r, err := outbox.NewRelay(db, pub, quick(5)...)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
