@@ -20,6 +20,7 @@ import (
 // (the round Run lets commit while the next one picks and publishes) until released, and
 // counts the stream-head queries, one per round that found rows.
 type commitGate struct {
+	once    sync.Once
 	mu      sync.Mutex
 	commits int
 	heads   int
@@ -53,6 +54,9 @@ func (g *commitGate) AfterQuery(_ context.Context, ev *bun.QueryEvent) {
 	}
 }
 
+// open releases the held COMMIT (if any comes) for good.
+func (g *commitGate) open() { g.once.Do(func() { close(g.release) }) }
+
 func (g *commitGate) headQueries() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -74,6 +78,7 @@ func gatedRelay(t testing.TB, db *bun.DB, pub outbox.Publisher, opts ...outbox.O
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	t.Cleanup(g.open) // a failed test must not leave the database locked for its cleanup
 	return r, g, cancel, runUntil(t, ctx, r)
 }
 
@@ -83,7 +88,7 @@ func killRoundOne(t testing.TB, db *bun.DB, g *commitGate, calls <-chan int) {
 	<-g.reached
 	waitCall(t, calls, 2)
 	killOwnTx(t, db)
-	close(g.release)
+	g.open()
 	eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
 }
 
@@ -227,14 +232,20 @@ func TestOverlappingRoundCommitKilled(t *testing.T) {
 func TestOverlappingRoundCommitFailsWithAnotherRelay(t *testing.T) {
 	db := openDB(t, testenv.MySQL)
 	want := interleaved(t, db, []string{"a", "b", "c"}, 40)
-	log, pub, calls := embedded(t, db)
+	log, pub, _ := embedded(t, db)
 	_, g, cancel, wait := gatedRelay(t, db, pub, quick(6)...)
 	other, err := outbox.NewRelay(db, pub, quick(5)...)
 	require.NoError(t, err)
 	ctx, cancelOther := context.WithCancel(context.Background())
 	defer cancelOther()
-	waitOther := runUntil(t, ctx, other) // it can take nothing before the kill: round 1 holds every key's head
-	killRoundOne(t, db, g, calls)
+	<-g.reached
+	// The other relay can publish nothing before the kill (round 1 holds every key's head),
+	// but it may lock what round 2 would take, so round 2 may publish nothing either.
+	waitOther := runUntil(t, ctx, other)
+	eventually(t, "round 2 to read its stream heads", func() bool { return g.headQueries() >= 2 })
+	killOwnTx(t, db)
+	g.open()
+	eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
 	cancel()
 	cancelOther()
 	wait()
@@ -258,7 +269,7 @@ func TestOverlappingRoundSetsAsideADeadLetter(t *testing.T) {
 
 	<-g.reached
 	eventually(t, "round 2 to read its stream heads", func() bool { return g.headQueries() >= 2 })
-	close(g.release)
+	g.open()
 	eventually(t, "b to drain", func() bool { return len(seqsOf(pub.snapshot(), "b")) == 6 })
 	assert.Equal(t, []int64{1}, seqsOf(pub.snapshot(), "a"), "nothing of a after the dead letter a2")
 	ctx := context.Background()
@@ -284,7 +295,7 @@ func TestRunCancelledMidCommitMarksWhatItPublished(t *testing.T) {
 	<-g.reached
 	waitCall(t, calls, 2)
 	cancel()
-	close(g.release)
+	g.open()
 	wait()
 
 	published := ids(log.snapshot())
