@@ -41,8 +41,8 @@ func (e *UnpaidLimitError) Error() string {
 		e.UserID, e.Held, what, e.Requested, e.Limit)
 }
 
-// Is reports whether target is ErrUnpaidLimit.
-func (e *UnpaidLimitError) Is(target error) bool { return target == ErrUnpaidLimit }
+// Unwrap returns ErrUnpaidLimit.
+func (e *UnpaidLimitError) Unwrap() error { return ErrUnpaidLimit }
 
 // WithUnpaidLimits caps the units one user's unpaid orders (PENDING_PAYMENT or PAYING) may
 // hold: perProduct of any one product, total in all (defaults DefaultMaxUnpaidPerProduct
