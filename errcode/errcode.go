@@ -8,7 +8,9 @@
 // derives them from a shared one with Derive), so each carries a Code and a stable
 // snake_case reason ("out_of_stock", "coupon_sold_out") that ReasonOf reads: an HTTP server
 // maps codes to statuses in one short table and uses the reason as its machine-readable
-// error code, and metrics label errors with it.
+// error code, and metrics label errors with it. A typed error carries its sentinel's code
+// by unwrapping to it (Unwrap, not an Is method alone: CodeOf walks the chain with
+// errors.As).
 //
 // Shared errors:
 //   - ErrInvalidArgument: invalid input; nothing changed. *InvalidError names the field.
