@@ -8,7 +8,7 @@ export TESTCONTAINERS_RYUK_DISABLED ?= true
 GOTEST := go test -race -count=1 -timeout 30m
 IMAGES := eval "$$(bash scripts/testimages.sh)"
 
-.PHONY: test smoke images run
+.PHONY: test smoke images run bench
 
 ## test: prepare the engine and images if needed, then run every test with the race detector.
 test:
@@ -17,6 +17,11 @@ test:
 ## smoke: the fixtures' round trips to MySQL, Redis and Kafka, verbosely.
 smoke:
 	@$(IMAGES) && $(GOTEST) -v -run 'TestFixtures|TestKafkaRoundTrip' ./internal/testenv
+
+## bench: every performance figure of issue 16 beside its reference and the ratio, in one
+## sitting, on loopback (starts Debian's MariaDB and Redis natively; see scripts/bench.sh).
+bench:
+	@bash scripts/bench.sh
 
 ## images: only prepare the engine and images.
 images:

@@ -77,11 +77,27 @@ func (d *driver) sale(ctx context.Context) (*report, error) {
 	}
 	rep.prepared = time.Since(start)
 
-	start = time.Now()
-	if err := d.each(ctx, d.race); err != nil {
+	before, err := d.roundTrips(ctx)
+	if err != nil {
 		return nil, err
 	}
+	stopProfiles, err := startProfiles(d.c.cpuProfile, d.c.blockProfile)
+	if err != nil {
+		return nil, err
+	}
+	start = time.Now()
+	err = d.each(ctx, d.race)
 	rep.race = time.Since(start)
+	if perr := stopProfiles(); err == nil {
+		err = perr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if rep.roundTrips[1], err = d.roundTrips(ctx); err != nil {
+		return nil, err
+	}
+	rep.roundTrips[0] = before
 	rep.buyers = d.buyers
 	if err := d.settle(ctx); err != nil {
 		return nil, err

@@ -5,10 +5,12 @@
 //	go run ./examples/flashsale                               # an embedded refserver, in process
 //	go run ./examples/flashsale -buyers 5000 -units 300 -c 200
 //	go run ./examples/flashsale -url http://localhost:8080 -jwt-secret "$COMMERCEKIT_JWT_SECRET"
+//	go run ./examples/flashsale -mysql-dsn 'root@unix(/run/mysqld/mysqld.sock)/flashsale' -redis-addr 127.0.0.1:6379
 //
 // Without -url it starts refserver's embedded default in process (SQLite in a temporary
 // file, the in-process PG simulator) on a loopback port and talks to it over HTTP like any
-// client. With -url it drives a running refserver; it mints its own tokens, so it needs the
+// client; with -mysql-dsn and -redis-addr it starts the full mode in process instead (that
+// MySQL and Redis, an in-process Kafka-protocol broker, the PG simulator over HTTP). With -url it drives a running refserver; it mints its own tokens, so it needs the
 // server's JWT secret (the embedded development secret by default).
 //
 // The sale, in three phases:
@@ -53,6 +55,12 @@ type config struct {
 	discount  int64
 	pgLatency time.Duration
 	runID     string
+	mysqlDSN  string
+	redisAddr string
+	redisDB   int
+	// cpuProfile and blockProfile name files for CPU and block profiles of this process
+	// during the race (the server's too when it runs in process).
+	cpuProfile, blockProfile string
 }
 
 func main() {
@@ -67,6 +75,11 @@ func main() {
 	flag.Int64Var(&c.points, "points", 1_000, "points each buyer buys and spends on the order (0: none)")
 	flag.Int64Var(&c.discount, "coupon", 2_000, "coupon discount, won (0: no coupons)")
 	flag.DurationVar(&c.pgLatency, "pg-latency", 0, "embedded only: latency of the PG simulator")
+	flag.StringVar(&c.mysqlDSN, "mysql-dsn", "", "full mode in process: this MySQL (loopback or unix socket), with -redis-addr; Kafka (kfake) and the PG simulator run in process")
+	flag.StringVar(&c.redisAddr, "redis-addr", "", "full mode in process: this Redis (loopback)")
+	flag.IntVar(&c.redisDB, "redis-db", 0, "full mode in process: the Redis logical database")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the race to this file (in process: server and driver; a remote server has /debug/pprof/ with COMMERCEKIT_PPROF)")
+	flag.StringVar(&c.blockProfile, "blockprofile", "", "write a block profile of the race to this file")
 	flag.StringVar(&c.runID, "run", c.runID, "run ID, in product, coupon and buyer IDs (runs against one server stay apart)")
 	flag.Parse()
 	if c.secret == "" {
@@ -96,7 +109,10 @@ func run(ctx context.Context, c config, out io.Writer) (ok bool, err error) {
 		return false, errors.New("points + coupon must leave something to pay by card")
 	}
 	if c.url == "" {
-		url, stop, err := startEmbedded(ctx, c)
+		if c.mysqlDSN != "" && c.secret == server.DevJWTSecret { // the full mode refuses the published secret
+			c.secret = "flashsale-full-mode-jwt-secret-" + c.runID + "-0123456789"
+		}
+		url, stop, err := startLocal(ctx, c)
 		if err != nil {
 			return false, err
 		}

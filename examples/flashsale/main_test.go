@@ -41,7 +41,7 @@ func TestEmbeddedSale(t *testing.T) {
 // and the checks, an admin puts units back on the shelf and gives a loser points.
 func TestChecksCatchViolations(t *testing.T) {
 	c := small()
-	url, stop, err := startEmbedded(t.Context(), c)
+	url, stop, err := startLocal(t.Context(), c)
 	require.NoError(t, err)
 	defer stop()
 	c.url = url

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +21,8 @@ type report struct {
 	stock          server.StockJSON
 	audit          server.AuditJSON
 	checks         []check
+	// roundTrips are the server's store round trips before and after the race.
+	roundTrips [2]roundTrips
 }
 
 // check is one invariant and its verdict.
@@ -92,8 +96,17 @@ func (d *driver) verify(ctx context.Context, r *report) error {
 
 	var placed, paid, soldOut, listedPaid, twice, failures int
 	var couponsUsed, couponsAvailable, couponsWrong, pointsWrong int
+	others := map[string]int{} // what the buyers who did not pay got instead
 	for _, b := range d.buyers {
 		a := after[b]
+		switch {
+		case b.failure != "":
+			others["error: "+b.failure]++
+		case b.refusal != "" && b.refusal != "out_of_stock":
+			others[b.refusal]++
+		case b.placeStatus == http.StatusCreated && b.order.Status != "PAID":
+			others["order "+b.order.Status+" "+b.order.FailureCode]++
+		}
 		switch {
 		case b.failure != "":
 			failures++
@@ -129,8 +142,8 @@ func (d *driver) verify(ctx context.Context, r *report) error {
 	}
 	units := d.c.units
 	r.add("every buyer answered", failures == 0 && placed+soldOut == len(d.buyers) && paid == placed,
-		"%d placed and %d paid, %d refused as sold out, %d failed or refused otherwise", placed, paid, soldOut,
-		len(d.buyers)-placed-soldOut)
+		"%d placed and %d paid, %d refused as sold out, %d failed or refused otherwise%s", placed, paid, soldOut,
+		len(d.buyers)-placed-soldOut, otherAnswers(others))
 	r.add("no oversell", r.stock.Sold <= units && r.stock.Reserved == 0 && r.stock.Available+r.stock.Sold == units,
 		"sold %d of %d, reserved %d, available %d", r.stock.Sold, units, r.stock.Reserved, r.stock.Available)
 	r.add("sold = paid orders", r.stock.Sold == int64(paid) && listedPaid == paid && twice == 0,
@@ -172,6 +185,7 @@ func (r *report) print(w io.Writer, c config) {
 	fmt.Fprintf(w, "race: %s\n", r.race.Round(time.Millisecond))
 	fmt.Fprintf(w, "  requests     %d (%d orders, %d payments): %.0f requests/s\n", placeReqs+payReqs, placeReqs, payReqs, float64(placeReqs+payReqs)/secs)
 	fmt.Fprintf(w, "  sold         %d units in %d paid orders: %.0f checkouts/s; %d buyers turned away\n", r.stock.Sold, paid, float64(paid)/secs, placeReqs-payReqs)
+	fmt.Fprintf(w, "  per checkout %s\n", perCheckout(r.roundTrips[0], r.roundTrips[1], paid))
 	fmt.Fprintf(w, "  latency      %8s %8s %8s %8s\n", "p50", "p95", "p99", "max")
 	for _, l := range []struct {
 		name string
@@ -199,4 +213,16 @@ func pct(ds []time.Duration, p int) string {
 	i := (len(s)*p + 99) / 100
 	i = max(1, min(i, len(s)))
 	return s[i-1].Round(10 * time.Microsecond).String()
+}
+
+// otherAnswers lists what buyers got instead of a paid order or "sold out", by kind.
+func otherAnswers(others map[string]int) string {
+	if len(others) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(others)) {
+		parts = append(parts, fmt.Sprintf("%d × %s", others[k], k))
+	}
+	return " (" + strings.Join(parts, "; ") + ")"
 }

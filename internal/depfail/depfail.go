@@ -106,7 +106,9 @@ var mysqlUnavailable = map[uint16]bool{
 	1040: true, // ER_CON_COUNT_ERROR: too many connections
 	1053: true, // ER_SERVER_SHUTDOWN: server shutdown in progress
 	1152: true, // ER_ABORTING_CONNECTION
+	1290: true, // ER_OPTION_PREVENTS_STATEMENT: --read-only (a replica, a failover in progress)
 	1317: true, // ER_QUERY_INTERRUPTED (the server is shutting down)
+	1836: true, // ER_READ_ONLY_MODE: the server runs in read-only mode
 	1927: true, // MariaDB ER_CONNECTION_KILLED
 	4031: true, // MySQL 8: the client was disconnected by the server
 }

@@ -103,6 +103,17 @@ func TestMySQLConnectionKilled(t *testing.T) {
 	requireUnavailable(t, err)
 }
 
+// TestMySQLReadOnly: a write to a server switched to read-only (a replica promoted late, a
+// failover in progress) is a dependency failure, not a bad request. The server's answers are
+// built here because switching a shared server to read-only would break every other test
+// (and the server of COMMERCEKIT_MYSQL_DSN is the user's).
+func TestMySQLReadOnly(t *testing.T) {
+	for _, n := range []uint16{1290, 1836} {
+		err := fmt.Errorf("inserting: %w", &mysql.MySQLError{Number: n, Message: "The MariaDB server is running with the --read-only option so it cannot execute this statement"})
+		requireUnavailable(t, err)
+	}
+}
+
 // TestNotDependencyFailures: answers that say something about the request, and the
 // caller's own context ending, are not dependency failures.
 func TestNotDependencyFailures(t *testing.T) {

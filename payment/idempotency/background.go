@@ -3,6 +3,7 @@ package idempotency
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"time"
 
@@ -10,10 +11,15 @@ import (
 	"github.com/commercekit/commercekit/internal/backoff"
 )
 
-// Bounds of the pauses between two background attempts.
+// Bounds of the pauses between two background attempts, and of the attempts in flight: in a
+// long outage at a high request rate each failed completion would otherwise keep a goroutine
+// for a whole lock timeout; past the bound, the claim simply expires with its lock (what a
+// retry of the request then meets is the documented in-doubt case, never a lost response of
+// a request that succeeded: the response was returned to its caller).
 const (
 	retryFirstPause = 50 * time.Millisecond
 	retryMaxPause   = time.Second
+	maxBackground   = 1024
 )
 
 // background runs the Store's finishing work that must outlive a request: storing a
@@ -26,6 +32,7 @@ type background struct {
 
 	mu      sync.Mutex
 	closing bool // set by Close: nothing new starts
+	running int  // attempts in flight, at most maxBackground
 }
 
 func newBackground() *background {
@@ -33,16 +40,23 @@ func newBackground() *background {
 	return &background{ctx: ctx, cancel: cancel}
 }
 
-// start runs fn on a goroutine of its own unless the Store is closing.
+// start runs fn on a goroutine of its own unless the Store is closing or maxBackground
+// attempts are already in flight.
 func (b *background) start(fn func(ctx context.Context)) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closing {
+	if b.closing || b.running >= maxBackground {
 		return false
 	}
+	b.running++
 	b.wg.Add(1)
 	go func() {
-		defer b.wg.Done()
+		defer func() {
+			b.mu.Lock()
+			b.running--
+			b.mu.Unlock()
+			b.wg.Done()
+		}()
 		fn(b.ctx)
 	}()
 	return true
@@ -94,7 +108,8 @@ func (s *Store) retryLater(ctx context.Context, c Claim, what string, now bool, 
 		}
 	})
 	if !started {
-		log.WarnContext(ctx, "idempotency: "+what+" failed and the store is closed; the claim expires with its lock")
+		log.WarnContext(ctx, "idempotency: "+what+" failed and no background attempt can start (the store is closed, or "+
+			strconv.Itoa(maxBackground)+" are in flight); the claim expires with its lock")
 		return
 	}
 	s.observer.Observe(EventDeferred)

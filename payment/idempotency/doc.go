@@ -1,6 +1,8 @@
 // Package idempotency makes a request safe to retry: an idempotency key with Stripe's
-// semantics, kept in a reusable Store that an HTTP server (the Idempotency-Key header) and
-// checkout (one key per payment request, seed 000 ADR-004) share. Backends:
+// semantics, kept in a reusable Store for an HTTP layer's Idempotency-Key header (refserver's
+// order, payment, top-up and cart routes use it; seed 000 ADR-004). Checkout itself does not
+// need it: commerce makes its own retries safe with the order's key and one payment per
+// order attempt, in the same transaction as the work. Backends:
 // redisidempotency (Redis, Lua scripts) and sqlidempotency (bun: MySQL/MariaDB and SQLite,
 // table payment_idempotency_keys), both proven by the conformance suite in
 // idempotencytest.

@@ -96,6 +96,7 @@ type stack struct {
 	db       *bun.DB
 	rdb      *redis.Client
 	kafka    *saramaoutbox.Publisher
+	relay    *outbox.Relay    // its dead letters are the admin's to redrive or skip
 	sim      *pgsim.Simulator // the in-process simulator (nil over HTTP)
 	inv      *inventory.Inventory
 	coupons  *coupon.Service
@@ -121,6 +122,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	if st.db, err = openDB(cfg); err != nil {
 		return st, fmt.Errorf("opening the database: %w", err)
 	}
+	st.db.AddQueryHook(newSQLRoundTrips(m))
 	st.checks = append(st.checks, check{"database", st.db.PingContext})
 	if err = commerce.CreateAllSchemas(ctx, st.db); err != nil {
 		return st, fmt.Errorf("creating the tables: %w", err)
@@ -134,6 +136,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	var idemBackend idempotency.Backend = sqlidempotency.New(st.db)
 	if cfg.RedisAddr != "" {
 		st.rdb = redis.NewClient(redisOptions(cfg))
+		st.rdb.AddHook(newRedisRoundTrips(m))
 		st.checks = append(st.checks, check{"redis", func(ctx context.Context) error { return st.rdb.Ping(ctx).Err() }})
 		invBackend = st.durableStock(ctx, log.With("component", "inventory"))
 		issuer = rediscoupon.New(st.rdb)
@@ -236,7 +239,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	if err != nil {
 		return st, err
 	}
-	relay, err := outbox.NewRelay(st.db, pub, outLog, outbox.WithMetrics(outboxMetrics{m}))
+	st.relay, err = outbox.NewRelay(st.db, pub, outLog, outbox.WithMetrics(outboxMetrics{m}))
 	if err != nil {
 		return st, err
 	}
@@ -247,7 +250,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 
 	st.svc, err = commerce.New(commerce.Config{
 		DB: st.db, Inventory: st.inv, Coupons: st.coupons, Ledger: st.ledger, Payments: st.payments,
-		Reconciler: payment.NewReconciler(st.payments), Outbox: writer, Relay: relay, Cleaner: cleaner,
+		Reconciler: payment.NewReconciler(st.payments), Outbox: writer, Relay: st.relay, Cleaner: cleaner,
 	},
 		commerce.WithLogger(log.With("component", "commerce")),
 		commerce.WithObserver(commerceObserver{m}),

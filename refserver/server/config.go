@@ -78,6 +78,13 @@ type Config struct {
 
 	SeedDemo bool
 	LogLevel string
+	// StockCacheTTL is how long GET /v1/products/{id}/stock may answer from an in-process copy
+	// (0: never). The copy is for display only: reservations always ask the stock backend,
+	// and every write request this process serves drops it (see stockcache.go).
+	StockCacheTTL time.Duration
+	// Pprof serves net/http/pprof under /debug/pprof/ to admin tokens and turns on the block
+	// and mutex profiles. Off by default: profiles cost CPU and reveal internals.
+	Pprof bool
 }
 
 // Defaults returns the embedded default: SQLite in the working directory, every other
@@ -96,6 +103,7 @@ func Defaults() Config {
 		RateLimit:         20,
 		RateBurst:         40,
 		RequestTimeout:    30 * time.Second,
+		StockCacheTTL:     100 * time.Millisecond,
 		ReadHeaderTimeout: 5 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
 		MaxBodyBytes:      1 << 20,
@@ -155,6 +163,8 @@ func (c *Config) settings() []Setting {
 		{Flag: "pgsim-decline-rate", Env: "COMMERCEKIT_PGSIM_DECLINE_RATE", Usage: "fraction of approvals the in-process PG simulator declines", value: f64(&c.PGSimDeclineRate)},
 		{Flag: "seed-demo", Env: "COMMERCEKIT_SEED_DEMO", Usage: "create the demo products at start (idempotent)", value: boolean(&c.SeedDemo)},
 		{Flag: "log-level", Env: "COMMERCEKIT_LOG_LEVEL", Usage: "debug, info, warn or error", value: str(&c.LogLevel)},
+		{Flag: "stock-cache-ttl", Env: "COMMERCEKIT_STOCK_CACHE_TTL", Usage: "how long the public stock read may answer from an in-process copy, for display only (0: never); this process's own writes drop it at once", value: dur(&c.StockCacheTTL)},
+		{Flag: "pprof", Env: "COMMERCEKIT_PPROF", Usage: "serve CPU, heap, block and mutex profiles under /debug/pprof/ to admin tokens", value: boolean(&c.Pprof)},
 	}
 }
 
@@ -275,6 +285,9 @@ func (c Config) Validate() error {
 	}
 	if c.IdempotencyLock <= c.RequestTimeout {
 		bad("COMMERCEKIT_IDEMPOTENCY_LOCK (%s) must exceed COMMERCEKIT_REQUEST_TIMEOUT (%s)", c.IdempotencyLock, c.RequestTimeout)
+	}
+	if c.StockCacheTTL < 0 || c.StockCacheTTL > time.Minute {
+		bad("COMMERCEKIT_STOCK_CACHE_TTL must be within 0..1m")
 	}
 	if c.MaxBodyBytes < 1024 {
 		bad("COMMERCEKIT_MAX_BODY_BYTES must be at least 1024")

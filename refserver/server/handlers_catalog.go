@@ -63,23 +63,6 @@ func (s *Server) updatePrice(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, productJSON(p))
 }
 
-// getStock is the hottest read: one round trip to the reservation backend (Redis in full
-// mode), no catalogue read.
-func (s *Server) getStock(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	stocks, err := s.svc.Stocks(r.Context(), []string{id})
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	st, ok := stocks[id]
-	if !ok {
-		s.writeError(w, r, commerce.ErrProductNotFound)
-		return
-	}
-	writeJSON(w, http.StatusOK, stockJSON(id, st))
-}
-
 func (s *Server) setStock(w http.ResponseWriter, r *http.Request) {
 	var in SetStockJSON
 	if err := decode(r, &in); err != nil {

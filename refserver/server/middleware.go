@@ -101,16 +101,30 @@ func (s *Server) outer(next http.Handler) http.Handler {
 			}
 			elapsed := time.Since(start)
 			s.metrics.request(route, r.Method, rw.status, elapsed)
-			level := slog.LevelInfo
-			if rw.status >= 500 {
-				level = slog.LevelError
+			level := accessLevel(r.Method, rw.status)
+			if !s.log.Enabled(ctx, level) {
+				return
 			}
-			s.log.Log(ctx, level, "request", "request_id", info.id, "method", r.Method, "path", r.URL.Path,
-				"route", route, "status", rw.status, "bytes", rw.bytes, "duration_ms", float64(elapsed.Microseconds())/1000,
-				"user", info.user, "remote", r.RemoteAddr)
+			s.log.LogAttrs(ctx, level, "request", slog.String("request_id", info.id), slog.String("method", r.Method),
+				slog.String("path", r.URL.Path), slog.String("route", route), slog.Int("status", rw.status),
+				slog.Int("bytes", rw.bytes), slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+				slog.String("user", info.user), slog.String("remote", r.RemoteAddr))
 		}()
 		next.ServeHTTP(rw, r)
 	})
+}
+
+// accessLevel is the level of a request's access-log line: successful reads at DEBUG (the
+// request metrics count them; a line each would cost the hottest reads a write(2) each),
+// writes and client errors at INFO, server errors at ERROR.
+func accessLevel(method string, status int) slog.Level {
+	switch {
+	case status >= 500:
+		return slog.LevelError
+	case status < 400 && (method == http.MethodGet || method == http.MethodHead):
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
 }
 
 // responseWriter records the status and size of a response, and turns the mux's own plain
@@ -168,9 +182,13 @@ func (s *Server) route(rt Route) http.Handler {
 	if rt.Idempotent {
 		h = s.idempotent(h)
 	}
+	pattern := rt.Pattern()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := infoOf(r.Context())
-		info.route = rt.Pattern()
+		info.route = pattern
+		if r.Method != http.MethodGet {
+			defer s.stock.dropAll() // a write may have changed stock: read-your-writes
+		}
 		if rt.Auth != AuthNone {
 			p, err := s.auth.authenticate(r)
 			if err != nil {

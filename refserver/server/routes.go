@@ -87,5 +87,8 @@ func (s *Server) routes() []Route {
 
 		// Administration.
 		{Method: get, Path: "/v1/admin/audit", Auth: AuthAdmin, Handler: s.audit},
+		{Method: get, Path: "/v1/admin/outbox/dead-letters", Auth: AuthAdmin, Handler: s.relayDeadLetters},
+		{Method: post, Path: "/v1/admin/outbox/dead-letters/{id}/redrive", Auth: AuthAdmin, Write: true, Handler: s.resolveDeadLetter(false)},
+		{Method: post, Path: "/v1/admin/outbox/dead-letters/{id}/skip", Auth: AuthAdmin, Write: true, Handler: s.resolveDeadLetter(true)},
 	}
 }

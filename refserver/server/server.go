@@ -33,6 +33,7 @@ type Server struct {
 	st      *stack
 	checks  []check
 	handler http.Handler
+	stock   *stockCache
 
 	// Members, sessions and carts (members.go); memberOpts configure the member service.
 	members    *member.Service
@@ -71,6 +72,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 	}
 	s.auth = newAuthenticator([]byte(secret), s.now)
 	s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, s.now)
+	s.stock = newStockCache(cfg.StockCacheTTL, s.now)
 	s.metrics = newMetrics(s.code)
 	st, err := buildStack(ctx, cfg, s.log, s.metrics)
 	if err != nil {
@@ -88,7 +90,11 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 		}
 	}
 	mux := http.NewServeMux()
-	for _, rt := range s.routes() {
+	rts := s.routes()
+	if cfg.Pprof {
+		rts = append(rts, s.pprofRoute())
+	}
+	for _, rt := range rts {
 		mux.Handle(rt.Pattern(), s.route(rt))
 	}
 	s.handler = s.outer(mux)

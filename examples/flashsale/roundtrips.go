@@ -1,0 +1,60 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// roundTrips are the server's counters of calls to its stores (refserver's
+// commercekit_sql_round_trips_total and commercekit_redis_round_trips_total), keyed
+// "sql begin", "sql statement", "redis command", ...
+type roundTrips map[string]float64
+
+// roundTrips reads the counters from the server's /metrics; a server without them (an older
+// refserver) gives an empty set.
+func (d *driver) roundTrips(ctx context.Context) (roundTrips, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.c.url+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := d.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	rt := roundTrips{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		for store, prefix := range map[string]string{"sql": "commercekit_sql_round_trips_total{kind=\"", "redis": "commercekit_redis_round_trips_total{kind=\""} {
+			rest, ok := strings.CutPrefix(line, prefix)
+			if !ok {
+				continue
+			}
+			kind, value, ok := strings.Cut(rest, "\"} ")
+			if v, err := strconv.ParseFloat(value, 64); ok && err == nil {
+				rt[store+" "+kind] = v
+			}
+		}
+	}
+	return rt, sc.Err()
+}
+
+// perCheckout formats what the server sent its stores between before and after, per paid
+// checkout: SQL transactions and statements, Redis round trips.
+func perCheckout(before, after roundTrips, checkouts int) string {
+	if len(after) == 0 || checkouts == 0 {
+		return "not reported by the server"
+	}
+	d := func(k string) float64 { return (after[k] - before[k]) / float64(checkouts) }
+	return fmt.Sprintf("%.1f SQL transactions, %.1f SQL statements (with BEGIN/COMMIT), %.1f Redis round trips",
+		d("sql begin"), d("sql begin")+d("sql commit")+d("sql rollback")+d("sql statement"), d("redis command")+d("redis pipeline"))
+}

@@ -1,0 +1,65 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/commercekit/commercekit/outbox"
+)
+
+// DeadLetterJSON is an event the outbox relay set aside because the publisher can never
+// take it (too large for the broker, say); the events after it in its stream wait until an
+// admin redrives or skips it.
+type DeadLetterJSON struct {
+	ID         string    `json:"id"`
+	Topic      string    `json:"topic"`
+	Key        string    `json:"key"`
+	Seq        int64     `json:"seq"`
+	Type       string    `json:"type"`
+	Error      string    `json:"error"`
+	SetAsideAt time.Time `json:"set_aside_at"`
+}
+
+// DeadLetterPageJSON lists the relay's dead letters, oldest first.
+type DeadLetterPageJSON struct {
+	DeadLetters []DeadLetterJSON `json:"dead_letters"`
+}
+
+// maxDeadLetters bounds one listing.
+const maxDeadLetters = 500
+
+func (s *Server) relayDeadLetters(w http.ResponseWriter, r *http.Request) {
+	dls, err := s.st.relay.DeadLetters(r.Context(), maxDeadLetters)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := DeadLetterPageJSON{DeadLetters: make([]DeadLetterJSON, len(dls))}
+	for i, d := range dls {
+		out.DeadLetters[i] = DeadLetterJSON{ID: d.ID, Topic: d.Topic, Key: d.Key, Seq: d.Seq, Type: d.Type, Error: d.Error, SetAsideAt: d.At}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// resolveDeadLetter answers POST .../{id}/redrive (skip false) and .../{id}/skip: 204, or
+// 404 not_dead_letter for an ID that is not (or no longer) a dead letter of the relay, so
+// retrying a resolution whose answer was lost changes nothing.
+func (s *Server) resolveDeadLetter(skip bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		resolve := s.st.relay.Redrive
+		if skip {
+			resolve = s.st.relay.Skip
+		}
+		err := resolve(r.Context(), r.PathValue("id"))
+		switch {
+		case errors.Is(err, outbox.ErrNotDeadLetter):
+			writeProblem(w, r, newProblem(http.StatusNotFound, "not_dead_letter", "Not Found",
+				"no dead letter of the relay has this ID (unknown, or already redriven, skipped or published)"))
+		case err != nil:
+			s.writeError(w, r, err)
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+	}
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# make bench: every figure of issue 16 beside its reference, measured in one sitting on this
+# machine's loopback, with the ratio and the target. Keep the machine quiet while it runs
+# (about 6 minutes).
+#
+# The references come from the tools shipped beside the checkout (../shared/tools, or
+# $COMMERCEKIT_SHARED/tools): raw-limits/run.sh installs and starts Debian's redis-server and
+# mariadb-server on loopback when missing and prints the raw Redis and MariaDB rates;
+# peers/watermill-outbox is the Watermill forwarder; constjson the cheapest HTTP read.
+# BENCH_SECONDS (default 5) is how long each rate is measured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOTOOLCHAIN=local
+shared=$(cd "${COMMERCEKIT_SHARED:-../shared}" 2>/dev/null && pwd) || true
+secs=${BENCH_SECONDS:-5}
+for t in raw-limits/run.sh peers/watermill-outbox/main.go constjson/main.go; do
+  if [ -z "$shared" ] || [ ! -f "$shared/tools/$t" ]; then
+    echo "bench: missing ${COMMERCEKIT_SHARED:-../shared}/tools/$t: the reference tools ship beside the checkout (set COMMERCEKIT_SHARED to their parent)" >&2
+    exit 1
+  fi
+done
+command -v wrk >/dev/null || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+say() { printf '== %s (%s)\n' "$*" "$(date -u +%T)" >&2; }
+# num LINE-PATTERN FILE: the first number after the pattern's match on the last matching line.
+num() { grep -E "$1" "$2" | tail -1 | grep -oE "$1[^0-9]*[0-9.]+" | grep -oE '[0-9.]+$'; }
+# metric UNIT FILE: a benchmark's reported metric, e.g. ops/s.
+metric() { grep -oE "[0-9.e+]+ $1" "$2" | tail -1 | awk '{printf "%.0f", $1}'; }
+
+say "raw limits (${shared}/tools/raw-limits/run.sh $secs)"
+bash "$shared/tools/raw-limits/run.sh" "$secs" | tee "$work/raw.txt" >&2
+redis_raw=$(grep 'redis raw EVALSHA' "$work/raw.txt" | grep -oE '[0-9.]+ requests' | grep -oE '^[0-9.]+')
+sql_hot=$(grep 'mysql raw tx (UPDATE + INSERT), 50 conns, 1 rows' "$work/raw.txt" | grep -oE '[0-9.]+ tx/s' | grep -oE '^[0-9.]+')
+sql_spread=$(grep 'mysql raw tx (UPDATE + INSERT), 50 conns, 1000 rows' "$work/raw.txt" | grep -oE '[0-9.]+ tx/s' | grep -oE '^[0-9.]+')
+mariadb -e "CREATE USER IF NOT EXISTS 'commercekit'@'127.0.0.1' IDENTIFIED BY 'commercekit';
+  GRANT ALL ON *.* TO 'commercekit'@'127.0.0.1';
+  DROP DATABASE IF EXISTS ck_bench; CREATE DATABASE ck_bench;
+  DROP DATABASE IF EXISTS ck_read; CREATE DATABASE ck_read;
+  DROP DATABASE IF EXISTS ck_flashsale; CREATE DATABASE ck_flashsale;
+  DROP DATABASE IF EXISTS wmpeer; CREATE DATABASE wmpeer;"
+dsn='commercekit:commercekit@tcp(127.0.0.1:3306)'
+redis-cli -h 127.0.0.1 -n 13 flushdb >/dev/null
+redis-cli -h 127.0.0.1 -n 14 flushdb >/dev/null
+export TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 TESTCONTAINERS_RYUK_DISABLED=true
+export COMMERCEKIT_MYSQL_DSN="$dsn/ck_bench?parseTime=true" COMMERCEKIT_REDIS_ADDR=127.0.0.1:6379
+
+say "redisinventory Reserve on one hot SKU"
+go test -run '^$' -bench 'BenchmarkRedis/Reserve/hot$' -benchtime "${secs}s" ./inventory/redisinventory/ | tee "$work/redis.txt" >&2
+redis_ours=$(metric ops/s "$work/redis.txt")
+
+say "sqlinventory Reserve on one hot SKU"
+go test -run '^$' -bench 'BenchmarkMySQL/Reserve/hot$' -benchtime "${secs}s" ./inventory/sqlinventory/ | tee "$work/sqlhot.txt" >&2
+sql_ours=$(metric ops/s "$work/sqlhot.txt")
+
+say "outbox relay vs the Watermill forwarder (20,000 events)"
+(cd "$shared/tools/peers/watermill-outbox" && go run . -n 20000 -dsn "$dsn/wmpeer?parseTime=true") | tee "$work/wm.txt" >&2
+wm=$(grep -oE '= [0-9.]+ events/s' "$work/wm.txt" | grep -oE '[0-9.]+')
+go test -run '^$' -bench 'BenchmarkRelay$' -benchtime 20000x ./outbox/saramaoutbox/ | tee "$work/relay.txt" >&2
+relay=$(metric events/s "$work/relay.txt")
+
+say "stock read over HTTP (wrk, 64 connections, ${secs}s each)"
+go build -o "$work/refserver" ./refserver
+(cd "$shared/tools/constjson" && go build -o "$work/constjson" .)
+"$work/constjson" -addr 127.0.0.1:18090 & pids+=($!)
+COMMERCEKIT_ADDR=127.0.0.1:18080 COMMERCEKIT_DB_DSN="$work/embedded.db" "$work/refserver" serve >"$work/embedded.log" 2>&1 & pids+=($!)
+COMMERCEKIT_ADDR=127.0.0.1:18081 COMMERCEKIT_DB_DRIVER=mysql COMMERCEKIT_DB_DSN="$dsn/ck_read" COMMERCEKIT_REDIS_ADDR=127.0.0.1:6379 COMMERCEKIT_REDIS_DB=13 \
+  COMMERCEKIT_JWT_SECRET=bench-jwt-secret-0123456789abcdef0123456789 COMMERCEKIT_WEBHOOK_SECRET=bench-webhook-secret-0123456789abcdef01234 \
+  "$work/refserver" serve >"$work/redis.log" 2>&1 & pids+=($!)
+for port in 18080 18081 18090; do
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/v1/products/kbd-001/stock" >/dev/null && break; sleep 0.2; done
+done
+read_wrk() { wrk -t2 -c64 -d"${secs}s" "http://127.0.0.1:$1/v1/products/kbd-001/stock" | tee -a "$work/wrk.txt" | grep -oE 'Requests/sec: *[0-9.]+' | grep -oE '[0-9.]+$'; }
+read_const=$(read_wrk 18090)
+read_embedded=$(read_wrk 18080)
+read_redis=$(read_wrk 18081)
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=()
+
+say "flash sale, full mode in process (3,000 buyers, 3,000 units, 200 clients; MariaDB + Redis on loopback, kfake, PG simulator at zero latency)"
+go run ./examples/flashsale -mysql-dsn "$dsn/ck_flashsale" -redis-addr 127.0.0.1:6379 -redis-db 14 -buyers 3000 -units 3000 -c 200 | tee "$work/full.txt" >&2
+say "flash sale, embedded default (same sale)"
+go run ./examples/flashsale -buyers 3000 -units 3000 -c 200 | tee "$work/embedded.txt" >&2
+sale() { # file -> "checkouts/s place-p99 pay-p99 statements"
+  printf '%s %s %s\n' "$(grep -oE '[0-9]+ checkouts/s' "$1" | grep -oE '^[0-9]+')" \
+    "$(awk '/place order/ {print $5}' "$1")" "$(awk '/^  pay / {print $4}' "$1")"
+}
+read -r full_cps full_place full_pay <<<"$(sale "$work/full.txt")"
+read -r emb_cps emb_place emb_pay <<<"$(sale "$work/embedded.txt")"
+full_rt=$(grep 'per checkout' "$work/full.txt" | sed 's/^ *per checkout *//')
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }'; }
+checkout_ref=$(awk -v s="$sql_spread" 'BEGIN { printf "%.0f", s / 3 }')
+echo
+echo "commercekit bench, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '| %-44s | %-24s | %-40s | %6s | %-7s |\n' "workload" "commercekit" "reference (same sitting)" "ratio" "target"
+printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..26})" "$(printf -- '-%.0s' {1..42})" "--------" "---------"
+printf '| %-44s | %-24s | %-40s | %6s | %-7s |\n' \
+  "checkout, full mode (place p99 / pay p99)" "$full_cps/s ($full_place / $full_pay)" "raw spread tx ÷ 3 = $checkout_ref/s" "$(ratio "$full_cps" "$checkout_ref")" "≥ 0.5" \
+  "checkout, embedded default (p99s)" "$emb_cps/s ($emb_place / $emb_pay)" "-" "-" "-" \
+  "sqlinventory Reserve, one hot SKU" "$sql_ours/s" "raw hot-row tx $sql_hot/s" "$(ratio "$sql_ours" "$sql_hot")" "≥ 3" \
+  "outbox relay, 20,000 events" "$relay events/s" "Watermill forwarder $wm events/s" "$(ratio "$relay" "$wm")" "≥ 3" \
+  "stock read, embedded (wrk 64 conns)" "$read_embedded req/s" "constant JSON $read_const req/s" "$(ratio "$read_embedded" "$read_const")" "≥ 0.7" \
+  "stock read, MySQL + Redis" "$read_redis req/s" "constant JSON $read_const req/s" "$(ratio "$read_redis" "$read_const")" "≥ 0.7" \
+  "redisinventory Reserve, one hot SKU" "$redis_ours/s" "raw EVALSHA $redis_raw/s" "$(ratio "$redis_ours" "$redis_raw")" "≥ 0.8"
+echo "full-mode round trips per checkout: $full_rt"
