@@ -215,3 +215,20 @@ func TestFinalAnswersKeepTheKey(t *testing.T) {
 		})
 	}
 }
+
+// TestBadPathIDs: a malformed ID in the path is 400, as the OpenAPI document says, not 404.
+func TestBadPathIDs(t *testing.T) {
+	a := start(t, embedded, nil)
+	setup(t, a, "p1", 9000, 10)
+	alice := token(t, "alice", false)
+	bad := strings.Repeat("x", 300)
+	for _, path := range []string{"/v1/products/" + bad, "/v1/products/" + bad + "/stock", "/v1/orders/" + bad,
+		"/v1/points/top-ups/" + bad, "/v1/products/" + bad + "/metrics"} {
+		r := a.call("GET", path, alice, "", nil)
+		assert.Equal(t, http.StatusBadRequest, r.Status, "%s: %s", path, r.Body)
+	}
+	r := a.call("POST", "/v1/coupon-templates/"+bad+"/issue", alice, "k", nil)
+	assert.Equal(t, http.StatusBadRequest, r.Status, "%s", r.Body)
+	r = a.call("POST", "/v1/orders/"+bad+"/pay", alice, "k", server.PayJSON{Method: "CARD", Token: "tok_1"})
+	assert.Equal(t, http.StatusBadRequest, r.Status, "%s", r.Body)
+}

@@ -27,9 +27,10 @@ type codeRule struct {
 
 // codeRules is the one table from errors to HTTP, by errcode.Code. Every package's errors
 // carry a code and a stable snake_case reason, which becomes the problem's code: 400
-// malformed input, 401 bad credentials, 404 not found (also another user's order), 409 a state conflict or a request in progress, 422 a business rule refusing
-// the request or an idempotency key reused with another request, 429 too many attempts,
-// 503 a dependency down, contention or a timeout. A dependency failure
+// malformed input, 401 bad credentials, 404 not found (also another user's order), 409 a
+// state conflict or a request in progress, 422 a business rule refusing the request or an
+// idempotency key reused with another request, 429 too many attempts, 503 a dependency
+// down, contention or a timeout. A dependency failure
 // (errcode.ErrUnavailable) wins over any business meaning the same error carries: it is
 // not a business answer. Errors without a code (or Internal) are 500, unless they are a
 // raw transport error no package wrapped (503 dependency_unavailable, by the same
