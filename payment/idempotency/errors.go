@@ -55,7 +55,8 @@ func (e *KeyError) Error() string {
 func (e *KeyError) Unwrap() error { return e.Err }
 
 // HTTPStatus maps the package's errors to HTTP status codes, in one place, the way an HTTP
-// server should answer them (Stripe's choices): ErrInvalid 400, ErrKeyReused 422,
+// server should answer them (Stripe's choices): ErrInvalid 400 (being
+// errcode.ErrInvalidArgument, also any other package's invalid input), ErrKeyReused 422,
 // ErrInProgress 409, ErrLockLost 409. ok is false for any other error.
 func HTTPStatus(err error) (status int, ok bool) {
 	switch {
