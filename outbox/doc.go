@@ -50,7 +50,14 @@
 // whichever relay locks it publishes it. The lock is released by the commit that marks the
 // rows sent, after the publisher accepted them; a relay that dies before that commit
 // releases its locks and its rows are published again — a duplicate with the same event
-// ID, never a loss.
+// ID, never a loss. Reading the heads costs one range scan over the unsent rows before the
+// batch's last position, whatever the number of sent events the table keeps.
+//
+// While the outbox holds full batches, Run lets a round mark and commit while the next one
+// picks and publishes (a batch is 500 events by default, DefaultRelayBatchSize). The next
+// round counts the rows the committing round published as out: they are in the publisher
+// before anything it publishes, so per-key order holds. If that commit fails, they are
+// published again later: a duplicate, never a loss.
 //
 // On SQLite the database has a single writer, which makes concurrent relays moot: run one
 // relay per database. A round there reads a batch without holding a transaction (so
@@ -111,7 +118,7 @@
 // behaviour) and the same dedup, retries and dead letters. One binary then works without a
 // broker, on SQLite or MySQL. Events of a topic nobody subscribes to are dropped. On MySQL
 // the relay holds a connection while consumers write through others: give the pool at
-// least two.
+// least two (three let a round's commit overlap the next round's delivery).
 //
 // # Cleanup and observability
 //
@@ -138,8 +145,13 @@
 //	COMMERCEKIT_MYSQL_DSN='root:pw@tcp(127.0.0.1:3306)/' go test -run '^$' -bench . -benchtime=20000x ./outbox/...
 //
 // BenchmarkRelay (saramaoutbox; batch size as sub-benchmark) is relay throughput MySQL →
-// Kafka, BenchmarkConsumer (saramaoutbox) consumer throughput with dedup Kafka → MySQL,
+// Kafka through Run, BenchmarkConsumer (saramaoutbox) consumer throughput with dedup Kafka → MySQL,
 // BenchmarkConsumerApply the dedup core alone, BenchmarkAdd the writer, BenchmarkEmbedded
 // the embedded mode. Kafka is the in-process kfake broker unless COMMERCEKIT_KAFKA_IMAGE
 // names a real one (see internal/testenv).
+//
+// scripts/relaybench.sh sets the relay (examples/relayload) side by side with Watermill's
+// forwarder at its default settings, on the native MariaDB of
+// ../shared/tools/raw-limits/run.sh: same events, keys and in-process broker; it prints
+// both rates and their ratio.
 package outbox

@@ -59,7 +59,7 @@ func WithMetrics(m Metrics) Option {
 }
 
 // WithBatchSize sets how many rows or events one step handles: events per publish for the
-// Relay (default 100), events per handler transaction for a Consumer (default 100, as in
+// Relay (default DefaultRelayBatchSize, 500), events per handler transaction for a Consumer (default 100, as in
 // seed 003), rows per DELETE for the Cleaner (default 1000). It must be at least 1.
 func WithBatchSize(n int) Option {
 	return func(s *settings) {

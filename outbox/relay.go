@@ -24,18 +24,24 @@ type Relay struct {
 	db   *bun.DB
 	pub  Publisher
 	s    settings
-	mu   sync.Mutex // one round at a time per Relay
+	mu   sync.Mutex // one round at a time per Relay picks and publishes
 	wake chan struct{}
+
+	heldMu sync.Mutex
+	held   map[int64]struct{} // positions published by a round that has not committed yet
 }
 
+// DefaultRelayBatchSize is the Relay's batch size when WithBatchSize does not set one.
+const DefaultRelayBatchSize = 500
+
 // NewRelay returns a Relay that reads the outbox on db and hands events to pub. Options:
-// WithBatchSize (events per round, default 100), WithInterval (idle poll, default 1s),
-// WithBackoff (after a failed round, default 100ms..30s), WithClock, WithLogger,
-// WithMetrics.
+// WithBatchSize (events per round, default DefaultRelayBatchSize), WithInterval (idle
+// poll, default 1s), WithBackoff (after a failed round, default 100ms..30s), WithClock,
+// WithLogger, WithMetrics.
 //
-// On MySQL the relay keeps a transaction open while pub publishes, so db's pool needs a
-// connection for it besides those the rest of the program (and, with a Dispatcher, the
-// consumers) use.
+// On MySQL the relay keeps a transaction open while pub publishes, and Run lets the previous
+// round commit while the next one publishes, so db's pool needs two connections for it
+// besides those the rest of the program (and, with a Dispatcher, the consumers) use.
 func NewRelay(db *bun.DB, pub Publisher, opts ...Option) (*Relay, error) {
 	if db == nil || pub == nil {
 		return nil, invalidConfig("NewRelay needs a database and a publisher")
@@ -44,8 +50,8 @@ func NewRelay(db *bun.DB, pub Publisher, opts ...Option) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.defaults(100, time.Second, 100*time.Millisecond, 30*time.Second)
-	return &Relay{db: db, pub: pub, s: s, wake: make(chan struct{}, 1)}, nil
+	s.defaults(DefaultRelayBatchSize, time.Second, 100*time.Millisecond, 30*time.Second)
+	return &Relay{db: db, pub: pub, s: s, wake: make(chan struct{}, 1), held: make(map[int64]struct{})}, nil
 }
 
 // Notify wakes a Run loop that is waiting for its next poll, e.g. right after a transaction
@@ -73,10 +79,28 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 // and tries again, so nothing is lost and nothing overtakes: unsent events stay in the
 // outbox until a round publishes them. An event the publisher can never take does not
 // count as a failure: it is set aside and the others go on at once.
+//
+// On MySQL, while the outbox holds full batches, a round's marking and commit run while the
+// next round picks and publishes: the next round treats the rows the previous one
+// published as already out (they are, in the publisher, before anything it publishes), so
+// per-key order holds. Should that commit fail, those rows stay unsent and go out again
+// later: a duplicate with the same event IDs, never a loss.
 func (r *Relay) Run(ctx context.Context) error {
 	failures := 0
+	var prev *flight
+	defer func() { _ = prev.wait() }()
 	for {
-		res, err := r.round(ctx)
+		res, finish, err := r.start(ctx)
+		err = errors.Join(err, prev.wait()) // the previous round committed meanwhile
+		prev = nil
+		switch {
+		case finish == nil:
+		case err == nil && res.full && ctx.Err() == nil:
+			prev = fly(finish)
+		default:
+			err = errors.Join(err, finish())
+		}
+		r.reportLag(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -137,54 +161,127 @@ type roundResult struct {
 	full            bool
 }
 
-func (r *Relay) round(ctx context.Context) (res roundResult, err error) {
+// round runs one round to its end (RelayOnce).
+func (r *Relay) round(ctx context.Context) (roundResult, error) {
+	res, finish, err := r.start(ctx)
+	if finish != nil {
+		if commitErr := finish(); commitErr != nil {
+			res.published, res.dead = 0, 0
+			err = errors.Join(err, commitErr)
+		}
+	}
+	r.reportLag(ctx)
+	return res, err
+}
+
+// start runs a round up to publishing. On MySQL it returns finish, which marks the batch
+// and commits; on SQLite the round is complete. res counts what finish marks.
+func (r *Relay) start(ctx context.Context) (res roundResult, finish func() error, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if sqlutil.IsSQLite(r.db) {
 		res, err = r.roundSQLite(ctx)
-	} else {
-		res, err = r.roundLocking(ctx)
+		return res, nil, err
 	}
+	return r.roundLocking(ctx)
+}
+
+// reportLag hands the lag to the metrics, if any.
+func (r *Relay) reportLag(ctx context.Context) {
 	if _, nop := r.s.metrics.(NopMetrics); !nop && ctx.Err() == nil {
-		if lag, lagErr := r.Lag(ctx); lagErr == nil {
+		if lag, err := r.Lag(ctx); err == nil {
 			r.s.metrics.RelayLag(lag)
 		}
 	}
-	return res, err
+}
+
+// flight is the marking and commit of a published batch, running while Run's next round
+// picks and publishes.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+func fly(finish func() error) *flight {
+	f := &flight{done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		f.err = finish()
+	}()
+	return f
+}
+
+// wait returns the outcome of f; nil for no flight.
+func (f *flight) wait() error {
+	if f == nil {
+		return nil
+	}
+	<-f.done
+	return f.err
+}
+
+// hold records rows as published by a round that has not committed yet (on), or forgets
+// them once that round has committed or rolled back (off).
+func (r *Relay) hold(rows []eventRow, on bool) {
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	for _, row := range rows {
+		if on {
+			r.held[row.Pos] = struct{}{}
+		} else {
+			delete(r.held, row.Pos)
+		}
+	}
+}
+
+// heldPositions lists the positions of the rows held (see hold).
+func (r *Relay) heldPositions() []int64 {
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	out := make([]int64, 0, len(r.held))
+	for pos := range r.held {
+		out = append(out, pos)
+	}
+	return out
 }
 
 // roundLocking is a round on MySQL/MariaDB. In one READ COMMITTED transaction it locks a
 // batch of unsent rows with FOR UPDATE SKIP LOCKED (rows another relay holds, and rows of
 // transactions not yet committed, are skipped; READ COMMITTED takes no gap locks, so writers
 // adding events are never blocked), keeps of each stream only the run that starts at the
-// stream's first unsent event, publishes those, marks them sent (or dead) and commits. A
-// crash before the commit releases the locks and leaves the rows unsent: they are
-// published again.
-func (r *Relay) roundLocking(ctx context.Context) (roundResult, error) {
+// stream's first unsent event, publishes those, and returns finish, which marks them sent
+// (or dead) and commits. A crash before the commit releases the locks and leaves the rows
+// unsent: they are published again.
+func (r *Relay) roundLocking(ctx context.Context) (res roundResult, finish func() error, err error) {
 	tx, err := r.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
-		return roundResult{}, fmt.Errorf("outbox: relay: %w", err)
+		return res, nil, fmt.Errorf("outbox: relay: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
 	rows, err := r.pick(ctx, tx, func(q *bun.SelectQuery) *bun.SelectQuery { return q.For("UPDATE SKIP LOCKED") })
-	res := roundResult{full: len(rows) == r.s.batchSize}
-	if err != nil || len(rows) == 0 {
-		return res, err
+	res.full = len(rows) == r.s.batchSize
+	var heads map[Stream]int64
+	if err == nil && len(rows) > 0 {
+		heads, err = unsentHeads(ctx, tx, rows, r.heldPositions())
 	}
-	heads, err := unsentHeads(ctx, tx, rows)
-	if err != nil {
-		return res, err
+	if err != nil || len(rows) == 0 {
+		_ = tx.Rollback()
+		return res, nil, err
 	}
 	sent, dead, pubErr := r.publish(ctx, publishable(rows, heads))
-	if err := r.mark(ctx, tx, sent, dead); err != nil {
-		return res, errors.Join(pubErr, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return res, errors.Join(pubErr, fmt.Errorf("outbox: relay: committing: %w", err))
-	}
-	r.report(sent, dead)
+	r.hold(sent, true)
 	res.published, res.dead = len(sent), len(dead)
-	return res, pubErr
+	return res, func() error {
+		defer r.hold(sent, false)
+		defer func() { _ = tx.Rollback() }()
+		if err := r.mark(ctx, tx, sent, dead); err != nil {
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("outbox: relay: committing: %w", err)
+		}
+		r.report(sent, dead)
+		return nil
+	}, pubErr
 }
 
 // roundSQLite is a round on SQLite, whose single writer rules out a second relay (run one
@@ -246,26 +343,41 @@ func (r *Relay) pick(ctx context.Context, db bun.IDB, lock func(*bun.SelectQuery
 
 // unsentHeads returns, for each stream of rows, the sequence number of its first unsent
 // event as committed now (READ COMMITTED reads the latest commit), including events that
-// another relay holds locked and dead letters (nothing after one may go).
-func unsentHeads(ctx context.Context, tx bun.Tx, rows []eventRow) (map[Stream]int64, error) {
-	set := make(map[Stream]struct{})
+// another relay holds locked and dead letters (nothing after one may go), but not the
+// held events: those this relay published in a round still committing (they are out,
+// before anything this round publishes).
+//
+// rows are the batch in position order, so it only needs to look before the batch's last
+// position: within a stream, position order is sequence order, and every unsent row
+// before that position is either in the batch or one the pick passed over (held, locked
+// by another relay, a dead letter or behind one). One range scan of the sent_at index over
+// the unsent rows up to that position finds those, however many sent events the table
+// keeps.
+func unsentHeads(ctx context.Context, tx bun.Tx, rows []eventRow, held []int64) (map[Stream]int64, error) {
+	heads := make(map[Stream]int64)
+	pos := append(make([]int64, 0, len(rows)+len(held)), held...)
 	for _, row := range rows {
-		set[row.stream()] = struct{}{}
+		pos = append(pos, row.Pos)
+		if h, ok := heads[row.stream()]; !ok || row.Seq < h {
+			heads[row.stream()] = row.Seq
+		}
 	}
-	where, args := streamsIn(sortedStreams(set))
-	var got []struct {
+	var passed []struct {
 		Topic string `bun:"topic"`
 		Key   string `bun:"aggregate_key"`
 		Seq   int64  `bun:"seq"`
 	}
 	err := tx.NewSelect().Table(TableEvents).ColumnExpr("topic, aggregate_key, MIN(seq) AS seq").
-		Where("sent_at IS NULL").Where(where, args...).GroupExpr("topic, aggregate_key").Scan(ctx, &got)
+		Where("sent_at IS NULL AND pos < ? AND pos NOT IN (?)", rows[len(rows)-1].Pos, bun.List(pos)).
+		GroupExpr("topic, aggregate_key").Scan(ctx, &passed)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: relay: reading stream heads: %w", err)
 	}
-	heads := make(map[Stream]int64, len(got))
-	for _, g := range got {
-		heads[Stream{Topic: g.Topic, Key: g.Key}] = g.Seq
+	for _, p := range passed {
+		st := Stream{Topic: p.Topic, Key: p.Key}
+		if h, ok := heads[st]; ok && p.Seq < h {
+			heads[st] = p.Seq
+		}
 	}
 	return heads, nil
 }

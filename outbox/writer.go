@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"sort"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -260,20 +259,4 @@ func sortedStreams[V any](m map[Stream]V) []Stream {
 		return out[i].Key < out[j].Key
 	})
 	return out
-}
-
-// streamsIn returns "(topic, aggregate_key) IN ((?, ?), ...)" and its arguments.
-func streamsIn(streams []Stream) (string, []any) {
-	var b strings.Builder
-	b.WriteString("(topic, aggregate_key) IN (")
-	args := make([]any, 0, 2*len(streams))
-	for i, st := range streams {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("(?, ?)")
-		args = append(args, st.Topic, st.Key)
-	}
-	b.WriteString(")")
-	return b.String(), args
 }

@@ -40,7 +40,7 @@ mariadb -e "CREATE USER IF NOT EXISTS 'commercekit'@'127.0.0.1' IDENTIFIED BY 'c
   DROP DATABASE IF EXISTS ck_bench; CREATE DATABASE ck_bench;
   DROP DATABASE IF EXISTS ck_read; CREATE DATABASE ck_read;
   DROP DATABASE IF EXISTS ck_flashsale; CREATE DATABASE ck_flashsale;
-  DROP DATABASE IF EXISTS wmpeer; CREATE DATABASE wmpeer;"
+"
 dsn='commercekit:commercekit@tcp(127.0.0.1:3306)'
 redis-cli -h 127.0.0.1 -n 13 flushdb >/dev/null
 redis-cli -h 127.0.0.1 -n 14 flushdb >/dev/null
@@ -55,11 +55,10 @@ say "sqlinventory Reserve on one hot SKU"
 go test -run '^$' -bench 'BenchmarkMySQL/Reserve/hot$' -benchtime "${secs}s" ./inventory/sqlinventory/ | tee "$work/sqlhot.txt" >&2
 sql_ours=$(metric ops/s "$work/sqlhot.txt")
 
-say "outbox relay vs the Watermill forwarder (20,000 events)"
-(cd "$shared/tools/peers/watermill-outbox" && go run . -n 20000 -dsn "$dsn/wmpeer?parseTime=true") | tee "$work/wm.txt" >&2
-wm=$(grep -oE '= [0-9.]+ events/s' "$work/wm.txt" | grep -oE '[0-9.]+')
-go test -run '^$' -bench 'BenchmarkRelay$' -benchtime 20000x ./outbox/saramaoutbox/ | tee "$work/relay.txt" >&2
-relay=$(metric events/s "$work/relay.txt")
+say "outbox relay vs the Watermill forwarder (20,000 events, median of 3 alternating rounds)"
+WATERMILL_PEER="$shared/tools/peers/watermill-outbox" ROUNDS=3 bash scripts/relaybench.sh 20000 | tee "$work/relay.txt" >&2
+relay=$(grep -oE 'median of [0-9]+: [0-9]+ vs' "$work/relay.txt" | grep -oE '[0-9]+ vs' | grep -oE '^[0-9]+')
+wm=$(grep -oE 'vs [0-9]+ events/s, ratio' "$work/relay.txt" | grep -oE '[0-9]+')
 
 say "stock read over HTTP (wrk, 64 connections, ${secs}s each)"
 go build -o "$work/refserver" ./refserver
@@ -100,7 +99,7 @@ printf '| %-44s | %-24s | %-40s | %6s | %-7s |\n' \
   "checkout, full mode (place p99 / pay p99)" "$full_cps/s ($full_place / $full_pay)" "raw spread tx ÷ 3 = $checkout_ref/s" "$(ratio "$full_cps" "$checkout_ref")" "≥ 0.5" \
   "checkout, embedded default (p99s)" "$emb_cps/s ($emb_place / $emb_pay)" "-" "-" "-" \
   "sqlinventory Reserve, one hot SKU" "$sql_ours/s" "raw hot-row tx $sql_hot/s" "$(ratio "$sql_ours" "$sql_hot")" "≥ 3" \
-  "outbox relay, 20,000 events" "$relay events/s" "Watermill forwarder $wm events/s" "$(ratio "$relay" "$wm")" "≥ 3" \
+  "outbox relay, 20,000 events, default batch" "$relay events/s" "Watermill forwarder $wm events/s" "$(ratio "$relay" "$wm")" "≥ 3" \
   "stock read, embedded (wrk 64 conns)" "$read_embedded req/s" "constant JSON $read_const req/s" "$(ratio "$read_embedded" "$read_const")" "≥ 0.7" \
   "stock read, MySQL + Redis" "$read_redis req/s" "constant JSON $read_const req/s" "$(ratio "$read_redis" "$read_const")" "≥ 0.7" \
   "redisinventory Reserve, one hot SKU" "$redis_ours/s" "raw EVALSHA $redis_raw/s" "$(ratio "$redis_ours" "$redis_raw")" "≥ 0.8"
