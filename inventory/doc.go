@@ -74,13 +74,20 @@
 //	  GOTOOLCHAIN=local go test -p 1 -run '^$' -bench . -benchtime 5s \
 //	  ./inventory/redisinventory ./inventory/sqlinventory
 //
-// The benchmarks run Reserve alone and Reserve+Commit, one unit of one hot SKU or spread
+// BenchmarkHotSKU in each package gives the hot-SKU figure and its multiple of the raw one
+// in a single run (x-raw): Reserve with the group commit and without it next to the raw
+// transaction in sqlinventory, the plain and the journaled Redis Reserve next to the raw
+// EVALSHA in redisinventory:
+//
+//	go test -run '^$' -bench BenchmarkHotSKU -benchtime 5s ./inventory/sqlinventory/ ./inventory/redisinventory/
+//
+// The benchmarks below run Reserve alone and Reserve+Commit, one unit of one hot SKU or spread
 // over 1,000 SKUs, from 50 goroutines, and report ops/s. Each package also benchmarks the
 // raw figure from Go with the same client and server, so one run gives the ratio:
 // BenchmarkRawEvalSha (the one-line check-and-decrement script) next to
 // BenchmarkRedis/Reserve/hot, and BenchmarkRawTx (conditional UPDATE + INSERT) next to
-// BenchmarkMySQL/Reserve/hot. BenchmarkReserveStrategy compares the conditional UPDATE with
-// SELECT ... FOR UPDATE.
+// BenchmarkMySQL/Reserve/hot. BenchmarkHotSKU compares the conditional UPDATE with
+// SELECT ... FOR UPDATE (alone, aloneSelectForUpdate).
 //
 // Indicative figures, on a 2-core machine loaded by other work (load average 6-11), native
 // MariaDB 10.11 (default durability) and Redis 7.0 on loopback, 50 clients:
@@ -95,7 +102,10 @@
 //	        Reserve, 1,000 SKUs                 8,400/s
 //	        Reserve+Commit, hot SKU             1,750-1,900/s
 //
-// The SQL Reserve beats the raw transaction because it inserts the reservation row first
+// Those figures predate the group commit: concurrent reservations of one SKU set now share
+// SQL transactions, and concurrent Redis reservations one script call (see sqlinventory
+// and redisinventory for the scheme and newer figures). Alone, the SQL Reserve beats the
+// raw transaction because it inserts the reservation row first
 // and takes the hot stock row last, with one conditional UPDATE, so the row lock is held
 // only from that UPDATE to the COMMIT; and bun sends each statement in one round trip
 // (arguments formatted client-side) where database/sql with placeholders prepares and

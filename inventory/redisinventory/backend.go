@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/internal/groupcommit"
 	"github.com/commercekit/commercekit/inventory/internal/sqlrow"
 )
 
@@ -32,6 +33,8 @@ type Backend struct {
 	s         scripts
 	g         guardedScripts
 	log       *slog.Logger
+	// group combines concurrent reservations into one script call.
+	group *groupcommit.Committer
 }
 
 var _ inventory.Backend = (*Backend)(nil)
@@ -78,6 +81,7 @@ func New(c redis.UniversalClient, opts ...Option) *Backend {
 		o(b)
 	}
 	b.due, b.skus = b.prefix+"due", b.prefix+"skus"
+	b.group = groupcommit.New(b.reserveMany)
 	return b
 }
 

@@ -7,7 +7,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/inventorytest"
+	"github.com/commercekit/commercekit/inventory/redisinventory"
 )
 
 // rawLua is the one-line check-and-decrement of tools/raw-limits.
@@ -15,7 +17,41 @@ const rawLua = `local s=tonumber(redis.call('GET',KEYS[1])) local n=tonumber(ARG
 
 // BenchmarkRawEvalSha is the floor under Reserve, measured from Go in the same run: the raw
 // EVALSHA of tools/raw-limits through the same client from the same number of goroutines.
-func BenchmarkRawEvalSha(b *testing.B) {
+func BenchmarkRawEvalSha(b *testing.B) { rawEvalSha(b) }
+
+// BenchmarkHotSKU measures Reserve of one unit of one hot SKU from 50 goroutines on the
+// plain backend and on the journaled one (Durable, MySQL + Redis), each with concurrent
+// reservations combined (one script call, one journal transaction) and alone, next to the
+// raw EVALSHA in the same run, and reports ops/s and the multiple of the raw rate
+// (x-raw):
+//
+//	go test -run '^$' -bench BenchmarkHotSKU -benchtime 5s ./inventory/redisinventory/
+func BenchmarkHotSKU(b *testing.B) {
+	var raw float64
+	b.Run("raw", func(b *testing.B) { raw = rawEvalSha(b) })
+	for _, s := range []struct {
+		name     string
+		durable  bool
+		maxBatch int
+	}{
+		{"redis", false, 0}, {"redisAlone", false, 1},
+		{"durable", true, 0}, {"durableAlone", true, 1},
+	} {
+		b.Run(s.name, func(b *testing.B) {
+			var be inventory.Backend = redisinventory.New(testenv.Redis(b))
+			if s.durable {
+				be, _, _ = newDurable(b)
+			}
+			if s.maxBatch > 0 {
+				redisinventory.SetMaxBatch(be, s.maxBatch)
+			}
+			inventorytest.ReserveHot(b, inventory.New(be), raw)
+		})
+	}
+}
+
+// rawEvalSha runs the raw EVALSHA from 50 goroutines and reports and returns its ops/s.
+func rawEvalSha(b *testing.B) float64 {
 	ctx := context.Background()
 	rdb := testenv.Redis(b)
 	if err := rdb.Set(ctx, "{rawlimits}:stock", 1_000_000_000_000, 0).Err(); err != nil {
@@ -33,5 +69,7 @@ func BenchmarkRawEvalSha(b *testing.B) {
 			}
 		}
 	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	ops := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(ops, "ops/s")
+	return ops
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/internal/groupcommit"
 	"github.com/commercekit/commercekit/inventory/internal/sqlrow"
 )
 
@@ -48,6 +50,8 @@ type Durable struct {
 	// the last one.
 	healing sync.Mutex
 	runID   string
+	// group shares SQL transactions between concurrent reservations.
+	group *groupcommit.Committer
 	// hook, when set (tests), runs inside a writer's transaction after its Redis step.
 	hook func(op, id string)
 }
@@ -65,6 +69,7 @@ func NewDurable(c redis.UniversalClient, db *bun.DB, opts ...Option) *Durable {
 	if !sqlutil.IsSQLite(db) {
 		d.shareLock, d.forUpdate, d.skipLocked = " LOCK IN SHARE MODE", " FOR UPDATE", " FOR UPDATE SKIP LOCKED"
 	}
+	d.group = groupcommit.New(groupcommit.InTx(db, d.reserveBatch, func(ctx context.Context, err error) error { return d.fail(ctx, "reserve", err) }))
 	return d
 }
 
@@ -156,71 +161,77 @@ func (d *Durable) known(ctx context.Context, db bun.IDB, skus ...string) (bool, 
 }
 
 // Reserve records the reservation in the journal, then takes its units in Redis with the
-// reserve script, in one SQL transaction holding the generation: two SQL statements and
-// one Redis round trip. A reservation the journal has already is a replay and returns it
-// as the journal has it.
+// reserve script, in one SQL transaction holding the generation. Concurrent reservations
+// share that transaction (groupcommit): one INSERT of their rows, one of their lines, a
+// script each, one commit; a reservation Redis refuses is taken out of the journal again
+// before the commit and fails alone. Their scripts run in one call (reserveManyLua). A reservation the journal has already is a replay
+// and returns it as the journal has it.
 func (d *Durable) Reserve(ctx context.Context, r inventory.Reservation) (inventory.Reservation, error) {
-	out := r
-	err := d.inTx(ctx, "reserve", func(ctx context.Context, tx bun.Tx) error {
-		out = r
-		gen, err := d.hold(ctx, tx)
-		if err != nil {
-			return err
+	return d.group.Reserve(ctx, "", r)
+}
+
+// reserveBatch is Reserve for a batch of reservations with distinct IDs, in tx.
+func (d *Durable) reserveBatch(ctx context.Context, tx bun.Tx, calls []*groupcommit.Call) error {
+	gen, err := d.hold(ctx, tx)
+	if err != nil {
+		return err
+	}
+	fresh, err := groupcommit.InsertRows(ctx, tx, "inventory_journal_reservations", calls, d.shareLock)
+	if err != nil || len(fresh) == 0 {
+		return err
+	}
+	var q strings.Builder
+	q.WriteString(`INSERT INTO inventory_journal_lines (sku, reservation_id, qty) VALUES `)
+	var values []any
+	for _, c := range fresh {
+		for _, l := range c.R.Lines {
+			if len(values) > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("(?, ?, ?)")
+			values = append(values, l.SKU, c.R.ID, l.Qty)
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO inventory_journal_reservations
- (id, state, items, buyer_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`,
-			r.ID, string(inventory.StateReserved), inventory.EncodeLines(r.Lines), r.BuyerID, r.CreatedAt.UnixMilli(), r.ExpiresAt.UnixMilli())
-		if sqlutil.IsDuplicateKey(err) {
-			prev, err := d.get(ctx, tx, r.ID, d.forUpdate)
-			if err != nil {
+	}
+	if _, err := tx.ExecContext(ctx, q.String(), values...); err != nil {
+		return err
+	}
+	replies, err := d.b.runReserveMany(ctx, d.b.g.reserveMany, fresh, []string{d.marker}, gen)
+	if err != nil {
+		return redisErr(ctx, err)
+	}
+	var refused []*groupcommit.Call
+	for i, c := range fresh {
+		if c.Out, c.Err = reserveReply(c.R, replies[i]); c.Err != nil {
+			if errors.Is(c.Err, errLost) {
+				return c.Err // the generation moved: every reservation of the batch fails closed
+			}
+			if c.Err, err = d.refused(ctx, tx, c.Err); err != nil {
 				return err
 			}
-			if inventory.EncodeLines(prev.Lines) != inventory.EncodeLines(r.Lines) || prev.BuyerID != r.BuyerID {
-				return &inventory.ConflictError{Kind: "reservation", ID: r.ID}
-			}
-			out = prev
-			return nil
+			refused = append(refused, c)
+			continue
 		}
-		if err != nil {
-			return err
-		}
-		values := make([]any, 0, 3*len(r.Lines))
-		q := `INSERT INTO inventory_journal_lines (sku, reservation_id, qty) VALUES `
-		for i, l := range r.Lines {
-			if i > 0 {
-				q += ", "
-			}
-			q += "(?, ?, ?)"
-			values = append(values, l.SKU, r.ID, l.Qty)
-		}
-		if _, err := tx.ExecContext(ctx, q, values...); err != nil {
-			return err
-		}
-		keys, args := d.b.reserveCall(r)
-		reply, err := d.run(ctx, d.b.g.reserve, gen, keys, args...)
-		if err != nil {
-			return err
-		}
-		if _, err := reserveReply(r, reply); err != nil {
-			var unknown *inventory.UnknownSKUError
-			if errors.As(err, &unknown) {
-				ok, kerr := d.known(ctx, tx, unknown.SKU)
-				if kerr != nil {
-					return kerr
-				}
-				if ok {
-					return errLost
-				}
-			}
-			return err
-		}
-		d.after("reserve", r.ID)
-		return nil
-	})
-	if err != nil {
-		return inventory.Reservation{}, err
+		d.after("reserve", c.R.ID)
 	}
-	return out, nil
+	return groupcommit.Refuse(ctx, tx, "inventory_journal_reservations", refused, "inventory_journal_lines")
+}
+
+// refused returns the error a caller gets for a reservation Redis refused with err: an
+// unknown SKU the journal knows means Redis lost data (errLost, which fails the caller
+// closed); err itself otherwise. A failed SQL read is returned as the transaction's error.
+func (d *Durable) refused(ctx context.Context, tx bun.Tx, err error) (callerErr, txErr error) {
+	var unknown *inventory.UnknownSKUError
+	if !errors.As(err, &unknown) {
+		return err, nil
+	}
+	ok, kerr := d.known(ctx, tx, unknown.SKU)
+	if kerr != nil {
+		return nil, kerr
+	}
+	if ok {
+		return d.lost(errLost), nil
+	}
+	return err, nil
 }
 
 func (d *Durable) after(op, id string) {

@@ -270,3 +270,84 @@ func TestDurableRestartedWithOldData(t *testing.T) {
 	require.True(t, healed, "a new run ID means a rebuild")
 	wantStock(t, inv, "a", 5, 3, 0)
 }
+
+// TestDurableConcurrentReplaysWait: 30 concurrent replays of one reservation on the
+// journal, piled up behind its first transaction (held open a while), all get it, none
+// with ErrContention: replays wait for the first transaction instead of deadlocking each
+// other (the journal's replay read takes the shared lock the failed INSERT holds, never
+// an exclusive one), and the units are taken once.
+func TestDurableConcurrentReplaysWait(t *testing.T) {
+	ctx := context.Background()
+	d, _, _ := newDurable(t)
+	redisinventory.SetHook(d, func(op, _ string) {
+		if op == "reserve" {
+			time.Sleep(200 * time.Millisecond) // every replay now waits on the first insert
+		}
+	})
+	inv := inventory.New(d)
+	for _, sku := range []string{"a", "b"} {
+		_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: sku, OnHand: 100})
+		require.NoError(t, err)
+	}
+	req := inventory.ReserveRequest{ID: "same", Lines: []inventory.Line{{SKU: "a", Qty: 3}, {SKU: "b", Qty: 2}}, TTL: time.Minute, BuyerID: "buyer-1"}
+	const n = 30
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { _, errs[i] = inv.Reserve(ctx, req) })
+	}
+	wg.Wait()
+	for i := range n {
+		require.NoError(t, errs[i], "replay %d", i)
+	}
+	wantStock(t, inv, "a", 100, 97, 0)
+	wantStock(t, inv, "b", 100, 98, 0)
+}
+
+// TestDurableBatchIsolatesCallers: concurrent reservations share journal transactions
+// (their scripts pipelined); a refused one (out of stock, over the buyer limit, a
+// conflicting replay) fails alone and leaves no journal row, and the rest hold exactly
+// what Redis and the journal say — also after the scripts were flushed from Redis.
+func TestDurableBatchIsolatesCallers(t *testing.T) {
+	ctx := context.Background()
+	d, rdb, db := newDurable(t)
+	inv := inventory.New(d)
+	_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "drop", OnHand: 40, BuyerLimit: 2})
+	require.NoError(t, err)
+	require.NoError(t, rdb.ScriptFlush(ctx).Err()) // the pipelined scripts must load themselves
+
+	const n = 60 // 30 buyers, 3 each (one over the limit): more than the 40 units; and a few too large
+	errs := make([]error, n+30+5)
+	var wg sync.WaitGroup
+	for i := range n + 30 {
+		wg.Go(func() {
+			_, errs[i] = inv.Reserve(ctx, inventory.ReserveRequest{ID: fmt.Sprintf("r%d", i), BuyerID: fmt.Sprintf("b%d", i%30),
+				Lines: line("drop", 1), TTL: time.Hour})
+		})
+	}
+	for i := range 5 {
+		wg.Go(func() {
+			_, errs[n+30+i] = inv.Reserve(ctx, inventory.ReserveRequest{ID: fmt.Sprintf("big%d", i), BuyerID: "big",
+				Lines: line("drop", 41), TTL: time.Hour})
+		})
+	}
+	wg.Wait()
+	held := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			held++
+		case i >= n+30:
+			require.ErrorIs(t, err, inventory.ErrInsufficientStock)
+		case !errors.Is(err, inventory.ErrInsufficientStock):
+			require.ErrorIs(t, err, inventory.ErrBuyerLimitExceeded, "r%d", i)
+		}
+	}
+	assert.Equal(t, 40, held, "every unit is held, once")
+	wantStock(t, inv, "drop", 40, 0, 0)
+	var rows, lines int
+	require.NoError(t, db.NewRaw("SELECT COUNT(*) FROM inventory_journal_reservations").Scan(ctx, &rows))
+	require.NoError(t, db.NewRaw("SELECT COALESCE(SUM(qty), 0) FROM inventory_journal_lines").Scan(ctx, &lines))
+	assert.Equal(t, 40, rows, "refused reservations leave no journal row")
+	assert.Equal(t, 40, lines)
+}

@@ -11,16 +11,50 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/internal/groupcommit"
 )
 
-// Reserve runs the reserve script: one round trip.
+// Reserve runs the reserve script: one round trip, shared with the reservations that
+// arrive meanwhile. Reservations that queue while a call is in progress go together in
+// the next call (groupcommit, with the reserveMany script), each with its own answer; a
+// reservation that finds no call in progress goes at once.
 func (b *Backend) Reserve(ctx context.Context, r inventory.Reservation) (inventory.Reservation, error) {
-	keys, args := b.reserveCall(r)
-	reply, err := b.s.reserve.Run(ctx, b.c, keys, args...).Result()
-	if err != nil {
-		return inventory.Reservation{}, fail(ctx, "reserve", err)
+	return b.group.Reserve(ctx, "", r)
+}
+
+// reserveMany runs the reserve script of each call, in one script call.
+func (b *Backend) reserveMany(ctx context.Context, calls []*groupcommit.Call, _ func()) {
+	replies, err := b.runReserveMany(ctx, b.s.reserveMany, calls, nil)
+	for i, c := range calls {
+		if err != nil {
+			c.Err = fail(c.Ctx, "reserve", err)
+			continue
+		}
+		c.Out, c.Err = reserveReply(c.R, replies[i])
 	}
-	return reserveReply(r, reply)
+}
+
+// runReserveMany runs script, reserveManyLua or its guarded form, for calls, with
+// tailKeys and tailArgs (a guard's) appended, and returns each call's reply; errLost when
+// the guard refused.
+func (b *Backend) runReserveMany(ctx context.Context, script *redis.Script, calls []*groupcommit.Call, tailKeys []string, tailArgs ...any) ([]any, error) {
+	keys := []string{b.due}
+	args := []any{len(calls)}
+	for _, c := range calls {
+		k, a := b.reserveCall(c.R)
+		keys = append(append(keys, k[0]), k[2:]...)
+		args = append(append(args, len(a), len(k)-1), a...)
+	}
+	replies, err := script.Run(ctx, b.c, append(keys, tailKeys...), append(args, tailArgs...)...).Slice()
+	switch {
+	case err != nil:
+		return nil, err
+	case len(replies) == 1 && toInt(replies[0]) == -9: // the guard's {-9}; a reservation's reply is 1 or a list
+		return nil, errLost
+	case len(replies) != len(calls):
+		return nil, fmt.Errorf("%d replies to %d reservations", len(replies), len(calls))
+	}
+	return replies, nil
 }
 
 // reserveCall returns the keys and arguments of the reserve script for r.

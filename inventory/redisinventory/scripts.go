@@ -52,6 +52,37 @@ redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
 return 1
 `
 
+// reserveManyLua runs the reserve script for several reservations in one call (the
+// reservations that queued while the previous call ran; see Backend.Reserve), each with
+// its own reply, in order: the server's fixed cost of a call is paid once.
+//
+// KEYS[1] due index, then per reservation: its record, stock of each line, buyer usage of
+// each line (with a buyer). ARGV[1] the number of reservations, then per reservation: the
+// number of its arguments, the number of its keys, and the reserve script's arguments.
+// Returns the reserve script's reply of each.
+var reserveManyLua = reserveManyOf(reserveLua)
+
+// reserveManyOf returns the script running reserve, a reserve script, for several
+// reservations.
+func reserveManyOf(reserve string) string {
+	return `local function one(K, A)
+` + strings.NewReplacer("KEYS[", "K[", "ARGV[", "A[", "#ARGV", "#A").Replace(reserve) + `
+end
+local out = {}
+local ki, ai = 2, 2
+for j = 1, tonumber(ARGV[1]) do
+  local nargs, nkeys = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
+  local K, A = {KEYS[ki], KEYS[1]}, {}
+  for x = 1, nkeys - 1 do K[2 + x] = KEYS[ki + x] end
+  for x = 1, nargs do A[x] = ARGV[ai + 1 + x] end
+  out[j] = one(K, A)
+  ki = ki + nkeys
+  ai = ai + 2 + nargs
+end
+return out
+`
+}
+
 // reserveReplayLua opens the reserve script: a reservation that exists is a replay.
 const reserveReplayLua = `if redis.call('EXISTS', KEYS[1]) == 1 then
   local rec = redis.call('HMGET', KEYS[1], 'state', 'lines', 'buyer', 'created', 'expires', 'resolved')
@@ -262,8 +293,8 @@ return 1
 // scripts holds one redis.Script per operation (EVALSHA, falling back to EVAL on NOSCRIPT,
 // for instance after Redis restarted).
 type scripts struct {
-	reserve, commit, release, expire, settle *redis.Script
-	setStock, adjust, warmUp, claim, synced  *redis.Script
+	reserveMany, commit, release, expire, settle *redis.Script
+	setStock, adjust, warmUp, claim, synced      *redis.Script
 }
 
 func newScripts() scripts {
@@ -271,30 +302,30 @@ func newScripts() scripts {
 		return redis.NewScript(strings.Replace(resolveLua, "TARGET", target, 1))
 	}
 	return scripts{
-		reserve:  redis.NewScript(reserveLua),
-		commit:   resolve("committed"),
-		release:  resolve("released"),
-		expire:   resolve("expired"),
-		settle:   redis.NewScript(settleLua),
-		setStock: redis.NewScript(setStockLua),
-		adjust:   redis.NewScript(adjustLua),
-		warmUp:   redis.NewScript(warmUpLua),
-		claim:    redis.NewScript(claimLua),
-		synced:   redis.NewScript(syncedLua),
+		reserveMany: redis.NewScript(reserveManyLua),
+		commit:      resolve("committed"),
+		release:     resolve("released"),
+		expire:      resolve("expired"),
+		settle:      redis.NewScript(settleLua),
+		setStock:    redis.NewScript(setStockLua),
+		adjust:      redis.NewScript(adjustLua),
+		warmUp:      redis.NewScript(warmUpLua),
+		claim:       redis.NewScript(claimLua),
+		synced:      redis.NewScript(syncedLua),
 	}
 }
 
 // guardedScripts are the journaled backend's scripts: each opens with guardLua.
 type guardedScripts struct {
-	reserve, settle, setStock, adjust *redis.Script
+	reserveMany, settle, setStock, adjust *redis.Script
 }
 
 func newGuardedScripts() guardedScripts {
 	guarded := func(body string) *redis.Script { return redis.NewScript(guardLua + body) }
 	return guardedScripts{
-		reserve:  guarded(strings.Replace(reserveLua, reserveReplayLua, reserveFreshLua, 1)),
-		settle:   guarded(settleLua),
-		setStock: guarded(setStockLua),
-		adjust:   guarded(adjustLua),
+		reserveMany: guarded(reserveManyOf(strings.Replace(reserveLua, reserveReplayLua, reserveFreshLua, 1))),
+		settle:      guarded(settleLua),
+		setStock:    guarded(setStockLua),
+		adjust:      guarded(adjustLua),
 	}
 }

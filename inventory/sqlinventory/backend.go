@@ -10,6 +10,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/internal/groupcommit"
 )
 
 // Backend stores stock and reservations in SQL tables through bun (MySQL/MariaDB or
@@ -20,8 +21,15 @@ type Backend struct {
 	forUpdate string
 	// skipLocked is " FOR UPDATE SKIP LOCKED" where the dialect has it, else "".
 	skipLocked string
-	// upsertUsage adds to a buyer's usage row, creating it: the dialect's upsert.
-	upsertUsage string
+	// shareLock is " LOCK IN SHARE MODE" where the dialect has row locks, else "".
+	shareLock string
+	// addUsageTail ends a multi-row INSERT of usage rows: the dialect's upsert, adding
+	// to the rows that exist.
+	addUsageTail string
+	// group combines concurrent reservations of the same SKUs into one transaction; nil
+	// when db is a transaction (the caller's: nothing else may join it) or in the
+	// benchmarks of the direct path.
+	group *groupcommit.Committer
 	// lockFirst switches Reserve to SELECT ... FOR UPDATE, check, then UPDATE, instead
 	// of a conditional UPDATE. It exists only to measure the two against each other.
 	lockFirst bool
@@ -33,12 +41,13 @@ var _ inventory.TxBackend = (*Backend)(nil)
 func New(db bun.IDB) *Backend {
 	b := &Backend{db: db}
 	if sqlutil.IsSQLite(db) {
-		b.upsertUsage = `INSERT INTO inventory_buyer_usage (sku, buyer_id, qty) VALUES (?, ?, ?)
- ON CONFLICT (sku, buyer_id) DO UPDATE SET qty = qty + ?`
+		b.addUsageTail = ` ON CONFLICT (sku, buyer_id) DO UPDATE SET qty = qty + excluded.qty`
 	} else {
-		b.forUpdate, b.skipLocked = " FOR UPDATE", " FOR UPDATE SKIP LOCKED"
-		b.upsertUsage = `INSERT INTO inventory_buyer_usage (sku, buyer_id, qty) VALUES (?, ?, ?)
- ON DUPLICATE KEY UPDATE qty = qty + ?`
+		b.forUpdate, b.skipLocked, b.shareLock = " FOR UPDATE", " FOR UPDATE SKIP LOCKED", " LOCK IN SHARE MODE"
+		b.addUsageTail = ` ON DUPLICATE KEY UPDATE qty = qty + VALUES(qty)`
+	}
+	if !sqlutil.IsTx(db) {
+		b.group = groupcommit.New(groupcommit.InTx(db, b.reserveBatch, b.failReserve))
 	}
 	return b
 }
@@ -48,6 +57,12 @@ func New(db bun.IDB) *Backend {
 func (b *Backend) WithTx(db bun.IDB) inventory.Backend {
 	c := *b
 	c.db = db
+	switch {
+	case sqlutil.IsTx(db):
+		c.group = nil
+	case db != b.db || b.group == nil:
+		c.group = groupcommit.New(groupcommit.InTx(db, c.reserveBatch, c.failReserve))
+	}
 	return &c
 }
 
@@ -55,6 +70,10 @@ func (b *Backend) WithTx(db bun.IDB) inventory.Backend {
 // lock wait timeouts, and translates what fails into the inventory's errors.
 func (b *Backend) inTx(ctx context.Context, op string, fn func(ctx context.Context, tx bun.Tx) error) error {
 	return b.fail(ctx, op, sqlutil.InTx(ctx, b.db, fn))
+}
+
+func (b *Backend) failReserve(ctx context.Context, err error) error {
+	return b.fail(ctx, "reserve", err)
 }
 
 // domainErrors are the errors the backend itself builds; they pass through unchanged.

@@ -8,39 +8,38 @@ import (
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/internal/sqlrow"
 )
 
-// Reserve inserts the reservation row first and takes the stock rows last, in SKU order:
-// the hot stock row is locked only from its UPDATE to the commit. A statement per line
-// (plus one per line for a buyer's usage) and one for the reservation, whose lines are
-// stored in one column.
+// Reserve reserves through the group commit of r's SKUs (reserveBatch) on a *bun.DB,
+// and alone in the caller's transaction.
 func (b *Backend) Reserve(ctx context.Context, r inventory.Reservation) (inventory.Reservation, error) {
-	items := inventory.EncodeLines(r.Lines)
+	if b.group != nil {
+		return b.group.Reserve(ctx, skuKey(r.Lines), r)
+	}
+	return b.reserveAlone(ctx, r)
+}
+
+// reserveAlone inserts the reservation row first and takes the stock rows last, in SKU
+// order: the hot stock row is locked only from its UPDATE to the commit. A statement per
+// line, one for the reservation (whose lines are stored in one column) and, with a buyer,
+// one for the buyer's usage rows.
+func (b *Backend) reserveAlone(ctx context.Context, r inventory.Reservation) (inventory.Reservation, error) {
 	var out inventory.Reservation
 	err := b.inTx(ctx, "reserve", func(ctx context.Context, tx bun.Tx) error {
-		out = r
-		_, err := tx.ExecContext(ctx, `INSERT INTO inventory_reservations
- (id, state, items, buyer_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`,
-			r.ID, string(inventory.StateReserved), items, r.BuyerID, millis(r.CreatedAt), millis(r.ExpiresAt))
-		if err != nil && sqlutil.IsDuplicateKey(err) {
-			prev, err := b.get(ctx, tx, r.ID, b.forUpdate)
-			if err != nil {
-				return err
-			}
-			if inventory.EncodeLines(prev.Lines) != items || prev.BuyerID != r.BuyerID {
-				return &inventory.ConflictError{Kind: "reservation", ID: r.ID}
-			}
+		replay, prev, err := sqlrow.Insert(ctx, tx, "inventory_reservations", r, b.shareLock)
+		if err != nil || replay {
 			out = prev
-			return nil
-		}
-		if err != nil {
 			return err
 		}
+		out = r
 		if r.BuyerID != "" {
+			usage := make(map[usageKey]int64, len(r.Lines))
 			for _, l := range r.Lines {
-				if _, err := tx.ExecContext(ctx, b.upsertUsage, l.SKU, r.BuyerID, l.Qty, l.Qty); err != nil {
-					return err
-				}
+				usage[usageKey{l.SKU, r.BuyerID}] = l.Qty
+			}
+			if err := b.addUsage(ctx, tx, sortedPairs(usage), usage, 1); err != nil {
+				return err
 			}
 		}
 		for _, l := range r.Lines {

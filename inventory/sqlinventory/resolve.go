@@ -1,7 +1,6 @@
 package sqlinventory
 
 import (
-	"cmp"
 	"context"
 	"maps"
 	"slices"
@@ -122,8 +121,6 @@ func (b *Backend) Expire(ctx context.Context, now time.Time, limit int) (int, er
 	return n, nil
 }
 
-type usageKey struct{ sku, buyer string }
-
 // moveUnits moves the units of resolved reservations: to sold for a commit, from sold
 // back to available for a return, from reserved back to available otherwise (and the
 // buyer allowance back, except for a commit). Quantities are summed per row and
@@ -140,13 +137,8 @@ func (b *Backend) moveUnits(ctx context.Context, tx bun.Tx, rs []inventory.Reser
 			}
 		}
 	}
-	for _, k := range slices.SortedFunc(maps.Keys(usage), func(a, b usageKey) int {
-		return cmp.Or(cmp.Compare(a.sku, b.sku), cmp.Compare(a.buyer, b.buyer))
-	}) {
-		if _, err := tx.ExecContext(ctx, `UPDATE inventory_buyer_usage SET qty = qty - ? WHERE sku = ? AND buyer_id = ?`,
-			usage[k], k.sku, k.buyer); err != nil {
-			return err
-		}
+	if err := b.addUsage(ctx, tx, sortedPairs(usage), usage, -1); err != nil {
+		return err
 	}
 	query := `UPDATE inventory_stock SET reserved = reserved - ?, available = available + ? WHERE sku = ?`
 	switch to {

@@ -35,6 +35,28 @@ func Reservation(ctx context.Context, db bun.IDB, table, id, lock string) (inven
 	return r, nil
 }
 
+// Insert inserts r into table, as reserved. When a row with r.ID exists it reports a
+// replay, with the stored reservation, or a *inventory.ConflictError when its lines or
+// buyer differ. The stored row is read with shareLock (" LOCK IN SHARE MODE", or "" where
+// there are no row locks): the failed INSERT already holds that shared lock, so
+// concurrent replays of one ID wait for its first transaction; asking for an exclusive
+// lock would make each of them wait for the others' shared locks, a deadlock.
+func Insert(ctx context.Context, db bun.IDB, table string, r inventory.Reservation, shareLock string) (replay bool, prev inventory.Reservation, err error) {
+	items := inventory.EncodeLines(r.Lines)
+	_, err = db.ExecContext(ctx, `INSERT INTO `+table+` (id, state, items, buyer_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		r.ID, string(inventory.StateReserved), items, r.BuyerID, r.CreatedAt.UnixMilli(), r.ExpiresAt.UnixMilli())
+	if err == nil || !sqlutil.IsDuplicateKey(err) {
+		return false, inventory.Reservation{}, err
+	}
+	if prev, err = Reservation(ctx, db, table, r.ID, shareLock); err != nil {
+		return true, inventory.Reservation{}, err
+	}
+	if inventory.EncodeLines(prev.Lines) != items || prev.BuyerID != r.BuyerID {
+		return true, inventory.Reservation{}, &inventory.ConflictError{Kind: "reservation", ID: r.ID}
+	}
+	return true, prev, nil
+}
+
 // Time is the UTC time of a column holding Unix milliseconds, 0 being the zero time.
 func Time(ms int64) time.Time {
 	if ms == 0 {

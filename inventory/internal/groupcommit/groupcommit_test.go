@@ -1,0 +1,90 @@
+package groupcommit_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/internal/groupcommit"
+)
+
+// Example: a store's Run answers every call of a batch; a reservation that finds nothing
+// in progress runs at once, alone.
+func Example() {
+	m := groupcommit.New(func(ctx context.Context, calls []*groupcommit.Call, ready func()) {
+		for _, c := range calls {
+			c.Out = c.R // a store would reserve here, in one transaction or script call
+		}
+	})
+	r, err := m.Reserve(context.Background(), "sku-1", inventory.Reservation{ID: "r1"})
+	fmt.Println(r.ID, err)
+	fmt.Println(m.Stats())
+	// Output:
+	// r1 <nil>
+	// 1 1
+}
+
+var errOdd = errors.New("odd")
+
+// TestBatchesKeepAnswers: calls that queue behind a slow batch go together in the next,
+// each with its own answer (a failure fails only its caller), a second call with one ID
+// waits for a later batch, and a caller that gives up while queued gets its context's
+// error without failing the others.
+func TestBatchesKeepAnswers(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int
+	m := groupcommit.New(func(ctx context.Context, calls []*groupcommit.Call, ready func()) {
+		ids := map[string]bool{}
+		for _, c := range calls {
+			require.False(t, ids[c.R.ID], "two calls with one ID in a batch")
+			ids[c.R.ID] = true
+			if n, _ := strconv.Atoi(c.R.ID); n%2 == 1 {
+				c.Err = errOdd
+			} else {
+				c.Out = c.R
+			}
+		}
+		mu.Lock()
+		sizes = append(sizes, len(calls))
+		mu.Unlock()
+		time.Sleep(5 * time.Millisecond) // what arrives meanwhile queues
+		ready()
+	})
+	const n = 60
+	errs := make([]error, n+2)
+	outs := make([]inventory.Reservation, n+2)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	var wg sync.WaitGroup
+	for i := range n + 2 {
+		wg.Go(func() {
+			ctx, id := context.Background(), strconv.Itoa(i%n) // n, n+1: the IDs 0 and 1 again
+			if i == n+1 {
+				ctx = cancelled
+			}
+			outs[i], errs[i] = m.Reserve(ctx, "k", inventory.Reservation{ID: id})
+		})
+	}
+	wg.Wait()
+	for i := range n + 1 {
+		if i%n%2 == 1 {
+			require.ErrorIs(t, errs[i], errOdd, i)
+			continue
+		}
+		require.NoError(t, errs[i], i)
+		assert.Equal(t, strconv.Itoa(i%n), outs[i].ID)
+	}
+	if errs[n+1] != nil { // it may have led at once, before noticing; else it gave up queued
+		require.ErrorIs(t, errs[n+1], context.Canceled)
+	}
+	batches, calls := m.Stats()
+	assert.Less(t, batches, calls, "calls shared batches: %v", sizes)
+}
