@@ -8,7 +8,7 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/hold"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
 )
@@ -59,7 +59,7 @@ func (s *Service) Cancel(ctx context.Context, orderID string, by Actor) (Order, 
 			if err := s.step(StepCancelStart); err != nil {
 				return Order{}, err
 			}
-			err = s.compensate(ctx, r, StatusPendingPayment, "", StatusCancelled, EventOrderCancelled, OutcomeCancelled, "")
+			err = s.closeUnpaid(ctx, r, StatusCancelled, EventOrderCancelled, OutcomeCancelled, "")
 		case StatusPaid:
 			now := s.now()
 			if deadline := fromMicros(r.PaidAt).Add(s.cfg.cancelWindow); !now.Before(deadline) {
@@ -69,10 +69,10 @@ func (s *Service) Cancel(ctx context.Context, orderID string, by Actor) (Order, 
 				return Order{}, err
 			}
 			if err = s.beginCancel(ctx, r, now); err == nil {
-				return s.advance(ctx, r, true)
+				return s.resume(ctx, r, true)
 			}
 		case StatusCancelling, StatusCancelled:
-			return s.advance(ctx, r, true)
+			return s.resume(ctx, r, true)
 		default:
 			return r.order(), &StateError{OrderID: r.ID, Op: "cancel", Status: r.Status}
 		}
@@ -91,39 +91,37 @@ func (s *Service) Cancel(ctx context.Context, orderID string, by Actor) (Order, 
 // beginCancel moves a PAID order to CANCELLING and claws its reward back, in one
 // transaction.
 func (s *Service) beginCancel(ctx context.Context, r *orderRow, now time.Time) error {
-	attempt := r.CancelAttempt + 1
-	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
-		won, err := transition(ctx, tx, r.ID, StatusPaid, "", now, map[string]any{
-			"status": StatusCancelling, "step": stepCancel, "cancel_attempt": attempt, "failure_code": "",
-		})
-		if err != nil {
-			return err
-		}
-		if !won {
-			return errLostRace
-		}
-		if r.Reward > 0 {
-			_, err := s.led.WithTx(tx).Spend(ctx, ledger.SpendRequest{
-				ID: clawbackID(r.ID, attempt), User: r.UserID, Amount: r.Reward, Reference: r.ID,
-			})
-			if errors.Is(err, ledger.ErrInsufficientPoints) {
-				return fmt.Errorf("%w: order %s earned %d points: %w", ErrRewardSpent, r.ID, r.Reward, err)
-			}
-			if err != nil {
-				return fmt.Errorf("commerce: claw back reward of %s: %w", r.ID, err)
-			}
-		}
-		return nil
-	})
+	err := s.move(ctx, r, now, func(n *orderRow) {
+		n.Status, n.Step, n.CancelAttempt, n.FailureCode = StatusCancelling, stepCancel, r.CancelAttempt+1, ""
+	}, step{do: s.clawBack})
 	if err != nil {
 		return err
 	}
-	r.Status, r.Step, r.CancelAttempt, r.FailureCode = StatusCancelling, stepCancel, attempt, ""
 	return s.step(StepCancelCancelling)
 }
 
+// clawBack spends, in tx, the reward points the order earned (ErrRewardSpent if the user
+// no longer has them).
+func (s *Service) clawBack(ctx context.Context, tx bun.Tx, next *orderRow) error {
+	if next.Reward == 0 {
+		return nil
+	}
+	_, err := s.led.WithTx(tx).Spend(ctx, ledger.SpendRequest{
+		ID: clawbackID(next.ID, next.CancelAttempt), User: next.UserID, Amount: next.Reward, Reference: next.ID,
+	})
+	if errors.Is(err, ledger.ErrInsufficientPoints) {
+		return fmt.Errorf("%w: order %s earned %d points: %w", ErrRewardSpent, next.ID, next.Reward, err)
+	}
+	if err != nil {
+		return fmt.Errorf("commerce: claw back reward of %s: %w", next.ID, err)
+	}
+	return nil
+}
+
 // settleCancel refunds a CANCELLING order's payment and, once the PG has refunded it,
-// completes the cancellation.
+// completes the cancellation in one transaction: the points captured refunded, the coupon
+// restored, the units returned (in SQL, or under step "return" right after), the event
+// written.
 func (s *Service) settleCancel(ctx context.Context, r *orderRow, ask bool) error {
 	if r.AmountDue > 0 {
 		settled, err := s.refund(ctx, r, refundID(r.ID, r.CancelAttempt), "order cancelled", ask)
@@ -138,78 +136,49 @@ func (s *Service) settleCancel(ctx context.Context, r *orderRow, ask bool) error
 		}
 	}
 	now := s.now()
-	next := *r
-	next.Status, next.Step, next.Stock, next.ClosedAt = StatusCancelled, s.stock.later(stepReturn), stockReturned, micros(now)
-	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
-		won, err := transition(ctx, tx, r.ID, StatusCancelling, stepCancel, now, map[string]any{
-			"status": next.Status, "step": next.Step, "stock": next.Stock, "closed_at": next.ClosedAt,
-		})
-		if err != nil {
-			return err
+	return s.move(ctx, r, now, func(n *orderRow) {
+		n.Status, n.Step, n.Stock, n.ClosedAt = StatusCancelled, s.stock.later(stepReturn), stockReturned, micros(now)
+	}, step{do: s.undoPaid, event: EventOrderCancelled, fault: StepCancelCommit, outcome: OutcomeCancelled})
+}
+
+// undoPaid gives back, in tx, what a paid order took: its points refunded, its coupon
+// restored, its units returned (in SQL).
+func (s *Service) undoPaid(ctx context.Context, tx bun.Tx, next *orderRow) error {
+	if next.Points > 0 {
+		if _, err := s.led.WithTx(tx).Refund(ctx, ledger.RefundRequest{
+			ID: pointsRefundID(next.ID), SpendID: holdID(next.ID), Amount: next.Points, Reference: next.ID,
+		}); err != nil {
+			return fmt.Errorf("commerce: refund points of %s: %w", next.ID, err)
 		}
-		if !won {
-			return errLostRace
-		}
-		if r.Points > 0 {
-			if _, err := s.led.WithTx(tx).Refund(ctx, ledger.RefundRequest{
-				ID: pointsRefundID(r.ID), SpendID: holdID(r.ID), Amount: r.Points, Reference: r.ID,
-			}); err != nil {
-				return fmt.Errorf("commerce: refund points of %s: %w", r.ID, err)
-			}
-		}
-		if err := s.restoreCoupon(ctx, tx, r); err != nil {
-			return err
-		}
-		if err := s.orderEvent(ctx, tx, &next, EventOrderCancelled, now); err != nil {
-			return err
-		}
-		if err := s.stock.within(ctx, tx, returnOp(r)); err != nil {
-			return err
-		}
-		return s.step(StepCancelCommit)
-	})
-	if err != nil {
-		return err
 	}
-	s.notify()
-	s.observe(OutcomeCancelled, r.AmountDue)
-	*r = next
-	if r.Step == "" {
-		return nil
+	if next.CouponID != "" {
+		if err := s.coupons(tx).Return(ctx, next.ID); err != nil && !errors.Is(err, hold.ErrGone) {
+			return err
+		}
 	}
-	if err := s.step(StepStockPending); err != nil {
-		return err
-	}
-	s.finishStockLater(ctx, r)
-	return nil
+	return s.stock.within(ctx, tx, returnOp(next))
 }
 
 // revertCancel puts an order whose refund the PG rejected back to PAID and refunds the
 // reward clawback, in one transaction, and returns an error wrapping ErrRefundRejected.
 func (s *Service) revertCancel(ctx context.Context, r *orderRow, cause error) error {
-	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
-		won, err := transition(ctx, tx, r.ID, StatusCancelling, stepCancel, s.now(), map[string]any{
-			"status": StatusPaid, "step": "", "failure_code": FailureRefundRejected,
+	err := s.move(ctx, r, s.now(), func(n *orderRow) {
+		n.Status, n.Step, n.FailureCode = StatusPaid, "", FailureRefundRejected
+	}, step{do: func(ctx context.Context, tx bun.Tx, next *orderRow) error {
+		if next.Reward == 0 {
+			return nil
+		}
+		_, err := s.led.WithTx(tx).Refund(ctx, ledger.RefundRequest{
+			ID: clawbackRevertID(next.ID, next.CancelAttempt), SpendID: clawbackID(next.ID, next.CancelAttempt),
+			Amount: next.Reward, Reference: next.ID,
 		})
 		if err != nil {
-			return err
-		}
-		if !won {
-			return errLostRace
-		}
-		if r.Reward > 0 {
-			if _, err := s.led.WithTx(tx).Refund(ctx, ledger.RefundRequest{
-				ID: clawbackRevertID(r.ID, r.CancelAttempt), SpendID: clawbackID(r.ID, r.CancelAttempt),
-				Amount: r.Reward, Reference: r.ID,
-			}); err != nil {
-				return fmt.Errorf("commerce: refund reward clawback of %s: %w", r.ID, err)
-			}
+			return fmt.Errorf("commerce: refund reward clawback of %s: %w", next.ID, err)
 		}
 		return nil
-	})
+	}})
 	if err != nil {
 		return err
 	}
-	r.Status, r.Step, r.FailureCode = StatusPaid, "", FailureRefundRejected
 	return fmt.Errorf("%w: %w", ErrRefundRejected, cause)
 }

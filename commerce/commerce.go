@@ -226,9 +226,9 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 // now is the clock's time in UTC at microsecond precision (what every table stores).
 func (s *Service) now() time.Time { return s.cfg.now().UTC().Truncate(time.Microsecond) }
 
-// step consults the fault hook at a step boundary.
+// step consults the fault hook at a step boundary (none: "").
 func (s *Service) step(name string) error {
-	if s.cfg.fault == nil {
+	if s.cfg.fault == nil || name == "" {
 		return nil
 	}
 	if err := s.cfg.fault(name); err != nil {

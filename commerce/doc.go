@@ -9,7 +9,8 @@
 // One database holds commerce's tables (commerce_*) and those of every SQL leaf, so that a
 // checkout step commits in ONE local transaction: the order row, the stock reservation (SQL
 // inventory), the coupon, the points and the outbox event. CreateAllSchemas creates them
-// all. New takes the parts in a Config and options: WithClock, WithLogger, WithObserver
+// all, given the schema functions of the backends the caller wires (commerce imports no
+// backend). New takes the parts in a Config and options: WithClock, WithLogger, WithObserver
 // (counts of orders placed, paid, failed, cancelled, expired), WithOrderExpiry (15 min),
 // WithPaymentWindow (15 min), WithCancelWindow (24 h), WithRewardRate (1%), WithFaultHook.
 // Two configurations are tested (see commercetest): everything on SQLite with the SQL
@@ -133,6 +134,23 @@
 // inventory, a process that dies between a reservation and the transaction that would
 // record its order leaves the units reserved until the reservation's deadline (or a retry
 // with the same key).
+//
+// # One contract for the three holds, one driver for the flows
+//
+// An order holds three things until it is paid or closed: its units, its points and its
+// coupon, all until the same deadline (its expiry plus the payment window), all under IDs
+// derived from the order. Checkout speaks to them in one dialect, the two-phase contract
+// of package hold (Hold, Post, Void, Lookup; refusals matching hold.ErrGone, ErrPosted,
+// ErrVoided), through one small adapter per leaf (holds.go): a paid order posts its holds,
+// an unpaid order that ends voids them, and "can the order still be fulfilled?" is one
+// errors.Is(err, hold.ErrGone).
+//
+// Each flow reads top to bottom in its own file (place.go, pay.go, cancel.go, expire.go,
+// review.go, topup.go, recover.go). They share one step driver (drive.go): move takes an
+// order from the state it was read in to the next one in one transaction (the conditional
+// transition, the event, the leaves' work, the fault hook), and resume hands an order with
+// a persisted step to the flow that recorded it. Every payment and refund is got or
+// submitted by one helper (payments.go).
 //
 // # Stock: one step, two kinds of inventory
 //

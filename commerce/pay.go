@@ -7,9 +7,7 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"github.com/commercekit/commercekit/coupon"
-	"github.com/commercekit/commercekit/internal/sqlutil"
-	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/hold"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
 )
@@ -84,7 +82,7 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Order, error) {
 		case r.PayKey == req.IdempotencyKey && r.PayFingerprint != fp:
 			return Order{}, &ConflictError{Kind: "payment", Key: req.IdempotencyKey}
 		case r.PayKey == req.IdempotencyKey:
-			return s.advance(ctx, r, true)
+			return s.resume(ctx, r, true)
 		case r.Status != StatusPendingPayment:
 			return r.order(), &StateError{OrderID: r.ID, Op: "pay", Status: r.Status}
 		}
@@ -113,73 +111,39 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Order, error) {
 		if err := s.step(StepPayStart); err != nil {
 			return Order{}, err
 		}
-		set := map[string]any{
-			"status": StatusPaying, "step": stepPay, "pay_key": req.IdempotencyKey, "pay_fingerprint": fp,
-			"pay_method": string(req.Method), "pay_token": req.Token,
+		err := s.move(ctx, r, now, func(n *orderRow) {
+			n.Status, n.Step, n.PayKey, n.PayFingerprint = StatusPaying, stepPay, req.IdempotencyKey, fp
+			n.PayMethod, n.PayToken = string(req.Method), req.Token
+			if r.AmountDue > 0 {
+				n.PaymentID = paymentID(r.ID)
+			}
+		}, step{})
+		if errors.Is(err, errLostRace) {
+			if r, err = loadOrder(ctx, s.db, r.ID); err != nil { // someone else moved it: decide again
+				return Order{}, err
+			}
+			continue
 		}
-		if r.AmountDue > 0 {
-			set["payment_id"] = paymentID(r.ID)
-		}
-		won, err := transition(ctx, s.db, r.ID, StatusPendingPayment, "", now, set)
 		if err != nil {
 			return Order{}, err
-		}
-		if r, err = loadOrder(ctx, s.db, r.ID); err != nil {
-			return Order{}, err
-		}
-		if !won {
-			continue // someone else moved it: decide again on what they left
 		}
 		if err := s.step(StepPayPaying); err != nil {
 			return Order{}, err
 		}
-		return s.advance(ctx, r, true)
+		if err := s.settlePayment(ctx, r, true); err != nil && !errors.Is(err, errLostRace) {
+			return Order{}, err
+		}
+		return s.current(ctx, r.ID)
 	}
 }
 
-// advance drives an order with pending work one step further, as far as it can go now,
-// and returns it as it is then. ask says whether to ask the gateway about an unsettled
-// payment (a client's request) or to leave that to the payment reconciler (recovery).
-func (s *Service) advance(ctx context.Context, r *orderRow, ask bool) (Order, error) {
-	var err error
-	switch r.Step {
-	case stepPay:
-		err = s.settlePayment(ctx, r, ask)
-	case stepRefund:
-		err = s.refundLateApproval(ctx, r, ask)
-	case stepCancel:
-		err = s.settleCancel(ctx, r, ask)
-	case stepRelease, stepReturn:
-		err = s.finishStock(ctx, r)
-	}
-	if err != nil && !errors.Is(err, errLostRace) {
-		return Order{}, err
-	}
-	now, lerr := loadOrder(ctx, s.db, r.ID)
-	if lerr != nil {
-		return Order{}, lerr
-	}
-	return now.order(), nil
-}
-
-// settlePayment learns the payment's outcome and completes or fails the order.
+// settlePayment learns the payment's outcome (asking the PG, or, when recovering, the
+// payment package's record) and completes or fails the order.
 func (s *Service) settlePayment(ctx context.Context, r *orderRow, ask bool) error {
 	if r.AmountDue == 0 {
 		return s.completePaid(ctx, r)
 	}
-	var (
-		p   payment.Payment
-		err error
-	)
-	if !ask {
-		p, err = s.pay.Get(ctx, r.PaymentID)
-	}
-	if ask || errors.Is(err, payment.ErrPaymentNotFound) {
-		p, err = s.pay.Pay(ctx, payment.PayRequest{
-			PaymentID: r.PaymentID, OrderID: r.ID, Amount: r.AmountDue, Currency: Currency,
-			Method: payment.Method(r.PayMethod), Token: r.PayToken,
-		})
-	}
+	p, err := s.charge(ctx, r.payRequest(), ask)
 	switch {
 	case p.State == payment.StateApproved:
 		if err := s.step(StepPayApproved); err != nil {
@@ -190,100 +154,69 @@ func (s *Service) settlePayment(ctx context.Context, r *orderRow, ask bool) erro
 		if err := s.step(StepPayDeclined); err != nil {
 			return err
 		}
-		return s.failPayment(ctx, r, p.DeclineCode)
+		code := p.DeclineCode
+		if code == "" {
+			code = "DECLINED"
+		}
+		return s.closeUnpaid(ctx, r, StatusPaymentFailed, EventPaymentFailed, OutcomeFailed, code)
 	case p.State == payment.StateReview:
 		return s.failUnderReview(ctx, r)
 	case p.State == payment.StatePartiallyRefunded || p.State == payment.StateRefunded:
 		// Refunded behind the order's back: it cannot be fulfilled.
 		return s.decideRefund(ctx, r, ask)
-	case err == nil || errors.Is(err, payment.ErrOutcomeUnknown) || errors.Is(err, payment.ErrGatewayUnavailable):
+	case pending(err):
 		s.cfg.log.Info("commerce: payment not settled yet", "order", r.ID, "state", p.State, "err", err)
 		return nil // PAYING until the reconciler settles it
 	}
 	return fmt.Errorf("commerce: pay order %s: %w", r.ID, err)
 }
 
-// completePaid turns an order whose payment was approved into PAID: the units sold, the
-// coupon confirmed, the points captured, the reward earned, the event written, in one
-// transaction (the units first and apart when the inventory is outside SQL). When one of
-// them can no longer be done (the reservation or the hold expired meanwhile) the order is
-// failed and the payment refunded instead.
+// completePaid turns an order whose payment was approved into PAID: its holds posted (the
+// units sold, the coupon confirmed, the points captured), the reward earned and the event
+// written, in one transaction (the units first and apart when the inventory is outside
+// SQL). When a hold is gone (it expired meanwhile) the order is failed and the payment
+// refunded instead.
 func (s *Service) completePaid(ctx context.Context, r *orderRow) error {
-	err := s.stock.early(ctx, func(ctx context.Context, inv *inventory.Inventory) error {
-		if err := commitOp(r.ID)(ctx, inv); err != nil {
+	err := s.stock.early(ctx, func(ctx context.Context, h stockHolds) error {
+		if err := h.Post(ctx, r.ID); err != nil {
 			return err
 		}
 		return s.step(StepPayStockCommitted)
 	})
-	if unfulfillable(err) {
-		s.cfg.log.Warn("commerce: approved order cannot be fulfilled", "order", r.ID, "err", err)
-		return s.decideRefund(ctx, r, true)
+	if err == nil {
+		now := s.now()
+		reward := rewardFor(r.AmountDue, s.cfg.rewardBP)
+		err = s.move(ctx, r, now, func(n *orderRow) {
+			n.Status, n.Step, n.Stock, n.PaidAt, n.Reward = StatusPaid, "", stockCommitted, micros(now), reward
+		}, step{do: s.postHolds, event: EventPaymentCompleted, fault: StepPayCommit, outcome: OutcomePaid})
 	}
-	if err != nil {
-		return err
-	}
-	now := s.now()
-	reward := rewardFor(r.AmountDue, s.cfg.rewardBP)
-	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
-		won, err := transition(ctx, tx, r.ID, StatusPaying, stepPay, now, map[string]any{
-			"status": StatusPaid, "step": "", "stock": stockCommitted, "paid_at": micros(now), "reward": reward,
-		})
-		if err != nil {
-			return err
-		}
-		if !won {
-			return errLostRace
-		}
-		if r.CouponID != "" {
-			if _, err := s.coup.WithTx(tx).Confirm(ctx, r.ID); err != nil {
-				return fmt.Errorf("commerce: confirm coupon of %s: %w", r.ID, err)
-			}
-		}
-		led := s.led.WithTx(tx)
-		if r.Points > 0 {
-			if _, err := led.Capture(ctx, holdID(r.ID), r.Points); err != nil {
-				return fmt.Errorf("commerce: capture points of %s: %w", r.ID, err)
-			}
-		}
-		if reward > 0 {
-			if _, err := led.Earn(ctx, ledger.EarnRequest{ID: rewardID(r.ID), User: r.UserID, Amount: reward, Reference: r.ID}); err != nil {
-				return fmt.Errorf("commerce: earn reward of %s: %w", r.ID, err)
-			}
-		}
-		paid := *r
-		paid.Status, paid.Step, paid.Stock, paid.PaidAt, paid.Reward = StatusPaid, "", stockCommitted, micros(now), reward
-		if err := s.orderEvent(ctx, tx, &paid, EventPaymentCompleted, now); err != nil {
-			return err
-		}
-		if err := s.stock.within(ctx, tx, commitOp(r.ID)); err != nil {
-			return err
-		}
-		return s.step(StepPayCommit)
-	})
-	switch {
-	case err == nil:
-		s.notify()
-		s.observe(OutcomePaid, r.AmountDue)
-		return nil
-	case unfulfillable(err):
+	if errors.Is(err, hold.ErrGone) {
 		s.cfg.log.Warn("commerce: approved order cannot be fulfilled", "order", r.ID, "err", err)
 		return s.decideRefund(ctx, r, true)
 	}
 	return err
 }
 
-// unfulfillable reports whether err says a held resource of the order is gone.
-func unfulfillable(err error) bool {
-	for _, target := range []error{
-		inventory.ErrReservationExpired, inventory.ErrReservationReleased, inventory.ErrReservationNotFound,
-		ledger.ErrHoldExpired, ledger.ErrHoldVoided, ledger.ErrHoldNotFound,
-		coupon.ErrHoldExpired, coupon.ErrRedemptionClosed, coupon.ErrRedemptionNotFound,
-	} {
-		if errors.Is(err, target) {
-			return true
+// postHolds posts, in tx, what the paid order next holds (its coupon, its points, its
+// units in SQL) and earns its reward.
+func (s *Service) postHolds(ctx context.Context, tx bun.Tx, next *orderRow) error {
+	if next.CouponID != "" {
+		if err := s.coupons(tx).Post(ctx, next.ID); err != nil {
+			return err
 		}
 	}
-	return false
+	if next.Points > 0 {
+		if err := s.points(tx).Post(ctx, holdID(next.ID)); err != nil {
+			return err
+		}
+	}
+	if next.Reward > 0 {
+		_, err := s.led.WithTx(tx).Earn(ctx, ledger.EarnRequest{ID: rewardID(next.ID), User: next.UserID, Amount: next.Reward, Reference: next.ID})
+		if err != nil {
+			return fmt.Errorf("commerce: earn reward of %s: %w", next.ID, err)
+		}
+	}
+	return s.stock.within(ctx, tx, commitOp(next.ID))
 }
 
 // rewardFor is amount × basisPoints / 10,000, rounded down, without overflow.
@@ -293,83 +226,34 @@ func rewardFor(amount, basisPoints int64) int64 {
 
 // decideRefund records that an approved order cannot be fulfilled, then refunds it.
 func (s *Service) decideRefund(ctx context.Context, r *orderRow, ask bool) error {
-	won, err := transition(ctx, s.db, r.ID, StatusPaying, stepPay, s.now(),
-		map[string]any{"step": stepRefund, "failure_code": FailureUnfulfillable})
+	err := s.move(ctx, r, s.now(), func(n *orderRow) { n.Step, n.FailureCode = stepRefund, FailureUnfulfillable }, step{})
 	if err != nil {
 		return err
-	}
-	if !won {
-		return errLostRace
 	}
 	if err := s.step(StepPayRefundDecided); err != nil {
 		return err
 	}
-	r.Step, r.FailureCode = stepRefund, FailureUnfulfillable
 	return s.refundLateApproval(ctx, r, ask)
 }
 
 // refundLateApproval refunds the whole payment of an order that cannot be fulfilled, then
-// compensates the order into PAYMENT_FAILED.
+// fails the order, giving back what it held.
 func (s *Service) refundLateApproval(ctx context.Context, r *orderRow, ask bool) error {
+	code := r.FailureCode
 	if r.AmountDue > 0 {
 		settled, err := s.refund(ctx, r, refundID(r.ID, 0), "order cannot be fulfilled", ask)
-		if errors.Is(err, payment.ErrUnderReview) {
+		switch {
+		case errors.Is(err, payment.ErrUnderReview):
 			// The PG contradicted the payment since: a person settles the money; the order
 			// fails and gives back what it held, as any order on a payment under review.
-			return s.compensate(ctx, r, StatusPaying, stepRefund, StatusPaymentFailed, EventPaymentFailed, OutcomeFailed, FailurePaymentReview)
-		}
-		if err != nil || !settled {
+			code = FailurePaymentReview
+		case err != nil || !settled:
 			return err
+		default:
+			if err := s.step(StepPayRefunded); err != nil {
+				return err
+			}
 		}
-		if err := s.step(StepPayRefunded); err != nil {
-			return err
-		}
 	}
-	return s.compensate(ctx, r, StatusPaying, stepRefund, StatusPaymentFailed, EventPaymentFailed, OutcomeFailed, r.FailureCode)
-}
-
-// failPayment compensates an order whose payment was declined into PAYMENT_FAILED.
-func (s *Service) failPayment(ctx context.Context, r *orderRow, code string) error {
-	if code == "" {
-		code = "DECLINED"
-	}
-	return s.compensate(ctx, r, StatusPaying, stepPay, StatusPaymentFailed, EventPaymentFailed, OutcomeFailed, code)
-}
-
-// refund asks for (ask) or looks up the refund id of the order's whole payment and
-// reports whether it succeeded; false with a nil error means it is still with the PG.
-// A rejected refund is an error wrapping payment.ErrRefundRejected.
-func (s *Service) refund(ctx context.Context, r *orderRow, id, reason string, ask bool) (bool, error) {
-	var (
-		rf  payment.Refund
-		err error
-	)
-	if !ask {
-		rf, err = s.pay.GetRefund(ctx, id)
-	}
-	if ask || errors.Is(err, payment.ErrRefundNotFound) {
-		rf, err = s.pay.Refund(ctx, payment.RefundRequest{RefundID: id, PaymentID: r.PaymentID, Amount: r.AmountDue, Reason: reason})
-	}
-	switch {
-	case rf.State == payment.RefundSucceeded:
-		return true, nil
-	case errors.Is(err, payment.ErrRefundRejected) || rf.State == payment.RefundFailed:
-		return false, fmt.Errorf("commerce: refund %s of order %s: %w", id, r.ID, payment.ErrRefundRejected)
-	case errors.Is(err, payment.ErrNotRefundable) || errors.Is(err, payment.ErrRefundExceedsAmount):
-		// Refunded by other means (by hand at the PG, say): done if nothing is left.
-		p, perr := s.pay.Get(ctx, r.PaymentID)
-		switch {
-		case perr == nil && p.State == payment.StateRefunded:
-			s.cfg.log.Warn("commerce: payment was refunded by other means", "order", r.ID, "refund", id)
-			return true, nil
-		case perr == nil && p.State == payment.StateReview:
-			// A person settles the money with the PG: no refund is made meanwhile.
-			return false, fmt.Errorf("commerce: refund %s of order %s: %w: %w", id, r.ID, payment.ErrRefundRejected, payment.ErrUnderReview)
-		}
-	case err == nil || errors.Is(err, payment.ErrOutcomeUnknown) || errors.Is(err, payment.ErrGatewayUnavailable) ||
-		errors.Is(err, payment.ErrRefundInProgress):
-		s.cfg.log.Info("commerce: refund not settled yet", "order", r.ID, "refund", id, "err", err)
-		return false, nil
-	}
-	return false, fmt.Errorf("commerce: refund %s of order %s: %w", id, r.ID, err)
+	return s.closeUnpaid(ctx, r, StatusPaymentFailed, EventPaymentFailed, OutcomeFailed, code)
 }

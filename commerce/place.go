@@ -10,6 +10,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/hold"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/payment"
@@ -53,15 +54,13 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 	if err != nil {
 		return Order{}, err
 	}
-	reserve := inventory.ReserveRequest{
-		ID: id, BuyerID: req.UserID, TTL: s.cfg.expiry + s.cfg.payWindow,
-		Lines: make([]inventory.Line, len(lines)),
-	}
+	units := stockHold{Buyer: req.UserID, Lines: make([]inventory.Line, len(lines))}
 	for i, l := range lines {
-		reserve.Lines[i] = inventory.Line{SKU: l.ProductID, Qty: l.Qty}
+		units.Lines[i] = inventory.Line{SKU: l.ProductID, Qty: l.Qty}
 	}
-	if err := s.stock.early(ctx, reserveOp(reserve)); err != nil {
-		if errors.Is(err, inventory.ErrReservationReleased) || errors.Is(err, inventory.ErrReservationExpired) {
+	reserve := reserveOp(id, units, s.holdTTL())
+	if err := s.stock.early(ctx, reserve); err != nil {
+		if errors.Is(err, hold.ErrVoided) {
 			// An earlier attempt with this key failed and gave its units back (or let them
 			// expire): the key cannot place an order any more, and no order is created
 			// without stock.
@@ -87,7 +86,7 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 			return err
 		}
 		// Last: the hot stock row is locked only from here to the commit.
-		if err := s.stock.within(ctx, tx, reserveOp(reserve)); err != nil {
+		if err := s.stock.within(ctx, tx, reserve); err != nil {
 			return err
 		}
 		*row = r
@@ -99,7 +98,7 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 		}
 		err = leafError(err)
 		if abandoned(err) {
-			release := func(ctx context.Context, inv *inventory.Inventory) error { return inv.Release(ctx, id) }
+			release := func(ctx context.Context, h stockHolds) error { return h.Void(ctx, id) }
 			if rerr := s.stock.early(context.WithoutCancel(ctx), release); rerr != nil {
 				s.cfg.log.Warn("commerce: release after a refused order; its deadline will", "order", id, "err", rerr)
 			}
@@ -115,11 +114,11 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 // points hold, the order row and its event (the stock is reserved last, by the caller).
 func (s *Service) holdOrder(ctx context.Context, tx bun.Tx, r *orderRow) error {
 	if r.CouponID != "" {
-		red, err := s.coup.WithTx(tx).Reserve(ctx, r.CouponID, r.UserID, r.ID, r.Subtotal)
+		c, err := s.coupons(tx).Hold(ctx, r.ID, couponHold{CouponID: r.CouponID, User: r.UserID, OrderAmount: r.Subtotal}, s.holdTTL())
 		if err != nil {
-			return fmt.Errorf("commerce: reserve coupon %s: %w", r.CouponID, err)
+			return err
 		}
-		r.Discount = red.Discount
+		r.Discount = c.Amount
 	}
 	if r.Points > r.Subtotal-r.Discount {
 		return invalid("Points", fmt.Sprintf("%d points exceed the %d left to pay after the discount",
@@ -130,8 +129,8 @@ func (s *Service) holdOrder(ctx context.Context, tx bun.Tx, r *orderRow) error {
 		return err
 	}
 	if r.Points > 0 {
-		if _, err := s.led.WithTx(tx).Hold(ctx, holdID(r.ID), r.UserID, r.Points, s.cfg.expiry+s.cfg.payWindow); err != nil {
-			return fmt.Errorf("commerce: hold points: %w", err)
+		if _, err := s.points(tx).Hold(ctx, holdID(r.ID), pointsHold{User: r.UserID, Amount: r.Points}, s.holdTTL()); err != nil {
+			return err
 		}
 	}
 	if _, err := tx.NewInsert().Model(r).Exec(ctx); err != nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/uptrace/bun"
 )
 
 // Recover drives every order and top-up with work left forward from its persisted state,
@@ -32,58 +34,57 @@ func (s *Service) recoverPass(ctx context.Context, minAge time.Duration) (Recove
 		errs []error
 	)
 	cutoff := micros(s.now().Add(-minAge))
-	const batch = 100
-	for after := ""; ; {
-		var rows []*orderRow
-		err := s.db.NewSelect().Model(&rows).Where("step <> ''").Where("id > ?", after).
-			Where("updated_at <= ?", cutoff).Order("id").Limit(batch).Scan(ctx)
+	err := inFlight(ctx, s.db, "orders", "step <> ?", "", cutoff, func(r *orderRow) {
+		rep.Examined++
+		r, err := loadOrder(ctx, s.db, r.ID)
+		if err == nil {
+			before := r.Status + Status("/"+r.Step)
+			var o Order
+			o, err = s.resume(ctx, r, false)
+			err = s.tally(&rep, err, before != o.Status+Status("/"+o.Step), r.ID)
+		}
 		if err != nil {
-			return rep, fmt.Errorf("commerce: list orders in flight: %w", err)
+			errs = append(errs, err)
 		}
-		for _, r := range rows {
-			after = r.ID
-			if err := ctx.Err(); err != nil {
-				return rep, err
-			}
-			rep.Examined++
-			r, err := loadOrder(ctx, s.db, r.ID)
-			if err == nil {
-				before := r.Status + Status("/"+r.Step)
-				var o Order
-				o, err = s.advance(ctx, r, false)
-				err = s.tally(&rep, err, before != o.Status+Status("/"+o.Step), r.ID)
-			}
-			if err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if len(rows) < batch {
-			break
-		}
-	}
-	for after := ""; ; {
-		var rows []*topUpRow
-		err := s.db.NewSelect().Model(&rows).Where("status = ?", TopUpPaying).Where("id > ?", after).
-			Where("updated_at <= ?", cutoff).Order("id").Limit(batch).Scan(ctx)
-		if err != nil {
-			return rep, fmt.Errorf("commerce: list top-ups in flight: %w", err)
-		}
-		for _, row := range rows {
-			after = row.ID
-			if err := ctx.Err(); err != nil {
-				return rep, err
-			}
+	}, func(r *orderRow) string { return r.ID })
+	if err == nil {
+		err = inFlight(ctx, s.db, "top-ups", "status = ?", TopUpPaying, cutoff, func(row *topUpRow) {
 			rep.Examined++
 			t, err := s.advanceTopUp(ctx, row, false)
 			if err = s.tally(&rep, err, err == nil && t.Status != TopUpPaying, row.ID); err != nil {
 				errs = append(errs, err)
 			}
-		}
-		if len(rows) < batch {
-			break
-		}
+		}, func(row *topUpRow) string { return row.ID })
+	}
+	if err != nil {
+		return rep, err
 	}
 	return rep, errors.Join(errs...)
+}
+
+// inFlight calls fn with every row of T (orders or top-ups: what) matching where (with
+// its one argument arg) and unchanged since cutoff, in batches by ID; it stops at the first failure to list them or
+// when ctx is done.
+func inFlight[T any](ctx context.Context, db bun.IDB, what, where string, arg any, cutoff int64, fn func(*T), id func(*T) string) error {
+	const batch = 100
+	for after := ""; ; {
+		var rows []*T
+		err := db.NewSelect().Model(&rows).Where(where, arg).Where("id > ?", after).
+			Where("updated_at <= ?", cutoff).Order("id").Limit(batch).Scan(ctx)
+		if err != nil {
+			return fmt.Errorf("commerce: list %s in flight: %w", what, err)
+		}
+		for _, row := range rows {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			after = id(row)
+			fn(row)
+		}
+		if len(rows) < batch {
+			return nil
+		}
+	}
 }
 
 // tally counts an outcome and returns the error worth reporting, if any.

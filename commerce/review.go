@@ -14,5 +14,5 @@ const FailurePaymentReview = "PAYMENT_REVIEW"
 func (s *Service) failUnderReview(ctx context.Context, r *orderRow) error {
 	s.cfg.log.Error("commerce: payment under review: the order fails instead of being paid",
 		"order", r.ID, "payment", r.PaymentID)
-	return s.compensate(ctx, r, StatusPaying, stepPay, StatusPaymentFailed, EventPaymentFailed, OutcomeFailed, FailurePaymentReview)
+	return s.closeUnpaid(ctx, r, StatusPaymentFailed, EventPaymentFailed, OutcomeFailed, FailurePaymentReview)
 }

@@ -8,14 +8,10 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/coupon"
-	"github.com/commercekit/commercekit/coupon/sqlcoupon"
 	"github.com/commercekit/commercekit/internal/sqlutil"
-	"github.com/commercekit/commercekit/inventory/redisinventory"
-	"github.com/commercekit/commercekit/inventory/sqlinventory"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/payment"
-	"github.com/commercekit/commercekit/payment/idempotency/sqlidempotency"
 )
 
 // Times are BIGINT microseconds since the Unix epoch (0: none), the same on every dialect.
@@ -114,15 +110,16 @@ func CreateSchema(ctx context.Context, db bun.IDB) error {
 	return nil
 }
 
-// CreateAllSchemas creates commerce's tables and those of every SQL package it composes:
-// the SQL inventory, the journal of the Redis inventory (redisinventory.NewDurable),
-// coupons and the SQL coupon issuer, the ledger, payments, SQL idempotency keys and the
-// outbox. The tables of the backends not in use are simply unused.
-func CreateAllSchemas(ctx context.Context, db bun.IDB) error {
-	for _, create := range []func(context.Context, bun.IDB) error{
-		sqlinventory.CreateSchema, redisinventory.CreateJournal, coupon.CreateSchema, sqlcoupon.CreateSchema, ledger.CreateSchema,
-		payment.CreateSchema, sqlidempotency.CreateSchema, outbox.CreateSchema, CreateSchema,
-	} {
+// CreateAllSchemas creates commerce's tables and those of the leaf packages it composes
+// (coupons, the ledger, payments and the outbox), then runs each of backends: the schema
+// functions of the backends the caller wires, which commerce does not import (for example
+// sqlinventory.CreateSchema, redisinventory.CreateJournal, sqlcoupon.CreateSchema,
+// sqlidempotency.CreateSchema). Each is idempotent; on MySQL, DDL commits implicitly: call
+// it outside a transaction.
+func CreateAllSchemas(ctx context.Context, db bun.IDB, backends ...func(context.Context, bun.IDB) error) error {
+	for _, create := range append([]func(context.Context, bun.IDB) error{
+		coupon.CreateSchema, ledger.CreateSchema, payment.CreateSchema, outbox.CreateSchema, CreateSchema,
+	}, backends...) {
 		if err := create(ctx, db); err != nil {
 			return err
 		}

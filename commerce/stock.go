@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/hold"
 	"github.com/commercekit/commercekit/inventory"
 )
 
@@ -24,15 +26,15 @@ import (
 //     the journaled Redis inventory idempotent for ever).
 type stockStep struct{ inv *inventory.Inventory }
 
-// stockOp is one operation on the inventory (or on its transactional copy).
-type stockOp func(ctx context.Context, inv *inventory.Inventory) error
+// stockOp is one operation on the stock holder (or on its transactional copy).
+type stockOp func(ctx context.Context, h stockHolds) error
 
 // early runs op now when the inventory cannot join the transaction that follows.
 func (st stockStep) early(ctx context.Context, op stockOp) error {
 	if st.inv.JoinsTx() {
 		return nil
 	}
-	return op(ctx, st.inv)
+	return op(ctx, stockHolds(st)) // the inventory itself
 }
 
 // within runs op inside tx when the inventory joins it.
@@ -40,7 +42,7 @@ func (st stockStep) within(ctx context.Context, tx bun.Tx, op stockOp) error {
 	if !st.inv.JoinsTx() {
 		return nil
 	}
-	return op(ctx, st.inv.WithTx(tx))
+	return op(ctx, stockHolds{st.inv.WithTx(tx)})
 }
 
 // later returns the step to record on a final transition whose freeing stock work (step:
@@ -54,75 +56,88 @@ func (st stockStep) later(step string) string {
 }
 
 // reserveOp holds the units of an order.
-func reserveOp(req inventory.ReserveRequest) stockOp {
-	return func(ctx context.Context, inv *inventory.Inventory) error {
-		if _, err := inv.Reserve(ctx, req); err != nil {
-			return fmt.Errorf("commerce: reserve stock: %w", err)
-		}
-		return nil
+func reserveOp(id string, req stockHold, ttl time.Duration) stockOp {
+	return func(ctx context.Context, h stockHolds) error {
+		_, err := h.Hold(ctx, id, req, ttl)
+		return err
 	}
 }
 
 // commitOp sells the units of an order.
 func commitOp(id string) stockOp {
-	return func(ctx context.Context, inv *inventory.Inventory) error {
-		if err := inv.Commit(ctx, id); err != nil {
-			return fmt.Errorf("commerce: commit stock of %s: %w", id, err)
-		}
-		return nil
-	}
+	return func(ctx context.Context, h stockHolds) error { return h.Post(ctx, id) }
 }
 
 // releaseOp gives an order's reserved units back and records in r.Stock what became of
 // them: released (or expired: back too), or, if they turn out to have been sold (an
 // inventory outside SQL committed them before the order could be completed), returned.
 func releaseOp(r *orderRow) stockOp {
-	return func(ctx context.Context, inv *inventory.Inventory) error {
-		err := inv.Release(ctx, r.ID)
+	return func(ctx context.Context, h stockHolds) error {
+		err := h.Void(ctx, r.ID)
 		switch {
-		case err == nil, errors.Is(err, inventory.ErrReservationExpired), errors.Is(err, inventory.ErrReservationReleased):
+		case err == nil, errors.Is(err, hold.ErrVoided):
 			r.Stock = stockReleased
 			return nil
 		case errors.Is(err, inventory.ErrReservationCommitted):
 			r.Stock = stockReturned
-			return returnOp(r)(ctx, inv)
+			return returnOp(r)(ctx, h)
 		case errors.Is(err, inventory.ErrReservationReturned):
 			r.Stock = stockReturned
 			return nil
-		case errors.Is(err, inventory.ErrReservationNotFound) && !inv.JoinsTx():
+		case errors.Is(err, hold.ErrGone) && !h.inv.JoinsTx():
 			// An inventory that forgets (plain Redis: restarted empty, or past its
 			// retention): its units are not held any more.
 			r.Stock = stockReleased
 			return nil
 		}
-		return fmt.Errorf("commerce: release stock of %s: %w", r.ID, err)
+		return err
 	}
 }
 
 // returnOp puts a sold order's units back on sale: the inventory's committed → returned
 // transition, recorded with the reservation, so it happens once however often it runs.
 func returnOp(r *orderRow) stockOp {
-	return func(ctx context.Context, inv *inventory.Inventory) error {
-		err := inv.Return(ctx, r.ID)
-		if errors.Is(err, inventory.ErrReservationNotFound) && !inv.JoinsTx() {
+	return func(ctx context.Context, h stockHolds) error {
+		err := h.Return(ctx, r.ID)
+		if errors.Is(err, hold.ErrGone) && !h.inv.JoinsTx() {
 			// Plain Redis forgot the reservation after its retention: whether its units came
 			// back cannot be known, so none are added (never oversell).
 			return nil
 		}
-		if err != nil {
-			return fmt.Errorf("commerce: return stock of %s: %w", r.ID, err)
-		}
-		return nil
+		return err
 	}
 }
 
 // setStockOp sets a product's stock.
 func setStockOp(setting inventory.StockSetting) stockOp {
-	return func(ctx context.Context, inv *inventory.Inventory) error {
-		if _, err := inv.SetStock(ctx, setting); err != nil {
+	return func(ctx context.Context, h stockHolds) error {
+		if _, err := h.inv.SetStock(ctx, setting); err != nil {
 			return fmt.Errorf("commerce: set stock of %s: %w", setting.SKU, err)
 		}
 		return nil
+	}
+}
+
+// finishStock does the stock work left after a final transition when the inventory is
+// outside SQL (step release or return), then clears the step.
+func (s *Service) finishStock(ctx context.Context, r *orderRow) error {
+	done := *r
+	op := returnOp(&done)
+	if r.Step == stepRelease {
+		op = releaseOp(&done)
+	}
+	if err := op(ctx, stockHolds{s.inv}); err != nil {
+		return err
+	}
+	return s.move(ctx, r, s.now(), func(n *orderRow) { n.Step, n.Stock = "", done.Stock }, step{})
+}
+
+// finishStockLater finishes the stock work of an order that is already final; a failure
+// (the inventory unreachable, say) is logged and left to Recover, since the order's outcome
+// is decided and committed.
+func (s *Service) finishStockLater(ctx context.Context, r *orderRow) {
+	if err := s.finishStock(ctx, r); err != nil && !errors.Is(err, errLostRace) {
+		s.cfg.log.Warn("commerce: stock work left to recovery", "order", r.ID, "step", r.Step, "err", err)
 	}
 }
 

@@ -98,6 +98,12 @@ func (r *orderRow) order() Order {
 	return o
 }
 
+// payRequest is the payment of the order's amount due.
+func (r *orderRow) payRequest() payment.PayRequest {
+	return payment.PayRequest{PaymentID: r.PaymentID, OrderID: r.ID, Amount: r.AmountDue, Currency: Currency,
+		Method: payment.Method(r.PayMethod), Token: r.PayToken}
+}
+
 type topUpRow struct {
 	bun.BaseModel `bun:"table:commerce_topups"`
 
@@ -121,6 +127,12 @@ func (r *topUpRow) topUp() TopUp {
 		PaymentID: r.PaymentID, FailureCode: r.FailureCode,
 		CreatedAt: fromMicros(r.CreatedAt), UpdatedAt: fromMicros(r.UpdatedAt),
 	}
+}
+
+// payRequest is the payment of the top-up.
+func (r *topUpRow) payRequest() payment.PayRequest {
+	return payment.PayRequest{PaymentID: r.PaymentID, OrderID: r.ID, Amount: r.Amount, Currency: Currency,
+		Method: payment.Method(r.Method), Token: r.Token}
 }
 
 func micros(t time.Time) int64 {
@@ -180,10 +192,7 @@ func loadLines(ctx context.Context, db bun.IDB, rows []*orderRow) error {
 func transition(ctx context.Context, db bun.IDB, id string, from Status, fromStep string, now time.Time, set map[string]any) (bool, error) {
 	q := db.NewUpdate().Model((*orderRow)(nil)).Set("updated_at = ?", micros(now)).
 		Where("id = ?", id).Where("status = ?", from).Where("step = ?", fromStep)
-	for col, v := range set {
-		q = q.Set("? = ?", bun.Ident(col), v)
-	}
-	res, err := q.Exec(ctx)
+	res, err := setColumns(q, set).Exec(ctx)
 	if err != nil {
 		return false, fmt.Errorf("commerce: update order %s: %w", id, err)
 	}
@@ -192,4 +201,12 @@ func transition(ctx context.Context, db bun.IDB, id string, from Status, fromSte
 		return false, fmt.Errorf("commerce: update order %s: %w", id, err)
 	}
 	return n == 1, nil
+}
+
+// setColumns adds set (column = value pairs) to q.
+func setColumns(q *bun.UpdateQuery, set map[string]any) *bun.UpdateQuery {
+	for col, v := range set {
+		q = q.Set("? = ?", bun.Ident(col), v)
+	}
+	return q
 }

@@ -88,24 +88,12 @@ func (s *Service) GetTopUp(ctx context.Context, topUpID string, by Actor) (TopUp
 	return row.topUp(), nil
 }
 
-// advanceTopUp settles a PAYING top-up as far as it can now; ask as in advance.
+// advanceTopUp settles a PAYING top-up as far as it can now; ask as in getOrSubmit.
 func (s *Service) advanceTopUp(ctx context.Context, row *topUpRow, ask bool) (TopUp, error) {
 	if row.Status != TopUpPaying {
 		return row.topUp(), nil
 	}
-	var (
-		p   payment.Payment
-		err error
-	)
-	if !ask {
-		p, err = s.pay.Get(ctx, row.PaymentID)
-	}
-	if ask || errors.Is(err, payment.ErrPaymentNotFound) {
-		p, err = s.pay.Pay(ctx, payment.PayRequest{
-			PaymentID: row.PaymentID, OrderID: row.ID, Amount: row.Amount, Currency: Currency,
-			Method: payment.Method(row.Method), Token: row.Token,
-		})
-	}
+	p, err := s.charge(ctx, row.payRequest(), ask)
 	switch {
 	case p.State == payment.StateApproved:
 		if err := s.step(StepTopUpApproved); err != nil {
@@ -116,7 +104,7 @@ func (s *Service) advanceTopUp(ctx context.Context, row *topUpRow, ask bool) (To
 		err = s.finishTopUp(ctx, s.db, row, TopUpFailed, p.DeclineCode)
 	case p.State == payment.StateReview:
 		err = s.finishTopUp(ctx, s.db, row, TopUpFailed, FailurePaymentReview)
-	case err == nil || errors.Is(err, payment.ErrOutcomeUnknown) || errors.Is(err, payment.ErrGatewayUnavailable):
+	case pending(err):
 		err = nil // PAYING until the reconciler settles it
 	default:
 		err = fmt.Errorf("commerce: pay top-up %s: %w", row.ID, err)

@@ -33,7 +33,8 @@
 //   - Reserve → Confirm, Reserve → Restore, Confirm → Restore (cancel), and Reserve →
 //     Expired past a HoldUntil deadline (Sweep, Run): each step is idempotent on the order
 //     ID and safe against concurrent calls; of orders racing for one coupon exactly one
-//     wins. A restored coupon is usable again unless it has expired.
+//     wins. A restored coupon is usable again unless it has expired. Release is the
+//     two-phase void (package hold): Restore that refuses a confirmed coupon.
 //   - A coupon's Expired state is computed from ExpiresAt with the Service's clock
 //     (WithClock), so expiry needs no background job.
 //   - Every rejection is a typed error (IssueError, RedeemError, ValidationError) wrapping a

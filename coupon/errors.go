@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/hold"
 )
 
 // Sentinel errors, for errors.Is; errcode.CodeOf and errcode.ReasonOf read their code and
@@ -55,15 +56,15 @@ var (
 	// ErrBelowMinimum: the order amount is below the coupon's minimum order amount.
 	ErrBelowMinimum = errcode.New(errcode.FailedPrecondition, "coupon_unusable", "coupon: order amount below the coupon's minimum")
 	// ErrRedemptionNotFound: the order has reserved no coupon.
-	ErrRedemptionNotFound = errors.New("coupon: no redemption for the order")
+	ErrRedemptionNotFound = hold.Mark("coupon: no redemption for the order", hold.ErrGone)
 	// ErrRedemptionClosed: the order's redemption of the coupon was restored; it cannot be
 	// reserved again under the same order ID, nor confirmed.
-	ErrRedemptionClosed = errors.New("coupon: redemption already restored")
+	ErrRedemptionClosed = hold.Mark("coupon: redemption already restored", hold.ErrVoided)
 	// ErrRedemptionConflict: the order already reserved the coupon for another order amount.
 	ErrRedemptionConflict = errors.New("coupon: order reserved the coupon with a different amount")
 	// ErrHoldExpired: the reservation passed its hold deadline; it can no longer be
 	// confirmed (Sweep restores it, Restore may be called).
-	ErrHoldExpired = errors.New("coupon: reservation passed its hold deadline")
+	ErrHoldExpired = hold.Mark("coupon: reservation passed its hold deadline", hold.ErrVoided)
 )
 
 // ValidationError says which input was rejected and why. Err is ErrInvalidTemplate, or nil

@@ -175,8 +175,15 @@ func (s *Service) Confirm(ctx context.Context, orderID string) (reds []Redemptio
 // failed or was cancelled): each becomes available again, and usable unless it has expired
 // meanwhile. It is idempotent: restoring a restored order changes nothing and returns the
 // same redemptions. ErrRedemptionNotFound when the order reserved nothing. Through
-// WithTx(tx) it joins the caller's transaction.
+// WithTx(tx) it joins the caller's transaction. Release is its two-phase void, which
+// refuses a confirmed coupon.
 func (s *Service) Restore(ctx context.Context, orderID string) (reds []Redemption, err error) {
+	return s.restore(ctx, orderID, true)
+}
+
+// restore restores the order's reserved coupons, and its confirmed ones if confirmed; else
+// a confirmed one fails it with a *RedeemError matching ErrRedemptionConfirmed.
+func (s *Service) restore(ctx context.Context, orderID string, confirmed bool) (reds []Redemption, err error) {
 	start := time.Now()
 	defer func() { s.observe(OpRestore, "", start, err) }()
 	if err := validateID("orderID", orderID); err != nil {
@@ -186,6 +193,11 @@ func (s *Service) Restore(ctx context.Context, orderID string) (reds []Redemptio
 	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		if reds, err = lockRedemptions(ctx, tx, orderID); err != nil {
 			return err
+		}
+		for _, r := range reds {
+			if r.State == RedemptionConfirmed && !confirmed {
+				return &RedeemError{Err: ErrRedemptionConfirmed, CouponID: r.CouponID, OrderID: orderID, State: string(r.State)}
+			}
 		}
 		for i := range reds {
 			if reds[i].State == RedemptionReserved || reds[i].State == RedemptionConfirmed {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/hold"
 )
 
 // Sentinel errors, for errors.Is; errcode.CodeOf and errcode.ReasonOf read their code and
@@ -32,15 +33,15 @@ var (
 	ErrIdempotencyConflict = errcode.Derive(errcode.ErrKeyReused, "inventory: ID reused with different content")
 
 	// ErrReservationNotFound: no reservation has the ID.
-	ErrReservationNotFound = errors.New("inventory: reservation not found")
+	ErrReservationNotFound = hold.Mark("inventory: reservation not found", hold.ErrGone)
 	// ErrReservationCommitted: the reservation was committed, so it cannot be released (*StateError).
-	ErrReservationCommitted = errors.New("inventory: reservation already committed")
+	ErrReservationCommitted = hold.Mark("inventory: reservation already committed", hold.ErrPosted)
 	// ErrReservationReleased: the reservation was released, so it cannot be committed (*StateError).
-	ErrReservationReleased = errors.New("inventory: reservation already released")
+	ErrReservationReleased = hold.Mark("inventory: reservation already released", hold.ErrVoided)
 	// ErrReservationExpired: the reservation passed its deadline and its units went back (*StateError).
-	ErrReservationExpired = errors.New("inventory: reservation expired")
+	ErrReservationExpired = hold.Mark("inventory: reservation expired", hold.ErrVoided)
 	// ErrReservationReturned: the reservation was committed and then returned (*StateError).
-	ErrReservationReturned = errors.New("inventory: reservation returned")
+	ErrReservationReturned = hold.Mark("inventory: reservation returned", hold.ErrPosted)
 	// ErrReservationNotCommitted: Return of a reservation that is still reserved (*StateError).
 	ErrReservationNotCommitted = errors.New("inventory: reservation not committed")
 

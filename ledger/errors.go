@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/hold"
 )
 
 // Sentinel errors, for errors.Is; errcode.CodeOf and errcode.ReasonOf read their code and
@@ -27,14 +28,14 @@ var (
 	// *RefundError.
 	ErrRefundExceedsSpend = errors.New("ledger: refund exceeds spend")
 	// ErrHoldNotFound: no hold has this ID.
-	ErrHoldNotFound = errors.New("ledger: hold not found")
+	ErrHoldNotFound = hold.Mark("ledger: hold not found", hold.ErrGone)
 	// ErrHoldCaptured: the hold was already captured (Void, or Capture of another amount).
-	ErrHoldCaptured = errors.New("ledger: hold already captured")
+	ErrHoldCaptured = hold.Mark("ledger: hold already captured", hold.ErrPosted)
 	// ErrHoldVoided: the hold was already voided (Capture after Void).
-	ErrHoldVoided = errors.New("ledger: hold already voided")
+	ErrHoldVoided = hold.Mark("ledger: hold already voided", hold.ErrVoided)
 	// ErrHoldExpired: the hold is past its deadline; its points are (or, at the next
 	// Sweep, will be) given back.
-	ErrHoldExpired = errors.New("ledger: hold expired")
+	ErrHoldExpired = hold.Mark("ledger: hold expired", hold.ErrVoided)
 	// ErrCaptureExceedsHold: Capture asked for more than the hold holds.
 	ErrCaptureExceedsHold = errors.New("ledger: capture exceeds hold")
 	// ErrConflict: the stored state changed under the operation in a way the database's

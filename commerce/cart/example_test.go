@@ -32,7 +32,7 @@ func Example() {
 	sqldb.SetMaxOpenConns(1)
 	db := bun.NewDB(sqldb, sqlitedialect.New())
 	defer db.Close()
-	if err := commerce.CreateAllSchemas(ctx, db); err != nil {
+	if err := commerce.CreateAllSchemas(ctx, db, sqlinventory.CreateSchema, sqlcoupon.CreateSchema); err != nil {
 		panic(err)
 	}
 	if err := cart.CreateSchema(ctx, db); err != nil {

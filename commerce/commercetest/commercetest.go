@@ -39,6 +39,7 @@ import (
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
 	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/idempotency/sqlidempotency"
 	"github.com/commercekit/commercekit/payment/pgsim"
 )
 
@@ -158,6 +159,13 @@ func MySQLWithRedis(tb testing.TB, rdb *redis.Client, opts ...commerce.Option) *
 // issuer on MySQL/MariaDB (joining checkout's transactions, with row locks), and Kafka.
 func MySQLSQLInventory(tb testing.TB, opts ...commerce.Option) *Env { return mysqlEnv(tb, nil, opts) }
 
+// createSchemas creates commerce's tables, its leaves', and those of every backend an Env
+// may wire.
+func createSchemas(ctx context.Context, db bun.IDB) error {
+	return commerce.CreateAllSchemas(ctx, db,
+		sqlinventory.CreateSchema, redisinventory.CreateJournal, sqlcoupon.CreateSchema, sqlidempotency.CreateSchema)
+}
+
 func mysqlEnv(tb testing.TB, rdb *redis.Client, opts []commerce.Option) *Env {
 	tb.Helper()
 	db := testenv.MySQL(tb)
@@ -165,7 +173,7 @@ func mysqlEnv(tb testing.TB, rdb *redis.Client, opts []commerce.Option) *Env {
 	clock := &Clock{t: Start}
 	e := &Env{Name: "MySQL", DB: db, Clock: clock, Topic: kafka.Topic(tb, "orders"), Kafka: kafka}
 	if rdb != nil {
-		require.NoError(tb, commerce.CreateAllSchemas(context.Background(), db))
+		require.NoError(tb, createSchemas(context.Background(), db))
 		e.Stock, e.Redis = redisinventory.NewDurable(rdb, db), rdb
 		_, err := e.Stock.Heal(context.Background())
 		require.NoError(tb, err)
@@ -186,7 +194,7 @@ func mysqlEnv(tb testing.TB, rdb *redis.Client, opts []commerce.Option) *Env {
 func (e *Env) build(tb testing.TB, pub outbox.Publisher, opts []commerce.Option) {
 	tb.Helper()
 	ctx := context.Background()
-	require.NoError(tb, commerce.CreateAllSchemas(ctx, e.DB))
+	require.NoError(tb, createSchemas(ctx, e.DB))
 	now := e.Clock.Now
 	e.Ledger = ledger.New(e.DB, ledger.WithClock(now))
 	e.PG = pgsim.New(pgsim.WithClock(now))

@@ -122,13 +122,12 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	if st.db, err = openDB(cfg); err != nil {
 		return st, fmt.Errorf("opening the database: %w", err)
 	}
-	st.db.AddQueryHook(newSQLRoundTrips(m))
+	st.db = st.db.WithQueryHook(newSQLRoundTrips(m))
 	st.checks = append(st.checks, check{"database", st.db.PingContext})
-	if err = commerce.CreateAllSchemas(ctx, st.db); err != nil {
+	// Every backend's tables, whichever this configuration uses: a later start may use the others.
+	if err = commerce.CreateAllSchemas(ctx, st.db, sqlinventory.CreateSchema, redisinventory.CreateJournal,
+		sqlcoupon.CreateSchema, sqlidempotency.CreateSchema); err != nil {
 		return st, fmt.Errorf("creating the tables: %w", err)
-	}
-	if err = sqlidempotency.CreateSchema(ctx, st.db); err != nil {
-		return st, fmt.Errorf("creating the idempotency table: %w", err)
 	}
 
 	var invBackend inventory.Backend = sqlinventory.New(st.db)

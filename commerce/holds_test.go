@@ -1,0 +1,98 @@
+package commerce
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/coupon/sqlcoupon"
+	"github.com/commercekit/commercekit/hold/holdtest"
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/redisinventory"
+	"github.com/commercekit/commercekit/inventory/sqlinventory"
+	"github.com/commercekit/commercekit/ledger"
+)
+
+// testClock is a clock the test moves.
+type testClock struct{ t atomic.Int64 }
+
+func newTestClock() *testClock {
+	c := &testClock{}
+	c.t.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro())
+	return c
+}
+func (c *testClock) now() time.Time          { return time.UnixMicro(c.t.Load()).UTC() }
+func (c *testClock) advance(d time.Duration) { c.t.Add(d.Microseconds()) }
+
+// TestHoldersConform runs the hold contract's suite against checkout's three adapters, on
+// real stores: the SQL inventory and the plain Redis one (outside SQL), the ledger, coupons.
+func TestHoldersConform(t *testing.T) {
+	ctx := context.Background()
+	sqlite := func(t *testing.T) (*bun.DB, *testClock) {
+		db := testenv.SQLite(t)
+		require.NoError(t, CreateAllSchemas(ctx, db, sqlinventory.CreateSchema, sqlcoupon.CreateSchema))
+		return db, newTestClock()
+	}
+	stock := func(t *testing.T, backend func(db *bun.DB) inventory.Backend) {
+		db, clock := sqlite(t)
+		inv := inventory.New(backend(db), inventory.WithClock(clock.now))
+		var n atomic.Int64
+		holdtest.Run(t, holdtest.Harness[stockHold]{
+			Holder: stockHolds{inv},
+			Request: func(t *testing.T) stockHold {
+				sku := fmt.Sprintf("sku-%d", n.Add(1))
+				_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: sku, OnHand: 5})
+				require.NoError(t, err)
+				return stockHold{Buyer: "buyer", Lines: []inventory.Line{{SKU: sku, Qty: 2}}}
+			},
+			Advance: clock.advance,
+		})
+	}
+	t.Run("stock/SQL", func(t *testing.T) {
+		stock(t, func(db *bun.DB) inventory.Backend { return sqlinventory.New(db) })
+	})
+	t.Run("stock/Redis", func(t *testing.T) {
+		rdb := testenv.Redis(t)
+		stock(t, func(*bun.DB) inventory.Backend { return redisinventory.New(rdb) })
+	})
+	t.Run("points", func(t *testing.T) {
+		db, clock := sqlite(t)
+		led := ledger.New(db, ledger.WithClock(clock.now))
+		var n atomic.Int64
+		holdtest.Run(t, holdtest.Harness[pointsHold]{
+			Holder: pointHolds{led},
+			Request: func(t *testing.T) pointsHold {
+				user := fmt.Sprintf("user-%d", n.Add(1))
+				_, err := led.Charge(ctx, ledger.ChargeRequest{ID: "charge-" + user, User: user, Amount: 100, Reference: "test"})
+				require.NoError(t, err)
+				return pointsHold{User: user, Amount: 30}
+			},
+			Advance: clock.advance,
+		})
+	})
+	t.Run("coupon", func(t *testing.T) {
+		db, clock := sqlite(t)
+		coup := coupon.New(db, sqlcoupon.New(), coupon.WithClock(clock.now))
+		_, err := coup.CreateTemplate(ctx, coupon.Template{
+			ID: "tpl", Name: "1,000 off", Terms: coupon.Terms{Kind: coupon.FixedAmount, Amount: 1000}, TotalQuantity: 100, PerUserLimit: 100,
+		})
+		require.NoError(t, err)
+		var n atomic.Int64
+		holdtest.Run(t, holdtest.Harness[couponHold]{
+			Holder: couponHolds{coup: coup, now: clock.now},
+			Request: func(t *testing.T) couponHold {
+				c, err := coup.Issue(ctx, "tpl", "user", fmt.Sprintf("issue-%d", n.Add(1)))
+				require.NoError(t, err)
+				return couponHold{CouponID: c.ID, User: "user", OrderAmount: 10_000}
+			},
+			Advance: clock.advance,
+		})
+	})
+}

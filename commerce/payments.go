@@ -1,0 +1,73 @@
+package commerce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/commercekit/commercekit/payment"
+)
+
+// getOrSubmit is the one way checkout reaches the PG about a payment or a refund: a
+// client's request (ask) submits it, idempotent on its ID, so the PG answers for the first
+// submission whatever happened since; recovery (not ask) reads what the payment package
+// recorded and submits only what it never recorded (notFound), leaving an unsettled answer
+// to the payment reconciler.
+func getOrSubmit[T any](ask bool, get func() (T, error), notFound error, submit func() (T, error)) (T, error) {
+	var (
+		v   T
+		err error
+	)
+	if !ask {
+		v, err = get()
+	}
+	if ask || errors.Is(err, notFound) {
+		v, err = submit()
+	}
+	return v, err
+}
+
+// charge gets or submits the payment req (see getOrSubmit).
+func (s *Service) charge(ctx context.Context, req payment.PayRequest, ask bool) (payment.Payment, error) {
+	return getOrSubmit(ask,
+		func() (payment.Payment, error) { return s.pay.Get(ctx, req.PaymentID) }, payment.ErrPaymentNotFound,
+		func() (payment.Payment, error) { return s.pay.Pay(ctx, req) })
+}
+
+// pending reports whether err (of a payment or refund whose state is not final) means the
+// PG has not answered yet: PAYING or refunding until the reconciler settles it.
+func pending(err error) bool {
+	return err == nil || errors.Is(err, payment.ErrOutcomeUnknown) || errors.Is(err, payment.ErrGatewayUnavailable)
+}
+
+// refund gets or submits the refund id of the order's whole payment (see getOrSubmit) and
+// reports whether it succeeded; false with a nil error means it is still with the PG. A
+// rejected refund is an error wrapping payment.ErrRefundRejected.
+func (s *Service) refund(ctx context.Context, r *orderRow, id, reason string, ask bool) (bool, error) {
+	rf, err := getOrSubmit(ask,
+		func() (payment.Refund, error) { return s.pay.GetRefund(ctx, id) }, payment.ErrRefundNotFound,
+		func() (payment.Refund, error) {
+			return s.pay.Refund(ctx, payment.RefundRequest{RefundID: id, PaymentID: r.PaymentID, Amount: r.AmountDue, Reason: reason})
+		})
+	switch {
+	case rf.State == payment.RefundSucceeded:
+		return true, nil
+	case errors.Is(err, payment.ErrRefundRejected) || rf.State == payment.RefundFailed:
+		return false, fmt.Errorf("commerce: refund %s of order %s: %w", id, r.ID, payment.ErrRefundRejected)
+	case errors.Is(err, payment.ErrNotRefundable) || errors.Is(err, payment.ErrRefundExceedsAmount):
+		// Refunded by other means (by hand at the PG, say): done if nothing is left.
+		p, perr := s.pay.Get(ctx, r.PaymentID)
+		switch {
+		case perr == nil && p.State == payment.StateRefunded:
+			s.cfg.log.Warn("commerce: payment was refunded by other means", "order", r.ID, "refund", id)
+			return true, nil
+		case perr == nil && p.State == payment.StateReview:
+			// A person settles the money with the PG: no refund is made meanwhile.
+			return false, fmt.Errorf("commerce: refund %s of order %s: %w: %w", id, r.ID, payment.ErrRefundRejected, payment.ErrUnderReview)
+		}
+	case pending(err) || errors.Is(err, payment.ErrRefundInProgress):
+		s.cfg.log.Info("commerce: refund not settled yet", "order", r.ID, "refund", id, "err", err)
+		return false, nil
+	}
+	return false, fmt.Errorf("commerce: refund %s of order %s: %w", id, r.ID, err)
+}
