@@ -69,7 +69,8 @@
 // batch), and Run backs off exponentially with jitter before the next round. The unsent
 // events stay in the outbox; nothing is lost and nothing overtakes. RelayOnce runs one
 // round (tests, one-shot jobs); Run loops until its context is cancelled, and Notify wakes
-// it early after a commit.
+// it early after a commit. A cancellation stops it gracefully: what the publisher already
+// took is still marked sent before Run returns, so a restart does not publish it again.
 //
 // # Dead letters of the relay
 //

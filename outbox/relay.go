@@ -85,6 +85,10 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 // published as already out (they are, in the publisher, before anything it publishes), so
 // per-key order holds. Should that commit fail, those rows stay unsent and go out again
 // later: a duplicate with the same event IDs, never a loss.
+//
+// Cancelling ctx is a graceful stop: what the publisher already accepted is still marked
+// sent (given up to 10 seconds past the cancellation) before Run returns, so a restarted
+// relay does not publish it again.
 func (r *Relay) Run(ctx context.Context) error {
 	failures := 0
 	var prev *flight
@@ -186,6 +190,23 @@ func (r *Relay) start(ctx context.Context) (res roundResult, finish func() error
 	return r.roundLocking(ctx)
 }
 
+// finishTimeout bounds the marking and commit of a published batch once the round's
+// context is cancelled.
+const finishTimeout = 10 * time.Second
+
+// finishing returns the context that marks a published batch: ctx without its
+// cancellation, so a shutdown arriving while the publisher takes the batch or while the
+// round commits still records what went out (instead of publishing it again after the
+// restart); it ends finishTimeout after ctx does.
+func finishing(ctx context.Context) (context.Context, context.CancelFunc) {
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(finishTimeout, cancel)
+		context.AfterFunc(fctx, func() { t.Stop() })
+	})
+	return fctx, func() { stop(); cancel() }
+}
+
 // reportLag hands the lag to the metrics, if any.
 func (r *Relay) reportLag(ctx context.Context) {
 	if _, nop := r.s.metrics.(NopMetrics); !nop && ctx.Err() == nil {
@@ -253,7 +274,10 @@ func (r *Relay) heldPositions() []int64 {
 // (or dead) and commits. A crash before the commit releases the locks and leaves the rows
 // unsent: they are published again.
 func (r *Relay) roundLocking(ctx context.Context) (res roundResult, finish func() error, err error) {
-	tx, err := r.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	// Not ctx: database/sql would roll the transaction back the moment ctx is cancelled,
+	// and a shutdown would then leave what was published unmarked. Every path below ends
+	// it with Rollback or Commit.
+	tx, err := r.db.BeginTx(context.WithoutCancel(ctx), &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return res, nil, fmt.Errorf("outbox: relay: %w", err)
 	}
@@ -273,6 +297,8 @@ func (r *Relay) roundLocking(ctx context.Context) (res roundResult, finish func(
 	return res, func() error {
 		defer r.hold(sent, false)
 		defer func() { _ = tx.Rollback() }()
+		ctx, cancel := finishing(ctx)
+		defer cancel()
 		if err := r.mark(ctx, tx, sent, dead); err != nil {
 			return err
 		}
@@ -302,7 +328,9 @@ func (r *Relay) roundSQLite(ctx context.Context) (roundResult, error) {
 		}
 	}
 	sent, dead, pubErr := r.publish(ctx, publishable(rows, heads))
-	if err := r.mark(ctx, r.db, sent, dead); err != nil {
+	mctx, cancel := finishing(ctx)
+	defer cancel()
+	if err := r.mark(mctx, r.db, sent, dead); err != nil {
 		return res, errors.Join(pubErr, err)
 	}
 	r.report(sent, dead)
