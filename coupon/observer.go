@@ -19,7 +19,7 @@ const (
 type Event struct {
 	Op         Op
 	TemplateID string // for OpIssue and OpRecount
-	// Err is the operation's error (nil on success); Code(Err) makes a metric label.
+	// Err is the operation's error (nil on success); errcode.ReasonOf(Err) makes a metric label.
 	Err     error
 	Elapsed time.Duration
 	// Count is how many reservations OpSweep restored.
@@ -27,8 +27,9 @@ type Event struct {
 }
 
 // Observer receives an Event after each operation. Implement it to export metrics (e.g. a
-// Prometheus counter by Op and Code(Err) and a histogram of Elapsed); the package never
-// registers metrics itself. Observe must be safe for concurrent use and should not block.
+// Prometheus counter by Op and errcode.ReasonOf(Err) and a histogram of Elapsed); the
+// package never registers metrics itself. Observe must be safe for concurrent use and
+// should not block.
 type Observer interface {
 	Observe(Event)
 }
