@@ -16,8 +16,14 @@
 //   - ledger: a double-entry point ledger: charge, earn, spend, refund, holds, Verify.
 //   - outbox: a transactional outbox relayed to Kafka (outbox/saramaoutbox), idempotent
 //     consumers, dead letters.
-//   - errcode: the error vocabulary shared by all of them (errcode.ErrUnavailable: a
-//     dependency could not answer; retry later).
+//   - errcode: the error vocabulary shared by all of them. Every package's errors carry an
+//     errcode.Code (InvalidArgument, NotFound, Conflict, AlreadyExists, FailedPrecondition,
+//     DependencyUnavailable, ...) and a stable snake_case reason ("out_of_stock"), read with
+//     errcode.CodeOf and errcode.ReasonOf; invalid input is one thing
+//     (errcode.ErrInvalidArgument, *errcode.InvalidError naming the field), so is a key
+//     reused with another request (errcode.ErrKeyReused) and a dependency that could not
+//     answer (errcode.ErrUnavailable: retry later). refserver maps codes to HTTP statuses
+//     in one short table.
 //
 // Above them, commerce composes checkout (place, pay, cancel, expire, recover, audit) with
 // compensation and writes versioned events on per-type topics; commerce/collector turns them

@@ -1,78 +1,70 @@
 package commerce
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
 )
 
-// Sentinel errors, for errors.Is. Errors caused by a leaf package wrap both the sentinel
-// here and the leaf's own error (errors.As finds e.g. *inventory.InsufficientStockError).
+// Sentinel errors, for errors.Is; errcode.CodeOf and errcode.ReasonOf read their code and
+// reason. Errors caused by a leaf package wrap both the sentinel here and the leaf's own
+// error (errors.As finds e.g. *inventory.InsufficientStockError).
 var (
 	// ErrInvalidConfig: New was given a Config or option it cannot work with.
-	ErrInvalidConfig = errors.New("commerce: invalid configuration")
+	ErrInvalidConfig = errcode.New(errcode.Internal, "invalid_config", "commerce: invalid configuration")
 	// ErrInvalidRequest: a request failed validation and changed nothing (*ValidationError).
-	ErrInvalidRequest = errors.New("commerce: invalid request")
+	// It is errcode.ErrInvalidArgument.
+	ErrInvalidRequest = errcode.ErrInvalidArgument
 	// ErrIdempotencyConflict: an idempotency key (or product ID) was used before for a
-	// different request (*ConflictError).
-	ErrIdempotencyConflict = errors.New("commerce: idempotency key reused with a different request")
+	// different request (*ConflictError). It matches errcode.ErrKeyReused.
+	ErrIdempotencyConflict = errcode.Derive(errcode.ErrKeyReused, "commerce: idempotency key reused with a different request")
 
 	// ErrProductNotFound: no product has the ID.
-	ErrProductNotFound = errors.New("commerce: product not found")
+	ErrProductNotFound = errcode.New(errcode.NotFound, "product_not_found", "commerce: product not found")
 	// ErrOrderNotFound: no order has the ID, or it belongs to another user.
-	ErrOrderNotFound = errors.New("commerce: order not found")
+	ErrOrderNotFound = errcode.New(errcode.NotFound, "order_not_found", "commerce: order not found")
 	// ErrTopUpNotFound: no top-up has the ID, or it belongs to another user.
-	ErrTopUpNotFound = errors.New("commerce: top-up not found")
+	ErrTopUpNotFound = errcode.New(errcode.NotFound, "top_up_not_found", "commerce: top-up not found")
 
 	// ErrOutOfStock: too few units are available (wraps *inventory.InsufficientStockError).
-	ErrOutOfStock = errors.New("commerce: out of stock")
+	ErrOutOfStock = errcode.New(errcode.FailedPrecondition, "out_of_stock", "commerce: out of stock")
 	// ErrBuyerLimit: the user would buy more of a product than its buyer limit (wraps
 	// *inventory.BuyerLimitError).
-	ErrBuyerLimit = errors.New("commerce: buyer limit exceeded")
+	ErrBuyerLimit = errcode.New(errcode.FailedPrecondition, "buyer_limit_exceeded", "commerce: buyer limit exceeded")
 	// ErrCouponUnusable: the coupon cannot be applied to the order (wraps *coupon.RedeemError).
-	ErrCouponUnusable = errors.New("commerce: coupon cannot be used")
+	ErrCouponUnusable = errcode.New(errcode.FailedPrecondition, "coupon_unusable", "commerce: coupon cannot be used")
 	// ErrInsufficientPoints: the user has fewer points than asked for (wraps
 	// *ledger.InsufficientPointsError).
-	ErrInsufficientPoints = errors.New("commerce: insufficient points")
+	ErrInsufficientPoints = errcode.New(errcode.FailedPrecondition, "insufficient_points", "commerce: insufficient points")
 	// ErrPaymentRule: the payment breaks a method rule (wraps *payment.PlanError).
-	ErrPaymentRule = errors.New("commerce: payment method rule broken")
+	ErrPaymentRule = errcode.New(errcode.FailedPrecondition, "payment_rule_violated", "commerce: payment method rule broken")
 
 	// ErrInvalidState: the order's status does not allow the operation (*StateError).
-	ErrInvalidState = errors.New("commerce: operation not allowed in the order's status")
+	ErrInvalidState = errcode.New(errcode.Conflict, "invalid_order_state", "commerce: operation not allowed in the order's status")
 	// ErrOrderExpired: the order expired before it was paid.
-	ErrOrderExpired = errors.New("commerce: order expired")
+	ErrOrderExpired = errcode.New(errcode.Conflict, "order_expired", "commerce: order expired")
 	// ErrCancelWindowClosed: a paid order is past its cancel window (*CancelWindowError).
-	ErrCancelWindowClosed = errors.New("commerce: cancel window closed")
+	ErrCancelWindowClosed = errcode.New(errcode.FailedPrecondition, "cancel_window_closed", "commerce: cancel window closed")
 	// ErrRewardSpent: a paid order cannot be cancelled because the user no longer has the
 	// reward points it earned (wraps *ledger.InsufficientPointsError).
-	ErrRewardSpent = errors.New("commerce: reward points already spent")
+	ErrRewardSpent = errcode.New(errcode.FailedPrecondition, "reward_spent", "commerce: reward points already spent")
 	// ErrRefundRejected: the PG refused the refund of a cancelled order; the order stays
 	// PAID (wraps payment.ErrRefundRejected).
-	ErrRefundRejected = errors.New("commerce: refund rejected")
+	ErrRefundRejected = errcode.New(errcode.FailedPrecondition, "refund_rejected", "commerce: refund rejected")
 
 	// ErrInjected: the fault hook stopped a flow (tests only).
-	ErrInjected = errors.New("commerce: injected fault")
+	ErrInjected = errcode.New(errcode.Internal, "injected", "commerce: injected fault")
 )
 
 // ValidationError says which field of a request is wrong and why. It matches
 // ErrInvalidRequest.
-type ValidationError struct {
-	Field  string
-	Reason string
-}
-
-func (e *ValidationError) Error() string {
-	return fmt.Sprintf("commerce: invalid %s: %s", e.Field, e.Reason)
-}
-
-// Unwrap returns ErrInvalidRequest.
-func (e *ValidationError) Unwrap() error { return ErrInvalidRequest }
+type ValidationError = errcode.InvalidError
 
 // ConflictError names the reused key and what it identifies ("order", "payment",
 // "top-up", "product").
@@ -117,54 +109,7 @@ func (e *CancelWindowError) Error() string {
 // Unwrap returns ErrCancelWindowClosed.
 func (e *CancelWindowError) Unwrap() error { return ErrCancelWindowClosed }
 
-// codes maps sentinels to stable snake_case codes, in matching order.
-var codes = []struct {
-	err  error
-	code string
-}{
-	{ErrInvalidRequest, "invalid_request"},
-	{ErrIdempotencyConflict, "idempotency_conflict"},
-	{ErrProductNotFound, "product_not_found"},
-	{ErrOrderNotFound, "order_not_found"},
-	{ErrTopUpNotFound, "top_up_not_found"},
-	{ErrOutOfStock, "out_of_stock"},
-	{ErrBuyerLimit, "buyer_limit"},
-	{ErrUnpaidLimit, "unpaid_limit"},
-	{ErrCouponUnusable, "coupon_unusable"},
-	{ErrInsufficientPoints, "insufficient_points"},
-	{ErrPaymentRule, "payment_rule"},
-	{ErrOrderExpired, "order_expired"},
-	{ErrCancelWindowClosed, "cancel_window_closed"},
-	{ErrRewardSpent, "reward_spent"},
-	{ErrRefundRejected, "refund_rejected"},
-	{ErrInvalidState, "invalid_state"},
-	{ErrInvalidConfig, "invalid_config"},
-	{ErrInjected, "injected"},
-}
-
-// Code returns a stable snake_case code for the package's sentinel that err wraps
-// ("out_of_stock", "order_not_found", ...), "canceled" or "deadline_exceeded" for context
-// errors, "" for nil and "internal" for anything else: for metric labels and for mapping
-// errors to API responses in one place.
-func Code(err error) string {
-	if err == nil {
-		return ""
-	}
-	for _, c := range codes {
-		if errors.Is(err, c.err) {
-			return c.code
-		}
-	}
-	switch {
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "deadline_exceeded"
-	}
-	return "internal"
-}
-
-func invalid(field, reason string) error { return &ValidationError{Field: field, Reason: reason} }
+func invalid(field, reason string) error { return errcode.Invalid(field, reason) }
 
 // leafError adds commerce's sentinel to a leaf's domain error, keeping the leaf's error in
 // the chain for errors.As; other errors are returned as they are.

@@ -12,6 +12,7 @@ import (
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/commercetest"
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/observe"
@@ -719,12 +720,25 @@ func TestObserver(t *testing.T) {
 	}, counts)
 }
 
-func TestCode(t *testing.T) {
-	assert.Equal(t, "", commerce.Code(nil))
-	assert.Equal(t, "out_of_stock", commerce.Code(errors.Join(commerce.ErrOutOfStock)))
-	assert.Equal(t, "cancel_window_closed", commerce.Code(&commerce.CancelWindowError{}))
-	assert.Equal(t, "invalid_state", commerce.Code(&commerce.StateError{}))
-	assert.Equal(t, "internal", commerce.Code(errors.New("boom")))
+// TestErrorCodes: commerce's errors carry the shared vocabulary's codes and reasons.
+func TestErrorCodes(t *testing.T) {
+	for _, c := range []struct {
+		err    error
+		code   errcode.Code
+		reason string
+	}{
+		{errors.Join(commerce.ErrOutOfStock), errcode.FailedPrecondition, "out_of_stock"},
+		{&commerce.CancelWindowError{}, errcode.FailedPrecondition, "cancel_window_closed"},
+		{&commerce.StateError{}, errcode.Conflict, "invalid_order_state"},
+		{&commerce.ConflictError{Kind: "order", Key: "k"}, errcode.AlreadyExists, "idempotency_key_reused"},
+		{&commerce.ValidationError{Field: "Qty", Reason: "must be positive"}, errcode.InvalidArgument, "invalid_request"},
+		{errors.New("boom"), errcode.Unknown, "unknown"},
+	} {
+		code, reason := errcode.Of(c.err)
+		assert.Equal(t, c.code, code, c.err)
+		assert.Equal(t, c.reason, reason, c.err)
+	}
+	assert.ErrorIs(t, &commerce.ConflictError{}, errcode.ErrKeyReused)
 }
 
 func TestNewValidatesConfig(t *testing.T) {

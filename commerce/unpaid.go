@@ -2,11 +2,11 @@ package commerce
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
@@ -19,7 +19,7 @@ const (
 // ErrUnpaidLimit: the user's unpaid orders (PENDING_PAYMENT or PAYING) already hold so many
 // units that the new order would exceed a cap of WithUnpaidLimits (*UnpaidLimitError). Pay
 // or cancel them first. It keeps one account from holding a catalogue unpaid.
-var ErrUnpaidLimit = errors.New("commerce: too many units held by unpaid orders")
+var ErrUnpaidLimit = errcode.New(errcode.FailedPrecondition, "unpaid_limit_reached", "commerce: too many units held by unpaid orders")
 
 // UnpaidLimitError says which cap an order would exceed. It matches ErrUnpaidLimit.
 type UnpaidLimitError struct {
@@ -41,8 +41,8 @@ func (e *UnpaidLimitError) Error() string {
 		e.UserID, e.Held, what, e.Requested, e.Limit)
 }
 
-// Is reports whether target is ErrUnpaidLimit.
-func (e *UnpaidLimitError) Is(target error) bool { return target == ErrUnpaidLimit }
+// Unwrap returns ErrUnpaidLimit.
+func (e *UnpaidLimitError) Unwrap() error { return ErrUnpaidLimit }
 
 // WithUnpaidLimits caps the units one user's unpaid orders (PENDING_PAYMENT or PAYING) may
 // hold: perProduct of any one product, total in all (defaults DefaultMaxUnpaidPerProduct

@@ -10,6 +10,7 @@ import (
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/errcode"
 )
 
 // placeLines places an order of lines for user, returning the error.
@@ -33,7 +34,7 @@ func TestUnpaidLimits(t *testing.T) {
 			require.ErrorAs(t, err, &got)
 			want.UserID = user
 			assert.Equal(t, want, *got)
-			assert.Equal(t, "unpaid_limit", commerce.Code(err))
+			assert.Equal(t, "unpaid_limit_reached", errcode.ReasonOf(err))
 			assert.Equal(t, before, [3]int64{stock(t, e, a).Available, stock(t, e, b).Available, stock(t, e, c).Available}, "nothing reserved")
 		}
 		first, err := placeLines(e, user, "k1", commerce.Line{ProductID: a, Qty: 4})
@@ -95,7 +96,7 @@ func TestUnpaidLimitsUnderConcurrency(t *testing.T) {
 						switch {
 						case err == nil:
 							placed++
-						case commerce.Code(err) == "unpaid_limit":
+						case errcode.ReasonOf(err) == "unpaid_limit_reached":
 							refused++
 						default:
 							others = append(others, err)

@@ -38,8 +38,9 @@
 //   - A coupon's Expired state is computed from ExpiresAt with the Service's clock
 //     (WithClock), so expiry needs no background job.
 //   - Every rejection is a typed error (IssueError, RedeemError, ValidationError) wrapping a
-//     sentinel for errors.Is; Code maps them to stable strings. Storage errors are wrapped
-//     with what was being done; context errors are returned as they are.
+//     sentinel for errors.Is; errcode.CodeOf and errcode.ReasonOf give its code and stable
+//     reason. Storage errors are wrapped with what was being done; context errors are
+//     returned as they are.
 //
 // # Transactions
 //

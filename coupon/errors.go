@@ -1,56 +1,60 @@
 package coupon
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/hold"
 )
 
-// Sentinel errors, for errors.Is. Rejections come wrapped in a typed error with detail
-// (ValidationError, IssueError, RedeemError) for errors.As.
+// Sentinel errors, for errors.Is; errcode.CodeOf and errcode.ReasonOf read their code and
+// reason. Rejections come wrapped in a typed error with detail (ValidationError,
+// IssueError, RedeemError) for errors.As.
 var (
-	// ErrInvalidTemplate: a template failed validation (see ValidationError). Nothing was stored.
-	ErrInvalidTemplate = errors.New("coupon: invalid template")
-	// ErrInvalidArgument: an ID, amount, cursor or option is malformed (see ValidationError).
-	ErrInvalidArgument = errors.New("coupon: invalid argument")
+	// ErrInvalidTemplate: a template failed validation (see ValidationError). Nothing was
+	// stored. It also matches ErrInvalidArgument.
+	ErrInvalidTemplate = errcode.New(errcode.InvalidArgument, "invalid_coupon_template", "coupon: invalid template", ErrInvalidArgument)
+	// ErrInvalidArgument: an ID, amount, cursor or option is malformed (see
+	// ValidationError). It is errcode.ErrInvalidArgument.
+	ErrInvalidArgument = errcode.ErrInvalidArgument
 	// ErrTemplateNotFound: no template has that ID.
-	ErrTemplateNotFound = errors.New("coupon: template not found")
+	ErrTemplateNotFound = errcode.New(errcode.NotFound, "coupon_template_not_found", "coupon: template not found")
 	// ErrTemplateExists: a template with that ID exists with different terms.
-	ErrTemplateExists = errors.New("coupon: template exists with different terms")
+	ErrTemplateExists = errcode.New(errcode.AlreadyExists, "coupon_template_exists", "coupon: template exists with different terms")
 
 	// ErrNotStarted: the template's issue window has not opened yet.
-	ErrNotStarted = errors.New("coupon: issuance has not started")
+	ErrNotStarted = errcode.New(errcode.FailedPrecondition, "coupon_issue_not_started", "coupon: issuance has not started")
 	// ErrEnded: the template's issue window has closed (or its use-by date has passed).
-	ErrEnded = errors.New("coupon: issuance has ended")
+	ErrEnded = errcode.New(errcode.FailedPrecondition, "coupon_issue_ended", "coupon: issuance has ended")
 	// ErrSoldOut: the template's total quantity has been issued.
-	ErrSoldOut = errors.New("coupon: sold out")
+	ErrSoldOut = errcode.New(errcode.FailedPrecondition, "coupon_sold_out", "coupon: sold out")
 	// ErrLimitReached: the user already holds the template's per-user limit.
-	ErrLimitReached = errors.New("coupon: per-user limit reached")
+	ErrLimitReached = errcode.New(errcode.FailedPrecondition, "coupon_limit_reached", "coupon: per-user limit reached")
 	// ErrRequestConflict: the request ID was already used to issue a coupon of another
-	// template or to another user.
-	ErrRequestConflict = errors.New("coupon: request ID already used for another issuance")
+	// template or to another user. It matches errcode.ErrKeyReused.
+	ErrRequestConflict = errcode.Derive(errcode.ErrKeyReused, "coupon: request ID already used for another issuance")
 	// ErrCannotJoinTx: Issue was called through WithTx(tx) with an issuer that cannot join a
 	// SQL transaction (Redis); issue through the Service itself.
-	ErrCannotJoinTx = errors.New("coupon: issuer cannot join the caller's transaction")
+	ErrCannotJoinTx = errcode.New(errcode.Internal, "cannot_join_tx", "coupon: issuer cannot join the caller's transaction")
 	// ErrNotLoaded is for issuer backends: their state for a template is missing (never
 	// loaded, or lost) and must be loaded from SQL. The Service handles it; callers never see it.
 	ErrNotLoaded = errors.New("coupon: issuer state not loaded")
 
 	// ErrCouponNotFound: no coupon has that ID.
-	ErrCouponNotFound = errors.New("coupon: coupon not found")
-	// ErrNotOwner: the coupon belongs to another user.
-	ErrNotOwner = errors.New("coupon: coupon belongs to another user")
+	ErrCouponNotFound = errcode.New(errcode.NotFound, "coupon_not_found", "coupon: coupon not found")
+	// ErrNotOwner: the coupon belongs to another user (answered like ErrCouponNotFound, so
+	// that nobody learns which coupon IDs exist).
+	ErrNotOwner = errcode.New(errcode.NotFound, "coupon_not_found", "coupon: coupon belongs to another user")
 	// ErrNotAvailable: the coupon is reserved by or used for another order.
-	ErrNotAvailable = errors.New("coupon: coupon is not available")
+	ErrNotAvailable = errcode.New(errcode.FailedPrecondition, "coupon_unusable", "coupon: coupon is not available")
 	// ErrNotYetUsable: the coupon's usable-from date has not come yet.
-	ErrNotYetUsable = errors.New("coupon: coupon is not usable yet")
+	ErrNotYetUsable = errcode.New(errcode.FailedPrecondition, "coupon_unusable", "coupon: coupon is not usable yet")
 	// ErrExpired: the coupon's use-by date has passed.
-	ErrExpired = errors.New("coupon: coupon has expired")
+	ErrExpired = errcode.New(errcode.FailedPrecondition, "coupon_unusable", "coupon: coupon has expired")
 	// ErrBelowMinimum: the order amount is below the coupon's minimum order amount.
-	ErrBelowMinimum = errors.New("coupon: order amount below the coupon's minimum")
+	ErrBelowMinimum = errcode.New(errcode.FailedPrecondition, "coupon_unusable", "coupon: order amount below the coupon's minimum")
 	// ErrRedemptionNotFound: the order has reserved no coupon.
 	ErrRedemptionNotFound = hold.Mark("coupon: no redemption for the order", hold.ErrGone)
 	// ErrRedemptionClosed: the order's redemption of the coupon was restored; it cannot be
@@ -63,23 +67,11 @@ var (
 	ErrHoldExpired = hold.Mark("coupon: reservation passed its hold deadline", hold.ErrVoided)
 )
 
-// ValidationError says which input was rejected and why. Err is ErrInvalidTemplate or
-// ErrInvalidArgument.
-type ValidationError struct {
-	Err    error
-	Field  string
-	Reason string
-}
+// ValidationError says which input was rejected and why. Err is ErrInvalidTemplate, or nil
+// (ErrInvalidArgument).
+type ValidationError = errcode.InvalidError
 
-func (e *ValidationError) Error() string {
-	return fmt.Sprintf("%v: %s %s", e.Err, e.Field, e.Reason)
-}
-
-func (e *ValidationError) Unwrap() error { return e.Err }
-
-func invalidArg(field, reason string) error {
-	return &ValidationError{Err: ErrInvalidArgument, Field: field, Reason: reason}
-}
+func invalidArg(field, reason string) error { return errcode.Invalid(field, reason) }
 
 func invalidTemplate(field, reason string) error {
 	return &ValidationError{Err: ErrInvalidTemplate, Field: field, Reason: reason}
@@ -149,70 +141,23 @@ func (e *RedeemError) Error() string {
 
 func (e *RedeemError) Unwrap() error { return e.Err }
 
-// codes maps each sentinel to a stable snake_case code.
-var codes = []struct {
-	err  error
-	code string
-}{
-	{ErrInvalidTemplate, "invalid_template"},
-	{ErrInvalidArgument, "invalid_argument"},
-	{ErrTemplateNotFound, "template_not_found"},
-	{ErrTemplateExists, "template_exists"},
-	{ErrNotStarted, "not_started"},
-	{ErrEnded, "ended"},
-	{ErrSoldOut, "sold_out"},
-	{ErrLimitReached, "limit_reached"},
-	{ErrRequestConflict, "request_conflict"},
-	{ErrCannotJoinTx, "cannot_join_tx"},
-	{ErrNotLoaded, "not_loaded"},
-	{ErrCouponNotFound, "coupon_not_found"},
-	{ErrNotOwner, "not_owner"},
-	{ErrNotAvailable, "not_available"},
-	{ErrNotYetUsable, "not_yet_usable"},
-	{ErrExpired, "expired"},
-	{ErrBelowMinimum, "below_minimum"},
-	{ErrRedemptionNotFound, "redemption_not_found"},
-	{ErrRedemptionClosed, "redemption_closed"},
-	{ErrRedemptionConflict, "redemption_conflict"},
-	{ErrHoldExpired, "hold_expired"},
-}
-
-// Code returns a stable snake_case code for the package's sentinel that err wraps
-// ("sold_out", "not_owner", ...), "canceled" or "deadline_exceeded" for context errors, ""
-// for nil, and "internal" for any other error. It is meant for metric labels and for
-// mapping errors to API responses in one place.
-func Code(err error) string {
-	switch {
-	case err == nil:
-		return ""
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "deadline_exceeded"
-	}
-	for _, c := range codes {
-		if errors.Is(err, c.err) {
-			return c.code
-		}
-	}
-	return "internal"
-}
-
 // Internal signals between the Service's steps; never returned to callers.
 var (
 	errDuplicate = errors.New("coupon: duplicate key")
 	errReplay    = errors.New("coupon: request already served")
 )
 
-// fail returns err as callers should see it: domain and context errors as they are, any
-// other (storage) error wrapped with what was being done. ErrNotLoaded, which is for
+// fail returns err as callers should see it: domain errors (those with a code, and every
+// *RedeemError) and context errors as they are, any other (storage) error wrapped with
+// what was being done. ErrNotLoaded, which is for
 // backends, is not passed on: it only gets here when the state vanished again right after
 // it was loaded.
 func fail(what string, err error) error {
-	switch code := Code(err); {
-	case code == "not_loaded":
+	var redeem *RedeemError
+	switch {
+	case errors.Is(err, ErrNotLoaded):
 		return fmt.Errorf("coupon: %s: the issuer's state vanished again after it was loaded", what)
-	case code != "internal":
+	case errcode.CodeOf(err) != errcode.Unknown, errors.As(err, &redeem):
 		return err
 	}
 	return fmt.Errorf("coupon: %s: %w", what, err)

@@ -9,15 +9,28 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/errcode"
 )
 
-func TestCode(t *testing.T) {
-	assert.Equal(t, "", coupon.Code(nil))
-	assert.Equal(t, "sold_out", coupon.Code(&coupon.IssueError{Err: coupon.ErrSoldOut}))
-	assert.Equal(t, "not_owner", coupon.Code(fmt.Errorf("checkout: %w", &coupon.RedeemError{Err: coupon.ErrNotOwner})))
-	assert.Equal(t, "canceled", coupon.Code(fmt.Errorf("x: %w", context.Canceled)))
-	assert.Equal(t, "deadline_exceeded", coupon.Code(context.DeadlineExceeded))
-	assert.Equal(t, "internal", coupon.Code(errors.New("disk on fire")))
+// TestErrorCodes: the typed errors carry their sentinel's code and reason.
+func TestErrorCodes(t *testing.T) {
+	for _, c := range []struct {
+		err    error
+		code   errcode.Code
+		reason string
+	}{
+		{&coupon.IssueError{Err: coupon.ErrSoldOut}, errcode.FailedPrecondition, "coupon_sold_out"},
+		{fmt.Errorf("checkout: %w", &coupon.RedeemError{Err: coupon.ErrNotOwner}), errcode.NotFound, "coupon_not_found"},
+		{&coupon.IssueError{Err: coupon.ErrRequestConflict}, errcode.AlreadyExists, "idempotency_key_reused"},
+		{&coupon.ValidationError{Err: coupon.ErrInvalidTemplate, Field: "Percent", Reason: "r"}, errcode.InvalidArgument, "invalid_coupon_template"},
+		{fmt.Errorf("x: %w", context.Canceled), errcode.Canceled, "canceled"},
+		{errors.New("disk on fire"), errcode.Unknown, "unknown"},
+	} {
+		code, reason := errcode.Of(c.err)
+		assert.Equal(t, c.code, code, c.err)
+		assert.Equal(t, c.reason, reason, c.err)
+	}
+	assert.ErrorIs(t, &coupon.ValidationError{Err: coupon.ErrInvalidTemplate}, coupon.ErrInvalidArgument, "a template error is invalid input")
 }
 
 func TestErrorMessages(t *testing.T) {
@@ -26,5 +39,5 @@ func TestErrorMessages(t *testing.T) {
 	err = &coupon.RedeemError{Err: coupon.ErrBelowMinimum, CouponID: "c", OrderID: "o", MinOrderAmount: 20000, OrderAmount: 100}
 	assert.Equal(t, `coupon: order amount below the coupon's minimum (coupon "c", order "o", minimum 20000, order amount 100)`, err.Error())
 	err = &coupon.ValidationError{Err: coupon.ErrInvalidTemplate, Field: "Percent", Reason: "must be between 1 and 100"}
-	assert.Equal(t, "coupon: invalid template: Percent must be between 1 and 100", err.Error())
+	assert.Equal(t, "coupon: invalid template: Percent: must be between 1 and 100", err.Error())
 }

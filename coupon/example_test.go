@@ -10,6 +10,7 @@ import (
 
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/sqlitedb"
 )
 
@@ -71,7 +72,7 @@ func Example() {
 		panic(err)
 	}
 	_, err = svc.Reserve(ctx, c.ID, "alice", "order-2", 50_000)
-	fmt.Println("order-2:", coupon.Code(err))
+	fmt.Println("order-2:", errors.Is(err, coupon.ErrNotAvailable), errcode.ReasonOf(err))
 
 	reds, err := svc.Confirm(ctx, "order-1")
 	if err != nil {
@@ -84,6 +85,6 @@ func Example() {
 	// carol is too late
 	// 10% off 31,999 is 3199 and off 80,000 capped at 5000
 	// order-1 reserved the coupon for 3199 off
-	// order-2: not_available
+	// order-2: true coupon_unusable
 	// order-1 paid: confirmed
 }

@@ -20,8 +20,8 @@ const (
 )
 
 // Observer receives an Event after each operation, the one shape every package shares:
-// Component "coupon", Name an Op, Elapsed, Err (nil on success; Code(Err) makes a metric
-// label) and, for OpIssue and OpRecount, Labels {"template": the template's ID}. After a
+// Component "coupon", Name an Op, Elapsed, Err (nil on success; errcode.ReasonOf(Err) makes
+// a metric label) and, for OpIssue and OpRecount, Labels {"template": the template's ID}. After a
 // sweep that restored n > 0 reservations it also receives observe.Expired("coupon",
 // "reservation", n). The package never registers metrics itself.
 type Observer = observe.Observer

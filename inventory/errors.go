@@ -4,31 +4,33 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/hold"
 )
 
-// Sentinel errors, for errors.Is. The typed errors below carry the detail (errors.As) and
-// match their sentinel.
+// Sentinel errors, for errors.Is; errcode.CodeOf and errcode.ReasonOf read their code and
+// reason. The typed errors below carry the detail (errors.As) and match their sentinel.
 var (
 	// ErrInvalidRequest: the request breaks a rule checked before any I/O; nothing changed.
-	// Every *ValidationError matches it.
-	ErrInvalidRequest = errors.New("inventory: invalid request")
+	// Every *ValidationError matches it. It is errcode.ErrInvalidArgument.
+	ErrInvalidRequest = errcode.ErrInvalidArgument
 	// ErrInvalidQuantity: a quantity is zero or negative (also matches ErrInvalidRequest).
-	ErrInvalidQuantity = errors.New("inventory: quantity must be positive")
+	ErrInvalidQuantity = errcode.Derive(errcode.ErrInvalidArgument, "inventory: quantity must be positive")
 	// ErrTooManyLines: a reservation has more than MaxLines lines (also matches ErrInvalidRequest).
-	ErrTooManyLines = errors.New("inventory: too many lines")
+	ErrTooManyLines = errcode.New(errcode.FailedPrecondition, "too_many_lines", "inventory: too many lines", ErrInvalidRequest)
 	// ErrQuantityTooLarge: more than MaxQtyPerSKU units of one SKU (also matches ErrInvalidRequest).
-	ErrQuantityTooLarge = errors.New("inventory: quantity too large")
+	ErrQuantityTooLarge = errcode.New(errcode.FailedPrecondition, "quantity_too_large", "inventory: quantity too large", ErrInvalidRequest)
 
 	// ErrUnknownSKU: no stock was ever set for the SKU (*UnknownSKUError).
-	ErrUnknownSKU = errors.New("inventory: unknown SKU")
+	ErrUnknownSKU = errcode.New(errcode.NotFound, "product_not_found", "inventory: unknown SKU")
 	// ErrInsufficientStock: fewer units are available than asked for (*InsufficientStockError).
-	ErrInsufficientStock = errors.New("inventory: insufficient stock")
+	ErrInsufficientStock = errcode.New(errcode.FailedPrecondition, "out_of_stock", "inventory: insufficient stock")
 	// ErrBuyerLimitExceeded: the buyer would hold more of a SKU than its buyer limit, or the
 	// SKU has a limit and the reservation names no buyer (*BuyerLimitError).
-	ErrBuyerLimitExceeded = errors.New("inventory: buyer limit exceeded")
+	ErrBuyerLimitExceeded = errcode.New(errcode.FailedPrecondition, "buyer_limit_exceeded", "inventory: buyer limit exceeded")
 	// ErrIdempotencyConflict: an ID was used before with different content (*ConflictError).
-	ErrIdempotencyConflict = errors.New("inventory: ID reused with different content")
+	// It matches errcode.ErrKeyReused.
+	ErrIdempotencyConflict = errcode.Derive(errcode.ErrKeyReused, "inventory: ID reused with different content")
 
 	// ErrReservationNotFound: no reservation has the ID.
 	ErrReservationNotFound = hold.Mark("inventory: reservation not found", hold.ErrGone)
@@ -46,28 +48,12 @@ var (
 	// ErrContention: the storage gave up on a lock conflict (a MySQL deadlock or lock wait
 	// timeout) after the bounded retries, or at once inside the caller's transaction, which
 	// the caller must run again. The native error stays in the chain too.
-	ErrContention = errors.New("inventory: storage contention, try again")
+	ErrContention = errcode.New(errcode.DependencyUnavailable, "contention", "inventory: storage contention, try again")
 )
 
-// ValidationError says which field of a request is wrong and why.
-type ValidationError struct {
-	Field  string
-	Reason string
-	// kind is the specific sentinel (ErrInvalidQuantity, ...), or nil.
-	kind error
-}
-
-func (e *ValidationError) Error() string {
-	return fmt.Sprintf("inventory: invalid %s: %s", e.Field, e.Reason)
-}
-
-// Unwrap makes the error match ErrInvalidRequest and its specific sentinel, if any.
-func (e *ValidationError) Unwrap() []error {
-	if e.kind == nil {
-		return []error{ErrInvalidRequest}
-	}
-	return []error{ErrInvalidRequest, e.kind}
-}
+// ValidationError says which field of a request is wrong and why. It matches
+// ErrInvalidRequest, and Err, the specific sentinel (ErrInvalidQuantity, ...), when set.
+type ValidationError = errcode.InvalidError
 
 // UnknownSKUError names the unknown SKU.
 type UnknownSKUError struct{ SKU string }

@@ -42,14 +42,14 @@ func normalizeLines(lines []Line) ([]Line, error) {
 		return nil, &ValidationError{Field: "lines", Reason: "at least one line is required"}
 	}
 	if len(lines) > MaxLines {
-		return nil, &ValidationError{Field: "lines", Reason: "more than 50 lines", kind: ErrTooManyLines}
+		return nil, &ValidationError{Field: "lines", Reason: "more than 50 lines", Err: ErrTooManyLines}
 	}
 	for _, l := range lines {
 		if err := CheckSKU(l.SKU); err != nil {
 			return nil, err
 		}
 		if l.Qty <= 0 {
-			return nil, &ValidationError{Field: "qty", Reason: "quantity of " + l.SKU + " must be positive", kind: ErrInvalidQuantity}
+			return nil, &ValidationError{Field: "qty", Reason: "quantity of " + l.SKU + " must be positive", Err: ErrInvalidQuantity}
 		}
 		if l.Qty > MaxQtyPerSKU {
 			return nil, qtyTooLarge(l.SKU)
@@ -75,7 +75,7 @@ func normalizeLines(lines []Line) ([]Line, error) {
 }
 
 func qtyTooLarge(sku string) error {
-	return &ValidationError{Field: "qty", Reason: "more than 999 units of " + sku, kind: ErrQuantityTooLarge}
+	return &ValidationError{Field: "qty", Reason: "more than 999 units of " + sku, Err: ErrQuantityTooLarge}
 }
 
 // newReservation validates req and builds the reservation a backend stores.
@@ -118,10 +118,10 @@ func checkStockSetting(s StockSetting) error {
 		return err
 	}
 	if s.OnHand < 0 || s.OnHand > MaxOnHand {
-		return &ValidationError{Field: "on hand", Reason: "must be between 0 and 10^12", kind: ErrInvalidQuantity}
+		return &ValidationError{Field: "on hand", Reason: "must be between 0 and 10^12", Err: ErrInvalidQuantity}
 	}
 	if s.BuyerLimit < 0 || s.BuyerLimit > MaxOnHand {
-		return &ValidationError{Field: "buyer limit", Reason: "must be between 0 (no limit) and 10^12", kind: ErrInvalidQuantity}
+		return &ValidationError{Field: "buyer limit", Reason: "must be between 0 (no limit) and 10^12", Err: ErrInvalidQuantity}
 	}
 	return nil
 }
@@ -134,7 +134,7 @@ func checkAdjustment(a Adjustment) error {
 		return err
 	}
 	if a.Delta == 0 || a.Delta > MaxOnHand || a.Delta < -MaxOnHand {
-		return &ValidationError{Field: "delta", Reason: "must be non-zero and within ±10^12", kind: ErrInvalidQuantity}
+		return &ValidationError{Field: "delta", Reason: "must be non-zero and within ±10^12", Err: ErrInvalidQuantity}
 	}
 	if strings.TrimSpace(a.Reason) == "" || len(a.Reason) > MaxReasonLen {
 		return &ValidationError{Field: "reason", Reason: "must be 1 to 255 bytes"}

@@ -5,20 +5,22 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/hold"
 )
 
-// Sentinel errors, for errors.Is. The typed errors below carry the details and match these.
+// Sentinel errors, for errors.Is; errcode.CodeOf and errcode.ReasonOf read their code and
+// reason. The typed errors below carry the details and match these.
 var (
 	// ErrInvalid: an argument is malformed (empty or too long ID, amount not positive,
-	// ...). Nothing was changed. See *ValidationError.
-	ErrInvalid = errors.New("ledger: invalid argument")
+	// ...). Nothing was changed. See *ValidationError. It is errcode.ErrInvalidArgument.
+	ErrInvalid = errcode.ErrInvalidArgument
 	// ErrInsufficientPoints: the available points do not cover the amount. Nothing was
 	// changed. See *InsufficientPointsError.
-	ErrInsufficientPoints = errors.New("ledger: insufficient points")
+	ErrInsufficientPoints = errcode.New(errcode.FailedPrecondition, "insufficient_points", "ledger: insufficient points")
 	// ErrIDReused: the transfer ID was already used for a different operation or content.
-	// See *IDReusedError.
-	ErrIDReused = errors.New("ledger: transfer ID reused with different content")
+	// See *IDReusedError. It matches errcode.ErrKeyReused.
+	ErrIDReused = errcode.Derive(errcode.ErrKeyReused, "ledger: transfer ID reused with different content")
 	// ErrSpendNotFound: a refund names no spend, or a transfer that is not a spend or a
 	// captured hold.
 	ErrSpendNotFound = errors.New("ledger: spend not found")
@@ -38,27 +40,17 @@ var (
 	ErrCaptureExceedsHold = errors.New("ledger: capture exceeds hold")
 	// ErrConflict: the stored state changed under the operation in a way the database's
 	// locks should have prevented, or contradicts itself. Nothing was changed; run Verify.
-	ErrConflict = errors.New("ledger: conflicting concurrent change")
+	ErrConflict = errcode.New(errcode.Internal, "ledger_conflict", "ledger: conflicting concurrent change")
 	// ErrDrift: Verify found balances that do not match the journal. See *DriftError.
-	ErrDrift = errors.New("ledger: balances drift from the journal")
+	ErrDrift = errcode.New(errcode.Internal, "ledger_drift", "ledger: balances drift from the journal")
 	// ErrStorage: the database failed. The native error is wrapped too. With an operation
 	// of its own (not joined to a caller's transaction) nothing was changed, and repeating
 	// the operation with the same ID is safe.
-	ErrStorage = errors.New("ledger: storage failure")
+	ErrStorage = errcode.New(errcode.DependencyUnavailable, "storage_unavailable", "ledger: storage failure")
 )
 
 // ValidationError says which argument is wrong and why. It matches ErrInvalid.
-type ValidationError struct {
-	Field  string
-	Reason string
-}
-
-func (e *ValidationError) Error() string {
-	return fmt.Sprintf("ledger: invalid %s: %s", e.Field, e.Reason)
-}
-
-// Unwrap returns ErrInvalid.
-func (e *ValidationError) Unwrap() error { return ErrInvalid }
+type ValidationError = errcode.InvalidError
 
 // InsufficientPointsError reports how many points were available when Requested were
 // asked for. It matches ErrInsufficientPoints.

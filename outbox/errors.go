@@ -5,18 +5,20 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/commercekit/commercekit/errcode"
 )
 
 // Sentinel errors for errors.Is.
 var (
 	// ErrInvalidEvent: an event failed validation (see EventError for which field and why).
-	// Nothing was written.
-	ErrInvalidEvent = errors.New("outbox: invalid event")
+	// Nothing was written. It matches errcode.ErrInvalidArgument.
+	ErrInvalidEvent = errcode.Derive(errcode.ErrInvalidArgument, "outbox: invalid event")
 	// ErrDuplicateEvent: an event with the caller-supplied ID is already in the outbox.
 	// Nothing was written.
 	ErrDuplicateEvent = errors.New("outbox: duplicate event ID")
 	// ErrInvalidConfig: a constructor was given an argument or option it cannot work with.
-	ErrInvalidConfig = errors.New("outbox: invalid configuration")
+	ErrInvalidConfig = errcode.New(errcode.Internal, "invalid_config", "outbox: invalid configuration")
 	// ErrPublish: a Publisher did not accept every event of a batch (see PublishError).
 	ErrPublish = errors.New("outbox: publish failed")
 	// ErrDeadLetter: a dead letter could not be stored; the batch it came from is left for a

@@ -3,29 +3,34 @@ package payment
 import (
 	"errors"
 	"fmt"
+
+	"github.com/commercekit/commercekit/errcode"
 )
 
-// Sentinel errors, for errors.Is. The typed errors below carry detail and match these.
+// Sentinel errors, for errors.Is; errcode.CodeOf and errcode.ReasonOf read their code and
+// reason. The typed errors below carry detail and match these.
 var (
-	// ErrInvalidRequest: a request failed validation and changed nothing (see *ValidationError).
-	ErrInvalidRequest = errors.New("payment: invalid request")
+	// ErrInvalidRequest: a request failed validation and changed nothing (see
+	// *ValidationError). It is errcode.ErrInvalidArgument.
+	ErrInvalidRequest = errcode.ErrInvalidArgument
 	// ErrPaymentNotFound: no payment has the ID.
-	ErrPaymentNotFound = errors.New("payment: payment not found")
+	ErrPaymentNotFound = errcode.New(errcode.NotFound, "payment_not_found", "payment: payment not found")
 	// ErrPaymentIDReused: the payment ID is already used by a payment with other parameters.
-	ErrPaymentIDReused = errors.New("payment: payment ID reused with different parameters")
+	// It matches errcode.ErrKeyReused.
+	ErrPaymentIDReused = errcode.Derive(errcode.ErrKeyReused, "payment: payment ID reused with different parameters")
 	// ErrIllegalTransition: the state machine does not allow the move (see *TransitionError).
-	ErrIllegalTransition = errors.New("payment: illegal state transition")
+	ErrIllegalTransition = errcode.New(errcode.Conflict, "invalid_payment_state", "payment: illegal state transition")
 
 	// ErrDeclined: the PG answered no. It is final and never retried (see *DeclineError).
-	ErrDeclined = errors.New("payment: declined")
+	ErrDeclined = errcode.New(errcode.FailedPrecondition, "payment_declined", "payment: declined")
 	// ErrGatewayUnavailable: the PG was not reached or refused the call before processing it
 	// (circuit breaker open, bulkhead full, connection refused, 503). Nothing was charged; the
 	// payment stays REQUESTED and can be retried with the same payment ID.
-	ErrGatewayUnavailable = errors.New("payment: gateway unavailable")
+	ErrGatewayUnavailable = errcode.New(errcode.DependencyUnavailable, "payment_gateway_unavailable", "payment: gateway unavailable")
 	// ErrOutcomeUnknown: the call may have reached the PG but no answer came back (timeout, lost
 	// response, 5xx). The payment is UNKNOWN until a retry, a webhook or the reconciler learns
 	// the PG's answer.
-	ErrOutcomeUnknown = errors.New("payment: gateway outcome unknown")
+	ErrOutcomeUnknown = errcode.New(errcode.DependencyUnavailable, "payment_outcome_unknown", "payment: gateway outcome unknown")
 	// ErrUnderReview: the payment is REVIEW: the PG's own answer contradicted the record, and a
 	// person must decide. Never complete an order on it.
 	ErrUnderReview = errors.New("payment: under review: the gateway contradicts the record")
@@ -33,9 +38,10 @@ var (
 	ErrNotAtGateway = errors.New("payment: payment not known to the gateway")
 
 	// ErrRefundNotFound: no refund has the ID.
-	ErrRefundNotFound = errors.New("payment: refund not found")
+	ErrRefundNotFound = errcode.New(errcode.NotFound, "refund_not_found", "payment: refund not found")
 	// ErrRefundIDReused: the refund ID is already used by a refund with other parameters.
-	ErrRefundIDReused = errors.New("payment: refund ID reused with different parameters")
+	// It matches errcode.ErrKeyReused.
+	ErrRefundIDReused = errcode.Derive(errcode.ErrKeyReused, "payment: refund ID reused with different parameters")
 	// ErrNotRefundable: the payment is not APPROVED or PARTIALLY_REFUNDED.
 	ErrNotRefundable = errors.New("payment: payment is not refundable")
 	// ErrRefundExceedsAmount: the refund would take the total refunded above the amount paid
@@ -43,34 +49,23 @@ var (
 	ErrRefundExceedsAmount = errors.New("payment: refund exceeds the refundable amount")
 	// ErrRefundInProgress: another refund of the same payment is still with the PG. Refunds of
 	// one payment are serialised; retry once it has settled.
-	ErrRefundInProgress = errors.New("payment: another refund of the payment is in progress")
+	ErrRefundInProgress = errcode.New(errcode.Conflict, "refund_in_progress", "payment: another refund of the payment is in progress")
 	// ErrRefundRejected: the PG refused the refund (it is FAILED; wraps a *DeclineError).
 	ErrRefundRejected = errors.New("payment: refund rejected by the gateway")
 
 	// ErrInvalidWebhook: a webhook failed signature verification, could not be decoded, or does
 	// not match the payment it names.
-	ErrInvalidWebhook = errors.New("payment: invalid webhook")
+	ErrInvalidWebhook = errcode.New(errcode.InvalidArgument, "invalid_webhook", "payment: invalid webhook")
 	// ErrWebhookUnconfirmed: a correctly signed webhook claims an outcome the PG, asked
 	// directly (Gateway.Status), does not confirm: a forgery (the secret leaked), or a PG that
 	// has not finished. Nothing was recorded from the webhook's word; the PG may redeliver.
-	ErrWebhookUnconfirmed = errors.New("payment: webhook not confirmed by the gateway")
+	ErrWebhookUnconfirmed = errcode.New(errcode.Conflict, "webhook_unconfirmed", "payment: webhook not confirmed by the gateway")
 	// ErrWebhookNotConfigured: HandleWebhook was called on a Service without a WebhookVerifier.
 	ErrWebhookNotConfigured = errors.New("payment: no webhook verifier configured")
 )
 
 // ValidationError says which field of a request is invalid and why. It matches ErrInvalidRequest.
-type ValidationError struct {
-	Field  string
-	Reason string
-}
-
-// Error says which field is invalid and why.
-func (e *ValidationError) Error() string {
-	return fmt.Sprintf("payment: invalid request: %s %s", e.Field, e.Reason)
-}
-
-// Is reports whether target is ErrInvalidRequest.
-func (e *ValidationError) Is(target error) bool { return target == ErrInvalidRequest }
+type ValidationError = errcode.InvalidError
 
 // TransitionError is an illegal move of a payment's state machine. It matches ErrIllegalTransition.
 type TransitionError struct {
@@ -83,8 +78,8 @@ func (e *TransitionError) Error() string {
 	return fmt.Sprintf("payment: illegal transition of %q from %s to %s", e.PaymentID, e.From, e.To)
 }
 
-// Is reports whether target is ErrIllegalTransition.
-func (e *TransitionError) Is(target error) bool { return target == ErrIllegalTransition }
+// Unwrap returns ErrIllegalTransition.
+func (e *TransitionError) Unwrap() error { return ErrIllegalTransition }
 
 // DeclineError is a PG's definitive "no" with its reason code. It matches ErrDeclined.
 type DeclineError struct {
@@ -100,8 +95,8 @@ func (e *DeclineError) Error() string {
 	return fmt.Sprintf("payment: declined: %s: %s", e.Code, e.Message)
 }
 
-// Is reports whether target is ErrDeclined.
-func (e *DeclineError) Is(target error) bool { return target == ErrDeclined }
+// Unwrap returns ErrDeclined.
+func (e *DeclineError) Unwrap() error { return ErrDeclined }
 
 // RefundAmountError says how much of a payment was still refundable when a refund asked for
 // more. It matches ErrRefundExceedsAmount.
@@ -116,8 +111,8 @@ func (e *RefundAmountError) Error() string {
 	return fmt.Sprintf("payment: refund of %d exceeds the %d still refundable on %q", e.Requested, e.Refundable, e.PaymentID)
 }
 
-// Is reports whether target is ErrRefundExceedsAmount.
-func (e *RefundAmountError) Is(target error) bool { return target == ErrRefundExceedsAmount }
+// Unwrap returns ErrRefundExceedsAmount.
+func (e *RefundAmountError) Unwrap() error { return ErrRefundExceedsAmount }
 
 // invalid returns a *ValidationError.
-func invalid(field, reason string) error { return &ValidationError{Field: field, Reason: reason} }
+func invalid(field, reason string) error { return errcode.Invalid(field, reason) }

@@ -7,7 +7,7 @@
 //
 // Usage:
 //
-//	refserver [flags]                     serve (the default; see -h for every flag)
+//	refserver [flags]                     serve (the default; -h lists the commands and flags)
 //	refserver token -sub user-1 [-admin] [-ttl 24h]
 //	                                      print a bearer token for tools and tests (members log in instead)
 //	refserver pgsim [flags]               serve the PG simulator over HTTP (loopback only)
@@ -28,8 +28,23 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	_ "time/tzdata" // COMMERCEKIT_METRICS_TZ must load in a container without a zone database
 )
+
+// commands is what -h prints above the flags of serve (which collector shares).
+const commands = `Commands:
+  refserver [flags]                     serve (the default)
+  refserver token -sub user-1 [-admin] [-ttl 24h]
+                                        print a bearer token for tools and tests
+  refserver pgsim [flags]               serve the PG simulator over HTTP (loopback only)
+  refserver collector [flags]           run the metrics collector alone (Kafka consumer group)
+  refserver dataplatform [flags]        serve the mock data platform (loopback only)
+  refserver healthcheck [-url URL]      exit 0 when URL answers 200
+'refserver COMMAND -h' lists a command's flags; those of serve and collector follow, each
+also read from the COMMERCEKIT_ variable in parentheses.
+
+`
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
@@ -43,7 +58,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	var err error
 	switch cmd {
-	case "serve":
+	case "serve", "help":
+		if cmd == "help" || slices.ContainsFunc(args, isHelp) {
+			fmt.Fprint(stderr, commands)
+			args = []string{"-h"}
+		}
 		err = serve(args, getenv, stdout, stderr)
 	case "token":
 		err = token(args, getenv, stdout, stderr)
@@ -56,7 +75,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	case "healthcheck":
 		err = healthcheck(args, stderr)
 	default:
-		err = fmt.Errorf("unknown command %q (serve, token, pgsim, collector, dataplatform, healthcheck)", cmd)
+		err = fmt.Errorf("unknown command %q (serve, token, pgsim, collector, dataplatform, healthcheck; -h lists them)", cmd)
 	}
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -66,4 +85,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 1
 	}
 	return 0
+}
+
+// isHelp reports whether arg asks the flag package for help.
+func isHelp(arg string) bool {
+	return slices.Contains([]string{"-h", "-help", "--h", "--help"}, arg)
 }

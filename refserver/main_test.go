@@ -60,3 +60,17 @@ func TestAnalyticsSubcommandsRefuseBadInput(t *testing.T) {
 	assert.Equal(t, 1, run([]string{"-metrics-tz", "Mars/Olympus"}, none, &out, &errb))
 	assert.Contains(t, errb.String(), "COMMERCEKIT_METRICS_TZ")
 }
+
+// TestHelpListsCommands: -h (and help) lists the subcommands above serve's flags, and
+// exits 0.
+func TestHelpListsCommands(t *testing.T) {
+	none := func(string) string { return "" }
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}, {"-addr", ":0", "-help"}} {
+		var out, errb bytes.Buffer
+		assert.Equal(t, 0, run(args, none, &out, &errb), args)
+		for _, cmd := range []string{"token", "pgsim", "collector", "dataplatform", "healthcheck", "-addr", "COMMERCEKIT_ADDR"} {
+			assert.Contains(t, errb.String(), cmd, args)
+		}
+		assert.Empty(t, out.String())
+	}
+}

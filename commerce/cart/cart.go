@@ -13,6 +13,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
 )
@@ -27,35 +28,27 @@ const (
 	MaxKeyLen = commerce.MaxKeyLen
 )
 
-// Errors, for errors.Is. Unknown products fail with commerce.ErrProductNotFound.
+// Errors, for errors.Is; errcode.CodeOf and errcode.ReasonOf read their code and reason.
+// Unknown products fail with commerce.ErrProductNotFound.
 var (
 	// ErrInvalidRequest: a request failed validation and changed nothing (*ValidationError).
-	ErrInvalidRequest = errors.New("cart: invalid request")
+	// It is errcode.ErrInvalidArgument.
+	ErrInvalidRequest = errcode.ErrInvalidArgument
 	// ErrTooManyLines: the cart would hold more than MaxLines products (*LimitError).
-	ErrTooManyLines = errors.New("cart: too many lines")
+	ErrTooManyLines = errcode.New(errcode.FailedPrecondition, "too_many_lines", "cart: too many lines")
 	// ErrQuantityTooLarge: the cart would hold more than MaxQty units of a product
 	// (*LimitError).
-	ErrQuantityTooLarge = errors.New("cart: quantity too large")
+	ErrQuantityTooLarge = errcode.New(errcode.FailedPrecondition, "quantity_too_large", "cart: quantity too large")
 	// ErrEmpty: checkout of an empty cart.
-	ErrEmpty = errors.New("cart: the cart is empty")
+	ErrEmpty = errcode.New(errcode.FailedPrecondition, "cart_empty", "cart: the cart is empty")
 	// ErrChanged: the cart changed while it was being ordered; nothing was placed and a
 	// retry orders the cart as it is now.
-	ErrChanged = errors.New("cart: the cart changed during checkout")
+	ErrChanged = errcode.New(errcode.Conflict, "cart_changed", "cart: the cart changed during checkout")
 )
 
 // ValidationError says which field of a request is wrong and why. It matches
 // ErrInvalidRequest.
-type ValidationError struct {
-	Field  string
-	Reason string
-}
-
-func (e *ValidationError) Error() string {
-	return fmt.Sprintf("cart: invalid %s: %s", e.Field, e.Reason)
-}
-
-// Unwrap returns ErrInvalidRequest.
-func (e *ValidationError) Unwrap() error { return ErrInvalidRequest }
+type ValidationError = errcode.InvalidError
 
 // LimitError says which limit a change would break. It matches ErrTooManyLines or
 // ErrQuantityTooLarge.

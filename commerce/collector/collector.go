@@ -3,7 +3,6 @@ package collector
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/outbox"
 )
@@ -25,8 +25,8 @@ import (
 const ConsumerName = "commerce-collector"
 
 // ErrInvalidArgument is wrapped by the errors of bad input: an unknown period, a malformed
-// date, a limit out of range, a bad configuration.
-var ErrInvalidArgument = errors.New("collector: invalid argument")
+// date, a limit out of range, a bad configuration. It matches errcode.ErrInvalidArgument.
+var ErrInvalidArgument = errcode.Derive(errcode.ErrInvalidArgument, "collector: invalid argument")
 
 // Seoul returns the default time zone of day boundaries: Asia/Seoul, the documents'
 // market. Korea has kept UTC+9 without daylight saving since 1988, so a fixed zone is exact

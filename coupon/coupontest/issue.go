@@ -13,6 +13,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/internal/testkit"
 )
@@ -112,7 +113,7 @@ func testIssue(t *testing.T, h Harness) {
 		var ie *coupon.IssueError
 		require.ErrorAs(t, err, &ie)
 		assert.Equal(t, 3, ie.Limit)
-		assert.Equal(t, "limit_reached", coupon.Code(err))
+		assert.Equal(t, "coupon_limit_reached", errcode.ReasonOf(err))
 		f.issue(t, tpl.ID, "bob", "b1")
 		assert.Equal(t, coupon.Stats{Taken: 4, Issued: 4}, f.stats(t, tpl.ID))
 		assert.Equal(t, 3, f.maxPerUser(t, tpl.ID))
@@ -257,7 +258,7 @@ func testFailedWrite(t *testing.T, h Harness) {
 	for range 3 {
 		_, err = f.Service.Issue(ctx, tpl.ID, "poison", "poison-1")
 		require.ErrorContains(t, err, "poisoned")
-		assert.Equal(t, "internal", coupon.Code(err))
+		assert.Equal(t, errcode.Unknown, errcode.CodeOf(err), "a storage failure is no business answer")
 		assert.Equal(t, coupon.Stats{Taken: 1, Issued: 1}, f.stats(t, tpl.ID), "a failed write gives its take back")
 	}
 	_, err = f.DB.ExecContext(ctx, "DROP TRIGGER coupon_test_poison")

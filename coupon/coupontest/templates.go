@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/errcode"
 )
 
 func testTemplates(t *testing.T, h Harness) {
@@ -50,7 +51,7 @@ func testTemplates(t *testing.T, h Harness) {
 			var ve *coupon.ValidationError
 			require.ErrorAs(t, err, &ve)
 			assert.Equal(t, tc.field, ve.Field, "%v", err)
-			assert.Equal(t, "invalid_template", coupon.Code(err))
+			assert.Equal(t, "invalid_coupon_template", errcode.ReasonOf(err))
 		}
 		_, err := f.Service.Template(ctx, "t")
 		assert.ErrorIs(t, err, coupon.ErrTemplateNotFound, "an invalid template stores nothing")

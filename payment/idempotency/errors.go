@@ -5,44 +5,37 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/commercekit/commercekit/errcode"
 )
 
 // Sentinel errors, for errors.Is. The Store returns them wrapped in an *InvalidError or a
 // *KeyError, which carry the detail.
 var (
 	// ErrInvalid: a scope, key, fingerprint, response or option is malformed. Nothing was
-	// stored and nothing ran.
-	ErrInvalid = errors.New("idempotency: invalid argument")
+	// stored and nothing ran. It is errcode.ErrInvalidArgument.
+	ErrInvalid = errcode.ErrInvalidArgument
 
 	// ErrKeyReused: the key is bound to a different request (another fingerprint), whether
 	// that request is still running or has completed. The caller must use a new key; an
-	// HTTP server answers 422 Unprocessable Entity.
-	ErrKeyReused = errors.New("idempotency: key reused with a different request")
+	// HTTP server answers 422 Unprocessable Entity. It matches errcode.ErrKeyReused.
+	ErrKeyReused = errcode.Derive(errcode.ErrKeyReused, "idempotency: key reused with a different request")
 
 	// ErrInProgress: the first request with this key is still running. The caller may retry
 	// later with the same key and will then get that request's response; an HTTP server
 	// answers 409 Conflict.
-	ErrInProgress = errors.New("idempotency: a request with this key is in progress")
+	ErrInProgress = errcode.New(errcode.Conflict, "request_in_progress", "idempotency: a request with this key is in progress")
 
 	// ErrLockLost (fencing): the claim named by a token is no longer held, because its lock
 	// expired and another request took the key over, or because it was already completed or
 	// released. The response was not stored. Backends return this sentinel as it is; the
 	// Store wraps it in a *KeyError.
-	ErrLockLost = errors.New("idempotency: claim no longer held")
+	ErrLockLost = errcode.New(errcode.Conflict, "request_in_progress", "idempotency: claim no longer held")
 )
 
-// InvalidError says which argument is malformed and why. It matches ErrInvalid.
-type InvalidError struct {
-	Field  string // "scope", "key", "fingerprint", "response", "claim" or an option name
-	Reason string
-}
-
-func (e *InvalidError) Error() string {
-	return fmt.Sprintf("idempotency: invalid %s: %s", e.Field, e.Reason)
-}
-
-// Unwrap returns ErrInvalid.
-func (e *InvalidError) Unwrap() error { return ErrInvalid }
+// InvalidError says which argument ("scope", "key", "fingerprint", "response", "claim" or
+// an option name) is malformed and why. It matches ErrInvalid.
+type InvalidError = errcode.InvalidError
 
 // KeyError reports why a key cannot be used right now. Err is ErrKeyReused, ErrInProgress
 // or ErrLockLost, and errors.Is matches it.
@@ -62,7 +55,8 @@ func (e *KeyError) Error() string {
 func (e *KeyError) Unwrap() error { return e.Err }
 
 // HTTPStatus maps the package's errors to HTTP status codes, in one place, the way an HTTP
-// server should answer them (Stripe's choices): ErrInvalid 400, ErrKeyReused 422,
+// server should answer them (Stripe's choices): ErrInvalid 400 (being
+// errcode.ErrInvalidArgument, also any other package's invalid input), ErrKeyReused 422,
 // ErrInProgress 409, ErrLockLost 409. ok is false for any other error.
 func HTTPStatus(err error) (status int, ok bool) {
 	switch {

@@ -35,18 +35,20 @@
 //
 // # Errors
 //
-// Every error is application/problem+json (RFC 9457) with a stable "code". errorRules in
-// errors.go is the one table from domain errors (errors.Is over commerce's and the leaves'
-// sentinels) to statuses: 400 malformed input, 401 missing/invalid/expired token, 403 not
-// an admin, 404 not found (also another user's order or coupon), 409 a state conflict or a
-// request with the same Idempotency-Key still running, 413 a body over the limit, 422 a
-// rule violation or an Idempotency-Key reused for another request, 429 rate limited, 503 a
-// dependency down or a timeout (with Retry-After). A dependency failure is classified
-// once: the packages wrap Redis, MySQL and Kafka transport errors as errcode.ErrUnavailable
-// (internal/depfail), the table's first row answers it 503 dependency_unavailable, and the
-// same classifier catches a raw transport error that slipped through, so a dependency is
-// never a 500 nor a business answer. Per-dependency timeouts (timeouts.go) keep that answer
-// quick.
+// Every error is application/problem+json (RFC 9457) with a stable "code": the reason the
+// error carries (errcode.ReasonOf: "out_of_stock", "coupon_sold_out", ...). codeRules in
+// errors.go is the one table from error codes (errcode.Code, which every package's errors
+// carry) to statuses: 400 malformed input, 401 missing/invalid/expired token or bad
+// credentials, 403 not an admin, 404 not found (also another user's order), 409 a state
+// conflict or a request with the same Idempotency-Key still running, 413 a body over the
+// limit, 422 a rule violation or an Idempotency-Key reused for another request, 429 rate
+// limited, 503 a dependency down or a timeout (with Retry-After). A coupon named at
+// checkout that is unknown, another user's or not usable is 422 coupon_unusable. A
+// dependency failure is classified once: the packages wrap Redis, MySQL and Kafka
+// transport errors as errcode.ErrUnavailable (internal/depfail), which errcode.CodeOf puts
+// before any business meaning (503 dependency_unavailable), and the same classifier
+// catches a raw transport error that slipped through, so a dependency is never a 500 nor a
+// business answer. Per-dependency timeouts (timeouts.go) keep that answer quick.
 //
 // # Idempotency
 //
@@ -61,7 +63,10 @@
 // before anything ran (400, 413) are not, so the retry runs again. A response the store could not take at once (Redis or MySQL down) is still
 // answered and stored in the background. The key is also passed to commerce, whose own idempotency covers
 // the case where the stored response is lost. The SQL store is used on the embedded default,
-// the Redis store when Redis is configured.
+// the Redis store when Redis is configured. A replayed 201 carries its Location again.
+// POST /v1/coupon-templates/{id}/issue requires a key too (the coupon's request ID is made
+// from it). On every route a missing key is 400 idempotency_key_missing, and one over 255
+// bytes or not UTF-8 is 400 invalid_idempotency_key.
 //
 // # Backends
 //

@@ -3,6 +3,7 @@ package server_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,10 +28,12 @@ func TestIdempotentReplays(t *testing.T) {
 			// the same JSON written differently is the same request.
 			first := expect(t, a.call("POST", "/v1/orders", alice, "K", body), http.StatusCreated)
 			assert.Empty(t, first.Header.Get(server.ReplayedHeader))
+			require.Equal(t, "/v1/orders/"+as[server.OrderJSON](t, first).ID, first.Header.Get("Location"))
 			for _, again := range []any{body, `{ "lines" : [ {"qty": 1, "product_id": "p1"} ] }`} {
 				r := expect(t, a.call("POST", "/v1/orders", alice, "K", again), http.StatusCreated)
 				assert.Equal(t, "true", r.Header.Get(server.ReplayedHeader))
 				assert.Equal(t, string(first.Body), string(r.Body))
+				assert.Equal(t, first.Header.Get("Location"), r.Header.Get("Location"), "a replayed 201 keeps its Location")
 			}
 			// Same key, another request: 422, nothing placed.
 			expectProblem(t, a.call("POST", "/v1/orders", alice, "K", server.PlaceOrderJSON{
@@ -73,6 +76,37 @@ func TestIdempotentReplays(t *testing.T) {
 			assert.Equal(t, 1, a.sim.Charges(payID), "charged once")
 		})
 	}
+}
+
+// TestIdempotencyKeyChecks: a missing key, and a key too long (by bytes or characters) or
+// not UTF-8, get one answer on every route that takes a key;
+// a replayed top-up keeps its Location.
+func TestIdempotencyKeyChecks(t *testing.T) {
+	a := start(t, embedded, nil)
+	setup(t, a, "p1", 9000, 10)
+	alice := token(t, "alice", false)
+	order := server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}
+	topUp := server.TopUpRequestJSON{Amount: 5000, Method: "CARD", Token: "tok_1"}
+	for _, route := range []struct {
+		path string
+		body any
+	}{{"/v1/orders", order}, {"/v1/orders", server.PlaceOrderJSON{FromCart: true}}, {"/v1/points/top-ups", topUp},
+		{"/v1/coupon-templates/tpl-p1/issue", nil}, {"/v1/cart/items", server.LineJSON{ProductID: "p1", Qty: 1}}} {
+		expectProblem(t, a.call("POST", route.path, alice, "", route.body), http.StatusBadRequest, "idempotency_key_missing")
+		for _, key := range []string{strings.Repeat("k", 256), strings.Repeat("가", 86), "\xff\xfe"} {
+			p := expectProblem(t, a.call("POST", route.path, alice, key, route.body), http.StatusBadRequest, "invalid_idempotency_key")
+			assert.Equal(t, server.IdempotencyKeyHeader, p.Field)
+		}
+		r := a.call("POST", route.path, alice, strings.Repeat("k", 255), route.body)
+		assert.NotEqual(t, http.StatusBadRequest, r.Status, "a key of 255 bytes is good: %s", r.Body)
+	}
+	assert.Equal(t, int64(1), as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil)).Reserved,
+		"only the order with a good key was placed")
+
+	first := expect(t, a.call("POST", "/v1/points/top-ups", alice, "top", topUp), http.StatusCreated)
+	again := expect(t, a.call("POST", "/v1/points/top-ups", alice, "top", topUp), http.StatusCreated)
+	assert.Equal(t, "true", again.Header.Get(server.ReplayedHeader))
+	assert.Equal(t, "/v1/points/top-ups/"+as[server.TopUpJSON](t, first).ID, again.Header.Get("Location"))
 }
 
 // TestFlashSale: 2,000 buyers race for 100 units over HTTP on MySQL + Redis + Kafka + the
@@ -180,4 +214,21 @@ func TestFinalAnswersKeepTheKey(t *testing.T) {
 			assert.Equal(t, "PAID", o.Status)
 		})
 	}
+}
+
+// TestBadPathIDs: a malformed ID in the path is 400, as the OpenAPI document says, not 404.
+func TestBadPathIDs(t *testing.T) {
+	a := start(t, embedded, nil)
+	setup(t, a, "p1", 9000, 10)
+	alice := token(t, "alice", false)
+	bad := strings.Repeat("x", 300)
+	for _, path := range []string{"/v1/products/" + bad, "/v1/products/" + bad + "/stock", "/v1/orders/" + bad,
+		"/v1/points/top-ups/" + bad, "/v1/products/" + bad + "/metrics"} {
+		r := a.call("GET", path, alice, "", nil)
+		assert.Equal(t, http.StatusBadRequest, r.Status, "%s: %s", path, r.Body)
+	}
+	r := a.call("POST", "/v1/coupon-templates/"+bad+"/issue", alice, "k", nil)
+	assert.Equal(t, http.StatusBadRequest, r.Status, "%s", r.Body)
+	r = a.call("POST", "/v1/orders/"+bad+"/pay", alice, "k", server.PayJSON{Method: "CARD", Token: "tok_1"})
+	assert.Equal(t, http.StatusBadRequest, r.Status, "%s", r.Body)
 }

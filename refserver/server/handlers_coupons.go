@@ -27,10 +27,8 @@ func (s *Server) createCouponTemplate(w http.ResponseWriter, r *http.Request) {
 // returns the same coupon; it is scoped to the caller (the request ID the coupon package
 // sees is a hash of user and key, 64 hex digits).
 func (s *Server) issueCoupon(w http.ResponseWriter, r *http.Request) {
-	key := r.Header.Get(IdempotencyKeyHeader)
-	if key == "" || len(key) > 255 {
-		writeProblem(w, r, newProblem(http.StatusBadRequest, "idempotency_key_missing", "Bad Request",
-			"this route requires an Idempotency-Key header of 1-255 characters"))
+	key, ok := idempotencyKey(w, r)
+	if !ok {
 		return
 	}
 	user := principal(r.Context()).UserID

@@ -7,7 +7,12 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
+	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/payment/idempotency"
 )
@@ -52,10 +57,8 @@ func keepResponse(status int, header http.Header) bool {
 // first still runs 409.
 func (s *Server) idempotent(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		key := r.Header.Get(IdempotencyKeyHeader)
-		if key == "" {
-			writeProblem(w, r, newProblem(http.StatusBadRequest, "idempotency_key_missing", "Bad Request",
-				"this route requires an Idempotency-Key header (a unique value per operation, e.g. a UUID)"))
+		key, ok := idempotencyKey(w, r)
+		if !ok {
 			return
 		}
 		body, err := readAll(r)
@@ -91,6 +94,9 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		default:
 			if replayed {
 				w.Header().Set(ReplayedHeader, "true")
+				if loc := location(r, resp); loc != "" {
+					w.Header().Set("Location", loc)
+				}
 			} else {
 				copyHeader(w.Header(), rec.header)
 			}
@@ -101,6 +107,42 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			writeRaw(w, resp.Status, ct, resp.Body)
 		}
 	})
+}
+
+// idempotencyKey reads the Idempotency-Key header of a route that requires one, or answers
+// 400: idempotency_key_missing without one, invalid_idempotency_key for one longer than
+// commerce.MaxKeyLen bytes (the shortest limit of those behind the routes: the key store
+// counts 255 characters, checkout 255 bytes), not UTF-8 or with a control character. Every route
+// checks its key here, so a bad key gets one answer wherever it is sent.
+func idempotencyKey(w http.ResponseWriter, r *http.Request) (string, bool) {
+	key := r.Header.Get(IdempotencyKeyHeader)
+	switch {
+	case key == "":
+		writeProblem(w, r, newProblem(http.StatusBadRequest, "idempotency_key_missing", "Bad Request",
+			"this route requires an Idempotency-Key header (a unique value per operation, e.g. a UUID)"))
+		return "", false
+	case len(key) > commerce.MaxKeyLen || !utf8.ValidString(key) || strings.ContainsFunc(key, unicode.IsControl):
+		p := newProblem(http.StatusBadRequest, "invalid_idempotency_key", "Bad Request",
+			"the Idempotency-Key must be 1-"+strconv.Itoa(commerce.MaxKeyLen)+" bytes of UTF-8 without control characters")
+		p.Field = IdempotencyKeyHeader
+		writeProblem(w, r, p)
+		return "", false
+	}
+	return key, true
+}
+
+// location is the Location header of a replayed 201, which the store does not keep: the
+// created resource, at the route's path followed by the stored body's "id" (POST
+// /v1/orders → /v1/orders/{id}, POST /v1/points/top-ups → /v1/points/top-ups/{id}), as
+// the handlers set it on the first answer.
+func location(r *http.Request, resp idempotency.Response) string {
+	var created struct {
+		ID string `json:"id"`
+	}
+	if resp.Status != http.StatusCreated || json.Unmarshal(resp.Body, &created) != nil || created.ID == "" {
+		return ""
+	}
+	return r.URL.Path + "/" + created.ID
 }
 
 // recorder buffers a handler's response so that it can be stored before it is sent.

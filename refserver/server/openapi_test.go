@@ -17,8 +17,11 @@ import (
 // Idempotency-Key parameter or security.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	var doc struct {
-		OpenAPI string                                `json:"openapi"`
-		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+		OpenAPI    string                                `json:"openapi"`
+		Paths      map[string]map[string]json.RawMessage `json:"paths"`
+		Components struct {
+			Responses map[string]json.RawMessage `json:"responses"`
+		} `json:"components"`
 	}
 	require.NoError(t, json.Unmarshal(openAPI, &doc))
 	require.True(t, strings.HasPrefix(doc.OpenAPI, "3."))
@@ -39,7 +42,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 				Ref  string `json:"$ref"`
 				Name string `json:"name"`
 			} `json:"parameters"`
-			Responses map[string]json.RawMessage `json:"responses"`
+			Responses   map[string]json.RawMessage `json:"responses"`
+			RequestBody json.RawMessage            `json:"requestBody"`
 		}
 		raw, ok := doc.Paths[rt.Path][strings.ToLower(rt.Method)]
 		if !ok {
@@ -59,10 +63,43 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		if rt.Write && rt.Auth != AuthNone {
 			assert.Contains(t, op.Responses, "429", "%s is rate-limited", rt.Pattern())
 		}
+		if strings.Contains(rt.Path, "{") && !strings.HasPrefix(rt.Path, "/v1/admin/outbox/") { // the relay takes any ID
+			assert.Contains(t, op.Responses, "400", "%s: a malformed ID in the path is 400", rt.Pattern())
+		}
+		if op.RequestBody != nil {
+			assert.Contains(t, op.Responses, "413", "%s reads a body, which has a limit", rt.Pattern())
+		}
+		for status, raw := range op.Responses {
+			headers := responseHeaders(t, doc.Components.Responses, raw)
+			switch {
+			case status == "429" || status == "503":
+				assert.Contains(t, headers, "Retry-After", "%s %s", rt.Pattern(), status)
+			case status == "201" && rt.Idempotent:
+				assert.Contains(t, headers, "Location", "%s %s", rt.Pattern(), status)
+			}
+			if rt.Idempotent && strings.HasPrefix(status, "2") {
+				assert.Contains(t, headers, "Idempotent-Replayed", "%s %s", rt.Pattern(), status)
+			}
+		}
 	}
 	sort.Strings(documented)
 	sort.Strings(served)
 	assert.Equal(t, served, documented, "routes served vs operations documented")
+}
+
+// responseHeaders returns the headers a response of the document declares, following a
+// $ref to the shared responses.
+func responseHeaders(t *testing.T, shared map[string]json.RawMessage, raw json.RawMessage) map[string]json.RawMessage {
+	var r struct {
+		Ref     string                     `json:"$ref"`
+		Headers map[string]json.RawMessage `json:"headers"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &r))
+	if name, ok := strings.CutPrefix(r.Ref, "#/components/responses/"); ok {
+		require.Contains(t, shared, name)
+		return responseHeaders(t, shared, shared[name])
+	}
+	return r.Headers
 }
 
 // TestOpenAPIServed checks the document is served as JSON.

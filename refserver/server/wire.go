@@ -294,9 +294,6 @@ func zeroTime(t *time.Time) time.Time {
 	return *t
 }
 
-// errMalformed marks input the server could not read: 400 malformed_request.
-var errMalformed = errors.New("malformed request")
-
 // malformed returns an errMalformed with a reason.
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errMalformed, fmt.Sprintf(format, args...))
