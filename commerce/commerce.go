@@ -12,6 +12,7 @@ import (
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/payment"
 )
@@ -239,7 +240,7 @@ func (s *Service) step(name string) error {
 
 func (s *Service) observe(o Outcome, amount int64) {
 	if s.cfg.obs != nil {
-		s.cfg.obs.Observe(o, amount)
+		s.cfg.obs.Observe(observe.Event{Component: "commerce", Name: string(o), N: amount})
 	}
 }
 

@@ -2,7 +2,6 @@ package commerce_test
 
 import (
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -11,23 +10,10 @@ import (
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
 )
-
-// parallel runs fn(i) for i in [0, n) on workers goroutines.
-func parallel(n, workers int, fn func(i int)) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				fn(i)
-			}
-		})
-	}
-	wg.Wait()
-}
 
 // flashSale has buyers race for units, each placing an order of one unit with a coupon of
 // 1,000 and 500 points, and paying the rest by card. Exactly `units` orders must be paid,
@@ -36,14 +22,14 @@ func flashSale(t *testing.T, e *commercetest.Env, buyers, units, workers int) {
 	sku := e.Product(t, 10_000, int64(units))
 	tpl := e.CouponTemplate(t, 1_000)
 	bs := make([]buyer, buyers)
-	parallel(buyers, workers, func(i int) {
+	testkit.Parallel(buyers, workers, func(i int) {
 		user := e.ID("buyer")
 		e.GivePoints(t, user, 800)
 		bs[i] = buyer{user: user, coupon: e.GiveCoupon(t, tpl, user)}
 	})
 
 	var paid, soldOut atomic.Int64
-	parallel(buyers, workers, func(i int) {
+	testkit.Parallel(buyers, workers, func(i int) {
 		b := bs[i]
 		o, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: b.user, CouponID: b.coupon, Points: 500,
 			Lines: []commerce.Line{{ProductID: sku, Qty: 1}}, IdempotencyKey: "sale"})
@@ -111,7 +97,7 @@ func TestPayCancelExpireRace(t *testing.T) {
 			return err == nil || errors.Is(err, commerce.ErrInvalidState) || errors.Is(err, commerce.ErrOrderExpired)
 		}
 		paying := place()
-		parallel(4*n, 12, func(i int) {
+		testkit.Parallel(4*n, 12, func(i int) {
 			o := paying[i/4]
 			var err error
 			if i%2 == 0 {
@@ -125,7 +111,7 @@ func TestPayCancelExpireRace(t *testing.T) {
 		e.Clock.Advance(commerce.DefaultOrderExpiry)
 		expiring := place()
 		e.Clock.Advance(commerce.DefaultOrderExpiry)
-		parallel(2*n, 12, func(i int) {
+		testkit.Parallel(2*n, 12, func(i int) {
 			o := expiring[i/2]
 			var err error
 			if i%2 == 0 {
@@ -164,7 +150,7 @@ func TestConcurrentPlaceReplays(t *testing.T) {
 		sku := e.Product(t, 10_000, 10)
 		b := newBuyer(t, e, 1_000, 1_000)
 		ids := make([]string, 16)
-		parallel(len(ids), 8, func(i int) {
+		testkit.Parallel(len(ids), 8, func(i int) {
 			o, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: b.user, CouponID: b.coupon, Points: 1_000,
 				Lines: []commerce.Line{{ProductID: sku, Qty: 3}}, IdempotencyKey: "same"})
 			if assert.NoError(t, err) {

@@ -2,12 +2,7 @@ package commerce_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/coupon"
@@ -18,6 +13,7 @@ import (
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
+	"github.com/commercekit/commercekit/sqlitedb"
 )
 
 // Example is checkout in the embedded configuration: one SQLite database for everything,
@@ -25,12 +21,10 @@ import (
 // points, orders with a coupon and points, pays the rest by card, and cancels.
 func Example() {
 	ctx := context.Background()
-	sqldb, err := sql.Open(sqliteshim.ShimName, "file:commerce-example?mode=memory&cache=shared")
+	db, err := sqlitedb.Open("file:commerce-example?mode=memory&cache=shared")
 	if err != nil {
 		panic(err)
 	}
-	sqldb.SetMaxOpenConns(1) // SQLite: one writer; do everything through it
-	db := bun.NewDB(sqldb, sqlitedialect.New())
 	defer db.Close()
 	if err := commerce.CreateAllSchemas(ctx, db, sqlinventory.CreateSchema, sqlcoupon.CreateSchema); err != nil {
 		panic(err)

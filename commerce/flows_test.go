@@ -15,6 +15,7 @@ import (
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
@@ -701,7 +702,7 @@ func TestAuditFindsDiscrepancies(t *testing.T) {
 
 func TestObserver(t *testing.T) {
 	counts := map[commerce.Outcome]int{}
-	obs := commerce.ObserverFunc(func(o commerce.Outcome, _ int64) { counts[o]++ })
+	obs := observe.Func(func(e observe.Event) { counts[commerce.Outcome(e.Name)]++ })
 	e := commercetest.SQLite(t, commerce.WithObserver(obs))
 	sku := e.Product(t, 10_000, 10)
 	b := newBuyer(t, e, 0, 0)

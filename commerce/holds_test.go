@@ -13,6 +13,7 @@ import (
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
 	"github.com/commercekit/commercekit/hold/holdtest"
+	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
@@ -20,29 +21,18 @@ import (
 	"github.com/commercekit/commercekit/ledger"
 )
 
-// testClock is a clock the test moves.
-type testClock struct{ t atomic.Int64 }
-
-func newTestClock() *testClock {
-	c := &testClock{}
-	c.t.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro())
-	return c
-}
-func (c *testClock) now() time.Time          { return time.UnixMicro(c.t.Load()).UTC() }
-func (c *testClock) advance(d time.Duration) { c.t.Add(d.Microseconds()) }
-
 // TestHoldersConform runs the hold contract's suite against checkout's three adapters, on
 // real stores: the SQL inventory and the plain Redis one (outside SQL), the ledger, coupons.
 func TestHoldersConform(t *testing.T) {
 	ctx := context.Background()
-	sqlite := func(t *testing.T) (*bun.DB, *testClock) {
+	sqlite := func(t *testing.T) (*bun.DB, *testclock.Clock) {
 		db := testenv.SQLite(t)
 		require.NoError(t, CreateAllSchemas(ctx, db, sqlinventory.CreateSchema, sqlcoupon.CreateSchema))
-		return db, newTestClock()
+		return db, testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	}
 	stock := func(t *testing.T, backend func(db *bun.DB) inventory.Backend) {
 		db, clock := sqlite(t)
-		inv := inventory.New(backend(db), inventory.WithClock(clock.now))
+		inv := inventory.New(backend(db), inventory.WithClock(clock.Now))
 		var n atomic.Int64
 		holdtest.Run(t, holdtest.Harness[stockHold]{
 			Holder: stockHolds{inv},
@@ -52,7 +42,7 @@ func TestHoldersConform(t *testing.T) {
 				require.NoError(t, err)
 				return stockHold{Buyer: "buyer", Lines: []inventory.Line{{SKU: sku, Qty: 2}}}
 			},
-			Advance: clock.advance,
+			Advance: clock.Advance,
 		})
 	}
 	t.Run("stock/SQL", func(t *testing.T) {
@@ -64,7 +54,7 @@ func TestHoldersConform(t *testing.T) {
 	})
 	t.Run("points", func(t *testing.T) {
 		db, clock := sqlite(t)
-		led := ledger.New(db, ledger.WithClock(clock.now))
+		led := ledger.New(db, ledger.WithClock(clock.Now))
 		var n atomic.Int64
 		holdtest.Run(t, holdtest.Harness[pointsHold]{
 			Holder: pointHolds{led},
@@ -74,25 +64,25 @@ func TestHoldersConform(t *testing.T) {
 				require.NoError(t, err)
 				return pointsHold{User: user, Amount: 30}
 			},
-			Advance: clock.advance,
+			Advance: clock.Advance,
 		})
 	})
 	t.Run("coupon", func(t *testing.T) {
 		db, clock := sqlite(t)
-		coup := coupon.New(db, sqlcoupon.New(), coupon.WithClock(clock.now))
+		coup := coupon.New(db, sqlcoupon.New(), coupon.WithClock(clock.Now))
 		_, err := coup.CreateTemplate(ctx, coupon.Template{
 			ID: "tpl", Name: "1,000 off", Terms: coupon.Terms{Kind: coupon.FixedAmount, Amount: 1000}, TotalQuantity: 100, PerUserLimit: 100,
 		})
 		require.NoError(t, err)
 		var n atomic.Int64
 		holdtest.Run(t, holdtest.Harness[couponHold]{
-			Holder: couponHolds{coup: coup, now: clock.now},
+			Holder: couponHolds{coup: coup, now: clock.Now},
 			Request: func(t *testing.T) couponHold {
 				c, err := coup.Issue(ctx, "tpl", "user", fmt.Sprintf("issue-%d", n.Add(1)))
 				require.NoError(t, err)
 				return couponHold{CouponID: c.ID, User: "user", OrderAmount: 10_000}
 			},
-			Advance: clock.advance,
+			Advance: clock.Advance,
 		})
 	})
 }

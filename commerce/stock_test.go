@@ -17,6 +17,7 @@ import (
 	"github.com/commercekit/commercekit/commerce/commercetest"
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment"
 )
 
@@ -181,7 +182,7 @@ func saleWithFault(t *testing.T, fault func(*testing.T, *testenv.Own)) {
 		placedBefore  []string
 		faultDone     = make(chan struct{})
 	)
-	parallel(buyers, workers, func(i int) {
+	testkit.Parallel(buyers, workers, func(i int) {
 		if i == buyers/10 { // mid-race: most units are still to be sold
 			faulted.Do(func() {
 				fault(t, own)

@@ -7,6 +7,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/payment"
 )
 
@@ -307,17 +308,7 @@ const (
 	OutcomeToppedUp  Outcome = "topped_up"
 )
 
-// Observer is the metrics hook of a Service (implement it with Prometheus counters, for
-// example). It is called after the change committed, synchronously: keep it cheap and safe
-// for concurrent use.
-type Observer interface {
-	// Observe is told of one order (or top-up) reaching an outcome, with its amount due (or
-	// top-up amount).
-	Observe(o Outcome, amount int64)
-}
-
-// ObserverFunc adapts a function to Observer.
-type ObserverFunc func(o Outcome, amount int64)
-
-// Observe calls f.
-func (f ObserverFunc) Observe(o Outcome, amount int64) { f(o, amount) }
+// Observer is the metrics hook of a Service, the one shape every package shares: it is told,
+// after the change committed, an Event with Component "commerce" for each order (or
+// top-up) reaching an outcome: Name the Outcome, N its amount due (or top-up amount).
+type Observer = observe.Observer

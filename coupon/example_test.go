@@ -2,30 +2,26 @@ package coupon_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/sqlitedb"
 )
 
 // Example issues a first-come coupon on SQLite and uses it at checkout: reserved inside the
 // order's transaction, confirmed once paid.
 func Example() {
 	ctx := context.Background()
-	sqldb, err := sql.Open(sqliteshim.ShimName, "file:coupon_example?mode=memory&cache=shared")
+	db, err := sqlitedb.Open("file:coupon_example?mode=memory&cache=shared")
 	if err != nil {
 		panic(err)
 	}
-	sqldb.SetMaxOpenConns(1) // SQLite: one writer; keep the in-memory database alive
-	db := bun.NewDB(sqldb, sqlitedialect.New())
 	defer db.Close()
 	if err := coupon.CreateSchema(ctx, db); err != nil {
 		panic(err)

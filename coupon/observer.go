@@ -1,6 +1,10 @@
 package coupon
 
-import "time"
+import (
+	"time"
+
+	"github.com/commercekit/commercekit/observe"
+)
 
 // Op names an observed operation.
 type Op string
@@ -15,30 +19,18 @@ const (
 	OpRecount Op = "recount"
 )
 
-// Event is one observed operation.
-type Event struct {
-	Op         Op
-	TemplateID string // for OpIssue and OpRecount
-	// Err is the operation's error (nil on success); errcode.ReasonOf(Err) makes a metric label.
-	Err     error
-	Elapsed time.Duration
-	// Count is how many reservations OpSweep restored.
-	Count int
-}
-
-// Observer receives an Event after each operation. Implement it to export metrics (e.g. a
-// Prometheus counter by Op and errcode.ReasonOf(Err) and a histogram of Elapsed); the
-// package never registers metrics itself. Observe must be safe for concurrent use and
-// should not block.
-type Observer interface {
-	Observe(Event)
-}
-
-type nopObserver struct{}
-
-func (nopObserver) Observe(Event) {}
+// Observer receives an Event after each operation, the one shape every package shares:
+// Component "coupon", Name an Op, Elapsed, Err (nil on success; errcode.ReasonOf(Err) makes
+// a metric label) and, for OpIssue and OpRecount, Labels {"template": the template's ID}. After a
+// sweep that restored n > 0 reservations it also receives observe.Expired("coupon",
+// "reservation", n). The package never registers metrics itself.
+type Observer = observe.Observer
 
 // observe reports an operation that started at start.
 func (s *Service) observe(op Op, templateID string, start time.Time, err error) {
-	s.observer.Observe(Event{Op: op, TemplateID: templateID, Err: err, Elapsed: time.Since(start)})
+	e := observe.Timed("coupon", string(op), start, err)
+	if templateID != "" {
+		e.Labels = map[string]string{"template": templateID}
+	}
+	s.observer.Observe(e)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/observe"
 )
 
 // sweepBatch is how many expired holds Sweep reads at a time.
@@ -232,7 +233,10 @@ func (s *Service) Redemptions(ctx context.Context, orderID string) ([]Redemption
 func (s *Service) Sweep(ctx context.Context) (n int, err error) {
 	start := time.Now()
 	defer func() {
-		s.observer.Observe(Event{Op: OpSweep, Err: err, Elapsed: time.Since(start), Count: n})
+		s.observe(OpSweep, "", start, err)
+		if n > 0 {
+			s.observer.Observe(observe.Expired("coupon", "reservation", n))
+		}
 	}()
 	now := s.now()
 	for {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/observe"
 )
 
 // Service is the coupon API: templates, issuance, wallets and redemption. Its durable
@@ -67,7 +69,7 @@ func New(db bun.IDB, issuer Issuer, opts ...Option) *Service {
 		issuer:    issuer,
 		clock:     time.Now,
 		log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		observer:  nopObserver{},
+		observer:  observe.Nop{},
 		templates: make(map[string]Template),
 	}
 	for _, opt := range opts {

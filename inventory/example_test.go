@@ -2,28 +2,22 @@ package inventory_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
-
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/sqlinventory"
+	"github.com/commercekit/commercekit/sqlitedb"
 )
 
 // A flash sale on the embedded SQLite backend: two units, one per buyer.
 func Example() {
 	ctx := context.Background()
-	sqldb, err := sql.Open(sqliteshim.ShimName, "file:example?mode=memory&cache=shared")
+	db, err := sqlitedb.Open("file:example?mode=memory&cache=shared")
 	if err != nil {
 		panic(err)
 	}
-	sqldb.SetMaxOpenConns(1)
-	db := bun.NewDB(sqldb, sqlitedialect.New())
 	defer db.Close()
 	if err := sqlinventory.CreateSchema(ctx, db); err != nil {
 		panic(err)

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/observe"
 )
 
 // Inventory is the portable stock-reservation API. It validates and normalizes every
@@ -52,7 +54,7 @@ func (inv *Inventory) now() time.Time {
 // observe reports an operation to the Observer, if any; start is zero without one.
 func (inv *Inventory) observe(op Op, start time.Time, err error) {
 	if inv.cfg.obs != nil {
-		inv.cfg.obs.Observe(op, time.Since(start), err)
+		inv.cfg.obs.Observe(observe.Timed("inventory", string(op), start, err))
 	}
 }
 

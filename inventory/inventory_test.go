@@ -3,7 +3,6 @@ package inventory_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/sqlinventory"
+	"github.com/commercekit/commercekit/observe"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -31,27 +31,6 @@ func TestLinesEncoding(t *testing.T) {
 }
 
 // observer records what an Inventory reports.
-type observer struct {
-	mu      sync.Mutex
-	ops     []string
-	expired int
-}
-
-func (o *observer) Observe(op inventory.Op, elapsed time.Duration, err error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	s := string(op)
-	if err != nil {
-		s += " failed"
-	}
-	o.ops = append(o.ops, s)
-}
-
-func (o *observer) Expired(n int) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.expired += n
-}
 
 // TestObserverAndDefaults checks the metrics hook and the default TTL on a real backend.
 func TestObserverAndDefaults(t *testing.T) {
@@ -60,7 +39,7 @@ func TestObserverAndDefaults(t *testing.T) {
 	require.NoError(t, sqlinventory.CreateSchema(ctx, db))
 	require.NoError(t, sqlinventory.CreateSchema(ctx, db), "CreateSchema is idempotent")
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	obs := &observer{}
+	obs := &observe.Recorder{}
 	inv := inventory.New(sqlinventory.New(db), inventory.WithObserver(obs), inventory.WithClock(func() time.Time { return now }))
 
 	_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "a", OnHand: 1})
@@ -75,8 +54,17 @@ func TestObserverAndDefaults(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 
-	assert.Equal(t, []string{"set_stock", "reserve", "reserve failed", "sweep"}, obs.ops)
-	assert.Equal(t, 1, obs.expired)
+	var ops []string
+	for _, e := range obs.Events() {
+		switch {
+		case e.Err != nil:
+			ops = append(ops, e.Name+" failed")
+		case e.Name != "expired":
+			ops = append(ops, e.Name)
+		}
+	}
+	assert.Equal(t, []string{"set_stock", "reserve", "reserve failed", "sweep"}, ops)
+	assert.EqualValues(t, 1, obs.Sum("expired", map[string]string{"kind": "reservation"}))
 }
 
 // TestStateErrors checks the typed errors' matching and messages.

@@ -1,6 +1,6 @@
 package inventory
 
-import "time"
+import "github.com/commercekit/commercekit/observe"
 
 // Op names an Inventory operation for an Observer.
 type Op string
@@ -18,13 +18,8 @@ const (
 	OpStocks   Op = "stocks"
 )
 
-// Observer is the metrics hook of an Inventory (implement it with Prometheus counters and
-// histograms, for example). Methods are called synchronously and must be cheap and safe
-// for concurrent use.
-type Observer interface {
-	// Observe is called after every operation with its duration and result (nil on success;
-	// domain errors such as ErrInsufficientStock are results too).
-	Observe(op Op, elapsed time.Duration, err error)
-	// Expired is called after a sweep expired n > 0 reservations.
-	Expired(n int)
-}
+// Observer is the metrics hook of an Inventory, the one shape every package shares. It is
+// told, with Component "inventory", an Event after every operation (Name an Op, Elapsed,
+// Err: nil on success; domain errors such as ErrInsufficientStock are results too), and
+// observe.Expired("inventory", "reservation", n) after a sweep expired n > 0 reservations.
+type Observer = observe.Observer

@@ -3,6 +3,8 @@ package inventory
 import (
 	"context"
 	"time"
+
+	"github.com/commercekit/commercekit/observe"
 )
 
 // Sweep expires every reservation whose deadline has passed (by the Inventory's clock),
@@ -23,7 +25,7 @@ func (inv *Inventory) Sweep(ctx context.Context) (int, error) {
 		}
 	}
 	if total > 0 && inv.cfg.obs != nil {
-		inv.cfg.obs.Expired(total)
+		inv.cfg.obs.Observe(observe.Expired("inventory", "reservation", total))
 	}
 	inv.observe(OpSweep, start, err)
 	return total, err

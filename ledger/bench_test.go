@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/ledger"
 )
 
@@ -22,15 +23,15 @@ const clients = 50
 // It reports spends/s beside ns/op. See the package documentation for the command that
 // measures it against a native MariaDB beside the raw single-row transaction rate.
 func BenchmarkSpend(b *testing.B) {
-	for _, be := range backends {
+	for _, be := range testenv.Databases() {
 		for _, accounts := range []int{1, 1000} {
-			name := fmt.Sprintf("%s/hot", be.name)
+			name := fmt.Sprintf("%s/hot", be.Name)
 			if accounts > 1 {
-				name = fmt.Sprintf("%s/spread-%d", be.name, accounts)
+				name = fmt.Sprintf("%s/spread-%d", be.Name, accounts)
 			}
 			b.Run(name, func(b *testing.B) {
 				ctx := context.Background()
-				db := be.open(b)
+				db := be.Open(b)
 				require.NoError(b, ledger.CreateSchema(ctx, db))
 				l := ledger.New(db)
 				require.NoError(b, db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {

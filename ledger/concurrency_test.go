@@ -3,7 +3,6 @@ package ledger_test
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,27 +10,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 )
-
-// parallel runs fn(0..n-1) in n goroutines, released together, and waits for them.
-func parallel(n int, fn func(i int)) {
-	var ready, done sync.WaitGroup
-	start := make(chan struct{})
-	ready.Add(n)
-	done.Add(n)
-	for i := range n {
-		go func() {
-			defer done.Done()
-			ready.Done()
-			<-start
-			fn(i)
-		}()
-	}
-	ready.Wait()
-	close(start)
-	done.Wait()
-}
 
 // TestConcurrentSpendsNeverOversell: 200 goroutines spend 1 point each from 100.
 func TestConcurrentSpendsNeverOversell(t *testing.T) {
@@ -39,7 +20,7 @@ func TestConcurrentSpendsNeverOversell(t *testing.T) {
 		e.charge("c1", "alice", 100)
 		var ok, short atomic.Int64
 		errs := make(chan error, 200)
-		parallel(200, func(i int) {
+		testkit.Together(200, func(i int) {
 			r, err := e.spend(fmt.Sprint("s", i), "alice", 1)
 			switch {
 			case err == nil && r.Balance.Available >= 0:
@@ -81,7 +62,7 @@ func TestHoldsAndSpendsRace(t *testing.T) {
 			}
 			return err == nil
 		}
-		parallel(150, func(i int) {
+		testkit.Together(150, func(i int) {
 			switch i % 3 {
 			case 0:
 				r, err := e.spend(fmt.Sprint("s", i), "alice", 13)
@@ -131,7 +112,7 @@ func TestRepeatedIDsApplyOnce(t *testing.T) {
 		t.Helper()
 		receipts := make([]ledger.Receipt, n)
 		errs := make([]error, n)
-		parallel(n, func(i int) { receipts[i], errs[i] = do() })
+		testkit.Together(n, func(i int) { receipts[i], errs[i] = do() })
 		for i := range n {
 			require.NoError(t, errs[i])
 			require.Equal(t, receipts[0], receipts[i])
@@ -171,7 +152,7 @@ func TestCaptureAndVoidRace(t *testing.T) {
 		e.hold("h1", "alice", 60)
 		var captures, voids, refused atomic.Int64
 		errs := make(chan error, 40)
-		parallel(40, func(i int) {
+		testkit.Together(40, func(i int) {
 			var r ledger.Receipt
 			var err error
 			if i%2 == 0 {
@@ -218,7 +199,7 @@ func TestConcurrentRefundsNeverExceedTheSpend(t *testing.T) {
 		_, err := e.spend("s1", "alice", 30)
 		require.NoError(t, err)
 		var ok, over atomic.Int64
-		parallel(60, func(i int) {
+		testkit.Together(60, func(i int) {
 			_, err := e.l.Refund(e.ctx, ledger.RefundRequest{ID: fmt.Sprint("r", i), SpendID: "s1", Amount: 1})
 			switch {
 			case err == nil:
@@ -245,9 +226,9 @@ func TestConcurrentSweepers(t *testing.T) {
 			require.NoError(t, err)
 			e.earn(fmt.Sprint("e", i), fmt.Sprint("u", i), 5, time.Minute)
 		}
-		e.clock.Add(time.Minute)
+		e.clock.Advance(time.Minute)
 		var resolved atomic.Int64
-		parallel(8, func(int) {
+		testkit.Together(8, func(int) {
 			n, err := e.l.Sweep(e.ctx)
 			assert.NoError(t, err)
 			resolved.Add(int64(n))

@@ -2,28 +2,22 @@ package ledger_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
-
 	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/sqlitedb"
 )
 
 // A checkout on SQLite: points are charged after a payment, held while the card is
 // charged, captured (partly) when the order is placed, and one spend is refunded.
 func Example() {
 	ctx := context.Background()
-	sqldb, err := sql.Open(sqliteshim.ShimName, "file:example?mode=memory&cache=shared")
+	db, err := sqlitedb.Open("file:example?mode=memory&cache=shared")
 	if err != nil {
 		panic(err)
 	}
-	sqldb.SetMaxOpenConns(1)
-	db := bun.NewDB(sqldb, sqlitedialect.New())
 	defer db.Close()
 	if err := ledger.CreateSchema(ctx, db); err != nil {
 		panic(err)

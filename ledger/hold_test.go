@@ -3,7 +3,6 @@ package ledger_test
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/observe"
 )
 
 func TestHoldCaptureVoid(t *testing.T) {
@@ -27,7 +27,7 @@ func TestHoldCaptureVoid(t *testing.T) {
 		require.ErrorIs(t, err, ledger.ErrInsufficientPoints, "held points cannot be spent")
 
 		// A partial capture gives the rest back.
-		e.clock.Add(time.Minute)
+		e.clock.Advance(time.Minute)
 		captured, err := e.l.Capture(e.ctx, "h1", 200)
 		require.NoError(t, err)
 		assert.Equal(t, rec("h1", ledger.TypeCapture, "alice", 200, 800, 0, now.Add(time.Minute)), captured)
@@ -97,7 +97,7 @@ func TestHoldExpiry(t *testing.T) {
 		require.NoError(t, err)
 		e.hold("h2", "alice", 100) // 15 minutes
 
-		e.clock.Add(10 * time.Minute)
+		e.clock.Advance(10 * time.Minute)
 		for _, err := range []error{capture(e, "h1", 1), void(e, "h1")} {
 			assert.Equal(t, ledger.HoldExpired, requireAs[*ledger.HoldError](t, err, ledger.ErrHoldExpired).State)
 		}
@@ -144,14 +144,14 @@ func void(e *env, id string) error {
 // TestRun: the background loop releases due holds and stops when its context ends.
 func TestRun(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
-		obs := &countingObserver{}
+		obs := &observe.Recorder{}
 		l := ledger.New(e.db, ledger.WithClock(e.clock.Now), ledger.WithSweepInterval(time.Millisecond), ledger.WithObserver(obs))
 		e.charge("c1", "alice", 100)
 		_, err := l.Hold(e.ctx, "h1", "alice", 60, time.Minute)
 		require.NoError(t, err)
 		_, err = l.Spend(e.ctx, ledger.SpendRequest{ID: "s1", User: "alice", Amount: 41})
 		require.ErrorIs(t, err, ledger.ErrInsufficientPoints)
-		e.clock.Add(time.Minute)
+		e.clock.Advance(time.Minute)
 
 		ctx, cancel := context.WithCancel(e.ctx)
 		done := make(chan error, 1)
@@ -168,9 +168,11 @@ func TestRun(t *testing.T) {
 			t.Fatal("Run did not stop")
 		}
 		assert.Equal(t, [2]int64{100, 0}, e.balance("alice"))
-		assert.Equal(t, int64(1), obs.holds.Load())
-		assert.Equal(t, int64(2), obs.ops.Load(), "the hold and the spend")
-		assert.Equal(t, int64(1), obs.failed.Load(), "the spend")
+		assert.Equal(t, int64(1), obs.Sum("expired", map[string]string{"kind": "hold"}))
+		ops := obs.Events("hold", "spend")
+		require.Len(t, ops, 2, "the hold and the spend")
+		assert.NoError(t, ops[0].Err)
+		assert.ErrorIs(t, ops[1].Err, ledger.ErrInsufficientPoints)
 		e.verify()
 	})
 }
@@ -203,22 +205,4 @@ func TestCreateSchemaIsIdempotent(t *testing.T) {
 		require.NoError(t, ledger.CreateSchema(e.ctx, e.db))
 		assert.Equal(t, [2]int64{5, 0}, e.balance("alice"), "data survives")
 	})
-}
-
-// countingObserver counts what the ledger reports.
-type countingObserver struct {
-	ledger.NopObserver
-	ops, failed, holds, lots atomic.Int64
-}
-
-func (o *countingObserver) Operation(_ string, _ time.Duration, err error) {
-	o.ops.Add(1)
-	if err != nil {
-		o.failed.Add(1)
-	}
-}
-
-func (o *countingObserver) Swept(holds, lots int) {
-	o.holds.Add(int64(holds))
-	o.lots.Add(int64(lots))
 }

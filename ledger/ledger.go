@@ -11,6 +11,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/observe"
 )
 
 // Ledger is a double-entry point ledger stored through bun in MySQL/MariaDB or SQLite.
@@ -27,27 +28,14 @@ type Ledger struct {
 // Option configures a Ledger.
 type Option func(*Ledger)
 
-// Observer receives what the ledger does, e.g. to feed Prometheus metrics. Its methods must
-// be quick and safe for concurrent use. Embed NopObserver to implement only some of them.
-type Observer interface {
-	// Operation is called when an operation returns: op is "charge", "earn", "spend",
-	// "refund", "adjust", "hold", "capture" or "void"; err is nil on success (a repeated
-	// request that returned the original result included). Inside a caller's transaction
-	// a success may still be rolled back by the caller.
-	Operation(op string, took time.Duration, err error)
-	// Swept is called after each Sweep that resolved something: holds released at their
-	// deadline, lots of earned points expired.
-	Swept(holds, lots int)
-}
-
-// NopObserver does nothing; embed it in an Observer that needs only some methods.
-type NopObserver struct{}
-
-// Operation does nothing.
-func (NopObserver) Operation(string, time.Duration, error) {}
-
-// Swept does nothing.
-func (NopObserver) Swept(int, int) {}
+// Observer receives what the ledger does, e.g. to feed Prometheus metrics: the one shape
+// every package shares. With Component "ledger" it is told an Event when an operation
+// returns (Name "charge", "earn", "spend", "refund", "adjust", "hold", "capture" or
+// "void"; Err nil on success, a repeated request that returned the original result
+// included; inside a caller's transaction a success may still be rolled back by the
+// caller), and after each Sweep that resolved something observe.Expired events of kind
+// "hold" (holds released at their deadline) and "lot" (lots of earned points expired).
+type Observer = observe.Observer
 
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option {
@@ -103,7 +91,7 @@ func New(db bun.IDB, opts ...Option) *Ledger {
 		db:         db,
 		clock:      time.Now,
 		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-		obs:        NopObserver{},
+		obs:        observe.Nop{},
 		sweepEvery: time.Second,
 		sweepBatch: 100,
 	}
@@ -135,7 +123,7 @@ func (l *Ledger) now() time.Time {
 // finish turns err into what callers see and reports the operation to the observer.
 func (l *Ledger) finish(ctx context.Context, op string, start time.Time, err error) error {
 	err = l.translate(ctx, op, err)
-	l.obs.Operation(op, time.Since(start), err)
+	l.obs.Observe(observe.Timed("ledger", op, start, err))
 	if errors.Is(err, ErrStorage) {
 		l.log.WarnContext(ctx, "ledger operation failed", "op", op, "err", err)
 	}

@@ -3,7 +3,9 @@ package ledger_test
 import (
 	"context"
 	"errors"
-	"sync"
+	"fmt"
+	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,64 +13,34 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/ledger"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// backends are the databases every behaviour is proven on: run one with
-// go test -run 'Test.*/MySQL' ./ledger/
-var backends = []struct {
-	name string
-	open func(testing.TB) *bun.DB
-}{
-	{"SQLite", testenv.SQLite},
-	{"MySQL", testenv.MySQL},
-}
-
 // env is one test's ledger on a fresh database, with a clock that moves only when told.
 type env struct {
 	t     *testing.T
 	ctx   context.Context
 	db    *bun.DB
-	clock *fakeClock
+	clock *testclock.Clock
 	l     *ledger.Ledger
 }
 
-// each runs fn once per backend, as a subtest named after it.
+// each runs fn once per database (testenv.EachDB), as a subtest named after it.
 func each(t *testing.T, fn func(t *testing.T, e *env)) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			fn(t, newEnv(t, b.open(t)))
-		})
-	}
+	testenv.EachDB(t, func(t *testing.T, db *bun.DB) { fn(t, newEnv(t, db)) })
 }
 
 func newEnv(t *testing.T, db *bun.DB, opts ...ledger.Option) *env {
 	t.Helper()
 	ctx := context.Background()
 	require.NoError(t, ledger.CreateSchema(ctx, db))
-	clock := &fakeClock{now: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+	clock := testclock.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
 	return &env{t: t, ctx: ctx, db: db, clock: clock,
 		l: ledger.New(db, append([]ledger.Option{ledger.WithClock(clock.Now)}, opts...)...)}
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 func (e *env) charge(id, user string, amount int64) ledger.Receipt {
@@ -149,4 +121,212 @@ func requireAs[T error](t *testing.T, err error, sentinel error) T {
 func rec(id string, typ ledger.EntryType, user string, amount, available, held int64, at time.Time) ledger.Receipt {
 	return ledger.Receipt{ID: id, Type: typ, User: user, Amount: amount,
 		Balance: ledger.Balance{Available: available, Held: held, Total: available + held}, Time: at}
+}
+
+var errAbort = errors.New("checkout failed")
+
+// TestWithTxJoinsTheCallersTransaction: operations on WithTx(tx) commit and roll back with
+// the caller's transaction; a failed one undoes only itself.
+func TestWithTxJoinsTheCallersTransaction(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		e.charge("c1", "alice", 100)
+
+		err := e.db.RunInTx(e.ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			l := e.l.WithTx(tx)
+			if _, err := l.Spend(ctx, ledger.SpendRequest{ID: "s1", User: "alice", Amount: 30}); err != nil {
+				return err
+			}
+			if _, err := l.Hold(ctx, "h1", "alice", 20, time.Minute); err != nil {
+				return err
+			}
+			return errAbort
+		})
+		require.ErrorIs(t, err, errAbort)
+		assert.Equal(t, [2]int64{100, 0}, e.balance("alice"), "rolled back with the caller")
+		assert.Len(t, e.history("alice"), 1)
+
+		var replay, first ledger.Receipt
+		err = e.db.RunInTx(e.ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			l := e.l.WithTx(tx)
+			var err error
+			if first, err = l.Spend(ctx, ledger.SpendRequest{ID: "s1", User: "alice", Amount: 40}); err != nil {
+				return err
+			}
+			if _, err := l.Spend(ctx, ledger.SpendRequest{ID: "s2", User: "alice", Amount: 1000}); !errors.Is(err, ledger.ErrInsufficientPoints) {
+				return errors.Join(errors.New("want ErrInsufficientPoints"), err)
+			}
+			if replay, err = l.Spend(ctx, ledger.SpendRequest{ID: "s1", User: "alice", Amount: 40}); err != nil {
+				return err
+			}
+			if _, err := l.Charge(ctx, ledger.ChargeRequest{ID: "c2", User: "alice", Amount: 10}); err != nil {
+				return err
+			}
+			b, err := l.Balance(ctx, "alice")
+			if err == nil && b.Available != 70 {
+				err = errors.New("the transaction does not see its own spend")
+			}
+			if err != nil {
+				return err
+			}
+			_, err = l.Verify(ctx)
+			return err
+		})
+		require.NoError(t, err, "a failed operation leaves the caller's transaction usable")
+		assert.Equal(t, first, replay, "a repeat inside the same transaction returns the receipt")
+		assert.Equal(t, [2]int64{70, 0}, e.balance("alice"))
+		assert.Equal(t, []ledger.EntryType{"charge", "spend", "charge"}, types(e.history("alice")))
+		e.verify()
+	})
+}
+
+func TestHistoryPages(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		start := e.clock.Now()
+		total := int64(0)
+		for i := int64(1); i <= 25; i++ {
+			_, err := e.l.Charge(e.ctx, ledger.ChargeRequest{ID: fmt.Sprint("c", i), User: "alice", Amount: i, Reference: fmt.Sprint("pay-", i)})
+			require.NoError(t, err)
+			e.clock.Advance(time.Second)
+		}
+		e.charge("other", "bob", 1)
+
+		var seen []int64
+		cursor := ""
+		for page := 0; ; page++ {
+			p, err := e.l.History(e.ctx, "alice", cursor, 10)
+			require.NoError(t, err)
+			for _, en := range p.Entries {
+				seen = append(seen, en.Amount)
+				total = en.Amount * (en.Amount + 1) / 2 // balance after charges 1..n
+				assert.Equal(t, ledger.Entry{ID: fmt.Sprint("c", en.Amount), Type: ledger.TypeCharge, Amount: en.Amount,
+					Change: en.Amount, Balance: ledger.Balance{Available: total, Total: total},
+					Reference: fmt.Sprint("pay-", en.Amount), Time: start.Add(time.Duration(en.Amount-1) * time.Second)}, en)
+			}
+			if page == 0 {
+				e.charge("late", "alice", 100) // committed while paging: only on a new first page
+			}
+			if p.Next == "" {
+				break
+			}
+			cursor = p.Next
+		}
+		want := make([]int64, 0, 25)
+		for i := int64(25); i >= 1; i-- {
+			want = append(want, i)
+		}
+		assert.Equal(t, want, seen, "newest first, each once")
+
+		p, err := e.l.History(e.ctx, "alice", "", 0)
+		require.NoError(t, err)
+		assert.Len(t, p.Entries, 26, "limit 0 means the default")
+		assert.Equal(t, "late", p.Entries[0].ID)
+
+		p, err = e.l.History(e.ctx, "nobody", "", 10)
+		require.NoError(t, err)
+		assert.Empty(t, p.Entries)
+		assert.Empty(t, p.Next)
+
+		for _, c := range []struct {
+			cursor string
+			limit  int
+			field  string
+		}{{"", -1, "limit"}, {"", ledger.MaxHistoryLimit + 1, "limit"}, {"!", 10, "cursor"}, {"-5", 10, "cursor"}} {
+			_, err := e.l.History(e.ctx, "alice", c.cursor, c.limit)
+			assert.Equal(t, c.field, requireAs[*ledger.ValidationError](t, err, ledger.ErrInvalid).Field)
+		}
+	})
+}
+
+// TestInvalidInput: every malformed request fails with a *ValidationError naming the field
+// and changes nothing.
+func TestInvalidInput(t *testing.T) {
+	long := strings.Repeat("x", ledger.MaxIDLen+1)
+	cases := []struct {
+		name, field string
+		do          func(e *env) error
+	}{
+		{"empty ID", "ID", func(e *env) error { return chargeErr(e, ledger.ChargeRequest{User: "u", Amount: 1}) }},
+		{"long ID", "ID", func(e *env) error { return chargeErr(e, ledger.ChargeRequest{ID: long, User: "u", Amount: 1}) }},
+		{"control character", "ID", func(e *env) error { return chargeErr(e, ledger.ChargeRequest{ID: "a\nb", User: "u", Amount: 1}) }},
+		{"NUL", "User", func(e *env) error { return chargeErr(e, ledger.ChargeRequest{ID: "c", User: "a\x00", Amount: 1}) }},
+		{"bad UTF-8", "User", func(e *env) error { return chargeErr(e, ledger.ChargeRequest{ID: "c", User: "\xff", Amount: 1}) }},
+		{"zero amount", "Amount", func(e *env) error { return chargeErr(e, ledger.ChargeRequest{ID: "c", User: "u"}) }},
+		{"negative amount", "Amount", func(e *env) error { return chargeErr(e, ledger.ChargeRequest{ID: "c", User: "u", Amount: -1}) }},
+		{"huge amount", "Amount", func(e *env) error {
+			return chargeErr(e, ledger.ChargeRequest{ID: "c", User: "u", Amount: ledger.MaxAmount + 1})
+		}},
+		{"long reference", "Reference", func(e *env) error {
+			return chargeErr(e, ledger.ChargeRequest{ID: "c", User: "u", Amount: 1, Reference: strings.Repeat("가", ledger.MaxReferenceLen+1)})
+		}},
+		{"earn without user", "User", func(e *env) error {
+			_, err := e.l.Earn(e.ctx, ledger.EarnRequest{ID: "e", Amount: 1})
+			return err
+		}},
+		{"spend zero", "Amount", func(e *env) error { _, err := e.spend("s", "u", 0); return err }},
+		{"refund without spend", "SpendID", func(e *env) error {
+			_, err := e.l.Refund(e.ctx, ledger.RefundRequest{ID: "r", Amount: 1})
+			return err
+		}},
+		{"adjust zero", "Delta", func(e *env) error {
+			_, err := e.l.Adjust(e.ctx, ledger.AdjustRequest{ID: "a", User: "u", Reason: "r"})
+			return err
+		}},
+		{"adjust min int64", "Delta", func(e *env) error {
+			_, err := e.l.Adjust(e.ctx, ledger.AdjustRequest{ID: "a", User: "u", Delta: math.MinInt64, Reason: "r"})
+			return err
+		}},
+		{"adjust without reason", "Reason", func(e *env) error {
+			_, err := e.l.Adjust(e.ctx, ledger.AdjustRequest{ID: "a", User: "u", Delta: 1})
+			return err
+		}},
+		{"adjust long reason", "Reason", func(e *env) error {
+			_, err := e.l.Adjust(e.ctx, ledger.AdjustRequest{ID: "a", User: "u", Delta: 1, Reason: strings.Repeat("r", ledger.MaxReasonLen+1)})
+			return err
+		}},
+		{"hold zero timeout", "timeout", func(e *env) error { _, err := e.l.Hold(e.ctx, "h", "u", 1, 0); return err }},
+		{"hold sub-microsecond timeout", "timeout", func(e *env) error { _, err := e.l.Hold(e.ctx, "h", "u", 1, time.Nanosecond); return err }},
+		{"hold long timeout", "timeout", func(e *env) error {
+			_, err := e.l.Hold(e.ctx, "h", "u", 1, ledger.MaxHoldTimeout+time.Second)
+			return err
+		}},
+		{"hold zero", "amount", func(e *env) error { _, err := e.l.Hold(e.ctx, "h", "u", 0, time.Minute); return err }},
+		{"capture zero", "amount", func(e *env) error { return capture(e, "h", 0) }},
+		{"capture without ID", "holdID", func(e *env) error { return capture(e, "", 1) }},
+		{"void long ID", "holdID", func(e *env) error { return void(e, long) }},
+		{"balance without user", "user", func(e *env) error { _, err := e.l.Balance(e.ctx, ""); return err }},
+		{"expiring without user", "user", func(e *env) error { _, err := e.l.Expiring(e.ctx, ""); return err }},
+		{"lookup without ID", "holdID", func(e *env) error { _, err := e.l.LookupHold(e.ctx, ""); return err }},
+	}
+	each(t, func(t *testing.T, e *env) {
+		for _, c := range cases {
+			err := c.do(e)
+			ve := requireAs[*ledger.ValidationError](t, err, ledger.ErrInvalid)
+			assert.Equal(t, c.field, ve.Field, c.name)
+		}
+		r := e.verify()
+		assert.Zero(t, r.Users, "nothing was created")
+		assert.Zero(t, r.Transfers)
+	})
+}
+
+func chargeErr(e *env, r ledger.ChargeRequest) error {
+	_, err := e.l.Charge(e.ctx, r)
+	return err
+}
+
+// TestLongestValues: values at every limit are stored and read back whole.
+func TestLongestValues(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		id, user := strings.Repeat("i", ledger.MaxIDLen), strings.Repeat("u", ledger.MaxIDLen)
+		ref, reason := strings.Repeat("참", ledger.MaxReferenceLen), strings.Repeat("고", ledger.MaxReasonLen)
+		_, err := e.l.Adjust(e.ctx, ledger.AdjustRequest{ID: id, User: user, Delta: ledger.MaxAmount, Reason: reason, Reference: ref})
+		require.NoError(t, err)
+		h := e.history(user)
+		require.Len(t, h, 1)
+		assert.Equal(t, id, h[0].ID)
+		assert.Equal(t, ref, h[0].Reference)
+		assert.Equal(t, reason, h[0].Reason)
+		assert.EqualValues(t, ledger.MaxAmount, h[0].Balance.Available)
+		e.verify()
+	})
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/observe"
 )
 
 // Sweep resolves what is due by the ledger's clock and returns how many it resolved:
@@ -27,7 +29,12 @@ func (l *Ledger) Sweep(ctx context.Context) (int, error) {
 		lots, err = l.sweepLots(ctx, now)
 	}
 	if holds+lots > 0 {
-		l.obs.Swept(holds, lots)
+		if holds > 0 {
+			l.obs.Observe(observe.Expired("ledger", "hold", holds))
+		}
+		if lots > 0 {
+			l.obs.Observe(observe.Expired("ledger", "lot", lots))
+		}
 		l.log.InfoContext(ctx, "ledger sweep", "holds_expired", holds, "lots_expired", lots)
 	}
 	return holds + lots, l.translate(ctx, "sweep", err)

@@ -17,7 +17,7 @@ func TestChargeEarnSpend(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, rec("c1", ledger.TypeCharge, "alice", 1000, 1000, 0, now), r)
 
-		e.clock.Add(time.Second)
+		e.clock.Advance(time.Second)
 		r, err = e.l.Spend(e.ctx, ledger.SpendRequest{ID: "s1", User: "alice", Amount: 300, Reference: "order-1"})
 		require.NoError(t, err)
 		assert.Equal(t, rec("s1", ledger.TypeSpend, "alice", 300, 700, 0, now.Add(time.Second)), r)
@@ -86,7 +86,7 @@ func TestIdempotency(t *testing.T) {
 				assert.Equal(t, c.kind, first.Type)
 				before, entries := e.balance("alice"), len(e.history("alice"))
 
-				e.clock.Add(time.Minute)
+				e.clock.Advance(time.Minute)
 				again, err := c.do(e, false)
 				require.NoError(t, err)
 				assert.Equal(t, first, again, "the same request returns the original receipt")

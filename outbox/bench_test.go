@@ -7,15 +7,17 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
 
 // BenchmarkAdd measures the writer: one transaction per op adding one event to one of 100
 // aggregates (sequence upsert + read-back + insert, under the transaction of the caller).
 func BenchmarkAdd(b *testing.B) {
-	for _, be := range backends {
-		b.Run(be.name, func(b *testing.B) {
-			db := openDB(b, be.open)
+	for _, be := range testenv.Databases() {
+		b.Run(be.Name, func(b *testing.B) {
+			db := outboxtest.Prepare(b, be.Open(b))
 			ctx := context.Background()
 			i := 0
 			for b.Loop() {
@@ -34,13 +36,13 @@ func BenchmarkAdd(b *testing.B) {
 // one transaction each (dedup SELECT, handler multi-row insert, processed multi-row
 // insert); dup=50% re-delivers every other batch.
 func BenchmarkConsumerApply(b *testing.B) {
-	for _, be := range backends {
+	for _, be := range testenv.Databases() {
 		for _, dupEvery := range []int{0, 2} {
-			name := fmt.Sprintf("%s/dup=%d%%", be.name, map[int]int{0: 0, 2: 50}[dupEvery])
+			name := fmt.Sprintf("%s/dup=%d%%", be.Name, map[int]int{0: 0, 2: 50}[dupEvery])
 			b.Run(name, func(b *testing.B) {
-				db := openDB(b, be.open)
+				db := outboxtest.Prepare(b, be.Open(b))
 				ctx := context.Background()
-				c, err := outbox.NewConsumer(db, "bench", recordingHandler("bench"))
+				c, err := outbox.NewConsumer(db, "bench", outboxtest.RecordingHandler("bench"))
 				require.NoError(b, err)
 				var prev []outbox.Event
 				i := 0
@@ -63,11 +65,11 @@ func BenchmarkConsumerApply(b *testing.B) {
 // BenchmarkEmbedded measures the embedded mode end to end on each database: b.N committed
 // events relayed in batches of 100 to an in-process consumer that records them.
 func BenchmarkEmbedded(b *testing.B) {
-	for _, be := range backends {
-		b.Run(be.name, func(b *testing.B) {
-			db := openDB(b, be.open)
+	for _, be := range testenv.Databases() {
+		b.Run(be.Name, func(b *testing.B) {
+			db := outboxtest.Prepare(b, be.Open(b))
 			ctx := context.Background()
-			c, err := outbox.NewConsumer(db, "bench", recordingHandler("bench"))
+			c, err := outbox.NewConsumer(db, "bench", outboxtest.RecordingHandler("bench"))
 			require.NoError(b, err)
 			d, err := outbox.NewDispatcher(outbox.Subscription{Topic: "orders", Consumer: c})
 			require.NoError(b, err)

@@ -22,12 +22,12 @@ type Cleaner struct {
 // NewCleaner returns a Cleaner on db. Options: WithRetention (sent events, default 7 days),
 // WithProcessedRetention (processed records, default: keep), WithBatchSize (rows per
 // DELETE, default 1000), WithInterval (between Run passes, default 1 minute), WithClock,
-// WithLogger, WithMetrics.
+// WithLogger, WithObserver.
 func NewCleaner(db *bun.DB, opts ...Option) (*Cleaner, error) {
 	if db == nil {
 		return nil, invalidConfig("NewCleaner needs a database")
 	}
-	s, err := newSettings(opts)
+	s, err := newSettings(kindCleaner, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
 
 // TestCleanerDeletesOnlyOldSentEventsInBatches: sent events past the retention go, in
@@ -45,7 +46,7 @@ func TestCleanerDeletesOnlyOldSentEventsInBatches(t *testing.T) {
 		add("stuck", 2)
 		add("orders", 10)
 		_, _ = r.RelayOnce(ctx) // sends the 10 at t0
-		c, err := outbox.NewConsumer(db, "c", recordingHandler("c"), outbox.WithClock(clk.Now))
+		c, err := outbox.NewConsumer(db, "c", outboxtest.RecordingHandler("c"), outbox.WithClock(clk.Now))
 		require.NoError(t, err)
 		_, err = c.Apply(ctx, fakeEvents(4, 1))
 		require.NoError(t, err)
@@ -53,20 +54,20 @@ func TestCleanerDeletesOnlyOldSentEventsInBatches(t *testing.T) {
 		clk.Advance(25 * time.Hour)
 		add("orders", 3)
 		_, _ = r.RelayOnce(ctx) // sends the 3 at t0+25h
-		require.Equal(t, 2, unsent(t, db))
+		require.Equal(t, 2, outboxtest.Unsent(t, db))
 
 		m := newMetrics()
 		qc := &queryCounter{}
 		db = db.WithQueryHook(qc)
 		qc.reset("DELETE outbox_events")
 		cl, err := outbox.NewCleaner(db, outbox.WithClock(clk.Now), outbox.WithRetention(24*time.Hour),
-			outbox.WithProcessedRetention(48*time.Hour), outbox.WithBatchSize(3), outbox.WithMetrics(m))
+			outbox.WithProcessedRetention(48*time.Hour), outbox.WithBatchSize(3), outbox.WithObserver(m))
 		require.NoError(t, err)
 		n, err := cl.CleanOnce(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, 10, n)
 		assert.Equal(t, 4, qc.get("DELETE outbox_events"), "10 rows in batches of 3")
-		assert.Equal(t, 10, m.get(m.cleaned, outbox.TableEvents))
+		assert.Equal(t, 10, m.get("cleaned", outbox.TableEvents))
 
 		var left []struct {
 			Topic  string     `bun:"topic"`
@@ -88,8 +89,8 @@ func TestCleanerDeletesOnlyOldSentEventsInBatches(t *testing.T) {
 		n, err = cl.CleanOnce(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, 3+4, n, "the three newer sent events and the processed records")
-		assert.Equal(t, 4, m.get(m.cleaned, outbox.TableProcessed))
-		assert.Equal(t, 2, unsent(t, db))
+		assert.Equal(t, 4, m.get("cleaned", outbox.TableProcessed))
+		assert.Equal(t, 2, outboxtest.Unsent(t, db))
 		n, err = cl.CleanOnce(ctx)
 		require.NoError(t, err)
 		assert.Zero(t, n)

@@ -38,7 +38,7 @@ const MaxConsumerNameLen = 64
 // independent application of the events its own name) that applies events with handle on
 // db. Options: WithBatchSize (events per handler transaction, default 100), WithMaxAttempts
 // (default 5), WithBackoff (between attempts, default 50ms..5s), WithDeadLetters (default:
-// a DeadLetterTable on db), WithClock, WithLogger, WithMetrics.
+// a DeadLetterTable on db), WithClock, WithLogger, WithObserver.
 func NewConsumer(db *bun.DB, name string, handle HandlerFunc, opts ...Option) (*Consumer, error) {
 	switch {
 	case db == nil || handle == nil:
@@ -46,7 +46,7 @@ func NewConsumer(db *bun.DB, name string, handle HandlerFunc, opts ...Option) (*
 	case name == "" || len(name) > MaxConsumerNameLen || !utf8.ValidString(name):
 		return nil, invalidConfig("consumer name %q must be 1 to 64 bytes of UTF-8", name)
 	}
-	s, err := newSettings(opts)
+	s, err := newSettings(kindConsumer, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
 
 // fakeEvents returns n events as a relay would deliver them, over keys keys.
@@ -38,7 +40,7 @@ func TestConsumerDedupsWithOneQueryPerBatch(t *testing.T) {
 		qc := &queryCounter{}
 		db = db.WithQueryHook(qc)
 		calls := 0
-		record := recordingHandler("c")
+		record := outboxtest.RecordingHandler("c")
 		c, err := outbox.NewConsumer(db, "c", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
 			calls++
 			return record(ctx, tx, events)
@@ -65,9 +67,9 @@ func TestConsumerDedupsWithOneQueryPerBatch(t *testing.T) {
 		n, err := c.Apply(ctx, []outbox.Event{more[0], more[1], more[0], events[0], more[2], more[1]})
 		require.NoError(t, err)
 		assert.Equal(t, 3, n, "repeats within a batch and an old event are dropped")
-		requireExactlyOnceInOrder(t, applied(t, db, "c"), append(events, more...))
+		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "c"), append(events, more...))
 
-		other, err := outbox.NewConsumer(db, "other", recordingHandler("other"))
+		other, err := outbox.NewConsumer(db, "other", outboxtest.RecordingHandler("other"))
 		require.NoError(t, err)
 		n, err = other.Apply(ctx, events[:5])
 		require.NoError(t, err)
@@ -84,7 +86,7 @@ func TestConsumerDeadLettersAPoisonEventAndTheRestFlowOn(t *testing.T) {
 		events := fakeEvents(10, 2)
 		poison := events[3].ID
 		var fixed atomic.Bool
-		record := recordingHandler("c")
+		record := outboxtest.RecordingHandler("c")
 		m := newMetrics()
 		c, err := outbox.NewConsumer(db, "c", func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
 			for _, ev := range evs {
@@ -93,12 +95,12 @@ func TestConsumerDeadLettersAPoisonEventAndTheRestFlowOn(t *testing.T) {
 				}
 			}
 			return record(ctx, tx, evs)
-		}, outbox.WithMaxAttempts(3), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond), outbox.WithMetrics(m))
+		}, outbox.WithMaxAttempts(3), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond), outbox.WithObserver(m))
 		require.NoError(t, err)
 
 		require.NoError(t, c.Deliver(ctx, events))
-		assert.Len(t, applied(t, db, "c"), 9)
-		for _, r := range applied(t, db, "c") {
+		assert.Len(t, outboxtest.Applied(t, db, "c"), 9)
+		for _, r := range outboxtest.Applied(t, db, "c") {
 			assert.NotEqual(t, poison, r.EventID)
 		}
 		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
@@ -108,8 +110,8 @@ func TestConsumerDeadLettersAPoisonEventAndTheRestFlowOn(t *testing.T) {
 		assert.Equal(t, 3, letters[0].Attempts)
 		assert.Contains(t, letters[0].Error, "unknown product")
 		assert.Equal(t, events[3].Payload, letters[0].Payload)
-		assert.Equal(t, 1, m.get(m.dead, "c/orders"))
-		assert.Equal(t, 4, m.get(m.hfail, "c/orders"), "the batch attempt and three attempts alone")
+		assert.Equal(t, 1, m.get("dead_lettered", "c/orders"))
+		assert.Equal(t, 4, m.get("handler_failed", "c/orders"), "the batch attempt and three attempts alone")
 
 		n, err := c.Redrive(ctx, 0)
 		require.NoError(t, err)
@@ -126,7 +128,7 @@ func TestConsumerDeadLettersAPoisonEventAndTheRestFlowOn(t *testing.T) {
 		require.NoError(t, err)
 		assert.Empty(t, letters)
 		require.NoError(t, c.Deliver(ctx, events), "a late duplicate of the whole batch")
-		rows := applied(t, db, "c")
+		rows := outboxtest.Applied(t, db, "c")
 		assert.Len(t, rows, 10)
 		seen := map[string]int{}
 		for _, r := range rows {
@@ -142,7 +144,7 @@ func TestConsumerPermanentErrorIsDeadLetteredAtOnce(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
 		events := fakeEvents(3, 1)
-		record := recordingHandler("c")
+		record := outboxtest.RecordingHandler("c")
 		tries := 0
 		c, err := outbox.NewConsumer(db, "c", func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
 			if len(evs) == 1 && evs[0].ID == events[1].ID {
@@ -161,7 +163,7 @@ func TestConsumerPermanentErrorIsDeadLetteredAtOnce(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, letters, 1)
 		assert.Equal(t, 1, letters[0].Attempts)
-		assert.Len(t, applied(t, db, "c"), 2)
+		assert.Len(t, outboxtest.Applied(t, db, "c"), 2)
 	})
 }
 
@@ -172,10 +174,10 @@ func TestConsumerEventWithoutIDIsDeadLettered(t *testing.T) {
 		ctx := context.Background()
 		events := fakeEvents(3, 1)
 		events[1].ID = ""
-		c, err := outbox.NewConsumer(db, "c", recordingHandler("c"))
+		c, err := outbox.NewConsumer(db, "c", outboxtest.RecordingHandler("c"))
 		require.NoError(t, err)
 		require.NoError(t, c.Deliver(ctx, events))
-		assert.Len(t, applied(t, db, "c"), 2)
+		assert.Len(t, outboxtest.Applied(t, db, "c"), 2)
 		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
 		require.NoError(t, err)
 		require.Len(t, letters, 1)
@@ -191,26 +193,26 @@ func TestConsumerInfrastructureErrorIsNotDeadLettered(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
 		events := fakeEvents(5, 1)
-		c, err := outbox.NewConsumer(db, "c", recordingHandler("c"), outbox.WithBackoff(0, 0))
+		c, err := outbox.NewConsumer(db, "c", outboxtest.RecordingHandler("c"), outbox.WithBackoff(0, 0))
 		require.NoError(t, err)
 		_, err = db.ExecContext(ctx, "DROP TABLE outbox_processed")
 		require.NoError(t, err)
 		require.Error(t, c.Deliver(ctx, events))
-		assert.Empty(t, applied(t, db, "c"))
+		assert.Empty(t, outboxtest.Applied(t, db, "c"))
 		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
 		require.NoError(t, err)
 		assert.Empty(t, letters)
 
 		require.NoError(t, outbox.CreateSchema(ctx, db))
 		require.NoError(t, c.Deliver(ctx, events))
-		requireExactlyOnceInOrder(t, applied(t, db, "c"), events)
+		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "c"), events)
 	})
 }
 
 // TestConsumerReturnsContextErrors: a cancelled delivery returns the context's error as it
 // is and dead-letters nothing.
 func TestConsumerReturnsContextErrors(t *testing.T) {
-	db := openDB(t, testenv.SQLite)
+	db := outboxtest.Prepare(t, testenv.SQLite(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	c, err := outbox.NewConsumer(db, "c", func(context.Context, bun.Tx, []outbox.Event) error {
 		cancel()
@@ -222,4 +224,33 @@ func TestConsumerReturnsContextErrors(t *testing.T) {
 	letters, err := outbox.NewDeadLetterTable(db).List(context.Background(), "c", 0)
 	require.NoError(t, err)
 	assert.Empty(t, letters)
+}
+
+// TestDispatcherConformance: the in-process publisher of the embedded mode keeps the
+// outbox.Publisher promise (its consumers see each event once: duplicates stop at their
+// processed-events table).
+func TestDispatcherConformance(t *testing.T) {
+	outboxtest.RunPublisher(t, func(t *testing.T) (outbox.Publisher, string, outboxtest.Received) {
+		const topic = "conformance"
+		var (
+			mu  sync.Mutex
+			got []outbox.Event
+		)
+		c, err := outbox.NewConsumer(outboxtest.Prepare(t, testenv.SQLite(t)), "conformance", func(_ context.Context, _ bun.Tx, events []outbox.Event) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, events...)
+			return nil
+		})
+		require.NoError(t, err)
+		d, err := outbox.NewDispatcher(outbox.Subscription{Topic: topic, Consumer: c})
+		require.NoError(t, err)
+		return d, topic, func(t *testing.T, n int) []outbox.Event {
+			mu.Lock()
+			defer mu.Unlock()
+			// Dispatcher.Publish returns after its consumers applied the batch.
+			require.GreaterOrEqual(t, len(got), n)
+			return append([]outbox.Event(nil), got...)
+		}
+	})
 }

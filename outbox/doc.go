@@ -80,9 +80,9 @@
 // publishes the rest of the batch again without it, then tries it alone (a broker refuses
 // a whole partition batch for one oversized message, so the refusal may have been
 // collateral); refused again, it is set aside in outbox_events itself: dead_at and
-// dead_reason are set, sent_at stays NULL. The relay logs it at ERROR level and counts it
-// (Metrics.RelayDeadLettered). Every other stream keeps flowing; the later events of its
-// own stream wait behind it (the relay's pick leaves them out, so they never crowd a
+// dead_reason are set, sent_at stays NULL. The relay logs it at ERROR level and reports it
+// (a "relay_dead_lettered" Event to the Observer). Every other stream keeps flowing; the
+// later events of its own stream wait behind it (the relay's pick leaves them out, so they never crowd a
 // batch), so per-key order is never broken. An operator lists the dead letters with
 // Relay.DeadLetters and resolves each: Relay.Redrive puts it back in line once the cause
 // is fixed (published in its place, then the events that waited; refused again, it is set
@@ -129,9 +129,10 @@
 // Run loops. The outbox_streams rows (one small row per aggregate) are kept: they carry the
 // sequence numbers on.
 //
-// Metrics (default: none) receives the relay lag (age of the oldest unsent event), counts
-// of published, failed and set-aside events, applied and duplicate events, handler
-// failures, consumers' dead letters and cleaned rows; implement it with Prometheus counters and gauges. The library
+// The Observer (WithObserver, default: none; the observe.Observer every package takes)
+// receives the relay lag (age of the oldest unsent event), counts of published, failed and
+// set-aside events, applied and duplicate events, handler failures, consumers' dead
+// letters and cleaned rows; feed Prometheus counters and gauges from it. The library
 // registers nothing globally. Relay.Lag reads the lag on demand.
 //
 // # Measuring performance

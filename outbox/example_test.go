@@ -2,15 +2,13 @@ package outbox_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/sqlitedb"
 )
 
 // Example shows the embedded mode on SQLite: a payment and its payment-completed event
@@ -18,12 +16,10 @@ import (
 // applies it exactly once even when it is delivered twice.
 func Example() {
 	ctx := context.Background()
-	sqldb, err := sql.Open(sqliteshim.ShimName, "file:outbox-example?mode=memory&cache=shared")
+	db, err := sqlitedb.Open("file:outbox-example?mode=memory&cache=shared")
 	if err != nil {
 		panic(err)
 	}
-	sqldb.SetMaxOpenConns(1)
-	db := bun.NewDB(sqldb, sqlitedialect.New())
 	defer db.Close()
 	if err := outbox.CreateSchema(ctx, db); err != nil {
 		panic(err)

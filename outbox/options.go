@@ -4,17 +4,43 @@ import (
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/commercekit/commercekit/observe"
 )
 
-// Option configures a Writer, Relay, Cleaner, Consumer or Dispatcher. Each constructor
-// reads the options that concern it and ignores the others; the doc of each option says
-// which it affects.
+// Option configures a Writer, Relay, Cleaner or Consumer. The doc of each option says
+// which of them it applies to; passing an option to a constructor it does not apply to,
+// like an invalid value, is an error of the constructor (ErrInvalidConfig), so a setting
+// never goes silently unused.
 type Option func(*settings)
 
+// kind is the type a constructor builds, or the set of types an option applies to.
+type kind uint8
+
+const (
+	kindWriter kind = 1 << iota
+	kindRelay
+	kindCleaner
+	kindConsumer
+)
+
+func (k kind) String() string {
+	switch k {
+	case kindWriter:
+		return "Writer"
+	case kindRelay:
+		return "Relay"
+	case kindCleaner:
+		return "Cleaner"
+	}
+	return "Consumer"
+}
+
 type settings struct {
+	building       kind // the type being built
 	logger         *slog.Logger
 	clock          func() time.Time
-	metrics        Metrics
+	metrics        metrics
 	batchSize      int
 	interval       time.Duration
 	minBackoff     time.Duration
@@ -49,11 +75,14 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
-// WithMetrics sets the metrics hook (default: none). Relay, Cleaner, Consumer.
-func WithMetrics(m Metrics) Option {
+// WithObserver sets the metrics hook (default: none). Relay, Cleaner and Consumer.
+func WithObserver(o Observer) Option {
 	return func(s *settings) {
-		if m != nil {
-			s.metrics = m
+		if !s.appliesTo(kindRelay|kindCleaner|kindConsumer, "WithObserver") {
+			return
+		}
+		if o != nil {
+			s.metrics = metrics{o}
 		}
 	}
 }
@@ -63,6 +92,9 @@ func WithMetrics(m Metrics) Option {
 // seed 003), rows per DELETE for the Cleaner (default 1000). It must be at least 1.
 func WithBatchSize(n int) Option {
 	return func(s *settings) {
+		if !s.appliesTo(kindRelay|kindCleaner|kindConsumer, "WithBatchSize") {
+			return
+		}
 		if n < 1 {
 			s.invalidOptions = append(s.invalidOptions, "WithBatchSize needs n >= 1")
 			return
@@ -76,6 +108,9 @@ func WithBatchSize(n int) Option {
 // passes (default 1 minute). It must be positive.
 func WithInterval(d time.Duration) Option {
 	return func(s *settings) {
+		if !s.appliesTo(kindRelay|kindCleaner, "WithInterval") {
+			return
+		}
 		if d <= 0 {
 			s.invalidOptions = append(s.invalidOptions, "WithInterval needs a positive duration")
 			return
@@ -89,6 +124,9 @@ func WithInterval(d time.Duration) Option {
 // a failing event in a Consumer (default 50ms..5s). 0 <= min <= max.
 func WithBackoff(minPause, maxPause time.Duration) Option {
 	return func(s *settings) {
+		if !s.appliesTo(kindRelay|kindConsumer, "WithBackoff") {
+			return
+		}
 		if minPause < 0 || maxPause < minPause {
 			s.invalidOptions = append(s.invalidOptions, "WithBackoff needs 0 <= min <= max")
 			return
@@ -101,6 +139,9 @@ func WithBackoff(minPause, maxPause time.Duration) Option {
 // dead-letters it (default 5). It must be at least 1.
 func WithMaxAttempts(n int) Option {
 	return func(s *settings) {
+		if !s.appliesTo(kindConsumer, "WithMaxAttempts") {
+			return
+		}
 		if n < 1 {
 			s.invalidOptions = append(s.invalidOptions, "WithMaxAttempts needs n >= 1")
 			return
@@ -113,6 +154,9 @@ func WithMaxAttempts(n int) Option {
 // positive.
 func WithRetention(d time.Duration) Option {
 	return func(s *settings) {
+		if !s.appliesTo(kindCleaner, "WithRetention") {
+			return
+		}
 		if d <= 0 {
 			s.invalidOptions = append(s.invalidOptions, "WithRetention needs a positive duration")
 			return
@@ -126,6 +170,9 @@ func WithRetention(d time.Duration) Option {
 // topic's retention): a duplicate arriving after its record is gone is applied again.
 func WithProcessedRetention(d time.Duration) Option {
 	return func(s *settings) {
+		if !s.appliesTo(kindCleaner, "WithProcessedRetention") {
+			return
+		}
 		if d < 0 {
 			s.invalidOptions = append(s.invalidOptions, "WithProcessedRetention needs d >= 0")
 			return
@@ -139,6 +186,9 @@ func WithProcessedRetention(d time.Duration) Option {
 // them to a Kafka topic instead.
 func WithDeadLetters(sink DeadLetterSink) Option {
 	return func(s *settings) {
+		if !s.appliesTo(kindConsumer, "WithDeadLetters") {
+			return
+		}
 		if sink != nil {
 			s.deadLetters = sink
 		}
@@ -151,6 +201,9 @@ func WithDeadLetters(sink DeadLetterSink) Option {
 // saramaoutbox.MaxEventBytes of the producer's configuration. It must be at least 1. Writer.
 func WithMaxEventBytes(n int) Option {
 	return func(s *settings) {
+		if !s.appliesTo(kindWriter, "WithMaxEventBytes") {
+			return
+		}
 		if n < 1 {
 			s.invalidOptions = append(s.invalidOptions, "WithMaxEventBytes needs n >= 1")
 			return
@@ -159,13 +212,24 @@ func WithMaxEventBytes(n int) Option {
 	}
 }
 
-// newSettings applies opts over the defaults shared by every type; each constructor then
-// fills its own defaults for what was not set.
-func newSettings(opts []Option) (settings, error) {
+// appliesTo reports whether the type being built is one of to, and records the misuse of
+// the option name otherwise.
+func (s *settings) appliesTo(to kind, name string) bool {
+	if s.building&to == 0 {
+		s.invalidOptions = append(s.invalidOptions, name+" does not apply to a "+s.building.String())
+		return false
+	}
+	return true
+}
+
+// newSettings applies opts, for the type k, over the defaults shared by every type; each
+// constructor then fills its own defaults for what was not set.
+func newSettings(k kind, opts []Option) (settings, error) {
 	s := settings{
+		building:      k,
 		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		clock:         time.Now,
-		metrics:       NopMetrics{},
+		metrics:       metrics{observe.Nop{}},
 		maxAttempts:   5,
 		retention:     7 * 24 * time.Hour,
 		maxEventBytes: DefaultMaxEventBytes,

@@ -37,7 +37,7 @@ const DefaultRelayBatchSize = 500
 // NewRelay returns a Relay that reads the outbox on db and hands events to pub. Options:
 // WithBatchSize (events per round, default DefaultRelayBatchSize), WithInterval (idle
 // poll, default 1s), WithBackoff (after a failed round, default 100ms..30s), WithClock,
-// WithLogger, WithMetrics.
+// WithLogger, WithObserver.
 //
 // On MySQL the relay keeps a transaction open while pub publishes, and Run lets the previous
 // round commit while the next one publishes, so db's pool needs two connections for it
@@ -46,7 +46,7 @@ func NewRelay(db *bun.DB, pub Publisher, opts ...Option) (*Relay, error) {
 	if db == nil || pub == nil {
 		return nil, invalidConfig("NewRelay needs a database and a publisher")
 	}
-	s, err := newSettings(opts)
+	s, err := newSettings(kindRelay, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -207,9 +207,9 @@ func finishing(ctx context.Context) (context.Context, context.CancelFunc) {
 	return fctx, func() { stop(); cancel() }
 }
 
-// reportLag hands the lag to the metrics, if any.
+// reportLag hands the lag to the Observer, if any.
 func (r *Relay) reportLag(ctx context.Context) {
-	if _, nop := r.s.metrics.(NopMetrics); !nop && ctx.Err() == nil {
+	if r.s.metrics.on() && ctx.Err() == nil {
 		if lag, err := r.Lag(ctx); err == nil {
 			r.s.metrics.RelayLag(lag)
 		}

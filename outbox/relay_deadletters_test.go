@@ -7,12 +7,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
 
 // refusingPublisher behaves like a transactional Kafka publisher with a size limit: a
@@ -86,7 +89,7 @@ func TestRelaySetsAsideWhatThePublisherRefuses(t *testing.T) {
 				bad := poisoned[1] // seq 2
 				pub := &refusingPublisher{refuse: map[string]bool{bad.ID: true}, collateral: collateral}
 				m := newMetrics()
-				r, err := outbox.NewRelay(db, pub, outbox.WithBatchSize(4), outbox.WithMetrics(m))
+				r, err := outbox.NewRelay(db, pub, outbox.WithBatchSize(4), outbox.WithObserver(m))
 				require.NoError(t, err)
 
 				for range 20 {
@@ -99,7 +102,7 @@ func TestRelaySetsAsideWhatThePublisherRefuses(t *testing.T) {
 					assert.Equal(t, []int64{1, 2, 3, 4}, seqsOf(got, fmt.Sprintf("key-%03d", k)), "other streams flow in order")
 				}
 				assert.Len(t, got, 1+len(others), "each event published once")
-				assert.Equal(t, 1, m.get(m.deadRelay, "orders"))
+				assert.Equal(t, 1, m.get("relay_dead_lettered", "orders"))
 
 				dead, err := r.DeadLetters(ctx, 0)
 				require.NoError(t, err)
@@ -122,7 +125,7 @@ func TestRelaySetsAsideWhatThePublisherRefuses(t *testing.T) {
 				dead, err = r.DeadLetters(ctx, 0)
 				require.NoError(t, err)
 				assert.Empty(t, dead)
-				assert.Equal(t, 1, m.get(m.deadRelay, "orders"))
+				assert.Equal(t, 1, m.get("relay_dead_lettered", "orders"))
 			})
 		})
 	}
@@ -215,9 +218,9 @@ func TestAddRejectsEventsOverTheSizeLimit(t *testing.T) {
 // TestCreateSchemaAddsTheDeadLetterColumns: an outbox_events table from before dead
 // letters gets dead_at and dead_reason.
 func TestCreateSchemaAddsTheDeadLetterColumns(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			db := b.open(t)
+	for _, b := range testenv.Databases() {
+		t.Run(b.Name, func(t *testing.T) {
+			db := b.Open(t)
 			ctx := context.Background()
 			_, err := db.ExecContext(ctx, `CREATE TABLE outbox_events (
 				pos INTEGER PRIMARY KEY, id VARCHAR(64) NOT NULL, topic VARCHAR(249) NOT NULL,
@@ -229,5 +232,96 @@ func TestCreateSchemaAddsTheDeadLetterColumns(t *testing.T) {
 			_, err = db.ExecContext(ctx, "SELECT dead_at, dead_reason FROM outbox_events")
 			require.NoError(t, err)
 		})
+	}
+}
+
+// TestRedriveAndSkipRacingSeveralRelays runs three relays on MariaDB (FOR UPDATE SKIP
+// LOCKED) while writers keep adding events to the same streams and an operator redrives
+// (after fixing the cause) or skips each dead letter as soon as it appears. In the end
+// every event is published exactly once, in its stream's order, except the skipped ones,
+// which never are.
+func TestRedriveAndSkipRacingSeveralRelays(t *testing.T) {
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const keys, perKey = 6, 24
+	id := func(k, i int) string { return fmt.Sprintf("key-%d-%02d", k, i) }
+	pub := &refusingPublisher{refuse: map[string]bool{}}
+	skipped := map[string]bool{}
+	for k := range keys {
+		for _, i := range []int{3, 4, 15} { // seq i+1: two in a row early, one among the late writes
+			pub.refuse[id(k, i)] = true
+			if k%2 == 1 && i != 4 {
+				skipped[id(k, i)] = true
+			}
+		}
+	}
+	add := func(from, to int) {
+		for i := from; i < to; i++ {
+			for k := range keys {
+				_, err := outbox.Add(ctx, db, outbox.Event{ID: id(k, i), Topic: "orders", Key: fmt.Sprintf("key-%d", k),
+					Type: "test.happened", Payload: payload(map[string]int{"i": i})})
+				if err != nil && ctx.Err() == nil {
+					t.Errorf("add %s: %v", id(k, i), err)
+				}
+			}
+		}
+	}
+	refused := len(pub.refuse)
+	add(0, perKey/2)
+
+	var relays []*outbox.Relay
+	var wg sync.WaitGroup
+	for range 3 {
+		r, err := outbox.NewRelay(db, pub, outbox.WithBatchSize(5), outbox.WithInterval(2*time.Millisecond),
+			outbox.WithBackoff(time.Millisecond, 5*time.Millisecond))
+		require.NoError(t, err)
+		relays = append(relays, r)
+		wg.Go(func() { _ = r.Run(ctx) })
+	}
+	var writer sync.WaitGroup
+	writer.Go(func() { add(perKey/2, perKey) })
+	// The operator: redrive (cause fixed) or skip each dead letter once it shows up.
+	handled := map[string]bool{}
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(handled) < refused && time.Now().Before(deadline) {
+		dead, err := relays[0].DeadLetters(ctx, 0)
+		require.NoError(t, err)
+		for _, dl := range dead {
+			r := relays[len(handled)%len(relays)]
+			if skipped[dl.ID] {
+				require.NoError(t, r.Skip(ctx, dl.ID))
+			} else {
+				pub.accept(dl.ID)
+				require.NoError(t, r.Redrive(ctx, dl.ID))
+			}
+			handled[dl.ID] = true
+			require.ErrorIs(t, r.Skip(ctx, dl.ID), outbox.ErrNotDeadLetter, "resolved once")
+			require.ErrorIs(t, r.Redrive(ctx, dl.ID), outbox.ErrNotDeadLetter, "resolved once")
+		}
+		time.Sleep(3 * time.Millisecond)
+	}
+	require.Len(t, handled, refused, "every refused event was set aside")
+	writer.Wait()
+	require.Eventually(t, outboxtest.Drained(db), 2*time.Minute, 10*time.Millisecond, "the outbox drained")
+	cancel()
+	wg.Wait()
+
+	got := pub.snapshot()
+	for k := range keys {
+		var want []string
+		for i := range perKey {
+			if !skipped[id(k, i)] {
+				want = append(want, id(k, i))
+			}
+		}
+		var have []string
+		for _, ev := range got {
+			if ev.Key == fmt.Sprintf("key-%d", k) {
+				have = append(have, ev.ID)
+				assert.Equal(t, ev.ID, id(k, int(ev.Seq)-1))
+			}
+		}
+		assert.Equal(t, want, have, "key-%d: published once each, in order, the skipped never", k)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
 
 // publishLog is a Publisher that records what it is given, in order.
@@ -48,7 +49,7 @@ func ids(events []outbox.Event) []string {
 // mode, with batch sizes that do not divide the event count.
 func TestRelayEmbeddedAppliesEachEventOnceInOrder(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *bun.DB) {
-		c, err := outbox.NewConsumer(db, "projector", recordingHandler("projector"), outbox.WithBatchSize(7))
+		c, err := outbox.NewConsumer(db, "projector", outboxtest.RecordingHandler("projector"), outbox.WithBatchSize(7))
 		require.NoError(t, err)
 		d, err := outbox.NewDispatcher(outbox.Subscription{Topic: "orders", Consumer: c})
 		require.NoError(t, err)
@@ -56,14 +57,14 @@ func TestRelayEmbeddedAppliesEachEventOnceInOrder(t *testing.T) {
 		require.NoError(t, err)
 		want := addEvents(t, db, "orders", 5, 40)
 		relayUntilDone(t, r, db)
-		requireExactlyOnceInOrder(t, applied(t, db, "projector"), want)
+		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "projector"), want)
 	})
 }
 
 // TestRelayPublishesLateCommits: an event whose transaction commits after a newer event was
 // published is still published (the relay selects unsent rows, not a cursor).
 func TestRelayPublishesLateCommits(t *testing.T) {
-	db := openDB(t, testenv.MySQL)
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
 	ctx := context.Background()
 	log := &publishLog{}
 	r, err := outbox.NewRelay(db, log)
@@ -91,7 +92,7 @@ func TestRelayPublishesLateCommits(t *testing.T) {
 // TestRelayNeverOvertakesALockedHead: while another relay holds a stream's first unsent
 // event, this relay publishes no later event of that stream, but goes on with the others.
 func TestRelayNeverOvertakesALockedHead(t *testing.T) {
-	db := openDB(t, testenv.MySQL)
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
 	ctx := context.Background()
 	k := addEvents(t, db, "orders", 1, 3) // key-000 seq 1..3
 	var l []outbox.Event
@@ -127,7 +128,7 @@ func TestRelayCrashAfterPublishIsADuplicateNotALoss(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
 		m := newMetrics()
-		c, err := outbox.NewConsumer(db, "projector", recordingHandler("projector"), outbox.WithMetrics(m))
+		c, err := outbox.NewConsumer(db, "projector", outboxtest.RecordingHandler("projector"), outbox.WithObserver(m))
 		require.NoError(t, err)
 		d, err := outbox.NewDispatcher(outbox.Subscription{Topic: "orders", Consumer: c})
 		require.NoError(t, err)
@@ -146,7 +147,7 @@ func TestRelayCrashAfterPublishIsADuplicateNotALoss(t *testing.T) {
 			_, err := crashing.RelayOnce(ctx)
 			require.Error(t, err)
 		}
-		assert.Equal(t, len(want), unsent(t, db), "nothing was marked sent")
+		assert.Equal(t, len(want), outboxtest.Unsent(t, db), "nothing was marked sent")
 
 		restarted, err := outbox.NewRelay(db, outbox.PublisherFunc(func(ctx context.Context, events []outbox.Event) error {
 			published = append(published, ids(events)...)
@@ -156,8 +157,8 @@ func TestRelayCrashAfterPublishIsADuplicateNotALoss(t *testing.T) {
 		relayUntilDone(t, restarted, db)
 
 		assert.Equal(t, len(want)+20, len(published), "the first batch went out three times: duplicates with the same IDs")
-		requireExactlyOnceInOrder(t, applied(t, db, "projector"), want)
-		assert.Equal(t, 20, m.get(m.dups, "projector/orders"), "the two re-deliveries were skipped as duplicates")
+		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "projector"), want)
+		assert.Equal(t, 20, m.get("duplicate", "projector/orders"), "the two re-deliveries were skipped as duplicates")
 	})
 }
 
@@ -179,27 +180,27 @@ func TestRelayCutsAStreamAtItsFirstFailure(t *testing.T) {
 				return &outbox.PublishError{Failed: map[string]error{reject: errors.New("not leader")}}
 			}
 			return nil
-		}), outbox.WithMetrics(m))
+		}), outbox.WithObserver(m))
 		require.NoError(t, err)
 		n, err := r.RelayOnce(ctx)
 		require.ErrorIs(t, err, outbox.ErrPublish)
 		assert.Equal(t, 5, n, "key-000 seq 1 and key-001 seq 1..4")
-		assert.Equal(t, 3, unsent(t, db))
-		assert.Equal(t, 3, m.get(m.failed, "orders"), "the rejected event and the two after it in its stream")
+		assert.Equal(t, 3, outboxtest.Unsent(t, db))
+		assert.Equal(t, 3, m.get("publish_failed", "orders"), "the rejected event and the two after it in its stream")
 		relayUntilDone(t, r, db)
 		var k0 []int64
 		for _, ev := range log.snapshot()[len(evs):] {
 			k0 = append(k0, ev.Seq)
 		}
 		assert.Equal(t, []int64{2, 3, 4}, k0, "the second round republishes key-000 from seq 2 on")
-		assert.Equal(t, 8, m.get(m.published, "orders"))
+		assert.Equal(t, 8, m.get("published", "orders"))
 	})
 }
 
 // TestTwoRelaysPublishEachEventOnce: two relays running at once, while writers add events,
 // publish every event exactly once, and each stream in order.
 func TestTwoRelaysPublishEachEventOnce(t *testing.T) {
-	db := openDB(t, testenv.MySQL)
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	log := &publishLog{}
 	var wg sync.WaitGroup
@@ -228,7 +229,7 @@ func TestTwoRelaysPublishEachEventOnce(t *testing.T) {
 		})
 	}
 	ww.Wait()
-	eventually(t, "both relays to drain the outbox", func() bool { return unsent(t, db) == 0 })
+	require.Eventually(t, outboxtest.Drained(db), 2*time.Minute, 10*time.Millisecond, "both relays to drain the outbox")
 	cancel()
 	wg.Wait()
 
@@ -264,17 +265,17 @@ func TestRelayRunBacksOffAndResumes(t *testing.T) {
 				return errors.New("broker unreachable")
 			}
 			return log.Publish(ctx, events)
-		}), outbox.WithMetrics(m), outbox.WithBatchSize(10), outbox.WithBackoff(time.Millisecond, 20*time.Millisecond), outbox.WithInterval(5*time.Millisecond))
+		}), outbox.WithObserver(m), outbox.WithBatchSize(10), outbox.WithBackoff(time.Millisecond, 20*time.Millisecond), outbox.WithInterval(5*time.Millisecond))
 		require.NoError(t, err)
 		want := addEvents(t, db, "orders", 4, 10)
 		done := make(chan error)
 		go func() { done <- r.Run(ctx) }()
-		eventually(t, "failed rounds", func() bool { return m.get(m.failed, "orders") >= 30 })
-		assert.Equal(t, len(want), unsent(t, db))
+		require.Eventually(t, func() bool { return m.get("publish_failed", "orders") >= 30 }, 2*time.Minute, 10*time.Millisecond, "failed rounds")
+		assert.Equal(t, len(want), outboxtest.Unsent(t, db))
 		mu.Lock()
 		down = false
 		mu.Unlock()
-		eventually(t, "the relay to drain the outbox", func() bool { return unsent(t, db) == 0 })
+		require.Eventually(t, outboxtest.Drained(db), 2*time.Minute, 10*time.Millisecond, "the relay to drain the outbox")
 		cancel()
 		require.NoError(t, <-done)
 		assert.Equal(t, ids(want), ids(log.snapshot()))
@@ -298,7 +299,7 @@ func TestRelayReportsLag(t *testing.T) {
 				return errors.New("down")
 			}
 			return nil
-		}), outbox.WithClock(clk.Now), outbox.WithMetrics(m))
+		}), outbox.WithClock(clk.Now), outbox.WithObserver(m))
 		require.NoError(t, err)
 		lag, err := r.Lag(ctx)
 		require.NoError(t, err)
@@ -308,14 +309,14 @@ func TestRelayReportsLag(t *testing.T) {
 		failing = false
 		_, err = r.RelayOnce(ctx)
 		require.NoError(t, err)
-		assert.Equal(t, []time.Duration{90 * time.Second, 0}, m.lag)
-		assert.Equal(t, 1, m.get(m.failed, "orders"))
-		assert.Equal(t, 1, m.get(m.published, "orders"))
+		assert.Equal(t, []time.Duration{90 * time.Second, 0}, m.lags())
+		assert.Equal(t, 1, m.get("publish_failed", "orders"))
+		assert.Equal(t, 1, m.get("published", "orders"))
 	})
 }
 
 func TestRunLoopsStopWhenCancelled(t *testing.T) {
-	db := openDB(t, testenv.SQLite)
+	db := outboxtest.Prepare(t, testenv.SQLite(t))
 	r, err := outbox.NewRelay(db, &publishLog{})
 	require.NoError(t, err)
 	c, err := outbox.NewCleaner(db)
@@ -336,18 +337,18 @@ func TestRunLoopsStopWhenCancelled(t *testing.T) {
 }
 
 func TestConstructorsRejectBadConfiguration(t *testing.T) {
-	db := openDB(t, testenv.SQLite)
+	db := outboxtest.Prepare(t, testenv.SQLite(t))
 	_, err := outbox.NewRelay(nil, &publishLog{})
 	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
 	_, err = outbox.NewRelay(db, &publishLog{}, outbox.WithBatchSize(0))
 	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
-	_, err = outbox.NewConsumer(db, "", recordingHandler("x"))
+	_, err = outbox.NewConsumer(db, "", outboxtest.RecordingHandler("x"))
 	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
 	_, err = outbox.NewConsumer(db, "x", nil)
 	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
 	_, err = outbox.NewCleaner(db, outbox.WithRetention(0))
 	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
-	c, err := outbox.NewConsumer(db, "x", recordingHandler("x"))
+	c, err := outbox.NewConsumer(db, "x", outboxtest.RecordingHandler("x"))
 	require.NoError(t, err)
 	_, err = outbox.NewDispatcher(outbox.Subscription{Topic: "a", Consumer: c}, outbox.Subscription{Topic: "a", Consumer: c})
 	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)

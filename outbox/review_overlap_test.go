@@ -14,6 +14,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
 
 // commitGate is a query hook on the relay's own bun.DB: it holds the relay's first COMMIT
@@ -89,7 +90,7 @@ func killRoundOne(t testing.TB, db *bun.DB, g *commitGate, calls <-chan int) {
 	waitCall(t, calls, 2)
 	killOwnTx(t, db)
 	g.open()
-	eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
+	require.Eventually(t, outboxtest.Drained(db), 2*time.Minute, 10*time.Millisecond, "the outbox to drain")
 }
 
 // interleaved adds perKey events to each of keys, one transaction per event, round-robin.
@@ -139,7 +140,7 @@ func requireFirstCopiesInOrder(t testing.TB, log, want []outbox.Event) int {
 // embedded returns a publisher that logs each batch and hands it to a Dispatcher feeding
 // a recording consumer "projector", and a channel receiving the number of each call.
 func embedded(t testing.TB, db *bun.DB) (*publishLog, outbox.Publisher, <-chan int) {
-	c, err := outbox.NewConsumer(db, "projector", recordingHandler("projector"))
+	c, err := outbox.NewConsumer(db, "projector", outboxtest.RecordingHandler("projector"))
 	require.NoError(t, err)
 	d, err := outbox.NewDispatcher(outbox.Subscription{Topic: "orders", Consumer: c})
 	require.NoError(t, err)
@@ -197,13 +198,13 @@ func killOwnTx(t testing.TB, db *bun.DB) {
 	t.Helper()
 	ctx := context.Background()
 	var threads []int64
-	eventually(t, "one transaction with marked rows", func() bool {
+	require.Eventually(t, func() bool {
 		threads = threads[:0]
 		require.NoError(t, db.NewRaw(`SELECT t.trx_mysql_thread_id FROM information_schema.innodb_trx t
 			JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id
 			WHERE p.db = DATABASE() AND t.trx_rows_modified > 0`).Scan(ctx, &threads))
 		return len(threads) == 1
-	})
+	}, 2*time.Minute, 10*time.Millisecond, "one transaction with marked rows")
 	_, err := db.ExecContext(ctx, fmt.Sprintf("KILL %d", threads[0]))
 	require.NoError(t, err)
 }
@@ -214,7 +215,7 @@ func killOwnTx(t testing.TB, db *bun.DB) {
 // is lost, per key the first copies come in order and the consumer applies each event
 // exactly once in order.
 func TestOverlappingRoundCommitKilled(t *testing.T) {
-	db := openDB(t, testenv.MySQL)
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
 	want := interleaved(t, db, []string{"a", "b"}, 8)
 	log, pub, calls := embedded(t, db)
 	_, g, cancel, wait := gatedRelay(t, db, pub, quick(4)...)
@@ -224,13 +225,13 @@ func TestOverlappingRoundCommitKilled(t *testing.T) {
 
 	dups := requireFirstCopiesInOrder(t, log.snapshot(), want)
 	assert.Equal(t, 4, dups, "round 1's four events went out again")
-	requireExactlyOnceInOrder(t, applied(t, db, "projector"), want)
+	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "projector"), want)
 }
 
 // TestOverlappingRoundCommitFailsWithAnotherRelay: as above, with a second relay running
 // on the same database all along, which takes round 1's events once they are free again.
 func TestOverlappingRoundCommitFailsWithAnotherRelay(t *testing.T) {
-	db := openDB(t, testenv.MySQL)
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
 	want := interleaved(t, db, []string{"a", "b", "c"}, 40)
 	log, pub, _ := embedded(t, db)
 	_, g, cancel, wait := gatedRelay(t, db, pub, quick(6)...)
@@ -242,17 +243,17 @@ func TestOverlappingRoundCommitFailsWithAnotherRelay(t *testing.T) {
 	// The other relay can publish nothing before the kill (round 1 holds every key's head),
 	// but it may lock what round 2 would take, so round 2 may publish nothing either.
 	waitOther := runUntil(t, ctx, other)
-	eventually(t, "round 2 to read its stream heads", func() bool { return g.headQueries() >= 2 })
+	require.Eventually(t, func() bool { return g.headQueries() >= 2 }, 2*time.Minute, 10*time.Millisecond, "round 2 to read its stream heads")
 	killOwnTx(t, db)
 	g.open()
-	eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
+	require.Eventually(t, outboxtest.Drained(db), 2*time.Minute, 10*time.Millisecond, "the outbox to drain")
 	cancel()
 	cancelOther()
 	wait()
 	waitOther()
 
 	requireFirstCopiesInOrder(t, log.snapshot(), want)
-	requireExactlyOnceInOrder(t, applied(t, db, "projector"), want)
+	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "projector"), want)
 }
 
 // TestOverlappingRoundSetsAsideADeadLetter: round 1 sets a2 aside (refused for good) and
@@ -260,7 +261,7 @@ func TestOverlappingRoundCommitFailsWithAnotherRelay(t *testing.T) {
 // hands, not published), even though a2's dead_at is not committed yet. After Skip, a3..
 // follow in order.
 func TestOverlappingRoundSetsAsideADeadLetter(t *testing.T) {
-	db := openDB(t, testenv.MySQL)
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
 	want := interleaved(t, db, []string{"a", "b"}, 6)
 	pub := &refusingPublisher{refuse: map[string]bool{want[2].ID: true}} // a2
 	r, g, cancel, wait := gatedRelay(t, db, pub, quick(4)...)
@@ -268,9 +269,9 @@ func TestOverlappingRoundSetsAsideADeadLetter(t *testing.T) {
 	defer cancel()
 
 	<-g.reached
-	eventually(t, "round 2 to read its stream heads", func() bool { return g.headQueries() >= 2 })
+	require.Eventually(t, func() bool { return g.headQueries() >= 2 }, 2*time.Minute, 10*time.Millisecond, "round 2 to read its stream heads")
 	g.open()
-	eventually(t, "b to drain", func() bool { return len(seqsOf(pub.snapshot(), "b")) == 6 })
+	require.Eventually(t, func() bool { return len(seqsOf(pub.snapshot(), "b")) == 6 }, 2*time.Minute, 10*time.Millisecond, "b to drain")
 	assert.Equal(t, []int64{1}, seqsOf(pub.snapshot(), "a"), "nothing of a after the dead letter a2")
 	ctx := context.Background()
 	dead, err := r.DeadLetters(ctx, 0)
@@ -279,7 +280,7 @@ func TestOverlappingRoundSetsAsideADeadLetter(t *testing.T) {
 	assert.Equal(t, want[2].ID, dead[0].ID)
 
 	require.NoError(t, r.Skip(ctx, want[2].ID))
-	eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
+	require.Eventually(t, outboxtest.Drained(db), 2*time.Minute, 10*time.Millisecond, "the outbox to drain")
 	assert.Equal(t, []int64{1, 3, 4, 5, 6}, seqsOf(pub.snapshot(), "a"))
 	assert.Equal(t, []int64{1, 2, 3, 4, 5, 6}, seqsOf(pub.snapshot(), "b"))
 }
@@ -288,7 +289,7 @@ func TestOverlappingRoundSetsAsideADeadLetter(t *testing.T) {
 // while a round it published is committing and the next one publishes. What the publisher
 // accepted is marked sent before Run returns: a restarted relay publishes none of it again.
 func TestRunCancelledMidCommitMarksWhatItPublished(t *testing.T) {
-	db := openDB(t, testenv.MySQL)
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
 	want := interleaved(t, db, []string{"a", "b"}, 8)
 	log, pub, calls := embedded(t, db)
 	_, g, cancel, wait := gatedRelay(t, db, pub, outbox.WithBatchSize(4))
@@ -308,7 +309,7 @@ func TestRunCancelledMidCommitMarksWhatItPublished(t *testing.T) {
 	require.NoError(t, err)
 	relayUntilDone(t, restarted, db)
 	requireFirstCopiesInOrder(t, log.snapshot(), want)
-	requireExactlyOnceInOrder(t, applied(t, db, "projector"), want)
+	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "projector"), want)
 }
 
 // TestRunCancelledWhilePublishingMarksWhatItPublished: the shutdown comes while the
@@ -327,7 +328,7 @@ func TestRunCancelledWhilePublishingMarksWhatItPublished(t *testing.T) {
 		require.NoError(t, err)
 		runUntil(t, ctx, r)()
 		assert.Equal(t, ids(want), ids(log.snapshot()))
-		assert.Zero(t, unsent(t, db), "what the publisher accepted is marked sent")
+		assert.Zero(t, outboxtest.Unsent(t, db), "what the publisher accepted is marked sent")
 	})
 }
 
@@ -349,9 +350,9 @@ func (slowMark) AfterQuery(context.Context, *bun.QueryEvent) {}
 // everything it was given before is already marked sent. (The same check on MySQL sees
 // the overlap.)
 func TestRunOverlapsRoundsOnlyOnMySQL(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			db := openDB(t, b.open)
+	for _, b := range testenv.Databases() {
+		t.Run(b.Name, func(t *testing.T) {
+			db := outboxtest.Prepare(t, b.Open(t))
 			want := addEvents(t, db, "orders", 3, 10)
 			log := &publishLog{}
 			ctx, cancel := context.WithCancel(context.Background())
@@ -368,11 +369,11 @@ func TestRunOverlapsRoundsOnlyOnMySQL(t *testing.T) {
 			}), outbox.WithBatchSize(4), outbox.WithInterval(5*time.Millisecond))
 			require.NoError(t, err)
 			wait := runUntil(t, ctx, r)
-			eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
+			require.Eventually(t, outboxtest.Drained(db), 2*time.Minute, 10*time.Millisecond, "the outbox to drain")
 			cancel()
 			wait()
 			assert.Equal(t, ids(want), ids(log.snapshot()))
-			if b.name == "SQLite" {
+			if b.Name == "SQLite" {
 				assert.Empty(t, overlaps, "published while an earlier round was still unmarked")
 			} else {
 				assert.NotEmpty(t, overlaps, "Run overlaps rounds on MySQL")
@@ -386,7 +387,7 @@ func TestRunOverlapsRoundsOnlyOnMySQL(t *testing.T) {
 // round 1's commit dies. Nothing is lost, per key the first copies come in order, the
 // consumer applies each event once.
 func TestOverlappingRoundPublishFailsWhileTheOtherCommitFails(t *testing.T) {
-	db := openDB(t, testenv.MySQL)
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
 	want := interleaved(t, db, []string{"a", "b"}, 8)
 	log, pub, calls := embedded(t, db)
 	var mu sync.Mutex
@@ -419,14 +420,14 @@ func TestOverlappingRoundPublishFailsWhileTheOtherCommitFails(t *testing.T) {
 	wait()
 
 	requireFirstCopiesInOrder(t, log.snapshot(), want)
-	requireExactlyOnceInOrder(t, applied(t, db, "projector"), want)
+	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "projector"), want)
 }
 
 // TestEmbeddedRunWithTwoConnections: the embedded mode with the pool at the documented
 // minimum of two connections, full batches (so Run overlaps rounds) and the consumer
 // writing through the same pool: no deadlock, each event applied once in order.
 func TestEmbeddedRunWithTwoConnections(t *testing.T) {
-	db := openDB(t, testenv.MySQL)
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
 	want := interleaved(t, db, []string{"a", "b", "c"}, 30)
 	db.DB.SetMaxOpenConns(2)
 	log, pub, _ := embedded(t, db)
@@ -435,9 +436,9 @@ func TestEmbeddedRunWithTwoConnections(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	wait := runUntil(t, ctx, r)
-	eventually(t, "the outbox to drain", func() bool { return unsent(t, db) == 0 })
+	require.Eventually(t, outboxtest.Drained(db), 2*time.Minute, 10*time.Millisecond, "the outbox to drain")
 	cancel()
 	wait()
 	assert.Zero(t, requireFirstCopiesInOrder(t, log.snapshot(), want))
-	requireExactlyOnceInOrder(t, applied(t, db, "projector"), want)
+	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "projector"), want)
 }

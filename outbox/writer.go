@@ -20,7 +20,7 @@ type Writer struct{ s settings }
 // NewWriter returns a Writer. Options: WithMaxEventBytes (default DefaultMaxEventBytes),
 // WithClock (CreatedAt), WithLogger.
 func NewWriter(opts ...Option) (*Writer, error) {
-	s, err := newSettings(opts)
+	s, err := newSettings(kindWriter, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
@@ -16,6 +18,7 @@ import (
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
 
 func TestAddRejectsInvalidEvents(t *testing.T) {
@@ -167,7 +170,7 @@ func TestAddDuplicateIDKeepsCallersTransaction(t *testing.T) {
 // sequence row; the committed events are numbered 1..N without gap or repeat, and
 // concurrent rollbacks leave no hole.
 func TestConcurrentWritersToOneAggregate(t *testing.T) {
-	db := openDB(t, testenv.MySQL)
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
 	ctx := context.Background()
 	const writers, perWriter = 16, 25
 	var wg sync.WaitGroup
@@ -209,3 +212,178 @@ func TestConcurrentWritersToOneAggregate(t *testing.T) {
 }
 
 var errRollbackOnPurpose = errors.New("rolled back on purpose")
+
+// TestWritersOfOtherAggregatesNeverWait: while a business transaction that added an event
+// to one aggregate stays open (REPEATABLE READ, MariaDB's default), transactions adding
+// events to other aggregates — the ones next to it in the index, new ones that sort right
+// beside it, and a batch covering nearly every stream of the table — go through. They run
+// with a 1 s lock wait timeout: any wait on the open transaction's locks would fail them.
+func TestWritersOfOtherAggregatesNeverWait(t *testing.T) {
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
+	ctx := context.Background()
+	ev := func(key string) outbox.Event {
+		return outbox.Event{Topic: "orders", Key: key, Type: "x", Payload: []byte(`{}`)}
+	}
+	var all []outbox.Event
+	for i := range 20 {
+		all = append(all, ev(fmt.Sprintf("agg-%02d", i)))
+	}
+	_, err := outbox.Add(ctx, db, all...)
+	require.NoError(t, err)
+
+	holder, err := db.Conn(ctx)
+	require.NoError(t, err)
+	defer holder.Close()
+	held, err := holder.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	defer held.Rollback()
+	_, err = outbox.Add(ctx, held, ev("agg-10"), ev("new-50"))
+	require.NoError(t, err, "the open transaction holds an existing stream and a new one")
+
+	other, err := db.Conn(ctx)
+	require.NoError(t, err)
+	defer other.Close()
+	_, err = other.ExecContext(ctx, "SET SESSION innodb_lock_wait_timeout = 1")
+	require.NoError(t, err)
+	var everyOther []outbox.Event
+	for i := range 20 {
+		if i != 10 {
+			everyOther = append(everyOther, ev(fmt.Sprintf("agg-%02d", i)))
+		}
+	}
+	cases := map[string][]outbox.Event{
+		"the existing stream before":    {ev("agg-09")},
+		"the existing stream after":     {ev("agg-11")},
+		"a new stream right after":      {ev("agg-10a")},
+		"a new stream right before":     {ev("agg-09z")},
+		"new streams around a new one":  {ev("new-49"), ev("new-51")},
+		"every other stream of a table": everyOther,
+	}
+	for name, events := range cases {
+		tx, err := other.BeginTx(ctx, nil)
+		require.NoError(t, err)
+		_, err = outbox.Add(ctx, tx, events...)
+		if !assert.NoError(t, err, "%s: a writer of other aggregates waited on the open transaction", name) {
+			_ = tx.Rollback()
+			continue
+		}
+		require.NoError(t, tx.Commit(), name)
+	}
+	require.NoError(t, held.Commit())
+
+	var seqs []struct {
+		Key string `bun:"aggregate_key"`
+		N   int    `bun:"n"`
+		Max int    `bun:"max_seq"`
+	}
+	require.NoError(t, db.NewSelect().Table(outbox.TableEvents).ColumnExpr("aggregate_key, COUNT(*) AS n, MAX(seq) AS max_seq").
+		GroupExpr("aggregate_key").Scan(ctx, &seqs))
+	for _, s := range seqs {
+		assert.Equal(t, s.N, s.Max, "stream %s numbered without gap", s.Key)
+	}
+}
+
+// TestManyAggregatesConcurrentlyNoDeadlock: many business transactions, each adding events
+// to a random handful of 40 aggregates given in random order, run concurrently without a
+// single deadlock or lock wait timeout, and every stream ends numbered 1..n.
+func TestManyAggregatesConcurrentlyNoDeadlock(t *testing.T) {
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
+	ctx := context.Background()
+	const writers, txs, aggregates = 12, 30, 40
+	var mu sync.Mutex
+	added := make(map[string]int)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for range txs {
+				var events []outbox.Event
+				for _, k := range rng.Perm(aggregates)[:1+rng.IntN(5)] {
+					for range 1 + rng.IntN(2) {
+						events = append(events, outbox.Event{Topic: "orders", Key: fmt.Sprintf("agg-%02d", k), Type: "x", Payload: []byte(`{}`)})
+					}
+				}
+				err := sqlutil.InTx(ctx, db, func(ctx context.Context, tx bun.Tx) error {
+					_, err := outbox.Add(ctx, tx, events...)
+					return err
+				})
+				if !assert.NoError(t, err, "no deadlock, no lock wait timeout") {
+					return
+				}
+				mu.Lock()
+				for _, ev := range events {
+					added[ev.Key]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	var rows []struct {
+		Key string `bun:"aggregate_key"`
+		Seq int    `bun:"seq"`
+	}
+	require.NoError(t, db.NewSelect().Table(outbox.TableEvents).Column("aggregate_key", "seq").Order("aggregate_key", "seq").Scan(ctx, &rows))
+	next := make(map[string]int)
+	for _, r := range rows {
+		next[r.Key]++
+		require.Equal(t, next[r.Key], r.Seq, "stream %s numbered 1..n", r.Key)
+	}
+	assert.Equal(t, added, next, "every event added is there, once")
+}
+
+// TestHeadersArePublishedAsAddedOrRefused: every event Add accepts is published with
+// exactly the headers it was given — none altered on the way through the table, none
+// lost to the column's size — and one whose headers cannot be kept so is refused with
+// ErrInvalidEvent, nothing written.
+func TestHeadersArePublishedAsAddedOrRefused(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		good := outbox.Event{ID: "good", Topic: "orders", Key: "k", Type: "x", Payload: []byte(`{}`),
+			Headers: map[string]string{"trace": "가나다 😀", "quote": `"\`}}
+		_, err := outbox.Add(ctx, db, good)
+		require.NoError(t, err)
+		for name, h := range map[string]map[string]string{
+			"invalid UTF-8 value": {"bin": "\xff\xfe"},
+			"invalid UTF-8 name":  {"\xff": "v"},
+			"over 64 KiB":         {"big": strings.Repeat("a", 70_000)},
+		} {
+			ev := outbox.Event{ID: "bad", Topic: "orders", Key: "k", Type: "x", Payload: []byte(`{}`), Headers: h}
+			_, err := outbox.Add(ctx, db, ev)
+			require.ErrorIs(t, err, outbox.ErrInvalidEvent, name)
+			var ee *outbox.EventError
+			require.ErrorAs(t, err, &ee, name)
+			assert.Equal(t, "Headers", ee.Field, name)
+		}
+		var log publishLog
+		r, err := outbox.NewRelay(db, &log)
+		require.NoError(t, err)
+		relayUntilDone(t, r, db)
+		got := log.snapshot()
+		require.Len(t, got, 1)
+		assert.Equal(t, good.Headers, got[0].Headers)
+		dead, err := r.DeadLetters(ctx, 0)
+		require.NoError(t, err)
+		assert.Empty(t, dead)
+	})
+}
+
+// TestOptionsForAnotherTypeAreRejected: an option passed to a constructor it does not
+// apply to is a configuration error, not a setting silently dropped.
+func TestOptionsForAnotherTypeAreRejected(t *testing.T) {
+	db := outboxtest.Prepare(t, testenv.SQLite(t))
+	_, err := outbox.NewWriter(outbox.WithRetention(time.Hour))
+	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
+	assert.ErrorContains(t, err, "WithRetention does not apply to a Writer")
+	_, err = outbox.NewRelay(db, &publishLog{}, outbox.WithMaxAttempts(3))
+	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
+	_, err = outbox.NewCleaner(db, outbox.WithDeadLetters(outbox.NewDeadLetterTable(db)))
+	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
+	_, err = outbox.NewConsumer(db, "x", outboxtest.RecordingHandler("x"), outbox.WithMaxEventBytes(10))
+	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
+	_, err = outbox.NewConsumer(db, "x", outboxtest.RecordingHandler("x"), outbox.WithInterval(time.Second))
+	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
+	// Options shared by all still apply everywhere.
+	_, err = outbox.NewWriter(outbox.WithClock(time.Now), outbox.WithLogger(nil), outbox.WithMaxEventBytes(10))
+	assert.NoError(t, err)
+}

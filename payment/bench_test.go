@@ -6,8 +6,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/uptrace/bun"
-
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
@@ -18,10 +16,7 @@ import (
 // record the answer: two transactions per payment) against the in-process simulator at zero
 // latency, i.e. the library's and the database's own cost, with and without the policies.
 func BenchmarkPay(b *testing.B) {
-	for _, store := range []struct {
-		name string
-		open func(testing.TB) *bun.DB
-	}{{"SQLite", testenv.SQLite}, {"MySQL", testenv.MySQL}} {
+	for _, store := range testenv.Databases() {
 		for _, gw := range []struct {
 			name string
 			wrap func(payment.Gateway) payment.Gateway
@@ -29,9 +24,9 @@ func BenchmarkPay(b *testing.B) {
 			{"bare", func(g payment.Gateway) payment.Gateway { return g }},
 			{"policies", func(g payment.Gateway) payment.Gateway { return resilient.Wrap(g) }},
 		} {
-			b.Run(store.name+"/"+gw.name, func(b *testing.B) {
+			b.Run(store.Name+"/"+gw.name, func(b *testing.B) {
 				ctx := context.Background()
-				db := store.open(b)
+				db := store.Open(b)
 				if err := payment.CreateSchema(ctx, db); err != nil {
 					b.Fatal(err)
 				}

@@ -55,7 +55,7 @@
 // the PG does not confirm (a forgery signed with a leaked secret) records nothing and is
 // refused with ErrWebhookUnconfirmed. When the PG's own answer contradicts the record
 // (declined there, approved here, or the reverse, or another amount), the payment moves to
-// REVIEW, is logged as an ERROR and told to the Observer (Contradicted): a person decides,
+// REVIEW, is logged as an ERROR and told to the Observer (a "contradiction" Event): a person decides,
 // and nothing settles it automatically again. CrossCheck asks the PG about every settled
 // payment and reports those its record contradicts, for an audit. Each settlement is a
 // conditional update (UPDATE ... WHERE id = ? AND state = <the state read>) committed with its

@@ -2,28 +2,24 @@ package payment_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/payment/resilient"
+	"github.com/commercekit/commercekit/sqlitedb"
 )
 
 // openExampleDB opens an in-memory SQLite database with the payment schema.
 func openExampleDB(ctx context.Context, name string) (*bun.DB, error) {
-	sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+name+"?mode=memory&cache=shared")
+	db, err := sqlitedb.Open("file:" + name + "?mode=memory&cache=shared")
 	if err != nil {
 		return nil, err
 	}
-	sqldb.SetMaxOpenConns(1)
-	db := bun.NewDB(sqldb, sqlitedialect.New())
 	if err := payment.CreateSchema(ctx, db); err != nil {
 		db.Close()
 		return nil, err

@@ -2,14 +2,15 @@ package payment_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
 )
@@ -19,84 +20,27 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // eachDB runs fn on MySQL and on SQLite, each with the schema created.
 func eachDB(t *testing.T, fn func(t *testing.T, db *bun.DB)) {
 	t.Helper()
-	for _, b := range []struct {
-		name string
-		open func(testing.TB) *bun.DB
-	}{{"MySQL", testenv.MySQL}, {"SQLite", testenv.SQLite}} {
-		t.Run(b.name, func(t *testing.T) {
-			db := b.open(t)
-			require.NoError(t, payment.CreateSchema(context.Background(), db))
-			fn(t, db)
-		})
-	}
+	testenv.EachDB(t, func(t *testing.T, db *bun.DB) {
+		require.NoError(t, payment.CreateSchema(context.Background(), db))
+		fn(t, db)
+	})
 }
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// recorder keeps everything the Service tells its Observer.
+type recorder struct{ observe.Recorder }
 
-func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// recorder is an Observer that keeps everything it is told.
-type recorder struct {
-	mu             sync.Mutex
-	transitions    []payment.Transition
-	refunds        []payment.Refund
-	contradictions []string
-}
-
-func (r *recorder) Contradicted(paymentID string, cause payment.Cause, detail string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.contradictions = append(r.contradictions, paymentID+":"+string(cause)+":"+detail)
-}
-
-// contradicted returns what the recorder was told of contradictions.
+// contradicted returns the contradictions observed, as "payment:cause:detail".
 func (r *recorder) contradicted() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.contradictions...)
-}
-
-func (r *recorder) Transitioned(t payment.Transition) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.transitions = append(r.transitions, t)
-}
-
-func (r *recorder) RefundSettled(rf payment.Refund) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.refunds = append(r.refunds, rf)
+	var out []string
+	for _, e := range r.Events("contradiction") {
+		out = append(out, e.Labels["payment_id"]+":"+e.Labels["cause"]+":"+e.Labels["detail"])
+	}
+	return out
 }
 
 // count returns how many transitions of the payment into state to were observed.
 func (r *recorder) count(paymentID string, to payment.State) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, t := range r.transitions {
-		if t.PaymentID == paymentID && t.To == to {
-			n++
-		}
-	}
-	return n
+	return r.Count("transition", map[string]string{"payment_id": paymentID, "to": string(to)})
 }
 
 // env is a Service on a database with a simulator behind it.
@@ -104,7 +48,7 @@ type env struct {
 	db    *bun.DB
 	sim   *pgsim.Simulator
 	svc   *payment.Service
-	clock *fakeClock
+	clock *testclock.Clock
 	obs   *recorder
 }
 
@@ -117,7 +61,7 @@ func newEnv(t *testing.T, db *bun.DB, gw func(*pgsim.Simulator) payment.Gateway,
 	if gw != nil {
 		g = gw(sim)
 	}
-	e := &env{db: db, sim: sim, clock: newClock(), obs: &recorder{}}
+	e := &env{db: db, sim: sim, clock: testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)), obs: &recorder{}}
 	svc, err := payment.New(db, g, payment.WithClock(e.clock.Now), payment.WithObserver(e.obs),
 		payment.WithWebhookVerifier(sim.WebhookVerifier()))
 	require.NoError(t, err)
@@ -149,18 +93,6 @@ func (e *env) get(t *testing.T, id string) payment.Payment {
 	p, err := e.svc.Get(context.Background(), id)
 	require.NoError(t, err)
 	return p
-}
-
-// waitFor polls cond until it holds, failing the test after a generous deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // breakerDelay is how long an open breaker waits before a trial call in tests. failsafe-go's

@@ -307,9 +307,9 @@ func (s *Service) settleRefund(ctx context.Context, r Refund, to RefundState, re
 		r.FailureCode, r.FailureMessage = truncate(d.Code, 64), truncate(d.Message, 255)
 	}
 	if moved != nil {
-		s.observer.Transitioned(*moved)
+		s.transitioned(*moved)
 	}
-	s.observer.RefundSettled(r)
+	s.refundSettled(r)
 	return r, nil
 }
 

@@ -63,7 +63,7 @@ func TestRefundPartialThenFull(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, rs, 3)
 		assert.Equal(t, int64(10_000), e.sim.Stats().CanceledAmount)
-		assert.Len(t, e.obs.refunds, 3)
+		assert.Len(t, e.obs.Events("refund_settled"), 3)
 	})
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/observe"
 )
 
 // writeTimeout bounds the recording of a PG's answer after the caller's context has ended: the
@@ -80,7 +82,7 @@ func New(db *bun.DB, gw Gateway, opts ...Option) (*Service, error) {
 		gw:       gw,
 		logger:   slog.New(slog.DiscardHandler),
 		clock:    time.Now,
-		observer: NopObserver{},
+		observer: observe.Nop{},
 	}
 	for _, o := range opts {
 		o(s)
@@ -120,7 +122,7 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 		return Payment{}, err
 	}
 	if created {
-		s.observer.Transitioned(Transition{PaymentID: p.ID, To: StateRequested, Cause: CauseCreated, At: now})
+		s.transitioned(Transition{PaymentID: p.ID, To: StateRequested, Cause: CauseCreated, At: now})
 	} else {
 		if p, err = loadPayment(ctx, s.db, req.PaymentID, false); err != nil {
 			return Payment{}, err
@@ -210,7 +212,7 @@ func (s *Service) settle(ctx context.Context, p Payment, to State, ch change) (P
 			if to == StateDeclined {
 				p.DeclineCode, p.DeclineMessage = ch.declineCode, ch.declineMessage
 			}
-			s.observer.Transitioned(Transition{PaymentID: p.ID, From: from, To: to, Cause: ch.cause, Detail: ch.detail, At: at})
+			s.transitioned(Transition{PaymentID: p.ID, From: from, To: to, Cause: ch.cause, Detail: ch.detail, At: at})
 			return p, nil
 		}
 		if p, err = loadPayment(ctx, s.db, p.ID, false); err != nil {
@@ -235,8 +237,8 @@ func (s *Service) review(ctx context.Context, p Payment, cause Cause, detail str
 			p.State, p.UpdatedAt = StateReview, at
 			s.logger.ErrorContext(ctx, "payment: the gateway contradicts the record; payment moved to REVIEW",
 				"payment", p.ID, "order", p.OrderID, "from", from, "detail", detail, "cause", cause)
-			s.observer.Transitioned(Transition{PaymentID: p.ID, From: from, To: StateReview, Cause: cause, Detail: detail, At: at})
-			s.observer.Contradicted(p.ID, cause, detail)
+			s.transitioned(Transition{PaymentID: p.ID, From: from, To: StateReview, Cause: cause, Detail: detail, At: at})
+			s.contradicted(p.ID, cause, detail)
 			return p, nil
 		}
 		if p, err = loadPayment(ctx, s.db, p.ID, false); err != nil {

@@ -47,8 +47,8 @@ type WebhookVerifier interface {
 // notification, never proof. For an approval or a decline it asks the PG for the payment
 // (Gateway.Status) and records the PG's own answer, whatever the webhook claimed; a claim
 // the PG does not confirm (a forgery signed with a leaked secret, or a PG not finished yet)
-// records nothing of its own, is logged as an ERROR, told to the Observer (Contradicted)
-// and refused with ErrWebhookUnconfirmed. What is recorded is recorded exactly once: a
+// records nothing of its own, is logged as an ERROR, told to the Observer (a
+// "contradiction" Event) and refused with ErrWebhookUnconfirmed. What is recorded is recorded exactly once: a
 // webhook for a payment already settled the same way (by the response, an earlier delivery,
 // or the reconciler) changes nothing and returns nil, so a PG may deliver it any number of
 // times, and it may race the reconciler or a client's retry. A PG whose answer contradicts
@@ -84,7 +84,7 @@ func (s *Service) HandleWebhook(ctx context.Context, body []byte, signature stri
 			detail := fmt.Sprintf("a webhook claims %d %s, recorded %d %s", ev.Amount, ev.Currency, p.Amount, p.Currency)
 			s.logger.ErrorContext(ctx, "payment: signed webhook contradicts the record; refused",
 				"payment", p.ID, "order", p.OrderID, "state", p.State, "detail", detail)
-			s.observer.Contradicted(p.ID, CauseWebhook, detail)
+			s.contradicted(p.ID, CauseWebhook, detail)
 			return fmt.Errorf("%w: %q: %s", ErrInvalidWebhook, p.ID, detail)
 		}
 		return s.confirmWebhook(ctx, p, ev)
@@ -140,7 +140,7 @@ func (s *Service) unconfirmed(ctx context.Context, p Payment, claim GatewayState
 	detail := fmt.Sprintf("a webhook claims %s, %s", claim, why)
 	s.logger.ErrorContext(ctx, "payment: webhook not confirmed by the gateway; nothing recorded from it",
 		"payment", p.ID, "order", p.OrderID, "state", p.State, "detail", detail)
-	s.observer.Contradicted(p.ID, CauseWebhook, detail)
+	s.contradicted(p.ID, CauseWebhook, detail)
 	return fmt.Errorf("%w: %q: %s", ErrWebhookUnconfirmed, p.ID, detail)
 }
 

@@ -2,12 +2,7 @@ package cart_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/cart"
@@ -19,18 +14,17 @@ import (
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
+	"github.com/commercekit/commercekit/sqlitedb"
 )
 
 // Example fills a cart on the embedded configuration (one SQLite database) and orders it:
 // the order holds the cart's lines, and the cart is empty afterwards.
 func Example() {
 	ctx := context.Background()
-	sqldb, err := sql.Open(sqliteshim.ShimName, "file:cart-example?mode=memory&cache=shared")
+	db, err := sqlitedb.Open("file:cart-example?mode=memory&cache=shared")
 	if err != nil {
 		panic(err)
 	}
-	sqldb.SetMaxOpenConns(1)
-	db := bun.NewDB(sqldb, sqlitedialect.New())
 	defer db.Close()
 	if err := commerce.CreateAllSchemas(ctx, db, sqlinventory.CreateSchema, sqlcoupon.CreateSchema); err != nil {
 		panic(err)

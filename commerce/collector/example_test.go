@@ -2,28 +2,22 @@ package collector_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
-
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/sqlitedb"
 )
 
 // A sale is collected, rolled up and ranked.
 func Example() {
 	ctx := context.Background()
-	sqldb, err := sql.Open(sqliteshim.ShimName, "file::memory:?cache=shared")
+	db, err := sqlitedb.Open("file::memory:?cache=shared")
 	if err != nil {
 		panic(err)
 	}
-	sqldb.SetMaxOpenConns(1)
-	db := bun.NewDB(sqldb, sqlitedialect.New())
 	defer db.Close()
 	if err := outbox.CreateSchema(ctx, db); err != nil {
 		panic(err)

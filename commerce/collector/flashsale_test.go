@@ -13,6 +13,8 @@ import (
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/internal/testkit"
+	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
 	"github.com/commercekit/commercekit/payment"
@@ -40,7 +42,7 @@ func TestFlashSale(t *testing.T) {
 				paid []commerce.Order
 			)
 			var soldOut atomic.Int64
-			parallel(40, 8, func(i int) {
+			testkit.Parallel(40, 8, func(i int) {
 				user := e.ID("buyer")
 				e.GivePoints(t, user, 800)
 				coupon := e.GiveCoupon(t, tpl, user)
@@ -124,7 +126,7 @@ func TestFlashSale(t *testing.T) {
 			// Everything again from the start: nothing changes.
 			before := col.snapshot(t)
 			replay := &counting{}
-			again, err := col.collector.NewConsumer(outbox.WithMetrics(replay))
+			again, err := col.collector.NewConsumer(outbox.WithObserver(replay))
 			require.NoError(t, err)
 			if e.Kafka == nil {
 				col.consumer = again
@@ -142,12 +144,17 @@ func TestFlashSale(t *testing.T) {
 
 // counting counts a consumer's applied and duplicate events.
 type counting struct {
-	outbox.NopMetrics
 	applied, dups atomic.Int64
 }
 
-func (c *counting) Applied(_, _ string, n int)    { c.applied.Add(int64(n)) }
-func (c *counting) Duplicates(_, _ string, n int) { c.dups.Add(int64(n)) }
+func (c *counting) Observe(e observe.Event) {
+	switch e.Name {
+	case "applied":
+		c.applied.Add(e.N)
+	case "duplicate":
+		c.dups.Add(e.N)
+	}
+}
 
 // deliverOutbox delivers every event of the outbox table to the env's consumer, in
 // insertion order, as the embedded dispatcher would.
@@ -179,18 +186,4 @@ func waitProcessed(t testing.TB, e *env, n int) {
 		err := e.db.NewSelect().Table(outbox.TableProcessed).ColumnExpr("COUNT(*)").Where("consumer = ?", collector.ConsumerName).Scan(ctx, &got)
 		return err == nil && got == n
 	}, 30*time.Second, 20*time.Millisecond, "the collector applies %d events", n)
-}
-
-// parallel runs fn(i) for i in [0, n) on workers goroutines.
-func parallel(n, workers int, fn func(i int)) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				fn(i)
-			}
-		})
-	}
-	wg.Wait()
 }

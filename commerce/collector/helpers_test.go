@@ -33,12 +33,7 @@ type env struct {
 
 // stores runs fn on SQLite and on MySQL/MariaDB.
 func stores(t *testing.T, fn func(t *testing.T, e *env)) {
-	for _, s := range []struct {
-		name string
-		open func(testing.TB) *bun.DB
-	}{{"SQLite", testenv.SQLite}, {"MySQL", testenv.MySQL}} {
-		t.Run(s.name, func(t *testing.T) { fn(t, newEnv(t, s.open(t))) })
-	}
+	testenv.EachDB(t, func(t *testing.T, db *bun.DB) { fn(t, newEnv(t, db)) })
 }
 
 func newEnv(t testing.TB, db *bun.DB, opts ...collector.Option) *env {

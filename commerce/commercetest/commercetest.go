@@ -31,6 +31,7 @@ import (
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/coupon/rediscoupon"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
+	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
@@ -46,31 +47,11 @@ import (
 // Start is the fake clock's initial time.
 var Start = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 
-// Clock is a fake clock, safe for concurrent use, that moves only when told.
-type Clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-// Now returns the clock's time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Advance moves the clock forward by d.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // Env is a Service with every part it is built from, for tests to look behind it.
 type Env struct {
 	Name      string
 	DB        *bun.DB
-	Clock     *Clock
+	Clock     *testclock.Clock
 	Service   *commerce.Service
 	Inventory *inventory.Inventory
 	// Stock is the journaled Redis inventory behind Inventory, and Redis its client, in the
@@ -109,7 +90,7 @@ var Configs = []struct {
 func SQLite(tb testing.TB, opts ...commerce.Option) *Env {
 	tb.Helper()
 	db := testenv.SQLite(tb)
-	clock := &Clock{t: Start}
+	clock := testclock.New(Start)
 	e := &Env{Name: "SQLite", DB: db, Clock: clock, Topic: commerce.DefaultTopic}
 	e.Inventory = inventory.New(sqlinventory.New(db), inventory.WithClock(clock.Now))
 	e.Coupons = coupon.New(db, sqlcoupon.New(), coupon.WithClock(clock.Now))
@@ -170,7 +151,7 @@ func mysqlEnv(tb testing.TB, rdb *redis.Client, opts []commerce.Option) *Env {
 	tb.Helper()
 	db := testenv.MySQL(tb)
 	kafka := testenv.NewKafka(tb)
-	clock := &Clock{t: Start}
+	clock := testclock.New(Start)
 	e := &Env{Name: "MySQL", DB: db, Clock: clock, Topic: kafka.Topic(tb, "orders"), Kafka: kafka}
 	if rdb != nil {
 		require.NoError(tb, createSchemas(context.Background(), db))

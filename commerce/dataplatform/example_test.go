@@ -2,29 +2,23 @@ package dataplatform_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"net/http/httptest"
-
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/dataplatform"
 	"github.com/commercekit/commercekit/commerce/dataplatform/platformsim"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/sqlitedb"
 )
 
 // A paid order is queued by the consumer and sent to the (mock) platform.
 func Example() {
 	ctx := context.Background()
-	sqldb, err := sql.Open(sqliteshim.ShimName, "file::memory:?cache=shared")
+	db, err := sqlitedb.Open("file::memory:?cache=shared")
 	if err != nil {
 		panic(err)
 	}
-	sqldb.SetMaxOpenConns(1)
-	db := bun.NewDB(sqldb, sqlitedialect.New())
 	defer db.Close()
 	if err := outbox.CreateSchema(ctx, db); err != nil {
 		panic(err)

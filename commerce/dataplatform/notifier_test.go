@@ -25,17 +25,11 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 var ctx = context.Background()
 
 func stores(t *testing.T, fn func(t *testing.T, db *bun.DB)) {
-	for _, s := range []struct {
-		name string
-		open func(testing.TB) *bun.DB
-	}{{"SQLite", testenv.SQLite}, {"MySQL", testenv.MySQL}} {
-		t.Run(s.name, func(t *testing.T) {
-			db := s.open(t)
-			require.NoError(t, outbox.CreateSchema(ctx, db))
-			require.NoError(t, dataplatform.CreateSchema(ctx, db))
-			fn(t, db)
-		})
-	}
+	testenv.EachDB(t, func(t *testing.T, db *bun.DB) {
+		require.NoError(t, outbox.CreateSchema(ctx, db))
+		require.NoError(t, dataplatform.CreateSchema(ctx, db))
+		fn(t, db)
+	})
 }
 
 // paidOrders returns n payment-completed events and, mixed in, events of other types.

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 // The rush of the issue's acceptance test.
@@ -36,7 +37,7 @@ type issued struct {
 func rush(f *fixture, templateID string, reqs [][2]string) []issued {
 	order := rand.Perm(len(reqs))
 	res := make([]issued, len(reqs))
-	parallel(len(reqs), rushWorkers, func(k int) {
+	testkit.Parallel(len(reqs), rushWorkers, func(k int) {
 		i := order[k]
 		c, err := f.Service.Issue(context.Background(), templateID, reqs[i][0], reqs[i][1])
 		res[i] = issued{reqs[i][0], c, err}

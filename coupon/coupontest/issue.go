@@ -15,6 +15,7 @@ import (
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 func testIssue(t *testing.T, h Harness) {
@@ -158,7 +159,7 @@ func testIssueIdempotency(t *testing.T, h Harness) {
 		const n = 50
 		ids := make([]string, n)
 		errs := make([]error, n)
-		together(n, func(i int) {
+		testkit.Together(n, func(i int) {
 			c, err := f.Service.Issue(ctx, tpl.ID, "alice", "same-request")
 			ids[i], errs[i] = c.ID, err
 		})
@@ -178,7 +179,7 @@ func testIssueIdempotency(t *testing.T, h Harness) {
 			err error
 		}
 		res := make([]result, n)
-		together(n, func(i int) {
+		testkit.Together(n, func(i int) {
 			user, req := "alice", "alice-req" // even goroutines: one request, sent 20 times
 			if i%2 == 1 {
 				user, req = fmt.Sprint("user-", i), fmt.Sprint("req-", i)

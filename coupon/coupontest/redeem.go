@@ -12,6 +12,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 // redeemFixture is a fixture with one 10%-off coupon (cap 5,000, minimum 20,000, expiring
@@ -333,7 +334,7 @@ func testRedemptionRaces(t *testing.T, h Harness) {
 			cs[i] = f.issue(t, tpl.ID, fmt.Sprint("user-", i), fmt.Sprint("req-", i))
 		}
 		errs := make([]error, 2*coupons)
-		together(2*coupons, func(i int) {
+		testkit.Together(2*coupons, func(i int) {
 			c := cs[i/2]
 			_, errs[i] = f.Service.Reserve(ctx, c.ID, c.UserID, fmt.Sprint("order-", i), 10_000)
 		})
@@ -357,7 +358,7 @@ func testRedemptionRaces(t *testing.T, h Harness) {
 		f, c := redeemFixture(t, h)
 		const n = 20
 		errs := make([]error, n)
-		together(n, func(i int) {
+		testkit.Together(n, func(i int) {
 			_, errs[i] = f.Service.Reserve(ctx, c.ID, "alice", fmt.Sprint("order-", i), 30_000)
 		})
 		wins := 0
@@ -376,7 +377,7 @@ func testRedemptionRaces(t *testing.T, h Harness) {
 		const n = 20
 		reds := make([]coupon.Redemption, n)
 		errs := make([]error, n)
-		together(n, func(i int) {
+		testkit.Together(n, func(i int) {
 			reds[i], errs[i] = f.Service.Reserve(ctx, c.ID, "alice", "order-1", 30_000)
 		})
 		for i := range n {
@@ -385,12 +386,12 @@ func testRedemptionRaces(t *testing.T, h Harness) {
 		}
 		assert.Len(t, f.redemptions(t, "order-1"), 1)
 
-		together(n, func(i int) { _, errs[i] = f.Service.Confirm(ctx, "order-1") })
+		testkit.Together(n, func(i int) { _, errs[i] = f.Service.Confirm(ctx, "order-1") })
 		for _, err := range errs {
 			require.NoError(t, err)
 		}
 		assert.Equal(t, coupon.StateUsed, f.coupon(t, c.ID).State)
-		together(n, func(i int) { _, errs[i] = f.Service.Restore(ctx, "order-1") })
+		testkit.Together(n, func(i int) { _, errs[i] = f.Service.Restore(ctx, "order-1") })
 		for _, err := range errs {
 			require.NoError(t, err)
 		}
@@ -408,7 +409,7 @@ func testRedemptionRaces(t *testing.T, h Harness) {
 			require.NoError(t, err)
 		}
 		errs := make([]error, 2*orders)
-		together(2*orders, func(i int) {
+		testkit.Together(2*orders, func(i int) {
 			if i%2 == 0 {
 				_, errs[i] = f.Service.Confirm(ctx, fmt.Sprint("order-", i/2))
 			} else {

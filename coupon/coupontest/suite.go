@@ -17,7 +17,6 @@ package coupontest
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/internal/testclock"
 )
 
 // Harness opens the backend under test.
@@ -66,33 +66,15 @@ func Run(t *testing.T, h Harness) {
 // start is the suite's clock at the beginning of every test.
 var start = time.Date(2030, 3, 1, 9, 0, 0, 0, time.UTC)
 
-// clock is a settable clock for the Service.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // fixture is one test's backend and clock.
 type fixture struct {
 	Env
-	clock *clock
+	clock *testclock.Clock
 }
 
 func open(t *testing.T, h Harness) *fixture {
 	t.Helper()
-	c := &clock{now: start}
+	c := testclock.New(start)
 	env := h.Open(t, coupon.WithClock(c.Now))
 	require.NotNil(t, env.Service)
 	require.NotNil(t, env.DB)
@@ -160,36 +142,4 @@ func (f *fixture) durableIDs(t *testing.T, templateID string) []string {
 		Scan(context.Background(), &ids)
 	require.NoError(t, err)
 	return ids
-}
-
-// parallel runs fn(i) for i in [0, n) on at most workers goroutines.
-func parallel(n, workers int, fn func(i int)) {
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(n, workers) {
-		wg.Go(func() {
-			for i := range next {
-				fn(i)
-			}
-		})
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-}
-
-// together runs fn(i) for i in [0, n) on n goroutines released at the same moment.
-func together(n int, fn func(i int)) {
-	gate := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			<-gate
-			fn(i)
-		})
-	}
-	close(gate)
-	wg.Wait()
 }

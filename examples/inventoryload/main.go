@@ -29,12 +29,11 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/mysqldialect"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
 	"github.com/commercekit/commercekit/inventory/sqlinventory"
+	"github.com/commercekit/commercekit/sqlitedb"
 )
 
 // config is what one load run does.
@@ -83,12 +82,11 @@ func main() {
 func open(ctx context.Context, c config) (*inventory.Inventory, func(), error) {
 	switch c.backend {
 	case "sqlite":
-		sqldb, err := sql.Open(sqliteshim.ShimName, "file:inventoryload?mode=memory&cache=shared")
+		db, err := sqlitedb.Open("file:inventoryload?mode=memory&cache=shared")
 		if err != nil {
 			return nil, nil, err
 		}
-		sqldb.SetMaxOpenConns(1)
-		return sqlInventory(ctx, bun.NewDB(sqldb, sqlitedialect.New()))
+		return sqlInventory(ctx, db)
 	case "mysql":
 		cfg, err := mysql.ParseDSN(c.dsn)
 		if err != nil {

@@ -27,17 +27,11 @@ type item struct {
 }
 
 func backends(t *testing.T, fn func(t *testing.T, db *bun.DB)) {
-	for _, b := range []struct {
-		name string
-		open func(testing.TB) *bun.DB
-	}{{"MySQL", testenv.MySQL}, {"SQLite", testenv.SQLite}} {
-		t.Run(b.name, func(t *testing.T) {
-			db := b.open(t)
-			_, err := db.NewCreateTable().Model((*item)(nil)).Exec(context.Background())
-			require.NoError(t, err)
-			fn(t, db)
-		})
-	}
+	testenv.EachDB(t, func(t *testing.T, db *bun.DB) {
+		_, err := db.NewCreateTable().Model((*item)(nil)).Exec(context.Background())
+		require.NoError(t, err)
+		fn(t, db)
+	})
 }
 
 func count(t *testing.T, db bun.IDB) int64 {

@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/inventory"
 )
 
@@ -71,30 +71,10 @@ func Run(t *testing.T, h Harness) {
 	}
 }
 
-// clock is a manual clock for expiry without sleeping.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2025, 11, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // newInv returns an inventory on a manual clock.
-func newInv(t *testing.T, h Harness, opts ...inventory.Option) (*inventory.Inventory, *clock, *bun.DB) {
+func newInv(t *testing.T, h Harness, opts ...inventory.Option) (*inventory.Inventory, *testclock.Clock, *bun.DB) {
 	t.Helper()
-	clk := newClock()
+	clk := testclock.New(time.Date(2025, 11, 1, 12, 0, 0, 0, time.UTC))
 	inv, db := h.New(t, append([]inventory.Option{inventory.WithClock(clk.Now)}, opts...)...)
 	return inv, clk, db
 }

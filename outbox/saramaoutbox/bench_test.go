@@ -11,7 +11,9 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
 )
 
@@ -43,7 +45,7 @@ func BenchmarkRelay(b *testing.B) {
 			k := testenv.NewKafka(b)
 			topic := k.Topic(b, "bench")
 			published := &publishedCounter{done: make(chan struct{}), want: int64(b.N)}
-			opts := []outbox.Option{outbox.WithMetrics(published)}
+			opts := []outbox.Option{outbox.WithObserver(published)}
 			if batch > 0 {
 				opts = append(opts, outbox.WithBatchSize(batch))
 			}
@@ -65,14 +67,16 @@ func BenchmarkRelay(b *testing.B) {
 
 // publishedCounter closes done once the relay has published and marked want events.
 type publishedCounter struct {
-	outbox.NopMetrics
 	n    atomic.Int64
 	want int64
 	done chan struct{}
 }
 
-func (c *publishedCounter) Published(_ string, n int) {
-	if total := c.n.Add(int64(n)); total >= c.want && total-int64(n) < c.want {
+func (c *publishedCounter) Observe(e observe.Event) {
+	if e.Name != "published" {
+		return
+	}
+	if total := c.n.Add(e.N); total >= c.want && total-e.N < c.want {
 		close(c.done)
 	}
 }
@@ -95,8 +99,8 @@ func BenchmarkConsumer(b *testing.B) {
 			var first, last atomic.Int64
 			c, err := outbox.NewConsumer(db, "bench", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
 				first.CompareAndSwap(0, time.Now().UnixNano())
-				return record(ctx, tx, "bench", events)
-			}, outbox.WithBatchSize(batch), outbox.WithMetrics(appliedCounter{n: &applied, last: &last}))
+				return outboxtest.Record(ctx, tx, "bench", events)
+			}, outbox.WithBatchSize(batch), outbox.WithObserver(appliedCounter{n: &applied, last: &last}))
 			require.NoError(b, err)
 			b.ResetTimer()
 			runGroup(b, k, "bench", saramaoutbox.NewConsumerHandler(c), topic)
@@ -111,12 +115,14 @@ func BenchmarkConsumer(b *testing.B) {
 	}
 }
 
+// appliedCounter counts the events a consumer applied and when it last applied some.
 type appliedCounter struct {
-	outbox.NopMetrics
 	n, last *atomic.Int64
 }
 
-func (a appliedCounter) Applied(_, _ string, n int) {
-	a.n.Add(int64(n))
-	a.last.Store(time.Now().UnixNano())
+func (a appliedCounter) Observe(e observe.Event) {
+	if e.Name == "applied" {
+		a.n.Add(e.N)
+		a.last.Store(time.Now().UnixNano())
+	}
 }

@@ -13,58 +13,19 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 // openDB returns a fresh MySQL database with the outbox schema and the effect table.
-func openDB(t testing.TB) *bun.DB {
-	db := testenv.MySQL(t)
-	ctx := context.Background()
-	require.NoError(t, outbox.CreateSchema(ctx, db))
-	_, err := db.ExecContext(ctx, `CREATE TABLE test_applied (
-		n BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, consumer VARCHAR(64) NOT NULL,
-		event_id VARCHAR(64) NOT NULL, aggregate_key VARCHAR(128) NOT NULL, seq BIGINT NOT NULL)`)
-	require.NoError(t, err)
-	return db
-}
-
-// appliedRow is one application of an event; no unique key on event_id, so a double
-// application would show as two rows.
-type appliedRow struct {
-	bun.BaseModel `bun:"table:test_applied"`
-	N             int64  `bun:"n,pk,autoincrement"`
-	Consumer      string `bun:"consumer"`
-	EventID       string `bun:"event_id"`
-	Key           string `bun:"aggregate_key"`
-	Seq           int64  `bun:"seq"`
-}
-
-func record(ctx context.Context, tx bun.Tx, consumer string, events []outbox.Event) error {
-	rows := make([]appliedRow, len(events))
-	for i, ev := range events {
-		rows[i] = appliedRow{Consumer: consumer, EventID: ev.ID, Key: ev.Key, Seq: ev.Seq}
-	}
-	_, err := tx.NewInsert().Model(&rows).Exec(ctx)
-	return err
-}
-
-func applied(t testing.TB, db *bun.DB, consumer string) []appliedRow {
-	var rows []appliedRow
-	require.NoError(t, db.NewSelect().Model(&rows).Where("consumer = ?", consumer).Order("n").Scan(context.Background()))
-	return rows
-}
+func openDB(t testing.TB) *bun.DB { return outboxtest.Prepare(t, testenv.MySQL(t)) }
 
 func countApplied(t testing.TB, db *bun.DB) int {
 	n, err := db.NewSelect().Table("test_applied").Count(context.Background())
-	require.NoError(t, err)
-	return int(n)
-}
-
-func unsent(t testing.TB, db *bun.DB) int {
-	n, err := db.NewSelect().Table(outbox.TableEvents).Where("sent_at IS NULL").Count(context.Background())
 	require.NoError(t, err)
 	return int(n)
 }
@@ -228,33 +189,11 @@ func duplicates(copies map[string]int) int {
 	return n
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// metrics records what the relay and consumers report.
+type metrics struct{ observe.Recorder }
 
-// metrics counts what the relay and consumers report.
-type metrics struct {
-	outbox.NopMetrics
-	mu                                                sync.Mutex
-	published, failed, applied, dups, dead, relayDead int
-}
-
-func (m *metrics) RelayDeadLettered(_ string, n int) { m.add(&m.relayDead, n) }
-func (m *metrics) Published(_ string, n int)         { m.add(&m.published, n) }
-func (m *metrics) PublishFailed(_ string, n int)     { m.add(&m.failed, n) }
-func (m *metrics) Applied(_, _ string, n int)        { m.add(&m.applied, n) }
-func (m *metrics) Duplicates(_, _ string, n int)     { m.add(&m.dups, n) }
-func (m *metrics) DeadLettered(_, _ string, n int)   { m.add(&m.dead, n) }
-func (m *metrics) add(field *int, n int)             { m.mu.Lock(); *field += n; m.mu.Unlock() }
-func (m *metrics) get(field *int) int                { m.mu.Lock(); defer m.mu.Unlock(); return *field }
+// get returns the sum of N over the Events named name.
+func (m *metrics) get(name string) int { return int(m.Sum(name, nil)) }
 
 // runGroup runs h in consumer group group on topics until the test ends.
 func runGroup(t testing.TB, k *testenv.Kafka, group string, h *saramaoutbox.ConsumerHandler, topics ...string) {

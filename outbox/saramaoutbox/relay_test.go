@@ -13,6 +13,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
 )
 
@@ -27,7 +28,7 @@ func TestRelay10000EventsOver100KeysInOrder(t *testing.T) {
 	require.NoError(t, err)
 	runRelay(t, r)
 	want := addEvents(t, db, topic, 10000, 100, 8, 5)
-	eventually(t, "the relay to drain the outbox", func() bool { return unsent(t, db) == 0 })
+	require.Eventually(t, outboxtest.Drained(db), 3*time.Minute, 20*time.Millisecond, "the relay to drain the outbox")
 	copies := checkDelivery(t, readTopic(t, k, topic, len(want)), want)
 	assert.Zero(t, duplicates(copies), "no failure, no duplicate")
 	assert.Len(t, copies, 10000)
@@ -78,21 +79,21 @@ func TestBrokerStoppedMidRunAndRestarted(t *testing.T) {
 	topic := k.Topic(t, "orders")
 	m := &metrics{}
 	r, err := outbox.NewRelay(db, newPublisher(t, k), outbox.WithBatchSize(50), outbox.WithInterval(10*time.Millisecond),
-		outbox.WithBackoff(10*time.Millisecond, 200*time.Millisecond), outbox.WithMetrics(m))
+		outbox.WithBackoff(10*time.Millisecond, 200*time.Millisecond), outbox.WithObserver(m))
 	require.NoError(t, err)
 	runRelay(t, r)
 
 	want := addEvents(t, db, topic, 300, 10, 2, 3)
-	eventually(t, "some events published", func() bool { return m.get(&m.published) > 0 })
+	require.Eventually(t, func() bool { return m.get("published") > 0 }, 3*time.Minute, 20*time.Millisecond, "some events published")
 	k.Stop(t)
 	want = append(want, addEvents(t, db, topic, 300, 10, 2, 3)...)
-	eventually(t, "publish failures while the broker is down", func() bool { return m.get(&m.failed) > 0 })
-	assert.Positive(t, unsent(t, db), "unsent events wait in the outbox")
+	require.Eventually(t, func() bool { return m.get("publish_failed") > 0 }, 3*time.Minute, 20*time.Millisecond, "publish failures while the broker is down")
+	assert.Positive(t, outboxtest.Unsent(t, db), "unsent events wait in the outbox")
 	k.Start(t)
-	eventually(t, "the relay to drain the outbox", func() bool { return unsent(t, db) == 0 })
+	require.Eventually(t, outboxtest.Drained(db), 3*time.Minute, 20*time.Millisecond, "the relay to drain the outbox")
 	copies := checkDelivery(t, readTopic(t, k, topic, len(want)), want)
 	t.Logf("broker outage: %d events, %d failed publish attempts, %d duplicates on the topic",
-		len(want), m.get(&m.failed), duplicates(copies))
+		len(want), m.get("publish_failed"), duplicates(copies))
 }
 
 // TestRelayKilledMidBatchAppliedExactlyOnce: a relay that dies after producing a batch and
@@ -118,10 +119,10 @@ func TestRelayKilledMidBatchAppliedExactlyOnce(t *testing.T) {
 		_, err := dying.RelayOnce(ctx)
 		require.Error(t, err)
 	}
-	require.Equal(t, len(want), unsent(t, db), "nothing was marked sent")
+	require.Equal(t, len(want), outboxtest.Unsent(t, db), "nothing was marked sent")
 	restarted, err := outbox.NewRelay(db, pub, outbox.WithBatchSize(100))
 	require.NoError(t, err)
-	for unsent(t, db) > 0 {
+	for outboxtest.Unsent(t, db) > 0 {
 		_, err := restarted.RelayOnce(ctx)
 		require.NoError(t, err)
 	}
@@ -130,13 +131,13 @@ func TestRelayKilledMidBatchAppliedExactlyOnce(t *testing.T) {
 
 	m := &metrics{}
 	c, err := outbox.NewConsumer(db, "projector", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
-		return record(ctx, tx, "projector", events)
-	}, outbox.WithMetrics(m))
+		return outboxtest.Record(ctx, tx, "projector", events)
+	}, outbox.WithObserver(m))
 	require.NoError(t, err)
 	runGroup(t, k, "projector", saramaoutbox.NewConsumerHandler(c), topic)
-	eventually(t, "the consumer to see every message", func() bool { return m.get(&m.applied)+m.get(&m.dups) >= total })
+	require.Eventually(t, func() bool { return m.get("applied")+m.get("duplicate") >= total }, 3*time.Minute, 20*time.Millisecond, "the consumer to see every message")
 
-	rows := applied(t, db, "projector")
+	rows := outboxtest.Applied(t, db, "projector")
 	seen := make(map[string]int)
 	last := make(map[string]int64)
 	for _, r := range rows {
@@ -148,7 +149,7 @@ func TestRelayKilledMidBatchAppliedExactlyOnce(t *testing.T) {
 		require.Equal(t, 1, seen[ev.ID], "event %s applied %d times", ev.ID, seen[ev.ID])
 	}
 	assert.Len(t, rows, len(want))
-	assert.Equal(t, kills*100, m.get(&m.dups), "the duplicates were skipped by the processed-events table")
+	assert.Equal(t, kills*100, m.get("duplicate"), "the duplicates were skipped by the processed-events table")
 }
 
 // TestTwoRelaysProduceEachEventOnce: two relays with their own producers, running while
@@ -160,17 +161,17 @@ func TestTwoRelaysProduceEachEventOnce(t *testing.T) {
 	m := &metrics{}
 	for range 2 {
 		r, err := outbox.NewRelay(db, newPublisher(t, k), outbox.WithBatchSize(50),
-			outbox.WithInterval(5*time.Millisecond), outbox.WithMetrics(m))
+			outbox.WithInterval(5*time.Millisecond), outbox.WithObserver(m))
 		require.NoError(t, err)
 		runRelay(t, r)
 	}
 	want := addEvents(t, db, topic, 3000, 50, 6, 3)
-	eventually(t, "the relays to drain the outbox", func() bool { return unsent(t, db) == 0 })
+	require.Eventually(t, outboxtest.Drained(db), 3*time.Minute, 20*time.Millisecond, "the relays to drain the outbox")
 	copies := checkDelivery(t, readTopic(t, k, topic, len(want)), want)
 	for _, ev := range want {
 		require.Equal(t, 1, copies[ev.ID], "event %s produced %d times", ev.ID, copies[ev.ID])
 	}
-	assert.Equal(t, len(want), m.get(&m.published))
+	assert.Equal(t, len(want), m.get("published"))
 }
 
 // TestPublisherRejectsUnsafeConfig: the guarantees rest on the producer settings.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
 
 // killRelayTxs kills, with probability p each, the connections of the test database's
@@ -72,7 +73,7 @@ func TestOverlappingRelaysWithKilledConnections(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	require.GreaterOrEqual(t, killed.Load(), int64(3), "the relays' transactions were killed")
-	eventually(t, "the relays to drain the outbox", func() bool { return unsent(t, db) == 0 })
+	require.Eventually(t, outboxtest.Drained(db), 3*time.Minute, 20*time.Millisecond, "the relays to drain the outbox")
 	copies := checkDelivery(t, readTopic(t, k, topic, len(want)), want)
 	t.Logf("%d relay transactions killed, %d duplicates on the topic", killed.Load(), duplicates(copies))
 }

@@ -112,5 +112,5 @@ func (s *Store) retryLater(ctx context.Context, c Claim, what string, now bool, 
 			strconv.Itoa(maxBackground)+" are in flight); the claim expires with its lock")
 		return
 	}
-	s.observer.Observe(EventDeferred)
+	s.report(EventDeferred)
 }

@@ -2,15 +2,11 @@ package idempotency_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/payment/idempotency"
 	"github.com/commercekit/commercekit/payment/idempotency/sqlidempotency"
+	"github.com/commercekit/commercekit/sqlitedb"
 )
 
 // A payment endpoint guarded by the Idempotency-Key header, on a SQLite store: the retry
@@ -18,12 +14,10 @@ import (
 // refused.
 func Example() {
 	ctx := context.Background()
-	sqldb, err := sql.Open(sqliteshim.ShimName, ":memory:")
+	db, err := sqlitedb.Open(":memory:")
 	if err != nil {
 		panic(err)
 	}
-	sqldb.SetMaxOpenConns(1) // one in-memory database
-	db := bun.NewDB(sqldb, sqlitedialect.New())
 	defer db.Close()
 	if err := sqlidempotency.CreateSchema(ctx, db); err != nil {
 		panic(err)
@@ -62,12 +56,10 @@ func Example() {
 // stored and the retry runs.
 func ExampleFunc() {
 	ctx := context.Background()
-	sqldb, err := sql.Open(sqliteshim.ShimName, ":memory:")
+	db, err := sqlitedb.Open(":memory:")
 	if err != nil {
 		panic(err)
 	}
-	sqldb.SetMaxOpenConns(1) // one in-memory database
-	db := bun.NewDB(sqldb, sqlitedialect.New())
 	defer db.Close()
 	if err := sqlidempotency.CreateSchema(ctx, db); err != nil {
 		panic(err)

@@ -1,5 +1,7 @@
 package idempotency
 
+import "github.com/commercekit/commercekit/observe"
+
 // Event is an outcome the Store reports to its Observer.
 type Event int
 
@@ -37,14 +39,13 @@ func (e Event) String() string {
 	return eventNames[e]
 }
 
-// Observer is told of every outcome, e.g. to count them in a Prometheus CounterVec labelled
-// by Event.String(). Observe must be safe for concurrent use and return quickly.
-type Observer interface {
-	Observe(Event)
+// Observer is told of every outcome, the one shape every package shares: an observe.Event
+// with Component "idempotency" and Name the outcome's Event.String(), e.g. to count them in
+// a Prometheus CounterVec labelled by Name. Observe must be safe for concurrent use and
+// return quickly.
+type Observer = observe.Observer
+
+// report tells the observer of outcome e.
+func (s *Store) report(e Event) {
+	s.observer.Observe(observe.Event{Component: "idempotency", Name: e.String()})
 }
-
-// ObserverFunc adapts a function to Observer.
-type ObserverFunc func(Event)
-
-// Observe calls f(e).
-func (f ObserverFunc) Observe(e Event) { f(e) }

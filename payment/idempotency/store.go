@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/observe"
 )
 
 // Store keeps idempotency keys in a Backend. It is safe for concurrent use; all its state is
@@ -32,7 +33,7 @@ func New(b Backend, opts ...Option) (*Store, error) {
 		lockTimeout: DefaultLockTimeout,
 		clock:       time.Now,
 		logger:      slog.New(slog.DiscardHandler),
-		observer:    ObserverFunc(func(Event) {}),
+		observer:    observe.Nop{},
 		bg:          newBackground(),
 	}
 	for _, o := range opts {
@@ -126,22 +127,22 @@ func (s *Store) Claim(ctx context.Context, scope, key string, fp Fingerprint) (C
 	}
 	switch {
 	case outcome == ClaimCreated:
-		s.observer.Observe(EventClaimed)
+		s.report(EventClaimed)
 		return Claim{Ref: ref, Token: q.Token, LockedUntil: q.LockedUntil}, nil
 	case outcome == ClaimTakenOver:
-		s.observer.Observe(EventTakenOver)
+		s.report(EventTakenOver)
 		s.logger.InfoContext(ctx, "idempotency: took over the key of a request whose lock expired", "scope", scope, "key", key)
 		return Claim{Ref: ref, Token: q.Token, LockedUntil: q.LockedUntil, TookOver: true}, nil
 	case outcome != ClaimExists || rec == nil:
 		return Claim{}, fmt.Errorf("idempotency: backend %T returned outcome %d without a record", s.backend, outcome)
 	case rec.Fingerprint != fp:
-		s.observer.Observe(EventKeyReused)
+		s.report(EventKeyReused)
 		return Claim{}, &KeyError{Scope: scope, Key: key, Err: ErrKeyReused}
 	case rec.Done:
-		s.observer.Observe(EventReplayed)
+		s.report(EventReplayed)
 		return Claim{Ref: ref, Replayed: true, Response: rec.Response}, nil
 	default:
-		s.observer.Observe(EventInProgress)
+		s.report(EventInProgress)
 		return Claim{}, &KeyError{Scope: scope, Key: key, Err: ErrInProgress, LockedUntil: rec.LockedUntil}
 	}
 }
@@ -164,7 +165,7 @@ func (s *Store) Complete(ctx context.Context, c Claim, resp Response) error {
 	if err != nil {
 		return s.fenced(ctx, c, "complete", err)
 	}
-	s.observer.Observe(EventCompleted)
+	s.report(EventCompleted)
 	return nil
 }
 
@@ -179,7 +180,7 @@ func (s *Store) Release(ctx context.Context, c Claim) error {
 	if err := s.backend.Release(ctx, c.Ref, c.Token); err != nil {
 		return s.fenced(ctx, c, "release", err)
 	}
-	s.observer.Observe(EventReleased)
+	s.report(EventReleased)
 	return nil
 }
 
@@ -226,7 +227,7 @@ func (s *Store) fenced(ctx context.Context, c Claim, op string, err error) error
 	if !errors.Is(err, ErrLockLost) {
 		return err
 	}
-	s.observer.Observe(EventLockLost)
+	s.report(EventLockLost)
 	s.logger.WarnContext(ctx, "idempotency: "+op+" refused, the claim is no longer held", "scope", c.Scope, "key", c.Key)
 	return &KeyError{Scope: c.Scope, Key: c.Key, Err: ErrLockLost}
 }

@@ -1,6 +1,10 @@
 package resilient
 
-import "github.com/failsafe-go/failsafe-go/circuitbreaker"
+import (
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+
+	"github.com/commercekit/commercekit/observe"
+)
 
 // BreakerState is the state of a Gateway's circuit breaker.
 type BreakerState int
@@ -38,14 +42,15 @@ func stateOf(s circuitbreaker.State) BreakerState {
 	return BreakerClosed
 }
 
-// Observer is told of a Gateway's breaker changing state, e.g. to export it as a gauge. It
-// is called synchronously from the call that caused the change; keep it fast.
-type Observer interface {
-	BreakerStateChanged(from, to BreakerState)
+// Observer is told of a Gateway's breaker changing state, e.g. to export it as a gauge: the
+// one shape every package shares, here an Event with Component "breaker", Name
+// "state_changed", N the new BreakerState's number and Labels {"from", "to"}: the old and
+// new states' names. It is called synchronously from the call that caused the change;
+// keep it fast.
+type Observer = observe.Observer
+
+// stateChanged is the Event of the breaker moving from one state to another.
+func stateChanged(from, to BreakerState) observe.Event {
+	return observe.Event{Component: "breaker", Name: "state_changed", N: int64(to),
+		Labels: map[string]string{"from": from.String(), "to": to.String()}}
 }
-
-// NopObserver does nothing; it is the default Observer.
-type NopObserver struct{}
-
-// BreakerStateChanged does nothing.
-func (NopObserver) BreakerStateChanged(from, to BreakerState) {}

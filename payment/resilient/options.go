@@ -3,6 +3,8 @@ package resilient
 import (
 	"log/slog"
 	"time"
+
+	"github.com/commercekit/commercekit/observe"
 )
 
 // config holds the policies' settings; defaults in defaults().
@@ -35,7 +37,7 @@ func defaults() config {
 		halfOpenSuccesses: 3,
 		maxConcurrent:     64,
 		maxWait:           time.Second,
-		observer:          NopObserver{},
+		observer:          observe.Nop{},
 		logger:            slog.New(slog.DiscardHandler),
 	}
 }

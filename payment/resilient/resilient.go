@@ -53,7 +53,7 @@ func Wrap(gw payment.Gateway, opts ...Option) *Gateway {
 		OnStateChanged(func(e circuitbreaker.StateChangedEvent) {
 			from, to := stateOf(e.OldState), stateOf(e.NewState)
 			c.logger.Warn("resilient: circuit breaker changed state", "from", from, "to", to)
-			c.observer.BreakerStateChanged(from, to)
+			c.observer.Observe(stateChanged(from, to))
 		}).
 		Build()
 	bh := bulkhead.NewBuilder[any](c.maxConcurrent).WithMaxWaitTime(c.maxWait).Build()

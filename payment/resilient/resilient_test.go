@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/payment/resilient"
@@ -30,43 +31,13 @@ func newSim(t *testing.T, opts ...pgsim.Option) *pgsim.Simulator {
 	return sim
 }
 
-// breakerLog records the breaker's state changes.
-type breakerLog struct {
-	mu      sync.Mutex
-	changes []string
-}
-
-func (l *breakerLog) BreakerStateChanged(from, to resilient.BreakerState) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.changes = append(l.changes, from.String()+">"+to.String())
-}
-
-func (l *breakerLog) get() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.changes...)
-}
-
-// waitFor polls cond until it holds, failing the test after a generous deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // TestBreakerOpensAndRecovers drives the breaker by call outcomes: it opens at 5 failures of
 // the last 10 calls, fails fast without calling the PG while open, lets a trial call through
 // after its delay, reopens when the trial fails, and closes after 3 trial successes.
 func TestBreakerOpensAndRecovers(t *testing.T) {
 	ctx := context.Background()
 	sim := newSim(t)
-	log := &breakerLog{}
+	log := &observe.Recorder{}
 	gw := resilient.Wrap(sim, resilient.WithRetries(1, time.Millisecond, time.Millisecond),
 		resilient.WithBreaker(5, 10, breakerDelay), resilient.WithHalfOpenSuccesses(3), resilient.WithObserver(log))
 	n := 0
@@ -94,20 +65,24 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	assert.Equal(t, before, sim.Stats().ApproveCalls, "an open breaker does not call the PG")
 
 	// Still failing: the first trial call after the delay reopens the breaker.
-	waitFor(t, "a trial call", func() bool {
+	require.Eventually(t, func() bool {
 		_ = call()
 		return sim.Stats().ApproveCalls > before
-	})
+	}, 30*time.Second, 2*time.Millisecond, "a trial call")
 	assert.Equal(t, resilient.BreakerOpen, gw.BreakerState())
 
 	sim.SetFault(pgsim.FaultNone)
-	waitFor(t, "a successful trial call", func() bool { return call() == nil })
+	require.Eventually(t, func() bool { return call() == nil }, 30*time.Second, 2*time.Millisecond, "a successful trial call")
 	assert.Equal(t, resilient.BreakerHalfOpen, gw.BreakerState())
 	require.NoError(t, call())
 	assert.Equal(t, resilient.BreakerHalfOpen, gw.BreakerState())
 	require.NoError(t, call())
 	assert.Equal(t, resilient.BreakerClosed, gw.BreakerState())
-	assert.Equal(t, []string{"closed>open", "open>half-open", "half-open>open", "open>half-open", "half-open>closed"}, log.get())
+	var changes []string
+	for _, e := range log.Events("state_changed") {
+		changes = append(changes, e.Labels["from"]+">"+e.Labels["to"])
+	}
+	assert.Equal(t, []string{"closed>open", "open>half-open", "half-open>open", "open>half-open", "half-open>closed"}, changes)
 }
 
 // TestRetries: only what may pass is retried, with the same key; a decline never is.
@@ -189,7 +164,7 @@ func TestBulkhead(t *testing.T) {
 			assert.ErrorIs(t, err, context.Canceled)
 		})
 	}
-	waitFor(t, "two calls in flight", func() bool { return sim.InFlight() == 2 })
+	require.Eventually(t, func() bool { return sim.InFlight() == 2 }, 30*time.Second, 2*time.Millisecond, "two calls in flight")
 	for i := range 12 {
 		id := fmt.Sprintf("c-%d", i)
 		_, err := gw.Approve(context.Background(), approve(id))

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/refserver/member"
 )
@@ -66,7 +67,7 @@ func faultEnv(t *testing.T, okDenies int) (flaky, healthy *member.Service) {
 
 func jtiOf(t *testing.T, token string) string {
 	t.Helper()
-	e := &env{clock: &clock{t: time.Now()}}
+	e := &env{clock: testclock.New(time.Now())}
 	return e.claims(t, token).ID
 }
 
@@ -107,7 +108,7 @@ func TestLogoutDenialRetried(t *testing.T) {
 	require.NoError(t, err)
 	t2, err := healthy.Refresh(ctx, t1.RefreshToken)
 	require.NoError(t, err)
-	c2 := (&env{clock: &clock{t: time.Now()}}).claims(t, t2.AccessToken)
+	c2 := (&env{clock: testclock.New(time.Now())}).claims(t, t2.AccessToken)
 
 	err = flaky.Logout(ctx, c2.ID, c2.SessionID, c2.ExpiresAt.Time)
 	require.ErrorIs(t, err, errcode.ErrUnavailable)

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/refserver/member"
 )
@@ -27,23 +28,10 @@ var (
 	secret = []byte("member-test-secret-0123456789")
 )
 
-// clock is a fake clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // env is a member Service on one storage configuration.
 type env struct {
 	db    *bun.DB
-	clock *clock
+	clock *testclock.Clock
 	svc   *member.Service
 	deny  member.Denylist
 }
@@ -66,11 +54,11 @@ var modes = []struct {
 func each(t *testing.T, fn func(t *testing.T, e *env), opts ...member.Option) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			c := &clock{t: time.Now().Truncate(time.Second)}
-			db, deny := m.open(t, c.now)
+			c := testclock.New(time.Now().Truncate(time.Second))
+			db, deny := m.open(t, c.Now)
 			require.NoError(t, member.CreateSchema(ctx, db))
 			require.NoError(t, member.CreateSchema(ctx, db), "idempotent")
-			svc, err := member.New(db, deny, secret, append([]member.Option{member.WithClock(c.now),
+			svc, err := member.New(db, deny, secret, append([]member.Option{member.WithClock(c.Now),
 				member.WithBcryptCost(bcrypt.MinCost)}, opts...)...)
 			require.NoError(t, err)
 			fn(t, &env{db: db, clock: c, svc: svc, deny: deny})
@@ -83,7 +71,7 @@ func (e *env) claims(t *testing.T, token string) member.AccessClaims {
 	t.Helper()
 	var c member.AccessClaims
 	_, err := jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(),
-		jwt.WithTimeFunc(e.clock.now)).ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return secret, nil })
+		jwt.WithTimeFunc(e.clock.Now)).ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return secret, nil })
 	require.NoError(t, err)
 	return c
 }
@@ -153,7 +141,7 @@ func TestLoginRefreshLogout(t *testing.T) {
 		assert.Equal(t, m.ID, c.Subject)
 		assert.Len(t, c.ID, 36, "jti")
 		assert.Equal(t, t1.SessionID, c.SessionID)
-		assert.Equal(t, e.clock.now().Add(member.DefaultAccessTTL).Unix(), c.ExpiresAt.Unix())
+		assert.Equal(t, e.clock.Now().Add(member.DefaultAccessTTL).Unix(), c.ExpiresAt.Unix())
 		assert.False(t, e.revoked(t, t1.AccessToken))
 
 		// The refresh token is stored only as its SHA-256.
@@ -164,7 +152,7 @@ func TestLoginRefreshLogout(t *testing.T) {
 		assert.Len(t, hashes[0], 64)
 
 		// Rotation: the new pair works, in the same session.
-		e.clock.advance(time.Minute)
+		e.clock.Advance(time.Minute)
 		t2, err := e.svc.Refresh(ctx, t1.RefreshToken)
 		require.NoError(t, err)
 		assert.Equal(t, t1.SessionID, t2.SessionID)
@@ -191,8 +179,8 @@ func TestLoginRefreshLogout(t *testing.T) {
 		require.NoError(t, err)
 
 		// A token without a jti cannot be revoked; one without a session only by its jti.
-		assert.ErrorIs(t, e.svc.Logout(ctx, "", "", e.clock.now().Add(time.Hour)), member.ErrNotRevocable)
-		require.NoError(t, e.svc.Logout(ctx, "tool-token-jti", "", e.clock.now().Add(time.Hour)))
+		assert.ErrorIs(t, e.svc.Logout(ctx, "", "", e.clock.Now().Add(time.Hour)), member.ErrNotRevocable)
+		require.NoError(t, e.svc.Logout(ctx, "tool-token-jti", "", e.clock.Now().Add(time.Hour)))
 		got, err := e.svc.Revoked(ctx, "tool-token-jti")
 		require.NoError(t, err)
 		assert.True(t, got)
@@ -205,7 +193,7 @@ func TestRefreshExpiry(t *testing.T) {
 		require.NoError(t, err)
 		tok, err := e.svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
 		require.NoError(t, err)
-		e.clock.advance(time.Hour + time.Second)
+		e.clock.Advance(time.Hour + time.Second)
 		_, err = e.svc.Refresh(ctx, tok.RefreshToken)
 		assert.ErrorIs(t, err, member.ErrInvalidRefreshToken)
 	}, member.WithTokenTTLs(time.Minute, time.Hour))
@@ -293,7 +281,7 @@ func TestBruteForce(t *testing.T) {
 		_, err = e.svc.Login(ctx, "bob", "guess", "10.0.0.9")
 		assert.ErrorIs(t, err, member.ErrBadCredentials, "other login IDs are not limited by alice's")
 
-		e.clock.advance(rl.RetryAfter)
+		e.clock.Advance(rl.RetryAfter)
 		_, err = e.svc.Login(ctx, "alice", "correct horse", "10.0.0.9")
 		require.NoError(t, err, "refilled")
 
@@ -338,14 +326,14 @@ func TestDenylistDown(t *testing.T) {
 
 // TestSQLDenylistPurge: entries go once their token has expired.
 func TestSQLDenylistPurge(t *testing.T) {
-	c := &clock{t: time.Now()}
+	c := testclock.New(time.Now())
 	db := testenv.SQLite(t)
 	require.NoError(t, member.CreateSchema(ctx, db))
-	deny := member.NewSQLDenylist(db, c.now)
-	require.NoError(t, deny.Deny(ctx, "a", c.now().Add(time.Minute)))
-	require.NoError(t, deny.Deny(ctx, "a", c.now().Add(time.Minute)), "idempotent")
-	require.NoError(t, deny.Deny(ctx, "b", c.now().Add(time.Hour)))
-	c.advance(2 * time.Minute)
+	deny := member.NewSQLDenylist(db, c.Now)
+	require.NoError(t, deny.Deny(ctx, "a", c.Now().Add(time.Minute)))
+	require.NoError(t, deny.Deny(ctx, "a", c.Now().Add(time.Minute)), "idempotent")
+	require.NoError(t, deny.Deny(ctx, "b", c.Now().Add(time.Hour)))
+	c.Advance(2 * time.Minute)
 	n, err := deny.Purge(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), n)

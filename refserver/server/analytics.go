@@ -66,7 +66,7 @@ func (st *stack) buildAnalytics(ctx context.Context, cfg Config, log *slog.Logge
 	if st.collector, err = collector.New(st.db, collector.WithLocation(loc), collector.WithLogger(log.With("component", "collector"))); err != nil {
 		return nil, err
 	}
-	consumerOpts := []outbox.Option{outbox.WithLogger(log.With("component", "outbox")), outbox.WithMetrics(outboxMetrics{m})}
+	consumerOpts := []outbox.Option{outbox.WithLogger(log.With("component", "outbox")), outbox.WithObserver(m)}
 	var subs []outbox.Subscription
 	add := func(c *outbox.Consumer, topics []string) {
 		if len(cfg.KafkaBrokers) == 0 {

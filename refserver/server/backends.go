@@ -142,13 +142,13 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		idemBackend = redisidempotency.New(st.rdb)
 	}
 	st.inv = inventory.New(invBackend, inventory.WithLogger(log.With("component", "inventory")),
-		inventory.WithObserver(inventoryObserver{m}))
+		inventory.WithObserver(m))
 	st.coupons = coupon.New(st.db, issuer, coupon.WithLogger(log.With("component", "coupon")),
-		coupon.WithObserver(couponObserver{m}))
+		coupon.WithObserver(m))
 	st.ledger = ledger.New(st.db, ledger.WithLogger(log.With("component", "ledger")),
-		ledger.WithObserver(ledgerObserver{m}))
+		ledger.WithObserver(m))
 	if st.idem, err = idempotency.New(idemBackend, idempotency.WithLockTimeout(cfg.IdempotencyLock),
-		idempotency.WithLogger(log.With("component", "idempotency")), idempotency.WithObserver(idempotencyObserver{m})); err != nil {
+		idempotency.WithLogger(log.With("component", "idempotency")), idempotency.WithObserver(m)); err != nil {
 		return st, err
 	}
 	if idemBackend.JoinsTx() { // SQL: expired keys are deleted by a loop; Redis expires them itself
@@ -196,9 +196,9 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		raw = st.sim
 	}
 	gw := resilient.Wrap(raw, resilient.WithAttemptTimeout(cfg.PGTimeout), resilient.WithLogger(log.With("component", "resilient")),
-		resilient.WithObserver(breakerObserver{m}))
+		resilient.WithObserver(m))
 	if st.payments, err = payment.New(st.db, gw, payment.WithLogger(log.With("component", "payment")),
-		payment.WithObserver(paymentObserver{m}),
+		payment.WithObserver(m),
 		payment.WithWebhookVerifier(pgsim.NewWebhookVerifier([]byte(webhookSecret)))); err != nil {
 		return st, err
 	}
@@ -222,7 +222,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		st.checks = append(st.checks, check{"kafka", func(context.Context) error { return pingKafka(cfg.KafkaBrokers) }})
 	} else {
 		consumer, err := outbox.NewConsumer(st.db, eventLogConsumer, eventLog(log.With("component", "events")),
-			outbox.WithLogger(log.With("component", "outbox")), outbox.WithMetrics(outboxMetrics{m}))
+			outbox.WithLogger(log.With("component", "outbox")), outbox.WithObserver(m))
 		if err != nil {
 			return st, err
 		}
@@ -238,11 +238,11 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	if err != nil {
 		return st, err
 	}
-	st.relay, err = outbox.NewRelay(st.db, pub, outLog, outbox.WithMetrics(outboxMetrics{m}))
+	st.relay, err = outbox.NewRelay(st.db, pub, outLog, outbox.WithObserver(m))
 	if err != nil {
 		return st, err
 	}
-	cleaner, err := outbox.NewCleaner(st.db, outLog, outbox.WithMetrics(outboxMetrics{m}))
+	cleaner, err := outbox.NewCleaner(st.db, outLog, outbox.WithObserver(m))
 	if err != nil {
 		return st, err
 	}
@@ -252,7 +252,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		Reconciler: payment.NewReconciler(st.payments), Outbox: writer, Relay: st.relay, Cleaner: cleaner,
 	},
 		commerce.WithLogger(log.With("component", "commerce")),
-		commerce.WithObserver(commerceObserver{m}),
+		commerce.WithObserver(m),
 		commerce.WithOrderExpiry(cfg.OrderExpiry),
 		commerce.WithPaymentWindow(cfg.PaymentWindow),
 		commerce.WithCancelWindow(cfg.CancelWindow),

@@ -60,9 +60,9 @@ func TestRankings(t *testing.T) {
 				return out
 			}
 			for _, period := range []string{"daily", "weekly", "monthly"} {
-				eventually(t, period+" ranking", func() bool {
+				require.Eventually(t, func() bool {
 					return len(ranking("period="+period).Items) == 3
-				})
+				}, 30*time.Second, 20*time.Millisecond, period+" ranking")
 				r := ranking("period=" + period + "&limit=3")
 				// p1: 4 units, p2: 3, p0: 1.
 				assert.Equal(t, []string{"p1", "p2", "p0"}, ids(r), period)
@@ -86,13 +86,13 @@ func TestRankings(t *testing.T) {
 			}
 
 			// The data platform got every paid order, each POST carrying its event ID.
-			eventually(t, "the paid orders at the data platform", func() bool {
+			require.Eventually(t, func() bool {
 				keys := map[string]bool{}
 				for _, r := range platform.Received() {
 					keys[r.IdempotencyKey] = true
 				}
 				return len(keys) == len(paid)
-			})
+			}, 30*time.Second, 20*time.Millisecond, "the paid orders at the data platform")
 			for _, r := range platform.Received() {
 				var body struct {
 					OrderID string `json:"orderId"`

@@ -235,15 +235,3 @@ func expectProblem(t testing.TB, r resp, status int, code string) server.Problem
 	require.NotEmpty(t, p.RequestID)
 	return p
 }
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}

@@ -66,7 +66,7 @@ func TestIdempotentReplays(t *testing.T) {
 				}
 				done <- r
 			}()
-			eventually(t, "the first payment to reach the PG", func() bool { return a.sim.ApproveCalls(payID) > 0 })
+			require.Eventually(t, func() bool { return a.sim.ApproveCalls(payID) > 0 }, 30*time.Second, 20*time.Millisecond, "the first payment to reach the PG")
 			p := expectProblem(t, a.call("POST", "/v1/orders/"+o2.ID+"/pay", alice, "P2", pay), http.StatusConflict, "request_in_progress")
 			assert.Positive(t, p.RetryAfter)
 			firstPay := expect(t, <-done, http.StatusOK)

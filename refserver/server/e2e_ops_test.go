@@ -43,7 +43,7 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		done <- r
 	}()
-	eventually(t, "the payment to reach the PG", func() bool { return srv.Simulator().InFlight() > 0 })
+	require.Eventually(t, func() bool { return srv.Simulator().InFlight() > 0 }, 30*time.Second, 20*time.Millisecond, "the payment to reach the PG")
 	cancel()
 
 	r := <-done

@@ -66,9 +66,9 @@ func TestForgedWebhookNeverPays(t *testing.T) {
 				}
 				paid <- r
 			}()
-			eventually(t, "the payment to be in flight", func() bool {
+			require.Eventually(t, func() bool {
 				return as[server.OrderJSON](t, a.call("GET", "/v1/orders/"+o.ID, mallory, "", nil)).Status == "PAYING"
-			})
+			}, 30*time.Second, 20*time.Millisecond, "the payment to be in flight")
 			time.Sleep(100 * time.Millisecond) // the payment is recorded; the PG answers in a second
 
 			forged := fmt.Appendf(nil, `{"type":"payment.approved","payment_id":"pay-%s","amount":%d,"currency":"KRW","reference":"pgsim-pay-999","created_at":%q}`,

@@ -9,13 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/commercekit/commercekit/commerce"
-	"github.com/commercekit/commercekit/coupon"
-	"github.com/commercekit/commercekit/inventory"
-	"github.com/commercekit/commercekit/outbox"
-	"github.com/commercekit/commercekit/payment"
-	"github.com/commercekit/commercekit/payment/idempotency"
-	"github.com/commercekit/commercekit/payment/resilient"
+	"github.com/commercekit/commercekit/observe"
 )
 
 // metrics holds the server's Prometheus registry (its own, never the global one) and the
@@ -147,98 +141,46 @@ func (m *metrics) operation(component, op string, elapsed time.Duration, err err
 	m.opDuration.WithLabelValues(component, op).Observe(elapsed.Seconds())
 }
 
-// The adapters below plug the registry into each library's observer hook.
-
-type inventoryObserver struct{ m *metrics }
-
-func (o inventoryObserver) Observe(op inventory.Op, elapsed time.Duration, err error) {
-	o.m.operation("inventory", string(op), elapsed, err)
-}
-
-func (o inventoryObserver) Expired(n int) {
-	o.m.expired.WithLabelValues("inventory", "reservation").Add(float64(n))
-}
-
-type ledgerObserver struct{ m *metrics }
-
-func (o ledgerObserver) Operation(op string, took time.Duration, err error) {
-	o.m.operation("ledger", op, took, err)
-}
-
-func (o ledgerObserver) Swept(holds, lots int) {
-	o.m.expired.WithLabelValues("ledger", "hold").Add(float64(holds))
-	o.m.expired.WithLabelValues("ledger", "lot").Add(float64(lots))
-}
-
-type couponObserver struct{ m *metrics }
-
-func (o couponObserver) Observe(e coupon.Event) {
-	if e.Op == coupon.OpSweep {
-		o.m.expired.WithLabelValues("coupon", "reservation").Add(float64(e.Count))
+// Observe is the one adapter of every library's observer hook (observe.Observer) to the
+// registry: m is passed to each package's WithObserver.
+func (m *metrics) Observe(e observe.Event) {
+	l := e.Labels
+	switch e.Component {
+	case "inventory", "ledger", "coupon":
+		if e.Name == "expired" {
+			m.expired.WithLabelValues(e.Component, l["kind"]).Add(float64(e.N))
+			return
+		}
+		m.operation(e.Component, e.Name, e.Elapsed, e.Err)
+	case "payment":
+		switch e.Name {
+		case "transition":
+			m.paymentTransitions.WithLabelValues(l["to"], l["cause"]).Inc()
+		case "contradiction":
+			m.contradictions.WithLabelValues(l["cause"]).Inc()
+		case "refund_settled":
+			m.refunds.WithLabelValues(l["state"]).Inc()
+		}
+	case "breaker":
+		m.breakerState.Set(float64(e.N))
+		m.breakerChanges.WithLabelValues(l["from"], l["to"]).Inc()
+	case "outbox":
+		switch e.Name {
+		case "relay_lag":
+			m.relayLag.Set(e.Elapsed.Seconds())
+		case "published", "publish_failed":
+			m.outboxEvents.WithLabelValues(e.Name, l["topic"]).Add(float64(e.N))
+		case "relay_dead_lettered":
+			m.outboxEvents.WithLabelValues("dead_lettered", l["topic"]).Add(float64(e.N))
+		case "applied", "duplicate", "handler_failed", "dead_lettered":
+			m.consumerEvent.WithLabelValues(l["consumer"], l["topic"], e.Name).Add(float64(e.N))
+		case "cleaned":
+			m.cleaned.WithLabelValues(l["table"]).Add(float64(e.N))
+		}
+	case "commerce":
+		m.orders.WithLabelValues(e.Name).Inc()
+		m.orderAmount.WithLabelValues(e.Name).Add(float64(e.N))
+	case "idempotency":
+		m.idempotency.WithLabelValues(e.Name).Inc()
 	}
-	o.m.operation("coupon", string(e.Op), e.Elapsed, e.Err)
-}
-
-type paymentObserver struct{ m *metrics }
-
-func (o paymentObserver) Transitioned(t payment.Transition) {
-	o.m.paymentTransitions.WithLabelValues(string(t.To), string(t.Cause)).Inc()
-}
-
-func (o paymentObserver) Contradicted(_ string, cause payment.Cause, _ string) {
-	o.m.contradictions.WithLabelValues(string(cause)).Inc()
-}
-
-func (o paymentObserver) RefundSettled(r payment.Refund) {
-	o.m.refunds.WithLabelValues(string(r.State)).Inc()
-}
-
-type breakerObserver struct{ m *metrics }
-
-func (o breakerObserver) BreakerStateChanged(from, to resilient.BreakerState) {
-	o.m.breakerState.Set(float64(to))
-	o.m.breakerChanges.WithLabelValues(from.String(), to.String()).Inc()
-}
-
-type outboxMetrics struct{ m *metrics }
-
-var _ outbox.Metrics = outboxMetrics{}
-
-func (o outboxMetrics) RelayLag(age time.Duration) { o.m.relayLag.Set(age.Seconds()) }
-func (o outboxMetrics) Published(topic string, n int) {
-	o.m.outboxEvents.WithLabelValues("published", topic).Add(float64(n))
-}
-func (o outboxMetrics) PublishFailed(topic string, n int) {
-	o.m.outboxEvents.WithLabelValues("publish_failed", topic).Add(float64(n))
-}
-func (o outboxMetrics) RelayDeadLettered(topic string, n int) {
-	o.m.outboxEvents.WithLabelValues("dead_lettered", topic).Add(float64(n))
-}
-func (o outboxMetrics) Applied(consumer, topic string, n int) {
-	o.m.consumerEvent.WithLabelValues(consumer, topic, "applied").Add(float64(n))
-}
-func (o outboxMetrics) Duplicates(consumer, topic string, n int) {
-	o.m.consumerEvent.WithLabelValues(consumer, topic, "duplicate").Add(float64(n))
-}
-func (o outboxMetrics) HandlerFailed(consumer, topic string) {
-	o.m.consumerEvent.WithLabelValues(consumer, topic, "handler_failed").Inc()
-}
-func (o outboxMetrics) DeadLettered(consumer, topic string, n int) {
-	o.m.consumerEvent.WithLabelValues(consumer, topic, "dead_lettered").Add(float64(n))
-}
-func (o outboxMetrics) Cleaned(table string, n int) {
-	o.m.cleaned.WithLabelValues(table).Add(float64(n))
-}
-
-type commerceObserver struct{ m *metrics }
-
-func (o commerceObserver) Observe(outcome commerce.Outcome, amount int64) {
-	o.m.orders.WithLabelValues(string(outcome)).Inc()
-	o.m.orderAmount.WithLabelValues(string(outcome)).Add(float64(amount))
-}
-
-type idempotencyObserver struct{ m *metrics }
-
-func (o idempotencyObserver) Observe(e idempotency.Event) {
-	o.m.idempotency.WithLabelValues(e.String()).Inc()
 }

@@ -12,12 +12,13 @@
 package idempotencytest
 
 import (
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/payment/idempotency"
 )
 
@@ -42,40 +43,17 @@ const (
 // precision (Redis milliseconds, SQL microseconds) are exercised at every boundary.
 var suiteStart = time.Date(2026, 3, 1, 9, 0, 0, 123_456_000, time.UTC)
 
-// Clock is a manual clock for tests: time moves only when Advance is called.
-type Clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-// NewClock returns a clock standing at t.
-func NewClock(t time.Time) *Clock { return &Clock{t: t} }
-
-// Now returns the clock's time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Advance moves the clock forward by d.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // env is one test's store on a fresh backend with a manual clock.
 type env struct {
 	h       Harness
 	backend idempotency.Backend
 	store   *idempotency.Store
-	clock   *Clock
+	clock   *testclock.Clock
 }
 
 func newEnv(t *testing.T, h Harness, opts ...idempotency.Option) *env {
 	t.Helper()
-	e := &env{h: h, backend: h.NewBackend(t), clock: NewClock(suiteStart)}
+	e := &env{h: h, backend: h.NewBackend(t), clock: testclock.New(suiteStart)}
 	opts = append([]idempotency.Option{
 		idempotency.WithClock(e.clock.Now),
 		idempotency.WithLockTimeout(suiteLockTimeout),
@@ -116,4 +94,14 @@ func Run(t *testing.T, h Harness) {
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
 	}
+}
+
+// requireReplayed checks that a retry of the request with key "k" in scope "s" (fingerprint
+// "fp") gets want replayed, without running.
+func (e *env) requireReplayed(t *testing.T, key string, want idempotency.Response, msgAndArgs ...any) {
+	t.Helper()
+	got, replayed, err := e.store.Do(t.Context(), "s", key, "fp", mustNotRun(t))
+	require.NoError(t, err)
+	assert.True(t, replayed, msgAndArgs...)
+	sameResponse(t, want, got)
 }

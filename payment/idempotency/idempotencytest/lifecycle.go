@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/payment/idempotency"
 )
 
@@ -254,28 +255,9 @@ func mustNotRun(t *testing.T) idempotency.Func {
 	}
 }
 
-type recorder struct {
-	mu     sync.Mutex
-	events []idempotency.Event
-}
-
-func (r *recorder) Observe(e idempotency.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, e)
-}
-
-func (r *recorder) take() []idempotency.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ev := r.events
-	r.events = nil
-	return ev
-}
-
 // testObserver: every outcome is reported once.
 func testObserver(t *testing.T, h Harness) {
-	rec := &recorder{}
+	rec := &observe.Recorder{}
 	e := newEnv(t, h, idempotency.WithObserver(rec))
 	ctx := t.Context()
 	var runs atomic.Int64
@@ -296,12 +278,16 @@ func testObserver(t *testing.T, h Harness) {
 	require.NoError(t, err)
 	require.ErrorIs(t, e.store.Complete(ctx, old, idempotency.Response{}), idempotency.ErrLockLost)
 
-	assert.Equal(t, []idempotency.Event{
-		idempotency.EventClaimed, idempotency.EventCompleted,
-		idempotency.EventReplayed,
-		idempotency.EventKeyReused,
-		idempotency.EventClaimed, idempotency.EventReleased,
-		idempotency.EventClaimed, idempotency.EventInProgress, idempotency.EventTakenOver, idempotency.EventLockLost,
-	}, rec.take())
+	var got []string
+	for _, ev := range rec.Events() {
+		got = append(got, ev.Name)
+	}
+	assert.Equal(t, []string{
+		"claimed", "completed",
+		"replayed",
+		"key_reused",
+		"claimed", "released",
+		"claimed", "in_progress", "taken_over", "lock_lost",
+	}, got)
 	assert.Equal(t, "taken_over", idempotency.EventTakenOver.String())
 }

@@ -14,12 +14,6 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// dialects are the databases the backend runs on.
-var dialects = []struct {
-	name string
-	open func(testing.TB) *bun.DB
-}{{"MySQL", testenv.MySQL}, {"SQLite", testenv.SQLite}}
-
 func harness(open func(testing.TB) *bun.DB) idempotencytest.Harness {
 	return idempotencytest.Harness{NewBackend: func(tb testing.TB) idempotency.Backend {
 		db := open(tb)
@@ -29,14 +23,14 @@ func harness(open func(testing.TB) *bun.DB) idempotencytest.Harness {
 }
 
 func TestConformance(t *testing.T) {
-	for _, d := range dialects {
-		t.Run(d.name, func(t *testing.T) { idempotencytest.Run(t, harness(d.open)) })
+	for _, d := range testenv.Databases() {
+		t.Run(d.Name, func(t *testing.T) { idempotencytest.Run(t, harness(d.Open)) })
 	}
 }
 
 // BenchmarkDo: see the package documentation for the command.
 func BenchmarkDo(b *testing.B) {
-	for _, d := range dialects {
-		b.Run(d.name, func(b *testing.B) { idempotencytest.Benchmark(b, harness(d.open)) })
+	for _, d := range testenv.Databases() {
+		b.Run(d.Name, func(b *testing.B) { idempotencytest.Benchmark(b, harness(d.Open)) })
 	}
 }

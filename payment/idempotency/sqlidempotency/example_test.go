@@ -2,27 +2,23 @@ package sqlidempotency_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/payment/idempotency"
 	"github.com/commercekit/commercekit/payment/idempotency/sqlidempotency"
+	"github.com/commercekit/commercekit/sqlitedb"
 )
 
 // Storing the response in the same transaction as the order it describes: after a crash
 // there is either both or neither, never an order whose retry would place it again.
 func ExampleBackend_WithTx() {
 	ctx := context.Background()
-	sqldb, err := sql.Open(sqliteshim.ShimName, ":memory:")
+	db, err := sqlitedb.Open(":memory:")
 	if err != nil {
 		panic(err)
 	}
-	sqldb.SetMaxOpenConns(1) // one in-memory database
-	db := bun.NewDB(sqldb, sqlitedialect.New())
 	defer db.Close()
 	if err := sqlidempotency.CreateSchema(ctx, db); err != nil {
 		panic(err)

@@ -11,25 +11,23 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/testclock"
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/payment/idempotency"
-	"github.com/commercekit/commercekit/payment/idempotency/idempotencytest"
 	"github.com/commercekit/commercekit/payment/idempotency/sqlidempotency"
 )
 
 // eachDialect runs fn on a fresh database of each dialect with the schema created, and a
 // store on it with a manual clock.
-func eachDialect(t *testing.T, fn func(t *testing.T, db *bun.DB, b *sqlidempotency.Backend, s *idempotency.Store, clock *idempotencytest.Clock)) {
-	for _, d := range dialects {
-		t.Run(d.name, func(t *testing.T) {
-			db := d.open(t)
-			require.NoError(t, sqlidempotency.CreateSchema(t.Context(), db))
-			b := sqlidempotency.New(db)
-			clock := idempotencytest.NewClock(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
-			s, err := idempotency.New(b, idempotency.WithClock(clock.Now))
-			require.NoError(t, err)
-			fn(t, db, b, s, clock)
-		})
-	}
+func eachDialect(t *testing.T, fn func(t *testing.T, db *bun.DB, b *sqlidempotency.Backend, s *idempotency.Store, clock *testclock.Clock)) {
+	testenv.EachDB(t, func(t *testing.T, db *bun.DB) {
+		require.NoError(t, sqlidempotency.CreateSchema(t.Context(), db))
+		b := sqlidempotency.New(db)
+		clock := testclock.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
+		s, err := idempotency.New(b, idempotency.WithClock(clock.Now))
+		require.NoError(t, err)
+		fn(t, db, b, s, clock)
+	})
 }
 
 type order struct {
@@ -38,7 +36,7 @@ type order struct {
 }
 
 func TestCreateSchemaIsIdempotent(t *testing.T) {
-	eachDialect(t, func(t *testing.T, db *bun.DB, _ *sqlidempotency.Backend, s *idempotency.Store, _ *idempotencytest.Clock) {
+	eachDialect(t, func(t *testing.T, db *bun.DB, _ *sqlidempotency.Backend, s *idempotency.Store, _ *testclock.Clock) {
 		ctx := t.Context()
 		for range 2 {
 			require.NoError(t, sqlidempotency.CreateSchema(ctx, db))
@@ -63,7 +61,7 @@ func approved(context.Context) (idempotency.Response, error) {
 // commits or rolls back with the caller's own writes: there is never an order without its
 // stored response, nor a stored response without its order.
 func TestCompleteJoinsCallerTx(t *testing.T) {
-	eachDialect(t, func(t *testing.T, db *bun.DB, b *sqlidempotency.Backend, s *idempotency.Store, _ *idempotencytest.Clock) {
+	eachDialect(t, func(t *testing.T, db *bun.DB, b *sqlidempotency.Backend, s *idempotency.Store, _ *testclock.Clock) {
 		ctx := t.Context()
 		require.True(t, s.JoinsTx())
 		_, err := db.NewCreateTable().Model((*order)(nil)).Exec(ctx)
@@ -107,7 +105,7 @@ func TestCompleteJoinsCallerTx(t *testing.T) {
 
 // TestClaimInCallerTx: a claim made in the caller's transaction exists only if it commits.
 func TestClaimInCallerTx(t *testing.T) {
-	eachDialect(t, func(t *testing.T, db *bun.DB, b *sqlidempotency.Backend, s *idempotency.Store, _ *idempotencytest.Clock) {
+	eachDialect(t, func(t *testing.T, db *bun.DB, b *sqlidempotency.Backend, s *idempotency.Store, _ *testclock.Clock) {
 		ctx := t.Context()
 		errAbort := errors.New("abort")
 		claimIn := func(fp idempotency.Fingerprint, commit bool) error {
@@ -132,7 +130,7 @@ func TestClaimInCallerTx(t *testing.T) {
 // TestPurgeInBatches: more expired records than one purge statement deletes are all purged,
 // and the live ones kept.
 func TestPurgeInBatches(t *testing.T) {
-	eachDialect(t, func(t *testing.T, db *bun.DB, _ *sqlidempotency.Backend, s *idempotency.Store, clock *idempotencytest.Clock) {
+	eachDialect(t, func(t *testing.T, db *bun.DB, _ *sqlidempotency.Backend, s *idempotency.Store, clock *testclock.Clock) {
 		ctx := t.Context()
 		const expired = 1234 // two batches
 		for i := range expired {
@@ -154,7 +152,7 @@ func TestPurgeInBatches(t *testing.T) {
 
 // TestContextErrorsAsTheyAre: a cancelled context comes back as context.Canceled.
 func TestContextErrorsAsTheyAre(t *testing.T) {
-	eachDialect(t, func(t *testing.T, _ *bun.DB, _ *sqlidempotency.Backend, s *idempotency.Store, _ *idempotencytest.Clock) {
+	eachDialect(t, func(t *testing.T, _ *bun.DB, _ *sqlidempotency.Backend, s *idempotency.Store, _ *testclock.Clock) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		_, err := s.Claim(ctx, "s", "k", "fp")
