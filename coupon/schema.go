@@ -2,11 +2,9 @@ package coupon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
@@ -104,7 +102,7 @@ func CreateSchema(ctx context.Context, db bun.IDB) error {
 	}
 	for _, ix := range indexes {
 		_, err := db.NewCreateIndex().Model(ix.model).Index(ix.name).Column(ix.columns...).IfNotExists().Exec(ctx)
-		if err != nil && !isDuplicateIndex(err) {
+		if err != nil && !sqlutil.IsDuplicateIndex(err) {
 			return fmt.Errorf("coupon: creating index %s: %w", ix.name, err)
 		}
 	}
@@ -123,13 +121,6 @@ var idColumns = map[string][]string{
 	"coupon_templates":   {"id"},
 	"coupon_coupons":     {"id", "template_id", "user_id", "request_id", "order_id"},
 	"coupon_redemptions": {"order_id", "coupon_id", "user_id", "template_id"},
-}
-
-// isDuplicateIndex reports MySQL's "duplicate key name" (1061): MySQL, unlike MariaDB and
-// SQLite, has no CREATE INDEX IF NOT EXISTS.
-func isDuplicateIndex(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1061
 }
 
 func (r *templateRow) template() Template {
