@@ -3,7 +3,6 @@ package commerce
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/uptrace/bun"
 
@@ -16,14 +15,14 @@ import (
 
 // Times are BIGINT microseconds since the Unix epoch (0: none), the same on every dialect.
 // IDs are compared byte for byte (a binary collation on MySQL).
-var schema = []struct{ table, columns, mysqlKeys, sqliteIndexes string }{
-	{"commerce_products", `
+var schema = []sqlutil.Table{
+	{Name: "commerce_products", Columns: `
 		id VARCHAR(64) NOT NULL PRIMARY KEY,
 		name VARCHAR(200) NOT NULL,
 		price BIGINT NOT NULL,
 		created_at BIGINT NOT NULL,
-		updated_at BIGINT NOT NULL`, "", ""},
-	{"commerce_orders", `
+		updated_at BIGINT NOT NULL`},
+	{Name: "commerce_orders", Columns: `
 		id VARCHAR(64) NOT NULL PRIMARY KEY,
 		user_id VARCHAR(64) NOT NULL,
 		idem_key VARCHAR(255) NOT NULL,
@@ -49,19 +48,18 @@ var schema = []struct{ table, columns, mysqlKeys, sqliteIndexes string }{
 		paid_at BIGINT NOT NULL,
 		closed_at BIGINT NOT NULL,
 		updated_at BIGINT NOT NULL`,
-		`, KEY commerce_orders_user (user_id, created_at, id),
-		KEY commerce_orders_due (status, expires_at),
-		KEY commerce_orders_step (step, id)`,
-		`CREATE INDEX IF NOT EXISTS commerce_orders_user ON commerce_orders (user_id, created_at, id);
-		CREATE INDEX IF NOT EXISTS commerce_orders_due ON commerce_orders (status, expires_at);
-		CREATE INDEX IF NOT EXISTS commerce_orders_step ON commerce_orders (step, id)`},
-	{"commerce_order_lines", `
+		Indexes: []sqlutil.Index{
+			{Name: "commerce_orders_user", Columns: "user_id, created_at, id"},
+			{Name: "commerce_orders_due", Columns: "status, expires_at"},
+			{Name: "commerce_orders_step", Columns: "step, id"},
+		}},
+	{Name: "commerce_order_lines", Columns: `
 		order_id VARCHAR(64) NOT NULL,
 		product_id VARCHAR(64) NOT NULL,
 		qty BIGINT NOT NULL,
 		unit_price BIGINT NOT NULL,
-		PRIMARY KEY (order_id, product_id)`, "", ""},
-	{"commerce_topups", `
+		PRIMARY KEY (order_id, product_id)`},
+	{Name: "commerce_topups", Columns: `
 		id VARCHAR(64) NOT NULL PRIMARY KEY,
 		user_id VARCHAR(64) NOT NULL,
 		idem_key VARCHAR(255) NOT NULL,
@@ -74,11 +72,10 @@ var schema = []struct{ table, columns, mysqlKeys, sqliteIndexes string }{
 		failure_code VARCHAR(64) NOT NULL,
 		created_at BIGINT NOT NULL,
 		updated_at BIGINT NOT NULL`,
-		`, KEY commerce_topups_status (status, id)`,
-		`CREATE INDEX IF NOT EXISTS commerce_topups_status ON commerce_topups (status, id)`},
-	{"commerce_user_locks", `
+		Indexes: []sqlutil.Index{{Name: "commerce_topups_status", Columns: "status, id"}}},
+	{Name: "commerce_user_locks", Columns: `
 		user_id VARCHAR(64) NOT NULL PRIMARY KEY,
-		updated_at BIGINT NOT NULL`, "", ""},
+		updated_at BIGINT NOT NULL`},
 }
 
 // CreateSchema creates commerce's own tables and indexes (commerce_products,
@@ -86,26 +83,8 @@ var schema = []struct{ table, columns, mysqlKeys, sqliteIndexes string }{
 // idempotent and works on MySQL/MariaDB and SQLite. On MySQL, DDL commits implicitly:
 // call it outside a transaction.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
-	sqlite := sqlutil.IsSQLite(db)
-	for _, t := range schema {
-		var stmts []string
-		if sqlite {
-			stmts = append(stmts, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s)", t.table, t.columns))
-			for _, ix := range strings.Split(t.sqliteIndexes, ";") {
-				if ix = strings.TrimSpace(ix); ix != "" {
-					stmts = append(stmts, ix)
-				}
-			}
-		} else {
-			stmts = append(stmts, fmt.Sprintf(
-				"CREATE TABLE IF NOT EXISTS %s (%s%s) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-				t.table, t.columns, t.mysqlKeys))
-		}
-		for _, q := range stmts {
-			if _, err := db.ExecContext(ctx, q); err != nil {
-				return fmt.Errorf("commerce: create %s: %w", t.table, err)
-			}
-		}
+	if err := sqlutil.CreateTables(ctx, db, schema...); err != nil {
+		return fmt.Errorf("commerce: %w", err)
 	}
 	return nil
 }

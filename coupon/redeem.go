@@ -134,9 +134,27 @@ func reserve(ctx context.Context, tx bun.Tx, couponID, userID, orderID string, a
 // nothing, with ErrRedemptionNotFound when the order reserved nothing, ErrRedemptionClosed
 // when a redemption was restored, and ErrHoldExpired when a reservation passed its
 // deadline. Through WithTx(tx) it joins the caller's transaction.
-func (s *Service) Confirm(ctx context.Context, orderID string) (reds []Redemption, err error) {
+func (s *Service) Confirm(ctx context.Context, orderID string) ([]Redemption, error) {
+	return s.resolveOrder(ctx, OpConfirm, "confirming", orderID, RedemptionConfirmed,
+		func(r Redemption, now time.Time) error {
+			switch {
+			case r.State == RedemptionRestored:
+				return &RedeemError{Err: ErrRedemptionClosed, CouponID: r.CouponID, OrderID: orderID, State: string(r.State), At: r.HoldDeadline}
+			case r.State == RedemptionExpired, r.State == RedemptionReserved && r.holdExpired(now):
+				return &RedeemError{Err: ErrHoldExpired, CouponID: r.CouponID, OrderID: orderID, State: string(r.State), At: r.HoldDeadline}
+			}
+			return nil
+		},
+		func(r Redemption) bool { return r.State == RedemptionReserved })
+}
+
+// resolveOrder runs op on the order's redemptions in one transaction: it locks them, fails
+// with refuse's error for the first one refuse refuses (changing nothing), then moves each
+// one that move selects to state to. doing names the operation in its errors.
+func (s *Service) resolveOrder(ctx context.Context, op Op, doing, orderID string, to RedemptionState,
+	refuse func(r Redemption, now time.Time) error, move func(r Redemption) bool) (reds []Redemption, err error) {
 	start := time.Now()
-	defer func() { s.observe(OpConfirm, "", start, err) }()
+	defer func() { s.observe(op, "", start, err) }()
 	if err := validateID("orderID", orderID); err != nil {
 		return nil, err
 	}
@@ -146,20 +164,13 @@ func (s *Service) Confirm(ctx context.Context, orderID string) (reds []Redemptio
 			return err
 		}
 		for _, r := range reds {
-			reject := &RedeemError{CouponID: r.CouponID, OrderID: orderID, State: string(r.State), At: r.HoldDeadline}
-			switch {
-			case r.State == RedemptionRestored:
-				reject.Err = ErrRedemptionClosed
-			case r.State == RedemptionExpired, r.State == RedemptionReserved && r.holdExpired(now):
-				reject.Err = ErrHoldExpired
-			default:
-				continue
+			if err := refuse(r, now); err != nil {
+				return err
 			}
-			return reject
 		}
 		for i := range reds {
-			if reds[i].State == RedemptionReserved {
-				if err := resolve(ctx, tx, &reds[i], RedemptionConfirmed, now); err != nil {
+			if move(reds[i]) {
+				if err := resolve(ctx, tx, &reds[i], to, now); err != nil {
 					return err
 				}
 			}
@@ -167,7 +178,7 @@ func (s *Service) Confirm(ctx context.Context, orderID string) (reds []Redemptio
 		return nil
 	})
 	if err != nil {
-		return nil, fail("confirming", err)
+		return nil, fail(doing, err)
 	}
 	return reds, nil
 }
@@ -184,35 +195,15 @@ func (s *Service) Restore(ctx context.Context, orderID string) (reds []Redemptio
 
 // restore restores the order's reserved coupons, and its confirmed ones if confirmed; else
 // a confirmed one fails it with a *RedeemError matching ErrRedemptionConfirmed.
-func (s *Service) restore(ctx context.Context, orderID string, confirmed bool) (reds []Redemption, err error) {
-	start := time.Now()
-	defer func() { s.observe(OpRestore, "", start, err) }()
-	if err := validateID("orderID", orderID); err != nil {
-		return nil, err
-	}
-	now := s.now()
-	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
-		if reds, err = lockRedemptions(ctx, tx, orderID); err != nil {
-			return err
-		}
-		for _, r := range reds {
+func (s *Service) restore(ctx context.Context, orderID string, confirmed bool) ([]Redemption, error) {
+	return s.resolveOrder(ctx, OpRestore, "restoring", orderID, RedemptionRestored,
+		func(r Redemption, _ time.Time) error {
 			if r.State == RedemptionConfirmed && !confirmed {
 				return &RedeemError{Err: ErrRedemptionConfirmed, CouponID: r.CouponID, OrderID: orderID, State: string(r.State)}
 			}
-		}
-		for i := range reds {
-			if reds[i].State == RedemptionReserved || reds[i].State == RedemptionConfirmed {
-				if err := resolve(ctx, tx, &reds[i], RedemptionRestored, now); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fail("restoring", err)
-	}
-	return reds, nil
+			return nil
+		},
+		func(r Redemption) bool { return r.State == RedemptionReserved || r.State == RedemptionConfirmed })
 }
 
 // Redemptions returns the order's redemptions (none: an empty slice).

@@ -2,35 +2,47 @@ package coupon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
+// termsColumns are the name and terms columns a template and its coupons share (a coupon
+// keeps a copy of its template's terms).
+type termsColumns struct {
+	Name           string `bun:"name,notnull,type:varchar(200)"`
+	Kind           string `bun:"kind,notnull,type:varchar(16)"`
+	Amount         int64  `bun:"amount,notnull"`
+	Percent        int64  `bun:"percent,notnull"`
+	MaxDiscount    int64  `bun:"max_discount,notnull"`
+	MinOrderAmount int64  `bun:"min_order_amount,notnull"`
+}
+
+func (c termsColumns) terms() Terms {
+	return Terms{Kind: Kind(c.Kind), Amount: c.Amount, Percent: c.Percent, MaxDiscount: c.MaxDiscount, MinOrderAmount: c.MinOrderAmount}
+}
+
+func toTermsColumns(name string, t Terms) termsColumns {
+	return termsColumns{Name: name, Kind: string(t.Kind), Amount: t.Amount, Percent: t.Percent, MaxDiscount: t.MaxDiscount, MinOrderAmount: t.MinOrderAmount}
+}
+
 // templateRow is a row of coupon_templates.
 type templateRow struct {
 	bun.BaseModel `bun:"table:coupon_templates"`
 
-	ID             string    `bun:"id,pk,type:varchar(64)"`
-	Name           string    `bun:"name,notnull,type:varchar(200)"`
-	Kind           string    `bun:"kind,notnull,type:varchar(16)"`
-	Amount         int64     `bun:"amount,notnull"`
-	Percent        int64     `bun:"percent,notnull"`
-	MaxDiscount    int64     `bun:"max_discount,notnull"`
-	MinOrderAmount int64     `bun:"min_order_amount,notnull"`
-	IssueStart     time.Time `bun:"issue_start,nullzero,type:datetime(6)"`
-	IssueEnd       time.Time `bun:"issue_end,nullzero,type:datetime(6)"`
-	UsableFrom     time.Time `bun:"usable_from,nullzero,type:datetime(6)"`
-	UseBy          time.Time `bun:"use_by,nullzero,type:datetime(6)"`
-	ValidDays      int       `bun:"valid_days,notnull"`
-	TotalQuantity  int64     `bun:"total_quantity,notnull"`
-	PerUserLimit   int       `bun:"per_user_limit,notnull"`
-	CreatedAt      time.Time `bun:"created_at,notnull,type:datetime(6)"`
+	ID string `bun:"id,pk,type:varchar(64)"`
+	termsColumns
+	IssueStart    time.Time `bun:"issue_start,nullzero,type:datetime(6)"`
+	IssueEnd      time.Time `bun:"issue_end,nullzero,type:datetime(6)"`
+	UsableFrom    time.Time `bun:"usable_from,nullzero,type:datetime(6)"`
+	UseBy         time.Time `bun:"use_by,nullzero,type:datetime(6)"`
+	ValidDays     int       `bun:"valid_days,notnull"`
+	TotalQuantity int64     `bun:"total_quantity,notnull"`
+	PerUserLimit  int       `bun:"per_user_limit,notnull"`
+	CreatedAt     time.Time `bun:"created_at,notnull,type:datetime(6)"`
 }
 
 // couponRow is a row of coupon_coupons. seq orders a wallet; the unique key on (template,
@@ -39,24 +51,19 @@ type templateRow struct {
 type couponRow struct {
 	bun.BaseModel `bun:"table:coupon_coupons"`
 
-	Seq            int64     `bun:"seq,pk,autoincrement"`
-	ID             string    `bun:"id,notnull,type:varchar(64),unique:coupon_coupons_id_uq"`
-	TemplateID     string    `bun:"template_id,notnull,type:varchar(64),unique:coupon_coupons_holder_uq"`
-	UserID         string    `bun:"user_id,notnull,type:varchar(64),unique:coupon_coupons_holder_uq"`
-	Ordinal        int       `bun:"ordinal,notnull,unique:coupon_coupons_holder_uq"`
-	RequestID      string    `bun:"request_id,notnull,type:varchar(64),unique:coupon_coupons_request_uq"`
-	Name           string    `bun:"name,notnull,type:varchar(200)"`
-	Kind           string    `bun:"kind,notnull,type:varchar(16)"`
-	Amount         int64     `bun:"amount,notnull"`
-	Percent        int64     `bun:"percent,notnull"`
-	MaxDiscount    int64     `bun:"max_discount,notnull"`
-	MinOrderAmount int64     `bun:"min_order_amount,notnull"`
-	State          string    `bun:"state,notnull,type:varchar(16)"`
-	OrderID        string    `bun:"order_id,nullzero,type:varchar(64)"`
-	IssuedAt       time.Time `bun:"issued_at,notnull,type:datetime(6)"`
-	UsableFrom     time.Time `bun:"usable_from,nullzero,type:datetime(6)"`
-	ExpiresAt      time.Time `bun:"expires_at,nullzero,type:datetime(6)"`
-	UsedAt         time.Time `bun:"used_at,nullzero,type:datetime(6)"`
+	Seq        int64  `bun:"seq,pk,autoincrement"`
+	ID         string `bun:"id,notnull,type:varchar(64),unique:coupon_coupons_id_uq"`
+	TemplateID string `bun:"template_id,notnull,type:varchar(64),unique:coupon_coupons_holder_uq"`
+	UserID     string `bun:"user_id,notnull,type:varchar(64),unique:coupon_coupons_holder_uq"`
+	Ordinal    int    `bun:"ordinal,notnull,unique:coupon_coupons_holder_uq"`
+	RequestID  string `bun:"request_id,notnull,type:varchar(64),unique:coupon_coupons_request_uq"`
+	termsColumns
+	State      string    `bun:"state,notnull,type:varchar(16)"`
+	OrderID    string    `bun:"order_id,nullzero,type:varchar(64)"`
+	IssuedAt   time.Time `bun:"issued_at,notnull,type:datetime(6)"`
+	UsableFrom time.Time `bun:"usable_from,nullzero,type:datetime(6)"`
+	ExpiresAt  time.Time `bun:"expires_at,nullzero,type:datetime(6)"`
+	UsedAt     time.Time `bun:"used_at,nullzero,type:datetime(6)"`
 }
 
 // redemptionRow is a row of coupon_redemptions: one order's use of one coupon.
@@ -95,7 +102,7 @@ func CreateSchema(ctx context.Context, db bun.IDB) error {
 	}
 	for _, ix := range indexes {
 		_, err := db.NewCreateIndex().Model(ix.model).Index(ix.name).Column(ix.columns...).IfNotExists().Exec(ctx)
-		if err != nil && !isDuplicateIndex(err) {
+		if err != nil && !sqlutil.IsDuplicateIndex(err) {
 			return fmt.Errorf("coupon: creating index %s: %w", ix.name, err)
 		}
 	}
@@ -116,17 +123,10 @@ var idColumns = map[string][]string{
 	"coupon_redemptions": {"order_id", "coupon_id", "user_id", "template_id"},
 }
 
-// isDuplicateIndex reports MySQL's "duplicate key name" (1061): MySQL, unlike MariaDB and
-// SQLite, has no CREATE INDEX IF NOT EXISTS.
-func isDuplicateIndex(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1061
-}
-
 func (r *templateRow) template() Template {
 	return Template{
 		ID: r.ID, Name: r.Name,
-		Terms:      Terms{Kind: Kind(r.Kind), Amount: r.Amount, Percent: r.Percent, MaxDiscount: r.MaxDiscount, MinOrderAmount: r.MinOrderAmount},
+		Terms:      r.terms(),
 		IssueStart: utc(r.IssueStart), IssueEnd: utc(r.IssueEnd), UsableFrom: utc(r.UsableFrom), UseBy: utc(r.UseBy),
 		ValidDays: r.ValidDays, TotalQuantity: r.TotalQuantity, PerUserLimit: r.PerUserLimit, CreatedAt: utc(r.CreatedAt),
 	}
@@ -134,8 +134,7 @@ func (r *templateRow) template() Template {
 
 func toTemplateRow(t Template) *templateRow {
 	return &templateRow{
-		ID: t.ID, Name: t.Name, Kind: string(t.Kind), Amount: t.Amount, Percent: t.Percent,
-		MaxDiscount: t.MaxDiscount, MinOrderAmount: t.MinOrderAmount,
+		ID: t.ID, termsColumns: toTermsColumns(t.Name, t.Terms),
 		IssueStart: t.IssueStart, IssueEnd: t.IssueEnd, UsableFrom: t.UsableFrom, UseBy: t.UseBy,
 		ValidDays: t.ValidDays, TotalQuantity: t.TotalQuantity, PerUserLimit: t.PerUserLimit, CreatedAt: t.CreatedAt,
 	}
@@ -144,7 +143,7 @@ func toTemplateRow(t Template) *templateRow {
 func (r *couponRow) coupon() Coupon {
 	return Coupon{
 		ID: r.ID, TemplateID: r.TemplateID, Name: r.Name, UserID: r.UserID, Ordinal: r.Ordinal, RequestID: r.RequestID,
-		Terms: Terms{Kind: Kind(r.Kind), Amount: r.Amount, Percent: r.Percent, MaxDiscount: r.MaxDiscount, MinOrderAmount: r.MinOrderAmount},
+		Terms: r.terms(),
 		State: State(r.State), OrderID: r.OrderID,
 		IssuedAt: utc(r.IssuedAt), UsableFrom: utc(r.UsableFrom), ExpiresAt: utc(r.ExpiresAt), UsedAt: utc(r.UsedAt),
 	}
@@ -152,9 +151,9 @@ func (r *couponRow) coupon() Coupon {
 
 func toCouponRow(c Coupon) *couponRow {
 	return &couponRow{
-		ID: c.ID, TemplateID: c.TemplateID, UserID: c.UserID, Ordinal: c.Ordinal, RequestID: c.RequestID, Name: c.Name,
-		Kind: string(c.Kind), Amount: c.Amount, Percent: c.Percent, MaxDiscount: c.MaxDiscount, MinOrderAmount: c.MinOrderAmount,
-		State: string(c.State), OrderID: c.OrderID,
+		ID: c.ID, TemplateID: c.TemplateID, UserID: c.UserID, Ordinal: c.Ordinal, RequestID: c.RequestID,
+		termsColumns: toTermsColumns(c.Name, c.Terms),
+		State:        string(c.State), OrderID: c.OrderID,
 		IssuedAt: c.IssuedAt, UsableFrom: c.UsableFrom, ExpiresAt: c.ExpiresAt, UsedAt: c.UsedAt,
 	}
 }

@@ -3,6 +3,8 @@ package inventory
 import (
 	"log/slog"
 	"time"
+
+	"github.com/commercekit/commercekit/internal/option"
 )
 
 // Defaults of an Inventory.
@@ -57,28 +59,16 @@ func WithObserver(o Observer) Option { return func(c *config) { c.obs = o } }
 
 // WithDefaultTTL sets the TTL of reservations that ask for none; default DefaultTTL.
 func WithDefaultTTL(d time.Duration) Option {
-	return func(c *config) {
-		if d > 0 {
-			c.defaultTTL = d
-		}
-	}
+	return func(c *config) { option.Positive(&c.defaultTTL, d) }
 }
 
 // WithSweepInterval sets how often Run sweeps; default DefaultSweepInterval.
 func WithSweepInterval(d time.Duration) Option {
-	return func(c *config) {
-		if d > 0 {
-			c.sweepEvery = d
-		}
-	}
+	return func(c *config) { option.Positive(&c.sweepEvery, d) }
 }
 
 // WithSweepBatch sets how many reservations one sweep step expires in one go; default
 // DefaultSweepBatch.
 func WithSweepBatch(n int) Option {
-	return func(c *config) {
-		if n > 0 {
-			c.sweepBatch = n
-		}
-	}
+	return func(c *config) { option.Positive(&c.sweepBatch, n) }
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/observe"
 )
@@ -67,21 +68,13 @@ func WithObserver(o Observer) Option {
 
 // WithSweepInterval sets how often Run sweeps (default: one second).
 func WithSweepInterval(d time.Duration) Option {
-	return func(g *Ledger) {
-		if d > 0 {
-			g.sweepEvery = d
-		}
-	}
+	return func(g *Ledger) { option.Positive(&g.sweepEvery, d) }
 }
 
 // WithSweepBatch sets how many due holds or lots Sweep lists per query (default: 100).
 // Each is resolved in a transaction of its own.
 func WithSweepBatch(n int) Option {
-	return func(g *Ledger) {
-		if n > 0 {
-			g.sweepBatch = n
-		}
-	}
+	return func(g *Ledger) { option.Positive(&g.sweepBatch, n) }
 }
 
 // New returns a Ledger on db, a *bun.DB (each operation runs in a transaction of its own)

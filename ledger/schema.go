@@ -14,14 +14,8 @@ import (
 // On MySQL the ID columns are VARBINARY, so IDs compare byte for byte (case and trailing
 // spaces matter), as they do on SQLite; free text is utf8mb4.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
-	stmts := mysqlSchema
-	if sqlutil.IsSQLite(db) {
-		stmts = sqliteSchema
-	}
-	for _, s := range stmts {
-		if _, err := db.ExecContext(ctx, s); err != nil {
-			return fmt.Errorf("%w: creating the ledger schema: %w", ErrStorage, err)
-		}
+	if err := sqlutil.CreateTables(ctx, db, schema...); err != nil {
+		return fmt.Errorf("%w: creating the ledger schema: %w", ErrStorage, err)
 	}
 	return nil
 }
@@ -32,8 +26,8 @@ func CreateSchema(ctx context.Context, db bun.IDB) error {
 // parent_id); refunded counts what refunds gave back of a spend or captured hold.
 // ledger_holds: the state of each hold. ledger_lots: what is left of each expiring earn
 // (deleted when used up).
-var mysqlSchema = []string{
-	`CREATE TABLE IF NOT EXISTS ledger_accounts (
+var schema = []sqlutil.Table{
+	{Name: "ledger_accounts", Columns: `
 	user_id VARBINARY(64) NOT NULL,
 	available BIGINT NOT NULL,
 	held BIGINT NOT NULL,
@@ -41,9 +35,16 @@ var mysqlSchema = []string{
 	created_at DATETIME(6) NOT NULL,
 	updated_at DATETIME(6) NOT NULL,
 	PRIMARY KEY (user_id),
-	CHECK (available >= 0 AND held >= 0 AND expiring >= 0)
-) ENGINE=InnoDB`,
-	`CREATE TABLE IF NOT EXISTS ledger_transfers (
+	CHECK (available >= 0 AND held >= 0 AND expiring >= 0)`,
+		SQLiteColumns: `
+	user_id TEXT NOT NULL PRIMARY KEY,
+	available INTEGER NOT NULL,
+	held INTEGER NOT NULL,
+	expiring INTEGER NOT NULL,
+	created_at TIMESTAMP NOT NULL,
+	updated_at TIMESTAMP NOT NULL,
+	CHECK (available >= 0 AND held >= 0 AND expiring >= 0)`},
+	{Name: "ledger_transfers", Columns: `
 	seq BIGINT NOT NULL AUTO_INCREMENT,
 	id VARBINARY(64) NULL,
 	kind VARCHAR(16) CHARACTER SET ascii NOT NULL,
@@ -60,48 +61,8 @@ var mysqlSchema = []string{
 	expires_at DATETIME(6) NULL,
 	created_at DATETIME(6) NOT NULL,
 	PRIMARY KEY (seq),
-	UNIQUE KEY ledger_transfers_id (id),
-	KEY ledger_transfers_user (user_id, seq),
-	CHECK (amount > 0 AND refunded >= 0 AND src <> dst)
-) ENGINE=InnoDB`,
-	`CREATE TABLE IF NOT EXISTS ledger_holds (
-	id VARBINARY(64) NOT NULL,
-	user_id VARBINARY(64) NOT NULL,
-	amount BIGINT NOT NULL,
-	state VARCHAR(16) CHARACTER SET ascii NOT NULL,
-	captured BIGINT NOT NULL,
-	deadline DATETIME(6) NOT NULL,
-	created_at DATETIME(6) NOT NULL,
-	resolved_at DATETIME(6) NULL,
-	available_after BIGINT NOT NULL,
-	held_after BIGINT NOT NULL,
-	PRIMARY KEY (id),
-	KEY ledger_holds_due (state, deadline),
-	CHECK (amount > 0 AND captured >= 0 AND captured <= amount)
-) ENGINE=InnoDB`,
-	`CREATE TABLE IF NOT EXISTS ledger_lots (
-	id VARBINARY(64) NOT NULL,
-	user_id VARBINARY(64) NOT NULL,
-	remaining BIGINT NOT NULL,
-	expires_at DATETIME(6) NOT NULL,
-	PRIMARY KEY (id),
-	KEY ledger_lots_due (expires_at, id),
-	KEY ledger_lots_user (user_id, expires_at),
-	CHECK (remaining > 0)
-) ENGINE=InnoDB`,
-}
-
-var sqliteSchema = []string{
-	`CREATE TABLE IF NOT EXISTS ledger_accounts (
-	user_id TEXT NOT NULL PRIMARY KEY,
-	available INTEGER NOT NULL,
-	held INTEGER NOT NULL,
-	expiring INTEGER NOT NULL,
-	created_at TIMESTAMP NOT NULL,
-	updated_at TIMESTAMP NOT NULL,
-	CHECK (available >= 0 AND held >= 0 AND expiring >= 0)
-)`,
-	`CREATE TABLE IF NOT EXISTS ledger_transfers (
+	CHECK (amount > 0 AND refunded >= 0 AND src <> dst)`,
+		SQLiteColumns: `
 	seq INTEGER PRIMARY KEY,
 	id TEXT NULL,
 	kind TEXT NOT NULL,
@@ -117,11 +78,25 @@ var sqliteSchema = []string{
 	refunded INTEGER NOT NULL,
 	expires_at TIMESTAMP NULL,
 	created_at TIMESTAMP NOT NULL,
-	CHECK (amount > 0 AND refunded >= 0 AND src <> dst)
-)`,
-	`CREATE UNIQUE INDEX IF NOT EXISTS ledger_transfers_id ON ledger_transfers (id)`,
-	`CREATE INDEX IF NOT EXISTS ledger_transfers_user ON ledger_transfers (user_id, seq)`,
-	`CREATE TABLE IF NOT EXISTS ledger_holds (
+	CHECK (amount > 0 AND refunded >= 0 AND src <> dst)`,
+		Indexes: []sqlutil.Index{
+			{Name: "ledger_transfers_id", Columns: "id", Unique: true},
+			{Name: "ledger_transfers_user", Columns: "user_id, seq"},
+		}},
+	{Name: "ledger_holds", Columns: `
+	id VARBINARY(64) NOT NULL,
+	user_id VARBINARY(64) NOT NULL,
+	amount BIGINT NOT NULL,
+	state VARCHAR(16) CHARACTER SET ascii NOT NULL,
+	captured BIGINT NOT NULL,
+	deadline DATETIME(6) NOT NULL,
+	created_at DATETIME(6) NOT NULL,
+	resolved_at DATETIME(6) NULL,
+	available_after BIGINT NOT NULL,
+	held_after BIGINT NOT NULL,
+	PRIMARY KEY (id),
+	CHECK (amount > 0 AND captured >= 0 AND captured <= amount)`,
+		SQLiteColumns: `
 	id TEXT NOT NULL PRIMARY KEY,
 	user_id TEXT NOT NULL,
 	amount INTEGER NOT NULL,
@@ -132,16 +107,23 @@ var sqliteSchema = []string{
 	resolved_at TIMESTAMP NULL,
 	available_after INTEGER NOT NULL,
 	held_after INTEGER NOT NULL,
-	CHECK (amount > 0 AND captured >= 0 AND captured <= amount)
-)`,
-	`CREATE INDEX IF NOT EXISTS ledger_holds_due ON ledger_holds (state, deadline)`,
-	`CREATE TABLE IF NOT EXISTS ledger_lots (
+	CHECK (amount > 0 AND captured >= 0 AND captured <= amount)`,
+		Indexes: []sqlutil.Index{{Name: "ledger_holds_due", Columns: "state, deadline"}}},
+	{Name: "ledger_lots", Columns: `
+	id VARBINARY(64) NOT NULL,
+	user_id VARBINARY(64) NOT NULL,
+	remaining BIGINT NOT NULL,
+	expires_at DATETIME(6) NOT NULL,
+	PRIMARY KEY (id),
+	CHECK (remaining > 0)`,
+		SQLiteColumns: `
 	id TEXT NOT NULL PRIMARY KEY,
 	user_id TEXT NOT NULL,
 	remaining INTEGER NOT NULL,
 	expires_at TIMESTAMP NOT NULL,
-	CHECK (remaining > 0)
-)`,
-	`CREATE INDEX IF NOT EXISTS ledger_lots_due ON ledger_lots (expires_at, id)`,
-	`CREATE INDEX IF NOT EXISTS ledger_lots_user ON ledger_lots (user_id, expires_at)`,
+	CHECK (remaining > 0)`,
+		Indexes: []sqlutil.Index{
+			{Name: "ledger_lots_due", Columns: "expires_at, id"},
+			{Name: "ledger_lots_user", Columns: "user_id, expires_at"},
+		}},
 }

@@ -52,9 +52,10 @@ func (t *DeadLetterTable) DeadLetter(ctx context.Context, dl DeadLetter) error {
 		return err
 	}
 	row := deadLetterRow{
-		Consumer: dl.Consumer, ID: dl.ID, Topic: dl.Topic, Key: dl.Key, Seq: dl.Seq, Type: dl.Type,
-		Payload: dl.Payload, Headers: h, CreatedAt: dl.CreatedAt.UTC(), Error: dl.Error,
-		Attempts: dl.Attempts, DeadAt: dl.At.UTC(),
+		Consumer: dl.Consumer, ID: dl.ID,
+		eventColumns: eventColumns{Topic: dl.Topic, Key: dl.Key, Seq: dl.Seq, Type: dl.Type,
+			Payload: dl.Payload, Headers: h, CreatedAt: dl.CreatedAt.UTC()},
+		Error: dl.Error, Attempts: dl.Attempts, DeadAt: dl.At.UTC(),
 	}
 	if row.Payload == nil {
 		row.Payload = []byte{}
@@ -85,15 +86,12 @@ func (t *DeadLetterTable) List(ctx context.Context, consumer string, limit int) 
 	}
 	out := make([]DeadLetter, len(rows))
 	for i, r := range rows {
-		h, err := decodeHeaders(r.Headers)
+		ev, err := r.event(r.ID)
 		if err != nil {
 			return nil, fmt.Errorf("outbox: dead letter %s: %w", r.ID, err)
 		}
 		out[i] = DeadLetter{
-			Event: Event{
-				ID: r.ID, Topic: r.Topic, Key: r.Key, Type: r.Type, Payload: r.Payload, Headers: h,
-				CreatedAt: r.CreatedAt.UTC(), Seq: r.Seq,
-			},
+			Event:    ev,
 			Consumer: r.Consumer, Error: r.Error, Attempts: r.Attempts, At: r.DeadAt.UTC(),
 		}
 	}

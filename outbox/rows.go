@@ -12,29 +12,44 @@ import (
 type eventRow struct {
 	bun.BaseModel `bun:"table:outbox_events"`
 
-	Pos       int64      `bun:"pos,pk,autoincrement"`
-	ID        string     `bun:"id"`
-	Topic     string     `bun:"topic"`
-	Key       string     `bun:"aggregate_key"`
-	Seq       int64      `bun:"seq"`
-	Type      string     `bun:"event_type"`
-	Payload   []byte     `bun:"payload"`
-	Headers   *string    `bun:"headers"`
-	CreatedAt time.Time  `bun:"created_at"`
-	SentAt    *time.Time `bun:"sent_at"`
-	DeadAt    *time.Time `bun:"dead_at"`
-	Reason    *string    `bun:"dead_reason"`
+	Pos int64  `bun:"pos,pk,autoincrement"`
+	ID  string `bun:"id"`
+	eventColumns
+	SentAt *time.Time `bun:"sent_at"`
+	DeadAt *time.Time `bun:"dead_at"`
+	Reason *string    `bun:"dead_reason"`
+}
+
+// eventColumns are the columns describing an event (but its ID), which outbox_events and
+// outbox_dead_letters share.
+type eventColumns struct {
+	Topic     string    `bun:"topic"`
+	Key       string    `bun:"aggregate_key"`
+	Seq       int64     `bun:"seq"`
+	Type      string    `bun:"event_type"`
+	Payload   []byte    `bun:"payload"`
+	Headers   *string   `bun:"headers"`
+	CreatedAt time.Time `bun:"created_at"`
+}
+
+// event returns the event with ID id that c describes.
+func (c *eventColumns) event(id string) (Event, error) {
+	h, err := decodeHeaders(c.Headers)
+	if err != nil {
+		return Event{}, err
+	}
+	return Event{
+		ID: id, Topic: c.Topic, Key: c.Key, Type: c.Type, Payload: c.Payload, Headers: h,
+		CreatedAt: c.CreatedAt.UTC(), Seq: c.Seq,
+	}, nil
 }
 
 func (r *eventRow) event() (Event, error) {
-	h, err := decodeHeaders(r.Headers)
+	ev, err := r.eventColumns.event(r.ID)
 	if err != nil {
 		return Event{}, fmt.Errorf("outbox: event %s: %w", r.ID, err)
 	}
-	return Event{
-		ID: r.ID, Topic: r.Topic, Key: r.Key, Type: r.Type, Payload: r.Payload, Headers: h,
-		CreatedAt: r.CreatedAt.UTC(), Seq: r.Seq,
-	}, nil
+	return ev, nil
 }
 
 func (r *eventRow) stream() Stream { return Stream{Topic: r.Topic, Key: r.Key} }
@@ -61,18 +76,12 @@ type processedRow struct {
 type deadLetterRow struct {
 	bun.BaseModel `bun:"table:outbox_dead_letters"`
 
-	Consumer  string    `bun:"consumer,pk"`
-	ID        string    `bun:"id,pk"`
-	Topic     string    `bun:"topic"`
-	Key       string    `bun:"aggregate_key"`
-	Seq       int64     `bun:"seq"`
-	Type      string    `bun:"event_type"`
-	Payload   []byte    `bun:"payload"`
-	Headers   *string   `bun:"headers"`
-	CreatedAt time.Time `bun:"created_at"`
-	Error     string    `bun:"last_error"`
-	Attempts  int       `bun:"attempts"`
-	DeadAt    time.Time `bun:"dead_at"`
+	Consumer string `bun:"consumer,pk"`
+	ID       string `bun:"id,pk"`
+	eventColumns
+	Error    string    `bun:"last_error"`
+	Attempts int       `bun:"attempts"`
+	DeadAt   time.Time `bun:"dead_at"`
 }
 
 func encodeHeaders(h map[string]string) (*string, error) {

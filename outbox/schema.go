@@ -24,8 +24,10 @@ const (
 	TableDeadLetters = "outbox_dead_letters"
 )
 
-var mysqlSchema = []string{
-	`CREATE TABLE IF NOT EXISTS outbox_events (
+// outbox_events_dead is declared in the MySQL table, where the upgrade below adds it with
+// its column; on SQLite CreateSchema creates it after the upgrade (sqliteDeadIndex).
+var schema = []sqlutil.Table{
+	{Name: TableEvents, Columns: `
 		pos BIGINT NOT NULL AUTO_INCREMENT,
 		id VARCHAR(64) NOT NULL,
 		topic VARCHAR(249) NOT NULL,
@@ -40,42 +42,8 @@ var mysqlSchema = []string{
 		dead_reason TEXT NULL,
 		PRIMARY KEY (pos),
 		UNIQUE KEY outbox_events_id (id),
-		UNIQUE KEY outbox_events_stream (topic, aggregate_key, seq),
-		KEY outbox_events_sent (sent_at),
-		KEY outbox_events_dead (dead_at)
-	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
-	`CREATE TABLE IF NOT EXISTS outbox_streams (
-		topic VARCHAR(249) NOT NULL,
-		aggregate_key VARCHAR(128) NOT NULL,
-		last_seq BIGINT NOT NULL,
-		PRIMARY KEY (topic, aggregate_key)
-	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
-	`CREATE TABLE IF NOT EXISTS outbox_processed (
-		consumer VARCHAR(64) NOT NULL,
-		id VARCHAR(64) NOT NULL,
-		processed_at DATETIME(6) NOT NULL,
-		PRIMARY KEY (consumer, id),
-		KEY outbox_processed_at (processed_at)
-	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
-	`CREATE TABLE IF NOT EXISTS outbox_dead_letters (
-		consumer VARCHAR(64) NOT NULL,
-		id VARCHAR(64) NOT NULL,
-		topic VARCHAR(249) NOT NULL,
-		aggregate_key VARCHAR(128) NOT NULL,
-		seq BIGINT NOT NULL,
-		event_type VARCHAR(128) NOT NULL,
-		payload MEDIUMBLOB NOT NULL,
-		headers TEXT NULL,
-		created_at DATETIME(6) NOT NULL,
-		last_error TEXT NOT NULL,
-		attempts INT NOT NULL,
-		dead_at DATETIME(6) NOT NULL,
-		PRIMARY KEY (consumer, id)
-	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
-}
-
-var sqliteSchema = []string{
-	`CREATE TABLE IF NOT EXISTS outbox_events (
+		KEY outbox_events_dead (dead_at)`,
+		SQLiteColumns: `
 		pos INTEGER PRIMARY KEY AUTOINCREMENT,
 		id VARCHAR(64) NOT NULL UNIQUE,
 		topic VARCHAR(249) NOT NULL,
@@ -87,38 +55,48 @@ var sqliteSchema = []string{
 		created_at TIMESTAMP NOT NULL,
 		sent_at TIMESTAMP NULL,
 		dead_at TIMESTAMP NULL,
-		dead_reason TEXT NULL
-	)`,
-	`CREATE UNIQUE INDEX IF NOT EXISTS outbox_events_stream ON outbox_events (topic, aggregate_key, seq)`,
-	`CREATE INDEX IF NOT EXISTS outbox_events_sent ON outbox_events (sent_at)`,
-	`CREATE TABLE IF NOT EXISTS outbox_streams (
+		dead_reason TEXT NULL`,
+		Indexes: []sqlutil.Index{
+			{Name: "outbox_events_stream", Columns: "topic, aggregate_key, seq", Unique: true},
+			{Name: "outbox_events_sent", Columns: "sent_at"},
+		}},
+	{Name: TableStreams, Columns: `
 		topic VARCHAR(249) NOT NULL,
 		aggregate_key VARCHAR(128) NOT NULL,
 		last_seq BIGINT NOT NULL,
-		PRIMARY KEY (topic, aggregate_key)
-	)`,
-	`CREATE TABLE IF NOT EXISTS outbox_processed (
+		PRIMARY KEY (topic, aggregate_key)`},
+	{Name: TableProcessed, Columns: `
+		consumer VARCHAR(64) NOT NULL,
+		id VARCHAR(64) NOT NULL,
+		processed_at DATETIME(6) NOT NULL,
+		PRIMARY KEY (consumer, id)`,
+		SQLiteColumns: `
 		consumer VARCHAR(64) NOT NULL,
 		id VARCHAR(64) NOT NULL,
 		processed_at TIMESTAMP NOT NULL,
-		PRIMARY KEY (consumer, id)
-	)`,
-	`CREATE INDEX IF NOT EXISTS outbox_processed_at ON outbox_processed (processed_at)`,
-	`CREATE TABLE IF NOT EXISTS outbox_dead_letters (
+		PRIMARY KEY (consumer, id)`,
+		Indexes: []sqlutil.Index{{Name: "outbox_processed_at", Columns: "processed_at"}}},
+	{Name: TableDeadLetters, Columns: deadLetterColumns("MEDIUMBLOB", "DATETIME(6)"),
+		SQLiteColumns: deadLetterColumns("BLOB", "TIMESTAMP")},
+}
+
+// deadLetterColumns are the columns of outbox_dead_letters with the dialect's blob and
+// time types.
+func deadLetterColumns(blob, timestamp string) string {
+	return `
 		consumer VARCHAR(64) NOT NULL,
 		id VARCHAR(64) NOT NULL,
 		topic VARCHAR(249) NOT NULL,
 		aggregate_key VARCHAR(128) NOT NULL,
 		seq BIGINT NOT NULL,
 		event_type VARCHAR(128) NOT NULL,
-		payload BLOB NOT NULL,
+		payload ` + blob + ` NOT NULL,
 		headers TEXT NULL,
-		created_at TIMESTAMP NOT NULL,
+		created_at ` + timestamp + ` NOT NULL,
 		last_error TEXT NOT NULL,
 		attempts INT NOT NULL,
-		dead_at TIMESTAMP NOT NULL,
-		PRIMARY KEY (consumer, id)
-	)`,
+		dead_at ` + timestamp + ` NOT NULL,
+		PRIMARY KEY (consumer, id)`
 }
 
 // Upgrades of outbox_events created before the relay kept dead letters.
@@ -137,16 +115,10 @@ var (
 // created by an earlier version. It is idempotent. On MySQL the tables use utf8mb4 with a
 // binary collation, so IDs and keys compare byte for byte, as they do in Kafka.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
+	if err := sqlutil.CreateTables(ctx, db, schema...); err != nil {
+		return fmt.Errorf("outbox: creating schema: %w", err)
+	}
 	sqlite := sqlutil.IsSQLite(db)
-	stmts := mysqlSchema
-	if sqlite {
-		stmts = sqliteSchema
-	}
-	for _, stmt := range stmts {
-		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("outbox: creating schema: %w", err)
-		}
-	}
 	q := db.NewSelect().TableExpr("information_schema.COLUMNS").
 		Where("TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'dead_at'", TableEvents)
 	upgrade := []string{mysqlDeadColumns}

@@ -242,8 +242,8 @@ func newEventRow(ev Event) (eventRow, error) {
 		return eventRow{}, fmt.Errorf("outbox: encoding headers of %s: %w", ev.ID, err)
 	}
 	return eventRow{
-		ID: ev.ID, Topic: ev.Topic, Key: ev.Key, Seq: ev.Seq, Type: ev.Type, Payload: ev.Payload,
-		Headers: h, CreatedAt: ev.CreatedAt,
+		ID: ev.ID, eventColumns: eventColumns{Topic: ev.Topic, Key: ev.Key, Seq: ev.Seq, Type: ev.Type,
+			Payload: ev.Payload, Headers: h, CreatedAt: ev.CreatedAt},
 	}, nil
 }
 

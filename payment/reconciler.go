@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/option"
 )
 
 // Reconciler settles what the Service could not: payments left REQUESTED (the PG was
@@ -42,30 +44,18 @@ func WithThreshold(d time.Duration) ReconcilerOption {
 
 // WithInterval sets the pause between two passes of Run (default 30 seconds).
 func WithInterval(d time.Duration) ReconcilerOption {
-	return func(r *Reconciler) {
-		if d > 0 {
-			r.interval = d
-		}
-	}
+	return func(r *Reconciler) { option.Positive(&r.interval, d) }
 }
 
 // WithBatchSize sets how many rows one query reads (default 100).
 func WithBatchSize(n int) ReconcilerOption {
-	return func(r *Reconciler) {
-		if n > 0 {
-			r.batch = n
-		}
-	}
+	return func(r *Reconciler) { option.Positive(&r.batch, n) }
 }
 
 // WithConcurrency sets how many payments are reconciled at once (default 4). The gateway's
 // bulkhead, if any, still bounds the calls to the PG.
 func WithConcurrency(n int) ReconcilerOption {
-	return func(r *Reconciler) {
-		if n > 0 {
-			r.concurrency = n
-		}
-	}
+	return func(r *Reconciler) { option.Positive(&r.concurrency, n) }
 }
 
 // NewReconciler returns a Reconciler for the Service's payments, using its gateway, clock,

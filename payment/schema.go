@@ -17,7 +17,7 @@ type table struct {
 	name        string
 	columns     []string // after the id column
 	constraints []string
-	indexes     map[string]string // name -> column list
+	indexes     []sqlutil.Index
 }
 
 // schema returns the payment tables.
@@ -40,9 +40,9 @@ func schema() []table {
 				"created_at DATETIME(6) NOT NULL",
 				"updated_at DATETIME(6) NOT NULL",
 			},
-			indexes: map[string]string{
-				"payment_payments_order": "order_id",
-				"payment_payments_state": "state, updated_at",
+			indexes: []sqlutil.Index{
+				{Name: "payment_payments_order", Columns: "order_id"},
+				{Name: "payment_payments_state", Columns: "state, updated_at"},
 			},
 		},
 		{
@@ -72,9 +72,9 @@ func schema() []table {
 				"created_at DATETIME(6) NOT NULL",
 				"updated_at DATETIME(6) NOT NULL",
 			},
-			indexes: map[string]string{
-				"payment_refunds_payment": "payment_id",
-				"payment_refunds_state":   "state, updated_at",
+			indexes: []sqlutil.Index{
+				{Name: "payment_refunds_payment", Columns: "payment_id"},
+				{Name: "payment_refunds_state", Columns: "state, updated_at"},
 			},
 		},
 	}
@@ -85,43 +85,26 @@ func schema() []table {
 // MySQL/MariaDB and SQLite. On MySQL the tables use the utf8mb4_bin collation, so IDs compare
 // byte for byte ("pay-A" and "pay-a" are two payments), as they do on SQLite.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
-	sqlite := sqlutil.IsSQLite(db)
+	var tables []sqlutil.Table
 	for _, t := range schema() {
-		var b strings.Builder
-		fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s (\n\t", t.name)
-		if t.name == "payment_transitions" {
-			if sqlite {
-				b.WriteString("id INTEGER PRIMARY KEY AUTOINCREMENT")
-			} else {
-				b.WriteString("id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY")
-			}
-		} else {
-			b.WriteString("id VARCHAR(64) NOT NULL PRIMARY KEY")
-		}
-		for _, c := range slices.Concat(t.columns, t.constraints) {
-			b.WriteString(",\n\t" + c)
-		}
-		if !sqlite {
-			// MySQL has no CREATE INDEX IF NOT EXISTS (MariaDB has): declare them here.
-			for name, cols := range t.indexes {
-				fmt.Fprintf(&b, ",\n\tKEY %s (%s)", name, cols)
-			}
-		}
-		b.WriteString("\n)")
-		if !sqlite {
-			b.WriteString(" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")
-		}
-		if _, err := db.ExecContext(ctx, b.String()); err != nil {
-			return fmt.Errorf("payment: creating %s: %w", t.name, err)
-		}
-		if sqlite {
-			for name, cols := range t.indexes {
-				q := fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s)", name, t.name, cols)
-				if _, err := db.ExecContext(ctx, q); err != nil {
-					return fmt.Errorf("payment: creating index %s: %w", name, err)
-				}
-			}
-		}
+		tables = append(tables, t.table())
+	}
+	if err := sqlutil.CreateTables(ctx, db, tables...); err != nil {
+		return fmt.Errorf("payment: %w", err)
 	}
 	return nil
+}
+
+// table returns t for sqlutil.CreateTables, after its id column: a string on both
+// dialects but for payment_transitions, numbered by the dialect's auto-increment.
+func (t table) table() sqlutil.Table {
+	columns := func(id string) string {
+		return "\n\t" + strings.Join(slices.Concat([]string{id}, t.columns, t.constraints), ",\n\t")
+	}
+	if t.name == "payment_transitions" {
+		return sqlutil.Table{Name: t.name, Indexes: t.indexes,
+			Columns:       columns("id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY"),
+			SQLiteColumns: columns("id INTEGER PRIMARY KEY AUTOINCREMENT")}
+	}
+	return sqlutil.Table{Name: t.name, Columns: columns("id VARCHAR(64) NOT NULL PRIMARY KEY"), Indexes: t.indexes}
 }

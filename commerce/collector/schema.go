@@ -44,82 +44,47 @@ const sqliteCounters = `
 			AND typeof(revenue_refunded) = 'integer' AND typeof(net_units) = 'integer'
 			AND typeof(net_revenue) = 'integer'),`
 
-// The ranking indexes end in (net_units DESC, product_id): a top-N of one period is a
+// metricsTable is a table of per-product counters keyed by (period columns, product_id).
+// The ranking index ends in (net_units DESC, product_id): a top-N of one period is a
 // range read of the index in order, with ties broken by product ID, and no sort.
-var mysqlSchema = []string{
-	`CREATE TABLE IF NOT EXISTS commerce_metrics_daily (
-		day CHAR(10) NOT NULL,
-		product_id VARCHAR(64) NOT NULL,` + mysqlCounters + `
-		PRIMARY KEY (day, product_id),
-		KEY commerce_metrics_daily_rank (day, net_units DESC, product_id),
-		KEY commerce_metrics_daily_product (product_id, day)
-	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
-	`CREATE TABLE IF NOT EXISTS commerce_metrics_rollups (
-		period VARCHAR(8) NOT NULL,
-		start CHAR(10) NOT NULL,
-		product_id VARCHAR(64) NOT NULL,` + mysqlCounters + `
-		PRIMARY KEY (period, start, product_id),
-		KEY commerce_metrics_rollups_rank (period, start, net_units DESC, product_id),
-		KEY commerce_metrics_rollups_product (product_id, period, start)
-	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
-	`CREATE TABLE IF NOT EXISTS commerce_metrics_dirty (
-		period VARCHAR(8) NOT NULL,
-		start CHAR(10) NOT NULL,
-		version BIGINT NOT NULL,
-		PRIMARY KEY (period, start)
-	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
-	`CREATE TABLE IF NOT EXISTS commerce_metrics_streams (
-		topic VARCHAR(249) NOT NULL,
-		stream_key VARCHAR(128) NOT NULL,
-		max_seq BIGINT NOT NULL,
-		seen BIGINT NOT NULL,
-		PRIMARY KEY (topic, stream_key)
-	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+func metricsTable(name, period, periodColumns string) sqlutil.Table {
+	columns := func(counters string) string {
+		return periodColumns + `
+		product_id VARCHAR(64) NOT NULL,` + counters + `
+		PRIMARY KEY (` + period + `, product_id)`
+	}
+	return sqlutil.Table{Name: name, Columns: columns(mysqlCounters), SQLiteColumns: columns(sqliteCounters),
+		Indexes: []sqlutil.Index{
+			{Name: name + "_rank", Columns: period + ", net_units DESC, product_id"},
+			{Name: name + "_product", Columns: "product_id, " + period},
+		}}
 }
 
-var sqliteSchema = []string{
-	`CREATE TABLE IF NOT EXISTS commerce_metrics_daily (
-		day CHAR(10) NOT NULL,
-		product_id VARCHAR(64) NOT NULL,` + sqliteCounters + `
-		PRIMARY KEY (day, product_id)
-	)`,
-	`CREATE INDEX IF NOT EXISTS commerce_metrics_daily_rank ON commerce_metrics_daily (day, net_units DESC, product_id)`,
-	`CREATE INDEX IF NOT EXISTS commerce_metrics_daily_product ON commerce_metrics_daily (product_id, day)`,
-	`CREATE TABLE IF NOT EXISTS commerce_metrics_rollups (
+var schema = []sqlutil.Table{
+	metricsTable(TableDaily, "day", `
+		day CHAR(10) NOT NULL,`),
+	metricsTable(TableRollups, "period, start", `
 		period VARCHAR(8) NOT NULL,
-		start CHAR(10) NOT NULL,
-		product_id VARCHAR(64) NOT NULL,` + sqliteCounters + `
-		PRIMARY KEY (period, start, product_id)
-	)`,
-	`CREATE INDEX IF NOT EXISTS commerce_metrics_rollups_rank ON commerce_metrics_rollups (period, start, net_units DESC, product_id)`,
-	`CREATE INDEX IF NOT EXISTS commerce_metrics_rollups_product ON commerce_metrics_rollups (product_id, period, start)`,
-	`CREATE TABLE IF NOT EXISTS commerce_metrics_dirty (
+		start CHAR(10) NOT NULL,`),
+	{Name: TableDirty, Columns: `
 		period VARCHAR(8) NOT NULL,
 		start CHAR(10) NOT NULL,
 		version BIGINT NOT NULL,
-		PRIMARY KEY (period, start)
-	)`,
-	`CREATE TABLE IF NOT EXISTS commerce_metrics_streams (
+		PRIMARY KEY (period, start)`},
+	{Name: TableStreams, Columns: `
 		topic VARCHAR(249) NOT NULL,
 		stream_key VARCHAR(128) NOT NULL,
 		max_seq BIGINT NOT NULL,
 		seen BIGINT NOT NULL,
-		PRIMARY KEY (topic, stream_key)
-	)`,
+		PRIMARY KEY (topic, stream_key)`},
 }
 
 // CreateSchema creates the collector's tables and indexes if they do not exist (MySQL 8 or
 // MariaDB 10.8+, which honour descending index keys, or SQLite). The consumer also needs
 // the outbox's tables (outbox.CreateSchema) in the same database.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
-	stmts := mysqlSchema
-	if sqlutil.IsSQLite(db) {
-		stmts = sqliteSchema
-	}
-	for _, q := range stmts {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("collector: creating the schema: %w", err)
-		}
+	if err := sqlutil.CreateTables(ctx, db, schema...); err != nil {
+		return fmt.Errorf("collector: %w", err)
 	}
 	return nil
 }

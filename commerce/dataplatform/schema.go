@@ -13,7 +13,7 @@ import (
 // event), pending, sent or dead.
 const TableDeliveries = "commerce_dataplatform_deliveries"
 
-var mysqlSchema = []string{`CREATE TABLE IF NOT EXISTS commerce_dataplatform_deliveries (
+var schema = sqlutil.Table{Name: TableDeliveries, Columns: `
 		event_id VARCHAR(64) NOT NULL,
 		order_id VARCHAR(128) NOT NULL,
 		payload MEDIUMBLOB NOT NULL,
@@ -23,11 +23,8 @@ var mysqlSchema = []string{`CREATE TABLE IF NOT EXISTS commerce_dataplatform_del
 		last_error TEXT NOT NULL,
 		created_at DATETIME(6) NOT NULL,
 		sent_at DATETIME(6) NULL,
-		PRIMARY KEY (event_id),
-		KEY commerce_dataplatform_due (state, next_at)
-	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`}
-
-var sqliteSchema = []string{`CREATE TABLE IF NOT EXISTS commerce_dataplatform_deliveries (
+		PRIMARY KEY (event_id)`,
+	SQLiteColumns: `
 		event_id VARCHAR(64) NOT NULL PRIMARY KEY,
 		order_id VARCHAR(128) NOT NULL,
 		payload BLOB NOT NULL,
@@ -36,22 +33,15 @@ var sqliteSchema = []string{`CREATE TABLE IF NOT EXISTS commerce_dataplatform_de
 		next_at TIMESTAMP NOT NULL,
 		last_error TEXT NOT NULL,
 		created_at TIMESTAMP NOT NULL,
-		sent_at TIMESTAMP NULL
-	)`,
-	`CREATE INDEX IF NOT EXISTS commerce_dataplatform_due ON commerce_dataplatform_deliveries (state, next_at)`,
+		sent_at TIMESTAMP NULL`,
+	Indexes: []sqlutil.Index{{Name: "commerce_dataplatform_due", Columns: "state, next_at"}},
 }
 
 // CreateSchema creates the notifier's table if it does not exist (MySQL/MariaDB or
 // SQLite). Its consumer also needs the outbox's tables (outbox.CreateSchema).
 func CreateSchema(ctx context.Context, db bun.IDB) error {
-	stmts := mysqlSchema
-	if sqlutil.IsSQLite(db) {
-		stmts = sqliteSchema
-	}
-	for _, q := range stmts {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("dataplatform: creating the schema: %w", err)
-		}
+	if err := sqlutil.CreateTables(ctx, db, schema); err != nil {
+		return fmt.Errorf("dataplatform: %w", err)
 	}
 	return nil
 }

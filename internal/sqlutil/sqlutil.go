@@ -76,6 +76,7 @@ func IsTx(db bun.IDB) bool {
 
 // MySQL error numbers.
 const (
+	mysqlDuplicateIndex  = 1061
 	mysqlDuplicateEntry  = 1062
 	mysqlLockWaitTimeout = 1205
 	mysqlDeadlock        = 1213
@@ -110,6 +111,13 @@ func IsDuplicateKey(err error) bool {
 	}
 	msg := err.Error()
 	return strings.Contains(msg, "UNIQUE constraint failed") || strings.Contains(msg, "PRIMARY KEY constraint failed")
+}
+
+// IsDuplicateIndex reports MySQL's "duplicate key name" (1061), the answer to creating an
+// index that exists: MySQL, unlike MariaDB and SQLite, has no CREATE INDEX IF NOT EXISTS.
+func IsDuplicateIndex(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == mysqlDuplicateIndex
 }
 
 // IsNoRows reports whether err says a query found no row.

@@ -44,80 +44,60 @@ type metrics struct {
 
 func newMetrics(code func(error) string) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry(), code: code}
-	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
-	f(collectors.NewGoCollector())
-	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	m.httpDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "commercekit_http_request_duration_seconds",
-		Help:    "HTTP request latency by route pattern, method and status.",
-		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-	}, []string{"route", "method", "status"})
-	m.ops = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "commercekit_operations_total",
-		Help: "Library operations by component (inventory, ledger, coupon), operation and result (ok or an error code).",
-	}, []string{"component", "op", "result"})
-	m.opDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "commercekit_operation_duration_seconds",
-		Help:    "Library operation latency by component and operation.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-	}, []string{"component", "op"})
-	m.expired = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "commercekit_expired_total",
-		Help: "Holds resolved by their deadline: stock reservations, point holds, point lots, coupon reservations.",
-	}, []string{"component", "kind"})
-	m.paymentTransitions = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "commercekit_payment_transitions_total",
-		Help: "Payments entering a state (APPROVED, DECLINED, UNKNOWN, ...), by what caused it.",
-	}, []string{"to", "cause"})
-	m.contradictions = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "commercekit_payment_contradictions_total",
-		Help: "The PG's own record contradicting a webhook (cause webhook: a forgery, the secret may have leaked) or a payment's record (the payment moved to REVIEW). Alert on any.",
-	}, []string{"cause"})
-	m.refunds = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "commercekit_payment_refunds_total",
-		Help: "Refunds settled, by final state.",
-	}, []string{"state"})
-	m.breakerState = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "commercekit_payment_breaker_state",
-		Help: "State of the PG circuit breaker: 0 closed, 1 open, 2 half-open.",
-	})
-	m.breakerChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "commercekit_payment_breaker_transitions_total",
-		Help: "Changes of the PG circuit breaker's state.",
-	}, []string{"from", "to"})
-	m.relayLag = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "commercekit_outbox_relay_lag_seconds",
-		Help: "Age of the oldest unsent outbox event after the last relay round (0: none waiting).",
-	})
-	m.outboxEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "commercekit_outbox_events_total",
-		Help: "Outbox events published or refused by the publisher, by topic.",
-	}, []string{"stage", "topic"})
-	m.consumerEvent = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "commercekit_outbox_consumer_events_total",
-		Help: "Events seen by in-process consumers: applied, duplicate, handler_failed, dead_lettered.",
-	}, []string{"consumer", "topic", "outcome"})
-	m.cleaned = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "commercekit_outbox_cleaned_total",
-		Help: "Rows deleted by the outbox cleaner, by table.",
-	}, []string{"table"})
-	m.idempotency = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "commercekit_idempotency_events_total",
-		Help: "Idempotency-Key outcomes: claimed, replayed, in_progress, key_reused, completed, released, ...",
-	}, []string{"event"})
-	m.orders = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "commercekit_orders_total",
-		Help: "Orders (and points top-ups) reaching an outcome: placed, paid, payment_failed, cancelled, expired, topped_up.",
-	}, []string{"outcome"})
-	m.orderAmount = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "commercekit_order_amount_total",
-		Help: "Amounts due (won) of the orders reaching each outcome (top-up amounts for topped_up).",
-	}, []string{"outcome"})
-	for _, c := range []prometheus.Collector{m.orders, m.orderAmount, m.httpDuration, m.ops, m.opDuration, m.expired, m.paymentTransitions,
-		m.contradictions, m.refunds, m.breakerState, m.breakerChanges, m.relayLag, m.outboxEvents, m.consumerEvent, m.cleaned, m.idempotency} {
-		f(c)
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+		m.reg.MustRegister(c)
+		return c
 	}
+	gauge := func(name, help string) prometheus.Gauge {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+		m.reg.MustRegister(g)
+		return g
+	}
+	histogram := func(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+		m.reg.MustRegister(h)
+		return h
+	}
+
+	m.httpDuration = histogram("commercekit_http_request_duration_seconds",
+		"HTTP request latency by route pattern, method and status.",
+		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}, "route", "method", "status")
+	m.ops = counter("commercekit_operations_total",
+		"Library operations by component (inventory, ledger, coupon), operation and result (ok or an error code).",
+		"component", "op", "result")
+	m.opDuration = histogram("commercekit_operation_duration_seconds",
+		"Library operation latency by component and operation.",
+		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}, "component", "op")
+	m.expired = counter("commercekit_expired_total",
+		"Holds resolved by their deadline: stock reservations, point holds, point lots, coupon reservations.",
+		"component", "kind")
+	m.paymentTransitions = counter("commercekit_payment_transitions_total",
+		"Payments entering a state (APPROVED, DECLINED, UNKNOWN, ...), by what caused it.", "to", "cause")
+	m.contradictions = counter("commercekit_payment_contradictions_total",
+		"The PG's own record contradicting a webhook (cause webhook: a forgery, the secret may have leaked) or a payment's record (the payment moved to REVIEW). Alert on any.",
+		"cause")
+	m.refunds = counter("commercekit_payment_refunds_total", "Refunds settled, by final state.", "state")
+	m.breakerState = gauge("commercekit_payment_breaker_state",
+		"State of the PG circuit breaker: 0 closed, 1 open, 2 half-open.")
+	m.breakerChanges = counter("commercekit_payment_breaker_transitions_total",
+		"Changes of the PG circuit breaker's state.", "from", "to")
+	m.relayLag = gauge("commercekit_outbox_relay_lag_seconds",
+		"Age of the oldest unsent outbox event after the last relay round (0: none waiting).")
+	m.outboxEvents = counter("commercekit_outbox_events_total",
+		"Outbox events published or refused by the publisher, by topic.", "stage", "topic")
+	m.consumerEvent = counter("commercekit_outbox_consumer_events_total",
+		"Events seen by in-process consumers: applied, duplicate, handler_failed, dead_lettered.",
+		"consumer", "topic", "outcome")
+	m.cleaned = counter("commercekit_outbox_cleaned_total", "Rows deleted by the outbox cleaner, by table.", "table")
+	m.idempotency = counter("commercekit_idempotency_events_total",
+		"Idempotency-Key outcomes: claimed, replayed, in_progress, key_reused, completed, released, ...", "event")
+	m.orders = counter("commercekit_orders_total",
+		"Orders (and points top-ups) reaching an outcome: placed, paid, payment_failed, cancelled, expired, topped_up.",
+		"outcome")
+	m.orderAmount = counter("commercekit_order_amount_total",
+		"Amounts due (won) of the orders reaching each outcome (top-up amounts for topped_up).", "outcome")
 	return m
 }
 

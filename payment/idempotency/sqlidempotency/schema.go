@@ -13,8 +13,10 @@ import (
 const Table = "payment_idempotency_keys"
 
 // The id column is the hex SHA-256 of (scope, key) (idempotency.Ref.ID), so uniqueness never
-// depends on a collation; scope and idem_key are kept for operators. Times are UTC.
-const mysqlSchema = `CREATE TABLE IF NOT EXISTS ` + Table + ` (
+// depends on a collation; scope and idem_key are kept for operators. Times are UTC; on
+// SQLite they are TIMESTAMP so drivers read the columns back as times, and bun writes
+// them as fixed-zone UTC text, which compares in time order.
+var schema = sqlutil.Table{Name: Table, Columns: `
 	id           CHAR(64)     CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
 	scope        VARCHAR(255) NOT NULL,
 	idem_key     VARCHAR(255) NOT NULL,
@@ -28,14 +30,8 @@ const mysqlSchema = `CREATE TABLE IF NOT EXISTS ` + Table + ` (
 	body         LONGBLOB     NULL,
 	created_at   DATETIME(6)  NOT NULL,
 	updated_at   DATETIME(6)  NOT NULL,
-	PRIMARY KEY (id),
-	KEY ` + Table + `_expires_at (expires_at)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`
-
-// SQLite: TIMESTAMP so drivers read the columns back as times; bun writes them as
-// fixed-zone UTC text, which compares in time order.
-var sqliteSchema = []string{
-	`CREATE TABLE IF NOT EXISTS ` + Table + ` (
+	PRIMARY KEY (id)`,
+	SQLiteColumns: `
 	id           VARCHAR(64)  NOT NULL PRIMARY KEY,
 	scope        VARCHAR(255) NOT NULL,
 	idem_key     VARCHAR(255) NOT NULL,
@@ -48,22 +44,15 @@ var sqliteSchema = []string{
 	error_code   VARCHAR(255) NOT NULL DEFAULT '',
 	body         BLOB         NULL,
 	created_at   TIMESTAMP    NOT NULL,
-	updated_at   TIMESTAMP    NOT NULL
-)`,
-	`CREATE INDEX IF NOT EXISTS ` + Table + `_expires_at ON ` + Table + ` (expires_at)`,
+	updated_at   TIMESTAMP    NOT NULL`,
+	Indexes: []sqlutil.Index{{Name: Table + "_expires_at", Columns: "expires_at"}},
 }
 
 // CreateSchema creates the backend's table and index if they do not exist; it is safe to
 // call any number of times, on MySQL/MariaDB and SQLite.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
-	stmts := []string{mysqlSchema}
-	if sqlutil.IsSQLite(db) {
-		stmts = sqliteSchema
-	}
-	for _, s := range stmts {
-		if _, err := db.ExecContext(ctx, s); err != nil {
-			return fmt.Errorf("sqlidempotency: creating the schema: %w", err)
-		}
+	if err := sqlutil.CreateTables(ctx, db, schema); err != nil {
+		return fmt.Errorf("sqlidempotency: %w", err)
 	}
 	return nil
 }
