@@ -1,7 +1,9 @@
 package commerce_test
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -53,7 +55,8 @@ func placed(t *testing.T, e *commercetest.Env) *fixture {
 	return f
 }
 
-// requireGivenBack checks that an order that ended unpaid holds nothing any more.
+// requireGivenBack checks that an order that ended unpaid, or was cancelled, holds nothing
+// any more.
 func requireGivenBack(t *testing.T, e *commercetest.Env, f *fixture, status commerce.Status) {
 	t.Helper()
 	_, err := e.Ledger.Sweep(ctx) // as Run does: holds past their deadline give their points back
@@ -63,9 +66,7 @@ func requireGivenBack(t *testing.T, e *commercetest.Env, f *fixture, status comm
 	assert.Empty(t, o.Step)
 	requireStock(t, e, f.sku, 5, 0, 0)
 	assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, f.b.user))
-	c, err := e.Coupons.Coupon(ctx, f.b.coupon)
-	require.NoError(t, err)
-	assert.Equal(t, coupon.StateAvailable, c.State)
+	assert.Equal(t, coupon.StateAvailable, couponState(t, e, f.b.coupon))
 }
 
 var crashCases = []crashCase{
@@ -114,9 +115,7 @@ var crashCases = []crashCase{
 			requireGivenBack(t, e, f, commerce.StatusPaymentFailed)
 			o := order(t, e, f.order.ID)
 			assert.Equal(t, commerce.FailureUnfulfillable, o.FailureCode)
-			p, err := e.Payments.Get(ctx, o.PaymentID)
-			require.NoError(t, err)
-			assert.Equal(t, payment.StateRefunded, p.State)
+			assert.Equal(t, payment.StateRefunded, paymentOf(t, e, o.PaymentID).State)
 			assert.Equal(t, 1, e.PG.Charges(o.PaymentID))
 		},
 	},
@@ -138,15 +137,8 @@ var crashCases = []crashCase{
 		},
 		run: cancelFixture,
 		check: func(t *testing.T, e *commercetest.Env, f *fixture) {
-			o := order(t, e, f.order.ID)
-			assert.Equal(t, commerce.StatusCancelled, o.Status)
-			assert.Empty(t, o.Step)
-			requireStock(t, e, f.sku, 5, 0, 0)
-			assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, f.b.user))
-			c, err := e.Coupons.Coupon(ctx, f.b.coupon)
-			require.NoError(t, err)
-			assert.Equal(t, coupon.StateAvailable, c.State)
-			refunds, err := e.Payments.Refunds(ctx, o.PaymentID)
+			requireGivenBack(t, e, f, commerce.StatusCancelled)
+			refunds, err := e.Payments.Refunds(ctx, f.order.PaymentID)
 			require.NoError(t, err)
 			require.Len(t, refunds, 1)
 			assert.Equal(t, payment.RefundSucceeded, refunds[0].State)
@@ -225,4 +217,40 @@ func TestCrashAtEveryStep(t *testing.T) {
 		}
 		e.RequireDelivered(t)
 	}, commerce.WithFaultHook(hook.Func))
+}
+
+// Run's loops finish what requests left: an unknown payment is settled by the reconciler
+// and the order completed by recovery, a due order expires, events are relayed; and Run
+// stops when its context ends.
+func TestRun(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 0, 0)
+		unknown := place(t, e, b, sku, 1, 0)
+		e.PG.InjectFault("pay-"+unknown.ID, pgsim.FaultLostResponse, 1)
+		require.Equal(t, commerce.StatusPaying, pay(t, e, unknown, "tok_ok").Status)
+		due := place(t, e, b, sku, 2, 0)
+		e.Clock.Advance(commerce.DefaultOrderExpiry)
+
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- e.Service.Run(runCtx) }()
+		require.Eventually(t, func() bool {
+			return order(t, e, unknown.ID).Status == commerce.StatusPaid && order(t, e, due.ID).Status == commerce.StatusExpired
+		}, 30*time.Second, 20*time.Millisecond)
+		require.Eventually(t, func() bool {
+			lag, err := e.Relay.Lag(ctx)
+			return err == nil && lag == 0
+		}, 30*time.Second, 20*time.Millisecond)
+		stop()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run did not stop")
+		}
+		requireStock(t, e, sku, 9, 0, 1)
+		e.RequireClean(t)
+		e.RequireDelivered(t)
+	}, commerce.WithRecovery(0, 10*time.Millisecond), commerce.WithSweepInterval(10*time.Millisecond))
 }

@@ -272,23 +272,27 @@ func TestHostileReads(t *testing.T) {
 	})
 }
 
+// hugeSale is the sale of one unit of product "a" at a price of half of int64's range plus
+// one: two of them overflow any sum.
+func hugeSale(t *testing.T, order string, at time.Time) outbox.Event {
+	t.Helper()
+	ev := sale{order: order, at: at, lines: map[string]int64{"a": 1}}.event()
+	var oe commerce.OrderEvent
+	require.NoError(t, json.Unmarshal(ev.Payload, &oe))
+	oe.Lines[0].UnitPrice, oe.Lines[0].Amount = math.MaxInt64/2+1, math.MaxInt64/2+1
+	oe.Subtotal, oe.AmountDue = oe.Lines[0].Amount, oe.Lines[0].Amount
+	body, err := json.Marshal(oe)
+	require.NoError(t, err)
+	ev.Payload = body
+	return ev
+}
+
 // TestOneFailingRollupBlocksNoOther: a week whose sums overflow int64 cannot be rolled up
 // (it stays marked, and RollupDirty says why), but every other period still is.
 func TestOneFailingRollupBlocksNoOther(t *testing.T) {
 	stores(t, func(t *testing.T, e *env) {
-		huge := func(order string, at time.Time) outbox.Event {
-			ev := sale{order: order, at: at, lines: map[string]int64{"a": 1}}.event()
-			var oe commerce.OrderEvent
-			require.NoError(t, json.Unmarshal(ev.Payload, &oe))
-			oe.Lines[0].UnitPrice, oe.Lines[0].Amount = math.MaxInt64/2+1, math.MaxInt64/2+1
-			oe.Subtotal, oe.AmountDue = oe.Lines[0].Amount, oe.Lines[0].Amount
-			body, err := json.Marshal(oe)
-			require.NoError(t, err)
-			ev.Payload = body
-			return ev
-		}
 		// Monday and Tuesday of the week of 2026-03-02: the week's and March's sums overflow.
-		require.NoError(t, e.consumer.Deliver(ctx, []outbox.Event{huge("o1", kst("2026-03-02", 10)), huge("o2", kst("2026-03-03", 10))}))
+		require.NoError(t, e.consumer.Deliver(ctx, []outbox.Event{hugeSale(t, "o1", kst("2026-03-02", 10)), hugeSale(t, "o2", kst("2026-03-03", 10))}))
 		// A later week and month, sorted after the failing ones.
 		require.NoError(t, e.consumer.Deliver(ctx, events(sale{order: "o3", at: kst("2026-04-14", 10), lines: map[string]int64{"b": 2}})))
 		_, err := e.collector.RollupDirty(ctx)
@@ -309,17 +313,7 @@ func TestDailySumOverflowFailsClosed(t *testing.T) {
 	for _, oneBatch := range []bool{true, false} {
 		t.Run(fmt.Sprintf("oneBatch=%v", oneBatch), func(t *testing.T) {
 			stores(t, func(t *testing.T, e *env) {
-				huge := func(order string) outbox.Event {
-					ev := sale{order: order, at: kst("2026-03-02", 10), lines: map[string]int64{"a": 1}}.event()
-					var oe commerce.OrderEvent
-					require.NoError(t, json.Unmarshal(ev.Payload, &oe))
-					oe.Lines[0].UnitPrice, oe.Lines[0].Amount = math.MaxInt64/2+1, math.MaxInt64/2+1
-					oe.Subtotal, oe.AmountDue = oe.Lines[0].Amount, oe.Lines[0].Amount
-					body, err := json.Marshal(oe)
-					require.NoError(t, err)
-					ev.Payload = body
-					return ev
-				}
+				huge := func(order string) outbox.Event { return hugeSale(t, order, kst("2026-03-02", 10)) }
 				if oneBatch {
 					require.NoError(t, e.consumer.Deliver(ctx, []outbox.Event{huge("o1"), huge("o2")}))
 				} else {
