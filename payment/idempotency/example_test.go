@@ -9,13 +9,16 @@ import (
 	"github.com/commercekit/commercekit/sqlitedb"
 )
 
-// newExampleStore returns a Store on an in-memory SQLite database with the schema, and
-// the function that closes the database.
-func newExampleStore(ctx context.Context) (*idempotency.Store, func() error) {
+// A payment endpoint guarded by the Idempotency-Key header, on a SQLite store: the retry
+// gets the stored response without charging again, and the same key with another body is
+// refused.
+func Example() {
+	ctx := context.Background()
 	db, err := sqlitedb.Open(":memory:")
 	if err != nil {
 		panic(err)
 	}
+	defer db.Close()
 	if err := sqlidempotency.CreateSchema(ctx, db); err != nil {
 		panic(err)
 	}
@@ -23,16 +26,6 @@ func newExampleStore(ctx context.Context) (*idempotency.Store, func() error) {
 	if err != nil {
 		panic(err)
 	}
-	return store, db.Close
-}
-
-// A payment endpoint guarded by the Idempotency-Key header, on a SQLite store: the retry
-// gets the stored response without charging again, and the same key with another body is
-// refused.
-func Example() {
-	ctx := context.Background()
-	store, closeDB := newExampleStore(ctx)
-	defer closeDB()
 
 	pay := func(idemKey string, body []byte) {
 		fp := idempotency.FingerprintRequest("POST", "/v1/payments", body)
@@ -63,8 +56,18 @@ func Example() {
 // stored and the retry runs.
 func ExampleFunc() {
 	ctx := context.Background()
-	store, closeDB := newExampleStore(ctx)
-	defer closeDB()
+	db, err := sqlitedb.Open(":memory:")
+	if err != nil {
+		panic(err)
+	}
+	defer db.Close()
+	if err := sqlidempotency.CreateSchema(ctx, db); err != nil {
+		panic(err)
+	}
+	store, err := idempotency.New(sqlidempotency.New(db))
+	if err != nil {
+		panic(err)
+	}
 
 	pgAnswers := []string{"unavailable", "declined", "approved"}
 	approve := func(ctx context.Context) (idempotency.Response, error) {
