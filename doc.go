@@ -24,6 +24,11 @@
 //     reused with another request (errcode.ErrKeyReused) and a dependency that could not
 //     answer (errcode.ErrUnavailable: retry later). refserver maps codes to HTTP statuses
 //     in one short table.
+//   - hold: the one two-phase contract of stock, points and coupons (Hold keyed by the
+//     caller's ID with a deadline, Post, Void, Lookup; ErrGone, ErrPosted, ErrVoided), proven
+//     by hold/holdtest; checkout speaks it through one adapter per leaf.
+//   - observe: the one observer shape every package reports its operations through.
+//   - sqlitedb: opens the embedded SQLite the way the SQL backends need it.
 //
 // Above them, commerce composes checkout (place, pay, cancel, expire, recover, audit) with
 // compensation and writes versioned events on per-type topics; commerce/collector turns them

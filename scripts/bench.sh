@@ -66,6 +66,12 @@ wm=$(grep -oE 'vs [0-9]+ events/s, ratio' "$work/relay.txt" | grep -oE '[0-9]+')
 say "stock read over HTTP (wrk, 64 connections, ${secs}s each)"
 go build -o "$work/refserver" ./refserver
 (cd "$shared/tools/constjson" && go build -o "$work/constjson" .)
+for port in 18080 18081 18090; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "bench: something already listens on 127.0.0.1:$port; stop it first (the read benchmark needs 18080, 18081 and 18090)" >&2
+    exit 1
+  fi
+done
 "$work/constjson" -addr 127.0.0.1:18090 & pids+=($!)
 COMMERCEKIT_ADDR=127.0.0.1:18080 COMMERCEKIT_DB_DSN="$work/embedded.db" "$work/refserver" serve >"$work/embedded.log" 2>&1 & pids+=($!)
 COMMERCEKIT_ADDR=127.0.0.1:18081 COMMERCEKIT_DB_DRIVER=mysql COMMERCEKIT_DB_DSN="$dsn/ck_read" COMMERCEKIT_REDIS_ADDR=127.0.0.1:6379 COMMERCEKIT_REDIS_DB=13 \

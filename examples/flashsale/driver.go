@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/commercekit/commercekit/internal/backoff"
 	"github.com/commercekit/commercekit/refserver/server"
 )
 
@@ -184,7 +185,7 @@ func (d *driver) settle(ctx context.Context) error {
 			if time.Now().After(deadline) {
 				return fmt.Errorf("order %s still PAYING", b.order.ID)
 			}
-			if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			if err := backoff.Sleep(ctx, 100*time.Millisecond); err != nil {
 				return err
 			}
 			if _, err := d.call(ctx, b.token, "GET", "/v1/orders/"+b.order.ID, "", nil, http.StatusOK, &b.order); err != nil {
@@ -275,15 +276,4 @@ func (d *driver) call(ctx context.Context, tok, method, path, key string, body a
 		}
 	}
 	return resp.StatusCode, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
