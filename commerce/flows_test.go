@@ -33,9 +33,7 @@ func TestPlaceAndPay(t *testing.T) {
 		assert.Equal(t, commercetest.Start.Add(commerce.DefaultOrderExpiry), o.ExpiresAt)
 		requireStock(t, e, sku, 8, 2, 0)
 		assert.Equal(t, ledger.Balance{Available: 3_000, Held: 2_000, Total: 5_000}, balance(t, e, b.user))
-		c, err := e.Coupons.Coupon(ctx, b.coupon)
-		require.NoError(t, err)
-		assert.Equal(t, coupon.StateReserved, c.State)
+		assert.Equal(t, coupon.StateReserved, couponState(t, e, b.coupon))
 		e.RequireClean(t)
 
 		o = pay(t, e, o, "tok_ok")
@@ -46,11 +44,8 @@ func TestPlaceAndPay(t *testing.T) {
 		assert.Empty(t, o.Step)
 		requireStock(t, e, sku, 8, 0, 2)
 		assert.Equal(t, ledger.Balance{Available: 3_150, Total: 3_150}, balance(t, e, b.user))
-		c, err = e.Coupons.Coupon(ctx, b.coupon)
-		require.NoError(t, err)
-		assert.Equal(t, coupon.StateUsed, c.State)
-		p, err := e.Payments.Get(ctx, o.PaymentID)
-		require.NoError(t, err)
+		assert.Equal(t, coupon.StateUsed, couponState(t, e, b.coupon))
+		p := paymentOf(t, e, o.PaymentID)
 		assert.Equal(t, payment.StateApproved, p.State)
 		assert.Equal(t, int64(15_000), p.Amount)
 		assert.Equal(t, 1, e.PG.Charges(o.PaymentID))
@@ -73,9 +68,7 @@ func TestPayDeclined(t *testing.T) {
 		assert.Empty(t, o.Step)
 		requireStock(t, e, sku, 10, 0, 0)
 		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, b.user))
-		c, err := e.Coupons.Coupon(ctx, b.coupon)
-		require.NoError(t, err)
-		assert.Equal(t, coupon.StateAvailable, c.State)
+		assert.Equal(t, coupon.StateAvailable, couponState(t, e, b.coupon))
 
 		// The coupon and the points can be used again.
 		again := place(t, e, b, sku, 1, 5_000)
@@ -289,9 +282,7 @@ func TestCancelUnpaid(t *testing.T) {
 		assert.Equal(t, commercetest.Start, got.ClosedAt)
 		requireStock(t, e, sku, 10, 0, 0)
 		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, b.user))
-		c, err := e.Coupons.Coupon(ctx, b.coupon)
-		require.NoError(t, err)
-		assert.Equal(t, coupon.StateAvailable, c.State)
+		assert.Equal(t, coupon.StateAvailable, couponState(t, e, b.coupon))
 
 		// Paying a cancelled order is refused; an admin may cancel anyone's order.
 		_, err = e.Service.Pay(ctx, commerce.PayRequest{OrderID: o.ID, UserID: b.user, Method: payment.MethodCard, IdempotencyKey: "p"})
@@ -321,12 +312,8 @@ func TestCancelPaid(t *testing.T) {
 		assert.Empty(t, got.Step)
 		requireStock(t, e, sku, 10, 0, 0) // returned: available again, no longer sold
 		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, b.user))
-		c, err := e.Coupons.Coupon(ctx, b.coupon)
-		require.NoError(t, err)
-		assert.Equal(t, coupon.StateAvailable, c.State)
-		p, err := e.Payments.Get(ctx, o.PaymentID)
-		require.NoError(t, err)
-		assert.Equal(t, payment.StateRefunded, p.State)
+		assert.Equal(t, coupon.StateAvailable, couponState(t, e, b.coupon))
+		assert.Equal(t, payment.StateRefunded, paymentOf(t, e, o.PaymentID).State)
 		assert.Equal(t, int64(15_000), e.PG.Stats().CanceledAmount)
 		e.RequireClean(t)
 		e.RequireDelivered(t)
@@ -500,35 +487,58 @@ func TestLateApprovalRefunded(t *testing.T) {
 		sku := e.Product(t, 10_000, 1)
 		b := newBuyer(t, e, 1_000, 2_000)
 		o := place(t, e, b, sku, 1, 1_000)
-		e.PG.SetFault(pgsim.FaultUnavailable)
-		o = pay(t, e, o, "tok_ok")
-		require.Equal(t, commerce.StatusPaying, o.Status)
-
 		// The PG stays down past the reservation's deadline; the unit goes to someone else.
-		e.Clock.Advance(commerce.DefaultOrderExpiry + commerce.DefaultPaymentWindow)
-		_, err := e.Inventory.Sweep(ctx)
-		require.NoError(t, err)
-		_, err = e.Ledger.Sweep(ctx)
-		require.NoError(t, err)
+		o = payPastDeadline(t, e, o)
 		other := place(t, e, newBuyer(t, e, 0, 0), sku, 1, 0)
 
-		e.PG.SetFault(pgsim.FaultNone)
 		e.Settle(t)
 		got := order(t, e, o.ID)
 		assert.Equal(t, commerce.StatusPaymentFailed, got.Status)
 		assert.Equal(t, commerce.FailureUnfulfillable, got.FailureCode)
-		p, err := e.Payments.Get(ctx, o.PaymentID)
-		require.NoError(t, err)
-		assert.Equal(t, payment.StateRefunded, p.State)
+		assert.Equal(t, payment.StateRefunded, paymentOf(t, e, o.PaymentID).State)
 		assert.Equal(t, ledger.Balance{Available: 1_000, Total: 1_000}, balance(t, e, b.user))
-		c, err := e.Coupons.Coupon(ctx, b.coupon)
-		require.NoError(t, err)
-		assert.Equal(t, coupon.StateAvailable, c.State)
+		assert.Equal(t, coupon.StateAvailable, couponState(t, e, b.coupon))
 		requireStock(t, e, sku, 0, 1, 0)
 		assert.Equal(t, commerce.StatusPaid, pay(t, e, other, "tok_ok").Status)
 		e.RequireClean(t)
 		e.RequireDelivered(t)
 	})
+}
+
+// Run's loops finish what requests left: an unknown payment is settled by the reconciler
+// and the order completed by recovery, a due order expires, events are relayed; and Run
+// stops when its context ends.
+func TestRun(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 0, 0)
+		unknown := place(t, e, b, sku, 1, 0)
+		e.PG.InjectFault("pay-"+unknown.ID, pgsim.FaultLostResponse, 1)
+		require.Equal(t, commerce.StatusPaying, pay(t, e, unknown, "tok_ok").Status)
+		due := place(t, e, b, sku, 2, 0)
+		e.Clock.Advance(commerce.DefaultOrderExpiry)
+
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- e.Service.Run(runCtx) }()
+		require.Eventually(t, func() bool {
+			return order(t, e, unknown.ID).Status == commerce.StatusPaid && order(t, e, due.ID).Status == commerce.StatusExpired
+		}, 30*time.Second, 20*time.Millisecond)
+		require.Eventually(t, func() bool {
+			lag, err := e.Relay.Lag(ctx)
+			return err == nil && lag == 0
+		}, 30*time.Second, 20*time.Millisecond)
+		stop()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run did not stop")
+		}
+		requireStock(t, e, sku, 9, 0, 1)
+		e.RequireClean(t)
+		e.RequireDelivered(t)
+	}, commerce.WithRecovery(0, 10*time.Millisecond), commerce.WithSweepInterval(10*time.Millisecond))
 }
 
 // A refund the PG has not answered leaves the order CANCELLING until recovery.

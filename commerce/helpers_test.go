@@ -9,10 +9,12 @@ import (
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/pgsim"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -83,6 +85,47 @@ func order(t *testing.T, e *commercetest.Env, id string) commerce.Order {
 	o, err := e.Service.GetOrder(ctx, id, commerce.Actor{Admin: true})
 	require.NoError(t, err)
 	return o
+}
+
+func paymentOf(t *testing.T, e *commercetest.Env, id string) payment.Payment {
+	t.Helper()
+	p, err := e.Payments.Get(ctx, id)
+	require.NoError(t, err)
+	return p
+}
+
+func couponState(t *testing.T, e *commercetest.Env, id string) coupon.State {
+	t.Helper()
+	c, err := e.Coupons.Coupon(ctx, id)
+	require.NoError(t, err)
+	return c.State
+}
+
+// payPastDeadline pays o while the PG is down and lets the reservation and the holds
+// expire and be swept: an approval coming now is too late.
+func payPastDeadline(t *testing.T, e *commercetest.Env, o commerce.Order) commerce.Order {
+	t.Helper()
+	e.PG.SetFault(pgsim.FaultUnavailable)
+	o = pay(t, e, o, "tok_ok")
+	require.Equal(t, commerce.StatusPaying, o.Status)
+	e.Clock.Advance(commerce.DefaultOrderExpiry + commerce.DefaultPaymentWindow)
+	_, err := e.Inventory.Sweep(ctx)
+	require.NoError(t, err)
+	_, err = e.Ledger.Sweep(ctx)
+	require.NoError(t, err)
+	e.PG.SetFault(pgsim.FaultNone)
+	return o
+}
+
+// overturn has the PG reverse an approved payment and say so in a webhook: the payment
+// moves to REVIEW.
+func overturn(t *testing.T, e *commercetest.Env, paymentID string) {
+	t.Helper()
+	require.NoError(t, e.PG.Overturn(paymentID))
+	body, sig, err := e.PG.Webhook(paymentID)
+	require.NoError(t, err)
+	require.NoError(t, e.Service.HandlePaymentWebhook(ctx, body, sig))
+	require.Equal(t, payment.StateReview, paymentOf(t, e, paymentID).State)
 }
 
 // requireStock checks a SKU's available, reserved and sold counts.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
 )
@@ -72,13 +73,7 @@ func TestPaymentUnderReviewFailsTheOrder(t *testing.T) {
 		require.Equal(t, commerce.StatusPaying, order(t, e, o.ID).Status)
 
 		pid := order(t, e, o.ID).PaymentID
-		require.NoError(t, e.PG.Overturn(pid))
-		body, sig, err := e.PG.Webhook(pid)
-		require.NoError(t, err)
-		require.NoError(t, e.Service.HandlePaymentWebhook(ctx, body, sig))
-		p, err := e.Payments.Get(ctx, pid)
-		require.NoError(t, err)
-		require.Equal(t, payment.StateReview, p.State)
+		overturn(t, e, pid)
 
 		e.Settle(t)
 		got := order(t, e, o.ID)
@@ -109,15 +104,9 @@ func TestCancelOfPaymentUnderReview(t *testing.T) {
 		reward := balance(t, e, b.user).Available
 		require.Positive(t, reward)
 
-		require.NoError(t, e.PG.Overturn(o.PaymentID))
-		body, sig, err := e.PG.Webhook(o.PaymentID)
-		require.NoError(t, err)
-		require.NoError(t, e.Service.HandlePaymentWebhook(ctx, body, sig))
-		p, err := e.Payments.Get(ctx, o.PaymentID)
-		require.NoError(t, err)
-		require.Equal(t, payment.StateReview, p.State)
+		overturn(t, e, o.PaymentID)
 
-		_, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		_, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
 		require.ErrorIs(t, err, commerce.ErrRefundRejected)
 		require.ErrorIs(t, err, payment.ErrUnderReview)
 		got := order(t, e, o.ID)
@@ -125,8 +114,7 @@ func TestCancelOfPaymentUnderReview(t *testing.T) {
 		assert.Equal(t, reward, balance(t, e, b.user).Available, "the reward clawback is refunded")
 		e.Settle(t) // recovery has nothing left to fail on
 		assert.Equal(t, commerce.StatusPaid, order(t, e, o.ID).Status)
-		p, err = e.Payments.Get(ctx, o.PaymentID)
-		require.NoError(t, err)
+		p := paymentOf(t, e, o.PaymentID)
 		assert.Equal(t, payment.StateReview, p.State)
 		assert.Zero(t, p.Refunded)
 	})
@@ -142,24 +130,12 @@ func TestLateApprovalUnderReviewFailsTheOrder(t *testing.T) {
 		sku := e.Product(t, 10_000, 1)
 		b := newBuyer(t, e, 1_000, 0)
 		o := place(t, e, b, sku, 1, 1_000)
-		e.PG.SetFault(pgsim.FaultUnavailable)
-		o = pay(t, e, o, "tok_ok")
-		require.Equal(t, commerce.StatusPaying, o.Status)
-		e.Clock.Advance(commerce.DefaultOrderExpiry + commerce.DefaultPaymentWindow)
-		_, err := e.Inventory.Sweep(ctx)
-		require.NoError(t, err)
-		_, err = e.Ledger.Sweep(ctx)
-		require.NoError(t, err)
-
-		e.PG.SetFault(pgsim.FaultNone)
+		o = payPastDeadline(t, e, o)
 		hook.FailAt(commerce.StepPayRefundDecided)
-		_, err = e.Service.Pay(ctx, commerce.PayRequest{OrderID: o.ID, UserID: b.user, Method: payment.MethodCard,
+		_, err := e.Service.Pay(ctx, commerce.PayRequest{OrderID: o.ID, UserID: b.user, Method: payment.MethodCard,
 			Token: "tok_ok", IdempotencyKey: "pay-" + o.ID})
 		require.ErrorIs(t, err, commerce.ErrInjected)
-		require.NoError(t, e.PG.Overturn(o.PaymentID))
-		body, sig, err := e.PG.Webhook(o.PaymentID)
-		require.NoError(t, err)
-		require.NoError(t, e.Service.HandlePaymentWebhook(ctx, body, sig))
+		overturn(t, e, o.PaymentID)
 
 		e.Settle(t)
 		got := order(t, e, o.ID)
@@ -167,8 +143,7 @@ func TestLateApprovalUnderReviewFailsTheOrder(t *testing.T) {
 		assert.Equal(t, commerce.FailurePaymentReview, got.FailureCode)
 		requireStock(t, e, sku, 1, 0, 0)
 		assert.Equal(t, int64(1_000), balance(t, e, b.user).Available, "points back")
-		p, err := e.Payments.Get(ctx, o.PaymentID)
-		require.NoError(t, err)
+		p := paymentOf(t, e, o.PaymentID)
 		assert.Equal(t, payment.StateReview, p.State)
 		assert.Zero(t, p.Refunded)
 
@@ -177,4 +152,26 @@ func TestLateApprovalUnderReviewFailsTheOrder(t *testing.T) {
 		require.Len(t, rep.Discrepancies, 1, "%v", rep.Discrepancies)
 		assert.Equal(t, "payment.gateway", rep.Discrepancies[0].Kind, "only the payment awaiting a person")
 	}, commerce.WithFaultHook(hook.Func))
+}
+
+// The approval arrives but the points hold is gone (here: voided behind the order's back):
+// the order cannot be completed, so the payment is refunded and the order failed. With the
+// inventory outside SQL the units were already sold when that was found out: they are
+// returned (inventory.Return), so in both the units end up available and not sold.
+func TestApprovedButHoldGone(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 5)
+		b := newBuyer(t, e, 1_000, 0)
+		o := place(t, e, b, sku, 2, 1_000)
+		_, err := e.Ledger.Void(ctx, "hold-"+o.ID)
+		require.NoError(t, err)
+
+		got := pay(t, e, o, "tok_ok")
+		assert.Equal(t, commerce.StatusPaymentFailed, got.Status)
+		assert.Equal(t, commerce.FailureUnfulfillable, got.FailureCode)
+		assert.Equal(t, ledger.Balance{Available: 1_000, Total: 1_000}, balance(t, e, b.user))
+		requireStock(t, e, sku, 5, 0, 0)
+		assert.Equal(t, int64(19_000), e.PG.Stats().CanceledAmount)
+		e.RequireClean(t)
+	})
 }

@@ -75,14 +75,7 @@ func BenchmarkEmbedded(b *testing.B) {
 			require.NoError(b, err)
 			r, err := outbox.NewRelay(db, d)
 			require.NoError(b, err)
-			for start := 0; start < b.N; start += 500 {
-				batch := make([]outbox.Event, 0, 500)
-				for i := start; i < min(start+500, b.N); i++ {
-					batch = append(batch, outbox.Event{Topic: "orders", Key: fmt.Sprintf("key-%03d", i%100), Type: "x", Payload: []byte(`{}`)})
-				}
-				_, err := outbox.Add(ctx, db, batch...)
-				require.NoError(b, err)
-			}
+			outboxtest.Fill(b, db, "orders", b.N)
 			b.ResetTimer()
 			for sent := 0; sent < b.N; {
 				n, err := r.RelayOnce(ctx)

@@ -99,3 +99,11 @@ func (e *env) get(t *testing.T, id string) payment.Payment {
 // breaker clock cannot be injected, so the delay is real: long enough that a loaded CI machine
 // reaches the next call before it passes, short enough for the tests that wait it out.
 const breakerDelay = 300 * time.Millisecond
+
+// deliverWebhook has the simulator send its webhook for a payment and handles it.
+func (e *env) deliverWebhook(t *testing.T, id string) {
+	t.Helper()
+	body, sig, err := e.sim.Webhook(id)
+	require.NoError(t, err)
+	require.NoError(t, e.svc.HandleWebhook(context.Background(), body, sig))
+}

@@ -42,9 +42,7 @@ func TestWebhookSettlesOnce(t *testing.T) {
 		declined := card("pay-2", 5000)
 		declined.Token = pgsim.TokenDecline
 		e.unknown(t, declined)
-		body, sig, err = e.sim.Webhook("pay-2")
-		require.NoError(t, err)
-		require.NoError(t, e.svc.HandleWebhook(ctx, body, sig))
+		e.deliverWebhook(t, "pay-2")
 		p = e.get(t, "pay-2")
 		assert.Equal(t, payment.StateDeclined, p.State)
 		assert.Equal(t, pgsim.CodeCardDeclined, p.DeclineCode)
@@ -52,9 +50,7 @@ func TestWebhookSettlesOnce(t *testing.T) {
 		// A late "approved" for a payment refunded since changes nothing.
 		_, err = e.svc.Refund(ctx, refund("r-1", "pay-1", 5000))
 		require.NoError(t, err)
-		body, sig, err = e.sim.Webhook("pay-1")
-		require.NoError(t, err)
-		require.NoError(t, e.svc.HandleWebhook(ctx, body, sig))
+		e.deliverWebhook(t, "pay-1")
 		assert.Equal(t, payment.StateRefunded, e.get(t, "pay-1").State)
 	})
 }

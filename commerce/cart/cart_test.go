@@ -49,13 +49,18 @@ func lines(t *testing.T, c *cart.Service, user string) map[string]int64 {
 	return out
 }
 
+// add puts qty of product in user's cart.
+func add(t *testing.T, c *cart.Service, user, product string, qty int64) {
+	t.Helper()
+	_, err := c.Add(ctx, user, product, qty)
+	require.NoError(t, err)
+}
+
 func TestEditAndList(t *testing.T) {
 	each(t, func(t *testing.T, e *commercetest.Env, c *cart.Service) {
 		p1, p2 := e.Product(t, 1000, 5), e.Product(t, 2500, 0)
-		_, err := c.Add(ctx, "alice", p1, 2)
-		require.NoError(t, err)
-		_, err = c.Add(ctx, "alice", p2, 1)
-		require.NoError(t, err)
+		add(t, c, "alice", p1, 2)
+		add(t, c, "alice", p2, 1)
 		got, err := c.Add(ctx, "alice", p1, 1)
 		require.NoError(t, err)
 		require.Len(t, got.Items, 2)
@@ -89,8 +94,7 @@ func TestEditAndList(t *testing.T) {
 func TestLimitsAndBadInput(t *testing.T) {
 	each(t, func(t *testing.T, e *commercetest.Env, c *cart.Service) {
 		p := e.Product(t, 1000, 10)
-		_, err := c.Add(ctx, "alice", p, 990)
-		require.NoError(t, err)
+		add(t, c, "alice", p, 990)
 		before := map[string]int64{p: 990}
 
 		for _, tc := range []struct {
@@ -116,7 +120,7 @@ func TestLimitsAndBadInput(t *testing.T) {
 			assert.Equal(t, before, lines(t, c, "alice"), "%s changed the cart", tc.name)
 		}
 		var lim *cart.LimitError
-		_, err = c.Add(ctx, "alice", p, 10)
+		_, err := c.Add(ctx, "alice", p, 10)
 		require.ErrorAs(t, err, &lim)
 		assert.Equal(t, int64(1000), lim.Qty)
 
@@ -125,8 +129,7 @@ func TestLimitsAndBadInput(t *testing.T) {
 		products[0] = p
 		for i := 1; i < cart.MaxLines; i++ {
 			products[i] = e.Product(t, 100, 1)
-			_, err := c.Add(ctx, "alice", products[i], 1)
-			require.NoError(t, err)
+			add(t, c, "alice", products[i], 1)
 		}
 		extra := e.Product(t, 100, 1)
 		_, err = c.Add(ctx, "alice", extra, 1)
@@ -184,10 +187,8 @@ func TestCheckoutEqualsOrder(t *testing.T) {
 		for _, u := range []string{"alice", "bob"} {
 			e.GivePoints(t, u, 1000)
 		}
-		_, err := c.Add(ctx, "alice", p2, 3)
-		require.NoError(t, err)
-		_, err = c.Add(ctx, "alice", p1, 2)
-		require.NoError(t, err)
+		add(t, c, "alice", p2, 3)
+		add(t, c, "alice", p1, 2)
 
 		fromCart, err := c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1",
 			CouponID: e.GiveCoupon(t, tpl, "alice"), Points: 300})
@@ -227,11 +228,9 @@ func TestCheckoutEqualsOrder(t *testing.T) {
 func TestCheckoutFailureKeepsCart(t *testing.T) {
 	each(t, func(t *testing.T, e *commercetest.Env, c *cart.Service) {
 		p1, p2 := e.Product(t, 1000, 10), e.Product(t, 1000, 1)
-		_, err := c.Add(ctx, "alice", p1, 2)
-		require.NoError(t, err)
-		_, err = c.Add(ctx, "alice", p2, 2)
-		require.NoError(t, err)
-		_, err = c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1"})
+		add(t, c, "alice", p1, 2)
+		add(t, c, "alice", p2, 2)
+		_, err := c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1"})
 		require.ErrorIs(t, err, commerce.ErrOutOfStock)
 		assert.Equal(t, map[string]int64{p1: 2, p2: 2}, lines(t, c, "alice"))
 		st, err := e.Inventory.Stock(ctx, p1)
@@ -284,8 +283,7 @@ func TestCheckoutOfChangedCart(t *testing.T) {
 func TestConcurrentCheckoutOneKey(t *testing.T) {
 	each(t, func(t *testing.T, e *commercetest.Env, c *cart.Service) {
 		p := e.Product(t, 1000, 100)
-		_, err := c.Add(ctx, "alice", p, 3)
-		require.NoError(t, err)
+		add(t, c, "alice", p, 3)
 		const n = 16
 		ids := make([]string, n)
 		errs := make([]error, n)

@@ -23,8 +23,7 @@ func TestConcurrentCheckoutManyKeys(t *testing.T) {
 	each(t, func(t *testing.T, e *commercetest.Env, c *cart.Service) {
 		p := e.Product(t, 1000, 100)
 		e.GivePoints(t, "alice", 10_000)
-		_, err := c.Add(ctx, "alice", p, 3)
-		require.NoError(t, err)
+		add(t, c, "alice", p, 3)
 		const n = 8
 		errs := make([]error, n)
 		var wg sync.WaitGroup
@@ -72,8 +71,7 @@ func errorsIsAny(err error, targets ...error) bool {
 func TestCheckoutKeyValidated(t *testing.T) {
 	each(t, func(t *testing.T, e *commercetest.Env, c *cart.Service) {
 		p := e.Product(t, 1000, 10)
-		_, err := c.Add(ctx, "alice", p, 1)
-		require.NoError(t, err)
+		add(t, c, "alice", p, 1)
 		for _, key := range []string{"k\x00", "k\ty", "k\n", "\x7f"} {
 			_, err := c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: key})
 			assert.ErrorIs(t, err, cart.ErrInvalidRequest, "%q", key)

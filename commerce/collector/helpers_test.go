@@ -16,6 +16,7 @@ import (
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
 )
@@ -167,12 +168,6 @@ func (e *env) rollup(t testing.TB) {
 func runGroup(t testing.TB, brokers []string, group string, h *saramaoutbox.ConsumerHandler, topics ...string) {
 	g, err := sarama.NewConsumerGroup(brokers, group, saramaoutbox.ConsumerConfig())
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx, g, topics...) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		require.NoError(t, g.Close())
-	})
+	t.Cleanup(func() { require.NoError(t, g.Close()) }) // after h.Run returned
+	testkit.Background(t, func(ctx context.Context) error { return h.Run(ctx, g, topics...) })
 }

@@ -24,13 +24,28 @@ func openRedis(t *testing.T) (*coupon.Service, *redis.Client, *bun.DB) {
 	return coupon.New(db, rediscoupon.New(rdb, rediscoupon.WithKeyPrefix("test:"))), rdb, db
 }
 
+// createTemplate creates tpl, a fixed 500 KRW off.
+func createTemplate(t *testing.T, svc *coupon.Service, tpl coupon.Template) coupon.Template {
+	t.Helper()
+	tpl.Terms = coupon.Terms{Kind: coupon.FixedAmount, Amount: 500}
+	got, err := svc.CreateTemplate(context.Background(), tpl)
+	require.NoError(t, err)
+	return got
+}
+
+func requireStats(t *testing.T, svc *coupon.Service, templateID string, want coupon.Stats) {
+	t.Helper()
+	st, err := svc.Stats(context.Background(), templateID)
+	require.NoError(t, err)
+	assert.Equal(t, want, st)
+}
+
 // TestRecountRepairsRedis: a Redis state that went wrong (here: counts rewritten by hand)
 // is rebuilt exactly from SQL by Recount, down to each user's ordinals and requests.
 func TestRecountRepairsRedis(t *testing.T) {
 	ctx := context.Background()
 	svc, rdb, _ := openRedis(t)
-	tpl, err := svc.CreateTemplate(ctx, coupon.Template{ID: "t", Terms: coupon.Terms{Kind: coupon.FixedAmount, Amount: 500}, TotalQuantity: 10, PerUserLimit: 2})
-	require.NoError(t, err)
+	tpl := createTemplate(t, svc, coupon.Template{ID: "t", TotalQuantity: 10, PerUserLimit: 2})
 	for i := range 6 {
 		_, err := svc.Issue(ctx, tpl.ID, fmt.Sprint("user-", i%3), fmt.Sprint("req-", i))
 		require.NoError(t, err)
@@ -63,9 +78,7 @@ func TestRecountRepairsRedis(t *testing.T) {
 	require.NoError(t, err)
 	_, err = svc.Issue(ctx, tpl.ID, "user-0", "req-new")
 	require.ErrorIs(t, err, coupon.ErrLimitReached)
-	st, err := svc.Stats(ctx, tpl.ID)
-	require.NoError(t, err)
-	assert.Equal(t, coupon.Stats{Taken: 7, Issued: 7}, st)
+	requireStats(t, svc, tpl.ID, coupon.Stats{Taken: 7, Issued: 7})
 }
 
 // TestRedisBehindSQL: a coupon Redis never counted (as one written after a warm-up read SQL)
@@ -74,9 +87,8 @@ func TestRecountRepairsRedis(t *testing.T) {
 func TestRedisBehindSQL(t *testing.T) {
 	ctx := context.Background()
 	svc, _, db := openRedis(t)
-	tpl, err := svc.CreateTemplate(ctx, coupon.Template{ID: "t", Terms: coupon.Terms{Kind: coupon.FixedAmount, Amount: 500}, PerUserLimit: 2})
-	require.NoError(t, err)
-	_, err = svc.Issue(ctx, tpl.ID, "bob", "bob-1") // Redis state loaded
+	tpl := createTemplate(t, svc, coupon.Template{ID: "t", PerUserLimit: 2})
+	_, err := svc.Issue(ctx, tpl.ID, "bob", "bob-1") // Redis state loaded
 	require.NoError(t, err)
 
 	// Another issuer writes alice's first coupon behind Redis's back.
@@ -93,9 +105,7 @@ func TestRedisBehindSQL(t *testing.T) {
 	again, err := svc.Issue(ctx, tpl.ID, "alice", "alice-1")
 	require.NoError(t, err)
 	assert.Equal(t, c.ID, again.ID)
-	st, err := svc.Stats(ctx, tpl.ID)
-	require.NoError(t, err)
-	assert.Equal(t, coupon.Stats{Taken: 3, Issued: 3}, st)
+	requireStats(t, svc, tpl.ID, coupon.Stats{Taken: 3, Issued: 3})
 }
 
 // TestRecountManyPages: a state of more coupons than one page of the load (1,000) is
@@ -103,8 +113,7 @@ func TestRedisBehindSQL(t *testing.T) {
 func TestRecountManyPages(t *testing.T) {
 	ctx := context.Background()
 	svc, rdb, _ := openRedis(t)
-	tpl, err := svc.CreateTemplate(ctx, coupon.Template{ID: "big", Terms: coupon.Terms{Kind: coupon.FixedAmount, Amount: 500}, TotalQuantity: 2600, PerUserLimit: 2})
-	require.NoError(t, err)
+	tpl := createTemplate(t, svc, coupon.Template{ID: "big", TotalQuantity: 2600, PerUserLimit: 2})
 	const coupons = 2500
 	jobs := make(chan int)
 	errs := make(chan error, coupons)
@@ -141,7 +150,5 @@ func TestRecountManyPages(t *testing.T) {
 			require.ErrorIs(t, err, coupon.ErrSoldOut)
 		}
 	}
-	st, err := svc.Stats(ctx, tpl.ID)
-	require.NoError(t, err)
-	assert.Equal(t, coupon.Stats{Taken: 2600, Issued: 2600}, st)
+	requireStats(t, svc, tpl.ID, coupon.Stats{Taken: 2600, Issued: 2600})
 }

@@ -1,11 +1,28 @@
 // Package testkit holds the small helpers the module's tests share beyond backends
-// (internal/testenv) and time (internal/testclock): running work concurrently.
+// (internal/testenv) and time (internal/testclock): running work concurrently, or in the
+// background for the rest of a test.
 package testkit
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
 )
+
+// Background runs run(ctx) on its own goroutine until the test ends; then it cancels ctx,
+// waits for run to return and requires that it returned nil.
+func Background(tb testing.TB, run func(ctx context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		require.NoError(tb, <-done)
+	})
+}
 
 // Parallel runs fn(i) for every i in [0, n) on workers goroutines and waits for them.
 func Parallel(n, workers int, fn func(i int)) {

@@ -23,19 +23,12 @@ func testRaceForLastUnits(t *testing.T, h Harness) {
 	ctx := context.Background()
 	setStock(t, inv, "hot", 100, 0)
 
-	const buyers = 1000
-	errs := make([]error, buyers)
-	var wg sync.WaitGroup
-	for i := range buyers {
-		buyer := "" // half anonymous, half with a buyer: both paths of a backend race
-		if i%2 == 0 {
-			buyer = id("u", i)
+	errs := raceForOne(ctx, inv, 1000, "hot", "race", func(i int) string {
+		if i%2 == 0 { // half anonymous, half with a buyer: both paths of a backend race
+			return id("u", i)
 		}
-		wg.Go(func() {
-			_, errs[i] = inv.Reserve(ctx, inventory.ReserveRequest{ID: id("race", i), Lines: lines("hot", 1), TTL: time.Hour, BuyerID: buyer})
-		})
-	}
-	wg.Wait()
+		return ""
+	})
 	var won []string
 	for i, err := range errs {
 		if err == nil {
@@ -48,6 +41,7 @@ func testRaceForLastUnits(t *testing.T, h Harness) {
 	require.Len(t, won, 100)
 	wantStock(t, inv, "hot", 0, 100, 0)
 
+	var wg sync.WaitGroup
 	for _, w := range won {
 		wg.Go(func() { assert.NoError(t, inv.Commit(ctx, w)) })
 	}
@@ -63,18 +57,12 @@ func testRaceBuyerLimit(t *testing.T, h Harness) {
 	setStock(t, inv, "drop", 1000, 2)
 
 	const n = 200
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		buyer := "greedy"
+	errs := raceForOne(ctx, inv, n, "drop", "r", func(i int) string {
 		if i%2 == 1 {
-			buyer = id("u", i)
+			return id("u", i)
 		}
-		wg.Go(func() {
-			_, errs[i] = inv.Reserve(ctx, inventory.ReserveRequest{ID: id("r", i), Lines: lines("drop", 1), TTL: time.Hour, BuyerID: buyer})
-		})
-	}
-	wg.Wait()
+		return "greedy"
+	})
 	greedy := 0
 	for i, err := range errs {
 		if i%2 == 1 {
@@ -90,6 +78,20 @@ func testRaceBuyerLimit(t *testing.T, h Harness) {
 	}
 	assert.Equal(t, 2, greedy)
 	wantStock(t, inv, "drop", 1000-2-n/2, 2+n/2, 0)
+}
+
+// raceForOne has n requests (IDs prefix-0, prefix-1, ...) reserve one unit of sku at once,
+// request i for buyer(i), and returns their errors.
+func raceForOne(ctx context.Context, inv *inventory.Inventory, n int, sku, prefix string, buyer func(i int) string) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, errs[i] = inv.Reserve(ctx, inventory.ReserveRequest{ID: id(prefix, i), Lines: lines(sku, 1), TTL: time.Hour, BuyerID: buyer(i)})
+		})
+	}
+	wg.Wait()
+	return errs
 }
 
 // testStorm runs reserves, commits, releases, restocks, sweeps and a moving clock at once,

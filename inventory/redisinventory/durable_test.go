@@ -37,6 +37,13 @@ func newDurable(tb testing.TB) (*redisinventory.Durable, *redis.Client, *bun.DB)
 // lines is one line of sku.
 func line(sku string, qty int64) []inventory.Line { return []inventory.Line{{SKU: sku, Qty: qty}} }
 
+// setStock sets sku's stock on hand and buyer limit (0: none).
+func setStock(t *testing.T, inv *inventory.Inventory, sku string, onHand, buyerLimit int64) {
+	t.Helper()
+	_, err := inv.SetStock(context.Background(), inventory.StockSetting{SKU: sku, OnHand: onHand, BuyerLimit: buyerLimit})
+	require.NoError(t, err)
+}
+
 func wantStock(t *testing.T, inv *inventory.Inventory, sku string, onHand, available, sold int64) {
 	t.Helper()
 	st, err := inv.Stock(context.Background(), sku)
@@ -60,11 +67,9 @@ func TestDurableLoss(t *testing.T) {
 	ctx := context.Background()
 	d, rdb, _ := newDurable(t)
 	inv := inventory.New(d)
-	_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "drop", OnHand: 10, BuyerLimit: 2})
-	require.NoError(t, err)
-	_, err = inv.SetStock(ctx, inventory.StockSetting{SKU: "tee", OnHand: 10})
-	require.NoError(t, err)
-	_, err = inv.Adjust(ctx, inventory.Adjustment{ID: "restock-1", SKU: "tee", Delta: 3, Reason: "restock"})
+	setStock(t, inv, "drop", 10, 2)
+	setStock(t, inv, "tee", 10, 0)
+	_, err := inv.Adjust(ctx, inventory.Adjustment{ID: "restock-1", SKU: "tee", Delta: 3, Reason: "restock"})
 	require.NoError(t, err)
 	for i, id := range []string{"paid", "live", "returned", "released"} {
 		_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: id, Lines: []inventory.Line{{SKU: "drop", Qty: 1}, {SKU: "tee", Qty: int64(i + 1)}},
@@ -139,8 +144,7 @@ func TestDurableRebuildWaitsForWriters(t *testing.T) {
 	ctx := context.Background()
 	d, rdb, db := newDurable(t)
 	inv := inventory.New(d)
-	_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "last", OnHand: 1})
-	require.NoError(t, err)
+	setStock(t, inv, "last", 1, 0)
 
 	inRedis, proceed := make(chan struct{}), make(chan struct{})
 	var once sync.Once
@@ -185,7 +189,7 @@ func TestDurableRebuildWaitsForWriters(t *testing.T) {
 	require.NoError(t, <-rebuilt)
 
 	wantStock(t, inv, "last", 1, 0, 0)
-	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "late", Lines: line("last", 1)})
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "late", Lines: line("last", 1)})
 	require.ErrorIs(t, err, inventory.ErrInsufficientStock, "the last unit is not sold twice")
 	require.NoError(t, inv.Commit(ctx, "slow"))
 	wantStock(t, inv, "last", 0, 0, 1)
@@ -255,8 +259,7 @@ func TestDurableRestartedWithOldData(t *testing.T) {
 	_, err := d.Heal(ctx)
 	require.NoError(t, err)
 	inv := inventory.New(d)
-	_, err = inv.SetStock(ctx, inventory.StockSetting{SKU: "a", OnHand: 5})
-	require.NoError(t, err)
+	setStock(t, inv, "a", 5, 0)
 	require.NoError(t, rdb.Save(ctx).Err()) // the snapshot the server will come back with
 	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "after-snapshot", Lines: line("a", 2)})
 	require.NoError(t, err)
@@ -286,8 +289,7 @@ func TestDurableConcurrentReplaysWait(t *testing.T) {
 	})
 	inv := inventory.New(d)
 	for _, sku := range []string{"a", "b"} {
-		_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: sku, OnHand: 100})
-		require.NoError(t, err)
+		setStock(t, inv, sku, 100, 0)
 	}
 	req := inventory.ReserveRequest{ID: "same", Lines: []inventory.Line{{SKU: "a", Qty: 3}, {SKU: "b", Qty: 2}}, TTL: time.Minute, BuyerID: "buyer-1"}
 	const n = 30
@@ -312,8 +314,7 @@ func TestDurableBatchIsolatesCallers(t *testing.T) {
 	ctx := context.Background()
 	d, rdb, db := newDurable(t)
 	inv := inventory.New(d)
-	_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "drop", OnHand: 40, BuyerLimit: 2})
-	require.NoError(t, err)
+	setStock(t, inv, "drop", 40, 2)
 	require.NoError(t, rdb.ScriptFlush(ctx).Err()) // the pipelined scripts must load themselves
 
 	const n = 60 // 30 buyers, 3 each (one over the limit): more than the 40 units; and a few too large

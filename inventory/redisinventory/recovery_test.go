@@ -132,9 +132,8 @@ func TestKeys(t *testing.T) {
 	a := inventory.New(redisinventory.New(rdb, redisinventory.WithTag("shop-a"), redisinventory.WithRetention(time.Hour)))
 	b := inventory.New(redisinventory.New(rdb, redisinventory.WithTag("shop-b")))
 	for _, inv := range []*inventory.Inventory{a, b} {
-		_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "mug", OnHand: 5, BuyerLimit: 2})
-		require.NoError(t, err)
-		_, err = inv.Adjust(ctx, inventory.Adjustment{ID: "adj-1", SKU: "mug", Delta: 1, Reason: "restock"})
+		setStock(t, inv, "mug", 5, 2)
+		_, err := inv.Adjust(ctx, inventory.Adjustment{ID: "adj-1", SKU: "mug", Delta: 1, Reason: "restock"})
 		require.NoError(t, err)
 	}
 	for _, id := range []string{"r1", "r2"} {

@@ -2,6 +2,7 @@ package outboxtest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -13,6 +14,24 @@ import (
 
 // The fixtures below are shared by the tests of the outbox and of its publishers: a
 // database with the outbox schema and an effect table that test handlers write to.
+
+// Fill adds n events of topic over 100 keys to db, 500 per transaction: the backlog the
+// relay benchmarks drain.
+func Fill(tb testing.TB, db bun.IDB, topic string, n int) {
+	tb.Helper()
+	ctx := context.Background()
+	for start := 0; start < n; start += 500 {
+		batch := make([]outbox.Event, 0, 500)
+		for i := start; i < min(start+500, n); i++ {
+			batch = append(batch, outbox.Event{
+				Topic: topic, Key: fmt.Sprintf("key-%03d", i%100), Type: "bench.happened",
+				Payload: fmt.Appendf(nil, `{"i":%d,"amount":35000,"currency":"KRW"}`, i),
+			})
+		}
+		_, err := outbox.Add(ctx, db, batch...)
+		require.NoError(tb, err)
+	}
+}
 
 // Prepare creates the outbox schema (twice: CreateSchema is idempotent) and the effect
 // table of AppliedRow on db, and returns db.

@@ -17,23 +17,6 @@ import (
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
 )
 
-// fill adds n events over 100 keys, 500 per transaction.
-func fill(b *testing.B, db *bun.DB, topic string, n int) {
-	b.Helper()
-	ctx := context.Background()
-	for start := 0; start < n; start += 500 {
-		batch := make([]outbox.Event, 0, 500)
-		for i := start; i < min(start+500, n); i++ {
-			batch = append(batch, outbox.Event{
-				Topic: topic, Key: fmt.Sprintf("key-%03d", i%100), Type: "bench.happened",
-				Payload: fmt.Appendf(nil, `{"i":%d,"amount":35000,"currency":"KRW"}`, i),
-			})
-		}
-		_, err := outbox.Add(ctx, db, batch...)
-		require.NoError(b, err)
-	}
-}
-
 // BenchmarkRelay measures relay throughput, MySQL → Kafka: b.N committed events (100 keys)
 // drained by Run (picked with FOR UPDATE SKIP LOCKED, produced in one Kafka transaction
 // per batch, marked sent while the next batch is produced). Reports events/s; the batch
@@ -51,7 +34,7 @@ func BenchmarkRelay(b *testing.B) {
 			}
 			r, err := outbox.NewRelay(db, newPublisher(b, k), opts...)
 			require.NoError(b, err)
-			fill(b, db, topic, b.N)
+			outboxtest.Fill(b, db, topic, b.N)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error)
 			b.ResetTimer()
@@ -92,7 +75,7 @@ func BenchmarkConsumer(b *testing.B) {
 			db := openDB(b)
 			k := testenv.NewKafka(b)
 			topic := k.Topic(b, "bench")
-			fill(b, db, topic, b.N)
+			outboxtest.Fill(b, db, topic, b.N)
 			relayAll(b, db, newPublisher(b, k))
 
 			var applied atomic.Int64

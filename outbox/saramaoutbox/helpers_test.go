@@ -13,6 +13,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/outboxtest"
@@ -199,23 +200,9 @@ func (m *metrics) get(name string) int { return int(m.Sum(name, nil)) }
 func runGroup(t testing.TB, k *testenv.Kafka, group string, h *saramaoutbox.ConsumerHandler, topics ...string) {
 	g, err := sarama.NewConsumerGroup(k.Brokers, group, saramaoutbox.ConsumerConfig())
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx, g, topics...) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		require.NoError(t, g.Close())
-	})
+	t.Cleanup(func() { require.NoError(t, g.Close()) }) // after h.Run returned
+	testkit.Background(t, func(ctx context.Context) error { return h.Run(ctx, g, topics...) })
 }
 
 // runRelay runs r until the test ends.
-func runRelay(t testing.TB, r *outbox.Relay) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-}
+func runRelay(t testing.TB, r *outbox.Relay) { testkit.Background(t, r.Run) }

@@ -76,6 +76,16 @@ func (e *env) claims(t *testing.T, token string) member.AccessClaims {
 	return c
 }
 
+// aliceLoggedIn signs alice up and logs her in.
+func (e *env) aliceLoggedIn(t *testing.T) member.Tokens {
+	t.Helper()
+	_, err := e.svc.SignUp(ctx, "alice", "correct horse")
+	require.NoError(t, err)
+	tok, err := e.svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
+	require.NoError(t, err)
+	return tok
+}
+
 func (e *env) revoked(t *testing.T, token string) bool {
 	t.Helper()
 	got, err := e.svc.Revoked(ctx, e.claims(t, token).ID)
@@ -189,12 +199,9 @@ func TestLoginRefreshLogout(t *testing.T) {
 
 func TestRefreshExpiry(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
-		_, err := e.svc.SignUp(ctx, "alice", "correct horse")
-		require.NoError(t, err)
-		tok, err := e.svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
-		require.NoError(t, err)
+		tok := e.aliceLoggedIn(t)
 		e.clock.Advance(time.Hour + time.Second)
-		_, err = e.svc.Refresh(ctx, tok.RefreshToken)
+		_, err := e.svc.Refresh(ctx, tok.RefreshToken)
 		assert.ErrorIs(t, err, member.ErrInvalidRefreshToken)
 	}, member.WithTokenTTLs(time.Minute, time.Hour))
 }
@@ -203,10 +210,7 @@ func TestRefreshExpiry(t *testing.T) {
 // first use issued stop working too.
 func TestRefreshReuse(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
-		_, err := e.svc.SignUp(ctx, "alice", "correct horse")
-		require.NoError(t, err)
-		t1, err := e.svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
-		require.NoError(t, err)
+		t1 := e.aliceLoggedIn(t)
 		t2, err := e.svc.Refresh(ctx, t1.RefreshToken)
 		require.NoError(t, err)
 		t3, err := e.svc.Refresh(ctx, t2.RefreshToken)
@@ -228,10 +232,7 @@ func TestRefreshReuse(t *testing.T) {
 // most one presentation wins, and the family ends revoked with every token it issued.
 func TestConcurrentRefresh(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
-		_, err := e.svc.SignUp(ctx, "alice", "correct horse")
-		require.NoError(t, err)
-		t1, err := e.svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
-		require.NoError(t, err)
+		t1 := e.aliceLoggedIn(t)
 		const n = 12
 		got := make([]member.Tokens, n)
 		errs := make([]error, n)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/internal/testenv"
@@ -20,25 +22,14 @@ import (
 func TestContentionIs503(t *testing.T) {
 	db := testenv.MySQL(t)
 	ctx := t.Context()
-	_, err := db.ExecContext(ctx, "CREATE TABLE contention_rows (id INT PRIMARY KEY)")
-	require.NoError(t, err)
-	_, err = db.ExecContext(ctx, "INSERT INTO contention_rows VALUES (1), (2)")
-	require.NoError(t, err)
+	createRows(t, db, "contention_rows")
 
 	// Two transactions on their own connections, each holding one row.
-	a, err := db.BeginTx(ctx, nil)
-	require.NoError(t, err)
-	defer func() { _ = a.Rollback() }()
-	b, err := db.BeginTx(ctx, nil)
-	require.NoError(t, err)
-	defer func() { _ = b.Rollback() }()
-	_, err = a.ExecContext(ctx, "SELECT id FROM contention_rows WHERE id = 1 FOR UPDATE")
-	require.NoError(t, err)
-	_, err = b.ExecContext(ctx, "SELECT id FROM contention_rows WHERE id = 2 FOR UPDATE")
-	require.NoError(t, err)
+	a := lockRow(t, db, "contention_rows", 1)
+	b := lockRow(t, db, "contention_rows", 2)
 
 	// b waits for row 1 (held by a) and times out after 1 s: 1205.
-	_, err = b.ExecContext(ctx, "SET SESSION innodb_lock_wait_timeout = 1")
+	_, err := b.ExecContext(ctx, "SET SESSION innodb_lock_wait_timeout = 1")
 	require.NoError(t, err)
 	_, lockWait := b.ExecContext(ctx, "SELECT id FROM contention_rows WHERE id = 1 FOR UPDATE")
 	require.Error(t, lockWait)
@@ -69,4 +60,58 @@ func TestContentionIs503(t *testing.T) {
 			assert.Equal(t, 1, p.RetryAfter)
 		})
 	}
+}
+
+// TestMySQLLockWaitEndsOnTheServer: a statement of refserver's MySQL pool waiting for a
+// row lock is ended by the server (lock wait timeout 1205, which sqlutil.InTx retries and
+// refserver answers 503 contention) before the client's read timeout. Otherwise the
+// client gives up first ("invalid connection", 503 dependency_unavailable for a database
+// that is fine) and its transaction lives on in the server, still holding the locks it
+// took and still waiting, until the server's own lock wait timeout (50 s by default),
+// stalling every request that needs those rows.
+func TestMySQLLockWaitEndsOnTheServer(t *testing.T) {
+	cfg := Defaults()
+	cfg.DBDriver, cfg.DBDSN = DriverMySQL, testenv.MySQLDSN(t)
+	db, err := openDB(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() }) // after the transactions lockRow rolls back
+	ctx := t.Context()
+	createRows(t, db, "lockwait_rows")
+	lockRow(t, db, "lockwait_rows", 1) // the holder
+	waiter := lockRow(t, db, "lockwait_rows", 2)
+	var id int64
+	require.NoError(t, waiter.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id))
+	start := time.Now()
+	_, err = waiter.ExecContext(ctx, "SELECT id FROM lockwait_rows WHERE id = 1 FOR UPDATE")
+	took := time.Since(start)
+	require.Error(t, err)
+	assert.True(t, sqlutil.IsRetryable(err), "the server ended the wait (1205), not the client: %v after %v", err, took)
+	assert.Less(t, took, mysqlIOTimeout)
+	assert.NoError(t, waiter.Rollback(), "the connection is still sound")
+
+	var trx int
+	require.NoError(t, db.QueryRowContext(context.Background(),
+		"SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = ?", id).Scan(&trx))
+	assert.Zero(t, trx, "nothing of the waiter's transaction is left on the server")
+}
+
+// createRows creates table with the rows 1 and 2, for transactions to lock.
+func createRows(t *testing.T, db *bun.DB, table string) {
+	t.Helper()
+	_, err := db.ExecContext(t.Context(), "CREATE TABLE "+table+" (id INT PRIMARY KEY)")
+	require.NoError(t, err)
+	_, err = db.ExecContext(t.Context(), "INSERT INTO "+table+" VALUES (1), (2)")
+	require.NoError(t, err)
+}
+
+// lockRow begins a transaction that locks row id of table (SELECT ... FOR UPDATE); it is
+// rolled back when the test ends.
+func lockRow(t *testing.T, db *bun.DB, table string, id int) bun.Tx {
+	t.Helper()
+	tx, err := db.BeginTx(t.Context(), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback() })
+	_, err = tx.ExecContext(t.Context(), "SELECT id FROM "+table+" WHERE id = ? FOR UPDATE", id)
+	require.NoError(t, err)
+	return tx
 }

@@ -53,15 +53,22 @@ func testCrashTakeover(t *testing.T, h Harness) {
 	// The low-level Claim says it took over, with a new token and lock.
 	first, err := e.store.Claim(ctx, "s", "k2", "fp")
 	require.NoError(t, err)
-	e.clock.Advance(suiteLockTimeout)
-	second, err := e.store.Claim(ctx, "s", "k2", "fp")
-	require.NoError(t, err)
-	assert.True(t, second.TookOver)
+	second := e.takeOver(t, "k2")
 	assert.False(t, first.TookOver)
 	assert.NotEqual(t, first.Token, second.Token)
 	assert.Equal(t, e.clock.Now().Add(suiteLockTimeout), second.LockedUntil)
 	_, err = e.store.Claim(ctx, "s", "k2", "fp")
 	assertKeyError(t, err, idempotency.ErrInProgress, "s", "k2")
+}
+
+// takeOver lets the lock on key expire and claims key again: the new claim takes over.
+func (e *env) takeOver(t *testing.T, key string) idempotency.Claim {
+	t.Helper()
+	e.clock.Advance(suiteLockTimeout)
+	c, err := e.store.Claim(t.Context(), "s", key, "fp")
+	require.NoError(t, err)
+	require.True(t, c.TookOver)
+	return c
 }
 
 // testFencing: a stale owner coming back after its lock was taken over can neither store
@@ -72,10 +79,7 @@ func testFencing(t *testing.T, h Harness) {
 	ctx := t.Context()
 	stale, err := e.store.Claim(ctx, "s", "k", "fp")
 	require.NoError(t, err)
-	e.clock.Advance(suiteLockTimeout)
-	owner, err := e.store.Claim(ctx, "s", "k", "fp")
-	require.NoError(t, err)
-	require.True(t, owner.TookOver)
+	owner := e.takeOver(t, "k")
 
 	staleResp := idempotency.Response{Status: 201, Body: []byte("stale")}
 	ownerResp := idempotency.Response{Status: 201, Body: []byte("owner")}
@@ -105,11 +109,7 @@ func testFencingInsideDo(t *testing.T, h Harness) {
 	ctx := t.Context()
 	var owner idempotency.Claim
 	_, _, err := e.store.Do(ctx, "s", "k", "fp", func(context.Context) (idempotency.Response, error) {
-		e.clock.Advance(suiteLockTimeout)
-		var err error
-		owner, err = e.store.Claim(ctx, "s", "k", "fp")
-		require.NoError(t, err)
-		require.True(t, owner.TookOver)
+		owner = e.takeOver(t, "k")
 		return idempotency.Response{Status: 201, Body: []byte("stale")}, nil
 	})
 	assertKeyError(t, err, idempotency.ErrLockLost, "s", "k")
