@@ -11,6 +11,7 @@ import (
 	"github.com/commercekit/commercekit/commerce/commercetest"
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
@@ -68,37 +69,27 @@ func pay(t *testing.T, e *commercetest.Env, o commerce.Order, token string) comm
 
 func stock(t *testing.T, e *commercetest.Env, sku string) inventory.Stock {
 	t.Helper()
-	st, err := e.Inventory.Stock(ctx, sku)
-	require.NoError(t, err)
-	return st
+	return testkit.Must(e.Inventory.Stock(ctx, sku))(t)
 }
 
 func balance(t *testing.T, e *commercetest.Env, user string) ledger.Balance {
 	t.Helper()
-	b, err := e.Service.Points(ctx, user)
-	require.NoError(t, err)
-	return b
+	return testkit.Must(e.Service.Points(ctx, user))(t)
 }
 
 func order(t *testing.T, e *commercetest.Env, id string) commerce.Order {
 	t.Helper()
-	o, err := e.Service.GetOrder(ctx, id, commerce.Actor{Admin: true})
-	require.NoError(t, err)
-	return o
+	return testkit.Must(e.Service.GetOrder(ctx, id, commerce.Actor{Admin: true}))(t)
 }
 
 func paymentOf(t *testing.T, e *commercetest.Env, id string) payment.Payment {
 	t.Helper()
-	p, err := e.Payments.Get(ctx, id)
-	require.NoError(t, err)
-	return p
+	return testkit.Must(e.Payments.Get(ctx, id))(t)
 }
 
 func couponState(t *testing.T, e *commercetest.Env, id string) coupon.State {
 	t.Helper()
-	c, err := e.Coupons.Coupon(ctx, id)
-	require.NoError(t, err)
-	return c.State
+	return testkit.Must(e.Coupons.Coupon(ctx, id))(t).State
 }
 
 // payPastDeadline pays o while the PG is down and lets the reservation and the holds

@@ -10,6 +10,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
@@ -90,9 +91,7 @@ func (e *env) history(t *testing.T, id string) []string {
 // get reads a payment, failing the test if it cannot.
 func (e *env) get(t *testing.T, id string) payment.Payment {
 	t.Helper()
-	p, err := e.svc.Get(context.Background(), id)
-	require.NoError(t, err)
-	return p
+	return testkit.Must(e.svc.Get(context.Background(), id))(t)
 }
 
 // breakerDelay is how long an open breaker waits before a trial call in tests. failsafe-go's
@@ -103,7 +102,14 @@ const breakerDelay = 300 * time.Millisecond
 // deliverWebhook has the simulator send its webhook for a payment and handles it.
 func (e *env) deliverWebhook(t *testing.T, id string) {
 	t.Helper()
+	body, sig := e.webhook(t, id)
+	require.NoError(t, e.svc.HandleWebhook(context.Background(), body, sig))
+}
+
+// webhook returns the simulator's signed webhook for payment id, as the PG would send it.
+func (e *env) webhook(t *testing.T, id string) (body []byte, sig string) {
+	t.Helper()
 	body, sig, err := e.sim.Webhook(id)
 	require.NoError(t, err)
-	require.NoError(t, e.svc.HandleWebhook(context.Background(), body, sig))
+	return body, sig
 }

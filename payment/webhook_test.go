@@ -29,8 +29,7 @@ func TestWebhookSettlesOnce(t *testing.T) {
 		ctx := context.Background()
 		e := newEnv(t, db, nil)
 		e.unknown(t, card("pay-1", 5000))
-		body, sig, err := e.sim.Webhook("pay-1")
-		require.NoError(t, err)
+		body, sig := e.webhook(t, "pay-1")
 		for range 3 {
 			require.NoError(t, e.svc.HandleWebhook(ctx, body, sig))
 		}
@@ -48,7 +47,7 @@ func TestWebhookSettlesOnce(t *testing.T) {
 		assert.Equal(t, pgsim.CodeCardDeclined, p.DeclineCode)
 
 		// A late "approved" for a payment refunded since changes nothing.
-		_, err = e.svc.Refund(ctx, refund("r-1", "pay-1", 5000))
+		_, err := e.svc.Refund(ctx, refund("r-1", "pay-1", 5000))
 		require.NoError(t, err)
 		e.deliverWebhook(t, "pay-1")
 		assert.Equal(t, payment.StateRefunded, e.get(t, "pay-1").State)
@@ -60,8 +59,7 @@ func TestWebhookRejectsForgeries(t *testing.T) {
 		ctx := context.Background()
 		e := newEnv(t, db, nil)
 		e.unknown(t, card("pay-1", 5000))
-		body, sig, err := e.sim.Webhook("pay-1")
-		require.NoError(t, err)
+		body, sig := e.webhook(t, "pay-1")
 
 		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, body, "v1=00"), payment.ErrInvalidWebhook)
 		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, body, ""), payment.ErrInvalidWebhook)
@@ -82,7 +80,7 @@ func TestWebhookRejectsForgeries(t *testing.T) {
 		// directly, says declined; nothing is recorded from the webhook's word.
 		declined := card("pay-2", 5000)
 		declined.Token = pgsim.TokenDecline
-		_, err = e.svc.Pay(ctx, declined)
+		_, err := e.svc.Pay(ctx, declined)
 		require.ErrorIs(t, err, payment.ErrDeclined)
 		lie := []byte(`{"type":"payment.approved","payment_id":"pay-2","amount":5000,"currency":"KRW","created_at":"2026-03-01T12:00:00Z"}`)
 		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, lie, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), lie)), payment.ErrWebhookUnconfirmed)
@@ -108,8 +106,7 @@ func TestWebhookRacesReconcilerAndRetry(t *testing.T) {
 		for i := range rounds {
 			req := card(fmt.Sprintf("race-%02d", i), 5000)
 			e.unknown(t, req)
-			body, sig, err := e.sim.Webhook(req.PaymentID)
-			require.NoError(t, err)
+			body, sig := e.webhook(t, req.PaymentID)
 
 			var wg sync.WaitGroup
 			wg.Go(func() { assert.NoError(t, e.svc.HandleWebhook(ctx, body, sig)) })
@@ -252,8 +249,7 @@ func TestReviewWhenTheGatewayContradictsTheRecord(t *testing.T) {
 		require.ErrorIs(t, err, payment.ErrDeclined)
 
 		require.NoError(t, e.sim.Overturn("pay-reversed"))
-		body, sig, err := e.sim.Webhook("pay-reversed")
-		require.NoError(t, err)
+		body, sig := e.webhook(t, "pay-reversed")
 		require.NoError(t, e.svc.HandleWebhook(ctx, body, sig))
 		p := e.get(t, "pay-reversed")
 		assert.Equal(t, payment.StateReview, p.State)
@@ -326,9 +322,8 @@ func TestWebhookWhileTheGatewayIsDown(t *testing.T) {
 		ctx := context.Background()
 		e := newEnv(t, db, nil)
 		e.unknown(t, card("pay-down", 5000))
-		approved, approvedSig, err := e.sim.Webhook("pay-down")
-		require.NoError(t, err)
-		_, err = e.svc.Pay(ctx, card("pay-paid", 5000))
+		approved, approvedSig := e.webhook(t, "pay-down")
+		_, err := e.svc.Pay(ctx, card("pay-paid", 5000))
 		require.NoError(t, err)
 		e.sim.SetFault(pgsim.FaultUnavailable)
 		_, err = e.svc.Refund(ctx, refund("r-down", "pay-paid", 2000))

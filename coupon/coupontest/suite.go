@@ -25,6 +25,7 @@ import (
 
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/internal/testclock"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 // Harness opens the backend under test.
@@ -94,30 +95,22 @@ func (f *fixture) template(t *testing.T, tpl coupon.Template) coupon.Template {
 
 func (f *fixture) issue(t *testing.T, templateID, userID, requestID string) coupon.Coupon {
 	t.Helper()
-	c, err := f.Service.Issue(context.Background(), templateID, userID, requestID)
-	require.NoError(t, err)
-	return c
+	return testkit.Must(f.Service.Issue(context.Background(), templateID, userID, requestID))(t)
 }
 
 func (f *fixture) stats(t *testing.T, templateID string) coupon.Stats {
 	t.Helper()
-	st, err := f.Service.Stats(context.Background(), templateID)
-	require.NoError(t, err)
-	return st
+	return testkit.Must(f.Service.Stats(context.Background(), templateID))(t)
 }
 
 func (f *fixture) coupon(t *testing.T, id string) coupon.Coupon {
 	t.Helper()
-	c, err := f.Service.Coupon(context.Background(), id)
-	require.NoError(t, err)
-	return c
+	return testkit.Must(f.Service.Coupon(context.Background(), id))(t)
 }
 
 func (f *fixture) redemptions(t *testing.T, orderID string) []coupon.Redemption {
 	t.Helper()
-	reds, err := f.Service.Redemptions(context.Background(), orderID)
-	require.NoError(t, err)
-	return reds
+	return testkit.Must(f.Service.Redemptions(context.Background(), orderID))(t)
 }
 
 // maxPerUser returns the most coupons of the template any one user holds in SQL.

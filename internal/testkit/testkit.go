@@ -55,3 +55,18 @@ func Together(n int, fn func(i int)) {
 	close(start)
 	done.Wait()
 }
+
+// Must returns a function giving v to a test after requiring that err is nil: the getters
+// of test fixtures read one value each, as in
+//
+//	func (e *env) order(t *testing.T, id string) Order {
+//		t.Helper()
+//		return testkit.Must(e.svc.Get(ctx, id))(t)
+//	}
+func Must[T any](v T, err error) func(testing.TB) T {
+	return func(t testing.TB) T {
+		t.Helper()
+		require.NoError(t, err)
+		return v
+	}
+}

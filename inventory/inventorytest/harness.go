@@ -20,6 +20,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testclock"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 )
 
@@ -96,9 +97,7 @@ func setStock(t *testing.T, inv *inventory.Inventory, sku string, onHand, limit 
 
 func stock(t *testing.T, inv *inventory.Inventory, sku string) inventory.Stock {
 	t.Helper()
-	st, err := inv.Stock(context.Background(), sku)
-	require.NoError(t, err)
-	return st
+	return testkit.Must(inv.Stock(context.Background(), sku))(t)
 }
 
 // wantStock checks a SKU's counts exactly.
@@ -112,9 +111,7 @@ func wantStock(t *testing.T, inv *inventory.Inventory, sku string, available, re
 
 func reserve(t *testing.T, inv *inventory.Inventory, id, buyer string, ls ...inventory.Line) inventory.Reservation {
 	t.Helper()
-	r, err := inv.Reserve(context.Background(), inventory.ReserveRequest{ID: id, Lines: ls, TTL: time.Minute, BuyerID: buyer})
-	require.NoError(t, err)
-	return r
+	return testkit.Must(inv.Reserve(context.Background(), inventory.ReserveRequest{ID: id, Lines: ls, TTL: time.Minute, BuyerID: buyer}))(t)
 }
 
 // requireAs asserts err matches sentinel and is a *E, and returns it.

@@ -18,6 +18,7 @@ import (
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/refserver/member"
 )
 
@@ -88,9 +89,7 @@ func (e *env) aliceLoggedIn(t *testing.T) member.Tokens {
 
 func (e *env) revoked(t *testing.T, token string) bool {
 	t.Helper()
-	got, err := e.svc.Revoked(ctx, e.claims(t, token).ID)
-	require.NoError(t, err)
-	return got
+	return testkit.Must(e.svc.Revoked(ctx, e.claims(t, token).ID))(t)
 }
 
 func TestSignUp(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/refserver/server"
 )
@@ -117,50 +118,42 @@ func faultSale(t *testing.T, dsn, redisAddr, fault string, inject func()) {
 
 	started := make(chan struct{})
 	var startOnce sync.Once
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range clients {
-		wg.Go(func() {
-			for i := range work {
-				user := fmt.Sprintf("buyer-%03d", i)
-				tok, err := server.IssueToken(testSecret, user, false, time.Hour, time.Now())
-				if err != nil {
-					outcomes[i].final = err.Error()
-					continue
-				}
-				if i == clients { // every client is busy: the sale is under way
-					startOnce.Do(func() { close(started) })
-				}
-				r := call("place", "POST", "/v1/orders", tok, "order", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "hot", Qty: 1}}})
-				outcomes[i].final = fmt.Sprintf("place %d %s", r.Status, r.Body)
-				if r.Status != http.StatusCreated {
-					continue
-				}
-				outcomes[i].placed = true
-				var o server.OrderJSON
-				if jsonUnmarshal(r.Body, &o) != nil {
-					continue
-				}
-				r = call("pay", "POST", "/v1/orders/"+o.ID+"/pay", tok, "pay", server.PayJSON{Method: "CARD", Token: "tok_" + user})
-				outcomes[i].final = fmt.Sprintf("pay %d %s", r.Status, r.Body)
-				if r.Status == http.StatusOK && jsonUnmarshal(r.Body, &o) == nil {
-					outcomes[i].paid = o.Status == "PAID"
-					outcomes[i].unfulfillable = o.Status == "PAYMENT_FAILED" && o.FailureCode == "UNFULFILLABLE"
-				}
+	sold := make(chan struct{})
+	go func() {
+		defer close(sold)
+		testkit.Parallel(buyers, clients, func(i int) {
+			user := fmt.Sprintf("buyer-%03d", i)
+			tok, err := server.IssueToken(testSecret, user, false, time.Hour, time.Now())
+			if err != nil {
+				outcomes[i].final = err.Error()
+				return
+			}
+			if i == clients { // every client is busy: the sale is under way
+				startOnce.Do(func() { close(started) })
+			}
+			r := call("place", "POST", "/v1/orders", tok, "order", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "hot", Qty: 1}}})
+			outcomes[i].final = fmt.Sprintf("place %d %s", r.Status, r.Body)
+			if r.Status != http.StatusCreated {
+				return
+			}
+			outcomes[i].placed = true
+			var o server.OrderJSON
+			if jsonUnmarshal(r.Body, &o) != nil {
+				return
+			}
+			r = call("pay", "POST", "/v1/orders/"+o.ID+"/pay", tok, "pay", server.PayJSON{Method: "CARD", Token: "tok_" + user})
+			outcomes[i].final = fmt.Sprintf("pay %d %s", r.Status, r.Body)
+			if r.Status == http.StatusOK && jsonUnmarshal(r.Body, &o) == nil {
+				outcomes[i].paid = o.Status == "PAID"
+				outcomes[i].unfulfillable = o.Status == "PAYMENT_FAILED" && o.FailureCode == "UNFULFILLABLE"
 			}
 		})
-	}
-	go func() {
-		for i := range buyers {
-			work <- i
-		}
-		close(work)
 	}()
 	<-started
 	faultStart := time.Now()
 	inject()
 	faultEnd := time.Now()
-	wg.Wait()
+	<-sold
 
 	// Every answer was honest: no 500 (nor any 5xx but 503), every 503 with Retry-After,
 	// no first attempt refused as "in progress" (only a retry can meet its own earlier

@@ -19,6 +19,7 @@ import (
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/refserver/server"
 )
@@ -149,9 +150,7 @@ func start(t *testing.T, b backend, edit func(*server.Config), opts ...server.Op
 // token signs a token for user.
 func token(t testing.TB, user string, admin bool) string {
 	t.Helper()
-	s, err := server.IssueToken(testSecret, user, admin, time.Hour, time.Now())
-	require.NoError(t, err)
-	return s
+	return testkit.Must(server.IssueToken(testSecret, user, admin, time.Hour, time.Now()))(t)
 }
 
 // resp is an HTTP answer.

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/refserver/server"
 )
@@ -119,51 +120,40 @@ func TestFlashSale(t *testing.T) {
 
 	var placed, paid, soldOut atomic.Int64
 	var failures sync.Map
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range clients {
-		wg.Go(func() {
-			for i := range work {
-				user := fmt.Sprintf("buyer-%04d", i)
-				tok, err := server.IssueToken(testSecret, user, false, time.Hour, time.Now())
-				if err != nil {
-					failures.Store(user, err.Error())
-					continue
-				}
-				r, err := a.try("POST", "/v1/orders", tok, "order", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "hot", Qty: 1}}})
-				switch {
-				case err != nil:
-					failures.Store(user, err.Error())
-					continue
-				case r.Status == http.StatusUnprocessableEntity:
-					soldOut.Add(1)
-					continue
-				case r.Status != http.StatusCreated:
-					failures.Store(user, fmt.Sprintf("place: %d %s", r.Status, r.Body))
-					continue
-				}
-				placed.Add(1)
-				var o server.OrderJSON
-				if err := jsonUnmarshal(r.Body, &o); err != nil {
-					failures.Store(user, err.Error())
-					continue
-				}
-				r, err = a.try("POST", "/v1/orders/"+o.ID+"/pay", tok, "pay", server.PayJSON{Method: "CARD", Token: "tok_" + user})
-				if err != nil || r.Status != http.StatusOK {
-					failures.Store(user, fmt.Sprintf("pay: %v %d %s", err, r.Status, r.Body))
-					continue
-				}
-				if err := jsonUnmarshal(r.Body, &o); err == nil && o.Status == "PAID" {
-					paid.Add(1)
-				}
-			}
-		})
-	}
-	for i := range buyers {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	testkit.Parallel(buyers, clients, func(i int) {
+		user := fmt.Sprintf("buyer-%04d", i)
+		tok, err := server.IssueToken(testSecret, user, false, time.Hour, time.Now())
+		if err != nil {
+			failures.Store(user, err.Error())
+			return
+		}
+		r, err := a.try("POST", "/v1/orders", tok, "order", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "hot", Qty: 1}}})
+		switch {
+		case err != nil:
+			failures.Store(user, err.Error())
+			return
+		case r.Status == http.StatusUnprocessableEntity:
+			soldOut.Add(1)
+			return
+		case r.Status != http.StatusCreated:
+			failures.Store(user, fmt.Sprintf("place: %d %s", r.Status, r.Body))
+			return
+		}
+		placed.Add(1)
+		var o server.OrderJSON
+		if err := jsonUnmarshal(r.Body, &o); err != nil {
+			failures.Store(user, err.Error())
+			return
+		}
+		r, err = a.try("POST", "/v1/orders/"+o.ID+"/pay", tok, "pay", server.PayJSON{Method: "CARD", Token: "tok_" + user})
+		if err != nil || r.Status != http.StatusOK {
+			failures.Store(user, fmt.Sprintf("pay: %v %d %s", err, r.Status, r.Body))
+			return
+		}
+		if err := jsonUnmarshal(r.Body, &o); err == nil && o.Status == "PAID" {
+			paid.Add(1)
+		}
+	})
 
 	failures.Range(func(k, v any) bool {
 		t.Errorf("%v: %v", k, v)
