@@ -107,36 +107,6 @@ func interleaved(t testing.TB, db *bun.DB, keys []string, perKey int) []outbox.E
 	return out
 }
 
-// requireFirstCopiesInOrder checks a publish log against the events added: only those
-// events, every one at least once, and per key the first copies in sequence order (a
-// duplicate is allowed anywhere later). It returns the number of duplicates.
-func requireFirstCopiesInOrder(t testing.TB, log, want []outbox.Event) int {
-	t.Helper()
-	byID := make(map[string]outbox.Event, len(want))
-	for _, ev := range want {
-		byID[ev.ID] = ev
-	}
-	seen := make(map[string]bool)
-	last := make(map[string]int64)
-	dups := 0
-	for _, ev := range log {
-		orig, ok := byID[ev.ID]
-		require.True(t, ok, "unknown event %s published", ev.ID)
-		require.Equal(t, orig.Seq, ev.Seq)
-		if seen[ev.ID] {
-			dups++
-			continue
-		}
-		seen[ev.ID] = true
-		require.Equal(t, last[ev.Key]+1, ev.Seq, "key %s: first copy of seq %d after seq %d", ev.Key, ev.Seq, last[ev.Key])
-		last[ev.Key] = ev.Seq
-	}
-	for _, ev := range want {
-		require.True(t, seen[ev.ID], "event %s (key %s seq %d) never published", ev.ID, ev.Key, ev.Seq)
-	}
-	return dups
-}
-
 // embedded returns a publisher that logs each batch and hands it to a Dispatcher feeding
 // a recording consumer "projector", and a channel receiving the number of each call.
 func embedded(t testing.TB, db *bun.DB) (*publishLog, outbox.Publisher, <-chan int) {
@@ -223,7 +193,7 @@ func TestOverlappingRoundCommitKilled(t *testing.T) {
 	cancel()
 	wait()
 
-	dups := requireFirstCopiesInOrder(t, log.snapshot(), want)
+	dups := outboxtest.RequireArrived(t, log.snapshot(), want)
 	assert.Equal(t, 4, dups, "round 1's four events went out again")
 	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "projector"), want)
 }
@@ -252,7 +222,7 @@ func TestOverlappingRoundCommitFailsWithAnotherRelay(t *testing.T) {
 	wait()
 	waitOther()
 
-	requireFirstCopiesInOrder(t, log.snapshot(), want)
+	outboxtest.RequireArrived(t, log.snapshot(), want)
 	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "projector"), want)
 }
 
@@ -308,7 +278,7 @@ func TestRunCancelledMidCommitMarksWhatItPublished(t *testing.T) {
 	restarted, err := outbox.NewRelay(db, pub, outbox.WithBatchSize(4))
 	require.NoError(t, err)
 	relayUntilDone(t, restarted, db)
-	requireFirstCopiesInOrder(t, log.snapshot(), want)
+	outboxtest.RequireArrived(t, log.snapshot(), want)
 	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "projector"), want)
 }
 
@@ -419,7 +389,7 @@ func TestOverlappingRoundPublishFailsWhileTheOtherCommitFails(t *testing.T) {
 	cancel()
 	wait()
 
-	requireFirstCopiesInOrder(t, log.snapshot(), want)
+	outboxtest.RequireArrived(t, log.snapshot(), want)
 	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "projector"), want)
 }
 
@@ -439,6 +409,6 @@ func TestEmbeddedRunWithTwoConnections(t *testing.T) {
 	require.Eventually(t, outboxtest.Drained(db), 2*time.Minute, 10*time.Millisecond, "the outbox to drain")
 	cancel()
 	wait()
-	assert.Zero(t, requireFirstCopiesInOrder(t, log.snapshot(), want))
+	assert.Zero(t, outboxtest.RequireArrived(t, log.snapshot(), want))
 	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "projector"), want)
 }

@@ -65,15 +65,7 @@ func (b *Backend) reserveCall(r inventory.Reservation) ([]string, []any) {
 	args := make([]any, 5, 5+n)
 	args[0], args[1], args[2] = r.ID, inventory.EncodeLines(r.Lines), r.BuyerID
 	args[3], args[4] = r.CreatedAt.UnixMilli(), r.ExpiresAt.UnixMilli()
-	for _, l := range r.Lines {
-		keys = append(keys, b.stockKey(l.SKU))
-		args = append(args, l.Qty)
-	}
-	if r.BuyerID != "" {
-		for _, l := range r.Lines {
-			keys = append(keys, b.usageKey(l.SKU))
-		}
-	}
+	keys, args = b.lineKeys(r, keys, args)
 	return keys, args
 }
 
@@ -283,15 +275,7 @@ func (b *Backend) settle(ctx context.Context, c redis.Scripter, r inventory.Rese
 	}
 	args := []any{r.ID, inventory.EncodeLines(r.Lines), r.BuyerID, now.UnixMilli(), b.retention.Milliseconds(),
 		string(a.to), string(a.need), string(a.fallback), r.CreatedAt.UnixMilli(), r.ExpiresAt.UnixMilli(), expect}
-	for _, l := range r.Lines {
-		keys = append(keys, b.stockKey(l.SKU))
-		args = append(args, l.Qty)
-	}
-	if r.BuyerID != "" {
-		for _, l := range r.Lines {
-			keys = append(keys, b.usageKey(l.SKU))
-		}
-	}
+	keys, args = b.lineKeys(r, keys, args)
 	script := b.s.settle
 	if len(guard) == 2 {
 		script = b.g.settle
@@ -321,4 +305,19 @@ func (b *Backend) settle(ctx context.Context, c redis.Scripter, r inventory.Rese
 		return "", fmt.Errorf("redisinventory: settle: unexpected reply %q", out)
 	}
 	return a.to, nil
+}
+
+// lineKeys appends what every reservation script takes after its own keys and arguments: the
+// stock key of each line with its quantity, then, for a buyer, the usage key of each line.
+func (b *Backend) lineKeys(r inventory.Reservation, keys []string, args []any) ([]string, []any) {
+	for _, l := range r.Lines {
+		keys = append(keys, b.stockKey(l.SKU))
+		args = append(args, l.Qty)
+	}
+	if r.BuyerID != "" {
+		for _, l := range r.Lines {
+			keys = append(keys, b.usageKey(l.SKU))
+		}
+	}
+	return keys, args
 }

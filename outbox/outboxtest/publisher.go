@@ -51,14 +51,14 @@ func RunPublisher(t *testing.T, newPub NewPublisher) {
 		// Two calls, as two relay rounds: each key's later events in the second.
 		require.NoError(t, pub.Publish(ctx, want[:10]))
 		require.NoError(t, pub.Publish(ctx, want[10:]))
-		checkArrived(t, received(t, len(want)), want)
+		RequireArrived(t, received(t, len(want)), want)
 	})
 	t.Run("RepublishLosesNothing", func(t *testing.T) {
 		pub, topic, received := newPub(t)
 		want := Events(topic, 3, 3)
 		require.NoError(t, pub.Publish(ctx, want))
 		require.NoError(t, pub.Publish(ctx, want), "a relay publishes a batch again when it could not mark it sent")
-		checkArrived(t, received(t, len(want)), want)
+		RequireArrived(t, received(t, len(want)), want)
 	})
 }
 
@@ -79,9 +79,11 @@ func Events(topic string, keys, perKey int) []outbox.Event {
 	return out
 }
 
-// checkArrived checks that got holds every event of want, intact, and nothing else, and
-// that each key's first copies come in sequence order.
-func checkArrived(t *testing.T, got, want []outbox.Event) {
+// RequireArrived checks what a publisher delivered (got) against the events published
+// (want): only those events, each intact and at least once, and per key the first copies in
+// sequence order (a duplicate may come anywhere later: consumers skip it by ID). It returns
+// how many duplicates arrived.
+func RequireArrived(t testing.TB, got, want []outbox.Event) (duplicates int) {
 	t.Helper()
 	byID := make(map[string]outbox.Event, len(want))
 	for _, ev := range want {
@@ -95,16 +97,20 @@ func checkArrived(t *testing.T, got, want []outbox.Event) {
 		assert.Equal(t, w.Topic, ev.Topic, "event %s", ev.ID)
 		assert.Equal(t, w.Key, ev.Key, "event %s", ev.ID)
 		assert.Equal(t, w.Type, ev.Type, "event %s", ev.ID)
-		assert.Equal(t, w.Seq, ev.Seq, "event %s", ev.ID)
+		require.Equal(t, w.Seq, ev.Seq, "event %s", ev.ID)
 		assert.JSONEq(t, string(w.Payload), string(ev.Payload), "event %s", ev.ID)
 		assert.Equal(t, w.Headers, ev.Headers, "event %s", ev.ID)
 		assert.True(t, w.CreatedAt.Equal(ev.CreatedAt), "event %s created %v, arrived with %v", ev.ID, w.CreatedAt, ev.CreatedAt)
 		if seen[ev.ID] {
-			continue // a duplicate: allowed, consumers skip it by ID
+			duplicates++
+			continue
 		}
 		seen[ev.ID] = true
-		assert.Equal(t, last[ev.Key]+1, ev.Seq, "key %s: first copies out of sequence order", ev.Key)
+		require.Equal(t, last[ev.Key]+1, ev.Seq, "key %s: first copy of seq %d after seq %d", ev.Key, ev.Seq, last[ev.Key])
 		last[ev.Key] = ev.Seq
 	}
-	assert.Len(t, seen, len(want), "every published event arrives")
+	for _, ev := range want {
+		require.True(t, seen[ev.ID], "event %s (key %s seq %d) never arrived", ev.ID, ev.Key, ev.Seq)
+	}
+	return duplicates
 }
