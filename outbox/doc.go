@@ -119,7 +119,7 @@
 // behaviour) and the same dedup, retries and dead letters. One binary then works without a
 // broker, on SQLite or MySQL. Events of a topic nobody subscribes to are dropped. On MySQL
 // the relay holds a connection while consumers write through others: give the pool at
-// least two (three let a round's commit overlap the next round's delivery).
+// least two.
 //
 // # Cleanup and observability
 //
@@ -155,5 +155,11 @@
 // scripts/relaybench.sh sets the relay (examples/relayload) side by side with Watermill's
 // forwarder at its default settings, on the native MariaDB of
 // ../shared/tools/raw-limits/run.sh: same events, keys and in-process broker; it prints
-// both rates and their ratio.
+// both rates and their ratio (make bench reports it; see README).
+//
+// Rounds do not overlap. A version that committed one round while the next picked and
+// published was measured faster but left the committing round's UPDATE waiting on row locks
+// of the next round, which waited on it in Go: invisible to InnoDB's deadlock detection,
+// the round failed on the lock wait timeout and its batch went out twice (caught by
+// relayload's exactly-once check). Each round now commits before the next starts.
 package outbox

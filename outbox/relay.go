@@ -80,28 +80,14 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 // outbox until a round publishes them. An event the publisher can never take does not
 // count as a failure: it is set aside and the others go on at once.
 //
-// On MySQL, while the outbox holds full batches, a round's marking and commit run while the
-// next round picks and publishes: the next round treats the rows the previous one
-// published as already out (they are, in the publisher, before anything it publishes), so
-// per-key order holds. Should that commit fail, those rows stay unsent and go out again
-// later: a duplicate with the same event IDs, never a loss.
-//
 // Cancelling ctx is a graceful stop: what the publisher already accepted is still marked
 // sent (given up to 10 seconds past the cancellation) before Run returns, so a restarted
 // relay does not publish it again.
 func (r *Relay) Run(ctx context.Context) error {
 	failures := 0
-	var prev *flight
-	defer func() { _ = prev.wait() }()
 	for {
 		res, finish, err := r.start(ctx)
-		err = errors.Join(err, prev.wait()) // the previous round committed meanwhile
-		prev = nil
-		switch {
-		case finish == nil:
-		case err == nil && res.full && ctx.Err() == nil:
-			prev = fly(finish)
-		default:
+		if finish != nil {
 			err = errors.Join(err, finish())
 		}
 		r.reportLag(ctx)
@@ -214,31 +200,6 @@ func (r *Relay) reportLag(ctx context.Context) {
 			r.s.metrics.RelayLag(lag)
 		}
 	}
-}
-
-// flight is the marking and commit of a published batch, running while Run's next round
-// picks and publishes.
-type flight struct {
-	done chan struct{}
-	err  error
-}
-
-func fly(finish func() error) *flight {
-	f := &flight{done: make(chan struct{})}
-	go func() {
-		defer close(f.done)
-		f.err = finish()
-	}()
-	return f
-}
-
-// wait returns the outcome of f; nil for no flight.
-func (f *flight) wait() error {
-	if f == nil {
-		return nil
-	}
-	<-f.done
-	return f.err
 }
 
 // hold records rows as published by a round that has not committed yet (on), or forgets
