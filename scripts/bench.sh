@@ -63,6 +63,9 @@ WATERMILL_PEER="$shared/tools/peers/watermill-outbox" ROUNDS=3 bash scripts/rela
 relay=$(grep -oE 'median of [0-9]+: [0-9]+ vs' "$work/relay.txt" | grep -oE '[0-9]+ vs' | grep -oE '^[0-9]+')
 wm=$(grep -oE 'vs [0-9]+ events/s, ratio' "$work/relay.txt" | grep -oE '[0-9]+')
 
+# The servers below read COMMERCEKIT_* settings: the benchmarks' test variables must not reach them
+# (COMMERCEKIT_REDIS_ADDR would turn the embedded one into a Redis-backed one).
+unset COMMERCEKIT_MYSQL_DSN COMMERCEKIT_REDIS_ADDR
 say "stock read over HTTP (wrk, 64 connections, ${secs}s each)"
 go build -o "$work/refserver" ./refserver
 (cd "$shared/tools/constjson" && go build -o "$work/constjson" .)

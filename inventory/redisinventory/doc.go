@@ -128,7 +128,10 @@
 // indicative: Durable Reserve 1,700-4,900/s, and 2,965/s against 227/s alone in one run
 // (the code before the shared transactions: 874/s, minutes earlier); the plain backend
 // 8,000-38,000/s, 0.6-2.8× the raw EVALSHA of the same run, and 2-4× itself alone (the
-// code before the shared script call: 11,057/s, 0.36× raw).
+// code before the shared script call: 11,057/s, 0.36× raw). On a quiet machine (make bench,
+// 2026-11-30): plain 35,861/s, 0.50× redis-benchmark's EVALSHA (71,826/s; issue 16's
+// target is 0.8×, not met; the raw EVALSHA from Go reached 68,521/s in the same run, so the
+// gap is in this Reserve path, not the client); Durable 9,502/s.
 //
 // Running Redis with persistence (appendonly yes) stays worthwhile as defence in depth:
 // it makes rebuilds rare. It is not what keeps the stock: the journal is.
