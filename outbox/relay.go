@@ -26,9 +26,6 @@ type Relay struct {
 	s    settings
 	mu   sync.Mutex // one round at a time per Relay picks and publishes
 	wake chan struct{}
-
-	heldMu sync.Mutex
-	held   map[int64]struct{} // positions published by a round that has not committed yet
 }
 
 // DefaultRelayBatchSize is the Relay's batch size when WithBatchSize does not set one.
@@ -51,7 +48,7 @@ func NewRelay(db *bun.DB, pub Publisher, opts ...Option) (*Relay, error) {
 		return nil, err
 	}
 	s.defaults(DefaultRelayBatchSize, time.Second, 100*time.Millisecond, 30*time.Second)
-	return &Relay{db: db, pub: pub, s: s, wake: make(chan struct{}, 1), held: make(map[int64]struct{})}, nil
+	return &Relay{db: db, pub: pub, s: s, wake: make(chan struct{}, 1)}, nil
 }
 
 // Notify wakes a Run loop that is waiting for its next poll, e.g. right after a transaction
@@ -202,31 +199,6 @@ func (r *Relay) reportLag(ctx context.Context) {
 	}
 }
 
-// hold records rows as published by a round that has not committed yet (on), or forgets
-// them once that round has committed or rolled back (off).
-func (r *Relay) hold(rows []eventRow, on bool) {
-	r.heldMu.Lock()
-	defer r.heldMu.Unlock()
-	for _, row := range rows {
-		if on {
-			r.held[row.Pos] = struct{}{}
-		} else {
-			delete(r.held, row.Pos)
-		}
-	}
-}
-
-// heldPositions lists the positions of the rows held (see hold).
-func (r *Relay) heldPositions() []int64 {
-	r.heldMu.Lock()
-	defer r.heldMu.Unlock()
-	out := make([]int64, 0, len(r.held))
-	for pos := range r.held {
-		out = append(out, pos)
-	}
-	return out
-}
-
 // roundLocking is a round on MySQL/MariaDB. In one READ COMMITTED transaction it locks a
 // batch of unsent rows with FOR UPDATE SKIP LOCKED (rows another relay holds, and rows of
 // transactions not yet committed, are skipped; READ COMMITTED takes no gap locks, so writers
@@ -246,17 +218,15 @@ func (r *Relay) roundLocking(ctx context.Context) (res roundResult, finish func(
 	res.full = len(rows) == r.s.batchSize
 	var heads map[Stream]int64
 	if err == nil && len(rows) > 0 {
-		heads, err = unsentHeads(ctx, tx, rows, r.heldPositions())
+		heads, err = unsentHeads(ctx, tx, rows)
 	}
 	if err != nil || len(rows) == 0 {
 		_ = tx.Rollback()
 		return res, nil, err
 	}
 	sent, dead, pubErr := r.publish(ctx, publishable(rows, heads))
-	r.hold(sent, true)
 	res.published, res.dead = len(sent), len(dead)
 	return res, func() error {
-		defer r.hold(sent, false)
 		defer func() { _ = tx.Rollback() }()
 		ctx, cancel := finishing(ctx)
 		defer cancel()
@@ -282,13 +252,7 @@ func (r *Relay) roundSQLite(ctx context.Context) (roundResult, error) {
 	if err != nil || len(rows) == 0 {
 		return res, err
 	}
-	heads := make(map[Stream]int64)
-	for _, row := range rows {
-		if h, ok := heads[row.stream()]; !ok || row.Seq < h {
-			heads[row.stream()] = row.Seq
-		}
-	}
-	sent, dead, pubErr := r.publish(ctx, publishable(rows, heads))
+	sent, dead, pubErr := r.publish(ctx, publishable(rows, firstSeqs(rows)))
 	mctx, cancel := finishing(ctx)
 	defer cancel()
 	if err := r.mark(mctx, r.db, sent, dead); err != nil {
@@ -332,24 +296,19 @@ func (r *Relay) pick(ctx context.Context, db bun.IDB, lock func(*bun.SelectQuery
 
 // unsentHeads returns, for each stream of rows, the sequence number of its first unsent
 // event as committed now (READ COMMITTED reads the latest commit), including events that
-// another relay holds locked and dead letters (nothing after one may go), but not the
-// held events: those this relay published in a round still committing (they are out,
-// before anything this round publishes).
+// another relay holds locked and dead letters (nothing after one may go).
 //
 // rows are the batch in position order, so it only needs to look before the batch's last
 // position: within a stream, position order is sequence order, and every unsent row
-// before that position is either in the batch or one the pick passed over (held, locked
+// before that position is either in the batch or one the pick passed over (locked
 // by another relay, a dead letter or behind one). One range scan of the sent_at index over
 // the unsent rows up to that position finds those, however many sent events the table
 // keeps.
-func unsentHeads(ctx context.Context, tx bun.Tx, rows []eventRow, held []int64) (map[Stream]int64, error) {
-	heads := make(map[Stream]int64)
-	pos := append(make([]int64, 0, len(rows)+len(held)), held...)
-	for _, row := range rows {
-		pos = append(pos, row.Pos)
-		if h, ok := heads[row.stream()]; !ok || row.Seq < h {
-			heads[row.stream()] = row.Seq
-		}
+func unsentHeads(ctx context.Context, tx bun.Tx, rows []eventRow) (map[Stream]int64, error) {
+	heads := firstSeqs(rows)
+	pos := make([]int64, len(rows))
+	for i, row := range rows {
+		pos[i] = row.Pos
 	}
 	var passed []struct {
 		Topic string `bun:"topic"`
@@ -369,6 +328,17 @@ func unsentHeads(ctx context.Context, tx bun.Tx, rows []eventRow, held []int64) 
 		}
 	}
 	return heads, nil
+}
+
+// firstSeqs returns the lowest sequence number of each stream of rows.
+func firstSeqs(rows []eventRow) map[Stream]int64 {
+	heads := make(map[Stream]int64)
+	for _, row := range rows {
+		if h, ok := heads[row.stream()]; !ok || row.Seq < h {
+			heads[row.stream()] = row.Seq
+		}
+	}
+	return heads
 }
 
 // publishable keeps, of each stream, the rows that continue the stream without a gap from
