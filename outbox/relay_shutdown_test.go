@@ -59,10 +59,11 @@ func embedded(t testing.TB, db *bun.DB) (*publishLog, outbox.Publisher, <-chan i
 	}), calls
 }
 
-// runUntil runs r.Run(ctx) in the background and returns a function waiting for it.
-func runUntil(t testing.TB, ctx context.Context, r *outbox.Relay) func() {
+// runUntil runs run(ctx) (a Relay's or Consumer's Run) in the background and returns a
+// function waiting for it to return nil.
+func runUntil(t testing.TB, ctx context.Context, run func(context.Context) error) func() {
 	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	go func() { done <- run(ctx) }()
 	return func() {
 		t.Helper()
 		select {
@@ -88,7 +89,7 @@ func TestRunCancelledWhilePublishingMarksWhatItPublished(t *testing.T) {
 			return log.Publish(ctx, events)
 		}))
 		require.NoError(t, err)
-		runUntil(t, ctx, r)()
+		runUntil(t, ctx, r.Run)()
 		assert.Equal(t, ids(want), ids(log.snapshot()))
 		assert.Zero(t, outboxtest.Unsent(t, db), "what the publisher accepted is marked sent")
 	})
@@ -106,7 +107,7 @@ func TestEmbeddedRunWithTwoConnections(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	wait := runUntil(t, ctx, r)
+	wait := runUntil(t, ctx, r.Run)
 	require.Eventually(t, outboxtest.Drained(db), 2*time.Minute, 10*time.Millisecond, "the outbox to drain")
 	cancel()
 	wait()

@@ -322,18 +322,10 @@ func TestRunLoopsStopWhenCancelled(t *testing.T) {
 	c, err := outbox.NewCleaner(db)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- r.Run(ctx) }()
-	go func() { done <- c.Run(ctx) }()
+	waitRelay, waitConsumer := runUntil(t, ctx, r.Run), runUntil(t, ctx, c.Run)
 	cancel()
-	for range 2 {
-		select {
-		case err := <-done:
-			assert.NoError(t, err)
-		case <-time.After(time.Minute):
-			t.Fatal("Run did not return after its context was cancelled")
-		}
-	}
+	waitRelay()
+	waitConsumer()
 }
 
 func TestConstructorsRejectBadConfiguration(t *testing.T) {

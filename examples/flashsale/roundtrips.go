@@ -29,19 +29,21 @@ func (d *driver) roundTrips(ctx context.Context) (roundTrips, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
+	prefixes := [...]struct{ store, prefix string }{
+		{"sql", `commercekit_sql_round_trips_total{kind="`}, {"redis", `commercekit_redis_round_trips_total{kind="`}}
 	rt := roundTrips{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		for store, prefix := range map[string]string{"sql": "commercekit_sql_round_trips_total{kind=\"", "redis": "commercekit_redis_round_trips_total{kind=\""} {
-			rest, ok := strings.CutPrefix(line, prefix)
+		for _, p := range prefixes {
+			rest, ok := strings.CutPrefix(line, p.prefix)
 			if !ok {
 				continue
 			}
 			kind, value, ok := strings.Cut(rest, "\"} ")
 			if v, err := strconv.ParseFloat(value, 64); ok && err == nil {
-				rt[store+" "+kind] = v
+				rt[p.store+" "+kind] = v
 			}
 		}
 	}
