@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -387,6 +388,18 @@ func (d *Durable) sweepStrays(ctx context.Context, now time.Time, limit int) err
 	if err != nil || len(ids) == 0 {
 		return d.fail(ctx, "expire", redisErr(ctx, err))
 	}
+	// Rows the journal holds live are left unlocked: locking them would hide them from a
+	// concurrent journal sweep (SKIP LOCKED), which could then report nothing due while
+	// they still are. A live row found here is the journal sweep's to expire.
+	var live []string
+	if err := d.db.NewRaw(`SELECT id FROM inventory_journal_reservations WHERE id IN (?) AND state = 'reserved'`,
+		bun.List(ids)).Scan(ctx, &live); err != nil {
+		return d.fail(ctx, "expire", err)
+	}
+	ids = slices.DeleteFunc(ids, func(id string) bool { return slices.Contains(live, id) })
+	if len(ids) == 0 {
+		return nil
+	}
 	return d.inTx(ctx, "expire", func(ctx context.Context, tx bun.Tx) error {
 		gen, err := d.hold(ctx, tx)
 		if err != nil {
@@ -397,6 +410,7 @@ func (d *Durable) sweepStrays(ctx context.Context, now time.Time, limit int) err
 		if err != nil {
 			return err
 		}
+		d.after("strays", "")
 		journal := make(map[string]inventory.State, len(rows))
 		for _, r := range rows {
 			journal[r.ID] = r.State

@@ -352,3 +352,41 @@ func TestDurableBatchIsolatesCallers(t *testing.T) {
 	assert.Equal(t, 40, rows, "refused reservations leave no journal row")
 	assert.Equal(t, 40, lines)
 }
+
+// TestDurableStraySweepLeavesLiveRowsUnlocked: the sweep of Redis strays does not lock the
+// due reservations the journal still holds live, so a concurrent journal sweep (SKIP
+// LOCKED) finds them. It once locked them: four concurrent sweepers could then all report
+// nothing due while one reservation was, and it stayed reserved.
+func TestDurableStraySweepLeavesLiveRowsUnlocked(t *testing.T) {
+	ctx := context.Background()
+	d, _, db := newDurable(t)
+	inv := inventory.New(d)
+	setStock(t, inv, "a", 2, 0)
+	for _, id := range []string{"live", "stray"} {
+		_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: id, Lines: line("a", 1), TTL: time.Minute})
+		require.NoError(t, err)
+	}
+	// A process died between releasing "stray" in the journal and in Redis.
+	_, err := db.ExecContext(ctx, `UPDATE inventory_journal_reservations SET state = 'released' WHERE id = 'stray'`)
+	require.NoError(t, err)
+
+	var seen []string
+	redisinventory.SetHook(d, func(op, _ string) {
+		if op != "strays" {
+			return
+		}
+		err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			return tx.NewRaw(`SELECT id FROM inventory_journal_reservations WHERE state = 'reserved' FOR UPDATE SKIP LOCKED`).Scan(ctx, &seen)
+		})
+		assert.NoError(t, err)
+	})
+	later := time.Now().Add(2 * time.Minute)
+	require.NoError(t, redisinventory.SweepStrays(ctx, d, later, 10))
+	assert.Equal(t, []string{"live"}, seen, "a journal sweep running meanwhile finds the live reservation")
+	wantStock(t, inv, "a", 2, 1, 0)
+
+	n, err := d.Expire(ctx, later, 10)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	wantStock(t, inv, "a", 2, 2, 0)
+}

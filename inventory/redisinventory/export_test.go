@@ -1,6 +1,11 @@
 package redisinventory
 
-import "github.com/commercekit/commercekit/inventory"
+import (
+	"context"
+	"time"
+
+	"github.com/commercekit/commercekit/inventory"
+)
 
 // SetHook sets the test hook a Durable's writers run inside their transaction after their
 // Redis step.
@@ -15,4 +20,9 @@ func SetMaxBatch(b inventory.Backend, n int) {
 	case *Durable:
 		b.group.SetMaxBatch(n)
 	}
+}
+
+// SweepStrays runs a Durable's sweep of Redis reservations the journal does not hold live.
+func SweepStrays(ctx context.Context, d *Durable, now time.Time, limit int) error {
+	return d.sweepStrays(ctx, now, limit)
 }
