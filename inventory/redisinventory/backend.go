@@ -22,6 +22,10 @@ const DefaultTag = "inventory"
 // idempotent replays unless WithRetention says otherwise.
 const DefaultRetention = 24 * time.Hour
 
+// scriptLanes is how many combined reserve script calls may be in flight at once: Redis
+// runs one at a time, and the others keep it busy while a reply travels back.
+const scriptLanes = 4
+
 // Backend keeps stock and reservations in Redis, every operation one Lua script. It
 // implements inventory.Backend; it cannot join a SQL transaction.
 type Backend struct {
@@ -82,6 +86,7 @@ func New(c redis.UniversalClient, opts ...Option) *Backend {
 	}
 	b.due, b.skus = b.prefix+"due", b.prefix+"skus"
 	b.group = groupcommit.New(b.reserveMany)
+	b.group.SetLanes(scriptLanes)
 	return b
 }
 

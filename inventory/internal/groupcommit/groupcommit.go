@@ -17,6 +17,7 @@ package groupcommit
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,7 +61,9 @@ type Batch func(ctx context.Context, tx bun.Tx, calls []*Call) error
 type Committer struct {
 	run Run
 	max int // the most calls a batch carries
-	mu  sync.Mutex
+	// lanes is how many batches of one key may be in progress at once (see SetLanes).
+	lanes uint32
+	mu    sync.Mutex
 	// queues holds, per key with a batch in progress, the calls waiting for the next one.
 	queues map[string][]*Call
 	// batches and calls count the transactions run and the reservations they carried.
@@ -69,8 +72,16 @@ type Committer struct {
 
 // New returns a Committer running its batches with run.
 func New(run Run) *Committer {
-	return &Committer{run: run, max: MaxBatch, queues: map[string][]*Call{}}
+	return &Committer{run: run, max: MaxBatch, lanes: 1, queues: map[string][]*Call{}}
 }
+
+// SetLanes lets n batches of one key be in progress at once (default 1; n < 1 counts as
+// 1): a reservation goes to the lane its ID hashes to, so two calls with one ID still
+// meet in one lane, and each lane batches as a key alone does. More than one lane suits a
+// store whose units of work do not wait for each other (a Redis script call: the server
+// runs one at a time anyway, and the lanes keep it busy while a reply travels), not one
+// whose batches would queue on the same row lock. Call it before any Reserve.
+func (m *Committer) SetLanes(n int) { m.lanes = uint32(max(n, 1)) }
 
 // SetMaxBatch sets the most calls a batch carries (default MaxBatch; n < 1 counts as 1).
 // 1 turns the combining off, for measuring what it brings. Call it before any Reserve.
@@ -105,6 +116,9 @@ func (m *Committer) Stats() (batches, calls int64) { return m.batches.Load(), m.
 
 // Reserve reserves r in a batch of key and returns its own answer.
 func (m *Committer) Reserve(ctx context.Context, key string, r inventory.Reservation) (inventory.Reservation, error) {
+	if m.lanes > 1 {
+		key += "\x00" + strconv.Itoa(int(lane(r.ID, m.lanes)))
+	}
 	c := &Call{Ctx: ctx, R: r, done: make(chan struct{}, 1)}
 	m.mu.Lock()
 	if queue, busy := m.queues[key]; busy {
@@ -125,6 +139,15 @@ func (m *Committer) Reserve(ctx context.Context, key string, r inventory.Reserva
 		return inventory.Reservation{}, c.Err
 	}
 	return c.Out, nil
+}
+
+// lane hashes id onto one of n lanes (FNV-1a).
+func lane(id string, n uint32) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return h % n
 }
 
 // lead commits batch, passing the lead on before the commit, and wakes its other callers.

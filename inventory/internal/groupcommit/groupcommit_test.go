@@ -88,3 +88,44 @@ func TestBatchesKeepAnswers(t *testing.T) {
 	batches, calls := m.Stats()
 	assert.Less(t, batches, calls, "calls shared batches: %v", sizes)
 }
+
+// TestLanes: with n lanes, up to n batches of one key are in progress at once, and calls
+// with one ID never meet in two batches at the same time (they hash to one lane).
+func TestLanes(t *testing.T) {
+	const lanes = 4
+	var (
+		mu            sync.Mutex
+		inFlight, top int
+		live          = map[string]bool{}
+	)
+	m := groupcommit.New(func(ctx context.Context, calls []*groupcommit.Call, ready func()) {
+		mu.Lock()
+		inFlight++
+		top = max(top, inFlight)
+		for _, c := range calls {
+			assert.False(t, live[c.R.ID], "%s in two batches at once", c.R.ID)
+			live[c.R.ID] = true
+		}
+		mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+		mu.Lock()
+		inFlight--
+		for _, c := range calls {
+			delete(live, c.R.ID)
+			c.Out = c.R
+		}
+		mu.Unlock()
+	})
+	m.SetLanes(lanes)
+	var wg sync.WaitGroup
+	for i := range 400 {
+		wg.Go(func() {
+			r, err := m.Reserve(context.Background(), "sku", inventory.Reservation{ID: strconv.Itoa(i % 40)})
+			assert.NoError(t, err)
+			assert.Equal(t, strconv.Itoa(i%40), r.ID)
+		})
+	}
+	wg.Wait()
+	assert.Greater(t, top, 1, "lanes run batches side by side")
+	assert.LessOrEqual(t, top, lanes)
+}
