@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/commercekit/commercekit/internal/backoff"
@@ -24,7 +26,17 @@ type driver struct {
 	product  string
 	template string
 	buyers   []*buyer
+	// retried counts the answers 503 with Retry-After that call waited out and sent again.
+	retried atomic.Int64
 }
+
+// maxRetries is how often call sends a request again after 503 with Retry-After (a
+// dependency or the data it needs was busy), as a well-behaved client does: with the same
+// idempotency key, after the advised pause (at most maxRetryPause).
+const (
+	maxRetries    = 5
+	maxRetryPause = 2 * time.Second
+)
 
 // buyer is one racer and what happened to them.
 type buyer struct {
@@ -86,9 +98,9 @@ func (d *driver) sale(ctx context.Context) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	start = time.Now()
+	start, retried := time.Now(), d.retried.Load()
 	err = d.each(ctx, d.race)
-	rep.race = time.Since(start)
+	rep.race, rep.retried = time.Since(start), d.retried.Load()-retried
 	if perr := stopProfiles(); err == nil {
 		err = perr
 	}
@@ -232,48 +244,66 @@ func (d *driver) each(ctx context.Context, fn func(context.Context, *buyer) erro
 // call sends one request and decodes a JSON answer into out. With want != 0, any other
 // status is an error; with want == 0 the caller looks at the returned status.
 func (d *driver) call(ctx context.Context, tok, method, path, key string, body any, want int, out any) (int, error) {
-	var rd io.Reader
+	var payload []byte
 	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if payload, err = json.Marshal(body); err != nil {
 			return 0, err
 		}
-		rd = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(d.c.url, "/")+path, rd)
+	status, raw, err := d.send(ctx, tok, method, path, key, payload)
 	if err != nil {
-		return 0, err
+		return status, err
 	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if want != 0 && status != want {
+		return status, fmt.Errorf("%s %s: %d %s: %s", method, path, status, http.StatusText(status), raw)
 	}
-	if key != "" {
-		req.Header.Set(server.IdempotencyKeyHeader, key)
-	}
-	resp, err := d.hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if want != 0 && resp.StatusCode != want {
-		return resp.StatusCode, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, raw)
-	}
-	if resp.StatusCode >= 400 {
+	if status >= 400 {
 		r := &refusal{}
 		if err := json.Unmarshal(raw, &r.Problem); err != nil || r.Code == "" {
-			return resp.StatusCode, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, raw)
+			return status, fmt.Errorf("%s %s: %d %s: %s", method, path, status, http.StatusText(status), raw)
 		}
-		return resp.StatusCode, r
+		return status, r
 	}
-	if out != nil && resp.StatusCode < 300 {
+	if out != nil && status < 300 {
 		if err := json.Unmarshal(raw, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: %w", method, path, err)
+			return status, fmt.Errorf("%s %s: %w", method, path, err)
 		}
 	}
-	return resp.StatusCode, nil
+	return status, nil
+}
+
+// send sends one request, again after 503 with Retry-After (see maxRetries), and returns
+// the last answer's status and body.
+func (d *driver) send(ctx context.Context, tok, method, path, key string, payload []byte) (int, []byte, error) {
+	for attempt := 0; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(d.c.url, "/")+path, bytes.NewReader(payload))
+		if err != nil {
+			return 0, nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if payload != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if key != "" {
+			req.Header.Set(server.IdempotencyKeyHeader, key)
+		}
+		resp, err := d.hc.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		raw, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return resp.StatusCode, nil, err
+		}
+		secs, advised := strconv.Atoi(resp.Header.Get("Retry-After"))
+		if resp.StatusCode != http.StatusServiceUnavailable || advised != nil || attempt == maxRetries {
+			return resp.StatusCode, raw, nil
+		}
+		d.retried.Add(1)
+		if err := backoff.Sleep(ctx, min(time.Duration(secs)*time.Second, maxRetryPause)); err != nil {
+			return 0, nil, err
+		}
+	}
 }

@@ -112,3 +112,40 @@ func TestFullModeSale(t *testing.T) {
 	assert.True(t, ok)
 	assert.Equal(t, 100+2000, sim.Stats().Charges, "100 orders and 2,000 top-ups, each charged once")
 }
+
+// TestSendRetriesBusyAnswers: a 503 with Retry-After is sent again with the same key, up
+// to maxRetries times; a 503 without Retry-After, and any other answer, is returned as is.
+func TestSendRetriesBusyAnswers(t *testing.T) {
+	var calls, keyless int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		if r.Header.Get(server.IdempotencyKeyHeader) != "k" {
+			keyless++
+		}
+		switch {
+		case r.URL.Path == "/no-hint":
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case r.URL.Path == "/busy" || calls < 3:
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		default:
+			w.WriteHeader(http.StatusCreated)
+		}
+	}))
+	defer srv.Close()
+	d := &driver{c: config{url: srv.URL}, hc: srv.Client()}
+	for _, c := range []struct {
+		path        string
+		status      int
+		calls, sent int
+	}{{"/ok", http.StatusCreated, 3, 2}, {"/busy", http.StatusServiceUnavailable, 1 + maxRetries, maxRetries}, {"/no-hint", http.StatusServiceUnavailable, 1, 0}} {
+		calls = 0
+		before := d.retried.Load()
+		status, _, err := d.send(t.Context(), "tok", "POST", c.path, "k", []byte("{}"))
+		require.NoError(t, err)
+		assert.Equal(t, c.status, status, c.path)
+		assert.Equal(t, c.calls, calls, c.path)
+		assert.EqualValues(t, c.sent, d.retried.Load()-before, c.path)
+	}
+	assert.Zero(t, keyless, "every attempt carries the idempotency key")
+}

@@ -23,6 +23,8 @@ type report struct {
 	checks         []check
 	// roundTrips are the server's store round trips before and after the race.
 	roundTrips [2]roundTrips
+	// retried counts the race's requests sent again after 503 with Retry-After.
+	retried int64
 }
 
 // check is one invariant and its verdict.
@@ -183,7 +185,8 @@ func (r *report) print(w io.Writer, c config) {
 	fmt.Fprintf(w, "flash sale: %d buyers, %d units, %d clients against %s (run %s)\n", len(r.buyers), c.units, c.clients, c.url, c.runID)
 	fmt.Fprintf(w, "preparation (coupons and points for every buyer): %s\n", r.prepared.Round(time.Millisecond))
 	fmt.Fprintf(w, "race: %s\n", r.race.Round(time.Millisecond))
-	fmt.Fprintf(w, "  requests     %d (%d orders, %d payments): %.0f requests/s\n", placeReqs+payReqs, placeReqs, payReqs, float64(placeReqs+payReqs)/secs)
+	fmt.Fprintf(w, "  requests     %d (%d orders, %d payments): %.0f requests/s; %d sent again after 503 Retry-After\n",
+		placeReqs+payReqs, placeReqs, payReqs, float64(placeReqs+payReqs)/secs, r.retried)
 	fmt.Fprintf(w, "  sold         %d units in %d paid orders: %.0f checkouts/s; %d buyers turned away\n", r.stock.Sold, paid, float64(paid)/secs, placeReqs-payReqs)
 	fmt.Fprintf(w, "  per checkout %s\n", perCheckout(r.roundTrips[0], r.roundTrips[1], paid))
 	fmt.Fprintf(w, "  latency      %8s %8s %8s %8s\n", "p50", "p95", "p99", "max")
