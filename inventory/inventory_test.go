@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/sqlinventory"
 	"github.com/commercekit/commercekit/observe"
@@ -40,7 +41,7 @@ func TestObserverAndDefaults(t *testing.T) {
 	require.NoError(t, sqlinventory.CreateSchema(ctx, db), "CreateSchema is idempotent")
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	obs := &observe.Recorder{}
-	inv := inventory.New(sqlinventory.New(db), inventory.WithObserver(obs), inventory.WithClock(func() time.Time { return now }))
+	inv := testkit.Must(inventory.New(sqlinventory.New(db), inventory.WithObserver(obs), inventory.WithClock(func() time.Time { return now })))(t)
 
 	_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "a", OnHand: 1})
 	require.NoError(t, err)

@@ -100,7 +100,11 @@ func ExampleReconciler() {
 		Currency: "KRW", Method: payment.MethodCard})
 	fmt.Println(p.State, errors.Is(err, payment.ErrOutcomeUnknown))
 
-	report, err := payment.NewReconciler(svc, payment.WithThreshold(0)).Reconcile(ctx)
+	rec, err := payment.NewReconciler(svc, payment.WithThreshold(0))
+	if err != nil {
+		panic(err)
+	}
+	report, err := rec.Reconcile(ctx)
 	fmt.Printf("%+v %v\n", report, err)
 	p, _ = svc.Get(ctx, "pay-1")
 	fmt.Println(p.State, "charges:", sim.Charges("pay-1"))

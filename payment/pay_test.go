@@ -13,6 +13,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/idempotency"
 	"github.com/commercekit/commercekit/payment/idempotency/redisidempotency"
@@ -165,7 +166,7 @@ func TestCrashBeforeGatewayCallIsRecovered(t *testing.T) {
 		require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
 		assert.Equal(t, payment.StateRequested, p.State)
 
-		r := payment.NewReconciler(e.svc, payment.WithThreshold(time.Minute))
+		r := testkit.Must(payment.NewReconciler(e.svc, payment.WithThreshold(time.Minute)))(t)
 		report, err := r.Reconcile(ctx)
 		require.NoError(t, err)
 		assert.Zero(t, report.Examined, "younger than the threshold: left alone")
@@ -249,7 +250,7 @@ func TestTimeoutLeavesUnknownAndReconcilerSettles(t *testing.T) {
 		assert.Equal(t, 1, e.sim.Stats().Charges, "only the approved one was charged, once")
 
 		e.clock.Advance(2 * time.Minute)
-		report, err := payment.NewReconciler(e.svc).Reconcile(ctx)
+		report, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, payment.ReconcileReport{Examined: 2, Settled: 2}, report)
 
@@ -301,7 +302,7 @@ func TestBreakerOpenKeepsPaymentsRetryable(t *testing.T) {
 		assert.Equal(t, resilient.BreakerClosed, gw.BreakerState())
 
 		e.clock.Advance(time.Hour)
-		report, err := payment.NewReconciler(e.svc).Reconcile(ctx)
+		report, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, payment.ReconcileReport{Examined: 5, Settled: 5}, report)
 		for _, id := range append(ids, "b-6") {

@@ -7,6 +7,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/inventorytest"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
@@ -45,7 +46,7 @@ func BenchmarkHotSKU(b *testing.B) {
 			if s.maxBatch > 0 {
 				redisinventory.SetMaxBatch(be, s.maxBatch)
 			}
-			inventorytest.ReserveHot(b, inventory.New(be), raw)
+			inventorytest.ReserveHot(b, testkit.Must(inventory.New(be))(b), raw)
 		})
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 )
 
@@ -28,7 +29,7 @@ func TestGroupCommitIsolatesCallers(t *testing.T) {
 			db := open(t)
 			require.NoError(t, CreateSchema(ctx, db))
 			be := New(db)
-			inv := inventory.New(be)
+			inv := testkit.Must(inventory.New(be))(t)
 			_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "hot", OnHand: 200, BuyerLimit: 3})
 			require.NoError(t, err)
 
