@@ -44,7 +44,7 @@ type reconcilerSettings struct {
 func WithThreshold(d time.Duration) ReconcilerOption {
 	return func(s *reconcilerSettings) {
 		if d < 0 {
-			s.Reject("WithThreshold", d, "is negative")
+			s.Reject("WithThreshold", fmt.Sprintf("%v is negative", d))
 			return
 		}
 		s.threshold = d

@@ -8,7 +8,9 @@
 //
 // A constructor's settings embed an Errors; its options set fields through Positive and
 // NotNil (or record their own refusal with Reject), and the constructor returns Err after
-// applying them.
+// applying them. A package with a sentinel of its own for a bad configuration sets
+// Errors.Sentinel, which the *errcode.InvalidError then matches instead of
+// errcode.ErrInvalidArgument.
 package option
 
 import (
@@ -19,13 +21,18 @@ import (
 )
 
 // Errors records the first invalid value given to a constructor's options.
-type Errors struct{ first error }
+type Errors struct {
+	// Sentinel is the Err of the *errcode.InvalidError returned; nil means
+	// errcode.ErrInvalidArgument.
+	Sentinel error
+	first    error
+}
 
-// Reject records that option name was given value, which is invalid for reason, unless an
-// earlier option was refused already.
-func (e *Errors) Reject(name string, value any, reason string) {
+// Reject records that option name was given an invalid value, reason saying which and
+// why ("0 is not positive"), unless an earlier option was refused already.
+func (e *Errors) Reject(name, reason string) {
 	if e.first == nil {
-		e.first = &errcode.InvalidError{Field: name, Reason: fmt.Sprintf("%v %s", value, reason)}
+		e.first = &errcode.InvalidError{Field: name, Reason: reason, Err: e.Sentinel}
 	}
 }
 
@@ -36,7 +43,7 @@ func (e *Errors) Err() error { return e.first }
 // name in e.
 func Positive[T ~int | ~int64 | ~uint](e *Errors, dst *T, name string, v T) {
 	if v <= 0 {
-		e.Reject(name, v, "is not positive")
+		e.Reject(name, fmt.Sprintf("%v is not positive", v))
 		return
 	}
 	*dst = v
@@ -46,7 +53,7 @@ func Positive[T ~int | ~int64 | ~uint](e *Errors, dst *T, name string, v T) {
 // records the refusal of option name in e.
 func NotNil[T any](e *Errors, dst *T, name string, v T) {
 	if isNil(v) {
-		e.Reject(name, "nil", "is not allowed")
+		e.Reject(name, "nil is not allowed")
 		return
 	}
 	*dst = v

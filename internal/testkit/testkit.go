@@ -78,12 +78,16 @@ func Must[T any](v T, err error) func(testing.TB) T {
 // RefusesBadOptions requires that construct, given each option of bad on its own, returns
 // no value and an *errcode.InvalidError (matching errcode.ErrInvalidArgument) whose Field is
 // the option's name and whose message shows the value. bad's keys are "Name: value", as
-// the message says them: "WithSweepBatch: 0".
-func RefusesBadOptions[O any, T any](t *testing.T, construct func(...O) (*T, error), bad map[string]O) {
+// the message says them: "WithSweepBatch: 0". The error must match the package's sentinels
+// too, when given (commerce.ErrInvalidConfig, ...).
+func RefusesBadOptions[O any, T any](t *testing.T, construct func(...O) (*T, error), bad map[string]O, sentinels ...error) {
 	t.Helper()
 	for want, opt := range bad {
 		v, err := construct(opt)
 		require.ErrorIs(t, err, errcode.ErrInvalidArgument, want)
+		for _, s := range sentinels {
+			require.ErrorIs(t, err, s, want)
+		}
 		assert.Nil(t, v, want)
 		assert.Equal(t, strings.SplitN(want, ":", 2)[0], errcode.FieldOf(err), want)
 		assert.Contains(t, err.Error(), want)
