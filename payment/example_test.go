@@ -39,7 +39,12 @@ func Example() {
 	defer db.Close()
 	sim := pgsim.New()
 	defer sim.Close()
-	svc, err := payment.New(db, resilient.Wrap(sim, resilient.WithAttemptTimeout(5*time.Second)))
+	gw, err := resilient.Wrap(sim, resilient.WithAttemptTimeout(5*time.Second))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	svc, err := payment.New(db, gw)
 	if err != nil {
 		fmt.Println(err)
 		return

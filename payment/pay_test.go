@@ -204,7 +204,7 @@ func TestLostResponseNeverChargesTwice(t *testing.T) {
 		})
 		t.Run("policy retry", func(t *testing.T) {
 			e := newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
-				return resilient.Wrap(s, resilient.WithRetries(3, time.Millisecond, 5*time.Millisecond))
+				return testkit.Must(resilient.Wrap(s, resilient.WithRetries(3, time.Millisecond, 5*time.Millisecond)))(t)
 			})
 			e.sim.InjectFault("lost-2", pgsim.FaultLostResponse, 1)
 			p, err := e.svc.Pay(ctx, card("lost-2", 7000))
@@ -217,7 +217,7 @@ func TestLostResponseNeverChargesTwice(t *testing.T) {
 			// Proves the assertions above can fail: the guarantee rests on the PG deduplicating
 			// on the payment ID we send with every attempt.
 			e := newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
-				return resilient.Wrap(s, resilient.WithRetries(3, time.Millisecond, 5*time.Millisecond))
+				return testkit.Must(resilient.Wrap(s, resilient.WithRetries(3, time.Millisecond, 5*time.Millisecond)))(t)
 			}, pgsim.WithoutIdempotency())
 			e.sim.InjectFault("lost-3", pgsim.FaultLostResponse, 1)
 			_, err := e.svc.Pay(ctx, card("lost-3", 7000))
@@ -234,8 +234,8 @@ func TestTimeoutLeavesUnknownAndReconcilerSettles(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
 		e := newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
-			return resilient.Wrap(s, resilient.WithAttemptTimeout(50*time.Millisecond),
-				resilient.WithRetries(2, time.Millisecond, 5*time.Millisecond))
+			return testkit.Must(resilient.Wrap(s, resilient.WithAttemptTimeout(50*time.Millisecond),
+				resilient.WithRetries(2, time.Millisecond, 5*time.Millisecond)))(t)
 		})
 		approved, declined := card("slow-ok", 9000), card("slow-no", 9000)
 		declined.Token = pgsim.TokenDecline
@@ -274,8 +274,8 @@ func TestBreakerOpenKeepsPaymentsRetryable(t *testing.T) {
 		ctx := context.Background()
 		var gw *resilient.Gateway
 		e := newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
-			gw = resilient.Wrap(s, resilient.WithRetries(1, time.Millisecond, time.Millisecond),
-				resilient.WithBreaker(5, 10, breakerDelay), resilient.WithHalfOpenSuccesses(1))
+			gw = testkit.Must(resilient.Wrap(s, resilient.WithRetries(1, time.Millisecond, time.Millisecond),
+				resilient.WithBreaker(5, 10, breakerDelay), resilient.WithHalfOpenSuccesses(1)))(t)
 			return gw
 		})
 		e.sim.SetFault(pgsim.FaultUnavailable)
@@ -319,7 +319,7 @@ func TestDeclineNeverRetried(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
 		e := newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
-			return resilient.Wrap(s, resilient.WithRetries(5, time.Millisecond, 5*time.Millisecond))
+			return testkit.Must(resilient.Wrap(s, resilient.WithRetries(5, time.Millisecond, 5*time.Millisecond)))(t)
 		})
 		req := card("no", 1000)
 		req.Token = pgsim.TokenDecline

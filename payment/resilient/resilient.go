@@ -39,11 +39,15 @@ type Gateway struct {
 var _ payment.Gateway = (*Gateway)(nil)
 
 // Wrap returns gw behind the policies configured by opts (see the With functions for the
-// defaults).
-func Wrap(gw payment.Gateway, opts ...Option) *Gateway {
+// defaults). An option given an invalid value is refused with an *errcode.InvalidError
+// naming it, and no Gateway.
+func Wrap(gw payment.Gateway, opts ...Option) (*Gateway, error) {
 	c := defaults()
 	for _, o := range opts {
 		o(&c)
+	}
+	if err := c.Err(); err != nil {
+		return nil, fmt.Errorf("resilient: %w", err)
 	}
 	breaker := circuitbreaker.NewBuilder[any]().
 		HandleIf(func(_ any, err error) bool { return failure(err) }).
@@ -70,7 +74,7 @@ func Wrap(gw payment.Gateway, opts ...Option) *Gateway {
 		retrying: failsafe.With[any](retry, bh, breaker, to),
 		once:     failsafe.With[any](bh, breaker, to),
 		breaker:  breaker,
-	}
+	}, nil
 }
 
 // Approve approves through the policies, retrying with the same payment ID.

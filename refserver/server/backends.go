@@ -201,8 +201,11 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		st.sim = pgsim.New(opts...)
 		raw = st.sim
 	}
-	gw := resilient.Wrap(raw, resilient.WithAttemptTimeout(cfg.PGTimeout), resilient.WithLogger(log.With("component", "resilient")),
+	gw, err := resilient.Wrap(raw, resilient.WithAttemptTimeout(cfg.PGTimeout), resilient.WithLogger(log.With("component", "resilient")),
 		resilient.WithObserver(m))
+	if err != nil {
+		return st, err
+	}
 	if st.payments, err = payment.New(st.db, gw, payment.WithLogger(log.With("component", "payment")),
 		payment.WithObserver(m),
 		payment.WithWebhookVerifier(pgsim.NewWebhookVerifier([]byte(webhookSecret)))); err != nil {
