@@ -30,7 +30,7 @@ func Example() {
 		panic(err)
 	}
 
-	pg := pgsim.New()
+	pg := must(pgsim.New())
 	defer pg.Close()
 	payments, err := payment.New(db, pg, payment.WithWebhookVerifier(pg.WebhookVerifier()))
 	if err != nil {

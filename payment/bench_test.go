@@ -31,7 +31,7 @@ func BenchmarkPay(b *testing.B) {
 				if err := payment.CreateSchema(ctx, db); err != nil {
 					b.Fatal(err)
 				}
-				sim := pgsim.New()
+				sim := testkit.Must(pgsim.New())(b)
 				defer sim.Close()
 				svc, err := payment.New(db, gw.wrap(sim))
 				if err != nil {

@@ -37,7 +37,11 @@ func Example() {
 		return
 	}
 	defer db.Close()
-	sim := pgsim.New()
+	sim, err := pgsim.New()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer sim.Close()
 	gw, err := resilient.Wrap(sim, resilient.WithAttemptTimeout(5*time.Second))
 	if err != nil {
@@ -92,7 +96,11 @@ func ExampleReconciler() {
 		return
 	}
 	defer db.Close()
-	sim := pgsim.New()
+	sim, err := pgsim.New()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer sim.Close()
 	svc, err := payment.New(db, sim)
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 // TestReconcilerRun, WithClock and WithWebhookVerifier everywhere).
 func TestConstructorsRefuseBadOptions(t *testing.T) {
 	db := testenv.SQLite(t)
-	sim := pgsim.New()
+	sim := testkit.Must(pgsim.New())(t)
 	t.Cleanup(sim.Close)
 	testkit.RefusesBadOptions(t, func(opts ...payment.Option) (*payment.Service, error) { return payment.New(db, sim, opts...) },
 		map[string]payment.Option{

@@ -363,7 +363,7 @@ func TestCanceledCallerStillRecordsTheAnswer(t *testing.T) {
 }
 
 func TestNewNeedsDatabaseAndGateway(t *testing.T) {
-	_, err := payment.New(nil, pgsim.New())
+	_, err := payment.New(nil, testkit.Must(pgsim.New())(t))
 	assert.Error(t, err)
 	_, err = payment.New(testenv.SQLite(t), nil)
 	assert.Error(t, err)
@@ -379,7 +379,7 @@ func TestIdempotencyKeyChargesOnce(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.MySQL(t)
 	require.NoError(t, payment.CreateSchema(ctx, db))
-	sim := pgsim.New(pgsim.WithLatency(5*time.Millisecond, 10*time.Millisecond))
+	sim := testkit.Must(pgsim.New(pgsim.WithLatency(5*time.Millisecond, 10*time.Millisecond)))(t)
 	t.Cleanup(sim.Close)
 	svc, err := payment.New(db, sim)
 	require.NoError(t, err)

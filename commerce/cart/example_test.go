@@ -32,7 +32,7 @@ func Example() {
 	if err := cart.CreateSchema(ctx, db); err != nil {
 		panic(err)
 	}
-	pg := pgsim.New()
+	pg := must(pgsim.New())
 	defer pg.Close()
 	payments, err := payment.New(db, pg)
 	if err != nil {

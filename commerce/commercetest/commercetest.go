@@ -179,7 +179,7 @@ func (e *Env) build(tb testing.TB, pub outbox.Publisher, opts []commerce.Option)
 	require.NoError(tb, createSchemas(ctx, e.DB))
 	now := e.Clock.Now
 	e.Ledger = testkit.Must(ledger.New(e.DB, ledger.WithClock(now)))(tb)
-	e.PG = pgsim.New(pgsim.WithClock(now))
+	e.PG = testkit.Must(pgsim.New(pgsim.WithClock(now)))(tb)
 	tb.Cleanup(e.PG.Close)
 	e.Gateway = &Gateway{Simulator: e.PG}
 	var err error

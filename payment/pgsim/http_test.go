@@ -185,7 +185,7 @@ func TestWebhookDeliveryOverHTTP(t *testing.T) {
 	defer receiver.Close()
 	deliver, err := pgsim.PostWebhook(receiver.URL, receiver.Client())
 	require.NoError(t, err)
-	sim := pgsim.New(pgsim.WithWebhook(deliver, 3))
+	sim := testkit.Must(pgsim.New(pgsim.WithWebhook(deliver, 3)))(t)
 	_, err = sim.Approve(context.Background(), approve("p"))
 	require.NoError(t, err)
 	_, err = sim.Cancel(context.Background(), payment.CancelRequest{CancelID: "c", PaymentID: "p", Amount: 10_000})

@@ -97,8 +97,10 @@ type Stats struct {
 	StatusCalls int
 }
 
-// New returns a Simulator that approves everything at once until configured otherwise.
-func New(opts ...Option) *Simulator {
+// New returns a Simulator that approves everything at once until configured otherwise. An
+// option given an invalid value is refused with an *errcode.InvalidError naming it, and no
+// Simulator.
+func New(opts ...Option) (*Simulator, error) {
 	s := &Simulator{
 		faultRates:       make(map[Fault]float64),
 		idempotent:       true,
@@ -114,10 +116,14 @@ func New(opts ...Option) *Simulator {
 		injected:         make(map[string][]Fault),
 		closed:           make(chan struct{}),
 	}
+	set := settings{Simulator: s}
 	for _, o := range opts {
-		o(s)
+		o(&set)
 	}
-	return s
+	if err := set.Err(); err != nil {
+		return nil, fmt.Errorf("pgsim: %w", err)
+	}
+	return s, nil
 }
 
 // Close releases every call hanging in a fault and waits for webhook deliveries to finish.

@@ -27,7 +27,7 @@ func approve(id string) payment.ApproveRequest {
 }
 
 func newSim(t *testing.T, opts ...pgsim.Option) *pgsim.Simulator {
-	sim := pgsim.New(opts...)
+	sim := testkit.Must(pgsim.New(opts...))(t)
 	t.Cleanup(sim.Close)
 	return sim
 }
@@ -274,7 +274,7 @@ func BenchmarkGateway(b *testing.B) {
 		{"policies", func(g payment.Gateway) payment.Gateway { return testkit.Must(resilient.Wrap(g))(b) }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			sim := pgsim.New()
+			sim := testkit.Must(pgsim.New())(b)
 			defer sim.Close()
 			gw := bc.wrap(sim)
 			var seq atomic.Int64

@@ -198,7 +198,9 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		if cfg.PGSimDeclineRate > 0 {
 			opts = append(opts, pgsim.WithDeclineRate(cfg.PGSimDeclineRate))
 		}
-		st.sim = pgsim.New(opts...)
+		if st.sim, err = pgsim.New(opts...); err != nil {
+			return st, err
+		}
 		raw = st.sim
 	}
 	gw, err := resilient.Wrap(raw, resilient.WithAttemptTimeout(cfg.PGTimeout), resilient.WithLogger(log.With("component", "resilient")),
