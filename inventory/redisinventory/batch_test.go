@@ -166,3 +166,38 @@ func runBatchScenario(t *testing.T, newBackend func(t *testing.T) (inventory.Bac
 	}
 	return s
 }
+
+// TestDurableBatchAdoptsEarlierAttempts: in a batch of the journaled backend, a live Redis
+// record of a reservation the journal does not hold (the Redis half of an attempt whose
+// SQL transaction rolled back) is adopted without taking its units again, a dead one is
+// reserved anew over, and the others of the batch are reserved as usual.
+func TestDurableBatchAdoptsEarlierAttempts(t *testing.T) {
+	ctx := context.Background()
+	d, rdb, _ := newDurable(t)
+	inv := inventory.New(d)
+	setStock(t, inv, "hot", 10, 0)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	res := func(id string, qty int64) inventory.Reservation {
+		return inventory.Reservation{ID: id, Lines: line("hot", qty), State: inventory.StateReserved, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	}
+	// The Redis halves alone, as the rolled-back attempts left them.
+	plain := redisinventory.New(rdb)
+	_, errs := redisinventory.ReserveBatch(ctx, plain, res("live", 2), res("dead", 3))
+	require.NoError(t, errors.Join(errs...))
+	_, err := plain.Release(ctx, "dead", now)
+	require.NoError(t, err)
+	wantStock(t, inv, "hot", 10, 8, 0)
+
+	_, errs = redisinventory.ReserveBatch(ctx, d, res("new", 1), res("live", 2), res("dead", 3))
+	require.NoError(t, errors.Join(errs...))
+	wantStock(t, inv, "hot", 10, 4, 0) // live's 2 units once, dead's 3 anew, new's 1
+	for _, id := range []string{"new", "live", "dead"} {
+		r, err := d.Get(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, inventory.StateReserved, r.State, id)
+		assert.Equal(t, now.Add(time.Hour), r.ExpiresAt, id)
+	}
+	due, err := rdb.ZRange(ctx, "{inventory}:due", 0, -1).Result()
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"new", "live", "dead"}, due)
+}
