@@ -5,15 +5,17 @@
 //	inv := inventory.New(redisinventory.New(rdb)) // rdb: *redis.Client, *redis.ClusterClient, ...
 //
 // Reserve is one round trip, and concurrent reservations share it: those that arrive while
-// a reserve call of the Backend is in progress go together in the next call, one script
-// (reserveManyLua) running the reserve script for each, each with its own answer, so the
-// server's fixed cost of a call (about 11 µs, against about 1.5 µs per redis.call) is paid
-// once per batch; a reservation that finds no call in progress goes at once, alone
-// (inventory/internal/groupcommit). Commit and Release are two round trips (a read of the
-// reservation, to learn its keys, then the script, which checks the record is unchanged).
-// It cannot join a SQL
-// transaction: Inventory.JoinsTx is false, so a caller whose transaction fails releases
-// the reservation, and its deadline is the safety net.
+// a reserve call of the Backend is in progress go together in the next call (up to two
+// calls in flight), each with its own answer; a reservation that finds no call in progress
+// goes at once, alone (inventory/internal/groupcommit). The script (reserveManyLua) takes
+// them in order, exactly as one after another, but does per batch what it can: the
+// server's fixed cost of a call (about 11 µs, against about 1.5 µs per redis.call), one
+// read and one write of each SKU's stock and buyer usage, one replay check (EXISTS) over
+// all the records and one ZADD to the due index; per reservation there is only its
+// record's HSET. Commit and Release are two round trips (a read of the reservation, to
+// learn its keys, then the script, which checks the record is unchanged). It cannot join
+// a SQL transaction: Inventory.JoinsTx is false, so a caller whose transaction fails
+// releases the reservation, and its deadline is the safety net.
 //
 // # Keys and Redis Cluster
 //
