@@ -39,16 +39,17 @@ import (
 var reserveManyLua = reserveManyOf(reserveReplayLua)
 
 // reserveManyOf returns reserveManyLua with replay, the opening of each reservation, in
-// place of reserveReplayLua. replay sees the locals key, id, lines, buyer, created and
-// expires and the function index(expires, id) adding an entry to the due index; it
-// returns the reservation's reply, or falls through to reserve it.
+// place of reserveReplayLua. replay sees the locals key, id, lines, buyer, created,
+// expires and absent (true when the record is known not to exist: the batch found none of
+// its records and has not written this one), and index(expires, id), which adds an entry
+// to the due index; it returns the reservation's reply, or falls through to reserve it.
 func reserveManyOf(replay string) string {
 	return `local due = KEYS[1]
 local stock, stocks = {}, {}
 local usage, usages = {}, {}
 local entries = {}
 -- none: no record of the batch existed before it; made: the records it wrote.
-local none, made = false, {}
+local none, made = true, {}
 local function index(expires, id)
   entries[#entries + 1] = expires
   entries[#entries + 1] = id
@@ -120,15 +121,14 @@ for j = 1, m do
   if ARGV[a + 3] ~= '' then k = k + n end
   a = a + 6 + n
 end
+for i = 1, m, 512 do
+  if redis.call('EXISTS', unpack(records, i, math.min(i + 511, m))) > 0 then
+    none = false
+    break
+  end
+end
 local out = {}
 local ok, err = pcall(function()
-  none = true
-  for i = 1, m, 512 do
-    if redis.call('EXISTS', unpack(records, i, math.min(i + 511, m))) > 0 then
-      none = false
-      break
-    end
-  end
   for j = 1, m do out[j] = reserve(ks[j], as[j], tonumber(ARGV[as[j]])) end
 end)
 for _, key in ipairs(stocks) do
