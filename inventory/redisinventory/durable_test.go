@@ -576,3 +576,34 @@ func TestDurableBatchAdoptsEarlierAttempts(t *testing.T) {
 	require.NoError(t, err)
 	assert.ElementsMatch(t, []string{"new", "live", "dead"}, due)
 }
+
+// TestBatchFailingMidwayKeepsItsWrites: when a redis.call fails in the middle of a
+// combined reserve call (here a record key of the wrong type), the call fails for all its
+// callers, and what the reservations before it did is written whole, as running them one
+// after another would have left it: their units, records and due entries together, never
+// a record without its units.
+func TestBatchFailingMidwayKeepsItsWrites(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t)
+	be := redisinventory.New(rdb)
+	inv := inventory.New(be)
+	setStock(t, inv, "hot", 5, 0)
+	require.NoError(t, rdb.Set(ctx, "{inventory}:res:bad", "not a record", 0).Err())
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	res := func(id string) inventory.Reservation {
+		return inventory.Reservation{ID: id, Lines: line("hot", 2), State: inventory.StateReserved, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	}
+	_, errs := redisinventory.ReserveBatch(ctx, be, res("a"), res("bad"), res("c"))
+	for _, err := range errs {
+		require.ErrorContains(t, err, "WRONGTYPE")
+	}
+	wantStock(t, inv, "hot", 5, 3, 0)
+	r, err := be.Get(ctx, "a")
+	require.NoError(t, err)
+	assert.Equal(t, inventory.StateReserved, r.State)
+	_, err = be.Get(ctx, "c")
+	require.ErrorIs(t, err, inventory.ErrReservationNotFound)
+	due, err := rdb.ZRange(ctx, "{inventory}:due", 0, -1).Result()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a"}, due)
+}
