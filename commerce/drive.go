@@ -22,6 +22,10 @@ type step struct {
 	fault string
 	// outcome is counted once the transaction committed ("" for none).
 	outcome Outcome
+	// allOrNothing says do returns every failure of a leaf (so the transaction rolls
+	// back): its leaf calls need no savepoints (sqlutil.AllOrNothing). A do that goes on
+	// past some refusals (a hold already gone) keeps them.
+	allOrNothing bool
 }
 
 // move is the one step driver of every order flow. It moves the order r, as last read, to
@@ -37,7 +41,8 @@ func (s *Service) move(ctx context.Context, r *orderRow, now time.Time, edit fun
 	next.UpdatedAt = micros(now)
 	var err error
 	if st.do == nil && st.event == "" && st.fault == "" {
-		err = claim(ctx, s.db, r, &next, now) // nothing else: no transaction needed
+		// Nothing else: no transaction needed (but a retry on deadlock, as InTx's).
+		err = sqlutil.Retry(ctx, s.db, func(ctx context.Context) error { return claim(ctx, s.db, r, &next, now) })
 	} else {
 		err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 			n := next // fresh copy for every attempt
@@ -45,13 +50,16 @@ func (s *Service) move(ctx context.Context, r *orderRow, now time.Time, edit fun
 				return err
 			}
 			if st.event != "" { // before do, which may lock a hot stock row until the commit
-				if err := s.orderEvent(ctx, tx, &n, st.event, now); err != nil {
+				if err := s.orderEvent(sqlutil.AllOrNothing(ctx), tx, &n, st.event, now); err != nil {
 					return err
 				}
 			}
 			if st.do != nil {
-				moved := n
-				if err := st.do(ctx, tx, &n); err != nil {
+				moved, dctx := n, ctx
+				if st.allOrNothing {
+					dctx = sqlutil.AllOrNothing(ctx)
+				}
+				if err := st.do(dctx, tx, &n); err != nil {
 					return err
 				}
 				if set := changes(&moved, &n); len(set) > 0 { // what do recorded (next.Stock)

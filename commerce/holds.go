@@ -97,7 +97,7 @@ type pointsHold struct {
 	Amount int64
 }
 
-// pointHolds holds points: ledger Hold / Capture (of the whole hold) / Void / LookupHold.
+// pointHolds holds points: ledger Hold / CaptureAll / Void / LookupHold.
 type pointHolds struct{ led *ledger.Ledger }
 
 func (h pointHolds) Hold(ctx context.Context, id string, p pointsHold, ttl time.Duration) (hold.Info, error) {
@@ -106,10 +106,7 @@ func (h pointHolds) Hold(ctx context.Context, id string, p pointsHold, ttl time.
 }
 
 func (h pointHolds) Post(ctx context.Context, id string) error {
-	info, err := h.Lookup(ctx, id)
-	if err == nil {
-		_, err = h.led.Capture(ctx, id, info.Amount)
-	}
+	_, err := h.led.CaptureAll(ctx, id)
 	return failed(err, "capture points hold %s", id)
 }
 

@@ -130,10 +130,13 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Order, error) {
 		if err := s.step(StepPayPaying); err != nil {
 			return Order{}, err
 		}
-		if err := s.settlePayment(ctx, r, true); err != nil && !errors.Is(err, errLostRace) {
+		switch err := s.settlePayment(ctx, r, true); {
+		case err == nil:
+			return r.order(), nil // r is as the flows left it
+		case !errors.Is(err, errLostRace):
 			return Order{}, err
 		}
-		return s.current(ctx, r.ID)
+		return s.current(ctx, r.ID) // another flow moved it
 	}
 }
 
@@ -188,7 +191,7 @@ func (s *Service) completePaid(ctx context.Context, r *orderRow) error {
 		reward := rewardFor(r.AmountDue, s.cfg.rewardBP)
 		err = s.move(ctx, r, now, func(n *orderRow) {
 			n.Status, n.Step, n.Stock, n.PaidAt, n.Reward = StatusPaid, "", stockCommitted, micros(now), reward
-		}, step{do: s.postHolds, event: EventPaymentCompleted, fault: StepPayCommit, outcome: OutcomePaid})
+		}, step{do: s.postHolds, allOrNothing: true, event: EventPaymentCompleted, fault: StepPayCommit, outcome: OutcomePaid})
 	}
 	if errors.Is(err, hold.ErrGone) {
 		s.cfg.log.Warn("commerce: approved order cannot be fulfilled", "order", r.ID, "err", err)

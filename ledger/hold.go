@@ -50,6 +50,24 @@ func (l *Ledger) Capture(ctx context.Context, holdID string, amount int64) (Rece
 	return r, l.finish(ctx, "capture", start, err)
 }
 
+// CaptureAll captures the whole hold: Capture of its amount, without the caller reading
+// the hold first. Repeating it returns the original receipt, as does a Capture of the
+// whole amount repeated as CaptureAll; after a partial Capture it fails with
+// ErrHoldCaptured.
+func (l *Ledger) CaptureAll(ctx context.Context, holdID string) (Receipt, error) {
+	start := time.Now()
+	err := checkID("holdID", holdID)
+	var r Receipt
+	if err == nil {
+		r, err = l.resolve(ctx, holdID, wholeHold, true)
+	}
+	return r, l.finish(ctx, "capture", start, err)
+}
+
+// wholeHold is the amount resolve reads as "all the hold holds" (Capture refuses amounts
+// below 1, so no caller's amount is mistaken for it).
+const wholeHold = -1
+
 // Void gives the whole hold back to the available points: held → user. Repeating it
 // returns the original receipt; Void after Capture, or once the hold is past its deadline,
 // fails with a *HoldError (ErrHoldCaptured, ErrHoldExpired), as does an unknown hold.
@@ -73,7 +91,10 @@ func (l *Ledger) resolve(ctx context.Context, holdID string, amount int64, captu
 			return err
 		}
 		if !found {
-			return &HoldError{HoldID: holdID, Requested: amount, Err: ErrHoldNotFound}
+			return &HoldError{HoldID: holdID, Requested: max(amount, 0), Err: ErrHoldNotFound}
+		}
+		if amount == wholeHold {
+			amount = h.Amount
 		}
 		herr := &HoldError{HoldID: holdID, State: h.State, Amount: h.Amount, Captured: h.Captured, Requested: amount}
 		switch {

@@ -62,20 +62,42 @@ func TestHoldCaptureVoid(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, [2]int64{700, 0}, e.balance("alice"))
 
+		// CaptureAll captures what the hold holds, once; it replays a whole Capture and not a
+		// partial one.
+		e.hold("h4", "alice", 150)
+		all, err := e.l.CaptureAll(e.ctx, "h4")
+		require.NoError(t, err)
+		assert.Equal(t, rec("h4", ledger.TypeCapture, "alice", 150, 550, 0, e.clock.Now()), all)
+		again, err = e.l.CaptureAll(e.ctx, "h4")
+		require.NoError(t, err)
+		assert.Equal(t, all, again)
+		again, err = e.l.Capture(e.ctx, "h4", 150)
+		require.NoError(t, err)
+		assert.Equal(t, all, again)
+		again, err = e.l.CaptureAll(e.ctx, "h3")
+		require.NoError(t, err, "a whole Capture repeated as CaptureAll")
+		assert.EqualValues(t, 100, again.Amount)
+		_, err = e.l.CaptureAll(e.ctx, "h1")
+		he = requireAs[*ledger.HoldError](t, err, ledger.ErrHoldCaptured)
+		assert.EqualValues(t, 300, he.Requested, "after a partial capture")
+		assert.Equal(t, [2]int64{550, 0}, e.balance("alice"))
+
 		for _, id := range []string{"nope", "c1"} {
+			_, err = e.l.CaptureAll(e.ctx, id)
+			require.ErrorIs(t, err, ledger.ErrHoldNotFound)
 			_, err = e.l.Capture(e.ctx, id, 1)
 			require.ErrorIs(t, err, ledger.ErrHoldNotFound)
 			_, err = e.l.Void(e.ctx, id)
 			require.ErrorIs(t, err, ledger.ErrHoldNotFound)
 		}
 
-		assert.Equal(t, []ledger.EntryType{"capture", "hold", "void", "hold", "release", "capture", "hold", "charge"},
+		assert.Equal(t, []ledger.EntryType{"capture", "hold", "capture", "hold", "void", "hold", "release", "capture", "hold", "charge"},
 			types(e.history("alice")))
 		h := e.history("alice")
 		assert.Equal(t, ledger.Entry{ID: "h1", Type: ledger.TypeRelease, Amount: 100, Change: 0,
-			Balance: ledger.Balance{Available: 800, Total: 800}, Time: now.Add(time.Minute)}, h[4])
-		assert.EqualValues(t, -200, h[5].Change)
-		assert.EqualValues(t, 0, h[6].Change, "a hold keeps the total")
+			Balance: ledger.Balance{Available: 800, Total: 800}, Time: now.Add(time.Minute)}, h[6])
+		assert.EqualValues(t, -200, h[7].Change)
+		assert.EqualValues(t, 0, h[8].Change, "a hold keeps the total")
 
 		info, err := e.l.LookupHold(e.ctx, "h1")
 		require.NoError(t, err)
@@ -85,7 +107,7 @@ func TestHoldCaptureVoid(t *testing.T) {
 		require.ErrorIs(t, err, ledger.ErrHoldNotFound)
 
 		rep := e.verify()
-		assert.EqualValues(t, 300, system(t, rep)[ledger.AccountRedeemed])
+		assert.EqualValues(t, 450, system(t, rep)[ledger.AccountRedeemed])
 		assert.Zero(t, rep.OpenHolds)
 	})
 }

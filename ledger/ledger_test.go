@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/ledger"
@@ -175,6 +176,25 @@ func TestWithTxJoinsTheCallersTransaction(t *testing.T) {
 		assert.Equal(t, first, replay, "a repeat inside the same transaction returns the receipt")
 		assert.Equal(t, [2]int64{70, 0}, e.balance("alice"))
 		assert.Equal(t, []ledger.EntryType{"charge", "spend", "charge"}, types(e.history("alice")))
+		e.verify()
+	})
+}
+
+// TestAllOrNothingNeverAnswersOverItsWrites: in a caller's transaction marked
+// sqlutil.AllOrNothing (no savepoints), a repeated transfer whose writes ran before its
+// duplicate was found is not answered from the journal (that would keep a second credit in
+// the transaction); it fails with ErrNotUndone, and the caller's rollback leaves one credit.
+func TestAllOrNothingNeverAnswersOverItsWrites(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		earn := ledger.EarnRequest{ID: "e1", User: "alice", Amount: 50}
+		_, err := e.l.Earn(e.ctx, earn)
+		require.NoError(t, err)
+		err = e.db.RunInTx(e.ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			_, err := e.l.WithTx(tx).Earn(sqlutil.AllOrNothing(ctx), earn)
+			return err
+		})
+		require.ErrorIs(t, err, sqlutil.ErrNotUndone)
+		assert.Equal(t, [2]int64{50, 0}, e.balance("alice"))
 		e.verify()
 	})
 }

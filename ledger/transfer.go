@@ -104,7 +104,9 @@ func (l *Ledger) transfer(ctx context.Context, op string, invalid error, draft t
 		return t.receipt(), l.finish(ctx, op, start, nil)
 	}
 	dup := errors.Is(err, errDuplicate)
-	if !dup && !isRejection(err) {
+	// Without a savepoint (sqlutil.AllOrNothing) our writes stay: no answer from the journal
+	// over them; the caller rolls back.
+	if !dup && !isRejection(err) || errors.Is(err, sqlutil.ErrNotUndone) {
 		return Receipt{}, l.finish(ctx, op, start, err)
 	}
 	// Our writes are rolled back. Read the latest committed transfer with this ID (a

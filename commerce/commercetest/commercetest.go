@@ -280,23 +280,27 @@ func (e *Env) RequireDelivered(tb testing.TB) {
 	type row struct {
 		ID   string `bun:"id"`
 		Type string `bun:"event_type"`
+		Key  string `bun:"aggregate_key"`
+		Seq  int64  `bun:"seq"`
+		Sent bool   `bun:"sent"`
 	}
 	var rows []row
-	require.NoError(tb, e.DB.NewSelect().Table(outbox.TableEvents).Column("id", "event_type").Scan(context.Background(), &rows))
+	require.NoError(tb, e.DB.NewSelect().Table(outbox.TableEvents).Column("id", "event_type", "aggregate_key", "seq").
+		ColumnExpr("sent_at IS NOT NULL AS sent").Scan(context.Background(), &rows))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		got := e.delivered(tb)
-		missing := 0
+		var missing []row
 		for _, r := range rows {
 			if got[r.ID] != r.Type {
-				missing++
+				missing = append(missing, r)
 			}
 		}
-		if missing == 0 {
+		if len(missing) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("%d of %d events not delivered", missing, len(rows))
+			tb.Fatalf("%d of %d events not delivered (%d delivered): %+v", len(missing), len(rows), len(got), missing)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -39,14 +39,35 @@ const maxPause = 250 * time.Millisecond
 // pausing a random time up to an exponentially growing bound ("full jitter") between two
 // attempts, so transactions that deadlocked each other do not meet again in lockstep. fn must therefore be safe to run again from the start.
 //
+// When ctx comes from AllOrNothing, fn runs in the caller's transaction without the
+// savepoint, and its failure matches ErrNotUndone.
+//
 // An error saying the database was lost or unreachable is returned through Unavailable.
 func InTx(ctx context.Context, db bun.IDB, fn func(ctx context.Context, tx bun.Tx) error) error {
+	marked := ctx.Value(allOrNothing{}) != nil
+	if marked {
+		ctx = context.WithValue(ctx, allOrNothing{}, nil) // the mark is for this call alone
+	}
 	if tx, ok := db.(bun.Tx); ok {
+		if marked {
+			if err := fn(ctx, tx); err != nil {
+				return Unavailable(db, notUndone{err})
+			}
+			return nil
+		}
 		return Unavailable(db, tx.RunInTx(ctx, nil, fn))
 	}
+	return Retry(ctx, db, func(ctx context.Context) error { return db.RunInTx(ctx, nil, fn) })
+}
+
+// Retry runs fn, a statement outside any transaction (autocommit) or a transaction fn
+// begins itself, on db, again after an error for which IsRetryable is true, as InTx does,
+// and returns its last error through Unavailable. A single UPDATE can deadlock too: its
+// secondary-index changes take locks of their own.
+func Retry(ctx context.Context, db bun.IDB, fn func(ctx context.Context) error) error {
 	var err error
 	for attempt := 1; ; attempt++ {
-		err = db.RunInTx(ctx, nil, fn)
+		err = fn(ctx)
 		if err == nil || attempt >= DefaultAttempts || !IsRetryable(err) {
 			return Unavailable(db, err)
 		}
@@ -54,6 +75,30 @@ func InTx(ctx context.Context, db bun.IDB, fn func(ctx context.Context, tx bun.T
 			return errors.Join(err, ctx.Err())
 		}
 	}
+}
+
+type allOrNothing struct{}
+
+// ErrNotUndone matches the failure of a call InTx ran without a savepoint (AllOrNothing):
+// its writes stay in the transaction until the owner rolls it back, so the caller must
+// not go on in it (no recovering, say, by answering a replay from what is stored).
+var ErrNotUndone = errors.New("sqlutil: the failed call's writes are not undone; roll the transaction back")
+
+// notUndone is a failure matching ErrNotUndone; its message is the failure's own.
+type notUndone struct{ error }
+
+func (e notUndone) Is(target error) bool { return target == ErrNotUndone }
+func (e notUndone) Unwrap() error        { return e.error }
+
+// AllOrNothing returns ctx for calls into a transaction whose owner rolls the whole
+// transaction back on any error they return: InTx then runs in that transaction without a
+// savepoint, saving its two round trips (SAVEPOINT, RELEASE) per call. A savepoint only
+// matters to an owner that goes on after a failed call, so the owner marks exactly the
+// calls it never goes on after. The first InTx reached consumes the mark: the calls fn
+// makes get savepoints again (fn may go on after their failures), and an InTx that begins
+// a transaction of its own ignores it.
+func AllOrNothing(ctx context.Context) context.Context {
+	return context.WithValue(ctx, allOrNothing{}, true)
 }
 
 // Unavailable translates an error of db that says the database could not be reached or

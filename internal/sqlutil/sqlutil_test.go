@@ -94,6 +94,40 @@ func TestInTxJoinsCallerTx(t *testing.T) {
 	})
 }
 
+// TestAllOrNothing: a marked call runs in the caller's transaction without a savepoint
+// (its failed write stays until the owner rolls back); the calls it makes, and the calls
+// of a transaction InTx begins for a marked ctx, get savepoints again.
+func TestAllOrNothing(t *testing.T) {
+	backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		boom := errors.New("boom")
+		insert := func(ctx context.Context, tx bun.Tx, id int64, err error) error {
+			_, ierr := tx.NewInsert().Model(&item{ID: id}).Exec(ctx)
+			require.NoError(t, ierr)
+			return err
+		}
+		undoneAlone := func(ctx context.Context, tx bun.Tx, id int64) {
+			require.ErrorIs(t, sqlutil.InTx(ctx, tx, func(ctx context.Context, tx bun.Tx) error { return insert(ctx, tx, id, boom) }), boom)
+		}
+		_ = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			err := sqlutil.InTx(sqlutil.AllOrNothing(ctx), tx, func(ctx context.Context, tx bun.Tx) error {
+				undoneAlone(ctx, tx, 2)
+				return insert(ctx, tx, 1, boom)
+			})
+			require.ErrorIs(t, err, boom)
+			assert.EqualValues(t, 1, count(t, tx), "no savepoint undid the marked call's write; its own call's was")
+			return err
+		})
+		assert.Zero(t, count(t, db), "the owner rolled back")
+
+		require.NoError(t, sqlutil.InTx(sqlutil.AllOrNothing(ctx), db, func(ctx context.Context, tx bun.Tx) error {
+			undoneAlone(ctx, tx, 3)
+			return insert(ctx, tx, 4, nil)
+		}))
+		assert.EqualValues(t, 1, count(t, db), "a transaction of InTx's own: its calls keep their savepoints")
+	})
+}
+
 // TestInTxRetriesDeadlock provokes real MySQL deadlocks (two transactions locking two rows
 // in opposite orders) and checks that InTx retries the victim so both increments land.
 func TestInTxRetriesDeadlock(t *testing.T) {
