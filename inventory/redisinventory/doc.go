@@ -102,6 +102,12 @@
 // live reservations (so orders placed before the loss can still be committed, released or
 // returned), pipelined; set the marker. Operations fail closed from the bump to the marker.
 //
+// Moving from the plain backend: a journal that was never built holds no stock, so the
+// first Heal over a Redis that already holds SKUs under the same prefix (a plain Backend's,
+// or a Durable's whose journal was lost) fails closed with ErrUnjournaledData instead of
+// wiping them. Give the Durable a prefix of its own (WithTag) and set its stock, or wipe the
+// old data on purpose with Rebuild and set the stock again.
+//
 // What an operator sees when Redis restarts empty: a WARN log "Redis rebuilt from the
 // journal" with the generation, SKUs, live reservations and the time it took, a second or
 // so of 503 dependency_unavailable (Retry-After: 2) on stock requests, and then the same

@@ -607,3 +607,34 @@ func TestBatchFailingMidwayKeepsItsWrites(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"a"}, due)
 }
+
+// TestDurableRefusesToWipeUnjournaledStock: a first Heal over a Redis that already holds a
+// plain Backend's stock under the same prefix fails closed (building from the empty
+// journal would wipe it) and leaves it alone; a Durable with a prefix of its own heals
+// beside it; Rebuild wipes it on purpose.
+func TestDurableRefusesToWipeUnjournaledStock(t *testing.T) {
+	ctx := context.Background()
+	db, rdb := testenv.MySQL(t), testenv.Redis(t)
+	require.NoError(t, redisinventory.CreateJournal(ctx, db))
+	plain := inventory.New(redisinventory.New(rdb))
+	setStock(t, plain, "tee", 7, 0)
+
+	d := redisinventory.NewDurable(rdb, db)
+	_, err := d.Heal(ctx)
+	require.ErrorIs(t, err, redisinventory.ErrUnjournaledData)
+	assert.Equal(t, errcode.FailedPrecondition, errcode.CodeOf(err))
+	wantStock(t, plain, "tee", 7, 7, 0)
+
+	own := testenv.MySQL(t)
+	require.NoError(t, redisinventory.CreateJournal(ctx, own))
+	other := redisinventory.NewDurable(rdb, own, redisinventory.WithTag("durable"))
+	healed, err := other.Heal(ctx)
+	require.NoError(t, err)
+	assert.True(t, healed)
+	wantStock(t, plain, "tee", 7, 7, 0)
+
+	_, err = d.Rebuild(ctx)
+	require.NoError(t, err)
+	_, err = plain.Stock(ctx, "tee")
+	require.ErrorIs(t, err, inventory.ErrUnknownSKU, "Rebuild wipes what the journal does not hold")
+}
