@@ -25,7 +25,7 @@ const (
 	MaxLines = commerce.MaxLines
 	// MaxQty is the most units of one product a cart holds.
 	MaxQty = commerce.MaxQty
-	// MaxKeyLen is the longest idempotency key of a checkout, in bytes.
+	// MaxKeyLen is the longest idempotency key of a checkout or an AddOnce, in bytes.
 	MaxKeyLen = commerce.MaxKeyLen
 )
 
@@ -45,6 +45,9 @@ var (
 	// ErrChanged: the cart changed while it was being ordered; nothing was placed and a
 	// retry orders the cart as it is now.
 	ErrChanged = errcode.New(errcode.Conflict, "cart_changed", "cart: the cart changed during checkout")
+	// ErrKeyReused: AddOnce was given a key already used for another product or quantity.
+	// It matches errcode.ErrKeyReused.
+	ErrKeyReused = errcode.Derive(errcode.ErrKeyReused, "cart: idempotency key reused for another addition")
 )
 
 // ValidationError says which field of a request is wrong and why. It matches
@@ -183,20 +186,35 @@ type checkoutRow struct {
 
 // Add adds qty (1..MaxQty) units of a product to the user's cart and returns the cart.
 // It fails with commerce.ErrProductNotFound for a product not in the catalog, and with a
-// *LimitError when the cart would break a limit.
+// *LimitError when the cart would break a limit. Adding is not idempotent: a retry adds
+// again; AddOnce is.
 func (s *Service) Add(ctx context.Context, userID, productID string, qty int64) (Cart, error) {
-	return s.change(ctx, userID, productID, qty, func(have int64) int64 { return have + qty })
+	return s.change(ctx, userID, productID, qty, "", func(have int64) int64 { return have + qty })
+}
+
+// AddOnce is Add at most once per key (1..MaxKeyLen bytes) of the user: the key is recorded with
+// the addition, in its transaction, so a retry with the same key — after a lost reply, even
+// one whose commit went unanswered — adds nothing and returns the cart as it is; the key
+// with another product or quantity fails with ErrKeyReused. Keys are kept for ever.
+func (s *Service) AddOnce(ctx context.Context, userID, productID string, qty int64, key string) (Cart, error) {
+	if key == "" || len(key) > MaxKeyLen {
+		return Cart{}, &ValidationError{Field: "IdempotencyKey", Reason: fmt.Sprintf("must be 1-%d bytes", MaxKeyLen)}
+	}
+	return s.change(ctx, userID, productID, qty, key, func(have int64) int64 { return have + qty })
 }
 
 // SetQty sets the units (1..MaxQty) of a product in the user's cart, adding the line if
 // it is not there, and returns the cart. Errors as Add.
 func (s *Service) SetQty(ctx context.Context, userID, productID string, qty int64) (Cart, error) {
-	return s.change(ctx, userID, productID, qty, func(int64) int64 { return qty })
+	return s.change(ctx, userID, productID, qty, "", func(int64) int64 { return qty })
 }
 
+// errDone ends a change that a recorded key shows was made already.
+var errDone = errors.New("cart: already added under this key")
+
 // change validates a change of one line and applies it under a lock on the user's lines,
-// so that concurrent changes never break a limit together.
-func (s *Service) change(ctx context.Context, userID, productID string, qty int64, next func(have int64) int64) (Cart, error) {
+// so that concurrent changes never break a limit together; with a key, at most once.
+func (s *Service) change(ctx context.Context, userID, productID string, qty int64, key string, next func(have int64) int64) (Cart, error) {
 	if err := checkUserProduct(userID, productID); err != nil {
 		return Cart{}, err
 	}
@@ -219,6 +237,11 @@ func (s *Service) change(ctx context.Context, userID, productID string, qty int6
 			return err
 		}
 		now := s.now().UnixMicro()
+		if key != "" {
+			if err := recordAdd(ctx, tx, addRow{UserID: userID, IdemKey: key, ProductID: productID, Qty: qty, CreatedAt: now}); err != nil {
+				return err
+			}
+		}
 		for _, r := range rows {
 			if r.ProductID != productID {
 				continue
@@ -237,10 +260,38 @@ func (s *Service) change(ctx context.Context, userID, productID string, qty int6
 		_, err = tx.NewInsert().Model(&itemRow{UserID: userID, ProductID: productID, Qty: next(0), AddedAt: now, UpdatedAt: now}).Exec(ctx)
 		return err
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errDone) {
 		return Cart{}, wrap("change the cart of "+userID, err)
 	}
 	return s.Get(ctx, userID)
+}
+
+// addRow records an AddOnce, in the addition's transaction.
+type addRow struct {
+	bun.BaseModel `bun:"table:commerce_cart_adds"`
+
+	UserID    string `bun:"user_id,pk"`
+	IdemKey   string `bun:"idem_key,pk"`
+	ProductID string `bun:"product_id"`
+	Qty       int64  `bun:"qty"`
+	CreatedAt int64  `bun:"created_at"`
+}
+
+// recordAdd records a, under the cart's lock: errDone when the key recorded this very
+// addition already, ErrKeyReused when it recorded another.
+func recordAdd(ctx context.Context, tx bun.Tx, a addRow) error {
+	var prev []addRow
+	if err := tx.NewSelect().Model(&prev).Where("user_id = ? AND idem_key = ?", a.UserID, a.IdemKey).Scan(ctx); err != nil {
+		return err
+	}
+	switch {
+	case len(prev) == 0:
+		_, err := tx.NewInsert().Model(&a).Exec(ctx)
+		return err
+	case prev[0].ProductID == a.ProductID && prev[0].Qty == a.Qty:
+		return errDone
+	}
+	return fmt.Errorf("%w: key %q added %d of %s", ErrKeyReused, a.IdemKey, prev[0].Qty, prev[0].ProductID)
 }
 
 // Remove drops a product from the user's cart (nothing happens when it is not there) and

@@ -2,6 +2,7 @@ package cart_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/cart"
 	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
 )
@@ -63,6 +65,45 @@ func add(t *testing.T, c *cart.Service, user, product string, qty int64) {
 	t.Helper()
 	_, err := c.Add(ctx, user, product, qty)
 	require.NoError(t, err)
+}
+
+// TestAddOnce: an addition under a key happens once however often, and however
+// concurrently, it is sent; the key with another addition is refused and changes nothing.
+func TestAddOnce(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env, c *cart.Service) {
+		p1, p2 := e.Product(t, 1000, 5), e.Product(t, 2500, 5)
+		var wg sync.WaitGroup
+		for range 10 {
+			wg.Go(func() {
+				_, err := c.AddOnce(ctx, "alice", p1, 2, "add-1")
+				assert.NoError(t, err)
+			})
+		}
+		wg.Wait()
+		got, err := c.AddOnce(ctx, "alice", p1, 2, "add-1")
+		require.NoError(t, err)
+		require.Len(t, got.Items, 1)
+		assert.EqualValues(t, 2, got.Items[0].Qty, "added once")
+
+		_, err = c.AddOnce(ctx, "alice", p1, 2, "add-2")
+		require.NoError(t, err)
+		_, err = c.AddOnce(ctx, "bob", p1, 1, "add-1") // keys are the user's own
+		require.NoError(t, err)
+		for _, reused := range []struct {
+			product string
+			qty     int64
+		}{{p1, 3}, {p2, 2}} {
+			_, err = c.AddOnce(ctx, "alice", reused.product, reused.qty, "add-1")
+			require.ErrorIs(t, err, cart.ErrKeyReused)
+			require.ErrorIs(t, err, errcode.ErrKeyReused)
+		}
+		for _, key := range []string{"", strings.Repeat("k", cart.MaxKeyLen+1)} {
+			_, err = c.AddOnce(ctx, "alice", p1, 1, key)
+			require.ErrorIs(t, err, cart.ErrInvalidRequest)
+		}
+		assert.Equal(t, map[string]int64{p1: 4}, lines(t, c, "alice"))
+		assert.Equal(t, map[string]int64{p1: 1}, lines(t, c, "bob"))
+	})
 }
 
 func TestEditAndList(t *testing.T) {

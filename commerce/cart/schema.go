@@ -25,11 +25,18 @@ var schema = []sqlutil.Table{
 		order_key VARCHAR(64) NOT NULL,
 		created_at BIGINT NOT NULL,
 		PRIMARY KEY (user_id, idem_key)`},
+	{Name: "commerce_cart_adds", Columns: `
+		user_id VARCHAR(64) NOT NULL,
+		idem_key VARCHAR(255) NOT NULL,
+		product_id VARCHAR(64) NOT NULL,
+		qty BIGINT NOT NULL,
+		created_at BIGINT NOT NULL,
+		PRIMARY KEY (user_id, idem_key)`},
 }
 
 // CreateSchema creates the cart's tables, commerce_carts (one row per user, locked by
-// every change), commerce_cart_items and commerce_cart_checkouts (which order each
-// checkout placed), if they do not exist. It is
+// every change), commerce_cart_items, commerce_cart_checkouts (which order each
+// checkout placed) and commerce_cart_adds (the keys of AddOnce), if they do not exist. It is
 // idempotent and works on MySQL/MariaDB (IDs compared byte for byte: a binary collation)
 // and SQLite. Times are BIGINT microseconds since the Unix epoch.
 func CreateSchema(ctx context.Context, db bun.IDB) error {

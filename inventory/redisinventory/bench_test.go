@@ -2,6 +2,8 @@ package redisinventory_test
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -23,13 +25,17 @@ func BenchmarkRawEvalSha(b *testing.B) { rawEvalSha(b) }
 // BenchmarkHotSKU measures Reserve of one unit of one hot SKU from 50 goroutines on the
 // plain backend and on the journaled one (Durable, MySQL + Redis), each with concurrent
 // reservations combined (one script call, one journal transaction) and alone, next to the
-// raw EVALSHA in the same run, and reports ops/s and the multiple of the raw rate
-// (x-raw):
+// raw EVALSHA in the same run, and reports ops/s, the multiple of the raw rate (x-raw)
+// and the Redis server's CPU time per operation (redis-µs/op: less noisy than the rates on
+// a loaded machine, as long as nothing else uses the server meanwhile):
 //
 //	go test -run '^$' -bench BenchmarkHotSKU -benchtime 5s ./inventory/redisinventory/
 func BenchmarkHotSKU(b *testing.B) {
 	var raw float64
-	b.Run("raw", func(b *testing.B) { raw = rawEvalSha(b) })
+	b.Run("raw", func(b *testing.B) {
+		defer redisCPU(b, testenv.Redis(b))()
+		raw = rawEvalSha(b)
+	})
 	for _, s := range []struct {
 		name     string
 		durable  bool
@@ -39,13 +45,15 @@ func BenchmarkHotSKU(b *testing.B) {
 		{"durable", true, 0}, {"durableAlone", true, 1},
 	} {
 		b.Run(s.name, func(b *testing.B) {
-			var be inventory.Backend = redisinventory.New(testenv.Redis(b))
+			rdb := testenv.Redis(b)
+			var be inventory.Backend = redisinventory.New(rdb)
 			if s.durable {
-				be, _, _ = newDurable(b)
+				be, rdb, _ = newDurable(b)
 			}
 			if s.maxBatch > 0 {
 				redisinventory.SetMaxBatch(be, s.maxBatch)
 			}
+			defer redisCPU(b, rdb)()
 			inventorytest.ReserveHot(b, testkit.Must(inventory.New(be))(b), raw)
 		})
 	}
@@ -73,4 +81,34 @@ func rawEvalSha(b *testing.B) float64 {
 	ops := float64(b.N) / b.Elapsed().Seconds()
 	b.ReportMetric(ops, "ops/s")
 	return ops
+}
+
+// redisCPU returns a function reporting the CPU time the Redis server of rdb used since,
+// per operation, as redis-µs/op.
+func redisCPU(b *testing.B, rdb *redis.Client) func() {
+	cpu := func() float64 {
+		info, err := rdb.Info(context.Background(), "cpu").Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var total float64
+		for _, l := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(l, "used_cpu_sys:"); ok {
+				total += parseFloat(b, v)
+			} else if v, ok := strings.CutPrefix(l, "used_cpu_user:"); ok {
+				total += parseFloat(b, v)
+			}
+		}
+		return total
+	}
+	start := cpu()
+	return func() { b.ReportMetric((cpu()-start)*1e6/float64(b.N), "redis-µs/op") }
+}
+
+func parseFloat(b *testing.B, s string) float64 {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return f
 }

@@ -5,15 +5,17 @@
 //	inv, err := inventory.New(redisinventory.New(rdb)) // rdb: *redis.Client, *redis.ClusterClient, ...
 //
 // Reserve is one round trip, and concurrent reservations share it: those that arrive while
-// a reserve call of the Backend is in progress go together in the next call, one script
-// (reserveManyLua) running the reserve script for each, each with its own answer, so the
-// server's fixed cost of a call (about 11 µs, against about 1.5 µs per redis.call) is paid
-// once per batch; a reservation that finds no call in progress goes at once, alone
-// (inventory/internal/groupcommit). Commit and Release are two round trips (a read of the
-// reservation, to learn its keys, then the script, which checks the record is unchanged).
-// It cannot join a SQL
-// transaction: Inventory.JoinsTx is false, so a caller whose transaction fails releases
-// the reservation, and its deadline is the safety net.
+// a reserve call of the Backend is in progress go together in the next call (up to two
+// calls in flight), each with its own answer; a reservation that finds no call in progress
+// goes at once, alone (inventory/internal/groupcommit). The script (reserveManyLua) takes
+// them in order, exactly as one after another, but does per batch what it can: the
+// server's fixed cost of a call (about 11 µs, against about 1.5 µs per redis.call), one
+// read and one write of each SKU's stock and buyer usage, one replay check (EXISTS) over
+// all the records and one ZADD to the due index; per reservation there is only its
+// record's HSET. Commit and Release are two round trips (a read of the reservation, to
+// learn its keys, then the script, which checks the record is unchanged). It cannot join
+// a SQL transaction: Inventory.JoinsTx is false, so a caller whose transaction fails
+// releases the reservation, and its deadline is the safety net.
 //
 // # Keys and Redis Cluster
 //
@@ -100,6 +102,12 @@
 // live reservations (so orders placed before the loss can still be committed, released or
 // returned), pipelined; set the marker. Operations fail closed from the bump to the marker.
 //
+// Moving from the plain backend: a journal that was never built holds no stock, so the
+// first Heal over a Redis that already holds SKUs under the same prefix (a plain Backend's,
+// or a Durable's whose journal was lost) fails closed with ErrUnjournaledData instead of
+// wiping them. Give the Durable a prefix of its own (WithTag) and set its stock, or wipe the
+// old data on purpose with Rebuild and set the stock again.
+//
 // What an operator sees when Redis restarts empty: a WARN log "Redis rebuilt from the
 // journal" with the generation, SKUs, live reservations and the time it took, a second or
 // so of 503 dependency_unavailable (Retry-After: 2) on stock requests, and then the same
@@ -123,15 +131,28 @@
 //
 //	go test -run '^$' -bench BenchmarkHotSKU -benchtime 5s ./inventory/redisinventory/
 //
-// Figures from a 2-core machine under heavy load from other work (load average 15-28;
-// native MariaDB 10.11 and Redis 7.0 on loopback; 50 clients; one hot SKU), so only
-// indicative: Durable Reserve 1,700-4,900/s, and 2,965/s against 227/s alone in one run
-// (the code before the shared transactions: 874/s, minutes earlier); the plain backend
-// 8,000-38,000/s, 0.6-2.8× the raw EVALSHA of the same run, and 2-4× itself alone (the
-// code before the shared script call: 11,057/s, 0.36× raw). On a quiet machine (make bench,
-// 2026-11-30): plain 35,861/s, 0.50× redis-benchmark's EVALSHA (71,826/s; issue 16's
-// target is 0.8×, not met; the raw EVALSHA from Go reached 68,521/s in the same run, so the
-// gap is in this Reserve path, not the client); Durable 9,502/s.
+// It also reports redis-µs/op, the Redis server's CPU time per reservation. Figures from a
+// 2-core machine shared with other work (load average 2-6; native MariaDB 10.11 and Redis
+// 7.0 on loopback; 50 clients; one hot SKU), so only indicative, raw and ours in one run,
+// six runs alternating the code before and after the per-batch script (2026-11-30):
+//
+//	                                    Reserve/s   raw/s       x-raw       Redis µs/op (raw's)
+//	before: the whole script per reservation, 4 calls in flight
+//	                                    36.5-54.7k  58.8-83.9k  0.55-0.68   14.8-21.1 (9.8-13.1)
+//	after: per-batch script, 2 calls in flight
+//	                                    33.1-62.0k  41.5-73.9k  0.69-0.90*  9.9-14.7 (9.5-13.5)
+//	Durable before / after (one run each): 8,218/s / 11,476/s; Redis 24.4 / 14.1 µs per reservation
+//
+// (*) and 0.44 once, while another process loaded the machine; twelve more runs of the
+// plain backend gave 0.68-1.53, median about 0.9, and the best 78,119/s against 91,674/s
+// raw (0.85). Earlier: 0.36× raw before the shared script call; on a quiet machine (make
+// bench, 2026-11-30, before the per-batch script) 0.50× redis-benchmark's EVALSHA. The
+// combined script now costs Redis about what the one-line raw EVALSHA does per
+// reservation, so under load the Go side (8-11 µs of CPU per reservation on the same two
+// cores) decides the rate. What is left per reservation is its record (HSET, about
+// 2.3 µs), its due-index entry (about 1.7 µs within the batch's ZADD) and its share of
+// the replay check (about 0.6 µs); a string record written with one MSET per batch would
+// save about 1.2 µs of the HSET, at the price of a new record format.
 //
 // Running Redis with persistence (appendonly yes) stays worthwhile as defence in depth:
 // it makes rebuilds rare. It is not what keeps the stock: the journal is.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/internal/groupcommit"
 )
 
 // SetHook sets the test hook a Durable's writers run inside their transaction after their
@@ -25,4 +26,26 @@ func SetMaxBatch(b inventory.Backend, n int) {
 // SweepStrays runs a Durable's sweep of Redis reservations the journal does not hold live.
 func SweepStrays(ctx context.Context, d *Durable, now time.Time, limit int) error {
 	return d.sweepStrays(ctx, now, limit)
+}
+
+// ReserveBatch reserves rs (built as inventory.Inventory builds them) in one batch, as if
+// they had queued together: one script call (plain), or one journal transaction with one
+// script call (Durable). It returns each one's answer.
+func ReserveBatch(ctx context.Context, be inventory.Backend, rs ...inventory.Reservation) ([]inventory.Reservation, []error) {
+	calls := make([]*groupcommit.Call, len(rs))
+	for i, r := range rs {
+		calls[i] = &groupcommit.Call{Ctx: ctx, R: r}
+	}
+	switch be := be.(type) {
+	case *Backend:
+		be.reserveMany(ctx, calls, nil)
+	case *Durable:
+		fail := func(ctx context.Context, err error) error { return be.fail(ctx, "reserve", err) }
+		groupcommit.InTx(be.db, be.reserveBatch, fail)(ctx, calls, func() {})
+	}
+	out, errs := make([]inventory.Reservation, len(calls)), make([]error, len(calls))
+	for i, c := range calls {
+		out[i], errs[i] = c.Out, c.Err
+	}
+	return out, errs
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
 )
@@ -122,6 +123,11 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 		return RebuildReport{}, err
 	}
 	restarted := d.runID != "" && d.runID != runID
+	if !force {
+		if err := d.refuseUnjournaled(ctx); err != nil {
+			return RebuildReport{}, err
+		}
+	}
 	if !force && !restarted && !d.forced.Load() {
 		gen, err := d.currentGen(ctx)
 		if err != nil {
@@ -148,6 +154,31 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 	d.log.WarnContext(ctx, "redisinventory: Redis rebuilt from the journal", "generation", rep.Generation,
 		"skus", rep.SKUs, "reservations", rep.Reservations, "took", rep.Took)
 	return rep, nil
+}
+
+// ErrUnjournaledData is the error of a Heal that would build Redis for the first time from
+// the journal while Redis already holds stock under the inventory's prefix: a plain
+// Backend's data, or a Durable's whose journal was lost. Building would wipe that stock,
+// so Heal fails closed instead. Either give the Durable a prefix of its own (WithTag) and
+// set its stock, or wipe the old data on purpose with Rebuild and set the stock again.
+var ErrUnjournaledData = errcode.New(errcode.FailedPrecondition, "unjournaled_stock",
+	"redisinventory: Redis holds stock the journal never recorded; a first build would wipe it (see ErrUnjournaledData)")
+
+// refuseUnjournaled returns ErrUnjournaledData when the journal was never built (generation
+// 0) and Redis holds SKUs under the prefix.
+func (d *Durable) refuseUnjournaled(ctx context.Context) error {
+	gen, err := d.currentGen(ctx)
+	if err != nil || gen != 0 {
+		return sqlutil.Unavailable(d.db, err)
+	}
+	n, err := d.b.c.Exists(ctx, d.b.skus).Result()
+	switch {
+	case err != nil:
+		return redisErr(ctx, err)
+	case n > 0:
+		return fmt.Errorf("%w: %s holds SKUs", ErrUnjournaledData, d.b.skus)
+	}
+	return nil
 }
 
 type usage struct{ sku, buyer string }

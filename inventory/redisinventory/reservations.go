@@ -38,12 +38,20 @@ func (b *Backend) reserveMany(ctx context.Context, calls []*groupcommit.Call, _ 
 // tailKeys and tailArgs (a guard's) appended, and returns each call's reply; errLost when
 // the guard refused.
 func (b *Backend) runReserveMany(ctx context.Context, script *redis.Script, calls []*groupcommit.Call, tailKeys []string, tailArgs ...any) ([]any, error) {
-	keys := []string{b.due}
-	args := []any{len(calls)}
+	nk, na := 1+len(tailKeys), 1+len(tailArgs)
 	for _, c := range calls {
-		k, a := b.reserveCall(c.R)
-		keys = append(append(keys, k[0]), k[2:]...)
-		args = append(append(args, len(a), len(k)-1), a...)
+		nk += 1 + 2*len(c.R.Lines)
+		na += 6 + len(c.R.Lines)
+	}
+	keys := make([]string, 1, nk)
+	keys[0] = b.due
+	args := make([]any, 1, na)
+	args[0] = len(calls)
+	for _, c := range calls {
+		r := c.R
+		keys = append(keys, b.resKey(r.ID))
+		args = append(args, len(r.Lines), r.ID, inventory.EncodeLines(r.Lines), r.BuyerID, r.CreatedAt.UnixMilli(), r.ExpiresAt.UnixMilli())
+		keys, args = b.lineKeys(r, keys, args)
 	}
 	replies, err := script.Run(ctx, b.c, append(keys, tailKeys...), append(args, tailArgs...)...).Slice()
 	switch {
@@ -55,18 +63,6 @@ func (b *Backend) runReserveMany(ctx context.Context, script *redis.Script, call
 		return nil, fmt.Errorf("%d replies to %d reservations", len(replies), len(calls))
 	}
 	return replies, nil
-}
-
-// reserveCall returns the keys and arguments of the reserve script for r.
-func (b *Backend) reserveCall(r inventory.Reservation) ([]string, []any) {
-	n := len(r.Lines)
-	keys := make([]string, 2, 2+2*n)
-	keys[0], keys[1] = b.resKey(r.ID), b.due
-	args := make([]any, 5, 5+n)
-	args[0], args[1], args[2] = r.ID, inventory.EncodeLines(r.Lines), r.BuyerID
-	args[3], args[4] = r.CreatedAt.UnixMilli(), r.ExpiresAt.UnixMilli()
-	keys, args = b.lineKeys(r, keys, args)
-	return keys, args
 }
 
 // reserveReply turns the reserve script's reply into the reservation or its error;

@@ -18,90 +18,154 @@ import (
 // against about 11 µs for receiving and answering the EVALSHA itself, so the hot path keeps
 // calls few and replies small (EXISTS rather than HMGET for the replay check).
 
-// reserveLua checks every line first and changes nothing unless all fit, so a refused
-// reservation (the common case once a flash sale sells out) costs only reads.
+// reserveManyLua reserves several reservations in one call (those that queued while the
+// previous call ran; see Backend.Reserve), in order, each with its own reply, leaving
+// exactly what running them one after another would: the server's fixed cost of a call is
+// paid once, and so is the work that can be done once per batch. Each reservation checks
+// every line first and changes nothing unless all fit, so a refused reservation (the
+// common case once a flash sale sells out) costs only reads; each has its own record
+// (replay check and HSET). The stock and buyer usage are read once per key and batch into
+// Lua-local tables, checked and counted down there, and written once at the end (one
+// HINCRBY per SKU and buyer), as are the due index's new entries (one ZADD). The writes
+// are made also when a redis.call fails midway (a key of the wrong type), so the data
+// stays as the reservations before it left it.
 //
-// KEYS[1] reservation, KEYS[2] due index, KEYS[3..n+2] stock of each line,
-// KEYS[n+3..2n+2] buyer usage of each line (only with a buyer).
-// ARGV[1] id, ARGV[2] lines, ARGV[3] buyer, ARGV[4] now, ARGV[5] deadline, ARGV[6..n+5] qty.
-// Returns 1 when reserved, {0, state, created, expires, resolved} for a replay, {-1} on a
-// conflict, {-2, i} unknown SKU of line i, {-3, i, available}, {-4, i, limit, used}.
-const reserveLua = `
-` + reserveReplayLua + `
-local n = #ARGV - 5
-local buyer = ARGV[3]
-for i = 1, n do
-  local s = redis.call('HMGET', KEYS[2 + i], 'available', 'limit')
-  if not s[1] then return {-2, i} end
-  local q = tonumber(ARGV[5 + i])
-  local a = tonumber(s[1])
-  if a < q then return {-3, i, a} end
-  local limit = tonumber(s[2]) or 0
-  if limit > 0 then
-    if buyer == '' then return {-4, i, limit, 0} end
-    local used = tonumber(redis.call('HGET', KEYS[2 + n + i], buyer) or '0')
-    if used + q > limit then return {-4, i, limit, used} end
+// KEYS[1] due index, then per reservation: its record, the stock of each line, the buyer
+// usage of each line (only with a buyer). ARGV[1] the number of reservations, then per
+// reservation: n its number of lines, id, lines, buyer, created, expires (ms), and the qty
+// of each line.
+// Each reply is 1 when reserved, {0, state, created, expires, resolved} for a replay, {-1}
+// on a conflict, {-2, i} unknown SKU of line i, {-3, i, available} or {-4, i, limit, used}.
+var reserveManyLua = reserveManyOf(reserveReplayLua)
+
+// reserveManyOf returns reserveManyLua with replay, the opening of each reservation, in
+// place of reserveReplayLua. replay sees the locals key, id, lines, buyer, created,
+// expires and absent (true when the record is known not to exist: the batch found none of
+// its records and has not written this one), and index(expires, id), which adds an entry
+// to the due index; it returns the reservation's reply, or falls through to reserve it.
+func reserveManyOf(replay string) string {
+	return `local due = KEYS[1]
+local stock, stocks = {}, {}
+local usage, usages = {}, {}
+local entries = {}
+-- none: no record of the batch existed before it; made: the records it wrote.
+local none, made = true, {}
+local function index(expires, id)
+  entries[#entries + 1] = expires
+  entries[#entries + 1] = id
+end
+-- level returns the stock of key as {available, limit, taken}, or false for an unknown SKU.
+local function level(key)
+  local s = stock[key]
+  if s == nil then
+    local v = redis.call('HMGET', key, 'available', 'limit')
+    s = v[1] and {tonumber(v[1]), tonumber(v[2]) or 0, 0} or false
+    stock[key] = s
+    if s then stocks[#stocks + 1] = key end
+  end
+  return s
+end
+-- used returns buyer's usage of key as {used or false (not read yet), added}.
+local function used(key, buyer)
+  local byKey = usage[key]
+  if not byKey then
+    byKey = {}
+    usage[key] = byKey
+  end
+  local u = byKey[buyer]
+  if not u then
+    u = {false, 0}
+    byKey[buyer] = u
+    usages[#usages + 1] = {key, buyer, u}
+  end
+  return u
+end
+local function reserve(k, a, n)
+  local key, id, lines, buyer, created, expires = KEYS[k], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local absent = none and not made[key]
+` + replay + `
+  for i = 1, n do
+    local s = level(KEYS[k + i])
+    if not s then return {-2, i} end
+    local q = tonumber(ARGV[a + 5 + i])
+    local avail = s[1] - s[3]
+    if avail < q then return {-3, i, avail} end
+    if s[2] > 0 then
+      if buyer == '' then return {-4, i, s[2], 0} end
+      local u = used(KEYS[k + n + i], buyer)
+      if not u[1] then u[1] = tonumber(redis.call('HGET', KEYS[k + n + i], buyer) or '0') end
+      if u[1] + u[2] + q > s[2] then return {-4, i, s[2], u[1] + u[2]} end
+    end
+  end
+  for i = 1, n do
+    local q = tonumber(ARGV[a + 5 + i])
+    local s = stock[KEYS[k + i]]
+    s[3] = s[3] + q
+    if buyer ~= '' then
+      local u = used(KEYS[k + n + i], buyer)
+      u[2] = u[2] + q
+    end
+  end
+  redis.call('HSET', key, 'state', 'reserved', 'lines', lines, 'buyer', buyer, 'created', created, 'expires', expires)
+  made[key] = true
+  index(expires, id)
+  return 1
+end
+-- Where each reservation's keys and arguments start, and whether any record exists.
+local m, ks, as, records = tonumber(ARGV[1]), {}, {}, {}
+local k, a = 2, 2
+for j = 1, m do
+  ks[j], as[j], records[j] = k, a, KEYS[k]
+  local n = tonumber(ARGV[a])
+  k = k + 1 + n
+  if ARGV[a + 3] ~= '' then k = k + n end
+  a = a + 6 + n
+end
+for i = 1, m, 512 do
+  if redis.call('EXISTS', unpack(records, i, math.min(i + 511, m))) > 0 then
+    none = false
+    break
   end
 end
-for i = 1, n do
-  redis.call('HINCRBY', KEYS[2 + i], 'available', -ARGV[5 + i])
-  if buyer ~= '' then redis.call('HINCRBY', KEYS[2 + n + i], buyer, ARGV[5 + i]) end
-end
-redis.call('HSET', KEYS[1], 'state', 'reserved', 'lines', ARGV[2], 'buyer', buyer, 'created', ARGV[4], 'expires', ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-return 1
-`
-
-// reserveManyLua runs the reserve script for several reservations in one call (the
-// reservations that queued while the previous call ran; see Backend.Reserve), each with
-// its own reply, in order: the server's fixed cost of a call is paid once.
-//
-// KEYS[1] due index, then per reservation: its record, stock of each line, buyer usage of
-// each line (with a buyer). ARGV[1] the number of reservations, then per reservation: the
-// number of its arguments, the number of its keys, and the reserve script's arguments.
-// Returns the reserve script's reply of each.
-var reserveManyLua = reserveManyOf(reserveLua)
-
-// reserveManyOf returns the script running reserve, a reserve script, for several
-// reservations.
-func reserveManyOf(reserve string) string {
-	return `local function one(K, A)
-` + strings.NewReplacer("KEYS[", "K[", "ARGV[", "A[", "#ARGV", "#A").Replace(reserve) + `
-end
 local out = {}
-local ki, ai = 2, 2
-for j = 1, tonumber(ARGV[1]) do
-  local nargs, nkeys = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
-  local K, A = {KEYS[ki], KEYS[1]}, {}
-  for x = 1, nkeys - 1 do K[2 + x] = KEYS[ki + x] end
-  for x = 1, nargs do A[x] = ARGV[ai + 1 + x] end
-  out[j] = one(K, A)
-  ki = ki + nkeys
-  ai = ai + 2 + nargs
+local ok, err = pcall(function()
+  for j = 1, m do out[j] = reserve(ks[j], as[j], tonumber(ARGV[as[j]])) end
+end)
+for _, key in ipairs(stocks) do
+  local taken = stock[key][3]
+  if taken > 0 then redis.call('HINCRBY', key, 'available', string.format('%d', -taken)) end
 end
+for _, u in ipairs(usages) do
+  if u[3][2] > 0 then redis.call('HINCRBY', u[1], u[2], string.format('%d', u[3][2])) end
+end
+for i = 1, #entries, 512 do
+  redis.call('ZADD', due, unpack(entries, i, math.min(i + 511, #entries)))
+end
+if not ok then error(err) end
 return out
 `
 }
 
-// reserveReplayLua opens the reserve script: a reservation that exists is a replay.
-const reserveReplayLua = `if redis.call('EXISTS', KEYS[1]) == 1 then
-  local rec = redis.call('HMGET', KEYS[1], 'state', 'lines', 'buyer', 'created', 'expires', 'resolved')
-  if rec[2] ~= ARGV[2] or rec[3] ~= ARGV[3] then return {-1} end
-  return {0, rec[1], rec[4], rec[5], rec[6] or '0'}
-end`
+// reserveReplayLua opens each reservation of reserveManyLua: a reservation that exists is
+// a replay.
+const reserveReplayLua = `  if not absent and redis.call('EXISTS', key) == 1 then
+    local rec = redis.call('HMGET', key, 'state', 'lines', 'buyer', 'created', 'expires', 'resolved')
+    if rec[2] ~= lines or rec[3] ~= buyer then return {-1} end
+    return {0, rec[1], rec[4], rec[5], rec[6] or '0'}
+  end`
 
 // reserveFreshLua replaces reserveReplayLua in the journaled backend, which calls the
 // script only for a reservation SQL has just recorded for the first time: a live record of
 // the same ID is the Redis half of an earlier attempt whose SQL transaction rolled back,
 // adopted with the new deadline; a dead one is reserved anew over.
-const reserveFreshLua = `local rec = redis.call('HMGET', KEYS[1], 'state', 'lines', 'buyer')
-if rec[1] == 'reserved' then
-  if rec[2] ~= ARGV[2] or rec[3] ~= ARGV[3] then return {-1} end
-  redis.call('HSET', KEYS[1], 'created', ARGV[4], 'expires', ARGV[5])
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-  return 1
-end
-if rec[1] then redis.call('DEL', KEYS[1]) end`
+const reserveFreshLua = `  local rec = absent and {} or redis.call('HMGET', key, 'state', 'lines', 'buyer')
+  if rec[1] == 'reserved' then
+    if rec[2] ~= lines or rec[3] ~= buyer then return {-1} end
+    redis.call('HSET', key, 'created', created, 'expires', expires)
+    index(expires, id)
+    return 1
+  end
+  if rec[1] then redis.call('DEL', key) end`
 
 // resolveLua is the body of the commit, release and expire scripts; TARGET is replaced by
 // the state the script resolves to. A reservation at or past its deadline always resolves
@@ -323,7 +387,7 @@ type guardedScripts struct {
 func newGuardedScripts() guardedScripts {
 	guarded := func(body string) *redis.Script { return redis.NewScript(guardLua + body) }
 	return guardedScripts{
-		reserveMany: guarded(reserveManyOf(strings.Replace(reserveLua, reserveReplayLua, reserveFreshLua, 1))),
+		reserveMany: guarded(reserveManyOf(reserveFreshLua)),
 		settle:      guarded(settleLua),
 		setStock:    guarded(setStockLua),
 		adjust:      guarded(adjustLua),

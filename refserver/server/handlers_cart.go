@@ -55,15 +55,17 @@ func (s *Server) getCart(w http.ResponseWriter, r *http.Request) {
 	s.writeCart(w, r, c, err)
 }
 
-// addToCart adds units of a product to the caller's cart (behind an Idempotency-Key, as
-// adding is not idempotent by itself).
+// addToCart adds units of a product to the caller's cart once per Idempotency-Key: the
+// cart records the key with the addition (AddOnce), so a retry adds nothing even when the
+// stored response is gone (a crash between the commit and storing it, or a key older than
+// the idempotency store keeps).
 func (s *Server) addToCart(w http.ResponseWriter, r *http.Request) {
 	var in LineJSON
 	if err := decode(r, &in); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	c, err := s.carts.Add(r.Context(), principal(r.Context()).UserID, in.ProductID, in.Qty)
+	c, err := s.carts.AddOnce(r.Context(), principal(r.Context()).UserID, in.ProductID, in.Qty, r.Header.Get(IdempotencyKeyHeader))
 	s.writeCart(w, r, c, err)
 }
 
