@@ -69,7 +69,8 @@ func WithWebhookVerifier(v WebhookVerifier) Option {
 
 // New returns a Service storing payments in db (run CreateSchema first) and charging them
 // through gw. Wrap gw with the resilient package for timeouts, retries, a circuit breaker and a
-// bulkhead.
+// bulkhead. An option given an invalid value (see each option) is refused with a
+// *ValidationError naming it (ErrInvalidRequest), and no Service.
 func New(db *bun.DB, gw Gateway, opts ...Option) (*Service, error) {
 	if db == nil || gw == nil {
 		return nil, errors.New("payment: New needs a database and a gateway")
