@@ -226,9 +226,7 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		maxUnpaidPerProduct: DefaultMaxUnpaidPerProduct,
 		maxUnpaidUnits:      DefaultMaxUnpaidUnits,
 	}
-	for _, o := range opts {
-		o(&st)
-	}
+	optErr := option.Apply(&st, opts)
 	var missing []string
 	for _, part := range []struct {
 		name string
@@ -244,8 +242,8 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 	switch {
 	case len(missing) > 0:
 		return nil, fmt.Errorf("%w: Config lacks %v", ErrInvalidConfig, missing)
-	case st.Err() != nil:
-		return nil, st.Err()
+	case optErr != nil:
+		return nil, optErr
 	case st.expiry+st.payWindow > ledger.MaxHoldTimeout:
 		return nil, fmt.Errorf("%w: order expiry + payment window exceeds %v", ErrInvalidConfig, ledger.MaxHoldTimeout)
 	}

@@ -71,10 +71,7 @@ func New(db bun.IDB, issuer Issuer, opts ...Option) (*Service, error) {
 		observer:  observe.Nop{},
 		templates: make(map[string]Template),
 	}}
-	for _, opt := range opts {
-		opt(&s)
-	}
-	if err := s.Err(); err != nil {
+	if err := option.Apply(&s, opts); err != nil {
 		return nil, fmt.Errorf("coupon: %w", err)
 	}
 	return &Service{db: db, shared: s.shared}, nil

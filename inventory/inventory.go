@@ -7,6 +7,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/observe"
 )
 
@@ -22,10 +23,7 @@ type Inventory struct {
 // refused with an *errcode.InvalidError naming it (ErrInvalidRequest), and no Inventory.
 func New(b Backend, opts ...Option) (*Inventory, error) {
 	cfg := defaults()
-	for _, o := range opts {
-		o(&cfg)
-	}
-	if err := cfg.Err(); err != nil {
+	if err := option.Apply(&cfg, opts); err != nil {
 		return nil, fmt.Errorf("inventory: %w", err)
 	}
 	return &Inventory{b: b, cfg: cfg}, nil

@@ -83,10 +83,7 @@ func New(db bun.IDB, opts ...Option) (*Ledger, error) {
 		sweepEvery: time.Second,
 		sweepBatch: 100,
 	}}
-	for _, o := range opts {
-		o(&s)
-	}
-	if err := s.Err(); err != nil {
+	if err := option.Apply(&s, opts); err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
 	return &s.Ledger, nil

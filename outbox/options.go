@@ -226,15 +226,7 @@ func newSettings(k kind, opts []Option) (settings, error) {
 		retention:     7 * 24 * time.Hour,
 		maxEventBytes: DefaultMaxEventBytes,
 	}
-	for _, o := range opts {
-		if o != nil {
-			o(&s)
-		}
-	}
-	if err := s.Err(); err != nil {
-		return s, err
-	}
-	return s, nil
+	return s, option.Apply(&s, opts)
 }
 
 // defaults fills batch size, interval and backoff bounds that no option set.

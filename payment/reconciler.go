@@ -74,10 +74,7 @@ func WithConcurrency(n int) ReconcilerOption {
 func NewReconciler(svc *Service, opts ...ReconcilerOption) (*Reconciler, error) {
 	s := reconcilerSettings{Reconciler: Reconciler{svc: svc, threshold: time.Minute, interval: 30 * time.Second,
 		batch: 100, concurrency: 4}}
-	for _, o := range opts {
-		o(&s)
-	}
-	if err := s.Err(); err != nil {
+	if err := option.Apply(&s, opts); err != nil {
 		return nil, fmt.Errorf("payment: reconciler: %w", err)
 	}
 	return &s.Reconciler, nil

@@ -83,10 +83,7 @@ func New(db *bun.DB, gw Gateway, opts ...Option) (*Service, error) {
 		observer: observe.Nop{},
 	}
 	set := serviceSettings{Service: s}
-	for _, o := range opts {
-		o(&set)
-	}
-	if err := set.Err(); err != nil {
+	if err := option.Apply(&set, opts); err != nil {
 		return nil, fmt.Errorf("payment: %w", err)
 	}
 	return s, nil

@@ -147,10 +147,7 @@ func New(db *bun.DB, com Commerce, opts ...Option) (*Service, error) {
 		return nil, errors.New("cart: New needs a database and a Commerce")
 	}
 	s := settings{Service: &Service{db: db, com: com, now: time.Now}}
-	for _, o := range opts {
-		o(&s)
-	}
-	if err := s.Err(); err != nil {
+	if err := option.Apply(&s, opts); err != nil {
 		return nil, fmt.Errorf("cart: %w", err)
 	}
 	return s.Service, nil

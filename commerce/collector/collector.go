@@ -80,10 +80,7 @@ func New(db *bun.DB, opts ...Option) (*Collector, error) {
 	}
 	s := settings{Errors: option.Errors{Sentinel: ErrInvalidArgument},
 		Collector: &Collector{db: db, loc: Seoul(), now: time.Now, log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
-	for _, o := range opts {
-		o(&s)
-	}
-	if err := s.Err(); err != nil {
+	if err := option.Apply(&s, opts); err != nil {
 		return nil, err
 	}
 	return s.Collector, nil

@@ -167,17 +167,15 @@ func New(db *bun.DB, target string, opts ...Option) (*Notifier, error) {
 		interval: 200 * time.Millisecond, client: &http.Client{}, now: time.Now,
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), onState: func(string, string) {},
 	}
-	for _, o := range opts {
-		o(&c)
-	}
+	optErr := option.Apply(&c, opts)
 	u, err := url.Parse(target)
 	switch {
 	case db == nil:
 		return nil, fmt.Errorf("%w: no database", ErrInvalidConfig)
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 		return nil, fmt.Errorf("%w: %q is not an http(s) URL", ErrInvalidConfig, target)
-	case c.Err() != nil:
-		return nil, c.Err()
+	case optErr != nil:
+		return nil, optErr
 	}
 	// A claim must outlast the longest attempt (every call timing out, the longest pause
 	// between them), or a second sender takes over a delivery still being sent.

@@ -17,14 +17,24 @@ type settings struct {
 	log      *slog.Logger
 }
 
+// opt is what a package's Option type is.
+type opt func(*settings)
+
+func withInterval(d time.Duration) opt {
+	return func(s *settings) { option.Positive(&s.Errors, &s.interval, "WithInterval", d) }
+}
+
+func withLogger(l *slog.Logger) opt {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.log, "WithLogger", l) }
+}
+
 func Example() {
 	s := settings{interval: time.Second} // the defaults
-	option.Positive(&s.Errors, &s.interval, "WithInterval", 5*time.Second)
-	fmt.Println(s.interval, s.Err())
+	err := option.Apply(&s, []opt{withInterval(5 * time.Second)})
+	fmt.Println(s.interval, err)
 
-	option.Positive(&s.Errors, &s.interval, "WithInterval", 0)
-	option.NotNil(&s.Errors, &s.log, "WithLogger", nil)
-	err := s.Err() // the first refusal; the constructor returns it
+	s = settings{interval: time.Second}
+	err = option.Apply(&s, []opt{withInterval(0), withLogger(nil)}) // the first refusal
 	fmt.Println(err)
 	fmt.Println(errors.Is(err, errcode.ErrInvalidArgument), errcode.FieldOf(err))
 	// Output:

@@ -7,8 +7,8 @@
 // option out is how a caller asks for its default.
 //
 // A constructor's settings embed an Errors; its options set fields through Positive and
-// NotNil (or record their own refusal with Reject), and the constructor returns Err after
-// applying them. A package with a sentinel of its own for a bad configuration sets
+// NotNil (or record their own refusal with Reject), and the constructor runs them with
+// Apply, which returns the first refusal. A package with a sentinel of its own for a bad configuration sets
 // Errors.Sentinel, which the *errcode.InvalidError then matches instead of
 // errcode.ErrInvalidArgument.
 package option
@@ -68,4 +68,15 @@ func isNil(v any) bool {
 		return rv.IsNil()
 	}
 	return false
+}
+
+// Apply runs opts (nil ones are skipped) on the settings s, which embed an Errors, and
+// returns the first refusal they recorded.
+func Apply[S interface{ Err() error }, O ~func(S)](s S, opts []O) error {
+	for _, o := range opts {
+		if o != nil {
+			o(s)
+		}
+	}
+	return s.Err()
 }

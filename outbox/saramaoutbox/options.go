@@ -45,12 +45,7 @@ func newOptions(opts []Option) (options, error) {
 		minBackoff: 100 * time.Millisecond,
 		maxBackoff: 10 * time.Second,
 	}
-	for _, opt := range opts {
-		if opt != nil {
-			opt(&o)
-		}
-	}
-	if err := o.Err(); err != nil {
+	if err := option.Apply(&o, opts); err != nil {
 		return o, fmt.Errorf("saramaoutbox: %w", err)
 	}
 	return o, nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/observe"
 )
 
@@ -38,14 +39,12 @@ func New(b Backend, opts ...Option) (*Store, error) {
 		bg:          newBackground(),
 	}
 	set := settings{Store: s}
-	for _, o := range opts {
-		o(&set)
-	}
+	optErr := option.Apply(&set, opts)
 	switch {
 	case b == nil:
 		return nil, &InvalidError{Field: "backend", Reason: "nil"}
-	case set.Err() != nil:
-		return nil, set.Err()
+	case optErr != nil:
+		return nil, optErr
 	case s.retention <= s.lockTimeout:
 		return nil, &InvalidError{Field: "WithRetention", Reason: fmt.Sprintf("%v is not longer than the lock timeout %v", s.retention, s.lockTimeout)}
 	}

@@ -57,10 +57,7 @@ func NewClient(baseURL string, opts ...ClientOption) (*Client, error) {
 	}
 	c := &Client{base: strings.TrimRight(baseURL, "/"), hc: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}}
 	set := clientSettings{Client: c}
-	for _, o := range opts {
-		o(&set)
-	}
-	if err := set.Err(); err != nil {
+	if err := option.Apply(&set, opts); err != nil {
 		return nil, fmt.Errorf("pgsim: %w", err)
 	}
 	return c, nil

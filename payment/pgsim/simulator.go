@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/payment"
 )
 
@@ -117,10 +118,7 @@ func New(opts ...Option) (*Simulator, error) {
 		closed:           make(chan struct{}),
 	}
 	set := settings{Simulator: s}
-	for _, o := range opts {
-		o(&set)
-	}
-	if err := set.Err(); err != nil {
+	if err := option.Apply(&set, opts); err != nil {
 		return nil, fmt.Errorf("pgsim: %w", err)
 	}
 	return s, nil

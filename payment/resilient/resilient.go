@@ -12,6 +12,7 @@ import (
 	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/failsafe-go/failsafe-go/timeout"
 
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/payment"
 )
 
@@ -43,10 +44,7 @@ var _ payment.Gateway = (*Gateway)(nil)
 // naming it, and no Gateway.
 func Wrap(gw payment.Gateway, opts ...Option) (*Gateway, error) {
 	c := defaults()
-	for _, o := range opts {
-		o(&c)
-	}
-	if err := c.Err(); err != nil {
+	if err := option.Apply(&c, opts); err != nil {
 		return nil, fmt.Errorf("resilient: %w", err)
 	}
 	breaker := circuitbreaker.NewBuilder[any]().

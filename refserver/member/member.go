@@ -154,10 +154,7 @@ func New(db *bun.DB, deny Denylist, secret []byte, opts ...Option) (*Service, er
 		accounts:  newFailureLimiter(DefaultAccountFailures, DefaultFailureWindow),
 		addresses: newFailureLimiter(DefaultAddressFailures, DefaultFailureWindow)}
 	set := settings{Service: s}
-	for _, o := range opts {
-		o(&set)
-	}
-	if err := set.Err(); err != nil {
+	if err := option.Apply(&set, opts); err != nil {
 		return nil, fmt.Errorf("member: %w", err)
 	}
 	var err error

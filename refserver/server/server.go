@@ -75,10 +75,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil)), now: time.Now}
 	set := settings{Server: s}
-	for _, o := range opts {
-		o(&set)
-	}
-	if err := set.Err(); err != nil {
+	if err := option.Apply(&set, opts); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	secret := cfg.JWTSecret
