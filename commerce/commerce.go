@@ -10,6 +10,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/observe"
@@ -74,6 +75,7 @@ type Service struct {
 }
 
 type settings struct {
+	option.Errors
 	now            func() time.Time
 	log            *slog.Logger
 	obs            Observer
@@ -91,41 +93,68 @@ type settings struct {
 	maxUnpaidPerProduct, maxUnpaidUnits int64
 }
 
-// Option configures a Service.
+// Option configures a Service. An option given an invalid value (see each option) makes
+// New fail with an *errcode.InvalidError naming the option (ErrInvalidConfig).
 type Option func(*settings)
 
 // WithClock sets where the Service reads the time (expiry, the cancel window, timestamps);
-// default time.Now. Give the leaves the same clock.
-func WithClock(now func() time.Time) Option { return func(s *settings) { s.now = now } }
+// default time.Now. Give the leaves the same clock. It must not be nil.
+func WithClock(now func() time.Time) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.now, "WithClock", now) }
+}
 
 // WithLogger sets the logger (background loops and recovery log through it); default
-// discards.
-func WithLogger(l *slog.Logger) Option { return func(s *settings) { s.log = l } }
+// discards. It must not be nil.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.log, "WithLogger", l) }
+}
 
-// WithObserver sets the metrics hook; default none.
-func WithObserver(o Observer) Option { return func(s *settings) { s.obs = o } }
+// WithObserver sets the metrics hook; default none. It must not be nil.
+func WithObserver(o Observer) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.obs, "WithObserver", o) }
+}
 
 // WithOrderExpiry sets how long an order waits for payment before it expires; default
-// DefaultOrderExpiry.
-func WithOrderExpiry(d time.Duration) Option { return func(s *settings) { s.expiry = d } }
+// DefaultOrderExpiry. It must be positive, and with the payment window at most
+// ledger.MaxHoldTimeout.
+func WithOrderExpiry(d time.Duration) Option {
+	return func(s *settings) { option.Positive(&s.Errors, &s.expiry, "WithOrderExpiry", d) }
+}
 
 // WithPaymentWindow sets how long, past the order's expiry, its stock reservation and
 // points hold last, so that a payment started just before expiry can still complete;
-// default DefaultPaymentWindow. An approval that arrives later is refunded.
-func WithPaymentWindow(d time.Duration) Option { return func(s *settings) { s.payWindow = d } }
+// default DefaultPaymentWindow. An approval that arrives later is refunded. It must be
+// positive.
+func WithPaymentWindow(d time.Duration) Option {
+	return func(s *settings) { option.Positive(&s.Errors, &s.payWindow, "WithPaymentWindow", d) }
+}
 
 // WithCancelWindow sets how long after payment a paid order may be cancelled; default
-// DefaultCancelWindow (24 hours, seed 004).
-func WithCancelWindow(d time.Duration) Option { return func(s *settings) { s.cancelWindow = d } }
+// DefaultCancelWindow (24 hours, seed 004). It must be positive.
+func WithCancelWindow(d time.Duration) Option {
+	return func(s *settings) { option.Positive(&s.Errors, &s.cancelWindow, "WithCancelWindow", d) }
+}
 
 // WithRewardRate sets the reward earned on payment, in basis points of the amount paid
-// through the PG (100 = 1%, rounded down); default DefaultRewardRate. 0 disables rewards.
-func WithRewardRate(basisPoints int64) Option { return func(s *settings) { s.rewardBP = basisPoints } }
+// through the PG (100 = 1%, rounded down); default DefaultRewardRate. 0 disables rewards;
+// at most 10000.
+func WithRewardRate(basisPoints int64) Option {
+	return func(s *settings) {
+		if basisPoints < 0 || basisPoints > 10_000 {
+			s.Reject("WithRewardRate", fmt.Sprintf("%d is not within 0..10000 basis points", basisPoints))
+			return
+		}
+		s.rewardBP = basisPoints
+	}
+}
 
 // WithFaultHook sets a function consulted at every step boundary of the order flows with
 // the step's name (see the package documentation); when it returns an error the flow stops
 // right there, as if the process had died, and returns that error. For tests of recovery.
-func WithFaultHook(f func(step string) error) Option { return func(s *settings) { s.fault = f } }
+// It must not be nil.
+func WithFaultHook(f func(step string) error) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.fault, "WithFaultHook", f) }
+}
 
 // WithTopic writes every event to one topic, instead of the per-type DefaultTopics.
 func WithTopic(topic string) Option {
@@ -147,28 +176,41 @@ func WithTopics(t Topics) Option {
 }
 
 // WithSweepInterval sets how often Run expires unpaid orders; default
-// DefaultSweepInterval.
-func WithSweepInterval(d time.Duration) Option { return func(s *settings) { s.sweepEvery = d } }
+// DefaultSweepInterval. It must be positive.
+func WithSweepInterval(d time.Duration) Option {
+	return func(s *settings) { option.Positive(&s.Errors, &s.sweepEvery, "WithSweepInterval", d) }
+}
 
 // WithRecovery sets how old (since its last change) an order in flight must be before
 // Run's recovery loop takes it over (default DefaultRecoverAfter: younger ones are likely
-// still being driven by their request) and how often that loop runs (default
-// DefaultRecoverEvery). Recover itself takes every order in flight, whatever its age.
+// still being driven by their request; not negative) and how often that loop runs (default
+// DefaultRecoverEvery; positive). Recover itself takes every order in flight, whatever its
+// age.
 func WithRecovery(after, every time.Duration) Option {
-	return func(s *settings) { s.recoverAfter, s.recoverEvery = after, every }
+	return func(s *settings) {
+		if after < 0 {
+			s.Reject("WithRecovery", fmt.Sprintf("after %v is negative", after))
+			return
+		}
+		s.recoverAfter = after
+		option.Positive(&s.Errors, &s.recoverEvery, "WithRecovery", every)
+	}
 }
 
 // WithEventRetention tells Audit how long the outbox keeps sent events (the Cleaner's
 // retention; default DefaultEventRetention): events of orders closed longer ago than that
-// are not expected any more.
+// are not expected any more. It must be positive.
 func WithEventRetention(d time.Duration) Option {
-	return func(s *settings) { s.eventRetention = d }
+	return func(s *settings) { option.Positive(&s.Errors, &s.eventRetention, "WithEventRetention", d) }
 }
 
 // New returns a Service over the parts in cfg. Create the tables first (CreateSchema, or
-// CreateAllSchemas for the leaves too).
+// CreateAllSchemas for the leaves too). A missing part, or an option given an invalid value,
+// makes it fail with ErrInvalidConfig (an *errcode.InvalidError naming the option for the
+// latter).
 func New(cfg Config, opts ...Option) (*Service, error) {
 	st := settings{
+		Errors:         option.Errors{Sentinel: ErrInvalidConfig},
 		now:            time.Now,
 		log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
 		expiry:         DefaultOrderExpiry,
@@ -184,9 +226,7 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		maxUnpaidPerProduct: DefaultMaxUnpaidPerProduct,
 		maxUnpaidUnits:      DefaultMaxUnpaidUnits,
 	}
-	for _, o := range opts {
-		o(&st)
-	}
+	optErr := option.Apply(&st, opts)
 	var missing []string
 	for _, part := range []struct {
 		name string
@@ -202,16 +242,10 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 	switch {
 	case len(missing) > 0:
 		return nil, fmt.Errorf("%w: Config lacks %v", ErrInvalidConfig, missing)
-	case st.now == nil || st.log == nil:
-		return nil, fmt.Errorf("%w: nil clock or logger", ErrInvalidConfig)
-	case st.expiry <= 0 || st.payWindow <= 0 || st.cancelWindow <= 0:
-		return nil, fmt.Errorf("%w: order expiry, payment window and cancel window must be positive", ErrInvalidConfig)
+	case optErr != nil:
+		return nil, optErr
 	case st.expiry+st.payWindow > ledger.MaxHoldTimeout:
 		return nil, fmt.Errorf("%w: order expiry + payment window exceeds %v", ErrInvalidConfig, ledger.MaxHoldTimeout)
-	case st.rewardBP < 0 || st.rewardBP > 10_000:
-		return nil, fmt.Errorf("%w: reward rate must be 0..10000 basis points", ErrInvalidConfig)
-	case st.sweepEvery <= 0 || st.recoverEvery <= 0 || st.recoverAfter < 0 || st.eventRetention <= 0:
-		return nil, fmt.Errorf("%w: bad interval", ErrInvalidConfig)
 	}
 	if err := st.topics.check(); err != nil {
 		return nil, err

@@ -17,7 +17,9 @@ import (
 // error (errors.As finds e.g. *inventory.InsufficientStockError).
 var (
 	// ErrInvalidConfig: New was given a Config or option it cannot work with.
-	ErrInvalidConfig = errcode.New(errcode.Internal, "invalid_config", "commerce: invalid configuration")
+	// It matches errcode.ErrInvalidArgument too, with the code Internal: a misconfigured
+	// server, not a client's mistake.
+	ErrInvalidConfig = errcode.New(errcode.Internal, "invalid_config", "commerce: invalid configuration", errcode.ErrInvalidArgument)
 	// ErrInvalidRequest: a request failed validation and changed nothing (*ValidationError).
 	// It is errcode.ErrInvalidArgument.
 	ErrInvalidRequest = errcode.ErrInvalidArgument

@@ -30,7 +30,7 @@ func Example() {
 		panic(err)
 	}
 
-	pg := pgsim.New()
+	pg := must(pgsim.New())
 	defer pg.Close()
 	payments, err := payment.New(db, pg, payment.WithWebhookVerifier(pg.WebhookVerifier()))
 	if err != nil {
@@ -51,11 +51,11 @@ func Example() {
 	}
 	svc, err := commerce.New(commerce.Config{
 		DB:         db,
-		Inventory:  inventory.New(sqlinventory.New(db)),
-		Coupons:    coupon.New(db, sqlcoupon.New()),
-		Ledger:     ledger.New(db),
+		Inventory:  must(inventory.New(sqlinventory.New(db))),
+		Coupons:    must(coupon.New(db, sqlcoupon.New())),
+		Ledger:     must(ledger.New(db)),
 		Payments:   payments,
-		Reconciler: payment.NewReconciler(payments),
+		Reconciler: must(payment.NewReconciler(payments)),
 		Outbox:     writer,
 		Relay:      relay,
 	}, commerce.WithRewardRate(100)) // 1% of what the card pays comes back as points
@@ -123,4 +123,12 @@ func Example() {
 	// event: payment-completed
 	// event: order-cancelled
 	// audit clean: true
+}
+
+// must returns v, and panics on err: a constructor refuses only invalid options.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

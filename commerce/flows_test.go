@@ -13,6 +13,7 @@ import (
 	"github.com/commercekit/commercekit/commerce/commercetest"
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/observe"
@@ -757,14 +758,29 @@ func TestNewValidatesConfig(t *testing.T) {
 	require.ErrorIs(t, err, commerce.ErrInvalidConfig)
 	assert.Contains(t, err.Error(), "[Inventory Coupons Ledger Payments Outbox]")
 	cfg := commerce.Config{DB: e.DB, Inventory: e.Inventory, Coupons: e.Coupons, Ledger: e.Ledger, Payments: e.Payments, Outbox: &outbox.Writer{}}
-	for _, opt := range []commerce.Option{
-		commerce.WithOrderExpiry(0), commerce.WithCancelWindow(-time.Hour), commerce.WithRewardRate(10_001),
-		commerce.WithPaymentWindow(31 * 24 * time.Hour), commerce.WithTopic(""),
-	} {
+	for _, opt := range []commerce.Option{commerce.WithPaymentWindow(31 * 24 * time.Hour), commerce.WithTopic("")} {
 		_, err := commerce.New(cfg, opt)
 		require.ErrorIs(t, err, commerce.ErrInvalidConfig)
 	}
-	_, err = commerce.New(cfg)
+	construct := func(opts ...commerce.Option) (*commerce.Service, error) { return commerce.New(cfg, opts...) }
+	testkit.RefusesBadOptions(t, construct, map[string]commerce.Option{
+		"WithClock: nil":                      commerce.WithClock(nil),
+		"WithLogger: nil":                     commerce.WithLogger(nil),
+		"WithObserver: nil":                   commerce.WithObserver(nil),
+		"WithFaultHook: nil":                  commerce.WithFaultHook(nil),
+		"WithOrderExpiry: 0s":                 commerce.WithOrderExpiry(0),
+		"WithPaymentWindow: -1s":              commerce.WithPaymentWindow(-time.Second),
+		"WithCancelWindow: -1h0m0s":           commerce.WithCancelWindow(-time.Hour),
+		"WithRewardRate: 10001":               commerce.WithRewardRate(10_001),
+		"WithRewardRate: -1":                  commerce.WithRewardRate(-1),
+		"WithSweepInterval: 0s":               commerce.WithSweepInterval(0),
+		"WithRecovery: after -1s":             commerce.WithRecovery(-time.Second, time.Second),
+		"WithRecovery: 0s":                    commerce.WithRecovery(time.Second, 0),
+		"WithEventRetention: 0s":              commerce.WithEventRetention(0),
+		"WithUnpaidLimits: -1 per product":    commerce.WithUnpaidLimits(-1, 10),
+		"WithUnpaidLimits: 1 per product, -1": commerce.WithUnpaidLimits(1, -1),
+	}, commerce.ErrInvalidConfig)
+	_, err = commerce.New(cfg, commerce.WithRewardRate(0), commerce.WithUnpaidLimits(0, 0), commerce.WithRecovery(0, time.Second))
 	require.NoError(t, err)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/commercekit/commercekit/hold/holdtest"
 	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
 	"github.com/commercekit/commercekit/inventory/sqlinventory"
@@ -32,7 +33,7 @@ func TestHoldersConform(t *testing.T) {
 	}
 	stock := func(t *testing.T, backend func(db *bun.DB) inventory.Backend) {
 		db, clock := sqlite(t)
-		inv := inventory.New(backend(db), inventory.WithClock(clock.Now))
+		inv := testkit.Must(inventory.New(backend(db), inventory.WithClock(clock.Now)))(t)
 		var n atomic.Int64
 		holdtest.Run(t, holdtest.Harness[stockHold]{
 			Holder: stockHolds{inv},
@@ -54,7 +55,7 @@ func TestHoldersConform(t *testing.T) {
 	})
 	t.Run("points", func(t *testing.T) {
 		db, clock := sqlite(t)
-		led := ledger.New(db, ledger.WithClock(clock.Now))
+		led := testkit.Must(ledger.New(db, ledger.WithClock(clock.Now)))(t)
 		var n atomic.Int64
 		holdtest.Run(t, holdtest.Harness[pointsHold]{
 			Holder: pointHolds{led},
@@ -69,7 +70,7 @@ func TestHoldersConform(t *testing.T) {
 	})
 	t.Run("coupon", func(t *testing.T) {
 		db, clock := sqlite(t)
-		coup := coupon.New(db, sqlcoupon.New(), coupon.WithClock(clock.Now))
+		coup := testkit.Must(coupon.New(db, sqlcoupon.New(), coupon.WithClock(clock.Now)))(t)
 		_, err := coup.CreateTemplate(ctx, coupon.Template{
 			ID: "tpl", Name: "1,000 off", Terms: coupon.Terms{Kind: coupon.FixedAmount, Amount: 1000}, TotalQuantity: 100, PerUserLimit: 100,
 		})

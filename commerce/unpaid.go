@@ -46,11 +46,17 @@ func (e *UnpaidLimitError) Unwrap() error { return ErrUnpaidLimit }
 
 // WithUnpaidLimits caps the units one user's unpaid orders (PENDING_PAYMENT or PAYING) may
 // hold: perProduct of any one product, total in all (defaults DefaultMaxUnpaidPerProduct
-// and DefaultMaxUnpaidUnits; 0 lifts a cap). A product's buyer limit (inventory) applies
+// and DefaultMaxUnpaidUnits; 0 lifts a cap, a negative cap is refused). A product's buyer limit (inventory) applies
 // besides. An order that would exceed a cap fails with *UnpaidLimitError and changes
 // nothing. The caps hold however many orders a user places at once: see checkUnpaidLimits.
 func WithUnpaidLimits(perProduct, total int64) Option {
-	return func(s *settings) { s.maxUnpaidPerProduct, s.maxUnpaidUnits = perProduct, total }
+	return func(s *settings) {
+		if perProduct < 0 || total < 0 {
+			s.Reject("WithUnpaidLimits", fmt.Sprintf("%d per product, %d in all: a cap is negative", perProduct, total))
+			return
+		}
+		s.maxUnpaidPerProduct, s.maxUnpaidUnits = perProduct, total
+	}
 }
 
 // userLockRow serialises one user's order placements, so that the units their unpaid orders

@@ -30,7 +30,10 @@ func Example() {
 		panic(err)
 	}
 	now := time.Date(2030, 3, 1, 9, 0, 0, 0, time.UTC)
-	svc := coupon.New(db, sqlcoupon.New(), coupon.WithClock(func() time.Time { return now }))
+	svc, err := coupon.New(db, sqlcoupon.New(), coupon.WithClock(func() time.Time { return now }))
+	if err != nil {
+		panic(err)
+	}
 
 	tpl, err := svc.CreateTemplate(ctx, coupon.Template{
 		ID: "spring-10", Name: "Spring 10%",

@@ -1,6 +1,7 @@
 package coupon
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/observe"
 )
 
@@ -32,50 +34,47 @@ type shared struct {
 }
 
 // Option configures a Service.
-type Option func(*shared)
+type Option func(*settings)
 
-// WithClock sets the clock used for issue windows, expiry and hold deadlines (default
-// time.Now).
-func WithClock(now func() time.Time) Option {
-	return func(s *shared) {
-		if now != nil {
-			s.clock = now
-		}
-	}
+// settings is what the options of New fill.
+type settings struct {
+	option.Errors
+	*shared
 }
 
-// WithLogger sets the logger (default: discard).
+// WithClock sets the clock used for issue windows, expiry and hold deadlines (default
+// time.Now). It must not be nil.
+func WithClock(now func() time.Time) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.clock, "WithClock", now) }
+}
+
+// WithLogger sets the logger (default: discard). It must not be nil.
 func WithLogger(l *slog.Logger) Option {
-	return func(s *shared) {
-		if l != nil {
-			s.log = l
-		}
-	}
+	return func(s *settings) { option.NotNil(&s.Errors, &s.log, "WithLogger", l) }
 }
 
 // WithObserver sets the observer of operations, e.g. a Prometheus adapter (default: none).
+// It must not be nil.
 func WithObserver(o Observer) Option {
-	return func(s *shared) {
-		if o != nil {
-			s.observer = o
-		}
-	}
+	return func(s *settings) { option.NotNil(&s.Errors, &s.observer, "WithObserver", o) }
 }
 
 // New returns a Service that keeps its records in db (a *bun.DB; MySQL/MariaDB or SQLite,
-// with CreateSchema applied) and issues through issuer.
-func New(db bun.IDB, issuer Issuer, opts ...Option) *Service {
-	sh := &shared{
+// with CreateSchema applied) and issues through issuer. An option given an invalid value
+// (see each option) is refused with an *errcode.InvalidError naming it (ErrInvalidArgument),
+// and no Service.
+func New(db bun.IDB, issuer Issuer, opts ...Option) (*Service, error) {
+	s := settings{shared: &shared{
 		issuer:    issuer,
 		clock:     time.Now,
 		log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		observer:  observe.Nop{},
 		templates: make(map[string]Template),
+	}}
+	if err := option.Apply(&s, opts); err != nil {
+		return nil, fmt.Errorf("coupon: %w", err)
 	}
-	for _, opt := range opts {
-		opt(sh)
-	}
-	return &Service{db: db, shared: sh}
+	return &Service{db: db, shared: s.shared}, nil
 }
 
 // WithTx returns a copy of the Service whose operations run on db. When db is a bun.Tx,

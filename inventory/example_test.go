@@ -22,7 +22,10 @@ func Example() {
 	if err := sqlinventory.CreateSchema(ctx, db); err != nil {
 		panic(err)
 	}
-	inv := inventory.New(sqlinventory.New(db), inventory.WithDefaultTTL(10*time.Minute))
+	inv, err := inventory.New(sqlinventory.New(db), inventory.WithDefaultTTL(10*time.Minute))
+	if err != nil {
+		panic(err)
+	}
 
 	if _, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "sneaker-270", OnHand: 2, BuyerLimit: 1}); err != nil {
 		panic(err)

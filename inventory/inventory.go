@@ -2,10 +2,12 @@ package inventory
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/observe"
 )
 
@@ -17,13 +19,14 @@ type Inventory struct {
 	cfg config
 }
 
-// New returns an Inventory over b.
-func New(b Backend, opts ...Option) *Inventory {
+// New returns an Inventory over b. An option given an invalid value (see each option) is
+// refused with an *errcode.InvalidError naming it (ErrInvalidRequest), and no Inventory.
+func New(b Backend, opts ...Option) (*Inventory, error) {
 	cfg := defaults()
-	for _, o := range opts {
-		o(&cfg)
+	if err := option.Apply(&cfg, opts); err != nil {
+		return nil, fmt.Errorf("inventory: %w", err)
 	}
-	return &Inventory{b: b, cfg: cfg}
+	return &Inventory{b: b, cfg: cfg}, nil
 }
 
 // JoinsTx reports whether WithTx makes operations join the caller's SQL transaction. When

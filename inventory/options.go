@@ -18,6 +18,7 @@ const (
 type Option func(*config)
 
 type config struct {
+	option.Errors
 	clock      func() time.Time
 	log        *slog.Logger
 	obs        Observer
@@ -37,38 +38,36 @@ func defaults() config {
 }
 
 // WithClock sets where the Inventory reads the time (deadlines, expiry); default time.Now.
+// It must not be nil.
 func WithClock(now func() time.Time) Option {
-	return func(c *config) {
-		if now != nil {
-			c.clock = now
-		}
-	}
+	return func(c *config) { option.NotNil(&c.Errors, &c.clock, "WithClock", now) }
 }
 
-// WithLogger sets the logger (the sweeper logs its failures); default discards.
+// WithLogger sets the logger (the sweeper logs its failures); default discards. It must not
+// be nil.
 func WithLogger(l *slog.Logger) Option {
-	return func(c *config) {
-		if l != nil {
-			c.log = l
-		}
-	}
+	return func(c *config) { option.NotNil(&c.Errors, &c.log, "WithLogger", l) }
 }
 
-// WithObserver sets the metrics hook; default none.
-func WithObserver(o Observer) Option { return func(c *config) { c.obs = o } }
+// WithObserver sets the metrics hook; default none. It must not be nil.
+func WithObserver(o Observer) Option {
+	return func(c *config) { option.NotNil(&c.Errors, &c.obs, "WithObserver", o) }
+}
 
-// WithDefaultTTL sets the TTL of reservations that ask for none; default DefaultTTL.
+// WithDefaultTTL sets the TTL of reservations that ask for none; default DefaultTTL. It
+// must be positive.
 func WithDefaultTTL(d time.Duration) Option {
-	return func(c *config) { option.Positive(&c.defaultTTL, d) }
+	return func(c *config) { option.Positive(&c.Errors, &c.defaultTTL, "WithDefaultTTL", d) }
 }
 
-// WithSweepInterval sets how often Run sweeps; default DefaultSweepInterval.
+// WithSweepInterval sets how often Run sweeps; default DefaultSweepInterval. It must be
+// positive.
 func WithSweepInterval(d time.Duration) Option {
-	return func(c *config) { option.Positive(&c.sweepEvery, d) }
+	return func(c *config) { option.Positive(&c.Errors, &c.sweepEvery, "WithSweepInterval", d) }
 }
 
 // WithSweepBatch sets how many reservations one sweep step expires in one go; default
-// DefaultSweepBatch.
+// DefaultSweepBatch. It must be positive.
 func WithSweepBatch(n int) Option {
-	return func(c *config) { option.Positive(&c.sweepBatch, n) }
+	return func(c *config) { option.Positive(&c.Errors, &c.sweepBatch, "WithSweepBatch", n) }
 }

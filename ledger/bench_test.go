@@ -11,6 +11,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 )
 
@@ -33,7 +34,7 @@ func BenchmarkSpend(b *testing.B) {
 				ctx := context.Background()
 				db := be.Open(b)
 				require.NoError(b, ledger.CreateSchema(ctx, db))
-				l := ledger.New(db)
+				l := testkit.Must(ledger.New(db))(b)
 				require.NoError(b, db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 					for i := range accounts {
 						_, err := l.WithTx(tx).Charge(ctx, ledger.ChargeRequest{ID: fmt.Sprint("fund-", i), User: fmt.Sprint("u", i), Amount: ledger.MaxAmount})

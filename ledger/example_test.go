@@ -22,7 +22,10 @@ func Example() {
 	if err := ledger.CreateSchema(ctx, db); err != nil {
 		panic(err)
 	}
-	l := ledger.New(db)
+	l, err := ledger.New(db)
+	if err != nil {
+		panic(err)
+	}
 
 	_, err = l.Charge(ctx, ledger.ChargeRequest{ID: "pay-1", User: "alice", Amount: 10_000, Reference: "payment-1"})
 	if err != nil {

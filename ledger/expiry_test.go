@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 )
 
@@ -131,7 +132,7 @@ func TestSweepExpiresOldestFirst(t *testing.T) {
 // sweep from reaching the lots after them.
 func TestSweepPagesPastBlockedLots(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
-		l := ledger.New(e.db, ledger.WithClock(e.clock.Now), ledger.WithSweepBatch(2))
+		l := testkit.Must(ledger.New(e.db, ledger.WithClock(e.clock.Now), ledger.WithSweepBatch(2)))(t)
 		for _, u := range []string{"u1", "u2", "u3"} {
 			e.earn("e-"+u, u, 10, day)
 			_, err := e.l.Hold(e.ctx, "h-"+u, u, 10, 30*day)

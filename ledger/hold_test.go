@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/observe"
 )
@@ -167,7 +168,7 @@ func void(e *env, id string) error {
 func TestRun(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
 		obs := &observe.Recorder{}
-		l := ledger.New(e.db, ledger.WithClock(e.clock.Now), ledger.WithSweepInterval(time.Millisecond), ledger.WithObserver(obs))
+		l := testkit.Must(ledger.New(e.db, ledger.WithClock(e.clock.Now), ledger.WithSweepInterval(time.Millisecond), ledger.WithObserver(obs)))(t)
 		e.charge("c1", "alice", 100)
 		_, err := l.Hold(e.ctx, "h1", "alice", 60, time.Minute)
 		require.NoError(t, err)

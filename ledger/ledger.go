@@ -27,7 +27,7 @@ type Ledger struct {
 }
 
 // Option configures a Ledger.
-type Option func(*Ledger)
+type Option func(*settings)
 
 // Observer receives what the ledger does, e.g. to feed Prometheus metrics: the one shape
 // every package shares. With Component "ledger" it is told an Event when an operation
@@ -38,60 +38,55 @@ type Option func(*Ledger)
 // "hold" (holds released at their deadline) and "lot" (lots of earned points expired).
 type Observer = observe.Observer
 
-// WithLogger sets the logger (default: discard).
+// WithLogger sets the logger (default: discard). It must not be nil.
 func WithLogger(l *slog.Logger) Option {
-	return func(g *Ledger) {
-		if l != nil {
-			g.log = l
-		}
-	}
+	return func(s *settings) { option.NotNil(&s.Errors, &s.log, "WithLogger", l) }
 }
 
 // WithClock sets the clock used for hold deadlines, expiry and the time of entries
-// (default: time.Now). Times are stored in UTC, to the microsecond.
+// (default: time.Now). Times are stored in UTC, to the microsecond. It must not be nil.
 func WithClock(now func() time.Time) Option {
-	return func(g *Ledger) {
-		if now != nil {
-			g.clock = now
-		}
-	}
+	return func(s *settings) { option.NotNil(&s.Errors, &s.clock, "WithClock", now) }
 }
 
-// WithObserver sets the observer (default: none).
+// WithObserver sets the observer (default: none). It must not be nil.
 func WithObserver(o Observer) Option {
-	return func(g *Ledger) {
-		if o != nil {
-			g.obs = o
-		}
-	}
+	return func(s *settings) { option.NotNil(&s.Errors, &s.obs, "WithObserver", o) }
 }
 
-// WithSweepInterval sets how often Run sweeps (default: one second).
+// WithSweepInterval sets how often Run sweeps (default: one second). It must be positive.
 func WithSweepInterval(d time.Duration) Option {
-	return func(g *Ledger) { option.Positive(&g.sweepEvery, d) }
+	return func(s *settings) { option.Positive(&s.Errors, &s.sweepEvery, "WithSweepInterval", d) }
 }
 
 // WithSweepBatch sets how many due holds or lots Sweep lists per query (default: 100).
-// Each is resolved in a transaction of its own.
+// Each is resolved in a transaction of its own. It must be positive.
 func WithSweepBatch(n int) Option {
-	return func(g *Ledger) { option.Positive(&g.sweepBatch, n) }
+	return func(s *settings) { option.Positive(&s.Errors, &s.sweepBatch, "WithSweepBatch", n) }
+}
+
+// settings is what the options of New fill.
+type settings struct {
+	option.Errors
+	Ledger
 }
 
 // New returns a Ledger on db, a *bun.DB (each operation runs in a transaction of its own)
-// or a bun.Tx (operations join it; see WithTx).
-func New(db bun.IDB, opts ...Option) *Ledger {
-	l := &Ledger{
+// or a bun.Tx (operations join it; see WithTx). An option given an invalid value (see each
+// option) is refused with an *errcode.InvalidError naming it (ErrInvalid), and no Ledger.
+func New(db bun.IDB, opts ...Option) (*Ledger, error) {
+	s := settings{Ledger: Ledger{
 		db:         db,
 		clock:      time.Now,
 		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		obs:        observe.Nop{},
 		sweepEvery: time.Second,
 		sweepBatch: 100,
+	}}
+	if err := option.Apply(&s, opts); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
 	}
-	for _, o := range opts {
-		o(l)
-	}
-	return l
+	return &s.Ledger, nil
 }
 
 // WithTx returns a copy of l whose operations run on db. When db is a bun.Tx (typically

@@ -16,6 +16,7 @@ import (
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 )
 
@@ -41,7 +42,7 @@ func newEnv(t *testing.T, db *bun.DB, opts ...ledger.Option) *env {
 	require.NoError(t, ledger.CreateSchema(ctx, db))
 	clock := testclock.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
 	return &env{t: t, ctx: ctx, db: db, clock: clock,
-		l: ledger.New(db, append([]ledger.Option{ledger.WithClock(clock.Now)}, opts...)...)}
+		l: testkit.Must(ledger.New(db, append([]ledger.Option{ledger.WithClock(clock.Now)}, opts...)...))(t)}
 }
 
 func (e *env) charge(id, user string, amount int64) ledger.Receipt {

@@ -25,7 +25,10 @@ func ExampleFunc() {
 	obs := observe.Func(func(e observe.Event) {
 		fmt.Printf("%s %s err=%v\n", e.Component, e.Name, e.Err != nil)
 	})
-	l := ledger.New(db, ledger.WithObserver(obs))
+	l, err := ledger.New(db, ledger.WithObserver(obs))
+	if err != nil {
+		panic(err)
+	}
 	if _, err := l.Charge(ctx, ledger.ChargeRequest{ID: "c1", User: "kim", Amount: 100}); err != nil {
 		panic(err)
 	}

@@ -6,8 +6,8 @@
 //	obs := observe.Func(func(e observe.Event) {
 //		ops.WithLabelValues(e.Component, e.Name, result(e.Err)).Inc()
 //	})
-//	inv := inventory.New(backend, inventory.WithObserver(obs))
-//	l := ledger.New(db, ledger.WithObserver(obs))
+//	inv, err := inventory.New(backend, inventory.WithObserver(obs))
+//	l, err := ledger.New(db, ledger.WithObserver(obs))
 //
 // Observers are called synchronously, after the change is committed, from whatever
 // goroutine made it: they must be quick, safe for concurrent use, and must not call back

@@ -18,7 +18,9 @@ var (
 	// Nothing was written.
 	ErrDuplicateEvent = errors.New("outbox: duplicate event ID")
 	// ErrInvalidConfig: a constructor was given an argument or option it cannot work with.
-	ErrInvalidConfig = errcode.New(errcode.Internal, "invalid_config", "outbox: invalid configuration")
+	// It matches errcode.ErrInvalidArgument too, with the code Internal: a misconfigured
+	// program, not a client's mistake.
+	ErrInvalidConfig = errcode.New(errcode.Internal, "invalid_config", "outbox: invalid configuration", errcode.ErrInvalidArgument)
 	// ErrPublish: a Publisher did not accept every event of a batch (see PublishError).
 	ErrPublish = errors.New("outbox: publish failed")
 	// ErrDeadLetter: a dead letter could not be stored; the batch it came from is left for a

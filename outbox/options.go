@@ -1,17 +1,20 @@
 package outbox
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
 
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/observe"
 )
 
 // Option configures a Writer, Relay, Cleaner or Consumer. The doc of each option says
 // which of them it applies to; passing an option to a constructor it does not apply to,
-// like an invalid value, is an error of the constructor (ErrInvalidConfig), so a setting
-// never goes silently unused.
+// like an invalid value, is an error of the constructor: an *errcode.InvalidError naming
+// the option, matching ErrInvalidConfig (and errcode.ErrInvalidArgument), so a setting never
+// goes silently unused.
 type Option func(*settings)
 
 // kind is the type a constructor builds, or the set of types an option applies to.
@@ -37,52 +40,42 @@ func (k kind) String() string {
 }
 
 type settings struct {
-	building       kind // the type being built
-	logger         *slog.Logger
-	clock          func() time.Time
-	metrics        metrics
-	batchSize      int
-	interval       time.Duration
-	minBackoff     time.Duration
-	maxBackoff     time.Duration
-	maxAttempts    int
-	retention      time.Duration
-	keepProcessed  time.Duration
-	deadLetters    DeadLetterSink
-	maxEventBytes  int
-	hasBackoff     bool
-	hasInterval    bool
-	hasBatchSize   bool
-	invalidOptions []string
+	building      kind // the type being built
+	logger        *slog.Logger
+	clock         func() time.Time
+	metrics       metrics
+	batchSize     int
+	interval      time.Duration
+	minBackoff    time.Duration
+	maxBackoff    time.Duration
+	maxAttempts   int
+	retention     time.Duration
+	keepProcessed time.Duration
+	deadLetters   DeadLetterSink
+	maxEventBytes int
+	hasBackoff    bool
+	hasInterval   bool
+	hasBatchSize  bool
+	option.Errors
 }
 
-// WithLogger sets the logger (default: discard). All types.
+// WithLogger sets the logger (default: discard); not nil. All types.
 func WithLogger(l *slog.Logger) Option {
-	return func(s *settings) {
-		if l != nil {
-			s.logger = l
-		}
-	}
+	return func(s *settings) { option.NotNil(&s.Errors, &s.logger, "WithLogger", l) }
 }
 
 // WithClock sets the clock (default time.Now): CreatedAt of new events, sent_at, the relay
-// lag, the cleaner's retention cut-off, processed_at and dead_at. All types.
+// lag, the cleaner's retention cut-off, processed_at and dead_at; not nil. All types.
 func WithClock(now func() time.Time) Option {
-	return func(s *settings) {
-		if now != nil {
-			s.clock = now
-		}
-	}
+	return func(s *settings) { option.NotNil(&s.Errors, &s.clock, "WithClock", now) }
 }
 
-// WithObserver sets the metrics hook (default: none). Relay, Cleaner and Consumer.
+// WithObserver sets the metrics hook (default: none); not nil. Relay, Cleaner and
+// Consumer.
 func WithObserver(o Observer) Option {
 	return func(s *settings) {
-		if !s.appliesTo(kindRelay|kindCleaner|kindConsumer, "WithObserver") {
-			return
-		}
-		if o != nil {
-			s.metrics = metrics{o}
+		if s.appliesTo(kindRelay|kindCleaner|kindConsumer, "WithObserver") {
+			option.NotNil(&s.Errors, &s.metrics.o, "WithObserver", o)
 		}
 	}
 }
@@ -96,7 +89,7 @@ func WithBatchSize(n int) Option {
 			return
 		}
 		if n < 1 {
-			s.invalidOptions = append(s.invalidOptions, "WithBatchSize needs n >= 1")
+			s.Reject("WithBatchSize", fmt.Sprintf("%d is less than 1", n))
 			return
 		}
 		s.batchSize, s.hasBatchSize = n, true
@@ -112,7 +105,7 @@ func WithInterval(d time.Duration) Option {
 			return
 		}
 		if d <= 0 {
-			s.invalidOptions = append(s.invalidOptions, "WithInterval needs a positive duration")
+			s.Reject("WithInterval", fmt.Sprintf("%v is not positive", d))
 			return
 		}
 		s.interval, s.hasInterval = d, true
@@ -128,7 +121,7 @@ func WithBackoff(minPause, maxPause time.Duration) Option {
 			return
 		}
 		if minPause < 0 || maxPause < minPause {
-			s.invalidOptions = append(s.invalidOptions, "WithBackoff needs 0 <= min <= max")
+			s.Reject("WithBackoff", fmt.Sprintf("%v..%v is not 0 <= min <= max", minPause, maxPause))
 			return
 		}
 		s.minBackoff, s.maxBackoff, s.hasBackoff = minPause, maxPause, true
@@ -143,7 +136,7 @@ func WithMaxAttempts(n int) Option {
 			return
 		}
 		if n < 1 {
-			s.invalidOptions = append(s.invalidOptions, "WithMaxAttempts needs n >= 1")
+			s.Reject("WithMaxAttempts", fmt.Sprintf("%d is less than 1", n))
 			return
 		}
 		s.maxAttempts = n
@@ -158,7 +151,7 @@ func WithRetention(d time.Duration) Option {
 			return
 		}
 		if d <= 0 {
-			s.invalidOptions = append(s.invalidOptions, "WithRetention needs a positive duration")
+			s.Reject("WithRetention", fmt.Sprintf("%v is not positive", d))
 			return
 		}
 		s.retention = d
@@ -174,7 +167,7 @@ func WithProcessedRetention(d time.Duration) Option {
 			return
 		}
 		if d < 0 {
-			s.invalidOptions = append(s.invalidOptions, "WithProcessedRetention needs d >= 0")
+			s.Reject("WithProcessedRetention", fmt.Sprintf("%v is negative", d))
 			return
 		}
 		s.keepProcessed = d
@@ -183,15 +176,13 @@ func WithProcessedRetention(d time.Duration) Option {
 
 // WithDeadLetters sets where a Consumer puts the events it gives up on (default: the
 // outbox_dead_letters table on the consumer's database). saramaoutbox.DeadLetterQueue sends
-// them to a Kafka topic instead.
+// them to a Kafka topic instead. Not nil.
 func WithDeadLetters(sink DeadLetterSink) Option {
 	return func(s *settings) {
 		if !s.appliesTo(kindConsumer, "WithDeadLetters") {
 			return
 		}
-		if sink != nil {
-			s.deadLetters = sink
-		}
+		option.NotNil(&s.Errors, &s.deadLetters, "WithDeadLetters", sink)
 	}
 }
 
@@ -205,7 +196,7 @@ func WithMaxEventBytes(n int) Option {
 			return
 		}
 		if n < 1 {
-			s.invalidOptions = append(s.invalidOptions, "WithMaxEventBytes needs n >= 1")
+			s.Reject("WithMaxEventBytes", fmt.Sprintf("%d is less than 1", n))
 			return
 		}
 		s.maxEventBytes = n
@@ -216,7 +207,7 @@ func WithMaxEventBytes(n int) Option {
 // the option name otherwise.
 func (s *settings) appliesTo(to kind, name string) bool {
 	if s.building&to == 0 {
-		s.invalidOptions = append(s.invalidOptions, name+" does not apply to a "+s.building.String())
+		s.Reject(name, "does not apply to a "+s.building.String())
 		return false
 	}
 	return true
@@ -226,6 +217,7 @@ func (s *settings) appliesTo(to kind, name string) bool {
 // constructor then fills its own defaults for what was not set.
 func newSettings(k kind, opts []Option) (settings, error) {
 	s := settings{
+		Errors:        option.Errors{Sentinel: ErrInvalidConfig},
 		building:      k,
 		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		clock:         time.Now,
@@ -234,15 +226,7 @@ func newSettings(k kind, opts []Option) (settings, error) {
 		retention:     7 * 24 * time.Hour,
 		maxEventBytes: DefaultMaxEventBytes,
 	}
-	for _, o := range opts {
-		if o != nil {
-			o(&s)
-		}
-	}
-	if len(s.invalidOptions) > 0 {
-		return s, invalidConfig("%s", s.invalidOptions[0])
-	}
-	return s, nil
+	return s, option.Apply(&s, opts)
 }
 
 // defaults fills batch size, interval and backoff bounds that no option set.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -15,8 +16,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
@@ -374,7 +377,8 @@ func TestOptionsForAnotherTypeAreRejected(t *testing.T) {
 	db := outboxtest.Prepare(t, testenv.SQLite(t))
 	_, err := outbox.NewWriter(outbox.WithRetention(time.Hour))
 	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
-	assert.ErrorContains(t, err, "WithRetention does not apply to a Writer")
+	assert.ErrorContains(t, err, "WithRetention: does not apply to a Writer")
+	assert.Equal(t, "WithRetention", errcode.FieldOf(err))
 	_, err = outbox.NewRelay(db, &publishLog{}, outbox.WithMaxAttempts(3))
 	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
 	_, err = outbox.NewCleaner(db, outbox.WithDeadLetters(outbox.NewDeadLetterTable(db)))
@@ -384,6 +388,38 @@ func TestOptionsForAnotherTypeAreRejected(t *testing.T) {
 	_, err = outbox.NewConsumer(db, "x", outboxtest.RecordingHandler("x"), outbox.WithInterval(time.Second))
 	assert.ErrorIs(t, err, outbox.ErrInvalidConfig)
 	// Options shared by all still apply everywhere.
-	_, err = outbox.NewWriter(outbox.WithClock(time.Now), outbox.WithLogger(nil), outbox.WithMaxEventBytes(10))
+	_, err = outbox.NewWriter(outbox.WithClock(time.Now), outbox.WithLogger(slog.New(slog.DiscardHandler)), outbox.WithMaxEventBytes(10))
 	assert.NoError(t, err)
+}
+
+// TestOptionsRefuseBadValues: every invalid option value is refused by the constructor,
+// naming the option.
+func TestOptionsRefuseBadValues(t *testing.T) {
+	db := outboxtest.Prepare(t, testenv.SQLite(t))
+	testkit.RefusesBadOptions(t, outbox.NewWriter, map[string]outbox.Option{
+		"WithMaxEventBytes: 0 is less than 1": outbox.WithMaxEventBytes(0),
+		"WithClock: nil":                      outbox.WithClock(nil),
+		"WithLogger: nil":                     outbox.WithLogger(nil),
+	}, outbox.ErrInvalidConfig)
+	testkit.RefusesBadOptions(t, func(opts ...outbox.Option) (*outbox.Relay, error) {
+		return outbox.NewRelay(db, &publishLog{}, opts...)
+	}, map[string]outbox.Option{
+		"WithBatchSize: 0":     outbox.WithBatchSize(0),
+		"WithInterval: 0s":     outbox.WithInterval(0),
+		"WithBackoff: 2s..1s":  outbox.WithBackoff(2*time.Second, time.Second),
+		"WithBackoff: -1s..1s": outbox.WithBackoff(-time.Second, time.Second),
+		"WithObserver: nil":    outbox.WithObserver(nil),
+	}, outbox.ErrInvalidConfig)
+	testkit.RefusesBadOptions(t, func(opts ...outbox.Option) (*outbox.Cleaner, error) {
+		return outbox.NewCleaner(db, opts...)
+	}, map[string]outbox.Option{
+		"WithRetention: -1s":          outbox.WithRetention(-time.Second),
+		"WithProcessedRetention: -1s": outbox.WithProcessedRetention(-time.Second),
+	}, outbox.ErrInvalidConfig)
+	testkit.RefusesBadOptions(t, func(opts ...outbox.Option) (*outbox.Consumer, error) {
+		return outbox.NewConsumer(db, "x", outboxtest.RecordingHandler("x"), opts...)
+	}, map[string]outbox.Option{
+		"WithMaxAttempts: 0":   outbox.WithMaxAttempts(0),
+		"WithDeadLetters: nil": outbox.WithDeadLetters(nil),
+	}, outbox.ErrInvalidConfig)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/payment/resilient"
@@ -22,7 +23,7 @@ func BenchmarkPay(b *testing.B) {
 			wrap func(payment.Gateway) payment.Gateway
 		}{
 			{"bare", func(g payment.Gateway) payment.Gateway { return g }},
-			{"policies", func(g payment.Gateway) payment.Gateway { return resilient.Wrap(g) }},
+			{"policies", func(g payment.Gateway) payment.Gateway { return testkit.Must(resilient.Wrap(g))(b) }},
 		} {
 			b.Run(store.Name+"/"+gw.name, func(b *testing.B) {
 				ctx := context.Background()
@@ -30,7 +31,7 @@ func BenchmarkPay(b *testing.B) {
 				if err := payment.CreateSchema(ctx, db); err != nil {
 					b.Fatal(err)
 				}
-				sim := pgsim.New()
+				sim := testkit.Must(pgsim.New())(b)
 				defer sim.Close()
 				svc, err := payment.New(db, gw.wrap(sim))
 				if err != nil {

@@ -37,9 +37,18 @@ func Example() {
 		return
 	}
 	defer db.Close()
-	sim := pgsim.New()
+	sim, err := pgsim.New()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer sim.Close()
-	svc, err := payment.New(db, resilient.Wrap(sim, resilient.WithAttemptTimeout(5*time.Second)))
+	gw, err := resilient.Wrap(sim, resilient.WithAttemptTimeout(5*time.Second))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	svc, err := payment.New(db, gw)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -87,7 +96,11 @@ func ExampleReconciler() {
 		return
 	}
 	defer db.Close()
-	sim := pgsim.New()
+	sim, err := pgsim.New()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer sim.Close()
 	svc, err := payment.New(db, sim)
 	if err != nil {
@@ -100,7 +113,11 @@ func ExampleReconciler() {
 		Currency: "KRW", Method: payment.MethodCard})
 	fmt.Println(p.State, errors.Is(err, payment.ErrOutcomeUnknown))
 
-	report, err := payment.NewReconciler(svc, payment.WithThreshold(0)).Reconcile(ctx)
+	rec, err := payment.NewReconciler(svc, payment.WithThreshold(0))
+	if err != nil {
+		panic(err)
+	}
+	report, err := rec.Reconcile(ctx)
 	fmt.Printf("%+v %v\n", report, err)
 	p, _ = svc.Get(ctx, "pay-1")
 	fmt.Println(p.State, "charges:", sim.Charges("pay-1"))

@@ -56,7 +56,7 @@ type env struct {
 // newEnv builds an env whose Service talks to the simulator through gw(sim) (nil: directly).
 func newEnv(t *testing.T, db *bun.DB, gw func(*pgsim.Simulator) payment.Gateway, simOpts ...pgsim.Option) *env {
 	t.Helper()
-	sim := pgsim.New(simOpts...)
+	sim := testkit.Must(pgsim.New(simOpts...))(t)
 	t.Cleanup(sim.Close)
 	var g payment.Gateway = sim
 	if gw != nil {

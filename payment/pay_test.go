@@ -13,6 +13,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/idempotency"
 	"github.com/commercekit/commercekit/payment/idempotency/redisidempotency"
@@ -165,7 +166,7 @@ func TestCrashBeforeGatewayCallIsRecovered(t *testing.T) {
 		require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
 		assert.Equal(t, payment.StateRequested, p.State)
 
-		r := payment.NewReconciler(e.svc, payment.WithThreshold(time.Minute))
+		r := testkit.Must(payment.NewReconciler(e.svc, payment.WithThreshold(time.Minute)))(t)
 		report, err := r.Reconcile(ctx)
 		require.NoError(t, err)
 		assert.Zero(t, report.Examined, "younger than the threshold: left alone")
@@ -203,7 +204,7 @@ func TestLostResponseNeverChargesTwice(t *testing.T) {
 		})
 		t.Run("policy retry", func(t *testing.T) {
 			e := newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
-				return resilient.Wrap(s, resilient.WithRetries(3, time.Millisecond, 5*time.Millisecond))
+				return testkit.Must(resilient.Wrap(s, resilient.WithRetries(3, time.Millisecond, 5*time.Millisecond)))(t)
 			})
 			e.sim.InjectFault("lost-2", pgsim.FaultLostResponse, 1)
 			p, err := e.svc.Pay(ctx, card("lost-2", 7000))
@@ -216,7 +217,7 @@ func TestLostResponseNeverChargesTwice(t *testing.T) {
 			// Proves the assertions above can fail: the guarantee rests on the PG deduplicating
 			// on the payment ID we send with every attempt.
 			e := newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
-				return resilient.Wrap(s, resilient.WithRetries(3, time.Millisecond, 5*time.Millisecond))
+				return testkit.Must(resilient.Wrap(s, resilient.WithRetries(3, time.Millisecond, 5*time.Millisecond)))(t)
 			}, pgsim.WithoutIdempotency())
 			e.sim.InjectFault("lost-3", pgsim.FaultLostResponse, 1)
 			_, err := e.svc.Pay(ctx, card("lost-3", 7000))
@@ -233,8 +234,8 @@ func TestTimeoutLeavesUnknownAndReconcilerSettles(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
 		e := newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
-			return resilient.Wrap(s, resilient.WithAttemptTimeout(50*time.Millisecond),
-				resilient.WithRetries(2, time.Millisecond, 5*time.Millisecond))
+			return testkit.Must(resilient.Wrap(s, resilient.WithAttemptTimeout(50*time.Millisecond),
+				resilient.WithRetries(2, time.Millisecond, 5*time.Millisecond)))(t)
 		})
 		approved, declined := card("slow-ok", 9000), card("slow-no", 9000)
 		declined.Token = pgsim.TokenDecline
@@ -249,7 +250,7 @@ func TestTimeoutLeavesUnknownAndReconcilerSettles(t *testing.T) {
 		assert.Equal(t, 1, e.sim.Stats().Charges, "only the approved one was charged, once")
 
 		e.clock.Advance(2 * time.Minute)
-		report, err := payment.NewReconciler(e.svc).Reconcile(ctx)
+		report, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, payment.ReconcileReport{Examined: 2, Settled: 2}, report)
 
@@ -273,8 +274,8 @@ func TestBreakerOpenKeepsPaymentsRetryable(t *testing.T) {
 		ctx := context.Background()
 		var gw *resilient.Gateway
 		e := newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
-			gw = resilient.Wrap(s, resilient.WithRetries(1, time.Millisecond, time.Millisecond),
-				resilient.WithBreaker(5, 10, breakerDelay), resilient.WithHalfOpenSuccesses(1))
+			gw = testkit.Must(resilient.Wrap(s, resilient.WithRetries(1, time.Millisecond, time.Millisecond),
+				resilient.WithBreaker(5, 10, breakerDelay), resilient.WithHalfOpenSuccesses(1)))(t)
 			return gw
 		})
 		e.sim.SetFault(pgsim.FaultUnavailable)
@@ -301,7 +302,7 @@ func TestBreakerOpenKeepsPaymentsRetryable(t *testing.T) {
 		assert.Equal(t, resilient.BreakerClosed, gw.BreakerState())
 
 		e.clock.Advance(time.Hour)
-		report, err := payment.NewReconciler(e.svc).Reconcile(ctx)
+		report, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, payment.ReconcileReport{Examined: 5, Settled: 5}, report)
 		for _, id := range append(ids, "b-6") {
@@ -318,7 +319,7 @@ func TestDeclineNeverRetried(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
 		e := newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
-			return resilient.Wrap(s, resilient.WithRetries(5, time.Millisecond, 5*time.Millisecond))
+			return testkit.Must(resilient.Wrap(s, resilient.WithRetries(5, time.Millisecond, 5*time.Millisecond)))(t)
 		})
 		req := card("no", 1000)
 		req.Token = pgsim.TokenDecline
@@ -362,7 +363,7 @@ func TestCanceledCallerStillRecordsTheAnswer(t *testing.T) {
 }
 
 func TestNewNeedsDatabaseAndGateway(t *testing.T) {
-	_, err := payment.New(nil, pgsim.New())
+	_, err := payment.New(nil, testkit.Must(pgsim.New())(t))
 	assert.Error(t, err)
 	_, err = payment.New(testenv.SQLite(t), nil)
 	assert.Error(t, err)
@@ -378,7 +379,7 @@ func TestIdempotencyKeyChargesOnce(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.MySQL(t)
 	require.NoError(t, payment.CreateSchema(ctx, db))
-	sim := pgsim.New(pgsim.WithLatency(5*time.Millisecond, 10*time.Millisecond))
+	sim := testkit.Must(pgsim.New(pgsim.WithLatency(5*time.Millisecond, 10*time.Millisecond)))(t)
 	t.Cleanup(sim.Close)
 	svc, err := payment.New(db, sim)
 	require.NoError(t, err)

@@ -30,42 +30,54 @@ type Reconciler struct {
 }
 
 // ReconcilerOption configures a Reconciler.
-type ReconcilerOption func(*Reconciler)
+type ReconcilerOption func(*reconcilerSettings)
+
+// reconcilerSettings is what the options of NewReconciler fill.
+type reconcilerSettings struct {
+	option.Errors
+	Reconciler
+}
 
 // WithThreshold sets how old (since its last change) a payment or refund must be before the
-// reconciler looks at it (default 1 minute): younger ones are likely still in flight.
+// reconciler looks at it (default 1 minute): younger ones are likely still in flight. It
+// must not be negative.
 func WithThreshold(d time.Duration) ReconcilerOption {
-	return func(r *Reconciler) {
-		if d >= 0 {
-			r.threshold = d
+	return func(s *reconcilerSettings) {
+		if d < 0 {
+			s.Reject("WithThreshold", fmt.Sprintf("%v is negative", d))
+			return
 		}
+		s.threshold = d
 	}
 }
 
-// WithInterval sets the pause between two passes of Run (default 30 seconds).
+// WithInterval sets the pause between two passes of Run (default 30 seconds). It must be
+// positive.
 func WithInterval(d time.Duration) ReconcilerOption {
-	return func(r *Reconciler) { option.Positive(&r.interval, d) }
+	return func(s *reconcilerSettings) { option.Positive(&s.Errors, &s.interval, "WithInterval", d) }
 }
 
-// WithBatchSize sets how many rows one query reads (default 100).
+// WithBatchSize sets how many rows one query reads (default 100). It must be positive.
 func WithBatchSize(n int) ReconcilerOption {
-	return func(r *Reconciler) { option.Positive(&r.batch, n) }
+	return func(s *reconcilerSettings) { option.Positive(&s.Errors, &s.batch, "WithBatchSize", n) }
 }
 
 // WithConcurrency sets how many payments are reconciled at once (default 4). The gateway's
-// bulkhead, if any, still bounds the calls to the PG.
+// bulkhead, if any, still bounds the calls to the PG. It must be positive.
 func WithConcurrency(n int) ReconcilerOption {
-	return func(r *Reconciler) { option.Positive(&r.concurrency, n) }
+	return func(s *reconcilerSettings) { option.Positive(&s.Errors, &s.concurrency, "WithConcurrency", n) }
 }
 
 // NewReconciler returns a Reconciler for the Service's payments, using its gateway, clock,
-// logger and observer.
-func NewReconciler(svc *Service, opts ...ReconcilerOption) *Reconciler {
-	r := &Reconciler{svc: svc, threshold: time.Minute, interval: 30 * time.Second, batch: 100, concurrency: 4}
-	for _, o := range opts {
-		o(r)
+// logger and observer. An option given an invalid value (see each option) is refused with
+// a *ValidationError naming it (ErrInvalidRequest), and no Reconciler.
+func NewReconciler(svc *Service, opts ...ReconcilerOption) (*Reconciler, error) {
+	s := reconcilerSettings{Reconciler: Reconciler{svc: svc, threshold: time.Minute, interval: 30 * time.Second,
+		batch: 100, concurrency: 4}}
+	if err := option.Apply(&s, opts); err != nil {
+		return nil, fmt.Errorf("payment: reconciler: %w", err)
 	}
-	return r
+	return &s.Reconciler, nil
 }
 
 // ReconcileReport counts what one pass did.

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
 )
@@ -215,7 +216,7 @@ func TestPendingRefundIsCompleted(t *testing.T) {
 		require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
 		assert.Equal(t, payment.RefundPending, r.State)
 		e.clock.Advance(time.Hour)
-		report, err := payment.NewReconciler(e.svc).Reconcile(ctx)
+		report, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, payment.ReconcileReport{Examined: 1, Settled: 1}, report)
 		p = e.get(t, "pay-2")

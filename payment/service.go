@@ -10,6 +10,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/observe"
 )
 
@@ -34,45 +35,42 @@ type Service struct {
 }
 
 // Option configures a Service.
-type Option func(*Service)
+type Option func(*serviceSettings)
 
-// WithLogger sets the logger (default: discard).
+// serviceSettings is what the options of New fill.
+type serviceSettings struct {
+	option.Errors
+	*Service
+}
+
+// WithLogger sets the logger (default: discard). It must not be nil.
 func WithLogger(l *slog.Logger) Option {
-	return func(s *Service) {
-		if l != nil {
-			s.logger = l
-		}
-	}
+	return func(s *serviceSettings) { option.NotNil(&s.Errors, &s.logger, "WithLogger", l) }
 }
 
 // WithClock sets the clock (default time.Now) that stamps records and ages payments for the
-// Reconciler.
+// Reconciler. It must not be nil.
 func WithClock(now func() time.Time) Option {
-	return func(s *Service) {
-		if now != nil {
-			s.clock = now
-		}
-	}
+	return func(s *serviceSettings) { option.NotNil(&s.Errors, &s.clock, "WithClock", now) }
 }
 
-// WithObserver sets the Observer told of every transition and refund (default: none).
+// WithObserver sets the Observer told of every transition and refund (default: none). It
+// must not be nil.
 func WithObserver(o Observer) Option {
-	return func(s *Service) {
-		if o != nil {
-			s.observer = o
-		}
-	}
+	return func(s *serviceSettings) { option.NotNil(&s.Errors, &s.observer, "WithObserver", o) }
 }
 
 // WithWebhookVerifier sets what HandleWebhook verifies and decodes webhooks with: the
-// Gateway's own signature scheme (pgsim.WebhookVerifier for the simulator).
+// Gateway's own signature scheme (pgsim.WebhookVerifier for the simulator). It must not be
+// nil.
 func WithWebhookVerifier(v WebhookVerifier) Option {
-	return func(s *Service) { s.verifier = v }
+	return func(s *serviceSettings) { option.NotNil(&s.Errors, &s.verifier, "WithWebhookVerifier", v) }
 }
 
 // New returns a Service storing payments in db (run CreateSchema first) and charging them
 // through gw. Wrap gw with the resilient package for timeouts, retries, a circuit breaker and a
-// bulkhead.
+// bulkhead. An option given an invalid value (see each option) is refused with a
+// *ValidationError naming it (ErrInvalidRequest), and no Service.
 func New(db *bun.DB, gw Gateway, opts ...Option) (*Service, error) {
 	if db == nil || gw == nil {
 		return nil, errors.New("payment: New needs a database and a gateway")
@@ -84,8 +82,9 @@ func New(db *bun.DB, gw Gateway, opts ...Option) (*Service, error) {
 		clock:    time.Now,
 		observer: observe.Nop{},
 	}
-	for _, o := range opts {
-		o(s)
+	set := serviceSettings{Service: s}
+	if err := option.Apply(&set, opts); err != nil {
+		return nil, fmt.Errorf("payment: %w", err)
 	}
 	return s, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
 )
@@ -101,7 +102,7 @@ func TestWebhookRacesReconcilerAndRetry(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
 		e := newEnv(t, db, nil)
-		rec := payment.NewReconciler(e.svc, payment.WithThreshold(0))
+		rec := testkit.Must(payment.NewReconciler(e.svc, payment.WithThreshold(0)))(t)
 		const rounds = 25
 		for i := range rounds {
 			req := card(fmt.Sprintf("race-%02d", i), 5000)
@@ -172,7 +173,7 @@ func TestReconcilerRun(t *testing.T) {
 		// The PG is down: the pass leaves both as they are.
 		e.clock.Advance(time.Hour)
 		e.sim.SetFault(pgsim.FaultUnavailable)
-		rec := payment.NewReconciler(e.svc, payment.WithInterval(5*time.Millisecond), payment.WithBatchSize(1), payment.WithConcurrency(2))
+		rec := testkit.Must(payment.NewReconciler(e.svc, payment.WithInterval(5*time.Millisecond), payment.WithBatchSize(1), payment.WithConcurrency(2)))(t)
 		report, err := rec.Reconcile(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, payment.ReconcileReport{Examined: 2, Unsettled: 2}, report)

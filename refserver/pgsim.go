@@ -51,7 +51,10 @@ func pgsimServe(args []string, getenv func(string) string, stdout, stderr io.Wri
 		}
 		opts = append(opts, pgsim.WithWebhook(deliver, 5))
 	}
-	sim := pgsim.New(opts...)
+	sim, err := pgsim.New(opts...)
+	if err != nil {
+		return err
+	}
 	defer sim.Close()
 
 	log.Info("PG simulator listening", "addr", addr, "webhook_url", hook, "latency", lat, "decline_rate", rate)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
 )
@@ -125,22 +126,31 @@ type Service struct {
 }
 
 // Option configures a Service.
-type Option func(*Service)
+type Option func(*settings)
 
-// WithClock sets the clock that stamps lines (default time.Now).
-func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+// settings is what the options of New fill.
+type settings struct {
+	option.Errors
+	*Service
+}
+
+// WithClock sets the clock that stamps lines (default time.Now). It must not be nil.
+func WithClock(now func() time.Time) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.now, "WithClock", now) }
+}
 
 // New returns a Service storing carts in db (create its table with CreateSchema) and
-// ordering them through com.
+// ordering them through com. An option given an invalid value is refused with an
+// *errcode.InvalidError naming it (ErrInvalidRequest).
 func New(db *bun.DB, com Commerce, opts ...Option) (*Service, error) {
 	if db == nil || com == nil {
 		return nil, errors.New("cart: New needs a database and a Commerce")
 	}
-	s := &Service{db: db, com: com, now: time.Now}
-	for _, o := range opts {
-		o(s)
+	s := settings{Service: &Service{db: db, com: com, now: time.Now}}
+	if err := option.Apply(&s, opts); err != nil {
+		return nil, fmt.Errorf("cart: %w", err)
 	}
-	return s, nil
+	return s.Service, nil
 }
 
 // cartRow is a user's cart: the row its changes lock.

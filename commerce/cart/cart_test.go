@@ -14,6 +14,7 @@ import (
 	"github.com/commercekit/commercekit/commerce/commercetest"
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -37,6 +38,14 @@ func newCart(t *testing.T, e *commercetest.Env, com cart.Commerce) *cart.Service
 	c, err := cart.New(e.DB, com, cart.WithClock(e.Clock.Now))
 	require.NoError(t, err)
 	return c
+}
+
+// TestNewRefusesBadOptions: a nil clock is refused, naming the option.
+func TestNewRefusesBadOptions(t *testing.T) {
+	e := commercetest.SQLite(t)
+	testkit.RefusesBadOptions(t, func(opts ...cart.Option) (*cart.Service, error) {
+		return cart.New(e.DB, e.Service, opts...)
+	}, map[string]cart.Option{"WithClock: nil": cart.WithClock(nil)})
 }
 
 // lines returns a cart's lines as product → qty.

@@ -32,7 +32,7 @@ func Example() {
 	if err := cart.CreateSchema(ctx, db); err != nil {
 		panic(err)
 	}
-	pg := pgsim.New()
+	pg := must(pgsim.New())
 	defer pg.Close()
 	payments, err := payment.New(db, pg)
 	if err != nil {
@@ -47,8 +47,8 @@ func Example() {
 		panic(err)
 	}
 	svc, err := commerce.New(commerce.Config{
-		DB: db, Inventory: inventory.New(sqlinventory.New(db)), Coupons: coupon.New(db, sqlcoupon.New()),
-		Ledger: ledger.New(db), Payments: payments, Reconciler: payment.NewReconciler(payments),
+		DB: db, Inventory: must(inventory.New(sqlinventory.New(db))), Coupons: must(coupon.New(db, sqlcoupon.New())),
+		Ledger: must(ledger.New(db)), Payments: payments, Reconciler: must(payment.NewReconciler(payments)),
 		Outbox: writer, Relay: relay,
 	})
 	if err != nil {
@@ -94,4 +94,12 @@ func Example() {
 	// Mug × 2 = 24000 (in stock: true)
 	// Tea × 2 = 9000 (in stock: false)
 	// PENDING_PAYMENT: 1 lines, subtotal 24000; cart lines left: 0
+}
+
+// must returns v, and panics on err: a constructor refuses only invalid options.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/outbox"
 )
@@ -45,29 +46,44 @@ type Collector struct {
 }
 
 // Option configures a Collector.
-type Option func(*Collector)
+type Option func(*settings)
+
+// settings is what the options of New fill.
+type settings struct {
+	option.Errors
+	*Collector
+}
 
 // WithLocation sets the time zone of day boundaries (and so of weeks and months); default
-// Seoul.
-func WithLocation(loc *time.Location) Option { return func(c *Collector) { c.loc = loc } }
+// Seoul. It must not be nil.
+func WithLocation(loc *time.Location) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.loc, "WithLocation", loc) }
+}
 
 // WithClock sets where the Collector reads the time (the rows' updated_at); default
-// time.Now.
-func WithClock(now func() time.Time) Option { return func(c *Collector) { c.now = now } }
+// time.Now. It must not be nil.
+func WithClock(now func() time.Time) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.now, "WithClock", now) }
+}
 
-// WithLogger sets the logger; default discards.
-func WithLogger(l *slog.Logger) Option { return func(c *Collector) { c.log = l } }
+// WithLogger sets the logger; default discards. It must not be nil.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.log, "WithLogger", l) }
+}
 
-// New returns a Collector on db. Create its tables first (CreateSchema).
+// New returns a Collector on db. Create its tables first (CreateSchema). A nil db, or an
+// option given an invalid value (an *errcode.InvalidError naming the option), is refused
+// with ErrInvalidArgument.
 func New(db *bun.DB, opts ...Option) (*Collector, error) {
-	c := &Collector{db: db, loc: Seoul(), now: time.Now, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	for _, o := range opts {
-		o(c)
+	if db == nil {
+		return nil, fmt.Errorf("%w: nil database", ErrInvalidArgument)
 	}
-	if c.db == nil || c.loc == nil || c.now == nil || c.log == nil {
-		return nil, fmt.Errorf("%w: nil database, location, clock or logger", ErrInvalidArgument)
+	s := settings{Errors: option.Errors{Sentinel: ErrInvalidArgument},
+		Collector: &Collector{db: db, loc: Seoul(), now: time.Now, log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+	if err := option.Apply(&s, opts); err != nil {
+		return nil, err
 	}
-	return c, nil
+	return s.Collector, nil
 }
 
 // Location returns the time zone of the Collector's day boundaries.

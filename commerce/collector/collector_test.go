@@ -428,7 +428,7 @@ func TestFlashSale(t *testing.T) {
 			if e.Kafka == nil {
 				deliverOutbox(t, col)
 			} else {
-				runGroup(t, e.Kafka.Brokers, collector.ConsumerName, saramaoutbox.NewConsumerHandler(col.consumer), e.Topic)
+				runGroup(t, e.Kafka.Brokers, collector.ConsumerName, testkit.Must(saramaoutbox.NewConsumerHandler(col.consumer))(t), e.Topic)
 			}
 			waitProcessed(t, col, total)
 			col.rollup(t)
@@ -481,7 +481,7 @@ func TestFlashSale(t *testing.T) {
 				col.consumer = again
 				deliverOutbox(t, col)
 			} else {
-				runGroup(t, e.Kafka.Brokers, collector.ConsumerName+"-replay", saramaoutbox.NewConsumerHandler(again), e.Topic)
+				runGroup(t, e.Kafka.Brokers, collector.ConsumerName+"-replay", testkit.Must(saramaoutbox.NewConsumerHandler(again))(t), e.Topic)
 			}
 			require.Eventually(t, func() bool { return replay.dups.Load() >= int64(total) }, 30*time.Second, 20*time.Millisecond)
 			assert.Equal(t, int64(0), replay.applied.Load())

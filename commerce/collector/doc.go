@@ -48,8 +48,8 @@
 // # Running it
 //
 // Embedded: subscribe the consumer to an outbox.Dispatcher for each of Topics(svc.Topics()).
-// With Kafka: saramaoutbox.NewConsumerHandler(consumer).Run(ctx, group, topics...) with a
-// consumer group of its own (refserver runs it in process, or alone as `refserver
+// With Kafka: run a saramaoutbox.NewConsumerHandler(consumer) with Run(ctx, group, topics...)
+// on a consumer group of its own (refserver runs it in process, or alone as `refserver
 // collector`). Run RunRollups beside it.
 //
 // # Performance

@@ -33,6 +33,7 @@ import (
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
 	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
 	"github.com/commercekit/commercekit/inventory/sqlinventory"
@@ -92,8 +93,8 @@ func SQLite(tb testing.TB, opts ...commerce.Option) *Env {
 	db := testenv.SQLite(tb)
 	clock := testclock.New(Start)
 	e := &Env{Name: "SQLite", DB: db, Clock: clock, Topic: commerce.DefaultTopic}
-	e.Inventory = inventory.New(sqlinventory.New(db), inventory.WithClock(clock.Now))
-	e.Coupons = coupon.New(db, sqlcoupon.New(), coupon.WithClock(clock.Now))
+	e.Inventory = testkit.Must(inventory.New(sqlinventory.New(db), inventory.WithClock(clock.Now)))(tb)
+	e.Coupons = testkit.Must(coupon.New(db, sqlcoupon.New(), coupon.WithClock(clock.Now)))(tb)
 
 	var mu sync.Mutex
 	got := map[string]string{}
@@ -158,11 +159,11 @@ func mysqlEnv(tb testing.TB, rdb *redis.Client, opts []commerce.Option) *Env {
 		e.Stock, e.Redis = redisinventory.NewDurable(rdb, db), rdb
 		_, err := e.Stock.Heal(context.Background())
 		require.NoError(tb, err)
-		e.Inventory = inventory.New(e.Stock, inventory.WithClock(clock.Now))
-		e.Coupons = coupon.New(db, rediscoupon.New(rdb), coupon.WithClock(clock.Now))
+		e.Inventory = testkit.Must(inventory.New(e.Stock, inventory.WithClock(clock.Now)))(tb)
+		e.Coupons = testkit.Must(coupon.New(db, rediscoupon.New(rdb), coupon.WithClock(clock.Now)))(tb)
 	} else {
-		e.Inventory = inventory.New(sqlinventory.New(db), inventory.WithClock(clock.Now))
-		e.Coupons = coupon.New(db, sqlcoupon.New(), coupon.WithClock(clock.Now))
+		e.Inventory = testkit.Must(inventory.New(sqlinventory.New(db), inventory.WithClock(clock.Now)))(tb)
+		e.Coupons = testkit.Must(coupon.New(db, sqlcoupon.New(), coupon.WithClock(clock.Now)))(tb)
 	}
 	pub, err := saramaoutbox.NewPublisher(kafka.Brokers, saramaoutbox.ProducerConfig())
 	require.NoError(tb, err)
@@ -177,15 +178,15 @@ func (e *Env) build(tb testing.TB, pub outbox.Publisher, opts []commerce.Option)
 	ctx := context.Background()
 	require.NoError(tb, createSchemas(ctx, e.DB))
 	now := e.Clock.Now
-	e.Ledger = ledger.New(e.DB, ledger.WithClock(now))
-	e.PG = pgsim.New(pgsim.WithClock(now))
+	e.Ledger = testkit.Must(ledger.New(e.DB, ledger.WithClock(now)))(tb)
+	e.PG = testkit.Must(pgsim.New(pgsim.WithClock(now)))(tb)
 	tb.Cleanup(e.PG.Close)
 	e.Gateway = &Gateway{Simulator: e.PG}
 	var err error
 	e.Payments, err = payment.New(e.DB, e.Gateway, payment.WithClock(now),
 		payment.WithWebhookVerifier(e.PG.WebhookVerifier()))
 	require.NoError(tb, err)
-	e.Reconciler = payment.NewReconciler(e.Payments, payment.WithThreshold(0), payment.WithInterval(10*time.Millisecond))
+	e.Reconciler = testkit.Must(payment.NewReconciler(e.Payments, payment.WithThreshold(0), payment.WithInterval(10*time.Millisecond)))(tb)
 	e.Relay, err = outbox.NewRelay(e.DB, pub, outbox.WithClock(now), outbox.WithInterval(10*time.Millisecond))
 	require.NoError(tb, err)
 	writer, err := outbox.NewWriter(outbox.WithClock(now))

@@ -18,7 +18,9 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/backoff"
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/outbox"
 )
@@ -30,8 +32,11 @@ const ConsumerName = "commerce-dataplatform"
 // key twice (a retry after a lost response) must keep one copy.
 const HeaderIdempotencyKey = "Idempotency-Key"
 
-// ErrInvalidConfig is wrapped by the errors of a bad configuration.
-var ErrInvalidConfig = errors.New("dataplatform: invalid configuration")
+// ErrInvalidConfig is wrapped by the errors of a bad configuration. It matches
+// errcode.ErrInvalidArgument too, with the code Internal: a misconfigured program, not a
+// client's mistake.
+var ErrInvalidConfig = errcode.New(errcode.Internal, "invalid_config", "dataplatform: invalid configuration",
+	errcode.ErrInvalidArgument)
 
 // Delivery states.
 const (
@@ -53,6 +58,7 @@ type Notifier struct {
 }
 
 type config struct {
+	option.Errors
 	timeout                time.Duration
 	tries                  int
 	retryMin, retryMax     time.Duration
@@ -69,76 +75,107 @@ type config struct {
 	onState                func(from, to string)
 }
 
-// Option configures a Notifier.
+// Option configures a Notifier. An option given an invalid value (see each option) makes
+// New fail with an *errcode.InvalidError naming the option (ErrInvalidConfig).
 type Option func(*config)
 
-// WithTimeout bounds one HTTP call; default 2s.
-func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
+// WithTimeout bounds one HTTP call; default 2s. It must be positive.
+func WithTimeout(d time.Duration) Option {
+	return func(c *config) { option.Positive(&c.Errors, &c.timeout, "WithTimeout", d) }
+}
 
-// WithRetries sets how many calls one attempt makes (default 3) and the exponential
-// backoff between them (default 100ms to 1s).
+// WithRetries sets how many calls one attempt makes (default 3; at least 1) and the
+// exponential backoff between them (default 100ms to 1s; 0 < min <= max).
 func WithRetries(tries int, minPause, maxPause time.Duration) Option {
-	return func(c *config) { c.tries, c.retryMin, c.retryMax = tries, minPause, maxPause }
+	return func(c *config) {
+		if tries < 1 || !validBackoff(minPause, maxPause) {
+			c.Reject("WithRetries", fmt.Sprintf("%d tries, %v..%v: need tries >= 1 and 0 < min <= max", tries, minPause, maxPause))
+			return
+		}
+		c.tries, c.retryMin, c.retryMax = tries, minPause, maxPause
+	}
 }
 
 // WithBreaker sets the circuit breaker: it opens when failures of the last window calls
 // reach failures (default 5 of 10, seed 003's 50%), and lets one call through again after
-// delay (default 10s): its success closes the breaker, its failure opens it again.
+// delay (default 10s): its success closes the breaker, its failure opens it again. It
+// needs 1 <= failures <= window and a positive delay.
 func WithBreaker(failures, window uint, delay time.Duration) Option {
-	return func(c *config) { c.breakerFailures, c.breakerWindow, c.breakerDelay = failures, window, delay }
+	return func(c *config) {
+		if failures < 1 || window < failures || delay <= 0 {
+			c.Reject("WithBreaker", fmt.Sprintf("%d of %d, %v: need 1 <= failures <= window and a positive delay", failures, window, delay))
+			return
+		}
+		c.breakerFailures, c.breakerWindow, c.breakerDelay = failures, window, delay
+	}
 }
 
 // WithMaxAttempts sets how many attempts a delivery gets before it is dead-lettered
-// (default 10) and the backoff between attempts (default 1s to 5m). Attempts refused by the
-// open breaker, and those whose failure opens it (a failed half-open probe included), are
-// not counted: an outage delays deliveries, it does not kill them.
+// (default 10; at least 1) and the backoff between attempts (default 1s to 5m; 0 < min <=
+// max). Attempts refused by the open breaker, and those whose failure opens it (a failed
+// half-open probe included), are not counted: an outage delays deliveries, it does not
+// kill them.
 func WithMaxAttempts(n int, minPause, maxPause time.Duration) Option {
-	return func(c *config) { c.maxAttempts, c.attemptMin, c.attemptMax = n, minPause, maxPause }
+	return func(c *config) {
+		if n < 1 || !validBackoff(minPause, maxPause) {
+			c.Reject("WithMaxAttempts", fmt.Sprintf("%d, %v..%v: need n >= 1 and 0 < min <= max", n, minPause, maxPause))
+			return
+		}
+		c.maxAttempts, c.attemptMin, c.attemptMax = n, minPause, maxPause
+	}
 }
 
-// WithInterval sets how often Run looks for deliveries due; default 200ms.
-func WithInterval(d time.Duration) Option { return func(c *config) { c.interval = d } }
+// validBackoff reports whether min..max are valid bounds of a backoff.
+func validBackoff(minPause, maxPause time.Duration) bool { return minPause > 0 && maxPause >= minPause }
+
+// WithInterval sets how often Run looks for deliveries due; default 200ms. It must be
+// positive.
+func WithInterval(d time.Duration) Option {
+	return func(c *config) { option.Positive(&c.Errors, &c.interval, "WithInterval", d) }
+}
 
 // WithHTTPClient sets the HTTP client; default a client without a timeout of its own
-// (WithTimeout bounds each call).
-func WithHTTPClient(h *http.Client) Option { return func(c *config) { c.client = h } }
+// (WithTimeout bounds each call). It must not be nil.
+func WithHTTPClient(h *http.Client) Option {
+	return func(c *config) { option.NotNil(&c.Errors, &c.client, "WithHTTPClient", h) }
+}
 
-// WithClock sets where the Notifier reads the time; default time.Now.
-func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
+// WithClock sets where the Notifier reads the time; default time.Now. It must not be nil.
+func WithClock(now func() time.Time) Option {
+	return func(c *config) { option.NotNil(&c.Errors, &c.now, "WithClock", now) }
+}
 
-// WithLogger sets the logger; default discards.
-func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }
+// WithLogger sets the logger; default discards. It must not be nil.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) { option.NotNil(&c.Errors, &c.log, "WithLogger", l) }
+}
 
 // WithBreakerObserver sets a function told every change of the breaker's state ("closed",
-// "open", "half-open").
-func WithBreakerObserver(f func(from, to string)) Option { return func(c *config) { c.onState = f } }
+// "open", "half-open"). It must not be nil.
+func WithBreakerObserver(f func(from, to string)) Option {
+	return func(c *config) { option.NotNil(&c.Errors, &c.onState, "WithBreakerObserver", f) }
+}
 
 // New returns a Notifier that POSTs paid orders to target (an http or https URL) and keeps
 // its queue in db (CreateSchema first).
 func New(db *bun.DB, target string, opts ...Option) (*Notifier, error) {
 	c := config{
+		Errors:  option.Errors{Sentinel: ErrInvalidConfig},
 		timeout: 2 * time.Second, tries: 3, retryMin: 100 * time.Millisecond, retryMax: time.Second,
 		breakerFailures: 5, breakerWindow: 10, breakerDelay: 10 * time.Second,
 		maxAttempts: 10, attemptMin: time.Second, attemptMax: 5 * time.Minute, lease: time.Minute,
 		interval: 200 * time.Millisecond, client: &http.Client{}, now: time.Now,
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), onState: func(string, string) {},
 	}
-	for _, o := range opts {
-		o(&c)
-	}
+	optErr := option.Apply(&c, opts)
 	u, err := url.Parse(target)
 	switch {
 	case db == nil:
 		return nil, fmt.Errorf("%w: no database", ErrInvalidConfig)
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 		return nil, fmt.Errorf("%w: %q is not an http(s) URL", ErrInvalidConfig, target)
-	case c.timeout <= 0 || c.tries < 1 || c.retryMin <= 0 || c.retryMax < c.retryMin || c.maxAttempts < 1 ||
-		c.attemptMin <= 0 || c.attemptMax < c.attemptMin || c.interval <= 0 || c.breakerDelay <= 0:
-		return nil, fmt.Errorf("%w: durations must be positive and counts at least 1", ErrInvalidConfig)
-	case c.breakerFailures < 1 || c.breakerWindow < c.breakerFailures:
-		return nil, fmt.Errorf("%w: breaker needs 1 <= failures <= window", ErrInvalidConfig)
-	case c.client == nil || c.now == nil || c.log == nil || c.onState == nil:
-		return nil, fmt.Errorf("%w: nil client, clock, logger or observer", ErrInvalidConfig)
+	case optErr != nil:
+		return nil, optErr
 	}
 	// A claim must outlast the longest attempt (every call timing out, the longest pause
 	// between them), or a second sender takes over a delivery still being sent.

@@ -17,6 +17,7 @@ import (
 	"github.com/commercekit/commercekit/commerce/dataplatform"
 	"github.com/commercekit/commercekit/commerce/dataplatform/platformsim"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/outbox"
 )
 
@@ -171,8 +172,29 @@ func TestNewValidates(t *testing.T) {
 		_, err := dataplatform.New(db, target)
 		require.ErrorIs(t, err, dataplatform.ErrInvalidConfig, target)
 	}
-	_, err := dataplatform.New(db, "http://127.0.0.1:1/v1/orders", dataplatform.WithBreaker(5, 4, time.Second))
-	require.ErrorIs(t, err, dataplatform.ErrInvalidConfig)
+	construct := func(opts ...dataplatform.Option) (*dataplatform.Notifier, error) {
+		return dataplatform.New(db, "http://127.0.0.1:1/v1/orders", opts...)
+	}
+	testkit.RefusesBadOptions(t, construct, map[string]dataplatform.Option{
+		"WithTimeout: 0s":              dataplatform.WithTimeout(0),
+		"WithRetries: 0 tries":         dataplatform.WithRetries(0, time.Second, time.Second),
+		"WithRetries: 1 tries, 2s..1s": dataplatform.WithRetries(1, 2*time.Second, time.Second),
+		"WithRetries: 1 tries, 0s..1s": dataplatform.WithRetries(1, 0, time.Second),
+		"WithBreaker: 0 of 4":          dataplatform.WithBreaker(0, 4, time.Second),
+		"WithBreaker: 5 of 4":          dataplatform.WithBreaker(5, 4, time.Second),
+		"WithBreaker: 1 of 4, 0s":      dataplatform.WithBreaker(1, 4, 0),
+		"WithMaxAttempts: 0, 1s..1s":   dataplatform.WithMaxAttempts(0, time.Second, time.Second),
+		"WithMaxAttempts: 1, 1s..0s":   dataplatform.WithMaxAttempts(1, time.Second, 0),
+		"WithInterval: -1s":            dataplatform.WithInterval(-time.Second),
+		"WithHTTPClient: nil":          dataplatform.WithHTTPClient(nil),
+		"WithClock: nil":               dataplatform.WithClock(nil),
+		"WithLogger: nil":              dataplatform.WithLogger(nil),
+		"WithBreakerObserver: nil":     dataplatform.WithBreakerObserver(nil),
+	}, dataplatform.ErrInvalidConfig)
+	_, err := construct(dataplatform.WithTimeout(time.Second), dataplatform.WithRetries(1, time.Millisecond, time.Millisecond),
+		dataplatform.WithBreaker(1, 1, time.Second), dataplatform.WithMaxAttempts(1, time.Second, time.Second),
+		dataplatform.WithInterval(time.Second))
+	require.NoError(t, err)
 }
 
 // TestConcurrentSenders runs two notifiers (two processes) on one queue: each delivery is

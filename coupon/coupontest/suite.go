@@ -3,7 +3,9 @@
 //	func TestConformance(t *testing.T) {
 //		coupontest.Run(t, coupontest.Harness{Open: func(t *testing.T, opts ...coupon.Option) coupontest.Env {
 //			db := testenv.MySQL(t) // + coupon.CreateSchema and the backend's own schema
-//			return coupontest.Env{Service: coupon.New(db, mybackend.New(...), opts...), DB: db}
+//			svc, err := coupon.New(db, mybackend.New(...), opts...)
+//			require.NoError(t, err)
+//			return coupontest.Env{Service: svc, DB: db}
 //		}})
 //	}
 //

@@ -10,6 +10,7 @@ import (
 	"github.com/commercekit/commercekit/coupon/coupontest"
 	"github.com/commercekit/commercekit/coupon/rediscoupon"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 func service(b *testing.B) *coupon.Service {
@@ -17,7 +18,7 @@ func service(b *testing.B) *coupon.Service {
 	if err := coupon.CreateSchema(context.Background(), db); err != nil {
 		b.Fatal(err)
 	}
-	return coupon.New(db, rediscoupon.New(testenv.Redis(b)))
+	return testkit.Must(coupon.New(db, rediscoupon.New(testenv.Redis(b))))(b)
 }
 
 // BenchmarkIssue: the Lua take and the coupon's SQL write (MySQL), per issue.

@@ -10,6 +10,7 @@ import (
 	"github.com/commercekit/commercekit/coupon/coupontest"
 	"github.com/commercekit/commercekit/coupon/rediscoupon"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -21,7 +22,7 @@ func TestConformance(t *testing.T) {
 		rdb := testenv.Redis(t)
 		require.NoError(t, coupon.CreateSchema(context.Background(), db))
 		return coupontest.Env{
-			Service: coupon.New(db, rediscoupon.New(rdb), opts...),
+			Service: testkit.Must(coupon.New(db, rediscoupon.New(rdb), opts...))(t),
 			DB:      db,
 			LoseIssuerState: func(t *testing.T) {
 				require.NoError(t, rdb.FlushDB(context.Background()).Err())

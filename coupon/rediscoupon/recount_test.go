@@ -15,13 +15,14 @@ import (
 	"github.com/commercekit/commercekit/coupon/rediscoupon"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 func openRedis(t *testing.T) (*coupon.Service, *redis.Client, *bun.DB) {
 	db := testenv.MySQL(t)
 	rdb := testenv.Redis(t)
 	require.NoError(t, coupon.CreateSchema(context.Background(), db))
-	return coupon.New(db, rediscoupon.New(rdb, rediscoupon.WithKeyPrefix("test:"))), rdb, db
+	return testkit.Must(coupon.New(db, rediscoupon.New(rdb, rediscoupon.WithKeyPrefix("test:"))))(t), rdb, db
 }
 
 // createTemplate creates tpl, a fixed 500 KRW off.
@@ -93,7 +94,7 @@ func TestRedisBehindSQL(t *testing.T) {
 
 	// Another issuer writes alice's first coupon behind Redis's back.
 	require.NoError(t, sqlcoupon.CreateSchema(ctx, db))
-	stray, err := coupon.New(db, sqlcoupon.New()).Issue(ctx, tpl.ID, "alice", "stray")
+	stray, err := testkit.Must(coupon.New(db, sqlcoupon.New()))(t).Issue(ctx, tpl.ID, "alice", "stray")
 	require.NoError(t, err)
 	require.Equal(t, 1, stray.Ordinal)
 

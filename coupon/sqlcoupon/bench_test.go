@@ -10,6 +10,7 @@ import (
 	"github.com/commercekit/commercekit/coupon/coupontest"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 func service(b *testing.B, db *bun.DB) *coupon.Service {
@@ -20,7 +21,7 @@ func service(b *testing.B, db *bun.DB) *coupon.Service {
 	if err := sqlcoupon.CreateSchema(ctx, db); err != nil {
 		b.Fatal(err)
 	}
-	return coupon.New(db, sqlcoupon.New())
+	return testkit.Must(coupon.New(db, sqlcoupon.New()))(b)
 }
 
 func BenchmarkIssueMySQL(b *testing.B) { coupontest.BenchmarkIssue(b, service(b, testenv.MySQL(b))) }

@@ -11,6 +11,7 @@ import (
 	"github.com/commercekit/commercekit/coupon/coupontest"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -23,7 +24,7 @@ func harness(open func(testing.TB) *bun.DB) coupontest.Harness {
 		require.NoError(t, coupon.CreateSchema(ctx, db))
 		require.NoError(t, sqlcoupon.CreateSchema(ctx, db))
 		require.NoError(t, sqlcoupon.CreateSchema(ctx, db), "CreateSchema is idempotent")
-		return coupontest.Env{Service: coupon.New(db, sqlcoupon.New(), opts...), DB: db}
+		return coupontest.Env{Service: testkit.Must(coupon.New(db, sqlcoupon.New(), opts...))(t), DB: db}
 	}}
 }
 

@@ -53,7 +53,10 @@ func startLocal(ctx context.Context, c config) (url string, stop func(), err err
 		}
 		cleanups = append(cleanups, broker.Close)
 		cfg.KafkaBrokers = broker.ListenAddrs()
-		sim := pgsim.New(pgsim.WithLatency(c.pgLatency, c.pgLatency), pgsim.WithWebhookSecret([]byte(cfg.WebhookSecret)))
+		sim, err := pgsim.New(pgsim.WithLatency(c.pgLatency, c.pgLatency), pgsim.WithWebhookSecret([]byte(cfg.WebhookSecret)))
+		if err != nil {
+			return "", nil, err
+		}
 		simURL, stopSim, err := serve(pgsim.NewHandler(sim))
 		if err != nil {
 			sim.Close()

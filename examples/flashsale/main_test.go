@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/refserver/server"
 )
@@ -89,7 +90,7 @@ func TestFullModeSale(t *testing.T) {
 	cfg.RedisAddr, cfg.RedisDB = rdb.Options().Addr, rdb.Options().DB
 	k := testenv.NewKafka(t)
 	cfg.KafkaBrokers = k.Brokers
-	sim := pgsim.New()
+	sim := testkit.Must(pgsim.New())(t)
 	pg := httptest.NewServer(pgsim.NewHandler(sim))
 	defer func() { pg.Close(); sim.Close() }()
 	cfg.PGSimURL = pg.URL

@@ -115,7 +115,12 @@ func open(ctx context.Context, c config) (*inventory.Inventory, func(), error) {
 			rdb.Close()
 			return nil, nil, err
 		}
-		return inventory.New(redisinventory.New(rdb, redisinventory.WithTag("inventoryload"))), func() { rdb.Close() }, nil
+		inv, err := inventory.New(redisinventory.New(rdb, redisinventory.WithTag("inventoryload")))
+		if err != nil {
+			rdb.Close()
+			return nil, nil, err
+		}
+		return inv, func() { rdb.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("unknown backend %q (sqlite, mysql, redis)", c.backend)
 }
@@ -125,7 +130,12 @@ func sqlInventory(ctx context.Context, db *bun.DB) (*inventory.Inventory, func()
 		db.Close()
 		return nil, nil, err
 	}
-	return inventory.New(sqlinventory.New(db)), func() { db.Close() }, nil
+	inv, err := inventory.New(sqlinventory.New(db))
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return inv, func() { db.Close() }, nil
 }
 
 // loopback refuses any address but this machine's.

@@ -2,7 +2,7 @@
 // test calls Advance, so deadlines, retention and expiry are tested without sleeping.
 //
 //	c := testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
-//	svc := ledger.New(db, ledger.WithClock(c.Now))
+//	svc, err := ledger.New(db, ledger.WithClock(c.Now))
 //	c.Advance(time.Hour) // every hold with a shorter deadline is now due
 package testclock
 

@@ -1,15 +1,19 @@
 // Package testkit holds the small helpers the module's tests share beyond backends
 // (internal/testenv) and time (internal/testclock): running work concurrently, or in the
-// background for the rest of a test.
+// background for the rest of a test, or checking that a constructor refuses invalid options.
 package testkit
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/errcode"
 )
 
 // Background runs run(ctx) on its own goroutine until the test ends; then it cancels ctx,
@@ -68,5 +72,24 @@ func Must[T any](v T, err error) func(testing.TB) T {
 		t.Helper()
 		require.NoError(t, err)
 		return v
+	}
+}
+
+// RefusesBadOptions requires that construct, given each option of bad on its own, returns
+// no value and an *errcode.InvalidError (matching errcode.ErrInvalidArgument) whose Field is
+// the option's name and whose message shows the value. bad's keys are "Name: value", as
+// the message says them: "WithSweepBatch: 0". The error must match the package's sentinels
+// too, when given (commerce.ErrInvalidConfig, ...).
+func RefusesBadOptions[O any, T any](t *testing.T, construct func(...O) (*T, error), bad map[string]O, sentinels ...error) {
+	t.Helper()
+	for want, opt := range bad {
+		v, err := construct(opt)
+		require.ErrorIs(t, err, errcode.ErrInvalidArgument, want)
+		for _, s := range sentinels {
+			require.ErrorIs(t, err, s, want)
+		}
+		assert.Nil(t, v, want)
+		assert.Equal(t, strings.SplitN(want, ":", 2)[0], errcode.FieldOf(err), want)
+		assert.Contains(t, err.Error(), want)
 	}
 }

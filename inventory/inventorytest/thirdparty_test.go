@@ -14,6 +14,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/inventorytest"
 )
@@ -22,8 +23,8 @@ import (
 // SQL transactions, so the Harness says JoinsTx false and returns no database.
 func TestThirdPartyBackend(t *testing.T) {
 	inventorytest.Run(t, inventorytest.Harness{
-		New: func(_ testing.TB, opts ...inventory.Option) (*inventory.Inventory, *bun.DB) {
-			return inventory.New(newMemBackend(), opts...), nil
+		New: func(tb testing.TB, opts ...inventory.Option) (*inventory.Inventory, *bun.DB) {
+			return testkit.Must(inventory.New(newMemBackend(), opts...))(tb), nil
 		},
 	})
 }

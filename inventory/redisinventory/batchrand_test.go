@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
 )
@@ -47,7 +48,7 @@ func randomBatches(t *testing.T, seed uint64, now time.Time, durable, batched bo
 		be = redisinventory.New(rdb)
 	}
 	plain := redisinventory.New(rdb) // the Redis half of a Durable's rolled-back attempts
-	inv := inventory.New(be)
+	inv := testkit.Must(inventory.New(be))(t)
 	rng := rand.New(rand.NewPCG(seed, 7))
 	skus := []string{"s0", "s1", "s2", "s3"}
 	for i, sku := range skus {
@@ -141,7 +142,7 @@ func TestLargestBatch(t *testing.T) {
 	ctx := context.Background()
 	d, _, _ := newDurable(t)
 	for _, be := range []inventory.Backend{redisinventory.New(testenv.Redis(t)), d} {
-		inv := inventory.New(be)
+		inv := testkit.Must(inventory.New(be))(t)
 		var lines []inventory.Line
 		for i := range inventory.MaxLines {
 			sku := fmt.Sprintf("sku%02d", i)

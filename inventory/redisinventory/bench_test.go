@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/inventorytest"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
@@ -53,7 +54,7 @@ func BenchmarkHotSKU(b *testing.B) {
 				redisinventory.SetMaxBatch(be, s.maxBatch)
 			}
 			defer redisCPU(b, rdb)()
-			inventorytest.ReserveHot(b, inventory.New(be), raw)
+			inventorytest.ReserveHot(b, testkit.Must(inventory.New(be))(b), raw)
 		})
 	}
 }

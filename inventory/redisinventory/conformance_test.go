@@ -6,6 +6,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/inventorytest"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
@@ -16,7 +17,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 var harness = inventorytest.Harness{
 	JoinsTx: false,
 	New: func(tb testing.TB, opts ...inventory.Option) (*inventory.Inventory, *bun.DB) {
-		return inventory.New(redisinventory.New(testenv.Redis(tb)), opts...), nil
+		return testkit.Must(inventory.New(redisinventory.New(testenv.Redis(tb)), opts...))(tb), nil
 	},
 }
 
@@ -29,7 +30,7 @@ var durableHarness = inventorytest.Harness{
 	JoinsTx: false,
 	New: func(tb testing.TB, opts ...inventory.Option) (*inventory.Inventory, *bun.DB) {
 		d, _, _ := newDurable(tb)
-		return inventory.New(d, opts...), nil
+		return testkit.Must(inventory.New(d, opts...))(tb), nil
 	},
 }
 

@@ -2,7 +2,7 @@
 // script, run with EVALSHA through go-redis's Script (which falls back to EVAL when the
 // server answers NOSCRIPT, for instance after a restart or SCRIPT FLUSH).
 //
-//	inv := inventory.New(redisinventory.New(rdb)) // rdb: *redis.Client, *redis.ClusterClient, ...
+//	inv, err := inventory.New(redisinventory.New(rdb)) // rdb: *redis.Client, *redis.ClusterClient, ...
 //
 // Reserve is one round trip, and concurrent reservations share it: those that arrive while
 // a reserve call of the Backend is in progress go together in the next call (up to two
@@ -48,7 +48,7 @@
 //	stock := redisinventory.NewDurable(rdb, db)
 //	_, err = stock.Heal(ctx)          // at start: builds Redis from the journal if needed
 //	go stock.Run(ctx, time.Second)   // the healer
-//	inv := inventory.New(stock)
+//	inv, err := inventory.New(stock)
 //
 // The journal: inventory_journal_stock holds per SKU its base (on hand + sold) and buyer
 // limit, changed only by SetStock and Adjust (adjustments are rows, idempotent on their ID

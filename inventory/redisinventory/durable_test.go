@@ -16,6 +16,7 @@ import (
 
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
 )
@@ -66,7 +67,7 @@ func requireRebuilding(t *testing.T, err error) {
 func TestDurableLoss(t *testing.T) {
 	ctx := context.Background()
 	d, rdb, _ := newDurable(t)
-	inv := inventory.New(d)
+	inv := testkit.Must(inventory.New(d))(t)
 	setStock(t, inv, "drop", 10, 2)
 	setStock(t, inv, "tee", 10, 0)
 	_, err := inv.Adjust(ctx, inventory.Adjustment{ID: "restock-1", SKU: "tee", Delta: 3, Reason: "restock"})
@@ -143,7 +144,7 @@ func TestDurableLoss(t *testing.T) {
 func TestDurableRebuildWaitsForWriters(t *testing.T) {
 	ctx := context.Background()
 	d, rdb, db := newDurable(t)
-	inv := inventory.New(d)
+	inv := testkit.Must(inventory.New(d))(t)
 	setStock(t, inv, "last", 1, 0)
 
 	inRedis, proceed := make(chan struct{}), make(chan struct{})
@@ -258,7 +259,7 @@ func TestDurableRestartedWithOldData(t *testing.T) {
 	d := redisinventory.NewDurable(rdb, db)
 	_, err := d.Heal(ctx)
 	require.NoError(t, err)
-	inv := inventory.New(d)
+	inv := testkit.Must(inventory.New(d))(t)
 	setStock(t, inv, "a", 5, 0)
 	require.NoError(t, rdb.Save(ctx).Err()) // the snapshot the server will come back with
 	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "after-snapshot", Lines: line("a", 2)})
@@ -287,7 +288,7 @@ func TestDurableConcurrentReplaysWait(t *testing.T) {
 			time.Sleep(200 * time.Millisecond) // every replay now waits on the first insert
 		}
 	})
-	inv := inventory.New(d)
+	inv := testkit.Must(inventory.New(d))(t)
 	for _, sku := range []string{"a", "b"} {
 		setStock(t, inv, sku, 100, 0)
 	}
@@ -313,7 +314,7 @@ func TestDurableConcurrentReplaysWait(t *testing.T) {
 func TestDurableBatchIsolatesCallers(t *testing.T) {
 	ctx := context.Background()
 	d, rdb, db := newDurable(t)
-	inv := inventory.New(d)
+	inv := testkit.Must(inventory.New(d))(t)
 	setStock(t, inv, "drop", 40, 2)
 	require.NoError(t, rdb.ScriptFlush(ctx).Err()) // the pipelined scripts must load themselves
 
@@ -360,7 +361,7 @@ func TestDurableBatchIsolatesCallers(t *testing.T) {
 func TestDurableStraySweepLeavesLiveRowsUnlocked(t *testing.T) {
 	ctx := context.Background()
 	d, _, db := newDurable(t)
-	inv := inventory.New(d)
+	inv := testkit.Must(inventory.New(d))(t)
 	setStock(t, inv, "a", 2, 0)
 	for _, id := range []string{"live", "stray"} {
 		_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: id, Lines: line("a", 1), TTL: time.Minute})
@@ -461,7 +462,7 @@ type batchScenario struct {
 func runBatchScenario(t *testing.T, newBackend func(t *testing.T) (inventory.Backend, *redis.Client), batched bool) batchScenario {
 	ctx := context.Background()
 	be, rdb := newBackend(t)
-	inv := inventory.New(be)
+	inv := testkit.Must(inventory.New(be))(t)
 	setStock(t, inv, "drop", 10, 2)
 	setStock(t, inv, "hot", 5, 0)
 	now := time.Now().UTC().Truncate(time.Millisecond)
@@ -549,7 +550,7 @@ func runBatchScenario(t *testing.T, newBackend func(t *testing.T) (inventory.Bac
 func TestDurableBatchAdoptsEarlierAttempts(t *testing.T) {
 	ctx := context.Background()
 	d, rdb, _ := newDurable(t)
-	inv := inventory.New(d)
+	inv := testkit.Must(inventory.New(d))(t)
 	setStock(t, inv, "hot", 10, 0)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	res := func(id string, qty int64) inventory.Reservation {
@@ -586,7 +587,7 @@ func TestBatchFailingMidwayKeepsItsWrites(t *testing.T) {
 	ctx := context.Background()
 	rdb := testenv.Redis(t)
 	be := redisinventory.New(rdb)
-	inv := inventory.New(be)
+	inv := testkit.Must(inventory.New(be))(t)
 	setStock(t, inv, "hot", 5, 0)
 	require.NoError(t, rdb.Set(ctx, "{inventory}:res:bad", "not a record", 0).Err())
 	now := time.Now().UTC().Truncate(time.Millisecond)
@@ -616,7 +617,7 @@ func TestDurableRefusesToWipeUnjournaledStock(t *testing.T) {
 	ctx := context.Background()
 	db, rdb := testenv.MySQL(t), testenv.Redis(t)
 	require.NoError(t, redisinventory.CreateJournal(ctx, db))
-	plain := inventory.New(redisinventory.New(rdb))
+	plain := testkit.Must(inventory.New(redisinventory.New(rdb)))(t)
 	setStock(t, plain, "tee", 7, 0)
 
 	d := redisinventory.NewDurable(rdb, db)

@@ -28,6 +28,9 @@ func ExampleNewDurable() {
 	}
 	go stock.Run(ctx, time.Second) //nolint:errcheck // returns nil when ctx ends
 
-	inv := inventory.New(stock)
+	inv, err := inventory.New(stock)
+	if err != nil {
+		panic(err)
+	}
 	_, _ = inv.SetStock(ctx, inventory.StockSetting{SKU: "tee", OnHand: 100})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
 	"github.com/commercekit/commercekit/inventory/sqlinventory"
@@ -24,7 +25,7 @@ func TestRecovery(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.SQLite(t)
 	require.NoError(t, sqlinventory.CreateSchema(ctx, db))
-	store := inventory.New(sqlinventory.New(db))
+	store := testkit.Must(inventory.New(sqlinventory.New(db)))(t)
 	_, err := store.SetStock(ctx, inventory.StockSetting{SKU: "drop", OnHand: 10, BuyerLimit: 1})
 	require.NoError(t, err)
 	_, err = store.SetStock(ctx, inventory.StockSetting{SKU: "tee", OnHand: 5})
@@ -32,7 +33,7 @@ func TestRecovery(t *testing.T) {
 
 	rdb := testenv.Redis(t)
 	rb := redisinventory.New(rdb)
-	live := inventory.New(rb)
+	live := testkit.Must(inventory.New(rb))(t)
 
 	// Warm-up loads what Redis lacks and leaves what it has alone.
 	src, err := store.Stocks(ctx, []string{"drop", "tee"})
@@ -129,8 +130,8 @@ func TestRecovery(t *testing.T) {
 func TestKeys(t *testing.T) {
 	ctx := context.Background()
 	rdb := testenv.Redis(t)
-	a := inventory.New(redisinventory.New(rdb, redisinventory.WithTag("shop-a"), redisinventory.WithRetention(time.Hour)))
-	b := inventory.New(redisinventory.New(rdb, redisinventory.WithTag("shop-b")))
+	a := testkit.Must(inventory.New(redisinventory.New(rdb, redisinventory.WithTag("shop-a"), redisinventory.WithRetention(time.Hour))))(t)
+	b := testkit.Must(inventory.New(redisinventory.New(rdb, redisinventory.WithTag("shop-b"))))(t)
 	for _, inv := range []*inventory.Inventory{a, b} {
 		setStock(t, inv, "mug", 5, 2)
 		_, err := inv.Adjust(ctx, inventory.Adjustment{ID: "adj-1", SKU: "mug", Delta: 1, Reason: "restock"})

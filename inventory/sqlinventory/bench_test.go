@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/inventorytest"
 )
@@ -39,7 +40,7 @@ func BenchmarkHotSKU(b *testing.B) {
 			if !s.grouped {
 				be.group = nil
 			}
-			inventorytest.ReserveHot(b, inventory.New(be), raw)
+			inventorytest.ReserveHot(b, testkit.Must(inventory.New(be))(b), raw)
 			if be.group != nil {
 				if batches, calls := be.group.Stats(); batches > 0 {
 					b.ReportMetric(float64(calls)/float64(batches), "res/tx")

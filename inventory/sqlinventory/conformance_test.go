@@ -7,6 +7,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/inventorytest"
 	"github.com/commercekit/commercekit/inventory/sqlinventory"
@@ -23,7 +24,7 @@ func harness(open func(testing.TB) *bun.DB) inventorytest.Harness {
 			if err := sqlinventory.CreateSchema(context.Background(), db); err != nil {
 				tb.Fatal(err)
 			}
-			return inventory.New(sqlinventory.New(db), opts...), db
+			return testkit.Must(inventory.New(sqlinventory.New(db), opts...))(tb), db
 		},
 	}
 }

@@ -3,7 +3,7 @@
 //
 //	db := bun.NewDB(sqldb, mysqldialect.New())
 //	err := sqlinventory.CreateSchema(ctx, db)
-//	inv := inventory.New(sqlinventory.New(db))
+//	inv, err := inventory.New(sqlinventory.New(db))
 //
 // # Transactions
 //

@@ -17,6 +17,7 @@ import (
 	"github.com/uptrace/bun/dialect/mysqldialect"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 )
 
@@ -32,7 +33,7 @@ func TestGroupCommitIsolatesCallers(t *testing.T) {
 			db := open(t)
 			require.NoError(t, CreateSchema(ctx, db))
 			be := New(db)
-			inv := inventory.New(be)
+			inv := testkit.Must(inventory.New(be))(t)
 			_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: "hot", OnHand: 200, BuyerLimit: 3})
 			require.NoError(t, err)
 
@@ -131,7 +132,7 @@ func TestGroupCommitSurvivesACrash(t *testing.T) {
 	db := bun.NewDB(sqldb, mysqldialect.New())
 	t.Cleanup(func() { db.Close() })
 	require.NoError(t, CreateSchema(ctx, db))
-	inv := inventory.New(New(db))
+	inv := testkit.Must(inventory.New(New(db)))(t)
 	const onHand, clients, each = 100_000, 40, 500
 	_, err = inv.SetStock(ctx, inventory.StockSetting{SKU: "hot", OnHand: onHand})
 	require.NoError(t, err)

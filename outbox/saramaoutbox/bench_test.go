@@ -11,6 +11,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/outboxtest"
@@ -86,7 +87,7 @@ func BenchmarkConsumer(b *testing.B) {
 			}, outbox.WithBatchSize(batch), outbox.WithObserver(appliedCounter{n: &applied, last: &last}))
 			require.NoError(b, err)
 			b.ResetTimer()
-			runGroup(b, k, "bench", saramaoutbox.NewConsumerHandler(c), topic)
+			runGroup(b, k, "bench", testkit.Must(saramaoutbox.NewConsumerHandler(c))(b), topic)
 			for applied.Load() < int64(b.N) {
 				time.Sleep(time.Millisecond)
 			}

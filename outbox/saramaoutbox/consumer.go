@@ -25,8 +25,12 @@ type ConsumerHandler struct {
 }
 
 // NewConsumerHandler returns a handler delivering to c. Options: WithLogger, WithBackoff.
-func NewConsumerHandler(c *outbox.Consumer, opts ...Option) *ConsumerHandler {
-	return &ConsumerHandler{consumer: c, o: newOptions(opts)}
+func NewConsumerHandler(c *outbox.Consumer, opts ...Option) (*ConsumerHandler, error) {
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &ConsumerHandler{consumer: c, o: o}, nil
 }
 
 // Setup does nothing.

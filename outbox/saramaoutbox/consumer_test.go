@@ -16,6 +16,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/outboxtest"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
@@ -65,7 +66,7 @@ func TestPoisonEventGoesToTheDeadLetterTopic(t *testing.T) {
 	}, outbox.WithMaxAttempts(3), outbox.WithBackoff(time.Millisecond, 5*time.Millisecond), outbox.WithObserver(m),
 		outbox.WithDeadLetters(dlq))
 	require.NoError(t, err)
-	runGroup(t, k, "projector", saramaoutbox.NewConsumerHandler(c), topic)
+	runGroup(t, k, "projector", testkit.Must(saramaoutbox.NewConsumerHandler(c))(t), topic)
 	require.Eventually(t, func() bool {
 		return m.get("applied") == 49 && m.get("dead_lettered") == 1
 	}, 3*time.Minute, 20*time.Millisecond, "49 events applied and one dead-lettered")
@@ -131,7 +132,7 @@ func TestOffsetsCommittedOnlyAfterEffectsAreDurable(t *testing.T) {
 		return outboxtest.Record(ctx, tx, "projector", events)
 	}, outbox.WithObserver(m))
 	require.NoError(t, err)
-	h := saramaoutbox.NewConsumerHandler(c, saramaoutbox.WithBackoff(time.Millisecond, 10*time.Millisecond))
+	h := testkit.Must(saramaoutbox.NewConsumerHandler(c, saramaoutbox.WithBackoff(time.Millisecond, 10*time.Millisecond)))(t)
 
 	group, err := sarama.NewConsumerGroup(k.Brokers, "projector", saramaoutbox.ConsumerConfig())
 	require.NoError(t, err)
@@ -327,9 +328,8 @@ func TestKafkaDown30sNothingLostAppliedOnce(t *testing.T) {
 	require.NoError(t, err)
 	groupCtx, stopGroup := context.WithCancel(context.Background())
 	groupDone := make(chan error, 1)
-	go func() {
-		groupDone <- saramaoutbox.NewConsumerHandler(c, saramaoutbox.WithBackoff(10*time.Millisecond, time.Second)).Run(groupCtx, group, topic)
-	}()
+	h := testkit.Must(saramaoutbox.NewConsumerHandler(c, saramaoutbox.WithBackoff(10*time.Millisecond, time.Second)))(t)
+	go func() { groupDone <- h.Run(groupCtx, group, topic) }()
 	defer func() {
 		stopGroup()
 		require.NoError(t, <-groupDone)

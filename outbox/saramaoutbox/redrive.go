@@ -24,12 +24,16 @@ import (
 // letters it republished. dlqTopic must be written outside transactions, as a
 // DeadLetterQueue does.
 func Redrive(ctx context.Context, client sarama.Client, pub *Publisher, dlqTopic, group string, opts ...Option) (int, error) {
+	o, err := newOptions(opts)
+	if err != nil {
+		return 0, err
+	}
 	fail := func(err error) error { return fmt.Errorf("saramaoutbox: redrive %s: %w", dlqTopic, err) }
 	partitions, err := client.Partitions(dlqTopic)
 	if err != nil {
 		return 0, fail(err)
 	}
-	r := &redriver{pub: pub, o: newOptions(opts), client: client, topic: dlqTopic, ends: make(map[int32]int64), done: make(map[int32]bool)}
+	r := &redriver{pub: pub, o: o, client: client, topic: dlqTopic, ends: make(map[int32]int64), done: make(map[int32]bool)}
 	for _, p := range partitions {
 		if r.ends[p], err = client.GetOffset(dlqTopic, p, sarama.OffsetNewest); err != nil {
 			return 0, fail(err)

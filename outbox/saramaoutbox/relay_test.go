@@ -16,6 +16,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/outboxtest"
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
@@ -164,7 +165,7 @@ func TestRelayKilledMidBatchAppliedExactlyOnce(t *testing.T) {
 		return outboxtest.Record(ctx, tx, "projector", events)
 	}, outbox.WithObserver(m))
 	require.NoError(t, err)
-	runGroup(t, k, "projector", saramaoutbox.NewConsumerHandler(c), topic)
+	runGroup(t, k, "projector", testkit.Must(saramaoutbox.NewConsumerHandler(c))(t), topic)
 	require.Eventually(t, func() bool { return m.get("applied")+m.get("duplicate") >= total }, 3*time.Minute, 20*time.Millisecond, "the consumer to see every message")
 
 	rows := outboxtest.Applied(t, db, "projector")

@@ -3,7 +3,8 @@
 // when Run passes against it:
 //
 //	func TestConformance(t *testing.T) {
-//		sim := pgsim.New()
+//		sim, err := pgsim.New()
+//		require.NoError(t, err)
 //		t.Cleanup(sim.Close)
 //		gatewaytest.Run(t, gatewaytest.Harness{Gateway: sim, DeclineToken: pgsim.TokenDecline, Charges: sim.Charges})
 //	}

@@ -3,6 +3,8 @@ package idempotency
 import (
 	"log/slog"
 	"time"
+
+	"github.com/commercekit/commercekit/internal/option"
 )
 
 // Defaults of the Store's options.
@@ -17,26 +19,44 @@ const (
 	DefaultLockTimeout = 60 * time.Second
 )
 
-// Option configures a Store.
-type Option func(*Store)
+// Option configures a Store. An option given an invalid value (see each option) makes New
+// fail with an *InvalidError naming the option.
+type Option func(*settings)
+
+// settings is what the options of New fill.
+type settings struct {
+	option.Errors
+	*Store
+}
 
 // WithRetention sets how long a key and its final response are kept after the response is
 // stored (default DefaultRetention). It must exceed the lock timeout.
-func WithRetention(d time.Duration) Option { return func(s *Store) { s.retention = d } }
+func WithRetention(d time.Duration) Option {
+	return func(s *settings) { option.Positive(&s.Errors, &s.retention, "WithRetention", d) }
+}
 
 // WithLockTimeout sets how long a claim holds its key (default DefaultLockTimeout); after
 // that a request with the same fingerprint takes the key over, and fn's context in Do has
 // expired. It must be positive.
-func WithLockTimeout(d time.Duration) Option { return func(s *Store) { s.lockTimeout = d } }
+func WithLockTimeout(d time.Duration) Option {
+	return func(s *settings) { option.Positive(&s.Errors, &s.lockTimeout, "WithLockTimeout", d) }
+}
 
 // WithClock sets the clock that dates claims, locks and expiry (default time.Now). Backends
 // compare only the times the Store gives them, so a test can move time with it; in
 // production the clocks of all processes sharing a backend should agree (NTP) — a process
-// whose clock runs ahead sees locks expire early by as much.
-func WithClock(now func() time.Time) Option { return func(s *Store) { s.clock = now } }
+// whose clock runs ahead sees locks expire early by as much. It must not be nil.
+func WithClock(now func() time.Time) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.clock, "WithClock", now) }
+}
 
-// WithLogger sets the logger for takeovers, lost locks and failed releases (default: discard).
-func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.logger = l } }
+// WithLogger sets the logger for takeovers, lost locks and failed releases (default:
+// discard). It must not be nil.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.logger, "WithLogger", l) }
+}
 
-// WithObserver sets the observer told of every outcome (default: none).
-func WithObserver(o Observer) Option { return func(s *Store) { s.observer = o } }
+// WithObserver sets the observer told of every outcome (default: none). It must not be nil.
+func WithObserver(o Observer) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.observer, "WithObserver", o) }
+}

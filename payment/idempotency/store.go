@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/observe"
 )
 
@@ -24,8 +25,9 @@ type Store struct {
 	bg          *background
 }
 
-// New returns a Store on b. It fails with an *InvalidError when an option is out of range
-// (lock timeout not positive, retention not above the lock timeout).
+// New returns a Store on b. It fails with an *InvalidError naming the option when an
+// option is given an invalid value (lock timeout not positive, retention not above the lock
+// timeout, a nil clock, logger or observer).
 func New(b Backend, opts ...Option) (*Store, error) {
 	s := &Store{
 		backend:     b,
@@ -36,18 +38,15 @@ func New(b Backend, opts ...Option) (*Store, error) {
 		observer:    observe.Nop{},
 		bg:          newBackground(),
 	}
-	for _, o := range opts {
-		o(s)
-	}
+	set := settings{Store: s}
+	optErr := option.Apply(&set, opts)
 	switch {
 	case b == nil:
 		return nil, &InvalidError{Field: "backend", Reason: "nil"}
-	case s.lockTimeout <= 0:
-		return nil, &InvalidError{Field: "lock timeout", Reason: fmt.Sprintf("%v is not positive", s.lockTimeout)}
+	case optErr != nil:
+		return nil, optErr
 	case s.retention <= s.lockTimeout:
-		return nil, &InvalidError{Field: "retention", Reason: fmt.Sprintf("%v is not longer than the lock timeout %v", s.retention, s.lockTimeout)}
-	case s.clock == nil || s.logger == nil || s.observer == nil:
-		return nil, &InvalidError{Field: "option", Reason: "nil clock, logger or observer"}
+		return nil, &InvalidError{Field: "WithRetention", Reason: fmt.Sprintf("%v is not longer than the lock timeout %v", s.retention, s.lockTimeout)}
 	}
 	return s, nil
 }

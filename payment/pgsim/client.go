@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/payment"
 )
 
@@ -33,16 +34,19 @@ type Client struct {
 var _ payment.Gateway = (*Client)(nil)
 
 // ClientOption configures a Client.
-type ClientOption func(*Client)
+type ClientOption func(*clientSettings)
+
+// clientSettings is what the options of NewClient fill.
+type clientSettings struct {
+	option.Errors
+	*Client
+}
 
 // WithHTTPClient sets the HTTP client (default: a new one with its own transport). Leave
-// timeouts to the context, or to the resilient package's per-attempt timeout.
+// timeouts to the context, or to the resilient package's per-attempt timeout. It must not be
+// nil.
 func WithHTTPClient(hc *http.Client) ClientOption {
-	return func(c *Client) {
-		if hc != nil {
-			c.hc = hc
-		}
-	}
+	return func(c *clientSettings) { option.NotNil(&c.Errors, &c.hc, "WithHTTPClient", hc) }
 }
 
 // NewClient returns a Client for the simulator at baseURL, which must be a loopback address
@@ -52,8 +56,9 @@ func NewClient(baseURL string, opts ...ClientOption) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{base: strings.TrimRight(baseURL, "/"), hc: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}}
-	for _, o := range opts {
-		o(c)
+	set := clientSettings{Client: c}
+	if err := option.Apply(&set, opts); err != nil {
+		return nil, fmt.Errorf("pgsim: %w", err)
 	}
 	return c, nil
 }

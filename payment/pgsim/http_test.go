@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/payment/resilient"
@@ -114,7 +115,7 @@ func TestHTTPFaults(t *testing.T) {
 func TestHTTPWithPolicies(t *testing.T) {
 	sim := newSim(t)
 	_, client := serve(t, sim)
-	gw := resilient.Wrap(client(), resilient.WithRetries(3, time.Millisecond, 5*time.Millisecond))
+	gw := testkit.Must(resilient.Wrap(client(), resilient.WithRetries(3, time.Millisecond, 5*time.Millisecond)))(t)
 	sim.InjectFault("l", pgsim.FaultLostResponse, 1)
 	a, err := gw.Approve(context.Background(), approve("l"))
 	require.NoError(t, err)
@@ -184,7 +185,7 @@ func TestWebhookDeliveryOverHTTP(t *testing.T) {
 	defer receiver.Close()
 	deliver, err := pgsim.PostWebhook(receiver.URL, receiver.Client())
 	require.NoError(t, err)
-	sim := pgsim.New(pgsim.WithWebhook(deliver, 3))
+	sim := testkit.Must(pgsim.New(pgsim.WithWebhook(deliver, 3)))(t)
 	_, err = sim.Approve(context.Background(), approve("p"))
 	require.NoError(t, err)
 	_, err = sim.Cancel(context.Background(), payment.CancelRequest{CancelID: "c", PaymentID: "p", Amount: 10_000})

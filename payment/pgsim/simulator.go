@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/payment"
 )
 
@@ -97,8 +98,10 @@ type Stats struct {
 	StatusCalls int
 }
 
-// New returns a Simulator that approves everything at once until configured otherwise.
-func New(opts ...Option) *Simulator {
+// New returns a Simulator that approves everything at once until configured otherwise. An
+// option given an invalid value is refused with an *errcode.InvalidError naming it, and no
+// Simulator.
+func New(opts ...Option) (*Simulator, error) {
 	s := &Simulator{
 		faultRates:       make(map[Fault]float64),
 		idempotent:       true,
@@ -114,10 +117,11 @@ func New(opts ...Option) *Simulator {
 		injected:         make(map[string][]Fault),
 		closed:           make(chan struct{}),
 	}
-	for _, o := range opts {
-		o(s)
+	set := settings{Simulator: s}
+	if err := option.Apply(&set, opts); err != nil {
+		return nil, fmt.Errorf("pgsim: %w", err)
 	}
-	return s
+	return s, nil
 }
 
 // Close releases every call hanging in a fault and waits for webhook deliveries to finish.

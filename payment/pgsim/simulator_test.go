@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
 )
@@ -19,7 +20,7 @@ func approve(id string) payment.ApproveRequest {
 }
 
 func newSim(t *testing.T, opts ...pgsim.Option) *pgsim.Simulator {
-	sim := pgsim.New(opts...)
+	sim := testkit.Must(pgsim.New(opts...))(t)
 	t.Cleanup(sim.Close)
 	return sim
 }
@@ -151,7 +152,7 @@ func TestSimulatorFaults(t *testing.T) {
 	})
 
 	t.Run("close releases hanging calls", func(t *testing.T) {
-		sim := pgsim.New()
+		sim := testkit.Must(pgsim.New())(t)
 		sim.SetFault(pgsim.FaultTimeout)
 		done := make(chan error)
 		go func() {
@@ -236,4 +237,26 @@ func TestWebhookSignature(t *testing.T) {
 	assert.ErrorIs(t, err, payment.ErrNotAtGateway)
 	_, _, err = sim.CancelWebhook("nope")
 	assert.Error(t, err)
+}
+
+// TestConstructorsRefuseBadOptions: every invalid option value of New and NewClient is
+// refused, naming the option.
+func TestConstructorsRefuseBadOptions(t *testing.T) {
+	deliver := func(context.Context, []byte, string) error { return nil }
+	testkit.RefusesBadOptions(t, pgsim.New, map[string]pgsim.Option{
+		"WithLatency: -1ms..1s":       pgsim.WithLatency(-time.Millisecond, time.Second),
+		"WithLatency: 2s..1s":         pgsim.WithLatency(2*time.Second, time.Second),
+		"WithDeclineRate: 1.5":        pgsim.WithDeclineRate(1.5),
+		"WithDeclineRate: -0.1":       pgsim.WithDeclineRate(-0.1),
+		"WithFaultRate: 2 of":         pgsim.WithFaultRate(pgsim.FaultUnavailable, 2),
+		"WithFaultRate: 0.5 of":       pgsim.WithFaultRate(pgsim.FaultNone, 0.5),
+		"WithWebhookSecret: an empty": pgsim.WithWebhookSecret(nil),
+		"WithWebhook: 0 attempts":     pgsim.WithWebhook(deliver, 0),
+		"WithWebhook: 3 attempts":     pgsim.WithWebhook(nil, 3),
+		"WithClock: nil":              pgsim.WithClock(nil),
+		"WithLogger: nil":             pgsim.WithLogger(nil),
+	})
+	testkit.RefusesBadOptions(t, func(opts ...pgsim.ClientOption) (*pgsim.Client, error) {
+		return pgsim.NewClient("http://127.0.0.1:1", opts...)
+	}, map[string]pgsim.ClientOption{"WithHTTPClient: nil": pgsim.WithHTTPClient(nil)})
 }

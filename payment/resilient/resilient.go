@@ -12,6 +12,7 @@ import (
 	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/failsafe-go/failsafe-go/timeout"
 
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/payment"
 )
 
@@ -39,11 +40,12 @@ type Gateway struct {
 var _ payment.Gateway = (*Gateway)(nil)
 
 // Wrap returns gw behind the policies configured by opts (see the With functions for the
-// defaults).
-func Wrap(gw payment.Gateway, opts ...Option) *Gateway {
+// defaults). An option given an invalid value is refused with an *errcode.InvalidError
+// naming it, and no Gateway.
+func Wrap(gw payment.Gateway, opts ...Option) (*Gateway, error) {
 	c := defaults()
-	for _, o := range opts {
-		o(&c)
+	if err := option.Apply(&c, opts); err != nil {
+		return nil, fmt.Errorf("resilient: %w", err)
 	}
 	breaker := circuitbreaker.NewBuilder[any]().
 		HandleIf(func(_ any, err error) bool { return failure(err) }).
@@ -70,7 +72,7 @@ func Wrap(gw payment.Gateway, opts ...Option) *Gateway {
 		retrying: failsafe.With[any](retry, bh, breaker, to),
 		once:     failsafe.With[any](bh, breaker, to),
 		breaker:  breaker,
-	}
+	}, nil
 }
 
 // Approve approves through the policies, retrying with the same payment ID.

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
@@ -26,7 +27,7 @@ func approve(id string) payment.ApproveRequest {
 }
 
 func newSim(t *testing.T, opts ...pgsim.Option) *pgsim.Simulator {
-	sim := pgsim.New(opts...)
+	sim := testkit.Must(pgsim.New(opts...))(t)
 	t.Cleanup(sim.Close)
 	return sim
 }
@@ -38,8 +39,8 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	ctx := context.Background()
 	sim := newSim(t)
 	log := &observe.Recorder{}
-	gw := resilient.Wrap(sim, resilient.WithRetries(1, time.Millisecond, time.Millisecond),
-		resilient.WithBreaker(5, 10, breakerDelay), resilient.WithHalfOpenSuccesses(3), resilient.WithObserver(log))
+	gw := testkit.Must(resilient.Wrap(sim, resilient.WithRetries(1, time.Millisecond, time.Millisecond),
+		resilient.WithBreaker(5, 10, breakerDelay), resilient.WithHalfOpenSuccesses(3), resilient.WithObserver(log)))(t)
 	n := 0
 	call := func() error {
 		n++
@@ -108,7 +109,7 @@ func TestRetries(t *testing.T) {
 		{id: "lost-then-unavailable", faults: []pgsim.Fault{pgsim.FaultLostResponse, pgsim.FaultUnavailable, pgsim.FaultUnavailable}, calls: 3, charges: 1, want: payment.ErrOutcomeUnknown},
 	} {
 		t.Run(tc.id, func(t *testing.T) {
-			gw := resilient.Wrap(sim, fast)
+			gw := testkit.Must(resilient.Wrap(sim, fast))(t)
 			for _, f := range tc.faults {
 				sim.InjectFault(tc.id, f, 1)
 			}
@@ -134,7 +135,7 @@ func TestRetries(t *testing.T) {
 func TestAttemptTimeout(t *testing.T) {
 	ctx := context.Background()
 	sim := newSim(t)
-	gw := resilient.Wrap(sim, fast, resilient.WithAttemptTimeout(20*time.Millisecond))
+	gw := testkit.Must(resilient.Wrap(sim, fast, resilient.WithAttemptTimeout(20*time.Millisecond)))(t)
 
 	sim.InjectFault("hang", pgsim.FaultTimeout, 3)
 	_, err := gw.Approve(ctx, approve("hang"))
@@ -154,7 +155,7 @@ func TestAttemptTimeout(t *testing.T) {
 // against the PG's health.
 func TestBulkhead(t *testing.T) {
 	sim := newSim(t)
-	gw := resilient.Wrap(sim, resilient.WithBulkhead(2, 0), resilient.WithRetries(1, time.Millisecond, time.Millisecond))
+	gw := testkit.Must(resilient.Wrap(sim, resilient.WithBulkhead(2, 0), resilient.WithRetries(1, time.Millisecond, time.Millisecond)))(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, id := range []string{"a", "b"} {
@@ -183,7 +184,7 @@ func TestBulkhead(t *testing.T) {
 // retries, and an unclassified error is not retried.
 func TestRetryNeedsAKey(t *testing.T) {
 	ctx := context.Background()
-	gw := resilient.Wrap(newSim(t), fast)
+	gw := testkit.Must(resilient.Wrap(newSim(t), fast))(t)
 	var calls atomic.Int32
 	flaky := func(ctx context.Context, k resilient.Key) (string, error) {
 		calls.Add(1)
@@ -218,7 +219,7 @@ func TestRetryNeedsAKey(t *testing.T) {
 func TestStatusAndCancelGoThroughThePolicies(t *testing.T) {
 	ctx := context.Background()
 	sim := newSim(t)
-	gw := resilient.Wrap(sim, fast)
+	gw := testkit.Must(resilient.Wrap(sim, fast))(t)
 	_, err := gw.Approve(ctx, approve("p"))
 	require.NoError(t, err)
 
@@ -239,16 +240,41 @@ func TestStatusAndCancelGoThroughThePolicies(t *testing.T) {
 
 // BenchmarkGateway measures the policies' own overhead: approvals against the in-process
 // simulator at zero latency, bare and wrapped.
+// TestWrapRefusesBadOptions: every invalid option value is refused, naming the option.
+// Valid ones are shown taking effect by the tests above (WithBulkhead(2, 0) in
+// TestBulkhead, WithAttemptTimeout in TestAttemptTimeout, ...).
+func TestWrapRefusesBadOptions(t *testing.T) {
+	sim := newSim(t)
+	testkit.RefusesBadOptions(t, func(opts ...resilient.Option) (*resilient.Gateway, error) {
+		return resilient.Wrap(sim, opts...)
+	}, map[string]resilient.Option{
+		"WithAttemptTimeout: 0s":            resilient.WithAttemptTimeout(0),
+		"WithRetries: 0 attempts":           resilient.WithRetries(0, time.Millisecond, time.Millisecond),
+		"WithRetries: 1 attempts, 0s..1ms":  resilient.WithRetries(1, 0, time.Millisecond),
+		"WithRetries: 1 attempts, 2ms..1ms": resilient.WithRetries(1, 2*time.Millisecond, time.Millisecond),
+		"WithJitter: -0.1":                  resilient.WithJitter(-0.1),
+		"WithJitter: 1.5":                   resilient.WithJitter(1.5),
+		"WithBreaker: 0 of 10":              resilient.WithBreaker(0, 10, time.Second),
+		"WithBreaker: 5 of 4":               resilient.WithBreaker(5, 4, time.Second),
+		"WithBreaker: 1 of 1, 0s":           resilient.WithBreaker(1, 1, 0),
+		"WithHalfOpenSuccesses: 0":          resilient.WithHalfOpenSuccesses(0),
+		"WithBulkhead: 0, 0s":               resilient.WithBulkhead(0, 0),
+		"WithBulkhead: 1, -1s":              resilient.WithBulkhead(1, -time.Second),
+		"WithObserver: nil":                 resilient.WithObserver(nil),
+		"WithLogger: nil":                   resilient.WithLogger(nil),
+	})
+}
+
 func BenchmarkGateway(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		wrap func(payment.Gateway) payment.Gateway
 	}{
 		{"bare", func(g payment.Gateway) payment.Gateway { return g }},
-		{"policies", func(g payment.Gateway) payment.Gateway { return resilient.Wrap(g) }},
+		{"policies", func(g payment.Gateway) payment.Gateway { return testkit.Must(resilient.Wrap(g))(b) }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			sim := pgsim.New()
+			sim := testkit.Must(pgsim.New())(b)
 			defer sim.Close()
 			gw := bc.wrap(sim)
 			var seq atomic.Int64

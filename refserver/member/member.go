@@ -16,6 +16,7 @@ import (
 	"github.com/uptrace/bun"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
@@ -83,32 +84,64 @@ type Service struct {
 	dummy        []byte // a hash to compare against for unknown login IDs, so they take as long
 }
 
-// Option configures a Service.
-type Option func(*Service)
+// Option configures a Service. An option given an invalid value (see each option) makes New
+// fail with a *ValidationError naming the option (ErrInvalidRequest).
+type Option func(*settings)
 
-// WithClock sets the clock of token times and login limits (default time.Now).
-func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+// settings is what the options of New fill.
+type settings struct {
+	option.Errors
+	*Service
+}
+
+// WithClock sets the clock of token times and login limits (default time.Now). It must not
+// be nil.
+func WithClock(now func() time.Time) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.now, "WithClock", now) }
+}
 
 // WithTokenTTLs sets how long access and refresh tokens are valid (defaults
-// DefaultAccessTTL, DefaultRefreshTTL).
+// DefaultAccessTTL, DefaultRefreshTTL). Both must be positive.
 func WithTokenTTLs(access, refresh time.Duration) Option {
-	return func(s *Service) { s.accessTTL, s.refreshTTL = access, refresh }
+	return func(s *settings) {
+		if access <= 0 || refresh <= 0 {
+			s.Reject("WithTokenTTLs", fmt.Sprintf("%v, %v: both must be positive", access, refresh))
+			return
+		}
+		s.accessTTL, s.refreshTTL = access, refresh
+	}
 }
 
 // WithBcryptCost sets bcrypt's cost (default bcrypt.DefaultCost; tests use
-// bcrypt.MinCost).
-func WithBcryptCost(cost int) Option { return func(s *Service) { s.cost = cost } }
+// bcrypt.MinCost). It must be within bcrypt.MinCost..bcrypt.MaxCost.
+func WithBcryptCost(cost int) Option {
+	return func(s *settings) {
+		if cost < bcrypt.MinCost || cost > bcrypt.MaxCost {
+			s.Reject("WithBcryptCost", fmt.Sprintf("%d is not within %d..%d", cost, bcrypt.MinCost, bcrypt.MaxCost))
+			return
+		}
+		s.cost = cost
+	}
+}
 
 // WithLoginLimits sets the failed logins allowed per login ID and per address within window.
+// All three must be positive.
 func WithLoginLimits(perLoginID, perAddress int, window time.Duration) Option {
-	return func(s *Service) {
+	return func(s *settings) {
+		if perLoginID < 1 || perAddress < 1 || window <= 0 {
+			s.Reject("WithLoginLimits", fmt.Sprintf("%d, %d, %v: all must be positive", perLoginID, perAddress, window))
+			return
+		}
 		s.accounts = newFailureLimiter(perLoginID, window)
 		s.addresses = newFailureLimiter(perAddress, window)
 	}
 }
 
-// WithCheckTimeout bounds one denylist check (default DefaultCheckTimeout).
-func WithCheckTimeout(d time.Duration) Option { return func(s *Service) { s.checkTimeout = d } }
+// WithCheckTimeout bounds one denylist check (default DefaultCheckTimeout). It must be
+// positive.
+func WithCheckTimeout(d time.Duration) Option {
+	return func(s *settings) { option.Positive(&s.Errors, &s.checkTimeout, "WithCheckTimeout", d) }
+}
 
 // New returns a Service keeping members in db (create the tables with CreateSchema),
 // revoked tokens in deny, and signing access tokens with secret (HS256).
@@ -120,12 +153,9 @@ func New(db *bun.DB, deny Denylist, secret []byte, opts ...Option) (*Service, er
 		refreshTTL: DefaultRefreshTTL, cost: bcrypt.DefaultCost, checkTimeout: DefaultCheckTimeout,
 		accounts:  newFailureLimiter(DefaultAccountFailures, DefaultFailureWindow),
 		addresses: newFailureLimiter(DefaultAddressFailures, DefaultFailureWindow)}
-	for _, o := range opts {
-		o(s)
-	}
-	if s.accessTTL <= 0 || s.refreshTTL <= 0 || s.checkTimeout <= 0 || s.accounts.burst < 1 ||
-		s.addresses.burst < 1 || s.accounts.window <= 0 {
-		return nil, errors.New("member: token TTLs, the check timeout, login limits and their window must be positive")
+	set := settings{Service: s}
+	if err := option.Apply(&set, opts); err != nil {
+		return nil, fmt.Errorf("member: %w", err)
 	}
 	var err error
 	if s.dummy, err = bcrypt.GenerateFromPassword([]byte("not a password of anyone"), s.cost); err != nil {

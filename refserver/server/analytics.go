@@ -109,7 +109,12 @@ func consumeKafka(ctx context.Context, brokers []string, c *outbox.Consumer, top
 	for attempt := 1; ; attempt++ {
 		group, err := sarama.NewConsumerGroup(brokers, c.Name(), saramaoutbox.ConsumerConfig())
 		if err == nil {
-			err = saramaoutbox.NewConsumerHandler(c, saramaoutbox.WithLogger(log)).Run(ctx, group, topics...)
+			var h *saramaoutbox.ConsumerHandler
+			if h, err = saramaoutbox.NewConsumerHandler(c, saramaoutbox.WithLogger(log)); err != nil {
+				group.Close()
+				return err
+			}
+			err = h.Run(ctx, group, topics...)
 			if cerr := group.Close(); err == nil {
 				err = cerr
 			}

@@ -141,12 +141,18 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		issuer = rediscoupon.New(st.rdb)
 		idemBackend = redisidempotency.New(st.rdb)
 	}
-	st.inv = inventory.New(invBackend, inventory.WithLogger(log.With("component", "inventory")),
-		inventory.WithObserver(m))
-	st.coupons = coupon.New(st.db, issuer, coupon.WithLogger(log.With("component", "coupon")),
-		coupon.WithObserver(m))
-	st.ledger = ledger.New(st.db, ledger.WithLogger(log.With("component", "ledger")),
-		ledger.WithObserver(m))
+	if st.inv, err = inventory.New(invBackend, inventory.WithLogger(log.With("component", "inventory")),
+		inventory.WithObserver(m)); err != nil {
+		return st, err
+	}
+	if st.coupons, err = coupon.New(st.db, issuer, coupon.WithLogger(log.With("component", "coupon")),
+		coupon.WithObserver(m)); err != nil {
+		return st, err
+	}
+	if st.ledger, err = ledger.New(st.db, ledger.WithLogger(log.With("component", "ledger")),
+		ledger.WithObserver(m)); err != nil {
+		return st, err
+	}
 	if st.idem, err = idempotency.New(idemBackend, idempotency.WithLockTimeout(cfg.IdempotencyLock),
 		idempotency.WithLogger(log.With("component", "idempotency")), idempotency.WithObserver(m)); err != nil {
 		return st, err
@@ -192,11 +198,16 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		if cfg.PGSimDeclineRate > 0 {
 			opts = append(opts, pgsim.WithDeclineRate(cfg.PGSimDeclineRate))
 		}
-		st.sim = pgsim.New(opts...)
+		if st.sim, err = pgsim.New(opts...); err != nil {
+			return st, err
+		}
 		raw = st.sim
 	}
-	gw := resilient.Wrap(raw, resilient.WithAttemptTimeout(cfg.PGTimeout), resilient.WithLogger(log.With("component", "resilient")),
+	gw, err := resilient.Wrap(raw, resilient.WithAttemptTimeout(cfg.PGTimeout), resilient.WithLogger(log.With("component", "resilient")),
 		resilient.WithObserver(m))
+	if err != nil {
+		return st, err
+	}
 	if st.payments, err = payment.New(st.db, gw, payment.WithLogger(log.With("component", "payment")),
 		payment.WithObserver(m),
 		payment.WithWebhookVerifier(pgsim.NewWebhookVerifier([]byte(webhookSecret)))); err != nil {
@@ -247,9 +258,13 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		return st, err
 	}
 
+	reconciler, err := payment.NewReconciler(st.payments)
+	if err != nil {
+		return st, err
+	}
 	st.svc, err = commerce.New(commerce.Config{
 		DB: st.db, Inventory: st.inv, Coupons: st.coupons, Ledger: st.ledger, Payments: st.payments,
-		Reconciler: payment.NewReconciler(st.payments), Outbox: writer, Relay: st.relay, Cleaner: cleaner,
+		Reconciler: reconciler, Outbox: writer, Relay: st.relay, Cleaner: cleaner,
 	},
 		commerce.WithLogger(log.With("component", "commerce")),
 		commerce.WithObserver(m),

@@ -71,7 +71,7 @@ func fullConfig(t *testing.T, dsn, redisAddr string, redisDB int, simOpts ...pgs
 
 	var hookURL atomic.Value
 	hookURL.Store("")
-	sim := pgsim.New(append([]pgsim.Option{pgsim.WithWebhookSecret(testWebhookSecret), pgsim.WithWebhook(func(ctx context.Context, body []byte, sig string) error {
+	sim := testkit.Must(pgsim.New(append([]pgsim.Option{pgsim.WithWebhookSecret(testWebhookSecret), pgsim.WithWebhook(func(ctx context.Context, body []byte, sig string) error {
 		url := hookURL.Load().(string)
 		if url == "" {
 			return fmt.Errorf("no webhook URL yet")
@@ -90,7 +90,7 @@ func fullConfig(t *testing.T, dsn, redisAddr string, redisDB int, simOpts ...pgs
 			return fmt.Errorf("webhook answered %s", resp.Status)
 		}
 		return nil
-	}, 3)}, simOpts...)...)
+	}, 3)}, simOpts...)...))(t)
 	pg := httptest.NewServer(pgsim.NewHandler(sim))
 	t.Cleanup(func() { pg.Close(); sim.Close() })
 	cfg.PGSimURL = pg.URL

@@ -13,6 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testkit"
+	"github.com/commercekit/commercekit/refserver/member"
 	"github.com/commercekit/commercekit/refserver/server"
 )
 
@@ -83,4 +86,20 @@ func TestSeedDemo(t *testing.T) {
 	p, err := srv.Commerce().GetProduct(t.Context(), "kbd-001")
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), p.Price)
+}
+
+// TestNewRefusesBadOptions: an invalid option value fails New, naming the option, before
+// anything is opened.
+func TestNewRefusesBadOptions(t *testing.T) {
+	cfg := baseConfig()
+	cfg.DBDSN = filepath.Join(t.TempDir(), "refserver.db")
+	testkit.RefusesBadOptions(t, func(opts ...server.Option) (*server.Server, error) {
+		return server.New(t.Context(), cfg, opts...)
+	}, map[string]server.Option{
+		"WithLogger: nil": server.WithLogger(nil),
+		"WithClock: nil":  server.WithClock(nil),
+	})
+	_, err := server.New(t.Context(), cfg, server.WithMemberOptions(member.WithCheckTimeout(0)))
+	require.ErrorIs(t, err, errcode.ErrInvalidArgument, "a bad member option fails the start too")
+	assert.Equal(t, "WithCheckTimeout", errcode.FieldOf(err))
 }

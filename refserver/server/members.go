@@ -17,7 +17,7 @@ import (
 
 // WithMemberOptions passes options to the member service (tests lower bcrypt's cost).
 func WithMemberOptions(opts ...member.Option) Option {
-	return func(s *Server) { s.memberOpts = append(s.memberOpts, opts...) }
+	return func(s *settings) { s.memberOpts = append(s.memberOpts, opts...) }
 }
 
 // buildMembers creates the member and cart tables and services: the token denylist is in

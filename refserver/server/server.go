@@ -14,6 +14,7 @@ import (
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/cart"
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/payment/idempotency"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/refserver/member"
@@ -44,14 +45,26 @@ type Server struct {
 	closeOnce sync.Once
 }
 
-// Option configures a Server.
-type Option func(*Server)
+// Option configures a Server. An option given an invalid value makes New fail with an
+// *errcode.InvalidError naming the option.
+type Option func(*settings)
 
-// WithLogger sets the logger (default: discard).
-func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+// settings is what the options of New fill.
+type settings struct {
+	option.Errors
+	*Server
+}
+
+// WithLogger sets the logger (default: discard). It must not be nil.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.log, "WithLogger", l) }
+}
 
 // WithClock sets the clock of token expiry checks and the rate limiter (default time.Now).
-func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
+// It must not be nil.
+func WithClock(now func() time.Time) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.now, "WithClock", now) }
+}
 
 // New builds a Server from cfg: it opens the backends, creates the tables, composes commerce
 // and seeds the demo catalogue if asked. It does not listen yet (Run, Serve or Handler) and
@@ -61,8 +74,9 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil)), now: time.Now}
-	for _, o := range opts {
-		o(s)
+	set := settings{Server: s}
+	if err := option.Apply(&set, opts); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	secret := cfg.JWTSecret
 	if secret == "" {

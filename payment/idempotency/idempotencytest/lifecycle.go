@@ -26,9 +26,12 @@ func testOptions(t *testing.T, h Harness) {
 		field string
 	}{
 		{"nil backend", nil, nil, "backend"},
-		{"zero lock timeout", b, []idempotency.Option{idempotency.WithLockTimeout(0)}, "lock timeout"},
-		{"retention not above lock timeout", b, []idempotency.Option{idempotency.WithLockTimeout(time.Minute), idempotency.WithRetention(time.Minute)}, "retention"},
-		{"nil clock", b, []idempotency.Option{idempotency.WithClock(nil)}, "option"},
+		{"zero lock timeout", b, []idempotency.Option{idempotency.WithLockTimeout(0)}, "WithLockTimeout"},
+		{"zero retention", b, []idempotency.Option{idempotency.WithRetention(0)}, "WithRetention"},
+		{"retention not above lock timeout", b, []idempotency.Option{idempotency.WithLockTimeout(time.Minute), idempotency.WithRetention(time.Minute)}, "WithRetention"},
+		{"nil clock", b, []idempotency.Option{idempotency.WithClock(nil)}, "WithClock"},
+		{"nil logger", b, []idempotency.Option{idempotency.WithLogger(nil)}, "WithLogger"},
+		{"nil observer", b, []idempotency.Option{idempotency.WithObserver(nil)}, "WithObserver"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := idempotency.New(tc.b, tc.opts...)
