@@ -51,7 +51,7 @@ func TestHoldersConform(t *testing.T) {
 	})
 	t.Run("stock/Redis", func(t *testing.T) {
 		rdb := testenv.Redis(t)
-		stock(t, func(*bun.DB) inventory.Backend { return redisinventory.New(rdb) })
+		stock(t, func(*bun.DB) inventory.Backend { return testkit.Must(redisinventory.New(rdb))(t) })
 	})
 	t.Run("points", func(t *testing.T) {
 		db, clock := sqlite(t)

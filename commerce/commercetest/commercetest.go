@@ -156,7 +156,7 @@ func mysqlEnv(tb testing.TB, rdb *redis.Client, opts []commerce.Option) *Env {
 	e := &Env{Name: "MySQL", DB: db, Clock: clock, Topic: kafka.Topic(tb, "orders"), Kafka: kafka}
 	if rdb != nil {
 		require.NoError(tb, createSchemas(context.Background(), db))
-		e.Stock, e.Redis = redisinventory.NewDurable(rdb, db), rdb
+		e.Stock, e.Redis = testkit.Must(redisinventory.NewDurable(rdb, db))(tb), rdb
 		_, err := e.Stock.Heal(context.Background())
 		require.NoError(tb, err)
 		e.Inventory = testkit.Must(inventory.New(e.Stock, inventory.WithClock(clock.Now)))(tb)

@@ -115,7 +115,11 @@ func open(ctx context.Context, c config) (*inventory.Inventory, func(), error) {
 			rdb.Close()
 			return nil, nil, err
 		}
-		inv, err := inventory.New(redisinventory.New(rdb, redisinventory.WithTag("inventoryload")))
+		be, err := redisinventory.New(rdb, redisinventory.WithTag("inventoryload"))
+		var inv *inventory.Inventory
+		if err == nil {
+			inv, err = inventory.New(be)
+		}
 		if err != nil {
 			rdb.Close()
 			return nil, nil, err

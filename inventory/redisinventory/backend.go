@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/internal/groupcommit"
 	"github.com/commercekit/commercekit/inventory/internal/sqlrow"
@@ -46,51 +47,63 @@ type Backend struct {
 
 var _ inventory.Backend = (*Backend)(nil)
 
-// Option configures a Backend.
-type Option func(*Backend)
+// Option configures a Backend (or a Durable).
+type Option func(*settings)
+
+type settings struct {
+	option.Errors
+	tag       string
+	retention time.Duration
+	log       *slog.Logger
+}
 
 // WithTag sets the hash tag every key of the Backend carries (default DefaultTag), which
 // puts them all in one Redis Cluster slot. Backends with different tags are independent
-// inventories and may live on different cluster nodes. A tag with '{' or '}' is ignored.
+// inventories and may live on different cluster nodes. It must not be empty nor contain
+// '{' or '}'.
 func WithTag(tag string) Option {
-	return func(b *Backend) {
-		if tag != "" && !strings.ContainsAny(tag, "{}") {
-			b.prefix = "{" + tag + "}:"
+	return func(s *settings) {
+		if tag == "" || strings.ContainsAny(tag, "{}") {
+			s.Reject("WithTag", fmt.Sprintf("%q is empty or holds a brace", tag))
+			return
 		}
+		s.tag = tag
 	}
 }
 
 // WithRetention sets how long a resolved reservation and an adjustment ID are kept, which
-// is how long a replay is recognised (default DefaultRetention; 0 keeps them forever).
+// is how long a replay is recognised (default DefaultRetention; 0 keeps them forever). It
+// must not be negative.
 func WithRetention(d time.Duration) Option {
-	return func(b *Backend) {
-		if d >= 0 {
-			b.retention = d
+	return func(s *settings) {
+		if d < 0 {
+			s.Reject("WithRetention", fmt.Sprintf("%v is negative", d))
+			return
 		}
+		s.retention = d
 	}
 }
 
-// WithLogger sets the logger of a Durable's rebuilds and healer (default: discard).
+// WithLogger sets the logger of a Durable's rebuilds and healer (default: discard). It must
+// not be nil.
 func WithLogger(l *slog.Logger) Option {
-	return func(b *Backend) {
-		if l != nil {
-			b.log = l
-		}
-	}
+	return func(s *settings) { option.NotNil(&s.Errors, &s.log, "WithLogger", l) }
 }
 
 // New returns a Backend on c (a *redis.Client, *redis.ClusterClient, ...), whose own
-// configuration (pool size, timeouts) is used untouched.
-func New(c redis.UniversalClient, opts ...Option) *Backend {
-	b := &Backend{c: c, prefix: "{" + DefaultTag + "}:", retention: DefaultRetention, s: newScripts(), g: newGuardedScripts(),
-		log: slog.New(slog.DiscardHandler)}
-	for _, o := range opts {
-		o(b)
+// configuration (pool size, timeouts) is used untouched. An invalid option value is an
+// *errcode.InvalidError naming the option.
+func New(c redis.UniversalClient, opts ...Option) (*Backend, error) {
+	cfg := settings{tag: DefaultTag, retention: DefaultRetention, log: slog.New(slog.DiscardHandler)}
+	if err := option.Apply(&cfg, opts); err != nil {
+		return nil, fmt.Errorf("redisinventory: %w", err)
 	}
+	b := &Backend{c: c, prefix: "{" + cfg.tag + "}:", retention: cfg.retention, s: newScripts(), g: newGuardedScripts(),
+		log: cfg.log}
 	b.due, b.skus = b.prefix+"due", b.prefix+"skus"
 	b.group = groupcommit.New(b.reserveMany)
 	b.group.SetLanes(scriptLanes)
-	return b
+	return b, nil
 }
 
 func (b *Backend) stockKey(sku string) string { return b.prefix + "stock:" + sku }

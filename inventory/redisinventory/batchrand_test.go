@@ -45,9 +45,9 @@ func randomBatches(t *testing.T, seed uint64, now time.Time, durable, batched bo
 		be, rdb, _ = newDurable(t)
 	} else {
 		rdb = testenv.Redis(t)
-		be = redisinventory.New(rdb)
+		be = testkit.Must(redisinventory.New(rdb))(t)
 	}
-	plain := redisinventory.New(rdb) // the Redis half of a Durable's rolled-back attempts
+	plain := testkit.Must(redisinventory.New(rdb))(t) // the Redis half of a Durable's rolled-back attempts
 	inv := testkit.Must(inventory.New(be))(t)
 	rng := rand.New(rand.NewPCG(seed, 7))
 	skus := []string{"s0", "s1", "s2", "s3"}
@@ -141,7 +141,7 @@ func randomBatches(t *testing.T, seed uint64, now time.Time, durable, batched bo
 func TestLargestBatch(t *testing.T) {
 	ctx := context.Background()
 	d, _, _ := newDurable(t)
-	for _, be := range []inventory.Backend{redisinventory.New(testenv.Redis(t)), d} {
+	for _, be := range []inventory.Backend{testkit.Must(redisinventory.New(testenv.Redis(t)))(t), d} {
 		inv := testkit.Must(inventory.New(be))(t)
 		var lines []inventory.Line
 		for i := range inventory.MaxLines {

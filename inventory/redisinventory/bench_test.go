@@ -46,7 +46,7 @@ func BenchmarkHotSKU(b *testing.B) {
 	} {
 		b.Run(s.name, func(b *testing.B) {
 			rdb := testenv.Redis(b)
-			var be inventory.Backend = redisinventory.New(rdb)
+			var be inventory.Backend = testkit.Must(redisinventory.New(rdb))(b)
 			if s.durable {
 				be, rdb, _ = newDurable(b)
 			}

@@ -17,7 +17,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 var harness = inventorytest.Harness{
 	JoinsTx: false,
 	New: func(tb testing.TB, opts ...inventory.Option) (*inventory.Inventory, *bun.DB) {
-		return testkit.Must(inventory.New(redisinventory.New(testenv.Redis(tb)), opts...))(tb), nil
+		return testkit.Must(inventory.New(testkit.Must(redisinventory.New(testenv.Redis(tb)))(tb), opts...))(tb), nil
 	},
 }
 

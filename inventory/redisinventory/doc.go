@@ -2,7 +2,8 @@
 // script, run with EVALSHA through go-redis's Script (which falls back to EVAL when the
 // server answers NOSCRIPT, for instance after a restart or SCRIPT FLUSH).
 //
-//	inv, err := inventory.New(redisinventory.New(rdb)) // rdb: *redis.Client, *redis.ClusterClient, ...
+//	stock, err := redisinventory.New(rdb) // rdb: *redis.Client, *redis.ClusterClient, ...
+//	inv, err := inventory.New(stock)
 //
 // Reserve is one round trip, and concurrent reservations share it: those that arrive while
 // a reserve call of the Backend is in progress go together in the next call (up to two
@@ -45,7 +46,7 @@
 // itself.
 //
 //	err := redisinventory.CreateJournal(ctx, db)
-//	stock := redisinventory.NewDurable(rdb, db)
+//	stock, err := redisinventory.NewDurable(rdb, db)
 //	_, err = stock.Heal(ctx)          // at start: builds Redis from the journal if needed
 //	go stock.Run(ctx, time.Second)   // the healer
 //	inv, err := inventory.New(stock)

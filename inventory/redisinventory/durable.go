@@ -64,14 +64,17 @@ var _ inventory.Backend = (*Durable)(nil)
 // options are those of New; WithLogger's logger reports rebuilds. Call Heal once at start
 // (it builds Redis from SQL when Redis does not hold the current generation) and run Run in
 // the background.
-func NewDurable(c redis.UniversalClient, db *bun.DB, opts ...Option) *Durable {
-	b := New(c, opts...)
+func NewDurable(c redis.UniversalClient, db *bun.DB, opts ...Option) (*Durable, error) {
+	b, err := New(c, opts...)
+	if err != nil {
+		return nil, err
+	}
 	d := &Durable{b: b, db: db, marker: b.prefix + "generation", log: b.log, wake: make(chan struct{}, 1)}
 	if !sqlutil.IsSQLite(db) {
 		d.shareLock, d.forUpdate, d.skipLocked = " LOCK IN SHARE MODE", " FOR UPDATE", " FOR UPDATE SKIP LOCKED"
 	}
 	d.group = groupcommit.New(groupcommit.InTx(db, d.reserveBatch, func(ctx context.Context, err error) error { return d.fail(ctx, "reserve", err) }))
-	return d
+	return d, nil
 }
 
 // lost is the error of an operation that found Redis without the current generation: it

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -28,7 +29,7 @@ func newDurable(tb testing.TB) (*redisinventory.Durable, *redis.Client, *bun.DB)
 	ctx := context.Background()
 	db, rdb := testenv.MySQL(tb), testenv.Redis(tb)
 	require.NoError(tb, redisinventory.CreateJournal(ctx, db))
-	d := redisinventory.NewDurable(rdb, db)
+	d := testkit.Must(redisinventory.NewDurable(rdb, db))(tb)
 	healed, err := d.Heal(ctx)
 	require.NoError(tb, err)
 	require.True(tb, healed, "a new journal's generation is built at the first heal")
@@ -232,7 +233,7 @@ func BenchmarkRebuild(b *testing.B) {
 			}
 			return []any{fmt.Sprintf("r-%d", i), state, sku(i) + "=1", fmt.Sprintf("u-%d", i), deadline - 3_600_000, deadline}
 		})
-	d := redisinventory.NewDurable(testenv.Redis(b), db)
+	d := testkit.Must(redisinventory.NewDurable(testenv.Redis(b), db))(b)
 	b.ResetTimer()
 	var rep redisinventory.RebuildReport
 	for b.Loop() {
@@ -256,7 +257,7 @@ func TestDurableRestartedWithOldData(t *testing.T) {
 	t.Cleanup(func() { rdb.Close() })
 	db := testenv.MySQL(t)
 	require.NoError(t, redisinventory.CreateJournal(ctx, db))
-	d := redisinventory.NewDurable(rdb, db)
+	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
 	_, err := d.Heal(ctx)
 	require.NoError(t, err)
 	inv := testkit.Must(inventory.New(d))(t)
@@ -404,7 +405,7 @@ func TestBatchIsSequential(t *testing.T) {
 	}{
 		{"plain", func(t *testing.T) (inventory.Backend, *redis.Client) {
 			rdb := testenv.Redis(t)
-			return redisinventory.New(rdb), rdb
+			return testkit.Must(redisinventory.New(rdb))(t), rdb
 		}},
 		{"durable", func(t *testing.T) (inventory.Backend, *redis.Client) {
 			d, rdb, _ := newDurable(t)
@@ -557,7 +558,7 @@ func TestDurableBatchAdoptsEarlierAttempts(t *testing.T) {
 		return inventory.Reservation{ID: id, Lines: line("hot", qty), State: inventory.StateReserved, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
 	}
 	// The Redis halves alone, as the rolled-back attempts left them.
-	plain := redisinventory.New(rdb)
+	plain := testkit.Must(redisinventory.New(rdb))(t)
 	_, errs := redisinventory.ReserveBatch(ctx, plain, res("live", 2), res("dead", 3))
 	require.NoError(t, errors.Join(errs...))
 	_, err := plain.Release(ctx, "dead", now)
@@ -586,7 +587,7 @@ func TestDurableBatchAdoptsEarlierAttempts(t *testing.T) {
 func TestBatchFailingMidwayKeepsItsWrites(t *testing.T) {
 	ctx := context.Background()
 	rdb := testenv.Redis(t)
-	be := redisinventory.New(rdb)
+	be := testkit.Must(redisinventory.New(rdb))(t)
 	inv := testkit.Must(inventory.New(be))(t)
 	setStock(t, inv, "hot", 5, 0)
 	require.NoError(t, rdb.Set(ctx, "{inventory}:res:bad", "not a record", 0).Err())
@@ -617,10 +618,10 @@ func TestDurableRefusesToWipeUnjournaledStock(t *testing.T) {
 	ctx := context.Background()
 	db, rdb := testenv.MySQL(t), testenv.Redis(t)
 	require.NoError(t, redisinventory.CreateJournal(ctx, db))
-	plain := testkit.Must(inventory.New(redisinventory.New(rdb)))(t)
+	plain := testkit.Must(inventory.New(testkit.Must(redisinventory.New(rdb))(t)))(t)
 	setStock(t, plain, "tee", 7, 0)
 
-	d := redisinventory.NewDurable(rdb, db)
+	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
 	_, err := d.Heal(ctx)
 	require.ErrorIs(t, err, redisinventory.ErrUnjournaledData)
 	assert.Equal(t, errcode.FailedPrecondition, errcode.CodeOf(err))
@@ -628,7 +629,7 @@ func TestDurableRefusesToWipeUnjournaledStock(t *testing.T) {
 
 	own := testenv.MySQL(t)
 	require.NoError(t, redisinventory.CreateJournal(ctx, own))
-	other := redisinventory.NewDurable(rdb, own, redisinventory.WithTag("durable"))
+	other := testkit.Must(redisinventory.NewDurable(rdb, own, redisinventory.WithTag("durable")))(t)
 	healed, err := other.Heal(ctx)
 	require.NoError(t, err)
 	assert.True(t, healed)
@@ -638,4 +639,21 @@ func TestDurableRefusesToWipeUnjournaledStock(t *testing.T) {
 	require.NoError(t, err)
 	_, err = plain.Stock(ctx, "tee")
 	require.ErrorIs(t, err, inventory.ErrUnknownSKU, "Rebuild wipes what the journal does not hold")
+}
+
+// TestOptionsRefuseBadValues: New and NewDurable refuse an invalid option value, naming it.
+func TestOptionsRefuseBadValues(t *testing.T) {
+	rdb := testenv.Redis(t)
+	bad := map[string]redisinventory.Option{
+		`WithTag: ""`: redisinventory.WithTag(""), `WithTag: "a{b"`: redisinventory.WithTag("a{b"),
+		"WithRetention: -1s": redisinventory.WithRetention(-time.Second), "WithLogger: nil": redisinventory.WithLogger(nil),
+	}
+	testkit.RefusesBadOptions(t, func(o ...redisinventory.Option) (*redisinventory.Backend, error) {
+		return redisinventory.New(rdb, o...)
+	}, bad)
+	testkit.RefusesBadOptions(t, func(o ...redisinventory.Option) (*redisinventory.Durable, error) {
+		return redisinventory.NewDurable(rdb, nil, o...)
+	}, bad)
+	_, err := redisinventory.New(rdb, redisinventory.WithTag("shop"), redisinventory.WithRetention(0), redisinventory.WithLogger(slog.Default()))
+	require.NoError(t, err)
 }

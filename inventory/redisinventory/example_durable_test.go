@@ -3,6 +3,7 @@ package redisinventory_test
 import (
 	"context"
 	"log"
+	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,7 +23,10 @@ func ExampleNewDurable() {
 	if err := redisinventory.CreateJournal(ctx, db); err != nil {
 		log.Fatal(err)
 	}
-	stock := redisinventory.NewDurable(rdb, db)
+	stock, err := redisinventory.NewDurable(rdb, db, redisinventory.WithLogger(slog.Default()))
+	if err != nil {
+		log.Fatal(err)
+	}
 	if _, err := stock.Heal(ctx); err != nil { // builds Redis from the journal when needed
 		log.Print(err) // the healer below keeps trying; requests fail closed meanwhile
 	}

@@ -32,7 +32,7 @@ func TestRecovery(t *testing.T) {
 	require.NoError(t, err)
 
 	rdb := testenv.Redis(t)
-	rb := redisinventory.New(rdb)
+	rb := testkit.Must(redisinventory.New(rdb))(t)
 	live := testkit.Must(inventory.New(rb))(t)
 
 	// Warm-up loads what Redis lacks and leaves what it has alone.
@@ -130,8 +130,8 @@ func TestRecovery(t *testing.T) {
 func TestKeys(t *testing.T) {
 	ctx := context.Background()
 	rdb := testenv.Redis(t)
-	a := testkit.Must(inventory.New(redisinventory.New(rdb, redisinventory.WithTag("shop-a"), redisinventory.WithRetention(time.Hour))))(t)
-	b := testkit.Must(inventory.New(redisinventory.New(rdb, redisinventory.WithTag("shop-b"))))(t)
+	a := testkit.Must(inventory.New(testkit.Must(redisinventory.New(rdb, redisinventory.WithTag("shop-a"), redisinventory.WithRetention(time.Hour)))(t)))(t)
+	b := testkit.Must(inventory.New(testkit.Must(redisinventory.New(rdb, redisinventory.WithTag("shop-b")))(t)))(t)
 	for _, inv := range []*inventory.Inventory{a, b} {
 		setStock(t, inv, "mug", 5, 2)
 		_, err := inv.Adjust(ctx, inventory.Adjustment{ID: "adj-1", SKU: "mug", Delta: 1, Reason: "restock"})

@@ -137,7 +137,9 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		st.rdb = redis.NewClient(redisOptions(cfg))
 		st.rdb.AddHook(newRedisRoundTrips(m))
 		st.checks = append(st.checks, check{"redis", func(ctx context.Context) error { return st.rdb.Ping(ctx).Err() }})
-		invBackend = st.durableStock(ctx, log.With("component", "inventory"))
+		if invBackend, err = st.durableStock(ctx, log.With("component", "inventory")); err != nil {
+			return st, err
+		}
 		issuer = rediscoupon.New(st.rdb)
 		idemBackend = redisidempotency.New(st.rdb)
 	}
@@ -286,14 +288,21 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 // durableStock is the full mode's inventory: Redis journaled in the database, so SQL is the
 // system of record of every unit. Redis is built from the journal at start and healed by a
 // background loop whenever it loses data (a restart without persistence, a failover); until
-// then stock requests answer 503 dependency_unavailable with Retry-After.
-func (st *stack) durableStock(ctx context.Context, log *slog.Logger) *redisinventory.Durable {
-	d := redisinventory.NewDurable(st.rdb, st.db, redisinventory.WithLogger(log))
-	if _, err := d.Heal(ctx); err != nil {
+// then stock requests answer 503 dependency_unavailable with Retry-After. A Redis holding
+// stock the journal never recorded (redisinventory.ErrUnjournaledData) is no passing
+// failure: the start fails with it.
+func (st *stack) durableStock(ctx context.Context, log *slog.Logger) (*redisinventory.Durable, error) {
+	d, err := redisinventory.NewDurable(st.rdb, st.db, redisinventory.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := d.Heal(ctx); errors.Is(err, redisinventory.ErrUnjournaledData) {
+		return nil, fmt.Errorf("building Redis stock: %w", err)
+	} else if err != nil {
 		log.Warn("Redis stock not built yet; the healer keeps trying", "err", err)
 	}
 	st.loops = append(st.loops, func(ctx context.Context) error { return d.Run(ctx, time.Second) })
-	return d
+	return d, nil
 }
 
 // eventLog is the handler of the embedded mode's in-process consumer: it logs each event,

@@ -14,7 +14,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/redisinventory"
 	"github.com/commercekit/commercekit/refserver/member"
 	"github.com/commercekit/commercekit/refserver/server"
 )
@@ -102,4 +105,21 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	_, err := server.New(t.Context(), cfg, server.WithMemberOptions(member.WithCheckTimeout(0)))
 	require.ErrorIs(t, err, errcode.ErrInvalidArgument, "a bad member option fails the start too")
 	assert.Equal(t, "WithCheckTimeout", errcode.FieldOf(err))
+}
+
+// TestStartRefusesUnjournaledStock: a full-mode start over a Redis that holds stock its
+// journal never recorded (a plain redisinventory Backend's, under the same prefix) fails
+// with redisinventory.ErrUnjournaledData instead of wiping that stock, and leaves it as it
+// was.
+func TestStartRefusesUnjournaledStock(t *testing.T) {
+	rdb := testenv.Redis(t)
+	plain := testkit.Must(inventory.New(testkit.Must(redisinventory.New(rdb))(t)))(t)
+	_, err := plain.SetStock(t.Context(), inventory.StockSetting{SKU: "p1", OnHand: 7})
+	require.NoError(t, err)
+	cfg, _, _ := fullConfig(t, testenv.MySQLDSN(t), rdb.Options().Addr, rdb.Options().DB)
+	_, err = server.New(t.Context(), cfg)
+	require.ErrorIs(t, err, redisinventory.ErrUnjournaledData)
+	st, err := plain.Stock(t.Context(), "p1")
+	require.NoError(t, err)
+	assert.EqualValues(t, 7, st.Available)
 }
