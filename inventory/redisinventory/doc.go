@@ -147,7 +147,9 @@
 // (*) and 0.44 once, while another process loaded the machine; twelve more runs of the
 // plain backend gave 0.68-1.53, median about 0.9, and the best 78,119/s against 91,674/s
 // raw (0.85). Earlier: 0.36× raw before the shared script call; on a quiet machine (make
-// bench, 2026-11-30, before the per-batch script) 0.50× redis-benchmark's EVALSHA. The
+// bench, 2026-11-30, before the per-batch script) 0.50× redis-benchmark's EVALSHA, and
+// after it (make bench, 04:00 UTC) 55,707/s: 0.73× the raw EVALSHA from Go in the same
+// run and 0.64× redis-benchmark's 87,681/s; three runs right after, 0.75-0.81× Go's. The
 // combined script now costs Redis about what the one-line raw EVALSHA does per
 // reservation, so under load the Go side (8-11 µs of CPU per reservation on the same two
 // cores) decides the rate. What is left per reservation is its record (HSET, about
