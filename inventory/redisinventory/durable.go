@@ -126,7 +126,19 @@ func redisErr(ctx context.Context, err error) error {
 	if err == nil || errors.Is(err, errLost) || ctx.Err() != nil {
 		return err
 	}
+	if wrongType(err) {
+		// A key of the inventory holding another type (written by something else, or a
+		// partial restore) is no outage a retry outlives: it is lost data, and the rebuild
+		// writes every key anew from the journal.
+		return fmt.Errorf("%w: %w", errLost, err)
+	}
 	return errcode.Unavailable("redis", err)
+}
+
+// wrongType reports whether err is Redis's answer to a command on a key of another type.
+func wrongType(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.Contains(rerr.Error(), "WRONGTYPE")
 }
 
 // inTx runs fn in a transaction of the journal's own, retried on lock conflicts.

@@ -657,3 +657,27 @@ func TestOptionsRefuseBadValues(t *testing.T) {
 	_, err := redisinventory.New(rdb, redisinventory.WithTag("shop"), redisinventory.WithRetention(0), redisinventory.WithLogger(slog.Default()))
 	require.NoError(t, err)
 }
+
+// TestDurableHealsAKeyOfTheWrongType: a SKU key that holds another type (something else
+// wrote it) fails closed as lost data (503, rebuilding), not as an outage a retry outlives,
+// and the healer's rebuild writes it anew from the journal.
+func TestDurableHealsAKeyOfTheWrongType(t *testing.T) {
+	ctx := context.Background()
+	d, rdb, _ := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "tee", 5, 0)
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "r1", Lines: line("tee", 2), TTL: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, rdb.Del(ctx, "{inventory}:stock:tee").Err())
+	require.NoError(t, rdb.Set(ctx, "{inventory}:stock:tee", "not a hash", 0).Err())
+
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "r2", Lines: line("tee", 1), TTL: time.Hour})
+	requireRebuilding(t, err)
+	healed, err := d.Heal(ctx)
+	require.NoError(t, err)
+	assert.True(t, healed, "the wrong-typed key asked for a rebuild")
+	wantStock(t, inv, "tee", 5, 3, 0)
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "r2", Lines: line("tee", 1), TTL: time.Hour})
+	require.NoError(t, err)
+	wantStock(t, inv, "tee", 5, 2, 0)
+}

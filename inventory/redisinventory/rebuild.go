@@ -134,7 +134,7 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 			return RebuildReport{}, fmt.Errorf("redisinventory: heal: %w", err)
 		}
 		marker, err := d.b.c.Get(ctx, d.marker).Int64()
-		if err != nil && !errors.Is(err, redis.Nil) {
+		if err != nil && !errors.Is(err, redis.Nil) && !wrongType(err) { // a marker of another type: rebuild
 			return RebuildReport{}, redisErr(ctx, err)
 		}
 		if gen != 0 && marker == gen {
