@@ -17,7 +17,7 @@ package groupcommit
 import (
 	"context"
 	"errors"
-	"strconv"
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,18 +61,27 @@ type Batch func(ctx context.Context, tx bun.Tx, calls []*Call) error
 type Committer struct {
 	run Run
 	max int // the most calls a batch carries
-	// lanes is how many batches of one key may be in progress at once (see SetLanes).
+	// lanes is how many batches of one key may be in progress at once (see SetLanes);
+	// seed hashes reservation IDs onto them.
 	lanes uint32
+	seed  maphash.Seed
 	mu    sync.Mutex
-	// queues holds, per key with a batch in progress, the calls waiting for the next one.
-	queues map[string][]*Call
+	// queues holds, per key and lane with a batch in progress, the calls waiting for the
+	// next one.
+	queues map[queueKey][]*Call
 	// batches and calls count the transactions run and the reservations they carried.
 	batches, calls atomic.Int64
 }
 
 // New returns a Committer running its batches with run.
 func New(run Run) *Committer {
-	return &Committer{run: run, max: MaxBatch, lanes: 1, queues: map[string][]*Call{}}
+	return &Committer{run: run, max: MaxBatch, lanes: 1, seed: maphash.MakeSeed(), queues: map[queueKey][]*Call{}}
+}
+
+// queueKey is a key's lane.
+type queueKey struct {
+	key  string
+	lane uint64
 }
 
 // SetLanes lets n batches of one key be in progress at once (default 1; n < 1 counts as
@@ -116,24 +125,25 @@ func (m *Committer) Stats() (batches, calls int64) { return m.batches.Load(), m.
 
 // Reserve reserves r in a batch of key and returns its own answer.
 func (m *Committer) Reserve(ctx context.Context, key string, r inventory.Reservation) (inventory.Reservation, error) {
+	q := queueKey{key: key}
 	if m.lanes > 1 {
-		key += "\x00" + strconv.Itoa(int(lane(r.ID, m.lanes)))
+		q.lane = maphash.String(m.seed, r.ID) % uint64(m.lanes)
 	}
 	c := &Call{Ctx: ctx, R: r, done: make(chan struct{}, 1)}
 	m.mu.Lock()
-	if queue, busy := m.queues[key]; busy {
-		m.queues[key] = append(queue, c)
+	if queue, busy := m.queues[q]; busy {
+		m.queues[q] = append(queue, c)
 		m.mu.Unlock()
 		// No select on ctx: the call may be in a transaction already. A batch is abandoned
 		// only when all its callers are gone (see commit), and ends within one commit.
 		<-c.done
 	} else {
-		m.queues[key] = nil
+		m.queues[q] = nil
 		m.mu.Unlock()
 		c.batch = []*Call{c}
 	}
 	if c.batch != nil {
-		m.lead(key, c.batch)
+		m.lead(q, c.batch)
 	}
 	if c.Err != nil {
 		return inventory.Reservation{}, c.Err
@@ -141,17 +151,8 @@ func (m *Committer) Reserve(ctx context.Context, key string, r inventory.Reserva
 	return c.Out, nil
 }
 
-// lane hashes id onto one of n lanes (FNV-1a).
-func lane(id string, n uint32) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(id); i++ {
-		h = (h ^ uint32(id[i])) * 16777619
-	}
-	return h % n
-}
-
 // lead commits batch, passing the lead on before the commit, and wakes its other callers.
-func (m *Committer) lead(key string, batch []*Call) {
+func (m *Committer) lead(key queueKey, batch []*Call) {
 	var once sync.Once
 	handOff := func() { once.Do(func() { m.handOff(key) }) }
 	m.commit(batch, handOff)
@@ -163,7 +164,7 @@ func (m *Committer) lead(key string, batch []*Call) {
 
 // handOff gives the lead of key to the first call that queued meanwhile, with the queue
 // as its batch, or ends the key's group when nobody queued.
-func (m *Committer) handOff(key string) {
+func (m *Committer) handOff(key queueKey) {
 	m.mu.Lock()
 	queue := m.queues[key]
 	if len(queue) == 0 {
