@@ -49,15 +49,16 @@ func (s *Service) move(ctx context.Context, r *orderRow, now time.Time, edit fun
 			if err := claim(ctx, tx, r, &n, now); err != nil {
 				return err
 			}
+			whole := sqlutil.AllOrNothing(ctx)
 			if st.event != "" { // before do, which may lock a hot stock row until the commit
-				if err := s.orderEvent(sqlutil.AllOrNothing(ctx), tx, &n, st.event, now); err != nil {
+				if err := s.orderEvent(whole, tx, &n, st.event, now); err != nil {
 					return err
 				}
 			}
 			if st.do != nil {
 				moved, dctx := n, ctx
 				if st.allOrNothing {
-					dctx = sqlutil.AllOrNothing(ctx)
+					dctx = whole
 				}
 				if err := st.do(dctx, tx, &n); err != nil {
 					return err

@@ -75,7 +75,8 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 			return err
 		}
 		// Any failure of the leaves rolls the whole transaction back: they need no savepoints.
-		if err := s.holdOrder(sqlutil.AllOrNothing(ctx), tx, &r); err != nil {
+		whole := sqlutil.AllOrNothing(ctx)
+		if err := s.holdOrder(whole, tx, &r); err != nil {
 			return err
 		}
 		if req.InTx != nil {
@@ -87,7 +88,7 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 			return err
 		}
 		// Last: the hot stock row is locked only from here to the commit.
-		if err := s.stock.within(sqlutil.AllOrNothing(ctx), tx, reserve); err != nil {
+		if err := s.stock.within(whole, tx, reserve); err != nil {
 			return err
 		}
 		*row = r
