@@ -2,12 +2,19 @@ package cart_test
 
 import (
 	"context"
+	"database/sql"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/mysqldialect"
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/cart"
@@ -104,6 +111,57 @@ func TestAddOnce(t *testing.T) {
 		assert.Equal(t, map[string]int64{p1: 4}, lines(t, c, "alice"))
 		assert.Equal(t, map[string]int64{p1: 1}, lines(t, c, "bob"))
 	})
+}
+
+// TestAddOnceSurvivesACrash: the cart's MariaDB is SIGKILLed while 20 users add to their
+// carts, one unit under each of 40 keys, and started again; each user sends each addition
+// again with its key until it is answered. Every cart then holds exactly 40 units: an
+// addition whose COMMIT went unanswered is not made a second time.
+func TestAddOnceSurvivesACrash(t *testing.T) {
+	e := commercetest.SQLite(t) // the catalog
+	p := e.Product(t, 1000, 5)
+	server, dsn := testenv.OwnMySQL(t)
+	sqldb, err := sql.Open("mysql", dsn+"&timeout=2s&readTimeout=3s&writeTimeout=3s")
+	require.NoError(t, err)
+	db := bun.NewDB(sqldb, mysqldialect.New())
+	t.Cleanup(func() { db.Close() })
+	require.NoError(t, cart.CreateSchema(ctx, db))
+	c := testkit.Must(cart.New(db, e.Service))(t)
+
+	const users, adds = 20, 40
+	var answered, failed atomic.Int64
+	deadline := time.Now().Add(2 * time.Minute)
+	var wg sync.WaitGroup
+	for u := range users {
+		wg.Go(func() {
+			user := fmt.Sprintf("u%d", u)
+			for i := range adds {
+				for {
+					_, err := c.AddOnce(ctx, user, p, 1, fmt.Sprintf("k%d", i))
+					if err == nil {
+						answered.Add(1)
+						break
+					}
+					if errors.Is(err, cart.ErrKeyReused) || errors.Is(err, cart.ErrInvalidRequest) || time.Now().After(deadline) {
+						t.Errorf("%s k%d: %v", user, i, err)
+						return
+					}
+					failed.Add(1)
+					time.Sleep(50 * time.Millisecond) // the server is down: the same key again
+				}
+			}
+		})
+	}
+	require.Eventually(t, func() bool { return answered.Load() >= users*adds/5 }, time.Minute, time.Millisecond)
+	server.Stop(t, 0)
+	time.Sleep(time.Second)
+	server.Start(t)
+	wg.Wait()
+
+	assert.Positive(t, failed.Load(), "the crash interrupted additions")
+	for u := range users {
+		assert.Equal(t, map[string]int64{p: adds}, lines(t, c, fmt.Sprintf("u%d", u)), "u%d: one unit per key", u)
+	}
 }
 
 func TestEditAndList(t *testing.T) {
