@@ -313,6 +313,8 @@ func TestInvalidInput(t *testing.T) {
 		{"hold zero", "amount", func(e *env) error { _, err := e.l.Hold(e.ctx, "h", "u", 0, time.Minute); return err }},
 		{"capture zero", "amount", func(e *env) error { return capture(e, "h", 0) }},
 		{"capture without ID", "holdID", func(e *env) error { return capture(e, "", 1) }},
+		{"capture all without ID", "holdID", func(e *env) error { _, err := e.l.CaptureAll(e.ctx, ""); return err }},
+		{"capture all long ID", "holdID", func(e *env) error { _, err := e.l.CaptureAll(e.ctx, long); return err }},
 		{"void long ID", "holdID", func(e *env) error { return void(e, long) }},
 		{"balance without user", "user", func(e *env) error { _, err := e.l.Balance(e.ctx, ""); return err }},
 		{"expiring without user", "user", func(e *env) error { _, err := e.l.Expiring(e.ctx, ""); return err }},
