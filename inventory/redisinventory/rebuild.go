@@ -124,22 +124,23 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 	}
 	restarted := d.runID != "" && d.runID != runID
 	if !force {
-		if err := d.refuseUnjournaled(ctx); err != nil {
-			return RebuildReport{}, err
-		}
-	}
-	if !force && !restarted && !d.forced.Load() {
 		gen, err := d.currentGen(ctx)
 		if err != nil {
 			return RebuildReport{}, fmt.Errorf("redisinventory: heal: %w", err)
 		}
-		marker, err := d.b.c.Get(ctx, d.marker).Int64()
-		if err != nil && !errors.Is(err, redis.Nil) && !wrongType(err) { // a marker of another type: rebuild
-			return RebuildReport{}, redisErr(ctx, err)
-		}
-		if gen != 0 && marker == gen {
-			d.runID = runID
-			return RebuildReport{}, nil
+		if gen == 0 { // never built
+			if err := d.refuseUnjournaled(ctx); err != nil {
+				return RebuildReport{}, err
+			}
+		} else if !restarted && !d.forced.Load() {
+			marker, err := d.b.c.Get(ctx, d.marker).Int64()
+			if err != nil && !errors.Is(err, redis.Nil) && !wrongType(err) { // a marker of another type: rebuild
+				return RebuildReport{}, redisErr(ctx, err)
+			}
+			if marker == gen {
+				d.runID = runID
+				return RebuildReport{}, nil
+			}
 		}
 	}
 	d.rebuilding.Store(true)
@@ -164,13 +165,9 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 var ErrUnjournaledData = errcode.New(errcode.FailedPrecondition, "unjournaled_stock",
 	"redisinventory: Redis holds stock the journal never recorded; a first build would wipe it (see ErrUnjournaledData)")
 
-// refuseUnjournaled returns ErrUnjournaledData when the journal was never built (generation
-// 0) and Redis holds SKUs under the prefix.
+// refuseUnjournaled returns ErrUnjournaledData, for a journal never built, when Redis holds
+// SKUs under the prefix.
 func (d *Durable) refuseUnjournaled(ctx context.Context) error {
-	gen, err := d.currentGen(ctx)
-	if err != nil || gen != 0 {
-		return sqlutil.Unavailable(d.db, err)
-	}
 	n, err := d.b.c.Exists(ctx, d.b.skus).Result()
 	switch {
 	case err != nil:
