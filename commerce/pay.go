@@ -16,6 +16,7 @@ import (
 const (
 	StepPlaceCommit       = "place.commit"        // inside PlaceOrder's transaction, before the stock (SQL) and the commit
 	StepPayStart          = "pay.start"           // before the order moves to PAYING
+	StepPayClaim          = "pay.claim"           // inside the transaction moving the order to PAYING and recording its payment, before its commit
 	StepPayPaying         = "pay.paying"          // PAYING is committed; the PG is not called yet
 	StepPayApproved       = "pay.approved"        // the PG approved; nothing is completed yet
 	StepPayStockCommitted = "pay.stock-committed" // (inventory outside SQL) the units are sold
@@ -111,13 +112,17 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Order, error) {
 		if err := s.step(StepPayStart); err != nil {
 			return Order{}, err
 		}
+		claim := step{}
+		if r.AmountDue > 0 { // the payment is recorded with the claim, all or nothing
+			claim = step{do: s.requestPayment, allOrNothing: true, fault: StepPayClaim}
+		}
 		err := s.move(ctx, r, now, func(n *orderRow) {
 			n.Status, n.Step, n.PayKey, n.PayFingerprint = StatusPaying, stepPay, req.IdempotencyKey, fp
 			n.PayMethod, n.PayToken = string(req.Method), req.Token
 			if r.AmountDue > 0 {
 				n.PaymentID = paymentID(r.ID)
 			}
-		}, step{})
+		}, claim)
 		if errors.Is(err, errLostRace) {
 			if r, err = loadOrder(ctx, s.db, r.ID); err != nil { // someone else moved it: decide again
 				return Order{}, err
@@ -138,6 +143,15 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Order, error) {
 		}
 		return s.current(ctx, r.ID) // another flow moved it
 	}
+}
+
+// requestPayment records, in tx, the payment of the order next moving to PAYING, REQUESTED
+// (payment.Service.Request): the order's claim and its payment's record commit together or
+// not at all, so a PAYING order always has its payment on record and a rolled-back claim
+// leaves none.
+func (s *Service) requestPayment(ctx context.Context, tx bun.Tx, next *orderRow) error {
+	_, err := s.pay.Request(ctx, tx, next.payRequest())
+	return err
 }
 
 // settlePayment learns the payment's outcome (asking the PG, or, when recovering, the

@@ -27,11 +27,25 @@ func getOrSubmit[T any](ask bool, get func() (T, error), notFound error, submit 
 	return v, err
 }
 
-// charge gets or submits the payment req (see getOrSubmit).
+// charge learns the outcome of the payment req: a client's request (ask) submits it to the PG
+// (payment.Service.Submit, idempotent on its ID); recovery (not ask) reads what the payment
+// package recorded, leaving an unsettled payment to the payment reconciler. A payment never
+// recorded (an order or top-up claimed by an earlier version, which recorded it after the
+// claim's commit) is recorded and submitted at once (payment.Service.Pay).
 func (s *Service) charge(ctx context.Context, req payment.PayRequest, ask bool) (payment.Payment, error) {
-	return getOrSubmit(ask,
-		func() (payment.Payment, error) { return s.pay.Get(ctx, req.PaymentID) }, payment.ErrPaymentNotFound,
-		func() (payment.Payment, error) { return s.pay.Pay(ctx, req) })
+	var (
+		p   payment.Payment
+		err error
+	)
+	if ask {
+		p, err = s.pay.Submit(ctx, req)
+	} else {
+		p, err = s.pay.Get(ctx, req.PaymentID)
+	}
+	if errors.Is(err, payment.ErrPaymentNotFound) {
+		return s.pay.Pay(ctx, req)
+	}
+	return p, err
 }
 
 // pending reports whether err (of a payment or refund whose state is not final) means the

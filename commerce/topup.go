@@ -21,7 +21,8 @@ const (
 
 // TopUp buys points: a payment of Amount won through the gateway, then a ledger Charge of
 // Amount points, idempotent end to end on (UserID, IdempotencyKey). The top-up is recorded
-// PAYING before the gateway is called (payment ID "pay-<top-up>"), and the Charge (transfer
+// PAYING, with its payment REQUESTED (payment ID "pay-<top-up>") in the same transaction,
+// before the gateway is called, and the Charge (transfer
 // ID = the top-up ID) commits with the COMPLETED status and the points-charged event. A
 // decline makes it FAILED; an unknown outcome leaves it PAYING until the payment reconciler
 // settles the payment and Recover completes it; a crash between the payment and the Charge
@@ -56,7 +57,14 @@ func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
 		Method: string(req.Method), Token: req.Token, Status: TopUpPaying, PaymentID: paymentID(id),
 		CreatedAt: now, UpdatedAt: now,
 	}
-	if _, err := s.db.NewInsert().Model(row).Exec(ctx); err != nil {
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
+			return err
+		}
+		_, err := s.pay.Request(sqlutil.AllOrNothing(ctx), tx, row.payRequest())
+		return err
+	})
+	if err != nil {
 		if !sqlutil.IsDuplicateKey(err) {
 			return TopUp{}, fmt.Errorf("commerce: record top-up: %w", err)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/option"
+	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/observe"
 )
 
@@ -20,11 +21,13 @@ const writeTimeout = 30 * time.Second
 
 // Service records payments and drives them through a Gateway.
 //
-// It takes a *bun.DB, not a bun.IDB, and has no WithTx on purpose: a payment is recorded and
-// committed in a transaction of its own before the PG is called, and every answer is recorded
-// in another, so that neither a crash nor a rollback of the caller's work can leave a charge
-// at the PG without a record of it. Call Pay after committing your own transaction, never
-// from inside it (on SQLite with a single connection, calling it inside would wait forever).
+// It takes a *bun.DB, not a bun.IDB, and has no WithTx on purpose: every answer of the PG is
+// recorded in a transaction of its own, and the PG is called outside any transaction, so that
+// neither a crash nor a rollback of the caller's work can leave a charge at the PG without a
+// record of it. The one write that joins a caller's transaction is Request, which records a
+// payment before the PG is called (see Request and Submit). Call Pay and Submit after
+// committing your own transaction, never from inside it (on SQLite with a single
+// connection, calling them inside would wait forever).
 type Service struct {
 	db       *bun.DB
 	gw       Gateway
@@ -102,12 +105,35 @@ func (s *Service) now() time.Time { return s.clock().UTC().Truncate(time.Microse
 //     repeated Pay, a webhook or the Reconciler will learn the PG's answer;
 //   - ErrUnderReview: REVIEW, the PG's answer contradicts the record; a person must decide.
 //
-// Pay first records the payment as REQUESTED and commits that (see Service), then calls the
-// PG with the payment ID as its idempotency key, then records the answer. It is idempotent on
-// PaymentID: calling it again with the same request returns a settled payment as it is, and
-// asks the PG again (same key, so never a second charge) for one still REQUESTED or UNKNOWN.
-// The same PaymentID with a different request is refused with ErrPaymentIDReused.
+// Pay is Request in a transaction of its own, then Submit: it records the payment as
+// REQUESTED and commits that, then calls the PG with the payment ID as its idempotency key,
+// then records the answer. It is idempotent on PaymentID: calling it again with the same
+// request returns a settled payment as it is, and asks the PG again (same key, so never a
+// second charge) for one still REQUESTED or UNKNOWN. The same PaymentID with a different
+// request is refused with ErrPaymentIDReused.
 func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
+	p, err := s.Request(ctx, s.db, req)
+	if err != nil {
+		return Payment{}, err
+	}
+	return s.submit(ctx, p)
+}
+
+// Request records req as a REQUESTED payment through db, without calling the PG, and returns
+// the payment as recorded. db is the caller's bun.Tx or a *bun.DB (a transaction of its own).
+// In the caller's transaction, the record commits or rolls back with the caller's own work
+// (say, the order's move to PAYING), so that one never commits without the other; it runs
+// under a savepoint: a failure undoes only its own writes and leaves the transaction usable.
+// Once db has committed, Submit charges the payment; if the caller dies first, the Reconciler
+// submits it (a payment left REQUESTED is one the PG may never have seen).
+//
+// Request is idempotent on PaymentID: a payment already recorded with an equal request is
+// returned as it is, whatever its state; the same PaymentID with a different request is
+// refused with ErrPaymentIDReused. An invalid request is a *ValidationError
+// (ErrInvalidRequest) and records nothing. The Observer is told of the creation once it is
+// recorded: inside a caller's transaction, before the caller commits (which may still roll it
+// back).
+func (s *Service) Request(ctx context.Context, db bun.IDB, req PayRequest) (Payment, error) {
 	if err := req.Validate(); err != nil {
 		return Payment{}, err
 	}
@@ -116,22 +142,50 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 		ID: req.PaymentID, OrderID: req.OrderID, Amount: req.Amount, Currency: req.Currency,
 		Method: req.Method, Token: req.Token, State: StateRequested, CreatedAt: now, UpdatedAt: now,
 	}
-	created, err := s.insertPayment(ctx, p)
+	created, err := insertPayment(ctx, db, p)
 	if err != nil {
 		return Payment{}, err
 	}
 	if created {
 		s.transitioned(Transition{PaymentID: p.ID, To: StateRequested, Cause: CauseCreated, At: now})
-	} else {
-		if p, err = loadPayment(ctx, s.db, req.PaymentID, false); err != nil {
-			return Payment{}, err
-		}
-		if !p.matches(req) {
-			return Payment{}, fmt.Errorf("%w: %q", ErrPaymentIDReused, req.PaymentID)
-		}
-		if p.State.Settled() {
-			return p, p.result(nil)
-		}
+		return p, nil
+	}
+	// In a caller's transaction, a locking read sees the row that refused the insert even when
+	// the transaction's snapshot is older than it.
+	if p, err = loadPayment(ctx, db, req.PaymentID, sqlutil.IsTx(db)); err != nil {
+		return Payment{}, err
+	}
+	if !p.matches(req) {
+		return Payment{}, fmt.Errorf("%w: %q", ErrPaymentIDReused, req.PaymentID)
+	}
+	return p, nil
+}
+
+// Submit charges a payment recorded by Request through the PG and returns it as recorded,
+// with Pay's outcomes; it is Pay for a payment already recorded. It first reads the payment as
+// committed: one never recorded (its transaction rolled back, or has not committed yet) is
+// ErrPaymentNotFound and the PG is not called; one recorded from a different request is
+// ErrPaymentIDReused; a settled one is returned as it is. Otherwise it calls the PG with the
+// payment ID as its idempotency key (so repeating Submit, or racing the Reconciler, never
+// charges twice) and records the answer. Call it outside any transaction.
+func (s *Service) Submit(ctx context.Context, req PayRequest) (Payment, error) {
+	if err := req.Validate(); err != nil {
+		return Payment{}, err
+	}
+	p, err := loadPayment(ctx, s.db, req.PaymentID, false)
+	if err != nil {
+		return Payment{}, err
+	}
+	if !p.matches(req) {
+		return Payment{}, fmt.Errorf("%w: %q", ErrPaymentIDReused, req.PaymentID)
+	}
+	return s.submit(ctx, p)
+}
+
+// submit asks the PG to approve p, as recorded, unless it is settled.
+func (s *Service) submit(ctx context.Context, p Payment) (Payment, error) {
+	if p.State.Settled() {
+		return p, p.result(nil)
 	}
 	return s.approve(ctx, p, CauseGateway)
 }

@@ -2,6 +2,7 @@ package payment
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -97,10 +98,12 @@ func loadPayment(ctx context.Context, db bun.IDB, id string, lock bool) (Payment
 	return row.payment(), nil
 }
 
-// insertPayment records a new REQUESTED payment and its creation in a transaction of its own,
-// committed when it returns. It reports false when a payment with the ID already exists.
-func (s *Service) insertPayment(ctx context.Context, p Payment) (bool, error) {
-	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+// insertPayment records a new REQUESTED payment and its creation through db: in a
+// transaction of its own (a *bun.DB), or under a savepoint of the caller's (a bun.Tx). It
+// reports false when a payment with the ID already exists; in a caller's transaction
+// without the savepoint (sqlutil.AllOrNothing) that is an error, the caller rolling back.
+func insertPayment(ctx context.Context, db bun.IDB, p Payment) (bool, error) {
+	err := sqlutil.InTx(ctx, db, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.NewInsert().Model(rowOf(p)).Exec(ctx); err != nil {
 			return err
 		}
@@ -111,7 +114,7 @@ func (s *Service) insertPayment(ctx context.Context, p Payment) (bool, error) {
 	switch {
 	case err == nil:
 		return true, nil
-	case sqlutil.IsDuplicateKey(err):
+	case sqlutil.IsDuplicateKey(err) && !errors.Is(err, sqlutil.ErrNotUndone):
 		return false, nil
 	default:
 		return false, fmt.Errorf("payment: recording %q: %w", p.ID, err)
