@@ -83,8 +83,10 @@
 // fails with *ConflictError: no order is ever created without its stock.
 //
 // Pay checks the payment plan against payment.Plan's method rules (points = the held points,
-// coupon = the discount, CARD or BNPL = the amount due), moves the order to PAYING and
-// commits that before calling the PG (outside any transaction, payment ID "pay-<order>", the
+// coupon = the discount, CARD or BNPL = the amount due), then in one transaction moves the
+// order to PAYING and records its payment REQUESTED (payment.Service.Request, payment ID
+// "pay-<order>"), so that neither commits without the other; after the commit it submits the
+// payment to the PG (payment.Service.Submit: outside any transaction, the payment ID as the
 // PG's idempotency key). Approved: one transaction commits the stock, confirms the coupon,
 // captures the points, earns the reward (ID "reward-<order>"), and makes the order PAID
 // (with Redis the stock is committed first, idempotently). Declined: one transaction
@@ -119,7 +121,8 @@
 // a leaf carries an ID derived from the order, so repeating a step is recognised by the
 // leaf and applies nothing twice. Recover scans the orders whose step is set and the
 // top-ups PAYING, and drives each from its persisted state: it reads the payment or refund
-// as the payment package recorded it (submitting one that was never recorded, with the same
+// as the payment package recorded it (submitting a payment that was never recorded — an
+// order claimed by an earlier version, which recorded it after the claim — with the same
 // ID), then takes the same transactions the interrupted flow would have. What it cannot
 // settle yet (a payment the PG has not answered) it leaves to the reconciler and takes up
 // again on the next pass. WithFaultHook injects a failure at each step boundary (the Step*

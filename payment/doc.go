@@ -19,15 +19,22 @@
 // # Record first, then call the PG
 //
 // Service.Pay commits the payment as REQUESTED in a transaction of its own before calling the
-// PG, then records the answer in another. Service takes a *bun.DB and has no WithTx on purpose:
-// never call Pay inside your own transaction, whose rollback would erase the record of a charge
-// the PG has made. A crash between the commit and the call leaves a REQUESTED payment that the
-// Reconciler settles.
+// PG, then records the answer in another. A caller whose own state must change with the
+// payment (an order moving to PAYING) records it in its own transaction instead:
+// Service.Request(ctx, tx, req) joins the caller's bun.Tx (under a savepoint), so the payment
+// and the caller's work commit together or not at all; after the commit, Service.Submit
+// charges the recorded payment. Submit reads the payment as committed and never calls the PG
+// for one that is not on record (a rolled-back transaction): ErrPaymentNotFound. Nothing else
+// joins a caller's transaction: every PG call is made outside any transaction and every answer
+// is recorded in a transaction of its own, so no rollback of the caller's work can erase the
+// record of a charge the PG has made; never call Pay or Submit inside your own transaction. A
+// crash between the commit and the call leaves a REQUESTED payment that the Reconciler
+// settles (submitting it with the same key when the PG never saw it).
 //
 // Every PG call carries an idempotency key the PG deduplicates on: the payment ID for Approve,
 // the refund ID for Cancel. Pay and Refund are idempotent on those IDs too, so a client may
 // repeat them freely: a settled payment is returned as it is, an unsettled one asked about
-// again with the same key, never charged twice.
+// again with the same key, never charged twice. Request and Submit are idempotent the same way.
 //
 // # Outcomes
 //

@@ -139,3 +139,56 @@ func ExamplePlan_Validate() {
 	// true
 	// payment: BNPL cannot be combined with other methods
 }
+
+// A caller records the payment in its own transaction, with its own work (here, nothing
+// else), and charges it after the commit. A payment whose transaction rolled back is not on
+// record, and Submit never sends it to the PG.
+func ExampleService_Submit() {
+	ctx := context.Background()
+	db, err := openExampleDB(ctx, "example-submit")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer db.Close()
+	sim, err := pgsim.New()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer sim.Close()
+	svc, err := payment.New(db, sim)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	req := func(id string) payment.PayRequest {
+		return payment.PayRequest{PaymentID: id, OrderID: "order-" + id, Amount: 12_000, Currency: "KRW", Method: payment.MethodCard}
+	}
+
+	errAbandoned := errors.New("the order could not move to PAYING")
+	err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := svc.Request(ctx, tx, req("pay-1")); err != nil {
+			return err
+		}
+		return errAbandoned // the caller's own work failed: everything rolls back
+	})
+	_, submitErr := svc.Submit(ctx, req("pay-1"))
+	fmt.Println(errors.Is(err, errAbandoned), errors.Is(submitErr, payment.ErrPaymentNotFound))
+
+	err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		_, err := svc.Request(ctx, tx, req("pay-2")) // ... with the caller's own writes in tx
+		return err
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	p, err := svc.Submit(ctx, req("pay-2"))
+	fmt.Println(p.State, err)
+	fmt.Println("charges:", sim.Stats().Charges)
+	// Output:
+	// true true
+	// APPROVED <nil>
+	// charges: 1
+}
