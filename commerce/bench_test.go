@@ -13,8 +13,9 @@ import (
 
 // BenchmarkCheckout measures orders per second from 50 concurrent clients on each
 // configuration: PlaceOrder alone (stock, order row and event in one transaction), and
-// PlaceOrder followed by a card payment through the in-process PG simulator (two more
-// transactions of commerce's and the payment's own). Every order buys one unit of one of
+// PlaceOrder followed by a card payment through the in-process PG simulator (three more
+// transactions: the move to PAYING with the payment's record, the PG's answer, the
+// completion). Every order buys one unit of one of
 // `skus` products.
 func BenchmarkCheckout(b *testing.B) {
 	for _, c := range commercetest.Configs {

@@ -8,8 +8,8 @@ import (
 	"github.com/commercekit/commercekit/payment"
 )
 
-// getOrSubmit is the one way checkout reaches the PG about a payment or a refund: a
-// client's request (ask) submits it, idempotent on its ID, so the PG answers for the first
+// getOrSubmit is how checkout reaches the PG about a refund (charge does the same for a
+// payment, which is recorded before it is submitted): a client's request (ask) submits it, idempotent on its ID, so the PG answers for the first
 // submission whatever happened since; recovery (not ask) reads what the payment package
 // recorded and submits only what it never recorded (notFound), leaving an unsettled answer
 // to the payment reconciler.
