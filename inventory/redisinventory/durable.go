@@ -560,7 +560,7 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 				return err
 			}
 			if prev.SKU != a.SKU || prev.Delta != a.Delta || prev.Reason != a.Reason {
-				return &inventory.ConflictError{Kind: "adjustment", ID: a.ID}
+				return inventory.NewConflictError("adjustment", a.ID)
 			}
 			return nil
 		}

@@ -79,7 +79,7 @@ func reserveReply(r inventory.Reservation, reply any) (inventory.Reservation, er
 		r.CreatedAt, r.ExpiresAt, r.ResolvedAt = fromMillis(toInt(res[2])), fromMillis(toInt(res[3])), fromMillis(toInt(res[4]))
 		return r, nil
 	case -1:
-		return inventory.Reservation{}, &inventory.ConflictError{Kind: "reservation", ID: r.ID}
+		return inventory.Reservation{}, inventory.NewConflictError("reservation", r.ID)
 	case -2:
 		return inventory.Reservation{}, &inventory.UnknownSKUError{SKU: line().SKU}
 	case -3:
