@@ -162,3 +162,110 @@ func TestLargestBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestRandomResolveBatchesAreSequential: random batches of commits, releases and returns
+// on a Durable (each at its own time, some past the reservation's deadline; replays of
+// reservations resolved before, in the batch's round or by a sweep; unknown IDs; Redis
+// records lost) answer and leave exactly what the same calls one at a time do: answers,
+// journal rows, stock, buyer usage, due index with its scores, and records.
+func TestRandomResolveBatchesAreSequential(t *testing.T) {
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	for seed := uint64(1); seed <= 10; seed++ {
+		batched := randomResolves(t, seed, t0, true)
+		alone := randomResolves(t, seed, t0, false)
+		require.Equal(t, alone, batched, "seed %d", seed)
+	}
+}
+
+// randomResolves reserves 30 random reservations, then runs four rounds of up to 20
+// random resolutions, each round in one batch or one at a time, with a sweep between
+// rounds, and returns what it saw.
+func randomResolves(t *testing.T, seed uint64, t0 time.Time, batched bool) []string {
+	ctx := context.Background()
+	d, rdb, db := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	rng := rand.New(rand.NewPCG(seed, 11))
+	skus := []string{"s0", "s1", "s2"}
+	for i, sku := range skus {
+		setStock(t, inv, sku, 100, int64([]int{0, 100, 0}[i]))
+	}
+	var rs []inventory.Reservation
+	for i := range 30 {
+		buyer := []string{"", "b1", "b2"}[rng.IntN(3)]
+		var lines []inventory.Line
+		for _, p := range rng.Perm(len(skus))[:1+rng.IntN(3)] {
+			if buyer != "" || p != 1 { // s1 has a buyer limit
+				lines = append(lines, inventory.Line{SKU: skus[p], Qty: int64(1 + rng.IntN(3))})
+			}
+		}
+		if len(lines) == 0 {
+			lines = append(lines, inventory.Line{SKU: "s0", Qty: 1})
+		}
+		slices.SortFunc(lines, func(a, b inventory.Line) int { return strings.Compare(a.SKU, b.SKU) })
+		rs = append(rs, inventory.Reservation{ID: fmt.Sprintf("r%d", i), BuyerID: buyer, Lines: lines,
+			State: inventory.StateReserved, CreatedAt: t0, ExpiresAt: t0.Add(time.Duration(1+rng.IntN(100)) * time.Minute)})
+	}
+	_, errs := redisinventory.ReserveBatch(ctx, d, rs...)
+	require.NoError(t, errors.Join(errs...))
+	var seen []string
+	for round := range 4 {
+		if id := fmt.Sprintf("r%d", rng.IntN(30)); rng.IntN(2) == 0 {
+			require.NoError(t, rdb.Del(ctx, "{inventory}:res:"+id).Err()) // Redis lost one record
+		}
+		var xs []redisinventory.Resolution
+		ids := map[string]bool{}
+		for range 20 {
+			id := fmt.Sprintf("r%d", rng.IntN(33)) // r30-r32: unknown
+			if ids[id] {
+				continue
+			}
+			ids[id] = true
+			to := []inventory.State{inventory.StateCommitted, inventory.StateCommitted, inventory.StateCommitted,
+				inventory.StateReleased, inventory.StateReturned}[rng.IntN(5)]
+			xs = append(xs, redisinventory.Resolution{ID: id, To: to, Now: t0.Add(time.Duration(rng.IntN(80)) * time.Minute)})
+		}
+		var states []inventory.State
+		var errs []error
+		if batched {
+			states, errs = redisinventory.ResolveBatch(ctx, d, xs...)
+		} else {
+			for _, x := range xs {
+				st, e := redisinventory.ResolveBatch(ctx, d, x)
+				states, errs = append(states, st[0]), append(errs, e[0])
+			}
+		}
+		for i, x := range xs {
+			if errs[i] != nil {
+				seen = append(seen, fmt.Sprintf("%d %s %s: %v", round, x.To, x.ID, errs[i]))
+			} else {
+				seen = append(seen, fmt.Sprintf("%d %s %s: %s", round, x.To, x.ID, states[i]))
+			}
+		}
+		n, err := d.Expire(ctx, t0.Add(time.Duration(20*(round+1))*time.Minute), 100)
+		require.NoError(t, err)
+		seen = append(seen, fmt.Sprintf("%d expired %d", round, n))
+	}
+	for _, sku := range skus {
+		st, err := inv.Stock(ctx, sku)
+		require.NoError(t, err)
+		usage, err := rdb.HGetAll(ctx, "{inventory}:buyers:"+sku).Result()
+		require.NoError(t, err)
+		seen = append(seen, fmt.Sprintf("%s: %d %d %d %v", sku, st.OnHand, st.Available, st.Sold, usage))
+	}
+	due, err := rdb.ZRangeWithScores(ctx, "{inventory}:due", 0, -1).Result()
+	require.NoError(t, err)
+	seen = append(seen, fmt.Sprint(due))
+	var rows []struct {
+		ID         string `bun:"id"`
+		State      string `bun:"state"`
+		ResolvedAt int64  `bun:"resolved_at"`
+	}
+	require.NoError(t, db.NewRaw(`SELECT id, state, resolved_at FROM inventory_journal_reservations ORDER BY id`).Scan(ctx, &rows))
+	seen = append(seen, fmt.Sprint(rows))
+	for i := range 30 {
+		rec, err := rdb.HGetAll(ctx, fmt.Sprintf("{inventory}:res:r%d", i)).Result()
+		require.NoError(t, err)
+		seen = append(seen, fmt.Sprint(rec))
+	}
+	return seen
+}
