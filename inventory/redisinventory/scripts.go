@@ -219,9 +219,9 @@ return to
 // KEYS[1] due index, then per reservation: its record, the stock of each line, the buyer
 // usage of each line (only with a buyer). ARGV[1] the number of reservations, ARGV[2]
 // retention in ms (0: keep), then per reservation: n its number of lines, id, lines, buyer,
-// now, the target state, the only state it may move from (” any), the state to assume
-// when the record is gone (” none: 'missing'), created and expires (both to write), the
-// deadline the record must still have (” any), and the qty of each line.
+// now, the target state, the only state it may move from (empty: any), the state to assume
+// when the record is gone (empty: none, 'missing'), created and expires (both to write), the
+// deadline the record must still have (empty: any), and the qty of each line.
 // Each reply is the target state when it moved the reservation, 'was <state>' when it did
 // not, 'missing', 'stale' (the record is another reservation's, or was renewed), or 'lost'
 // (a stock key is gone).
