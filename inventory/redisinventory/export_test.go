@@ -73,3 +73,7 @@ func ResolveBatch(ctx context.Context, d *Durable, xs ...Resolution) ([]inventor
 	}
 	return out, errs
 }
+
+// ResolveStats returns how many journal transactions a Durable's commits, releases and
+// returns ran and how many calls they carried.
+func ResolveStats(d *Durable) (batches, calls int64) { return d.resolves.Stats() }
