@@ -249,7 +249,7 @@ var errLost = errors.New("redisinventory: Redis lost its data or is being rebuil
 // record, or one renewed since it was read).
 var errStale = errors.New("redisinventory: reservation record changed")
 
-// settleArgs say where settleLua moves a reservation.
+// settleArgs say where settleManyLua moves a reservation.
 type settleArgs struct {
 	to inventory.State
 	// need is the only state it may move from ("" any); fallback the state to assume when
