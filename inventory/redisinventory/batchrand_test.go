@@ -88,16 +88,9 @@ func randomBatches(t *testing.T, seed uint64, now time.Time, durable, batched bo
 				}
 			}
 		}
-		var got []inventory.Reservation
-		var errs []error
-		if batched {
-			got, errs = redisinventory.ReserveBatch(ctx, be, rs...)
-		} else {
-			for _, r := range rs {
-				out, e := redisinventory.ReserveBatch(ctx, be, r)
-				got, errs = append(got, out[0]), append(errs, e[0])
-			}
-		}
+		got, errs := inBatches(batched, rs, func(rs ...inventory.Reservation) ([]inventory.Reservation, []error) {
+			return redisinventory.ReserveBatch(ctx, be, rs...)
+		})
 		for i, r := range rs {
 			switch {
 			case errors.Is(errs[i], inventory.ErrIdempotencyConflict):
@@ -117,6 +110,29 @@ func randomBatches(t *testing.T, seed uint64, now time.Time, durable, batched bo
 			}
 		}
 	}
+	return append(seen, redisState(t, inv, rdb, skus, 40, false)...)
+}
+
+// inBatches runs xs through run in one batch, or one at a time, and returns the answers.
+func inBatches[X, Y any](batched bool, xs []X, run func(xs ...X) ([]Y, []error)) ([]Y, []error) {
+	if batched {
+		return run(xs...)
+	}
+	var out []Y
+	var errs []error
+	for _, x := range xs {
+		y, e := run(x)
+		out, errs = append(out, y[0]), append(errs, e[0])
+	}
+	return out, errs
+}
+
+// redisState returns what Redis holds: each SKU's stock and buyer usage, the due index with
+// its scores, and the records of r0 to r<records-1> (with their resolution times when
+// resolved is set).
+func redisState(t *testing.T, inv *inventory.Inventory, rdb *redis.Client, skus []string, records int, resolved bool) []string {
+	ctx := context.Background()
+	var seen []string
 	for _, sku := range skus {
 		st, err := inv.Stock(ctx, sku)
 		require.NoError(t, err)
@@ -127,10 +143,12 @@ func randomBatches(t *testing.T, seed uint64, now time.Time, durable, batched bo
 	due, err := rdb.ZRangeWithScores(ctx, "{inventory}:due", 0, -1).Result()
 	require.NoError(t, err)
 	seen = append(seen, fmt.Sprint(due))
-	for i := range 40 {
+	for i := range records {
 		rec, err := rdb.HGetAll(ctx, fmt.Sprintf("{inventory}:res:r%d", i)).Result()
 		require.NoError(t, err)
-		delete(rec, "resolved")
+		if !resolved {
+			delete(rec, "resolved")
+		}
 		seen = append(seen, fmt.Sprint(rec))
 	}
 	return seen
@@ -224,16 +242,9 @@ func randomResolves(t *testing.T, seed uint64, t0 time.Time, batched bool) []str
 				inventory.StateReleased, inventory.StateReturned}[rng.IntN(5)]
 			xs = append(xs, redisinventory.Resolution{ID: id, To: to, Now: t0.Add(time.Duration(rng.IntN(80)) * time.Minute)})
 		}
-		var states []inventory.State
-		var errs []error
-		if batched {
-			states, errs = redisinventory.ResolveBatch(ctx, d, xs...)
-		} else {
-			for _, x := range xs {
-				st, e := redisinventory.ResolveBatch(ctx, d, x)
-				states, errs = append(states, st[0]), append(errs, e[0])
-			}
-		}
+		states, errs := inBatches(batched, xs, func(xs ...redisinventory.Resolution) ([]inventory.State, []error) {
+			return redisinventory.ResolveBatch(ctx, d, xs...)
+		})
 		for i, x := range xs {
 			if errs[i] != nil {
 				seen = append(seen, fmt.Sprintf("%d %s %s: %v", round, x.To, x.ID, errs[i]))
@@ -245,16 +256,6 @@ func randomResolves(t *testing.T, seed uint64, t0 time.Time, batched bool) []str
 		require.NoError(t, err)
 		seen = append(seen, fmt.Sprintf("%d expired %d", round, n))
 	}
-	for _, sku := range skus {
-		st, err := inv.Stock(ctx, sku)
-		require.NoError(t, err)
-		usage, err := rdb.HGetAll(ctx, "{inventory}:buyers:"+sku).Result()
-		require.NoError(t, err)
-		seen = append(seen, fmt.Sprintf("%s: %d %d %d %v", sku, st.OnHand, st.Available, st.Sold, usage))
-	}
-	due, err := rdb.ZRangeWithScores(ctx, "{inventory}:due", 0, -1).Result()
-	require.NoError(t, err)
-	seen = append(seen, fmt.Sprint(due))
 	var rows []struct {
 		ID         string `bun:"id"`
 		State      string `bun:"state"`
@@ -262,10 +263,5 @@ func randomResolves(t *testing.T, seed uint64, t0 time.Time, batched bool) []str
 	}
 	require.NoError(t, db.NewRaw(`SELECT id, state, resolved_at FROM inventory_journal_reservations ORDER BY id`).Scan(ctx, &rows))
 	seen = append(seen, fmt.Sprint(rows))
-	for i := range 30 {
-		rec, err := rdb.HGetAll(ctx, fmt.Sprintf("{inventory}:res:r%d", i)).Result()
-		require.NoError(t, err)
-		seen = append(seen, fmt.Sprint(rec))
-	}
-	return seen
+	return append(seen, redisState(t, inv, rdb, skus, 30, true)...)
 }
