@@ -460,12 +460,8 @@ func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []
 
 // Get reads the reservation from the journal, which keeps it for ever.
 func (d *Durable) Get(ctx context.Context, id string) (inventory.Reservation, error) {
-	r, err := d.get(ctx, d.db, id, "")
+	r, err := sqlrow.Reservation(ctx, d.db, "inventory_journal_reservations", id, "")
 	return r, d.fail(ctx, "get", err)
-}
-
-func (d *Durable) get(ctx context.Context, db bun.IDB, id, lock string) (inventory.Reservation, error) {
-	return sqlrow.Reservation(ctx, db, "inventory_journal_reservations", id, lock)
 }
 
 // Expire expires up to limit due reservations of the journal in one transaction (rows
