@@ -1,10 +1,13 @@
 package member
 
 import (
+	"context"
 	"strconv"
 	"testing"
 	"time"
 )
+
+var ctx = context.Background()
 
 // BenchmarkLimiterNewKeys measures a failed login's limiter step for a key never seen
 // before, with 50,000 buckets of recent failures already held (many addresses and login
@@ -12,13 +15,13 @@ import (
 // guessing run. The map's size is reported.
 func BenchmarkLimiterNewKeys(b *testing.B) {
 	now := time.Now()
-	l := newFailureLimiter(5, 15*time.Minute)
+	l := NewMemoryLimiter()
 	for i := range 50_000 {
-		l.take("id held-"+strconv.Itoa(i), now)
+		_, _ = l.Take(ctx, "id held-"+strconv.Itoa(i), 5, 15*time.Minute, now)
 	}
 	b.ResetTimer()
 	for i := range b.N {
-		l.take("id new-"+strconv.Itoa(i), now)
+		_, _ = l.Take(ctx, "id new-"+strconv.Itoa(i), 5, 15*time.Minute, now)
 	}
 	b.ReportMetric(float64(len(l.b)), "buckets")
 }
@@ -27,18 +30,18 @@ func BenchmarkLimiterNewKeys(b *testing.B) {
 // once the limiter holds limiterPrune of them; buckets of recent failures are kept.
 func TestLimiterDropsFullBuckets(t *testing.T) {
 	now := time.Now()
-	l := newFailureLimiter(5, 15*time.Minute)
-	l.take("id failing", now)
+	l := NewMemoryLimiter()
+	_, _ = l.Take(ctx, "id failing", 5, 15*time.Minute, now)
 	for i := range limiterPrune {
 		k := "id ok-" + strconv.Itoa(i)
-		l.take(k, now)
-		l.refund(k, now)
+		_, _ = l.Take(ctx, k, 5, 15*time.Minute, now)
+		_ = l.Refund(ctx, k, 5, 15*time.Minute, now)
 	}
 	// The pass ran when the last ok key came: it dropped every earlier ok key.
 	if len(l.b) != 2 {
 		t.Fatalf("after a pass %d buckets are held, want 2 (the failing and the last ok key)", len(l.b))
 	}
-	if d := l.take("id failing", now); d != 0 || l.b["id failing"].tokens != 3 {
+	if d, _ := l.Take(ctx, "id failing", 5, 15*time.Minute, now); d != 0 || l.b["id failing"].tokens != 3 {
 		t.Fatalf("the failing key's bucket was lost: wait %v, %v tokens", d, l.b["id failing"].tokens)
 	}
 }

@@ -1,14 +1,20 @@
 package member_test
 
 import (
+	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/bcrypt"
 
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/refserver/member"
 )
 
@@ -72,4 +78,73 @@ func TestLoginIDVariantsShareTheLimit(t *testing.T) {
 		_, err = e.svc.Login(ctx, "alice", "correct horse", "10.2.0.3")
 		require.ErrorIs(t, err, member.ErrTooManyAttempts)
 	}, member.WithLoginLimits(2, 100, time.Hour))
+}
+
+// TestLimitsSharedByInstances: two server instances sharing a RedisLimiter share the
+// budgets: guesses spread over both reach the password check exactly the burst of times,
+// where two MemoryLimiters would have let through twice as many.
+func TestLimitsSharedByInstances(t *testing.T) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	rdb := testenv.Redis(t)
+	var instances [2]*member.Service
+	for i := range instances {
+		instances[i] = testkit.Must(member.New(db, member.NewRedisDenylist(rdb), secret, member.WithBcryptCost(bcrypt.MinCost),
+			member.WithLimiter(member.NewRedisLimiter(rdb)), member.WithLoginLimits(3, 100, time.Hour)))(t)
+	}
+	_, err := instances[0].SignUp(ctx, "alice", "correct horse")
+	require.NoError(t, err)
+	var bad, limited int
+	for i := range 8 {
+		_, err := instances[i%2].Login(ctx, "alice", "guess", "10.3.0.1")
+		switch {
+		case errors.Is(err, member.ErrBadCredentials):
+			bad++
+		case errors.Is(err, member.ErrTooManyAttempts):
+			limited++
+		default:
+			t.Fatalf("login %d: %v", i, err)
+		}
+	}
+	assert.Equal(t, 3, bad, "guesses that reached the password check, over both instances")
+	assert.Equal(t, 5, limited)
+	for _, in := range instances {
+		_, err := in.Login(ctx, "alice", "correct horse", "10.3.0.2")
+		assert.ErrorIs(t, err, member.ErrTooManyAttempts, "the login ID is limited on every instance")
+	}
+}
+
+// TestLimiterDownFailsClosed: when the limiter's Redis stops answering (paused), a login
+// is refused with an error matching errcode.ErrUnavailable, not let through unlimited.
+// Once Redis is back the budget is no larger than before: an attempt refused during the
+// outage may still take its token when Redis resumes (its script was already sent), so the
+// limits err on the strict side only.
+func TestLimiterDownFailsClosed(t *testing.T) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	own := testenv.OwnRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: own.Addr, ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: -1})
+	defer rdb.Close()
+	svc := testkit.Must(member.New(db, member.NewSQLDenylist(db, nil), secret, member.WithBcryptCost(bcrypt.MinCost),
+		member.WithLimiter(member.NewRedisLimiter(rdb)), member.WithLoginLimits(2, 100, time.Hour)))(t)
+	_, err := svc.SignUp(ctx, "alice", "correct horse")
+	require.NoError(t, err)
+	_, err = svc.Login(ctx, "alice", "guess", "10.4.0.1")
+	require.ErrorIs(t, err, member.ErrBadCredentials)
+
+	own.Pause(t)
+	for range 3 {
+		_, err = svc.Login(ctx, "alice", "correct horse", "10.4.0.1")
+		require.ErrorIs(t, err, errcode.ErrUnavailable)
+		assert.Equal(t, errcode.DependencyUnavailable, errcode.CodeOf(err))
+	}
+	own.Unpause(t)
+
+	require.Eventually(t, func() bool { return rdb.Ping(ctx).Err() == nil }, 10*time.Second, 50*time.Millisecond)
+	_, err = svc.Login(ctx, "alice", "guess", "10.4.0.1")
+	require.True(t, errorsIsAny(err, member.ErrBadCredentials, member.ErrTooManyAttempts), "%v", err)
+	_, err = svc.Login(ctx, "alice", "correct horse", "10.4.0.1")
+	require.ErrorIs(t, err, member.ErrTooManyAttempts, "two failures used the budget of two, whatever the outage did")
+	_, err = svc.Login(ctx, "bob", "guess", "10.4.0.1")
+	require.ErrorIs(t, err, member.ErrBadCredentials, "the limiter works again")
 }

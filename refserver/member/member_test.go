@@ -41,14 +41,15 @@ type env struct {
 // mode (MariaDB, Redis denylist).
 var modes = []struct {
 	name string
-	open func(t *testing.T, now func() time.Time) (*bun.DB, member.Denylist)
+	open func(t *testing.T, now func() time.Time) (*bun.DB, member.Denylist, []member.Option)
 }{
-	{"embedded-sqlite", func(t *testing.T, now func() time.Time) (*bun.DB, member.Denylist) {
+	{"embedded-sqlite", func(t *testing.T, now func() time.Time) (*bun.DB, member.Denylist, []member.Option) {
 		db := testenv.SQLite(t)
-		return db, member.NewSQLDenylist(db, now)
+		return db, member.NewSQLDenylist(db, now), nil
 	}},
-	{"full-mysql-redis", func(t *testing.T, _ func() time.Time) (*bun.DB, member.Denylist) {
-		return testenv.MySQL(t), member.NewRedisDenylist(testenv.Redis(t))
+	{"full-mysql-redis", func(t *testing.T, _ func() time.Time) (*bun.DB, member.Denylist, []member.Option) {
+		rdb := testenv.Redis(t)
+		return testenv.MySQL(t), member.NewRedisDenylist(rdb), []member.Option{member.WithLimiter(member.NewRedisLimiter(rdb))}
 	}},
 }
 
@@ -56,11 +57,11 @@ func each(t *testing.T, fn func(t *testing.T, e *env), opts ...member.Option) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			c := testclock.New(time.Now().Truncate(time.Second))
-			db, deny := m.open(t, c.Now)
+			db, deny, modeOpts := m.open(t, c.Now)
 			require.NoError(t, member.CreateSchema(ctx, db))
 			require.NoError(t, member.CreateSchema(ctx, db), "idempotent")
-			svc, err := member.New(db, deny, secret, append([]member.Option{member.WithClock(c.Now),
-				member.WithBcryptCost(bcrypt.MinCost)}, opts...)...)
+			svc, err := member.New(db, deny, secret, append(append([]member.Option{member.WithClock(c.Now),
+				member.WithBcryptCost(bcrypt.MinCost)}, modeOpts...), opts...)...)
 			require.NoError(t, err)
 			fn(t, &env{db: db, clock: c, svc: svc, deny: deny})
 		})
@@ -351,15 +352,17 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		return member.New(db, member.NewSQLDenylist(db, nil), []byte("secret"), opts...)
 	}
 	testkit.RefusesBadOptions(t, construct, map[string]member.Option{
-		"WithClock: nil":              member.WithClock(nil),
-		"WithTokenTTLs: 0s, 1h0m0s":   member.WithTokenTTLs(0, time.Hour),
-		"WithTokenTTLs: 1m0s, -1s":    member.WithTokenTTLs(time.Minute, -time.Second),
-		"WithBcryptCost: 0":           member.WithBcryptCost(0),
-		"WithBcryptCost: 32":          member.WithBcryptCost(bcrypt.MaxCost + 1),
-		"WithLoginLimits: 0, 1, 1m0s": member.WithLoginLimits(0, 1, time.Minute),
-		"WithLoginLimits: 1, 0, 1m0s": member.WithLoginLimits(1, 0, time.Minute),
-		"WithLoginLimits: 1, 1, 0s":   member.WithLoginLimits(1, 1, 0),
-		"WithCheckTimeout: 0s":        member.WithCheckTimeout(0),
+		"WithClock: nil":               member.WithClock(nil),
+		"WithTokenTTLs: 0s, 1h0m0s":    member.WithTokenTTLs(0, time.Hour),
+		"WithTokenTTLs: 1m0s, -1s":     member.WithTokenTTLs(time.Minute, -time.Second),
+		"WithBcryptCost: 0":            member.WithBcryptCost(0),
+		"WithBcryptCost: 32":           member.WithBcryptCost(bcrypt.MaxCost + 1),
+		"WithLoginLimits: 0, 1, 1m0s":  member.WithLoginLimits(0, 1, time.Minute),
+		"WithLoginLimits: 1, 0, 1m0s":  member.WithLoginLimits(1, 0, time.Minute),
+		"WithLoginLimits: 1, 1, 0s":    member.WithLoginLimits(1, 1, 0),
+		"WithLoginLimits: 1, 1, 999µs": member.WithLoginLimits(1, 1, time.Millisecond-time.Microsecond),
+		"WithLimiter: nil":             member.WithLimiter(nil),
+		"WithCheckTimeout: 0s":         member.WithCheckTimeout(0),
 	}, member.ErrInvalidRequest)
 	testkit.Must(construct(member.WithBcryptCost(bcrypt.MinCost), member.WithTokenTTLs(time.Minute, time.Hour),
 		member.WithLoginLimits(1, 1, time.Minute), member.WithCheckTimeout(time.Second)))(t)

@@ -20,8 +20,9 @@ func WithMemberOptions(opts ...member.Option) Option {
 	return func(s *settings) { s.memberOpts = append(s.memberOpts, opts...) }
 }
 
-// buildMembers creates the member and cart tables and services: the token denylist is in
-// Redis when the server has Redis, else in SQL with a loop purging expired entries.
+// buildMembers creates the member and cart tables and services: the token denylist and the
+// login limits are in Redis when the server has Redis (shared by every instance), else the
+// denylist is in SQL with a loop purging expired entries and the limits in the process.
 func (s *Server) buildMembers(ctx context.Context, secret []byte) error {
 	st := s.st
 	if err := member.CreateSchema(ctx, st.db); err != nil {
@@ -34,6 +35,7 @@ func (s *Server) buildMembers(ctx context.Context, secret []byte) error {
 	opts := []member.Option{member.WithClock(s.now)}
 	if st.rdb != nil {
 		deny = member.NewRedisDenylist(st.rdb)
+		opts = append(opts, member.WithLimiter(member.NewRedisLimiter(st.rdb)))
 	} else {
 		sqlDeny := member.NewSQLDenylist(st.db, s.now)
 		deny = sqlDeny
