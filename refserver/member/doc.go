@@ -28,7 +28,10 @@
 // live access tokens again, so a denial that failed after a reuse is finished by a retry.
 // The server checks every authenticated request with Revoked. A denylist that cannot
 // answer is an error matching errcode.ErrUnavailable: a request is never let through
-// because the check failed.
+// because the check failed. In full mode the denylist is RedisDenylist: entries are
+// written to SQL first (the system of record) and read from Redis; a Redis that comes back
+// empty is rebuilt from SQL by the next check before it answers, so a revoked token is
+// never let through because Redis forgot it.
 //
 // # Login limits
 //

@@ -112,8 +112,10 @@ func (l *MemoryLimiter) Reset(_ context.Context, key string) error {
 // RedisLimiter keeps the budgets in Redis, one hash per key that expires once its bucket
 // has refilled: the limiter of full mode, shared by every instance. Its token bucket is
 // MemoryLimiter's, run by a script so that concurrent attempts from any instance are
-// counted one by one. (go-redis/redis_rate's GCRA loses a refund given within the last
-// refill interval, and the failure budgets need exact refunds.)
+// counted one by one. A Redis that restarts empty forgets the budgets: every key starts
+// full again, as after a restart of a process with a MemoryLimiter. (go-redis/redis_rate's
+// GCRA loses a refund given within the last refill interval, and the failure budgets need
+// exact refunds.)
 type RedisLimiter struct {
 	rdb    redis.UniversalClient
 	prefix string

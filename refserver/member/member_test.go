@@ -48,8 +48,8 @@ var modes = []struct {
 		return db, member.NewSQLDenylist(db, now), nil
 	}},
 	{"full-mysql-redis", func(t *testing.T, _ func() time.Time) (*bun.DB, member.Denylist, []member.Option) {
-		rdb := testenv.Redis(t)
-		return testenv.MySQL(t), member.NewRedisDenylist(rdb), []member.Option{member.WithLimiter(member.NewRedisLimiter(rdb))}
+		db, rdb := testenv.MySQL(t), testenv.Redis(t)
+		return db, member.NewRedisDenylist(rdb, member.NewSQLDenylist(db, nil)), []member.Option{member.WithLimiter(member.NewRedisLimiter(rdb))}
 	}},
 }
 
@@ -308,7 +308,9 @@ func TestDenylistDown(t *testing.T) {
 		opts.DialTimeout = 200 * time.Millisecond
 		rdb := redis.NewClient(&opts)
 		require.NoError(t, rdb.Close())
-		deny := member.NewRedisDenylist(rdb)
+		db := testenv.SQLite(t)
+		require.NoError(t, member.CreateSchema(ctx, db))
+		deny := member.NewRedisDenylist(rdb, member.NewSQLDenylist(db, nil))
 		_, err := deny.Denied(ctx, "jti")
 		assert.ErrorIs(t, err, errcode.ErrUnavailable)
 		assert.ErrorIs(t, deny.Deny(ctx, "jti", time.Now().Add(time.Minute)), errcode.ErrUnavailable)
@@ -439,7 +441,7 @@ func TestLimitsSharedByInstances(t *testing.T) {
 	rdb := testenv.Redis(t)
 	var instances [2]*member.Service
 	for i := range instances {
-		instances[i] = testkit.Must(member.New(db, member.NewRedisDenylist(rdb), secret, member.WithBcryptCost(bcrypt.MinCost),
+		instances[i] = testkit.Must(member.New(db, member.NewRedisDenylist(rdb, member.NewSQLDenylist(db, nil)), secret, member.WithBcryptCost(bcrypt.MinCost),
 			member.WithLimiter(member.NewRedisLimiter(rdb)), member.WithLoginLimits(3, 100, time.Hour)))(t)
 	}
 	_, err := instances[0].SignUp(ctx, "alice", "correct horse")
