@@ -21,12 +21,21 @@ import (
 type Limiter interface {
 	// Take takes an attempt from key's budget and returns 0, or how long until one is
 	// available. An error means the limiter could not answer; Login then refuses the
-	// attempt with it (fails closed).
+	// attempt with it (fails closed). A budget of less than one attempt or a window under a
+	// millisecond is a *ValidationError.
 	Take(ctx context.Context, key string, burst int, window time.Duration, now time.Time) (time.Duration, error)
 	// Refund gives back an attempt Take took.
 	Refund(ctx context.Context, key string, burst int, window time.Duration, now time.Time) error
 	// Reset refills key's budget.
 	Reset(ctx context.Context, key string) error
+}
+
+// checkBudget refuses a budget no bucket can hold.
+func checkBudget(burst int, window time.Duration) error {
+	if burst < 1 || window < time.Millisecond {
+		return &ValidationError{Field: "budget", Reason: fmt.Sprintf("%d per %v: need at least 1 per 1ms", burst, window)}
+	}
+	return nil
 }
 
 // limiterPrune is how many buckets a MemoryLimiter holds before full ones are dropped.
@@ -82,6 +91,9 @@ func (l *MemoryLimiter) refilled(key string, burst int, window time.Duration, no
 
 // Take implements Limiter.
 func (l *MemoryLimiter) Take(_ context.Context, key string, burst int, window time.Duration, now time.Time) (time.Duration, error) {
+	if err := checkBudget(burst, window); err != nil {
+		return 0, err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.refilled(key, burst, window, now)
@@ -94,6 +106,9 @@ func (l *MemoryLimiter) Take(_ context.Context, key string, burst int, window ti
 
 // Refund implements Limiter.
 func (l *MemoryLimiter) Refund(_ context.Context, key string, burst int, window time.Duration, now time.Time) error {
+	if err := checkBudget(burst, window); err != nil {
+		return err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.refilled(key, burst, window, now)
@@ -153,6 +168,9 @@ return wait
 `)
 
 func (l *RedisLimiter) run(ctx context.Context, op, key string, burst int, window time.Duration, now time.Time) (time.Duration, error) {
+	if err := checkBudget(burst, window); err != nil {
+		return 0, err
+	}
 	ms, err := bucketScript.Run(ctx, l.rdb, []string{l.prefix + key}, burst, window.Milliseconds(), now.UnixMilli(), op).Int64()
 	if err != nil {
 		return 0, errcode.Unavailable("redis", fmt.Errorf("member: login limits: %w", err))

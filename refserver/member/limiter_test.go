@@ -2,6 +2,7 @@ package member
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"testing"
 	"time"
@@ -43,5 +44,24 @@ func TestLimiterDropsFullBuckets(t *testing.T) {
 	}
 	if d, _ := l.Take(ctx, "id failing", 5, 15*time.Minute, now); d != 0 || l.b["id failing"].tokens != 3 {
 		t.Fatalf("the failing key's bucket was lost: wait %v, %v tokens", d, l.b["id failing"].tokens)
+	}
+}
+
+// TestLimitersRefuseEmptyBudgets: a budget no bucket can hold is a *ValidationError, on
+// both limiters, before anything is counted.
+func TestLimitersRefuseEmptyBudgets(t *testing.T) {
+	for _, l := range []Limiter{NewMemoryLimiter(), NewRedisLimiter(nil)} {
+		for _, b := range []struct {
+			burst  int
+			window time.Duration
+		}{{0, time.Minute}, {1, 0}, {1, time.Microsecond}} {
+			_, err := l.Take(ctx, "k", b.burst, b.window, time.Now())
+			if !errors.Is(err, ErrInvalidRequest) {
+				t.Errorf("%T Take(%d, %v): %v, want ErrInvalidRequest", l, b.burst, b.window, err)
+			}
+			if err := l.Refund(ctx, "k", b.burst, b.window, time.Now()); !errors.Is(err, ErrInvalidRequest) {
+				t.Errorf("%T Refund(%d, %v): %v, want ErrInvalidRequest", l, b.burst, b.window, err)
+			}
+		}
 	}
 }
