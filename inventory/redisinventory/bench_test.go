@@ -69,9 +69,9 @@ func BenchmarkHotSKU(b *testing.B) {
 //
 //	go test -run '^$' -bench BenchmarkDurableReserveCommit -benchtime 5s ./inventory/redisinventory/
 func BenchmarkDurableReserveCommit(b *testing.B) {
-	d, rdb, db := newDurable(b)
+	_, rdb, db := newDurable(b)
 	sql := &statements{}
-	db.AddQueryHook(sql)
+	d := testkit.Must(redisinventory.NewDurable(rdb, db.WithQueryHook(sql)))(b)
 	var redisCalls atomic.Int64
 	rdb.AddHook(countCalls{&redisCalls})
 	inventorytest.ReserveCommit(b, testkit.Must(inventory.New(d))(b), 1)
