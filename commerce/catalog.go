@@ -79,7 +79,7 @@ func (s *Service) CreateProduct(ctx context.Context, p NewProduct) (Product, err
 
 func (s *Service) sameProduct(ctx context.Context, existing *productRow, p NewProduct) (Product, error) {
 	if existing.Name != p.Name || existing.Price != p.Price {
-		return Product{}, &ConflictError{Kind: "product", Key: p.ID}
+		return Product{}, NewConflictError("product", p.ID)
 	}
 	return s.withStock(ctx, existing)
 }

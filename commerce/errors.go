@@ -68,19 +68,15 @@ var (
 // ErrInvalidRequest.
 type ValidationError = errcode.InvalidError
 
-// ConflictError names the reused key and what it identifies ("order", "payment",
-// "top-up", "product").
-type ConflictError struct {
-	Kind string
-	Key  string
-}
+// ConflictError names the reused key (Key) and what it identifies (Kind: "order",
+// "payment", "top-up", "product"); Err is ErrIdempotencyConflict. NewConflictError makes one.
+type ConflictError = errcode.ReusedError
 
-func (e *ConflictError) Error() string {
-	return fmt.Sprintf("commerce: %s key %q reused with a different request", e.Kind, e.Key)
+// NewConflictError returns the *ConflictError for a key of kind used before for another
+// request.
+func NewConflictError(kind, key string) error {
+	return &ConflictError{Kind: kind, Key: key, Err: ErrIdempotencyConflict}
 }
-
-// Unwrap returns ErrIdempotencyConflict.
-func (e *ConflictError) Unwrap() error { return ErrIdempotencyConflict }
 
 // StateError says an operation is not allowed in the order's current status.
 type StateError struct {

@@ -741,7 +741,7 @@ func TestErrorCodes(t *testing.T) {
 		{errors.Join(commerce.ErrOutOfStock), errcode.FailedPrecondition, "out_of_stock"},
 		{&commerce.CancelWindowError{}, errcode.FailedPrecondition, "cancel_window_closed"},
 		{&commerce.StateError{}, errcode.Conflict, "invalid_order_state"},
-		{&commerce.ConflictError{Kind: "order", Key: "k"}, errcode.AlreadyExists, "idempotency_key_reused"},
+		{commerce.NewConflictError("order", "k"), errcode.AlreadyExists, "idempotency_key_reused"},
 		{&commerce.ValidationError{Field: "Qty", Reason: "must be positive"}, errcode.InvalidArgument, "invalid_request"},
 		{errors.New("boom"), errcode.Unknown, "unknown"},
 	} {

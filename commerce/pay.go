@@ -81,7 +81,7 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Order, error) {
 	for {
 		switch {
 		case r.PayKey == req.IdempotencyKey && r.PayFingerprint != fp:
-			return Order{}, &ConflictError{Kind: "payment", Key: req.IdempotencyKey}
+			return Order{}, NewConflictError("payment", req.IdempotencyKey)
 		case r.PayKey == req.IdempotencyKey:
 			return s.resume(ctx, r, true)
 		case r.Status != StatusPendingPayment:

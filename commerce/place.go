@@ -65,7 +65,7 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 			// expire): the key cannot place an order any more, and no order is created
 			// without stock.
 			return Order{}, fmt.Errorf("%w: its earlier attempt failed; place the order with a new key: %w",
-				&ConflictError{Kind: "order", Key: req.IdempotencyKey}, err)
+				NewConflictError("order", req.IdempotencyKey), err)
 		}
 		return Order{}, leafError(err)
 	}
@@ -200,7 +200,7 @@ func (s *Service) replayPlace(ctx context.Context, id, key, fp string) (Order, e
 		return Order{}, err
 	}
 	if row.Fingerprint != fp {
-		return Order{}, &ConflictError{Kind: "order", Key: key}
+		return Order{}, NewConflictError("order", key)
 	}
 	return row.order(), nil
 }

@@ -72,7 +72,7 @@ func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
 			return TopUp{}, err
 		}
 		if row.Fingerprint != fp {
-			return TopUp{}, &ConflictError{Kind: "top-up", Key: req.IdempotencyKey}
+			return TopUp{}, NewConflictError("top-up", req.IdempotencyKey)
 		}
 	} else if err := s.step(StepTopUpRecorded); err != nil {
 		return TopUp{}, err

@@ -9,7 +9,10 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/coupon/sqlcoupon"
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 // TestErrorCodes: the typed errors carry their sentinel's code and reason.
@@ -40,4 +43,16 @@ func TestErrorMessages(t *testing.T) {
 	assert.Equal(t, `coupon: order amount below the coupon's minimum (coupon "c", order "o", minimum 20000, order amount 100)`, err.Error())
 	err = &coupon.ValidationError{Err: coupon.ErrInvalidTemplate, Field: "Percent", Reason: "must be between 1 and 100"}
 	assert.Equal(t, "coupon: invalid template: Percent: must be between 1 and 100", err.Error())
+}
+
+// TestNewRefusesBadOptions checks that New refuses every invalid option value with an
+// error naming the option (the conformance suites show WithClock taking effect).
+func TestNewRefusesBadOptions(t *testing.T) {
+	db := testenv.SQLite(t)
+	construct := func(opts ...coupon.Option) (*coupon.Service, error) { return coupon.New(db, sqlcoupon.New(), opts...) }
+	testkit.RefusesBadOptions(t, construct, map[string]coupon.Option{
+		"WithClock: nil":    coupon.WithClock(nil),
+		"WithLogger: nil":   coupon.WithLogger(nil),
+		"WithObserver: nil": coupon.WithObserver(nil),
+	})
 }

@@ -16,7 +16,7 @@
 //   - ErrInvalidArgument: invalid input; nothing changed. *InvalidError names the field.
 //   - ErrKeyReused: an idempotency key or caller-chosen ID was used before for another
 //     request. Packages derive their own sentinel from it (ledger.ErrIDReused, ...), so
-//     they stay distinct from each other and all match it.
+//     they stay distinct from each other and all match it. *ReusedError names the key.
 //   - ErrUnavailable: a dependency could not answer (a Redis, MySQL, Kafka or PG call that
 //     timed out, was refused or broke off, or a cache being rebuilt). Such an error says
 //     nothing about the business request, so callers answer it honestly (an HTTP 503 with
@@ -217,6 +217,29 @@ func FieldOf(err error) string {
 		return ie.Field
 	}
 	return ""
+}
+
+// ReusedError says that an idempotency key or caller-chosen ID was used before for another
+// request, and what it identifies. It matches Err, the package's own sentinel derived from
+// ErrKeyReused (inventory.ErrIdempotencyConflict, ...), or ErrKeyReused when Err is nil.
+// Every package's reused-key error is this type.
+type ReusedError struct {
+	// Kind is what the key identifies: "reservation", "order", "payment", ...
+	Kind string
+	// Key is the reused key or ID.
+	Key string
+	// Err is the package's sentinel, or nil.
+	Err error
+}
+
+func (e *ReusedError) Error() string { return fmt.Sprintf("%v: %s %q", e.Unwrap(), e.Kind, e.Key) }
+
+// Unwrap returns Err, or ErrKeyReused.
+func (e *ReusedError) Unwrap() error {
+	if e.Err == nil {
+		return ErrKeyReused
+	}
+	return e.Err
 }
 
 // UnavailableError names the dependency that failed and, when known, how long before a retry

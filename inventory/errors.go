@@ -99,18 +99,15 @@ func (e *BuyerLimitError) Error() string {
 // Unwrap returns ErrBuyerLimitExceeded.
 func (e *BuyerLimitError) Unwrap() error { return ErrBuyerLimitExceeded }
 
-// ConflictError names the reused ID and what it identifies ("reservation", "adjustment").
-type ConflictError struct {
-	Kind string
-	ID   string
-}
+// ConflictError names the reused ID (Key) and what it identifies (Kind: "reservation",
+// "adjustment"); Err is ErrIdempotencyConflict. NewConflictError makes one.
+type ConflictError = errcode.ReusedError
 
-func (e *ConflictError) Error() string {
-	return fmt.Sprintf("inventory: %s %q already exists with different content", e.Kind, e.ID)
+// NewConflictError returns the *ConflictError a Backend answers when the ID of a
+// reservation or adjustment (kind) was used before with other content.
+func NewConflictError(kind, id string) error {
+	return &ConflictError{Kind: kind, Key: id, Err: ErrIdempotencyConflict}
 }
-
-// Unwrap returns ErrIdempotencyConflict.
-func (e *ConflictError) Unwrap() error { return ErrIdempotencyConflict }
 
 // StateError says a reservation is already resolved in a way that forbids the operation.
 type StateError struct {

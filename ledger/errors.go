@@ -67,19 +67,9 @@ func (e *InsufficientPointsError) Error() string {
 // Unwrap returns ErrInsufficientPoints.
 func (e *InsufficientPointsError) Unwrap() error { return ErrInsufficientPoints }
 
-// IDReusedError reports a transfer ID used again for something else. It matches ErrIDReused.
-type IDReusedError struct {
-	ID string
-	// Existing is the type of the transfer that holds the ID.
-	Existing EntryType
-}
-
-func (e *IDReusedError) Error() string {
-	return fmt.Sprintf("ledger: transfer ID %q is already used by a %s with different content", e.ID, e.Existing)
-}
-
-// Unwrap returns ErrIDReused.
-func (e *IDReusedError) Unwrap() error { return ErrIDReused }
+// IDReusedError reports a transfer ID (Key) used again for something else; Kind is the
+// EntryType of the transfer that holds the ID, and Err is ErrIDReused.
+type IDReusedError = errcode.ReusedError
 
 // RefundError reports a refund beyond what a spend took. It matches ErrRefundExceedsSpend.
 type RefundError struct {

@@ -122,7 +122,7 @@ func (l *Ledger) transfer(ctx context.Context, op string, invalid error, draft t
 	case !found:
 		// err is the rejection.
 	case !prev.sameContent(&draft):
-		err = &IDReusedError{ID: draft.ID, Existing: prev.Kind}
+		err = &IDReusedError{Kind: string(prev.Kind), Key: draft.ID, Err: ErrIDReused}
 	default:
 		return prev.receipt(), l.finish(ctx, op, start, nil)
 	}

@@ -93,8 +93,8 @@ func TestIdempotency(t *testing.T) {
 
 				_, err = c.do(e, true)
 				reused := requireAs[*ledger.IDReusedError](t, err, ledger.ErrIDReused)
-				assert.Equal(t, "x", reused.ID)
-				assert.Equal(t, c.kind, reused.Existing)
+				assert.Equal(t, "x", reused.Key)
+				assert.Equal(t, string(c.kind), reused.Kind)
 
 				assert.Equal(t, before, e.balance("alice"), "applied once")
 				assert.Len(t, e.history("alice"), entries)
@@ -115,7 +115,7 @@ func TestIDsShareOneNamespace(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
 		e.charge("x", "alice", 100)
 		_, err := e.spend("x", "alice", 100)
-		assert.Equal(t, ledger.TypeCharge, requireAs[*ledger.IDReusedError](t, err, ledger.ErrIDReused).Existing)
+		assert.Equal(t, string(ledger.TypeCharge), requireAs[*ledger.IDReusedError](t, err, ledger.ErrIDReused).Kind)
 		_, err = e.l.Hold(e.ctx, "x", "alice", 100, time.Minute)
 		require.ErrorIs(t, err, ledger.ErrIDReused)
 		_, err = e.l.Refund(e.ctx, ledger.RefundRequest{ID: "x", SpendID: "x", Amount: 1})

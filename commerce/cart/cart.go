@@ -405,7 +405,7 @@ func (s *Service) placed(ctx context.Context, req CheckoutRequest) (commerce.Ord
 	}
 	o, err := s.com.OrderByKey(ctx, req.UserID, rec.OrderKey)
 	if err == nil && (o.CouponID != req.CouponID || o.Points != req.Points) {
-		return commerce.Order{}, &commerce.ConflictError{Kind: "order", Key: req.IdempotencyKey}
+		return commerce.Order{}, commerce.NewConflictError("order", req.IdempotencyKey)
 	}
 	return o, err
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/outbox"
@@ -535,4 +536,16 @@ func waitProcessed(t testing.TB, e *env, n int) {
 		err := e.db.NewSelect().Table(outbox.TableProcessed).ColumnExpr("COUNT(*)").Where("consumer = ?", collector.ConsumerName).Scan(ctx, &got)
 		return err == nil && got == n
 	}, 30*time.Second, 20*time.Millisecond, "the collector applies %d events", n)
+}
+
+// TestNewRefusesBadOptions: every invalid option value is refused, naming the option.
+func TestNewRefusesBadOptions(t *testing.T) {
+	db := testenv.SQLite(t)
+	testkit.RefusesBadOptions(t, func(opts ...collector.Option) (*collector.Collector, error) {
+		return collector.New(db, opts...)
+	}, map[string]collector.Option{
+		"WithLocation: nil": collector.WithLocation(nil),
+		"WithClock: nil":    collector.WithClock(nil),
+		"WithLogger: nil":   collector.WithLogger(nil),
+	}, collector.ErrInvalidArgument)
 }

@@ -24,14 +24,14 @@ import (
 // Kafka-protocol broker (kfake) and the PG simulator served over HTTP on loopback.
 func startLocal(ctx context.Context, c config) (url string, stop func(), err error) {
 	var cleanups []func()
-	stop = func() {
+	cleanup := func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
 			cleanups[i]()
 		}
 	}
 	defer func() {
 		if err != nil {
-			stop()
+			cleanup() // not stop: a failing return has set it to nil
 		}
 	}()
 	cfg := server.Defaults()
@@ -95,7 +95,7 @@ func startLocal(ctx context.Context, c config) (url string, stop func(), err err
 		_ = srv.Serve(serveCtx, ln) // closes srv when it returns
 	}()
 	cleanups = append(cleanups, func() { cancel(); <-done })
-	return "http://" + ln.Addr().String(), stop, nil
+	return "http://" + ln.Addr().String(), cleanup, nil
 }
 
 // serve serves h (the PG simulator) on a loopback port until stop.

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -149,4 +150,14 @@ func TestSendRetriesBusyAnswers(t *testing.T) {
 		assert.EqualValues(t, c.sent, d.retried.Load()-before, c.path)
 	}
 	assert.Zero(t, keyless, "every attempt carries the idempotency key")
+}
+
+// TestStartLocalFailsWithAnError: a server that cannot start is an error, its cleanups run
+// (this panicked once: the failing return had set stop to nil before the deferred cleanup).
+func TestStartLocalFailsWithAnError(t *testing.T) {
+	c := small()
+	c.db = filepath.Join(t.TempDir(), "missing", "refserver.db")
+	_, stop, err := startLocal(t.Context(), c)
+	require.Error(t, err)
+	assert.Nil(t, stop)
 }

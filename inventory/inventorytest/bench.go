@@ -53,6 +53,12 @@ func ReserveHot(b *testing.B, inv *inventory.Inventory, raw float64) float64 {
 	return ops
 }
 
+// ReserveCommit runs Reserve and then Commit of one unit of one of skus SKUs from Clients
+// goroutines and reports and returns its ops/s (one op = one Reserve plus its Commit).
+func ReserveCommit(b *testing.B, inv *inventory.Inventory, skus int) float64 {
+	return bench(b, inv, skus, true)
+}
+
 // bench stocks skus SKUs and runs Reserve (+Commit) from Clients goroutines; it reports
 // and returns the ops/s.
 func bench(b *testing.B, inv *inventory.Inventory, skus int, commit bool) float64 {

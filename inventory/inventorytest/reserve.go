@@ -148,7 +148,7 @@ func testIdempotency(t *testing.T, h Harness) {
 	} {
 		_, err := inv.Reserve(ctx, other)
 		e := requireAs[*inventory.ConflictError](t, err, inventory.ErrIdempotencyConflict)
-		assert.Equal(t, inventory.ConflictError{Kind: "reservation", ID: "r1"}, *e)
+		assert.Equal(t, inventory.ConflictError{Kind: "reservation", Key: "r1", Err: inventory.ErrIdempotencyConflict}, *e)
 	}
 	wantStock(t, inv, "a", 8, 2, 0)
 

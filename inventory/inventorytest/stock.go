@@ -99,7 +99,7 @@ func testAdjust(t *testing.T, h Harness) {
 	} {
 		_, err = inv.Adjust(ctx, a)
 		e := requireAs[*inventory.ConflictError](t, err, inventory.ErrIdempotencyConflict)
-		assert.Equal(t, inventory.ConflictError{Kind: "adjustment", ID: "adj-1"}, *e)
+		assert.Equal(t, inventory.ConflictError{Kind: "adjustment", Key: "adj-1", Err: inventory.ErrIdempotencyConflict}, *e)
 	}
 
 	// A correction may not take more than is available; a failed one leaves no trace.

@@ -64,7 +64,7 @@ func (b *memBackend) Reserve(ctx context.Context, r inventory.Reservation) (inve
 	defer b.mu.Unlock()
 	if prev, ok := b.reservations[r.ID]; ok {
 		if inventory.EncodeLines(prev.Lines) != inventory.EncodeLines(r.Lines) || prev.BuyerID != r.BuyerID {
-			return inventory.Reservation{}, &inventory.ConflictError{Kind: "reservation", ID: r.ID}
+			return inventory.Reservation{}, inventory.NewConflictError("reservation", r.ID)
 		}
 		return clone(prev), nil
 	}
@@ -216,7 +216,7 @@ func (b *memBackend) Adjust(ctx context.Context, a inventory.Adjustment, _ time.
 	prev, seen := b.adjustments[a.ID]
 	switch {
 	case seen && prev != a:
-		return inventory.Stock{}, &inventory.ConflictError{Kind: "adjustment", ID: a.ID}
+		return inventory.Stock{}, inventory.NewConflictError("adjustment", a.ID)
 	case seen:
 		return stockOf(st), nil // a replay: the stock as it is now
 	case !ok:

@@ -51,8 +51,9 @@ type Durable struct {
 	// the last one.
 	healing sync.Mutex
 	runID   string
-	// group shares SQL transactions between concurrent reservations.
-	group *groupcommit.Committer
+	// group shares SQL transactions between concurrent reservations, resolves between
+	// concurrent commits, releases and returns.
+	group, resolves *groupcommit.Committer
 	// hook, when set (tests), runs inside a writer's transaction after its Redis step.
 	hook func(op, id string)
 }
@@ -74,6 +75,7 @@ func NewDurable(c redis.UniversalClient, db *bun.DB, opts ...Option) (*Durable, 
 		d.shareLock, d.forUpdate, d.skipLocked = " LOCK IN SHARE MODE", " FOR UPDATE", " FOR UPDATE SKIP LOCKED"
 	}
 	d.group = groupcommit.New(groupcommit.InTx(db, d.reserveBatch, func(ctx context.Context, err error) error { return d.fail(ctx, "reserve", err) }))
+	d.resolves = groupcommit.New(d.resolveRun)
 	return d, nil
 }
 
@@ -258,99 +260,208 @@ func (d *Durable) after(op, id string) {
 
 // Commit commits in the journal and in Redis in one SQL transaction holding the generation
 // (the units stay taken in Redis whichever way it ends, so a failure never frees them).
+// Concurrent commits, releases and returns share that transaction (see resolveBatch).
 func (d *Durable) Commit(ctx context.Context, id string, now time.Time) (inventory.State, error) {
-	return d.resolve(ctx, "commit", id, now, inventory.StateCommitted)
+	return d.resolves.Resolve(ctx, "", id, inventory.StateCommitted, now)
 }
 
 // Release releases in the journal, then in Redis after the commit (so Redis never frees
 // units the journal still holds).
 func (d *Durable) Release(ctx context.Context, id string, now time.Time) (inventory.State, error) {
-	return d.resolve(ctx, "release", id, now, inventory.StateReleased)
+	return d.resolves.Resolve(ctx, "", id, inventory.StateReleased, now)
 }
 
 // Return returns a committed reservation in the journal, then in Redis after the commit.
 // The journal keeps the row for ever, so Return stays idempotent whatever Redis forgot.
 func (d *Durable) Return(ctx context.Context, id string, now time.Time) (inventory.State, error) {
-	return d.resolve(ctx, "return", id, now, inventory.StateReturned)
+	return d.resolves.Resolve(ctx, "", id, inventory.StateReturned, now)
 }
 
-// resolve moves the journal's row to `to` (or to expired past the deadline; a return only
-// from committed) and makes Redis follow: inside the transaction when the move takes
-// units (commit), after it when it frees them. A replay settles Redis again, which moves
-// nothing unless an earlier call died between the two.
-func (d *Durable) resolve(ctx context.Context, op, id string, now time.Time, to inventory.State) (inventory.State, error) {
+// resolveOps name the operation of each state a call resolves to.
+var resolveOps = map[inventory.State]string{
+	inventory.StateCommitted: "commit", inventory.StateReleased: "release", inventory.StateReturned: "return",
+}
+
+// resolution is one call of a resolve batch: the reservation as the journal holds it (r,
+// in its state before) and the state it ends in.
+type resolution struct {
+	c   *groupcommit.Call
+	op  string
+	r   inventory.Reservation
+	fin inventory.State
+}
+
+// settling is what settleManyLua needs to make Redis follow the journal: from the
+// reservation's state before (assumed when Redis lost the record) to fin.
+func (x resolution) settling() settling {
+	return settling{r: x.r, a: settleArgs{to: x.fin, fallback: x.r.State}, now: x.c.R.ResolvedAt}
+}
+
+// resolveRun resolves a batch of calls (distinct IDs) in one transaction (resolveBatch),
+// then makes Redis follow the journal for those the commit freed units of, in one script
+// call. A failed transaction fails every call; nothing of it reached the journal.
+func (d *Durable) resolveRun(ctx context.Context, calls []*groupcommit.Call, ready func()) {
 	var (
-		r         inventory.Reservation
-		from, fin inventory.State
-		gen       string
+		gen   string
+		after []resolution
 	)
-	err := d.inTx(ctx, op, func(ctx context.Context, tx bun.Tx) error {
+	err := sqlutil.InTx(ctx, d.db, func(ctx context.Context, tx bun.Tx) error {
 		var err error
-		if gen, err = d.hold(ctx, tx); err != nil {
+		if gen, after, err = d.resolveBatch(ctx, tx, calls); err != nil {
 			return err
 		}
-		if r, err = d.get(ctx, tx, id, d.forUpdate); err != nil {
-			return err
-		}
-		from, fin = r.State, r.State
-		switch {
-		case to == inventory.StateReturned:
-			if from == inventory.StateCommitted {
-				fin = to
-			}
-		case from == inventory.StateReserved:
-			fin = to
-			if !now.Before(r.ExpiresAt) {
-				fin = inventory.StateExpired
-			}
-		}
-		if fin != from {
-			if _, err := tx.ExecContext(ctx, `UPDATE inventory_journal_reservations SET state = ?, resolved_at = ? WHERE id = ?`,
-				string(fin), now.UnixMilli(), id); err != nil {
-				return err
-			}
-		}
-		if fin == inventory.StateCommitted {
-			if _, err := d.b.settle(ctx, d.b.c, r, settleArgs{to: fin, fallback: from}, now, d.guard(gen)...); err != nil {
-				return redisErr(ctx, err)
-			}
-			d.after(op, id)
-		}
+		ready()
 		return nil
 	})
 	if err != nil {
-		return "", err
+		for _, c := range calls {
+			c.Out, c.Err = inventory.Reservation{}, d.fail(c.Ctx, resolveOps[c.R.State], err)
+		}
+		return
 	}
-	if fin == inventory.StateCommitted || fin == inventory.StateReserved {
-		return fin, nil
+	ss := make([]settling, len(after))
+	for i, x := range after {
+		d.after(x.op, x.r.ID)
+		ss[i] = x.settling()
 	}
-	d.after(op, id)
-	return fin, d.settleAfter(ctx, op, r, fin, from, gen, now)
+	for i, err := range d.settleAfter(ctx, ss, gen) {
+		if c := after[i].c; err != nil {
+			c.Out, c.Err = inventory.Reservation{}, d.fail(c.Ctx, after[i].op, err)
+		}
+	}
 }
 
-// settleAfter makes Redis follow a journal change already committed. Lost data is no
-// failure (the rebuild reads the journal); any other failure is returned, and the caller's
-// retry settles again.
-func (d *Durable) settleAfter(ctx context.Context, op string, r inventory.Reservation, to, from inventory.State, gen string, now time.Time) error {
-	_, err := d.b.settle(ctx, d.b.c, r, settleArgs{to: to, fallback: from}, now, d.guard(gen)...)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, errLost):
-		_ = d.lost(err)
+// resolveBatch moves the journal's rows of calls (each to R.State at R.ResolvedAt; to
+// expired past the deadline; a return only from committed) in tx: it reads the generation
+// (held to the commit) and every row, locked, in one statement each; commits them in Redis
+// in one script call; and updates the rows that moved in one statement. Each call gets its
+// own answer: the state it ends in, or its own error (not found; a Redis record that does
+// not match, whose row is then left alone). A replay settles Redis again, which moves
+// nothing unless an earlier call died between the two. It returns the generation and the
+// resolutions Redis follows after the commit (those that free units, replays included);
+// an error fails the whole transaction (errLost when the generation moved).
+func (d *Durable) resolveBatch(ctx context.Context, tx bun.Tx, calls []*groupcommit.Call) (string, []resolution, error) {
+	gen, err := d.hold(ctx, tx)
+	if err != nil {
+		return "", nil, err
+	}
+	ids := make([]string, len(calls))
+	for i, c := range calls {
+		c.Out, c.Err, ids[i] = inventory.Reservation{}, nil, c.R.ID
+	}
+	rows, err := d.scan(ctx, tx, `SELECT id, state, items, buyer_id, created_at, expires_at FROM inventory_journal_reservations
+ WHERE id IN (?)`+d.forUpdate, bun.List(ids))
+	if err != nil {
+		return "", nil, err
+	}
+	byID := make(map[string]inventory.Reservation, len(rows))
+	for _, r := range rows {
+		byID[r.ID] = r
+	}
+	var commits, after []resolution
+	for _, c := range calls {
+		r, ok := byID[c.R.ID]
+		if !ok {
+			c.Err = inventory.NotFound(c.R.ID)
+			continue
+		}
+		x := resolution{c: c, op: resolveOps[c.R.State], r: r, fin: r.State}
+		switch to := c.R.State; {
+		case to == inventory.StateReturned:
+			if r.State == inventory.StateCommitted {
+				x.fin = to
+			}
+		case r.State == inventory.StateReserved:
+			x.fin = to
+			if !c.R.ResolvedAt.Before(r.ExpiresAt) {
+				x.fin = inventory.StateExpired
+			}
+		}
+		c.Out.State = x.fin
+		switch x.fin {
+		case inventory.StateCommitted:
+			commits = append(commits, x)
+		case inventory.StateReserved:
+		default:
+			after = append(after, x)
+		}
+	}
+	if len(commits) > 0 {
+		ss := make([]settling, len(commits))
+		for i, x := range commits {
+			ss[i] = x.settling()
+		}
+		_, errs, err := d.b.settleMany(ctx, ss, d.guard(gen)...)
+		if err != nil {
+			return "", nil, redisErr(ctx, err)
+		}
+		for i, x := range commits {
+			switch {
+			case errors.Is(errs[i], errLost):
+				return "", nil, errs[i] // the generation moved or a stock key is gone: all fail closed
+			case errs[i] != nil:
+				x.c.Out, x.c.Err = inventory.Reservation{}, d.fail(x.c.Ctx, x.op, redisErr(x.c.Ctx, errs[i]))
+			default:
+				d.after(x.op, x.r.ID)
+			}
+		}
+	}
+	return gen, after, d.update(ctx, tx, append(commits, after...))
+}
+
+// update moves the journal rows of the resolutions that changed state and have no error of
+// their own, in one statement.
+func (d *Durable) update(ctx context.Context, tx bun.Tx, xs []resolution) error {
+	var states, times strings.Builder
+	var stateArgs, timeArgs []any
+	var ids []string
+	for _, x := range xs {
+		if x.c.Err != nil || x.fin == x.r.State {
+			continue
+		}
+		states.WriteString(" WHEN ? THEN ?")
+		times.WriteString(" WHEN ? THEN ?")
+		stateArgs = append(stateArgs, x.r.ID, string(x.fin))
+		timeArgs = append(timeArgs, x.r.ID, x.c.R.ResolvedAt.UnixMilli())
+		ids = append(ids, x.r.ID)
+	}
+	if len(ids) == 0 {
 		return nil
 	}
-	return d.fail(ctx, op, redisErr(ctx, err))
+	args := append(append(stateArgs, timeArgs...), bun.List(ids))
+	_, err := tx.ExecContext(ctx, `UPDATE inventory_journal_reservations SET state = CASE id`+states.String()+
+		` END, resolved_at = CASE id`+times.String()+` END WHERE id IN (?)`, args...)
+	return err
+}
+
+// settleAfter makes Redis follow journal changes already committed, in one script call,
+// and returns each one's Redis error (redisErr's). Lost data is no failure (the rebuild
+// reads the journal); any other failure is returned, and the caller's retry settles again.
+func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []error {
+	if len(ss) == 0 {
+		return nil
+	}
+	_, errs, err := d.b.settleMany(ctx, ss, d.guard(gen)...)
+	if err != nil {
+		errs = make([]error, len(ss))
+		for i := range errs {
+			errs[i] = err
+		}
+	}
+	for i, err := range errs {
+		if errors.Is(err, errLost) {
+			_ = d.lost(err)
+			err = nil
+		}
+		errs[i] = redisErr(ctx, err)
+	}
+	return errs
 }
 
 // Get reads the reservation from the journal, which keeps it for ever.
 func (d *Durable) Get(ctx context.Context, id string) (inventory.Reservation, error) {
-	r, err := d.get(ctx, d.db, id, "")
+	r, err := sqlrow.Reservation(ctx, d.db, "inventory_journal_reservations", id, "")
 	return r, d.fail(ctx, "get", err)
-}
-
-func (d *Durable) get(ctx context.Context, db bun.IDB, id, lock string) (inventory.Reservation, error) {
-	return sqlrow.Reservation(ctx, db, "inventory_journal_reservations", id, lock)
 }
 
 // Expire expires up to limit due reservations of the journal in one transaction (rows
@@ -384,10 +495,12 @@ func (d *Durable) Expire(ctx context.Context, now time.Time, limit int) (int, er
 	if err != nil {
 		return 0, err
 	}
-	for _, r := range due {
-		if err := d.settleAfter(ctx, "expire", r, inventory.StateExpired, inventory.StateReserved, gen, now); err != nil {
-			return len(due), err
-		}
+	ss := make([]settling, len(due))
+	for i, r := range due {
+		ss[i] = settling{r: r, a: settleArgs{to: inventory.StateExpired, fallback: inventory.StateReserved}, now: now}
+	}
+	if err := errors.Join(d.settleAfter(ctx, ss, gen)...); err != nil {
+		return len(due), d.fail(ctx, "expire", err)
 	}
 	return len(due), d.sweepStrays(ctx, now, limit)
 }
@@ -451,7 +564,7 @@ func (d *Durable) sweepStrays(ctx context.Context, now time.Time, limit int) err
 			}
 			r := inventory.Reservation{ID: id, Lines: lines, BuyerID: toString(v[1]),
 				CreatedAt: fromMillis(toInt(v[2])), ExpiresAt: fromMillis(toInt(v[3]))}
-			_, err = d.b.settle(ctx, d.b.c, r, settleArgs{to: to, expires: r.ExpiresAt}, now, d.guard(gen)...)
+			_, err = d.b.settle(ctx, r, settleArgs{to: to, expires: r.ExpiresAt}, now, d.guard(gen)...)
 			if err != nil && !errors.Is(err, errStale) {
 				return redisErr(ctx, err)
 			}
@@ -560,7 +673,7 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 				return err
 			}
 			if prev.SKU != a.SKU || prev.Delta != a.Delta || prev.Reason != a.Reason {
-				return &inventory.ConflictError{Kind: "adjustment", ID: a.ID}
+				return inventory.NewConflictError("adjustment", a.ID)
 			}
 			return nil
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -680,4 +681,200 @@ func TestDurableHealsAKeyOfTheWrongType(t *testing.T) {
 	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "r2", Lines: line("tee", 1), TTL: time.Hour})
 	require.NoError(t, err)
 	wantStock(t, inv, "tee", 5, 2, 0)
+}
+
+// lostReplies makes the script calls of a client fail after Redis ran them, while on: the
+// reply of a call that did its work is lost on the way back (a reset connection).
+type lostReplies struct{ on atomic.Bool }
+
+func (h *lostReplies) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *lostReplies) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if name := cmd.Name(); err == nil && h.on.Load() && (name == "evalsha" || name == "eval") {
+			err = errors.New("injected: connection reset by peer")
+			cmd.SetErr(err)
+		}
+		return err
+	}
+}
+
+func (h *lostReplies) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestDurableCommitBatchFailsWhole: a batch of commits whose Redis step fails (the reply
+// lost after Redis committed the units), whose generation moved (Redis lost its data), or
+// whose transaction dies after the Redis step (its connection killed) fails every caller
+// with a 503-able error and leaves the journal as it was: no half-committed batch, and the
+// units stay taken in Redis. The retry then commits each reservation exactly once.
+func TestDurableCommitBatchFailsWhole(t *testing.T) {
+	ctx := context.Background()
+	d, rdb, db := newDurable(t)
+	faults := &lostReplies{}
+	rdb.AddHook(faults)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "a", 100, 10)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	var rs []inventory.Reservation
+	for i := range 15 {
+		rs = append(rs, inventory.Reservation{ID: fmt.Sprintf("c%d", i), BuyerID: fmt.Sprintf("b%d", i%3), Lines: line("a", 2),
+			State: inventory.StateReserved, CreatedAt: now, ExpiresAt: now.Add(time.Hour)})
+	}
+	_, errs := redisinventory.ReserveBatch(ctx, d, rs...)
+	require.NoError(t, errors.Join(errs...))
+	commits := func(ids ...int) []redisinventory.Resolution {
+		var xs []redisinventory.Resolution
+		for _, i := range ids {
+			xs = append(xs, redisinventory.Resolution{ID: fmt.Sprintf("c%d", i), To: inventory.StateCommitted, Now: now})
+		}
+		return xs
+	}
+	journal := func() map[string]int {
+		var rows []struct {
+			State string `bun:"state"`
+			N     int    `bun:"n"`
+		}
+		require.NoError(t, db.NewRaw(`SELECT state, COUNT(*) AS n FROM inventory_journal_reservations GROUP BY state`).Scan(ctx, &rows))
+		m := map[string]int{}
+		for _, r := range rows {
+			m[r.State] = r.N
+		}
+		return m
+	}
+	retry := func(ids ...int) {
+		t.Helper()
+		for range 2 { // the retry commits; its replay changes nothing
+			states, errs := redisinventory.ResolveBatch(ctx, d, commits(ids...)...)
+			require.NoError(t, errors.Join(errs...))
+			for _, st := range states {
+				require.Equal(t, inventory.StateCommitted, st)
+			}
+		}
+	}
+
+	// The reply of the settle script is lost: Redis committed the units, the journal did not.
+	faults.on.Store(true)
+	_, errs = redisinventory.ResolveBatch(ctx, d, commits(0, 1, 2, 3, 4)...)
+	faults.on.Store(false)
+	for _, err := range errs {
+		require.ErrorIs(t, err, errcode.ErrUnavailable)
+	}
+	assert.Equal(t, map[string]int{"reserved": 15}, journal())
+	wantStock(t, inv, "a", 90, 70, 10) // the units stay taken, as sold in Redis
+	retry(0, 1, 2, 3, 4)
+	assert.Equal(t, map[string]int{"reserved": 10, "committed": 5}, journal())
+	wantStock(t, inv, "a", 90, 70, 10)
+
+	// The generation moved: Redis lost its data. Every caller fails closed.
+	require.NoError(t, rdb.Set(ctx, "{inventory}:generation", "999", 0).Err())
+	_, errs = redisinventory.ResolveBatch(ctx, d, commits(5, 6, 7, 8, 9)...)
+	for _, err := range errs {
+		requireRebuilding(t, err)
+	}
+	assert.Equal(t, map[string]int{"reserved": 10, "committed": 5}, journal())
+	_, err := d.Heal(ctx)
+	require.NoError(t, err)
+	wantStock(t, inv, "a", 90, 70, 10)
+	retry(5, 6, 7, 8, 9)
+	assert.Equal(t, map[string]int{"reserved": 5, "committed": 10}, journal())
+	wantStock(t, inv, "a", 80, 70, 20)
+
+	// The transaction's connection dies after the Redis step, before the commit.
+	var once sync.Once
+	redisinventory.SetHook(d, func(op, _ string) {
+		once.Do(func() {
+			var id int64
+			require.NoError(t, db.QueryRowContext(ctx, `SELECT t.trx_mysql_thread_id FROM information_schema.INNODB_TRX t
+ JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()`).Scan(&id))
+			_, err := db.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
+			require.NoError(t, err)
+		})
+	})
+	_, errs = redisinventory.ResolveBatch(ctx, d, commits(10, 11, 12, 13, 14)...)
+	redisinventory.SetHook(d, nil)
+	for _, err := range errs {
+		require.ErrorIs(t, err, errcode.ErrUnavailable)
+	}
+	assert.Equal(t, map[string]int{"reserved": 5, "committed": 10}, journal())
+	wantStock(t, inv, "a", 70, 70, 30) // committed in Redis, not in the journal: still taken
+	retry(10, 11, 12, 13, 14)
+	assert.Equal(t, map[string]int{"committed": 15}, journal())
+	wantStock(t, inv, "a", 70, 70, 30)
+	usage, err := rdb.HGetAll(ctx, "{inventory}:buyers:a").Result()
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"b0": "10", "b1": "10", "b2": "10"}, usage)
+}
+
+// statements is a bun query hook counting the statements of a database, BEGIN and COMMIT
+// included, and the transactions begun.
+type statements struct{ all, begins atomic.Int64 }
+
+func (s *statements) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
+
+func (s *statements) AfterQuery(_ context.Context, e *bun.QueryEvent) {
+	s.all.Add(1)
+	if e.Query == "BEGIN" {
+		s.begins.Add(1)
+	}
+}
+
+// TestDurableConcurrentCommitsShareTransactions: concurrent commits (60 distinct, 20 of
+// them twice at once) and releases (10) queued behind a slow batch share transactions:
+// each transaction is at most five statements (BEGIN, the generation, the rows, one
+// UPDATE, COMMIT) however many it carries, each caller gets its own
+// answer, and stock, buyer usage and journal end exact.
+func TestDurableConcurrentCommitsShareTransactions(t *testing.T) {
+	ctx := context.Background()
+	d, rdb, db := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "a", 200, 100)
+	for i := range 70 {
+		_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: fmt.Sprintf("r%d", i), BuyerID: fmt.Sprintf("b%d", i%2),
+			Lines: line("a", 2), TTL: time.Hour})
+		require.NoError(t, err)
+	}
+	// The commits go through a Durable on the same journal whose statements are counted.
+	count := &statements{}
+	d = testkit.Must(redisinventory.NewDurable(rdb, db.WithQueryHook(count)))(t)
+	inv = testkit.Must(inventory.New(d))(t)
+	var once sync.Once
+	redisinventory.SetHook(d, func(op, _ string) {
+		if op == "commit" {
+			once.Do(func() { time.Sleep(100 * time.Millisecond) }) // the others queue meanwhile
+		}
+	})
+	errs := make([]error, 90)
+	var wg sync.WaitGroup
+	for i := range 90 {
+		wg.Go(func() {
+			switch {
+			case i < 60:
+				errs[i] = inv.Commit(ctx, fmt.Sprintf("r%d", i))
+			case i < 80:
+				errs[i] = inv.Commit(ctx, fmt.Sprintf("r%d", i-60)) // the same ID at once: one commits, one replays
+			default:
+				errs[i] = inv.Release(ctx, fmt.Sprintf("r%d", i-20))
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
+	batches, calls := redisinventory.ResolveStats(d)
+	assert.Equal(t, int64(90), calls)
+	assert.Less(t, batches, int64(30), "concurrent resolutions share transactions")
+	assert.Equal(t, batches, count.begins.Load(), "one transaction per batch")
+	assert.LessOrEqual(t, count.all.Load(), 5*batches, "at most five statements per batch (four when no row moves)")
+	t.Logf("90 resolutions in %d transactions: %.2f transactions and %.2f statements per resolution (alone: 1 and 5)",
+		batches, float64(batches)/90, float64(count.all.Load())/90)
+
+	wantStock(t, inv, "a", 80, 80, 120)
+	usage, err := rdb.HGetAll(ctx, "{inventory}:buyers:a").Result()
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"b0": "60", "b1": "60"}, usage)
+	var committed, released int
+	require.NoError(t, db.NewRaw(`SELECT COUNT(*) FROM inventory_journal_reservations WHERE state = 'committed'`).Scan(ctx, &committed))
+	require.NoError(t, db.NewRaw(`SELECT COUNT(*) FROM inventory_journal_reservations WHERE state = 'released'`).Scan(ctx, &released))
+	assert.Equal(t, [2]int{60, 10}, [2]int{committed, released})
 }

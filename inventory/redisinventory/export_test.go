@@ -13,13 +13,14 @@ import (
 func SetHook(d *Durable, f func(op, id string)) { d.hook = f }
 
 // SetMaxBatch sets the most reservations one script call (plain) or journal transaction
-// (Durable) carries; 1 turns the combining off.
+// (Durable: of reservations, and of resolutions) carries; 1 turns the combining off.
 func SetMaxBatch(b inventory.Backend, n int) {
 	switch b := b.(type) {
 	case *Backend:
 		b.group.SetMaxBatch(n)
 	case *Durable:
 		b.group.SetMaxBatch(n)
+		b.resolves.SetMaxBatch(n)
 	}
 }
 
@@ -49,3 +50,30 @@ func ReserveBatch(ctx context.Context, be inventory.Backend, rs ...inventory.Res
 	}
 	return out, errs
 }
+
+// Resolution is one call of ResolveBatch: reservation ID to To (committed, released or
+// returned) at Now.
+type Resolution struct {
+	ID  string
+	To  inventory.State
+	Now time.Time
+}
+
+// ResolveBatch resolves xs (distinct IDs) in one journal transaction of d, as if they had
+// queued together, and returns each one's answer.
+func ResolveBatch(ctx context.Context, d *Durable, xs ...Resolution) ([]inventory.State, []error) {
+	calls := make([]*groupcommit.Call, len(xs))
+	for i, x := range xs {
+		calls[i] = &groupcommit.Call{Ctx: ctx, R: inventory.Reservation{ID: x.ID, State: x.To, ResolvedAt: x.Now}}
+	}
+	d.resolveRun(ctx, calls, func() {})
+	out, errs := make([]inventory.State, len(calls)), make([]error, len(calls))
+	for i, c := range calls {
+		out[i], errs[i] = c.Out.State, c.Err
+	}
+	return out, errs
+}
+
+// ResolveStats returns how many journal transactions a Durable's commits, releases and
+// returns ran and how many calls they carried.
+func ResolveStats(d *Durable) (batches, calls int64) { return d.resolves.Stats() }

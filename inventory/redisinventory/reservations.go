@@ -79,7 +79,7 @@ func reserveReply(r inventory.Reservation, reply any) (inventory.Reservation, er
 		r.CreatedAt, r.ExpiresAt, r.ResolvedAt = fromMillis(toInt(res[2])), fromMillis(toInt(res[3])), fromMillis(toInt(res[4]))
 		return r, nil
 	case -1:
-		return inventory.Reservation{}, &inventory.ConflictError{Kind: "reservation", ID: r.ID}
+		return inventory.Reservation{}, inventory.NewConflictError("reservation", r.ID)
 	case -2:
 		return inventory.Reservation{}, &inventory.UnknownSKUError{SKU: line().SKU}
 	case -3:
@@ -127,7 +127,7 @@ func (b *Backend) Return(ctx context.Context, id string, now time.Time) (invento
 	}
 	r := inventory.Reservation{ID: id, Lines: lines, BuyerID: toString(v[2]),
 		CreatedAt: fromMillis(toInt(v[3])), ExpiresAt: fromMillis(toInt(v[4]))}
-	out, err := b.settle(ctx, b.c, r, settleArgs{to: inventory.StateReturned, need: inventory.StateCommitted}, now)
+	out, err := b.settle(ctx, r, settleArgs{to: inventory.StateReturned, need: inventory.StateCommitted}, now)
 	if err != nil {
 		return "", fail(ctx, "return", err)
 	}
@@ -249,7 +249,7 @@ var errLost = errors.New("redisinventory: Redis lost its data or is being rebuil
 // record, or one renewed since it was read).
 var errStale = errors.New("redisinventory: reservation record changed")
 
-// settleArgs say where settleLua moves a reservation.
+// settleArgs say where settleManyLua moves a reservation.
 type settleArgs struct {
 	to inventory.State
 	// need is the only state it may move from ("" any); fallback the state to assume when
@@ -259,36 +259,66 @@ type settleArgs struct {
 	expires time.Time
 }
 
-// settle runs settleLua (guarded with the marker and generation when guard holds them)
-// for r and returns the state the reservation is in after it.
-func (b *Backend) settle(ctx context.Context, c redis.Scripter, r inventory.Reservation, a settleArgs, now time.Time, guard ...string) (inventory.State, error) {
-	n := len(r.Lines)
-	keys := make([]string, 2, 3+2*n)
-	keys[0], keys[1] = b.resKey(r.ID), b.due
-	expect := ""
-	if !a.expires.IsZero() {
-		expect = strconv.FormatInt(a.expires.UnixMilli(), 10)
-	}
-	args := []any{r.ID, inventory.EncodeLines(r.Lines), r.BuyerID, now.UnixMilli(), b.retention.Milliseconds(),
-		string(a.to), string(a.need), string(a.fallback), r.CreatedAt.UnixMilli(), r.ExpiresAt.UnixMilli(), expect}
-	keys, args = b.lineKeys(r, keys, args)
-	script := b.s.settle
-	if len(guard) == 2 {
-		script = b.g.settle
-		keys = append(keys, guard[0])
-		args = append(args, guard[1])
-	}
-	reply, err := script.Run(ctx, c, keys, args...).Result()
+// settling is one reservation settleManyLua moves: r, with the keys and arguments of a,
+// at now.
+type settling struct {
+	r   inventory.Reservation
+	a   settleArgs
+	now time.Time
+}
+
+// settle runs settleManyLua for r alone; see settleMany.
+func (b *Backend) settle(ctx context.Context, r inventory.Reservation, a settleArgs, now time.Time, guard ...string) (inventory.State, error) {
+	states, errs, err := b.settleMany(ctx, []settling{{r: r, a: a, now: now}}, guard...)
 	if err != nil {
 		return "", err
 	}
-	out, ok := reply.(string)
-	if !ok {
-		return "", errLost // the guard's {-9}
+	return states[0], errs[0]
+}
+
+// settleMany runs settleManyLua for ss in one call (guarded with the marker and generation
+// when guard holds them) and returns the state each reservation is in after it, or its
+// own error (inventory.NotFound, errStale, errLost: a stock key is gone). err fails them
+// all: the call failed, or the guard refused it (errLost).
+func (b *Backend) settleMany(ctx context.Context, ss []settling, guard ...string) ([]inventory.State, []error, error) {
+	keys, args := []string{b.due}, []any{len(ss), b.retention.Milliseconds()}
+	for _, s := range ss {
+		r, expect := s.r, ""
+		if !s.a.expires.IsZero() {
+			expect = strconv.FormatInt(s.a.expires.UnixMilli(), 10)
+		}
+		keys = append(keys, b.resKey(r.ID))
+		args = append(args, len(r.Lines), r.ID, inventory.EncodeLines(r.Lines), r.BuyerID, s.now.UnixMilli(),
+			string(s.a.to), string(s.a.need), string(s.a.fallback), r.CreatedAt.UnixMilli(), r.ExpiresAt.UnixMilli(), expect)
+		keys, args = b.lineKeys(r, keys, args)
 	}
+	script := b.s.settleMany
+	if len(guard) == 2 {
+		script = b.g.settleMany
+		keys = append(keys, guard[0])
+		args = append(args, guard[1])
+	}
+	replies, err := script.Run(ctx, b.c, keys, args...).Slice()
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case len(replies) == 1 && toInt(replies[0]) == -9: // the guard's {-9}; a reservation's reply is a string
+		return nil, nil, errLost
+	case len(replies) != len(ss):
+		return nil, nil, fmt.Errorf("redisinventory: settle: %d replies to %d reservations", len(replies), len(ss))
+	}
+	states, errs := make([]inventory.State, len(ss)), make([]error, len(ss))
+	for i, reply := range replies {
+		states[i], errs[i] = settleReply(ss[i], toString(reply))
+	}
+	return states, errs, nil
+}
+
+// settleReply turns settleManyLua's reply for s into the state after it or its error.
+func settleReply(s settling, out string) (inventory.State, error) {
 	switch out {
 	case "missing":
-		return "", inventory.NotFound(r.ID)
+		return "", inventory.NotFound(s.r.ID)
 	case "stale":
 		return "", errStale
 	case "lost":
@@ -297,10 +327,10 @@ func (b *Backend) settle(ctx context.Context, c redis.Scripter, r inventory.Rese
 	if was, ok := strings.CutPrefix(out, "was "); ok {
 		return inventory.State(was), nil
 	}
-	if out != string(a.to) {
+	if out != string(s.a.to) {
 		return "", fmt.Errorf("redisinventory: settle: unexpected reply %q", out)
 	}
-	return a.to, nil
+	return s.a.to, nil
 }
 
 // lineKeys appends what every reservation script takes after its own keys and arguments: the

@@ -208,57 +208,72 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return to
 `
 
-// settleLua moves a reservation from the state its record holds to ARGV[6], moving the
-// units by the difference of what the two states hold: reserved holds available units,
-// committed holds sold ones (off hand), and both count against the buyer's limit; released,
-// expired and returned hold nothing. The plain backend uses it for Return (need =
-// committed); the journaled backend to make Redis follow SQL's verdict from any state.
+// settleManyLua moves reservations, each from the state its record holds to its target
+// state, moving the units by the difference of what the two states hold: reserved holds
+// available units, committed holds sold ones (off hand), and both count against the
+// buyer's limit; released, expired and returned hold nothing. The plain backend uses it for
+// Return (need = committed); the journaled backend to make Redis follow SQL's verdict from
+// any state, for one reservation or for a batch of them (one call, each with its own reply,
+// exactly as one call each).
 //
-// KEYS[1] reservation, KEYS[2] due index, KEYS[3..n+2] stock, KEYS[n+3..2n+2] buyer usage
-// (only with a buyer). ARGV[1] id, ARGV[2] lines, ARGV[3] buyer, ARGV[4] now, ARGV[5]
-// retention in ms (0: keep), ARGV[6] target state, ARGV[7] the only state it may move from
-// (” any), ARGV[8] the state to assume when the record is gone (” none: 'missing'),
-// ARGV[9] created, ARGV[10] expires (both to write), ARGV[11] the deadline the record must
-// still have (” any), ARGV[12..n+11] qty.
-// Returns the target state when it moved it, 'was <state>' when it did not, 'missing',
-// 'stale' (the record is another reservation's, or was renewed), or 'lost' (a stock key is gone).
-const settleLua = `
-local rec = redis.call('HMGET', KEYS[1], 'state', 'lines', 'buyer', 'expires')
-local from = rec[1]
-if from then
-  if rec[2] ~= ARGV[2] or rec[3] ~= ARGV[3] then return 'stale' end
-  if ARGV[11] ~= '' and rec[4] ~= ARGV[11] then return 'stale' end
-else
-  from = ARGV[8]
-  if from == '' then return 'missing' end
-end
-local to = ARGV[6]
-if from == to or (ARGV[7] ~= '' and from ~= ARGV[7]) then return 'was ' .. from end
-local n = #ARGV - 11
-for i = 1, n do
-  if redis.call('EXISTS', KEYS[2 + i]) == 0 then return 'lost' end
-end
+// KEYS[1] due index, then per reservation: its record, the stock of each line, the buyer
+// usage of each line (only with a buyer). ARGV[1] the number of reservations, ARGV[2]
+// retention in ms (0: keep), then per reservation: n its number of lines, id, lines, buyer,
+// now, the target state, the only state it may move from (empty: any), the state to assume
+// when the record is gone (empty: none, 'missing'), created and expires (both to write), the
+// deadline the record must still have (empty: any), and the qty of each line.
+// Each reply is the target state when it moved the reservation, 'was <state>' when it did
+// not, 'missing', 'stale' (the record is another reservation's, or was renewed), or 'lost'
+// (a stock key is gone).
+const settleManyLua = `
+local due, retention = KEYS[1], tonumber(ARGV[2])
 local function held(st)
   if st == 'reserved' then return 0, 1, 0, 1 end
   if st == 'committed' then return 1, 1, 1, 1 end
   return 0, 0, 0, 0
 end
-local fo, fa, fs, fu = held(from)
-local o, a, s, u = held(to)
-local buyer = ARGV[3]
-for i = 1, n do
-  local q = tonumber(ARGV[11 + i])
-  if o ~= fo then redis.call('HINCRBY', KEYS[2 + i], 'onhand', (fo - o) * q) end
-  if a ~= fa then redis.call('HINCRBY', KEYS[2 + i], 'available', (fa - a) * q) end
-  if s ~= fs then redis.call('HINCRBY', KEYS[2 + i], 'sold', (s - fs) * q) end
-  if buyer ~= '' and u ~= fu and redis.call('HINCRBY', KEYS[2 + n + i], buyer, (u - fu) * q) <= 0 then
-    redis.call('HDEL', KEYS[2 + n + i], buyer)
+-- settle moves one reservation: its keys start at KEYS[k], its arguments (after n) at ARGV[a].
+local function settle(k, a, n)
+  local rec = redis.call('HMGET', KEYS[k], 'state', 'lines', 'buyer', 'expires')
+  local from = rec[1]
+  if from then
+    if rec[2] ~= ARGV[a + 1] or rec[3] ~= ARGV[a + 2] then return 'stale' end
+    if ARGV[a + 9] ~= '' and rec[4] ~= ARGV[a + 9] then return 'stale' end
+  else
+    from = ARGV[a + 6]
+    if from == '' then return 'missing' end
   end
+  local to = ARGV[a + 4]
+  if from == to or (ARGV[a + 5] ~= '' and from ~= ARGV[a + 5]) then return 'was ' .. from end
+  for i = 1, n do
+    if redis.call('EXISTS', KEYS[k + i]) == 0 then return 'lost' end
+  end
+  local fo, fa, fs, fu = held(from)
+  local o, av, s, u = held(to)
+  local buyer = ARGV[a + 2]
+  for i = 1, n do
+    local q, stock, usage = tonumber(ARGV[a + 9 + i]), KEYS[k + i], KEYS[k + n + i]
+    if o ~= fo then redis.call('HINCRBY', stock, 'onhand', (fo - o) * q) end
+    if av ~= fa then redis.call('HINCRBY', stock, 'available', (fa - av) * q) end
+    if s ~= fs then redis.call('HINCRBY', stock, 'sold', (s - fs) * q) end
+    if buyer ~= '' and u ~= fu and redis.call('HINCRBY', usage, buyer, (u - fu) * q) <= 0 then
+      redis.call('HDEL', usage, buyer)
+    end
+  end
+  redis.call('HSET', KEYS[k], 'state', to, 'lines', ARGV[a + 1], 'buyer', buyer, 'created', ARGV[a + 7], 'expires', ARGV[a + 8], 'resolved', ARGV[a + 3])
+  redis.call('ZREM', due, ARGV[a])
+  if retention > 0 then redis.call('PEXPIRE', KEYS[k], retention) end
+  return to
 end
-redis.call('HSET', KEYS[1], 'state', to, 'lines', ARGV[2], 'buyer', buyer, 'created', ARGV[9], 'expires', ARGV[10], 'resolved', ARGV[4])
-redis.call('ZREM', KEYS[2], ARGV[1])
-if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
-return to
+local out, k, a = {}, 2, 3
+for j = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a])
+  out[j] = settle(k, a + 1, n)
+  k = k + 1 + n
+  if ARGV[a + 3] ~= '' then k = k + n end
+  a = a + 11 + n
+end
+return out
 `
 
 // guardLua opens every script of the journaled backend: the last key is the generation
@@ -357,8 +372,8 @@ return 1
 // scripts holds one redis.Script per operation (EVALSHA, falling back to EVAL on NOSCRIPT,
 // for instance after Redis restarted).
 type scripts struct {
-	reserveMany, commit, release, expire, settle *redis.Script
-	setStock, adjust, warmUp, claim, synced      *redis.Script
+	reserveMany, commit, release, expire, settleMany *redis.Script
+	setStock, adjust, warmUp, claim, synced          *redis.Script
 }
 
 func newScripts() scripts {
@@ -370,7 +385,7 @@ func newScripts() scripts {
 		commit:      resolve("committed"),
 		release:     resolve("released"),
 		expire:      resolve("expired"),
-		settle:      redis.NewScript(settleLua),
+		settleMany:  redis.NewScript(settleManyLua),
 		setStock:    redis.NewScript(setStockLua),
 		adjust:      redis.NewScript(adjustLua),
 		warmUp:      redis.NewScript(warmUpLua),
@@ -381,14 +396,14 @@ func newScripts() scripts {
 
 // guardedScripts are the journaled backend's scripts: each opens with guardLua.
 type guardedScripts struct {
-	reserveMany, settle, setStock, adjust *redis.Script
+	reserveMany, settleMany, setStock, adjust *redis.Script
 }
 
 func newGuardedScripts() guardedScripts {
 	guarded := func(body string) *redis.Script { return redis.NewScript(guardLua + body) }
 	return guardedScripts{
 		reserveMany: guarded(reserveManyOf(reserveFreshLua)),
-		settle:      guarded(settleLua),
+		settleMany:  guarded(settleManyLua),
 		setStock:    guarded(setStockLua),
 		adjust:      guarded(adjustLua),
 	}

@@ -53,7 +53,7 @@ func adjustReply(a inventory.Adjustment, res []any) (inventory.Stock, error) {
 	case 1:
 		return stockFrom(a.SKU, res[1:]), nil
 	case -1:
-		return inventory.Stock{}, &inventory.ConflictError{Kind: "adjustment", ID: a.ID}
+		return inventory.Stock{}, inventory.NewConflictError("adjustment", a.ID)
 	case -2:
 		return inventory.Stock{}, &inventory.UnknownSKUError{SKU: a.SKU}
 	case -3:

@@ -51,7 +51,7 @@ func (b *Backend) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 				return err
 			}
 			if prev.SKU != a.SKU || prev.Delta != a.Delta || prev.Reason != a.Reason {
-				return &inventory.ConflictError{Kind: "adjustment", ID: a.ID}
+				return inventory.NewConflictError("adjustment", a.ID)
 			}
 		} else if err != nil {
 			return err

@@ -393,3 +393,17 @@ func TestKafkaDown30sNothingLostAppliedOnce(t *testing.T) {
 	t.Logf("Kafka down 30 s: %d events, %d failed publish attempts, %d extra copies on the topic, %d deliveries skipped as duplicates, all applied once",
 		len(want), m.get("publish_failed"), copies-len(want), m.get("duplicate"))
 }
+
+// TestNewConsumerHandlerRefusesBadOptions: every invalid option value is refused, naming
+// the option (Redrive applies the same options the same way).
+func TestNewConsumerHandlerRefusesBadOptions(t *testing.T) {
+	db := outboxtest.Prepare(t, testenv.SQLite(t))
+	c := testkit.Must(outbox.NewConsumer(db, "x", outboxtest.RecordingHandler("x")))(t)
+	testkit.RefusesBadOptions(t, func(opts ...saramaoutbox.Option) (*saramaoutbox.ConsumerHandler, error) {
+		return saramaoutbox.NewConsumerHandler(c, opts...)
+	}, map[string]saramaoutbox.Option{
+		"WithLogger: nil":       saramaoutbox.WithLogger(nil),
+		"WithBackoff: -1ms..1s": saramaoutbox.WithBackoff(-time.Millisecond, time.Second),
+		"WithBackoff: 2s..1s":   saramaoutbox.WithBackoff(2*time.Second, time.Second),
+	})
+}

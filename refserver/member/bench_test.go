@@ -22,7 +22,9 @@ func BenchmarkDenied(b *testing.B) {
 	}{
 		{"sqlite", func(b *testing.B) member.Denylist { return sqlDenylist(b, testenv.SQLite(b)) }},
 		{"mysql", func(b *testing.B) member.Denylist { return sqlDenylist(b, testenv.MySQL(b)) }},
-		{"redis", func(b *testing.B) member.Denylist { return member.NewRedisDenylist(testenv.Redis(b)) }},
+		{"redis", func(b *testing.B) member.Denylist {
+			return member.NewRedisDenylist(testenv.Redis(b), sqlDenylist(b, testenv.MySQL(b)).(*member.SQLDenylist))
+		}},
 	} {
 		b.Run(store.name, func(b *testing.B) {
 			deny := store.open(b)

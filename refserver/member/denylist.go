@@ -3,8 +3,11 @@ package member
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 	"github.com/uptrace/bun"
 
@@ -21,23 +24,40 @@ type Denylist interface {
 	Denied(ctx context.Context, jti string) (bool, error)
 }
 
-// RedisDenylist keeps the denylist in Redis: one key per token, expiring with the token.
-// It is the denylist of full mode.
+// RedisDenylist answers the per-request check from Redis and writes every entry through to
+// a SQLDenylist, the system of record. A Redis that lost its data (restarted empty,
+// flushed, evicted) must not answer "not denied" for a token that was: Redis holds a
+// marker key next to the entries, and when the marker is missing the next check rebuilds
+// Redis from SQL before it answers (a check that finds another rebuild running in this
+// process fails with an error matching errcode.ErrUnavailable). It is the denylist of
+// full mode; run the SQLDenylist's purger too.
 type RedisDenylist struct {
-	rdb    redis.UniversalClient
-	prefix string
+	rdb      redis.UniversalClient
+	records  *SQLDenylist
+	prefix   string
+	marker   string
+	building sync.Mutex
 }
 
-// NewRedisDenylist returns a denylist in rdb under keys "commercekit:denied:<jti>".
-func NewRedisDenylist(rdb redis.UniversalClient) *RedisDenylist {
-	return &RedisDenylist{rdb: rdb, prefix: "commercekit:denied:"}
+// NewRedisDenylist returns a denylist in rdb, under keys "commercekit:denied:<jti>" and the
+// marker "commercekit:denied", written through to records.
+func NewRedisDenylist(rdb redis.UniversalClient, records *SQLDenylist) *RedisDenylist {
+	return &RedisDenylist{rdb: rdb, records: records, prefix: "commercekit:denied:", marker: "commercekit:denied"}
 }
 
-// Deny implements Denylist. A token already expired (by the wall clock Redis expires keys
-// with) needs no entry.
+// rebuilding is the answer of a check while Redis is being rebuilt.
+func rebuilding() error {
+	return &errcode.UnavailableError{Dependency: "redis (denylist rebuilding)", RetryAfter: time.Second}
+}
+
+// Deny implements Denylist: SQL first, then Redis. A token already expired (by the wall
+// clock Redis expires keys with) needs no entry.
 func (d *RedisDenylist) Deny(ctx context.Context, jti string, until time.Time) error {
 	if !until.After(time.Now()) {
 		return nil
+	}
+	if err := d.records.Deny(ctx, jti, until); err != nil {
+		return err
 	}
 	if err := d.rdb.SetArgs(ctx, d.prefix+jti, "1", redis.SetArgs{ExpireAt: until}).Err(); err != nil {
 		return errcode.Unavailable("redis", fmt.Errorf("member: deny token: %w", err))
@@ -47,15 +67,73 @@ func (d *RedisDenylist) Deny(ctx context.Context, jti string, until time.Time) e
 
 // Denied implements Denylist.
 func (d *RedisDenylist) Denied(ctx context.Context, jti string) (bool, error) {
-	n, err := d.rdb.Exists(ctx, d.prefix+jti).Result()
-	if err != nil {
-		return false, errcode.Unavailable("redis", fmt.Errorf("member: check the denylist: %w", err))
+	for rebuilt := false; ; rebuilt = true {
+		vals, err := d.rdb.MGet(ctx, d.marker, d.prefix+jti).Result()
+		switch {
+		case err != nil:
+			return false, errcode.Unavailable("redis", fmt.Errorf("member: check the denylist: %w", err))
+		case vals[0] == "ok":
+			return vals[1] != nil, nil
+		case rebuilt:
+			return false, rebuilding()
+		}
+		if err := d.rebuild(ctx); err != nil {
+			return false, err
+		}
 	}
-	return n > 0, nil
+}
+
+// markBuilt sets the marker to "ok" if it still holds this rebuild's token: not when Redis
+// lost its data again meanwhile, nor when another instance's rebuild took over.
+var markBuilt = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], 'ok')
+  return 1
+end
+return 0
+`)
+
+// rebuild copies the live SQL entries into Redis, then marks Redis complete.
+func (d *RedisDenylist) rebuild(ctx context.Context) error {
+	if !d.building.TryLock() {
+		return rebuilding()
+	}
+	defer d.building.Unlock()
+	token := "building " + uuid.NewString()
+	fail := func(err error) error {
+		return errcode.Unavailable("redis", fmt.Errorf("member: rebuild the denylist: %w", err))
+	}
+	if err := d.rdb.Set(ctx, d.marker, token, 0).Err(); err != nil {
+		return fail(err)
+	}
+	live, err := d.records.live(ctx, time.Now())
+	if err != nil {
+		return err
+	}
+	for batch := range slices.Chunk(live, 500) {
+		_, err := d.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, r := range batch {
+				p.SetArgs(ctx, d.prefix+r.JTI, "1", redis.SetArgs{ExpireAt: time.UnixMicro(r.ExpiresAt)})
+			}
+			return nil
+		})
+		if err != nil {
+			return fail(err)
+		}
+	}
+	ok, err := markBuilt.Run(ctx, d.rdb, []string{d.marker}, token).Int()
+	if err != nil {
+		return fail(err)
+	}
+	if ok != 1 {
+		return rebuilding()
+	}
+	return nil
 }
 
 // SQLDenylist keeps the denylist in a table (member_denied_tokens; CreateSchema creates
-// it): the denylist of the embedded default. Purge deletes the entries of expired tokens.
+// it): the denylist of the embedded default, and the system of record of a RedisDenylist.
+// Purge deletes the entries of expired tokens.
 type SQLDenylist struct {
 	db  bun.IDB
 	now func() time.Time
@@ -93,6 +171,15 @@ func (d *SQLDenylist) Denied(ctx context.Context, jti string) (bool, error) {
 		return false, errcode.Unavailable("database", fmt.Errorf("member: check the denylist: %w", err))
 	}
 	return n > 0, nil
+}
+
+// live returns the entries of tokens not expired by now.
+func (d *SQLDenylist) live(ctx context.Context, now time.Time) ([]deniedRow, error) {
+	var rows []deniedRow
+	if err := d.db.NewSelect().Model(&rows).Where("expires_at > ?", now.UnixMicro()).Scan(ctx); err != nil {
+		return nil, errcode.Unavailable("database", fmt.Errorf("member: read the denylist: %w", err))
+	}
+	return rows, nil
 }
 
 // Purge deletes the entries of tokens expired by now and returns how many.

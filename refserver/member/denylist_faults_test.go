@@ -51,13 +51,15 @@ func faultEnv(t *testing.T, okDenies int) (flaky, healthy *member.Service) {
 	db := testenv.MySQL(t)
 	require.NoError(t, member.CreateSchema(ctx, db))
 	rdb := testenv.Redis(t)
-	up := member.NewRedisDenylist(rdb)
+	records := member.NewSQLDenylist(db, nil)
+	up := member.NewRedisDenylist(rdb, records)
+	_, err := up.Denied(ctx, "warm-up") // Redis built from SQL, as a running server's is
+	require.NoError(t, err)
 	opts := *rdb.Options() // the test's own database
 	opts.DialTimeout = 200 * time.Millisecond
 	closed := redis.NewClient(&opts)
 	require.NoError(t, closed.Close())
-	deny := &failingRedis{up: up, down: member.NewRedisDenylist(closed), okDenies: okDenies}
-	var err error
+	deny := &failingRedis{up: up, down: member.NewRedisDenylist(closed, records), okDenies: okDenies}
 	flaky, err = member.New(db, deny, secret, member.WithBcryptCost(bcrypt.MinCost))
 	require.NoError(t, err)
 	healthy, err = member.New(db, up, secret, member.WithBcryptCost(bcrypt.MinCost))
@@ -115,6 +117,8 @@ func TestLogoutDenialRetried(t *testing.T) {
 	denied, err := healthy.Revoked(ctx, c2.ID)
 	require.NoError(t, err)
 	require.False(t, denied, "the caller's token is denied last, so that it can retry")
+	// (Its SQL record is written: were Redis rebuilt now, the token would be denied
+	// without the retry, and the retry would get 401.)
 
 	require.NoError(t, healthy.Logout(ctx, c2.ID, c2.SessionID, c2.ExpiresAt.Time))
 	for _, tok := range []member.Tokens{t1, t2} {
@@ -122,4 +126,62 @@ func TestLogoutDenialRetried(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, denied)
 	}
+}
+
+// TestRedisDenylistSurvivesARestart: a Redis killed and started again empty must not answer
+// "not revoked" for a token that was: the first check after it rebuilds Redis from the SQL
+// records. Checks racing a rebuild answer revoked or 503, never "not revoked".
+func TestRedisDenylistSurvivesARestart(t *testing.T) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	own := testenv.OwnRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: own.Addr})
+	defer rdb.Close()
+	svc, err := member.New(db, member.NewRedisDenylist(rdb, member.NewSQLDenylist(db, nil)), secret, member.WithBcryptCost(bcrypt.MinCost))
+	require.NoError(t, err)
+	_, err = svc.SignUp(ctx, "alice", "correct horse")
+	require.NoError(t, err)
+	var claims [2]member.AccessClaims
+	for i := range claims {
+		tok, err := svc.Login(ctx, "alice", "correct horse", "10.5.0.1")
+		require.NoError(t, err)
+		claims[i] = (&env{clock: testclock.New(time.Now())}).claims(t, tok.AccessToken)
+	}
+	out, kept := claims[0], claims[1]
+	require.NoError(t, svc.Logout(ctx, out.ID, out.SessionID, out.ExpiresAt.Time))
+	requireRevoked := func(jti string, want bool) {
+		t.Helper()
+		got, err := svc.Revoked(ctx, jti)
+		require.NoError(t, err)
+		require.Equal(t, want, got, jti)
+	}
+	requireRevoked(out.ID, true)
+	requireRevoked(kept.ID, false)
+
+	own.Stop(t, 0) // SIGKILL: nothing saved
+	own.Start(t)
+	require.Eventually(t, func() bool { return rdb.Ping(ctx).Err() == nil }, 10*time.Second, 50*time.Millisecond)
+	n, err := rdb.DBSize(ctx).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "Redis came back empty")
+	requireRevoked(out.ID, true)
+	requireRevoked(kept.ID, false)
+
+	require.NoError(t, rdb.FlushDB(ctx).Err())
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			revoked, err := svc.Revoked(ctx, out.ID)
+			if err != nil {
+				assert.ErrorIs(t, err, errcode.ErrUnavailable)
+				return
+			}
+			assert.True(t, revoked, "never 'not revoked' while Redis is rebuilt")
+		}()
+	}
+	wg.Wait()
+	requireRevoked(out.ID, true)
+	requireRevoked(kept.ID, false)
 }

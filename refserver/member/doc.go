@@ -28,7 +28,10 @@
 // live access tokens again, so a denial that failed after a reuse is finished by a retry.
 // The server checks every authenticated request with Revoked. A denylist that cannot
 // answer is an error matching errcode.ErrUnavailable: a request is never let through
-// because the check failed.
+// because the check failed. In full mode the denylist is RedisDenylist: entries are
+// written to SQL first (the system of record) and read from Redis; a Redis that comes back
+// empty is rebuilt from SQL by the next check before it answers, so a revoked token is
+// never let through because Redis forgot it.
 //
 // # Login limits
 //
@@ -40,6 +43,11 @@
 // until a token has refilled. A successful login refills the login ID's bucket and gives
 // the address its token back. A login ID that no member can have (see SignUp) is refused
 // as invalid before the limits and the database, so no spelling the database would match
-// to a member (MySQL ignores trailing spaces) gets a budget of its own. The buckets live in the process: with several server instances
-// each one keeps its own.
+// to a member (MySQL ignores trailing spaces) gets a budget of its own.
+//
+// The buckets live in a Limiter (WithLimiter). The default, a MemoryLimiter, keeps them in
+// the process, which is right for one instance only: behind a load balancer an attacker
+// would get a budget per instance. RedisLimiter keeps them in Redis, shared by every
+// instance (refserver uses it in full mode). A limiter that cannot answer fails the login
+// closed with an error matching errcode.ErrUnavailable: no attempt goes unlimited.
 package member

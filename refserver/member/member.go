@@ -79,8 +79,10 @@ type Service struct {
 	refreshTTL   time.Duration
 	cost         int
 	checkTimeout time.Duration
-	accounts     *failureLimiter
-	addresses    *failureLimiter
+	limiter      Limiter
+	perLoginID   int // failed logins allowed per login ID within window
+	perAddress   int // and per client address
+	window       time.Duration
 	dummy        []byte // a hash to compare against for unknown login IDs, so they take as long
 }
 
@@ -124,17 +126,24 @@ func WithBcryptCost(cost int) Option {
 	}
 }
 
-// WithLoginLimits sets the failed logins allowed per login ID and per address within window.
-// All three must be positive.
+// WithLoginLimits sets the failed logins allowed per login ID and per address within window
+// (defaults DefaultAccountFailures, DefaultAddressFailures, DefaultFailureWindow). The
+// counts must be positive and window at least a millisecond.
 func WithLoginLimits(perLoginID, perAddress int, window time.Duration) Option {
 	return func(s *settings) {
-		if perLoginID < 1 || perAddress < 1 || window <= 0 {
-			s.Reject("WithLoginLimits", fmt.Sprintf("%d, %d, %v: all must be positive", perLoginID, perAddress, window))
+		if perLoginID < 1 || perAddress < 1 || window < time.Millisecond {
+			s.Reject("WithLoginLimits", fmt.Sprintf("%d, %d, %v: need positive counts and a window of at least 1ms", perLoginID, perAddress, window))
 			return
 		}
-		s.accounts = newFailureLimiter(perLoginID, window)
-		s.addresses = newFailureLimiter(perAddress, window)
+		s.perLoginID, s.perAddress, s.window = perLoginID, perAddress, window
 	}
+}
+
+// WithLimiter sets where the login limits are kept (default a MemoryLimiter, right for one
+// instance only; give every instance of a server the same NewRedisLimiter). It must not be
+// nil.
+func WithLimiter(l Limiter) Option {
+	return func(s *settings) { option.NotNil(&s.Errors, &s.limiter, "WithLimiter", l) }
 }
 
 // WithCheckTimeout bounds one denylist check (default DefaultCheckTimeout). It must be
@@ -151,8 +160,8 @@ func New(db *bun.DB, deny Denylist, secret []byte, opts ...Option) (*Service, er
 	}
 	s := &Service{db: db, deny: deny, secret: secret, now: time.Now, accessTTL: DefaultAccessTTL,
 		refreshTTL: DefaultRefreshTTL, cost: bcrypt.DefaultCost, checkTimeout: DefaultCheckTimeout,
-		accounts:  newFailureLimiter(DefaultAccountFailures, DefaultFailureWindow),
-		addresses: newFailureLimiter(DefaultAddressFailures, DefaultFailureWindow)}
+		limiter: NewMemoryLimiter(), perLoginID: DefaultAccountFailures, perAddress: DefaultAddressFailures,
+		window: DefaultFailureWindow}
 	set := settings{Service: s}
 	if err := option.Apply(&set, opts); err != nil {
 		return nil, fmt.Errorf("member: %w", err)
@@ -247,9 +256,19 @@ func (s *Service) SignUp(ctx context.Context, loginID, password string) (Member,
 	return Member{ID: row.ID, LoginID: loginID, CreatedAt: time.UnixMicro(row.CreatedAt).UTC()}, nil
 }
 
+// limited is the error of an attempt the limiter refused: err when it could not answer,
+// else a *RateLimitError.
+func limited(by string, wait time.Duration, err error) error {
+	if err != nil {
+		return err
+	}
+	return &RateLimitError{By: by, RetryAfter: wait}
+}
+
 // Login checks a member's password and opens a session. addr is the client's address, for
 // the per-address limit. Errors: *RateLimitError, ErrBadCredentials, *ValidationError (a
-// login ID or password no member can have, refused before the limits and the database).
+// login ID or password no member can have, refused before the limits and the database),
+// errcode.ErrUnavailable (the limiter could not answer; see the package doc).
 func (s *Service) Login(ctx context.Context, loginID, password, addr string) (Tokens, error) {
 	// Only a login ID a member can have reaches the database and the limits: the database
 	// would match variants of it (MySQL ignores trailing spaces), each with its own budget.
@@ -262,13 +281,15 @@ func (s *Service) Login(ctx context.Context, loginID, password, addr string) (To
 	now := s.now()
 	acct, from := "id "+loginID, "addr "+addr
 	// Every attempt takes its token before the password check and gets it back if it
-	// succeeds: attempts sent at once are limited like attempts sent one by one.
-	if d := s.accounts.take(acct, now); d > 0 {
-		return Tokens{}, &RateLimitError{By: "login_id", RetryAfter: d}
+	// succeeds: attempts sent at once are limited like attempts sent one by one. A limiter
+	// that cannot answer refuses the attempt; a refund it loses leaves the budget one
+	// attempt short until it refills.
+	if d, err := s.limiter.Take(ctx, acct, s.perLoginID, s.window, now); err != nil || d > 0 {
+		return Tokens{}, limited("login_id", d, err)
 	}
-	if d := s.addresses.take(from, now); d > 0 {
-		s.accounts.refund(acct, now)
-		return Tokens{}, &RateLimitError{By: "address", RetryAfter: d}
+	if d, err := s.limiter.Take(ctx, from, s.perAddress, s.window, now); err != nil || d > 0 {
+		_ = s.limiter.Refund(ctx, acct, s.perLoginID, s.window, now)
+		return Tokens{}, limited("address", d, err)
 	}
 	row := new(memberRow)
 	err := s.db.NewSelect().Model(row).Where("login_id = ?", loginID).Scan(ctx)
@@ -277,15 +298,15 @@ func (s *Service) Login(ctx context.Context, loginID, password, addr string) (To
 	case sqlutil.IsNoRows(err):
 		hash = s.dummy
 	case err != nil:
-		s.accounts.refund(acct, now)
-		s.addresses.refund(from, now)
+		_ = s.limiter.Refund(ctx, acct, s.perLoginID, s.window, now)
+		_ = s.limiter.Refund(ctx, from, s.perAddress, s.window, now)
 		return Tokens{}, fmt.Errorf("member: read member: %w", err)
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || err != nil {
 		return Tokens{}, ErrBadCredentials
 	}
-	s.accounts.reset(acct)
-	s.addresses.refund(from, now)
+	_ = s.limiter.Reset(ctx, acct)
+	_ = s.limiter.Refund(ctx, from, s.perAddress, s.window, now)
 	var t Tokens
 	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		sess := &sessionRow{ID: uuid.NewString(), UserID: row.ID, CreatedAt: now.UnixMicro()}

@@ -156,7 +156,7 @@ func TestErrorMapping(t *testing.T) {
 		{&idempotency.KeyError{Err: idempotency.ErrInProgress}, http.StatusConflict, "request_in_progress", 1},
 		{&idempotency.KeyError{Err: idempotency.ErrKeyReused}, http.StatusUnprocessableEntity, "idempotency_key_reused", 0},
 		{&member.RateLimitError{By: "address", RetryAfter: time.Minute}, http.StatusTooManyRequests, "too_many_login_attempts", 60},
-		{&ledger.IDReusedError{ID: "t"}, http.StatusUnprocessableEntity, "idempotency_key_reused", 0},
+		{&ledger.IDReusedError{Key: "t", Err: ledger.ErrIDReused}, http.StatusUnprocessableEntity, "idempotency_key_reused", 0},
 		{&commerce.StateError{OrderID: "o"}, http.StatusConflict, "invalid_order_state", 0},
 		{fmt.Errorf("%w: %w", ledger.ErrStorage, errcode.Unavailable("mysql", errors.New("gone"))), http.StatusServiceUnavailable, "dependency_unavailable", 1},
 		{fmt.Errorf("x: %w", context.DeadlineExceeded), http.StatusServiceUnavailable, "timeout", 1},

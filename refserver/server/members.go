@@ -20,8 +20,10 @@ func WithMemberOptions(opts ...member.Option) Option {
 	return func(s *settings) { s.memberOpts = append(s.memberOpts, opts...) }
 }
 
-// buildMembers creates the member and cart tables and services: the token denylist is in
-// Redis when the server has Redis, else in SQL with a loop purging expired entries.
+// buildMembers creates the member and cart tables and services. The token denylist is in
+// SQL, with a loop purging expired entries, and read through Redis when the server has
+// Redis; the login limits are then in Redis too (shared by every instance), else in the
+// process.
 func (s *Server) buildMembers(ctx context.Context, secret []byte) error {
 	st := s.st
 	if err := member.CreateSchema(ctx, st.db); err != nil {
@@ -30,14 +32,14 @@ func (s *Server) buildMembers(ctx context.Context, secret []byte) error {
 	if err := cart.CreateSchema(ctx, st.db); err != nil {
 		return fmt.Errorf("creating the cart tables: %w", err)
 	}
-	var deny member.Denylist
+	sqlDeny := member.NewSQLDenylist(st.db, s.now)
+	st.loops = append(st.loops, func(ctx context.Context) error { return sqlDeny.RunPurger(ctx, time.Minute) })
+	var deny member.Denylist = sqlDeny
 	opts := []member.Option{member.WithClock(s.now)}
 	if st.rdb != nil {
-		deny = member.NewRedisDenylist(st.rdb)
+		deny = member.NewRedisDenylist(st.rdb, sqlDeny)
+		opts = append(opts, member.WithLimiter(member.NewRedisLimiter(st.rdb)))
 	} else {
-		sqlDeny := member.NewSQLDenylist(st.db, s.now)
-		deny = sqlDeny
-		st.loops = append(st.loops, func(ctx context.Context) error { return sqlDeny.RunPurger(ctx, time.Minute) })
 		// The embedded SQLite has one connection: under load a check queues behind the
 		// writes (a flash sale of 100 clients sees 1-2 s), so it gets longer than Redis's.
 		opts = append(opts, member.WithCheckTimeout(5*time.Second))

@@ -1,6 +1,7 @@
 // Package groupcommit combines concurrent reservations into one unit of work of the
 // store: a shared SQL transaction (sqlinventory's hot SKUs, the journal of
-// redisinventory.NewDurable; see InTx) or one Redis script call (redisinventory).
+// redisinventory.NewDurable; see InTx) or one Redis script call (redisinventory). The same
+// machinery combines resolutions (Resolve: the journal's commits, releases and returns).
 //
 // Reservations with the same key that arrive while a batch of that key is in progress
 // queue up; the first of them then leads the whole queue through one unit of work, in
@@ -21,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -149,6 +151,14 @@ func (m *Committer) Reserve(ctx context.Context, key string, r inventory.Reserva
 		return inventory.Reservation{}, c.Err
 	}
 	return c.Out, nil
+}
+
+// Resolve resolves reservation id to the state to at now in a batch of key and returns
+// its own answer. The batch function finds the ID in R.ID, the state asked for in
+// R.State and the time in R.ResolvedAt, and sets Out.State (the state it ends in) or Err.
+func (m *Committer) Resolve(ctx context.Context, key, id string, to inventory.State, now time.Time) (inventory.State, error) {
+	out, err := m.Reserve(ctx, key, inventory.Reservation{ID: id, State: to, ResolvedAt: now})
+	return out.State, err
 }
 
 // lead commits batch, passing the lead on before the commit, and wakes its other callers.

@@ -129,3 +129,25 @@ func TestLanes(t *testing.T) {
 	assert.Greater(t, top, 1, "lanes run batches side by side")
 	assert.LessOrEqual(t, top, lanes)
 }
+
+// TestResolveCarriesItsCall: Resolve hands the batch the ID, the state asked for and the
+// time, and returns the state the batch answered, or its error.
+func TestResolveCarriesItsCall(t *testing.T) {
+	now := time.Now()
+	m := groupcommit.New(func(ctx context.Context, calls []*groupcommit.Call, ready func()) {
+		for _, c := range calls {
+			if c.R.ID == "missing" {
+				c.Err = inventory.NotFound(c.R.ID)
+				continue
+			}
+			assert.Equal(t, inventory.StateCommitted, c.R.State)
+			assert.True(t, now.Equal(c.R.ResolvedAt))
+			c.Out.State = inventory.StateExpired
+		}
+	})
+	st, err := m.Resolve(context.Background(), "", "r1", inventory.StateCommitted, now)
+	require.NoError(t, err)
+	assert.Equal(t, inventory.StateExpired, st)
+	_, err = m.Resolve(context.Background(), "", "missing", inventory.StateCommitted, now)
+	require.ErrorIs(t, err, inventory.ErrReservationNotFound)
+}

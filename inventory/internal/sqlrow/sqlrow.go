@@ -52,7 +52,7 @@ func Insert(ctx context.Context, db bun.IDB, table string, r inventory.Reservati
 		return true, inventory.Reservation{}, err
 	}
 	if inventory.EncodeLines(prev.Lines) != items || prev.BuyerID != r.BuyerID {
-		return true, inventory.Reservation{}, &inventory.ConflictError{Kind: "reservation", ID: r.ID}
+		return true, inventory.Reservation{}, inventory.NewConflictError("reservation", r.ID)
 	}
 	return true, prev, nil
 }
