@@ -60,11 +60,14 @@ func place(t *testing.T, e *commercetest.Env, b buyer, sku string, qty, points i
 
 func pay(t *testing.T, e *commercetest.Env, o commerce.Order, token string) commerce.Order {
 	t.Helper()
-	got, err := e.Service.Pay(ctx, commerce.PayRequest{
-		OrderID: o.ID, UserID: o.UserID, Method: payment.MethodCard, Token: token, IdempotencyKey: "pay-" + o.ID,
-	})
+	got, err := e.Service.Pay(ctx, cardPayment(o, token))
 	require.NoError(t, err)
 	return got
+}
+
+// cardPayment is the buyer's request to pay o by card with token.
+func cardPayment(o commerce.Order, token string) commerce.PayRequest {
+	return commerce.PayRequest{OrderID: o.ID, UserID: o.UserID, Method: payment.MethodCard, Token: token, IdempotencyKey: "pay-" + o.ID}
 }
 
 func stock(t *testing.T, e *commercetest.Env, sku string) inventory.Stock {

@@ -9,7 +9,6 @@ import (
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/commercetest"
 	"github.com/commercekit/commercekit/coupon"
-	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
@@ -229,8 +228,7 @@ func TestPayClaimRecordsThePaymentAtomically(t *testing.T) {
 		sku := e.Product(t, 10_000, 5)
 		b := newBuyer(t, e, 3_000, 1_000)
 		o := place(t, e, b, sku, 2, 3_000)
-		req := commerce.PayRequest{OrderID: o.ID, UserID: b.user, Method: payment.MethodCard, Token: "tok_visa",
-			IdempotencyKey: "pay-" + o.ID}
+		req := cardPayment(o, "tok_visa")
 
 		hook.FailAt(commerce.StepPayClaim)
 		_, err := e.Service.Pay(ctx, req)
@@ -276,8 +274,7 @@ func TestPayAndTopUpBadTokenChangeNothing(t *testing.T) {
 		sku := e.Product(t, 10_000, 5)
 		b := newBuyer(t, e, 0, 0)
 		o := place(t, e, b, sku, 1, 0)
-		req := commerce.PayRequest{OrderID: o.ID, UserID: b.user, Method: payment.MethodCard, Token: "tok\xff",
-			IdempotencyKey: "pay-" + o.ID}
+		req := cardPayment(o, "tok\xff")
 		_, err := e.Service.Pay(ctx, req)
 		require.ErrorIs(t, err, commerce.ErrInvalidRequest)
 		got := order(t, e, o.ID)
@@ -286,8 +283,7 @@ func TestPayAndTopUpBadTokenChangeNothing(t *testing.T) {
 		require.NoError(t, err)
 		assert.Empty(t, payments)
 
-		req.Token = "tok_visa"
-		assert.Equal(t, commerce.StatusPaid, testkit.Must(e.Service.Pay(ctx, req))(t).Status)
+		assert.Equal(t, commerce.StatusPaid, pay(t, e, o, "tok_visa").Status)
 
 		top := commerce.TopUpRequest{UserID: b.user, Amount: 5_000, Method: payment.MethodCard, Token: "tok\xff", IdempotencyKey: "top"}
 		_, err = e.Service.TopUp(ctx, top)

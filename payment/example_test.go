@@ -27,6 +27,27 @@ func openExampleDB(ctx context.Context, name string) (*bun.DB, error) {
 	return db, nil
 }
 
+// openExample returns a Service on a fresh in-memory database (see openExampleDB) charging
+// through the simulator, and a function closing both.
+func openExample(ctx context.Context, name string) (*bun.DB, *pgsim.Simulator, *payment.Service, func(), error) {
+	db, err := openExampleDB(ctx, name)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	sim, err := pgsim.New()
+	if err != nil {
+		db.Close()
+		return nil, nil, nil, nil, err
+	}
+	closeAll := func() { sim.Close(); db.Close() }
+	svc, err := payment.New(db, sim)
+	if err != nil {
+		closeAll()
+		return nil, nil, nil, nil, err
+	}
+	return db, sim, svc, closeAll, nil
+}
+
 // A composite plan (points + card) is validated, its card part charged through the simulator
 // behind the resilience policies, a decline recorded, and part of the payment refunded.
 func Example() {
@@ -90,23 +111,12 @@ func Example() {
 // PG, which says it approved it. It was charged once.
 func ExampleReconciler() {
 	ctx := context.Background()
-	db, err := openExampleDB(ctx, "example-reconciler")
+	_, sim, svc, closeAll, err := openExample(ctx, "example-reconciler")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer db.Close()
-	sim, err := pgsim.New()
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer sim.Close()
-	svc, err := payment.New(db, sim)
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
+	defer closeAll()
 
 	sim.InjectFault("pay-1", pgsim.FaultLostResponse, 1)
 	p, err := svc.Pay(ctx, payment.PayRequest{PaymentID: "pay-1", OrderID: "order-1", Amount: 12_000,
@@ -145,23 +155,12 @@ func ExamplePlan_Validate() {
 // record, and Submit never sends it to the PG.
 func ExampleService_Submit() {
 	ctx := context.Background()
-	db, err := openExampleDB(ctx, "example-submit")
+	db, sim, svc, closeAll, err := openExample(ctx, "example-submit")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer db.Close()
-	sim, err := pgsim.New()
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer sim.Close()
-	svc, err := payment.New(db, sim)
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
+	defer closeAll()
 	req := func(id string) payment.PayRequest {
 		return payment.PayRequest{PaymentID: id, OrderID: "order-" + id, Amount: 12_000, Currency: "KRW", Method: payment.MethodCard}
 	}
