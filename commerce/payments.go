@@ -9,10 +9,10 @@ import (
 )
 
 // getOrSubmit is how checkout reaches the PG about a refund (charge does the same for a
-// payment, which is recorded before it is submitted): a client's request (ask) submits it, idempotent on its ID, so the PG answers for the first
-// submission whatever happened since; recovery (not ask) reads what the payment package
-// recorded and submits only what it never recorded (notFound), leaving an unsettled answer
-// to the payment reconciler.
+// payment, which is recorded before it is submitted): a client's request (ask) submits it,
+// idempotent on its ID, so the PG answers for the first submission whatever happened since;
+// recovery (not ask) reads what the payment package recorded and submits only what it never
+// recorded (notFound), leaving an unsettled answer to the payment reconciler.
 func getOrSubmit[T any](ask bool, get func() (T, error), notFound error, submit func() (T, error)) (T, error) {
 	var (
 		v   T

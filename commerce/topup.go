@@ -22,9 +22,8 @@ const (
 // TopUp buys points: a payment of Amount won through the gateway, then a ledger Charge of
 // Amount points, idempotent end to end on (UserID, IdempotencyKey). The top-up is recorded
 // PAYING, with its payment REQUESTED (payment ID "pay-<top-up>") in the same transaction,
-// before the gateway is called, and the Charge (transfer
-// ID = the top-up ID) commits with the COMPLETED status and the points-charged event. A
-// decline makes it FAILED; an unknown outcome leaves it PAYING until the payment reconciler
+// before the gateway is called, and the Charge (transfer ID = the top-up ID) commits with
+// the COMPLETED status and the points-charged event. A decline makes it FAILED; an unknown outcome leaves it PAYING until the payment reconciler
 // settles the payment and Recover completes it; a crash between the payment and the Charge
 // is completed by Recover too. Repeating the request returns the top-up as it is
 // (continuing it if in flight); the same key with another request fails with
