@@ -170,7 +170,9 @@
 // raw (0.85). Earlier: 0.36× raw before the shared script call; on a quiet machine (make
 // bench, 2026-11-30, before the per-batch script) 0.50× redis-benchmark's EVALSHA, and
 // after it (make bench, 04:00 UTC) 55,707/s: 0.73× the raw EVALSHA from Go in the same
-// run and 0.64× redis-benchmark's 87,681/s; three runs right after, 0.75-0.81× Go's. The
+// run and 0.64× redis-benchmark's 87,681/s; three runs right after, 0.75-0.81× Go's; at
+// 06:02 UTC (make bench, after the Durable's combined resolutions) 49,885/s: 0.76× Go's
+// 65,614/s and 0.65× redis-benchmark's 76,614/s, the Durable 12,451/s. The
 // combined script now costs Redis about what the one-line raw EVALSHA does per
 // reservation, so under load the Go side (8-11 µs of CPU per reservation on the same two
 // cores) decides the rate. What is left per reservation is its record (HSET, about
