@@ -1,0 +1,51 @@
+package member_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/refserver/member"
+)
+
+// ownDenylist is a RedisDenylist on a Redis of the test's own, built from SQL.
+func ownDenylist(t *testing.T) (*testenv.Own, *redis.Client, *member.SQLDenylist, *member.RedisDenylist) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	own := testenv.OwnRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: own.Addr, MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	records := member.NewSQLDenylist(db, nil)
+	d := member.NewRedisDenylist(rdb, records)
+	_, err := d.Denied(ctx, "warm-up")
+	require.NoError(t, err)
+	return own, rdb, records, d
+}
+
+// TestRedisDenylistDenyWriteFailsClosed: a Deny whose SQL write succeeded but whose Redis
+// write failed (here: Redis out of memory under noeviction, which still answers reads)
+// must not leave the token answered "not revoked": the check answers revoked or 503.
+func TestRedisDenylistDenyWriteFailsClosed(t *testing.T) {
+	_, rdb, _, d := ownDenylist(t)
+	require.NoError(t, rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err())
+	require.NoError(t, rdb.ConfigSet(ctx, "maxmemory", "1").Err())
+	err := d.Deny(ctx, "stolen", time.Now().Add(time.Hour))
+	require.ErrorIs(t, err, errcode.ErrUnavailable, "the Redis write failed")
+	for range 3 {
+		denied, err := d.Denied(ctx, "stolen")
+		if err != nil {
+			require.ErrorIs(t, err, errcode.ErrUnavailable)
+			continue
+		}
+		require.True(t, denied, "a token whose denial is recorded in SQL answered 'not revoked'")
+	}
+	require.NoError(t, rdb.ConfigSet(ctx, "maxmemory", "0").Err())
+	require.Eventually(t, func() bool {
+		denied, err := d.Denied(ctx, "stolen")
+		return err == nil && denied
+	}, 5*time.Second, 50*time.Millisecond)
+}
