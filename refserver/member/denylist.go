@@ -61,6 +61,11 @@ func (d *RedisDenylist) Deny(ctx context.Context, jti string, until time.Time) e
 		return err
 	}
 	if err := d.rdb.SetArgs(ctx, d.prefix+jti, "1", redis.SetArgs{ExpireAt: until}).Err(); err != nil {
+		// The entry is in SQL but maybe not in Redis: drop the marker so that the next
+		// check rebuilds Redis from SQL (or fails) rather than answer "not denied". A Redis
+		// out of memory refuses the SET but still runs the DEL; one unreachable drops
+		// neither, and the caller's retry writes the entry again.
+		_ = d.rdb.Del(context.WithoutCancel(ctx), d.marker).Err()
 		return errcode.Unavailable("redis", fmt.Errorf("member: deny token: %w", err))
 	}
 	return nil
