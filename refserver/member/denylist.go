@@ -27,11 +27,15 @@ type Denylist interface {
 
 // RedisDenylist answers the per-request check from Redis and writes every entry through to
 // a SQLDenylist, the system of record. A Redis that lost its data (restarted empty,
-// flushed, evicted) must not answer "not denied" for a token that was: Redis holds a
-// marker key next to the entries, and when the marker is missing the next check rebuilds
-// Redis from SQL before it answers (a check that finds another rebuild running in this
-// process fails with an error matching errcode.ErrUnavailable). It is the denylist of
-// full mode; run the SQLDenylist's purger too.
+// flushed, the marker evicted) must not answer "not denied" for a token that was: Redis
+// holds a marker key next to the entries, and when the marker is missing the next check
+// rebuilds Redis from SQL before it answers (a check that finds another rebuild running in
+// this process fails with an error matching errcode.ErrUnavailable). The marker cannot
+// tell a Redis that lost entries but kept it: one that evicts keys (any maxmemory-policy
+// but noeviction: the entries have a TTL, the marker is read on every check), restarts
+// from a snapshot older than its last writes, or fails over to a replica behind. Run its
+// Redis with noeviction and without those. It is the denylist of full mode; run the
+// SQLDenylist's purger too.
 type RedisDenylist struct {
 	rdb      redis.UniversalClient
 	records  *SQLDenylist
