@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,11 +32,13 @@ type Denylist interface {
 // flushed, the marker evicted) must not answer "not denied" for a token that was: Redis
 // holds a marker key next to the entries, and when the marker is missing the next check
 // rebuilds Redis from SQL before it answers (a check that finds another rebuild running in
-// this process fails with an error matching errcode.ErrUnavailable). The marker cannot
-// tell a Redis that lost entries but kept it: one that evicts keys (any maxmemory-policy
-// but noeviction: the entries have a TTL, the marker is read on every check), restarts
-// from a snapshot older than its last writes, or fails over to a replica behind. Run its
-// Redis with noeviction and without those. It is the denylist of full mode; run the
+// this process fails with an error matching errcode.ErrUnavailable). The marker names the
+// Redis server (its run ID) it was built on, and a check that went through a newly
+// opened connection reads the run ID again: a Redis that restarted from a snapshot older
+// than its last writes, or another server after a failover, holds a marker of another
+// run and is rebuilt too. The marker cannot tell a Redis that evicted entries but kept it
+// (any maxmemory-policy but noeviction: the entries have a TTL, the marker is read on
+// every check): run its Redis with noeviction. It is the denylist of full mode; run the
 // SQLDenylist's purger too.
 type RedisDenylist struct {
 	rdb      redis.UniversalClient
@@ -42,6 +46,15 @@ type RedisDenylist struct {
 	prefix   string
 	marker   string
 	building sync.Mutex
+	// run is the server holding the marker, as last read (see built).
+	run atomic.Pointer[serverRun]
+}
+
+// serverRun is the run ID of a Redis server, read when the client's pool had opened
+// misses connections.
+type serverRun struct {
+	id     string
+	misses uint32
 }
 
 // NewRedisDenylist returns a denylist in rdb, under keys "commercekit:denied:<jti>" and the
@@ -87,10 +100,15 @@ func (d *RedisDenylist) Denied(ctx context.Context, jti string) (bool, error) {
 			marker, entry = p.Get(ctx, d.marker), p.Exists(ctx, d.prefix+jti)
 			return nil
 		})
-		switch {
-		case err != nil && !errors.Is(err, redis.Nil):
+		if err != nil && !errors.Is(err, redis.Nil) {
 			return false, errcode.Unavailable("redis", fmt.Errorf("member: check the denylist: %w", err))
-		case marker.Val() == "ok":
+		}
+		built, err := d.built(ctx)
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case marker.Val() == built:
 			return entry.Val() > 0, nil
 		case rebuilt:
 			return false, rebuilding()
@@ -101,11 +119,42 @@ func (d *RedisDenylist) Denied(ctx context.Context, jti string) (bool, error) {
 	}
 }
 
-// markBuilt sets the marker to "ok" if it still holds this rebuild's token: not when Redis
-// lost its data again meanwhile, nor when another instance's rebuild took over.
+// built returns the marker of a Redis built by the server now holding it: "ok <run ID>".
+// A restart or a failover breaks every connection, so a command that reached another
+// server went through a connection opened (a pool miss) before it returned: built, called
+// after that command, reads the run ID again whenever the pool opened one since the last
+// read.
+func (d *RedisDenylist) built(ctx context.Context) (string, error) {
+	misses := d.rdb.PoolStats().Misses
+	if run := d.run.Load(); run != nil && run.misses == misses {
+		return "ok " + run.id, nil
+	}
+	var node redis.Cmdable = d.rdb
+	if cc, ok := d.rdb.(*redis.ClusterClient); ok {
+		var err error
+		if node, err = cc.MasterForKey(ctx, d.marker); err != nil {
+			return "", errcode.Unavailable("redis", fmt.Errorf("member: check the denylist: %w", err))
+		}
+	}
+	info, err := node.Info(ctx, "server").Result()
+	if err != nil {
+		return "", errcode.Unavailable("redis", fmt.Errorf("member: check the denylist: %w", err))
+	}
+	for line := range strings.Lines(info) {
+		if id, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+			d.run.Store(&serverRun{id: id, misses: misses})
+			return "ok " + id, nil
+		}
+	}
+	return "", errors.New("member: check the denylist: INFO server has no run_id")
+}
+
+// markBuilt sets the marker to ARGV[2] if it still holds this rebuild's token (ARGV[1]):
+// not when Redis lost its data again meanwhile, nor when another instance's rebuild took
+// over.
 var markBuilt = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], 'ok')
+  redis.call('SET', KEYS[1], ARGV[2])
   return 1
 end
 return 0
@@ -117,6 +166,10 @@ func (d *RedisDenylist) rebuild(ctx context.Context) error {
 		return rebuilding()
 	}
 	defer d.building.Unlock()
+	built, err := d.built(ctx)
+	if err != nil {
+		return err
+	}
 	token := "building " + uuid.NewString()
 	fail := func(err error) error {
 		return errcode.Unavailable("redis", fmt.Errorf("member: rebuild the denylist: %w", err))
@@ -139,7 +192,7 @@ func (d *RedisDenylist) rebuild(ctx context.Context) error {
 			return fail(err)
 		}
 	}
-	ok, err := markBuilt.Run(ctx, d.rdb, []string{d.marker}, token).Int()
+	ok, err := markBuilt.Run(ctx, d.rdb, []string{d.marker}, token, built).Int()
 	if err != nil {
 		return fail(err)
 	}
