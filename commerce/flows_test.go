@@ -230,7 +230,9 @@ func TestIdempotentReplays(t *testing.T) {
 		req.Lines[0].Qty = 3
 		_, err = e.Service.PlaceOrder(ctx, req)
 		var conflict *commerce.ConflictError
-		require.ErrorAs(t, err, &conflict)
+		require.ErrorAs(t, err, &conflict)                       // one type for every package's reused key:
+		require.ErrorIs(t, err, commerce.ErrIdempotencyConflict) // commerce's own
+		assert.Equal(t, commerce.ConflictError{Kind: "order", Key: req.IdempotencyKey, Err: commerce.ErrIdempotencyConflict}, *conflict)
 		other := newBuyer(t, e, 0, 0)
 		req.UserID = other.user // the same key of another user is another order
 		req.CouponID, req.Points = "", 0

@@ -84,7 +84,7 @@ func TestGroupCommitIsolatesCallers(t *testing.T) {
 					require.ErrorAs(t, a.err, &limit)
 					assert.Equal(t, inventory.BuyerLimitError{SKU: "hot", Limit: 3, Requested: 1}, *limit)
 				case errors.As(a.err, &conflict):
-					assert.Equal(t, a.req.ID, conflict.Key)
+					assert.Equal(t, inventory.ConflictError{Kind: "reservation", Key: a.req.ID, Err: inventory.ErrIdempotencyConflict}, *conflict)
 				case errors.As(a.err, &limit):
 					assert.Equal(t, a.req.BuyerID, limit.BuyerID)
 					assert.Greater(t, limit.Used+limit.Requested, int64(3), "refused within the limit")
