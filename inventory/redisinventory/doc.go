@@ -88,7 +88,11 @@
 // inventory holding another type (WRONGTYPE: something else wrote it). The healer also watches
 // the server's run ID: a Redis that restarted, or another one after a failover, may hold an
 // older copy of the data under a good marker (a restored snapshot, a lagging replica), and
-// is rebuilt as well. Lost data never gives a
+// is rebuilt as well. Writers do not wait for the healer's next look: a reservation or
+// commit whose script went through a newly opened connection (a restart breaks every
+// pooled one) reads the run ID again before its transaction commits, and fails closed on a
+// server the healer has not seen, so an older copy never sells units the journal already
+// gave away (TestDurableRestartedWithOldData). Lost data never gives a
 // business answer: operations fail with an *errcode.UnavailableError (Dependency
 // DependencyRebuilding, RetryAfter RebuildRetryAfter; an HTTP server answers 503
 // dependency_unavailable with Retry-After), never ErrUnknownSKU nor

@@ -51,6 +51,8 @@ type Durable struct {
 	// the last one.
 	healing sync.Mutex
 	runID   string
+	// server is the Redis server the last heal built or confirmed (see sameServer).
+	server atomic.Pointer[serverRun]
 	// group shares SQL transactions between concurrent reservations, resolves between
 	// concurrent commits, releases and returns.
 	group, resolves *groupcommit.Committer
@@ -216,6 +218,9 @@ func (d *Durable) reserveBatch(ctx context.Context, tx bun.Tx, calls []*groupcom
 	replies, err := d.b.runReserveMany(ctx, d.b.g.reserveMany, fresh, []string{d.marker}, gen)
 	if err != nil {
 		return redisErr(ctx, err)
+	}
+	if err := d.sameServer(ctx); err != nil {
+		return err // answered by a Redis the healer has not seen: maybe an older copy
 	}
 	var refused []*groupcommit.Call
 	for i, c := range fresh {
@@ -394,6 +399,9 @@ func (d *Durable) resolveBatch(ctx context.Context, tx bun.Tx, calls []*groupcom
 		_, errs, err := d.b.settleMany(ctx, ss, d.guard(gen)...)
 		if err != nil {
 			return "", nil, redisErr(ctx, err)
+		}
+		if err := d.sameServer(ctx); err != nil {
+			return "", nil, err
 		}
 		for i, x := range commits {
 			switch {

@@ -250,7 +250,9 @@ func BenchmarkRebuild(b *testing.B) {
 
 // TestDurableRestartedWithOldData: a Redis that comes back with an older copy of its data
 // under a good marker (a restored snapshot, a failover to a lagging replica) is noticed by
-// its new run ID and rebuilt.
+// its new run ID and rebuilt. Before the healer has looked, a reservation that the old
+// copy would grant (units the journal already gave away) fails closed: the writer noticed
+// the new server itself.
 func TestDurableRestartedWithOldData(t *testing.T) {
 	ctx := context.Background()
 	own := testenv.OwnRedis(t)
@@ -269,12 +271,21 @@ func TestDurableRestartedWithOldData(t *testing.T) {
 	own.Stop(t, 0)
 	own.Start(t)
 	require.Eventually(t, func() bool { return rdb.Ping(ctx).Err() == nil }, 30*time.Second, 50*time.Millisecond)
-	wantStock(t, inv, "a", 5, 5, 0) // the old copy, marker and all
+	wantStock(t, inv, "a", 5, 5, 0) // the old copy, marker and all (a display read)
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "oversell", Lines: line("a", 5)})
+	require.ErrorIs(t, err, errcode.ErrUnavailable, "5 units the old copy shows, 3 the journal has")
 
 	healed, err := d.Heal(ctx)
 	require.NoError(t, err)
 	require.True(t, healed, "a new run ID means a rebuild")
 	wantStock(t, inv, "a", 5, 3, 0)
+	_, err = d.Get(ctx, "oversell")
+	require.ErrorIs(t, err, inventory.ErrReservationNotFound, "the refused reservation left nothing in the journal")
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "oversell", Lines: line("a", 5)})
+	require.ErrorIs(t, err, inventory.ErrInsufficientStock)
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "fits", Lines: line("a", 3)})
+	require.NoError(t, err)
+	wantStock(t, inv, "a", 5, 0, 0)
 }
 
 // TestDurableConcurrentReplaysWait: 30 concurrent replays of one reservation on the

@@ -118,6 +118,7 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 	// A Redis that restarted, or another one after a failover, may hold an older copy of
 	// the data under a good marker (a restored snapshot, a lagging replica): its run ID
 	// changed, so it is rebuilt too.
+	misses := d.b.c.PoolStats().Misses // before the run ID is read: see sameServer
 	runID, err := runID(ctx, node)
 	if err != nil {
 		return RebuildReport{}, err
@@ -139,6 +140,7 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 			}
 			if marker == gen {
 				d.runID = runID
+				d.server.Store(&serverRun{id: runID, misses: misses})
 				return RebuildReport{}, nil
 			}
 		}
@@ -152,6 +154,7 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 		return rep, err
 	}
 	d.runID = runID
+	d.server.Store(&serverRun{id: runID, misses: misses})
 	d.log.WarnContext(ctx, "redisinventory: Redis rebuilt from the journal", "generation", rep.Generation,
 		"skus", rep.SKUs, "reservations", rep.Reservations, "took", rep.Took)
 	return rep, nil
@@ -295,6 +298,43 @@ func (d *Durable) node(ctx context.Context) (redis.Cmdable, error) {
 		return node, redisErr(ctx, err)
 	}
 	return d.b.c, nil
+}
+
+// serverRun is a Redis server's run ID, read when the client's pool had opened misses
+// connections.
+type serverRun struct {
+	id     string
+	misses uint32
+}
+
+// sameServer fails closed (lost, waking the healer) when the Redis that has just answered
+// a write is not the server the last heal built or confirmed: one that restarted, or
+// another after a failover, may hold an older copy of the data under a good marker (a
+// restored snapshot, a lagging replica) and would sell units the journal already gave
+// away until the healer's next look. A restart or a failover breaks every pooled
+// connection, so a command that reached another server went through a connection opened
+// (a pool miss) before it returned: the run ID is read again only when the pool has opened
+// one since the last look. Call it after the write, inside the writer's transaction, so
+// that its failure rolls the journal's half back.
+func (d *Durable) sameServer(ctx context.Context) error {
+	known := d.server.Load()
+	misses := d.b.c.PoolStats().Misses
+	if known == nil || known.misses == misses {
+		return nil // no heal yet in this process (the marker decides), or no new connection
+	}
+	node, err := d.node(ctx)
+	if err != nil {
+		return err
+	}
+	id, err := runID(ctx, node)
+	if err != nil {
+		return redisErr(ctx, err)
+	}
+	if id != known.id {
+		return d.lost(fmt.Errorf("%w: the Redis server restarted or changed (run %s, healed on %s)", errLost, id, known.id))
+	}
+	d.server.CompareAndSwap(known, &serverRun{id: id, misses: misses})
+	return nil
 }
 
 // runID is the server's run_id (INFO server): it changes when the server restarts.
