@@ -38,8 +38,9 @@ type Denylist interface {
 // than its last writes, or another server after a failover, holds a marker of another
 // run and is rebuilt too. The marker cannot tell a Redis that evicted entries but kept it
 // (any maxmemory-policy but noeviction: the entries have a TTL, the marker is read on
-// every check): run its Redis with noeviction. It is the denylist of full mode; run the
-// SQLDenylist's purger too.
+// every check): run its Redis with noeviction, or without maxmemory. A check that reads
+// the run ID finds an evicting configuration too, and fails closed (503) until it is
+// fixed. It is the denylist of full mode; run the SQLDenylist's purger too.
 type RedisDenylist struct {
 	rdb      redis.UniversalClient
 	records  *SQLDenylist
@@ -136,17 +137,26 @@ func (d *RedisDenylist) built(ctx context.Context) (string, error) {
 			return "", errcode.Unavailable("redis", fmt.Errorf("member: check the denylist: %w", err))
 		}
 	}
-	info, err := node.Info(ctx, "server").Result()
+	info, err := node.Info(ctx, "server", "memory").Result()
 	if err != nil {
 		return "", errcode.Unavailable("redis", fmt.Errorf("member: check the denylist: %w", err))
 	}
+	field := map[string]string{}
 	for line := range strings.Lines(info) {
-		if id, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
-			d.run.Store(&serverRun{id: id, misses: misses})
-			return "ok " + id, nil
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			field[k] = v
 		}
 	}
-	return "", errors.New("member: check the denylist: INFO server has no run_id")
+	if limit, policy := field["maxmemory"], field["maxmemory_policy"]; limit != "" && limit != "0" && policy != "noeviction" {
+		// Entries could be evicted while the marker stays: no answer can be trusted.
+		return "", errcode.Unavailable("redis", fmt.Errorf("member: the denylist's Redis evicts keys (maxmemory %s, maxmemory-policy %s); run it with noeviction", limit, policy))
+	}
+	id := field["run_id"]
+	if id == "" {
+		return "", errors.New("member: check the denylist: INFO server has no run_id")
+	}
+	d.run.Store(&serverRun{id: id, misses: misses})
+	return "ok " + id, nil
 }
 
 // markBuilt sets the marker to ARGV[2] if it still holds this rebuild's token (ARGV[1]):

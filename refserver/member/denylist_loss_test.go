@@ -74,3 +74,32 @@ func TestRedisDenylistRestartFromSnapshot(t *testing.T) {
 		assert.True(t, denied, "%s: revoked token answered 'not revoked' after a restart from a snapshot", jti)
 	}
 }
+
+// TestRedisDenylistRefusesAnEvictingRedis: a Redis that may evict keys (a memory limit and
+// a policy other than noeviction) could drop a revoked token's entry and keep the marker,
+// so the check fails closed on it, found when a new connection reads the server's
+// configuration, and answers again once the policy is noeviction.
+func TestRedisDenylistRefusesAnEvictingRedis(t *testing.T) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	own := testenv.OwnRedis(t)
+	admin := redis.NewClient(&redis.Options{Addr: own.Addr})
+	t.Cleanup(func() { admin.Close() })
+	records := member.NewSQLDenylist(db, nil)
+	check := func() (bool, error) { // through a client of its own: a new connection
+		rdb := redis.NewClient(&redis.Options{Addr: own.Addr})
+		defer rdb.Close()
+		return member.NewRedisDenylist(rdb, records).Denied(ctx, "stolen")
+	}
+	require.NoError(t, member.NewRedisDenylist(admin, records).Deny(ctx, "stolen", time.Now().Add(time.Hour)))
+	require.NoError(t, admin.ConfigSet(ctx, "maxmemory", "100mb").Err())
+	require.NoError(t, admin.ConfigSet(ctx, "maxmemory-policy", "allkeys-lru").Err())
+	_, err := check()
+	require.ErrorIs(t, err, errcode.ErrUnavailable)
+	assert.Contains(t, err.Error(), "noeviction")
+
+	require.NoError(t, admin.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err())
+	denied, err := check()
+	require.NoError(t, err)
+	assert.True(t, denied)
+}
