@@ -16,6 +16,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/redisserver"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/internal/groupcommit"
@@ -47,12 +48,12 @@ type Durable struct {
 	wake       chan struct{}
 	forced     atomic.Bool
 	rebuilding atomic.Bool
-	// healing serializes the heals of this process; runID is the Redis server's run ID at
-	// the last one.
+	// healing serializes the heals of this process; healed is the run ID of the Redis
+	// server the last one built or confirmed, server the server the client reaches now
+	// (see sameServer).
 	healing sync.Mutex
-	runID   string
-	// server is the Redis server the last heal built or confirmed (see sameServer).
-	server atomic.Pointer[serverRun]
+	healed  atomic.Pointer[string]
+	server  *redisserver.Watch
 	// group shares SQL transactions between concurrent reservations, resolves between
 	// concurrent commits, releases and returns.
 	group, resolves *groupcommit.Committer
@@ -73,6 +74,7 @@ func NewDurable(c redis.UniversalClient, db *bun.DB, opts ...Option) (*Durable, 
 		return nil, err
 	}
 	d := &Durable{b: b, db: db, marker: b.prefix + "generation", log: b.log, wake: make(chan struct{}, 1)}
+	d.server = redisserver.NewWatch(b.c, d.marker)
 	if !sqlutil.IsSQLite(db) {
 		d.shareLock, d.forUpdate, d.skipLocked = " LOCK IN SHARE MODE", " FOR UPDATE", " FOR UPDATE SKIP LOCKED"
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -111,19 +110,15 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 			return RebuildReport{}, fmt.Errorf("redisinventory: rebuild lock: %w", err)
 		}
 	}
-	node, err := d.node(ctx)
-	if err != nil {
-		return RebuildReport{}, err
-	}
 	// A Redis that restarted, or another one after a failover, may hold an older copy of
 	// the data under a good marker (a restored snapshot, a lagging replica): its run ID
 	// changed, so it is rebuilt too.
-	misses := d.b.c.PoolStats().Misses // before the run ID is read: see sameServer
-	runID, err := runID(ctx, node)
+	srv, err := d.server.Read(ctx)
 	if err != nil {
-		return RebuildReport{}, err
+		return RebuildReport{}, redisErr(ctx, err)
 	}
-	restarted := d.runID != "" && d.runID != runID
+	healed := d.healed.Load()
+	restarted := healed != nil && *healed != srv.RunID
 	if !force {
 		gen, err := d.currentGen(ctx)
 		if err != nil {
@@ -139,8 +134,7 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 				return RebuildReport{}, redisErr(ctx, err)
 			}
 			if marker == gen {
-				d.runID = runID
-				d.server.Store(&serverRun{id: runID, misses: misses})
+				d.healed.Store(&srv.RunID)
 				return RebuildReport{}, nil
 			}
 		}
@@ -153,8 +147,7 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 		d.log.ErrorContext(ctx, "redisinventory: rebuild failed", "err", err)
 		return rep, err
 	}
-	d.runID = runID
-	d.server.Store(&serverRun{id: runID, misses: misses})
+	d.healed.Store(&srv.RunID)
 	d.log.WarnContext(ctx, "redisinventory: Redis rebuilt from the journal", "generation", rep.Generation,
 		"skus", rep.SKUs, "reservations", rep.Reservations, "took", rep.Took)
 	return rep, nil
@@ -300,55 +293,26 @@ func (d *Durable) node(ctx context.Context) (redis.Cmdable, error) {
 	return d.b.c, nil
 }
 
-// serverRun is a Redis server's run ID, read when the client's pool had opened misses
-// connections.
-type serverRun struct {
-	id     string
-	misses uint32
-}
-
 // sameServer fails closed (lost, waking the healer) when the Redis that has just answered
 // a write is not the server the last heal built or confirmed: one that restarted, or
 // another after a failover, may hold an older copy of the data under a good marker (a
 // restored snapshot, a lagging replica) and would sell units the journal already gave
-// away until the healer's next look. A restart or a failover breaks every pooled
-// connection, so a command that reached another server went through a connection opened
-// (a pool miss) before it returned: the run ID is read again only when the pool has opened
-// one since the last look. Call it after the write, inside the writer's transaction, so
-// that its failure rolls the journal's half back.
+// away until the healer's next look. redisserver.Watch reads the run ID again only after
+// the pool opened a connection. Call it after the write, inside the writer's transaction,
+// so that its failure rolls the journal's half back.
 func (d *Durable) sameServer(ctx context.Context) error {
-	known := d.server.Load()
-	misses := d.b.c.PoolStats().Misses
-	if known == nil || known.misses == misses {
-		return nil // no heal yet in this process (the marker decides), or no new connection
+	healed := d.healed.Load()
+	if healed == nil {
+		return nil // no heal yet in this process: the marker decides
 	}
-	node, err := d.node(ctx)
-	if err != nil {
-		return err
-	}
-	id, err := runID(ctx, node)
+	srv, err := d.server.Current(ctx)
 	if err != nil {
 		return redisErr(ctx, err)
 	}
-	if id != known.id {
-		return d.lost(fmt.Errorf("%w: the Redis server restarted or changed (run %s, healed on %s)", errLost, id, known.id))
+	if srv.RunID != *healed {
+		return d.lost(fmt.Errorf("%w: the Redis server restarted or changed (run %s, healed on %s)", errLost, srv.RunID, *healed))
 	}
-	d.server.CompareAndSwap(known, &serverRun{id: id, misses: misses})
 	return nil
-}
-
-// runID is the server's run_id (INFO server): it changes when the server restarts.
-func runID(ctx context.Context, c redis.Cmdable) (string, error) {
-	info, err := c.Info(ctx, "server").Result()
-	if err != nil {
-		return "", redisErr(ctx, err)
-	}
-	for line := range strings.Lines(info) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
-			return v, nil
-		}
-	}
-	return "", errors.New("redisinventory: INFO server has no run_id")
 }
 
 // wipe deletes every key of the inventory (its hash tag), the generation marker first.

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -15,6 +13,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/redisserver"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
@@ -47,21 +46,16 @@ type RedisDenylist struct {
 	prefix   string
 	marker   string
 	building sync.Mutex
-	// run is the server holding the marker, as last read (see built).
-	run atomic.Pointer[serverRun]
-}
-
-// serverRun is the run ID of a Redis server, read when the client's pool had opened
-// misses connections.
-type serverRun struct {
-	id     string
-	misses uint32
+	// server is the Redis server holding the marker (see built).
+	server *redisserver.Watch
 }
 
 // NewRedisDenylist returns a denylist in rdb, under keys "commercekit:denied:<jti>" and the
 // marker "commercekit:denied", written through to records.
 func NewRedisDenylist(rdb redis.UniversalClient, records *SQLDenylist) *RedisDenylist {
-	return &RedisDenylist{rdb: rdb, records: records, prefix: "commercekit:denied:", marker: "commercekit:denied"}
+	const marker = "commercekit:denied"
+	return &RedisDenylist{rdb: rdb, records: records, prefix: marker + ":", marker: marker,
+		server: redisserver.NewWatch(rdb, marker)}
 }
 
 // rebuilding is the answer of a check while Redis is being rebuilt.
@@ -120,43 +114,20 @@ func (d *RedisDenylist) Denied(ctx context.Context, jti string) (bool, error) {
 	}
 }
 
-// built returns the marker of a Redis built by the server now holding it: "ok <run ID>".
-// A restart or a failover breaks every connection, so a command that reached another
-// server went through a connection opened (a pool miss) before it returned: built, called
-// after that command, reads the run ID again whenever the pool opened one since the last
-// read.
+// built returns the marker of a Redis built by the server now holding it: "ok <run ID>"
+// (redisserver.Watch tells a restarted or another server after the check's own command).
+// A server that may evict keys fails closed: entries could go while the marker stays.
 func (d *RedisDenylist) built(ctx context.Context) (string, error) {
-	misses := d.rdb.PoolStats().Misses
-	if run := d.run.Load(); run != nil && run.misses == misses {
-		return "ok " + run.id, nil
-	}
-	var node redis.Cmdable = d.rdb
-	if cc, ok := d.rdb.(*redis.ClusterClient); ok {
-		var err error
-		if node, err = cc.MasterForKey(ctx, d.marker); err != nil {
-			return "", errcode.Unavailable("redis", fmt.Errorf("member: check the denylist: %w", err))
-		}
-	}
-	info, err := node.Info(ctx, "server", "memory").Result()
+	srv, err := d.server.Current(ctx)
 	if err != nil {
 		return "", errcode.Unavailable("redis", fmt.Errorf("member: check the denylist: %w", err))
 	}
-	field := map[string]string{}
-	for line := range strings.Lines(info) {
-		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
-			field[k] = v
-		}
+	if srv.Evicts() {
+		d.server.Forget() // read again at the next check, until it is fixed
+		return "", errcode.Unavailable("redis", fmt.Errorf("member: the denylist's Redis evicts keys (maxmemory %s, maxmemory-policy %s); run it with noeviction",
+			srv.Fields["maxmemory"], srv.Fields["maxmemory_policy"]))
 	}
-	if limit, policy := field["maxmemory"], field["maxmemory_policy"]; limit != "" && limit != "0" && policy != "noeviction" {
-		// Entries could be evicted while the marker stays: no answer can be trusted.
-		return "", errcode.Unavailable("redis", fmt.Errorf("member: the denylist's Redis evicts keys (maxmemory %s, maxmemory-policy %s); run it with noeviction", limit, policy))
-	}
-	id := field["run_id"]
-	if id == "" {
-		return "", errors.New("member: check the denylist: INFO server has no run_id")
-	}
-	d.run.Store(&serverRun{id: id, misses: misses})
-	return "ok " + id, nil
+	return "ok " + srv.RunID, nil
 }
 
 // markBuilt sets the marker to ARGV[2] if it still holds this rebuild's token (ARGV[1]):
