@@ -33,19 +33,13 @@ func getOrSubmit[T any](ask bool, get func() (T, error), notFound error, submit 
 // recorded (an order or top-up claimed by an earlier version, which recorded it after the
 // claim's commit) is recorded and submitted at once (payment.Service.Pay).
 func (s *Service) charge(ctx context.Context, req payment.PayRequest, ask bool) (payment.Payment, error) {
-	var (
-		p   payment.Payment
-		err error
-	)
+	get := func() (payment.Payment, error) { return s.pay.Get(ctx, req.PaymentID) }
 	if ask {
-		p, err = s.pay.Submit(ctx, req)
-	} else {
-		p, err = s.pay.Get(ctx, req.PaymentID)
+		get = func() (payment.Payment, error) { return s.pay.Submit(ctx, req) }
 	}
-	if errors.Is(err, payment.ErrPaymentNotFound) {
-		return s.pay.Pay(ctx, req)
-	}
-	return p, err
+	// Never "ask" getOrSubmit: get itself submits for a client; Pay is only for the unrecorded.
+	return getOrSubmit(false, get, payment.ErrPaymentNotFound,
+		func() (payment.Payment, error) { return s.pay.Pay(ctx, req) })
 }
 
 // pending reports whether err (of a payment or refund whose state is not final) means the
