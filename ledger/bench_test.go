@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
-	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 )
@@ -24,7 +23,7 @@ const clients = 50
 // It reports spends/s beside ns/op. See the package documentation for the command that
 // measures it against a native MariaDB beside the raw single-row transaction rate.
 func BenchmarkSpend(b *testing.B) {
-	for _, be := range testenv.Databases() {
+	for _, be := range databases() {
 		for _, accounts := range []int{1, 1000} {
 			name := fmt.Sprintf("%s/hot", be.Name)
 			if accounts > 1 {
