@@ -103,6 +103,33 @@ func (e *env) history(user string) []ledger.Entry {
 	return p.Entries
 }
 
+// requireChain requires each entry of the user's history to carry the balance that the
+// entries up to it add up to: every receipt and entry tells the balance right after it.
+func (e *env) requireChain(user string) {
+	e.t.Helper()
+	entries := e.history(user)
+	var available, held int64
+	for i := len(entries) - 1; i >= 0; i-- {
+		en := entries[i]
+		switch en.Type {
+		case ledger.TypeHold:
+			available, held = available-en.Amount, held+en.Amount
+		case ledger.TypeCapture:
+			held -= en.Amount
+		case ledger.TypeRelease, ledger.TypeVoid, ledger.TypeHoldExpire:
+			available, held = available+en.Amount, held-en.Amount
+		default:
+			available += en.Change
+		}
+		shown := held
+		if en.Type == ledger.TypeCapture && i > 0 && entries[i-1].Type == ledger.TypeRelease && entries[i-1].ID == en.ID {
+			shown -= entries[i-1].Amount // a partial capture's entry shows the whole hold out of Held
+		}
+		require.Equal(e.t, ledger.Balance{Available: available, Held: shown, Total: available + shown}, en.Balance,
+			"%s's entry %d of %d: %+v", user, len(entries)-i, len(entries), en)
+	}
+}
+
 // types lists the entry types of a history, newest first.
 func types(entries []ledger.Entry) []ledger.EntryType {
 	out := make([]ledger.EntryType, len(entries))
