@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
@@ -23,6 +24,32 @@ const clients = 50
 // It reports spends/s beside ns/op. See the package documentation for the command that
 // measures it against a native MariaDB beside the raw single-row transaction rate.
 func BenchmarkSpend(b *testing.B) {
+	benchAccounts(b, "spends/s", func(ctx context.Context, l *ledger.Ledger, n int64, user string) error {
+		_, err := l.Spend(ctx, ledger.SpendRequest{ID: fmt.Sprint("s", n), User: user, Amount: 1})
+		return err
+	})
+}
+
+// BenchmarkCheckout runs the ledger's part of a checkout paid partly with points per
+// operation: Hold (placing the order), then CaptureAll and Earn of the reward (paying it),
+// each in a transaction of its own. It reports checkouts/s.
+func BenchmarkCheckout(b *testing.B) {
+	benchAccounts(b, "checkouts/s", func(ctx context.Context, l *ledger.Ledger, n int64, user string) error {
+		id := fmt.Sprint("h", n)
+		if _, err := l.Hold(ctx, id, user, 10, 15*time.Minute); err != nil {
+			return err
+		}
+		if _, err := l.CaptureAll(ctx, id); err != nil {
+			return err
+		}
+		_, err := l.Earn(ctx, ledger.EarnRequest{ID: fmt.Sprint("r", n), User: user, Amount: 1})
+		return err
+	})
+}
+
+// benchAccounts runs op from ~50 goroutines on one hot funded account and spread over
+// 1,000, on each database, and reports its rate as unit.
+func benchAccounts(b *testing.B, unit string, op func(ctx context.Context, l *ledger.Ledger, n int64, user string) error) {
 	for _, be := range databases() {
 		for _, accounts := range []int{1, 1000} {
 			name := fmt.Sprintf("%s/hot", be.Name)
@@ -49,14 +76,13 @@ func BenchmarkSpend(b *testing.B) {
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						n := seq.Add(1)
-						_, err := l.Spend(ctx, ledger.SpendRequest{ID: fmt.Sprint("s", n), User: fmt.Sprint("u", n%int64(accounts)), Amount: 1})
-						if err != nil {
+						if err := op(ctx, l, n, fmt.Sprint("u", n%int64(accounts))); err != nil {
 							b.Error(err)
 							return
 						}
 					}
 				})
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "spends/s")
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), unit)
 			})
 		}
 	}
