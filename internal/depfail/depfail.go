@@ -1,9 +1,10 @@
 // Package depfail tells a dependency's failure from every other error, in one place: a
 // connection that was refused, broke off or timed out, a connection pool that is exhausted
-// or closed, a server that is shutting down, starting up or out of connections — whichever
-// client met it (database/sql and the MySQL driver, go-redis, sarama, net). Such an error
-// says nothing about the request, so it is wrapped as errcode.ErrUnavailable and answered
-// with "retry later" (HTTP 503 + Retry-After), never as a business outcome or a 500.
+// or closed, a server that is shutting down, starting up, out of connections or memory, or
+// busy — whichever client met it (database/sql and the MySQL driver, go-redis, sarama,
+// net). Such an error says nothing about the request, so it is wrapped as
+// errcode.ErrUnavailable and answered with "retry later" (HTTP 503 + Retry-After), never
+// as a business outcome or a 500.
 //
 // Backends call Wrap on the errors of their clients (internal/sqlutil does it for SQL);
 // an HTTP server calls Is as its last resort for a raw error that slipped through.
@@ -19,6 +20,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 
 	"github.com/IBM/sarama"
@@ -72,7 +74,27 @@ func Is(err error) bool {
 		return kafkaUnavailable[ke]
 	}
 	return redis.IsLoadingError(err) || redis.IsMasterDownError(err) || redis.IsClusterDownError(err) ||
-		redis.IsTryAgainError(err) || redis.IsMaxClientsError(err) || redis.IsReadOnlyError(err)
+		redis.IsTryAgainError(err) || redis.IsMaxClientsError(err) || redis.IsReadOnlyError(err) ||
+		redis.IsOOMError(err) || redis.IsNoReplicasError(err) || redisRefuses(err)
+}
+
+// redisRefusals are the prefixes of the Redis server's answers that refuse a command for
+// a while whatever the command is: a script running past busy-reply-threshold (BUSY), and
+// writes stopped because the last snapshot failed (MISCONF). go-redis has no test for them.
+var redisRefusals = []string{"BUSY ", "MISCONF "}
+
+// redisRefuses reports whether err is one of redisRefusals.
+func redisRefuses(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	for _, p := range redisRefusals {
+		if strings.HasPrefix(re.Error(), p) {
+			return true
+		}
+	}
+	return false
 }
 
 // Wrap returns err as an *errcode.UnavailableError of dependency when Is(err) — err still

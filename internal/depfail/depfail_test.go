@@ -162,3 +162,46 @@ func TestCanceledDial(t *testing.T) {
 	assert.False(t, depfail.Is(err), "%v", err)
 	assert.Equal(t, err, depfail.Wrap("dep", err))
 }
+
+// TestRedisRefuses: a Redis that refuses commands for a while — out of memory under
+// noeviction, busy with a long script, or refusing writes because its last snapshot failed —
+// is a dependency failure, not a bad request. The first two are brought about for real on
+// the test's own Redis.
+func TestRedisRefuses(t *testing.T) {
+	own := testenv.OwnRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: own.Addr, MaxRetries: -1})
+	defer rdb.Close()
+	ctx := t.Context()
+	write := redis.NewScript(`return redis.call('SET', KEYS[1], ARGV[1])`)
+
+	require.NoError(t, rdb.ConfigSet(ctx, "maxmemory", "1").Err())
+	oom := rdb.Set(ctx, "k", "v", 0).Err()
+	require.ErrorContains(t, oom, "OOM ")
+	requireUnavailable(t, oom)
+	requireUnavailable(t, write.Run(ctx, rdb, []string{"k"}, "v").Err())
+	require.NoError(t, rdb.ConfigSet(ctx, "maxmemory", "0").Err())
+
+	// A read-only script that runs for 500 ms, past a busy threshold of 50 ms.
+	require.NoError(t, rdb.ConfigSet(ctx, "busy-reply-threshold", "50").Err())
+	long := make(chan error, 1)
+	go func() {
+		long <- rdb.Eval(ctx, `local t = redis.call('TIME')
+local stop = t[1] * 1000000 + t[2] + 500000
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop
+return 1`, nil).Err()
+	}()
+	var busy error
+	require.Eventually(t, func() bool {
+		busy = rdb.Get(ctx, "k").Err()
+		return busy != nil && busy != redis.Nil
+	}, 400*time.Millisecond, 20*time.Millisecond)
+	require.ErrorContains(t, busy, "BUSY ")
+	requireUnavailable(t, busy)
+	require.NoError(t, <-long)
+
+	// Writes stopped after a failed snapshot: the reply is sent by a script here, because
+	// making a snapshot fail needs a protected setting (dir) that Redis 7 refuses to change.
+	misconf := rdb.Eval(ctx, `return redis.error_reply('MISCONF Redis is configured to save RDB snapshots, but it is currently not able to persist on disk.')`, nil).Err()
+	require.ErrorContains(t, misconf, "MISCONF ")
+	requireUnavailable(t, misconf)
+}

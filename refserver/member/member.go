@@ -42,6 +42,17 @@ const (
 	DenyMargin = time.Minute
 )
 
+// denyTimeout bounds the denials that follow a revocation (see afterRevocation).
+const denyTimeout = 10 * time.Second
+
+// afterRevocation is the context of the denials that follow a revocation: ctx's values
+// without its cancellation, for at most denyTimeout. A caller going away must not cut them
+// short: a client that replays a stolen refresh token, or logs out, and hangs up at once
+// would otherwise leave access tokens valid that its request revoked.
+func afterRevocation(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), denyTimeout)
+}
+
 // Member is a signed-up member.
 type Member struct {
 	// ID is the member's user ID everywhere else (orders, points, coupons): a UUID.
@@ -354,7 +365,8 @@ func hashToken(token string) string {
 
 // Refresh trades a refresh token for a new access and refresh token of the same session.
 // Errors: ErrInvalidRefreshToken; ErrRefreshTokenReused, after which the session is
-// revoked and its unexpired access tokens are denied.
+// revoked and its unexpired access tokens are denied (to the end, even when ctx is
+// cancelled meanwhile).
 func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, error) {
 	if refreshToken == "" || len(refreshToken) > 128 {
 		return Tokens{}, ErrInvalidRefreshToken
@@ -445,8 +457,10 @@ func (s *Service) revoke(ctx context.Context, tx bun.IDB, sess *sessionRow, why 
 	return live, err
 }
 
-// denyAll puts the access tokens of rows on the denylist.
+// denyAll puts the access tokens of rows on the denylist, under afterRevocation(ctx).
 func (s *Service) denyAll(ctx context.Context, rows []refreshRow) error {
+	ctx, cancel := afterRevocation(ctx)
+	defer cancel()
 	for _, r := range rows {
 		if err := s.deny.Deny(ctx, r.AccessJTI, time.UnixMicro(r.AccessExpiresAt).Add(DenyMargin)); err != nil {
 			return err
@@ -460,7 +474,8 @@ func (s *Service) denyAll(ctx context.Context, rows []refreshRow) error {
 // every access token the session issued that has not expired. Errors: ErrNotRevocable for
 // a token without a jti; an error matching errcode.ErrUnavailable when the denylist cannot
 // be written. Retry then: Logout is idempotent, and it denies the caller's own token last,
-// so that a logout failing part-way leaves the caller a token to retry with.
+// so that a logout failing part-way leaves the caller a token to retry with. The denials
+// run to the end even when ctx is cancelled meanwhile (for at most 10 s).
 func (s *Service) Logout(ctx context.Context, jti, sessionID string, expires time.Time) error {
 	if jti == "" {
 		return ErrNotRevocable
@@ -491,6 +506,8 @@ func (s *Service) Logout(ctx context.Context, jti, sessionID string, expires tim
 			return err
 		}
 	}
+	ctx, cancel := afterRevocation(ctx)
+	defer cancel()
 	return s.deny.Deny(ctx, jti, expires.Add(DenyMargin))
 }
 

@@ -54,10 +54,16 @@ var modes = []struct {
 }
 
 func each(t *testing.T, fn func(t *testing.T, e *env), opts ...member.Option) {
+	eachWrapped(t, func(d member.Denylist) member.Denylist { return d }, fn, opts...)
+}
+
+// eachWrapped is each with the mode's denylist wrapped by wrap.
+func eachWrapped(t *testing.T, wrap func(member.Denylist) member.Denylist, fn func(t *testing.T, e *env), opts ...member.Option) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			c := testclock.New(time.Now().Truncate(time.Second))
 			db, deny, modeOpts := m.open(t, c.Now)
+			deny = wrap(deny)
 			require.NoError(t, member.CreateSchema(ctx, db))
 			require.NoError(t, member.CreateSchema(ctx, db), "idempotent")
 			svc, err := member.New(db, deny, secret, append(append([]member.Option{member.WithClock(c.Now),
@@ -226,6 +232,50 @@ func TestRefreshReuse(t *testing.T) {
 		_, err = e.svc.Refresh(ctx, t1.RefreshToken)
 		assert.ErrorIs(t, err, member.ErrInvalidRefreshToken)
 	})
+}
+
+// hangUpOnDeny is a denylist whose client hangs up as the first denial starts: Deny
+// cancels ctx, the context of the request under test, then denies through ctx as given.
+type hangUpOnDeny struct {
+	member.Denylist
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (h *hangUpOnDeny) Deny(ctx context.Context, jti string, until time.Time) error {
+	h.cancel()
+	return h.Denylist.Deny(ctx, jti, until)
+}
+
+// TestRevocationOutlivesTheRequest: a thief who replays a refresh token, or a user who logs
+// out, and hangs up as soon as the session is revoked still gets every access token the
+// request revoked denied: the denials do not run under the request's cancellation.
+func TestRevocationOutlivesTheRequest(t *testing.T) {
+	wrap := func(d member.Denylist) member.Denylist {
+		h := &hangUpOnDeny{Denylist: d}
+		h.ctx, h.cancel = context.WithCancel(ctx)
+		return h
+	}
+	for _, logout := range []bool{false, true} {
+		t.Run(map[bool]string{false: "replayed-refresh-token", true: "logout"}[logout], func(t *testing.T) {
+			eachWrapped(t, wrap, func(t *testing.T, e *env) {
+				h := e.deny.(*hangUpOnDeny)
+				t1 := e.aliceLoggedIn(t)
+				t2, err := e.svc.Refresh(ctx, t1.RefreshToken)
+				require.NoError(t, err)
+				if logout {
+					c := e.claims(t, t2.AccessToken)
+					require.NoError(t, e.svc.Logout(h.ctx, c.ID, c.SessionID, c.ExpiresAt.Time))
+				} else {
+					_, err = e.svc.Refresh(h.ctx, t1.RefreshToken)
+					require.ErrorIs(t, err, member.ErrRefreshTokenReused)
+				}
+				for _, tok := range []member.Tokens{t1, t2} {
+					assert.True(t, e.revoked(t, tok.AccessToken))
+				}
+			})
+		})
+	}
 }
 
 // TestConcurrentRefresh: one refresh token presented many times at once is a reuse: at

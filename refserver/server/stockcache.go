@@ -55,13 +55,14 @@ func (c *stockCache) get(ctx context.Context, id string, load func(context.Conte
 		return load(ctx)
 	}
 	gen := c.gen.Load()
-	c.mu.RLock()
-	e, ok := c.entries[id]
-	c.mu.RUnlock()
-	if ok && e.gen == gen && c.now().Sub(e.at) < c.ttl {
-		return e.body, nil
+	if body, ok := c.fresh(id, gen); ok {
+		return body, nil
 	}
 	v, err, _ := c.loads.Do(id, func() (any, error) {
+		// A miss that reached Do just after another read stored its copy finds it here.
+		if body, ok := c.fresh(id, gen); ok {
+			return body, nil
+		}
 		// The read is shared: it must not fail because the one request that started it went away.
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -82,6 +83,14 @@ func (c *stockCache) get(ctx context.Context, id string, load func(context.Conte
 		return nil, err
 	}
 	return v.([]byte), nil
+}
+
+// fresh returns the copy of id if it is of generation gen and younger than the TTL.
+func (c *stockCache) fresh(id string, gen uint64) ([]byte, bool) {
+	c.mu.RLock()
+	e, ok := c.entries[id]
+	c.mu.RUnlock()
+	return e.body, ok && e.gen == gen && c.now().Sub(e.at) < c.ttl
 }
 
 // getStock is the hottest read: the stock backend (Redis in full mode) behind stockCache,
