@@ -56,6 +56,31 @@ func TestPlaceAndPay(t *testing.T) {
 	})
 }
 
+// An order of several products reads back, by GetOrder and ListOrders, as PlaceOrder
+// returned it: every line, by product.
+func TestOrderLinesReadBack(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		skus := []string{e.Product(t, 1_000, 10), e.Product(t, 2_000, 10), e.Product(t, 3_000, 10)}
+		user := e.ID("user")
+		placed, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: user, IdempotencyKey: "k",
+			Lines: []commerce.Line{{ProductID: skus[2], Qty: 1}, {ProductID: skus[0], Qty: 2}, {ProductID: skus[1], Qty: 3}}})
+		require.NoError(t, err)
+		assert.Equal(t, []commerce.OrderLine{
+			{ProductID: skus[0], Qty: 2, UnitPrice: 1_000, Amount: 2_000},
+			{ProductID: skus[1], Qty: 3, UnitPrice: 2_000, Amount: 6_000},
+			{ProductID: skus[2], Qty: 1, UnitPrice: 3_000, Amount: 3_000},
+		}, placed.Lines)
+		got, err := e.Service.GetOrder(ctx, placed.ID, commerce.Actor{UserID: user})
+		require.NoError(t, err)
+		assert.Equal(t, placed, got)
+		page, err := e.Service.ListOrders(ctx, user, commerce.OrderQuery{})
+		require.NoError(t, err)
+		assert.Equal(t, []commerce.Order{placed}, page.Orders)
+		_, err = e.Service.GetOrder(ctx, placed.ID+"x", commerce.Actor{UserID: user})
+		require.ErrorIs(t, err, commerce.ErrOrderNotFound)
+	})
+}
+
 // A declined card gives everything back.
 func TestPayDeclined(t *testing.T) {
 	each(t, func(t *testing.T, e *commercetest.Env) {
@@ -233,6 +258,9 @@ func TestIdempotentReplays(t *testing.T) {
 		require.ErrorAs(t, err, &conflict)                       // one type for every package's reused key:
 		require.ErrorIs(t, err, commerce.ErrIdempotencyConflict) // commerce's own
 		assert.Equal(t, commerce.ConflictError{Kind: "order", Key: req.IdempotencyKey, Err: commerce.ErrIdempotencyConflict}, *conflict)
+		_, err = e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: b.user, IdempotencyKey: req.IdempotencyKey,
+			Lines: []commerce.Line{{ProductID: "nope", Qty: 1}}})
+		require.ErrorIs(t, err, commerce.ErrIdempotencyConflict, "the key's order answers before the catalog")
 		other := newBuyer(t, e, 0, 0)
 		req.UserID = other.user // the same key of another user is another order
 		req.CouponID, req.Points = "", 0

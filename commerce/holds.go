@@ -145,6 +145,13 @@ func (h couponHolds) Post(ctx context.Context, id string) error {
 	return failed(err, "confirm coupon of %s", id)
 }
 
+// PostCoupon is Post for an order that holds the one coupon couponID (as checkout's
+// orders do): the same, without reading the reservation while it is held
+// (coupon.Service.ConfirmCoupon).
+func (h couponHolds) PostCoupon(ctx context.Context, id, couponID string) error {
+	return failed(h.coup.ConfirmCoupon(ctx, id, couponID), "confirm coupon of %s", id)
+}
+
 func (h couponHolds) Void(ctx context.Context, id string) error {
 	_, err := h.coup.Release(ctx, id)
 	return failed(err, "restore coupon of %s", id)

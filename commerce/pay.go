@@ -218,7 +218,7 @@ func (s *Service) completePaid(ctx context.Context, r *orderRow) error {
 // units in SQL) and earns its reward.
 func (s *Service) postHolds(ctx context.Context, tx bun.Tx, next *orderRow) error {
 	if next.CouponID != "" {
-		if err := s.coupons(tx).Post(ctx, next.ID); err != nil {
+		if err := s.coupons(tx).PostCoupon(ctx, next.ID, next.CouponID); err != nil {
 			return err
 		}
 	}

@@ -46,11 +46,16 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 	}
 	id := orderID(req.UserID, req.IdempotencyKey)
 	fp := placeFingerprint(lines, req.CouponID, req.Points)
-	if o, err := s.replayPlace(ctx, id, req.IdempotencyKey, fp); !errors.Is(err, ErrOrderNotFound) {
-		return o, err
+	prices, placed, err := s.readPrices(ctx, id, lines)
+	if err != nil {
+		return Order{}, err
 	}
-
-	row, err := s.priceOrder(ctx, id, req, lines, fp)
+	if placed || len(prices) == 0 { // a replay (or no product: the order may exist all the same)
+		if o, err := s.replayPlace(ctx, id, req.IdempotencyKey, fp); !errors.Is(err, ErrOrderNotFound) {
+			return o, err
+		}
+	}
+	row, err := s.priceOrder(id, req, lines, fp, prices)
 	if err != nil {
 		return Order{}, err
 	}
@@ -160,21 +165,34 @@ func (s *Service) plan(r *orderRow, method payment.Method) payment.Plan {
 	return p
 }
 
-// priceOrder reads the products and builds the order row (without discount and amount due,
-// which the coupon decides).
-func (s *Service) priceOrder(ctx context.Context, id string, req PlaceOrderRequest, lines []Line, fp string) (*orderRow, error) {
+// readPrices reads the prices of the lines' products and whether the order id exists, in
+// one statement; placed is false, not knowing, when no product exists.
+func (s *Service) readPrices(ctx context.Context, id string, lines []Line) (prices map[string]int64, placed bool, err error) {
 	ids := make([]string, len(lines))
 	for i, l := range lines {
 		ids[i] = l.ProductID
 	}
-	var products []productRow
-	if err := s.db.NewSelect().Model(&products).Where("id IN (?)", bun.List(ids)).Scan(ctx); err != nil {
-		return nil, fmt.Errorf("commerce: read products: %w", err)
+	var rows []struct {
+		ID     string `bun:"id"`
+		Price  int64  `bun:"price"`
+		Placed bool   `bun:"placed"`
 	}
-	prices := make(map[string]int64, len(products))
-	for _, p := range products {
-		prices[p.ID] = p.Price
+	err = s.db.NewSelect().TableExpr("commerce_products AS p").ColumnExpr("p.id, p.price").
+		ColumnExpr("EXISTS (SELECT 1 FROM commerce_orders AS o WHERE o.id = ?) AS placed", id).
+		Where("p.id IN (?)", bun.List(ids)).Scan(ctx, &rows)
+	if err != nil {
+		return nil, false, fmt.Errorf("commerce: read products: %w", err)
 	}
+	prices = make(map[string]int64, len(rows))
+	for _, r := range rows {
+		prices[r.ID], placed = r.Price, r.Placed
+	}
+	return prices, placed, nil
+}
+
+// priceOrder builds the order row from the products' prices (without discount and amount
+// due, which the coupon decides).
+func (s *Service) priceOrder(id string, req PlaceOrderRequest, lines []Line, fp string, prices map[string]int64) (*orderRow, error) {
 	now := s.now()
 	row := &orderRow{
 		ID: id, UserID: req.UserID, IdemKey: req.IdempotencyKey, Fingerprint: fp,

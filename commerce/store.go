@@ -3,11 +3,12 @@ package commerce
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
 
-	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/payment"
 )
 
@@ -149,17 +150,33 @@ func fromMicros(us int64) time.Time {
 	return time.UnixMicro(us).UTC()
 }
 
-// loadOrder reads an order and its lines through db; ErrOrderNotFound when there is none.
+// orderLineRow is an order joined with one of its lines, as loadOrder reads it (the line's
+// columns are NULL, so Line is zero, for an order without lines).
+type orderLineRow struct {
+	orderRow `bun:",extend"`
+	Line     lineRow `bun:"embed:line_"`
+}
+
+// loadOrder reads an order and its lines (by product) through db in one statement;
+// ErrOrderNotFound when there is none.
 func loadOrder(ctx context.Context, db bun.IDB, id string) (*orderRow, error) {
-	row := new(orderRow)
-	if err := db.NewSelect().Model(row).Where("id = ?", id).Scan(ctx); err != nil {
-		if sqlutil.IsNoRows(err) {
-			return nil, fmt.Errorf("%w: %s", ErrOrderNotFound, id)
-		}
+	var rows []orderLineRow
+	err := db.NewSelect().Model(&rows).ModelTableExpr("commerce_orders AS o").ColumnExpr("o.*").
+		ColumnExpr("l.product_id AS line_product_id, l.qty AS line_qty, l.unit_price AS line_unit_price").
+		Join("LEFT JOIN commerce_order_lines AS l ON l.order_id = o.id").
+		Where("o.id = ?", id).OrderExpr("l.product_id").Scan(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("commerce: read order %s: %w", id, err)
 	}
-	if err := db.NewSelect().Model(&row.Lines).Where("order_id = ?", id).Order("product_id").Scan(ctx); err != nil {
-		return nil, fmt.Errorf("commerce: read lines of order %s: %w", id, err)
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrOrderNotFound, id)
+	}
+	row := &rows[0].orderRow
+	for _, r := range rows {
+		if r.Line.ProductID != "" {
+			r.Line.OrderID = id
+			row.Lines = append(row.Lines, r.Line)
+		}
 	}
 	return row, nil
 }
@@ -203,10 +220,10 @@ func transition(ctx context.Context, db bun.IDB, id string, from Status, fromSte
 	return n == 1, nil
 }
 
-// setColumns adds set (column = value pairs) to q.
+// setColumns adds set (column = value pairs) to q, by column name.
 func setColumns(q *bun.UpdateQuery, set map[string]any) *bun.UpdateQuery {
-	for col, v := range set {
-		q = q.Set("? = ?", bun.Ident(col), v)
+	for _, col := range slices.Sorted(maps.Keys(set)) { // one text per set of columns
+		q = q.Set("? = ?", bun.Ident(col), set[col])
 	}
 	return q
 }

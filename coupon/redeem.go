@@ -135,17 +135,66 @@ func reserve(ctx context.Context, tx bun.Tx, couponID, userID, orderID string, a
 // when a redemption was restored, and ErrHoldExpired when a reservation passed its
 // deadline. Through WithTx(tx) it joins the caller's transaction.
 func (s *Service) Confirm(ctx context.Context, orderID string) ([]Redemption, error) {
-	return s.resolveOrder(ctx, OpConfirm, "confirming", orderID, RedemptionConfirmed,
-		func(r Redemption, now time.Time) error {
-			switch {
-			case r.State == RedemptionRestored:
-				return &RedeemError{Err: ErrRedemptionClosed, CouponID: r.CouponID, OrderID: orderID, State: string(r.State), At: r.HoldDeadline}
-			case r.State == RedemptionExpired, r.State == RedemptionReserved && r.holdExpired(now):
-				return &RedeemError{Err: ErrHoldExpired, CouponID: r.CouponID, OrderID: orderID, State: string(r.State), At: r.HoldDeadline}
-			}
-			return nil
-		},
+	return s.resolveOrder(ctx, OpConfirm, "confirming", orderID, RedemptionConfirmed, refuseConfirm,
 		func(r Redemption) bool { return r.State == RedemptionReserved })
+}
+
+// ConfirmCoupon is Confirm of the order's reservation of one coupon, for an order that
+// reserves only that coupon (as checkout's orders do): it confirms the same way, is as
+// idempotent and fails, changing nothing, with the same errors (ErrRedemptionNotFound when
+// the order did not reserve that coupon), but returns no redemption and needs no read while
+// the reservation is still held: conditional updates confirm it, and only when they do not
+// apply does a locking read decide the answer. Through WithTx(tx) it joins the caller's
+// transaction.
+func (s *Service) ConfirmCoupon(ctx context.Context, orderID, couponID string) (err error) {
+	start := time.Now()
+	defer func() { s.observe(OpConfirm, "", start, err) }()
+	for _, arg := range [][2]string{{"orderID", orderID}, {"couponID", couponID}} {
+		if err := validateID(arg[0], arg[1]); err != nil {
+			return err
+		}
+	}
+	now := s.now()
+	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.NewUpdate().Model((*redemptionRow)(nil)).
+			Set("state = ?", RedemptionConfirmed).Set("resolved_at = ?", now).
+			Where("order_id = ?", orderID).Where("coupon_id = ?", couponID).Where("state = ?", RedemptionReserved).
+			Where("(hold_deadline IS NULL OR hold_deadline > ?)", now).Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return resolveCoupon(ctx, tx, couponID, orderID, RedemptionConfirmed, now)
+		}
+		// Not held (or past its deadline): decide as Confirm does, under the lock.
+		r, found, err := redemption(ctx, tx, orderID, couponID)
+		switch {
+		case err != nil:
+			return err
+		case !found:
+			return &RedeemError{Err: ErrRedemptionNotFound, CouponID: couponID, OrderID: orderID}
+		}
+		if err := refuseConfirm(r, now); err != nil {
+			return err
+		}
+		if r.State == RedemptionReserved { // reserved since the update
+			return resolve(ctx, tx, &r, RedemptionConfirmed, now)
+		}
+		return nil
+	})
+	return fail("confirming", err)
+}
+
+// refuseConfirm is the error confirming r at now fails with (nil when it may be confirmed,
+// or was).
+func refuseConfirm(r Redemption, now time.Time) error {
+	switch {
+	case r.State == RedemptionRestored:
+		return &RedeemError{Err: ErrRedemptionClosed, CouponID: r.CouponID, OrderID: r.OrderID, State: string(r.State), At: r.HoldDeadline}
+	case r.State == RedemptionExpired, r.State == RedemptionReserved && r.holdExpired(now):
+		return &RedeemError{Err: ErrHoldExpired, CouponID: r.CouponID, OrderID: r.OrderID, State: string(r.State), At: r.HoldDeadline}
+	}
+	return nil
 }
 
 // resolveOrder runs op on the order's redemptions in one transaction: it locks them, fails
@@ -291,7 +340,22 @@ func (r Redemption) holdExpired(now time.Time) bool {
 // resolve moves a redemption and its coupon to the state to: Confirmed makes the coupon
 // used; Restored and Expired make it available again.
 func resolve(ctx context.Context, tx bun.Tx, r *Redemption, to RedemptionState, now time.Time) error {
-	q := tx.NewUpdate().Model((*couponRow)(nil)).Where("id = ?", r.CouponID).Where("order_id = ?", r.OrderID)
+	if err := resolveCoupon(ctx, tx, r.CouponID, r.OrderID, to, now); err != nil {
+		return err
+	}
+	_, err := tx.NewUpdate().Model((*redemptionRow)(nil)).Set("state = ?", to).Set("resolved_at = ?", now).
+		Where("order_id = ?", r.OrderID).Where("coupon_id = ?", r.CouponID).Exec(ctx)
+	if err != nil {
+		return err
+	}
+	r.State, r.ResolvedAt = to, now
+	return nil
+}
+
+// resolveCoupon moves the coupon the order holds as its redemption moves to the state to
+// (see resolve).
+func resolveCoupon(ctx context.Context, tx bun.Tx, couponID, orderID string, to RedemptionState, now time.Time) error {
+	q := tx.NewUpdate().Model((*couponRow)(nil)).Where("id = ?", couponID).Where("order_id = ?", orderID)
 	if to == RedemptionConfirmed {
 		q = q.Set("state = ?", StateUsed).Set("used_at = ?", now).Where("state = ?", StateReserved)
 	} else {
@@ -303,14 +367,8 @@ func resolve(ctx context.Context, tx bun.Tx, r *Redemption, to RedemptionState, 
 		return err
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		return fmt.Errorf("coupon: coupon %q is not held by order %q as its redemption says", r.CouponID, r.OrderID)
+		return fmt.Errorf("coupon: coupon %q is not held by order %q as its redemption says", couponID, orderID)
 	}
-	_, err = tx.NewUpdate().Model((*redemptionRow)(nil)).Set("state = ?", to).Set("resolved_at = ?", now).
-		Where("order_id = ?", r.OrderID).Where("coupon_id = ?", r.CouponID).Exec(ctx)
-	if err != nil {
-		return err
-	}
-	r.State, r.ResolvedAt = to, now
 	return nil
 }
 

@@ -73,6 +73,10 @@ type Env struct {
 	// per-type topics (commerce.DefaultTopics), with Kafka the one topic of every event.
 	Topic string
 
+	// Statements counts what every part sends through DB (BEGIN, COMMIT and ROLLBACK
+	// included), for benchmarks to report statements per operation.
+	Statements atomic.Int64
+
 	delivered func(tb testing.TB) map[string]string // event ID → type, as delivered
 	seq       atomic.Int64
 }
@@ -90,9 +94,9 @@ var Configs = []struct {
 // events delivered to an in-process consumer.
 func SQLite(tb testing.TB, opts ...commerce.Option) *Env {
 	tb.Helper()
-	db := testenv.SQLite(tb)
 	clock := testclock.New(Start)
-	e := &Env{Name: "SQLite", DB: db, Clock: clock, Topic: commerce.DefaultTopic}
+	e := &Env{Name: "SQLite", Clock: clock, Topic: commerce.DefaultTopic}
+	db := e.counted(testenv.SQLite(tb))
 	e.Inventory = testkit.Must(inventory.New(sqlinventory.New(db), inventory.WithClock(clock.Now)))(tb)
 	e.Coupons = testkit.Must(coupon.New(db, sqlcoupon.New(), coupon.WithClock(clock.Now)))(tb)
 
@@ -150,10 +154,10 @@ func createSchemas(ctx context.Context, db bun.IDB) error {
 
 func mysqlEnv(tb testing.TB, rdb *redis.Client, opts []commerce.Option) *Env {
 	tb.Helper()
-	db := testenv.MySQL(tb)
 	kafka := testenv.NewKafka(tb)
 	clock := testclock.New(Start)
-	e := &Env{Name: "MySQL", DB: db, Clock: clock, Topic: kafka.Topic(tb, "orders"), Kafka: kafka}
+	e := &Env{Name: "MySQL", Clock: clock, Topic: kafka.Topic(tb, "orders"), Kafka: kafka}
+	db := e.counted(testenv.MySQL(tb))
 	if rdb != nil {
 		require.NoError(tb, createSchemas(context.Background(), db))
 		e.Stock, e.Redis = testkit.Must(redisinventory.NewDurable(rdb, db))(tb), rdb
@@ -172,6 +176,21 @@ func mysqlEnv(tb testing.TB, rdb *redis.Client, opts []commerce.Option) *Env {
 	e.build(tb, pub, append([]commerce.Option{commerce.WithTopic(e.Topic)}, opts...))
 	return e
 }
+
+// counted makes db, with a hook counting its statements in e.Statements, the Env's DB.
+func (e *Env) counted(db *bun.DB) *bun.DB {
+	e.DB = db.WithQueryHook(statementCounter{&e.Statements})
+	return e.DB
+}
+
+// statementCounter is a bun.QueryHook counting the statements sent.
+type statementCounter struct{ n *atomic.Int64 }
+
+func (statementCounter) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context {
+	return ctx
+}
+
+func (c statementCounter) AfterQuery(context.Context, *bun.QueryEvent) { c.n.Add(1) }
 
 func (e *Env) build(tb testing.TB, pub outbox.Publisher, opts []commerce.Option) {
 	tb.Helper()

@@ -92,6 +92,61 @@ func testRedemption(t *testing.T, h Harness) {
 		requireRedeemError(t, ignore(svc.Restore(ctx, "order-none")), coupon.ErrRedemptionNotFound)
 	})
 
+	t.Run("ConfirmCoupon", func(t *testing.T) {
+		f, c := redeemFixture(t, h)
+		other := f.issue(t, "ten", "alice", "alice-2")
+		svc := f.Service
+		_, err := svc.Reserve(ctx, c.ID, "alice", "order-1", 31_999, coupon.HoldUntil(start.Add(time.Hour)))
+		require.NoError(t, err)
+		requireRedeemError(t, svc.ConfirmCoupon(ctx, "order-1", other.ID), coupon.ErrRedemptionNotFound)
+		requireRedeemError(t, svc.ConfirmCoupon(ctx, "order-none", c.ID), coupon.ErrRedemptionNotFound)
+		require.ErrorIs(t, svc.ConfirmCoupon(ctx, "order-1", ""), coupon.ErrInvalidArgument)
+		held := f.redemptions(t, "order-1")
+
+		f.clock.Advance(time.Minute)
+		require.NoError(t, svc.ConfirmCoupon(ctx, "order-1", c.ID))
+		want := held[0]
+		want.State, want.ResolvedAt = coupon.RedemptionConfirmed, start.Add(time.Minute)
+		assert.Equal(t, []coupon.Redemption{want}, f.redemptions(t, "order-1"), "as Confirm leaves it")
+		used := f.coupon(t, c.ID)
+		assert.Equal(t, coupon.StateUsed, used.State)
+		assert.Equal(t, "order-1", used.OrderID)
+		assert.Equal(t, start.Add(time.Minute), used.UsedAt)
+
+		f.clock.Advance(2 * time.Hour)
+		require.NoError(t, svc.ConfirmCoupon(ctx, "order-1", c.ID), "ConfirmCoupon is idempotent, past the deadline too")
+		reds, err := svc.Confirm(ctx, "order-1")
+		require.NoError(t, err)
+		assert.Equal(t, []coupon.Redemption{want}, reds, "nothing moved again")
+		assert.Equal(t, used, f.coupon(t, c.ID))
+
+		_, err = svc.Restore(ctx, "order-1")
+		require.NoError(t, err)
+		re := requireRedeemError(t, svc.ConfirmCoupon(ctx, "order-1", c.ID), coupon.ErrRedemptionClosed)
+		assert.Equal(t, "restored", re.State)
+		f.requireUntouched(t, c.ID, "order-2")
+	})
+
+	t.Run("ConfirmCouponPastDeadline", func(t *testing.T) {
+		f, c := redeemFixture(t, h)
+		svc := f.Service
+		_, err := svc.Reserve(ctx, c.ID, "alice", "order-1", 30_000, coupon.HoldUntil(start.Add(10*time.Minute)))
+		require.NoError(t, err)
+		held := f.redemptions(t, "order-1")
+		f.clock.Advance(10 * time.Minute)
+		re := requireRedeemError(t, svc.ConfirmCoupon(ctx, "order-1", c.ID), coupon.ErrHoldExpired)
+		assert.Equal(t, start.Add(10*time.Minute), re.At)
+		assert.Equal(t, held, f.redemptions(t, "order-1"), "a refused ConfirmCoupon changes nothing")
+		assert.Equal(t, coupon.StateReserved, f.coupon(t, c.ID).State)
+
+		n, err := svc.Sweep(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		re = requireRedeemError(t, svc.ConfirmCoupon(ctx, "order-1", c.ID), coupon.ErrHoldExpired)
+		assert.Equal(t, "expired", re.State)
+		f.requireUntouched(t, c.ID, "order-2")
+	})
+
 	t.Run("ReserveRestore", func(t *testing.T) {
 		f, c := redeemFixture(t, h)
 		svc := f.Service
@@ -386,11 +441,20 @@ func testRedemptionRaces(t *testing.T, h Harness) {
 		}
 		assert.Len(t, f.redemptions(t, "order-1"), 1)
 
-		testkit.Together(n, func(i int) { _, errs[i] = f.Service.Confirm(ctx, "order-1") })
+		testkit.Together(n, func(i int) {
+			if i%2 == 0 {
+				_, errs[i] = f.Service.Confirm(ctx, "order-1")
+			} else {
+				errs[i] = f.Service.ConfirmCoupon(ctx, "order-1", c.ID)
+			}
+		})
 		for _, err := range errs {
 			require.NoError(t, err)
 		}
 		assert.Equal(t, coupon.StateUsed, f.coupon(t, c.ID).State)
+		reds = f.redemptions(t, "order-1")
+		require.Len(t, reds, 1)
+		assert.Equal(t, coupon.RedemptionConfirmed, reds[0].State)
 		testkit.Together(n, func(i int) { _, errs[i] = f.Service.Restore(ctx, "order-1") })
 		for _, err := range errs {
 			require.NoError(t, err)
@@ -398,33 +462,43 @@ func testRedemptionRaces(t *testing.T, h Harness) {
 		assert.Equal(t, coupon.StateAvailable, f.coupon(t, c.ID).State)
 	})
 
-	t.Run("ConfirmRacesRestore", func(t *testing.T) {
-		f := open(t, h)
-		tpl := f.template(t, coupon.Template{ID: "racy"})
-		const orders = 20
-		cs := make([]coupon.Coupon, orders)
-		for i := range cs {
-			cs[i] = f.issue(t, tpl.ID, fmt.Sprint("user-", i), fmt.Sprint("req-", i))
-			_, err := f.Service.Reserve(ctx, cs[i].ID, cs[i].UserID, fmt.Sprint("order-", i), 5000)
-			require.NoError(t, err)
-		}
-		errs := make([]error, 2*orders)
-		testkit.Together(2*orders, func(i int) {
-			if i%2 == 0 {
-				_, errs[i] = f.Service.Confirm(ctx, fmt.Sprint("order-", i/2))
+	t.Run("ConfirmRacesRestore", func(t *testing.T) { testConfirmRacesRestore(t, h, false) })
+	t.Run("ConfirmCouponRacesRestore", func(t *testing.T) { testConfirmRacesRestore(t, h, true) })
+}
+
+// testConfirmRacesRestore races Confirm (ConfirmCoupon when one) and Restore of each of
+// many orders: Restore always wins in the end.
+func testConfirmRacesRestore(t *testing.T, h Harness, one bool) {
+	ctx := context.Background()
+	f := open(t, h)
+	tpl := f.template(t, coupon.Template{ID: "racy"})
+	const orders = 20
+	cs := make([]coupon.Coupon, orders)
+	for i := range cs {
+		cs[i] = f.issue(t, tpl.ID, fmt.Sprint("user-", i), fmt.Sprint("req-", i))
+		_, err := f.Service.Reserve(ctx, cs[i].ID, cs[i].UserID, fmt.Sprint("order-", i), 5000)
+		require.NoError(t, err)
+	}
+	errs := make([]error, 2*orders)
+	testkit.Together(2*orders, func(i int) {
+		if i%2 == 0 {
+			if one {
+				errs[i] = f.Service.ConfirmCoupon(ctx, fmt.Sprint("order-", i/2), cs[i/2].ID)
 			} else {
-				_, errs[i] = f.Service.Restore(ctx, fmt.Sprint("order-", i/2))
+				_, errs[i] = f.Service.Confirm(ctx, fmt.Sprint("order-", i/2))
 			}
-		})
-		for i, c := range cs {
-			require.NoError(t, errs[2*i+1], "Restore always succeeds")
-			reds := f.redemptions(t, fmt.Sprint("order-", i))
-			require.Len(t, reds, 1)
-			assert.Equal(t, coupon.RedemptionRestored, reds[0].State, "Restore came last either way")
-			assert.Equal(t, coupon.StateAvailable, f.coupon(t, c.ID).State)
-			if confirmErr := errs[2*i]; confirmErr != nil {
-				requireRedeemError(t, confirmErr, coupon.ErrRedemptionClosed)
-			}
+		} else {
+			_, errs[i] = f.Service.Restore(ctx, fmt.Sprint("order-", i/2))
 		}
 	})
+	for i, c := range cs {
+		require.NoError(t, errs[2*i+1], "Restore always succeeds")
+		reds := f.redemptions(t, fmt.Sprint("order-", i))
+		require.Len(t, reds, 1)
+		assert.Equal(t, coupon.RedemptionRestored, reds[0].State, "Restore came last either way")
+		assert.Equal(t, coupon.StateAvailable, f.coupon(t, c.ID).State)
+		if confirmErr := errs[2*i]; confirmErr != nil {
+			requireRedeemError(t, confirmErr, coupon.ErrRedemptionClosed)
+		}
+	}
 }
