@@ -142,5 +142,7 @@
 // for 1 and 1,000 rows. On MariaDB a spend runs the raw transaction's statements (on MySQL
 // one more while it holds the row lock: the SELECT of the balance after it). Without
 // COMMERCEKIT_MYSQL_DSN the MySQL figures come from a Testcontainers MariaDB and are only
-// indicative.
+// indicative. BenchmarkCheckout runs the ledger's part of a checkout the same way (Hold,
+// then CaptureAll and Earn), and go test -v -run TestStatementsPerOperation prints the
+// statements of each operation on each database.
 package ledger
