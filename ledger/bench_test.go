@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/feature"
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
@@ -24,7 +28,33 @@ const clients = 50
 // It reports spends/s beside ns/op. See the package documentation for the command that
 // measures it against a native MariaDB beside the raw single-row transaction rate.
 func BenchmarkSpend(b *testing.B) {
-	for _, be := range testenv.Databases() {
+	benchAccounts(b, "spends/s", func(ctx context.Context, l *ledger.Ledger, n int64, user string) error {
+		_, err := l.Spend(ctx, ledger.SpendRequest{ID: fmt.Sprint("s", n), User: user, Amount: 1})
+		return err
+	})
+}
+
+// BenchmarkCheckout runs the ledger's part of a checkout paid partly with points per
+// operation: Hold (placing the order), then CaptureAll and Earn of the reward (paying it),
+// each in a transaction of its own. It reports checkouts/s.
+func BenchmarkCheckout(b *testing.B) {
+	benchAccounts(b, "checkouts/s", func(ctx context.Context, l *ledger.Ledger, n int64, user string) error {
+		id := fmt.Sprint("h", n)
+		if _, err := l.Hold(ctx, id, user, 10, 15*time.Minute); err != nil {
+			return err
+		}
+		if _, err := l.CaptureAll(ctx, id); err != nil {
+			return err
+		}
+		_, err := l.Earn(ctx, ledger.EarnRequest{ID: fmt.Sprint("r", n), User: user, Amount: 1})
+		return err
+	})
+}
+
+// benchAccounts runs op from ~50 goroutines on one hot funded account and spread over
+// 1,000, on each database, and reports its rate as unit.
+func benchAccounts(b *testing.B, unit string, op func(ctx context.Context, l *ledger.Ledger, n int64, user string) error) {
+	for _, be := range databases() {
 		for _, accounts := range []int{1, 1000} {
 			name := fmt.Sprintf("%s/hot", be.Name)
 			if accounts > 1 {
@@ -50,15 +80,89 @@ func BenchmarkSpend(b *testing.B) {
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						n := seq.Add(1)
-						_, err := l.Spend(ctx, ledger.SpendRequest{ID: fmt.Sprint("s", n), User: fmt.Sprint("u", n%int64(accounts)), Amount: 1})
-						if err != nil {
+						if err := op(ctx, l, n, fmt.Sprint("u", n%int64(accounts))); err != nil {
 							b.Error(err)
 							return
 						}
 					}
 				})
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "spends/s")
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), unit)
 			})
 		}
+	}
+}
+
+// statements is a bun query hook counting the statements a database is sent, BEGIN and
+// COMMIT included.
+type statements struct{ n atomic.Int64 }
+
+func (s *statements) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
+
+func (s *statements) AfterQuery(context.Context, *bun.QueryEvent) { s.n.Add(1) }
+
+// TestStatementsPerOperation counts the statements of each operation in a transaction of
+// its own, BEGIN and COMMIT included (a checkout's part is Hold when it places the order,
+// CaptureAll and Earn when it is paid). Where the dialect has INSERT ... RETURNING the
+// journal's INSERT reads the balance after the transfer: no SELECT of the account follows
+// its UPDATE. Spending expiring points adds the statements that use up their lots.
+func TestStatementsPerOperation(t *testing.T) {
+	ops := []struct {
+		name string
+		// setup runs before the count starts.
+		setup func(e *env)
+		do    func(e *env) (ledger.Receipt, error)
+		// returning and without are the statements with and without INSERT ... RETURNING.
+		returning, without int64
+	}{
+		{"Charge", nil, func(e *env) (ledger.Receipt, error) {
+			return e.l.Charge(e.ctx, ledger.ChargeRequest{ID: "c1", User: "alice", Amount: 1000})
+		}, 4, 5},
+		{"Earn", nil, func(e *env) (ledger.Receipt, error) {
+			return e.l.Earn(e.ctx, ledger.EarnRequest{ID: "e1", User: "alice", Amount: 10})
+		}, 4, 5},
+		{"Hold", nil, func(e *env) (ledger.Receipt, error) { return e.l.Hold(e.ctx, "h1", "alice", 100, time.Hour) }, 5, 6},
+		{"CaptureAll", nil, func(e *env) (ledger.Receipt, error) { return e.l.CaptureAll(e.ctx, "h1") }, 6, 7},
+		{"Void", func(e *env) { e.hold("h2", "alice", 100) }, func(e *env) (ledger.Receipt, error) { return e.l.Void(e.ctx, "h2") }, 6, 7},
+		{"Spend", nil, func(e *env) (ledger.Receipt, error) { return e.spend("s1", "alice", 20) }, 4, 5},
+		{"Adjust down", nil, func(e *env) (ledger.Receipt, error) {
+			return e.l.Adjust(e.ctx, ledger.AdjustRequest{ID: "a1", User: "alice", Delta: -5, Reason: "fix"})
+		}, 4, 5},
+		{"Refund", nil, func(e *env) (ledger.Receipt, error) {
+			return e.l.Refund(e.ctx, ledger.RefundRequest{ID: "r1", SpendID: "s1", Amount: 5})
+		}, 6, 7},
+		{"Earn expiring", nil, func(e *env) (ledger.Receipt, error) {
+			return e.l.Earn(e.ctx, ledger.EarnRequest{ID: "e2", User: "alice", Amount: 50, ExpiresAt: e.clock.Now().Add(time.Hour)})
+		}, 5, 6},
+		{"Capture part, of expiring points", func(e *env) { e.hold("h3", "alice", 100) },
+			func(e *env) (ledger.Receipt, error) { return e.l.Capture(e.ctx, "h3", 30) }, 10, 11},
+		{"Spend of expiring points", nil, func(e *env) (ledger.Receipt, error) { return e.spend("s2", "alice", 20) }, 7, 8},
+	}
+	for _, d := range databases() {
+		t.Run(d.Name, func(t *testing.T) {
+			count := &statements{}
+			db := d.Open(t)
+			e := newEnv(t, db.WithQueryHook(count))
+			returning := db.Dialect().Features().Has(feature.InsertReturning)
+			if d.Name == "MySQL" && strings.Contains(testenv.MySQLServerFor(t).Version, "MariaDB") {
+				require.True(t, returning, "bun sees INSERT ... RETURNING in MariaDB %s", testenv.MySQLServerFor(t).Version)
+			}
+			for _, op := range ops {
+				if op.setup != nil {
+					op.setup(e)
+				}
+				before := count.n.Load()
+				_, err := op.do(e)
+				require.NoError(t, err, op.name)
+				n := count.n.Load() - before
+				want := op.without
+				if returning {
+					want = op.returning
+				}
+				t.Logf("%-34s %d statements", op.name, n)
+				assert.Equal(t, want, n, op.name)
+			}
+			e.verify()
+			e.requireChain("alice")
+		})
 	}
 }

@@ -39,6 +39,7 @@ func TestConcurrentSpendsNeverOversell(t *testing.T) {
 		assert.EqualValues(t, 100, short.Load())
 		assert.Equal(t, [2]int64{0, 0}, e.balance("alice"))
 		assert.Len(t, e.history("alice"), 101)
+		e.requireChain("alice")
 		assert.EqualValues(t, 100, system(t, e.verify())[ledger.AccountRedeemed])
 	})
 }
@@ -101,6 +102,7 @@ func TestHoldsAndSpendsRace(t *testing.T) {
 		rep := e.verify()
 		assert.Equal(t, spent.Load()+captured.Load(), system(t, rep)[ledger.AccountRedeemed])
 		assert.Equal(t, pending.Load()/17, rep.OpenHolds)
+		e.requireChain("alice")
 	})
 }
 
@@ -189,6 +191,7 @@ func TestCaptureAndVoidRace(t *testing.T) {
 		}
 		assert.EqualValues(t, 20, refused.Load())
 		e.verify()
+		e.requireChain("alice")
 	})
 }
 
@@ -236,5 +239,6 @@ func TestConcurrentSweepers(t *testing.T) {
 		assert.EqualValues(t, 40, resolved.Load(), "20 holds and 20 lots, each once")
 		assert.Equal(t, [2]int64{1000, 0}, e.balance("alice"))
 		assert.EqualValues(t, 100, system(t, e.verify())[ledger.AccountExpired])
+		e.requireChain("alice")
 	})
 }

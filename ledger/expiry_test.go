@@ -78,6 +78,7 @@ func TestEarnedPointsExpire(t *testing.T) {
 		assert.Empty(t, e.expiring("alice"))
 		assert.Zero(t, e.sweep())
 		assert.EqualValues(t, 40, system(t, e.verify())[ledger.AccountExpired])
+		e.requireChain("alice")
 	})
 }
 
@@ -110,6 +111,8 @@ func TestExpiryWaitsForHeldPoints(t *testing.T) {
 		assert.Equal(t, [2]int64{0, 0}, e.balance("bob"))
 		assert.Equal(t, []ledger.EntryType{"expire", "void", "expire", "hold", "earn"}, types(e.history("alice")))
 		assert.EqualValues(t, 70, system(t, e.verify())[ledger.AccountExpired])
+		e.requireChain("alice")
+		e.requireChain("bob")
 	})
 }
 

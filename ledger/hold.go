@@ -132,37 +132,43 @@ func settle(ctx context.Context, tx bun.Tx, h *holdRow, captured int64, state Ho
 	if !ok {
 		return Receipt{}, fmt.Errorf("%w: account %q holds less than hold %q", ErrConflict, h.UserID, h.ID)
 	}
-	a, err := readAccount(ctx, tx, h.UserID, false)
-	if err != nil {
-		return Receipt{}, err
-	}
+	// after is the last journal row: its balance is the one after the whole move.
+	var after *transferRow
 	if captured > 0 {
-		if err := consume(ctx, tx, h.UserID, captured, a.Expiring, now); err != nil {
+		after = &transferRow{Kind: TypeCapture, UserID: h.UserID, Src: HeldAccount(h.UserID), Dst: AccountRedeemed,
+			Amount: captured, ParentID: h.ID, CreatedAt: now}
+		expiring, err := journal(ctx, tx, after, rest)
+		if err != nil {
 			return Receipt{}, err
 		}
-		t := &transferRow{Kind: TypeCapture, UserID: h.UserID, Src: HeldAccount(h.UserID), Dst: AccountRedeemed,
-			Amount: captured, AvailableAfter: a.Available - rest, HeldAfter: a.Held, ParentID: h.ID, CreatedAt: now}
-		if err := insertTransfer(ctx, tx, t); err != nil {
+		if err := consume(ctx, tx, h.UserID, captured, expiring, now); err != nil {
 			return Receipt{}, err
 		}
 	}
 	if rest > 0 {
 		kind := map[HoldState]EntryType{HoldCaptured: TypeRelease, HoldVoided: TypeVoid, HoldExpired: TypeHoldExpire}[state]
 		t := &transferRow{Kind: kind, UserID: h.UserID, Src: HeldAccount(h.UserID), Dst: UserAccount(h.UserID),
-			Amount: rest, AvailableAfter: a.Available, HeldAfter: a.Held, ParentID: h.ID, CreatedAt: now}
-		if err := insertTransfer(ctx, tx, t); err != nil {
+			Amount: rest, ParentID: h.ID, CreatedAt: now}
+		if after != nil { // the capture's balance, with the rest back
+			t.AvailableAfter, t.HeldAfter = after.AvailableAfter+rest, after.HeldAfter
+			err = insertTransfer(ctx, tx, t)
+		} else {
+			_, err = journal(ctx, tx, t, 0)
+		}
+		if err != nil {
 			return Receipt{}, err
 		}
+		after = t
 	}
 	res, err := tx.ExecContext(ctx, "UPDATE ledger_holds SET state = ?, captured = ?, resolved_at = ?, available_after = ?, held_after = ? "+
-		"WHERE id = ? AND state = ?", state, captured, now, a.Available, a.Held, h.ID, HoldPending)
+		"WHERE id = ? AND state = ?", state, captured, now, after.AvailableAfter, after.HeldAfter, h.ID, HoldPending)
 	if err != nil {
 		return Receipt{}, err
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
 		return Receipt{}, firstErr(err, fmt.Errorf("%w: hold %q resolved concurrently", ErrConflict, h.ID))
 	}
-	h.State, h.Captured, h.ResolvedAt, h.AvailableAfter, h.HeldAfter = state, captured, now, a.Available, a.Held
+	h.State, h.Captured, h.ResolvedAt, h.AvailableAfter, h.HeldAfter = state, captured, now, after.AvailableAfter, after.HeldAfter
 	return h.resolution(), nil
 }
 

@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/feature"
+	"github.com/uptrace/bun/schema"
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/internal/testclock"
@@ -31,9 +33,29 @@ type env struct {
 	l     *ledger.Ledger
 }
 
-// each runs fn once per database (testenv.EachDB), as a subtest named after it.
+// each runs fn once per database (databases), as a subtest named after it.
 func each(t *testing.T, fn func(t *testing.T, e *env)) {
-	testenv.EachDB(t, func(t *testing.T, db *bun.DB) { fn(t, newEnv(t, db)) })
+	for _, d := range databases() {
+		t.Run(d.Name, func(t *testing.T) { fn(t, newEnv(t, d.Open(t))) })
+	}
+}
+
+// databases are testenv.Databases plus MySQLWithoutReturning: the same MySQL server with
+// its dialect stripped of INSERT ... RETURNING, as plain MySQL has none. Where the server has
+// it (MariaDB), the ledger reads the balance after a transfer in the journal's INSERT; the
+// third database runs its other path, the SELECT before the INSERT, on the same server.
+func databases() []testenv.Database {
+	return append(testenv.Databases(), testenv.Database{Name: "MySQLWithoutReturning", Open: func(tb testing.TB) *bun.DB {
+		db := testenv.MySQL(tb)
+		return bun.NewDB(db.DB, withoutReturning{db.Dialect()})
+	}})
+}
+
+// withoutReturning is a dialect without INSERT ... RETURNING.
+type withoutReturning struct{ schema.Dialect }
+
+func (d withoutReturning) Features() feature.Feature {
+	return d.Dialect.Features().Remove(feature.InsertReturning)
 }
 
 func newEnv(t *testing.T, db *bun.DB, opts ...ledger.Option) *env {
@@ -79,6 +101,33 @@ func (e *env) history(user string) []ledger.Entry {
 	require.NoError(e.t, err)
 	require.Empty(e.t, p.Next)
 	return p.Entries
+}
+
+// requireChain requires each entry of the user's history to carry the balance that the
+// entries up to it add up to: every receipt and entry tells the balance right after it.
+func (e *env) requireChain(user string) {
+	e.t.Helper()
+	entries := e.history(user)
+	var available, held int64
+	for i := len(entries) - 1; i >= 0; i-- {
+		en := entries[i]
+		switch en.Type {
+		case ledger.TypeHold:
+			available, held = available-en.Amount, held+en.Amount
+		case ledger.TypeCapture:
+			held -= en.Amount
+		case ledger.TypeRelease, ledger.TypeVoid, ledger.TypeHoldExpire:
+			available, held = available+en.Amount, held-en.Amount
+		default:
+			available += en.Change
+		}
+		shown := held
+		if en.Type == ledger.TypeCapture && i > 0 && entries[i-1].Type == ledger.TypeRelease && entries[i-1].ID == en.ID {
+			shown -= entries[i-1].Amount // a partial capture's entry shows the whole hold out of Held
+		}
+		require.Equal(e.t, ledger.Balance{Available: available, Held: shown, Total: available + shown}, en.Balance,
+			"%s's entry %d of %d: %+v", user, len(entries)-i, len(entries), en)
+	}
 }
 
 // types lists the entry types of a history, newest first.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/feature"
 )
 
 // The statements below run inside a transaction. Lock order, everywhere: the hold row,
@@ -57,9 +58,40 @@ func readAccount(ctx context.Context, db bun.IDB, user string, lock bool) (accou
 	return a, nil
 }
 
-// insertTransfer appends t to the journal; errDuplicate when its ID is taken.
+// journal appends t to the journal with the user's balance after the move that precedes
+// it in the transaction, less pending available points that a later row of the same move
+// gives back, and returns the account's points due to expire. The move locked the account
+// row, so nothing else changes it until the transaction ends.
+//
+// Where the dialect has INSERT ... RETURNING (MariaDB 10.5+, SQLite) the INSERT reads the
+// account itself and returns what it read; elsewhere (MySQL) a SELECT precedes it.
+func journal(ctx context.Context, db bun.IDB, t *transferRow, pending int64) (expiring int64, err error) {
+	if !db.Dialect().Features().Has(feature.InsertReturning) {
+		a, err := readAccount(ctx, db, t.UserID, false)
+		if err != nil {
+			return 0, err
+		}
+		t.AvailableAfter, t.HeldAfter = a.Available-pending, a.Held
+		return a.Expiring, insertTransfer(ctx, db, t)
+	}
+	err = db.NewInsert().Model(t).
+		Value("available_after", "(SELECT available - ? FROM ledger_accounts WHERE user_id = ?)", pending, t.UserID).
+		Value("held_after", "(SELECT held FROM ledger_accounts WHERE user_id = ?)", t.UserID).
+		Returning("available_after, held_after, (SELECT expiring FROM ledger_accounts WHERE user_id = ?)", t.UserID).
+		Scan(ctx, &t.AvailableAfter, &t.HeldAfter, &expiring)
+	return expiring, duplicate(t, err)
+}
+
+// insertTransfer appends t, whose balance after is known, to the journal; errDuplicate
+// when its ID is taken.
 func insertTransfer(ctx context.Context, db bun.IDB, t *transferRow) error {
 	_, err := db.NewInsert().Model(t).Exec(ctx)
+	return duplicate(t, err)
+}
+
+// duplicate turns err, from the insert of t into the journal, into errDuplicate when it
+// says t's ID is taken.
+func duplicate(t *transferRow, err error) error {
 	if err != nil && t.ID != "" && sqlutil.IsDuplicateKey(err) {
 		return errDuplicate
 	}

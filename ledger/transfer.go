@@ -146,7 +146,7 @@ func applyCredit(ctx context.Context, tx bun.Tx, t *transferRow) error {
 	if err := creditAccount(ctx, tx, t.UserID, t.Amount, expiring, t.CreatedAt); err != nil {
 		return err
 	}
-	if err := journal(ctx, tx, t); err != nil || expiring == 0 {
+	if _, err := journal(ctx, tx, t, 0); err != nil || expiring == 0 {
 		return err
 	}
 	lot := &lotRow{ID: t.ID, UserID: t.UserID, Remaining: t.Amount, ExpiresAt: t.ExpiresAt}
@@ -167,30 +167,15 @@ func take(ctx context.Context, tx bun.Tx, t *transferRow, held int64) error {
 	if err != nil {
 		return err
 	}
-	a, err := readAccount(ctx, tx, t.UserID, false)
-	if err != nil {
-		return err
-	}
 	if !ok {
-		return &InsufficientPointsError{User: t.UserID, Available: a.Available, Requested: t.Amount}
+		a, err := readAccount(ctx, tx, t.UserID, false)
+		return firstErr(err, &InsufficientPointsError{User: t.UserID, Available: a.Available, Requested: t.Amount})
 	}
-	if held == 0 {
-		if err := consume(ctx, tx, t.UserID, t.Amount, a.Expiring, t.CreatedAt); err != nil {
-			return err
-		}
-	}
-	t.AvailableAfter, t.HeldAfter = a.Available, a.Held
-	return insertTransfer(ctx, tx, t)
-}
-
-// journal records t with the user's balance after it.
-func journal(ctx context.Context, tx bun.Tx, t *transferRow) error {
-	a, err := readAccount(ctx, tx, t.UserID, false)
-	if err != nil {
+	expiring, err := journal(ctx, tx, t, 0)
+	if err != nil || held != 0 {
 		return err
 	}
-	t.AvailableAfter, t.HeldAfter = a.Available, a.Held
-	return insertTransfer(ctx, tx, t)
+	return consume(ctx, tx, t.UserID, t.Amount, expiring, t.CreatedAt)
 }
 
 // applyRefund gives back t.Amount of the spend (or captured hold) t.ParentID.
@@ -232,5 +217,6 @@ func applyRefund(ctx context.Context, tx bun.Tx, t *transferRow) error {
 	if err := creditAccount(ctx, tx, t.UserID, t.Amount, 0, t.CreatedAt); err != nil {
 		return err
 	}
-	return journal(ctx, tx, t)
+	_, err = journal(ctx, tx, t, 0)
+	return err
 }

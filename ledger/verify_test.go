@@ -53,6 +53,8 @@ func TestVerifyReportsASoundLedger(t *testing.T) {
 		}, system(t, r))
 		r.System, r.Sum = nil, nil
 		assert.Equal(t, ledger.Report{Users: 2, Transfers: 8, OpenHolds: 1}, r)
+		e.requireChain("alice")
+		e.requireChain("bob")
 	})
 }
 
