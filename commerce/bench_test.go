@@ -55,7 +55,7 @@ func benchCheckout(b *testing.B, e *commercetest.Env, run checkoutRun) {
 	}
 	var n atomic.Int64
 	b.SetParallelism((50 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
-	statements := e.Statements.Load()
+	statements := e.Statements.All.Load()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -83,5 +83,5 @@ func benchCheckout(b *testing.B, e *commercetest.Env, run checkoutRun) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "orders/s")
-	b.ReportMetric(float64(e.Statements.Load()-statements)/float64(b.N), "statements/order")
+	b.ReportMetric(float64(e.Statements.All.Load()-statements)/float64(b.N), "statements/order")
 }

@@ -92,14 +92,6 @@ func benchAccounts(b *testing.B, unit string, op func(ctx context.Context, l *le
 	}
 }
 
-// statements is a bun query hook counting the statements a database is sent, BEGIN and
-// COMMIT included.
-type statements struct{ n atomic.Int64 }
-
-func (s *statements) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
-
-func (s *statements) AfterQuery(context.Context, *bun.QueryEvent) { s.n.Add(1) }
-
 // TestStatementsPerOperation counts the statements of each operation in a transaction of
 // its own, BEGIN and COMMIT included (a checkout's part is Hold when it places the order,
 // CaptureAll and Earn when it is paid). Where the dialect has INSERT ... RETURNING the
@@ -139,7 +131,7 @@ func TestStatementsPerOperation(t *testing.T) {
 	}
 	for _, d := range databases() {
 		t.Run(d.Name, func(t *testing.T) {
-			count := &statements{}
+			count := &testkit.Statements{}
 			db := d.Open(t)
 			e := newEnv(t, db.WithQueryHook(count))
 			returning := db.Dialect().Features().Has(feature.InsertReturning)
@@ -150,10 +142,10 @@ func TestStatementsPerOperation(t *testing.T) {
 				if op.setup != nil {
 					op.setup(e)
 				}
-				before := count.n.Load()
+				before := count.All.Load()
 				_, err := op.do(e)
 				require.NoError(t, err, op.name)
-				n := count.n.Load() - before
+				n := count.All.Load() - before
 				want := op.without
 				if returning {
 					want = op.returning

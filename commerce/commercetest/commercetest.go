@@ -75,7 +75,7 @@ type Env struct {
 
 	// Statements counts what every part sends through DB (BEGIN, COMMIT and ROLLBACK
 	// included), for benchmarks to report statements per operation.
-	Statements atomic.Int64
+	Statements testkit.Statements
 
 	delivered func(tb testing.TB) map[string]string // event ID → type, as delivered
 	seq       atomic.Int64
@@ -179,18 +179,9 @@ func mysqlEnv(tb testing.TB, rdb *redis.Client, opts []commerce.Option) *Env {
 
 // counted makes db, with a hook counting its statements in e.Statements, the Env's DB.
 func (e *Env) counted(db *bun.DB) *bun.DB {
-	e.DB = db.WithQueryHook(statementCounter{&e.Statements})
+	e.DB = db.WithQueryHook(&e.Statements)
 	return e.DB
 }
-
-// statementCounter is a bun.QueryHook counting the statements sent.
-type statementCounter struct{ n *atomic.Int64 }
-
-func (statementCounter) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context {
-	return ctx
-}
-
-func (c statementCounter) AfterQuery(context.Context, *bun.QueryEvent) { c.n.Add(1) }
 
 func (e *Env) build(tb testing.TB, pub outbox.Publisher, opts []commerce.Option) {
 	tb.Helper()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/errcode"
 )
@@ -91,5 +92,20 @@ func RefusesBadOptions[O any, T any](t *testing.T, construct func(...O) (*T, err
 		assert.Nil(t, v, want)
 		assert.Equal(t, strings.SplitN(want, ":", 2)[0], errcode.FieldOf(err), want)
 		assert.Contains(t, err.Error(), want)
+	}
+}
+
+// Statements is a bun query hook (db.WithQueryHook) counting the statements a database is
+// sent, BEGIN, COMMIT and ROLLBACK included, and the transactions begun.
+type Statements struct{ All, Begins atomic.Int64 }
+
+// BeforeQuery implements bun.QueryHook.
+func (s *Statements) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
+
+// AfterQuery implements bun.QueryHook.
+func (s *Statements) AfterQuery(_ context.Context, e *bun.QueryEvent) {
+	s.All.Add(1)
+	if e.Query == "BEGIN" {
+		s.Begins.Add(1)
 	}
 }

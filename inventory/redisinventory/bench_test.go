@@ -70,14 +70,14 @@ func BenchmarkHotSKU(b *testing.B) {
 //	go test -run '^$' -bench BenchmarkDurableReserveCommit -benchtime 5s ./inventory/redisinventory/
 func BenchmarkDurableReserveCommit(b *testing.B) {
 	_, rdb, db := newDurable(b)
-	sql := &statements{}
+	sql := &testkit.Statements{}
 	d := testkit.Must(redisinventory.NewDurable(rdb, db.WithQueryHook(sql)))(b)
 	var redisCalls atomic.Int64
 	rdb.AddHook(countCalls{&redisCalls})
 	inventorytest.ReserveCommit(b, testkit.Must(inventory.New(d))(b), 1)
 	n := float64(b.N)
-	b.ReportMetric(float64(sql.begins.Load())/n, "sql-tx/op")
-	b.ReportMetric(float64(sql.all.Load())/n, "sql-stmts/op")
+	b.ReportMetric(float64(sql.Begins.Load())/n, "sql-tx/op")
+	b.ReportMetric(float64(sql.All.Load())/n, "sql-stmts/op")
 	b.ReportMetric(float64(redisCalls.Load())/n, "redis-calls/op")
 }
 

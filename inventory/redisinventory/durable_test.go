@@ -818,19 +818,6 @@ func TestDurableCommitBatchFailsWhole(t *testing.T) {
 	assert.Equal(t, map[string]string{"b0": "10", "b1": "10", "b2": "10"}, usage)
 }
 
-// statements is a bun query hook counting the statements of a database, BEGIN and COMMIT
-// included, and the transactions begun.
-type statements struct{ all, begins atomic.Int64 }
-
-func (s *statements) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
-
-func (s *statements) AfterQuery(_ context.Context, e *bun.QueryEvent) {
-	s.all.Add(1)
-	if e.Query == "BEGIN" {
-		s.begins.Add(1)
-	}
-}
-
 // TestDurableConcurrentCommitsShareTransactions: concurrent commits (60 distinct, 20 of
 // them twice at once) and releases (10) queued behind a slow batch share transactions:
 // each transaction is at most five statements (BEGIN, the generation, the rows, one
@@ -847,7 +834,7 @@ func TestDurableConcurrentCommitsShareTransactions(t *testing.T) {
 		require.NoError(t, err)
 	}
 	// The commits go through a Durable on the same journal whose statements are counted.
-	count := &statements{}
+	count := &testkit.Statements{}
 	d = testkit.Must(redisinventory.NewDurable(rdb, db.WithQueryHook(count)))(t)
 	inv = testkit.Must(inventory.New(d))(t)
 	var once sync.Once
@@ -875,10 +862,10 @@ func TestDurableConcurrentCommitsShareTransactions(t *testing.T) {
 	batches, calls := redisinventory.ResolveStats(d)
 	assert.Equal(t, int64(90), calls)
 	assert.Less(t, batches, int64(30), "concurrent resolutions share transactions")
-	assert.Equal(t, batches, count.begins.Load(), "one transaction per batch")
-	assert.LessOrEqual(t, count.all.Load(), 5*batches, "at most five statements per batch (four when no row moves)")
+	assert.Equal(t, batches, count.Begins.Load(), "one transaction per batch")
+	assert.LessOrEqual(t, count.All.Load(), 5*batches, "at most five statements per batch (four when no row moves)")
 	t.Logf("90 resolutions in %d transactions: %.2f transactions and %.2f statements per resolution (alone: 1 and 5)",
-		batches, float64(batches)/90, float64(count.all.Load())/90)
+		batches, float64(batches)/90, float64(count.All.Load())/90)
 
 	wantStock(t, inv, "a", 80, 80, 120)
 	usage, err := rdb.HGetAll(ctx, "{inventory}:buyers:a").Result()
