@@ -9,10 +9,10 @@
 // middleware and the OpenAPI test. Around every route, outermost first: X-Request-ID in
 // and out, an access log line (log/slog JSON) and the latency histogram by route pattern
 // and status, panic recovery (a 500 problem, never a broken connection), a body size limit
-// (http.MaxBytesReader) and a per-request deadline; then, per route, bearer
-// authentication (signature and expiry, then the logout denylist), a per-user token bucket
-// on write routes, and Idempotency-Key handling on order creation, payment, points top-up
-// and adding to the cart.
+// (http.MaxBytesReader); then, per route, a per-request deadline (not on the cached stock
+// read, which bounds its own backend read), bearer authentication (signature and expiry,
+// then the logout denylist), a per-user token bucket on write routes, and Idempotency-Key
+// handling on order creation, payment, points top-up and adding to the cart.
 //
 // # Members, sessions and carts
 //

@@ -67,7 +67,7 @@ func validRequestID(id string) bool {
 }
 
 // outer wraps the whole mux, outermost first: request ID, access log and latency metric,
-// panic recovery, body size limit, per-request deadline.
+// panic recovery, body size limit.
 func (s *Server) outer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -77,8 +77,6 @@ func (s *Server) outer(next http.Handler) http.Handler {
 		}
 		w.Header().Set(RequestIDHeader, info.id)
 		ctx := context.WithValue(r.Context(), reqInfoKey{}, info)
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-		defer cancel()
 		r = r.WithContext(ctx)
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 
@@ -176,7 +174,8 @@ func (w *responseWriter) Write(b []byte) (int, error) {
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // route wraps one route's handler: it records the route pattern for the outer middleware,
-// authenticates, rate-limits writes, and applies the Idempotency-Key where the route asks.
+// sets the request timeout (unless the route has its own deadline), authenticates,
+// rate-limits writes, and applies the Idempotency-Key where the route asks.
 func (s *Server) route(rt Route) http.Handler {
 	var h http.Handler = rt.Handler
 	if rt.Idempotent {
@@ -186,6 +185,11 @@ func (s *Server) route(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := infoOf(r.Context())
 		info.route = pattern
+		if !rt.OwnDeadline {
+			ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
 		if r.Method != http.MethodGet {
 			defer s.stock.dropAll() // a write may have changed stock: read-your-writes
 		}
