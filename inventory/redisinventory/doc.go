@@ -176,7 +176,9 @@
 // after it (make bench, 04:00 UTC) 55,707/s: 0.73× the raw EVALSHA from Go in the same
 // run and 0.64× redis-benchmark's 87,681/s; three runs right after, 0.75-0.81× Go's; at
 // 06:02 UTC (make bench, after the Durable's combined resolutions) 49,885/s: 0.76× Go's
-// 65,614/s and 0.65× redis-benchmark's 76,614/s, the Durable 12,451/s. The
+// 65,614/s and 0.65× redis-benchmark's 76,614/s, the Durable 12,451/s; at 08:39 UTC
+// (make bench) 64,684/s: 0.87× Go's 74,394/s and 0.64× redis-benchmark's 100,326/s, the
+// Durable 14,538/s. The
 // combined script now costs Redis about what the one-line raw EVALSHA does per
 // reservation, so under load the Go side (8-11 µs of CPU per reservation on the same two
 // cores) decides the rate. What is left per reservation is its record (HSET, about
