@@ -848,3 +848,21 @@ func TestHoldsShareOneDeadline(t *testing.T) {
 		e.RequireClean(t)
 	})
 }
+
+// TestOrderReadSurvivesAnUnknownColumn: a column this build does not know (added by a
+// newer release's migration during a rolling deploy, or by an operator) leaves orders
+// readable: the reads name the model's columns.
+func TestOrderReadSurvivesAnUnknownColumn(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 1_000, 10)
+		user := e.ID("user")
+		placed, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: user, IdempotencyKey: "k",
+			Lines: []commerce.Line{{ProductID: sku, Qty: 1}}})
+		require.NoError(t, err)
+		_, err = e.DB.ExecContext(ctx, "ALTER TABLE commerce_orders ADD COLUMN added_later VARCHAR(20) NULL")
+		require.NoError(t, err)
+		got, err := e.Service.GetOrder(ctx, placed.ID, commerce.Actor{UserID: user})
+		require.NoError(t, err)
+		require.Equal(t, placed, got)
+	})
+}
