@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"reflect"
 	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/payment"
 )
 
@@ -159,15 +159,10 @@ type orderLineRow struct {
 }
 
 // loadOrder reads an order and its lines (by product) through db in one statement;
-// ErrOrderNotFound when there is none. It names orderRow's columns rather than o.*: a
-// column this build does not know (added by a newer release's migration during a rolling
-// deploy) must not make orders unreadable.
+// ErrOrderNotFound when there is none.
 func loadOrder(ctx context.Context, db bun.IDB, id string) (*orderRow, error) {
 	var rows []orderLineRow
-	q := db.NewSelect().Model(&rows).ModelTableExpr("commerce_orders AS o")
-	for _, f := range db.Dialect().Tables().Get(reflect.TypeFor[orderRow]()).Fields {
-		q = q.ColumnExpr("o.?", bun.Ident(f.Name))
-	}
+	q := sqlutil.Columns[orderRow](db.NewSelect().Model(&rows).ModelTableExpr("commerce_orders AS o"), "o")
 	err := q.ColumnExpr("l.product_id AS line_product_id, l.qty AS line_qty, l.unit_price AS line_unit_price").
 		Join("LEFT JOIN commerce_order_lines AS l ON l.order_id = o.id").
 		Where("o.id = ?", id).OrderExpr("l.product_id").Scan(ctx)

@@ -178,7 +178,7 @@ func (l *Ledger) LookupHold(ctx context.Context, holdID string) (HoldInfo, error
 		return HoldInfo{}, err
 	}
 	var h holdRow
-	err := l.db.NewSelect().Model(&h).ColumnExpr("h.*").
+	err := sqlutil.Columns[holdRow](l.db.NewSelect().Model(&h), "h").
 		ColumnExpr("(SELECT t.refunded FROM ledger_transfers AS t WHERE t.id = h.id) AS refunded").
 		Where("h.id = ?", holdID).Scan(ctx)
 	switch {

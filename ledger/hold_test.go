@@ -106,6 +106,12 @@ func TestHoldCaptureVoid(t *testing.T) {
 			Deadline: now.Add(15 * time.Minute), CreatedAt: now, ResolvedAt: now.Add(time.Minute)}, info)
 		_, err = e.l.LookupHold(e.ctx, "nope")
 		require.ErrorIs(t, err, ledger.ErrHoldNotFound)
+		// A column a newer release adds (during a rolling deploy) leaves the hold readable.
+		_, err = e.db.ExecContext(e.ctx, "ALTER TABLE ledger_holds ADD COLUMN added_later VARCHAR(20) NULL")
+		require.NoError(t, err)
+		afterColumn, err := e.l.LookupHold(e.ctx, "h1")
+		require.NoError(t, err)
+		assert.Equal(t, info, afterColumn)
 
 		rep := e.verify()
 		assert.EqualValues(t, 450, system(t, rep)[ledger.AccountRedeemed])

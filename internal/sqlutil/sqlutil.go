@@ -9,6 +9,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"reflect"
 	"strings"
 	"time"
 
@@ -179,4 +180,15 @@ func ForUpdate(q *bun.SelectQuery) *bun.SelectQuery {
 		return q
 	}
 	return q.For("UPDATE")
+}
+
+// Columns adds to q the columns of the table of T, each as alias.column. A query that
+// selects a model's row beside other expressions (a join, a subquery) names them rather
+// than alias.*: a column this build does not know, added by a newer release's migration
+// during a rolling deploy, must not make the row unreadable.
+func Columns[T any](q *bun.SelectQuery, alias string) *bun.SelectQuery {
+	for _, f := range q.Dialect().Tables().Get(reflect.TypeFor[T]()).Fields {
+		q = q.ColumnExpr("?.?", bun.Ident(alias), bun.Ident(f.Name))
+	}
+	return q
 }
