@@ -27,7 +27,8 @@ type Route struct {
 	// Idempotent routes require an Idempotency-Key and replay its stored response.
 	Idempotent bool
 	// OwnDeadline routes bound their own I/O, so the request timeout (Config.RequestTimeout)
-	// is not set on their context, sparing a timer per request on the hottest read.
+	// is not set on their context, sparing a timer per request on the hottest read (the
+	// stock read: a cache hit does no I/O, a backend read has the request timeout's bound).
 	OwnDeadline bool
 	Handler     http.HandlerFunc
 }

@@ -86,7 +86,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 	}
 	s.auth = newAuthenticator([]byte(secret), s.now)
 	s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, s.now)
-	s.stock = newStockCache(cfg.StockCacheTTL, s.now)
+	s.stock = newStockCache(cfg.StockCacheTTL, cfg.RequestTimeout, s.now)
 	s.metrics = newMetrics(s.code)
 	st, err := buildStack(ctx, cfg, s.log, s.metrics)
 	if err != nil {

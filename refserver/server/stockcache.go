@@ -27,8 +27,10 @@ const maxStockEntries = 100_000
 // Only 200 answers are kept: a 404 or a 503 is asked again every time.
 type stockCache struct {
 	ttl time.Duration
-	now func() time.Time
-	gen atomic.Uint64 // bumped by every write; copies of an older generation are stale
+	// timeout bounds a backend read (the route has no request timeout: see Route.OwnDeadline).
+	timeout time.Duration
+	now     func() time.Time
+	gen     atomic.Uint64 // bumped by every write; copies of an older generation are stale
 
 	mu      sync.RWMutex
 	entries map[string]stockEntry
@@ -41,8 +43,8 @@ type stockEntry struct {
 	gen  uint64
 }
 
-func newStockCache(ttl time.Duration, now func() time.Time) *stockCache {
-	return &stockCache{ttl: ttl, now: now, entries: make(map[string]stockEntry)}
+func newStockCache(ttl, timeout time.Duration, now func() time.Time) *stockCache {
+	return &stockCache{ttl: ttl, timeout: timeout, now: now, entries: make(map[string]stockEntry)}
 }
 
 // dropAll makes every copy stale; writes call it when they finish.
@@ -52,6 +54,8 @@ func (c *stockCache) dropAll() { c.gen.Add(1) }
 // concurrent misses of id).
 func (c *stockCache) get(ctx context.Context, id string, load func(context.Context) ([]byte, error)) ([]byte, error) {
 	if c.ttl <= 0 {
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
 		return load(ctx)
 	}
 	gen := c.gen.Load()
@@ -64,7 +68,7 @@ func (c *stockCache) get(ctx context.Context, id string, load func(context.Conte
 			return body, nil
 		}
 		// The read is shared: it must not fail because the one request that started it went away.
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 		defer cancel()
 		at := c.now()
 		body, err := load(lctx)

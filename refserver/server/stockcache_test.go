@@ -19,7 +19,7 @@ func TestStockCache(t *testing.T) {
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	c := newStockCache(100*time.Millisecond, clock)
+	c := newStockCache(100*time.Millisecond, time.Minute, clock)
 	var loads atomic.Int64
 	answer := "v1"
 	load := func(context.Context) ([]byte, error) { loads.Add(1); return []byte(answer), nil }
@@ -74,11 +74,22 @@ func TestStockCache(t *testing.T) {
 
 // TestStockCacheOff: a zero TTL reads the backend every time.
 func TestStockCacheOff(t *testing.T) {
-	c := newStockCache(0, time.Now)
+	c := newStockCache(0, time.Minute, time.Now)
 	var loads atomic.Int64
 	for range 3 {
 		_, err := c.get(t.Context(), "p1", func(context.Context) ([]byte, error) { loads.Add(1); return []byte("x"), nil })
 		require.NoError(t, err)
 	}
 	assert.Equal(t, int64(3), loads.Load())
+}
+
+// TestStockCacheReadTimeout: the stock route has no request timeout (Route.OwnDeadline), so
+// a backend read that does not answer is ended by the cache's timeout, shared or not.
+func TestStockCacheReadTimeout(t *testing.T) {
+	hang := func(ctx context.Context) ([]byte, error) { <-ctx.Done(); return nil, ctx.Err() }
+	for _, ttl := range []time.Duration{0, time.Minute} {
+		c := newStockCache(ttl, 20*time.Millisecond, time.Now)
+		_, err := c.get(context.Background(), "p1", hang)
+		assert.ErrorIs(t, err, context.DeadlineExceeded, "ttl %s", ttl)
+	}
 }
