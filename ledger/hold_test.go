@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/observe"
@@ -234,4 +236,52 @@ func TestCreateSchemaIsIdempotent(t *testing.T) {
 		require.NoError(t, ledger.CreateSchema(e.ctx, e.db))
 		assert.Equal(t, [2]int64{5, 0}, e.balance("alice"), "data survives")
 	})
+}
+
+// TestTransfersSurviveACrash: the database drops a transfer's connection as its journal row
+// is written (on MariaDB the INSERT that returns the balance after; without RETURNING, after
+// the SELECT of the account): the transfer fails with errcode.ErrUnavailable and leaves
+// nothing behind, and its retry applies it once, with the receipt a repeat returns too.
+func TestTransfersSurviveACrash(t *testing.T) {
+	for _, d := range databases() {
+		if d.Name == "SQLite" {
+			continue // the fault is a killed server connection
+		}
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			e := newEnv(t, db)
+			e.charge("c1", "alice", 1000)
+			e.hold("h1", "alice", 300)
+			ops := []struct {
+				name string
+				do   func(l *ledger.Ledger) (ledger.Receipt, error)
+			}{
+				{"spend", func(l *ledger.Ledger) (ledger.Receipt, error) {
+					return l.Spend(e.ctx, ledger.SpendRequest{ID: "s1", User: "alice", Amount: 200})
+				}},
+				{"capture", func(l *ledger.Ledger) (ledger.Receipt, error) { return l.CaptureAll(e.ctx, "h1") }},
+				{"earn", func(l *ledger.Ledger) (ledger.Receipt, error) {
+					return l.Earn(e.ctx, ledger.EarnRequest{ID: "e1", User: "alice", Amount: 50})
+				}},
+			}
+			for _, op := range ops {
+				before, history := e.balance("alice"), len(e.history("alice"))
+				crashing := testkit.Must(ledger.New(testenv.KillBefore(t, db, "INSERT INTO `ledger_transfers`"),
+					ledger.WithClock(e.clock.Now)))(t)
+				_, err := op.do(crashing)
+				require.ErrorIs(t, err, errcode.ErrUnavailable, op.name)
+				assert.Equal(t, before, e.balance("alice"), "%s: nothing moved", op.name)
+				assert.Len(t, e.history("alice"), history, "%s: nothing journaled", op.name)
+
+				r, err := op.do(e.l)
+				require.NoError(t, err, op.name)
+				again, err := op.do(e.l)
+				require.NoError(t, err, op.name)
+				assert.Equal(t, r, again, "%s: a repeat answers the same", op.name)
+			}
+			assert.Equal(t, [2]int64{550, 0}, e.balance("alice"))
+			e.requireChain("alice")
+			e.verify()
+		})
+	}
 }

@@ -12,6 +12,9 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
 )
 
@@ -125,6 +128,31 @@ func testRedemption(t *testing.T, h Harness) {
 		re := requireRedeemError(t, svc.ConfirmCoupon(ctx, "order-1", c.ID), coupon.ErrRedemptionClosed)
 		assert.Equal(t, "restored", re.State)
 		f.requireUntouched(t, c.ID, "order-2")
+	})
+
+	// The database drops the connection between ConfirmCoupon's two updates (the
+	// redemption's, then the coupon's), in a caller's transaction: nothing moves, and the
+	// retry confirms once.
+	t.Run("ConfirmCouponCrash", func(t *testing.T) {
+		f, c := redeemFixture(t, h)
+		if sqlutil.IsSQLite(f.DB) {
+			return // the fault is a killed server connection
+		}
+		_, err := f.Service.Reserve(ctx, c.ID, "alice", "order-1", 31_999)
+		require.NoError(t, err)
+		held := f.redemptions(t, "order-1")
+		tx, err := testenv.KillBefore(t, f.DB, "UPDATE `coupon_coupons`").BeginTx(ctx, nil)
+		require.NoError(t, err)
+		err = f.Service.WithTx(tx).ConfirmCoupon(ctx, "order-1", c.ID)
+		require.ErrorIs(t, err, errcode.ErrUnavailable)
+		require.Error(t, tx.Rollback(), "the server already rolled it back")
+		assert.Equal(t, held, f.redemptions(t, "order-1"), "still held")
+		assert.Equal(t, coupon.StateReserved, f.coupon(t, c.ID).State)
+
+		require.NoError(t, f.Service.ConfirmCoupon(ctx, "order-1", c.ID))
+		require.NoError(t, f.Service.ConfirmCoupon(ctx, "order-1", c.ID))
+		assert.Equal(t, coupon.RedemptionConfirmed, f.redemptions(t, "order-1")[0].State)
+		assert.Equal(t, coupon.StateUsed, f.coupon(t, c.ID).State)
 	})
 
 	t.Run("ConfirmCouponPastDeadline", func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 
@@ -155,3 +156,45 @@ func finishMySQL(cfg *mysql.Config, origin string) (*MySQLServer, error) {
 	fmt.Fprintf(os.Stderr, "testenv: MySQL %s at %s, %s\n", version, cfg.Addr, origin)
 	return &MySQLServer{Config: cfg, Version: version}, nil
 }
+
+// KillConnections kills, from db, every other connection to db's database, as a crash of
+// the server would drop them: a transaction open on one is rolled back by the server, and
+// its next statement meets a dropped connection. Call it while the transaction under test
+// is open, e.g. from a hook (see KillBefore).
+func KillConnections(tb testing.TB, db *bun.DB) {
+	tb.Helper()
+	ctx := context.Background()
+	var ids []int64
+	err := db.NewRaw("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND ID <> CONNECTION_ID()").Scan(ctx, &ids)
+	for _, id := range ids {
+		if err == nil {
+			_, err = db.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
+		}
+	}
+	if err != nil || len(ids) == 0 {
+		tb.Fatalf("testenv: kill the connections of the test's database (%d found): %v", len(ids), err)
+	}
+}
+
+// KillBefore returns db with a query hook that, once, kills db's other connections
+// (KillConnections) just before the first statement containing match is sent, so that the
+// statement meets a dropped connection: the fault of a database crash at that step.
+func KillBefore(tb testing.TB, db *bun.DB, match string) *bun.DB {
+	return db.WithQueryHook(&killBefore{tb: tb, db: db, match: match})
+}
+
+type killBefore struct {
+	tb    testing.TB
+	db    *bun.DB
+	match string
+	once  sync.Once
+}
+
+func (k *killBefore) BeforeQuery(ctx context.Context, e *bun.QueryEvent) context.Context {
+	if strings.Contains(e.Query, k.match) {
+		k.once.Do(func() { KillConnections(k.tb, k.db) })
+	}
+	return ctx
+}
+
+func (k *killBefore) AfterQuery(context.Context, *bun.QueryEvent) {}
