@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/payment"
@@ -208,7 +209,16 @@ func loadLines(ctx context.Context, db bun.IDB, rows []*orderRow) error {
 // only while the order is in status from with step fromStep, and reports whether it did.
 // updated_at is always set. Exactly one of racing transitions from the same state wins.
 func transition(ctx context.Context, db bun.IDB, id string, from Status, fromStep string, now time.Time, set map[string]any) (bool, error) {
-	q := db.NewUpdate().Model((*orderRow)(nil)).Set("updated_at = ?", micros(now)).
+	q := db.NewUpdate().Model((*orderRow)(nil))
+	if db.Dialect().Name() == dialect.MySQL {
+		// By the primary key only: with status and step in the WHERE, InnoDB's optimizer
+		// often reads the row through commerce_orders_step (step, id) instead, and such a
+		// locking read takes next-key locks there, so every transition gap-locked its
+		// neighbours and concurrent orders queued on them (3 of 4 transitions in a flash
+		// sale; see TestTransitionLocksOneRow).
+		q = q.ModelTableExpr("commerce_orders AS order_row FORCE INDEX (PRIMARY)")
+	}
+	q = q.Set("updated_at = ?", micros(now)).
 		Where("id = ?", id).Where("status = ?", from).Where("step = ?", fromStep)
 	res, err := setColumns(q, set).Exec(ctx)
 	if err != nil {
