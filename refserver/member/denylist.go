@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -39,7 +40,11 @@ type Denylist interface {
 // (any maxmemory-policy but noeviction: the entries have a TTL, the marker is read on
 // every check): run its Redis with noeviction, or without maxmemory. A check that reads
 // the run ID finds an evicting configuration too, and fails closed (503) until it is
-// fixed. It is the denylist of full mode; run the SQLDenylist's purger too.
+// fixed. A denial that reached SQL but neither its entry nor the marker's removal reached
+// Redis (unreachable, paused, partitioned away) makes this denylist's next check rebuild
+// Redis before it answers; until then, another server's denylist on the same Redis may
+// still let the token through. It is the denylist of full mode; run the SQLDenylist's
+// purger too.
 type RedisDenylist struct {
 	rdb      redis.UniversalClient
 	records  *SQLDenylist
@@ -48,6 +53,9 @@ type RedisDenylist struct {
 	building sync.Mutex
 	// server is the Redis server holding the marker (see built).
 	server *redisserver.Watch
+	// unsynced is set when a denial is in SQL, maybe not in Redis, and the marker may
+	// still be there: the next check rebuilds Redis first.
+	unsynced atomic.Bool
 }
 
 // NewRedisDenylist returns a denylist in rdb, under keys "commercekit:denied:<jti>" and the
@@ -75,9 +83,12 @@ func (d *RedisDenylist) Deny(ctx context.Context, jti string, until time.Time) e
 	if err := d.rdb.SetArgs(ctx, d.prefix+jti, "1", redis.SetArgs{ExpireAt: until}).Err(); err != nil {
 		// The entry is in SQL but maybe not in Redis: drop the marker so that the next
 		// check rebuilds Redis from SQL (or fails) rather than answer "not denied". A Redis
-		// out of memory refuses the SET but still runs the DEL; one unreachable drops
-		// neither, and the caller's retry writes the entry again.
-		_ = d.rdb.Del(context.WithoutCancel(ctx), d.marker).Err()
+		// out of memory refuses the SET but still runs the DEL; for one unreachable, this
+		// denylist's next check rebuilds it (a thief who replayed a refresh token will not
+		// retry the denial of its own access token).
+		if d.rdb.Del(context.WithoutCancel(ctx), d.marker).Err() != nil {
+			d.unsynced.Store(true)
+		}
 		return errcode.Unavailable("redis", fmt.Errorf("member: deny token: %w", err))
 	}
 	return nil
@@ -85,6 +96,13 @@ func (d *RedisDenylist) Deny(ctx context.Context, jti string, until time.Time) e
 
 // Denied implements Denylist.
 func (d *RedisDenylist) Denied(ctx context.Context, jti string) (bool, error) {
+	// Cleared before the rebuild reads SQL: a denial failing meanwhile sets it again.
+	if d.unsynced.Swap(false) {
+		if err := d.rebuild(ctx); err != nil {
+			d.unsynced.Store(true)
+			return false, err
+		}
+	}
 	for rebuilt := false; ; rebuilt = true {
 		// One round trip, pipelined rather than MGET: a cluster client splits it by slot.
 		var (
@@ -209,9 +227,20 @@ type deniedRow struct {
 
 // Deny implements Denylist.
 func (d *SQLDenylist) Deny(ctx context.Context, jti string, until time.Time) error {
-	_, err := d.db.NewInsert().Model(&deniedRow{JTI: jti, ExpiresAt: until.UnixMicro()}).Exec(ctx)
-	if err != nil && !sqlutil.IsDuplicateKey(err) {
+	if err := recordDenials(ctx, d.db, deniedRow{JTI: jti, ExpiresAt: until.UnixMicro()}); err != nil {
 		return errcode.Unavailable("database", fmt.Errorf("member: deny token: %w", err))
+	}
+	return nil
+}
+
+// recordDenials writes entries into member_denied_tokens in db, leaving those already
+// there. Inside a transaction a duplicate fails only its own statement, on MySQL and
+// SQLite alike.
+func recordDenials(ctx context.Context, db bun.IDB, entries ...deniedRow) error {
+	for i := range entries {
+		if _, err := db.NewInsert().Model(&entries[i]).Exec(ctx); err != nil && !sqlutil.IsDuplicateKey(err) {
+			return err
+		}
 	}
 	return nil
 }

@@ -185,3 +185,46 @@ func TestRedisDenylistSurvivesARestart(t *testing.T) {
 	requireRevoked(out.ID, true)
 	requireRevoked(kept.ID, false)
 }
+
+// TestDenialOutlivesAPartition: a thief replays nothing and retries nothing. When the
+// victim's reuse revokes the family while Redis does not answer (paused: its data and run
+// ID survive), the denials reach SQL but neither the entries nor the marker's removal
+// reach Redis. Once Redis answers again, the denylist must not take its stale copy for
+// complete: the thief's access token is denied at the next check (it used to stay valid
+// for the rest of its life).
+func TestDenialOutlivesAPartition(t *testing.T) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	own := testenv.OwnRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: own.Addr, ReadTimeout: 200 * time.Millisecond,
+		WriteTimeout: 200 * time.Millisecond, MaxRetries: -1})
+	defer rdb.Close()
+	svc, err := member.New(db, member.NewRedisDenylist(rdb, member.NewSQLDenylist(db, nil)), secret,
+		member.WithBcryptCost(bcrypt.MinCost))
+	require.NoError(t, err)
+	_, err = svc.SignUp(ctx, "alice", "correct horse")
+	require.NoError(t, err)
+	t1, err := svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
+	require.NoError(t, err)
+	t2, err := svc.Refresh(ctx, t1.RefreshToken) // the thief's pair
+	require.NoError(t, err)
+	other, err := svc.Login(ctx, "alice", "correct horse", "10.0.0.2") // another session
+	require.NoError(t, err)
+	requireRevoked := func(token string, want bool) {
+		t.Helper()
+		got, err := svc.Revoked(ctx, jtiOf(t, token))
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	}
+	requireRevoked(t2.AccessToken, false) // Redis built from SQL, as a running server's is
+
+	own.Pause(t)
+	_, err = svc.Refresh(ctx, t1.RefreshToken) // the victim presents the old token
+	require.ErrorIs(t, err, errcode.ErrUnavailable)
+	own.Unpause(t)
+	require.Eventually(t, func() bool { return rdb.Ping(ctx).Err() == nil }, 10*time.Second, 50*time.Millisecond)
+
+	requireRevoked(t2.AccessToken, true)
+	requireRevoked(t1.AccessToken, true)
+	requireRevoked(other.AccessToken, false)
+}

@@ -26,12 +26,16 @@
 // verifier's clock leeway), that token last: a logout that fails part-way (503) leaves the
 // caller a token to retry with. A refresh token of a revoked session denies the session's
 // live access tokens again, so a denial that failed after a reuse is finished by a retry.
+// The denylist's SQL entries for a revoked session's tokens are written in the transaction
+// that revokes it, so no failure after it (nor a thief who never retries) leaves one of
+// them off the record.
 // The server checks every authenticated request with Revoked. A denylist that cannot
 // answer is an error matching errcode.ErrUnavailable: a request is never let through
 // because the check failed. In full mode the denylist is RedisDenylist: entries are
 // written to SQL first (the system of record) and read from Redis; a Redis that comes back
 // empty is rebuilt from SQL by the next check before it answers, so a revoked token is
-// never let through because Redis forgot it.
+// never let through because Redis forgot it. A denial that reached SQL but not Redis
+// (unreachable, paused) has the next check rebuild it too.
 //
 // # Login limits
 //

@@ -441,7 +441,10 @@ func lockSession(ctx context.Context, tx bun.IDB, id string) (*sessionRow, error
 
 // revoke marks the locked session revoked (if it is not already) and returns its tokens
 // whose access token has not expired, to be denied once tx commits (again, when it was
-// already revoked: denying is idempotent).
+// already revoked: denying is idempotent). Their entries in member_denied_tokens are
+// written in tx, so that they commit with the revocation: a denial that fails afterwards
+// (Redis unreachable, a timeout part-way through the tokens) is still on record, and the
+// Redis denylist rebuilt from that record denies them all.
 func (s *Service) revoke(ctx context.Context, tx bun.IDB, sess *sessionRow, why string, now time.Time) ([]refreshRow, error) {
 	if sess.RevokedAt == 0 {
 		_, err := tx.NewUpdate().Model(sess).Set("revoked_at = ?", now.UnixMicro()).Set("revoked_why = ?", why).WherePK().Exec(ctx)
@@ -453,8 +456,14 @@ func (s *Service) revoke(ctx context.Context, tx bun.IDB, sess *sessionRow, why 
 	// (a concurrent refresh's), which a plain read on MySQL would not.
 	live := []refreshRow{}
 	q := tx.NewSelect().Model(&live).Where("session_id = ? AND access_expires_at > ?", sess.ID, now.Add(-DenyMargin).UnixMicro())
-	err := sqlutil.ForUpdate(q).Scan(ctx)
-	return live, err
+	if err := sqlutil.ForUpdate(q).Scan(ctx); err != nil {
+		return nil, err
+	}
+	entries := make([]deniedRow, len(live))
+	for i, r := range live {
+		entries[i] = deniedRow{JTI: r.AccessJTI, ExpiresAt: r.AccessExpiresAt + DenyMargin.Microseconds()}
+	}
+	return live, recordDenials(ctx, tx, entries...)
 }
 
 // denyAll puts the access tokens of rows on the denylist, under afterRevocation(ctx).
