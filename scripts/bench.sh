@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: every figure of issue 16 beside its reference, measured in one sitting on this
 # machine's loopback, with the ratio and the target. Keep the machine quiet while it runs
-# (about 10 minutes).
+# (about 13 minutes).
 #
 # The references come from the tools shipped beside the checkout (../shared/tools, or
 # $COMMERCEKIT_SHARED/tools): raw-limits/run.sh installs and starts Debian's redis-server and
@@ -30,41 +30,49 @@ num() { grep -E "$1" "$2" | tail -1 | grep -oE "$1[^0-9]*[0-9.]+" | grep -oE '[0
 # metric UNIT FILE: a benchmark's reported metric, e.g. ops/s.
 metric() { grep -oE "[0-9.e+]+ $1" "$2" | tail -1 | awk '{printf "%.0f", $1}'; }
 
-say "raw limits (${shared}/tools/raw-limits/run.sh $secs)"
-bash "$shared/tools/raw-limits/run.sh" "$secs" | tee "$work/raw.txt" >&2
-redis_raw=$(grep 'redis raw EVALSHA' "$work/raw.txt" | grep -oE '[0-9.]+ requests' | grep -oE '^[0-9.]+')
-sql_hot=$(grep 'mysql raw tx (conditional UPDATE + INSERT), 50 conns, 1 rows' "$work/raw.txt" | grep -oE '[0-9.]+ tx/s' | grep -oE '^[0-9.]+')
-sql_spread=$(grep 'mysql raw tx (conditional UPDATE + INSERT), 50 conns, 1000 rows' "$work/raw.txt" | grep -oE '[0-9.]+ tx/s' | grep -oE '^[0-9.]+')
-mariadb -e "CREATE USER IF NOT EXISTS 'commercekit'@'127.0.0.1' IDENTIFIED BY 'commercekit';
-  GRANT ALL ON *.* TO 'commercekit'@'127.0.0.1';
-  DROP DATABASE IF EXISTS ck_bench; CREATE DATABASE ck_bench;
-  DROP DATABASE IF EXISTS ck_read; CREATE DATABASE ck_read;
-"
-dsn='commercekit:commercekit@tcp(127.0.0.1:3306)'
-redis-cli -h 127.0.0.1 -n 13 flushdb >/dev/null
-redis-cli -h 127.0.0.1 -n 14 flushdb >/dev/null
-export TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 TESTCONTAINERS_RYUK_DISABLED=true
-export COMMERCEKIT_MYSQL_DSN="$dsn/ck_bench?parseTime=true" COMMERCEKIT_REDIS_ADDR=127.0.0.1:6379
-
-say "redisinventory Reserve on one hot SKU: raw EVALSHA from Go, plain Redis, journaled (Durable)"
-go test -run '^$' -bench 'BenchmarkHotSKU/(raw|redis|durable)$' -benchtime "${secs}s" ./inventory/redisinventory/ | tee "$work/redis.txt" >&2
+# The Redis and MariaDB rates move by ±20 % from minute to minute on this kind of machine:
+# BENCH_ROUNDS alternating rounds (default 3) of the raw limits and of our inventory
+# benchmarks, and every figure is the median of its rounds.
+rounds=${BENCH_ROUNDS:-3}
 # bench_ops NAME FILE: the ops/s of sub-benchmark NAME.
 bench_ops() { grep -E "BenchmarkHotSKU/$1(-[0-9]+)? " "$2" | grep -oE '[0-9.e+]+ ops/s' | awk '{printf "%.0f", $1}'; }
-redis_ours=$(bench_ops redis "$work/redis.txt")
-redis_durable=$(bench_ops durable "$work/redis.txt")
-
-say "sqlinventory Reserve on one hot SKU: raw transaction from Go, group commit"
-go test -run '^$' -bench 'BenchmarkHotSKU/(raw|grouped)$' -benchtime "${secs}s" ./inventory/sqlinventory/ | tee "$work/sqlhot.txt" >&2
-sql_ours=$(bench_ops grouped "$work/sqlhot.txt")
+# rates FIGURE: every round's value of FIGURE; med FIGURE: their median.
+rates() { paste -sd' ' "$work/fig.$1"; }
+med() { sort -n "$work/fig.$1" | awk '{ a[NR] = $1 } END { printf "%.0f", a[int((NR + 1) / 2)] }'; }
+record() { echo "$2" >>"$work/fig.$1"; }
+dsn='commercekit:commercekit@tcp(127.0.0.1:3306)'
+for i in $(seq 1 "$rounds"); do
+  say "raw limits $i/$rounds (${shared}/tools/raw-limits/run.sh $secs)"
+  bash "$shared/tools/raw-limits/run.sh" "$secs" | tee "$work/raw.txt" >&2
+  record redis_raw "$(grep 'redis raw EVALSHA' "$work/raw.txt" | grep -oE '[0-9.]+ requests' | grep -oE '^[0-9.]+')"
+  record sql_hot "$(grep 'mysql raw tx (conditional UPDATE + INSERT), 50 conns, 1 rows' "$work/raw.txt" | grep -oE '[0-9.]+ tx/s' | grep -oE '^[0-9.]+')"
+  record sql_spread "$(grep 'mysql raw tx (conditional UPDATE + INSERT), 50 conns, 1000 rows' "$work/raw.txt" | grep -oE '[0-9.]+ tx/s' | grep -oE '^[0-9.]+')"
+  if [ "$i" = 1 ]; then
+    mariadb -e "CREATE USER IF NOT EXISTS 'commercekit'@'127.0.0.1' IDENTIFIED BY 'commercekit';
+      GRANT ALL ON *.* TO 'commercekit'@'127.0.0.1';
+      DROP DATABASE IF EXISTS ck_read; CREATE DATABASE ck_read;"
+  fi
+  mariadb -e "DROP DATABASE IF EXISTS ck_bench; CREATE DATABASE ck_bench;"
+  redis-cli -h 127.0.0.1 -n 13 flushdb >/dev/null
+  redis-cli -h 127.0.0.1 -n 14 flushdb >/dev/null
+  say "redisinventory Reserve on one hot SKU $i/$rounds: raw EVALSHA from Go, plain Redis, journaled (Durable)"
+  TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 TESTCONTAINERS_RYUK_DISABLED=true COMMERCEKIT_MYSQL_DSN="$dsn/ck_bench?parseTime=true" COMMERCEKIT_REDIS_ADDR=127.0.0.1:6379 \
+    go test -run '^$' -bench 'BenchmarkHotSKU/(raw|redis|durable)$' -benchtime "${secs}s" ./inventory/redisinventory/ | tee "$work/redis.$i.txt" >&2
+  record redis_ours "$(bench_ops redis "$work/redis.$i.txt")"
+  record redis_durable "$(bench_ops durable "$work/redis.$i.txt")"
+  say "sqlinventory Reserve on one hot SKU $i/$rounds: raw transaction from Go, group commit"
+  TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 TESTCONTAINERS_RYUK_DISABLED=true COMMERCEKIT_MYSQL_DSN="$dsn/ck_bench?parseTime=true" \
+    go test -run '^$' -bench 'BenchmarkHotSKU/(raw|grouped)$' -benchtime "${secs}s" ./inventory/sqlinventory/ | tee "$work/sqlhot.$i.txt" >&2
+  record sql_ours "$(bench_ops grouped "$work/sqlhot.$i.txt")"
+done
+redis_raw=$(med redis_raw) sql_hot=$(med sql_hot) sql_spread=$(med sql_spread)
+redis_ours=$(med redis_ours) redis_durable=$(med redis_durable) sql_ours=$(med sql_ours)
 
 say "outbox relay vs the Watermill forwarder (20,000 events, median of 3 alternating rounds)"
 WATERMILL_PEER="$shared/tools/peers/watermill-outbox" ROUNDS=3 bash scripts/relaybench.sh 20000 | tee "$work/relay.txt" >&2
 relay=$(grep -oE 'median of [0-9]+: [0-9]+ vs' "$work/relay.txt" | grep -oE '[0-9]+ vs' | grep -oE '^[0-9]+')
 wm=$(grep -oE 'vs [0-9]+ events/s, ratio' "$work/relay.txt" | grep -oE '[0-9]+')
 
-# The servers below read COMMERCEKIT_* settings: the benchmarks' test variables must not reach them
-# (COMMERCEKIT_REDIS_ADDR would turn the embedded one into a Redis-backed one).
-unset COMMERCEKIT_MYSQL_DSN COMMERCEKIT_REDIS_ADDR
 say "stock read over HTTP (wrk, 64 connections, ${secs}s each)"
 go build -o "$work/refserver" ./refserver
 (cd "$shared/tools/constjson" && go build -o "$work/constjson" .)
@@ -133,5 +141,7 @@ printf '| %-44s | %-24s | %-40s | %6s | %-7s |\n' \
   "same, journaled in SQL (full mode's Durable)" "$redis_durable/s" "raw EVALSHA $redis_raw/s" "$(ratio "$redis_durable" "$redis_raw")" "-"
 echo "full-mode round trips per checkout: $full_rt"
 echo "flash-sale rates of every round (the table shows the median run): full $(all_rates full), embedded $(all_rates embedded)"
+echo "every round (the table shows medians): redis-benchmark $(rates redis_raw), ours $(rates redis_ours), Durable $(rates redis_durable);"
+echo "  raw hot-row tx $(rates sql_hot), group commit $(rates sql_ours); raw spread tx $(rates sql_spread)"
 echo "multiples of the raw rate measured from Go in the same benchmark run (x-raw):"
-grep -hE 'BenchmarkHotSKU/(redis|durable|grouped)' "$work/redis.txt" "$work/sqlhot.txt" | sed 's/^/  /'
+grep -hE 'BenchmarkHotSKU/(redis|durable|grouped)' "$work"/redis.*.txt "$work"/sqlhot.*.txt | sed 's/^/  /'
