@@ -57,7 +57,7 @@ func Example() {
 	// insufficient: 7500 available, 9000 requested
 	// refund     1000  balance 8500
 	// release       0  balance 7500
-	// capture   -2500  balance 7000
+	// capture   -2500  balance 7500
 	// hold          0  balance 10000
 	// charge    10000  balance 10000
 	// verify: true 1500 0

@@ -150,7 +150,7 @@ func settle(ctx context.Context, tx bun.Tx, h *holdRow, captured int64, state Ho
 		t := &transferRow{Kind: kind, UserID: h.UserID, Src: HeldAccount(h.UserID), Dst: UserAccount(h.UserID),
 			Amount: rest, ParentID: h.ID, CreatedAt: now}
 		if after != nil { // the capture's balance, with the rest back
-			t.AvailableAfter, t.HeldAfter = after.AvailableAfter+rest, after.HeldAfter
+			t.AvailableAfter, t.HeldAfter = after.AvailableAfter+rest, after.HeldAfter-rest
 			err = insertTransfer(ctx, tx, t)
 		} else {
 			_, err = journal(ctx, tx, t, 0)

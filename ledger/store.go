@@ -59,9 +59,10 @@ func readAccount(ctx context.Context, db bun.IDB, user string, lock bool) (accou
 }
 
 // journal appends t to the journal with the user's balance after the move that precedes
-// it in the transaction, less pending available points that a later row of the same move
-// gives back, and returns the account's points due to expire. The move locked the account
-// row, so nothing else changes it until the transaction ends.
+// it in the transaction, but with pending points still held that a later row of the same
+// move gives back (from Held to Available), and returns the account's points due to
+// expire. The move locked the account row, so nothing else changes it until the
+// transaction ends.
 //
 // Where the dialect has INSERT ... RETURNING (MariaDB 10.5+, SQLite) the INSERT reads the
 // account itself and returns what it read; elsewhere (MySQL) a SELECT precedes it.
@@ -71,12 +72,12 @@ func journal(ctx context.Context, db bun.IDB, t *transferRow, pending int64) (ex
 		if err != nil {
 			return 0, err
 		}
-		t.AvailableAfter, t.HeldAfter = a.Available-pending, a.Held
+		t.AvailableAfter, t.HeldAfter = a.Available-pending, a.Held+pending
 		return a.Expiring, insertTransfer(ctx, db, t)
 	}
 	err = db.NewInsert().Model(t).
 		Value("available_after", "(SELECT available - ? FROM ledger_accounts WHERE user_id = ?)", pending, t.UserID).
-		Value("held_after", "(SELECT held FROM ledger_accounts WHERE user_id = ?)", t.UserID).
+		Value("held_after", "(SELECT held + ? FROM ledger_accounts WHERE user_id = ?)", pending, t.UserID).
 		Returning("available_after, held_after, (SELECT expiring FROM ledger_accounts WHERE user_id = ?)", t.UserID).
 		Scan(ctx, &t.AvailableAfter, &t.HeldAfter, &expiring)
 	return expiring, duplicate(t, err)
