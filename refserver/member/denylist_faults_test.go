@@ -2,6 +2,9 @@ package member_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -227,4 +230,131 @@ func TestDenialOutlivesAPartition(t *testing.T) {
 	requireRevoked(t2.AccessToken, true)
 	requireRevoked(t1.AccessToken, true)
 	requireRevoked(other.AccessToken, false)
+}
+
+// TestDenialOutlivesAPartitionWhileRebuilding: a check arriving while another rebuilds
+// Redis after a denial Redis missed denies the thief's token or fails with 503; it must not
+// answer from the stale copy (it did, between the rebuilding check's taking the job and
+// its marking Redis incomplete). The partition is injected, as TestDenialOutlivesAPartition's
+// paused Redis may still run the marker's removal once it resumes.
+func TestDenialOutlivesAPartitionWhileRebuilding(t *testing.T) {
+	svc, faults := faultyRedisService(t)
+	victim, err := svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
+	require.NoError(t, err)
+	thief, err := svc.Refresh(ctx, victim.RefreshToken)
+	require.NoError(t, err)
+	other, err := svc.Login(ctx, "alice", "correct horse", "10.0.0.2")
+	require.NoError(t, err)
+	jti := jtiOf(t, thief.AccessToken)
+	requireRevoked := func(token string, want bool) {
+		t.Helper()
+		got, err := svc.Revoked(ctx, jtiOf(t, token))
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	}
+	requireRevoked(thief.AccessToken, false) // Redis built from SQL, as a running server's is
+
+	faults.fail(true)
+	_, err = svc.Refresh(ctx, victim.RefreshToken) // the victim presents the old token
+	require.ErrorIs(t, err, errcode.ErrUnavailable)
+	faults.fail(false)
+	faults.holdAt(func(cmd redis.Cmder) bool { // the rebuild marking Redis incomplete
+		args := cmd.Args()
+		return cmd.Name() == "set" && len(args) > 2 && args[1] == "commercekit:denied" && strings.HasPrefix(fmt.Sprint(args[2]), "building ")
+	})
+	var (
+		revoked bool
+		done    = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		revoked, err = svc.Revoked(ctx, jti)
+	}()
+	select { // the first check is rebuilding Redis
+	case <-faults.held:
+	case <-done:
+		t.Fatalf("the check after the partition did not rebuild Redis: %v %v", revoked, err)
+	}
+	during, duringErr := svc.Revoked(ctx, jti)
+	close(faults.release)
+	<-done
+	require.NoError(t, err)
+	require.True(t, revoked)
+	if duringErr != nil {
+		require.ErrorIs(t, duringErr, errcode.ErrUnavailable)
+	} else {
+		require.True(t, during, "a check during the rebuild let the thief's revoked token through")
+	}
+	requireRevoked(thief.AccessToken, true)
+	requireRevoked(victim.AccessToken, true)
+	requireRevoked(other.AccessToken, false)
+}
+
+// faultyRedisService is a full-mode service whose Redis client has faults hooked, with
+// alice signed up.
+func faultyRedisService(t *testing.T) (*member.Service, *redisFaults) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	rdb := testenv.Redis(t)
+	faults := &redisFaults{}
+	rdb.AddHook(faults)
+	svc, err := member.New(db, member.NewRedisDenylist(rdb, member.NewSQLDenylist(db, nil)), secret,
+		member.WithBcryptCost(bcrypt.MinCost))
+	require.NoError(t, err)
+	_, err = svc.SignUp(ctx, "alice", "correct horse")
+	require.NoError(t, err)
+	return svc, faults
+}
+
+// redisFaults is a hook on the test's Redis client: while failing, the denylist's writes
+// of entries and of the marker's removal fail as if Redis were unreachable; the first
+// command holdAt's match accepts waits until release is closed (held is closed then).
+type redisFaults struct {
+	mu            sync.Mutex
+	failing       bool
+	match         func(redis.Cmder) bool
+	held, release chan struct{}
+}
+
+func (f *redisFaults) fail(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failing = on
+}
+
+func (f *redisFaults) holdAt(match func(redis.Cmder) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.match, f.held, f.release = match, make(chan struct{}), make(chan struct{})
+}
+
+func (f *redisFaults) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (f *redisFaults) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		f.mu.Lock()
+		failing, hold, held, release := f.failing, f.match != nil && f.match(cmd), f.held, f.release
+		if hold {
+			f.match = nil
+		}
+		f.mu.Unlock()
+		key := ""
+		if args := cmd.Args(); len(args) > 1 {
+			key = fmt.Sprint(args[1])
+		}
+		if failing && (cmd.Name() == "set" && strings.HasPrefix(key, "commercekit:denied:") || cmd.Name() == "del" && key == "commercekit:denied") {
+			err := errors.New("injected: Redis unreachable")
+			cmd.SetErr(err)
+			return err
+		}
+		if hold {
+			close(held)
+			<-release
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (f *redisFaults) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
