@@ -53,9 +53,10 @@ type RedisDenylist struct {
 	building sync.Mutex
 	// server is the Redis server holding the marker (see built).
 	server *redisserver.Watch
-	// unsynced is set when a denial is in SQL, maybe not in Redis, and the marker may
-	// still be there: the next check rebuilds Redis first.
-	unsynced atomic.Bool
+	// missed counts the denials that are in SQL, maybe not in Redis, with the marker maybe
+	// still there; synced is missed as it was when the last complete rebuild began. While
+	// they differ, every check rebuilds Redis first (or fails while another rebuilds it).
+	missed, synced atomic.Uint64
 }
 
 // NewRedisDenylist returns a denylist in rdb, under keys "commercekit:denied:<jti>" and the
@@ -87,7 +88,7 @@ func (d *RedisDenylist) Deny(ctx context.Context, jti string, until time.Time) e
 		// denylist's next check rebuilds it (a thief who replayed a refresh token will not
 		// retry the denial of its own access token).
 		if d.rdb.Del(context.WithoutCancel(ctx), d.marker).Err() != nil {
-			d.unsynced.Store(true)
+			d.missed.Add(1)
 		}
 		return errcode.Unavailable("redis", fmt.Errorf("member: deny token: %w", err))
 	}
@@ -96,11 +97,13 @@ func (d *RedisDenylist) Deny(ctx context.Context, jti string, until time.Time) e
 
 // Denied implements Denylist.
 func (d *RedisDenylist) Denied(ctx context.Context, jti string) (bool, error) {
-	// Cleared before the rebuild reads SQL: a denial failing meanwhile sets it again.
-	if d.unsynced.Swap(false) {
+	// Read before the rebuild reads SQL: a denial failing meanwhile is rebuilt again.
+	if missed := d.missed.Load(); missed != d.synced.Load() {
 		if err := d.rebuild(ctx); err != nil {
-			d.unsynced.Store(true)
 			return false, err
+		}
+		for synced := d.synced.Load(); synced < missed && !d.synced.CompareAndSwap(synced, missed); {
+			synced = d.synced.Load()
 		}
 	}
 	for rebuilt := false; ; rebuilt = true {
