@@ -306,6 +306,56 @@ func faultyRedisService(t *testing.T) (*member.Service, *redisFaults) {
 	return svc, faults
 }
 
+// TestDenialMissedDuringARebuild: a denial that misses Redis while a rebuild runs (after
+// the rebuild read SQL) is not covered by it: the check after that rebuild rebuilds again
+// and denies the token.
+func TestDenialMissedDuringARebuild(t *testing.T) {
+	svc, faults := faultyRedisService(t)
+	var sessions [2]member.AccessClaims
+	for i := range sessions {
+		tok, err := svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
+		require.NoError(t, err)
+		sessions[i] = (&env{clock: testclock.New(time.Now())}).claims(t, tok.AccessToken)
+	}
+	revoked := func(c member.AccessClaims) (bool, error) { return svc.Revoked(ctx, c.ID) }
+	logout := func(c member.AccessClaims) error { return svc.Logout(ctx, c.ID, c.SessionID, c.ExpiresAt.Time) }
+	_, err := revoked(sessions[1]) // Redis built from SQL, as a running server's is
+	require.NoError(t, err)
+
+	faults.fail(true) // the first logout reaches SQL only
+	require.ErrorIs(t, logout(sessions[0]), errcode.ErrUnavailable)
+	faults.fail(false)
+	faults.holdAt(func(cmd redis.Cmder) bool { // the next check's rebuild read SQL: markBuilt waits
+		return cmd.Name() == "evalsha" || cmd.Name() == "eval"
+	})
+	var (
+		first    bool
+		firstErr error
+		done     = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		first, firstErr = revoked(sessions[0])
+	}()
+	select {
+	case <-faults.held:
+	case <-done:
+		t.Fatalf("the check did not rebuild Redis: %v %v", first, firstErr)
+	}
+	faults.fail(true) // meanwhile the second logout reaches SQL only
+	require.ErrorIs(t, logout(sessions[1]), errcode.ErrUnavailable)
+	faults.fail(false)
+	close(faults.release)
+	<-done
+	require.NoError(t, firstErr)
+	require.True(t, first)
+	for _, c := range sessions {
+		got, err := revoked(c)
+		require.NoError(t, err)
+		require.True(t, got, "session %s's token", c.SessionID)
+	}
+}
+
 // redisFaults is a hook on the test's Redis client: while failing, the denylist's writes
 // of entries and of the marker's removal fail as if Redis were unreachable; the first
 // command holdAt's match accepts waits until release is closed (held is closed then).
