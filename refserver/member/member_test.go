@@ -550,3 +550,34 @@ func TestLimiterDownFailsClosed(t *testing.T) {
 	_, err = svc.Login(ctx, "bob", "guess", "10.4.0.1")
 	require.ErrorIs(t, err, member.ErrBadCredentials, "the limiter works again")
 }
+
+// TestRefreshRacingLogout: a refresh and a logout of the same session at once end with
+// every access token of the session denied, the refreshed one too when the refresh won.
+func TestRefreshRacingLogout(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		_, err := e.svc.SignUp(ctx, "alice", "correct horse")
+		require.NoError(t, err)
+		for range 10 {
+			t1, err := e.svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
+			require.NoError(t, err)
+			c := e.claims(t, t1.AccessToken)
+			var (
+				wg         sync.WaitGroup
+				refreshed  member.Tokens
+				rerr, lerr error
+			)
+			wg.Go(func() { refreshed, rerr = e.svc.Refresh(ctx, t1.RefreshToken) })
+			wg.Go(func() { lerr = e.svc.Logout(ctx, c.ID, c.SessionID, c.ExpiresAt.Time) })
+			wg.Wait()
+			require.NoError(t, lerr)
+			assert.True(t, e.revoked(t, t1.AccessToken))
+			if rerr != nil {
+				require.ErrorIs(t, rerr, member.ErrInvalidRefreshToken)
+				continue
+			}
+			assert.True(t, e.revoked(t, refreshed.AccessToken), "the refresh won: its token is denied with the session")
+			_, err = e.svc.Refresh(ctx, refreshed.RefreshToken)
+			require.ErrorIs(t, err, member.ErrInvalidRefreshToken)
+		}
+	})
+}
