@@ -207,19 +207,7 @@ func TestDenialOutlivesAPartition(t *testing.T) {
 	require.NoError(t, err)
 	_, err = svc.SignUp(ctx, "alice", "correct horse")
 	require.NoError(t, err)
-	t1, err := svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
-	require.NoError(t, err)
-	t2, err := svc.Refresh(ctx, t1.RefreshToken) // the thief's pair
-	require.NoError(t, err)
-	other, err := svc.Login(ctx, "alice", "correct horse", "10.0.0.2") // another session
-	require.NoError(t, err)
-	requireRevoked := func(token string, want bool) {
-		t.Helper()
-		got, err := svc.Revoked(ctx, jtiOf(t, token))
-		require.NoError(t, err)
-		require.Equal(t, want, got)
-	}
-	requireRevoked(t2.AccessToken, false) // Redis built from SQL, as a running server's is
+	t1, t2, other, requireRevoked := stolenSession(t, svc)
 
 	own.Pause(t)
 	_, err = svc.Refresh(ctx, t1.RefreshToken) // the victim presents the old token
@@ -239,23 +227,10 @@ func TestDenialOutlivesAPartition(t *testing.T) {
 // paused Redis may still run the marker's removal once it resumes.
 func TestDenialOutlivesAPartitionWhileRebuilding(t *testing.T) {
 	svc, faults := faultyRedisService(t)
-	victim, err := svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
-	require.NoError(t, err)
-	thief, err := svc.Refresh(ctx, victim.RefreshToken)
-	require.NoError(t, err)
-	other, err := svc.Login(ctx, "alice", "correct horse", "10.0.0.2")
-	require.NoError(t, err)
+	victim, thief, other, requireRevoked := stolenSession(t, svc)
 	jti := jtiOf(t, thief.AccessToken)
-	requireRevoked := func(token string, want bool) {
-		t.Helper()
-		got, err := svc.Revoked(ctx, jtiOf(t, token))
-		require.NoError(t, err)
-		require.Equal(t, want, got)
-	}
-	requireRevoked(thief.AccessToken, false) // Redis built from SQL, as a running server's is
-
 	faults.fail(true)
-	_, err = svc.Refresh(ctx, victim.RefreshToken) // the victim presents the old token
+	_, err := svc.Refresh(ctx, victim.RefreshToken) // the victim presents the old token
 	require.ErrorIs(t, err, errcode.ErrUnavailable)
 	faults.fail(false)
 	faults.holdAt(func(cmd redis.Cmder) bool { // the rebuild marking Redis incomplete
@@ -288,6 +263,28 @@ func TestDenialOutlivesAPartitionWhileRebuilding(t *testing.T) {
 	requireRevoked(thief.AccessToken, true)
 	requireRevoked(victim.AccessToken, true)
 	requireRevoked(other.AccessToken, false)
+}
+
+// stolenSession logs alice (signed up) in from two places and has a thief refresh the
+// first session: it returns the victim's first pair, the thief's and the other session's,
+// and a check of a token's revocation. The thief's token is checked once, so that a
+// Redis denylist is built from SQL, as a running server's is.
+func stolenSession(t *testing.T, svc *member.Service) (victim, thief, other member.Tokens, requireRevoked func(token string, want bool)) {
+	var err error
+	victim, err = svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
+	require.NoError(t, err)
+	thief, err = svc.Refresh(ctx, victim.RefreshToken)
+	require.NoError(t, err)
+	other, err = svc.Login(ctx, "alice", "correct horse", "10.0.0.2")
+	require.NoError(t, err)
+	requireRevoked = func(token string, want bool) {
+		t.Helper()
+		got, err := svc.Revoked(ctx, jtiOf(t, token))
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	}
+	requireRevoked(thief.AccessToken, false)
+	return victim, thief, other, requireRevoked
 }
 
 // faultyRedisService is a full-mode service whose Redis client has faults hooked, with
