@@ -24,7 +24,8 @@
 // Logout revokes the caller's session with the same effect as above and puts the caller's
 // access token on the denylist until a minute past its expiry (DenyMargin, beyond any
 // verifier's clock leeway), that token last: a logout that fails part-way (503) leaves the
-// caller a token to retry with. A refresh token of a revoked session denies the session's
+// caller a token to retry with, unless the denylist answers from the SQL record the
+// revocation already wrote (then the logout is done). A refresh token of a revoked session denies the session's
 // live access tokens again, so a denial that failed after a reuse is finished by a retry.
 // The denylist's SQL entries for a revoked session's tokens are written in the transaction
 // that revokes it, so no failure after it (nor a thief who never retries) leaves one of

@@ -483,8 +483,11 @@ func (s *Service) denyAll(ctx context.Context, rows []refreshRow) error {
 // every access token the session issued that has not expired. Errors: ErrNotRevocable for
 // a token without a jti; an error matching errcode.ErrUnavailable when the denylist cannot
 // be written. Retry then: Logout is idempotent, and it denies the caller's own token last,
-// so that a logout failing part-way leaves the caller a token to retry with. The denials
-// run to the end even when ctx is cancelled meanwhile (for at most 10 s).
+// so that a logout failing part-way leaves the caller a token to retry with, unless the
+// denylist already answers from the SQL record, which the session's revocation wrote for
+// all its tokens at once (the embedded SQL denylist; a Redis one rebuilt since): then the
+// logout is done, and the retry is refused as unauthenticated. The denials run to the end
+// even when ctx is cancelled meanwhile (for at most 10 s).
 func (s *Service) Logout(ctx context.Context, jti, sessionID string, expires time.Time) error {
 	if jti == "" {
 		return ErrNotRevocable
