@@ -215,9 +215,12 @@
 // confirmation used conditional updates. End to end over HTTP (make bench:
 // examples/flashsale, 3,000 buyers, 200 clients, full mode on native MariaDB and Redis,
 // 2026-11-30 08:39 UTC, median of 3 rounds): 187 checkouts/s at 4.3 SQL transactions and
-// 38.7 statements per checkout, 0.22 of the raw spread transaction rate divided by three
-// (issue 16's target is 0.5; see README, "Measured figures"). The tests, with the race
-// detector:
+// 38.7 statements per checkout, 0.22 of the raw spread transaction rate divided by three;
+// at 11:01 UTC, on a slower machine and with medians of three rounds for the reference
+// too, 168/s and 0.20 (issue 16's target is 0.5; see README, "Measured figures"). A
+// transition updates its order through the primary key only (FORCE INDEX on MySQL): read
+// through commerce_orders_step, as InnoDB's optimizer chose for 3 of 4 in a flash sale, it
+// gap-locked the orders beside it. The tests, with the race detector:
 //
 //	GOTOOLCHAIN=local go test -race -count=1 ./commerce/...
 package commerce

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: every figure of issue 16 beside its reference, measured in one sitting on this
 # machine's loopback, with the ratio and the target. Keep the machine quiet while it runs
-# (about 13 minutes).
+# (about 9 minutes).
 #
 # The references come from the tools shipped beside the checkout (../shared/tools, or
 # $COMMERCEKIT_SHARED/tools): raw-limits/run.sh installs and starts Debian's redis-server and

@@ -178,8 +178,10 @@
 // 06:02 UTC (make bench, after the Durable's combined resolutions) 49,885/s: 0.76× Go's
 // 65,614/s and 0.65× redis-benchmark's 76,614/s, the Durable 12,451/s; at 08:39 UTC
 // (make bench) 64,684/s: 0.87× Go's 74,394/s and 0.64× redis-benchmark's 100,326/s, the
-// Durable 14,538/s. The
-// combined script now costs Redis about what the one-line raw EVALSHA does per
+// Durable 14,538/s; at 11:01 UTC (make bench, medians of three alternating rounds, since
+// single samples moved by a third within minutes) 56,700/s: 0.69× redis-benchmark's
+// 82,102/s (0.72-0.78× Go's raw in each round), the Durable 12,447/s. The combined script
+// now costs Redis about what the one-line raw EVALSHA does per
 // reservation, so under load the Go side (8-11 µs of CPU per reservation on the same two
 // cores) decides the rate. What is left per reservation is its record (HSET, about
 // 2.3 µs), its due-index entry (about 1.7 µs within the batch's ZADD) and its share of
