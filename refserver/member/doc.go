@@ -25,11 +25,11 @@
 // access token on the denylist until a minute past its expiry (DenyMargin, beyond any
 // verifier's clock leeway), that token last: a logout that fails part-way (503) leaves the
 // caller a token to retry with, unless the denylist answers from the SQL record the
-// revocation already wrote (then the logout is done). A refresh token of a revoked session denies the session's
-// live access tokens again, so a denial that failed after a reuse is finished by a retry.
-// The denylist's SQL entries for a revoked session's tokens are written in the transaction
-// that revokes it, so no failure after it (nor a thief who never retries) leaves one of
-// them off the record.
+// revocation already wrote (then the logout is done). A refresh token of a revoked session
+// denies the session's live access tokens again, so a denial that failed after a reuse is
+// finished by a retry. The denylist's SQL entries for a revoked session's tokens are
+// written in the transaction that revokes it, so no failure after it (nor a thief who
+// never retries) leaves one of them off the record.
 // The server checks every authenticated request with Revoked. A denylist that cannot
 // answer is an error matching errcode.ErrUnavailable: a request is never let through
 // because the check failed. In full mode the denylist is RedisDenylist: entries are
