@@ -182,6 +182,21 @@ func ForUpdate(q *bun.SelectQuery) *bun.SelectQuery {
 	return q.For("UPDATE")
 }
 
+// UpdateByPK starts an UPDATE of the table of T for a WHERE that names the row's primary
+// key and conditions on other columns (a conditional transition), reading the row by the
+// primary key only (FORCE INDEX on MySQL). Left to itself, InnoDB's optimizer may read the
+// row through a secondary index that starts with one of those other columns, and a locking
+// read there takes next-key locks: every update gap-locks its neighbours in that index, and
+// rows inserted or moved beside it wait for its transaction.
+func UpdateByPK[T any](db bun.IDB) *bun.UpdateQuery {
+	q := db.NewUpdate().Model((*T)(nil))
+	if db.Dialect().Name() == dialect.MySQL {
+		t := db.Dialect().Tables().Get(reflect.TypeFor[T]())
+		q = q.ModelTableExpr("? AS ? FORCE INDEX (PRIMARY)", t.SQLName, t.SQLAlias)
+	}
+	return q
+}
+
 // Columns adds to q the columns of the table of T, each as alias.column. A query that
 // selects a model's row beside other expressions (a join, a subquery) names them rather
 // than alias.*: a column this build does not know, added by a newer release's migration
