@@ -177,7 +177,9 @@ func (s *Service) ConfirmCoupon(ctx context.Context, orderID, couponID string) (
 		if err := refuseConfirm(r, now); err != nil {
 			return err
 		}
-		if r.State == RedemptionReserved { // reserved since the update
+		// Held after all: a reservation committed after the update looked, which a caller's
+		// READ COMMITTED transaction (no gap locks) lets in.
+		if r.State == RedemptionReserved {
 			return resolve(ctx, tx, &r, RedemptionConfirmed, now)
 		}
 		return nil

@@ -166,13 +166,13 @@ func KillConnections(tb testing.TB, db *bun.DB) {
 	ctx := context.Background()
 	var ids []int64
 	err := db.NewRaw("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND ID <> CONNECTION_ID()").Scan(ctx, &ids)
-	for _, id := range ids {
-		if err == nil {
-			_, err = db.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
-		}
-	}
 	if err != nil || len(ids) == 0 {
-		tb.Fatalf("testenv: kill the connections of the test's database (%d found): %v", len(ids), err)
+		tb.Fatalf("testenv: find the connections of the test's database (%d found): %v", len(ids), err)
+	}
+	for _, id := range ids {
+		if _, err := db.ExecContext(ctx, fmt.Sprintf("KILL %d", id)); err != nil {
+			tb.Fatalf("testenv: kill connection %d of the test's database: %v", id, err)
+		}
 	}
 }
 
