@@ -255,6 +255,7 @@ func TestTransfersSurviveACrash(t *testing.T) {
 			e := newEnv(t, db)
 			e.charge("c1", "alice", 1000)
 			e.hold("h1", "alice", 300)
+			e.hold("h2", "alice", 100)
 			ops := []struct {
 				name string
 				do   func(l *ledger.Ledger) (ledger.Receipt, error)
@@ -263,6 +264,7 @@ func TestTransfersSurviveACrash(t *testing.T) {
 					return l.Spend(e.ctx, ledger.SpendRequest{ID: "s1", User: "alice", Amount: 200})
 				}},
 				{"capture", func(l *ledger.Ledger) (ledger.Receipt, error) { return l.CaptureAll(e.ctx, "h1") }},
+				{"partial capture", func(l *ledger.Ledger) (ledger.Receipt, error) { return l.Capture(e.ctx, "h2", 40) }},
 				{"earn", func(l *ledger.Ledger) (ledger.Receipt, error) {
 					return l.Earn(e.ctx, ledger.EarnRequest{ID: "e1", User: "alice", Amount: 50})
 				}},
@@ -282,7 +284,7 @@ func TestTransfersSurviveACrash(t *testing.T) {
 				require.NoError(t, err, op.name)
 				assert.Equal(t, r, again, "%s: a repeat answers the same", op.name)
 			}
-			assert.Equal(t, [2]int64{550, 0}, e.balance("alice"))
+			assert.Equal(t, [2]int64{510, 0}, e.balance("alice"))
 			e.requireChain("alice")
 			e.verify()
 		})

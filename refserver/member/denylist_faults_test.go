@@ -405,3 +405,45 @@ func (f *redisFaults) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (f *redisFaults) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
+
+// TestRevocationSurvivesACrash: the database drops the connection as the victim's reuse
+// writes the family's denials in the revoking transaction. The transaction rolls back:
+// the session is not revoked and nothing is denied, so nothing is half done, and the
+// victim's retry revokes the family and denies every live access token.
+func TestRevocationSurvivesACrash(t *testing.T) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	deny := member.NewSQLDenylist(db, nil)
+	svc, err := member.New(db, deny, secret, member.WithBcryptCost(bcrypt.MinCost))
+	require.NoError(t, err)
+	crashing, err := member.New(testenv.KillBefore(t, db, "INSERT INTO `member_denied_tokens`"), deny, secret,
+		member.WithBcryptCost(bcrypt.MinCost))
+	require.NoError(t, err)
+	_, err = svc.SignUp(ctx, "alice", "correct horse")
+	require.NoError(t, err)
+	t1, err := svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
+	require.NoError(t, err)
+	t2, err := svc.Refresh(ctx, t1.RefreshToken) // the thief's pair
+	require.NoError(t, err)
+	requireRevoked := func(want bool) {
+		t.Helper()
+		for _, tok := range []member.Tokens{t1, t2} {
+			got, err := svc.Revoked(ctx, jtiOf(t, tok.AccessToken))
+			require.NoError(t, err)
+			require.Equal(t, want, got)
+		}
+	}
+
+	_, err = crashing.Refresh(ctx, t1.RefreshToken) // the victim presents the old token
+	require.ErrorIs(t, err, errcode.ErrUnavailable)
+	requireRevoked(false)
+	var revokedAt int64
+	require.NoError(t, db.NewRaw("SELECT revoked_at FROM member_sessions WHERE id = ?", t1.SessionID).Scan(ctx, &revokedAt))
+	require.Zero(t, revokedAt, "the revocation rolled back with its denials")
+
+	_, err = svc.Refresh(ctx, t1.RefreshToken) // the retry
+	require.ErrorIs(t, err, member.ErrRefreshTokenReused)
+	requireRevoked(true)
+	_, err = svc.Refresh(ctx, t2.RefreshToken)
+	require.ErrorIs(t, err, member.ErrInvalidRefreshToken, "the family is revoked")
+}
