@@ -26,7 +26,8 @@ func BenchmarkRawEvalSha(b *testing.B) { rawEvalSha(b) }
 // BenchmarkHotSKU measures Reserve of one unit of one hot SKU from 50 goroutines on the
 // plain backend and on the journaled one (Durable, MySQL + Redis), each with concurrent
 // reservations combined (one script call, one journal transaction) and alone, next to the
-// raw EVALSHA in the same run, and reports ops/s, the multiple of the raw rate (x-raw)
+// raw EVALSHA in the same run, and reports ops/s, the multiple of the raw rate (x-raw),
+// the reservations a script call (or journal transaction) carried on average (per-batch)
 // and the Redis server's CPU time per operation (redis-µs/op: less noisy than the rates on
 // a loaded machine, as long as nothing else uses the server meanwhile):
 //
@@ -55,7 +56,10 @@ func BenchmarkHotSKU(b *testing.B) {
 				redisinventory.SetMaxBatch(be, s.maxBatch)
 			}
 			defer redisCPU(b, rdb)()
+			batches0, calls0 := redisinventory.ReserveStats(be)
 			inventorytest.ReserveHot(b, testkit.Must(inventory.New(be))(b), raw)
+			batches, calls := redisinventory.ReserveStats(be)
+			b.ReportMetric(float64(calls-calls0)/float64(max(batches-batches0, 1)), "per-batch")
 		})
 	}
 }

@@ -74,6 +74,18 @@ func ResolveBatch(ctx context.Context, d *Durable, xs ...Resolution) ([]inventor
 	return out, errs
 }
 
+// ReserveStats returns how many script calls (plain) or journal transactions (Durable) the
+// reservations of be ran and how many reservations they carried.
+func ReserveStats(be inventory.Backend) (batches, calls int64) {
+	switch be := be.(type) {
+	case *Backend:
+		return be.group.Stats()
+	case *Durable:
+		return be.group.Stats()
+	}
+	return 0, 0
+}
+
 // ResolveStats returns how many journal transactions a Durable's commits, releases and
 // returns ran and how many calls they carried.
 func ResolveStats(d *Durable) (batches, calls int64) { return d.resolves.Stats() }
