@@ -87,7 +87,7 @@ func OwnRedis(tb testing.TB) *Own {
 	tb.Helper()
 	img := image("COMMERCEKIT_REDIS_IMAGE", DefaultRedisImage, LocalRedisImage)
 	return own(tb, "Redis ("+img+")", "6379/tcp", func(ctx context.Context, opts ...testcontainers.ContainerCustomizer) (testcontainers.Container, error) {
-		return tcredis.Run(ctx, img, opts...)
+		return orNil(tcredis.Run(ctx, img, opts...))
 	})
 }
 
@@ -104,11 +104,23 @@ func OwnMySQL(tb testing.TB) (*Own, string) {
 				return fmt.Sprintf("root:%s@tcp(%s)/commercekit", password, net.JoinHostPort(host, port.Port()))
 			}).WithStartupTimeout(startTimeout)),
 		}, opts...)
-		return tcmysql.Run(ctx, img, opts...)
+		return orNil(tcmysql.Run(ctx, img, opts...))
 	})
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName, cfg.ParseTime = "root", password, "tcp", o.Addr, "commercekit", true
 	return o, cfg.FormatDSN()
+}
+
+// orNil returns c, or a nil Container when c is a nil pointer: a module's Run returns one
+// with its error, and as a Container it would not be nil.
+func orNil[P interface {
+	*T
+	testcontainers.Container
+}, T any](c P, err error) (testcontainers.Container, error) {
+	if c == nil {
+		return nil, err
+	}
+	return c, err
 }
 
 // own starts a container through run with port published on a fixed loopback port (so
