@@ -136,9 +136,8 @@ func consume(ctx context.Context, db bun.IDB, user string, amount, expiring int6
 	if expiring <= 0 {
 		return nil
 	}
-	var lots []lotRow
-	q := db.NewSelect().Model(&lots).Where("l.user_id = ?", user).OrderExpr("l.expires_at, l.id")
-	if err := sqlutil.ForUpdate(q).Scan(ctx); err != nil {
+	lots, err := lockLots(ctx, db, user, expiring)
+	if err != nil {
 		return err
 	}
 	taken := int64(0)
@@ -153,6 +152,41 @@ func consume(ctx context.Context, db bun.IDB, user string, amount, expiring int6
 		taken += take
 	}
 	return reduceExpiring(ctx, db, user, taken, now)
+}
+
+// lockLots returns the user's lots, soonest expiry first, locked. expiring is the account's
+// sum of lots, read under the account's lock.
+//
+// A locking read of the user's range of ledger_lots_user would take InnoDB's next-key
+// locks, and with them the gap up to the next user's first lot: that user could not earn
+// expiring points until this transaction ended. So lockLots reads the user's lot IDs
+// without locks, then locks those rows by primary key (rows only, no gap), and checks that
+// they are all of them: their remaining points, as locked, add up to expiring. Every lot
+// is positive, so none is missing. Only when a lot was added since this transaction's
+// snapshot (possible in a caller's transaction that read before it took the account's
+// lock) does it fall back to the locking read of the range.
+func lockLots(ctx context.Context, db bun.IDB, user string, expiring int64) ([]lotRow, error) {
+	var ids []string
+	if err := db.NewSelect().Model((*lotRow)(nil)).Column("id").Where("user_id = ?", user).Scan(ctx, &ids); err != nil {
+		return nil, err
+	}
+	var lots []lotRow
+	if len(ids) > 0 {
+		q := sqlutil.SelectByPK[lotRow](db, &lots).Where("l.id IN (?)", bun.In(ids)).OrderExpr("l.expires_at, l.id")
+		if err := sqlutil.ForUpdate(q).Scan(ctx); err != nil {
+			return nil, err
+		}
+		sum := int64(0)
+		for _, lot := range lots {
+			sum += lot.Remaining
+		}
+		if sum == expiring {
+			return lots, nil
+		}
+	}
+	lots = nil
+	q := db.NewSelect().Model(&lots).Where("l.user_id = ?", user).OrderExpr("l.expires_at, l.id")
+	return lots, sqlutil.ForUpdate(q).Scan(ctx)
 }
 
 // takeFromLot removes take points from lot, deleting it when nothing is left.

@@ -190,11 +190,32 @@ func ForUpdate(q *bun.SelectQuery) *bun.SelectQuery {
 // rows inserted or moved beside it wait for its transaction.
 func UpdateByPK[T any](db bun.IDB) *bun.UpdateQuery {
 	q := db.NewUpdate().Model((*T)(nil))
-	if db.Dialect().Name() == dialect.MySQL {
-		t := db.Dialect().Tables().Get(reflect.TypeFor[T]())
-		q = q.ModelTableExpr("? AS ? FORCE INDEX (PRIMARY)", t.SQLName, t.SQLAlias)
+	if expr, args, ok := primaryOnly[T](db); ok {
+		q = q.ModelTableExpr(expr, args...)
 	}
 	return q
+}
+
+// SelectByPK starts a SELECT of rows of the table of T into dest (a *[]T or *T) for a
+// WHERE that names their primary keys, reading them by the primary key only (FORCE INDEX
+// on MySQL), for the reason UpdateByPK gives: a locking read of rows named by ID then
+// locks those rows and no gap.
+func SelectByPK[T any](db bun.IDB, dest any) *bun.SelectQuery {
+	q := db.NewSelect().Model(dest)
+	if expr, args, ok := primaryOnly[T](db); ok {
+		q = q.ModelTableExpr(expr, args...)
+	}
+	return q
+}
+
+// primaryOnly returns the table expression of T that reads it by its primary key only,
+// where the dialect has index hints (MySQL).
+func primaryOnly[T any](db bun.IDB) (string, []any, bool) {
+	if db.Dialect().Name() != dialect.MySQL {
+		return "", nil, false
+	}
+	t := db.Dialect().Tables().Get(reflect.TypeFor[T]())
+	return "? AS ? FORCE INDEX (PRIMARY)", []any{t.SQLName, t.SQLAlias}, true
 }
 
 // Columns adds to q the columns of the table of T, each as alias.column. A query that
