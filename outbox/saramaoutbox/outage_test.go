@@ -4,6 +4,7 @@ package saramaoutbox_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/saramaoutbox"
 )
 
 // TestBrokerStoppedWhileTransactionsInFlight: four publishers (four relays) each publish
@@ -63,6 +65,9 @@ func TestBrokerStoppedWhileTransactionsInFlight(t *testing.T) {
 					if err == nil {
 						committed.Add(1)
 						break
+					}
+					if errors.Is(err, saramaoutbox.ErrClosed) { // the test failed and ended
+						return
 					}
 					failed.Add(1)
 					time.Sleep(20 * time.Millisecond)
