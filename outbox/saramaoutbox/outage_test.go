@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,7 +36,6 @@ func TestBrokerStoppedWhileTransactionsInFlight(t *testing.T) {
 		want      []outbox.Event
 		committed atomic.Int64
 		failed    atomic.Int64
-		wg        sync.WaitGroup
 	)
 	plans := make([][][]outbox.Event, publishers)
 	for w := range plans {
@@ -54,9 +52,11 @@ func TestBrokerStoppedWhileTransactionsInFlight(t *testing.T) {
 			want = append(want, batch...)
 		}
 	}
+	done := make(chan struct{}, publishers)
 	for _, plan := range plans {
 		p := newPublisher(t, k)
-		wg.Go(func() {
+		go func() {
+			defer func() { done <- struct{}{} }()
 			for _, batch := range plan {
 				for {
 					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -73,7 +73,7 @@ func TestBrokerStoppedWhileTransactionsInFlight(t *testing.T) {
 					time.Sleep(20 * time.Millisecond)
 				}
 			}
-		})
+		}()
 	}
 	for o := range outages { // at a quarter, half and three quarters of the batches
 		threshold := int64((o + 1) * publishers * batches / (outages + 1))
@@ -84,7 +84,9 @@ func TestBrokerStoppedWhileTransactionsInFlight(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		k.Start(t)
 	}
-	wg.Wait()
+	for range publishers {
+		<-done
+	}
 	copies := checkDelivery(t, readTopic(t, k, topic, len(want)), want)
 	t.Logf("%d events in %d batches, %d failed publishes, %d duplicates", len(want), publishers*batches, failed.Load(), duplicates(copies))
 }
