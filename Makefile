@@ -10,9 +10,11 @@ IMAGES := eval "$$(bash scripts/testimages.sh)"
 
 .PHONY: test smoke images run bench
 
-## test: prepare the engine and images if needed, then run every test with the race detector.
+## test: prepare the engine and images if needed, then run every test with the race detector,
+## against sarama patched for IBM/sarama#2913 (scripts/sarama-patched.sh), with the test that
+## reproduces that race (-tags sarama2913).
 test:
-	@$(IMAGES) && $(GOTEST) ./...
+	@$(IMAGES) && sarama=$$(bash scripts/sarama-patched.sh) && $(GOTEST) -tags sarama2913 $$sarama ./...
 
 ## smoke: the fixtures' round trips to MySQL, Redis and Kafka, verbosely.
 smoke:

@@ -32,7 +32,11 @@
 // detector can report a data race inside sarama between a partition's failure and another
 // partition's AddPartitionsToTxn. No use of the producer API avoids it without giving up
 // pipelining (at most two messages in flight); the test reproducing it,
-// TestBrokerStoppedWhileTransactionsInFlight, builds with -tags sarama2913.
+// TestBrokerStoppedWhileTransactionsInFlight, builds with -tags sarama2913. The project's
+// own test runs (make test) build against sarama with a 20-line patch that reads the
+// error under that lock (scripts/sarama-patched.sh, third_party/sarama-2913.diff). Your
+// builds use sarama as released: a replace in this module's go.mod would not reach them
+// either.
 //
 // # Size limit and messages Kafka never takes
 //
