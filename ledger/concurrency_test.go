@@ -1,6 +1,7 @@
 package ledger_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -252,46 +253,18 @@ func TestSpendLocksOnlyItsUsersLots(t *testing.T) {
 	e := newEnv(t, testenv.MySQL(t))
 	e.earn("earn-u1", "u1", 100, day)
 	e.earn("earn-u3", "u3", 100, day)
-	tx, err := e.db.BeginTx(e.ctx, nil)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback() }()
-	_, err = e.l.WithTx(tx).Spend(e.ctx, ledger.SpendRequest{ID: "s1", User: "u1", Amount: 10})
-	require.NoError(t, err)
-
-	conn, err := e.db.Conn(e.ctx)
-	require.NoError(t, err)
-	defer func() { _ = conn.Close() }()
-	_, err = conn.ExecContext(e.ctx, "SET SESSION innodb_lock_wait_timeout = 1")
-	require.NoError(t, err)
-	_, err = e.l.WithTx(conn).Earn(e.ctx, ledger.EarnRequest{ID: "earn-u2", User: "u2", Amount: 100, ExpiresAt: e.clock.Now().Add(day)})
+	tx := e.inTx(func(l *ledger.Ledger) {
+		_, err := l.Spend(e.ctx, ledger.SpendRequest{ID: "s1", User: "u1", Amount: 10})
+		require.NoError(t, err)
+	})
+	err := e.probe(func(ctx context.Context, l *ledger.Ledger) error {
+		_, err := l.Earn(ctx, ledger.EarnRequest{ID: "earn-u2", User: "u2", Amount: 100, ExpiresAt: e.clock.Now().Add(day)})
+		return err
+	})
 	require.NoError(t, err, "u2's earn waited for u1's spend")
 
 	require.NoError(t, tx.Commit())
 	assert.Equal(t, map[string]int64{"earn-u1": 90}, e.expiring("u1"))
 	assert.Equal(t, map[string]int64{"earn-u2": 100}, e.expiring("u2"))
-	e.verify()
-}
-
-// TestSpendFindsALotEarnedAfterItsSnapshot: a spend in a caller's transaction whose
-// snapshot is older than a lot earned meanwhile still takes the soonest-expiring points
-// first, the new lot's. Read from the snapshot, the user's lots add up to less than the
-// account's expiring points (read under its lock), and the spend reads them again locked.
-func TestSpendFindsALotEarnedAfterItsSnapshot(t *testing.T) {
-	e := newEnv(t, testenv.MySQL(t))
-	e.earn("e1", "alice", 100, 10*day)
-	tx, err := e.db.BeginTx(e.ctx, nil)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback() }()
-	var n int
-	require.NoError(t, tx.QueryRowContext(e.ctx, "SELECT COUNT(*) FROM ledger_lots").Scan(&n), "the snapshot")
-	require.Equal(t, 1, n)
-
-	e.earn("e2", "alice", 50, 5*day) // committed after the snapshot, expiring sooner
-	_, err = e.l.WithTx(tx).Spend(e.ctx, ledger.SpendRequest{ID: "s1", User: "alice", Amount: 60})
-	require.NoError(t, err)
-	require.NoError(t, tx.Commit())
-
-	assert.Equal(t, map[string]int64{"e1": 90}, e.expiring("alice"), "e2 expires first, so it goes first")
-	assert.Equal(t, [2]int64{90, 0}, e.balance("alice"))
 	e.verify()
 }
