@@ -11,87 +11,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 )
-
-// inTx runs fn on e's ledger inside a transaction that stays open until the test ends,
-// and returns the transaction.
-func (e *env) inTx(fn func(l *ledger.Ledger)) bun.Tx {
-	e.t.Helper()
-	tx, err := e.db.BeginTx(e.ctx, nil)
-	require.NoError(e.t, err)
-	e.t.Cleanup(func() { _ = tx.Rollback() })
-	fn(e.l.WithTx(tx))
-	return tx
-}
-
-// probe runs fn on e's ledger over a connection of its own that waits at most one second
-// for a lock: an error says fn waited for a lock held elsewhere.
-func (e *env) probe(fn func(ctx context.Context, l *ledger.Ledger) error) error {
-	e.t.Helper()
-	conn, err := e.db.Conn(e.ctx)
-	require.NoError(e.t, err)
-	defer func() { _ = conn.Close() }()
-	_, err = conn.ExecContext(e.ctx, "SET SESSION innodb_lock_wait_timeout = 1")
-	require.NoError(e.t, err)
-	return fn(e.ctx, e.l.WithTx(conn))
-}
-
-// pendingHolds inserts n pending holds of user "crowd", IDs h000000, h000002, …, all due
-// at deadline, and brings the statistics of ledger_holds up to date, as after a busy sale.
-func (e *env) pendingHolds(n int, deadline time.Time) {
-	e.t.Helper()
-	now := e.clock.Now()
-	for i := range n {
-		e.exec("INSERT INTO ledger_holds (id, user_id, amount, state, captured, deadline, created_at, available_after, held_after) "+
-			"VALUES (?, 'crowd', 1, ?, 0, ?, ?, 0, 0)", fmt.Sprintf("h%06d", 2*i), ledger.HoldPending, deadline, now)
-	}
-	e.exec("ANALYZE TABLE ledger_holds")
-}
-
-// TestResolveLocksOnlyItsHold: capturing or voiding a hold locks its own row of
-// ledger_holds and no gap beside it, so another user's hold placed meanwhile does not
-// wait. Its conditional update (WHERE id = ? AND state = ?) could be read through
-// ledger_holds_due (state, deadline), gap-locking the pending holds around it, as
-// commerce's transitions were through their status index; with a few hundred pending
-// holds whose statistics are up to date, MariaDB reads it by primary key.
-func TestResolveLocksOnlyItsHold(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		resolve func(e *env, l *ledger.Ledger)
-	}{
-		{"Capture", func(e *env, l *ledger.Ledger) {
-			_, err := l.Capture(e.ctx, "h000201", 10)
-			require.NoError(e.t, err)
-		}},
-		{"Void", func(e *env, l *ledger.Ledger) {
-			_, err := l.Void(e.ctx, "h000201")
-			require.NoError(e.t, err)
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, testenv.MySQL(t))
-			e.charge("c-alice", "alice", 100)
-			e.charge("c-bob", "bob", 100)
-			e.hold("h000201", "alice", 30)
-			e.pendingHolds(400, e.clock.Now().Add(15*time.Minute))
-
-			tx := e.inTx(func(l *ledger.Ledger) { tc.resolve(e, l) })
-			err := e.probe(func(ctx context.Context, l *ledger.Ledger) error {
-				_, err := l.Hold(ctx, "h000203", "bob", 10, 15*time.Minute)
-				return err
-			})
-			require.NoError(t, err, "bob's hold waited for alice's")
-			require.NoError(t, tx.Commit())
-			e.verify()
-		})
-	}
-}
 
 // TestSpendOfManyLotsLocksOnlyThem: a spend from a user with a few hundred lots, whose
 // statistics are up to date, locks those lots by primary key and no gap in any index of
