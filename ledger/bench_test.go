@@ -122,7 +122,7 @@ func TestStatementsPerOperation(t *testing.T) {
 		}, 4, 5},
 		{"Refund", nil, func(e *env) (ledger.Receipt, error) {
 			return e.l.Refund(e.ctx, ledger.RefundRequest{ID: "r1", SpendID: "s1", Amount: 5})
-		}, 6, 7},
+		}, 7, 8}, // the spend's seq, then its row locked by seq
 		{"Earn expiring", nil, func(e *env) (ledger.Receipt, error) {
 			return e.l.Earn(e.ctx, ledger.EarnRequest{ID: "e2", User: "alice", Amount: 50, ExpiresAt: e.clock.Now().Add(time.Hour)})
 		}, 5, 6},
