@@ -90,7 +90,10 @@
 // the stored transfer is read and compared: original receipt or ErrIDReused. Holds and
 // lots are resolved under a conditional update of their row (state = 'pending', remaining
 // ≥ n), so two racing resolutions cannot both succeed. Locks are always taken in the
-// order hold, account, lots. On SQLite, which has no row locks, writers are serialised by
+// order hold, account, lots. The lots are locked by primary key, after a plain read of
+// their IDs, and checked complete against the account's expiring points: a locking read
+// of the user's range of an index would lock, on InnoDB, the gap up to the next user's
+// lots too, and that user's expiring earns would wait for this transaction. On SQLite, which has no row locks, writers are serialised by
 // the database; with more than one connection to a file database, set a busy timeout
 // (the busy_timeout pragma) so that writers wait for each other rather than fail
 // after the retries.
