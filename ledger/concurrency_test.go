@@ -637,3 +637,35 @@ func TestConcurrentDebitsEarnsAndSweeps(t *testing.T) {
 		e.verify()
 	})
 }
+
+// TestRefundInAStaleSnapshot: a refund in a caller's transaction whose snapshot is older
+// than what happened to the spend meanwhile sees the latest of it: the refunds of an older
+// spend committed since (the limit holds), and a spend committed since (found, through the
+// index, as the snapshot has no seq for it).
+func TestRefundInAStaleSnapshot(t *testing.T) {
+	e := newEnv(t, testenv.MySQL(t))
+	e.charge("c1", "alice", 100)
+	_, err := e.spend("s1", "alice", 20)
+	require.NoError(t, err)
+	tx, err := e.db.BeginTx(e.ctx, nil)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback() }()
+	var n int
+	require.NoError(t, tx.QueryRowContext(e.ctx, "SELECT COUNT(*) FROM ledger_transfers").Scan(&n), "the snapshot")
+
+	_, err = e.l.Refund(e.ctx, ledger.RefundRequest{ID: "r0", SpendID: "s1", Amount: 15})
+	require.NoError(t, err)
+	_, err = e.spend("s2", "alice", 10)
+	require.NoError(t, err)
+	l := e.l.WithTx(tx)
+	_, err = l.Refund(e.ctx, ledger.RefundRequest{ID: "r1", SpendID: "s1", Amount: 10})
+	var rerr *ledger.RefundError
+	require.ErrorAs(t, err, &rerr)
+	assert.Equal(t, ledger.RefundError{SpendID: "s1", Spent: 20, Refunded: 15, Requested: 10}, *rerr)
+	_, err = l.Refund(e.ctx, ledger.RefundRequest{ID: "r2", SpendID: "s2", Amount: 5})
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit())
+
+	assert.Equal(t, [2]int64{90, 0}, e.balance("alice"))
+	e.verify()
+}
