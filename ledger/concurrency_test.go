@@ -533,13 +533,14 @@ func TestConcurrentDebitsEarnsAndSweeps(t *testing.T) {
 			}
 		}
 		// caller runs fn in a caller's transaction at iso that read ledger_lots first, and
-		// runs it again after a deadlock; fn returns what it earned and debited.
+		// runs it again after a deadlock or lock wait timeout; fn returns what it earned and
+		// debited.
 		caller := func(iso sql.IsolationLevel, fn func(ctx context.Context, l *ledger.Ledger) (int64, int64, error)) {
 			opts := &sql.TxOptions{Isolation: iso}
 			if sqlutil.IsSQLite(e.db) {
 				opts = nil
 			}
-			for {
+			for attempt := 1; ; attempt++ {
 				tx, err := e.db.BeginTx(e.ctx, opts)
 				if err != nil {
 					fail(err)
@@ -560,8 +561,8 @@ func TestConcurrentDebitsEarnsAndSweeps(t *testing.T) {
 					earned.Add(ea)
 					debited.Add(de)
 					return
-				case !sqlutil.IsRetryable(err) && !sqlutil.IsSQLite(e.db): // SQLite: busy
-					fail(fmt.Errorf("caller's transaction at %v: %w", iso, err))
+				case !sqlutil.IsRetryable(err) || attempt == 20:
+					fail(fmt.Errorf("caller's transaction at %v, attempt %d: %w", iso, attempt, err))
 					return
 				}
 			}
