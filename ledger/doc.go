@@ -90,11 +90,15 @@
 // the stored transfer is read and compared: original receipt or ErrIDReused. Holds and
 // lots are resolved under a conditional update of their row (state = 'pending', remaining
 // ≥ n), so two racing resolutions cannot both succeed. Locks are always taken in the
-// order hold, account, lots. The lots are locked by primary key, after a plain read of
-// their IDs, and checked complete against the account's expiring points: a locking read
-// of the user's range of an index would lock, on InnoDB, the gap up to the next user's
-// lots too, and that user's expiring earns would wait for this transaction. On SQLite, which has no row locks, writers are serialised by
-// the database; with more than one connection to a file database, set a busy timeout
+// order spend (a refund's), hold, account, lots, and by primary key: a locking read or
+// update through another index would, on InnoDB, also lock the gaps beside the rows, where
+// other users' transfers, holds and lots are inserted, and those would wait for this
+// transaction. So a hold's resolution updates its row by primary key only (FORCE INDEX),
+// a refund locks its spend by seq after a plain read of it, and the lots are locked by
+// primary key after a plain read of their IDs, checked complete against the account's
+// expiring points (when a caller's older snapshot missed one, a locking read of the
+// user's range follows). On SQLite, which has no row locks, writers are serialised by the
+// database; with more than one connection to a file database, set a busy timeout
 // (the busy_timeout pragma) so that writers wait for each other rather than fail
 // after the retries.
 //

@@ -160,8 +160,13 @@ func settle(ctx context.Context, tx bun.Tx, h *holdRow, captured int64, state Ho
 		}
 		after = t
 	}
-	res, err := tx.ExecContext(ctx, "UPDATE ledger_holds SET state = ?, captured = ?, resolved_at = ?, available_after = ?, held_after = ? "+
-		"WHERE id = ? AND state = ?", state, captured, now, after.AvailableAfter, after.HeldAfter, h.ID, HoldPending)
+	// By primary key only: read through ledger_holds_due (state, deadline), as MariaDB
+	// chose on a young table, the update next-key locked every pending hold and the end of
+	// the index, and new holds waited for this transaction (TestResolveLocksOnlyItsHold).
+	res, err := sqlutil.UpdateByPK[holdRow](tx).
+		Set("state = ?", state).Set("captured = ?", captured).Set("resolved_at = ?", now).
+		Set("available_after = ?", after.AvailableAfter).Set("held_after = ?", after.HeldAfter).
+		Where("id = ?", h.ID).Where("state = ?", HoldPending).Exec(ctx)
 	if err != nil {
 		return Receipt{}, err
 	}

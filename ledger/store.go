@@ -102,9 +102,23 @@ func duplicate(t *transferRow, err error) error {
 // findTransfer reads the caller's transfer id; found is false when there is none. lock
 // reads the latest committed row (FOR UPDATE on MySQL) rather than the transaction's
 // snapshot.
+//
+// A locking read through ledger_transfers_id, a unique index of a NULLable column, takes
+// InnoDB's next-key lock there: the gap below the ID too, where another user's transfer
+// would wait until this transaction ended. So lock reads the row's seq from the snapshot
+// and locks the row by its primary key (the row only); only when the snapshot has no such
+// transfer (there is none, or a caller's transaction took its snapshot before it was
+// committed) does it lock through the index. Journal rows are never deleted.
 func findTransfer(ctx context.Context, db bun.IDB, id string, lock bool) (t transferRow, found bool, err error) {
 	q := db.NewSelect().Model(&t).Where("t.id = ?", id)
 	if lock {
+		var seq int64
+		switch err := db.NewSelect().Model((*transferRow)(nil)).Column("seq").Where("id = ?", id).Scan(ctx, &seq); {
+		case err == nil:
+			q = db.NewSelect().Model(&t).Where("t.seq = ?", seq)
+		case !sqlutil.IsNoRows(err):
+			return t, false, err
+		}
 		q = sqlutil.ForUpdate(q)
 	}
 	switch err := q.Scan(ctx); {

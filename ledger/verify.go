@@ -240,6 +240,16 @@ func verify(ctx context.Context, tx bun.Tx, r *Report) error {
 			drift(acct, check, new(big.Int), total)
 		}
 	}
+	for user, h := range holds { // pending holds of a user without an account row
+		if !seen[HeldAccount(user)] {
+			drift(HeldAccount(user), "open holds", new(big.Int), h.total())
+		}
+	}
+	for user, l := range lots { // lots of a user without an account row
+		if !seen[UserAccount(user)] {
+			drift(UserAccount(user), "expiring", new(big.Int), l.total())
+		}
+	}
 	for acct, sign := range map[Account]int{AccountCharged: -1, AccountRewarded: -1, AccountRedeemed: 1, AccountExpired: 1} {
 		if b := balance(acct); b.Sign()*sign < 0 {
 			drift(acct, "sign", b, new(big.Int))

@@ -91,6 +91,14 @@ func TestVerifyFindsDrift(t *testing.T) {
 		{"missing account", "DELETE FROM ledger_accounts WHERE user_id = 'bob'", []ledger.Drift{
 			{Check: "zero sum", Stored: -40},
 			{Account: "user:bob", Check: "available", Stored: 0, Expected: 40},
+			{Account: "user:bob", Check: "expiring", Stored: 0, Expected: 40},
+		}},
+		{"hold without an account", "INSERT INTO ledger_holds (id, user_id, amount, state, captured, deadline, created_at, available_after, held_after) " +
+			"VALUES ('h9', 'carol', 5, 'pending', 0, '2030-01-01 00:00:00', '2026-01-01 00:00:00', 0, 5)", []ledger.Drift{
+			{Account: "held:carol", Check: "open holds", Stored: 0, Expected: 5},
+		}},
+		{"lot without an account", "INSERT INTO ledger_lots (id, user_id, remaining, expires_at) VALUES ('e9', 'carol', 6, '2030-01-01 00:00:00')", []ledger.Drift{
+			{Account: "user:carol", Check: "expiring", Stored: 0, Expected: 6},
 		}},
 	}
 	for _, c := range cases {
