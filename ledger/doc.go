@@ -87,10 +87,10 @@
 // user's own operations, so a user's journal rows are numbered in commit order. A credit
 // is one upsert (INSERT ... ON DUPLICATE KEY UPDATE / ON CONFLICT DO UPDATE). When the
 // journal insert hits the unique key, the transaction (or savepoint) is rolled back and
-// the stored transfer is read and compared: original receipt or ErrIDReused. Holds and
-// lots are resolved under a conditional update of their row (state = 'pending', remaining
-// ≥ n), so two racing resolutions cannot both succeed. Locks are always taken in the
-// order spend (a refund's), hold, account, lots, and by primary key: a locking read or
+// the stored transfer is read and compared: original receipt or ErrIDReused. A hold is
+// resolved under a conditional update of its row (state = 'pending'), so two racing
+// resolutions cannot both succeed; lots change only under their row locks. Locks are
+// always taken in the order spend (a refund's), hold, account, lots, and by primary key: a locking read or
 // update through another index would, on InnoDB, also lock the gaps beside the rows, where
 // other users' transfers, holds and lots are inserted, and those would wait for this
 // transaction. So a hold's resolution updates its row by primary key only (FORCE INDEX),

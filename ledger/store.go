@@ -186,7 +186,7 @@ func lockLots(ctx context.Context, db bun.IDB, user string, expiring int64) ([]l
 	}
 	var lots []lotRow
 	if len(ids) > 0 {
-		q := sqlutil.SelectByPK[lotRow](db, &lots).Where("l.id IN (?)", bun.List(ids)).OrderExpr("l.expires_at, l.id")
+		q := sqlutil.SelectByPK(db, &lots).Where("l.id IN (?)", bun.List(ids)).OrderExpr("l.expires_at, l.id")
 		if err := sqlutil.ForUpdate(q).Scan(ctx); err != nil {
 			return nil, err
 		}

@@ -196,11 +196,11 @@ func UpdateByPK[T any](db bun.IDB) *bun.UpdateQuery {
 	return q
 }
 
-// SelectByPK starts a SELECT of rows of the table of T into dest (a *[]T or *T) for a
-// WHERE that names their primary keys, reading them by the primary key only (FORCE INDEX
-// on MySQL), for the reason UpdateByPK gives: a locking read of rows named by ID then
-// locks those rows and no gap.
-func SelectByPK[T any](db bun.IDB, dest any) *bun.SelectQuery {
+// SelectByPK starts a SELECT of rows of the table of T into dest for a WHERE that names
+// their primary keys, reading them by the primary key only (FORCE INDEX on MySQL), for
+// the reason UpdateByPK gives: a locking read of rows named by ID then locks those rows
+// and no gap.
+func SelectByPK[T any](db bun.IDB, dest *[]T) *bun.SelectQuery {
 	q := db.NewSelect().Model(dest)
 	if expr, args, ok := primaryOnly[T](db); ok {
 		q = q.ModelTableExpr(expr, args...)
