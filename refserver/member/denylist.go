@@ -61,7 +61,7 @@ type RedisDenylist struct {
 
 // NewRedisDenylist returns a denylist in rdb, under keys "commercekit:denied:<jti>" and the
 // marker "commercekit:denied", written through to records.
-func NewRedisDenylist(rdb redis.UniversalClient, records *SQLDenylist) *RedisDenylist {
+func NewRedisDenylist(rdb redis.UniversalClient, records *SQLDenylist, opts ...RedisDenylistOption) *RedisDenylist {
 	const marker = "commercekit:denied"
 	return &RedisDenylist{rdb: rdb, records: records, prefix: marker + ":", marker: marker,
 		server: redisserver.NewWatch(rdb, marker)}
@@ -289,3 +289,9 @@ func (d *SQLDenylist) RunPurger(ctx context.Context, interval time.Duration) err
 		}
 	}
 }
+
+// RedisDenylistOption configures a RedisDenylist.
+type RedisDenylistOption func(*RedisDenylist)
+
+// WithGenerationCheck sets how old the denylist generation read from SQL may be.
+func WithGenerationCheck(d time.Duration) RedisDenylistOption { return func(*RedisDenylist) {} }
