@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,14 +59,41 @@ type RedisDenylist struct {
 	// still there; synced is missed as it was when the last complete rebuild began. While
 	// they differ, every check rebuilds Redis first (or fails while another rebuilds it).
 	missed, synced atomic.Uint64
+	// genCheck is how old gen may be when a check compares the marker with it, by the
+	// clock now; genRead is the read of the SQL generation under way (under genMu).
+	genCheck time.Duration
+	now      func() time.Time
+	gen      atomic.Pointer[generation]
+	genMu    sync.Mutex
+	genRead  *generationRead
+}
+
+// DefaultGenerationCheck is how long a RedisDenylist answers from the denylist generation
+// it last read from SQL, unless WithGenerationCheck says otherwise.
+const DefaultGenerationCheck = time.Second
+
+// RedisDenylistOption configures a RedisDenylist.
+type RedisDenylistOption func(*RedisDenylist)
+
+// WithGenerationCheck sets how long a RedisDenylist answers from the denylist generation
+// it last read from SQL before it reads it again (DefaultGenerationCheck): the longest
+// a denial that another server's Redis client missed goes unseen by this denylist. 0
+// reads it at every check (a SQL statement per check); a negative d counts as 0.
+func WithGenerationCheck(d time.Duration) RedisDenylistOption {
+	return func(rd *RedisDenylist) { rd.genCheck = max(d, 0) }
 }
 
 // NewRedisDenylist returns a denylist in rdb, under keys "commercekit:denied:<jti>" and the
-// marker "commercekit:denied", written through to records.
+// marker "commercekit:denied", written through to records (whose generation of that name
+// it reads and bumps).
 func NewRedisDenylist(rdb redis.UniversalClient, records *SQLDenylist, opts ...RedisDenylistOption) *RedisDenylist {
 	const marker = "commercekit:denied"
-	return &RedisDenylist{rdb: rdb, records: records, prefix: marker + ":", marker: marker,
-		server: redisserver.NewWatch(rdb, marker)}
+	d := &RedisDenylist{rdb: rdb, records: records, prefix: marker + ":", marker: marker,
+		server: redisserver.NewWatch(rdb, marker), genCheck: DefaultGenerationCheck, now: time.Now}
+	for _, opt := range opts {
+		opt(d)
+	}
+	return d
 }
 
 // rebuilding is the answer of a check while Redis is being rebuilt.
@@ -86,9 +115,13 @@ func (d *RedisDenylist) Deny(ctx context.Context, jti string, until time.Time) e
 		// check rebuilds Redis from SQL (or fails) rather than answer "not denied". A Redis
 		// out of memory refuses the SET but still runs the DEL; for one unreachable, this
 		// denylist's next check rebuilds it (a thief who replayed a refresh token will not
-		// retry the denial of its own access token).
+		// retry the denial of its own access token), and the bumped SQL generation makes
+		// every other denylist on this Redis rebuild it too, within its generation check.
 		if d.rdb.Del(context.WithoutCancel(ctx), d.marker).Err() != nil {
 			d.missed.Add(1)
+			if gerr := d.records.bumpGeneration(ctx, d.marker); gerr != nil {
+				err = errors.Join(err, gerr)
+			}
 		}
 		return errcode.Unavailable("redis", fmt.Errorf("member: deny token: %w", err))
 	}
@@ -123,8 +156,12 @@ func (d *RedisDenylist) Denied(ctx context.Context, jti string) (bool, error) {
 		if err != nil {
 			return false, err
 		}
+		gen, err := d.sqlGeneration(ctx)
+		if err != nil {
+			return false, err
+		}
 		switch {
-		case marker.Val() == built:
+		case complete(marker.Val(), built, gen):
 			return entry.Val() > 0, nil
 		case rebuilt:
 			return false, rebuilding()
@@ -151,6 +188,80 @@ func (d *RedisDenylist) built(ctx context.Context) (string, error) {
 	return "ok " + srv.RunID, nil
 }
 
+// complete reports whether marker says that Redis was built on the server built names
+// ("ok <run ID>") by a rebuild that read generation gen or a later one: the marker is
+// "ok <run ID> <generation>". A marker without a generation, written by an earlier
+// version of this package (a rolling deploy runs both), counts as generation 0: complete
+// while no denial has bumped the generation (the earlier version never does, so its
+// marker is as trustworthy as it ever was), rebuilt once one has.
+func complete(marker, built string, gen int64) bool {
+	rest, ok := strings.CutPrefix(marker, built)
+	switch {
+	case !ok:
+		return false
+	case rest == "":
+		return gen == 0
+	}
+	rest, ok = strings.CutPrefix(rest, " ")
+	n, err := strconv.ParseInt(rest, 10, 64)
+	return ok && err == nil && n >= gen
+}
+
+// generation is the denylist generation in SQL as a read that began at at found it.
+type generation struct {
+	n  int64
+	at time.Time
+}
+
+// generationRead is a read of the SQL generation; done is closed when it has ended, with
+// generation.n or err.
+type generationRead struct {
+	generation
+	err  error
+	done chan struct{}
+}
+
+// sqlGeneration returns the SQL generation as read by a read begun at most genCheck ago.
+// One read runs at a time: a check finding the last read too old waits for the one under
+// way if it began recently enough, else for the next one, rather than answer from an
+// older value, which would stretch the bound by however long SQL takes to answer
+// (unbounded when it hangs). A read that fails fails its checks closed.
+func (d *RedisDenylist) sqlGeneration(ctx context.Context) (int64, error) {
+	for {
+		now := d.now()
+		if g := d.gen.Load(); g != nil && now.Sub(g.at) < d.genCheck {
+			return g.n, nil
+		}
+		d.genMu.Lock()
+		r := d.genRead
+		mine := r == nil
+		if mine {
+			r = &generationRead{generation: generation{at: now}, done: make(chan struct{})}
+			d.genRead = r
+		}
+		d.genMu.Unlock()
+		if mine {
+			r.n, r.err = d.records.generation(ctx, d.marker)
+			if r.err == nil {
+				d.gen.Store(&r.generation)
+			}
+			d.genMu.Lock()
+			d.genRead = nil
+			d.genMu.Unlock()
+			close(r.done)
+			return r.n, r.err
+		}
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return 0, errcode.Unavailable("database", fmt.Errorf("member: read the denylist generation: %w", ctx.Err()))
+		}
+		if now.Sub(r.at) <= d.genCheck {
+			return r.n, r.err
+		}
+	}
+}
+
 // markBuilt sets the marker to ARGV[2] if it still holds this rebuild's token (ARGV[1]):
 // not when Redis lost its data again meanwhile, nor when another instance's rebuild took
 // over.
@@ -162,7 +273,8 @@ end
 return 0
 `)
 
-// rebuild copies the live SQL entries into Redis, then marks Redis complete.
+// rebuild copies the live SQL entries into Redis, then marks Redis complete as of the SQL
+// generation it read before them.
 func (d *RedisDenylist) rebuild(ctx context.Context) error {
 	if !d.building.TryLock() {
 		return rebuilding()
@@ -179,6 +291,12 @@ func (d *RedisDenylist) rebuild(ctx context.Context) error {
 	if err := d.rdb.Set(ctx, d.marker, token, 0).Err(); err != nil {
 		return fail(err)
 	}
+	// The generation first: a denial that bumped it before this read is in SQL before the
+	// entries are read.
+	gen, err := d.records.generation(ctx, d.marker)
+	if err != nil {
+		return err
+	}
 	live, err := d.records.live(ctx, time.Now())
 	if err != nil {
 		return err
@@ -194,7 +312,7 @@ func (d *RedisDenylist) rebuild(ctx context.Context) error {
 			return fail(err)
 		}
 	}
-	ok, err := markBuilt.Run(ctx, d.rdb, []string{d.marker}, token, built).Int()
+	ok, err := markBuilt.Run(ctx, d.rdb, []string{d.marker}, token, built+" "+strconv.FormatInt(gen, 10)).Int()
 	if err != nil {
 		return fail(err)
 	}
@@ -266,6 +384,36 @@ func (d *SQLDenylist) live(ctx context.Context, now time.Time) ([]deniedRow, err
 	return rows, nil
 }
 
+// generationRow is a denylist's generation (member_denylist_generation), bumped by each
+// denial that reached SQL but maybe neither Redis nor the marker's removal.
+type generationRow struct {
+	bun.BaseModel `bun:"table:member_denylist_generation"`
+
+	Name string `bun:"name,pk"`
+	Gen  int64  `bun:"gen"`
+}
+
+// generation reads the generation of the denylist name (0 before its first bump).
+func (d *SQLDenylist) generation(ctx context.Context, name string) (int64, error) {
+	row := generationRow{Name: name}
+	if err := d.db.NewSelect().Model(&row).WherePK().Scan(ctx); err != nil && !sqlutil.IsNoRows(err) {
+		return 0, errcode.Unavailable("database", fmt.Errorf("member: read the denylist generation: %w", err))
+	}
+	return row.Gen, nil
+}
+
+// bumpGeneration adds one to the generation of the denylist name.
+func (d *SQLDenylist) bumpGeneration(ctx context.Context, name string) error {
+	q := "INSERT INTO member_denylist_generation (name, gen) VALUES (?, 1) ON DUPLICATE KEY UPDATE gen = gen + 1"
+	if sqlutil.IsSQLite(d.db) {
+		q = "INSERT INTO member_denylist_generation (name, gen) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET gen = gen + 1"
+	}
+	if _, err := d.db.ExecContext(ctx, q, name); err != nil {
+		return errcode.Unavailable("database", fmt.Errorf("member: bump the denylist generation: %w", err))
+	}
+	return nil
+}
+
 // Purge deletes the entries of tokens expired by now and returns how many.
 func (d *SQLDenylist) Purge(ctx context.Context) (int64, error) {
 	res, err := d.db.NewDelete().Model((*deniedRow)(nil)).Where("expires_at <= ?", d.now().UnixMicro()).Exec(ctx)
@@ -290,8 +438,3 @@ func (d *SQLDenylist) RunPurger(ctx context.Context, interval time.Duration) err
 	}
 }
 
-// RedisDenylistOption configures a RedisDenylist.
-type RedisDenylistOption func(*RedisDenylist)
-
-// WithGenerationCheck sets how old the denylist generation read from SQL may be.
-func WithGenerationCheck(d time.Duration) RedisDenylistOption { return func(*RedisDenylist) {} }
