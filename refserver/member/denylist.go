@@ -437,4 +437,3 @@ func (d *SQLDenylist) RunPurger(ctx context.Context, interval time.Duration) err
 		}
 	}
 }
-
