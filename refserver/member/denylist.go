@@ -43,10 +43,18 @@ type Denylist interface {
 // every check): run its Redis with noeviction, or without maxmemory. A check that reads
 // the run ID finds an evicting configuration too, and fails closed (503) until it is
 // fixed. A denial that reached SQL but neither its entry nor the marker's removal reached
-// Redis (unreachable, paused, partitioned away) makes this denylist's next check rebuild
-// Redis before it answers; until then, another server's denylist on the same Redis may
-// still let the token through. It is the denylist of full mode; run the SQLDenylist's
-// purger too.
+// Redis (unreachable, paused, partitioned away from this server alone) makes this
+// denylist's next check rebuild Redis before it answers, and bumps the denylist's
+// generation in SQL (member_denylist_generation). The marker carries the generation its
+// rebuild read before the entries ("ok <run ID> <generation>"), and every check compares
+// it with the SQL generation as read at most WithGenerationCheck ago (1 s by default; one
+// read at a time, no SQL statement per check in between): a lower one is rebuilt first.
+// So every other denylist on the same Redis denies the token within that interval, and a
+// check that cannot read the generation fails closed (503). What remains: the interval
+// itself, and a denial whose bump failed too (SQL unreachable from that server as well,
+// right after its revoking transaction committed): that Deny returns the error, and until
+// it is retried or Redis is rebuilt for another reason, another server may still let the
+// token through. It is the denylist of full mode; run the SQLDenylist's purger too.
 type RedisDenylist struct {
 	rdb      redis.UniversalClient
 	records  *SQLDenylist

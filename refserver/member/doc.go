@@ -36,7 +36,12 @@
 // written to SQL first (the system of record) and read from Redis; a Redis that comes back
 // empty is rebuilt from SQL by the next check before it answers, so a revoked token is
 // never let through because Redis forgot it. A denial that reached SQL but not Redis
-// (unreachable, paused) has the next check rebuild it too.
+// (unreachable, paused) has the next check rebuild it too, and, through a generation in
+// SQL the marker of a complete Redis is compared with, so does every other server on that
+// Redis within a second (WithGenerationCheck); a check that cannot read the generation
+// fails closed. Only a denial whose write to that generation failed as well (SQL lost
+// right after the revocation committed) may stay unseen by the other servers until it is
+// retried (see RedisDenylist).
 //
 // # Login limits
 //
