@@ -46,9 +46,10 @@ type Denylist interface {
 // Redis (unreachable, paused, partitioned away from this server alone) makes this
 // denylist's next check rebuild Redis before it answers, and bumps the denylist's
 // generation in SQL (member_denylist_generation). The marker carries the generation its
-// rebuild read before the entries ("ok <run ID> <generation>"), and every check compares
-// it with the SQL generation as read at most WithGenerationCheck ago (1 s by default; one
-// read at a time, no SQL statement per check in between): a lower one is rebuilt first.
+// rebuild read before the entries ("ok <run ID> <generation>", without it for 0, as the
+// earlier version wrote it), and every check compares it with the SQL generation as read
+// at most WithGenerationCheck ago (1 s by default; one read at a time, no SQL statement
+// per check in between): a lower one is rebuilt first.
 // So every other denylist on the same Redis denies the token within that interval, and a
 // check that cannot read the generation fails closed (503). What remains: the interval
 // itself, and a denial whose bump failed too (SQL unreachable from that server as well,
@@ -196,12 +197,20 @@ func (d *RedisDenylist) built(ctx context.Context) (string, error) {
 	return "ok " + srv.RunID, nil
 }
 
-// complete reports whether marker says that Redis was built on the server built names
-// ("ok <run ID>") by a rebuild that read generation gen or a later one: the marker is
-// "ok <run ID> <generation>". A marker without a generation, written by an earlier
-// version of this package (a rolling deploy runs both), counts as generation 0: complete
-// while no denial has bumped the generation (the earlier version never does, so its
-// marker is as trustworthy as it ever was), rebuilt once one has.
+// builtAt is the marker of a Redis built on the server built names ("ok <run ID>") by a
+// rebuild that read generation gen: "ok <run ID> <gen>", or "ok <run ID>" for generation
+// 0, the marker of the earlier version of this package, which never bumps the generation:
+// during a rolling deploy, each version takes the other's marker for complete until a
+// denial bumps the generation. (Then they disagree, each rebuilding Redis after the
+// other's rebuild: a cost, never a revoked token let through.)
+func builtAt(built string, gen int64) string {
+	if gen == 0 {
+		return built
+	}
+	return built + " " + strconv.FormatInt(gen, 10)
+}
+
+// complete reports whether marker is builtAt(built, n) with n at least gen.
 func complete(marker, built string, gen int64) bool {
 	rest, ok := strings.CutPrefix(marker, built)
 	switch {
@@ -320,7 +329,7 @@ func (d *RedisDenylist) rebuild(ctx context.Context) error {
 			return fail(err)
 		}
 	}
-	ok, err := markBuilt.Run(ctx, d.rdb, []string{d.marker}, token, built+" "+strconv.FormatInt(gen, 10)).Int()
+	ok, err := markBuilt.Run(ctx, d.rdb, []string{d.marker}, token, builtAt(built, gen)).Int()
 	if err != nil {
 		return fail(err)
 	}
