@@ -49,13 +49,14 @@ type Denylist interface {
 // rebuild read before the entries ("ok <run ID> <generation>", without it for 0, as the
 // earlier version wrote it), and every check compares it with the SQL generation as read
 // at most WithGenerationCheck ago (1 s by default; one read at a time, no SQL statement
-// per check in between): a lower one is rebuilt first.
-// So every other denylist on the same Redis denies the token within that interval, and a
-// check that cannot read the generation fails closed (503). What remains: the interval
-// itself, and a denial whose bump failed too (SQL unreachable from that server as well,
-// right after its revoking transaction committed): that Deny returns the error, and until
-// it is retried or Redis is rebuilt for another reason, another server may still let the
-// token through. It is the denylist of full mode; run the SQLDenylist's purger too.
+// per check in between): a lower one is rebuilt first. So every other denylist on the
+// same Redis denies the token within that interval, and a check that cannot read the
+// generation fails closed (503). What remains: the interval itself, and a denial whose
+// bump failed too (SQL unreachable from that server as well, right after its revoking
+// transaction committed): that Deny returns the error, and until it is retried or Redis
+// is rebuilt for another reason, another server may still let the token through. The
+// generation only grows: a database restored from a backup needs the marker deleted
+// too. It is the denylist of full mode; run the SQLDenylist's purger too.
 type RedisDenylist struct {
 	rdb      redis.UniversalClient
 	records  *SQLDenylist
@@ -128,7 +129,9 @@ func (d *RedisDenylist) Deny(ctx context.Context, jti string, until time.Time) e
 		// every other denylist on this Redis rebuild it too, within its generation check.
 		if d.rdb.Del(context.WithoutCancel(ctx), d.marker).Err() != nil {
 			d.missed.Add(1)
-			if gerr := d.records.bumpGeneration(ctx, d.marker); gerr != nil {
+			bctx, cancel := afterRevocation(ctx) // even when the caller has given up
+			defer cancel()
+			if gerr := d.records.bumpGeneration(bctx, d.marker); gerr != nil {
 				err = errors.Join(err, gerr)
 			}
 		}
