@@ -241,6 +241,16 @@ type generationRead struct {
 	done chan struct{}
 }
 
+// cachedGeneration returns the SQL generation as last read, if that read began less than
+// genCheck before now (or after it).
+func (d *RedisDenylist) cachedGeneration(now time.Time) (int64, bool) {
+	g := d.gen.Load()
+	if g == nil || now.Sub(g.at) >= d.genCheck {
+		return 0, false
+	}
+	return g.n, true
+}
+
 // sqlGeneration returns the SQL generation as read by a read begun at most genCheck ago.
 // One read runs at a time: a check finding the last read too old waits for the one under
 // way if it began recently enough, else for the next one, rather than answer from an
@@ -249,10 +259,14 @@ type generationRead struct {
 func (d *RedisDenylist) sqlGeneration(ctx context.Context) (int64, error) {
 	for {
 		now := d.now()
-		if g := d.gen.Load(); g != nil && now.Sub(g.at) < d.genCheck {
-			return g.n, nil
+		if n, ok := d.cachedGeneration(now); ok {
+			return n, nil
 		}
 		d.genMu.Lock()
+		if n, ok := d.cachedGeneration(now); ok { // read meanwhile
+			d.genMu.Unlock()
+			return n, nil
+		}
 		r := d.genRead
 		mine := r == nil
 		if mine {

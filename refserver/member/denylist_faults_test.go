@@ -620,3 +620,39 @@ func TestGenerationCheckIsCached(t *testing.T) {
 	clock.Advance(time.Millisecond)
 	require.EqualValues(t, 1, checks(), "the interval has passed")
 }
+
+// TestGenerationReadOneAtATime: checks that find the generation too old while its read
+// waits (the table locked) wait for that read rather than send their own.
+func TestGenerationReadOneAtATime(t *testing.T) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	stmts := &statements{}
+	clock := testclock.New(time.Now())
+	d := member.NewRedisDenylist(testenv.Redis(t), member.NewSQLDenylist(db.WithQueryHook(stmts), nil),
+		member.WithDenylistClock(clock.Now))
+	_, err := d.Denied(ctx, "warm-up")
+	require.NoError(t, err)
+	lock, err := db.Conn(ctx)
+	require.NoError(t, err)
+	defer lock.Close()
+	_, err = lock.ExecContext(ctx, "LOCK TABLES member_denylist_generation WRITE")
+	require.NoError(t, err)
+	clock.Advance(member.DefaultGenerationCheck)
+	before := stmts.n.Load()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			denied, err := d.Denied(ctx, "not-denied")
+			assert.NoError(t, err)
+			assert.False(t, denied)
+		}()
+	}
+	require.Eventually(t, func() bool { return stmts.n.Load() > before }, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // the other checks arrive while the read waits
+	_, err = lock.ExecContext(ctx, "UNLOCK TABLES")
+	require.NoError(t, err)
+	wg.Wait()
+	require.EqualValues(t, 1, stmts.n.Load()-before, "one read of the generation")
+}
