@@ -529,15 +529,10 @@ func TestGenerationReadFailsClosed(t *testing.T) {
 	_, err := a.Refresh(ctx, victim.RefreshToken)
 	require.ErrorIs(t, err, errcode.ErrUnavailable)
 
-	lock, err := db.Conn(ctx)
-	require.NoError(t, err)
-	defer lock.Close()
-	_, err = lock.ExecContext(ctx, "LOCK TABLES member_denylist_generation WRITE")
-	require.NoError(t, err)
+	unlock := lockGeneration(t, db)
 	_, err = b.Revoked(ctx, jtiOf(t, thief.AccessToken))
 	require.ErrorIs(t, err, errcode.ErrUnavailable, "the generation could not be read")
-	_, err = lock.ExecContext(ctx, "UNLOCK TABLES")
-	require.NoError(t, err)
+	unlock()
 
 	requireRevokedOn(t, b, true, thief, victim)
 	requireRevokedOn(t, b, false, other)
@@ -584,6 +579,34 @@ func TestMarkerWithoutGeneration(t *testing.T) {
 	}
 }
 
+// lockGeneration locks member_denylist_generation in db (MySQL) against every other
+// connection, reads included, until unlock is called.
+func lockGeneration(t *testing.T, db *bun.DB) (unlock func()) {
+	lock, err := db.Conn(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { lock.Close() })
+	_, err = lock.ExecContext(ctx, "LOCK TABLES member_denylist_generation WRITE")
+	require.NoError(t, err)
+	return func() {
+		_, err := lock.ExecContext(ctx, "UNLOCK TABLES")
+		require.NoError(t, err)
+	}
+}
+
+// countedDenylist is a RedisDenylist on MySQL whose SQL statements are counted, timing its
+// generation check by clock (the default interval), built from SQL.
+func countedDenylist(t *testing.T) (*bun.DB, *statements, *testclock.Clock, *member.RedisDenylist) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	stmts := &statements{}
+	clock := testclock.New(time.Now())
+	d := member.NewRedisDenylist(testenv.Redis(t), member.NewSQLDenylist(db.WithQueryHook(stmts), nil),
+		member.WithDenylistClock(clock.Now))
+	_, err := d.Denied(ctx, "warm-up") // the rebuild, and the first read
+	require.NoError(t, err)
+	return db, stmts, clock, d
+}
+
 // statements counts the statements sent through a bun.DB.
 type statements struct{ n atomic.Int64 }
 
@@ -597,12 +620,7 @@ func (s *statements) AfterQuery(context.Context, *bun.QueryEvent) {}
 // TestGenerationCheckIsCached: within the interval, a check sends no SQL statement; after
 // it, one check reads the generation again.
 func TestGenerationCheckIsCached(t *testing.T) {
-	db := testenv.MySQL(t)
-	require.NoError(t, member.CreateSchema(ctx, db))
-	stmts := &statements{}
-	clock := testclock.New(time.Now())
-	d := member.NewRedisDenylist(testenv.Redis(t), member.NewSQLDenylist(db.WithQueryHook(stmts), nil),
-		member.WithDenylistClock(clock.Now))
+	_, stmts, clock, d := countedDenylist(t)
 	checks := func() int64 {
 		t.Helper()
 		before := stmts.n.Load()
@@ -613,8 +631,6 @@ func TestGenerationCheckIsCached(t *testing.T) {
 		}
 		return stmts.n.Load() - before
 	}
-	_, err := d.Denied(ctx, "warm-up") // the rebuild, and the first read
-	require.NoError(t, err)
 	clock.Advance(member.DefaultGenerationCheck - time.Millisecond)
 	require.Zero(t, checks(), "within the interval")
 	clock.Advance(time.Millisecond)
@@ -624,19 +640,8 @@ func TestGenerationCheckIsCached(t *testing.T) {
 // TestGenerationReadOneAtATime: checks that find the generation too old while its read
 // waits (the table locked) wait for that read rather than send their own.
 func TestGenerationReadOneAtATime(t *testing.T) {
-	db := testenv.MySQL(t)
-	require.NoError(t, member.CreateSchema(ctx, db))
-	stmts := &statements{}
-	clock := testclock.New(time.Now())
-	d := member.NewRedisDenylist(testenv.Redis(t), member.NewSQLDenylist(db.WithQueryHook(stmts), nil),
-		member.WithDenylistClock(clock.Now))
-	_, err := d.Denied(ctx, "warm-up")
-	require.NoError(t, err)
-	lock, err := db.Conn(ctx)
-	require.NoError(t, err)
-	defer lock.Close()
-	_, err = lock.ExecContext(ctx, "LOCK TABLES member_denylist_generation WRITE")
-	require.NoError(t, err)
+	db, stmts, clock, d := countedDenylist(t)
+	unlock := lockGeneration(t, db)
 	clock.Advance(member.DefaultGenerationCheck)
 	before := stmts.n.Load()
 	var wg sync.WaitGroup
@@ -651,8 +656,7 @@ func TestGenerationReadOneAtATime(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return stmts.n.Load() > before }, 5*time.Second, 10*time.Millisecond)
 	time.Sleep(100 * time.Millisecond) // the other checks arrive while the read waits
-	_, err = lock.ExecContext(ctx, "UNLOCK TABLES")
-	require.NoError(t, err)
+	unlock()
 	wg.Wait()
 	require.EqualValues(t, 1, stmts.n.Load()-before, "one read of the generation")
 }
