@@ -44,8 +44,8 @@ var schema = []sqlutil.Table{
 
 // CreateSchema creates the member tables (members, member_sessions, member_refresh_tokens,
 // member_denied_tokens for the SQL denylist, and member_denylist_generation for the Redis
-// denylist) if they do not exist. It is idempotent
-// and works on MySQL/MariaDB and SQLite; on MySQL call it outside a transaction.
+// denylist) if they do not exist. It is idempotent and works on MySQL/MariaDB and SQLite;
+// on MySQL call it outside a transaction.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
 	if err := sqlutil.CreateTables(ctx, db, schema...); err != nil {
 		return fmt.Errorf("member: %w", err)
