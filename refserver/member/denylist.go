@@ -255,7 +255,10 @@ func (d *RedisDenylist) cachedGeneration(now time.Time) (int64, bool) {
 // One read runs at a time: a check finding the last read too old waits for the one under
 // way if it began recently enough, else for the next one, rather than answer from an
 // older value, which would stretch the bound by however long SQL takes to answer
-// (unbounded when it hangs). A read that fails fails its checks closed.
+// (unbounded when it hangs). A read that fails fails its checks closed. The read belongs
+// to none of the checks waiting for it (the first one's giving up does not fail the
+// others): it runs on its own, for at most denyTimeout, and each check waits for it as
+// long as its own context allows.
 func (d *RedisDenylist) sqlGeneration(ctx context.Context) (int64, error) {
 	for {
 		now := d.now()
@@ -275,15 +278,7 @@ func (d *RedisDenylist) sqlGeneration(ctx context.Context) (int64, error) {
 		}
 		d.genMu.Unlock()
 		if mine {
-			r.n, r.err = d.records.generation(ctx, d.marker)
-			if r.err == nil {
-				d.gen.Store(&r.generation)
-			}
-			d.genMu.Lock()
-			d.genRead = nil
-			d.genMu.Unlock()
-			close(r.done)
-			return r.n, r.err
+			go d.readGeneration(ctx, r)
 		}
 		select {
 		case <-r.done:
@@ -294,6 +289,21 @@ func (d *RedisDenylist) sqlGeneration(ctx context.Context) (int64, error) {
 			return r.n, r.err
 		}
 	}
+}
+
+// readGeneration runs read r of the SQL generation, detached from ctx (the check that
+// started it) but for at most denyTimeout, and ends it.
+func (d *RedisDenylist) readGeneration(ctx context.Context, r *generationRead) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), denyTimeout)
+	defer cancel()
+	r.n, r.err = d.records.generation(ctx, d.marker)
+	if r.err == nil {
+		d.gen.Store(&r.generation)
+	}
+	d.genMu.Lock()
+	d.genRead = nil
+	d.genMu.Unlock()
+	close(r.done)
 }
 
 // markBuilt sets the marker to ARGV[2] if it still holds this rebuild's token (ARGV[1]):

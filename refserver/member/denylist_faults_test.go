@@ -660,3 +660,32 @@ func TestGenerationReadOneAtATime(t *testing.T) {
 	wg.Wait()
 	require.EqualValues(t, 1, stmts.n.Load()-before, "one read of the generation")
 }
+
+// TestGenerationReadOutlivesTheCheckThatStartedIt: the check that starts a read of the
+// generation giving up (its client gone) fails only itself; a check waiting for the same
+// read gets its answer.
+func TestGenerationReadOutlivesTheCheckThatStartedIt(t *testing.T) {
+	db, stmts, clock, d := countedDenylist(t)
+	unlock := lockGeneration(t, db)
+	clock.Advance(member.DefaultGenerationCheck)
+	before := stmts.n.Load()
+	first, cancel := context.WithCancel(ctx)
+	firstErr := make(chan error, 1)
+	go func() {
+		_, err := d.Denied(first, "not-denied")
+		firstErr <- err
+	}()
+	require.Eventually(t, func() bool { return stmts.n.Load() > before }, 5*time.Second, 10*time.Millisecond)
+	second := make(chan error, 1)
+	go func() {
+		denied, err := d.Denied(ctx, "not-denied")
+		assert.False(t, denied)
+		second <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the second check joins the read under way
+	cancel()
+	require.ErrorIs(t, <-firstErr, context.Canceled)
+	unlock()
+	require.NoError(t, <-second)
+	require.EqualValues(t, 1, stmts.n.Load()-before, "one read of the generation")
+}
