@@ -689,3 +689,56 @@ func TestGenerationReadOutlivesTheCheckThatStartedIt(t *testing.T) {
 	require.NoError(t, <-second)
 	require.EqualValues(t, 1, stmts.n.Load()-before, "one read of the generation")
 }
+
+// TestRebuildNotCutShortByAnotherServer: a check on one server that finds another
+// server's rebuild under way answers 503 and leaves that rebuild alone. It used to start
+// its own, taking the marker over, so that the first failed at its end: with checks
+// arriving on several servers faster than one rebuild runs (every server finds the marker
+// behind within the same second after a bump), no rebuild ever completed and every check
+// failed, for as long as the traffic lasted.
+func TestRebuildNotCutShortByAnotherServer(t *testing.T) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	rdb1 := testenv.Redis(t)
+	opts := *rdb1.Options()
+	rdb2 := redis.NewClient(&opts) // the same Redis database, another server's client
+	t.Cleanup(func() { rdb2.Close() })
+	faults := &redisFaults{}
+	rdb1.AddHook(faults)
+	records := member.NewSQLDenylist(db, nil)
+	s1 := member.NewRedisDenylist(rdb1, records, member.WithGenerationCheck(0))
+	s2 := member.NewRedisDenylist(rdb2, records, member.WithGenerationCheck(0))
+	_, err := s2.Denied(ctx, "warm-up")
+	require.NoError(t, err)
+	faults.fail(true) // a denial misses Redis from a third server: the generation is bumped
+	require.ErrorIs(t, member.NewRedisDenylist(rdb1, records).Deny(ctx, "stolen", time.Now().Add(time.Hour)), errcode.ErrUnavailable)
+	faults.fail(false)
+
+	faults.holdAt(func(cmd redis.Cmder) bool { return cmd.Name() == "evalsha" || cmd.Name() == "eval" })
+	var (
+		first    bool
+		firstErr error
+		done     = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		first, firstErr = s1.Denied(ctx, "stolen")
+	}()
+	select { // server 1 rebuilds Redis, about to mark it built
+	case <-faults.held:
+	case <-done:
+		t.Fatalf("server 1 did not rebuild Redis: %v %v", first, firstErr)
+	}
+	token := rdb2.Get(ctx, "commercekit:denied").Val()
+	require.True(t, strings.HasPrefix(token, "building "), token)
+	_, err = s2.Denied(ctx, "stolen")
+	require.ErrorIs(t, err, errcode.ErrUnavailable, "server 2 waits for server 1's rebuild")
+	require.Equal(t, token, rdb2.Get(ctx, "commercekit:denied").Val(), "server 1's rebuild is left alone")
+	close(faults.release)
+	<-done
+	require.NoError(t, firstErr, "server 1's rebuild completes")
+	require.True(t, first)
+	got, err := s2.Denied(ctx, "stolen")
+	require.NoError(t, err)
+	require.True(t, got)
+}
