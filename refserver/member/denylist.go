@@ -33,8 +33,8 @@ type Denylist interface {
 // a SQLDenylist, the system of record. A Redis that lost its data (restarted empty,
 // flushed, the marker evicted) must not answer "not denied" for a token that was: Redis
 // holds a marker key next to the entries, and when the marker is missing the next check
-// rebuilds Redis from SQL before it answers (a check that finds another rebuild running in
-// this process fails with an error matching errcode.ErrUnavailable). The marker names the
+// rebuilds Redis from SQL before it answers (a check that finds another rebuild under way,
+// on any server, fails with an error matching errcode.ErrUnavailable). The marker names the
 // Redis server (its run ID) it was built on, and a check that went through a newly
 // opened connection reads the run ID again: a Redis that restarted from a snapshot older
 // than its last writes, or another server after a failover, holds a marker of another
@@ -175,7 +175,10 @@ func (d *RedisDenylist) Denied(ctx context.Context, jti string) (bool, error) {
 		switch {
 		case complete(marker.Val(), built, gen):
 			return entry.Val() > 0, nil
-		case rebuilt:
+		case rebuilt, strings.HasPrefix(marker.Val(), buildingPrefix):
+			// A rebuild under way, on any server, is left to end: one started over it
+			// would make it fail, and with checks arriving on several servers faster than
+			// a rebuild runs, none would ever end.
 			return false, rebuilding()
 		}
 		if err := d.rebuild(ctx); err != nil {
@@ -306,20 +309,32 @@ func (d *RedisDenylist) readGeneration(ctx context.Context, r *generationRead) {
 	close(r.done)
 }
 
-// markBuilt sets the marker to ARGV[2] if it still holds this rebuild's token (ARGV[1]):
-// not when Redis lost its data again meanwhile, nor when another instance's rebuild took
-// over.
+// markBuilt sets the marker to ARGV[2] (deletes it for "") if it still holds this
+// rebuild's token (ARGV[1]): not when Redis lost its data again meanwhile, nor when
+// another instance's rebuild took over.
 var markBuilt = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return 1
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
 end
-return 0
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 1
 `)
 
+// buildingPrefix starts the marker of a rebuild under way: "building <token>".
+const buildingPrefix = "building "
+
+// rebuildTimeout bounds a rebuild; its marker expires then, so that a rebuild whose
+// server died mid-way holds up the others' checks (503) for no longer.
+const rebuildTimeout = 5 * time.Second
+
 // rebuild copies the live SQL entries into Redis, then marks Redis complete as of the SQL
-// generation it read before them.
-func (d *RedisDenylist) rebuild(ctx context.Context) error {
+// generation it read before them. A rebuild that fails deletes its marker, so that the
+// next check, on any server, starts another at once.
+func (d *RedisDenylist) rebuild(ctx context.Context) (err error) {
 	if !d.building.TryLock() {
 		return rebuilding()
 	}
@@ -328,13 +343,22 @@ func (d *RedisDenylist) rebuild(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	token := "building " + uuid.NewString()
+	ctx, cancel := context.WithTimeout(ctx, rebuildTimeout)
+	defer cancel()
+	token := buildingPrefix + uuid.NewString()
 	fail := func(err error) error {
 		return errcode.Unavailable("redis", fmt.Errorf("member: rebuild the denylist: %w", err))
 	}
-	if err := d.rdb.Set(ctx, d.marker, token, 0).Err(); err != nil {
+	if err := d.rdb.Set(ctx, d.marker, token, rebuildTimeout).Err(); err != nil {
 		return fail(err)
 	}
+	defer func() {
+		if err != nil { // even when the caller has given up, briefly
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			defer cancel()
+			_ = markBuilt.Run(uctx, d.rdb, []string{d.marker}, token, "").Err()
+		}
+	}()
 	// The generation first: a denial that bumped it before this read is in SQL before the
 	// entries are read.
 	gen, err := d.records.generation(ctx, d.marker)

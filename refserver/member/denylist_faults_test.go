@@ -690,6 +690,54 @@ func TestGenerationReadOutlivesTheCheckThatStartedIt(t *testing.T) {
 	require.EqualValues(t, 1, stmts.n.Load()-before, "one read of the generation")
 }
 
+// bumpedServers are the denylists of two servers on the same MariaDB and Redis database,
+// checking the generation at every check; server 1's Redis client has faults hooked. Redis
+// is built, then a denial ("stolen") misses Redis from a third server: the generation is
+// bumped, and the next check on either server rebuilds Redis.
+func bumpedServers(t *testing.T) (s1, s2 *member.RedisDenylist, faults *redisFaults, rdb2 *redis.Client) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	rdb1 := testenv.Redis(t)
+	opts := *rdb1.Options()
+	rdb2 = redis.NewClient(&opts) // the same Redis database, another server's client
+	t.Cleanup(func() { rdb2.Close() })
+	faults = &redisFaults{}
+	rdb1.AddHook(faults)
+	records := member.NewSQLDenylist(db, nil)
+	s1 = member.NewRedisDenylist(rdb1, records, member.WithGenerationCheck(0))
+	s2 = member.NewRedisDenylist(rdb2, records, member.WithGenerationCheck(0))
+	_, err := s2.Denied(ctx, "warm-up")
+	require.NoError(t, err)
+	faults.fail(true)
+	require.ErrorIs(t, member.NewRedisDenylist(rdb1, records).Deny(ctx, "stolen", time.Now().Add(time.Hour)), errcode.ErrUnavailable)
+	faults.fail(false)
+	return s1, s2, faults, rdb2
+}
+
+// holdMarkBuilt starts check on server 1 and returns once its rebuild is about to mark
+// Redis built (held there until faults.release is closed), with the check's answer.
+func holdMarkBuilt(t *testing.T, faults *redisFaults, check func() (bool, error)) (answer func() (bool, error)) {
+	faults.holdAt(func(cmd redis.Cmder) bool { return cmd.Name() == "evalsha" || cmd.Name() == "eval" })
+	var (
+		got  bool
+		err  error
+		done = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		got, err = check()
+	}()
+	select {
+	case <-faults.held:
+	case <-done:
+		t.Fatalf("server 1 did not rebuild Redis: %v %v", got, err)
+	}
+	return func() (bool, error) {
+		<-done
+		return got, err
+	}
+}
+
 // TestRebuildNotCutShortByAnotherServer: a check on one server that finds another
 // server's rebuild under way answers 503 and leaves that rebuild alone. It used to start
 // its own, taking the marker over, so that the first failed at its end: with checks
@@ -697,48 +745,36 @@ func TestGenerationReadOutlivesTheCheckThatStartedIt(t *testing.T) {
 // behind within the same second after a bump), no rebuild ever completed and every check
 // failed, for as long as the traffic lasted.
 func TestRebuildNotCutShortByAnotherServer(t *testing.T) {
-	db := testenv.MySQL(t)
-	require.NoError(t, member.CreateSchema(ctx, db))
-	rdb1 := testenv.Redis(t)
-	opts := *rdb1.Options()
-	rdb2 := redis.NewClient(&opts) // the same Redis database, another server's client
-	t.Cleanup(func() { rdb2.Close() })
-	faults := &redisFaults{}
-	rdb1.AddHook(faults)
-	records := member.NewSQLDenylist(db, nil)
-	s1 := member.NewRedisDenylist(rdb1, records, member.WithGenerationCheck(0))
-	s2 := member.NewRedisDenylist(rdb2, records, member.WithGenerationCheck(0))
-	_, err := s2.Denied(ctx, "warm-up")
-	require.NoError(t, err)
-	faults.fail(true) // a denial misses Redis from a third server: the generation is bumped
-	require.ErrorIs(t, member.NewRedisDenylist(rdb1, records).Deny(ctx, "stolen", time.Now().Add(time.Hour)), errcode.ErrUnavailable)
-	faults.fail(false)
-
-	faults.holdAt(func(cmd redis.Cmder) bool { return cmd.Name() == "evalsha" || cmd.Name() == "eval" })
-	var (
-		first    bool
-		firstErr error
-		done     = make(chan struct{})
-	)
-	go func() {
-		defer close(done)
-		first, firstErr = s1.Denied(ctx, "stolen")
-	}()
-	select { // server 1 rebuilds Redis, about to mark it built
-	case <-faults.held:
-	case <-done:
-		t.Fatalf("server 1 did not rebuild Redis: %v %v", first, firstErr)
-	}
+	s1, s2, faults, rdb2 := bumpedServers(t)
+	first := holdMarkBuilt(t, faults, func() (bool, error) { return s1.Denied(ctx, "stolen") })
 	token := rdb2.Get(ctx, "commercekit:denied").Val()
 	require.True(t, strings.HasPrefix(token, "building "), token)
-	_, err = s2.Denied(ctx, "stolen")
+	require.Positive(t, rdb2.PTTL(ctx, "commercekit:denied").Val(), "it expires should server 1 die mid-way")
+	_, err := s2.Denied(ctx, "stolen")
 	require.ErrorIs(t, err, errcode.ErrUnavailable, "server 2 waits for server 1's rebuild")
 	require.Equal(t, token, rdb2.Get(ctx, "commercekit:denied").Val(), "server 1's rebuild is left alone")
 	close(faults.release)
-	<-done
-	require.NoError(t, firstErr, "server 1's rebuild completes")
-	require.True(t, first)
-	got, err := s2.Denied(ctx, "stolen")
+	denied, err := first()
+	require.NoError(t, err, "server 1's rebuild completes")
+	require.True(t, denied)
+	denied, err = s2.Denied(ctx, "stolen")
 	require.NoError(t, err)
-	require.True(t, got)
+	require.True(t, denied)
+}
+
+// TestFailedRebuildLetsOthersStart: a rebuild that fails (its check gave up before
+// marking Redis built) deletes its marker, so that the next check, on another server,
+// rebuilds Redis at once rather than wait for that marker to expire.
+func TestFailedRebuildLetsOthersStart(t *testing.T) {
+	s1, s2, faults, rdb2 := bumpedServers(t)
+	cctx, cancel := context.WithCancel(ctx)
+	first := holdMarkBuilt(t, faults, func() (bool, error) { return s1.Denied(cctx, "stolen") })
+	cancel()
+	close(faults.release)
+	_, err := first()
+	require.ErrorIs(t, err, errcode.ErrUnavailable)
+	require.Zero(t, rdb2.Exists(ctx, "commercekit:denied").Val(), "the failed rebuild's marker is gone")
+	denied, err := s2.Denied(ctx, "stolen")
+	require.NoError(t, err)
+	require.True(t, denied)
 }
