@@ -54,7 +54,9 @@ type Denylist interface {
 // generation fails closed (503). What remains: the interval itself, and a denial whose
 // bump failed too (SQL unreachable from that server as well, right after its revoking
 // transaction committed): that Deny returns the error, and until it is retried or Redis
-// is rebuilt for another reason, another server may still let the token through. The
+// is rebuilt for another reason, another server may still let the token through; so
+// may it when the server stopped (crashed, killed) between that commit and its write to
+// Redis, which bumps nothing, until the revocation is retried. The
 // generation only grows: a database restored from a backup needs the marker deleted
 // too. It is the denylist of full mode; run the SQLDenylist's purger too.
 type RedisDenylist struct {

@@ -40,8 +40,9 @@
 // SQL the marker of a complete Redis is compared with, so does every other server on that
 // Redis within a second (WithGenerationCheck); a check that cannot read the generation
 // fails closed. Only a denial whose write to that generation failed as well (SQL lost
-// right after the revocation committed) may stay unseen by the other servers until it is
-// retried (see RedisDenylist).
+// right after the revocation committed), or whose server stopped between that commit and
+// its write to Redis, may stay unseen by the other servers until it is retried (see
+// RedisDenylist).
 //
 // # Login limits
 //
