@@ -778,3 +778,14 @@ func TestFailedRebuildLetsOthersStart(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, denied)
 }
+
+// TestEarlierVersionsRebuildMarker: the marker of a rebuild under way that never expires
+// is the earlier version's, whose server may have died mid-way (during a rolling
+// deploy): a check takes it over rather than wait for it, which would be forever.
+func TestEarlierVersionsRebuildMarker(t *testing.T) {
+	_, s2, _, rdb2 := bumpedServers(t)
+	require.NoError(t, rdb2.Set(ctx, "commercekit:denied", "building 0b8e7a3c-earlier-version", 0).Err())
+	denied, err := s2.Denied(ctx, "stolen")
+	require.NoError(t, err)
+	require.True(t, denied)
+}
