@@ -324,28 +324,13 @@ func TestDenialMissedDuringARebuild(t *testing.T) {
 	faults.fail(true) // the first logout reaches SQL only
 	require.ErrorIs(t, logout(sessions[0]), errcode.ErrUnavailable)
 	faults.fail(false)
-	faults.holdAt(func(cmd redis.Cmder) bool { // the next check's rebuild read SQL: markBuilt waits
-		return cmd.Name() == "evalsha" || cmd.Name() == "eval"
-	})
-	var (
-		first    bool
-		firstErr error
-		done     = make(chan struct{})
-	)
-	go func() {
-		defer close(done)
-		first, firstErr = revoked(sessions[0])
-	}()
-	select {
-	case <-faults.held:
-	case <-done:
-		t.Fatalf("the check did not rebuild Redis: %v %v", first, firstErr)
-	}
+	// The next check's rebuild read SQL: markBuilt waits.
+	firstAnswer := holdMarkBuilt(t, faults, func() (bool, error) { return revoked(sessions[0]) })
 	faults.fail(true) // meanwhile the second logout reaches SQL only
 	require.ErrorIs(t, logout(sessions[1]), errcode.ErrUnavailable)
 	faults.fail(false)
 	close(faults.release)
-	<-done
+	first, firstErr := firstAnswer()
 	require.NoError(t, firstErr)
 	require.True(t, first)
 	for _, c := range sessions {
@@ -714,8 +699,9 @@ func bumpedServers(t *testing.T) (s1, s2 *member.RedisDenylist, faults *redisFau
 	return s1, s2, faults, rdb2
 }
 
-// holdMarkBuilt starts check on server 1 and returns once its rebuild is about to mark
-// Redis built (held there until faults.release is closed), with the check's answer.
+// holdMarkBuilt starts check, on the denylist whose client has faults hooked, and returns
+// once its rebuild is about to mark Redis built (held there until faults.release is
+// closed), with a wait for the check's answer.
 func holdMarkBuilt(t *testing.T, faults *redisFaults, check func() (bool, error)) (answer func() (bool, error)) {
 	faults.holdAt(func(cmd redis.Cmder) bool { return cmd.Name() == "evalsha" || cmd.Name() == "eval" })
 	var (
@@ -730,7 +716,7 @@ func holdMarkBuilt(t *testing.T, faults *redisFaults, check func() (bool, error)
 	select {
 	case <-faults.held:
 	case <-done:
-		t.Fatalf("server 1 did not rebuild Redis: %v %v", got, err)
+		t.Fatalf("the check did not rebuild Redis: %v %v", got, err)
 	}
 	return func() (bool, error) {
 		<-done
