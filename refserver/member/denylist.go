@@ -177,21 +177,16 @@ func (d *RedisDenylist) Denied(ctx context.Context, jti string) (bool, error) {
 		switch {
 		case complete(marker.Val(), built, gen):
 			return entry.Val() > 0, nil
-		case rebuilt, d.buildingElsewhere(ctx, marker.Val()):
+		case rebuilt, strings.HasPrefix(marker.Val(), buildingPrefix):
+			// A rebuild under way, on any server, is left to end: one started over it
+			// would make it fail, and with checks arriving on several servers faster
+			// than a rebuild runs, none would ever end.
 			return false, rebuilding()
 		}
 		if err := d.rebuild(ctx); err != nil {
 			return false, err
 		}
 	}
-}
-
-// buildingElsewhere reports whether marker is that of a rebuild under way, which a check
-// leaves to end: one started over it would make it fail, and with checks arriving on
-// several servers faster than a rebuild runs, none would ever end. A marker that never
-// expires is the earlier version's, whose rebuild may have died mid-way: taken over.
-func (d *RedisDenylist) buildingElsewhere(ctx context.Context, marker string) bool {
-	return strings.HasPrefix(marker, buildingPrefix) && d.rdb.PTTL(ctx, d.marker).Val() > 0
 }
 
 // built returns the marker of a Redis built by the server now holding it: "ok <run ID>"
@@ -331,8 +326,10 @@ end
 return 1
 `)
 
-// buildingPrefix starts the marker of a rebuild under way: "building <token>".
-const buildingPrefix = "building "
+// buildingPrefix starts the marker of a rebuild under way ("rebuilding <token>"), which
+// expires. The earlier version's ("building <token>") never does: its rebuild may have
+// died mid-way, and a check takes it over rather than wait for it.
+const buildingPrefix = "rebuilding "
 
 // rebuildTimeout bounds a rebuild; its marker expires then, so that a rebuild whose
 // server died mid-way holds up the others' checks (503) for no longer.

@@ -237,7 +237,7 @@ func TestDenialOutlivesAPartitionWhileRebuilding(t *testing.T) {
 	faults.fail(false)
 	faults.holdAt(func(cmd redis.Cmder) bool { // the rebuild marking Redis incomplete
 		args := cmd.Args()
-		return cmd.Name() == "set" && len(args) > 2 && args[1] == "commercekit:denied" && strings.HasPrefix(fmt.Sprint(args[2]), "building ")
+		return cmd.Name() == "set" && len(args) > 2 && args[1] == "commercekit:denied" && strings.HasPrefix(fmt.Sprint(args[2]), "rebuilding ")
 	})
 	var (
 		revoked bool
@@ -734,7 +734,7 @@ func TestRebuildNotCutShortByAnotherServer(t *testing.T) {
 	s1, s2, faults, rdb2 := bumpedServers(t)
 	first := holdMarkBuilt(t, faults, func() (bool, error) { return s1.Denied(ctx, "stolen") })
 	token := rdb2.Get(ctx, "commercekit:denied").Val()
-	require.True(t, strings.HasPrefix(token, "building "), token)
+	require.True(t, strings.HasPrefix(token, "rebuilding "), token)
 	require.Positive(t, rdb2.PTTL(ctx, "commercekit:denied").Val(), "it expires should server 1 die mid-way")
 	_, err := s2.Denied(ctx, "stolen")
 	require.ErrorIs(t, err, errcode.ErrUnavailable, "server 2 waits for server 1's rebuild")
@@ -765,9 +765,9 @@ func TestFailedRebuildLetsOthersStart(t *testing.T) {
 	require.True(t, denied)
 }
 
-// TestEarlierVersionsRebuildMarker: the marker of a rebuild under way that never expires
-// is the earlier version's, whose server may have died mid-way (during a rolling
-// deploy): a check takes it over rather than wait for it, which would be forever.
+// TestEarlierVersionsRebuildMarker: the earlier version's marker of a rebuild under way
+// ("building <token>") never expires, and its server may have died mid-way (during a
+// rolling deploy): a check takes it over rather than wait for it, which would be forever.
 func TestEarlierVersionsRebuildMarker(t *testing.T) {
 	_, s2, _, rdb2 := bumpedServers(t)
 	require.NoError(t, rdb2.Set(ctx, "commercekit:denied", "building 0b8e7a3c-earlier-version", 0).Err())
