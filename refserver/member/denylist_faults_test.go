@@ -775,3 +775,38 @@ func TestEarlierVersionsRebuildMarker(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, denied)
 }
+
+// TestDenialOfAServerThatDiedAfterTheRevocation: the victim's reuse reaches server a,
+// which revokes the family and dies before any of its denials reaches Redis: no entry, no
+// removal of the marker, no bump of the generation. Server b, on the same Redis and SQL,
+// must deny the thief's token once its generation check has run (at once with an interval
+// of 0): the revocation left its denials unpublished on record, and b publishes them.
+func TestDenialOfAServerThatDiedAfterTheRevocation(t *testing.T) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	records := member.NewSQLDenylist(db, nil)
+	a, err := member.New(db, diedDenylist{}, secret, member.WithBcryptCost(bcrypt.MinCost))
+	require.NoError(t, err)
+	b, err := member.New(db, member.NewRedisDenylist(testenv.Redis(t), records, member.WithGenerationCheck(0)), secret,
+		member.WithBcryptCost(bcrypt.MinCost))
+	require.NoError(t, err)
+	_, err = a.SignUp(ctx, "alice", "correct horse")
+	require.NoError(t, err)
+	victim, thief, other, _ := stolenSession(t, b)
+	requireRevokedOn(t, b, false, thief)
+
+	_, err = a.Refresh(ctx, victim.RefreshToken) // the victim presents the old token to a
+	require.ErrorIs(t, err, errDied)
+
+	requireRevokedOn(t, b, true, thief, victim)
+	requireRevokedOn(t, b, false, other)
+}
+
+var errDied = errors.New("the server died")
+
+// diedDenylist is the denylist of a server that dies after a revocation committed and
+// before any denial reached Redis.
+type diedDenylist struct{}
+
+func (diedDenylist) Deny(context.Context, string, time.Time) error { return errDied }
+func (diedDenylist) Denied(context.Context, string) (bool, error)  { return false, errDied }
