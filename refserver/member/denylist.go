@@ -119,7 +119,7 @@ func (d *RedisDenylist) Deny(ctx context.Context, jti string, until time.Time) e
 	if !until.After(time.Now()) {
 		return nil
 	}
-	if err := d.records.Deny(ctx, jti, until); err != nil {
+	if err := d.records.record(ctx, true, deniedRow{JTI: jti, ExpiresAt: until.UnixMicro()}); err != nil {
 		return err
 	}
 	if err := d.rdb.SetArgs(ctx, d.prefix+jti, "1", redis.SetArgs{ExpireAt: until}).Err(); err != nil {
@@ -139,6 +139,8 @@ func (d *RedisDenylist) Deny(ctx context.Context, jti string, until time.Time) e
 		}
 		return errcode.Unavailable("redis", fmt.Errorf("member: deny token: %w", err))
 	}
+	// Published. Should this fail, another check publishes it again (the same SET).
+	_ = d.records.published(ctx, jti)
 	return nil
 }
 
@@ -154,12 +156,18 @@ func (d *RedisDenylist) Denied(ctx context.Context, jti string) (bool, error) {
 		}
 	}
 	for rebuilt := false; ; rebuilt = true {
+		// Before reading Redis: the read of the generation also publishes the denials left
+		// unpublished on record (see publish), which the entry read below must see.
+		gen, err := d.sqlGeneration(ctx)
+		if err != nil {
+			return false, err
+		}
 		// One round trip, pipelined rather than MGET: a cluster client splits it by slot.
 		var (
 			marker *redis.StringCmd
 			entry  *redis.IntCmd
 		)
-		_, err := d.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		_, err = d.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			marker, entry = p.Get(ctx, d.marker), p.Exists(ctx, d.prefix+jti)
 			return nil
 		})
@@ -167,10 +175,6 @@ func (d *RedisDenylist) Denied(ctx context.Context, jti string) (bool, error) {
 			return false, errcode.Unavailable("redis", fmt.Errorf("member: check the denylist: %w", err))
 		}
 		built, err := d.built(ctx)
-		if err != nil {
-			return false, err
-		}
-		gen, err := d.sqlGeneration(ctx)
 		if err != nil {
 			return false, err
 		}
@@ -303,12 +307,51 @@ func (d *RedisDenylist) readGeneration(ctx context.Context, r *generationRead) {
 	defer cancel()
 	r.n, r.err = d.records.generation(ctx, d.marker)
 	if r.err == nil {
+		r.err = d.publish(ctx)
+	}
+	if r.err == nil {
 		d.gen.Store(&r.generation)
 	}
 	d.genMu.Lock()
 	d.genRead = nil
 	d.genMu.Unlock()
 	close(r.done)
+}
+
+// publish writes into Redis the denials left unpublished on record, and takes them off
+// that list. A denial is recorded unpublished, in the transaction that records it (a
+// session's revocation, or Deny), and taken off once its server has written it into
+// Redis; one left there is a denial whose server failed, or died, in between. So every
+// server publishes them with its read of the generation, at most WithGenerationCheck
+// apart, before it answers from Redis; a denial published twice is the same SET twice.
+func (d *RedisDenylist) publish(ctx context.Context) error {
+	const batch = 500
+	for {
+		rows, err := d.records.unpublished(ctx, batch)
+		if err != nil || len(rows) == 0 {
+			return err
+		}
+		now := time.Now()
+		jtis := make([]string, len(rows))
+		_, err = d.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, r := range rows {
+				jtis[i] = r.JTI
+				if until := time.UnixMicro(r.ExpiresAt); until.After(now) { // an expired one needs no entry
+					p.SetArgs(ctx, d.prefix+r.JTI, "1", redis.SetArgs{ExpireAt: until})
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return errcode.Unavailable("redis", fmt.Errorf("member: publish the unpublished denials: %w", err))
+		}
+		if err := d.records.published(ctx, jtis...); err != nil {
+			return err
+		}
+		if len(rows) < batch {
+			return nil
+		}
+	}
 }
 
 // markBuilt sets the marker to ARGV[2] (deletes it for "") if it still holds this
@@ -418,22 +461,64 @@ type deniedRow struct {
 	ExpiresAt int64  `bun:"expires_at"`
 }
 
+// unpublishedRow is a denial on record that may not be in Redis yet
+// (member_denials_unpublished; see RedisDenylist.publish).
+type unpublishedRow struct {
+	bun.BaseModel `bun:"table:member_denials_unpublished"`
+
+	JTI       string `bun:"jti,pk"`
+	ExpiresAt int64  `bun:"expires_at"`
+}
+
 // Deny implements Denylist.
 func (d *SQLDenylist) Deny(ctx context.Context, jti string, until time.Time) error {
-	if err := recordDenials(ctx, d.db, deniedRow{JTI: jti, ExpiresAt: until.UnixMicro()}); err != nil {
+	return d.record(ctx, false, deniedRow{JTI: jti, ExpiresAt: until.UnixMicro()})
+}
+
+// record writes entries as recordDenials does, in a transaction of its own.
+func (d *SQLDenylist) record(ctx context.Context, unpublished bool, entries ...deniedRow) error {
+	err := sqlutil.InTx(ctx, d.db, func(ctx context.Context, tx bun.Tx) error {
+		return recordDenials(ctx, tx, unpublished, entries...)
+	})
+	if err != nil {
 		return errcode.Unavailable("database", fmt.Errorf("member: deny token: %w", err))
 	}
 	return nil
 }
 
 // recordDenials writes entries into member_denied_tokens in db, leaving those already
-// there. Inside a transaction a duplicate fails only its own statement, on MySQL and
+// there, and with unpublished into member_denials_unpublished too, for a RedisDenylist
+// to publish. Inside a transaction a duplicate fails only its own statement, on MySQL and
 // SQLite alike.
-func recordDenials(ctx context.Context, db bun.IDB, entries ...deniedRow) error {
+func recordDenials(ctx context.Context, db bun.IDB, unpublished bool, entries ...deniedRow) error {
 	for i := range entries {
 		if _, err := db.NewInsert().Model(&entries[i]).Exec(ctx); err != nil && !sqlutil.IsDuplicateKey(err) {
 			return err
 		}
+		if !unpublished {
+			continue
+		}
+		u := unpublishedRow{JTI: entries[i].JTI, ExpiresAt: entries[i].ExpiresAt}
+		if _, err := db.NewInsert().Model(&u).Exec(ctx); err != nil && !sqlutil.IsDuplicateKey(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// unpublished returns at most limit of the denials left unpublished.
+func (d *SQLDenylist) unpublished(ctx context.Context, limit int64) ([]unpublishedRow, error) {
+	var rows []unpublishedRow
+	if err := d.db.NewSelect().Model(&rows).Limit(limit).Scan(ctx); err != nil {
+		return nil, errcode.Unavailable("database", fmt.Errorf("member: read the unpublished denials: %w", err))
+	}
+	return rows, nil
+}
+
+// published takes the denials jtis off the unpublished list.
+func (d *SQLDenylist) published(ctx context.Context, jtis ...string) error {
+	if _, err := d.db.NewDelete().Model((*unpublishedRow)(nil)).Where("jti IN (?)", bun.List(jtis)).Exec(ctx); err != nil {
+		return errcode.Unavailable("database", fmt.Errorf("member: mark denials published: %w", err))
 	}
 	return nil
 }
@@ -488,7 +573,12 @@ func (d *SQLDenylist) bumpGeneration(ctx context.Context, name string) error {
 
 // Purge deletes the entries of tokens expired by now and returns how many.
 func (d *SQLDenylist) Purge(ctx context.Context) (int64, error) {
-	res, err := d.db.NewDelete().Model((*deniedRow)(nil)).Where("expires_at <= ?", d.now().UnixMicro()).Exec(ctx)
+	now := d.now().UnixMicro()
+	// Those of the embedded mode too, where nothing publishes them.
+	if _, err := d.db.NewDelete().Model((*unpublishedRow)(nil)).Where("expires_at <= ?", now).Exec(ctx); err != nil {
+		return 0, fmt.Errorf("member: purge the unpublished denials: %w", err)
+	}
+	res, err := d.db.NewDelete().Model((*deniedRow)(nil)).Where("expires_at <= ?", now).Exec(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("member: purge the denylist: %w", err)
 	}

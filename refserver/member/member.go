@@ -463,7 +463,7 @@ func (s *Service) revoke(ctx context.Context, tx bun.IDB, sess *sessionRow, why 
 	for i, r := range live {
 		entries[i] = deniedRow{JTI: r.AccessJTI, ExpiresAt: r.AccessExpiresAt + DenyMargin.Microseconds()}
 	}
-	return live, recordDenials(ctx, tx, entries...)
+	return live, recordDenials(ctx, tx, true, entries...)
 }
 
 // denyAll puts the access tokens of rows on the denylist, under afterRevocation(ctx).
