@@ -13,7 +13,7 @@ import (
 
 // BenchmarkDenied measures one denylist lookup (a token that is not on the list, the
 // common case) on each store, one at a time, with the SQL statements it sends (sql/op;
-// the Redis denylist's reads of its generation):
+// the Redis denylist's reads of its unpublished denials):
 //
 //	go test -run '^$' -bench Denied ./refserver/member/
 func BenchmarkDenied(b *testing.B) {

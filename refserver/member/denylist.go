@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,23 +41,19 @@ type Denylist interface {
 // (any maxmemory-policy but noeviction: the entries have a TTL, the marker is read on
 // every check): run its Redis with noeviction, or without maxmemory. A check that reads
 // the run ID finds an evicting configuration too, and fails closed (503) until it is
-// fixed. A denial that reached SQL but neither its entry nor the marker's removal reached
-// Redis (unreachable, paused, partitioned away from this server alone) makes this
-// denylist's next check rebuild Redis before it answers, and bumps the denylist's
-// generation in SQL (member_denylist_generation). The marker carries the generation its
-// rebuild read before the entries ("ok <run ID> <generation>", without it for 0, as the
-// earlier version wrote it), and every check compares it with the SQL generation as read
-// at most WithGenerationCheck ago (1 s by default; one read at a time, no SQL statement
-// per check in between): a lower one is rebuilt first. So every other denylist on the
-// same Redis denies the token within that interval, and a check that cannot read the
-// generation fails closed (503). What remains: the interval itself, and a denial whose
-// bump failed too (SQL unreachable from that server as well, right after its revoking
-// transaction committed): that Deny returns the error, and until it is retried or Redis
-// is rebuilt for another reason, another server may still let the token through; so
-// may it when the server stopped (crashed, killed) between that commit and its write to
-// Redis, which bumps nothing, until the revocation is retried. The
-// generation only grows: a database restored from a backup needs the marker deleted
-// too. It is the denylist of full mode; run the SQLDenylist's purger too.
+// fixed.
+//
+// A denial is recorded unpublished, in the transaction that records it (a session's
+// revocation, or Deny's own), and taken off that list once its server has written it
+// into Redis. Every check publishes what is left there before it answers (see publish),
+// reading that list at most every WithPublishCheck (1 s by default; one read at a time,
+// no SQL statement per check in between). So a denial whose server failed to write it
+// into Redis (unreachable, paused, partitioned away from that server alone), or died
+// before it could, reaches every server within that interval; a check that cannot read
+// the list fails closed (503). The server that failed to write a denial, when it could
+// not remove the marker either, also rebuilds Redis before its next check. What remains
+// is the interval itself. It is the denylist of full mode; run the SQLDenylist's purger
+// too.
 type RedisDenylist struct {
 	rdb      redis.UniversalClient
 	records  *SQLDenylist
@@ -71,37 +66,37 @@ type RedisDenylist struct {
 	// still there; synced is missed as it was when the last complete rebuild began. While
 	// they differ, every check rebuilds Redis first (or fails while another rebuilds it).
 	missed, synced atomic.Uint64
-	// genCheck is how old gen may be when a check compares the marker with it, by the
-	// clock now; genRead is the read of the SQL generation under way (under genMu).
-	genCheck time.Duration
-	now      func() time.Time
-	gen      atomic.Pointer[generation]
-	genMu    sync.Mutex
-	genRead  *generationRead
+	// publishEvery is how long a check may answer after the last publishing began, by the
+	// clock now; published is when that was; publishing is the one under way (under
+	// publishMu).
+	publishEvery time.Duration
+	now          func() time.Time
+	published    atomic.Pointer[time.Time]
+	publishMu    sync.Mutex
+	publishing   *publishRun
 }
 
-// DefaultGenerationCheck is how long a RedisDenylist answers from the denylist generation
-// it last read from SQL, unless WithGenerationCheck says otherwise.
-const DefaultGenerationCheck = time.Second
+// DefaultPublishCheck is how long a RedisDenylist answers from Redis after it last
+// published the unpublished denials, unless WithPublishCheck says otherwise.
+const DefaultPublishCheck = time.Second
 
 // RedisDenylistOption configures a RedisDenylist.
 type RedisDenylistOption func(*RedisDenylist)
 
-// WithGenerationCheck sets how long a RedisDenylist answers from the denylist generation
-// it last read from SQL before it reads it again (DefaultGenerationCheck): the longest
-// a denial that another server's Redis client missed goes unseen by this denylist. 0
-// reads it at every check (a SQL statement per check); a negative d counts as 0.
-func WithGenerationCheck(d time.Duration) RedisDenylistOption {
-	return func(rd *RedisDenylist) { rd.genCheck = max(d, 0) }
+// WithPublishCheck sets how long a RedisDenylist answers from Redis after it last
+// published the denials left unpublished on record (DefaultPublishCheck): the longest a
+// denial that another server failed to write into Redis goes unseen by this denylist. 0
+// publishes at every check (a SQL statement per check); a negative d counts as 0.
+func WithPublishCheck(d time.Duration) RedisDenylistOption {
+	return func(rd *RedisDenylist) { rd.publishEvery = max(d, 0) }
 }
 
 // NewRedisDenylist returns a denylist in rdb, under keys "commercekit:denied:<jti>" and the
-// marker "commercekit:denied", written through to records (whose generation of that name
-// it reads and bumps).
+// marker "commercekit:denied", written through to records.
 func NewRedisDenylist(rdb redis.UniversalClient, records *SQLDenylist, opts ...RedisDenylistOption) *RedisDenylist {
 	const marker = "commercekit:denied"
 	d := &RedisDenylist{rdb: rdb, records: records, prefix: marker + ":", marker: marker,
-		server: redisserver.NewWatch(rdb, marker), genCheck: DefaultGenerationCheck, now: time.Now}
+		server: redisserver.NewWatch(rdb, marker), publishEvery: DefaultPublishCheck, now: time.Now}
 	for _, opt := range opts {
 		opt(d)
 	}
@@ -127,15 +122,10 @@ func (d *RedisDenylist) Deny(ctx context.Context, jti string, until time.Time) e
 		// check rebuilds Redis from SQL (or fails) rather than answer "not denied". A Redis
 		// out of memory refuses the SET but still runs the DEL; for one unreachable, this
 		// denylist's next check rebuilds it (a thief who replayed a refresh token will not
-		// retry the denial of its own access token), and the bumped SQL generation makes
-		// every other denylist on this Redis rebuild it too, within its generation check.
+		// retry the denial of its own access token), and every other denylist publishes
+		// it from the unpublished list within its publish check.
 		if d.rdb.Del(context.WithoutCancel(ctx), d.marker).Err() != nil {
 			d.missed.Add(1)
-			bctx, cancel := afterRevocation(ctx) // even when the caller has given up
-			defer cancel()
-			if gerr := d.records.bumpGeneration(bctx, d.marker); gerr != nil {
-				err = errors.Join(err, gerr)
-			}
 		}
 		return errcode.Unavailable("redis", fmt.Errorf("member: deny token: %w", err))
 	}
@@ -156,10 +146,8 @@ func (d *RedisDenylist) Denied(ctx context.Context, jti string) (bool, error) {
 		}
 	}
 	for rebuilt := false; ; rebuilt = true {
-		// Before reading Redis: the read of the generation also publishes the denials left
-		// unpublished on record (see publish), which the entry read below must see.
-		gen, err := d.sqlGeneration(ctx)
-		if err != nil {
+		// Before reading Redis, which must hold them: the denials left unpublished.
+		if err := d.catchUp(ctx); err != nil {
 			return false, err
 		}
 		// One round trip, pipelined rather than MGET: a cluster client splits it by slot.
@@ -167,7 +155,7 @@ func (d *RedisDenylist) Denied(ctx context.Context, jti string) (bool, error) {
 			marker *redis.StringCmd
 			entry  *redis.IntCmd
 		)
-		_, err = d.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		_, err := d.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			marker, entry = p.Get(ctx, d.marker), p.Exists(ctx, d.prefix+jti)
 			return nil
 		})
@@ -179,7 +167,7 @@ func (d *RedisDenylist) Denied(ctx context.Context, jti string) (bool, error) {
 			return false, err
 		}
 		switch {
-		case complete(marker.Val(), built, gen):
+		case marker.Val() == built:
 			return entry.Val() > 0, nil
 		case rebuilt, strings.HasPrefix(marker.Val(), buildingPrefix):
 			// A rebuild under way, on any server, is left to end: one started over it
@@ -209,112 +197,72 @@ func (d *RedisDenylist) built(ctx context.Context) (string, error) {
 	return "ok " + srv.RunID, nil
 }
 
-// builtAt is the marker of a Redis built on the server built names ("ok <run ID>") by a
-// rebuild that read generation gen: "ok <run ID> <gen>", or "ok <run ID>" for generation
-// 0, the marker of the earlier version of this package, which never bumps the generation:
-// during a rolling deploy, each version takes the other's marker for complete until a
-// denial bumps the generation. (Then they disagree, each rebuilding Redis after the
-// other's rebuild: a cost, never a revoked token let through.)
-func builtAt(built string, gen int64) string {
-	if gen == 0 {
-		return built
-	}
-	return built + " " + strconv.FormatInt(gen, 10)
-}
-
-// complete reports whether marker is builtAt(built, n) with n at least gen.
-func complete(marker, built string, gen int64) bool {
-	rest, ok := strings.CutPrefix(marker, built)
-	switch {
-	case !ok:
-		return false
-	case rest == "":
-		return gen == 0
-	}
-	rest, ok = strings.CutPrefix(rest, " ")
-	n, err := strconv.ParseInt(rest, 10, 64)
-	return ok && err == nil && n >= gen
-}
-
-// generation is the denylist generation in SQL as a read that began at at found it.
-type generation struct {
-	n  int64
-	at time.Time
-}
-
-// generationRead is a read of the SQL generation; done is closed when it has ended, with
-// generation.n or err.
-type generationRead struct {
-	generation
+// publishRun is a run of publish that began at at; done is closed when it has ended,
+// with err.
+type publishRun struct {
+	at   time.Time
 	err  error
 	done chan struct{}
 }
 
-// cachedGeneration returns the SQL generation as last read, if that read began less than
-// genCheck before now (or after it).
-func (d *RedisDenylist) cachedGeneration(now time.Time) (int64, bool) {
-	g := d.gen.Load()
-	if g == nil || now.Sub(g.at) >= d.genCheck {
-		return 0, false
-	}
-	return g.n, true
+// publishedSince reports whether the last successful publishing began less than
+// publishEvery before now (or after it).
+func (d *RedisDenylist) publishedSince(now time.Time) bool {
+	at := d.published.Load()
+	return at != nil && now.Sub(*at) < d.publishEvery
 }
 
-// sqlGeneration returns the SQL generation as read by a read begun at most genCheck ago.
-// One read runs at a time: a check finding the last read too old waits for the one under
-// way if it began recently enough, else for the next one, rather than answer from an
-// older value, which would stretch the bound by however long SQL takes to answer
-// (unbounded when it hangs). A read that fails fails its checks closed. The read belongs
-// to none of the checks waiting for it (the first one's giving up does not fail the
-// others): it runs on its own, for at most denyTimeout, and each check waits for it as
-// long as its own context allows.
-func (d *RedisDenylist) sqlGeneration(ctx context.Context) (int64, error) {
+// catchUp returns once a publishing begun at most publishEvery ago has succeeded. One
+// runs at a time: a check finding the last one too old waits for the one under way if
+// it began recently enough, else for the next one, rather than answer from an older
+// state, which would stretch the bound by however long SQL takes to answer (unbounded
+// when it hangs). One that fails fails its checks closed. It belongs to none of the
+// checks waiting for it (the first one's giving up does not fail the others): it runs
+// on its own, for at most denyTimeout, and each check waits for it as long as its own
+// context allows.
+func (d *RedisDenylist) catchUp(ctx context.Context) error {
 	for {
 		now := d.now()
-		if n, ok := d.cachedGeneration(now); ok {
-			return n, nil
+		if d.publishedSince(now) {
+			return nil
 		}
-		d.genMu.Lock()
-		if n, ok := d.cachedGeneration(now); ok { // read meanwhile
-			d.genMu.Unlock()
-			return n, nil
+		d.publishMu.Lock()
+		if d.publishedSince(now) { // meanwhile
+			d.publishMu.Unlock()
+			return nil
 		}
-		r := d.genRead
+		r := d.publishing
 		mine := r == nil
 		if mine {
-			r = &generationRead{generation: generation{at: now}, done: make(chan struct{})}
-			d.genRead = r
+			r = &publishRun{at: now, done: make(chan struct{})}
+			d.publishing = r
 		}
-		d.genMu.Unlock()
+		d.publishMu.Unlock()
 		if mine {
-			go d.readGeneration(ctx, r)
+			go d.runPublish(ctx, r)
 		}
 		select {
 		case <-r.done:
 		case <-ctx.Done():
-			return 0, errcode.Unavailable("database", fmt.Errorf("member: read the denylist generation: %w", ctx.Err()))
+			return errcode.Unavailable("database", fmt.Errorf("member: publish the unpublished denials: %w", ctx.Err()))
 		}
-		if now.Sub(r.at) <= d.genCheck {
-			return r.n, r.err
+		if now.Sub(r.at) <= d.publishEvery {
+			return r.err
 		}
 	}
 }
 
-// readGeneration runs read r of the SQL generation, detached from ctx (the check that
-// started it) but for at most denyTimeout, and ends it.
-func (d *RedisDenylist) readGeneration(ctx context.Context, r *generationRead) {
+// runPublish runs publishing r, detached from ctx (the check that started it) but for
+// at most denyTimeout, and ends it.
+func (d *RedisDenylist) runPublish(ctx context.Context, r *publishRun) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), denyTimeout)
 	defer cancel()
-	r.n, r.err = d.records.generation(ctx, d.marker)
-	if r.err == nil {
-		r.err = d.publish(ctx)
+	if r.err = d.publish(ctx); r.err == nil {
+		d.published.Store(&r.at)
 	}
-	if r.err == nil {
-		d.gen.Store(&r.generation)
-	}
-	d.genMu.Lock()
-	d.genRead = nil
-	d.genMu.Unlock()
+	d.publishMu.Lock()
+	d.publishing = nil
+	d.publishMu.Unlock()
 	close(r.done)
 }
 
@@ -322,8 +270,8 @@ func (d *RedisDenylist) readGeneration(ctx context.Context, r *generationRead) {
 // that list. A denial is recorded unpublished, in the transaction that records it (a
 // session's revocation, or Deny), and taken off once its server has written it into
 // Redis; one left there is a denial whose server failed, or died, in between. So every
-// server publishes them with its read of the generation, at most WithGenerationCheck
-// apart, before it answers from Redis; a denial published twice is the same SET twice.
+// server publishes them, at most WithPublishCheck apart, before it answers from Redis;
+// a denial published twice is the same SET twice.
 func (d *RedisDenylist) publish(ctx context.Context) error {
 	const batch = 500
 	for {
@@ -378,9 +326,9 @@ const buildingPrefix = "rebuilding "
 // server died mid-way holds up the others' checks (503) for no longer.
 const rebuildTimeout = 5 * time.Second
 
-// rebuild copies the live SQL entries into Redis, then marks Redis complete as of the SQL
-// generation it read before them. A rebuild that fails deletes its marker, so that the
-// next check, on any server, starts another at once.
+// rebuild copies the live SQL entries into Redis, then marks Redis complete. A rebuild
+// that fails deletes its marker, so that the next check, on any server, starts another
+// at once.
 func (d *RedisDenylist) rebuild(ctx context.Context) (err error) {
 	if !d.building.TryLock() {
 		return rebuilding()
@@ -406,12 +354,6 @@ func (d *RedisDenylist) rebuild(ctx context.Context) (err error) {
 			_ = markBuilt.Run(uctx, d.rdb, []string{d.marker}, token, "").Err()
 		}
 	}()
-	// The generation first: a denial that bumped it before this read is in SQL before the
-	// entries are read.
-	gen, err := d.records.generation(ctx, d.marker)
-	if err != nil {
-		return err
-	}
 	live, err := d.records.live(ctx, time.Now())
 	if err != nil {
 		return err
@@ -427,7 +369,7 @@ func (d *RedisDenylist) rebuild(ctx context.Context) (err error) {
 			return fail(err)
 		}
 	}
-	ok, err := markBuilt.Run(ctx, d.rdb, []string{d.marker}, token, builtAt(built, gen)).Int()
+	ok, err := markBuilt.Run(ctx, d.rdb, []string{d.marker}, token, built).Int()
 	if err != nil {
 		return fail(err)
 	}
@@ -539,36 +481,6 @@ func (d *SQLDenylist) live(ctx context.Context, now time.Time) ([]deniedRow, err
 		return nil, errcode.Unavailable("database", fmt.Errorf("member: read the denylist: %w", err))
 	}
 	return rows, nil
-}
-
-// generationRow is a denylist's generation (member_denylist_generation), bumped by each
-// denial that reached SQL but maybe neither Redis nor the marker's removal.
-type generationRow struct {
-	bun.BaseModel `bun:"table:member_denylist_generation"`
-
-	Name string `bun:"name,pk"`
-	Gen  int64  `bun:"gen"`
-}
-
-// generation reads the generation of the denylist name (0 before its first bump).
-func (d *SQLDenylist) generation(ctx context.Context, name string) (int64, error) {
-	row := generationRow{Name: name}
-	if err := d.db.NewSelect().Model(&row).WherePK().Scan(ctx); err != nil && !sqlutil.IsNoRows(err) {
-		return 0, errcode.Unavailable("database", fmt.Errorf("member: read the denylist generation: %w", err))
-	}
-	return row.Gen, nil
-}
-
-// bumpGeneration adds one to the generation of the denylist name.
-func (d *SQLDenylist) bumpGeneration(ctx context.Context, name string) error {
-	q := "INSERT INTO member_denylist_generation (name, gen) VALUES (?, 1) ON DUPLICATE KEY UPDATE gen = gen + 1"
-	if sqlutil.IsSQLite(d.db) {
-		q = "INSERT INTO member_denylist_generation (name, gen) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET gen = gen + 1"
-	}
-	if _, err := d.db.ExecContext(ctx, q, name); err != nil {
-		return errcode.Unavailable("database", fmt.Errorf("member: bump the denylist generation: %w", err))
-	}
-	return nil
 }
 
 // Purge deletes the entries of tokens expired by now and returns how many.

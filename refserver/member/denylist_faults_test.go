@@ -478,7 +478,7 @@ func requireRevokedOn(t *testing.T, svc *member.Service, want bool, tokens ...me
 // TestDenialMissedByOneServerReachesTheOthers: the victim's reuse reaches server a, whose
 // Redis is unreachable from a alone (a partial partition): the family's denials reach SQL,
 // neither their Redis entries nor the marker's removal reach Redis. Server b, whose Redis
-// works, must deny the thief's token once its generation check has run: at once with an
+// works, must deny the thief's token once its publish check has run: at once with an
 // interval of 0, after the default interval otherwise (by b's clock). It used to answer
 // "not revoked" from the stale copy for as long as the partition lasted.
 func TestDenialMissedByOneServerReachesTheOthers(t *testing.T) {
@@ -488,8 +488,8 @@ func TestDenialMissedByOneServerReachesTheOthers(t *testing.T) {
 		opts  []member.RedisDenylistOption
 		after time.Duration // by b's clock, from the revocation to b's check
 	}{
-		{"interval 0", []member.RedisDenylistOption{member.WithGenerationCheck(0)}, 0},
-		{"default interval", []member.RedisDenylistOption{member.WithDenylistClock(clock.Now)}, member.DefaultGenerationCheck},
+		{"interval 0", []member.RedisDenylistOption{member.WithPublishCheck(0)}, 0},
+		{"default interval", []member.RedisDenylistOption{member.WithDenylistClock(clock.Now)}, member.DefaultPublishCheck},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			a, b, faults, victim, thief, other, _ := partitionedServers(t, c.opts...)
@@ -504,30 +504,29 @@ func TestDenialMissedByOneServerReachesTheOthers(t *testing.T) {
 	}
 }
 
-// TestGenerationReadFailsClosed: while the SQL generation cannot be read (the table is
+// TestPublishFailsClosed: while the unpublished denials cannot be read (the table is
 // locked: the read waits past the check's timeout), server b's check fails with 503 rather
 // than answer "not revoked" from a Redis copy that misses a denial; once SQL answers
 // again, b's check denies the thief's token.
-func TestGenerationReadFailsClosed(t *testing.T) {
-	a, b, faults, victim, thief, other, db := partitionedServers(t, member.WithGenerationCheck(0))
+func TestPublishFailsClosed(t *testing.T) {
+	a, b, faults, victim, thief, other, db := partitionedServers(t, member.WithPublishCheck(0))
 	faults.fail(true)
 	_, err := a.Refresh(ctx, victim.RefreshToken)
 	require.ErrorIs(t, err, errcode.ErrUnavailable)
 
-	unlock := lockGeneration(t, db)
+	unlock := lockUnpublished(t, db)
 	_, err = b.Revoked(ctx, jtiOf(t, thief.AccessToken))
-	require.ErrorIs(t, err, errcode.ErrUnavailable, "the generation could not be read")
+	require.ErrorIs(t, err, errcode.ErrUnavailable, "the unpublished denials could not be read")
 	unlock()
 
 	requireRevokedOn(t, b, true, thief, victim)
 	requireRevokedOn(t, b, false, other)
 }
 
-// TestMarkerWithoutGeneration: the marker of generation 0 is the earlier version's ("ok
-// <run ID>", which a rolling deploy still writes): it is kept while no denial has bumped
-// the generation, and rebuilt once one has (then it carries the generation). On both
-// dialects (the bump is an upsert), the second bump updating the first's row.
-func TestMarkerWithoutGeneration(t *testing.T) {
+// TestMissedDenialsArePublished: denials that missed Redis, marker and all, reach it
+// through another server's check, without a rebuild (the marker stays), and leave the
+// unpublished list; on both dialects.
+func TestMissedDenialsArePublished(t *testing.T) {
 	for name, open := range map[string]func(testing.TB) *bun.DB{"mysql": testenv.MySQL, "sqlite": testenv.SQLite} {
 		t.Run(name, func(t *testing.T) {
 			db := open(t)
@@ -536,18 +535,16 @@ func TestMarkerWithoutGeneration(t *testing.T) {
 			faults := &redisFaults{}
 			rdb.AddHook(faults)
 			records := member.NewSQLDenylist(db, nil)
-			check := func(jti string) bool { // by another server: its own misses are not counted
+			other := member.NewRedisDenylist(rdb, records, member.WithPublishCheck(0)) // another server
+			check := func(jti string) bool {
 				t.Helper()
-				denied, err := member.NewRedisDenylist(rdb, records, member.WithGenerationCheck(0)).Denied(ctx, jti)
+				denied, err := other.Denied(ctx, jti)
 				require.NoError(t, err)
 				return denied
 			}
 			require.False(t, check("warm-up"))
 			const key = "commercekit:denied"
-			old := rdb.Get(ctx, key).Val()
-			require.Regexp(t, `^ok [0-9a-f]{40}$`, old, "generation 0: the earlier version's marker")
-			require.False(t, check("not-denied"))
-			require.Equal(t, old, rdb.Get(ctx, key).Val(), "kept: no rebuild")
+			built := rdb.Get(ctx, key).Val()
 
 			faults.fail(true) // two denials miss Redis, marker and all
 			d := member.NewRedisDenylist(rdb, records)
@@ -555,22 +552,30 @@ func TestMarkerWithoutGeneration(t *testing.T) {
 				require.ErrorIs(t, d.Deny(ctx, jti, time.Now().Add(time.Hour)), errcode.ErrUnavailable)
 			}
 			faults.fail(false)
-			require.Equal(t, old, rdb.Get(ctx, key).Val())
+			unpublished := func() int64 {
+				n, err := db.NewSelect().Table("member_denials_unpublished").Count(ctx)
+				require.NoError(t, err)
+				return n
+			}
+			require.EqualValues(t, 2, unpublished())
 			require.True(t, check("stolen-1"))
 			require.True(t, check("stolen-2"))
 			require.False(t, check("not-denied"))
-			require.Equal(t, old+" 2", rdb.Get(ctx, key).Val())
+			require.Equal(t, built, rdb.Get(ctx, key).Val(), "published, not rebuilt")
+			require.Zero(t, unpublished())
+			require.NoError(t, d.Deny(ctx, "denied", time.Now().Add(time.Hour)))
+			require.Zero(t, unpublished(), "a denial written into Redis leaves the list")
 		})
 	}
 }
 
-// lockGeneration locks member_denylist_generation in db (MySQL) against every other
+// lockUnpublished locks member_denials_unpublished in db (MySQL) against every other
 // connection, reads included, until unlock is called.
-func lockGeneration(t *testing.T, db *bun.DB) (unlock func()) {
+func lockUnpublished(t *testing.T, db *bun.DB) (unlock func()) {
 	lock, err := db.Conn(ctx)
 	require.NoError(t, err)
 	t.Cleanup(func() { lock.Close() })
-	_, err = lock.ExecContext(ctx, "LOCK TABLES member_denylist_generation WRITE")
+	_, err = lock.ExecContext(ctx, "LOCK TABLES member_denials_unpublished WRITE")
 	require.NoError(t, err)
 	return func() {
 		_, err := lock.ExecContext(ctx, "UNLOCK TABLES")
@@ -579,7 +584,7 @@ func lockGeneration(t *testing.T, db *bun.DB) (unlock func()) {
 }
 
 // countedDenylist is a RedisDenylist on MySQL whose SQL statements are counted, timing its
-// generation check by clock (the default interval), built from SQL.
+// publish check by clock (the default interval), built from SQL.
 func countedDenylist(t *testing.T) (*bun.DB, *statements, *testclock.Clock, *member.RedisDenylist) {
 	db := testenv.MySQL(t)
 	require.NoError(t, member.CreateSchema(ctx, db))
@@ -602,9 +607,9 @@ func (s *statements) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context
 
 func (s *statements) AfterQuery(context.Context, *bun.QueryEvent) {}
 
-// TestGenerationCheckIsCached: within the interval, a check sends no SQL statement; after
-// it, one check reads the generation again.
-func TestGenerationCheckIsCached(t *testing.T) {
+// TestPublishCheckIsCached: within the interval, a check sends no SQL statement; after
+// it, one check reads the unpublished denials again (none: one statement).
+func TestPublishCheckIsCached(t *testing.T) {
 	_, stmts, clock, d := countedDenylist(t)
 	checks := func() int64 {
 		t.Helper()
@@ -616,18 +621,18 @@ func TestGenerationCheckIsCached(t *testing.T) {
 		}
 		return stmts.n.Load() - before
 	}
-	clock.Advance(member.DefaultGenerationCheck - time.Millisecond)
+	clock.Advance(member.DefaultPublishCheck - time.Millisecond)
 	require.Zero(t, checks(), "within the interval")
 	clock.Advance(time.Millisecond)
-	require.EqualValues(t, 2, checks(), "the interval has passed: the generation and the unpublished denials")
+	require.EqualValues(t, 1, checks(), "the interval has passed")
 }
 
-// TestGenerationReadOneAtATime: checks that find the generation too old while its read
-// waits (the table locked) wait for that read rather than send their own.
-func TestGenerationReadOneAtATime(t *testing.T) {
+// TestPublishOneAtATime: checks that find the last publishing too old while the next one
+// waits (the table locked) wait for it rather than run their own.
+func TestPublishOneAtATime(t *testing.T) {
 	db, stmts, clock, d := countedDenylist(t)
-	unlock := lockGeneration(t, db)
-	clock.Advance(member.DefaultGenerationCheck)
+	unlock := lockUnpublished(t, db)
+	clock.Advance(member.DefaultPublishCheck)
 	before := stmts.n.Load()
 	var wg sync.WaitGroup
 	for range 8 {
@@ -643,16 +648,15 @@ func TestGenerationReadOneAtATime(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // the other checks arrive while the read waits
 	unlock()
 	wg.Wait()
-	require.EqualValues(t, 2, stmts.n.Load()-before, "one read of the generation and the unpublished denials")
+	require.EqualValues(t, 1, stmts.n.Load()-before, "one read of the unpublished denials")
 }
 
-// TestGenerationReadOutlivesTheCheckThatStartedIt: the check that starts a read of the
-// generation giving up (its client gone) fails only itself; a check waiting for the same
-// read gets its answer.
-func TestGenerationReadOutlivesTheCheckThatStartedIt(t *testing.T) {
+// TestPublishOutlivesTheCheckThatStartedIt: the check that starts a publishing giving up
+// (its client gone) fails only itself; a check waiting for the same one gets its answer.
+func TestPublishOutlivesTheCheckThatStartedIt(t *testing.T) {
 	db, stmts, clock, d := countedDenylist(t)
-	unlock := lockGeneration(t, db)
-	clock.Advance(member.DefaultGenerationCheck)
+	unlock := lockUnpublished(t, db)
+	clock.Advance(member.DefaultPublishCheck)
 	before := stmts.n.Load()
 	first, cancel := context.WithCancel(ctx)
 	firstErr := make(chan error, 1)
@@ -672,14 +676,14 @@ func TestGenerationReadOutlivesTheCheckThatStartedIt(t *testing.T) {
 	require.ErrorIs(t, <-firstErr, context.Canceled)
 	unlock()
 	require.NoError(t, <-second)
-	require.EqualValues(t, 2, stmts.n.Load()-before, "one read of the generation and the unpublished denials")
+	require.EqualValues(t, 1, stmts.n.Load()-before, "one read of the unpublished denials")
 }
 
-// bumpedServers are the denylists of two servers on the same MariaDB and Redis database,
-// checking the generation at every check; server 1's Redis client has faults hooked. Redis
-// is built, then a denial ("stolen") misses Redis from a third server: the generation is
-// bumped, and the next check on either server rebuilds Redis.
-func bumpedServers(t *testing.T) (s1, s2 *member.RedisDenylist, faults *redisFaults, rdb2 *redis.Client) {
+// unbuiltServers are the denylists of two servers on the same MariaDB and Redis
+// database; server 1's Redis client has faults hooked. A denial ("stolen") is on record
+// only, and Redis, built before it, has lost its marker: the next check on either server
+// rebuilds Redis.
+func unbuiltServers(t *testing.T) (s1, s2 *member.RedisDenylist, faults *redisFaults, rdb2 *redis.Client) {
 	db := testenv.MySQL(t)
 	require.NoError(t, member.CreateSchema(ctx, db))
 	rdb1 := testenv.Redis(t)
@@ -689,13 +693,12 @@ func bumpedServers(t *testing.T) (s1, s2 *member.RedisDenylist, faults *redisFau
 	faults = &redisFaults{}
 	rdb1.AddHook(faults)
 	records := member.NewSQLDenylist(db, nil)
-	s1 = member.NewRedisDenylist(rdb1, records, member.WithGenerationCheck(0))
-	s2 = member.NewRedisDenylist(rdb2, records, member.WithGenerationCheck(0))
+	s1 = member.NewRedisDenylist(rdb1, records, member.WithPublishCheck(0))
+	s2 = member.NewRedisDenylist(rdb2, records, member.WithPublishCheck(0))
 	_, err := s2.Denied(ctx, "warm-up")
 	require.NoError(t, err)
-	faults.fail(true)
-	require.ErrorIs(t, member.NewRedisDenylist(rdb1, records).Deny(ctx, "stolen", time.Now().Add(time.Hour)), errcode.ErrUnavailable)
-	faults.fail(false)
+	require.NoError(t, records.Deny(ctx, "stolen", time.Now().Add(time.Hour)))
+	require.NoError(t, rdb2.Del(ctx, "commercekit:denied").Err())
 	return s1, s2, faults, rdb2
 }
 
@@ -728,10 +731,10 @@ func holdMarkBuilt(t *testing.T, faults *redisFaults, check func() (bool, error)
 // server's rebuild under way answers 503 and leaves that rebuild alone. It used to start
 // its own, taking the marker over, so that the first failed at its end: with checks
 // arriving on several servers faster than one rebuild runs (every server finds the marker
-// behind within the same second after a bump), no rebuild ever completed and every check
-// failed, for as long as the traffic lasted.
+// gone at once), no rebuild ever completed and every check failed, for as long as the
+// traffic lasted.
 func TestRebuildNotCutShortByAnotherServer(t *testing.T) {
-	s1, s2, faults, rdb2 := bumpedServers(t)
+	s1, s2, faults, rdb2 := unbuiltServers(t)
 	first := holdMarkBuilt(t, faults, func() (bool, error) { return s1.Denied(ctx, "stolen") })
 	token := rdb2.Get(ctx, "commercekit:denied").Val()
 	require.True(t, strings.HasPrefix(token, "rebuilding "), token)
@@ -752,7 +755,7 @@ func TestRebuildNotCutShortByAnotherServer(t *testing.T) {
 // marking Redis built) deletes its marker, so that the next check, on another server,
 // rebuilds Redis at once rather than wait for that marker to expire.
 func TestFailedRebuildLetsOthersStart(t *testing.T) {
-	s1, s2, faults, rdb2 := bumpedServers(t)
+	s1, s2, faults, rdb2 := unbuiltServers(t)
 	cctx, cancel := context.WithCancel(ctx)
 	first := holdMarkBuilt(t, faults, func() (bool, error) { return s1.Denied(cctx, "stolen") })
 	cancel()
@@ -769,7 +772,7 @@ func TestFailedRebuildLetsOthersStart(t *testing.T) {
 // ("building <token>") never expires, and its server may have died mid-way (during a
 // rolling deploy): a check takes it over rather than wait for it, which would be forever.
 func TestEarlierVersionsRebuildMarker(t *testing.T) {
-	_, s2, _, rdb2 := bumpedServers(t)
+	_, s2, _, rdb2 := unbuiltServers(t)
 	require.NoError(t, rdb2.Set(ctx, "commercekit:denied", "building 0b8e7a3c-earlier-version", 0).Err())
 	denied, err := s2.Denied(ctx, "stolen")
 	require.NoError(t, err)
@@ -778,8 +781,8 @@ func TestEarlierVersionsRebuildMarker(t *testing.T) {
 
 // TestDenialOfAServerThatDiedAfterTheRevocation: the victim's reuse reaches server a,
 // which revokes the family and dies before any of its denials reaches Redis: no entry, no
-// removal of the marker, no bump of the generation. Server b, on the same Redis and SQL,
-// must deny the thief's token once its generation check has run (at once with an interval
+// removal of the marker. Server b, on the same Redis and SQL,
+// must deny the thief's token once its publish check has run (at once with an interval
 // of 0): the revocation left its denials unpublished on record, and b publishes them.
 func TestDenialOfAServerThatDiedAfterTheRevocation(t *testing.T) {
 	db := testenv.MySQL(t)
@@ -787,7 +790,7 @@ func TestDenialOfAServerThatDiedAfterTheRevocation(t *testing.T) {
 	records := member.NewSQLDenylist(db, nil)
 	a, err := member.New(db, diedDenylist{}, secret, member.WithBcryptCost(bcrypt.MinCost))
 	require.NoError(t, err)
-	b, err := member.New(db, member.NewRedisDenylist(testenv.Redis(t), records, member.WithGenerationCheck(0)), secret,
+	b, err := member.New(db, member.NewRedisDenylist(testenv.Redis(t), records, member.WithPublishCheck(0)), secret,
 		member.WithBcryptCost(bcrypt.MinCost))
 	require.NoError(t, err)
 	_, err = a.SignUp(ctx, "alice", "correct horse")

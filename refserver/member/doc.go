@@ -35,14 +35,12 @@
 // because the check failed. In full mode the denylist is RedisDenylist: entries are
 // written to SQL first (the system of record) and read from Redis; a Redis that comes back
 // empty is rebuilt from SQL by the next check before it answers, so a revoked token is
-// never let through because Redis forgot it. A denial that reached SQL but not Redis
-// (unreachable, paused) has the next check rebuild it too, and, through a generation in
-// SQL the marker of a complete Redis is compared with, so does every other server on that
-// Redis within a second (WithGenerationCheck); a check that cannot read the generation
-// fails closed. Only a denial whose write to that generation failed as well (SQL lost
-// right after the revocation committed), or whose server stopped between that commit and
-// its write to Redis, may stay unseen by the other servers until it is retried (see
-// RedisDenylist).
+// never let through because Redis forgot it. A denial is also recorded unpublished, in
+// the same transaction, until its server has written it into Redis; every server
+// publishes what is left on that list before it answers, at most a second apart
+// (WithPublishCheck), so a denial whose server could not reach Redis, or died before it
+// wrote it, reaches every server within that second. A check that cannot read the list
+// fails closed (see RedisDenylist).
 //
 // # Login limits
 //

@@ -37,17 +37,14 @@ var schema = []sqlutil.Table{
 		jti VARCHAR(64) NOT NULL PRIMARY KEY,
 		expires_at BIGINT NOT NULL`,
 		Indexes: []sqlutil.Index{{Name: "member_denied_tokens_expiry", Columns: "expires_at"}}},
-	{Name: "member_denylist_generation", Columns: `
-		name VARCHAR(64) NOT NULL PRIMARY KEY,
-		gen BIGINT NOT NULL`},
 	{Name: "member_denials_unpublished", Columns: `
 		jti VARCHAR(64) NOT NULL PRIMARY KEY,
 		expires_at BIGINT NOT NULL`},
 }
 
 // CreateSchema creates the member tables (members, member_sessions, member_refresh_tokens,
-// member_denied_tokens for the SQL denylist, and member_denylist_generation and
-// member_denials_unpublished for the Redis denylist) if they do not exist. It is idempotent and works on MySQL/MariaDB and SQLite;
+// member_denied_tokens for the SQL denylist, and member_denials_unpublished for the Redis
+// denylist) if they do not exist. It is idempotent and works on MySQL/MariaDB and SQLite;
 // on MySQL call it outside a transaction.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
 	if err := sqlutil.CreateTables(ctx, db, schema...); err != nil {
