@@ -813,3 +813,50 @@ type diedDenylist struct{}
 
 func (diedDenylist) Deny(context.Context, string, time.Time) error { return errDied }
 func (diedDenylist) Denied(context.Context, string) (bool, error)  { return false, errDied }
+
+// TestPublishMoreThanABatch: more denials left unpublished than one batch of publish
+// (500), some of them expired, all reach Redis through one check of another server,
+// without a rebuild; the expired ones get no entry, and the list ends empty.
+func TestPublishMoreThanABatch(t *testing.T) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	rdb := testenv.Redis(t)
+	d := member.NewRedisDenylist(rdb, member.NewSQLDenylist(db, nil), member.WithPublishCheck(0))
+	denied, err := d.Denied(ctx, "warm-up")
+	require.NoError(t, err)
+	require.False(t, denied)
+	const key = "commercekit:denied"
+	built := rdb.Get(ctx, key).Val()
+
+	// Denials whose servers died after their revocations committed: on record and
+	// unpublished, not in Redis.
+	type row struct {
+		JTI       string `bun:"jti"`
+		ExpiresAt int64  `bun:"expires_at"`
+	}
+	const live, expired = 1201, 7
+	var rows []row
+	for i := range live {
+		rows = append(rows, row{fmt.Sprintf("stolen-%d", i), time.Now().Add(time.Hour).UnixMicro()})
+	}
+	for i := range expired {
+		rows = append(rows, row{fmt.Sprintf("expired-%d", i), time.Now().Add(-time.Minute).UnixMicro()})
+	}
+	for _, table := range []string{"member_denied_tokens", "member_denials_unpublished"} {
+		_, err := db.NewInsert().Model(&rows).ModelTableExpr(table).Exec(ctx)
+		require.NoError(t, err)
+	}
+
+	for _, jti := range []string{"stolen-0", "stolen-600", fmt.Sprintf("stolen-%d", live-1)} {
+		denied, err := d.Denied(ctx, jti)
+		require.NoError(t, err)
+		require.True(t, denied, jti)
+	}
+	n, err := db.NewSelect().Table("member_denials_unpublished").Count(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n, "every batch published and taken off the list")
+	keys, err := rdb.Keys(ctx, key+":*").Result()
+	require.NoError(t, err)
+	require.Len(t, keys, live, "an entry for each live denial, none for the expired ones")
+	require.Equal(t, built, rdb.Get(ctx, key).Val(), "published, not rebuilt")
+}
