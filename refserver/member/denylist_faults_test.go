@@ -860,3 +860,68 @@ func TestPublishMoreThanABatch(t *testing.T) {
 	require.Len(t, keys, live, "an entry for each live denial, none for the expired ones")
 	require.Equal(t, built, rdb.Get(ctx, key).Val(), "published, not rebuilt")
 }
+
+// TestPublishRacingDenials: denials of the same tokens, some failing to reach Redis (a
+// partitioned from it, marker and all), others written by another server (c, which takes
+// them off the unpublished list) while a third (b, publishing at every check) publishes
+// and checks. Every check after a denial returned, on b, denies its token, whichever
+// server wrote it, and no check fails; at the end the list is empty and Redis was never
+// rebuilt.
+func TestPublishRacingDenials(t *testing.T) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	rdbA := testenv.Redis(t)
+	client := func() *redis.Client {
+		opts := *rdbA.Options()
+		rdb := redis.NewClient(&opts) // the same Redis database, another client
+		t.Cleanup(func() { rdb.Close() })
+		return rdb
+	}
+	faults := &redisFaults{}
+	rdbA.AddHook(faults)
+	records := member.NewSQLDenylist(db, nil)
+	a, c := member.NewRedisDenylist(rdbA, records), member.NewRedisDenylist(client(), records)
+	rdbB := client()
+	b := member.NewRedisDenylist(rdbB, records, member.WithPublishCheck(0))
+	denied, err := b.Denied(ctx, "warm-up")
+	require.NoError(t, err)
+	require.False(t, denied)
+	const key = "commercekit:denied"
+	built := rdbB.Get(ctx, key).Val()
+	faults.fail(true)
+
+	const tokens = 60
+	until := time.Now().Add(time.Hour)
+	var wg sync.WaitGroup
+	checkAfter := func(jti string, deny func() error) {
+		defer wg.Done()
+		_ = deny() // a's fail (ErrUnavailable), c's succeed: checked below
+		denied, err := b.Denied(ctx, jti)
+		assert.NoError(t, err, jti)
+		assert.True(t, denied, jti)
+	}
+	for i := range tokens {
+		jti := fmt.Sprintf("stolen-%d", i)
+		wg.Add(2)
+		go checkAfter(jti, func() error {
+			err := a.Deny(ctx, jti, until)
+			assert.ErrorIs(t, err, errcode.ErrUnavailable)
+			return err
+		})
+		go checkAfter(jti, func() error {
+			err := c.Deny(ctx, jti, until)
+			assert.NoError(t, err)
+			return err
+		})
+	}
+	wg.Wait()
+	for i := range tokens {
+		denied, err := b.Denied(ctx, fmt.Sprintf("stolen-%d", i))
+		require.NoError(t, err)
+		require.True(t, denied)
+	}
+	n, err := db.NewSelect().Table("member_denials_unpublished").Count(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.Equal(t, built, rdbB.Get(ctx, key).Val(), "published, not rebuilt")
+}
