@@ -925,3 +925,78 @@ func TestPublishRacingDenials(t *testing.T) {
 	require.Zero(t, n)
 	require.Equal(t, built, rdbB.Get(ctx, key).Val(), "published, not rebuilt")
 }
+
+// TestPublishRacingRevocations: revocations writing several denials each (overlapping,
+// in random order, their servers dying before Redis) while two servers publish at every
+// check. No check fails (publish's DELETE does not deadlock with them), and every
+// denial ends in Redis, the list empty.
+func TestPublishRacingRevocations(t *testing.T) {
+	db := testenv.MySQL(t)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	rdb := testenv.Redis(t)
+	records := member.NewSQLDenylist(db, nil)
+	servers := []*member.RedisDenylist{
+		member.NewRedisDenylist(rdb, records, member.WithPublishCheck(0)),
+		member.NewRedisDenylist(rdb, records, member.WithPublishCheck(0)),
+	}
+	for _, s := range servers {
+		_, err := s.Denied(ctx, "warm-up")
+		require.NoError(t, err)
+	}
+	until := time.Now().Add(time.Hour)
+	const pool = 80
+	var (
+		revoking         sync.WaitGroup
+		done             = make(chan struct{})
+		checks, failures atomic.Int64
+		checking         sync.WaitGroup
+	)
+	for _, s := range servers {
+		for range 3 {
+			checking.Add(1)
+			go func() {
+				defer checking.Done()
+				for {
+					select {
+					case <-done:
+						return
+					default:
+					}
+					checks.Add(1)
+					if _, err := s.Denied(ctx, "not-denied"); err != nil {
+						failures.Add(1)
+						t.Log(err)
+					}
+				}
+			}()
+		}
+	}
+	for g := range 6 {
+		revoking.Add(1)
+		go func() {
+			defer revoking.Done()
+			for i := range 15 {
+				jtis := make([]string, 5)
+				for k := range jtis {
+					jtis[k] = fmt.Sprintf("stolen-%d", (g*7+i*13+k*29)%pool)
+				}
+				assert.NoError(t, member.RecordUnpublished(ctx, db, until, jtis...))
+			}
+		}()
+	}
+	revoking.Wait()
+	close(done)
+	checking.Wait()
+	t.Logf("%d checks", checks.Load())
+	require.Zero(t, failures.Load(), "checks failed")
+	_, err := servers[0].Denied(ctx, "not-denied")
+	require.NoError(t, err)
+	n, err := db.NewSelect().Table("member_denials_unpublished").Count(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	var recorded []string
+	require.NoError(t, db.NewSelect().Table("member_denied_tokens").Column("jti").Scan(ctx, &recorded))
+	for _, jti := range recorded {
+		require.EqualValues(t, 1, rdb.Exists(ctx, "commercekit:denied:"+jti).Val(), jti)
+	}
+}
