@@ -457,9 +457,15 @@ func (d *SQLDenylist) unpublished(ctx context.Context, limit int64) ([]unpublish
 	return rows, nil
 }
 
-// published takes the denials jtis off the unpublished list.
+// published takes the denials jtis off the unpublished list. The DELETE deadlocks with
+// revocations writing denials in its range meanwhile (the gaps it locks, on MySQL), and is
+// retried then, as their transactions are.
 func (d *SQLDenylist) published(ctx context.Context, jtis ...string) error {
-	if _, err := d.db.NewDelete().Model((*unpublishedRow)(nil)).Where("jti IN (?)", bun.List(jtis)).Exec(ctx); err != nil {
+	err := sqlutil.Retry(ctx, d.db, func(ctx context.Context) error {
+		_, err := d.db.NewDelete().Model((*unpublishedRow)(nil)).Where("jti IN (?)", bun.List(jtis)).Exec(ctx)
+		return err
+	})
+	if err != nil {
 		return errcode.Unavailable("database", fmt.Errorf("member: mark denials published: %w", err))
 	}
 	return nil
