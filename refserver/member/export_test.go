@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
-
-	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
 // WithDenylistClock sets the clock a RedisDenylist times its publish check by.
@@ -21,7 +19,5 @@ func RecordUnpublished(ctx context.Context, db bun.IDB, until time.Time, jtis ..
 	for i, jti := range jtis {
 		entries[i] = deniedRow{JTI: jti, ExpiresAt: until.UnixMicro()}
 	}
-	return sqlutil.InTx(ctx, db, func(ctx context.Context, tx bun.Tx) error {
-		return recordDenials(ctx, tx, true, entries...)
-	})
+	return NewSQLDenylist(db, nil).record(ctx, true, entries...)
 }
