@@ -1000,3 +1000,22 @@ func TestPublishRacingRevocations(t *testing.T) {
 		require.EqualValues(t, 1, rdb.Exists(ctx, "commercekit:denied:"+jti).Val(), jti)
 	}
 }
+
+// TestDiedServersDenialWithinTheInterval: a denial whose server died after its
+// revocation committed is denied by the first check once the default publish interval
+// has passed since this denylist last published, not before (no SQL statement in
+// between).
+func TestDiedServersDenialWithinTheInterval(t *testing.T) {
+	db, _, clock, d := countedDenylist(t)
+	require.NoError(t, member.RecordUnpublished(ctx, db, time.Now().Add(time.Hour), "stolen"))
+	check := func() bool {
+		t.Helper()
+		denied, err := d.Denied(ctx, "stolen")
+		require.NoError(t, err)
+		return denied
+	}
+	clock.Advance(member.DefaultPublishCheck - time.Millisecond)
+	require.False(t, check(), "within the interval, answered from Redis")
+	clock.Advance(time.Millisecond)
+	require.True(t, check(), "the interval has passed")
+}
