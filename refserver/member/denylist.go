@@ -108,29 +108,65 @@ func rebuilding() error {
 	return &errcode.UnavailableError{Dependency: "redis (denylist rebuilding)", RetryAfter: time.Second}
 }
 
+// recorder is a denylist of this package. A session's revocation records the denials of
+// its tokens in its own transaction, as recordDenials with recordsUnpublished() does; once it
+// has committed, publishRecorded makes them visible where the denylist answers from,
+// without writing them again.
+type recorder interface {
+	recordsUnpublished() bool
+	publishRecorded(ctx context.Context, entries ...deniedRow) error
+}
+
+var (
+	_ recorder = (*RedisDenylist)(nil)
+	_ recorder = (*SQLDenylist)(nil)
+)
+
 // Deny implements Denylist: SQL first, then Redis. A token already expired (by the wall
 // clock Redis expires keys with) needs no entry.
 func (d *RedisDenylist) Deny(ctx context.Context, jti string, until time.Time) error {
 	if !until.After(time.Now()) {
 		return nil
 	}
-	if err := d.records.record(ctx, true, deniedRow{JTI: jti, ExpiresAt: until.UnixMicro()}); err != nil {
+	entry := deniedRow{JTI: jti, ExpiresAt: until.UnixMicro()}
+	if err := d.records.record(ctx, true, entry); err != nil {
 		return err
 	}
-	if err := d.rdb.SetArgs(ctx, d.prefix+jti, "1", redis.SetArgs{ExpireAt: until}).Err(); err != nil {
-		// The entry is in SQL but maybe not in Redis: drop the marker so that the next
+	return d.publishRecorded(ctx, entry)
+}
+
+// recordsUnpublished implements recorder: its denials are recorded unpublished until they are in
+// Redis.
+func (d *RedisDenylist) recordsUnpublished() bool { return true }
+
+// publishRecorded implements recorder: it writes the entries into Redis (those not expired)
+// and takes them off the unpublished list.
+func (d *RedisDenylist) publishRecorded(ctx context.Context, entries ...deniedRow) error {
+	now := time.Now()
+	jtis := make([]string, len(entries))
+	_, err := d.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, e := range entries {
+			jtis[i] = e.JTI
+			if until := time.UnixMicro(e.ExpiresAt); until.After(now) { // an expired one needs no entry
+				p.SetArgs(ctx, d.prefix+e.JTI, "1", redis.SetArgs{ExpireAt: until})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		// The entries are in SQL but maybe not in Redis: drop the marker so that the next
 		// check rebuilds Redis from SQL (or fails) rather than answer "not denied". A Redis
 		// out of memory refuses the SET but still runs the DEL; for one unreachable, this
 		// denylist's next check rebuilds it (a thief who replayed a refresh token will not
 		// retry the denial of its own access token), and every other denylist publishes
-		// it from the unpublished list within its publish check.
+		// them from the unpublished list within its publish check.
 		if d.rdb.Del(context.WithoutCancel(ctx), d.marker).Err() != nil {
 			d.missed.Add(1)
 		}
-		return errcode.Unavailable("redis", fmt.Errorf("member: deny token: %w", err))
+		return errcode.Unavailable("redis", fmt.Errorf("member: write denials into Redis: %w", err))
 	}
-	// Published. Should this fail, another check publishes it again (the same SET).
-	_ = d.records.published(ctx, jti)
+	// Published. Should this fail, another check publishes them again (the same SETs).
+	_ = d.records.published(ctx, jtis...)
 	return nil
 }
 
@@ -279,21 +315,11 @@ func (d *RedisDenylist) publish(ctx context.Context) error {
 		if err != nil || len(rows) == 0 {
 			return err
 		}
-		now := time.Now()
-		jtis := make([]string, len(rows))
-		_, err = d.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, r := range rows {
-				jtis[i] = r.JTI
-				if until := time.UnixMicro(r.ExpiresAt); until.After(now) { // an expired one needs no entry
-					p.SetArgs(ctx, d.prefix+r.JTI, "1", redis.SetArgs{ExpireAt: until})
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return errcode.Unavailable("redis", fmt.Errorf("member: publish the unpublished denials: %w", err))
+		entries := make([]deniedRow, len(rows))
+		for i, r := range rows {
+			entries[i] = deniedRow(r)
 		}
-		if err := d.records.published(ctx, jtis...); err != nil {
+		if err := d.publishRecorded(ctx, entries...); err != nil {
 			return err
 		}
 		if len(rows) < batch {
@@ -416,6 +442,13 @@ type unpublishedRow struct {
 func (d *SQLDenylist) Deny(ctx context.Context, jti string, until time.Time) error {
 	return d.record(ctx, false, deniedRow{JTI: jti, ExpiresAt: until.UnixMicro()})
 }
+
+// recordsUnpublished implements recorder: nothing publishes its denials, they are read where
+// they are recorded.
+func (d *SQLDenylist) recordsUnpublished() bool { return false }
+
+// publishRecorded implements recorder: entries on record are on the list already.
+func (d *SQLDenylist) publishRecorded(context.Context, ...deniedRow) error { return nil }
 
 // record writes entries as recordDenials does, in a transaction of its own.
 func (d *SQLDenylist) record(ctx context.Context, unpublished bool, entries ...deniedRow) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -372,11 +373,7 @@ func (f *redisFaults) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			f.match = nil
 		}
 		f.mu.Unlock()
-		key := ""
-		if args := cmd.Args(); len(args) > 1 {
-			key = fmt.Sprint(args[1])
-		}
-		if failing && (cmd.Name() == "set" && strings.HasPrefix(key, "commercekit:denied:") || cmd.Name() == "del" && key == "commercekit:denied") {
+		if failing && injected(cmd) {
 			err := errors.New("injected: Redis unreachable")
 			cmd.SetErr(err)
 			return err
@@ -389,8 +386,31 @@ func (f *redisFaults) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
+// ProcessPipelineHook fails a whole pipeline that writes a denial, as the partition would.
 func (f *redisFaults) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		f.mu.Lock()
+		failing := f.failing
+		f.mu.Unlock()
+		if failing && slices.ContainsFunc(cmds, injected) {
+			err := errors.New("injected: Redis unreachable")
+			for _, cmd := range cmds {
+				cmd.SetErr(err)
+			}
+			return err
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// injected reports whether the faults fail cmd: the write of a denial, or the removal of
+// the marker.
+func injected(cmd redis.Cmder) bool {
+	key := ""
+	if args := cmd.Args(); len(args) > 1 {
+		key = fmt.Sprint(args[1])
+	}
+	return cmd.Name() == "set" && strings.HasPrefix(key, "commercekit:denied:") || cmd.Name() == "del" && key == "commercekit:denied"
 }
 
 // TestRevocationSurvivesACrash: the database drops the connection as the victim's reuse
@@ -398,41 +418,58 @@ func (f *redisFaults) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 // the session is not revoked and nothing is denied, so nothing is half done, and the
 // victim's retry revokes the family and denies every live access token.
 func TestRevocationSurvivesACrash(t *testing.T) {
-	db := testenv.MySQL(t)
-	require.NoError(t, member.CreateSchema(ctx, db))
-	deny := member.NewSQLDenylist(db, nil)
-	svc, err := member.New(db, deny, secret, member.WithBcryptCost(bcrypt.MinCost))
-	require.NoError(t, err)
-	crashing, err := member.New(testenv.KillBefore(t, db, "INSERT INTO `member_denied_tokens`"), deny, secret,
-		member.WithBcryptCost(bcrypt.MinCost))
-	require.NoError(t, err)
-	_, err = svc.SignUp(ctx, "alice", "correct horse")
-	require.NoError(t, err)
-	t1, err := svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
-	require.NoError(t, err)
-	t2, err := svc.Refresh(ctx, t1.RefreshToken) // the thief's pair
-	require.NoError(t, err)
-	requireRevoked := func(want bool) {
-		t.Helper()
-		for _, tok := range []member.Tokens{t1, t2} {
-			got, err := svc.Revoked(ctx, jtiOf(t, tok.AccessToken))
+	for _, mode := range []string{"sql", "redis"} {
+		t.Run(mode, func(t *testing.T) {
+			db := testenv.MySQL(t)
+			require.NoError(t, member.CreateSchema(ctx, db))
+			var deny member.Denylist = member.NewSQLDenylist(db, nil)
+			if mode == "redis" {
+				deny = member.NewRedisDenylist(testenv.Redis(t), member.NewSQLDenylist(db, nil))
+			}
+			svc, err := member.New(db, deny, secret, member.WithBcryptCost(bcrypt.MinCost))
 			require.NoError(t, err)
-			require.Equal(t, want, got)
-		}
+			crashing, err := member.New(testenv.KillBefore(t, db, "INSERT INTO `member_denied_tokens`"), deny, secret,
+				member.WithBcryptCost(bcrypt.MinCost))
+			require.NoError(t, err)
+			_, err = svc.SignUp(ctx, "alice", "correct horse")
+			require.NoError(t, err)
+			t1, err := svc.Login(ctx, "alice", "correct horse", "10.0.0.1")
+			require.NoError(t, err)
+			t2, err := svc.Refresh(ctx, t1.RefreshToken) // the thief's pair
+			require.NoError(t, err)
+			requireRevoked := func(want bool) {
+				t.Helper()
+				for _, tok := range []member.Tokens{t1, t2} {
+					got, err := svc.Revoked(ctx, jtiOf(t, tok.AccessToken))
+					require.NoError(t, err)
+					require.Equal(t, want, got)
+				}
+			}
+			rows := func(table string) int64 {
+				t.Helper()
+				n, err := db.NewSelect().Table(table).Count(ctx)
+				require.NoError(t, err)
+				return n
+			}
+
+			_, err = crashing.Refresh(ctx, t1.RefreshToken) // the victim presents the old token
+			require.ErrorIs(t, err, errcode.ErrUnavailable)
+			requireRevoked(false)
+			var revokedAt int64
+			require.NoError(t, db.NewRaw("SELECT revoked_at FROM member_sessions WHERE id = ?", t1.SessionID).Scan(ctx, &revokedAt))
+			require.Zero(t, revokedAt, "the revocation rolled back with its denials")
+			require.Zero(t, rows("member_denied_tokens"))
+			require.Zero(t, rows("member_denials_unpublished"))
+
+			_, err = svc.Refresh(ctx, t1.RefreshToken) // the retry
+			require.ErrorIs(t, err, member.ErrRefreshTokenReused)
+			requireRevoked(true)
+			_, err = svc.Refresh(ctx, t2.RefreshToken)
+			require.ErrorIs(t, err, member.ErrInvalidRefreshToken, "the family is revoked")
+			require.EqualValues(t, 2, rows("member_denied_tokens"))
+			require.Zero(t, rows("member_denials_unpublished"), "published (redis), or never listed (sql)")
+		})
 	}
-
-	_, err = crashing.Refresh(ctx, t1.RefreshToken) // the victim presents the old token
-	require.ErrorIs(t, err, errcode.ErrUnavailable)
-	requireRevoked(false)
-	var revokedAt int64
-	require.NoError(t, db.NewRaw("SELECT revoked_at FROM member_sessions WHERE id = ?", t1.SessionID).Scan(ctx, &revokedAt))
-	require.Zero(t, revokedAt, "the revocation rolled back with its denials")
-
-	_, err = svc.Refresh(ctx, t1.RefreshToken) // the retry
-	require.ErrorIs(t, err, member.ErrRefreshTokenReused)
-	requireRevoked(true)
-	_, err = svc.Refresh(ctx, t2.RefreshToken)
-	require.ErrorIs(t, err, member.ErrInvalidRefreshToken, "the family is revoked")
 }
 
 // partitionedServers are two servers (member services) on the same MariaDB and the same
@@ -788,7 +825,8 @@ func TestDenialOfAServerThatDiedAfterTheRevocation(t *testing.T) {
 	db := testenv.MySQL(t)
 	require.NoError(t, member.CreateSchema(ctx, db))
 	records := member.NewSQLDenylist(db, nil)
-	a, err := member.New(db, diedDenylist{}, secret, member.WithBcryptCost(bcrypt.MinCost))
+	a, err := member.New(db, member.Died(member.NewRedisDenylist(testenv.Redis(t), records)), secret,
+		member.WithBcryptCost(bcrypt.MinCost))
 	require.NoError(t, err)
 	b, err := member.New(db, member.NewRedisDenylist(testenv.Redis(t), records, member.WithPublishCheck(0)), secret,
 		member.WithBcryptCost(bcrypt.MinCost))
@@ -799,20 +837,11 @@ func TestDenialOfAServerThatDiedAfterTheRevocation(t *testing.T) {
 	requireRevokedOn(t, b, false, thief)
 
 	_, err = a.Refresh(ctx, victim.RefreshToken) // the victim presents the old token to a
-	require.ErrorIs(t, err, errDied)
+	require.ErrorIs(t, err, member.ErrDied)
 
 	requireRevokedOn(t, b, true, thief, victim)
 	requireRevokedOn(t, b, false, other)
 }
-
-var errDied = errors.New("the server died")
-
-// diedDenylist is the denylist of a server that dies after a revocation committed and
-// before any denial reached Redis.
-type diedDenylist struct{}
-
-func (diedDenylist) Deny(context.Context, string, time.Time) error { return errDied }
-func (diedDenylist) Denied(context.Context, string) (bool, error)  { return false, errDied }
 
 // TestPublishMoreThanABatch: more denials left unpublished than one batch of publish
 // (500), some of them expired, all reach Redis through one check of another server,

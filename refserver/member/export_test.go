@@ -2,6 +2,7 @@ package member
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -21,3 +22,16 @@ func RecordUnpublished(ctx context.Context, db bun.IDB, until time.Time, jtis ..
 	}
 	return NewSQLDenylist(db, nil).record(ctx, true, entries...)
 }
+
+// ErrDied is what the denylist of Died answers.
+var ErrDied = errors.New("the server died")
+
+// Died returns d as the denylist of a server that dies after a revocation committed and
+// before any of its denials reached Redis: it records as d does, and writes nothing after.
+func Died(d *RedisDenylist) Denylist { return died{d} }
+
+type died struct{ *RedisDenylist }
+
+func (died) Deny(context.Context, string, time.Time) error       { return ErrDied }
+func (died) Denied(context.Context, string) (bool, error)        { return false, ErrDied }
+func (died) publishRecorded(context.Context, ...deniedRow) error { return ErrDied }

@@ -459,17 +459,31 @@ func (s *Service) revoke(ctx context.Context, tx bun.IDB, sess *sessionRow, why 
 	if err := sqlutil.ForUpdate(q).Scan(ctx); err != nil {
 		return nil, err
 	}
-	entries := make([]deniedRow, len(live))
-	for i, r := range live {
-		entries[i] = deniedRow{JTI: r.AccessJTI, ExpiresAt: r.AccessExpiresAt + DenyMargin.Microseconds()}
-	}
-	return live, recordDenials(ctx, tx, true, entries...)
+	rec, ours := s.deny.(recorder)
+	return live, recordDenials(ctx, tx, ours && rec.recordsUnpublished(), deniedEntries(live)...)
 }
 
-// denyAll puts the access tokens of rows on the denylist, under afterRevocation(ctx).
+// deniedEntries are the denylist entries of the access tokens of rows.
+func deniedEntries(rows []refreshRow) []deniedRow {
+	entries := make([]deniedRow, len(rows))
+	for i, r := range rows {
+		entries[i] = deniedRow{JTI: r.AccessJTI, ExpiresAt: r.AccessExpiresAt + DenyMargin.Microseconds()}
+	}
+	return entries
+}
+
+// denyAll puts the access tokens of rows, returned by revoke, on the denylist, under
+// afterRevocation(ctx). The revocation recorded them: a denylist of this package only
+// publishes them; another is told each one with Deny.
 func (s *Service) denyAll(ctx context.Context, rows []refreshRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
 	ctx, cancel := afterRevocation(ctx)
 	defer cancel()
+	if rec, ours := s.deny.(recorder); ours {
+		return rec.publishRecorded(ctx, deniedEntries(rows)...)
+	}
 	for _, r := range rows {
 		if err := s.deny.Deny(ctx, r.AccessJTI, time.UnixMicro(r.AccessExpiresAt).Add(DenyMargin)); err != nil {
 			return err
@@ -508,14 +522,20 @@ func (s *Service) Logout(ctx context.Context, jti, sessionID string, expires tim
 		if err != nil {
 			return fmt.Errorf("member: revoke session %s: %w", sessionID, err)
 		}
+		var own []refreshRow
 		others := live[:0]
 		for _, r := range live {
 			if r.AccessJTI != jti {
 				others = append(others, r)
+			} else {
+				own = append(own, r)
 			}
 		}
 		if err := s.denyAll(ctx, others); err != nil {
 			return err
+		}
+		if len(own) > 0 { // recorded with the revocation too
+			return s.denyAll(ctx, own)
 		}
 	}
 	ctx, cancel := afterRevocation(ctx)
