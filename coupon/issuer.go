@@ -29,7 +29,9 @@ type Issuer interface {
 	Take(ctx context.Context, r TakeRequest) (Taken, error)
 
 	// GiveBack undoes the take of r.RequestID: the unit returns to the template's count
-	// and the ordinal to the user. It is a no-op when nothing is taken for the request.
+	// and the ordinal to the user. It is a no-op when nothing is taken for the request,
+	// and while another attempt at the request (a concurrent retry whose Take was a
+	// replay) may still write the coupon: the last attempt to fail gives the take back.
 	// Called when the coupon's SQL write failed for sure. Issuers that join the
 	// transaction do nothing.
 	GiveBack(ctx context.Context, r TakeRequest) error

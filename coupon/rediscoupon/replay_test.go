@@ -3,6 +3,7 @@ package rediscoupon_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -15,16 +16,18 @@ import (
 	"github.com/commercekit/commercekit/internal/testkit"
 )
 
-// replaySignal is the Redis issuer, telling the test when a take was answered as a replay.
+// replaySignal is the Redis issuer, telling the test when a take was first answered as a
+// replay.
 type replaySignal struct {
 	*rediscoupon.Issuer
+	once     *sync.Once
 	replayed chan struct{}
 }
 
 func (i replaySignal) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, error) {
 	taken, err := i.Issuer.Take(ctx, r)
 	if err == nil && taken.Replay {
-		close(i.replayed)
+		i.once.Do(func() { close(i.replayed) })
 	}
 	return taken, err
 }
@@ -40,7 +43,7 @@ func TestRetryOverlapsFailedWrite(t *testing.T) {
 	db := testenv.MySQL(t)
 	rdb := testenv.Redis(t)
 	require.NoError(t, coupon.CreateSchema(ctx, db))
-	issuer := replaySignal{Issuer: rediscoupon.New(rdb), replayed: make(chan struct{})}
+	issuer := replaySignal{Issuer: rediscoupon.New(rdb), once: new(sync.Once), replayed: make(chan struct{})}
 	svc := testkit.Must(coupon.New(db, issuer))(t)
 	createTemplate(t, svc, coupon.Template{ID: "t", TotalQuantity: 1})
 
