@@ -120,10 +120,7 @@ func TestRedemptionLocksOnlyItsOrder(t *testing.T) {
 		}, coupon.StateAvailable},
 		{"Restore of an order that reserved nothing", false, func(e *lockEnv, svc *coupon.Service, _ coupon.Coupon) error {
 			_, err := svc.Restore(e.ctx, "order-a0")
-			if !assert.ErrorIs(e.t, err, coupon.ErrRedemptionNotFound) {
-				return err
-			}
-			return nil
+			return refused(e.t, err, coupon.ErrRedemptionNotFound)
 		}, coupon.StateReserved},
 	}
 	for _, crowd := range []int{0, 200} {
@@ -149,4 +146,48 @@ func TestRedemptionLocksOnlyItsOrder(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestRefusedStepsLockNothing: a step refused because what it names does not exist (a
+// mistyped or forged ID, in the caller's transaction) locks no gap: a Reserve of an
+// unknown coupon does not hold up coupons issued meanwhile, a ConfirmCoupon of an order
+// that reserved nothing does not hold up another order's Reserve.
+func TestRefusedStepsLockNothing(t *testing.T) {
+	t.Run("Reserve", func(t *testing.T) {
+		e := newLockEnv(t)
+		e.issue("alice")
+		tx := e.inTx(func(svc *coupon.Service) error {
+			_, err := svc.Reserve(e.ctx, "no-such-coupon", "mallory", "order-m", 10_000)
+			return refused(t, err, coupon.ErrCouponNotFound)
+		})
+		for _, user := range []string{"bob", "carol", "dave", "erin"} {
+			err := e.probe(func(svc *coupon.Service) error {
+				_, err := svc.Issue(e.ctx, "t", user, "req-"+user)
+				return err
+			})
+			require.NoError(t, err, "%s's coupon waited for mallory's transaction", user)
+		}
+		require.NoError(t, tx.Commit())
+		assert.Equal(t, coupon.Stats{Taken: 5, Issued: 5}, testkit.Must(e.svc.Stats(e.ctx, "t"))(t))
+	})
+	t.Run("ConfirmCoupon", func(t *testing.T) {
+		e := newLockEnv(t)
+		alice, bob := e.issue("alice"), e.issue("bob")
+		tx := e.inTx(func(svc *coupon.Service) error {
+			return refused(t, svc.ConfirmCoupon(e.ctx, "order-a", alice.ID), coupon.ErrRedemptionNotFound)
+		})
+		err := e.probe(func(svc *coupon.Service) error { return e.reserve(svc, bob, "order-b") })
+		require.NoError(t, err, "bob's reservation waited for alice's transaction")
+		require.NoError(t, tx.Commit())
+		assert.Equal(t, coupon.StateAvailable, testkit.Must(e.svc.Coupon(e.ctx, alice.ID))(t).State)
+		assert.Equal(t, coupon.StateReserved, testkit.Must(e.svc.Coupon(e.ctx, bob.ID))(t).State)
+	})
+}
+
+// refused returns nil when err is want (the step was refused as expected), else err.
+func refused(t *testing.T, err, want error) error {
+	if assert.ErrorIs(t, err, want) {
+		return nil
+	}
+	return err
 }
