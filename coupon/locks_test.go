@@ -191,3 +191,25 @@ func refused(t *testing.T, err, want error) error {
 	}
 	return err
 }
+
+// TestRestoreInOlderSnapshot: Restore through WithTx(tx) in a caller's transaction whose
+// snapshot is older than the order's reservation still finds and restores it (the
+// redemptions are listed with a plain read before they are locked by primary key).
+func TestRestoreInOlderSnapshot(t *testing.T) {
+	e := newLockEnv(t)
+	alice := e.issue("alice")
+	tx, err := e.db.BeginTx(e.ctx, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback() })
+	_, err = e.svc.WithTx(tx).Wallet(e.ctx, "alice", coupon.WalletQuery{}) // the snapshot is taken here
+	require.NoError(t, err)
+	require.NoError(t, e.reserve(e.svc, alice, "order-a"))
+
+	reds, err := e.svc.WithTx(tx).Restore(e.ctx, "order-a")
+	require.NoError(t, err)
+	require.Len(t, reds, 1)
+	assert.Equal(t, coupon.RedemptionRestored, reds[0].State)
+	require.NoError(t, tx.Commit())
+	assert.Equal(t, coupon.StateAvailable, testkit.Must(e.svc.Coupon(e.ctx, alice.ID))(t).State)
+	assert.Equal(t, coupon.RedemptionRestored, testkit.Must(e.svc.Redemptions(e.ctx, "order-a"))(t)[0].State)
+}
