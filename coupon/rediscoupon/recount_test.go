@@ -247,6 +247,7 @@ func TestRedisCrashAndEmptyRestart(t *testing.T) {
 	require.NoError(t, err, "redemption does not need Redis")
 
 	own.Start(t)
+	require.Eventually(t, func() bool { return rdb.Ping(ctx).Err() == nil }, 10*time.Second, 50*time.Millisecond, "Redis is back")
 	n, err := rdb.DBSize(ctx).Result()
 	require.NoError(t, err)
 	require.Zero(t, n, "Redis restarted empty")
