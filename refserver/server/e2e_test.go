@@ -120,7 +120,9 @@ func TestFlows(t *testing.T) {
 			metrics := string(a.call("GET", "/metrics", "", "", nil).Body)
 			for _, series := range []string{
 				`commercekit_http_request_duration_seconds_count{method="POST",route="POST /v1/orders",status="201"}`,
-				`commercekit_orders_total{outcome="paid"} 2`,
+				`commercekit_orders_total{method="CARD",outcome="paid"} 1`,
+				`commercekit_orders_total{method="POINTS",outcome="paid"} 1`,
+				`commercekit_orders_total{method="none",outcome="placed"} `,
 				`commercekit_operations_total{component="inventory",op="reserve",result="ok"}`,
 				`commercekit_idempotency_events_total{event="completed"}`,
 				`commercekit_payment_breaker_state 0`,
