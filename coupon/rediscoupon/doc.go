@@ -52,6 +52,7 @@
 // after an incident, once in-flight issues have drained, to make the count exact.
 //
 // Keys are never expired by the package: a template's hash holds about three fields per
-// issued coupon, and one more per request that was retried. Delete it (after the issue window closed) with
-// DEL <prefix>{<templateID>}; a later Issue or Stats would reload it from SQL.
+// issued coupon, and one more per request that was retried. Delete it (after the issue
+// window closed) with DEL <prefix>{<templateID>}; a later Issue or Stats would reload it
+// from SQL.
 package rediscoupon

@@ -25,8 +25,8 @@ const (
 
 // takeScript checks, in order: a request already taken (replay: one more attempt may be
 // writing its coupon), a missing state, the total quantity, the user's count; then takes
-// the user's first free ordinal, starting after the ordinals already held. KEYS[1] the template's hash; ARGV user, request, total
-// quantity (0 = unlimited), per-user limit.
+// the user's first free ordinal, starting after the ordinals already held. KEYS[1] the
+// template's hash; ARGV user, request, total quantity (0 = unlimited), per-user limit.
 var takeScript = redis.NewScript(`
 local h, user, req = KEYS[1], ARGV[1], ARGV[2]
 local prev = redis.call('HGET', h, 'r|' .. req)
