@@ -56,15 +56,15 @@ var (
 	// ErrBelowMinimum: the order amount is below the coupon's minimum order amount.
 	ErrBelowMinimum = errcode.New(errcode.FailedPrecondition, "coupon_unusable", "coupon: order amount below the coupon's minimum")
 	// ErrRedemptionNotFound: the order has reserved no coupon.
-	ErrRedemptionNotFound = hold.Mark("coupon: no redemption for the order", hold.ErrGone)
+	ErrRedemptionNotFound = errcode.New(errcode.NotFound, "coupon_redemption_not_found", "coupon: no redemption for the order", hold.ErrGone)
 	// ErrRedemptionClosed: the order's redemption of the coupon was restored; it cannot be
 	// reserved again under the same order ID, nor confirmed.
-	ErrRedemptionClosed = hold.Mark("coupon: redemption already restored", hold.ErrVoided)
+	ErrRedemptionClosed = errcode.New(errcode.Conflict, "coupon_redemption_restored", "coupon: redemption already restored", hold.ErrVoided)
 	// ErrRedemptionConflict: the order already reserved the coupon for another order amount.
-	ErrRedemptionConflict = errors.New("coupon: order reserved the coupon with a different amount")
+	ErrRedemptionConflict = errcode.New(errcode.Conflict, "coupon_redemption_conflict", "coupon: order reserved the coupon with a different amount")
 	// ErrHoldExpired: the reservation passed its hold deadline; it can no longer be
 	// confirmed (Sweep restores it, Restore may be called).
-	ErrHoldExpired = hold.Mark("coupon: reservation passed its hold deadline", hold.ErrVoided)
+	ErrHoldExpired = errcode.New(errcode.Conflict, "coupon_hold_expired", "coupon: reservation passed its hold deadline", hold.ErrVoided)
 )
 
 // ValidationError says which input was rejected and why. Err is ErrInvalidTemplate, or nil

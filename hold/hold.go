@@ -19,7 +19,9 @@ import (
 	"time"
 )
 
-// The contract's refusals. A leaf's own errors match them (see Mark).
+// The contract's refusals. A leaf's own errors match them: made with Mark, or wrapping one
+// of them (commercekit's leaves declare theirs with errcode.New(code, reason, text,
+// hold.ErrVoided), so that they carry an error code as well).
 var (
 	// ErrGone: the hold holds nothing any more and cannot be posted: it does not exist (never
 	// made, or forgotten by a store past its retention), was voided, or passed its deadline.

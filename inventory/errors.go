@@ -1,7 +1,6 @@
 package inventory
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/commercekit/commercekit/errcode"
@@ -33,17 +32,17 @@ var (
 	ErrIdempotencyConflict = errcode.Derive(errcode.ErrKeyReused, "inventory: ID reused with different content")
 
 	// ErrReservationNotFound: no reservation has the ID.
-	ErrReservationNotFound = hold.Mark("inventory: reservation not found", hold.ErrGone)
+	ErrReservationNotFound = errcode.New(errcode.NotFound, "reservation_not_found", "inventory: reservation not found", hold.ErrGone)
 	// ErrReservationCommitted: the reservation was committed, so it cannot be released (*StateError).
-	ErrReservationCommitted = hold.Mark("inventory: reservation already committed", hold.ErrPosted)
+	ErrReservationCommitted = errcode.New(errcode.Conflict, "reservation_committed", "inventory: reservation already committed", hold.ErrPosted)
 	// ErrReservationReleased: the reservation was released, so it cannot be committed (*StateError).
-	ErrReservationReleased = hold.Mark("inventory: reservation already released", hold.ErrVoided)
+	ErrReservationReleased = errcode.New(errcode.Conflict, "reservation_released", "inventory: reservation already released", hold.ErrVoided)
 	// ErrReservationExpired: the reservation passed its deadline and its units went back (*StateError).
-	ErrReservationExpired = hold.Mark("inventory: reservation expired", hold.ErrVoided)
+	ErrReservationExpired = errcode.New(errcode.Conflict, "reservation_expired", "inventory: reservation expired", hold.ErrVoided)
 	// ErrReservationReturned: the reservation was committed and then returned (*StateError).
-	ErrReservationReturned = hold.Mark("inventory: reservation returned", hold.ErrPosted)
+	ErrReservationReturned = errcode.New(errcode.Conflict, "reservation_returned", "inventory: reservation returned", hold.ErrPosted)
 	// ErrReservationNotCommitted: Return of a reservation that is still reserved (*StateError).
-	ErrReservationNotCommitted = errors.New("inventory: reservation not committed")
+	ErrReservationNotCommitted = errcode.New(errcode.Conflict, "reservation_not_committed", "inventory: reservation not committed")
 
 	// ErrContention: the storage gave up on a lock conflict (a MySQL deadlock or lock wait
 	// timeout) after the bounded retries, or at once inside the caller's transaction, which

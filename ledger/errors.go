@@ -1,7 +1,6 @@
 package ledger
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -23,21 +22,21 @@ var (
 	ErrIDReused = errcode.Derive(errcode.ErrKeyReused, "ledger: transfer ID reused with different content")
 	// ErrSpendNotFound: a refund names no spend, or a transfer that is not a spend or a
 	// captured hold.
-	ErrSpendNotFound = errors.New("ledger: spend not found")
+	ErrSpendNotFound = errcode.New(errcode.NotFound, "points_spend_not_found", "ledger: spend not found")
 	// ErrRefundExceedsSpend: the refunds of a spend would add up to more than it took. See
 	// *RefundError.
-	ErrRefundExceedsSpend = errors.New("ledger: refund exceeds spend")
+	ErrRefundExceedsSpend = errcode.New(errcode.FailedPrecondition, "points_refund_exceeds_spend", "ledger: refund exceeds spend")
 	// ErrHoldNotFound: no hold has this ID.
-	ErrHoldNotFound = hold.Mark("ledger: hold not found", hold.ErrGone)
+	ErrHoldNotFound = errcode.New(errcode.NotFound, "points_hold_not_found", "ledger: hold not found", hold.ErrGone)
 	// ErrHoldCaptured: the hold was already captured (Void, or Capture of another amount).
-	ErrHoldCaptured = hold.Mark("ledger: hold already captured", hold.ErrPosted)
+	ErrHoldCaptured = errcode.New(errcode.Conflict, "points_hold_captured", "ledger: hold already captured", hold.ErrPosted)
 	// ErrHoldVoided: the hold was already voided (Capture after Void).
-	ErrHoldVoided = hold.Mark("ledger: hold already voided", hold.ErrVoided)
+	ErrHoldVoided = errcode.New(errcode.Conflict, "points_hold_voided", "ledger: hold already voided", hold.ErrVoided)
 	// ErrHoldExpired: the hold is past its deadline; its points are (or, at the next
 	// Sweep, will be) given back.
-	ErrHoldExpired = hold.Mark("ledger: hold expired", hold.ErrVoided)
+	ErrHoldExpired = errcode.New(errcode.Conflict, "points_hold_expired", "ledger: hold expired", hold.ErrVoided)
 	// ErrCaptureExceedsHold: Capture asked for more than the hold holds.
-	ErrCaptureExceedsHold = errors.New("ledger: capture exceeds hold")
+	ErrCaptureExceedsHold = errcode.New(errcode.FailedPrecondition, "points_capture_exceeds_hold", "ledger: capture exceeds hold")
 	// ErrConflict: the stored state changed under the operation in a way the database's
 	// locks should have prevented, or contradicts itself. Nothing was changed; run Verify.
 	ErrConflict = errcode.New(errcode.Internal, "ledger_conflict", "ledger: conflicting concurrent change")
