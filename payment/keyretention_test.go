@@ -1,0 +1,86 @@
+package payment_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/pgsim"
+)
+
+// pgKeyRetention is how long the simulator keeps its idempotency keys in these tests, as
+// Stripe keeps its own: a key repeated after it is pruned is a new request.
+const pgKeyRetention = 24 * time.Hour
+
+// newForgetfulEnv is an env whose simulator, on the env's clock, prunes its idempotency keys
+// after pgKeyRetention.
+func newForgetfulEnv(t *testing.T, db *bun.DB) *env {
+	t.Helper()
+	var e *env
+	e = newEnv(t, db, nil, pgsim.WithKeyRetention(pgKeyRetention),
+		pgsim.WithClock(func() time.Time { return e.clock.Now() }))
+	return e
+}
+
+// TestRetryAfterTheGatewayPrunedItsKeyChargesOnce: a payment whose outcome is unknown (a lost
+// response) or that the PG charged just before we died (left REQUESTED) is retried a day
+// later, after the PG has pruned its idempotency key. The retry must learn the PG's answer
+// (Status) rather than send the approval again, which the PG would take as a new charge.
+func TestRetryAfterTheGatewayPrunedItsKeyChargesOnce(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		t.Run("lost response, Pay again", func(t *testing.T) {
+			e := newForgetfulEnv(t, db)
+			req := card("late-1", 7000)
+			e.sim.InjectFault(req.PaymentID, pgsim.FaultLostResponse, 1)
+			p, err := e.svc.Pay(ctx, req)
+			require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+			require.Equal(t, payment.StateUnknown, p.State)
+
+			e.clock.Advance(pgKeyRetention + time.Hour)
+			p, err = e.svc.Pay(ctx, req)
+			require.NoError(t, err)
+			assert.Equal(t, payment.StateApproved, p.State)
+			assert.Equal(t, 1, e.sim.Charges(req.PaymentID), "charged once")
+			assert.Equal(t, 1, e.sim.Stats().Charges)
+			assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>UNKNOWN:no_answer", "UNKNOWN>APPROVED:gateway"}, e.history(t, req.PaymentID))
+		})
+		t.Run("charged, then the process died; Submit again", func(t *testing.T) {
+			e := newForgetfulEnv(t, db)
+			req := card("late-2", 8000)
+			require.NoError(t, db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				_, err := e.svc.Request(ctx, tx, req)
+				return err
+			}))
+			p := e.get(t, req.PaymentID)
+			_, err := e.sim.Approve(ctx, payment.ApproveRequest{PaymentID: p.ID, OrderID: p.OrderID, Amount: p.Amount,
+				Currency: p.Currency, Method: p.Method, Token: p.Token}) // the answer never recorded
+			require.NoError(t, err)
+
+			e.clock.Advance(pgKeyRetention + time.Hour)
+			p, err = e.svc.Submit(ctx, req)
+			require.NoError(t, err)
+			assert.Equal(t, payment.StateApproved, p.State)
+			assert.Equal(t, 1, e.sim.Charges(req.PaymentID), "charged once")
+			assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>APPROVED:gateway"}, e.history(t, req.PaymentID))
+		})
+		t.Run("never reached the PG; Pay again", func(t *testing.T) {
+			e := newForgetfulEnv(t, db)
+			req := card("late-3", 9000)
+			e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1)
+			_, err := e.svc.Pay(ctx, req)
+			require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+
+			e.clock.Advance(pgKeyRetention + time.Hour)
+			p, err := e.svc.Pay(ctx, req)
+			require.NoError(t, err)
+			assert.Equal(t, payment.StateApproved, p.State)
+			assert.Equal(t, 1, e.sim.Charges(req.PaymentID))
+		})
+	})
+}
