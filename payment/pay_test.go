@@ -478,6 +478,7 @@ func TestConstructorsRefuseBadOptions(t *testing.T) {
 			"WithLogger: nil":          payment.WithLogger(nil),
 			"WithObserver: nil":        payment.WithObserver(nil),
 			"WithWebhookVerifier: nil": payment.WithWebhookVerifier(nil),
+			"WithGatewayKeyWindow: 0s": payment.WithGatewayKeyWindow(0),
 		})
 
 	svc := testkit.Must(payment.New(db, sim))(t)

@@ -185,22 +185,11 @@ func (r *Reconciler) each(ctx context.Context, n int, fn func(ctx context.Contex
 	return first
 }
 
-// payment settles one REQUESTED or UNKNOWN payment if it can, and reports whether it is
-// settled now. Only storage errors are returned.
+// payment settles one REQUESTED or UNKNOWN payment if it can (see Service.resume: it asks
+// the PG first, and submits it again with the same payment ID only if the PG never saw it),
+// and reports whether it is settled now. Only storage errors are returned.
 func (r *Reconciler) payment(ctx context.Context, p Payment) (bool, error) {
-	svc := r.svc
-	st, err := svc.gw.Status(ctx, p.ID)
-	switch {
-	case errors.Is(err, ErrNotAtGateway):
-		// The PG never saw it (we died before calling, or the call never arrived): submit it
-		// again, as the client's retry would.
-		p, err = svc.approve(ctx, p, CauseReconciler)
-	case err != nil:
-		svc.logger.WarnContext(ctx, "payment: reconciler could not get the gateway's status", "payment", p.ID, "err", err)
-		return false, nil
-	default:
-		p, err = svc.recordStatus(ctx, p, st, CauseReconciler)
-	}
+	p, err := r.svc.resume(ctx, p, CauseReconciler)
 	return p.State.Settled(), storageErr(err)
 }
 
