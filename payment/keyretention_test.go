@@ -84,3 +84,65 @@ func TestRetryAfterTheGatewayPrunedItsKeyChargesOnce(t *testing.T) {
 		})
 	})
 }
+
+// TestRefundRetriedAfterTheGatewayPrunedItsKeyRefundsOnce: a refund whose answer was lost is
+// completed a day later, after the PG pruned its idempotency key, by the client's retry, the
+// Reconciler or the PG's webhook. None may send the refund again once the PG has made it:
+// the PG would refund a second time.
+func TestRefundRetriedAfterTheGatewayPrunedItsKeyRefundsOnce(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		for _, tc := range []struct {
+			name  string
+			fault pgsim.Fault
+			retry func(t *testing.T, e *env, req payment.RefundRequest)
+		}{
+			{"Refund again", pgsim.FaultLostResponse, func(t *testing.T, e *env, req payment.RefundRequest) {
+				_, err := e.svc.Refund(ctx, req)
+				require.NoError(t, err)
+			}},
+			{"reconciler", pgsim.FaultLostResponse, func(t *testing.T, e *env, req payment.RefundRequest) {
+				rec, err := payment.NewReconciler(e.svc)
+				require.NoError(t, err)
+				rep, err := rec.Reconcile(ctx)
+				require.NoError(t, err)
+				assert.Equal(t, payment.ReconcileReport{Examined: 1, Settled: 1}, rep)
+			}},
+			{"webhook", pgsim.FaultLostResponse, func(t *testing.T, e *env, req payment.RefundRequest) {
+				body, sig, err := e.sim.CancelWebhook(req.RefundID)
+				require.NoError(t, err)
+				require.NoError(t, e.svc.HandleWebhook(ctx, body, sig))
+			}},
+			{"never reached the PG, Refund again", pgsim.FaultUnavailable, func(t *testing.T, e *env, req payment.RefundRequest) {
+				_, err := e.svc.Refund(ctx, req)
+				require.NoError(t, err)
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := newForgetfulEnv(t, db)
+				payID := "pay-" + tc.name
+				_, err := e.svc.Pay(ctx, card(payID, 10_000))
+				require.NoError(t, err)
+				req := refund("r-"+tc.name, payID, 3000)
+				e.sim.InjectFault(req.RefundID, tc.fault, 1)
+				r, err := e.svc.Refund(ctx, req)
+				require.Error(t, err)
+				require.Equal(t, payment.RefundPending, r.State)
+
+				e.clock.Advance(pgKeyRetention + time.Hour)
+				tc.retry(t, e, req)
+
+				r, err = e.svc.GetRefund(ctx, req.RefundID)
+				require.NoError(t, err)
+				assert.Equal(t, payment.RefundSucceeded, r.State)
+				p := e.get(t, payID)
+				assert.Equal(t, payment.StatePartiallyRefunded, p.State)
+				assert.Equal(t, int64(3000), p.Refunded)
+				assert.Zero(t, p.RefundPending)
+				assert.Equal(t, int64(3000), e.sim.Stats().CanceledAmount, "refunded once at the PG")
+				assert.Equal(t, 1, e.sim.Stats().Cancels)
+				assert.Empty(t, e.obs.contradicted())
+			})
+		}
+	})
+}
