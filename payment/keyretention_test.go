@@ -146,3 +146,32 @@ func TestRefundRetriedAfterTheGatewayPrunedItsKeyRefundsOnce(t *testing.T) {
 		}
 	})
 }
+
+// TestLateRefundTheGatewayContradicts: a PENDING refund is completed after the key window,
+// but the PG's refunded total is neither the record's nor the record's plus the refund (a
+// refund was made at the PG directly): nothing is sent again, the refund stays PENDING with
+// its amount reserved, and the contradiction is reported for a person.
+func TestLateRefundTheGatewayContradicts(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newForgetfulEnv(t, db)
+		_, err := e.svc.Pay(ctx, card("pay-x", 10_000))
+		require.NoError(t, err)
+		e.sim.InjectFault("r-x", pgsim.FaultLostResponse, 1)
+		_, err = e.svc.Refund(ctx, refund("r-x", "pay-x", 3000))
+		require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+		_, err = e.sim.Cancel(ctx, payment.CancelRequest{CancelID: "console", PaymentID: "pay-x", Amount: 1000})
+		require.NoError(t, err)
+
+		e.clock.Advance(pgKeyRetention + time.Hour)
+		r, err := e.svc.Refund(ctx, refund("r-x", "pay-x", 3000))
+		require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+		assert.Equal(t, payment.RefundPending, r.State)
+		p := e.get(t, "pay-x")
+		assert.Equal(t, payment.StateApproved, p.State)
+		assert.Zero(t, p.Refunded)
+		assert.Equal(t, int64(3000), p.RefundPending)
+		assert.Equal(t, int64(4000), e.sim.Stats().CanceledAmount, "nothing sent again")
+		assert.Equal(t, []string{`pay-x:refund:refund "r-x" of 3000 pending, 0 refunded here, the gateway has refunded 4000`}, e.obs.contradicted())
+	})
+}

@@ -193,9 +193,11 @@ func (r *Reconciler) payment(ctx context.Context, p Payment) (bool, error) {
 	return p.State.Settled(), storageErr(err)
 }
 
-// refund settles one PENDING refund by submitting it again, and reports whether it settled.
+// refund settles one PENDING refund (see Service.completeRefund: it asks the PG first, and
+// submits it again with the same refund ID only if the PG has not made it), and reports
+// whether it settled.
 func (r *Reconciler) refund(ctx context.Context, rf Refund) (bool, error) {
-	rf, err := r.svc.cancel(ctx, rf)
+	rf, err := r.svc.completeRefund(ctx, rf, true)
 	return rf.State != RefundPending, storageErr(err)
 }
 

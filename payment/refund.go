@@ -101,7 +101,8 @@ func (r *refundRow) refund() Refund {
 //
 // The error says why the refund is not SUCCEEDED: ErrRefundRejected (FAILED, wrapping the PG's
 // *DeclineError), or ErrGatewayUnavailable / ErrOutcomeUnknown (still PENDING: call Refund
-// again with the same request, or leave it to the Reconciler, which completes it). Refund is
+// again with the same request, or leave it to the Reconciler, which completes it; past the
+// key window, see WithGatewayKeyWindow, it is sent again only if the PG has not made it). Refund is
 // idempotent on RefundID; the same ID with another payment or amount is ErrRefundIDReused.
 // A refund beyond what is refundable is a *RefundAmountError, of a payment in another state
 // ErrNotRefundable; both change nothing.
@@ -119,7 +120,7 @@ func (s *Service) Refund(ctx context.Context, req RefundRequest) (Refund, error)
 	if r.State != RefundPending {
 		return r, r.result(nil)
 	}
-	return s.cancel(ctx, r)
+	return s.completeRefund(ctx, r, false)
 }
 
 // maxReserveAttempts bounds how often reserveRefund tries again when another refund of the
@@ -214,6 +215,50 @@ func (s *Service) cancel(ctx context.Context, r Refund) (Refund, error) {
 		return r, err
 	}
 	return r, r.result(callErr)
+}
+
+// completeRefund asks the PG to refund r, which was PENDING when read, and records the
+// answer. Within the key window (and unless lookUp), it sends the refund again with its ID as
+// the idempotency key. Beyond it the PG may have pruned the key and would refund again, so
+// it first asks the PG (Gateway.Status) how much of the payment it has refunded: refunds of
+// a payment are serialised, so the PG's total is the record's succeeded refunds, plus r if
+// the PG made it. Exactly that: r succeeded, recorded without sending it again; the record's
+// total alone: the PG never made r, which is sent again; anything else contradicts the
+// record, which is reported (see Observer) and leaves r PENDING for a person.
+func (s *Service) completeRefund(ctx context.Context, r Refund, lookUp bool) (Refund, error) {
+	if !lookUp && !s.keyMayBeGone(r.CreatedAt) {
+		return s.cancel(ctx, r)
+	}
+	// The payment first, then the refund: a refund still PENDING after the payment was read
+	// is not in the payment's refunded total.
+	p, err := s.Get(ctx, r.PaymentID)
+	if err != nil {
+		return r, err
+	}
+	if r, err = s.GetRefund(ctx, r.ID); err != nil || r.State != RefundPending {
+		return r, cmp.Or(err, r.result(nil))
+	}
+	st, err := s.gw.Status(ctx, r.PaymentID)
+	if err != nil {
+		s.logger.WarnContext(ctx, "payment: could not ask the gateway about a refund", "refund", r.ID, "payment", r.PaymentID, "err", err)
+		return r, r.result(err)
+	}
+	switch st.Canceled - p.Refunded {
+	case 0:
+		return s.cancel(ctx, r)
+	case r.Amount:
+		wctx, done := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+		defer done()
+		if r, err = s.settleRefund(wctx, r, RefundSucceeded, "", nil); err != nil {
+			return r, err
+		}
+		return r, r.result(nil)
+	}
+	detail := fmt.Sprintf("refund %q of %d pending, %d refunded here, the gateway has refunded %d", r.ID, r.Amount, p.Refunded, st.Canceled)
+	s.logger.ErrorContext(ctx, "payment: the gateway's refunded total contradicts the record; refund left pending",
+		"refund", r.ID, "payment", p.ID, "order", p.OrderID, "detail", detail)
+	s.contradicted(p.ID, CauseRefund, detail)
+	return r, fmt.Errorf("%w: %s", ErrOutcomeUnknown, detail)
 }
 
 // result is the error Refund returns for r as recorded; callErr is the gateway's, if any.

@@ -82,7 +82,8 @@ const DefaultGatewayKeyWindow = time.Hour
 // DefaultGatewayKeyWindow). It must be shorter than the time the PG keeps its keys: a PG
 // takes a request repeated after it pruned the key for a new one, and charges (or refunds)
 // again. An older payment is looked up first (Gateway.Status) and sent again only if the
-// PG never saw it. It must be positive.
+// PG never saw it; an older refund is sent again only if the PG's refunded total shows it
+// was not made. It must be positive.
 func WithGatewayKeyWindow(d time.Duration) Option {
 	return func(s *serviceSettings) { option.Positive(&s.Errors, &s.keyWindow, "WithGatewayKeyWindow", d) }
 }

@@ -99,9 +99,9 @@ func (s *Service) HandleWebhook(ctx context.Context, body []byte, signature stri
 		}
 		switch r.State {
 		case RefundPending:
-			// Submitting the refund again (same refund ID, so never refunded twice) is how
-			// the PG confirms it: its answer, not the webhook's, settles the refund.
-			_, err = s.cancel(ctx, r)
+			// Asking the PG is how it confirms the refund (see completeRefund): its answer,
+			// not the webhook's, settles the refund.
+			_, err = s.completeRefund(ctx, r, false)
 			return err
 		case RefundFailed:
 			s.logger.ErrorContext(ctx, "payment: the gateway reports a refund recorded as failed", "refund", r.ID, "payment", r.PaymentID)
