@@ -83,6 +83,10 @@ func TestRefundIsIdempotent(t *testing.T) {
 
 		_, err = e.svc.Refund(ctx, refund("r-1", "pay-1", 5000))
 		assert.ErrorIs(t, err, payment.ErrRefundIDReused)
+		otherReason := refund("r-1", "pay-1", 10_000)
+		otherReason.Reason = "fraud"
+		_, err = e.svc.Refund(ctx, otherReason)
+		assert.ErrorIs(t, err, payment.ErrRefundIDReused, "the same refund ID with another request, as Stripe: a typed error")
 		_, err = e.svc.Pay(ctx, card("pay-2", 10_000))
 		require.NoError(t, err)
 		_, err = e.svc.Refund(ctx, refund("r-1", "pay-2", 10_000))
