@@ -103,7 +103,7 @@ func (r *refundRow) refund() Refund {
 // *DeclineError), or ErrGatewayUnavailable / ErrOutcomeUnknown (still PENDING: call Refund
 // again with the same request, or leave it to the Reconciler, which completes it; past the
 // key window, see WithGatewayKeyWindow, it is sent again only if the PG has not made it). Refund is
-// idempotent on RefundID; the same ID with another payment or amount is ErrRefundIDReused.
+// idempotent on RefundID; the same ID with another payment, amount or reason is ErrRefundIDReused.
 // A refund beyond what is refundable is a *RefundAmountError, of a payment in another state
 // ErrNotRefundable; both change nothing.
 func (s *Service) Refund(ctx context.Context, req RefundRequest) (Refund, error) {
@@ -114,7 +114,7 @@ func (s *Service) Refund(ctx context.Context, req RefundRequest) (Refund, error)
 	if err != nil {
 		return Refund{}, err
 	}
-	if r.PaymentID != req.PaymentID || r.Amount != req.Amount {
+	if r.PaymentID != req.PaymentID || r.Amount != req.Amount || r.Reason != req.Reason {
 		return Refund{}, fmt.Errorf("%w: %q", ErrRefundIDReused, req.RefundID)
 	}
 	if r.State != RefundPending {
