@@ -34,54 +34,49 @@ func newForgetfulEnv(t *testing.T, db *bun.DB) *env {
 func TestRetryAfterTheGatewayPrunedItsKeyChargesOnce(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
-		t.Run("lost response, Pay again", func(t *testing.T) {
-			e := newForgetfulEnv(t, db)
-			req := card("late-1", 7000)
-			e.sim.InjectFault(req.PaymentID, pgsim.FaultLostResponse, 1)
-			p, err := e.svc.Pay(ctx, req)
-			require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
-			require.Equal(t, payment.StateUnknown, p.State)
+		pay := func(e *env, req payment.PayRequest) (payment.Payment, error) { return e.svc.Pay(ctx, req) }
+		for _, tc := range []struct {
+			name    string
+			unknown func(t *testing.T, e *env, req payment.PayRequest) // leaves req unsettled
+			retry   func(e *env, req payment.PayRequest) (payment.Payment, error)
+			history []string
+		}{
+			{"lost response, Pay again", func(t *testing.T, e *env, req payment.PayRequest) {
+				e.sim.InjectFault(req.PaymentID, pgsim.FaultLostResponse, 1)
+				p, err := e.svc.Pay(ctx, req)
+				require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+				require.Equal(t, payment.StateUnknown, p.State)
+			}, pay, []string{">REQUESTED:created", "REQUESTED>UNKNOWN:no_answer", "UNKNOWN>APPROVED:gateway"}},
+			{"charged, then the process died; Submit again", func(t *testing.T, e *env, req payment.PayRequest) {
+				require.NoError(t, db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+					_, err := e.svc.Request(ctx, tx, req)
+					return err
+				}))
+				_, err := e.sim.Approve(ctx, payment.ApproveRequest{PaymentID: req.PaymentID, OrderID: req.OrderID,
+					Amount: req.Amount, Currency: req.Currency, Method: req.Method, Token: req.Token}) // never recorded
+				require.NoError(t, err)
+			}, func(e *env, req payment.PayRequest) (payment.Payment, error) { return e.svc.Submit(ctx, req) },
+				[]string{">REQUESTED:created", "REQUESTED>APPROVED:gateway"}},
+			{"never reached the PG; Pay again", func(t *testing.T, e *env, req payment.PayRequest) {
+				e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1)
+				_, err := e.svc.Pay(ctx, req)
+				require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+			}, pay, []string{">REQUESTED:created", "REQUESTED>APPROVED:gateway"}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := newForgetfulEnv(t, db)
+				req := card("late-"+tc.name, 7000)
+				tc.unknown(t, e, req)
 
-			e.clock.Advance(pgKeyRetention + time.Hour)
-			p, err = e.svc.Pay(ctx, req)
-			require.NoError(t, err)
-			assert.Equal(t, payment.StateApproved, p.State)
-			assert.Equal(t, 1, e.sim.Charges(req.PaymentID), "charged once")
-			assert.Equal(t, 1, e.sim.Stats().Charges)
-			assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>UNKNOWN:no_answer", "UNKNOWN>APPROVED:gateway"}, e.history(t, req.PaymentID))
-		})
-		t.Run("charged, then the process died; Submit again", func(t *testing.T) {
-			e := newForgetfulEnv(t, db)
-			req := card("late-2", 8000)
-			require.NoError(t, db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-				_, err := e.svc.Request(ctx, tx, req)
-				return err
-			}))
-			p := e.get(t, req.PaymentID)
-			_, err := e.sim.Approve(ctx, payment.ApproveRequest{PaymentID: p.ID, OrderID: p.OrderID, Amount: p.Amount,
-				Currency: p.Currency, Method: p.Method, Token: p.Token}) // the answer never recorded
-			require.NoError(t, err)
-
-			e.clock.Advance(pgKeyRetention + time.Hour)
-			p, err = e.svc.Submit(ctx, req)
-			require.NoError(t, err)
-			assert.Equal(t, payment.StateApproved, p.State)
-			assert.Equal(t, 1, e.sim.Charges(req.PaymentID), "charged once")
-			assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>APPROVED:gateway"}, e.history(t, req.PaymentID))
-		})
-		t.Run("never reached the PG; Pay again", func(t *testing.T) {
-			e := newForgetfulEnv(t, db)
-			req := card("late-3", 9000)
-			e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1)
-			_, err := e.svc.Pay(ctx, req)
-			require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
-
-			e.clock.Advance(pgKeyRetention + time.Hour)
-			p, err := e.svc.Pay(ctx, req)
-			require.NoError(t, err)
-			assert.Equal(t, payment.StateApproved, p.State)
-			assert.Equal(t, 1, e.sim.Charges(req.PaymentID))
-		})
+				e.clock.Advance(pgKeyRetention + time.Hour)
+				p, err := tc.retry(e, req)
+				require.NoError(t, err)
+				assert.Equal(t, payment.StateApproved, p.State)
+				assert.Equal(t, 1, e.sim.Charges(req.PaymentID), "charged once")
+				assert.Equal(t, 1, e.sim.Stats().Charges)
+				assert.Equal(t, tc.history, e.history(t, req.PaymentID))
+			})
+		}
 	})
 }
 
