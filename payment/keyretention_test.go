@@ -35,6 +35,15 @@ func TestRetryAfterTheGatewayPrunedItsKeyChargesOnce(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
 		pay := func(e *env, req payment.PayRequest) (payment.Payment, error) { return e.svc.Pay(ctx, req) }
+		diedAfterTheCharge := func(t *testing.T, e *env, req payment.PayRequest) {
+			require.NoError(t, db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				_, err := e.svc.Request(ctx, tx, req)
+				return err
+			}))
+			_, err := e.sim.Approve(ctx, payment.ApproveRequest{PaymentID: req.PaymentID, OrderID: req.OrderID,
+				Amount: req.Amount, Currency: req.Currency, Method: req.Method, Token: req.Token}) // never recorded
+			require.NoError(t, err)
+		}
 		for _, tc := range []struct {
 			name    string
 			unknown func(t *testing.T, e *env, req payment.PayRequest) // leaves req unsettled
@@ -47,16 +56,21 @@ func TestRetryAfterTheGatewayPrunedItsKeyChargesOnce(t *testing.T) {
 				require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
 				require.Equal(t, payment.StateUnknown, p.State)
 			}, pay, []string{">REQUESTED:created", "REQUESTED>UNKNOWN:no_answer", "UNKNOWN>APPROVED:gateway"}},
-			{"charged, then the process died; Submit again", func(t *testing.T, e *env, req payment.PayRequest) {
-				require.NoError(t, db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-					_, err := e.svc.Request(ctx, tx, req)
-					return err
-				}))
-				_, err := e.sim.Approve(ctx, payment.ApproveRequest{PaymentID: req.PaymentID, OrderID: req.OrderID,
-					Amount: req.Amount, Currency: req.Currency, Method: req.Method, Token: req.Token}) // never recorded
-				require.NoError(t, err)
-			}, func(e *env, req payment.PayRequest) (payment.Payment, error) { return e.svc.Submit(ctx, req) },
+			{"charged, then the process died; Submit again", diedAfterTheCharge,
+				func(e *env, req payment.PayRequest) (payment.Payment, error) { return e.svc.Submit(ctx, req) },
 				[]string{">REQUESTED:created", "REQUESTED>APPROVED:gateway"}},
+			{"charged, then the process died; the Reconciler", diedAfterTheCharge,
+				func(e *env, req payment.PayRequest) (payment.Payment, error) {
+					rec, err := payment.NewReconciler(e.svc)
+					if err != nil {
+						return payment.Payment{}, err
+					}
+					if _, err := rec.Reconcile(ctx); err != nil {
+						return payment.Payment{}, err
+					}
+					return e.svc.Get(ctx, req.PaymentID)
+				},
+				[]string{">REQUESTED:created", "REQUESTED>APPROVED:reconciler"}},
 			{"never reached the PG; Pay again", func(t *testing.T, e *env, req payment.PayRequest) {
 				e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1)
 				_, err := e.svc.Pay(ctx, req)
