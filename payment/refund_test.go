@@ -106,6 +106,13 @@ func TestRefundRefusals(t *testing.T) {
 
 		_, err = e.svc.Refund(ctx, refund("r-1", "pay-d", 1000))
 		assert.ErrorIs(t, err, payment.ErrNotRefundable)
+		e.sim.InjectFault("pay-u", pgsim.FaultLostResponse, 1) // charged, outcome unknown here
+		_, err = e.svc.Pay(ctx, card("pay-u", 1000))
+		require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+		_, err = e.svc.Refund(ctx, refund("r-u", "pay-u", 1000))
+		assert.ErrorIs(t, err, payment.ErrNotRefundable, "not before the PG's answer is recorded")
+		_, err = e.svc.GetRefund(ctx, "r-u")
+		assert.ErrorIs(t, err, payment.ErrRefundNotFound)
 		_, err = e.svc.Refund(ctx, refund("r-2", "nope", 1000))
 		assert.ErrorIs(t, err, payment.ErrPaymentNotFound)
 		_, err = e.svc.Refund(ctx, refund("", "pay-d", 1000))
