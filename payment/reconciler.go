@@ -21,8 +21,9 @@ import (
 // twice), as a client's retry would. For a pending refund it asks the PG how much of the
 // payment it has refunded: one it made is recorded as succeeded, one it has not is
 // submitted again (Cancel with the same refund ID); neither relies on the PG still keeping
-// the idempotency key, which PGs prune after a while. Every settlement is a conditional update, so each happens exactly once even
-// when several reconcilers run, or one races a late webhook or a client's retry.
+// the idempotency key, which PGs prune after a while. Every settlement is a conditional
+// update, so each happens exactly once even when several reconcilers run, or one races a
+// late webhook or a client's retry.
 type Reconciler struct {
 	svc         *Service
 	threshold   time.Duration

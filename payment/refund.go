@@ -102,8 +102,9 @@ func (r *refundRow) refund() Refund {
 // The error says why the refund is not SUCCEEDED: ErrRefundRejected (FAILED, wrapping the PG's
 // *DeclineError), or ErrGatewayUnavailable / ErrOutcomeUnknown (still PENDING: call Refund
 // again with the same request, or leave it to the Reconciler, which completes it; past the
-// key window, see WithGatewayKeyWindow, it is sent again only if the PG has not made it). Refund is
-// idempotent on RefundID; the same ID with another payment, amount or reason is ErrRefundIDReused.
+// key window, see WithGatewayKeyWindow, it is sent again only if the PG has not made it).
+// Refund is idempotent on RefundID; the same ID with another payment, amount or reason is
+// ErrRefundIDReused.
 // A refund beyond what is refundable is a *RefundAmountError, of a payment in another state
 // ErrNotRefundable; both change nothing.
 func (s *Service) Refund(ctx context.Context, req RefundRequest) (Refund, error) {

@@ -130,8 +130,8 @@ func (s *Service) now() time.Time { return s.clock().UTC().Truncate(time.Microse
 // request returns a settled payment as it is, and asks the PG again (same key, so never a
 // second charge) for one still REQUESTED or UNKNOWN — once the payment is older than the
 // key window (WithGatewayKeyWindow), by looking it up (Gateway.Status) and sending it again
-// only if the PG never saw it, since the PG may have pruned the key. The same PaymentID with a different
-// request is refused with ErrPaymentIDReused.
+// only if the PG never saw it, since the PG may have pruned the key. The same PaymentID
+// with a different request is refused with ErrPaymentIDReused.
 func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 	p, err := s.Request(ctx, s.db, req)
 	if err != nil {
