@@ -119,6 +119,8 @@ func TestValidate(t *testing.T) {
 		{"lower-case currency", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "krw", Method: payment.MethodCard}, "Currency"},
 		{"points through the PG", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "KRW", Method: payment.MethodPoint}, "Method"},
 		{"unknown method", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "KRW", Method: "CASH"}, "Method"},
+		{"BNPL below its minimum", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: payment.BNPLMinimumKRW - 1, Currency: "KRW", Method: payment.MethodBNPL}, "Amount"},
+		{"BNPL in another currency", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: payment.BNPLMinimumKRW, Currency: "USD", Method: payment.MethodBNPL}, "Currency"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var ve *payment.ValidationError
@@ -127,7 +129,9 @@ func TestValidate(t *testing.T) {
 			assert.ErrorIs(t, ve, payment.ErrInvalidRequest)
 		})
 	}
-	ok := payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "KRW", Method: payment.MethodBNPL}
+	ok := payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "KRW", Method: payment.MethodCard}
+	assert.NoError(t, ok.Validate())
+	ok.Method, ok.Amount = payment.MethodBNPL, payment.BNPLMinimumKRW
 	assert.NoError(t, ok.Validate())
 }
 
