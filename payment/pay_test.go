@@ -81,27 +81,27 @@ func TestPayRejectsBadRequestsAndReusedIDs(t *testing.T) {
 		_, err = e.svc.Get(ctx, "pay-x")
 		assert.ErrorIs(t, err, payment.ErrPaymentNotFound, "a bad request records nothing")
 
-		_, err = e.svc.Pay(ctx, card("pay-1", 1000))
+		_, err = e.svc.Pay(ctx, card("pay-1", 10_000))
 		require.NoError(t, err)
 		for _, change := range []func(*payment.PayRequest){
-			func(r *payment.PayRequest) { r.Amount = 2000 },
+			func(r *payment.PayRequest) { r.Amount = 20_000 },
 			func(r *payment.PayRequest) { r.OrderID = "other" },
 			func(r *payment.PayRequest) { r.Token = "tok_other" },
 			func(r *payment.PayRequest) { r.Method = payment.MethodBNPL },
 		} {
-			req := card("pay-1", 1000)
+			req := card("pay-1", 10_000)
 			change(&req)
 			_, err := e.svc.Pay(ctx, req)
 			assert.ErrorIs(t, err, payment.ErrPaymentIDReused)
 		}
-		assert.Equal(t, int64(1000), e.get(t, "pay-1").Amount)
+		assert.Equal(t, int64(10_000), e.get(t, "pay-1").Amount)
 		assert.Equal(t, 1, e.sim.Stats().ApproveCalls)
 
 		// IDs compare byte for byte on both databases.
 		_, err = e.svc.Pay(ctx, card("PAY-1", 3000))
 		require.NoError(t, err)
 		assert.Equal(t, int64(3000), e.get(t, "PAY-1").Amount)
-		assert.Equal(t, int64(1000), e.get(t, "pay-1").Amount)
+		assert.Equal(t, int64(10_000), e.get(t, "pay-1").Amount)
 	})
 }
 

@@ -1,6 +1,7 @@
 package payment
 
 import (
+	"fmt"
 	"time"
 	"unicode/utf8"
 )
@@ -82,7 +83,9 @@ type PayRequest struct {
 	Token string
 }
 
-// Validate checks the request without touching anything.
+// Validate checks the request without touching anything, including the rules of its
+// method that Plan.Validate checks too (BNPL: KRW only, at least BNPLMinimumKRW), so that
+// no caller can charge past them.
 func (r PayRequest) Validate() error {
 	if err := validID("PaymentID", r.PaymentID); err != nil {
 		return err
@@ -98,6 +101,12 @@ func (r PayRequest) Validate() error {
 	}
 	if !r.Method.ViaGateway() {
 		return invalid("Method", "must be CARD or BNPL (points and coupons are not paid through the gateway)")
+	}
+	if r.Method == MethodBNPL && r.Currency != "KRW" {
+		return invalid("Currency", "BNPL is offered in KRW only")
+	}
+	if r.Method == MethodBNPL && r.Amount < BNPLMinimumKRW {
+		return invalid("Amount", fmt.Sprintf("BNPL needs at least %d KRW", BNPLMinimumKRW))
 	}
 	if utf8.RuneCountInString(r.Token) > MaxTokenLen || !utf8.ValidString(r.Token) {
 		return invalid("Token", "must be valid UTF-8 of at most 255 characters")
