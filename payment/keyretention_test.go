@@ -2,6 +2,7 @@ package payment_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -182,5 +183,47 @@ func TestLateRefundTheGatewayContradicts(t *testing.T) {
 		assert.Equal(t, int64(3000), p.RefundPending)
 		assert.Equal(t, int64(4000), e.sim.Stats().CanceledAmount, "nothing sent again")
 		assert.Equal(t, []string{`pay-x:refund:refund "r-x" of 3000 pending, 0 refunded here, the gateway has refunded 4000`}, e.obs.contradicted())
+	})
+}
+
+// TestLateRetriesRacingChargeOnce: past the key window, many retries and a reconciler race
+// to settle a payment the PG charged before its answer was lost, and one it never saw: each
+// is charged exactly once and moved once.
+func TestLateRetriesRacingChargeOnce(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newForgetfulEnv(t, db)
+		charged, unseen := card("race-charged", 5000), card("race-unseen", 6000)
+		e.sim.InjectFault(charged.PaymentID, pgsim.FaultLostResponse, 1)
+		e.sim.InjectFault(unseen.PaymentID, pgsim.FaultUnavailable, 1)
+		for _, req := range []payment.PayRequest{charged, unseen} {
+			_, err := e.svc.Pay(ctx, req)
+			require.Error(t, err)
+		}
+		e.clock.Advance(pgKeyRetention + time.Hour)
+
+		rec, err := payment.NewReconciler(e.svc, payment.WithConcurrency(2))
+		require.NoError(t, err)
+		var wg sync.WaitGroup
+		for i := range 16 {
+			req := []payment.PayRequest{charged, unseen}[i%2]
+			wg.Go(func() {
+				p, err := e.svc.Pay(ctx, req)
+				assert.NoError(t, err)
+				assert.Equal(t, payment.StateApproved, p.State)
+			})
+		}
+		wg.Go(func() {
+			_, err := rec.Reconcile(ctx)
+			assert.NoError(t, err)
+		})
+		wg.Wait()
+
+		for _, req := range []payment.PayRequest{charged, unseen} {
+			assert.Equal(t, 1, e.sim.Charges(req.PaymentID), req.PaymentID)
+			assert.Equal(t, 1, e.obs.count(req.PaymentID, payment.StateApproved), req.PaymentID)
+			assert.Equal(t, payment.StateApproved, e.get(t, req.PaymentID).State)
+		}
+		assert.Equal(t, 2, e.sim.Stats().Charges)
 	})
 }
