@@ -240,6 +240,9 @@ func TestPendingRefundIsCompleted(t *testing.T) {
 
 // TestRejectedRefundReleasesItsAmount: the PG refuses a refund (here because part of the
 // payment was refunded at the PG directly); the refund is FAILED and its amount refundable again.
+// A signed webhook then claiming that the refund succeeded (the PG contradicting its own
+// answer, or a forgery with a leaked secret) changes nothing and is reported as a
+// contradiction, with what the PG says it refunded, for a person.
 func TestRejectedRefundReleasesItsAmount(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
@@ -259,6 +262,16 @@ func TestRejectedRefundReleasesItsAmount(t *testing.T) {
 		assert.Equal(t, payment.StateApproved, p.State)
 		assert.Zero(t, p.Refunded)
 		assert.Zero(t, p.RefundPending)
+
+		claim := []byte(`{"type":"payment.canceled","payment_id":"pay-1","amount":10000,"currency":"KRW","cancel_id":"r-1","cancel_amount":5000,"created_at":"2026-03-01T12:00:00Z"}`)
+		err = e.svc.HandleWebhook(ctx, claim, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), claim))
+		assert.ErrorIs(t, err, payment.ErrIllegalTransition)
+		assert.Equal(t, []string{`pay-1:webhook:a webhook claims refund "r-1" of 5000 succeeded, recorded FAILED; the gateway has refunded 8000 of the payment, 0 recorded`},
+			e.obs.contradicted())
+		assert.Equal(t, p, e.get(t, "pay-1"), "nothing changed")
+		r, err = e.svc.GetRefund(ctx, "r-1")
+		require.NoError(t, err)
+		assert.Equal(t, payment.RefundFailed, r.State)
 
 		_, err = e.svc.Refund(ctx, refund("r-2", "pay-1", 2000))
 		require.NoError(t, err)
