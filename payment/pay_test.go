@@ -102,6 +102,39 @@ func TestPayRejectsBadRequestsAndReusedIDs(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, int64(3000), e.get(t, "PAY-1").Amount)
 		assert.Equal(t, int64(10_000), e.get(t, "pay-1").Amount)
+		// MySQL's collations ignore trailing spaces ("pay-1 " = "pay-1"): such IDs are refused,
+		// and never find the record of another ID.
+		for _, id := range []string{"pay-1 ", "pay-2 "} {
+			_, err = e.svc.Pay(ctx, card(id, 3000))
+			require.ErrorAs(t, err, &ve, id)
+			assert.Equal(t, "PaymentID", ve.Field)
+			_, err = e.svc.Get(ctx, id)
+			assert.ErrorIs(t, err, payment.ErrPaymentNotFound, id)
+		}
+		spaced := card("pay-3", 3000)
+		spaced.OrderID = "order-pay-1 "
+		_, err = e.svc.Pay(ctx, spaced)
+		require.ErrorAs(t, err, &ve)
+		assert.Equal(t, "OrderID", ve.Field)
+		_, err = e.svc.Refund(ctx, payment.RefundRequest{RefundID: "r ", PaymentID: "pay-1", Amount: 1})
+		require.ErrorAs(t, err, &ve)
+		assert.Equal(t, "RefundID", ve.Field)
+		_, err = e.svc.Refund(ctx, payment.RefundRequest{RefundID: "r", PaymentID: "pay-1", Amount: 1})
+		require.NoError(t, err)
+		_, err = e.svc.GetRefund(ctx, "r ")
+		assert.ErrorIs(t, err, payment.ErrRefundNotFound)
+		for _, q := range []func() (int, error){
+			func() (int, error) { ps, err := e.svc.ByOrder(ctx, "order-pay-1 "); return len(ps), err },
+			func() (int, error) { ts, err := e.svc.Transitions(ctx, "pay-1 "); return len(ts), err },
+			func() (int, error) { rs, err := e.svc.Refunds(ctx, "pay-1 "); return len(rs), err },
+		} {
+			n, err := q()
+			if err == nil {
+				assert.Zero(t, n, "no record of another ID")
+			} else {
+				assert.ErrorIs(t, err, payment.ErrPaymentNotFound)
+			}
+		}
 	})
 }
 
