@@ -2,11 +2,14 @@ package payment
 
 import (
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
 
-// MaxIDLen is the longest payment, order or refund ID accepted, in characters.
+// MaxIDLen is the longest payment, order or refund ID accepted, in characters. An ID must
+// not end with a space: MySQL's collations ignore trailing spaces, so "pay-1 " would be
+// taken for "pay-1".
 const MaxIDLen = 64
 
 // MaxTokenLen is the longest PayRequest.Token accepted, in characters.
@@ -126,6 +129,10 @@ func validID(field, id string) error {
 	}
 	if !utf8.ValidString(id) || utf8.RuneCountInString(id) > MaxIDLen {
 		return invalid(field, "must be valid UTF-8 of at most 64 characters")
+	}
+	if strings.HasSuffix(id, " ") {
+		// MySQL's collations ignore trailing spaces: "pay-1 " would find "pay-1".
+		return invalid(field, "must not end with a space")
 	}
 	return nil
 }

@@ -362,10 +362,11 @@ func (s *Service) settleRefund(ctx context.Context, r Refund, to RefundState, re
 // GetRefund returns the refund with the ID, or ErrRefundNotFound.
 func (s *Service) GetRefund(ctx context.Context, id string) (Refund, error) {
 	var row refundRow
-	if err := s.db.NewSelect().Model(&row).Where("id = ?", id).Scan(ctx); err != nil {
-		if sqlutil.IsNoRows(err) {
-			return Refund{}, fmt.Errorf("%w: %q", ErrRefundNotFound, id)
-		}
+	err := s.db.NewSelect().Model(&row).Where("id = ?", id).Scan(ctx)
+	if sqlutil.IsNoRows(err) || err == nil && row.ID != id { // MySQL ignores trailing spaces
+		return Refund{}, fmt.Errorf("%w: %q", ErrRefundNotFound, id)
+	}
+	if err != nil {
 		return Refund{}, fmt.Errorf("payment: reading refund %q: %w", id, err)
 	}
 	return row.refund(), nil
@@ -377,9 +378,11 @@ func (s *Service) Refunds(ctx context.Context, paymentID string) ([]Refund, erro
 	if err := s.db.NewSelect().Model(&rows).Where("payment_id = ?", paymentID).Order("created_at", "id").Scan(ctx); err != nil {
 		return nil, fmt.Errorf("payment: reading refunds of %q: %w", paymentID, err)
 	}
-	out := make([]Refund, len(rows))
+	out := make([]Refund, 0, len(rows))
 	for i := range rows {
-		out[i] = rows[i].refund()
+		if rows[i].PaymentID == paymentID { // MySQL ignores trailing spaces
+			out = append(out, rows[i].refund())
+		}
 	}
 	return out, nil
 }

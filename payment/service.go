@@ -370,9 +370,11 @@ func (s *Service) ByOrder(ctx context.Context, orderID string) ([]Payment, error
 	if err := s.db.NewSelect().Model(&rows).Where("order_id = ?", orderID).Order("created_at", "id").Scan(ctx); err != nil {
 		return nil, fmt.Errorf("payment: reading payments of order %q: %w", orderID, err)
 	}
-	out := make([]Payment, len(rows))
+	out := make([]Payment, 0, len(rows))
 	for i := range rows {
-		out[i] = rows[i].payment()
+		if rows[i].OrderID == orderID { // MySQL ignores trailing spaces
+			out = append(out, rows[i].payment())
+		}
 	}
 	return out, nil
 }
@@ -384,12 +386,14 @@ func (s *Service) Transitions(ctx context.Context, paymentID string) ([]Transiti
 	if err := s.db.NewSelect().Model(&rows).Where("payment_id = ?", paymentID).Order("id").Scan(ctx); err != nil {
 		return nil, fmt.Errorf("payment: reading transitions of %q: %w", paymentID, err)
 	}
-	if len(rows) == 0 {
-		return nil, fmt.Errorf("%w: %q", ErrPaymentNotFound, paymentID)
-	}
-	out := make([]Transition, len(rows))
+	out := make([]Transition, 0, len(rows))
 	for i := range rows {
-		out[i] = rows[i].transition()
+		if rows[i].PaymentID == paymentID { // MySQL ignores trailing spaces
+			out = append(out, rows[i].transition())
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: %q", ErrPaymentNotFound, paymentID)
 	}
 	return out, nil
 }
