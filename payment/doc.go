@@ -35,6 +35,11 @@
 // the refund ID for Cancel. Pay and Refund are idempotent on those IDs too, so a client may
 // repeat them freely: a settled payment is returned as it is, an unsettled one asked about
 // again with the same key, never charged twice. Request and Submit are idempotent the same way.
+// A PG keeps its keys only for a while (Stripe prunes them after a day) and takes a request
+// repeated after that for a new one, so the Service relies on a key only within a window
+// (WithGatewayKeyWindow, an hour by default): an unsettled payment older than that is looked
+// up (Gateway.Status) and sent again only if the PG never saw it, as the Reconciler does; an
+// older PENDING refund is sent again only if the PG's refunded total shows it was not made.
 //
 // # Outcomes
 //

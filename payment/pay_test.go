@@ -81,27 +81,60 @@ func TestPayRejectsBadRequestsAndReusedIDs(t *testing.T) {
 		_, err = e.svc.Get(ctx, "pay-x")
 		assert.ErrorIs(t, err, payment.ErrPaymentNotFound, "a bad request records nothing")
 
-		_, err = e.svc.Pay(ctx, card("pay-1", 1000))
+		_, err = e.svc.Pay(ctx, card("pay-1", 10_000))
 		require.NoError(t, err)
 		for _, change := range []func(*payment.PayRequest){
-			func(r *payment.PayRequest) { r.Amount = 2000 },
+			func(r *payment.PayRequest) { r.Amount = 20_000 },
 			func(r *payment.PayRequest) { r.OrderID = "other" },
 			func(r *payment.PayRequest) { r.Token = "tok_other" },
 			func(r *payment.PayRequest) { r.Method = payment.MethodBNPL },
 		} {
-			req := card("pay-1", 1000)
+			req := card("pay-1", 10_000)
 			change(&req)
 			_, err := e.svc.Pay(ctx, req)
 			assert.ErrorIs(t, err, payment.ErrPaymentIDReused)
 		}
-		assert.Equal(t, int64(1000), e.get(t, "pay-1").Amount)
+		assert.Equal(t, int64(10_000), e.get(t, "pay-1").Amount)
 		assert.Equal(t, 1, e.sim.Stats().ApproveCalls)
 
 		// IDs compare byte for byte on both databases.
 		_, err = e.svc.Pay(ctx, card("PAY-1", 3000))
 		require.NoError(t, err)
 		assert.Equal(t, int64(3000), e.get(t, "PAY-1").Amount)
-		assert.Equal(t, int64(1000), e.get(t, "pay-1").Amount)
+		assert.Equal(t, int64(10_000), e.get(t, "pay-1").Amount)
+		// MySQL's collations ignore trailing spaces ("pay-1 " = "pay-1"): such IDs are refused,
+		// and never find the record of another ID.
+		for _, id := range []string{"pay-1 ", "pay-2 "} {
+			_, err = e.svc.Pay(ctx, card(id, 3000))
+			require.ErrorAs(t, err, &ve, id)
+			assert.Equal(t, "PaymentID", ve.Field)
+			_, err = e.svc.Get(ctx, id)
+			assert.ErrorIs(t, err, payment.ErrPaymentNotFound, id)
+		}
+		spaced := card("pay-3", 3000)
+		spaced.OrderID = "order-pay-1 "
+		_, err = e.svc.Pay(ctx, spaced)
+		require.ErrorAs(t, err, &ve)
+		assert.Equal(t, "OrderID", ve.Field)
+		_, err = e.svc.Refund(ctx, payment.RefundRequest{RefundID: "r ", PaymentID: "pay-1", Amount: 1})
+		require.ErrorAs(t, err, &ve)
+		assert.Equal(t, "RefundID", ve.Field)
+		_, err = e.svc.Refund(ctx, payment.RefundRequest{RefundID: "r", PaymentID: "pay-1", Amount: 1})
+		require.NoError(t, err)
+		_, err = e.svc.GetRefund(ctx, "r ")
+		assert.ErrorIs(t, err, payment.ErrRefundNotFound)
+		for _, q := range []func() (int, error){
+			func() (int, error) { ps, err := e.svc.ByOrder(ctx, "order-pay-1 "); return len(ps), err },
+			func() (int, error) { ts, err := e.svc.Transitions(ctx, "pay-1 "); return len(ts), err },
+			func() (int, error) { rs, err := e.svc.Refunds(ctx, "pay-1 "); return len(rs), err },
+		} {
+			n, err := q()
+			if err == nil {
+				assert.Zero(t, n, "no record of another ID")
+			} else {
+				assert.ErrorIs(t, err, payment.ErrPaymentNotFound)
+			}
+		}
 	})
 }
 
@@ -119,6 +152,8 @@ func TestValidate(t *testing.T) {
 		{"lower-case currency", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "krw", Method: payment.MethodCard}, "Currency"},
 		{"points through the PG", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "KRW", Method: payment.MethodPoint}, "Method"},
 		{"unknown method", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "KRW", Method: "CASH"}, "Method"},
+		{"BNPL below its minimum", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: payment.BNPLMinimumKRW - 1, Currency: "KRW", Method: payment.MethodBNPL}, "Amount"},
+		{"BNPL in another currency", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: payment.BNPLMinimumKRW, Currency: "USD", Method: payment.MethodBNPL}, "Currency"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var ve *payment.ValidationError
@@ -127,7 +162,9 @@ func TestValidate(t *testing.T) {
 			assert.ErrorIs(t, ve, payment.ErrInvalidRequest)
 		})
 	}
-	ok := payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "KRW", Method: payment.MethodBNPL}
+	ok := payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "KRW", Method: payment.MethodCard}
+	assert.NoError(t, ok.Validate())
+	ok.Method, ok.Amount = payment.MethodBNPL, payment.BNPLMinimumKRW
 	assert.NoError(t, ok.Validate())
 }
 
@@ -478,6 +515,7 @@ func TestConstructorsRefuseBadOptions(t *testing.T) {
 			"WithLogger: nil":          payment.WithLogger(nil),
 			"WithObserver: nil":        payment.WithObserver(nil),
 			"WithWebhookVerifier: nil": payment.WithWebhookVerifier(nil),
+			"WithGatewayKeyWindow: 0s": payment.WithGatewayKeyWindow(0),
 		})
 
 	svc := testkit.Must(payment.New(db, sim))(t)
@@ -620,5 +658,127 @@ func TestRequestedNeverSubmittedIsChargedOnceByTheReconciler(t *testing.T) {
 		assert.Equal(t, payment.StateApproved, p.State)
 		assert.Equal(t, 1, e.sim.ApproveCalls(req.PaymentID))
 		assert.Equal(t, 1, e.sim.Charges(req.PaymentID))
+	})
+}
+
+// pgKeyRetention is how long the simulator keeps its idempotency keys in these tests, as
+// Stripe keeps its own: a key repeated after it is pruned is a new request.
+const pgKeyRetention = 24 * time.Hour
+
+// newForgetfulEnv is an env whose simulator, on the env's clock, prunes its idempotency keys
+// after pgKeyRetention.
+func newForgetfulEnv(t *testing.T, db *bun.DB) *env {
+	t.Helper()
+	var e *env
+	e = newEnv(t, db, nil, pgsim.WithKeyRetention(pgKeyRetention),
+		pgsim.WithClock(func() time.Time { return e.clock.Now() }))
+	return e
+}
+
+// TestRetryAfterTheGatewayPrunedItsKeyChargesOnce: a payment whose outcome is unknown (a lost
+// response) or that the PG charged just before we died (left REQUESTED) is retried a day
+// later, after the PG has pruned its idempotency key. The retry must learn the PG's answer
+// (Status) rather than send the approval again, which the PG would take as a new charge.
+func TestRetryAfterTheGatewayPrunedItsKeyChargesOnce(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		pay := func(e *env, req payment.PayRequest) (payment.Payment, error) { return e.svc.Pay(ctx, req) }
+		diedAfterTheCharge := func(t *testing.T, e *env, req payment.PayRequest) {
+			require.NoError(t, db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				_, err := e.svc.Request(ctx, tx, req)
+				return err
+			}))
+			_, err := e.sim.Approve(ctx, payment.ApproveRequest(req)) // its answer is never recorded
+			require.NoError(t, err)
+		}
+		for _, tc := range []struct {
+			name    string
+			unknown func(t *testing.T, e *env, req payment.PayRequest) // leaves req unsettled
+			retry   func(e *env, req payment.PayRequest) (payment.Payment, error)
+			history []string
+		}{
+			{"lost response, Pay again", func(t *testing.T, e *env, req payment.PayRequest) {
+				e.sim.InjectFault(req.PaymentID, pgsim.FaultLostResponse, 1)
+				p, err := e.svc.Pay(ctx, req)
+				require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+				require.Equal(t, payment.StateUnknown, p.State)
+			}, pay, []string{">REQUESTED:created", "REQUESTED>UNKNOWN:no_answer", "UNKNOWN>APPROVED:gateway"}},
+			{"charged, then the process died; Submit again", diedAfterTheCharge,
+				func(e *env, req payment.PayRequest) (payment.Payment, error) { return e.svc.Submit(ctx, req) },
+				[]string{">REQUESTED:created", "REQUESTED>APPROVED:gateway"}},
+			{"charged, then the process died; the Reconciler", diedAfterTheCharge,
+				func(e *env, req payment.PayRequest) (payment.Payment, error) {
+					rec, err := payment.NewReconciler(e.svc)
+					if err != nil {
+						return payment.Payment{}, err
+					}
+					if _, err := rec.Reconcile(ctx); err != nil {
+						return payment.Payment{}, err
+					}
+					return e.svc.Get(ctx, req.PaymentID)
+				},
+				[]string{">REQUESTED:created", "REQUESTED>APPROVED:reconciler"}},
+			{"never reached the PG; Pay again", func(t *testing.T, e *env, req payment.PayRequest) {
+				e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1)
+				_, err := e.svc.Pay(ctx, req)
+				require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+			}, pay, []string{">REQUESTED:created", "REQUESTED>APPROVED:gateway"}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := newForgetfulEnv(t, db)
+				req := card("late-"+tc.name, 7000)
+				tc.unknown(t, e, req)
+
+				e.clock.Advance(pgKeyRetention + time.Hour)
+				p, err := tc.retry(e, req)
+				require.NoError(t, err)
+				assert.Equal(t, payment.StateApproved, p.State)
+				assert.Equal(t, 1, e.sim.Charges(req.PaymentID), "charged once")
+				assert.Equal(t, 1, e.sim.Stats().Charges)
+				assert.Equal(t, tc.history, e.history(t, req.PaymentID))
+			})
+		}
+	})
+}
+
+// TestLateRetriesRacingChargeOnce: past the key window, many retries and a reconciler race
+// to settle a payment the PG charged before its answer was lost, and one it never saw: each
+// is charged exactly once and moved once.
+func TestLateRetriesRacingChargeOnce(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newForgetfulEnv(t, db)
+		charged, unseen := card("race-charged", 5000), card("race-unseen", 6000)
+		e.sim.InjectFault(charged.PaymentID, pgsim.FaultLostResponse, 1)
+		e.sim.InjectFault(unseen.PaymentID, pgsim.FaultUnavailable, 1)
+		for _, req := range []payment.PayRequest{charged, unseen} {
+			_, err := e.svc.Pay(ctx, req)
+			require.Error(t, err)
+		}
+		e.clock.Advance(pgKeyRetention + time.Hour)
+
+		rec, err := payment.NewReconciler(e.svc, payment.WithConcurrency(2))
+		require.NoError(t, err)
+		var wg sync.WaitGroup
+		for i := range 16 {
+			req := []payment.PayRequest{charged, unseen}[i%2]
+			wg.Go(func() {
+				p, err := e.svc.Pay(ctx, req)
+				assert.NoError(t, err)
+				assert.Equal(t, payment.StateApproved, p.State)
+			})
+		}
+		wg.Go(func() {
+			_, err := rec.Reconcile(ctx)
+			assert.NoError(t, err)
+		})
+		wg.Wait()
+
+		for _, req := range []payment.PayRequest{charged, unseen} {
+			assert.Equal(t, 1, e.sim.Charges(req.PaymentID), req.PaymentID)
+			assert.Equal(t, 1, e.obs.count(req.PaymentID, payment.StateApproved), req.PaymentID)
+			assert.Equal(t, payment.StateApproved, e.get(t, req.PaymentID).State)
+		}
+		assert.Equal(t, 2, e.sim.Stats().Charges)
 	})
 }

@@ -1,11 +1,15 @@
 package payment
 
 import (
+	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
 
-// MaxIDLen is the longest payment, order or refund ID accepted, in characters.
+// MaxIDLen is the longest payment, order or refund ID accepted, in characters. An ID must
+// not end with a space: MySQL's collations ignore trailing spaces, so "pay-1 " would be
+// taken for "pay-1".
 const MaxIDLen = 64
 
 // MaxTokenLen is the longest PayRequest.Token accepted, in characters.
@@ -82,7 +86,9 @@ type PayRequest struct {
 	Token string
 }
 
-// Validate checks the request without touching anything.
+// Validate checks the request without touching anything, including the rules of its
+// method that Plan.Validate checks too (BNPL: KRW only, at least BNPLMinimumKRW), so that
+// no caller can charge past them.
 func (r PayRequest) Validate() error {
 	if err := validID("PaymentID", r.PaymentID); err != nil {
 		return err
@@ -98,6 +104,12 @@ func (r PayRequest) Validate() error {
 	}
 	if !r.Method.ViaGateway() {
 		return invalid("Method", "must be CARD or BNPL (points and coupons are not paid through the gateway)")
+	}
+	if r.Method == MethodBNPL && r.Currency != "KRW" {
+		return invalid("Currency", "BNPL is offered in KRW only")
+	}
+	if r.Method == MethodBNPL && r.Amount < BNPLMinimumKRW {
+		return invalid("Amount", fmt.Sprintf("BNPL needs at least %d KRW", BNPLMinimumKRW))
 	}
 	if utf8.RuneCountInString(r.Token) > MaxTokenLen || !utf8.ValidString(r.Token) {
 		return invalid("Token", "must be valid UTF-8 of at most 255 characters")
@@ -117,6 +129,10 @@ func validID(field, id string) error {
 	}
 	if !utf8.ValidString(id) || utf8.RuneCountInString(id) > MaxIDLen {
 		return invalid(field, "must be valid UTF-8 of at most 64 characters")
+	}
+	if strings.HasSuffix(id, " ") {
+		// MySQL's collations ignore trailing spaces: "pay-1 " would find "pay-1".
+		return invalid(field, "must not end with a space")
 	}
 	return nil
 }

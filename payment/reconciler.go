@@ -18,9 +18,12 @@ import (
 //
 // For each payment it asks Gateway.Status and records the PG's answer. A payment the PG has
 // never seen is submitted again (Approve with the same payment ID, so it cannot be charged
-// twice), as a client's retry would. A pending refund is submitted again (Cancel with the same
-// refund ID). Every settlement is a conditional update, so each happens exactly once even
-// when several reconcilers run, or one races a late webhook or a client's retry.
+// twice), as a client's retry would. For a pending refund it asks the PG how much of the
+// payment it has refunded: one it made is recorded as succeeded, one it has not is
+// submitted again (Cancel with the same refund ID); neither relies on the PG still keeping
+// the idempotency key, which PGs prune after a while. Every settlement is a conditional
+// update, so each happens exactly once even when several reconcilers run, or one races a
+// late webhook or a client's retry.
 type Reconciler struct {
 	svc         *Service
 	threshold   time.Duration
@@ -185,28 +188,19 @@ func (r *Reconciler) each(ctx context.Context, n int, fn func(ctx context.Contex
 	return first
 }
 
-// payment settles one REQUESTED or UNKNOWN payment if it can, and reports whether it is
-// settled now. Only storage errors are returned.
+// payment settles one REQUESTED or UNKNOWN payment if it can (see Service.resume: it asks
+// the PG first, and submits it again with the same payment ID only if the PG never saw it),
+// and reports whether it is settled now. Only storage errors are returned.
 func (r *Reconciler) payment(ctx context.Context, p Payment) (bool, error) {
-	svc := r.svc
-	st, err := svc.gw.Status(ctx, p.ID)
-	switch {
-	case errors.Is(err, ErrNotAtGateway):
-		// The PG never saw it (we died before calling, or the call never arrived): submit it
-		// again, as the client's retry would.
-		p, err = svc.approve(ctx, p, CauseReconciler)
-	case err != nil:
-		svc.logger.WarnContext(ctx, "payment: reconciler could not get the gateway's status", "payment", p.ID, "err", err)
-		return false, nil
-	default:
-		p, err = svc.recordStatus(ctx, p, st, CauseReconciler)
-	}
+	p, err := r.svc.resume(ctx, p, CauseReconciler)
 	return p.State.Settled(), storageErr(err)
 }
 
-// refund settles one PENDING refund by submitting it again, and reports whether it settled.
+// refund settles one PENDING refund (see Service.completeRefund: it asks the PG first, and
+// submits it again with the same refund ID only if the PG has not made it), and reports
+// whether it settled.
 func (r *Reconciler) refund(ctx context.Context, rf Refund) (bool, error) {
-	rf, err := r.svc.cancel(ctx, rf)
+	rf, err := r.svc.completeRefund(ctx, rf, true)
 	return rf.State != RefundPending, storageErr(err)
 }
 

@@ -101,8 +101,10 @@ func (r *refundRow) refund() Refund {
 //
 // The error says why the refund is not SUCCEEDED: ErrRefundRejected (FAILED, wrapping the PG's
 // *DeclineError), or ErrGatewayUnavailable / ErrOutcomeUnknown (still PENDING: call Refund
-// again with the same request, or leave it to the Reconciler, which completes it). Refund is
-// idempotent on RefundID; the same ID with another payment or amount is ErrRefundIDReused.
+// again with the same request, or leave it to the Reconciler, which completes it; past the
+// key window, see WithGatewayKeyWindow, it is sent again only if the PG has not made it).
+// Refund is idempotent on RefundID; the same ID with another payment, amount or reason is
+// ErrRefundIDReused.
 // A refund beyond what is refundable is a *RefundAmountError, of a payment in another state
 // ErrNotRefundable; both change nothing.
 func (s *Service) Refund(ctx context.Context, req RefundRequest) (Refund, error) {
@@ -113,13 +115,13 @@ func (s *Service) Refund(ctx context.Context, req RefundRequest) (Refund, error)
 	if err != nil {
 		return Refund{}, err
 	}
-	if r.PaymentID != req.PaymentID || r.Amount != req.Amount {
+	if r.PaymentID != req.PaymentID || r.Amount != req.Amount || r.Reason != req.Reason {
 		return Refund{}, fmt.Errorf("%w: %q", ErrRefundIDReused, req.RefundID)
 	}
 	if r.State != RefundPending {
 		return r, r.result(nil)
 	}
-	return s.cancel(ctx, r)
+	return s.completeRefund(ctx, r, false)
 }
 
 // maxReserveAttempts bounds how often reserveRefund tries again when another refund of the
@@ -214,6 +216,50 @@ func (s *Service) cancel(ctx context.Context, r Refund) (Refund, error) {
 		return r, err
 	}
 	return r, r.result(callErr)
+}
+
+// completeRefund asks the PG to refund r, which was PENDING when read, and records the
+// answer. Within the key window (and unless lookUp), it sends the refund again with its ID as
+// the idempotency key. Beyond it the PG may have pruned the key and would refund again, so
+// it first asks the PG (Gateway.Status) how much of the payment it has refunded: refunds of
+// a payment are serialised, so the PG's total is the record's succeeded refunds, plus r if
+// the PG made it. Exactly that: r succeeded, recorded without sending it again; the record's
+// total alone: the PG never made r, which is sent again; anything else contradicts the
+// record, which is reported (see Observer) and leaves r PENDING for a person.
+func (s *Service) completeRefund(ctx context.Context, r Refund, lookUp bool) (Refund, error) {
+	if !lookUp && !s.keyMayBeGone(r.CreatedAt) {
+		return s.cancel(ctx, r)
+	}
+	// The payment first, then the refund: a refund still PENDING after the payment was read
+	// is not in the payment's refunded total.
+	p, err := s.Get(ctx, r.PaymentID)
+	if err != nil {
+		return r, err
+	}
+	if r, err = s.GetRefund(ctx, r.ID); err != nil || r.State != RefundPending {
+		return r, cmp.Or(err, r.result(nil))
+	}
+	st, err := s.gw.Status(ctx, r.PaymentID)
+	if err != nil {
+		s.logger.WarnContext(ctx, "payment: could not ask the gateway about a refund", "refund", r.ID, "payment", r.PaymentID, "err", err)
+		return r, r.result(err)
+	}
+	switch st.Canceled - p.Refunded {
+	case 0:
+		return s.cancel(ctx, r)
+	case r.Amount:
+		wctx, done := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+		defer done()
+		if r, err = s.settleRefund(wctx, r, RefundSucceeded, "", nil); err != nil {
+			return r, err
+		}
+		return r, r.result(nil)
+	}
+	detail := fmt.Sprintf("refund %q of %d pending, %d refunded here, the gateway has refunded %d", r.ID, r.Amount, p.Refunded, st.Canceled)
+	s.logger.ErrorContext(ctx, "payment: the gateway's refunded total contradicts the record; refund left pending",
+		"refund", r.ID, "payment", p.ID, "order", p.OrderID, "detail", detail)
+	s.contradicted(p.ID, CauseRefund, detail)
+	return r, fmt.Errorf("%w: %s", ErrOutcomeUnknown, detail)
 }
 
 // result is the error Refund returns for r as recorded; callErr is the gateway's, if any.
@@ -316,10 +362,11 @@ func (s *Service) settleRefund(ctx context.Context, r Refund, to RefundState, re
 // GetRefund returns the refund with the ID, or ErrRefundNotFound.
 func (s *Service) GetRefund(ctx context.Context, id string) (Refund, error) {
 	var row refundRow
-	if err := s.db.NewSelect().Model(&row).Where("id = ?", id).Scan(ctx); err != nil {
-		if sqlutil.IsNoRows(err) {
-			return Refund{}, fmt.Errorf("%w: %q", ErrRefundNotFound, id)
-		}
+	err := s.db.NewSelect().Model(&row).Where("id = ?", id).Scan(ctx)
+	if sqlutil.IsNoRows(err) || err == nil && row.ID != id { // MySQL ignores trailing spaces
+		return Refund{}, fmt.Errorf("%w: %q", ErrRefundNotFound, id)
+	}
+	if err != nil {
 		return Refund{}, fmt.Errorf("payment: reading refund %q: %w", id, err)
 	}
 	return row.refund(), nil
@@ -331,9 +378,11 @@ func (s *Service) Refunds(ctx context.Context, paymentID string) ([]Refund, erro
 	if err := s.db.NewSelect().Model(&rows).Where("payment_id = ?", paymentID).Order("created_at", "id").Scan(ctx); err != nil {
 		return nil, fmt.Errorf("payment: reading refunds of %q: %w", paymentID, err)
 	}
-	out := make([]Refund, len(rows))
+	out := make([]Refund, 0, len(rows))
 	for i := range rows {
-		out[i] = rows[i].refund()
+		if rows[i].PaymentID == paymentID { // MySQL ignores trailing spaces
+			out = append(out, rows[i].refund())
+		}
 	}
 	return out, nil
 }

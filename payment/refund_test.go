@@ -83,6 +83,10 @@ func TestRefundIsIdempotent(t *testing.T) {
 
 		_, err = e.svc.Refund(ctx, refund("r-1", "pay-1", 5000))
 		assert.ErrorIs(t, err, payment.ErrRefundIDReused)
+		otherReason := refund("r-1", "pay-1", 10_000)
+		otherReason.Reason = "fraud"
+		_, err = e.svc.Refund(ctx, otherReason)
+		assert.ErrorIs(t, err, payment.ErrRefundIDReused, "the same refund ID with another request, as Stripe: a typed error")
 		_, err = e.svc.Pay(ctx, card("pay-2", 10_000))
 		require.NoError(t, err)
 		_, err = e.svc.Refund(ctx, refund("r-1", "pay-2", 10_000))
@@ -102,6 +106,13 @@ func TestRefundRefusals(t *testing.T) {
 
 		_, err = e.svc.Refund(ctx, refund("r-1", "pay-d", 1000))
 		assert.ErrorIs(t, err, payment.ErrNotRefundable)
+		e.sim.InjectFault("pay-u", pgsim.FaultLostResponse, 1) // charged, outcome unknown here
+		_, err = e.svc.Pay(ctx, card("pay-u", 1000))
+		require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+		_, err = e.svc.Refund(ctx, refund("r-u", "pay-u", 1000))
+		assert.ErrorIs(t, err, payment.ErrNotRefundable, "not before the PG's answer is recorded")
+		_, err = e.svc.GetRefund(ctx, "r-u")
+		assert.ErrorIs(t, err, payment.ErrRefundNotFound)
 		_, err = e.svc.Refund(ctx, refund("r-2", "nope", 1000))
 		assert.ErrorIs(t, err, payment.ErrPaymentNotFound)
 		_, err = e.svc.Refund(ctx, refund("", "pay-d", 1000))
@@ -229,6 +240,9 @@ func TestPendingRefundIsCompleted(t *testing.T) {
 
 // TestRejectedRefundReleasesItsAmount: the PG refuses a refund (here because part of the
 // payment was refunded at the PG directly); the refund is FAILED and its amount refundable again.
+// A signed webhook then claiming that the refund succeeded (the PG contradicting its own
+// answer, or a forgery with a leaked secret) changes nothing and is reported as a
+// contradiction, with what the PG says it refunded, for a person.
 func TestRejectedRefundReleasesItsAmount(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
@@ -249,8 +263,109 @@ func TestRejectedRefundReleasesItsAmount(t *testing.T) {
 		assert.Zero(t, p.Refunded)
 		assert.Zero(t, p.RefundPending)
 
+		claim := []byte(`{"type":"payment.canceled","payment_id":"pay-1","amount":10000,"currency":"KRW","cancel_id":"r-1","cancel_amount":5000,"created_at":"2026-03-01T12:00:00Z"}`)
+		err = e.svc.HandleWebhook(ctx, claim, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), claim))
+		assert.ErrorIs(t, err, payment.ErrIllegalTransition)
+		assert.Equal(t, []string{`pay-1:webhook:a webhook claims refund "r-1" of 5000 succeeded, recorded FAILED; the gateway has refunded 8000 of the payment, 0 recorded`},
+			e.obs.contradicted())
+		assert.Equal(t, p, e.get(t, "pay-1"), "nothing changed")
+		r, err = e.svc.GetRefund(ctx, "r-1")
+		require.NoError(t, err)
+		assert.Equal(t, payment.RefundFailed, r.State)
+
 		_, err = e.svc.Refund(ctx, refund("r-2", "pay-1", 2000))
 		require.NoError(t, err)
 		assert.Equal(t, payment.StatePartiallyRefunded, e.get(t, "pay-1").State)
+	})
+}
+
+// TestRefundRetriedAfterTheGatewayPrunedItsKeyRefundsOnce: a refund whose answer was lost is
+// completed a day later, after the PG pruned its idempotency key, by the client's retry, the
+// Reconciler or the PG's webhook. None may send the refund again once the PG has made it:
+// the PG would refund a second time.
+func TestRefundRetriedAfterTheGatewayPrunedItsKeyRefundsOnce(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		for _, tc := range []struct {
+			name  string
+			fault pgsim.Fault
+			retry func(t *testing.T, e *env, req payment.RefundRequest)
+		}{
+			{"Refund again", pgsim.FaultLostResponse, func(t *testing.T, e *env, req payment.RefundRequest) {
+				_, err := e.svc.Refund(ctx, req)
+				require.NoError(t, err)
+			}},
+			{"reconciler", pgsim.FaultLostResponse, func(t *testing.T, e *env, req payment.RefundRequest) {
+				rec, err := payment.NewReconciler(e.svc)
+				require.NoError(t, err)
+				rep, err := rec.Reconcile(ctx)
+				require.NoError(t, err)
+				assert.Equal(t, payment.ReconcileReport{Examined: 1, Settled: 1}, rep)
+			}},
+			{"webhook", pgsim.FaultLostResponse, func(t *testing.T, e *env, req payment.RefundRequest) {
+				body, sig, err := e.sim.CancelWebhook(req.RefundID)
+				require.NoError(t, err)
+				require.NoError(t, e.svc.HandleWebhook(ctx, body, sig))
+			}},
+			{"never reached the PG, Refund again", pgsim.FaultUnavailable, func(t *testing.T, e *env, req payment.RefundRequest) {
+				_, err := e.svc.Refund(ctx, req)
+				require.NoError(t, err)
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := newForgetfulEnv(t, db)
+				payID := "pay-" + tc.name
+				_, err := e.svc.Pay(ctx, card(payID, 10_000))
+				require.NoError(t, err)
+				req := refund("r-"+tc.name, payID, 3000)
+				e.sim.InjectFault(req.RefundID, tc.fault, 1)
+				r, err := e.svc.Refund(ctx, req)
+				require.Error(t, err)
+				require.Equal(t, payment.RefundPending, r.State)
+
+				e.clock.Advance(pgKeyRetention + time.Hour)
+				tc.retry(t, e, req)
+
+				r, err = e.svc.GetRefund(ctx, req.RefundID)
+				require.NoError(t, err)
+				assert.Equal(t, payment.RefundSucceeded, r.State)
+				p := e.get(t, payID)
+				assert.Equal(t, payment.StatePartiallyRefunded, p.State)
+				assert.Equal(t, int64(3000), p.Refunded)
+				assert.Zero(t, p.RefundPending)
+				assert.Equal(t, int64(3000), e.sim.Stats().CanceledAmount, "refunded once at the PG")
+				assert.Equal(t, 1, e.sim.Stats().Cancels)
+				assert.Empty(t, e.obs.contradicted())
+			})
+		}
+	})
+}
+
+// TestLateRefundTheGatewayContradicts: a PENDING refund is completed after the key window,
+// but the PG's refunded total is neither the record's nor the record's plus the refund (a
+// refund was made at the PG directly): nothing is sent again, the refund stays PENDING with
+// its amount reserved, and the contradiction is reported for a person.
+func TestLateRefundTheGatewayContradicts(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newForgetfulEnv(t, db)
+		_, err := e.svc.Pay(ctx, card("pay-x", 10_000))
+		require.NoError(t, err)
+		e.sim.InjectFault("r-x", pgsim.FaultLostResponse, 1)
+		_, err = e.svc.Refund(ctx, refund("r-x", "pay-x", 3000))
+		require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+		_, err = e.sim.Cancel(ctx, payment.CancelRequest{CancelID: "console", PaymentID: "pay-x", Amount: 1000})
+		require.NoError(t, err)
+
+		e.clock.Advance(pgKeyRetention + time.Hour)
+		r, err := e.svc.Refund(ctx, refund("r-x", "pay-x", 3000))
+		require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+		assert.Equal(t, payment.RefundPending, r.State)
+		p := e.get(t, "pay-x")
+		assert.Equal(t, payment.StateApproved, p.State)
+		assert.Zero(t, p.Refunded)
+		assert.Equal(t, int64(3000), p.RefundPending)
+		assert.Equal(t, int64(4000), e.sim.Stats().CanceledAmount, "nothing sent again")
+		assert.Equal(t, []string{`pay-x:refund:refund "r-x" of 3000 pending, 0 refunded here, the gateway has refunded 4000`}, e.obs.contradicted())
 	})
 }

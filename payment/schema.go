@@ -83,7 +83,9 @@ func schema() []table {
 // CreateSchema creates the payment tables (payment_payments, payment_transitions,
 // payment_refunds) and their indexes if they do not exist. It is idempotent and works on
 // MySQL/MariaDB and SQLite. On MySQL the tables use the utf8mb4_bin collation, so IDs compare
-// byte for byte ("pay-A" and "pay-a" are two payments), as they do on SQLite.
+// byte for byte ("pay-A" and "pay-a" are two payments), as they do on SQLite, but for
+// trailing spaces, which that collation ignores: IDs ending with a space are refused, and
+// reads keep only the records of the exact ID.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
 	var tables []sqlutil.Table
 	for _, t := range schema() {

@@ -35,6 +35,9 @@ type Service struct {
 	clock    func() time.Time
 	observer Observer
 	verifier WebhookVerifier
+	// keyWindow is how long after its creation a payment or refund may be sent to the PG
+	// again without asking the PG first (WithGatewayKeyWindow).
+	keyWindow time.Duration
 }
 
 // Option configures a Service.
@@ -70,6 +73,21 @@ func WithWebhookVerifier(v WebhookVerifier) Option {
 	return func(s *serviceSettings) { option.NotNil(&s.Errors, &s.verifier, "WithWebhookVerifier", v) }
 }
 
+// DefaultGatewayKeyWindow is the default of WithGatewayKeyWindow: well within the day real
+// PGs keep their idempotency keys for (Stripe prunes them after 24 hours).
+const DefaultGatewayKeyWindow = time.Hour
+
+// WithGatewayKeyWindow sets how long after its creation a payment (or refund) still unsettled
+// may be sent to the PG again on the strength of its idempotency key alone (default
+// DefaultGatewayKeyWindow). It must be shorter than the time the PG keeps its keys: a PG
+// takes a request repeated after it pruned the key for a new one, and charges (or refunds)
+// again. An older payment is looked up first (Gateway.Status) and sent again only if the
+// PG never saw it; an older refund is sent again only if the PG's refunded total shows it
+// was not made. It must be positive.
+func WithGatewayKeyWindow(d time.Duration) Option {
+	return func(s *serviceSettings) { option.Positive(&s.Errors, &s.keyWindow, "WithGatewayKeyWindow", d) }
+}
+
 // New returns a Service storing payments in db (run CreateSchema first) and charging them
 // through gw. Wrap gw with the resilient package for timeouts, retries, a circuit breaker and a
 // bulkhead. An option given an invalid value (see each option) is refused with a
@@ -79,11 +97,12 @@ func New(db *bun.DB, gw Gateway, opts ...Option) (*Service, error) {
 		return nil, errors.New("payment: New needs a database and a gateway")
 	}
 	s := &Service{
-		db:       db,
-		gw:       gw,
-		logger:   slog.New(slog.DiscardHandler),
-		clock:    time.Now,
-		observer: observe.Nop{},
+		db:        db,
+		gw:        gw,
+		logger:    slog.New(slog.DiscardHandler),
+		clock:     time.Now,
+		observer:  observe.Nop{},
+		keyWindow: DefaultGatewayKeyWindow,
 	}
 	set := serviceSettings{Service: s}
 	if err := option.Apply(&set, opts); err != nil {
@@ -109,8 +128,10 @@ func (s *Service) now() time.Time { return s.clock().UTC().Truncate(time.Microse
 // REQUESTED and commits that, then calls the PG with the payment ID as its idempotency key,
 // then records the answer. It is idempotent on PaymentID: calling it again with the same
 // request returns a settled payment as it is, and asks the PG again (same key, so never a
-// second charge) for one still REQUESTED or UNKNOWN. The same PaymentID with a different
-// request is refused with ErrPaymentIDReused.
+// second charge) for one still REQUESTED or UNKNOWN — once the payment is older than the
+// key window (WithGatewayKeyWindow), by looking it up (Gateway.Status) and sending it again
+// only if the PG never saw it, since the PG may have pruned the key. The same PaymentID
+// with a different request is refused with ErrPaymentIDReused.
 func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 	p, err := s.Request(ctx, s.db, req)
 	if err != nil {
@@ -182,12 +203,49 @@ func (s *Service) Submit(ctx context.Context, req PayRequest) (Payment, error) {
 	return s.submit(ctx, p)
 }
 
-// submit asks the PG to approve p, as recorded, unless it is settled.
+// submit asks the PG to approve p, as recorded, unless it is settled. A payment older than
+// the key window is looked up first (see resume): the PG may have pruned its key.
 func (s *Service) submit(ctx context.Context, p Payment) (Payment, error) {
-	if p.State.Settled() {
+	switch {
+	case p.State.Settled():
 		return p, p.result(nil)
+	case s.keyMayBeGone(p.CreatedAt):
+		return s.resume(ctx, p, CauseGateway)
 	}
 	return s.approve(ctx, p, CauseGateway)
+}
+
+// keyMayBeGone reports whether the PG may have pruned the idempotency key of a payment or
+// refund created at created: the key was first sent no earlier than that.
+func (s *Service) keyMayBeGone(created time.Time) bool {
+	return s.now().Sub(created) >= s.keyWindow
+}
+
+// resume settles p, which is REQUESTED or UNKNOWN, without relying on the PG's idempotency
+// key: it asks the PG (Gateway.Status) and records its answer, and sends the approval again
+// only when the PG has never seen the payment. It returns Pay's outcomes.
+func (s *Service) resume(ctx context.Context, p Payment, cause Cause) (Payment, error) {
+	st, err := s.gw.Status(ctx, p.ID)
+	switch {
+	case errors.Is(err, ErrNotAtGateway):
+		// The PG never saw it (we died before calling, or the call never arrived).
+		return s.approve(ctx, p, cause)
+	case err != nil:
+		s.logger.WarnContext(ctx, "payment: could not ask the gateway about a payment", "payment", p.ID, "err", err)
+		if classify(err) == outcomeNone {
+			return p, err
+		}
+		return p, fmt.Errorf("%w: asking the gateway: %w", ErrOutcomeUnknown, err)
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	if p, err = s.recordStatus(wctx, p, st, cause); err != nil {
+		return p, err
+	}
+	if !p.State.Settled() {
+		return p, fmt.Errorf("%w: the gateway is still processing %q", ErrOutcomeUnknown, p.ID)
+	}
+	return p, p.result(nil)
 }
 
 // approve asks the PG to approve p, which is REQUESTED or UNKNOWN, and records the answer
@@ -312,9 +370,11 @@ func (s *Service) ByOrder(ctx context.Context, orderID string) ([]Payment, error
 	if err := s.db.NewSelect().Model(&rows).Where("order_id = ?", orderID).Order("created_at", "id").Scan(ctx); err != nil {
 		return nil, fmt.Errorf("payment: reading payments of order %q: %w", orderID, err)
 	}
-	out := make([]Payment, len(rows))
+	out := make([]Payment, 0, len(rows))
 	for i := range rows {
-		out[i] = rows[i].payment()
+		if rows[i].OrderID == orderID { // MySQL ignores trailing spaces
+			out = append(out, rows[i].payment())
+		}
 	}
 	return out, nil
 }
@@ -326,12 +386,14 @@ func (s *Service) Transitions(ctx context.Context, paymentID string) ([]Transiti
 	if err := s.db.NewSelect().Model(&rows).Where("payment_id = ?", paymentID).Order("id").Scan(ctx); err != nil {
 		return nil, fmt.Errorf("payment: reading transitions of %q: %w", paymentID, err)
 	}
-	if len(rows) == 0 {
-		return nil, fmt.Errorf("%w: %q", ErrPaymentNotFound, paymentID)
-	}
-	out := make([]Transition, len(rows))
+	out := make([]Transition, 0, len(rows))
 	for i := range rows {
-		out[i] = rows[i].transition()
+		if rows[i].PaymentID == paymentID { // MySQL ignores trailing spaces
+			out = append(out, rows[i].transition())
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: %q", ErrPaymentNotFound, paymentID)
 	}
 	return out, nil
 }

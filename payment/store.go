@@ -89,10 +89,11 @@ func loadPayment(ctx context.Context, db bun.IDB, id string, lock bool) (Payment
 	if lock {
 		q = sqlutil.ForUpdate(q)
 	}
-	if err := q.Scan(ctx); err != nil {
-		if sqlutil.IsNoRows(err) {
-			return Payment{}, fmt.Errorf("%w: %q", ErrPaymentNotFound, id)
-		}
+	err := q.Scan(ctx)
+	if sqlutil.IsNoRows(err) || err == nil && row.ID != id { // MySQL ignores trailing spaces
+		return Payment{}, fmt.Errorf("%w: %q", ErrPaymentNotFound, id)
+	}
+	if err != nil {
 		return Payment{}, fmt.Errorf("payment: reading %q: %w", id, err)
 	}
 	return row.payment(), nil

@@ -57,8 +57,9 @@ type WebhookVerifier interface {
 // Errors: ErrWebhookNotConfigured; ErrInvalidWebhook (bad signature or body, or an amount that
 // does not match the record, which is also logged and told to the Observer as a
 // contradiction: reject it, e.g. with HTTP 400); ErrWebhookUnconfirmed;
-// ErrPaymentNotFound or ErrRefundNotFound; ErrIllegalTransition when the PG reports a refund
-// recorded as failed, which needs a person; the gateway's errors (ErrGatewayUnavailable,
+// ErrPaymentNotFound or ErrRefundNotFound; ErrIllegalTransition when a webhook reports a
+// refund recorded as failed, which needs a person (also told to the Observer as a
+// contradiction, with what the PG says it refunded); the gateway's errors (ErrGatewayUnavailable,
 // ErrOutcomeUnknown) when the PG could not be asked; anything else is a storage error worth
 // a redelivery.
 func (s *Service) HandleWebhook(ctx context.Context, body []byte, signature string) error {
@@ -99,13 +100,12 @@ func (s *Service) HandleWebhook(ctx context.Context, body []byte, signature stri
 		}
 		switch r.State {
 		case RefundPending:
-			// Submitting the refund again (same refund ID, so never refunded twice) is how
-			// the PG confirms it: its answer, not the webhook's, settles the refund.
-			_, err = s.cancel(ctx, r)
+			// Asking the PG is how it confirms the refund (see completeRefund): its answer,
+			// not the webhook's, settles the refund.
+			_, err = s.completeRefund(ctx, r, false)
 			return err
 		case RefundFailed:
-			s.logger.ErrorContext(ctx, "payment: the gateway reports a refund recorded as failed", "refund", r.ID, "payment", r.PaymentID)
-			return fmt.Errorf("%w: refund %q is FAILED here but succeeded at the gateway", ErrIllegalTransition, r.ID)
+			return s.failedRefundClaimed(ctx, r)
 		}
 		return nil
 	}
@@ -133,6 +133,27 @@ func (s *Service) confirmWebhook(ctx context.Context, p Payment, ev WebhookEvent
 		return s.unconfirmed(ctx, p, claim, "the gateway says "+string(st.State))
 	}
 	return nil
+}
+
+// failedRefundClaimed reports a verified webhook claiming that r, recorded as FAILED (the PG
+// refused it), succeeded: the PG contradicts its own answer, or the webhook is forged with a
+// leaked secret. Either way a person must look, so it is reported as a contradiction with
+// what the PG, asked directly, says it refunded of the payment. Nothing is recorded.
+func (s *Service) failedRefundClaimed(ctx context.Context, r Refund) error {
+	p, err := s.Get(ctx, r.PaymentID)
+	if err != nil {
+		return err
+	}
+	st, err := s.gw.Status(ctx, r.PaymentID)
+	if err != nil {
+		return fmt.Errorf("payment: checking the webhook about refund %q with the gateway: %w", r.ID, err)
+	}
+	detail := fmt.Sprintf("a webhook claims refund %q of %d succeeded, recorded FAILED; the gateway has refunded %d of the payment, %d recorded",
+		r.ID, r.Amount, st.Canceled, p.Refunded)
+	s.logger.ErrorContext(ctx, "payment: a webhook contradicts a refund recorded as failed", "refund", r.ID,
+		"payment", p.ID, "order", p.OrderID, "detail", detail)
+	s.contradicted(p.ID, CauseWebhook, detail)
+	return fmt.Errorf("%w: refund %q is FAILED here: %s", ErrIllegalTransition, r.ID, detail)
 }
 
 // unconfirmed reports a webhook whose claim the PG does not confirm.

@@ -65,6 +65,15 @@ func WithoutIdempotency() Option {
 	return func(s *settings) { s.idempotent = false }
 }
 
+// WithKeyRetention makes the simulator forget an idempotency key d after its first use (by
+// the simulator's clock), as real PGs prune theirs (Stripe: after 24 hours): a request
+// repeated with a pruned key is processed as a new one, so an Approve charges again and a
+// Cancel refunds again. The payment itself stays known to Status. Default: keys are kept
+// forever. d must be positive.
+func WithKeyRetention(d time.Duration) Option {
+	return func(s *settings) { option.Positive(&s.Errors, &s.keyRetention, "WithKeyRetention", d) }
+}
+
 // WithWebhookSecret sets the HMAC key webhooks are signed with (default
 // DefaultWebhookSecret).
 func WithWebhookSecret(secret []byte) Option {
@@ -91,7 +100,8 @@ func WithWebhook(deliver func(ctx context.Context, body []byte, signature string
 	}
 }
 
-// WithClock sets the clock stamping webhook events (default time.Now).
+// WithClock sets the clock stamping webhook events and ageing idempotency keys (default
+// time.Now).
 func WithClock(now func() time.Time) Option {
 	return func(s *settings) { option.NotNil(&s.Errors, &s.clock, "WithClock", now) }
 }

@@ -43,6 +43,7 @@ type Simulator struct {
 	declineRate            float64
 	faultRates             map[Fault]float64
 	idempotent             bool
+	keyRetention           time.Duration
 	secret                 []byte
 	deliver                func(ctx context.Context, body []byte, signature string) error
 	deliveryAttempts       int
@@ -69,6 +70,7 @@ type Simulator struct {
 // charge is a payment as the PG recorded it.
 type charge struct {
 	req      payment.ApproveRequest
+	keyAt    time.Time // when its idempotency key was first used
 	ref      string
 	declined *payment.DeclineError
 	canceled int64
@@ -77,6 +79,7 @@ type charge struct {
 // cancellation is a refund as the PG recorded it.
 type cancellation struct {
 	req      payment.CancelRequest
+	keyAt    time.Time
 	ref      string
 	declined *payment.DeclineError
 }
@@ -199,17 +202,18 @@ func (s *Simulator) Approve(ctx context.Context, req payment.ApproveRequest) (pa
 func (s *Simulator) approve(req payment.ApproveRequest) (payment.Approval, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.payments[req.PaymentID]; ok && s.idempotent {
-		if c.req != req {
+	prior := s.payments[req.PaymentID]
+	if prior != nil && s.kept(prior.keyAt) {
+		if prior.req != req {
 			return payment.Approval{}, &payment.DeclineError{Code: CodeIdempotencyConflict,
 				Message: "payment ID already used for another request"}
 		}
-		return c.result() // a replay: the first answer, no second charge, no new webhook
+		return prior.result() // a replay: the first answer, no second charge, no new webhook
 	}
 	if req.PaymentID == "" || req.Amount <= 0 || len(req.Currency) != 3 {
 		return payment.Approval{}, &payment.DeclineError{Code: CodeInvalidRequest, Message: "payment ID, amount and currency are required"}
 	}
-	c := &charge{req: req}
+	c := &charge{req: req, keyAt: s.clock()}
 	switch {
 	case req.Token == TokenDecline:
 		c.declined = &payment.DeclineError{Code: CodeCardDeclined, Message: "the card was declined"}
@@ -229,6 +233,11 @@ func (s *Simulator) approve(req payment.ApproveRequest) (payment.Approval, error
 	s.payments[req.PaymentID] = c
 	s.notify(c.event())
 	return c.result()
+}
+
+// kept reports whether an idempotency key first used at t still deduplicates. s.mu is held.
+func (s *Simulator) kept(t time.Time) bool {
+	return s.idempotent && (s.keyRetention == 0 || s.clock().Sub(t) < s.keyRetention)
 }
 
 func (c *charge) result() (payment.Approval, error) {
@@ -261,7 +270,7 @@ func (s *Simulator) Cancel(ctx context.Context, req payment.CancelRequest) (paym
 func (s *Simulator) cancel(req payment.CancelRequest) (payment.Cancellation, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.cancels[req.CancelID]; ok && s.idempotent {
+	if c, ok := s.cancels[req.CancelID]; ok && s.kept(c.keyAt) {
 		if c.req.PaymentID != req.PaymentID || c.req.Amount != req.Amount {
 			return payment.Cancellation{}, &payment.DeclineError{Code: CodeIdempotencyConflict,
 				Message: "cancel ID already used for another request"}
@@ -271,7 +280,7 @@ func (s *Simulator) cancel(req payment.CancelRequest) (payment.Cancellation, err
 	if req.CancelID == "" || req.Amount <= 0 {
 		return payment.Cancellation{}, &payment.DeclineError{Code: CodeInvalidRequest, Message: "cancel ID and a positive amount are required"}
 	}
-	c := &cancellation{req: req}
+	c := &cancellation{req: req, keyAt: s.clock()}
 	p, ok := s.payments[req.PaymentID]
 	switch {
 	case !ok || p.declined != nil:

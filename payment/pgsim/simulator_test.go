@@ -255,6 +255,7 @@ func TestConstructorsRefuseBadOptions(t *testing.T) {
 		"WithWebhook: 3 attempts":     pgsim.WithWebhook(nil, 3),
 		"WithClock: nil":              pgsim.WithClock(nil),
 		"WithLogger: nil":             pgsim.WithLogger(nil),
+		"WithKeyRetention: 0s":        pgsim.WithKeyRetention(0),
 	})
 	testkit.RefusesBadOptions(t, func(opts ...pgsim.ClientOption) (*pgsim.Client, error) {
 		return pgsim.NewClient("http://127.0.0.1:1", opts...)
