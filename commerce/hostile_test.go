@@ -1,0 +1,261 @@
+package commerce_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testkit"
+	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/payment"
+)
+
+// A paid order cancelled by four requests at once while two Recover passes run: one
+// cancellation, one refund, every compensation once.
+func TestConcurrentCancelsOfAPaidOrder(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 5_000, 3_000)
+		o := pay(t, e, place(t, e, b, sku, 2, 2_000), "tok_ok")
+		require.Equal(t, commerce.StatusPaid, o.Status)
+
+		testkit.Together(6, func(i int) {
+			if i >= 4 {
+				_, err := e.Service.Recover(ctx)
+				assert.NoError(t, err)
+				return
+			}
+			got, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+			if assert.NoError(t, err) {
+				assert.Contains(t, []commerce.Status{commerce.StatusCancelled, commerce.StatusCancelling}, got.Status)
+			}
+		})
+		e.Settle(t)
+
+		got := order(t, e, o.ID)
+		assert.Equal(t, commerce.StatusCancelled, got.Status)
+		assert.Empty(t, got.Step)
+		requireStock(t, e, sku, 10, 0, 0)
+		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, b.user))
+		assert.Equal(t, coupon.StateAvailable, couponState(t, e, b.coupon))
+		assert.Equal(t, payment.StateRefunded, paymentOf(t, e, o.PaymentID).State)
+		assert.Equal(t, 1, e.PG.Charges(o.PaymentID))
+		assert.Equal(t, 1, e.PG.Stats().Cancels)
+		assert.Equal(t, o.AmountDue, e.PG.Stats().CanceledAmount)
+		e.RequireClean(t)
+		e.RequireDelivered(t)
+	})
+}
+
+// Eight payments of one order with eight different keys at once (half of them with a
+// declined card): exactly one claims the order, the gateway is asked once, the others are
+// refused with *StateError and change nothing.
+func TestConcurrentPaysWithDifferentKeys(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		for _, token := range []string{"tok_ok", "tok_decline"} {
+			sku := e.Product(t, 10_000, 10)
+			b := newBuyer(t, e, 5_000, 3_000)
+			o := place(t, e, b, sku, 2, 2_000)
+			var won, refused int
+			results := make([]error, 8)
+			testkit.Together(len(results), func(i int) {
+				tok := token
+				if i%2 == 1 {
+					tok = "tok_other"
+				}
+				_, results[i] = e.Service.Pay(ctx, commerce.PayRequest{OrderID: o.ID, UserID: b.user,
+					Method: payment.MethodCard, Token: tok, IdempotencyKey: fmt.Sprintf("key-%d", i)})
+			})
+			for _, err := range results {
+				var se *commerce.StateError
+				switch {
+				case err == nil:
+					won++
+				case errors.As(err, &se):
+					refused++
+				default:
+					t.Errorf("unexpected: %v", err)
+				}
+			}
+			assert.Equal(t, 1, won, "exactly one payment claims the order")
+			assert.Equal(t, 7, refused)
+			got := order(t, e, o.ID)
+			assert.Empty(t, got.Step)
+			assert.Equal(t, 1, e.PG.ApproveCalls(got.PaymentID))
+			if got.Status == commerce.StatusPaid {
+				requireStock(t, e, sku, 8, 0, 2)
+			} else {
+				assert.Equal(t, commerce.StatusPaymentFailed, got.Status)
+				requireStock(t, e, sku, 10, 0, 0)
+			}
+		}
+		e.RequireClean(t)
+	})
+}
+
+// blockingHook holds the first flow that reaches step inside it (in the flow's
+// transaction, for the in-transaction steps) until released; every other pass goes on.
+type blockingHook struct {
+	step    string
+	fired   atomic.Bool
+	blocked chan struct{}
+	release chan struct{}
+}
+
+func newBlockingHook(step string) *blockingHook {
+	return &blockingHook{step: step, blocked: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (h *blockingHook) Func(step string) error {
+	if step == h.step && h.fired.CompareAndSwap(false, true) {
+		close(h.blocked)
+		<-h.release
+	}
+	return nil
+}
+
+// TestOneOrderNeverWaitsForAnother holds one order's transaction open at each
+// in-transaction step of the flows (placing, completing a payment, compensating, cancelling
+// a paid order) and meanwhile runs the whole checkout of another user on another product:
+// place, pay, cancel paid, place and cancel unpaid. On InnoDB none of it may wait for the
+// held transaction's locks (a gap lock, an index scan, a shared row): it must finish well
+// within the lock wait timeout.
+func TestOneOrderNeverWaitsForAnother(t *testing.T) {
+	held := []struct {
+		step string
+		run  func(e *commercetest.Env, f *fixture) error
+		prep func(t *testing.T, e *commercetest.Env, f *fixture)
+	}{
+		{step: commerce.StepPlaceCommit, run: func(e *commercetest.Env, f *fixture) error {
+			_, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: f.b.user, CouponID: f.b.coupon, Points: 2_000,
+				Lines: []commerce.Line{{ProductID: f.sku, Qty: 2}}, IdempotencyKey: "held"})
+			return err
+		}},
+		{step: commerce.StepPayCommit, run: payFixture("tok_ok"), prep: func(t *testing.T, e *commercetest.Env, f *fixture) {
+			f.order = place(t, e, f.b, f.sku, 2, 2_000)
+		}},
+		{step: commerce.StepCompensate, run: cancelFixture, prep: func(t *testing.T, e *commercetest.Env, f *fixture) {
+			f.order = place(t, e, f.b, f.sku, 2, 2_000)
+		}},
+		{step: commerce.StepCancelCommit, run: cancelFixture, prep: func(t *testing.T, e *commercetest.Env, f *fixture) {
+			f.order = pay(t, e, place(t, e, f.b, f.sku, 2, 2_000), "tok_ok")
+		}},
+	}
+	for _, c := range commercetest.Configs[1:] { // the MySQL ones
+		t.Run(c.Name, func(t *testing.T) {
+			for _, h := range held {
+				t.Run(h.step, func(t *testing.T) {
+					hook := newBlockingHook(h.step)
+					e := c.New(t, commerce.WithFaultHook(hook.Func))
+					a := &fixture{sku: e.Product(t, 10_000, 5), b: newBuyer(t, e, 5_000, 3_000)}
+					other := &fixture{sku: e.Product(t, 10_000, 5), b: newBuyer(t, e, 5_000, 3_000)}
+					if h.prep != nil {
+						h.prep(t, e, a)
+					}
+					done := make(chan error, 1)
+					go func() { done <- h.run(e, a) }()
+					<-hook.blocked
+
+					bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+					defer cancel()
+					err := func() error {
+						o, err := e.Service.PlaceOrder(bctx, commerce.PlaceOrderRequest{UserID: other.b.user, CouponID: other.b.coupon,
+							Points: 2_000, Lines: []commerce.Line{{ProductID: other.sku, Qty: 2}}, IdempotencyKey: "other"})
+						if err != nil {
+							return fmt.Errorf("place: %w", err)
+						}
+						if o, err = e.Service.Pay(bctx, cardPayment(o, "tok_ok")); err != nil || o.Status != commerce.StatusPaid {
+							return fmt.Errorf("pay: %v (%s)", err, o.Status)
+						}
+						if o, err = e.Service.Cancel(bctx, o.ID, commerce.Actor{UserID: other.b.user}); err != nil || o.Status != commerce.StatusCancelled {
+							return fmt.Errorf("cancel paid: %v (%s)", err, o.Status)
+						}
+						o, err = e.Service.PlaceOrder(bctx, commerce.PlaceOrderRequest{UserID: other.b.user, CouponID: other.b.coupon,
+							Lines: []commerce.Line{{ProductID: other.sku, Qty: 1}}, IdempotencyKey: "other-2"})
+						if err != nil {
+							return fmt.Errorf("place again: %w", err)
+						}
+						if o, err = e.Service.Cancel(bctx, o.ID, commerce.Actor{UserID: other.b.user}); err != nil || o.Status != commerce.StatusCancelled {
+							return fmt.Errorf("cancel unpaid: %v (%s)", err, o.Status)
+						}
+						return nil
+					}()
+					close(hook.release)
+					require.NoError(t, <-done, "the held flow")
+					require.NoError(t, err, "another user's checkout waited for the held transaction")
+					requireStock(t, e, other.sku, 5, 0, 0)
+					e.RequireClean(t)
+				})
+			}
+		})
+	}
+}
+
+// Redis restarts empty (its data lost) while orders are in every state: placing answers
+// ErrUnavailable and takes nothing; paying, cancelling (paid or not) and expiry either
+// answer ErrUnavailable or finish with the stock work left to recovery, never a wrong
+// business answer; once the journal rebuilt Redis, the retries and Recover end exactly as
+// without the loss.
+func TestRedisEmptiedMidCheckout(t *testing.T) {
+	e := commercetest.MySQL(t)
+	sku := e.Product(t, 10_000, 20)
+	b := newBuyer(t, e, 10_000, 0)
+	toPay := place(t, e, b, sku, 2, 1_000)
+	toCancelPaid := pay(t, e, place(t, e, b, sku, 3, 1_000), "tok_ok")
+	require.Equal(t, commerce.StatusPaid, toCancelPaid.Status)
+	toCancel := place(t, e, b, sku, 4, 1_000)
+	requireStock(t, e, sku, 11, 6, 3)
+	before := balance(t, e, b.user)
+
+	require.NoError(t, e.Redis.FlushDB(ctx).Err())
+
+	retried := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			require.ErrorIs(t, err, errcode.ErrUnavailable, what)
+		}
+	}
+	_, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: b.user, Lines: []commerce.Line{{ProductID: sku, Qty: 1}},
+		Points: 500, IdempotencyKey: "during"})
+	require.ErrorIs(t, err, errcode.ErrUnavailable, "place")
+	assert.Equal(t, before, balance(t, e, b.user), "a refused place holds no points")
+	_, err = e.Service.Pay(ctx, cardPayment(toPay, "tok_ok"))
+	retried("pay", err)
+	_, err = e.Service.Cancel(ctx, toCancelPaid.ID, commerce.Actor{UserID: b.user})
+	retried("cancel paid", err)
+	_, err = e.Service.Cancel(ctx, toCancel.ID, commerce.Actor{UserID: b.user})
+	retried("cancel unpaid", err)
+	_, err = e.Service.Recover(ctx)
+	retried("recover", err)
+
+	_, err = e.Stock.Heal(ctx)
+	require.NoError(t, err)
+	e.Settle(t)
+	got, err := e.Service.Pay(ctx, cardPayment(toPay, "tok_ok"))
+	require.NoError(t, err)
+	assert.Equal(t, commerce.StatusPaid, got.Status)
+	got, err = e.Service.Cancel(ctx, toCancelPaid.ID, commerce.Actor{UserID: b.user})
+	require.NoError(t, err)
+	assert.Equal(t, commerce.StatusCancelled, got.Status)
+	got, err = e.Service.Cancel(ctx, toCancel.ID, commerce.Actor{UserID: b.user})
+	require.NoError(t, err)
+	assert.Equal(t, commerce.StatusCancelled, got.Status)
+	e.Settle(t)
+	for _, id := range []string{toPay.ID, toCancelPaid.ID, toCancel.ID} {
+		assert.Empty(t, order(t, e, id).Step, id)
+	}
+	requireStock(t, e, sku, 18, 0, 2)
+	assert.Equal(t, ledger.Balance{Available: 9_190, Total: 9_190}, balance(t, e, b.user)) // 1,000 spent, 190 earned
+	assert.Equal(t, 2, e.PG.Stats().Charges)
+	e.RequireClean(t)
+}
