@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/pgsim"
 )
 
 // A paid order cancelled by four requests at once while two Recover passes run: one
@@ -141,6 +144,9 @@ func TestOneOrderNeverWaitsForAnother(t *testing.T) {
 				Lines: []commerce.Line{{ProductID: f.sku, Qty: 2}}, IdempotencyKey: "held"})
 			return err
 		}},
+		{step: commerce.StepPayClaim, run: payFixture("tok_ok"), prep: func(t *testing.T, e *commercetest.Env, f *fixture) {
+			f.order = place(t, e, f.b, f.sku, 2, 2_000)
+		}},
 		{step: commerce.StepPayCommit, run: payFixture("tok_ok"), prep: func(t *testing.T, e *commercetest.Env, f *fixture) {
 			f.order = place(t, e, f.b, f.sku, 2, 2_000)
 		}},
@@ -157,8 +163,11 @@ func TestOneOrderNeverWaitsForAnother(t *testing.T) {
 				t.Run(h.step, func(t *testing.T) {
 					hook := newBlockingHook(h.step)
 					e := c.New(t, commerce.WithFaultHook(hook.Func))
-					a := &fixture{sku: e.Product(t, 10_000, 5), b: newBuyer(t, e, 5_000, 3_000)}
+					a := &fixture{sku: e.Product(t, 10_000, 10), b: newBuyer(t, e, 5_000, 3_000)}
 					other := &fixture{sku: e.Product(t, 10_000, 5), b: newBuyer(t, e, 5_000, 3_000)}
+					if e.Stock != nil { // Redis holds the stock: even the same product must not wait
+						other.sku = a.sku
+					}
 					if h.prep != nil {
 						h.prep(t, e, a)
 					}
@@ -193,7 +202,9 @@ func TestOneOrderNeverWaitsForAnother(t *testing.T) {
 					close(hook.release)
 					require.NoError(t, <-done, "the held flow")
 					require.NoError(t, err, "another user's checkout waited for the held transaction")
-					requireStock(t, e, other.sku, 5, 0, 0)
+					if other.sku != a.sku {
+						requireStock(t, e, other.sku, 5, 0, 0)
+					}
 					e.RequireClean(t)
 				})
 			}
@@ -258,4 +269,181 @@ func TestRedisEmptiedMidCheckout(t *testing.T) {
 	assert.Equal(t, ledger.Balance{Available: 9_190, Total: 9_190}, balance(t, e, b.user)) // 1,000 spent, 190 earned
 	assert.Equal(t, 2, e.PG.Stats().Charges)
 	e.RequireClean(t)
+}
+
+// cancellingHook records the steps it sees and, at a chosen one, cancels the context of the
+// request in progress (the client went away, the server's deadline passed) and lets the
+// flow go on with it.
+type cancellingHook struct {
+	mu     sync.Mutex
+	seen   []string
+	at     string
+	cancel context.CancelFunc
+}
+
+func (h *cancellingHook) Func(step string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seen = append(h.seen, step)
+	if step == h.at && h.cancel != nil {
+		h.cancel()
+		h.cancel = nil
+	}
+	return nil
+}
+
+// arm makes the next pass through step cancel the context it returns.
+func (h *cancellingHook) arm(step string) context.Context {
+	c, cancel := context.WithCancel(ctx)
+	h.mu.Lock()
+	h.seen, h.at, h.cancel = nil, step, cancel
+	h.mu.Unlock()
+	return c
+}
+
+// TestContextCancelledAtEveryStep is TestCrashAtEveryStep with the request's context
+// cancelled at each step boundary instead of the process dying there: the flow goes on
+// with a dead context (its transaction rolls back or its commit fails, its calls fail),
+// then the reconciler and Recover run and the client repeats its request. The end state
+// must be exactly that of an uninterrupted run, with every charge and refund made once.
+func TestContextCancelledAtEveryStep(t *testing.T) {
+	runs := map[string]func(ctx context.Context, e *commercetest.Env, f *fixture) error{
+		"pay approved": func(ctx context.Context, e *commercetest.Env, f *fixture) error {
+			_, err := e.Service.Pay(ctx, commerce.PayRequest{OrderID: f.order.ID, UserID: f.b.user, Method: payment.MethodCard,
+				Token: "tok_ok", IdempotencyKey: "pay"})
+			return err
+		},
+		"pay declined": func(ctx context.Context, e *commercetest.Env, f *fixture) error {
+			_, err := e.Service.Pay(ctx, commerce.PayRequest{OrderID: f.order.ID, UserID: f.b.user, Method: payment.MethodCard,
+				Token: pgsim.TokenDecline, IdempotencyKey: "pay"})
+			return err
+		},
+		"late approval refunded": func(ctx context.Context, e *commercetest.Env, f *fixture) error {
+			if _, err := e.Reconciler.Reconcile(ctx); err != nil {
+				return err
+			}
+			_, err := e.Service.Recover(ctx)
+			return err
+		},
+		"cancel unpaid": func(ctx context.Context, e *commercetest.Env, f *fixture) error {
+			_, err := e.Service.Cancel(ctx, f.order.ID, commerce.Actor{UserID: f.b.user})
+			return err
+		},
+		"expire": func(ctx context.Context, e *commercetest.Env, _ *fixture) error {
+			_, err := e.Service.Expire(ctx)
+			return err
+		},
+		"top-up": func(ctx context.Context, e *commercetest.Env, f *fixture) error {
+			_, err := e.Service.TopUp(ctx, f.topUp)
+			return err
+		},
+	}
+	runs["cancel paid"] = runs["cancel unpaid"]
+	hook := &cancellingHook{}
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		for _, c := range crashCases {
+			run := runs[c.name]
+			require.NotNil(t, run, c.name)
+			t.Run(c.name, func(t *testing.T) {
+				f := c.setup(t, e)
+				require.NoError(t, run(hook.arm(""), e, f))
+				hook.mu.Lock()
+				steps := slices.Compact(slices.Clone(hook.seen))
+				hook.mu.Unlock()
+				c.check(t, e, f)
+				for _, step := range steps {
+					t.Run(step, func(t *testing.T) {
+						f := c.setup(t, e)
+						if err := run(hook.arm(step), e, f); err != nil {
+							assert.NotErrorIs(t, err, commerce.ErrInvalidState, "a dead context is no business answer")
+							t.Logf("with the context cancelled at %s: %v", step, err)
+						}
+						e.Settle(t)
+						require.NoError(t, run(ctx, e, f), "the client's retry (or another pass)")
+						e.Settle(t)
+						c.check(t, e, f)
+						e.RequireClean(t)
+					})
+				}
+			})
+		}
+		e.RequireDelivered(t)
+	}, commerce.WithFaultHook(hook.Func))
+}
+
+// sleepingHook sleeps at a chosen step (once): a request whose deadline passes there.
+type sleepingHook struct {
+	mu  sync.Mutex
+	at  string
+	nap time.Duration
+}
+
+func (h *sleepingHook) Func(step string) error {
+	h.mu.Lock()
+	nap := time.Duration(0)
+	if step == h.at {
+		nap, h.at = h.nap, ""
+	}
+	h.mu.Unlock()
+	time.Sleep(nap)
+	return nil
+}
+
+func (h *sleepingHook) sleepAt(step string, nap time.Duration) {
+	h.mu.Lock()
+	h.at, h.nap = step, nap
+	h.mu.Unlock()
+}
+
+// TestDeadlineInsideATransaction: a request whose deadline passes inside one of the
+// flow's transactions, after its last statement and before its commit (a slow server, a
+// slow leaf), fails with an error matching context.DeadlineExceeded, which a server answers
+// 503 with Retry-After: never the database driver's "transaction has already been committed
+// or rolled back", which no one classifies (a 500). The retry then finishes the flow.
+func TestDeadlineInsideATransaction(t *testing.T) {
+	hook := &sleepingHook{}
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 20)
+		b := newBuyer(t, e, 10_000, 0)
+		for _, c := range []struct {
+			step string
+			prep func() commerce.Order
+			run  func(ctx context.Context, o commerce.Order) (commerce.Order, error)
+			want commerce.Status
+		}{
+			{commerce.StepPlaceCommit, func() commerce.Order { return commerce.Order{} },
+				func(ctx context.Context, _ commerce.Order) (commerce.Order, error) {
+					return e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: b.user, Points: 500,
+						Lines: []commerce.Line{{ProductID: sku, Qty: 1}}, IdempotencyKey: "deadline"})
+				}, commerce.StatusPendingPayment},
+			{commerce.StepPayCommit, func() commerce.Order { return place(t, e, b, sku, 1, 500) },
+				func(ctx context.Context, o commerce.Order) (commerce.Order, error) {
+					return e.Service.Pay(ctx, cardPayment(o, "tok_ok"))
+				}, commerce.StatusPaid},
+			{commerce.StepCompensate, func() commerce.Order { return place(t, e, b, sku, 1, 500) },
+				func(ctx context.Context, o commerce.Order) (commerce.Order, error) {
+					return e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+				}, commerce.StatusCancelled},
+			{commerce.StepCancelCommit, func() commerce.Order { return pay(t, e, place(t, e, b, sku, 1, 500), "tok_ok") },
+				func(ctx context.Context, o commerce.Order) (commerce.Order, error) {
+					return e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+				}, commerce.StatusCancelled},
+		} {
+			t.Run(c.step, func(t *testing.T) {
+				o := c.prep()
+				dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+				defer cancel()
+				hook.sleepAt(c.step, 400*time.Millisecond)
+				_, err := c.run(dctx, o)
+				require.ErrorIs(t, err, context.DeadlineExceeded)
+				assert.Equal(t, errcode.DeadlineExceeded, errcode.CodeOf(err))
+				e.Settle(t)
+				got, err := c.run(ctx, o)
+				require.NoError(t, err)
+				assert.Equal(t, c.want, got.Status)
+				assert.Empty(t, got.Step)
+			})
+		}
+		e.RequireClean(t)
+	}, commerce.WithFaultHook(hook.Func))
 }
