@@ -447,3 +447,67 @@ func TestDeadlineInsideATransaction(t *testing.T) {
 		e.RequireClean(t)
 	}, commerce.WithFaultHook(hook.Func))
 }
+
+// Payments arrive just as their orders fall due, while expiry sweeps run and the clock
+// crosses the deadline: each order ends PAID or EXPIRED, never both nor neither, with its
+// stock, points and coupon exactly as that outcome says.
+func TestPayAndExpireAtTheDeadline(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		const n = 24
+		sku := e.Product(t, 10_000, n)
+		orders := make([]commerce.Order, n)
+		buyers := make([]buyer, n)
+		for i := range orders {
+			buyers[i] = newBuyer(t, e, 1_000, 1_000)
+			orders[i] = place(t, e, buyers[i], sku, 1, 1_000)
+		}
+		e.Clock.Advance(commerce.DefaultOrderExpiry - time.Millisecond)
+		var deadline sync.Once
+		e.Gateway.BeforeApprove = func() { // the deadline passes while the first payments are at the PG
+			deadline.Do(func() { e.Clock.Advance(time.Millisecond) })
+			time.Sleep(5 * time.Millisecond)
+		}
+		testkit.Together(2*n, func(i int) {
+			switch {
+			case i%2 == 0:
+				_, err := e.Service.Expire(ctx)
+				assert.NoError(t, err)
+			default:
+				o := orders[i/2]
+				got, err := e.Service.Pay(ctx, cardPayment(o, "tok_ok"))
+				if err == nil {
+					assert.Equal(t, commerce.StatusPaid, got.Status)
+				} else if !errors.Is(err, commerce.ErrOrderExpired) && !errors.Is(err, commerce.ErrInvalidState) {
+					t.Errorf("pay %s: %v", o.ID, err)
+				}
+			}
+		})
+		_, err := e.Service.Expire(ctx)
+		require.NoError(t, err)
+		e.Settle(t)
+		var paid int64
+		for i, o := range orders {
+			got := order(t, e, o.ID)
+			assert.Empty(t, got.Step)
+			switch got.Status {
+			case commerce.StatusPaid:
+				paid++
+				assert.Equal(t, ledger.Balance{Available: 80, Total: 80}, balance(t, e, buyers[i].user))
+				assert.Equal(t, coupon.StateUsed, couponState(t, e, buyers[i].coupon))
+				assert.Equal(t, 1, e.PG.Charges(got.PaymentID))
+			case commerce.StatusExpired:
+				assert.Equal(t, ledger.Balance{Available: 1_000, Total: 1_000}, balance(t, e, buyers[i].user))
+				assert.Equal(t, coupon.StateAvailable, couponState(t, e, buyers[i].coupon))
+				if got.PaymentID != "" {
+					assert.Zero(t, e.PG.Charges(got.PaymentID))
+				}
+			default:
+				t.Errorf("order %s ended %s", o.ID, got.Status)
+			}
+		}
+		t.Logf("%d paid, %d expired", paid, n-paid)
+		requireStock(t, e, sku, n-paid, 0, paid)
+		assert.Equal(t, int(paid), e.PG.Stats().Charges)
+		e.RequireClean(t)
+	})
+}
