@@ -511,3 +511,48 @@ func TestPayAndExpireAtTheDeadline(t *testing.T) {
 		e.RequireClean(t)
 	})
 }
+
+// TestCrashDuringRecovery kills each flow at each of its step boundaries, then kills the
+// recovery that follows at each step boundary it passes, then recovers for good: two
+// crashes in a row end exactly as an uninterrupted run, every charge and refund made once.
+func TestCrashDuringRecovery(t *testing.T) {
+	hook := &commercetest.Hook{}
+	settle := func(e *commercetest.Env) {
+		_, _ = e.Reconciler.Reconcile(ctx)
+		_, _ = e.Service.Recover(ctx)
+	}
+	for _, c := range commercetest.Configs[:2] { // SQLite, and MySQL with the Redis inventory outside the transactions
+		t.Run(c.Name, func(t *testing.T) {
+			e := c.New(t, commerce.WithFaultHook(hook.Func))
+			for _, cc := range crashCases {
+				t.Run(cc.name, func(t *testing.T) {
+					f := cc.setup(t, e)
+					steps := commercetest.Steps(hook, func() { require.NoError(t, cc.run(e, f)) })
+					for _, first := range steps {
+						f := cc.setup(t, e)
+						hook.FailAt(first)
+						require.ErrorIs(t, cc.run(e, f), commerce.ErrInjected)
+						again := commercetest.Steps(hook, func() { settle(e) })
+						// The recovery's steps, learned on this order, replayed on fresh ones.
+						for _, second := range again {
+							t.Run(first+"/"+second, func(t *testing.T) {
+								f := cc.setup(t, e)
+								hook.FailAt(first)
+								require.ErrorIs(t, cc.run(e, f), commerce.ErrInjected)
+								hook.FailAt(second)
+								settle(e)
+								hook.FailAt("")
+								e.Settle(t)
+								require.NoError(t, cc.run(e, f), "the client's retry (or another pass)")
+								cc.check(t, e, f)
+								e.RequireClean(t)
+							})
+						}
+						require.NoError(t, cc.run(e, f))
+						e.Settle(t)
+					}
+				})
+			}
+		})
+	}
+}
