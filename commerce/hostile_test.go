@@ -609,3 +609,41 @@ func TestRefusedPlaceChangesNothing(t *testing.T) {
 		e.RequireClean(t)
 	})
 }
+
+// TestDisconnectedPlaceHoldsNothingWithoutAnOrder: a client that goes away while its
+// PlaceOrder is in its transaction (the request's context cancelled) must not leave units
+// held by no order. With the Redis inventory the units are reserved before that
+// transaction; were the transaction abandoned with the context, the reservation would stay
+// held until its deadline with no order to show for it: invisible to the unpaid caps, which
+// one user could then bypass by disconnecting from every request, and to the audit.
+func TestDisconnectedPlaceHoldsNothingWithoutAnOrder(t *testing.T) {
+	hook := &cancellingHook{}
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		user := newBuyer(t, e, 0, 0).user
+		req := func(key string) commerce.PlaceOrderRequest {
+			return commerce.PlaceOrderRequest{UserID: user, Lines: []commerce.Line{{ProductID: sku, Qty: 2}}, IdempotencyKey: key}
+		}
+		for _, key := range []string{"k1", "k2", "k3"} {
+			_, err := e.Service.PlaceOrder(hook.arm(commerce.StepPlaceCommit), req(key))
+			if err != nil {
+				assert.ErrorIs(t, err, context.Canceled)
+			}
+		}
+		hook.arm("")
+		st := stock(t, e, sku)
+		assert.LessOrEqual(t, st.Reserved, int64(2), "the unpaid cap of 2 units holds")
+		e.RequireClean(t) // every unit reserved belongs to an order
+
+		// The client's retries find what its first attempts did.
+		o, err := e.Service.PlaceOrder(ctx, req("k1"))
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusPendingPayment, o.Status)
+		for _, key := range []string{"k2", "k3"} {
+			_, err = e.Service.PlaceOrder(ctx, req(key))
+			require.ErrorIs(t, err, commerce.ErrUnpaidLimit)
+		}
+		requireStock(t, e, sku, 8, 2, 0)
+		e.RequireClean(t)
+	}, commerce.WithFaultHook(hook.Func), commerce.WithUnpaidLimits(2, 0))
+}
