@@ -272,10 +272,30 @@ func (s *Service) step(name string) error {
 	return nil
 }
 
-func (s *Service) observe(o Outcome, amount int64) {
+func (s *Service) observe(o Outcome, method string, amount int64) {
 	if s.cfg.obs != nil {
-		s.cfg.obs.Observe(observe.Event{Component: "commerce", Name: string(o), N: amount})
+		s.cfg.obs.Observe(observe.Event{Component: "commerce", Name: string(o), N: amount,
+			Labels: map[string]string{"method": method}})
 	}
+}
+
+// MethodPoints and MethodNone are the Observer's method labels of an order paid by points
+// alone (nothing due to the PG) and of one whose method is not chosen yet (placed, or
+// expired or cancelled before Pay).
+const (
+	MethodPoints = "POINTS"
+	MethodNone   = "none"
+)
+
+// methodLabel is the Observer's method label of r.
+func (r *orderRow) methodLabel() string {
+	switch {
+	case r.PayMethod != "":
+		return r.PayMethod
+	case r.AmountDue == 0:
+		return MethodPoints
+	}
+	return MethodNone
 }
 
 // notify wakes the relay after a commit that added events.

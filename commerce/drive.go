@@ -83,7 +83,7 @@ func (s *Service) move(ctx context.Context, r *orderRow, now time.Time, edit fun
 		s.notify()
 	}
 	if st.outcome != "" {
-		s.observe(st.outcome, r.AmountDue)
+		s.observe(st.outcome, next.methodLabel(), r.AmountDue)
 	}
 	*r = next
 	if r.Step != stepRelease && r.Step != stepReturn {

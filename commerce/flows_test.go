@@ -741,9 +741,11 @@ func TestAuditFindsDiscrepancies(t *testing.T) {
 	})
 }
 
+// TestObserver: each outcome is reported once, labelled with the payment method (none
+// before Pay chose one; POINTS for an order paid by points alone).
 func TestObserver(t *testing.T) {
-	counts := map[commerce.Outcome]int{}
-	obs := observe.Func(func(e observe.Event) { counts[commerce.Outcome(e.Name)]++ })
+	counts := map[string]int{}
+	obs := observe.Func(func(e observe.Event) { counts[e.Name+" "+e.Labels["method"]]++ })
 	e := commercetest.SQLite(t, commerce.WithObserver(obs))
 	sku := e.Product(t, 10_000, 10)
 	b := newBuyer(t, e, 0, 0)
@@ -755,9 +757,11 @@ func TestObserver(t *testing.T) {
 	e.Clock.Advance(commerce.DefaultOrderExpiry)
 	_, err = e.Service.Expire(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, map[commerce.Outcome]int{
-		commerce.OutcomePlaced: 4, commerce.OutcomePaid: 1, commerce.OutcomeFailed: 1,
-		commerce.OutcomeCancelled: 1, commerce.OutcomeExpired: 1,
+	rich := newBuyer(t, e, 10_000, 0)
+	pay(t, e, place(t, e, rich, sku, 1, 10_000), "")
+	assert.Equal(t, map[string]int{
+		"placed none": 4, "placed POINTS": 1, "paid CARD": 1, "paid POINTS": 1, "payment_failed CARD": 1,
+		"cancelled none": 1, "expired none": 1,
 	}, counts)
 }
 

@@ -121,7 +121,7 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 		return Order{}, err
 	}
 	s.notify()
-	s.observe(OutcomePlaced, row.AmountDue)
+	s.observe(OutcomePlaced, row.methodLabel(), row.AmountDue)
 	return row.order(), nil
 }
 

@@ -145,7 +145,7 @@ func (s *Service) completeTopUp(ctx context.Context, row *topUpRow) error {
 		return err
 	}
 	s.notify()
-	s.observe(OutcomeToppedUp, row.Amount)
+	s.observe(OutcomeToppedUp, row.Method, row.Amount)
 	return nil
 }
 

@@ -310,5 +310,7 @@ const (
 
 // Observer is the metrics hook of a Service, the one shape every package shares: it is told,
 // after the change committed, an Event with Component "commerce" for each order (or
-// top-up) reaching an outcome: Name the Outcome, N its amount due (or top-up amount).
+// top-up) reaching an outcome: Name the Outcome, N its amount due (or top-up amount),
+// Labels {"method": its payment method} (payment.MethodCard or MethodBNPL; MethodPoints for
+// an order paid by points alone; MethodNone before Pay chose one).
 type Observer = observe.Observer

@@ -53,11 +53,9 @@
 // ID, never a loss. Reading the heads costs one range scan over the unsent rows before the
 // batch's last position, whatever the number of sent events the table keeps.
 //
-// While the outbox holds full batches, Run lets a round mark and commit while the next one
-// picks and publishes (a batch is 500 events by default, DefaultRelayBatchSize). The next
-// round counts the rows the committing round published as out: they are in the publisher
-// before anything it publishes, so per-key order holds. If that commit fails, they are
-// published again later: a duplicate, never a loss.
+// While the outbox holds full batches (500 events by default, DefaultRelayBatchSize), Run
+// starts the next round as soon as one has committed, without waiting for its interval;
+// rounds of one relay never overlap (see the end of this comment for why).
 //
 // On SQLite the database has a single writer, which makes concurrent relays moot: run one
 // relay per database. A round there reads a batch without holding a transaction (so

@@ -83,11 +83,7 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 func (r *Relay) Run(ctx context.Context) error {
 	failures := 0
 	for {
-		res, finish, err := r.start(ctx)
-		if finish != nil {
-			err = errors.Join(err, finish())
-		}
-		r.reportLag(ctx)
+		res, err := r.round(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -148,7 +144,7 @@ type roundResult struct {
 	full            bool
 }
 
-// round runs one round to its end (RelayOnce).
+// round runs one round to its end (RelayOnce, and each of Run's).
 func (r *Relay) round(ctx context.Context) (roundResult, error) {
 	res, finish, err := r.start(ctx)
 	if finish != nil {

@@ -373,9 +373,11 @@ func (n *Notifier) SendOnce(ctx context.Context) (int, error) {
 }
 
 // update sets cols of d's row if the row is still as d says (state and next_at), and
-// reports whether it was.
+// reports whether it was. It reads the row by its primary key: through the due index, which
+// starts with state, InnoDB would also lock the gaps beside it there, where the consumer
+// queues new deliveries.
 func (n *Notifier) update(ctx context.Context, d deliveryRow, cols map[string]any) (bool, error) {
-	q := n.db.NewUpdate().Model((*deliveryRow)(nil)).Where("event_id = ? AND state = ? AND next_at = ?", d.EventID, d.State, d.NextAt)
+	q := sqlutil.UpdateByPK[deliveryRow](n.db).Where("event_id = ? AND state = ? AND next_at = ?", d.EventID, d.State, d.NextAt)
 	for col, v := range cols {
 		q = q.Set("? = ?", bun.Ident(col), v)
 	}

@@ -32,39 +32,90 @@ type Index struct {
 // CreateTables creates each table and its indexes if they do not exist, on MySQL/MariaDB
 // (InnoDB, utf8mb4 with a binary collation, so text compares byte for byte, and the
 // indexes declared in the table) or on SQLite (the indexes created after the table, each
-// with CREATE INDEX IF NOT EXISTS). It is idempotent. On MySQL, DDL commits implicitly:
-// call it outside a transaction.
+// with CREATE INDEX IF NOT EXISTS). An index declared after a table was created, by a later
+// version, is added to it (on MySQL with ALTER TABLE ... ADD INDEX, which InnoDB builds
+// while the table stays writable), so a deployment gets the indexes its version's queries
+// expect; one that cannot be built (a unique index over rows that repeat a key) is an
+// error naming it. It is idempotent. On MySQL, DDL commits implicitly: call it outside a
+// transaction.
 func CreateTables(ctx context.Context, db bun.IDB, tables ...Table) error {
 	sqlite := IsSQLite(db)
 	for _, t := range tables {
-		for _, q := range t.statements(sqlite) {
+		if _, err := db.ExecContext(ctx, t.create(sqlite)); err != nil {
+			return fmt.Errorf("creating %s: %w", t.Name, err)
+		}
+		if !sqlite {
+			continue
+		}
+		for _, ix := range t.Indexes {
+			q := fmt.Sprintf("CREATE %sINDEX IF NOT EXISTS %s ON %s (%s)", ix.unique(), ix.Name, t.Name, ix.Columns)
 			if _, err := db.ExecContext(ctx, q); err != nil {
-				return fmt.Errorf("creating %s: %w", t.Name, err)
+				return fmt.Errorf("adding index %s to %s: %w", ix.Name, t.Name, err)
+			}
+		}
+	}
+	if sqlite {
+		return nil
+	}
+	return addMissingIndexes(ctx, db, tables)
+}
+
+// create is the statement that creates t, with its indexes on MySQL, if it does not exist.
+func (t Table) create(sqlite bool) string {
+	if sqlite {
+		columns := t.Columns
+		if t.SQLiteColumns != "" {
+			columns = t.SQLiteColumns
+		}
+		return fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s\n)", t.Name, columns)
+	}
+	var keys strings.Builder
+	for _, ix := range t.Indexes {
+		fmt.Fprintf(&keys, ",\n\t%sKEY %s (%s)", ix.unique(), ix.Name, ix.Columns)
+	}
+	return fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s%s\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+		t.Name, t.Columns, keys.String())
+}
+
+// addMissingIndexes adds to the MySQL tables the indexes declared for them that they lack:
+// one read of information_schema for all of them, and nothing more when none is missing.
+func addMissingIndexes(ctx context.Context, db bun.IDB, tables []Table) error {
+	var names []string
+	for _, t := range tables {
+		if len(t.Indexes) > 0 {
+			names = append(names, t.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	var have []struct {
+		Table string `bun:"table_name"`
+		Index string `bun:"index_name"`
+	}
+	err := db.NewSelect().ColumnExpr("DISTINCT TABLE_NAME AS table_name, INDEX_NAME AS index_name").
+		TableExpr("information_schema.STATISTICS").
+		Where("TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (?)", bun.List(names)).Scan(ctx, &have)
+	if err != nil {
+		return fmt.Errorf("reading the indexes: %w", err)
+	}
+	exists := make(map[[2]string]bool, len(have))
+	for _, h := range have {
+		exists[[2]string{h.Table, h.Index}] = true
+	}
+	for _, t := range tables {
+		for _, ix := range t.Indexes {
+			if exists[[2]string{t.Name, ix.Name}] {
+				continue
+			}
+			q := fmt.Sprintf("ALTER TABLE %s ADD %sINDEX %s (%s)", t.Name, ix.unique(), ix.Name, ix.Columns)
+			// Another process starting at the same moment may have added it first.
+			if _, err := db.ExecContext(ctx, q); err != nil && !IsDuplicateIndex(err) {
+				return fmt.Errorf("adding index %s to %s: %w", ix.Name, t.Name, err)
 			}
 		}
 	}
 	return nil
-}
-
-// statements are the DDL statements that create t on the dialect.
-func (t Table) statements(sqlite bool) []string {
-	if !sqlite {
-		var keys strings.Builder
-		for _, ix := range t.Indexes {
-			fmt.Fprintf(&keys, ",\n\t%sKEY %s (%s)", ix.unique(), ix.Name, ix.Columns)
-		}
-		return []string{fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s%s\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-			t.Name, t.Columns, keys.String())}
-	}
-	columns := t.Columns
-	if t.SQLiteColumns != "" {
-		columns = t.SQLiteColumns
-	}
-	stmts := []string{fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s\n)", t.Name, columns)}
-	for _, ix := range t.Indexes {
-		stmts = append(stmts, fmt.Sprintf("CREATE %sINDEX IF NOT EXISTS %s ON %s (%s)", ix.unique(), ix.Name, t.Name, ix.Columns))
-	}
-	return stmts
 }
 
 func (ix Index) unique() string {

@@ -245,6 +245,60 @@ func TestCreateTables(t *testing.T) {
 	})
 }
 
+// TestCreateTablesAddsNewIndexes: a table created by an earlier version, without the
+// indexes declared since and with rows in it, gets them when several processes start at
+// once; a unique index over rows that repeat its key is an error naming it, and the table
+// is left as it was.
+func TestCreateTablesAddsNewIndexes(t *testing.T) {
+	old := sqlutil.Table{Name: "sqlutil_grown", Columns: `
+		id VARCHAR(64) NOT NULL PRIMARY KEY,
+		code VARCHAR(16) NOT NULL,
+		at BIGINT NOT NULL`}
+	grown := old
+	grown.Indexes = []sqlutil.Index{
+		{Name: "sqlutil_grown_code", Columns: "code", Unique: true},
+		{Name: "sqlutil_grown_at", Columns: "at, id"},
+	}
+	testenv.EachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		require.NoError(t, sqlutil.CreateTables(ctx, db, old))
+		insert := "INSERT INTO sqlutil_grown (id, code, at) VALUES (?, ?, 1)"
+		_, err := db.ExecContext(ctx, insert, "a", "X")
+		require.NoError(t, err)
+
+		var wg sync.WaitGroup
+		errs := make([]error, 4)
+		for i := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = sqlutil.CreateTables(ctx, db, grown)
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
+		_, err = db.ExecContext(ctx, insert, "b", "X")
+		assert.True(t, sqlutil.IsDuplicateKey(err), "the unique index added later refuses a second code X: %v", err)
+		var n int
+		require.NoError(t, db.NewSelect().TableExpr("sqlutil_grown").ColumnExpr("COUNT(*)").Scan(ctx, &n))
+		assert.Equal(t, 1, n, "the rows are kept")
+
+		// A unique index the rows contradict cannot be added: the error names it.
+		clash := sqlutil.Table{Name: "sqlutil_clash", Columns: old.Columns}
+		require.NoError(t, sqlutil.CreateTables(ctx, db, clash))
+		_, err = db.ExecContext(ctx, "INSERT INTO sqlutil_clash (id, code, at) VALUES ('a', 'X', 1), ('b', 'X', 2)")
+		require.NoError(t, err)
+		clash.Indexes = []sqlutil.Index{{Name: "sqlutil_clash_code", Columns: "code", Unique: true}}
+		err = sqlutil.CreateTables(ctx, db, clash)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "sqlutil_clash_code")
+		_, err = db.ExecContext(ctx, "INSERT INTO sqlutil_clash (id, code, at) VALUES ('c', 'X', 3)")
+		assert.NoError(t, err, "the table was left without the index")
+	})
+}
+
 // TestBinaryColumnsKeepsDefinitions: the migration of a table with data, run twice, makes
 // its ID columns compare byte for byte and keeps everything else of them: the rows, NOT
 // NULL, the defaults and the comments.

@@ -39,7 +39,9 @@ var schema = []sqlutil.Table{
 		Indexes: []sqlutil.Index{{Name: "member_denied_tokens_expiry", Columns: "expires_at"}}},
 	{Name: "member_denials_unpublished", Columns: `
 		jti VARCHAR(64) NOT NULL PRIMARY KEY,
-		expires_at BIGINT NOT NULL`},
+		expires_at BIGINT NOT NULL`,
+		// Purge deletes by expiry: without this index it would scan the list.
+		Indexes: []sqlutil.Index{{Name: "member_denials_unpublished_expiry", Columns: "expires_at"}}},
 }
 
 // CreateSchema creates the member tables (members, member_sessions, member_refresh_tokens,

@@ -66,7 +66,10 @@
 // the Redis store when Redis is configured. A replayed 201 carries its Location again.
 // POST /v1/coupon-templates/{id}/issue requires a key too (the coupon's request ID is made
 // from it). On every route a missing key is 400 idempotency_key_missing, and one over 255
-// bytes or not UTF-8 is 400 invalid_idempotency_key.
+// bytes or not UTF-8 is 400 invalid_idempotency_key. The header idempotency_key, the name
+// the source documents' ADR-004 gives it, is read as the same key (proxies often drop
+// header names with underscores, so Idempotency-Key is the one to send); two different keys
+// in one request are 400 invalid_idempotency_key.
 //
 // # Backends
 //

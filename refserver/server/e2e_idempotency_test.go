@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -108,6 +109,46 @@ func TestIdempotencyKeyChecks(t *testing.T) {
 	again := expect(t, a.call("POST", "/v1/points/top-ups", alice, "top", topUp), http.StatusCreated)
 	assert.Equal(t, "true", again.Header.Get(server.ReplayedHeader))
 	assert.Equal(t, "/v1/points/top-ups/"+as[server.TopUpJSON](t, first).ID, again.Header.Get("Location"))
+}
+
+// TestIdempotencyKeyOfTheADR: the source documents' header name, idempotency_key, is the
+// same key as Idempotency-Key: a retry under either name replays the first answer, and a
+// request carrying two different keys is refused before anything runs.
+func TestIdempotencyKeyOfTheADR(t *testing.T) {
+	a := start(t, embedded, nil)
+	setup(t, a, "p1", 9000, 10)
+	alice := token(t, "alice", false)
+	body := `{"lines":[{"product_id":"p1","qty":1}]}`
+	send := func(headers map[string][]string) resp {
+		req, err := http.NewRequest("POST", a.url+"/v1/orders", strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+alice)
+		req.Header.Set("Content-Type", "application/json")
+		for name, values := range headers {
+			req.Header[name] = values // as sent, not canonicalised by Set
+		}
+		res, err := a.hc.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		raw, err := io.ReadAll(res.Body)
+		require.NoError(t, err)
+		return resp{Status: res.StatusCode, Header: res.Header, Body: raw}
+	}
+	first := expect(t, send(map[string][]string{"idempotency_key": {"order-1"}}), http.StatusCreated)
+	again := expect(t, send(map[string][]string{server.IdempotencyKeyHeader: {"order-1"}}), http.StatusCreated)
+	assert.Equal(t, "true", again.Header.Get(server.ReplayedHeader))
+	assert.Equal(t, string(first.Body), string(again.Body))
+	expect(t, send(map[string][]string{"idempotency_key": {"order-1"}, server.IdempotencyKeyHeader: {"order-1"}}), http.StatusCreated)
+
+	for _, headers := range []map[string][]string{
+		{"idempotency_key": {"order-2"}, server.IdempotencyKeyHeader: {"order-3"}},
+		{server.IdempotencyKeyHeader: {"order-2", "order-3"}},
+	} {
+		p := expectProblem(t, send(headers), http.StatusBadRequest, "invalid_idempotency_key")
+		assert.Equal(t, server.IdempotencyKeyHeader, p.Field)
+	}
+	assert.Equal(t, int64(1), as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil)).Reserved,
+		"one order placed")
 }
 
 // TestFlashSale: 2,000 buyers race for 100 units over HTTP on MySQL + Redis + Kafka + the

@@ -120,7 +120,9 @@ func TestFlows(t *testing.T) {
 			metrics := string(a.call("GET", "/metrics", "", "", nil).Body)
 			for _, series := range []string{
 				`commercekit_http_request_duration_seconds_count{method="POST",route="POST /v1/orders",status="201"}`,
-				`commercekit_orders_total{outcome="paid"} 2`,
+				`commercekit_orders_total{method="CARD",outcome="paid"} 1`,
+				`commercekit_orders_total{method="POINTS",outcome="paid"} 1`,
+				`commercekit_orders_total{method="none",outcome="placed"} `,
 				`commercekit_operations_total{component="inventory",op="reserve",result="ok"}`,
 				`commercekit_idempotency_events_total{event="completed"}`,
 				`commercekit_payment_breaker_state 0`,
@@ -141,6 +143,51 @@ func TestFlows(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPaymentHistory: the payment of an order and of a top-up, with every change of its
+// state and its refunds, is readable by its owner (and an admin) only; an order that sent
+// nothing to the PG has none.
+func TestPaymentHistory(t *testing.T) {
+	a := start(t, embedded, nil)
+	admin := setup(t, a, "p1", 9000, 5)
+	alice, bob := token(t, "alice", false), token(t, "bob", false)
+
+	o := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "order-1", server.PlaceOrderJSON{
+		Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
+	expectProblem(t, a.call("GET", "/v1/orders/"+o.ID+"/payment", alice, "", nil), http.StatusNotFound, "payment_not_found")
+	o = as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders/"+o.ID+"/pay", alice, "pay-1",
+		server.PayJSON{Method: "CARD", Token: "tok_visa"}), http.StatusOK))
+	r := expect(t, a.call("GET", "/v1/orders/"+o.ID+"/payment", alice, "", nil), http.StatusOK)
+	assert.NotContains(t, string(r.Body), "tok_visa", "the card token is not shown")
+	p := as[server.PaymentJSON](t, r)
+	assert.Equal(t, []any{o.PaymentID, o.ID, int64(9000), "CARD", "APPROVED"}, []any{p.ID, p.OrderID, p.Amount, p.Method, p.State})
+	require.Len(t, p.Transitions, 2)
+	assert.Equal(t, []string{"", "REQUESTED", "created"}, []string{p.Transitions[0].From, p.Transitions[0].To, p.Transitions[0].Cause})
+	assert.Equal(t, []string{"REQUESTED", "APPROVED"}, []string{p.Transitions[1].From, p.Transitions[1].To})
+	assert.Empty(t, p.Refunds)
+
+	expect(t, a.call("POST", "/v1/orders/"+o.ID+"/cancel", alice, "", nil), http.StatusOK)
+	p = as[server.PaymentJSON](t, expect(t, a.call("GET", "/v1/orders/"+o.ID+"/payment", alice, "", nil), http.StatusOK))
+	assert.Equal(t, []any{"REFUNDED", int64(9000)}, []any{p.State, p.Refunded})
+	require.Len(t, p.Refunds, 1)
+	assert.Equal(t, []any{int64(9000), "SUCCEEDED"}, []any{p.Refunds[0].Amount, p.Refunds[0].State})
+	assert.Equal(t, "REFUNDED", p.Transitions[len(p.Transitions)-1].To)
+
+	expectProblem(t, a.call("GET", "/v1/orders/"+o.ID+"/payment", bob, "", nil), http.StatusNotFound, "order_not_found")
+	expect(t, a.call("GET", "/v1/orders/"+o.ID+"/payment", admin, "", nil), http.StatusOK)
+	expectProblem(t, a.call("GET", "/v1/orders/nope/payment", alice, "", nil), http.StatusNotFound, "order_not_found")
+
+	top := as[server.TopUpJSON](t, expect(t, a.call("POST", "/v1/points/top-ups", alice, "top-1",
+		server.TopUpRequestJSON{Amount: 9000, Method: "CARD", Token: "tok_ok"}), http.StatusCreated))
+	p = as[server.PaymentJSON](t, expect(t, a.call("GET", "/v1/points/top-ups/"+top.ID+"/payment", alice, "", nil), http.StatusOK))
+	assert.Equal(t, []any{top.PaymentID, int64(9000), "APPROVED"}, []any{p.ID, p.Amount, p.State})
+	expectProblem(t, a.call("GET", "/v1/points/top-ups/"+top.ID+"/payment", bob, "", nil), http.StatusNotFound, "top_up_not_found")
+
+	points := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "order-2", server.PlaceOrderJSON{
+		Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}, Points: 9000}), http.StatusCreated))
+	expect(t, a.call("POST", "/v1/orders/"+points.ID+"/pay", alice, "pay-2", server.PayJSON{}), http.StatusOK)
+	expectProblem(t, a.call("GET", "/v1/orders/"+points.ID+"/payment", alice, "", nil), http.StatusNotFound, "payment_not_found")
 }
 
 func TestAuthRules(t *testing.T) {

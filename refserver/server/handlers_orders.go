@@ -70,6 +70,18 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, orderJSON(o))
 }
 
+// getOrderPayment answers the payment of one of the caller's orders, with its history and
+// refunds; 404 payment_not_found when nothing went through the PG (not paid yet, or paid
+// by points alone).
+func (s *Server) getOrderPayment(w http.ResponseWriter, r *http.Request) {
+	p, err := s.svc.OrderPayment(r.Context(), r.PathValue("id"), actor(r))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, paymentJSON(p))
+}
+
 // payOrder answers the order as the payment left it: 200 when settled (PAID, or
 // PAYMENT_FAILED with the PG's decline code in failure_code), 202 while the PG's answer is
 // not known (PAYING: poll the order; the reconciler settles it).

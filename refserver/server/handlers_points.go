@@ -57,6 +57,17 @@ func (s *Server) topUp(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// getTopUpPayment answers the payment of one of the caller's top-ups, with its history
+// and refunds.
+func (s *Server) getTopUpPayment(w http.ResponseWriter, r *http.Request) {
+	p, err := s.svc.TopUpPayment(r.Context(), r.PathValue("id"), actor(r))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, paymentJSON(p))
+}
+
 func (s *Server) getTopUp(w http.ResponseWriter, r *http.Request) {
 	t, err := s.svc.GetTopUp(r.Context(), r.PathValue("id"), actor(r))
 	if err != nil {

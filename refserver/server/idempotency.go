@@ -19,7 +19,13 @@ import (
 
 // Idempotency headers.
 const (
+	// IdempotencyKeyHeader carries a write's idempotency key, as Stripe and the IETF draft
+	// name it. The source documents' ADR-004 names it idempotency_key
+	// (IdempotencyKeyHeaderADR), which is taken too, as the same key; proxies often drop
+	// header names with underscores, so clients should send this one.
 	IdempotencyKeyHeader = "Idempotency-Key"
+	// IdempotencyKeyHeaderADR is the header name of the source documents' ADR-004.
+	IdempotencyKeyHeaderADR = "idempotency_key"
 	// ReplayedHeader is set to "true" on a response replayed from an earlier request with the
 	// same key.
 	ReplayedHeader = "Idempotent-Replayed"
@@ -61,6 +67,12 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		if !ok {
 			return
 		}
+		// The handlers read the key from Idempotency-Key, whichever header it came in.
+		header := r.Header.Clone()
+		header.Del(IdempotencyKeyHeaderADR)
+		header.Set(IdempotencyKeyHeader, key)
+		r = r.WithContext(r.Context())
+		r.Header = header
 		body, err := readAll(r)
 		if err != nil {
 			s.writeError(w, r, err)
@@ -109,13 +121,24 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 	})
 }
 
-// idempotencyKey reads the Idempotency-Key header of a route that requires one, or answers
-// 400: idempotency_key_missing without one, invalid_idempotency_key for one longer than
-// commerce.MaxKeyLen bytes (the shortest limit of those behind the routes: the key store
-// counts 255 characters, checkout 255 bytes), not UTF-8 or with a control character. Every route
-// checks its key here, so a bad key gets one answer wherever it is sent.
+// idempotencyKey reads the Idempotency-Key header (or idempotency_key) of a route that
+// requires one, or answers 400: idempotency_key_missing without one, invalid_idempotency_key
+// for one longer than commerce.MaxKeyLen bytes (the shortest limit of those behind the
+// routes: the key store counts 255 characters, checkout 255 bytes), not UTF-8, with a
+// control character, or for two different keys in those headers. Every route checks its key
+// here, so a bad key gets one answer wherever it is sent.
 func idempotencyKey(w http.ResponseWriter, r *http.Request) (string, bool) {
-	key := r.Header.Get(IdempotencyKeyHeader)
+	var key string
+	for _, k := range append(r.Header.Values(IdempotencyKeyHeader), r.Header.Values(IdempotencyKeyHeaderADR)...) {
+		if key != "" && k != key {
+			p := newProblem(http.StatusBadRequest, "invalid_idempotency_key", "Bad Request",
+				"the request carries two different idempotency keys: send one Idempotency-Key")
+			p.Field = IdempotencyKeyHeader
+			writeProblem(w, r, p)
+			return "", false
+		}
+		key = k
+	}
 	switch {
 	case key == "":
 		writeProblem(w, r, newProblem(http.StatusBadRequest, "idempotency_key_missing", "Bad Request",

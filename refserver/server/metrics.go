@@ -94,10 +94,12 @@ func newMetrics(code func(error) string) *metrics {
 	m.idempotency = counter("commercekit_idempotency_events_total",
 		"Idempotency-Key outcomes: claimed, replayed, in_progress, key_reused, completed, released, ...", "event")
 	m.orders = counter("commercekit_orders_total",
-		"Orders (and points top-ups) reaching an outcome: placed, paid, payment_failed, cancelled, expired, topped_up.",
-		"outcome")
+		"Orders (and points top-ups) reaching an outcome: placed, paid, payment_failed, cancelled, expired, topped_up; "+
+			"by payment method: CARD, BNPL, POINTS (points alone), none (not chosen yet).",
+		"outcome", "method")
 	m.orderAmount = counter("commercekit_order_amount_total",
-		"Amounts due (won) of the orders reaching each outcome (top-up amounts for topped_up).", "outcome")
+		"Amounts due (won) of the orders reaching each outcome (top-up amounts for topped_up), by payment method.",
+		"outcome", "method")
 	return m
 }
 
@@ -158,8 +160,8 @@ func (m *metrics) Observe(e observe.Event) {
 			m.cleaned.WithLabelValues(l["table"]).Add(float64(e.N))
 		}
 	case "commerce":
-		m.orders.WithLabelValues(e.Name).Inc()
-		m.orderAmount.WithLabelValues(e.Name).Add(float64(e.N))
+		m.orders.WithLabelValues(e.Name, l["method"]).Inc()
+		m.orderAmount.WithLabelValues(e.Name, l["method"]).Add(float64(e.N))
 	case "idempotency":
 		m.idempotency.WithLabelValues(e.Name).Inc()
 	}

@@ -58,6 +58,7 @@ func (s *Server) routes() []Route {
 		{Method: post, Path: "/v1/orders", Auth: AuthUser, Write: true, Idempotent: true, Handler: s.placeOrder},
 		{Method: get, Path: "/v1/orders", Auth: AuthUser, Handler: s.listOrders},
 		{Method: get, Path: "/v1/orders/{id}", Auth: AuthUser, Handler: s.getOrder},
+		{Method: get, Path: "/v1/orders/{id}/payment", Auth: AuthUser, Handler: s.getOrderPayment},
 		{Method: post, Path: "/v1/orders/{id}/pay", Auth: AuthUser, Write: true, Idempotent: true, Handler: s.payOrder},
 		{Method: post, Path: "/v1/orders/{id}/cancel", Auth: AuthUser, Write: true, Handler: s.cancelOrder},
 		{Method: post, Path: "/v1/payments/webhook", Handler: s.paymentWebhook},
@@ -67,6 +68,7 @@ func (s *Server) routes() []Route {
 		{Method: get, Path: "/v1/points/history", Auth: AuthUser, Handler: s.pointHistory},
 		{Method: post, Path: "/v1/points/top-ups", Auth: AuthUser, Write: true, Idempotent: true, Handler: s.topUp},
 		{Method: get, Path: "/v1/points/top-ups/{id}", Auth: AuthUser, Handler: s.getTopUp},
+		{Method: get, Path: "/v1/points/top-ups/{id}/payment", Auth: AuthUser, Handler: s.getTopUpPayment},
 
 		// Coupons.
 		{Method: post, Path: "/v1/coupon-templates", Auth: AuthAdmin, Write: true, Handler: s.createCouponTemplate},

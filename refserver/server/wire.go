@@ -168,6 +168,48 @@ type TopUpJSON struct {
 	UpdatedAt   time.Time `json:"updated_at"`
 }
 
+// PaymentJSON is the payment of an order or a top-up, with the history of its state and its
+// refunds, oldest first (the card token is not shown).
+type PaymentJSON struct {
+	ID             string              `json:"id"`
+	OrderID        string              `json:"order_id"`
+	Amount         int64               `json:"amount"`
+	Currency       string              `json:"currency"`
+	Method         string              `json:"method"`
+	State          string              `json:"state"`
+	PGReference    string              `json:"pg_reference,omitempty"`
+	DeclineCode    string              `json:"decline_code,omitempty"`
+	DeclineMessage string              `json:"decline_message,omitempty"`
+	Refunded       int64               `json:"refunded"`
+	RefundPending  int64               `json:"refund_pending"`
+	CreatedAt      time.Time           `json:"created_at"`
+	UpdatedAt      time.Time           `json:"updated_at"`
+	Transitions    []PaymentStepJSON   `json:"transitions"`
+	Refunds        []PaymentRefundJSON `json:"refunds"`
+}
+
+// PaymentStepJSON is one change of a payment's state: from is empty for its creation; cause
+// is what moved it (created, gateway, no_answer, webhook, reconciler, refund).
+type PaymentStepJSON struct {
+	From  string    `json:"from,omitempty"`
+	To    string    `json:"to"`
+	Cause string    `json:"cause"`
+	At    time.Time `json:"at"`
+}
+
+// PaymentRefundJSON is a refund of a payment.
+type PaymentRefundJSON struct {
+	ID             string    `json:"id"`
+	Amount         int64     `json:"amount"`
+	Reason         string    `json:"reason,omitempty"`
+	State          string    `json:"state"`
+	PGReference    string    `json:"pg_reference,omitempty"`
+	FailureCode    string    `json:"failure_code,omitempty"`
+	FailureMessage string    `json:"failure_message,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+}
+
 // CouponTemplateJSON is a coupon campaign. Kind is "fixed" (amount off) or "percent"
 // (percent off, capped at max_discount when set).
 type CouponTemplateJSON struct {
@@ -250,6 +292,25 @@ func balanceJSON(b ledger.Balance) BalanceJSON {
 func topUpJSON(t commerce.TopUp) TopUpJSON {
 	return TopUpJSON{ID: t.ID, UserID: t.UserID, Amount: t.Amount, Method: string(t.Method), Status: string(t.Status),
 		PaymentID: t.PaymentID, FailureCode: t.FailureCode, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
+}
+
+func paymentJSON(rec commerce.PaymentRecord) PaymentJSON {
+	p := rec.Payment
+	out := PaymentJSON{
+		ID: p.ID, OrderID: p.OrderID, Amount: p.Amount, Currency: p.Currency, Method: string(p.Method), State: string(p.State),
+		PGReference: p.PGReference, DeclineCode: p.DeclineCode, DeclineMessage: p.DeclineMessage,
+		Refunded: p.Refunded, RefundPending: p.RefundPending, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt,
+		Transitions: make([]PaymentStepJSON, len(rec.Transitions)), Refunds: make([]PaymentRefundJSON, len(rec.Refunds)),
+	}
+	for i, t := range rec.Transitions {
+		out.Transitions[i] = PaymentStepJSON{From: string(t.From), To: string(t.To), Cause: string(t.Cause), At: t.At}
+	}
+	for i, r := range rec.Refunds {
+		out.Refunds[i] = PaymentRefundJSON{ID: r.ID, Amount: r.Amount, Reason: r.Reason, State: string(r.State),
+			PGReference: r.PGReference, FailureCode: r.FailureCode, FailureMessage: r.FailureMessage,
+			CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
+	}
+	return out
 }
 
 func templateJSON(t coupon.Template) CouponTemplateJSON {
