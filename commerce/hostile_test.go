@@ -649,3 +649,26 @@ func TestDisconnectedPlaceHoldsNothingWithoutAnOrder(t *testing.T) {
 		e.RequireClean(t)
 	}, commerce.WithFaultHook(hook.Func), commerce.WithUnpaidLimits(2, 0))
 }
+
+// TestDisconnectedCancelFreesItsUnits: with the Redis inventory an unpaid order's units are
+// released, and a paid one's returned, right after the final transition commits. A client
+// that goes away at that moment must not leave them held by the closed order until the
+// recovery loop's next pass (WithRecovery: 30 s by default): the order's outcome is decided,
+// and freeing its units does not depend on who asked for it.
+func TestDisconnectedCancelFreesItsUnits(t *testing.T) {
+	hook := &cancellingHook{}
+	e := commercetest.MySQL(t, commerce.WithFaultHook(hook.Func))
+	sku := e.Product(t, 10_000, 10)
+	b := newBuyer(t, e, 0, 0)
+	unpaid := place(t, e, b, sku, 2, 0)
+	paid := pay(t, e, place(t, e, b, sku, 3, 0), "tok_ok")
+	requireStock(t, e, sku, 5, 2, 3)
+	for _, o := range []commerce.Order{unpaid, paid} {
+		_, err := e.Service.Cancel(hook.arm(commerce.StepStockPending), o.ID, commerce.Actor{UserID: b.user})
+		t.Logf("cancel %s: %v", o.ID, err)
+		assert.Empty(t, order(t, e, o.ID).Step, "nothing left for recovery")
+	}
+	hook.arm("")
+	requireStock(t, e, sku, 10, 0, 0)
+	e.RequireClean(t)
+}
