@@ -271,15 +271,6 @@ func normalizeLines(req PlaceOrderRequest) ([]Line, error) {
 	return lines, nil
 }
 
-// detached returns ctx without its cancellation but with its deadline, if it has one.
-func detached(ctx context.Context) (context.Context, context.CancelFunc) {
-	d := context.WithoutCancel(ctx)
-	if deadline, ok := ctx.Deadline(); ok {
-		return context.WithDeadline(d, deadline)
-	}
-	return d, func() {}
-}
-
 func placeFingerprint(lines []Line, couponID string, points int64) string {
 	parts := []string{"place", couponID, strconv.FormatInt(points, 10)}
 	for _, l := range lines {
