@@ -672,3 +672,61 @@ func TestDisconnectedCancelFreesItsUnits(t *testing.T) {
 	requireStock(t, e, sku, 10, 0, 0)
 	e.RequireClean(t)
 }
+
+// Orders left PAYING by a PG that did not answer (some approved meanwhile, some declined),
+// then three Recover passes and every client's replay of its Pay all at once: each order
+// is completed or failed once, charged at most once, its holds posted or given back.
+func TestRecoverRacesRecoverAndReplays(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		const n = 12
+		sku := e.Product(t, 10_000, n)
+		orders := make([]commerce.Order, n)
+		buyers := make([]buyer, n)
+		token := func(i int) string {
+			if i%3 == 0 {
+				return pgsim.TokenDecline
+			}
+			return "tok_ok"
+		}
+		for i := range orders {
+			buyers[i] = newBuyer(t, e, 1_000, 1_000)
+			orders[i] = place(t, e, buyers[i], sku, 1, 1_000)
+			e.PG.InjectFault("pay-"+orders[i].ID, pgsim.FaultLostResponse, 1) // processed, answer lost
+			got, err := e.Service.Pay(ctx, cardPayment(orders[i], token(i)))
+			require.NoError(t, err)
+			require.Equal(t, commerce.StatusPaying, got.Status)
+		}
+		_, err := e.Reconciler.Reconcile(ctx)
+		require.NoError(t, err)
+		testkit.Together(n+3, func(i int) {
+			if i >= n {
+				_, err := e.Service.Recover(ctx)
+				assert.NoError(t, err)
+				return
+			}
+			_, err := e.Service.Pay(ctx, cardPayment(orders[i], token(i)))
+			assert.NoError(t, err)
+		})
+		e.Settle(t)
+		var paid int64
+		for i, o := range orders {
+			got := order(t, e, o.ID)
+			assert.Empty(t, got.Step)
+			if i%3 == 0 {
+				assert.Equal(t, commerce.StatusPaymentFailed, got.Status)
+				assert.Equal(t, ledger.Balance{Available: 1_000, Total: 1_000}, balance(t, e, buyers[i].user))
+				assert.Equal(t, coupon.StateAvailable, couponState(t, e, buyers[i].coupon))
+				continue
+			}
+			paid++
+			assert.Equal(t, commerce.StatusPaid, got.Status)
+			assert.Equal(t, 1, e.PG.Charges(got.PaymentID))
+			assert.Equal(t, ledger.Balance{Available: 80, Total: 80}, balance(t, e, buyers[i].user))
+			assert.Equal(t, coupon.StateUsed, couponState(t, e, buyers[i].coupon))
+		}
+		requireStock(t, e, sku, n-paid, 0, paid)
+		assert.Equal(t, int(paid), e.PG.Stats().Charges)
+		e.RequireClean(t)
+		e.RequireDelivered(t)
+	})
+}
