@@ -25,9 +25,9 @@ import (
 // when the request is refused (a coupon, points, a payment rule) it is released at once,
 // after any other failure it stays held for a retry with the same key, which finds it,
 // or until its deadline. A retry whose reservation was released or expired fails with
-// *ConflictError: PlaceOrder never creates an order that holds no stock. A client that
-// goes away (ctx cancelled) does not stop the reservation and its transaction once begun,
-// so no units are ever left reserved by no order for that reason; ctx's deadline does.
+// *ConflictError: PlaceOrder never creates an order that holds no stock. Once begun, the
+// reservation and its transaction are not stopped by the client going away (ctx cancelled;
+// ctx's deadline still stops them), so that never leaves units reserved by no order.
 //
 // The order must be payable under the method rules (payment.Plan): a coupon never pays
 // alone, and points and a coupon together need a card part, so an order they would cover

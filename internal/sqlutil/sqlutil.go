@@ -44,7 +44,9 @@ const maxPause = 250 * time.Millisecond
 // When ctx comes from AllOrNothing, fn runs in the caller's transaction without the
 // savepoint, and its failure matches ErrNotUndone.
 //
-// An error saying the database was lost or unreachable is returned through Unavailable.
+// An error saying the database was lost or unreachable is returned through Unavailable;
+// a transaction of its own whose ctx ended before its commit fails with an error matching
+// ctx.Err() (database/sql alone says sql.ErrTxDone).
 func InTx(ctx context.Context, db bun.IDB, fn func(ctx context.Context, tx bun.Tx) error) error {
 	marked := ctx.Value(allOrNothing{}) != nil
 	if marked {
