@@ -388,11 +388,26 @@ func redemption(ctx context.Context, tx bun.IDB, orderID, couponID string) (Rede
 }
 
 // lockRedemptions reads the order's redemptions with a locking read (on MySQL);
-// ErrRedemptionNotFound when there are none.
+// ErrRedemptionNotFound when there are none. It lists their coupons with a plain read,
+// then locks each redemption by its primary key: a locking read of the order ID alone
+// scans the primary key's range for it and may next-key lock the first redemption of the
+// next order and the gap before it, so another user's Reserve would wait for this
+// transaction (in a caller's transaction, for as long as the caller keeps it open). Only
+// when the plain read finds none (the caller's snapshot may be older than the
+// reservation) does it read the order's range with a locking read, which sees what is
+// committed.
 func lockRedemptions(ctx context.Context, tx bun.Tx, orderID string) ([]Redemption, error) {
+	var couponIDs []string
+	err := tx.NewSelect().Model((*redemptionRow)(nil)).Column("coupon_id").Where("order_id = ?", orderID).Scan(ctx, &couponIDs)
+	if err != nil {
+		return nil, err
+	}
 	var rows []redemptionRow
-	q := tx.NewSelect().Model(&rows).Where("order_id = ?", orderID).Order("coupon_id")
-	if err := sqlutil.ForUpdate(q).Scan(ctx); err != nil {
+	q := tx.NewSelect().Model(&rows)
+	if len(couponIDs) > 0 {
+		q = sqlutil.SelectByPK(tx, &rows).Where("coupon_id IN (?)", bun.List(couponIDs))
+	}
+	if err := sqlutil.ForUpdate(q.Where("order_id = ?", orderID).Order("coupon_id")).Scan(ctx); err != nil {
 		return nil, err
 	}
 	if len(rows) == 0 {

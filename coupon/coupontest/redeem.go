@@ -530,3 +530,149 @@ func testConfirmRacesRestore(t *testing.T, h Harness, one bool) {
 		}
 	}
 }
+
+// testRedemptionLocks checks, on MySQL, that a redemption step in the caller's transaction
+// (checkout confirms the coupon in the transaction that marks the order paid, and gives it
+// back in the one that cancels it) locks only its own order's rows: another user's
+// Reserve, or an Issue, run meanwhile on a connection that waits at most one second for a
+// lock (lockProbe) does not wait for that transaction, whether the redemptions table is
+// young or holds a crowd of reservations. Steps refused because what they name does not
+// exist lock nothing either; and a Restore in a transaction whose snapshot is older than
+// the reservation still restores it.
+func testRedemptionLocks(t *testing.T, h Harness) {
+	if sqlutil.IsSQLite(open(t, h).DB) {
+		t.Log("SQLite has no row locks: a write transaction excludes every other writer")
+		return
+	}
+	ctx := context.Background()
+	steps := []struct {
+		name      string
+		confirmed bool // alice's order is confirmed before the step
+		step      func(svc *coupon.Service, alice coupon.Coupon) error
+		want      coupon.State
+	}{
+		{"ConfirmCoupon", false, func(svc *coupon.Service, alice coupon.Coupon) error {
+			return svc.ConfirmCoupon(ctx, "order-a", alice.ID)
+		}, coupon.StateUsed},
+		{"Confirm", false, func(svc *coupon.Service, _ coupon.Coupon) error {
+			return ignore(svc.Confirm(ctx, "order-a"))
+		}, coupon.StateUsed},
+		{"Release", false, func(svc *coupon.Service, _ coupon.Coupon) error {
+			return ignore(svc.Release(ctx, "order-a"))
+		}, coupon.StateAvailable},
+		{"Restore", true, func(svc *coupon.Service, _ coupon.Coupon) error {
+			return ignore(svc.Restore(ctx, "order-a"))
+		}, coupon.StateAvailable},
+		{"Restore of an order that reserved nothing", false, func(svc *coupon.Service, _ coupon.Coupon) error {
+			return refused(t, ignore(svc.Restore(ctx, "order-a0")), coupon.ErrRedemptionNotFound)
+		}, coupon.StateReserved},
+		{"ConfirmCoupon of an order that reserved nothing", false, func(svc *coupon.Service, alice coupon.Coupon) error {
+			return refused(t, svc.ConfirmCoupon(ctx, "order-a0", alice.ID), coupon.ErrRedemptionNotFound)
+		}, coupon.StateReserved},
+	}
+	for _, crowd := range []int{0, 200} {
+		for _, tc := range steps {
+			t.Run(fmt.Sprintf("%s/%d other reservations", tc.name, crowd), func(t *testing.T) {
+				f := open(t, h)
+				f.template(t, coupon.Template{ID: "t"})
+				alice, bob := f.issue(t, "t", "alice", "req-alice"), f.issue(t, "t", "bob", "req-bob")
+				require.NoError(t, f.reserve(f.Service, alice, "order-a"))
+				if tc.confirmed {
+					require.NoError(t, f.Service.ConfirmCoupon(ctx, "order-a", alice.ID))
+				}
+				f.crowd(t, crowd)
+
+				tx := f.inTx(t, func(svc *coupon.Service) error { return tc.step(svc, alice) })
+				err := f.lockProbe(t, func(svc *coupon.Service) error { return f.reserve(svc, bob, "order-b") })
+				require.NoError(t, err, "bob's reservation waited for alice's transaction")
+				require.NoError(t, tx.Commit())
+
+				assert.Equal(t, tc.want, f.coupon(t, alice.ID).State)
+				got := f.coupon(t, bob.ID)
+				assert.Equal(t, coupon.StateReserved, got.State)
+				assert.Equal(t, "order-b", got.OrderID)
+			})
+		}
+	}
+
+	t.Run("Reserve of an unknown coupon", func(t *testing.T) {
+		f := open(t, h)
+		f.template(t, coupon.Template{ID: "t"})
+		f.issue(t, "t", "alice", "req-alice")
+		tx := f.inTx(t, func(svc *coupon.Service) error {
+			return refused(t, ignore(svc.Reserve(ctx, "no-such-coupon", "mallory", "order-m", 10_000)), coupon.ErrCouponNotFound)
+		})
+		for _, user := range []string{"bob", "carol", "dave", "erin"} {
+			err := f.lockProbe(t, func(svc *coupon.Service) error { return ignore(svc.Issue(ctx, "t", user, "req-"+user)) })
+			require.NoError(t, err, "%s's coupon waited for mallory's transaction", user)
+		}
+		require.NoError(t, tx.Commit())
+		assert.Equal(t, coupon.Stats{Taken: 5, Issued: 5}, f.stats(t, "t"))
+	})
+
+	t.Run("Restore in an older snapshot", func(t *testing.T) {
+		f := open(t, h)
+		f.template(t, coupon.Template{ID: "t"})
+		alice := f.issue(t, "t", "alice", "req-alice")
+		tx, err := f.DB.BeginTx(ctx, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = tx.Rollback() })
+		_, err = f.Service.WithTx(tx).Wallet(ctx, "alice", coupon.WalletQuery{}) // the snapshot is taken here
+		require.NoError(t, err)
+		require.NoError(t, f.reserve(f.Service, alice, "order-a"))
+
+		reds, err := f.Service.WithTx(tx).Restore(ctx, "order-a")
+		require.NoError(t, err)
+		require.Len(t, reds, 1)
+		assert.Equal(t, coupon.RedemptionRestored, reds[0].State)
+		require.NoError(t, tx.Commit())
+		assert.Equal(t, coupon.StateAvailable, f.coupon(t, alice.ID).State)
+		assert.Equal(t, coupon.RedemptionRestored, f.redemptions(t, "order-a")[0].State)
+	})
+}
+
+// reserve reserves c for order through svc with a hold deadline, as checkout does.
+func (f *fixture) reserve(svc *coupon.Service, c coupon.Coupon, order string) error {
+	return ignore(svc.Reserve(context.Background(), c.ID, c.UserID, order, 30_000, coupon.HoldUntil(f.clock.Now().Add(15*time.Minute))))
+}
+
+// crowd inserts n reserved redemptions of other orders (order-c000, order-c001, …, after
+// alice's and bob's) held until an hour from now, and brings the table's statistics up to
+// date, as during a busy sale.
+func (f *fixture) crowd(t *testing.T, n int) {
+	t.Helper()
+	ctx, now := context.Background(), f.clock.Now()
+	for i := range n {
+		_, err := f.DB.ExecContext(ctx, "INSERT INTO coupon_redemptions (order_id, coupon_id, user_id, template_id, "+
+			"order_amount, discount, state, hold_deadline, reserved_at) VALUES (?, ?, 'crowd', 't', 30000, 1000, ?, ?, ?)",
+			fmt.Sprintf("order-c%03d", i), fmt.Sprintf("c%03d", i), coupon.RedemptionReserved, now.Add(time.Hour), now)
+		require.NoError(t, err)
+	}
+	_, err := f.DB.ExecContext(ctx, "ANALYZE TABLE coupon_redemptions")
+	require.NoError(t, err)
+}
+
+// inTx runs fn on the Service in a transaction it leaves open (rolled back at cleanup).
+func (f *fixture) inTx(t *testing.T, fn func(svc *coupon.Service) error) bun.Tx {
+	t.Helper()
+	tx, err := f.DB.BeginTx(context.Background(), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback() })
+	require.NoError(t, fn(f.Service.WithTx(tx)))
+	return tx
+}
+
+// lockProbe runs fn on the Service over a connection of its own that waits at most one
+// second for a lock: an error says fn waited for a lock held elsewhere.
+func (f *fixture) lockProbe(t *testing.T, fn func(svc *coupon.Service) error) error {
+	t.Helper()
+	return fn(f.Service.WithTx(testenv.ImpatientConn(t, f.DB)))
+}
+
+// refused returns nil when err is want (the step was refused as expected), else err.
+func refused(t *testing.T, err, want error) error {
+	if assert.ErrorIs(t, err, want) {
+		return nil
+	}
+	return err
+}

@@ -11,7 +11,8 @@
 //
 // It runs against real servers and checks exact end states: first-come issuance under
 // 10,000 concurrent requests, idempotency on request IDs (concurrent duplicates too), every
-// redemption transition and its idempotency, races of orders for one coupon, wallets,
+// redemption transition and its idempotency, races of orders for one coupon, the locks a
+// redemption step takes in the caller's transaction (MySQL), wallets,
 // joining the caller's transaction, a failed durable write, identifiers that differ only by
 // case or accents kept apart, and (for issuers with state outside SQL) the loss of that
 // state.
@@ -62,6 +63,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("HoldDeadline", func(t *testing.T) { testHoldDeadline(t, h) })
 	t.Run("RedemptionInCallerTx", func(t *testing.T) { testRedemptionInCallerTx(t, h) })
 	t.Run("RedemptionRaces", func(t *testing.T) { testRedemptionRaces(t, h) })
+	t.Run("RedemptionLocks", func(t *testing.T) { testRedemptionLocks(t, h) })
 	t.Run("Wallet", func(t *testing.T) { testWallet(t, h) })
 	t.Run("IDsCompareByteForByte", func(t *testing.T) { testIDsByteForByte(t, h) })
 }

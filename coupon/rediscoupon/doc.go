@@ -22,6 +22,9 @@
 //     Service checks SQL for a coupon of the request; finding none, it gives the take back
 //     (giveBackScript, a no-op unless the request still holds its take), so the count,
 //     the user's count and the ordinal are as before. Finding one, the take stands for it.
+//     A retry of the request while an attempt is writing replays the take and writes too;
+//     the hash counts such attempts, and only the last one to fail gives the take back
+//     (the first to fail cannot see the retry's coupon, which may still commit).
 //   - The outcome is in doubt (context cancelled, connection lost around COMMIT): the take
 //     is kept, because giving back a coupon that did commit would let one coupon too many
 //     be issued. At worst one coupon fewer is issued, until the client retries with the
@@ -49,6 +52,7 @@
 // after an incident, once in-flight issues have drained, to make the count exact.
 //
 // Keys are never expired by the package: a template's hash holds about three fields per
-// issued coupon. Delete it (after the issue window closed) with
-// DEL <prefix>{<templateID>}; a later Issue or Stats would reload it from SQL.
+// issued coupon, and one more per request that was retried. Delete it (after the issue
+// window closed) with DEL <prefix>{<templateID>}; a later Issue or Stats would reload it
+// from SQL.
 package rediscoupon

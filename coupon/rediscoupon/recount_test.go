@@ -2,7 +2,9 @@ package rediscoupon_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,15 +16,22 @@ import (
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/coupon/rediscoupon"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 func openRedis(t *testing.T) (*coupon.Service, *redis.Client, *bun.DB) {
-	db := testenv.MySQL(t)
 	rdb := testenv.Redis(t)
+	svc, db := openWith(t, rediscoupon.New(rdb, rediscoupon.WithKeyPrefix("test:")))
+	return svc, rdb, db
+}
+
+// openWith returns a Service issuing through issuer, on a fresh MySQL database.
+func openWith(t *testing.T, issuer coupon.Issuer) (*coupon.Service, *bun.DB) {
+	db := testenv.MySQL(t)
 	require.NoError(t, coupon.CreateSchema(context.Background(), db))
-	return testkit.Must(coupon.New(db, rediscoupon.New(rdb, rediscoupon.WithKeyPrefix("test:"))))(t), rdb, db
+	return testkit.Must(coupon.New(db, issuer))(t), db
 }
 
 // createTemplate creates tpl, a fixed 500 KRW off.
@@ -152,4 +161,103 @@ func TestRecountManyPages(t *testing.T) {
 		}
 	}
 	requireStats(t, svc, tpl.ID, coupon.Stats{Taken: 2600, Issued: 2600})
+}
+
+// replaySignal is the Redis issuer, telling the test when a take was first answered as a
+// replay.
+type replaySignal struct {
+	*rediscoupon.Issuer
+	once     *sync.Once
+	replayed chan struct{}
+}
+
+func (i replaySignal) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, error) {
+	taken, err := i.Issuer.Take(ctx, r)
+	if err == nil && taken.Replay {
+		i.once.Do(func() { close(i.replayed) })
+	}
+	return taken, err
+}
+
+// TestRetryOverlapsFailedWrite: a client retries its request while the first attempt is
+// still writing, and that first write then fails for sure (here its IssuedFunc fails: the
+// event could not be written). The retry took the same unit in Redis (a replay) and its
+// write commits after the first attempt gave up, so the first attempt must not give the
+// unit back: the coupon exists, Redis counts it, and the template's last coupon is not
+// issued a second time.
+func TestRetryOverlapsFailedWrite(t *testing.T) {
+	ctx := context.Background()
+	issuer := replaySignal{Issuer: rediscoupon.New(testenv.Redis(t)), once: new(sync.Once), replayed: make(chan struct{})}
+	svc, _ := openWith(t, issuer)
+	createTemplate(t, svc, coupon.Template{ID: "t", TotalQuantity: 1})
+
+	eventDown := errors.New("event store down")
+	written, firstDone := make(chan struct{}), make(chan struct{})
+	var firstErr error
+	go func() {
+		defer close(firstDone)
+		_, firstErr = svc.IssueThen(ctx, "t", "alice", "req-1", func(context.Context, bun.Tx, coupon.Coupon) error {
+			close(written)
+			<-issuer.replayed // the retry has taken (as a replay) before this attempt fails
+			return eventDown
+		})
+	}()
+	<-written
+	retried, err := svc.IssueThen(ctx, "t", "alice", "req-1", func(context.Context, bun.Tx, coupon.Coupon) error {
+		<-firstDone // the first attempt has given up before the retry commits
+		return nil
+	})
+	require.NoError(t, err)
+	<-firstDone
+	require.ErrorIs(t, firstErr, eventDown)
+
+	requireStats(t, svc, "t", coupon.Stats{Taken: 1, Issued: 1})
+	_, err = svc.Issue(ctx, "t", "bob", "req-2")
+	require.ErrorIs(t, err, coupon.ErrSoldOut, "the only coupon was issued to alice")
+	again, err := svc.Issue(ctx, "t", "alice", "req-1")
+	require.NoError(t, err)
+	assert.Equal(t, retried.ID, again.ID)
+	requireStats(t, svc, "t", coupon.Stats{Taken: 1, Issued: 1})
+}
+
+// TestRedisCrashAndEmptyRestart: while Redis is down, issuing, counting and recounting
+// fail closed with errcode.ErrUnavailable and write nothing, and redemption (SQL only)
+// goes on. Redis comes back empty (killed, no persistence): the count, each user's
+// ordinals and every request's coupon are rebuilt from SQL, and the template sells out at
+// exactly its total.
+func TestRedisCrashAndEmptyRestart(t *testing.T) {
+	ctx := context.Background()
+	own := testenv.OwnRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: own.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	svc, _ := openWith(t, rediscoupon.New(rdb))
+	createTemplate(t, svc, coupon.Template{ID: "t", TotalQuantity: 3})
+	alice := testkit.Must(svc.Issue(ctx, "t", "alice", "req-alice"))(t)
+	testkit.Must(svc.Issue(ctx, "t", "bob", "req-bob"))(t)
+
+	own.Stop(t, 0)
+	_, err := svc.Issue(ctx, "t", "carol", "req-carol")
+	require.ErrorIs(t, err, errcode.ErrUnavailable)
+	_, err = svc.Issue(ctx, "t", "alice", "req-alice")
+	require.ErrorIs(t, err, errcode.ErrUnavailable, "even a replay: Redis is the first-come decision")
+	_, err = svc.Stats(ctx, "t")
+	require.ErrorIs(t, err, errcode.ErrUnavailable)
+	require.ErrorIs(t, svc.Recount(ctx, "t"), errcode.ErrUnavailable)
+	_, err = svc.Reserve(ctx, alice.ID, "alice", "order-1", 10_000)
+	require.NoError(t, err, "redemption does not need Redis")
+
+	own.Start(t)
+	require.Eventually(t, func() bool { return rdb.Ping(ctx).Err() == nil }, 10*time.Second, 50*time.Millisecond, "Redis is back")
+	n, err := rdb.DBSize(ctx).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "Redis restarted empty")
+	again, err := svc.Issue(ctx, "t", "alice", "req-alice")
+	require.NoError(t, err)
+	assert.Equal(t, alice.ID, again.ID)
+	_, err = svc.Issue(ctx, "t", "alice", "req-alice-2")
+	require.ErrorIs(t, err, coupon.ErrLimitReached)
+	testkit.Must(svc.Issue(ctx, "t", "carol", "req-carol"))(t)
+	_, err = svc.Issue(ctx, "t", "dave", "req-dave")
+	require.ErrorIs(t, err, coupon.ErrSoldOut)
+	requireStats(t, svc, "t", coupon.Stats{Taken: 3, Issued: 3, Reserved: 1})
 }

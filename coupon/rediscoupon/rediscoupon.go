@@ -100,7 +100,9 @@ func (i *Issuer) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, 
 }
 
 // GiveBack runs the give-back script: if the request still holds its take, the unit returns
-// to the count and the ordinal to the user. Idempotent.
+// to the count and the ordinal to the user, unless another attempt at the request (one
+// whose take was a replay) may still write the coupon: then only that attempt's failure
+// gives it back.
 func (i *Issuer) GiveBack(ctx context.Context, r coupon.TakeRequest) error {
 	if err := giveBackScript.Run(ctx, i.rdb, []string{i.key(r.Template.ID)}, r.RequestID).Err(); err != nil {
 		return redisErr("give back", err)
@@ -110,7 +112,7 @@ func (i *Issuer) GiveBack(ctx context.Context, r coupon.TakeRequest) error {
 
 // Forget drops the request's record but keeps its unit and ordinal taken.
 func (i *Issuer) Forget(ctx context.Context, r coupon.TakeRequest) error {
-	if err := i.rdb.HDel(ctx, i.key(r.Template.ID), "r|"+r.RequestID).Err(); err != nil {
+	if err := i.rdb.HDel(ctx, i.key(r.Template.ID), "r|"+r.RequestID, "w|"+r.RequestID).Err(); err != nil {
 		return redisErr("forget", err)
 	}
 	return nil

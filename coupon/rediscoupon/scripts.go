@@ -9,6 +9,9 @@ import "github.com/redis/go-redis/v9"
 //	n|<user>            how many ordinals the user holds
 //	o|<ordinal>|<user>  the request that holds that ordinal of the user
 //	r|<request>         "<ordinal>|<user>": what the request took (idempotency)
+//	w|<request>         how many attempts at the request may be writing its coupon, when
+//	                    more than one (a retry replayed the take while an attempt was
+//	                    still writing); absent means one
 
 // Take replies {code, ordinal}.
 const (
@@ -20,16 +23,17 @@ const (
 	codeOtherUser = -4
 )
 
-// takeScript checks, in order: a request already taken (replay), a missing state, the
-// total quantity, the user's count; then takes the user's first free ordinal, starting
-// after the ordinals already held. KEYS[1] the template's hash; ARGV user, request, total
-// quantity (0 = unlimited), per-user limit.
+// takeScript checks, in order: a request already taken (replay: one more attempt may be
+// writing its coupon), a missing state, the total quantity, the user's count; then takes
+// the user's first free ordinal, starting after the ordinals already held. KEYS[1] the
+// template's hash; ARGV user, request, total quantity (0 = unlimited), per-user limit.
 var takeScript = redis.NewScript(`
 local h, user, req = KEYS[1], ARGV[1], ARGV[2]
 local prev = redis.call('HGET', h, 'r|' .. req)
 if prev then
   local sep = string.find(prev, '|', 1, true)
   if string.sub(prev, sep + 1) ~= user then return {-4, 0} end
+  redis.call('HSET', h, 'w|' .. req, tonumber(redis.call('HGET', h, 'w|' .. req) or '1') + 1)
   return {2, tonumber(string.sub(prev, 1, sep - 1))}
 end
 local taken = redis.call('HGET', h, 'taken')
@@ -50,12 +54,22 @@ end
 return {-3, 0}
 `)
 
-// giveBackScript undoes a request's take if the request still holds it. KEYS[1] the
-// template's hash; ARGV[1] the request. Replies 1 if it gave something back.
+// giveBackScript undoes a request's take if the request still holds it and no other
+// attempt at the request may still be writing its coupon (else it only counts this
+// attempt out). KEYS[1] the template's hash; ARGV[1] the request. Replies 1 if it gave
+// something back.
 var giveBackScript = redis.NewScript(`
 local h, req = KEYS[1], ARGV[1]
 local prev = redis.call('HGET', h, 'r|' .. req)
 if not prev then return 0 end
+local writers = tonumber(redis.call('HGET', h, 'w|' .. req) or '1')
+if writers > 2 then
+  redis.call('HSET', h, 'w|' .. req, writers - 1)
+  return 0
+elseif writers == 2 then
+  redis.call('HDEL', h, 'w|' .. req)
+  return 0
+end
 redis.call('HDEL', h, 'r|' .. req)
 local sep = string.find(prev, '|', 1, true)
 local mark = 'o|' .. string.sub(prev, 1, sep - 1) .. '|' .. string.sub(prev, sep + 1)

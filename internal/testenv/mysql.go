@@ -198,3 +198,20 @@ func (k *killBefore) BeforeQuery(ctx context.Context, e *bun.QueryEvent) context
 }
 
 func (k *killBefore) AfterQuery(context.Context, *bun.QueryEvent) {}
+
+// ImpatientConn returns a connection of its own to db's database that waits at most one
+// second for a row lock (innodb_lock_wait_timeout = 1), closed when the test ends: a
+// statement on it that fails with a lock wait timeout waited for a lock held elsewhere.
+func ImpatientConn(tb testing.TB, db *bun.DB) bun.Conn {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		tb.Fatalf("testenv: a connection of its own: %v", err)
+	}
+	tb.Cleanup(func() { _ = conn.Close() })
+	if _, err := conn.ExecContext(ctx, "SET SESSION innodb_lock_wait_timeout = 1"); err != nil {
+		tb.Fatalf("testenv: SET SESSION innodb_lock_wait_timeout = 1: %v", err)
+	}
+	return conn
+}
