@@ -80,7 +80,9 @@
 // (coupon, points, payment rule) the reservation is released at once, after any other
 // failure it stays held for the client's retry with the same key, which finds it (its
 // deadline is the safety net). A retry whose reservation is dead (released or expired)
-// fails with *ConflictError: no order is ever created without its stock.
+// fails with *ConflictError: no order is ever created without its stock. The client going
+// away (its context cancelled) does not interrupt the reservation and the transaction once
+// begun (its deadline does), so it leaves no units reserved by no order.
 //
 // Pay checks the payment plan against payment.Plan's method rules (points = the held points,
 // coupon = the discount, CARD or BNPL = the amount due), then in one transaction moves the

@@ -92,7 +92,11 @@ func (s *Service) move(ctx context.Context, r *orderRow, now time.Time, edit fun
 	if err := s.step(StepStockPending); err != nil {
 		return err
 	}
-	s.finishStockLater(ctx, r)
+	// The order's outcome is committed: its units are freed whether or not the client
+	// still waits (ctx's cancellation is ignored, its deadline kept).
+	sctx, cancel := detached(ctx)
+	defer cancel()
+	s.finishStockLater(sctx, r)
 	return nil
 }
 
@@ -157,4 +161,13 @@ func (s *Service) resume(ctx context.Context, r *orderRow, ask bool) (Order, err
 		return Order{}, err
 	}
 	return s.current(ctx, r.ID)
+}
+
+// detached returns ctx without its cancellation but with its deadline, if it has one.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := context.WithoutCancel(ctx)
+	if deadline, ok := ctx.Deadline(); ok {
+		return context.WithDeadline(d, deadline)
+	}
+	return d, func() {}
 }

@@ -870,3 +870,56 @@ func TestOrderReadSurvivesAnUnknownColumn(t *testing.T) {
 		require.Equal(t, placed, got)
 	})
 }
+
+// Every refused PlaceOrder, on every configuration (with Redis the units are reserved
+// before the transaction that refuses), changes nothing: no units held, no buyer allowance
+// used, no points held, the coupon untouched, no order; the same user then buys up to the
+// buyer limit at once.
+func TestRefusedPlaceChangesNothing(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		_, err := e.Service.SetStock(ctx, sku, 10, 3)
+		require.NoError(t, err)
+		b := newBuyer(t, e, 1_000, 2_000)
+		other := newBuyer(t, e, 0, 2_000)
+		for name, c := range map[string]struct {
+			req  commerce.PlaceOrderRequest
+			want error
+		}{
+			"points above balance": {commerce.PlaceOrderRequest{Points: 1_001}, commerce.ErrInsufficientPoints},
+			"points above order":   {commerce.PlaceOrderRequest{Points: 30_001}, commerce.ErrInvalidRequest},
+			"huge points":          {commerce.PlaceOrderRequest{Points: 1 << 62}, commerce.ErrInvalidRequest},
+			"another's coupon":     {commerce.PlaceOrderRequest{CouponID: other.coupon}, commerce.ErrCouponUnusable},
+			"unknown coupon":       {commerce.PlaceOrderRequest{CouponID: "nope"}, commerce.ErrCouponUnusable},
+			"over buyer limit":     {commerce.PlaceOrderRequest{Lines: []commerce.Line{{ProductID: sku, Qty: 4}}}, commerce.ErrBuyerLimit},
+			"unknown product line": {commerce.PlaceOrderRequest{Lines: []commerce.Line{{ProductID: sku, Qty: 1}, {ProductID: "nope", Qty: 1}}}, commerce.ErrProductNotFound},
+			"negative quantity":    {commerce.PlaceOrderRequest{Lines: []commerce.Line{{ProductID: sku, Qty: -1}}}, commerce.ErrInvalidRequest},
+			"duplicates past 999": {commerce.PlaceOrderRequest{Lines: []commerce.Line{{ProductID: sku, Qty: 999}, {ProductID: sku, Qty: 1}}},
+				commerce.ErrInvalidRequest},
+			"coupon covers all but points": {commerce.PlaceOrderRequest{Lines: []commerce.Line{{ProductID: sku, Qty: 1}}, CouponID: b.coupon,
+				Points: 8_000}, commerce.ErrPaymentRule},
+		} {
+			t.Run(name, func(t *testing.T) {
+				req := c.req
+				req.UserID, req.IdempotencyKey = b.user, e.ID("key")
+				if req.Lines == nil {
+					req.Lines = []commerce.Line{{ProductID: sku, Qty: 3}}
+				}
+				_, err := e.Service.PlaceOrder(ctx, req)
+				require.ErrorIs(t, err, c.want)
+				requireStock(t, e, sku, 10, 0, 0)
+				assert.Equal(t, ledger.Balance{Available: 1_000, Total: 1_000}, balance(t, e, b.user))
+				assert.Equal(t, coupon.StateAvailable, couponState(t, e, b.coupon))
+				assert.Equal(t, coupon.StateAvailable, couponState(t, e, other.coupon))
+				_, err = e.Service.OrderByKey(ctx, b.user, req.IdempotencyKey)
+				require.ErrorIs(t, err, commerce.ErrOrderNotFound)
+			})
+		}
+		o, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: b.user, IdempotencyKey: "full",
+			Lines: []commerce.Line{{ProductID: sku, Qty: 3}}, CouponID: b.coupon, Points: 1_000})
+		require.NoError(t, err, "the buyer limit and the holds are intact")
+		requireStock(t, e, sku, 7, 3, 0)
+		pay(t, e, o, "tok_ok")
+		e.RequireClean(t)
+	})
+}

@@ -1,7 +1,11 @@
 package commerce_test
 
 import (
+	"context"
+	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -9,6 +13,7 @@ import (
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/commercetest"
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
@@ -298,4 +303,226 @@ func TestPayAndTopUpBadTokenChangeNothing(t *testing.T) {
 		assert.Equal(t, 2, e.PG.Stats().Charges, "one charge for the order, one for the top-up")
 		e.RequireClean(t)
 	})
+}
+
+// cancellingHook records the steps it sees and, at a chosen one, cancels the context of the
+// request in progress (the client went away, the server's deadline passed) and lets the
+// flow go on with it.
+type cancellingHook struct {
+	mu     sync.Mutex
+	seen   []string
+	at     string
+	cancel context.CancelFunc
+}
+
+func (h *cancellingHook) Func(step string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seen = append(h.seen, step)
+	if step == h.at && h.cancel != nil {
+		h.cancel()
+		h.cancel = nil
+	}
+	return nil
+}
+
+// arm makes the next pass through step cancel the context it returns.
+func (h *cancellingHook) arm(step string) context.Context {
+	c, cancel := context.WithCancel(ctx)
+	h.mu.Lock()
+	h.seen, h.at, h.cancel = nil, step, cancel
+	h.mu.Unlock()
+	return c
+}
+
+// TestContextCancelledAtEveryStep is TestCrashAtEveryStep with the request's context
+// cancelled at each step boundary instead of the process dying there: the flow goes on
+// with a dead context (its transaction rolls back or its commit fails, its calls fail),
+// then the reconciler and Recover run and the client repeats its request. The end state
+// must be exactly that of an uninterrupted run, with every charge and refund made once.
+func TestContextCancelledAtEveryStep(t *testing.T) {
+	runs := map[string]func(ctx context.Context, e *commercetest.Env, f *fixture) error{
+		"pay approved": func(ctx context.Context, e *commercetest.Env, f *fixture) error {
+			_, err := e.Service.Pay(ctx, commerce.PayRequest{OrderID: f.order.ID, UserID: f.b.user, Method: payment.MethodCard,
+				Token: "tok_ok", IdempotencyKey: "pay"})
+			return err
+		},
+		"pay declined": func(ctx context.Context, e *commercetest.Env, f *fixture) error {
+			_, err := e.Service.Pay(ctx, commerce.PayRequest{OrderID: f.order.ID, UserID: f.b.user, Method: payment.MethodCard,
+				Token: pgsim.TokenDecline, IdempotencyKey: "pay"})
+			return err
+		},
+		"late approval refunded": func(ctx context.Context, e *commercetest.Env, f *fixture) error {
+			if _, err := e.Reconciler.Reconcile(ctx); err != nil {
+				return err
+			}
+			_, err := e.Service.Recover(ctx)
+			return err
+		},
+		"cancel unpaid": func(ctx context.Context, e *commercetest.Env, f *fixture) error {
+			_, err := e.Service.Cancel(ctx, f.order.ID, commerce.Actor{UserID: f.b.user})
+			return err
+		},
+		"expire": func(ctx context.Context, e *commercetest.Env, _ *fixture) error {
+			_, err := e.Service.Expire(ctx)
+			return err
+		},
+		"top-up": func(ctx context.Context, e *commercetest.Env, f *fixture) error {
+			_, err := e.Service.TopUp(ctx, f.topUp)
+			return err
+		},
+	}
+	runs["cancel paid"] = runs["cancel unpaid"]
+	hook := &cancellingHook{}
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		for _, c := range crashCases {
+			run := runs[c.name]
+			require.NotNil(t, run, c.name)
+			t.Run(c.name, func(t *testing.T) {
+				f := c.setup(t, e)
+				require.NoError(t, run(hook.arm(""), e, f))
+				hook.mu.Lock()
+				steps := slices.Compact(slices.Clone(hook.seen))
+				hook.mu.Unlock()
+				c.check(t, e, f)
+				for _, step := range steps {
+					t.Run(step, func(t *testing.T) {
+						f := c.setup(t, e)
+						if err := run(hook.arm(step), e, f); err != nil {
+							assert.NotErrorIs(t, err, commerce.ErrInvalidState, "a dead context is no business answer")
+							t.Logf("with the context cancelled at %s: %v", step, err)
+						}
+						e.Settle(t)
+						require.NoError(t, run(ctx, e, f), "the client's retry (or another pass)")
+						e.Settle(t)
+						c.check(t, e, f)
+						e.RequireClean(t)
+					})
+				}
+			})
+		}
+		e.RequireDelivered(t)
+	}, commerce.WithFaultHook(hook.Func))
+}
+
+// sleepingHook sleeps at a chosen step (once): a request whose deadline passes there.
+type sleepingHook struct {
+	mu  sync.Mutex
+	at  string
+	nap time.Duration
+}
+
+func (h *sleepingHook) Func(step string) error {
+	h.mu.Lock()
+	nap := time.Duration(0)
+	if step == h.at {
+		nap, h.at = h.nap, ""
+	}
+	h.mu.Unlock()
+	time.Sleep(nap)
+	return nil
+}
+
+func (h *sleepingHook) sleepAt(step string, nap time.Duration) {
+	h.mu.Lock()
+	h.at, h.nap = step, nap
+	h.mu.Unlock()
+}
+
+// TestDeadlineInsideATransaction: a request whose deadline passes inside one of the
+// flow's transactions, after its last statement and before its commit (a slow server, a
+// slow leaf), fails with an error matching context.DeadlineExceeded, which a server answers
+// 503 with Retry-After: never the database driver's "transaction has already been committed
+// or rolled back", which no one classifies (a 500). The retry then finishes the flow.
+func TestDeadlineInsideATransaction(t *testing.T) {
+	hook := &sleepingHook{}
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 20)
+		b := newBuyer(t, e, 10_000, 0)
+		for _, c := range []struct {
+			step string
+			prep func() commerce.Order
+			run  func(ctx context.Context, o commerce.Order) (commerce.Order, error)
+			want commerce.Status
+		}{
+			{commerce.StepPlaceCommit, func() commerce.Order { return commerce.Order{} },
+				func(ctx context.Context, _ commerce.Order) (commerce.Order, error) {
+					return e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: b.user, Points: 500,
+						Lines: []commerce.Line{{ProductID: sku, Qty: 1}}, IdempotencyKey: "deadline"})
+				}, commerce.StatusPendingPayment},
+			{commerce.StepPayCommit, func() commerce.Order { return place(t, e, b, sku, 1, 500) },
+				func(ctx context.Context, o commerce.Order) (commerce.Order, error) {
+					return e.Service.Pay(ctx, cardPayment(o, "tok_ok"))
+				}, commerce.StatusPaid},
+			{commerce.StepCompensate, func() commerce.Order { return place(t, e, b, sku, 1, 500) },
+				func(ctx context.Context, o commerce.Order) (commerce.Order, error) {
+					return e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+				}, commerce.StatusCancelled},
+			{commerce.StepCancelCommit, func() commerce.Order { return pay(t, e, place(t, e, b, sku, 1, 500), "tok_ok") },
+				func(ctx context.Context, o commerce.Order) (commerce.Order, error) {
+					return e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+				}, commerce.StatusCancelled},
+		} {
+			t.Run(c.step, func(t *testing.T) {
+				o := c.prep()
+				dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+				defer cancel()
+				hook.sleepAt(c.step, 400*time.Millisecond)
+				_, err := c.run(dctx, o)
+				require.ErrorIs(t, err, context.DeadlineExceeded)
+				assert.Equal(t, errcode.DeadlineExceeded, errcode.CodeOf(err))
+				e.Settle(t)
+				got, err := c.run(ctx, o)
+				require.NoError(t, err)
+				assert.Equal(t, c.want, got.Status)
+				assert.Empty(t, got.Step)
+			})
+		}
+		e.RequireClean(t)
+	}, commerce.WithFaultHook(hook.Func))
+}
+
+// TestCrashDuringRecovery kills each flow at each of its step boundaries, then kills the
+// recovery that follows at each step boundary it passes, then recovers for good: two
+// crashes in a row end exactly as an uninterrupted run, every charge and refund made once.
+func TestCrashDuringRecovery(t *testing.T) {
+	hook := &commercetest.Hook{}
+	settle := func(e *commercetest.Env) {
+		_, _ = e.Reconciler.Reconcile(ctx)
+		_, _ = e.Service.Recover(ctx)
+	}
+	for _, c := range commercetest.Configs[:2] { // SQLite, and MySQL with the Redis inventory outside the transactions
+		t.Run(c.Name, func(t *testing.T) {
+			e := c.New(t, commerce.WithFaultHook(hook.Func))
+			for _, cc := range crashCases {
+				t.Run(cc.name, func(t *testing.T) {
+					f := cc.setup(t, e)
+					steps := commercetest.Steps(hook, func() { require.NoError(t, cc.run(e, f)) })
+					for _, first := range steps {
+						f := cc.setup(t, e)
+						hook.FailAt(first)
+						require.ErrorIs(t, cc.run(e, f), commerce.ErrInjected)
+						again := commercetest.Steps(hook, func() { settle(e) })
+						// The recovery's steps, learned on this order, replayed on fresh ones.
+						for _, second := range again {
+							t.Run(first+"/"+second, func(t *testing.T) {
+								f := cc.setup(t, e)
+								hook.FailAt(first)
+								require.ErrorIs(t, cc.run(e, f), commerce.ErrInjected)
+								hook.FailAt(second)
+								settle(e)
+								hook.FailAt("")
+								e.Settle(t)
+								require.NoError(t, cc.run(e, f), "the client's retry (or another pass)")
+								cc.check(t, e, f)
+								e.RequireClean(t)
+							})
+						}
+						require.NoError(t, cc.run(e, f))
+						e.Settle(t)
+					}
+				})
+			}
+		})
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
+	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
 )
 
@@ -246,4 +247,126 @@ func saleWithFault(t *testing.T, fault func(*testing.T, *testenv.Own)) {
 	if strings.Contains(t.Name(), "Killed") {
 		assert.Greater(t, journal, int64(1), "Redis was rebuilt")
 	}
+}
+
+// Redis restarts empty (its data lost) while orders are in every state: placing answers
+// ErrUnavailable and takes nothing; paying, cancelling (paid or not) and expiry either
+// answer ErrUnavailable or finish with the stock work left to recovery, never a wrong
+// business answer; once the journal rebuilt Redis, the retries and Recover end exactly as
+// without the loss.
+func TestRedisEmptiedMidCheckout(t *testing.T) {
+	e := commercetest.MySQL(t)
+	sku := e.Product(t, 10_000, 20)
+	b := newBuyer(t, e, 10_000, 0)
+	toPay := place(t, e, b, sku, 2, 1_000)
+	toCancelPaid := pay(t, e, place(t, e, b, sku, 3, 1_000), "tok_ok")
+	require.Equal(t, commerce.StatusPaid, toCancelPaid.Status)
+	toCancel := place(t, e, b, sku, 4, 1_000)
+	requireStock(t, e, sku, 11, 6, 3)
+	before := balance(t, e, b.user)
+
+	require.NoError(t, e.Redis.FlushDB(ctx).Err())
+
+	retried := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			require.ErrorIs(t, err, errcode.ErrUnavailable, what)
+		}
+	}
+	_, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: b.user, Lines: []commerce.Line{{ProductID: sku, Qty: 1}},
+		Points: 500, IdempotencyKey: "during"})
+	require.ErrorIs(t, err, errcode.ErrUnavailable, "place")
+	assert.Equal(t, before, balance(t, e, b.user), "a refused place holds no points")
+	_, err = e.Service.Pay(ctx, cardPayment(toPay, "tok_ok"))
+	retried("pay", err)
+	_, err = e.Service.Cancel(ctx, toCancelPaid.ID, commerce.Actor{UserID: b.user})
+	retried("cancel paid", err)
+	_, err = e.Service.Cancel(ctx, toCancel.ID, commerce.Actor{UserID: b.user})
+	retried("cancel unpaid", err)
+	_, err = e.Service.Recover(ctx)
+	retried("recover", err)
+
+	_, err = e.Stock.Heal(ctx)
+	require.NoError(t, err)
+	e.Settle(t)
+	got, err := e.Service.Pay(ctx, cardPayment(toPay, "tok_ok"))
+	require.NoError(t, err)
+	assert.Equal(t, commerce.StatusPaid, got.Status)
+	got, err = e.Service.Cancel(ctx, toCancelPaid.ID, commerce.Actor{UserID: b.user})
+	require.NoError(t, err)
+	assert.Equal(t, commerce.StatusCancelled, got.Status)
+	got, err = e.Service.Cancel(ctx, toCancel.ID, commerce.Actor{UserID: b.user})
+	require.NoError(t, err)
+	assert.Equal(t, commerce.StatusCancelled, got.Status)
+	e.Settle(t)
+	for _, id := range []string{toPay.ID, toCancelPaid.ID, toCancel.ID} {
+		assert.Empty(t, order(t, e, id).Step, id)
+	}
+	requireStock(t, e, sku, 18, 0, 2)
+	assert.Equal(t, ledger.Balance{Available: 9_190, Total: 9_190}, balance(t, e, b.user)) // 1,000 spent, 190 earned
+	assert.Equal(t, 2, e.PG.Stats().Charges)
+	e.RequireClean(t)
+}
+
+// TestDisconnectedPlaceHoldsNothingWithoutAnOrder: a client that goes away while its
+// PlaceOrder is in its transaction (the request's context cancelled) must not leave units
+// held by no order. With the Redis inventory the units are reserved before that
+// transaction; were the transaction abandoned with the context, the reservation would stay
+// held until its deadline with no order to show for it: invisible to the unpaid caps, which
+// one user could then bypass by disconnecting from every request, and to the audit.
+func TestDisconnectedPlaceHoldsNothingWithoutAnOrder(t *testing.T) {
+	hook := &cancellingHook{}
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		user := newBuyer(t, e, 0, 0).user
+		req := func(key string) commerce.PlaceOrderRequest {
+			return commerce.PlaceOrderRequest{UserID: user, Lines: []commerce.Line{{ProductID: sku, Qty: 2}}, IdempotencyKey: key}
+		}
+		for _, key := range []string{"k1", "k2", "k3"} {
+			// Whatever the answer, no one hears it; the first fits the cap, the others not.
+			_, err := e.Service.PlaceOrder(hook.arm(commerce.StepPlaceCommit), req(key))
+			t.Logf("%s: %v", key, err)
+		}
+		hook.arm("")
+		st := stock(t, e, sku)
+		assert.LessOrEqual(t, st.Reserved, int64(2), "the unpaid cap of 2 units holds")
+		e.RequireClean(t) // every unit reserved belongs to an order
+
+		// The client's retries find what its first attempts did.
+		o, err := e.Service.PlaceOrder(ctx, req("k1"))
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusPendingPayment, o.Status)
+		for _, key := range []string{"k2", "k3"} {
+			_, err = e.Service.PlaceOrder(ctx, req(key))
+			require.Error(t, err) // the cap again, or with Redis the key its refused attempt voided
+			if !errors.Is(err, commerce.ErrIdempotencyConflict) {
+				require.ErrorIs(t, err, commerce.ErrUnpaidLimit)
+			}
+		}
+		requireStock(t, e, sku, 8, 2, 0)
+		e.RequireClean(t)
+	}, commerce.WithFaultHook(hook.Func), commerce.WithUnpaidLimits(2, 0))
+}
+
+// TestDisconnectedCancelFreesItsUnits: with the Redis inventory an unpaid order's units are
+// released, and a paid one's returned, right after the final transition commits. A client
+// that goes away at that moment must not leave them held by the closed order until the
+// recovery loop's next pass (WithRecovery: 30 s by default): the order's outcome is decided,
+// and freeing its units does not depend on who asked for it.
+func TestDisconnectedCancelFreesItsUnits(t *testing.T) {
+	hook := &cancellingHook{}
+	e := commercetest.MySQL(t, commerce.WithFaultHook(hook.Func))
+	sku := e.Product(t, 10_000, 10)
+	b := newBuyer(t, e, 0, 0)
+	unpaid := place(t, e, b, sku, 2, 0)
+	paid := pay(t, e, place(t, e, b, sku, 3, 0), "tok_ok")
+	requireStock(t, e, sku, 5, 2, 3)
+	for _, o := range []commerce.Order{unpaid, paid} {
+		_, err := e.Service.Cancel(hook.arm(commerce.StepStockPending), o.ID, commerce.Actor{UserID: b.user})
+		t.Logf("cancel %s: %v", o.ID, err)
+		assert.Empty(t, order(t, e, o.ID).Step, "nothing left for recovery")
+	}
+	hook.arm("")
+	requireStock(t, e, sku, 10, 0, 0)
+	e.RequireClean(t)
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"time"
@@ -43,7 +44,9 @@ const maxPause = 250 * time.Millisecond
 // When ctx comes from AllOrNothing, fn runs in the caller's transaction without the
 // savepoint, and its failure matches ErrNotUndone.
 //
-// An error saying the database was lost or unreachable is returned through Unavailable.
+// An error saying the database was lost or unreachable is returned through Unavailable;
+// a transaction of its own whose ctx ended before its commit fails with an error matching
+// ctx.Err() (database/sql alone says sql.ErrTxDone).
 func InTx(ctx context.Context, db bun.IDB, fn func(ctx context.Context, tx bun.Tx) error) error {
 	marked := ctx.Value(allOrNothing{}) != nil
 	if marked {
@@ -70,12 +73,23 @@ func Retry(ctx context.Context, db bun.IDB, fn func(ctx context.Context) error) 
 	for attempt := 1; ; attempt++ {
 		err = fn(ctx)
 		if err == nil || attempt >= DefaultAttempts || !IsRetryable(err) {
-			return Unavailable(db, err)
+			return Unavailable(db, ended(ctx, err))
 		}
 		if backoff.Sleep(ctx, backoff.Full(attempt, 2*time.Millisecond, maxPause)) != nil {
 			return errors.Join(err, ctx.Err())
 		}
 	}
+}
+
+// ended adds ctx's error to err when err is sql.ErrTxDone and ctx has ended: database/sql
+// rolls a transaction back as soon as its context ends, so a deadline passing between the
+// last statement and the commit makes Commit fail with ErrTxDone, which says nothing of why
+// (and would be answered as an internal error rather than as the timeout it is).
+func ended(ctx context.Context, err error) error {
+	if ctx.Err() == nil || !errors.Is(err, sql.ErrTxDone) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ctx.Err(), err)
 }
 
 type allOrNothing struct{}

@@ -352,3 +352,25 @@ func TestBinaryColumnsKeepsDefinitions(t *testing.T) {
 	assert.Equal(t, "none", rows[2].Code)
 	assert.Nil(t, rows[2].Ref)
 }
+
+// TestInTxDeadlineBeforeCommit: a deadline passing after the transaction's last statement
+// and before its commit (database/sql has rolled the transaction back by then) fails InTx
+// with an error matching context.DeadlineExceeded, not only sql.ErrTxDone, and commits
+// nothing.
+func TestInTxDeadlineBeforeCommit(t *testing.T) {
+	backends(t, func(t *testing.T, db *bun.DB) {
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		err := sqlutil.InTx(ctx, db, func(ctx context.Context, tx bun.Tx) error {
+			if _, err := tx.NewInsert().Model(&item{ID: 1}).Exec(ctx); err != nil {
+				return err
+			}
+			<-ctx.Done()
+			time.Sleep(50 * time.Millisecond) // database/sql's rollback runs meanwhile
+			return nil
+		})
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Equal(t, errcode.DeadlineExceeded, errcode.CodeOf(err))
+		assert.Zero(t, count(t, db))
+	})
+}
