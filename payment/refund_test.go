@@ -369,3 +369,68 @@ func TestLateRefundTheGatewayContradicts(t *testing.T) {
 		assert.Equal(t, []string{`pay-x:refund:refund "r-x" of 3000 pending, 0 refunded here, the gateway has refunded 4000`}, e.obs.contradicted())
 	})
 }
+
+// statusRewriter is a Gateway decorator whose Status answers what rewrite makes of the PG's.
+type statusRewriter struct {
+	payment.Gateway
+	rewrite func(payment.GatewayPayment) payment.GatewayPayment
+}
+
+func (g statusRewriter) Status(ctx context.Context, id string) (payment.GatewayPayment, error) {
+	st, err := g.Gateway.Status(ctx, id)
+	return g.rewrite(st), err
+}
+
+// TestLateRefundTrustsOnlyAnApprovedPaymentsTotal: a refund the PG made (its answer lost) is
+// completed after the PG pruned its key, but the PG's Status is not that of the approved
+// payment recorded: the PG is still processing it (its refunded total not yet booked), or it
+// answers for another amount. Its refunded total says nothing then: the refund must not be
+// sent again (the PG would refund twice); it stays PENDING, reserved, ErrOutcomeUnknown.
+func TestLateRefundTrustsOnlyAnApprovedPaymentsTotal(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		for _, tc := range []struct {
+			name         string
+			rewrite      func(payment.GatewayPayment) payment.GatewayPayment
+			contradicted int
+		}{
+			{"still processing", func(st payment.GatewayPayment) payment.GatewayPayment {
+				st.State, st.Canceled = payment.GatewayPending, 0
+				return st
+			}, 0},
+			{"another amount", func(st payment.GatewayPayment) payment.GatewayPayment {
+				st.Amount, st.Canceled = 20_000, 0
+				return st
+			}, 1},
+			{"declined", func(st payment.GatewayPayment) payment.GatewayPayment {
+				st.State, st.Canceled = payment.GatewayDeclined, 0
+				return st
+			}, 1},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				var e *env
+				e = newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway { return statusRewriter{s, tc.rewrite} },
+					pgsim.WithKeyRetention(pgKeyRetention), pgsim.WithClock(func() time.Time { return e.clock.Now() }))
+				payID := "pay-st-" + tc.name
+				_, err := e.svc.Pay(ctx, card(payID, 10_000))
+				require.NoError(t, err)
+				req := refund("r-st-"+tc.name, payID, 3000)
+				e.sim.InjectFault(req.RefundID, pgsim.FaultLostResponse, 1)
+				_, err = e.svc.Refund(ctx, req)
+				require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+
+				e.clock.Advance(pgKeyRetention + time.Hour)
+				r, err := e.svc.Refund(ctx, req)
+				require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+				assert.Equal(t, payment.RefundPending, r.State)
+				p := e.get(t, payID)
+				assert.Equal(t, payment.StateApproved, p.State)
+				assert.Zero(t, p.Refunded)
+				assert.Equal(t, int64(3000), p.RefundPending)
+				assert.Equal(t, int64(3000), e.sim.Stats().CanceledAmount, "refunded once at the PG")
+				assert.Equal(t, 1, e.sim.Stats().Cancels)
+				assert.Len(t, e.obs.contradicted(), tc.contradicted)
+			})
+		}
+	})
+}
