@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -780,5 +783,46 @@ func TestLateRetriesRacingChargeOnce(t *testing.T) {
 			assert.Equal(t, payment.StateApproved, e.get(t, req.PaymentID).State)
 		}
 		assert.Equal(t, 2, e.sim.Stats().Charges)
+	})
+}
+
+// TestLateRetryThroughAProxyAnswering404ChargesOnce: a payment whose answer was lost is
+// retried after the PG pruned its key, through the HTTP adapter, while a proxy in front of
+// the PG answers its lookups with a bare 404 (a route or load balancer misconfigured). That
+// 404 is not the PG saying it never saw the payment: the approval must not be sent again
+// (it would charge twice); the payment stays UNKNOWN.
+func TestLateRetryThroughAProxyAnswering404ChargesOnce(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		var (
+			e       *env
+			proxied atomic.Bool
+		)
+		e = newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
+			pg := pgsim.NewHandler(s)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodGet && proxied.Load() {
+					http.NotFound(w, r)
+					return
+				}
+				pg.ServeHTTP(w, r)
+			}))
+			t.Cleanup(srv.Close)
+			return testkit.Must(pgsim.NewClient(srv.URL))(t)
+		}, pgsim.WithKeyRetention(pgKeyRetention), pgsim.WithClock(func() time.Time { return e.clock.Now() }))
+		req := card("pay-proxy", 7000)
+		e.sim.InjectFault(req.PaymentID, pgsim.FaultLostResponse, 1)
+		_, err := e.svc.Pay(ctx, req)
+		require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+
+		e.clock.Advance(pgKeyRetention + time.Hour)
+		proxied.Store(true)
+		p, err := e.svc.Pay(ctx, req)
+		require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+		assert.NotErrorIs(t, err, payment.ErrNotAtGateway)
+		assert.Equal(t, payment.StateUnknown, p.State)
+		assert.Equal(t, payment.StateUnknown, e.get(t, req.PaymentID).State)
+		assert.Equal(t, 1, e.sim.Charges(req.PaymentID), "charged once")
+		assert.Equal(t, 1, e.sim.ApproveCalls(req.PaymentID), "not sent again")
 	})
 }
