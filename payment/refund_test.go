@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -432,5 +433,62 @@ func TestLateRefundTrustsOnlyAnApprovedPaymentsTotal(t *testing.T) {
 				assert.Len(t, e.obs.contradicted(), tc.contradicted)
 			})
 		}
+	})
+}
+
+// statusHook is a Gateway decorator that runs before ahead of the first Status call.
+type statusHook struct {
+	payment.Gateway
+	once   *atomic.Bool
+	before func()
+}
+
+func (g statusHook) Status(ctx context.Context, id string) (payment.GatewayPayment, error) {
+	if g.once.CompareAndSwap(false, true) {
+		g.before()
+	}
+	return g.Gateway.Status(ctx, id)
+}
+
+// TestLateRefundRacingAnotherProcessSettlesOnce: a refund never sent is completed after the
+// key window by two Services on one database. While the first asks the PG, the second
+// completes it and makes the next refund of the payment: the first finds the PG's total
+// beyond its own reading, but the refund it completes has succeeded meanwhile. It must
+// return that, not report a contradiction; each refund is made once.
+func TestLateRefundRacingAnotherProcessSettlesOnce(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		var (
+			e     *env
+			other *payment.Service
+		)
+		first, next := refund("r-race-1", "pay-race", 3000), refund("r-race-2", "pay-race", 2000)
+		e = newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
+			return statusHook{s, new(atomic.Bool), func() {
+				for _, req := range []payment.RefundRequest{first, next} {
+					r, err := other.Refund(ctx, req)
+					assert.NoError(t, err)
+					assert.Equal(t, payment.RefundSucceeded, r.State)
+				}
+			}}
+		}, pgsim.WithKeyRetention(pgKeyRetention), pgsim.WithClock(func() time.Time { return e.clock.Now() }))
+		other = testkit.Must(payment.New(db, e.sim, payment.WithClock(e.clock.Now)))(t)
+		_, err := e.svc.Pay(ctx, card("pay-race", 10_000))
+		require.NoError(t, err)
+		e.sim.InjectFault(first.RefundID, pgsim.FaultUnavailable, 1)
+		_, err = e.svc.Refund(ctx, first)
+		require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+
+		e.clock.Advance(pgKeyRetention + time.Hour)
+		r, err := e.svc.Refund(ctx, first)
+		require.NoError(t, err)
+		assert.Equal(t, payment.RefundSucceeded, r.State)
+		p := e.get(t, "pay-race")
+		assert.Equal(t, payment.StatePartiallyRefunded, p.State)
+		assert.Equal(t, int64(5000), p.Refunded)
+		assert.Zero(t, p.RefundPending)
+		assert.Equal(t, int64(5000), e.sim.Stats().CanceledAmount)
+		assert.Equal(t, 2, e.sim.Stats().Cancels)
+		assert.Empty(t, e.obs.contradicted())
 	})
 }
