@@ -267,6 +267,12 @@ func (s *Service) completeRefund(ctx context.Context, r Refund, lookUp bool) (Re
 	default:
 		detail = fmt.Sprintf("refund %q of %d pending, %d refunded here, the gateway has refunded %d", r.ID, r.Amount, p.Refunded, st.Canceled)
 	}
+	// If r settled while the PG was asked (a racer may have made the next refund too), the
+	// answer does not compare with the payment as read. Still PENDING, r was so throughout:
+	// no other refund of the payment was made or settled meanwhile, so the contradiction is real.
+	if r, err = s.GetRefund(ctx, r.ID); err != nil || r.State != RefundPending {
+		return r, cmp.Or(err, r.result(nil))
+	}
 	s.logger.ErrorContext(ctx, "payment: the gateway contradicts the record of a refund; refund left pending",
 		"refund", r.ID, "payment", p.ID, "order", p.OrderID, "detail", detail)
 	s.contradicted(p.ID, CauseRefund, detail)
