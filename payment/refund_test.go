@@ -371,15 +371,25 @@ func TestLateRefundTheGatewayContradicts(t *testing.T) {
 	})
 }
 
-// statusRewriter is a Gateway decorator whose Status answers what rewrite makes of the PG's.
-type statusRewriter struct {
+// statusTap is a Gateway decorator whose Status answers what tap makes of the PG's Status
+// (status asks the PG).
+type statusTap struct {
 	payment.Gateway
-	rewrite func(payment.GatewayPayment) payment.GatewayPayment
+	tap func(status func() (payment.GatewayPayment, error)) (payment.GatewayPayment, error)
 }
 
-func (g statusRewriter) Status(ctx context.Context, id string) (payment.GatewayPayment, error) {
-	st, err := g.Gateway.Status(ctx, id)
-	return g.rewrite(st), err
+func (g statusTap) Status(ctx context.Context, id string) (payment.GatewayPayment, error) {
+	return g.tap(func() (payment.GatewayPayment, error) { return g.Gateway.Status(ctx, id) })
+}
+
+// lateEnv is an env whose simulator prunes its keys after pgKeyRetention on the env's clock,
+// and whose Service asks for Status through tap.
+func lateEnv(t *testing.T, db *bun.DB, tap func(status func() (payment.GatewayPayment, error)) (payment.GatewayPayment, error)) *env {
+	t.Helper()
+	var e *env
+	e = newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway { return statusTap{s, tap} },
+		pgsim.WithKeyRetention(pgKeyRetention), pgsim.WithClock(func() time.Time { return e.clock.Now() }))
+	return e
 }
 
 // TestLateRefundTrustsOnlyAnApprovedPaymentsTotal: a refund the PG made (its answer lost) is
@@ -409,9 +419,10 @@ func TestLateRefundTrustsOnlyAnApprovedPaymentsTotal(t *testing.T) {
 			}, 1},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				var e *env
-				e = newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway { return statusRewriter{s, tc.rewrite} },
-					pgsim.WithKeyRetention(pgKeyRetention), pgsim.WithClock(func() time.Time { return e.clock.Now() }))
+				e := lateEnv(t, db, func(status func() (payment.GatewayPayment, error)) (payment.GatewayPayment, error) {
+					st, err := status()
+					return tc.rewrite(st), err
+				})
 				payID := "pay-st-" + tc.name
 				_, err := e.svc.Pay(ctx, card(payID, 10_000))
 				require.NoError(t, err)
@@ -436,20 +447,6 @@ func TestLateRefundTrustsOnlyAnApprovedPaymentsTotal(t *testing.T) {
 	})
 }
 
-// statusHook is a Gateway decorator that runs before ahead of the first Status call.
-type statusHook struct {
-	payment.Gateway
-	once   *atomic.Bool
-	before func()
-}
-
-func (g statusHook) Status(ctx context.Context, id string) (payment.GatewayPayment, error) {
-	if g.once.CompareAndSwap(false, true) {
-		g.before()
-	}
-	return g.Gateway.Status(ctx, id)
-}
-
 // TestLateRefundRacingAnotherProcessSettlesOnce: a refund never sent is completed after the
 // key window by two Services on one database. While the first asks the PG, the second
 // completes it and makes the next refund of the payment: the first finds the PG's total
@@ -459,19 +456,20 @@ func TestLateRefundRacingAnotherProcessSettlesOnce(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
 		var (
-			e     *env
 			other *payment.Service
+			once  atomic.Bool
 		)
 		first, next := refund("r-race-1", "pay-race", 3000), refund("r-race-2", "pay-race", 2000)
-		e = newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
-			return statusHook{s, new(atomic.Bool), func() {
+		e := lateEnv(t, db, func(status func() (payment.GatewayPayment, error)) (payment.GatewayPayment, error) {
+			if once.CompareAndSwap(false, true) { // the other Service runs while the PG is asked
 				for _, req := range []payment.RefundRequest{first, next} {
 					r, err := other.Refund(ctx, req)
 					assert.NoError(t, err)
 					assert.Equal(t, payment.RefundSucceeded, r.State)
 				}
-			}}
-		}, pgsim.WithKeyRetention(pgKeyRetention), pgsim.WithClock(func() time.Time { return e.clock.Now() }))
+			}
+			return status()
+		})
 		other = testkit.Must(payment.New(db, e.sim, payment.WithClock(e.clock.Now)))(t)
 		_, err := e.svc.Pay(ctx, card("pay-race", 10_000))
 		require.NoError(t, err)
@@ -490,5 +488,67 @@ func TestLateRefundRacingAnotherProcessSettlesOnce(t *testing.T) {
 		assert.Equal(t, int64(5000), e.sim.Stats().CanceledAmount)
 		assert.Equal(t, 2, e.sim.Stats().Cancels)
 		assert.Empty(t, e.obs.contradicted())
+	})
+}
+
+// TestLateRetryFailsClosedWhenTheGatewayCannotBeAsked: past the key window, a payment and a
+// refund whose answers were lost are retried while the PG's Status fails (unavailable, a
+// 500, a timeout) or, for the refund, denies knowing the payment recorded approved. Neither
+// is sent again: the payment stays UNKNOWN and the refund PENDING, with the error saying to
+// retry (ErrGatewayUnavailable only when nothing could have been processed).
+func TestLateRetryFailsClosedWhenTheGatewayCannotBeAsked(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		for _, tc := range []struct {
+			name     string
+			err      error
+			want     error
+			payments bool // also the payment: ErrNotAtGateway is the PG's answer for a payment
+		}{
+			{"unavailable", payment.ErrGatewayUnavailable, payment.ErrGatewayUnavailable, true},
+			{"500", fmt.Errorf("500: %w", payment.ErrOutcomeUnknown), payment.ErrOutcomeUnknown, true},
+			{"timeout", context.DeadlineExceeded, payment.ErrOutcomeUnknown, true},
+			{"payment unknown to the PG", payment.ErrNotAtGateway, payment.ErrOutcomeUnknown, false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				var failing atomic.Bool
+				e := lateEnv(t, db, func(status func() (payment.GatewayPayment, error)) (payment.GatewayPayment, error) {
+					if failing.Load() {
+						return payment.GatewayPayment{}, tc.err
+					}
+					return status()
+				})
+				lost, paid := card("fc-lost-"+tc.name, 7000), card("fc-paid-"+tc.name, 10_000)
+				_, err := e.svc.Pay(ctx, paid)
+				require.NoError(t, err)
+				req := refund("fc-r-"+tc.name, paid.PaymentID, 3000)
+				e.sim.InjectFault(lost.PaymentID, pgsim.FaultLostResponse, 1)
+				e.sim.InjectFault(req.RefundID, pgsim.FaultLostResponse, 1)
+				_, err = e.svc.Pay(ctx, lost)
+				require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+				_, err = e.svc.Refund(ctx, req)
+				require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+
+				e.clock.Advance(pgKeyRetention + time.Hour)
+				failing.Store(true)
+				if tc.payments {
+					p, err := e.svc.Pay(ctx, lost)
+					require.ErrorIs(t, err, tc.want)
+					assert.Equal(t, payment.StateUnknown, p.State)
+					assert.Equal(t, payment.StateUnknown, e.get(t, lost.PaymentID).State)
+					assert.Equal(t, 1, e.sim.ApproveCalls(lost.PaymentID), "not sent again")
+				}
+				r, err := e.svc.Refund(ctx, req)
+				require.ErrorIs(t, err, tc.want)
+				assert.Equal(t, payment.RefundPending, r.State)
+				p := e.get(t, paid.PaymentID)
+				assert.Equal(t, payment.StateApproved, p.State)
+				assert.Zero(t, p.Refunded)
+				assert.Equal(t, int64(3000), p.RefundPending)
+				assert.Equal(t, 1, e.sim.Stats().CancelCalls, "not sent again")
+				assert.Equal(t, 2, e.sim.Stats().Charges)
+				assert.Empty(t, e.obs.contradicted())
+			})
+		}
 	})
 }
