@@ -514,11 +514,12 @@ func TestConstructorsRefuseBadOptions(t *testing.T) {
 	t.Cleanup(sim.Close)
 	testkit.RefusesBadOptions(t, func(opts ...payment.Option) (*payment.Service, error) { return payment.New(db, sim, opts...) },
 		map[string]payment.Option{
-			"WithClock: nil":           payment.WithClock(nil),
-			"WithLogger: nil":          payment.WithLogger(nil),
-			"WithObserver: nil":        payment.WithObserver(nil),
-			"WithWebhookVerifier: nil": payment.WithWebhookVerifier(nil),
-			"WithGatewayKeyWindow: 0s": payment.WithGatewayKeyWindow(0),
+			"WithClock: nil":            payment.WithClock(nil),
+			"WithLogger: nil":           payment.WithLogger(nil),
+			"WithObserver: nil":         payment.WithObserver(nil),
+			"WithWebhookVerifier: nil":  payment.WithWebhookVerifier(nil),
+			"WithGatewayKeyWindow: 0s":  payment.WithGatewayKeyWindow(0),
+			"WithGatewayKeyWindow: -1s": payment.WithGatewayKeyWindow(-time.Second),
 		})
 
 	svc := testkit.Must(payment.New(db, sim))(t)
@@ -824,5 +825,40 @@ func TestLateRetryThroughAProxyAnswering404ChargesOnce(t *testing.T) {
 		assert.Equal(t, payment.StateUnknown, e.get(t, req.PaymentID).State)
 		assert.Equal(t, 1, e.sim.Charges(req.PaymentID), "charged once")
 		assert.Equal(t, 1, e.sim.ApproveCalls(req.PaymentID), "not sent again")
+	})
+}
+
+// TestKeyWindowBoundary: with a key window as long as the PG keeps its keys, a payment whose
+// answer was lost is retried a microsecond (the clock's resolution) before the window ends,
+// on its key alone (the PG still deduplicates), and exactly at its end, when the PG has just
+// pruned the key, by looking it up. Either way it is charged once.
+func TestKeyWindowBoundary(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		for _, tc := range []struct {
+			name     string
+			after    time.Duration
+			statuses int
+		}{
+			{"just before", pgKeyRetention - time.Microsecond, 0},
+			{"at the end", pgKeyRetention, 1},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := newForgetfulEnv(t, db)
+				svc := testkit.Must(payment.New(db, e.sim, payment.WithClock(e.clock.Now),
+					payment.WithGatewayKeyWindow(pgKeyRetention)))(t)
+				req := card("edge-"+tc.name, 7000)
+				e.sim.InjectFault(req.PaymentID, pgsim.FaultLostResponse, 1)
+				_, err := svc.Pay(ctx, req)
+				require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+
+				e.clock.Advance(tc.after)
+				p, err := svc.Pay(ctx, req)
+				require.NoError(t, err)
+				assert.Equal(t, payment.StateApproved, p.State)
+				assert.Equal(t, 1, e.sim.Charges(req.PaymentID), "charged once")
+				assert.Equal(t, tc.statuses, e.sim.Stats().StatusCalls)
+			})
+		}
 	})
 }
