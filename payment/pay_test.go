@@ -862,3 +862,46 @@ func TestKeyWindowBoundary(t *testing.T) {
 		}
 	})
 }
+
+// TestLateRetryWhileTheFirstCallHangs: the first approval is still hanging (processed and its
+// answer not yet back, or not processed yet) when the client retries after the key window.
+// The retry settles the payment from the PG's answer (or sends it, the PG never having seen
+// it); the first call's end, a timeout, changes nothing: APPROVED, charged once.
+func TestLateRetryWhileTheFirstCallHangs(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		for _, tc := range []struct {
+			name    string
+			fault   pgsim.Fault
+			charged int // by the first call, while it hangs
+		}{
+			{"processed", pgsim.FaultSlow, 1},
+			{"not processed", pgsim.FaultTimeout, 0},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := newForgetfulEnv(t, db)
+				req := card("hang-"+tc.name, 7000)
+				e.sim.InjectFault(req.PaymentID, tc.fault, 1)
+				ctx, cancel := context.WithCancel(context.Background())
+				first := make(chan error, 1)
+				go func() {
+					_, err := e.svc.Pay(ctx, req)
+					first <- err
+				}()
+				require.Eventually(t, func() bool {
+					return e.sim.InFlight() == 1 && e.sim.Charges(req.PaymentID) == tc.charged
+				}, 5*time.Second, time.Millisecond)
+
+				e.clock.Advance(pgKeyRetention + time.Hour)
+				p, err := e.svc.Pay(context.Background(), req)
+				require.NoError(t, err)
+				assert.Equal(t, payment.StateApproved, p.State)
+				cancel()
+				require.NoError(t, <-first, "the payment is APPROVED when the first call ends")
+
+				assert.Equal(t, payment.StateApproved, e.get(t, req.PaymentID).State)
+				assert.Equal(t, 1, e.sim.Charges(req.PaymentID), "charged once")
+				assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>APPROVED:gateway"}, e.history(t, req.PaymentID))
+			})
+		}
+	})
+}
