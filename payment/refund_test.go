@@ -557,37 +557,16 @@ func TestLateRetryFailsClosedWhenTheGatewayCannotBeAsked(t *testing.T) {
 // race to complete a refund the PG made before its answer was lost, and one it never saw:
 // each is made exactly once at the PG and recorded once.
 func TestLateRefundRetriesRacingRefundOnce(t *testing.T) {
+	made, unseen := refund("rr-made", "rr-pay-1", 3000), refund("rr-unseen", "rr-pay-2", 4000)
 	eachDB(t, func(t *testing.T, db *bun.DB) {
-		ctx := context.Background()
-		e := newForgetfulEnv(t, db)
-		made, unseen := refund("rr-made", "rr-pay-1", 3000), refund("rr-unseen", "rr-pay-2", 4000)
+		e, ctx := newForgetfulEnv(t, db), context.Background()
 		for _, req := range []payment.RefundRequest{made, unseen} {
-			_, err := e.svc.Pay(ctx, card(req.PaymentID, 10_000))
-			require.NoError(t, err)
+			testkit.Must(e.svc.Pay(ctx, card(req.PaymentID, 10_000)))(t)
 		}
-		e.sim.InjectFault(made.RefundID, pgsim.FaultLostResponse, 1)
-		e.sim.InjectFault(unseen.RefundID, pgsim.FaultUnavailable, 1)
-		for _, req := range []payment.RefundRequest{made, unseen} {
-			_, err := e.svc.Refund(ctx, req)
-			require.Error(t, err)
-		}
-		e.clock.Advance(pgKeyRetention + time.Hour)
-
-		rec := testkit.Must(payment.NewReconciler(e.svc, payment.WithConcurrency(2)))(t)
-		var wg sync.WaitGroup
-		for i := range 16 {
-			req := []payment.RefundRequest{made, unseen}[i%2]
-			wg.Go(func() {
-				r, err := e.svc.Refund(ctx, req)
-				assert.NoError(t, err)
-				assert.Equal(t, payment.RefundSucceeded, r.State)
-			})
-		}
-		wg.Go(func() {
-			_, err := rec.Reconcile(ctx)
-			assert.NoError(t, err)
+		e.raceLate(t, made.RefundID, unseen.RefundID, func(i int) error {
+			_, err := e.svc.Refund(ctx, []payment.RefundRequest{made, unseen}[i])
+			return err
 		})
-		wg.Wait()
 
 		for _, req := range []payment.RefundRequest{made, unseen} {
 			p := e.get(t, req.PaymentID)
