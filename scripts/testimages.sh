@@ -25,6 +25,13 @@ ensure_engine() {
   command -v dockerd >/dev/null || { log "no Docker engine: installing Debian's docker.io"; apt_install docker.io; }
   [ "$(id -u)" = 0 ] || die "no Docker engine answers and starting dockerd needs root"
   log "starting dockerd"
+  # An engine that died leaves its containerd's pid file behind; once the pid is reused,
+  # a new dockerd takes it for a live containerd and times out connecting to it.
+  local pidfile=/var/run/docker/containerd/containerd.pid
+  if [ -f "$pidfile" ] && ! pgrep -x containerd >/dev/null; then
+    log "removing the stale $pidfile of a containerd that is gone"
+    rm -f "$pidfile"
+  fi
   mkdir -p /var/log
   nohup dockerd >/var/log/commercekit-dockerd.log 2>&1 &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && return; sleep 0.5; done
