@@ -23,7 +23,10 @@ type Gateway interface {
 	// Cancel refunds all or part of an approved payment. Asking again with the same CancelID
 	// returns the first answer and refunds nothing more.
 	Cancel(ctx context.Context, req CancelRequest) (Cancellation, error)
-	// Status returns what the PG knows of a payment, or ErrNotAtGateway.
+	// Status returns what the PG knows of a payment, or ErrNotAtGateway. That must be the
+	// PG's own answer that it never saw the payment (never, say, a 404 from a proxy), and
+	// the PG must find a payment by its ID long after it pruned the idempotency key: past
+	// the key window (WithGatewayKeyWindow) the Service sends a payment again on that answer.
 	Status(ctx context.Context, paymentID string) (GatewayPayment, error)
 }
 

@@ -2,9 +2,11 @@ package payment_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
@@ -112,4 +114,27 @@ func (e *env) webhook(t *testing.T, id string) (body []byte, sig string) {
 	body, sig, err := e.sim.Webhook(id)
 	require.NoError(t, err)
 	return body, sig
+}
+
+// raceLate makes call(0), whose answer is lost, and call(1), which the PG never sees (their
+// idempotency keys are lost and unseen), lets the PG's key retention pass, then repeats them
+// sixteen times at once alongside a reconciler pass: each repeat must succeed.
+func (e *env) raceLate(t *testing.T, lost, unseen string, call func(i int) error) {
+	t.Helper()
+	e.sim.InjectFault(lost, pgsim.FaultLostResponse, 1)
+	e.sim.InjectFault(unseen, pgsim.FaultUnavailable, 1)
+	require.Error(t, call(0))
+	require.Error(t, call(1))
+	e.clock.Advance(pgKeyRetention + time.Hour)
+
+	rec := testkit.Must(payment.NewReconciler(e.svc, payment.WithConcurrency(2)))(t)
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() { assert.NoError(t, call(i%2)) })
+	}
+	wg.Go(func() {
+		_, err := rec.Reconcile(context.Background())
+		assert.NoError(t, err)
+	})
+	wg.Wait()
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -511,11 +514,12 @@ func TestConstructorsRefuseBadOptions(t *testing.T) {
 	t.Cleanup(sim.Close)
 	testkit.RefusesBadOptions(t, func(opts ...payment.Option) (*payment.Service, error) { return payment.New(db, sim, opts...) },
 		map[string]payment.Option{
-			"WithClock: nil":           payment.WithClock(nil),
-			"WithLogger: nil":          payment.WithLogger(nil),
-			"WithObserver: nil":        payment.WithObserver(nil),
-			"WithWebhookVerifier: nil": payment.WithWebhookVerifier(nil),
-			"WithGatewayKeyWindow: 0s": payment.WithGatewayKeyWindow(0),
+			"WithClock: nil":            payment.WithClock(nil),
+			"WithLogger: nil":           payment.WithLogger(nil),
+			"WithObserver: nil":         payment.WithObserver(nil),
+			"WithWebhookVerifier: nil":  payment.WithWebhookVerifier(nil),
+			"WithGatewayKeyWindow: 0s":  payment.WithGatewayKeyWindow(0),
+			"WithGatewayKeyWindow: -1s": payment.WithGatewayKeyWindow(-time.Second),
 		})
 
 	svc := testkit.Must(payment.New(db, sim))(t)
@@ -749,30 +753,10 @@ func TestLateRetriesRacingChargeOnce(t *testing.T) {
 		ctx := context.Background()
 		e := newForgetfulEnv(t, db)
 		charged, unseen := card("race-charged", 5000), card("race-unseen", 6000)
-		e.sim.InjectFault(charged.PaymentID, pgsim.FaultLostResponse, 1)
-		e.sim.InjectFault(unseen.PaymentID, pgsim.FaultUnavailable, 1)
-		for _, req := range []payment.PayRequest{charged, unseen} {
-			_, err := e.svc.Pay(ctx, req)
-			require.Error(t, err)
-		}
-		e.clock.Advance(pgKeyRetention + time.Hour)
-
-		rec, err := payment.NewReconciler(e.svc, payment.WithConcurrency(2))
-		require.NoError(t, err)
-		var wg sync.WaitGroup
-		for i := range 16 {
-			req := []payment.PayRequest{charged, unseen}[i%2]
-			wg.Go(func() {
-				p, err := e.svc.Pay(ctx, req)
-				assert.NoError(t, err)
-				assert.Equal(t, payment.StateApproved, p.State)
-			})
-		}
-		wg.Go(func() {
-			_, err := rec.Reconcile(ctx)
-			assert.NoError(t, err)
+		e.raceLate(t, charged.PaymentID, unseen.PaymentID, func(i int) error {
+			_, err := e.svc.Pay(ctx, []payment.PayRequest{charged, unseen}[i])
+			return err
 		})
-		wg.Wait()
 
 		for _, req := range []payment.PayRequest{charged, unseen} {
 			assert.Equal(t, 1, e.sim.Charges(req.PaymentID), req.PaymentID)
@@ -780,5 +764,117 @@ func TestLateRetriesRacingChargeOnce(t *testing.T) {
 			assert.Equal(t, payment.StateApproved, e.get(t, req.PaymentID).State)
 		}
 		assert.Equal(t, 2, e.sim.Stats().Charges)
+	})
+}
+
+// TestLateRetryThroughAProxyAnswering404ChargesOnce: a payment whose answer was lost is
+// retried after the PG pruned its key, through the HTTP adapter, while a proxy in front of
+// the PG answers its lookups with a bare 404 (a route or load balancer misconfigured). That
+// 404 is not the PG saying it never saw the payment: the approval must not be sent again
+// (it would charge twice); the payment stays UNKNOWN.
+func TestLateRetryThroughAProxyAnswering404ChargesOnce(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		var (
+			e       *env
+			proxied atomic.Bool
+		)
+		e = newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
+			pg := pgsim.NewHandler(s)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodGet && proxied.Load() {
+					http.NotFound(w, r)
+					return
+				}
+				pg.ServeHTTP(w, r)
+			}))
+			t.Cleanup(srv.Close)
+			return testkit.Must(pgsim.NewClient(srv.URL))(t)
+		}, pgsim.WithKeyRetention(pgKeyRetention), pgsim.WithClock(func() time.Time { return e.clock.Now() }))
+		req := card("pay-proxy", 7000)
+		e.sim.InjectFault(req.PaymentID, pgsim.FaultLostResponse, 1)
+		_, err := e.svc.Pay(ctx, req)
+		require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+
+		e.clock.Advance(pgKeyRetention + time.Hour)
+		proxied.Store(true)
+		p, err := e.svc.Pay(ctx, req)
+		require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+		assert.NotErrorIs(t, err, payment.ErrNotAtGateway)
+		assert.Equal(t, payment.StateUnknown, p.State)
+		assert.Equal(t, payment.StateUnknown, e.get(t, req.PaymentID).State)
+		assert.Equal(t, 1, e.sim.Charges(req.PaymentID), "charged once")
+		assert.Equal(t, 1, e.sim.ApproveCalls(req.PaymentID), "not sent again")
+	})
+}
+
+// TestKeyWindowBoundary: with a key window as long as the PG keeps its keys, a payment whose
+// answer was lost is retried a microsecond (the clock's resolution) before the window ends,
+// on its key alone (the PG still deduplicates), and exactly at its end, when the PG has just
+// pruned the key, by looking it up. Either way it is charged once.
+func TestKeyWindowBoundary(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		for statuses, after := range []time.Duration{pgKeyRetention - time.Microsecond, pgKeyRetention} {
+			t.Run(after.String(), func(t *testing.T) {
+				e := newForgetfulEnv(t, db)
+				svc := testkit.Must(payment.New(db, e.sim, payment.WithClock(e.clock.Now),
+					payment.WithGatewayKeyWindow(pgKeyRetention)))(t)
+				req := card("edge-"+after.String(), 7000)
+				e.sim.InjectFault(req.PaymentID, pgsim.FaultLostResponse, 1)
+				_, err := svc.Pay(ctx, req)
+				require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+
+				e.clock.Advance(after)
+				p, err := svc.Pay(ctx, req)
+				require.NoError(t, err)
+				assert.Equal(t, payment.StateApproved, p.State)
+				assert.Equal(t, 1, e.sim.Charges(req.PaymentID), "charged once")
+				assert.Equal(t, statuses, e.sim.Stats().StatusCalls, "looked up only at the end")
+			})
+		}
+	})
+}
+
+// TestLateRetryWhileTheFirstCallHangs: the first approval is still hanging (processed and its
+// answer not yet back, or not processed yet) when the client retries after the key window.
+// The retry settles the payment from the PG's answer (or sends it, the PG never having seen
+// it); the first call's end, a timeout, changes nothing: APPROVED, charged once.
+func TestLateRetryWhileTheFirstCallHangs(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		for _, tc := range []struct {
+			name    string
+			fault   pgsim.Fault
+			charged int // by the first call, while it hangs
+		}{
+			{"processed", pgsim.FaultSlow, 1},
+			{"not processed", pgsim.FaultTimeout, 0},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := newForgetfulEnv(t, db)
+				req := card("hang-"+tc.name, 7000)
+				e.sim.InjectFault(req.PaymentID, tc.fault, 1)
+				ctx, cancel := context.WithCancel(context.Background())
+				first := make(chan error, 1)
+				go func() {
+					_, err := e.svc.Pay(ctx, req)
+					first <- err
+				}()
+				require.Eventually(t, func() bool {
+					return e.sim.InFlight() == 1 && e.sim.Charges(req.PaymentID) == tc.charged
+				}, 5*time.Second, time.Millisecond)
+
+				e.clock.Advance(pgKeyRetention + time.Hour)
+				p, err := e.svc.Pay(context.Background(), req)
+				require.NoError(t, err)
+				assert.Equal(t, payment.StateApproved, p.State)
+				cancel()
+				require.NoError(t, <-first, "the payment is APPROVED when the first call ends")
+
+				assert.Equal(t, payment.StateApproved, e.get(t, req.PaymentID).State)
+				assert.Equal(t, 1, e.sim.Charges(req.PaymentID), "charged once")
+				assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>APPROVED:gateway"}, e.history(t, req.PaymentID))
+			})
+		}
 	})
 }

@@ -224,8 +224,11 @@ func (s *Service) cancel(ctx context.Context, r Refund) (Refund, error) {
 // it first asks the PG (Gateway.Status) how much of the payment it has refunded: refunds of
 // a payment are serialised, so the PG's total is the record's succeeded refunds, plus r if
 // the PG made it. Exactly that: r succeeded, recorded without sending it again; the record's
-// total alone: the PG never made r, which is sent again; anything else contradicts the
-// record, which is reported (see Observer) and leaves r PENDING for a person.
+// total alone: the PG never made r, which is sent again. The total counts only when the PG
+// has the payment approved, for the recorded amount and currency: while it is still
+// processing it r is left PENDING (ErrOutcomeUnknown), and any other answer, like any other
+// total, contradicts the record, which is reported (see Observer) and leaves r PENDING for
+// a person. Nothing is sent again unless the PG's answer shows r was not made.
 func (s *Service) completeRefund(ctx context.Context, r Refund, lookUp bool) (Refund, error) {
 	if !lookUp && !s.keyMayBeGone(r.CreatedAt) {
 		return s.cancel(ctx, r)
@@ -244,19 +247,33 @@ func (s *Service) completeRefund(ctx context.Context, r Refund, lookUp bool) (Re
 		s.logger.WarnContext(ctx, "payment: could not ask the gateway about a refund", "refund", r.ID, "payment", r.PaymentID, "err", err)
 		return r, r.result(err)
 	}
-	switch st.Canceled - p.Refunded {
-	case 0:
+	// Only the PG's record of the payment approved as recorded has a refunded total to go by.
+	var detail string
+	switch {
+	case st.State == GatewayPending:
+		return r, fmt.Errorf("%w: the gateway is still processing %q", ErrOutcomeUnknown, p.ID)
+	case st.State != GatewayApproved || st.Amount != p.Amount || st.Currency != p.Currency:
+		detail = fmt.Sprintf("refund %q of %d pending, recorded %d %s %s, the gateway has %d %s %s",
+			r.ID, r.Amount, p.Amount, p.Currency, p.State, st.Amount, st.Currency, st.State)
+	case st.Canceled-p.Refunded == 0:
 		return s.cancel(ctx, r)
-	case r.Amount:
+	case st.Canceled-p.Refunded == r.Amount:
 		wctx, done := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 		defer done()
 		if r, err = s.settleRefund(wctx, r, RefundSucceeded, "", nil); err != nil {
 			return r, err
 		}
 		return r, r.result(nil)
+	default:
+		detail = fmt.Sprintf("refund %q of %d pending, %d refunded here, the gateway has refunded %d", r.ID, r.Amount, p.Refunded, st.Canceled)
 	}
-	detail := fmt.Sprintf("refund %q of %d pending, %d refunded here, the gateway has refunded %d", r.ID, r.Amount, p.Refunded, st.Canceled)
-	s.logger.ErrorContext(ctx, "payment: the gateway's refunded total contradicts the record; refund left pending",
+	// If r settled while the PG was asked (a racer may have made the next refund too), the
+	// answer does not compare with the payment as read. Still PENDING, r was so throughout:
+	// no other refund of the payment was made or settled meanwhile, so the contradiction is real.
+	if r, err = s.GetRefund(ctx, r.ID); err != nil || r.State != RefundPending {
+		return r, cmp.Or(err, r.result(nil))
+	}
+	s.logger.ErrorContext(ctx, "payment: the gateway contradicts the record of a refund; refund left pending",
 		"refund", r.ID, "payment", p.ID, "order", p.OrderID, "detail", detail)
 	s.contradicted(p.ID, CauseRefund, detail)
 	return r, fmt.Errorf("%w: %s", ErrOutcomeUnknown, detail)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -367,5 +368,215 @@ func TestLateRefundTheGatewayContradicts(t *testing.T) {
 		assert.Equal(t, int64(3000), p.RefundPending)
 		assert.Equal(t, int64(4000), e.sim.Stats().CanceledAmount, "nothing sent again")
 		assert.Equal(t, []string{`pay-x:refund:refund "r-x" of 3000 pending, 0 refunded here, the gateway has refunded 4000`}, e.obs.contradicted())
+	})
+}
+
+// statusTap is a Gateway decorator whose Status answers what tap makes of the PG's Status
+// (status asks the PG).
+type statusTap struct {
+	payment.Gateway
+	tap func(status func() (payment.GatewayPayment, error)) (payment.GatewayPayment, error)
+}
+
+func (g statusTap) Status(ctx context.Context, id string) (payment.GatewayPayment, error) {
+	return g.tap(func() (payment.GatewayPayment, error) { return g.Gateway.Status(ctx, id) })
+}
+
+// lateEnv is an env whose simulator prunes its keys after pgKeyRetention on the env's clock,
+// and whose Service asks for Status through tap.
+func lateEnv(t *testing.T, db *bun.DB, tap func(status func() (payment.GatewayPayment, error)) (payment.GatewayPayment, error)) *env {
+	t.Helper()
+	var e *env
+	e = newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway { return statusTap{s, tap} },
+		pgsim.WithKeyRetention(pgKeyRetention), pgsim.WithClock(func() time.Time { return e.clock.Now() }))
+	return e
+}
+
+// TestLateRefundTrustsOnlyAnApprovedPaymentsTotal: a refund the PG made (its answer lost) is
+// completed after the PG pruned its key, but the PG's Status is not that of the approved
+// payment recorded: the PG is still processing it (its refunded total not yet booked), or it
+// answers for another amount. Its refunded total says nothing then: the refund must not be
+// sent again (the PG would refund twice); it stays PENDING, reserved, ErrOutcomeUnknown.
+func TestLateRefundTrustsOnlyAnApprovedPaymentsTotal(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		for _, tc := range []struct {
+			name         string
+			rewrite      func(payment.GatewayPayment) payment.GatewayPayment
+			contradicted int
+		}{
+			{"still processing", func(st payment.GatewayPayment) payment.GatewayPayment {
+				st.State, st.Canceled = payment.GatewayPending, 0
+				return st
+			}, 0},
+			{"another amount", func(st payment.GatewayPayment) payment.GatewayPayment {
+				st.Amount, st.Canceled = 20_000, 0
+				return st
+			}, 1},
+			{"declined", func(st payment.GatewayPayment) payment.GatewayPayment {
+				st.State, st.Canceled = payment.GatewayDeclined, 0
+				return st
+			}, 1},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := lateEnv(t, db, func(status func() (payment.GatewayPayment, error)) (payment.GatewayPayment, error) {
+					st, err := status()
+					return tc.rewrite(st), err
+				})
+				payID := "pay-st-" + tc.name
+				_, err := e.svc.Pay(ctx, card(payID, 10_000))
+				require.NoError(t, err)
+				req := refund("r-st-"+tc.name, payID, 3000)
+				e.sim.InjectFault(req.RefundID, pgsim.FaultLostResponse, 1)
+				_, err = e.svc.Refund(ctx, req)
+				require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+
+				e.clock.Advance(pgKeyRetention + time.Hour)
+				r, err := e.svc.Refund(ctx, req)
+				require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+				assert.Equal(t, payment.RefundPending, r.State)
+				p := e.get(t, payID)
+				assert.Equal(t, payment.StateApproved, p.State)
+				assert.Zero(t, p.Refunded)
+				assert.Equal(t, int64(3000), p.RefundPending)
+				assert.Equal(t, int64(3000), e.sim.Stats().CanceledAmount, "refunded once at the PG")
+				assert.Equal(t, 1, e.sim.Stats().Cancels)
+				assert.Len(t, e.obs.contradicted(), tc.contradicted)
+			})
+		}
+	})
+}
+
+// TestLateRefundRacingAnotherProcessSettlesOnce: a refund never sent is completed after the
+// key window by two Services on one database. While the first asks the PG, the second
+// completes it and makes the next refund of the payment: the first finds the PG's total
+// beyond its own reading, but the refund it completes has succeeded meanwhile. It must
+// return that, not report a contradiction; each refund is made once.
+func TestLateRefundRacingAnotherProcessSettlesOnce(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		var (
+			other *payment.Service
+			once  atomic.Bool
+		)
+		first, next := refund("r-race-1", "pay-race", 3000), refund("r-race-2", "pay-race", 2000)
+		e := lateEnv(t, db, func(status func() (payment.GatewayPayment, error)) (payment.GatewayPayment, error) {
+			if once.CompareAndSwap(false, true) { // the other Service runs while the PG is asked
+				for _, req := range []payment.RefundRequest{first, next} {
+					r, err := other.Refund(ctx, req)
+					assert.NoError(t, err)
+					assert.Equal(t, payment.RefundSucceeded, r.State)
+				}
+			}
+			return status()
+		})
+		other = testkit.Must(payment.New(db, e.sim, payment.WithClock(e.clock.Now)))(t)
+		_, err := e.svc.Pay(ctx, card("pay-race", 10_000))
+		require.NoError(t, err)
+		e.sim.InjectFault(first.RefundID, pgsim.FaultUnavailable, 1)
+		_, err = e.svc.Refund(ctx, first)
+		require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+
+		e.clock.Advance(pgKeyRetention + time.Hour)
+		r, err := e.svc.Refund(ctx, first)
+		require.NoError(t, err)
+		assert.Equal(t, payment.RefundSucceeded, r.State)
+		p := e.get(t, "pay-race")
+		assert.Equal(t, payment.StatePartiallyRefunded, p.State)
+		assert.Equal(t, int64(5000), p.Refunded)
+		assert.Zero(t, p.RefundPending)
+		assert.Equal(t, int64(5000), e.sim.Stats().CanceledAmount)
+		assert.Equal(t, 2, e.sim.Stats().Cancels)
+		assert.Empty(t, e.obs.contradicted())
+	})
+}
+
+// TestLateRetryFailsClosedWhenTheGatewayCannotBeAsked: past the key window, a payment and a
+// refund whose answers were lost are retried while the PG's Status fails (unavailable, a
+// 500, a timeout) or, for the refund, denies knowing the payment recorded approved. Neither
+// is sent again: the payment stays UNKNOWN and the refund PENDING, with the error saying to
+// retry (ErrGatewayUnavailable only when nothing could have been processed).
+func TestLateRetryFailsClosedWhenTheGatewayCannotBeAsked(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		for _, tc := range []struct {
+			name     string
+			err      error
+			want     error
+			payments bool // also the payment: ErrNotAtGateway is the PG's answer for a payment
+		}{
+			{"unavailable", payment.ErrGatewayUnavailable, payment.ErrGatewayUnavailable, true},
+			{"500", fmt.Errorf("500: %w", payment.ErrOutcomeUnknown), payment.ErrOutcomeUnknown, true},
+			{"timeout", context.DeadlineExceeded, payment.ErrOutcomeUnknown, true},
+			{"payment unknown to the PG", payment.ErrNotAtGateway, payment.ErrOutcomeUnknown, false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				var failing atomic.Bool
+				e := lateEnv(t, db, func(status func() (payment.GatewayPayment, error)) (payment.GatewayPayment, error) {
+					if failing.Load() {
+						return payment.GatewayPayment{}, tc.err
+					}
+					return status()
+				})
+				lost, paid := card("fc-lost-"+tc.name, 7000), card("fc-paid-"+tc.name, 10_000)
+				_, err := e.svc.Pay(ctx, paid)
+				require.NoError(t, err)
+				req := refund("fc-r-"+tc.name, paid.PaymentID, 3000)
+				e.sim.InjectFault(lost.PaymentID, pgsim.FaultLostResponse, 1)
+				e.sim.InjectFault(req.RefundID, pgsim.FaultLostResponse, 1)
+				_, err = e.svc.Pay(ctx, lost)
+				require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+				_, err = e.svc.Refund(ctx, req)
+				require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+
+				e.clock.Advance(pgKeyRetention + time.Hour)
+				failing.Store(true)
+				if tc.payments {
+					p, err := e.svc.Pay(ctx, lost)
+					require.ErrorIs(t, err, tc.want)
+					assert.Equal(t, payment.StateUnknown, p.State)
+					assert.Equal(t, payment.StateUnknown, e.get(t, lost.PaymentID).State)
+					assert.Equal(t, 1, e.sim.ApproveCalls(lost.PaymentID), "not sent again")
+				}
+				r, err := e.svc.Refund(ctx, req)
+				require.ErrorIs(t, err, tc.want)
+				assert.Equal(t, payment.RefundPending, r.State)
+				p := e.get(t, paid.PaymentID)
+				assert.Equal(t, payment.StateApproved, p.State)
+				assert.Zero(t, p.Refunded)
+				assert.Equal(t, int64(3000), p.RefundPending)
+				assert.Equal(t, 1, e.sim.Stats().CancelCalls, "not sent again")
+				assert.Equal(t, 2, e.sim.Stats().Charges)
+				assert.Empty(t, e.obs.contradicted())
+			})
+		}
+	})
+}
+
+// TestLateRefundRetriesRacingRefundOnce: past the key window, many retries and a reconciler
+// race to complete a refund the PG made before its answer was lost, and one it never saw:
+// each is made exactly once at the PG and recorded once.
+func TestLateRefundRetriesRacingRefundOnce(t *testing.T) {
+	made, unseen := refund("rr-made", "rr-pay-1", 3000), refund("rr-unseen", "rr-pay-2", 4000)
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		e, ctx := newForgetfulEnv(t, db), context.Background()
+		for _, req := range []payment.RefundRequest{made, unseen} {
+			testkit.Must(e.svc.Pay(ctx, card(req.PaymentID, 10_000)))(t)
+		}
+		e.raceLate(t, made.RefundID, unseen.RefundID, func(i int) error {
+			_, err := e.svc.Refund(ctx, []payment.RefundRequest{made, unseen}[i])
+			return err
+		})
+
+		for _, req := range []payment.RefundRequest{made, unseen} {
+			p := e.get(t, req.PaymentID)
+			assert.Equal(t, payment.StatePartiallyRefunded, p.State, req.RefundID)
+			assert.Equal(t, req.Amount, p.Refunded, req.RefundID)
+			assert.Zero(t, p.RefundPending, req.RefundID)
+			assert.Equal(t, 1, e.obs.count(req.PaymentID, payment.StatePartiallyRefunded), req.RefundID)
+		}
+		assert.Equal(t, 2, e.sim.Stats().Cancels)
+		assert.Equal(t, int64(7000), e.sim.Stats().CanceledAmount)
+		assert.Empty(t, e.obs.contradicted())
 	})
 }

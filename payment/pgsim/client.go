@@ -20,7 +20,8 @@ import (
 // Client is the HTTP adapter for a simulator served by NewHandler: a payment.Gateway that
 // speaks the simulator's HTTP API, the way an adapter for a real PG would. It sends the
 // payment ID (or cancel ID) as the Idempotency-Key of every POST, and maps answers to
-// payment errors: 402 is a *payment.DeclineError, 404 payment.ErrNotAtGateway, 503 and a
+// payment errors: 402 is a *payment.DeclineError, the simulator's own 404 (code NOT_FOUND;
+// any other 404 is a proxy's or a wrong route's) payment.ErrNotAtGateway, 503 and a
 // refused connection payment.ErrGatewayUnavailable, and everything else that is not a 200
 // with a valid body (500, a reset connection, a timeout) payment.ErrOutcomeUnknown.
 //
@@ -133,7 +134,11 @@ func (c *Client) do(ctx context.Context, method, path, key string, in, out any) 
 	case http.StatusPaymentRequired, http.StatusBadRequest:
 		return &payment.DeclineError{Code: cmp.Or(e.Code, CodeInvalidRequest), Message: e.Message}
 	case http.StatusNotFound:
-		return fmt.Errorf("pgsim client: %w: %s", payment.ErrNotAtGateway, e.Message)
+		if e.Code == codeNotFound {
+			return fmt.Errorf("pgsim client: %w: %s", payment.ErrNotAtGateway, e.Message)
+		}
+		// Not the simulator's answer (a proxy's, a wrong route's): it says nothing of the
+		// payment, and taking it for "never seen" would have the payment sent again.
 	case http.StatusServiceUnavailable:
 		return fmt.Errorf("pgsim client: %w: %s", payment.ErrGatewayUnavailable, resp.Status)
 	}

@@ -55,6 +55,9 @@ type errorBody struct {
 	Message string `json:"message"`
 }
 
+// codeNotFound is the code of the simulator's 404: it has no such payment.
+const codeNotFound = "NOT_FOUND"
+
 // IdempotencyKeyHeader carries a POST's idempotency key.
 const IdempotencyKeyHeader = "Idempotency-Key"
 
@@ -117,7 +120,7 @@ func reply(w http.ResponseWriter, err error, ok any) {
 	case errors.As(err, &d):
 		writeJSON(w, http.StatusPaymentRequired, errorBody{Code: d.Code, Message: d.Message})
 	case errors.Is(err, payment.ErrNotAtGateway):
-		writeJSON(w, http.StatusNotFound, errorBody{Code: "NOT_FOUND", Message: err.Error()})
+		writeJSON(w, http.StatusNotFound, errorBody{Code: codeNotFound, Message: err.Error()})
 	case errors.Is(err, errUnavailable):
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{Code: "UNAVAILABLE", Message: err.Error()})
 	case errors.Is(err, errLost):
