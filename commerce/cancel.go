@@ -69,11 +69,7 @@ func (s *Service) Cancel(ctx context.Context, orderID string, by Actor) (Order, 
 				return Order{}, err
 			}
 			if err = s.beginCancel(ctx, r, now); err == nil {
-				// CANCELLING is committed: the refund and the rest run to their end, as
-				// after Pay's claim, whether or not the client still waits.
-				sctx, cancel := detached(ctx)
-				defer cancel()
-				return s.resume(sctx, r, true)
+				return s.resume(ctx, r, true)
 			}
 		case StatusCancelling, StatusCancelled:
 			return s.resume(ctx, r, true)

@@ -135,13 +135,7 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Order, error) {
 		if err := s.step(StepPayPaying); err != nil {
 			return Order{}, err
 		}
-		// The claim is committed: the charge and the order's completion no longer depend on
-		// the client still waiting (a disconnect would leave the order PAYING until the
-		// reconciler and Recover finish it), only on the request's deadline.
-		sctx, cancel := detached(ctx)
-		err = s.settlePayment(sctx, r, true)
-		cancel()
-		switch {
+		switch err := s.settlePayment(ctx, r, true); {
 		case err == nil:
 			return r.order(), nil // r is as the flows left it
 		case !errors.Is(err, errLostRace):

@@ -370,26 +370,3 @@ func TestDisconnectedCancelFreesItsUnits(t *testing.T) {
 	requireStock(t, e, sku, 10, 0, 0)
 	e.RequireClean(t)
 }
-
-// TestDisconnectAfterTheClaimStillSettles: a client that goes away once Pay's claim (or a
-// paid Cancel's CANCELLING) is committed does not leave the order waiting for the
-// reconciler and Recover: the charge (or the refund) and the rest run to their end in the
-// same call.
-func TestDisconnectAfterTheClaimStillSettles(t *testing.T) {
-	hook := &cancellingHook{}
-	e := commercetest.SQLite(t, commerce.WithFaultHook(hook.Func))
-	sku := e.Product(t, 10_000, 10)
-	b := newBuyer(t, e, 0, 0)
-	o := place(t, e, b, sku, 2, 0)
-	paid, err := e.Service.Pay(hook.arm(commerce.StepPayPaying), cardPayment(o, "tok_ok"))
-	require.NoError(t, err)
-	assert.Equal(t, commerce.StatusPaid, paid.Status)
-	assert.Equal(t, commerce.StatusPaid, order(t, e, o.ID).Status)
-
-	cancelled, err := e.Service.Cancel(hook.arm(commerce.StepCancelCancelling), o.ID, commerce.Actor{UserID: b.user})
-	require.NoError(t, err)
-	assert.Equal(t, commerce.StatusCancelled, cancelled.Status)
-	hook.arm("")
-	requireStock(t, e, sku, 10, 0, 0)
-	e.RequireClean(t)
-}
