@@ -99,7 +99,6 @@ func (s *Service) issueInTx(ctx context.Context, r TakeRequest, now time.Time) (
 			if err := s.warm(ctx, r.Template); err != nil {
 				return Coupon{}, err
 			}
-			r.retry = true // the state is committed, perhaps after a caller's snapshot
 			continue
 		}
 		rejected := errors.Is(err, ErrSoldOut) || errors.Is(err, ErrLimitReached)

@@ -75,22 +75,14 @@ func (r TakeRequest) Tx() bun.IDB { return r.tx }
 // Holdings returns the user's durable coupons of the template, read in Tx; only for
 // issuers that join the transaction. The first attempt reads without locks: a coupon of
 // the user committed meanwhile makes the write fail on the unique (template, user,
-// ordinal) key, and the Service takes again (Again), this time with a locking read (on
-// MySQL) that sees every committed coupon even in a caller's transaction with an older
-// snapshot.
+// ordinal) key, and the Service takes again, this time with a locking read (on MySQL) that
+// sees every committed coupon even in a caller's transaction with an older snapshot.
 func (r TakeRequest) Holdings(ctx context.Context) ([]Holding, error) {
 	if r.tx == nil {
 		return nil, errNoTx
 	}
 	return userHoldings(ctx, r.tx, r.Template.ID, r.UserID, r.retry)
 }
-
-// Again reports that the Service takes again after an attempt found Tx's snapshot behind
-// what is committed (an ordinal already taken, or an issuer state it had just loaded
-// missing): an issuer that joins the transaction then reads its state with a locking read
-// (on MySQL), which sees every committed row even in a caller's transaction with an older
-// snapshot.
-func (r TakeRequest) Again() bool { return r.retry }
 
 // Taken is an Issuer's answer to Take.
 type Taken struct {

@@ -21,7 +21,6 @@ package sqlcoupon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"iter"
 
@@ -76,11 +75,7 @@ func (Issuer) JoinsTx() bool { return true }
 func (Issuer) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, error) {
 	tpl := r.Template
 	reject := &coupon.IssueError{TemplateID: tpl.ID, UserID: r.UserID, RequestID: r.RequestID}
-	issued, err := issuedCount(ctx, r.Tx(), tpl.ID, false)
-	if errors.Is(err, coupon.ErrNotLoaded) && r.Again() {
-		// Created after the snapshot of a caller's transaction: read what is committed.
-		issued, err = issuedCount(ctx, r.Tx(), tpl.ID, true)
-	}
+	issued, err := issuedCount(ctx, r.Tx(), tpl.ID)
 	switch {
 	case err != nil:
 		return coupon.Taken{}, err
@@ -120,15 +115,11 @@ func (Issuer) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, err
 	return coupon.Taken{Ordinal: ordinal}, nil
 }
 
-// issuedCount reads the template's issued count, with a locking read (on MySQL) when lock
-// is set, or returns coupon.ErrNotLoaded when the template has no counter yet.
-func issuedCount(ctx context.Context, db bun.IDB, templateID string, lock bool) (int64, error) {
+// issuedCount reads the template's issued count without locking it, or returns
+// coupon.ErrNotLoaded when the template has no counter yet.
+func issuedCount(ctx context.Context, db bun.IDB, templateID string) (int64, error) {
 	var issued int64
-	q := db.NewSelect().Model((*counterRow)(nil)).Column("issued").Where("template_id = ?", templateID)
-	if lock {
-		q = sqlutil.ForUpdate(q)
-	}
-	err := q.Scan(ctx, &issued)
+	err := db.NewSelect().Model((*counterRow)(nil)).Column("issued").Where("template_id = ?", templateID).Scan(ctx, &issued)
 	if sqlutil.IsNoRows(err) {
 		return 0, coupon.ErrNotLoaded
 	}
@@ -164,5 +155,5 @@ func (Issuer) Forget(context.Context, coupon.TakeRequest) error { return nil }
 
 // Taken returns the template's issued count, or coupon.ErrNotLoaded before its first issue.
 func (Issuer) Taken(ctx context.Context, db bun.IDB, templateID string) (int64, error) {
-	return issuedCount(ctx, db, templateID, false)
+	return issuedCount(ctx, db, templateID)
 }
