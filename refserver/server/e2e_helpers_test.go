@@ -171,6 +171,15 @@ func (a *app) call(method, path, tok, key string, body any) resp {
 
 // try is call for goroutines: it returns the error instead of failing the test.
 func (a *app) try(method, path, tok, key string, body any) (resp, error) {
+	header := http.Header{}
+	if key != "" {
+		header.Set(server.IdempotencyKeyHeader, key)
+	}
+	return a.send(method, path, tok, header, body)
+}
+
+// send is try with the request's other headers as given (names not canonicalised).
+func (a *app) send(method, path, tok string, header http.Header, body any) (resp, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -190,8 +199,8 @@ func (a *app) try(method, path, tok, key string, body any) (resp, error) {
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	if key != "" {
-		req.Header.Set(server.IdempotencyKeyHeader, key)
+	for name, values := range header {
+		req.Header[name] = values
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")

@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -118,29 +117,19 @@ func TestIdempotencyKeyOfTheADR(t *testing.T) {
 	a := start(t, embedded, nil)
 	setup(t, a, "p1", 9000, 10)
 	alice := token(t, "alice", false)
-	body := `{"lines":[{"product_id":"p1","qty":1}]}`
-	send := func(headers map[string][]string) resp {
-		req, err := http.NewRequest("POST", a.url+"/v1/orders", strings.NewReader(body))
+	body := server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}
+	send := func(headers http.Header) resp {
+		r, err := a.send("POST", "/v1/orders", alice, headers, body)
 		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+alice)
-		req.Header.Set("Content-Type", "application/json")
-		for name, values := range headers {
-			req.Header[name] = values // as sent, not canonicalised by Set
-		}
-		res, err := a.hc.Do(req)
-		require.NoError(t, err)
-		defer res.Body.Close()
-		raw, err := io.ReadAll(res.Body)
-		require.NoError(t, err)
-		return resp{Status: res.StatusCode, Header: res.Header, Body: raw}
+		return r
 	}
-	first := expect(t, send(map[string][]string{"idempotency_key": {"order-1"}}), http.StatusCreated)
-	again := expect(t, send(map[string][]string{server.IdempotencyKeyHeader: {"order-1"}}), http.StatusCreated)
+	first := expect(t, send(http.Header{"idempotency_key": {"order-1"}}), http.StatusCreated)
+	again := expect(t, send(http.Header{server.IdempotencyKeyHeader: {"order-1"}}), http.StatusCreated)
 	assert.Equal(t, "true", again.Header.Get(server.ReplayedHeader))
 	assert.Equal(t, string(first.Body), string(again.Body))
-	expect(t, send(map[string][]string{"idempotency_key": {"order-1"}, server.IdempotencyKeyHeader: {"order-1"}}), http.StatusCreated)
+	expect(t, send(http.Header{"idempotency_key": {"order-1"}, server.IdempotencyKeyHeader: {"order-1"}}), http.StatusCreated)
 
-	for _, headers := range []map[string][]string{
+	for _, headers := range []http.Header{
 		{"idempotency_key": {"order-2"}, server.IdempotencyKeyHeader: {"order-3"}},
 		{server.IdempotencyKeyHeader: {"order-2", "order-3"}},
 	} {

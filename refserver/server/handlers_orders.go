@@ -75,6 +75,11 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 // by points alone).
 func (s *Server) getOrderPayment(w http.ResponseWriter, r *http.Request) {
 	p, err := s.svc.OrderPayment(r.Context(), r.PathValue("id"), actor(r))
+	s.writePayment(w, r, p, err)
+}
+
+// writePayment answers a payment record, or a problem for an error.
+func (s *Server) writePayment(w http.ResponseWriter, r *http.Request, p commerce.PaymentRecord, err error) {
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -61,11 +61,7 @@ func (s *Server) topUp(w http.ResponseWriter, r *http.Request) {
 // and refunds.
 func (s *Server) getTopUpPayment(w http.ResponseWriter, r *http.Request) {
 	p, err := s.svc.TopUpPayment(r.Context(), r.PathValue("id"), actor(r))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, paymentJSON(p))
+	s.writePayment(w, r, p, err)
 }
 
 func (s *Server) getTopUp(w http.ResponseWriter, r *http.Request) {
