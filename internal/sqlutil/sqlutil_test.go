@@ -299,6 +299,34 @@ func TestCreateTablesAddsNewIndexes(t *testing.T) {
 	})
 }
 
+// TestCreateTablesAddsIndexDespiteACrash: the database drops the connection just as an
+// index is added to a table with rows; whatever that call answered, the next start adds
+// the index and the rows are as they were.
+func TestCreateTablesAddsIndexDespiteACrash(t *testing.T) {
+	db := testenv.MySQL(t)
+	ctx := context.Background()
+	table := sqlutil.Table{Name: "sqlutil_crash", Columns: `
+		id VARCHAR(64) NOT NULL PRIMARY KEY,
+		code VARCHAR(16) NOT NULL`}
+	require.NoError(t, sqlutil.CreateTables(ctx, db, table))
+	_, err := db.ExecContext(ctx, "INSERT INTO sqlutil_crash (id, code) VALUES ('a', 'X'), ('b', 'Y')")
+	require.NoError(t, err)
+	table.Indexes = []sqlutil.Index{{Name: "sqlutil_crash_code", Columns: "code", Unique: true}}
+
+	// On a connection of its own, so that the killer sees it.
+	conn, err := testenv.KillBefore(t, db, "ADD UNIQUE INDEX sqlutil_crash_code").Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	err = sqlutil.CreateTables(ctx, conn, table)
+	t.Logf("CreateTables with its connection killed: %v", err)
+	require.NoError(t, sqlutil.CreateTables(ctx, db, table), "the next start")
+	_, err = db.ExecContext(ctx, "INSERT INTO sqlutil_crash (id, code) VALUES ('c', 'X')")
+	assert.True(t, sqlutil.IsDuplicateKey(err), "the index is there: %v", err)
+	var codes []string
+	require.NoError(t, db.NewSelect().TableExpr("sqlutil_crash").Column("code").Order("id").Scan(ctx, &codes))
+	assert.Equal(t, []string{"X", "Y"}, codes, "the rows are as they were")
+}
+
 // TestBinaryColumnsKeepsDefinitions: the migration of a table with data, run twice, makes
 // its ID columns compare byte for byte and keeps everything else of them: the rows, NOT
 // NULL, the defaults and the comments.
