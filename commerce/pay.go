@@ -42,6 +42,11 @@ const (
 //     the payment reconciler settles the payment and Recover (or Run) completes the order
 //     either way.
 //
+// While the gateway is known to be down (payment.Service.Ready: its circuit breaker is
+// open), Pay fails at once with an error matching errcode.ErrUnavailable whose
+// errcode.RetryAfter is the breaker's remaining delay, before it claims anything: the
+// order stays PENDING_PAYMENT with its holds, and nothing is recorded or charged.
+//
 // The payment plan (held points, the coupon's discount, Method for the amount due) must
 // satisfy payment.Plan's method rules, else the error wraps ErrPaymentRule and the
 // *payment.PlanError: BNPL pays alone and at least 10,000 won, a composite payment needs
@@ -107,6 +112,11 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Order, error) {
 			}
 			if err := s.plan(r, req.Method).Validate(); err != nil {
 				return Order{}, leafError(err)
+			}
+			// The PG known to be down (its circuit breaker open): say so at once, before
+			// anything is claimed or recorded.
+			if err := s.pay.Ready(); err != nil {
+				return Order{}, fmt.Errorf("commerce: pay order %s: %w", r.ID, err)
 			}
 		}
 		if err := s.step(StepPayStart); err != nil {

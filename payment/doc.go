@@ -53,8 +53,11 @@
 // The resilient subpackage wraps any Gateway with failsafe-go policies: a per-attempt timeout,
 // retries with exponential backoff and jitter (only of calls carrying an idempotency key, only
 // on errors that may pass, never a decline), a circuit breaker (by default open at 5 failures
-// of the last 10 calls, half-open after 30s) and a bulkhead. The pgsim subpackage is a PG
-// simulator, in process and over HTTP, with a Client adapter.
+// of the last 10 calls, half-open after 30s) and a bulkhead. A Gateway that knows without
+// calling the PG that a call would be refused (resilient.Gateway while its breaker is open)
+// implements Readiness; Service.Ready asks it, so that a caller can answer "retry later"
+// before it records or holds anything. The pgsim subpackage is a PG simulator, in process and
+// over HTTP, with a Client adapter.
 //
 // # Settling exactly once
 //

@@ -30,6 +30,17 @@ type Gateway interface {
 	Status(ctx context.Context, paymentID string) (GatewayPayment, error)
 }
 
+// Readiness is an optional interface of a Gateway that knows, without calling the PG, that a
+// call would be refused now: a circuit breaker that is open (resilient.Gateway implements
+// it). Service.Ready asks it, so that a caller can answer "the PG is down, retry later"
+// before it records or holds anything.
+type Readiness interface {
+	// Ready returns nil when a call may go through now, else an error matching
+	// ErrGatewayUnavailable (and errcode.ErrUnavailable), whose errcode.RetryAfter is how
+	// long before a call may go through again, when known.
+	Ready() error
+}
+
 // ApproveRequest asks the PG to charge a payment.
 type ApproveRequest struct {
 	// PaymentID is the PG's idempotency key.

@@ -359,6 +359,18 @@ func (s *Service) review(ctx context.Context, p Payment, cause Cause, detail str
 	return p, nil
 }
 
+// Ready returns nil unless the Gateway knows, without calling the PG, that a call would be
+// refused now (it implements Readiness: a resilient.Gateway whose circuit breaker is open);
+// then its error, which matches ErrGatewayUnavailable and errcode.ErrUnavailable and carries
+// the breaker's remaining delay as its errcode.RetryAfter. A nil answer promises nothing:
+// the call itself may still fail.
+func (s *Service) Ready() error {
+	if r, ok := s.gw.(Readiness); ok {
+		return r.Ready()
+	}
+	return nil
+}
+
 // Get returns the payment with the ID, or ErrPaymentNotFound.
 func (s *Service) Get(ctx context.Context, id string) (Payment, error) {
 	return loadPayment(ctx, s.db, id, false)

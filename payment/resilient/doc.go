@@ -8,7 +8,8 @@
 //     payment.ErrOutcomeUnknown, a timeout) — never after a decline or "not found";
 //   - a circuit breaker (WithBreaker, default: open once 5 of the last 10 calls failed, half-open
 //     after 30s, closed after 3 trial successes): while open, calls fail at once with
-//     payment.ErrGatewayUnavailable wrapping ErrBreakerOpen, and the payment stays REQUESTED;
+//     payment.ErrGatewayUnavailable wrapping ErrBreakerOpen, and Ready (payment.Readiness)
+//     says so without a call, with the breaker's remaining delay as the retry hint;
 //   - a bulkhead (WithBulkhead, default 64 calls in flight, 1s wait) that refuses the excess with
 //     payment.ErrGatewayUnavailable wrapping ErrBulkheadFull.
 //

@@ -12,6 +12,7 @@ import (
 	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/failsafe-go/failsafe-go/timeout"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/payment"
 )
@@ -37,7 +38,10 @@ type Gateway struct {
 	breaker  circuitbreaker.CircuitBreaker[any]
 }
 
-var _ payment.Gateway = (*Gateway)(nil)
+var (
+	_ payment.Gateway   = (*Gateway)(nil)
+	_ payment.Readiness = (*Gateway)(nil)
+)
 
 // Wrap returns gw behind the policies configured by opts (see the With functions for the
 // defaults). An option given an invalid value is refused with an *errcode.InvalidError
@@ -96,6 +100,22 @@ func (g *Gateway) Status(ctx context.Context, paymentID string) (payment.Gateway
 	return Retry(ctx, g, PaymentKey(paymentID), func(ctx context.Context, k Key) (payment.GatewayPayment, error) {
 		return g.gw.Status(ctx, k.id)
 	})
+}
+
+// Ready returns nil unless the circuit breaker is open with some of its delay left; then an
+// *errcode.UnavailableError of "pg" whose RetryAfter is that remaining delay, matching
+// payment.ErrGatewayUnavailable and ErrBreakerOpen. It calls nothing: a caller asks it
+// before recording a payment, to answer at once that the PG is down (payment.Readiness).
+func (g *Gateway) Ready() error {
+	if !g.breaker.IsOpen() {
+		return nil
+	}
+	wait := g.breaker.RemainingDelay()
+	if wait <= 0 {
+		return nil // the next call is a half-open trial
+	}
+	return &errcode.UnavailableError{Dependency: "pg", RetryAfter: wait,
+		Err: fmt.Errorf("%w: %w", payment.ErrGatewayUnavailable, ErrBreakerOpen)}
 }
 
 // BreakerState returns the circuit breaker's state.

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/observe"
 	"github.com/commercekit/commercekit/payment"
@@ -298,3 +299,38 @@ func BenchmarkGateway(b *testing.B) {
 // breaker clock cannot be injected, so the delay is real: long enough that a loaded CI machine
 // reaches the next call before it passes, short enough for the tests that wait it out.
 const breakerDelay = 300 * time.Millisecond
+
+// TestReady: Ready calls nothing and says "unavailable" only while the breaker is open with
+// some of its delay left, with that delay as the retry hint.
+func TestReady(t *testing.T) {
+	ctx := context.Background()
+	sim := newSim(t)
+	const openFor = 300 * time.Millisecond
+	gw := testkit.Must(resilient.Wrap(sim, resilient.WithRetries(1, time.Millisecond, time.Millisecond),
+		resilient.WithBreaker(1, 1, openFor), resilient.WithHalfOpenSuccesses(1)))(t)
+	require.NoError(t, gw.Ready())
+
+	sim.SetFault(pgsim.FaultUnavailable)
+	_, err := gw.Approve(ctx, approve("p-1"))
+	require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+	require.Equal(t, resilient.BreakerOpen, gw.BreakerState())
+	calls := sim.Stats().ApproveCalls
+
+	err = gw.Ready()
+	require.Error(t, err)
+	assert.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+	assert.ErrorIs(t, err, resilient.ErrBreakerOpen)
+	assert.ErrorIs(t, err, errcode.ErrUnavailable)
+	wait := errcode.RetryAfter(err, 0)
+	assert.Positive(t, wait)
+	assert.LessOrEqual(t, wait, openFor)
+	assert.Equal(t, calls, sim.Stats().ApproveCalls, "Ready calls nothing")
+
+	// Once the delay has passed, the next call is a trial: Ready lets it through.
+	require.Eventually(t, func() bool { return gw.Ready() == nil }, 10*time.Second, 5*time.Millisecond)
+	sim.SetFault(pgsim.FaultNone)
+	_, err = gw.Approve(ctx, approve("p-2"))
+	require.NoError(t, err)
+	assert.Equal(t, resilient.BreakerClosed, gw.BreakerState())
+	assert.NoError(t, gw.Ready())
+}
