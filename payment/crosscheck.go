@@ -84,8 +84,11 @@ func (s *Service) crossCheck(ctx context.Context, p Payment) (*Mismatch, error) 
 	switch {
 	case p.State == StateReview:
 		detail = "under review: the gateway contradicted the record; a person must decide"
-	case !atPG && p.State == StateDeclined:
+	case !atPG && (p.State == StateDeclined || p.State == StateAbandoned):
 		// A PG may refuse a request before recording it (an invalid one): nothing was charged.
+		// An abandoned payment never reached it.
+	case p.State == StateAbandoned:
+		detail = fmt.Sprintf("recorded ABANDONED, the gateway has it %s", st.State)
 	case !atPG:
 		detail = fmt.Sprintf("recorded %s, the gateway has no such payment", p.State)
 	case st.Amount != p.Amount || st.Currency != p.Currency:

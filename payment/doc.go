@@ -7,8 +7,9 @@
 // A Payment (ID, order ID, amount in minor units and currency, method, PG reference) moves
 // through
 //
-//	REQUESTED -> APPROVED | DECLINED | UNKNOWN
+//	REQUESTED -> APPROVED | DECLINED | UNKNOWN | ABANDONED
 //	UNKNOWN   -> APPROVED | DECLINED                  (reconciliation)
+//	ABANDONED -> APPROVED | DECLINED                  (only if the PG says so after all)
 //	APPROVED  -> PARTIALLY_REFUNDED -> REFUNDED       (or APPROVED -> REFUNDED)
 //	any other -> REVIEW                               (the PG contradicts the record)
 //
@@ -47,6 +48,20 @@
 // *DeclineError (DECLINED, final, never retried); ErrGatewayUnavailable (still REQUESTED:
 // nothing was charged, e.g. the circuit breaker is open; retry later); ErrOutcomeUnknown
 // (UNKNOWN: the PG may have charged it; a retry, a webhook or the Reconciler will tell).
+// ErrGatewayUnavailable and ErrOutcomeUnknown match errcode.ErrUnavailable.
+//
+// # Giving up a payment the PG never saw
+//
+// A caller that would rather answer "retry later" than leave its buyer waiting on a payment
+// the Reconciler may charge much later submits the payment it recorded with Attempt instead
+// of Submit: when the PG was certainly not reached (ErrGatewayUnavailable), the payment
+// moves to ABANDONED (ErrAbandoned) — nothing was charged, and nothing ever sends that
+// payment ID again, so the caller pays with a new one. The abandonment is a conditional
+// update on the payment as Attempt read it; every other submitter (Submit, Pay, the
+// Reconciler) first takes a REQUESTED payment up with a conditional update of its own, so of
+// an abandonment and a submission exactly one goes ahead and the PG cannot charge an
+// abandoned payment. Should the PG report one approved all the same, that is recorded
+// (ABANDONED -> APPROVED) and CrossCheck reports an abandoned payment the PG knows.
 //
 // # Resilience
 //

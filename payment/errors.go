@@ -25,12 +25,17 @@ var (
 	ErrDeclined = errcode.New(errcode.FailedPrecondition, "payment_declined", "payment: declined")
 	// ErrGatewayUnavailable: the PG was not reached or refused the call before processing it
 	// (circuit breaker open, bulkhead full, connection refused, 503). Nothing was charged; the
-	// payment stays REQUESTED and can be retried with the same payment ID.
-	ErrGatewayUnavailable = errcode.New(errcode.DependencyUnavailable, "payment_gateway_unavailable", "payment: gateway unavailable")
+	// payment stays REQUESTED and can be retried with the same payment ID (or, from
+	// Attempt, is ABANDONED: ErrAbandoned). It matches errcode.ErrUnavailable.
+	ErrGatewayUnavailable = errcode.New(errcode.DependencyUnavailable, "payment_gateway_unavailable", "payment: gateway unavailable", errcode.ErrUnavailable)
+	// ErrAbandoned: the payment was given up (ABANDONED) because the PG was not reached
+	// (Service.Attempt). Nothing was charged and the payment ID is never sent again: pay
+	// with a new one. It matches ErrGatewayUnavailable and errcode.ErrUnavailable.
+	ErrAbandoned = errcode.New(errcode.DependencyUnavailable, "payment_abandoned", "payment: abandoned: the gateway was not reached", ErrGatewayUnavailable)
 	// ErrOutcomeUnknown: the call may have reached the PG but no answer came back (timeout, lost
 	// response, 5xx). The payment is UNKNOWN until a retry, a webhook or the reconciler learns
-	// the PG's answer.
-	ErrOutcomeUnknown = errcode.New(errcode.DependencyUnavailable, "payment_outcome_unknown", "payment: gateway outcome unknown")
+	// the PG's answer. It matches errcode.ErrUnavailable.
+	ErrOutcomeUnknown = errcode.New(errcode.DependencyUnavailable, "payment_outcome_unknown", "payment: gateway outcome unknown", errcode.ErrUnavailable)
 	// ErrUnderReview: the payment is REVIEW: the PG's own answer contradicted the record, and a
 	// person must decide. Never complete an order on it.
 	ErrUnderReview = errors.New("payment: under review: the gateway contradicts the record")

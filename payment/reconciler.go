@@ -192,7 +192,7 @@ func (r *Reconciler) each(ctx context.Context, n int, fn func(ctx context.Contex
 // the PG first, and submits it again with the same payment ID only if the PG never saw it),
 // and reports whether it is settled now. Only storage errors are returned.
 func (r *Reconciler) payment(ctx context.Context, p Payment) (bool, error) {
-	p, err := r.svc.resume(ctx, p, CauseReconciler)
+	p, err := r.svc.resume(ctx, p, CauseReconciler, takingUp)
 	return p.State.Settled(), storageErr(err)
 }
 

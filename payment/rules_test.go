@@ -12,13 +12,16 @@ import (
 
 func TestStateMachine(t *testing.T) {
 	all := []payment.State{payment.StateRequested, payment.StateApproved, payment.StateDeclined,
-		payment.StateUnknown, payment.StatePartiallyRefunded, payment.StateRefunded}
+		payment.StateUnknown, payment.StateAbandoned, payment.StatePartiallyRefunded, payment.StateRefunded}
 	legal := map[[2]payment.State]bool{
 		{payment.StateRequested, payment.StateApproved}:         true,
 		{payment.StateRequested, payment.StateDeclined}:         true,
 		{payment.StateRequested, payment.StateUnknown}:          true,
 		{payment.StateUnknown, payment.StateApproved}:           true,
 		{payment.StateUnknown, payment.StateDeclined}:           true,
+		{payment.StateRequested, payment.StateAbandoned}:        true,
+		{payment.StateAbandoned, payment.StateApproved}:         true,
+		{payment.StateAbandoned, payment.StateDeclined}:         true,
 		{payment.StateApproved, payment.StatePartiallyRefunded}: true,
 		{payment.StateApproved, payment.StateRefunded}:          true,
 		{payment.StatePartiallyRefunded, payment.StateRefunded}: true,

@@ -133,11 +133,15 @@ func (s *Service) now() time.Time { return s.clock().UTC().Truncate(time.Microse
 // only if the PG never saw it, since the PG may have pruned the key. The same PaymentID
 // with a different request is refused with ErrPaymentIDReused.
 func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
-	p, err := s.Request(ctx, s.db, req)
+	p, created, err := s.request(ctx, s.db, req)
 	if err != nil {
 		return Payment{}, err
 	}
-	return s.submit(ctx, p)
+	by := takingUp
+	if created {
+		by = recorder // no one else knows of it yet: no one to take it from
+	}
+	return s.submit(ctx, p, by)
 }
 
 // Request records req as a REQUESTED payment through db, without calling the PG, and returns
@@ -155,8 +159,14 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 // recorded: inside a caller's transaction, before the caller commits (which may still roll it
 // back).
 func (s *Service) Request(ctx context.Context, db bun.IDB, req PayRequest) (Payment, error) {
+	p, _, err := s.request(ctx, db, req)
+	return p, err
+}
+
+// request is Request, also reporting whether it recorded the payment (or found it recorded).
+func (s *Service) request(ctx context.Context, db bun.IDB, req PayRequest) (Payment, bool, error) {
 	if err := req.Validate(); err != nil {
-		return Payment{}, err
+		return Payment{}, false, err
 	}
 	now := s.now()
 	p := Payment{
@@ -165,21 +175,21 @@ func (s *Service) Request(ctx context.Context, db bun.IDB, req PayRequest) (Paym
 	}
 	created, err := insertPayment(ctx, db, p)
 	if err != nil {
-		return Payment{}, err
+		return Payment{}, false, err
 	}
 	if created {
 		s.transitioned(Transition{PaymentID: p.ID, To: StateRequested, Cause: CauseCreated, At: now})
-		return p, nil
+		return p, true, nil
 	}
 	// In a caller's transaction, a locking read sees the row that refused the insert even when
 	// the transaction's snapshot is older than it.
 	if p, err = loadPayment(ctx, db, req.PaymentID, sqlutil.IsTx(db)); err != nil {
-		return Payment{}, err
+		return Payment{}, false, err
 	}
 	if !p.matches(req) {
-		return Payment{}, fmt.Errorf("%w: %q", ErrPaymentIDReused, req.PaymentID)
+		return Payment{}, false, fmt.Errorf("%w: %q", ErrPaymentIDReused, req.PaymentID)
 	}
-	return p, nil
+	return p, false, nil
 }
 
 // Submit charges a payment recorded by Request through the PG and returns it as recorded,
@@ -188,8 +198,36 @@ func (s *Service) Request(ctx context.Context, db bun.IDB, req PayRequest) (Paym
 // ErrPaymentNotFound and the PG is not called; one recorded from a different request is
 // ErrPaymentIDReused; a settled one is returned as it is. Otherwise it calls the PG with the
 // payment ID as its idempotency key (so repeating Submit, or racing the Reconciler, never
-// charges twice) and records the answer. Call it outside any transaction.
+// charges twice) and records the answer. Call it outside any transaction. An ABANDONED
+// payment is settled for Submit: it is never sent to the PG again (ErrAbandoned).
 func (s *Service) Submit(ctx context.Context, req PayRequest) (Payment, error) {
+	p, err := s.recorded(ctx, req)
+	if err != nil {
+		return Payment{}, err
+	}
+	return s.submit(ctx, p, takingUp)
+}
+
+// Attempt is Submit for the caller that recorded the payment (Request) and would rather give
+// it up than leave it waiting for the PG: when the PG was certainly not reached
+// (ErrGatewayUnavailable: the circuit breaker open, the bulkhead full, the connection
+// refused), the payment moves from REQUESTED to ABANDONED, final — nothing was charged and
+// nothing will send it again — and Attempt returns it with an error matching ErrAbandoned
+// (and ErrGatewayUnavailable, errcode.ErrUnavailable): pay again with a new payment ID. The
+// move is a conditional update that loses to any other submitter (Submit, Pay, the
+// Reconciler) that took the payment up since Attempt read it: then that one has it, the
+// payment stays REQUESTED and the error is ErrGatewayUnavailable, as from Submit. So of an
+// abandonment and another submission, exactly one happens. Its other outcomes are Submit's.
+func (s *Service) Attempt(ctx context.Context, req PayRequest) (Payment, error) {
+	p, err := s.recorded(ctx, req)
+	if err != nil {
+		return Payment{}, err
+	}
+	return s.submit(ctx, p, abandoner)
+}
+
+// recorded reads the payment req recorded, as committed, refusing another request with its ID.
+func (s *Service) recorded(ctx context.Context, req PayRequest) (Payment, error) {
 	if err := req.Validate(); err != nil {
 		return Payment{}, err
 	}
@@ -200,19 +238,34 @@ func (s *Service) Submit(ctx context.Context, req PayRequest) (Payment, error) {
 	if !p.matches(req) {
 		return Payment{}, fmt.Errorf("%w: %q", ErrPaymentIDReused, req.PaymentID)
 	}
-	return s.submit(ctx, p)
+	return p, nil
 }
+
+// submitter is who sends a payment to the PG, and so what it does about an Attempt that
+// may abandon the payment.
+type submitter int
+
+const (
+	// takingUp first takes a REQUESTED payment up (see takeUp), so that no Attempt
+	// abandons it while it is with the PG.
+	takingUp submitter = iota
+	// recorder has just recorded the payment itself: no one else can be abandoning it.
+	recorder
+	// abandoner is Attempt: it abandons the payment when the PG was not reached, unless
+	// someone took it up meanwhile.
+	abandoner
+)
 
 // submit asks the PG to approve p, as recorded, unless it is settled. A payment older than
 // the key window is looked up first (see resume): the PG may have pruned its key.
-func (s *Service) submit(ctx context.Context, p Payment) (Payment, error) {
+func (s *Service) submit(ctx context.Context, p Payment, by submitter) (Payment, error) {
 	switch {
 	case p.State.Settled():
 		return p, p.result(nil)
 	case s.keyMayBeGone(p.CreatedAt):
-		return s.resume(ctx, p, CauseGateway)
+		return s.resume(ctx, p, CauseGateway, by)
 	}
-	return s.approve(ctx, p, CauseGateway)
+	return s.approve(ctx, p, CauseGateway, by)
 }
 
 // keyMayBeGone reports whether the PG may have pruned the idempotency key of a payment or
@@ -224,16 +277,16 @@ func (s *Service) keyMayBeGone(created time.Time) bool {
 // resume settles p, which is REQUESTED or UNKNOWN, without relying on the PG's idempotency
 // key: it asks the PG (Gateway.Status) and records its answer, and sends the approval again
 // only when the PG has never seen the payment. It returns Pay's outcomes.
-func (s *Service) resume(ctx context.Context, p Payment, cause Cause) (Payment, error) {
+func (s *Service) resume(ctx context.Context, p Payment, cause Cause, by submitter) (Payment, error) {
 	st, err := s.gw.Status(ctx, p.ID)
 	switch {
 	case errors.Is(err, ErrNotAtGateway):
 		// The PG never saw it (we died before calling, or the call never arrived).
-		return s.approve(ctx, p, cause)
+		return s.approve(ctx, p, cause, by)
 	case err != nil:
 		s.logger.WarnContext(ctx, "payment: could not ask the gateway about a payment", "payment", p.ID, "err", err)
 		if classify(err) == outcomeNone {
-			return p, err
+			return s.unreached(ctx, p, err, by)
 		}
 		return p, fmt.Errorf("%w: asking the gateway: %w", ErrOutcomeUnknown, err)
 	}
@@ -249,8 +302,14 @@ func (s *Service) resume(ctx context.Context, p Payment, cause Cause) (Payment, 
 }
 
 // approve asks the PG to approve p, which is REQUESTED or UNKNOWN, and records the answer
-// with cause.
-func (s *Service) approve(ctx context.Context, p Payment, cause Cause) (Payment, error) {
+// with cause; by says what it does about an Attempt abandoning p (see submitter).
+func (s *Service) approve(ctx context.Context, p Payment, cause Cause, by submitter) (Payment, error) {
+	if by == takingUp {
+		var err error
+		if p, err = s.takeUp(ctx, p); err != nil || p.State.Settled() {
+			return p, cmp.Or(err, p.result(nil))
+		}
+	}
 	a, callErr := s.gw.Approve(ctx, p.approveRequest())
 	// Record the answer even if ctx ended meanwhile: it may be the only trace of a charge.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
@@ -270,11 +329,68 @@ func (s *Service) approve(ctx context.Context, p Payment, cause Cause) (Payment,
 		p, err = s.settle(wctx, p, StateUnknown, change{cause: CauseNoAnswer, detail: truncate(callErr.Error(), 255)})
 	case outcomeNone:
 		s.logger.WarnContext(ctx, "payment: gateway unavailable", "payment", p.ID, "err", callErr)
+		return s.unreached(wctx, p, callErr, by)
 	}
 	if err != nil {
 		return p, err
 	}
 	return p, p.result(callErr)
+}
+
+// unreached returns p, which the PG has not seen (callErr says why), with Pay's outcome;
+// an abandoner first abandons it if it is still REQUESTED as it read it.
+func (s *Service) unreached(ctx context.Context, p Payment, callErr error, by submitter) (Payment, error) {
+	if by != abandoner || p.State != StateRequested {
+		return p, p.result(callErr)
+	}
+	at, detail := s.now(), truncate(callErr.Error(), 255)
+	ok, err := s.casState(ctx, p, StateAbandoned, change{cause: CauseAbandoned, detail: detail, unmoved: true}, at)
+	switch {
+	case err != nil:
+		return p, err
+	case ok:
+		s.transitioned(Transition{PaymentID: p.ID, From: p.State, To: StateAbandoned, Cause: CauseAbandoned, Detail: detail, At: at})
+		p.State, p.UpdatedAt = StateAbandoned, at
+		return p, p.result(callErr)
+	}
+	// Taken up (or settled) by another submitter since it was read: it is theirs.
+	if p, err = loadPayment(ctx, s.db, p.ID, false); err != nil {
+		return p, err
+	}
+	return p, p.result(callErr)
+}
+
+// takeUp marks p, if REQUESTED, as being submitted (a conditional update of its updated_at),
+// so that an Attempt that read it before can no longer abandon it: of an abandonment and a
+// submission, exactly one goes ahead. It returns p as it is then: one no longer REQUESTED
+// (abandoned or settled meanwhile) is not to be sent.
+func (s *Service) takeUp(ctx context.Context, p Payment) (Payment, error) {
+	for p.State == StateRequested {
+		at := s.now()
+		if !at.After(p.UpdatedAt) { // a clock that stands still still moves it
+			at = p.UpdatedAt.Add(time.Microsecond)
+		}
+		var n int64
+		err := sqlutil.Retry(ctx, s.db, func(ctx context.Context) error {
+			res, err := s.db.NewUpdate().Model((*paymentRow)(nil)).Set("updated_at = ?", at).
+				Where("id = ?", p.ID).Where("state = ?", string(StateRequested)).Where("updated_at = ?", p.UpdatedAt).Exec(ctx)
+			if err == nil {
+				n, err = res.RowsAffected()
+			}
+			return err
+		})
+		if err != nil {
+			return p, fmt.Errorf("payment: taking up %q: %w", p.ID, err)
+		}
+		if n == 1 {
+			p.UpdatedAt = at
+			return p, nil
+		}
+		if p, err = loadPayment(ctx, s.db, p.ID, false); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
 }
 
 // result is the error Pay returns for p as recorded; callErr is the gateway's error, if any.
@@ -289,6 +405,11 @@ func (p Payment) result(callErr error) error {
 		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, callErr)
 	case StateRequested:
 		return cmp.Or(callErr, ErrGatewayUnavailable)
+	case StateAbandoned:
+		if callErr == nil {
+			return fmt.Errorf("%w: %q", ErrAbandoned, p.ID)
+		}
+		return fmt.Errorf("%w: %q: %w", ErrAbandoned, p.ID, callErr)
 	case StateReview:
 		return fmt.Errorf("%w: %q", ErrUnderReview, p.ID)
 	}

@@ -8,14 +8,19 @@ import (
 // State is where a payment is in its life:
 //
 //	REQUESTED ──> APPROVED ──> PARTIALLY_REFUNDED ──> REFUNDED
-//	    │   │        ^   └──────────────────────────────^
-//	    │   └──> DECLINED
-//	    └──> UNKNOWN ──> APPROVED | DECLINED   (reconciliation)
+//	    │ │ │        ^   └──────────────────────────────^
+//	    │ │ └──> DECLINED
+//	    │ └──> UNKNOWN ──> APPROVED | DECLINED   (reconciliation)
+//	    └──> ABANDONED ──> APPROVED | DECLINED   (only if the PG says so after all)
 //
-//	any other state ──> REVIEW                 (the PG contradicts the record)
+//	any other state ──> REVIEW                   (the PG contradicts the record)
 //
 // REQUESTED is recorded before the PG is called; UNKNOWN means a call was made but its answer
-// was not received. REVIEW is final for the Service: the PG's own answer contradicted what was
+// was not received. ABANDONED is a payment given up because the PG was certainly not reached
+// (Service.Attempt): nothing was charged and nothing submits it again (it is final for
+// Submit, Pay and the Reconciler), so its ID is never sent to the PG again; the caller pays
+// with a new payment ID. Should the PG report it approved or declined all the same (a
+// webhook, Gateway.Status), that is the PG's truth and is recorded. REVIEW is final for the Service: the PG's own answer contradicted what was
 // recorded (approved here, declined there; declined here, approved there; another amount), so
 // a person must decide; nothing settles it automatically, and an order must never be
 // completed on it. Every state is entered at most once.
@@ -29,6 +34,8 @@ const (
 	StateUnknown           State = "UNKNOWN"
 	StatePartiallyRefunded State = "PARTIALLY_REFUNDED"
 	StateRefunded          State = "REFUNDED"
+	// StateAbandoned: given up before the PG was reached (Service.Attempt); nothing charged.
+	StateAbandoned State = "ABANDONED"
 	// StateReview: the PG's own answer contradicts the record; a person must decide.
 	StateReview State = "REVIEW"
 )
@@ -37,8 +44,8 @@ const (
 func (s State) next() []State {
 	switch s {
 	case StateRequested:
-		return []State{StateApproved, StateDeclined, StateUnknown, StateReview}
-	case StateUnknown:
+		return []State{StateApproved, StateDeclined, StateUnknown, StateAbandoned, StateReview}
+	case StateUnknown, StateAbandoned:
 		return []State{StateApproved, StateDeclined, StateReview}
 	case StateApproved:
 		return []State{StatePartiallyRefunded, StateRefunded, StateReview}
@@ -53,7 +60,7 @@ func (s State) next() []State {
 // Valid reports whether s is one of the states above.
 func (s State) Valid() bool {
 	switch s {
-	case StateRequested, StateApproved, StateDeclined, StateUnknown, StatePartiallyRefunded, StateRefunded, StateReview:
+	case StateRequested, StateApproved, StateDeclined, StateUnknown, StateAbandoned, StatePartiallyRefunded, StateRefunded, StateReview:
 		return true
 	}
 	return false
@@ -80,7 +87,8 @@ func (s State) Reaches(to State) bool {
 }
 
 // Settled reports whether the PG's answer is recorded (APPROVED, DECLINED, a refund state, or
-// REVIEW when its answers contradict each other).
+// REVIEW when its answers contradict each other) or the payment was ABANDONED: nothing
+// submits it again.
 func (s State) Settled() bool { return s != StateRequested && s != StateUnknown }
 
 // Cause says what made a transition.
@@ -100,6 +108,8 @@ const (
 	CauseReconciler Cause = "reconciler"
 	// CauseRefund: a refund succeeded.
 	CauseRefund Cause = "refund"
+	// CauseAbandoned: the PG was not reached and the caller gave the payment up.
+	CauseAbandoned Cause = "abandoned"
 )
 
 // Transition is one persisted move of a payment's state machine.

@@ -129,6 +129,9 @@ type change struct {
 	reference      string
 	declineCode    string
 	declineMessage string
+	// unmoved makes the move also conditional on the payment's updated_at being as read:
+	// no one has taken it up since (see Service.takeUp).
+	unmoved bool
 }
 
 // casState moves p from p.State (as last read) to to, with ch, and records the transition,
@@ -144,6 +147,9 @@ func (s *Service) casState(ctx context.Context, p Payment, to State, ch change, 
 			Set("updated_at = ?", at).
 			Where("id = ?", p.ID).
 			Where("state = ?", string(p.State))
+		if ch.unmoved {
+			q = q.Where("updated_at = ?", p.UpdatedAt)
+		}
 		if ch.reference != "" {
 			q = q.Set("pg_reference = ?", ch.reference)
 		}

@@ -52,14 +52,13 @@ var codeRules = map[errcode.Code]codeRule{
 
 // retryAfter is the Retry-After, in seconds, of the problems whose retry makes sense
 // sooner or later than their status's default: a request still running elsewhere, a cart
-// that changed under its checkout (nothing was placed), and a PG that is down or has not
-// answered yet.
+// that changed under its checkout (nothing was placed), and a refund still with the PG. A
+// PG that is down or has not answered is dependency_unavailable, with the hint its error
+// carries (errcode.RetryAfter), else the status's default.
 var retryAfter = map[string]int{
-	"request_in_progress":         1,
-	"cart_changed":                1,
-	"refund_in_progress":          5,
-	"payment_gateway_unavailable": 5,
-	"payment_outcome_unknown":     5,
+	"request_in_progress": 1,
+	"cart_changed":        1,
+	"refund_in_progress":  5,
 }
 
 // problemFor maps err to its problem through codeRules. 4xx problems carry the error's

@@ -144,8 +144,11 @@ func TestErrorMapping(t *testing.T) {
 		{payment.ErrRefundNotFound, http.StatusNotFound, "refund_not_found", 0},
 		{payment.ErrPaymentIDReused, http.StatusUnprocessableEntity, "idempotency_key_reused", 0},
 		{payment.ErrDeclined, http.StatusUnprocessableEntity, "payment_declined", 0},
-		{payment.ErrGatewayUnavailable, http.StatusServiceUnavailable, "payment_gateway_unavailable", 5},
-		{payment.ErrOutcomeUnknown, http.StatusServiceUnavailable, "payment_outcome_unknown", 5},
+		// The PG down or silent is a dependency failure like any other (errcode.ErrUnavailable).
+		{payment.ErrGatewayUnavailable, http.StatusServiceUnavailable, "dependency_unavailable", 1},
+		{payment.ErrAbandoned, http.StatusServiceUnavailable, "dependency_unavailable", 1},
+		{payment.ErrOutcomeUnknown, http.StatusServiceUnavailable, "dependency_unavailable", 1},
+		{&errcode.UnavailableError{Dependency: "pg", RetryAfter: 20 * time.Second, Err: payment.ErrAbandoned}, http.StatusServiceUnavailable, "dependency_unavailable", 20},
 		{payment.ErrRefundInProgress, http.StatusConflict, "refund_in_progress", 5},
 		{payment.ErrIllegalTransition, http.StatusConflict, "invalid_payment_state", 0},
 		{member.ErrInvalidRequest, http.StatusBadRequest, "invalid_request", 0},
