@@ -255,6 +255,8 @@ func (a *audit) payment(ctx context.Context, r *orderRow) error {
 	switch {
 	case r.Status == StatusPaying || r.Status == StatusCancelling:
 		return nil // in flight
+	case r.PaidAt == 0 && p.State == payment.StateAbandoned:
+		return nil // its last attempt never reached the PG; the order was reopened
 	case r.Status == StatusPaid:
 		want = payment.StateApproved
 	case r.Status == StatusCancelled, r.FailureCode == FailureUnfulfillable:

@@ -95,11 +95,11 @@ func couponState(t *testing.T, e *commercetest.Env, id string) coupon.State {
 	return testkit.Must(e.Coupons.Coupon(ctx, id))(t).State
 }
 
-// payPastDeadline pays o while the PG is down and lets the reservation and the holds
-// expire and be swept: an approval coming now is too late.
+// payPastDeadline pays o while the PG fails without an answer (the order is PAYING) and
+// lets the reservation and the holds expire and be swept: an approval coming now is too late.
 func payPastDeadline(t *testing.T, e *commercetest.Env, o commerce.Order) commerce.Order {
 	t.Helper()
-	e.PG.SetFault(pgsim.FaultUnavailable)
+	e.PG.SetFault(pgsim.FaultError)
 	o = pay(t, e, o, "tok_ok")
 	require.Equal(t, commerce.StatusPaying, o.Status)
 	e.Clock.Advance(commerce.DefaultOrderExpiry + commerce.DefaultPaymentWindow)

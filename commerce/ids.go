@@ -33,6 +33,21 @@ func rewardID(order string) string       { return "reward-" + order }
 func pointsRefundID(order string) string { return "points-refund-" + order }
 func paymentID(order string) string      { return "pay-" + order }
 
+// nextPaymentID names the payment of an order's next attempt after last, its previous
+// (abandoned) attempt's payment, "" for none: "pay-<order>" for the first, as before attempts
+// were numbered, then "pay-<order>-2", "pay-<order>-3"..., so that an abandoned attempt's
+// ID, the PG's idempotency key, is never sent again for another attempt.
+func nextPaymentID(order, last string) string {
+	if last == "" {
+		return paymentID(order)
+	}
+	n := 1
+	if rest, ok := strings.CutPrefix(last, paymentID(order)+"-"); ok {
+		n, _ = strconv.Atoi(rest) // the order's own numbering: never malformed
+	}
+	return paymentID(order) + "-" + strconv.Itoa(n+1)
+}
+
 // refundID names the refund of a payment: attempt 0 is the refund of an approval that came
 // too late, attempt n ≥ 1 the refund of the n-th cancellation of a paid order.
 func refundID(order string, attempt int) string {

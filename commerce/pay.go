@@ -1,12 +1,15 @@
 package commerce
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/hold"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
@@ -22,6 +25,7 @@ const (
 	StepPayStockCommitted = "pay.stock-committed" // (inventory outside SQL) the units are sold
 	StepPayCommit         = "pay.commit"          // inside the completing transaction, before its commit
 	StepPayDeclined       = "pay.declined"        // the PG declined; nothing is compensated yet
+	StepPayAbandoned      = "pay.abandoned"       // the PG was not reached and the payment is abandoned; the order is not reopened yet
 	StepPayRefundDecided  = "pay.refund-decided"  // a late approval is to be refunded
 	StepPayRefunded       = "pay.refunded"        // the late approval is refunded; nothing compensated yet
 	StepCompensate        = "compensate"          // inside a compensating transaction, before its commit
@@ -38,14 +42,24 @@ const (
 //     answers contradict each other and the payment is under review (FailurePaymentReview:
 //     never completed on a webhook's word); the stock, the coupon and the points are given
 //     back and the payment-failed event written;
-//   - PAYING: the gateway's answer is not known yet (a timeout, the gateway unavailable);
-//     the payment reconciler settles the payment and Recover (or Run) completes the order
-//     either way.
+//   - PAYING: the gateway's answer is not known yet (a timeout, a lost answer); the payment
+//     reconciler settles the payment and Recover (or Run) completes the order either way.
 //
-// While the gateway is known to be down (payment.Service.Ready: its circuit breaker is
-// open), Pay fails at once with an error matching errcode.ErrUnavailable whose
-// errcode.RetryAfter is the breaker's remaining delay, before it claims anything: the
-// order stays PENDING_PAYMENT with its holds, and nothing is recorded or charged.
+// When the gateway is down Pay fails with an error matching errcode.ErrUnavailable (an HTTP
+// 503 with Retry-After: its errcode.RetryAfter) and the order stays PENDING_PAYMENT with its
+// holds, nothing charged:
+//
+//   - known to be down before anything is claimed (payment.Service.Ready: its circuit
+//     breaker open), Pay fails at once, the RetryAfter the breaker's remaining delay, and
+//     nothing is recorded;
+//   - certainly not reached by the call (payment.ErrGatewayUnavailable: the breaker open,
+//     the bulkhead full, the connection refused), the payment is abandoned
+//     (payment.Service.Attempt: ABANDONED, never sent again) and the order reopened: back to
+//     PENDING_PAYMENT with its pay key cleared, the RetryAfter the gateway's hint or
+//     DefaultPGRetryAfter. A crash in between is finished by Recover.
+//
+// A later Pay, with any idempotency key (the same one included), makes a new attempt with a
+// new payment.
 //
 // The payment plan (held points, the coupon's discount, Method for the amount due) must
 // satisfy payment.Plan's method rules, else the error wraps ErrPaymentRule and the
@@ -55,8 +69,10 @@ const (
 // Exactly one of Pay, Cancel and expiry wins an order: Pay first moves it to PAYING with a
 // conditional update, persisted before the gateway is called; an order already expired is
 // expired on the spot (ErrOrderExpired). The payment is charged outside any transaction,
-// with the payment ID "pay-<order>" as the gateway's idempotency key, so it is charged at
-// most once whatever retries and crashes happen.
+// with its payment ID as the gateway's idempotency key, so it is charged at most once
+// whatever retries and crashes happen: "pay-<order>" for the first attempt, then
+// "pay-<order>-2", "pay-<order>-3"... for attempts after abandoned ones, so that an
+// abandoned payment's ID is never sent again.
 //
 // Pay is idempotent on req.IdempotencyKey: repeating it returns the order as the first
 // request left it, continuing the payment if it is still in flight; the same key with
@@ -130,7 +146,7 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Order, error) {
 			n.Status, n.Step, n.PayKey, n.PayFingerprint = StatusPaying, stepPay, req.IdempotencyKey, fp
 			n.PayMethod, n.PayToken = string(req.Method), req.Token
 			if r.AmountDue > 0 {
-				n.PaymentID = paymentID(r.ID)
+				n.PaymentID = nextPaymentID(r.ID, r.PaymentID)
 			}
 		}, claim)
 		if errors.Is(err, errLostRace) {
@@ -145,7 +161,7 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Order, error) {
 		if err := s.step(StepPayPaying); err != nil {
 			return Order{}, err
 		}
-		switch err := s.settlePayment(ctx, r, true); {
+		switch err := s.settleAttempt(ctx, r); {
 		case err == nil:
 			return r.order(), nil // r is as the flows left it
 		case !errors.Is(err, errLostRace):
@@ -164,6 +180,17 @@ func (s *Service) requestPayment(ctx context.Context, tx bun.Tx, next *orderRow)
 	return err
 }
 
+// settleAttempt charges the payment Pay has just recorded with the order's claim and
+// completes, fails or reopens the order (see settled). The payment is abandoned when the PG
+// was certainly not reached (payment.Service.Attempt).
+func (s *Service) settleAttempt(ctx context.Context, r *orderRow) error {
+	if r.AmountDue == 0 {
+		return s.completePaid(ctx, r)
+	}
+	p, err := s.pay.Attempt(ctx, r.payRequest())
+	return s.settled(ctx, r, p, err, true)
+}
+
 // settlePayment learns the payment's outcome (asking the PG, or, when recovering, the
 // payment package's record) and completes or fails the order.
 func (s *Service) settlePayment(ctx context.Context, r *orderRow, ask bool) error {
@@ -171,6 +198,12 @@ func (s *Service) settlePayment(ctx context.Context, r *orderRow, ask bool) erro
 		return s.completePaid(ctx, r)
 	}
 	p, err := s.charge(ctx, r.payRequest(), ask)
+	return s.settled(ctx, r, p, err, ask)
+}
+
+// settled completes, fails or reopens the order r, PAYING, on its payment p as the payment
+// package returned it, with err.
+func (s *Service) settled(ctx context.Context, r *orderRow, p payment.Payment, err error, ask bool) error {
 	switch {
 	case p.State == payment.StateApproved:
 		if err := s.step(StepPayApproved); err != nil {
@@ -188,6 +221,11 @@ func (s *Service) settlePayment(ctx context.Context, r *orderRow, ask bool) erro
 		return s.closeUnpaid(ctx, r, StatusPaymentFailed, EventPaymentFailed, OutcomeFailed, code)
 	case p.State == payment.StateReview:
 		return s.failUnderReview(ctx, r)
+	case p.State == payment.StateAbandoned:
+		if err := s.step(StepPayAbandoned); err != nil {
+			return err
+		}
+		return s.reopen(ctx, r, err, ask)
 	case p.State == payment.StatePartiallyRefunded || p.State == payment.StateRefunded:
 		// Refunded behind the order's back: it cannot be fulfilled.
 		return s.decideRefund(ctx, r, ask)
@@ -196,6 +234,31 @@ func (s *Service) settlePayment(ctx context.Context, r *orderRow, ask bool) erro
 		return nil // PAYING until the reconciler settles it
 	}
 	return fmt.Errorf("commerce: pay order %s: %w", r.ID, err)
+}
+
+// DefaultPGRetryAfter is the Retry-After Pay's answer carries when the PG was not reached
+// and its gateway gave no better hint (a circuit breaker's remaining delay).
+const DefaultPGRetryAfter = 5 * time.Second
+
+// reopen gives an order whose payment was abandoned (the PG was not reached: nothing was
+// charged) back to its buyer: PAYING → PENDING_PAYMENT with its holds, its pay key,
+// fingerprint, method and token cleared, so that the next Pay, whatever its key, makes a new
+// attempt under a new payment ID (the order keeps the abandoned one's, to number the next).
+// To a client (ask) it then answers with an error matching errcode.ErrUnavailable, wrapping
+// payErr, whose errcode.RetryAfter is the gateway's hint or DefaultPGRetryAfter.
+func (s *Service) reopen(ctx context.Context, r *orderRow, payErr error, ask bool) error {
+	err := s.move(ctx, r, s.now(), func(n *orderRow) {
+		n.Status, n.Step, n.PayKey, n.PayFingerprint, n.PayMethod, n.PayToken = StatusPendingPayment, "", "", "", "", ""
+	}, step{})
+	if !ask || err != nil && !errors.Is(err, errLostRace) { // lost: another request reopened it
+		return err
+	}
+	wait := errcode.RetryAfter(payErr, 0)
+	if wait <= 0 { // the breaker the failure opened knows how long it stays open
+		wait = errcode.RetryAfter(s.pay.Ready(), DefaultPGRetryAfter)
+	}
+	return &errcode.UnavailableError{Dependency: "pg", RetryAfter: wait,
+		Err: fmt.Errorf("commerce: pay order %s: %w", r.ID, cmp.Or(payErr, payment.ErrAbandoned))}
 }
 
 // completePaid turns an order whose payment was approved into PAID: its holds posted (the

@@ -11,7 +11,8 @@ import (
 
 // Recover drives every order and top-up with work left forward from its persisted state,
 // whatever its age: orders PAYING (the payment's outcome, as the payment package has
-// recorded it, completes or fails them; a payment never recorded is submitted again with
+// recorded it, completes or fails them, or, when it was abandoned because the PG was not
+// reached, reopens them for another Pay; a payment never recorded is submitted again with
 // the same ID), orders whose late approval is being refunded, orders CANCELLING (the refund,
 // then the cancellation), final orders whose stock is still to be released or returned
 // outside SQL, and top-ups PAYING. Every step it takes is one the interrupted flow would

@@ -99,7 +99,7 @@ var crashCases = []crashCase{
 		name: "late approval refunded",
 		setup: func(t *testing.T, e *commercetest.Env) *fixture {
 			f := placed(t, e)
-			e.PG.SetFault(pgsim.FaultUnavailable)
+			e.PG.SetFault(pgsim.FaultError) // no answer: the order waits, PAYING
 			pay(t, e, f.order, "tok_ok")
 			e.PG.SetFault(pgsim.FaultNone)
 			e.Clock.Advance(commerce.DefaultOrderExpiry + commerce.DefaultPaymentWindow)

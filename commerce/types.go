@@ -154,7 +154,8 @@ type Order struct {
 
 	// PayMethod is the gateway method of the payment (CARD or BNPL; empty until Pay, and for
 	// an order paid with points alone). PaymentID is the payment's ID in the payment
-	// package (empty when nothing is due).
+	// package (empty when nothing is due), of its latest attempt: an order reopened because
+	// the PG was not reached keeps its abandoned payment's ID until the next Pay.
 	PayMethod payment.Method
 	PaymentID string
 	// FailureCode says why an order failed or could not be completed: the PG's decline code,

@@ -3,6 +3,7 @@ package server_test
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/refserver/server"
 )
@@ -281,13 +283,50 @@ func TestErrorStatuses(t *testing.T) {
 			expectProblem(t, a.call("POST", "/v1/orders", alice, "k5", server.PlaceOrderJSON{Lines: line, Points: 100}),
 				http.StatusUnprocessableEntity, "insufficient_points")
 
-			// 503: the PG down is not a request error (the order waits, 202), but readiness says so.
+			// 503: readiness says the PG is down (a pay answers 503 then: TestPayGatewayDown).
 			if b.name == full.name {
 				a.sim.SetFault(pgsim.FaultUnavailable)
 				r := expect(t, a.call("GET", "/readyz", "", "", nil), http.StatusServiceUnavailable)
 				assert.NotEqual(t, "ok", as[server.Readiness](t, r).Checks["payment_gateway"])
 				a.sim.SetFault(pgsim.FaultNone)
 			}
+		})
+	}
+}
+
+// TestPayGatewayDown: a pay while the PG refuses every call is a fast 503
+// dependency_unavailable with Retry-After; nothing is charged, the order is PENDING_PAYMENT
+// again with its stock reserved, and once the PG is back the same request pays it, charged
+// once under a new payment ID.
+func TestPayGatewayDown(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			a := start(t, b, nil)
+			setup(t, a, "p1", 9000, 5)
+			alice := token(t, "alice", false)
+			o := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "order-1", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 2}}}), http.StatusCreated))
+			pay := server.PayJSON{Method: "CARD", Token: "tok_visa"}
+
+			a.sim.SetFault(pgsim.FaultUnavailable)
+			r := a.call("POST", "/v1/orders/"+o.ID+"/pay", alice, "pay-1", pay)
+			p := expectProblem(t, r, http.StatusServiceUnavailable, "dependency_unavailable")
+			assert.Equal(t, int(commerce.DefaultPGRetryAfter/time.Second), p.RetryAfter)
+			assert.Equal(t, strconv.Itoa(p.RetryAfter), r.Header.Get("Retry-After"))
+			got := as[server.OrderJSON](t, expect(t, a.call("GET", "/v1/orders/"+o.ID, alice, "", nil), http.StatusOK))
+			assert.Equal(t, "PENDING_PAYMENT", got.Status)
+			st := as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil))
+			assert.Equal(t, []int64{3, 2, 0}, []int64{st.Available, st.Reserved, st.Sold})
+			assert.Zero(t, a.sim.Stats().Charges)
+
+			a.sim.SetFault(pgsim.FaultNone)
+			paid := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders/"+o.ID+"/pay", alice, "pay-1", pay), http.StatusOK))
+			assert.Equal(t, "PAID", paid.Status)
+			assert.Equal(t, "pay-"+o.ID+"-2", paid.PaymentID)
+			assert.Equal(t, 1, a.sim.Charges(paid.PaymentID))
+			assert.Equal(t, 1, a.sim.Stats().Charges)
+			st = as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil))
+			assert.Equal(t, []int64{3, 0, 2}, []int64{st.Available, st.Reserved, st.Sold})
 		})
 	}
 }
