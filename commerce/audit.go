@@ -247,6 +247,9 @@ func (a *audit) payment(ctx context.Context, r *orderRow) error {
 		}
 		return nil
 	}
+	if err := a.earlierAttempts(ctx, r); err != nil {
+		return err
+	}
 	p, err := a.s.pay.Get(ctx, r.PaymentID)
 	if err != nil && !errors.Is(err, payment.ErrPaymentNotFound) {
 		return fmt.Errorf("commerce: audit: payment of %s: %w", r.ID, err)
@@ -269,6 +272,26 @@ func (a *audit) payment(ctx context.Context, r *orderRow) error {
 	if p.State != want || p.Amount != r.AmountDue || (want == payment.StateRefunded) != (p.Refunded == r.AmountDue) {
 		a.add("payment", r.ID, "order %s due %d: payment %s of %d, refunded %d; want %s",
 			r.Status, r.AmountDue, stateOr(string(p.State)), p.Amount, p.Refunded, want)
+	}
+	return nil
+}
+
+// earlierAttempts checks the payments of an order's earlier attempts, if it made several:
+// each was abandoned (the PG was not reached) before the next. One the PG approved all the
+// same (ABANDONED -> APPROVED) is a charge that no order pays by, until it is refunded.
+func (a *audit) earlierAttempts(ctx context.Context, r *orderRow) error {
+	if r.PaymentID == paymentID(r.ID) {
+		return nil
+	}
+	ps, err := a.s.pay.ByOrder(ctx, r.ID)
+	if err != nil {
+		return fmt.Errorf("commerce: audit: payments of %s: %w", r.ID, err)
+	}
+	for _, p := range ps {
+		if p.ID != r.PaymentID && p.State != payment.StateAbandoned && !(p.State == payment.StateRefunded && p.Refunded == p.Amount) {
+			a.add("payment", r.ID, "order %s: payment %s of an earlier attempt is %s, not ABANDONED: charged %d that the order does not pay by",
+				r.Status, p.ID, p.State, p.Amount-p.Refunded)
+		}
 	}
 	return nil
 }

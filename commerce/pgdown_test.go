@@ -275,3 +275,37 @@ func TestPayAbandonRacesReconciler(t *testing.T) {
 		e.RequireClean(t)
 	})
 }
+
+// TestAbandonedPaymentApprovedAnyway: should the PG, against its word, approve a payment
+// that was abandoned, its webhook records the PG's truth (ABANDONED -> APPROVED); the order
+// paid by a later attempt is unchanged and the audit reports the charge that no order pays
+// by.
+func TestAbandonedPaymentApprovedAnyway(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		o := place(t, e, newBuyer(t, e, 0, 0), sku, 1, 0)
+		e.PG.SetFault(pgsim.FaultUnavailable)
+		_, err := e.Service.Pay(ctx, cardPayment(o, "tok_ok"))
+		requireUnreached(t, err)
+		e.PG.SetFault(pgsim.FaultNone)
+		paid := pay(t, e, o, "tok_ok")
+		require.Equal(t, commerce.StatusPaid, paid.Status)
+		e.RequireClean(t)
+
+		abandoned := "pay-" + o.ID
+		_, err = e.PG.Approve(ctx, payment.ApproveRequest{PaymentID: abandoned, OrderID: o.ID, Amount: o.AmountDue,
+			Currency: "KRW", Method: payment.MethodCard, Token: "tok_ok"})
+		require.NoError(t, err)
+		body, sig, err := e.PG.Webhook(abandoned)
+		require.NoError(t, err)
+		require.NoError(t, e.Service.HandlePaymentWebhook(ctx, body, sig))
+		assert.Equal(t, payment.StateApproved, paymentOf(t, e, abandoned).State)
+		assert.Equal(t, paid, order(t, e, o.ID))
+
+		rep, err := e.Service.Audit(ctx)
+		require.NoError(t, err)
+		require.Len(t, rep.Discrepancies, 1, "%v", rep.Discrepancies)
+		assert.Equal(t, "payment", rep.Discrepancies[0].Kind)
+		assert.Contains(t, rep.Discrepancies[0].Detail, abandoned)
+	})
+}
