@@ -23,11 +23,12 @@
 //	        │
 //	        ▼            Cancel                      Expire (deadline passed)
 //	PENDING_PAYMENT ───────────────► CANCELLED      PENDING_PAYMENT ──► EXPIRED
-//	        │ Pay (conditional: exactly one of Pay, Cancel, Expire wins)
-//	        ▼
-//	      PAYING ──── declined ─────────────────────────► PAYMENT_FAILED
-//	        │  └───── approved, but the reservation or hold
-//	        │         is gone: refund (step "refund") ─────► PAYMENT_FAILED (UNFULFILLABLE)
+//	   ▲    │ Pay (conditional: exactly one of Pay, Cancel, Expire wins)
+//	   │    ▼
+//	   │  PAYING ──── declined ─────────────────────────► PAYMENT_FAILED
+//	   │    │  ├───── approved, but the reservation or hold
+//	   │    │  │      is gone: refund (step "refund") ─────► PAYMENT_FAILED (UNFULFILLABLE)
+//	   └────│──┴───── the PG not reached: payment abandoned (Pay answers 503)
 //	        │ approved (or nothing due: points alone)
 //	        ▼
 //	       PAID ── Cancel within the window ──► CANCELLING ── refunded ──► CANCELLED
@@ -87,13 +88,18 @@
 // Pay checks the payment plan against payment.Plan's method rules (points = the held points,
 // coupon = the discount, CARD or BNPL = the amount due), then in one transaction moves the
 // order to PAYING and records its payment REQUESTED (payment.Service.Request, payment ID
-// "pay-<order>"), so that neither commits without the other; after the commit it submits the
-// payment to the PG (payment.Service.Submit: outside any transaction, the payment ID as the
-// PG's idempotency key). Approved: one transaction commits the stock, confirms the coupon,
+// "pay-<order>", or "pay-<order>-<n>" for the n-th attempt after abandoned ones), so that
+// neither commits without the other; after the commit it submits the payment to the PG
+// (payment.Service.Attempt: outside any transaction, the payment ID as the PG's idempotency
+// key). While the PG's circuit breaker is open, Pay answers errcode.ErrUnavailable before
+// claiming anything. PG not reached (payment.ErrGatewayUnavailable: nothing charged): the
+// payment is ABANDONED and the order reopened, PENDING_PAYMENT with its holds and its pay key
+// cleared, and Pay answers errcode.ErrUnavailable (503 + Retry-After); a crash in between is
+// finished by Recover. Approved: one transaction commits the stock, confirms the coupon,
 // captures the points, earns the reward (ID "reward-<order>"), and makes the order PAID
 // (with Redis the stock is committed first, idempotently). Declined: one transaction
 // releases the stock, restores the coupon, voids the points and makes the order
-// PAYMENT_FAILED. Unknown (timeout, PG unavailable): the order stays PAYING; the payment
+// PAYMENT_FAILED. Unknown (timeout, lost answer): the order stays PAYING; the payment
 // reconciler settles the payment and Recover completes the order. An approval that can no
 // longer be fulfilled (the reservation or the hold expired while the PG was away) is
 // refunded (refund "refund-<order>-0") and the order failed with FailureUnfulfillable.
