@@ -299,11 +299,11 @@ func TestErrorStatuses(t *testing.T) {
 // again with its stock reserved, and once the PG is back the same request pays it, charged
 // once under a new payment ID.
 func TestPayGatewayDown(t *testing.T) {
+	alice := token(t, "alice", false)
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			a := start(t, b, nil)
 			setup(t, a, "p1", 9000, 5)
-			alice := token(t, "alice", false)
 			o := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "order-1", server.PlaceOrderJSON{
 				Lines: []server.LineJSON{{ProductID: "p1", Qty: 2}}}), http.StatusCreated))
 			pay := server.PayJSON{Method: "CARD", Token: "tok_visa"}
