@@ -27,7 +27,8 @@ import (
 // or until its deadline. A retry whose reservation was released or expired fails with
 // *ConflictError: PlaceOrder never creates an order that holds no stock. Once begun, the
 // reservation and its transaction are not stopped by the client going away (ctx cancelled;
-// ctx's deadline still stops them), so that never leaves units reserved by no order.
+// ctx's deadline still stops them, and without one the reservation's TTL, the order's
+// expiry plus the payment window), so that never leaves units reserved by no order.
 //
 // The order must be payable under the method rules (payment.Plan): a coupon never pays
 // alone, and points and a coupon together need a card part, so an order they would cover
@@ -62,10 +63,11 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 		return Order{}, err
 	}
 	// The reservation and the transaction recording its order are one step: the client
-	// going away (its context cancelled) no longer stops them, its deadline still does.
+	// going away (its context cancelled) no longer stops them, its deadline still does, and
+	// without one the reservation's TTL.
 	// Else an inventory outside the transaction (Redis) would keep units reserved by no
 	// order until their deadline, unseen by the unpaid caps and the retry-less client.
-	ctx, cancel := detached(ctx)
+	ctx, cancel := detached(ctx, s.holdTTL())
 	defer cancel()
 	units := stockHold{Buyer: req.UserID, Lines: make([]inventory.Line, len(lines))}
 	for i, l := range lines {
