@@ -148,6 +148,27 @@ var crashCases = []crashCase{
 		},
 	},
 	{
+		name:  "cancel paid, reward partly spent",
+		setup: rewardSpentFixture,
+		run:   cancelFixture,
+		check: func(t *testing.T, e *commercetest.Env, f *fixture) {
+			o := order(t, e, f.order.ID)
+			assert.Equal(t, commerce.StatusCancelled, o.Status)
+			assert.Empty(t, o.Step)
+			requireStock(t, e, f.sku, 5, 0, 0)
+			assert.Equal(t, ledger.Balance{}, balance(t, e, f.b.user))
+			assert.Equal(t, coupon.StateAvailable, couponState(t, e, f.b.coupon))
+			refunds, err := e.Payments.Refunds(ctx, o.PaymentID)
+			require.NoError(t, err)
+			require.Len(t, refunds, 1)
+			assert.Equal(t, payment.RefundSucceeded, refunds[0].State)
+			assert.Equal(t, int64(16_850), refunds[0].Amount)
+			atPG, err := e.PG.Status(ctx, o.PaymentID)
+			require.NoError(t, err)
+			assert.Equal(t, int64(16_850), atPG.Canceled)
+		},
+	},
+	{
 		name: "expire",
 		setup: func(t *testing.T, e *commercetest.Env) *fixture {
 			f := placed(t, e)
@@ -525,4 +546,18 @@ func TestCrashDuringRecovery(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rewardSpentFixture pays 2 units at 10,000 with a 3,000 coupon and 100 of the buyer's
+// 1,000 points (due 16,900, reward 169), then has the buyer spend all but 19 of their
+// points: the cancellation claws back 19, gives back no points (100 − the shortfall of 150)
+// and refunds 16,850 of the payment.
+func rewardSpentFixture(t *testing.T, e *commercetest.Env) *fixture {
+	f := &fixture{sku: e.Product(t, 10_000, 5), b: newBuyer(t, e, 1_000, 3_000)}
+	f.order = pay(t, e, place(t, e, f.b, f.sku, 2, 100), "tok_ok")
+	require.Equal(t, commerce.StatusPaid, f.order.Status)
+	require.Equal(t, int64(169), f.order.Reward)
+	_, err := e.Ledger.Spend(ctx, ledger.SpendRequest{ID: e.ID("spend"), User: f.b.user, Amount: 1_050})
+	require.NoError(t, err)
+	return f
 }
