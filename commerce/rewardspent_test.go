@@ -85,6 +85,16 @@ func requireRewardCancel(t *testing.T, e *commercetest.Env, c rewardCase, b buye
 	}
 	kept := got.Points - c.refundPoints + got.AmountDue - c.refundPG
 	assert.Equal(t, c.shortfall, kept, "the buyer keeps exactly the shortfall of what they paid")
+	assert.Equal(t, [3]int64{c.shortfall, c.refundPoints, c.refundPG}, [3]int64{got.RewardShortfall, got.RefundPoints, got.RefundAmount},
+		"shortfall, points and amount refunded")
+	ev := cancelledEvent(t, e, got.ID)
+	assert.Equal(t, float64(c.refundPoints), ev["refundPoints"], "the event says what was refunded")
+	assert.Equal(t, float64(c.refundPG), ev["refundAmount"])
+	if c.shortfall > 0 {
+		assert.Equal(t, float64(c.shortfall), ev["rewardShortfall"])
+	} else {
+		assert.NotContains(t, ev, "rewardShortfall")
+	}
 	if got.AmountDue == 0 {
 		assert.Empty(t, got.PaymentID)
 		return
@@ -150,6 +160,65 @@ func TestCancelRewardSpentRefundRejected(t *testing.T) {
 		assert.Equal(t, payment.RefundSucceeded, refunds[1].State)
 		assert.Equal(t, int64(20_000-120), refunds[1].Amount)
 		requireStock(t, e, sku, 10, 0, 0)
+		e.RequireClean(t)
+	})
+}
+
+// TestCancelRewardTakesThePayment: at a reward rate of 100% the reward is the whole
+// payment; spent entirely, it leaves nothing to refund: the order is cancelled (the units
+// back on sale) without a refund, and the payment stays APPROVED.
+func TestCancelRewardTakesThePayment(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 0, 0)
+		o := pay(t, e, place(t, e, b, sku, 1, 0), "tok_ok")
+		require.Equal(t, int64(10_000), o.Reward)
+		_, err := e.Ledger.Spend(ctx, ledger.SpendRequest{ID: e.ID("spend"), User: b.user, Amount: 10_000})
+		require.NoError(t, err)
+
+		got, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusCancelled, got.Status)
+		assert.Equal(t, [3]int64{10_000, 0, 0}, [3]int64{got.RewardShortfall, got.RefundPoints, got.RefundAmount})
+		requireStock(t, e, sku, 10, 0, 0)
+		assert.Equal(t, ledger.Balance{}, balance(t, e, b.user))
+		assert.Equal(t, payment.StateApproved, paymentOf(t, e, o.PaymentID).State)
+		assert.Zero(t, e.PG.Stats().CancelCalls, "nothing to refund")
+		e.RequireClean(t)
+	}, commerce.WithRewardRate(10_000))
+}
+
+// TestCancelRewardBeyondTheRefund: an order whose reward is more than it paid (a row
+// written by something else: the rate is at most 100%) and spent beyond what the
+// cancellation would refund cannot be cancelled: ErrRewardSpent, and nothing changes.
+func TestCancelRewardBeyondTheRefund(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 0, 0)
+		o := pay(t, e, place(t, e, b, sku, 1, 0), "tok_ok") // reward 100
+		_, err := e.Ledger.Spend(ctx, ledger.SpendRequest{ID: e.ID("spend"), User: b.user, Amount: 50})
+		require.NoError(t, err)
+		setReward := func(reward int64) {
+			_, err := e.DB.NewUpdate().Table("commerce_orders").Set("reward = ?", reward).Where("id = ?", o.ID).Exec(ctx)
+			require.NoError(t, err)
+		}
+		setReward(10_051) // 10,001 of it spent: more than the 10,000 paid
+
+		_, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.ErrorIs(t, err, commerce.ErrRewardSpent)
+		got := order(t, e, o.ID)
+		assert.Equal(t, commerce.StatusPaid, got.Status)
+		assert.Empty(t, got.Step)
+		assert.Zero(t, got.RewardShortfall)
+		assert.Equal(t, ledger.Balance{Available: 50, Total: 50}, balance(t, e, b.user), "no clawback")
+		requireStock(t, e, sku, 9, 0, 1)
+		assert.Zero(t, e.PG.Stats().CancelCalls)
+
+		setReward(100)
+		e.RequireClean(t)
+		got, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, [3]int64{50, 0, 9_950}, [3]int64{got.RewardShortfall, got.RefundPoints, got.RefundAmount})
 		e.RequireClean(t)
 	})
 }
