@@ -2,6 +2,9 @@ package commerce_test
 
 import (
 	"encoding/json"
+	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -219,6 +222,55 @@ func TestCancelRewardBeyondTheRefund(t *testing.T) {
 		got, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
 		require.NoError(t, err)
 		assert.Equal(t, [3]int64{50, 0, 9_950}, [3]int64{got.RewardShortfall, got.RefundPoints, got.RefundAmount})
+		e.RequireClean(t)
+	})
+}
+
+// TestCancelRewardSpentConcurrently: the buyer spends points while several requests cancel
+// the order at once. Whatever interleaving happens, the clawback takes what is left, every
+// spend that succeeded is the shortfall, deducted from the one refund, and nothing is left
+// over or refunded twice.
+func TestCancelRewardSpentConcurrently(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 0, 0)
+		o := pay(t, e, place(t, e, b, sku, 2, 0), "tok_ok") // reward 200
+		const workers = 8
+		var (
+			wg    sync.WaitGroup
+			spent atomic.Int64
+		)
+		for i := range workers {
+			wg.Go(func() {
+				_, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+				assert.True(t, err == nil || errors.Is(err, ledger.ErrInsufficientPoints), "cancel: %v", err)
+			})
+			id := e.ID("spend")
+			wg.Go(func() {
+				_, err := e.Ledger.Spend(ctx, ledger.SpendRequest{ID: id, User: b.user, Amount: 25 + int64(i)})
+				if err == nil {
+					spent.Add(25 + int64(i))
+				} else {
+					assert.ErrorIs(t, err, ledger.ErrInsufficientPoints)
+				}
+			})
+		}
+		wg.Wait()
+		t.Logf("the buyer spent %d of the reward's 200 points", spent.Load())
+		got, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusCancelled, got.Status)
+		assert.Equal(t, spent.Load(), got.RewardShortfall, "the shortfall is what the buyer spent")
+		assert.Equal(t, 20_000-spent.Load(), got.RefundAmount)
+		assert.Equal(t, ledger.Balance{}, balance(t, e, b.user))
+		refunds, err := e.Payments.Refunds(ctx, o.PaymentID)
+		require.NoError(t, err)
+		require.Len(t, refunds, 1)
+		assert.Equal(t, got.RefundAmount, refunds[0].Amount)
+		atPG, err := e.PG.Status(ctx, o.PaymentID)
+		require.NoError(t, err)
+		assert.Equal(t, got.RefundAmount, atPG.Canceled)
+		requireStock(t, e, sku, 10, 0, 0)
 		e.RequireClean(t)
 	})
 }
