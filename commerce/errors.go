@@ -54,12 +54,11 @@ var (
 	// ErrCancelWindowClosed: a paid order is past its cancel window (*CancelWindowError).
 	ErrCancelWindowClosed = errcode.New(errcode.FailedPrecondition, "cancel_window_closed", "commerce: cancel window closed")
 	// ErrRewardSpent: a paid order cannot be cancelled because the part of its reward the
-	// user spent is more than the cancellation would refund. Since the reward is at most
-	// the amount paid this only happens to an order written by something else: a spent
-	// reward no longer stops a cancellation, whose refund is reduced by it (see Cancel).
-	//
-	// Deprecated: no longer returned for an order whose reward was spent; kept for the
-	// impossible case above and for callers that test for it.
+	// user spent is more than the cancellation would refund; nothing was changed. Since
+	// the reward is at most the amount paid this only happens to an order whose row was
+	// written by something else: a spent reward does not stop a cancellation, it reduces
+	// its refund (see Cancel). Before that rule, every cancellation of an order whose
+	// reward was spent failed with it.
 	ErrRewardSpent = errcode.New(errcode.FailedPrecondition, "reward_spent", "commerce: reward points already spent")
 	// ErrRefundRejected: the PG refused the refund of a cancelled order; the order stays
 	// PAID (wraps payment.ErrRefundRejected).
