@@ -122,16 +122,17 @@ type OrderEvent struct {
 	Points        int64       `json:"points"`
 	AmountDue     int64       `json:"amountDue"`
 	Reward        int64       `json:"reward,omitempty"`
+	Currency      string      `json:"currency"`
+	PayMethod     string      `json:"payMethod,omitempty"`
+	PaymentID     string      `json:"paymentId,omitempty"`
+	FailureCode   string      `json:"failureCode,omitempty"`
+	PaidAt        *time.Time  `json:"paidAt,omitempty"`
+	At            time.Time   `json:"at"`
+
 	// RewardShortfall, RefundPoints and RefundAmount: see the type's doc.
-	RewardShortfall int64      `json:"rewardShortfall,omitempty"`
-	RefundPoints    *int64     `json:"refundPoints,omitempty"`
-	RefundAmount    *int64     `json:"refundAmount,omitempty"`
-	Currency        string     `json:"currency"`
-	PayMethod       string     `json:"payMethod,omitempty"`
-	PaymentID       string     `json:"paymentId,omitempty"`
-	FailureCode     string     `json:"failureCode,omitempty"`
-	PaidAt          *time.Time `json:"paidAt,omitempty"`
-	At              time.Time  `json:"at"`
+	RewardShortfall int64  `json:"rewardShortfall,omitempty"`
+	RefundPoints    *int64 `json:"refundPoints,omitempty"`
+	RefundAmount    *int64 `json:"refundAmount,omitempty"`
 }
 
 // Paid returns what the order was paid with: points plus the amount due (the subtotal less

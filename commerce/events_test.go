@@ -30,9 +30,9 @@ func TestEventSchemaV1(t *testing.T) {
 			PayMethod: "CARD", PaymentID: "pay-ord_1", PaidAt: &paid, At: at,
 		}, `{"schemaVersion":1,"orderId":"ord_1","userId":"u1","status":"CANCELLED",` +
 			`"lines":[{"productId":"sku-1","qty":2,"unitPrice":500,"amount":1000}],"couponId":"c1",` +
-			`"subtotal":1000,"discount":100,"points":200,"amountDue":700,"reward":7,` +
-			`"rewardShortfall":5,"refundPoints":195,"refundAmount":700,"currency":"KRW",` +
-			`"payMethod":"CARD","paymentId":"pay-ord_1","paidAt":"2026-03-02T08:59:00Z","at":"2026-03-02T09:00:00Z"}`},
+			`"subtotal":1000,"discount":100,"points":200,"amountDue":700,"reward":7,"currency":"KRW",` +
+			`"payMethod":"CARD","paymentId":"pay-ord_1","paidAt":"2026-03-02T08:59:00Z","at":"2026-03-02T09:00:00Z",` +
+			`"rewardShortfall":5,"refundPoints":195,"refundAmount":700}`},
 		"order, minimal": {commerce.OrderEvent{
 			SchemaVersion: 1, OrderID: "ord_1", UserID: "u1", Status: commerce.StatusPendingPayment,
 			Lines: []commerce.EventLine{}, Currency: "KRW", At: at,
