@@ -1070,6 +1070,22 @@ func TestOrderReadSurvivesAnUnknownColumn(t *testing.T) {
 	})
 }
 
+// TestCreateSchemaAddsTheShortfall: commerce_orders created before the column
+// reward_shortfall gets it from CreateSchema; its orders read a shortfall of 0.
+func TestCreateSchemaAddsTheShortfall(t *testing.T) {
+	e := commercetest.SQLite(t)
+	b := newBuyer(t, e, 0, 0)
+	_, o := spentOrder(t, e, b, 1, 0, 0)
+	_, err := e.DB.ExecContext(ctx, "ALTER TABLE commerce_orders DROP COLUMN reward_shortfall")
+	require.NoError(t, err)
+	require.NoError(t, commerce.CreateSchema(ctx, e.DB))
+	require.NoError(t, commerce.CreateSchema(ctx, e.DB), "idempotent")
+	got, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+	require.NoError(t, err)
+	assert.Equal(t, [3]int64{0, 0, o.AmountDue}, [3]int64{got.RewardShortfall, got.RefundPoints, got.RefundAmount})
+	e.RequireClean(t)
+}
+
 // Every refused PlaceOrder, on every configuration (with Redis the units are reserved
 // before the transaction that refuses), changes nothing: no units held, no buyer allowance
 // used, no points held, the coupon untouched, no order; the same user then buys up to the

@@ -84,9 +84,10 @@ var schema = []sqlutil.Table{
 const shortfallColumn, shortfallDefinition = "reward_shortfall", "BIGINT NOT NULL DEFAULT 0"
 
 // CreateSchema creates commerce's own tables and indexes (commerce_products,
-// commerce_orders, commerce_order_lines, commerce_topups, commerce_user_locks) if they do not exist, and adds to them the
-// columns a later version added. It is idempotent and works on MySQL/MariaDB and SQLite. On MySQL, DDL commits implicitly:
-// call it outside a transaction.
+// commerce_orders, commerce_order_lines, commerce_topups, commerce_user_locks) if they do
+// not exist, and adds to them the columns a later version added. It is idempotent and
+// works on MySQL/MariaDB and SQLite. On MySQL, DDL commits implicitly: call it outside a
+// transaction.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
 	if err := sqlutil.CreateTables(ctx, db, schema...); err != nil {
 		return fmt.Errorf("commerce: %w", err)
