@@ -413,7 +413,9 @@ func TestAddColumn(t *testing.T) {
 		require.NoError(t, err)
 		var wg sync.WaitGroup
 		for range 4 {
-			wg.Go(func() { assert.NoError(t, sqlutil.AddColumn(ctx, db, "sqlutil_items", "extra", "BIGINT NOT NULL DEFAULT 7")) })
+			wg.Go(func() {
+				assert.NoError(t, sqlutil.AddColumn(ctx, db, "sqlutil_items", "extra", "BIGINT NOT NULL DEFAULT 7"))
+			})
 		}
 		wg.Wait()
 		require.NoError(t, sqlutil.AddColumn(ctx, db, "sqlutil_items", "extra", "BIGINT NOT NULL DEFAULT 7"), "idempotent")
