@@ -126,7 +126,7 @@ func (s *Service) clawBack(ctx context.Context, tx bun.Tx, next *orderRow) error
 		if !errors.As(err, &short) || try > 0 {
 			return fmt.Errorf("commerce: claw back reward of %s: %w", next.ID, err)
 		}
-		take = max(min(short.Available, take), 0)
+		take = min(short.Available, take)
 	}
 	next.Shortfall = next.Reward - take
 	if paid := next.Points + next.AmountDue; next.Shortfall > paid {

@@ -387,6 +387,7 @@ func TestContextCancelledAtEveryStep(t *testing.T) {
 		},
 	}
 	runs["cancel paid"] = runs["cancel unpaid"]
+	runs["cancel paid, reward partly spent"] = runs["cancel unpaid"]
 	hook := &cancellingHook{}
 	each(t, func(t *testing.T, e *commercetest.Env) {
 		for _, c := range crashCases {
