@@ -60,13 +60,13 @@
 //
 // OrderEvent carries the order as the transaction leaves it: orderId, userId, status,
 // lines (productId, qty, unitPrice, amount), couponId, subtotal, discount, points,
-// amountDue (subtotal - discount - points), reward, rewardShortfall, refundPoints and
-// refundAmount (the order-cancelled event of a paid order: what it refunded),
-// currency, payMethod, paymentId, failureCode, paidAt (once paid) and at (when the event
-// happened). The coupon-issued event
-// is written by coupon.Service.IssueThen in the transaction that inserts the coupon (with
-// the Redis issuer the first-come take happens just before that transaction, as for
-// every Redis issue). TestEventSchemaV1 pins the JSON shapes.
+// amountDue (subtotal - discount - points), reward, currency, payMethod, paymentId,
+// failureCode, paidAt (once paid), at (when the event happened), and, in the
+// order-cancelled event of a paid order, what it refunded: rewardShortfall, refundPoints,
+// refundAmount. The coupon-issued event is written by coupon.Service.IssueThen in the
+// transaction that inserts the coupon (with the Redis issuer the first-come take happens
+// just before that transaction, as for every Redis issue). TestEventSchemaV1 pins the
+// JSON shapes.
 //
 // # The flows
 //
