@@ -1,0 +1,128 @@
+package server_test
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/refserver/server"
+)
+
+// The tests of this file attack the server over HTTP as a hostile client would; each
+// pins a defect found that way (or a probe that held up and no other test covers).
+
+// TestNULInABodyIsABadRequest: a string with a NUL character cannot be stored (the SQL
+// layer refuses it), so it is refused as input, 400, wherever it is sent — never a 500 —
+// and nothing is written: the product and the template do not exist, the order is still
+// unpaid, and the Idempotency-Key is free for a good request.
+func TestNULInABodyIsABadRequest(t *testing.T) {
+	a := start(t, embedded, nil)
+	admin := setup(t, a, "p1", 9000, 5)
+	alice := token(t, "alice", false)
+	o := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "order-1", server.PlaceOrderJSON{
+		Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
+
+	for _, c := range []struct{ method, path, tok, key, body string }{
+		{"POST", "/v1/orders/" + o.ID + "/pay", alice, "pay-1", `{"method":"CARD","token":"tok\u0000"}`},
+		{"POST", "/v1/points/top-ups", alice, "top-1", `{"amount":1000,"method":"CARD","token":"tok\u0000"}`},
+		{"POST", "/v1/products", admin, "", `{"id":"p2","name":"a\u0000b","price":100,"stock":1}`},
+		{"POST", "/v1/coupon-templates", admin, "", `{"id":"t\u0000","name":"x","kind":"fixed","amount":100}`},
+		{"POST", "/v1/coupon-templates", admin, "", `{"id":"t2","name":"a\u0000b","kind":"fixed","amount":100}`},
+	} {
+		p := expectProblem(t, a.call(c.method, c.path, c.tok, c.key, c.body), http.StatusBadRequest, "invalid_request")
+		assert.NotEmpty(t, p.Field, "%s %s", c.method, c.path)
+	}
+	expectProblem(t, a.call("GET", "/v1/products/p2", "", "", nil), http.StatusNotFound, "product_not_found")
+	expectProblem(t, a.call("POST", "/v1/coupon-templates/t2/issue", alice, "i", nil), http.StatusNotFound, "coupon_template_not_found")
+	assert.Equal(t, "PENDING_PAYMENT", as[server.OrderJSON](t, a.call("GET", "/v1/orders/"+o.ID, alice, "", nil)).Status)
+	assert.Zero(t, as[server.BalanceJSON](t, a.call("GET", "/v1/points", alice, "", nil)).Total)
+
+	// The keys were not stored with the refusals.
+	assert.Equal(t, "PAID", as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders/"+o.ID+"/pay", alice, "pay-1",
+		server.PayJSON{Method: "CARD", Token: "tok_visa"}), http.StatusOK)).Status)
+	expect(t, a.call("POST", "/v1/points/top-ups", alice, "top-1", server.TopUpRequestJSON{Amount: 1000, Method: "CARD", Token: "tok_ok"}), http.StatusCreated)
+	audit := as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", admin, "", nil), http.StatusOK))
+	assert.True(t, audit.OK, "%v", audit.Discrepancies)
+}
+
+// TestDuplicateNamesAreMalformed: encoding/json takes the last of two members with the same
+// name (compared case-insensitively, "qty" and "QTY" alike), while the Idempotency-Key's
+// fingerprint sorts the names case-sensitively: with duplicates accepted, two bodies that
+// decode to different orders had the same fingerprint, and the second was answered with
+// the first's order. A body repeating a name is malformed, so neither runs.
+func TestDuplicateNamesAreMalformed(t *testing.T) {
+	a := start(t, embedded, nil)
+	setup(t, a, "p1", 9000, 10)
+	bob := token(t, "bob", false)
+
+	for _, body := range []string{
+		`{"lines":[{"product_id":"p1","qty":1,"QTY":5}]}`, // decodes to 5 units
+		`{"lines":[{"product_id":"p1","QTY":5,"qty":1}]}`, // decodes to 1 unit, same fingerprint
+		`{"lines":[{"product_id":"p1","qty":1}],"lines":[{"product_id":"p1","qty":2}]}`,
+		`{"lines":[{"product_id":"p1","qty":1,"Qty":1}]}`,
+		`{"lines":[{"product_id":"p1","qty":1}],"points":0,"POINTS":0}`,
+		"{\"lines\":[{\"product_id\":\"p1\",\"qty\":1}],\"points\":0,\"POIN\u017fTS\":0}", // ſ folds to s
+	} {
+		expectProblem(t, a.call("POST", "/v1/orders", bob, "dup-1", body), http.StatusBadRequest, "malformed_request")
+	}
+	assert.Empty(t, as[server.OrderPageJSON](t, a.call("GET", "/v1/orders", bob, "", nil)).Orders)
+	assert.Equal(t, int64(10), as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil)).Available)
+
+	// The same names in different objects are no duplicates.
+	o := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", bob, "dup-1",
+		`{"lines":[{"product_id":"p1","qty":1},{"product_id":"p1","qty":2}]}`), http.StatusCreated))
+	assert.Equal(t, int64(27000), o.Subtotal)
+}
+
+// TestLocationIsTheResource: a product ID may hold characters that mean something in a URL
+// ('?', '#', '%'); the Location of its 201 must still name it, escaped, so following it
+// reads the product created. A member has no resource of its own to point to.
+func TestLocationIsTheResource(t *testing.T) {
+	a := start(t, embedded, nil)
+	admin := token(t, "admin", true)
+	for _, id := range []string{"a?b", "c#d", "e%25f", "g/h", ".."} {
+		r := expect(t, a.call("POST", "/v1/products", admin, "", server.NewProductJSON{ID: id, Name: "x", Price: 100, Stock: 1}), http.StatusCreated)
+		loc := r.Header.Get("Location")
+		require.NotEmpty(t, loc, id)
+		got := as[server.ProductJSON](t, expect(t, a.call("GET", loc, "", "", nil), http.StatusOK))
+		assert.Equal(t, id, got.ID, "Location %q", loc)
+	}
+
+	r := expect(t, a.call("POST", "/v1/members", "", "", server.SignUpJSON{LoginID: "alice", Password: "correct horse"}), http.StatusCreated)
+	if loc := r.Header.Get("Location"); loc != "" {
+		assert.NotEqual(t, http.StatusNotFound, a.call("GET", loc, "", "", nil).Status, "Location %q names nothing", loc)
+	}
+}
+
+// TestOrderStatusFilterIsChecked: a status filter the server does not know ("paid" for
+// "PAID", a typo) is a 400 naming the parameter, as the coupons' state filter is — not an
+// empty list that says the caller has no such orders.
+func TestOrderStatusFilterIsChecked(t *testing.T) {
+	a := start(t, embedded, nil)
+	setup(t, a, "p1", 9000, 5)
+	alice := token(t, "alice", false)
+	expect(t, a.call("POST", "/v1/orders", alice, "o-1", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated)
+
+	for _, status := range []string{"paid", "BOGUS", "PENDING_PAYMENT%00"} {
+		p := expectProblem(t, a.call("GET", "/v1/orders?status="+status, alice, "", nil), http.StatusBadRequest, "invalid_request")
+		assert.Equal(t, "status", p.Field)
+	}
+	expectProblem(t, a.call("GET", "/v1/coupons?state=bogus", alice, "", nil), http.StatusBadRequest, "invalid_request")
+	assert.Len(t, as[server.OrderPageJSON](t, expect(t, a.call("GET", "/v1/orders?status=PENDING_PAYMENT", alice, "", nil), http.StatusOK)).Orders, 1)
+	assert.Empty(t, as[server.OrderPageJSON](t, expect(t, a.call("GET", "/v1/orders?status=PAID", alice, "", nil), http.StatusOK)).Orders)
+	assert.Len(t, as[server.OrderPageJSON](t, expect(t, a.call("GET", "/v1/orders?status=", alice, "", nil), http.StatusOK)).Orders, 1)
+}
+
+// TestProductExistsIsNotAKeyReused: creating a product again with other terms is refused,
+// 422, with a code saying so — not idempotency_key_reused, on a route that takes no key.
+func TestProductExistsIsNotAKeyReused(t *testing.T) {
+	a := start(t, embedded, nil)
+	admin := setup(t, a, "p1", 9000, 5)
+	expectProblem(t, a.call("POST", "/v1/products", admin, "", server.NewProductJSON{ID: "p1", Name: "Product p1", Price: 1, Stock: 5}),
+		http.StatusUnprocessableEntity, "product_exists")
+	expectProblem(t, a.call("POST", "/v1/coupon-templates", admin, "", server.CouponTemplateJSON{ID: "tpl-p1",
+		Name: "other", Kind: "fixed", Amount: 2000}), http.StatusUnprocessableEntity, "coupon_template_exists")
+	assert.Equal(t, int64(9000), as[server.ProductJSON](t, a.call("GET", "/v1/products/p1", "", "", nil)).Price)
+}
