@@ -77,17 +77,24 @@ func TestDuplicateNamesAreMalformed(t *testing.T) {
 }
 
 // TestLocationIsTheResource: a product ID may hold characters that mean something in a URL
-// ('?', '#', '%'); the Location of its 201 must still name it, escaped, so following it
-// reads the product created. A member has no resource of its own to point to.
+// ('?', '#', '%', '/'); the Location of its 201 must still name it, escaped, so following
+// it reads the product created; an ID no URL can name ("..") is refused. A member has no
+// resource of its own to point to.
 func TestLocationIsTheResource(t *testing.T) {
 	a := start(t, embedded, nil)
 	admin := token(t, "admin", true)
-	for _, id := range []string{"a?b", "c#d", "e%25f", "g/h", ".."} {
+	for _, id := range []string{"a?b", "c#d", "e%25f", "g/h"} {
 		r := expect(t, a.call("POST", "/v1/products", admin, "", server.NewProductJSON{ID: id, Name: "x", Price: 100, Stock: 1}), http.StatusCreated)
 		loc := r.Header.Get("Location")
 		require.NotEmpty(t, loc, id)
 		got := as[server.ProductJSON](t, expect(t, a.call("GET", loc, "", "", nil), http.StatusOK))
 		assert.Equal(t, id, got.ID, "Location %q", loc)
+	}
+	// "." and ".." are no path segment (a client or proxy removes them, escaped or not).
+	for _, id := range []string{".", ".."} {
+		p := expectProblem(t, a.call("POST", "/v1/products", admin, "", server.NewProductJSON{ID: id, Name: "x", Price: 100, Stock: 1}),
+			http.StatusBadRequest, "invalid_request")
+		assert.Equal(t, "id", p.Field)
 	}
 
 	r := expect(t, a.call("POST", "/v1/members", "", "", server.SignUpJSON{LoginID: "alice", Password: "correct horse"}), http.StatusCreated)
