@@ -1,8 +1,10 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/errcode"
@@ -38,6 +40,12 @@ func (s *Server) createProduct(w http.ResponseWriter, r *http.Request) {
 	}
 	p, err := s.svc.CreateProduct(r.Context(), commerce.NewProduct{ID: in.ID, Name: in.Name, Price: in.Price,
 		Stock: in.Stock, BuyerLimit: in.BuyerLimit})
+	if ce := (*commerce.ConflictError)(nil); errors.As(err, &ce) && ce.Kind == "product" {
+		// The route takes no Idempotency-Key: the product ID is what was reused.
+		writeProblem(w, r, newProblem(http.StatusUnprocessableEntity, "product_exists", http.StatusText(http.StatusUnprocessableEntity),
+			"product "+strconv.Quote(in.ID)+" exists with other terms"))
+		return
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
