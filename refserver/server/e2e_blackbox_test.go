@@ -165,3 +165,28 @@ func TestTokenIDsAreChecked(t *testing.T) {
 		})
 	}
 }
+
+// TestMetricsLabelsAreBounded: the latency histogram is labelled by route pattern, method
+// and status; a client choosing the method (any token is one: "XYZZY1", "XYZZY2", ...)
+// must not choose the series, or each request could add 17 to the registry for ever. A
+// method HTTP does not define is counted as "other".
+func TestMetricsLabelsAreBounded(t *testing.T) {
+	a := start(t, embedded, nil)
+	for _, m := range []string{"XYZZY1", "XYZZY2", "get"} {
+		for _, path := range []string{"/v1/orders", "/nowhere"} {
+			r, err := a.send(m, path, "", nil, nil)
+			require.NoError(t, err)
+			assert.Contains(t, []int{http.StatusNotFound, http.StatusMethodNotAllowed}, r.Status, "%s %s", m, path)
+		}
+	}
+	var counts []string
+	for line := range strings.Lines(string(expect(t, a.call("GET", "/metrics", "", "", nil), http.StatusOK).Body)) {
+		if strings.HasPrefix(line, "commercekit_http_request_duration_seconds_count{") {
+			counts = append(counts, strings.TrimSpace(line))
+		}
+	}
+	assert.Equal(t, []string{
+		`commercekit_http_request_duration_seconds_count{method="other",route="unmatched",status="404"} 3`,
+		`commercekit_http_request_duration_seconds_count{method="other",route="unmatched",status="405"} 3`,
+	}, counts)
+}
