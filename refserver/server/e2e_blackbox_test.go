@@ -190,3 +190,20 @@ func TestMetricsLabelsAreBounded(t *testing.T) {
 		`commercekit_http_request_duration_seconds_count{method="other",route="unmatched",status="405"} 3`,
 	}, counts)
 }
+
+// TestCursorWithANUL: the products' cursor is a product ID that reached SQL unchecked, so a
+// NUL in it was a 500 on a public route. Every list's cursor is printable ASCII as the
+// server writes it; any other is a 400.
+func TestCursorWithANUL(t *testing.T) {
+	a := start(t, embedded, nil)
+	setup(t, a, "p1", 9000, 5)
+	alice := token(t, "alice", false)
+	for _, path := range []string{"/v1/products", "/v1/orders", "/v1/coupons", "/v1/points/history"} {
+		for _, cursor := range []string{"%00", "a%00b", "a%20b", "%ED%95%9C"} {
+			r := a.call("GET", path+"?cursor="+cursor, alice, "", nil)
+			require.Equal(t, http.StatusBadRequest, r.Status, "%s?cursor=%s: %s", path, cursor, r.Body)
+		}
+	}
+	page := as[server.ProductPageJSON](t, expect(t, a.call("GET", "/v1/products?cursor=p0", "", "", nil), http.StatusOK))
+	require.Len(t, page.Products, 1)
+}
