@@ -459,14 +459,20 @@ func foldName(s string) string {
 	}, s)
 }
 
-// pageParams reads the cursor and limit query parameters.
+// pageParams reads the cursor and limit query parameters. Every cursor the server writes is
+// printable ASCII without spaces (the products' is a product ID); any other is refused here,
+// before it reaches a store.
 func pageParams(q url.Values) (cursor string, limit int, err error) {
 	if s := q.Get("limit"); s != "" {
 		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > commerce.MaxPageSize {
 			return "", 0, malformed("limit must be an integer within 1..%d", commerce.MaxPageSize)
 		}
 	}
-	return q.Get("cursor"), limit, nil
+	cursor = q.Get("cursor")
+	if strings.ContainsFunc(cursor, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return "", 0, errcode.Invalid("cursor", "is not a cursor the server wrote")
+	}
+	return cursor, limit, nil
 }
 
 // readAll reads a raw body (within the size limit). A body that cannot be read to its end
