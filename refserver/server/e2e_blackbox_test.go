@@ -207,3 +207,18 @@ func TestCursorWithANUL(t *testing.T) {
 	page := as[server.ProductPageJSON](t, expect(t, a.call("GET", "/v1/products?cursor=p0", "", "", nil), http.StatusOK))
 	require.Len(t, page.Products, 1)
 }
+
+// TestPathIDWithANUL: a template's or a dead letter's ID in the path reached SQL unchecked,
+// so a NUL in it was a 500. A template ID with one is a 400 (no template can have it), a
+// dead letter's a 404 (the relay takes any ID, and no dead letter has it).
+func TestPathIDWithANUL(t *testing.T) {
+	a := start(t, embedded, nil)
+	admin := setup(t, a, "p1", 9000, 5)
+	alice := token(t, "alice", false)
+	p := expectProblem(t, a.call("POST", "/v1/coupon-templates/a%00b/issue", alice, "i-1", nil), http.StatusBadRequest, "invalid_request")
+	assert.Equal(t, "id", p.Field)
+	for _, action := range []string{"redrive", "skip"} {
+		expectProblem(t, a.call("POST", "/v1/admin/outbox/dead-letters/a%00b/"+action, admin, "", nil), http.StatusNotFound, "not_dead_letter")
+	}
+	expect(t, a.call("POST", "/v1/coupon-templates/tpl-p1/issue", alice, "i-1", nil), http.StatusCreated)
+}
