@@ -440,12 +440,16 @@ func checkStrings(body []byte) error {
 				stack = stack[:len(stack)-1]
 			}
 		case string:
-			if strings.IndexByte(t, 0) >= 0 {
+			if containsNUL(t) {
 				return errcode.Invalid(cmp.Or(field, "body"), "must not contain a NUL character")
 			}
 		}
 	}
 }
+
+// containsNUL reports whether s holds a NUL character, which no store takes (bun refuses
+// it): input holding one is refused before it reaches a store.
+func containsNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
 
 // foldName is the form of a JSON name that encoding/json matches a field by: two names
 // match when they are equal under Unicode simple case folding ("qty", "QTY", "Qty").
