@@ -92,17 +92,7 @@ const maxTokenIDLen = 64
 
 // tokenIDOK reports whether a token's jti or sid (empty when absent) can be stored: at most
 // maxTokenIDLen bytes of printable ASCII without spaces (the server issues UUIDs).
-func tokenIDOK(id string) bool {
-	if len(id) > maxTokenIDLen {
-		return false
-	}
-	for i := range len(id) {
-		if id[i] <= ' ' || id[i] > '~' {
-			return false
-		}
-	}
-	return true
-}
+func tokenIDOK(id string) bool { return len(id) <= maxTokenIDLen && printableASCII(id) }
 
 // authProblem is the 401 for an authentication failure.
 func authProblem(err error) Problem {

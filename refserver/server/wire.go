@@ -451,6 +451,12 @@ func checkStrings(body []byte) error {
 // it): input holding one is refused before it reaches a store.
 func containsNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
 
+// printableASCII reports whether s holds only printable ASCII, without spaces: the
+// alphabet of every ID and cursor the server writes.
+func printableASCII(s string) bool {
+	return !strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r > '~' })
+}
+
 // foldName is the form of a JSON name that encoding/json matches a field by: two names
 // match when they are equal under Unicode simple case folding ("qty", "QTY", "Qty").
 func foldName(s string) string {
@@ -473,7 +479,7 @@ func pageParams(q url.Values) (cursor string, limit int, err error) {
 		}
 	}
 	cursor = q.Get("cursor")
-	if strings.ContainsFunc(cursor, func(r rune) bool { return r <= ' ' || r > '~' }) {
+	if !printableASCII(cursor) {
 		return "", 0, errcode.Invalid("cursor", "is not a cursor the server wrote")
 	}
 	return cursor, limit, nil
