@@ -191,3 +191,60 @@ func TestPathIDWithANUL(t *testing.T) {
 	}
 	expect(t, a.call("POST", "/v1/coupon-templates/tpl-p1/issue", alice, "i-1", nil), http.StatusCreated)
 }
+
+// TestSourceDocumentRules (held up): the rules of the source documents hold over HTTP, each
+// refusal a 4xx that changes nothing — a coupon never pays alone, a composite payment needs
+// CARD as its main method, BNPL pays alone and from 10,000 won, an order has at most 50
+// lines and 999 units of a product, and a paid order is cancelled within the cancel window
+// only.
+func TestSourceDocumentRules(t *testing.T) {
+	a := start(t, embedded, func(c *server.Config) { c.CancelWindow = 1 /* ns: every paid order is past it */ })
+	admin := setup(t, a, "p1", 9000, 100)
+	expect(t, a.call("POST", "/v1/coupon-templates", admin, "", server.CouponTemplateJSON{ID: "all", Name: "all off",
+		Kind: "fixed", Amount: 20000, PerUserLimit: 5}), http.StatusCreated)
+	alice := token(t, "alice", false)
+	one := []server.LineJSON{{ProductID: "p1", Qty: 1}}
+	expect(t, a.call("POST", "/v1/points/top-ups", alice, "top", server.TopUpRequestJSON{Amount: 20000, Method: "CARD", Token: "tok_ok"}), http.StatusCreated)
+	big := as[server.CouponJSON](t, expect(t, a.call("POST", "/v1/coupon-templates/all/issue", alice, "c1", nil), http.StatusCreated))
+	small := as[server.CouponJSON](t, expect(t, a.call("POST", "/v1/coupon-templates/tpl-p1/issue", alice, "c2", nil), http.StatusCreated))
+
+	expectProblem(t, a.call("POST", "/v1/orders", alice, "coupon-alone", server.PlaceOrderJSON{Lines: one, CouponID: big.ID}),
+		http.StatusUnprocessableEntity, "payment_rule_violated")
+	expectProblem(t, a.call("POST", "/v1/orders", alice, "coupon-points", server.PlaceOrderJSON{Lines: one, CouponID: small.ID, Points: 8000}),
+		http.StatusUnprocessableEntity, "payment_rule_violated")
+	expectProblem(t, a.call("POST", "/v1/orders", alice, "coupon-points-now", server.PlaceOrderJSON{Lines: one, CouponID: small.ID,
+		Points: 8000, PayWithPoints: true}), http.StatusBadRequest, "invalid_request")
+	for key, lines := range map[string][]server.LineJSON{
+		"51-lines":  make([]server.LineJSON, 51),
+		"1000-qty":  {{ProductID: "p1", Qty: 1000}},
+		"999+1-qty": {{ProductID: "p1", Qty: 999}, {ProductID: "p1", Qty: 1}},
+	} {
+		for i := range lines {
+			if lines[i].ProductID == "" {
+				lines[i] = server.LineJSON{ProductID: "p1", Qty: 1}
+			}
+		}
+		expectProblem(t, a.call("POST", "/v1/orders", alice, key, server.PlaceOrderJSON{Lines: lines}), http.StatusBadRequest, "invalid_request")
+	}
+	withPoints := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "o-bnpl", server.PlaceOrderJSON{
+		Lines: []server.LineJSON{{ProductID: "p1", Qty: 2}}, Points: 1000}), http.StatusCreated))
+	expectProblem(t, a.call("POST", "/v1/orders/"+withPoints.ID+"/pay", alice, "p-bnpl", server.PayJSON{Method: "BNPL", Token: "tok_ok"}),
+		http.StatusUnprocessableEntity, "payment_rule_violated")
+	cheap := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "o-cheap", server.PlaceOrderJSON{Lines: one}), http.StatusCreated))
+	expectProblem(t, a.call("POST", "/v1/orders/"+cheap.ID+"/pay", alice, "p-cheap", server.PayJSON{Method: "BNPL", Token: "tok_ok"}),
+		http.StatusUnprocessableEntity, "payment_rule_violated")
+
+	// Paid by card, then out of its cancel window.
+	paid := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders/"+cheap.ID+"/pay", alice, "p-card", server.PayJSON{Method: "CARD", Token: "tok_visa"}), http.StatusOK))
+	require.Equal(t, "PAID", paid.Status)
+	expectProblem(t, a.call("POST", "/v1/orders/"+paid.ID+"/cancel", alice, "", nil), http.StatusUnprocessableEntity, "cancel_window_closed")
+	assert.Equal(t, "PAID", as[server.OrderJSON](t, a.call("GET", "/v1/orders/"+paid.ID, alice, "", nil)).Status)
+	expect(t, a.call("POST", "/v1/orders/"+withPoints.ID+"/cancel", alice, "", nil), http.StatusOK)
+
+	assert.Empty(t, as[server.OrderPageJSON](t, a.call("GET", "/v1/orders?status=PENDING_PAYMENT", alice, "", nil)).Orders)
+	assert.Len(t, as[server.CouponPageJSON](t, a.call("GET", "/v1/coupons?state=available", alice, "", nil)).Coupons, 2)
+	assert.Equal(t, int64(20000+paid.Reward), as[server.BalanceJSON](t, a.call("GET", "/v1/points", alice, "", nil)).Available)
+	assert.Equal(t, int64(99), as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil)).Available)
+	audit := as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", admin, "", nil), http.StatusOK))
+	assert.True(t, audit.OK, "%v", audit.Discrepancies)
+}
