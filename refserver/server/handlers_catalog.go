@@ -1,9 +1,13 @@
 package server
 
 import (
+	"errors"
 	"net/http"
+	"net/url"
+	"strconv"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/errcode"
 )
 
 func (s *Server) listProducts(w http.ResponseWriter, r *http.Request) {
@@ -30,13 +34,23 @@ func (s *Server) createProduct(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if in.ID == "." || in.ID == ".." { // dot-segments: no URL path can name the product
+		s.writeError(w, r, errcode.Invalid("id", "cannot be . or .., which no URL path can name"))
+		return
+	}
 	p, err := s.svc.CreateProduct(r.Context(), commerce.NewProduct{ID: in.ID, Name: in.Name, Price: in.Price,
 		Stock: in.Stock, BuyerLimit: in.BuyerLimit})
+	if ce := (*commerce.ConflictError)(nil); errors.As(err, &ce) && ce.Kind == "product" {
+		// The route takes no Idempotency-Key: the product ID is what was reused.
+		writeProblem(w, r, newProblem(http.StatusUnprocessableEntity, "product_exists", http.StatusText(http.StatusUnprocessableEntity),
+			"product "+strconv.Quote(in.ID)+" exists with other terms"))
+		return
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	w.Header().Set("Location", "/v1/products/"+p.ID)
+	w.Header().Set("Location", "/v1/products/"+url.PathEscape(p.ID))
 	writeJSON(w, http.StatusCreated, productJSON(p))
 }
 
