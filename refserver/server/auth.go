@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/refserver/member"
 )
 
 // RoleAdmin is the value of the "role" claim that opens the admin routes.
@@ -79,20 +80,15 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, error) {
 		// Validly signed, but it names no possible user: as unusable as a bad signature.
 		return Principal{}, fmt.Errorf("%w: the subject is not a user ID: %v", errBadToken, err)
 	}
-	if !tokenIDOK(c.ID) || !tokenIDOK(c.SessionID) {
+	for field, id := range map[string]string{"jti": c.ID, "sid": c.SessionID} {
 		// The denylist and the sessions key on them: one no store can hold is unusable.
-		return Principal{}, fmt.Errorf("%w: jti and sid must be at most %d bytes of printable ASCII", errBadToken, maxTokenIDLen)
+		if err := member.CheckTokenID(field, id); err != nil {
+			return Principal{}, fmt.Errorf("%w: %w", errBadToken, err)
+		}
 	}
 	return Principal{UserID: c.Subject, Admin: c.Role == RoleAdmin, TokenID: c.ID, SessionID: c.SessionID,
 		ExpiresAt: c.ExpiresAt.Time}, nil
 }
-
-// maxTokenIDLen is the longest jti or sid the denylist and the sessions store (VARCHAR(64)).
-const maxTokenIDLen = 64
-
-// tokenIDOK reports whether a token's jti or sid (empty when absent) can be stored: at most
-// maxTokenIDLen bytes of printable ASCII without spaces (the server issues UUIDs).
-func tokenIDOK(id string) bool { return len(id) <= maxTokenIDLen && printableASCII(id) }
 
 // authProblem is the 401 for an authentication failure.
 func authProblem(err error) Problem {
