@@ -110,8 +110,8 @@ func TestStateLostWithWritesInFlight(t *testing.T) {
 
 	require.Equal(t, int64(total), durable(t, db, "t"), "never more than TotalQuantity coupons in SQL")
 	var most int
-	require.NoError(t, db.NewSelect().TableExpr("coupon_coupons").ColumnExpr("COUNT(*)").Where("template_id = ?", "t").
-		Group("user_id").Order("1 DESC").Limit(1).Scan(ctx, &most))
+	require.NoError(t, db.NewSelect().TableExpr("coupon_coupons").ColumnExpr("COUNT(*) AS n").Where("template_id = ?", "t").
+		Group("user_id").OrderExpr("n DESC").Limit(1).Scan(ctx, &most))
 	require.Equal(t, 1, most, "no user holds more than the limit")
 	requireStats(t, svc, "t", coupon.Stats{Taken: total, Issued: total})
 

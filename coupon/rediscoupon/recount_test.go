@@ -144,7 +144,7 @@ func TestRecountManyPages(t *testing.T) {
 	}
 	want, err := rdb.HGetAll(ctx, "test:{big}").Result()
 	require.NoError(t, err)
-	require.Len(t, want, 1+coupons/2+2*coupons, "taken, one count per user, one ordinal and one request per coupon")
+	require.Len(t, want, 2+coupons/2+4*coupons, "taken and top, one count per user, an ordinal, a place and a request (twice) per coupon")
 
 	require.NoError(t, rdb.FlushDB(ctx).Err())
 	require.NoError(t, svc.Recount(ctx, tpl.ID))

@@ -112,7 +112,14 @@ func (Issuer) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, err
 		reject.Err, reject.Total = coupon.ErrSoldOut, tpl.TotalQuantity
 		return coupon.Taken{}, reject
 	}
-	return coupon.Taken{Ordinal: ordinal}, nil
+	got := coupon.Taken{Ordinal: ordinal}
+	if tpl.TotalQuantity > 0 {
+		// The counter, just bumped under its lock, is the coupon's place.
+		if got.Place, err = issuedCount(ctx, r.Tx(), tpl.ID); err != nil {
+			return coupon.Taken{}, err
+		}
+	}
+	return got, nil
 }
 
 // issuedCount reads the template's issued count without locking it, or returns
@@ -128,7 +135,9 @@ func issuedCount(ctx context.Context, db bun.IDB, templateID string) (int64, err
 
 // Load creates the template's counter when it is missing, set to the number of holdings:
 // on a template's first issue that is zero, and on a template issued before through
-// another issuer it is the coupons already issued. It runs outside the issuing
+// another issuer it is the coupons already issued, or, for a template with a total, the
+// highest place they hold if that is more (the places below it that no coupon holds, left
+// by the other issuer's failed writes, are not issued again). It runs outside the issuing
 // transactions, as a single INSERT that does nothing when the counter exists. An existing
 // counter is never replaced: it changes only in the transactions that write the coupons,
 // so it cannot disagree with them.
@@ -136,12 +145,16 @@ func (Issuer) Load(ctx context.Context, db bun.IDB, tpl coupon.Template, holding
 	if !onlyIfMissing {
 		return nil
 	}
-	var n int64
-	for _, err := range holdings {
+	var n, top int64
+	for h, err := range holdings {
 		if err != nil {
 			return err
 		}
 		n++
+		top = max(top, h.Place)
+	}
+	if tpl.TotalQuantity > 0 {
+		n = max(n, top)
 	}
 	_, err := db.NewInsert().Model(&counterRow{TemplateID: tpl.ID, Issued: n}).Ignore().Exec(ctx)
 	return err
@@ -150,8 +163,8 @@ func (Issuer) Load(ctx context.Context, db bun.IDB, tpl coupon.Template, holding
 // GiveBack does nothing: the take rolls back with the coupon's transaction.
 func (Issuer) GiveBack(context.Context, coupon.TakeRequest) error { return nil }
 
-// Forget does nothing: the issuer remembers nothing outside SQL.
-func (Issuer) Forget(context.Context, coupon.TakeRequest) error { return nil }
+// Adopt does nothing: the issuer remembers nothing outside SQL.
+func (Issuer) Adopt(context.Context, coupon.TakeRequest, []coupon.Holding) (int, error) { return 0, nil }
 
 // Taken returns the template's issued count, or coupon.ErrNotLoaded before its first issue.
 func (Issuer) Taken(ctx context.Context, db bun.IDB, templateID string) (int64, error) {
