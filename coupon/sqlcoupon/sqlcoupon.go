@@ -164,7 +164,9 @@ func (Issuer) Load(ctx context.Context, db bun.IDB, tpl coupon.Template, holding
 func (Issuer) GiveBack(context.Context, coupon.TakeRequest) error { return nil }
 
 // Adopt does nothing: the issuer remembers nothing outside SQL.
-func (Issuer) Adopt(context.Context, coupon.TakeRequest, []coupon.Holding) (int, error) { return 0, nil }
+func (Issuer) Adopt(context.Context, coupon.TakeRequest, []coupon.Holding) (int, error) {
+	return 0, nil
+}
 
 // Taken returns the template's issued count, or coupon.ErrNotLoaded before its first issue.
 func (Issuer) Taken(ctx context.Context, db bun.IDB, templateID string) (int64, error) {
