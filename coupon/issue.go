@@ -289,8 +289,9 @@ func (s *Service) load(ctx context.Context, tpl Template, onlyIfMissing bool) (e
 // missing state by itself. For an issuer that joins the transaction, whose count changes
 // only with the coupons, it does nothing.
 //
-// Run it while no Issue of the template is in flight: a coupon taken before the recount
-// but written after it is not counted (see the package documentation).
+// A coupon taken before the recount but written after it is not counted until a take
+// collides with its ordinal or place in SQL (see the package documentation): the total and
+// the per-user limit hold regardless.
 func (s *Service) Recount(ctx context.Context, templateID string) error {
 	tpl, err := s.Template(ctx, templateID)
 	if err != nil {

@@ -1,7 +1,8 @@
 // Package sqlcoupon is the SQL-only coupon issuer: the first-come decision is a
 // conditional update of the template's issued count (coupon_issue_counters) in the same
 // transaction as the coupon row, with the unique key on (template, user, ordinal) as the
-// per-user guard. Count and coupons commit or roll back together, so they can never
+// per-user guard. For a template with a total, the count just bumped is the coupon's
+// place (coupon.Coupon.Place), so the unique key on (template, place) guards the total too. Count and coupons commit or roll back together, so they can never
 // disagree, and Issue joins the caller's transaction (JoinsTx is true).
 //
 // Every issue of a template that wins serialises on its counter row, updated last so that
