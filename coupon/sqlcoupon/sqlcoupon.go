@@ -12,10 +12,14 @@
 // without that lock. For a rush on one template, coupon/rediscoupon settles the losers in
 // Redis without touching SQL.
 //
-// A template's counter is created on its first issue (Load, outside the issuing
-// transactions, so that concurrent first issues do not deadlock on creating it), set to
-// the coupons already issued, which makes switching a template to this issuer safe once
-// the former one has stopped.
+// A template's counter is created with the template (coupon.Service.CreateTemplate calls
+// Load in its transaction), so that no Issue finds it missing: an Issue in a caller's
+// transaction whose snapshot predates a counter created elsewhere could not read it, and
+// creating it there with a locking read deadlocks concurrent first issues (a gap lock).
+// For a template created by an earlier version or through another issuer, it is created
+// when the Service first reads the template outside a transaction, or else on its first
+// issue (Load, outside the issuing transactions), set to the coupons already issued,
+// which makes switching a template to this issuer safe once the former one has stopped.
 //
 // Use with coupon.New(db, sqlcoupon.New()) after coupon.CreateSchema and CreateSchema.
 package sqlcoupon
@@ -32,7 +36,7 @@ import (
 )
 
 // counterRow is a row of coupon_issue_counters: how many coupons of a template the SQL
-// issuer has issued. It is created on the template's first issue (Load).
+// issuer has issued. It is created with the template, or before its first issue (Load).
 type counterRow struct {
 	bun.BaseModel `bun:"table:coupon_issue_counters"`
 
