@@ -156,12 +156,13 @@ const mysqlDuplicateColumn = 1060
 
 // placeUnplaced gives the coupons of limited templates that have no place (written by an
 // earlier version) the places after their template's last, in the order they were issued.
+// The coupons without a place are found through the (template, place) index, from the
+// limited templates.
 func placeUnplaced(ctx context.Context, db bun.IDB) error {
 	var rows []couponRow
-	err := db.NewSelect().Model(&rows).Column("seq", "template_id").
-		Where("place IS NULL").
-		Where("template_id IN (SELECT id FROM coupon_templates WHERE total_quantity > 0)").
-		OrderExpr("template_id, seq").Scan(ctx)
+	err := db.NewSelect().Model(&rows).ModelTableExpr("coupon_coupons AS c").ColumnExpr("c.seq, c.template_id").
+		Join("JOIN coupon_templates AS t ON t.id = c.template_id AND t.total_quantity > 0").
+		Where("c.place IS NULL").OrderExpr("c.template_id, c.seq").Scan(ctx)
 	if err != nil {
 		return err
 	}
