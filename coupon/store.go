@@ -27,11 +27,7 @@ func userHoldings(ctx context.Context, db bun.IDB, templateID, userID string, lo
 	if err := q.Scan(ctx); err != nil {
 		return nil, err
 	}
-	out := make([]Holding, len(rows))
-	for i, r := range rows {
-		out[i] = r.holding()
-	}
-	return out, nil
+	return toHoldings(rows), nil
 }
 
 // allHoldings yields every coupon of a template, in pages along the (template, user,
@@ -74,11 +70,15 @@ func colliding(ctx context.Context, db bun.IDB, c Coupon) ([]Holding, error) {
 	if err != nil {
 		return nil, err
 	}
+	return toHoldings(rows), nil
+}
+
+func toHoldings(rows []couponRow) []Holding {
 	out := make([]Holding, len(rows))
 	for i, r := range rows {
 		out[i] = r.holding()
 	}
-	return out, nil
+	return out
 }
 
 func (r *couponRow) holding() Holding {

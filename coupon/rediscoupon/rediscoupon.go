@@ -145,9 +145,10 @@ func (i *Issuer) Taken(ctx context.Context, _ bun.IDB, templateID string) (int64
 	return n, nil
 }
 
-// Load builds the template's state from holdings in a staging key (with the places below
-// the highest one that no holding has as free places), then installs it in one atomic step: with onlyIfMissing, only when no state exists (a racing load won);
-// otherwise replacing whatever is there.
+// Load builds the template's state from holdings in a staging key (the places below the
+// highest held that no holding has are free), then installs it in one atomic step: with
+// onlyIfMissing, only when no state exists (a racing load won); otherwise replacing
+// whatever is there.
 func (i *Issuer) Load(ctx context.Context, _ bun.IDB, tpl coupon.Template, holdings iter.Seq2[coupon.Holding, error], onlyIfMissing bool) error {
 	live := i.key(tpl.ID)
 	var suffix [8]byte

@@ -2,8 +2,9 @@
 // conditional update of the template's issued count (coupon_issue_counters) in the same
 // transaction as the coupon row, with the unique key on (template, user, ordinal) as the
 // per-user guard. For a template with a total, the count just bumped is the coupon's
-// place (coupon.Coupon.Place), so the unique key on (template, place) guards the total too. Count and coupons commit or roll back together, so they can never
-// disagree, and Issue joins the caller's transaction (JoinsTx is true).
+// place (coupon.Coupon.Place), so the unique key on (template, place) guards the total
+// too. Count and coupons commit or roll back together, so they can never disagree, and
+// Issue joins the caller's transaction (JoinsTx is true).
 //
 // Every issue of a template that wins serialises on its counter row, updated last so that
 // its lock is held only while the coupon row is written and committed; the rate of one
