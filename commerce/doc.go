@@ -82,7 +82,9 @@
 // deadline is the safety net). A retry whose reservation is dead (released or expired)
 // fails with *ConflictError: no order is ever created without its stock. The client going
 // away (its context cancelled) does not interrupt the reservation and the transaction once
-// begun (its deadline does), so it leaves no units reserved by no order.
+// begun (its deadline does), so it leaves no units reserved by no order. With
+// PayWithPoints an order paid with points alone is paid (Pay, under the same key) in the
+// same call, the documents' synchronous points payment.
 //
 // Pay checks the payment plan against payment.Plan's method rules (points = the held points,
 // coupon = the discount, CARD or BNPL = the amount due), then in one transaction moves the

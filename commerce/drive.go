@@ -94,7 +94,7 @@ func (s *Service) move(ctx context.Context, r *orderRow, now time.Time, edit fun
 	}
 	// The order's outcome is committed: its units are freed whether or not the client
 	// still waits (ctx's cancellation is ignored, its deadline kept).
-	sctx, cancel := detached(ctx)
+	sctx, cancel := detached(ctx, s.holdTTL())
 	defer cancel()
 	s.finishStockLater(sctx, r)
 	return nil
@@ -163,11 +163,14 @@ func (s *Service) resume(ctx context.Context, r *orderRow, ask bool) (Order, err
 	return s.current(ctx, r.ID)
 }
 
-// detached returns ctx without its cancellation but with its deadline, if it has one.
-func detached(ctx context.Context) (context.Context, context.CancelFunc) {
-	d := context.WithoutCancel(ctx)
-	if deadline, ok := ctx.Deadline(); ok {
-		return context.WithDeadline(d, deadline)
+// detached returns ctx without its cancellation but with a deadline: ctx's, or at the
+// latest limit from now. The work it carries outlives the client that asked for it, but
+// never its holds: bounded by their TTL, it cannot hang forever on a hung database (a DSN
+// without readTimeout), nor commit an order whose reservation has already expired.
+func detached(ctx context.Context, limit time.Duration) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(limit)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
 	}
-	return d, func() {}
+	return context.WithDeadline(context.WithoutCancel(ctx), deadline)
 }

@@ -3,6 +3,7 @@ package commerce_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,6 +123,60 @@ func TestPayWithPointsOnly(t *testing.T) {
 		requireStock(t, e, sku, 4, 0, 1)
 		e.RequireClean(t)
 	})
+}
+
+// PayWithPoints places and pays an order of points alone in one call; a request it cannot
+// pay so is refused before anything is reserved, and a payment that fails after the
+// placement is finished by the retry.
+func TestPlaceOrderPayWithPoints(t *testing.T) {
+	var failPay atomic.Bool
+	hook := func(step string) error {
+		if step == commerce.StepPayStart && failPay.Load() {
+			return errors.New("injected: the payment fails after the placement")
+		}
+		return nil
+	}
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 7_000, 5)
+		b := newBuyer(t, e, 20_000, 0)
+		req := func(key string, points int64) commerce.PlaceOrderRequest {
+			return commerce.PlaceOrderRequest{UserID: b.user, Lines: []commerce.Line{{ProductID: sku, Qty: 1}},
+				Points: points, IdempotencyKey: key, PayWithPoints: true}
+		}
+
+		o, err := e.Service.PlaceOrder(ctx, req("k1", 7_000))
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusPaid, o.Status)
+		replay, err := e.Service.PlaceOrder(ctx, req("k1", 7_000))
+		require.NoError(t, err)
+		assert.Equal(t, o, replay)
+
+		// Points short of the subtotal, or a coupon beside them: refused, nothing held.
+		var verr *commerce.ValidationError
+		_, err = e.Service.PlaceOrder(ctx, req("k2", 6_999))
+		require.ErrorAs(t, err, &verr)
+		withCoupon := req("k3", 7_000)
+		withCoupon.CouponID = e.GiveCoupon(t, e.CouponTemplate(t, 1_000), b.user)
+		_, err = e.Service.PlaceOrder(ctx, withCoupon)
+		require.ErrorAs(t, err, &verr)
+		assert.Equal(t, ledger.Balance{Available: 13_000, Total: 13_000}, balance(t, e, b.user))
+		requireStock(t, e, sku, 4, 0, 1)
+
+		// The payment fails once the order is placed: the retry pays it, once.
+		failPay.Store(true)
+		_, err = e.Service.PlaceOrder(ctx, req("k4", 7_000))
+		failPay.Store(false)
+		require.Error(t, err)
+		requireStock(t, e, sku, 3, 1, 1)
+		o, err = e.Service.PlaceOrder(ctx, req("k4", 7_000))
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusPaid, o.Status)
+		assert.Zero(t, e.PG.Stats().ApproveCalls)
+		assert.Equal(t, ledger.Balance{Available: 6_000, Total: 6_000}, balance(t, e, b.user))
+		requireStock(t, e, sku, 3, 0, 2)
+		e.RequireClean(t)
+		e.RequireDelivered(t)
+	}, commerce.WithFaultHook(hook))
 }
 
 func TestPlaceOrderValidation(t *testing.T) {

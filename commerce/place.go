@@ -27,7 +27,8 @@ import (
 // or until its deadline. A retry whose reservation was released or expired fails with
 // *ConflictError: PlaceOrder never creates an order that holds no stock. Once begun, the
 // reservation and its transaction are not stopped by the client going away (ctx cancelled;
-// ctx's deadline still stops them), so that never leaves units reserved by no order.
+// ctx's deadline still stops them, and without one the reservation's TTL, the order's
+// expiry plus the payment window), so that never leaves units reserved by no order.
 //
 // The order must be payable under the method rules (payment.Plan): a coupon never pays
 // alone, and points and a coupon together need a card part, so an order they would cover
@@ -54,18 +55,22 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 	}
 	if placed || len(prices) == 0 { // a replay (or no product: the order may exist all the same)
 		if o, err := s.replayPlace(ctx, id, req.IdempotencyKey, fp); !errors.Is(err, ErrOrderNotFound) {
-			return o, err
+			return s.payWithPoints(ctx, o, req.IdempotencyKey, req.PayWithPoints, err)
 		}
 	}
 	row, err := s.priceOrder(id, req, lines, fp, prices)
 	if err != nil {
 		return Order{}, err
 	}
+	if req.PayWithPoints && (req.CouponID != "" || req.Points != row.Subtotal) {
+		return Order{}, invalid("Points", fmt.Sprintf("must be the subtotal, %d, without a coupon, to pay with points alone", row.Subtotal))
+	}
 	// The reservation and the transaction recording its order are one step: the client
-	// going away (its context cancelled) no longer stops them, its deadline still does.
+	// going away (its context cancelled) no longer stops them, its deadline still does, and
+	// without one the reservation's TTL.
 	// Else an inventory outside the transaction (Redis) would keep units reserved by no
 	// order until their deadline, unseen by the unpaid caps and the retry-less client.
-	ctx, cancel := detached(ctx)
+	ctx, cancel := detached(ctx, s.holdTTL())
 	defer cancel()
 	units := stockHold{Buyer: req.UserID, Lines: make([]inventory.Line, len(lines))}
 	for i, l := range lines {
@@ -109,7 +114,8 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 	})
 	if err != nil {
 		if o, rerr := s.replayPlace(ctx, id, req.IdempotencyKey, fp); rerr == nil || errors.Is(rerr, ErrIdempotencyConflict) {
-			return o, rerr // a concurrent PlaceOrder with the same key committed it
+			// a concurrent PlaceOrder with the same key committed it
+			return s.payWithPoints(ctx, o, req.IdempotencyKey, req.PayWithPoints, rerr)
 		}
 		err = leafError(err)
 		if abandoned(err) {
@@ -122,7 +128,20 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 	}
 	s.notify()
 	s.observe(OutcomePlaced, row.methodLabel(), row.AmountDue)
-	return row.order(), nil
+	return s.payWithPoints(ctx, row.order(), req.IdempotencyKey, req.PayWithPoints, nil)
+}
+
+// payWithPoints finishes a placement asked to pay with points alone (want: the request's
+// PayWithPoints): o, placed or replayed without error, is paid with Pay under the
+// placement's key while it is PENDING_PAYMENT. Otherwise o and err are returned as they are.
+func (s *Service) payWithPoints(ctx context.Context, o Order, key string, want bool, err error) (Order, error) {
+	if !want || err != nil || o.Status != StatusPendingPayment {
+		return o, err
+	}
+	if o.AmountDue != 0 {
+		return o, invalid("Points", fmt.Sprintf("cover %d of the %d due, not all of it", o.Points, o.Points+o.AmountDue))
+	}
+	return s.Pay(ctx, PayRequest{OrderID: o.ID, UserID: o.UserID, IdempotencyKey: key})
 }
 
 // holdOrder does the SQL part of placing an order in tx: the coupon, the amounts, the

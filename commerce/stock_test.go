@@ -348,6 +348,42 @@ func TestDisconnectedPlaceHoldsNothingWithoutAnOrder(t *testing.T) {
 	}, commerce.WithFaultHook(hook.Func), commerce.WithUnpaidLimits(2, 0))
 }
 
+// TestDetachedPlaceEndsWithItsReservation: the part of PlaceOrder a client cannot cancel
+// is still bounded when the client set no deadline: by the reservation's TTL. A step that
+// hangs past it (a database that hangs, a DSN without readTimeout) must not leave the call
+// running forever, nor commit an order whose reservation (Redis) has expired meanwhile:
+// the order would hold units the inventory no longer holds for it. (The inventory's
+// deadlines follow the Env's fake clock, so here the reservation stays for the retry.)
+func TestDetachedPlaceEndsWithItsReservation(t *testing.T) {
+	const ttl = 2 * time.Second // the order's expiry plus the payment window
+	var hang atomic.Bool
+	hook := func(step string) error {
+		if step == commerce.StepPlaceCommit && hang.Load() {
+			time.Sleep(ttl + 500*time.Millisecond)
+		}
+		return nil
+	}
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		user := newBuyer(t, e, 0, 0).user
+		req := commerce.PlaceOrderRequest{UserID: user, Lines: []commerce.Line{{ProductID: sku, Qty: 2}}, IdempotencyKey: "k1"}
+		hang.Store(true)
+		_, err := e.Service.PlaceOrder(context.Background(), req)
+		hang.Store(false)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		page, err := e.Service.ListOrders(ctx, user, commerce.OrderQuery{})
+		require.NoError(t, err)
+		assert.Empty(t, page.Orders, "no order outlives its reservation")
+
+		// The retry places the order once, on one reservation.
+		o, err := e.Service.PlaceOrder(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusPendingPayment, o.Status)
+		requireStock(t, e, sku, 8, 2, 0)
+		e.RequireClean(t)
+	}, commerce.WithFaultHook(hook), commerce.WithOrderExpiry(time.Second), commerce.WithPaymentWindow(time.Second))
+}
+
 // TestDisconnectedCancelFreesItsUnits: with the Redis inventory an unpaid order's units are
 // released, and a paid one's returned, right after the final transition commits. A client
 // that goes away at that moment must not leave them held by the closed order until the

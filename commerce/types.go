@@ -129,6 +129,13 @@ type PlaceOrderRequest struct {
 	// IdempotencyKey identifies the request (1-255 bytes): the same user and key return the
 	// same order; with a different request they fail with ErrIdempotencyConflict.
 	IdempotencyKey string
+	// PayWithPoints pays the order with its Points alone as it is placed, in one call (the
+	// documents' synchronous points payment): Points must equal the subtotal and no coupon
+	// be applied, else *ValidationError and nothing is reserved. PlaceOrder then returns the
+	// order as Pay (with the same IdempotencyKey) leaves it: PAID. Should the payment fail
+	// after the order is placed, the order stays PENDING_PAYMENT and a retry with the key
+	// pays it.
+	PayWithPoints bool
 	// InTx, when set, runs inside the order's transaction once the order is recorded (before
 	// the stock is reserved): its writes commit with the order, and its error aborts the
 	// order, which then changes nothing. It is not part of the request's fingerprint. A

@@ -80,6 +80,7 @@ func (e *LimitError) Unwrap() error { return e.kind }
 type Commerce interface {
 	Products(ctx context.Context, ids []string) (map[string]commerce.Product, error)
 	PlaceOrder(ctx context.Context, req commerce.PlaceOrderRequest) (commerce.Order, error)
+	Pay(ctx context.Context, req commerce.PayRequest) (commerce.Order, error)
 	OrderByKey(ctx context.Context, userID, key string) (commerce.Order, error)
 }
 
@@ -113,9 +114,11 @@ type CheckoutRequest struct {
 	// IdempotencyKey identifies the checkout (1..MaxKeyLen bytes, no control characters):
 	// a retry with it returns the same order.
 	IdempotencyKey string
-	// CouponID and Points are applied to the order as in commerce.PlaceOrderRequest.
-	CouponID string
-	Points   int64
+	// CouponID, Points and PayWithPoints are applied to the order as in
+	// commerce.PlaceOrderRequest.
+	CouponID      string
+	Points        int64
+	PayWithPoints bool
 }
 
 // Service keeps carts. It is safe for concurrent use.
@@ -376,6 +379,7 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 		CreatedAt: s.now().UnixMicro()}
 	o, err := s.com.PlaceOrder(ctx, commerce.PlaceOrderRequest{
 		UserID: req.UserID, Lines: lines, CouponID: req.CouponID, Points: req.Points, IdempotencyKey: rec.OrderKey,
+		PayWithPoints: req.PayWithPoints,
 		InTx: func(ctx context.Context, tx bun.IDB) error {
 			if _, err := tx.NewInsert().Model(rec).Exec(ctx); err != nil {
 				return wrap("record the checkout", err) // a concurrent checkout with the key won
@@ -404,10 +408,17 @@ func (s *Service) placed(ctx context.Context, req CheckoutRequest) (commerce.Ord
 		return commerce.Order{}, wrap("read checkout "+req.IdempotencyKey, err)
 	}
 	o, err := s.com.OrderByKey(ctx, req.UserID, rec.OrderKey)
-	if err == nil && (o.CouponID != req.CouponID || o.Points != req.Points) {
+	switch {
+	case err != nil:
+		return commerce.Order{}, err
+	case o.CouponID != req.CouponID || o.Points != req.Points:
 		return commerce.Order{}, commerce.NewConflictError("order", req.IdempotencyKey)
+	case req.PayWithPoints && o.Status == commerce.StatusPendingPayment:
+		// Placed, its payment not made (a failure after the placement): pay it now, under
+		// the order's key as PlaceOrder does.
+		return s.com.Pay(ctx, commerce.PayRequest{OrderID: o.ID, UserID: req.UserID, IdempotencyKey: rec.OrderKey})
 	}
-	return o, err
+	return o, nil
 }
 
 // orderKey is the idempotency key of the order of a checkout: the checkout's key and

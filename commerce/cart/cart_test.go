@@ -348,6 +348,53 @@ func TestCheckoutFailureKeepsCart(t *testing.T) {
 	})
 }
 
+// unpaidOnce is a Commerce whose first placement asked to pay with points places the order
+// and then fails before paying it, as a crash or a failed payment would.
+type unpaidOnce struct {
+	cart.Commerce
+	failed *atomic.Bool
+}
+
+func (c unpaidOnce) PlaceOrder(ctx context.Context, req commerce.PlaceOrderRequest) (commerce.Order, error) {
+	if !req.PayWithPoints || !c.failed.CompareAndSwap(false, true) {
+		return c.Commerce.PlaceOrder(ctx, req)
+	}
+	req.PayWithPoints = false
+	if _, err := c.Commerce.PlaceOrder(ctx, req); err != nil {
+		return commerce.Order{}, err
+	}
+	return commerce.Order{}, errors.New("injected: the payment fails after the placement")
+}
+
+// TestCheckoutPayWithPoints: a cart paid with points alone is ordered and paid in one
+// checkout, and an order whose payment failed after its placement is paid by the checkout
+// that finds it (the cart is empty by then), once.
+func TestCheckoutPayWithPoints(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env, plain *cart.Service) {
+		c := newCart(t, e, unpaidOnce{Commerce: e.Service, failed: new(atomic.Bool)})
+		p := e.Product(t, 1000, 10)
+		e.GivePoints(t, "alice", 5000)
+		for _, key := range []string{"co-1", "co-2"} {
+			add(t, c, "alice", p, 2)
+			req := cart.CheckoutRequest{UserID: "alice", IdempotencyKey: key, Points: 2000, PayWithPoints: true}
+			o, err := c.Checkout(ctx, req)
+			require.NoError(t, err, key)
+			assert.Equal(t, commerce.StatusPaid, o.Status, key)
+			again, err := c.Checkout(ctx, req)
+			require.NoError(t, err)
+			assert.Equal(t, o, again)
+		}
+		bal, err := e.Service.Points(ctx, "alice")
+		require.NoError(t, err)
+		assert.Equal(t, int64(1000), bal.Total)
+		st, err := e.Inventory.Stock(ctx, p)
+		require.NoError(t, err)
+		assert.Equal(t, [3]int64{6, 0, 4}, [3]int64{st.Available, st.Reserved, st.Sold})
+		assert.Empty(t, lines(t, plain, "alice"))
+		e.RequireClean(t)
+	})
+}
+
 // changing is a Commerce that changes the cart just before the order is placed, as a
 // concurrent request would between the checkout's read and the order's transaction.
 type changing struct {

@@ -138,7 +138,13 @@ type RedisLimiter struct {
 
 // NewRedisLimiter returns a limiter in rdb under keys "commercekit:login:<key>".
 func NewRedisLimiter(rdb redis.UniversalClient) *RedisLimiter {
-	return &RedisLimiter{rdb: rdb, prefix: "commercekit:login:"}
+	return NewRedisLimiterAt(rdb, "commercekit:login:")
+}
+
+// NewRedisLimiterAt returns a limiter in rdb under keys "<prefix><key>": budgets of
+// another kind than failed logins (refserver's write rate) kept apart from them.
+func NewRedisLimiterAt(rdb redis.UniversalClient, prefix string) *RedisLimiter {
+	return &RedisLimiter{rdb: rdb, prefix: prefix}
 }
 
 // bucketScript takes (ARGV[4] "take") or refunds an attempt of KEYS[1]'s bucket of ARGV[1]
@@ -173,7 +179,7 @@ func (l *RedisLimiter) run(ctx context.Context, op, key string, burst int, windo
 	}
 	ms, err := bucketScript.Run(ctx, l.rdb, []string{l.prefix + key}, burst, window.Milliseconds(), now.UnixMilli(), op).Int64()
 	if err != nil {
-		return 0, errcode.Unavailable("redis", fmt.Errorf("member: login limits: %w", err))
+		return 0, errcode.Unavailable("redis", fmt.Errorf("member: limits %s: %w", l.prefix, err))
 	}
 	return time.Duration(ms) * time.Millisecond, nil
 }

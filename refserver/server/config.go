@@ -258,8 +258,8 @@ func (c Config) Validate() error {
 	if c.MaxUnpaidPerProduct < 0 || c.MaxUnpaidUnits < 0 {
 		bad("COMMERCEKIT_MAX_UNPAID_PER_PRODUCT and COMMERCEKIT_MAX_UNPAID_UNITS must be >= 0 (0: no cap)")
 	}
-	if c.RateLimit < 0 || c.RateBurst < 1 {
-		bad("COMMERCEKIT_RATE_LIMIT must be >= 0 and COMMERCEKIT_RATE_BURST >= 1")
+	if c.RateLimit < 0 || c.RateBurst < 1 || c.RateLimit > 1000*float64(c.RateBurst) {
+		bad("COMMERCEKIT_RATE_LIMIT must be >= 0, COMMERCEKIT_RATE_BURST >= 1, and the rate at most 1000 × the burst (a bucket refills in 1 ms at least)")
 	}
 	for name, d := range map[string]time.Duration{
 		"COMMERCEKIT_REQUEST_TIMEOUT": c.RequestTimeout, "COMMERCEKIT_READ_HEADER_TIMEOUT": c.ReadHeaderTimeout,

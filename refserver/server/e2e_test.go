@@ -184,10 +184,14 @@ func TestPaymentHistory(t *testing.T) {
 	assert.Equal(t, []any{top.PaymentID, int64(9000), "APPROVED"}, []any{p.ID, p.Amount, p.State})
 	expectProblem(t, a.call("GET", "/v1/points/top-ups/"+top.ID+"/payment", bob, "", nil), http.StatusNotFound, "top_up_not_found")
 
+	// An order of points alone is paid as it is placed, with pay_with_points.
+	expectProblem(t, a.call("POST", "/v1/orders", alice, "order-2", server.PlaceOrderJSON{
+		Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}, Points: 8999, PayWithPoints: true}), http.StatusBadRequest, "invalid_request")
 	points := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "order-2", server.PlaceOrderJSON{
-		Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}, Points: 9000}), http.StatusCreated))
-	expect(t, a.call("POST", "/v1/orders/"+points.ID+"/pay", alice, "pay-2", server.PayJSON{}), http.StatusOK)
+		Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}, Points: 9000, PayWithPoints: true}), http.StatusCreated))
+	assert.Equal(t, "PAID", points.Status)
 	expectProblem(t, a.call("GET", "/v1/orders/"+points.ID+"/payment", alice, "", nil), http.StatusNotFound, "payment_not_found")
+	assert.Equal(t, int64(0), as[server.BalanceJSON](t, a.call("GET", "/v1/points", alice, "", nil)).Total)
 }
 
 func TestAuthRules(t *testing.T) {

@@ -91,5 +91,6 @@ func (s *Server) checkoutCart(r *http.Request, in PlaceOrderJSON) (commerce.Orde
 		return commerce.Order{}, malformed("an order from the cart takes no lines")
 	}
 	return s.carts.Checkout(r.Context(), cart.CheckoutRequest{UserID: principal(r.Context()).UserID,
-		IdempotencyKey: r.Header.Get(IdempotencyKeyHeader), CouponID: in.CouponID, Points: in.Points})
+		IdempotencyKey: r.Header.Get(IdempotencyKeyHeader), CouponID: in.CouponID, Points: in.Points,
+		PayWithPoints: in.PayWithPoints})
 }

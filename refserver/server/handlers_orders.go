@@ -25,7 +25,7 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request) {
 		}
 		o, err = s.svc.PlaceOrder(r.Context(), commerce.PlaceOrderRequest{
 			UserID: principal(r.Context()).UserID, Lines: lines, CouponID: in.CouponID, Points: in.Points,
-			IdempotencyKey: r.Header.Get(IdempotencyKeyHeader),
+			IdempotencyKey: r.Header.Get(IdempotencyKeyHeader), PayWithPoints: in.PayWithPoints,
 		})
 	}
 	if err != nil {

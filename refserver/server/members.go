@@ -130,7 +130,7 @@ func clientAddr(r *http.Request) string {
 // client address (a key with a space, which no user ID has). It answers 429 and returns
 // false when the address is over the rate.
 func (s *Server) limitAddress(w http.ResponseWriter, r *http.Request) bool {
-	ok, retry := s.limiter.allow("addr " + clientAddr(r))
+	ok, retry := s.limiter.allow(r.Context(), "addr "+clientAddr(r))
 	if !ok {
 		p := newProblem(http.StatusTooManyRequests, "rate_limited", "Too Many Requests",
 			"requests from this address exceed "+strconv.FormatFloat(s.cfg.RateLimit, 'g', -1, 64)+"/s")

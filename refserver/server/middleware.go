@@ -208,7 +208,7 @@ func (s *Server) route(rt Route) http.Handler {
 				return
 			}
 			if rt.Write {
-				if ok, retry := s.limiter.allow(p.UserID); !ok {
+				if ok, retry := s.limiter.allow(r.Context(), p.UserID); !ok {
 					pr := newProblem(http.StatusTooManyRequests, "rate_limited", "Too Many Requests",
 						"write requests of this user exceed "+strconv.FormatFloat(s.cfg.RateLimit, 'g', -1, 64)+"/s")
 					pr.RetryAfter = retry

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -12,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/internal/testenv"
 )
 
 // testServer is a Server with the HTTP machinery only (no backends), serving a few test
@@ -22,7 +26,7 @@ func testServer() *Server {
 	s := &Server{cfg: Defaults(), log: slog.New(slog.NewTextHandler(io.Discard, nil)), now: time.Now}
 	s.cfg.MaxBodyBytes = 1024
 	s.auth = newAuthenticator([]byte("0123456789abcdef"), time.Now)
-	s.limiter = newLimiter(0, 1, time.Now)
+	s.limiter = newLimiter(0, 1, time.Now, nil)
 	s.metrics = newMetrics(s.code)
 	mux := http.NewServeMux()
 	for _, rt := range []Route{
@@ -130,32 +134,53 @@ func mustGather(t *testing.T, s *Server) string {
 	return rec.Body.String()
 }
 
+// TestLimiter: the write rate's token buckets, in the process and in Redis. Two instances
+// sharing a Redis share each user's budget; with Redis unreachable each limits alone.
 func TestLimiter(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
-	l := newLimiter(2, 3, func() time.Time { return now }) // 2/s, burst 3
-	for i := range 3 {
-		ok, _ := l.allow("a")
-		assert.True(t, ok, "burst token %d", i)
+	clock := func() time.Time { return now }
+	check := func(t *testing.T, l *limiter, user string) {
+		for i := range 3 {
+			ok, _ := l.allow(context.Background(), user)
+			assert.True(t, ok, "burst token %d", i)
+		}
+		ok, retry := l.allow(context.Background(), user)
+		assert.False(t, ok)
+		assert.Equal(t, 1, retry)
+		ok, _ = l.allow(context.Background(), user+"-other")
+		assert.True(t, ok, "buckets are per user")
+
+		now = now.Add(500 * time.Millisecond) // one token back
+		ok, _ = l.allow(context.Background(), user)
+		assert.True(t, ok)
+		ok, _ = l.allow(context.Background(), user)
+		assert.False(t, ok)
 	}
-	ok, retry := l.allow("a")
-	assert.False(t, ok)
-	assert.Equal(t, 1, retry)
-	ok, _ = l.allow("b")
-	assert.True(t, ok, "buckets are per user")
+	t.Run("memory", func(t *testing.T) { check(t, newLimiter(2, 3, clock, nil), "a") }) // 2/s, burst 3
 
-	now = now.Add(500 * time.Millisecond) // one token back
-	ok, _ = l.allow("a")
-	assert.True(t, ok)
-	ok, _ = l.allow("a")
-	assert.False(t, ok)
+	rdb := testenv.Redis(t)
+	t.Run("redis", func(t *testing.T) {
+		one, other := newLimiter(2, 3, clock, rdb), newLimiter(2, 3, clock, rdb)
+		check(t, one, "b")
+		ok, _ := other.allow(context.Background(), "b")
+		assert.False(t, ok, "another instance sees the user's budget spent")
+		n, err := rdb.Exists(context.Background(), writeLimitPrefix+"b").Result()
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), n)
+	})
+	t.Run("redis unreachable", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		addr := ln.Addr().String()
+		require.NoError(t, ln.Close()) // nothing listens there: every call is refused
+		down := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+		t.Cleanup(func() { _ = down.Close() })
+		check(t, newLimiter(2, 3, clock, down), "c")
+	})
 
-	now = now.Add(time.Hour)
-	l.prune(now)
-	assert.Empty(t, l.buckets, "refilled buckets are dropped")
-
-	off := newLimiter(0, 1, time.Now)
+	off := newLimiter(0, 1, time.Now, rdb)
 	for range 100 {
-		ok, _ := off.allow("a")
+		ok, _ := off.allow(context.Background(), "a")
 		assert.True(t, ok, "rate 0 disables the limiter")
 	}
 }

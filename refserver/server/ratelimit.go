@@ -1,66 +1,64 @@
 package server
 
 import (
+	"context"
 	"math"
-	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/commercekit/commercekit/refserver/member"
 )
 
-// limiter is a token bucket per user: each user's bucket holds up to burst tokens and
-// refills at rate per second; a write request takes one. A rate of 0 disables it. Buckets
-// that have refilled completely carry no information and are dropped when the map grows.
+// limiter applies the write rate: a token bucket per key holding up to burst tokens,
+// refilled at rate per second; a write request takes one. A rate of 0 disables it.
+//
+// With Redis (full mode) the buckets are in Redis, shared by every instance behind one
+// address, so that N instances do not give a user N budgets. When Redis cannot answer,
+// this process's own buckets limit alone until it can: the limit guards against abuse,
+// and refusing every write while its guard is down would turn a Redis outage into an
+// outage of the writes that do not need Redis.
 type limiter struct {
-	rate  float64
-	burst float64
-	now   func() time.Time
-
-	mu      sync.Mutex
-	buckets map[string]*bucket
+	rate   float64
+	burst  int
+	window time.Duration // the time an empty bucket takes to refill: burst / rate
+	now    func() time.Time
+	local  *member.MemoryLimiter
+	shared member.Limiter // nil: this process alone
 }
 
-type bucket struct {
-	tokens float64
-	at     time.Time
-}
+// writeLimitPrefix is where the shared write buckets are kept in Redis.
+const writeLimitPrefix = "commercekit:writes:"
 
-// limiterPrune is how many buckets the map may hold before full ones are dropped.
-const limiterPrune = 10_000
-
-func newLimiter(rate float64, burst int, now func() time.Time) *limiter {
-	return &limiter{rate: rate, burst: float64(burst), now: now, buckets: make(map[string]*bucket)}
+// newLimiter returns a limiter of rate and burst, its buckets in rdb when it is not nil.
+func newLimiter(rate float64, burst int, now func() time.Time, rdb redis.UniversalClient) *limiter {
+	l := &limiter{rate: rate, burst: burst, now: now, local: member.NewMemoryLimiter()}
+	if rate > 0 {
+		l.window = time.Duration(float64(burst) / rate * float64(time.Second))
+	}
+	if rdb != nil {
+		l.shared = member.NewRedisLimiterAt(rdb, writeLimitPrefix)
+	}
+	return l
 }
 
 // allow takes a token from key's bucket. When there is none it returns false and the
 // whole seconds until there will be one.
-func (l *limiter) allow(key string) (ok bool, retryAfter int) {
+func (l *limiter) allow(ctx context.Context, key string) (ok bool, retryAfter int) {
 	if l.rate <= 0 {
 		return true, 0
 	}
 	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.buckets[key]
-	if b == nil {
-		if len(l.buckets) >= limiterPrune {
-			l.prune(now)
-		}
-		b = &bucket{tokens: l.burst, at: now}
-		l.buckets[key] = b
+	wait, err := time.Duration(0), error(nil)
+	if l.shared != nil {
+		wait, err = l.shared.Take(ctx, key, l.burst, l.window, now)
 	}
-	b.tokens = math.Min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate)
-	b.at = now
-	if b.tokens < 1 {
-		return false, int(math.Ceil((1 - b.tokens) / l.rate))
+	if l.shared == nil || err != nil {
+		// The budgets are valid (Config.Validate), so the memory limiter cannot fail.
+		wait, _ = l.local.Take(ctx, key, l.burst, l.window, now)
 	}
-	b.tokens--
+	if wait > 0 {
+		return false, int(math.Ceil(wait.Seconds()))
+	}
 	return true, 0
-}
-
-// prune drops the buckets that have refilled to the burst; l.mu is held.
-func (l *limiter) prune(now time.Time) {
-	for k, b := range l.buckets {
-		if b.tokens+now.Sub(b.at).Seconds()*l.rate >= l.burst {
-			delete(l.buckets, k)
-		}
-	}
 }

@@ -85,7 +85,6 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 			"anyone can mint an admin token. Embedded development use only.")
 	}
 	s.auth = newAuthenticator([]byte(secret), s.now)
-	s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, s.now)
 	s.stock = newStockCache(cfg.StockCacheTTL, cfg.RequestTimeout, s.now)
 	s.metrics = newMetrics(s.code)
 	st, err := buildStack(ctx, cfg, s.log, s.metrics)
@@ -93,6 +92,10 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	s.st, s.svc, s.idem, s.checks = st, st.svc, st.idem, st.checks
+	s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, s.now, nil)
+	if st.rdb != nil { // not a nil *redis.Client in the interface
+		s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, s.now, st.rdb)
+	}
 	if err := s.buildMembers(ctx, []byte(secret)); err != nil {
 		st.close(s.log)
 		return nil, err

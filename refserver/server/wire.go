@@ -78,6 +78,8 @@ type PlaceOrderJSON struct {
 	FromCart bool       `json:"from_cart,omitempty"`
 	CouponID string     `json:"coupon_id,omitempty"`
 	Points   int64      `json:"points,omitempty"`
+	// PayWithPoints pays the order with its points alone as it is placed (answered PAID).
+	PayWithPoints bool `json:"pay_with_points,omitempty"`
 }
 
 // OrderLineJSON is one line of a placed order.
