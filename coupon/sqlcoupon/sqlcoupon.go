@@ -109,7 +109,15 @@ func (Issuer) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, err
 	for taken[ordinal] {
 		ordinal++
 	}
-	res, err := r.Tx().NewUpdate().Model((*counterRow)(nil)).Set("issued = issued + 1").
+	// The counter, bumped under its lock, is the coupon's place. MySQL returns it with
+	// the update (LAST_INSERT_ID(expr) sets the OK packet's insert ID): no round trip more
+	// while the lock is held; SQLite, in process, reads it back.
+	mysql := !sqlutil.IsSQLite(r.Tx())
+	bump := "issued = issued + 1"
+	if mysql {
+		bump = "issued = LAST_INSERT_ID(issued + 1)"
+	}
+	res, err := r.Tx().NewUpdate().Model((*counterRow)(nil)).Set(bump).
 		Where("template_id = ?", tpl.ID).Where("(? = 0 OR issued < ?)", tpl.TotalQuantity, tpl.TotalQuantity).Exec(ctx)
 	if err != nil {
 		return coupon.Taken{}, err
@@ -119,11 +127,15 @@ func (Issuer) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, err
 		return coupon.Taken{}, reject
 	}
 	got := coupon.Taken{Ordinal: ordinal}
-	if tpl.TotalQuantity > 0 {
-		// The counter, just bumped under its lock, is the coupon's place.
-		if got.Place, err = issuedCount(ctx, r.Tx(), tpl.ID); err != nil {
-			return coupon.Taken{}, err
-		}
+	switch {
+	case tpl.TotalQuantity == 0: // no place
+	case mysql:
+		got.Place, err = res.LastInsertId()
+	default:
+		got.Place, err = issuedCount(ctx, r.Tx(), tpl.ID)
+	}
+	if err != nil {
+		return coupon.Taken{}, err
 	}
 	return got, nil
 }
