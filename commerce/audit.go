@@ -27,9 +27,13 @@ import (
 //     order stays clean however long ago it was paid;
 //   - each order's reservation, coupon redemption, points hold and payment are in the state
 //     its status implies (e.g. PAID: committed, confirmed, captured, APPROVED; CANCELLED
-//     after payment: captured and refunded in full, restored, REFUNDED);
+//     after payment: captured and refunded as the order says — in full, or less the
+//     reward's shortfall, see Order.RefundPoints and Order.RefundAmount —, restored,
+//     REFUNDED or PARTIALLY_REFUNDED of exactly that amount);
 //   - the ledger holds the reward, clawback, points refund and top-up transfers the orders
-//     and top-ups imply, and ledger.Verify finds no drift (zero sum, balances = journal);
+//     and top-ups imply, and no other of them (a clawback of a reverted cancellation and
+//     its refund: of equal amounts, at most the reward), and ledger.Verify finds no drift
+//     (zero sum, balances = journal);
 //   - every order has exactly the events its history implies (order-created, then
 //     payment-completed, payment-failed, order-cancelled or order-expired), except those
 //     older than the outbox's retention (WithEventRetention);
@@ -61,10 +65,14 @@ type audit struct {
 	events    []expectedEvent
 }
 
+// expectedTransfer is a transfer the ledger must hold: of type typ and amount (none
+// at all for 0). With refundedBy set it is a spend of any amount up to amount given
+// back in full by the refund refundedBy, or neither exists.
 type expectedTransfer struct {
-	typ    ledger.EntryType
-	amount int64
-	owner  string
+	typ        ledger.EntryType
+	amount     int64
+	owner      string
+	refundedBy string
 }
 
 type expectedEvent struct {
@@ -78,10 +86,14 @@ func (a *audit) add(kind, subject, format string, args ...any) {
 }
 
 func (a *audit) expectTransfer(user, id string, typ ledger.EntryType, amount int64, owner string) {
+	a.expect(user, id, expectedTransfer{typ: typ, amount: amount, owner: owner})
+}
+
+func (a *audit) expect(user, id string, t expectedTransfer) {
 	if a.transfers[user] == nil {
 		a.transfers[user] = map[string]expectedTransfer{}
 	}
-	a.transfers[user][id] = expectedTransfer{typ: typ, amount: amount, owner: owner}
+	a.transfers[user][id] = t
 }
 
 // expectEvent records whether an event must exist; events that happened before the
@@ -131,6 +143,10 @@ func (a *audit) order(ctx context.Context, r *orderRow) error {
 	if r.Subtotal-r.Discount-r.Points != r.AmountDue || r.AmountDue < 0 {
 		a.add("amounts", r.ID, "subtotal %d − discount %d − points %d ≠ amount due %d", r.Subtotal, r.Discount, r.Points, r.AmountDue)
 	}
+	cancelling := paid && (r.Status == StatusCancelling || r.Status == StatusCancelled)
+	if r.Shortfall < 0 || r.Shortfall > min(r.Reward, r.Points+r.AmountDue) || r.Shortfall > 0 && !cancelling {
+		a.add("amounts", r.ID, "order %s: reward shortfall %d of a reward of %d (paid %d)", r.Status, r.Shortfall, r.Reward, r.Points+r.AmountDue)
+	}
 	for _, check := range []func(context.Context, *orderRow) error{a.reservation, a.coupon, a.points, a.payment} {
 		if err := check(ctx, r); err != nil {
 			return err
@@ -139,16 +155,18 @@ func (a *audit) order(ctx context.Context, r *orderRow) error {
 	if r.Reward > 0 && paid {
 		a.expectTransfer(r.UserID, rewardID(r.ID), ledger.TypeEarn, r.Reward, r.ID)
 	}
-	if r.Reward > 0 {
-		for k := 1; k <= r.CancelAttempt; k++ {
-			a.expectTransfer(r.UserID, clawbackID(r.ID, k), ledger.TypeSpend, r.Reward, r.ID)
-			if k < r.CancelAttempt || r.Status == StatusPaid {
-				a.expectTransfer(r.UserID, clawbackRevertID(r.ID, k), ledger.TypeRefund, r.Reward, r.ID)
-			}
+	for k := 1; k <= r.CancelAttempt && r.Reward > 0; k++ {
+		if k == r.CancelAttempt && cancelling { // what was left of the reward
+			a.expectTransfer(r.UserID, clawbackID(r.ID, k), ledger.TypeSpend, r.Reward-r.Shortfall, r.ID)
+			continue
 		}
+		// Reverted: whatever was clawed back was given back.
+		a.expect(r.UserID, clawbackID(r.ID, k), expectedTransfer{typ: ledger.TypeSpend, amount: r.Reward, owner: r.ID,
+			refundedBy: clawbackRevertID(r.ID, k)})
 	}
 	if r.Points > 0 && paid && r.Status == StatusCancelled {
-		a.expectTransfer(r.UserID, pointsRefundID(r.ID), ledger.TypeRefund, r.Points, r.ID)
+		points, _ := r.refunds()
+		a.expectTransfer(r.UserID, pointsRefundID(r.ID), ledger.TypeRefund, points, r.ID)
 	}
 	a.expectEvent(r.ID, EventOrderCreated, true, r.CreatedAt)
 	a.expectEvent(r.ID, EventPaymentCompleted, paid, r.PaidAt)
@@ -229,7 +247,8 @@ func (a *audit) points(ctx context.Context, r *orderRow) error {
 	case r.Status == StatusPaid || r.Status == StatusCancelling:
 		ok = h.State == ledger.HoldCaptured && h.Captured == r.Points && h.Refunded == 0
 	case r.Status == StatusCancelled && r.PaidAt != 0:
-		ok = h.State == ledger.HoldCaptured && h.Captured == r.Points && h.Refunded == r.Points
+		points, _ := r.refunds()
+		ok = h.State == ledger.HoldCaptured && h.Captured == r.Points && h.Refunded == points
 	default:
 		ok = h.State == ledger.HoldVoided || h.State == ledger.HoldExpired
 	}
@@ -252,21 +271,30 @@ func (a *audit) payment(ctx context.Context, r *orderRow) error {
 		return fmt.Errorf("commerce: audit: payment of %s: %w", r.ID, err)
 	}
 	var want payment.State
+	var refunded int64
 	switch {
 	case r.Status == StatusPaying || r.Status == StatusCancelling:
 		return nil // in flight
 	case r.Status == StatusPaid:
 		want = payment.StateApproved
-	case r.Status == StatusCancelled, r.FailureCode == FailureUnfulfillable:
-		want = payment.StateRefunded
+	case r.Status == StatusCancelled:
+		_, refunded = r.refunds()
+		switch want = payment.StateRefunded; {
+		case refunded == 0: // the reward's shortfall took all of it: nothing was refunded
+			want = payment.StateApproved
+		case refunded < r.AmountDue:
+			want = payment.StatePartiallyRefunded
+		}
+	case r.FailureCode == FailureUnfulfillable:
+		want, refunded = payment.StateRefunded, r.AmountDue
 	case r.FailureCode == FailurePaymentReview:
 		want = payment.StateReview
 	case r.Status == StatusPaymentFailed:
 		want = payment.StateDeclined
 	}
-	if p.State != want || p.Amount != r.AmountDue || (want == payment.StateRefunded) != (p.Refunded == r.AmountDue) {
-		a.add("payment", r.ID, "order %s due %d: payment %s of %d, refunded %d; want %s",
-			r.Status, r.AmountDue, stateOr(string(p.State)), p.Amount, p.Refunded, want)
+	if p.State != want || p.Amount != r.AmountDue || p.Refunded != refunded {
+		a.add("payment", r.ID, "order %s due %d: payment %s of %d, refunded %d; want %s, refunded %d",
+			r.Status, r.AmountDue, stateOr(string(p.State)), p.Amount, p.Refunded, want, refunded)
 	}
 	return nil
 }
@@ -394,10 +422,7 @@ func (a *audit) ledger(ctx context.Context) error {
 		}
 		slices.Sort(ids)
 		for _, id := range ids {
-			want := a.transfers[user][id]
-			if e, ok := seen[id]; !ok || e.Type != want.typ || e.Amount != want.amount {
-				a.add("ledger", want.owner, "transfer %s: want %s of %d, found %s of %d", id, want.typ, want.amount, stateOr(string(e.Type)), e.Amount)
-			}
+			a.transfer(id, a.transfers[user][id], seen)
 		}
 	}
 	rep, err := a.s.led.Verify(ctx)
@@ -408,6 +433,25 @@ func (a *audit) ledger(ctx context.Context) error {
 		a.add("ledger", string(d.Account), "%s", d.String())
 	}
 	return nil
+}
+
+// transfer checks the ledger's entries (seen, by ID) against the transfer id expected.
+func (a *audit) transfer(id string, want expectedTransfer, seen map[string]ledger.Entry) {
+	e, ok := seen[id]
+	switch {
+	case want.refundedBy != "":
+		r, rok := seen[want.refundedBy]
+		if ok != rok || ok && (e.Type != want.typ || e.Amount > want.amount || r.Type != ledger.TypeRefund || r.Amount != e.Amount) {
+			a.add("ledger", want.owner, "transfer %s: want none, or a %s of at most %d refunded in full by %s; found %s of %d, refund %s of %d",
+				id, want.typ, want.amount, want.refundedBy, stateOr(string(e.Type)), e.Amount, stateOr(string(r.Type)), r.Amount)
+		}
+	case want.amount == 0:
+		if ok {
+			a.add("ledger", want.owner, "transfer %s: want none, found %s of %d", id, e.Type, e.Amount)
+		}
+	case !ok || e.Type != want.typ || e.Amount != want.amount:
+		a.add("ledger", want.owner, "transfer %s: want %s of %d, found %s of %d", id, want.typ, want.amount, stateOr(string(e.Type)), e.Amount)
+	}
 }
 
 func stateOr(s string) string {

@@ -61,10 +61,12 @@
 // OrderEvent carries the order as the transaction leaves it: orderId, userId, status,
 // lines (productId, qty, unitPrice, amount), couponId, subtotal, discount, points,
 // amountDue (subtotal - discount - points), reward, currency, payMethod, paymentId,
-// failureCode, paidAt (once paid) and at (when the event happened). The coupon-issued event
-// is written by coupon.Service.IssueThen in the transaction that inserts the coupon (with
-// the Redis issuer the first-come take happens just before that transaction, as for
-// every Redis issue). TestEventSchemaV1 pins the JSON shapes.
+// failureCode, paidAt (once paid), at (when the event happened), and, in the
+// order-cancelled event of a paid order, what it refunded: rewardShortfall, refundPoints,
+// refundAmount. The coupon-issued event is written by coupon.Service.IssueThen in the
+// transaction that inserts the coupon (with the Redis issuer the first-come take happens
+// just before that transaction, as for every Redis issue). TestEventSchemaV1 pins the
+// JSON shapes.
 //
 // # The flows
 //
@@ -101,17 +103,27 @@
 // refunded (refund "refund-<order>-0") and the order failed with FailureUnfulfillable.
 //
 // Cancel: an unpaid order is cancelled in one transaction with its compensation. A paid
-// order within the window goes CANCELLING in one transaction with the clawback of its
-// reward (a Spend, "clawback-<order>-<attempt>"); if the user has spent the reward the
-// cancellation is refused (ErrRewardSpent) before anything is refunded — the safe choice:
-// the points a refund would give back are never more than the user paid with. Then the PG
-// refunds the payment ("refund-<order>-<attempt>"), and one transaction refunds the
-// captured points, restores the coupon, returns the units and makes the order CANCELLED.
+// order within the window (24 hours after payment: a right of the buyer's, whatever they
+// did with the reward) goes CANCELLING in one transaction with the clawback of its reward
+// (a Spend, "clawback-<order>-<attempt>"): all of it, or, if the user has spent some, what
+// they still have; the rest, the shortfall, is recorded in the order (reward_shortfall)
+// and deducted from what the cancellation refunds — first from the points the order was
+// paid with (points against points: the ledger never goes below zero, and no money moves
+// for them), then from the payment, which is refunded in part. The buyer thus keeps
+// exactly the shortfall of what they paid, and the reward never costs the shop more than
+// it gave: refunded points + refunded amount + shortfall = points + amount due. The
+// shortfall cannot exceed the refund, since the reward is at most the amount paid
+// (WithRewardRate ≤ 100%); an order for which it would is refused with ErrRewardSpent,
+// changing nothing. Then the PG refunds the payment less the shortfall's rest
+// ("refund-<order>-<attempt>"; no refund when nothing is left), and one transaction
+// refunds the captured points less the shortfall, restores the coupon, returns the units
+// and makes the order CANCELLED (the order-cancelled event says what was refunded).
 // The units come back through inventory.Return, the reservation's committed → returned
 // transition, recorded with the reservation (in SQL with the SQL inventory and the
 // journaled Redis one), so it is idempotent for ever and Recover may retry it at any time:
 // the units are available again and no longer sold. A rejected refund puts the order back
-// to PAID and refunds the clawback.
+// to PAID and refunds the clawback (its shortfall forgotten: the next cancellation claws
+// back what the user has then).
 //
 // Expire (and Run, every second) expires due PENDING_PAYMENT orders with the same
 // compensation as an unpaid cancellation. TopUp records a top-up, charges the card, and

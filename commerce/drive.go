@@ -119,6 +119,7 @@ func changes(a, b *orderRow) map[string]any {
 	}{
 		{"status", a.Status, b.Status}, {"step", a.Step, b.Step}, {"stock", a.Stock, b.Stock},
 		{"failure_code", a.FailureCode, b.FailureCode}, {"reward", a.Reward, b.Reward},
+		{"reward_shortfall", a.Shortfall, b.Shortfall},
 		{"paid_at", a.PaidAt, b.PaidAt}, {"closed_at", a.ClosedAt, b.ClosedAt},
 		{"cancel_attempt", a.CancelAttempt, b.CancelAttempt}, {"pay_key", a.PayKey, b.PayKey},
 		{"pay_fingerprint", a.PayFingerprint, b.PayFingerprint}, {"pay_method", a.PayMethod, b.PayMethod},

@@ -53,8 +53,12 @@ var (
 	ErrOrderExpired = errcode.New(errcode.Conflict, "order_expired", "commerce: order expired")
 	// ErrCancelWindowClosed: a paid order is past its cancel window (*CancelWindowError).
 	ErrCancelWindowClosed = errcode.New(errcode.FailedPrecondition, "cancel_window_closed", "commerce: cancel window closed")
-	// ErrRewardSpent: a paid order cannot be cancelled because the user no longer has the
-	// reward points it earned (wraps *ledger.InsufficientPointsError).
+	// ErrRewardSpent: a paid order cannot be cancelled because the part of its reward the
+	// user spent is more than the cancellation would refund; nothing was changed. Since
+	// the reward is at most the amount paid this only happens to an order whose row was
+	// written by something else: a spent reward does not stop a cancellation, it reduces
+	// its refund (see Cancel). Before that rule, every cancellation of an order whose
+	// reward was spent failed with it.
 	ErrRewardSpent = errcode.New(errcode.FailedPrecondition, "reward_spent", "commerce: reward points already spent")
 	// ErrRefundRejected: the PG refused the refund of a cancelled order; the order stays
 	// PAID (wraps payment.ErrRefundRejected).

@@ -106,7 +106,10 @@ type EventLine struct {
 
 // OrderEvent is the payload of an order's events (JSON): the order as the transaction that
 // wrote the event leaves it. PaidAt is set once the order was paid, so an order-cancelled
-// event with PaidAt is the refund of a sale.
+// event with PaidAt is the refund of a sale; it then says what was refunded: RefundPoints
+// and RefundAmount (present, even when zero, on every such event; absent on the others),
+// which are Points and AmountDue less RewardShortfall, the part of the reward the user
+// had spent (see Cancel). Events written before these fields existed refunded everything.
 type OrderEvent struct {
 	SchemaVersion int         `json:"schemaVersion"`
 	OrderID       string      `json:"orderId"`
@@ -125,6 +128,11 @@ type OrderEvent struct {
 	FailureCode   string      `json:"failureCode,omitempty"`
 	PaidAt        *time.Time  `json:"paidAt,omitempty"`
 	At            time.Time   `json:"at"`
+
+	// RewardShortfall, RefundPoints and RefundAmount: see the type's doc.
+	RewardShortfall int64  `json:"rewardShortfall,omitempty"`
+	RefundPoints    *int64 `json:"refundPoints,omitempty"`
+	RefundAmount    *int64 `json:"refundAmount,omitempty"`
 }
 
 // Paid returns what the order was paid with: points plus the amount due (the subtotal less
@@ -168,6 +176,9 @@ func (s *Service) orderEvent(ctx context.Context, tx bun.Tx, r *orderRow, typ st
 	if r.PaidAt != 0 {
 		paid := fromMicros(r.PaidAt)
 		ev.PaidAt = &paid
+	}
+	if r.PaidAt != 0 && typ == EventOrderCancelled {
+		ev.RewardShortfall, ev.RefundPoints, ev.RefundAmount = o.RewardShortfall, &o.RefundPoints, &o.RefundAmount
 	}
 	return s.addEvent(ctx, tx, r.ID, typ, ev)
 }

@@ -25,12 +25,14 @@ func TestEventSchemaV1(t *testing.T) {
 		"order": {commerce.OrderEvent{
 			SchemaVersion: 1, OrderID: "ord_1", UserID: "u1", Status: commerce.StatusCancelled,
 			Lines:    []commerce.EventLine{{ProductID: "sku-1", Qty: 2, UnitPrice: 500, Amount: 1000}},
-			CouponID: "c1", Subtotal: 1000, Discount: 100, Points: 200, AmountDue: 700, Reward: 7, Currency: "KRW",
+			CouponID: "c1", Subtotal: 1000, Discount: 100, Points: 200, AmountDue: 700, Reward: 7,
+			RewardShortfall: 5, RefundPoints: new(int64(195)), RefundAmount: new(int64(700)), Currency: "KRW",
 			PayMethod: "CARD", PaymentID: "pay-ord_1", PaidAt: &paid, At: at,
 		}, `{"schemaVersion":1,"orderId":"ord_1","userId":"u1","status":"CANCELLED",` +
 			`"lines":[{"productId":"sku-1","qty":2,"unitPrice":500,"amount":1000}],"couponId":"c1",` +
 			`"subtotal":1000,"discount":100,"points":200,"amountDue":700,"reward":7,"currency":"KRW",` +
-			`"payMethod":"CARD","paymentId":"pay-ord_1","paidAt":"2026-03-02T08:59:00Z","at":"2026-03-02T09:00:00Z"}`},
+			`"payMethod":"CARD","paymentId":"pay-ord_1","paidAt":"2026-03-02T08:59:00Z","at":"2026-03-02T09:00:00Z",` +
+			`"rewardShortfall":5,"refundPoints":195,"refundAmount":700}`},
 		"order, minimal": {commerce.OrderEvent{
 			SchemaVersion: 1, OrderID: "ord_1", UserID: "u1", Status: commerce.StatusPendingPayment,
 			Lines: []commerce.EventLine{}, Currency: "KRW", At: at,

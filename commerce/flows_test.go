@@ -2,7 +2,9 @@ package commerce_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -417,25 +419,6 @@ func TestCancelPaidRefusals(t *testing.T) {
 		require.ErrorAs(t, err, &window)
 		assert.Equal(t, late.PaidAt.Add(commerce.DefaultCancelWindow), window.Deadline)
 
-		// The reward was spent: the order stays PAID until the user has the points again.
-		o := pay(t, e, place(t, e, b, sku, 2, 0), "tok_ok")
-		require.Equal(t, int64(200), o.Reward)
-		_, err = e.Ledger.Spend(ctx, ledger.SpendRequest{ID: e.ID("spend"), User: b.user, Amount: 150})
-		require.NoError(t, err)
-		_, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
-		require.ErrorIs(t, err, commerce.ErrRewardSpent)
-		require.ErrorIs(t, err, ledger.ErrInsufficientPoints)
-		got := order(t, e, o.ID)
-		assert.Equal(t, commerce.StatusPaid, got.Status)
-		assert.Zero(t, e.PG.Stats().CancelCalls, "nothing is refunded while the reward cannot be clawed back")
-		e.RequireClean(t)
-
-		e.GivePoints(t, b.user, 150)
-		got, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
-		require.NoError(t, err)
-		assert.Equal(t, commerce.StatusCancelled, got.Status)
-		assert.Equal(t, ledger.Balance{Available: 100, Total: 100}, balance(t, e, b.user)) // late's reward
-
 		// A payment in flight cannot be cancelled.
 		inflight := place(t, e, b, sku, 1, 0)
 		e.PG.InjectFault("pay-"+inflight.ID, pgsim.FaultLostResponse, 1)
@@ -448,29 +431,244 @@ func TestCancelPaidRefusals(t *testing.T) {
 	})
 }
 
-// The PG rejects the refund: the cancellation is undone and the clawback refunded.
+// The PG rejects the refund: the cancellation is undone and the clawback (what was left of
+// the reward) refunded; the next cancellation claws back what the user has then.
 func TestCancelRefundRejected(t *testing.T) {
 	each(t, func(t *testing.T, e *commercetest.Env) {
 		sku := e.Product(t, 10_000, 10)
 		b := newBuyer(t, e, 1_000, 0)
 		o := pay(t, e, place(t, e, b, sku, 1, 1_000), "tok_ok")
 		require.Equal(t, int64(90), o.Reward)
+		_, err := e.Ledger.Spend(ctx, ledger.SpendRequest{ID: e.ID("spend"), User: b.user, Amount: 60})
+		require.NoError(t, err) // 30 of the reward left: the shortfall is 60
 
 		e.Gateway.RejectRefunds.Store(true)
-		_, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		_, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
 		require.ErrorIs(t, err, commerce.ErrRefundRejected)
 		got := order(t, e, o.ID)
 		assert.Equal(t, commerce.StatusPaid, got.Status)
 		assert.Equal(t, commerce.FailureRefundRejected, got.FailureCode)
-		assert.Equal(t, ledger.Balance{Available: 90, Total: 90}, balance(t, e, b.user))
+		assert.Zero(t, got.RewardShortfall)
+		assert.Equal(t, ledger.Balance{Available: 30, Total: 30}, balance(t, e, b.user), "the clawback given back")
 		requireStock(t, e, sku, 9, 0, 1)
 		e.RequireClean(t)
 
+		// 50 of the reward there now: another clawback, another shortfall (40).
+		e.GivePoints(t, b.user, 20)
 		e.Gateway.RejectRefunds.Store(false)
 		got, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
 		require.NoError(t, err)
 		assert.Equal(t, commerce.StatusCancelled, got.Status)
-		assert.Equal(t, ledger.Balance{Available: 1_000, Total: 1_000}, balance(t, e, b.user))
+		assert.Equal(t, [3]int64{40, 960, 9_000}, [3]int64{got.RewardShortfall, got.RefundPoints, got.RefundAmount})
+		assert.Equal(t, ledger.Balance{Available: 960, Total: 960}, balance(t, e, b.user))
+		requireStock(t, e, sku, 10, 0, 0)
+		e.RequireClean(t)
+	})
+}
+
+// rewardCase is a paid order whose buyer spends some points before cancelling it.
+type rewardCase struct {
+	name                   string
+	points, coupon         int64 // the buyer's points and coupon (0: none)
+	use                    int64 // points the order pays with (2 units at 10,000)
+	spend                  int64 // points the buyer spends once the order is paid
+	shortfall              int64 // the part of the reward that cannot be clawed back
+	refundPoints, refundPG int64 // what the cancellation gives back
+	balance                int64 // the buyer's points at the end
+}
+
+// Rate 1%. Card only: due 20,000, reward 200. Coupon 3,000 and 2,000 points: due 15,000,
+// reward 150. Coupon 3,000 and 100 points: due 16,900, reward 169.
+var rewardCases = []rewardCase{
+	{name: "unspent", refundPG: 20_000},
+	{name: "partly spent", spend: 150, shortfall: 150, refundPG: 19_850},
+	{name: "fully spent", spend: 200, shortfall: 200, refundPG: 19_800},
+	{name: "composite, shortfall within the points", points: 5_000, coupon: 3_000, use: 2_000, spend: 3_100,
+		shortfall: 100, refundPoints: 1_900, refundPG: 15_000, balance: 1_900},
+	{name: "composite, shortfall beyond the points", points: 1_000, coupon: 3_000, use: 100, spend: 1_069,
+		shortfall: 169, refundPoints: 0, refundPG: 16_831},
+	{name: "points only (no reward)", points: 25_000, use: 20_000, spend: 5_000, refundPoints: 20_000, balance: 20_000},
+}
+
+// spentOrder pays qty units of a new product (10 at 10,000) with use of the buyer's points
+// and the rest by card, then has the buyer spend spend points.
+func spentOrder(t *testing.T, e *commercetest.Env, b buyer, qty, use, spend int64) (sku string, o commerce.Order) {
+	t.Helper()
+	sku = e.Product(t, 10_000, 10)
+	o = pay(t, e, place(t, e, b, sku, qty, use), "tok_ok")
+	require.Equal(t, commerce.StatusPaid, o.Status)
+	if spend > 0 {
+		_, err := e.Ledger.Spend(ctx, ledger.SpendRequest{ID: e.ID("spend"), User: b.user, Amount: spend})
+		require.NoError(t, err)
+	}
+	return sku, o
+}
+
+// TestCancelRewardSpent: a paid order is cancelled within the window whatever the buyer did
+// with its reward. What is left of the reward is clawed back; the rest (the shortfall) is
+// deducted from the points given back first, then from the payment refunded. Points and
+// money are conserved: what the buyer keeps of the payment is exactly the shortfall.
+func TestCancelRewardSpent(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		for _, c := range rewardCases {
+			t.Run(c.name, func(t *testing.T) {
+				b := newBuyer(t, e, c.points, c.coupon)
+				sku, o := spentOrder(t, e, b, 2, c.use, c.spend)
+				e.Clock.Advance(commerce.DefaultCancelWindow - time.Second)
+
+				got, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+				require.NoError(t, err)
+				requireRewardCancel(t, e, c, b, sku, got)
+
+				again, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+				require.NoError(t, err, "a repeated Cancel answers the same")
+				assert.Equal(t, got, again)
+				requireRewardCancel(t, e, c, b, sku, again)
+				e.RequireClean(t)
+			})
+		}
+		e.RequireDelivered(t)
+	})
+}
+
+// requireRewardCancel checks the exact end state of a rewardCase's cancellation.
+func requireRewardCancel(t *testing.T, e *commercetest.Env, c rewardCase, b buyer, sku string, got commerce.Order) {
+	t.Helper()
+	assert.Equal(t, commerce.StatusCancelled, got.Status)
+	assert.Empty(t, got.Step)
+	requireStock(t, e, sku, 10, 0, 0)
+	assert.Equal(t, ledger.Balance{Available: c.balance, Total: c.balance}, balance(t, e, b.user))
+	if b.coupon != "" {
+		assert.Equal(t, coupon.StateAvailable, couponState(t, e, b.coupon))
+	}
+	kept := got.Points - c.refundPoints + got.AmountDue - c.refundPG
+	assert.Equal(t, c.shortfall, kept, "the buyer keeps exactly the shortfall of what they paid")
+	assert.Equal(t, [3]int64{c.shortfall, c.refundPoints, c.refundPG}, [3]int64{got.RewardShortfall, got.RefundPoints, got.RefundAmount},
+		"shortfall, points and amount refunded")
+	var payload []byte
+	require.NoError(t, e.DB.NewSelect().Table(outbox.TableEvents).Column("payload").
+		Where("id = ?", got.ID+"-"+commerce.EventOrderCancelled).Scan(ctx, &payload))
+	var ev commerce.OrderEvent
+	require.NoError(t, json.Unmarshal(payload, &ev))
+	require.NotNil(t, ev.RefundPoints, "the order-cancelled event says what was refunded")
+	require.NotNil(t, ev.RefundAmount)
+	assert.Equal(t, [3]int64{c.shortfall, c.refundPoints, c.refundPG}, [3]int64{ev.RewardShortfall, *ev.RefundPoints, *ev.RefundAmount})
+	if got.AmountDue == 0 {
+		assert.Empty(t, got.PaymentID)
+		return
+	}
+	requireRefunded(t, e, got, c.refundPG)
+}
+
+// requireRefunded checks that o's payment was refunded once, of amount, at the PG too.
+func requireRefunded(t *testing.T, e *commercetest.Env, o commerce.Order, amount int64) {
+	t.Helper()
+	refunds, err := e.Payments.Refunds(ctx, o.PaymentID)
+	require.NoError(t, err)
+	require.Len(t, refunds, 1, "one refund")
+	assert.Equal(t, amount, refunds[0].Amount)
+	assert.Equal(t, payment.RefundSucceeded, refunds[0].State)
+	want := payment.StateRefunded
+	if amount < o.AmountDue {
+		want = payment.StatePartiallyRefunded
+	}
+	p := paymentOf(t, e, o.PaymentID)
+	assert.Equal(t, want, p.State)
+	assert.Equal(t, amount, p.Refunded)
+	atPG, err := e.PG.Status(ctx, o.PaymentID)
+	require.NoError(t, err)
+	assert.Equal(t, amount, atPG.Canceled, "refunded at the PG")
+}
+
+// TestCancelRewardTakesThePayment: at a reward rate of 100% the reward is the whole
+// payment; spent entirely, it leaves nothing to refund: the order is cancelled (the units
+// back on sale) without a refund, and the payment stays APPROVED.
+func TestCancelRewardTakesThePayment(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		b := newBuyer(t, e, 0, 0)
+		sku, o := spentOrder(t, e, b, 1, 0, 10_000)
+		require.Equal(t, int64(10_000), o.Reward)
+
+		got, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusCancelled, got.Status)
+		assert.Equal(t, [3]int64{10_000, 0, 0}, [3]int64{got.RewardShortfall, got.RefundPoints, got.RefundAmount})
+		requireStock(t, e, sku, 10, 0, 0)
+		assert.Equal(t, ledger.Balance{}, balance(t, e, b.user))
+		assert.Equal(t, payment.StateApproved, paymentOf(t, e, o.PaymentID).State)
+		assert.Zero(t, e.PG.Stats().CancelCalls, "nothing to refund")
+		e.RequireClean(t)
+	}, commerce.WithRewardRate(10_000))
+}
+
+// TestCancelRewardBeyondTheRefund: an order whose reward is more than it paid (a row
+// written by something else: the rate is at most 100%) and spent beyond what the
+// cancellation would refund cannot be cancelled: ErrRewardSpent, and nothing changes.
+func TestCancelRewardBeyondTheRefund(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		b := newBuyer(t, e, 0, 0)
+		sku, o := spentOrder(t, e, b, 1, 0, 50) // reward 100
+		setReward := func(reward int64) {
+			_, err := e.DB.NewUpdate().Table("commerce_orders").Set("reward = ?", reward).Where("id = ?", o.ID).Exec(ctx)
+			require.NoError(t, err)
+		}
+		setReward(10_051) // 10,001 of it spent: more than the 10,000 paid
+
+		_, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.ErrorIs(t, err, commerce.ErrRewardSpent)
+		got := order(t, e, o.ID)
+		assert.Equal(t, commerce.StatusPaid, got.Status)
+		assert.Empty(t, got.Step)
+		assert.Zero(t, got.RewardShortfall)
+		assert.Equal(t, ledger.Balance{Available: 50, Total: 50}, balance(t, e, b.user), "no clawback")
+		requireStock(t, e, sku, 9, 0, 1)
+		assert.Zero(t, e.PG.Stats().CancelCalls)
+
+		setReward(100)
+		e.RequireClean(t)
+		got, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, [3]int64{50, 0, 9_950}, [3]int64{got.RewardShortfall, got.RefundPoints, got.RefundAmount})
+		e.RequireClean(t)
+	})
+}
+
+// TestCancelRewardSpentConcurrently: the buyer spends points while several requests cancel
+// the order at once. Whatever interleaving happens, the clawback takes what is left, every
+// spend that succeeded is the shortfall, deducted from the one refund, and nothing is left
+// over or refunded twice.
+func TestCancelRewardSpentConcurrently(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		b := newBuyer(t, e, 0, 0)
+		sku, o := spentOrder(t, e, b, 2, 0, 0) // reward 200
+		var (
+			wg    sync.WaitGroup
+			spent atomic.Int64
+		)
+		for i := range int64(8) {
+			wg.Go(func() {
+				_, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+				assert.True(t, err == nil || errors.Is(err, ledger.ErrInsufficientPoints), "cancel: %v", err)
+			})
+			id := e.ID("spend")
+			wg.Go(func() {
+				_, err := e.Ledger.Spend(ctx, ledger.SpendRequest{ID: id, User: b.user, Amount: 25 + i})
+				if err == nil {
+					spent.Add(25 + i)
+				} else {
+					assert.ErrorIs(t, err, ledger.ErrInsufficientPoints)
+				}
+			})
+		}
+		wg.Wait()
+		t.Logf("the buyer spent %d of the reward's 200 points", spent.Load())
+		got, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusCancelled, got.Status)
+		assert.Equal(t, spent.Load(), got.RewardShortfall, "the shortfall is what the buyer spent")
+		assert.Equal(t, 20_000-spent.Load(), got.RefundAmount)
+		assert.Equal(t, ledger.Balance{}, balance(t, e, b.user))
+		requireRefunded(t, e, got, got.RefundAmount)
 		requireStock(t, e, sku, 10, 0, 0)
 		e.RequireClean(t)
 	})
@@ -924,6 +1122,22 @@ func TestOrderReadSurvivesAnUnknownColumn(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, placed, got)
 	})
+}
+
+// TestCreateSchemaAddsTheShortfall: commerce_orders created before the column
+// reward_shortfall gets it from CreateSchema; its orders read a shortfall of 0.
+func TestCreateSchemaAddsTheShortfall(t *testing.T) {
+	e := commercetest.SQLite(t)
+	b := newBuyer(t, e, 0, 0)
+	_, o := spentOrder(t, e, b, 1, 0, 0)
+	_, err := e.DB.ExecContext(ctx, "ALTER TABLE commerce_orders DROP COLUMN reward_shortfall")
+	require.NoError(t, err)
+	require.NoError(t, commerce.CreateSchema(ctx, e.DB))
+	require.NoError(t, commerce.CreateSchema(ctx, e.DB), "idempotent")
+	got, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+	require.NoError(t, err)
+	assert.Equal(t, [3]int64{0, 0, o.AmountDue}, [3]int64{got.RewardShortfall, got.RefundPoints, got.RefundAmount})
+	e.RequireClean(t)
 }
 
 // Every refused PlaceOrder, on every configuration (with Redis the units are reserved

@@ -48,14 +48,16 @@ func pending(err error) bool {
 	return err == nil || errors.Is(err, payment.ErrOutcomeUnknown) || errors.Is(err, payment.ErrGatewayUnavailable)
 }
 
-// refund gets or submits the refund id of the order's whole payment (see getOrSubmit) and
+// refund gets or submits the refund id of the order's payment (see getOrSubmit: the whole
+// payment, less a cancellation's reward shortfall, see orderRow.refunds) and
 // reports whether it succeeded; false with a nil error means it is still with the PG. A
 // rejected refund is an error wrapping payment.ErrRefundRejected.
 func (s *Service) refund(ctx context.Context, r *orderRow, id, reason string, ask bool) (bool, error) {
 	rf, err := getOrSubmit(ask,
 		func() (payment.Refund, error) { return s.pay.GetRefund(ctx, id) }, payment.ErrRefundNotFound,
 		func() (payment.Refund, error) {
-			return s.pay.Refund(ctx, payment.RefundRequest{RefundID: id, PaymentID: r.PaymentID, Amount: r.AmountDue, Reason: reason})
+			_, amount := r.refunds()
+			return s.pay.Refund(ctx, payment.RefundRequest{RefundID: id, PaymentID: r.PaymentID, Amount: amount, Reason: reason})
 		})
 	switch {
 	case rf.State == payment.RefundSucceeded:

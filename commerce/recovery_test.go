@@ -148,6 +148,20 @@ var crashCases = []crashCase{
 		},
 	},
 	{
+		name:  "cancel paid, reward partly spent",
+		setup: rewardSpentFixture,
+		run:   cancelFixture,
+		check: func(t *testing.T, e *commercetest.Env, f *fixture) {
+			o := order(t, e, f.order.ID)
+			assert.Equal(t, commerce.StatusCancelled, o.Status)
+			assert.Empty(t, o.Step)
+			requireStock(t, e, f.sku, 10, 0, 0)
+			assert.Equal(t, ledger.Balance{}, balance(t, e, f.b.user))
+			assert.Equal(t, coupon.StateAvailable, couponState(t, e, f.b.coupon))
+			requireRefunded(t, e, o, 16_850)
+		},
+	},
+	{
 		name: "expire",
 		setup: func(t *testing.T, e *commercetest.Env) *fixture {
 			f := placed(t, e)
@@ -373,6 +387,7 @@ func TestContextCancelledAtEveryStep(t *testing.T) {
 		},
 	}
 	runs["cancel paid"] = runs["cancel unpaid"]
+	runs["cancel paid, reward partly spent"] = runs["cancel unpaid"]
 	hook := &cancellingHook{}
 	each(t, func(t *testing.T, e *commercetest.Env) {
 		for _, c := range crashCases {
@@ -525,4 +540,15 @@ func TestCrashDuringRecovery(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rewardSpentFixture pays 2 units at 10,000 with a 3,000 coupon and 100 of the buyer's
+// 1,000 points (due 16,900, reward 169), then has the buyer spend all but 19 of their
+// points: the cancellation claws back 19, gives back no points (100 − the shortfall of 150)
+// and refunds 16,850 of the payment.
+func rewardSpentFixture(t *testing.T, e *commercetest.Env) *fixture {
+	f := &fixture{b: newBuyer(t, e, 1_000, 3_000)}
+	f.sku, f.order = spentOrder(t, e, f.b, 2, 100, 1_050)
+	require.Equal(t, int64(169), f.order.Reward)
+	return f
 }

@@ -36,6 +36,7 @@ var schema = []sqlutil.Table{
 		points BIGINT NOT NULL,
 		amount_due BIGINT NOT NULL,
 		reward BIGINT NOT NULL,
+		` + shortfallColumn + " " + shortfallDefinition + `,
 		pay_key VARCHAR(255) NOT NULL,
 		pay_fingerprint CHAR(64) NOT NULL,
 		pay_method VARCHAR(8) NOT NULL,
@@ -78,12 +79,20 @@ var schema = []sqlutil.Table{
 		updated_at BIGINT NOT NULL`},
 }
 
+// The column reward_shortfall was added after commerce_orders (2026-11-30): CreateSchema
+// adds it to a table created before.
+const shortfallColumn, shortfallDefinition = "reward_shortfall", "BIGINT NOT NULL DEFAULT 0"
+
 // CreateSchema creates commerce's own tables and indexes (commerce_products,
-// commerce_orders, commerce_order_lines, commerce_topups, commerce_user_locks) if they do not exist. It is
-// idempotent and works on MySQL/MariaDB and SQLite. On MySQL, DDL commits implicitly:
-// call it outside a transaction.
+// commerce_orders, commerce_order_lines, commerce_topups, commerce_user_locks) if they do
+// not exist, and adds to them the columns a later version added. It is idempotent and
+// works on MySQL/MariaDB and SQLite. On MySQL, DDL commits implicitly: call it outside a
+// transaction.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
 	if err := sqlutil.CreateTables(ctx, db, schema...); err != nil {
+		return fmt.Errorf("commerce: %w", err)
+	}
+	if err := sqlutil.AddColumn(ctx, db, "commerce_orders", shortfallColumn, shortfallDefinition); err != nil {
 		return fmt.Errorf("commerce: %w", err)
 	}
 	return nil

@@ -60,6 +60,7 @@ type orderRow struct {
 	Points         int64  `bun:"points"`
 	AmountDue      int64  `bun:"amount_due"`
 	Reward         int64  `bun:"reward"`
+	Shortfall      int64  `bun:"reward_shortfall"`
 	PayKey         string `bun:"pay_key"`
 	PayFingerprint string `bun:"pay_fingerprint"`
 	PayMethod      string `bun:"pay_method"`
@@ -93,6 +94,10 @@ func (r *orderRow) order() Order {
 		CreatedAt: fromMicros(r.CreatedAt), ExpiresAt: fromMicros(r.ExpiresAt), PaidAt: fromMicros(r.PaidAt),
 		ClosedAt: fromMicros(r.ClosedAt), UpdatedAt: fromMicros(r.UpdatedAt),
 		Lines: make([]OrderLine, len(r.Lines)),
+	}
+	if r.PaidAt != 0 && (r.Status == StatusCancelling || r.Status == StatusCancelled) {
+		o.RewardShortfall = r.Shortfall
+		o.RefundPoints, o.RefundAmount = r.refunds()
 	}
 	for i, l := range r.Lines {
 		o.Lines[i] = OrderLine{ProductID: l.ProductID, Qty: l.Qty, UnitPrice: l.UnitPrice, Amount: l.Qty * l.UnitPrice}

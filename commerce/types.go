@@ -158,6 +158,14 @@ type Order struct {
 	AmountDue int64
 	// Reward is the points earned when the order was paid (clawed back on cancel).
 	Reward int64
+	// RewardShortfall, RefundPoints and RefundAmount are set once a paid order is being
+	// cancelled (CANCELLING, CANCELLED): the part of Reward the user had spent, which the
+	// cancellation could not claw back, and what it refunds: Points and AmountDue less the
+	// shortfall, taken from the points first, then from the payment (so RefundPoints +
+	// RefundAmount + RewardShortfall = Points + AmountDue).
+	RewardShortfall int64
+	RefundPoints    int64
+	RefundAmount    int64
 
 	// PayMethod is the gateway method of the payment (CARD or BNPL; empty until Pay, and for
 	// an order paid with points alone). PaymentID is the payment's ID in the payment

@@ -402,3 +402,26 @@ func TestInTxDeadlineBeforeCommit(t *testing.T) {
 		assert.Zero(t, count(t, db))
 	})
 }
+
+// TestAddColumn: a table created by an earlier version, with rows in it, gets a column
+// declared since when several processes start at once; its rows take the default, and
+// adding it again changes nothing.
+func TestAddColumn(t *testing.T) {
+	backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		_, err := db.NewInsert().Model(&[]item{{ID: 1, N: 10}, {ID: 2, N: 20}}).Exec(ctx)
+		require.NoError(t, err)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				assert.NoError(t, sqlutil.AddColumn(ctx, db, "sqlutil_items", "extra", "BIGINT NOT NULL DEFAULT 7"))
+			})
+		}
+		wg.Wait()
+		require.NoError(t, sqlutil.AddColumn(ctx, db, "sqlutil_items", "extra", "BIGINT NOT NULL DEFAULT 7"), "idempotent")
+		var extra []int64
+		require.NoError(t, db.NewSelect().Table("sqlutil_items").Column("extra").Order("id").Scan(ctx, &extra))
+		assert.Equal(t, []int64{7, 7}, extra)
+		assert.Equal(t, int64(2), count(t, db))
+	})
+}

@@ -110,6 +110,12 @@ type OrderJSON struct {
 	PaidAt      *time.Time      `json:"paid_at,omitempty"`
 	ClosedAt    *time.Time      `json:"closed_at,omitempty"`
 	UpdatedAt   time.Time       `json:"updated_at"`
+
+	// What the cancellation of a paid order refunds (CANCELLING, CANCELLED; absent: 0):
+	// the points and the amount due less the part of the reward the buyer had spent.
+	RewardShortfall int64 `json:"reward_shortfall,omitempty"`
+	RefundPoints    int64 `json:"refund_points,omitempty"`
+	RefundAmount    int64 `json:"refund_amount,omitempty"`
 }
 
 // OrderPageJSON is a page of the caller's orders.
@@ -284,6 +290,7 @@ func orderJSON(o commerce.Order) OrderJSON {
 		Subtotal: o.Subtotal, Discount: o.Discount, Points: o.Points, AmountDue: o.AmountDue, Reward: o.Reward,
 		PayMethod: string(o.PayMethod), PaymentID: o.PaymentID, FailureCode: o.FailureCode,
 		CreatedAt: o.CreatedAt, ExpiresAt: o.ExpiresAt, PaidAt: optTime(o.PaidAt), ClosedAt: optTime(o.ClosedAt), UpdatedAt: o.UpdatedAt,
+		RewardShortfall: o.RewardShortfall, RefundPoints: o.RefundPoints, RefundAmount: o.RefundAmount,
 	}
 }
 
