@@ -2,12 +2,9 @@ package coupon
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
@@ -103,8 +100,8 @@ func CreateSchema(ctx context.Context, db bun.IDB) error {
 			return fmt.Errorf("coupon: creating tables: %w", err)
 		}
 	}
-	if err := addPlaceColumn(ctx, db); err != nil {
-		return err
+	if err := sqlutil.AddColumn(ctx, db, "coupon_coupons", "place", "BIGINT NULL"); err != nil {
+		return fmt.Errorf("coupon: %w", err) // a table of an earlier version
 	}
 	indexes := []struct {
 		model   any
@@ -135,24 +132,6 @@ func CreateSchema(ctx context.Context, db bun.IDB) error {
 	}
 	return nil
 }
-
-// addPlaceColumn adds coupon_coupons.place to a table created by an earlier version.
-func addPlaceColumn(ctx context.Context, db bun.IDB) error {
-	_, err := db.NewAddColumn().Model((*couponRow)(nil)).ColumnExpr("place BIGINT NULL").Exec(ctx)
-	var me *mysql.MySQLError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &me) && me.Number == mysqlDuplicateColumn,
-		!errors.As(err, &me) && strings.Contains(err.Error(), "duplicate column name"): // SQLite
-		return nil
-	}
-	return fmt.Errorf("coupon: adding column coupon_coupons.place: %w", err)
-}
-
-// mysqlDuplicateColumn is MySQL's "duplicate column name", the answer to adding a column
-// that exists.
-const mysqlDuplicateColumn = 1060
 
 // placeUnplaced gives the coupons of limited templates that have no place (written by an
 // earlier version) the places after their template's last, in the order they were issued.
