@@ -266,6 +266,7 @@ func testFailedWrite(t *testing.T, h Harness) {
 
 	c := f.issue(t, tpl.ID, "poison", "poison-1")
 	assert.Equal(t, 1, c.Ordinal, "the user's ordinal was given back")
+	assert.Equal(t, int64(2), c.Place, "the place was given back")
 	_, err = f.Service.Issue(ctx, tpl.ID, "bob", "bob-1")
 	assert.ErrorIs(t, err, coupon.ErrSoldOut)
 	assert.Equal(t, coupon.Stats{Taken: 2, Issued: 2}, f.stats(t, tpl.ID))
