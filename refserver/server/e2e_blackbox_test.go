@@ -91,11 +91,15 @@ func TestLocationIsTheResource(t *testing.T) {
 		got := as[server.ProductJSON](t, expect(t, a.call("GET", loc, "", "", nil), http.StatusOK))
 		assert.Equal(t, id, got.ID, "Location %q", loc)
 	}
-	// "." and ".." are no path segment (a client or proxy removes them, escaped or not).
-	for _, id := range []string{".", ".."} {
+	// "." and ".." are no path segment (a client or proxy removes them, escaped or not);
+	// a coupon template's ID names it in /v1/coupon-templates/{id}/issue just the same.
+	for _, id := range []string{".", "..", "a b", "쿠폰"} {
 		p := expectProblem(t, a.call("POST", "/v1/products", admin, "", server.NewProductJSON{ID: id, Name: "x", Price: 100, Stock: 1}),
 			http.StatusBadRequest, "invalid_request")
 		assert.Equal(t, "id", p.Field)
+		p = expectProblem(t, a.call("POST", "/v1/coupon-templates", admin, "", server.CouponTemplateJSON{ID: id, Kind: "fixed", Amount: 100}),
+			http.StatusBadRequest, "invalid_request")
+		assert.Equal(t, "id", p.Field, "template %q", id)
 	}
 
 	r := expect(t, a.call("POST", "/v1/members", "", "", server.SignUpJSON{LoginID: "alice", Password: "correct horse"}), http.StatusCreated)

@@ -34,8 +34,8 @@ func (s *Server) createProduct(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if in.ID == "." || in.ID == ".." { // dot-segments: no URL path can name the product
-		s.writeError(w, r, errcode.Invalid("id", "cannot be . or .., which no URL path can name"))
+	if err := checkPathID(in.ID); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	p, err := s.svc.CreateProduct(r.Context(), commerce.NewProduct{ID: in.ID, Name: in.Name, Price: in.Price,
@@ -90,4 +90,17 @@ func (s *Server) setStock(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, stockJSON(id, st))
+}
+
+// checkPathID refuses, as the "id" of a body creating a resource, an ID its own routes could
+// not name in their path: "." and ".." (dot segments, which clients and proxies remove) or
+// anything beyond printable ASCII without spaces.
+func checkPathID(id string) error {
+	switch {
+	case id == "." || id == "..":
+		return errcode.Invalid("id", "cannot be . or .., which no URL path can name")
+	case !printableASCII(id):
+		return errcode.Invalid("id", "must be printable ASCII without spaces")
+	}
+	return nil
 }

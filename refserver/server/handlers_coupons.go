@@ -11,7 +11,11 @@ import (
 
 func (s *Server) createCouponTemplate(w http.ResponseWriter, r *http.Request) {
 	var in CouponTemplateJSON
-	if err := decode(r, &in); err != nil {
+	err := decode(r, &in)
+	if err == nil {
+		err = checkPathID(in.ID)
+	}
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
