@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/uptrace/bun"
@@ -38,8 +40,8 @@ func (s *Service) CreateProduct(ctx context.Context, p NewProduct) (Product, err
 	if err := checkProductID(p.ID); err != nil {
 		return Product{}, err
 	}
-	if p.Name == "" || len(p.Name) > MaxNameLen || !utf8.ValidString(p.Name) {
-		return Product{}, invalid("Name", "must be 1-200 bytes of UTF-8")
+	if p.Name == "" || len(p.Name) > MaxNameLen || !utf8.ValidString(p.Name) || strings.ContainsFunc(p.Name, unicode.IsControl) {
+		return Product{}, invalid("Name", "must be 1-200 bytes of UTF-8 without control characters")
 	}
 	if err := checkPrice(p.Price); err != nil {
 		return Product{}, err
@@ -145,6 +147,9 @@ func (s *Service) ListProducts(ctx context.Context, q ProductQuery) (ProductPage
 	var rows []productRow
 	sel := s.db.NewSelect().Model(&rows).Order("id").Limit(int64(limit + 1))
 	if q.Cursor != "" {
+		if checkProductID(q.Cursor) != nil { // a cursor is the last product ID of a page
+			return ProductPage{}, invalid("Cursor", "is not a cursor of this list")
+		}
 		sel = sel.Where("id > ?", q.Cursor)
 	}
 	if err := sel.Scan(ctx); err != nil {

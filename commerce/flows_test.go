@@ -901,6 +901,8 @@ func TestCatalog(t *testing.T) {
 		require.ErrorIs(t, err, commerce.ErrIdempotencyConflict)
 		_, err = e.Service.CreateProduct(ctx, commerce.NewProduct{ID: "p,2", Name: "x", Price: 1})
 		require.ErrorIs(t, err, commerce.ErrInvalidRequest)
+		_, err = e.Service.CreateProduct(ctx, commerce.NewProduct{ID: "p-2", Name: "x\x00", Price: 1})
+		require.ErrorIs(t, err, commerce.ErrInvalidRequest)
 
 		p, err = e.Service.UpdatePrice(ctx, "p-1", 13_000)
 		require.NoError(t, err)
@@ -927,6 +929,8 @@ func TestCatalog(t *testing.T) {
 			}
 		}
 		assert.Equal(t, []string{"p-1", "q-a", "q-b", "q-c", "q-d"}, ids)
+		_, err = e.Service.ListProducts(ctx, commerce.ProductQuery{Cursor: "q\x00"})
+		require.ErrorIs(t, err, commerce.ErrInvalidRequest)
 		st, err := e.Service.Stocks(ctx, []string{"q-c", "unknown"})
 		require.NoError(t, err)
 		assert.Equal(t, map[string]inventory.Stock{"q-c": {SKU: "q-c", OnHand: 2, Available: 2}}, st)
@@ -966,8 +970,13 @@ func TestListOrders(t *testing.T) {
 		}
 	}
 	assert.Equal(t, want, got, "newest first, the user's own")
-	_, err := e.Service.ListOrders(ctx, b.user, commerce.OrderQuery{Cursor: "garbage"})
-	require.ErrorIs(t, err, commerce.ErrInvalidRequest)
+	for _, q := range []commerce.OrderQuery{
+		{Cursor: "garbage"}, {Cursor: "1_a\x00"},
+		{Status: "paid"}, // a filter no order can match is a mistake, not an empty page
+	} {
+		_, err := e.Service.ListOrders(ctx, b.user, q)
+		require.ErrorIs(t, err, commerce.ErrInvalidRequest, "%+v", q)
+	}
 }
 
 // The audit is not vacuous: changes behind commerce's back are reported.

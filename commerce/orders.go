@@ -34,12 +34,15 @@ func (s *Service) ListOrders(ctx context.Context, userID string, q OrderQuery) (
 	sel := s.db.NewSelect().Model(&rows).Where("user_id = ?", userID).
 		OrderExpr("created_at DESC, id DESC").Limit(int64(limit + 1))
 	if q.Status != "" {
+		if !q.Status.Valid() { // a typo would match nothing: refused, not an empty page
+			return OrderPage{}, invalid("Status", fmt.Sprintf("is not one of %v", Statuses))
+		}
 		sel = sel.Where("status = ?", q.Status)
 	}
 	if q.Cursor != "" {
 		at, id, ok := strings.Cut(q.Cursor, "_")
 		us, perr := strconv.ParseInt(at, 36, 64)
-		if !ok || perr != nil || id == "" {
+		if !ok || perr != nil || checkID("Cursor", id) != nil {
 			return OrderPage{}, invalid("Cursor", "is not a cursor of this list")
 		}
 		sel = sel.Where("(created_at < ? OR (created_at = ? AND id < ?))", us, us, id)

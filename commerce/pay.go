@@ -88,8 +88,8 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Order, error) {
 	if err := checkKey(req.IdempotencyKey); err != nil {
 		return Order{}, err
 	}
-	if len(req.Token) > payment.MaxTokenLen {
-		return Order{}, invalid("Token", "is longer than 255 characters")
+	if err := payment.CheckToken(req.Token); err != nil {
+		return Order{}, err
 	}
 	r, err := s.ownOrder(ctx, req.OrderID, Actor{UserID: req.UserID})
 	if err != nil {

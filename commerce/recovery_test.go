@@ -3,6 +3,7 @@ package commerce_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -285,7 +286,8 @@ func TestPayClaimRecordsThePaymentAtomically(t *testing.T) {
 	}, commerce.WithFaultHook(hook.Func))
 }
 
-// TestPayAndTopUpBadTokenChangeNothing: a token the payment package refuses (not UTF-8)
+// TestPayAndTopUpBadTokenChangeNothing: a token the payment package refuses (not UTF-8, a
+// control character, over 255 characters)
 // fails the claim as a whole: the order stays PENDING_PAYMENT and the top-up is not
 // recorded, with no payment, so the same request with a good token then succeeds.
 func TestPayAndTopUpBadTokenChangeNothing(t *testing.T) {
@@ -293,9 +295,10 @@ func TestPayAndTopUpBadTokenChangeNothing(t *testing.T) {
 		sku := e.Product(t, 10_000, 5)
 		b := newBuyer(t, e, 0, 0)
 		o := place(t, e, b, sku, 1, 0)
-		req := cardPayment(o, "tok\xff")
-		_, err := e.Service.Pay(ctx, req)
-		require.ErrorIs(t, err, commerce.ErrInvalidRequest)
+		for _, token := range []string{"tok\xff", "tok\x00", strings.Repeat("한", 256)} {
+			_, err := e.Service.Pay(ctx, cardPayment(o, token))
+			require.ErrorIs(t, err, commerce.ErrInvalidRequest, "%q", token)
+		}
 		got := order(t, e, o.ID)
 		assert.Equal(t, commerce.StatusPendingPayment, got.Status)
 		payments, err := e.Payments.ByOrder(ctx, o.ID)
@@ -304,9 +307,12 @@ func TestPayAndTopUpBadTokenChangeNothing(t *testing.T) {
 
 		assert.Equal(t, commerce.StatusPaid, pay(t, e, o, "tok_visa").Status)
 
-		top := commerce.TopUpRequest{UserID: b.user, Amount: 5_000, Method: payment.MethodCard, Token: "tok\xff", IdempotencyKey: "top"}
-		_, err = e.Service.TopUp(ctx, top)
-		require.ErrorIs(t, err, commerce.ErrInvalidRequest)
+		top := commerce.TopUpRequest{UserID: b.user, Amount: 5_000, Method: payment.MethodCard, IdempotencyKey: "top"}
+		for _, token := range []string{"tok\xff", "tok\x00"} {
+			top.Token = token
+			_, err = e.Service.TopUp(ctx, top)
+			require.ErrorIs(t, err, commerce.ErrInvalidRequest)
+		}
 		top.Token = "tok_visa" // another token: a recorded top-up would refuse it as a conflict
 		tu, err := e.Service.TopUp(ctx, top)
 		require.NoError(t, err)

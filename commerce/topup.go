@@ -41,8 +41,8 @@ func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
 	if req.Method != payment.MethodCard && req.Method != payment.MethodBNPL {
 		return TopUp{}, invalid("Method", "must be CARD or BNPL")
 	}
-	if len(req.Token) > payment.MaxTokenLen {
-		return TopUp{}, invalid("Token", "is longer than 255 characters")
+	if err := payment.CheckToken(req.Token); err != nil {
+		return TopUp{}, err
 	}
 	plan := payment.Plan{OrderAmount: req.Amount, Currency: Currency, Parts: []payment.Part{{Method: req.Method, Amount: req.Amount}}}
 	if err := plan.Validate(); err != nil {

@@ -2,6 +2,7 @@ package commerce
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -51,6 +52,13 @@ const (
 	StatusCancelled      Status = "CANCELLED"
 	StatusExpired        Status = "EXPIRED"
 )
+
+// Statuses lists every order status, in the order of an order's life.
+var Statuses = []Status{StatusPendingPayment, StatusPaying, StatusPaid, StatusPaymentFailed,
+	StatusCancelling, StatusCancelled, StatusExpired}
+
+// Valid reports whether s is one of Statuses.
+func (s Status) Valid() bool { return slices.Contains(Statuses, s) }
 
 // Final reports whether no flow will move an order in status s any more (PAID is not
 // final: it may be cancelled).

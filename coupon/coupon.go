@@ -32,6 +32,9 @@ type Coupon struct {
 	Ordinal int
 	// RequestID is the idempotency key of the Issue call that created the coupon.
 	RequestID string
+	// Place is the coupon's place in a limited template's total, 1..TotalQuantity, unique
+	// per template in SQL (0 for a template without a total).
+	Place int64
 	// Terms are copied from the template at issue.
 	Terms
 	State State
@@ -48,6 +51,7 @@ type Coupon struct {
 type Holding struct {
 	UserID    string
 	Ordinal   int
+	Place     int64 // 0: none (a template without a total)
 	RequestID string
 }
 
@@ -81,13 +85,14 @@ type Redemption struct {
 }
 
 // newCoupon builds the coupon that an issue of tpl to userID creates.
-func newCoupon(tpl Template, userID, requestID string, ordinal int, now time.Time) Coupon {
+func newCoupon(tpl Template, userID, requestID string, taken Taken, now time.Time) Coupon {
 	return Coupon{
 		ID:         newID(),
 		TemplateID: tpl.ID,
 		Name:       tpl.Name,
 		UserID:     userID,
-		Ordinal:    ordinal,
+		Ordinal:    taken.Ordinal,
+		Place:      taken.Place,
 		RequestID:  requestID,
 		Terms:      tpl.Terms,
 		State:      StateAvailable,

@@ -19,14 +19,17 @@
 //     rebuilds it from SQL; Recount does it on demand).
 //
 // Whatever the issuer, SQL holds the line: the request ID is unique (one request, one
-// coupon) and so is (template, user, ordinal) with ordinals 1..PerUserLimit (no user above
-// the limit).
+// coupon), so is (template, user, ordinal) with ordinals 1..PerUserLimit (no user above
+// the limit), and so is (template, place) with places 1..TotalQuantity for a template with
+// a total (no template above its total; Coupon.Place).
 //
 // # Guarantees
 //
 //   - Issue never issues more than TotalQuantity (0 = unlimited) nor more than PerUserLimit
-//     to a user, and is idempotent on the request ID, for concurrent duplicates too. With
-//     the Redis issuer the total holds as long as Redis keeps its state; see rediscoupon.
+//     to a user, and is idempotent on the request ID, for concurrent duplicates too,
+//     whatever the issuer and whatever happens to Redis (a loss of its state with writes in
+//     flight included: see rediscoupon). Coupons written by a version without places (run
+//     CreateSchema once it has stopped) get theirs from CreateSchema.
 //   - Discount is integer arithmetic in minor units: never negative, never more than the
 //     order; percent rounds down (10% of 1,999 is 199) and honours MaxDiscount. A discount
 //     can be the whole order; whether a coupon may pay alone is the checkout's rule.

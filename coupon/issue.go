@@ -83,7 +83,7 @@ func (s *Service) issueInTx(ctx context.Context, r TakeRequest, now time.Time) (
 			if taken.Replay {
 				return errReplay // roll the take back; the coupon is read below
 			}
-			c = newCoupon(r.Template, r.UserID, r.RequestID, taken.Ordinal, now)
+			c = newCoupon(r.Template, r.UserID, r.RequestID, taken, now)
 			return r.write(ctx, tx, c)
 		})
 		if err == nil {
@@ -134,12 +134,12 @@ func (s *Service) takeThenWrite(ctx context.Context, r TakeRequest, now time.Tim
 	if sqlutil.IsTx(s.db) {
 		return Coupon{}, ErrCannotJoinTx
 	}
-	for attempt := 1; ; attempt++ {
+	for attempt := 1; ; {
 		taken, err := s.take(ctx, r)
 		if err != nil {
 			return Coupon{}, err
 		}
-		c := newCoupon(r.Template, r.UserID, r.RequestID, taken.Ordinal, now)
+		c := newCoupon(r.Template, r.UserID, r.RequestID, taken, now)
 		werr := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error { return r.write(ctx, tx, c) })
 		if werr == nil {
 			return c, nil
@@ -163,15 +163,29 @@ func (s *Service) takeThenWrite(ctx context.Context, r TakeRequest, now time.Tim
 			s.giveBack(ctx, r)
 			return s.replayed(existing, r, now) // ErrRequestConflict
 		case sqlutil.IsDuplicateKey(werr):
-			// The ordinal is held durably by another request the issuer does not know:
-			// its state is behind SQL. Keep the unit (it counts that coupon) and take again.
-			s.log.Warn("coupon: issuer state is behind SQL; taking another ordinal (run Recount to resynchronise)",
-				"template", r.Template.ID, "user", r.UserID, "ordinal", taken.Ordinal)
-			if err := s.issuer.Forget(ctx, r); err != nil {
+			// The ordinal or the place is held durably by a coupon the issuer did not
+			// count: its state is behind SQL (a loss of state with writes in flight). The
+			// issuer counts that coupon and gives this take back, and the request takes
+			// again: another ordinal and place, or sold out. The coupons the issuer missed
+			// are at most the writes that were in flight; only collisions that count none
+			// of them count as attempts.
+			held, err := colliding(ctx, s.db, c)
+			if err != nil {
+				s.log.Warn("coupon: cannot read the coupons a write collided with; keeping the take",
+					"template", r.Template.ID, "request", r.RequestID, "err", err)
+				return Coupon{}, werr
+			}
+			adopted, err := s.issuer.Adopt(ctx, r, held)
+			if err != nil {
 				return Coupon{}, err
 			}
-			if attempt == maxTakeAttempts {
-				return Coupon{}, fmt.Errorf("coupon: ordinal still taken after %d attempts: %w", attempt, werr)
+			s.log.Warn("coupon: issuer state is behind SQL; counted the coupons it missed, taking again",
+				"template", r.Template.ID, "user", r.UserID, "ordinal", c.Ordinal, "place", c.Place, "adopted", adopted)
+			if adopted == 0 {
+				if attempt == maxTakeAttempts {
+					return Coupon{}, fmt.Errorf("coupon: ordinal or place still taken after %d attempts: %w", attempt, werr)
+				}
+				attempt++
 			}
 		default:
 			s.giveBack(ctx, r)
@@ -275,8 +289,9 @@ func (s *Service) load(ctx context.Context, tpl Template, onlyIfMissing bool) (e
 // missing state by itself. For an issuer that joins the transaction, whose count changes
 // only with the coupons, it does nothing.
 //
-// Run it while no Issue of the template is in flight: a coupon taken before the recount
-// but written after it is not counted (see the package documentation).
+// A coupon taken before the recount but written after it is not counted until a take
+// collides with its ordinal or place in SQL (see the package documentation): the total and
+// the per-user limit hold regardless.
 func (s *Service) Recount(ctx context.Context, templateID string) error {
 	tpl, err := s.Template(ctx, templateID)
 	if err != nil {

@@ -8,7 +8,8 @@ import (
 )
 
 // Issuer is an issuance backend: it decides, atomically, whether one more coupon of a
-// template may go to a user, and which ordinal (1..PerUserLimit) that coupon gets. The
+// template may go to a user, which ordinal (1..PerUserLimit) that coupon gets and, for a
+// template with a TotalQuantity, which place (1..TotalQuantity). The
 // Service does everything else: validation, the issue window, writing the coupon to SQL,
 // idempotency on the durable record, giving a take back when the write fails.
 //
@@ -18,7 +19,7 @@ import (
 type Issuer interface {
 	// JoinsTx reports whether Take runs in the SQL transaction that writes the coupon
 	// (TakeRequest.Tx), so that a rollback undoes it. Issuers that do not join keep their
-	// count elsewhere and are told to GiveBack or Forget when the write fails.
+	// count elsewhere and are told to GiveBack or Adopt when the write fails.
 	JoinsTx() bool
 
 	// Take takes one coupon of r.Template for r.UserID, idempotently on r.RequestID:
@@ -36,11 +37,14 @@ type Issuer interface {
 	// transaction do nothing.
 	GiveBack(ctx context.Context, r TakeRequest) error
 
-	// Forget drops what the issuer remembers about r.RequestID but keeps the unit and the
-	// ordinal taken: called when that ordinal turned out to be held durably by another
-	// request (the issuer's state had fallen behind SQL), so that the next Take for the
-	// request picks another ordinal. Issuers that join the transaction do nothing.
-	Forget(ctx context.Context, r TakeRequest) error
+	// Adopt is called when r's coupon collided in SQL with durable coupons holding its
+	// ordinal or its place that the issuer had not counted (its state had fallen behind
+	// SQL, as after a loss of state with writes in flight): it counts each of held it does
+	// not know yet, with its ordinal and place, then gives r's take back as GiveBack does,
+	// so that the next Take for the request picks an ordinal and a place still free, or
+	// finds the template sold out. It returns how many of held it counted. Issuers that
+	// join the transaction do nothing.
+	Adopt(ctx context.Context, r TakeRequest, held []Holding) (int, error)
 
 	// Taken returns how many coupons of the template the issuer has counted as issued, or
 	// ErrNotLoaded.
@@ -88,6 +92,9 @@ func (r TakeRequest) Holdings(ctx context.Context) ([]Holding, error) {
 type Taken struct {
 	// Ordinal is the user's coupon number for this request, 1..PerUserLimit.
 	Ordinal int
+	// Place is the coupon's place in the template's total, 1..TotalQuantity (0 when the
+	// template has none).
+	Place int64
 	// Replay says the request had been taken before (its coupon may already be durable).
 	Replay bool
 }

@@ -46,8 +46,11 @@ type templateRow struct {
 }
 
 // couponRow is a row of coupon_coupons. seq orders a wallet; the unique key on (template,
-// user, ordinal) is what keeps a user within the per-user limit whatever the issuer, and
-// the unique request ID is what makes Issue idempotent on the durable record.
+// user, ordinal) is what keeps a user within the per-user limit whatever the issuer, the
+// unique key on (template, place) with places 1..TotalQuantity is what keeps a template
+// within its total whatever the issuer (NULL, for templates without a total, never
+// collides), and the unique request ID is what makes Issue idempotent on the durable
+// record.
 type couponRow struct {
 	bun.BaseModel `bun:"table:coupon_coupons"`
 
@@ -56,6 +59,7 @@ type couponRow struct {
 	TemplateID string `bun:"template_id,notnull,type:varchar(64),unique:coupon_coupons_holder_uq"`
 	UserID     string `bun:"user_id,notnull,type:varchar(64),unique:coupon_coupons_holder_uq"`
 	Ordinal    int    `bun:"ordinal,notnull,unique:coupon_coupons_holder_uq"`
+	Place      int64  `bun:"place,nullzero"`
 	RequestID  string `bun:"request_id,notnull,type:varchar(64),unique:coupon_coupons_request_uq"`
 	termsColumns
 	State      string    `bun:"state,notnull,type:varchar(16)"`
@@ -84,31 +88,78 @@ type redemptionRow struct {
 
 // CreateSchema creates the package's tables and indexes (coupon_templates, coupon_coupons,
 // coupon_redemptions) when they do not exist, and on MySQL/MariaDB gives every ID column a
-// binary collation, altering existing tables that lack it. It is idempotent and works on
-// MySQL/MariaDB and SQLite. Issuer backends may have tables of their own (sqlcoupon.CreateSchema).
+// binary collation, altering existing tables that lack it. Tables of an earlier version
+// get the coupons' place column and its unique index, and the coupons of limited
+// templates that have no place yet get one after the template's last (see Coupon.Place):
+// run it once every process of an earlier version has stopped. It is idempotent and
+// works on MySQL/MariaDB and SQLite. Issuer backends may have tables of their own
+// (sqlcoupon.CreateSchema).
 func CreateSchema(ctx context.Context, db bun.IDB) error {
 	for _, model := range []any{(*templateRow)(nil), (*couponRow)(nil), (*redemptionRow)(nil)} {
 		if _, err := db.NewCreateTable().Model(model).IfNotExists().Exec(ctx); err != nil {
 			return fmt.Errorf("coupon: creating tables: %w", err)
 		}
 	}
+	if err := sqlutil.AddColumn(ctx, db, "coupon_coupons", "place", "BIGINT NULL"); err != nil {
+		return fmt.Errorf("coupon: %w", err) // a table of an earlier version
+	}
 	indexes := []struct {
 		model   any
 		name    string
+		unique  bool
 		columns []string
 	}{
-		{(*couponRow)(nil), "coupon_coupons_wallet_idx", []string{"user_id", "seq"}},
-		{(*redemptionRow)(nil), "coupon_redemptions_sweep_idx", []string{"state", "hold_deadline"}},
+		{(*couponRow)(nil), "coupon_coupons_wallet_idx", false, []string{"user_id", "seq"}},
+		{(*couponRow)(nil), "coupon_coupons_place_uq", true, []string{"template_id", "place"}},
+		{(*redemptionRow)(nil), "coupon_redemptions_sweep_idx", false, []string{"state", "hold_deadline"}},
 	}
 	for _, ix := range indexes {
-		_, err := db.NewCreateIndex().Model(ix.model).Index(ix.name).Column(ix.columns...).IfNotExists().Exec(ctx)
-		if err != nil && !sqlutil.IsDuplicateIndex(err) {
+		q := db.NewCreateIndex().Model(ix.model).Index(ix.name).Column(ix.columns...).IfNotExists()
+		if ix.unique {
+			q = q.Unique()
+		}
+		if _, err := q.Exec(ctx); err != nil && !sqlutil.IsDuplicateIndex(err) {
 			return fmt.Errorf("coupon: creating index %s: %w", ix.name, err)
 		}
 	}
 	for table, columns := range idColumns {
 		if err := sqlutil.BinaryColumns(ctx, db, table, columns...); err != nil {
 			return fmt.Errorf("coupon: %w", err)
+		}
+	}
+	if err := placeUnplaced(ctx, db); err != nil {
+		return fmt.Errorf("coupon: giving places to earlier coupons: %w", err)
+	}
+	return nil
+}
+
+// placeUnplaced gives the coupons of limited templates that have no place (written by an
+// earlier version) the places after their template's last, in the order they were issued.
+// The coupons without a place are found through the (template, place) index, from the
+// limited templates.
+func placeUnplaced(ctx context.Context, db bun.IDB) error {
+	var rows []couponRow
+	err := db.NewSelect().Model(&rows).ModelTableExpr("coupon_coupons AS c").ColumnExpr("c.seq, c.template_id").
+		Join("JOIN coupon_templates AS t ON t.id = c.template_id AND t.total_quantity > 0").
+		Where("c.place IS NULL").OrderExpr("c.template_id, c.seq").Scan(ctx)
+	if err != nil {
+		return err
+	}
+	last := make(map[string]int64)
+	for _, r := range rows {
+		place, ok := last[r.TemplateID]
+		if !ok {
+			err := db.NewSelect().Model((*couponRow)(nil)).ColumnExpr("COALESCE(MAX(place), 0)").
+				Where("template_id = ?", r.TemplateID).Scan(ctx, &place)
+			if err != nil {
+				return err
+			}
+		}
+		last[r.TemplateID] = place + 1
+		_, err := db.NewUpdate().Model((*couponRow)(nil)).Set("place = ?", place+1).
+			Where("seq = ?", r.Seq).Where("place IS NULL").Exec(ctx)
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -142,7 +193,7 @@ func toTemplateRow(t Template) *templateRow {
 
 func (r *couponRow) coupon() Coupon {
 	return Coupon{
-		ID: r.ID, TemplateID: r.TemplateID, Name: r.Name, UserID: r.UserID, Ordinal: r.Ordinal, RequestID: r.RequestID,
+		ID: r.ID, TemplateID: r.TemplateID, Name: r.Name, UserID: r.UserID, Ordinal: r.Ordinal, Place: r.Place, RequestID: r.RequestID,
 		Terms: r.terms(),
 		State: State(r.State), OrderID: r.OrderID,
 		IssuedAt: utc(r.IssuedAt), UsableFrom: utc(r.UsableFrom), ExpiresAt: utc(r.ExpiresAt), UsedAt: utc(r.UsedAt),
@@ -151,7 +202,7 @@ func (r *couponRow) coupon() Coupon {
 
 func toCouponRow(c Coupon) *couponRow {
 	return &couponRow{
-		ID: c.ID, TemplateID: c.TemplateID, UserID: c.UserID, Ordinal: c.Ordinal, RequestID: c.RequestID,
+		ID: c.ID, TemplateID: c.TemplateID, UserID: c.UserID, Ordinal: c.Ordinal, Place: c.Place, RequestID: c.RequestID,
 		termsColumns: toTermsColumns(c.Name, c.Terms),
 		State:        string(c.State), OrderID: c.OrderID,
 		IssuedAt: c.IssuedAt, UsableFrom: c.UsableFrom, ExpiresAt: c.ExpiresAt, UsedAt: c.UsedAt,

@@ -19,7 +19,7 @@ const holdingsPage = 1000
 // lock is set.
 func userHoldings(ctx context.Context, db bun.IDB, templateID, userID string, lock bool) ([]Holding, error) {
 	var rows []couponRow
-	q := db.NewSelect().Model(&rows).Column("user_id", "ordinal", "request_id").
+	q := db.NewSelect().Model(&rows).Column("user_id", "ordinal", "place", "request_id").
 		Where("template_id = ?", templateID).Where("user_id = ?", userID).Order("ordinal")
 	if lock {
 		q = sqlutil.ForUpdate(q)
@@ -27,11 +27,7 @@ func userHoldings(ctx context.Context, db bun.IDB, templateID, userID string, lo
 	if err := q.Scan(ctx); err != nil {
 		return nil, err
 	}
-	out := make([]Holding, len(rows))
-	for i, r := range rows {
-		out[i] = Holding{UserID: r.UserID, Ordinal: r.Ordinal, RequestID: r.RequestID}
-	}
-	return out, nil
+	return toHoldings(rows), nil
 }
 
 // allHoldings yields every coupon of a template, in pages along the (template, user,
@@ -41,7 +37,7 @@ func allHoldings(ctx context.Context, db bun.IDB, templateID string) iter.Seq2[H
 		var after Holding
 		for first := true; ; first = false {
 			var rows []couponRow
-			q := db.NewSelect().Model(&rows).Column("user_id", "ordinal", "request_id").
+			q := db.NewSelect().Model(&rows).Column("user_id", "ordinal", "place", "request_id").
 				Where("template_id = ?", templateID).OrderExpr("user_id, ordinal").Limit(holdingsPage)
 			if !first {
 				q = q.Where("(user_id > ? OR (user_id = ? AND ordinal > ?))", after.UserID, after.UserID, after.Ordinal)
@@ -51,7 +47,7 @@ func allHoldings(ctx context.Context, db bun.IDB, templateID string) iter.Seq2[H
 				return
 			}
 			for _, r := range rows {
-				after = Holding{UserID: r.UserID, Ordinal: r.Ordinal, RequestID: r.RequestID}
+				after = r.holding()
 				if !yield(after, nil) {
 					return
 				}
@@ -61,6 +57,32 @@ func allHoldings(ctx context.Context, db bun.IDB, templateID string) iter.Seq2[H
 			}
 		}
 	}
+}
+
+// colliding reads the durable coupons that hold c's ordinal of its user or c's place.
+func colliding(ctx context.Context, db bun.IDB, c Coupon) ([]Holding, error) {
+	var rows []couponRow
+	err := db.NewSelect().Model(&rows).Column("user_id", "ordinal", "place", "request_id").
+		Where("template_id = ?", c.TemplateID).
+		WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
+			return q.Where("user_id = ? AND ordinal = ?", c.UserID, c.Ordinal).WhereOr("place = ?", c.Place)
+		}).Scan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return toHoldings(rows), nil
+}
+
+func toHoldings(rows []couponRow) []Holding {
+	out := make([]Holding, len(rows))
+	for i, r := range rows {
+		out[i] = r.holding()
+	}
+	return out
+}
+
+func (r *couponRow) holding() Holding {
+	return Holding{UserID: r.UserID, Ordinal: r.Ordinal, Place: r.Place, RequestID: r.RequestID}
 }
 
 // couponWhere reads one coupon matching the condition; found is false when none does.

@@ -1,7 +1,9 @@
 package coupon
 
 import (
+	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -79,6 +81,8 @@ func validateID(field, id string) error {
 		return invalidArg(field, "is longer than 64 bytes")
 	case !utf8.ValidString(id):
 		return invalidArg(field, "is not valid UTF-8")
+	case strings.ContainsFunc(id, unicode.IsControl):
+		return invalidArg(field, "contains a control character")
 	}
 	return nil
 }

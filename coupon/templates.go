@@ -13,6 +13,8 @@ import (
 // precision) and stores it. It is idempotent on the ID: creating a template that exists
 // with the same terms returns the stored one; with other terms, ErrTemplateExists.
 // Invalid input returns a *ValidationError wrapping ErrInvalidTemplate and stores nothing.
+// With an issuer that joins the transaction (sqlcoupon), the issuer's state for the
+// template is created with it.
 func (s *Service) CreateTemplate(ctx context.Context, t Template) (Template, error) {
 	t, err := t.normalize()
 	if err != nil {
@@ -24,7 +26,7 @@ func (s *Service) CreateTemplate(ctx context.Context, t Template) (Template, err
 		_, err := tx.NewInsert().Model(toTemplateRow(t)).Exec(ctx)
 		if err == nil {
 			stored = t
-			return nil
+			return s.createState(ctx, tx, t)
 		}
 		if !sqlutil.IsDuplicateKey(err) {
 			return err
@@ -44,6 +46,17 @@ func (s *Service) CreateTemplate(ctx context.Context, t Template) (Template, err
 		return Template{}, fail("creating template", err)
 	}
 	return stored, nil
+}
+
+// createState creates, in tx, the state of an issuer that joins the transaction for a new
+// template (no coupons yet), so that no Issue ever finds it missing: in a caller's
+// transaction whose snapshot predates its creation elsewhere, it could not be read.
+func (s *Service) createState(ctx context.Context, tx bun.Tx, t Template) error {
+	rc, ok := s.issuer.(Recounter)
+	if !ok || !s.issuer.JoinsTx() {
+		return nil
+	}
+	return rc.Load(ctx, tx, t, func(func(Holding, error) bool) {}, true)
 }
 
 // Template returns the template with that ID, or an error wrapping ErrTemplateNotFound.
@@ -68,6 +81,14 @@ func (s *Service) Template(ctx context.Context, id string) (Template, error) {
 	// Only what is committed may be cached: a template read inside the caller's
 	// transaction could still be rolled back.
 	if !sqlutil.IsTx(s.db) {
+		// A template created by an earlier version may have no state yet in an issuer
+		// that joins the transaction: create it here, outside any caller's transaction,
+		// before an Issue in one (whose snapshot might not see it) needs it.
+		if s.issuer.JoinsTx() {
+			if err := s.warm(ctx, t); err != nil {
+				return Template{}, fail("loading the issuer's state", err)
+			}
+		}
 		s.mu.Lock()
 		s.templates[id] = t
 		s.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -89,6 +90,8 @@ func (e *Event) validate(index int, idRequired bool) error {
 		return bad("ID", "is longer than 64 bytes")
 	case !utf8.ValidString(e.ID):
 		return bad("ID", "is not valid UTF-8")
+	case hasControl(e.ID):
+		return bad("ID", "contains a control character")
 	}
 	if reason := checkTopic(e.Topic); reason != "" {
 		return bad("Topic", reason)
@@ -98,12 +101,16 @@ func (e *Event) validate(index int, idRequired bool) error {
 		return bad("Key", "is empty (it is the aggregate ID)")
 	case utf8.RuneCountInString(e.Key) > MaxKeyLen || !utf8.ValidString(e.Key):
 		return bad("Key", "is longer than 128 characters or not valid UTF-8")
+	case hasControl(e.Key):
+		return bad("Key", "contains a control character")
 	}
 	switch {
 	case e.Type == "":
 		return bad("Type", "is empty")
 	case utf8.RuneCountInString(e.Type) > MaxTypeLen || !utf8.ValidString(e.Type):
 		return bad("Type", "is longer than 128 characters or not valid UTF-8")
+	case hasControl(e.Type):
+		return bad("Type", "contains a control character")
 	}
 	switch {
 	case len(e.Payload) > MaxPayloadLen:
@@ -139,3 +146,7 @@ func checkTopic(topic string) string {
 	}
 	return ""
 }
+
+// hasControl reports whether s holds a control character: none belongs in an ID, a key or
+// a type, and a NUL is not stored as given.
+func hasControl(s string) bool { return strings.ContainsFunc(s, unicode.IsControl) }

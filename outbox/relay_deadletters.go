@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"fmt"
+	"unicode/utf8"
 )
 
 // DeadLetters returns up to limit (0: all) events the relay set aside because the
@@ -50,6 +51,9 @@ func (r *Relay) Skip(ctx context.Context, id string) error {
 }
 
 func (r *Relay) resolve(ctx context.Context, verb, id, set string, args ...any) error {
+	if len(id) > MaxIDLen || !utf8.ValidString(id) || hasControl(id) { // no event has such an ID
+		return fmt.Errorf("%w: %s %q", ErrNotDeadLetter, verb, id)
+	}
 	res, err := r.db.NewUpdate().Table(TableEvents).Set(set, args...).
 		Where("id = ? AND dead_at IS NOT NULL AND sent_at IS NULL", id).Exec(ctx)
 	if err != nil {

@@ -118,6 +118,8 @@ func TestRelaySetsAsideWhatThePublisherRefuses(t *testing.T) {
 
 				require.ErrorIs(t, r.Redrive(ctx, poisoned[2].ID), outbox.ErrNotDeadLetter, "a waiting event is no dead letter")
 				require.ErrorIs(t, r.Skip(ctx, "no-such-event"), outbox.ErrNotDeadLetter)
+				require.ErrorIs(t, r.Skip(ctx, "ev\x00"), outbox.ErrNotDeadLetter, "no event has a NUL in its ID")
+				require.ErrorIs(t, r.Redrive(ctx, strings.Repeat("e", 65)), outbox.ErrNotDeadLetter)
 				require.NoError(t, r.Skip(ctx, bad.ID))
 				require.ErrorIs(t, r.Skip(ctx, bad.ID), outbox.ErrNotDeadLetter, "skipped once")
 				relayUntilDone(t, r, db)

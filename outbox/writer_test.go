@@ -45,6 +45,9 @@ func TestAddRejectsInvalidEvents(t *testing.T) {
 		{"payload not JSON", with(func(e *outbox.Event) { e.Payload = []byte("{oops") }), "Payload"},
 		{"empty payload", with(func(e *outbox.Event) { e.Payload = nil }), "Payload"},
 		{"long ID", with(func(e *outbox.Event) { e.ID = strings.Repeat("i", 65) }), "ID"},
+		{"NUL in the ID", with(func(e *outbox.Event) { e.ID = "ev\x00" }), "ID"},
+		{"NUL in the key", with(func(e *outbox.Event) { e.Key = "order\x001" }), "Key"},
+		{"newline in the type", with(func(e *outbox.Event) { e.Type = "order\nplaced" }), "Type"},
 		{"reserved header", with(func(e *outbox.Event) { e.Headers = map[string]string{"outbox-id": "x"} }), "Headers"},
 		{"empty header name", with(func(e *outbox.Event) { e.Headers = map[string]string{"": "x"} }), "Headers"},
 	}

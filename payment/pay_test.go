@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -159,6 +160,8 @@ func TestValidate(t *testing.T) {
 		{"unknown method", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "KRW", Method: "CASH"}, "Method"},
 		{"BNPL below its minimum", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: payment.BNPLMinimumKRW - 1, Currency: "KRW", Method: payment.MethodBNPL}, "Amount"},
 		{"BNPL in another currency", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: payment.BNPLMinimumKRW, Currency: "USD", Method: payment.MethodBNPL}, "Currency"},
+		{"NUL in the token", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "KRW", Method: payment.MethodCard, Token: "tok\x00"}, "Token"},
+		{"token of 256 characters", payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "KRW", Method: payment.MethodCard, Token: strings.Repeat("한", 256)}, "Token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var ve *payment.ValidationError
@@ -167,7 +170,8 @@ func TestValidate(t *testing.T) {
 			assert.ErrorIs(t, ve, payment.ErrInvalidRequest)
 		})
 	}
-	ok := payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "KRW", Method: payment.MethodCard}
+	ok := payment.PayRequest{PaymentID: "p", OrderID: "o", Amount: 1, Currency: "KRW", Method: payment.MethodCard,
+		Token: strings.Repeat("한", payment.MaxTokenLen)}
 	assert.NoError(t, ok.Validate())
 	ok.Method, ok.Amount = payment.MethodBNPL, payment.BNPLMinimumKRW
 	assert.NoError(t, ok.Validate())

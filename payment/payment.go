@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -111,10 +112,7 @@ func (r PayRequest) Validate() error {
 	if r.Method == MethodBNPL && r.Amount < BNPLMinimumKRW {
 		return invalid("Amount", fmt.Sprintf("BNPL needs at least %d KRW", BNPLMinimumKRW))
 	}
-	if utf8.RuneCountInString(r.Token) > MaxTokenLen || !utf8.ValidString(r.Token) {
-		return invalid("Token", "must be valid UTF-8 of at most 255 characters")
-	}
-	return nil
+	return CheckToken(r.Token)
 }
 
 // matches reports whether p was created by a request equal to r.
@@ -147,4 +145,15 @@ func validCurrency(c string) bool {
 		}
 	}
 	return true
+}
+
+// CheckToken validates a card token or BNPL authorisation (PayRequest.Token): valid UTF-8
+// of at most MaxTokenLen characters, without control characters (no PG issues them, and a
+// NUL is not stored as given). Callers that take a token before a PayRequest is built
+// (commerce's Pay and TopUp) check it with the same rule.
+func CheckToken(token string) error {
+	if utf8.RuneCountInString(token) > MaxTokenLen || !utf8.ValidString(token) || strings.ContainsFunc(token, unicode.IsControl) {
+		return invalid("Token", "must be valid UTF-8 of at most 255 characters, without control characters")
+	}
+	return nil
 }

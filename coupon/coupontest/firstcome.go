@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/internal/testkit"
@@ -101,12 +103,22 @@ func testFirstCome(t *testing.T, h Harness) {
 	assert.Equal(t, coupon.Stats{Taken: rushQuantity, Issued: rushQuantity}, f.stats(t, tpl.ID))
 }
 
-// testStateLoss drops the issuer's state outside SQL twice: once before a Stats call, once
-// before a rush that includes retries of every request served before the loss.
-func testStateLoss(t *testing.T, h Harness) {
+// openLossy opens the backend when it keeps state outside SQL (LoseIssuerState); nil
+// otherwise.
+func openLossy(t *testing.T, h Harness) *fixture {
 	f := open(t, h)
 	if f.LoseIssuerState == nil {
 		t.Log("the issuer keeps no state outside SQL: nothing to lose")
+		return nil
+	}
+	return f
+}
+
+// testStateLoss drops the issuer's state outside SQL twice: once before a Stats call, once
+// before a rush that includes retries of every request served before the loss.
+func testStateLoss(t *testing.T, h Harness) {
+	f := openLossy(t, h)
+	if f == nil {
 		return
 	}
 	ctx := context.Background()
@@ -152,4 +164,85 @@ func testStateLoss(t *testing.T, h Harness) {
 	again, err := f.Service.Issue(ctx, tpl.ID, "user-0", "before-0-1")
 	require.NoError(t, err)
 	assert.Equal(t, before["before-0-1"].ID, again.ID)
+}
+
+// testStateLossInFlight loses the issuer's state while two coupons' SQL writes are in
+// flight (held in their IssuedFunc), so that the state is rebuilt from SQL without them and
+// hands their user's ordinal and their places out again before they commit. SQL still
+// holds the template to its total: exactly TotalQuantity coupons exist, nobody holds more
+// than the limit, the surplus requests are told "sold out", and every request asked again
+// gets the same answer.
+func testStateLossInFlight(t *testing.T, h Harness) {
+	f := openLossy(t, h)
+	if f == nil {
+		return
+	}
+	ctx := context.Background()
+	const total = 5
+	tpl := f.template(t, coupon.Template{ID: "inflight", TotalQuantity: total})
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseAll := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseAll) // before the database is dropped, should the test fail early
+	issue := func(user, req string, then coupon.IssuedFunc) chan error {
+		answer := make(chan error, 1)
+		go func() {
+			_, err := f.Service.IssueThen(ctx, tpl.ID, user, req, then)
+			answer <- err
+		}()
+		return answer
+	}
+	var writing sync.WaitGroup
+	var held []chan error
+	for i := range 2 {
+		writing.Add(1)
+		held = append(held, issue(fmt.Sprint("held-", i), fmt.Sprint("held-", i), func(context.Context, bun.Tx, coupon.Coupon) error {
+			writing.Done()
+			<-release
+			return nil
+		}))
+	}
+	writing.Wait()
+	f.LoseIssuerState(t)
+
+	// From the state rebuilt without the held coupons: the first held user again under a
+	// new request (it takes that user's ordinal 1 and place 1 again, both held by its
+	// coupon in flight), then five newcomers for the four places left.
+	takenReaches := func(n int64) {
+		t.Helper()
+		require.Eventually(t, func() bool { return f.stats(t, tpl.ID).Taken == n }, 30*time.Second, 5*time.Millisecond)
+	}
+	again := issue("held-0", "held-0-again", nil)
+	takenReaches(1)
+	var newcomers []chan error
+	for i := range total {
+		newcomers = append(newcomers, issue(fmt.Sprint("new-", i), fmt.Sprint("new-", i), nil))
+	}
+	takenReaches(total) // every place is taken
+	releaseAll()
+
+	for _, answer := range held {
+		require.NoError(t, <-answer, "the held write commits")
+	}
+	require.ErrorIs(t, <-again, coupon.ErrSoldOut, "held-0's coupon and the newcomers' fill the total")
+	won := 0
+	for _, answer := range newcomers {
+		if err := <-answer; err != nil {
+			require.ErrorIs(t, err, coupon.ErrSoldOut)
+			continue
+		}
+		won++
+	}
+	assert.Equal(t, total-len(held), won, "the newcomers won what the held coupons left")
+	require.Len(t, f.durableIDs(t, tpl.ID), total, "never more than TotalQuantity coupons in SQL")
+	assert.Equal(t, 1, f.maxPerUser(t, tpl.ID))
+	assert.Equal(t, coupon.Stats{Taken: total, Issued: total}, f.stats(t, tpl.ID))
+
+	for i := range held {
+		f.issue(t, tpl.ID, fmt.Sprint("held-", i), fmt.Sprint("held-", i))
+	}
+	_, err := f.Service.Issue(ctx, tpl.ID, "late", "late")
+	require.ErrorIs(t, err, coupon.ErrSoldOut)
+	require.Len(t, f.durableIDs(t, tpl.ID), total)
+	assert.Equal(t, coupon.Stats{Taken: total, Issued: total}, f.stats(t, tpl.ID))
 }

@@ -92,7 +92,7 @@ func testIssue(t *testing.T, h Harness) {
 		f := open(t, h)
 		tpl := f.template(t, coupon.Template{ID: "args"})
 		long := strings.Repeat("x", 65)
-		for _, args := range [][3]string{{"", "u", "r"}, {tpl.ID, "", "r"}, {tpl.ID, "u", ""}, {long, "u", "r"}, {tpl.ID, long, "r"}, {tpl.ID, "u", long}, {tpl.ID, "u", "\xff"}} {
+		for _, args := range [][3]string{{"", "u", "r"}, {tpl.ID, "", "r"}, {tpl.ID, "u", ""}, {long, "u", "r"}, {tpl.ID, long, "r"}, {tpl.ID, "u", long}, {tpl.ID, "u", "\xff"}, {tpl.ID, "u\x00", "r"}, {tpl.ID, "u", "r\n"}} {
 			_, err := f.Service.Issue(ctx, args[0], args[1], args[2])
 			assert.ErrorIs(t, err, coupon.ErrInvalidArgument, "%q", args)
 		}
@@ -266,6 +266,7 @@ func testFailedWrite(t *testing.T, h Harness) {
 
 	c := f.issue(t, tpl.ID, "poison", "poison-1")
 	assert.Equal(t, 1, c.Ordinal, "the user's ordinal was given back")
+	assert.Equal(t, int64(2), c.Place, "the place was given back")
 	_, err = f.Service.Issue(ctx, tpl.ID, "bob", "bob-1")
 	assert.ErrorIs(t, err, coupon.ErrSoldOut)
 	assert.Equal(t, coupon.Stats{Taken: 2, Issued: 2}, f.stats(t, tpl.ID))

@@ -15,7 +15,7 @@
 // redemption step takes in the caller's transaction (MySQL), wallets,
 // joining the caller's transaction, a failed durable write, identifiers that differ only by
 // case or accents kept apart, and (for issuers with state outside SQL) the loss of that
-// state.
+// state, with coupons' writes in flight too (never more than the total).
 package coupontest
 
 import (
@@ -59,6 +59,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("FailedWrite", func(t *testing.T) { testFailedWrite(t, h) })
 	t.Run("FirstCome", func(t *testing.T) { testFirstCome(t, h) })
 	t.Run("IssuerStateLoss", func(t *testing.T) { testStateLoss(t, h) })
+	t.Run("IssuerStateLossWithWritesInFlight", func(t *testing.T) { testStateLossInFlight(t, h) })
 	t.Run("Redemption", func(t *testing.T) { testRedemption(t, h) })
 	t.Run("HoldDeadline", func(t *testing.T) { testHoldDeadline(t, h) })
 	t.Run("RedemptionInCallerTx", func(t *testing.T) { testRedemptionInCallerTx(t, h) })

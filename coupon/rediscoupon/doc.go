@@ -5,10 +5,12 @@
 // # The take
 //
 // A template's state in Redis is one hash: the count taken, each user's count and
-// ordinals, and each request's take. One script (takeScript) checks, atomically: a request
-// already taken (it answers with the same ordinal: Issue is idempotent on the request ID
-// even for concurrent duplicates), the total quantity, the user's limit; then it takes the
-// user's first free ordinal and records the request.
+// ordinals, the places of the template's total that are held or free, and each request's
+// take. One script (takeScript) checks, atomically: a request already taken (it answers
+// with the same ordinal and place: Issue is idempotent on the request ID even for
+// concurrent duplicates), the total quantity, the user's limit; then it takes the user's
+// first free ordinal and, for a template with a total, a place (one given back, else the
+// next of 1..TotalQuantity), and records the request.
 //
 // # The window between the take and the SQL write
 //
@@ -21,37 +23,50 @@
 //   - The write fails and the database said so (a server error; SQLite always answers): the
 //     Service checks SQL for a coupon of the request; finding none, it gives the take back
 //     (giveBackScript, a no-op unless the request still holds its take), so the count,
-//     the user's count and the ordinal are as before. Finding one, the take stands for it.
-//     A retry of the request while an attempt is writing replays the take and writes too;
-//     the hash counts such attempts, and only the last one to fail gives the take back
-//     (the first to fail cannot see the retry's coupon, which may still commit).
+//     the user's count, the ordinal and the place are as before. Finding one, the take
+//     stands for it. A retry of the request while an attempt is writing replays the take
+//     and writes too; the hash counts such attempts, and only the last one to fail gives
+//     the take back (the first to fail cannot see the retry's coupon, which may still
+//     commit).
 //   - The outcome is in doubt (context cancelled, connection lost around COMMIT): the take
-//     is kept, because giving back a coupon that did commit would let one coupon too many
-//     be issued. At worst one coupon fewer is issued, until the client retries with the
-//     same request ID (the take is found again and the write resumes) or a Recount.
+//     is kept, because giving back a coupon that did commit would make Redis count one
+//     coupon fewer than SQL holds. At worst one coupon fewer is issued, until the client
+//     retries with the same request ID (the take is found again and the write resumes) or
+//     a Recount.
 //   - The process dies between the two: as in doubt.
 //
-// So failures can only make Redis count more than SQL holds (fewer coupons issued than the
-// total), never fewer. The unique keys in SQL stand behind Redis in any case: one request
-// ID, one coupon; at most PerUserLimit coupons per user whatever Redis says (ordinals are
-// 1..PerUserLimit and (template, user, ordinal) is unique).
+// # SQL holds the line
+//
+// Whatever Redis says, SQL's unique keys stand behind it: one request ID, one coupon; at
+// most PerUserLimit coupons per user (ordinals are 1..PerUserLimit and (template, user,
+// ordinal) is unique); at most TotalQuantity coupons per template (places are
+// 1..TotalQuantity and (template, place) is unique). So no failure of Redis, however
+// timed, issues a coupon too many: at worst it issues fewer, until a Recount.
 //
 // # Losing Redis
 //
 // When the template's hash is missing (a flush, a failover to a replica that had not got
-// it, a restart without persistence, or simply the first issue), the script answers "not
-// loaded" and the Service rebuilds the state from SQL (coupon.Service.Recount does the same
-// on demand): it reads every durable coupon of the template, stages the hash under a key
-// of its own and installs it atomically (installScript; of two racing loads the first
-// wins). SQL is the truth, so after a loss the count resumes from the coupons durably
-// issued, and idempotency on request IDs survives. Takes whose writes were still in flight
-// when the state was lost and that commit after the load read SQL are not counted: the
-// total can then be passed by at most that many coupons (the per-user limit still holds,
-// by the unique key); if a later take of the same user then collides with such a coupon's
-// ordinal, the Service keeps that ordinal taken (Forget) and takes another. Run Recount
-// after an incident, once in-flight issues have drained, to make the count exact.
+// it, a restart without persistence, or simply the first issue) or was written by a
+// version without places, the script answers "not loaded" and the Service rebuilds the
+// state from SQL (coupon.Service.Recount does the same on demand): it reads every durable
+// coupon of the template, stages the hash under a key of its own, the places that no
+// coupon holds below the highest held being free, and installs it atomically
+// (installScript; of two racing loads the first wins). SQL is the truth, so after a loss
+// the count resumes from the coupons durably issued, and idempotency on request IDs
+// survives.
 //
-// Keys are never expired by the package: a template's hash holds about three fields per
+// Takes whose writes were still in flight when the state was lost (or when a Recount
+// read SQL) are not in the rebuilt state; their coupons, if they commit, hold ordinals and
+// places that Redis believes free. The first take handed such an ordinal or place has its
+// write refused by the unique key; the Service then reads the coupons it collided with
+// and the issuer counts them with their ordinals and places and gives the take back, in
+// one step (adoptScript), and the request takes again: another place, or sold out once
+// the places are all held. The template therefore sells out at exactly its total, and a
+// user over the limit is turned away, after any loss; Recount is only needed to make the
+// count exact for coupons nobody collided with (Stats.Taken lower than Stats.Issued), and
+// is safe while issues are in flight.
+//
+// Keys are never expired by the package: a template's hash holds about five fields per
 // issued coupon, and one more per request that was retried. Delete it (after the issue
 // window closed) with DEL <prefix>{<templateID>}; a later Issue or Stats would reload it
 // from SQL.

@@ -144,7 +144,7 @@ func TestRecountManyPages(t *testing.T) {
 	}
 	want, err := rdb.HGetAll(ctx, "test:{big}").Result()
 	require.NoError(t, err)
-	require.Len(t, want, 1+coupons/2+2*coupons, "taken, one count per user, one ordinal and one request per coupon")
+	require.Len(t, want, 2+coupons/2+4*coupons, "taken and top, one count per user, an ordinal, a place and a request (twice) per coupon")
 
 	require.NoError(t, rdb.FlushDB(ctx).Err())
 	require.NoError(t, svc.Recount(ctx, tpl.ID))
@@ -260,4 +260,27 @@ func TestRedisCrashAndEmptyRestart(t *testing.T) {
 	_, err = svc.Issue(ctx, "t", "dave", "req-dave")
 	require.ErrorIs(t, err, coupon.ErrSoldOut)
 	requireStats(t, svc, "t", coupon.Stats{Taken: 3, Issued: 3, Reserved: 1})
+}
+
+// TestStateOfEarlierVersion: a template's state written by a version without places (no
+// top, no places) is not used: the next issue loads the state again from SQL, places
+// included, and the template sells out at exactly its total.
+func TestStateOfEarlierVersion(t *testing.T) {
+	ctx := context.Background()
+	svc, rdb, _ := openRedis(t)
+	tpl := createTemplate(t, svc, coupon.Template{ID: "t", TotalQuantity: 3})
+	testkit.Must(svc.Issue(ctx, tpl.ID, "alice", "req-alice"))(t)
+	testkit.Must(svc.Issue(ctx, tpl.ID, "bob", "req-bob"))(t)
+	key := "test:{t}"
+	require.NoError(t, rdb.HDel(ctx, key, "top", "p|1", "p|2", "q|req-alice", "q|req-bob").Err())
+	require.NoError(t, rdb.HSet(ctx, key, "taken", 0).Err(), "a count the earlier state got wrong")
+
+	c := testkit.Must(svc.Issue(ctx, tpl.ID, "carol", "req-carol"))(t)
+	assert.Equal(t, int64(3), c.Place)
+	_, err := svc.Issue(ctx, tpl.ID, "dave", "req-dave")
+	require.ErrorIs(t, err, coupon.ErrSoldOut)
+	got, err := rdb.HMGet(ctx, key, "taken", "top", "p|1", "q|req-bob").Result()
+	require.NoError(t, err)
+	assert.Equal(t, []any{"3", "3", "req-alice", "2"}, got)
+	requireStats(t, svc, tpl.ID, coupon.Stats{Taken: 3, Issued: 3})
 }

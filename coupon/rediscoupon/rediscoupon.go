@@ -4,10 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"iter"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -70,7 +70,8 @@ func redisErr(op string, err error) error {
 func (i *Issuer) key(templateID string) string { return i.prefix + "{" + templateID + "}" }
 
 // Take runs the take script: one atomic step that recognises a request already taken,
-// checks the total and the user's count, and takes the user's first free ordinal.
+// checks the total and the user's count, and takes the user's first free ordinal and a
+// free place.
 func (i *Issuer) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, error) {
 	tpl := r.Template
 	res, err := takeScript.Run(ctx, i.rdb, []string{i.key(tpl.ID)},
@@ -78,13 +79,13 @@ func (i *Issuer) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, 
 	if err != nil {
 		return coupon.Taken{}, redisErr("take", err)
 	}
-	if len(res) != 2 {
+	if len(res) != 3 {
 		return coupon.Taken{}, fmt.Errorf("rediscoupon: take: unexpected reply %v", res)
 	}
 	reject := &coupon.IssueError{TemplateID: tpl.ID, UserID: r.UserID, RequestID: r.RequestID}
 	switch res[0] {
 	case codeTaken, codeReplay:
-		return coupon.Taken{Ordinal: int(res[1]), Replay: res[0] == codeReplay}, nil
+		return coupon.Taken{Ordinal: int(res[1]), Place: res[2], Replay: res[0] == codeReplay}, nil
 	case codeNotLoaded:
 		return coupon.Taken{}, coupon.ErrNotLoaded
 	case codeSoldOut:
@@ -100,9 +101,9 @@ func (i *Issuer) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, 
 }
 
 // GiveBack runs the give-back script: if the request still holds its take, the unit returns
-// to the count and the ordinal to the user, unless another attempt at the request (one
-// whose take was a replay) may still write the coupon: then only that attempt's failure
-// gives it back.
+// to the count, the ordinal to the user and the place to the free ones, unless another
+// attempt at the request (one whose take was a replay) may still write the coupon: then
+// only that attempt's failure gives it back.
 func (i *Issuer) GiveBack(ctx context.Context, r coupon.TakeRequest) error {
 	if err := giveBackScript.Run(ctx, i.rdb, []string{i.key(r.Template.ID)}, r.RequestID).Err(); err != nil {
 		return redisErr("give back", err)
@@ -110,30 +111,44 @@ func (i *Issuer) GiveBack(ctx context.Context, r coupon.TakeRequest) error {
 	return nil
 }
 
-// Forget drops the request's record but keeps its unit and ordinal taken.
-func (i *Issuer) Forget(ctx context.Context, r coupon.TakeRequest) error {
-	if err := i.rdb.HDel(ctx, i.key(r.Template.ID), "r|"+r.RequestID, "w|"+r.RequestID).Err(); err != nil {
-		return redisErr("forget", err)
+// Adopt runs the adopt script: the coupons of held that the state does not know are
+// counted, with their ordinals and places, then the request's take is given back as
+// GiveBack does, in one atomic step.
+func (i *Issuer) Adopt(ctx context.Context, r coupon.TakeRequest, held []coupon.Holding) (int, error) {
+	args := make([]any, 0, 2+4*len(held))
+	args = append(args, r.RequestID, r.Template.TotalQuantity)
+	for _, h := range held {
+		args = append(args, h.UserID, h.Ordinal, h.Place, h.RequestID)
 	}
-	return nil
-}
-
-// Taken returns the template's count in Redis, or coupon.ErrNotLoaded when Redis has no
-// state for it.
-func (i *Issuer) Taken(ctx context.Context, _ bun.IDB, templateID string) (int64, error) {
-	n, err := i.rdb.HGet(ctx, i.key(templateID), "taken").Int64()
-	if errors.Is(err, redis.Nil) {
-		return 0, coupon.ErrNotLoaded
-	}
+	n, err := adoptScript.Run(ctx, i.rdb, []string{i.key(r.Template.ID)}, args...).Int()
 	if err != nil {
-		return 0, redisErr("taken", err)
+		return 0, redisErr("adopt", err)
 	}
 	return n, nil
 }
 
-// Load builds the template's state from holdings in a staging key, then installs it in one
-// atomic step: with onlyIfMissing, only when no state exists (a racing load won);
-// otherwise replacing whatever is there.
+// Taken returns the template's count in Redis, or coupon.ErrNotLoaded when Redis has no
+// state for it (or one of an earlier version, without places).
+func (i *Issuer) Taken(ctx context.Context, _ bun.IDB, templateID string) (int64, error) {
+	vals, err := i.rdb.HMGet(ctx, i.key(templateID), "taken", "top").Result()
+	if err != nil {
+		return 0, redisErr("taken", err)
+	}
+	taken, ok := vals[0].(string)
+	if _, loaded := vals[1].(string); !ok || !loaded {
+		return 0, coupon.ErrNotLoaded
+	}
+	n, err := strconv.ParseInt(taken, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("rediscoupon: taken: %w", err)
+	}
+	return n, nil
+}
+
+// Load builds the template's state from holdings in a staging key (the places below the
+// highest held that no holding has are free), then installs it in one atomic step: with
+// onlyIfMissing, only when no state exists (a racing load won); otherwise replacing
+// whatever is there.
 func (i *Issuer) Load(ctx context.Context, _ bun.IDB, tpl coupon.Template, holdings iter.Seq2[coupon.Holding, error], onlyIfMissing bool) error {
 	live := i.key(tpl.ID)
 	var suffix [8]byte
@@ -142,7 +157,8 @@ func (i *Issuer) Load(ctx context.Context, _ bun.IDB, tpl coupon.Template, holdi
 	if err := i.rdb.Del(ctx, staging).Err(); err != nil {
 		return redisErr("load", err)
 	}
-	var n int64
+	var n, top int64
+	held := make(map[int64]bool) // the places held, for a template with a total
 	pipe := i.rdb.Pipeline()
 	flush := func() error {
 		pipe.Expire(ctx, staging, stagingTTL)
@@ -159,6 +175,12 @@ func (i *Issuer) Load(ctx context.Context, _ bun.IDB, tpl coupon.Template, holdi
 		ord := strconv.Itoa(h.Ordinal)
 		pipe.HSet(ctx, staging, "o|"+ord+"|"+h.UserID, h.RequestID, "r|"+h.RequestID, ord+"|"+h.UserID)
 		pipe.HIncrBy(ctx, staging, "n|"+h.UserID, 1)
+		if h.Place > 0 && h.Place <= tpl.TotalQuantity {
+			place := strconv.FormatInt(h.Place, 10)
+			pipe.HSet(ctx, staging, "p|"+place, h.RequestID, "q|"+h.RequestID, place)
+			held[h.Place] = true
+			top = max(top, h.Place)
+		}
 		if n++; n%loadBatch == 0 {
 			if err := flush(); err != nil {
 				return err
@@ -172,7 +194,13 @@ func (i *Issuer) Load(ctx context.Context, _ bun.IDB, tpl coupon.Template, holdi
 	if onlyIfMissing {
 		keep = "1"
 	}
-	if err := installScript.Run(ctx, i.rdb, []string{live, staging}, n, keep).Err(); err != nil {
+	var free []string
+	for p := int64(1); p < top; p++ {
+		if !held[p] {
+			free = append(free, strconv.FormatInt(p, 10))
+		}
+	}
+	if err := installScript.Run(ctx, i.rdb, []string{live, staging}, n, keep, top, strings.Join(free, ",")).Err(); err != nil {
 		return redisErr("load", err)
 	}
 	return nil

@@ -1,8 +1,10 @@
 // Package sqlcoupon is the SQL-only coupon issuer: the first-come decision is a
 // conditional update of the template's issued count (coupon_issue_counters) in the same
 // transaction as the coupon row, with the unique key on (template, user, ordinal) as the
-// per-user guard. Count and coupons commit or roll back together, so they can never
-// disagree, and Issue joins the caller's transaction (JoinsTx is true).
+// per-user guard. For a template with a total, the count just bumped is the coupon's
+// place (coupon.Coupon.Place), so the unique key on (template, place) guards the total
+// too. Count and coupons commit or roll back together, so they can never disagree, and
+// Issue joins the caller's transaction (JoinsTx is true).
 //
 // Every issue of a template that wins serialises on its counter row, updated last so that
 // its lock is held only while the coupon row is written and committed; the rate of one
@@ -11,10 +13,14 @@
 // without that lock. For a rush on one template, coupon/rediscoupon settles the losers in
 // Redis without touching SQL.
 //
-// A template's counter is created on its first issue (Load, outside the issuing
-// transactions, so that concurrent first issues do not deadlock on creating it), set to
-// the coupons already issued, which makes switching a template to this issuer safe once
-// the former one has stopped.
+// A template's counter is created with the template (coupon.Service.CreateTemplate calls
+// Load in its transaction), so that no Issue finds it missing: an Issue in a caller's
+// transaction whose snapshot predates a counter created elsewhere could not read it, and
+// creating it there with a locking read deadlocks concurrent first issues (a gap lock).
+// For a template created by an earlier version or through another issuer, it is created
+// when the Service first reads the template outside a transaction, or else on its first
+// issue (Load, outside the issuing transactions), set to the coupons already issued,
+// which makes switching a template to this issuer safe once the former one has stopped.
 //
 // Use with coupon.New(db, sqlcoupon.New()) after coupon.CreateSchema and CreateSchema.
 package sqlcoupon
@@ -31,7 +37,7 @@ import (
 )
 
 // counterRow is a row of coupon_issue_counters: how many coupons of a template the SQL
-// issuer has issued. It is created on the template's first issue (Load).
+// issuer has issued. It is created with the template, or before its first issue (Load).
 type counterRow struct {
 	bun.BaseModel `bun:"table:coupon_issue_counters"`
 
@@ -103,7 +109,15 @@ func (Issuer) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, err
 	for taken[ordinal] {
 		ordinal++
 	}
-	res, err := r.Tx().NewUpdate().Model((*counterRow)(nil)).Set("issued = issued + 1").
+	// The counter, bumped under its lock, is the coupon's place. MySQL returns it with
+	// the update (LAST_INSERT_ID(expr) sets the OK packet's insert ID): no round trip more
+	// while the lock is held; SQLite, in process, reads it back.
+	mysql := !sqlutil.IsSQLite(r.Tx())
+	bump := "issued = issued + 1"
+	if mysql {
+		bump = "issued = LAST_INSERT_ID(issued + 1)"
+	}
+	res, err := r.Tx().NewUpdate().Model((*counterRow)(nil)).Set(bump).
 		Where("template_id = ?", tpl.ID).Where("(? = 0 OR issued < ?)", tpl.TotalQuantity, tpl.TotalQuantity).Exec(ctx)
 	if err != nil {
 		return coupon.Taken{}, err
@@ -112,7 +126,18 @@ func (Issuer) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, err
 		reject.Err, reject.Total = coupon.ErrSoldOut, tpl.TotalQuantity
 		return coupon.Taken{}, reject
 	}
-	return coupon.Taken{Ordinal: ordinal}, nil
+	got := coupon.Taken{Ordinal: ordinal}
+	switch {
+	case tpl.TotalQuantity == 0: // no place
+	case mysql:
+		got.Place, err = res.LastInsertId()
+	default:
+		got.Place, err = issuedCount(ctx, r.Tx(), tpl.ID)
+	}
+	if err != nil {
+		return coupon.Taken{}, err
+	}
+	return got, nil
 }
 
 // issuedCount reads the template's issued count without locking it, or returns
@@ -128,7 +153,9 @@ func issuedCount(ctx context.Context, db bun.IDB, templateID string) (int64, err
 
 // Load creates the template's counter when it is missing, set to the number of holdings:
 // on a template's first issue that is zero, and on a template issued before through
-// another issuer it is the coupons already issued. It runs outside the issuing
+// another issuer it is the coupons already issued, or, for a template with a total, the
+// highest place they hold if that is more (the places below it that no coupon holds, left
+// by the other issuer's failed writes, are not issued again). It runs outside the issuing
 // transactions, as a single INSERT that does nothing when the counter exists. An existing
 // counter is never replaced: it changes only in the transactions that write the coupons,
 // so it cannot disagree with them.
@@ -136,12 +163,16 @@ func (Issuer) Load(ctx context.Context, db bun.IDB, tpl coupon.Template, holding
 	if !onlyIfMissing {
 		return nil
 	}
-	var n int64
-	for _, err := range holdings {
+	var n, top int64
+	for h, err := range holdings {
 		if err != nil {
 			return err
 		}
 		n++
+		top = max(top, h.Place)
+	}
+	if tpl.TotalQuantity > 0 {
+		n = max(n, top)
 	}
 	_, err := db.NewInsert().Model(&counterRow{TemplateID: tpl.ID, Issued: n}).Ignore().Exec(ctx)
 	return err
@@ -150,8 +181,10 @@ func (Issuer) Load(ctx context.Context, db bun.IDB, tpl coupon.Template, holding
 // GiveBack does nothing: the take rolls back with the coupon's transaction.
 func (Issuer) GiveBack(context.Context, coupon.TakeRequest) error { return nil }
 
-// Forget does nothing: the issuer remembers nothing outside SQL.
-func (Issuer) Forget(context.Context, coupon.TakeRequest) error { return nil }
+// Adopt does nothing: the issuer remembers nothing outside SQL.
+func (Issuer) Adopt(context.Context, coupon.TakeRequest, []coupon.Holding) (int, error) {
+	return 0, nil
+}
 
 // Taken returns the template's issued count, or coupon.ErrNotLoaded before its first issue.
 func (Issuer) Taken(ctx context.Context, db bun.IDB, templateID string) (int64, error) {

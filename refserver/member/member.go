@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/uptrace/bun"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 )
@@ -495,7 +497,8 @@ func (s *Service) denyAll(ctx context.Context, rows []refreshRow) error {
 // Logout revokes an access token (its jti, until DenyMargin after it expires) and its
 // session (sid, when the token has one: a token minted outside a login has none), denying
 // every access token the session issued that has not expired. Errors: ErrNotRevocable for
-// a token without a jti; an error matching errcode.ErrUnavailable when the denylist cannot
+// a token without a jti; a *errcode.InvalidError for a jti or sid the Service never mints
+// (over MaxTokenIDLen bytes, or not printable ASCII); an error matching errcode.ErrUnavailable when the denylist cannot
 // be written. Retry then: Logout is idempotent, and it denies the caller's own token last,
 // so that a logout failing part-way leaves the caller a token to retry with, unless the
 // denylist already answers from the SQL record, which the session's revocation wrote for
@@ -505,6 +508,12 @@ func (s *Service) denyAll(ctx context.Context, rows []refreshRow) error {
 func (s *Service) Logout(ctx context.Context, jti, sessionID string, expires time.Time) error {
 	if jti == "" {
 		return ErrNotRevocable
+	}
+	if err := CheckTokenID("jti", jti); err != nil {
+		return err
+	}
+	if err := CheckTokenID("sid", sessionID); err != nil {
+		return err
 	}
 	if sessionID != "" {
 		var live []refreshRow
@@ -545,12 +554,30 @@ func (s *Service) Logout(ctx context.Context, jti, sessionID string, expires tim
 
 // Revoked reports whether the access token jti is on the denylist, within the check
 // timeout. A token without a jti (minted outside a login, e.g. by an older tool) is never
-// on it. An error matches errcode.ErrUnavailable: the caller must refuse the request.
+// on it. An error matches errcode.ErrUnavailable (the denylist did not answer) or, for a
+// jti no token of the Service has (checkTokenID), errcode.ErrInvalidArgument: either way
+// the caller must refuse the request.
 func (s *Service) Revoked(ctx context.Context, jti string) (bool, error) {
 	if jti == "" {
 		return false, nil
 	}
+	if err := CheckTokenID("jti", jti); err != nil { // no token of ours: refused, not "not revoked"
+		return false, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.checkTimeout)
 	defer cancel()
 	return s.deny.Denied(ctx, jti)
+}
+
+// MaxTokenIDLen bounds a token's jti and sid: the Service mints UUIDs (36 bytes).
+const MaxTokenIDLen = 64
+
+// CheckTokenID refuses a token ID (field "jti" or "sid"; empty when absent passes) the
+// Service never mints and the denylist cannot hold: longer than MaxTokenIDLen or not printable ASCII. Such a token
+// could be neither revoked nor found revoked, so it is refused rather than let through.
+func CheckTokenID(field, id string) error {
+	if len(id) > MaxTokenIDLen || strings.ContainsFunc(id, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return errcode.Invalid(field, fmt.Sprintf("must be at most %d bytes of printable ASCII", MaxTokenIDLen))
+	}
+	return nil
 }

@@ -200,6 +200,16 @@ func TestLoginRefreshLogout(t *testing.T) {
 		got, err := e.svc.Revoked(ctx, "tool-token-jti")
 		require.NoError(t, err)
 		assert.True(t, got)
+
+		// Token IDs the Service never mints can be neither revoked nor found revoked: they
+		// are refused as invalid, not let through nor answered as an outage (a 65-byte jti
+		// does not fit the denylist's column).
+		for _, id := range []string{strings.Repeat("j", member.MaxTokenIDLen+1), "j\x00", "j k"} {
+			assert.ErrorIs(t, e.svc.Logout(ctx, id, "", e.clock.Now().Add(time.Hour)), errcode.ErrInvalidArgument, "%q", id)
+			assert.ErrorIs(t, e.svc.Logout(ctx, "tool-token-jti", id, e.clock.Now().Add(time.Hour)), errcode.ErrInvalidArgument, "%q", id)
+			_, err := e.svc.Revoked(ctx, id)
+			assert.ErrorIs(t, err, errcode.ErrInvalidArgument, "%q", id)
+		}
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/refserver/member"
 )
 
 // RoleAdmin is the value of the "role" claim that opens the admin routes.
@@ -78,6 +79,12 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, error) {
 	if err := commerce.ValidateUserID(c.Subject); err != nil {
 		// Validly signed, but it names no possible user: as unusable as a bad signature.
 		return Principal{}, fmt.Errorf("%w: the subject is not a user ID: %v", errBadToken, err)
+	}
+	for field, id := range map[string]string{"jti": c.ID, "sid": c.SessionID} {
+		// The denylist and the sessions key on them: one no store can hold is unusable.
+		if err := member.CheckTokenID(field, id); err != nil {
+			return Principal{}, fmt.Errorf("%w: %w", errBadToken, err)
+		}
 	}
 	return Principal{UserID: c.Subject, Admin: c.Role == RoleAdmin, TokenID: c.ID, SessionID: c.SessionID,
 		ExpiresAt: c.ExpiresAt.Time}, nil

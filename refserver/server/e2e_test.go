@@ -249,7 +249,7 @@ func TestErrorStatuses(t *testing.T) {
 			p := expectProblem(t, a.call("POST", "/v1/orders", alice, "k1", server.PlaceOrderJSON{
 				Lines: []server.LineJSON{{ProductID: "p1", Qty: 0}}}), http.StatusBadRequest, "invalid_request")
 			assert.NotEmpty(t, p.Detail)
-			assert.Equal(t, "Qty", p.Field)
+			assert.Equal(t, "qty", p.Field)
 			expectProblem(t, a.call("POST", "/v1/orders", alice, "", server.PlaceOrderJSON{Lines: line}), http.StatusBadRequest, "idempotency_key_missing")
 			expectProblem(t, a.call("POST", "/v1/orders", alice, strings.Repeat("k", 256), server.PlaceOrderJSON{Lines: line}), http.StatusBadRequest, "invalid_idempotency_key")
 			expectProblem(t, a.call("GET", "/v1/orders?limit=0", alice, "", nil), http.StatusBadRequest, "malformed_request")

@@ -138,3 +138,32 @@ func TestTokenSubjectNotAUserID(t *testing.T) {
 	expectProblem(t, a.call("POST", "/v1/orders", tok, "k", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p", Qty: 1}}}),
 		http.StatusUnauthorized, "invalid_token")
 }
+
+// TestTokenIDsAreChecked: a signed token's jti and sid are keys of the logout denylist and
+// of the sessions (64 bytes in SQL). One that no store can hold (a NUL, 65 bytes) is an
+// invalid token, 401 — it was a 503 dependency_unavailable on every route (the denylist's
+// read failing), a 500 on logout, and on MySQL a logout that could not be written.
+func TestTokenIDsAreChecked(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			a := start(t, b, nil)
+			sign := func(jti, sid string) string {
+				tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, server.Claims{SessionID: sid, RegisteredClaims: jwt.RegisteredClaims{
+					Subject: "eve", ID: jti, ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour)),
+				}}).SignedString(testSecret)
+				require.NoError(t, err)
+				return tok
+			}
+			for _, tok := range []string{sign("j\x00", ""), sign(strings.Repeat("j", 65), ""), sign("j1", "s\x00"),
+				sign("j2", strings.Repeat("s", 65)), sign("j 3", "")} {
+				expectProblem(t, a.call("GET", "/v1/points", tok, "", nil), http.StatusUnauthorized, "invalid_token")
+				expectProblem(t, a.call("DELETE", "/v1/sessions", tok, "", nil), http.StatusUnauthorized, "invalid_token")
+			}
+			// The longest ID a store holds works, and its logout holds.
+			tok := sign(strings.Repeat("j", 64), "")
+			expect(t, a.call("GET", "/v1/points", tok, "", nil), http.StatusOK)
+			expect(t, a.call("DELETE", "/v1/sessions", tok, "", nil), http.StatusNoContent)
+			expectProblem(t, a.call("GET", "/v1/points", tok, "", nil), http.StatusUnauthorized, "token_revoked")
+		})
+	}
+}

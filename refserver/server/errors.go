@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/depfail"
@@ -92,7 +94,7 @@ func (s *Server) problemFor(err error) Problem {
 	p.RetryAfter = retrySeconds(err, cmp.Or(retryAfter[p.Code], rule.retryAfter))
 	if rule.status < 500 {
 		p.Detail = err.Error()
-		p.Field = errcode.FieldOf(err)
+		p.Field = wireField(errcode.FieldOf(err))
 	} else {
 		p.Detail = "a dependency failed or timed out; retry later"
 	}
@@ -111,3 +113,28 @@ func retrySeconds(err error, def int) int {
 
 // code is the metric label of an error: its problem code.
 func (s *Server) code(err error) string { return s.problemFor(err).Code }
+
+// wireField is the name a client knows the field of a validation problem by. The
+// libraries name their request fields in Go ("Qty", "ProductID", "IdempotencyKey"); the
+// API's bodies and query parameters are snake_case ("qty", "product_id") and the
+// idempotency key is a header. A name already in the API's form is kept.
+func wireField(name string) string {
+	if name == "IdempotencyKey" {
+		return IdempotencyKeyHeader
+	}
+	var b strings.Builder
+	for i, r := range name {
+		if unicode.IsUpper(r) {
+			// A word starts at an upper-case letter after a lower-case one, or before one
+			// ("IDs" ends "ProductIDs": product_ids).
+			prevLower := i > 0 && unicode.IsLower(rune(name[i-1]))
+			nextLower := i+1 < len(name) && unicode.IsLower(rune(name[i+1])) && name[i+1] != 's'
+			if i > 0 && (prevLower || nextLower) {
+				b.WriteByte('_')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

@@ -193,7 +193,7 @@ func TestErrorMapping(t *testing.T) {
 		}
 	}
 	p := s.problemFor(fmt.Errorf("place: %w", &commerce.ValidationError{Field: "Lines", Reason: "empty"}))
-	assert.Equal(t, "Lines", p.Field, "a validation problem names its field")
+	assert.Equal(t, "lines", p.Field, "a validation problem names its field as the API spells it")
 }
 
 // TestCartChangedFreesTheKey: 409 cart_changed tells the client to retry (OpenAPI:
@@ -210,4 +210,16 @@ func TestCartChangedFreesTheKey(t *testing.T) {
 	w = httptest.NewRecorder()
 	s.writeError(w, httptest.NewRequest(http.MethodPost, "/v1/orders", nil), cart.ErrEmpty)
 	assert.True(t, keepResponse(w.Code, w.Header()), "cart_empty stays final")
+}
+
+// TestWireField: a validation problem names its field as the API spells it, whatever the
+// library called it.
+func TestWireField(t *testing.T) {
+	for in, want := range map[string]string{
+		"Qty": "qty", "ProductID": "product_id", "ProductIDs": "product_ids", "OrderAmount": "order_amount",
+		"CouponID": "coupon_id", "ID": "id", "IdempotencyKey": IdempotencyKeyHeader,
+		"status": "status", "login_id": "login_id", "": "",
+	} {
+		assert.Equal(t, want, wireField(in), in)
+	}
 }

@@ -1,9 +1,13 @@
 package server
 
 import (
+	"errors"
 	"net/http"
+	"net/url"
+	"strconv"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/errcode"
 )
 
 func (s *Server) listProducts(w http.ResponseWriter, r *http.Request) {
@@ -30,13 +34,23 @@ func (s *Server) createProduct(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := checkPathID(in.ID); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	p, err := s.svc.CreateProduct(r.Context(), commerce.NewProduct{ID: in.ID, Name: in.Name, Price: in.Price,
 		Stock: in.Stock, BuyerLimit: in.BuyerLimit})
+	if ce := (*commerce.ConflictError)(nil); errors.As(err, &ce) && ce.Kind == "product" {
+		// The route takes no Idempotency-Key: the product ID is what was reused.
+		writeProblem(w, r, newProblem(http.StatusUnprocessableEntity, "product_exists", http.StatusText(http.StatusUnprocessableEntity),
+			"product "+strconv.Quote(in.ID)+" exists with other terms"))
+		return
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	w.Header().Set("Location", "/v1/products/"+p.ID)
+	w.Header().Set("Location", "/v1/products/"+url.PathEscape(p.ID))
 	writeJSON(w, http.StatusCreated, productJSON(p))
 }
 
@@ -76,4 +90,17 @@ func (s *Server) setStock(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, stockJSON(id, st))
+}
+
+// checkPathID refuses, as the "id" of a body creating a resource, an ID its own routes could
+// not name in their path: "." and ".." (dot segments, which clients and proxies remove) or
+// anything beyond printable ASCII without spaces.
+func checkPathID(id string) error {
+	switch {
+	case id == "." || id == "..":
+		return errcode.Invalid("id", "cannot be . or .., which no URL path can name")
+	case !printableASCII(id):
+		return errcode.Invalid("id", "must be printable ASCII without spaces")
+	}
+	return nil
 }

@@ -6,11 +6,16 @@ import (
 	"net/http"
 
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/errcode"
 )
 
 func (s *Server) createCouponTemplate(w http.ResponseWriter, r *http.Request) {
 	var in CouponTemplateJSON
-	if err := decode(r, &in); err != nil {
+	err := decode(r, &in)
+	if err == nil {
+		err = checkPathID(in.ID)
+	}
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -31,9 +36,14 @@ func (s *Server) issueCoupon(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	id := r.PathValue("id")
+	if containsNUL(id) {
+		s.writeError(w, r, errcode.Invalid("id", "must not contain a NUL character"))
+		return
+	}
 	user := principal(r.Context()).UserID
 	sum := sha256.Sum256([]byte(user + "\x00" + key))
-	c, err := s.svc.IssueCoupon(r.Context(), r.PathValue("id"), user, hex.EncodeToString(sum[:]))
+	c, err := s.svc.IssueCoupon(r.Context(), id, user, hex.EncodeToString(sum[:]))
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
 )
@@ -42,8 +44,13 @@ func (s *Server) listOrders(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	status := commerce.Status(r.URL.Query().Get("status"))
+	if status != "" && !status.Valid() { // a typo ("paid") is refused, not an empty list
+		s.writeError(w, r, errcode.Invalid("status", fmt.Sprintf("is not one of %v", commerce.Statuses)))
+		return
+	}
 	page, err := s.svc.ListOrders(r.Context(), principal(r.Context()).UserID, commerce.OrderQuery{
-		Status: commerce.Status(r.URL.Query().Get("status")), Limit: limit, Cursor: cursor})
+		Status: status, Limit: limit, Cursor: cursor})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -51,7 +51,11 @@ func (s *Server) resolveDeadLetter(skip bool) http.HandlerFunc {
 		if skip {
 			resolve = s.st.relay.Skip
 		}
-		err := resolve(r.Context(), r.PathValue("id"))
+		id := r.PathValue("id")
+		err := outbox.ErrNotDeadLetter // no dead letter's ID holds a NUL
+		if !containsNUL(id) {
+			err = resolve(r.Context(), id)
+		}
 		switch {
 		case errors.Is(err, outbox.ErrNotDeadLetter):
 			writeProblem(w, r, newProblem(http.StatusNotFound, "not_dead_letter", "Not Found",

@@ -154,7 +154,6 @@ func (s *Server) signUp(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	w.Header().Set("Location", "/v1/members/"+m.ID)
 	writeJSON(w, http.StatusCreated, MemberJSON{ID: m.ID, LoginID: m.LoginID, CreatedAt: m.CreatedAt})
 }
 

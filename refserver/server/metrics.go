@@ -108,8 +108,15 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
-// request records one HTTP request.
+// request records one HTTP request. A method HTTP does not define is labelled "other": the
+// client chooses it, and must not choose the registry's series.
 func (m *metrics) request(route, method string, status int, elapsed time.Duration) {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete,
+		http.MethodConnect, http.MethodOptions, http.MethodTrace:
+	default:
+		method = "other"
+	}
 	m.httpDuration.WithLabelValues(route, method, strconv.Itoa(status)).Observe(elapsed.Seconds())
 }
 

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,10 +10,13 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/ledger"
 )
@@ -369,18 +374,19 @@ func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errMalformed, fmt.Sprintf(format, args...))
 }
 
-// decode reads exactly one JSON object into v, refusing unknown fields. The Content-Type
-// is not checked (the body must be JSON whatever it says, so curl's -d works as it is);
-// authentication is by header, so form posts from browsers gain nothing. A body over the
-// size limit is a *http.MaxBytesError (413).
+// decode reads exactly one JSON object into v, refusing unknown fields, a name repeated in
+// one object and a string holding a NUL character. The Content-Type is not checked (the
+// body must be JSON whatever it says, so curl's -d works as it is); authentication is by
+// header, so form posts from browsers gain nothing. A body over the size limit is a
+// *http.MaxBytesError (413).
 func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
+	body, err := readAll(r)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
 		if errors.Is(err, io.EOF) {
 			return malformed("the body must be a JSON object")
 		}
@@ -389,17 +395,101 @@ func decode(r *http.Request, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return malformed("the body must hold one JSON object only")
 	}
-	return nil
+	return checkStrings(body)
 }
 
-// pageParams reads the cursor and limit query parameters.
+// checkStrings walks a valid JSON document and refuses what encoding/json lets through but
+// the API must not take: a name twice in one object (encoding/json keeps the last, matching
+// names case-insensitively, while the Idempotency-Key's fingerprint keeps both: two bodies
+// decoding to different requests could share a fingerprint) is malformed, and a string with
+// a NUL character (which no store can hold) is invalid, naming its field.
+func checkStrings(body []byte) error {
+	type frame struct {
+		object bool
+		key    bool // the object's next token is a name
+		names  map[string]bool
+	}
+	var stack []frame
+	var field string
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return malformed("%v", err)
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = &stack[len(stack)-1]
+		}
+		if s, ok := tok.(string); ok && top != nil && top.key {
+			name := foldName(s)
+			if top.names[name] {
+				return malformed("the name %q appears twice in one object", s)
+			}
+			top.names[name], top.key, field = true, false, s
+			continue
+		}
+		if top != nil && top.object {
+			top.key = true // after this value, a name or the object's end
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, frame{object: true, key: true, names: map[string]bool{}})
+			case '[':
+				stack = append(stack, frame{})
+			default:
+				stack = stack[:len(stack)-1]
+			}
+		case string:
+			if containsNUL(t) {
+				return errcode.Invalid(cmp.Or(field, "body"), "must not contain a NUL character")
+			}
+		}
+	}
+}
+
+// containsNUL reports whether s holds a NUL character, which no store takes (bun refuses
+// it): input holding one is refused before it reaches a store.
+func containsNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
+
+// printableASCII reports whether s holds only printable ASCII, without spaces: the
+// alphabet of every ID and cursor the server writes.
+func printableASCII(s string) bool {
+	return !strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r > '~' })
+}
+
+// foldName is the form of a JSON name that encoding/json matches a field by: two names
+// match when they are equal under Unicode simple case folding ("qty", "QTY", "Qty").
+func foldName(s string) string {
+	return strings.Map(func(r rune) rune {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		return least
+	}, s)
+}
+
+// pageParams reads the cursor and limit query parameters. Every cursor the server writes is
+// printable ASCII without spaces (the products' is a product ID); any other is refused here,
+// before it reaches a store.
 func pageParams(q url.Values) (cursor string, limit int, err error) {
 	if s := q.Get("limit"); s != "" {
 		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > commerce.MaxPageSize {
 			return "", 0, malformed("limit must be an integer within 1..%d", commerce.MaxPageSize)
 		}
 	}
-	return q.Get("cursor"), limit, nil
+	cursor = q.Get("cursor")
+	if !printableASCII(cursor) {
+		return "", 0, errcode.Invalid("cursor", "is not a cursor the server wrote")
+	}
+	return cursor, limit, nil
 }
 
 // readAll reads a raw body (within the size limit). A body that cannot be read to its end
