@@ -23,9 +23,11 @@ const (
 // Amount points, idempotent end to end on (UserID, IdempotencyKey). The top-up is recorded
 // PAYING, with its payment REQUESTED (payment ID "pay-<top-up>") in the same transaction,
 // before the gateway is called, and the Charge (transfer ID = the top-up ID) commits with
-// the COMPLETED status and the points-charged event. A decline makes it FAILED; an unknown outcome leaves it PAYING until the payment reconciler
-// settles the payment and Recover completes it; a crash between the payment and the Charge
-// is completed by Recover too. Repeating the request returns the top-up as it is
+// the COMPLETED status and the points-charged event. A decline makes it FAILED; an unknown
+// outcome leaves it PAYING until the payment reconciler settles the payment and Recover
+// completes it; a crash between the payment and the Charge is completed by Recover too.
+// While the PG is known to be down (payment.Service.Ready: its circuit breaker open) a new
+// top-up fails at once with an error matching errcode.ErrUnavailable, nothing recorded. Repeating the request returns the top-up as it is
 // (continuing it if in flight); the same key with another request fails with
 // *ConflictError.
 func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
@@ -56,18 +58,27 @@ func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
 		Method: string(req.Method), Token: req.Token, Status: TopUpPaying, PaymentID: paymentID(id),
 		CreatedAt: now, UpdatedAt: now,
 	}
-	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
+	// The PG known to be down (its circuit breaker open): a new top-up is refused at once,
+	// nothing recorded; one recorded before is answered as it is.
+	down := s.pay.Ready()
+	err := down
+	if down == nil {
+		err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+			if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
+				return err
+			}
+			_, err := s.pay.Request(sqlutil.AllOrNothing(ctx), tx, row.payRequest())
 			return err
-		}
-		_, err := s.pay.Request(sqlutil.AllOrNothing(ctx), tx, row.payRequest())
-		return err
-	})
+		})
+	}
 	if err != nil {
-		if !sqlutil.IsDuplicateKey(err) {
+		if down == nil && !sqlutil.IsDuplicateKey(err) {
 			return TopUp{}, fmt.Errorf("commerce: record top-up: %w", err)
 		}
 		if row, err = s.loadTopUp(ctx, id); err != nil {
+			if down != nil && errors.Is(err, ErrTopUpNotFound) {
+				return TopUp{}, fmt.Errorf("commerce: top-up: %w", down)
+			}
 			return TopUp{}, err
 		}
 		if row.Fingerprint != fp {
