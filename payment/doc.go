@@ -61,7 +61,10 @@
 // Reconciler) first takes a REQUESTED payment up with a conditional update of its own, so of
 // an abandonment and a submission exactly one goes ahead and the PG cannot charge an
 // abandoned payment. Should the PG report one approved all the same, that is recorded
-// (ABANDONED -> APPROVED) and CrossCheck reports an abandoned payment the PG knows.
+// (ABANDONED -> APPROVED) with, in the same transaction, the refund of all of it
+// ("void-<payment>", PENDING), sent at once and otherwise completed by the Reconciler:
+// nothing fulfils an abandoned payment, so its charge goes back. CrossCheck reports an
+// abandoned payment the PG knows.
 //
 // # Resilience
 //

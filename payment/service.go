@@ -445,6 +445,9 @@ func (s *Service) settle(ctx context.Context, p Payment, to State, ch change) (P
 				p.DeclineCode, p.DeclineMessage = ch.declineCode, ch.declineMessage
 			}
 			s.transitioned(Transition{PaymentID: p.ID, From: from, To: to, Cause: ch.cause, Detail: ch.detail, At: at})
+			if from == StateAbandoned && to == StateApproved {
+				p = s.void(ctx, p)
+			}
 			return p, nil
 		}
 		if p, err = loadPayment(ctx, s.db, p.ID, false); err != nil {
@@ -529,4 +532,22 @@ func (s *Service) Transitions(ctx context.Context, paymentID string) ([]Transiti
 		return nil, fmt.Errorf("%w: %q", ErrPaymentNotFound, paymentID)
 	}
 	return out, nil
+}
+
+// void sends the refund recordVoid recorded for p, an abandoned payment the PG approved all
+// the same, and returns p as it is then. A refund the PG does not settle now stays PENDING
+// for the Reconciler, so its failure is only logged.
+func (s *Service) void(ctx context.Context, p Payment) Payment {
+	s.logger.WarnContext(ctx, "payment: the gateway approved an abandoned payment; refunding it", "payment", p.ID)
+	r, err := s.GetRefund(ctx, voidRefundID(p.ID))
+	if err == nil {
+		_, err = s.completeRefund(ctx, r, false)
+	}
+	if err != nil {
+		s.logger.WarnContext(ctx, "payment: refund of an abandoned payment left to the reconciler", "payment", p.ID, "err", err)
+	}
+	if now, gerr := s.Get(ctx, p.ID); gerr == nil {
+		return now
+	}
+	return p
 }

@@ -20,10 +20,11 @@ import (
 // (Service.Attempt): nothing was charged and nothing submits it again (it is final for
 // Submit, Pay and the Reconciler), so its ID is never sent to the PG again; the caller pays
 // with a new payment ID. Should the PG report it approved or declined all the same (a
-// webhook, Gateway.Status), that is the PG's truth and is recorded. REVIEW is final for the Service: the PG's own answer contradicted what was
-// recorded (approved here, declined there; declined here, approved there; another amount), so
-// a person must decide; nothing settles it automatically, and an order must never be
-// completed on it. Every state is entered at most once.
+// webhook, Gateway.Status), that is the PG's truth and is recorded; an approval with the
+// refund of all of it (nothing fulfils an abandoned payment). REVIEW is final for the
+// Service: the PG's own answer contradicted what was recorded (approved here, declined
+// there; declined here, approved there; another amount), so a person must decide; nothing
+// settles it automatically, and an order must never be completed on it. Every state is entered at most once.
 type State string
 
 // The states of a payment.

@@ -2,6 +2,8 @@ package payment
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -164,6 +166,11 @@ func (s *Service) casState(ctx context.Context, p Payment, to State, ch change, 
 			return err
 		}
 		changed = true
+		if p.State == StateAbandoned && to == StateApproved {
+			if err := recordVoid(ctx, tx, p, at); err != nil {
+				return err
+			}
+		}
 		return insertTransition(ctx, tx, Transition{
 			PaymentID: p.ID, From: p.State, To: to, Cause: ch.cause, Detail: ch.detail, At: at,
 		})
@@ -181,4 +188,32 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return string([]rune(s)[:n])
+}
+
+// voidReason is the reason of the refund of an abandoned payment the PG approved all the same.
+const voidReason = "abandoned payment approved by the gateway"
+
+// voidRefundID names the refund of an abandoned payment the PG approved all the same:
+// "void-<payment>", or a digest of the payment ID when that would exceed MaxIDLen.
+func voidRefundID(paymentID string) string {
+	if id := "void-" + paymentID; len(id) <= MaxIDLen {
+		return id
+	}
+	sum := sha256.Sum256([]byte(paymentID))
+	return "void-" + hex.EncodeToString(sum[:20])
+}
+
+// recordVoid records in tx, with the move of the abandoned payment p to APPROVED, the refund
+// of all of it, PENDING, its amount reserved: Attempt told its caller nothing was charged and
+// nothing fulfils this payment, so the charge the PG made anyway is given back. Recorded
+// with the move, it cannot be lost to a crash: the Reconciler completes it like any other
+// pending refund.
+func recordVoid(ctx context.Context, tx bun.Tx, p Payment, at time.Time) error {
+	if _, err := tx.NewUpdate().Model((*paymentRow)(nil)).Set("refund_pending = ?", p.Amount).
+		Where("id = ?", p.ID).Exec(ctx); err != nil {
+		return err
+	}
+	_, err := tx.NewInsert().Model(&refundRow{ID: voidRefundID(p.ID), PaymentID: p.ID, Amount: p.Amount, Reason: voidReason,
+		State: string(RefundPending), CreatedAt: at, UpdatedAt: at}).Exec(ctx)
+	return err
 }
