@@ -341,8 +341,11 @@ func (a *audit) topUps(ctx context.Context) error {
 				return fmt.Errorf("commerce: audit: payment of %s: %w", t.ID, err)
 			}
 			want := payment.StateDeclined
-			if t.FailureCode == FailurePaymentReview {
+			switch t.FailureCode {
+			case FailurePaymentReview:
 				want = payment.StateReview
+			case FailurePGUnreached:
+				want = payment.StateAbandoned
 			}
 			if t.Status == TopUpCompleted {
 				want = payment.StateApproved

@@ -885,6 +885,50 @@ func TestTopUp(t *testing.T) {
 	})
 }
 
+// TestTopUpGatewayUnreached: a top-up whose call the PG certainly did not receive is a 503
+// with nothing charged; its retry with the key makes a new attempt and charges once; one
+// whose client never comes back is failed by recovery after the order expiry.
+func TestTopUpGatewayUnreached(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		user := e.ID("user")
+		req := commerce.TopUpRequest{UserID: user, Amount: 30_000, Method: payment.MethodCard, Token: "tok_ok", IdempotencyKey: "t1"}
+		left := req
+		left.IdempotencyKey = "t2"
+		e.PG.SetFault(pgsim.FaultUnavailable)
+		for _, r := range []commerce.TopUpRequest{req, req, left} {
+			_, err := e.Service.TopUp(ctx, r)
+			requireUnreached(t, err)
+		}
+		rep, err := e.Reconciler.Reconcile(ctx)
+		require.NoError(t, err)
+		assert.Zero(t, rep.Examined, "nothing for the reconciler to send")
+		_, err = e.Service.Recover(ctx)
+		require.NoError(t, err)
+		assert.Zero(t, e.PG.Stats().Charges)
+		assert.Equal(t, ledger.Balance{}, balance(t, e, user))
+
+		e.PG.SetFault(pgsim.FaultNone)
+		tu, err := e.Service.TopUp(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.TopUpCompleted, tu.Status)
+		assert.Equal(t, "pay-"+tu.ID+"-3", tu.PaymentID, "a new payment per attempt")
+		again, err := e.Service.TopUp(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, tu, again)
+		assert.Equal(t, 1, e.PG.Stats().Charges, "charged once in all")
+		assert.Equal(t, ledger.Balance{Available: 30_000, Total: 30_000}, balance(t, e, user))
+
+		e.Clock.Advance(commerce.DefaultOrderExpiry)
+		_, err = e.Service.Recover(ctx)
+		require.NoError(t, err)
+		gone, err := e.Service.TopUp(ctx, left)
+		require.NoError(t, err)
+		assert.Equal(t, []any{commerce.TopUpFailed, commerce.FailurePGUnreached}, []any{gone.Status, gone.FailureCode})
+		e.RequireClean(t)
+		e.RequireDelivered(t)
+	})
+}
+
 func TestCatalog(t *testing.T) {
 	each(t, func(t *testing.T, e *commercetest.Env) {
 		np := commerce.NewProduct{ID: "p-1", Name: "Mug", Price: 12_000, Stock: 5, BuyerLimit: 2}
@@ -1218,6 +1262,38 @@ func withBreaker(t *testing.T, e *commercetest.Env, openFor time.Duration) *resi
 		Reconciler: e.Reconciler, Outbox: writer, Relay: e.Relay,
 	}, commerce.WithClock(now)))(t)
 	return gw
+}
+
+// TestTopUpRetryWhileBreakerOpen: a top-up abandoned when the PG refused its call (which
+// opened the breaker) and retried while the breaker is still open is answered 503 again
+// without a new attempt; once the breaker closes the retry makes one, charged once.
+func TestTopUpRetryWhileBreakerOpen(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		gw := withBreaker(t, e, 500*time.Millisecond)
+		top := commerce.TopUpRequest{UserID: e.ID("user"), Amount: 5_000, Method: payment.MethodCard, Token: "tok_ok", IdempotencyKey: "top"}
+		e.PG.SetFault(pgsim.FaultUnavailable)
+		_, err := e.Service.TopUp(ctx, top)
+		require.ErrorIs(t, err, errcode.ErrUnavailable)
+		assert.ErrorIs(t, err, payment.ErrAbandoned)
+		require.Equal(t, resilient.BreakerOpen, gw.BreakerState())
+		assert.Positive(t, errcode.RetryAfter(err, 0))
+		assert.LessOrEqual(t, errcode.RetryAfter(err, 0), 500*time.Millisecond, "the breaker's remaining delay")
+		_, err = e.Service.TopUp(ctx, top)
+		require.ErrorIs(t, err, errcode.ErrUnavailable)
+		assert.ErrorIs(t, err, resilient.ErrBreakerOpen)
+		n, err := e.DB.NewSelect().Table("payment_payments").Where("order_id LIKE ?", "top_%").Count(ctx)
+		require.NoError(t, err)
+		assert.EqualValues(t, 1, n, "no new attempt while the breaker is open")
+
+		e.PG.SetFault(pgsim.FaultNone)
+		require.Eventually(t, func() bool { return gw.Ready() == nil }, 10*time.Second, 10*time.Millisecond)
+		tu, err := e.Service.TopUp(ctx, top)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.TopUpCompleted, tu.Status)
+		assert.Equal(t, "pay-"+tu.ID+"-2", tu.PaymentID)
+		assert.Equal(t, 1, e.PG.Stats().Charges)
+		e.RequireClean(t)
+	})
 }
 
 // requireHeld checks that f's order (see placed) still holds everything it held when placed.

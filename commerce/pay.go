@@ -253,12 +253,20 @@ func (s *Service) reopen(ctx context.Context, r *orderRow, payErr error, ask boo
 	if !ask || err != nil && !errors.Is(err, errLostRace) { // lost: another request reopened it
 		return err
 	}
+	return s.pgUnreached("pay order "+r.ID, payErr)
+}
+
+// pgUnreached is the answer to a client whose payment of what was given up because the PG
+// was not reached: an error matching errcode.ErrUnavailable, wrapping payErr, whose
+// errcode.RetryAfter is the gateway's hint, else the delay of the breaker the failure
+// opened, else DefaultPGRetryAfter.
+func (s *Service) pgUnreached(what string, payErr error) error {
 	wait := errcode.RetryAfter(payErr, 0)
-	if wait <= 0 { // the breaker the failure opened knows how long it stays open
+	if wait <= 0 {
 		wait = errcode.RetryAfter(s.pay.Ready(), DefaultPGRetryAfter)
 	}
 	return &errcode.UnavailableError{Dependency: "pg", RetryAfter: wait,
-		Err: fmt.Errorf("commerce: pay order %s: %w", r.ID, cmp.Or(payErr, payment.ErrAbandoned))}
+		Err: fmt.Errorf("commerce: %s: %w", what, cmp.Or(payErr, payment.ErrAbandoned))}
 }
 
 // completePaid turns an order whose payment was approved into PAID: its holds posted (the

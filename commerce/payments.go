@@ -33,9 +33,15 @@ func getOrSubmit[T any](ask bool, get func() (T, error), notFound error, submit 
 // recorded (an order or top-up claimed by an earlier version, which recorded it after the
 // claim's commit) is recorded and submitted at once (payment.Service.Pay).
 func (s *Service) charge(ctx context.Context, req payment.PayRequest, ask bool) (payment.Payment, error) {
+	return s.chargeBy(ctx, req, ask, s.pay.Submit)
+}
+
+// chargeBy is charge with submit (payment.Service.Submit, or Attempt) for a client's request.
+func (s *Service) chargeBy(ctx context.Context, req payment.PayRequest, ask bool,
+	submit func(context.Context, payment.PayRequest) (payment.Payment, error)) (payment.Payment, error) {
 	get := func() (payment.Payment, error) { return s.pay.Get(ctx, req.PaymentID) }
 	if ask {
-		get = func() (payment.Payment, error) { return s.pay.Submit(ctx, req) }
+		get = func() (payment.Payment, error) { return submit(ctx, req) }
 	}
 	// Never "ask" getOrSubmit: get itself submits for a client; Pay is only for the unrecorded.
 	return getOrSubmit(false, get, payment.ErrPaymentNotFound,

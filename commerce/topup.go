@@ -1,6 +1,7 @@
 package commerce
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,7 +28,12 @@ const (
 // outcome leaves it PAYING until the payment reconciler settles the payment and Recover
 // completes it; a crash between the payment and the Charge is completed by Recover too.
 // While the PG is known to be down (payment.Service.Ready: its circuit breaker open) a new
-// top-up fails at once with an error matching errcode.ErrUnavailable, nothing recorded. Repeating the request returns the top-up as it is
+// top-up fails at once with an error matching errcode.ErrUnavailable, nothing recorded. A
+// call the PG certainly did not receive (payment.ErrGatewayUnavailable) gives the payment up
+// (ABANDONED, nothing charged) and fails the same way; the top-up stays PAYING, and the
+// client's retry with the key makes a new attempt under a new payment ID
+// ("pay-<top-up>-<n>"). One whose client does not come back within the order expiry is
+// FAILED (FailurePGUnreached) by recovery. Repeating the request returns the top-up as it is
 // (continuing it if in flight); the same key with another request fails with
 // *ConflictError.
 func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
@@ -84,10 +90,52 @@ func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
 		if row.Fingerprint != fp {
 			return TopUp{}, NewConflictError("top-up", req.IdempotencyKey)
 		}
+		if row, err = s.retryAbandoned(ctx, row, down); err != nil {
+			return TopUp{}, err
+		}
 	} else if err := s.step(StepTopUpRecorded); err != nil {
 		return TopUp{}, err
 	}
 	return s.advanceTopUp(ctx, row, true)
+}
+
+// retryAbandoned gives a PAYING top-up whose payment was abandoned (the PG was not reached:
+// nothing charged) a new attempt, as its client asks again: a new payment, "pay-<top-up>-<n>",
+// recorded with the top-up's move to it in one transaction, conditional on the top-up
+// still being on the abandoned one (of two racing retries, one makes the attempt and the
+// other takes it up); while the PG is known to be down (down, from payment.Service.Ready)
+// the answer is down's, nothing recorded. Any other top-up is returned as it is.
+func (s *Service) retryAbandoned(ctx context.Context, row *topUpRow, down error) (*topUpRow, error) {
+	if row.Status != TopUpPaying {
+		return row, nil
+	}
+	if p, err := s.pay.Get(ctx, row.PaymentID); err != nil || p.State != payment.StateAbandoned {
+		return row, nil // unrecorded or unreadable: advanceTopUp learns more
+	}
+	if down != nil {
+		return nil, fmt.Errorf("commerce: top-up %s: %w", row.ID, down)
+	}
+	next := *row
+	next.PaymentID, next.UpdatedAt = nextPaymentID(row.ID, row.PaymentID), micros(s.now())
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		res, err := sqlutil.UpdateByPK[topUpRow](tx).Set("payment_id = ?", next.PaymentID).Set("updated_at = ?", next.UpdatedAt).
+			Where("id = ?", row.ID).Where("status = ?", TopUpPaying).Where("payment_id = ?", row.PaymentID).Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return cmp.Or(err, errLostRace)
+		}
+		_, err = s.pay.Request(sqlutil.AllOrNothing(ctx), tx, next.payRequest())
+		return err
+	})
+	switch {
+	case err == nil:
+		return &next, nil
+	case errors.Is(err, errLostRace):
+		return s.loadTopUp(ctx, row.ID)
+	}
+	return nil, fmt.Errorf("commerce: retry top-up %s: %w", row.ID, err)
 }
 
 // GetTopUp returns a top-up of the actor (any for an admin; another user's is
@@ -111,13 +159,25 @@ func (s *Service) advanceTopUp(ctx context.Context, row *topUpRow, ask bool) (To
 	if row.Status != TopUpPaying {
 		return row.topUp(), nil
 	}
-	p, err := s.charge(ctx, row.payRequest(), ask)
+	// A client's call gives the payment up when the PG is certainly not reached (see Pay).
+	p, err := s.chargeBy(ctx, row.payRequest(), ask, s.pay.Attempt)
 	switch {
 	case p.State == payment.StateApproved:
 		if err := s.step(StepTopUpApproved); err != nil {
 			return TopUp{}, err
 		}
 		err = s.completeTopUp(ctx, row)
+	case p.State == payment.StateAbandoned && ask:
+		// Nothing charged: the client is told to come back (503), and its retry with the
+		// key makes a new attempt (retryAbandoned).
+		return TopUp{}, s.pgUnreached("top-up "+row.ID, err)
+	case p.State == payment.StateAbandoned:
+		// Waiting for its client; one that has not come back within the order expiry is
+		// failed, so that recovery stops visiting it.
+		err = nil
+		if micros(s.now().Add(-s.cfg.expiry)) >= row.CreatedAt {
+			err = s.finishTopUp(ctx, s.db, row, TopUpFailed, FailurePGUnreached)
+		}
 	case p.State == payment.StateDeclined:
 		err = s.finishTopUp(ctx, s.db, row, TopUpFailed, p.DeclineCode)
 	case p.State == payment.StateReview:

@@ -204,6 +204,10 @@ const (
 	// fulfilled (its reservation or points hold had expired meanwhile); the payment was
 	// refunded.
 	FailureUnfulfillable = "UNFULFILLABLE"
+	// FailurePGUnreached: a top-up whose payment was given up because the PG was not
+	// reached (nothing was charged), and whose client did not come back for another
+	// attempt within the order expiry.
+	FailurePGUnreached = "PG_UNREACHED"
 )
 
 // OrderQuery selects a page of a user's orders, newest first.

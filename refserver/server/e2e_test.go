@@ -335,6 +335,29 @@ func TestPayGatewayDown(t *testing.T) {
 	}
 }
 
+// TestTopUpGatewayDown: a top-up the same way: 503 with Retry-After, nothing charged; the
+// same request completes once the PG is back, charged once.
+func TestTopUpGatewayDown(t *testing.T) {
+	alice := token(t, "alice", false)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			a := start(t, b, nil)
+			top := server.TopUpRequestJSON{Amount: 5000, Method: "CARD", Token: "tok_ok"}
+			a.sim.SetFault(pgsim.FaultUnavailable)
+			r := a.call("POST", "/v1/points/top-ups", alice, "top-1", top)
+			expectProblem(t, r, http.StatusServiceUnavailable, "dependency_unavailable")
+			assert.NotEmpty(t, r.Header.Get("Retry-After"))
+			assert.Zero(t, a.sim.Stats().Charges)
+
+			a.sim.SetFault(pgsim.FaultNone)
+			tu := as[server.TopUpJSON](t, expect(t, a.call("POST", "/v1/points/top-ups", alice, "top-1", top), http.StatusCreated))
+			assert.Equal(t, "COMPLETED", tu.Status)
+			assert.Equal(t, 1, a.sim.Stats().Charges)
+			assert.Equal(t, int64(5000), as[server.BalanceJSON](t, a.call("GET", "/v1/points", alice, "", nil)).Available)
+		})
+	}
+}
+
 // TestRateLimit needs no backend beyond the embedded one: the limiter is in the HTTP layer.
 func TestRateLimit(t *testing.T) {
 	a := start(t, embedded, func(c *server.Config) { c.RateLimit, c.RateBurst = 0.001, 2 })
