@@ -1055,6 +1055,22 @@ func TestAbandonRacesSubmission(t *testing.T) {
 			assert.Equal(t, 1, e.sim.Charges(req.PaymentID))
 		})
 
+		t.Run("the reconciler took it up before the attempt read it", func(t *testing.T) {
+			e, g, req := start(t, "approve", "race-4")
+			done := make(chan struct{})
+			go func() { defer close(done); reconcile(t, e) }()
+			<-g.entered // taken up; the reconciler's call is on its way to the PG
+			e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1) // the attempt's call, arriving first, is refused
+			p, err := e.svc.Attempt(ctx, req)
+			require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+			assert.NotErrorIs(t, err, payment.ErrAbandoned, "taken up by the reconciler: not the attempt's to abandon")
+			assert.Equal(t, payment.StateRequested, p.State)
+			close(g.release)
+			<-done
+			assert.Equal(t, payment.StateApproved, e.get(t, req.PaymentID).State)
+			assert.Equal(t, 1, e.sim.Charges(req.PaymentID))
+		})
+
 		t.Run("the attempt abandons it while the reconciler looks it up", func(t *testing.T) {
 			e, g, req := start(t, "status", "race-3")
 			done := make(chan struct{})
