@@ -1059,7 +1059,7 @@ func TestAbandonRacesSubmission(t *testing.T) {
 			e, g, req := start(t, "approve", "race-4")
 			done := make(chan struct{})
 			go func() { defer close(done); reconcile(t, e) }()
-			<-g.entered // taken up; the reconciler's call is on its way to the PG
+			<-g.entered                                                 // taken up; the reconciler's call is on its way to the PG
 			e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1) // the attempt's call, arriving first, is refused
 			p, err := e.svc.Attempt(ctx, req)
 			require.ErrorIs(t, err, payment.ErrGatewayUnavailable)

@@ -215,7 +215,8 @@ func (s *Service) Submit(ctx context.Context, req PayRequest) (Payment, error) {
 // nothing will send it again — and Attempt returns it with an error matching ErrAbandoned
 // (and ErrGatewayUnavailable, errcode.ErrUnavailable): pay again with a new payment ID. The
 // move is a conditional update that loses to any other submitter (Submit, Pay, the
-// Reconciler) that took the payment up since Attempt read it: then that one has it, the
+// Reconciler) that ever took the payment up, before or after Attempt read it (its call may
+// still be on the way to the PG): then that one has it, the
 // payment stays REQUESTED and the error is ErrGatewayUnavailable, as from Submit. So of an
 // abandonment and another submission, exactly one happens. Its other outcomes are Submit's.
 func (s *Service) Attempt(ctx context.Context, req PayRequest) (Payment, error) {
@@ -338,13 +339,14 @@ func (s *Service) approve(ctx context.Context, p Payment, cause Cause, by submit
 }
 
 // unreached returns p, which the PG has not seen (callErr says why), with Pay's outcome;
-// an abandoner first abandons it if it is still REQUESTED as it read it.
+// an abandoner first abandons it if it is still REQUESTED and no other submitter ever took
+// it up.
 func (s *Service) unreached(ctx context.Context, p Payment, callErr error, by submitter) (Payment, error) {
 	if by != abandoner || p.State != StateRequested {
 		return p, p.result(callErr)
 	}
 	at, detail := s.now(), truncate(callErr.Error(), 255)
-	ok, err := s.casState(ctx, p, StateAbandoned, change{cause: CauseAbandoned, detail: detail, unmoved: true}, at)
+	ok, err := s.casState(ctx, p, StateAbandoned, change{cause: CauseAbandoned, detail: detail, untaken: true}, at)
 	switch {
 	case err != nil:
 		return p, err
@@ -353,16 +355,16 @@ func (s *Service) unreached(ctx context.Context, p Payment, callErr error, by su
 		p.State, p.UpdatedAt = StateAbandoned, at
 		return p, p.result(callErr)
 	}
-	// Taken up (or settled) by another submitter since it was read: it is theirs.
+	// Taken up (or settled) by another submitter: it is theirs.
 	if p, err = loadPayment(ctx, s.db, p.ID, false); err != nil {
 		return p, err
 	}
 	return p, p.result(callErr)
 }
 
-// takeUp marks p, if REQUESTED, as being submitted (a conditional update of its updated_at),
-// so that an Attempt that read it before can no longer abandon it: of an abandonment and a
-// submission, exactly one goes ahead. It returns p as it is then: one no longer REQUESTED
+// takeUp marks p, if REQUESTED, as being submitted (a conditional update moving its
+// updated_at past its created_at), so that no Attempt can abandon it any more, whenever it
+// read it: of an abandonment and a submission, exactly one goes ahead. It returns p as it is then: one no longer REQUESTED
 // (abandoned or settled meanwhile) is not to be sent.
 func (s *Service) takeUp(ctx context.Context, p Payment) (Payment, error) {
 	for p.State == StateRequested {

@@ -131,9 +131,11 @@ type change struct {
 	reference      string
 	declineCode    string
 	declineMessage string
-	// unmoved makes the move also conditional on the payment's updated_at being as read:
-	// no one has taken it up since (see Service.takeUp).
-	unmoved bool
+	// untaken makes the move also conditional on no submitter ever having taken the
+	// payment up (see Service.takeUp, which moves updated_at past created_at): being taken
+	// up since it was read is not enough, as a submitter that took it up before may still
+	// have its call on the way to the PG.
+	untaken bool
 }
 
 // casState moves p from p.State (as last read) to to, with ch, and records the transition,
@@ -149,8 +151,8 @@ func (s *Service) casState(ctx context.Context, p Payment, to State, ch change, 
 			Set("updated_at = ?", at).
 			Where("id = ?", p.ID).
 			Where("state = ?", string(p.State))
-		if ch.unmoved {
-			q = q.Where("updated_at = ?", p.UpdatedAt)
+		if ch.untaken {
+			q = q.Where("updated_at = created_at")
 		}
 		if ch.reference != "" {
 			q = q.Set("pg_reference = ?", ch.reference)
