@@ -1264,6 +1264,44 @@ func withBreaker(t *testing.T, e *commercetest.Env, openFor time.Duration) *resi
 	return gw
 }
 
+// TestTopUpConcurrentRetriesChargeOnce: an abandoned top-up's key sent 8 times at once
+// while the PG refuses the first call of the new attempt: one call makes the attempt, the
+// others take its payment up, so whichever call is refused no payment is charged after
+// being abandoned (nothing to refund), and the user is charged once.
+func TestTopUpConcurrentRetriesChargeOnce(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		user := e.ID("user")
+		req := commerce.TopUpRequest{UserID: user, Amount: 5_000, Method: payment.MethodCard, Token: "tok_ok", IdempotencyKey: "t1"}
+		e.PG.SetFault(pgsim.FaultUnavailable)
+		_, err := e.Service.TopUp(ctx, req)
+		requireUnreached(t, err)
+		e.PG.SetFault(pgsim.FaultNone)
+		var id string
+		require.NoError(t, e.DB.NewSelect().Table("commerce_topups").Column("id").Where("user_id = ?", user).Scan(ctx, &id))
+		e.PG.InjectFault("pay-"+id+"-2", pgsim.FaultUnavailable, 1)
+
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				if _, err := e.Service.TopUp(ctx, req); err != nil {
+					assert.ErrorIs(t, err, errcode.ErrUnavailable)
+				}
+			})
+		}
+		wg.Wait()
+		e.Settle(t)
+		tu, err := e.Service.TopUp(ctx, req) // a last retry, should the new attempt have been abandoned
+		require.NoError(t, err)
+		assert.Equal(t, commerce.TopUpCompleted, tu.Status)
+		assert.Equal(t, 1, e.PG.Stats().Charges)
+		n, err := e.DB.NewSelect().Table("payment_refunds").Where("payment_id LIKE ?", "pay-"+id+"%").Count(ctx)
+		require.NoError(t, err)
+		assert.Zero(t, n, "no abandoned payment charged, so none refunded")
+		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, user))
+		e.RequireClean(t)
+	})
+}
+
 // TestTopUpRetryWhileBreakerOpen: a top-up abandoned when the PG refused its call (which
 // opened the breaker) and retried while the breaker is still open is answered 503 again
 // without a new attempt; once the breaker closes the retry makes one, charged once.

@@ -51,7 +51,7 @@ func (s *Service) recoverPass(ctx context.Context, minAge time.Duration) (Recove
 	if err == nil {
 		err = inFlight(ctx, s.db, "top-ups", "status = ?", TopUpPaying, cutoff, func(row *topUpRow) {
 			rep.Examined++
-			t, err := s.advanceTopUp(ctx, row, false)
+			t, err := s.advanceTopUp(ctx, row, false, false)
 			if err = s.tally(&rep, err, err == nil && t.Status != TopUpPaying, row.ID); err != nil {
 				errs = append(errs, err)
 			}

@@ -77,6 +77,7 @@ func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
 			return err
 		})
 	}
+	fresh := err == nil // this call recorded the top-up and its payment
 	if err != nil {
 		if down == nil && !sqlutil.IsDuplicateKey(err) {
 			return TopUp{}, fmt.Errorf("commerce: record top-up: %w", err)
@@ -90,13 +91,13 @@ func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
 		if row.Fingerprint != fp {
 			return TopUp{}, NewConflictError("top-up", req.IdempotencyKey)
 		}
-		if row, err = s.retryAbandoned(ctx, row, down); err != nil {
+		if row, fresh, err = s.retryAbandoned(ctx, row, down); err != nil {
 			return TopUp{}, err
 		}
 	} else if err := s.step(StepTopUpRecorded); err != nil {
 		return TopUp{}, err
 	}
-	return s.advanceTopUp(ctx, row, true)
+	return s.advanceTopUp(ctx, row, true, fresh)
 }
 
 // retryAbandoned gives a PAYING top-up whose payment was abandoned (the PG was not reached:
@@ -104,16 +105,17 @@ func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
 // recorded with the top-up's move to it in one transaction, conditional on the top-up
 // still being on the abandoned one (of two racing retries, one makes the attempt and the
 // other takes it up); while the PG is known to be down (down, from payment.Service.Ready)
-// the answer is down's, nothing recorded. Any other top-up is returned as it is.
-func (s *Service) retryAbandoned(ctx context.Context, row *topUpRow, down error) (*topUpRow, error) {
+// the answer is down's, nothing recorded. Any other top-up is returned as it is. made
+// reports whether this call recorded the new attempt.
+func (s *Service) retryAbandoned(ctx context.Context, row *topUpRow, down error) (_ *topUpRow, made bool, _ error) {
 	if row.Status != TopUpPaying {
-		return row, nil
+		return row, false, nil
 	}
 	if p, err := s.pay.Get(ctx, row.PaymentID); err != nil || p.State != payment.StateAbandoned {
-		return row, nil // unrecorded or unreadable: advanceTopUp learns more
+		return row, false, nil // unrecorded or unreadable: advanceTopUp learns more
 	}
 	if down != nil {
-		return nil, fmt.Errorf("commerce: top-up %s: %w", row.ID, down)
+		return nil, false, fmt.Errorf("commerce: top-up %s: %w", row.ID, down)
 	}
 	next := *row
 	next.PaymentID, next.UpdatedAt = nextPaymentID(row.ID, row.PaymentID), micros(s.now())
@@ -131,11 +133,12 @@ func (s *Service) retryAbandoned(ctx context.Context, row *topUpRow, down error)
 	})
 	switch {
 	case err == nil:
-		return &next, nil
+		return &next, true, nil
 	case errors.Is(err, errLostRace):
-		return s.loadTopUp(ctx, row.ID)
+		row, err = s.loadTopUp(ctx, row.ID)
+		return row, false, err
 	}
-	return nil, fmt.Errorf("commerce: retry top-up %s: %w", row.ID, err)
+	return nil, false, fmt.Errorf("commerce: retry top-up %s: %w", row.ID, err)
 }
 
 // GetTopUp returns a top-up of the actor (any for an admin; another user's is
@@ -154,13 +157,20 @@ func (s *Service) GetTopUp(ctx context.Context, topUpID string, by Actor) (TopUp
 	return row.topUp(), nil
 }
 
-// advanceTopUp settles a PAYING top-up as far as it can now; ask as in getOrSubmit.
-func (s *Service) advanceTopUp(ctx context.Context, row *topUpRow, ask bool) (TopUp, error) {
+// advanceTopUp settles a PAYING top-up as far as it can now; ask as in getOrSubmit; fresh
+// when this call recorded the top-up's payment.
+func (s *Service) advanceTopUp(ctx context.Context, row *topUpRow, ask, fresh bool) (TopUp, error) {
 	if row.Status != TopUpPaying {
 		return row.topUp(), nil
 	}
-	// A client's call gives the payment up when the PG is certainly not reached (see Pay).
-	p, err := s.chargeBy(ctx, row.payRequest(), ask, s.pay.Attempt)
+	// The call that recorded the payment gives it up when the PG is certainly not reached
+	// (see Pay); a replay takes it up (Submit), since the first call may still be on its
+	// way to the PG, and an abandoned payment must never be charged.
+	submit := s.pay.Submit
+	if fresh {
+		submit = s.pay.Attempt
+	}
+	p, err := s.chargeBy(ctx, row.payRequest(), ask, submit)
 	switch {
 	case p.State == payment.StateApproved:
 		if err := s.step(StepTopUpApproved); err != nil {
