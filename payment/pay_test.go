@@ -1021,6 +1021,21 @@ func TestAbandonRacesSubmission(t *testing.T) {
 			go func() { defer close(done); p, err = e.svc.Attempt(ctx, req) }()
 			return func() (payment.Payment, error) { <-done; return p, err }
 		}
+		// heldReconcile runs the reconciler in the background until its first call about
+		// the payment is held by g; release g, then wait for it.
+		heldReconcile := func(t *testing.T, e *env, g *held) (wait func()) {
+			done := make(chan struct{})
+			go func() { defer close(done); reconcile(t, e) }()
+			<-g.entered
+			return func() { <-done }
+		}
+		// requireKept checks Attempt's answer for a payment another submitter took up: the
+		// call was refused, and the payment is left to that submitter, not abandoned.
+		requireKept := func(t *testing.T, p payment.Payment, err error) {
+			require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+			assert.NotErrorIs(t, err, payment.ErrAbandoned, "taken up by the reconciler: not the attempt's to abandon")
+			assert.Equal(t, payment.StateRequested, p.State)
+		}
 
 		t.Run("the reconciler sends it while the attempt's call is refused", func(t *testing.T) {
 			e, g, req := start(t, "approve", "race-1")
@@ -1046,9 +1061,7 @@ func TestAbandonRacesSubmission(t *testing.T) {
 			reconcile(t, e)
 			close(g.release)
 			p, err := wait()
-			require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
-			assert.NotErrorIs(t, err, payment.ErrAbandoned, "taken up by the reconciler: not the attempt's to abandon")
-			assert.Equal(t, payment.StateRequested, p.State)
+			requireKept(t, p, err)
 			e.clock.Advance(time.Second) // past the reconciler's take-up
 			reconcile(t, e)
 			assert.Equal(t, payment.StateApproved, e.get(t, req.PaymentID).State)
@@ -1057,31 +1070,25 @@ func TestAbandonRacesSubmission(t *testing.T) {
 
 		t.Run("the reconciler took it up before the attempt read it", func(t *testing.T) {
 			e, g, req := start(t, "approve", "race-4")
-			done := make(chan struct{})
-			go func() { defer close(done); reconcile(t, e) }()
-			<-g.entered                                                 // taken up; the reconciler's call is on its way to the PG
+			reconciled := heldReconcile(t, e, g)                        // taken up; the reconciler's call is on its way to the PG
 			e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1) // the attempt's call, arriving first, is refused
 			p, err := e.svc.Attempt(ctx, req)
-			require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
-			assert.NotErrorIs(t, err, payment.ErrAbandoned, "taken up by the reconciler: not the attempt's to abandon")
-			assert.Equal(t, payment.StateRequested, p.State)
+			requireKept(t, p, err)
 			close(g.release)
-			<-done
+			reconciled()
 			assert.Equal(t, payment.StateApproved, e.get(t, req.PaymentID).State)
 			assert.Equal(t, 1, e.sim.Charges(req.PaymentID))
 		})
 
 		t.Run("the attempt abandons it while the reconciler looks it up", func(t *testing.T) {
 			e, g, req := start(t, "status", "race-3")
-			done := make(chan struct{})
-			go func() { defer close(done); reconcile(t, e) }()
-			<-g.entered // the reconciler read it REQUESTED and asks the PG about it
+			reconciled := heldReconcile(t, e, g) // the reconciler read it REQUESTED and asks the PG about it
 			e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1)
 			p, err := e.svc.Attempt(ctx, req)
 			require.ErrorIs(t, err, payment.ErrAbandoned)
 			assert.Equal(t, payment.StateAbandoned, p.State)
 			close(g.release)
-			<-done
+			reconciled()
 			assert.Equal(t, payment.StateAbandoned, e.get(t, req.PaymentID).State, "the reconciler does not send it")
 			assert.Equal(t, 1, e.sim.ApproveCalls(req.PaymentID))
 			assert.Zero(t, e.sim.Charges(req.PaymentID))
