@@ -177,6 +177,27 @@ func TestLimiter(t *testing.T) {
 		t.Cleanup(func() { _ = down.Close() })
 		check(t, newLimiter(2, 3, clock, down), "c")
 	})
+	t.Run("redis paused mid-flight", func(t *testing.T) {
+		own := testenv.OwnRedis(t)
+		paused := redis.NewClient(&redis.Options{Addr: own.Addr, ReadTimeout: 200 * time.Millisecond, MaxRetries: -1})
+		t.Cleanup(func() { _ = paused.Close() })
+		l := newLimiter(2, 3, clock, paused)
+		ok, _ := l.allow(context.Background(), "d") // one token taken in Redis
+		require.True(t, ok)
+		own.Pause(t)
+		// Each call times out against the frozen server and falls back to this process's
+		// own bucket, which starts full: the user keeps a budget, bounded by the burst.
+		for i := range 3 {
+			ok, _ := l.allow(context.Background(), "d")
+			assert.True(t, ok, "local token %d", i)
+		}
+		ok, retry := l.allow(context.Background(), "d")
+		assert.False(t, ok)
+		assert.Equal(t, 1, retry)
+		own.Unpause(t)
+		ok, _ = l.allow(context.Background(), "d") // Redis again: its bucket had 2 left
+		assert.True(t, ok)
+	})
 
 	off := newLimiter(0, 1, time.Now, rdb)
 	for range 100 {
