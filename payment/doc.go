@@ -12,6 +12,7 @@
 //	ABANDONED -> APPROVED | DECLINED                  (only if the PG says so after all)
 //	APPROVED  -> PARTIALLY_REFUNDED -> REFUNDED       (or APPROVED -> REFUNDED)
 //	any other -> REVIEW                               (the PG contradicts the record)
+//	REVIEW    -> DECLINED | APPROVED | PARTIALLY_REFUNDED | REFUNDED   (ResolveReview only)
 //
 // Every transition is stored in payment_transitions with its time and cause (Transitions); a
 // unique (payment, state) key makes the database itself refuse a state entered twice. A move
@@ -90,7 +91,10 @@
 // refused with ErrWebhookUnconfirmed. When the PG's own answer contradicts the record
 // (declined there, approved here, or the reverse, or another amount), the payment moves to
 // REVIEW, is logged as an ERROR and told to the Observer (a "contradiction" Event): a person decides,
-// and nothing settles it automatically again. CrossCheck asks the PG about every settled
+// and nothing settles it automatically again. When the decision is to give back whatever the
+// PG holds of it (its owner fulfilled nothing on it), ResolveReview asks the PG again and
+// takes its record: DECLINED when it holds nothing, else the refunds made at the PG recorded
+// and the rest refunded, REFUNDED. CrossCheck asks the PG about every settled
 // payment and reports those its record contradicts, for an audit. Each settlement is a
 // conditional update (UPDATE ... WHERE id = ? AND state = <the state read>) committed with its
 // transition row, so exactly one of racing settlers moves the payment; the others find it

@@ -37,8 +37,18 @@ var (
 	// the PG's answer. It matches errcode.ErrUnavailable.
 	ErrOutcomeUnknown = errcode.New(errcode.DependencyUnavailable, "payment_outcome_unknown", "payment: gateway outcome unknown", errcode.ErrUnavailable)
 	// ErrUnderReview: the payment is REVIEW: the PG's own answer contradicted the record, and a
-	// person must decide. Never complete an order on it.
+	// person must decide (Service.ResolveReview gives back what the PG holds of it). Never
+	// complete an order on it.
 	ErrUnderReview = errors.New("payment: under review: the gateway contradicts the record")
+	// ErrUnresolvable: Service.ResolveReview cannot take the PG's record of a payment in REVIEW
+	// as it is (another amount or currency, less refunded than the record, a state the
+	// payment would enter a second time): a person settles it with the PG first. It matches
+	// ErrUnderReview.
+	ErrUnresolvable = errcode.New(errcode.Conflict, "payment_review_unresolvable",
+		"payment: under review: the gateway's record cannot be taken as it is", ErrUnderReview)
+	// ErrNotUnderReview: Service.ResolveReview was asked about a payment that was never in
+	// REVIEW; nothing changed.
+	ErrNotUnderReview = errcode.New(errcode.Conflict, "payment_not_under_review", "payment: not under review")
 	// ErrNotAtGateway: Gateway.Status found no payment with the ID at the PG.
 	ErrNotAtGateway = errors.New("payment: payment not known to the gateway")
 

@@ -461,7 +461,8 @@ func (s *Service) settle(ctx context.Context, p Payment, to State, ch change) (P
 // review moves p to REVIEW because the PG's own answer contradicts the record (detail says
 // how), logs it as an ERROR naming the payment, and tells the Observer. A payment in REVIEW
 // is never settled automatically again: a person must decide (refund a charge the record
-// declined, or accept a decline the record approved). It returns p as it is then.
+// declined, or accept a decline the record approved; ResolveReview gives back whatever the PG
+// holds, by its record). It returns p as it is then.
 func (s *Service) review(ctx context.Context, p Payment, cause Cause, detail string) (Payment, error) {
 	for p.State != StateReview {
 		at := s.now()

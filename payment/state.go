@@ -24,7 +24,9 @@ import (
 // refund of all of it (nothing fulfils an abandoned payment). REVIEW is final for the
 // Service: the PG's own answer contradicted what was recorded (approved here, declined
 // there; declined here, approved there; another amount), so a person must decide; nothing
-// settles it automatically, and an order must never be completed on it. Every state is entered at most once.
+// settles it automatically (ResolveReview, called by that person, takes the PG's record and
+// gives back what it holds), and an order must never be completed on it. Every state is
+// entered at most once.
 type State string
 
 // The states of a payment.
@@ -111,6 +113,8 @@ const (
 	CauseRefund Cause = "refund"
 	// CauseAbandoned: the PG was not reached and the caller gave the payment up.
 	CauseAbandoned Cause = "abandoned"
+	// CauseResolved: Service.ResolveReview took the PG's record of a payment in REVIEW.
+	CauseResolved Cause = "resolved"
 )
 
 // Transition is one persisted move of a payment's state machine.

@@ -195,15 +195,18 @@ func truncate(s string, n int) string {
 // voidReason is the reason of the refund of an abandoned payment the PG approved all the same.
 const voidReason = "abandoned payment approved by the gateway"
 
-// voidRefundID names the refund of an abandoned payment the PG approved all the same:
-// "void-<payment>", or a digest of the payment ID when that would exceed MaxIDLen.
-func voidRefundID(paymentID string) string {
-	if id := "void-" + paymentID; len(id) <= MaxIDLen {
+// refundIDOf names a refund the Service itself makes of a payment: prefix + the payment ID,
+// or prefix + a digest of the payment ID when that would exceed MaxIDLen.
+func refundIDOf(prefix, paymentID string) string {
+	if id := prefix + paymentID; len(id) <= MaxIDLen {
 		return id
 	}
 	sum := sha256.Sum256([]byte(paymentID))
-	return "void-" + hex.EncodeToString(sum[:20])
+	return prefix + hex.EncodeToString(sum[:20])
 }
+
+// voidRefundID names the refund of an abandoned payment the PG approved all the same.
+func voidRefundID(paymentID string) string { return refundIDOf("void-", paymentID) }
 
 // recordVoid records in tx, with the move of the abandoned payment p to APPROVED, the refund
 // of all of it, PENDING, its amount reserved: Attempt told its caller nothing was charged and

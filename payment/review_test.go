@@ -1,0 +1,204 @@
+package payment_test
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/pgsim"
+)
+
+// underReview pays id (declined by the PG when declined), has the PG overturn its answer and
+// delivers the PG's genuine webhook: the payment is in REVIEW.
+func (e *env) underReview(t *testing.T, id string, declined bool) {
+	t.Helper()
+	req := card(id, 5000)
+	if declined {
+		req.Token = pgsim.TokenDecline
+	}
+	_, err := e.svc.Pay(context.Background(), req)
+	if declined {
+		require.ErrorIs(t, err, payment.ErrDeclined)
+	} else {
+		require.NoError(t, err)
+	}
+	require.NoError(t, e.sim.Overturn(id))
+	e.deliverWebhook(t, id)
+	require.Equal(t, payment.StateReview, e.get(t, id).State)
+}
+
+// refunds returns the refunds of a payment as "id:state:amount".
+func (e *env) refunds(t *testing.T, id string) []string {
+	t.Helper()
+	rs, err := e.svc.Refunds(context.Background(), id)
+	require.NoError(t, err)
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.ID+":"+string(r.State)+":"+strconv.FormatInt(r.Amount, 10))
+	}
+	return out
+}
+
+// TestResolveReview: ResolveReview gives back what the PG holds of a payment in REVIEW, by the
+// PG's own record asked again, and leaves the record agreeing with the PG (CrossCheck clean).
+func TestResolveReview(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+
+		t.Run("approved here, declined there: nothing to give back", func(t *testing.T) {
+			e := newEnv(t, db, nil)
+			e.underReview(t, "rv-reversed", false)
+			p, err := e.svc.ResolveReview(ctx, "rv-reversed")
+			require.NoError(t, err)
+			assert.Equal(t, payment.StateDeclined, p.State)
+			assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>APPROVED:gateway", "APPROVED>REVIEW:webhook", "REVIEW>DECLINED:resolved"},
+				e.history(t, "rv-reversed"))
+			assert.Empty(t, e.refunds(t, "rv-reversed"))
+			e.noMismatch(t, "rv-reversed")
+
+			again, err := e.svc.ResolveReview(ctx, "rv-reversed")
+			require.NoError(t, err, "idempotent")
+			assert.Equal(t, p, again)
+		})
+
+		t.Run("declined here, approved there: the charge is refunded", func(t *testing.T) {
+			e := newEnv(t, db, nil)
+			e.underReview(t, "rv-charged", true)
+			require.Equal(t, 1, e.sim.Charges("rv-charged"), "the PG holds the money of a payment the record declined")
+			p, err := e.svc.ResolveReview(ctx, "rv-charged")
+			require.NoError(t, err)
+			assert.Equal(t, payment.StateRefunded, p.State)
+			assert.Equal(t, int64(5000), p.Refunded)
+			assert.Zero(t, p.RefundPending)
+			assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>DECLINED:gateway", "DECLINED>REVIEW:webhook",
+				"REVIEW>APPROVED:resolved", "APPROVED>REFUNDED:refund"}, e.history(t, "rv-charged"))
+			assert.Equal(t, []string{"review-rv-charged:SUCCEEDED:5000"}, e.refunds(t, "rv-charged"))
+			st, err := e.sim.Status(ctx, "rv-charged")
+			require.NoError(t, err)
+			assert.Equal(t, int64(5000), st.Canceled, "refunded once at the PG")
+			e.noMismatch(t, "rv-charged")
+		})
+
+		t.Run("partly refunded in the PG's console: the rest is given back", func(t *testing.T) {
+			e := newEnv(t, db, nil)
+			e.underReview(t, "rv-console", true)
+			_, err := e.sim.Cancel(ctx, payment.CancelRequest{CancelID: "by-hand", PaymentID: "rv-console", Amount: 2000, Reason: "by hand"})
+			require.NoError(t, err)
+			p, err := e.svc.ResolveReview(ctx, "rv-console")
+			require.NoError(t, err)
+			assert.Equal(t, payment.StateRefunded, p.State)
+			assert.Equal(t, int64(5000), p.Refunded)
+			assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>DECLINED:gateway", "DECLINED>REVIEW:webhook",
+				"REVIEW>PARTIALLY_REFUNDED:resolved", "PARTIALLY_REFUNDED>REFUNDED:refund"}, e.history(t, "rv-console"))
+			assert.ElementsMatch(t, []string{"console-rv-console:SUCCEEDED:2000", "review-rv-console:SUCCEEDED:3000"}, e.refunds(t, "rv-console"))
+			e.noMismatch(t, "rv-console")
+		})
+
+		t.Run("all refunded in the PG's console: recorded, nothing sent", func(t *testing.T) {
+			e := newEnv(t, db, nil)
+			e.underReview(t, "rv-allback", true)
+			_, err := e.sim.Cancel(ctx, payment.CancelRequest{CancelID: "by-hand", PaymentID: "rv-allback", Amount: 5000, Reason: "by hand"})
+			require.NoError(t, err)
+			p, err := e.svc.ResolveReview(ctx, "rv-allback")
+			require.NoError(t, err)
+			assert.Equal(t, payment.StateRefunded, p.State)
+			assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>DECLINED:gateway", "DECLINED>REVIEW:webhook", "REVIEW>REFUNDED:resolved"},
+				e.history(t, "rv-allback"))
+			assert.Equal(t, []string{"console-rv-allback:SUCCEEDED:5000"}, e.refunds(t, "rv-allback"))
+			e.noMismatch(t, "rv-allback")
+		})
+
+		t.Run("the PG unreachable: nothing changes, and later it resolves", func(t *testing.T) {
+			e := newEnv(t, db, nil)
+			e.underReview(t, "rv-down", true)
+			e.sim.SetFault(pgsim.FaultUnavailable)
+			p, err := e.svc.ResolveReview(ctx, "rv-down")
+			require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+			assert.ErrorIs(t, err, errcode.ErrUnavailable)
+			assert.Equal(t, payment.StateReview, p.State)
+			assert.Equal(t, payment.StateReview, e.get(t, "rv-down").State)
+			assert.Len(t, e.history(t, "rv-down"), 3, "no transition")
+
+			e.sim.SetFault(pgsim.FaultNone)
+			p, err = e.svc.ResolveReview(ctx, "rv-down")
+			require.NoError(t, err)
+			assert.Equal(t, payment.StateRefunded, p.State)
+		})
+
+		t.Run("the refund unconfirmed: recorded, completed by the next call", func(t *testing.T) {
+			e := newEnv(t, db, nil)
+			e.underReview(t, "rv-pending", true)
+			e.sim.InjectFault("review-rv-pending", pgsim.FaultLostResponse, 1)
+			p, err := e.svc.ResolveReview(ctx, "rv-pending")
+			require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+			assert.Equal(t, payment.StateApproved, p.State, "resolved; the refund is still with the PG")
+			assert.Equal(t, int64(5000), p.RefundPending)
+			assert.Equal(t, []string{"review-rv-pending:PENDING:5000"}, e.refunds(t, "rv-pending"))
+
+			p, err = e.svc.ResolveReview(ctx, "rv-pending")
+			require.NoError(t, err)
+			assert.Equal(t, payment.StateRefunded, p.State)
+			assert.Equal(t, []string{"review-rv-pending:SUCCEEDED:5000"}, e.refunds(t, "rv-pending"))
+			st, err := e.sim.Status(ctx, "rv-pending")
+			require.NoError(t, err)
+			assert.Equal(t, int64(5000), st.Canceled, "the lost answer's refund made once")
+		})
+
+		t.Run("concurrent resolutions give back once", func(t *testing.T) {
+			e := newEnv(t, db, nil)
+			e.underReview(t, "rv-race", true)
+			var wg sync.WaitGroup
+			errs := make([]error, 8)
+			for i := range errs {
+				wg.Go(func() { _, errs[i] = e.svc.ResolveReview(ctx, "rv-race") })
+			}
+			wg.Wait()
+			for _, err := range errs {
+				// A resolver that found the refund still with another one's call says so.
+				if err != nil {
+					assert.ErrorIs(t, err, payment.ErrRefundInProgress)
+				}
+			}
+			p, err := e.svc.ResolveReview(ctx, "rv-race")
+			require.NoError(t, err)
+			assert.Equal(t, payment.StateRefunded, p.State)
+			assert.Equal(t, []string{"review-rv-race:SUCCEEDED:5000"}, e.refunds(t, "rv-race"))
+			assert.Equal(t, 1, e.obs.count("rv-race", payment.StateApproved))
+			st, err := e.sim.Status(ctx, "rv-race")
+			require.NoError(t, err)
+			assert.Equal(t, int64(5000), st.Canceled)
+		})
+
+		t.Run("refused: not under review, unknown, invalid", func(t *testing.T) {
+			e := newEnv(t, db, nil)
+			_, err := e.svc.Pay(ctx, card("rv-fine", 5000))
+			require.NoError(t, err)
+			p, err := e.svc.ResolveReview(ctx, "rv-fine")
+			require.ErrorIs(t, err, payment.ErrNotUnderReview)
+			assert.Equal(t, errcode.Conflict, errcode.CodeOf(err))
+			assert.Equal(t, payment.StateApproved, p.State)
+			assert.Len(t, e.history(t, "rv-fine"), 2)
+			_, err = e.svc.ResolveReview(ctx, "rv-nothing")
+			assert.ErrorIs(t, err, payment.ErrPaymentNotFound)
+			_, err = e.svc.ResolveReview(ctx, "")
+			assert.ErrorIs(t, err, payment.ErrInvalidRequest)
+		})
+	})
+}
+
+// noMismatch checks that CrossCheck finds the record of payment id agreeing with the PG.
+func (e *env) noMismatch(t *testing.T, id string) {
+	t.Helper()
+	ms, err := e.svc.CrossCheck(context.Background())
+	require.NoError(t, err)
+	for _, m := range ms {
+		assert.NotEqual(t, id, m.Payment.ID, m.Detail)
+	}
+}
