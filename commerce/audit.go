@@ -292,10 +292,15 @@ func (a *audit) payment(ctx context.Context, r *orderRow) error {
 		}
 	case r.FailureCode == FailureUnfulfillable:
 		want, refunded = payment.StateRefunded, r.AmountDue
-	case r.FailureCode == FailurePaymentReview:
-		want = payment.StateReview
 	case r.Status == StatusPaymentFailed:
-		want = payment.StateDeclined
+		// Declined, or under review (FailurePaymentReview): unless the review was resolved,
+		// giving back whatever the PG held (see reviewed).
+		ok := reviewed(p) && (p.State != payment.StateReview || r.FailureCode == FailurePaymentReview)
+		if !ok || p.Amount != r.AmountDue {
+			a.add("payment", r.ID, "order %s (%s) due %d: payment %s of %d, refunded %d (%d pending); want DECLINED, REVIEW for a review, or given back",
+				r.Status, r.FailureCode, r.AmountDue, stateOr(string(p.State)), p.Amount, p.Refunded, p.RefundPending)
+		}
+		return nil
 	}
 	if p.State != want || p.Amount != r.AmountDue || p.Refunded != refunded {
 		a.add("payment", r.ID, "order %s due %d: payment %s of %d, refunded %d; want %s, refunded %d",
@@ -341,10 +346,12 @@ func (a *audit) topUps(ctx context.Context) error {
 				return fmt.Errorf("commerce: audit: payment of %s: %w", t.ID, err)
 			}
 			want := payment.StateDeclined
-			switch t.FailureCode {
-			case FailurePaymentReview:
+			switch {
+			case t.FailureCode == FailurePaymentReview && reviewed(p), reviewed(p) && p.State != payment.StateReview:
+				want = p.State // declined, under review, or the review resolved: given back
+			case t.FailureCode == FailurePaymentReview:
 				want = payment.StateReview
-			case FailurePGUnreached:
+			case t.FailureCode == FailurePGUnreached:
 				want = payment.StateAbandoned
 			}
 			if t.Status == TopUpCompleted {
@@ -487,4 +494,19 @@ func stateOr(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// reviewed reports whether p, the payment of a failed order or top-up, holds nothing or is
+// under review: DECLINED, in REVIEW, or given back by ResolveReview (REFUNDED, or its
+// refund still pending).
+func reviewed(p payment.Payment) bool {
+	switch p.State {
+	case payment.StateReview:
+		return true
+	case payment.StateDeclined:
+		return p.Refunded == 0
+	case payment.StateApproved, payment.StatePartiallyRefunded, payment.StateRefunded:
+		return p.Refunded+p.RefundPending == p.Amount
+	}
+	return false
 }

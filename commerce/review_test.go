@@ -87,7 +87,65 @@ func TestPaymentUnderReviewFailsTheOrder(t *testing.T) {
 		require.Len(t, rep.Discrepancies, 1, "%v", rep.Discrepancies)
 		assert.Equal(t, "payment.gateway", rep.Discrepancies[0].Kind)
 		assert.Equal(t, o.ID, rep.Discrepancies[0].Subject)
+
+		// The person resolves it: the PG holds nothing of it, so nothing is refunded.
+		rec, err := e.Service.ResolvePaymentReview(ctx, pid)
+		require.NoError(t, err)
+		assert.Equal(t, payment.StateDeclined, rec.Payment.State)
+		assert.Empty(t, rec.Refunds)
+		e.RequireClean(t)
 	}, commerce.WithFaultHook(hook.Func))
+}
+
+// TestResolvePaymentReviewGivesBackACharge: the PG declined a card, the order failed, and
+// then the PG overturned its decline and took the money. The payment is in REVIEW (the
+// audit reports it); ResolvePaymentReview refunds the charge through the PG, once however
+// often it is called, and the audit is clean. A top-up the same.
+func TestResolvePaymentReviewGivesBackACharge(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 5)
+		b := newBuyer(t, e, 0, 0)
+		o := pay(t, e, place(t, e, b, sku, 1, 0), pgsim.TokenDecline)
+		require.Equal(t, commerce.StatusPaymentFailed, o.Status)
+		overturnDecline(t, e, o.PaymentID)
+		require.Equal(t, 1, e.PG.Charges(o.PaymentID), "the PG holds the money of a failed order")
+		rep, err := e.Service.Audit(ctx)
+		require.NoError(t, err)
+		require.NotEmpty(t, rep.Discrepancies)
+
+		for range 2 {
+			rec, err := e.Service.ResolvePaymentReview(ctx, o.PaymentID)
+			require.NoError(t, err)
+			assert.Equal(t, payment.StateRefunded, rec.Payment.State)
+			require.Len(t, rec.Refunds, 1)
+			assert.Equal(t, payment.RefundSucceeded, rec.Refunds[0].State)
+			assert.Equal(t, o.AmountDue, rec.Refunds[0].Amount)
+		}
+		st, err := e.PG.Status(ctx, o.PaymentID)
+		require.NoError(t, err)
+		assert.Equal(t, o.AmountDue, st.Canceled, "refunded once at the PG")
+		assert.Equal(t, commerce.StatusPaymentFailed, order(t, e, o.ID).Status)
+		requireStock(t, e, sku, 5, 0, 0)
+
+		top, err := e.Service.TopUp(ctx, commerce.TopUpRequest{UserID: b.user, Amount: 7_000, Method: payment.MethodCard,
+			Token: pgsim.TokenDecline, IdempotencyKey: "top-review"})
+		require.NoError(t, err)
+		require.Equal(t, commerce.TopUpFailed, top.Status)
+		overturnDecline(t, e, top.PaymentID)
+		rec, err := e.Service.ResolvePaymentReview(ctx, top.PaymentID)
+		require.NoError(t, err)
+		assert.Equal(t, payment.StateRefunded, rec.Payment.State)
+		assert.Zero(t, balance(t, e, b.user).Available, "the top-up credits nothing")
+		e.RequireClean(t)
+	})
+}
+
+// overturnDecline has the PG approve a payment it had declined (and take the money) and say
+// so in a webhook: the payment, DECLINED here, moves to REVIEW.
+func overturnDecline(t *testing.T, e *commercetest.Env, paymentID string) {
+	t.Helper()
+	require.Equal(t, payment.StateDeclined, paymentOf(t, e, paymentID).State)
+	overturn(t, e, paymentID)
 }
 
 // TestCancelOfPaymentUnderReview: a PAID order whose payment the PG later reversed (the
@@ -117,6 +175,11 @@ func TestCancelOfPaymentUnderReview(t *testing.T) {
 		p := paymentOf(t, e, o.PaymentID)
 		assert.Equal(t, payment.StateReview, p.State)
 		assert.Zero(t, p.Refunded)
+
+		// The order was paid by it: no software gives that money back.
+		_, err = e.Service.ResolvePaymentReview(ctx, o.PaymentID)
+		require.ErrorIs(t, err, commerce.ErrPaymentInUse)
+		assert.Equal(t, payment.StateReview, paymentOf(t, e, o.PaymentID).State)
 	})
 }
 
@@ -151,6 +214,9 @@ func TestLateApprovalUnderReviewFailsTheOrder(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, rep.Discrepancies, 1, "%v", rep.Discrepancies)
 		assert.Equal(t, "payment.gateway", rep.Discrepancies[0].Kind, "only the payment awaiting a person")
+		_, err = e.Service.ResolvePaymentReview(ctx, o.PaymentID)
+		require.NoError(t, err)
+		e.RequireClean(t)
 	}, commerce.WithFaultHook(hook.Func))
 }
 

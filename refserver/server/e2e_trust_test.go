@@ -108,6 +108,30 @@ func TestForgedWebhookNeverPays(t *testing.T) {
 			assert.False(t, audit.OK)
 			assert.True(t, containsAll(audit.Discrepancies, o.ID, "REVIEW"), "%v", audit.Discrepancies)
 			assert.Contains(t, string(a.call("GET", "/metrics", "", "", nil).Body), `commercekit_payment_transitions_total{cause="webhook",to="REVIEW"} 1`)
+
+			// The order was paid by that payment: no operator call gives it back.
+			resolve := "/v1/admin/payments/" + o.PaymentID + "/resolve-review"
+			expectProblem(t, a.call("POST", resolve, admin, "", nil), http.StatusConflict, "payment_in_use")
+			expectProblem(t, a.call("POST", resolve, alice, "", nil), http.StatusForbidden, "forbidden")
+
+			// Mallory's declined card: the PG overturns its decline and takes the money. The
+			// operator gives it back, once however often asked; that payment leaves the audit.
+			require.NoError(t, a.sim.Overturn(got.PaymentID))
+			body, sig, err = a.sim.Webhook(got.PaymentID)
+			require.NoError(t, err)
+			expect(t, a.webhook(body, sig), http.StatusOK)
+			for range 2 {
+				p := as[server.PaymentJSON](t, expect(t, a.call("POST", "/v1/admin/payments/"+got.PaymentID+"/resolve-review", admin, "", nil), http.StatusOK))
+				assert.Equal(t, "REFUNDED", p.State)
+				assert.Equal(t, got.AmountDue, p.Refunded)
+			}
+			assert.Equal(t, 1, a.sim.Charges(got.PaymentID))
+			st2, err := a.sim.Status(t.Context(), got.PaymentID)
+			require.NoError(t, err)
+			assert.Equal(t, got.AmountDue, st2.Canceled, "refunded once at the PG")
+			audit = as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", admin, "", nil), http.StatusOK))
+			assert.False(t, containsAll(audit.Discrepancies, got.ID), "%v", audit.Discrepancies)
+			expectProblem(t, a.call("POST", "/v1/admin/payments/pay-none/resolve-review", admin, "", nil), http.StatusNotFound, "payment_not_found")
 		})
 	}
 }
