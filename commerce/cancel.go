@@ -133,6 +133,9 @@ func (s *Service) clawBack(ctx context.Context, tx bun.Tx, next *orderRow) error
 		return fmt.Errorf("%w: order %s: %d of its reward of %d points were spent, more than the %d it would refund",
 			ErrRewardSpent, next.ID, next.Shortfall, next.Reward, paid)
 	}
+	if next.Shortfall > 0 {
+		next.Step = stepCancelShort
+	}
 	return nil
 }
 

@@ -153,7 +153,7 @@ func (s *Service) resume(ctx context.Context, r *orderRow, ask bool) (Order, err
 		err = s.settlePayment(ctx, r, ask)
 	case stepRefund:
 		err = s.refundLateApproval(ctx, r, ask)
-	case stepCancel:
+	case stepCancel, stepCancelShort:
 		err = s.settleCancel(ctx, r, ask)
 	case stepRelease, stepReturn:
 		err = s.finishStock(ctx, r)

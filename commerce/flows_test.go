@@ -532,6 +532,35 @@ func TestCancelRewardSpent(t *testing.T) {
 	})
 }
 
+// TestCancelRewardSpentHasAStepOfItsOwn: a cancellation with a reward shortfall waits in
+// CANCELLING under a step of its own ("cancel_short"), which a process of an earlier version
+// (that would refund in full) does not resume during a rolling deploy; one without keeps
+// "cancel". Recovery completes both as Cancel would have.
+func TestCancelRewardSpentHasAStepOfItsOwn(t *testing.T) {
+	hook := &commercetest.Hook{}
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		for _, c := range []struct {
+			rewardCase
+			step string
+		}{{rewardCases[0], "cancel"}, {rewardCases[2], "cancel_short"}} {
+			t.Run(c.name, func(t *testing.T) {
+				b := newBuyer(t, e, c.points, c.coupon)
+				sku, o := spentOrder(t, e, b, 2, c.use, c.spend)
+				hook.FailAt(commerce.StepCancelCancelling)
+				_, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+				require.ErrorIs(t, err, commerce.ErrInjected)
+				left := order(t, e, o.ID)
+				assert.Equal(t, commerce.StatusCancelling, left.Status)
+				assert.Equal(t, c.step, left.Step)
+
+				e.Settle(t)
+				requireRewardCancel(t, e, c.rewardCase, b, sku, order(t, e, o.ID))
+				e.RequireClean(t)
+			})
+		}
+	}, commerce.WithFaultHook(hook.Func))
+}
+
 // requireRewardCancel checks the exact end state of a rewardCase's cancellation.
 func requireRewardCancel(t *testing.T, e *commercetest.Env, c rewardCase, b buyer, sku string, got commerce.Order) {
 	t.Helper()

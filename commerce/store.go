@@ -23,11 +23,16 @@ const (
 
 // Progress markers (orders.step): the work Recover would do next; empty when none.
 const (
-	stepPay     = "pay"     // PAYING: settle the payment, then complete or fail the order
-	stepRefund  = "refund"  // PAYING: the approval came too late; refund, then fail the order
-	stepCancel  = "cancel"  // CANCELLING: refund the payment, then cancel the order
-	stepRelease = "release" // final: the reservation (outside SQL) is still to be released
-	stepReturn  = "return"  // CANCELLED: the units (outside SQL) are still to be returned
+	stepPay    = "pay"    // PAYING: settle the payment, then complete or fail the order
+	stepRefund = "refund" // PAYING: the approval came too late; refund, then fail the order
+	stepCancel = "cancel" // CANCELLING: refund the payment, then cancel the order
+	// CANCELLING with a reward shortfall: stepCancel, less the shortfall. A marker of its
+	// own, so that a process of an earlier version (which knows no shortfall and would
+	// refund in full) leaves the order alone during a rolling deploy: it resumes no step it
+	// does not know.
+	stepCancelShort = "cancel_short"
+	stepRelease     = "release" // final: the reservation (outside SQL) is still to be released
+	stepReturn      = "return"  // CANCELLED: the units (outside SQL) are still to be returned
 )
 
 type productRow struct {
