@@ -233,3 +233,37 @@ func faultSale(t *testing.T, dsn, redisAddr, fault string, inject func()) {
 	require.True(t, audit.OK, "%v", audit.Discrepancies)
 	assert.Equal(t, placed, audit.Orders)
 }
+
+// TestWritesDuringRedisPause: with the Redis of the shared write limit paused (accepting
+// connections, answering nothing), writes that need no Redis (sign-ups: SQL alone) still
+// complete, and only the first one waits for Redis, for the limiter's deadline; the others
+// use this process's own bucket until the cool-down has passed. The waits are counted,
+// not timed: the server's clock stands still, so the cool-down does not pass.
+func TestWritesDuringRedisPause(t *testing.T) {
+	rdb := testenv.OwnRedis(t)
+	at := time.Now()
+	a := start(t, embedded, func(c *server.Config) {
+		c.RedisAddr, c.WebhookSecret = rdb.Addr, string(testWebhookSecret)
+		c.RateLimit, c.RateBurst = 1, 20
+	}, server.WithClock(func() time.Time { return at }))
+	signUp := func(i int) {
+		t.Helper()
+		expect(t, a.call("POST", "/v1/members", "", "", server.SignUpJSON{
+			LoginID: fmt.Sprintf("pause-%d", i), Password: "correct horse battery"}), http.StatusCreated)
+	}
+	stats := func() [3]int64 {
+		asked, unanswered, local := server.WriteLimitStats(a.srv)
+		return [3]int64{asked, unanswered, local}
+	}
+	signUp(0)
+	require.Equal(t, [3]int64{1, 0, 0}, stats(), "asked Redis, unanswered, local")
+
+	rdb.Pause(t)
+	const n = 10
+	for i := range n {
+		signUp(1 + i)
+	}
+	assert.Equal(t, [3]int64{2, 1, n}, stats(), "one sign-up waited for Redis; the others did not ask it")
+	rdb.Unpause(t)
+	server.SettleWriteLimit(a.srv)
+}

@@ -178,25 +178,81 @@ func TestLimiter(t *testing.T) {
 		check(t, newLimiter(2, 3, clock, down), "c")
 	})
 	t.Run("redis paused mid-flight", func(t *testing.T) {
+		ctx := context.Background()
 		own := testenv.OwnRedis(t)
-		paused := redis.NewClient(&redis.Options{Addr: own.Addr, ReadTimeout: 200 * time.Millisecond, MaxRetries: -1})
-		t.Cleanup(func() { _ = paused.Close() })
-		l := newLimiter(2, 3, clock, paused)
-		ok, _ := l.allow(context.Background(), "d") // one token taken in Redis
+		// A client that waits for Redis far longer than the limiter does, as the server's
+		// does (its read timeout, and once more).
+		slow := redis.NewClient(&redis.Options{Addr: own.Addr, ReadTimeout: 2 * time.Second, MaxRetries: -1})
+		t.Cleanup(func() { _ = slow.Close() })
+		const cooldown = time.Second        // the limiter's cool-down after Redis failed to answer
+		l := newLimiter(1, 10, clock, slow) // 1/s, burst 10
+		counts := func(l *limiter) [3]int64 {
+			return [3]int64{l.stats.asked.Load(), l.stats.unanswered.Load(), l.stats.local.Load()}
+		}
+		ok, _ := l.allow(ctx, "d") // one token taken in Redis
 		require.True(t, ok)
+		require.Equal(t, [3]int64{1, 0, 0}, counts(l))
+
 		own.Pause(t)
-		// Each call times out against the frozen server and falls back to this process's
-		// own bucket, which starts full: the user keeps a budget, bounded by the burst.
-		for i := range 3 {
-			ok, _ := l.allow(context.Background(), "d")
+		// Ten writes within one cool-down: the first asks the frozen Redis and gives up
+		// after the limiter's deadline, the others do not ask it at all. Each takes a token
+		// of this process's own bucket, which starts full: the user keeps a budget, bounded
+		// by the burst.
+		for i := range 10 {
+			ok, _ := l.allow(ctx, "d")
 			assert.True(t, ok, "local token %d", i)
 		}
-		ok, retry := l.allow(context.Background(), "d")
-		assert.False(t, ok)
+		assert.Equal(t, [3]int64{2, 1, 10}, counts(l), "asked, unanswered, local")
+		ok, retry := l.allow(ctx, "d")
+		assert.False(t, ok, "the burst is spent")
 		assert.Equal(t, 1, retry)
+		assert.Equal(t, [3]int64{2, 1, 11}, counts(l))
+
+		// Past the cool-down (the call given up on has ended by now) one call asks Redis
+		// again. Still frozen: it falls back as well, and the next cool-down begins.
+		l.settle()
+		now = now.Add(cooldown) // one token back
+		for i := range 3 {
+			ok, _ := l.allow(ctx, "d")
+			assert.Equal(t, i == 0, ok, "call %d", i)
+		}
+		assert.Equal(t, [3]int64{3, 2, 14}, counts(l))
+
 		own.Unpause(t)
-		ok, _ = l.allow(context.Background(), "d") // Redis again: its bucket had 2 left
-		assert.True(t, ok)
+		// Redis answers again, but nothing asks it before the cool-down has passed.
+		ok, _ = l.allow(ctx, "d")
+		assert.False(t, ok)
+		assert.Equal(t, [3]int64{3, 2, 15}, counts(l))
+		// Once it has, a call asks Redis again; one that gets its answer in time hands the
+		// limiting back to the shared buckets. (Each try waits for the previous one to
+		// end, and a fresh connection may miss the deadline on a loaded machine.)
+		for try := 0; ; try++ {
+			require.Less(t, try, 10, "Redis never answered in time again")
+			l.settle()
+			now = now.Add(cooldown)
+			before := counts(l)
+			_, _ = l.allow(ctx, "probe")
+			if after := counts(l); after[1] == before[1] {
+				require.Equal(t, [3]int64{before[0] + 1, before[1], before[2]}, after)
+				break
+			}
+		}
+		// The shared bucket is used again: every call asks Redis, and an instance that went
+		// through none of this sees the budget the first one spent.
+		before := counts(l)
+		for i := range 10 {
+			ok, _ := l.allow(ctx, "e")
+			assert.True(t, ok, "shared token %d", i)
+		}
+		assert.Equal(t, [3]int64{before[0] + 10, before[1], before[2]}, counts(l))
+		other := newLimiter(1, 10, clock, slow)
+		ok, retry = other.allow(ctx, "e")
+		assert.False(t, ok, "the other instance sees the budget spent")
+		assert.Equal(t, 1, retry)
+		assert.Equal(t, [3]int64{1, 0, 0}, counts(other))
+		n, err := slow.Exists(ctx, writeLimitPrefix+"e").Result()
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), n)
 	})
 
 	off := newLimiter(0, 1, time.Now, rdb)

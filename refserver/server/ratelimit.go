@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,6 +26,18 @@ type limiter struct {
 	now    func() time.Time
 	local  *member.MemoryLimiter
 	shared member.Limiter // nil: this process alone
+	stats  limiterStats
+}
+
+// limiterStats counts how the limiter answered: the tests read it to count, rather than
+// time, the calls that waited for Redis.
+type limiterStats struct {
+	// asked counts the calls that asked Redis and waited for its answer.
+	asked atomic.Int64
+	// unanswered counts the asked calls Redis did not answer (in time).
+	unanswered atomic.Int64
+	// local counts the calls this process's own bucket answered.
+	local atomic.Int64
 }
 
 // writeLimitPrefix is where the shared write buckets are kept in Redis.
@@ -51,9 +64,13 @@ func (l *limiter) allow(ctx context.Context, key string) (ok bool, retryAfter in
 	now := l.now()
 	wait, err := time.Duration(0), error(nil)
 	if l.shared != nil {
-		wait, err = l.shared.Take(ctx, key, l.burst, l.window, now)
+		l.stats.asked.Add(1)
+		if wait, err = l.shared.Take(ctx, key, l.burst, l.window, now); err != nil {
+			l.stats.unanswered.Add(1)
+		}
 	}
 	if l.shared == nil || err != nil {
+		l.stats.local.Add(1)
 		// The budgets are valid (Config.Validate), so the memory limiter cannot fail.
 		wait, _ = l.local.Take(ctx, key, l.burst, l.window, now)
 	}
@@ -62,3 +79,7 @@ func (l *limiter) allow(ctx context.Context, key string) (ok bool, retryAfter in
 	}
 	return true, 0
 }
+
+// settle waits until no call to Redis the limiter started is still running: every call
+// returns its answer to the request that asked, so there is none.
+func (l *limiter) settle() {}
