@@ -10,3 +10,7 @@ func WriteLimitStats(s *Server) (asked, unanswered, local int64) {
 
 // SettleWriteLimit waits until no Redis call of s's write limiter is still running.
 func SettleWriteLimit(s *Server) { s.limiter.settle() }
+
+// WriteLimitCooldown is how long the write limiter leaves Redis alone after it failed to
+// answer in time.
+const WriteLimitCooldown = rateLimitCooldown

@@ -26,7 +26,7 @@ func testServer() *Server {
 	s := &Server{cfg: Defaults(), log: slog.New(slog.NewTextHandler(io.Discard, nil)), now: time.Now}
 	s.cfg.MaxBodyBytes = 1024
 	s.auth = newAuthenticator([]byte("0123456789abcdef"), time.Now)
-	s.limiter = newLimiter(0, 1, time.Now, nil)
+	s.limiter = newLimiter(0, 1, DefaultRateLimitRedisTimeout, time.Now, nil)
 	s.metrics = newMetrics(s.code)
 	mux := http.NewServeMux()
 	for _, rt := range []Route{
@@ -135,10 +135,12 @@ func mustGather(t *testing.T, s *Server) string {
 }
 
 // TestLimiter: the write rate's token buckets, in the process and in Redis. Two instances
-// sharing a Redis share each user's budget; with Redis unreachable each limits alone.
+// sharing a Redis share each user's budget; with Redis unreachable each limits alone, and
+// with Redis paused a write waits for it at most once per cool-down (counted, not timed).
 func TestLimiter(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	clock := func() time.Time { return now }
+	const patient = 5 * time.Second // a deadline for Redis that no Redis answering misses
 	check := func(t *testing.T, l *limiter, user string) {
 		for i := range 3 {
 			ok, _ := l.allow(context.Background(), user)
@@ -156,11 +158,11 @@ func TestLimiter(t *testing.T) {
 		ok, _ = l.allow(context.Background(), user)
 		assert.False(t, ok)
 	}
-	t.Run("memory", func(t *testing.T) { check(t, newLimiter(2, 3, clock, nil), "a") }) // 2/s, burst 3
+	t.Run("memory", func(t *testing.T) { check(t, newLimiter(2, 3, patient, clock, nil), "a") }) // 2/s, burst 3
 
 	rdb := testenv.Redis(t)
 	t.Run("redis", func(t *testing.T) {
-		one, other := newLimiter(2, 3, clock, rdb), newLimiter(2, 3, clock, rdb)
+		one, other := newLimiter(2, 3, patient, clock, rdb), newLimiter(2, 3, patient, clock, rdb)
 		check(t, one, "b")
 		ok, _ := other.allow(context.Background(), "b")
 		assert.False(t, ok, "another instance sees the user's budget spent")
@@ -175,7 +177,7 @@ func TestLimiter(t *testing.T) {
 		require.NoError(t, ln.Close()) // nothing listens there: every call is refused
 		down := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 		t.Cleanup(func() { _ = down.Close() })
-		check(t, newLimiter(2, 3, clock, down), "c")
+		check(t, newLimiter(2, 3, patient, clock, down), "c")
 	})
 	t.Run("redis paused mid-flight", func(t *testing.T) {
 		ctx := context.Background()
@@ -184,8 +186,9 @@ func TestLimiter(t *testing.T) {
 		// does (its read timeout, and once more).
 		slow := redis.NewClient(&redis.Options{Addr: own.Addr, ReadTimeout: 2 * time.Second, MaxRetries: -1})
 		t.Cleanup(func() { _ = slow.Close() })
-		const cooldown = time.Second        // the limiter's cool-down after Redis failed to answer
-		l := newLimiter(1, 10, clock, slow) // 1/s, burst 10
+		// The limiter waits 1 s: far below the client, and yet a deadline that a Redis
+		// answering again does not miss on a loaded machine. 1/s, burst 10.
+		l := newLimiter(1, 10, time.Second, clock, slow)
 		counts := func(l *limiter) [3]int64 {
 			return [3]int64{l.stats.asked.Load(), l.stats.unanswered.Load(), l.stats.local.Load()}
 		}
@@ -211,12 +214,32 @@ func TestLimiter(t *testing.T) {
 		// Past the cool-down (the call given up on has ended by now) one call asks Redis
 		// again. Still frozen: it falls back as well, and the next cool-down begins.
 		l.settle()
-		now = now.Add(cooldown) // one token back
+		now = now.Add(rateLimitCooldown) // one token back
 		for i := range 3 {
 			ok, _ := l.allow(ctx, "d")
 			assert.Equal(t, i == 0, ok, "call %d", i)
 		}
 		assert.Equal(t, [3]int64{3, 2, 14}, counts(l))
+
+		// No probe while a call given up on is still running (this client would wait a
+		// minute): calls do not pile up on a hung Redis.
+		hung := redis.NewClient(&redis.Options{Addr: own.Addr, ReadTimeout: time.Minute, MaxRetries: -1})
+		t.Cleanup(func() { _ = hung.Close() })
+		hungNow := now
+		h := newLimiter(1, 10, DefaultRateLimitRedisTimeout, func() time.Time { return hungNow }, hung)
+		ok, _ = h.allow(ctx, "h")
+		assert.True(t, ok)
+		hungNow = hungNow.Add(10 * rateLimitCooldown)
+		for range 3 {
+			ok, _ = h.allow(ctx, "h")
+			assert.True(t, ok)
+		}
+		assert.Equal(t, [3]int64{1, 1, 4}, counts(h), "cool-downs over, the first call still running")
+		require.NoError(t, hung.Close()) // ends the call
+		h.settle()
+		ok, _ = h.allow(ctx, "h") // a probe again: the closed client fails it at once
+		assert.True(t, ok)
+		assert.Equal(t, [3]int64{2, 2, 5}, counts(h))
 
 		own.Unpause(t)
 		// Redis answers again, but nothing asks it before the cool-down has passed.
@@ -229,7 +252,7 @@ func TestLimiter(t *testing.T) {
 		for try := 0; ; try++ {
 			require.Less(t, try, 10, "Redis never answered in time again")
 			l.settle()
-			now = now.Add(cooldown)
+			now = now.Add(rateLimitCooldown)
 			before := counts(l)
 			_, _ = l.allow(ctx, "probe")
 			if after := counts(l); after[1] == before[1] {
@@ -245,7 +268,7 @@ func TestLimiter(t *testing.T) {
 			assert.True(t, ok, "shared token %d", i)
 		}
 		assert.Equal(t, [3]int64{before[0] + 10, before[1], before[2]}, counts(l))
-		other := newLimiter(1, 10, clock, slow)
+		other := newLimiter(1, 10, time.Second, clock, slow)
 		ok, retry = other.allow(ctx, "e")
 		assert.False(t, ok, "the other instance sees the budget spent")
 		assert.Equal(t, 1, retry)
@@ -255,7 +278,7 @@ func TestLimiter(t *testing.T) {
 		assert.Equal(t, int64(1), n)
 	})
 
-	off := newLimiter(0, 1, time.Now, rdb)
+	off := newLimiter(0, 1, patient, time.Now, rdb)
 	for range 100 {
 		ok, _ := off.allow(context.Background(), "a")
 		assert.True(t, ok, "rate 0 disables the limiter")
