@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -278,12 +280,71 @@ func TestLimiter(t *testing.T) {
 		assert.Equal(t, int64(1), n)
 	})
 
+	t.Run("one probe at a time", func(t *testing.T) {
+		ctx := context.Background()
+		shared := &gatedLimiter{entered: make(chan struct{}, 20), release: make(chan struct{})}
+		l := newLimiter(1, 100, time.Minute, clock, nil)
+		l.shared = shared
+		counts := [3]*atomic.Int64{&l.stats.asked, &l.stats.unanswered, &l.stats.local}
+		load := func() [3]int64 { return [3]int64{counts[0].Load(), counts[1].Load(), counts[2].Load()} }
+		ok, _ := l.allow(ctx, "g") // the shared limiter fails: a cool-down begins
+		require.True(t, ok)
+		require.Equal(t, [3]int64{1, 1, 1}, load())
+
+		now = now.Add(rateLimitCooldown)
+		const writers = 20
+		returned := make(chan bool, writers)
+		for range writers {
+			go func() {
+				ok, _ := l.allow(ctx, "g")
+				returned <- ok
+			}()
+		}
+		<-shared.entered // one write probes, and waits for the answer
+		for range writers - 1 {
+			assert.True(t, <-returned) // the others do not ask
+		}
+		assert.Equal(t, int64(2), shared.calls.Load())
+		assert.Equal(t, [3]int64{2, 1, writers}, load())
+		close(shared.release) // the probe is answered: the shared limiter limits again
+		assert.True(t, <-returned)
+		assert.Equal(t, [3]int64{2, 1, writers}, load())
+		ok, _ = l.allow(ctx, "g")
+		assert.True(t, ok)
+		assert.Equal(t, [3]int64{3, 1, writers}, load())
+		assert.Equal(t, int64(3), shared.calls.Load())
+		l.settle()
+	})
+
 	off := newLimiter(0, 1, patient, time.Now, rdb)
 	for range 100 {
 		ok, _ := off.allow(context.Background(), "a")
 		assert.True(t, ok, "rate 0 disables the limiter")
 	}
 }
+
+// gatedLimiter is a shared limiter that fails its first call at once and holds every
+// later one until release is closed (each tells entered it has begun), then answers it.
+type gatedLimiter struct {
+	calls   atomic.Int64
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedLimiter) Take(context.Context, string, int, time.Duration, time.Time) (time.Duration, error) {
+	if g.calls.Add(1) == 1 {
+		return 0, errors.New("gated: down")
+	}
+	g.entered <- struct{}{}
+	<-g.release
+	return 0, nil
+}
+
+func (g *gatedLimiter) Refund(context.Context, string, int, time.Duration, time.Time) error {
+	return nil
+}
+
+func (g *gatedLimiter) Reset(context.Context, string) error { return nil }
 
 // TestBodyCutOffIsTheClients: a client whose request body ends before its Content-Length
 // (it went away or its connection broke mid-upload) gets 400 malformed_request on the

@@ -97,11 +97,16 @@ func (g *guard) admit(now time.Time) admission {
 	return askShared
 }
 
-// ended records that a call to Redis has ended, answered or not.
-func (g *guard) ended() {
+// ended records that a call to Redis at now has ended, answered or not; failed: it
+// failed (then a cool-down begins, as with failed, in the same step, so that no other
+// write takes the end of a failed probe for leave to probe again).
+func (g *guard) ended(now time.Time, failed bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.running--
+	if failed {
+		g.failedLocked(now)
+	}
 }
 
 // answered records that Redis answered a write in time: the shared buckets limit again.
@@ -111,11 +116,19 @@ func (g *guard) answered() {
 	g.until = time.Time{}
 }
 
-// failed records that Redis did not answer a write at now in time: a cool-down begins.
+// failed records that Redis did not answer a write at now in time: a cool-down begins
+// (or a later one, of a later write, goes on).
 func (g *guard) failed(now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.until = now.Add(rateLimitCooldown)
+	g.failedLocked(now)
+}
+
+// failedLocked is failed with g.mu held.
+func (g *guard) failedLocked(now time.Time) {
+	if until := now.Add(rateLimitCooldown); until.After(g.until) {
+		g.until = until
+	}
 }
 
 // writeLimitPrefix is where the shared write buckets are kept in Redis.
@@ -176,7 +189,8 @@ func (l *limiter) takeShared(ctx context.Context, key string, now time.Time) (wa
 		defer l.calls.Done()
 		defer cancel()
 		wait, err := l.shared.Take(callCtx, key, l.burst, l.window, now)
-		l.guard.ended()
+		// A request that ended first is not Redis's failure.
+		l.guard.ended(now, err != nil && ctx.Err() == nil)
 		done <- answer{wait, err}
 	}()
 	timer := time.NewTimer(l.timeout)
@@ -187,9 +201,7 @@ func (l *limiter) takeShared(ctx context.Context, key string, now time.Time) (wa
 			l.guard.answered()
 			return a.wait, true
 		}
-		if ctx.Err() == nil { // else the request ended first: not Redis's failure
-			l.guard.failed(now)
-		}
+		// ended began the cool-down, unless the request ended first.
 	case <-timer.C:
 		l.guard.failed(now)
 	case <-ctx.Done():
