@@ -66,6 +66,9 @@ type Config struct {
 
 	RateLimit float64
 	RateBurst int
+	// RateLimitRedisTimeout is how long a write waits for the shared write limit's Redis
+	// before this process's own bucket limits it (see ratelimit.go).
+	RateLimitRedisTimeout time.Duration
 
 	RequestTimeout    time.Duration
 	ReadHeaderTimeout time.Duration
@@ -112,6 +115,8 @@ func Defaults() Config {
 		RedisTimeout:      DefaultRedisTimeout,
 		SeedDemo:          true,
 		LogLevel:          "info",
+
+		RateLimitRedisTimeout: DefaultRateLimitRedisTimeout,
 	}
 }
 
@@ -154,6 +159,7 @@ func (c *Config) settings() []Setting {
 		{Flag: "max-unpaid-units", Env: "COMMERCEKIT_MAX_UNPAID_UNITS", Usage: "units in all a user's unpaid orders may hold (0: no cap)", value: i64(&c.MaxUnpaidUnits)},
 		{Flag: "rate-limit", Env: "COMMERCEKIT_RATE_LIMIT", Usage: "write requests per second per user (0: unlimited)", value: f64(&c.RateLimit)},
 		{Flag: "rate-burst", Env: "COMMERCEKIT_RATE_BURST", Usage: "write requests a user may burst above the rate", value: integer(&c.RateBurst)},
+		{Flag: "rate-limit-redis-timeout", Env: "COMMERCEKIT_RATE_LIMIT_REDIS_TIMEOUT", Usage: "how long a write waits for the Redis of the shared write limit; past it this process limits alone, without asking Redis for the next second", value: dur(&c.RateLimitRedisTimeout)},
 		{Flag: "request-timeout", Env: "COMMERCEKIT_REQUEST_TIMEOUT", Usage: "deadline of every request's work", value: dur(&c.RequestTimeout)},
 		{Flag: "read-header-timeout", Env: "COMMERCEKIT_READ_HEADER_TIMEOUT", Usage: "time allowed to read a request's headers", value: dur(&c.ReadHeaderTimeout)},
 		{Flag: "shutdown-timeout", Env: "COMMERCEKIT_SHUTDOWN_TIMEOUT", Usage: "time allowed to drain requests on SIGINT/SIGTERM", value: dur(&c.ShutdownTimeout)},
@@ -266,7 +272,7 @@ func (c Config) Validate() error {
 		"COMMERCEKIT_SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "COMMERCEKIT_ORDER_EXPIRY": c.OrderExpiry,
 		"COMMERCEKIT_PAYMENT_WINDOW": c.PaymentWindow, "COMMERCEKIT_CANCEL_WINDOW": c.CancelWindow,
 		"COMMERCEKIT_PG_TIMEOUT": c.PGTimeout, "COMMERCEKIT_ROLLUP_INTERVAL": c.RollupInterval,
-		"COMMERCEKIT_REDIS_TIMEOUT": c.RedisTimeout,
+		"COMMERCEKIT_REDIS_TIMEOUT": c.RedisTimeout, "COMMERCEKIT_RATE_LIMIT_REDIS_TIMEOUT": c.RateLimitRedisTimeout,
 	} {
 		if d <= 0 {
 			bad("%s must be positive", name)

@@ -20,6 +20,7 @@ func TestLoadPrecedence(t *testing.T) {
 	assert.Equal(t, []string{"a:1", "b:2"}, c.KafkaBrokers)
 	assert.False(t, c.SeedDemo)
 	assert.Equal(t, Defaults().RateLimit, c.RateLimit)
+	assert.Equal(t, DefaultRateLimitRedisTimeout, c.RateLimitRedisTimeout)
 	assert.Equal(t, "mixed", c.Mode())
 }
 
@@ -44,6 +45,8 @@ func TestLoadErrors(t *testing.T) {
 			want: "COMMERCEKIT_PAYMENT_WINDOW (35s) must exceed the time recovery takes"},
 		"redis timeout too long for the request": {args: []string{"-redis-timeout", "4s", "-request-timeout", "30s"},
 			want: "COMMERCEKIT_REDIS_TIMEOUT (4s) is too long"},
+		"no wait for the write limit's redis": {env: map[string]string{"COMMERCEKIT_RATE_LIMIT_REDIS_TIMEOUT": "0s"},
+			want: "COMMERCEKIT_RATE_LIMIT_REDIS_TIMEOUT must be positive"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Load(tc.args, func(k string) string { return tc.env[k] }, io.Discard)

@@ -14,6 +14,13 @@
 // then the logout denylist), a per-user token bucket on write routes, and Idempotency-Key
 // handling on order creation, payment, points top-up and adding to the cart.
 //
+// With Redis the write buckets are in Redis, shared by every instance. A write waits for
+// that Redis COMMERCEKIT_RATE_LIMIT_REDIS_TIMEOUT at most (100 ms by default); one it does
+// not answer in time is limited by the process's own bucket (bounded by the burst) and
+// opens a cool-down of a second in which writes do not ask Redis, after which one write
+// at a time asks it again. A Redis that hangs therefore costs a write at most that
+// timeout, and writes that do not need Redis nothing more while it hangs (ratelimit.go).
+//
 // # Members, sessions and carts
 //
 // Package refserver/member keeps the members and their sessions in SQL: POST /v1/members

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,4 +233,64 @@ func faultSale(t *testing.T, dsn, redisAddr, fault string, inject func()) {
 	}
 	require.True(t, audit.OK, "%v", audit.Discrepancies)
 	assert.Equal(t, placed, audit.Orders)
+}
+
+// TestWritesDuringRedisPause: with the Redis of the shared write limit paused (accepting
+// connections, answering nothing), writes that need no Redis (sign-ups: SQL alone) still
+// complete, and only the first one waits for Redis, for the limiter's deadline; the others
+// use this process's own bucket until the cool-down has passed. The waits are counted,
+// not timed: the server's clock stands still until the test moves it. Once Redis answers
+// again and the cool-down has passed, the writes are limited in Redis again.
+func TestWritesDuringRedisPause(t *testing.T) {
+	rdb := testenv.OwnRedis(t)
+	var at atomic.Int64 // the server's clock, in Unix ns
+	at.Store(time.Now().UnixNano())
+	a := start(t, embedded, func(c *server.Config) {
+		c.RedisAddr, c.WebhookSecret = rdb.Addr, string(testWebhookSecret)
+		c.RateLimit, c.RateBurst = 1, 100
+		// The limiter's deadline stays below the Redis client's (2 × 2 s with its retry),
+		// yet no Redis that answers misses it on a loaded machine.
+		c.RedisTimeout, c.RateLimitRedisTimeout = 2*time.Second, time.Second
+	}, server.WithClock(func() time.Time { return time.Unix(0, at.Load()) }))
+	users := 0
+	signUp := func() {
+		t.Helper()
+		users++
+		expect(t, a.call("POST", "/v1/members", "", "", server.SignUpJSON{
+			LoginID: fmt.Sprintf("pause-%d", users), Password: "correct horse battery"}), http.StatusCreated)
+	}
+	stats := func() [3]int64 {
+		asked, unanswered, local := server.WriteLimitStats(a.srv)
+		return [3]int64{asked, unanswered, local}
+	}
+	signUp()
+	require.Equal(t, [3]int64{1, 0, 0}, stats(), "asked Redis, unanswered, local")
+
+	rdb.Pause(t)
+	const n = 10
+	for range n {
+		signUp()
+	}
+	assert.Equal(t, [3]int64{2, 1, n}, stats(), "one sign-up waited for Redis; the others did not ask it")
+	rdb.Unpause(t)
+
+	// Past the cool-down a sign-up asks Redis again (each try once the call before it has
+	// ended: a fresh connection may miss the deadline on a loaded machine), and once one
+	// gets its answer in time, every sign-up asks Redis.
+	for try := 0; ; try++ {
+		require.Less(t, try, 10, "Redis never answered in time again")
+		server.SettleWriteLimit(a.srv)
+		at.Add(int64(server.WriteLimitCooldown))
+		before := stats()
+		signUp()
+		if after := stats(); after[1] == before[1] {
+			require.Equal(t, [3]int64{before[0] + 1, before[1], before[2]}, after)
+			break
+		}
+	}
+	before := stats()
+	for range n {
+		signUp()
+	}
+	assert.Equal(t, [3]int64{before[0] + n, before[1], before[2]}, stats(), "every sign-up asked Redis")
 }

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,7 +28,7 @@ func testServer() *Server {
 	s := &Server{cfg: Defaults(), log: slog.New(slog.NewTextHandler(io.Discard, nil)), now: time.Now}
 	s.cfg.MaxBodyBytes = 1024
 	s.auth = newAuthenticator([]byte("0123456789abcdef"), time.Now)
-	s.limiter = newLimiter(0, 1, time.Now, nil)
+	s.limiter = newLimiter(0, 1, DefaultRateLimitRedisTimeout, time.Now, nil)
 	s.metrics = newMetrics(s.code)
 	mux := http.NewServeMux()
 	for _, rt := range []Route{
@@ -135,10 +137,12 @@ func mustGather(t *testing.T, s *Server) string {
 }
 
 // TestLimiter: the write rate's token buckets, in the process and in Redis. Two instances
-// sharing a Redis share each user's budget; with Redis unreachable each limits alone.
+// sharing a Redis share each user's budget; with Redis unreachable each limits alone, and
+// with Redis paused a write waits for it at most once per cool-down (counted, not timed).
 func TestLimiter(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	clock := func() time.Time { return now }
+	const patient = 5 * time.Second // a deadline for Redis that no Redis answering misses
 	check := func(t *testing.T, l *limiter, user string) {
 		for i := range 3 {
 			ok, _ := l.allow(context.Background(), user)
@@ -156,11 +160,11 @@ func TestLimiter(t *testing.T) {
 		ok, _ = l.allow(context.Background(), user)
 		assert.False(t, ok)
 	}
-	t.Run("memory", func(t *testing.T) { check(t, newLimiter(2, 3, clock, nil), "a") }) // 2/s, burst 3
+	t.Run("memory", func(t *testing.T) { check(t, newLimiter(2, 3, patient, clock, nil), "a") }) // 2/s, burst 3
 
 	rdb := testenv.Redis(t)
 	t.Run("redis", func(t *testing.T) {
-		one, other := newLimiter(2, 3, clock, rdb), newLimiter(2, 3, clock, rdb)
+		one, other := newLimiter(2, 3, patient, clock, rdb), newLimiter(2, 3, patient, clock, rdb)
 		check(t, one, "b")
 		ok, _ := other.allow(context.Background(), "b")
 		assert.False(t, ok, "another instance sees the user's budget spent")
@@ -175,36 +179,172 @@ func TestLimiter(t *testing.T) {
 		require.NoError(t, ln.Close()) // nothing listens there: every call is refused
 		down := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 		t.Cleanup(func() { _ = down.Close() })
-		check(t, newLimiter(2, 3, clock, down), "c")
+		check(t, newLimiter(2, 3, patient, clock, down), "c")
 	})
 	t.Run("redis paused mid-flight", func(t *testing.T) {
+		ctx := context.Background()
 		own := testenv.OwnRedis(t)
-		paused := redis.NewClient(&redis.Options{Addr: own.Addr, ReadTimeout: 200 * time.Millisecond, MaxRetries: -1})
-		t.Cleanup(func() { _ = paused.Close() })
-		l := newLimiter(2, 3, clock, paused)
-		ok, _ := l.allow(context.Background(), "d") // one token taken in Redis
+		// A client that waits for Redis far longer than the limiter does, as the server's
+		// does (its read timeout, and once more).
+		slow := redis.NewClient(&redis.Options{Addr: own.Addr, ReadTimeout: 2 * time.Second, MaxRetries: -1})
+		t.Cleanup(func() { _ = slow.Close() })
+		// The limiter waits 1 s: far below the client, and yet a deadline that a Redis
+		// answering again does not miss on a loaded machine. 1/s, burst 10.
+		l := newLimiter(1, 10, time.Second, clock, slow)
+		counts := func(l *limiter) [3]int64 {
+			return [3]int64{l.stats.asked.Load(), l.stats.unanswered.Load(), l.stats.local.Load()}
+		}
+		ok, _ := l.allow(ctx, "d") // one token taken in Redis
 		require.True(t, ok)
+		require.Equal(t, [3]int64{1, 0, 0}, counts(l))
+
 		own.Pause(t)
-		// Each call times out against the frozen server and falls back to this process's
-		// own bucket, which starts full: the user keeps a budget, bounded by the burst.
-		for i := range 3 {
-			ok, _ := l.allow(context.Background(), "d")
+		// Ten writes within one cool-down: the first asks the frozen Redis and gives up
+		// after the limiter's deadline, the others do not ask it at all. Each takes a token
+		// of this process's own bucket, which starts full: the user keeps a budget, bounded
+		// by the burst.
+		for i := range 10 {
+			ok, _ := l.allow(ctx, "d")
 			assert.True(t, ok, "local token %d", i)
 		}
-		ok, retry := l.allow(context.Background(), "d")
-		assert.False(t, ok)
+		assert.Equal(t, [3]int64{2, 1, 10}, counts(l), "asked, unanswered, local")
+		ok, retry := l.allow(ctx, "d")
+		assert.False(t, ok, "the burst is spent")
 		assert.Equal(t, 1, retry)
-		own.Unpause(t)
-		ok, _ = l.allow(context.Background(), "d") // Redis again: its bucket had 2 left
+		assert.Equal(t, [3]int64{2, 1, 11}, counts(l))
+
+		// Past the cool-down (the call given up on has ended by now) one call asks Redis
+		// again. Still frozen: it falls back as well, and the next cool-down begins.
+		l.settle()
+		now = now.Add(rateLimitCooldown) // one token back
+		for i := range 3 {
+			ok, _ := l.allow(ctx, "d")
+			assert.Equal(t, i == 0, ok, "call %d", i)
+		}
+		assert.Equal(t, [3]int64{3, 2, 14}, counts(l))
+
+		// No probe while a call given up on is still running (this client would wait a
+		// minute): calls do not pile up on a hung Redis.
+		hung := redis.NewClient(&redis.Options{Addr: own.Addr, ReadTimeout: time.Minute, MaxRetries: -1})
+		t.Cleanup(func() { _ = hung.Close() })
+		hungNow := now
+		h := newLimiter(1, 10, DefaultRateLimitRedisTimeout, func() time.Time { return hungNow }, hung)
+		ok, _ = h.allow(ctx, "h")
 		assert.True(t, ok)
+		hungNow = hungNow.Add(10 * rateLimitCooldown)
+		for range 3 {
+			ok, _ = h.allow(ctx, "h")
+			assert.True(t, ok)
+		}
+		assert.Equal(t, [3]int64{1, 1, 4}, counts(h), "cool-downs over, the first call still running")
+		require.NoError(t, hung.Close()) // ends the call
+		h.settle()
+		ok, _ = h.allow(ctx, "h") // a probe again: the closed client fails it at once
+		assert.True(t, ok)
+		assert.Equal(t, [3]int64{2, 2, 5}, counts(h))
+
+		own.Unpause(t)
+		// Redis answers again, but nothing asks it before the cool-down has passed.
+		ok, _ = l.allow(ctx, "d")
+		assert.False(t, ok)
+		assert.Equal(t, [3]int64{3, 2, 15}, counts(l))
+		// Once it has, a call asks Redis again; one that gets its answer in time hands the
+		// limiting back to the shared buckets. (Each try waits for the previous one to
+		// end, and a fresh connection may miss the deadline on a loaded machine.)
+		for try := 0; ; try++ {
+			require.Less(t, try, 10, "Redis never answered in time again")
+			l.settle()
+			now = now.Add(rateLimitCooldown)
+			before := counts(l)
+			_, _ = l.allow(ctx, "probe")
+			if after := counts(l); after[1] == before[1] {
+				require.Equal(t, [3]int64{before[0] + 1, before[1], before[2]}, after)
+				break
+			}
+		}
+		// The shared bucket is used again: every call asks Redis, and an instance that went
+		// through none of this sees the budget the first one spent.
+		before := counts(l)
+		for i := range 10 {
+			ok, _ := l.allow(ctx, "e")
+			assert.True(t, ok, "shared token %d", i)
+		}
+		assert.Equal(t, [3]int64{before[0] + 10, before[1], before[2]}, counts(l))
+		other := newLimiter(1, 10, time.Second, clock, slow)
+		ok, retry = other.allow(ctx, "e")
+		assert.False(t, ok, "the other instance sees the budget spent")
+		assert.Equal(t, 1, retry)
+		assert.Equal(t, [3]int64{1, 0, 0}, counts(other))
+		n, err := slow.Exists(ctx, writeLimitPrefix+"e").Result()
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), n)
 	})
 
-	off := newLimiter(0, 1, time.Now, rdb)
+	t.Run("one probe at a time", func(t *testing.T) {
+		ctx := context.Background()
+		shared := &gatedLimiter{entered: make(chan struct{}, 20), release: make(chan struct{})}
+		l := newLimiter(1, 100, time.Minute, clock, nil)
+		l.shared = shared
+		counts := [3]*atomic.Int64{&l.stats.asked, &l.stats.unanswered, &l.stats.local}
+		load := func() [3]int64 { return [3]int64{counts[0].Load(), counts[1].Load(), counts[2].Load()} }
+		ok, _ := l.allow(ctx, "g") // the shared limiter fails: a cool-down begins
+		require.True(t, ok)
+		require.Equal(t, [3]int64{1, 1, 1}, load())
+
+		now = now.Add(rateLimitCooldown)
+		const writers = 20
+		returned := make(chan bool, writers)
+		for range writers {
+			go func() {
+				ok, _ := l.allow(ctx, "g")
+				returned <- ok
+			}()
+		}
+		<-shared.entered // one write probes, and waits for the answer
+		for range writers - 1 {
+			assert.True(t, <-returned) // the others do not ask
+		}
+		assert.Equal(t, int64(2), shared.calls.Load())
+		assert.Equal(t, [3]int64{2, 1, writers}, load())
+		close(shared.release) // the probe is answered: the shared limiter limits again
+		assert.True(t, <-returned)
+		assert.Equal(t, [3]int64{2, 1, writers}, load())
+		ok, _ = l.allow(ctx, "g")
+		assert.True(t, ok)
+		assert.Equal(t, [3]int64{3, 1, writers}, load())
+		assert.Equal(t, int64(3), shared.calls.Load())
+		l.settle()
+	})
+
+	off := newLimiter(0, 1, patient, time.Now, rdb)
 	for range 100 {
 		ok, _ := off.allow(context.Background(), "a")
 		assert.True(t, ok, "rate 0 disables the limiter")
 	}
 }
+
+// gatedLimiter is a shared limiter that fails its first call at once and holds every
+// later one until release is closed (each tells entered it has begun), then answers it.
+type gatedLimiter struct {
+	calls   atomic.Int64
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedLimiter) Take(context.Context, string, int, time.Duration, time.Time) (time.Duration, error) {
+	if g.calls.Add(1) == 1 {
+		return 0, errors.New("gated: down")
+	}
+	g.entered <- struct{}{}
+	<-g.release
+	return 0, nil
+}
+
+func (g *gatedLimiter) Refund(context.Context, string, int, time.Duration, time.Time) error {
+	return nil
+}
+
+func (g *gatedLimiter) Reset(context.Context, string) error { return nil }
 
 // TestBodyCutOffIsTheClients: a client whose request body ends before its Content-Length
 // (it went away or its connection broke mid-upload) gets 400 malformed_request on the

@@ -92,9 +92,9 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	s.st, s.svc, s.idem, s.checks = st, st.svc, st.idem, st.checks
-	s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, s.now, nil)
+	s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateLimitRedisTimeout, s.now, nil)
 	if st.rdb != nil { // not a nil *redis.Client in the interface
-		s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, s.now, st.rdb)
+		s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateLimitRedisTimeout, s.now, st.rdb)
 	}
 	if err := s.buildMembers(ctx, []byte(secret)); err != nil {
 		st.close(s.log)

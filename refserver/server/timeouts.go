@@ -34,6 +34,12 @@ import (
 // most, idle ones dropped after mysqlConnMaxIdleTime and every one renewed after
 // mysqlConnMaxLifetime, so connections broken by a server restart leave the pool quickly.
 //
+// The shared write limit is the exception to the 503: a write asks its Redis with a
+// deadline of its own, COMMERCEKIT_RATE_LIMIT_REDIS_TIMEOUT (DefaultRateLimitRedisTimeout
+// = 100 ms), well below the command timeout above, and is limited by the process's own
+// bucket when it gets no answer in time; the limiter then leaves Redis alone for a
+// cool-down (ratelimit.go).
+//
 // Kafka is never on a request's path: the outbox relay publishes in the background with
 // the producer timeouts of saramaoutbox.ProducerConfig.
 const (
