@@ -40,7 +40,7 @@ func openExample(ctx context.Context, name string) (*bun.DB, *pgsim.Simulator, *
 		return nil, nil, nil, nil, err
 	}
 	closeAll := func() { sim.Close(); db.Close() }
-	svc, err := payment.New(db, sim)
+	svc, err := payment.New(db, sim, payment.WithWebhookVerifier(sim.WebhookVerifier()))
 	if err != nil {
 		closeAll()
 		return nil, nil, nil, nil, err
@@ -135,6 +135,36 @@ func ExampleReconciler() {
 	// UNKNOWN true
 	// {Examined:1 Settled:1 Unsettled:0} <nil>
 	// APPROVED charges: 1
+}
+
+// The PG declines a card, then overturns its decline and takes the money; its webhook,
+// confirmed with it, contradicts the record, and the payment goes to REVIEW. The person in
+// charge gives back what the PG holds: it is refunded through the PG, once.
+func ExampleService_ResolveReview() {
+	ctx := context.Background()
+	_, sim, svc, closeAll, err := openExample(ctx, "example-review")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer closeAll()
+
+	_, err = svc.Pay(ctx, payment.PayRequest{PaymentID: "pay-1", OrderID: "order-1", Amount: 12_000,
+		Currency: "KRW", Method: payment.MethodCard, Token: pgsim.TokenDecline})
+	fmt.Println(errors.Is(err, payment.ErrDeclined))
+	_ = sim.Overturn("pay-1") // declined, then charged after all
+	body, sig, _ := sim.Webhook("pay-1")
+	_ = svc.HandleWebhook(ctx, body, sig)
+	p, _ := svc.Get(ctx, "pay-1")
+	fmt.Println(p.State)
+
+	p, err = svc.ResolveReview(ctx, "pay-1")
+	st, _ := sim.Status(ctx, "pay-1")
+	fmt.Println(p.State, p.Refunded, err, "refunded at the PG:", st.Canceled)
+	// Output:
+	// true
+	// REVIEW
+	// REFUNDED 12000 <nil> refunded at the PG: 12000
 }
 
 func ExamplePlan_Validate() {
