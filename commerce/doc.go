@@ -206,7 +206,9 @@
 // cancellation; looked up in SQL for the SQL and journaled inventories, so a PAID order
 // stays clean however long ago it was paid), redemption, points hold and payment against
 // its status, the reward, clawback, points-refund and top-up transfers in
-// the ledger, each order's events in the outbox, and ledger.Verify.
+// the ledger, each order's events in the outbox, and ledger.Verify. A payment the PG
+// contradicted (REVIEW) is reported until a person decides; for one no order or top-up is
+// fulfilled by, ResolvePaymentReview gives back what the PG holds, by its own record.
 //
 // # Background work
 //
