@@ -218,3 +218,36 @@ func (e *env) noMismatch(t *testing.T, id string) {
 		assert.NotEqual(t, id, m.Payment.ID, m.Detail)
 	}
 }
+
+// TestResolveReviewContradictedAgain: a review resolved to DECLINED (the PG held nothing)
+// whose PG then holds the charge after all (it reversed its answer again) cannot go to
+// REVIEW a second time. The PG's genuine webhook is then a conflict the Observer is told
+// of, not a storage error (a 500 the PG would redeliver for ever), and ResolveReview, asked
+// again, says the PG's record no longer agrees (ErrUnresolvable) instead of reporting the
+// payment settled while the PG holds its money.
+func TestResolveReviewContradictedAgain(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		e.underReview(t, "rv-again", false)
+		p, err := e.svc.ResolveReview(ctx, "rv-again")
+		require.NoError(t, err)
+		require.Equal(t, payment.StateDeclined, p.State)
+
+		require.NoError(t, e.sim.Overturn("rv-again")) // the PG holds the charge after all
+		body, sig := e.webhook(t, "rv-again")
+		err = e.svc.HandleWebhook(ctx, body, sig)
+		require.ErrorIs(t, err, payment.ErrUnresolvable)
+		assert.Equal(t, errcode.Conflict, errcode.CodeOf(err))
+		assert.Equal(t, payment.StateDeclined, e.get(t, "rv-again").State)
+		assert.Len(t, e.obs.contradicted(), 2, "the first review, and this one")
+
+		p, err = e.svc.ResolveReview(ctx, "rv-again")
+		require.ErrorIs(t, err, payment.ErrUnresolvable)
+		assert.Equal(t, errcode.Conflict, errcode.CodeOf(err))
+		assert.Equal(t, payment.StateDeclined, p.State)
+		assert.Empty(t, e.refunds(t, "rv-again"))
+		assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>APPROVED:gateway", "APPROVED>REVIEW:webhook", "REVIEW>DECLINED:resolved"},
+			e.history(t, "rv-again"))
+	})
+}
