@@ -51,8 +51,11 @@ var errMoved = errors.New("moved meanwhile")
 // with the PG first.
 //
 // It is idempotent: called again, or concurrently, on a payment it resolved, it completes the
-// pending refund if there is one and returns the payment as it is. A payment that was never
-// in REVIEW is ErrNotUnderReview and changes nothing.
+// pending refund if there is one and returns the payment as it is. One it resolved to
+// DECLINED is checked with the PG again: if the PG holds the charge after all (it reversed
+// its answer again), it is ErrUnresolvable, since a payment enters REVIEW once (a webhook or
+// a settlement the PG contradicts then is ErrUnresolvable too, told to the Observer). A
+// payment that was never in REVIEW is ErrNotUnderReview and changes nothing.
 func (s *Service) ResolveReview(ctx context.Context, paymentID string) (Payment, error) {
 	if err := validID("PaymentID", paymentID); err != nil {
 		return Payment{}, err
@@ -160,8 +163,11 @@ func (s *Service) giveBack(ctx context.Context, p Payment) (Payment, error) {
 	r, err := s.GetRefund(ctx, giveBackID(p.ID))
 	if errors.Is(err, ErrRefundNotFound) {
 		resolved, err := s.resolved(ctx, p.ID)
-		if err == nil && !resolved {
+		switch {
+		case err == nil && !resolved:
 			err = fmt.Errorf("%w: %q is %s", ErrNotUnderReview, p.ID, p.State)
+		case err == nil && p.State == StateDeclined:
+			err = s.stillNothing(ctx, p)
 		}
 		return p, err
 	}
@@ -188,4 +194,30 @@ func (s *Service) resolved(ctx context.Context, paymentID string) (bool, error) 
 		return false, fmt.Errorf("payment: reading transitions of %q: %w", paymentID, err)
 	}
 	return n > 0, nil
+}
+
+// stillNothing asks the PG again about p, whose review was resolved to DECLINED (the PG held
+// nothing), and returns nil while the PG still has it declined or has no such payment: else
+// ErrUnresolvable (the PG reversed its answer again, and p cannot enter REVIEW twice: a
+// person settles it with the PG), or the error of a PG that cannot be asked or is processing
+// it (ErrGatewayUnavailable, ErrOutcomeUnknown). A payment whose record says nothing was
+// charged is never reported settled while the PG holds its money.
+func (s *Service) stillNothing(ctx context.Context, p Payment) error {
+	st, err := s.gw.Status(ctx, p.ID)
+	switch {
+	case errors.Is(err, ErrNotAtGateway):
+		return nil
+	case err != nil && classify(err) == outcomeNone:
+		return err
+	case err != nil:
+		return fmt.Errorf("%w: asking the gateway about %q: %w", ErrOutcomeUnknown, p.ID, err)
+	case st.State == GatewayDeclined:
+		return nil
+	case st.State == GatewayPending:
+		return fmt.Errorf("%w: the gateway is processing %q again", ErrOutcomeUnknown, p.ID)
+	}
+	detail := fmt.Sprintf("resolved DECLINED, the gateway now has it %s, %d %s with %d refunded", st.State, st.Amount, st.Currency, st.Canceled)
+	s.logger.ErrorContext(ctx, "payment: the gateway contradicts a resolved review; a person must settle it with the gateway",
+		"payment", p.ID, "order", p.OrderID, "detail", detail)
+	return fmt.Errorf("%w: %q: %s", ErrUnresolvable, p.ID, detail)
 }
