@@ -138,7 +138,8 @@
 // # Crash recovery
 //
 // Every multi-step flow records where it is in the order row before it acts (the status
-// and the step column: "pay", "refund", "cancel", and for an inventory outside SQL
+// and the step column: "pay", "refund", "cancel" ("cancel_short" for a cancellation with a
+// reward shortfall), and for an inventory outside SQL
 // "release" and "return", the stock work left after a final transition), and every call to
 // a leaf carries an ID derived from the order, so repeating a step is recognised by the
 // leaf and applies nothing twice. Recover scans the orders whose step is set and the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/uptrace/bun"
 
@@ -17,12 +18,26 @@ const (
 	pgRefundReason = "refunded at the gateway outside the service (found when the review was resolved)"
 )
 
-// giveBackID names the refund ResolveReview makes of what the PG still holds of a payment.
-func giveBackID(paymentID string) string { return refundIDOf("review-", paymentID) }
+// maxGiveBacks bounds the give-backs ResolveReview makes of one payment: after the PG refused
+// that many, it takes the PG's record no more (ErrRefundRejected; a person decides).
+const maxGiveBacks = 5
+
+// giveBackID names the n-th refund (from 1) ResolveReview makes of what the PG still holds of
+// a payment: "review-<payment>", then "review2-<payment>", ... after the PG refused one.
+func giveBackID(paymentID string, n int) string { return refundIDOf(attempt("review", n), paymentID) }
 
 // pgRefundID names the refunds the PG made of a payment outside the Service (in its console),
-// as ResolveReview records them.
-func pgRefundID(paymentID string) string { return refundIDOf("console-", paymentID) }
+// as ResolveReview records them when it takes the PG's record for its n-th give-back.
+func pgRefundID(paymentID string, n int) string { return refundIDOf(attempt("console", n), paymentID) }
+
+// attempt is the prefix of the n-th refund of a kind: "name-", then "name2-", "name3-"...
+// (never "name-2-": that is the first of a payment whose ID begins "2-").
+func attempt(name string, n int) string {
+	if n <= 1 {
+		return name + "-"
+	}
+	return name + strconv.Itoa(n) + "-"
+}
 
 // errMoved: a conditional update found the row no longer as it was read.
 var errMoved = errors.New("moved meanwhile")
@@ -40,8 +55,12 @@ var errMoved = errors.New("moved meanwhile")
 //     transaction and then sent like any refund: REFUNDED once the PG confirms it. A refund the
 //     PG does not confirm now stays PENDING, and ResolveReview returns its error
 //     (ErrGatewayUnavailable or ErrOutcomeUnknown): call it again, or leave it to the
-//     Reconciler; nothing is charged or refunded twice. One the PG refuses is
-//     ErrRefundRejected, the payment then refundable by Refund with a new refund ID.
+//     Reconciler; nothing is charged or refunded twice. One the PG refuses (its record
+//     changed since it was read: refunded in part in its console, say) makes it take the
+//     PG's record again at once, the same way, and give back what the PG still holds under
+//     a refund of its own ("review2-<payment>", ...; once per call, maxGiveBacks in all);
+//     a refusal of that too is ErrRefundRejected, and a record it cannot take any more (the
+//     PG reversed the payment meanwhile) ErrUnresolvable.
 //
 // The payment stays in REVIEW, and the error says why, while the PG cannot be asked
 // (ErrGatewayUnavailable, ErrOutcomeUnknown), is still processing the payment
@@ -51,8 +70,11 @@ var errMoved = errors.New("moved meanwhile")
 // with the PG first.
 //
 // It is idempotent: called again, or concurrently, on a payment it resolved, it completes the
-// pending refund if there is one and returns the payment as it is. A payment that was never
-// in REVIEW is ErrNotUnderReview and changes nothing.
+// pending refund if there is one and returns the payment as it is. One it resolved to
+// DECLINED is checked with the PG again: if the PG holds the charge after all (it reversed
+// its answer again), it is ErrUnresolvable, since a payment enters REVIEW once (a webhook or
+// a settlement the PG contradicts then is ErrUnresolvable too, told to the Observer). A
+// payment that was never in REVIEW is ErrNotUnderReview and changes nothing.
 func (s *Service) ResolveReview(ctx context.Context, paymentID string) (Payment, error) {
 	if err := validID("PaymentID", paymentID); err != nil {
 		return Payment{}, err
@@ -101,19 +123,30 @@ func (s *Service) resolve(ctx context.Context, p Payment) (Payment, error) {
 			to = StatePartiallyRefunded
 		}
 	}
-	// What the PG refunded outside the Service, and what it still holds: given back now.
-	outside, back := refunded-p.Refunded, int64(0)
+	// What the PG still holds: given back now.
+	back := int64(0)
 	if to != StateDeclined {
 		back = p.Amount - refunded
 	}
-	at := s.now()
-	detail := truncate(fmt.Sprintf("the gateway has it %s, %d refunded: %d given back", cmp.Or(string(st.State), "nowhere"),
-		st.Canceled, back), 255)
-	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+	detail := fmt.Sprintf("the gateway has it %s, %d refunded: %d given back", cmp.Or(string(st.State), "nowhere"), st.Canceled, back)
+	return s.take(ctx, p, to, refunded, back, 1, detail)
+}
+
+// take records the PG's record of p, as the n-th give-back of ResolveReview finds it: p moved
+// from its state (as read, with nothing pending) to to, with refunded in all, the refunds
+// made at the PG since (refunded less p.Refunded) recorded as one SUCCEEDED refund, and back
+// recorded as the PENDING give-back, in one transaction. It returns p as it is then: as
+// another resolver left it, if one came first. A refund or state it would record a second
+// time is ErrUnresolvable.
+func (s *Service) take(ctx context.Context, p Payment, to State, refunded, back int64, n int, detail string) (Payment, error) {
+	outside, at := refunded-p.Refunded, s.now()
+	detail = truncate(detail, 255)
+	moved := to != p.State
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		res, err := tx.NewUpdate().Model((*paymentRow)(nil)).
 			Set("state = ?", string(to)).Set("updated_at = ?", at).
 			Set("refunded = ?", refunded).Set("refund_pending = ?", back).
-			Where("id = ?", p.ID).Where("state = ?", string(StateReview)).
+			Where("id = ?", p.ID).Where("state = ?", string(p.State)).
 			Where("refunded = ?", p.Refunded).Where("refund_pending = 0").
 			Exec(ctx)
 		if err != nil {
@@ -124,11 +157,11 @@ func (s *Service) resolve(ctx context.Context, p Payment) (Payment, error) {
 		}
 		var refunds []*refundRow
 		if outside > 0 {
-			refunds = append(refunds, &refundRow{ID: pgRefundID(p.ID), PaymentID: p.ID, Amount: outside, Reason: pgRefundReason,
+			refunds = append(refunds, &refundRow{ID: pgRefundID(p.ID, n), PaymentID: p.ID, Amount: outside, Reason: pgRefundReason,
 				State: string(RefundSucceeded), CreatedAt: at, UpdatedAt: at})
 		}
 		if back > 0 {
-			refunds = append(refunds, &refundRow{ID: giveBackID(p.ID), PaymentID: p.ID, Amount: back, Reason: giveBackReason,
+			refunds = append(refunds, &refundRow{ID: giveBackID(p.ID, n), PaymentID: p.ID, Amount: back, Reason: giveBackReason,
 				State: string(RefundPending), CreatedAt: at, UpdatedAt: at})
 		}
 		for _, r := range refunds {
@@ -136,7 +169,10 @@ func (s *Service) resolve(ctx context.Context, p Payment) (Payment, error) {
 				return err
 			}
 		}
-		return insertTransition(ctx, tx, Transition{PaymentID: p.ID, From: StateReview, To: to, Cause: CauseResolved, Detail: detail, At: at})
+		if !moved {
+			return nil
+		}
+		return insertTransition(ctx, tx, Transition{PaymentID: p.ID, From: p.State, To: to, Cause: CauseResolved, Detail: detail, At: at})
 	})
 	switch {
 	case errors.Is(err, errMoved):
@@ -148,35 +184,118 @@ func (s *Service) resolve(ctx context.Context, p Payment) (Payment, error) {
 		return p, fmt.Errorf("payment: resolving the review of %q: %w", p.ID, err)
 	}
 	s.logger.WarnContext(ctx, "payment: review resolved from the gateway's record", "payment", p.ID, "order", p.OrderID,
-		"to", to, "detail", detail)
-	s.transitioned(Transition{PaymentID: p.ID, From: StateReview, To: to, Cause: CauseResolved, Detail: detail, At: at})
+		"from", p.State, "to", to, "give_back", n, "detail", detail)
+	if moved {
+		s.transitioned(Transition{PaymentID: p.ID, From: p.State, To: to, Cause: CauseResolved, Detail: detail, At: at})
+	}
 	p.State, p.Refunded, p.RefundPending, p.UpdatedAt = to, refunded, back, at
 	return p, nil
 }
 
-// giveBack completes the refund a resolved review recorded for p, if it is still pending, and
-// returns p as it is then; a payment never resolved from REVIEW is ErrNotUnderReview.
+// giveBack completes the latest give-back a resolved review recorded for p, if it is still
+// pending, and returns p as it is then; a payment never resolved from REVIEW is
+// ErrNotUnderReview. When the PG refused it (its record changed since it was read: refunded
+// in part in its console, say), the PG's record is taken again (see retake), once per call.
 func (s *Service) giveBack(ctx context.Context, p Payment) (Payment, error) {
-	r, err := s.GetRefund(ctx, giveBackID(p.ID))
-	if errors.Is(err, ErrRefundNotFound) {
-		resolved, err := s.resolved(ctx, p.ID)
-		if err == nil && !resolved {
-			err = fmt.Errorf("%w: %q is %s", ErrNotUnderReview, p.ID, p.State)
+	for retook := false; ; retook = true {
+		r, n, err := s.lastGiveBack(ctx, p.ID)
+		if errors.Is(err, ErrRefundNotFound) {
+			resolved, err := s.resolved(ctx, p.ID)
+			switch {
+			case err == nil && !resolved:
+				err = fmt.Errorf("%w: %q is %s", ErrNotUnderReview, p.ID, p.State)
+			case err == nil && p.State == StateDeclined:
+				err = s.stillNothing(ctx, p)
+			}
+			return p, err
 		}
-		return p, err
+		if err != nil {
+			return p, err
+		}
+		if r.State == RefundPending {
+			r, err = s.completeRefund(ctx, r, false)
+		} else {
+			err = r.result(nil)
+		}
+		if now, gerr := s.Get(ctx, p.ID); gerr == nil {
+			p = now
+		}
+		if r.State != RefundFailed || retook || n >= maxGiveBacks {
+			return p, err
+		}
+		if p, err = s.retake(ctx, p, n+1); err != nil {
+			return p, err
+		}
 	}
+}
+
+// lastGiveBack returns the latest give-back ResolveReview recorded for the payment and its
+// number, or ErrRefundNotFound.
+func (s *Service) lastGiveBack(ctx context.Context, paymentID string) (Refund, int, error) {
+	rs, err := s.Refunds(ctx, paymentID)
 	if err != nil {
+		return Refund{}, 0, err
+	}
+	byID := make(map[string]Refund, len(rs))
+	for _, r := range rs {
+		byID[r.ID] = r
+	}
+	last, n := Refund{}, 0
+	for i := 1; i <= maxGiveBacks; i++ {
+		r, ok := byID[giveBackID(paymentID, i)]
+		if !ok {
+			break
+		}
+		last, n = r, i
+	}
+	if n == 0 {
+		return Refund{}, 0, fmt.Errorf("%w: %q", ErrRefundNotFound, giveBackID(paymentID, 1))
+	}
+	return last, n, nil
+}
+
+// retake takes the PG's record of p again after the PG refused its give-back, as the n-th
+// give-back: the refunds the PG made since recorded, and the rest of what it holds given
+// back (see take). A payment refunded meanwhile (by Refund) is left as it is; a refund of it
+// still pending is ErrRefundInProgress; a PG that holds it otherwise than approved, for the
+// recorded amount and currency, with at least the recorded refunds (it reversed the payment
+// meanwhile, say), is ErrUnresolvable: the record cannot return to a state it left.
+func (s *Service) retake(ctx context.Context, p Payment, n int) (Payment, error) {
+	switch {
+	case p.RefundPending > 0:
+		return p, fmt.Errorf("%w: %q", ErrRefundInProgress, p.ID)
+	case p.State == StateRefunded:
+		return p, nil
+	case p.State != StateApproved && p.State != StatePartiallyRefunded:
+		return p, fmt.Errorf("%w: %q is %s after its give-back was refused", ErrUnresolvable, p.ID, p.State)
+	}
+	st, err := s.gw.Status(ctx, p.ID)
+	none := errors.Is(err, ErrNotAtGateway)
+	switch {
+	case err != nil && !none && classify(err) == outcomeNone:
 		return p, err
+	case err != nil && !none:
+		return p, fmt.Errorf("%w: asking the gateway about %q: %w", ErrOutcomeUnknown, p.ID, err)
+	case st.State == GatewayPending:
+		return p, fmt.Errorf("%w: the gateway is processing %q again", ErrOutcomeUnknown, p.ID)
+	case none || st.State != GatewayApproved || st.Amount != p.Amount || st.Currency != p.Currency ||
+		st.Canceled < p.Refunded || st.Canceled > p.Amount:
+		detail := fmt.Sprintf("recorded %s %d %s with %d refunded, its give-back refused; the gateway has %s %d %s with %d refunded",
+			p.State, p.Amount, p.Currency, p.Refunded, cmp.Or(string(st.State), "no payment"), st.Amount, st.Currency, st.Canceled)
+		s.logger.ErrorContext(ctx, "payment: the gateway contradicts a resolved review; a person must settle it with the gateway",
+			"payment", p.ID, "order", p.OrderID, "detail", detail)
+		return p, fmt.Errorf("%w: %q: %s", ErrUnresolvable, p.ID, detail)
 	}
-	if r.State == RefundPending {
-		r, err = s.completeRefund(ctx, r, false)
-	} else {
-		err = r.result(nil)
+	to := p.State
+	switch {
+	case st.Canceled == p.Amount:
+		to = StateRefunded
+	case st.Canceled > 0:
+		to = StatePartiallyRefunded
 	}
-	if now, gerr := s.Get(ctx, p.ID); gerr == nil {
-		p = now
-	}
-	return p, err
+	back := p.Amount - st.Canceled
+	detail := fmt.Sprintf("give-back %d refused; the gateway has it %s, %d refunded: %d given back", n-1, st.State, st.Canceled, back)
+	return s.take(ctx, p, to, st.Canceled, back, n, detail)
 }
 
 // resolved reports whether the payment left REVIEW through ResolveReview.
@@ -188,4 +307,30 @@ func (s *Service) resolved(ctx context.Context, paymentID string) (bool, error) 
 		return false, fmt.Errorf("payment: reading transitions of %q: %w", paymentID, err)
 	}
 	return n > 0, nil
+}
+
+// stillNothing asks the PG again about p, whose review was resolved to DECLINED (the PG held
+// nothing), and returns nil while the PG still has it declined or has no such payment: else
+// ErrUnresolvable (the PG reversed its answer again, and p cannot enter REVIEW twice: a
+// person settles it with the PG), or the error of a PG that cannot be asked or is processing
+// it (ErrGatewayUnavailable, ErrOutcomeUnknown). A payment whose record says nothing was
+// charged is never reported settled while the PG holds its money.
+func (s *Service) stillNothing(ctx context.Context, p Payment) error {
+	st, err := s.gw.Status(ctx, p.ID)
+	switch {
+	case errors.Is(err, ErrNotAtGateway):
+		return nil
+	case err != nil && classify(err) == outcomeNone:
+		return err
+	case err != nil:
+		return fmt.Errorf("%w: asking the gateway about %q: %w", ErrOutcomeUnknown, p.ID, err)
+	case st.State == GatewayDeclined:
+		return nil
+	case st.State == GatewayPending:
+		return fmt.Errorf("%w: the gateway is processing %q again", ErrOutcomeUnknown, p.ID)
+	}
+	detail := fmt.Sprintf("resolved DECLINED, the gateway now has it %s, %d %s with %d refunded", st.State, st.Amount, st.Currency, st.Canceled)
+	s.logger.ErrorContext(ctx, "payment: the gateway contradicts a resolved review; a person must settle it with the gateway",
+		"payment", p.ID, "order", p.OrderID, "detail", detail)
+	return fmt.Errorf("%w: %q: %s", ErrUnresolvable, p.ID, detail)
 }

@@ -218,3 +218,114 @@ func (e *env) noMismatch(t *testing.T, id string) {
 		assert.NotEqual(t, id, m.Payment.ID, m.Detail)
 	}
 }
+
+// TestResolveReviewContradictedAgain: a review resolved to DECLINED (the PG held nothing)
+// whose PG then holds the charge after all (it reversed its answer again) cannot go to
+// REVIEW a second time. The PG's genuine webhook is then a conflict the Observer is told
+// of, not a storage error (a 500 the PG would redeliver for ever), and ResolveReview, asked
+// again, says the PG's record no longer agrees (ErrUnresolvable) instead of reporting the
+// payment settled while the PG holds its money.
+func TestResolveReviewContradictedAgain(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		e.underReview(t, "rv-again", false)
+		p, err := e.svc.ResolveReview(ctx, "rv-again")
+		require.NoError(t, err)
+		require.Equal(t, payment.StateDeclined, p.State)
+
+		require.NoError(t, e.sim.Overturn("rv-again")) // the PG holds the charge after all
+		body, sig := e.webhook(t, "rv-again")
+		err = e.svc.HandleWebhook(ctx, body, sig)
+		require.ErrorIs(t, err, payment.ErrUnresolvable)
+		assert.Equal(t, errcode.Conflict, errcode.CodeOf(err))
+		assert.Equal(t, payment.StateDeclined, e.get(t, "rv-again").State)
+		assert.Len(t, e.obs.contradicted(), 2, "the first review, and this one")
+
+		p, err = e.svc.ResolveReview(ctx, "rv-again")
+		require.ErrorIs(t, err, payment.ErrUnresolvable)
+		assert.Equal(t, errcode.Conflict, errcode.CodeOf(err))
+		assert.Equal(t, payment.StateDeclined, p.State)
+		assert.Empty(t, e.refunds(t, "rv-again"))
+		assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>APPROVED:gateway", "APPROVED>REVIEW:webhook", "REVIEW>DECLINED:resolved"},
+			e.history(t, "rv-again"))
+	})
+}
+
+// racingPG is the simulator, doing before (once) just before it gets the refund with the ID
+// race: what a person does in the PG's console, or the PG's own reversal, while the give-back
+// of a resolved review is on its way.
+type racingPG struct {
+	*pgsim.Simulator
+	race   string
+	before func()
+	once   sync.Once
+}
+
+func (g *racingPG) Cancel(ctx context.Context, req payment.CancelRequest) (payment.Cancellation, error) {
+	if req.CancelID == g.race {
+		g.once.Do(g.before)
+	}
+	return g.Simulator.Cancel(ctx, req)
+}
+
+// TestResolveReviewGiveBackRefused: the PG refuses the give-back of a resolved review because
+// its record changed after it was read. Refunded in part in its console meanwhile (the
+// give-back exceeds what is left), the PG's record is taken again (the console refund
+// recorded, the rest given back under a refund of its own), not left APPROVED with the money
+// held and every later call refused for ever. Reversed meanwhile (it holds nothing: the
+// record, APPROVED, cannot go back to a state it left), it is ErrUnresolvable, a conflict for
+// a person, not a decline.
+func TestResolveReviewGiveBackRefused(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+
+		t.Run("refunded in part at the PG meanwhile: the rest is given back", func(t *testing.T) {
+			var e *env
+			e = newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
+				return &racingPG{Simulator: s, race: "review-rv-meanwhile", before: func() {
+					_, err := e.sim.Cancel(ctx, payment.CancelRequest{CancelID: "by-hand", PaymentID: "rv-meanwhile", Amount: 1000, Reason: "by hand"})
+					require.NoError(t, err)
+				}}
+			})
+			e.underReview(t, "rv-meanwhile", true)
+			p, err := e.svc.ResolveReview(ctx, "rv-meanwhile")
+			require.NoError(t, err)
+			assert.Equal(t, payment.StateRefunded, p.State)
+			assert.Equal(t, int64(5000), p.Refunded)
+			assert.Zero(t, p.RefundPending)
+			assert.ElementsMatch(t, []string{"review-rv-meanwhile:FAILED:5000", "console2-rv-meanwhile:SUCCEEDED:1000",
+				"review2-rv-meanwhile:SUCCEEDED:4000"}, e.refunds(t, "rv-meanwhile"))
+			assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>DECLINED:gateway", "DECLINED>REVIEW:webhook",
+				"REVIEW>APPROVED:resolved", "APPROVED>PARTIALLY_REFUNDED:resolved", "PARTIALLY_REFUNDED>REFUNDED:refund"},
+				e.history(t, "rv-meanwhile"))
+			st, err := e.sim.Status(ctx, "rv-meanwhile")
+			require.NoError(t, err)
+			assert.Equal(t, int64(5000), st.Canceled, "all of it back, once")
+			e.noMismatch(t, "rv-meanwhile")
+
+			again, err := e.svc.ResolveReview(ctx, "rv-meanwhile")
+			require.NoError(t, err, "idempotent")
+			assert.Equal(t, p.State, again.State)
+			assert.Len(t, e.refunds(t, "rv-meanwhile"), 3)
+		})
+
+		t.Run("reversed at the PG meanwhile: a conflict for a person", func(t *testing.T) {
+			var e *env
+			e = newEnv(t, db, func(s *pgsim.Simulator) payment.Gateway {
+				return &racingPG{Simulator: s, race: "review-rv-reversed", before: func() {
+					require.NoError(t, e.sim.Overturn("rv-reversed"))
+				}}
+			})
+			e.underReview(t, "rv-reversed", true)
+			for range 2 {
+				p, err := e.svc.ResolveReview(ctx, "rv-reversed")
+				require.ErrorIs(t, err, payment.ErrUnresolvable)
+				assert.Equal(t, errcode.Conflict, errcode.CodeOf(err))
+				assert.Equal(t, payment.StateApproved, p.State)
+				assert.Zero(t, p.RefundPending)
+			}
+			assert.Equal(t, []string{"review-rv-reversed:FAILED:5000"}, e.refunds(t, "rv-reversed"))
+		})
+	})
+}

@@ -467,6 +467,15 @@ func (s *Service) review(ctx context.Context, p Payment, cause Cause, detail str
 	for p.State != StateReview {
 		at := s.now()
 		ok, err := s.casState(ctx, p, StateReview, change{cause: cause, detail: truncate(detail, 255)}, at)
+		if sqlutil.IsDuplicateKey(err) {
+			// It was in REVIEW before, and ResolveReview took the PG's record then: a state
+			// is entered once, so the PG contradicting it again is for a person, reported as
+			// a conflict rather than failing as storage would.
+			s.logger.ErrorContext(ctx, "payment: the gateway contradicts a resolved review; a person must settle it with the gateway",
+				"payment", p.ID, "order", p.OrderID, "state", p.State, "detail", detail, "cause", cause)
+			s.contradicted(p.ID, cause, detail)
+			return p, fmt.Errorf("%w: %q left REVIEW once (ResolveReview) and cannot enter it again: %s", ErrUnresolvable, p.ID, detail)
+		}
 		if err != nil {
 			return p, err
 		}
