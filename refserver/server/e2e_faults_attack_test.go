@@ -1,0 +1,640 @@
+package server_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/payment/pgsim"
+	"github.com/commercekit/commercekit/refserver/server"
+)
+
+// attackEnv is a full-mode server (MySQL and Redis in containers of the test's own,
+// kfake Kafka, the PG simulator over HTTP) with a catalogue, members and orders in
+// every state a probe needs.
+type attackEnv struct {
+	*app
+	db, rdb *testenv.Own
+	admin   string
+	// alice is a member's session; tool a token of `refserver token` (no session).
+	alice server.SessionJSON
+	// unpaid, paid are orders of alice.
+	unpaid, paid server.OrderJSON
+}
+
+func newAttackEnv(t *testing.T) *attackEnv {
+	t.Helper()
+	rdb := testenv.OwnRedis(t)
+	db, dsn := testenv.OwnMySQL(t)
+	cfg, sim, setHook := fullConfig(t, dsn, rdb.Addr, 0)
+	a := start(t, backend{name: "attack", config: func(*testing.T) (server.Config, *pgsim.Simulator, func(string)) {
+		return cfg, sim, setHook
+	}}, nil, fastHash)
+	e := &attackEnv{app: a, db: db, rdb: rdb}
+	e.admin = setup(t, a, "p1", 9000, 100)
+	e.alice = signUpAndLogin(t, a, "alice")
+	tok := e.alice.AccessToken
+	expect(t, a.call("POST", "/v1/cart/items", tok, "add-0", server.LineJSON{ProductID: "p1", Qty: 1}), http.StatusOK)
+	e.unpaid = as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", tok, "o-unpaid", server.PlaceOrderJSON{
+		Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
+	e.paid = as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", tok, "o-paid", server.PlaceOrderJSON{
+		Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
+	expect(t, a.call("POST", "/v1/orders/"+e.paid.ID+"/pay", tok, "pay-paid", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
+	return e
+}
+
+// probe is one request of a sweep and what it got.
+type probe struct {
+	name         string
+	method, path string
+	tok, key     string
+	body         any
+	// ok are the answers besides 503 that are right for this request while the fault lasts.
+	ok []int
+	// got
+	r    resp
+	err  error
+	took time.Duration
+}
+
+// sweep sends every probe at once and returns them answered.
+func (e *attackEnv) sweep(probes []*probe) {
+	var wg sync.WaitGroup
+	for _, p := range probes {
+		wg.Go(func() {
+			start := time.Now()
+			p.r, p.err = e.try(p.method, p.path, p.tok, p.key, p.body)
+			p.took = time.Since(start)
+		})
+	}
+	wg.Wait()
+}
+
+// checkHonest fails the test for an answer that breaks the rules of a fault: a 5xx other
+// than 503, a 503 without Retry-After, a transport failure, or an answer other than 503
+// that the probe does not allow.
+func checkHonest(t *testing.T, fault string, probes []*probe) {
+	t.Helper()
+	for _, p := range probes {
+		var code string
+		if p.err == nil && p.r.Status >= 400 {
+			if pr, ok := decodeProblem(p.r.Body); ok {
+				code = pr.Code
+			}
+		}
+		t.Logf("%s: %-28s %d %-24s %v", fault, p.name, p.r.Status, code, p.took.Round(time.Millisecond))
+		switch {
+		case p.err != nil:
+			t.Errorf("%s: %s: %v", fault, p.name, p.err)
+		case p.r.Status == http.StatusServiceUnavailable:
+			if p.r.Header.Get("Retry-After") == "" {
+				t.Errorf("%s: %s: 503 %s without Retry-After", fault, p.name, code)
+			}
+		case !containsInt(p.ok, p.r.Status):
+			t.Errorf("%s: %s: %d %s", fault, p.name, p.r.Status, p.r.Body)
+		}
+	}
+}
+
+func containsInt(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func decodeProblem(b []byte) (server.Problem, bool) {
+	var p server.Problem
+	return p, jsonUnmarshal(b, &p) == nil && p.Code != ""
+}
+
+// routeSweep is a request to every route, each with the answers besides 503 that are right
+// for it whatever backend is down. n makes the keys and names unique per sweep.
+func (e *attackEnv) routeSweep(n int) []*probe {
+	tok := e.alice.AccessToken
+	k := func(s string) string { return fmt.Sprintf("%s-%d", s, n) }
+	ok, created, accepted := http.StatusOK, http.StatusCreated, http.StatusAccepted
+	return []*probe{
+		{name: "healthz", method: "GET", path: "/healthz", ok: []int{ok}},
+		{name: "products", method: "GET", path: "/v1/products", ok: []int{ok}},
+		{name: "product", method: "GET", path: "/v1/products/p1", ok: []int{ok}},
+		{name: "stock", method: "GET", path: "/v1/products/p1/stock", ok: []int{ok}},
+		{name: "create product", method: "POST", path: "/v1/products", tok: e.admin,
+			body: server.NewProductJSON{ID: k("new"), Name: "New", Price: 100, Stock: 5}, ok: []int{created}},
+		{name: "price", method: "PUT", path: "/v1/products/p1/price", tok: e.admin, body: server.PriceJSON{Price: 9000}, ok: []int{ok}},
+		{name: "set stock", method: "PUT", path: "/v1/products/" + k("new") + "/stock", tok: e.admin,
+			body: server.SetStockJSON{OnHand: 7}, ok: []int{ok, http.StatusNotFound}}, // created concurrently, or not
+		{name: "place", method: "POST", path: "/v1/orders", tok: tok, key: k("place"),
+			body: server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}, ok: []int{created}},
+		{name: "orders", method: "GET", path: "/v1/orders", tok: tok, ok: []int{ok}},
+		{name: "order", method: "GET", path: "/v1/orders/" + e.paid.ID, tok: tok, ok: []int{ok}},
+		{name: "order payment", method: "GET", path: "/v1/orders/" + e.paid.ID + "/payment", tok: tok, ok: []int{ok}},
+		{name: "pay", method: "POST", path: "/v1/orders/" + e.unpaid.ID + "/pay", tok: tok, key: k("pay"),
+			body: server.PayJSON{Method: "CARD", Token: "tok_ok"}, ok: []int{ok, accepted}},
+		{name: "points", method: "GET", path: "/v1/points", tok: tok, ok: []int{ok}},
+		{name: "points history", method: "GET", path: "/v1/points/history", tok: tok, ok: []int{ok}},
+		{name: "top-up", method: "POST", path: "/v1/points/top-ups", tok: tok, key: k("topup"),
+			body: server.TopUpRequestJSON{Amount: 1000, Method: "CARD", Token: "tok_ok"}, ok: []int{created, accepted}},
+		{name: "coupon template", method: "POST", path: "/v1/coupon-templates", tok: e.admin,
+			body: server.CouponTemplateJSON{ID: k("tpl"), Kind: "fixed", Amount: 100, PerUserLimit: 5}, ok: []int{created}},
+		{name: "issue coupon", method: "POST", path: "/v1/coupon-templates/tpl-p1/issue", tok: tok, key: k("issue"),
+			ok: []int{created, http.StatusUnprocessableEntity}}, // per-user limit 1: once issued, 422
+		{name: "coupons", method: "GET", path: "/v1/coupons", tok: tok, ok: []int{ok}},
+		{name: "sign-up", method: "POST", path: "/v1/members", body: server.SignUpJSON{LoginID: k("member"), Password: "correct horse"},
+			ok: []int{created}},
+		{name: "login", method: "POST", path: "/v1/sessions", body: server.LoginJSON{LoginID: "alice", Password: "correct horse"},
+			ok: []int{created}},
+		{name: "cart", method: "GET", path: "/v1/cart", tok: tok, ok: []int{ok}},
+		{name: "cart add", method: "POST", path: "/v1/cart/items", tok: tok, key: k("add"),
+			body: server.LineJSON{ProductID: "p1", Qty: 1}, ok: []int{ok}},
+		{name: "cart set", method: "PUT", path: "/v1/cart/items/p1", tok: tok, body: server.CartQtyJSON{Qty: 2}, ok: []int{ok}},
+		{name: "rankings", method: "GET", path: "/v1/rankings", ok: []int{ok}},
+		{name: "product metrics", method: "GET", path: "/v1/products/p1/metrics", ok: []int{ok}},
+		{name: "audit", method: "GET", path: "/v1/admin/audit", tok: e.admin, ok: []int{ok}},
+		{name: "dead letters", method: "GET", path: "/v1/admin/outbox/dead-letters", tok: e.admin, ok: []int{ok}},
+		{name: "redrive", method: "POST", path: "/v1/admin/outbox/dead-letters/1/redrive", tok: e.admin, ok: []int{http.StatusNotFound}},
+		{name: "webhook (bad signature)", method: "POST", path: "/v1/payments/webhook", body: `{"x":1}`, ok: []int{http.StatusBadRequest, http.StatusUnauthorized}},
+	}
+}
+
+// readyz returns /readyz's status and body.
+func (e *attackEnv) readyz(t *testing.T) (int, server.Readiness) {
+	t.Helper()
+	r := e.call("GET", "/readyz", "", "", nil)
+	return r.Status, as[server.Readiness](t, r)
+}
+
+// TestAttackRedisPausedSweep: every route, sent at once while the server's Redis is
+// paused, answers honestly (its success, a business answer that is right whatever Redis
+// does, or 503 with Retry-After; never 500), /readyz says Redis is down, and after Redis
+// is back every route works and the audit is clean.
+func TestAttackRedisPausedSweep(t *testing.T) {
+	e := newAttackEnv(t)
+	e.rdb.Pause(t)
+	probes := e.routeSweep(1)
+	e.sweep(probes)
+	status, ready := e.readyz(t)
+	e.rdb.Unpause(t)
+	checkHonest(t, "Redis paused", probes)
+	assert.Equal(t, http.StatusServiceUnavailable, status, "%+v", ready)
+	assert.NotEqual(t, "ok", ready.Checks["redis"])
+	assert.Equal(t, "ok", ready.Checks["database"])
+	e.afterFault(t)
+}
+
+// TestAttackMySQLPausedSweep: the same with MySQL paused.
+func TestAttackMySQLPausedSweep(t *testing.T) {
+	e := newAttackEnv(t)
+	e.db.Pause(t)
+	probes := e.routeSweep(1)
+	e.sweep(probes)
+	status, ready := e.readyz(t)
+	e.db.Unpause(t)
+	checkHonest(t, "MySQL paused", probes)
+	assert.Equal(t, http.StatusServiceUnavailable, status, "%+v", ready)
+	assert.NotEqual(t, "ok", ready.Checks["database"])
+	e.afterFault(t)
+}
+
+// TestAttackMySQLDownSweep: the same with MySQL stopped (killed).
+func TestAttackMySQLDownSweep(t *testing.T) {
+	e := newAttackEnv(t)
+	e.db.Stop(t, 0)
+	probes := e.routeSweep(1)
+	e.sweep(probes)
+	status, ready := e.readyz(t)
+	e.db.Start(t)
+	checkHonest(t, "MySQL down", probes)
+	assert.Equal(t, http.StatusServiceUnavailable, status, "%+v", ready)
+	assert.NotEqual(t, "ok", ready.Checks["database"])
+	e.afterFault(t)
+}
+
+// afterFault checks that the server works again once the fault is over: a sweep gets
+// every route's success (retrying 503 until recovery has run), and the audit is clean.
+func (e *attackEnv) afterFault(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for i := 100; ; i++ {
+		probes := e.routeSweep(i)
+		for _, p := range probes {
+			p.r, p.err = e.try(p.method, p.path, p.tok, p.key, p.body)
+		}
+		var bad []string
+		for _, p := range probes {
+			if p.err != nil || !containsInt(p.ok, p.r.Status) {
+				bad = append(bad, fmt.Sprintf("%s: %d %s %v", p.name, p.r.Status, p.r.Body, p.err))
+			}
+		}
+		if len(bad) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the fault:\n%s", strings.Join(bad, "\n"))
+		}
+		time.Sleep(time.Second)
+	}
+	var audit server.AuditJSON
+	deadline = time.Now().Add(time.Minute)
+	for {
+		audit = as[server.AuditJSON](t, expect(t, e.call("GET", "/v1/admin/audit", e.admin, "", nil), http.StatusOK))
+		if audit.OK || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	require.True(t, audit.OK, "%v", audit.Discrepancies)
+}
+
+// lossyLink is a TCP proxy between the server and its MySQL that can lose the reply of a
+// statement: armed with a predicate on the text of the statements the server sends
+// (COM_QUERY), it forwards a matching statement to MySQL, waits for MySQL's answer — so
+// the statement has run, a COMMIT has committed — and then drops that connection, both
+// ways, instead of passing the answer on. That is the fault of a database restart or a
+// network cut at the worst moment: the work is done, its caller cannot know it.
+type lossyLink struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	match  func(query string) bool // nil: disarmed
+	// trigger, when set, limits match to the statements of a connection that sent a
+	// statement trigger accepts first (a request's transaction, not a background loop's).
+	trigger func(query string) bool
+	lost    []string // the statements whose reply was lost
+}
+
+// newLossyLink listens on loopback and forwards to target until the test ends.
+func newLossyLink(t *testing.T, target string) *lossyLink {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	l := &lossyLink{ln: ln, target: target}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { l.serve(c) })
+		}
+	})
+	return l
+}
+
+// Addr is the proxy's address.
+func (l *lossyLink) Addr() string { return l.ln.Addr().String() }
+
+// arm makes the link lose the replies of the statements match accepts, until disarm.
+func (l *lossyLink) arm(match func(query string) bool) { l.armAfter(nil, match) }
+
+// armAfter makes the link lose the reply of the first statement match accepts on a
+// connection that sent a statement trigger accepts before it, and no other, until disarm.
+func (l *lossyLink) armAfter(trigger, match func(query string) bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.match, l.trigger, l.lost = match, trigger, nil
+	if trigger != nil {
+		once := match
+		l.match = func(q string) bool { return len(l.lost) == 0 && once(q) }
+	}
+}
+
+// disarm stops losing replies and returns the statements whose reply was lost.
+func (l *lossyLink) disarm() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.match, l.trigger = nil, nil
+	return l.lost
+}
+
+// lose reports whether the reply to query must be lost, and records it; triggered says
+// whether the connection sent a statement the trigger accepts, and is updated.
+func (l *lossyLink) lose(query string, triggered *bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.match == nil {
+		*triggered = false
+		return false
+	}
+	if l.trigger != nil && !*triggered {
+		*triggered = l.trigger(query)
+		return false
+	}
+	if !l.match(query) {
+		return false
+	}
+	l.lost = append(l.lost, query)
+	return true
+}
+
+// serve proxies one connection.
+func (l *lossyLink) serve(c net.Conn) {
+	defer c.Close()
+	s, err := net.Dial("tcp", l.target)
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	var dropping atomic.Bool
+	done := make(chan struct{})
+	go func() { // MySQL to the server: dropped, once a statement's answer is to be lost
+		defer close(done)
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := s.Read(buf)
+			if n > 0 && dropping.Load() {
+				c.Close()
+				s.Close()
+				return
+			}
+			if n > 0 {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				c.Close()
+				return
+			}
+		}
+	}()
+	// The server to MySQL, packet by packet: 3 bytes of length, 1 of sequence, payload;
+	// a COM_QUERY payload is 0x03 and the statement's text.
+	hdr := make([]byte, 4)
+	var triggered bool
+	for {
+		if _, err := io.ReadFull(c, hdr); err != nil {
+			break
+		}
+		n := int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(c, payload); err != nil {
+			break
+		}
+		if n > 0 && payload[0] == 0x03 && l.lose(string(payload[1:]), &triggered) {
+			dropping.Store(true)
+		}
+		if _, err := s.Write(append(hdr, payload...)); err != nil {
+			break
+		}
+		if dropping.Load() {
+			break
+		}
+	}
+	if !dropping.Load() {
+		s.Close()
+	}
+	<-done
+}
+
+// isCommit matches the COMMIT of a transaction.
+func isCommit(q string) bool { return strings.EqualFold(strings.TrimSpace(q), "COMMIT") }
+
+// lossyEnv is newAttackEnv with its MySQL behind a lossyLink.
+func newLossyEnv(t *testing.T) (*attackEnv, *lossyLink) {
+	t.Helper()
+	rdb := testenv.OwnRedis(t)
+	db, dsn := testenv.OwnMySQL(t)
+	mc, err := mysql.ParseDSN(dsn)
+	require.NoError(t, err)
+	link := newLossyLink(t, mc.Addr)
+	mc.Addr = link.Addr()
+	cfg, sim, setHook := fullConfig(t, mc.FormatDSN(), rdb.Addr, 0)
+	a := start(t, backend{name: "lossy", config: func(*testing.T) (server.Config, *pgsim.Simulator, func(string)) {
+		return cfg, sim, setHook
+	}}, nil, fastHash)
+	e := &attackEnv{app: a, db: db, rdb: rdb}
+	e.admin = setup(t, a, "p1", 9000, 100)
+	e.alice = signUpAndLogin(t, a, "alice")
+	return e, link
+}
+
+// lost sends a request with the replies of the statements match accepts lost, and
+// returns its answer and the statements lost.
+func (e *attackEnv) lost(t *testing.T, link *lossyLink, match func(string) bool, method, path, tok, key string, body any) (resp, []string) {
+	t.Helper()
+	return e.lostAfter(t, link, nil, match, method, path, tok, key, body)
+}
+
+// lostAfter is lost with the link armed by armAfter(trigger, match).
+func (e *attackEnv) lostAfter(t *testing.T, link *lossyLink, trigger, match func(string) bool, method, path, tok, key string, body any) (resp, []string) {
+	t.Helper()
+	link.armAfter(trigger, match)
+	r, err := e.try(method, path, tok, key, body)
+	lost := link.disarm()
+	require.NoError(t, err)
+	return r, lost
+}
+
+// nth matches the n-th statement (from 1) that match accepts after arming.
+func nth(n int, match func(string) bool) func(string) bool {
+	seen := 0
+	return func(q string) bool {
+		if !match(q) {
+			return false
+		}
+		seen++
+		return seen == n
+	}
+}
+
+// isWrite matches a statement that changes data, or a COMMIT.
+func isWrite(q string) bool {
+	q = strings.ToUpper(strings.TrimSpace(q))
+	for _, p := range []string{"INSERT", "UPDATE", "DELETE", "COMMIT", "REPLACE"} {
+		if strings.HasPrefix(q, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// untilFinal sends a request again while it answers 503, 409 request_in_progress or 202
+// (the PG's answer not known yet), as a client told to retry does, and returns the final
+// answer; every answer must be honest.
+func (e *attackEnv) untilFinal(t *testing.T, what, method, path, tok, key string, body any) resp {
+	t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		r := e.call(method, path, tok, key, body)
+		again := r.Status == http.StatusServiceUnavailable || r.Status == http.StatusAccepted
+		if p, ok := decodeProblem(r.Body); ok && p.Code == "request_in_progress" {
+			again = true
+		}
+		if r.Status >= 500 && r.Status != http.StatusServiceUnavailable {
+			t.Errorf("%s: %d %s", what, r.Status, r.Body)
+		}
+		if r.Status == http.StatusServiceUnavailable && r.Header.Get("Retry-After") == "" {
+			t.Errorf("%s: 503 without Retry-After: %s", what, r.Body)
+		}
+		if !again || time.Now().After(deadline) {
+			return r
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// lostScenario is a write whose replies the lossyLink loses, and the exact end state its
+// replays must reach.
+type lostScenario struct {
+	name string
+	// prep readies the user's state and returns the request's path.
+	prep        func(t *testing.T, e *attackEnv, tok string) string
+	method, key string
+	body        any
+	final       int
+	check       func(t *testing.T, e *attackEnv, tok, path string, final resp)
+}
+
+func lostScenarios() []lostScenario {
+	place := func(t *testing.T, e *attackEnv, tok, key string) server.OrderJSON {
+		return as[server.OrderJSON](t, expect(t, e.call("POST", "/v1/orders", tok, key, server.PlaceOrderJSON{
+			Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
+	}
+	orders := func(t *testing.T, e *attackEnv, tok string) []server.OrderJSON {
+		return as[server.OrderPageJSON](t, expect(t, e.call("GET", "/v1/orders", tok, "", nil), http.StatusOK)).Orders
+	}
+	return []lostScenario{
+		{name: "cart add", method: "POST", key: "add", body: server.LineJSON{ProductID: "p1", Qty: 2}, final: http.StatusOK,
+			prep: func(*testing.T, *attackEnv, string) string { return "/v1/cart/items" },
+			check: func(t *testing.T, e *attackEnv, tok, _ string, _ resp) {
+				c := as[server.CartJSON](t, expect(t, e.call("GET", "/v1/cart", tok, "", nil), http.StatusOK))
+				require.Len(t, c.Items, 1)
+				assert.Equal(t, int64(2), c.Items[0].Qty, "added once")
+			}},
+		{name: "checkout", method: "POST", key: "co", body: server.PlaceOrderJSON{FromCart: true}, final: http.StatusCreated,
+			prep: func(t *testing.T, e *attackEnv, tok string) string {
+				expect(t, e.call("POST", "/v1/cart/items", tok, "add", server.LineJSON{ProductID: "p1", Qty: 2}), http.StatusOK)
+				return "/v1/orders"
+			},
+			check: func(t *testing.T, e *attackEnv, tok, _ string, final resp) {
+				os := orders(t, e, tok)
+				require.Len(t, os, 1, "one order")
+				assert.Equal(t, os[0].ID, as[server.OrderJSON](t, final).ID)
+				assert.Empty(t, as[server.CartJSON](t, e.call("GET", "/v1/cart", tok, "", nil)).Items)
+			}},
+		{name: "place", method: "POST", key: "pl", body: server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}},
+			final: http.StatusCreated,
+			prep:  func(*testing.T, *attackEnv, string) string { return "/v1/orders" },
+			check: func(t *testing.T, e *attackEnv, tok, _ string, final resp) {
+				os := orders(t, e, tok)
+				require.Len(t, os, 1, "one order")
+				assert.Equal(t, os[0].ID, as[server.OrderJSON](t, final).ID)
+			}},
+		{name: "pay", method: "POST", key: "pay", body: server.PayJSON{Method: "CARD", Token: "tok_ok"}, final: http.StatusOK,
+			prep: func(t *testing.T, e *attackEnv, tok string) string {
+				return "/v1/orders/" + place(t, e, tok, "pl").ID + "/pay"
+			},
+			check: func(t *testing.T, e *attackEnv, tok, _ string, final resp) {
+				o := as[server.OrderJSON](t, final)
+				assert.Equal(t, "PAID", o.Status)
+				assert.Equal(t, 1, e.sim.Charges(o.PaymentID), "charged once")
+			}},
+		{name: "cancel paid", method: "POST", final: http.StatusOK,
+			prep: func(t *testing.T, e *attackEnv, tok string) string {
+				o := place(t, e, tok, "pl")
+				expect(t, e.call("POST", "/v1/orders/"+o.ID+"/pay", tok, "pay", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
+				return "/v1/orders/" + o.ID + "/cancel"
+			},
+			check: func(t *testing.T, e *attackEnv, tok, _ string, final resp) {
+				o := as[server.OrderJSON](t, final)
+				assert.Equal(t, "CANCELLED", o.Status)
+				p := as[server.PaymentJSON](t, expect(t, e.call("GET", "/v1/orders/"+o.ID+"/payment", tok, "", nil), http.StatusOK))
+				assert.Equal(t, p.Amount, p.Refunded, "refunded once, in full")
+				assert.Len(t, p.Refunds, 1)
+			}},
+		{name: "top-up", method: "POST", key: "tu", body: server.TopUpRequestJSON{Amount: 1000, Method: "CARD", Token: "tok_ok"},
+			final: http.StatusCreated,
+			prep:  func(*testing.T, *attackEnv, string) string { return "/v1/points/top-ups" },
+			check: func(t *testing.T, e *attackEnv, tok, _ string, final resp) {
+				tu := as[server.TopUpJSON](t, final)
+				assert.Equal(t, "COMPLETED", tu.Status)
+				assert.Equal(t, 1, e.sim.Charges(tu.PaymentID), "charged once")
+				b := as[server.BalanceJSON](t, expect(t, e.call("GET", "/v1/points", tok, "", nil), http.StatusOK))
+				assert.Equal(t, int64(1000), b.Available)
+			}},
+		{name: "issue coupon", method: "POST", key: "iss", final: http.StatusCreated,
+			prep: func(*testing.T, *attackEnv, string) string { return "/v1/coupon-templates/tpl-many/issue" },
+			check: func(t *testing.T, e *attackEnv, tok, _ string, final resp) {
+				w := as[server.CouponPageJSON](t, expect(t, e.call("GET", "/v1/coupons", tok, "", nil), http.StatusOK))
+				require.Len(t, w.Coupons, 1, "issued once")
+				assert.Equal(t, w.Coupons[0].ID, as[server.CouponJSON](t, final).ID)
+			}},
+		{name: "cart set", method: "PUT", body: server.CartQtyJSON{Qty: 3}, final: http.StatusOK,
+			prep: func(*testing.T, *attackEnv, string) string { return "/v1/cart/items/p1" },
+			check: func(t *testing.T, e *attackEnv, tok, _ string, _ resp) {
+				c := as[server.CartJSON](t, expect(t, e.call("GET", "/v1/cart", tok, "", nil), http.StatusOK))
+				require.Len(t, c.Items, 1)
+				assert.Equal(t, int64(3), c.Items[0].Qty)
+			}},
+	}
+}
+
+// TestAttackLostReplies: every write of a user, with the reply of its n-th COMMIT (or of
+// its n-th statement changing data) lost, answers 503 with Retry-After (or its success,
+// when the lost reply was another request's), and its replays reach the one effect: one
+// cart line, one order, one charge, one refund, one coupon, the points once.
+func TestAttackLostReplies(t *testing.T) {
+	e, link := newLossyEnv(t)
+	expect(t, e.call("POST", "/v1/coupon-templates", e.admin, "", server.CouponTemplateJSON{ID: "tpl-many", Kind: "fixed",
+		Amount: 100, PerUserLimit: 5}), http.StatusCreated)
+	for _, sc := range lostScenarios() {
+		for _, pred := range []struct {
+			name  string
+			match func(string) bool
+		}{{"commit", isCommit}, {"write", isWrite}} {
+			for n := 1; n <= 6; n++ {
+				what := fmt.Sprintf("%s, %s %d lost", sc.name, pred.name, n)
+				user := fmt.Sprintf("u-%s-%s-%d", strings.ReplaceAll(sc.name, " ", "-"), pred.name, n)
+				tok := token(t, user, false)
+				path := sc.prep(t, e, tok)
+				r, lost := e.lost(t, link, nth(n, pred.match), sc.method, path, tok, sc.key, sc.body)
+				if len(lost) == 0 {
+					continue // the request made fewer statements
+				}
+				if r.Status != sc.final && r.Status != http.StatusServiceUnavailable && r.Status != http.StatusAccepted {
+					t.Errorf("%s: first answer %d %s", what, r.Status, r.Body)
+				}
+				if r.Status == http.StatusServiceUnavailable && r.Header.Get("Retry-After") == "" {
+					t.Errorf("%s: 503 without Retry-After", what)
+				}
+				final := e.untilFinal(t, what, sc.method, path, tok, sc.key, sc.body)
+				if !assert.Equal(t, sc.final, final.Status, "%s: %s", what, final.Body) {
+					continue
+				}
+				t.Run(what, func(t *testing.T) { sc.check(t, e, tok, path, final) })
+			}
+		}
+	}
+	var audit server.AuditJSON
+	deadline := time.Now().Add(time.Minute)
+	for {
+		audit = as[server.AuditJSON](t, expect(t, e.call("GET", "/v1/admin/audit", e.admin, "", nil), http.StatusOK))
+		if audit.OK || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	require.True(t, audit.OK, "%v", audit.Discrepancies)
+}
+
+// contains matches a statement containing s.
+func contains(s string) func(string) bool {
+	return func(q string) bool { return strings.Contains(q, s) }
+}
