@@ -638,3 +638,37 @@ func TestAttackLostReplies(t *testing.T) {
 func contains(s string) func(string) bool {
 	return func(q string) bool { return strings.Contains(q, s) }
 }
+
+// TestAttackRefreshRetriedAfterLostReply: a refresh sent with an Idempotency-Key whose
+// rotation committed but whose reply was lost (503, "retry later") is retried with the
+// same refresh token and key, as told. The retry must not be taken for a stolen token's
+// replay: it gets the answer it lost (the same pair, again on every retry), the session
+// lives on, and the rotation's reuse detection still works afterwards.
+func TestAttackRefreshRetriedAfterLostReply(t *testing.T) {
+	e, link := newLossyEnv(t)
+	s := login1(t, e.app, "alice")
+	refresh := server.RefreshJSON{RefreshToken: s.RefreshToken}
+	r, lost := e.lostAfter(t, link, contains("UPDATE `member_refresh_tokens`"), isCommit, "POST", "/v1/sessions/refresh", "", "rot-1", refresh)
+	require.Equal(t, []string{"COMMIT"}, lost)
+	expectProblem(t, r, http.StatusServiceUnavailable, "dependency_unavailable")
+	require.NotEmpty(t, r.Header.Get("Retry-After"))
+
+	r = e.untilFinal(t, "refresh retried", "POST", "/v1/sessions/refresh", "", "rot-1", refresh)
+	s2 := as[server.SessionJSON](t, expect(t, r, http.StatusOK))
+	assert.Equal(t, s.UserID, s2.UserID)
+	again := as[server.SessionJSON](t, expect(t, e.call("POST", "/v1/sessions/refresh", "", "rot-1", refresh), http.StatusOK))
+	assert.Equal(t, [2]string{s2.AccessToken, s2.RefreshToken}, [2]string{again.AccessToken, again.RefreshToken}, "the same answer")
+	expect(t, e.call("GET", "/v1/orders", s2.AccessToken, "", nil), http.StatusOK)
+	expect(t, e.call("GET", "/v1/orders", s.AccessToken, "", nil), http.StatusOK)
+	s3 := as[server.SessionJSON](t, expect(t, e.call("POST", "/v1/sessions/refresh", "", "rot-2",
+		server.RefreshJSON{RefreshToken: s2.RefreshToken}), http.StatusOK)) // the session lives on
+
+	// The first token, replayed once its successor was used, is a stolen token's replay:
+	// the session is revoked, every token of it denied.
+	expectProblem(t, e.call("POST", "/v1/sessions/refresh", "", "rot-1", refresh), http.StatusUnauthorized, "refresh_token_reused")
+	for _, tok := range []string{s.AccessToken, s2.AccessToken, s3.AccessToken} {
+		expectProblem(t, e.call("GET", "/v1/orders", tok, "", nil), http.StatusUnauthorized, "token_revoked")
+	}
+	expectProblem(t, e.call("POST", "/v1/sessions/refresh", "", "", server.RefreshJSON{RefreshToken: s3.RefreshToken}),
+		http.StatusUnauthorized, "invalid_refresh_token")
+}
