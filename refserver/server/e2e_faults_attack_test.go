@@ -1,10 +1,12 @@
 package server_test
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/payment/pgsim"
+	"github.com/commercekit/commercekit/refserver/member"
 	"github.com/commercekit/commercekit/refserver/server"
 )
 
@@ -260,17 +263,19 @@ func (e *attackEnv) afterFault(t *testing.T) {
 	require.True(t, audit.OK, "%v", audit.Discrepancies)
 }
 
-// lossyLink is a TCP proxy between the server and its MySQL that can lose the reply of a
-// statement: armed with a predicate on the text of the statements the server sends
-// (COM_QUERY), it forwards a matching statement to MySQL, waits for MySQL's answer — so
-// the statement has run, a COMMIT has committed — and then drops that connection, both
-// ways, instead of passing the answer on. That is the fault of a database restart or a
-// network cut at the worst moment: the work is done, its caller cannot know it.
+// lossyLink is a TCP proxy between the server and its MySQL (or Redis) that can lose the
+// reply of a statement: armed with a predicate on the text of the statements the server
+// sends (COM_QUERY; a Redis command's words), it forwards a matching statement, waits for
+// the answer — so the statement has run, a COMMIT has committed — and then drops that
+// connection, both ways, instead of passing the answer on. That is the fault of a restart
+// or a network cut at the worst moment: the work is done, its caller cannot know it.
 type lossyLink struct {
 	ln     net.Listener
 	target string
-	mu     sync.Mutex
-	match  func(query string) bool // nil: disarmed
+	// frame reads one statement the server sends: its bytes, and its text ("" for none).
+	frame func(r *bufio.Reader) (raw []byte, text string, err error)
+	mu    sync.Mutex
+	match func(query string) bool // nil: disarmed
 	// trigger, when set, limits match to the statements of a connection that sent a
 	// statement trigger accepts first (a request's transaction, not a background loop's).
 	trigger func(query string) bool
@@ -279,10 +284,19 @@ type lossyLink struct {
 
 // newLossyLink listens on loopback and forwards to target until the test ends.
 func newLossyLink(t *testing.T, target string) *lossyLink {
+	return newLink(t, target, mysqlStatement)
+}
+
+// newLossyRedisLink is newLossyLink for Redis.
+func newLossyRedisLink(t *testing.T, target string) *lossyLink {
+	return newLink(t, target, redisCommand)
+}
+
+func newLink(t *testing.T, target string, frame func(*bufio.Reader) ([]byte, string, error)) *lossyLink {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	l := &lossyLink{ln: ln, target: target}
+	l := &lossyLink{ln: ln, target: target, frame: frame}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Go(func() {
@@ -374,23 +388,18 @@ func (l *lossyLink) serve(c net.Conn) {
 			}
 		}
 	}()
-	// The server to MySQL, packet by packet: 3 bytes of length, 1 of sequence, payload;
-	// a COM_QUERY payload is 0x03 and the statement's text.
-	hdr := make([]byte, 4)
+	// The server to the backend, statement by statement.
+	in := bufio.NewReader(c)
 	var triggered bool
 	for {
-		if _, err := io.ReadFull(c, hdr); err != nil {
+		raw, text, err := l.frame(in)
+		if err != nil {
 			break
 		}
-		n := int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
-		payload := make([]byte, n)
-		if _, err := io.ReadFull(c, payload); err != nil {
-			break
-		}
-		if n > 0 && payload[0] == 0x03 && l.lose(string(payload[1:]), &triggered) {
+		if text != "" && l.lose(text, &triggered) {
 			dropping.Store(true)
 		}
-		if _, err := s.Write(append(hdr, payload...)); err != nil {
+		if _, err := s.Write(raw); err != nil {
 			break
 		}
 		if dropping.Load() {
@@ -401,6 +410,59 @@ func (l *lossyLink) serve(c net.Conn) {
 		s.Close()
 	}
 	<-done
+}
+
+// mysqlStatement reads a MySQL packet: 3 bytes of length, 1 of sequence, the payload; a
+// COM_QUERY payload is 0x03 and the statement's text.
+func mysqlStatement(r *bufio.Reader) ([]byte, string, error) {
+	raw := make([]byte, 4)
+	if _, err := io.ReadFull(r, raw); err != nil {
+		return nil, "", err
+	}
+	n := int(raw[0]) | int(raw[1])<<8 | int(raw[2])<<16
+	raw = append(raw, make([]byte, n)...)
+	if _, err := io.ReadFull(r, raw[4:]); err != nil {
+		return nil, "", err
+	}
+	if n > 0 && raw[4] == 0x03 {
+		return raw, string(raw[5:]), nil
+	}
+	return raw, "", nil
+}
+
+// redisCommand reads a Redis command (RESP: an array of bulk strings) and returns its
+// words joined by spaces.
+func redisCommand(r *bufio.Reader) ([]byte, string, error) {
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return nil, "", err
+	}
+	raw := line
+	if line[0] != '*' { // an inline command
+		return raw, strings.TrimSpace(string(line)), nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(line[1:])))
+	if err != nil {
+		return nil, "", err
+	}
+	words := make([]string, 0, n)
+	for range n {
+		hdr, err := r.ReadBytes('\n')
+		if err != nil || len(hdr) < 3 || hdr[0] != '$' {
+			return nil, "", fmt.Errorf("not a bulk string: %q (%v)", hdr, err)
+		}
+		size, err := strconv.Atoi(strings.TrimSpace(string(hdr[1:])))
+		if err != nil {
+			return nil, "", err
+		}
+		word := make([]byte, size+2)
+		if _, err := io.ReadFull(r, word); err != nil {
+			return nil, "", err
+		}
+		raw = append(append(raw, hdr...), word...)
+		words = append(words, string(word[:size]))
+	}
+	return raw, strings.Join(words, " "), nil
 }
 
 // isCommit matches the COMMIT of a transaction.
@@ -671,4 +733,30 @@ func TestAttackRefreshRetriedAfterLostReply(t *testing.T) {
 	}
 	expectProblem(t, e.call("POST", "/v1/sessions/refresh", "", "", server.RefreshJSON{RefreshToken: s3.RefreshToken}),
 		http.StatusUnauthorized, "invalid_refresh_token")
+}
+
+// TestAttackLoginLimitCountsEachAttemptOnce: the failed-login limit (5 per login ID) is
+// kept in Redis. When Redis's reply to an attempt's take is lost (the connection drops
+// after Redis ran it), the client sends the take again on a fresh connection: the attempt
+// must still count once. Five wrong passwords, each meeting that fault, are five 401s, and
+// only the sixth attempt is refused with 429.
+func TestAttackLoginLimitCountsEachAttemptOnce(t *testing.T) {
+	rdb := testenv.OwnRedis(t)
+	link := newLossyRedisLink(t, rdb.Addr)
+	cfg, sim, setHook := fullConfig(t, testenv.MySQLDSN(t), link.Addr(), 0)
+	a := start(t, backend{name: "lossy-redis", config: func(*testing.T) (server.Config, *pgsim.Simulator, func(string)) {
+		return cfg, sim, setHook
+	}}, nil, fastHash)
+	expect(t, a.call("POST", "/v1/members", "", "", server.SignUpJSON{LoginID: "bob", Password: "correct horse"}), http.StatusCreated)
+	e := &attackEnv{app: a}
+	wrong := server.LoginJSON{LoginID: "bob", Password: "wrong horse"}
+	take := func(q string) bool {
+		return strings.Contains(q, "commercekit:login:id bob") && strings.Contains(q, " take")
+	}
+	for i := 1; i <= member.DefaultAccountFailures; i++ {
+		r, lost := e.lost(t, link, nth(1, take), "POST", "/v1/sessions", "", "", wrong)
+		require.Len(t, lost, 1, "attempt %d", i)
+		expectProblem(t, r, http.StatusUnauthorized, "invalid_credentials")
+	}
+	expectProblem(t, a.call("POST", "/v1/sessions", "", "", wrong), http.StatusTooManyRequests, "too_many_login_attempts")
 }
