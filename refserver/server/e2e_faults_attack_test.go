@@ -760,3 +760,86 @@ func TestAttackLoginLimitCountsEachAttemptOnce(t *testing.T) {
 	}
 	expectProblem(t, a.call("POST", "/v1/sessions", "", "", wrong), http.StatusTooManyRequests, "too_many_login_attempts")
 }
+
+// newRedisLossyEnv is newAttackEnv with its Redis behind a lossyLink.
+func newRedisLossyEnv(t *testing.T) (*attackEnv, *lossyLink) {
+	t.Helper()
+	rdb := testenv.OwnRedis(t)
+	link := newLossyRedisLink(t, rdb.Addr)
+	cfg, sim, setHook := fullConfig(t, testenv.MySQLDSN(t), link.Addr(), 0)
+	a := start(t, backend{name: "lossy-redis", config: func(*testing.T) (server.Config, *pgsim.Simulator, func(string)) {
+		return cfg, sim, setHook
+	}}, nil, fastHash)
+	e := &attackEnv{app: a, rdb: rdb}
+	e.admin = setup(t, a, "p1", 9000, 100)
+	e.alice = signUpAndLogin(t, a, "alice")
+	return e, link
+}
+
+// runOf matches the n-th to the (n+k-1)-th statements match accepts after arming.
+func runOf(n, k int, match func(string) bool) func(string) bool {
+	seen := 0
+	return func(q string) bool {
+		if !match(q) {
+			return false
+		}
+		seen++
+		return seen >= n && seen < n+k
+	}
+}
+
+// isRedisWrite matches a Redis script or a command that writes.
+func isRedisWrite(q string) bool {
+	cmd, _, _ := strings.Cut(q, " ")
+	switch strings.ToUpper(cmd) {
+	case "EVALSHA", "EVAL", "EVALSHA_RO", "FCALL", "SET", "DEL", "HSET", "INCR", "INCRBY", "DECRBY", "EXPIRE", "PEXPIRE",
+		"SADD", "SREM", "ZADD", "ZREM", "LPUSH", "RPUSH", "MULTI", "EXEC", "HINCRBY", "UNLINK", "GETDEL":
+		return true
+	}
+	return false
+}
+
+// TestAttackLostRedisReplies: every write of a user, with the reply of its n-th Redis
+// script or write lost once (go-redis sends it again) or twice running (the caller sees the
+// failure: 503), reaches exactly one effect: one cart line, one order, one charge, one
+// refund, one coupon, the points once; the stock and the audit agree.
+func TestAttackLostRedisReplies(t *testing.T) {
+	e, link := newRedisLossyEnv(t)
+	expect(t, e.call("POST", "/v1/coupon-templates", e.admin, "", server.CouponTemplateJSON{ID: "tpl-many", Kind: "fixed",
+		Amount: 100, PerUserLimit: 5}), http.StatusCreated)
+	for _, sc := range lostScenarios() {
+		for _, k := range []int{1, 2} {
+			for n := 1; n <= 8; n++ {
+				what := fmt.Sprintf("%s, Redis write %d lost %d times", sc.name, n, k)
+				user := fmt.Sprintf("r-%s-%d-%d", strings.ReplaceAll(sc.name, " ", "-"), k, n)
+				tok := token(t, user, false)
+				path := sc.prep(t, e, tok)
+				r, lost := e.lost(t, link, runOf(n, k, isRedisWrite), sc.method, path, tok, sc.key, sc.body)
+				if len(lost) == 0 {
+					continue
+				}
+				if r.Status != sc.final && r.Status != http.StatusServiceUnavailable && r.Status != http.StatusAccepted {
+					t.Errorf("%s: first answer %d %s (lost %q)", what, r.Status, r.Body, lost)
+				}
+				if r.Status == http.StatusServiceUnavailable && r.Header.Get("Retry-After") == "" {
+					t.Errorf("%s: 503 without Retry-After", what)
+				}
+				final := e.untilFinal(t, what, sc.method, path, tok, sc.key, sc.body)
+				if !assert.Equal(t, sc.final, final.Status, "%s: %s (lost %q)", what, final.Body, lost) {
+					continue
+				}
+				t.Run(what, func(t *testing.T) { sc.check(t, e, tok, path, final) })
+			}
+		}
+	}
+	var audit server.AuditJSON
+	deadline := time.Now().Add(time.Minute)
+	for {
+		audit = as[server.AuditJSON](t, expect(t, e.call("GET", "/v1/admin/audit", e.admin, "", nil), http.StatusOK))
+		if audit.OK || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	require.True(t, audit.OK, "%v", audit.Discrepancies)
+}
