@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/refserver/member"
@@ -842,4 +843,73 @@ func TestAttackLostRedisReplies(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	require.True(t, audit.OK, "%v", audit.Discrepancies)
+}
+
+// withOwnKafka points cfg at a Kafka broker of the caller's own (fullConfig's is left
+// idle), with topics of the test's own, and returns it.
+func withOwnKafka(t *testing.T, cfg *server.Config) *testenv.Kafka {
+	t.Helper()
+	k := testenv.NewKafka(t)
+	cfg.KafkaBrokers, cfg.KafkaTopics = k.Brokers, nil
+	for _, typ := range commerce.EventTypes {
+		topic, _ := commerce.DefaultTopics().Of(typ)
+		cfg.KafkaTopics = append(cfg.KafkaTopics, typ+"="+k.Topic(t, topic+"-own"))
+	}
+	return k
+}
+
+// TestAttackKafkaDown: with Kafka down, orders are still placed, paid and cancelled (Kafka
+// is never on a request's path), /readyz says Kafka is down, and once it is back the
+// collector's counters are exact: every paid order and every cancellation counted once,
+// nothing dead-lettered, the audit clean, /readyz ready.
+func TestAttackKafkaDown(t *testing.T) {
+	rdb := testenv.Redis(t)
+	cfg, sim, setHook := fullConfig(t, testenv.MySQLDSN(t), rdb.Options().Addr, rdb.Options().DB)
+	k := withOwnKafka(t, &cfg)
+	cfg.RollupInterval = 50 * time.Millisecond
+	a := start(t, backend{name: "kafka-down", config: func(*testing.T) (server.Config, *pgsim.Simulator, func(string)) {
+		return cfg, sim, setHook
+	}}, nil)
+	admin := setup(t, a, "p1", 1000, 50)
+	buy := func(i int) server.OrderJSON {
+		tok := token(t, fmt.Sprintf("buyer-%d", i), false)
+		o := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", tok, "o", server.PlaceOrderJSON{
+			Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
+		return as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders/"+o.ID+"/pay", tok, "pay",
+			server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK))
+	}
+	buy(0)
+	buy(1)
+	k.Stop(t)
+	for i := 2; i < 5; i++ {
+		buy(i)
+	}
+	o := buy(5)
+	o = as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders/"+o.ID+"/cancel", token(t, "buyer-5", false), "", nil), http.StatusOK))
+	require.Equal(t, "CANCELLED", o.Status)
+	r := a.call("GET", "/readyz", "", "", nil)
+	ready := as[server.Readiness](t, r)
+	assert.Equal(t, http.StatusServiceUnavailable, r.Status, "%+v", ready)
+	assert.NotEqual(t, "ok", ready.Checks["kafka"])
+	k.Start(t)
+
+	var m server.MetricsJSON
+	deadline := time.Now().Add(time.Minute)
+	for {
+		pm := as[server.ProductMetricsJSON](t, expect(t, a.call("GET", "/v1/products/p1/metrics?period=daily", "", "", nil), http.StatusOK))
+		if len(pm.Items) == 1 {
+			m = pm.Items[0].MetricsJSON
+		}
+		if m.Cancellations == 1 && m.Orders == 6 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	assert.Equal(t, server.MetricsJSON{Orders: 6, Units: 6, Revenue: 6000, Cancellations: 1, UnitsRefunded: 1,
+		RevenueRefunded: 1000, NetUnits: 5, NetRevenue: 5000}, m)
+	dl := expect(t, a.call("GET", "/v1/admin/outbox/dead-letters", admin, "", nil), http.StatusOK)
+	assert.NotContains(t, string(dl.Body), `"id"`, "nothing dead-lettered: %s", dl.Body)
+	audit := as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", admin, "", nil), http.StatusOK))
+	assert.True(t, audit.OK, "%v", audit.Discrepancies)
+	assert.Equal(t, http.StatusOK, a.call("GET", "/readyz", "", "", nil).Status)
 }
