@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -229,7 +230,8 @@ func TestAttackMySQLDownSweep(t *testing.T) {
 }
 
 // afterFault checks that the server works again once the fault is over: a sweep gets
-// every route's success (retrying 503 until recovery has run), and the audit is clean.
+// every route's success (retrying 503 until recovery has run), /readyz says ready, and
+// the audit is clean.
 func (e *attackEnv) afterFault(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
@@ -252,6 +254,8 @@ func (e *attackEnv) afterFault(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
+	status, ready := e.readyz(t)
+	assert.Equal(t, http.StatusOK, status, "%+v", ready)
 	var audit server.AuditJSON
 	deadline = time.Now().Add(time.Minute)
 	for {
@@ -912,4 +916,51 @@ func TestAttackKafkaDown(t *testing.T) {
 	audit := as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", admin, "", nil), http.StatusOK))
 	assert.True(t, audit.OK, "%v", audit.Discrepancies)
 	assert.Equal(t, http.StatusOK, a.call("GET", "/readyz", "", "", nil).Status)
+}
+
+// TestAttackRedisRestartsEmpty: Redis is killed and started again without its data (its
+// snapshot, if any, older than the writes). Nothing it held may change a business answer:
+// coupon limits still hold (a user at the per-user limit, a template sold out), replays
+// get their first answers, a logged-out token stays revoked, the stock is what SQL says,
+// and the audit is clean.
+func TestAttackRedisRestartsEmpty(t *testing.T) {
+	e := newAttackEnv(t)
+	tok := e.alice.AccessToken
+	expect(t, e.call("POST", "/v1/coupon-templates", e.admin, "", server.CouponTemplateJSON{ID: "tpl-two", Kind: "fixed",
+		Amount: 100, TotalQuantity: 2, PerUserLimit: 1}), http.StatusCreated)
+	c1 := expect(t, e.call("POST", "/v1/coupon-templates/tpl-two/issue", tok, "iss-1", nil), http.StatusCreated)
+	bob := token(t, "bob", false)
+	expect(t, e.call("POST", "/v1/coupon-templates/tpl-two/issue", bob, "iss-1", nil), http.StatusCreated)
+	placed := expect(t, e.call("POST", "/v1/orders", tok, "o-1", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 2}}}), http.StatusCreated)
+	gone := login1(t, e.app, "alice")
+	expect(t, e.call("DELETE", "/v1/sessions", gone.AccessToken, "", nil), http.StatusNoContent)
+	before := as[server.StockJSON](t, expect(t, e.call("GET", "/v1/products/p1/stock", "", "", nil), http.StatusOK))
+
+	rc := redis.NewClient(&redis.Options{Addr: e.rdb.Addr})
+	t.Cleanup(func() { rc.Close() })
+	require.NoError(t, rc.FlushAll(t.Context()).Err()) // whatever a snapshot kept
+	e.rdb.Stop(t, 0)
+	e.rdb.Start(t)
+
+	// Every answer is a final one or 503 until the server has rebuilt what it needs.
+	retry := func(what, method, path, tok, key string, body any) resp {
+		return e.untilFinal(t, what, method, path, tok, key, body)
+	}
+	expectProblem(t, retry("revoked", "GET", "/v1/orders", gone.AccessToken, "", nil), http.StatusUnauthorized, "token_revoked")
+	st := as[server.StockJSON](t, expect(t, retry("stock", "GET", "/v1/products/p1/stock", "", "", nil), http.StatusOK))
+	assert.Equal(t, before, st)
+	r := retry("issue again", "POST", "/v1/coupon-templates/tpl-two/issue", tok, "iss-2", nil)
+	assert.Equal(t, http.StatusUnprocessableEntity, r.Status, "alice is at the per-user limit: %s", r.Body)
+	r = retry("issue sold out", "POST", "/v1/coupon-templates/tpl-two/issue", token(t, "carol", false), "iss-1", nil)
+	assert.Equal(t, http.StatusUnprocessableEntity, r.Status, "the template is sold out: %s", r.Body)
+	r = retry("issue replayed", "POST", "/v1/coupon-templates/tpl-two/issue", tok, "iss-1", nil)
+	assert.Equal(t, http.StatusCreated, r.Status, "%s", r.Body)
+	assert.Equal(t, as[server.CouponJSON](t, c1).ID, as[server.CouponJSON](t, r).ID)
+	r = retry("place replayed", "POST", "/v1/orders", tok, "o-1", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 2}}})
+	assert.Equal(t, as[server.OrderJSON](t, placed).ID, as[server.OrderJSON](t, expect(t, r, http.StatusCreated)).ID)
+	st = as[server.StockJSON](t, expect(t, e.call("GET", "/v1/products/p1/stock", "", "", nil), http.StatusOK))
+	assert.Equal(t, before, st, "the replay reserved nothing more")
+	w := as[server.CouponPageJSON](t, expect(t, e.call("GET", "/v1/coupons", tok, "", nil), http.StatusOK))
+	assert.Len(t, w.Coupons, 1)
+	e.afterFault(t)
 }
