@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stretchr/testify/assert"
@@ -565,8 +566,33 @@ type lostScenario struct {
 	prep        func(t *testing.T, e *attackEnv, tok string) string
 	method, key string
 	body        any
-	final       int
-	check       func(t *testing.T, e *attackEnv, tok, path string, final resp)
+	// admin: the request is the admin's (the user still names what prep makes); bodyOf,
+	// when set, is the body for the user, instead of body.
+	admin  bool
+	bodyOf func(user string) any
+	final  int
+	check  func(t *testing.T, e *attackEnv, tok, path string, final resp)
+}
+
+// request returns the token and body of the scenario's request for user (holding tok).
+func (sc lostScenario) request(e *attackEnv, tok, user string) (string, any) {
+	body := sc.body
+	if sc.bodyOf != nil {
+		body = sc.bodyOf(user)
+	}
+	if sc.admin {
+		return e.admin, body
+	}
+	return tok, body
+}
+
+// claimsUser returns the subject of a token of the test's secret.
+func (e *attackEnv) claimsUser(t *testing.T, tok string) string {
+	t.Helper()
+	var c server.Claims
+	_, _, err := jwt.NewParser().ParseUnverified(tok, &c)
+	require.NoError(t, err)
+	return c.Subject
 }
 
 func lostScenarios() []lostScenario {
@@ -643,6 +669,51 @@ func lostScenarios() []lostScenario {
 				require.Len(t, w.Coupons, 1, "issued once")
 				assert.Equal(t, w.Coupons[0].ID, as[server.CouponJSON](t, final).ID)
 			}},
+		{name: "create product", method: "POST", admin: true, final: http.StatusCreated,
+			bodyOf: func(user string) any {
+				return server.NewProductJSON{ID: "prod-" + user, Name: "New", Price: 500, Stock: 7}
+			},
+			prep: func(*testing.T, *attackEnv, string) string { return "/v1/products" },
+			check: func(t *testing.T, e *attackEnv, _, _ string, final resp) {
+				p := as[server.ProductJSON](t, final)
+				st := as[server.StockJSON](t, expect(t, e.call("GET", "/v1/products/"+p.ID+"/stock", "", "", nil), http.StatusOK))
+				assert.Equal(t, [3]int64{7, 0, 0}, [3]int64{st.Available, st.Reserved, st.Sold})
+			}},
+		{name: "set stock", method: "PUT", admin: true, body: server.SetStockJSON{OnHand: 9}, final: http.StatusOK,
+			prep: func(t *testing.T, e *attackEnv, tok string) string {
+				id := "stock-" + e.claimsUser(t, tok)
+				expect(t, e.call("POST", "/v1/products", e.admin, "", server.NewProductJSON{ID: id, Name: "S", Price: 500, Stock: 3}), http.StatusCreated)
+				expect(t, e.call("POST", "/v1/orders", tok, "pl", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: id, Qty: 1}}}), http.StatusCreated)
+				return "/v1/products/" + id + "/stock"
+			},
+			check: func(t *testing.T, e *attackEnv, _, path string, _ resp) {
+				st := as[server.StockJSON](t, expect(t, e.call("GET", path, "", "", nil), http.StatusOK))
+				assert.Equal(t, [3]int64{8, 1, 0}, [3]int64{st.Available, st.Reserved, st.Sold}, "on hand 9, one reserved")
+			}},
+		{name: "coupon template", method: "POST", admin: true, final: http.StatusCreated,
+			bodyOf: func(user string) any {
+				return server.CouponTemplateJSON{ID: "tpl-" + user, Kind: "fixed", Amount: 100, TotalQuantity: 10, PerUserLimit: 1}
+			},
+			prep: func(*testing.T, *attackEnv, string) string { return "/v1/coupon-templates" },
+			check: func(t *testing.T, e *attackEnv, tok, _ string, final resp) {
+				tpl := as[server.CouponTemplateJSON](t, final)
+				expect(t, e.call("POST", "/v1/coupon-templates/"+tpl.ID+"/issue", tok, "iss", nil), http.StatusCreated)
+			}},
+		{name: "cancel unpaid", method: "POST", final: http.StatusOK,
+			prep: func(t *testing.T, e *attackEnv, tok string) string {
+				return "/v1/orders/" + place(t, e, tok, "pl").ID + "/cancel"
+			},
+			check: func(t *testing.T, e *attackEnv, tok, _ string, final resp) {
+				assert.Equal(t, "CANCELLED", as[server.OrderJSON](t, final).Status)
+			}},
+		{name: "cart remove", method: "DELETE", final: http.StatusOK,
+			prep: func(t *testing.T, e *attackEnv, tok string) string {
+				expect(t, e.call("POST", "/v1/cart/items", tok, "add", server.LineJSON{ProductID: "p1", Qty: 2}), http.StatusOK)
+				return "/v1/cart/items/p1"
+			},
+			check: func(t *testing.T, e *attackEnv, tok, _ string, _ resp) {
+				assert.Empty(t, as[server.CartJSON](t, expect(t, e.call("GET", "/v1/cart", tok, "", nil), http.StatusOK)).Items)
+			}},
 		{name: "cart set", method: "PUT", body: server.CartQtyJSON{Qty: 3}, final: http.StatusOK,
 			prep: func(*testing.T, *attackEnv, string) string { return "/v1/cart/items/p1" },
 			check: func(t *testing.T, e *attackEnv, tok, _ string, _ resp) {
@@ -671,7 +742,8 @@ func TestAttackLostReplies(t *testing.T) {
 				user := fmt.Sprintf("u-%s-%s-%d", strings.ReplaceAll(sc.name, " ", "-"), pred.name, n)
 				tok := token(t, user, false)
 				path := sc.prep(t, e, tok)
-				r, lost := e.lost(t, link, nth(n, pred.match), sc.method, path, tok, sc.key, sc.body)
+				caller, body := sc.request(e, tok, user)
+				r, lost := e.lost(t, link, nth(n, pred.match), sc.method, path, caller, sc.key, body)
 				if len(lost) == 0 {
 					continue // the request made fewer statements
 				}
@@ -681,7 +753,7 @@ func TestAttackLostReplies(t *testing.T) {
 				if r.Status == http.StatusServiceUnavailable && r.Header.Get("Retry-After") == "" {
 					t.Errorf("%s: 503 without Retry-After", what)
 				}
-				final := e.untilFinal(t, what, sc.method, path, tok, sc.key, sc.body)
+				final := e.untilFinal(t, what, sc.method, path, caller, sc.key, body)
 				if !assert.Equal(t, sc.final, final.Status, "%s: %s", what, final.Body) {
 					continue
 				}
@@ -819,7 +891,8 @@ func TestAttackLostRedisReplies(t *testing.T) {
 				user := fmt.Sprintf("r-%s-%d-%d", strings.ReplaceAll(sc.name, " ", "-"), k, n)
 				tok := token(t, user, false)
 				path := sc.prep(t, e, tok)
-				r, lost := e.lost(t, link, runOf(n, k, isRedisWrite), sc.method, path, tok, sc.key, sc.body)
+				caller, body := sc.request(e, tok, user)
+				r, lost := e.lost(t, link, runOf(n, k, isRedisWrite), sc.method, path, caller, sc.key, body)
 				if len(lost) == 0 {
 					continue
 				}
@@ -829,7 +902,7 @@ func TestAttackLostRedisReplies(t *testing.T) {
 				if r.Status == http.StatusServiceUnavailable && r.Header.Get("Retry-After") == "" {
 					t.Errorf("%s: 503 without Retry-After", what)
 				}
-				final := e.untilFinal(t, what, sc.method, path, tok, sc.key, sc.body)
+				final := e.untilFinal(t, what, sc.method, path, caller, sc.key, body)
 				if !assert.Equal(t, sc.final, final.Status, "%s: %s (lost %q)", what, final.Body, lost) {
 					continue
 				}
