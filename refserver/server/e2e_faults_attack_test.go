@@ -22,6 +22,7 @@ import (
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/refserver/member"
 	"github.com/commercekit/commercekit/refserver/server"
@@ -1035,5 +1036,187 @@ func TestAttackRedisRestartsEmpty(t *testing.T) {
 	assert.Equal(t, before, st, "the replay reserved nothing more")
 	w := as[server.CouponPageJSON](t, expect(t, e.call("GET", "/v1/coupons", tok, "", nil), http.StatusOK))
 	assert.Len(t, w.Coupons, 1)
+	e.afterFault(t)
+}
+
+// flowClient is a well-behaved client of the flows test: it sends each request until it
+// gets a final answer, retrying 503, 409 request_in_progress, 202 and transport failures
+// after their Retry-After, and records every attempt.
+type flowClient struct {
+	a   *app
+	mu  sync.Mutex
+	log []attempt
+}
+
+func (c *flowClient) call(route, method, path, tok, key string, body any) resp {
+	deadline := time.Now().Add(3 * time.Minute)
+	for n := 1; ; n++ {
+		at := attempt{route: route, n: n, start: time.Now()}
+		r, err := c.a.try(method, path, tok, key, body)
+		at.took, at.status, at.retry = time.Since(at.start), r.Status, r.Header.Get("Retry-After")
+		if err != nil {
+			at.failure = err.Error()
+		} else if p, ok := decodeProblem(r.Body); ok && r.Status >= 400 {
+			at.code = p.Code
+		}
+		c.mu.Lock()
+		c.log = append(c.log, at)
+		c.mu.Unlock()
+		again := err != nil || r.Status == http.StatusServiceUnavailable || r.Status == http.StatusAccepted ||
+			(r.Status == http.StatusConflict && at.code == "request_in_progress")
+		if !again || time.Now().After(deadline) {
+			return r
+		}
+		pause := 500 * time.Millisecond
+		if s, err := strconv.Atoi(at.retry); err == nil && s > 0 && s <= 5 {
+			pause = time.Duration(s) * time.Second
+		}
+		time.Sleep(pause)
+	}
+}
+
+// TestAttackFlowsSurviveRestarts: members sign up, log in, refresh (with a key), fill
+// carts, take coupons, buy points, order from the cart, pay, cancel and log out, all at
+// once, while MySQL is killed and started again and then Redis is paused. Every answer is
+// honest (no 5xx but 503, every 503 with Retry-After), every member gets a final answer
+// at each step, and the end state is exact: one order each, cancelled and refunded once,
+// one coupon each, the points bought once, the stock whole, a logged-out token revoked,
+// the audit clean.
+func TestAttackFlowsSurviveRestarts(t *testing.T) {
+	const members = 24
+	e := newAttackEnv(t)
+	expect(t, e.call("POST", "/v1/products", e.admin, "", server.NewProductJSON{ID: "p2", Name: "Product p2", Price: 3000, Stock: 500}), http.StatusCreated)
+	expect(t, e.call("POST", "/v1/coupon-templates", e.admin, "", server.CouponTemplateJSON{ID: "tpl-w", Kind: "fixed",
+		Amount: 100, TotalQuantity: 1000, PerUserLimit: 3}), http.StatusCreated)
+	stockOf := func(id string) server.StockJSON {
+		return as[server.StockJSON](t, expect(t, e.call("GET", "/v1/products/"+id+"/stock", "", "", nil), http.StatusOK))
+	}
+	p1, p2 := stockOf("p1"), stockOf("p2")
+	c := &flowClient{a: e.app}
+	chargesBefore := e.sim.Stats()
+
+	type outcome struct {
+		failed string
+		userID string
+		order  server.OrderJSON
+		access string // the access token logged out
+	}
+	outcomes := make([]outcome, members)
+	started := make(chan struct{})
+	var once sync.Once
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		testkit.Parallel(members, members, func(i int) {
+			o := &outcomes[i]
+			fail := func(step string, r resp) { o.failed = fmt.Sprintf("%s: %d %s", step, r.Status, r.Body) }
+			login := fmt.Sprintf("flow-%02d", i)
+			cred := server.SignUpJSON{LoginID: login, Password: "correct horse"}
+			r := c.call("sign-up", "POST", "/v1/members", "", "", cred)
+			if r.Status != http.StatusCreated && r.Status != http.StatusConflict { // 409: an attempt the fault answered 503 stored it
+				fail("sign-up", r)
+				return
+			}
+			if i == members/2 {
+				once.Do(func() { close(started) })
+			}
+			r = c.call("login", "POST", "/v1/sessions", "", "", cred)
+			var s server.SessionJSON
+			if r.Status != http.StatusCreated || jsonUnmarshal(r.Body, &s) != nil {
+				fail("login", r)
+				return
+			}
+			r = c.call("refresh", "POST", "/v1/sessions/refresh", "", "rot-1", server.RefreshJSON{RefreshToken: s.RefreshToken})
+			if r.Status != http.StatusOK || jsonUnmarshal(r.Body, &s) != nil {
+				fail("refresh", r)
+				return
+			}
+			o.userID = s.UserID
+			tok := s.AccessToken
+			steps := []struct {
+				route, method, path, key string
+				body                     any
+				want                     int
+			}{
+				{"cart add", "POST", "/v1/cart/items", "a1", server.LineJSON{ProductID: "p1", Qty: 1}, http.StatusOK},
+				{"cart add", "POST", "/v1/cart/items", "a2", server.LineJSON{ProductID: "p2", Qty: 2}, http.StatusOK},
+				{"cart set", "PUT", "/v1/cart/items/p2", "", server.CartQtyJSON{Qty: 3}, http.StatusOK},
+				{"issue", "POST", "/v1/coupon-templates/tpl-w/issue", "iss", nil, http.StatusCreated},
+				{"top-up", "POST", "/v1/points/top-ups", "tu", server.TopUpRequestJSON{Amount: 1000, Method: "CARD", Token: "tok_ok"}, http.StatusCreated},
+				{"checkout", "POST", "/v1/orders", "co", server.PlaceOrderJSON{FromCart: true}, http.StatusCreated},
+			}
+			for _, st := range steps {
+				if r = c.call(st.route, st.method, st.path, tok, st.key, st.body); r.Status != st.want {
+					fail(st.route, r)
+					return
+				}
+			}
+			if jsonUnmarshal(r.Body, &o.order) != nil {
+				fail("checkout body", r)
+				return
+			}
+			r = c.call("pay", "POST", "/v1/orders/"+o.order.ID+"/pay", tok, "pay", server.PayJSON{Method: "CARD", Token: "tok_ok"})
+			if r.Status != http.StatusOK {
+				fail("pay", r)
+				return
+			}
+			r = c.call("cancel", "POST", "/v1/orders/"+o.order.ID+"/cancel", tok, "", nil)
+			if r.Status != http.StatusOK || jsonUnmarshal(r.Body, &o.order) != nil {
+				fail("cancel", r)
+				return
+			}
+			r = c.call("logout", "DELETE", "/v1/sessions", tok, "", nil)
+			if r.Status != http.StatusNoContent && !(r.Status == http.StatusUnauthorized && strings.Contains(string(r.Body), "token_revoked")) {
+				fail("logout", r) // 401 token_revoked: an attempt the fault answered 503 logged out
+				return
+			}
+			o.access = tok
+		})
+	}()
+	<-started
+	e.db.Stop(t, 0)
+	time.Sleep(2 * time.Second)
+	e.db.Start(t)
+	time.Sleep(time.Second)
+	e.rdb.Pause(t)
+	time.Sleep(2 * time.Second)
+	e.rdb.Unpause(t)
+	<-done
+
+	statuses := map[string]int{}
+	for _, at := range c.log {
+		statuses[fmt.Sprintf("%s %d %s", at.route, at.status, at.code)]++
+		if at.status >= 500 && at.status != http.StatusServiceUnavailable || at.failure != "" {
+			t.Errorf("%s attempt %d: %d %s %s", at.route, at.n, at.status, at.code, at.failure)
+		}
+		if at.status == http.StatusServiceUnavailable && at.retry == "" {
+			t.Errorf("%s attempt %d: 503 %s without Retry-After", at.route, at.n, at.code)
+		}
+		if at.n == 1 && at.status == http.StatusConflict && at.route != "sign-up" {
+			t.Errorf("%s first attempt: 409 %s", at.route, at.code)
+		}
+	}
+	t.Logf("answers %v", statuses)
+	for i, o := range outcomes {
+		require.Empty(t, o.failed, "member %d", i)
+		assert.Equal(t, "CANCELLED", o.order.Status, "member %d", i)
+		expectProblem(t, e.call("GET", "/v1/orders", o.access, "", nil), http.StatusUnauthorized, "token_revoked")
+		tok := token(t, o.userID, false)
+		orders := as[server.OrderPageJSON](t, expect(t, e.call("GET", "/v1/orders", tok, "", nil), http.StatusOK)).Orders
+		require.Len(t, orders, 1, "member %d: one order", i)
+		assert.Equal(t, []server.OrderLineJSON{{ProductID: "p1", Qty: 1, UnitPrice: 9000, Amount: 9000},
+			{ProductID: "p2", Qty: 3, UnitPrice: 3000, Amount: 9000}}, orders[0].Lines, "member %d", i)
+		p := as[server.PaymentJSON](t, expect(t, e.call("GET", "/v1/orders/"+o.order.ID+"/payment", tok, "", nil), http.StatusOK))
+		assert.Equal(t, [2]int64{18000, 18000}, [2]int64{p.Amount, p.Refunded}, "member %d: refunded once, in full", i)
+		assert.Len(t, as[server.CouponPageJSON](t, expect(t, e.call("GET", "/v1/coupons", tok, "", nil), http.StatusOK)).Coupons, 1, "member %d", i)
+		b := as[server.BalanceJSON](t, expect(t, e.call("GET", "/v1/points", tok, "", nil), http.StatusOK))
+		assert.Equal(t, int64(1000), b.Total, "member %d: the points bought once", i)
+		assert.Empty(t, as[server.CartJSON](t, expect(t, e.call("GET", "/v1/cart", tok, "", nil), http.StatusOK)).Items)
+	}
+	stats := e.sim.Stats()
+	assert.Equal(t, 2*members, stats.Charges-chargesBefore.Charges, "an order and a top-up charged once each")
+	assert.Equal(t, members, stats.Cancels-chargesBefore.Cancels, "each order refunded once")
+	assert.Equal(t, p1, stockOf("p1"))
+	assert.Equal(t, p2, stockOf("p2"))
 	e.afterFault(t)
 }
