@@ -1220,3 +1220,109 @@ func TestAttackFlowsSurviveRestarts(t *testing.T) {
 	assert.Equal(t, p2, stockOf("p2"))
 	e.afterFault(t)
 }
+
+// TestAttackEventsLostCommits: the events of paid and cancelled orders flow through the
+// outbox relay to Kafka and from Kafka to the collector, both writing MySQL. With the
+// reply of the commit of the collector's consumer, or of the relay's publishing, lost
+// (each retries: the consumer gets the events again, the relay publishes them again), the
+// collector still counts each order and each cancellation once.
+func TestAttackEventsLostCommits(t *testing.T) {
+	rdb := testenv.OwnRedis(t)
+	_, dsn := testenv.OwnMySQL(t)
+	mc, err := mysql.ParseDSN(dsn)
+	require.NoError(t, err)
+	link := newLossyLink(t, mc.Addr)
+	mc.Addr = link.Addr()
+	cfg, sim, setHook := fullConfig(t, mc.FormatDSN(), rdb.Addr, 0)
+	cfg.RollupInterval = 50 * time.Millisecond
+	a := start(t, backend{name: "lossy-events", config: func(*testing.T) (server.Config, *pgsim.Simulator, func(string)) {
+		return cfg, sim, setHook
+	}}, nil)
+	admin := setup(t, a, "p1", 1000, 50)
+	metrics := func() server.MetricsJSON {
+		pm := as[server.ProductMetricsJSON](t, expect(t, a.call("GET", "/v1/products/p1/metrics?period=daily", "", "", nil), http.StatusOK))
+		if len(pm.Items) == 0 {
+			return server.MetricsJSON{}
+		}
+		return pm.Items[0].MetricsJSON
+	}
+	waitFor := func(orders, cancels int64) server.MetricsJSON {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			m := metrics()
+			if m.Orders >= orders && m.Cancellations >= cancels || time.Now().After(deadline) {
+				return m
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	var lost []string
+	for i, trigger := range []string{"commerce_metrics_daily", "outbox_events", "outbox_processed", "commerce_metrics_streams", "outbox_streams"} {
+		tok := token(t, fmt.Sprintf("buyer-%d", i), false)
+		link.armAfter(contains(trigger), isCommit)
+		o := as[server.OrderJSON](t, expect(t, e2eUntilFinal(t, a, "POST", "/v1/orders", tok, "o", server.PlaceOrderJSON{
+			Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
+		expect(t, e2eUntilFinal(t, a, "POST", "/v1/orders/"+o.ID+"/pay", tok, "pay", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
+		if i%2 == 1 {
+			expect(t, e2eUntilFinal(t, a, "POST", "/v1/orders/"+o.ID+"/cancel", tok, "", nil), http.StatusOK)
+		}
+		waitFor(int64(i+1), int64((i+1)/2))
+		lost = append(lost, link.disarm()...)
+	}
+	t.Logf("lost the replies of %d commits", len(lost))
+	assert.Equal(t, server.MetricsJSON{Orders: 5, Units: 5, Revenue: 5000, Cancellations: 2, UnitsRefunded: 2,
+		RevenueRefunded: 2000, NetUnits: 3, NetRevenue: 3000}, waitFor(5, 2))
+	audit := as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", admin, "", nil), http.StatusOK))
+	assert.True(t, audit.OK, "%v", audit.Discrepancies)
+}
+
+// e2eUntilFinal sends a request until its answer is final (see attackEnv.untilFinal).
+func e2eUntilFinal(t *testing.T, a *app, method, path, tok, key string, body any) resp {
+	t.Helper()
+	return (&attackEnv{app: a}).untilFinal(t, method+" "+path, method, path, tok, key, body)
+}
+
+// TestAttackRevocationsDuringRedisPause: a logout, a logout of a token without a session,
+// and a stolen refresh token's replay, each answered while Redis is paused (503, or their
+// answer). Once Redis is back, the replay's revocation is done without any retry (a thief
+// does not retry): every token of the session is refused. The logouts, retried as a 503
+// tells their clients, end with their tokens refused; none is ever let through after a
+// 204.
+func TestAttackRevocationsDuringRedisPause(t *testing.T) {
+	e := newAttackEnv(t)
+	out := login1(t, e.app, "alice")
+	tool := token(t, "tool-user", false)
+	expect(t, e.call("GET", "/v1/orders", tool, "", nil), http.StatusOK)
+	first := login1(t, e.app, "alice")
+	second := as[server.SessionJSON](t, expect(t, e.call("POST", "/v1/sessions/refresh", "", "",
+		server.RefreshJSON{RefreshToken: first.RefreshToken}), http.StatusOK))
+
+	e.rdb.Pause(t)
+	answers := []resp{
+		e.call("POST", "/v1/sessions/refresh", "", "", server.RefreshJSON{RefreshToken: first.RefreshToken}), // the replay
+		e.call("DELETE", "/v1/sessions", out.AccessToken, "", nil),
+		e.call("DELETE", "/v1/sessions", tool, "", nil),
+	}
+	e.rdb.Unpause(t)
+	t.Logf("answers during the pause: %d %d %d", answers[0].Status, answers[1].Status, answers[2].Status)
+	for i, r := range answers {
+		if r.Status == http.StatusServiceUnavailable {
+			assert.NotEmpty(t, r.Header.Get("Retry-After"), "answer %d", i)
+			continue
+		}
+		assert.Contains(t, []int{http.StatusNoContent, http.StatusUnauthorized}, r.Status, "answer %d: %s", i, r.Body)
+	}
+	for _, tok := range []string{first.AccessToken, second.AccessToken} {
+		expectProblem(t, e.untilFinal(t, "revoked", "GET", "/v1/orders", tok, "", nil), http.StatusUnauthorized, "token_revoked")
+	}
+	for i, tok := range []string{out.AccessToken, tool} {
+		if answers[1+i].Status != http.StatusNoContent {
+			r := e.untilFinal(t, "logout retried", "DELETE", "/v1/sessions", tok, "", nil)
+			assert.Contains(t, []int{http.StatusNoContent, http.StatusUnauthorized}, r.Status, "%s", r.Body)
+		}
+		expectProblem(t, e.untilFinal(t, "logged out", "GET", "/v1/orders", tok, "", nil), http.StatusUnauthorized, "token_revoked")
+	}
+	expectProblem(t, e.call("POST", "/v1/sessions/refresh", "", "", server.RefreshJSON{RefreshToken: second.RefreshToken}),
+		http.StatusUnauthorized, "invalid_refresh_token")
+	e.afterFault(t)
+}
