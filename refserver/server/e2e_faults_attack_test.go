@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -523,6 +524,9 @@ func nth(n int, match func(string) bool) func(string) bool {
 	}
 }
 
+// isRead matches a SELECT.
+func isRead(q string) bool { return strings.HasPrefix(strings.ToUpper(strings.TrimSpace(q)), "SELECT") }
+
 // isWrite matches a statement that changes data, or a COMMIT.
 func isWrite(q string) bool {
 	q = strings.ToUpper(strings.TrimSpace(q))
@@ -737,7 +741,7 @@ func TestAttackLostReplies(t *testing.T) {
 		for _, pred := range []struct {
 			name  string
 			match func(string) bool
-		}{{"commit", isCommit}, {"write", isWrite}} {
+		}{{"commit", isCommit}, {"write", isWrite}, {"read", isRead}} {
 			for n := 1; n <= 6; n++ {
 				what := fmt.Sprintf("%s, %s %d lost", sc.name, pred.name, n)
 				user := fmt.Sprintf("u-%s-%s-%d", strings.ReplaceAll(sc.name, " ", "-"), pred.name, n)
@@ -1325,4 +1329,69 @@ func TestAttackRevocationsDuringRedisPause(t *testing.T) {
 	expectProblem(t, e.call("POST", "/v1/sessions/refresh", "", "", server.RefreshJSON{RefreshToken: second.RefreshToken}),
 		http.StatusUnauthorized, "invalid_refresh_token")
 	e.afterFault(t)
+}
+
+// TestAttackLostReads: every read route, with the reply of its n-th SELECT lost, answers
+// 503 with Retry-After or exactly what it answers without the fault — never a 404, an
+// empty list or another wrong answer made of a read that failed.
+func TestAttackLostReads(t *testing.T) {
+	e, link := newLossyEnv(t)
+	tok := e.alice.AccessToken
+	expect(t, e.call("POST", "/v1/cart/items", tok, "add", server.LineJSON{ProductID: "p1", Qty: 2}), http.StatusOK)
+	o := as[server.OrderJSON](t, expect(t, e.call("POST", "/v1/orders", tok, "o", server.PlaceOrderJSON{
+		Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
+	expect(t, e.call("POST", "/v1/orders/"+o.ID+"/pay", tok, "pay", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
+	tu := as[server.TopUpJSON](t, expect(t, e.call("POST", "/v1/points/top-ups", tok, "tu",
+		server.TopUpRequestJSON{Amount: 1000, Method: "CARD", Token: "tok_ok"}), http.StatusCreated))
+	expect(t, e.call("POST", "/v1/coupon-templates/tpl-p1/issue", tok, "iss", nil), http.StatusCreated)
+	reads := []struct{ path, tok string }{
+		{"/v1/products", ""}, {"/v1/products/p1", ""}, {"/v1/products/p1/stock", ""},
+		{"/v1/orders", tok}, {"/v1/orders/" + o.ID, tok}, {"/v1/orders/" + o.ID + "/payment", tok},
+		{"/v1/points", tok}, {"/v1/points/history", tok}, {"/v1/points/top-ups/" + tu.ID, tok},
+		{"/v1/points/top-ups/" + tu.ID + "/payment", tok}, {"/v1/coupons", tok}, {"/v1/cart", tok},
+		{"/v1/rankings", ""}, {"/v1/products/p1/metrics", ""}, {"/v1/admin/outbox/dead-letters", e.admin},
+	}
+	for _, rd := range reads {
+		want := expect(t, e.call("GET", rd.path, rd.tok, "", nil), http.StatusOK)
+		for n := 1; n <= 4; n++ {
+			r, lost := e.lost(t, link, nth(n, isRead), "GET", rd.path, rd.tok, "", nil)
+			if len(lost) == 0 {
+				continue
+			}
+			switch {
+			case r.Status == http.StatusServiceUnavailable:
+				assert.NotEmpty(t, r.Header.Get("Retry-After"), "%s, read %d lost", rd.path, n)
+			case r.Status != http.StatusOK || !bytes.Equal(want.Body, r.Body):
+				// The stock and rankings change by themselves only through the test's writes,
+				// which are over.
+				t.Errorf("%s, read %d lost (%q): %d %s, want %s", rd.path, n, lost, r.Status, r.Body, want.Body)
+			}
+		}
+	}
+}
+
+// TestAttackCheckoutRetriedAfterLostCartRead: an order from the cart whose read of the
+// cart, inside the order's transaction, loses its reply (503: a dependency failed, retry)
+// is retried with the same Idempotency-Key, as told. The retry must place the order, not
+// answer 422 idempotency_key_reused ("its earlier attempt failed; place the order with a
+// new key"): the failure was the database's, not a refusal of the cart, and it must not
+// have given the order's stock reservation up for good.
+func TestAttackCheckoutRetriedAfterLostCartRead(t *testing.T) {
+	e, link := newLossyEnv(t)
+	tok := e.alice.AccessToken
+	expect(t, e.call("POST", "/v1/cart/items", tok, "add", server.LineJSON{ProductID: "p1", Qty: 2}), http.StatusOK)
+	r, lost := e.lostAfter(t, link, contains("INSERT INTO `commerce_cart_checkouts`"), isRead, "POST", "/v1/orders", tok, "co",
+		server.PlaceOrderJSON{FromCart: true})
+	require.Len(t, lost, 1)
+	require.Contains(t, lost[0], "commerce_carts")
+	expectProblem(t, r, http.StatusServiceUnavailable, "dependency_unavailable")
+
+	o := as[server.OrderJSON](t, expect(t, e.untilFinal(t, "checkout retried", "POST", "/v1/orders", tok, "co",
+		server.PlaceOrderJSON{FromCart: true}), http.StatusCreated))
+	assert.Equal(t, []server.OrderLineJSON{{ProductID: "p1", Qty: 2, UnitPrice: 9000, Amount: 18000}}, o.Lines)
+	assert.Empty(t, as[server.CartJSON](t, expect(t, e.call("GET", "/v1/cart", tok, "", nil), http.StatusOK)).Items)
+	st := as[server.StockJSON](t, expect(t, e.call("GET", "/v1/products/p1/stock", "", "", nil), http.StatusOK))
+	assert.Equal(t, [2]int64{98, 2}, [2]int64{st.Available, st.Reserved}, "reserved once")
+	audit := as[server.AuditJSON](t, expect(t, e.call("GET", "/v1/admin/audit", e.admin, "", nil), http.StatusOK))
+	assert.True(t, audit.OK, "%v", audit.Discrepancies)
 }
