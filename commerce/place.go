@@ -11,6 +11,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/hold"
+	"github.com/commercekit/commercekit/internal/depfail"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/payment"
@@ -99,6 +100,9 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 		}
 		if req.InTx != nil {
 			if err := req.InTx(ctx, tx); err != nil {
+				if failedNotRefused(err) {
+					return err // the reservation stays for a retry with the key, as after any failure
+				}
 				return abortedError{err} // the caller's refusal: the reservation goes back
 			}
 		}
@@ -129,6 +133,15 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 	s.notify()
 	s.observe(OutcomePlaced, row.methodLabel(), row.AmountDue)
 	return s.payWithPoints(ctx, row.order(), req.IdempotencyKey, req.PayWithPoints, nil)
+}
+
+// failedNotRefused reports whether the error of a PlaceOrderRequest.InTx is a failure
+// rather than the caller's refusal: a dependency that failed (a connection lost, its reply
+// with it), a transaction to run again, or the context ending. Its order is then neither
+// placed nor refused: a retry with the key may place it, and must find the reservation.
+func failedNotRefused(err error) bool {
+	return depfail.Is(err) || sqlutil.IsRetryable(err) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, context.DeadlineExceeded)
 }
 
 // payWithPoints finishes a placement asked to pay with points alone (want: the request's
