@@ -490,7 +490,7 @@ func newLossyEnv(t *testing.T) (*attackEnv, *lossyLink) {
 		return cfg, sim, setHook
 	}}, nil, fastHash)
 	e := &attackEnv{app: a, db: db, rdb: rdb}
-	e.admin = setup(t, a, "p1", 9000, 100)
+	e.admin = setup(t, a, "p1", 9000, 1000)
 	e.alice = signUpAndLogin(t, a, "alice")
 	return e, link
 }
@@ -853,7 +853,7 @@ func newRedisLossyEnv(t *testing.T) (*attackEnv, *lossyLink) {
 		return cfg, sim, setHook
 	}}, nil, fastHash)
 	e := &attackEnv{app: a, rdb: rdb}
-	e.admin = setup(t, a, "p1", 9000, 100)
+	e.admin = setup(t, a, "p1", 9000, 10_000)
 	e.alice = signUpAndLogin(t, a, "alice")
 	return e, link
 }
@@ -890,28 +890,33 @@ func TestAttackLostRedisReplies(t *testing.T) {
 	expect(t, e.call("POST", "/v1/coupon-templates", e.admin, "", server.CouponTemplateJSON{ID: "tpl-many", Kind: "fixed",
 		Amount: 100, PerUserLimit: 5}), http.StatusCreated)
 	for _, sc := range lostScenarios() {
-		for _, k := range []int{1, 2} {
-			for n := 1; n <= 8; n++ {
-				what := fmt.Sprintf("%s, Redis write %d lost %d times", sc.name, n, k)
-				user := fmt.Sprintf("r-%s-%d-%d", strings.ReplaceAll(sc.name, " ", "-"), k, n)
-				tok := token(t, user, false)
-				path := sc.prep(t, e, tok)
-				caller, body := sc.request(e, tok, user)
-				r, lost := e.lost(t, link, runOf(n, k, isRedisWrite), sc.method, path, caller, sc.key, body)
-				if len(lost) == 0 {
-					continue
+		for _, kind := range []struct {
+			name  string
+			match func(string) bool
+		}{{"write", isRedisWrite}, {"command", func(string) bool { return true }}} {
+			for _, k := range []int{1, 2} {
+				for n := 1; n <= 8; n++ {
+					what := fmt.Sprintf("%s, Redis %s %d lost %d times", sc.name, kind.name, n, k)
+					user := fmt.Sprintf("r-%s-%s-%d-%d", strings.ReplaceAll(sc.name, " ", "-"), kind.name, k, n)
+					tok := token(t, user, false)
+					path := sc.prep(t, e, tok)
+					caller, body := sc.request(e, tok, user)
+					r, lost := e.lost(t, link, runOf(n, k, kind.match), sc.method, path, caller, sc.key, body)
+					if len(lost) == 0 {
+						continue
+					}
+					if r.Status != sc.final && r.Status != http.StatusServiceUnavailable && r.Status != http.StatusAccepted {
+						t.Errorf("%s: first answer %d %s (lost %q)", what, r.Status, r.Body, lost)
+					}
+					if r.Status == http.StatusServiceUnavailable && r.Header.Get("Retry-After") == "" {
+						t.Errorf("%s: 503 without Retry-After", what)
+					}
+					final := e.untilFinal(t, what, sc.method, path, caller, sc.key, body)
+					if !assert.Equal(t, sc.final, final.Status, "%s: %s (lost %q)", what, final.Body, lost) {
+						continue
+					}
+					t.Run(what, func(t *testing.T) { sc.check(t, e, tok, path, final) })
 				}
-				if r.Status != sc.final && r.Status != http.StatusServiceUnavailable && r.Status != http.StatusAccepted {
-					t.Errorf("%s: first answer %d %s (lost %q)", what, r.Status, r.Body, lost)
-				}
-				if r.Status == http.StatusServiceUnavailable && r.Header.Get("Retry-After") == "" {
-					t.Errorf("%s: 503 without Retry-After", what)
-				}
-				final := e.untilFinal(t, what, sc.method, path, caller, sc.key, body)
-				if !assert.Equal(t, sc.final, final.Status, "%s: %s (lost %q)", what, final.Body, lost) {
-					continue
-				}
-				t.Run(what, func(t *testing.T) { sc.check(t, e, tok, path, final) })
 			}
 		}
 	}
@@ -1391,7 +1396,7 @@ func TestAttackCheckoutRetriedAfterLostCartRead(t *testing.T) {
 	assert.Equal(t, []server.OrderLineJSON{{ProductID: "p1", Qty: 2, UnitPrice: 9000, Amount: 18000}}, o.Lines)
 	assert.Empty(t, as[server.CartJSON](t, expect(t, e.call("GET", "/v1/cart", tok, "", nil), http.StatusOK)).Items)
 	st := as[server.StockJSON](t, expect(t, e.call("GET", "/v1/products/p1/stock", "", "", nil), http.StatusOK))
-	assert.Equal(t, [2]int64{98, 2}, [2]int64{st.Available, st.Reserved}, "reserved once")
+	assert.Equal(t, [2]int64{998, 2}, [2]int64{st.Available, st.Reserved}, "reserved once")
 	audit := as[server.AuditJSON](t, expect(t, e.call("GET", "/v1/admin/audit", e.admin, "", nil), http.StatusOK))
 	assert.True(t, audit.OK, "%v", audit.Discrepancies)
 }
