@@ -1400,3 +1400,62 @@ func TestAttackCheckoutRetriedAfterLostCartRead(t *testing.T) {
 	audit := as[server.AuditJSON](t, expect(t, e.call("GET", "/v1/admin/audit", e.admin, "", nil), http.StatusOK))
 	assert.True(t, audit.OK, "%v", audit.Discrepancies)
 }
+
+// sessionProbes are the session routes under lost replies: a refresh with a key, retried,
+// gets a pair and the session lives on; a logout, retried, ends with the token refused;
+// a login, retried, opens a session.
+func sessionProbes(t *testing.T, e *attackEnv, link *lossyLink, kind string, match func(n int) func(string) bool) {
+	for n := 1; n <= 6; n++ {
+		what := fmt.Sprintf("%s %d lost", kind, n)
+		s := login1(t, e.app, "alice")
+		refresh := server.RefreshJSON{RefreshToken: s.RefreshToken}
+		r, lost := e.lost(t, link, match(n), "POST", "/v1/sessions/refresh", "", "rot", refresh)
+		r = e.untilFinal(t, "refresh, "+what, "POST", "/v1/sessions/refresh", "", "rot", refresh)
+		s2 := as[server.SessionJSON](t, expect(t, r, http.StatusOK))
+		expect(t, e.untilFinal(t, "refreshed token, "+what, "GET", "/v1/orders", s2.AccessToken, "", nil), http.StatusOK)
+		expect(t, e.untilFinal(t, "refresh again, "+what, "POST", "/v1/sessions/refresh", "", "rot-2",
+			server.RefreshJSON{RefreshToken: s2.RefreshToken}), http.StatusOK)
+		t.Logf("refresh, %s: %q", what, lost)
+
+		s = login1(t, e.app, "alice")
+		r, lost = e.lost(t, link, match(n), "DELETE", "/v1/sessions", s.AccessToken, "", nil)
+		if r.Status != http.StatusNoContent {
+			r = e.untilFinal(t, "logout, "+what, "DELETE", "/v1/sessions", s.AccessToken, "", nil)
+			assert.Contains(t, []int{http.StatusNoContent, http.StatusUnauthorized}, r.Status, "logout, %s: %s", what, r.Body)
+		}
+		expectProblem(t, e.untilFinal(t, "logged out, "+what, "GET", "/v1/orders", s.AccessToken, "", nil), http.StatusUnauthorized, "token_revoked")
+		expectProblem(t, e.untilFinal(t, "refresh after logout, "+what, "POST", "/v1/sessions/refresh", "", "",
+			server.RefreshJSON{RefreshToken: s.RefreshToken}), http.StatusUnauthorized, "invalid_refresh_token")
+		t.Logf("logout, %s: %q", what, lost)
+
+		r, _ = e.lost(t, link, match(n), "POST", "/v1/sessions", "", "", server.LoginJSON{LoginID: "alice", Password: "correct horse"})
+		if r.Status != http.StatusCreated {
+			r = e.untilFinal(t, "login, "+what, "POST", "/v1/sessions", "", "", server.LoginJSON{LoginID: "alice", Password: "correct horse"})
+		}
+		s3 := as[server.SessionJSON](t, expect(t, r, http.StatusCreated))
+		expect(t, e.untilFinal(t, "logged in, "+what, "GET", "/v1/orders", s3.AccessToken, "", nil), http.StatusOK)
+	}
+}
+
+// TestAttackLostSessionReplies: the session routes with the reply of their n-th MySQL
+// commit, statement or read lost, and of their n-th Redis command lost once or twice
+// running, end as they must once retried as told (see sessionProbes).
+func TestAttackLostSessionReplies(t *testing.T) {
+	t.Run("mysql", func(t *testing.T) {
+		e, link := newLossyEnv(t)
+		for _, pred := range []struct {
+			name  string
+			match func(string) bool
+		}{{"commit", isCommit}, {"write", isWrite}, {"read", isRead}} {
+			sessionProbes(t, e, link, pred.name, func(n int) func(string) bool { return nth(n, pred.match) })
+		}
+	})
+	t.Run("redis", func(t *testing.T) {
+		e, link := newRedisLossyEnv(t)
+		for _, k := range []int{1, 2} {
+			sessionProbes(t, e, link, fmt.Sprintf("Redis command (%d running)", k), func(n int) func(string) bool {
+				return runOf(n, k, func(string) bool { return true })
+			})
+		}
+	})
+}
