@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -1458,4 +1459,132 @@ func TestAttackLostSessionReplies(t *testing.T) {
 			})
 		}
 	})
+}
+
+// lossyPG serves the PG simulator over HTTP and loses, while armed, the responses of the
+// requests match accepts: the simulator handles the request (a charge is taken, a refund
+// made), then the connection is closed without an answer.
+type lossyPG struct {
+	h     http.Handler
+	mu    sync.Mutex
+	match func(r *http.Request) bool
+	lost  []string
+}
+
+func (l *lossyPG) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	l.mu.Lock()
+	lose := l.match != nil && l.match(r)
+	if lose {
+		l.lost = append(l.lost, r.Method+" "+r.URL.Path)
+	}
+	l.mu.Unlock()
+	if !lose {
+		l.h.ServeHTTP(w, r)
+		return
+	}
+	l.h.ServeHTTP(httptest.NewRecorder(), r)
+	if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+		conn.Close()
+	}
+}
+
+func (l *lossyPG) arm(match func(r *http.Request) bool) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lost := l.lost
+	l.match, l.lost = match, nil
+	return lost
+}
+
+// TestAttackLostGatewayAnswers: a payment, a top-up and a refund whose gateway call is
+// handled but whose answer is lost (once, or every time until disarmed) end, once retried
+// as told, exactly once: one charge, one refund, the points once.
+func TestAttackLostGatewayAnswers(t *testing.T) {
+	rdb := testenv.Redis(t)
+	cfg, sim, setHook := fullConfig(t, testenv.MySQLDSN(t), rdb.Options().Addr, rdb.Options().DB)
+	lp := &lossyPG{h: pgsim.NewHandler(sim)}
+	pg := httptest.NewServer(lp)
+	t.Cleanup(pg.Close)
+	cfg.PGSimURL = pg.URL
+	a := start(t, backend{name: "lossy-pg", config: func(*testing.T) (server.Config, *pgsim.Simulator, func(string)) {
+		return cfg, sim, setHook
+	}}, nil)
+	e := &attackEnv{app: a}
+	e.admin = setup(t, a, "p1", 9000, 1000)
+	for _, times := range []int{1, 3} {
+		for _, call := range []string{"/approve", "/v1/cancels/"} {
+			what := fmt.Sprintf("%s lost %d times", call, times)
+			user := fmt.Sprintf("pg-%d-%s", times, strings.Trim(strings.ReplaceAll(call, "/", "-"), "-"))
+			tok := token(t, user, false)
+			match := func(r *http.Request) bool { return false }
+			rearm := func() {
+				seen := 0
+				match = func(r *http.Request) bool {
+					if !strings.Contains(r.URL.Path, call) {
+						return false
+					}
+					seen++
+					return seen <= times
+				}
+			}
+			o := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", tok, "o", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
+			if call == "/approve" {
+				rearm()
+				lp.arm(match)
+			}
+			r := a.call("POST", "/v1/orders/"+o.ID+"/pay", tok, "pay", server.PayJSON{Method: "CARD", Token: "tok_ok"})
+			t.Logf("%s: pay answered %d", what, r.Status)
+			if lost := lp.arm(nil); call == "/approve" {
+				require.NotEmpty(t, lost, what)
+			}
+			o = as[server.OrderJSON](t, expect(t, e.untilFinal(t, what, "POST", "/v1/orders/"+o.ID+"/pay", tok, "pay",
+				server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK))
+			require.Equal(t, "PAID", o.Status, what)
+			assert.Equal(t, 1, sim.Charges(o.PaymentID), "%s: charged once", what)
+
+			if call == "/v1/cancels/" {
+				rearm()
+				lp.arm(match)
+			}
+			r = a.call("POST", "/v1/orders/"+o.ID+"/cancel", tok, "", nil)
+			t.Logf("%s: cancel answered %d", what, r.Status)
+			if lost := lp.arm(nil); call == "/v1/cancels/" {
+				require.NotEmpty(t, lost, what)
+			}
+			o = as[server.OrderJSON](t, expect(t, e.untilFinal(t, what, "POST", "/v1/orders/"+o.ID+"/cancel", tok, "", nil), http.StatusOK))
+			assert.Equal(t, "CANCELLED", o.Status, what)
+			p := as[server.PaymentJSON](t, expect(t, a.call("GET", "/v1/orders/"+o.ID+"/payment", tok, "", nil), http.StatusOK))
+			assert.Equal(t, [2]int64{9000, 9000}, [2]int64{p.Amount, p.Refunded}, "%s: refunded once, in full", what)
+			assert.Len(t, p.Refunds, 1, what)
+
+			if call == "/approve" {
+				rearm()
+				lp.arm(match)
+			}
+			r = a.call("POST", "/v1/points/top-ups", tok, "tu", server.TopUpRequestJSON{Amount: 1000, Method: "CARD", Token: "tok_ok"})
+			t.Logf("%s: top-up answered %d", what, r.Status)
+			if lost := lp.arm(nil); call == "/approve" {
+				require.NotEmpty(t, lost, what)
+			}
+			r = e.untilFinal(t, what, "POST", "/v1/points/top-ups", tok, "tu", server.TopUpRequestJSON{Amount: 1000, Method: "CARD", Token: "tok_ok"})
+			tu := as[server.TopUpJSON](t, r)
+			if r.Status == http.StatusCreated {
+				assert.Equal(t, "COMPLETED", tu.Status, what)
+			}
+			var b server.BalanceJSON
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+				tu = as[server.TopUpJSON](t, expect(t, a.call("GET", "/v1/points/top-ups/"+tu.ID, tok, "", nil), http.StatusOK))
+				if tu.Status != "PAYING" || time.Now().After(deadline) {
+					break
+				}
+			}
+			assert.Equal(t, "COMPLETED", tu.Status, what)
+			assert.Equal(t, 1, sim.Charges(tu.PaymentID), "%s: charged once", what)
+			b = as[server.BalanceJSON](t, expect(t, a.call("GET", "/v1/points", tok, "", nil), http.StatusOK))
+			assert.Equal(t, int64(1000), b.Available, "%s: the points once", what)
+		}
+	}
+	audit := as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", e.admin, "", nil), http.StatusOK))
+	assert.True(t, audit.OK, "%v", audit.Discrepancies)
 }
