@@ -602,6 +602,7 @@ func (e *attackEnv) claimsUser(t *testing.T, tok string) string {
 }
 
 func lostScenarios() []lostScenario {
+	var lastCoupon string // the coupon the last prep issued
 	place := func(t *testing.T, e *attackEnv, tok, key string) server.OrderJSON {
 		return as[server.OrderJSON](t, expect(t, e.call("POST", "/v1/orders", tok, key, server.PlaceOrderJSON{
 			Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
@@ -719,6 +720,37 @@ func lostScenarios() []lostScenario {
 			},
 			check: func(t *testing.T, e *attackEnv, tok, _ string, _ resp) {
 				assert.Empty(t, as[server.CartJSON](t, expect(t, e.call("GET", "/v1/cart", tok, "", nil), http.StatusOK)).Items)
+			}},
+		{name: "place with coupon and points", method: "POST", key: "pl", final: http.StatusCreated,
+			bodyOf: func(string) any {
+				return server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}, CouponID: lastCoupon, Points: 1000}
+			},
+			prep: func(t *testing.T, e *attackEnv, tok string) string {
+				expect(t, e.call("POST", "/v1/points/top-ups", tok, "tu", server.TopUpRequestJSON{Amount: 5000, Method: "CARD", Token: "tok_ok"}), http.StatusCreated)
+				lastCoupon = as[server.CouponJSON](t, expect(t, e.call("POST", "/v1/coupon-templates/tpl-many/issue", tok, "iss", nil), http.StatusCreated)).ID
+				return "/v1/orders"
+			},
+			check: func(t *testing.T, e *attackEnv, tok, _ string, final resp) {
+				o := as[server.OrderJSON](t, final)
+				assert.Equal(t, [3]int64{100, 1000, 7900}, [3]int64{o.Discount, o.Points, o.AmountDue})
+				require.Len(t, orders(t, e, tok), 1, "one order")
+				b := as[server.BalanceJSON](t, expect(t, e.call("GET", "/v1/points", tok, "", nil), http.StatusOK))
+				assert.Equal(t, [3]int64{4000, 1000, 5000}, [3]int64{b.Available, b.Held, b.Total}, "held once")
+				w := as[server.CouponPageJSON](t, expect(t, e.call("GET", "/v1/coupons", tok, "", nil), http.StatusOK))
+				require.Len(t, w.Coupons, 1)
+				assert.Equal(t, o.ID, w.Coupons[0].OrderID)
+			}},
+		{name: "pay with points", method: "POST", key: "pl", final: http.StatusCreated,
+			body: server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}, Points: 9000, PayWithPoints: true},
+			prep: func(t *testing.T, e *attackEnv, tok string) string {
+				expect(t, e.call("POST", "/v1/points/top-ups", tok, "tu", server.TopUpRequestJSON{Amount: 10000, Method: "CARD", Token: "tok_ok"}), http.StatusCreated)
+				return "/v1/orders"
+			},
+			check: func(t *testing.T, e *attackEnv, tok, _ string, final resp) {
+				assert.Equal(t, "PAID", as[server.OrderJSON](t, final).Status)
+				require.Len(t, orders(t, e, tok), 1, "one order")
+				b := as[server.BalanceJSON](t, expect(t, e.call("GET", "/v1/points", tok, "", nil), http.StatusOK))
+				assert.Equal(t, [3]int64{1000, 0, 1000}, [3]int64{b.Available, b.Held, b.Total}, "spent once")
 			}},
 		{name: "cart set", method: "PUT", body: server.CartQtyJSON{Qty: 3}, final: http.StatusOK,
 			prep: func(*testing.T, *attackEnv, string) string { return "/v1/cart/items/p1" },
@@ -1587,4 +1619,29 @@ func TestAttackLostGatewayAnswers(t *testing.T) {
 	}
 	audit := as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", e.admin, "", nil), http.StatusOK))
 	assert.True(t, audit.OK, "%v", audit.Discrepancies)
+}
+
+// TestAttackPayWithPointsRetriedAfterLostReply: an order placed and paid with points alone
+// (pay_with_points) whose move to PAYING committed but whose reply was lost (503) is
+// retried with the same key, as told. The retry must finish the payment, as a retried pay
+// does, and answer the order PAID — not answer 201 with the order left PAYING, an answer
+// the key then keeps.
+func TestAttackPayWithPointsRetriedAfterLostReply(t *testing.T) {
+	e, link := newLossyEnv(t)
+	tok := e.alice.AccessToken
+	expect(t, e.call("POST", "/v1/points/top-ups", tok, "tu", server.TopUpRequestJSON{Amount: 10000, Method: "CARD", Token: "tok_ok"}), http.StatusCreated)
+	in := server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}, Points: 9000, PayWithPoints: true}
+	paying := func(q string) bool {
+		return strings.Contains(q, "UPDATE `commerce_orders`") && strings.Contains(q, "'PAYING'")
+	}
+	r, lost := e.lostAfter(t, link, paying, isCommit, "POST", "/v1/orders", tok, "pl", in)
+	require.Equal(t, []string{"COMMIT"}, lost)
+	expectProblem(t, r, http.StatusServiceUnavailable, "dependency_unavailable")
+
+	o := as[server.OrderJSON](t, expect(t, e.untilFinal(t, "place retried", "POST", "/v1/orders", tok, "pl", in), http.StatusCreated))
+	assert.Equal(t, "PAID", o.Status)
+	o = as[server.OrderJSON](t, expect(t, e.call("POST", "/v1/orders", tok, "pl", in), http.StatusCreated))
+	assert.Equal(t, "PAID", o.Status, "the answer the key keeps")
+	b := as[server.BalanceJSON](t, expect(t, e.call("GET", "/v1/points", tok, "", nil), http.StatusOK))
+	assert.Equal(t, [3]int64{1000, 0, 1000}, [3]int64{b.Available, b.Held, b.Total}, "spent once")
 }
