@@ -752,6 +752,20 @@ func lostScenarios() []lostScenario {
 				b := as[server.BalanceJSON](t, expect(t, e.call("GET", "/v1/points", tok, "", nil), http.StatusOK))
 				assert.Equal(t, [3]int64{1000, 0, 1000}, [3]int64{b.Available, b.Held, b.Total}, "spent once")
 			}},
+		{name: "checkout with points", method: "POST", key: "co", final: http.StatusCreated,
+			body: server.PlaceOrderJSON{FromCart: true, Points: 9000, PayWithPoints: true},
+			prep: func(t *testing.T, e *attackEnv, tok string) string {
+				expect(t, e.call("POST", "/v1/points/top-ups", tok, "tu", server.TopUpRequestJSON{Amount: 10000, Method: "CARD", Token: "tok_ok"}), http.StatusCreated)
+				expect(t, e.call("POST", "/v1/cart/items", tok, "add", server.LineJSON{ProductID: "p1", Qty: 1}), http.StatusOK)
+				return "/v1/orders"
+			},
+			check: func(t *testing.T, e *attackEnv, tok, _ string, final resp) {
+				assert.Equal(t, "PAID", as[server.OrderJSON](t, final).Status)
+				require.Len(t, orders(t, e, tok), 1, "one order")
+				assert.Empty(t, as[server.CartJSON](t, e.call("GET", "/v1/cart", tok, "", nil)).Items)
+				b := as[server.BalanceJSON](t, expect(t, e.call("GET", "/v1/points", tok, "", nil), http.StatusOK))
+				assert.Equal(t, [3]int64{1000, 0, 1000}, [3]int64{b.Available, b.Held, b.Total}, "spent once")
+			}},
 		{name: "cart set", method: "PUT", body: server.CartQtyJSON{Qty: 3}, final: http.StatusOK,
 			prep: func(*testing.T, *attackEnv, string) string { return "/v1/cart/items/p1" },
 			check: func(t *testing.T, e *attackEnv, tok, _ string, _ resp) {
