@@ -146,15 +146,28 @@ func failedNotRefused(err error) bool {
 
 // payWithPoints finishes a placement asked to pay with points alone (want: the request's
 // PayWithPoints): o, placed or replayed without error, is paid with Pay under the
-// placement's key while it is PENDING_PAYMENT. Otherwise o and err are returned as they are.
+// placement's key while it is PENDING_PAYMENT, and its payment finished by Pay under that
+// key while it is PAYING (a replay of a placement whose payment began but whose answer
+// was lost, as a replayed Pay finishes it). Otherwise o and err are returned as they are.
 func (s *Service) payWithPoints(ctx context.Context, o Order, key string, want bool, err error) (Order, error) {
-	if !want || err != nil || o.Status != StatusPendingPayment {
+	if !want || err != nil {
 		return o, err
 	}
-	if o.AmountDue != 0 {
-		return o, invalid("Points", fmt.Sprintf("cover %d of the %d due, not all of it", o.Points, o.Points+o.AmountDue))
+	switch o.Status {
+	case StatusPendingPayment:
+		if o.AmountDue != 0 {
+			return o, invalid("Points", fmt.Sprintf("cover %d of the %d due, not all of it", o.Points, o.Points+o.AmountDue))
+		}
+	case StatusPaying:
+	default:
+		return o, nil
 	}
-	return s.Pay(ctx, PayRequest{OrderID: o.ID, UserID: o.UserID, IdempotencyKey: key})
+	paid, perr := s.Pay(ctx, PayRequest{OrderID: o.ID, UserID: o.UserID, IdempotencyKey: key})
+	var state *StateError
+	if o.Status == StatusPaying && errors.As(perr, &state) {
+		return o, nil // its payment began under another key, by a Pay of its own, which finishes it
+	}
+	return paid, perr
 }
 
 // holdOrder does the SQL part of placing an order in tx: the coupon, the amounts, the
