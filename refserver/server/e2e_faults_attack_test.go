@@ -323,11 +323,9 @@ func newLink(t *testing.T, target string, frame func(*bufio.Reader) ([]byte, str
 // Addr is the proxy's address.
 func (l *lossyLink) Addr() string { return l.ln.Addr().String() }
 
-// arm makes the link lose the replies of the statements match accepts, until disarm.
-func (l *lossyLink) arm(match func(query string) bool) { l.armAfter(nil, match) }
-
-// armAfter makes the link lose the reply of the first statement match accepts on a
-// connection that sent a statement trigger accepts before it, and no other, until disarm.
+// armAfter makes the link lose the replies of the statements match accepts, until disarm;
+// with a trigger, only the reply of the first statement match accepts on a connection that
+// sent a statement trigger accepts before it.
 func (l *lossyLink) armAfter(trigger, match func(query string) bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
