@@ -764,6 +764,26 @@ func lostScenarios() []lostScenario {
 				b := as[server.BalanceJSON](t, expect(t, e.call("GET", "/v1/points", tok, "", nil), http.StatusOK))
 				assert.Equal(t, [3]int64{1000, 0, 1000}, [3]int64{b.Available, b.Held, b.Total}, "spent once")
 			}},
+		{name: "cancel with coupon and points", method: "POST", final: http.StatusOK,
+			prep: func(t *testing.T, e *attackEnv, tok string) string {
+				expect(t, e.call("POST", "/v1/points/top-ups", tok, "tu", server.TopUpRequestJSON{Amount: 5000, Method: "CARD", Token: "tok_ok"}), http.StatusCreated)
+				c := as[server.CouponJSON](t, expect(t, e.call("POST", "/v1/coupon-templates/tpl-many/issue", tok, "iss", nil), http.StatusCreated))
+				o := as[server.OrderJSON](t, expect(t, e.call("POST", "/v1/orders", tok, "pl", server.PlaceOrderJSON{
+					Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}, CouponID: c.ID, Points: 1000}), http.StatusCreated))
+				expect(t, e.call("POST", "/v1/orders/"+o.ID+"/pay", tok, "pay", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
+				return "/v1/orders/" + o.ID + "/cancel"
+			},
+			check: func(t *testing.T, e *attackEnv, tok, _ string, final resp) {
+				o := as[server.OrderJSON](t, final)
+				assert.Equal(t, "CANCELLED", o.Status)
+				p := as[server.PaymentJSON](t, expect(t, e.call("GET", "/v1/orders/"+o.ID+"/payment", tok, "", nil), http.StatusOK))
+				assert.Equal(t, [2]int64{7900, 7900}, [2]int64{p.Amount, p.Refunded}, "refunded once, in full")
+				b := as[server.BalanceJSON](t, expect(t, e.call("GET", "/v1/points", tok, "", nil), http.StatusOK))
+				assert.Equal(t, [3]int64{5000, 0, 5000}, [3]int64{b.Available, b.Held, b.Total}, "the points back once, the reward taken back once")
+				w := as[server.CouponPageJSON](t, expect(t, e.call("GET", "/v1/coupons", tok, "", nil), http.StatusOK))
+				require.Len(t, w.Coupons, 1)
+				assert.Equal(t, "available", w.Coupons[0].State, "the coupon back")
+			}},
 		{name: "cart set", method: "PUT", body: server.CartQtyJSON{Qty: 3}, final: http.StatusOK,
 			prep: func(*testing.T, *attackEnv, string) string { return "/v1/cart/items/p1" },
 			check: func(t *testing.T, e *attackEnv, tok, _ string, _ resp) {
