@@ -11,6 +11,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/hold"
+	"github.com/commercekit/commercekit/internal/depfail"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/payment"
@@ -99,6 +100,9 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 		}
 		if req.InTx != nil {
 			if err := req.InTx(ctx, tx); err != nil {
+				if failedNotRefused(err) {
+					return err // the reservation stays for a retry with the key, as after any failure
+				}
 				return abortedError{err} // the caller's refusal: the reservation goes back
 			}
 		}
@@ -131,17 +135,39 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 	return s.payWithPoints(ctx, row.order(), req.IdempotencyKey, req.PayWithPoints, nil)
 }
 
+// failedNotRefused reports whether the error of a PlaceOrderRequest.InTx is a failure
+// rather than the caller's refusal: a dependency that failed (a connection lost, its reply
+// with it), a transaction to run again, or the context ending. Its order is then neither
+// placed nor refused: a retry with the key may place it, and must find the reservation.
+func failedNotRefused(err error) bool {
+	return depfail.Is(err) || sqlutil.IsRetryable(err) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, context.DeadlineExceeded)
+}
+
 // payWithPoints finishes a placement asked to pay with points alone (want: the request's
 // PayWithPoints): o, placed or replayed without error, is paid with Pay under the
-// placement's key while it is PENDING_PAYMENT. Otherwise o and err are returned as they are.
+// placement's key while it is PENDING_PAYMENT, and its payment finished by Pay under that
+// key while it is PAYING (a replay of a placement whose payment began but whose answer
+// was lost, as a replayed Pay finishes it). Otherwise o and err are returned as they are.
 func (s *Service) payWithPoints(ctx context.Context, o Order, key string, want bool, err error) (Order, error) {
-	if !want || err != nil || o.Status != StatusPendingPayment {
+	if !want || err != nil {
 		return o, err
 	}
-	if o.AmountDue != 0 {
-		return o, invalid("Points", fmt.Sprintf("cover %d of the %d due, not all of it", o.Points, o.Points+o.AmountDue))
+	switch o.Status {
+	case StatusPendingPayment:
+		if o.AmountDue != 0 {
+			return o, invalid("Points", fmt.Sprintf("cover %d of the %d due, not all of it", o.Points, o.Points+o.AmountDue))
+		}
+	case StatusPaying:
+	default:
+		return o, nil
 	}
-	return s.Pay(ctx, PayRequest{OrderID: o.ID, UserID: o.UserID, IdempotencyKey: key})
+	paid, perr := s.Pay(ctx, PayRequest{OrderID: o.ID, UserID: o.UserID, IdempotencyKey: key})
+	var state *StateError
+	if o.Status == StatusPaying && errors.As(perr, &state) {
+		return o, nil // its payment began under another key, by a Pay of its own, which finishes it
+	}
+	return paid, perr
 }
 
 // holdOrder does the SQL part of placing an order in tx: the coupon, the amounts, the

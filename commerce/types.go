@@ -147,7 +147,10 @@ type PlaceOrderRequest struct {
 	// InTx, when set, runs inside the order's transaction once the order is recorded (before
 	// the stock is reserved): its writes commit with the order, and its error aborts the
 	// order, which then changes nothing. It is not part of the request's fingerprint. A
-	// cart uses it to delete its rows together with the order they became.
+	// cart uses it to delete its rows together with the order they became. An error that
+	// is a failure, not a refusal — a dependency failing (see errcode.ErrUnavailable), a
+	// deadlock, the context ending — fails the order like any other failure: the stock
+	// reservation stays for a retry with the key.
 	InTx func(ctx context.Context, tx bun.IDB) error
 }
 

@@ -413,10 +413,16 @@ func (s *Service) placed(ctx context.Context, req CheckoutRequest) (commerce.Ord
 		return commerce.Order{}, err
 	case o.CouponID != req.CouponID || o.Points != req.Points:
 		return commerce.Order{}, commerce.NewConflictError("order", req.IdempotencyKey)
-	case req.PayWithPoints && o.Status == commerce.StatusPendingPayment:
-		// Placed, its payment not made (a failure after the placement): pay it now, under
-		// the order's key as PlaceOrder does.
-		return s.com.Pay(ctx, commerce.PayRequest{OrderID: o.ID, UserID: req.UserID, IdempotencyKey: rec.OrderKey})
+	case req.PayWithPoints && (o.Status == commerce.StatusPendingPayment || o.Status == commerce.StatusPaying):
+		// Placed, its payment not made or not finished (a failure after the placement, or
+		// during the payment): pay it now, or finish the payment, under the order's key as
+		// PlaceOrder does.
+		paid, err := s.com.Pay(ctx, commerce.PayRequest{OrderID: o.ID, UserID: req.UserID, IdempotencyKey: rec.OrderKey})
+		var state *commerce.StateError
+		if o.Status == commerce.StatusPaying && errors.As(err, &state) {
+			return o, nil // its payment began under another key, by a Pay of its own, which finishes it
+		}
+		return paid, err
 	}
 	return o, nil
 }

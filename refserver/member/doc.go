@@ -19,7 +19,11 @@
 // days by default). Refresh trades a refresh token for a new pair (rotation): each
 // refresh token works once. Presenting one that was already used means two parties hold
 // it, so the whole session (the token family) is revoked and every access token it issued
-// that has not expired goes on the denylist (ErrRefreshTokenReused).
+// that has not expired goes on the denylist (ErrRefreshTokenReused). A refresh whose answer
+// was lost after its rotation committed (a database or network failure: the caller was
+// told to retry) would meet that rule on its retry; RefreshOnce, given a key by the
+// caller, answers the retry with the same pair instead, while the new refresh token is
+// unused. Only the key's holder gets it: a presentation without the key is a reuse.
 //
 // Logout revokes the caller's session with the same effect as above and puts the caller's
 // access token on the denylist until a minute past its expiry (DenyMargin, beyond any

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/commercekit/commercekit/errcode"
@@ -149,8 +150,16 @@ func NewRedisLimiterAt(rdb redis.UniversalClient, prefix string) *RedisLimiter {
 
 // bucketScript takes (ARGV[4] "take") or refunds an attempt of KEYS[1]'s bucket of ARGV[1]
 // tokens refilled over ARGV[2] ms, at ARGV[3] (Unix ms), and returns the wait in ms (0:
-// taken or refunded). A full bucket is no key.
+// taken or refunded). A full bucket is no key. ARGV[5] is the call's ID, kept with the
+// bucket with its answer: the same call sent again — go-redis sends a command again once
+// after a network error, and the first may have run, its reply lost — answers as the first
+// did and takes nothing more. (Only the last call of a bucket is kept: a call of another
+// client on the same bucket between a call and its resend makes the resend count again.
+// A refund that filled the bucket, resent, finds it full and changes nothing.)
 var bucketScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'op') == ARGV[5] then
+  return tonumber(redis.call('HGET', KEYS[1], 'w'))
+end
 local burst, window, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local rate = burst / window
 local v = redis.call('HMGET', KEYS[1], 't', 'a')
@@ -167,7 +176,7 @@ end
 if tokens >= burst then
   redis.call('DEL', KEYS[1])
 else
-  redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'a', at)
+  redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'a', at, 'op', ARGV[5], 'w', wait)
   redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate))
 end
 return wait
@@ -177,7 +186,8 @@ func (l *RedisLimiter) run(ctx context.Context, op, key string, burst int, windo
 	if err := checkBudget(burst, window); err != nil {
 		return 0, err
 	}
-	ms, err := bucketScript.Run(ctx, l.rdb, []string{l.prefix + key}, burst, window.Milliseconds(), now.UnixMilli(), op).Int64()
+	ms, err := bucketScript.Run(ctx, l.rdb, []string{l.prefix + key}, burst, window.Milliseconds(), now.UnixMilli(), op,
+		uuid.NewString()).Int64()
 	if err != nil {
 		return 0, errcode.Unavailable("redis", fmt.Errorf("member: limits %s: %w", l.prefix, err))
 	}

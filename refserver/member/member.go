@@ -2,6 +2,7 @@ package member
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -326,7 +327,7 @@ func (s *Service) Login(ctx context.Context, loginID, password, addr string) (To
 		if _, err := tx.NewInsert().Model(sess).Exec(ctx); err != nil {
 			return err
 		}
-		t, err = s.issue(ctx, tx, sess, now)
+		t, err = s.issue(ctx, tx, sess, now, "")
 		return err
 	})
 	if err != nil {
@@ -335,21 +336,21 @@ func (s *Service) Login(ctx context.Context, loginID, password, addr string) (To
 	return t, nil
 }
 
-// issue signs an access token and records a refresh token for the session in tx.
-func (s *Service) issue(ctx context.Context, tx bun.IDB, sess *sessionRow, now time.Time) (Tokens, error) {
+// issue signs an access token and records a refresh token for the session in tx: the
+// given one (a rotation's, see successor), or 32 random bytes when it is "".
+func (s *Service) issue(ctx context.Context, tx bun.IDB, sess *sessionRow, now time.Time, refreshToken string) (Tokens, error) {
 	t := Tokens{UserID: sess.UserID, SessionID: sess.ID, AccessExpiresAt: now.Add(s.accessTTL),
-		RefreshExpiresAt: now.Add(s.refreshTTL)}
+		RefreshExpiresAt: now.Add(s.refreshTTL), RefreshToken: refreshToken}
 	jti := uuid.NewString()
 	var err error
-	t.AccessToken, err = jwt.NewWithClaims(jwt.SigningMethodHS256, AccessClaims{SessionID: sess.ID,
-		RegisteredClaims: jwt.RegisteredClaims{Subject: sess.UserID, ID: jti, IssuedAt: jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(t.AccessExpiresAt)}}).SignedString(s.secret)
-	if err != nil {
-		return Tokens{}, fmt.Errorf("member: sign the access token: %w", err)
+	if t.AccessToken, err = s.sign(sess, jti, now, t.AccessExpiresAt); err != nil {
+		return Tokens{}, err
 	}
-	var raw [32]byte
-	_, _ = rand.Read(raw[:])
-	t.RefreshToken = base64.RawURLEncoding.EncodeToString(raw[:])
+	if t.RefreshToken == "" {
+		var raw [32]byte
+		_, _ = rand.Read(raw[:])
+		t.RefreshToken = base64.RawURLEncoding.EncodeToString(raw[:])
+	}
 	_, err = tx.NewInsert().Model(&refreshRow{Hash: hashToken(t.RefreshToken), SessionID: sess.ID, AccessJTI: jti,
 		AccessExpiresAt: t.AccessExpiresAt.UnixMicro(), ExpiresAt: t.RefreshExpiresAt.UnixMicro(),
 		CreatedAt: now.UnixMicro()}).Exec(ctx)
@@ -357,6 +358,31 @@ func (s *Service) issue(ctx context.Context, tx bun.IDB, sess *sessionRow, now t
 		return Tokens{}, fmt.Errorf("member: record the refresh token: %w", err)
 	}
 	return t, nil
+}
+
+// sign signs the access token jti of the session, issued at iat and expiring at exp (both
+// to the second, as JWTs hold them: signing again what a row recorded gives the same token).
+func (s *Service) sign(sess *sessionRow, jti string, iat, exp time.Time) (string, error) {
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, AccessClaims{SessionID: sess.ID,
+		RegisteredClaims: jwt.RegisteredClaims{Subject: sess.UserID, ID: jti, IssuedAt: jwt.NewNumericDate(iat),
+			ExpiresAt: jwt.NewNumericDate(exp)}}).SignedString(s.secret)
+	if err != nil {
+		return "", fmt.Errorf("member: sign the access token: %w", err)
+	}
+	return tok, nil
+}
+
+// successor is the refresh token that the rotation of refreshToken under the caller's key
+// issues: an HMAC of both under the Service's secret, so that a retry with the same token
+// and key finds the token its lost answer carried, and no one without the secret can
+// compute it.
+func (s *Service) successor(refreshToken, key string) string {
+	m := hmac.New(sha256.New, s.secret)
+	m.Write([]byte("commercekit refresh rotation\x00"))
+	m.Write([]byte(refreshToken))
+	m.Write([]byte{0})
+	m.Write([]byte(key))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
 // hashToken is the SHA-256 of a refresh token in hex: what the database holds.
@@ -368,10 +394,33 @@ func hashToken(token string) string {
 // Refresh trades a refresh token for a new access and refresh token of the same session.
 // Errors: ErrInvalidRefreshToken; ErrRefreshTokenReused, after which the session is
 // revoked and its unexpired access tokens are denied (to the end, even when ctx is
-// cancelled meanwhile).
+// cancelled meanwhile). A refresh whose answer was lost (an error matching
+// errcode.ErrUnavailable after its commit) cannot be retried: the token is used, and
+// presenting it again is a reuse. RefreshOnce can.
 func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, error) {
+	return s.RefreshOnce(ctx, refreshToken, "")
+}
+
+// MaxKeyLen bounds the key of RefreshOnce.
+const MaxKeyLen = 255
+
+// RefreshOnce is Refresh at most once per key (1..MaxKeyLen bytes; "" is Refresh): a
+// retry with the same refresh token and key — after a lost answer, even one whose commit
+// went unanswered — gets the answer of the rotation it retries, the same pair, as long as
+// the refresh token that rotation issued has not been used. Once it has, the retry is a
+// reuse like any other presentation; so is a presentation with another key, or none, which
+// keeps the rotation's theft detection whole: only the holder of the key the rotation ran
+// under gets its answer again.
+func (s *Service) RefreshOnce(ctx context.Context, refreshToken, key string) (Tokens, error) {
 	if refreshToken == "" || len(refreshToken) > 128 {
 		return Tokens{}, ErrInvalidRefreshToken
+	}
+	if len(key) > MaxKeyLen {
+		return Tokens{}, &ValidationError{Field: "IdempotencyKey", Reason: fmt.Sprintf("must be at most %d bytes", MaxKeyLen)}
+	}
+	next := ""
+	if key != "" {
+		next = s.successor(refreshToken, key)
 	}
 	hash, now := hashToken(refreshToken), s.now()
 	var (
@@ -405,6 +454,12 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, err
 			}
 			return ErrInvalidRefreshToken
 		case tok.UsedAt != 0:
+			if next != "" {
+				var again bool
+				if t, again, err = s.answerAgain(ctx, tx, sess, next, now); err != nil || again {
+					return err
+				}
+			}
 			reused, err = s.revoke(ctx, tx, sess, revokedReuse, now)
 			return err
 		case tok.ExpiresAt <= now.UnixMicro():
@@ -413,7 +468,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, err
 		if _, err := tx.NewUpdate().Model(tok).Set("used_at = ?", now.UnixMicro()).WherePK().Exec(ctx); err != nil {
 			return err
 		}
-		t, err = s.issue(ctx, tx, sess, now)
+		t, err = s.issue(ctx, tx, sess, now, next)
 		return err
 	})
 	switch {
@@ -431,6 +486,27 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, err
 		return Tokens{}, ErrRefreshTokenReused
 	}
 	return t, nil
+}
+
+// answerAgain returns the tokens a rotation of the session locked by tx issued with the
+// refresh token next (see successor), and true, when it did and next was not used since:
+// the answer a retry of that rotation lost. It returns false otherwise.
+func (s *Service) answerAgain(ctx context.Context, tx bun.IDB, sess *sessionRow, next string, now time.Time) (Tokens, bool, error) {
+	var rows []refreshRow
+	if err := sqlutil.ForUpdate(tx.NewSelect().Model(&rows).Where("hash = ?", hashToken(next))).Scan(ctx); err != nil {
+		return Tokens{}, false, err
+	}
+	if len(rows) != 1 || rows[0].SessionID != sess.ID || rows[0].UsedAt != 0 || rows[0].ExpiresAt <= now.UnixMicro() {
+		return Tokens{}, false, nil
+	}
+	r := rows[0]
+	t := Tokens{UserID: sess.UserID, SessionID: sess.ID, AccessExpiresAt: time.UnixMicro(r.AccessExpiresAt),
+		RefreshToken: next, RefreshExpiresAt: time.UnixMicro(r.ExpiresAt)}
+	var err error
+	if t.AccessToken, err = s.sign(sess, r.AccessJTI, time.UnixMicro(r.CreatedAt), t.AccessExpiresAt); err != nil {
+		return Tokens{}, false, err
+	}
+	return t, true, nil
 }
 
 func lockSession(ctx context.Context, tx bun.IDB, id string) (*sessionRow, error) {

@@ -591,3 +591,50 @@ func TestRefreshRacingLogout(t *testing.T) {
 		}
 	})
 }
+
+// TestRefreshOnce: a refresh token presented again with the key its rotation ran under,
+// while the token that rotation issued is unused, gets that rotation's answer again (the
+// answer a retry lost); with another key, without one, or once the new token was used,
+// it is a reuse and revokes the family.
+func TestRefreshOnce(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		t1 := e.aliceLoggedIn(t)
+		t2, err := e.svc.RefreshOnce(ctx, t1.RefreshToken, "rot-1") // its answer lost
+		require.NoError(t, err)
+		e.clock.Advance(5 * time.Second)
+		again, err := e.svc.RefreshOnce(ctx, t1.RefreshToken, "rot-1") // the retry
+		require.NoError(t, err)
+		assert.Equal(t, t2, again, "the same answer")
+		assert.False(t, e.revoked(t, t2.AccessToken))
+		t3, err := e.svc.RefreshOnce(ctx, t2.RefreshToken, "rot-2")
+		require.NoError(t, err)
+		_, err = e.svc.RefreshOnce(ctx, t1.RefreshToken, "rot-1")
+		require.ErrorIs(t, err, member.ErrRefreshTokenReused, "its successor was used")
+		for _, tok := range []member.Tokens{t1, t2, t3} {
+			assert.True(t, e.revoked(t, tok.AccessToken))
+		}
+	})
+	for name, key := range map[string]string{"another-key": "rot-x", "no-key": ""} {
+		t.Run(name, func(t *testing.T) {
+			each(t, func(t *testing.T, e *env) {
+				t1 := e.aliceLoggedIn(t)
+				t2, err := e.svc.RefreshOnce(ctx, t1.RefreshToken, "rot-1")
+				require.NoError(t, err)
+				_, err = e.svc.RefreshOnce(ctx, t1.RefreshToken, key) // a thief without the key
+				require.ErrorIs(t, err, member.ErrRefreshTokenReused)
+				assert.True(t, e.revoked(t, t2.AccessToken), "the family is revoked")
+				_, err = e.svc.RefreshOnce(ctx, t1.RefreshToken, "rot-1")
+				require.ErrorIs(t, err, member.ErrInvalidRefreshToken)
+			})
+		})
+	}
+	t.Run("key-too-long", func(t *testing.T) {
+		each(t, func(t *testing.T, e *env) {
+			t1 := e.aliceLoggedIn(t)
+			_, err := e.svc.RefreshOnce(ctx, t1.RefreshToken, strings.Repeat("k", member.MaxKeyLen+1))
+			require.ErrorIs(t, err, member.ErrInvalidRequest)
+			_, err = e.svc.RefreshOnce(ctx, t1.RefreshToken, strings.Repeat("k", member.MaxKeyLen))
+			require.NoError(t, err, "nothing was used")
+		})
+	})
+}

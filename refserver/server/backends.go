@@ -316,7 +316,9 @@ func eventLog(log *slog.Logger) outbox.HandlerFunc {
 	}
 }
 
-// pingKafka asks the brokers for metadata with short timeouts.
+// pingKafka asks the brokers for metadata with short timeouts. The client contacts no
+// broker when it is made (Metadata.Full is off, so as not to fetch every topic's
+// metadata): the request for the brokers alone is what asks them.
 func pingKafka(brokers []string) error {
 	c := sarama.NewConfig()
 	c.Net.DialTimeout, c.Net.ReadTimeout, c.Net.WriteTimeout = time.Second, time.Second, time.Second
@@ -326,7 +328,11 @@ func pingKafka(brokers []string) error {
 	if err != nil {
 		return err
 	}
-	return client.Close()
+	defer client.Close()
+	if err := client.RefreshMetadata(); err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	return nil
 }
 
 // close releases what buildStack opened, in reverse order.

@@ -26,7 +26,8 @@
 // Package refserver/member keeps the members and their sessions in SQL: POST /v1/members
 // signs up (bcrypt), POST /v1/sessions logs in (an access token of 15 minutes with a jti
 // and a session ID, and a refresh token stored only as its SHA-256), POST
-// /v1/sessions/refresh rotates (a reused refresh token revokes its session), DELETE
+// /v1/sessions/refresh rotates (a reused refresh token revokes its session; with an
+// optional Idempotency-Key, a retry after a lost answer gets the same pair), DELETE
 // /v1/sessions logs out. Authentication has a separate denylist step after the token's
 // signature and expiry: a token whose jti was logged out (or whose session was revoked) is
 // 401 token_revoked; a denylist that cannot answer is 503 dependency_unavailable, never a

@@ -190,7 +190,15 @@ func (s *Server) refreshSession(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	t, err := s.members.Refresh(r.Context(), in.RefreshToken)
+	// An Idempotency-Key, optional here, makes the refresh retryable (member.RefreshOnce).
+	key := ""
+	if r.Header.Get(IdempotencyKeyHeader) != "" || r.Header.Get(IdempotencyKeyHeaderADR) != "" {
+		var ok bool
+		if key, ok = idempotencyKey(w, r); !ok {
+			return
+		}
+	}
+	t, err := s.members.RefreshOnce(r.Context(), in.RefreshToken, key)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

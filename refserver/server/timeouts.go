@@ -20,7 +20,7 @@ import (
 // take twice that. go-redis sends a command again once (redisMaxRetries) after a network
 // error or a timeout: every script refserver runs is safe to run twice (idempotency
 // claims and completions check their token, coupon takes and stock reservations their
-// request ID), and one retry on a fresh connection hides a connection broken by a Redis
+// request ID, login and write limits their call's ID), and one retry on a fresh connection hides a connection broken by a Redis
 // restart. A command therefore fails within about 2 × (1 s) + the retry pause.
 //
 // MySQL, unless the DSN sets them: timeout (connect) mysqlDialTimeout = 2 s, readTimeout
