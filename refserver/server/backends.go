@@ -123,7 +123,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		return st, fmt.Errorf("opening the database: %w", err)
 	}
 	st.db = st.db.WithQueryHook(newSQLRoundTrips(m))
-	st.checks = append(st.checks, check{"database", st.db.PingContext})
+	st.checks = append(st.checks, check{name: "database", fn: st.db.PingContext})
 	// Every backend's tables, whichever this configuration uses: a later start may use the others.
 	if err = commerce.CreateAllSchemas(ctx, st.db, sqlinventory.CreateSchema, redisinventory.CreateJournal,
 		sqlcoupon.CreateSchema, sqlidempotency.CreateSchema); err != nil {
@@ -136,7 +136,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	if cfg.RedisAddr != "" {
 		st.rdb = redis.NewClient(redisOptions(cfg))
 		st.rdb.AddHook(newRedisRoundTrips(m))
-		st.checks = append(st.checks, check{"redis", func(ctx context.Context) error { return st.rdb.Ping(ctx).Err() }})
+		st.checks = append(st.checks, check{name: "redis", fn: func(ctx context.Context) error { return st.rdb.Ping(ctx).Err() }})
 		if invBackend, err = st.durableStock(ctx, log.With("component", "inventory")); err != nil {
 			return st, err
 		}
@@ -178,7 +178,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 			return st, err
 		}
 		raw = client
-		st.checks = append(st.checks, check{"payment_gateway", func(ctx context.Context) error {
+		st.checks = append(st.checks, check{name: "payment_gateway", degrades: true, fn: func(ctx context.Context) error {
 			// A status query for a payment that does not exist: "not found" means the PG answers.
 			if _, err := client.Status(ctx, "readyz-probe"); err != nil && !errors.Is(err, payment.ErrNotAtGateway) {
 				return err
@@ -232,7 +232,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 			return st, err
 		}
 		pub = st.kafka
-		st.checks = append(st.checks, check{"kafka", func(context.Context) error { return pingKafka(cfg.KafkaBrokers) }})
+		st.checks = append(st.checks, check{name: "kafka", degrades: true, fn: func(context.Context) error { return pingKafka(cfg.KafkaBrokers) }})
 	} else {
 		consumer, err := outbox.NewConsumer(st.db, eventLogConsumer, eventLog(log.With("component", "events")),
 			outbox.WithLogger(log.With("component", "outbox")), outbox.WithObserver(m))
@@ -281,7 +281,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		return st, err
 	}
 	deliver = st.svc.HandlePaymentWebhook
-	st.checks = append(st.checks, check{"commerce", st.svc.Ready})
+	st.checks = append(st.checks, check{name: "commerce", fn: st.svc.Ready})
 	return st, nil
 }
 

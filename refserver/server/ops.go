@@ -11,12 +11,19 @@ import (
 type check struct {
 	name string
 	fn   func(ctx context.Context) error
+	// degrades: the backend is on no request's path but some (the PG: paying; Kafka:
+	// none, events wait in the outbox), so its failure leaves the server degraded, still
+	// ready: pulling every instance out of a load balancer for it would turn the outage of
+	// a few routes into the outage of all of them.
+	degrades bool
 }
 
 // readyTimeout bounds each readiness probe.
 const readyTimeout = 2 * time.Second
 
-// Readiness is the body of /readyz: "ready" or "unavailable", and each backend's result.
+// Readiness is the body of /readyz: "ready", "degraded" (a backend on no request's path, or
+// on few, is down: the PG, Kafka; still 200) or "unavailable" (503), and each backend's
+// result.
 type Readiness struct {
 	Status string            `json:"status"`
 	Checks map[string]string `json:"checks"`
@@ -27,7 +34,8 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// handleReadyz pings every backend concurrently and answers 200 when all answer, else 503;
+// handleReadyz pings every backend concurrently and answers 200 when all answer, or when
+// only backends that merely degrade the server (see check) do not ("degraded"), else 503;
 // also 503 while the server drains for shutdown, so a load balancer stops sending traffic.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	res := Readiness{Status: "ready", Checks: make(map[string]string, len(s.checks))}
@@ -48,8 +56,12 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	}
 	wg.Wait()
 	status := http.StatusOK
-	for _, msg := range res.Checks {
-		if msg != "ok" {
+	for _, c := range s.checks {
+		switch {
+		case res.Checks[c.name] == "ok":
+		case c.degrades:
+			res.Status = "degraded"
+		default:
 			status = http.StatusServiceUnavailable
 		}
 	}
