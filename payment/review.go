@@ -97,31 +97,19 @@ func (s *Service) resolve(ctx context.Context, p Payment) (Payment, error) {
 	if p.RefundPending > 0 {
 		return p, fmt.Errorf("%w: %q", ErrRefundInProgress, p.ID)
 	}
-	st, err := s.gw.Status(ctx, p.ID)
-	none := errors.Is(err, ErrNotAtGateway)
-	if err != nil && !none {
-		if classify(err) == outcomeNone {
-			return p, err
-		}
-		return p, fmt.Errorf("%w: asking the gateway about %q: %w", ErrOutcomeUnknown, p.ID, err)
+	st, none, err := s.pgRecord(ctx, p)
+	if err != nil {
+		return p, err
 	}
 	to, refunded := StateDeclined, int64(0)
 	switch {
 	case (none || st.State == GatewayDeclined) && p.Refunded == 0:
-	case st.State == GatewayPending:
-		return p, fmt.Errorf("%w: the gateway is still processing %q", ErrOutcomeUnknown, p.ID)
-	case none || st.State != GatewayApproved || st.Amount != p.Amount || st.Currency != p.Currency ||
-		st.Canceled < p.Refunded || st.Canceled > p.Amount:
+	case none || !takeable(p, st):
 		return p, fmt.Errorf("%w: %q: recorded %d %s with %d refunded, the gateway has %s %d %s with %d refunded",
 			ErrUnresolvable, p.ID, p.Amount, p.Currency, p.Refunded, cmp.Or(string(st.State), "no payment"), st.Amount, st.Currency, st.Canceled)
 	default:
 		refunded = st.Canceled
-		switch to = StateApproved; {
-		case refunded == p.Amount:
-			to = StateRefunded
-		case refunded > 0:
-			to = StatePartiallyRefunded
-		}
+		to = chargeState(p.Amount, refunded)
 	}
 	// What the PG still holds: given back now.
 	back := int64(0)
@@ -269,31 +257,15 @@ func (s *Service) retake(ctx context.Context, p Payment, n int) (Payment, error)
 	case p.State != StateApproved && p.State != StatePartiallyRefunded:
 		return p, fmt.Errorf("%w: %q is %s after its give-back was refused", ErrUnresolvable, p.ID, p.State)
 	}
-	st, err := s.gw.Status(ctx, p.ID)
-	none := errors.Is(err, ErrNotAtGateway)
-	switch {
-	case err != nil && !none && classify(err) == outcomeNone:
+	st, none, err := s.pgRecord(ctx, p)
+	if err != nil {
 		return p, err
-	case err != nil && !none:
-		return p, fmt.Errorf("%w: asking the gateway about %q: %w", ErrOutcomeUnknown, p.ID, err)
-	case st.State == GatewayPending:
-		return p, fmt.Errorf("%w: the gateway is processing %q again", ErrOutcomeUnknown, p.ID)
-	case none || st.State != GatewayApproved || st.Amount != p.Amount || st.Currency != p.Currency ||
-		st.Canceled < p.Refunded || st.Canceled > p.Amount:
-		detail := fmt.Sprintf("recorded %s %d %s with %d refunded, its give-back refused; the gateway has %s %d %s with %d refunded",
-			p.State, p.Amount, p.Currency, p.Refunded, cmp.Or(string(st.State), "no payment"), st.Amount, st.Currency, st.Canceled)
-		s.logger.ErrorContext(ctx, "payment: the gateway contradicts a resolved review; a person must settle it with the gateway",
-			"payment", p.ID, "order", p.OrderID, "detail", detail)
-		return p, fmt.Errorf("%w: %q: %s", ErrUnresolvable, p.ID, detail)
 	}
-	to := p.State
-	switch {
-	case st.Canceled == p.Amount:
-		to = StateRefunded
-	case st.Canceled > 0:
-		to = StatePartiallyRefunded
+	if none || !takeable(p, st) {
+		return p, s.unresolvable(ctx, p, fmt.Sprintf("recorded %s %d %s with %d refunded, its give-back refused; the gateway has %s %d %s with %d refunded",
+			p.State, p.Amount, p.Currency, p.Refunded, cmp.Or(string(st.State), "no payment"), st.Amount, st.Currency, st.Canceled))
 	}
-	back := p.Amount - st.Canceled
+	to, back := chargeState(p.Amount, st.Canceled), p.Amount-st.Canceled
 	detail := fmt.Sprintf("give-back %d refused; the gateway has it %s, %d refunded: %d given back", n-1, st.State, st.Canceled, back)
 	return s.take(ctx, p, to, st.Canceled, back, n, detail)
 }
@@ -316,20 +288,53 @@ func (s *Service) resolved(ctx context.Context, paymentID string) (bool, error) 
 // it (ErrGatewayUnavailable, ErrOutcomeUnknown). A payment whose record says nothing was
 // charged is never reported settled while the PG holds its money.
 func (s *Service) stillNothing(ctx context.Context, p Payment) error {
-	st, err := s.gw.Status(ctx, p.ID)
+	st, none, err := s.pgRecord(ctx, p)
+	if err != nil || none || st.State == GatewayDeclined {
+		return err
+	}
+	return s.unresolvable(ctx, p, fmt.Sprintf("resolved DECLINED, the gateway now has it %s, %d %s with %d refunded",
+		st.State, st.Amount, st.Currency, st.Canceled))
+}
+
+// pgRecord asks the PG for its record of p: none when it has no such payment. A PG that
+// cannot be asked is its error (ErrGatewayUnavailable); one whose answer is lost, or that is
+// still processing p, is ErrOutcomeUnknown.
+func (s *Service) pgRecord(ctx context.Context, p Payment) (st GatewayPayment, none bool, err error) {
+	st, err = s.gw.Status(ctx, p.ID)
 	switch {
 	case errors.Is(err, ErrNotAtGateway):
-		return nil
+		return GatewayPayment{}, true, nil
 	case err != nil && classify(err) == outcomeNone:
-		return err
+		return st, false, err
 	case err != nil:
-		return fmt.Errorf("%w: asking the gateway about %q: %w", ErrOutcomeUnknown, p.ID, err)
-	case st.State == GatewayDeclined:
-		return nil
+		return st, false, fmt.Errorf("%w: asking the gateway about %q: %w", ErrOutcomeUnknown, p.ID, err)
 	case st.State == GatewayPending:
-		return fmt.Errorf("%w: the gateway is processing %q again", ErrOutcomeUnknown, p.ID)
+		return st, false, fmt.Errorf("%w: the gateway is still processing %q", ErrOutcomeUnknown, p.ID)
 	}
-	detail := fmt.Sprintf("resolved DECLINED, the gateway now has it %s, %d %s with %d refunded", st.State, st.Amount, st.Currency, st.Canceled)
+	return st, false, nil
+}
+
+// chargeState is the state of a charge of amount with refunded of it refunded.
+func chargeState(amount, refunded int64) State {
+	switch {
+	case refunded == amount:
+		return StateRefunded
+	case refunded > 0:
+		return StatePartiallyRefunded
+	}
+	return StateApproved
+}
+
+// takeable reports whether st, the PG's record of p, can be taken as a charge: approved for
+// the recorded amount and currency, with at least the recorded refunds and at most all of it.
+func takeable(p Payment, st GatewayPayment) bool {
+	return st.State == GatewayApproved && st.Amount == p.Amount && st.Currency == p.Currency &&
+		st.Canceled >= p.Refunded && st.Canceled <= p.Amount
+}
+
+// unresolvable logs, as an ERROR, that the PG contradicts p's resolved review (detail says
+// how) and returns the ErrUnresolvable to answer: a person settles it with the PG.
+func (s *Service) unresolvable(ctx context.Context, p Payment, detail string) error {
 	s.logger.ErrorContext(ctx, "payment: the gateway contradicts a resolved review; a person must settle it with the gateway",
 		"payment", p.ID, "order", p.OrderID, "detail", detail)
 	return fmt.Errorf("%w: %q: %s", ErrUnresolvable, p.ID, detail)
