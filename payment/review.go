@@ -200,14 +200,7 @@ func (s *Service) giveBack(ctx context.Context, p Payment) (Payment, error) {
 		if err != nil {
 			return p, err
 		}
-		if r.State == RefundPending {
-			r, err = s.completeRefund(ctx, r, false)
-		} else {
-			err = r.result(nil)
-		}
-		if now, gerr := s.Get(ctx, p.ID); gerr == nil {
-			p = now
-		}
+		p, r, err = s.sendRecorded(ctx, p, r)
 		if r.State != RefundFailed || retook || n >= maxGiveBacks {
 			return p, err
 		}

@@ -88,34 +88,34 @@ func TestResolveReview(t *testing.T) {
 			e.noMismatch(t, "rv-charged")
 		})
 
-		t.Run("partly refunded in the PG's console: the rest is given back", func(t *testing.T) {
-			e := newEnv(t, db, nil)
-			e.underReview(t, "rv-console", true)
-			_, err := e.sim.Cancel(ctx, payment.CancelRequest{CancelID: "by-hand", PaymentID: "rv-console", Amount: 2000, Reason: "by hand"})
-			require.NoError(t, err)
-			p, err := e.svc.ResolveReview(ctx, "rv-console")
-			require.NoError(t, err)
-			assert.Equal(t, payment.StateRefunded, p.State)
-			assert.Equal(t, int64(5000), p.Refunded)
-			assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>DECLINED:gateway", "DECLINED>REVIEW:webhook",
-				"REVIEW>PARTIALLY_REFUNDED:resolved", "PARTIALLY_REFUNDED>REFUNDED:refund"}, e.history(t, "rv-console"))
-			assert.ElementsMatch(t, []string{"console-rv-console:SUCCEEDED:2000", "review-rv-console:SUCCEEDED:3000"}, e.refunds(t, "rv-console"))
-			e.noMismatch(t, "rv-console")
-		})
-
-		t.Run("all refunded in the PG's console: recorded, nothing sent", func(t *testing.T) {
-			e := newEnv(t, db, nil)
-			e.underReview(t, "rv-allback", true)
-			_, err := e.sim.Cancel(ctx, payment.CancelRequest{CancelID: "by-hand", PaymentID: "rv-allback", Amount: 5000, Reason: "by hand"})
-			require.NoError(t, err)
-			p, err := e.svc.ResolveReview(ctx, "rv-allback")
-			require.NoError(t, err)
-			assert.Equal(t, payment.StateRefunded, p.State)
-			assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>DECLINED:gateway", "DECLINED>REVIEW:webhook", "REVIEW>REFUNDED:resolved"},
-				e.history(t, "rv-allback"))
-			assert.Equal(t, []string{"console-rv-allback:SUCCEEDED:5000"}, e.refunds(t, "rv-allback"))
-			e.noMismatch(t, "rv-allback")
-		})
+		for _, c := range []struct {
+			name, id string
+			console  int64
+			history  []string
+			refunds  []string
+		}{
+			{"partly refunded in the PG's console: the rest is given back", "rv-console", 2000,
+				[]string{"REVIEW>PARTIALLY_REFUNDED:resolved", "PARTIALLY_REFUNDED>REFUNDED:refund"},
+				[]string{"console-rv-console:SUCCEEDED:2000", "review-rv-console:SUCCEEDED:3000"}},
+			{"all refunded in the PG's console: recorded, nothing sent", "rv-allback", 5000,
+				[]string{"REVIEW>REFUNDED:resolved"},
+				[]string{"console-rv-allback:SUCCEEDED:5000"}},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				e := newEnv(t, db, nil)
+				e.underReview(t, c.id, true)
+				_, err := e.sim.Cancel(ctx, payment.CancelRequest{CancelID: "by-hand", PaymentID: c.id, Amount: c.console, Reason: "by hand"})
+				require.NoError(t, err)
+				p, err := e.svc.ResolveReview(ctx, c.id)
+				require.NoError(t, err)
+				assert.Equal(t, payment.StateRefunded, p.State)
+				assert.Equal(t, int64(5000), p.Refunded)
+				assert.Equal(t, append([]string{">REQUESTED:created", "REQUESTED>DECLINED:gateway", "DECLINED>REVIEW:webhook"}, c.history...),
+					e.history(t, c.id))
+				assert.ElementsMatch(t, c.refunds, e.refunds(t, c.id))
+				e.noMismatch(t, c.id)
+			})
+		}
 
 		t.Run("the PG unreachable: nothing changes, and later it resolves", func(t *testing.T) {
 			e := newEnv(t, db, nil)

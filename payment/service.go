@@ -553,13 +553,28 @@ func (s *Service) void(ctx context.Context, p Payment) Payment {
 	s.logger.WarnContext(ctx, "payment: the gateway approved an abandoned payment; refunding it", "payment", p.ID)
 	r, err := s.GetRefund(ctx, voidRefundID(p.ID))
 	if err == nil {
-		_, err = s.completeRefund(ctx, r, false)
+		p, _, err = s.sendRecorded(ctx, p, r)
+	} else if now, gerr := s.Get(ctx, p.ID); gerr == nil {
+		p = now
 	}
 	if err != nil {
 		s.logger.WarnContext(ctx, "payment: refund of an abandoned payment left to the reconciler", "payment", p.ID, "err", err)
 	}
-	if now, gerr := s.Get(ctx, p.ID); gerr == nil {
-		return now
-	}
 	return p
+}
+
+// sendRecorded sends r, a refund the Service recorded itself with a move of its payment p
+// (an abandoned payment's void, a review's give-back), if it is still PENDING, and returns p
+// and r as they are then, with r's outcome (see Refund).
+func (s *Service) sendRecorded(ctx context.Context, p Payment, r Refund) (Payment, Refund, error) {
+	var err error
+	if r.State == RefundPending {
+		r, err = s.completeRefund(ctx, r, false)
+	} else {
+		err = r.result(nil)
+	}
+	if now, gerr := s.Get(ctx, p.ID); gerr == nil {
+		p = now
+	}
+	return p, r, err
 }

@@ -260,14 +260,36 @@ func (e *attackEnv) afterFault(t *testing.T) {
 	}
 	status, ready := e.readyz(t)
 	assert.Equal(t, http.StatusOK, status, "%+v", ready)
+	e.requireAuditClean(t)
+}
+
+// replayed checks a scenario's request whose reply lost the statements or commands lost: its
+// first answer is its final one, 503 with Retry-After, or 202; replayed with its key until
+// final, it ends as the scenario says, checked by the scenario as a subtest.
+func (e *attackEnv) replayed(t *testing.T, sc lostScenario, what, tok, path, caller string, body any, r resp, lost []string) {
+	t.Helper()
+	if r.Status != sc.final && r.Status != http.StatusServiceUnavailable && r.Status != http.StatusAccepted {
+		t.Errorf("%s: first answer %d %s (lost %q)", what, r.Status, r.Body, lost)
+	}
+	if r.Status == http.StatusServiceUnavailable && r.Header.Get("Retry-After") == "" {
+		t.Errorf("%s: 503 without Retry-After", what)
+	}
+	final := e.untilFinal(t, what, sc.method, path, caller, sc.key, body)
+	if assert.Equal(t, sc.final, final.Status, "%s: %s (lost %q)", what, final.Body, lost) {
+		t.Run(what, func(t *testing.T) { sc.check(t, e, tok, path, final) })
+	}
+}
+
+// requireAuditClean waits, a minute at most, for the audit to come out clean (recovery and
+// the sweepers finishing what the faults left), and fails the test if it does not.
+func (e *attackEnv) requireAuditClean(t *testing.T) {
+	t.Helper()
 	var audit server.AuditJSON
-	deadline = time.Now().Add(time.Minute)
-	for {
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
 		audit = as[server.AuditJSON](t, expect(t, e.call("GET", "/v1/admin/audit", e.admin, "", nil), http.StatusOK))
 		if audit.OK || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(time.Second)
 	}
 	require.True(t, audit.OK, "%v", audit.Discrepancies)
 }
@@ -817,30 +839,11 @@ func TestAttackLostReplies(t *testing.T) {
 				if len(lost) == 0 {
 					continue // the request made fewer statements
 				}
-				if r.Status != sc.final && r.Status != http.StatusServiceUnavailable && r.Status != http.StatusAccepted {
-					t.Errorf("%s: first answer %d %s", what, r.Status, r.Body)
-				}
-				if r.Status == http.StatusServiceUnavailable && r.Header.Get("Retry-After") == "" {
-					t.Errorf("%s: 503 without Retry-After", what)
-				}
-				final := e.untilFinal(t, what, sc.method, path, caller, sc.key, body)
-				if !assert.Equal(t, sc.final, final.Status, "%s: %s", what, final.Body) {
-					continue
-				}
-				t.Run(what, func(t *testing.T) { sc.check(t, e, tok, path, final) })
+				e.replayed(t, sc, what, tok, path, caller, body, r, lost)
 			}
 		}
 	}
-	var audit server.AuditJSON
-	deadline := time.Now().Add(time.Minute)
-	for {
-		audit = as[server.AuditJSON](t, expect(t, e.call("GET", "/v1/admin/audit", e.admin, "", nil), http.StatusOK))
-		if audit.OK || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(time.Second)
-	}
-	require.True(t, audit.OK, "%v", audit.Discrepancies)
+	e.requireAuditClean(t)
 }
 
 // contains matches a statement containing s.
@@ -971,31 +974,12 @@ func TestAttackLostRedisReplies(t *testing.T) {
 					if len(lost) == 0 {
 						continue
 					}
-					if r.Status != sc.final && r.Status != http.StatusServiceUnavailable && r.Status != http.StatusAccepted {
-						t.Errorf("%s: first answer %d %s (lost %q)", what, r.Status, r.Body, lost)
-					}
-					if r.Status == http.StatusServiceUnavailable && r.Header.Get("Retry-After") == "" {
-						t.Errorf("%s: 503 without Retry-After", what)
-					}
-					final := e.untilFinal(t, what, sc.method, path, caller, sc.key, body)
-					if !assert.Equal(t, sc.final, final.Status, "%s: %s (lost %q)", what, final.Body, lost) {
-						continue
-					}
-					t.Run(what, func(t *testing.T) { sc.check(t, e, tok, path, final) })
+					e.replayed(t, sc, what, tok, path, caller, body, r, lost)
 				}
 			}
 		}
 	}
-	var audit server.AuditJSON
-	deadline := time.Now().Add(time.Minute)
-	for {
-		audit = as[server.AuditJSON](t, expect(t, e.call("GET", "/v1/admin/audit", e.admin, "", nil), http.StatusOK))
-		if audit.OK || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(time.Second)
-	}
-	require.True(t, audit.OK, "%v", audit.Discrepancies)
+	e.requireAuditClean(t)
 }
 
 // withOwnKafka points cfg at a Kafka broker of the caller's own (fullConfig's is left
