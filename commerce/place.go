@@ -162,12 +162,22 @@ func (s *Service) payWithPoints(ctx context.Context, o Order, key string, want b
 	default:
 		return o, nil
 	}
-	paid, perr := s.Pay(ctx, PayRequest{OrderID: o.ID, UserID: o.UserID, IdempotencyKey: key})
+	return s.FinishPointsPayment(ctx, o, key)
+}
+
+// FinishPointsPayment pays o, an order placed with PlaceOrderRequest.PayWithPoints under
+// key and found PENDING_PAYMENT or PAYING by a replay of its placement (a failure after the
+// placement, or during its payment), under that key, as the placement would have, or
+// finishes the payment already begun (a replayed Pay). One whose payment began under
+// another key, by a Pay of its own, is returned as it is: that Pay finishes it. A cart's
+// checkout replays its placements with it.
+func (s *Service) FinishPointsPayment(ctx context.Context, o Order, key string) (Order, error) {
+	paid, err := s.Pay(ctx, PayRequest{OrderID: o.ID, UserID: o.UserID, IdempotencyKey: key})
 	var state *StateError
-	if o.Status == StatusPaying && errors.As(perr, &state) {
-		return o, nil // its payment began under another key, by a Pay of its own, which finishes it
+	if o.Status == StatusPaying && errors.As(err, &state) {
+		return o, nil
 	}
-	return paid, perr
+	return paid, err
 }
 
 // holdOrder does the SQL part of placing an order in tx: the coupon, the amounts, the

@@ -80,7 +80,7 @@ func (e *LimitError) Unwrap() error { return e.kind }
 type Commerce interface {
 	Products(ctx context.Context, ids []string) (map[string]commerce.Product, error)
 	PlaceOrder(ctx context.Context, req commerce.PlaceOrderRequest) (commerce.Order, error)
-	Pay(ctx context.Context, req commerce.PayRequest) (commerce.Order, error)
+	FinishPointsPayment(ctx context.Context, o commerce.Order, key string) (commerce.Order, error)
 	OrderByKey(ctx context.Context, userID, key string) (commerce.Order, error)
 }
 
@@ -414,15 +414,8 @@ func (s *Service) placed(ctx context.Context, req CheckoutRequest) (commerce.Ord
 	case o.CouponID != req.CouponID || o.Points != req.Points:
 		return commerce.Order{}, commerce.NewConflictError("order", req.IdempotencyKey)
 	case req.PayWithPoints && (o.Status == commerce.StatusPendingPayment || o.Status == commerce.StatusPaying):
-		// Placed, its payment not made or not finished (a failure after the placement, or
-		// during the payment): pay it now, or finish the payment, under the order's key as
-		// PlaceOrder does.
-		paid, err := s.com.Pay(ctx, commerce.PayRequest{OrderID: o.ID, UserID: req.UserID, IdempotencyKey: rec.OrderKey})
-		var state *commerce.StateError
-		if o.Status == commerce.StatusPaying && errors.As(err, &state) {
-			return o, nil // its payment began under another key, by a Pay of its own, which finishes it
-		}
-		return paid, err
+		// Placed, its payment not made or not finished: as PlaceOrder's replay does.
+		return s.com.FinishPointsPayment(ctx, o, rec.OrderKey)
 	}
 	return o, nil
 }
