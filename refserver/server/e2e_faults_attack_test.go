@@ -193,44 +193,37 @@ func (e *attackEnv) readyz(t *testing.T) (int, server.Readiness) {
 // is back every route works and the audit is clean.
 func TestAttackRedisPausedSweep(t *testing.T) {
 	e := newAttackEnv(t)
-	e.rdb.Pause(t)
-	probes := e.routeSweep(1)
-	e.sweep(probes)
-	status, ready := e.readyz(t)
-	e.rdb.Unpause(t)
-	checkHonest(t, "Redis paused", probes)
-	assert.Equal(t, http.StatusServiceUnavailable, status, "%+v", ready)
-	assert.NotEqual(t, "ok", ready.Checks["redis"])
+	ready := e.sweepUnder(t, "Redis paused", "redis", func() { e.rdb.Pause(t) }, func() { e.rdb.Unpause(t) })
 	assert.Equal(t, "ok", ready.Checks["database"])
-	e.afterFault(t)
 }
 
 // TestAttackMySQLPausedSweep: the same with MySQL paused.
 func TestAttackMySQLPausedSweep(t *testing.T) {
 	e := newAttackEnv(t)
-	e.db.Pause(t)
-	probes := e.routeSweep(1)
-	e.sweep(probes)
-	status, ready := e.readyz(t)
-	e.db.Unpause(t)
-	checkHonest(t, "MySQL paused", probes)
-	assert.Equal(t, http.StatusServiceUnavailable, status, "%+v", ready)
-	assert.NotEqual(t, "ok", ready.Checks["database"])
-	e.afterFault(t)
+	e.sweepUnder(t, "MySQL paused", "database", func() { e.db.Pause(t) }, func() { e.db.Unpause(t) })
 }
 
 // TestAttackMySQLDownSweep: the same with MySQL stopped (killed).
 func TestAttackMySQLDownSweep(t *testing.T) {
 	e := newAttackEnv(t)
-	e.db.Stop(t, 0)
+	e.sweepUnder(t, "MySQL down", "database", func() { e.db.Stop(t, 0) }, func() { e.db.Start(t) })
+}
+
+// sweepUnder sends every route at once during fault (undone by heal), checks that each
+// answered honestly and that /readyz was 503 with the check down failing, then that the
+// server works again (afterFault). It returns /readyz's answer during the fault.
+func (e *attackEnv) sweepUnder(t *testing.T, what, down string, fault, heal func()) server.Readiness {
+	t.Helper()
+	fault()
 	probes := e.routeSweep(1)
 	e.sweep(probes)
 	status, ready := e.readyz(t)
-	e.db.Start(t)
-	checkHonest(t, "MySQL down", probes)
+	heal()
+	checkHonest(t, what, probes)
 	assert.Equal(t, http.StatusServiceUnavailable, status, "%+v", ready)
-	assert.NotEqual(t, "ok", ready.Checks["database"])
+	assert.NotEqual(t, "ok", ready.Checks[down])
 	e.afterFault(t)
+	return ready
 }
 
 // afterFault checks that the server works again once the fault is over: a sweep gets
