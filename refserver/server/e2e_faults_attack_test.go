@@ -43,10 +43,17 @@ type attackEnv struct {
 	unpaid, paid server.OrderJSON
 }
 
-func newAttackEnv(t *testing.T) *attackEnv {
+func newAttackEnv(t *testing.T, editDSN ...func(*mysql.Config)) *attackEnv {
 	t.Helper()
 	rdb := testenv.OwnRedis(t)
 	db, dsn := testenv.OwnMySQL(t)
+	if len(editDSN) > 0 {
+		mc := testkit.Must(mysql.ParseDSN(dsn))(t)
+		for _, edit := range editDSN {
+			edit(mc)
+		}
+		dsn = mc.FormatDSN()
+	}
 	cfg, sim, setHook := fullConfig(t, dsn, rdb.Addr, 0)
 	a := start(t, backend{name: "attack", config: func(*testing.T) (server.Config, *pgsim.Simulator, func(string)) {
 		return cfg, sim, setHook
@@ -207,6 +214,49 @@ func TestAttackMySQLPausedSweep(t *testing.T) {
 func TestAttackMySQLDownSweep(t *testing.T) {
 	e := newAttackEnv(t)
 	e.sweepUnder(t, "MySQL down", "database", func() { e.db.Stop(t, 0) }, func() { e.db.Start(t) })
+}
+
+// TestAttackMySQLPausedAnsweredAtOnce: requests on a paused MySQL (connections
+// accepted, nothing answered) are answered 503 dependency_unavailable with Retry-After
+// as soon as the server has found MySQL not answering, the one in flight when it paused
+// and the ones after it alike, not when a read timeout ends: the DSN's read timeout here
+// is an hour, longer than the request timeout (which would answer 503 timeout), so only
+// a server that stops waiting on its own answers dependency_unavailable. /readyz says
+// the database is down; after the unpause the same requests succeed.
+func TestAttackMySQLPausedAnsweredAtOnce(t *testing.T) {
+	e := newAttackEnv(t, func(mc *mysql.Config) { mc.ReadTimeout, mc.WriteTimeout = time.Hour, time.Hour })
+	tok := e.alice.AccessToken
+	get := func() (resp, error) { return e.try("GET", "/v1/orders/"+e.paid.ID, tok, "", nil) }
+	add := func(key string) (resp, error) {
+		return e.try("POST", "/v1/cart/items", tok, key, server.LineJSON{ProductID: "p1", Qty: 1})
+	}
+	expect(t, testkit.Must(get())(t), http.StatusOK)
+
+	e.db.Pause(t)
+	inFlight := make(chan resp, 1)
+	go func() {
+		r, err := get()
+		assert.NoError(t, err)
+		inFlight <- r
+	}()
+	unavailable := func(what string, r resp) {
+		t.Helper()
+		p, _ := decodeProblem(r.Body)
+		assert.Equal(t, http.StatusServiceUnavailable, r.Status, "%s: %s", what, r.Body)
+		assert.Equal(t, "dependency_unavailable", p.Code, "%s: %s", what, r.Body)
+		assert.NotEmpty(t, r.Header.Get("Retry-After"), what)
+	}
+	unavailable("the read in flight when MySQL paused", <-inFlight)
+	unavailable("a read after", testkit.Must(get())(t))
+	unavailable("a write after", testkit.Must(add("paused-add"))(t))
+	status, ready := e.readyz(t)
+	assert.Equal(t, http.StatusServiceUnavailable, status)
+	assert.NotEqual(t, "ok", ready.Checks["database"])
+
+	e.db.Unpause(t)
+	require.Eventually(t, func() bool { r, err := get(); return err == nil && r.Status == http.StatusOK }, time.Minute, 100*time.Millisecond)
+	expect(t, testkit.Must(add("paused-add"))(t), http.StatusOK)
+	e.requireAuditClean(t)
 }
 
 // sweepUnder sends every route at once during fault (undone by heal), checks that each
