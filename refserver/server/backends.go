@@ -22,6 +22,7 @@ import (
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/coupon/rediscoupon"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
+	"github.com/commercekit/commercekit/internal/mysqlwatch"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
 	"github.com/commercekit/commercekit/inventory/sqlinventory"
@@ -52,26 +53,32 @@ const sqlitePragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pr
 
 // openDB opens the database of cfg. SQLite gets one connection: SQLite has one writer
 // anyway, and a single connection rules out SQLITE_BUSY under load (the packages never use
-// the pool while holding one of its transactions). MySQL gets parseTime and UTC times.
-func openDB(cfg Config) (*bun.DB, error) {
+// the pool while holding one of its transactions). MySQL gets parseTime and UTC times,
+// and a watch (mysqlwatch) that fails its connections fast while the server does not
+// answer: watch is its loop, to run until shutdown (nil for SQLite). m may be nil.
+func openDB(cfg Config, log *slog.Logger, m *metrics) (db *bun.DB, watch func(context.Context) error, err error) {
 	switch cfg.DBDriver {
 	case DriverMySQL:
 		mc, err := mysql.ParseDSN(cfg.DBDSN)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		mc.ParseTime, mc.Loc = true, time.UTC
 		mysqlTimeouts(mc)
-		conn, err := mysql.NewConnector(mc)
+		w, err := mysqlwatch.New(mc, mysqlwatch.Options{Log: log.With("component", "mysql"), OnChange: m.mysqlUp})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		conn, err := w.Connector()
+		if err != nil {
+			return nil, nil, err
 		}
 		sqldb := sql.OpenDB(conn)
 		sqldb.SetMaxOpenConns(mysqlMaxOpenConns)
 		sqldb.SetMaxIdleConns(mysqlMaxOpenConns)
 		sqldb.SetConnMaxLifetime(mysqlConnMaxLifetime)
 		sqldb.SetConnMaxIdleTime(mysqlConnMaxIdleTime)
-		return bun.NewDB(sqldb, mysqldialect.New()), nil
+		return bun.NewDB(sqldb, mysqldialect.New()), w.Run, nil
 	default:
 		dsn := cfg.DBDSN
 		if dsn == "" {
@@ -82,12 +89,12 @@ func openDB(cfg Config) (*bun.DB, error) {
 		}
 		sqldb, err := sql.Open(sqliteshim.ShimName, dsn)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		sqldb.SetMaxOpenConns(1)
 		sqldb.SetMaxIdleConns(1)
 		sqldb.SetConnMaxLifetime(0)
-		return bun.NewDB(sqldb, sqlitedialect.New()), nil
+		return bun.NewDB(sqldb, sqlitedialect.New()), nil, nil
 	}
 }
 
@@ -119,8 +126,12 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 			st.close(log)
 		}
 	}()
-	if st.db, err = openDB(cfg); err != nil {
+	var watch func(context.Context) error
+	if st.db, watch, err = openDB(cfg, log, m); err != nil {
 		return st, fmt.Errorf("opening the database: %w", err)
+	}
+	if watch != nil {
+		st.loops = append(st.loops, watch)
 	}
 	st.db = st.db.WithQueryHook(newSQLRoundTrips(m))
 	st.checks = append(st.checks, check{name: "database", fn: st.db.PingContext})

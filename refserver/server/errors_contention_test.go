@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"testing"
 	"time"
@@ -72,7 +73,7 @@ func TestContentionIs503(t *testing.T) {
 func TestMySQLLockWaitEndsOnTheServer(t *testing.T) {
 	cfg := Defaults()
 	cfg.DBDriver, cfg.DBDSN = DriverMySQL, testenv.MySQLDSN(t)
-	db, err := openDB(cfg)
+	db, _, err := openDB(cfg, slog.Default(), nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() }) // after the transactions lockRow rolls back
 	ctx := t.Context()

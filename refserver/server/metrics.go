@@ -30,6 +30,7 @@ type metrics struct {
 	refunds            *prometheus.CounterVec // state
 	breakerState       prometheus.Gauge
 	breakerChanges     *prometheus.CounterVec // from, to
+	mysqlAnswering     prometheus.Gauge
 
 	relayLag      prometheus.Gauge
 	outboxEvents  *prometheus.CounterVec // stage, topic
@@ -83,6 +84,9 @@ func newMetrics(code func(error) string) *metrics {
 		"State of the PG circuit breaker: 0 closed, 1 open, 2 half-open.")
 	m.breakerChanges = counter("commercekit_payment_breaker_transitions_total",
 		"Changes of the PG circuit breaker's state.", "from", "to")
+	m.mysqlAnswering = gauge("commercekit_mysql_up",
+		"1 while MySQL answers its watch's probes, 0 while it does not and its connections fail fast (internal/mysqlwatch).")
+	m.mysqlAnswering.Set(1)
 	m.relayLag = gauge("commercekit_outbox_relay_lag_seconds",
 		"Age of the oldest unsent outbox event after the last relay round (0: none waiting).")
 	m.outboxEvents = counter("commercekit_outbox_events_total",
@@ -172,4 +176,12 @@ func (m *metrics) Observe(e observe.Event) {
 	case "idempotency":
 		m.idempotency.WithLabelValues(e.Name).Inc()
 	}
+}
+
+// mysqlUp records MySQL's state as its watch found it. m may be nil (no metrics).
+func (m *metrics) mysqlUp(up bool) {
+	if m == nil {
+		return
+	}
+	m.mysqlAnswering.Set(map[bool]float64{false: 0, true: 1}[up])
 }

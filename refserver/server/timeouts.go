@@ -34,6 +34,14 @@ import (
 // most, idle ones dropped after mysqlConnMaxIdleTime and every one renewed after
 // mysqlConnMaxLifetime, so connections broken by a server restart leave the pool quickly.
 //
+// A MySQL server that does not answer at all (paused, hung, cut off) would hold every
+// statement for the whole read timeout: a watch (internal/mysqlwatch, with its defaults)
+// pings it every 500 ms on a connection of its own, each ping given 1 s, and after two
+// unanswered pings in a row closes every pooled connection (ending the statements
+// waiting on them) and refuses new ones at once, until a ping is answered. So a request
+// on a MySQL that stopped answering is answered 503 within about 2.5 s, not the read
+// timeout; the gauge commercekit_mysql_up is 0 meanwhile.
+//
 // The shared write limit is the exception to the 503: a write asks its Redis with a
 // deadline of its own, COMMERCEKIT_RATE_LIMIT_REDIS_TIMEOUT (DefaultRateLimitRedisTimeout
 // = 100 ms), well below the command timeout above, and is limited by the process's own

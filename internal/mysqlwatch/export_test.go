@@ -1,0 +1,9 @@
+package mysqlwatch
+
+import "context"
+
+// Prober is Run's state between probes.
+type Prober = prober
+
+// Step probes once, as Run does every Every.
+func (w *Watch) Step(ctx context.Context, p *Prober) { w.step(ctx, p) }

@@ -1,0 +1,275 @@
+// Package mysqlwatch keeps a MySQL client from waiting on a server that does not answer.
+//
+// A MySQL server that is paused, hung, or cut off by the network accepts connections
+// and data but answers nothing: every statement sent to it waits out the driver's read
+// timeout (refserver's is 10 s), and so does every request behind it, holding a pooled
+// connection the whole time. A server that is down refuses at once; one that does not
+// answer is the costly case, and the one a timeout alone cannot make fast without also
+// ending the slow statements of a server that is merely busy.
+//
+// A Watch probes the server on a connection of its own: a ping every Every, each given
+// Timeout. Once Failures probes in a row have gone unanswered it takes the server for
+// down, and then
+//   - closes every connection of its Connector, so that the statements waiting on them
+//     end at once with a connection error (the driver's "invalid connection", which
+//     database/sql and commercekit's packages report as a dependency failure);
+//   - refuses new connections at once, without dialing, with an *errcode.UnavailableError
+//     ("mysql") that matches errcode.ErrUnavailable.
+//
+// The first probe the server answers takes it for up again. Only a server that does not
+// answer counts as down: one that answers with an error of its own (too many
+// connections, access denied) is up, and its errors reach the callers as they are.
+//
+// Closing a connection whose statement may have reached the server leaves its outcome
+// unknown to the caller, exactly as the read timeout it replaces would: a COMMIT may
+// still happen once the server resumes. Every write path of commercekit is idempotent
+// for that case (the caller's retry, or a reconciler, finds what happened).
+package mysqlwatch
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/commercekit/commercekit/errcode"
+)
+
+// Defaults of Options.
+const (
+	DefaultEvery    = 500 * time.Millisecond
+	DefaultTimeout  = time.Second
+	DefaultFailures = 2
+)
+
+// ErrDown is the cause of the errors a Watch answers while it takes the server for down.
+var ErrDown = errors.New("mysql server not answering its probes")
+
+// Options configure a Watch. Zero fields take their defaults.
+type Options struct {
+	// Every is the pause between two probes (DefaultEvery).
+	Every time.Duration
+	// Timeout bounds one probe, connecting included (DefaultTimeout). It must stay well
+	// above the time a busy server takes to answer a ping, since a server taken for down
+	// has its statements cut off.
+	Timeout time.Duration
+	// Failures is how many probes in a row must go unanswered before the server is taken
+	// for down (DefaultFailures): one lost probe connection is not an outage.
+	Failures int
+	// Log receives a line when the server goes down or comes back (slog.Default if nil).
+	Log *slog.Logger
+	// OnChange, if set, is called with the new state each time it changes.
+	OnChange func(up bool)
+}
+
+// Watch watches one MySQL server; see the package doc. Its Connector's connections are
+// the ones it closes and refuses. Run must be running for it to notice anything.
+type Watch struct {
+	cfg   *mysql.Config // the caller's, with DialFunc set to dial
+	probe *mysql.Config // the same without it: the probe is never refused
+	opts  Options
+
+	mu    sync.Mutex
+	down  bool
+	conns map[*conn]struct{} // open connections of the Connector
+}
+
+// New returns a Watch of the server cfg names. cfg is not modified; its DialFunc, if
+// any, is the one the Watch dials with.
+func New(cfg *mysql.Config, opts Options) (*Watch, error) {
+	if opts.Every < 0 || opts.Timeout < 0 || opts.Failures < 0 {
+		return nil, fmt.Errorf("mysqlwatch: negative option in %+v", opts)
+	}
+	opts.Every = cmpOr(opts.Every, DefaultEvery)
+	opts.Timeout = cmpOr(opts.Timeout, DefaultTimeout)
+	opts.Failures = cmpOr(opts.Failures, DefaultFailures)
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	w := &Watch{opts: opts, conns: map[*conn]struct{}{}}
+	dial := cfg.DialFunc
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	w.probe = cfg.Clone()
+	w.probe.DialFunc = dial
+	w.cfg = cfg.Clone()
+	w.cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return w.dial(ctx, dial, network, addr)
+	}
+	return w, nil
+}
+
+func cmpOr[T int | time.Duration](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// Connector returns a connector whose connections the Watch closes and refuses while
+// the server is down (for sql.OpenDB).
+func (w *Watch) Connector() (driver.Connector, error) { return mysql.NewConnector(w.cfg) }
+
+// Up reports whether the server answered the last probes (true until Run finds otherwise).
+func (w *Watch) Up() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.down
+}
+
+// unavailable is the error of a connection refused or cut off while the server is down.
+func unavailable() error {
+	return &errcode.UnavailableError{Dependency: "mysql", RetryAfter: time.Second, Err: ErrDown}
+}
+
+// dial dials through dial unless the server is down, and tracks the connection.
+func (w *Watch) dial(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), network, addr string) (net.Conn, error) {
+	if !w.Up() {
+		return nil, unavailable()
+	}
+	nc, err := dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{Conn: nc, w: w}
+	w.mu.Lock()
+	if w.down { // went down while dialing: the sweep did not see this one
+		w.mu.Unlock()
+		nc.Close()
+		return nil, unavailable()
+	}
+	w.conns[c] = struct{}{}
+	w.mu.Unlock()
+	return c, nil
+}
+
+// Run probes the server until ctx ends, and returns nil then.
+func (w *Watch) Run(ctx context.Context) error {
+	var p prober
+	defer p.close()
+	t := time.NewTicker(w.opts.Every)
+	defer t.Stop()
+	for {
+		w.step(ctx, &p)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// prober is Run's state between probes.
+type prober struct {
+	conn   driver.Conn // nil until connected, and after a failure
+	missed int         // probes unanswered in a row
+}
+
+func (p *prober) close() {
+	if p.conn != nil {
+		p.conn.Close()
+	}
+}
+
+// step probes once and records the answer.
+func (w *Watch) step(ctx context.Context, p *prober) {
+	var err error
+	if p.conn, err = w.ping(ctx, p.conn); ctx.Err() != nil {
+		return // Run is ending: no answer to take
+	}
+	var answered *mysql.MySQLError
+	switch {
+	case err == nil || errors.As(err, &answered):
+		p.missed = 0
+		w.set(true, nil)
+	default:
+		if p.missed++; p.missed >= w.opts.Failures {
+			w.set(false, err)
+		}
+	}
+}
+
+// ping pings on c, connecting first if c is nil. It returns the connection to ping on
+// next time: nil after a failure, since a connection that failed is not to be trusted.
+func (w *Watch) ping(ctx context.Context, c driver.Conn) (driver.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)
+	defer cancel()
+	var err error
+	if c == nil {
+		var connector driver.Connector
+		if connector, err = mysql.NewConnector(w.probe); err == nil {
+			c, err = connector.Connect(ctx)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err = c.(driver.Pinger).Ping(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// set records the server as up or down (after err); going down closes every tracked
+// connection.
+func (w *Watch) set(up bool, err error) {
+	w.mu.Lock()
+	if w.down == !up {
+		w.mu.Unlock()
+		return
+	}
+	w.down = !up
+	var cut []*conn
+	if !up {
+		for c := range w.conns {
+			cut = append(cut, c)
+		}
+		clear(w.conns)
+	}
+	w.mu.Unlock()
+	for _, c := range cut {
+		c.Conn.Close()
+	}
+	if up {
+		w.opts.Log.Info("mysql answers again; connections allowed")
+	} else {
+		w.opts.Log.Warn("mysql is not answering; refusing connections until it does",
+			"probes", w.opts.Failures, "timeout", w.opts.Timeout, "closed", len(cut), "err", err)
+	}
+	if w.opts.OnChange != nil {
+		w.opts.OnChange(up)
+	}
+}
+
+// conn is a connection of the Connector: closing it forgets it.
+type conn struct {
+	net.Conn
+	w *Watch
+}
+
+func (c *conn) Close() error {
+	c.w.mu.Lock()
+	delete(c.w.conns, c)
+	c.w.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// SyscallConn exposes the socket to the driver's liveness check of a pooled connection
+// (mysql.Config.CheckConnLiveness), which it skips for a net.Conn without one.
+func (c *conn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("mysqlwatch: %T has no raw connection", c.Conn)
+	}
+	return sc.SyscallConn()
+}

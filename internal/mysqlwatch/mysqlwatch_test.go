@@ -1,0 +1,186 @@
+package mysqlwatch_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/depfail"
+	"github.com/commercekit/commercekit/internal/mysqlwatch"
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// watched opens a pool on the server of dsn through a running Watch, and returns the
+// changes of state it has reported so far. The read and write
+// timeouts are an hour: a statement on a server that does not answer ends only if the
+// Watch ends it.
+func watched(t *testing.T, dsn string) (*mysqlwatch.Watch, *sql.DB, func() []bool) {
+	t.Helper()
+	cfg := testkit.Must(mysql.ParseDSN(dsn))(t)
+	cfg.ReadTimeout, cfg.WriteTimeout = time.Hour, time.Hour
+	var (
+		mu      sync.Mutex
+		changes []bool
+	)
+	w := testkit.Must(mysqlwatch.New(cfg, mysqlwatch.Options{Log: slog.New(slog.DiscardHandler),
+		OnChange: func(up bool) { mu.Lock(); changes = append(changes, up); mu.Unlock() }}))(t)
+	db := sql.OpenDB(testkit.Must(w.Connector())(t))
+	t.Cleanup(func() { db.Close() })
+	testkit.Background(t, w.Run)
+	return w, db, func() []bool { mu.Lock(); defer mu.Unlock(); return slices.Clone(changes) }
+}
+
+// refused checks that err is the Watch's own refusal: a dependency failure with a retry
+// hint, raised without dialing.
+func refused(t *testing.T, err error) {
+	t.Helper()
+	require.ErrorIs(t, err, mysqlwatch.ErrDown)
+	assert.ErrorIs(t, err, errcode.ErrUnavailable)
+	assert.Equal(t, time.Second, errcode.RetryAfter(err, 0))
+}
+
+// TestPausedServer: a statement waiting on a paused server (connections accepted,
+// nothing answered) ends with a dependency failure once the Watch has found the server
+// not answering, although its read timeout is an hour; later ones are refused without
+// dialing; after the unpause the pool works again.
+func TestPausedServer(t *testing.T) {
+	own, dsn := testenv.OwnMySQL(t)
+	w, db, changes := watched(t, dsn)
+	ctx := t.Context()
+	held := testkit.Must(db.Conn(ctx))(t)
+	require.NoError(t, held.PingContext(ctx))
+
+	own.Pause(t)
+	_, err := held.ExecContext(ctx, "SELECT 1")
+	require.Error(t, err, "the statement in flight when the server paused")
+	assert.True(t, depfail.Is(err), "%v is a dependency failure", err)
+	assert.False(t, w.Up())
+	_, err = db.ExecContext(ctx, "SELECT 1")
+	refused(t, err)
+
+	own.Unpause(t)
+	require.Eventually(t, w.Up, time.Minute, 50*time.Millisecond)
+	var one int
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT 1").Scan(&one))
+	assert.Equal(t, 1, one)
+	assert.Equal(t, []bool{false, true}, changes())
+}
+
+// TestStoppedServer: a server that is down (refusing connections) is found down, its
+// connections are refused without dialing, and it is found up again once restarted.
+func TestStoppedServer(t *testing.T) {
+	own, dsn := testenv.OwnMySQL(t)
+	w, db, changes := watched(t, dsn)
+	ctx := t.Context()
+	require.NoError(t, db.PingContext(ctx))
+
+	own.Stop(t, 0)
+	require.Eventually(t, func() bool { return !w.Up() }, time.Minute, 50*time.Millisecond)
+	_, err := db.ExecContext(ctx, "SELECT 1")
+	refused(t, err)
+
+	own.Start(t)
+	require.Eventually(t, w.Up, time.Minute, 50*time.Millisecond)
+	require.NoError(t, db.PingContext(ctx))
+	assert.Equal(t, []bool{false, true}, changes())
+}
+
+// TestAnsweringServerIsUp: a server that answers, even with an error (here: access
+// denied), is up, and its error reaches the caller as it is.
+func TestAnsweringServerIsUp(t *testing.T) {
+	_, dsn := testenv.OwnMySQL(t)
+	cfg := testkit.Must(mysql.ParseDSN(dsn))(t)
+	cfg.Passwd = "wrong"
+	var changes []bool
+	w := testkit.Must(mysqlwatch.New(cfg, mysqlwatch.Options{Log: slog.New(slog.DiscardHandler),
+		OnChange: func(up bool) { changes = append(changes, up) }}))(t)
+	db := sql.OpenDB(testkit.Must(w.Connector())(t))
+	defer db.Close()
+	var p mysqlwatch.Prober
+	for range 3 {
+		w.Step(t.Context(), &p)
+	}
+	assert.True(t, w.Up())
+	assert.Empty(t, changes)
+	var me *mysql.MySQLError
+	err := db.PingContext(t.Context())
+	require.True(t, errors.As(err, &me), "%v", err)
+	assert.EqualValues(t, 1045, me.Number) // access denied
+}
+
+// TestSilentServer: a server that accepts connections and never answers is down after
+// Failures unanswered probes in a row, not before, and then refused without dialing.
+func TestSilentServer(t *testing.T) {
+	ln := testkit.Must(net.Listen("tcp", "127.0.0.1:0"))(t)
+	defer ln.Close()
+	go func() { // accept, and say nothing
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	cfg := mysql.NewConfig()
+	cfg.Net, cfg.Addr, cfg.User = "tcp", ln.Addr().String(), "nobody"
+	w := testkit.Must(mysqlwatch.New(cfg, mysqlwatch.Options{Timeout: 100 * time.Millisecond, Failures: 3,
+		Log: slog.New(slog.DiscardHandler)}))(t)
+	db := sql.OpenDB(testkit.Must(w.Connector())(t))
+	defer db.Close()
+	var p mysqlwatch.Prober
+	for range 2 {
+		w.Step(t.Context(), &p)
+	}
+	assert.True(t, w.Up(), "two probes unanswered of three")
+	w.Step(t.Context(), &p)
+	assert.False(t, w.Up())
+	_, err := db.ExecContext(t.Context(), "SELECT 1")
+	refused(t, err)
+}
+
+func TestNewRefusesNegativeOptions(t *testing.T) {
+	for name, o := range map[string]mysqlwatch.Options{
+		"Every": {Every: -1}, "Timeout": {Timeout: -1}, "Failures": {Failures: -1},
+	} {
+		_, err := mysqlwatch.New(mysql.NewConfig(), o)
+		assert.Error(t, err, name)
+	}
+}
+
+// Example opens a pool whose connections fail fast while the server does not answer.
+func Example() {
+	cfg, err := mysql.ParseDSN("user:password@tcp(127.0.0.1:3306)/shop?parseTime=true")
+	if err != nil {
+		panic(err)
+	}
+	w, err := mysqlwatch.New(cfg, mysqlwatch.Options{})
+	if err != nil {
+		panic(err)
+	}
+	connector, err := w.Connector()
+	if err != nil {
+		panic(err)
+	}
+	db := sql.OpenDB(connector)
+	defer db.Close()
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() { _ = w.Run(ctx) }() // until shutdown
+	// ... use db; while the server does not answer, its statements fail at once with an
+	// error matching errcode.ErrUnavailable.
+}
