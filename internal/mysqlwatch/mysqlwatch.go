@@ -244,7 +244,7 @@ func (w *Watch) set(up bool, err error) {
 		w.opts.Log.Info("mysql answers again; connections allowed")
 	} else {
 		w.opts.Log.Warn("mysql is not answering; refusing connections until it does",
-			"probes", w.opts.Failures, "timeout", w.opts.Timeout, "closed", len(cut), "err", err)
+			"probes", w.opts.Failures, "timeout", w.opts.Timeout.String(), "closed", len(cut), "err", err)
 	}
 	if w.opts.OnChange != nil {
 		w.opts.OnChange(up)
