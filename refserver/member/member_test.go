@@ -3,6 +3,7 @@ package member_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -636,5 +637,60 @@ func TestRefreshOnce(t *testing.T) {
 			_, err = e.svc.RefreshOnce(ctx, t1.RefreshToken, strings.Repeat("k", member.MaxKeyLen))
 			require.NoError(t, err, "nothing was used")
 		})
+	})
+}
+
+// stallReads holds every read of the members table until release is closed, counting
+// the reads it holds in held.
+type stallReads struct {
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (s *stallReads) BeforeQuery(ctx context.Context, e *bun.QueryEvent) context.Context {
+	if strings.HasPrefix(e.Query, "SELECT") && strings.Contains(e.Query, "members") {
+		s.held <- struct{}{}
+		<-s.release
+	}
+	return ctx
+}
+
+func (s *stallReads) AfterQuery(context.Context, *bun.QueryEvent) {}
+
+// TestLoginsInFlightAreNotFailures: logins from one address that are slow only because the
+// database is (a stall: every member read waits) are not refused as too many failed logins
+// from that address, however many are in flight at once: the address's budget counts
+// password checks, and none has failed. (The budget per login ID still limits guesses
+// sent at once: TestConcurrentGuessesLimited.)
+func TestLoginsInFlightAreNotFailures(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		const n = 3 // one more than the address's budget
+		for i := range n {
+			_, err := e.svc.SignUp(ctx, fmt.Sprintf("member-%d", i), "correct horse")
+			require.NoError(t, err)
+		}
+		stall := &stallReads{held: make(chan struct{}, n), release: make(chan struct{})}
+		svc := testkit.Must(member.New(e.db.WithQueryHook(stall), e.deny, secret, member.WithClock(e.clock.Now),
+			member.WithBcryptCost(bcrypt.MinCost), member.WithLoginLimits(5, n-1, time.Hour)))(t)
+		errs := make(chan error, n)
+		for i := range n {
+			go func() {
+				_, err := svc.Login(ctx, fmt.Sprintf("member-%d", i), "correct horse", "198.51.100.7")
+				errs <- err
+			}()
+		}
+		for held := 0; held < n; {
+			select {
+			case <-stall.held:
+				held++
+			case err := <-errs:
+				close(stall.release)
+				t.Fatalf("a login answered while the database stalled the others: %v", err)
+			}
+		}
+		close(stall.release)
+		for range n {
+			assert.NoError(t, <-errs)
+		}
 	})
 }
