@@ -98,6 +98,7 @@ type Service struct {
 	perAddress   int // and per client address
 	window       time.Duration
 	dummy        []byte // a hash to compare against for unknown login IDs, so they take as long
+	checks       addressGate
 }
 
 // Option configures a Service. An option given an invalid value (see each option) makes New
@@ -294,33 +295,47 @@ func (s *Service) Login(ctx context.Context, loginID, password, addr string) (To
 	}
 	now := s.now()
 	acct, from := "id "+loginID, "addr "+addr
-	// Every attempt takes its token before the password check and gets it back if it
-	// succeeds: attempts sent at once are limited like attempts sent one by one. A limiter
-	// that cannot answer refuses the attempt; a refund it loses leaves the budget one
-	// attempt short until it refills.
+	// Every attempt takes its tokens before the password check and gets them back if it
+	// succeeds: attempts sent at once are limited like attempts sent one by one. The login
+	// ID's is taken first (a guess at one account is refused before it costs a read), the
+	// address's only once the member is read, just before the check and in the address's
+	// turn (addressGate): checks in flight hold tokens, and a database stall that holds up
+	// logins, or a crowd of them from one address, must not turn them into failures. A
+	// limiter that cannot answer refuses the attempt; a refund it loses leaves the budget
+	// one attempt short until it refills.
 	if d, err := s.limiter.Take(ctx, acct, s.perLoginID, s.window, now); err != nil || d > 0 {
 		return Tokens{}, limited("login_id", d, err)
 	}
-	if d, err := s.limiter.Take(ctx, from, s.perAddress, s.window, now); err != nil || d > 0 {
+	refuse := func(err error) (Tokens, error) {
 		_ = s.limiter.Refund(ctx, acct, s.perLoginID, s.window, now)
-		return Tokens{}, limited("address", d, err)
+		return Tokens{}, err
 	}
 	row := new(memberRow)
 	err := s.db.NewSelect().Model(row).Where("login_id = ?", loginID).Scan(ctx)
-	hash := []byte(row.PasswordHash)
+	hash, found := []byte(row.PasswordHash), err == nil
 	switch {
 	case sqlutil.IsNoRows(err):
 		hash = s.dummy
 	case err != nil:
-		_ = s.limiter.Refund(ctx, acct, s.perLoginID, s.window, now)
-		_ = s.limiter.Refund(ctx, from, s.perAddress, s.window, now)
-		return Tokens{}, fmt.Errorf("member: read member: %w", err)
+		return refuse(fmt.Errorf("member: read member: %w", err))
 	}
-	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || err != nil {
+	leave, err := s.checks.enter(ctx, from)
+	if err != nil {
+		return refuse(fmt.Errorf("member: wait for the address's turn: %w", err))
+	}
+	if d, err := s.limiter.Take(ctx, from, s.perAddress, s.window, now); err != nil || d > 0 {
+		leave()
+		return refuse(limited("address", d, err))
+	}
+	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && found // compared even when not found: as slow
+	if ok {
+		_ = s.limiter.Reset(ctx, acct)
+		_ = s.limiter.Refund(ctx, from, s.perAddress, s.window, now)
+	}
+	leave()
+	if !ok {
 		return Tokens{}, ErrBadCredentials
 	}
-	_ = s.limiter.Reset(ctx, acct)
-	_ = s.limiter.Refund(ctx, from, s.perAddress, s.window, now)
 	var t Tokens
 	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		sess := &sessionRow{ID: uuid.NewString(), UserID: row.ID, CreatedAt: now.UnixMicro()}
