@@ -3,6 +3,7 @@ package member
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -93,8 +94,8 @@ func TestRedisLimiterResendAfterAnotherCall(t *testing.T) {
 			tokens := func() string {
 				t.Helper()
 				v, err := rdb.HGet(ctx, key, "t").Result()
-				if errors.Is(err, redis.Nil) {
-					return "full"
+				if errors.Is(err, redis.Nil) { // a full bucket that remembers no call is no key
+					return strconv.Itoa(burst)
 				}
 				if err != nil {
 					t.Fatal(err)
@@ -117,7 +118,7 @@ func TestRedisLimiterResendAfterAnotherCall(t *testing.T) {
 				{"take", "d", false, "0"},   // d's resend, after a refused call: still taken once, answered as taken
 				{"refund", "f", false, "1"}, // refunds fill the bucket
 				{"refund", "g", false, "2"},
-				{"refund", "h", false, "full"},
+				{"refund", "h", false, "3"},
 				{"take", "i", false, "2"},
 				{"refund", "h", false, "2"}, // h's resend: the bucket got h's token once
 				{"take", "i", false, "2"},   // i's resend
@@ -127,6 +128,20 @@ func TestRedisLimiterResendAfterAnotherCall(t *testing.T) {
 				if (wait > 0) != s.wait || tokens() != s.tokens {
 					t.Fatalf("step %d (%s %s): wait %d ms, %s tokens; want wait %v, %s tokens", i, s.op, s.id, wait, tokens(), s.wait, s.tokens)
 				}
+			}
+			// A call past resendWindow forgets the calls before it: the bucket holds its
+			// state (t, a, h, n, x) and that call alone (its queue entry and its ID).
+			later := now.Add(resendWindow + time.Millisecond)
+			if _, err := bucketScript.Run(ctx, rdb, []string{key}, burst, window.Milliseconds(), later.UnixMilli(), "take", "j").Result(); err != nil {
+				t.Fatal(err)
+			}
+			fields, err := rdb.HKeys(ctx, key).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(fields)
+			if want := []string{"a", "c:j", "h", "n", "q0", "t", "x"}; !slices.Equal(fields, want) {
+				t.Fatalf("after a call past the resend window the bucket holds %q, want %q", fields, want)
 			}
 		})
 	}
