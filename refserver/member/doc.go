@@ -7,9 +7,15 @@
 // SignUp records a login ID (3-64 bytes of letters, digits and . _ - @ +; compared byte for
 // byte, so "Alice" and "alice" are two members) and a password (8-72 bytes) hashed with
 // bcrypt. The password is never stored, logged or returned. A login ID that is taken fails
-// with ErrLoginIDTaken. SignUp is not idempotent on purpose: answering a repeated sign-up
-// with the member would turn it into a password oracle that escapes the login limits; a
-// client whose sign-up answer was lost gets ErrLoginIDTaken and logs in.
+// with ErrLoginIDTaken. A repeated sign-up is not answered with the member because its
+// login ID (or even its password) matches: that would be an oracle of accounts and
+// passwords escaping the login limits. A client whose sign-up answer may be lost — a
+// database failure after the commit, a network cut — signs up with SignUpOnce and a key
+// of its own: the key is recorded with the member (as an HMAC under the Service's
+// secret) in the same insert, and a retry with the same login ID, password and key gets
+// the member that sign-up recorded. Without the key, with another one, or with the key
+// and another password, the retry is ErrLoginIDTaken like any other; the password check
+// of a retry with the right key counts as a login attempt (see Login limits).
 //
 // # Sessions
 //

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -126,9 +128,12 @@ func (l *MemoryLimiter) Reset(_ context.Context, key string) error {
 }
 
 // RedisLimiter keeps the budgets in Redis, one hash per key that expires once its bucket
-// has refilled: the limiter of full mode, shared by every instance. Its token bucket is
-// MemoryLimiter's, run by a script so that concurrent attempts from any instance are
-// counted one by one. A Redis that restarts empty forgets the budgets: every key starts
+// has refilled (and the calls it remembers are forgotten): the limiter of full mode,
+// shared by every instance. Its token bucket is MemoryLimiter's, run by a script so that
+// concurrent attempts from any instance are counted one by one, and a call the Redis
+// client sends again after a lost reply is counted once, whatever ran in between (for a
+// minute: see bucketScript). Reset forgets a bucket's calls with it: a call resent after a
+// Reset counts in the refilled bucket. A Redis that restarts empty forgets the budgets: every key starts
 // full again, as after a restart of a process with a MemoryLimiter. (go-redis/redis_rate's
 // GCRA loses a refund given within the last refill interval, and the failure budgets need
 // exact refunds.)
@@ -148,39 +153,70 @@ func NewRedisLimiterAt(rdb redis.UniversalClient, prefix string) *RedisLimiter {
 	return &RedisLimiter{rdb: rdb, prefix: prefix}
 }
 
+// resendWindow is how long the bucket script remembers a call that changed its bucket:
+// longer than a Redis client takes to send a command again after its reply was lost
+// (go-redis, with its default timeouts and three retries, well under a minute; refserver's
+// client, once within about 3 s). A resend later than that counts again.
+const resendWindow = time.Minute
+
 // bucketScript takes (ARGV[4] "take") or refunds an attempt of KEYS[1]'s bucket of ARGV[1]
 // tokens refilled over ARGV[2] ms, at ARGV[3] (Unix ms), and returns the wait in ms (0:
-// taken or refunded). A full bucket is no key. ARGV[5] is the call's ID, kept with the
-// bucket with its answer: the same call sent again — go-redis sends a command again once
-// after a network error, and the first may have run, its reply lost — answers as the first
-// did and takes nothing more. (Only the last call of a bucket is kept: a call of another
-// client on the same bucket between a call and its resend makes the resend count again.
-// A refund that filled the bucket, resent, finds it full and changes nothing.)
-var bucketScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'op') == ARGV[5] then
-  return tonumber(redis.call('HGET', KEYS[1], 'w'))
+// taken or refunded). ARGV[5] is the call's ID (a UUID): go-redis sends a command again after a
+// network error, and the first may have run, its reply lost; the resend must take
+// nothing more, whatever calls of other clients ran on the bucket in between.
+//
+// So the bucket's hash remembers, for resendWindow after it (on the callers' clock), every
+// call that changed it — a take that took, a refund that gave a token back — as a field
+// "c:<ID>", and a call finding its field answers 0 (taken, or refunded) and changes
+// nothing. A take that was refused changed nothing and is not remembered: its resend is
+// a new attempt, which still has at most one effect in all. The remembered calls are
+// also a queue, fields "q<n>" from "h" to "n" (exclusive), oldest first, so that each call
+// forgets those past resendWindow at the head in amortised constant time; "x" is when the
+// newest is forgotten. The memory is therefore bounded by the calls that can change the
+// bucket in resendWindow (the bucket's own budget bounds its takes; each refund follows a
+// take): about 100 bytes per changing call. The key expires once the bucket has refilled
+// and its calls are forgotten; a full bucket remembering no call is no key. One round trip
+// per call, and one key, as before.
+var bucketScript = redis.NewScript(strings.ReplaceAll(`
+local id = 'c:' .. ARGV[5]
+if redis.call('HEXISTS', KEYS[1], id) == 1 then
+  return 0
 end
 local burst, window, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local rate = burst / window
-local v = redis.call('HMGET', KEYS[1], 't', 'a')
+local v = redis.call('HMGET', KEYS[1], 't', 'a', 'h', 'n', 'x')
 local tokens, at = tonumber(v[1]), tonumber(v[2])
+local head, tail, last = tonumber(v[3]) or 0, tonumber(v[4]) or 0, tonumber(v[5]) or 0
 if not tokens then tokens, at = burst, now end
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
 at = math.max(at, now)
-local wait = 0
+local wait, changed = 0, false
 if ARGV[4] == 'take' then
-  if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate) end
-else
-  tokens = math.min(burst, tokens + 1)
+  if tokens >= 1 then tokens, changed = tokens - 1, true else wait = math.ceil((1 - tokens) / rate) end
+elseif tokens < burst then
+  tokens, changed = math.min(burst, tokens + 1), true
 end
-if tokens >= burst then
+while head < tail do
+  local old = redis.call('HGET', KEYS[1], 'q' .. head)
+  local forget = old and tonumber(redis.call('HGET', KEYS[1], old))
+  if forget and forget > now then break end
+  redis.call('HDEL', KEYS[1], 'q' .. head)
+  if old then redis.call('HDEL', KEYS[1], old) end
+  head = head + 1
+end
+if head == tail then head, tail = 0, 0 end
+if changed then
+  redis.call('HSET', KEYS[1], 'q' .. tail, id, id, now + RESEND_WINDOW)
+  tail, last = tail + 1, math.max(last, now + RESEND_WINDOW)
+end
+if tokens >= burst and head == tail then
   redis.call('DEL', KEYS[1])
 else
-  redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'a', at, 'op', ARGV[5], 'w', wait)
-  redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate))
+  redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'a', at, 'h', head, 'n', tail, 'x', last)
+  redis.call('PEXPIRE', KEYS[1], math.max(math.ceil((burst - tokens) / rate), last - now, 1))
 end
 return wait
-`)
+`, "RESEND_WINDOW", strconv.FormatInt(resendWindow.Milliseconds(), 10)))
 
 func (l *RedisLimiter) run(ctx context.Context, op, key string, burst int, window time.Duration, now time.Time) (time.Duration, error) {
 	if err := checkBudget(burst, window); err != nil {

@@ -3,9 +3,14 @@ package member
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/commercekit/commercekit/internal/testenv"
 )
 
 var ctx = context.Background()
@@ -63,5 +68,81 @@ func TestLimitersRefuseEmptyBudgets(t *testing.T) {
 				t.Errorf("%T Refund(%d, %v): %v, want ErrInvalidRequest", l, b.burst, b.window, err)
 			}
 		}
+	}
+}
+
+// TestRedisLimiterResendAfterAnotherCall: a call of the bucket script sent again (go-redis
+// resends a command whose reply it lost) answers as it first did and counts once, even
+// when calls of other clients on the same bucket ran in between: a take, a refund that
+// filled the bucket, a take refused. The login limits and the write limits (refserver's
+// prefix) share the script; both are checked, with the exact tokens left.
+func TestRedisLimiterResendAfterAnotherCall(t *testing.T) {
+	rdb := testenv.Redis(t)
+	now := time.Now()
+	const burst, window = 3, time.Hour
+	for _, prefix := range []string{"commercekit:login:", "commercekit:writes:"} {
+		t.Run(prefix, func(t *testing.T) {
+			key := prefix + "id bob"
+			call := func(op, id string) int64 {
+				t.Helper()
+				ms, err := bucketScript.Run(ctx, rdb, []string{key}, burst, window.Milliseconds(), now.UnixMilli(), op, id).Int64()
+				if err != nil {
+					t.Fatalf("%s %s: %v", op, id, err)
+				}
+				return ms
+			}
+			tokens := func() string {
+				t.Helper()
+				v, err := rdb.HGet(ctx, key, "t").Result()
+				if errors.Is(err, redis.Nil) { // a full bucket that remembers no call is no key
+					return strconv.Itoa(burst)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+			steps := []struct {
+				op, id string
+				wait   bool
+				tokens string
+			}{
+				{"take", "a", false, "2"},
+				{"take", "b", false, "1"},   // another client's call
+				{"take", "a", false, "1"},   // a's resend: counted once
+				{"refund", "r", false, "2"}, // another client's refund
+				{"take", "b", false, "2"},   // b's resend, after two calls
+				{"take", "c", false, "1"},
+				{"take", "d", false, "0"},
+				{"take", "e", true, "0"},    // refused
+				{"take", "d", false, "0"},   // d's resend, after a refused call: still taken once, answered as taken
+				{"refund", "f", false, "1"}, // refunds fill the bucket
+				{"refund", "g", false, "2"},
+				{"refund", "h", false, "3"},
+				{"take", "i", false, "2"},
+				{"refund", "h", false, "2"}, // h's resend: the bucket got h's token once
+				{"take", "i", false, "2"},   // i's resend
+			}
+			for i, s := range steps {
+				wait := call(s.op, s.id)
+				if (wait > 0) != s.wait || tokens() != s.tokens {
+					t.Fatalf("step %d (%s %s): wait %d ms, %s tokens; want wait %v, %s tokens", i, s.op, s.id, wait, tokens(), s.wait, s.tokens)
+				}
+			}
+			// A call past resendWindow forgets the calls before it: the bucket holds its
+			// state (t, a, h, n, x) and that call alone (its queue entry and its ID).
+			later := now.Add(resendWindow + time.Millisecond)
+			if _, err := bucketScript.Run(ctx, rdb, []string{key}, burst, window.Milliseconds(), later.UnixMilli(), "take", "j").Result(); err != nil {
+				t.Fatal(err)
+			}
+			fields, err := rdb.HKeys(ctx, key).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(fields)
+			if want := []string{"a", "c:j", "h", "n", "q0", "t", "x"}; !slices.Equal(fields, want) {
+				t.Fatalf("after a call past the resend window the bucket holds %q, want %q", fields, want)
+			}
+		})
 	}
 }

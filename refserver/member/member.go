@@ -195,6 +195,9 @@ type memberRow struct {
 	LoginID      string `bun:"login_id"`
 	PasswordHash string `bun:"password_hash"`
 	CreatedAt    int64  `bun:"created_at"`
+	// SignUpKey is signUpKey of the login ID and the key the sign-up ran under ("" for
+	// none; see SignUpOnce).
+	SignUpKey string `bun:"signup_key"`
 }
 
 type sessionRow struct {
@@ -246,8 +249,31 @@ func checkPassword(pw string) error {
 	return nil
 }
 
-// SignUp records a member. Errors: *ValidationError, ErrLoginIDTaken.
+// SignUp records a member. Errors: *ValidationError, ErrLoginIDTaken. A sign-up whose
+// answer was lost cannot be retried: the retry meets ErrLoginIDTaken. SignUpOnce can.
 func (s *Service) SignUp(ctx context.Context, loginID, password string) (Member, error) {
+	return s.SignUpOnce(ctx, loginID, password, "", "")
+}
+
+// SignUpOnce is SignUp at most once per key (1..MaxKeyLen bytes, chosen by the client, a
+// UUID for example; "" is SignUp): a retry with the same login ID, password and key —
+// after a lost answer, even one whose insert committed — gets the member that sign-up
+// recorded, as it first answered, instead of ErrLoginIDTaken. addr is the client's
+// address, for the login limits (see below).
+//
+// The key is recorded with the member, as an HMAC under the Service's secret (never as
+// sent), in the same insert: a retry finds it whether or not the first answer got out,
+// which an idempotency store kept apart from the member row could not know. Only the
+// key's holder can get the member this way, and only with the password: a sign-up with a
+// taken login ID and no key, another key, or the key and another password is
+// ErrLoginIDTaken, as for anyone else, so the answer is no oracle of the password to
+// whoever learns a login ID (nor to whoever learns a key: the password check of a retry
+// with the right key is a login attempt, charged to the login ID's and the address's
+// failure budgets like Login's and given back when it matches, and refused with
+// *RateLimitError once they are spent). Errors: *ValidationError, ErrLoginIDTaken,
+// *RateLimitError, and an error matching errcode.ErrUnavailable when the limiter cannot
+// answer such a retry.
+func (s *Service) SignUpOnce(ctx context.Context, loginID, password, key, addr string) (Member, error) {
 	if err := checkLoginID(loginID); err != nil {
 		return Member{}, err
 	}
@@ -257,18 +283,76 @@ func (s *Service) SignUp(ctx context.Context, loginID, password string) (Member,
 	if password == loginID {
 		return Member{}, &ValidationError{Field: "password", Reason: "must not be the login ID"}
 	}
+	if len(key) > MaxKeyLen {
+		return Member{}, &ValidationError{Field: "IdempotencyKey", Reason: fmt.Sprintf("must be at most %d bytes", MaxKeyLen)}
+	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cost)
 	if err != nil {
 		return Member{}, fmt.Errorf("member: hash the password: %w", err)
 	}
 	row := &memberRow{ID: uuid.NewString(), LoginID: loginID, PasswordHash: string(hash), CreatedAt: s.now().UnixMicro()}
+	if key != "" {
+		row.SignUpKey = s.signUpKey(loginID, key)
+	}
 	if _, err := s.db.NewInsert().Model(row).Exec(ctx); err != nil {
-		if sqlutil.IsDuplicateKey(err) {
+		if !sqlutil.IsDuplicateKey(err) {
+			return Member{}, fmt.Errorf("member: insert member: %w", err)
+		}
+		if key == "" {
 			return Member{}, fmt.Errorf("%w: %s", ErrLoginIDTaken, loginID)
 		}
-		return Member{}, fmt.Errorf("member: insert member: %w", err)
+		return s.signedUpAgain(ctx, loginID, password, row.SignUpKey, addr)
 	}
-	return Member{ID: row.ID, LoginID: loginID, CreatedAt: time.UnixMicro(row.CreatedAt).UTC()}, nil
+	return row.member(), nil
+}
+
+// member is the Member of a row.
+func (r *memberRow) member() Member {
+	return Member{ID: r.ID, LoginID: r.LoginID, CreatedAt: time.UnixMicro(r.CreatedAt).UTC()}
+}
+
+// signUpKey is what a member row records of the key its sign-up ran under: an HMAC of
+// the login ID and the key under the Service's secret, in hex.
+func (s *Service) signUpKey(loginID, key string) string {
+	m := hmac.New(sha256.New, s.secret)
+	m.Write([]byte("commercekit sign-up\x00"))
+	m.Write([]byte(loginID))
+	m.Write([]byte{0})
+	m.Write([]byte(key))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// signedUpAgain answers a sign-up with key (signUpKey's) whose login ID is taken: the
+// member, when its sign-up ran under the same key and password has it (a retry of that
+// sign-up), else ErrLoginIDTaken. The password check is charged to the login limits as
+// Login's is.
+func (s *Service) signedUpAgain(ctx context.Context, loginID, password, key, addr string) (Member, error) {
+	taken := fmt.Errorf("%w: %s", ErrLoginIDTaken, loginID)
+	row := new(memberRow)
+	if err := s.db.NewSelect().Model(row).Where("login_id = ?", loginID).Scan(ctx); err != nil {
+		if sqlutil.IsNoRows(err) {
+			return Member{}, taken
+		}
+		return Member{}, fmt.Errorf("member: read member: %w", err)
+	}
+	if row.SignUpKey == "" || !hmac.Equal([]byte(row.SignUpKey), []byte(key)) {
+		return Member{}, taken
+	}
+	now := s.now()
+	acct, from := "id "+loginID, "addr "+addr
+	if d, err := s.limiter.Take(ctx, acct, s.perLoginID, s.window, now); err != nil || d > 0 {
+		return Member{}, limited("login_id", d, err)
+	}
+	if d, err := s.limiter.Take(ctx, from, s.perAddress, s.window, now); err != nil || d > 0 {
+		_ = s.limiter.Refund(ctx, acct, s.perLoginID, s.window, now)
+		return Member{}, limited("address", d, err)
+	}
+	if bcrypt.CompareHashAndPassword([]byte(row.PasswordHash), []byte(password)) != nil {
+		return Member{}, taken
+	}
+	_ = s.limiter.Refund(ctx, acct, s.perLoginID, s.window, now)
+	_ = s.limiter.Refund(ctx, from, s.perAddress, s.window, now)
+	return row.member(), nil
 }
 
 // limited is the error of an attempt the limiter refused: err when it could not answer,
@@ -416,7 +500,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, err
 	return s.RefreshOnce(ctx, refreshToken, "")
 }
 
-// MaxKeyLen bounds the key of RefreshOnce.
+// MaxKeyLen bounds the key of RefreshOnce and of SignUpOnce.
 const MaxKeyLen = 255
 
 // RefreshOnce is Refresh at most once per key (1..MaxKeyLen bytes; "" is Refresh): a

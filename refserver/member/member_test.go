@@ -694,3 +694,78 @@ func TestLoginsInFlightAreNotFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestSignUpOnce: a sign-up retried with its key, login ID and password gets the member it
+// recorded, as first answered, and records nothing more; with the key and another
+// password, with another key or with none it is ErrLoginIDTaken. The password check of a
+// retry with the key is a login attempt: charged to the login ID's failure budget, given
+// back when the password matches, refused once the budget is spent.
+func TestSignUpOnce(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		m, err := e.svc.SignUpOnce(ctx, "carol", "correct horse", "k-1", "10.5.0.1")
+		require.NoError(t, err)
+		for range 3 {
+			again, err := e.svc.SignUpOnce(ctx, "carol", "correct horse", "k-1", "10.5.0.1")
+			require.NoError(t, err)
+			assert.Equal(t, m, again, "the same answer")
+		}
+		for _, tc := range []struct{ password, key string }{
+			{"correct horse", ""}, {"correct horse", "k-2"}, {"another horse", ""}, {"another horse", "k-2"},
+		} {
+			_, err := e.svc.SignUpOnce(ctx, "carol", tc.password, tc.key, "10.5.0.1")
+			require.ErrorIs(t, err, member.ErrLoginIDTaken, "%+v", tc)
+		}
+		_, err = e.svc.SignUp(ctx, "carol", "correct horse")
+		require.ErrorIs(t, err, member.ErrLoginIDTaken, "SignUp has no key")
+		// The key is bound to its login ID: under another one it is another sign-up.
+		other, err := e.svc.SignUpOnce(ctx, "dave", "correct horse", "k-1", "10.5.0.1")
+		require.NoError(t, err)
+		assert.NotEqual(t, m.ID, other.ID)
+
+		// Two failures of the budget of two: the third check is refused, even with the
+		// right password, and so is a login.
+		for range 2 {
+			_, err := e.svc.SignUpOnce(ctx, "carol", "another horse", "k-1", "10.5.0.2")
+			require.ErrorIs(t, err, member.ErrLoginIDTaken)
+		}
+		_, err = e.svc.SignUpOnce(ctx, "carol", "correct horse", "k-1", "10.5.0.3")
+		var rl *member.RateLimitError
+		require.ErrorAs(t, err, &rl)
+		assert.Equal(t, "login_id", rl.By)
+		_, err = e.svc.Login(ctx, "carol", "correct horse", "10.5.0.3")
+		require.ErrorIs(t, err, member.ErrTooManyAttempts)
+
+		n, err := e.db.NewSelect().Table("members").Count(ctx)
+		require.NoError(t, err)
+		assert.EqualValues(t, 2, n, "carol and dave, once each")
+		var key string
+		require.NoError(t, e.db.NewSelect().Table("members").Column("signup_key").Where("id = ?", m.ID).Scan(ctx, &key))
+		assert.Len(t, key, 64, "an HMAC, not the key")
+		assert.NotContains(t, key, "k-1")
+
+		_, err = e.svc.SignUpOnce(ctx, "erin", "correct horse", strings.Repeat("k", member.MaxKeyLen+1), "10.5.0.1")
+		require.ErrorIs(t, err, member.ErrInvalidRequest)
+	}, member.WithLoginLimits(2, 100, time.Hour))
+}
+
+// TestSignUpKeyColumnAdded: a members table made before SignUpOnce gets its column from
+// CreateSchema, and its members stay; a sign-up with a key works on it.
+func TestSignUpKeyColumnAdded(t *testing.T) {
+	db := testenv.SQLite(t)
+	_, err := db.ExecContext(ctx, `CREATE TABLE members (id VARCHAR(64) NOT NULL PRIMARY KEY,
+		login_id VARCHAR(64) NOT NULL, password_hash VARCHAR(100) NOT NULL, created_at BIGINT NOT NULL)`)
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx, `INSERT INTO members VALUES ('old-id', 'olga', 'x', 1)`)
+	require.NoError(t, err)
+	require.NoError(t, member.CreateSchema(ctx, db))
+	require.NoError(t, member.CreateSchema(ctx, db), "idempotent")
+	svc, err := member.New(db, member.NewSQLDenylist(db, nil), secret, member.WithBcryptCost(bcrypt.MinCost))
+	require.NoError(t, err)
+	m, err := svc.SignUpOnce(ctx, "carol", "correct horse", "k-1", "10.5.0.1")
+	require.NoError(t, err)
+	again, err := svc.SignUpOnce(ctx, "carol", "correct horse", "k-1", "10.5.0.1")
+	require.NoError(t, err)
+	assert.Equal(t, m, again)
+	_, err = svc.SignUpOnce(ctx, "olga", "correct horse", "k-1", "10.5.0.1")
+	require.ErrorIs(t, err, member.ErrLoginIDTaken, "a member signed up without a key")
+}

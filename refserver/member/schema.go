@@ -16,7 +16,8 @@ var schema = []sqlutil.Table{
 		id VARCHAR(64) NOT NULL PRIMARY KEY,
 		login_id VARCHAR(64) NOT NULL,
 		password_hash VARCHAR(100) NOT NULL,
-		created_at BIGINT NOT NULL`,
+		created_at BIGINT NOT NULL,
+		` + signUpKeyColumn + ` ` + signUpKeyDefinition,
 		Indexes: []sqlutil.Index{{Name: "members_login", Columns: "login_id", Unique: true}}},
 	{Name: "member_sessions", Columns: `
 		id VARCHAR(64) NOT NULL PRIMARY KEY,
@@ -44,12 +45,23 @@ var schema = []sqlutil.Table{
 		Indexes: []sqlutil.Index{{Name: "member_denials_unpublished_expiry", Columns: "expires_at"}}},
 }
 
+// The key a member's sign-up ran under (SignUpOnce): an HMAC in hex, "" for none. A later
+// version's column: CreateSchema adds it to a members table made before it.
+const (
+	signUpKeyColumn     = "signup_key"
+	signUpKeyDefinition = "CHAR(64) NOT NULL DEFAULT ''"
+)
+
 // CreateSchema creates the member tables (members, member_sessions, member_refresh_tokens,
 // member_denied_tokens for the SQL denylist, and member_denials_unpublished for the Redis
-// denylist) if they do not exist. It is idempotent and works on MySQL/MariaDB and SQLite;
-// on MySQL call it outside a transaction.
+// denylist) if they do not exist, and adds to them the columns a later version added. It
+// is idempotent and works on MySQL/MariaDB and SQLite; on MySQL call it outside a
+// transaction.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
 	if err := sqlutil.CreateTables(ctx, db, schema...); err != nil {
+		return fmt.Errorf("member: %w", err)
+	}
+	if err := sqlutil.AddColumn(ctx, db, "members", signUpKeyColumn, signUpKeyDefinition); err != nil {
 		return fmt.Errorf("member: %w", err)
 	}
 	return nil

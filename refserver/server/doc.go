@@ -24,7 +24,9 @@
 // # Members, sessions and carts
 //
 // Package refserver/member keeps the members and their sessions in SQL: POST /v1/members
-// signs up (bcrypt), POST /v1/sessions logs in (an access token of 15 minutes with a jti
+// signs up (bcrypt; with an optional Idempotency-Key, a retry after a lost answer with the
+// same key, login ID and password gets the same member, while any other sign-up with a
+// taken login ID stays 409 login_id_taken), POST /v1/sessions logs in (an access token of 15 minutes with a jti
 // and a session ID, and a refresh token stored only as its SHA-256), POST
 // /v1/sessions/refresh rotates (a reused refresh token revokes its session; with an
 // optional Idempotency-Key, a retry after a lost answer gets the same pair), DELETE

@@ -353,6 +353,9 @@ type lossyLink struct {
 	// statement trigger accepts first (a request's transaction, not a background loop's).
 	trigger func(query string) bool
 	lost    []string // the statements whose reply was lost
+	// holding, when set, holds back a client's resend of a statement whose reply was lost
+	// (see holdResends).
+	holding *resendHold
 }
 
 // newLossyLink listens on loopback and forwards to target until the test ends.
@@ -466,6 +469,9 @@ func (l *lossyLink) serve(c net.Conn) {
 		raw, text, err := l.frame(in)
 		if err != nil {
 			break
+		}
+		if text != "" {
+			l.holdBack(text)
 		}
 		if text != "" && l.lose(text, &triggered) {
 			dropping.Store(true)

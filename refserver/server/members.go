@@ -140,6 +140,17 @@ func (s *Server) limitAddress(w http.ResponseWriter, r *http.Request) bool {
 	return ok
 }
 
+// signUp signs a member up: 201. An Idempotency-Key, optional here, makes the sign-up
+// retryable (member.SignUpOnce): a retry with the same key, login ID and password after
+// a 503 or a lost answer gets the same 201 and member, even when the first sign-up
+// committed, where without a key it would be 409 login_id_taken. The key is recorded
+// with the member row, in the insert itself, and not in the server's idempotency store:
+// a store kept apart from the row cannot tell a sign-up whose commit reply was lost (the
+// store frees the key of a 503) from one that never ran. A retry with the key and another
+// password, with another key or without one is 409 login_id_taken like any sign-up with a
+// taken login ID, so the route answers nothing about a member's password to anyone who
+// lacks the key; the password check of a retry with the key counts as a login attempt
+// (429 too_many_login_attempts once the login ID's or the address's failures are spent).
 func (s *Server) signUp(w http.ResponseWriter, r *http.Request) {
 	if !s.limitAddress(w, r) {
 		return
@@ -149,12 +160,39 @@ func (s *Server) signUp(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	m, err := s.members.SignUp(r.Context(), in.LoginID, in.Password)
+	key, ok := optionalIdempotencyKey(w, r)
+	if !ok {
+		return
+	}
+	m, err := s.members.SignUpOnce(r.Context(), in.LoginID, in.Password, key, clientAddr(r))
 	if err != nil {
-		s.writeError(w, r, err)
+		s.writeMemberError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, MemberJSON{ID: m.ID, LoginID: m.LoginID, CreatedAt: m.CreatedAt})
+}
+
+// optionalIdempotencyKey reads the Idempotency-Key of a route where it is optional: ""
+// without one, or the key (see idempotencyKey, which answers 400 for a bad one and then
+// returns false).
+func optionalIdempotencyKey(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if r.Header.Get(IdempotencyKeyHeader) == "" && r.Header.Get(IdempotencyKeyHeaderADR) == "" {
+		return "", true
+	}
+	return idempotencyKey(w, r)
+}
+
+// writeMemberError answers an error of the member service: a *member.RateLimitError with
+// its Retry-After, anything else as writeError does.
+func (s *Server) writeMemberError(w http.ResponseWriter, r *http.Request, err error) {
+	var rl *member.RateLimitError
+	if errors.As(err, &rl) {
+		p := s.problemFor(err)
+		p.RetryAfter = int(math.Ceil(rl.RetryAfter.Seconds()))
+		writeProblem(w, r, p)
+		return
+	}
+	s.writeError(w, r, err)
 }
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
@@ -167,15 +205,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t, err := s.members.Login(r.Context(), in.LoginID, in.Password, clientAddr(r))
-	var rl *member.RateLimitError
-	if errors.As(err, &rl) {
-		p := s.problemFor(err)
-		p.RetryAfter = int(math.Ceil(rl.RetryAfter.Seconds()))
-		writeProblem(w, r, p)
-		return
-	}
 	if err != nil {
-		s.writeError(w, r, err)
+		s.writeMemberError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, s.sessionJSON(t))
@@ -191,12 +222,9 @@ func (s *Server) refreshSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// An Idempotency-Key, optional here, makes the refresh retryable (member.RefreshOnce).
-	key := ""
-	if r.Header.Get(IdempotencyKeyHeader) != "" || r.Header.Get(IdempotencyKeyHeaderADR) != "" {
-		var ok bool
-		if key, ok = idempotencyKey(w, r); !ok {
-			return
-		}
+	key, ok := optionalIdempotencyKey(w, r)
+	if !ok {
+		return
 	}
 	t, err := s.members.RefreshOnce(r.Context(), in.RefreshToken, key)
 	if err != nil {
