@@ -338,46 +338,19 @@ func (s *Service) signedUpAgain(ctx context.Context, loginID, password, key, add
 	if row.SignUpKey == "" || !hmac.Equal([]byte(row.SignUpKey), []byte(key)) {
 		return Member{}, taken
 	}
-	now := s.now()
-	acct, from := "id "+loginID, "addr "+addr
-	if d, err := s.limiter.Take(ctx, acct, s.perLoginID, s.window, now); err != nil || d > 0 {
-		return Member{}, limited("login_id", d, err)
+	if _, err := s.checkPassword(ctx, loginID, password, addr, s.now()); err != nil {
+		if errors.Is(err, ErrBadCredentials) {
+			return Member{}, taken
+		}
+		return Member{}, err
 	}
-	if d, err := s.limiter.Take(ctx, from, s.perAddress, s.window, now); err != nil || d > 0 {
-		_ = s.limiter.Refund(ctx, acct, s.perLoginID, s.window, now)
-		return Member{}, limited("address", d, err)
-	}
-	if bcrypt.CompareHashAndPassword([]byte(row.PasswordHash), []byte(password)) != nil {
-		return Member{}, taken
-	}
-	_ = s.limiter.Refund(ctx, acct, s.perLoginID, s.window, now)
-	_ = s.limiter.Refund(ctx, from, s.perAddress, s.window, now)
 	return row.member(), nil
 }
 
-// limited is the error of an attempt the limiter refused: err when it could not answer,
-// else a *RateLimitError.
-func limited(by string, wait time.Duration, err error) error {
-	if err != nil {
-		return err
-	}
-	return &RateLimitError{By: by, RetryAfter: wait}
-}
-
-// Login checks a member's password and opens a session. addr is the client's address, for
-// the per-address limit. Errors: *RateLimitError, ErrBadCredentials, *ValidationError (a
-// login ID or password no member can have, refused before the limits and the database),
-// errcode.ErrUnavailable (the limiter could not answer; see the package doc).
-func (s *Service) Login(ctx context.Context, loginID, password, addr string) (Tokens, error) {
-	// Only a login ID a member can have reaches the database and the limits: the database
-	// would match variants of it (MySQL ignores trailing spaces), each with its own budget.
-	if err := checkLoginID(loginID); err != nil {
-		return Tokens{}, err
-	}
-	if password == "" || len(password) > MaxPasswordLen {
-		return Tokens{}, &ValidationError{Field: "password", Reason: fmt.Sprintf("must be 1-%d bytes", MaxPasswordLen)}
-	}
-	now := s.now()
+// checkPassword reads loginID's member and checks password against it, charged to the
+// login limits of loginID and addr: the member, or ErrBadCredentials (no such member, or
+// another password), *RateLimitError, or a dependency's error.
+func (s *Service) checkPassword(ctx context.Context, loginID, password, addr string, now time.Time) (*memberRow, error) {
 	acct, from := "id "+loginID, "addr "+addr
 	// Every attempt takes its tokens before the password check and gets them back if it
 	// succeeds: attempts sent at once are limited like attempts sent one by one. The login
@@ -388,11 +361,11 @@ func (s *Service) Login(ctx context.Context, loginID, password, addr string) (To
 	// limiter that cannot answer refuses the attempt; a refund it loses leaves the budget
 	// one attempt short until it refills.
 	if d, err := s.limiter.Take(ctx, acct, s.perLoginID, s.window, now); err != nil || d > 0 {
-		return Tokens{}, limited("login_id", d, err)
+		return nil, limited("login_id", d, err)
 	}
-	refuse := func(err error) (Tokens, error) {
+	refuse := func(err error) (*memberRow, error) {
 		_ = s.limiter.Refund(ctx, acct, s.perLoginID, s.window, now)
-		return Tokens{}, err
+		return nil, err
 	}
 	row := new(memberRow)
 	err := s.db.NewSelect().Model(row).Where("login_id = ?", loginID).Scan(ctx)
@@ -418,7 +391,37 @@ func (s *Service) Login(ctx context.Context, loginID, password, addr string) (To
 	}
 	leave()
 	if !ok {
-		return Tokens{}, ErrBadCredentials
+		return nil, ErrBadCredentials
+	}
+	return row, nil
+}
+
+// limited is the error of an attempt the limiter refused: err when it could not answer,
+// else a *RateLimitError.
+func limited(by string, wait time.Duration, err error) error {
+	if err != nil {
+		return err
+	}
+	return &RateLimitError{By: by, RetryAfter: wait}
+}
+
+// Login checks a member's password and opens a session. addr is the client's address, for
+// the per-address limit. Errors: *RateLimitError, ErrBadCredentials, *ValidationError (a
+// login ID or password no member can have, refused before the limits and the database),
+// errcode.ErrUnavailable (the limiter could not answer; see the package doc).
+func (s *Service) Login(ctx context.Context, loginID, password, addr string) (Tokens, error) {
+	// Only a login ID a member can have reaches the database and the limits: the database
+	// would match variants of it (MySQL ignores trailing spaces), each with its own budget.
+	if err := checkLoginID(loginID); err != nil {
+		return Tokens{}, err
+	}
+	if password == "" || len(password) > MaxPasswordLen {
+		return Tokens{}, &ValidationError{Field: "password", Reason: fmt.Sprintf("must be 1-%d bytes", MaxPasswordLen)}
+	}
+	now := s.now()
+	row, err := s.checkPassword(ctx, loginID, password, addr, now)
+	if err != nil {
+		return Tokens{}, err
 	}
 	var t Tokens
 	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
