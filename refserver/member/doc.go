@@ -60,7 +60,10 @@
 // password is checked, so attempts sent at once count like attempts sent one by one; once
 // a bucket is empty, logins with that ID or from that address fail with *RateLimitError
 // until a token has refilled. A successful login refills the login ID's bucket and gives
-// the address its token back. A login ID that no member can have (see SignUp) is refused
+// the address its token back. The login ID's token is taken first; the address's once the
+// member is read, just before the check, and one check per address runs at a time in a
+// process: a check in flight holds its token, and a database stall or a crowd of logins
+// from one address (an office behind one NAT) must not look like failures. A login ID that no member can have (see SignUp) is refused
 // as invalid before the limits and the database, so no spelling the database would match
 // to a member (MySQL ignores trailing spaces) gets a budget of its own.
 //
