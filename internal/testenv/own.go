@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
+	tcexec "github.com/testcontainers/testcontainers-go/exec"
 	tcmysql "github.com/testcontainers/testcontainers-go/modules/mysql"
 	tcredis "github.com/testcontainers/testcontainers-go/modules/redis"
 	"github.com/testcontainers/testcontainers-go/wait"
@@ -82,18 +84,47 @@ func (o *Own) docker(tb testing.TB, what string, fn func(context.Context, *testc
 	}
 }
 
+// Exec runs cmd in the container and returns its exit code and output; a failure to run it
+// at all fails the test.
+func (o *Own) Exec(tb testing.TB, cmd ...string) (int, string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	code, r, err := o.c.Exec(ctx, cmd, tcexec.Multiplexed())
+	if err != nil {
+		tb.Fatalf("testenv: exec %v in %s: %v", cmd, o.ID(), err)
+	}
+	out, _ := io.ReadAll(r)
+	return code, string(out)
+}
+
 // OwnRedis starts a Redis server for the calling test alone (terminated when it ends).
 func OwnRedis(tb testing.TB) *Own {
 	tb.Helper()
 	img := image("COMMERCEKIT_REDIS_IMAGE", DefaultRedisImage, LocalRedisImage)
 	return own(tb, "Redis ("+img+")", "6379/tcp", func(ctx context.Context, opts ...testcontainers.ContainerCustomizer) (testcontainers.Container, error) {
 		return orNil(tcredis.Run(ctx, img, opts...))
-	})
+	}, nil)
 }
 
 // OwnMySQL starts a MySQL (or MariaDB) server for the calling test alone (terminated when
 // it ends) and returns it with a DSN for an empty database on it.
 func OwnMySQL(tb testing.TB) (*Own, string) {
+	tb.Helper()
+	return ownMySQL(tb, nil)
+}
+
+// OwnMySQLOnDisk is OwnMySQL with the server's data directory on a disk of its own of
+// size bytes (a tmpfs, in memory), which a test may fill (Exec) to see the server run out
+// of space.
+func OwnMySQLOnDisk(tb testing.TB, size int64) (*Own, string) {
+	tb.Helper()
+	return ownMySQL(tb, func(hc *container.HostConfig) {
+		hc.Tmpfs = map[string]string{"/var/lib/mysql": "size=" + strconv.FormatInt(size, 10) + ",mode=1777"}
+	})
+}
+
+func ownMySQL(tb testing.TB, edit func(*container.HostConfig)) (*Own, string) {
 	tb.Helper()
 	img := image("COMMERCEKIT_MYSQL_IMAGE", DefaultMySQLImage, LocalMySQLImage)
 	const password = "commercekit"
@@ -105,7 +136,7 @@ func OwnMySQL(tb testing.TB) (*Own, string) {
 			}).WithStartupTimeout(startTimeout)),
 		}, opts...)
 		return orNil(tcmysql.Run(ctx, img, opts...))
-	})
+	}, edit)
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName, cfg.ParseTime = "root", password, "tcp", o.Addr, "commercekit", true
 	return o, cfg.FormatDSN()
@@ -124,8 +155,9 @@ func orNil[P interface {
 }
 
 // own starts a container through run with port published on a fixed loopback port (so
-// the address survives a restart) and terminates it when the test ends.
-func own(tb testing.TB, what, port string, run func(context.Context, ...testcontainers.ContainerCustomizer) (testcontainers.Container, error)) *Own {
+// the address survives a restart), its host configuration further edited by edit unless
+// nil, and terminates it when the test ends.
+func own(tb testing.TB, what, port string, run func(context.Context, ...testcontainers.ContainerCustomizer) (testcontainers.Container, error), edit func(*container.HostConfig)) *Own {
 	tb.Helper()
 	setupEnv()
 	hostPort := freePort(tb)
@@ -133,6 +165,9 @@ func own(tb testing.TB, what, port string, run func(context.Context, ...testcont
 	defer cancel()
 	c, err := run(ctx, testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
 		hc.PortBindings = network.PortMap{network.MustParsePort(port): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: hostPort}}}
+		if edit != nil {
+			edit(hc)
+		}
 	}))
 	if c != nil {
 		tb.Cleanup(func() {

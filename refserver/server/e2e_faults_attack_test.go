@@ -43,17 +43,17 @@ type attackEnv struct {
 	unpaid, paid server.OrderJSON
 }
 
-func newAttackEnv(t *testing.T, editDSN ...func(*mysql.Config)) *attackEnv {
+func newAttackEnv(t *testing.T) *attackEnv {
+	t.Helper()
+	return newAttackEnvOn(t, testenv.OwnMySQL)
+}
+
+// newAttackEnvOn is newAttackEnv on the MySQL server, and with the DSN, that ownMySQL
+// returns.
+func newAttackEnvOn(t *testing.T, ownMySQL func(testing.TB) (*testenv.Own, string)) *attackEnv {
 	t.Helper()
 	rdb := testenv.OwnRedis(t)
-	db, dsn := testenv.OwnMySQL(t)
-	if len(editDSN) > 0 {
-		mc := testkit.Must(mysql.ParseDSN(dsn))(t)
-		for _, edit := range editDSN {
-			edit(mc)
-		}
-		dsn = mc.FormatDSN()
-	}
+	db, dsn := ownMySQL(t)
 	cfg, sim, setHook := fullConfig(t, dsn, rdb.Addr, 0)
 	a := start(t, backend{name: "attack", config: func(*testing.T) (server.Config, *pgsim.Simulator, func(string)) {
 		return cfg, sim, setHook
@@ -224,7 +224,12 @@ func TestAttackMySQLDownSweep(t *testing.T) {
 // a server that stops waiting on its own answers dependency_unavailable. /readyz says
 // the database is down; after the unpause the same requests succeed.
 func TestAttackMySQLPausedAnsweredAtOnce(t *testing.T) {
-	e := newAttackEnv(t, func(mc *mysql.Config) { mc.ReadTimeout, mc.WriteTimeout = time.Hour, time.Hour })
+	e := newAttackEnvOn(t, func(tb testing.TB) (*testenv.Own, string) {
+		db, dsn := testenv.OwnMySQL(tb)
+		mc := testkit.Must(mysql.ParseDSN(dsn))(tb)
+		mc.ReadTimeout, mc.WriteTimeout = time.Hour, time.Hour
+		return db, mc.FormatDSN()
+	})
 	tok := e.alice.AccessToken
 	get := func() (resp, error) { return e.try("GET", "/v1/orders/"+e.paid.ID, tok, "", nil) }
 	add := func(key string) (resp, error) {
@@ -259,6 +264,34 @@ func TestAttackMySQLPausedAnsweredAtOnce(t *testing.T) {
 	e.requireAuditClean(t)
 }
 
+// TestAttackMySQLDiskFull: every route, sent at once while MySQL's disk is full, answers
+// honestly (its success, or 503 with Retry-After; never 500), and once space is freed
+// every route works and the audit is clean.
+func TestAttackMySQLDiskFull(t *testing.T) {
+	e := newAttackEnvOn(t, func(tb testing.TB) (*testenv.Own, string) { return testenv.OwnMySQLOnDisk(tb, 512<<20) })
+	code, out := e.db.Exec(t, "sh", "-c", "dd if=/dev/zero of=/var/lib/mysql/filler bs=1M; df -k /var/lib/mysql")
+	t.Logf("filled (dd exit %d): %s", code, out)
+	// The tables' files still have free pages: write until a write needs more.
+	tok := e.alice.AccessToken
+	var first resp
+	for i := range 2000 {
+		r := e.call("POST", "/v1/cart/items", tok, fmt.Sprintf("fill-%d", i), server.LineJSON{ProductID: "p1", Qty: 1})
+		if r.Status != http.StatusOK {
+			first = r
+			t.Logf("write %d: %d %s", i, r.Status, r.Body)
+			break
+		}
+		r = e.call("DELETE", "/v1/cart/items/p1", tok, "", nil)
+	}
+	require.NotZero(t, first.Status, "no write failed on a full disk")
+	probes := e.routeSweep(1)
+	e.sweep(probes)
+	code, out = e.db.Exec(t, "rm", "-f", "/var/lib/mysql/filler")
+	require.Zero(t, code, out)
+	checkHonest(t, "MySQL disk full", append(probes, &probe{name: "the first write refused", r: first, ok: []int{http.StatusOK}}))
+	e.afterFault(t)
+}
+
 // sweepUnder sends every route at once during fault (undone by heal), checks that each
 // answered honestly and that /readyz was 503 with the check down failing, then that the
 // server works again (afterFault). It returns /readyz's answer during the fault.
@@ -282,6 +315,11 @@ func (e *attackEnv) sweepUnder(t *testing.T, what, down string, fault, heal func
 // is clean.
 func (e *attackEnv) afterFault(t *testing.T) {
 	t.Helper()
+	// The sweep pays an unpaid order, which a pay sent during the fault may have paid (a
+	// fault that fails only some writes): a fresh one.
+	e.unpaid = as[server.OrderJSON](t, expect(t, e.untilFinal(t, "place after the fault", "POST", "/v1/orders",
+		e.alice.AccessToken, "after-fault-unpaid", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}),
+		http.StatusCreated))
 	deadline := time.Now().Add(time.Minute)
 	for pending := e.routeSweep(100); ; {
 		var bad []string
