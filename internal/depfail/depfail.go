@@ -123,15 +123,30 @@ var transportErrors = []error{
 }
 
 // mysqlUnavailable are the MySQL/MariaDB server errors that mean "the server cannot serve
-// you now", not "your statement is wrong".
+// you now", not "your statement is wrong": it is shutting down, read-only, out of
+// connections, or out of a resource (disk, memory, threads) that an operator or time gives
+// back.
 var mysqlUnavailable = map[uint16]bool{
+	1021: true, // ER_DISK_FULL
+	1026: true, // ER_ERROR_ON_WRITE: a file could not be written (errno 28: no space)
+	1030: true, // ER_GET_ERRNO: the storage engine failed (errno 28: no space)
+	1037: true, // ER_OUTOFMEMORY
+	1038: true, // ER_OUT_OF_SORTMEMORY
 	1040: true, // ER_CON_COUNT_ERROR: too many connections
+	1041: true, // ER_OUT_OF_RESOURCES
 	1053: true, // ER_SERVER_SHUTDOWN: server shutdown in progress
+	1114: true, // ER_RECORD_FILE_FULL: "the table is full" (its disk is full)
+	1135: true, // ER_CANT_CREATE_THREAD
 	1152: true, // ER_ABORTING_CONNECTION
+	1180: true, // ER_ERROR_DURING_COMMIT (e.g. no space for the log)
+	1203: true, // ER_TOO_MANY_USER_CONNECTIONS
+	1226: true, // ER_USER_LIMIT_REACHED: a per-account resource limit (max_queries_per_hour...)
 	1290: true, // ER_OPTION_PREVENTS_STATEMENT: --read-only (a replica, a failover in progress)
 	1317: true, // ER_QUERY_INTERRUPTED (the server is shutting down)
 	1836: true, // ER_READ_ONLY_MODE: the server runs in read-only mode
 	1927: true, // MariaDB ER_CONNECTION_KILLED
+	1969: true, // MariaDB ER_STATEMENT_TIMEOUT: max_statement_time exceeded
+	3024: true, // MySQL ER_QUERY_TIMEOUT: max_execution_time exceeded
 	4031: true, // MySQL 8: the client was disconnected by the server
 }
 

@@ -114,6 +114,39 @@ func TestMySQLReadOnly(t *testing.T) {
 	}
 }
 
+// TestMySQLOutOfResources: a table the server cannot grow ("the table is full", error
+// 1114, as a full disk makes it: refserver's TestAttackMySQLDiskFull) and a statement the
+// server ends at its time limit (MariaDB's max_statement_time, 1969) are dependency
+// failures: the request was fine, the server could not serve it then. Both are the
+// server's own answers here: a MEMORY table at its size limit, a statement over its limit.
+func TestMySQLOutOfResources(t *testing.T) {
+	ctx := t.Context()
+	db := testenv.MySQL(t)
+	conn, err := db.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.ExecContext(ctx, "SET SESSION max_heap_table_size = 16384")
+	require.NoError(t, err)
+	_, err = conn.ExecContext(ctx, "CREATE TABLE full_heap (v VARCHAR(255)) ENGINE=MEMORY")
+	require.NoError(t, err)
+	var full error
+	for i := 0; full == nil && i < 10_000; i++ {
+		_, full = conn.ExecContext(ctx, "INSERT INTO full_heap VALUES (REPEAT('x', 255))")
+	}
+	var me *mysql.MySQLError
+	require.ErrorAs(t, full, &me)
+	assert.EqualValues(t, 1114, me.Number, "%v", full)
+	requireUnavailable(t, full)
+
+	_, slow := conn.ExecContext(ctx, "SET STATEMENT max_statement_time = 0.01 FOR SELECT SLEEP(1)")
+	if slow == nil { // MySQL: no max_statement_time; a SELECT's own limit
+		_, slow = conn.ExecContext(ctx, "SELECT /*+ MAX_EXECUTION_TIME(10) */ SLEEP(1) FROM DUAL")
+	}
+	require.ErrorAs(t, slow, &me)
+	assert.Contains(t, []uint16{1969, 3024}, me.Number, "%v", slow)
+	requireUnavailable(t, slow)
+}
+
 // TestNotDependencyFailures: answers that say something about the request, and the
 // caller's own context ending, are not dependency failures.
 func TestNotDependencyFailures(t *testing.T) {
