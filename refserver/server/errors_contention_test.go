@@ -116,3 +116,32 @@ func lockRow(t *testing.T, db *bun.DB, table string, id int) bun.Tx {
 	require.NoError(t, err)
 	return tx
 }
+
+// TestMySQLMetadataLockWaitEndsOnTheServer: a statement of refserver's MySQL pool waiting
+// for a table's metadata lock (held by a LOCK TABLES here; by an ALTER TABLE of a
+// migration in production) is ended by the server (1205, answered 503 contention) before
+// the client's read timeout, like a row lock wait. Otherwise the client gives up first and
+// the server's thread waits on (lock_wait_timeout is a day by default), to run the
+// statement once the lock is released, with its client long gone.
+func TestMySQLMetadataLockWaitEndsOnTheServer(t *testing.T) {
+	cfg := Defaults()
+	cfg.DBDriver, cfg.DBDSN = DriverMySQL, testenv.MySQLDSN(t)
+	db, _, err := openDB(cfg, slog.Default(), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	ctx := t.Context()
+	createRows(t, db, "mdl_rows")
+	holder, err := db.Conn(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = holder.ExecContext(context.Background(), "UNLOCK TABLES"); _ = holder.Close() })
+	_, err = holder.ExecContext(ctx, "LOCK TABLES mdl_rows WRITE")
+	require.NoError(t, err)
+
+	_, err = db.ExecContext(ctx, "SELECT id FROM mdl_rows WHERE id = 1")
+	require.Error(t, err)
+	assert.True(t, sqlutil.IsRetryable(err), "the server ended the wait (1205), not the client: %v", err)
+	var waiting int
+	require.NoError(t, holder.QueryRowContext(ctx,
+		"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT id FROM mdl_rows%'").Scan(&waiting))
+	assert.Zero(t, waiting, "no thread of the server still waits to run the statement")
+}
