@@ -25,8 +25,9 @@ import (
 //
 // MySQL, unless the DSN sets them: timeout (connect) mysqlDialTimeout = 2 s, readTimeout
 // and writeTimeout mysqlIOTimeout = 10 s (above the longest statement, below the 30 s
-// request timeout), and the session's innodb_lock_wait_timeout mysqlLockWait = 5 s (at
-// most half the read timeout), so that a statement waiting for a row lock is ended by the
+// request timeout), and the session's innodb_lock_wait_timeout and lock_wait_timeout
+// mysqlLockWait = 5 s (at most half the read timeout), so that a statement waiting for a
+// row lock or a table's metadata lock (an ALTER TABLE, LOCK TABLES) is ended by the
 // server (error 1205: InTx runs the transaction again, and once its attempts are spent
 // the answer is 503 contention) before the client's read timeout. A client that gives up first only closes its socket:
 // the server does not notice during a lock wait, and the transaction lives on, holding
@@ -82,13 +83,19 @@ func mysqlTimeouts(mc *mysql.Config) {
 	if mc.WriteTimeout == 0 {
 		mc.WriteTimeout = mysqlIOTimeout
 	}
-	if _, ok := mc.Params["innodb_lock_wait_timeout"]; !ok { // sent as SET on every connection
+	// Row locks (innodb_lock_wait_timeout) and metadata locks (lock_wait_timeout: a table
+	// locked by LOCK TABLES or an ALTER TABLE, a day by default) alike; sent as SET on
+	// every connection.
+	for _, v := range []string{"innodb_lock_wait_timeout", "lock_wait_timeout"} {
+		if _, ok := mc.Params[v]; ok {
+			continue
+		}
 		if mc.Params == nil {
 			mc.Params = map[string]string{}
 		}
-		// Below the read timeout whatever the DSN set it to; the variable is whole seconds.
+		// Below the read timeout whatever the DSN set it to; the variables are whole seconds.
 		wait := max(min(mysqlLockWait, mc.ReadTimeout/2), time.Second)
-		mc.Params["innodb_lock_wait_timeout"] = strconv.Itoa(int(wait / time.Second))
+		mc.Params[v] = strconv.Itoa(int(wait / time.Second))
 	}
 }
 
