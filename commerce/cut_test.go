@@ -1,0 +1,142 @@
+package commerce_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/internal/depfail"
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/pgsim"
+)
+
+// cutSweep runs call once with nothing cut, to learn the statements it sends, then once per
+// statement and way of cutting it (before it reaches the server, after its answer: see
+// testenv.Link) and recovery ("retry": the client's retry alone; "recover": the payment
+// reconciler and Recover first, then the retry), each on a fresh case: call(t, name,
+// match, after) sets its case up, sends its request with the link armed by (match, after)
+// and returns what the link cut and saw with the request's error; recover(t, name, mode)
+// recovers it and checks its exact end state. A request cut fails as a dependency failure
+// (depfail.Is: what an HTTP server answers 503), or not at all.
+func cutSweep(t *testing.T, link *testenv.Link,
+	call func(t *testing.T, name string, match func(string) bool, after bool) (cut, seen []string, err error),
+	recover func(t *testing.T, name, mode string)) {
+	t.Helper()
+	_, seen, err := call(t, "clean", nil, false)
+	require.NoError(t, err)
+	recover(t, "clean", "retry")
+	t.Logf("%d statements: %q", len(seen), seen)
+	require.Contains(t, seen, "COMMIT")
+	for _, mode := range []string{"retry", "recover"} {
+		for _, after := range []bool{false, true} {
+			for n := 1; n <= len(seen); n++ {
+				name := fmt.Sprintf("%s-%t-%d", mode, after, n)
+				t.Run(name, func(t *testing.T) {
+					cut, _, err := call(t, name, testenv.Nth(n, nil), after)
+					require.Len(t, cut, 1)
+					if err != nil {
+						require.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+					}
+					recover(t, name, mode)
+				})
+			}
+		}
+	}
+}
+
+// TestTopUpRetryAbandonedCut: the client's retry of a top-up whose first attempt the PG
+// refused unprocessed (its payment ABANDONED) makes a new attempt (retryAbandoned), with
+// its database connection cut at each statement in turn — the top-up's INSERT that finds
+// it recorded, its reads, the transaction moving it to the new payment and recording that
+// payment (each statement and the COMMIT), the charge, the completing transaction. Then,
+// the client retrying (after the payment reconciler and Recover, or alone), the top-up is
+// COMPLETED on its second payment, charged once at the PG, the first never, the points
+// exactly the amount, and the audit clean.
+func TestTopUpRetryAbandonedCut(t *testing.T) {
+	e, link := commercetest.MySQLLinked(t)
+	reqs := map[string]commerce.TopUpRequest{}
+	call := func(t *testing.T, name string, match func(string) bool, after bool) ([]string, []string, error) {
+		req := commerce.TopUpRequest{UserID: "u-" + name, Amount: 30_000, Method: payment.MethodCard, Token: "tok_ok", IdempotencyKey: "k-" + name}
+		reqs[name] = req
+		e.PG.SetFault(pgsim.FaultUnavailable)
+		_, err := e.Service.TopUp(ctx, req)
+		e.PG.SetFault(pgsim.FaultNone)
+		requireUnreached(t, err)
+		link.Arm(match, after)
+		_, err = e.Service.TopUp(ctx, req)
+		cut, seen := link.Disarm()
+		return cut, seen, err
+	}
+	recover := func(t *testing.T, name, mode string) {
+		req := reqs[name]
+		if mode == "recover" {
+			e.Settle(t)
+		}
+		tu, err := e.Service.TopUp(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.TopUpCompleted, tu.Status)
+		first := "pay-" + tu.ID
+		assert.Equal(t, first+"-2", tu.PaymentID)
+		assert.Equal(t, payment.StateAbandoned, paymentOf(t, e, first).State)
+		assert.Equal(t, payment.StateApproved, paymentOf(t, e, tu.PaymentID).State)
+		assert.Zero(t, e.PG.Charges(first), "the abandoned payment is never charged")
+		assert.Equal(t, 1, e.PG.Charges(tu.PaymentID), "charged once")
+		assert.Equal(t, ledger.Balance{Available: 30_000, Total: 30_000}, balance(t, e, req.UserID))
+		again, err := e.Service.TopUp(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, tu, again)
+		e.RequireClean(t)
+	}
+	cutSweep(t, link, call, recover)
+}
+
+// TestFinishPointsPaymentCut: an order placed and paid with points alone in one call
+// (PlaceOrderRequest.PayWithPoints: the placement, then FinishPointsPayment), its database
+// connection cut at each statement in turn — the placement's transaction, the claim
+// moving it to PAYING, the transaction completing it, each with its COMMIT. Then, the
+// client replaying the placement with its key (after Recover, or alone), the order is PAID
+// once: the unit sold, the points captured exactly once, one order of the buyer, and the
+// audit clean (the ledger summing to zero).
+func TestFinishPointsPaymentCut(t *testing.T) {
+	e, link := commercetest.MySQLLinked(t)
+	sku := e.Product(t, 3000, 1000)
+	reqs := map[string]commerce.PlaceOrderRequest{}
+	sold := int64(0)
+	call := func(t *testing.T, name string, match func(string) bool, after bool) ([]string, []string, error) {
+		b := newBuyer(t, e, 10_000, 0)
+		req := commerce.PlaceOrderRequest{UserID: b.user, Lines: []commerce.Line{{ProductID: sku, Qty: 1}}, Points: 3000,
+			PayWithPoints: true, IdempotencyKey: "k-" + name}
+		reqs[name] = req
+		link.Arm(match, after)
+		_, err := e.Service.PlaceOrder(ctx, req)
+		cut, seen := link.Disarm()
+		return cut, seen, err
+	}
+	recover := func(t *testing.T, name, mode string) {
+		req := reqs[name]
+		if mode == "recover" {
+			e.Settle(t)
+		}
+		o, err := e.Service.PlaceOrder(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusPaid, o.Status)
+		assert.Equal(t, o, order(t, e, o.ID))
+		again, err := e.Service.PlaceOrder(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, o, again)
+		page, err := e.Service.ListOrders(ctx, req.UserID, commerce.OrderQuery{})
+		require.NoError(t, err)
+		assert.Len(t, page.Orders, 1, "one order placed")
+		assert.Equal(t, ledger.Balance{Available: 7000, Total: 7000}, balance(t, e, req.UserID))
+		sold++
+		requireStock(t, e, sku, 1000-sold, 0, sold)
+		e.RequireClean(t)
+	}
+	cutSweep(t, link, call, recover)
+}
