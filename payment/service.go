@@ -565,7 +565,9 @@ func (s *Service) void(ctx context.Context, p Payment) Payment {
 
 // sendRecorded sends r, a refund the Service recorded itself with a move of its payment p
 // (an abandoned payment's void, a review's give-back), if it is still PENDING, and returns p
-// and r as they are then, with r's outcome (see Refund).
+// and r as they are then, with r's outcome (see Refund). When p cannot be read back, it is
+// returned as it was given, with the read's error (matching errcode.ErrUnavailable when
+// the database failed) in place of r's outcome: never as if it were p as it is now.
 func (s *Service) sendRecorded(ctx context.Context, p Payment, r Refund) (Payment, Refund, error) {
 	var err error
 	if r.State == RefundPending {
@@ -573,8 +575,9 @@ func (s *Service) sendRecorded(ctx context.Context, p Payment, r Refund) (Paymen
 	} else {
 		err = r.result(nil)
 	}
-	if now, gerr := s.Get(ctx, p.ID); gerr == nil {
-		p = now
+	now, gerr := s.Get(ctx, p.ID)
+	if gerr != nil {
+		return p, r, fmt.Errorf("payment: reading %q back after its refund %q: %w", p.ID, r.ID, sqlutil.Unavailable(s.db, gerr))
 	}
-	return p, r, err
+	return now, r, err
 }
