@@ -11,6 +11,7 @@ import (
 	"github.com/commercekit/commercekit/commerce/commercetest"
 	"github.com/commercekit/commercekit/internal/depfail"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
@@ -23,7 +24,8 @@ import (
 // match, after) sets its case up, sends its request with the link armed by (match, after)
 // and returns what the link cut and saw with the request's error; recover(t, name, mode)
 // recovers it and checks its exact end state. A request cut fails as a dependency failure
-// (depfail.Is: what an HTTP server answers 503), or not at all.
+// (depfail.Is: what an HTTP server answers 503), or not at all, answering then what it
+// stored (call checks that).
 func cutSweep(t *testing.T, link *testenv.Link,
 	call func(t *testing.T, name string, match func(string) bool, after bool) (cut, seen []string, err error),
 	recover func(t *testing.T, name, mode string)) {
@@ -69,8 +71,11 @@ func TestTopUpRetryAbandonedCut(t *testing.T) {
 		e.PG.SetFault(pgsim.FaultNone)
 		requireUnreached(t, err)
 		link.Arm(match, after)
-		_, err = e.Service.TopUp(ctx, req)
+		tu, err := e.Service.TopUp(ctx, req)
 		cut, seen := link.Disarm()
+		if err == nil {
+			assert.Equal(t, testkit.Must(e.Service.GetTopUp(ctx, tu.ID, commerce.Actor{Admin: true}))(t), tu, "answered as it is")
+		}
 		return cut, seen, err
 	}
 	recover := func(t *testing.T, name, mode string) {
@@ -114,8 +119,11 @@ func TestFinishPointsPaymentCut(t *testing.T) {
 			PayWithPoints: true, IdempotencyKey: "k-" + name}
 		reqs[name] = req
 		link.Arm(match, after)
-		_, err := e.Service.PlaceOrder(ctx, req)
+		o, err := e.Service.PlaceOrder(ctx, req)
 		cut, seen := link.Disarm()
+		if err == nil {
+			assert.Equal(t, order(t, e, o.ID), o, "answered as it is")
+		}
 		return cut, seen, err
 	}
 	recover := func(t *testing.T, name, mode string) {
