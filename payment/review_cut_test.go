@@ -135,3 +135,74 @@ func TestResolveReviewCut(t *testing.T) {
 		})
 	}
 }
+
+// TestResolveReviewCrash: ResolveReview (the give-back of TestResolveReviewCut's first
+// case) with its database server killed (SIGKILL) at each COMMIT it sends, before the
+// COMMIT reaches it and once it has committed, and started again: the call fails as the
+// database being unavailable; after the restart the Reconciler and the caller's retry
+// leave the exact end state, every refund made once, at the PG too.
+func TestResolveReviewCrash(t *testing.T) {
+	server, dsn := testenv.OwnMySQL(t)
+	db, linked, link := testenv.LinkedMySQLAt(t, dsn)
+	require.NoError(t, payment.CreateSchema(context.Background(), db))
+	ctx := context.Background()
+
+	var stopped chan struct{} // closed once the server is down
+	resolve := func(t *testing.T, id string, match func(string) bool, after bool) (*env, []string, []string, error) {
+		t.Helper()
+		stopped = make(chan struct{})
+		e := newEnv(t, linked, nil)
+		e.underReview(t, id, true)
+		_, err := e.sim.Cancel(ctx, payment.CancelRequest{CancelID: "by-hand-" + id, PaymentID: id, Amount: 2000, Reason: "by hand"})
+		require.NoError(t, err)
+		link.ArmThen(match, after, func() { server.Stop(t, 0); close(stopped) })
+		_, err = e.svc.ResolveReview(ctx, id)
+		cut, seen := link.Disarm()
+		return e, cut, seen, err
+	}
+	exact := func(t *testing.T, e *env, id string) {
+		t.Helper()
+		p := e.get(t, id)
+		assert.Equal(t, payment.StateRefunded, p.State)
+		assert.Equal(t, int64(5000), p.Refunded)
+		assert.Zero(t, p.RefundPending)
+		assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>DECLINED:gateway", "DECLINED>REVIEW:webhook",
+			"REVIEW>PARTIALLY_REFUNDED:resolved", "PARTIALLY_REFUNDED>REFUNDED:refund"}, e.history(t, id))
+		assert.ElementsMatch(t, []string{"console-" + id + ":SUCCEEDED:2000", "review-" + id + ":SUCCEEDED:3000"}, e.refunds(t, id))
+		st, err := e.sim.Status(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, int64(5000), st.Canceled, "refunded once at the PG")
+		e.noMismatch(t, id)
+	}
+
+	e, _, seen, err := resolve(t, "rvk-clean", nil, false)
+	require.NoError(t, err)
+	exact(t, e, "rvk-clean")
+	commits := 0
+	for _, q := range seen {
+		if testenv.IsCommit(q) {
+			commits++
+		}
+	}
+	require.Equal(t, 2, commits, "taking the PG's record, settling the give-back")
+	for _, after := range []bool{false, true} {
+		for k := 1; k <= commits; k++ {
+			t.Run(fmt.Sprintf("after=%t/commit-%d", after, k), func(t *testing.T) {
+				id := fmt.Sprintf("rvk-%t-%d", after, k)
+				e, cut, _, err := resolve(t, id, testenv.Nth(k, testenv.IsCommit), after)
+				require.Equal(t, []string{"COMMIT"}, cut)
+				require.Error(t, err, "the server is down")
+				assert.True(t, depfail.Is(err), "%v", err)
+				<-stopped
+				server.Start(t)
+				e.clock.Advance(2 * time.Minute)
+				_, err = testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
+				require.NoError(t, err)
+				p, err := e.svc.ResolveReview(ctx, id)
+				require.NoError(t, err)
+				assert.Equal(t, e.get(t, id), p)
+				exact(t, e, id)
+			})
+		}
+	}
+}

@@ -26,6 +26,7 @@ type Link struct {
 	mu     sync.Mutex
 	match  func(query string) bool // nil: disarmed
 	after  bool
+	then   func()   // called at the cut, before the connection is dropped
 	cut    []string // the statements cut since Arm
 	seen   []string // the statements sent since Arm
 }
@@ -63,7 +64,13 @@ func MySQLLink(tb testing.TB, dsn string) (*Link, string) {
 // for the code under test.
 func LinkedMySQL(tb testing.TB) (db, linked *bun.DB, l *Link) {
 	tb.Helper()
-	dsn := MySQLDSN(tb)
+	return LinkedMySQLAt(tb, MySQLDSN(tb))
+}
+
+// LinkedMySQLAt is LinkedMySQL on the database of dsn (one of OwnMySQL, say, for a test
+// that crashes the server at the cut: see ArmThen).
+func LinkedMySQLAt(tb testing.TB, dsn string) (db, linked *bun.DB, l *Link) {
+	tb.Helper()
 	l, ldsn := MySQLLink(tb, dsn)
 	db = bun.NewDB(openMySQL(tb, dsn), mysqldialect.New())
 	linked = bun.NewDB(openMySQL(tb, ldsn), mysqldialect.New())
@@ -74,10 +81,15 @@ func LinkedMySQL(tb testing.TB) (db, linked *bun.DB, l *Link) {
 // Arm makes the link cut the connection of the first statement match accepts from now on
 // (nil: none, only recording what is sent): before the statement reaches the server, or,
 // after, once the server has answered it. It forgets the statements seen and cut before.
-func (l *Link) Arm(match func(query string) bool, after bool) {
+func (l *Link) Arm(match func(query string) bool, after bool) { l.ArmThen(match, after, nil) }
+
+// ArmThen is Arm calling then (if not nil) at the cut, before the connection is dropped
+// and while the code under test still waits for its answer: to crash the server there
+// (Own.Stop), say.
+func (l *Link) ArmThen(match func(query string) bool, after bool, then func()) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.match, l.after, l.cut, l.seen = match, after, nil, nil
+	l.match, l.after, l.then, l.cut, l.seen = match, after, then, nil, nil
 }
 
 // Disarm stops cutting and returns the statements cut and those sent since Arm.
@@ -85,20 +97,24 @@ func (l *Link) Disarm() (cut, seen []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	cut, seen = l.cut, l.seen
-	l.match, l.cut, l.seen = nil, nil, nil
+	l.match, l.then, l.cut, l.seen = nil, nil, nil, nil
 	return cut, seen
 }
 
-// decide records query and reports whether its connection is to be cut, and when.
-func (l *Link) decide(query string) (cut, after bool) {
+// decide records query and reports whether its connection is to be cut, when, and what
+// to call then (never nil).
+func (l *Link) decide(query string) (cut, after bool, then func()) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.seen = append(l.seen, query)
 	if l.match == nil || len(l.cut) > 0 || !l.match(query) {
-		return false, false
+		return false, false, nil
 	}
 	l.cut = append(l.cut, query)
-	return true, l.after
+	if l.then == nil {
+		return true, l.after, func() {}
+	}
+	return true, l.after, l.then
 }
 
 // serve proxies one connection.
@@ -110,6 +126,7 @@ func (l *Link) serve(c net.Conn) {
 	}
 	defer s.Close()
 	var dropping atomic.Bool
+	var then func() // set before dropping
 	done := make(chan struct{})
 	go func() { // the server to the client: cut at the first answer once dropping
 		defer close(done)
@@ -117,6 +134,7 @@ func (l *Link) serve(c net.Conn) {
 		for {
 			n, err := s.Read(buf)
 			if n > 0 && dropping.Load() {
+				then()
 				c.Close()
 				s.Close()
 				return
@@ -139,11 +157,13 @@ func (l *Link) serve(c net.Conn) {
 			break
 		}
 		if text != "" {
-			if cut, after := l.decide(text); cut && !after {
+			if cut, after, f := l.decide(text); cut && !after {
+				f()
 				c.Close()
 				s.Close()
 				break
 			} else if cut {
+				then = f
 				dropping.Store(true)
 			}
 		}
