@@ -17,20 +17,20 @@ import (
 	"github.com/commercekit/commercekit/payment/pgsim"
 )
 
+// call sets up a fresh case named name, arms the link (arm) and sends the request under
+// test, and returns what the link cut and saw with the request's error.
+type call func(t *testing.T, name string, arm func()) (cut, seen []string, err error)
+
 // cutSweep runs call once with nothing cut, to learn the statements it sends, then once per
 // statement and way of cutting it (before it reaches the server, after its answer: see
 // testenv.Link) and recovery ("retry": the client's retry alone; "recover": the payment
-// reconciler and Recover first, then the retry), each on a fresh case: call(t, name,
-// match, after) sets its case up, sends its request with the link armed by (match, after)
-// and returns what the link cut and saw with the request's error; recover(t, name, mode)
-// recovers it and checks its exact end state. A request cut fails as a dependency failure
-// (depfail.Is: what an HTTP server answers 503), or not at all, answering then what it
-// stored (call checks that).
-func cutSweep(t *testing.T, link *testenv.Link,
-	call func(t *testing.T, name string, match func(string) bool, after bool) (cut, seen []string, err error),
-	recover func(t *testing.T, name, mode string)) {
+// reconciler and Recover first, then the retry), each on a fresh case; recover(t, name,
+// mode) recovers it and checks its exact end state. A request cut fails as a dependency
+// failure (depfail.Is: what an HTTP server answers 503), or not at all, answering then what
+// it stored (call checks that).
+func cutSweep(t *testing.T, link *testenv.Link, call call, recover func(t *testing.T, name, mode string)) {
 	t.Helper()
-	_, seen, err := call(t, "clean", nil, false)
+	_, seen, err := call(t, "clean", func() { link.Arm(nil, false) })
 	require.NoError(t, err)
 	recover(t, "clean", "retry")
 	t.Logf("%d statements: %q", len(seen), seen)
@@ -40,7 +40,7 @@ func cutSweep(t *testing.T, link *testenv.Link,
 			for n := 1; n <= len(seen); n++ {
 				name := fmt.Sprintf("%s-%t-%d", mode, after, n)
 				t.Run(name, func(t *testing.T) {
-					cut, _, err := call(t, name, testenv.Nth(n, nil), after)
+					cut, _, err := call(t, name, func() { link.Arm(testenv.Nth(n, nil), after) })
 					require.Len(t, cut, 1)
 					if err != nil {
 						require.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
@@ -48,6 +48,40 @@ func cutSweep(t *testing.T, link *testenv.Link,
 					recover(t, name, mode)
 				})
 			}
+		}
+	}
+}
+
+// crashSweep is cutSweep killing the database server (SIGKILL) at each COMMIT, before it
+// reaches the server and once it has committed, and starting it again before recovering
+// ("recover": the payment reconciler and Recover, then the client's retry).
+func crashSweep(t *testing.T, server *testenv.Own, link *testenv.Link, call call, recover func(t *testing.T, name, mode string)) {
+	t.Helper()
+	_, seen, err := call(t, "clean", func() { link.Arm(nil, false) })
+	require.NoError(t, err)
+	recover(t, "clean", "retry")
+	commits := 0
+	for _, q := range seen {
+		if testenv.IsCommit(q) {
+			commits++
+		}
+	}
+	require.NotZero(t, commits)
+	for _, after := range []bool{false, true} {
+		for k := 1; k <= commits; k++ {
+			name := fmt.Sprintf("crash-%t-%d", after, k)
+			t.Run(name, func(t *testing.T) {
+				stopped := make(chan struct{})
+				cut, _, err := call(t, name, func() {
+					link.ArmThen(testenv.Nth(k, testenv.IsCommit), after, func() { server.Stop(t, 0); close(stopped) })
+				})
+				require.Equal(t, []string{"COMMIT"}, cut)
+				require.Error(t, err, "the server is down")
+				require.True(t, depfail.Is(err), "%v", err)
+				<-stopped
+				server.Start(t)
+				recover(t, name, "recover")
+			})
 		}
 	}
 }
@@ -62,15 +96,30 @@ func cutSweep(t *testing.T, link *testenv.Link,
 // exactly the amount, and the audit clean.
 func TestTopUpRetryAbandonedCut(t *testing.T) {
 	e, link := commercetest.MySQLLinked(t)
+	call, recover := topUpRetry(e, link)
+	cutSweep(t, link, call, recover)
+}
+
+// TestTopUpRetryAbandonedCrash is TestTopUpRetryAbandonedCut with the database server
+// killed at each COMMIT (crashSweep).
+func TestTopUpRetryAbandonedCrash(t *testing.T) {
+	server, dsn := testenv.OwnMySQL(t)
+	e, link := commercetest.MySQLLinkedAt(t, dsn)
+	call, recover := topUpRetry(e, link)
+	crashSweep(t, server, link, call, recover)
+}
+
+// topUpRetry is the case of TestTopUpRetryAbandonedCut: its call and its recovery.
+func topUpRetry(e *commercetest.Env, link *testenv.Link) (call, func(t *testing.T, name, mode string)) {
 	reqs := map[string]commerce.TopUpRequest{}
-	call := func(t *testing.T, name string, match func(string) bool, after bool) ([]string, []string, error) {
+	call := func(t *testing.T, name string, arm func()) ([]string, []string, error) {
 		req := commerce.TopUpRequest{UserID: "u-" + name, Amount: 30_000, Method: payment.MethodCard, Token: "tok_ok", IdempotencyKey: "k-" + name}
 		reqs[name] = req
 		e.PG.SetFault(pgsim.FaultUnavailable)
 		_, err := e.Service.TopUp(ctx, req)
 		e.PG.SetFault(pgsim.FaultNone)
 		requireUnreached(t, err)
-		link.Arm(match, after)
+		arm()
 		tu, err := e.Service.TopUp(ctx, req)
 		cut, seen := link.Disarm()
 		if err == nil {
@@ -98,7 +147,7 @@ func TestTopUpRetryAbandonedCut(t *testing.T) {
 		assert.Equal(t, tu, again)
 		e.RequireClean(t)
 	}
-	cutSweep(t, link, call, recover)
+	return call, recover
 }
 
 // TestFinishPointsPaymentCut: an order placed and paid with points alone in one call
@@ -110,15 +159,30 @@ func TestTopUpRetryAbandonedCut(t *testing.T) {
 // audit clean (the ledger summing to zero).
 func TestFinishPointsPaymentCut(t *testing.T) {
 	e, link := commercetest.MySQLLinked(t)
+	call, recover := pointsPayment(t, e, link)
+	cutSweep(t, link, call, recover)
+}
+
+// TestFinishPointsPaymentCrash is TestFinishPointsPaymentCut with the database server
+// killed at each COMMIT (crashSweep).
+func TestFinishPointsPaymentCrash(t *testing.T) {
+	server, dsn := testenv.OwnMySQL(t)
+	e, link := commercetest.MySQLLinkedAt(t, dsn)
+	call, recover := pointsPayment(t, e, link)
+	crashSweep(t, server, link, call, recover)
+}
+
+// pointsPayment is the case of TestFinishPointsPaymentCut: its call and its recovery.
+func pointsPayment(t *testing.T, e *commercetest.Env, link *testenv.Link) (call, func(t *testing.T, name, mode string)) {
 	sku := e.Product(t, 3000, 1000)
 	reqs := map[string]commerce.PlaceOrderRequest{}
 	sold := int64(0)
-	call := func(t *testing.T, name string, match func(string) bool, after bool) ([]string, []string, error) {
+	call := func(t *testing.T, name string, arm func()) ([]string, []string, error) {
 		b := newBuyer(t, e, 10_000, 0)
 		req := commerce.PlaceOrderRequest{UserID: b.user, Lines: []commerce.Line{{ProductID: sku, Qty: 1}}, Points: 3000,
 			PayWithPoints: true, IdempotencyKey: "k-" + name}
 		reqs[name] = req
-		link.Arm(match, after)
+		arm()
 		o, err := e.Service.PlaceOrder(ctx, req)
 		cut, seen := link.Disarm()
 		if err == nil {
@@ -146,5 +210,5 @@ func TestFinishPointsPaymentCut(t *testing.T) {
 		requireStock(t, e, sku, 1000-sold, 0, sold)
 		e.RequireClean(t)
 	}
-	cutSweep(t, link, call, recover)
+	return call, recover
 }

@@ -161,6 +161,14 @@ func MySQLLinked(tb testing.TB, opts ...commerce.Option) (*Env, *testenv.Link) {
 	return mysqlEnvOn(tb, linked, nil, opts), link
 }
 
+// MySQLLinkedAt is MySQLLinked on the database of dsn (one of testenv.OwnMySQL, say, for a
+// test that kills the server at a cut: see testenv.Link.ArmThen).
+func MySQLLinkedAt(tb testing.TB, dsn string, opts ...commerce.Option) (*Env, *testenv.Link) {
+	tb.Helper()
+	_, linked, link := testenv.LinkedMySQLAt(tb, dsn)
+	return mysqlEnvOn(tb, linked, nil, opts), link
+}
+
 func mysqlEnv(tb testing.TB, rdb *redis.Client, opts []commerce.Option) *Env {
 	tb.Helper()
 	return mysqlEnvOn(tb, testenv.MySQL(tb), rdb, opts)
