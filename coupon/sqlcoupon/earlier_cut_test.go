@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
@@ -20,72 +21,23 @@ import (
 // TestSchemaOfEarlierVersionCut: CreateSchema on the tables of a version without places
 // (TestSchemaOfEarlierVersion), its database connection cut at each of its statements in
 // turn — before the statement reaches the server, and after its answer (it ran, its answer
-// is lost) — including each UPDATE giving an earlier coupon its place (placeUnplaced). It
-// fails as a dependency failure, or not at all; CreateSchema run again, as a restart does,
-// then leaves every coupon of the limited templates its place, 1..n in the order issued,
-// those of the unlimited one none, and issuing goes on from there to the total, once each.
+// is lost) — including each statement placing earlier coupons (placeUnplaced). It fails as
+// a dependency failure, or not at all; CreateSchema run again, as a restart does, then
+// leaves every coupon of the limited templates its place, 1..n in the order issued, those
+// of the unlimited one none, and issuing goes on from there to the total, once each.
 func TestSchemaOfEarlierVersionCut(t *testing.T) {
 	ctx := context.Background()
-	terms := coupon.Terms{Kind: coupon.FixedAmount, Amount: 500}
-	limited := []string{"limited-a", "limited-b"}
-
-	// earlier returns a database with the tables of the earlier version, a connection to
-	// it through a link, and the link.
-	earlier := func(t *testing.T) (*bun.DB, *bun.DB, *testenv.Link) {
-		db, linked, link := testenv.LinkedMySQL(t)
-		require.NoError(t, coupon.CreateSchema(ctx, db))
-		require.NoError(t, sqlcoupon.CreateSchema(ctx, db))
-		svc := testkit.Must(coupon.New(db, sqlcoupon.New()))(t)
-		for _, tpl := range []coupon.Template{{ID: limited[0], Terms: terms, TotalQuantity: 5}, {ID: "unlimited", Terms: terms},
-			{ID: limited[1], Terms: terms, TotalQuantity: 5}} {
-			testkit.Must(svc.CreateTemplate(ctx, tpl))(t)
-		}
-		for i := range 3 { // interleaved: the seq order of each template is not the table's
-			for _, id := range []string{limited[0], "unlimited", limited[1]} {
-				testkit.Must(svc.Issue(ctx, id, fmt.Sprint("user-", i), fmt.Sprint(id, "-", i)))(t)
-			}
-		}
-		_, err := db.ExecContext(ctx, "DROP INDEX coupon_coupons_place_uq ON coupon_coupons")
-		require.NoError(t, err)
-		_, err = db.ExecContext(ctx, "ALTER TABLE coupon_coupons DROP COLUMN place")
-		require.NoError(t, err)
-		return db, linked, link
-	}
-	exact := func(t *testing.T, db *bun.DB) {
-		t.Helper()
-		places := func(templateID string) []int64 {
-			var got []int64
-			require.NoError(t, db.NewSelect().TableExpr("coupon_coupons").ColumnExpr("COALESCE(place, 0)").
-				Where("template_id = ?", templateID).OrderExpr("seq").Scan(ctx, &got))
-			return got
-		}
-		for _, id := range limited {
-			assert.Equal(t, []int64{1, 2, 3}, places(id), "in the order issued")
-		}
-		assert.Equal(t, []int64{0, 0, 0}, places("unlimited"))
-		svc := testkit.Must(coupon.New(db, sqlcoupon.New()))(t)
-		for _, id := range limited {
-			for i := 3; i < 5; i++ {
-				c := testkit.Must(svc.Issue(ctx, id, fmt.Sprint("user-", i), fmt.Sprint(id, "-", i)))(t)
-				assert.Equal(t, int64(i+1), c.Place)
-			}
-			_, err := svc.Issue(ctx, id, "user-5", id+"-5")
-			require.ErrorIs(t, err, coupon.ErrSoldOut)
-			assert.Equal(t, []int64{1, 2, 3, 4, 5}, places(id))
-		}
-	}
-
-	db, linked, link := earlier(t)
+	db, linked, link := earlierSchema(t, testenv.LinkedMySQL)
 	link.Arm(nil, false)
 	require.NoError(t, coupon.CreateSchema(ctx, linked))
 	_, seen := link.Disarm()
-	exact(t, db)
+	placedExactly(t, db)
 	t.Logf("%d statements: %q", len(seen), seen)
 
 	for _, after := range []bool{false, true} {
 		for n := 1; n <= len(seen); n++ {
 			t.Run(fmt.Sprintf("after=%t/%d", after, n), func(t *testing.T) {
-				db, linked, link := earlier(t)
+				db, linked, link := earlierSchema(t, testenv.LinkedMySQL)
 				link.Arm(testenv.Nth(n, nil), after)
 				err := coupon.CreateSchema(ctx, linked)
 				cut, _ := link.Disarm()
@@ -94,9 +46,120 @@ func TestSchemaOfEarlierVersionCut(t *testing.T) {
 					require.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
 				}
 				require.NoError(t, coupon.CreateSchema(ctx, linked), "the restart's CreateSchema after the cut at %q", cut[0])
-				exact(t, db)
+				placedExactly(t, db)
 			})
 		}
+	}
+}
+
+// TestSchemaOfEarlierVersionCrash is TestSchemaOfEarlierVersionCut with the database
+// server killed (SIGKILL) at each COMMIT placing a template's coupons, before it reaches
+// the server and once it has committed, and started again before the restart's
+// CreateSchema.
+func TestSchemaOfEarlierVersionCrash(t *testing.T) {
+	ctx := context.Background()
+	server, dsn := testenv.OwnMySQL(t)
+	admin, _, _ := testenv.LinkedMySQLAt(t, dsn)
+	cases := 0
+	// fresh is a database of its own on the server, for one case.
+	fresh := func(t testing.TB) (*bun.DB, *bun.DB, *testenv.Link) {
+		cases++
+		name := fmt.Sprint("case", cases)
+		_, err := admin.ExecContext(ctx, "CREATE DATABASE "+name)
+		require.NoError(t, err)
+		cfg, err := mysql.ParseDSN(dsn)
+		require.NoError(t, err)
+		cfg.DBName = name
+		return testenv.LinkedMySQLAt(t, cfg.FormatDSN())
+	}
+	db, linked, link := earlierSchema(t, fresh)
+	link.Arm(nil, false)
+	require.NoError(t, coupon.CreateSchema(ctx, linked))
+	_, seen := link.Disarm()
+	placedExactly(t, db)
+	commits := 0
+	for _, q := range seen {
+		if testenv.IsCommit(q) {
+			commits++
+		}
+	}
+	require.Equal(t, len(limited), commits, "one transaction per limited template")
+
+	for _, after := range []bool{false, true} {
+		for k := 1; k <= commits; k++ {
+			t.Run(fmt.Sprintf("after=%t/commit-%d", after, k), func(t *testing.T) {
+				db, linked, link := earlierSchema(t, fresh)
+				stopped := make(chan struct{})
+				link.ArmThen(testenv.Nth(k, testenv.IsCommit), after, func() { server.Stop(t, 0); close(stopped) })
+				err := coupon.CreateSchema(ctx, linked)
+				cut, _ := link.Disarm()
+				require.Equal(t, []string{"COMMIT"}, cut)
+				require.Error(t, err, "the server is down")
+				require.True(t, depfail.Is(err), "%v", err)
+				<-stopped
+				server.Start(t)
+				require.NoError(t, coupon.CreateSchema(ctx, linked), "the restart's CreateSchema")
+				placedExactly(t, db)
+			})
+		}
+	}
+}
+
+// limited are the limited templates of earlierSchema.
+var limited = []string{"limited-a", "limited-b"}
+
+// earlierSchema returns, from open, a database with the tables of a version without places
+// holding coupons of two limited templates and an unlimited one (issued in turn, so that a
+// template's coupons are not consecutive), a connection to it through a link, and the link.
+func earlierSchema(t *testing.T, open func(testing.TB) (*bun.DB, *bun.DB, *testenv.Link)) (*bun.DB, *bun.DB, *testenv.Link) {
+	t.Helper()
+	ctx := context.Background()
+	terms := coupon.Terms{Kind: coupon.FixedAmount, Amount: 500}
+	db, linked, link := open(t)
+	require.NoError(t, coupon.CreateSchema(ctx, db))
+	require.NoError(t, sqlcoupon.CreateSchema(ctx, db))
+	svc := testkit.Must(coupon.New(db, sqlcoupon.New()))(t)
+	for _, tpl := range []coupon.Template{{ID: limited[0], Terms: terms, TotalQuantity: 5}, {ID: "unlimited", Terms: terms},
+		{ID: limited[1], Terms: terms, TotalQuantity: 5}} {
+		testkit.Must(svc.CreateTemplate(ctx, tpl))(t)
+	}
+	for i := range 3 {
+		for _, id := range []string{limited[0], "unlimited", limited[1]} {
+			testkit.Must(svc.Issue(ctx, id, fmt.Sprint("user-", i), fmt.Sprint(id, "-", i)))(t)
+		}
+	}
+	_, err := db.ExecContext(ctx, "DROP INDEX coupon_coupons_place_uq ON coupon_coupons")
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx, "ALTER TABLE coupon_coupons DROP COLUMN place")
+	require.NoError(t, err)
+	return db, linked, link
+}
+
+// placedExactly checks the places earlierSchema's coupons got, 1..3 in the order issued
+// for the limited templates, none for the unlimited one, and that issuing then goes on to
+// exactly the total.
+func placedExactly(t *testing.T, db *bun.DB) {
+	t.Helper()
+	ctx := context.Background()
+	places := func(templateID string) []int64 {
+		var got []int64
+		require.NoError(t, db.NewSelect().TableExpr("coupon_coupons").ColumnExpr("COALESCE(place, 0)").
+			Where("template_id = ?", templateID).OrderExpr("seq").Scan(ctx, &got))
+		return got
+	}
+	for _, id := range limited {
+		assert.Equal(t, []int64{1, 2, 3}, places(id), "in the order issued")
+	}
+	assert.Equal(t, []int64{0, 0, 0}, places("unlimited"))
+	svc := testkit.Must(coupon.New(db, sqlcoupon.New()))(t)
+	for _, id := range limited {
+		for i := 3; i < 5; i++ {
+			c := testkit.Must(svc.Issue(ctx, id, fmt.Sprint("user-", i), fmt.Sprint(id, "-", i)))(t)
+			assert.Equal(t, int64(i+1), c.Place)
+		}
+		_, err := svc.Issue(ctx, id, "user-5", id+"-5")
+		require.ErrorIs(t, err, coupon.ErrSoldOut)
+		assert.Equal(t, []int64{1, 2, 3, 4, 5}, places(id))
 	}
 }
 
