@@ -24,8 +24,9 @@ type call func(t *testing.T, name string, arm func()) (cut, seen []string, err e
 // cutSweep runs call once with nothing cut, to learn the statements it sends, then once per
 // statement and way of cutting it (before it reaches the server, after its answer: see
 // testenv.Link) and recovery ("retry": the client's retry alone; "recover": the payment
-// reconciler and Recover first, then the retry), each on a fresh case; recover(t, name,
-// mode) recovers it and checks its exact end state. A request cut fails as a dependency
+// reconciler and Recover first, then the retry; "gone": the client never comes back, and
+// the reconciler, Expire and Recover run past the order expiry), each on a fresh case;
+// recover(t, name, mode) recovers it and checks its exact end state. A request cut fails as a dependency
 // failure (depfail.Is: what an HTTP server answers 503), or not at all, answering then what
 // it stored (call checks that).
 func cutSweep(t *testing.T, link *testenv.Link, call call, recover func(t *testing.T, name, mode string)) {
@@ -35,7 +36,7 @@ func cutSweep(t *testing.T, link *testenv.Link, call call, recover func(t *testi
 	recover(t, "clean", "retry")
 	t.Logf("%d statements: %q", len(seen), seen)
 	require.Contains(t, seen, "COMMIT")
-	for _, mode := range []string{"retry", "recover"} {
+	for _, mode := range []string{"retry", "recover", "gone"} {
 		for _, after := range []bool{false, true} {
 			for n := 1; n <= len(seen); n++ {
 				name := fmt.Sprintf("%s-%t-%d", mode, after, n)
@@ -129,13 +130,27 @@ func topUpRetry(e *commercetest.Env, link *testenv.Link) (call, func(t *testing.
 	}
 	recover := func(t *testing.T, name, mode string) {
 		req := reqs[name]
-		if mode == "recover" {
+		switch mode {
+		case "recover":
+			e.Settle(t)
+		case "gone":
+			e.Clock.Advance(commerce.DefaultOrderExpiry)
 			e.Settle(t)
 		}
 		tu, err := e.Service.TopUp(ctx, req)
 		require.NoError(t, err)
-		assert.Equal(t, commerce.TopUpCompleted, tu.Status)
 		first := "pay-" + tu.ID
+		if mode == "gone" && tu.Status == commerce.TopUpFailed {
+			// Cut before the new attempt was recorded: failed past the expiry, nothing charged.
+			assert.Equal(t, commerce.FailurePGUnreached, tu.FailureCode)
+			assert.Equal(t, first, tu.PaymentID, "no new attempt")
+			assert.Equal(t, payment.StateAbandoned, paymentOf(t, e, first).State)
+			assert.Zero(t, e.PG.Charges(first))
+			assert.Equal(t, ledger.Balance{}, balance(t, e, req.UserID))
+			e.RequireClean(t)
+			return
+		}
+		assert.Equal(t, commerce.TopUpCompleted, tu.Status)
 		assert.Equal(t, first+"-2", tu.PaymentID)
 		assert.Equal(t, payment.StateAbandoned, paymentOf(t, e, first).State)
 		assert.Equal(t, payment.StateApproved, paymentOf(t, e, tu.PaymentID).State)
@@ -192,8 +207,35 @@ func pointsPayment(t *testing.T, e *commercetest.Env, link *testenv.Link) (call,
 	}
 	recover := func(t *testing.T, name, mode string) {
 		req := reqs[name]
-		if mode == "recover" {
+		switch mode {
+		case "recover":
 			e.Settle(t)
+		case "gone":
+			e.Clock.Advance(commerce.DefaultOrderExpiry)
+			e.Settle(t)
+			_, err := e.Service.Expire(ctx)
+			require.NoError(t, err)
+			page, err := e.Service.ListOrders(ctx, req.UserID, commerce.OrderQuery{})
+			require.NoError(t, err)
+			if len(page.Orders) == 0 { // cut before the placement committed: nothing held
+				assert.Equal(t, ledger.Balance{Available: 10_000, Total: 10_000}, balance(t, e, req.UserID))
+				requireStock(t, e, sku, 1000-sold, 0, sold)
+				e.RequireClean(t)
+				return
+			}
+			require.Len(t, page.Orders, 1)
+			if o := page.Orders[0]; o.Status != commerce.StatusPaid {
+				// Placed, never paid: expired, everything it held given back.
+				assert.Equal(t, commerce.StatusExpired, o.Status)
+				again, err := e.Service.PlaceOrder(ctx, req)
+				require.NoError(t, err)
+				assert.Equal(t, order(t, e, o.ID), again, "the late replay finds it as it is")
+				assert.Equal(t, commerce.StatusExpired, again.Status)
+				assert.Equal(t, ledger.Balance{Available: 10_000, Total: 10_000}, balance(t, e, req.UserID))
+				requireStock(t, e, sku, 1000-sold, 0, sold)
+				e.RequireClean(t)
+				return
+			}
 		}
 		o, err := e.Service.PlaceOrder(ctx, req)
 		require.NoError(t, err)
