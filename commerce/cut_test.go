@@ -254,3 +254,59 @@ func pointsPayment(t *testing.T, e *commercetest.Env, link *testenv.Link) (call,
 	}
 	return call, recover
 }
+
+// TestResolvePaymentReviewCut: an operator's ResolvePaymentReview of a failed top-up's
+// payment that the PG approved after all (its decline overturned: the payment is in
+// REVIEW), cut at each statement: commerce's reads, then payment.Service.ResolveReview's
+// transaction taking the PG's record and the give-back's send. Then (after the payment
+// reconciler and Recover, or alone) the operator's call again finds the payment REFUNDED,
+// given back once at the PG, the top-up still FAILED, no points credited, and
+// the audit clean.
+func TestResolvePaymentReviewCut(t *testing.T) {
+	e, link := commercetest.MySQLLinked(t)
+	pays := map[string]string{}
+	users := map[string]string{}
+	call := func(t *testing.T, name string, arm func()) ([]string, []string, error) {
+		req := commerce.TopUpRequest{UserID: "u-" + name, Amount: 30_000, Method: payment.MethodCard, Token: pgsim.TokenDecline,
+			IdempotencyKey: "k-" + name}
+		tu, err := e.Service.TopUp(ctx, req)
+		require.NoError(t, err)
+		require.Equal(t, commerce.TopUpFailed, tu.Status)
+		overturn(t, e, tu.PaymentID)
+		pays[name], users[name] = tu.PaymentID, req.UserID
+		arm()
+		rec, err := e.Service.ResolvePaymentReview(ctx, tu.PaymentID)
+		cut, seen := link.Disarm()
+		if err == nil {
+			assert.Equal(t, testkit.Must(e.Service.TopUpPayment(ctx, tu.ID, commerce.Actor{Admin: true}))(t), rec, "answered as it is")
+		}
+		return cut, seen, err
+	}
+	recover := func(t *testing.T, name, mode string) {
+		id := pays[name]
+		switch mode {
+		case "recover":
+			e.Settle(t)
+		case "gone": // the operator does not call again: the Reconciler sends a give-back recorded
+			e.Clock.Advance(commerce.DefaultOrderExpiry)
+			e.Settle(t)
+		}
+		rec, err := e.Service.ResolvePaymentReview(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, payment.StateRefunded, rec.Payment.State)
+		assert.Equal(t, int64(30_000), rec.Payment.Refunded)
+		assert.Zero(t, rec.Payment.RefundPending)
+		require.Len(t, rec.Refunds, 1)
+		assert.Equal(t, []any{"review-" + id, payment.RefundSucceeded, int64(30_000)},
+			[]any{rec.Refunds[0].ID, rec.Refunds[0].State, rec.Refunds[0].Amount})
+		st, err := e.PG.Status(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, int64(30_000), st.Canceled, "given back once at the PG")
+		tu, err := e.Service.GetTopUp(ctx, rec.Payment.OrderID, commerce.Actor{Admin: true})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.TopUpFailed, tu.Status)
+		assert.Equal(t, ledger.Balance{}, balance(t, e, users[name]))
+		e.RequireClean(t)
+	}
+	cutSweep(t, link, call, recover)
+}
