@@ -55,8 +55,10 @@ func cutSweep(t *testing.T, link *testenv.Link, call call, recover func(t *testi
 
 // crashSweep is cutSweep killing the database server (SIGKILL) at each COMMIT, before it
 // reaches the server and once it has committed, and starting it again before recovering
-// ("recover": the payment reconciler and Recover, then the client's retry).
-func crashSweep(t *testing.T, server *testenv.Own, link *testenv.Link, call call, recover func(t *testing.T, name, mode string)) {
+// ("recover": the payment reconciler and Recover, then the client's retry). The client's
+// retry while the server is down (retry: its request again) fails as a dependency failure.
+func crashSweep(t *testing.T, server *testenv.Own, link *testenv.Link, call call, retry func(t *testing.T, name string) error,
+	recover func(t *testing.T, name, mode string)) {
 	t.Helper()
 	_, seen, err := call(t, "clean", func() { link.Arm(nil, false) })
 	require.NoError(t, err)
@@ -80,6 +82,9 @@ func crashSweep(t *testing.T, server *testenv.Own, link *testenv.Link, call call
 				require.Error(t, err, "the server is down")
 				require.True(t, depfail.Is(err), "%v", err)
 				<-stopped
+				err = retry(t, name)
+				require.Error(t, err, "the server is down")
+				require.True(t, depfail.Is(err), "the retry while the server is down: %v", err)
 				server.Start(t)
 				recover(t, name, "recover")
 			})
@@ -107,15 +112,16 @@ func TestTopUpRetryAbandonedCrash(t *testing.T) {
 	server, dsn := testenv.OwnMySQL(t)
 	e, link := commercetest.MySQLLinkedAt(t, dsn)
 	call, recover := topUpRetry(e, link)
-	crashSweep(t, server, link, call, recover)
+	crashSweep(t, server, link, call, func(t *testing.T, name string) error {
+		_, err := e.Service.TopUp(ctx, topUpRequest(name))
+		return err
+	}, recover)
 }
 
 // topUpRetry is the case of TestTopUpRetryAbandonedCut: its call and its recovery.
 func topUpRetry(e *commercetest.Env, link *testenv.Link) (call, func(t *testing.T, name, mode string)) {
-	reqs := map[string]commerce.TopUpRequest{}
 	call := func(t *testing.T, name string, arm func()) ([]string, []string, error) {
-		req := commerce.TopUpRequest{UserID: "u-" + name, Amount: 30_000, Method: payment.MethodCard, Token: "tok_ok", IdempotencyKey: "k-" + name}
-		reqs[name] = req
+		req := topUpRequest(name)
 		e.PG.SetFault(pgsim.FaultUnavailable)
 		_, err := e.Service.TopUp(ctx, req)
 		e.PG.SetFault(pgsim.FaultNone)
@@ -129,7 +135,7 @@ func topUpRetry(e *commercetest.Env, link *testenv.Link) (call, func(t *testing.
 		return cut, seen, err
 	}
 	recover := func(t *testing.T, name, mode string) {
-		req := reqs[name]
+		req := topUpRequest(name)
 		switch mode {
 		case "recover":
 			e.Settle(t)
@@ -165,6 +171,17 @@ func topUpRetry(e *commercetest.Env, link *testenv.Link) (call, func(t *testing.
 	return call, recover
 }
 
+// topUpRequest is the top-up of topUpRetry's case name.
+func topUpRequest(name string) commerce.TopUpRequest {
+	return commerce.TopUpRequest{UserID: "u-" + name, Amount: 30_000, Method: payment.MethodCard, Token: "tok_ok", IdempotencyKey: "k-" + name}
+}
+
+// pointsRequest is the placement of pointsPayment's case name (its buyer "u-<name>").
+func pointsRequest(name string) commerce.PlaceOrderRequest {
+	return commerce.PlaceOrderRequest{UserID: "u-" + name, Lines: []commerce.Line{{ProductID: "points-sku", Qty: 1}}, Points: 3000,
+		PayWithPoints: true, IdempotencyKey: "k-" + name}
+}
+
 // TestFinishPointsPaymentCut: an order placed and paid with points alone in one call
 // (PlaceOrderRequest.PayWithPoints: the placement, then FinishPointsPayment), its database
 // connection cut at each statement in turn — the placement's transaction, the claim
@@ -184,19 +201,21 @@ func TestFinishPointsPaymentCrash(t *testing.T) {
 	server, dsn := testenv.OwnMySQL(t)
 	e, link := commercetest.MySQLLinkedAt(t, dsn)
 	call, recover := pointsPayment(t, e, link)
-	crashSweep(t, server, link, call, recover)
+	crashSweep(t, server, link, call, func(t *testing.T, name string) error {
+		_, err := e.Service.PlaceOrder(ctx, pointsRequest(name))
+		return err
+	}, recover)
 }
 
 // pointsPayment is the case of TestFinishPointsPaymentCut: its call and its recovery.
 func pointsPayment(t *testing.T, e *commercetest.Env, link *testenv.Link) (call, func(t *testing.T, name, mode string)) {
-	sku := e.Product(t, 3000, 1000)
-	reqs := map[string]commerce.PlaceOrderRequest{}
+	const sku = "points-sku"
+	_, err := e.Service.CreateProduct(ctx, commerce.NewProduct{ID: sku, Name: "Mug", Price: 3000, Stock: 1000})
+	require.NoError(t, err)
 	sold := int64(0)
 	call := func(t *testing.T, name string, arm func()) ([]string, []string, error) {
-		b := newBuyer(t, e, 10_000, 0)
-		req := commerce.PlaceOrderRequest{UserID: b.user, Lines: []commerce.Line{{ProductID: sku, Qty: 1}}, Points: 3000,
-			PayWithPoints: true, IdempotencyKey: "k-" + name}
-		reqs[name] = req
+		req := pointsRequest(name)
+		e.GivePoints(t, req.UserID, 10_000)
 		arm()
 		o, err := e.Service.PlaceOrder(ctx, req)
 		cut, seen := link.Disarm()
@@ -206,7 +225,7 @@ func pointsPayment(t *testing.T, e *commercetest.Env, link *testenv.Link) (call,
 		return cut, seen, err
 	}
 	recover := func(t *testing.T, name, mode string) {
-		req := reqs[name]
+		req := pointsRequest(name)
 		switch mode {
 		case "recover":
 			e.Settle(t)

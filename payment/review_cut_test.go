@@ -138,8 +138,9 @@ func TestResolveReviewCut(t *testing.T) {
 
 // TestResolveReviewCrash: ResolveReview (the give-back of TestResolveReviewCut's first
 // case) with its database server killed (SIGKILL) at each COMMIT it sends, before the
-// COMMIT reaches it and once it has committed, and started again: the call fails as the
-// database being unavailable; after the restart the Reconciler and the caller's retry
+// COMMIT reaches it and once it has committed, and started again: the call, and the
+// caller's retry while the server is down, fail as the database being unavailable; after
+// the restart the Reconciler and the caller's retry
 // leave the exact end state, every refund made once, at the PG too.
 func TestResolveReviewCrash(t *testing.T) {
 	server, dsn := testenv.OwnMySQL(t)
@@ -194,6 +195,9 @@ func TestResolveReviewCrash(t *testing.T) {
 				require.Error(t, err, "the server is down")
 				assert.True(t, depfail.Is(err), "%v", err)
 				<-stopped
+				_, err = e.svc.ResolveReview(ctx, id)
+				require.Error(t, err, "the server is down")
+				assert.True(t, depfail.Is(err), "the retry while the server is down: %v", err)
 				server.Start(t)
 				e.clock.Advance(2 * time.Minute)
 				_, err = testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
