@@ -29,7 +29,8 @@
 //     to a user, and is idempotent on the request ID, for concurrent duplicates too,
 //     whatever the issuer and whatever happens to Redis (a loss of its state with writes in
 //     flight included: see rediscoupon). Coupons written by a version without places (run
-//     CreateSchema once it has stopped) get theirs from CreateSchema.
+//     CreateSchema once it has stopped) get theirs from CreateSchema, each one place, none
+//     skipped, however many processes run it at once.
 //   - Discount is integer arithmetic in minor units: never negative, never more than the
 //     order; percent rounds down (10% of 1,999 is 199) and honours MaxDiscount. A discount
 //     can be the whole order; whether a coupon may pay alone is the checkout's rule.

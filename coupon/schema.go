@@ -91,8 +91,9 @@ type redemptionRow struct {
 // binary collation, altering existing tables that lack it. Tables of an earlier version
 // get the coupons' place column and its unique index, and the coupons of limited
 // templates that have no place yet get one after the template's last (see Coupon.Place):
-// run it once every process of an earlier version has stopped. It is idempotent and
-// works on MySQL/MariaDB and SQLite. Issuer backends may have tables of their own
+// run it once every process of an earlier version has stopped. It is idempotent, safe
+// when several processes run it at once (replicas starting together), and works on
+// MySQL/MariaDB and SQLite. Issuer backends may have tables of their own
 // (sqlcoupon.CreateSchema).
 func CreateSchema(ctx context.Context, db bun.IDB) error {
 	for _, model := range []any{(*templateRow)(nil), (*couponRow)(nil), (*redemptionRow)(nil)} {
@@ -134,35 +135,62 @@ func CreateSchema(ctx context.Context, db bun.IDB) error {
 }
 
 // placeUnplaced gives the coupons of limited templates that have no place (written by an
-// earlier version) the places after their template's last, in the order they were issued.
-// The coupons without a place are found through the (template, place) index, from the
-// limited templates.
+// earlier version) the places after their template's last, in the order they were issued,
+// one template at a time (placeTemplate). The templates are found through the (template,
+// place) index, from the limited templates.
 func placeUnplaced(ctx context.Context, db bun.IDB) error {
-	var rows []couponRow
-	err := db.NewSelect().Model(&rows).ModelTableExpr("coupon_coupons AS c").ColumnExpr("c.seq, c.template_id").
+	var templates []string
+	err := db.NewSelect().TableExpr("coupon_coupons AS c").ColumnExpr("DISTINCT c.template_id").
 		Join("JOIN coupon_templates AS t ON t.id = c.template_id AND t.total_quantity > 0").
-		Where("c.place IS NULL").OrderExpr("c.template_id, c.seq").Scan(ctx)
+		Where("c.place IS NULL").OrderExpr("c.template_id").Scan(ctx, &templates)
 	if err != nil {
 		return err
 	}
-	last := make(map[string]int64)
-	for _, r := range rows {
-		place, ok := last[r.TemplateID]
-		if !ok {
-			err := db.NewSelect().Model((*couponRow)(nil)).ColumnExpr("COALESCE(MAX(place), 0)").
-				Where("template_id = ?", r.TemplateID).Scan(ctx, &place)
+	for _, id := range templates {
+		if err := placeTemplate(ctx, db, id); err != nil {
+			return fmt.Errorf("template %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// placeTemplate gives the coupons of a limited template that have no place the places
+// after its last, in the order they were issued, in one transaction holding the template's
+// row lock, its reads locking reads (the latest rows, not a snapshot): processes running
+// CreateSchema at once (replicas starting together, one restarted after a crash beside
+// another) place each coupon once and skip no place, whichever comes first. Without the
+// lock, one that read the coupons to place before another placed them, and the last place
+// after, would number them on from there, leaving places unused: the issuer's count, which
+// hands them out in turn, would then meet a taken place, and the template's last coupons
+// could never be issued.
+func placeTemplate(ctx context.Context, db bun.IDB, templateID string) error {
+	return sqlutil.InTx(ctx, db, func(ctx context.Context, tx bun.Tx) error {
+		var locked []string
+		err := sqlutil.ForUpdate(tx.NewSelect().Model((*templateRow)(nil)).Column("id").Where("id = ?", templateID)).Scan(ctx, &locked)
+		if err != nil {
+			return err
+		}
+		var seqs []int64
+		err = sqlutil.ForUpdate(tx.NewSelect().Model((*couponRow)(nil)).Column("seq").
+			Where("template_id = ?", templateID).Where("place IS NULL").Order("seq")).Scan(ctx, &seqs)
+		if err != nil || len(seqs) == 0 {
+			return err
+		}
+		var last int64
+		err = sqlutil.ForUpdate(tx.NewSelect().Model((*couponRow)(nil)).ColumnExpr("COALESCE(MAX(place), 0)").
+			Where("template_id = ?", templateID)).Scan(ctx, &last)
+		if err != nil {
+			return err
+		}
+		for i, seq := range seqs {
+			_, err := tx.NewUpdate().Model((*couponRow)(nil)).Set("place = ?", last+int64(i)+1).
+				Where("seq = ?", seq).Where("place IS NULL").Exec(ctx)
 			if err != nil {
 				return err
 			}
 		}
-		last[r.TemplateID] = place + 1
-		_, err := db.NewUpdate().Model((*couponRow)(nil)).Set("place = ?", place+1).
-			Where("seq = ?", r.Seq).Where("place IS NULL").Exec(ctx)
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // idColumns are the identifier columns of each table: on MySQL they compare byte for byte

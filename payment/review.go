@@ -200,8 +200,10 @@ func (s *Service) giveBack(ctx context.Context, p Payment) (Payment, error) {
 		if err != nil {
 			return p, err
 		}
-		p, r, err = s.sendRecorded(ctx, p, r)
-		if r.State != RefundFailed || retook || n >= maxGiveBacks {
+		p, err = s.sendRecorded(ctx, p, r)
+		// Retaken only on the PG's refusal, with p read back after it (not on a failure to
+		// read it: p as it was then still has the refused give-back pending).
+		if !errors.Is(err, ErrRefundRejected) || retook || n >= maxGiveBacks {
 			return p, err
 		}
 		if p, err = s.retake(ctx, p, n+1); err != nil {

@@ -553,28 +553,33 @@ func (s *Service) void(ctx context.Context, p Payment) Payment {
 	s.logger.WarnContext(ctx, "payment: the gateway approved an abandoned payment; refunding it", "payment", p.ID)
 	r, err := s.GetRefund(ctx, voidRefundID(p.ID))
 	if err == nil {
-		p, _, err = s.sendRecorded(ctx, p, r)
+		p, err = s.sendRecorded(ctx, p, r)
 	} else if now, gerr := s.Get(ctx, p.ID); gerr == nil {
 		p = now
 	}
 	if err != nil {
-		s.logger.WarnContext(ctx, "payment: refund of an abandoned payment left to the reconciler", "payment", p.ID, "err", err)
+		s.logger.WarnContext(ctx, "payment: refund of an abandoned payment not confirmed here; the reconciler sends it if it is still pending",
+			"payment", p.ID, "err", err)
 	}
 	return p
 }
 
 // sendRecorded sends r, a refund the Service recorded itself with a move of its payment p
 // (an abandoned payment's void, a review's give-back), if it is still PENDING, and returns p
-// and r as they are then, with r's outcome (see Refund).
-func (s *Service) sendRecorded(ctx context.Context, p Payment, r Refund) (Payment, Refund, error) {
+// as it is then, with r's outcome (see Refund: ErrRefundRejected when the PG refused it).
+// When p cannot be read back, it is returned as it was given, with the read's error
+// (matching errcode.ErrUnavailable when the database failed) in place of r's outcome:
+// never as if it were p as it is now.
+func (s *Service) sendRecorded(ctx context.Context, p Payment, r Refund) (Payment, error) {
 	var err error
 	if r.State == RefundPending {
 		r, err = s.completeRefund(ctx, r, false)
 	} else {
 		err = r.result(nil)
 	}
-	if now, gerr := s.Get(ctx, p.ID); gerr == nil {
-		p = now
+	now, gerr := s.Get(ctx, p.ID)
+	if gerr != nil {
+		return p, fmt.Errorf("payment: reading %q back after its refund %q: %w", p.ID, r.ID, sqlutil.Unavailable(s.db, gerr))
 	}
-	return p, r, err
+	return now, err
 }

@@ -152,12 +152,36 @@ func createSchemas(ctx context.Context, db bun.IDB) error {
 		sqlinventory.CreateSchema, redisinventory.CreateJournal, sqlcoupon.CreateSchema, sqlidempotency.CreateSchema)
 }
 
+// MySQLLinked is MySQLSQLInventory with every part of it reaching the database through
+// the returned testenv.Link, so that a test may cut the connection of any statement of a
+// flow (see testenv.Link).
+func MySQLLinked(tb testing.TB, opts ...commerce.Option) (*Env, *testenv.Link) {
+	tb.Helper()
+	_, linked, link := testenv.LinkedMySQL(tb)
+	return mysqlEnvOn(tb, linked, nil, opts), link
+}
+
+// MySQLLinkedAt is MySQLLinked on the database of dsn (one of testenv.OwnMySQL, say, for a
+// test that kills the server at a cut: see testenv.Link.ArmThen).
+func MySQLLinkedAt(tb testing.TB, dsn string, opts ...commerce.Option) (*Env, *testenv.Link) {
+	tb.Helper()
+	_, linked, link := testenv.LinkedMySQLAt(tb, dsn)
+	return mysqlEnvOn(tb, linked, nil, opts), link
+}
+
 func mysqlEnv(tb testing.TB, rdb *redis.Client, opts []commerce.Option) *Env {
+	tb.Helper()
+	return mysqlEnvOn(tb, testenv.MySQL(tb), rdb, opts)
+}
+
+// mysqlEnvOn is a server configuration on db (MySQL), with the Redis inventory and coupon
+// issuer on rdb, or the SQL ones when rdb is nil.
+func mysqlEnvOn(tb testing.TB, db *bun.DB, rdb *redis.Client, opts []commerce.Option) *Env {
 	tb.Helper()
 	kafka := testenv.NewKafka(tb)
 	clock := testclock.New(Start)
 	e := &Env{Name: "MySQL", Clock: clock, Topic: kafka.Topic(tb, "orders"), Kafka: kafka}
-	db := e.counted(testenv.MySQL(tb))
+	db = e.counted(db)
 	if rdb != nil {
 		require.NoError(tb, createSchemas(context.Background(), db))
 		e.Stock, e.Redis = testkit.Must(redisinventory.NewDurable(rdb, db))(tb), rdb

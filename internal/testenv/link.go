@@ -1,0 +1,217 @@
+package testenv
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/mysqldialect"
+)
+
+// Link is a TCP proxy between the code under test and its MySQL server that cuts a
+// connection at a chosen statement (COM_QUERY, COMMIT included): before the statement
+// reaches the server, so that it never runs and the transaction it belongs to is rolled
+// back (a crash of the server, or of the network, just before it), or once the server
+// has answered it, so that it ran — a COMMIT has committed — and its answer is lost (a
+// crash just after). The code under test meets a dropped connection either way.
+type Link struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	match  func(query string) bool // nil: disarmed
+	after  bool
+	then   func()   // called at the cut, before the connection is dropped
+	cut    []string // the statements cut since Arm
+	seen   []string // the statements sent since Arm
+}
+
+// MySQLLink starts a Link to the MySQL server of dsn, closed when the test ends, and
+// returns it with dsn through it.
+func MySQLLink(tb testing.TB, dsn string) (*Link, string) {
+	tb.Helper()
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		tb.Fatalf("testenv: parsing the DSN to link: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("testenv: listening for a link: %v", err)
+	}
+	l := &Link{ln: ln, target: cfg.Addr}
+	var wg sync.WaitGroup
+	tb.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { l.serve(c) })
+		}
+	})
+	cfg.Addr = ln.Addr().String()
+	return l, cfg.FormatDSN()
+}
+
+// LinkedMySQL returns a fresh database of the package's MySQL server (see MySQL) twice: db
+// connects directly, for setting up and checking, and linked through the returned Link,
+// for the code under test.
+func LinkedMySQL(tb testing.TB) (db, linked *bun.DB, l *Link) {
+	tb.Helper()
+	return LinkedMySQLAt(tb, MySQLDSN(tb))
+}
+
+// LinkedMySQLAt is LinkedMySQL on the database of dsn (one of OwnMySQL, say, for a test
+// that crashes the server at the cut: see ArmThen).
+func LinkedMySQLAt(tb testing.TB, dsn string) (db, linked *bun.DB, l *Link) {
+	tb.Helper()
+	l, ldsn := MySQLLink(tb, dsn)
+	db = bun.NewDB(openMySQL(tb, dsn), mysqldialect.New())
+	linked = bun.NewDB(openMySQL(tb, ldsn), mysqldialect.New())
+	tb.Cleanup(func() { linked.Close(); db.Close() })
+	return db, linked, l
+}
+
+// Arm makes the link cut the connection of the first statement match accepts from now on
+// (nil: none, only recording what is sent): before the statement reaches the server, or,
+// after, once the server has answered it. It forgets the statements seen and cut before.
+func (l *Link) Arm(match func(query string) bool, after bool) { l.ArmThen(match, after, nil) }
+
+// ArmThen is Arm calling then (if not nil) at the cut, before the connection is dropped
+// and while the code under test still waits for its answer: to crash the server there
+// (Own.Stop), say.
+func (l *Link) ArmThen(match func(query string) bool, after bool, then func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.match, l.after, l.then, l.cut, l.seen = match, after, then, nil, nil
+}
+
+// Disarm stops cutting and returns the statements cut and those sent since Arm.
+func (l *Link) Disarm() (cut, seen []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cut, seen = l.cut, l.seen
+	l.match, l.then, l.cut, l.seen = nil, nil, nil, nil
+	return cut, seen
+}
+
+// decide records query and reports whether its connection is to be cut, when, and what
+// to call then (never nil).
+func (l *Link) decide(query string) (cut, after bool, then func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seen = append(l.seen, query)
+	if l.match == nil || len(l.cut) > 0 || !l.match(query) {
+		return false, false, nil
+	}
+	l.cut = append(l.cut, query)
+	if l.then == nil {
+		return true, l.after, func() {}
+	}
+	return true, l.after, l.then
+}
+
+// serve proxies one connection.
+func (l *Link) serve(c net.Conn) {
+	defer c.Close()
+	s, err := net.Dial("tcp", l.target)
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	var dropping atomic.Bool
+	var then func() // set before dropping
+	done := make(chan struct{})
+	go func() { // the server to the client: cut at the first answer once dropping
+		defer close(done)
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := s.Read(buf)
+			if n > 0 && dropping.Load() {
+				then()
+				c.Close()
+				s.Close()
+				return
+			}
+			if n > 0 {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				c.Close()
+				return
+			}
+		}
+	}()
+	in := bufio.NewReader(c)
+	for {
+		raw, text, err := mysqlPacket(in)
+		if err != nil {
+			break
+		}
+		if text != "" {
+			if cut, after, f := l.decide(text); cut && !after {
+				f()
+				c.Close()
+				s.Close()
+				break
+			} else if cut {
+				then = f
+				dropping.Store(true)
+			}
+		}
+		if _, err := s.Write(raw); err != nil {
+			break
+		}
+		if dropping.Load() {
+			break
+		}
+	}
+	if !dropping.Load() {
+		s.Close()
+	}
+	<-done
+}
+
+// mysqlPacket reads a MySQL packet: 3 bytes of length, 1 of sequence, the payload; a
+// COM_QUERY payload is 0x03 and the statement's text.
+func mysqlPacket(r *bufio.Reader) ([]byte, string, error) {
+	raw := make([]byte, 4)
+	if _, err := io.ReadFull(r, raw); err != nil {
+		return nil, "", err
+	}
+	n := int(raw[0]) | int(raw[1])<<8 | int(raw[2])<<16
+	raw = append(raw, make([]byte, n)...)
+	if _, err := io.ReadFull(r, raw[4:]); err != nil {
+		return nil, "", err
+	}
+	if n > 0 && raw[4] == 0x03 {
+		return raw, string(raw[5:]), nil
+	}
+	return raw, "", nil
+}
+
+// Nth matches the n-th statement (from 1) that match accepts (nil: any) after it is made.
+func Nth(n int, match func(query string) bool) func(query string) bool {
+	var mu sync.Mutex
+	seen := 0
+	return func(q string) bool {
+		if match != nil && !match(q) {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		seen++
+		return seen == n
+	}
+}
+
+// IsCommit matches the COMMIT of a transaction.
+func IsCommit(q string) bool { return strings.EqualFold(strings.TrimSpace(q), "COMMIT") }
