@@ -23,6 +23,13 @@ import (
 // request ID, login and write limits their call's ID), and one retry on a fresh connection hides a connection broken by a Redis
 // restart. A command therefore fails within about 2 × (1 s) + the retry pause.
 //
+// The Redis buckets of the write and login limits remember each call that changed them
+// for redisResendWindow = 12 × the Redis timeout + 1 s (7 s by default), so that the
+// client's resend of a call whose reply was lost counts once: the first send waits for a
+// connection (2 ×), dials (2 ×), writes and reads (1 × each), the retry pause is under
+// 512 ms, and the resend waits, dials and writes again (5 ×). No longer: a bucket kept at
+// its rate holds every call of that window in Redis (member.WithResendWindow).
+//
 // MySQL, unless the DSN sets them: timeout (connect) mysqlDialTimeout = 2 s, readTimeout
 // and writeTimeout mysqlIOTimeout = 10 s (above the longest statement, below the 30 s
 // request timeout), and the session's innodb_lock_wait_timeout mysqlLockWait = 5 s (at
@@ -61,6 +68,9 @@ const (
 	mysqlConnMaxLifetime = 5 * time.Minute
 	mysqlConnMaxIdleTime = time.Minute
 )
+
+// redisResendWindow is how long the limiters' Redis buckets remember a call (see above).
+func redisResendWindow(cfg Config) time.Duration { return 12*cfg.RedisTimeout + time.Second }
 
 // redisOptions returns the go-redis options of cfg with the timeouts above.
 func redisOptions(cfg Config) *redis.Options {
