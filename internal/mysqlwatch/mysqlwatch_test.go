@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -183,4 +184,60 @@ func Example() {
 	go func() { _ = w.Run(ctx) }() // until shutdown
 	// ... use db; while the server does not answer, its statements fail at once with an
 	// error matching errcode.ErrUnavailable.
+}
+
+// slowProxy forwards connections to addr, each new one's first bytes from the server (its
+// greeting) held back by delay: a server that takes that long to accept a connection.
+func slowProxy(t *testing.T, addr string, delay time.Duration) string {
+	t.Helper()
+	ln := testkit.Must(net.Listen("tcp", "127.0.0.1:0"))(t)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				s, err := net.Dial("tcp", addr)
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				time.Sleep(delay)
+				go func() { _, _ = io.Copy(s, c); s.Close() }()
+				_, _ = io.Copy(c, s)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestSlowConnectIsUp: a server that answers every ping and statement, but takes longer
+// than a probe's Timeout to accept a new connection (reverse DNS, TLS, a busy server
+// starting a thread for it), though well within the driver's own connect timeout, is up:
+// the pool connects to it and its statements run. The probe connects again after any
+// ping that failed (one slow ping of a busy server is enough), so a probe that must
+// connect within Timeout took such a server for down after its first two probes,
+// cutting every statement in flight and refusing every new one, and kept it down as long
+// as connecting stayed slower than Timeout.
+func TestSlowConnectIsUp(t *testing.T) {
+	cfg := testkit.Must(mysql.ParseDSN(testenv.MySQLDSN(t)))(t)
+	cfg.Addr = slowProxy(t, cfg.Addr, 300*time.Millisecond)
+	cfg.Timeout = 10 * time.Second // the driver's connect timeout: connecting takes 300 ms
+	var changes []bool
+	w := testkit.Must(mysqlwatch.New(cfg, mysqlwatch.Options{Timeout: 100 * time.Millisecond,
+		Log: slog.New(slog.DiscardHandler), OnChange: func(up bool) { changes = append(changes, up) }}))(t)
+	db := sql.OpenDB(testkit.Must(w.Connector())(t))
+	defer db.Close()
+	var p mysqlwatch.Prober
+	for range 3 {
+		w.Step(t.Context(), &p)
+	}
+	assert.True(t, w.Up())
+	assert.Empty(t, changes)
+	var one int
+	require.NoError(t, db.QueryRowContext(t.Context(), "SELECT 1").Scan(&one))
+	assert.Equal(t, 1, one)
 }
