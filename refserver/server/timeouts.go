@@ -43,11 +43,13 @@ import (
 //
 // A MySQL server that does not answer at all (paused, hung, cut off) would hold every
 // statement for the whole read timeout: a watch (internal/mysqlwatch, with its defaults)
-// pings it every 500 ms on a connection of its own, each ping given 1 s, and after two
-// unanswered pings in a row closes every pooled connection (ending the statements
-// waiting on them) and refuses new ones at once, until a ping is answered. So a request
-// on a MySQL that stopped answering is answered 503 within about 2.5 s, not the read
-// timeout; the gauge commercekit_mysql_up is 0 meanwhile.
+// pings it every 500 ms on a connection of its own, each ping given 1 s (and connecting
+// again after a failed ping given the connect timeout above, 2 s: a busy server that is
+// slow to accept connections is not down), and after two unanswered probes in a row
+// closes every pooled connection (ending the statements waiting on them) and refuses new
+// ones at once, until a probe is answered. So a request on a MySQL that stopped
+// answering is answered 503 within about 3.5 s (0.5 + 1 + 2), not the read timeout; the
+// gauge commercekit_mysql_up is 0 meanwhile.
 //
 // The shared write limit is the exception to the 503: a write asks its Redis with a
 // deadline of its own, COMMERCEKIT_RATE_LIMIT_REDIS_TIMEOUT (DefaultRateLimitRedisTimeout
