@@ -69,6 +69,12 @@ type Options struct {
 	// judged by Timeout, a server whose connections are slow but within what the pool
 	// accepts would be taken for down, and kept down while they stay slow.
 	ConnectTimeout time.Duration
+	// MaxConnAge, if positive, is how long the probe keeps a connection before it
+	// connects again (as a pool renews its connections: sql.DB.SetConnMaxLifetime). Zero:
+	// until a ping fails. A connection that lives on watches the server it was made to:
+	// after a failover behind the same address (a proxy, a DNS name), while the old server
+	// goes on answering, the watch would take the new one for up whatever it does.
+	MaxConnAge time.Duration
 	// Failures is how many probes in a row must go unanswered before the server is taken
 	// for down (DefaultFailures): one lost probe connection is not an outage.
 	Failures int

@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,4 +241,59 @@ func TestSlowConnectIsUp(t *testing.T) {
 	var one int
 	require.NoError(t, db.QueryRowContext(t.Context(), "SELECT 1").Scan(&one))
 	assert.Equal(t, 1, one)
+}
+
+// switchProxy forwards each new connection to the address target holds at the time:
+// a failover behind one address. Connections made before a switch stay where they are.
+func switchProxy(t *testing.T, target *atomic.Pointer[string]) string {
+	t.Helper()
+	ln := testkit.Must(net.Listen("tcp", "127.0.0.1:0"))(t)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				s, err := net.Dial("tcp", *target.Load())
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				go func() { _, _ = io.Copy(s, c); s.Close() }()
+				_, _ = io.Copy(c, s)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestProbeFollowsAFailover: the probe renews its connection (MaxConnAge, here at every
+// probe) like a pool, so after a failover behind the same address it probes the server
+// the pool now connects to. The old server goes on answering and the new one hangs: the
+// watch finds the server down. (A probe that kept its first connection would ping the
+// old server, and take the hung one for up for as long as the old one answered.)
+func TestProbeFollowsAFailover(t *testing.T) {
+	oldCfg := testkit.Must(mysql.ParseDSN(testenv.MySQLDSN(t)))(t)
+	own, newDSN := testenv.OwnMySQL(t)
+	newCfg := testkit.Must(mysql.ParseDSN(newDSN))(t)
+	var target atomic.Pointer[string]
+	target.Store(&oldCfg.Addr)
+	cfg := oldCfg.Clone()
+	cfg.Addr = switchProxy(t, &target)
+	w := testkit.Must(mysqlwatch.New(cfg, mysqlwatch.Options{Timeout: 200 * time.Millisecond, MaxConnAge: time.Nanosecond,
+		Log: slog.New(slog.DiscardHandler)}))(t)
+	var p mysqlwatch.Prober
+	w.Step(t.Context(), &p)
+	require.True(t, w.Up(), "the old server answers")
+
+	target.Store(&newCfg.Addr) // the failover
+	own.Pause(t)               // and the new server hangs
+	t.Cleanup(func() { own.Unpause(t) })
+	for range 2 {
+		w.Step(t.Context(), &p)
+	}
+	assert.False(t, w.Up())
 }
