@@ -99,7 +99,7 @@ type Watch struct {
 // New returns a Watch of the server cfg names. cfg is not modified; its DialFunc, if
 // any, is the one the Watch dials with.
 func New(cfg *mysql.Config, opts Options) (*Watch, error) {
-	if opts.Every < 0 || opts.Timeout < 0 || opts.ConnectTimeout < 0 || opts.Failures < 0 {
+	if opts.Every < 0 || opts.Timeout < 0 || opts.ConnectTimeout < 0 || opts.MaxConnAge < 0 || opts.Failures < 0 {
 		return nil, fmt.Errorf("mysqlwatch: negative option in %+v", opts)
 	}
 	opts.Every = cmpOr(opts.Every, DefaultEvery)
@@ -187,6 +187,7 @@ func (w *Watch) Run(ctx context.Context) error {
 // prober is Run's state between probes.
 type prober struct {
 	conn   driver.Conn // nil until connected, and after a failure
+	since  time.Time   // when conn was made
 	missed int         // probes unanswered in a row
 }
 
@@ -198,8 +199,12 @@ func (p *prober) close() {
 
 // step probes once and records the answer.
 func (w *Watch) step(ctx context.Context, p *prober) {
+	if p.conn != nil && w.opts.MaxConnAge > 0 && time.Since(p.since) >= w.opts.MaxConnAge {
+		p.close() // renewed, as a pool renews its connections
+		p.conn = nil
+	}
 	var err error
-	if p.conn, err = w.ping(ctx, p.conn); ctx.Err() != nil {
+	if p.conn, err = w.ping(ctx, p); ctx.Err() != nil {
 		return // Run is ending: no answer to take
 	}
 	var answered *mysql.MySQLError
@@ -214,15 +219,17 @@ func (w *Watch) step(ctx context.Context, p *prober) {
 	}
 }
 
-// ping pings on c, connecting first (given ConnectTimeout) if c is nil. It returns the
-// connection to ping on next time: nil after a failure, since a connection that failed is
-// not to be trusted.
-func (w *Watch) ping(ctx context.Context, c driver.Conn) (driver.Conn, error) {
+// ping pings on p's connection, connecting first (given ConnectTimeout) if it has none.
+// It returns the connection to ping on next time: nil after a failure, since a
+// connection that failed is not to be trusted.
+func (w *Watch) ping(ctx context.Context, p *prober) (driver.Conn, error) {
+	c := p.conn
 	if c == nil {
 		var err error
 		if c, err = w.connect(ctx); err != nil {
 			return nil, err
 		}
+		p.since = time.Now()
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)
 	defer cancel()

@@ -157,7 +157,8 @@ func TestSilentServer(t *testing.T) {
 
 func TestNewRefusesNegativeOptions(t *testing.T) {
 	for name, o := range map[string]mysqlwatch.Options{
-		"Every": {Every: -1}, "Timeout": {Timeout: -1}, "ConnectTimeout": {ConnectTimeout: -1}, "Failures": {Failures: -1},
+		"Every": {Every: -1}, "Timeout": {Timeout: -1}, "ConnectTimeout": {ConnectTimeout: -1}, "MaxConnAge": {MaxConnAge: -1},
+		"Failures": {Failures: -1},
 	} {
 		_, err := mysqlwatch.New(mysql.NewConfig(), o)
 		assert.Error(t, err, name)

@@ -49,7 +49,9 @@ import (
 // closes every pooled connection (ending the statements waiting on them) and refuses new
 // ones at once, until a probe is answered. So a request on a MySQL that stopped
 // answering is answered 503 within about 3.5 s (0.5 + 1 + 2), not the read timeout; the
-// gauge commercekit_mysql_up is 0 meanwhile.
+// gauge commercekit_mysql_up is 0 meanwhile. The watch renews its connection as the pool
+// does (mysqlConnMaxLifetime), so that after a failover behind the DSN's address it
+// probes the server the pool connects to, not the old one.
 //
 // The shared write limit is the exception to the 503: a write asks its Redis with a
 // deadline of its own, COMMERCEKIT_RATE_LIMIT_REDIS_TIMEOUT (DefaultRateLimitRedisTimeout
