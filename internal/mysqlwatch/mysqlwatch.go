@@ -62,9 +62,9 @@ type Options struct {
 	// server takes to answer a ping, since a server taken for down has its statements cut
 	// off.
 	Timeout time.Duration
-	// ConnectTimeout bounds the probe's connecting, after its first ping and any that
-	// failed (default: the larger of Timeout and the mysql.Config's Timeout, the driver's
-	// dial timeout). Connecting costs a busy server more than a ping (a thread, the
+	// ConnectTimeout bounds the probe's connecting: before its first ping, after any
+	// that failed, and on renewal (MaxConnAge). Default: the larger of Timeout and the
+	// mysql.Config's Timeout (the driver's dial timeout). Connecting costs a busy server more than a ping (a thread, the
 	// authentication, reverse DNS), and the probe connects again after a single slow ping:
 	// judged by Timeout, a server whose connections are slow but within what the pool
 	// accepts would be taken for down, and kept down while they stay slow.
