@@ -8,8 +8,10 @@
 // ending the slow statements of a server that is merely busy.
 //
 // A Watch probes the server on a connection of its own: a ping every Every, each given
-// Timeout. Once Failures probes in a row have gone unanswered it takes the server for
-// down, and then
+// Timeout, on a connection made again after any ping that failed, given ConnectTimeout
+// (by default the larger of Timeout and the driver's own connect timeout: a server that
+// accepts connections as slowly as the pool allows is not down). Once Failures probes in
+// a row have gone unanswered it takes the server for down, and then
 //   - closes every connection of its Connector, so that the statements waiting on them
 //     end at once with a connection error (the driver's "invalid connection", which
 //     database/sql and commercekit's packages report as a dependency failure);
@@ -56,10 +58,23 @@ var ErrDown = errors.New("mysql server not answering its probes")
 type Options struct {
 	// Every is the pause between two probes (DefaultEvery).
 	Every time.Duration
-	// Timeout bounds one probe, connecting included (DefaultTimeout). It must stay well
-	// above the time a busy server takes to answer a ping, since a server taken for down
-	// has its statements cut off.
+	// Timeout bounds one ping (DefaultTimeout). It must stay well above the time a busy
+	// server takes to answer a ping, since a server taken for down has its statements cut
+	// off.
 	Timeout time.Duration
+	// ConnectTimeout bounds the probe's connecting: before its first ping, after any
+	// that failed, and on renewal (MaxConnAge). Default: the larger of Timeout and the
+	// mysql.Config's Timeout (the driver's dial timeout). Connecting costs a busy server more than a ping (a thread, the
+	// authentication, reverse DNS), and the probe connects again after a single slow ping:
+	// judged by Timeout, a server whose connections are slow but within what the pool
+	// accepts would be taken for down, and kept down while they stay slow.
+	ConnectTimeout time.Duration
+	// MaxConnAge, if positive, is how long the probe keeps a connection before it
+	// connects again (as a pool renews its connections: sql.DB.SetConnMaxLifetime). Zero:
+	// until a ping fails. A connection that lives on watches the server it was made to:
+	// after a failover behind the same address (a proxy, a DNS name), while the old server
+	// goes on answering, the watch would take the new one for up whatever it does.
+	MaxConnAge time.Duration
 	// Failures is how many probes in a row must go unanswered before the server is taken
 	// for down (DefaultFailures): one lost probe connection is not an outage.
 	Failures int
@@ -84,12 +99,13 @@ type Watch struct {
 // New returns a Watch of the server cfg names. cfg is not modified; its DialFunc, if
 // any, is the one the Watch dials with.
 func New(cfg *mysql.Config, opts Options) (*Watch, error) {
-	if opts.Every < 0 || opts.Timeout < 0 || opts.Failures < 0 {
+	if opts.Every < 0 || opts.Timeout < 0 || opts.ConnectTimeout < 0 || opts.MaxConnAge < 0 || opts.Failures < 0 {
 		return nil, fmt.Errorf("mysqlwatch: negative option in %+v", opts)
 	}
 	opts.Every = cmpOr(opts.Every, DefaultEvery)
 	opts.Timeout = cmpOr(opts.Timeout, DefaultTimeout)
 	opts.Failures = cmpOr(opts.Failures, DefaultFailures)
+	opts.ConnectTimeout = cmpOr(opts.ConnectTimeout, max(opts.Timeout, cfg.Timeout))
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
@@ -171,6 +187,7 @@ func (w *Watch) Run(ctx context.Context) error {
 // prober is Run's state between probes.
 type prober struct {
 	conn   driver.Conn // nil until connected, and after a failure
+	since  time.Time   // when conn was made
 	missed int         // probes unanswered in a row
 }
 
@@ -182,8 +199,12 @@ func (p *prober) close() {
 
 // step probes once and records the answer.
 func (w *Watch) step(ctx context.Context, p *prober) {
+	if p.conn != nil && w.opts.MaxConnAge > 0 && time.Since(p.since) >= w.opts.MaxConnAge {
+		p.close() // renewed, as a pool renews its connections
+		p.conn = nil
+	}
 	var err error
-	if p.conn, err = w.ping(ctx, p.conn); ctx.Err() != nil {
+	if p.conn, err = w.ping(ctx, p); ctx.Err() != nil {
 		return // Run is ending: no answer to take
 	}
 	var answered *mysql.MySQLError
@@ -198,26 +219,36 @@ func (w *Watch) step(ctx context.Context, p *prober) {
 	}
 }
 
-// ping pings on c, connecting first if c is nil. It returns the connection to ping on
-// next time: nil after a failure, since a connection that failed is not to be trusted.
-func (w *Watch) ping(ctx context.Context, c driver.Conn) (driver.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)
-	defer cancel()
-	var err error
+// ping pings on p's connection, connecting first (given ConnectTimeout) if it has none.
+// It returns the connection to ping on next time: nil after a failure, since a
+// connection that failed is not to be trusted.
+func (w *Watch) ping(ctx context.Context, p *prober) (driver.Conn, error) {
+	c := p.conn
 	if c == nil {
-		var connector driver.Connector
-		if connector, err = mysql.NewConnector(w.probe); err == nil {
-			c, err = connector.Connect(ctx)
-		}
-		if err != nil {
+		var err error
+		if c, err = w.connect(ctx); err != nil {
 			return nil, err
 		}
+		p.since = time.Now()
 	}
-	if err = c.(driver.Pinger).Ping(ctx); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)
+	defer cancel()
+	if err := c.(driver.Pinger).Ping(ctx); err != nil {
 		c.Close()
 		return nil, err
 	}
 	return c, nil
+}
+
+// connect makes the probe's connection, given ConnectTimeout.
+func (w *Watch) connect(ctx context.Context) (driver.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.opts.ConnectTimeout)
+	defer cancel()
+	connector, err := mysql.NewConnector(w.probe)
+	if err != nil {
+		return nil, err
+	}
+	return connector.Connect(ctx)
 }
 
 // set records the server as up or down (after err); going down closes every tracked
@@ -244,7 +275,7 @@ func (w *Watch) set(up bool, err error) {
 		w.opts.Log.Info("mysql answers again; connections allowed")
 	} else {
 		w.opts.Log.Warn("mysql is not answering; refusing connections until it does",
-			"probes", w.opts.Failures, "timeout", w.opts.Timeout.String(), "closed", len(cut), "err", err)
+			"probes", w.opts.Failures, "timeout", w.opts.Timeout.String(), "connect_timeout", w.opts.ConnectTimeout.String(), "closed", len(cut), "err", err)
 	}
 	if w.opts.OnChange != nil {
 		w.opts.OnChange(up)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,7 +157,8 @@ func TestSilentServer(t *testing.T) {
 
 func TestNewRefusesNegativeOptions(t *testing.T) {
 	for name, o := range map[string]mysqlwatch.Options{
-		"Every": {Every: -1}, "Timeout": {Timeout: -1}, "Failures": {Failures: -1},
+		"Every": {Every: -1}, "Timeout": {Timeout: -1}, "ConnectTimeout": {ConnectTimeout: -1}, "MaxConnAge": {MaxConnAge: -1},
+		"Failures": {Failures: -1},
 	} {
 		_, err := mysqlwatch.New(mysql.NewConfig(), o)
 		assert.Error(t, err, name)
@@ -183,4 +186,115 @@ func Example() {
 	go func() { _ = w.Run(ctx) }() // until shutdown
 	// ... use db; while the server does not answer, its statements fail at once with an
 	// error matching errcode.ErrUnavailable.
+}
+
+// slowProxy forwards connections to addr, each new one's first bytes from the server (its
+// greeting) held back by delay: a server that takes that long to accept a connection.
+func slowProxy(t *testing.T, addr string, delay time.Duration) string {
+	t.Helper()
+	ln := testkit.Must(net.Listen("tcp", "127.0.0.1:0"))(t)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				s, err := net.Dial("tcp", addr)
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				time.Sleep(delay)
+				go func() { _, _ = io.Copy(s, c); s.Close() }()
+				_, _ = io.Copy(c, s)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestSlowConnectIsUp: a server that answers every ping and statement, but takes longer
+// than a probe's Timeout to accept a new connection (reverse DNS, TLS, a busy server
+// starting a thread for it), though well within the driver's own connect timeout, is up:
+// the pool connects to it and its statements run. The probe connects again after any
+// ping that failed (one slow ping of a busy server is enough), so a probe that must
+// connect within Timeout took such a server for down after its first two probes,
+// cutting every statement in flight and refusing every new one, and kept it down as long
+// as connecting stayed slower than Timeout.
+func TestSlowConnectIsUp(t *testing.T) {
+	cfg := testkit.Must(mysql.ParseDSN(testenv.MySQLDSN(t)))(t)
+	cfg.Addr = slowProxy(t, cfg.Addr, 300*time.Millisecond)
+	cfg.Timeout = 10 * time.Second // the driver's connect timeout: connecting takes 300 ms
+	var changes []bool
+	w := testkit.Must(mysqlwatch.New(cfg, mysqlwatch.Options{Timeout: 100 * time.Millisecond,
+		Log: slog.New(slog.DiscardHandler), OnChange: func(up bool) { changes = append(changes, up) }}))(t)
+	db := sql.OpenDB(testkit.Must(w.Connector())(t))
+	defer db.Close()
+	var p mysqlwatch.Prober
+	for range 3 {
+		w.Step(t.Context(), &p)
+	}
+	assert.True(t, w.Up())
+	assert.Empty(t, changes)
+	var one int
+	require.NoError(t, db.QueryRowContext(t.Context(), "SELECT 1").Scan(&one))
+	assert.Equal(t, 1, one)
+}
+
+// switchProxy forwards each new connection to the address target holds at the time:
+// a failover behind one address. Connections made before a switch stay where they are.
+func switchProxy(t *testing.T, target *atomic.Pointer[string]) string {
+	t.Helper()
+	ln := testkit.Must(net.Listen("tcp", "127.0.0.1:0"))(t)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				s, err := net.Dial("tcp", *target.Load())
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				go func() { _, _ = io.Copy(s, c); s.Close() }()
+				_, _ = io.Copy(c, s)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestProbeFollowsAFailover: the probe renews its connection (MaxConnAge, here at every
+// probe) like a pool, so after a failover behind the same address it probes the server
+// the pool now connects to. The old server goes on answering and the new one hangs: the
+// watch finds the server down. (A probe that kept its first connection would ping the
+// old server, and take the hung one for up for as long as the old one answered.)
+func TestProbeFollowsAFailover(t *testing.T) {
+	oldCfg := testkit.Must(mysql.ParseDSN(testenv.MySQLDSN(t)))(t)
+	own, newDSN := testenv.OwnMySQL(t)
+	newCfg := testkit.Must(mysql.ParseDSN(newDSN))(t)
+	var target atomic.Pointer[string]
+	target.Store(&oldCfg.Addr)
+	cfg := oldCfg.Clone()
+	cfg.Addr = switchProxy(t, &target)
+	w := testkit.Must(mysqlwatch.New(cfg, mysqlwatch.Options{Timeout: 200 * time.Millisecond, MaxConnAge: time.Nanosecond,
+		Log: slog.New(slog.DiscardHandler)}))(t)
+	var p mysqlwatch.Prober
+	w.Step(t.Context(), &p)
+	require.True(t, w.Up(), "the old server answers")
+
+	target.Store(&newCfg.Addr) // the failover
+	own.Pause(t)               // and the new server hangs
+	t.Cleanup(func() { own.Unpause(t) })
+	for range 2 {
+		w.Step(t.Context(), &p)
+	}
+	assert.False(t, w.Up())
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -131,8 +129,8 @@ func (l *MemoryLimiter) Reset(_ context.Context, key string) error {
 // has refilled (and the calls it remembers are forgotten): the limiter of full mode,
 // shared by every instance. Its token bucket is MemoryLimiter's, run by a script so that
 // concurrent attempts from any instance are counted one by one, and a call the Redis
-// client sends again after a lost reply is counted once, whatever ran in between (for a
-// minute: see bucketScript). Reset forgets a bucket's calls with it: a call resent after a
+// client sends again after a lost reply is counted once, whatever ran in between (for
+// its resend window: see bucketScript and WithResendWindow). Reset forgets a bucket's calls with it: a call resent after a
 // Reset counts in the refilled bucket. A Redis that restarts empty forgets the budgets: every key starts
 // full again, as after a restart of a process with a MemoryLimiter. (go-redis/redis_rate's
 // GCRA loses a refund given within the last refill interval, and the failure budgets need
@@ -140,24 +138,46 @@ func (l *MemoryLimiter) Reset(_ context.Context, key string) error {
 type RedisLimiter struct {
 	rdb    redis.UniversalClient
 	prefix string
+	resend time.Duration // how long a call that changed a bucket is remembered
+}
+
+// RedisLimiterOption configures a RedisLimiter.
+type RedisLimiterOption func(*RedisLimiter)
+
+// WithResendWindow sets how long a bucket remembers a call that changed it, so that the
+// call sent again by the Redis client after a lost reply counts once (DefaultResendWindow;
+// d > 0). It must exceed the longest time the client can take to send a command again
+// after sending it first, and no more than needed: a bucket kept at its rate remembers
+// every call of that time, about 100 bytes each (a minute of writes at 20/s: 240 KB).
+func WithResendWindow(d time.Duration) RedisLimiterOption {
+	return func(l *RedisLimiter) {
+		if d > 0 {
+			l.resend = d
+		}
+	}
 }
 
 // NewRedisLimiter returns a limiter in rdb under keys "commercekit:login:<key>".
-func NewRedisLimiter(rdb redis.UniversalClient) *RedisLimiter {
-	return NewRedisLimiterAt(rdb, "commercekit:login:")
+func NewRedisLimiter(rdb redis.UniversalClient, opts ...RedisLimiterOption) *RedisLimiter {
+	return NewRedisLimiterAt(rdb, "commercekit:login:", opts...)
 }
 
 // NewRedisLimiterAt returns a limiter in rdb under keys "<prefix><key>": budgets of
 // another kind than failed logins (refserver's write rate) kept apart from them.
-func NewRedisLimiterAt(rdb redis.UniversalClient, prefix string) *RedisLimiter {
-	return &RedisLimiter{rdb: rdb, prefix: prefix}
+func NewRedisLimiterAt(rdb redis.UniversalClient, prefix string, opts ...RedisLimiterOption) *RedisLimiter {
+	l := &RedisLimiter{rdb: rdb, prefix: prefix, resend: DefaultResendWindow}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
 }
 
-// resendWindow is how long the bucket script remembers a call that changed its bucket:
-// longer than a Redis client takes to send a command again after its reply was lost
-// (go-redis, with its default timeouts and three retries, well under a minute; refserver's
-// client, once within about 3 s). A resend later than that counts again.
-const resendWindow = time.Minute
+// DefaultResendWindow is how long the bucket script remembers a call that changed its
+// bucket unless WithResendWindow says otherwise: longer than a go-redis client with its
+// default timeouts and three retries takes to send a command again after its reply was
+// lost. A resend later than the window counts again. A client with shorter timeouts
+// should be given a shorter window (refserver's is a few seconds).
+const DefaultResendWindow = time.Minute
 
 // bucketScript takes (ARGV[4] "take") or refunds an attempt of KEYS[1]'s bucket of ARGV[1]
 // tokens refilled over ARGV[2] ms, at ARGV[3] (Unix ms), and returns the wait in ms (0:
@@ -165,24 +185,26 @@ const resendWindow = time.Minute
 // network error, and the first may have run, its reply lost; the resend must take
 // nothing more, whatever calls of other clients ran on the bucket in between.
 //
-// So the bucket's hash remembers, for resendWindow after it (on the callers' clock), every
-// call that changed it — a take that took, a refund that gave a token back — as a field
-// "c:<ID>", and a call finding its field answers 0 (taken, or refunded) and changes
-// nothing. A take that was refused changed nothing and is not remembered: its resend is
-// a new attempt, which still has at most one effect in all. The remembered calls are
-// also a queue, fields "q<n>" from "h" to "n" (exclusive), oldest first, so that each call
-// forgets those past resendWindow at the head in amortised constant time; "x" is when the
-// newest is forgotten. The memory is therefore bounded by the calls that can change the
-// bucket in resendWindow (the bucket's own budget bounds its takes; each refund follows a
-// take): about 100 bytes per changing call. The key expires once the bucket has refilled
-// and its calls are forgotten; a full bucket remembering no call is no key. One round trip
-// per call, and one key, as before.
-var bucketScript = redis.NewScript(strings.ReplaceAll(`
+// So the bucket's hash remembers, for the resend window after it (ARGV[6], in ms; on the
+// callers' clock), every call that changed it — a take that took, a refund that gave a
+// token back — as a field "c:<ID>", and a call finding its field answers 0 (taken, or
+// refunded) and changes nothing. A take that was refused changed nothing and is not
+// remembered: its resend is a new attempt, which still has at most one effect in all. The
+// remembered calls are also a queue, fields "q<n>" from "h" to "n" (exclusive), oldest
+// first, so that each call forgets those past the window at the head in amortised
+// constant time; "x" is when the newest is forgotten. The memory is therefore bounded by
+// the calls that can change the bucket in the window, about 100 bytes each: the bucket's
+// budget bounds its takes that are not refunded, but a take and its refund (a successful
+// login) or takes at the refill rate (writes) repeat at the caller's rate, so the window
+// is kept as short as the Redis client allows (WithResendWindow). The key expires once
+// the bucket has refilled and its calls are forgotten; a full bucket remembering no call
+// is no key. One round trip per call, and one key, as before.
+var bucketScript = redis.NewScript(`
 local id = 'c:' .. ARGV[5]
 if redis.call('HEXISTS', KEYS[1], id) == 1 then
   return 0
 end
-local burst, window, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local burst, window, now, resend = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[6])
 local rate = burst / window
 local v = redis.call('HMGET', KEYS[1], 't', 'a', 'h', 'n', 'x')
 local tokens, at = tonumber(v[1]), tonumber(v[2])
@@ -206,8 +228,8 @@ while head < tail do
 end
 if head == tail then head, tail = 0, 0 end
 if changed then
-  redis.call('HSET', KEYS[1], 'q' .. tail, id, id, now + RESEND_WINDOW)
-  tail, last = tail + 1, math.max(last, now + RESEND_WINDOW)
+  redis.call('HSET', KEYS[1], 'q' .. tail, id, id, now + resend)
+  tail, last = tail + 1, math.max(last, now + resend)
 end
 if tokens >= burst and head == tail then
   redis.call('DEL', KEYS[1])
@@ -216,14 +238,14 @@ else
   redis.call('PEXPIRE', KEYS[1], math.max(math.ceil((burst - tokens) / rate), last - now, 1))
 end
 return wait
-`, "RESEND_WINDOW", strconv.FormatInt(resendWindow.Milliseconds(), 10)))
+`)
 
 func (l *RedisLimiter) run(ctx context.Context, op, key string, burst int, window time.Duration, now time.Time) (time.Duration, error) {
 	if err := checkBudget(burst, window); err != nil {
 		return 0, err
 	}
 	ms, err := bucketScript.Run(ctx, l.rdb, []string{l.prefix + key}, burst, window.Milliseconds(), now.UnixMilli(), op,
-		uuid.NewString()).Int64()
+		uuid.NewString(), l.resend.Milliseconds()).Int64()
 	if err != nil {
 		return 0, errcode.Unavailable("redis", fmt.Errorf("member: limits %s: %w", l.prefix, err))
 	}

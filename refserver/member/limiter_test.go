@@ -85,7 +85,7 @@ func TestRedisLimiterResendAfterAnotherCall(t *testing.T) {
 			key := prefix + "id bob"
 			call := func(op, id string) int64 {
 				t.Helper()
-				ms, err := bucketScript.Run(ctx, rdb, []string{key}, burst, window.Milliseconds(), now.UnixMilli(), op, id).Int64()
+				ms, err := bucketScript.Run(ctx, rdb, []string{key}, burst, window.Milliseconds(), now.UnixMilli(), op, id, DefaultResendWindow.Milliseconds()).Int64()
 				if err != nil {
 					t.Fatalf("%s %s: %v", op, id, err)
 				}
@@ -129,10 +129,10 @@ func TestRedisLimiterResendAfterAnotherCall(t *testing.T) {
 					t.Fatalf("step %d (%s %s): wait %d ms, %s tokens; want wait %v, %s tokens", i, s.op, s.id, wait, tokens(), s.wait, s.tokens)
 				}
 			}
-			// A call past resendWindow forgets the calls before it: the bucket holds its
+			// A call past DefaultResendWindow forgets the calls before it: the bucket holds its
 			// state (t, a, h, n, x) and that call alone (its queue entry and its ID).
-			later := now.Add(resendWindow + time.Millisecond)
-			if _, err := bucketScript.Run(ctx, rdb, []string{key}, burst, window.Milliseconds(), later.UnixMilli(), "take", "j").Result(); err != nil {
+			later := now.Add(DefaultResendWindow + time.Millisecond)
+			if _, err := bucketScript.Run(ctx, rdb, []string{key}, burst, window.Milliseconds(), later.UnixMilli(), "take", "j", DefaultResendWindow.Milliseconds()).Result(); err != nil {
 				t.Fatal(err)
 			}
 			fields, err := rdb.HKeys(ctx, key).Result()

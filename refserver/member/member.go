@@ -347,6 +347,10 @@ func (s *Service) signedUpAgain(ctx context.Context, loginID, password, key, add
 	return row.member(), nil
 }
 
+// refundTimeout bounds a refund of checkPassword, sent whether or not its attempt's
+// context has ended.
+const refundTimeout = 5 * time.Second
+
 // checkPassword reads loginID's member and checks password against it, charged to the
 // login limits of loginID and addr: the member, or ErrBadCredentials (no such member, or
 // another password), *RateLimitError, or a dependency's error.
@@ -360,11 +364,19 @@ func (s *Service) checkPassword(ctx context.Context, loginID, password, addr str
 	// logins, or a crowd of them from one address, must not turn them into failures. A
 	// limiter that cannot answer refuses the attempt; a refund it loses leaves the budget
 	// one attempt short until it refills.
+	//
+	// The refunds are sent even when the attempt's context has ended (its client went
+	// away during the read or its wait for the address's turn, which an attacker can do
+	// at will): a refund on the ended context would fail in Redis, and every such attempt
+	// would cost the login ID a failure without a password checked, nor a token of the
+	// attacker's address, whose is taken only in its turn.
 	if d, err := s.limiter.Take(ctx, acct, s.perLoginID, s.window, now); err != nil || d > 0 {
 		return nil, limited("login_id", d, err)
 	}
+	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), refundTimeout)
+	defer cancel()
 	refuse := func(err error) (*memberRow, error) {
-		_ = s.limiter.Refund(ctx, acct, s.perLoginID, s.window, now)
+		_ = s.limiter.Refund(settle, acct, s.perLoginID, s.window, now)
 		return nil, err
 	}
 	row := new(memberRow)
@@ -386,8 +398,8 @@ func (s *Service) checkPassword(ctx context.Context, loginID, password, addr str
 	}
 	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && found // compared even when not found: as slow
 	if ok {
-		_ = s.limiter.Reset(ctx, acct)
-		_ = s.limiter.Refund(ctx, from, s.perAddress, s.window, now)
+		_ = s.limiter.Reset(settle, acct)
+		_ = s.limiter.Refund(settle, from, s.perAddress, s.window, now)
 	}
 	leave()
 	if !ok {

@@ -65,7 +65,8 @@ func openDB(cfg Config, log *slog.Logger, m *metrics) (db *bun.DB, watch func(co
 		}
 		mc.ParseTime, mc.Loc = true, time.UTC
 		mysqlTimeouts(mc)
-		w, err := mysqlwatch.New(mc, mysqlwatch.Options{Log: log.With("component", "mysql"), OnChange: m.mysqlUp})
+		w, err := mysqlwatch.New(mc, mysqlwatch.Options{Log: log.With("component", "mysql"), OnChange: m.mysqlUp,
+			MaxConnAge: mysqlConnMaxLifetime})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -134,15 +134,15 @@ func (g *guard) failedLocked(now time.Time) {
 // writeLimitPrefix is where the shared write buckets are kept in Redis.
 const writeLimitPrefix = "commercekit:writes:"
 
-// newLimiter returns a limiter of rate and burst, its buckets in rdb when it is not nil,
-// where a write waits timeout at most for an answer.
-func newLimiter(rate float64, burst int, timeout time.Duration, now func() time.Time, rdb redis.UniversalClient) *limiter {
+// newLimiter returns a limiter of rate and burst, its buckets in rdb (configured by opts)
+// when it is not nil, where a write waits timeout at most for an answer.
+func newLimiter(rate float64, burst int, timeout time.Duration, now func() time.Time, rdb redis.UniversalClient, opts ...member.RedisLimiterOption) *limiter {
 	l := &limiter{rate: rate, burst: burst, timeout: timeout, now: now, local: member.NewMemoryLimiter()}
 	if rate > 0 {
 		l.window = time.Duration(float64(burst) / rate * float64(time.Second))
 	}
 	if rdb != nil {
-		l.shared = member.NewRedisLimiterAt(rdb, writeLimitPrefix)
+		l.shared = member.NewRedisLimiterAt(rdb, writeLimitPrefix, opts...)
 	}
 	return l
 }

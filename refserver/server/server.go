@@ -94,7 +94,8 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 	s.st, s.svc, s.idem, s.checks = st, st.svc, st.idem, st.checks
 	s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateLimitRedisTimeout, s.now, nil)
 	if st.rdb != nil { // not a nil *redis.Client in the interface
-		s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateLimitRedisTimeout, s.now, st.rdb)
+		s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateLimitRedisTimeout, s.now, st.rdb,
+			member.WithResendWindow(redisResendWindow(cfg)))
 	}
 	if err := s.buildMembers(ctx, []byte(secret)); err != nil {
 		st.close(s.log)

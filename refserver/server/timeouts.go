@@ -23,6 +23,13 @@ import (
 // request ID, login and write limits their call's ID), and one retry on a fresh connection hides a connection broken by a Redis
 // restart. A command therefore fails within about 2 × (1 s) + the retry pause.
 //
+// The Redis buckets of the write and login limits remember each call that changed them
+// for redisResendWindow = 12 × the Redis timeout + 1 s (7 s by default), so that the
+// client's resend of a call whose reply was lost counts once: the first send waits for a
+// connection (2 ×), dials (2 ×), writes and reads (1 × each), the retry pause is under
+// 512 ms, and the resend waits, dials and writes again (5 ×). No longer: a bucket kept at
+// its rate holds every call of that window in Redis (member.WithResendWindow).
+//
 // MySQL, unless the DSN sets them: timeout (connect) mysqlDialTimeout = 2 s, readTimeout
 // and writeTimeout mysqlIOTimeout = 10 s (above the longest statement, below the 30 s
 // request timeout), and the session's innodb_lock_wait_timeout and lock_wait_timeout
@@ -37,11 +44,15 @@ import (
 //
 // A MySQL server that does not answer at all (paused, hung, cut off) would hold every
 // statement for the whole read timeout: a watch (internal/mysqlwatch, with its defaults)
-// pings it every 500 ms on a connection of its own, each ping given 1 s, and after two
-// unanswered pings in a row closes every pooled connection (ending the statements
-// waiting on them) and refuses new ones at once, until a ping is answered. So a request
-// on a MySQL that stopped answering is answered 503 within about 2.5 s, not the read
-// timeout; the gauge commercekit_mysql_up is 0 meanwhile.
+// pings it every 500 ms on a connection of its own, each ping given 1 s (and connecting
+// again after a failed ping given the connect timeout above, 2 s: a busy server that is
+// slow to accept connections is not down), and after two unanswered probes in a row
+// closes every pooled connection (ending the statements waiting on them) and refuses new
+// ones at once, until a probe is answered. So a request on a MySQL that stopped
+// answering is answered 503 within about 3.5 s (0.5 + 1 + 2), not the read timeout; the
+// gauge commercekit_mysql_up is 0 meanwhile. The watch renews its connection as the pool
+// does (mysqlConnMaxLifetime), so that after a failover behind the DSN's address it
+// probes the server the pool connects to, not the old one.
 //
 // The shared write limit is the exception to the 503: a write asks its Redis with a
 // deadline of its own, COMMERCEKIT_RATE_LIMIT_REDIS_TIMEOUT (DefaultRateLimitRedisTimeout
@@ -62,6 +73,9 @@ const (
 	mysqlConnMaxLifetime = 5 * time.Minute
 	mysqlConnMaxIdleTime = time.Minute
 )
+
+// redisResendWindow is how long the limiters' Redis buckets remember a call (see above).
+func redisResendWindow(cfg Config) time.Duration { return 12*cfg.RedisTimeout + time.Second }
 
 // redisOptions returns the go-redis options of cfg with the timeouts above.
 func redisOptions(cfg Config) *redis.Options {
