@@ -29,6 +29,7 @@
 package mysqlwatch
 
 import (
+	"cmp"
 	"context"
 	"database/sql/driver"
 	"errors"
@@ -62,12 +63,13 @@ type Options struct {
 	// server takes to answer a ping, since a server taken for down has its statements cut
 	// off.
 	Timeout time.Duration
-	// ConnectTimeout bounds the probe's connecting: before its first ping, after any
-	// that failed, and on renewal (MaxConnAge). Default: the larger of Timeout and the
-	// mysql.Config's Timeout (the driver's dial timeout). Connecting costs a busy server more than a ping (a thread, the
-	// authentication, reverse DNS), and the probe connects again after a single slow ping:
-	// judged by Timeout, a server whose connections are slow but within what the pool
-	// accepts would be taken for down, and kept down while they stay slow.
+	// ConnectTimeout bounds the probe's connecting: before its first ping, after any that
+	// failed, and on renewal (MaxConnAge). Default: the larger of Timeout and the
+	// mysql.Config's Timeout (the driver's dial timeout). Connecting costs a busy server
+	// more than a ping (a thread, the authentication, reverse DNS), and the probe connects
+	// again after a single slow ping: judged by Timeout, a server whose connections are
+	// slow but within what the pool accepts would be taken for down, and kept down while
+	// they stay slow.
 	ConnectTimeout time.Duration
 	// MaxConnAge, if positive, is how long the probe keeps a connection before it
 	// connects again (as a pool renews its connections: sql.DB.SetConnMaxLifetime). Zero:
@@ -102,10 +104,10 @@ func New(cfg *mysql.Config, opts Options) (*Watch, error) {
 	if opts.Every < 0 || opts.Timeout < 0 || opts.ConnectTimeout < 0 || opts.MaxConnAge < 0 || opts.Failures < 0 {
 		return nil, fmt.Errorf("mysqlwatch: negative option in %+v", opts)
 	}
-	opts.Every = cmpOr(opts.Every, DefaultEvery)
-	opts.Timeout = cmpOr(opts.Timeout, DefaultTimeout)
-	opts.Failures = cmpOr(opts.Failures, DefaultFailures)
-	opts.ConnectTimeout = cmpOr(opts.ConnectTimeout, max(opts.Timeout, cfg.Timeout))
+	opts.Every = cmp.Or(opts.Every, DefaultEvery)
+	opts.Timeout = cmp.Or(opts.Timeout, DefaultTimeout)
+	opts.Failures = cmp.Or(opts.Failures, DefaultFailures)
+	opts.ConnectTimeout = cmp.Or(opts.ConnectTimeout, max(opts.Timeout, cfg.Timeout))
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
@@ -122,13 +124,6 @@ func New(cfg *mysql.Config, opts Options) (*Watch, error) {
 		return w.dial(ctx, dial, network, addr)
 	}
 	return w, nil
-}
-
-func cmpOr[T int | time.Duration](v, def T) T {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // Connector returns a connector whose connections the Watch closes and refuses while
