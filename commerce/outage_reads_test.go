@@ -1,0 +1,56 @@
+package commerce_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
+	"github.com/commercekit/commercekit/payment"
+)
+
+// TestReadsDuringAnOutage: with the database server down, every read of commerce and of
+// the payment package fails with an error matching errcode.ErrUnavailable, so that a
+// caller of the library (not only refserver, whose last-resort classifier would answer
+// 503 anyway) can tell "retry later" from a bug, as it can for every write.
+func TestReadsDuringAnOutage(t *testing.T) {
+	server, dsn := testenv.OwnMySQL(t)
+	e, _ := commercetest.MySQLLinkedAt(t, dsn)
+	sku := e.Product(t, 1000, 10)
+	b := newBuyer(t, e, 0, 0)
+	o := pay(t, e, place(t, e, b, sku, 1, 0), "tok_ok")
+	tu := testkit.Must(e.Service.TopUp(ctx, commerce.TopUpRequest{UserID: b.user, Amount: 1000, Method: payment.MethodCard,
+		Token: "tok_ok", IdempotencyKey: "tu"}))(t)
+	pays := testkit.Must(e.Payments.ByOrder(ctx, o.ID))(t)
+	require.Len(t, pays, 1)
+	admin := commerce.Actor{Admin: true}
+
+	server.Stop(t, 0)
+	reads := map[string]func() error{
+		"GetOrder":          func() error { _, err := e.Service.GetOrder(ctx, o.ID, admin); return err },
+		"ListOrders":        func() error { _, err := e.Service.ListOrders(ctx, b.user, commerce.OrderQuery{}); return err },
+		"OrderByKey":        func() error { _, err := e.Service.OrderByKey(ctx, b.user, "k"); return err },
+		"OrderPayment":      func() error { _, err := e.Service.OrderPayment(ctx, o.ID, admin); return err },
+		"GetTopUp":          func() error { _, err := e.Service.GetTopUp(ctx, tu.ID, admin); return err },
+		"TopUpPayment":      func() error { _, err := e.Service.TopUpPayment(ctx, tu.ID, admin); return err },
+		"GetProduct":        func() error { _, err := e.Service.GetProduct(ctx, sku); return err },
+		"ListProducts":      func() error { _, err := e.Service.ListProducts(ctx, commerce.ProductQuery{}); return err },
+		"Products":          func() error { _, err := e.Service.Products(ctx, []string{sku}); return err },
+		"Points":            func() error { _, err := e.Service.Points(ctx, b.user); return err },
+		"PointHistory":      func() error { _, err := e.Service.PointHistory(ctx, b.user, "", 0); return err },
+		"payment.Get":       func() error { _, err := e.Payments.Get(ctx, pays[0].ID); return err },
+		"payment.ByOrder":   func() error { _, err := e.Payments.ByOrder(ctx, o.ID); return err },
+		"payment.Refunds":   func() error { _, err := e.Payments.Refunds(ctx, pays[0].ID); return err },
+		"payment.GetRefund": func() error { _, err := e.Payments.GetRefund(ctx, "r-1"); return err },
+	}
+	for name, read := range reads {
+		err := read()
+		require.Error(t, err, name)
+		assert.ErrorIs(t, err, errcode.ErrUnavailable, "%s: %v", name, err)
+	}
+}
