@@ -14,6 +14,8 @@ import (
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/payment"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
 // Audit checks the invariants of the whole store and reports every discrepancy it finds
@@ -48,7 +50,7 @@ func (s *Service) Audit(ctx context.Context) (Report, error) {
 		transfers: map[string]map[string]expectedTransfer{}}
 	for _, step := range []func(context.Context) error{a.orders, a.topUps, a.stock, a.ledger, a.gatewayPayments} {
 		if err := step(ctx); err != nil {
-			return Report{}, err
+			return Report{}, sqlutil.Unavailable(s.db, err)
 		}
 	}
 	return a.rep, nil

@@ -153,7 +153,7 @@ func (s *Service) ListProducts(ctx context.Context, q ProductQuery) (ProductPage
 		sel = sel.Where("id > ?", q.Cursor)
 	}
 	if err := sel.Scan(ctx); err != nil {
-		return ProductPage{}, fmt.Errorf("commerce: list products: %w", err)
+		return ProductPage{}, fmt.Errorf("commerce: list products: %w", sqlutil.Unavailable(s.db, err))
 	}
 	var page ProductPage
 	if len(rows) > limit {
@@ -201,7 +201,7 @@ func (s *Service) productRow(ctx context.Context, db bun.IDB, id string) (*produ
 		if sqlutil.IsNoRows(err) {
 			return nil, fmt.Errorf("%w: %s", ErrProductNotFound, id)
 		}
-		return nil, fmt.Errorf("commerce: read product %s: %w", id, err)
+		return nil, fmt.Errorf("commerce: read product %s: %w", id, sqlutil.Unavailable(db, err))
 	}
 	return row, nil
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
 // Products returns the products of ids that exist, each with its stock (read in one round
@@ -25,7 +27,7 @@ func (s *Service) Products(ctx context.Context, ids []string) (map[string]Produc
 	}
 	var rows []productRow
 	if err := s.db.NewSelect().Model(&rows).Where("id IN (?)", bun.List(ids)).Scan(ctx); err != nil {
-		return nil, fmt.Errorf("commerce: read products: %w", err)
+		return nil, fmt.Errorf("commerce: read products: %w", sqlutil.Unavailable(s.db, err))
 	}
 	found := make([]string, len(rows))
 	for i := range rows {

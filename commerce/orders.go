@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
 // GetOrder returns an order of the actor: its owner's, or any order for an admin; another
@@ -48,7 +50,7 @@ func (s *Service) ListOrders(ctx context.Context, userID string, q OrderQuery) (
 		sel = sel.Where("(created_at < ? OR (created_at = ? AND id < ?))", us, us, id)
 	}
 	if err := sel.Scan(ctx); err != nil {
-		return OrderPage{}, fmt.Errorf("commerce: list orders of %s: %w", userID, err)
+		return OrderPage{}, fmt.Errorf("commerce: list orders of %s: %w", userID, sqlutil.Unavailable(s.db, err))
 	}
 	var page OrderPage
 	if len(rows) > limit {

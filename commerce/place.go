@@ -244,7 +244,7 @@ func (s *Service) readPrices(ctx context.Context, id string, lines []Line) (pric
 		ColumnExpr("EXISTS (SELECT 1 FROM commerce_orders AS o WHERE o.id = ?) AS placed", id).
 		Where("p.id IN (?)", bun.List(ids)).Scan(ctx, &rows)
 	if err != nil {
-		return nil, false, fmt.Errorf("commerce: read products: %w", err)
+		return nil, false, fmt.Errorf("commerce: read products: %w", sqlutil.Unavailable(s.db, err))
 	}
 	prices = make(map[string]int64, len(rows))
 	for _, r := range rows {

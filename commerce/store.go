@@ -177,7 +177,7 @@ func loadOrder(ctx context.Context, db bun.IDB, id string) (*orderRow, error) {
 		Join("LEFT JOIN commerce_order_lines AS l ON l.order_id = o.id").
 		Where("o.id = ?", id).OrderExpr("l.product_id").Scan(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("commerce: read order %s: %w", id, err)
+		return nil, fmt.Errorf("commerce: read order %s: %w", id, sqlutil.Unavailable(db, err))
 	}
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("%w: %s", ErrOrderNotFound, id)
@@ -205,7 +205,7 @@ func loadLines(ctx context.Context, db bun.IDB, rows []*orderRow) error {
 	var lines []lineRow
 	if err := db.NewSelect().Model(&lines).Where("order_id IN (?)", bun.List(ids)).
 		Order("order_id", "product_id").Scan(ctx); err != nil {
-		return fmt.Errorf("commerce: read order lines: %w", err)
+		return fmt.Errorf("commerce: read order lines: %w", sqlutil.Unavailable(db, err))
 	}
 	for _, l := range lines {
 		r := byID[l.OrderID]

@@ -250,7 +250,7 @@ func (s *Service) loadTopUp(ctx context.Context, id string) (*topUpRow, error) {
 		if sqlutil.IsNoRows(err) {
 			return nil, fmt.Errorf("%w: %s", ErrTopUpNotFound, id)
 		}
-		return nil, fmt.Errorf("commerce: read top-up %s: %w", id, err)
+		return nil, fmt.Errorf("commerce: read top-up %s: %w", id, sqlutil.Unavailable(s.db, err))
 	}
 	return row, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/hold"
+	"github.com/commercekit/commercekit/internal/depfail"
 )
 
 // Sentinel errors, for errors.Is; errcode.CodeOf and errcode.ReasonOf read their code and
@@ -149,7 +150,8 @@ var (
 
 // fail returns err as callers should see it: domain errors (those with a code, and every
 // *RedeemError) and context errors as they are, any other (storage) error wrapped with
-// what was being done. ErrNotLoaded, which is for
+// what was being done, and matching errcode.ErrUnavailable when it says the database
+// could not be reached or did not answer (depfail). ErrNotLoaded, which is for
 // backends, is not passed on: it only gets here when the state vanished again right after
 // it was loaded.
 func fail(what string, err error) error {
@@ -160,5 +162,5 @@ func fail(what string, err error) error {
 	case errcode.CodeOf(err) != errcode.Unknown, errors.As(err, &redeem):
 		return err
 	}
-	return fmt.Errorf("coupon: %s: %w", what, err)
+	return fmt.Errorf("coupon: %s: %w", what, depfail.Wrap("database", err))
 }

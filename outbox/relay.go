@@ -129,7 +129,7 @@ func (r *Relay) Lag(ctx context.Context) (time.Duration, error) {
 	err := r.db.NewSelect().Table(TableEvents).Column("created_at").
 		Where("sent_at IS NULL AND dead_at IS NULL").OrderExpr("pos").Limit(1).Scan(ctx, &created)
 	if err != nil {
-		return 0, fmt.Errorf("outbox: relay lag: %w", err)
+		return 0, fmt.Errorf("outbox: relay lag: %w", sqlutil.Unavailable(r.db, err))
 	}
 	if len(created) == 0 {
 		return 0, nil

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"unicode/utf8"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
 // DeadLetters returns up to limit (0: all) events the relay set aside because the
@@ -17,7 +19,7 @@ func (r *Relay) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error
 		q = q.Limit(int64(limit))
 	}
 	if err := q.Scan(ctx); err != nil {
-		return nil, fmt.Errorf("outbox: listing the relay's dead letters: %w", err)
+		return nil, fmt.Errorf("outbox: listing the relay's dead letters: %w", sqlutil.Unavailable(r.db, err))
 	}
 	out := make([]DeadLetter, len(rows))
 	for i, row := range rows {

@@ -384,7 +384,7 @@ func (s *Service) GetRefund(ctx context.Context, id string) (Refund, error) {
 		return Refund{}, fmt.Errorf("%w: %q", ErrRefundNotFound, id)
 	}
 	if err != nil {
-		return Refund{}, fmt.Errorf("payment: reading refund %q: %w", id, err)
+		return Refund{}, fmt.Errorf("payment: reading refund %q: %w", id, sqlutil.Unavailable(s.db, err))
 	}
 	return row.refund(), nil
 }
@@ -393,7 +393,7 @@ func (s *Service) GetRefund(ctx context.Context, id string) (Refund, error) {
 func (s *Service) Refunds(ctx context.Context, paymentID string) ([]Refund, error) {
 	var rows []refundRow
 	if err := s.db.NewSelect().Model(&rows).Where("payment_id = ?", paymentID).Order("created_at", "id").Scan(ctx); err != nil {
-		return nil, fmt.Errorf("payment: reading refunds of %q: %w", paymentID, err)
+		return nil, fmt.Errorf("payment: reading refunds of %q: %w", paymentID, sqlutil.Unavailable(s.db, err))
 	}
 	out := make([]Refund, 0, len(rows))
 	for i := range rows {

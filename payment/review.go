@@ -271,7 +271,7 @@ func (s *Service) resolved(ctx context.Context, paymentID string) (bool, error) 
 		Where("payment_id = ?", paymentID).Where("from_state = ?", string(StateReview)).
 		Where("cause = ?", string(CauseResolved)).Count(ctx)
 	if err != nil {
-		return false, fmt.Errorf("payment: reading transitions of %q: %w", paymentID, err)
+		return false, fmt.Errorf("payment: reading transitions of %q: %w", paymentID, sqlutil.Unavailable(s.db, err))
 	}
 	return n > 0, nil
 }

@@ -516,7 +516,7 @@ func (s *Service) Get(ctx context.Context, id string) (Payment, error) {
 func (s *Service) ByOrder(ctx context.Context, orderID string) ([]Payment, error) {
 	var rows []paymentRow
 	if err := s.db.NewSelect().Model(&rows).Where("order_id = ?", orderID).Order("created_at", "id").Scan(ctx); err != nil {
-		return nil, fmt.Errorf("payment: reading payments of order %q: %w", orderID, err)
+		return nil, fmt.Errorf("payment: reading payments of order %q: %w", orderID, sqlutil.Unavailable(s.db, err))
 	}
 	out := make([]Payment, 0, len(rows))
 	for i := range rows {
@@ -532,7 +532,7 @@ func (s *Service) ByOrder(ctx context.Context, orderID string) ([]Payment, error
 func (s *Service) Transitions(ctx context.Context, paymentID string) ([]Transition, error) {
 	var rows []transitionRow
 	if err := s.db.NewSelect().Model(&rows).Where("payment_id = ?", paymentID).Order("id").Scan(ctx); err != nil {
-		return nil, fmt.Errorf("payment: reading transitions of %q: %w", paymentID, err)
+		return nil, fmt.Errorf("payment: reading transitions of %q: %w", paymentID, sqlutil.Unavailable(s.db, err))
 	}
 	out := make([]Transition, 0, len(rows))
 	for i := range rows {

@@ -96,7 +96,7 @@ func loadPayment(ctx context.Context, db bun.IDB, id string, lock bool) (Payment
 		return Payment{}, fmt.Errorf("%w: %q", ErrPaymentNotFound, id)
 	}
 	if err != nil {
-		return Payment{}, fmt.Errorf("payment: reading %q: %w", id, err)
+		return Payment{}, fmt.Errorf("payment: reading %q: %w", id, sqlutil.Unavailable(db, err))
 	}
 	return row.payment(), nil
 }

@@ -83,7 +83,8 @@ var domainErrors = []error{
 }
 
 // fail translates a native error: domain errors as they are, the context's error when it
-// is done, lock conflicts as inventory.ErrContention, anything else wrapped with op.
+// is done, lock conflicts as inventory.ErrContention, anything else wrapped with op (and
+// matching errcode.ErrUnavailable when the database could not be reached: depfail).
 func (b *Backend) fail(ctx context.Context, op string, err error) error {
 	if err == nil {
 		return nil
@@ -99,7 +100,7 @@ func (b *Backend) fail(ctx context.Context, op string, err error) error {
 	if sqlutil.IsRetryable(err) {
 		return inventory.Contention(err)
 	}
-	return fmt.Errorf("sqlinventory: %s: %w", op, err)
+	return fmt.Errorf("sqlinventory: %s: %w", op, sqlutil.Unavailable(b.db, err))
 }
 
 func millis(t time.Time) int64 { return t.UnixMilli() }
