@@ -152,7 +152,7 @@ func (l *Link) serve(c net.Conn) {
 	}()
 	in := bufio.NewReader(c)
 	for {
-		raw, text, err := mysqlPacket(in)
+		raw, text, err := MySQLPacket(in)
 		if err != nil {
 			break
 		}
@@ -180,9 +180,10 @@ func (l *Link) serve(c net.Conn) {
 	<-done
 }
 
-// mysqlPacket reads a MySQL packet: 3 bytes of length, 1 of sequence, the payload; a
-// COM_QUERY payload is 0x03 and the statement's text.
-func mysqlPacket(r *bufio.Reader) ([]byte, string, error) {
+// MySQLPacket reads a MySQL packet from r: 3 bytes of length, 1 of sequence, the payload.
+// It returns the packet as read and, for a COM_QUERY (payload 0x03 and the statement's
+// text), the statement (for proxies of tests that act on statements).
+func MySQLPacket(r *bufio.Reader) ([]byte, string, error) {
 	raw := make([]byte, 4)
 	if _, err := io.ReadFull(r, raw); err != nil {
 		return nil, "", err

@@ -398,7 +398,7 @@ type lossyLink struct {
 
 // newLossyLink listens on loopback and forwards to target until the test ends.
 func newLossyLink(t *testing.T, target string) *lossyLink {
-	return newLink(t, target, mysqlStatement)
+	return newLink(t, target, testenv.MySQLPacket)
 }
 
 // newLossyRedisLink is newLossyLink for Redis.
@@ -527,24 +527,6 @@ func (l *lossyLink) serve(c net.Conn) {
 	<-done
 }
 
-// mysqlStatement reads a MySQL packet: 3 bytes of length, 1 of sequence, the payload; a
-// COM_QUERY payload is 0x03 and the statement's text.
-func mysqlStatement(r *bufio.Reader) ([]byte, string, error) {
-	raw := make([]byte, 4)
-	if _, err := io.ReadFull(r, raw); err != nil {
-		return nil, "", err
-	}
-	n := int(raw[0]) | int(raw[1])<<8 | int(raw[2])<<16
-	raw = append(raw, make([]byte, n)...)
-	if _, err := io.ReadFull(r, raw[4:]); err != nil {
-		return nil, "", err
-	}
-	if n > 0 && raw[4] == 0x03 {
-		return raw, string(raw[5:]), nil
-	}
-	return raw, "", nil
-}
-
 // redisCommand reads a Redis command (RESP: an array of bulk strings) and returns its
 // words joined by spaces.
 func redisCommand(r *bufio.Reader) ([]byte, string, error) {
@@ -580,9 +562,6 @@ func redisCommand(r *bufio.Reader) ([]byte, string, error) {
 	return raw, strings.Join(words, " "), nil
 }
 
-// isCommit matches the COMMIT of a transaction.
-func isCommit(q string) bool { return strings.EqualFold(strings.TrimSpace(q), "COMMIT") }
-
 // lossyEnv is newAttackEnv with its MySQL behind a lossyLink.
 func newLossyEnv(t *testing.T) (*attackEnv, *lossyLink) {
 	t.Helper()
@@ -617,18 +596,6 @@ func (e *attackEnv) lostAfter(t *testing.T, link *lossyLink, trigger, match func
 	lost := link.disarm()
 	require.NoError(t, err)
 	return r, lost
-}
-
-// nth matches the n-th statement (from 1) that match accepts after arming.
-func nth(n int, match func(string) bool) func(string) bool {
-	seen := 0
-	return func(q string) bool {
-		if !match(q) {
-			return false
-		}
-		seen++
-		return seen == n
-	}
 }
 
 // isRead matches a SELECT.
@@ -914,14 +881,14 @@ func TestAttackLostReplies(t *testing.T) {
 		for _, pred := range []struct {
 			name  string
 			match func(string) bool
-		}{{"commit", isCommit}, {"write", isWrite}, {"read", isRead}} {
+		}{{"commit", testenv.IsCommit}, {"write", isWrite}, {"read", isRead}} {
 			for n := 1; n <= 6; n++ {
 				what := fmt.Sprintf("%s, %s %d lost", sc.name, pred.name, n)
 				user := fmt.Sprintf("u-%s-%s-%d", strings.ReplaceAll(sc.name, " ", "-"), pred.name, n)
 				tok := token(t, user, false)
 				path := sc.prep(t, e, tok)
 				caller, body := sc.request(e, tok, user)
-				r, lost := e.lost(t, link, nth(n, pred.match), sc.method, path, caller, sc.key, body)
+				r, lost := e.lost(t, link, testenv.Nth(n, pred.match), sc.method, path, caller, sc.key, body)
 				if len(lost) == 0 {
 					continue // the request made fewer statements
 				}
@@ -946,7 +913,7 @@ func TestAttackRefreshRetriedAfterLostReply(t *testing.T) {
 	e, link := newLossyEnv(t)
 	s := login1(t, e.app, "alice")
 	refresh := server.RefreshJSON{RefreshToken: s.RefreshToken}
-	r, lost := e.lostAfter(t, link, contains("UPDATE `member_refresh_tokens`"), isCommit, "POST", "/v1/sessions/refresh", "", "rot-1", refresh)
+	r, lost := e.lostAfter(t, link, contains("UPDATE `member_refresh_tokens`"), testenv.IsCommit, "POST", "/v1/sessions/refresh", "", "rot-1", refresh)
 	require.Equal(t, []string{"COMMIT"}, lost)
 	expectProblem(t, r, http.StatusServiceUnavailable, "dependency_unavailable")
 	require.NotEmpty(t, r.Header.Get("Retry-After"))
@@ -990,7 +957,7 @@ func TestAttackLoginLimitCountsEachAttemptOnce(t *testing.T) {
 		return strings.Contains(q, "commercekit:login:id bob") && strings.Contains(q, " take")
 	}
 	for i := 1; i <= member.DefaultAccountFailures; i++ {
-		r, lost := e.lost(t, link, nth(1, take), "POST", "/v1/sessions", "", "", wrong)
+		r, lost := e.lost(t, link, testenv.Nth(1, take), "POST", "/v1/sessions", "", "", wrong)
 		require.Len(t, lost, 1, "attempt %d", i)
 		expectProblem(t, r, http.StatusUnauthorized, "invalid_credentials")
 	}
@@ -1409,7 +1376,7 @@ func TestAttackEventsLostCommits(t *testing.T) {
 	var lost []string
 	for i, trigger := range []string{"commerce_metrics_daily", "outbox_events", "outbox_processed", "commerce_metrics_streams", "outbox_streams"} {
 		tok := token(t, fmt.Sprintf("buyer-%d", i), false)
-		link.armAfter(contains(trigger), isCommit)
+		link.armAfter(contains(trigger), testenv.IsCommit)
 		o := as[server.OrderJSON](t, expect(t, e2eUntilFinal(t, a, "POST", "/v1/orders", tok, "o", server.PlaceOrderJSON{
 			Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
 		expect(t, e2eUntilFinal(t, a, "POST", "/v1/orders/"+o.ID+"/pay", tok, "pay", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
@@ -1500,7 +1467,7 @@ func TestAttackLostReads(t *testing.T) {
 	for _, rd := range reads {
 		want := expect(t, e.call("GET", rd.path, rd.tok, "", nil), http.StatusOK)
 		for n := 1; n <= 4; n++ {
-			r, lost := e.lost(t, link, nth(n, isRead), "GET", rd.path, rd.tok, "", nil)
+			r, lost := e.lost(t, link, testenv.Nth(n, isRead), "GET", rd.path, rd.tok, "", nil)
 			if len(lost) == 0 {
 				continue
 			}
@@ -1587,8 +1554,8 @@ func TestAttackLostSessionReplies(t *testing.T) {
 		for _, pred := range []struct {
 			name  string
 			match func(string) bool
-		}{{"commit", isCommit}, {"write", isWrite}, {"read", isRead}} {
-			sessionProbes(t, e, link, pred.name, func(n int) func(string) bool { return nth(n, pred.match) })
+		}{{"commit", testenv.IsCommit}, {"write", isWrite}, {"read", isRead}} {
+			sessionProbes(t, e, link, pred.name, func(n int) func(string) bool { return testenv.Nth(n, pred.match) })
 		}
 	})
 	t.Run("redis", func(t *testing.T) {
@@ -1742,7 +1709,7 @@ func TestAttackPayWithPointsRetriedAfterLostReply(t *testing.T) {
 	paying := func(q string) bool {
 		return strings.Contains(q, "UPDATE `commerce_orders`") && strings.Contains(q, "'PAYING'")
 	}
-	r, lost := e.lostAfter(t, link, paying, isCommit, "POST", "/v1/orders", tok, "pl", in)
+	r, lost := e.lostAfter(t, link, paying, testenv.IsCommit, "POST", "/v1/orders", tok, "pl", in)
 	require.Equal(t, []string{"COMMIT"}, lost)
 	expectProblem(t, r, http.StatusServiceUnavailable, "dependency_unavailable")
 

@@ -119,7 +119,7 @@ func TestAttackLimiterResendAfterAnotherCall(t *testing.T) {
 func interleaved(t *testing.T, link *lossyLink, match func(string) bool, send func() (resp, error), status int) {
 	t.Helper()
 	held, release := link.holdResends(t)
-	link.armAfter(nil, nth(1, match))
+	link.armAfter(nil, testenv.Nth(1, match))
 	type answer struct {
 		r   resp
 		err error

@@ -59,7 +59,7 @@ func members(t *testing.T, db *sql.DB, loginID string) []string {
 func TestAttackSignUpRetriedAfterLostReply(t *testing.T) {
 	e, link, db := newSignUpLossyEnv(t)
 	body := server.SignUpJSON{LoginID: "carol", Password: "correct horse"}
-	r, lost := e.lost(t, link, nth(1, contains("INSERT INTO `members`")), "POST", "/v1/members", "", "signup-1", body)
+	r, lost := e.lost(t, link, testenv.Nth(1, contains("INSERT INTO `members`")), "POST", "/v1/members", "", "signup-1", body)
 	require.Len(t, lost, 1)
 	expectProblem(t, r, http.StatusServiceUnavailable, "dependency_unavailable")
 	require.NotEmpty(t, r.Header.Get("Retry-After"))
