@@ -188,9 +188,10 @@ func Example() {
 	// error matching errcode.ErrUnavailable.
 }
 
-// slowProxy forwards connections to addr, each new one's first bytes from the server (its
-// greeting) held back by delay: a server that takes that long to accept a connection.
-func slowProxy(t *testing.T, addr string, delay time.Duration) string {
+// proxy forwards each new connection to the address target returns at the time (a
+// failover behind one address: connections made before a switch stay where they are),
+// after holding it back for delay (a server that takes that long to accept a connection).
+func proxy(t *testing.T, target func() string, delay time.Duration) string {
 	t.Helper()
 	ln := testkit.Must(net.Listen("tcp", "127.0.0.1:0"))(t)
 	t.Cleanup(func() { ln.Close() })
@@ -202,7 +203,7 @@ func slowProxy(t *testing.T, addr string, delay time.Duration) string {
 			}
 			go func() {
 				defer c.Close()
-				s, err := net.Dial("tcp", addr)
+				s, err := net.Dial("tcp", target())
 				if err != nil {
 					return
 				}
@@ -226,7 +227,8 @@ func slowProxy(t *testing.T, addr string, delay time.Duration) string {
 // as connecting stayed slower than Timeout.
 func TestSlowConnectIsUp(t *testing.T) {
 	cfg := testkit.Must(mysql.ParseDSN(testenv.MySQLDSN(t)))(t)
-	cfg.Addr = slowProxy(t, cfg.Addr, 300*time.Millisecond)
+	addr := cfg.Addr
+	cfg.Addr = proxy(t, func() string { return addr }, 300*time.Millisecond)
 	cfg.Timeout = 10 * time.Second // the driver's connect timeout: connecting takes 300 ms
 	var changes []bool
 	w := testkit.Must(mysqlwatch.New(cfg, mysqlwatch.Options{Timeout: 100 * time.Millisecond,
@@ -244,33 +246,6 @@ func TestSlowConnectIsUp(t *testing.T) {
 	assert.Equal(t, 1, one)
 }
 
-// switchProxy forwards each new connection to the address target holds at the time:
-// a failover behind one address. Connections made before a switch stay where they are.
-func switchProxy(t *testing.T, target *atomic.Pointer[string]) string {
-	t.Helper()
-	ln := testkit.Must(net.Listen("tcp", "127.0.0.1:0"))(t)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				s, err := net.Dial("tcp", *target.Load())
-				if err != nil {
-					return
-				}
-				defer s.Close()
-				go func() { _, _ = io.Copy(s, c); s.Close() }()
-				_, _ = io.Copy(c, s)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // TestProbeFollowsAFailover: the probe renews its connection (MaxConnAge, here at every
 // probe) like a pool, so after a failover behind the same address it probes the server
 // the pool now connects to. The old server goes on answering and the new one hangs: the
@@ -283,7 +258,7 @@ func TestProbeFollowsAFailover(t *testing.T) {
 	var target atomic.Pointer[string]
 	target.Store(&oldCfg.Addr)
 	cfg := oldCfg.Clone()
-	cfg.Addr = switchProxy(t, &target)
+	cfg.Addr = proxy(t, func() string { return *target.Load() }, 0)
 	w := testkit.Must(mysqlwatch.New(cfg, mysqlwatch.Options{Timeout: 200 * time.Millisecond, MaxConnAge: time.Nanosecond,
 		Log: slog.New(slog.DiscardHandler)}))(t)
 	var p mysqlwatch.Prober
