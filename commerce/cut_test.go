@@ -136,13 +136,7 @@ func topUpRetry(e *commercetest.Env, link *testenv.Link) (call, func(t *testing.
 	}
 	recover := func(t *testing.T, name, mode string) {
 		req := topUpRequest(name)
-		switch mode {
-		case "recover":
-			e.Settle(t)
-		case "gone":
-			e.Clock.Advance(commerce.DefaultOrderExpiry)
-			e.Settle(t)
-		}
+		settleAs(t, e, mode)
 		tu, err := e.Service.TopUp(ctx, req)
 		require.NoError(t, err)
 		first := "pay-" + tu.ID
@@ -226,12 +220,8 @@ func pointsPayment(t *testing.T, e *commercetest.Env, link *testenv.Link) (call,
 	}
 	recover := func(t *testing.T, name, mode string) {
 		req := pointsRequest(name)
-		switch mode {
-		case "recover":
-			e.Settle(t)
-		case "gone":
-			e.Clock.Advance(commerce.DefaultOrderExpiry)
-			e.Settle(t)
+		settleAs(t, e, mode)
+		if mode == "gone" {
 			_, err := e.Service.Expire(ctx)
 			require.NoError(t, err)
 			page, err := e.Service.ListOrders(ctx, req.UserID, commerce.OrderQuery{})
@@ -328,4 +318,18 @@ func TestResolvePaymentReviewCut(t *testing.T) {
 		e.RequireClean(t)
 	}
 	cutSweep(t, link, call, recover)
+}
+
+// settleAs recovers as a sweep's mode says: "recover" runs the payment reconciler and
+// Recover, "gone" does so once the order expiry has passed (a client that never comes
+// back), "retry" leaves everything to the client's retry.
+func settleAs(t *testing.T, e *commercetest.Env, mode string) {
+	t.Helper()
+	switch mode {
+	case "recover":
+		e.Settle(t)
+	case "gone":
+		e.Clock.Advance(commerce.DefaultOrderExpiry)
+		e.Settle(t)
+	}
 }
