@@ -112,14 +112,16 @@ func startMySQL() (*MySQLServer, error) {
 	const password = "commercekit"
 	// The wait strategy is a real query, which works for MySQL and MariaDB alike (MariaDB
 	// does not print the "MySQL Community Server" line the module waits for by default).
-	c, err := tcmysql.Run(ctx, img,
-		tcmysql.WithUsername("root"),
-		tcmysql.WithPassword(password),
-		tcmysql.WithDatabase("commercekit"),
-		testcontainers.WithWaitStrategy(wait.ForSQL("3306/tcp", "mysql", func(host string, port network.Port) string {
-			return fmt.Sprintf("root:%s@tcp(%s)/commercekit", password, net.JoinHostPort(host, port.Port()))
-		}).WithStartupTimeout(startTimeout)),
-	)
+	c, err := startRetrying(func() (testcontainers.Container, error) {
+		return orNil(tcmysql.Run(ctx, img,
+			tcmysql.WithUsername("root"),
+			tcmysql.WithPassword(password),
+			tcmysql.WithDatabase("commercekit"),
+			testcontainers.WithWaitStrategy(wait.ForSQL("3306/tcp", "mysql", func(host string, port network.Port) string {
+				return fmt.Sprintf("root:%s@tcp(%s)/commercekit", password, net.JoinHostPort(host, port.Port()))
+			}).WithStartupTimeout(startTimeout)),
+		))
+	})
 	if c != nil {
 		terminateAtShutdown("MySQL", c)
 	}

@@ -160,15 +160,18 @@ func orNil[P interface {
 func own(tb testing.TB, what, port string, run func(context.Context, ...testcontainers.ContainerCustomizer) (testcontainers.Container, error), edit func(*container.HostConfig)) *Own {
 	tb.Helper()
 	setupEnv()
-	hostPort := freePort(tb)
+	var hostPort string
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	c, err := run(ctx, testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
-		hc.PortBindings = network.PortMap{network.MustParsePort(port): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: hostPort}}}
-		if edit != nil {
-			edit(hc)
-		}
-	}))
+	c, err := startRetrying(func() (testcontainers.Container, error) {
+		hostPort = freePort(tb)
+		return run(ctx, testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
+			hc.PortBindings = network.PortMap{network.MustParsePort(port): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: hostPort}}}
+			if edit != nil {
+				edit(hc)
+			}
+		}))
+	})
 	if c != nil {
 		tb.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -186,15 +189,4 @@ func own(tb testing.TB, what, port string, run func(context.Context, ...testcont
 		tb.Fatal(missing(what, err))
 	}
 	return &Own{c: c, Addr: net.JoinHostPort("127.0.0.1", hostPort)}
-}
-
-// freePort returns a TCP port on loopback that was free a moment ago.
-func freePort(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("testenv: finding a free port: %v", err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }

@@ -190,7 +190,9 @@ func startRedisContainer() (addr, origin string, err error) {
 	img := image("COMMERCEKIT_REDIS_IMAGE", DefaultRedisImage, LocalRedisImage)
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	c, err := tcredis.Run(ctx, img, testcontainers.WithCmdArgs("--databases", fmt.Sprint(redisDatabases)))
+	c, err := startRetrying(func() (testcontainers.Container, error) {
+		return orNil(tcredis.Run(ctx, img, testcontainers.WithCmdArgs("--databases", fmt.Sprint(redisDatabases))))
+	})
 	if c != nil {
 		terminateAtShutdown("Redis", c)
 	}
