@@ -145,3 +145,38 @@ func TestMySQLMetadataLockWaitEndsOnTheServer(t *testing.T) {
 		"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT id FROM mdl_rows%'").Scan(&waiting))
 	assert.Zero(t, waiting, "no thread of the server still waits to run the statement")
 }
+
+// TestStartUpMigrationMeetingAHeldTableFails: a start-up whose migration meets a table held
+// by another session (a LOCK TABLES here; a long ALTER TABLE of another version's start-up
+// in production) fails with the server's lock wait timeout, a retryable error, and leaves no
+// statement of its waiting on the server. It does not queue behind the lock for the server's
+// default lock_wait_timeout (a day), holding up every statement on that table behind it; the
+// process exits and is started again.
+func TestStartUpMigrationMeetingAHeldTableFails(t *testing.T) {
+	cfg := Defaults()
+	cfg.DBDriver, cfg.DBDSN = DriverMySQL, testenv.MySQLDSN(t)
+	ctx := t.Context()
+	first, err := buildStack(ctx, cfg, slog.Default(), newMetrics(func(error) string { return "" }))
+	require.NoError(t, err, "the first start creates every table")
+	first.close(slog.Default())
+
+	db, _, err := openDB(cfg, slog.Default(), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	holder, err := db.Conn(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = holder.ExecContext(context.Background(), "UNLOCK TABLES"); _ = holder.Close() })
+	_, err = holder.ExecContext(ctx, "LOCK TABLES commerce_orders WRITE")
+	require.NoError(t, err)
+
+	st, err := buildStack(ctx, cfg, slog.Default(), newMetrics(func(error) string { return "" }))
+	if err == nil {
+		st.close(slog.Default())
+	}
+	require.Error(t, err, "a start-up whose migration cannot take the commerce_orders table fails")
+	assert.True(t, sqlutil.IsRetryable(err), "the server ended the wait (1205): %v", err)
+	var waiting int
+	require.NoError(t, holder.QueryRowContext(ctx,
+		"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE LIKE 'Waiting for table metadata lock%'").Scan(&waiting))
+	assert.Zero(t, waiting, "no statement of the failed start-up still waits on the server")
+}
