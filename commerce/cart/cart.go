@@ -405,7 +405,7 @@ func (s *Service) placed(ctx context.Context, req CheckoutRequest) (commerce.Ord
 		return commerce.Order{}, commerce.ErrOrderNotFound
 	}
 	if err != nil {
-		return commerce.Order{}, wrap("read checkout "+req.IdempotencyKey, err)
+		return commerce.Order{}, wrap("read checkout "+req.IdempotencyKey, sqlutil.Unavailable(s.db, err))
 	}
 	o, err := s.com.OrderByKey(ctx, req.UserID, rec.OrderKey)
 	switch {
@@ -469,7 +469,7 @@ func items(ctx context.Context, db bun.IDB, userID string, locking bool) ([]item
 		q = sqlutil.ForUpdate(q)
 	}
 	if err := q.Scan(ctx); err != nil {
-		return nil, wrap("read the cart of "+userID, err)
+		return nil, wrap("read the cart of "+userID, sqlutil.Unavailable(db, err))
 	}
 	return rows, nil
 }

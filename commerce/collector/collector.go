@@ -376,7 +376,7 @@ func (c *Collector) Gaps(ctx context.Context, limit int) ([]Gap, error) {
 	var rows []streamRow
 	err := c.db.NewSelect().Model(&rows).Where("max_seq > seen").OrderExpr("topic, stream_key").Limit(int64(limit)).Scan(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("collector: reading gaps: %w", err)
+		return nil, fmt.Errorf("collector: reading gaps: %w", sqlutil.Unavailable(c.db, err))
 	}
 	out := make([]Gap, len(rows))
 	for i, r := range rows {

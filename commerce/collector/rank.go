@@ -9,6 +9,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
 // MaxRankingLimit bounds a ranking's length; MaxMetricsPeriods bounds ProductMetrics' span.
@@ -44,7 +45,7 @@ func (c *Collector) Ranking(ctx context.Context, p Period, date time.Time, limit
 	q := c.table(p, start).Column("product_id").ColumnExpr(metricColumns).
 		Where("net_units > 0").OrderExpr("net_units DESC, product_id").Limit(int64(limit))
 	if err := q.Scan(ctx, &out); err != nil {
-		return nil, fmt.Errorf("collector: reading the %s ranking of %s: %w", p, start, err)
+		return nil, fmt.Errorf("collector: reading the %s ranking of %s: %w", p, start, sqlutil.Unavailable(c.db, err))
 	}
 	for i := range out {
 		out[i].Rank = i + 1
@@ -88,7 +89,7 @@ func (c *Collector) ProductMetrics(ctx context.Context, productID string, p Peri
 			Where("product_id = ? AND period = ? AND start >= ? AND start <= ?", productID, p, lo, hi).OrderExpr("start")
 	}
 	if err := q.ColumnExpr(metricColumns).Scan(ctx, &out); err != nil {
-		return nil, fmt.Errorf("collector: reading the metrics of %s: %w", productID, err)
+		return nil, fmt.Errorf("collector: reading the metrics of %s: %w", productID, sqlutil.Unavailable(c.db, err))
 	}
 	return out, nil
 }

@@ -114,7 +114,7 @@ func (c *Collector) RollupDirty(ctx context.Context) (int, error) {
 			q = q.Where("period > ? OR (period = ? AND start > ?)", after.Period, after.Period, after.Start)
 		}
 		if err := q.Scan(ctx); err != nil {
-			return done, errors.Join(append(errs, fmt.Errorf("collector: reading the periods to roll up: %w", err))...)
+			return done, errors.Join(append(errs, fmt.Errorf("collector: reading the periods to roll up: %w", sqlutil.Unavailable(c.db, err)))...)
 		}
 		for _, m := range marks {
 			if err := c.rollupMark(ctx, m); err != nil {
