@@ -296,7 +296,7 @@ func (s *Service) SignUpOnce(ctx context.Context, loginID, password, key, addr s
 	}
 	if _, err := s.db.NewInsert().Model(row).Exec(ctx); err != nil {
 		if !sqlutil.IsDuplicateKey(err) {
-			return Member{}, fmt.Errorf("member: insert member: %w", err)
+			return Member{}, fmt.Errorf("member: insert member: %w", sqlutil.Unavailable(s.db, err))
 		}
 		if key == "" {
 			return Member{}, fmt.Errorf("%w: %s", ErrLoginIDTaken, loginID)
@@ -333,7 +333,7 @@ func (s *Service) signedUpAgain(ctx context.Context, loginID, password, key, add
 		if sqlutil.IsNoRows(err) {
 			return Member{}, taken
 		}
-		return Member{}, fmt.Errorf("member: read member: %w", err)
+		return Member{}, fmt.Errorf("member: read member: %w", sqlutil.Unavailable(s.db, err))
 	}
 	if row.SignUpKey == "" || !hmac.Equal([]byte(row.SignUpKey), []byte(key)) {
 		return Member{}, taken
@@ -386,7 +386,7 @@ func (s *Service) checkPassword(ctx context.Context, loginID, password, addr str
 	case sqlutil.IsNoRows(err):
 		hash = s.dummy
 	case err != nil:
-		return refuse(fmt.Errorf("member: read member: %w", err))
+		return refuse(fmt.Errorf("member: read member: %w", sqlutil.Unavailable(s.db, err)))
 	}
 	leave, err := s.checks.enter(ctx, from)
 	if err != nil {
