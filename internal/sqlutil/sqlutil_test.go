@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -427,5 +428,60 @@ func TestAddColumn(t *testing.T) {
 		require.NoError(t, db.NewSelect().Table("sqlutil_items").Column("extra").Order("id").Scan(ctx, &extra))
 		assert.Equal(t, []int64{7, 7}, extra)
 		assert.Equal(t, int64(2), count(t, db))
+	})
+}
+
+// savepoints records the names of the savepoints set through a bun.DB.
+type savepoints struct {
+	mu    sync.Mutex
+	names []string
+}
+
+func (s *savepoints) BeforeQuery(ctx context.Context, e *bun.QueryEvent) context.Context {
+	if name, ok := strings.CutPrefix(e.Query, "SAVEPOINT "); ok {
+		s.mu.Lock()
+		s.names = append(s.names, name)
+		s.mu.Unlock()
+	}
+	return ctx
+}
+
+func (*savepoints) AfterQuery(context.Context, *bun.QueryEvent) {}
+
+// TestSavepointNamesAreFixed: InTx's savepoints are named by their depth, the same in every
+// transaction, not at random: a statement digest (performance_schema, ProxySQL, a database
+// monitor) is per statement text, and a random name made each SAVEPOINT a digest of its own,
+// 3 per checkout, filling MariaDB's digest table (5,000 by default) within one flash sale so
+// that every later statement went uncounted. Nested calls still undo only their own writes.
+func TestSavepointNamesAreFixed(t *testing.T) {
+	backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		rec := &savepoints{}
+		db = db.WithQueryHook(rec)
+		boom := errors.New("boom")
+		insert := func(ctx context.Context, tx bun.Tx, id int64) {
+			_, err := tx.NewInsert().Model(&item{ID: id}).Exec(ctx)
+			require.NoError(t, err)
+		}
+		for round := int64(0); round < 2; round++ {
+			require.NoError(t, db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				return sqlutil.InTx(ctx, tx, func(ctx context.Context, tx bun.Tx) error {
+					insert(ctx, tx, 10*round+1)
+					require.ErrorIs(t, sqlutil.InTx(ctx, tx, func(ctx context.Context, tx bun.Tx) error {
+						insert(ctx, tx, 10*round+2)
+						return boom
+					}), boom)
+					return sqlutil.InTx(ctx, tx, func(ctx context.Context, tx bun.Tx) error {
+						insert(ctx, tx, 10*round+3)
+						return nil
+					})
+				})
+			}))
+		}
+		var ids []int64
+		require.NoError(t, db.NewSelect().Model((*item)(nil)).Column("id").Order("id").Scan(ctx, &ids))
+		assert.Equal(t, []int64{1, 3, 11, 13}, ids, "the failed nested call was undone alone")
+		one, two := "commercekit_sp1", "commercekit_sp2"
+		assert.Equal(t, []string{one, two, two, one, two, two}, rec.names)
 	})
 }
