@@ -3,13 +3,10 @@ package cart_test
 import (
 	"testing"
 
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
-
 	"github.com/commercekit/commercekit/commerce/cart"
 	"github.com/commercekit/commercekit/commerce/commercetest"
-	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 // TestCallsDuringAnOutage: with the database server down, every call of the cart fails with
@@ -34,9 +31,5 @@ func TestCallsDuringAnOutage(t *testing.T) {
 			return err
 		},
 	}
-	for name, call := range calls {
-		err := call()
-		require.Error(t, err, name)
-		assert.ErrorIs(t, err, errcode.ErrUnavailable, "%s: %v", name, err)
-	}
+	testkit.AllUnavailable(t, calls)
 }

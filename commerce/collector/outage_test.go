@@ -3,12 +3,9 @@ package collector_test
 import (
 	"testing"
 
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
-
 	"github.com/commercekit/commercekit/commerce/collector"
-	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 // TestCallsDuringAnOutage: with the database server down, every call of the collector fails
@@ -31,9 +28,5 @@ func TestCallsDuringAnOutage(t *testing.T) {
 		"Recompute":   func() error { return e.collector.Recompute(ctx, collector.Weekly, day) },
 		"RollupDirty": func() error { _, err := e.collector.RollupDirty(ctx); return err },
 	}
-	for name, call := range calls {
-		err := call()
-		require.Error(t, err, name)
-		assert.ErrorIs(t, err, errcode.ErrUnavailable, "%s: %v", name, err)
-	}
+	testkit.AllUnavailable(t, calls)
 }

@@ -109,3 +109,15 @@ func (s *Statements) AfterQuery(_ context.Context, e *bun.QueryEvent) {
 		s.Begins.Add(1)
 	}
 }
+
+// AllUnavailable calls every call (named by its key), made while a dependency is down, and
+// checks that each fails with an error matching errcode.ErrUnavailable: "retry later", not a
+// bug and not a business answer.
+func AllUnavailable(t *testing.T, calls map[string]func() error) {
+	t.Helper()
+	for name, call := range calls {
+		err := call()
+		require.Error(t, err, name)
+		assert.ErrorIs(t, err, errcode.ErrUnavailable, "%s: %v", name, err)
+	}
+}
