@@ -96,7 +96,7 @@ func (l *Ledger) Verify(ctx context.Context) (Report, error) {
 	read := func(ctx context.Context, tx bun.Tx) error { return verify(ctx, tx, &r) }
 	var err error
 	if tx, ok := l.db.(bun.Tx); ok {
-		err = tx.RunInTx(ctx, nil, read)
+		err = read(ctx, tx) // reads only: nothing for a savepoint to undo
 	} else {
 		var opts *sql.TxOptions
 		if !sqlutil.IsSQLite(l.db) {
