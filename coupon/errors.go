@@ -39,6 +39,12 @@ var (
 	// ErrCannotJoinTx: Issue was called through WithTx(tx) with an issuer that cannot join a
 	// SQL transaction (Redis); issue through the Service itself.
 	ErrCannotJoinTx = errcode.New(errcode.Internal, "cannot_join_tx", "coupon: issuer cannot join the caller's transaction")
+	// ErrOtherIssuer: the template's coupons are issued by another issuer than the
+	// Service's (a Redis issuer and a SQL issuer serving one template: two instances
+	// configured differently, or a switch from one to the other under way). Nothing was
+	// issued. A deployment error, not the caller's: Service.ClaimIssuance moves a template
+	// to another issuer.
+	ErrOtherIssuer = errcode.New(errcode.Internal, "coupon_other_issuer", "coupon: the template is issued by another issuer")
 	// ErrNotLoaded is for issuer backends: their state for a template is missing (never
 	// loaded, or lost) and must be loaded from SQL. The Service handles it; callers never see it.
 	ErrNotLoaded = errors.New("coupon: issuer state not loaded")
