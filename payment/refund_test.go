@@ -581,6 +581,40 @@ func TestLateRefundRetriesRacingRefundOnce(t *testing.T) {
 	})
 }
 
+// TestConsoleRefundOfAPendingRefundsAmountUnlisted: as TestConsoleRefundOfAPendingRefundsAmount,
+// with a PG that reports only its refunded total, not its refunds: the total cannot tell the
+// operator's refund from the pending one, so the refund is not taken for made either; it
+// stays PENDING with its amount reserved, and the contradiction is reported for a person.
+func TestConsoleRefundOfAPendingRefundsAmountUnlisted(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := lateEnv(t, db, func(status func() (payment.GatewayPayment, error)) (payment.GatewayPayment, error) {
+			st, err := status()
+			st.Cancels = nil
+			return st, err
+		})
+		_, err := e.svc.Pay(ctx, card("pay-u", 10_000))
+		require.NoError(t, err)
+		e.sim.InjectFault("r-u", pgsim.FaultUnavailable, 1)
+		_, err = e.svc.Refund(ctx, refund("r-u", "pay-u", 3000))
+		require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+		_, err = e.sim.Cancel(ctx, payment.CancelRequest{CancelID: "console-u", PaymentID: "pay-u", Amount: 3000})
+		require.NoError(t, err)
+
+		e.clock.Advance(pgKeyRetention + time.Hour)
+		r, err := e.svc.Refund(ctx, refund("r-u", "pay-u", 3000))
+		require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+		assert.Equal(t, payment.RefundPending, r.State)
+		p := e.get(t, "pay-u")
+		assert.Equal(t, payment.StateApproved, p.State)
+		assert.Zero(t, p.Refunded)
+		assert.Equal(t, int64(3000), p.RefundPending)
+		assert.Equal(t, int64(3000), e.sim.Stats().CanceledAmount, "nothing sent")
+		assert.Equal(t, []string{`pay-u:refund:refund "r-u" of 3000 pending, 0 refunded here, the gateway has refunded 3000 and does not list its refunds`},
+			e.obs.contradicted())
+	})
+}
+
 // TestConsoleRefundOfAPendingRefundsAmount: a refund is recorded PENDING but never reaches
 // the PG (it is down); meanwhile an operator refunds exactly the same amount in the PG's
 // console, a refund of its own. When the refund is then completed (retried after the key
