@@ -85,8 +85,8 @@ func invalidTemplate(field, reason string) error {
 }
 
 // IssueError is an issuance rejection. Err is ErrNotStarted, ErrEnded, ErrSoldOut,
-// ErrLimitReached or ErrRequestConflict; the other fields say what was asked and what limit
-// or date refused it (zero when not relevant).
+// ErrLimitReached, ErrRequestConflict or ErrOtherIssuer; the other fields say what was
+// asked and what limit, date or issuer refused it (zero when not relevant).
 type IssueError struct {
 	Err        error
 	TemplateID string
@@ -98,6 +98,8 @@ type IssueError struct {
 	Limit int
 	// At is the window boundary that refused the request (ErrNotStarted, ErrEnded).
 	At time.Time
+	// Issuer is the name of the issuer that issues the template (ErrOtherIssuer).
+	Issuer string
 }
 
 func (e *IssueError) Error() string {
@@ -109,6 +111,8 @@ func (e *IssueError) Error() string {
 		s += fmt.Sprintf(", limit %d", e.Limit)
 	case !e.At.IsZero():
 		s += ", at " + e.At.Format(time.RFC3339)
+	case e.Err == ErrOtherIssuer:
+		s += fmt.Sprintf(", issuer %q", e.Issuer)
 	}
 	return s + ")"
 }
