@@ -23,6 +23,27 @@
 // the limit), and so is (template, place) with places 1..TotalQuantity for a template with
 // a total (no template above its total; Coupon.Place).
 //
+// # One issuer per template
+//
+// Each issuer keeps its own count of a template (sqlcoupon a counter row, rediscoupon a
+// Redis hash), and neither sees the other's takes. Were both to serve one template at
+// once (two instances configured differently, a switch from one issuer to the other rolled
+// out instance by instance), SQL's unique keys would still hold the total and the per-user
+// limit, but the counts would drift apart: the SQL issuer would bump its counter to places
+// the Redis coupons hold and fail on the unique key, as a storage error, on every later
+// issue. So a template records the issuer that issues it (Issuer.Name): the Service that
+// creates it, or the first to issue a template of an earlier version, claims it, and a
+// Service with another issuer refuses to issue it with ErrOtherIssuer (an *IssueError;
+// errcode Internal: a deployment error, not the caller's), except to replay a request
+// already served. The check that decides is made in the transaction that writes the
+// coupon, under the template row's shared lock. Service.ClaimIssuance moves a template to
+// the Service's issuer: it takes that row's exclusive lock, which waits for the coupons
+// being written, and builds the new issuer's state from the coupons durably issued, in
+// one transaction. One authoritative count shared by both issuers was the alternative;
+// it would put a SQL write (or a Redis call) on every take, losers of a rush included,
+// which is what each issuer exists to avoid, so a template has one owner instead, and a
+// misconfiguration fails loudly rather than slowly.
+//
 // # Guarantees
 //
 //   - Issue never issues more than TotalQuantity (0 = unlimited) nor more than PerUserLimit

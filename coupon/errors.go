@@ -39,6 +39,12 @@ var (
 	// ErrCannotJoinTx: Issue was called through WithTx(tx) with an issuer that cannot join a
 	// SQL transaction (Redis); issue through the Service itself.
 	ErrCannotJoinTx = errcode.New(errcode.Internal, "cannot_join_tx", "coupon: issuer cannot join the caller's transaction")
+	// ErrOtherIssuer: the template's coupons are issued by another issuer than the
+	// Service's (a Redis issuer and a SQL issuer serving one template: two instances
+	// configured differently, or a switch from one to the other under way). Nothing was
+	// issued. A deployment error, not the caller's: Service.ClaimIssuance moves a template
+	// to another issuer.
+	ErrOtherIssuer = errcode.New(errcode.Internal, "coupon_other_issuer", "coupon: the template is issued by another issuer")
 	// ErrNotLoaded is for issuer backends: their state for a template is missing (never
 	// loaded, or lost) and must be loaded from SQL. The Service handles it; callers never see it.
 	ErrNotLoaded = errors.New("coupon: issuer state not loaded")
@@ -79,8 +85,8 @@ func invalidTemplate(field, reason string) error {
 }
 
 // IssueError is an issuance rejection. Err is ErrNotStarted, ErrEnded, ErrSoldOut,
-// ErrLimitReached or ErrRequestConflict; the other fields say what was asked and what limit
-// or date refused it (zero when not relevant).
+// ErrLimitReached, ErrRequestConflict or ErrOtherIssuer; the other fields say what was
+// asked and what limit, date or issuer refused it (zero when not relevant).
 type IssueError struct {
 	Err        error
 	TemplateID string
@@ -92,6 +98,8 @@ type IssueError struct {
 	Limit int
 	// At is the window boundary that refused the request (ErrNotStarted, ErrEnded).
 	At time.Time
+	// Issuer is the name of the issuer that issues the template (ErrOtherIssuer).
+	Issuer string
 }
 
 func (e *IssueError) Error() string {
@@ -103,6 +111,8 @@ func (e *IssueError) Error() string {
 		s += fmt.Sprintf(", limit %d", e.Limit)
 	case !e.At.IsZero():
 		s += ", at " + e.At.Format(time.RFC3339)
+	case e.Err == ErrOtherIssuer:
+		s += fmt.Sprintf(", issuer %q", e.Issuer)
 	}
 	return s + ")"
 }

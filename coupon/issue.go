@@ -25,7 +25,9 @@ const maxTakeAttempts = 4
 // ErrRequestConflict.
 //
 // Rejections are *IssueError wrapping ErrNotStarted, ErrEnded, ErrSoldOut, ErrLimitReached
-// or ErrRequestConflict; a missing template, ErrTemplateNotFound; a malformed ID,
+// or ErrRequestConflict, or ErrOtherIssuer when the template is issued by another issuer than
+// the Service's (see ClaimIssuance; a request that issuer served still gets its coupon); a
+// missing template, ErrTemplateNotFound; a malformed ID,
 // *ValidationError wrapping ErrInvalidArgument.
 func (s *Service) Issue(ctx context.Context, templateID, userID, requestID string) (Coupon, error) {
 	return s.IssueThen(ctx, templateID, userID, requestID, nil)
@@ -60,6 +62,10 @@ func (s *Service) IssueThen(ctx context.Context, templateID, userID, requestID s
 		}
 		return Coupon{}, err
 	}
+	if err := s.claim(ctx, r); err != nil {
+		c, err = s.refused(ctx, r, err)
+		return c, fail("issuing", err)
+	}
 	if s.issuer.JoinsTx() {
 		c, err = s.issueInTx(ctx, r, now)
 	} else {
@@ -76,6 +82,9 @@ func (s *Service) issueInTx(ctx context.Context, r TakeRequest, now time.Time) (
 		err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 			r := r
 			r.tx = tx
+			if err := s.verify(ctx, tx, r); err != nil {
+				return err
+			}
 			taken, err := s.issuer.Take(ctx, r)
 			if err != nil {
 				return err
@@ -100,6 +109,9 @@ func (s *Service) issueInTx(ctx context.Context, r TakeRequest, now time.Time) (
 				return Coupon{}, err
 			}
 			continue
+		}
+		if errors.Is(err, ErrOtherIssuer) {
+			return s.refused(ctx, r, err)
 		}
 		rejected := errors.Is(err, ErrSoldOut) || errors.Is(err, ErrLimitReached)
 		if !rejected && !errors.Is(err, errReplay) && !sqlutil.IsDuplicateKey(err) {
@@ -140,7 +152,12 @@ func (s *Service) takeThenWrite(ctx context.Context, r TakeRequest, now time.Tim
 			return Coupon{}, err
 		}
 		c := newCoupon(r.Template, r.UserID, r.RequestID, taken, now)
-		werr := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error { return r.write(ctx, tx, c) })
+		werr := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+			if err := s.verify(ctx, tx, r); err != nil {
+				return err // ErrOtherIssuer: a ClaimIssuance for another issuer came first
+			}
+			return r.write(ctx, tx, c)
+		})
 		if werr == nil {
 			return c, nil
 		}
@@ -237,15 +254,16 @@ func (s *Service) giveBack(ctx context.Context, r TakeRequest) {
 }
 
 // definitelyFailed reports whether a failed write certainly did not commit: the database
-// answered with an error (SQLite always answers in-process), or the IssuedFunc failed.
-// Context and connection errors leave the outcome in doubt.
+// answered with an error (SQLite always answers in-process), the IssuedFunc failed, or the
+// template turned out to be another issuer's. Context and connection errors leave the
+// outcome in doubt.
 func (s *Service) definitelyFailed(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
 	var me *mysql.MySQLError
 	var fe *issuedFuncError
-	return errors.As(err, &me) || errors.As(err, &fe) || sqlutil.IsSQLite(s.db)
+	return errors.As(err, &me) || errors.As(err, &fe) || errors.Is(err, ErrOtherIssuer) || sqlutil.IsSQLite(s.db)
 }
 
 // replayed returns the coupon an earlier call issued under r.RequestID, or

@@ -17,6 +17,14 @@ import (
 // transaction as the coupon row) and coupon/rediscoupon (a Lua script in Redis, then the
 // SQL write). Every implementation must pass coupon/coupontest.
 type Issuer interface {
+	// Name names the issuer's kind: "sql" (sqlcoupon), "redis" (rediscoupon). Each
+	// template records the name of the issuer that issues its coupons (the issuer of the
+	// Service that created it, or of the last to call Service.ClaimIssuance), and a Service
+	// whose issuer has another name refuses to issue it (ErrOtherIssuer): two issuers keep
+	// two counts of a template, which cannot both be right. Issuers of one name must
+	// therefore keep one count of each template between them (one Redis, one database).
+	Name() string
+
 	// JoinsTx reports whether Take runs in the SQL transaction that writes the coupon
 	// (TakeRequest.Tx), so that a rollback undoes it. Issuers that do not join keep their
 	// count elsewhere and are told to GiveBack or Adopt when the write fails.
@@ -55,8 +63,9 @@ type Issuer interface {
 // issuer's state for tpl from holdings, the coupons durably issued (read from db, where
 // an issuer with SQL state also writes it). With onlyIfMissing, Load leaves an existing
 // state alone (a warm-up: the first issue, or after a loss, possibly racing another
-// warm-up); without it, Load replaces the state (a recount; never asked of issuers that
-// join the transaction).
+// warm-up); without it, Load replaces the state (a recount, which Service.Recount asks only
+// of issuers that do not join the transaction; Service.ClaimIssuance asks it of every
+// issuer, in the transaction that holds the template's row lock, with db that transaction).
 type Recounter interface {
 	Load(ctx context.Context, db bun.IDB, tpl Template, holdings iter.Seq2[Holding, error], onlyIfMissing bool) error
 }

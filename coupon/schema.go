@@ -43,6 +43,9 @@ type templateRow struct {
 	TotalQuantity int64     `bun:"total_quantity,notnull"`
 	PerUserLimit  int       `bun:"per_user_limit,notnull"`
 	CreatedAt     time.Time `bun:"created_at,notnull,type:datetime(6)"`
+	// Issuer is the name of the issuer that issues the template's coupons (Issuer.Name);
+	// NULL for a template created by an earlier version until an Issue claims it.
+	Issuer string `bun:"issuer,nullzero,type:varchar(64)"`
 }
 
 // couponRow is a row of coupon_coupons. seq orders a wallet; the unique key on (template,
@@ -89,7 +92,8 @@ type redemptionRow struct {
 // CreateSchema creates the package's tables and indexes (coupon_templates, coupon_coupons,
 // coupon_redemptions) when they do not exist, and on MySQL/MariaDB gives every ID column a
 // binary collation, altering existing tables that lack it. Tables of an earlier version
-// get the coupons' place column and its unique index, and the coupons of limited
+// get the templates' issuer column (see Service.ClaimIssuance), the coupons' place column
+// and its unique index, and the coupons of limited
 // templates that have no place yet get one after the template's last (see Coupon.Place):
 // run it once every process of an earlier version has stopped. It is idempotent, safe
 // when several processes run it at once (replicas starting together), and works on
@@ -102,6 +106,9 @@ func CreateSchema(ctx context.Context, db bun.IDB) error {
 		}
 	}
 	if err := sqlutil.AddColumn(ctx, db, "coupon_coupons", "place", "BIGINT NULL"); err != nil {
+		return fmt.Errorf("coupon: %w", err) // a table of an earlier version
+	}
+	if err := sqlutil.AddColumn(ctx, db, "coupon_templates", "issuer", "VARCHAR(64) NULL"); err != nil {
 		return fmt.Errorf("coupon: %w", err) // a table of an earlier version
 	}
 	indexes := []struct {

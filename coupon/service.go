@@ -30,6 +30,7 @@ type shared struct {
 
 	mu        sync.Mutex
 	templates map[string]Template // templates are immutable, so read ones are cached
+	issuing   map[string]bool     // templates found to be issued by issuer (see claim)
 	warmMu    sync.Mutex          // one warm-up of an issuer's state at a time
 }
 
@@ -70,6 +71,7 @@ func New(db bun.IDB, issuer Issuer, opts ...Option) (*Service, error) {
 		log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		observer:  observe.Nop{},
 		templates: make(map[string]Template),
+		issuing:   make(map[string]bool),
 	}}
 	if err := option.Apply(&s, opts); err != nil {
 		return nil, fmt.Errorf("coupon: %w", err)

@@ -13,8 +13,8 @@ import (
 // precision) and stores it. It is idempotent on the ID: creating a template that exists
 // with the same terms returns the stored one; with other terms, ErrTemplateExists.
 // Invalid input returns a *ValidationError wrapping ErrInvalidTemplate and stores nothing.
-// With an issuer that joins the transaction (sqlcoupon), the issuer's state for the
-// template is created with it.
+// The template is issued by the Service's issuer (see ClaimIssuance); with an issuer that
+// joins the transaction (sqlcoupon), the issuer's state for the template is created with it.
 func (s *Service) CreateTemplate(ctx context.Context, t Template) (Template, error) {
 	t, err := t.normalize()
 	if err != nil {
@@ -22,8 +22,10 @@ func (s *Service) CreateTemplate(ctx context.Context, t Template) (Template, err
 	}
 	t.CreatedAt = s.now()
 	var stored Template
+	row := toTemplateRow(t)
+	row.Issuer = s.issuer.Name()
 	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
-		_, err := tx.NewInsert().Model(toTemplateRow(t)).Exec(ctx)
+		_, err := tx.NewInsert().Model(row).Exec(ctx)
 		if err == nil {
 			stored = t
 			return s.createState(ctx, tx, t)

@@ -106,7 +106,10 @@
 // recorded as PENDING and its amount reserved on the payment by a conditional update before the
 // PG is called, so the total refunded never exceeds the amount paid, however many refunds race;
 // refunds of one payment are serialised (ErrRefundInProgress while one is with the PG). A
-// refund left PENDING is completed by a webhook or the Reconciler.
+// refund left PENDING is completed by a webhook or the Reconciler. A PENDING refund is taken
+// for made without sending it again only when the PG lists a refund of its amount under its
+// refund ID (GatewayPayment.Cancels): a refund an operator made in the PG's console, even
+// of the same amount, is never taken for it (the contradiction is reported for a person).
 //
 // # Method rules
 //

@@ -27,6 +27,13 @@ type Gateway interface {
 	// PG's own answer that it never saw the payment (never, say, a 404 from a proxy), and
 	// the PG must find a payment by its ID long after it pruned the idempotency key: past
 	// the key window (WithGatewayKeyWindow) the Service sends a payment again on that answer.
+	//
+	// It should list the refunds the PG made of the payment, each with the CancelID it was
+	// made under, kept as long as the payment (GatewayPayment.Cancels; Stripe keeps it in a
+	// refund's metadata): the refunded total alone cannot tell a pending refund the PG made
+	// from a refund of the same amount made outside the Service, in the PG's console, and
+	// a refund whose completion hangs on that (see Service.Refund) is left PENDING for a
+	// person when the PG does not list them.
 	Status(ctx context.Context, paymentID string) (GatewayPayment, error)
 }
 
@@ -97,6 +104,31 @@ type GatewayPayment struct {
 	DeclineMessage string
 	// Canceled is the total refunded at the PG.
 	Canceled int64
+	// Cancels are the refunds that make up Canceled, when the PG lists them; nil when it
+	// does not (a PG that reports only the total). See Gateway.Status.
+	Cancels []GatewayCancel
+}
+
+// GatewayCancel is a refund the PG made of a payment.
+type GatewayCancel struct {
+	// CancelID is the ID the refund was made under: CancelRequest.CancelID (the refund ID)
+	// for one the Service asked for, anything else (the PG's own ID, say) for one made
+	// outside the Service, in the PG's console.
+	CancelID string
+	Amount   int64
+	// Reference is the PG's own ID for the refund.
+	Reference string
+}
+
+// made returns the refund the PG made under the refund ID id for amount, and whether it
+// lists one; listed is false when the PG does not list its refunds.
+func (g GatewayPayment) made(id string, amount int64) (c GatewayCancel, found, listed bool) {
+	for _, c := range g.Cancels {
+		if c.CancelID == id && c.Amount == amount {
+			return c, true, true
+		}
+	}
+	return GatewayCancel{}, false, g.Cancels != nil
 }
 
 // approveRequest is what the PG is asked for payment p.

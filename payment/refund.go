@@ -104,7 +104,10 @@ func (r *refundRow) refund() Refund {
 // again with the same request, or leave it to the Reconciler, which completes it; past the
 // key window, see WithGatewayKeyWindow, it is sent again only if the PG has not made it).
 // Refund is idempotent on RefundID; the same ID with another payment, amount or reason is
-// ErrRefundIDReused.
+// ErrRefundIDReused. Completing a PENDING refund the Service cannot send again safely (the
+// Reconciler, or a retry past the key window) goes by the PG's record of its refunds by
+// refund ID: a refund made outside the Service, in the PG's console, is never taken for a
+// pending one, even of the same amount (see Gateway.Status).
 // A refund beyond what is refundable is a *RefundAmountError, of a payment in another state
 // ErrNotRefundable; both change nothing.
 func (s *Service) Refund(ctx context.Context, req RefundRequest) (Refund, error) {
@@ -223,8 +226,13 @@ func (s *Service) cancel(ctx context.Context, r Refund) (Refund, error) {
 // the idempotency key. Beyond it the PG may have pruned the key and would refund again, so
 // it first asks the PG (Gateway.Status) how much of the payment it has refunded: refunds of
 // a payment are serialised, so the PG's total is the record's succeeded refunds, plus r if
-// the PG made it. Exactly that: r succeeded, recorded without sending it again; the record's
-// total alone: the PG never made r, which is sent again. The total counts only when the PG
+// the PG made it. The record's total alone: the PG never made r, which is sent again. The
+// record's total plus r's amount: r succeeded, recorded without sending it again, if the PG
+// lists a refund of that amount under r's ID (GatewayPayment.Cancels) — else the difference
+// is a refund made outside the Service (an operator's, in the PG's console, of the very
+// same amount), not r, which the PG never made: taking it for r would record a refund
+// nobody made and swallow the operator's, so it is a contradiction like any other below,
+// and so is that total from a PG that does not list its refunds. The total counts only when the PG
 // has the payment approved, for the recorded amount and currency: while it is still
 // processing it r is left PENDING (ErrOutcomeUnknown), and any other answer, like any other
 // total, contradicts the record, which is reported (see Observer) and leaves r PENDING for
@@ -258,12 +266,25 @@ func (s *Service) completeRefund(ctx context.Context, r Refund, lookUp bool) (Re
 	case st.Canceled-p.Refunded == 0:
 		return s.cancel(ctx, r)
 	case st.Canceled-p.Refunded == r.Amount:
-		wctx, done := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
-		defer done()
-		if r, err = s.settleRefund(wctx, r, RefundSucceeded, "", nil); err != nil {
-			return r, err
+		// As much more than the record as r: r, or a refund of the same amount made outside
+		// the Service (in the PG's console). Only the PG's list of its refunds, by the ID each
+		// was made under, tells which.
+		made, found, listed := st.made(r.ID, r.Amount)
+		switch {
+		case found:
+			wctx, done := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+			defer done()
+			if r, err = s.settleRefund(wctx, r, RefundSucceeded, made.Reference, nil); err != nil {
+				return r, err
+			}
+			return r, r.result(nil)
+		case listed:
+			detail = fmt.Sprintf("refund %q of %d pending, %d refunded here, the gateway has refunded %d, none of it under %q",
+				r.ID, r.Amount, p.Refunded, st.Canceled, r.ID)
+		default:
+			detail = fmt.Sprintf("refund %q of %d pending, %d refunded here, the gateway has refunded %d and does not list its refunds",
+				r.ID, r.Amount, p.Refunded, st.Canceled)
 		}
-		return r, r.result(nil)
 	default:
 		detail = fmt.Sprintf("refund %q of %d pending, %d refunded here, the gateway has refunded %d", r.ID, r.Amount, p.Refunded, st.Canceled)
 	}

@@ -580,3 +580,108 @@ func TestLateRefundRetriesRacingRefundOnce(t *testing.T) {
 		assert.Empty(t, e.obs.contradicted())
 	})
 }
+
+// TestConsoleRefundOfAPendingRefundsAmountUnlisted: as TestConsoleRefundOfAPendingRefundsAmount,
+// with a PG that reports only its refunded total, not its refunds: the total cannot tell the
+// operator's refund from the pending one, so the refund is not taken for made either; it
+// stays PENDING with its amount reserved, and the contradiction is reported for a person.
+func TestConsoleRefundOfAPendingRefundsAmountUnlisted(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := lateEnv(t, db, func(status func() (payment.GatewayPayment, error)) (payment.GatewayPayment, error) {
+			st, err := status()
+			st.Cancels = nil
+			return st, err
+		})
+		_, err := e.svc.Pay(ctx, card("pay-u", 10_000))
+		require.NoError(t, err)
+		e.sim.InjectFault("r-u", pgsim.FaultUnavailable, 1)
+		_, err = e.svc.Refund(ctx, refund("r-u", "pay-u", 3000))
+		require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+		_, err = e.sim.Cancel(ctx, payment.CancelRequest{CancelID: "console-u", PaymentID: "pay-u", Amount: 3000})
+		require.NoError(t, err)
+
+		e.clock.Advance(pgKeyRetention + time.Hour)
+		r, err := e.svc.Refund(ctx, refund("r-u", "pay-u", 3000))
+		require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+		assert.Equal(t, payment.RefundPending, r.State)
+		p := e.get(t, "pay-u")
+		assert.Equal(t, payment.StateApproved, p.State)
+		assert.Zero(t, p.Refunded)
+		assert.Equal(t, int64(3000), p.RefundPending)
+		assert.Equal(t, int64(3000), e.sim.Stats().CanceledAmount, "nothing sent")
+		assert.Equal(t, []string{`pay-u:refund:refund "r-u" of 3000 pending, 0 refunded here, the gateway has refunded 3000 and does not list its refunds`},
+			e.obs.contradicted())
+	})
+}
+
+// TestConsoleRefundOfAPendingRefundsAmount: a refund is recorded PENDING but never reaches
+// the PG (it is down); meanwhile an operator refunds exactly the same amount in the PG's
+// console, a refund of its own. When the refund is then completed (retried after the key
+// window, or by the Reconciler, which always asks the PG first), the PG's refunded total is
+// the record's plus the refund's amount, which is also what it would be had the PG made the
+// refund. Taking it for the refund records a refund the PG never made and swallows the
+// operator's: the customer gets one refund where two were made. The PG's record of its
+// refunds, each under the cancel ID it was made with, tells them apart: the refund was not
+// made, the PG holds a refund the record does not explain, so nothing is sent, the refund
+// stays PENDING with its amount reserved, and the contradiction is reported for a person.
+func TestConsoleRefundOfAPendingRefundsAmount(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		for i, tc := range []struct {
+			name    string
+			advance time.Duration
+			retry   func(t *testing.T, e *env, req payment.RefundRequest, pending int)
+		}{
+			{"Refund again past the key window", pgKeyRetention + time.Hour, func(t *testing.T, e *env, req payment.RefundRequest, pending int) {
+				r, err := e.svc.Refund(ctx, req)
+				require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+				assert.Equal(t, payment.RefundPending, r.State)
+			}},
+			{"reconciler past the key window", pgKeyRetention + time.Hour, func(t *testing.T, e *env, req payment.RefundRequest, pending int) {
+				rec := testkit.Must(payment.NewReconciler(e.svc))(t)
+				rep, err := rec.Reconcile(ctx)
+				require.NoError(t, err)
+				assert.Equal(t, payment.ReconcileReport{Examined: pending, Unsettled: pending}, rep)
+			}},
+			{"reconciler within the key window", time.Minute, func(t *testing.T, e *env, req payment.RefundRequest, pending int) {
+				rec := testkit.Must(payment.NewReconciler(e.svc))(t)
+				rep, err := rec.Reconcile(ctx)
+				require.NoError(t, err)
+				assert.Equal(t, payment.ReconcileReport{Examined: pending, Unsettled: pending}, rep)
+			}},
+		} {
+			// The refunds of the cases before stay PENDING too, and the Reconciler examines them
+			// (on another simulator, which has not seen their payments: unsettled).
+			pending := i + 1
+			t.Run(tc.name, func(t *testing.T) {
+				e := newForgetfulEnv(t, db)
+				payID := "pay-" + tc.name
+				_, err := e.svc.Pay(ctx, card(payID, 10_000))
+				require.NoError(t, err)
+				req := refund("r-"+tc.name, payID, 3000)
+				e.sim.InjectFault(req.RefundID, pgsim.FaultUnavailable, 1)
+				r, err := e.svc.Refund(ctx, req)
+				require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+				require.Equal(t, payment.RefundPending, r.State)
+				_, err = e.sim.Cancel(ctx, payment.CancelRequest{CancelID: "console-" + tc.name, PaymentID: payID, Amount: 3000})
+				require.NoError(t, err)
+
+				e.clock.Advance(tc.advance)
+				tc.retry(t, e, req, pending)
+
+				r, err = e.svc.GetRefund(ctx, req.RefundID)
+				require.NoError(t, err)
+				assert.Equal(t, payment.RefundPending, r.State, "the PG never made the refund")
+				p := e.get(t, payID)
+				assert.Equal(t, payment.StateApproved, p.State)
+				assert.Zero(t, p.Refunded)
+				assert.Equal(t, int64(3000), p.RefundPending)
+				assert.Equal(t, int64(3000), e.sim.Stats().CanceledAmount, "only the operator's refund, nothing sent")
+				assert.Equal(t, 1, e.sim.Stats().Cancels)
+				assert.Equal(t, []string{fmt.Sprintf(`%s:refund:refund %q of 3000 pending, 0 refunded here, the gateway has refunded 3000, none of it under %q`,
+					payID, req.RefundID, req.RefundID)}, e.obs.contradicted())
+			})
+		}
+	})
+}

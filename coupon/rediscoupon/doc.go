@@ -66,6 +66,15 @@
 // count exact for coupons nobody collided with (Stats.Taken lower than Stats.Issued), and
 // is safe while issues are in flight.
 //
+// # Beside the SQL issuer
+//
+// A template is issued by one issuer (see coupon's package documentation, "One issuer per
+// template"): one created through a Service with the SQL issuer is refused here
+// (coupon.ErrOtherIssuer) until coupon.Service.ClaimIssuance moves it to this issuer, which
+// rebuilds its state from SQL as Recount does; a take made here before a move away is
+// refused when its coupon is written, and given back. Every Redis issuer is one issuer
+// (Name "redis"): give them one Redis and one key prefix.
+//
 // Keys are never expired by the package: a template's hash holds about five fields per
 // issued coupon, and one more per request that was retried. Delete it (after the issue
 // window closed) with DEL <prefix>{<templateID>}; a later Issue or Stats would reload it

@@ -15,7 +15,6 @@ import (
 
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/coupon/rediscoupon"
-	"github.com/commercekit/commercekit/coupon/sqlcoupon"
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
@@ -96,14 +95,15 @@ func TestRecountRepairsRedis(t *testing.T) {
 // another, and the count ends exact.
 func TestRedisBehindSQL(t *testing.T) {
 	ctx := context.Background()
-	svc, _, db := openRedis(t)
+	svc, rdb, db := openRedis(t)
 	tpl := createTemplate(t, svc, coupon.Template{ID: "t", PerUserLimit: 2})
 	_, err := svc.Issue(ctx, tpl.ID, "bob", "bob-1") // Redis state loaded
 	require.NoError(t, err)
 
-	// Another issuer writes alice's first coupon behind Redis's back.
-	require.NoError(t, sqlcoupon.CreateSchema(ctx, db))
-	stray, err := testkit.Must(coupon.New(db, sqlcoupon.New()))(t).Issue(ctx, tpl.ID, "alice", "stray")
+	// Another Redis issuer, whose keys have another prefix (a state of its own), writes
+	// alice's first coupon behind this one's back. (An issuer of another kind is refused:
+	// TestTwoIssuersOneTemplate.)
+	stray, err := testkit.Must(coupon.New(db, rediscoupon.New(rdb, rediscoupon.WithKeyPrefix("other:"))))(t).Issue(ctx, tpl.ID, "alice", "stray")
 	require.NoError(t, err)
 	require.Equal(t, 1, stray.Ordinal)
 

@@ -57,6 +57,10 @@ func New(rdb redis.UniversalClient, opts ...Option) *Issuer {
 	return i
 }
 
+// Name is "redis": every Redis issuer is one issuer, so point them all at one Redis (or
+// one cluster) with one key prefix.
+func (*Issuer) Name() string { return "redis" }
+
 // JoinsTx is false: the take happens in Redis, before and outside the SQL transaction that
 // writes the coupon.
 func (*Issuer) JoinsTx() bool { return false }

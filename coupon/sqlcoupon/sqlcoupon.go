@@ -19,8 +19,10 @@
 // creating it there with a locking read deadlocks concurrent first issues (a gap lock).
 // For a template created by an earlier version or through another issuer, it is created
 // when the Service first reads the template outside a transaction, or else on its first
-// issue (Load, outside the issuing transactions), set to the coupons already issued,
-// which makes switching a template to this issuer safe once the former one has stopped.
+// issue (Load, outside the issuing transactions), set to the coupons already issued. A
+// template issued through another issuer is refused (coupon.ErrOtherIssuer) until
+// coupon.Service.ClaimIssuance moves it to this one, which sets its counter to the coupons
+// issued by then.
 //
 // Use with coupon.New(db, sqlcoupon.New()) after coupon.CreateSchema and CreateSchema.
 package sqlcoupon
@@ -68,6 +70,9 @@ var (
 
 // New returns the SQL-only issuer.
 func New() Issuer { return Issuer{} }
+
+// Name is "sql".
+func (Issuer) Name() string { return "sql" }
 
 // JoinsTx is true: the take is part of the transaction that writes the coupon.
 func (Issuer) JoinsTx() bool { return true }
@@ -156,13 +161,13 @@ func issuedCount(ctx context.Context, db bun.IDB, templateID string) (int64, err
 // another issuer it is the coupons already issued, or, for a template with a total, the
 // highest place they hold if that is more (the places below it that no coupon holds, left
 // by the other issuer's failed writes, are not issued again). It runs outside the issuing
-// transactions, as a single INSERT that does nothing when the counter exists. An existing
-// counter is never replaced: it changes only in the transactions that write the coupons,
-// so it cannot disagree with them.
+// transactions, as a single INSERT that does nothing when the counter exists. Outside
+// coupon.Service.ClaimIssuance an existing counter is never replaced: it changes only in the
+// transactions that write the coupons, so it cannot disagree with them. ClaimIssuance
+// (onlyIfMissing false) sets it, in the transaction that holds the template's row lock,
+// which no coupon of the template is written without: the coupons another issuer wrote
+// while the template was its own are counted.
 func (Issuer) Load(ctx context.Context, db bun.IDB, tpl coupon.Template, holdings iter.Seq2[coupon.Holding, error], onlyIfMissing bool) error {
-	if !onlyIfMissing {
-		return nil
-	}
 	var n, top int64
 	for h, err := range holdings {
 		if err != nil {
@@ -173,6 +178,11 @@ func (Issuer) Load(ctx context.Context, db bun.IDB, tpl coupon.Template, holding
 	}
 	if tpl.TotalQuantity > 0 {
 		n = max(n, top)
+	}
+	if !onlyIfMissing {
+		if _, err := db.NewUpdate().Model((*counterRow)(nil)).Set("issued = ?", n).Where("template_id = ?", tpl.ID).Exec(ctx); err != nil {
+			return err
+		}
 	}
 	_, err := db.NewInsert().Model(&counterRow{TemplateID: tpl.ID, Issued: n}).Ignore().Exec(ctx)
 	return err

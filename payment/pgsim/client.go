@@ -86,10 +86,14 @@ func (c *Client) Status(ctx context.Context, paymentID string) (payment.GatewayP
 	if err := c.do(ctx, http.MethodGet, "/v1/payments/"+url.PathEscape(paymentID), "", nil, &out); err != nil {
 		return payment.GatewayPayment{}, err
 	}
-	return payment.GatewayPayment{
+	gp := payment.GatewayPayment{
 		PaymentID: out.PaymentID, State: payment.GatewayState(out.State), Amount: out.Amount, Currency: out.Currency,
 		Reference: out.Reference, DeclineCode: out.DeclineCode, DeclineMessage: out.DeclineMessage, Canceled: out.Canceled,
-	}, nil
+	}
+	for _, c := range out.Cancels {
+		gp.Cancels = append(gp.Cancels, payment.GatewayCancel{CancelID: c.CancelID, Amount: c.Amount, Reference: c.Reference})
+	}
+	return gp, nil
 }
 
 func (c *Client) do(ctx context.Context, method, path, key string, in, out any) error {

@@ -12,6 +12,10 @@
 //     hang after processing (a timeout after the charge), and "approved but the response was
 //     lost".
 //
+// Status lists the refunds of a payment with the cancel ID each was made under
+// (payment.GatewayPayment.Cancels), as payment.Gateway asks; a refund made by calling
+// Cancel directly, with an ID the Service never used, plays one made in the PG's console.
+//
 // It counts what it did (Stats, Charges, ApproveCalls), so tests can assert that a payment
 // was charged exactly once, and it signs webhooks with HMAC-SHA256 (Sign, WebhookVerifier),
 // delivering them through WithWebhook or handing them to a test (Webhook, CancelWebhook).

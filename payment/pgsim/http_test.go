@@ -63,6 +63,11 @@ func TestHTTPRoundTrip(t *testing.T) {
 	assert.NotEmpty(t, cn.Reference)
 	_, err = c.Cancel(ctx, payment.CancelRequest{CancelID: "c-2", PaymentID: "p/1", Amount: 9000})
 	assert.Equal(t, pgsim.CodeExceedsRemaining, declineCode(t, err))
+	st, err = c.Status(ctx, "p/1")
+	require.NoError(t, err)
+	assert.Equal(t, payment.GatewayPayment{PaymentID: "p/1", State: payment.GatewayApproved, Amount: 10_000, Currency: "KRW", Reference: a.Reference,
+		Canceled: 2500, Cancels: []payment.GatewayCancel{{CancelID: "c-1", Amount: 2500, Reference: cn.Reference}}}, st,
+		"the refunds made, by cancel ID (not the refused one)")
 
 	bad := approve("bad")
 	bad.Currency = ""

@@ -40,14 +40,22 @@ type resultBody struct {
 }
 
 type statusBody struct {
-	PaymentID      string `json:"payment_id"`
-	State          string `json:"state"`
-	Amount         int64  `json:"amount"`
-	Currency       string `json:"currency"`
-	Reference      string `json:"reference,omitempty"`
-	DeclineCode    string `json:"decline_code,omitempty"`
-	DeclineMessage string `json:"decline_message,omitempty"`
-	Canceled       int64  `json:"canceled"`
+	PaymentID      string       `json:"payment_id"`
+	State          string       `json:"state"`
+	Amount         int64        `json:"amount"`
+	Currency       string       `json:"currency"`
+	Reference      string       `json:"reference,omitempty"`
+	DeclineCode    string       `json:"decline_code,omitempty"`
+	DeclineMessage string       `json:"decline_message,omitempty"`
+	Canceled       int64        `json:"canceled"`
+	Cancels        []cancelJSON `json:"cancels,omitempty"`
+}
+
+// cancelJSON is a refund the simulator made, in statusBody.
+type cancelJSON struct {
+	CancelID  string `json:"cancel_id"`
+	Amount    int64  `json:"amount"`
+	Reference string `json:"reference"`
 }
 
 type errorBody struct {
@@ -87,10 +95,14 @@ func NewHandler(sim *Simulator) http.Handler {
 	})
 	mux.HandleFunc("GET /v1/payments/{id}", func(w http.ResponseWriter, r *http.Request) {
 		gp, err := sim.Status(r.Context(), r.PathValue("id"))
-		reply(w, err, statusBody{
+		body := statusBody{
 			PaymentID: gp.PaymentID, State: string(gp.State), Amount: gp.Amount, Currency: gp.Currency,
 			Reference: gp.Reference, DeclineCode: gp.DeclineCode, DeclineMessage: gp.DeclineMessage, Canceled: gp.Canceled,
-		})
+		}
+		for _, c := range gp.Cancels {
+			body.Cancels = append(body.Cancels, cancelJSON{CancelID: c.CancelID, Amount: c.Amount, Reference: c.Reference})
+		}
+		reply(w, err, body)
 	})
 	return mux
 }

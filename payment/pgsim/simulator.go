@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,7 @@ type charge struct {
 	ref      string
 	declined *payment.DeclineError
 	canceled int64
+	made     []payment.GatewayCancel // the refunds that make up canceled, in order
 }
 
 // cancellation is a refund as the PG recorded it.
@@ -292,6 +294,7 @@ func (s *Simulator) cancel(req payment.CancelRequest) (payment.Cancellation, err
 		s.refSeq++
 		c.ref = fmt.Sprintf("pgsim-cancel-%d", s.refSeq)
 		p.canceled += req.Amount
+		p.made = append(p.made, payment.GatewayCancel{CancelID: req.CancelID, Amount: req.Amount, Reference: c.ref})
 		s.stats.Cancels++
 		s.stats.CanceledAmount += req.Amount
 		s.notify(cancelEvent(p, c))
@@ -339,7 +342,7 @@ func (s *Simulator) Status(ctx context.Context, paymentID string) (payment.Gatew
 func (c *charge) status() payment.GatewayPayment {
 	gp := payment.GatewayPayment{
 		PaymentID: c.req.PaymentID, State: payment.GatewayApproved, Amount: c.req.Amount,
-		Currency: c.req.Currency, Reference: c.ref, Canceled: c.canceled,
+		Currency: c.req.Currency, Reference: c.ref, Canceled: c.canceled, Cancels: slices.Clone(c.made),
 	}
 	if c.declined != nil {
 		gp.State, gp.DeclineCode, gp.DeclineMessage = payment.GatewayDeclined, c.declined.Code, c.declined.Message
