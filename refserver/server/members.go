@@ -38,7 +38,7 @@ func (s *Server) buildMembers(ctx context.Context, secret []byte) error {
 	opts := []member.Option{member.WithClock(s.now)}
 	if st.rdb != nil {
 		deny = member.NewRedisDenylist(st.rdb, sqlDeny)
-		opts = append(opts, member.WithLimiter(member.NewRedisLimiter(st.rdb, member.WithResendWindow(redisResendWindow(s.cfg)))))
+		opts = append(opts, member.WithLimiter(member.NewRedisLimiter(st.rdb, s.redisLimiterOptions()...)))
 	} else {
 		// The embedded SQLite has one connection: under load a check queues behind the
 		// writes (a flash sale of 100 clients sees 1-2 s), so it gets longer than Redis's.
