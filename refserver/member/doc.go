@@ -70,6 +70,7 @@
 // The buckets live in a Limiter (WithLimiter). The default, a MemoryLimiter, keeps them in
 // the process, which is right for one instance only: behind a load balancer an attacker
 // would get a budget per instance. RedisLimiter keeps them in Redis, shared by every
-// instance (refserver uses it in full mode). A limiter that cannot answer fails the login
+// instance (refserver uses it in full mode), on Redis's clock: instances whose clocks
+// disagree refill and remember them alike. A limiter that cannot answer fails the login
 // closed with an error matching errcode.ErrUnavailable: no attempt goes unlimited.
 package member

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strconv"
 	"sync"
 	"time"
 
@@ -19,6 +20,13 @@ import (
 // by one. Services sharing a Limiter share the budgets: every instance of a server behind
 // one address needs the same one (NewRedisLimiter), or an attacker gets a budget per
 // instance.
+//
+// now is the caller's clock. A limiter of one process (MemoryLimiter) refills by it: a
+// process's calls agree with each other on it, and tests move it. A limiter shared by
+// instances (RedisLimiter) must not: their clocks need not agree, and a bucket refilled and
+// its calls forgotten by each caller's clock would be refilled early by an instance ahead
+// and forget calls another instance must still remember. It keeps time by a clock of its
+// own, the same for every caller, and ignores now.
 type Limiter interface {
 	// Take takes an attempt from key's budget and returns 0, or how long until one is
 	// available. An error means the limiter could not answer; Login then refuses the
@@ -131,14 +139,18 @@ func (l *MemoryLimiter) Reset(_ context.Context, key string) error {
 // concurrent attempts from any instance are counted one by one, and a call the Redis
 // client sends again after a lost reply is counted once, whatever ran in between (for
 // its resend window: see bucketScript and WithResendWindow). Reset forgets a bucket's calls with it: a call resent after a
-// Reset counts in the refilled bucket. A Redis that restarts empty forgets the budgets: every key starts
+// Reset counts in the refilled bucket. Its clock is Redis's (the script's TIME), not the
+// callers': the now of Take and Refund is ignored, so that instances whose clocks disagree
+// (by any amount) share buckets that refill with time and remember every call for the
+// whole window. A Redis that restarts empty forgets the budgets: every key starts
 // full again, as after a restart of a process with a MemoryLimiter. (go-redis/redis_rate's
 // GCRA loses a refund given within the last refill interval, and the failure budgets need
 // exact refunds.)
 type RedisLimiter struct {
 	rdb    redis.UniversalClient
 	prefix string
-	resend time.Duration // how long a call that changed a bucket is remembered
+	resend time.Duration    // how long a call that changed a bucket is remembered
+	clock  func() time.Time // nil: Redis's (WithLimiterClock)
 }
 
 // RedisLimiterOption configures a RedisLimiter.
@@ -155,6 +167,14 @@ func WithResendWindow(d time.Duration) RedisLimiterOption {
 			l.resend = d
 		}
 	}
+}
+
+// WithLimiterClock replaces the limiter's clock, Redis's, with now: for tests with a fake
+// clock, which then move the buckets' time with it. Every RedisLimiter sharing the buckets
+// must be given the same clock, or they disagree as the clocks of instances do; a server
+// leaves it unset.
+func WithLimiterClock(now func() time.Time) RedisLimiterOption {
+	return func(l *RedisLimiter) { l.clock = now }
 }
 
 // NewRedisLimiter returns a limiter in rdb under keys "commercekit:login:<key>".
@@ -179,32 +199,47 @@ func NewRedisLimiterAt(rdb redis.UniversalClient, prefix string, opts ...RedisLi
 // should be given a shorter window (refserver's is a few seconds).
 const DefaultResendWindow = time.Minute
 
-// bucketScript takes (ARGV[4] "take") or refunds an attempt of KEYS[1]'s bucket of ARGV[1]
-// tokens refilled over ARGV[2] ms, at ARGV[3] (Unix ms), and returns the wait in ms (0:
-// taken or refunded). ARGV[5] is the call's ID (a UUID): go-redis sends a command again after a
-// network error, and the first may have run, its reply lost; the resend must take
-// nothing more, whatever calls of other clients ran on the bucket in between.
+// bucketScript takes (ARGV[3] "take") or refunds an attempt of KEYS[1]'s bucket of ARGV[1]
+// tokens refilled over ARGV[2] ms, and returns the wait in ms (0: taken or refunded).
+// ARGV[4] is the call's ID (a UUID): go-redis sends a command again after a network error,
+// and the first may have run, its reply lost; the resend must take nothing more, whatever
+// calls of other clients ran on the bucket in between.
 //
-// So the bucket's hash remembers, for the resend window after it (ARGV[6], in ms; on the
-// callers' clock), every call that changed it — a take that took, a refund that gave a
-// token back — as a field "c:<ID>", and a call finding its field answers 0 (taken, or
-// refunded) and changes nothing. A take that was refused changed nothing and is not
-// remembered: its resend is a new attempt, which still has at most one effect in all. The
-// remembered calls are also a queue, fields "q<n>" from "h" to "n" (exclusive), oldest
-// first, so that each call forgets those past the window at the head in amortised
-// constant time; "x" is when the newest is forgotten. The memory is therefore bounded by
-// the calls that can change the bucket in the window, about 100 bytes each: the bucket's
-// budget bounds its takes that are not refunded, but a take and its refund (a successful
-// login) or takes at the refill rate (writes) repeat at the caller's rate, so the window
-// is kept as short as the Redis client allows (WithResendWindow). The key expires once
-// the bucket has refilled and its calls are forgotten; a full bucket remembering no call
-// is no key. One round trip per call, and one key, as before.
+// Its clock is Redis's (TIME, in Unix ms; ARGV[6] replaces it when not empty, for tests
+// with a fake clock: WithLimiterClock), not the caller's: every instance calling it
+// shares the buckets, and instances' clocks need not agree. On a caller's clock an
+// instance an hour ahead would refill the bucket others emptied, one behind would leave it
+// unrefilled, and the remembered calls below would be forgotten early by the calls of an
+// instance ahead (a resend counted twice) or kept for as long as the skew. Redis
+// replicates a script's effects, not the script, so a replica stores the times the primary
+// computed. A Redis clock that steps back holds the refill and keeps the calls longer until
+// it has caught up: the limits err on the strict side.
+//
+// So the bucket's hash remembers, for the resend window after it (ARGV[5], in ms), every
+// call that changed it — a take that took, a refund that gave a token back — as a field
+// "c:<ID>", and a call finding its field answers 0 (taken, or refunded) and changes nothing.
+// A take that was refused changed nothing and is not remembered: its resend is a new
+// attempt, which still has at most one effect in all. The remembered calls are also a
+// queue, fields "q<n>" from "h" to "n" (exclusive), oldest first, so that each call forgets
+// those past the window at the head in amortised constant time; "x" is when the newest is
+// forgotten. The memory is therefore bounded by the calls that can change the bucket in the
+// window, about 100 bytes each: the bucket's budget bounds its takes that are not refunded,
+// but a take and its refund (a successful login) or takes at the refill rate (writes)
+// repeat at the caller's rate, so the window is kept as short as the Redis client allows
+// (WithResendWindow). The key expires once the bucket has refilled and its calls are
+// forgotten; a full bucket remembering no call is no key. One round trip per call, and one
+// key, as before.
 var bucketScript = redis.NewScript(`
-local id = 'c:' .. ARGV[5]
+local id = 'c:' .. ARGV[4]
 if redis.call('HEXISTS', KEYS[1], id) == 1 then
   return 0
 end
-local burst, window, now, resend = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[6])
+local now = tonumber(ARGV[6])
+if not now then
+  local clock = redis.call('TIME')
+  now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+end
+local burst, window, resend = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
 local rate = burst / window
 local v = redis.call('HMGET', KEYS[1], 't', 'a', 'h', 'n', 'x')
 local tokens, at = tonumber(v[1]), tonumber(v[2])
@@ -213,7 +248,7 @@ if not tokens then tokens, at = burst, now end
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
 at = math.max(at, now)
 local wait, changed = 0, false
-if ARGV[4] == 'take' then
+if ARGV[3] == 'take' then
   if tokens >= 1 then tokens, changed = tokens - 1, true else wait = math.ceil((1 - tokens) / rate) end
 elseif tokens < burst then
   tokens, changed = math.min(burst, tokens + 1), true
@@ -240,26 +275,30 @@ end
 return wait
 `)
 
-func (l *RedisLimiter) run(ctx context.Context, op, key string, burst int, window time.Duration, now time.Time) (time.Duration, error) {
+func (l *RedisLimiter) run(ctx context.Context, op, key string, burst int, window time.Duration) (time.Duration, error) {
 	if err := checkBudget(burst, window); err != nil {
 		return 0, err
 	}
-	ms, err := bucketScript.Run(ctx, l.rdb, []string{l.prefix + key}, burst, window.Milliseconds(), now.UnixMilli(), op,
-		uuid.NewString(), l.resend.Milliseconds()).Int64()
+	clock := "" // Redis's
+	if l.clock != nil {
+		clock = strconv.FormatInt(l.clock().UnixMilli(), 10)
+	}
+	ms, err := bucketScript.Run(ctx, l.rdb, []string{l.prefix + key}, burst, window.Milliseconds(), op,
+		uuid.NewString(), l.resend.Milliseconds(), clock).Int64()
 	if err != nil {
 		return 0, errcode.Unavailable("redis", fmt.Errorf("member: limits %s: %w", l.prefix, err))
 	}
 	return time.Duration(ms) * time.Millisecond, nil
 }
 
-// Take implements Limiter.
-func (l *RedisLimiter) Take(ctx context.Context, key string, burst int, window time.Duration, now time.Time) (time.Duration, error) {
-	return l.run(ctx, "take", key, burst, window, now)
+// Take implements Limiter, on Redis's clock: now is ignored.
+func (l *RedisLimiter) Take(ctx context.Context, key string, burst int, window time.Duration, _ time.Time) (time.Duration, error) {
+	return l.run(ctx, "take", key, burst, window)
 }
 
-// Refund implements Limiter.
-func (l *RedisLimiter) Refund(ctx context.Context, key string, burst int, window time.Duration, now time.Time) error {
-	_, err := l.run(ctx, "refund", key, burst, window, now)
+// Refund implements Limiter, on Redis's clock: now is ignored.
+func (l *RedisLimiter) Refund(ctx context.Context, key string, burst int, window time.Duration, _ time.Time) error {
+	_, err := l.run(ctx, "refund", key, burst, window)
 	return err
 }
 

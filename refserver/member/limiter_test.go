@@ -85,7 +85,7 @@ func TestRedisLimiterResendAfterAnotherCall(t *testing.T) {
 			key := prefix + "id bob"
 			call := func(op, id string) int64 {
 				t.Helper()
-				ms, err := bucketScript.Run(ctx, rdb, []string{key}, burst, window.Milliseconds(), now.UnixMilli(), op, id, DefaultResendWindow.Milliseconds()).Int64()
+				ms, err := bucketScript.Run(ctx, rdb, []string{key}, burst, window.Milliseconds(), op, id, DefaultResendWindow.Milliseconds(), now.UnixMilli()).Int64()
 				if err != nil {
 					t.Fatalf("%s %s: %v", op, id, err)
 				}
@@ -132,7 +132,7 @@ func TestRedisLimiterResendAfterAnotherCall(t *testing.T) {
 			// A call past DefaultResendWindow forgets the calls before it: the bucket holds its
 			// state (t, a, h, n, x) and that call alone (its queue entry and its ID).
 			later := now.Add(DefaultResendWindow + time.Millisecond)
-			if _, err := bucketScript.Run(ctx, rdb, []string{key}, burst, window.Milliseconds(), later.UnixMilli(), "take", "j", DefaultResendWindow.Milliseconds()).Result(); err != nil {
+			if _, err := bucketScript.Run(ctx, rdb, []string{key}, burst, window.Milliseconds(), "take", "j", DefaultResendWindow.Milliseconds(), later.UnixMilli()).Result(); err != nil {
 				t.Fatal(err)
 			}
 			fields, err := rdb.HKeys(ctx, key).Result()

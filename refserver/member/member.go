@@ -693,7 +693,8 @@ func (s *Service) denyAll(ctx context.Context, rows []refreshRow) error {
 // so that a logout failing part-way leaves the caller a token to retry with, unless the
 // denylist already answers from the SQL record, which the session's revocation wrote for
 // all its tokens at once (the embedded SQL denylist; a Redis one rebuilt since): then the
-// logout is done, and the retry is refused as unauthenticated. The denials run to the end
+// logout is done, and the retry finds the token revoked (refserver answers a logout with a
+// revoked token 204 without calling Logout again). The denials run to the end
 // even when ctx is cancelled meanwhile (for at most 10 s).
 func (s *Service) Logout(ctx context.Context, jti, sessionID string, expires time.Time) error {
 	if jti == "" {

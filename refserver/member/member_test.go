@@ -48,9 +48,11 @@ var modes = []struct {
 		db := testenv.SQLite(t)
 		return db, member.NewSQLDenylist(db, now), nil
 	}},
-	{"full-mysql-redis", func(t *testing.T, _ func() time.Time) (*bun.DB, member.Denylist, []member.Option) {
+	{"full-mysql-redis", func(t *testing.T, now func() time.Time) (*bun.DB, member.Denylist, []member.Option) {
 		db, rdb := testenv.MySQL(t), testenv.Redis(t)
-		return db, member.NewRedisDenylist(rdb, member.NewSQLDenylist(db, nil)), []member.Option{member.WithLimiter(member.NewRedisLimiter(rdb))}
+		// The limiter keeps Redis's time unless given the test's clock.
+		limiter := member.NewRedisLimiter(rdb, member.WithLimiterClock(now))
+		return db, member.NewRedisDenylist(rdb, member.NewSQLDenylist(db, nil)), []member.Option{member.WithLimiter(limiter)}
 	}},
 }
 

@@ -32,8 +32,10 @@
 // optional Idempotency-Key, a retry after a lost answer gets the same pair), DELETE
 // /v1/sessions logs out. Authentication has a separate denylist step after the token's
 // signature and expiry: a token whose jti was logged out (or whose session was revoked) is
-// 401 token_revoked; a denylist that cannot answer is 503 dependency_unavailable, never a
-// pass. The denylist is in Redis when Redis is configured, else in SQL (purged of expired
+// 401 token_revoked, except on DELETE /v1/sessions, where it is 204 at once without
+// writing anything (a logout is idempotent: one sent again after its answer was lost
+// answers as the first did); a denylist that cannot answer is 503 dependency_unavailable,
+// never a pass. The denylist is in Redis when Redis is configured, else in SQL (purged of expired
 // entries every minute). Tokens minted by `refserver token` carry a jti too, so they work
 // as before and can be logged out. Failed logins are limited per login ID and per client
 // address (429 too_many_login_attempts with Retry-After); sign-up, login and refresh are

@@ -38,7 +38,7 @@ func (s *Server) buildMembers(ctx context.Context, secret []byte) error {
 	opts := []member.Option{member.WithClock(s.now)}
 	if st.rdb != nil {
 		deny = member.NewRedisDenylist(st.rdb, sqlDeny)
-		opts = append(opts, member.WithLimiter(member.NewRedisLimiter(st.rdb, member.WithResendWindow(redisResendWindow(s.cfg)))))
+		opts = append(opts, member.WithLimiter(member.NewRedisLimiter(st.rdb, s.redisLimiterOptions()...)))
 	} else {
 		// The embedded SQLite has one connection: under load a check queues behind the
 		// writes (a flash sale of 100 clients sees 1-2 s), so it gets longer than Redis's.
@@ -55,12 +55,17 @@ func (s *Server) buildMembers(ctx context.Context, secret []byte) error {
 
 // checkRevoked is the denylist step of authentication: it answers 401 token_revoked for a
 // token that was logged out (or whose session was revoked), 503 when the denylist cannot
-// answer (never a pass), and returns whether the request may go on.
-func (s *Server) checkRevoked(w http.ResponseWriter, r *http.Request, p Principal) bool {
+// answer (never a pass), and returns whether the request may go on. On the route that
+// revokes the token (revokes: logout) a revoked token is answered 204 instead: the logout
+// it asks for is done, and a retry of one whose answer was lost must not be told it failed.
+func (s *Server) checkRevoked(w http.ResponseWriter, r *http.Request, p Principal, revokes bool) bool {
 	revoked, err := s.members.Revoked(r.Context(), p.TokenID)
 	switch {
 	case err != nil:
 		s.writeError(w, r, err)
+		return false
+	case revoked && revokes:
+		w.WriteHeader(http.StatusNoContent)
 		return false
 	case revoked:
 		writeProblem(w, r, newProblem(http.StatusUnauthorized, "token_revoked", "Unauthorized",
@@ -234,7 +239,8 @@ func (s *Server) refreshSession(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.sessionJSON(t))
 }
 
-// logout revokes the caller's token and its session: 204.
+// logout revokes the caller's token and its session: 204. A token already revoked never
+// gets here: checkRevoked answers 204 for it (the route Revokes).
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	p := principal(r.Context())
 	if err := s.members.Logout(r.Context(), p.TokenID, p.SessionID, p.ExpiresAt); err != nil {

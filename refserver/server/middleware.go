@@ -200,7 +200,7 @@ func (s *Server) route(rt Route) http.Handler {
 				return
 			}
 			info.user = p.UserID
-			if !s.checkRevoked(w, r, p) {
+			if !s.checkRevoked(w, r, p, rt.Revokes) {
 				return
 			}
 			if rt.Auth == AuthAdmin && !p.Admin {

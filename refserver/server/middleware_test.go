@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/refserver/member"
 )
 
 // testServer is a Server with the HTTP machinery only (no backends), serving a few test
@@ -163,8 +164,11 @@ func TestLimiter(t *testing.T) {
 	t.Run("memory", func(t *testing.T) { check(t, newLimiter(2, 3, patient, clock, nil), "a") }) // 2/s, burst 3
 
 	rdb := testenv.Redis(t)
+	// The buckets in Redis keep Redis's clock unless given the test's (as a server given
+	// WithClock does): member's TestRedisLimiterClocksApart runs them on Redis's.
+	onClock := member.WithLimiterClock(clock)
 	t.Run("redis", func(t *testing.T) {
-		one, other := newLimiter(2, 3, patient, clock, rdb), newLimiter(2, 3, patient, clock, rdb)
+		one, other := newLimiter(2, 3, patient, clock, rdb, onClock), newLimiter(2, 3, patient, clock, rdb, onClock)
 		check(t, one, "b")
 		ok, _ := other.allow(context.Background(), "b")
 		assert.False(t, ok, "another instance sees the user's budget spent")
@@ -190,7 +194,7 @@ func TestLimiter(t *testing.T) {
 		t.Cleanup(func() { _ = slow.Close() })
 		// The limiter waits 1 s: far below the client, and yet a deadline that a Redis
 		// answering again does not miss on a loaded machine. 1/s, burst 10.
-		l := newLimiter(1, 10, time.Second, clock, slow)
+		l := newLimiter(1, 10, time.Second, clock, slow, onClock)
 		counts := func(l *limiter) [3]int64 {
 			return [3]int64{l.stats.asked.Load(), l.stats.unanswered.Load(), l.stats.local.Load()}
 		}
@@ -270,7 +274,7 @@ func TestLimiter(t *testing.T) {
 			assert.True(t, ok, "shared token %d", i)
 		}
 		assert.Equal(t, [3]int64{before[0] + 10, before[1], before[2]}, counts(l))
-		other := newLimiter(1, 10, time.Second, clock, slow)
+		other := newLimiter(1, 10, time.Second, clock, slow, onClock)
 		ok, retry = other.allow(ctx, "e")
 		assert.False(t, ok, "the other instance sees the budget spent")
 		assert.Equal(t, 1, retry)

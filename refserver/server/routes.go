@@ -26,6 +26,11 @@ type Route struct {
 	Write bool
 	// Idempotent routes require an Idempotency-Key and replay its stored response.
 	Idempotent bool
+	// Revokes marks the route that revokes the caller's token (logout): a validly signed,
+	// unexpired token already revoked is answered 204 No Content there, at once and without
+	// writing anything (nor taking a write token), not 401 token_revoked, so that a logout
+	// sent again after its answer was lost answers as the first did.
+	Revokes bool
 	// OwnDeadline routes bound their own I/O, so the request timeout (Config.RequestTimeout)
 	// is not set on their context, sparing a timer per request on the hottest read (the
 	// stock read: a cache hit does no I/O, a backend read has the request timeout's bound).
@@ -79,7 +84,7 @@ func (s *Server) routes() []Route {
 		{Method: post, Path: "/v1/members", Handler: s.signUp},
 		{Method: post, Path: "/v1/sessions", Handler: s.login},
 		{Method: post, Path: "/v1/sessions/refresh", Handler: s.refreshSession},
-		{Method: del, Path: "/v1/sessions", Auth: AuthUser, Write: true, Handler: s.logout},
+		{Method: del, Path: "/v1/sessions", Auth: AuthUser, Write: true, Revokes: true, Handler: s.logout},
 
 		// Cart (ordered with POST /v1/orders {"from_cart": true}).
 		{Method: get, Path: "/v1/cart", Auth: AuthUser, Handler: s.getCart},

@@ -23,18 +23,21 @@ import (
 // Server is the reference HTTP server: the routes of Routes over a commerce.Service built
 // from a Config, its background loops, and graceful shutdown.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	now     func() time.Time
-	metrics *metrics
-	auth    *authenticator
-	limiter *limiter
-	idem    *idempotency.Store
-	svc     *commerce.Service
-	st      *stack
-	checks  []check
-	handler http.Handler
-	stock   *stockCache
+	cfg Config
+	log *slog.Logger
+	now func() time.Time
+	// ownClock: WithClock gave now (a test's clock), which then runs the shared buckets in
+	// Redis too; else they keep Redis's clock, not this instance's.
+	ownClock bool
+	metrics  *metrics
+	auth     *authenticator
+	limiter  *limiter
+	idem     *idempotency.Store
+	svc      *commerce.Service
+	st       *stack
+	checks   []check
+	handler  http.Handler
+	stock    *stockCache
 
 	// Members, sessions and carts (members.go); memberOpts configure the member service.
 	members    *member.Service
@@ -61,9 +64,23 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithClock sets the clock of token expiry checks and the rate limiter (default time.Now).
-// It must not be nil.
+// It must not be nil. It is for tests: it also runs the buckets of the write and login
+// limits kept in Redis, which without it keep Redis's clock (member.RedisLimiter), so
+// that instances whose clocks disagree share them rightly.
 func WithClock(now func() time.Time) Option {
-	return func(s *settings) { option.NotNil(&s.Errors, &s.now, "WithClock", now) }
+	return func(s *settings) {
+		option.NotNil(&s.Errors, &s.now, "WithClock", now)
+		s.ownClock = true
+	}
+}
+
+// redisLimiterOptions configures the buckets of the write and login limits in Redis.
+func (s *Server) redisLimiterOptions() []member.RedisLimiterOption {
+	opts := []member.RedisLimiterOption{member.WithResendWindow(redisResendWindow(s.cfg))}
+	if s.ownClock {
+		opts = append(opts, member.WithLimiterClock(s.now))
+	}
+	return opts
 }
 
 // New builds a Server from cfg: it opens the backends, creates the tables, composes commerce
@@ -95,7 +112,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 	s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateLimitRedisTimeout, s.now, nil)
 	if st.rdb != nil { // not a nil *redis.Client in the interface
 		s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateLimitRedisTimeout, s.now, st.rdb,
-			member.WithResendWindow(redisResendWindow(cfg)))
+			s.redisLimiterOptions()...)
 	}
 	if err := s.buildMembers(ctx, []byte(secret)); err != nil {
 		st.close(s.log)
