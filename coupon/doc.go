@@ -34,12 +34,15 @@
 // issue. So a template records the issuer that issues it (Issuer.Name): the Service that
 // creates it, or the first to issue a template of an earlier version, claims it, and a
 // Service with another issuer refuses to issue it with ErrOtherIssuer (an *IssueError;
-// errcode Internal: a deployment error, not the caller's), except to replay a request
-// already served. The check that decides is made in the transaction that writes the
-// coupon, under the template row's shared lock. Service.ClaimIssuance moves a template to
-// the Service's issuer: it takes that row's exclusive lock, which waits for the coupons
-// being written, and builds the new issuer's state from the coupons durably issued, in
-// one transaction. One authoritative count shared by both issuers was the alternative;
+// errcode DependencyUnavailable: not the caller's fault, and a retry may reach an instance
+// with the template's issuer), except to replay a request already served. The check that
+// decides is made in the transaction that writes the coupon, under the template row's
+// shared lock. Service.ClaimIssuance moves a template to the Service's issuer: it takes
+// that row's exclusive lock, which waits for the coupons being written, and builds the new
+// issuer's state from the coupons durably issued, in one transaction. ClaimAllIssuance
+// moves every template; a server calls it at start, so that the configuration started
+// last decides (refserver does: adding Redis to a MySQL deployment moves its templates to
+// rediscoupon, and instances not yet replaced answer 503 for them). One authoritative count shared by both issuers was the alternative;
 // it would put a SQL write (or a Redis call) on every take, losers of a rush included,
 // which is what each issuer exists to avoid, so a template has one owner instead, and a
 // misconfiguration fails loudly rather than slowly.

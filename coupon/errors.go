@@ -40,11 +40,12 @@ var (
 	// SQL transaction (Redis); issue through the Service itself.
 	ErrCannotJoinTx = errcode.New(errcode.Internal, "cannot_join_tx", "coupon: issuer cannot join the caller's transaction")
 	// ErrOtherIssuer: the template's coupons are issued by another issuer than the
-	// Service's (a Redis issuer and a SQL issuer serving one template: two instances
-	// configured differently, or a switch from one to the other under way). Nothing was
-	// issued. A deployment error, not the caller's: Service.ClaimIssuance moves a template
-	// to another issuer.
-	ErrOtherIssuer = errcode.New(errcode.Internal, "coupon_other_issuer", "coupon: the template is issued by another issuer")
+	// Service's (a Redis issuer and a SQL issuer serving one template: an instance not yet
+	// replaced in a switch from one to the other, or two instances configured differently).
+	// Nothing was issued. It is not the caller's fault, and a retry may reach an instance
+	// with the template's issuer: errcode.DependencyUnavailable (refserver: 503 with
+	// Retry-After). Service.ClaimIssuance and ClaimAllIssuance move templates to another issuer.
+	ErrOtherIssuer = errcode.New(errcode.DependencyUnavailable, "coupon_other_issuer", "coupon: the template is issued by another issuer")
 	// ErrNotLoaded is for issuer backends: their state for a template is missing (never
 	// loaded, or lost) and must be loaded from SQL. The Service handles it; callers never see it.
 	ErrNotLoaded = errors.New("coupon: issuer state not loaded")

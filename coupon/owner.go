@@ -158,6 +158,27 @@ func (s *Service) ClaimIssuance(ctx context.Context, templateID string) (err err
 	return nil
 }
 
+// ClaimAllIssuance claims (ClaimIssuance) every template whose coupons another issuer
+// issues, and returns how many it moved: what a process calls at start so that the
+// configuration started last decides each template's issuer (a deployment adding Redis to a
+// SQL one moves every template to rediscoupon). Instances still running with the former
+// issuer then refuse those templates (ErrOtherIssuer) until they are replaced. Templates no
+// issuer has claimed yet are left to the first issue.
+func (s *Service) ClaimAllIssuance(ctx context.Context) (int, error) {
+	var ids []string
+	err := s.db.NewSelect().Model((*templateRow)(nil)).Column("id").
+		Where("issuer IS NOT NULL AND issuer <> ?", s.issuer.Name()).Order("id").Scan(ctx, &ids)
+	if err != nil {
+		return 0, fail("listing the templates of other issuers", err)
+	}
+	for i, id := range ids {
+		if err := s.ClaimIssuance(ctx, id); err != nil {
+			return i, err
+		}
+	}
+	return len(ids), nil
+}
+
 // refused returns the coupon a request already served returns, whoever issued it, or err,
 // the rejection of a Service whose issuer is not the template's.
 func (s *Service) refused(ctx context.Context, r TakeRequest, err error) (Coupon, error) {

@@ -163,6 +163,13 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		coupon.WithObserver(m)); err != nil {
 		return st, err
 	}
+	// The configuration started last decides each template's issuer: adding Redis moves
+	// every template to it, and instances still without it refuse them until replaced.
+	if moved, err := st.coupons.ClaimAllIssuance(ctx); err != nil {
+		return st, fmt.Errorf("claiming the coupon templates for this server's issuer: %w", err)
+	} else if moved > 0 {
+		log.Warn("coupon templates moved to this server's issuer", "templates", moved, "issuer", issuer.Name())
+	}
 	if st.ledger, err = ledger.New(st.db, ledger.WithLogger(log.With("component", "ledger")),
 		ledger.WithObserver(m)); err != nil {
 		return st, err

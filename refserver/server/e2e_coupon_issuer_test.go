@@ -40,7 +40,7 @@ func TestCouponIssuerSwitch(t *testing.T) {
 	moved := start(t, withRedis, nil)
 	expect(t, issue(moved, "u2"), http.StatusCreated)
 	r := issue(old, "u3")
-	expectProblem(t, r, http.StatusServiceUnavailable, "dependency_unavailable")
+	expectProblem(t, r, http.StatusServiceUnavailable, "coupon_other_issuer")
 	assert.NotEmpty(t, r.Header.Get("Retry-After"))
 	expect(t, issue(moved, "u3"), http.StatusCreated)
 	expectProblem(t, issue(moved, "u4"), http.StatusUnprocessableEntity, "coupon_sold_out")
