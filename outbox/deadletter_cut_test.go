@@ -1,0 +1,298 @@
+package outbox_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/depfail"
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
+)
+
+// relayDeadLetter adds three events of one stream (topic and key name) on db, has a relay
+// on linked whose publisher refuses the second set it aside, then lets the publisher take
+// it (its cause fixed): it returns the relay, its publisher and the events, the first one
+// published, the second a dead letter, the third waiting behind it.
+func relayDeadLetter(t *testing.T, db, linked *bun.DB, name string) (*outbox.Relay, *refusingPublisher, []outbox.Event) {
+	t.Helper()
+	ctx := context.Background()
+	var evs []outbox.Event
+	for range 3 {
+		added, err := outbox.Add(ctx, db, outbox.Event{Topic: "t-" + name, Key: name, Type: "x", Payload: []byte(`{}`)})
+		require.NoError(t, err)
+		evs = append(evs, added...)
+	}
+	pub := &refusingPublisher{refuse: map[string]bool{evs[1].ID: true}}
+	r, err := outbox.NewRelay(linked, pub)
+	require.NoError(t, err)
+	relayUntilDead(t, r, 1)
+	require.Equal(t, []string{evs[0].ID}, ids(pub.snapshot()))
+	pub.accept(evs[1].ID)
+	return r, pub, evs
+}
+
+// relayUntilDead runs relay rounds until the relay has n dead letters and nothing else to
+// send, failing the test if it never does.
+func relayUntilDead(t *testing.T, r *outbox.Relay, n int) {
+	t.Helper()
+	ctx := context.Background()
+	for range 100 {
+		sent, err := r.RelayOnce(ctx)
+		require.NoError(t, err)
+		dead, err := r.DeadLetters(ctx, 0)
+		require.NoError(t, err)
+		if sent == 0 && len(dead) == n {
+			return
+		}
+	}
+	t.Fatalf("the relay never settled with %d dead letters", n)
+}
+
+// relayResolveExact checks the end state of relayDeadLetter's stream once its dead letter
+// was redriven (skip false) or skipped and the relay drained the outbox: every event
+// published once, in order, but a skipped one never; no dead letter left; the skipped
+// event's row marked sent (its reason kept), none left unsent.
+func relayResolveExact(t *testing.T, db *bun.DB, r *outbox.Relay, pub *refusingPublisher, evs []outbox.Event, skip bool) {
+	t.Helper()
+	ctx := context.Background()
+	relayUntilDone(t, r, db)
+	want := ids(evs)
+	if skip {
+		want = []string{evs[0].ID, evs[2].ID}
+	}
+	assert.Equal(t, want, ids(pub.snapshot()), "published once each, in order")
+	dead, err := r.DeadLetters(ctx, 0)
+	require.NoError(t, err)
+	assert.Empty(t, dead)
+	var row struct {
+		Sent   bool    `bun:"sent"`
+		Dead   bool    `bun:"dead"`
+		Reason *string `bun:"dead_reason"`
+	}
+	require.NoError(t, db.NewSelect().Table(outbox.TableEvents).
+		ColumnExpr("sent_at IS NOT NULL AS sent, dead_at IS NOT NULL AS dead, dead_reason").
+		Where("id = ?", evs[1].ID).Scan(ctx, &row))
+	assert.True(t, row.Sent)
+	assert.Equal(t, skip, row.Dead, "a skipped event keeps when it was set aside, a redriven one does not")
+	if skip {
+		require.NotNil(t, row.Reason)
+		assert.Contains(t, *row.Reason, "message too large")
+	} else {
+		assert.Nil(t, row.Reason)
+	}
+	assert.Zero(t, outboxtest.Unsent(t, db))
+	require.ErrorIs(t, r.Redrive(ctx, evs[1].ID), outbox.ErrNotDeadLetter, "resolved once")
+	require.ErrorIs(t, r.Skip(ctx, evs[1].ID), outbox.ErrNotDeadLetter, "resolved once")
+}
+
+// TestRelayResolveCut: an operator's Relay.Redrive, and Relay.Skip, of a dead letter, its
+// database connection cut at its statement (the one UPDATE, autocommitted): before the
+// statement reaches the server (it never runs) and after the server answered it (it ran,
+// the answer is lost). The call fails as the database being unavailable (depfail.Is: a 503
+// for refserver's console), never as ErrNotDeadLetter. The operator's retry then succeeds,
+// or, when the first call ran, finds nothing left to resolve (ErrNotDeadLetter: refserver's
+// 404 "already redriven, skipped or published"); either way, once the relay drained the
+// outbox, the event is published exactly once (or never, skipped exactly once), the dead
+// letter is gone, the events behind it published once each, in order.
+func TestRelayResolveCut(t *testing.T) {
+	db, linked, link := testenv.LinkedMySQL(t)
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	for _, skip := range []bool{false, true} {
+		verb := map[bool]string{false: "redrive", true: "skip"}[skip]
+		resolve := func(r *outbox.Relay, id string) error {
+			if skip {
+				return r.Skip(ctx, id)
+			}
+			return r.Redrive(ctx, id)
+		}
+		t.Run(verb, func(t *testing.T) {
+			r, pub, evs := relayDeadLetter(t, db, linked, verb+"-clean")
+			link.Arm(nil, false)
+			require.NoError(t, resolve(r, evs[1].ID))
+			_, statements := link.Disarm()
+			t.Logf("%s sends %d statements: %q", verb, len(statements), statements)
+			require.NotEmpty(t, statements)
+			relayResolveExact(t, db, r, pub, evs, skip)
+			for _, after := range []bool{false, true} {
+				for n := 1; n <= len(statements); n++ {
+					name := fmt.Sprintf("%s-%t-%d", verb, after, n)
+					t.Run(fmt.Sprintf("after=%t/%d", after, n), func(t *testing.T) {
+						r, pub, evs := relayDeadLetter(t, db, linked, name)
+						link.Arm(testenv.Nth(n, nil), after)
+						err := resolve(r, evs[1].ID)
+						cut, _ := link.Disarm()
+						require.Len(t, cut, 1)
+						require.Error(t, err, "cut at %q", cut[0])
+						assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+						assert.NotErrorIs(t, err, outbox.ErrNotDeadLetter)
+						err = resolve(r, evs[1].ID) // the operator's retry
+						if after {
+							require.ErrorIs(t, err, outbox.ErrNotDeadLetter, "the first call ran: resolved already")
+						} else {
+							require.NoError(t, err, "the first call never ran")
+						}
+						relayResolveExact(t, db, r, pub, evs, skip)
+					})
+				}
+			}
+		})
+	}
+}
+
+// TestRelayResolveCrash is TestRelayResolveCut with the database server killed (SIGKILL)
+// at the resolving UPDATE, before it reaches the server and once it has committed, and
+// started again: the call, and the operator's retry while the server is down, fail as the
+// database being unavailable; after the restart the retry and the relay leave the exact
+// end state.
+func TestRelayResolveCrash(t *testing.T) {
+	server, dsn := testenv.OwnMySQL(t)
+	db, linked, link := testenv.LinkedMySQLAt(t, dsn)
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	isUpdate := func(q string) bool { return strings.HasPrefix(q, "UPDATE") }
+	for _, skip := range []bool{false, true} {
+		for _, after := range []bool{false, true} {
+			name := fmt.Sprintf("crash-%t-%t", skip, after)
+			t.Run(fmt.Sprintf("skip=%t/after=%t", skip, after), func(t *testing.T) {
+				resolve := func(r *outbox.Relay, id string) error {
+					if skip {
+						return r.Skip(ctx, id)
+					}
+					return r.Redrive(ctx, id)
+				}
+				r, pub, evs := relayDeadLetter(t, db, linked, name)
+				stopped := make(chan struct{})
+				link.ArmThen(testenv.Nth(1, isUpdate), after, func() { server.Stop(t, 0); close(stopped) })
+				err := resolve(r, evs[1].ID)
+				cut, _ := link.Disarm()
+				require.Len(t, cut, 1)
+				require.Error(t, err, "the server is down")
+				assert.True(t, depfail.Is(err), "%v", err)
+				<-stopped
+				err = resolve(r, evs[1].ID)
+				require.Error(t, err, "the server is down")
+				assert.True(t, depfail.Is(err), "the retry while the server is down: %v", err)
+				assert.NotErrorIs(t, err, outbox.ErrNotDeadLetter)
+				server.Start(t)
+				err = resolve(r, evs[1].ID)
+				if after {
+					require.ErrorIs(t, err, outbox.ErrNotDeadLetter, "the first call committed: resolved already")
+				} else {
+					require.NoError(t, err)
+				}
+				relayResolveExact(t, db, r, pub, evs, skip)
+			})
+		}
+	}
+}
+
+// TestConsumerRedriveCut: Consumer.Redrive of a dead letter whose cause is fixed, its
+// database connection cut at each of its statements in turn — the listing, the
+// transaction applying the event and recording it processed (its COMMIT included), the
+// removal of the dead letter: before the statement reaches the server and after the server
+// answered it. The call fails as the database being unavailable, or not at all (a cut in
+// the handler's own statement is a failed attempt, tried again); the operator's retry then
+// leaves the exact end state: the event applied exactly once, the other events once, the
+// dead letter gone, and a third Redrive finding nothing.
+func TestConsumerRedriveCut(t *testing.T) {
+	db, linked, link := testenv.LinkedMySQL(t)
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	events := fakeEvents(3, 1)
+	poison := events[1].ID
+	// consumer returns a consumer named name on linked, with events delivered, the poison
+	// one dead-lettered; its handler takes the poison event from then on.
+	consumer := func(t *testing.T, name string) *outbox.Consumer {
+		t.Helper()
+		fixed := false
+		record := outboxtest.RecordingHandler(name)
+		c, err := outbox.NewConsumer(linked, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+			for _, ev := range evs {
+				if ev.ID == poison && !fixed {
+					return outbox.Permanent(errors.New("cannot apply: unknown product"))
+				}
+			}
+			return record(ctx, tx, evs)
+		}, outbox.WithMaxAttempts(2), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+		require.NoError(t, err)
+		require.NoError(t, c.Deliver(ctx, events))
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+		require.NoError(t, err)
+		require.Len(t, letters, 1)
+		require.Equal(t, poison, letters[0].ID)
+		fixed = true
+		return c
+	}
+	exact := func(t *testing.T, c *outbox.Consumer, name string) {
+		t.Helper()
+		requireExactlyOnceInOrder(t, sortedBySeq(outboxtest.Applied(t, db, name)), events)
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+		require.NoError(t, err)
+		assert.Empty(t, letters, "the dead letter is gone")
+		n, err := c.Redrive(ctx, 0)
+		require.NoError(t, err)
+		assert.Zero(t, n, "nothing left to redrive")
+		require.NoError(t, c.Deliver(ctx, events), "a late duplicate of the whole batch")
+		requireExactlyOnceInOrder(t, sortedBySeq(outboxtest.Applied(t, db, name)), events)
+	}
+
+	c := consumer(t, "clean")
+	link.Arm(nil, false)
+	n, err := c.Redrive(ctx, 0)
+	_, statements := link.Disarm()
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	exact(t, c, "clean")
+	t.Logf("Redrive sends %d statements: %q", len(statements), statements)
+	require.Contains(t, statements, "COMMIT")
+	for _, after := range []bool{false, true} {
+		for k := 1; k <= len(statements); k++ {
+			name := fmt.Sprintf("redrive-%t-%d", after, k)
+			t.Run(fmt.Sprintf("after=%t/%d", after, k), func(t *testing.T) {
+				c := consumer(t, name)
+				link.Arm(testenv.Nth(k, nil), after)
+				first, err := c.Redrive(ctx, 0)
+				cut, _ := link.Disarm()
+				require.Len(t, cut, 1)
+				if err != nil {
+					assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+					assert.Zero(t, first)
+				} else {
+					assert.Equal(t, 1, first, "cut at %q, tried again: applied", cut[0])
+				}
+				again, err := c.Redrive(ctx, 0) // the operator's retry
+				require.NoError(t, err)
+				want := 1 // the letter applied and removed, by the first call or the retry
+				if after && strings.HasPrefix(cut[0], "DELETE") {
+					want = 0 // removed by the first call, whose count was lost with its answer
+				}
+				assert.Equal(t, want, first+again, "cut at %q", cut[0])
+				exact(t, c, name)
+			})
+		}
+	}
+}
+
+// sortedBySeq returns rows ordered by sequence (a redriven event is applied after the
+// events that followed it).
+func sortedBySeq(rows []outboxtest.AppliedRow) []outboxtest.AppliedRow {
+	out := append([]outboxtest.AppliedRow(nil), rows...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j].Seq < out[i].Seq {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
