@@ -3,6 +3,7 @@ package payment_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -27,9 +28,11 @@ type webhookCase struct {
 	exact func(t *testing.T, e *env, id string, by payment.Cause)
 }
 
-// webhookCases: the approval of a payment whose answer was lost (UNKNOWN), the refund of a
-// payment whose refund's answer was lost (the refund PENDING), and the PG reversing an
-// approval (the payment moves to REVIEW).
+// webhookCases: the approval of a payment whose answer was lost (UNKNOWN), the approval of
+// a payment abandoned because the PG was certainly not reached (its void, the refund of all
+// of it, recorded with the move and sent at once), the refund of a payment whose refund's
+// answer was lost (the refund PENDING), and the PG reversing an approval (the payment moves
+// to REVIEW).
 func webhookCases() []webhookCase {
 	ctx := context.Background()
 	return []webhookCase{
@@ -45,6 +48,32 @@ func webhookCases() []webhookCase {
 			assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>UNKNOWN:no_answer", "UNKNOWN>APPROVED:" + string(by)}, e.history(t, id))
 			assert.Equal(t, 1, e.sim.Charges(id), "charged once")
 			assert.Empty(t, e.refunds(t, id))
+		}},
+		{"abandoned", func(t *testing.T, db *bun.DB, id string) (*env, []byte, string) {
+			e := newEnv(t, db, nil)
+			req := card(id, 5000)
+			e.record(t, req)
+			e.sim.InjectFault(id, pgsim.FaultUnavailable, 1)
+			_, err := e.svc.Attempt(ctx, req)
+			require.ErrorIs(t, err, payment.ErrAbandoned)
+			// The PG processes it after all (a late retry of its own, say).
+			_, err = e.sim.Approve(ctx, payment.ApproveRequest{PaymentID: id, OrderID: req.OrderID, Amount: req.Amount,
+				Currency: req.Currency, Method: req.Method, Token: req.Token})
+			require.NoError(t, err)
+			body, sig := e.webhook(t, id)
+			return e, body, sig
+		}, func(t *testing.T, e *env, id string, _ payment.Cause) { // the Reconciler never settles an ABANDONED payment
+			p := e.get(t, id)
+			assert.Equal(t, payment.StateRefunded, p.State, "the charge the PG made anyway is given back")
+			assert.Equal(t, int64(5000), p.Refunded)
+			assert.Zero(t, p.RefundPending)
+			assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>ABANDONED:abandoned", "ABANDONED>APPROVED:webhook",
+				"APPROVED>REFUNDED:refund"}, e.history(t, id))
+			assert.Equal(t, []string{"void-" + id + ":SUCCEEDED:5000"}, e.refunds(t, id))
+			st, err := e.sim.Status(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, int64(5000), st.Canceled, "refunded once at the PG")
+			assert.Equal(t, 1, e.sim.Charges(id))
 		}},
 		{"canceled", func(t *testing.T, db *bun.DB, id string) (*env, []byte, string) {
 			e := newEnv(t, db, nil)
@@ -87,10 +116,11 @@ func webhookCases() []webhookCase {
 // its statements in turn — the reads, the transaction recording the PG's answer, its
 // COMMIT: before the statement reaches the server (it never runs) and after the server
 // answered it (it ran, a COMMIT committed, the answer is lost). The handler fails as the
-// database being unavailable (depfail.Is: a 503 the PG redelivers on), or not at all; then
-// production's recovery — the PG's redelivery of the same notification, or the Reconciler
-// and then the redelivery — answers as the handling without a cut does (nil) and leaves the
-// exact end state: one transition, one charge, every refund made once, at the PG too.
+// database being unavailable (depfail.Is: a 503 the PG redelivers on), or not at all, and
+// then only with its work done; production's recovery — the PG's redelivery of a
+// notification not answered 2xx, or the Reconciler and then that redelivery — answers as
+// the handling without a cut does (nil) and leaves the exact end state: one transition,
+// one charge, every refund made once, at the PG too; a duplicate delivery changes nothing.
 func TestWebhookCut(t *testing.T) {
 	_, linked, link := testenv.LinkedMySQL(t)
 	require.NoError(t, payment.CreateSchema(context.Background(), linked))
@@ -112,7 +142,8 @@ func TestWebhookCut(t *testing.T) {
 			require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "a redelivery")
 			c.exact(t, e, clean, payment.CauseWebhook)
 			t.Logf("HandleWebhook sends %d statements: %q", len(statements), statements)
-			require.Contains(t, statements, "COMMIT")
+			firstCommit := slices.IndexFunc(statements, testenv.IsCommit) + 1
+			require.NotZero(t, firstCommit)
 
 			for _, recovery := range []string{"redelivery", "reconciler"} {
 				for _, after := range []bool{false, true} {
@@ -126,16 +157,18 @@ func TestWebhookCut(t *testing.T) {
 							}
 							by := payment.CauseWebhook
 							if recovery == "reconciler" {
-								if !after || !testenv.IsCommit(cut[0]) { // the webhook recorded nothing
+								if n < firstCommit || n == firstCommit && !after { // the webhook recorded nothing
 									by = payment.CauseReconciler
 								}
 								e.clock.Advance(2 * time.Minute)
 								_, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
 								require.NoError(t, err)
 							}
-							require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "the redelivery after the cut at %q", cut[0])
+							if err != nil { // the PG redelivers what was not answered 2xx
+								require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "the redelivery after the cut at %q", cut[0])
+							}
 							c.exact(t, e, id, by)
-							require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "another redelivery")
+							require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "a duplicate delivery")
 							c.exact(t, e, id, by)
 							e.noMismatchUnlessReview(t, id)
 						})
