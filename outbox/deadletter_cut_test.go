@@ -198,85 +198,147 @@ func TestRelayResolveCrash(t *testing.T) {
 
 // TestConsumerRedriveCut: Consumer.Redrive of a dead letter whose cause is fixed, its
 // database connection cut at each of its statements in turn — the listing, the
-// transaction applying the event and recording it processed (its COMMIT included), the
-// removal of the dead letter: before the statement reaches the server and after the server
-// answered it. The call fails as the database being unavailable, or not at all (a cut in
-// the handler's own statement is a failed attempt, tried again); the operator's retry then
-// leaves the exact end state: the event applied exactly once, the other events once, the
-// dead letter gone, and a third Redrive finding nothing.
+// transaction applying the event and recording it processed (the handler's own INSERT and
+// the COMMIT included), the removal of the dead letter: before the statement reaches the
+// server and after the server answered it; with one attempt per event (WithMaxAttempts(1))
+// and with two. The call fails as the database being unavailable, or applies the letter
+// (a cut in the handler's own statement is the database failing, not the event: never a
+// reason to give up on it again); the operator's retry then leaves the exact end state:
+// the event applied exactly once, the other events once, the dead letter gone, and a
+// third Redrive finding nothing.
 func TestConsumerRedriveCut(t *testing.T) {
 	db, linked, link := testenv.LinkedMySQL(t)
 	outboxtest.Prepare(t, db)
 	ctx := context.Background()
 	events := fakeEvents(3, 1)
 	poison := events[1].ID
-	// consumer returns a consumer named name on linked, with events delivered, the poison
-	// one dead-lettered; its handler takes the poison event from then on.
-	consumer := func(t *testing.T, name string) *outbox.Consumer {
-		t.Helper()
-		fixed := false
-		record := outboxtest.RecordingHandler(name)
-		c, err := outbox.NewConsumer(linked, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
-			for _, ev := range evs {
-				if ev.ID == poison && !fixed {
-					return outbox.Permanent(errors.New("cannot apply: unknown product"))
+	for _, attempts := range []int{1, 2} {
+		t.Run(fmt.Sprintf("attempts=%d", attempts), func(t *testing.T) {
+			// consumer returns a consumer named name on linked, with events delivered, the
+			// poison one dead-lettered; its handler takes the poison event from then on.
+			consumer := func(t *testing.T, name string) *outbox.Consumer {
+				t.Helper()
+				fixed := false
+				record := outboxtest.RecordingHandler(name)
+				c, err := outbox.NewConsumer(linked, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+					for _, ev := range evs {
+						if ev.ID == poison && !fixed {
+							return outbox.Permanent(errors.New("cannot apply: unknown product"))
+						}
+					}
+					return record(ctx, tx, evs)
+				}, outbox.WithMaxAttempts(attempts), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+				require.NoError(t, err)
+				require.NoError(t, c.Deliver(ctx, events))
+				letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+				require.NoError(t, err)
+				require.Len(t, letters, 1)
+				require.Equal(t, poison, letters[0].ID)
+				fixed = true
+				return c
+			}
+			exact := func(t *testing.T, c *outbox.Consumer, name string) {
+				t.Helper()
+				requireExactlyOnceInOrder(t, sortedBySeq(outboxtest.Applied(t, db, name)), events)
+				letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+				require.NoError(t, err)
+				assert.Empty(t, letters, "the dead letter is gone")
+				n, err := c.Redrive(ctx, 0)
+				require.NoError(t, err)
+				assert.Zero(t, n, "nothing left to redrive")
+				require.NoError(t, c.Deliver(ctx, events), "a late duplicate of the whole batch")
+				requireExactlyOnceInOrder(t, sortedBySeq(outboxtest.Applied(t, db, name)), events)
+			}
+
+			clean := fmt.Sprintf("clean-%d", attempts)
+			c := consumer(t, clean)
+			link.Arm(nil, false)
+			n, err := c.Redrive(ctx, 0)
+			_, statements := link.Disarm()
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+			exact(t, c, clean)
+			t.Logf("Redrive sends %d statements: %q", len(statements), statements)
+			require.Contains(t, statements, "COMMIT")
+			for _, after := range []bool{false, true} {
+				for k := 1; k <= len(statements); k++ {
+					name := fmt.Sprintf("redrive-%d-%t-%d", attempts, after, k)
+					t.Run(fmt.Sprintf("after=%t/%d", after, k), func(t *testing.T) {
+						c := consumer(t, name)
+						link.Arm(testenv.Nth(k, nil), after)
+						first, err := c.Redrive(ctx, 0)
+						cut, _ := link.Disarm()
+						require.Len(t, cut, 1)
+						if err != nil {
+							assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+							assert.Zero(t, first)
+						} else {
+							assert.Equal(t, 1, first, "cut at %q, answered without error: applied", cut[0])
+						}
+						again, err := c.Redrive(ctx, 0) // the operator's retry
+						require.NoError(t, err)
+						want := 1 // the letter applied and removed, by the first call or the retry
+						if after && strings.HasPrefix(cut[0], "DELETE") {
+							want = 0 // removed by the first call, whose count was lost with its answer
+						}
+						assert.Equal(t, want, first+again, "cut at %q", cut[0])
+						exact(t, c, name)
+					})
 				}
 			}
-			return record(ctx, tx, evs)
-		}, outbox.WithMaxAttempts(2), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+		})
+	}
+}
+
+// TestConsumerDeliverCut: Consumer.Deliver of events one at a time (WithBatchSize(1), as
+// a consumer of a stream delivers them), with one attempt per event (WithMaxAttempts(1)),
+// its database connection cut at each of its statements in turn — each event's
+// transaction (the processed-events read, the handler's own INSERT, the processed record,
+// the COMMIT): before the statement reaches the server and after the
+// server answered it. The database failing is not the events' fault: the call fails as the
+// database being unavailable, or applies the batch, and never dead-letters an event; the
+// caller's delivery again applies every event exactly once.
+func TestConsumerDeliverCut(t *testing.T) {
+	db, linked, link := testenv.LinkedMySQL(t)
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	events := fakeEvents(3, 1)
+	consumer := func(t *testing.T, name string) *outbox.Consumer {
+		t.Helper()
+		c, err := outbox.NewConsumer(linked, name, outboxtest.RecordingHandler(name), outbox.WithMaxAttempts(1), outbox.WithBatchSize(1),
+			outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
 		require.NoError(t, err)
-		require.NoError(t, c.Deliver(ctx, events))
-		letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
-		require.NoError(t, err)
-		require.Len(t, letters, 1)
-		require.Equal(t, poison, letters[0].ID)
-		fixed = true
 		return c
 	}
 	exact := func(t *testing.T, c *outbox.Consumer, name string) {
 		t.Helper()
-		requireExactlyOnceInOrder(t, sortedBySeq(outboxtest.Applied(t, db, name)), events)
+		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, name), events)
 		letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
 		require.NoError(t, err)
-		assert.Empty(t, letters, "the dead letter is gone")
-		n, err := c.Redrive(ctx, 0)
-		require.NoError(t, err)
-		assert.Zero(t, n, "nothing left to redrive")
+		assert.Empty(t, letters, "nothing dead-lettered")
 		require.NoError(t, c.Deliver(ctx, events), "a late duplicate of the whole batch")
-		requireExactlyOnceInOrder(t, sortedBySeq(outboxtest.Applied(t, db, name)), events)
+		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, name), events)
 	}
-
-	c := consumer(t, "clean")
+	c := consumer(t, "deliver-clean")
 	link.Arm(nil, false)
-	n, err := c.Redrive(ctx, 0)
+	require.NoError(t, c.Deliver(ctx, events))
 	_, statements := link.Disarm()
-	require.NoError(t, err)
-	require.Equal(t, 1, n)
-	exact(t, c, "clean")
-	t.Logf("Redrive sends %d statements: %q", len(statements), statements)
+	exact(t, c, "deliver-clean")
+	t.Logf("Deliver sends %d statements: %q", len(statements), statements)
 	require.Contains(t, statements, "COMMIT")
 	for _, after := range []bool{false, true} {
 		for k := 1; k <= len(statements); k++ {
-			name := fmt.Sprintf("redrive-%t-%d", after, k)
+			name := fmt.Sprintf("deliver-%t-%d", after, k)
 			t.Run(fmt.Sprintf("after=%t/%d", after, k), func(t *testing.T) {
 				c := consumer(t, name)
 				link.Arm(testenv.Nth(k, nil), after)
-				first, err := c.Redrive(ctx, 0)
+				err := c.Deliver(ctx, events)
 				cut, _ := link.Disarm()
 				require.Len(t, cut, 1)
 				if err != nil {
 					assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
-					assert.Zero(t, first)
-				} else {
-					assert.Equal(t, 1, first, "cut at %q, tried again: applied", cut[0])
+					require.NoError(t, c.Deliver(ctx, events), "the delivery again")
 				}
-				again, err := c.Redrive(ctx, 0) // the operator's retry
-				require.NoError(t, err)
-				want := 1 // the letter applied and removed, by the first call or the retry
-				if after && strings.HasPrefix(cut[0], "DELETE") {
-					want = 0 // removed by the first call, whose count was lost with its answer
-				}
-				assert.Equal(t, want, first+again, "cut at %q", cut[0])
 				exact(t, c, name)
 			})
 		}
