@@ -211,44 +211,12 @@ func TestConsumerRedriveCut(t *testing.T) {
 	outboxtest.Prepare(t, db)
 	ctx := context.Background()
 	events := fakeEvents(3, 1)
-	poison := events[1].ID
 	for _, attempts := range []int{1, 2} {
 		t.Run(fmt.Sprintf("attempts=%d", attempts), func(t *testing.T) {
-			// consumer returns a consumer named name on linked, with events delivered, the
-			// poison one dead-lettered; its handler takes the poison event from then on.
 			consumer := func(t *testing.T, name string) *outbox.Consumer {
-				t.Helper()
-				fixed := false
-				record := outboxtest.RecordingHandler(name)
-				c, err := outbox.NewConsumer(linked, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
-					for _, ev := range evs {
-						if ev.ID == poison && !fixed {
-							return outbox.Permanent(errors.New("cannot apply: unknown product"))
-						}
-					}
-					return record(ctx, tx, evs)
-				}, outbox.WithMaxAttempts(attempts), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
-				require.NoError(t, err)
-				require.NoError(t, c.Deliver(ctx, events))
-				letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
-				require.NoError(t, err)
-				require.Len(t, letters, 1)
-				require.Equal(t, poison, letters[0].ID)
-				fixed = true
-				return c
+				return redriveConsumer(t, db, linked, name, attempts, events)
 			}
-			exact := func(t *testing.T, c *outbox.Consumer, name string) {
-				t.Helper()
-				requireExactlyOnceInOrder(t, sortedBySeq(outboxtest.Applied(t, db, name)), events)
-				letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
-				require.NoError(t, err)
-				assert.Empty(t, letters, "the dead letter is gone")
-				n, err := c.Redrive(ctx, 0)
-				require.NoError(t, err)
-				assert.Zero(t, n, "nothing left to redrive")
-				require.NoError(t, c.Deliver(ctx, events), "a late duplicate of the whole batch")
-				requireExactlyOnceInOrder(t, sortedBySeq(outboxtest.Applied(t, db, name)), events)
-			}
+			exact := func(t *testing.T, c *outbox.Consumer, name string) { redriveExact(t, db, c, name, events) }
 
 			clean := fmt.Sprintf("clean-%d", attempts)
 			c := consumer(t, clean)
@@ -340,6 +308,96 @@ func TestConsumerDeliverCut(t *testing.T) {
 					require.NoError(t, c.Deliver(ctx, events), "the delivery again")
 				}
 				exact(t, c, name)
+			})
+		}
+	}
+}
+
+// redriveConsumer returns a consumer named name on linked, trying each event attempts
+// times, with events delivered and the second dead-lettered; its handler takes that event
+// from then on (the cause fixed).
+func redriveConsumer(t *testing.T, db, linked *bun.DB, name string, attempts int, events []outbox.Event) *outbox.Consumer {
+	t.Helper()
+	ctx := context.Background()
+	poison := events[1].ID
+	fixed := false
+	record := outboxtest.RecordingHandler(name)
+	c, err := outbox.NewConsumer(linked, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+		for _, ev := range evs {
+			if ev.ID == poison && !fixed {
+				return outbox.Permanent(errors.New("cannot apply: unknown product"))
+			}
+		}
+		return record(ctx, tx, evs)
+	}, outbox.WithMaxAttempts(attempts), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+	require.NoError(t, err)
+	require.NoError(t, c.Deliver(ctx, events))
+	letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+	require.NoError(t, err)
+	require.Len(t, letters, 1)
+	require.Equal(t, poison, letters[0].ID)
+	fixed = true
+	return c
+}
+
+// redriveExact checks the end state of redriveConsumer's consumer once its dead letter is
+// redriven: every event applied exactly once, the dead letter gone, a further Redrive
+// finding nothing, and a late duplicate of the whole batch applying nothing.
+func redriveExact(t *testing.T, db *bun.DB, c *outbox.Consumer, name string, events []outbox.Event) {
+	t.Helper()
+	ctx := context.Background()
+	requireExactlyOnceInOrder(t, sortedBySeq(outboxtest.Applied(t, db, name)), events)
+	letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+	require.NoError(t, err)
+	assert.Empty(t, letters, "the dead letter is gone")
+	n, err := c.Redrive(ctx, 0)
+	require.NoError(t, err)
+	assert.Zero(t, n, "nothing left to redrive")
+	require.NoError(t, c.Deliver(ctx, events), "a late duplicate of the whole batch")
+	requireExactlyOnceInOrder(t, sortedBySeq(outboxtest.Applied(t, db, name)), events)
+}
+
+// TestConsumerRedriveCrash is TestConsumerRedriveCut with the database server killed
+// (SIGKILL) at the COMMIT applying the letter and at the DELETE removing it, before each
+// reaches the server and once it has run, and started again: the call, and the operator's
+// retry while the server is down, fail as the database being unavailable; after the
+// restart the retry leaves the exact end state.
+func TestConsumerRedriveCrash(t *testing.T) {
+	server, dsn := testenv.OwnMySQL(t)
+	db, linked, link := testenv.LinkedMySQLAt(t, dsn)
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	events := fakeEvents(3, 1)
+	isDelete := func(q string) bool { return strings.HasPrefix(q, "DELETE") }
+	for _, at := range []string{"COMMIT", "DELETE"} {
+		match := testenv.IsCommit
+		if at == "DELETE" {
+			match = isDelete
+		}
+		for _, after := range []bool{false, true} {
+			name := fmt.Sprintf("crash-%s-%t", at, after)
+			t.Run(fmt.Sprintf("%s/after=%t", at, after), func(t *testing.T) {
+				c := redriveConsumer(t, db, linked, name, 2, events)
+				stopped := make(chan struct{})
+				link.ArmThen(testenv.Nth(1, match), after, func() { server.Stop(t, 0); close(stopped) })
+				_, err := c.Redrive(ctx, 0)
+				cut, _ := link.Disarm()
+				require.Len(t, cut, 1)
+				require.Error(t, err, "the server is down")
+				assert.True(t, depfail.Is(err), "%v", err)
+				<-stopped
+				_, err = c.Redrive(ctx, 0)
+				require.Error(t, err, "the server is down")
+				assert.True(t, depfail.Is(err), "the retry while the server is down: %v", err)
+				server.Start(t)
+				n, err := c.Redrive(ctx, 0)
+				require.NoError(t, err)
+				want := 1
+				if at == "DELETE" && after {
+					want = 0 // applied and removed by the first call
+				}
+				assert.Equal(t, want, n)
+				redriveExact(t, db, c, name, events)
 			})
 		}
 	}
