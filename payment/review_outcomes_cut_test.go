@@ -90,7 +90,8 @@ func reviewOutcomes() []reviewOutcome {
 // stored. Then production's recovery — the operator's retry, or the Reconciler alone
 // (the operator never comes back: a give-back recorded is sent, nothing else moves) and
 // then the retry — leaves the exact end state, money given back once, and the retry
-// answers the payment as it is stored; a further call answers the same.
+// answers the payment as it is stored; a further call answers the same. The Observer is
+// told of each transition and settled refund once, a COMMIT's lost answer notwithstanding.
 func TestResolveReviewOutcomesCut(t *testing.T) {
 	_, linked, link := testenv.LinkedMySQL(t)
 	require.NoError(t, payment.CreateSchema(context.Background(), linked))
@@ -141,6 +142,7 @@ func TestResolveReviewOutcomesCut(t *testing.T) {
 							again, err := e.svc.ResolveReview(ctx, id)
 							require.NoError(t, err)
 							assert.Equal(t, p, again, "the same answer")
+							e.observedOnce(t, id)
 						})
 					}
 				}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,6 +122,8 @@ func webhookCases() []webhookCase {
 // notification not answered 2xx, or the Reconciler and then that redelivery — answers as
 // the handling without a cut does (nil) and leaves the exact end state: one transition,
 // one charge, every refund made once, at the PG too; a duplicate delivery changes nothing.
+// The Observer is told of each transition, settled refund and contradiction once, a
+// COMMIT's lost answer notwithstanding (the change is found to have committed).
 func TestWebhookCut(t *testing.T) {
 	_, linked, link := testenv.LinkedMySQL(t)
 	require.NoError(t, payment.CreateSchema(context.Background(), linked))
@@ -141,6 +144,7 @@ func TestWebhookCut(t *testing.T) {
 			c.exact(t, e, clean, payment.CauseWebhook)
 			require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "a redelivery")
 			c.exact(t, e, clean, payment.CauseWebhook)
+			e.observedOnce(t, clean)
 			t.Logf("HandleWebhook sends %d statements: %q", len(statements), statements)
 			firstCommit := slices.IndexFunc(statements, testenv.IsCommit) + 1
 			require.NotZero(t, firstCommit)
@@ -170,6 +174,7 @@ func TestWebhookCut(t *testing.T) {
 							c.exact(t, e, id, by)
 							require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "a duplicate delivery")
 							c.exact(t, e, id, by)
+							e.observedOnce(t, id)
 							e.noMismatchUnlessReview(t, id)
 						})
 					}
@@ -237,5 +242,32 @@ func (e *env) noMismatchUnlessReview(t *testing.T, id string) {
 	t.Helper()
 	if e.get(t, id).State != payment.StateReview {
 		e.noMismatch(t, id)
+	}
+}
+
+// observedOnce checks that the Observer was told of every persisted transition of payment
+// id exactly once, of every refund of it settled here exactly once, and, for a payment in
+// REVIEW, of the contradiction that moved it there exactly once: a change whose COMMIT's
+// answer was lost is still told, once.
+func (e *env) observedOnce(t *testing.T, id string) {
+	t.Helper()
+	ts, err := e.svc.Transitions(context.Background(), id)
+	require.NoError(t, err)
+	for _, tr := range ts {
+		assert.Equal(t, 1, e.obs.Count("transition", map[string]string{"payment_id": id, "from": string(tr.From), "to": string(tr.To)}),
+			"transition %s>%s observed once", tr.From, tr.To)
+	}
+	rs, err := e.svc.Refunds(context.Background(), id)
+	require.NoError(t, err)
+	for _, r := range rs {
+		want := 1
+		if r.State == payment.RefundPending || strings.HasPrefix(r.ID, "console") { // the PG's own, recorded as made: never settled here
+			want = 0
+		}
+		assert.Equal(t, want, e.obs.Count("refund_settled", map[string]string{"refund_id": r.ID, "state": string(r.State)}),
+			"refund %s %s observed", r.ID, r.State)
+	}
+	if e.get(t, id).State == payment.StateReview {
+		assert.Equal(t, 1, e.obs.Count("contradiction", map[string]string{"payment_id": id}), "the contradiction told once")
 	}
 }
