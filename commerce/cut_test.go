@@ -273,6 +273,24 @@ func pointsPayment(t *testing.T, e *commercetest.Env, link *testenv.Link) (call,
 // the audit clean.
 func TestResolvePaymentReviewCut(t *testing.T) {
 	e, link := commercetest.MySQLLinked(t)
+	call, _, recover := resolveReview(e, link)
+	cutSweep(t, link, call, recover)
+}
+
+// TestResolvePaymentReviewCrash is TestResolvePaymentReviewCut with the database server
+// killed at each COMMIT (crashSweep): the operator's call again while the server is down
+// fails as a dependency failure; after the restart, the payment reconciler, Recover and
+// the operator's call leave the same exact end state.
+func TestResolvePaymentReviewCrash(t *testing.T) {
+	server, dsn := testenv.OwnMySQL(t)
+	e, link := commercetest.MySQLLinkedAt(t, dsn)
+	call, retry, recover := resolveReview(e, link)
+	crashSweep(t, server, link, call, retry, recover)
+}
+
+// resolveReview is the case of TestResolvePaymentReviewCut: its call, the operator's call
+// again (retry) and its recovery.
+func resolveReview(e *commercetest.Env, link *testenv.Link) (call, func(t *testing.T, name string) error, func(t *testing.T, name, mode string)) {
 	pays := map[string]string{}
 	users := map[string]string{}
 	call := func(t *testing.T, name string, arm func()) ([]string, []string, error) {
@@ -291,15 +309,13 @@ func TestResolvePaymentReviewCut(t *testing.T) {
 		}
 		return cut, seen, err
 	}
+	retry := func(t *testing.T, name string) error {
+		_, err := e.Service.ResolvePaymentReview(ctx, pays[name])
+		return err
+	}
 	recover := func(t *testing.T, name, mode string) {
 		id := pays[name]
-		switch mode {
-		case "recover":
-			e.Settle(t)
-		case "gone": // the operator does not call again: the Reconciler sends a give-back recorded
-			e.Clock.Advance(commerce.DefaultOrderExpiry)
-			e.Settle(t)
-		}
+		settleAs(t, e, mode) // "gone": the operator does not call again: the Reconciler sends a give-back recorded
 		rec, err := e.Service.ResolvePaymentReview(ctx, id)
 		require.NoError(t, err)
 		assert.Equal(t, payment.StateRefunded, rec.Payment.State)
@@ -315,9 +331,12 @@ func TestResolvePaymentReviewCut(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, commerce.TopUpFailed, tu.Status)
 		assert.Equal(t, ledger.Balance{}, balance(t, e, users[name]))
+		again, err := e.Service.ResolvePaymentReview(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, rec, again, "the operator's call again answers the same")
 		e.RequireClean(t)
 	}
-	cutSweep(t, link, call, recover)
+	return call, retry, recover
 }
 
 // settleAs recovers as a sweep's mode says: "recover" runs the payment reconciler and

@@ -10,6 +10,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/backoff"
+	"github.com/commercekit/commercekit/internal/depfail"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
@@ -137,6 +138,9 @@ func (c *Consumer) applyOnce(ctx context.Context, events []Event) ([]Event, erro
 			return nil
 		}
 		if err := c.handle(ctx, tx, fresh); err != nil {
+			if lost := connectionLost(ctx, tx, err); lost != nil {
+				return fmt.Errorf("outbox: consumer %s: the database failed under the handler: %w", c.name, lost)
+			}
 			return &handlerError{err: err}
 		}
 		now := c.s.now()
@@ -153,6 +157,23 @@ func (c *Consumer) applyOnce(ctx context.Context, events []Event) ([]Event, erro
 		return nil
 	})
 	return fresh, err
+}
+
+// connectionLost returns, when err (the handler's) may be the database failing and tx, the
+// consumer's transaction the handler wrote through, no longer answers, err joined with the
+// probe's error: the database failed, not the events, which must not count towards
+// dead-lettering them. Else nil: the handler's own failure. The probe (SELECT 1) is sent
+// only for an error that looks like a dependency failing (depfail.Is).
+func connectionLost(ctx context.Context, tx bun.Tx, err error) error {
+	if !depfail.Is(err) || ctx.Err() != nil {
+		return nil
+	}
+	var one int
+	perr := tx.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+	if perr == nil || !depfail.Is(perr) {
+		return nil
+	}
+	return errors.Join(err, perr)
 }
 
 // countApplied reports the fresh events as applied and the rest of all (repeats within
@@ -185,7 +206,9 @@ func (c *Consumer) countApplied(all, fresh []Event) {
 //     it flow on. (A consumer that needs strict per-key order can spot the gap: Seq.)
 //   - An event without a valid ID cannot be deduplicated and goes to the dead letters at once.
 //   - An error of the consumer's own statements (the database is down, say) is not the
-//     events' fault: Deliver returns it, and the caller delivers the batch again later;
+//     events' fault, nor is the handler's when the consumer's database connection failed
+//     under it (its transaction no longer answers): Deliver returns it, and the caller
+//     delivers the batch again later;
 //     what was applied meanwhile is skipped then. So does a failure to store a dead letter
 //     (ErrDeadLetter), and a done ctx.
 //

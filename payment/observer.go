@@ -16,6 +16,11 @@ import "github.com/commercekit/commercekit/observe"
 //     by the cause that asked the PG); Labels "payment_id", "cause", "detail" (how). Count
 //     it and alert: either a person must decide, or someone holds the webhook secret.
 //
+// A change whose COMMIT ran but whose answer was lost (the connection cut) is looked for
+// at once and, found, told like any other; one whose outcome cannot be read then (the
+// database down) is not told, though it persisted: count from the record (Transitions,
+// CrossCheck) where every one matters.
+//
 // Calls are made synchronously on the goroutine that made the change; keep them fast and
 // do not call the Service from them.
 type Observer = observe.Observer

@@ -378,6 +378,12 @@ func (s *Service) settleRefund(ctx context.Context, r Refund, to RefundState, re
 		}
 		return nil
 	})
+	if err != nil && changed && s.committed(ctx, err, func(db bun.IDB) *bun.SelectQuery {
+		return db.NewSelect().Model((*refundRow)(nil)).Where("id = ?", r.ID).
+			Where("state = ?", string(to)).Where("updated_at = ?", at)
+	}) {
+		err = nil
+	}
 	if err != nil {
 		return r, fmt.Errorf("payment: settling refund %q: %w", r.ID, err)
 	}

@@ -162,6 +162,15 @@ func (s *Service) take(ctx context.Context, p Payment, to State, refunded, back 
 		}
 		return insertTransition(ctx, tx, Transition{PaymentID: p.ID, From: p.State, To: to, Cause: CauseResolved, Detail: detail, At: at})
 	})
+	if err != nil && s.committed(ctx, err, func(db bun.IDB) *bun.SelectQuery {
+		if moved {
+			return transitionQuery(db, Transition{PaymentID: p.ID, From: p.State, To: to, Cause: CauseResolved, At: at})
+		}
+		return db.NewSelect().Model((*paymentRow)(nil)).Where("id = ?", p.ID).Where("state = ?", string(to)).
+			Where("refunded = ?", refunded).Where("refund_pending = ?", back).Where("updated_at = ?", at)
+	}) {
+		err = nil
+	}
 	switch {
 	case errors.Is(err, errMoved):
 		return s.Get(ctx, p.ID)

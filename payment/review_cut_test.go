@@ -29,8 +29,8 @@ import (
 // dependency_unavailable all the same), never with a business answer, and a call that
 // succeeds returns the payment as it is stored; then production's
 // recovery — the caller's retry, or the Reconciler and then the retry — leaves the exact
-// end state: REFUNDED, every refund made once, at the PG too, and the record agreeing with
-// the PG.
+// end state: REFUNDED, every refund made once, at the PG too, the record agreeing with
+// the PG, and each transition and settled refund told to the Observer once.
 func TestResolveReviewCut(t *testing.T) {
 	db, linked, link := testenv.LinkedMySQL(t)
 	require.NoError(t, payment.CreateSchema(context.Background(), db))
@@ -128,6 +128,7 @@ func TestResolveReviewCut(t *testing.T) {
 							require.NoError(t, err, "the retry after the cut at %q", cut[0])
 							assert.Equal(t, payment.StateRefunded, p.State)
 							exact(t, e, id)
+							e.observedOnce(t, id)
 						})
 					}
 				}

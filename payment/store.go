@@ -12,6 +12,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
@@ -177,10 +178,43 @@ func (s *Service) casState(ctx context.Context, p Payment, to State, ch change, 
 			PaymentID: p.ID, From: p.State, To: to, Cause: ch.cause, Detail: ch.detail, At: at,
 		})
 	})
+	if err != nil && changed && s.committed(ctx, err, func(db bun.IDB) *bun.SelectQuery {
+		return transitionQuery(db, Transition{PaymentID: p.ID, From: p.State, To: to, Cause: ch.cause, At: at})
+	}) {
+		err = nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("payment: moving %q from %s to %s: %w", p.ID, p.State, to, err)
 	}
 	return changed, nil
+}
+
+// committed reports, after a transaction failed with err (the database unavailable: its
+// connection cut, say), whether it committed all the same: its COMMIT ran and only the
+// answer was lost. The change is then taken as made, so that it is logged and told to the
+// Observer once, and the caller answers as it would have. find selects the rows that only
+// that transaction wrote (its transition, or its row as it set it, down to the
+// microsecond of its time); a read that fails too reports false, and the outcome stays
+// the error.
+func (s *Service) committed(ctx context.Context, err error, find func(db bun.IDB) *bun.SelectQuery) bool {
+	if !errors.Is(err, errcode.ErrUnavailable) || ctx.Err() != nil {
+		return false
+	}
+	n, cerr := find(s.db).Count(ctx)
+	if cerr != nil || n == 0 {
+		return false
+	}
+	s.logger.WarnContext(ctx, "payment: a transaction's answer was lost, and it had committed", "err", err)
+	return true
+}
+
+// transitionQuery selects t's row: the payment entered t.To once (payment_transitions_once),
+// from t.From, by t.Cause, at t.At.
+func transitionQuery(db bun.IDB, t Transition) *bun.SelectQuery {
+	return db.NewSelect().Model((*transitionRow)(nil)).
+		Where("payment_id = ?", t.PaymentID).Where("to_state = ?", string(t.To)).
+		Where("from_state = ?", string(t.From)).Where("cause = ?", string(t.Cause)).
+		Where("created_at = ?", t.At)
 }
 
 // truncate makes s valid UTF-8 of at most n characters, for VARCHAR(n) columns.

@@ -52,7 +52,10 @@ type WebhookVerifier interface {
 // webhook for a payment already settled the same way (by the response, an earlier delivery,
 // or the reconciler) changes nothing and returns nil, so a PG may deliver it any number of
 // times, and it may race the reconciler or a client's retry. A PG whose answer contradicts
-// the record moves the payment to REVIEW (see State).
+// the record moves the payment to REVIEW (see State). An approval of a payment that was
+// ABANDONED gives the charge back (its void, recorded with the move): the webhook fails
+// while the void is not settled, and its redelivery sends the void still pending, so a
+// lost answer never leaves the money with the PG until the Reconciler's next pass.
 //
 // Errors: ErrWebhookNotConfigured; ErrInvalidWebhook (bad signature or body, or an amount that
 // does not match the record, which is also logged and told to the Observer as a
@@ -126,11 +129,41 @@ func (s *Service) confirmWebhook(ctx context.Context, p Payment, ev WebhookEvent
 	case err != nil:
 		return fmt.Errorf("payment: confirming the webhook about %q with the gateway: %w", p.ID, err)
 	}
-	if _, err := s.recordStatus(ctx, p, st, CauseWebhook); err != nil {
+	p, err = s.recordStatus(ctx, p, st, CauseWebhook)
+	if err != nil {
+		return err
+	}
+	if err := s.completeVoid(ctx, p); err != nil {
 		return err
 	}
 	if st.State != claim {
 		return s.unconfirmed(ctx, p, claim, "the gateway says "+string(st.State))
+	}
+	return nil
+}
+
+// completeVoid sends the void of p (the refund of all of it that recordVoid records when an
+// abandoned payment is approved after all) if p is APPROVED with its void still PENDING: the
+// webhook handled again after the move was recorded but the void not sent (the answer of
+// its COMMIT lost, say) gives the money back itself instead of leaving it to the
+// Reconciler. A void not settled now (the database or the PG unavailable, the outcome
+// unknown) is the webhook's error, so that the PG delivers it again; one the PG refused is
+// for a person (CrossCheck reports the payment) and no failure of the webhook.
+func (s *Service) completeVoid(ctx context.Context, p Payment) error {
+	if p.State != StateApproved {
+		return nil
+	}
+	r, err := s.GetRefund(ctx, voidRefundID(p.ID))
+	switch {
+	case errors.Is(err, ErrRefundNotFound):
+		return nil
+	case err != nil:
+		return err
+	case r.State != RefundPending:
+		return nil
+	}
+	if _, err := s.sendRecorded(ctx, p, r); err != nil && !errors.Is(err, ErrRefundRejected) {
+		return fmt.Errorf("payment: giving back the charge of abandoned payment %q: %w", p.ID, err)
 	}
 	return nil
 }
