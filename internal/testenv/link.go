@@ -39,11 +39,20 @@ func MySQLLink(tb testing.TB, dsn string) (*Link, string) {
 	if err != nil {
 		tb.Fatalf("testenv: parsing the DSN to link: %v", err)
 	}
+	l := &Link{target: cfg.Addr}
+	l.ln = ProxyListener(tb, func(c net.Conn) { Proxy(c, l.target, MySQLPacket, l.decide) })
+	cfg.Addr = l.ln.Addr().String()
+	return l, cfg.FormatDSN()
+}
+
+// ProxyListener listens on loopback and serves each connection it accepts with serve, on a
+// goroutine of its own, until the test ends (then it waits for them).
+func ProxyListener(tb testing.TB, serve func(net.Conn)) net.Listener {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		tb.Fatalf("testenv: listening for a link: %v", err)
+		tb.Fatalf("testenv: listening for a proxy: %v", err)
 	}
-	l := &Link{ln: ln, target: cfg.Addr}
 	var wg sync.WaitGroup
 	tb.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Go(func() {
@@ -52,11 +61,10 @@ func MySQLLink(tb testing.TB, dsn string) (*Link, string) {
 			if err != nil {
 				return
 			}
-			wg.Go(func() { l.serve(c) })
+			wg.Go(func() { serve(c) })
 		}
 	})
-	cfg.Addr = ln.Addr().String()
-	return l, cfg.FormatDSN()
+	return ln
 }
 
 // LinkedMySQL returns a fresh database of the package's MySQL server (see MySQL) twice: db
@@ -101,32 +109,40 @@ func (l *Link) Disarm() (cut, seen []string) {
 	return cut, seen
 }
 
-// decide records query and reports whether its connection is to be cut, when, and what
-// to call then (never nil).
-func (l *Link) decide(query string) (cut, after bool, then func()) {
+// decide records query and says whether its connection is to be cut, and when.
+func (l *Link) decide(query string) Cut {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.seen = append(l.seen, query)
 	if l.match == nil || len(l.cut) > 0 || !l.match(query) {
-		return false, false, nil
+		return Cut{}
 	}
 	l.cut = append(l.cut, query)
-	if l.then == nil {
-		return true, l.after, func() {}
-	}
-	return true, l.after, l.then
+	return Cut{Before: !l.after, After: l.after, Then: l.then}
 }
 
-// serve proxies one connection.
-func (l *Link) serve(c net.Conn) {
+// Cut is what Proxy does with a statement: nothing (the zero Cut), or cut the connection,
+// both ways, Before the statement reaches the server or After the server's first answer to
+// it (so that it ran and its answer is lost), calling Then (when not nil) at the cut,
+// while the client still waits.
+type Cut struct {
+	Before, After bool
+	Then          func()
+}
+
+// Proxy copies one connection c to a new connection to target and back until either
+// side closes it, reading what c sends statement by statement with frame (which returns a
+// statement's bytes and its text, "" for what is no statement) and asking act what to do
+// with each statement that has a text. act may block, to hold a statement back.
+func Proxy(c net.Conn, target string, frame func(*bufio.Reader) ([]byte, string, error), act func(text string) Cut) {
 	defer c.Close()
-	s, err := net.Dial("tcp", l.target)
+	s, err := net.Dial("tcp", target)
 	if err != nil {
 		return
 	}
 	defer s.Close()
 	var dropping atomic.Bool
-	var then func() // set before dropping
+	then := func() {} // set before dropping
 	done := make(chan struct{})
 	go func() { // the server to the client: cut at the first answer once dropping
 		defer close(done)
@@ -152,18 +168,24 @@ func (l *Link) serve(c net.Conn) {
 	}()
 	in := bufio.NewReader(c)
 	for {
-		raw, text, err := MySQLPacket(in)
+		raw, text, err := frame(in)
 		if err != nil {
 			break
 		}
 		if text != "" {
-			if cut, after, f := l.decide(text); cut && !after {
-				f()
+			cut := act(text)
+			if cut.Before {
+				if cut.Then != nil {
+					cut.Then()
+				}
 				c.Close()
 				s.Close()
 				break
-			} else if cut {
-				then = f
+			}
+			if cut.After {
+				if cut.Then != nil {
+					then = cut.Then
+				}
 				dropping.Store(true)
 			}
 		}

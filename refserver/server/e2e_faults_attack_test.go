@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -381,10 +380,7 @@ func (e *attackEnv) requireAuditClean(t *testing.T) {
 // connection, both ways, instead of passing the answer on. That is the fault of a restart
 // or a network cut at the worst moment: the work is done, its caller cannot know it.
 type lossyLink struct {
-	ln     net.Listener
-	target string
-	// frame reads one statement the server sends: its bytes, and its text ("" for none).
-	frame func(r *bufio.Reader) (raw []byte, text string, err error)
+	ln    net.Listener
 	mu    sync.Mutex
 	match func(query string) bool // nil: disarmed
 	// trigger, when set, limits match to the statements of a connection that sent a
@@ -406,21 +402,17 @@ func newLossyRedisLink(t *testing.T, target string) *lossyLink {
 	return newLink(t, target, redisCommand)
 }
 
+// newLink starts a lossyLink to target, which reads the statements the server sends with
+// frame (their bytes, and their text: "" for none), until the test ends.
 func newLink(t *testing.T, target string, frame func(*bufio.Reader) ([]byte, string, error)) *lossyLink {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	l := &lossyLink{ln: ln, target: target, frame: frame}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { l.serve(c) })
-		}
+	l := &lossyLink{}
+	l.ln = testenv.ProxyListener(t, func(c net.Conn) {
+		var triggered bool // this connection sent a statement the trigger accepts
+		testenv.Proxy(c, target, frame, func(text string) testenv.Cut {
+			l.holdBack(text)
+			return testenv.Cut{After: l.lose(text, &triggered)}
+		})
 	})
 	return l
 }
@@ -467,64 +459,6 @@ func (l *lossyLink) lose(query string, triggered *bool) bool {
 	}
 	l.lost = append(l.lost, query)
 	return true
-}
-
-// serve proxies one connection.
-func (l *lossyLink) serve(c net.Conn) {
-	defer c.Close()
-	s, err := net.Dial("tcp", l.target)
-	if err != nil {
-		return
-	}
-	defer s.Close()
-	var dropping atomic.Bool
-	done := make(chan struct{})
-	go func() { // MySQL to the server: dropped, once a statement's answer is to be lost
-		defer close(done)
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := s.Read(buf)
-			if n > 0 && dropping.Load() {
-				c.Close()
-				s.Close()
-				return
-			}
-			if n > 0 {
-				if _, werr := c.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				c.Close()
-				return
-			}
-		}
-	}()
-	// The server to the backend, statement by statement.
-	in := bufio.NewReader(c)
-	var triggered bool
-	for {
-		raw, text, err := l.frame(in)
-		if err != nil {
-			break
-		}
-		if text != "" {
-			l.holdBack(text)
-		}
-		if text != "" && l.lose(text, &triggered) {
-			dropping.Store(true)
-		}
-		if _, err := s.Write(raw); err != nil {
-			break
-		}
-		if dropping.Load() {
-			break
-		}
-	}
-	if !dropping.Load() {
-		s.Close()
-	}
-	<-done
 }
 
 // redisCommand reads a Redis command (RESP: an array of bulk strings) and returns its
