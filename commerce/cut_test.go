@@ -37,18 +37,17 @@ func cutSweep(t *testing.T, link *testenv.Link, call call, recover func(t *testi
 	t.Logf("%d statements: %q", len(seen), seen)
 	require.Contains(t, seen, "COMMIT")
 	for _, mode := range []string{"retry", "recover", "gone"} {
-		for _, after := range []bool{false, true} {
-			for n := 1; n <= len(seen); n++ {
-				name := fmt.Sprintf("%s-%t-%d", mode, after, n)
-				t.Run(name, func(t *testing.T) {
-					cut, _, err := call(t, name, func() { link.Arm(testenv.Nth(n, nil), after) })
-					require.Len(t, cut, 1)
-					if err != nil {
-						require.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
-					}
-					recover(t, name, mode)
-				})
-			}
+		for _, p := range testenv.CutPoints(seen, nil) {
+			after, n := p.After, p.N
+			name := fmt.Sprintf("%s-%t-%d", mode, after, n)
+			t.Run(name, func(t *testing.T) {
+				cut, _, err := call(t, name, func() { link.Arm(p.Match(), after) })
+				require.Len(t, cut, 1)
+				if err != nil {
+					require.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+				}
+				recover(t, name, mode)
+			})
 		}
 	}
 }
@@ -63,32 +62,26 @@ func crashSweep(t *testing.T, server *testenv.Own, link *testenv.Link, call call
 	_, seen, err := call(t, "clean", func() { link.Arm(nil, false) })
 	require.NoError(t, err)
 	recover(t, "clean", "retry")
-	commits := 0
-	for _, q := range seen {
-		if testenv.IsCommit(q) {
-			commits++
-		}
-	}
-	require.NotZero(t, commits)
-	for _, after := range []bool{false, true} {
-		for k := 1; k <= commits; k++ {
-			name := fmt.Sprintf("crash-%t-%d", after, k)
-			t.Run(name, func(t *testing.T) {
-				stopped := make(chan struct{})
-				cut, _, err := call(t, name, func() {
-					link.ArmThen(testenv.Nth(k, testenv.IsCommit), after, func() { server.Stop(t, 0); close(stopped) })
-				})
-				require.Equal(t, []string{"COMMIT"}, cut)
-				require.Error(t, err, "the server is down")
-				require.True(t, depfail.Is(err), "%v", err)
-				<-stopped
-				err = retry(t, name)
-				require.Error(t, err, "the server is down")
-				require.True(t, depfail.Is(err), "the retry while the server is down: %v", err)
-				server.Start(t)
-				recover(t, name, "recover")
+	commits := testenv.CutPoints(seen, testenv.IsCommit)
+	require.NotEmpty(t, commits)
+	for _, p := range commits {
+		after, k := p.After, p.N
+		name := fmt.Sprintf("crash-%t-%d", after, k)
+		t.Run(name, func(t *testing.T) {
+			stopped := make(chan struct{})
+			cut, _, err := call(t, name, func() {
+				link.ArmThen(p.Match(), after, func() { server.Stop(t, 0); close(stopped) })
 			})
-		}
+			require.Equal(t, []string{"COMMIT"}, cut)
+			require.Error(t, err, "the server is down")
+			require.True(t, depfail.Is(err), "%v", err)
+			<-stopped
+			err = retry(t, name)
+			require.Error(t, err, "the server is down")
+			require.True(t, depfail.Is(err), "the retry while the server is down: %v", err)
+			server.Start(t)
+			recover(t, name, "recover")
+		})
 	}
 }
 

@@ -123,27 +123,26 @@ func TestRelayResolveCut(t *testing.T) {
 			t.Logf("%s sends %d statements: %q", verb, len(statements), statements)
 			require.NotEmpty(t, statements)
 			relayResolveExact(t, db, r, pub, evs, skip)
-			for _, after := range []bool{false, true} {
-				for n := 1; n <= len(statements); n++ {
-					name := fmt.Sprintf("%s-%t-%d", verb, after, n)
-					t.Run(fmt.Sprintf("after=%t/%d", after, n), func(t *testing.T) {
-						r, pub, evs := relayDeadLetter(t, db, linked, name)
-						link.Arm(testenv.Nth(n, nil), after)
-						err := resolve(r, evs[1].ID)
-						cut, _ := link.Disarm()
-						require.Len(t, cut, 1)
-						require.Error(t, err, "cut at %q", cut[0])
-						assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
-						assert.NotErrorIs(t, err, outbox.ErrNotDeadLetter)
-						err = resolve(r, evs[1].ID) // the operator's retry
-						if after {
-							require.ErrorIs(t, err, outbox.ErrNotDeadLetter, "the first call ran: resolved already")
-						} else {
-							require.NoError(t, err, "the first call never ran")
-						}
-						relayResolveExact(t, db, r, pub, evs, skip)
-					})
-				}
+			for _, p := range testenv.CutPoints(statements, nil) {
+				after, n := p.After, p.N
+				name := fmt.Sprintf("%s-%t-%d", verb, after, n)
+				t.Run(p.String(), func(t *testing.T) {
+					r, pub, evs := relayDeadLetter(t, db, linked, name)
+					link.Arm(p.Match(), after)
+					err := resolve(r, evs[1].ID)
+					cut, _ := link.Disarm()
+					require.Len(t, cut, 1)
+					require.Error(t, err, "cut at %q", cut[0])
+					assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+					assert.NotErrorIs(t, err, outbox.ErrNotDeadLetter)
+					err = resolve(r, evs[1].ID) // the operator's retry
+					if after {
+						require.ErrorIs(t, err, outbox.ErrNotDeadLetter, "the first call ran: resolved already")
+					} else {
+						require.NoError(t, err, "the first call never ran")
+					}
+					relayResolveExact(t, db, r, pub, evs, skip)
+				})
 			}
 		})
 	}
@@ -228,31 +227,30 @@ func TestConsumerRedriveCut(t *testing.T) {
 			exact(t, c, clean)
 			t.Logf("Redrive sends %d statements: %q", len(statements), statements)
 			require.Contains(t, statements, "COMMIT")
-			for _, after := range []bool{false, true} {
-				for k := 1; k <= len(statements); k++ {
-					name := fmt.Sprintf("redrive-%d-%t-%d", attempts, after, k)
-					t.Run(fmt.Sprintf("after=%t/%d", after, k), func(t *testing.T) {
-						c := consumer(t, name)
-						link.Arm(testenv.Nth(k, nil), after)
-						first, err := c.Redrive(ctx, 0)
-						cut, _ := link.Disarm()
-						require.Len(t, cut, 1)
-						if err != nil {
-							assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
-							assert.Zero(t, first)
-						} else {
-							assert.Equal(t, 1, first, "cut at %q, answered without error: applied", cut[0])
-						}
-						again, err := c.Redrive(ctx, 0) // the operator's retry
-						require.NoError(t, err)
-						want := 1 // the letter applied and removed, by the first call or the retry
-						if after && strings.HasPrefix(cut[0], "DELETE") {
-							want = 0 // removed by the first call, whose count was lost with its answer
-						}
-						assert.Equal(t, want, first+again, "cut at %q", cut[0])
-						exact(t, c, name)
-					})
-				}
+			for _, p := range testenv.CutPoints(statements, nil) {
+				after, k := p.After, p.N
+				name := fmt.Sprintf("redrive-%d-%t-%d", attempts, after, k)
+				t.Run(p.String(), func(t *testing.T) {
+					c := consumer(t, name)
+					link.Arm(p.Match(), after)
+					first, err := c.Redrive(ctx, 0)
+					cut, _ := link.Disarm()
+					require.Len(t, cut, 1)
+					if err != nil {
+						assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+						assert.Zero(t, first)
+					} else {
+						assert.Equal(t, 1, first, "cut at %q, answered without error: applied", cut[0])
+					}
+					again, err := c.Redrive(ctx, 0) // the operator's retry
+					require.NoError(t, err)
+					want := 1 // the letter applied and removed, by the first call or the retry
+					if after && strings.HasPrefix(cut[0], "DELETE") {
+						want = 0 // removed by the first call, whose count was lost with its answer
+					}
+					assert.Equal(t, want, first+again, "cut at %q", cut[0])
+					exact(t, c, name)
+				})
 			}
 		})
 	}
@@ -294,22 +292,21 @@ func TestConsumerDeliverCut(t *testing.T) {
 	exact(t, c, "deliver-clean")
 	t.Logf("Deliver sends %d statements: %q", len(statements), statements)
 	require.Contains(t, statements, "COMMIT")
-	for _, after := range []bool{false, true} {
-		for k := 1; k <= len(statements); k++ {
-			name := fmt.Sprintf("deliver-%t-%d", after, k)
-			t.Run(fmt.Sprintf("after=%t/%d", after, k), func(t *testing.T) {
-				c := consumer(t, name)
-				link.Arm(testenv.Nth(k, nil), after)
-				err := c.Deliver(ctx, events)
-				cut, _ := link.Disarm()
-				require.Len(t, cut, 1)
-				if err != nil {
-					assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
-					require.NoError(t, c.Deliver(ctx, events), "the delivery again")
-				}
-				exact(t, c, name)
-			})
-		}
+	for _, p := range testenv.CutPoints(statements, nil) {
+		after, k := p.After, p.N
+		name := fmt.Sprintf("deliver-%t-%d", after, k)
+		t.Run(p.String(), func(t *testing.T) {
+			c := consumer(t, name)
+			link.Arm(p.Match(), after)
+			err := c.Deliver(ctx, events)
+			cut, _ := link.Disarm()
+			require.Len(t, cut, 1)
+			if err != nil {
+				assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+				require.NoError(t, c.Deliver(ctx, events), "the delivery again")
+			}
+			exact(t, c, name)
+		})
 	}
 }
 

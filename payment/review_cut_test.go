@@ -108,29 +108,28 @@ func TestResolveReviewCut(t *testing.T) {
 			require.Contains(t, statements, "COMMIT")
 
 			for _, recovery := range []string{"retry", "reconciler"} {
-				for _, after := range []bool{false, true} {
-					for n := 1; n <= len(statements); n++ {
-						t.Run(fmt.Sprintf("%s/after=%t/%d", recovery, after, n), func(t *testing.T) {
-							id := fmt.Sprintf("rvc%d-%s-%t-%d", i, recovery, after, n)
-							e, got, cut, _, err := resolve(t, id, testenv.Nth(n, nil), after)
-							require.Len(t, cut, 1)
-							if err != nil { // what an HTTP server answers 503 dependency_unavailable
-								assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
-							} else {
-								assert.Equal(t, e.get(t, id), got, "answered without error after the cut at %q: the payment as it is", cut[0])
-							}
-							if recovery == "reconciler" {
-								e.clock.Advance(2 * time.Minute)
-								_, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
-								require.NoError(t, err)
-							}
-							p, err := e.svc.ResolveReview(ctx, id)
-							require.NoError(t, err, "the retry after the cut at %q", cut[0])
-							assert.Equal(t, payment.StateRefunded, p.State)
-							exact(t, e, id)
-							e.observedOnce(t, id)
-						})
-					}
+				for _, p := range testenv.CutPoints(statements, nil) {
+					after, n := p.After, p.N
+					t.Run(recovery+"/"+p.String(), func(t *testing.T) {
+						id := fmt.Sprintf("rvc%d-%s-%t-%d", i, recovery, after, n)
+						e, got, cut, _, err := resolve(t, id, p.Match(), after)
+						require.Len(t, cut, 1)
+						if err != nil { // what an HTTP server answers 503 dependency_unavailable
+							assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+						} else {
+							assert.Equal(t, e.get(t, id), got, "answered without error after the cut at %q: the payment as it is", cut[0])
+						}
+						if recovery == "reconciler" {
+							e.clock.Advance(2 * time.Minute)
+							_, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
+							require.NoError(t, err)
+						}
+						p, err := e.svc.ResolveReview(ctx, id)
+						require.NoError(t, err, "the retry after the cut at %q", cut[0])
+						assert.Equal(t, payment.StateRefunded, p.State)
+						exact(t, e, id)
+						e.observedOnce(t, id)
+					})
 				}
 			}
 		})
@@ -180,34 +179,28 @@ func TestResolveReviewCrash(t *testing.T) {
 	e, _, seen, err := resolve(t, "rvk-clean", nil, false)
 	require.NoError(t, err)
 	exact(t, e, "rvk-clean")
-	commits := 0
-	for _, q := range seen {
-		if testenv.IsCommit(q) {
-			commits++
-		}
-	}
-	require.Equal(t, 2, commits, "taking the PG's record, settling the give-back")
-	for _, after := range []bool{false, true} {
-		for k := 1; k <= commits; k++ {
-			t.Run(fmt.Sprintf("after=%t/commit-%d", after, k), func(t *testing.T) {
-				id := fmt.Sprintf("rvk-%t-%d", after, k)
-				e, cut, _, err := resolve(t, id, testenv.Nth(k, testenv.IsCommit), after)
-				require.Equal(t, []string{"COMMIT"}, cut)
-				require.Error(t, err, "the server is down")
-				assert.True(t, depfail.Is(err), "%v", err)
-				<-stopped
-				_, err = e.svc.ResolveReview(ctx, id)
-				require.Error(t, err, "the server is down")
-				assert.True(t, depfail.Is(err), "the retry while the server is down: %v", err)
-				server.Start(t)
-				e.clock.Advance(2 * time.Minute)
-				_, err = testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
-				require.NoError(t, err)
-				p, err := e.svc.ResolveReview(ctx, id)
-				require.NoError(t, err)
-				assert.Equal(t, e.get(t, id), p)
-				exact(t, e, id)
-			})
-		}
+	commits := testenv.CutPoints(seen, testenv.IsCommit)
+	require.Len(t, commits, 2*2, "two COMMITs, each cut before and after: taking the PG's record, settling the give-back")
+	for _, p := range commits {
+		after, k := p.After, p.N
+		t.Run(fmt.Sprintf("after=%t/commit-%d", after, k), func(t *testing.T) {
+			id := fmt.Sprintf("rvk-%t-%d", after, k)
+			e, cut, _, err := resolve(t, id, p.Match(), after)
+			require.Equal(t, []string{"COMMIT"}, cut)
+			require.Error(t, err, "the server is down")
+			assert.True(t, depfail.Is(err), "%v", err)
+			<-stopped
+			_, err = e.svc.ResolveReview(ctx, id)
+			require.Error(t, err, "the server is down")
+			assert.True(t, depfail.Is(err), "the retry while the server is down: %v", err)
+			server.Start(t)
+			e.clock.Advance(2 * time.Minute)
+			_, err = testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
+			require.NoError(t, err)
+			p, err := e.svc.ResolveReview(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, e.get(t, id), p)
+			exact(t, e, id)
+		})
 	}
 }

@@ -116,35 +116,34 @@ func TestResolveReviewOutcomesCut(t *testing.T) {
 			require.Contains(t, statements, "COMMIT")
 
 			for _, recovery := range []string{"retry", "reconciler"} {
-				for _, after := range []bool{false, true} {
-					for n := 1; n <= len(statements); n++ {
-						t.Run(fmt.Sprintf("%s/after=%t/%d", recovery, after, n), func(t *testing.T) {
-							id := fmt.Sprintf("rvo%d-%s-%t-%d", i, recovery, after, n)
-							e, got, cut, _, err := resolve(t, id, testenv.Nth(n, nil), after)
-							require.Len(t, cut, 1)
-							if err != nil {
-								assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
-							} else {
-								assert.Equal(t, e.get(t, id), got, "answered without error after the cut at %q: the payment as it is", cut[0])
-							}
-							if recovery == "reconciler" {
-								e.clock.Advance(2 * time.Minute)
-								_, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
-								require.NoError(t, err)
-								if e.get(t, id).State != payment.StateReview { // the review was taken: the Reconciler finished it
-									c.exact(t, e, id)
-								}
-							}
-							p, err := e.svc.ResolveReview(ctx, id)
-							require.NoError(t, err, "the retry after the cut at %q", cut[0])
-							assert.Equal(t, e.get(t, id), p, "the payment as it is")
-							c.exact(t, e, id)
-							again, err := e.svc.ResolveReview(ctx, id)
+				for _, p := range testenv.CutPoints(statements, nil) {
+					after, n := p.After, p.N
+					t.Run(recovery+"/"+p.String(), func(t *testing.T) {
+						id := fmt.Sprintf("rvo%d-%s-%t-%d", i, recovery, after, n)
+						e, got, cut, _, err := resolve(t, id, p.Match(), after)
+						require.Len(t, cut, 1)
+						if err != nil {
+							assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+						} else {
+							assert.Equal(t, e.get(t, id), got, "answered without error after the cut at %q: the payment as it is", cut[0])
+						}
+						if recovery == "reconciler" {
+							e.clock.Advance(2 * time.Minute)
+							_, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
 							require.NoError(t, err)
-							assert.Equal(t, p, again, "the same answer")
-							e.observedOnce(t, id)
-						})
-					}
+							if e.get(t, id).State != payment.StateReview { // the review was taken: the Reconciler finished it
+								c.exact(t, e, id)
+							}
+						}
+						p, err := e.svc.ResolveReview(ctx, id)
+						require.NoError(t, err, "the retry after the cut at %q", cut[0])
+						assert.Equal(t, e.get(t, id), p, "the payment as it is")
+						c.exact(t, e, id)
+						again, err := e.svc.ResolveReview(ctx, id)
+						require.NoError(t, err)
+						assert.Equal(t, p, again, "the same answer")
+						e.observedOnce(t, id)
+					})
 				}
 			}
 		})
@@ -171,40 +170,34 @@ func TestResolveReviewOutcomesCrash(t *testing.T) {
 			_, seen := link.Disarm()
 			require.NoError(t, err)
 			c.exact(t, e, clean)
-			commits := 0
-			for _, q := range seen {
-				if testenv.IsCommit(q) {
-					commits++
-				}
-			}
-			require.NotZero(t, commits)
-			for _, after := range []bool{false, true} {
-				for k := 1; k <= commits; k++ {
-					t.Run(fmt.Sprintf("after=%t/commit-%d", after, k), func(t *testing.T) {
-						id := fmt.Sprintf("rvok%d-%t-%d", i, after, k)
-						e := newEnv(t, linked, nil)
-						c.setup(t, e, id)
-						stopped := make(chan struct{})
-						link.ArmThen(testenv.Nth(k, testenv.IsCommit), after, func() { server.Stop(t, 0); close(stopped) })
-						_, err := e.svc.ResolveReview(ctx, id)
-						cut, _ := link.Disarm()
-						require.Equal(t, []string{"COMMIT"}, cut)
-						require.Error(t, err, "the server is down")
-						assert.True(t, depfail.Is(err), "%v", err)
-						<-stopped
-						_, err = e.svc.ResolveReview(ctx, id)
-						require.Error(t, err, "the server is down")
-						assert.True(t, depfail.Is(err), "the retry while the server is down: %v", err)
-						server.Start(t)
-						e.clock.Advance(2 * time.Minute)
-						_, err = testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
-						require.NoError(t, err)
-						p, err := e.svc.ResolveReview(ctx, id)
-						require.NoError(t, err)
-						assert.Equal(t, e.get(t, id), p)
-						c.exact(t, e, id)
-					})
-				}
+			commits := testenv.CutPoints(seen, testenv.IsCommit)
+			require.NotEmpty(t, commits)
+			for _, p := range commits {
+				after, k := p.After, p.N
+				t.Run(fmt.Sprintf("after=%t/commit-%d", after, k), func(t *testing.T) {
+					id := fmt.Sprintf("rvok%d-%t-%d", i, after, k)
+					e := newEnv(t, linked, nil)
+					c.setup(t, e, id)
+					stopped := make(chan struct{})
+					link.ArmThen(p.Match(), after, func() { server.Stop(t, 0); close(stopped) })
+					_, err := e.svc.ResolveReview(ctx, id)
+					cut, _ := link.Disarm()
+					require.Equal(t, []string{"COMMIT"}, cut)
+					require.Error(t, err, "the server is down")
+					assert.True(t, depfail.Is(err), "%v", err)
+					<-stopped
+					_, err = e.svc.ResolveReview(ctx, id)
+					require.Error(t, err, "the server is down")
+					assert.True(t, depfail.Is(err), "the retry while the server is down: %v", err)
+					server.Start(t)
+					e.clock.Advance(2 * time.Minute)
+					_, err = testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
+					require.NoError(t, err)
+					p, err := e.svc.ResolveReview(ctx, id)
+					require.NoError(t, err)
+					assert.Equal(t, e.get(t, id), p)
+					c.exact(t, e, id)
+				})
 			}
 		})
 	}

@@ -150,34 +150,33 @@ func TestWebhookCut(t *testing.T) {
 			require.NotZero(t, firstCommit)
 
 			for _, recovery := range []string{"redelivery", "reconciler"} {
-				for _, after := range []bool{false, true} {
-					for n := 1; n <= len(statements); n++ {
-						t.Run(fmt.Sprintf("%s/after=%t/%d", recovery, after, n), func(t *testing.T) {
-							id := fmt.Sprintf("whc%d-%s-%t-%d", i, recovery, after, n)
-							e, body, sig, cut, _, err := deliver(t, id, testenv.Nth(n, nil), after)
-							require.Len(t, cut, 1)
-							if err != nil {
-								assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+				for _, p := range testenv.CutPoints(statements, nil) {
+					after, n := p.After, p.N
+					t.Run(recovery+"/"+p.String(), func(t *testing.T) {
+						id := fmt.Sprintf("whc%d-%s-%t-%d", i, recovery, after, n)
+						e, body, sig, cut, _, err := deliver(t, id, p.Match(), after)
+						require.Len(t, cut, 1)
+						if err != nil {
+							assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+						}
+						by := payment.CauseWebhook
+						if recovery == "reconciler" {
+							if n < firstCommit || n == firstCommit && !after { // the webhook recorded nothing
+								by = payment.CauseReconciler
 							}
-							by := payment.CauseWebhook
-							if recovery == "reconciler" {
-								if n < firstCommit || n == firstCommit && !after { // the webhook recorded nothing
-									by = payment.CauseReconciler
-								}
-								e.clock.Advance(2 * time.Minute)
-								_, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
-								require.NoError(t, err)
-							}
-							if err != nil { // the PG redelivers what was not answered 2xx
-								require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "the redelivery after the cut at %q", cut[0])
-							}
-							c.exact(t, e, id, by)
-							require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "a duplicate delivery")
-							c.exact(t, e, id, by)
-							e.observedOnce(t, id)
-							e.noMismatchUnlessReview(t, id)
-						})
-					}
+							e.clock.Advance(2 * time.Minute)
+							_, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
+							require.NoError(t, err)
+						}
+						if err != nil { // the PG redelivers what was not answered 2xx
+							require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "the redelivery after the cut at %q", cut[0])
+						}
+						c.exact(t, e, id, by)
+						require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "a duplicate delivery")
+						c.exact(t, e, id, by)
+						e.observedOnce(t, id)
+						e.noMismatchUnlessReview(t, id)
+					})
 				}
 			}
 		})
@@ -202,35 +201,29 @@ func TestWebhookCrash(t *testing.T) {
 			require.NoError(t, e.svc.HandleWebhook(ctx, body, sig))
 			_, seen := link.Disarm()
 			c.exact(t, e, id, payment.CauseWebhook)
-			commits := 0
-			for _, q := range seen {
-				if testenv.IsCommit(q) {
-					commits++
-				}
-			}
-			require.NotZero(t, commits)
-			for _, after := range []bool{false, true} {
-				for k := 1; k <= commits; k++ {
-					t.Run(fmt.Sprintf("after=%t/commit-%d", after, k), func(t *testing.T) {
-						id := fmt.Sprintf("whk%d-%t-%d", i, after, k)
-						e, body, sig := c.setup(t, linked, id)
-						stopped := make(chan struct{})
-						link.ArmThen(testenv.Nth(k, testenv.IsCommit), after, func() { server.Stop(t, 0); close(stopped) })
-						err := e.svc.HandleWebhook(ctx, body, sig)
-						cut, _ := link.Disarm()
-						require.Equal(t, []string{"COMMIT"}, cut)
-						require.Error(t, err, "the server is down")
-						assert.True(t, depfail.Is(err), "%v", err)
-						<-stopped
-						err = e.svc.HandleWebhook(ctx, body, sig)
-						require.Error(t, err, "the server is down")
-						assert.True(t, depfail.Is(err), "the redelivery while the server is down: %v", err)
-						server.Start(t)
-						require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "the redelivery after the restart")
-						c.exact(t, e, id, payment.CauseWebhook)
-						e.noMismatchUnlessReview(t, id)
-					})
-				}
+			commits := testenv.CutPoints(seen, testenv.IsCommit)
+			require.NotEmpty(t, commits)
+			for _, p := range commits {
+				after, k := p.After, p.N
+				t.Run(fmt.Sprintf("after=%t/commit-%d", after, k), func(t *testing.T) {
+					id := fmt.Sprintf("whk%d-%t-%d", i, after, k)
+					e, body, sig := c.setup(t, linked, id)
+					stopped := make(chan struct{})
+					link.ArmThen(p.Match(), after, func() { server.Stop(t, 0); close(stopped) })
+					err := e.svc.HandleWebhook(ctx, body, sig)
+					cut, _ := link.Disarm()
+					require.Equal(t, []string{"COMMIT"}, cut)
+					require.Error(t, err, "the server is down")
+					assert.True(t, depfail.Is(err), "%v", err)
+					<-stopped
+					err = e.svc.HandleWebhook(ctx, body, sig)
+					require.Error(t, err, "the server is down")
+					assert.True(t, depfail.Is(err), "the redelivery while the server is down: %v", err)
+					server.Start(t)
+					require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "the redelivery after the restart")
+					c.exact(t, e, id, payment.CauseWebhook)
+					e.noMismatchUnlessReview(t, id)
+				})
 			}
 		})
 	}

@@ -71,18 +71,17 @@ func TestCheckoutPayWithPointsCut(t *testing.T) {
 	t.Logf("%d statements: %q", len(seen), seen)
 	require.Contains(t, seen, "COMMIT")
 	for _, settle := range []bool{false, true} {
-		for _, after := range []bool{false, true} {
-			for n := 1; n <= len(seen); n++ {
-				user := fmt.Sprintf("u-%t-%t-%d", settle, after, n)
-				t.Run(user, func(t *testing.T) {
-					cut, _, err := checkout(t, user, func() { link.Arm(testenv.Nth(n, nil), after) })
-					require.Len(t, cut, 1)
-					if err != nil {
-						require.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
-					}
-					recover(t, user, settle)
-				})
-			}
+		for _, p := range testenv.CutPoints(seen, nil) {
+			after, n := p.After, p.N
+			user := fmt.Sprintf("u-%t-%t-%d", settle, after, n)
+			t.Run(user, func(t *testing.T) {
+				cut, _, err := checkout(t, user, func() { link.Arm(p.Match(), after) })
+				require.Len(t, cut, 1)
+				if err != nil {
+					require.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+				}
+				recover(t, user, settle)
+			})
 		}
 	}
 }

@@ -34,21 +34,19 @@ func TestSchemaOfEarlierVersionCut(t *testing.T) {
 	placedExactly(t, db)
 	t.Logf("%d statements: %q", len(seen), seen)
 
-	for _, after := range []bool{false, true} {
-		for n := 1; n <= len(seen); n++ {
-			t.Run(fmt.Sprintf("after=%t/%d", after, n), func(t *testing.T) {
-				db, linked, link := earlierSchema(t, testenv.LinkedMySQL)
-				link.Arm(testenv.Nth(n, nil), after)
-				err := coupon.CreateSchema(ctx, linked)
-				cut, _ := link.Disarm()
-				require.Len(t, cut, 1)
-				if err != nil {
-					require.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
-				}
-				require.NoError(t, coupon.CreateSchema(ctx, linked), "the restart's CreateSchema after the cut at %q", cut[0])
-				placedExactly(t, db)
-			})
-		}
+	for _, p := range testenv.CutPoints(seen, nil) {
+		t.Run(p.String(), func(t *testing.T) {
+			db, linked, link := earlierSchema(t, testenv.LinkedMySQL)
+			link.Arm(p.Match(), p.After)
+			err := coupon.CreateSchema(ctx, linked)
+			cut, _ := link.Disarm()
+			require.Len(t, cut, 1)
+			if err != nil {
+				require.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+			}
+			require.NoError(t, coupon.CreateSchema(ctx, linked), "the restart's CreateSchema after the cut at %q", cut[0])
+			placedExactly(t, db)
+		})
 	}
 }
 
@@ -77,31 +75,25 @@ func TestSchemaOfEarlierVersionCrash(t *testing.T) {
 	require.NoError(t, coupon.CreateSchema(ctx, linked))
 	_, seen := link.Disarm()
 	placedExactly(t, db)
-	commits := 0
-	for _, q := range seen {
-		if testenv.IsCommit(q) {
-			commits++
-		}
-	}
-	require.Equal(t, len(limited), commits, "one transaction per limited template")
+	commits := testenv.CutPoints(seen, testenv.IsCommit)
+	require.Len(t, commits, 2*len(limited), "one transaction per limited template, its COMMIT cut before and after")
 
-	for _, after := range []bool{false, true} {
-		for k := 1; k <= commits; k++ {
-			t.Run(fmt.Sprintf("after=%t/commit-%d", after, k), func(t *testing.T) {
-				db, linked, link := earlierSchema(t, fresh)
-				stopped := make(chan struct{})
-				link.ArmThen(testenv.Nth(k, testenv.IsCommit), after, func() { server.Stop(t, 0); close(stopped) })
-				err := coupon.CreateSchema(ctx, linked)
-				cut, _ := link.Disarm()
-				require.Equal(t, []string{"COMMIT"}, cut)
-				require.Error(t, err, "the server is down")
-				require.True(t, depfail.Is(err), "%v", err)
-				<-stopped
-				server.Start(t)
-				require.NoError(t, coupon.CreateSchema(ctx, linked), "the restart's CreateSchema")
-				placedExactly(t, db)
-			})
-		}
+	for _, p := range commits {
+		after, k := p.After, p.N
+		t.Run(fmt.Sprintf("after=%t/commit-%d", after, k), func(t *testing.T) {
+			db, linked, link := earlierSchema(t, fresh)
+			stopped := make(chan struct{})
+			link.ArmThen(p.Match(), after, func() { server.Stop(t, 0); close(stopped) })
+			err := coupon.CreateSchema(ctx, linked)
+			cut, _ := link.Disarm()
+			require.Equal(t, []string{"COMMIT"}, cut)
+			require.Error(t, err, "the server is down")
+			require.True(t, depfail.Is(err), "%v", err)
+			<-stopped
+			server.Start(t)
+			require.NoError(t, coupon.CreateSchema(ctx, linked), "the restart's CreateSchema")
+			placedExactly(t, db)
+		})
 	}
 }
 

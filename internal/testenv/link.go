@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -238,3 +239,38 @@ func Nth(n int, match func(query string) bool) func(query string) bool {
 
 // IsCommit matches the COMMIT of a transaction.
 func IsCommit(q string) bool { return strings.EqualFold(strings.TrimSpace(q), "COMMIT") }
+
+// CutPoint is one place to cut a run at (see CutPoints): the N-th statement of those the
+// sweep cuts at, before it reaches the server (After false) or once it was answered.
+type CutPoint struct {
+	N     int
+	After bool
+	only  func(query string) bool
+}
+
+// Match returns a fresh matcher of the point's statement, counting from now: arm a Link
+// with it (Arm(p.Match(), p.After)).
+func (p CutPoint) Match() func(query string) bool { return Nth(p.N, p.only) }
+
+// String names the point, for a subtest: "after=false/3".
+func (p CutPoint) String() string { return fmt.Sprintf("after=%t/%d", p.After, p.N) }
+
+// CutPoints returns every point at which to cut a run that sends the statements a clean
+// run sent (Link.Disarm's seen): each of those only accepts (nil: every statement; IsCommit:
+// each COMMIT), first before it reaches the server, then once answered. A sweep runs the
+// call again cut at each point, recovers, and checks the exact end state.
+func CutPoints(statements []string, only func(query string) bool) []CutPoint {
+	n := 0
+	for _, q := range statements {
+		if only == nil || only(q) {
+			n++
+		}
+	}
+	var points []CutPoint
+	for _, after := range []bool{false, true} {
+		for k := 1; k <= n; k++ {
+			points = append(points, CutPoint{N: k, After: after, only: only})
+		}
+	}
+	return points
+}
