@@ -524,3 +524,30 @@ func TestSavepointNamesIgnoreTheCallersContext(t *testing.T) {
 		assert.Equal(t, []int64{3}, ids, "the failed call's writes, its nested call's included, were undone")
 	})
 }
+
+// TestSavepointCtxEndedBeforeRelease: a call in the caller's transaction whose ctx ends
+// after its last statement, before its savepoint is released (a caller's timeout on one
+// operation inside its own transaction), fails with the ctx's error, and that error must
+// mean its writes were undone: the caller's transaction, whose ctx has not ended, goes on
+// and commits, and an operation it was told failed must not be in it.
+func TestSavepointCtxEndedBeforeRelease(t *testing.T) {
+	backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		var inner error
+		require.NoError(t, db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			opCtx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			inner = sqlutil.InTx(opCtx, tx, func(ctx context.Context, tx bun.Tx) error {
+				_, err := tx.NewInsert().Model(&item{ID: 1}).Exec(ctx)
+				cancel() // the operation's timeout fires after its last statement
+				return err
+			})
+			_, err := tx.NewInsert().Model(&item{ID: 2}).Exec(ctx)
+			return err
+		}))
+		assert.ErrorIs(t, inner, context.Canceled)
+		var ids []int64
+		require.NoError(t, db.NewSelect().Model((*item)(nil)).Column("id").Order("id").Scan(ctx, &ids))
+		assert.Equal(t, []int64{2}, ids, "the failed call's write was undone")
+	})
+}
