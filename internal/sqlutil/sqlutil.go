@@ -92,8 +92,8 @@ func leave(tx *sql.Tx) {
 	}
 }
 
-// savepoint runs fn in tx under a savepoint, rolled back to when fn fails (or panics) and
-// released when it succeeds, like bun's Tx.RunInTx. Unlike bun, which names each savepoint
+// savepoint runs fn in tx under a savepoint, rolled back to when fn fails (or panics) or
+// the savepoint cannot be released, and released when fn succeeds, like bun's Tx.RunInTx. Unlike bun, which names each savepoint
 // at random, it names it by its depth in tx (commercekit_sp1, commercekit_sp2 in a call
 // nested in it...): names need only differ among the savepoints open at once, and a fixed
 // text keeps SAVEPOINT one statement digest (performance_schema, ProxySQL, database
@@ -109,9 +109,12 @@ func savepoint(ctx context.Context, tx bun.Tx, fn func(ctx context.Context, tx b
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT "+name); err != nil {
 		return err
 	}
-	done := false
+	released := false
 	defer func() {
-		if !done { // fn failed or panicked; undo its writes even if ctx has ended meanwhile
+		// fn failed or panicked, or the release did (ctx ended after fn's last statement):
+		// undo its writes, even if ctx has ended meanwhile, so that an error means they
+		// are not in the caller's transaction.
+		if !released {
 			if _, rerr := tx.ExecContext(context.WithoutCancel(ctx), "ROLLBACK TO SAVEPOINT "+name); rerr != nil && err != nil {
 				err = errors.Join(err, rerr)
 			}
@@ -120,9 +123,11 @@ func savepoint(ctx context.Context, tx bun.Tx, fn func(ctx context.Context, tx b
 	if err := fn(ctx, tx); err != nil {
 		return err
 	}
-	done = true
-	_, err = tx.ExecContext(ctx, "RELEASE SAVEPOINT "+name)
-	return err
+	if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT "+name); err != nil {
+		return err
+	}
+	released = true
+	return nil
 }
 
 // Retry runs fn, a statement outside any transaction (autocommit) or a transaction fn
