@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -65,35 +66,68 @@ func InTx(ctx context.Context, db bun.IDB, fn func(ctx context.Context, tx bun.T
 	return Retry(ctx, db, func(ctx context.Context) error { return db.RunInTx(ctx, nil, fn) })
 }
 
-type savepointDepth struct{}
+// open counts the savepoints InTx has open in each transaction (by its *sql.Tx), which
+// names the next one. It is the one state the package keeps: an entry lives while a
+// savepoint of its transaction is open, and is removed when the last one is released or
+// rolled back to.
+var open = struct {
+	sync.Mutex
+	depth map[*sql.Tx]int
+}{depth: make(map[*sql.Tx]int)}
 
-// savepoint runs fn in tx under a savepoint, rolled back to when fn fails (or panics) and
-// released when it succeeds, like bun's Tx.RunInTx. Unlike bun, which names each savepoint
-// at random, it names it by its depth (commercekit_sp1, commercekit_sp2 in a call nested in
-// it...): names need only differ among the savepoints open at once, and a fixed text keeps
-// SAVEPOINT one statement digest (performance_schema, ProxySQL, database monitors) instead
-// of one per call, which filled MariaDB's digest table within one flash sale.
+// enter counts a savepoint opened in tx and returns its depth (1 for the outermost).
+func enter(tx *sql.Tx) int {
+	open.Lock()
+	defer open.Unlock()
+	open.depth[tx]++
+	return open.depth[tx]
+}
+
+// leave counts a savepoint of tx closed.
+func leave(tx *sql.Tx) {
+	open.Lock()
+	defer open.Unlock()
+	if open.depth[tx]--; open.depth[tx] <= 0 {
+		delete(open.depth, tx)
+	}
+}
+
+// savepoint runs fn in tx under a savepoint, rolled back to when fn fails (or panics) or
+// the savepoint cannot be released, and released when fn succeeds, like bun's Tx.RunInTx. Unlike bun, which names each savepoint
+// at random, it names it by its depth in tx (commercekit_sp1, commercekit_sp2 in a call
+// nested in it...): names need only differ among the savepoints open at once, and a fixed
+// text keeps SAVEPOINT one statement digest (performance_schema, ProxySQL, database
+// monitors) instead of one per call, which filled MariaDB's digest table within one flash
+// sale. The depth is counted per transaction, not carried by ctx: a nested call given
+// another ctx than its fn's (a closure capturing the caller's) must not reuse the name of
+// an open savepoint, which on MySQL replaces it, so that the enclosing call could no
+// longer undo its writes.
 func savepoint(ctx context.Context, tx bun.Tx, fn func(ctx context.Context, tx bun.Tx) error) (err error) {
-	depth, _ := ctx.Value(savepointDepth{}).(int)
-	depth++
+	depth := enter(tx.Tx)
+	defer leave(tx.Tx)
 	name := "commercekit_sp" + strconv.Itoa(depth)
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT "+name); err != nil {
 		return err
 	}
-	done := false
+	released := false
 	defer func() {
-		if !done { // fn failed or panicked; undo its writes even if ctx has ended meanwhile
+		// fn failed or panicked, or the release did (ctx ended after fn's last statement):
+		// undo its writes, even if ctx has ended meanwhile, so that an error means they
+		// are not in the caller's transaction.
+		if !released {
 			if _, rerr := tx.ExecContext(context.WithoutCancel(ctx), "ROLLBACK TO SAVEPOINT "+name); rerr != nil && err != nil {
 				err = errors.Join(err, rerr)
 			}
 		}
 	}()
-	if err := fn(context.WithValue(ctx, savepointDepth{}, depth), tx); err != nil {
+	if err := fn(ctx, tx); err != nil {
 		return err
 	}
-	done = true
-	_, err = tx.ExecContext(ctx, "RELEASE SAVEPOINT "+name)
-	return err
+	if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT "+name); err != nil {
+		return err
+	}
+	released = true
+	return nil
 }
 
 // Retry runs fn, a statement outside any transaction (autocommit) or a transaction fn

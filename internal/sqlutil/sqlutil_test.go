@@ -485,3 +485,69 @@ func TestSavepointNamesAreFixed(t *testing.T) {
 		assert.Equal(t, []string{one, two, two, one, two, two}, rec.names)
 	})
 }
+
+// TestSavepointNamesIgnoreTheCallersContext: a nested call that is given a context other
+// than the one its enclosing call passed to fn (a closure capturing the caller's ctx, as an
+// IssuedFunc or an outbox handler calling another commercekit operation may) still gets a
+// savepoint of its own. Named by the depth the context carries, it took the enclosing
+// call's name: on MySQL a SAVEPOINT of an existing name replaces it, so the nested call's
+// RELEASE removed the enclosing call's savepoint, and the enclosing call, failing, undid
+// nothing of its writes (ROLLBACK TO a savepoint that no longer exists), leaving them in
+// the caller's transaction, which committed them.
+func TestSavepointNamesIgnoreTheCallersContext(t *testing.T) {
+	backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		boom := errors.New("boom")
+		insert := func(ctx context.Context, tx bun.Tx, id int64) error {
+			_, err := tx.NewInsert().Model(&item{ID: id}).Exec(ctx)
+			return err
+		}
+		var outer error
+		require.NoError(t, db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			outer = sqlutil.InTx(ctx, tx, func(_ context.Context, tx bun.Tx) error {
+				if err := insert(ctx, tx, 1); err != nil {
+					return err
+				}
+				// A nested operation given the caller's ctx, not this fn's.
+				if err := sqlutil.InTx(ctx, tx, func(ctx context.Context, tx bun.Tx) error {
+					return insert(ctx, tx, 2)
+				}); err != nil {
+					return err
+				}
+				return boom
+			})
+			return insert(ctx, tx, 3)
+		}))
+		assert.Equal(t, boom, outer, "the failed call's own error, its writes undone")
+		var ids []int64
+		require.NoError(t, db.NewSelect().Model((*item)(nil)).Column("id").Order("id").Scan(ctx, &ids))
+		assert.Equal(t, []int64{3}, ids, "the failed call's writes, its nested call's included, were undone")
+	})
+}
+
+// TestSavepointCtxEndedBeforeRelease: a call in the caller's transaction whose ctx ends
+// after its last statement, before its savepoint is released (a caller's timeout on one
+// operation inside its own transaction), fails with the ctx's error, and that error must
+// mean its writes were undone: the caller's transaction, whose ctx has not ended, goes on
+// and commits, and an operation it was told failed must not be in it.
+func TestSavepointCtxEndedBeforeRelease(t *testing.T) {
+	backends(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		var inner error
+		require.NoError(t, db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			opCtx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			inner = sqlutil.InTx(opCtx, tx, func(ctx context.Context, tx bun.Tx) error {
+				_, err := tx.NewInsert().Model(&item{ID: 1}).Exec(ctx)
+				cancel() // the operation's timeout fires after its last statement
+				return err
+			})
+			_, err := tx.NewInsert().Model(&item{ID: 2}).Exec(ctx)
+			return err
+		}))
+		assert.ErrorIs(t, inner, context.Canceled)
+		var ids []int64
+		require.NoError(t, db.NewSelect().Model((*item)(nil)).Column("id").Order("id").Scan(ctx, &ids))
+		assert.Equal(t, []int64{2}, ids, "the failed call's write was undone")
+	})
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/coupon/rediscoupon"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/mysqlwatch"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
@@ -165,9 +166,17 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	}
 	// The configuration started last decides each template's issuer: adding Redis moves
 	// every template to it, and instances still without it refuse them until replaced.
-	if moved, err := st.coupons.ClaimAllIssuance(ctx); err != nil {
+	// With Redis down the claim (which rebuilds the template's Redis state) waits for it
+	// in the background, as the stock's healer does: the server starts, and refuses the
+	// templates still another issuer's meanwhile (503).
+	switch moved, err := st.coupons.ClaimAllIssuance(ctx); {
+	case errors.Is(err, errcode.ErrUnavailable):
+		log.Warn("coupon templates not yet claimed for this server's issuer; retrying in the background",
+			"issuer", issuer.Name(), "err", err)
+		st.loops = append(st.loops, func(ctx context.Context) error { return claimCoupons(ctx, st.coupons, issuer.Name(), log) })
+	case err != nil:
 		return st, fmt.Errorf("claiming the coupon templates for this server's issuer: %w", err)
-	} else if moved > 0 {
+	case moved > 0:
 		log.Warn("coupon templates moved to this server's issuer", "templates", moved, "issuer", issuer.Name())
 	}
 	if st.ledger, err = ledger.New(st.db, ledger.WithLogger(log.With("component", "ledger")),
@@ -322,6 +331,30 @@ func (st *stack) durableStock(ctx context.Context, log *slog.Logger) (*redisinve
 	}
 	st.loops = append(st.loops, func(ctx context.Context) error { return d.Run(ctx, time.Second) })
 	return d, nil
+}
+
+// claimCoupons claims every coupon template for this server's issuer (ClaimAllIssuance),
+// every second until a claim succeeds: the start-up claim that met a dependency down.
+// Another error stops it.
+func claimCoupons(ctx context.Context, coupons *coupon.Service, issuer string, log *slog.Logger) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		moved, err := coupons.ClaimAllIssuance(ctx)
+		switch {
+		case errors.Is(err, errcode.ErrUnavailable):
+			continue
+		case err != nil:
+			return fmt.Errorf("claiming the coupon templates for this server's issuer: %w", err)
+		}
+		log.Warn("coupon templates moved to this server's issuer", "templates", moved, "issuer", issuer)
+		return nil
+	}
 }
 
 // eventLog is the handler of the embedded mode's in-process consumer: it logs each event,
