@@ -413,3 +413,46 @@ func sortedBySeq(rows []outboxtest.AppliedRow) []outboxtest.AppliedRow {
 	}
 	return out
 }
+
+// TestConsumerPoisonEventKillingItsConnection: an event whose handling ends its own database
+// connection every time (here the handler kills it; in production, say, a statement the
+// server refuses by closing the connection) while the database answers is a poison event:
+// Deliver isolates it, tries it a bounded number of times, and dead-letters it, and the
+// events around it are applied exactly once. (The database failing, every connection at
+// once, is still never counted: TestConsumerDeliverCut, TestConsumerRedriveCrash.)
+func TestConsumerPoisonEventKillingItsConnection(t *testing.T) {
+	db := testenv.MySQL(t)
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	events := fakeEvents(3, 1)
+	poison := events[1].ID
+	record := outboxtest.RecordingHandler("poison")
+	c, err := outbox.NewConsumer(db, "poison", func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+		for _, ev := range evs {
+			if ev.ID == poison {
+				var id int64
+				if err := tx.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+					return err
+				}
+				_, err := tx.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
+				return err
+			}
+		}
+		return record(ctx, tx, evs)
+	}, outbox.WithMaxAttempts(2), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+	require.NoError(t, err)
+
+	var errs []error
+	for range 5 { // the caller delivers the batch again while Deliver fails
+		if err = c.Deliver(ctx, events); err == nil {
+			break
+		}
+		errs = append(errs, err)
+	}
+	require.NoError(t, err, "the poison event never dead-lettered; Deliver failed with %v", errs)
+	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "poison"), []outbox.Event{events[0], events[2]})
+	letters, err := outbox.NewDeadLetterTable(db).List(ctx, "poison", 0)
+	require.NoError(t, err)
+	require.Len(t, letters, 1)
+	assert.Equal(t, poison, letters[0].Event.ID)
+}
