@@ -139,7 +139,7 @@ func (c *Consumer) applyOnce(ctx context.Context, events []Event) ([]Event, erro
 		}
 		if err := c.handle(ctx, tx, fresh); err != nil {
 			if lost := connectionLost(ctx, tx, err); lost != nil {
-				return fmt.Errorf("outbox: consumer %s: the database failed under the handler: %w", c.name, lost)
+				return &connectionLostError{fmt.Errorf("outbox: consumer %s: the database connection failed under the handler: %w", c.name, lost)}
 			}
 			return &handlerError{err: err}
 		}
@@ -176,6 +176,31 @@ func connectionLost(ctx context.Context, tx bun.Tx, err error) error {
 	return errors.Join(err, perr)
 }
 
+// connectionLostError marks the failure of a transaction whose connection failed under the
+// handler (connectionLost).
+type connectionLostError struct{ err error }
+
+func (e *connectionLostError) Error() string { return e.err.Error() }
+func (e *connectionLostError) Unwrap() error { return e.err }
+
+// maxConnectionLosses is how many times in a row Deliver lets one event's handling lose its
+// database connection, the database answering on another each time, before it takes that
+// for the event's fault (a statement the server answers by closing the connection, say) and
+// dead-letters it: retried for ever, such a poison event would hold up every delivery.
+const maxConnectionLosses = 3
+
+// lostAlone reports whether err, a failure of the consumer's transaction, is its
+// connection failing under the handler while the database still answers on another: what
+// the event's handling may have caused, unlike the database failing.
+func (c *Consumer) lostAlone(ctx context.Context, err error) bool {
+	var lost *connectionLostError
+	if !errors.As(err, &lost) || ctx.Err() != nil {
+		return false
+	}
+	var one int
+	return c.db.QueryRowContext(ctx, "SELECT 1").Scan(&one) == nil
+}
+
 // countApplied reports the fresh events as applied and the rest of all (repeats within
 // the batch included) as duplicates.
 func (c *Consumer) countApplied(all, fresh []Event) {
@@ -204,11 +229,16 @@ func (c *Consumer) countApplied(all, fresh []Event) {
 //     exponential, jittered backoff up to MaxAttempts times (at once for a Permanent error)
 //     and then sent to the dead letters with its error and attempt count; the events after
 //     it flow on. (A consumer that needs strict per-key order can spot the gap: Seq.)
+//   - A connection that failed under the handler while the database still answers on
+//     another may be the event's doing (a statement the server answers by closing the
+//     connection): the event is isolated like a failing one and tried again, and after
+//     3 such losses in a row it goes to the dead letters. A single lost connection (a
+//     network cut, a proxy restarting) costs one more try, not an attempt.
 //   - An event without a valid ID cannot be deduplicated and goes to the dead letters at once.
 //   - An error of the consumer's own statements (the database is down, say) is not the
 //     events' fault, nor is the handler's when the consumer's database connection failed
-//     under it (its transaction no longer answers): Deliver returns it, and the caller
-//     delivers the batch again later;
+//     under it (its transaction no longer answers) and the database does not answer on
+//     another either: Deliver returns it, and the caller delivers the batch again later;
 //     what was applied meanwhile is skipped then. So does a failure to store a dead letter
 //     (ErrDeadLetter), and a done ctx.
 //
@@ -236,7 +266,7 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 	}
 	if len(valid) > 1 {
 		_, err := c.Apply(ctx, valid)
-		if err == nil || !isHandlerError(err) || ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil || !isHandlerError(err) && !c.lostAlone(ctx, err) {
 			return ctxOr(ctx, err)
 		}
 		c.s.metrics.HandlerFailed(c.name, valid[0].Topic)
@@ -250,32 +280,40 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 	return nil
 }
 
-// deliverOne applies ev alone, retrying a handler failure, and dead-letters it after the
-// last attempt; deadLettered says it did.
+// deliverOne applies ev alone, retrying a handler failure (up to MaxAttempts) and a lost
+// connection with the database answering (up to maxConnectionLosses), and dead-letters it
+// after the last; deadLettered says it did.
 func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool, err error) {
 	var last error
-	attempts := 0
-	for attempts < c.s.maxAttempts {
-		attempts++
+	attempts, losses := 0, 0
+	for attempts < c.s.maxAttempts && losses < maxConnectionLosses {
 		_, err := c.Apply(ctx, []Event{ev})
-		if err == nil {
+		switch {
+		case err == nil:
 			return false, nil
-		}
-		if !isHandlerError(err) || ctx.Err() != nil {
+		case ctx.Err() != nil:
 			return false, ctxOr(ctx, err)
+		case isHandlerError(err):
+			attempts++
+			c.s.metrics.HandlerFailed(c.name, ev.Topic)
+			if isPermanent(err) {
+				return true, c.deadLetter(ctx, ev, err, attempts+losses)
+			}
+		case c.lostAlone(ctx, err):
+			losses++
+			c.s.logger.Warn("outbox consumer: the database connection failed under the handler", "consumer", c.name,
+				"id", ev.ID, "losses", losses, "err", err)
+		default:
+			return false, err
 		}
 		last = err
-		c.s.metrics.HandlerFailed(c.name, ev.Topic)
-		if isPermanent(err) {
-			break
-		}
-		if attempts < c.s.maxAttempts {
-			if err := backoff.Sleep(ctx, backoff.Equal(attempts, c.s.minBackoff, c.s.maxBackoff)); err != nil {
+		if attempts < c.s.maxAttempts && losses < maxConnectionLosses {
+			if err := backoff.Sleep(ctx, backoff.Equal(attempts+losses, c.s.minBackoff, c.s.maxBackoff)); err != nil {
 				return false, err
 			}
 		}
 	}
-	return true, c.deadLetter(ctx, ev, last, attempts)
+	return true, c.deadLetter(ctx, ev, last, attempts+losses)
 }
 
 func (c *Consumer) deadLetter(ctx context.Context, ev Event, cause error, attempts int) error {
