@@ -93,15 +93,15 @@ func leave(tx *sql.Tx) {
 }
 
 // savepoint runs fn in tx under a savepoint, rolled back to when fn fails (or panics) or
-// the savepoint cannot be released, and released when fn succeeds, like bun's Tx.RunInTx. Unlike bun, which names each savepoint
-// at random, it names it by its depth in tx (commercekit_sp1, commercekit_sp2 in a call
-// nested in it...): names need only differ among the savepoints open at once, and a fixed
-// text keeps SAVEPOINT one statement digest (performance_schema, ProxySQL, database
-// monitors) instead of one per call, which filled MariaDB's digest table within one flash
-// sale. The depth is counted per transaction, not carried by ctx: a nested call given
-// another ctx than its fn's (a closure capturing the caller's) must not reuse the name of
-// an open savepoint, which on MySQL replaces it, so that the enclosing call could no
-// longer undo its writes.
+// the savepoint cannot be released, and released when fn succeeds, like bun's
+// Tx.RunInTx. Unlike bun, which names each savepoint at random, it names it by its depth
+// in tx (commercekit_sp1, commercekit_sp2 in a call nested in it...): names need only
+// differ among the savepoints open at once, and a fixed text keeps SAVEPOINT one
+// statement digest (performance_schema, ProxySQL, database monitors) instead of one per
+// call, which filled MariaDB's digest table within one flash sale. The depth is counted
+// per transaction, not carried by ctx: a nested call given another ctx than its fn's (a
+// closure capturing the caller's) must not reuse the name of an open savepoint, which on
+// MySQL replaces it, so that the enclosing call could no longer undo its writes.
 func savepoint(ctx context.Context, tx bun.Tx, fn func(ctx context.Context, tx bun.Tx) error) (err error) {
 	depth := enter(tx.Tx)
 	defer leave(tx.Tx)
