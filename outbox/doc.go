@@ -104,8 +104,11 @@
 // one at a time to isolate the culprit; a failing event is retried with backoff up to
 // WithMaxAttempts (at once to the dead letters for a Permanent error) and then stored as a
 // dead letter with its error and attempt count, and the events after it flow on. Errors of
-// the consumer's own statements (database down) are not the events' fault: Deliver returns
-// them and the batch comes again later. Dead letters go to a DeadLetterSink: by default the
+// the consumer's own statements (database down), and the handler's when its connection
+// failed and the database does not answer on another either, are not the events' fault:
+// Deliver returns them and the batch comes again later. A connection that fails under the
+// handler while the database answers may be the event's doing (a poison event): it is
+// isolated and retried, and dead-lettered after 3 such losses in a row. Dead letters go to a DeadLetterSink: by default the
 // outbox_dead_letters table, which Consumer.Redrive re-applies once the cause is fixed; a
 // Kafka dead-letter topic with saramaoutbox.DeadLetterQueue and saramaoutbox.Redrive.
 // A dead-lettered event leaves a gap in its stream for that consumer, visible through Seq.
