@@ -448,6 +448,7 @@ func (s *Service) settle(ctx context.Context, p Payment, to State, ch change) (P
 			}
 			s.transitioned(Transition{PaymentID: p.ID, From: from, To: to, Cause: ch.cause, Detail: ch.detail, At: at})
 			if from == StateAbandoned && to == StateApproved {
+				p.RefundPending = p.Amount // recordVoid reserved it with the move
 				p = s.void(ctx, p)
 			}
 			return p, nil

@@ -150,7 +150,7 @@ func (s *Service) confirmWebhook(ctx context.Context, p Payment, ev WebhookEvent
 // unknown) is the webhook's error, so that the PG delivers it again; one the PG refused is
 // for a person (CrossCheck reports the payment) and no failure of the webhook.
 func (s *Service) completeVoid(ctx context.Context, p Payment) error {
-	if p.State != StateApproved {
+	if p.State != StateApproved || p.RefundPending == 0 { // no refund in flight: no void to send (every paid order's webhook)
 		return nil
 	}
 	r, err := s.GetRefund(ctx, voidRefundID(p.ID))
