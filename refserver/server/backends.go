@@ -169,15 +169,12 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 	// With Redis down the claim (which rebuilds the template's Redis state) waits for it
 	// in the background, as the stock's healer does: the server starts, and refuses the
 	// templates still another issuer's meanwhile (503).
-	switch moved, err := st.coupons.ClaimAllIssuance(ctx); {
-	case errors.Is(err, errcode.ErrUnavailable):
+	if err = claimCoupons(ctx, st.coupons, issuer.Name(), log); errors.Is(err, errcode.ErrUnavailable) {
 		log.Warn("coupon templates not yet claimed for this server's issuer; retrying in the background",
 			"issuer", issuer.Name(), "err", err)
-		st.loops = append(st.loops, func(ctx context.Context) error { return claimCoupons(ctx, st.coupons, issuer.Name(), log) })
-	case err != nil:
-		return st, fmt.Errorf("claiming the coupon templates for this server's issuer: %w", err)
-	case moved > 0:
-		log.Warn("coupon templates moved to this server's issuer", "templates", moved, "issuer", issuer.Name())
+		st.loops = append(st.loops, func(ctx context.Context) error { return retryClaims(ctx, st.coupons, issuer.Name(), log) })
+	} else if err != nil {
+		return st, err
 	}
 	if st.ledger, err = ledger.New(st.db, ledger.WithLogger(log.With("component", "ledger")),
 		ledger.WithObserver(m)); err != nil {
@@ -333,10 +330,22 @@ func (st *stack) durableStock(ctx context.Context, log *slog.Logger) (*redisinve
 	return d, nil
 }
 
-// claimCoupons claims every coupon template for this server's issuer (ClaimAllIssuance),
-// every second until a claim succeeds: the start-up claim that met a dependency down.
-// Another error stops it.
+// claimCoupons claims every coupon template for this server's issuer (ClaimAllIssuance)
+// and logs the templates it moved.
 func claimCoupons(ctx context.Context, coupons *coupon.Service, issuer string, log *slog.Logger) error {
+	moved, err := coupons.ClaimAllIssuance(ctx)
+	if err != nil {
+		return fmt.Errorf("claiming the coupon templates for this server's issuer: %w", err)
+	}
+	if moved > 0 {
+		log.Warn("coupon templates moved to this server's issuer", "templates", moved, "issuer", issuer)
+	}
+	return nil
+}
+
+// retryClaims calls claimCoupons every second until it does not fail for a dependency
+// down: the start-up claim that met one. Another error stops it.
+func retryClaims(ctx context.Context, coupons *coupon.Service, issuer string, log *slog.Logger) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -345,15 +354,9 @@ func claimCoupons(ctx context.Context, coupons *coupon.Service, issuer string, l
 			return ctx.Err()
 		case <-tick.C:
 		}
-		moved, err := coupons.ClaimAllIssuance(ctx)
-		switch {
-		case errors.Is(err, errcode.ErrUnavailable):
-			continue
-		case err != nil:
-			return fmt.Errorf("claiming the coupon templates for this server's issuer: %w", err)
+		if err := claimCoupons(ctx, coupons, issuer, log); !errors.Is(err, errcode.ErrUnavailable) {
+			return err
 		}
-		log.Warn("coupon templates moved to this server's issuer", "templates", moved, "issuer", issuer)
-		return nil
 	}
 }
 
