@@ -170,20 +170,14 @@ func TestRelayResolveCrash(t *testing.T) {
 					return r.Redrive(ctx, id)
 				}
 				r, pub, evs := relayDeadLetter(t, db, linked, name)
-				stopped := make(chan struct{})
-				link.ArmThen(testenv.Nth(1, isUpdate), after, func() { server.Stop(t, 0); close(stopped) })
-				err := resolve(r, evs[1].ID)
-				cut, _ := link.Disarm()
-				require.Len(t, cut, 1)
-				require.Error(t, err, "the server is down")
-				assert.True(t, depfail.Is(err), "%v", err)
-				<-stopped
-				err = resolve(r, evs[1].ID)
-				require.Error(t, err, "the server is down")
-				assert.True(t, depfail.Is(err), "the retry while the server is down: %v", err)
-				assert.NotErrorIs(t, err, outbox.ErrNotDeadLetter)
+				call := func() error { return resolve(r, evs[1].ID) }
+				link.Crash(t, server, testenv.Nth(1, isUpdate), after, call, func() error {
+					err := call()
+					assert.NotErrorIs(t, err, outbox.ErrNotDeadLetter, "the retry while the server is down")
+					return err
+				})
 				server.Start(t)
-				err = resolve(r, evs[1].ID)
+				err := resolve(r, evs[1].ID)
 				if after {
 					require.ErrorIs(t, err, outbox.ErrNotDeadLetter, "the first call committed: resolved already")
 				} else {
@@ -375,17 +369,8 @@ func TestConsumerRedriveCrash(t *testing.T) {
 			name := fmt.Sprintf("crash-%s-%t", at, after)
 			t.Run(fmt.Sprintf("%s/after=%t", at, after), func(t *testing.T) {
 				c := redriveConsumer(t, db, linked, name, 2, events)
-				stopped := make(chan struct{})
-				link.ArmThen(testenv.Nth(1, match), after, func() { server.Stop(t, 0); close(stopped) })
-				_, err := c.Redrive(ctx, 0)
-				cut, _ := link.Disarm()
-				require.Len(t, cut, 1)
-				require.Error(t, err, "the server is down")
-				assert.True(t, depfail.Is(err), "%v", err)
-				<-stopped
-				_, err = c.Redrive(ctx, 0)
-				require.Error(t, err, "the server is down")
-				assert.True(t, depfail.Is(err), "the retry while the server is down: %v", err)
+				redrive := func() error { _, err := c.Redrive(ctx, 0); return err }
+				link.Crash(t, server, testenv.Nth(1, match), after, redrive, redrive)
 				server.Start(t)
 				n, err := c.Redrive(ctx, 0)
 				require.NoError(t, err)

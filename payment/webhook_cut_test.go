@@ -208,17 +208,8 @@ func TestWebhookCrash(t *testing.T) {
 				t.Run(fmt.Sprintf("after=%t/commit-%d", after, k), func(t *testing.T) {
 					id := fmt.Sprintf("whk%d-%t-%d", i, after, k)
 					e, body, sig := c.setup(t, linked, id)
-					stopped := make(chan struct{})
-					link.ArmThen(p.Match(), after, func() { server.Stop(t, 0); close(stopped) })
-					err := e.svc.HandleWebhook(ctx, body, sig)
-					cut, _ := link.Disarm()
-					require.Equal(t, []string{"COMMIT"}, cut)
-					require.Error(t, err, "the server is down")
-					assert.True(t, depfail.Is(err), "%v", err)
-					<-stopped
-					err = e.svc.HandleWebhook(ctx, body, sig)
-					require.Error(t, err, "the server is down")
-					assert.True(t, depfail.Is(err), "the redelivery while the server is down: %v", err)
+					deliver := func() error { return e.svc.HandleWebhook(ctx, body, sig) }
+					require.Equal(t, "COMMIT", link.Crash(t, server, p.Match(), after, deliver, deliver))
 					server.Start(t)
 					require.NoError(t, e.svc.HandleWebhook(ctx, body, sig), "the redelivery after the restart")
 					c.exact(t, e, id, payment.CauseWebhook)

@@ -82,14 +82,8 @@ func TestSchemaOfEarlierVersionCrash(t *testing.T) {
 		after, k := p.After, p.N
 		t.Run(fmt.Sprintf("after=%t/commit-%d", after, k), func(t *testing.T) {
 			db, linked, link := earlierSchema(t, fresh)
-			stopped := make(chan struct{})
-			link.ArmThen(p.Match(), after, func() { server.Stop(t, 0); close(stopped) })
-			err := coupon.CreateSchema(ctx, linked)
-			cut, _ := link.Disarm()
-			require.Equal(t, []string{"COMMIT"}, cut)
-			require.Error(t, err, "the server is down")
-			require.True(t, depfail.Is(err), "%v", err)
-			<-stopped
+			createSchema := func() error { return coupon.CreateSchema(ctx, linked) }
+			require.Equal(t, "COMMIT", link.Crash(t, server, p.Match(), after, createSchema, nil))
 			server.Start(t)
 			require.NoError(t, coupon.CreateSchema(ctx, linked), "the restart's CreateSchema")
 			placedExactly(t, db)

@@ -13,6 +13,8 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/mysqldialect"
+
+	"github.com/commercekit/commercekit/internal/depfail"
 )
 
 // Link is a TCP proxy between the code under test and its MySQL server that cuts a
@@ -99,6 +101,33 @@ func (l *Link) ArmThen(match func(query string) bool, after bool, then func()) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.match, l.after, l.then, l.cut, l.seen = match, after, then, nil, nil
+}
+
+// Crash runs call with the link armed to kill server (Stop with no grace: a SIGKILL) at the
+// statement match accepts, before it reaches the server or once the server answered it,
+// and checks what a crash leaves the caller: exactly that statement cut, and call failing
+// as the database being unavailable; then, unless again is nil, again (the caller's retry,
+// a redelivery) failing the same way while the server is down. It returns the statement
+// cut, with the server down: the test starts it again (server.Start) to check recovery.
+func (l *Link) Crash(tb testing.TB, server *Own, match func(query string) bool, after bool, call, again func() error) string {
+	tb.Helper()
+	stopped := make(chan struct{})
+	l.ArmThen(match, after, func() { server.Stop(tb, 0); close(stopped) })
+	err := call()
+	cut, _ := l.Disarm()
+	if len(cut) != 1 {
+		tb.Fatalf("testenv: the crash cut %q, not one statement", cut)
+	}
+	if err == nil || !depfail.Is(err) {
+		tb.Fatalf("testenv: the call crashed at %q answered %v, not the database being unavailable", cut[0], err)
+	}
+	<-stopped
+	if again != nil {
+		if err := again(); err == nil || !depfail.Is(err) {
+			tb.Fatalf("testenv: the call again while the server is down answered %v, not the database being unavailable", err)
+		}
+	}
+	return cut[0]
 }
 
 // Disarm stops cutting and returns the statements cut and those sent since Arm.
