@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/commercekit/commercekit/internal/depfail"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment"
@@ -113,22 +112,10 @@ func TestResolveReviewCut(t *testing.T) {
 					t.Run(recovery+"/"+p.String(), func(t *testing.T) {
 						id := fmt.Sprintf("rvc%d-%s-%t-%d", i, recovery, after, n)
 						e, got, cut, _, err := resolve(t, id, p.Match(), after)
-						require.Len(t, cut, 1)
-						if err != nil { // what an HTTP server answers 503 dependency_unavailable
-							assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
-						} else {
-							assert.Equal(t, e.get(t, id), got, "answered without error after the cut at %q: the payment as it is", cut[0])
-						}
-						if recovery == "reconciler" {
-							e.clock.Advance(2 * time.Minute)
-							_, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
-							require.NoError(t, err)
-						}
-						p, err := e.svc.ResolveReview(ctx, id)
-						require.NoError(t, err, "the retry after the cut at %q", cut[0])
-						assert.Equal(t, payment.StateRefunded, p.State)
-						exact(t, e, id)
-						e.observedOnce(t, id)
+						e.recoverReviewCut(t, id, recovery, got, cut, err, false, func() {
+							assert.Equal(t, payment.StateRefunded, e.get(t, id).State)
+							exact(t, e, id)
+						})
 					})
 				}
 			}

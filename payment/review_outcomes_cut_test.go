@@ -121,33 +121,45 @@ func TestResolveReviewOutcomesCut(t *testing.T) {
 					t.Run(recovery+"/"+p.String(), func(t *testing.T) {
 						id := fmt.Sprintf("rvo%d-%s-%t-%d", i, recovery, after, n)
 						e, got, cut, _, err := resolve(t, id, p.Match(), after)
-						require.Len(t, cut, 1)
-						if err != nil {
-							assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
-						} else {
-							assert.Equal(t, e.get(t, id), got, "answered without error after the cut at %q: the payment as it is", cut[0])
-						}
-						if recovery == "reconciler" {
-							e.clock.Advance(2 * time.Minute)
-							_, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
-							require.NoError(t, err)
-							if e.get(t, id).State != payment.StateReview { // the review was taken: the Reconciler finished it
-								c.exact(t, e, id)
-							}
-						}
-						p, err := e.svc.ResolveReview(ctx, id)
-						require.NoError(t, err, "the retry after the cut at %q", cut[0])
-						assert.Equal(t, e.get(t, id), p, "the payment as it is")
-						c.exact(t, e, id)
-						again, err := e.svc.ResolveReview(ctx, id)
-						require.NoError(t, err)
-						assert.Equal(t, p, again, "the same answer")
-						e.observedOnce(t, id)
+						e.recoverReviewCut(t, id, recovery, got, cut, err, true, func() { c.exact(t, e, id) })
 					})
 				}
 			}
 		})
 	}
+}
+
+// recoverReviewCut checks ResolveReview's answer (got, err) to a call of it on payment id cut
+// at exactly one statement (cut), recovers as recovery says ("retry": the operator's retry
+// alone; "reconciler": the Reconciler first), and checks exact after the retry (and after
+// the Reconciler too when reconcilerFinishes: it finishes a review the call took), the retry
+// answering the payment as it is, a second retry the same, and the Observer told of each
+// change once.
+func (e *env) recoverReviewCut(t *testing.T, id, recovery string, got payment.Payment, cut []string, err error, reconcilerFinishes bool, exact func()) {
+	t.Helper()
+	ctx := context.Background()
+	require.Len(t, cut, 1)
+	if err != nil { // what an HTTP server answers 503 dependency_unavailable
+		assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+	} else {
+		assert.Equal(t, e.get(t, id), got, "answered without error after the cut at %q: the payment as it is", cut[0])
+	}
+	if recovery == "reconciler" {
+		e.clock.Advance(2 * time.Minute)
+		_, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
+		require.NoError(t, err)
+		if reconcilerFinishes && e.get(t, id).State != payment.StateReview { // the review was taken: the Reconciler finished it
+			exact()
+		}
+	}
+	p, err := e.svc.ResolveReview(ctx, id)
+	require.NoError(t, err, "the retry after the cut at %q", cut[0])
+	assert.Equal(t, e.get(t, id), p, "the payment as it is")
+	exact()
+	again, err := e.svc.ResolveReview(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, p, again, "the same answer")
+	e.observedOnce(t, id)
 }
 
 // TestResolveReviewOutcomesCrash: ResolveReview of each of reviewOutcomes with its database
