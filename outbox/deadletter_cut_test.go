@@ -441,3 +441,80 @@ func TestConsumerPoisonEventKillingItsConnection(t *testing.T) {
 	require.Len(t, letters, 1)
 	assert.Equal(t, poison, letters[0].Event.ID)
 }
+
+// TestConsumerPoisonEventCrashingTheDatabase: an event whose handling brings the whole
+// database server down every time (killed here at the handler's statement; in production, a
+// statement hitting a server bug) cannot be told from an outage within one Deliver call,
+// which only sees the database gone. Counted across deliveries, it is: the batch that
+// crashed is isolated at its next delivery, each crash under one event alone counts against
+// it, and after 3 crashes in a row it is dead-lettered without being handled again, the
+// events around it applied exactly once. An event whose handling met an outage twice, and
+// then none, is applied.
+func TestConsumerPoisonEventCrashingTheDatabase(t *testing.T) {
+	server, dsn := testenv.OwnMySQL(t)
+	db, linked, link := testenv.LinkedMySQLAt(t, dsn)
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		crashes int // deliveries the marked event's handling crashes the server at
+		poison  bool
+	}{
+		{name: "poison", crashes: 1000, poison: true},
+		{name: "outage-twice", crashes: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			events := fakeEvents(3, 1)
+			marked := events[1].ID
+			record := outboxtest.RecordingHandler(tc.name)
+			handled := 0 // times the marked event's handling reached the server
+			c, err := outbox.NewConsumer(linked, tc.name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+				for _, ev := range evs {
+					if ev.ID == marked {
+						handled++
+						if _, err := tx.ExecContext(ctx, "SELECT 'marked event'"); err != nil {
+							return err
+						}
+					}
+				}
+				return record(ctx, tx, evs)
+			}, outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+			require.NoError(t, err)
+			isMarked := func(q string) bool { return strings.Contains(q, "marked event") }
+			crashes := 0
+			for delivery := 0; ; delivery++ {
+				require.Less(t, delivery, 8, "still crashing after %d deliveries", delivery)
+				stopped := make(chan struct{})
+				if crashes < tc.crashes {
+					link.ArmThen(isMarked, false, func() { server.Stop(t, 0); close(stopped) })
+				}
+				err := c.Deliver(ctx, events)
+				cut, _ := link.Disarm()
+				if err == nil {
+					require.Empty(t, cut)
+					break
+				}
+				require.Len(t, cut, 1, "Deliver failed without a crash: %v", err)
+				require.True(t, depfail.Is(err), "Deliver failed with %v, not the database unavailable", err)
+				crashes++
+				<-stopped
+				server.Start(t)
+			}
+			letters, err := outbox.NewDeadLetterTable(db).List(ctx, tc.name, 0)
+			require.NoError(t, err)
+			if tc.poison {
+				assert.Equal(t, 3, crashes)
+				assert.Equal(t, 3, handled, "handled again after its third crash")
+				requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, tc.name), []outbox.Event{events[0], events[2]})
+				require.Len(t, letters, 1)
+				assert.Equal(t, marked, letters[0].Event.ID)
+				assert.Equal(t, 3, letters[0].Attempts)
+				return
+			}
+			assert.Equal(t, 2, crashes)
+			assert.Equal(t, 3, handled)
+			requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, tc.name), events)
+			assert.Empty(t, letters)
+		})
+	}
+}
