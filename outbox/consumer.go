@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -30,6 +31,9 @@ type Consumer struct {
 	name   string
 	handle HandlerFunc
 	s      settings
+
+	mu      sync.Mutex
+	crashed map[string]int // event ID → deliveries in a row the database went down under its handling
 }
 
 // MaxConsumerNameLen bounds a consumer's name, which keys its processed-events records.
@@ -55,7 +59,7 @@ func NewConsumer(db *bun.DB, name string, handle HandlerFunc, opts ...Option) (*
 	if s.deadLetters == nil {
 		s.deadLetters = NewDeadLetterTable(db)
 	}
-	return &Consumer{db: db, name: name, handle: handle, s: s}, nil
+	return &Consumer{db: db, name: name, handle: handle, s: s, crashed: make(map[string]int)}, nil
 }
 
 // Name returns the consumer's name.
@@ -187,7 +191,66 @@ func (e *connectionLostError) Unwrap() error { return e.err }
 // database connection, the database answering on another each time, before it takes that
 // for the event's fault (a statement the server answers by closing the connection, say) and
 // dead-letters it: retried for ever, such a poison event would hold up every delivery.
+// It also bounds the deliveries in a row at which the whole database may go down under one
+// event's handling (crashedUnder).
 const maxConnectionLosses = 3
+
+// maxCrashedEvents bounds how many events a Consumer remembers the database going down
+// under (see crashedUnder): past it, it forgets them all, at the cost of one more crash each
+// at worst.
+const maxCrashedEvents = 10_000
+
+// crashedUnder counts, when err is the database going down under the handling of events
+// (a connectionLostError, the database not answering on another connection either), one
+// crash against each of them. An event whose handling brings the whole server down looks,
+// within one delivery, like an outage; counted across deliveries, it is told apart: its
+// batch is isolated at its next delivery (suspected), and after maxConnectionLosses crashes
+// in a row under it alone deliverOne dead-letters it without handling it again.
+func (c *Consumer) crashedUnder(events []Event, err error) {
+	var lost *connectionLostError
+	if !errors.As(err, &lost) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.crashed)+len(events) > maxCrashedEvents {
+		clear(c.crashed)
+	}
+	for _, ev := range events {
+		c.crashed[ev.ID]++
+	}
+	c.s.logger.Warn("outbox consumer: the database went down under the handler; its events are handled one by one at their next delivery",
+		"consumer", c.name, "events", len(events), "first", events[0].ID, "err", err)
+}
+
+// crashes returns how many deliveries in a row the database went down under the handling
+// of the event id (crashedUnder).
+func (c *Consumer) crashes(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.crashed[id]
+}
+
+// suspected reports whether the database went down under the handling of any of events at
+// their last delivery.
+func (c *Consumer) suspected(events []Event) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ev := range events {
+		if c.crashed[ev.ID] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// handled forgets the crashes counted against the event id: its handling ended with the
+// database answering.
+func (c *Consumer) handled(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.crashed, id)
+}
 
 // lostAlone reports whether err, a failure of the consumer's transaction, is its
 // connection failing under the handler while the database still answers on another: what
@@ -241,6 +304,12 @@ func (c *Consumer) countApplied(all, fresh []Event) {
 //     another either: Deliver returns it, and the caller delivers the batch again later;
 //     what was applied meanwhile is skipped then. So does a failure to store a dead letter
 //     (ErrDeadLetter), and a done ctx.
+//   - The database going down under the handler may still be the events' doing (a
+//     statement hitting a server bug, crashing it): the Consumer remembers those events,
+//     applies them one at a time at their next delivery, and dead-letters an event under
+//     which the database went down at 3 deliveries in a row without handling it again.
+//     An outage that merely coincides with an event's handling once or twice costs it
+//     nothing but its batch.
 //
 // Deliver returns nil when every event was applied, found applied before, or dead-lettered.
 func (c *Consumer) Deliver(ctx context.Context, events []Event) error {
@@ -264,10 +333,14 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 		}
 		valid = append(valid, ev)
 	}
-	if len(valid) > 1 {
+	if len(valid) > 1 && !c.suspected(valid) {
 		_, err := c.Apply(ctx, valid)
-		if err == nil || ctx.Err() != nil || !isHandlerError(err) && !c.lostAlone(ctx, err) {
+		switch {
+		case err == nil || ctx.Err() != nil:
 			return ctxOr(ctx, err)
+		case !isHandlerError(err) && !c.lostAlone(ctx, err):
+			c.crashedUnder(valid, err)
+			return err
 		}
 		c.s.metrics.HandlerFailed(c.name, valid[0].Topic)
 		c.s.logger.Info("outbox consumer: batch failed, applying its events one by one", "consumer", c.name, "events", len(valid), "err", err)
@@ -284,26 +357,38 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 // connection with the database answering (up to maxConnectionLosses), and dead-letters it
 // after the last; deadLettered says it did.
 func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool, err error) {
+	if n := c.crashes(ev.ID); n >= maxConnectionLosses {
+		cause := fmt.Errorf("outbox: consumer %s: the database went down under the handling of event %s at %d deliveries in a row", c.name, ev.ID, n)
+		if err := c.deadLetter(ctx, ev, cause, n); err != nil {
+			return false, err
+		}
+		c.handled(ev.ID)
+		return true, nil
+	}
 	var last error
 	attempts, losses := 0, 0
 	for attempts < c.s.maxAttempts && losses < maxConnectionLosses {
 		_, err := c.Apply(ctx, []Event{ev})
 		switch {
 		case err == nil:
+			c.handled(ev.ID)
 			return false, nil
 		case ctx.Err() != nil:
 			return false, ctxOr(ctx, err)
 		case isHandlerError(err):
+			c.handled(ev.ID)
 			attempts++
 			c.s.metrics.HandlerFailed(c.name, ev.Topic)
 			if isPermanent(err) {
 				return true, c.deadLetter(ctx, ev, err, attempts+losses)
 			}
 		case c.lostAlone(ctx, err):
+			c.handled(ev.ID)
 			losses++
 			c.s.logger.Warn("outbox consumer: the database connection failed under the handler", "consumer", c.name,
 				"id", ev.ID, "losses", losses, "err", err)
 		default:
+			c.crashedUnder([]Event{ev}, err)
 			return false, err
 		}
 		last = err

@@ -108,8 +108,13 @@
 // failed and the database does not answer on another either, are not the events' fault:
 // Deliver returns them and the batch comes again later. A connection that fails under the
 // handler while the database answers may be the event's doing (a poison event): it is
-// isolated and retried, and dead-lettered after 3 such losses in a row. Dead letters go to a DeadLetterSink: by default the
-// outbox_dead_letters table, which Consumer.Redrive re-applies once the cause is fixed; a
+// isolated and retried, and dead-lettered after 3 such losses in a row. So may a database
+// that went down under the handler (a statement hitting a server bug): the Consumer
+// remembers the events it was handling, isolates them at their next delivery, and
+// dead-letters, without handling it again, an event under which the database went down at
+// 3 deliveries in a row. That memory is the Consumer's, in process: a consumer process that
+// goes down with the database each time starts again without it. Dead letters go to a
+// DeadLetterSink: by default the outbox_dead_letters table, which Consumer.Redrive re-applies once the cause is fixed; a
 // Kafka dead-letter topic with saramaoutbox.DeadLetterQueue and saramaoutbox.Redrive.
 // A dead-lettered event leaves a gap in its stream for that consumer, visible through Seq.
 //
