@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"bytes"
+	"database/sql"
 	"fmt"
 	"io"
 	"net"
@@ -288,6 +289,41 @@ func TestAttackMySQLDiskFull(t *testing.T) {
 	code, out = e.db.Exec(t, "rm", "-f", "/var/lib/mysql/filler")
 	require.Zero(t, code, out)
 	checkHonest(t, "MySQL disk full", append(probes, &probe{name: "the first write refused", r: first, ok: []int{http.StatusOK}}))
+	e.afterFault(t)
+}
+
+// TestAttackMySQLGlobalReadLock: while a global read lock is held (FLUSH TABLES WITH
+// READ LOCK, as backup and snapshot tools take it), MySQL answers pings and reads but
+// every write waits for the lock. Every route, sent at once, answers honestly (its
+// success, or 503 with Retry-After), and a write is answered by the server ending its wait
+// (503 contention, after one lock wait), not by the request timeout (503 timeout): a lock
+// wait timeout is not waited out again and again. Once the lock is released every route
+// works and the audit is clean.
+func TestAttackMySQLGlobalReadLock(t *testing.T) {
+	var dsn string
+	e := newAttackEnvOn(t, func(tb testing.TB) (*testenv.Own, string) {
+		db, d := testenv.OwnMySQL(tb)
+		dsn = d
+		return db, d
+	})
+	admin, err := sql.Open("mysql", dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = admin.Close() })
+	lock, err := admin.Conn(t.Context())
+	require.NoError(t, err)
+	_, err = lock.ExecContext(t.Context(), "FLUSH TABLES WITH READ LOCK")
+	require.NoError(t, err)
+	probes := e.routeSweep(1)
+	e.sweep(probes)
+	_, err = lock.ExecContext(t.Context(), "UNLOCK TABLES")
+	require.NoError(t, err)
+	require.NoError(t, lock.Close())
+	checkHonest(t, "MySQL under a global read lock", probes)
+	for _, p := range probes {
+		if pr, ok := decodeProblem(p.r.Body); ok && p.r.Status == http.StatusServiceUnavailable {
+			assert.NotEqual(t, "timeout", pr.Code, "%s: waited out by the request timeout, not ended by the server: %s", p.name, p.r.Body)
+		}
+	}
 	e.afterFault(t)
 }
 
