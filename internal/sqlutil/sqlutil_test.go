@@ -2,6 +2,7 @@ package sqlutil_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,10 +14,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/mysqldialect"
 
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -177,6 +180,40 @@ func TestInTxRetriesDeadlock(t *testing.T) {
 	retried.Range(func(_, _ any) bool { n++; return true })
 	assert.Positive(t, n, "the opposite lock orders should have deadlocked at least once")
 	t.Logf("%d of %d transactions were retried after a deadlock", n, 2*rounds)
+}
+
+// TestInTxDoesNotWaitALockAgain: a transaction whose statement waited the server's whole
+// lock wait for a row another transaction holds (1205) runs once, not DefaultAttempts
+// times: it fails matching IsRetryable, for its caller's client to retry later, and
+// changes nothing.
+func TestInTxDoesNotWaitALockAgain(t *testing.T) {
+	cfg := testkit.Must(mysql.ParseDSN(testenv.MySQLDSN(t)))(t)
+	cfg.Params = map[string]string{"innodb_lock_wait_timeout": "1"}
+	db := bun.NewDB(testkit.Must(sql.Open("mysql", cfg.FormatDSN()))(t), mysqldialect.New())
+	t.Cleanup(func() { _ = db.Close() })
+	ctx := t.Context()
+	_, err := db.NewCreateTable().Model((*item)(nil)).Exec(ctx)
+	require.NoError(t, err)
+	_, err = db.NewInsert().Model(&item{ID: 1}).Exec(ctx)
+	require.NoError(t, err)
+	holder, err := db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	_, err = holder.NewUpdate().Model((*item)(nil)).Set("n = 1").Where("id = 1").Exec(ctx)
+	require.NoError(t, err)
+
+	attempts := 0
+	err = sqlutil.InTx(ctx, db, func(ctx context.Context, tx bun.Tx) error {
+		attempts++
+		_, err := tx.NewUpdate().Model((*item)(nil)).Set("n = 2").Where("id = 1").Exec(ctx)
+		return err
+	})
+	require.Error(t, err)
+	assert.True(t, sqlutil.IsRetryable(err), "%v", err)
+	assert.Equal(t, 1, attempts)
+	require.NoError(t, holder.Rollback())
+	var got item
+	require.NoError(t, db.NewSelect().Model(&got).Where("id = 1").Scan(ctx))
+	assert.Equal(t, item{ID: 1}, got)
 }
 
 // TestInTxUnavailable: a transaction whose connection the server kills fails with an

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/payment/idempotency"
@@ -158,4 +159,25 @@ func TestContextErrorsAsTheyAre(t *testing.T) {
 		_, err := s.Claim(ctx, "s", "k", "fp")
 		require.Equal(t, context.Canceled, err)
 	})
+}
+
+// TestClaimDoesNotWaitALockAgain: a claim whose insert waited the server's whole lock wait
+// behind another transaction's uncommitted claim of the same key (MySQL's 1205) fails at
+// once with that error, for the client to retry later, instead of taking it for a lost
+// race and waiting again, round after round.
+func TestClaimDoesNotWaitALockAgain(t *testing.T) {
+	db := testenv.MySQL(t)
+	ctx := t.Context()
+	require.NoError(t, sqlidempotency.CreateSchema(ctx, db))
+	s, err := idempotency.New(sqlidempotency.New(db))
+	require.NoError(t, err)
+	holder, err := db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = holder.Rollback() })
+	_, err = s.WithBackend(sqlidempotency.New(holder)).Claim(ctx, "s", "k", "fp")
+	require.NoError(t, err)
+
+	_, err = s.WithBackend(sqlidempotency.New(testenv.ImpatientConn(t, db))).Claim(ctx, "s", "k", "fp")
+	require.Error(t, err)
+	assert.True(t, sqlutil.IsRetryable(err), "%v", err)
 }
