@@ -39,9 +39,15 @@ const maxPause = 250 * time.Millisecond
 // transaction and only its owner can run it again.
 //
 // Otherwise InTx begins a transaction of its own, commits it when fn succeeds, and retries
-// it up to DefaultAttempts times when it fails with an error for which IsRetryable is true,
+// it up to DefaultAttempts times when it fails with a deadlock or a busy SQLite database,
 // pausing a random time up to an exponentially growing bound ("full jitter") between two
-// attempts, so transactions that deadlocked each other do not meet again in lockstep. fn must therefore be safe to run again from the start.
+// attempts, so transactions that deadlocked each other do not meet again in lockstep. fn
+// must therefore be safe to run again from the start. A MySQL lock wait timeout (1205) is
+// not retried: its statement has already waited the server's whole lock wait
+// (innodb_lock_wait_timeout for a row, lock_wait_timeout for a table or a global read lock
+// a backup holds), and waiting it again and again only holds the caller for several of
+// them (8 × 50 s with the server's default). It is returned, matching IsRetryable, for the
+// caller to answer "busy, retry later".
 //
 // When ctx comes from AllOrNothing, fn runs in the caller's transaction without the
 // savepoint, and its failure matches ErrNotUndone.
@@ -131,14 +137,14 @@ func savepoint(ctx context.Context, tx bun.Tx, fn func(ctx context.Context, tx b
 }
 
 // Retry runs fn, a statement outside any transaction (autocommit) or a transaction fn
-// begins itself, on db, again after an error for which IsRetryable is true, as InTx does,
+// begins itself, on db, again after a deadlock or a busy SQLite database, as InTx does,
 // and returns its last error through Unavailable. A single UPDATE can deadlock too: its
 // secondary-index changes take locks of their own.
 func Retry(ctx context.Context, db bun.IDB, fn func(ctx context.Context) error) error {
 	var err error
 	for attempt := 1; ; attempt++ {
 		err = fn(ctx)
-		if err == nil || attempt >= DefaultAttempts || !IsRetryable(err) {
+		if err == nil || attempt >= DefaultAttempts || !IsRetryable(err) || IsLockWaitTimeout(err) {
 			return Unavailable(db, ended(ctx, err))
 		}
 		if backoff.Sleep(ctx, backoff.Full(attempt, 2*time.Millisecond, maxPause)) != nil {
@@ -210,7 +216,9 @@ const (
 
 // IsRetryable reports whether err is a transient conflict after which running the whole
 // transaction again may succeed: a MySQL deadlock (1213) or lock wait timeout (1205), or a
-// busy or locked SQLite database.
+// busy or locked SQLite database. InTx and Retry run a transaction again at once after all
+// but a lock wait timeout, which already waited (see InTx): that one is for the caller's
+// client to retry later.
 func IsRetryable(err error) bool {
 	if err == nil {
 		return false
@@ -224,6 +232,14 @@ func IsRetryable(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "database is locked") || strings.Contains(msg, "database table is locked") ||
 		strings.Contains(msg, "SQLITE_BUSY")
+}
+
+// IsLockWaitTimeout reports whether err is MySQL's lock wait timeout (1205): a statement
+// that waited the server's whole lock wait for a lock held elsewhere. Retrying it at once
+// waits again; see InTx.
+func IsLockWaitTimeout(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == mysqlLockWaitTimeout
 }
 
 // IsDuplicateKey reports whether err is a unique or primary key violation.

@@ -64,8 +64,8 @@ func TestContentionIs503(t *testing.T) {
 }
 
 // TestMySQLLockWaitEndsOnTheServer: a statement of refserver's MySQL pool waiting for a
-// row lock is ended by the server (lock wait timeout 1205, which sqlutil.InTx retries and
-// refserver answers 503 contention) before the client's read timeout. Otherwise the
+// row lock is ended by the server (lock wait timeout 1205, which refserver answers 503
+// contention) before the client's read timeout. Otherwise the
 // client gives up first ("invalid connection", 503 dependency_unavailable for a database
 // that is fine) and its transaction lives on in the server, still holding the locks it
 // took and still waiting, until the server's own lock wait timeout (50 s by default),

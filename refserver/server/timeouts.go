@@ -35,8 +35,10 @@ import (
 // request timeout), and the session's innodb_lock_wait_timeout and lock_wait_timeout
 // mysqlLockWait = 5 s (at most half the read timeout), so that a statement waiting for a
 // row lock or a table's metadata lock (an ALTER TABLE, LOCK TABLES) is ended by the
-// server (error 1205: InTx runs the transaction again, and once its attempts are spent
-// the answer is 503 contention) before the client's read timeout. A client that gives up first only closes its socket:
+// server (error 1205, answered 503 contention with Retry-After: sqlutil.InTx does not
+// wait the same lock again) before the client's read timeout. So a write during a global
+// read lock (FLUSH TABLES WITH READ LOCK, which backup tools take) is answered after
+// mysqlLockWait, not the request timeout. A client that gives up first only closes its socket:
 // the server does not notice during a lock wait, and the transaction lives on, holding
 // its locks, until the server's own lock wait timeout (50 s by default). Pool: mysqlMaxOpenConns open connections at
 // most, idle ones dropped after mysqlConnMaxIdleTime and every one renewed after

@@ -150,10 +150,19 @@ func (b *Backend) insert(ctx context.Context, r *row) (bool, error) {
 	switch {
 	case err == nil:
 		return true, nil
-	case sqlutil.IsDuplicateKey(err), sqlutil.IsRetryable(err) && !sqlutil.IsTx(b.db):
+	case sqlutil.IsDuplicateKey(err), racedAt(b.db, err):
 		return false, nil
 	}
 	return false, b.wrap("claiming a key", err)
+}
+
+// racedAt reports whether err, a claim's insert or replace failing on db, is a concurrent
+// claim of the same key winning (a deadlock on its index entry, a busy SQLite database),
+// to read what it left and decide again. A lock wait timeout is not: the statement waited
+// the server's whole lock wait behind another transaction's claim, and another round would
+// wait again; nor is anything in a caller's transaction, which the failure aborted.
+func racedAt(db bun.IDB, err error) bool {
+	return sqlutil.IsRetryable(err) && !sqlutil.IsLockWaitTimeout(err) && !sqlutil.IsTx(db)
 }
 
 // replace overwrites cur with next if cur is still what was read (same token and state:
@@ -163,7 +172,7 @@ func (b *Backend) replace(ctx context.Context, next, cur *row) (bool, error) {
 		Where("token = ?", cur.Token).Where("state = ?", cur.State).
 		Exec(ctx)
 	if err != nil {
-		if sqlutil.IsRetryable(err) && !sqlutil.IsTx(b.db) {
+		if racedAt(b.db, err) {
 			return false, nil
 		}
 		return false, b.wrap("claiming a key", err)
