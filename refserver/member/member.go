@@ -338,7 +338,7 @@ func (s *Service) signedUpAgain(ctx context.Context, loginID, password, key, add
 	if row.SignUpKey == "" || !hmac.Equal([]byte(row.SignUpKey), []byte(key)) {
 		return Member{}, taken
 	}
-	if _, err := s.checkPassword(ctx, loginID, password, addr, s.now()); err != nil {
+	if _, err := s.checkPassword(ctx, loginID, password, addr, s.now(), row); err != nil {
 		if errors.Is(err, ErrBadCredentials) {
 			return Member{}, taken
 		}
@@ -351,10 +351,11 @@ func (s *Service) signedUpAgain(ctx context.Context, loginID, password, key, add
 // context has ended.
 const refundTimeout = 5 * time.Second
 
-// checkPassword reads loginID's member and checks password against it, charged to the
-// login limits of loginID and addr: the member, or ErrBadCredentials (no such member, or
-// another password), *RateLimitError, or a dependency's error.
-func (s *Service) checkPassword(ctx context.Context, loginID, password, addr string, now time.Time) (*memberRow, error) {
+// checkPassword reads loginID's member (unless the caller has: read) and checks password
+// against it, charged to the login limits of loginID and addr: the member, or
+// ErrBadCredentials (no such member, or another password), *RateLimitError, or a
+// dependency's error.
+func (s *Service) checkPassword(ctx context.Context, loginID, password, addr string, now time.Time, read *memberRow) (*memberRow, error) {
 	acct, from := "id "+loginID, "addr "+addr
 	// Every attempt takes its tokens before the password check and gets them back if it
 	// succeeds: attempts sent at once are limited like attempts sent one by one. The login
@@ -379,8 +380,11 @@ func (s *Service) checkPassword(ctx context.Context, loginID, password, addr str
 		_ = s.limiter.Refund(settle, acct, s.perLoginID, s.window, now)
 		return nil, err
 	}
-	row := new(memberRow)
-	err := s.db.NewSelect().Model(row).Where("login_id = ?", loginID).Scan(ctx)
+	row, err := read, error(nil)
+	if row == nil {
+		row = new(memberRow)
+		err = s.db.NewSelect().Model(row).Where("login_id = ?", loginID).Scan(ctx)
+	}
 	hash, found := []byte(row.PasswordHash), err == nil
 	switch {
 	case sqlutil.IsNoRows(err):
@@ -431,7 +435,7 @@ func (s *Service) Login(ctx context.Context, loginID, password, addr string) (To
 		return Tokens{}, &ValidationError{Field: "password", Reason: fmt.Sprintf("must be 1-%d bytes", MaxPasswordLen)}
 	}
 	now := s.now()
-	row, err := s.checkPassword(ctx, loginID, password, addr, now)
+	row, err := s.checkPassword(ctx, loginID, password, addr, now, nil)
 	if err != nil {
 		return Tokens{}, err
 	}
