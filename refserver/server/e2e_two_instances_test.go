@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"database/sql"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -25,6 +28,8 @@ import (
 	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
+	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/saramaoutbox"
 	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/refserver/server"
 )
@@ -118,10 +123,8 @@ func twoInstanceSale(t *testing.T, what string, fault func(rdb *testenv.Own)) {
 	expect(t, b.call("POST", "/v1/coupon-templates", admin, "", server.CouponTemplateJSON{ID: "tpl-limited", Kind: "fixed",
 		Amount: 1000, TotalQuantity: coupons, PerUserLimit: 1}), http.StatusCreated)
 	toks := make([]string, buyers)
-	users := make([]string, buyers)
 	for i := range buyers {
-		s := signUpAndLogin(t, ti.apps[i%2], fmt.Sprintf("buyer-%02d", i))
-		toks[i], users[i] = s.AccessToken, s.UserID
+		toks[i] = signUpAndLogin(t, ti.apps[i%2], fmt.Sprintf("buyer-%02d", i)).AccessToken
 	}
 	wantsCoupon := func(i int) bool { return i%4 == 0 || i%8 == 1 }
 	wantsPoints := func(i int) bool { return i%4 < 2 }
@@ -149,10 +152,11 @@ func twoInstanceSale(t *testing.T, what string, fault func(rdb *testenv.Own)) {
 					}
 					r := c.on(ti.apps[(i/2)%2], "issue", "POST", "/v1/coupon-templates/tpl-limited/issue", tok, "iss", nil)
 					var cp server.CouponJSON
+					p, _ := decodeProblem(r.Body)
 					switch {
 					case r.Status == http.StatusCreated && jsonUnmarshal(r.Body, &cp) == nil:
 						o.coupon = cp.ID
-					case r.Status == http.StatusUnprocessableEntity:
+					case r.Status == http.StatusUnprocessableEntity && p.Code == "coupon_sold_out":
 					default:
 						fail("issue", r)
 						return false
@@ -364,6 +368,18 @@ func twoInstanceSale(t *testing.T, what string, fault func(rdb *testenv.Own)) {
 	}
 	assert.Equal(t, collected, applied(), "each event of the collector's topics applied once")
 	assert.Zero(t, counterSum(t, ti.apps[:], "commercekit_outbox_consumer_events_total", map[string]string{"outcome": "dead_lettered"}))
+	// Kafka holds each event once, whichever relay published it.
+	want := map[string]int{}
+	ids, err := db.QueryContext(t.Context(), "SELECT id FROM outbox_events")
+	require.NoError(t, err)
+	for ids.Next() {
+		var id string
+		require.NoError(t, ids.Scan(&id))
+		want[id] = 1
+	}
+	require.NoError(t, ids.Err())
+	require.NoError(t, ids.Close())
+	assert.Equal(t, want, kafkaCopies(t, db, ti.cfg.KafkaBrokers, slices.Sorted(maps.Keys(byTopic))), "each event on Kafka once")
 	for n, x := range ti.apps {
 		var m server.MetricsJSON
 		for _, it := range as[server.ProductMetricsJSON](t, expect(t, x.call("GET", "/v1/products/flash/metrics?period=daily", "", "", nil), http.StatusOK)).Items {
@@ -386,6 +402,74 @@ func (ti *twoInstances) topics(t *testing.T) commerce.Topics {
 		out[typ] = topic
 	}
 	return out
+}
+
+// markerHeader marks the messages kafkaCopies writes.
+const markerHeader = "commercekit-test-marker"
+
+// kafkaCopies returns how many copies of each event the topics hold on Kafka, as a
+// read_committed consumer sees them: it reads each partition up to a marker it writes at
+// its end. A marker is a copy of an event of the topic that was published already (with
+// markerHeader), so that the consumers of the topic skip it as a duplicate.
+func kafkaCopies(t *testing.T, db *sql.DB, brokers, topics []string) map[string]int {
+	t.Helper()
+	ccfg := saramaoutbox.ConsumerConfig() // with short waits: idle partitions would hold each fetch 500 ms
+	ccfg.Consumer.MaxWaitTime, ccfg.Consumer.Retry.Backoff = 50*time.Millisecond, 50*time.Millisecond
+	client, err := sarama.NewClient(brokers, ccfg)
+	require.NoError(t, err)
+	defer client.Close()
+	cfg := sarama.NewConfig()
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	producer, err := sarama.NewSyncProducer(brokers, cfg)
+	require.NoError(t, err)
+	defer producer.Close()
+	consumer, err := sarama.NewConsumerFromClient(client)
+	require.NoError(t, err)
+	defer consumer.Close()
+
+	type partition struct {
+		topic string
+		p     int32
+		end   int64 // the marker's offset
+		pc    sarama.PartitionConsumer
+	}
+	var parts []partition // consumed all at once, read one by one
+	for _, topic := range topics {
+		ev := outbox.Event{Topic: topic}
+		require.NoError(t, db.QueryRowContext(t.Context(), "SELECT id, aggregate_key, seq, event_type, payload, created_at FROM outbox_events WHERE topic = ? ORDER BY pos LIMIT 1",
+			topic).Scan(&ev.ID, &ev.Key, &ev.Seq, &ev.Type, &ev.Payload, &ev.CreatedAt))
+		require.NoError(t, client.RefreshMetadata(topic))
+		partitions, err := client.Partitions(topic)
+		require.NoError(t, err)
+		for _, p := range partitions {
+			m := saramaoutbox.Message(ev)
+			m.Partition = p
+			m.Headers = append(m.Headers, sarama.RecordHeader{Key: []byte(markerHeader), Value: []byte("1")})
+			_, end, err := producer.SendMessage(m)
+			require.NoError(t, err)
+			pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
+			require.NoError(t, err)
+			parts = append(parts, partition{topic: topic, p: p, end: end, pc: pc})
+		}
+	}
+	copies := map[string]int{}
+	for _, part := range parts {
+		for done := false; !done; {
+			select {
+			case msg := <-part.pc.Messages():
+				if done = msg.Offset >= part.end; !done {
+					copies[saramaoutbox.EventFromMessage(msg).ID]++
+				}
+			case err := <-part.pc.Errors():
+				t.Fatalf("reading %s/%d: %v", part.topic, part.p, err)
+			case <-time.After(time.Minute):
+				t.Fatalf("reading %s/%d: no marker at offset %d", part.topic, part.p, part.end)
+			}
+		}
+		require.NoError(t, part.pc.Close())
+	}
+	return copies
 }
 
 // counterSum returns the sum, over the servers' /metrics, of the samples of the counter
