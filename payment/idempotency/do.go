@@ -43,7 +43,10 @@ const finishTimeout = 10 * time.Second
 // releases the claim and returns that error unchanged. When fn panics, Do releases the
 // claim and the panic continues. When the claim was lost while fn ran (fenced: its lock
 // expired and another request took over), Do returns a *KeyError matching ErrLockLost and
-// fn's response is not stored; the request that took over answers for the key.
+// fn's response is not stored; the request that took over answers for the key. When the
+// claim's record is merely gone (a backend that lost its data, as a Redis restarted
+// without persistence does), no other request holds the key: Do claims it again, stores
+// fn's response and returns it.
 //
 // Do never reports work it did as failed: when storing fn's response fails because the
 // backend is unavailable (errcode.ErrUnavailable), Do still returns the response — it is
@@ -90,15 +93,37 @@ func (s *Store) Do(ctx context.Context, scope, key string, fp Fingerprint, fn Fu
 		s.releaseDetached(ctx, c)
 		return Response{}, false, err
 	}
-	dctx, dcancel := detached(ctx)
-	defer dcancel()
-	if err := s.Complete(dctx, c, resp); err != nil {
-		if !errors.Is(err, errcode.ErrUnavailable) {
+	if err := s.store(ctx, c, resp); err != nil {
+		if !errors.Is(err, ErrLockLost) {
 			return Response{}, false, err
 		}
-		s.retryLater(ctx, c, "storing the response", false, func(ctx context.Context) error { return s.Complete(ctx, c, resp) })
+		// Fenced. Unless another request holds the key (running, or done with its own
+		// response), the record is gone: claim the key again for fn's response.
+		dctx, dcancel := detached(ctx)
+		again, cerr := s.Claim(dctx, scope, key, fp)
+		dcancel()
+		if cerr != nil || again.Replayed {
+			return Response{}, false, err
+		}
+		s.logger.WarnContext(ctx, "idempotency: the claim's record was gone; storing the response under a new claim", "scope", scope, "key", key)
+		if err := s.store(ctx, again, resp); err != nil {
+			return Response{}, false, err
+		}
 	}
 	return resp, false, nil
+}
+
+// store completes c with resp, and keeps trying in the background when the backend is
+// unavailable (then it returns nil: the response is the true outcome all the same).
+func (s *Store) store(ctx context.Context, c Claim, resp Response) error {
+	dctx, dcancel := detached(ctx)
+	defer dcancel()
+	err := s.Complete(dctx, c, resp)
+	if errors.Is(err, errcode.ErrUnavailable) {
+		s.retryLater(ctx, c, "storing the response", false, func(ctx context.Context) error { return s.Complete(ctx, c, resp) })
+		return nil
+	}
+	return err
 }
 
 // releaseDetached releases c on a detached context; when the backend is unavailable it

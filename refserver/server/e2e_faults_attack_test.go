@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1122,6 +1123,43 @@ func TestAttackRedisRestartsEmpty(t *testing.T) {
 	e.afterFault(t)
 }
 
+// TestAttackRedisEmptiedDuringARequest: Redis loses everything (restarted empty) while a
+// top-up runs, between its idempotency claim and its answer (at the PG's approval). The
+// request did its work and no other request took its key over, so its answer is the
+// top-up — not 409 request_in_progress, which a first attempt must never get for work it
+// did — and a retry with the key gets the same top-up replayed, charged and credited once.
+func TestAttackRedisEmptiedDuringARequest(t *testing.T) {
+	rdb := testenv.Redis(t)
+	cfg, sim, setHook := fullConfig(t, testenv.MySQLDSN(t), rdb.Options().Addr, rdb.Options().DB)
+	h := pgsim.NewHandler(sim)
+	var approvals atomic.Int32
+	pg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/approve") && approvals.Add(1) == 1 {
+			if err := rdb.FlushDB(r.Context()).Err(); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(pg.Close)
+	cfg.PGSimURL = pg.URL
+	a := start(t, backend{name: "redis-emptied", config: func(*testing.T) (server.Config, *pgsim.Simulator, func(string)) {
+		return cfg, sim, setHook
+	}}, nil)
+	tok := token(t, "alice", false)
+	in := server.TopUpRequestJSON{Amount: 1000, Method: "CARD", Token: "tok_ok"}
+	tu := as[server.TopUpJSON](t, expect(t, a.call("POST", "/v1/points/top-ups", tok, "tu", in), http.StatusCreated))
+	assert.Equal(t, "COMPLETED", tu.Status)
+	r := expect(t, a.call("POST", "/v1/points/top-ups", tok, "tu", in), http.StatusCreated)
+	assert.Equal(t, "true", r.Header.Get(server.ReplayedHeader), "the answer was stored")
+	assert.Equal(t, tu.ID, as[server.TopUpJSON](t, r).ID)
+	assert.Equal(t, 1, sim.Charges(tu.PaymentID), "charged once")
+	b := as[server.BalanceJSON](t, expect(t, a.call("GET", "/v1/points", tok, "", nil), http.StatusOK))
+	assert.Equal(t, int64(1000), b.Total, "credited once")
+	assert.EqualValues(t, 1, approvals.Load())
+}
+
 // flowClient is a well-behaved client of the flows test: it sends each request until it
 // gets a final answer, retrying 503, 409 request_in_progress, 202 and transport failures
 // after their Retry-After, and records every attempt.
@@ -1132,10 +1170,15 @@ type flowClient struct {
 }
 
 func (c *flowClient) call(route, method, path, tok, key string, body any) resp {
+	return c.on(c.a, route, method, path, tok, key, body)
+}
+
+// on is call sent to the server a (one of several sharing the client's backends).
+func (c *flowClient) on(a *app, route, method, path, tok, key string, body any) resp {
 	deadline := time.Now().Add(3 * time.Minute)
 	for n := 1; ; n++ {
 		at := attempt{route: route, n: n, start: time.Now()}
-		r, err := c.a.try(method, path, tok, key, body)
+		r, err := a.try(method, path, tok, key, body)
 		at.took, at.status, at.retry = time.Since(at.start), r.Status, r.Header.Get("Retry-After")
 		if err != nil {
 			at.failure = err.Error()

@@ -80,6 +80,36 @@ func TestRecordDroppedByRedis(t *testing.T) {
 	assert.False(t, replayed)
 }
 
+// TestDoAfterRedisLostTheClaim: Redis loses everything (a restart without persistence, a
+// FLUSHALL) while a request runs. Nobody else holds its key: Do answers the work fn did —
+// not ErrLockLost, which a server answers 409 request_in_progress, for a request that ran
+// and that no other request took over — and stores it, so a retry with the key gets it
+// replayed instead of running fn again.
+func TestDoAfterRedisLostTheClaim(t *testing.T) {
+	rdb := testenv.Redis(t)
+	ctx := t.Context()
+	s, err := idempotency.New(redisidempotency.New(rdb))
+	require.NoError(t, err)
+	runs := 0
+	lose := func(ctx context.Context) (idempotency.Response, error) {
+		runs++
+		if err := rdb.FlushDB(ctx).Err(); err != nil {
+			return idempotency.Response{}, err
+		}
+		return ok(ctx)
+	}
+	resp, replayed, err := s.Do(ctx, "s", "k", "fp", lose)
+	require.NoError(t, err)
+	assert.False(t, replayed)
+	assert.Equal(t, "approved", string(resp.Body))
+
+	resp, replayed, err = s.Do(ctx, "s", "k", "fp", lose)
+	require.NoError(t, err)
+	assert.True(t, replayed, "the response was stored")
+	assert.Equal(t, "approved", string(resp.Body))
+	assert.Equal(t, 1, runs)
+}
+
 // TestKeyPrefixesIsolate: two stores on one Redis with different prefixes do not meet.
 func TestKeyPrefixesIsolate(t *testing.T) {
 	rdb := testenv.Redis(t)
