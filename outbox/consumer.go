@@ -33,7 +33,7 @@ type Consumer struct {
 	s      settings
 
 	mu      sync.Mutex
-	crashed map[string]int // event ID → deliveries in a row the database went down under its handling
+	crashed map[string]int // event ID → deliveries in a row, since it was last applied, the database went down under its handling
 }
 
 // MaxConsumerNameLen bounds a consumer's name, which keys its processed-events records.
@@ -244,8 +244,10 @@ func (c *Consumer) suspected(events []Event) bool {
 	return false
 }
 
-// handled forgets the crashes counted against the event id: its handling ended with the
-// database answering.
+// handled forgets the crashes counted against the event id: it was applied (or found
+// applied), or dead-lettered. Nothing else resets them: a handler error or a connection
+// lost with the database answering is no success, and crashes counted on either side of
+// one are still crashes in a row.
 func (c *Consumer) handled(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -359,10 +361,9 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool, err error) {
 	if n := c.crashes(ev.ID); n >= maxConnectionLosses {
 		cause := fmt.Errorf("outbox: consumer %s: the database went down under the handling of event %s at %d deliveries in a row", c.name, ev.ID, n)
-		if err := c.deadLetter(ctx, ev, cause, n); err != nil {
+		if err := c.deadLetterOne(ctx, ev, cause, n); err != nil {
 			return false, err
 		}
-		c.handled(ev.ID)
 		return true, nil
 	}
 	var last error
@@ -376,14 +377,15 @@ func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool,
 		case ctx.Err() != nil:
 			return false, ctxOr(ctx, err)
 		case isHandlerError(err):
-			c.handled(ev.ID)
+			// Not a success: the crashes counted against ev stand (handled), or an event
+			// whose handling fails first and crashes the database next, at every delivery,
+			// would have each crash forgotten at the next delivery.
 			attempts++
 			c.s.metrics.HandlerFailed(c.name, ev.Topic)
 			if isPermanent(err) {
-				return true, c.deadLetter(ctx, ev, err, attempts+losses)
+				return true, c.deadLetterOne(ctx, ev, err, attempts+losses)
 			}
 		case c.lostAlone(ctx, err):
-			c.handled(ev.ID)
 			losses++
 			c.s.logger.Warn("outbox consumer: the database connection failed under the handler", "consumer", c.name,
 				"id", ev.ID, "losses", losses, "err", err)
@@ -398,7 +400,17 @@ func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool,
 			}
 		}
 	}
-	return true, c.deadLetter(ctx, ev, last, attempts+losses)
+	return true, c.deadLetterOne(ctx, ev, last, attempts+losses)
+}
+
+// deadLetterOne dead-letters ev, an event deliverOne gives up on, and then forgets the
+// crashes counted against it.
+func (c *Consumer) deadLetterOne(ctx context.Context, ev Event, cause error, attempts int) error {
+	if err := c.deadLetter(ctx, ev, cause, attempts); err != nil {
+		return err
+	}
+	c.handled(ev.ID)
+	return nil
 }
 
 func (c *Consumer) deadLetter(ctx context.Context, ev Event, cause error, attempts int) error {
