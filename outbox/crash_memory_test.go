@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,3 +96,135 @@ func TestConsumerPoisonEventCrashingTheDatabaseAfterAnotherFailure(t *testing.T)
 		})
 	}
 }
+
+// TestConsumerCrashUnderAnotherDeliverysEvent: one Consumer delivering several streams at
+// once (saramaoutbox's handler runs a claim per partition, all on one Consumer) must not
+// count a crash of the database caused by one stream's poison event against a healthy
+// event of another stream whose handling happened to be in flight: each crash, after
+// restarting the server, meets both handlings again, and the healthy event would be
+// dead-lettered at its fourth delivery as surely as the poison one. A crash is the
+// suspected event's doing only when nothing else of the Consumer was being handled. End
+// state: the healthy event applied exactly once, the poison event dead-lettered after 3
+// crashes, and nothing else dead-lettered.
+func TestConsumerCrashUnderAnotherDeliverysEvent(t *testing.T) {
+	server, dsn := testenv.OwnMySQL(t)
+	db, linked, link := testenv.LinkedMySQLAt(t, dsn)
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	const name = "two-streams"
+	evs := fakeEvents(2, 2) // two keys: two streams, as two partitions
+	poison, healthy := evs[0], evs[1]
+	record := outboxtest.RecordingHandler(name)
+
+	var mu sync.Mutex
+	var entered, release chan struct{} // this round's: the healthy handler began; it may go on
+	healthyHandled := 0
+	waiting := make(chan struct{}, 16) // the Consumer logged waiting to handle an event alone
+	logger := slog.New(&signalingHandler{match: "to handle a suspected event alone", ch: waiting})
+	c, err := outbox.NewConsumer(linked, name, func(ctx context.Context, tx bun.Tx, batch []outbox.Event) error {
+		for _, ev := range batch {
+			switch ev.ID {
+			case poison.ID:
+				if _, err := tx.ExecContext(ctx, "SELECT 'poison event'"); err != nil {
+					return err
+				}
+			case healthy.ID:
+				mu.Lock()
+				healthyHandled++
+				in, rel := entered, release
+				mu.Unlock()
+				close(in)
+				<-rel
+				if _, err := tx.ExecContext(ctx, "SELECT 'healthy event'"); err != nil {
+					return err
+				}
+			}
+		}
+		return record(ctx, tx, batch)
+	}, outbox.WithBackoff(time.Millisecond, 2*time.Millisecond), outbox.WithLogger(logger))
+	require.NoError(t, err)
+	isPoison := func(q string) bool { return strings.Contains(q, "poison event") }
+
+	healthyDone, poisonDone, crashes := false, false, 0
+	for round := 0; !healthyDone || !poisonDone; round++ {
+		require.Less(t, round, 8, "still crashing after %d rounds", round)
+		for len(waiting) > 0 {
+			<-waiting
+		}
+		mu.Lock()
+		entered, release = make(chan struct{}), make(chan struct{})
+		in, rel := entered, release
+		mu.Unlock()
+		stopped := make(chan struct{})
+		link.ArmThen(isPoison, false, func() { server.Stop(t, 0); close(stopped) })
+
+		healthyErr, poisonErr := make(chan error, 1), make(chan error, 1)
+		if healthyDone {
+			healthyErr <- nil
+		} else {
+			// The healthy stream's delivery first, held inside its handler...
+			go func() { healthyErr <- c.Deliver(ctx, []outbox.Event{healthy}) }()
+			select {
+			case <-in:
+			case err := <-healthyErr: // returned without handling it
+				healthyErr <- err
+			}
+		}
+		if poisonDone {
+			poisonErr <- nil
+		} else {
+			// ...then the poison stream's, which crashes the server unless it waits for the
+			// healthy handling to end.
+			go func() { poisonErr <- c.Deliver(ctx, []outbox.Event{poison}) }()
+			select {
+			case <-stopped:
+			case <-waiting:
+			case err := <-poisonErr:
+				poisonErr <- err
+			}
+		}
+		close(rel)
+		herr, perr := <-healthyErr, <-poisonErr
+		cut, _ := link.Disarm()
+		healthyDone, poisonDone = herr == nil, perr == nil
+		if len(cut) == 0 {
+			require.NoError(t, herr, "no crash")
+			require.NoError(t, perr, "no crash")
+			continue
+		}
+		require.Len(t, cut, 1)
+		require.Error(t, perr, "the poison event crashed the server")
+		require.True(t, depfail.Is(perr), "%v", perr)
+		require.True(t, herr == nil || depfail.Is(herr), "%v", herr)
+		crashes++
+		<-stopped
+		server.Start(t)
+	}
+	assert.Equal(t, 3, crashes)
+	assert.Equal(t, 2, healthyHandled, "the healthy event: crashed under once, then applied")
+	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, name), []outbox.Event{healthy})
+	letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+	require.NoError(t, err)
+	require.Len(t, letters, 1, "only the poison event dead-lettered")
+	assert.Equal(t, poison.ID, letters[0].Event.ID)
+	assert.Equal(t, 3, letters[0].Attempts)
+}
+
+// signalingHandler is a slog.Handler sending on ch for each record whose message contains
+// match.
+type signalingHandler struct {
+	match string
+	ch    chan<- struct{}
+}
+
+func (h *signalingHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *signalingHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, h.match) {
+		h.ch <- struct{}{}
+	}
+	return nil
+}
+
+func (h *signalingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *signalingHandler) WithGroup(string) slog.Handler      { return h }
