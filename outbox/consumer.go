@@ -34,6 +34,10 @@ type Consumer struct {
 
 	mu      sync.Mutex
 	crashed map[string]int // event ID → deliveries in a row, since it was last applied, the database went down under its handling
+
+	// handling is held, shared, by every handler transaction of the Consumer, and alone by
+	// that of a suspected event (see applyHeld), so that a crash under it is its doing.
+	handling sync.RWMutex
 }
 
 // MaxConsumerNameLen bounds a consumer's name, which keys its processed-events records.
@@ -74,6 +78,31 @@ func (c *Consumer) BatchSize() int { return c.s.batchSize }
 // (one multi-row insert) and commits. Running it again with the same events applies nothing
 // twice. It does not retry a handler error; Deliver does.
 func (c *Consumer) Apply(ctx context.Context, events []Event) (int, error) {
+	return c.applyHeld(ctx, events, false)
+}
+
+// applyHeld is Apply holding c.handling: alone, waiting for the Consumer's other handler
+// transactions to end and keeping new ones out meanwhile, when alone is true (a suspected
+// event); shared otherwise. A Consumer delivering several streams at once (saramaoutbox
+// runs a claim per partition on one Consumer) could not otherwise tell which of the
+// events being handled when the database went down brought it down, and would count the
+// crash against every one.
+func (c *Consumer) applyHeld(ctx context.Context, events []Event, alone bool) (int, error) {
+	if !alone {
+		c.handling.RLock()
+		defer c.handling.RUnlock()
+		return c.apply(ctx, events)
+	}
+	if !c.handling.TryLock() {
+		c.s.logger.Info("outbox consumer: waiting for its other deliveries to end, to handle a suspected event alone",
+			"consumer", c.name, "id", events[0].ID)
+		c.handling.Lock()
+	}
+	defer c.handling.Unlock()
+	return c.apply(ctx, events)
+}
+
+func (c *Consumer) apply(ctx context.Context, events []Event) (int, error) {
 	uniq := make([]Event, 0, len(events))
 	seen := make(map[string]struct{}, len(events))
 	for _, ev := range events {
@@ -205,8 +234,11 @@ const maxCrashedEvents = 10_000
 // crash against each of them. An event whose handling brings the whole server down looks,
 // within one delivery, like an outage; counted across deliveries, it is told apart: its
 // batch is isolated at its next delivery (suspected), and after maxConnectionLosses crashes
-// in a row under it alone deliverOne dead-letters it without handling it again.
-func (c *Consumer) crashedUnder(events []Event, err error) {
+// in a row under it alone deliverOne dead-letters it without handling it again. alone says
+// the events were handled holding c.handling alone (applyHeld): otherwise other handlings
+// of the Consumer may have been in flight, and the crash only makes them suspected (one
+// crash at most), to be handled alone next time.
+func (c *Consumer) crashedUnder(events []Event, err error, alone bool) {
 	var lost *connectionLostError
 	if !errors.As(err, &lost) {
 		return
@@ -217,7 +249,9 @@ func (c *Consumer) crashedUnder(events []Event, err error) {
 		clear(c.crashed)
 	}
 	for _, ev := range events {
-		c.crashed[ev.ID]++
+		if alone || c.crashed[ev.ID] == 0 {
+			c.crashed[ev.ID]++
+		}
 	}
 	c.s.logger.Warn("outbox consumer: the database went down under the handler; its events are handled one by one at their next delivery",
 		"consumer", c.name, "events", len(events), "first", events[0].ID, "err", err)
@@ -310,8 +344,11 @@ func (c *Consumer) countApplied(all, fresh []Event) {
 //     statement hitting a server bug, crashing it): the Consumer remembers those events,
 //     applies them one at a time at their next delivery, and dead-letters an event under
 //     which the database went down at 3 deliveries in a row without handling it again.
-//     An outage that merely coincides with an event's handling once or twice costs it
-//     nothing but its batch.
+//     A suspected event is handled alone: the Consumer's other deliveries (concurrent
+//     Deliver calls) wait meanwhile, so that the next crash under it is its doing, not
+//     that of an event of another stream being handled at the same time. An outage that
+//     merely coincides with an event's handling once or twice costs it nothing but its
+//     batch.
 //
 // Deliver returns nil when every event was applied, found applied before, or dead-lettered.
 func (c *Consumer) Deliver(ctx context.Context, events []Event) error {
@@ -336,12 +373,12 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 		valid = append(valid, ev)
 	}
 	if len(valid) > 1 && !c.suspected(valid) {
-		_, err := c.Apply(ctx, valid)
+		_, err := c.applyHeld(ctx, valid, false)
 		switch {
 		case err == nil || ctx.Err() != nil:
 			return ctxOr(ctx, err)
 		case !isHandlerError(err) && !c.lostAlone(ctx, err):
-			c.crashedUnder(valid, err)
+			c.crashedUnder(valid, err, false)
 			return err
 		}
 		c.s.metrics.HandlerFailed(c.name, valid[0].Topic)
@@ -368,8 +405,9 @@ func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool,
 	}
 	var last error
 	attempts, losses := 0, 0
+	alone := c.suspected([]Event{ev})
 	for attempts < c.s.maxAttempts && losses < maxConnectionLosses {
-		_, err := c.Apply(ctx, []Event{ev})
+		_, err := c.applyHeld(ctx, []Event{ev}, alone)
 		switch {
 		case err == nil:
 			c.handled(ev.ID)
@@ -390,7 +428,7 @@ func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool,
 			c.s.logger.Warn("outbox consumer: the database connection failed under the handler", "consumer", c.name,
 				"id", ev.ID, "losses", losses, "err", err)
 		default:
-			c.crashedUnder([]Event{ev}, err)
+			c.crashedUnder([]Event{ev}, err, alone)
 			return false, err
 		}
 		last = err
