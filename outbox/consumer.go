@@ -225,8 +225,10 @@ func (e *connectionLostError) Unwrap() error { return e.err }
 const maxConnectionLosses = 3
 
 // maxCrashedEvents bounds how many events a Consumer remembers the database going down
-// under (see crashedUnder): past it, it forgets them all, at the cost of one more crash each
-// at worst.
+// under (see crashedUnder): past it, it forgets them all, and their counts start again from
+// nothing, so a poison event among them may bring the database down up to
+// maxConnectionLosses more times before it is dead-lettered. (A single batch larger than the
+// bound is remembered whole.)
 const maxCrashedEvents = 10_000
 
 // crashedUnder counts, when err is the database going down under the handling of events
