@@ -228,3 +228,50 @@ func (h *signalingHandler) Handle(_ context.Context, r slog.Record) error {
 
 func (h *signalingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *signalingHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestConsumerDatabaseDownOutsideTheHandlerIsNeverCounted: the database server killed at
+// one of the consumer's own statements (the transaction's start, the processed-events
+// read, the processed record, the COMMIT), before it reaches the server or, but for the
+// COMMIT, once it ran, at 4 deliveries in a row, is an outage, not the events' doing: it
+// was down at the start of their handling or went down after it, and only a crash under
+// the handler counts against them. Every delivery fails as the database unavailable; the
+// next one, on a server that stays up, applies every event exactly once and dead-letters
+// nothing.
+func TestConsumerDatabaseDownOutsideTheHandlerIsNeverCounted(t *testing.T) {
+	server, dsn := testenv.OwnMySQL(t)
+	db, linked, link := testenv.LinkedMySQLAt(t, dsn)
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	events := fakeEvents(2, 1)
+	consumer := func(t *testing.T, name string) *outbox.Consumer {
+		t.Helper()
+		c, err := outbox.NewConsumer(linked, name, outboxtest.RecordingHandler(name), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+		require.NoError(t, err)
+		return c
+	}
+	c := consumer(t, "down-clean")
+	link.Arm(nil, false)
+	require.NoError(t, c.Deliver(ctx, events))
+	_, statements := link.Disarm()
+	own := func(q string) bool { return !strings.Contains(q, "test_applied") }
+	t.Logf("Deliver sends %q", statements)
+	for _, p := range testenv.CutPoints(statements, own) {
+		name := "down-" + strings.ReplaceAll(p.String(), "/", "-")
+		t.Run(p.String(), func(t *testing.T) {
+			c := consumer(t, name)
+			deliver := func() error { return c.Deliver(ctx, events) }
+			for range 4 {
+				cut := link.Crash(t, server, p.Match(), p.After, deliver, nil)
+				server.Start(t)
+				if p.After && testenv.IsCommit(cut) {
+					break // committed: the next delivery finds the events applied
+				}
+			}
+			require.NoError(t, c.Deliver(ctx, events))
+			requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, name), events)
+			letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+			require.NoError(t, err)
+			assert.Empty(t, letters, "nothing dead-lettered")
+		})
+	}
+}
