@@ -254,7 +254,6 @@ func TestConsumerDatabaseDownOutsideTheHandlerIsNeverCounted(t *testing.T) {
 	require.NoError(t, c.Deliver(ctx, events))
 	_, statements := link.Disarm()
 	own := func(q string) bool { return !strings.Contains(q, "test_applied") }
-	t.Logf("Deliver sends %q", statements)
 	for _, p := range testenv.CutPoints(statements, own) {
 		name := "down-" + strings.ReplaceAll(p.String(), "/", "-")
 		t.Run(p.String(), func(t *testing.T) {
