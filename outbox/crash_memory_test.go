@@ -2,6 +2,7 @@ package outbox_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,11 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/mysqldialect"
 
 	"github.com/commercekit/commercekit/internal/depfail"
+	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/outboxtest"
@@ -273,4 +277,69 @@ func TestConsumerDatabaseDownOutsideTheHandlerIsNeverCounted(t *testing.T) {
 			assert.Empty(t, letters, "nothing dead-lettered")
 		})
 	}
+}
+
+// TestConsumerHandlerBehindALockIsNotDeadLettered: a handler whose write waits for a row
+// lock another transaction holds (a hot aggregate row, a backup's global read lock) meets
+// the server's lock wait timeout (1205): contention, not the event's fault. sqlutil.InTx no
+// longer runs the transaction again after one, so the Consumer sees each lock wait as it
+// ends; it must return it for the batch to come again later, not count it as a failed
+// attempt and dead-letter a healthy event after WithMaxAttempts lock waits. Here the lock
+// is held for 6 lock waits of the consumer's (1 s each): every event is applied exactly
+// once, nothing is dead-lettered, and each failed delivery failed with the lock wait.
+func TestConsumerHandlerBehindALockIsNotDeadLettered(t *testing.T) {
+	cfg, err := mysql.ParseDSN(testenv.MySQLDSN(t))
+	require.NoError(t, err)
+	cfg.Params = map[string]string{"innodb_lock_wait_timeout": "1"}
+	sqldb, err := sql.Open("mysql", cfg.FormatDSN())
+	require.NoError(t, err)
+	db := bun.NewDB(sqldb, mysqldialect.New())
+	t.Cleanup(func() { _ = db.Close() })
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	_, err = db.ExecContext(ctx, "CREATE TABLE test_hot (id INT PRIMARY KEY, n INT NOT NULL)")
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx, "INSERT INTO test_hot VALUES (1, 0)")
+	require.NoError(t, err)
+	holder, err := db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	_, err = holder.ExecContext(ctx, "UPDATE test_hot SET n = n WHERE id = 1")
+	require.NoError(t, err)
+
+	const held = 6 // lock waits the holder outlasts: more than WithMaxAttempts
+	const name = "behind-a-lock"
+	waits := 0
+	record := outboxtest.RecordingHandler(name)
+	c, err := outbox.NewConsumer(db, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+		for range evs {
+			_, err := tx.ExecContext(ctx, "UPDATE test_hot SET n = n + 1 WHERE id = 1")
+			if sqlutil.IsLockWaitTimeout(err) {
+				if waits++; waits == held {
+					require.NoError(t, holder.Rollback())
+				}
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return record(ctx, tx, evs)
+	}, outbox.WithMaxAttempts(5), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+	require.NoError(t, err)
+	events := fakeEvents(3, 1)
+	for delivery := 0; ; delivery++ {
+		require.Less(t, delivery, 2*held, "still failing")
+		err := c.Deliver(ctx, events)
+		if err == nil {
+			break
+		}
+		require.True(t, sqlutil.IsLockWaitTimeout(err), "delivery %d failed with %v, not the lock wait", delivery, err)
+	}
+	assert.Equal(t, held, waits)
+	letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+	require.NoError(t, err)
+	assert.Empty(t, letters, "a healthy event dead-lettered for waiting on a lock")
+	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, name), events)
+	var n int
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT n FROM test_hot WHERE id = 1").Scan(&n))
+	assert.Equal(t, len(events), n)
 }
