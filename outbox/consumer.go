@@ -290,6 +290,16 @@ func (c *Consumer) handled(id string) {
 	delete(c.crashed, id)
 }
 
+// contended reports whether err, a failed Apply, is a lock conflict that outlived the
+// transaction's retries (sqlutil.IsRetryable: a MySQL lock wait timeout, which InTx does
+// not run again, a deadlock that kept recurring, a busy SQLite database), the handler's
+// included, and the handler did not mark it Permanent: a lock held elsewhere (a hot row,
+// a backup's global read lock), not the events' fault. Deliver returns it, to be
+// delivered again later, rather than count it towards dead-lettering a healthy event.
+func contended(err error) bool {
+	return sqlutil.IsRetryable(err) && !isPermanent(err)
+}
+
 // lostAlone reports whether err, a failure of the consumer's transaction, is its
 // connection failing under the handler while the database still answers on another: what
 // the event's handling may have caused, unlike the database failing.
@@ -335,6 +345,10 @@ func (c *Consumer) countApplied(all, fresh []Event) {
 //     connection): the event is isolated like a failing one and tried again, and after
 //     3 such losses in a row it goes to the dead letters. A single lost connection (a
 //     network cut, a proxy restarting) costs one more try, not an attempt.
+//   - A lock conflict that outlived the transaction's retries, the handler's included (a
+//     MySQL lock wait timeout: a lock held elsewhere, a backup's global read lock), is
+//     not the events' fault either: Deliver returns it, unless the handler wrapped it with
+//     Permanent, and the batch comes again later.
 //   - An event without a valid ID cannot be deduplicated and goes to the dead letters at once.
 //   - An error of the consumer's own statements (the database is down, say) is not the
 //     events' fault, nor is the handler's when the consumer's database connection failed
@@ -379,6 +393,8 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 		switch {
 		case err == nil || ctx.Err() != nil:
 			return ctxOr(ctx, err)
+		case contended(err):
+			return err
 		case !isHandlerError(err) && !c.lostAlone(ctx, err):
 			c.crashedUnder(valid, err, false)
 			return err
@@ -416,6 +432,8 @@ func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool,
 			return false, nil
 		case ctx.Err() != nil:
 			return false, ctxOr(ctx, err)
+		case contended(err):
+			return false, err
 		case isHandlerError(err):
 			// Not a success: the crashes counted against ev stand (handled), or an event
 			// whose handling fails first and crashes the database next, at every delivery,

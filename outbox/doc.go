@@ -106,7 +106,9 @@
 // dead letter with its error and attempt count, and the events after it flow on. Errors of
 // the consumer's own statements (database down), and the handler's when its connection
 // failed and the database does not answer on another either, are not the events' fault:
-// Deliver returns them and the batch comes again later. A connection that fails under the
+// Deliver returns them and the batch comes again later; so does a lock conflict that
+// outlived the transaction's retries, the handler's included (a lock wait timeout: a lock
+// held elsewhere is no fault of the events). A connection that fails under the
 // handler while the database answers may be the event's doing (a poison event): it is
 // isolated and retried, and dead-lettered after 3 such losses in a row. So may a database
 // that went down under the handler (a statement hitting a server bug): the Consumer
