@@ -76,7 +76,10 @@ func (c *Consumer) BatchSize() int { return c.s.batchSize }
 // IDs within the batch, asks outbox_processed which of the rest this consumer has applied
 // already (one query for the whole batch), hands the others to the handler, records them
 // (one multi-row insert) and commits. Running it again with the same events applies nothing
-// twice. It does not retry a handler error; Deliver does.
+// twice. It does not retry a handler error; Deliver does. It runs alongside the
+// Consumer's other handler transactions, but not while Deliver handles a suspected event
+// alone (see Deliver): it waits for that one, and that one waits for it. Call it from
+// outside the Consumer's handler, never from within.
 func (c *Consumer) Apply(ctx context.Context, events []Event) (int, error) {
 	return c.applyHeld(ctx, events, false)
 }
