@@ -147,7 +147,7 @@ func Retry(ctx context.Context, db bun.IDB, fn func(ctx context.Context) error) 
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		err = fn(ctx)
-		if err == nil || attempt >= DefaultAttempts || !IsRetryable(err) || waitedOut(ctx, db, err, time.Since(start)) {
+		if err == nil || attempt >= DefaultAttempts || !IsRetryable(err) || WaitedOut(ctx, db, err, time.Since(start)) {
 			return Unavailable(db, ended(ctx, err))
 		}
 		if backoff.Sleep(ctx, backoff.Full(attempt, 2*time.Millisecond, maxPause)) != nil {
@@ -237,7 +237,7 @@ func IsRetryable(err error) bool {
 		strings.Contains(msg, "SQLITE_BUSY")
 }
 
-// waitedOut reports whether err, a retryable failure of an attempt on db that took took,
+// WaitedOut reports whether err, a retryable failure of an attempt on db that took took,
 // came only once the attempt had waited the server's whole lock wait for a lock held
 // elsewhere, so that running it again at once would wait again: a MySQL lock wait timeout
 // (1205), or SQLite's SQLITE_BUSY itself (not SQLITE_BUSY_SNAPSHOT, nor a locked table) on
@@ -245,7 +245,7 @@ func IsRetryable(err error) bool {
 // out; without a busy timeout, or in a rollback journal's deadlock, SQLite answers busy at
 // once). The busy timeout is read (PRAGMA busy_timeout) only for such an error; a driver
 // whose message does not name SQLITE_BUSY (mattn/go-sqlite3) is retried as before.
-func waitedOut(ctx context.Context, db bun.IDB, err error, took time.Duration) bool {
+func WaitedOut(ctx context.Context, db bun.IDB, err error, took time.Duration) bool {
 	if IsLockWaitTimeout(err) {
 		return true
 	}
