@@ -33,7 +33,11 @@ type Consumer struct {
 	s      settings
 
 	mu      sync.Mutex
-	crashed map[string]int // event ID → deliveries in a row the database went down under its handling
+	crashed map[string]int // event ID → deliveries in a row, since it was last applied, the database went down under its handling
+
+	// handling is held, shared, by every handler transaction of the Consumer, and alone by
+	// that of a suspected event (see applyHeld), so that a crash under it is its doing.
+	handling sync.RWMutex
 }
 
 // MaxConsumerNameLen bounds a consumer's name, which keys its processed-events records.
@@ -72,8 +76,36 @@ func (c *Consumer) BatchSize() int { return c.s.batchSize }
 // IDs within the batch, asks outbox_processed which of the rest this consumer has applied
 // already (one query for the whole batch), hands the others to the handler, records them
 // (one multi-row insert) and commits. Running it again with the same events applies nothing
-// twice. It does not retry a handler error; Deliver does.
+// twice. It does not retry a handler error; Deliver does. It runs alongside the
+// Consumer's other handler transactions, but not while Deliver handles a suspected event
+// alone (see Deliver): it waits for that one, and that one waits for it. Call it from
+// outside the Consumer's handler, never from within.
 func (c *Consumer) Apply(ctx context.Context, events []Event) (int, error) {
+	return c.applyHeld(ctx, events, false)
+}
+
+// applyHeld is Apply holding c.handling: alone, waiting for the Consumer's other handler
+// transactions to end and keeping new ones out meanwhile, when alone is true (a suspected
+// event); shared otherwise. A Consumer delivering several streams at once (saramaoutbox
+// runs a claim per partition on one Consumer) could not otherwise tell which of the
+// events being handled when the database went down brought it down, and would count the
+// crash against every one.
+func (c *Consumer) applyHeld(ctx context.Context, events []Event, alone bool) (int, error) {
+	if !alone {
+		c.handling.RLock()
+		defer c.handling.RUnlock()
+		return c.apply(ctx, events)
+	}
+	if !c.handling.TryLock() {
+		c.s.logger.Info("outbox consumer: waiting for its other deliveries to end, to handle a suspected event alone",
+			"consumer", c.name, "id", events[0].ID)
+		c.handling.Lock()
+	}
+	defer c.handling.Unlock()
+	return c.apply(ctx, events)
+}
+
+func (c *Consumer) apply(ctx context.Context, events []Event) (int, error) {
 	uniq := make([]Event, 0, len(events))
 	seen := make(map[string]struct{}, len(events))
 	for _, ev := range events {
@@ -196,8 +228,10 @@ func (e *connectionLostError) Unwrap() error { return e.err }
 const maxConnectionLosses = 3
 
 // maxCrashedEvents bounds how many events a Consumer remembers the database going down
-// under (see crashedUnder): past it, it forgets them all, at the cost of one more crash each
-// at worst.
+// under (see crashedUnder): past it, it forgets them all, and their counts start again from
+// nothing, so a poison event among them may bring the database down up to
+// maxConnectionLosses more times before it is dead-lettered. (A single batch larger than the
+// bound is remembered whole.)
 const maxCrashedEvents = 10_000
 
 // crashedUnder counts, when err is the database going down under the handling of events
@@ -205,8 +239,11 @@ const maxCrashedEvents = 10_000
 // crash against each of them. An event whose handling brings the whole server down looks,
 // within one delivery, like an outage; counted across deliveries, it is told apart: its
 // batch is isolated at its next delivery (suspected), and after maxConnectionLosses crashes
-// in a row under it alone deliverOne dead-letters it without handling it again.
-func (c *Consumer) crashedUnder(events []Event, err error) {
+// in a row under it alone deliverOne dead-letters it without handling it again. alone says
+// the events were handled holding c.handling alone (applyHeld): otherwise other handlings
+// of the Consumer may have been in flight, and the crash only makes them suspected (one
+// crash at most), to be handled alone next time.
+func (c *Consumer) crashedUnder(events []Event, err error, alone bool) {
 	var lost *connectionLostError
 	if !errors.As(err, &lost) {
 		return
@@ -217,7 +254,9 @@ func (c *Consumer) crashedUnder(events []Event, err error) {
 		clear(c.crashed)
 	}
 	for _, ev := range events {
-		c.crashed[ev.ID]++
+		if alone || c.crashed[ev.ID] == 0 {
+			c.crashed[ev.ID]++
+		}
 	}
 	c.s.logger.Warn("outbox consumer: the database went down under the handler; its events are handled one by one at their next delivery",
 		"consumer", c.name, "events", len(events), "first", events[0].ID, "err", err)
@@ -244,12 +283,24 @@ func (c *Consumer) suspected(events []Event) bool {
 	return false
 }
 
-// handled forgets the crashes counted against the event id: its handling ended with the
-// database answering.
+// handled forgets the crashes counted against the event id: it was applied (or found
+// applied), or dead-lettered. Nothing else resets them: a handler error or a connection
+// lost with the database answering is no success, and crashes counted on either side of
+// one are still crashes in a row.
 func (c *Consumer) handled(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.crashed, id)
+}
+
+// contended reports whether err, a failed Apply, is a lock conflict that outlived the
+// transaction's retries (sqlutil.IsRetryable: a MySQL lock wait timeout, which InTx does
+// not run again, a deadlock that kept recurring, a busy SQLite database), the handler's
+// included, and the handler did not mark it Permanent: a lock held elsewhere (a hot row,
+// a backup's global read lock), not the events' fault. Deliver returns it, to be
+// delivered again later, rather than count it towards dead-lettering a healthy event.
+func contended(err error) bool {
+	return sqlutil.IsRetryable(err) && !isPermanent(err)
 }
 
 // lostAlone reports whether err, a failure of the consumer's transaction, is its
@@ -297,6 +348,10 @@ func (c *Consumer) countApplied(all, fresh []Event) {
 //     connection): the event is isolated like a failing one and tried again, and after
 //     3 such losses in a row it goes to the dead letters. A single lost connection (a
 //     network cut, a proxy restarting) costs one more try, not an attempt.
+//   - A lock conflict that outlived the transaction's retries, the handler's included (a
+//     MySQL lock wait timeout: a lock held elsewhere, a backup's global read lock), is
+//     not the events' fault either: Deliver returns it, unless the handler wrapped it with
+//     Permanent, and the batch comes again later.
 //   - An event without a valid ID cannot be deduplicated and goes to the dead letters at once.
 //   - An error of the consumer's own statements (the database is down, say) is not the
 //     events' fault, nor is the handler's when the consumer's database connection failed
@@ -308,8 +363,11 @@ func (c *Consumer) countApplied(all, fresh []Event) {
 //     statement hitting a server bug, crashing it): the Consumer remembers those events,
 //     applies them one at a time at their next delivery, and dead-letters an event under
 //     which the database went down at 3 deliveries in a row without handling it again.
-//     An outage that merely coincides with an event's handling once or twice costs it
-//     nothing but its batch.
+//     A suspected event is handled alone: the Consumer's other deliveries (concurrent
+//     Deliver calls) wait meanwhile, so that the next crash under it is its doing, not
+//     that of an event of another stream being handled at the same time. An outage that
+//     merely coincides with an event's handling once or twice costs it nothing but its
+//     batch.
 //
 // Deliver returns nil when every event was applied, found applied before, or dead-lettered.
 func (c *Consumer) Deliver(ctx context.Context, events []Event) error {
@@ -334,12 +392,14 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 		valid = append(valid, ev)
 	}
 	if len(valid) > 1 && !c.suspected(valid) {
-		_, err := c.Apply(ctx, valid)
+		_, err := c.applyHeld(ctx, valid, false)
 		switch {
 		case err == nil || ctx.Err() != nil:
 			return ctxOr(ctx, err)
+		case contended(err):
+			return err
 		case !isHandlerError(err) && !c.lostAlone(ctx, err):
-			c.crashedUnder(valid, err)
+			c.crashedUnder(valid, err, false)
 			return err
 		}
 		c.s.metrics.HandlerFailed(c.name, valid[0].Topic)
@@ -359,36 +419,39 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool, err error) {
 	if n := c.crashes(ev.ID); n >= maxConnectionLosses {
 		cause := fmt.Errorf("outbox: consumer %s: the database went down under the handling of event %s at %d deliveries in a row", c.name, ev.ID, n)
-		if err := c.deadLetter(ctx, ev, cause, n); err != nil {
+		if err := c.deadLetterOne(ctx, ev, cause, n); err != nil {
 			return false, err
 		}
-		c.handled(ev.ID)
 		return true, nil
 	}
 	var last error
 	attempts, losses := 0, 0
+	alone := c.suspected([]Event{ev})
 	for attempts < c.s.maxAttempts && losses < maxConnectionLosses {
-		_, err := c.Apply(ctx, []Event{ev})
+		_, err := c.applyHeld(ctx, []Event{ev}, alone)
 		switch {
 		case err == nil:
 			c.handled(ev.ID)
 			return false, nil
 		case ctx.Err() != nil:
 			return false, ctxOr(ctx, err)
+		case contended(err):
+			return false, err
 		case isHandlerError(err):
-			c.handled(ev.ID)
+			// Not a success: the crashes counted against ev stand (handled), or an event
+			// whose handling fails first and crashes the database next, at every delivery,
+			// would have each crash forgotten at the next delivery.
 			attempts++
 			c.s.metrics.HandlerFailed(c.name, ev.Topic)
 			if isPermanent(err) {
-				return true, c.deadLetter(ctx, ev, err, attempts+losses)
+				return true, c.deadLetterOne(ctx, ev, err, attempts+losses)
 			}
 		case c.lostAlone(ctx, err):
-			c.handled(ev.ID)
 			losses++
 			c.s.logger.Warn("outbox consumer: the database connection failed under the handler", "consumer", c.name,
 				"id", ev.ID, "losses", losses, "err", err)
 		default:
-			c.crashedUnder([]Event{ev}, err)
+			c.crashedUnder([]Event{ev}, err, alone)
 			return false, err
 		}
 		last = err
@@ -398,7 +461,17 @@ func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool,
 			}
 		}
 	}
-	return true, c.deadLetter(ctx, ev, last, attempts+losses)
+	return true, c.deadLetterOne(ctx, ev, last, attempts+losses)
+}
+
+// deadLetterOne dead-letters ev, an event deliverOne gives up on, and then forgets the
+// crashes counted against it.
+func (c *Consumer) deadLetterOne(ctx context.Context, ev Event, cause error, attempts int) error {
+	if err := c.deadLetter(ctx, ev, cause, attempts); err != nil {
+		return err
+	}
+	c.handled(ev.ID)
+	return nil
 }
 
 func (c *Consumer) deadLetter(ctx context.Context, ev Event, cause error, attempts int) error {

@@ -47,7 +47,9 @@ const maxPause = 250 * time.Millisecond
 // (innodb_lock_wait_timeout for a row, lock_wait_timeout for a table or a global read lock
 // a backup holds), and waiting it again and again only holds the caller for several of
 // them (8 × 50 s with the server's default). It is returned, matching IsRetryable, for the
-// caller to answer "busy, retry later".
+// caller to answer "busy, retry later". So is SQLite's busy error on a connection with a
+// busy timeout once the attempt took that long: its busy handler already waited it out
+// (10 s with refserver's pragmas, its one connection held meanwhile).
 //
 // When ctx comes from AllOrNothing, fn runs in the caller's transaction without the
 // savepoint, and its failure matches ErrNotUndone.
@@ -143,8 +145,9 @@ func savepoint(ctx context.Context, tx bun.Tx, fn func(ctx context.Context, tx b
 func Retry(ctx context.Context, db bun.IDB, fn func(ctx context.Context) error) error {
 	var err error
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		err = fn(ctx)
-		if err == nil || attempt >= DefaultAttempts || !IsRetryable(err) || IsLockWaitTimeout(err) {
+		if err == nil || attempt >= DefaultAttempts || !IsRetryable(err) || WaitedOut(ctx, db, err, time.Since(start)) {
 			return Unavailable(db, ended(ctx, err))
 		}
 		if backoff.Sleep(ctx, backoff.Full(attempt, 2*time.Millisecond, maxPause)) != nil {
@@ -217,8 +220,8 @@ const (
 // IsRetryable reports whether err is a transient conflict after which running the whole
 // transaction again may succeed: a MySQL deadlock (1213) or lock wait timeout (1205), or a
 // busy or locked SQLite database. InTx and Retry run a transaction again at once after all
-// but a lock wait timeout, which already waited (see InTx): that one is for the caller's
-// client to retry later.
+// but a lock wait timeout, or SQLite's busy error after its busy timeout, which already
+// waited (see InTx): those are for the caller's client to retry later.
 func IsRetryable(err error) bool {
 	if err == nil {
 		return false
@@ -232,6 +235,28 @@ func IsRetryable(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "database is locked") || strings.Contains(msg, "database table is locked") ||
 		strings.Contains(msg, "SQLITE_BUSY")
+}
+
+// WaitedOut reports whether err, a retryable failure of an attempt on db that took took,
+// came only once the attempt had waited the server's whole lock wait for a lock held
+// elsewhere, so that running it again at once would wait again: a MySQL lock wait timeout
+// (1205), or SQLite's SQLITE_BUSY itself (not SQLITE_BUSY_SNAPSHOT, nor a locked table) on
+// a connection with a busy timeout, after at least that long (the busy handler waited it
+// out; without a busy timeout, or in a rollback journal's deadlock, SQLite answers busy at
+// once). The busy timeout is read (PRAGMA busy_timeout) only for such an error; a driver
+// whose message does not name SQLITE_BUSY (mattn/go-sqlite3) is retried as before.
+func WaitedOut(ctx context.Context, db bun.IDB, err error, took time.Duration) bool {
+	if IsLockWaitTimeout(err) {
+		return true
+	}
+	if !strings.Contains(err.Error(), "(SQLITE_BUSY)") || ctx.Err() != nil {
+		return false
+	}
+	var ms int64
+	if db.QueryRowContext(ctx, "PRAGMA busy_timeout").Scan(&ms) != nil || ms <= 0 {
+		return false
+	}
+	return took >= time.Duration(ms)*time.Millisecond
 }
 
 // IsLockWaitTimeout reports whether err is MySQL's lock wait timeout (1205): a statement

@@ -146,33 +146,36 @@ func (b *Backend) load(ctx context.Context, id string) (*row, error) {
 
 // insert stores a fresh record; false when a concurrent claim inserted it first.
 func (b *Backend) insert(ctx context.Context, r *row) (bool, error) {
+	start := time.Now()
 	_, err := b.db.NewInsert().Model(r).Exec(ctx)
 	switch {
 	case err == nil:
 		return true, nil
-	case sqlutil.IsDuplicateKey(err), racedAt(b.db, err):
+	case sqlutil.IsDuplicateKey(err), racedAt(ctx, b.db, err, time.Since(start)):
 		return false, nil
 	}
 	return false, b.wrap("claiming a key", err)
 }
 
-// racedAt reports whether err, a claim's insert or replace failing on db, is a concurrent
-// claim of the same key winning (a deadlock on its index entry, a busy SQLite database),
-// to read what it left and decide again. A lock wait timeout is not: the statement waited
-// the server's whole lock wait behind another transaction's claim, and another round would
+// racedAt reports whether err, a claim's insert or replace failing on db after took, is a
+// concurrent claim of the same key winning (a deadlock on its index entry, a busy SQLite
+// database), to read what it left and decide again. A lock wait timeout is not, nor a
+// SQLite busy error after the connection's busy timeout (sqlutil.WaitedOut): the statement
+// waited the server's whole lock wait behind another transaction, and another round would
 // wait again; nor is anything in a caller's transaction, which the failure aborted.
-func racedAt(db bun.IDB, err error) bool {
-	return sqlutil.IsRetryable(err) && !sqlutil.IsLockWaitTimeout(err) && !sqlutil.IsTx(db)
+func racedAt(ctx context.Context, db bun.IDB, err error, took time.Duration) bool {
+	return sqlutil.IsRetryable(err) && !sqlutil.IsTx(db) && !sqlutil.WaitedOut(ctx, db, err, took)
 }
 
 // replace overwrites cur with next if cur is still what was read (same token and state:
 // every write changes one of them); false when a concurrent writer changed it first.
 func (b *Backend) replace(ctx context.Context, next, cur *row) (bool, error) {
+	start := time.Now()
 	res, err := b.db.NewUpdate().Model(next).ExcludeColumn("id").WherePK().
 		Where("token = ?", cur.Token).Where("state = ?", cur.State).
 		Exec(ctx)
 	if err != nil {
-		if racedAt(b.db, err) {
+		if racedAt(ctx, b.db, err, time.Since(start)) {
 			return false, nil
 		}
 		return false, b.wrap("claiming a key", err)
