@@ -63,32 +63,14 @@ func TestConsumerPoisonEventCrashingTheDatabaseAfterAnotherFailure(t *testing.T)
 						_, err := tx.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
 						return err
 					}
-					if _, err := tx.ExecContext(ctx, "SELECT 'marked event'"); err != nil {
+					if _, err := tx.ExecContext(ctx, markedStatement); err != nil {
 						return err
 					}
 				}
 				return record(ctx, tx, evs)
 			}, outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
 			require.NoError(t, err)
-			isMarked := func(q string) bool { return strings.Contains(q, "marked event") }
-			crashes := 0
-			for delivery := 0; ; delivery++ {
-				require.Less(t, delivery, 8, "still crashing the database after %d deliveries", delivery)
-				failed = false
-				stopped := make(chan struct{})
-				link.ArmThen(isMarked, false, func() { server.Stop(t, 0); close(stopped) })
-				err := c.Deliver(ctx, events)
-				cut, _ := link.Disarm()
-				if err == nil {
-					require.Empty(t, cut)
-					break
-				}
-				require.Len(t, cut, 1, "Deliver failed without a crash: %v", err)
-				require.True(t, depfail.Is(err), "Deliver failed with %v, not the database unavailable", err)
-				crashes++
-				<-stopped
-				server.Start(t)
-			}
+			crashes := deliverCrashing(t, c, link, server, events, func(int) bool { failed = false; return true })
 			assert.Equal(t, 3, crashes)
 			assert.Equal(t, 6, handled, "handled again after its third crash")
 			requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, name), []outbox.Event{events[0], events[2]})

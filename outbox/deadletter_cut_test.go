@@ -472,7 +472,7 @@ func TestConsumerPoisonEventCrashingTheDatabase(t *testing.T) {
 				for _, ev := range evs {
 					if ev.ID == marked {
 						handled++
-						if _, err := tx.ExecContext(ctx, "SELECT 'marked event'"); err != nil {
+						if _, err := tx.ExecContext(ctx, markedStatement); err != nil {
 							return err
 						}
 					}
@@ -480,26 +480,7 @@ func TestConsumerPoisonEventCrashingTheDatabase(t *testing.T) {
 				return record(ctx, tx, evs)
 			}, outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
 			require.NoError(t, err)
-			isMarked := func(q string) bool { return strings.Contains(q, "marked event") }
-			crashes := 0
-			for delivery := 0; ; delivery++ {
-				require.Less(t, delivery, 8, "still crashing after %d deliveries", delivery)
-				stopped := make(chan struct{})
-				if crashes < tc.crashes {
-					link.ArmThen(isMarked, false, func() { server.Stop(t, 0); close(stopped) })
-				}
-				err := c.Deliver(ctx, events)
-				cut, _ := link.Disarm()
-				if err == nil {
-					require.Empty(t, cut)
-					break
-				}
-				require.Len(t, cut, 1, "Deliver failed without a crash: %v", err)
-				require.True(t, depfail.Is(err), "Deliver failed with %v, not the database unavailable", err)
-				crashes++
-				<-stopped
-				server.Start(t)
-			}
+			crashes := deliverCrashing(t, c, link, server, events, func(crashes int) bool { return crashes < tc.crashes })
 			letters, err := outbox.NewDeadLetterTable(db).List(ctx, tc.name, 0)
 			require.NoError(t, err)
 			if tc.poison {

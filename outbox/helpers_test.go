@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/depfail"
 	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/observe"
@@ -160,4 +161,37 @@ func (q *queryCounter) get(pattern string) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.counts[pattern]
+}
+
+// markedStatement is what a test handler sends for the event it marks, for a Link to
+// crash the database at (deliverCrashing).
+const markedStatement = "SELECT 'marked event'"
+
+// deliverCrashing delivers events with c until a delivery succeeds, as a caller whose
+// Deliver failed delivers them again, the database server killed at markedStatement in
+// each delivery for which crash (given the crashes so far) says so, then started again.
+// Each failed delivery must be such a crash, failing as the database unavailable. It
+// returns the crashes, failing the test after 8 deliveries.
+func deliverCrashing(t *testing.T, c *outbox.Consumer, link *testenv.Link, server *testenv.Own, events []outbox.Event, crash func(crashes int) bool) int {
+	t.Helper()
+	isMarked := func(q string) bool { return strings.Contains(q, markedStatement) }
+	crashes := 0
+	for delivery := 0; ; delivery++ {
+		require.Less(t, delivery, 8, "still crashing the database after %d deliveries", delivery)
+		stopped := make(chan struct{})
+		if crash(crashes) {
+			link.ArmThen(isMarked, false, func() { server.Stop(t, 0); close(stopped) })
+		}
+		err := c.Deliver(context.Background(), events)
+		cut, _ := link.Disarm()
+		if err == nil {
+			require.Empty(t, cut)
+			return crashes
+		}
+		require.Len(t, cut, 1, "Deliver failed without a crash: %v", err)
+		require.True(t, depfail.Is(err), "Deliver failed with %v, not the database unavailable", err)
+		crashes++
+		<-stopped
+		server.Start(t)
+	}
 }
