@@ -2,18 +2,16 @@ package sqlutil_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/internal/testenv"
 )
 
 // TestInTxDoesNotWaitABusySQLiteAgain: on SQLite with a busy timeout (refserver sets 10 s),
@@ -28,17 +26,7 @@ func TestInTxDoesNotWaitABusySQLiteAgain(t *testing.T) {
 	for _, tc := range []struct{ timeoutMS, attempts int }{{300, 1}, {0, sqlutil.DefaultAttempts}} {
 		t.Run(fmt.Sprintf("busy_timeout=%d", tc.timeoutMS), func(t *testing.T) {
 			ctx := context.Background()
-			dsn := fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)",
-				filepath.Join(t.TempDir(), "busy.db"), tc.timeoutMS)
-			open := func() *bun.DB {
-				sqldb, err := sql.Open(sqliteshim.ShimName, dsn)
-				require.NoError(t, err)
-				sqldb.SetMaxOpenConns(1)
-				db := bun.NewDB(sqldb, sqlitedialect.New())
-				t.Cleanup(func() { _ = db.Close() })
-				return db
-			}
-			db, other := open(), open()
+			db, other := testenv.SQLiteFileTwice(t, time.Duration(tc.timeoutMS)*time.Millisecond)
 			_, err := db.ExecContext(ctx, "CREATE TABLE busy (id INTEGER PRIMARY KEY)")
 			require.NoError(t, err)
 			holder, err := other.BeginTx(ctx, nil)

@@ -2,7 +2,10 @@ package testenv
 
 import (
 	"database/sql"
+	"fmt"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
@@ -42,4 +45,25 @@ func SQLite(tb testing.TB) *bun.DB {
 		keeper.Close()
 	})
 	return db
+}
+
+// SQLiteFileTwice returns two *bun.DB of one connection each on one SQLite file of the
+// test's own (WAL journal, the busy timeout given), as two processes sharing the file
+// open it: a write transaction open on one makes the other's writes wait the busy
+// timeout, then fail with SQLITE_BUSY. Both are closed when the test ends.
+func SQLiteFileTwice(tb testing.TB, busyTimeout time.Duration) (db, other *bun.DB) {
+	tb.Helper()
+	dsn := fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)",
+		filepath.Join(tb.TempDir(), "shared.db"), busyTimeout.Milliseconds())
+	open := func() *bun.DB {
+		sqldb, err := sql.Open(sqliteshim.ShimName, dsn)
+		if err != nil {
+			tb.Fatalf("testenv: opening SQLite: %v", err)
+		}
+		sqldb.SetMaxOpenConns(1)
+		db := bun.NewDB(sqldb, sqlitedialect.New())
+		tb.Cleanup(func() { _ = db.Close() })
+		return db
+	}
+	return open(), open()
 }

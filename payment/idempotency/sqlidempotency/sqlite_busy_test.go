@@ -2,17 +2,14 @@ package sqlidempotency_test
 
 import (
 	"context"
-	"database/sql"
-	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/payment/idempotency"
 	"github.com/commercekit/commercekit/payment/idempotency/sqlidempotency"
 )
@@ -24,16 +21,7 @@ import (
 // error, matching IsRetryable, for the client to retry later. Nothing is stored.
 func TestClaimDoesNotWaitABusySQLiteAgain(t *testing.T) {
 	ctx := context.Background()
-	dsn := "file:" + filepath.Join(t.TempDir(), "idem.db") + "?_pragma=busy_timeout(200)&_pragma=journal_mode(WAL)"
-	open := func() *bun.DB {
-		sqldb, err := sql.Open(sqliteshim.ShimName, dsn)
-		require.NoError(t, err)
-		sqldb.SetMaxOpenConns(1)
-		db := bun.NewDB(sqldb, sqlitedialect.New())
-		t.Cleanup(func() { _ = db.Close() })
-		return db
-	}
-	db, other := open(), open()
+	db, other := testenv.SQLiteFileTwice(t, 200*time.Millisecond)
 	require.NoError(t, sqlidempotency.CreateSchema(ctx, db))
 	_, err := other.ExecContext(ctx, "CREATE TABLE writer (id INTEGER PRIMARY KEY)")
 	require.NoError(t, err)
