@@ -1313,19 +1313,7 @@ func TestAttackFlowsSurviveRestarts(t *testing.T) {
 	e.rdb.Unpause(t)
 	<-done
 
-	statuses := map[string]int{}
-	for _, at := range c.log {
-		statuses[fmt.Sprintf("%s %d %s", at.route, at.status, at.code)]++
-		if at.status >= 500 && at.status != http.StatusServiceUnavailable || at.failure != "" {
-			t.Errorf("%s attempt %d: %d %s %s", at.route, at.n, at.status, at.code, at.failure)
-		}
-		if at.status == http.StatusServiceUnavailable && at.retry == "" {
-			t.Errorf("%s attempt %d: 503 %s without Retry-After", at.route, at.n, at.code)
-		}
-		if at.n == 1 && at.status == http.StatusConflict {
-			t.Errorf("%s first attempt: 409 %s", at.route, at.code)
-		}
-	}
+	statuses := checkHonestAttempts(t, c.log)
 	t.Logf("answers %v", statuses)
 	for i, o := range outcomes {
 		require.Empty(t, o.failed, "member %d", i)

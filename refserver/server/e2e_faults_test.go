@@ -59,6 +59,28 @@ type attempt struct {
 	failure string // a transport error
 }
 
+// checkHonestAttempts fails the test for an attempt answered dishonestly during a fault:
+// a 5xx other than 503, a 503 without Retry-After, a transport failure, or a first attempt
+// refused as in progress (409: only a retry can meet its own earlier attempt's claim). It
+// returns how many attempts got each answer ("route status code").
+func checkHonestAttempts(t *testing.T, attempts []attempt) map[string]int {
+	t.Helper()
+	statuses := map[string]int{}
+	for _, at := range attempts {
+		statuses[fmt.Sprintf("%s %d %s", at.route, at.status, at.code)]++
+		if at.status >= 500 && at.status != http.StatusServiceUnavailable || at.failure != "" {
+			t.Errorf("%s attempt %d: %d %s %s", at.route, at.n, at.status, at.code, at.failure)
+		}
+		if at.status == http.StatusServiceUnavailable && at.retry == "" {
+			t.Errorf("%s attempt %d: 503 %s without Retry-After", at.route, at.n, at.code)
+		}
+		if at.n == 1 && at.status == http.StatusConflict {
+			t.Errorf("%s first attempt: 409 %s", at.route, at.code)
+		}
+	}
+	return statuses
+}
+
 // saleLog collects every attempt of every buyer.
 type saleLog struct {
 	mu       sync.Mutex
@@ -161,18 +183,8 @@ func faultSale(t *testing.T, dsn, redisAddr, fault string, inject func()) {
 	// attempt's claim), no transport failure.
 	var during []time.Duration    // requests started during the fault
 	var overlapping time.Duration // the longest request the fault overlapped
-	statuses := map[string]int{}
+	statuses := checkHonestAttempts(t, log.attempts)
 	for _, at := range log.attempts {
-		statuses[fmt.Sprintf("%s %d %s", at.route, at.status, at.code)]++
-		if at.status >= 500 && at.status != http.StatusServiceUnavailable || at.failure != "" {
-			t.Errorf("%s attempt %d: %d %s %s", at.route, at.n, at.status, at.code, at.failure)
-		}
-		if at.status == http.StatusServiceUnavailable && at.retry == "" {
-			t.Errorf("%s attempt %d: 503 %s without Retry-After", at.route, at.n, at.code)
-		}
-		if at.n == 1 && at.status == http.StatusConflict {
-			t.Errorf("%s first attempt: 409 %s", at.route, at.code)
-		}
 		if !at.start.Before(faultStart) && at.start.Before(faultEnd) {
 			during = append(during, at.took)
 		}

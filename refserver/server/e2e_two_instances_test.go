@@ -232,19 +232,7 @@ func twoInstanceSale(t *testing.T, what string, fault func(rdb *testenv.Own)) {
 
 	// Every answer was honest: no 5xx but 503, every 503 with Retry-After, no first
 	// attempt refused as "in progress", no transport failure.
-	statuses := map[string]int{}
-	for _, at := range c.log {
-		statuses[fmt.Sprintf("%s %d %s", at.route, at.status, at.code)]++
-		if at.status >= 500 && at.status != http.StatusServiceUnavailable || at.failure != "" {
-			t.Errorf("%s attempt %d: %d %s %s", at.route, at.n, at.status, at.code, at.failure)
-		}
-		if at.status == http.StatusServiceUnavailable && at.retry == "" {
-			t.Errorf("%s attempt %d: 503 %s without Retry-After", at.route, at.n, at.code)
-		}
-		if at.n == 1 && at.status == http.StatusConflict {
-			t.Errorf("%s first attempt: 409 %s", at.route, at.code)
-		}
-	}
+	statuses := checkHonestAttempts(t, c.log)
 	t.Logf("%s: answers %v", what, statuses)
 
 	// Every buyer got a final answer at each step, and the orders are what they asked for.
