@@ -55,6 +55,38 @@ func TestWebhookSettlesOnce(t *testing.T) {
 	})
 }
 
+// TestWebhookOfWhatIsRecordedAsksNothing: a webhook that claims what the record already
+// holds (the approval or decline the PG's own answer settled: every paid order's webhook)
+// has nothing to confirm, so the PG is not asked again (Gateway.Status) and nothing is
+// recorded; the webhook is accepted however often it comes. One that claims anything
+// else is still confirmed with the PG.
+func TestWebhookOfWhatIsRecordedAsksNothing(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		_, err := e.svc.Pay(ctx, card("pay-ok", 5000))
+		require.NoError(t, err)
+		declined := card("pay-no", 5000)
+		declined.Token = pgsim.TokenDecline
+		_, err = e.svc.Pay(ctx, declined)
+		require.ErrorIs(t, err, payment.ErrDeclined)
+		before := e.sim.Stats().StatusCalls
+		for range 2 {
+			e.deliverWebhook(t, "pay-ok")
+			e.deliverWebhook(t, "pay-no")
+		}
+		assert.Equal(t, before, e.sim.Stats().StatusCalls)
+		assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>APPROVED:gateway"}, e.history(t, "pay-ok"))
+		assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>DECLINED:gateway"}, e.history(t, "pay-no"))
+
+		e.unknown(t, card("pay-unknown", 5000))
+		e.deliverWebhook(t, "pay-unknown")
+		assert.Equal(t, before+1, e.sim.Stats().StatusCalls)
+		assert.Equal(t, payment.StateApproved, e.get(t, "pay-unknown").State)
+		assert.Empty(t, e.obs.contradicted())
+	})
+}
+
 func TestWebhookRejectsForgeries(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
