@@ -45,7 +45,10 @@ type WebhookVerifier interface {
 // HandleWebhook verifies a webhook (body and signature as received) with the Service's
 // WebhookVerifier, then confirms it with the PG before recording anything: a webhook is a
 // notification, never proof. For an approval or a decline it asks the PG for the payment
-// (Gateway.Status) and records the PG's own answer, whatever the webhook claimed; a claim
+// (Gateway.Status) and records the PG's own answer, whatever the webhook claimed, unless
+// the record already holds what the webhook claims (APPROVED for an approval, DECLINED
+// for a decline: the PG's answer to the charge settled it, as for every paid order), when
+// there is nothing to confirm and the PG is not asked again; a claim
 // the PG does not confirm (a forgery signed with a leaked secret, or a PG not finished yet)
 // records nothing of its own, is logged as an ERROR, told to the Observer (a
 // "contradiction" Event) and refused with ErrWebhookUnconfirmed. What is recorded is recorded exactly once: a
@@ -116,11 +119,15 @@ func (s *Service) HandleWebhook(ctx context.Context, body []byte, signature stri
 }
 
 // confirmWebhook asks the PG about the payment a verified webhook reports on, records the
-// PG's answer, and refuses the webhook if that answer is not the webhook's claim.
+// PG's answer, and refuses the webhook if that answer is not the webhook's claim; a claim
+// the record already holds is not asked about.
 func (s *Service) confirmWebhook(ctx context.Context, p Payment, ev WebhookEvent) error {
-	claim := GatewayApproved
+	claim, holds := GatewayApproved, StateApproved
 	if ev.Kind == EventDeclined {
-		claim = GatewayDeclined
+		claim, holds = GatewayDeclined, StateDeclined
+	}
+	if p.State == holds { // the PG's own answer settled it so: nothing to confirm
+		return s.completeVoid(ctx, p)
 	}
 	st, err := s.gw.Status(ctx, p.ID)
 	switch {
