@@ -91,6 +91,8 @@ func Run(t *testing.T, h Harness) {
 		{"CompleteIsIdempotent", testCompleteIsIdempotent},
 		{"LostCompletionReply", testLostCompletionReply},
 		{"LostClaimReply", testLostClaimReply},
+		{"RecordLostWhileRunning", testRecordLostWhileRunning},
+		{"RecordLostWhileUnavailable", testRecordLostWhileUnavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
 	}
