@@ -46,7 +46,8 @@ const finishTimeout = 10 * time.Second
 // fn's response is not stored; the request that took over answers for the key. When the
 // claim's record is merely gone (a backend that lost its data, as a Redis restarted
 // without persistence does), no other request holds the key: Do claims it again, stores
-// fn's response and returns it.
+// fn's response and returns it. That second claim is no request of its own: the Observer
+// is told of its completion, never of the claim or of its refusal.
 //
 // Do never reports work it did as failed: when storing fn's response fails because the
 // backend is unavailable (errcode.ErrUnavailable), Do still returns the response — it is
@@ -100,7 +101,7 @@ func (s *Store) Do(ctx context.Context, scope, key string, fp Fingerprint, fn Fu
 		// Fenced. Unless another request holds the key (running, or done with its own
 		// response), the record is gone: claim the key again for fn's response.
 		dctx, dcancel := detached(ctx)
-		again, cerr := s.Claim(dctx, scope, key, fp)
+		again, cerr := s.claim(dctx, scope, key, fp, func(Event) {}) // no request of its own: told nothing
 		dcancel()
 		if cerr != nil || again.Replayed {
 			return Response{}, false, err
