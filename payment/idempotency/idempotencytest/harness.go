@@ -93,6 +93,7 @@ func Run(t *testing.T, h Harness) {
 		{"LostClaimReply", testLostClaimReply},
 		{"RecordLostWhileRunning", testRecordLostWhileRunning},
 		{"RecordLostWhileUnavailable", testRecordLostWhileUnavailable},
+		{"TakerCrashedToo", testTakerCrashedToo},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
 	}

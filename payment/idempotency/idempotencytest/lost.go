@@ -176,3 +176,24 @@ func testRecordLostWhileUnavailable(t *testing.T, h Harness) {
 	sameResponse(t, resp, again)
 	assert.EqualValues(t, 1, runs.Load(), "fn ran once")
 }
+
+// testTakerCrashedToo: fn outlives its lock, another request takes the key over and
+// crashes in turn (its lock expires too). Nobody holds the key any more: Do stores fn's
+// response under a claim of its own (taking the key over) and answers it; a retry gets it
+// replayed, and the crashed taker, should it come back, is fenced.
+func testTakerCrashedToo(t *testing.T, h Harness) {
+	e := newEnv(t, h)
+	ctx := t.Context()
+	var taker idempotency.Claim
+	resp, replayed, err := e.store.Do(ctx, "s", "k", "fp", func(context.Context) (idempotency.Response, error) {
+		taker = e.takeOver(t, "k")
+		e.clock.Advance(suiteLockTimeout) // the taker crashed: its lock expires
+		return idempotency.Response{Status: 201, Body: []byte("first")}, nil
+	})
+	require.NoError(t, err)
+	assert.False(t, replayed)
+	assert.Equal(t, "first", string(resp.Body))
+	e.requireReplayed(t, "k", resp)
+	assertKeyError(t, e.store.Complete(ctx, taker, idempotency.Response{Status: 201, Body: []byte("taker")}), idempotency.ErrLockLost, "s", "k")
+	e.requireReplayed(t, "k", resp)
+}
