@@ -42,12 +42,14 @@ const finishTimeout = 10 * time.Second
 // so fn stops before another request may take its key over. When fn returns an error, Do
 // releases the claim and returns that error unchanged. When fn panics, Do releases the
 // claim and the panic continues. When the claim was lost while fn ran (fenced: its lock
-// expired and another request took over), Do returns a *KeyError matching ErrLockLost and
-// fn's response is not stored; the request that took over answers for the key. When the
-// claim's record is merely gone (a backend that lost its data, as a Redis restarted
-// without persistence does), no other request holds the key: Do claims it again, stores
-// fn's response and returns it. That second claim is no request of its own: the Observer
-// is told of its completion, never of the claim or of its refusal.
+// expired and another request took over) and that request still holds the key (running
+// within its lock, or done), Do returns a *KeyError matching ErrLockLost and fn's response
+// is not stored; that request answers for the key. When nobody holds the key any more —
+// the claim's record is merely gone (a backend that lost its data, as a Redis restarted
+// without persistence does), or the request that took over released the key or let its
+// own lock expire too — Do claims it again, stores fn's response and returns it. That
+// second claim is no request of its own: the Observer is told of its completion, never of
+// the claim or of its refusal.
 //
 // Do never reports work it did as failed: when storing fn's response fails because the
 // backend is unavailable (errcode.ErrUnavailable), Do still returns the response — it is
