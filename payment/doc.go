@@ -88,7 +88,9 @@
 // A webhook is a notification, never proof: HandleWebhook verifies its signature with the PG's
 // WebhookVerifier, then asks the PG (Gateway.Status) and records the PG's own answer; a claim
 // the PG does not confirm (a forgery signed with a leaked secret) records nothing and is
-// refused with ErrWebhookUnconfirmed. When the PG's own answer contradicts the record
+// refused with ErrWebhookUnconfirmed. A claim the record already holds (APPROVED for an
+// approval, DECLINED for a decline) has nothing to confirm: the PG is not asked, and a
+// contradiction the PG did not announce is left to CrossCheck, as without the webhook. When the PG's own answer contradicts the record
 // (declined there, approved here, or the reverse, or another amount), the payment moves to
 // REVIEW, is logged as an ERROR and told to the Observer (a "contradiction" Event): a person decides,
 // and nothing settles it automatically again. When the decision is to give back whatever the

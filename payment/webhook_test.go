@@ -384,3 +384,72 @@ func TestWebhookWhileTheGatewayIsDown(t *testing.T) {
 		assert.Empty(t, e.obs.contradicted())
 	})
 }
+
+// TestWebhookOfWhatIsRecordedHidesNoAnnouncement: a webhook claiming what the record holds
+// is not confirmed with the PG (02ed90b), and it hides nothing the PG announces. After the
+// PG reversed an approval (or charged a declined card) without a word, a stale webhook of
+// the recorded outcome — a late redelivery, or a replay signed with a leaked secret —
+// changes nothing, asks nothing and reports nothing: like no webhook at all, the reversal
+// is found by CrossCheck (the audit). The PG's announcement of the reversal, a webhook of
+// the other outcome, is still confirmed and moves the payment to REVIEW. An approval with a
+// refund pending leaves the refund to its own webhook or the Reconciler, as before.
+func TestWebhookOfWhatIsRecordedHidesNoAnnouncement(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, nil)
+		_, err := e.svc.Pay(ctx, card("pay-rev", 5000))
+		require.NoError(t, err)
+		declined := card("pay-chg", 5000)
+		declined.Token = pgsim.TokenDecline
+		_, err = e.svc.Pay(ctx, declined)
+		require.ErrorIs(t, err, payment.ErrDeclined)
+		_, err = e.svc.Pay(ctx, card("pay-ref", 5000))
+		require.NoError(t, err)
+		e.sim.InjectFault("r-ref", pgsim.FaultLostResponse, 1)
+		_, err = e.svc.Refund(ctx, refund("r-ref", "pay-ref", 2000))
+		require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+
+		staleRev, sigRev := e.webhook(t, "pay-rev")
+		staleChg, sigChg := e.webhook(t, "pay-chg")
+		require.NoError(t, e.sim.Overturn("pay-rev"))
+		require.NoError(t, e.sim.Overturn("pay-chg"))
+		before := e.sim.Stats().StatusCalls
+		for range 2 {
+			require.NoError(t, e.svc.HandleWebhook(ctx, staleRev, sigRev))
+			require.NoError(t, e.svc.HandleWebhook(ctx, staleChg, sigChg))
+			e.deliverWebhook(t, "pay-ref")
+		}
+		assert.Equal(t, before, e.sim.Stats().StatusCalls, "nothing to confirm")
+		assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>APPROVED:gateway"}, e.history(t, "pay-rev"))
+		assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>DECLINED:gateway"}, e.history(t, "pay-chg"))
+		assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>APPROVED:gateway"}, e.history(t, "pay-ref"))
+		assert.Equal(t, []string{"r-ref:PENDING:2000"}, e.refunds(t, "pay-ref"))
+		assert.Equal(t, int64(2000), e.get(t, "pay-ref").RefundPending)
+		assert.Empty(t, e.obs.contradicted())
+
+		mismatches, err := e.svc.CrossCheck(ctx)
+		require.NoError(t, err)
+		got := map[string]string{}
+		for _, m := range mismatches {
+			got[m.Payment.ID] = m.Detail
+		}
+		assert.Equal(t, map[string]string{
+			"pay-rev": "recorded APPROVED, the gateway says DECLINED",
+			"pay-chg": "recorded DECLINED, the gateway says APPROVED",
+		}, got, "the audit finds what no webhook announced")
+
+		// The PG announces: each announcement is confirmed and moves the payment to REVIEW.
+		before = e.sim.Stats().StatusCalls
+		for _, id := range []string{"pay-rev", "pay-chg"} {
+			body, sig := e.webhook(t, id)
+			err := e.svc.HandleWebhook(ctx, body, sig)
+			assert.NoError(t, err, id)
+			assert.Equal(t, payment.StateReview, e.get(t, id).State, id)
+		}
+		assert.Equal(t, []string{
+			"pay-rev:webhook:recorded APPROVED, the gateway says DECLINED",
+			"pay-chg:webhook:recorded DECLINED, the gateway says APPROVED",
+		}, e.obs.contradicted())
+		assert.Equal(t, before+2, e.sim.Stats().StatusCalls, "one Status call per announcement")
+	})
+}

@@ -42,17 +42,23 @@ const finishTimeout = 10 * time.Second
 // so fn stops before another request may take its key over. When fn returns an error, Do
 // releases the claim and returns that error unchanged. When fn panics, Do releases the
 // claim and the panic continues. When the claim was lost while fn ran (fenced: its lock
-// expired and another request took over), Do returns a *KeyError matching ErrLockLost and
-// fn's response is not stored; the request that took over answers for the key. When the
-// claim's record is merely gone (a backend that lost its data, as a Redis restarted
-// without persistence does), no other request holds the key: Do claims it again, stores
-// fn's response and returns it.
+// expired and another request took over) and that request still holds the key (running
+// within its lock, or done), Do returns a *KeyError matching ErrLockLost and fn's response
+// is not stored; that request answers for the key. When nobody holds the key any more —
+// the claim's record is merely gone (a backend that lost its data, as a Redis restarted
+// without persistence does), or the request that took over released the key or let its
+// own lock expire too — Do claims it again, stores fn's response and returns it. That
+// second claim is no request of its own: the Observer is told of its completion, never of
+// the claim or of its refusal.
 //
 // Do never reports work it did as failed: when storing fn's response fails because the
 // backend is unavailable (errcode.ErrUnavailable), Do still returns the response — it is
 // the true outcome — and keeps storing it in the background (completion is idempotent, so
 // trying again is safe) until it is stored or the claim's lock expires; meanwhile a retry
-// with the key gets ErrInProgress, then the stored response. A release that fails the same
+// with the key gets ErrInProgress, then the stored response. A backend that comes back
+// without the claim's record gets the response under a new claim, as above, unless a
+// retry claimed the freed key first: that retry then runs fn again and answers for the
+// key. A release that fails the same
 // way is retried in the background too, so the key is freed as soon as the backend is back;
 // and when fn itself fails with errcode.ErrUnavailable, the claim is released in the
 // background from the start, so the answer does not wait for another timeout.
@@ -93,34 +99,41 @@ func (s *Store) Do(ctx context.Context, scope, key string, fp Fingerprint, fn Fu
 		s.releaseDetached(ctx, c)
 		return Response{}, false, err
 	}
-	if err := s.store(ctx, c, resp); err != nil {
-		if !errors.Is(err, ErrLockLost) {
-			return Response{}, false, err
-		}
-		// Fenced. Unless another request holds the key (running, or done with its own
-		// response), the record is gone: claim the key again for fn's response.
-		dctx, dcancel := detached(ctx)
-		again, cerr := s.Claim(dctx, scope, key, fp)
-		dcancel()
-		if cerr != nil || again.Replayed {
-			return Response{}, false, err
-		}
-		s.logger.WarnContext(ctx, "idempotency: the claim's record was gone; storing the response under a new claim", "scope", scope, "key", key)
-		if err := s.store(ctx, again, resp); err != nil {
-			return Response{}, false, err
-		}
+	if err := s.store(ctx, c, fp, resp); err != nil {
+		return Response{}, false, err
 	}
 	return resp, false, nil
 }
 
-// store completes c with resp, and keeps trying in the background when the backend is
-// unavailable (then it returns nil: the response is the true outcome all the same).
-func (s *Store) store(ctx context.Context, c Claim, resp Response) error {
+// store completes c with resp. When c was fenced and no other request holds the key
+// (running, or done with its own response), the record is gone: it claims the key again
+// and stores resp under the new claim. While the backend is unavailable it keeps trying in
+// the background, the new claim included, and returns nil: the response is the true
+// outcome all the same. Otherwise it returns the first fencing error (a *KeyError
+// matching ErrLockLost) or the backend's error.
+func (s *Store) store(ctx context.Context, c Claim, fp Fingerprint, resp Response) error {
+	cur := c // the claim resp is stored under: c, or the new one once c's record was gone
+	op := func(ctx context.Context) error {
+		err := s.Complete(ctx, cur, resp)
+		if !errors.Is(err, ErrLockLost) || cur.Token != c.Token {
+			return err
+		}
+		again, cerr := s.claim(ctx, c.Scope, c.Key, fp, func(Event) {}) // no request of its own: told nothing
+		switch {
+		case errors.Is(cerr, errcode.ErrUnavailable):
+			return cerr // claim again when the backend is back
+		case cerr != nil || again.Replayed:
+			return err
+		}
+		s.logger.WarnContext(ctx, "idempotency: the claim's record was gone; storing the response under a new claim", "scope", c.Scope, "key", c.Key)
+		cur = again
+		return s.Complete(ctx, cur, resp)
+	}
 	dctx, dcancel := detached(ctx)
 	defer dcancel()
-	err := s.Complete(dctx, c, resp)
+	err := op(dctx)
 	if errors.Is(err, errcode.ErrUnavailable) {
-		s.retryLater(ctx, c, "storing the response", false, func(ctx context.Context) error { return s.Complete(ctx, c, resp) })
+		s.retryLater(ctx, c, "storing the response", false, op)
 		return nil
 	}
 	return err

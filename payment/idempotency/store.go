@@ -99,6 +99,13 @@ type Claim struct {
 //     still holds its lock;
 //   - an *InvalidError for a malformed scope, key or fingerprint.
 func (s *Store) Claim(ctx context.Context, scope, key string, fp Fingerprint) (Claim, error) {
+	return s.claim(ctx, scope, key, fp, s.report)
+}
+
+// claim is Claim, telling report of its outcome: s.report for a request's claim, nothing
+// for the claim Do makes only to store the response of a request whose claim's record was
+// lost (that request was told of already).
+func (s *Store) claim(ctx context.Context, scope, key string, fp Fingerprint, report func(Event)) (Claim, error) {
 	ref := Ref{Scope: scope, Key: key}
 	if err := validate(ref, fp); err != nil {
 		return Claim{}, err
@@ -126,22 +133,22 @@ func (s *Store) Claim(ctx context.Context, scope, key string, fp Fingerprint) (C
 	}
 	switch {
 	case outcome == ClaimCreated:
-		s.report(EventClaimed)
+		report(EventClaimed)
 		return Claim{Ref: ref, Token: q.Token, LockedUntil: q.LockedUntil}, nil
 	case outcome == ClaimTakenOver:
-		s.report(EventTakenOver)
+		report(EventTakenOver)
 		s.logger.InfoContext(ctx, "idempotency: took over the key of a request whose lock expired", "scope", scope, "key", key)
 		return Claim{Ref: ref, Token: q.Token, LockedUntil: q.LockedUntil, TookOver: true}, nil
 	case outcome != ClaimExists || rec == nil:
 		return Claim{}, fmt.Errorf("idempotency: backend %T returned outcome %d without a record", s.backend, outcome)
 	case rec.Fingerprint != fp:
-		s.report(EventKeyReused)
+		report(EventKeyReused)
 		return Claim{}, &KeyError{Scope: scope, Key: key, Err: ErrKeyReused}
 	case rec.Done:
-		s.report(EventReplayed)
+		report(EventReplayed)
 		return Claim{Ref: ref, Replayed: true, Response: rec.Response}, nil
 	default:
-		s.report(EventInProgress)
+		report(EventInProgress)
 		return Claim{}, &KeyError{Scope: scope, Key: key, Err: ErrInProgress, LockedUntil: rec.LockedUntil}
 	}
 }

@@ -91,6 +91,9 @@ func Run(t *testing.T, h Harness) {
 		{"CompleteIsIdempotent", testCompleteIsIdempotent},
 		{"LostCompletionReply", testLostCompletionReply},
 		{"LostClaimReply", testLostClaimReply},
+		{"RecordLostWhileRunning", testRecordLostWhileRunning},
+		{"RecordLostWhileUnavailable", testRecordLostWhileUnavailable},
+		{"TakerCrashedToo", testTakerCrashedToo},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
 	}
