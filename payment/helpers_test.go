@@ -96,6 +96,30 @@ func (e *env) get(t *testing.T, id string) payment.Payment {
 	return testkit.Must(e.svc.Get(context.Background(), id))(t)
 }
 
+// requireRefundHeld checks that refund r is left PENDING with pending reserved on its
+// payment, which stays APPROVED with nothing recorded as refunded.
+func (e *env) requireRefundHeld(t *testing.T, r payment.Refund, pending int64) {
+	t.Helper()
+	assert.Equal(t, payment.RefundPending, r.State)
+	p := e.get(t, r.PaymentID)
+	assert.Equal(t, payment.StateApproved, p.State)
+	assert.Zero(t, p.Refunded)
+	assert.Equal(t, pending, p.RefundPending)
+}
+
+// payApprovedAndDeclined pays approved (approved by the PG) and declined (a card the PG
+// declines), 5,000 won each.
+func (e *env) payApprovedAndDeclined(t *testing.T, approved, declined string) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := e.svc.Pay(ctx, card(approved, 5000))
+	require.NoError(t, err)
+	req := card(declined, 5000)
+	req.Token = pgsim.TokenDecline
+	_, err = e.svc.Pay(ctx, req)
+	require.ErrorIs(t, err, payment.ErrDeclined)
+}
+
 // breakerDelay is how long an open breaker waits before a trial call in tests. failsafe-go's
 // breaker clock cannot be injected, so the delay is real: long enough that a loaded CI machine
 // reaches the next call before it passes, short enough for the tests that wait it out.

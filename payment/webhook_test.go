@@ -62,14 +62,8 @@ func TestWebhookSettlesOnce(t *testing.T) {
 // else is still confirmed with the PG.
 func TestWebhookOfWhatIsRecordedAsksNothing(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *bun.DB) {
-		ctx := context.Background()
 		e := newEnv(t, db, nil)
-		_, err := e.svc.Pay(ctx, card("pay-ok", 5000))
-		require.NoError(t, err)
-		declined := card("pay-no", 5000)
-		declined.Token = pgsim.TokenDecline
-		_, err = e.svc.Pay(ctx, declined)
-		require.ErrorIs(t, err, payment.ErrDeclined)
+		e.payApprovedAndDeclined(t, "pay-ok", "pay-no")
 		before := e.sim.Stats().StatusCalls
 		for range 2 {
 			e.deliverWebhook(t, "pay-ok")
@@ -397,13 +391,8 @@ func TestWebhookOfWhatIsRecordedHidesNoAnnouncement(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
 		e := newEnv(t, db, nil)
-		_, err := e.svc.Pay(ctx, card("pay-rev", 5000))
-		require.NoError(t, err)
-		declined := card("pay-chg", 5000)
-		declined.Token = pgsim.TokenDecline
-		_, err = e.svc.Pay(ctx, declined)
-		require.ErrorIs(t, err, payment.ErrDeclined)
-		_, err = e.svc.Pay(ctx, card("pay-ref", 5000))
+		e.payApprovedAndDeclined(t, "pay-rev", "pay-chg")
+		_, err := e.svc.Pay(ctx, card("pay-ref", 5000))
 		require.NoError(t, err)
 		e.sim.InjectFault("r-ref", pgsim.FaultLostResponse, 1)
 		_, err = e.svc.Refund(ctx, refund("r-ref", "pay-ref", 2000))
