@@ -438,7 +438,7 @@ func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool,
 		case contended(err):
 			return false, err
 		case isHandlerError(err):
-			// Not a success: the crashes counted against ev stand (handled), or an event
+			// Not a success: the crashes counted against ev stand (see handled), or an event
 			// whose handling fails first and crashes the database next, at every delivery,
 			// would have each crash forgotten at the next delivery.
 			attempts++
