@@ -52,12 +52,7 @@ func (s *Service) claim(ctx context.Context, r TakeRequest) error {
 	}
 	// In a caller's transaction a plain read could be of a snapshot older than the claim.
 	inTx := sqlutil.IsTx(s.db)
-	issuer, err := issuerOf(ctx, s.db, id, inTx)
-	if err == nil && issuer == "" {
-		if err = claimUnclaimed(ctx, s.db, id, name); err == nil {
-			issuer, err = issuerOf(ctx, s.db, id, inTx)
-		}
-	}
+	issuer, err := issuerClaiming(ctx, s.db, id, name, inTx)
 	switch {
 	case err != nil:
 		return err
@@ -72,11 +67,20 @@ func (s *Service) claim(ctx context.Context, r TakeRequest) error {
 	return nil
 }
 
-// claimUnclaimed records name as the issuer of the template if none is recorded yet.
-func claimUnclaimed(ctx context.Context, db bun.IDB, templateID, name string) error {
-	_, err := db.NewUpdate().Model((*templateRow)(nil)).Set("issuer = ?", name).
+// issuerClaiming reads the template's issuer as issuerOf does, first recording name as its
+// issuer if none is recorded yet (a template created by an earlier version, or whose claim
+// in a caller's transaction rolled back).
+func issuerClaiming(ctx context.Context, db bun.IDB, templateID, name string, lock bool) (string, error) {
+	issuer, err := issuerOf(ctx, db, templateID, lock)
+	if err != nil || issuer != "" {
+		return issuer, err
+	}
+	_, err = db.NewUpdate().Model((*templateRow)(nil)).Set("issuer = ?", name).
 		Where("id = ?", templateID).Where("issuer IS NULL").Exec(ctx)
-	return err
+	if err != nil {
+		return "", err
+	}
+	return issuerOf(ctx, db, templateID, lock)
 }
 
 // verify checks, in tx, the transaction that writes r's coupon, that the template is still
@@ -86,17 +90,11 @@ func claimUnclaimed(ctx context.Context, db bun.IDB, templateID, name string) er
 // A template claimed by nobody (a claim in a caller's transaction that rolled back) is
 // claimed here.
 func (s *Service) verify(ctx context.Context, tx bun.IDB, r TakeRequest) error {
-	name := s.issuer.Name()
-	issuer, err := issuerOf(ctx, tx, r.Template.ID, true)
-	if err == nil && issuer == "" {
-		if err = claimUnclaimed(ctx, tx, r.Template.ID, name); err == nil {
-			issuer, err = issuerOf(ctx, tx, r.Template.ID, true)
-		}
-	}
+	issuer, err := issuerClaiming(ctx, tx, r.Template.ID, s.issuer.Name(), true)
 	switch {
 	case err != nil:
 		return err
-	case issuer != name:
+	case issuer != s.issuer.Name():
 		s.mu.Lock()
 		delete(s.issuing, r.Template.ID)
 		s.mu.Unlock()
