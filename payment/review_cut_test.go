@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/internal/testenv"
-	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
 )
@@ -171,15 +169,7 @@ func TestResolveReviewCrash(t *testing.T) {
 		t.Run(fmt.Sprintf("after=%t/commit-%d", after, k), func(t *testing.T) {
 			id := fmt.Sprintf("rvk-%t-%d", after, k)
 			e := setup(t, id)
-			resolve := func() error { _, err := e.svc.ResolveReview(ctx, id); return err }
-			require.Equal(t, "COMMIT", link.Crash(t, server, p.Match(), after, resolve, resolve))
-			server.Start(t)
-			e.clock.Advance(2 * time.Minute)
-			_, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
-			require.NoError(t, err)
-			p, err := e.svc.ResolveReview(ctx, id)
-			require.NoError(t, err)
-			assert.Equal(t, e.get(t, id), p)
+			e.recoverReviewCrash(t, id, server, link, p.Match(), after)
 			exact(t, e, id)
 		})
 	}

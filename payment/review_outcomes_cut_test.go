@@ -129,6 +129,24 @@ func TestResolveReviewOutcomesCut(t *testing.T) {
 	}
 }
 
+// recoverReviewCrash kills server at the COMMIT match accepts while ResolveReview resolves
+// payment id (the call, and its retry while the server is down, failing as the database
+// unavailable), starts it again, lets the Reconciler run past its minimum age, and
+// resolves the review again: the answer is the payment as recorded.
+func (e *env) recoverReviewCrash(t *testing.T, id string, server *testenv.Own, link *testenv.Link, match func(string) bool, after bool) {
+	t.Helper()
+	ctx := context.Background()
+	resolve := func() error { _, err := e.svc.ResolveReview(ctx, id); return err }
+	require.Equal(t, "COMMIT", link.Crash(t, server, match, after, resolve, resolve))
+	server.Start(t)
+	e.clock.Advance(2 * time.Minute)
+	_, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
+	require.NoError(t, err)
+	p, err := e.svc.ResolveReview(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, e.get(t, id), p)
+}
+
 // recoverReviewCut checks ResolveReview's answer (got, err) to a call of it on payment id cut
 // at exactly one statement (cut), recovers as recovery says ("retry": the operator's retry
 // alone; "reconciler": the Reconciler first), and checks exact after the retry (and after
@@ -190,15 +208,7 @@ func TestResolveReviewOutcomesCrash(t *testing.T) {
 					id := fmt.Sprintf("rvok%d-%t-%d", i, after, k)
 					e := newEnv(t, linked, nil)
 					c.setup(t, e, id)
-					resolve := func() error { _, err := e.svc.ResolveReview(ctx, id); return err }
-					require.Equal(t, "COMMIT", link.Crash(t, server, p.Match(), after, resolve, resolve))
-					server.Start(t)
-					e.clock.Advance(2 * time.Minute)
-					_, err := testkit.Must(payment.NewReconciler(e.svc))(t).Reconcile(ctx)
-					require.NoError(t, err)
-					p, err := e.svc.ResolveReview(ctx, id)
-					require.NoError(t, err)
-					assert.Equal(t, e.get(t, id), p)
+					e.recoverReviewCrash(t, id, server, link, p.Match(), after)
 					c.exact(t, e, id)
 				})
 			}
