@@ -120,6 +120,18 @@ func (e *env) payApprovedAndDeclined(t *testing.T, approved, declined string) {
 	require.ErrorIs(t, err, payment.ErrDeclined)
 }
 
+// crossCheck returns what CrossCheck reports, each payment's detail by its ID.
+func (e *env) crossCheck(t *testing.T) map[string]string {
+	t.Helper()
+	mismatches, err := e.svc.CrossCheck(context.Background())
+	require.NoError(t, err)
+	got := map[string]string{}
+	for _, m := range mismatches {
+		got[m.Payment.ID] = m.Detail
+	}
+	return got
+}
+
 // breakerDelay is how long an open breaker waits before a trial call in tests. failsafe-go's
 // breaker clock cannot be injected, so the delay is real: long enough that a loaded CI machine
 // reaches the next call before it passes, short enough for the tests that wait it out.

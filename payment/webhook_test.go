@@ -295,17 +295,11 @@ func TestReviewWhenTheGatewayContradictsTheRecord(t *testing.T) {
 		// Declined here, approved there: money taken for a payment the record says failed.
 		require.NoError(t, e.sim.Overturn("pay-declined"))
 		require.NoError(t, e.sim.Overturn("pay-silent"))
-		mismatches, err := e.svc.CrossCheck(ctx)
-		require.NoError(t, err)
-		got := map[string]string{}
-		for _, m := range mismatches {
-			got[m.Payment.ID] = m.Detail
-		}
 		assert.Equal(t, map[string]string{
 			"pay-declined": "recorded DECLINED, the gateway says APPROVED",
 			"pay-reversed": "under review: the gateway contradicted the record; a person must decide",
 			"pay-silent":   "recorded APPROVED, the gateway says DECLINED",
-		}, got)
+		}, e.crossCheck(t))
 		assert.Equal(t, payment.StateApproved, e.get(t, "pay-silent").State, "CrossCheck changes nothing")
 
 		e.sim.SetFault(pgsim.FaultUnavailable)
@@ -416,16 +410,10 @@ func TestWebhookOfWhatIsRecordedHidesNoAnnouncement(t *testing.T) {
 		assert.Equal(t, int64(2000), e.get(t, "pay-ref").RefundPending)
 		assert.Empty(t, e.obs.contradicted())
 
-		mismatches, err := e.svc.CrossCheck(ctx)
-		require.NoError(t, err)
-		got := map[string]string{}
-		for _, m := range mismatches {
-			got[m.Payment.ID] = m.Detail
-		}
 		assert.Equal(t, map[string]string{
 			"pay-rev": "recorded APPROVED, the gateway says DECLINED",
 			"pay-chg": "recorded DECLINED, the gateway says APPROVED",
-		}, got, "the audit finds what no webhook announced")
+		}, e.crossCheck(t), "the audit finds what no webhook announced")
 
 		// The PG announces: each announcement is confirmed and moves the payment to REVIEW.
 		before = e.sim.Stats().StatusCalls
