@@ -22,6 +22,20 @@
 // answer counts as down: one that answers with an error of its own (too many
 // connections, access denied) is up, and its errors reach the callers as they are.
 //
+// A server can also answer every ping and read while refusing or holding every write: a
+// global read lock (FLUSH TABLES WITH READ LOCK, which backup and snapshot tools take),
+// read_only after a failover to a replica, a full disk. Each write then holds a pooled
+// connection for the server's whole lock wait, and under load the writes fill the pool
+// and the reads wait behind them. With Options.WriteProbe set, every answered ping is
+// followed by that write, on the probe's connection, whose lock waits are a second
+// (writeLockWait). When the server answers it with a lock wait timeout or an error
+// saying it cannot write now (read-only, disk full: depfail's list), the watch takes
+// writes for blocked, and Writable answers an *errcode.UnavailableError
+// (ErrWritesBlocked), for the caller to refuse its writes at once, until a write probe
+// succeeds. Any other answer (the probe's table missing, say) and no answer in time are
+// no verdict on writes: the state stays as it was. The watch itself refuses nothing for
+// it: only its caller knows which of its work writes.
+//
 // Closing a connection whose statement may have reached the server leaves its outcome
 // unknown to the caller, exactly as the read timeout it replaces would: a COMMIT may
 // still happen once the server resumes. Every write path of commercekit is idempotent
@@ -35,14 +49,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/depfail"
+	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
 // Defaults of Options.
@@ -54,6 +73,15 @@ const (
 
 // ErrDown is the cause of the errors a Watch answers while it takes the server for down.
 var ErrDown = errors.New("mysql server not answering its probes")
+
+// ErrWritesBlocked is the cause of Writable's error while the server refuses or holds
+// writes (see the package doc).
+var ErrWritesBlocked = errors.New("mysql server not taking writes")
+
+// writeLockWait is the write probe's lock wait (innodb_lock_wait_timeout and
+// lock_wait_timeout of the probe's connection, whole seconds): how long a write probe
+// waits on a global read lock before the server answers it with a lock wait timeout.
+const writeLockWait = time.Second
 
 // Options configure a Watch. Zero fields take their defaults.
 type Options struct {
@@ -84,6 +112,12 @@ type Options struct {
 	Log *slog.Logger
 	// OnChange, if set, is called with the new state each time it changes.
 	OnChange func(up bool)
+	// WriteProbe, if set, is a statement that writes (an upsert of one row of a table of
+	// the caller's), run after every answered ping, given Timeout and the probe's lock
+	// wait; see the package doc. Empty: writes are never taken for blocked.
+	WriteProbe string
+	// OnWritable, if set, is called with the new state of writes each time it changes.
+	OnWritable func(writable bool)
 }
 
 // Watch watches one MySQL server; see the package doc. Its Connector's connections are
@@ -92,6 +126,10 @@ type Watch struct {
 	cfg   *mysql.Config // the caller's, with DialFunc set to dial
 	probe *mysql.Config // the same without it: the probe is never refused
 	opts  Options
+
+	// blocked is Writable's answer: nil, or why writes are blocked (read on every write
+	// of a caller that asks, so without the mutex).
+	blocked atomic.Pointer[errcode.UnavailableError]
 
 	mu    sync.Mutex
 	down  bool
@@ -119,6 +157,13 @@ func New(cfg *mysql.Config, opts Options) (*Watch, error) {
 	}
 	w.probe = cfg.Clone()
 	w.probe.DialFunc = dial
+	w.probe.Params = maps.Clone(cfg.Params)
+	if w.probe.Params == nil {
+		w.probe.Params = map[string]string{}
+	}
+	for _, v := range []string{"innodb_lock_wait_timeout", "lock_wait_timeout"} {
+		w.probe.Params[v] = strconv.Itoa(int(writeLockWait / time.Second))
+	}
 	w.cfg = cfg.Clone()
 	w.cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return w.dial(ctx, dial, network, addr)
@@ -135,6 +180,17 @@ func (w *Watch) Up() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return !w.down
+}
+
+// Writable returns nil while the server takes writes, as far as the write probe found,
+// and otherwise an *errcode.UnavailableError for the caller to answer its writes with
+// (ErrWritesBlocked, and the server's answer to the probe). Always nil without
+// Options.WriteProbe.
+func (w *Watch) Writable() error {
+	if b := w.blocked.Load(); b != nil {
+		return b
+	}
+	return nil
 }
 
 // unavailable is the error of a connection refused or cut off while the server is down.
@@ -184,6 +240,9 @@ type prober struct {
 	conn   driver.Conn // nil until connected, and after a failure
 	since  time.Time   // when conn was made
 	missed int         // probes unanswered in a row
+	// probeFailed: the last write probe was answered with an error that is no verdict
+	// (logged once).
+	probeFailed bool
 }
 
 func (p *prober) close() {
@@ -207,6 +266,9 @@ func (w *Watch) step(ctx context.Context, p *prober) {
 	case err == nil || errors.As(err, &answered):
 		p.missed = 0
 		w.set(true, nil)
+		if err == nil && w.opts.WriteProbe != "" {
+			w.probeWrites(ctx, p)
+		}
 	default:
 		if p.missed++; p.missed >= w.opts.Failures {
 			w.set(false, err)
@@ -233,6 +295,48 @@ func (w *Watch) ping(ctx context.Context, p *prober) (driver.Conn, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// probeWrites runs the write probe on p's connection and records its verdict. A probe
+// that got no answer in time leaves p without a connection.
+func (w *Watch) probeWrites(ctx context.Context, p *prober) {
+	pctx, cancel := context.WithTimeout(ctx, w.opts.Timeout+writeLockWait)
+	defer cancel()
+	_, err := p.conn.(driver.ExecerContext).ExecContext(pctx, w.opts.WriteProbe, nil)
+	var answered *mysql.MySQLError
+	switch {
+	case ctx.Err() != nil:
+	case err == nil:
+		w.setWritable(nil)
+	case errors.As(err, &answered) && (sqlutil.IsLockWaitTimeout(err) || depfail.Is(err)):
+		w.setWritable(&errcode.UnavailableError{Dependency: "mysql", RetryAfter: time.Second,
+			Err: fmt.Errorf("%w: %w", ErrWritesBlocked, err)})
+	case errors.As(err, &answered):
+		if !p.probeFailed { // once, not every probe
+			w.opts.Log.Warn("mysql write probe failed; no verdict on writes", "err", err)
+		}
+		p.probeFailed = true
+		return
+	default: // no answer in time: the server may still be running it
+		p.close()
+		p.conn = nil
+	}
+	p.probeFailed = false
+}
+
+// setWritable records the write probe's verdict: nil, or the error to answer writes with.
+func (w *Watch) setWritable(blocked *errcode.UnavailableError) {
+	if was := w.blocked.Swap(blocked); (was == nil) == (blocked == nil) {
+		return
+	}
+	if blocked == nil {
+		w.opts.Log.Info("mysql takes writes again")
+	} else {
+		w.opts.Log.Warn("mysql is not taking writes; writes refused until it does", "err", blocked)
+	}
+	if w.opts.OnWritable != nil {
+		w.opts.OnWritable(blocked == nil)
+	}
 }
 
 // connect makes the probe's connection, given ConnectTimeout.

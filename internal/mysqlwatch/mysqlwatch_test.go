@@ -273,3 +273,118 @@ func TestProbeFollowsAFailover(t *testing.T) {
 	}
 	assert.False(t, w.Up())
 }
+
+// writeProbe is the tests' write probe, an upsert of the one row of writeProbeTable.
+const (
+	writeProbeTable = "CREATE TABLE write_probe (id INT PRIMARY KEY, at DATETIME(6) NOT NULL)"
+	writeProbe      = "INSERT INTO write_probe (id, at) VALUES (1, NOW(6)) ON DUPLICATE KEY UPDATE at = NOW(6)"
+)
+
+// probingWrites starts a Watch of dsn's server with the write probe (its table created
+// first) and returns it, a pool through it, and the changes of writes' state so far.
+func probingWrites(t *testing.T, dsn string) (*mysqlwatch.Watch, *sql.DB, func() []bool) {
+	t.Helper()
+	setup := testkit.Must(sql.Open("mysql", dsn))(t)
+	defer setup.Close()
+	_, err := setup.ExecContext(t.Context(), writeProbeTable)
+	require.NoError(t, err)
+	var (
+		mu      sync.Mutex
+		changes []bool
+	)
+	w := testkit.Must(mysqlwatch.New(testkit.Must(mysql.ParseDSN(dsn))(t), mysqlwatch.Options{
+		Log: slog.New(slog.DiscardHandler), WriteProbe: writeProbe,
+		OnWritable: func(ok bool) { mu.Lock(); changes = append(changes, ok); mu.Unlock() }}))(t)
+	db := sql.OpenDB(testkit.Must(w.Connector())(t))
+	t.Cleanup(func() { db.Close() })
+	testkit.Background(t, w.Run)
+	return w, db, func() []bool { mu.Lock(); defer mu.Unlock(); return slices.Clone(changes) }
+}
+
+// blockedBy checks that err is Writable's refusal for the server's answer number: a
+// dependency failure with a retry hint, carrying that answer.
+func blockedBy(t *testing.T, err error, number uint16) {
+	t.Helper()
+	require.ErrorIs(t, err, mysqlwatch.ErrWritesBlocked)
+	assert.ErrorIs(t, err, errcode.ErrUnavailable)
+	assert.Equal(t, time.Second, errcode.RetryAfter(err, 0))
+	var me *mysql.MySQLError
+	if assert.ErrorAs(t, err, &me) {
+		assert.Equal(t, number, me.Number, "%v", err)
+	}
+}
+
+// TestGlobalReadLockBlocksWrites: while a global read lock is held (as backup tools take
+// it) the server answers pings and reads but holds every write; the write probe's lock
+// wait ends with a lock wait timeout, and Writable refuses writes (the server stays up,
+// its pool usable for reads) until the lock is released.
+func TestGlobalReadLockBlocksWrites(t *testing.T) {
+	_, dsn := testenv.OwnMySQL(t)
+	w, db, changes := probingWrites(t, dsn)
+	ctx := t.Context()
+	probed := func() bool { // the first write probe has written
+		var n int
+		require.NoError(t, db.QueryRowContext(ctx, "SELECT COUNT(*) FROM write_probe").Scan(&n))
+		return n == 1
+	}
+	require.Eventually(t, probed, time.Minute, 20*time.Millisecond)
+	require.NoError(t, w.Writable())
+	lock := testkit.Must(db.Conn(ctx))(t)
+	_, err := lock.ExecContext(ctx, "FLUSH TABLES WITH READ LOCK")
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool { return w.Writable() != nil }, time.Minute, 20*time.Millisecond)
+	blockedBy(t, w.Writable(), 1205)
+	assert.True(t, w.Up())
+	assert.True(t, probed(), "reads go on")
+
+	_, err = lock.ExecContext(ctx, "UNLOCK TABLES")
+	require.NoError(t, err)
+	require.NoError(t, lock.Close())
+	require.Eventually(t, func() bool { return w.Writable() == nil }, time.Minute, 20*time.Millisecond)
+	assert.Equal(t, []bool{false, true}, changes())
+}
+
+// TestReadOnlyServerBlocksWrites: a server switched to read_only (a replica promoted
+// late, a failover in progress) refuses the write probe of a user without the right to
+// write through it, and Writable refuses writes until it is writable again.
+func TestReadOnlyServerBlocksWrites(t *testing.T) {
+	_, rootDSN := testenv.OwnMySQL(t)
+	root := testkit.Must(sql.Open("mysql", rootDSN))(t)
+	defer root.Close()
+	ctx := t.Context()
+	cfg := testkit.Must(mysql.ParseDSN(rootDSN))(t)
+	for _, q := range []string{"CREATE USER app IDENTIFIED BY 'app'", "GRANT ALL ON `" + cfg.DBName + "`.* TO app"} {
+		_, err := root.ExecContext(ctx, q)
+		require.NoError(t, err, q)
+	}
+	cfg.User, cfg.Passwd = "app", "app"
+	w, _, changes := probingWrites(t, cfg.FormatDSN())
+
+	_, err := root.ExecContext(ctx, "SET GLOBAL read_only = 1")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return w.Writable() != nil }, time.Minute, 20*time.Millisecond)
+	blockedBy(t, w.Writable(), 1290)
+
+	_, err = root.ExecContext(ctx, "SET GLOBAL read_only = 0")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return w.Writable() == nil }, time.Minute, 20*time.Millisecond)
+	assert.Equal(t, []bool{false, true}, changes())
+}
+
+// TestWriteProbeErrorIsNoVerdict: a write probe the server answers with an error that says
+// nothing about writes (here: its table is missing) leaves writes taken.
+func TestWriteProbeErrorIsNoVerdict(t *testing.T) {
+	dsn := testenv.MySQLDSN(t)
+	var changes []bool
+	w := testkit.Must(mysqlwatch.New(testkit.Must(mysql.ParseDSN(dsn))(t), mysqlwatch.Options{
+		Log: slog.New(slog.DiscardHandler), WriteProbe: writeProbe,
+		OnWritable: func(ok bool) { changes = append(changes, ok) }}))(t)
+	var p mysqlwatch.Prober
+	for range 3 {
+		w.Step(t.Context(), &p)
+	}
+	assert.True(t, w.Up())
+	assert.NoError(t, w.Writable())
+	assert.Empty(t, changes)
+}
