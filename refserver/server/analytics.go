@@ -143,7 +143,7 @@ func RunCollector(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	db, watch, err := openDB(cfg, log, nil)
+	db, watch, err := openDB(cfg, log, nil, false)
 	if err != nil {
 		return fmt.Errorf("opening the database: %w", err)
 	}
@@ -154,7 +154,7 @@ func RunCollector(ctx context.Context, cfg Config, log *slog.Logger) error {
 	cfg.Collector, cfg.DataPlatformURL = true, ""
 	st := &stack{db: db}
 	if watch != nil {
-		st.loops = append(st.loops, watch)
+		st.loops = append(st.loops, watch.Run)
 	}
 	if _, err := st.buildAnalytics(ctx, cfg, log, newMetrics(func(error) string { return "" }), topics); err != nil {
 		return err

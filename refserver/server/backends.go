@@ -24,6 +24,7 @@ import (
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/mysqlwatch"
+	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
 	"github.com/commercekit/commercekit/inventory/sqlinventory"
@@ -56,8 +57,10 @@ const sqlitePragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pr
 // anyway, and a single connection rules out SQLITE_BUSY under load (the packages never use
 // the pool while holding one of its transactions). MySQL gets parseTime and UTC times,
 // and a watch (mysqlwatch) that fails its connections fast while the server does not
-// answer: watch is its loop, to run until shutdown (nil for SQLite). m may be nil.
-func openDB(cfg Config, log *slog.Logger, m *metrics) (db *bun.DB, watch func(context.Context) error, err error) {
+// answer, to Run until shutdown (nil for SQLite); with probeWrites it also probes writes
+// (writeProbeTable must exist by the time it runs), for the server to refuse its writes at
+// once while they are held (see Server.route). m may be nil.
+func openDB(cfg Config, log *slog.Logger, m *metrics, probeWrites bool) (db *bun.DB, watch *mysqlwatch.Watch, err error) {
 	switch cfg.DBDriver {
 	case DriverMySQL:
 		mc, err := mysql.ParseDSN(cfg.DBDSN)
@@ -66,8 +69,11 @@ func openDB(cfg Config, log *slog.Logger, m *metrics) (db *bun.DB, watch func(co
 		}
 		mc.ParseTime, mc.Loc = true, time.UTC
 		mysqlTimeouts(mc)
-		w, err := mysqlwatch.New(mc, mysqlwatch.Options{Log: log.With("component", "mysql"), OnChange: m.mysqlUp,
-			MaxConnAge: mysqlConnMaxLifetime})
+		opts := mysqlwatch.Options{Log: log.With("component", "mysql"), OnChange: m.mysqlUp, MaxConnAge: mysqlConnMaxLifetime}
+		if probeWrites {
+			opts.WriteProbe, opts.OnWritable = writeProbe, m.mysqlWritable
+		}
+		w, err := mysqlwatch.New(mc, opts)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -80,7 +86,7 @@ func openDB(cfg Config, log *slog.Logger, m *metrics) (db *bun.DB, watch func(co
 		sqldb.SetMaxIdleConns(mysqlMaxOpenConns)
 		sqldb.SetConnMaxLifetime(mysqlConnMaxLifetime)
 		sqldb.SetConnMaxIdleTime(mysqlConnMaxIdleTime)
-		return bun.NewDB(sqldb, mysqldialect.New()), w.Run, nil
+		return bun.NewDB(sqldb, mysqldialect.New()), w, nil
 	default:
 		dsn := cfg.DBDSN
 		if dsn == "" {
@@ -100,6 +106,17 @@ func openDB(cfg Config, log *slog.Logger, m *metrics) (db *bun.DB, watch func(co
 	}
 }
 
+// writeProbeTable is the one-row table of the MySQL watch's write probe (writeProbe).
+var writeProbeTable = sqlutil.Table{Name: "refserver_write_probe", Columns: `
+	id INT NOT NULL PRIMARY KEY,
+	probed_at DATETIME(6) NOT NULL`}
+
+// writeProbe is the write the MySQL watch runs after each answered ping (see
+// mysqlwatch.Options.WriteProbe): every instance upserts the same row, a lock held for
+// the length of one autocommit statement.
+const writeProbe = "INSERT INTO refserver_write_probe (id, probed_at) VALUES (1, NOW(6)) " +
+	"ON DUPLICATE KEY UPDATE probed_at = NOW(6)"
+
 // stack is everything the server runs on, built from a Config.
 type stack struct {
 	db       *bun.DB
@@ -116,6 +133,9 @@ type stack struct {
 	// collector keeps the sales metrics the ranking routes read (see analytics.go).
 	collector *collector.Collector
 	checks    []check
+	// writable, if set, says whether the database takes writes: nil, or the error to
+	// refuse a write with at once (mysqlwatch.Watch.Writable).
+	writable func() error
 	// loops run in the background until shutdown (besides commerce's Run).
 	loops []func(ctx context.Context) error
 }
@@ -128,12 +148,18 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 			st.close(log)
 		}
 	}()
-	var watch func(context.Context) error
-	if st.db, watch, err = openDB(cfg, log, m); err != nil {
+	var watch *mysqlwatch.Watch
+	if st.db, watch, err = openDB(cfg, log, m, true); err != nil {
 		return st, fmt.Errorf("opening the database: %w", err)
 	}
 	if watch != nil {
-		st.loops = append(st.loops, watch)
+		st.loops = append(st.loops, watch.Run)
+		st.writable = watch.Writable
+		st.checks = append(st.checks, check{name: "mysql_writes", degrades: true,
+			fn: func(context.Context) error { return watch.Writable() }})
+		if err = sqlutil.CreateTables(ctx, st.db, writeProbeTable); err != nil {
+			return st, fmt.Errorf("creating the tables: %w", err)
+		}
 	}
 	st.db = st.db.WithQueryHook(newSQLRoundTrips(m))
 	st.checks = append(st.checks, check{name: "database", fn: st.db.PingContext})

@@ -298,8 +298,12 @@ func TestAttackMySQLDiskFull(t *testing.T) {
 // every write waits for the lock. Every route, sent at once, answers honestly (its
 // success, or 503 with Retry-After), and a write is answered by the server ending its wait
 // (503 contention, after one lock wait), not by the request timeout (503 timeout): a lock
-// wait timeout is not waited out again and again. Once the lock is released every route
-// works and the audit is clean.
+// wait timeout is not waited out again and again. Once the watch's write probe has found
+// writes held, /readyz says so (degraded, still ready: reads work) and every write is
+// refused at once (503 dependency_unavailable) instead of holding a pooled connection for
+// the lock wait, which under load would fill the pool and hold up the reads; every read
+// still gets its answer. Once the lock is released every route works and the audit is
+// clean.
 func TestAttackMySQLGlobalReadLock(t *testing.T) {
 	var dsn string
 	e := newAttackEnvOn(t, func(tb testing.TB) (*testenv.Own, string) {
@@ -316,6 +320,15 @@ func TestAttackMySQLGlobalReadLock(t *testing.T) {
 	require.NoError(t, err)
 	probes := e.routeSweep(1)
 	e.sweep(probes)
+	var ready server.Readiness
+	require.Eventually(t, func() bool {
+		var status int
+		status, ready = e.readyz(t)
+		return status == http.StatusOK && ready.Checks["mysql_writes"] != "ok" && ready.Checks["mysql_writes"] != ""
+	}, time.Minute, 100*time.Millisecond, "the watch never found writes held")
+	assert.Equal(t, "degraded", ready.Status, "%+v", ready)
+	held := e.routeSweep(2)
+	e.sweep(held)
 	_, err = lock.ExecContext(t.Context(), "UNLOCK TABLES")
 	require.NoError(t, err)
 	require.NoError(t, lock.Close())
@@ -324,6 +337,15 @@ func TestAttackMySQLGlobalReadLock(t *testing.T) {
 		if pr, ok := decodeProblem(p.r.Body); ok && p.r.Status == http.StatusServiceUnavailable {
 			assert.NotEqual(t, "timeout", pr.Code, "%s: waited out by the request timeout, not ended by the server: %s", p.name, p.r.Body)
 		}
+	}
+	checkHonest(t, "writes found held", held)
+	for _, p := range held {
+		if p.method == http.MethodGet {
+			assert.Contains(t, p.ok, p.r.Status, "%s: a read during the lock: %s", p.name, p.r.Body)
+			continue
+		}
+		pr, _ := decodeProblem(p.r.Body)
+		assert.Equal(t, "dependency_unavailable", pr.Code, "%s: a write once writes were found held: %d %s", p.name, p.r.Status, p.r.Body)
 	}
 	e.afterFault(t)
 }

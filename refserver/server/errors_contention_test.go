@@ -73,7 +73,7 @@ func TestContentionIs503(t *testing.T) {
 func TestMySQLLockWaitEndsOnTheServer(t *testing.T) {
 	cfg := Defaults()
 	cfg.DBDriver, cfg.DBDSN = DriverMySQL, testenv.MySQLDSN(t)
-	db, _, err := openDB(cfg, slog.Default(), nil)
+	db, _, err := openDB(cfg, slog.Default(), nil, false)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() }) // after the transactions lockRow rolls back
 	ctx := t.Context()
@@ -126,7 +126,7 @@ func lockRow(t *testing.T, db *bun.DB, table string, id int) bun.Tx {
 func TestMySQLMetadataLockWaitEndsOnTheServer(t *testing.T) {
 	cfg := Defaults()
 	cfg.DBDriver, cfg.DBDSN = DriverMySQL, testenv.MySQLDSN(t)
-	db, _, err := openDB(cfg, slog.Default(), nil)
+	db, _, err := openDB(cfg, slog.Default(), nil, false)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	ctx := t.Context()
@@ -160,7 +160,7 @@ func TestStartUpMigrationMeetingAHeldTableFails(t *testing.T) {
 	require.NoError(t, err, "the first start creates every table")
 	first.close(slog.Default())
 
-	db, _, err := openDB(cfg, slog.Default(), nil)
+	db, _, err := openDB(cfg, slog.Default(), nil, false)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	holder, err := db.Conn(ctx)

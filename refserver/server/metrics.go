@@ -31,6 +31,7 @@ type metrics struct {
 	breakerState       prometheus.Gauge
 	breakerChanges     *prometheus.CounterVec // from, to
 	mysqlAnswering     prometheus.Gauge
+	mysqlWrites        prometheus.Gauge
 
 	relayLag      prometheus.Gauge
 	outboxEvents  *prometheus.CounterVec // stage, topic
@@ -87,6 +88,9 @@ func newMetrics(code func(error) string) *metrics {
 	m.mysqlAnswering = gauge("commercekit_mysql_up",
 		"1 while MySQL answers its watch's probes, 0 while it does not and its connections fail fast (internal/mysqlwatch).")
 	m.mysqlAnswering.Set(1)
+	m.mysqlWrites = gauge("commercekit_mysql_writable",
+		"1 while MySQL takes the watch's write probe, 0 while it holds or refuses writes (a global read lock, read_only) and the server refuses its writes at once (internal/mysqlwatch).")
+	m.mysqlWrites.Set(1)
 	m.relayLag = gauge("commercekit_outbox_relay_lag_seconds",
 		"Age of the oldest unsent outbox event after the last relay round (0: none waiting).")
 	m.outboxEvents = counter("commercekit_outbox_events_total",
@@ -184,4 +188,13 @@ func (m *metrics) mysqlUp(up bool) {
 		return
 	}
 	m.mysqlAnswering.Set(map[bool]float64{false: 0, true: 1}[up])
+}
+
+// mysqlWritable records whether MySQL takes writes, as its watch's write probe found. m
+// may be nil (no metrics).
+func (m *metrics) mysqlWritable(ok bool) {
+	if m == nil {
+		return
+	}
+	m.mysqlWrites.Set(map[bool]float64{false: 0, true: 1}[ok])
 }

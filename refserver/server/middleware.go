@@ -174,8 +174,9 @@ func (w *responseWriter) Write(b []byte) (int, error) {
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // route wraps one route's handler: it records the route pattern for the outer middleware,
-// sets the request timeout (unless the route has its own deadline), authenticates,
-// rate-limits writes, and applies the Idempotency-Key where the route asks.
+// sets the request timeout (unless the route has its own deadline), refuses writes while
+// the database takes none, authenticates, rate-limits writes, and applies the
+// Idempotency-Key where the route asks.
 func (s *Server) route(rt Route) http.Handler {
 	var h http.Handler = rt.Handler
 	if rt.Idempotent {
@@ -191,6 +192,16 @@ func (s *Server) route(rt Route) http.Handler {
 			r = r.WithContext(ctx)
 		}
 		if r.Method != http.MethodGet {
+			// While MySQL holds or refuses writes (a global read lock, read_only), every
+			// route but a GET writes: refused at once, before authenticating, rather than
+			// holding a pooled connection for the server's lock wait and filling the pool
+			// ahead of the reads.
+			if s.writable != nil {
+				if err := s.writable(); err != nil {
+					s.writeError(w, r, err)
+					return
+				}
+			}
 			defer s.stock.dropAll() // a write may have changed stock: read-your-writes
 		}
 		if rt.Auth != AuthNone {

@@ -38,6 +38,9 @@ type Server struct {
 	checks   []check
 	handler  http.Handler
 	stock    *stockCache
+	// writable returns nil while the database takes writes, as far as its watch found,
+	// and otherwise the error to refuse a write with; nil without a watch (SQLite).
+	writable func() error
 
 	// Members, sessions and carts (members.go); memberOpts configure the member service.
 	members    *member.Service
@@ -108,7 +111,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.st, s.svc, s.idem, s.checks = st, st.svc, st.idem, st.checks
+	s.st, s.svc, s.idem, s.checks, s.writable = st, st.svc, st.idem, st.checks, st.writable
 	s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateLimitRedisTimeout, s.now, nil)
 	if st.rdb != nil { // not a nil *redis.Client in the interface
 		s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateLimitRedisTimeout, s.now, st.rdb,

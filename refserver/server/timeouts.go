@@ -38,7 +38,8 @@ import (
 // server (error 1205, answered 503 contention with Retry-After: sqlutil.InTx does not
 // wait the same lock again) before the client's read timeout. So a write during a global
 // read lock (FLUSH TABLES WITH READ LOCK, which backup tools take) is answered after
-// mysqlLockWait, not the request timeout. A client that gives up first only closes its socket:
+// mysqlLockWait, not the request timeout, while the watch below has not yet found writes
+// held; once it has, at once. A client that gives up first only closes its socket:
 // the server does not notice during a lock wait, and the transaction lives on, holding
 // its locks, until the server's own lock wait timeout (50 s by default). Pool: mysqlMaxOpenConns open connections at
 // most, idle ones dropped after mysqlConnMaxIdleTime and every one renewed after
@@ -54,7 +55,13 @@ import (
 // answering is answered 503 within about 3.5 s (0.5 + 1 + 2), not the read timeout; the
 // gauge commercekit_mysql_up is 0 meanwhile. The watch renews its connection as the pool
 // does (mysqlConnMaxLifetime), so that after a failover behind the DSN's address it
-// probes the server the pool connects to, not the old one.
+// probes the server the pool connects to, not the old one. After each answered ping it
+// also writes one row (writeProbe), its lock waits 1 s: a server that answers that write
+// with a lock wait timeout or a refusal (read_only, a full disk) holds or refuses every
+// write, and until a write probe succeeds every route but a GET is answered 503
+// dependency_unavailable at once (Server.route), instead of each write holding a pooled
+// connection for mysqlLockWait, which under load fills the pool ahead of the reads;
+// /readyz says degraded (check mysql_writes) and the gauge commercekit_mysql_writable is 0.
 //
 // The shared write limit is the exception to the 503: a write asks its Redis with a
 // deadline of its own, COMMERCEKIT_RATE_LIMIT_REDIS_TIMEOUT (DefaultRateLimitRedisTimeout
