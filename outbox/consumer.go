@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -20,7 +21,8 @@ import (
 // not at all. Do every write through tx (on SQLite the pool may have a single connection).
 // Events arrive in stream order and none of them has been applied by this consumer before.
 // Return an error to have the batch rolled back and retried; wrap it with Permanent to
-// dead-letter the event at once.
+// dead-letter the event at once. A panic is taken for an error (ErrHandlerPanicked): the
+// process goes on, and an event that keeps making the handler panic is dead-lettered.
 type HandlerFunc func(ctx context.Context, tx bun.Tx, events []Event) error
 
 // Consumer applies events to application state exactly once per consumer name: it is the
@@ -173,7 +175,7 @@ func (c *Consumer) applyOnce(ctx context.Context, events []Event) ([]Event, erro
 		if len(fresh) == 0 {
 			return nil
 		}
-		if err := c.handle(ctx, tx, fresh); err != nil {
+		if err := c.handleRecovering(ctx, tx, fresh); err != nil {
 			if lost := connectionLost(ctx, tx, err); lost != nil {
 				return &connectionLostError{fmt.Errorf("outbox: consumer %s: the database connection failed under the handler: %w", c.name, lost)}
 			}
@@ -193,6 +195,28 @@ func (c *Consumer) applyOnce(ctx context.Context, events []Event) ([]Event, erro
 		return nil
 	})
 	return fresh, err
+}
+
+// maxPanicStack bounds the stack a handler's panic carries into its error (and so into a
+// dead letter's text).
+const maxPanicStack = 8 << 10
+
+// handleRecovering runs the handler, turning a panic into its failure (ErrHandlerPanicked,
+// with the panic's value and the handler's stack): a poison event that makes the handler
+// panic is retried and dead-lettered like one that fails it, its writes rolled back with
+// the transaction, instead of taking the process down at each of its deliveries.
+func (c *Consumer) handleRecovering(ctx context.Context, tx bun.Tx, events []Event) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			stack := debug.Stack()
+			if len(stack) > maxPanicStack {
+				stack = stack[:maxPanicStack]
+			}
+			err = fmt.Errorf("%w: %v\n%s", ErrHandlerPanicked, v, stack)
+			c.s.logger.Error("outbox consumer: handler panicked", "consumer", c.name, "events", len(events), "err", err)
+		}
+	}()
+	return c.handle(ctx, tx, events)
 }
 
 // connectionLost returns, when err (the handler's) may be the database failing and tx, the

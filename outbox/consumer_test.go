@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -252,5 +253,48 @@ func TestDispatcherConformance(t *testing.T) {
 			require.GreaterOrEqual(t, len(got), n)
 			return append([]outbox.Event(nil), got...)
 		}
+	})
+}
+
+// TestConsumerPanickingHandlerIsDeadLettered: a poison event that makes the handler panic
+// (a nil dereference on a field it lacks, say) does not take the process down at every
+// delivery: the panic is the handler's failure, its writes are rolled back, the event is
+// retried and dead-lettered with the panic's value and stack, and the events around it are
+// applied once. A handler that panicked rather than failed took down the relay or the
+// Kafka consumer, and with it the process, at every delivery of the batch.
+func TestConsumerPanickingHandlerIsDeadLettered(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		events := fakeEvents(10, 2)
+		poison := events[3].ID
+		record := outboxtest.RecordingHandler("c")
+		m := newMetrics()
+		c, err := outbox.NewConsumer(db, "c", func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+			if err := record(ctx, tx, evs); err != nil { // written first: the panic must undo it
+				return err
+			}
+			for _, ev := range evs {
+				if ev.ID == poison {
+					var product *struct{ Price int } // the poison event has no product
+					return fmt.Errorf("price %d", product.Price)
+				}
+			}
+			return nil
+		}, outbox.WithMaxAttempts(3), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond), outbox.WithObserver(m))
+		require.NoError(t, err)
+
+		require.NoError(t, c.Deliver(ctx, events))
+		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "c"), slices.DeleteFunc(slices.Clone(events),
+			func(ev outbox.Event) bool { return ev.ID == poison }))
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
+		require.NoError(t, err)
+		require.Len(t, letters, 1)
+		assert.Equal(t, poison, letters[0].ID)
+		assert.Equal(t, 3, letters[0].Attempts)
+		assert.Contains(t, letters[0].Error, "handler panicked")
+		assert.Contains(t, letters[0].Error, "nil pointer dereference")
+		assert.Contains(t, letters[0].Error, "TestConsumerPanickingHandlerIsDeadLettered", "the stack")
+		assert.Equal(t, 1, m.get("dead_lettered", "c/orders"))
+		assert.Equal(t, 4, m.get("handler_failed", "c/orders"), "the batch attempt and three attempts alone")
 	})
 }

@@ -103,7 +103,10 @@
 // Deliver adds the failure policy: when the handler fails a batch, the events are applied
 // one at a time to isolate the culprit; a failing event is retried with backoff up to
 // WithMaxAttempts (at once to the dead letters for a Permanent error) and then stored as a
-// dead letter with its error and attempt count, and the events after it flow on. Errors of
+// dead letter with its error and attempt count, and the events after it flow on. A
+// handler that panics has failed (ErrHandlerPanicked, with the panic's value and stack):
+// the process goes on, and a poison event that makes it panic each time is dead-lettered
+// like one that makes it fail. Errors of
 // the consumer's own statements (database down), and the handler's when its connection
 // failed and the database does not answer on another either, are not the events' fault:
 // Deliver returns them and the batch comes again later; so does a lock conflict that

@@ -29,6 +29,10 @@ var (
 	// ErrEventTooLarge: an event is larger than the writer's limit (WithMaxEventBytes),
 	// so the publisher could never take it. Nothing was written. It wraps ErrInvalidEvent.
 	ErrEventTooLarge = fmt.Errorf("%w: larger than the publisher accepts", ErrInvalidEvent)
+	// ErrHandlerPanicked: a Consumer's handler panicked; the error carries the panic's
+	// value and the handler's stack. It is a handler failure like any other: the batch is
+	// rolled back and the event retried, then dead-lettered.
+	ErrHandlerPanicked = errors.New("outbox: consumer handler panicked")
 	// ErrNotDeadLetter: Relay.Redrive or Relay.Skip was given the ID of an event that is not
 	// set aside (unknown, or already redriven, skipped or published). Nothing changed.
 	ErrNotDeadLetter = errors.New("outbox: not a dead letter of the relay")
