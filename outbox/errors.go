@@ -36,6 +36,9 @@ var (
 	// ErrNotDeadLetter: Relay.Redrive or Relay.Skip was given the ID of an event that is not
 	// set aside (unknown, or already redriven, skipped or published). Nothing changed.
 	ErrNotDeadLetter = errors.New("outbox: not a dead letter of the relay")
+	// ErrResolvedOtherwise: Relay.Redrive was given a dead letter already skipped, or
+	// Relay.Skip one already redriven. Nothing changed.
+	ErrResolvedOtherwise = errors.New("outbox: dead letter already resolved the other way")
 )
 
 // EventError says which event of an Add call (or of a delivered batch) is invalid, which

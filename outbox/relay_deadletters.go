@@ -36,39 +36,72 @@ func (r *Relay) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error
 // Redrive puts the dead letter id back in line, once its cause is fixed (the broker's or
 // producer's limit raised, say): the relay publishes it next, in its place in its stream,
 // and the events waiting behind it follow in order. If the publisher still refuses it, it
-// is set aside again with the new reason. An id that is not a dead letter of the relay
-// (unknown, already redriven, skipped or published) fails with ErrNotDeadLetter and
-// changes nothing, so a Redrive whose outcome is unknown can be retried.
+// is set aside again with the new reason. It is idempotent: a dead letter already
+// redriven (in line again, or published since) is left as it is and Redrive returns nil,
+// so a Redrive whose answer was lost can be sent again. One already skipped fails with
+// ErrResolvedOtherwise, and an id that was never a dead letter of the relay (unknown, or
+// an ordinary event) with ErrNotDeadLetter; neither changes anything. The row remembers
+// that it was redriven (dead_reason is kept) until the Cleaner deletes it with the sent
+// events, after its retention: an id the Cleaner deleted is unknown.
 func (r *Relay) Redrive(ctx context.Context, id string) error {
-	return r.resolve(ctx, "redriving", id, "dead_at = NULL, dead_reason = NULL")
+	return r.resolve(ctx, false, id)
 }
 
 // Skip gives up on the dead letter id for good: it is never published, and the events
 // waiting behind it in its stream flow on. Consumers see a gap in the stream at its
 // sequence number. The row keeps its reason and dead_at, gets sent_at (the time of the
-// skip) and leaves with the sent events after the Cleaner's retention. An id that is not a
-// dead letter of the relay fails with ErrNotDeadLetter and changes nothing.
+// skip) and leaves with the sent events after the Cleaner's retention. Like Redrive, it
+// is idempotent (a dead letter already skipped: nil) and fails with ErrResolvedOtherwise
+// for one already redriven and ErrNotDeadLetter for an id that was never a dead letter,
+// changing nothing.
 func (r *Relay) Skip(ctx context.Context, id string) error {
-	return r.resolve(ctx, "skipping", id, "sent_at = ?", r.s.now())
+	return r.resolve(ctx, true, id)
 }
 
-func (r *Relay) resolve(ctx context.Context, verb, id, set string, args ...any) error {
+// resolve redrives (skip false) or skips the dead letter id; see Redrive and Skip.
+func (r *Relay) resolve(ctx context.Context, skip bool, id string) error {
+	verb, set, args := "redriving", "dead_at = NULL", []any(nil)
+	if skip {
+		verb, set, args = "skipping", "sent_at = ?", []any{r.s.now()}
+	}
 	if len(id) > MaxIDLen || !utf8.ValidString(id) || hasControl(id) { // no event has such an ID
 		return fmt.Errorf("%w: %s %q", ErrNotDeadLetter, verb, id)
 	}
 	res, err := r.db.NewUpdate().Table(TableEvents).Set(set, args...).
 		Where("id = ? AND dead_at IS NOT NULL AND sent_at IS NULL", id).Exec(ctx)
 	if err != nil {
-		return fmt.Errorf("outbox: %s dead letter %s: %w", verb, id, err)
+		return fmt.Errorf("outbox: %s dead letter %s: %w", verb, id, sqlutil.Unavailable(r.db, err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return fmt.Errorf("outbox: %s dead letter %s: %w", verb, id, err)
+		return fmt.Errorf("outbox: %s dead letter %s: %w", verb, id, sqlutil.Unavailable(r.db, err))
 	}
-	if n != 1 {
-		return fmt.Errorf("%w: %s %s", ErrNotDeadLetter, verb, id)
+	if n == 1 {
+		r.s.logger.Warn("outbox relay dead letter resolved by an operator", "action", verb, "id", id)
+		r.Notify()
+		return nil
 	}
-	r.s.logger.Warn("outbox relay dead letter resolved by an operator", "action", verb, "id", id)
-	r.Notify()
-	return nil
+	// Not a dead letter now: resolved already (this resolution sent again after its
+	// answer was lost, or another operator's), or never one.
+	var row eventRow
+	err = r.db.NewSelect().Model(&row).Column("dead_at", "sent_at", "dead_reason").Where("id = ?", id).Scan(ctx)
+	switch {
+	case sqlutil.IsNoRows(err):
+		return fmt.Errorf("%w: %s %s: no such event", ErrNotDeadLetter, verb, id)
+	case err != nil:
+		return fmt.Errorf("outbox: %s dead letter %s: %w", verb, id, sqlutil.Unavailable(r.db, err))
+	case row.DeadAt != nil && row.SentAt != nil: // skipped
+		if skip {
+			return nil
+		}
+		return fmt.Errorf("%w: %s %s: skipped already", ErrResolvedOtherwise, verb, id)
+	case row.DeadAt == nil && row.Reason != nil: // redriven: in line, or published since
+		if !skip {
+			return nil
+		}
+		return fmt.Errorf("%w: %s %s: redriven already", ErrResolvedOtherwise, verb, id)
+	case row.DeadAt != nil: // set aside again since the update: a dead letter after all
+		return r.resolve(ctx, skip, id)
+	}
+	return fmt.Errorf("%w: %s %s: never set aside", ErrNotDeadLetter, verb, id)
 }

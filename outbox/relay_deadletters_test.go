@@ -121,7 +121,8 @@ func TestRelaySetsAsideWhatThePublisherRefuses(t *testing.T) {
 				require.ErrorIs(t, r.Skip(ctx, "ev\x00"), outbox.ErrNotDeadLetter, "no event has a NUL in its ID")
 				require.ErrorIs(t, r.Redrive(ctx, strings.Repeat("e", 65)), outbox.ErrNotDeadLetter)
 				require.NoError(t, r.Skip(ctx, bad.ID))
-				require.ErrorIs(t, r.Skip(ctx, bad.ID), outbox.ErrNotDeadLetter, "skipped once")
+				require.NoError(t, r.Skip(ctx, bad.ID), "a skip sent again after its answer was lost: done already")
+				require.ErrorIs(t, r.Redrive(ctx, bad.ID), outbox.ErrResolvedOtherwise, "skipped, not to be redriven")
 				relayUntilDone(t, r, db)
 				assert.Equal(t, []int64{1, 3, 4, 5, 6}, seqsOf(pub.snapshot(), "poisoned"), "after the skip, the rest in order")
 				dead, err = r.DeadLetters(ctx, 0)
@@ -153,9 +154,13 @@ func TestRelayRedriveAfterTheCauseIsFixed(t *testing.T) {
 
 		pub.accept(evs[2].ID)
 		require.NoError(t, r.Redrive(ctx, evs[2].ID))
-		require.ErrorIs(t, r.Redrive(ctx, evs[2].ID), outbox.ErrNotDeadLetter, "redriven once")
+		require.NoError(t, r.Redrive(ctx, evs[2].ID), "a redrive sent again after its answer was lost: done already")
+		require.ErrorIs(t, r.Skip(ctx, evs[2].ID), outbox.ErrResolvedOtherwise, "redriven, not to be skipped")
 		relayUntilDone(t, r, db)
 		assert.Equal(t, ids(evs), ids(pub.snapshot()), "published once each, in order")
+		require.NoError(t, r.Redrive(ctx, evs[2].ID), "and once published")
+		require.ErrorIs(t, r.Skip(ctx, evs[2].ID), outbox.ErrResolvedOtherwise)
+		assert.Equal(t, ids(evs), ids(pub.snapshot()), "nothing published again")
 	})
 }
 
@@ -298,8 +303,15 @@ func TestRedriveAndSkipRacingSeveralRelays(t *testing.T) {
 				require.NoError(t, r.Redrive(ctx, dl.ID))
 			}
 			handled[dl.ID] = true
-			require.ErrorIs(t, r.Skip(ctx, dl.ID), outbox.ErrNotDeadLetter, "resolved once")
-			require.ErrorIs(t, r.Redrive(ctx, dl.ID), outbox.ErrNotDeadLetter, "resolved once")
+			// Each sent again, as after a lost answer, through another relay: the same
+			// resolution is done already, the other one refused.
+			again := relays[(len(handled)+1)%len(relays)]
+			same, other := again.Redrive, again.Skip
+			if skipped[dl.ID] {
+				same, other = again.Skip, again.Redrive
+			}
+			require.NoError(t, same(ctx, dl.ID), "resolved once")
+			require.ErrorIs(t, other(ctx, dl.ID), outbox.ErrResolvedOtherwise, "resolved once")
 		}
 		time.Sleep(3 * time.Millisecond)
 	}
