@@ -40,8 +40,10 @@ func TestRelayDeadLettersAdmin(t *testing.T) {
 		Error: "message too large for the broker", SetAsideAt: at}, page.DeadLetters[0])
 
 	expect(t, a.call("POST", "/v1/admin/outbox/dead-letters/ev-poison/skip", admin, "", nil), http.StatusNoContent)
-	expectProblem(t, a.call("POST", "/v1/admin/outbox/dead-letters/ev-poison/skip", admin, "", nil), http.StatusNotFound, "not_dead_letter")
-	expectProblem(t, a.call("POST", "/v1/admin/outbox/dead-letters/ev-poison/redrive", admin, "", nil), http.StatusNotFound, "not_dead_letter")
+	// Sent again after its answer was lost: done already. The other resolution is refused.
+	expect(t, a.call("POST", "/v1/admin/outbox/dead-letters/ev-poison/skip", admin, "", nil), http.StatusNoContent)
+	expectProblem(t, a.call("POST", "/v1/admin/outbox/dead-letters/ev-poison/redrive", admin, "", nil), http.StatusConflict, "dead_letter_resolved")
+	expectProblem(t, a.call("POST", "/v1/admin/outbox/dead-letters/ev-unknown/redrive", admin, "", nil), http.StatusNotFound, "not_dead_letter")
 	page = as[server.DeadLetterPageJSON](t, expect(t, a.call("GET", "/v1/admin/outbox/dead-letters", admin, "", nil), http.StatusOK))
 	assert.Empty(t, page.DeadLetters)
 	sent := func(id string) bool {
@@ -57,4 +59,6 @@ func TestRelayDeadLettersAdmin(t *testing.T) {
 	require.NoError(t, err)
 	expect(t, a.call("POST", "/v1/admin/outbox/dead-letters/ev-redrive/redrive", admin, "", nil), http.StatusNoContent)
 	require.Eventually(t, func() bool { return sent("ev-redrive") }, 30*time.Second, 20*time.Millisecond)
+	expect(t, a.call("POST", "/v1/admin/outbox/dead-letters/ev-redrive/redrive", admin, "", nil), http.StatusNoContent)
+	expectProblem(t, a.call("POST", "/v1/admin/outbox/dead-letters/ev-redrive/skip", admin, "", nil), http.StatusConflict, "dead_letter_resolved")
 }

@@ -42,9 +42,11 @@ func (s *Server) relayDeadLetters(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// resolveDeadLetter answers POST .../{id}/redrive (skip false) and .../{id}/skip: 204, or
-// 404 not_dead_letter for an ID that is not (or no longer) a dead letter of the relay, so
-// retrying a resolution whose answer was lost changes nothing.
+// resolveDeadLetter answers POST .../{id}/redrive (skip false) and .../{id}/skip: 204,
+// also for a dead letter already resolved the same way (a resolution sent again after its
+// answer was lost); 409 dead_letter_resolved for one resolved the other way; 404
+// not_dead_letter for an ID that was never a dead letter of the relay (or whose row the
+// cleaner deleted, after its retention).
 func (s *Server) resolveDeadLetter(skip bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		resolve := s.st.relay.Redrive
@@ -59,7 +61,10 @@ func (s *Server) resolveDeadLetter(skip bool) http.HandlerFunc {
 		switch {
 		case errors.Is(err, outbox.ErrNotDeadLetter):
 			writeProblem(w, r, newProblem(http.StatusNotFound, "not_dead_letter", "Not Found",
-				"no dead letter of the relay has this ID (unknown, or already redriven, skipped or published)"))
+				"no dead letter of the relay has this ID (unknown, or never set aside)"))
+		case errors.Is(err, outbox.ErrResolvedOtherwise):
+			writeProblem(w, r, newProblem(http.StatusConflict, "dead_letter_resolved", "Conflict",
+				"this dead letter was resolved the other way already (redriven, or skipped)"))
 		case err != nil:
 			s.writeError(w, r, err)
 		default:
