@@ -83,8 +83,12 @@ func relayResolveExact(t *testing.T, db *bun.DB, r *outbox.Relay, pub *refusingP
 		Where("id = ?", evs[1].ID).Scan(ctx, &row))
 	assert.True(t, row.Sent)
 	assert.Equal(t, skip, row.Dead, "a skipped event keeps when it was set aside, a redriven one does not")
-	require.NotNil(t, row.Reason, "the row remembers it was a dead letter")
-	assert.Contains(t, *row.Reason, "message too large")
+	if skip {
+		require.NotNil(t, row.Reason)
+		assert.Contains(t, *row.Reason, "message too large")
+	} else {
+		assert.Nil(t, row.Reason)
+	}
 	assert.Zero(t, outboxtest.Unsent(t, db))
 	same, other := r.Redrive, r.Skip
 	if skip {

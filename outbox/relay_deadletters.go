@@ -3,7 +3,10 @@ package outbox
 import (
 	"context"
 	"fmt"
+	"time"
 	"unicode/utf8"
+
+	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/sqlutil"
 )
@@ -38,11 +41,11 @@ func (r *Relay) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error
 // and the events waiting behind it follow in order. If the publisher still refuses it, it
 // is set aside again with the new reason. It is idempotent: a dead letter already
 // redriven (in line again, or published since) is left as it is and Redrive returns nil,
-// so a Redrive whose answer was lost can be sent again. One already skipped fails with
-// ErrResolvedOtherwise, and an id that was never a dead letter of the relay (unknown, or
-// an ordinary event) with ErrNotDeadLetter; neither changes anything. The row remembers
-// that it was redriven (dead_reason is kept) until the Cleaner deletes it with the sent
-// events, after its retention: an id the Cleaner deleted is unknown.
+// so a Redrive whose answer was lost can be sent again, however long after. One already
+// skipped fails with ErrResolvedOtherwise, and an id that was never a dead letter of the
+// relay (unknown, or an ordinary event) with ErrNotDeadLetter; neither changes anything.
+// Each resolution is kept for good in outbox_relay_resolutions, one small row per dead
+// letter, which the Cleaner leaves alone: the event's own row leaves with the sent events.
 func (r *Relay) Redrive(ctx context.Context, id string) error {
 	return r.resolve(ctx, false, id)
 }
@@ -51,57 +54,66 @@ func (r *Relay) Redrive(ctx context.Context, id string) error {
 // waiting behind it in its stream flow on. Consumers see a gap in the stream at its
 // sequence number. The row keeps its reason and dead_at, gets sent_at (the time of the
 // skip) and leaves with the sent events after the Cleaner's retention. Like Redrive, it
-// is idempotent (a dead letter already skipped: nil) and fails with ErrResolvedOtherwise
+// is idempotent (a dead letter already skipped: nil), and fails with ErrResolvedOtherwise
 // for one already redriven and ErrNotDeadLetter for an id that was never a dead letter,
 // changing nothing.
 func (r *Relay) Skip(ctx context.Context, id string) error {
 	return r.resolve(ctx, true, id)
 }
 
-// resolve redrives (skip false) or skips the dead letter id; see Redrive and Skip.
+// resolutionRow is a row of outbox_relay_resolutions: how an operator last resolved the
+// relay's dead letter ID.
+type resolutionRow struct {
+	bun.BaseModel `bun:"table:outbox_relay_resolutions"`
+
+	ID         string    `bun:"id,pk"`
+	Skipped    bool      `bun:"skipped"`
+	ResolvedAt time.Time `bun:"resolved_at"`
+}
+
+// resolve redrives (skip false) or skips the dead letter id, and records the resolution
+// in the same transaction; see Redrive and Skip.
 func (r *Relay) resolve(ctx context.Context, skip bool, id string) error {
-	verb, set, args := "redriving", "dead_at = NULL", []any(nil)
+	verb, set, args := "redriving", "dead_at = NULL, dead_reason = NULL", []any(nil)
 	if skip {
 		verb, set, args = "skipping", "sent_at = ?", []any{r.s.now()}
 	}
 	if len(id) > MaxIDLen || !utf8.ValidString(id) || hasControl(id) { // no event has such an ID
 		return fmt.Errorf("%w: %s %q", ErrNotDeadLetter, verb, id)
 	}
-	res, err := r.db.NewUpdate().Table(TableEvents).Set(set, args...).
-		Where("id = ? AND dead_at IS NOT NULL AND sent_at IS NULL", id).Exec(ctx)
+	var resolved bool
+	err := sqlutil.InTx(ctx, r.db, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.NewUpdate().Table(TableEvents).Set(set, args...).
+			Where("id = ? AND dead_at IS NOT NULL AND sent_at IS NULL", id).Exec(ctx)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if resolved = n == 1; err != nil || !resolved {
+			return err
+		}
+		// REPLACE: a dead letter redriven, set aside again and then skipped is skipped.
+		_, err = tx.NewInsert().Model(&resolutionRow{ID: id, Skipped: skip, ResolvedAt: r.s.now()}).Replace().Exec(ctx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("outbox: %s dead letter %s: %w", verb, id, sqlutil.Unavailable(r.db, err))
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("outbox: %s dead letter %s: %w", verb, id, sqlutil.Unavailable(r.db, err))
-	}
-	if n == 1 {
+	if resolved {
 		r.s.logger.Warn("outbox relay dead letter resolved by an operator", "action", verb, "id", id)
 		r.Notify()
 		return nil
 	}
-	// Not a dead letter now: resolved already (this resolution sent again after its
-	// answer was lost, or another operator's), or never one.
-	var row eventRow
-	err = r.db.NewSelect().Model(&row).Column("dead_at", "sent_at", "dead_reason").Where("id = ?", id).Scan(ctx)
-	switch {
+	// Not a dead letter now: resolved already (this resolution sent again after its answer
+	// was lost, or another operator's), or never one.
+	var row resolutionRow
+	switch err := r.db.NewSelect().Model(&row).Where("id = ?", id).Scan(ctx); {
 	case sqlutil.IsNoRows(err):
-		return fmt.Errorf("%w: %s %s: no such event", ErrNotDeadLetter, verb, id)
+		return fmt.Errorf("%w: %s %s: never set aside", ErrNotDeadLetter, verb, id)
 	case err != nil:
 		return fmt.Errorf("outbox: %s dead letter %s: %w", verb, id, sqlutil.Unavailable(r.db, err))
-	case row.DeadAt != nil && row.SentAt != nil: // skipped
-		if skip {
-			return nil
-		}
-		return fmt.Errorf("%w: %s %s: skipped already", ErrResolvedOtherwise, verb, id)
-	case row.DeadAt == nil && row.Reason != nil: // redriven: in line, or published since
-		if !skip {
-			return nil
-		}
-		return fmt.Errorf("%w: %s %s: redriven already", ErrResolvedOtherwise, verb, id)
-	case row.DeadAt != nil: // set aside again since the update: a dead letter after all
-		return r.resolve(ctx, skip, id)
+	case row.Skipped != skip:
+		return fmt.Errorf("%w: %s %s: %s already", ErrResolvedOtherwise, verb, id, map[bool]string{false: "redriven", true: "skipped"}[row.Skipped])
 	}
-	return fmt.Errorf("%w: %s %s: never set aside", ErrNotDeadLetter, verb, id)
+	return nil
 }

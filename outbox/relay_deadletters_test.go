@@ -161,6 +161,17 @@ func TestRelayRedriveAfterTheCauseIsFixed(t *testing.T) {
 		require.NoError(t, r.Redrive(ctx, evs[2].ID), "and once published")
 		require.ErrorIs(t, r.Skip(ctx, evs[2].ID), outbox.ErrResolvedOtherwise)
 		assert.Equal(t, ids(evs), ids(pub.snapshot()), "nothing published again")
+
+		// A year later, the event itself long cleaned away: the same answers.
+		cl, err := outbox.NewCleaner(db, outbox.WithClock(func() time.Time { return time.Now().AddDate(1, 0, 0) }))
+		require.NoError(t, err)
+		n, err := cl.CleanOnce(ctx)
+		require.NoError(t, err)
+		require.Equal(t, len(evs), n)
+		require.NoError(t, r.Redrive(ctx, evs[2].ID), "a year later")
+		require.ErrorIs(t, r.Skip(ctx, evs[2].ID), outbox.ErrResolvedOtherwise, "a year later")
+		require.ErrorIs(t, r.Redrive(ctx, evs[1].ID), outbox.ErrNotDeadLetter, "never a dead letter")
+		assert.Equal(t, ids(evs), ids(pub.snapshot()), "nothing published again")
 	})
 }
 

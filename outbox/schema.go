@@ -22,6 +22,10 @@ const (
 	// TableDeadLetters holds the dead letters of consumers that keep them in SQL (the
 	// default; Kafka consumers usually send theirs to a dead-letter topic instead).
 	TableDeadLetters = "outbox_dead_letters"
+	// TableRelayResolutions holds, for good, how an operator resolved each of the relay's
+	// dead letters (Relay.Redrive, Relay.Skip), so that a resolution sent again, however
+	// late, is answered as the first was.
+	TableRelayResolutions = "outbox_relay_resolutions"
 )
 
 // outbox_events_dead is declared in the MySQL table, where the upgrade below adds it with
@@ -78,6 +82,14 @@ var schema = []sqlutil.Table{
 		Indexes: []sqlutil.Index{{Name: "outbox_processed_at", Columns: "processed_at"}}},
 	{Name: TableDeadLetters, Columns: deadLetterColumns("MEDIUMBLOB", "DATETIME(6)"),
 		SQLiteColumns: deadLetterColumns("BLOB", "TIMESTAMP")},
+	{Name: TableRelayResolutions, Columns: `
+		id VARCHAR(64) NOT NULL PRIMARY KEY,
+		skipped BOOLEAN NOT NULL,
+		resolved_at DATETIME(6) NOT NULL`,
+		SQLiteColumns: `
+		id VARCHAR(64) NOT NULL PRIMARY KEY,
+		skipped BOOLEAN NOT NULL,
+		resolved_at TIMESTAMP NOT NULL`},
 }
 
 // deadLetterColumns are the columns of outbox_dead_letters with the dialect's blob and

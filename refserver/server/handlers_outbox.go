@@ -45,8 +45,8 @@ func (s *Server) relayDeadLetters(w http.ResponseWriter, r *http.Request) {
 // resolveDeadLetter answers POST .../{id}/redrive (skip false) and .../{id}/skip: 204,
 // also for a dead letter already resolved the same way (a resolution sent again after its
 // answer was lost); 409 dead_letter_resolved for one resolved the other way; 404
-// not_dead_letter for an ID that was never a dead letter of the relay (or whose row the
-// cleaner deleted, after its retention).
+// not_dead_letter for an ID that was never a dead letter of the relay. The relay keeps
+// each resolution for good, so the answers stay the same after the cleaner's retention.
 func (s *Server) resolveDeadLetter(skip bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		resolve := s.st.relay.Redrive
