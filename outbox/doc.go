@@ -85,7 +85,10 @@
 // Relay.DeadLetters and resolves each: Relay.Redrive puts it back in line once the cause
 // is fixed (published in its place, then the events that waited; refused again, it is set
 // aside again), Relay.Skip gives up on it (never published; consumers see a gap at its
-// sequence number; the row keeps its reason and is cleaned with the sent events). The lag
+// sequence number; the row keeps its reason and is cleaned with the sent events). Both
+// are idempotent, however late they are sent again: each resolution is kept for good in
+// outbox_relay_resolutions, so the same one sent again after its answer was lost is done
+// already, and the other one is refused (ErrResolvedOtherwise). The lag
 // leaves dead letters out but counts the events waiting behind them.
 //
 // # Consuming
