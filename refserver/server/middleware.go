@@ -191,11 +191,11 @@ func (s *Server) route(rt Route) http.Handler {
 			defer cancel()
 			r = r.WithContext(ctx)
 		}
-		if r.Method != http.MethodGet {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead { // the mux serves HEAD with the GET route
 			// While MySQL holds or refuses writes (a global read lock, read_only), every
-			// route but a GET writes: refused at once, before authenticating, rather than
-			// holding a pooled connection for the server's lock wait and filling the pool
-			// ahead of the reads.
+			// route but a GET (or its HEAD) writes: refused at once, before authenticating,
+			// rather than holding a pooled connection for the server's lock wait and
+			// filling the pool ahead of the reads.
 			if s.writable != nil {
 				if err := s.writable(); err != nil {
 					s.writeError(w, r, err)
