@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
@@ -296,5 +298,48 @@ func TestConsumerPanickingHandlerIsDeadLettered(t *testing.T) {
 		assert.Contains(t, letters[0].Error, "TestConsumerPanickingHandlerIsDeadLettered", "the stack")
 		assert.Equal(t, 1, m.get("dead_lettered", "c/orders"))
 		assert.Equal(t, 4, m.get("handler_failed", "c/orders"), "the batch attempt and three attempts alone")
+	})
+}
+
+// TestConsumerHugeFailureIsDeadLettered: a handler that panics with a value of its own
+// making, as large as an event's payload (panic(fmt.Sprintf("bad order %s", payload))), or
+// that fails with such an error, has its event dead-lettered like any other, and the
+// events around it applied: the dead letter's text must fit its column (TEXT on MySQL:
+// 64 KiB). Stored as it came, the letter was refused by MySQL ("Data too long") and
+// Deliver failed with ErrDeadLetter at every delivery of the batch, holding up every event
+// after it for ever.
+func TestConsumerHugeFailureIsDeadLettered(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		events := fakeEvents(8, 2)
+		huge, failed := events[1].ID, events[5].ID
+		c, err := outbox.NewConsumer(db, "c", func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+			for _, ev := range evs {
+				switch ev.ID {
+				case huge:
+					panic(fmt.Sprintf("bad order %s: %s", ev.ID, strings.Repeat("x", 100<<10)))
+				case failed:
+					return fmt.Errorf("bad order %s: %s", ev.ID, strings.Repeat("é", 100<<10))
+				}
+			}
+			return outboxtest.RecordingHandler("c")(ctx, tx, evs)
+		}, outbox.WithMaxAttempts(2), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+		require.NoError(t, err)
+
+		require.NoError(t, c.Deliver(ctx, events))
+		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "c"), slices.DeleteFunc(slices.Clone(events),
+			func(ev outbox.Event) bool { return ev.ID == huge || ev.ID == failed }))
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
+		require.NoError(t, err)
+		require.Len(t, letters, 2)
+		for _, dl := range letters {
+			if dl.ID != failed {
+				assert.Contains(t, dl.Error, "handler panicked")
+			}
+			assert.Contains(t, dl.Error, "bad order "+dl.ID)
+			assert.True(t, utf8.ValidString(dl.Error), "%q", dl.Error)
+			assert.LessOrEqual(t, len(dl.Error), 64<<10)
+			assert.Equal(t, 2, dl.Attempts)
+		}
 	})
 }
