@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -198,8 +199,12 @@ func (c *Consumer) applyOnce(ctx context.Context, events []Event) ([]Event, erro
 }
 
 // maxPanicStack bounds the stack a handler's panic carries into its error (and so into a
-// dead letter's text).
-const maxPanicStack = 8 << 10
+// dead letter's text), and so does maxPanicValue the text of the panic's value (which may
+// hold a whole payload).
+const (
+	maxPanicStack = 8 << 10
+	maxPanicValue = 8 << 10
+)
 
 // handleRecovering runs the handler, turning a panic into its failure (ErrHandlerPanicked,
 // with the panic's value and the handler's stack): a poison event that makes the handler
@@ -212,7 +217,7 @@ func (c *Consumer) handleRecovering(ctx context.Context, tx bun.Tx, events []Eve
 			if len(stack) > maxPanicStack {
 				stack = stack[:maxPanicStack]
 			}
-			err = fmt.Errorf("%w: %v\n%s", ErrHandlerPanicked, v, stack)
+			err = fmt.Errorf("%w: %s\n%s", ErrHandlerPanicked, cutText(fmt.Sprint(v), maxPanicValue), stack)
 			c.s.logger.Error("outbox consumer: handler panicked", "consumer", c.name, "events", len(events), "err", err)
 		}
 	}()
@@ -498,8 +503,13 @@ func (c *Consumer) deadLetterOne(ctx context.Context, ev Event, cause error, att
 	return nil
 }
 
+// maxDeadLetterError bounds the text of a consumer's dead letter's error (DeadLetter.Error):
+// a handler's error may carry a whole payload, and a letter too large for its sink (TEXT,
+// 64 KiB, on MySQL) would fail Deliver at every delivery of the batch.
+const maxDeadLetterError = 32 << 10
+
 func (c *Consumer) deadLetter(ctx context.Context, ev Event, cause error, attempts int) error {
-	dl := DeadLetter{Event: ev, Consumer: c.name, Error: cause.Error(), Attempts: attempts, At: c.s.now()}
+	dl := DeadLetter{Event: ev, Consumer: c.name, Error: cutText(cause.Error(), maxDeadLetterError), Attempts: attempts, At: c.s.now()}
 	if err := c.s.deadLetters.DeadLetter(ctx, dl); err != nil {
 		return ctxOr(ctx, fmt.Errorf("%w: consumer %s, event %s: %w", ErrDeadLetter, c.name, ev.ID, err))
 	}
@@ -507,6 +517,14 @@ func (c *Consumer) deadLetter(ctx context.Context, ev Event, cause error, attemp
 	c.s.logger.Warn("outbox consumer: event dead-lettered", "consumer", c.name, "id", ev.ID,
 		"topic", ev.Topic, "key", ev.Key, "seq", ev.Seq, "attempts", attempts, "err", cause)
 	return nil
+}
+
+// cutText returns s cut to at most n bytes, without a broken character at the cut.
+func cutText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
 }
 
 // checkDeliveredID returns why id cannot key a processed-event record, or "".
