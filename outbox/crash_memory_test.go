@@ -269,7 +269,21 @@ func TestConsumerDatabaseDownOutsideTheHandlerIsNeverCounted(t *testing.T) {
 // attempt and dead-letter a healthy event after WithMaxAttempts lock waits. Here the lock
 // is held for 6 lock waits of the consumer's (1 s each): every event is applied exactly
 // once, nothing is dead-lettered, and each failed delivery failed with the lock wait.
+// The same holds for a handler that panics with the error (a must-style helper): a panic
+// whose value is an error is that error, and a panic that carried the lock wait as text
+// alone had healthy events dead-lettered (ErrHandlerPanicked, after WithMaxAttempts).
 func TestConsumerHandlerBehindALockIsNotDeadLettered(t *testing.T) {
+	for _, panics := range []bool{false, true} {
+		t.Run(map[bool]string{false: "returns", true: "panics"}[panics], func(t *testing.T) {
+			t.Parallel()
+			handlerBehindALock(t, panics)
+		})
+	}
+}
+
+// handlerBehindALock is TestConsumerHandlerBehindALockIsNotDeadLettered with a handler
+// that returns its statement's error, or panics with it.
+func handlerBehindALock(t *testing.T, panics bool) {
 	cfg, err := mysql.ParseDSN(testenv.MySQLDSN(t))
 	require.NoError(t, err)
 	cfg.Params = map[string]string{"innodb_lock_wait_timeout": "1"}
@@ -299,6 +313,9 @@ func TestConsumerHandlerBehindALockIsNotDeadLettered(t *testing.T) {
 				if waits++; waits == held {
 					require.NoError(t, holder.Rollback())
 				}
+			}
+			if err != nil && panics {
+				panic(err)
 			}
 			if err != nil {
 				return err
