@@ -209,7 +209,9 @@ const (
 // handleRecovering runs the handler, turning a panic into its failure (ErrHandlerPanicked,
 // with the panic's value and the handler's stack): a poison event that makes the handler
 // panic is retried and dead-lettered like one that fails it, its writes rolled back with
-// the transaction, instead of taking the process down at each of its deliveries.
+// the transaction, instead of taking the process down at each of its deliveries. A value
+// that is an error is wrapped, and classified as if the handler had returned it (a lock
+// wait timeout is contention, a lost connection the database's failure).
 func (c *Consumer) handleRecovering(ctx context.Context, tx bun.Tx, events []Event) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -217,7 +219,11 @@ func (c *Consumer) handleRecovering(ctx context.Context, tx bun.Tx, events []Eve
 			if len(stack) > maxPanicStack {
 				stack = stack[:maxPanicStack]
 			}
-			err = fmt.Errorf("%w: %s\n%s", ErrHandlerPanicked, cutText(fmt.Sprint(v), maxPanicValue), stack)
+			if e, ok := v.(error); ok { // panic(err): that error, as if returned (a lock wait is contention)
+				err = fmt.Errorf("%w: %w\n%s", ErrHandlerPanicked, e, stack)
+			} else {
+				err = fmt.Errorf("%w: %s\n%s", ErrHandlerPanicked, cutText(fmt.Sprint(v), maxPanicValue), stack)
+			}
 			c.s.logger.Error("outbox consumer: handler panicked", "consumer", c.name, "events", len(events), "err", err)
 		}
 	}()

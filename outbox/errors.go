@@ -30,8 +30,10 @@ var (
 	// so the publisher could never take it. Nothing was written. It wraps ErrInvalidEvent.
 	ErrEventTooLarge = fmt.Errorf("%w: larger than the publisher accepts", ErrInvalidEvent)
 	// ErrHandlerPanicked: a Consumer's handler panicked; the error carries the panic's
-	// value and the handler's stack. It is a handler failure like any other: the batch is
-	// rolled back and the event retried, then dead-lettered.
+	// value (wrapped when it is an error) and the handler's stack. It is a handler failure
+	// like any other: the batch is rolled back and the event retried, then dead-lettered
+	// (unless the value is an error the Consumer does not count against the event, as if
+	// returned: a lock wait timeout, the database failing).
 	ErrHandlerPanicked = errors.New("outbox: consumer handler panicked")
 	// ErrNotDeadLetter: Relay.Redrive or Relay.Skip was given the ID of an event that is not
 	// set aside (unknown, or already redriven, skipped or published). Nothing changed.
