@@ -388,3 +388,62 @@ func TestWriteProbeErrorIsNoVerdict(t *testing.T) {
 	assert.NoError(t, w.Writable())
 	assert.Empty(t, changes)
 }
+
+// appServer starts a MySQL server of the test's own with a user app (password app, no
+// right to write through read_only) owning its database, where the write probe's table
+// exists, and returns a DSN of app's and a root connection pool.
+func appServer(t *testing.T) (string, *sql.DB) {
+	t.Helper()
+	_, rootDSN := testenv.OwnMySQL(t)
+	root := testkit.Must(sql.Open("mysql", rootDSN))(t)
+	t.Cleanup(func() { root.Close() })
+	cfg := testkit.Must(mysql.ParseDSN(rootDSN))(t)
+	for _, q := range []string{"CREATE USER app IDENTIFIED BY 'app'", "GRANT ALL ON `" + cfg.DBName + "`.* TO app",
+		"CREATE TABLE `" + cfg.DBName + "`.write_probe (id INT PRIMARY KEY, at DATETIME(6) NOT NULL)"} {
+		_, err := root.ExecContext(t.Context(), q)
+		require.NoError(t, err, q)
+	}
+	cfg.User, cfg.Passwd = "app", "app"
+	return cfg.FormatDSN(), root
+}
+
+// TestReadOnlyVerdictFollowsAFailover: after a switchover behind one address (a proxy, a
+// DNS name, a VIP), the old primary, demoted to a read_only replica, goes on answering the
+// connections made to it before; the new one takes writes. The watch, which found writes
+// refused by the old one, must ask the server the address now names, as the pool's new
+// connections do, rather than go on refusing every write for as long as its connection
+// lives (MaxConnAge: refserver's is 5 minutes; zero is for ever). Here the probe's
+// connection would live an hour: after the switch, the watch kept refusing writes that a
+// new connection through the same address took.
+func TestReadOnlyVerdictFollowsAFailover(t *testing.T) {
+	ctx := t.Context()
+	oldDSN, oldRoot := appServer(t)
+	newDSN, _ := appServer(t)
+	oldCfg, newCfg := testkit.Must(mysql.ParseDSN(oldDSN))(t), testkit.Must(mysql.ParseDSN(newDSN))(t)
+	var target atomic.Pointer[string]
+	target.Store(&oldCfg.Addr)
+	cfg := oldCfg.Clone()
+	cfg.Addr = proxy(t, func() string { return *target.Load() }, 0)
+	w := testkit.Must(mysqlwatch.New(cfg, mysqlwatch.Options{MaxConnAge: time.Hour, WriteProbe: writeProbe,
+		Log: slog.New(slog.DiscardHandler)}))(t)
+	var p mysqlwatch.Prober
+	t.Cleanup(func() { p.Close() })
+	w.Step(ctx, &p)
+	require.NoError(t, w.Writable(), "the old primary takes writes")
+
+	_, err := oldRoot.ExecContext(ctx, "SET GLOBAL read_only = 1") // the switchover: the old primary demoted
+	require.NoError(t, err)
+	w.Step(ctx, &p)
+	blockedBy(t, w.Writable(), 1290)
+	target.Store(&newCfg.Addr) // and the address names the new one
+
+	db := sql.OpenDB(testkit.Must(w.Connector())(t))
+	defer db.Close()
+	_, err = db.ExecContext(ctx, writeProbe)
+	require.NoError(t, err, "a new connection writes")
+	for range 3 {
+		w.Step(ctx, &p)
+	}
+	assert.NoError(t, w.Writable(), "writes refused after the switchover")
+	assert.True(t, w.Up())
+}
