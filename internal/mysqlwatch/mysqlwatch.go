@@ -32,7 +32,10 @@
 // saying it cannot write now (read-only, disk full: depfail's list), the watch takes
 // writes for blocked, and Writable answers an *errcode.UnavailableError
 // (ErrWritesBlocked), for the caller to refuse its writes at once, until a write probe
-// succeeds. Any other answer (the probe's table missing, say) and no answer in time are
+// succeeds; while they are, each probe connects anew, so that after a switchover behind
+// the address (the old primary demoted to read_only, still answering the connections it
+// has) the verdict is that of the server the address names now, as for the pool's new
+// connections. Any other answer (the probe's table missing, say) and no answer in time are
 // no verdict on writes: the state stays as it was. The watch itself refuses nothing for
 // it: only its caller knows which of its work writes.
 //
@@ -298,7 +301,7 @@ func (w *Watch) ping(ctx context.Context, p *prober) (driver.Conn, error) {
 }
 
 // probeWrites runs the write probe on p's connection and records its verdict. A probe
-// that got no answer in time leaves p without a connection.
+// that got no answer in time, or found writes blocked, leaves p without a connection.
 func (w *Watch) probeWrites(ctx context.Context, p *prober) {
 	pctx, cancel := context.WithTimeout(ctx, w.opts.Timeout+writeLockWait)
 	defer cancel()
@@ -311,6 +314,12 @@ func (w *Watch) probeWrites(ctx context.Context, p *prober) {
 	case errors.As(err, &answered) && (sqlutil.IsLockWaitTimeout(err) || depfail.Is(err)):
 		w.setWritable(&errcode.UnavailableError{Dependency: "mysql", RetryAfter: time.Second,
 			Err: fmt.Errorf("%w: %w", ErrWritesBlocked, err)})
+		// The verdict of the server this connection reached: after a switchover behind the
+		// address (the old primary demoted to read_only, still answering), the next probe
+		// asks on a new connection, as the pool's new connections go, the server the
+		// address names now.
+		p.close()
+		p.conn = nil
 	case errors.As(err, &answered):
 		if !p.probeFailed { // once, not every probe
 			w.opts.Log.Warn("mysql write probe failed; no verdict on writes", "err", err)
