@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 type DeadLetterQueue struct {
 	producer sarama.SyncProducer
 	topic    func(string) string
+	maxBytes int // the producer's MaxMessageBytes
 	inflight sync.WaitGroup
 }
 
@@ -60,11 +62,13 @@ func NewDeadLetterQueue(brokers []string, cfg *sarama.Config, topic func(origina
 	if err != nil {
 		return nil, fmt.Errorf("saramaoutbox: creating the dead-letter producer: %w", err)
 	}
-	return &DeadLetterQueue{producer: p, topic: topic}, nil
+	return &DeadLetterQueue{producer: p, topic: topic, maxBytes: cfg.Producer.MaxMessageBytes}, nil
 }
 
 // DeadLetter produces dl to the dead-letter topic and returns once every in-sync replica
-// has it, or ctx.Err() when ctx ends first.
+// has it, or ctx.Err() when ctx ends first. The error (HeaderDeadError) is cut to what
+// the producer's MaxMessageBytes leaves room for: a large event with a long error (a
+// handler's panic, with its stack) must not be refused, or its batch could never pass.
 func (q *DeadLetterQueue) DeadLetter(ctx context.Context, dl outbox.DeadLetter) error {
 	ev := dl.Event
 	ev.Topic = q.topic(dl.Topic)
@@ -77,11 +81,16 @@ func (q *DeadLetterQueue) DeadLetter(ctx context.Context, dl outbox.DeadLetter) 
 	ev.Headers[HeaderDeadError] = dl.Error
 	ev.Headers[HeaderDeadAttempts] = strconv.Itoa(dl.Attempts)
 	ev.Headers[HeaderDeadAt] = dl.At.UTC().Format(time.RFC3339Nano)
+	msg := Message(ev)
+	if over := msg.ByteSize(2) - q.maxBytes; over > 0 && over < len(dl.Error) {
+		ev.Headers[HeaderDeadError] = strings.ToValidUTF8(dl.Error[:len(dl.Error)-over], "")
+		msg = Message(ev)
+	}
 	done := make(chan error, 1)
 	q.inflight.Add(1)
 	go func() {
 		defer q.inflight.Done()
-		_, _, err := q.producer.SendMessage(Message(ev))
+		_, _, err := q.producer.SendMessage(msg)
 		done <- err
 	}()
 	select {

@@ -29,10 +29,26 @@ func TestDeadLetterOfTheLargestEvent(t *testing.T) {
 		Seq: 1, CreatedAt: time.Now().UTC(), Headers: map[string]string{"trace": "t-1"}}
 	ev.Payload = []byte(strings.Repeat("x", saramaoutbox.MaxEventBytes(saramaoutbox.ProducerConfig())-ev.Size()))
 	require.Equal(t, saramaoutbox.MaxEventBytes(saramaoutbox.ProducerConfig()), ev.Size())
-	for _, cause := range []string{"cannot apply: product 42 unknown",
-		"outbox: consumer handler panicked: " + strings.Repeat("goroutine 1 [running]:\n", 700)} {
+	causes := []string{"cannot apply: product 42 unknown",
+		"outbox: consumer handler panicked: " + strings.Repeat("goroutine 1 [running]:\n", 700)}
+	for _, cause := range causes {
 		err := dlq.DeadLetter(context.Background(), outbox.DeadLetter{Event: ev, Consumer: "projector",
 			Error: cause, Attempts: 3, At: time.Now()})
-		assert.NoError(t, err, "dead letter with a %d-byte error", len(cause))
+		require.NoError(t, err, "dead letter with a %d-byte error", len(cause))
+	}
+	var letters []outbox.Event
+	for _, p := range readTopic(t, k, saramaoutbox.DefaultDeadLetterTopic(topic), 1) {
+		for _, m := range p {
+			letters = append(letters, saramaoutbox.EventFromMessage(m))
+		}
+	}
+	require.Len(t, letters, len(causes))
+	for i, dl := range letters {
+		assert.Equal(t, string(ev.Payload), string(dl.Payload), "the event whole")
+		assert.Equal(t, "t-1", dl.Headers["trace"])
+		assert.Equal(t, "3", dl.Headers[saramaoutbox.HeaderDeadAttempts])
+		got := dl.Headers[saramaoutbox.HeaderDeadError]
+		assert.GreaterOrEqual(t, len(got), min(len(causes[i]), 100), "the error's start")
+		assert.True(t, strings.HasPrefix(causes[i], got), "the error's start: %.80q", got)
 	}
 }
