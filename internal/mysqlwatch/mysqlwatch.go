@@ -115,9 +115,12 @@ type Options struct {
 	Log *slog.Logger
 	// OnChange, if set, is called with the new state each time it changes.
 	OnChange func(up bool)
-	// WriteProbe, if set, is a statement that writes (an upsert of one row of a table of
-	// the caller's), run after every answered ping, given Timeout and the probe's lock
-	// wait; see the package doc. Empty: writes are never taken for blocked.
+	// WriteProbe, if set, is a statement that writes, run after every answered ping, given
+	// Timeout and the probe's lock wait; see the package doc. Best a write that changes
+	// nothing (a DELETE of a row that never exists): it opens its table for writing, so a
+	// global read lock holds it and read_only refuses it, but it logs nothing and takes no
+	// lock that another instance's probe would wait for. Empty: writes are never taken
+	// for blocked.
 	WriteProbe string
 	// OnWritable, if set, is called with the new state of writes each time it changes.
 	OnWritable func(writable bool)

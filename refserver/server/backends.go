@@ -106,16 +106,16 @@ func openDB(cfg Config, log *slog.Logger, m *metrics, probeWrites bool) (db *bun
 	}
 }
 
-// writeProbeTable is the one-row table of the MySQL watch's write probe (writeProbe).
-var writeProbeTable = sqlutil.Table{Name: "refserver_write_probe", Columns: `
-	id INT NOT NULL PRIMARY KEY,
-	probed_at DATETIME(6) NOT NULL`}
+// writeProbeTable is the table of the MySQL watch's write probe (writeProbe). It stays
+// empty.
+var writeProbeTable = sqlutil.Table{Name: "refserver_write_probe", Columns: `id INT NOT NULL PRIMARY KEY`}
 
 // writeProbe is the write the MySQL watch runs after each answered ping (see
-// mysqlwatch.Options.WriteProbe): every instance upserts the same row, a lock held for
-// the length of one autocommit statement.
-const writeProbe = "INSERT INTO refserver_write_probe (id, probed_at) VALUES (1, NOW(6)) " +
-	"ON DUPLICATE KEY UPDATE probed_at = NOW(6)"
+// mysqlwatch.Options.WriteProbe): a DELETE of a row that never exists. It opens the table
+// for writing, so a global read lock holds it and read_only refuses it, as any write; but
+// it changes nothing, logs nothing (no redo, no binlog) and takes no lock another
+// instance's probe waits for.
+const writeProbe = "DELETE FROM refserver_write_probe WHERE id = 0"
 
 // stack is everything the server runs on, built from a Config.
 type stack struct {

@@ -56,8 +56,8 @@ import (
 // gauge commercekit_mysql_up is 0 meanwhile. The watch renews its connection as the pool
 // does (mysqlConnMaxLifetime), so that after a failover behind the DSN's address it
 // probes the server the pool connects to, not the old one. After each answered ping it
-// also writes one row (writeProbe), its lock waits 1 s: a server that answers that write
-// with a lock wait timeout or a refusal (read_only, a full disk) holds or refuses every
+// also runs a write that changes nothing (writeProbe), its lock waits 1 s: a server that
+// answers it with a lock wait timeout or a refusal (read_only) holds or refuses every
 // write, and until a write probe succeeds every route but a GET (or a HEAD) is answered 503
 // dependency_unavailable at once (Server.route), instead of each write holding a pooled
 // connection for mysqlLockWait, which under load fills the pool ahead of the reads;
