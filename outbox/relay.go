@@ -485,10 +485,7 @@ const maxReasonLen = 2000
 
 // withReason returns the row marked dead now for err.
 func (r eventRow) withReason(err error) eventRow {
-	reason := err.Error()
-	if len(reason) > maxReasonLen {
-		reason = strings.ToValidUTF8(reason[:maxReasonLen], "")
-	}
+	reason := cutText(err.Error(), maxReasonLen)
 	r.Reason = &reason
 	return r
 }
