@@ -302,8 +302,10 @@ func TestAttackMySQLDiskFull(t *testing.T) {
 // writes held, /readyz says so (degraded, still ready: reads work) and every write is
 // refused at once (503 dependency_unavailable) instead of holding a pooled connection for
 // the lock wait, which under load would fill the pool and hold up the reads; every read
-// still gets its answer. Once the lock is released every route works and the audit is
-// clean.
+// still gets its answer, a HEAD as its GET (a load balancer's HEAD /readyz must not see
+// 503 on every instance during a backup: the mux serves HEAD with the GET route), and a
+// logout of a token already logged out, which writes nothing, its 204. Once the lock is
+// released every route works and the audit is clean.
 func TestAttackMySQLGlobalReadLock(t *testing.T) {
 	var dsn string
 	e := newAttackEnvOn(t, func(tb testing.TB) (*testenv.Own, string) {
@@ -314,6 +316,8 @@ func TestAttackMySQLGlobalReadLock(t *testing.T) {
 	admin, err := sql.Open("mysql", dsn)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = admin.Close() })
+	loggedOut := signUpAndLogin(t, e.app, "carol").AccessToken
+	expect(t, e.call("DELETE", "/v1/sessions", loggedOut, "", nil), http.StatusNoContent)
 	lock, err := admin.Conn(t.Context())
 	require.NoError(t, err)
 	_, err = lock.ExecContext(t.Context(), "FLUSH TABLES WITH READ LOCK")
@@ -329,6 +333,14 @@ func TestAttackMySQLGlobalReadLock(t *testing.T) {
 	assert.Equal(t, "degraded", ready.Status, "%+v", ready)
 	held := e.routeSweep(2)
 	e.sweep(held)
+	for _, path := range []string{"/readyz", "/healthz", "/v1/products", "/v1/products/p1", "/v1/products/p1/stock"} {
+		head := e.call(http.MethodHead, path, "", "", nil)
+		assert.Equal(t, http.StatusOK, head.Status, "HEAD %s while writes are held: %v", path, head.Header)
+	}
+	head := e.call(http.MethodHead, "/v1/orders/"+e.paid.ID, e.alice.AccessToken, "", nil)
+	assert.Equal(t, http.StatusOK, head.Status, "HEAD of an order while writes are held: %v", head.Header)
+	logout := e.call("DELETE", "/v1/sessions", loggedOut, "", nil)
+	assert.Equal(t, http.StatusNoContent, logout.Status, "a logout sent again while writes are held: %s", logout.Body)
 	_, err = lock.ExecContext(t.Context(), "UNLOCK TABLES")
 	require.NoError(t, err)
 	require.NoError(t, lock.Close())

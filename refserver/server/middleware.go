@@ -174,8 +174,8 @@ func (w *responseWriter) Write(b []byte) (int, error) {
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // route wraps one route's handler: it records the route pattern for the outer middleware,
-// sets the request timeout (unless the route has its own deadline), refuses writes while
-// the database takes none, authenticates, rate-limits writes, and applies the
+// sets the request timeout (unless the route has its own deadline), authenticates,
+// refuses writes while the database takes none, rate-limits writes, and applies the
 // Idempotency-Key where the route asks.
 func (s *Server) route(rt Route) http.Handler {
 	var h http.Handler = rt.Handler
@@ -191,22 +191,10 @@ func (s *Server) route(rt Route) http.Handler {
 			defer cancel()
 			r = r.WithContext(ctx)
 		}
-		if r.Method != http.MethodGet && r.Method != http.MethodHead { // the mux serves HEAD with the GET route
-			// While MySQL holds or refuses writes (a global read lock, read_only), every
-			// route but a GET (or its HEAD) writes: refused at once, before authenticating,
-			// rather than holding a pooled connection for the server's lock wait and
-			// filling the pool ahead of the reads.
-			if s.writable != nil {
-				if err := s.writable(); err != nil {
-					s.writeError(w, r, err)
-					return
-				}
-			}
-			defer s.stock.dropAll() // a write may have changed stock: read-your-writes
-		}
+		var p Principal
 		if rt.Auth != AuthNone {
-			p, err := s.auth.authenticate(r)
-			if err != nil {
+			var err error
+			if p, err = s.auth.authenticate(r); err != nil {
 				writeProblem(w, r, authProblem(err))
 				return
 			}
@@ -218,6 +206,22 @@ func (s *Server) route(rt Route) http.Handler {
 				writeProblem(w, r, newProblem(http.StatusForbidden, "forbidden", "Forbidden", "this route needs the admin role"))
 				return
 			}
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead { // the mux serves HEAD with the GET route
+			// While MySQL holds or refuses writes (a global read lock, read_only), every
+			// route but a GET (or its HEAD) writes: refused at once, once the caller is
+			// known (a logout of a token already revoked, which writes nothing, is
+			// answered above), rather than holding a pooled connection for the server's
+			// lock wait and filling the pool ahead of the reads.
+			if s.writable != nil {
+				if err := s.writable(); err != nil {
+					s.writeError(w, r, err)
+					return
+				}
+			}
+			defer s.stock.dropAll() // a write may have changed stock: read-your-writes
+		}
+		if rt.Auth != AuthNone {
 			if rt.Write {
 				if ok, retry := s.limiter.allow(r.Context(), p.UserID); !ok {
 					pr := newProblem(http.StatusTooManyRequests, "rate_limited", "Too Many Requests",
