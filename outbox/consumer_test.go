@@ -34,6 +34,16 @@ func fakeEvents(n, keys int) []outbox.Event {
 	return out
 }
 
+// onlyDeadLetter returns the one dead letter of consumer "c" on db, failing the test
+// unless there is exactly one.
+func onlyDeadLetter(t *testing.T, db *bun.DB) outbox.DeadLetter {
+	t.Helper()
+	letters, err := outbox.NewDeadLetterTable(db).List(context.Background(), "c", 0)
+	require.NoError(t, err)
+	require.Len(t, letters, 1)
+	return letters[0]
+}
+
 // TestConsumerDedupsWithOneQueryPerBatch: per batch, one set-based SELECT against
 // outbox_processed and one multi-row INSERT, whatever the batch size; a redelivery applies
 // nothing and does not call the handler; repeats inside a batch are applied once.
@@ -106,28 +116,24 @@ func TestConsumerDeadLettersAPoisonEventAndTheRestFlowOn(t *testing.T) {
 		for _, r := range outboxtest.Applied(t, db, "c") {
 			assert.NotEqual(t, poison, r.EventID)
 		}
-		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
-		require.NoError(t, err)
-		require.Len(t, letters, 1)
-		assert.Equal(t, poison, letters[0].ID)
-		assert.Equal(t, 3, letters[0].Attempts)
-		assert.Contains(t, letters[0].Error, "unknown product")
-		assert.Equal(t, events[3].Payload, letters[0].Payload)
+		dl := onlyDeadLetter(t, db)
+		assert.Equal(t, poison, dl.ID)
+		assert.Equal(t, 3, dl.Attempts)
+		assert.Contains(t, dl.Error, "unknown product")
+		assert.Equal(t, events[3].Payload, dl.Payload)
 		assert.Equal(t, 1, m.get("dead_lettered", "c/orders"))
 		assert.Equal(t, 4, m.get("handler_failed", "c/orders"), "the batch attempt and three attempts alone")
 
 		n, err := c.Redrive(ctx, 0)
 		require.NoError(t, err)
 		assert.Zero(t, n, "still failing: dead-lettered again")
-		letters, err = outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
-		require.NoError(t, err)
-		require.Len(t, letters, 1, "replaced, not duplicated")
+		assert.Equal(t, poison, onlyDeadLetter(t, db).ID, "replaced, not duplicated")
 
 		fixed.Store(true)
 		n, err = c.Redrive(ctx, 0)
 		require.NoError(t, err)
 		assert.Equal(t, 1, n)
-		letters, err = outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
 		require.NoError(t, err)
 		assert.Empty(t, letters)
 		require.NoError(t, c.Deliver(ctx, events), "a late duplicate of the whole batch")
@@ -162,10 +168,7 @@ func TestConsumerPermanentErrorIsDeadLetteredAtOnce(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, c.Deliver(ctx, events))
 		assert.Equal(t, 1, tries)
-		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
-		require.NoError(t, err)
-		require.Len(t, letters, 1)
-		assert.Equal(t, 1, letters[0].Attempts)
+		assert.Equal(t, 1, onlyDeadLetter(t, db).Attempts)
 		assert.Len(t, outboxtest.Applied(t, db, "c"), 2)
 	})
 }
@@ -181,11 +184,9 @@ func TestConsumerEventWithoutIDIsDeadLettered(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, c.Deliver(ctx, events))
 		assert.Len(t, outboxtest.Applied(t, db, "c"), 2)
-		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
-		require.NoError(t, err)
-		require.Len(t, letters, 1)
-		assert.Zero(t, letters[0].Attempts)
-		assert.Contains(t, letters[0].Error, "ID is missing")
+		dl := onlyDeadLetter(t, db)
+		assert.Zero(t, dl.Attempts)
+		assert.Contains(t, dl.Error, "ID is missing")
 	})
 }
 
@@ -288,14 +289,12 @@ func TestConsumerPanickingHandlerIsDeadLettered(t *testing.T) {
 		require.NoError(t, c.Deliver(ctx, events))
 		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "c"), slices.DeleteFunc(slices.Clone(events),
 			func(ev outbox.Event) bool { return ev.ID == poison }))
-		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
-		require.NoError(t, err)
-		require.Len(t, letters, 1)
-		assert.Equal(t, poison, letters[0].ID)
-		assert.Equal(t, 3, letters[0].Attempts)
-		assert.Contains(t, letters[0].Error, "handler panicked")
-		assert.Contains(t, letters[0].Error, "nil pointer dereference")
-		assert.Contains(t, letters[0].Error, "TestConsumerPanickingHandlerIsDeadLettered", "the stack")
+		dl := onlyDeadLetter(t, db)
+		assert.Equal(t, poison, dl.ID)
+		assert.Equal(t, 3, dl.Attempts)
+		assert.Contains(t, dl.Error, "handler panicked")
+		assert.Contains(t, dl.Error, "nil pointer dereference")
+		assert.Contains(t, dl.Error, "TestConsumerPanickingHandlerIsDeadLettered", "the stack")
 		assert.Equal(t, 1, m.get("dead_lettered", "c/orders"))
 		assert.Equal(t, 4, m.get("handler_failed", "c/orders"), "the batch attempt and three attempts alone")
 	})
