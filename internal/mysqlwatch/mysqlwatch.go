@@ -251,9 +251,11 @@ type prober struct {
 	probeFailed bool
 }
 
+// close closes p's connection, if any, leaving p without one.
 func (p *prober) close() {
 	if p.conn != nil {
 		p.conn.Close()
+		p.conn = nil
 	}
 }
 
@@ -261,7 +263,6 @@ func (p *prober) close() {
 func (w *Watch) step(ctx context.Context, p *prober) {
 	if p.conn != nil && w.opts.MaxConnAge > 0 && time.Since(p.since) >= w.opts.MaxConnAge {
 		p.close() // renewed, as a pool renews its connections
-		p.conn = nil
 	}
 	var err error
 	if p.conn, err = w.ping(ctx, p); ctx.Err() != nil {
@@ -322,7 +323,6 @@ func (w *Watch) probeWrites(ctx context.Context, p *prober) {
 		// asks on a new connection, as the pool's new connections go, the server the
 		// address names now.
 		p.close()
-		p.conn = nil
 	case errors.As(err, &answered):
 		if !p.probeFailed { // once, not every probe
 			w.opts.Log.Warn("mysql write probe failed; no verdict on writes", "err", err)
@@ -331,7 +331,6 @@ func (w *Watch) probeWrites(ctx context.Context, p *prober) {
 		return
 	default: // no answer in time: the server may still be running it
 		p.close()
-		p.conn = nil
 	}
 	p.probeFailed = false
 }
