@@ -198,13 +198,10 @@ func (c *Consumer) applyOnce(ctx context.Context, events []Event) ([]Event, erro
 	return fresh, err
 }
 
-// maxPanicStack bounds the stack a handler's panic carries into its error (and so into a
-// dead letter's text), and so does maxPanicValue the text of the panic's value (which may
-// hold a whole payload).
-const (
-	maxPanicStack = 8 << 10
-	maxPanicValue = 8 << 10
-)
+// maxPanicText bounds each of the texts a handler's panic carries into its error (and so
+// into a dead letter's): the handler's stack, and the panic's value (which may hold a
+// whole payload).
+const maxPanicText = 8 << 10
 
 // handleRecovering runs the handler, turning a panic into its failure (ErrHandlerPanicked,
 // with the panic's value and the handler's stack): a poison event that makes the handler
@@ -215,14 +212,11 @@ const (
 func (c *Consumer) handleRecovering(ctx context.Context, tx bun.Tx, events []Event) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			stack := debug.Stack()
-			if len(stack) > maxPanicStack {
-				stack = stack[:maxPanicStack]
-			}
+			stack := cutText(string(debug.Stack()), maxPanicText)
 			if e, ok := v.(error); ok { // panic(err): that error, as if returned (a lock wait is contention)
 				err = fmt.Errorf("%w: %w\n%s", ErrHandlerPanicked, e, stack)
 			} else {
-				err = fmt.Errorf("%w: %s\n%s", ErrHandlerPanicked, cutText(fmt.Sprint(v), maxPanicValue), stack)
+				err = fmt.Errorf("%w: %s\n%s", ErrHandlerPanicked, cutText(fmt.Sprint(v), maxPanicText), stack)
 			}
 			c.s.logger.Error("outbox consumer: handler panicked", "consumer", c.name, "events", len(events), "err", err)
 		}
