@@ -341,6 +341,30 @@ func TestGlobalReadLockBlocksWrites(t *testing.T) {
 	assert.Equal(t, []bool{false, true}, changes())
 }
 
+// TestPausedServerIsDownNotWriteBlocked: a server paused while the watch probes its writes
+// (mid-probe, or between probes) answers neither ping nor write: it is down, its
+// connections refused, and no verdict on writes is taken from the silence; unpaused, it
+// is up and takes writes, writes never having been taken for blocked.
+func TestPausedServerIsDownNotWriteBlocked(t *testing.T) {
+	own, dsn := testenv.OwnMySQL(t)
+	w, db, changes := probingWrites(t, dsn)
+	ctx := t.Context()
+	require.NoError(t, db.PingContext(ctx))
+
+	own.Pause(t)
+	require.Eventually(t, func() bool { return !w.Up() }, time.Minute, 20*time.Millisecond)
+	_, err := db.ExecContext(ctx, writeProbe)
+	refused(t, err)
+	assert.NoError(t, w.Writable(), "silence is no verdict on writes")
+
+	own.Unpause(t)
+	require.Eventually(t, w.Up, time.Minute, 20*time.Millisecond)
+	_, err = db.ExecContext(ctx, writeProbe)
+	require.NoError(t, err)
+	assert.NoError(t, w.Writable())
+	assert.Empty(t, changes())
+}
+
 // TestReadOnlyServerBlocksWrites: a server switched to read_only (a replica promoted
 // late, a failover in progress) refuses the write probe of a user without the right to
 // write through it, and Writable refuses writes until it is writable again.
