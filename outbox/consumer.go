@@ -35,8 +35,8 @@ type Consumer struct {
 	handle HandlerFunc
 	s      settings
 
-	mu      sync.Mutex
-	crashed map[string]int // event ID → deliveries in a row, since it was last applied, the database went down under its handling
+	mu   sync.Mutex
+	owed map[string]struct{} // IDs of events whose leases a delivery could not give back (the database down), to give back before they are leased again
 
 	// handling is held, shared, by every handler transaction of the Consumer, and alone by
 	// that of a suspected event (see applyHeld), so that a crash under it is its doing.
@@ -66,7 +66,7 @@ func NewConsumer(db *bun.DB, name string, handle HandlerFunc, opts ...Option) (*
 	if s.deadLetters == nil {
 		s.deadLetters = NewDeadLetterTable(db)
 	}
-	return &Consumer{db: db, name: name, handle: handle, s: s, crashed: make(map[string]int)}, nil
+	return &Consumer{db: db, name: name, handle: handle, s: s, owed: make(map[string]struct{})}, nil
 }
 
 // Name returns the consumer's name.
@@ -84,20 +84,42 @@ func (c *Consumer) BatchSize() int { return c.s.batchSize }
 // alone (see Deliver): it waits for that one, and that one waits for it. Call it from
 // outside the Consumer's handler, never from within.
 func (c *Consumer) Apply(ctx context.Context, events []Event) (int, error) {
-	return c.applyHeld(ctx, events, false)
+	return c.applyHeld(ctx, events, unleased)
 }
 
-// applyHeld is Apply holding c.handling: alone, waiting for the Consumer's other handler
-// transactions to end and keeping new ones out meanwhile, when alone is true (a suspected
-// event); shared otherwise. A Consumer delivering several streams at once (saramaoutbox
-// runs a claim per partition on one Consumer) could not otherwise tell which of the
-// events being handled when the database went down brought it down, and would count the
-// crash against every one.
-func (c *Consumer) applyHeld(ctx context.Context, events []Event, alone bool) (int, error) {
-	if !alone {
-		c.handling.RLock()
+// leasing is what a handler transaction of the Consumer does about the leases of its
+// events (TableInflight): the durable count of the deliveries that began handling an
+// event and never ended, which only the process or the database dying under the handler
+// leaves behind.
+type leasing int
+
+const (
+	// unleased (Apply) takes no lease; it removes those of the events it applies.
+	unleased leasing = iota
+	// shared takes the events' leases, and gives them back without handling anything
+	// (errSuspected) when an earlier delivery of one of them never ended.
+	shared
+	// alone takes the lease of one suspected event, handled alone, and gives up without
+	// handling it (*crashLimitError) when maxConnectionLosses earlier deliveries of it
+	// never ended.
+	alone
+)
+
+// applyHeld is apply holding c.handling: alone, waiting for the Consumer's other handler
+// transactions to end and keeping new ones out meanwhile, for a suspected event; shared
+// otherwise. A Consumer delivering several streams at once (saramaoutbox runs a claim per
+// partition on one Consumer) could not otherwise tell which of the events being handled
+// when the process or the database died brought it down, and would count the crash
+// against every one. The lease is taken once the lock is held: waiting is no delivery.
+func (c *Consumer) applyHeld(ctx context.Context, events []Event, mode leasing) (int, error) {
+	if mode != alone {
+		if !c.handling.TryRLock() {
+			c.s.logger.Info("outbox consumer: waiting for a suspected event, handled alone, to end",
+				"consumer", c.name, "events", len(events))
+			c.handling.RLock()
+		}
 		defer c.handling.RUnlock()
-		return c.apply(ctx, events)
+		return c.apply(ctx, events, mode)
 	}
 	if !c.handling.TryLock() {
 		c.s.logger.Info("outbox consumer: waiting for its other deliveries to end, to handle a suspected event alone",
@@ -105,10 +127,10 @@ func (c *Consumer) applyHeld(ctx context.Context, events []Event, alone bool) (i
 		c.handling.Lock()
 	}
 	defer c.handling.Unlock()
-	return c.apply(ctx, events)
+	return c.apply(ctx, events, mode)
 }
 
-func (c *Consumer) apply(ctx context.Context, events []Event) (int, error) {
+func (c *Consumer) apply(ctx context.Context, events []Event, mode leasing) (int, error) {
 	uniq := make([]Event, 0, len(events))
 	seen := make(map[string]struct{}, len(events))
 	for _, ev := range events {
@@ -120,8 +142,13 @@ func (c *Consumer) apply(ctx context.Context, events []Event) (int, error) {
 	if len(uniq) == 0 {
 		return 0, nil
 	}
+	if mode != unleased {
+		if err := c.lease(ctx, uniq); err != nil {
+			return 0, err
+		}
+	}
 	for race := 0; ; race++ {
-		fresh, err := c.applyOnce(ctx, uniq)
+		fresh, err := c.applyOnce(ctx, uniq, mode)
 		// A duplicate key on the processed record means another member applied some of these
 		// events concurrently (a rebalance); our transaction was rolled back, and running it
 		// again skips what the other applied.
@@ -129,11 +156,148 @@ func (c *Consumer) apply(ctx context.Context, events []Event) (int, error) {
 			continue
 		}
 		if err != nil {
+			if mode != unleased && !c.crashedUnder(ctx, uniq, err) {
+				c.release(ctx, uniq)
+			}
 			return 0, err
 		}
 		c.countApplied(events, fresh)
 		return len(fresh), nil
 	}
+}
+
+// errSuspected aborts a shared handler transaction, before the handler runs, because an
+// earlier delivery of one of its fresh events never ended: the events are to be applied
+// one at a time, each suspected one alone.
+var errSuspected = errors.New("outbox: an earlier delivery of the batch never ended")
+
+// crashLimitError aborts the handler transaction of a suspected event, before the handler
+// runs, because the process or the database died under its handling at crashes earlier
+// deliveries in a row: it is to be dead-lettered without being handled again.
+type crashLimitError struct{ crashes int }
+
+func (e *crashLimitError) Error() string {
+	return fmt.Sprintf("outbox: the process or the database died under its handling at %d deliveries in a row", e.crashes)
+}
+
+// lease records, in a statement of its own committed before the handler runs, that a
+// delivery of events begins: one more delivery each in TableInflight. The handler's
+// transaction removes the leases of the events it applies; a delivery that ends otherwise
+// gives its leases back (release), unless the database went down under the handler
+// (crashedUnder). A lease the Consumer owes since a failed release is given back first.
+func (c *Consumer) lease(ctx context.Context, events []Event) error {
+	ids := eventIDs(events)
+	if owed := c.owedOf(ids); len(owed) > 0 {
+		if err := c.giveBack(ctx, owed); err != nil {
+			return err
+		}
+		c.paid(owed)
+	}
+	now := c.s.now()
+	rows := make([]inflightRow, len(ids))
+	for i, id := range ids {
+		rows[i] = inflightRow{Consumer: c.name, ID: id, Deliveries: 1, LeasedAt: now}
+	}
+	conflict := "DUPLICATE KEY UPDATE"
+	if sqlutil.IsSQLite(c.db) {
+		conflict = "CONFLICT (consumer, id) DO UPDATE"
+	}
+	_, err := c.db.NewInsert().Model(&rows).On(conflict).
+		Set("deliveries = deliveries + 1, leased_at = ?", now).Exec(ctx)
+	if err != nil {
+		// It may have run all the same, its answer lost: the lease is owed, lest an outage
+		// at every delivery count against the events. (Given back when it was not taken,
+		// it takes one crash off a count, which never goes below nothing.)
+		c.owe(ids)
+		return ctxOr(ctx, fmt.Errorf("outbox: consumer %s: leasing events: %w", c.name, sqlutil.Unavailable(c.db, err)))
+	}
+	return nil
+}
+
+// maxOwedLeases bounds how many leases a Consumer remembers owing (see release): past it,
+// it forgets them all, and each of those events is counted one crash it did not cause,
+// which only has it handled alone at its next delivery.
+const maxOwedLeases = 10_000
+
+// release gives back the leases of events whose delivery ended without applying them and
+// without the database going down under the handler: the process saw it end. When the
+// database does not take it (it is down), the Consumer owes it, and gives it back before
+// it leases the events again.
+func (c *Consumer) release(ctx context.Context, events []Event) {
+	ids := eventIDs(events)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	err := c.giveBack(wctx, ids)
+	if err == nil {
+		return
+	}
+	c.s.logger.Warn("outbox consumer: could not give the leases of a failed delivery back; given back before the next",
+		"consumer", c.name, "events", len(ids), "err", err)
+	c.owe(ids)
+}
+
+// owe remembers that the Consumer owes the leases of ids (see release).
+func (c *Consumer) owe(ids []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.owed)+len(ids) > maxOwedLeases {
+		clear(c.owed)
+	}
+	for _, id := range ids {
+		c.owed[id] = struct{}{}
+	}
+}
+
+// releaseTimeout bounds giving a failed delivery's leases back.
+const releaseTimeout = 5 * time.Second
+
+// giveBack takes one delivery off each of the leases of ids.
+func (c *Consumer) giveBack(ctx context.Context, ids []string) error {
+	_, err := c.db.NewUpdate().Table(TableInflight).Set("deliveries = deliveries - 1").
+		Where("consumer = ?", c.name).Where("id IN (?)", bun.List(ids)).Where("deliveries > 0").Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox: consumer %s: giving leases back: %w", c.name, sqlutil.Unavailable(c.db, err))
+	}
+	return nil
+}
+
+// owedOf returns those of ids whose leases the Consumer owes.
+func (c *Consumer) owedOf(ids []string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var owed []string
+	for _, id := range ids {
+		if _, ok := c.owed[id]; ok {
+			owed = append(owed, id)
+		}
+	}
+	return owed
+}
+
+// paid forgets the leases of ids as owed: they were given back.
+func (c *Consumer) paid(ids []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		delete(c.owed, id)
+	}
+}
+
+// forget removes the lease of ev, dead-lettered: it is not to be delivered again.
+func (c *Consumer) forget(ctx context.Context, ev Event) {
+	_, err := c.db.NewDelete().Table(TableInflight).Where("consumer = ?", c.name).Where("id = ?", ev.ID).Exec(ctx)
+	if err != nil {
+		c.s.logger.Warn("outbox consumer: could not remove a dead-lettered event's lease", "consumer", c.name, "id", ev.ID, "err", err)
+	}
+	c.paid([]string{ev.ID})
+}
+
+func eventIDs(events []Event) []string {
+	ids := make([]string, len(events))
+	for i, ev := range events {
+		ids[i] = ev.ID
+	}
+	return ids
 }
 
 var errConcurrentApply = errors.New("outbox: events applied concurrently by another member of the consumer")
@@ -150,27 +314,48 @@ func isHandlerError(err error) bool {
 	return errors.As(err, &h)
 }
 
-func (c *Consumer) applyOnce(ctx context.Context, events []Event) ([]Event, error) {
-	ids := make([]string, len(events))
-	for i, ev := range events {
-		ids[i] = ev.ID
-	}
+// applyOnce applies events in one transaction: it reads which of them this consumer has
+// applied and the leases of all (one query), checks the leases as mode says, hands the
+// fresh events to the handler, records them as processed and removes the leases.
+func (c *Consumer) applyOnce(ctx context.Context, events []Event, mode leasing) ([]Event, error) {
+	ids := eventIDs(events)
 	var fresh []Event
 	err := sqlutil.InTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-		var done []string
-		err := tx.NewSelect().Table(TableProcessed).Column("id").
-			Where("consumer = ?", c.name).Where("id IN (?)", bun.List(ids)).Scan(ctx, &done)
+		var found []struct {
+			ID         string `bun:"id"`
+			Deliveries int    `bun:"deliveries"` // -1: applied
+		}
+		err := tx.NewRaw("SELECT id, -1 AS deliveries FROM ? WHERE consumer = ? AND id IN (?) "+
+			"UNION ALL SELECT id, deliveries FROM ? WHERE consumer = ? AND id IN (?)",
+			bun.Ident(TableProcessed), c.name, bun.List(ids), bun.Ident(TableInflight), c.name, bun.List(ids)).Scan(ctx, &found)
 		if err != nil {
 			return fmt.Errorf("outbox: consumer %s: reading processed events: %w", c.name, err)
 		}
-		applied := make(map[string]struct{}, len(done))
-		for _, id := range done {
-			applied[id] = struct{}{}
+		applied, leased := make(map[string]struct{}, len(found)), make(map[string]int, len(found))
+		for _, f := range found {
+			if f.Deliveries < 0 {
+				applied[f.ID] = struct{}{}
+			} else {
+				leased[f.ID] = f.Deliveries
+			}
 		}
 		fresh = fresh[:0]
 		for _, ev := range events {
-			if _, ok := applied[ev.ID]; !ok {
-				fresh = append(fresh, ev)
+			if _, ok := applied[ev.ID]; ok {
+				continue
+			}
+			fresh = append(fresh, ev)
+			switch earlier := leased[ev.ID] - 1; { // the deliveries before this one that never ended
+			case mode == shared && earlier > 0:
+				return errSuspected
+			case mode == alone && earlier >= maxConnectionLosses:
+				return &crashLimitError{crashes: earlier}
+			}
+		}
+		if len(leased) > 0 {
+			_, err := tx.NewDelete().Table(TableInflight).Where("consumer = ?", c.name).Where("id IN (?)", bun.List(ids)).Exec(ctx)
+			if err != nil {
+				return fmt.Errorf("outbox: consumer %s: removing leases: %w", c.name, err)
 			}
 		}
 		if len(fresh) == 0 {
@@ -178,7 +363,7 @@ func (c *Consumer) applyOnce(ctx context.Context, events []Event) ([]Event, erro
 		}
 		if err := c.handleRecovering(ctx, tx, fresh); err != nil {
 			if lost := connectionLost(ctx, tx, err); lost != nil {
-				return &connectionLostError{fmt.Errorf("outbox: consumer %s: the database connection failed under the handler: %w", c.name, lost)}
+				return &connectionLostError{err: fmt.Errorf("outbox: consumer %s: the database connection failed under the handler: %w", c.name, lost)}
 			}
 			return &handlerError{err: err}
 		}
@@ -243,7 +428,10 @@ func connectionLost(ctx context.Context, tx bun.Tx, err error) error {
 
 // connectionLostError marks the failure of a transaction whose connection failed under the
 // handler (connectionLost).
-type connectionLostError struct{ err error }
+type connectionLostError struct {
+	err   error
+	alone bool // the database answered on another connection (see crashedUnder)
+}
 
 func (e *connectionLostError) Error() string { return e.err.Error() }
 func (e *connectionLostError) Unwrap() error { return e.err }
@@ -252,74 +440,32 @@ func (e *connectionLostError) Unwrap() error { return e.err }
 // database connection, the database answering on another each time, before it takes that
 // for the event's fault (a statement the server answers by closing the connection, say) and
 // dead-letters it: retried for ever, such a poison event would hold up every delivery.
-// It also bounds the deliveries in a row at which the whole database may go down under one
-// event's handling (crashedUnder).
+// It also bounds the deliveries in a row at which the process or the whole database may die
+// under one event's handling (its lease, TableInflight).
 const maxConnectionLosses = 3
 
-// maxCrashedEvents bounds how many events a Consumer remembers the database going down
-// under (see crashedUnder): past it, it forgets them all, and their counts start again from
-// nothing, so a poison event among them may bring the database down up to
-// maxConnectionLosses more times before it is dead-lettered. (A single batch larger than the
-// bound is remembered whole.)
-const maxCrashedEvents = 10_000
-
-// crashedUnder counts, when err is the database going down under the handling of events
-// (a connectionLostError, the database not answering on another connection either), one
-// crash against each of them. An event whose handling brings the whole server down looks,
-// within one delivery, like an outage; counted across deliveries, it is told apart: its
-// batch is isolated at its next delivery (suspected), and after maxConnectionLosses crashes
-// in a row under it alone deliverOne dead-letters it without handling it again. alone says
-// the events were handled holding c.handling alone (applyHeld): otherwise other handlings
-// of the Consumer may have been in flight, and the crash only makes them suspected (one
-// crash at most), to be handled alone next time.
-func (c *Consumer) crashedUnder(events []Event, err error, alone bool) {
+// crashedUnder reports whether the leases of events, whose delivery failed with err, are
+// to stay: err is the database going down under their handling (a connectionLostError, the
+// database not answering on another connection either: the event may have brought it
+// down, as it may the process), or the crash limit of a suspected event, which is
+// dead-lettered next. A connectionLostError is marked with what the probe found (lostAlone).
+func (c *Consumer) crashedUnder(ctx context.Context, events []Event, err error) bool {
+	var limit *crashLimitError
+	if errors.As(err, &limit) {
+		return true
+	}
 	var lost *connectionLostError
-	if !errors.As(err, &lost) {
-		return
+	if !errors.As(err, &lost) || ctx.Err() != nil {
+		return false
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.crashed)+len(events) > maxCrashedEvents {
-		clear(c.crashed)
-	}
-	for _, ev := range events {
-		if alone || c.crashed[ev.ID] == 0 {
-			c.crashed[ev.ID]++
-		}
+	var one int
+	lost.alone = c.db.QueryRowContext(ctx, "SELECT 1").Scan(&one) == nil
+	if lost.alone {
+		return false
 	}
 	c.s.logger.Warn("outbox consumer: the database went down under the handler; its events are handled one by one at their next delivery",
 		"consumer", c.name, "events", len(events), "first", events[0].ID, "err", err)
-}
-
-// crashes returns how many deliveries in a row the database went down under the handling
-// of the event id (crashedUnder).
-func (c *Consumer) crashes(id string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.crashed[id]
-}
-
-// suspected reports whether the database went down under the handling of any of events at
-// their last delivery.
-func (c *Consumer) suspected(events []Event) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, ev := range events {
-		if c.crashed[ev.ID] > 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// handled forgets the crashes counted against the event id: it was applied (or found
-// applied), or dead-lettered. Nothing else resets them: a handler error or a connection
-// lost with the database answering is no success, and crashes counted on either side of
-// one are still crashes in a row.
-func (c *Consumer) handled(id string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.crashed, id)
+	return true
 }
 
 // contended reports whether err, a failed Apply, is a lock conflict that outlived the
@@ -333,15 +479,12 @@ func contended(err error) bool {
 }
 
 // lostAlone reports whether err, a failure of the consumer's transaction, is its
-// connection failing under the handler while the database still answers on another: what
-// the event's handling may have caused, unlike the database failing.
-func (c *Consumer) lostAlone(ctx context.Context, err error) bool {
+// connection failing under the handler while the database still answered on another
+// (crashedUnder probed it): what the event's handling may have caused, unlike the
+// database failing.
+func lostAlone(err error) bool {
 	var lost *connectionLostError
-	if !errors.As(err, &lost) || ctx.Err() != nil {
-		return false
-	}
-	var one int
-	return c.db.QueryRowContext(ctx, "SELECT 1").Scan(&one) == nil
+	return errors.As(err, &lost) && lost.alone
 }
 
 // countApplied reports the fresh events as applied and the rest of all (repeats within
@@ -388,15 +531,21 @@ func (c *Consumer) countApplied(all, fresh []Event) {
 //     another either: Deliver returns it, and the caller delivers the batch again later;
 //     what was applied meanwhile is skipped then. So does a failure to store a dead letter
 //     (ErrDeadLetter), and a done ctx.
-//   - The database going down under the handler may still be the events' doing (a
-//     statement hitting a server bug, crashing it): the Consumer remembers those events,
-//     applies them one at a time at their next delivery, and dead-letters an event under
-//     which the database went down at 3 deliveries in a row without handling it again.
-//     A suspected event is handled alone: the Consumer's other deliveries (concurrent
-//     Deliver calls) wait meanwhile, so that the next crash under it is its doing, not
-//     that of an event of another stream being handled at the same time. An outage that
-//     merely coincides with an event's handling once or twice costs it nothing but its
-//     batch.
+//   - The process or the database dying under the handler may still be the events' doing
+//     (a payload that makes the handler overflow its stack or exhaust memory, a
+//     statement hitting a server bug): before the handler runs, each event's lease is
+//     committed (TableInflight), and a delivery that ends without applying it gives it
+//     back, so the lease counts the deliveries that never ended, across restarts of the
+//     process and across the members of a consumer group. At its next delivery a batch
+//     holding such an event is applied one event at a time, a suspected event alone, and
+//     an event under which the process or the database died at 3 deliveries in a row is
+//     dead-lettered without being handled again. A suspected event is handled alone: the
+//     Consumer's other deliveries (concurrent Deliver calls) wait meanwhile, so that the
+//     next crash under it is its doing, not that of an event of another stream being
+//     handled at the same time (the members of a group in other processes are not held
+//     back). A crash or an outage that merely coincides with an event's handling once or
+//     twice costs it nothing but its batch. Leasing costs a statement committed on its own
+//     per batch, and one in the handler's transaction.
 //
 // Deliver returns nil when every event was applied, found applied before, or dead-lettered.
 func (c *Consumer) Deliver(ctx context.Context, events []Event) error {
@@ -420,19 +569,22 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 		}
 		valid = append(valid, ev)
 	}
-	if len(valid) > 1 && !c.suspected(valid) {
-		_, err := c.applyHeld(ctx, valid, false)
+	if len(valid) > 1 {
+		_, err := c.applyHeld(ctx, valid, shared)
 		switch {
 		case err == nil || ctx.Err() != nil:
 			return ctxOr(ctx, err)
+		case errors.Is(err, errSuspected):
+			c.s.logger.Info("outbox consumer: an earlier delivery of the batch never ended, applying its events one by one",
+				"consumer", c.name, "events", len(valid))
 		case contended(err):
 			return err
-		case !isHandlerError(err) && !c.lostAlone(ctx, err):
-			c.crashedUnder(valid, err, false)
+		case !isHandlerError(err) && !lostAlone(err):
 			return err
+		default:
+			c.s.metrics.HandlerFailed(c.name, valid[0].Topic)
+			c.s.logger.Info("outbox consumer: batch failed, applying its events one by one", "consumer", c.name, "events", len(valid), "err", err)
 		}
-		c.s.metrics.HandlerFailed(c.name, valid[0].Topic)
-		c.s.logger.Info("outbox consumer: batch failed, applying its events one by one", "consumer", c.name, "events", len(valid), "err", err)
 	}
 	for _, ev := range valid {
 		if _, err := c.deliverOne(ctx, ev); err != nil {
@@ -442,45 +594,45 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 	return nil
 }
 
-// deliverOne applies ev alone, retrying a handler failure (up to MaxAttempts) and a lost
-// connection with the database answering (up to maxConnectionLosses), and dead-letters it
-// after the last; deadLettered says it did.
+// deliverOne applies ev on its own (alone once suspected), retrying a handler failure (up
+// to MaxAttempts) and a lost connection with the database answering (up to
+// maxConnectionLosses), and dead-letters it after the last, or at once when the process or
+// the database died under its handling at maxConnectionLosses deliveries in a row;
+// deadLettered says it did.
 func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool, err error) {
-	if n := c.crashes(ev.ID); n >= maxConnectionLosses {
-		cause := fmt.Errorf("outbox: consumer %s: the database went down under the handling of event %s at %d deliveries in a row", c.name, ev.ID, n)
-		if err := c.deadLetterOne(ctx, ev, cause, n); err != nil {
-			return false, err
-		}
-		return true, nil
-	}
 	var last error
 	attempts, losses := 0, 0
-	alone := c.suspected([]Event{ev})
+	mode := shared
 	for attempts < c.s.maxAttempts && losses < maxConnectionLosses {
-		_, err := c.applyHeld(ctx, []Event{ev}, alone)
+		_, err := c.applyHeld(ctx, []Event{ev}, mode)
+		var limit *crashLimitError
 		switch {
 		case err == nil:
-			c.handled(ev.ID)
 			return false, nil
+		case errors.Is(err, errSuspected):
+			mode = alone
+			continue
+		case errors.As(err, &limit):
+			cause := fmt.Errorf("outbox: consumer %s: event %s: %w", c.name, ev.ID, err)
+			return true, c.deadLetterOne(ctx, ev, cause, limit.crashes)
 		case ctx.Err() != nil:
 			return false, ctxOr(ctx, err)
 		case contended(err):
 			return false, err
 		case isHandlerError(err):
-			// Not a success: the crashes counted against ev stand (see handled), or an event
-			// whose handling fails first and crashes the database next, at every delivery,
-			// would have each crash forgotten at the next delivery.
+			// Not a success: only this delivery's lease is given back, and the crashes
+			// counted against ev stand, or an event whose handling fails first and crashes
+			// the database next, at every delivery, would have each crash forgotten.
 			attempts++
 			c.s.metrics.HandlerFailed(c.name, ev.Topic)
 			if isPermanent(err) {
 				return true, c.deadLetterOne(ctx, ev, err, attempts+losses)
 			}
-		case c.lostAlone(ctx, err):
+		case lostAlone(err):
 			losses++
 			c.s.logger.Warn("outbox consumer: the database connection failed under the handler", "consumer", c.name,
 				"id", ev.ID, "losses", losses, "err", err)
-		default:
-			c.crashedUnder([]Event{ev}, err, alone)
+		default: // the database down: under the handler, the lease stays and counts
 			return false, err
 		}
 		last = err
@@ -493,13 +645,12 @@ func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool,
 	return true, c.deadLetterOne(ctx, ev, last, attempts+losses)
 }
 
-// deadLetterOne dead-letters ev, an event deliverOne gives up on, and then forgets the
-// crashes counted against it.
+// deadLetterOne dead-letters ev, an event deliverOne gives up on, and then removes its lease.
 func (c *Consumer) deadLetterOne(ctx context.Context, ev Event, cause error, attempts int) error {
 	if err := c.deadLetter(ctx, ev, cause, attempts); err != nil {
 		return err
 	}
-	c.handled(ev.ID)
+	c.forget(ctx, ev)
 	return nil
 }
 

@@ -105,8 +105,8 @@ func TestConsumerCrashUnderAnotherDeliverysEvent(t *testing.T) {
 	var mu sync.Mutex
 	var entered, release chan struct{} // this round's: the healthy handler began; it may go on
 	healthyHandled := 0
-	waiting := make(chan struct{}, 16) // the Consumer logged waiting to handle an event alone
-	logger := slog.New(&signalingHandler{match: "to handle a suspected event alone", ch: waiting})
+	waiting := make(chan struct{}, 16) // the Consumer logged waiting for a handling alone, its own or another's
+	logger := slog.New(&signalingHandler{match: "outbox consumer: waiting for", ch: waiting})
 	c, err := outbox.NewConsumer(linked, name, func(ctx context.Context, tx bun.Tx, batch []outbox.Event) error {
 		for _, ev := range batch {
 			switch ev.ID {

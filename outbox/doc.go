@@ -116,17 +116,19 @@
 // outlived the transaction's retries, the handler's included (a lock wait timeout: a lock
 // held elsewhere is no fault of the events). A connection that fails under the
 // handler while the database answers may be the event's doing (a poison event): it is
-// isolated and retried, and dead-lettered after 3 such losses in a row. So may a database
-// that went down under the handler (a statement hitting a server bug): the Consumer
-// remembers the events it was handling, isolates them at their next delivery, and
-// dead-letters, without handling it again, an event under which the database went down at
-// 3 deliveries in a row; a suspected event is handled alone, the Consumer's other
-// deliveries (concurrent Deliver calls, one per partition with saramaoutbox) waiting
-// meanwhile, so that a crash under it is not the doing of another event the same
-// Consumer was handling (other consumers and programs on the database are still a
-// coincidence it takes for a crash: the reason for 3). That memory is the Consumer's, in
-// process: a consumer process that goes down with the database each time starts again
-// without it. Dead letters go to a
+// isolated and retried, and dead-lettered after 3 such losses in a row. So may a process
+// or a database that dies under the handler (a payload that overflows the handler's stack
+// or exhausts memory, which no recover catches; a statement hitting a server bug): before
+// the handler runs, Deliver commits a lease of each event (outbox_inflight: one statement
+// per batch, and one more in the handler's transaction) that the handler's transaction removes and a delivery ending otherwise gives
+// back, so the leases count, in the database, across restarts and group members, the
+// deliveries that never ended. A batch holding such an event is applied one event at a
+// time at its next delivery, a suspected event alone, the Consumer's other deliveries
+// (concurrent Deliver calls, one per partition with saramaoutbox) waiting meanwhile, so
+// that a crash under it is not the doing of another event the same Consumer was handling
+// (other processes, consumers and programs on the database are still a coincidence it
+// takes for a crash: the reason for 3); an event under which the process or the database
+// died at 3 deliveries in a row is dead-lettered without being handled again. Dead letters go to a
 // DeadLetterSink: by default the outbox_dead_letters table, which Consumer.Redrive re-applies once the cause is fixed; a
 // Kafka dead-letter topic with saramaoutbox.DeadLetterQueue and saramaoutbox.Redrive.
 // A dead-lettered event leaves a gap in its stream for that consumer, visible through Seq.

@@ -72,6 +72,16 @@ type processedRow struct {
 	ProcessedAt time.Time `bun:"processed_at"`
 }
 
+// inflightRow is a row of outbox_inflight.
+type inflightRow struct {
+	bun.BaseModel `bun:"table:outbox_inflight"`
+
+	Consumer   string    `bun:"consumer,pk"`
+	ID         string    `bun:"id,pk"`
+	Deliveries int       `bun:"deliveries"`
+	LeasedAt   time.Time `bun:"leased_at"`
+}
+
 // deadLetterRow is a row of outbox_dead_letters.
 type deadLetterRow struct {
 	bun.BaseModel `bun:"table:outbox_dead_letters"`
