@@ -12,8 +12,8 @@ import (
 )
 
 // Cleaner deletes sent events older than the retention (the outbox-cleanup job of seed 000),
-// and optionally old processed-event records, in bounded batches so no statement holds
-// many locks or a long transaction. It never deletes an unsent event.
+// and optionally old processed-event records and consumers' leases, in bounded batches so
+// no statement holds many locks or a long transaction. It never deletes an unsent event.
 type Cleaner struct {
 	db *bun.DB
 	s  settings
@@ -53,21 +53,28 @@ func (c *Cleaner) CleanOnce(ctx context.Context) (int, error) {
 	if err != nil || c.s.keepProcessed <= 0 {
 		return total, err
 	}
-	n, err := c.sweep(ctx, TableProcessed, func() ([]string, []any, error) {
-		var keys []struct {
-			Consumer string `bun:"consumer"`
-			ID       string `bun:"id"`
+	// Processed records and leases are keyed by (consumer, id) and dated by a column.
+	for _, t := range []struct{ table, at string }{{TableProcessed, "processed_at"}, {TableInflight, "leased_at"}} {
+		n, err := c.sweep(ctx, t.table, func() ([]string, []any, error) {
+			var keys []struct {
+				Consumer string `bun:"consumer"`
+				ID       string `bun:"id"`
+			}
+			err := c.db.NewSelect().Table(t.table).Column("consumer", "id").
+				Where("? < ?", bun.Ident(t.at), now.Add(-c.s.keepProcessed)).
+				OrderExpr("?", bun.Ident(t.at)).Limit(int64(c.s.batchSize)).Scan(ctx, &keys)
+			args := make([]any, 0, 2*len(keys))
+			for _, k := range keys {
+				args = append(args, k.Consumer, k.ID)
+			}
+			return placeholders("(?, ?)", len(keys)), args, err
+		}, "(consumer, id) IN (%s)")
+		total += n
+		if err != nil {
+			return total, err
 		}
-		err := c.db.NewSelect().Table(TableProcessed).Column("consumer", "id").
-			Where("processed_at < ?", now.Add(-c.s.keepProcessed)).
-			OrderExpr("processed_at").Limit(int64(c.s.batchSize)).Scan(ctx, &keys)
-		args := make([]any, 0, 2*len(keys))
-		for _, k := range keys {
-			args = append(args, k.Consumer, k.ID)
-		}
-		return placeholders("(?, ?)", len(keys)), args, err
-	}, "(consumer, id) IN (%s)")
-	return total + n, err
+	}
+	return total, nil
 }
 
 // sweep deletes from table the rows that pick names, batch by batch, until a batch is not

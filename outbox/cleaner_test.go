@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 
@@ -94,5 +95,57 @@ func TestCleanerDeletesOnlyOldSentEventsInBatches(t *testing.T) {
 		n, err = cl.CleanOnce(ctx)
 		require.NoError(t, err)
 		assert.Zero(t, n)
+	})
+}
+
+// TestCleanerDeletesLeasesOfDeliveriesThatDied: a delivery that dies under the handler (here
+// its goroutine ends, runtime.Goexit: nothing after the handler runs, as when the process
+// dies) leaves its events' leases; an event never delivered again keeps its lease until
+// the processed records' retention has passed, then the Cleaner deletes it. A lease taken
+// since stays.
+func TestCleanerDeletesLeasesOfDeliveriesThatDied(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		clk := newClock()
+		events := fakeEvents(3, 3)
+		c, err := outbox.NewConsumer(db, "c", func(context.Context, bun.Tx, []outbox.Event) error {
+			runtime.Goexit()
+			return nil
+		}, outbox.WithClock(clk.Now))
+		require.NoError(t, err)
+		deliver := func(events []outbox.Event) {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_ = c.Deliver(ctx, events)
+				t.Error("Deliver returned: its delivery did not die")
+			}()
+			<-done
+		}
+		leases := func() int {
+			n, err := db.NewSelect().Table(outbox.TableInflight).Count(ctx)
+			require.NoError(t, err)
+			return int(n)
+		}
+		deliver(events[:2])
+		require.Equal(t, 2, leases(), "the dead delivery's leases stay")
+		clk.Advance(47 * time.Hour)
+		deliver(events[2:])
+		require.Equal(t, 3, leases())
+
+		cl, err := outbox.NewCleaner(db, outbox.WithClock(clk.Now), outbox.WithProcessedRetention(48*time.Hour))
+		require.NoError(t, err)
+		n, err := cl.CleanOnce(ctx)
+		require.NoError(t, err)
+		assert.Zero(t, n, "47 hours old: kept for 48")
+		clk.Advance(2 * time.Hour)
+		m := newMetrics()
+		cl, err = outbox.NewCleaner(db, outbox.WithClock(clk.Now), outbox.WithProcessedRetention(48*time.Hour), outbox.WithObserver(m))
+		require.NoError(t, err)
+		n, err = cl.CleanOnce(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, 2, n)
+		assert.Equal(t, 2, m.get("cleaned", outbox.TableInflight))
+		assert.Equal(t, 1, leases(), "the lease taken 2 hours ago stays")
 	})
 }

@@ -161,6 +161,8 @@ func WithRetention(d time.Duration) Option {
 // WithProcessedRetention makes the Cleaner also delete processed-event records older than d
 // (default 0: keep them forever). Choose d far longer than any redelivery can take (the
 // topic's retention): a duplicate arriving after its record is gone is applied again.
+// Consumers' leases (TableInflight) taken longer ago than d go too: those of events never
+// delivered again after a delivery died under them.
 func WithProcessedRetention(d time.Duration) Option {
 	return func(s *settings) {
 		if !s.appliesTo(kindCleaner, "WithProcessedRetention") {
