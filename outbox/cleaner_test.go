@@ -3,7 +3,6 @@ package outbox_test
 import (
 	"context"
 	"errors"
-	"runtime"
 	"testing"
 	"time"
 
@@ -98,40 +97,20 @@ func TestCleanerDeletesOnlyOldSentEventsInBatches(t *testing.T) {
 	})
 }
 
-// TestCleanerDeletesLeasesOfDeliveriesThatDied: a delivery that dies under the handler (here
-// its goroutine ends, runtime.Goexit: nothing after the handler runs, as when the process
-// dies) leaves its events' leases; an event never delivered again keeps its lease until
-// the processed records' retention has passed, then the Cleaner deletes it. A lease taken
+// TestCleanerDeletesLeasesOfDeliveriesThatDied: deliveries that die under the handler
+// leave their leases (dieUnder); an event never delivered again keeps its lease until the
+// processed records' retention has passed, then the Cleaner deletes it. A lease taken
 // since stays.
 func TestCleanerDeletesLeasesOfDeliveriesThatDied(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
 		clk := newClock()
 		events := fakeEvents(3, 3)
-		c, err := outbox.NewConsumer(db, "c", func(context.Context, bun.Tx, []outbox.Event) error {
-			runtime.Goexit()
-			return nil
-		}, outbox.WithClock(clk.Now))
-		require.NoError(t, err)
-		deliver := func(events []outbox.Event) {
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				_ = c.Deliver(ctx, events)
-				t.Error("Deliver returned: its delivery did not die")
-			}()
-			<-done
-		}
-		leases := func() int {
-			n, err := db.NewSelect().Table(outbox.TableInflight).Count(ctx)
-			require.NoError(t, err)
-			return int(n)
-		}
-		deliver(events[:2])
-		require.Equal(t, 2, leases(), "the dead delivery's leases stay")
+		dieUnder(t, db, "c", events[0], 1, outbox.WithClock(clk.Now))
+		dieUnder(t, db, "c", events[1], 1, outbox.WithClock(clk.Now))
 		clk.Advance(47 * time.Hour)
-		deliver(events[2:])
-		require.Equal(t, 3, leases())
+		dieUnder(t, db, "c", events[2], 1, outbox.WithClock(clk.Now))
+		require.Equal(t, 3, leasesOf(t, db, "c"))
 
 		cl, err := outbox.NewCleaner(db, outbox.WithClock(clk.Now), outbox.WithProcessedRetention(48*time.Hour))
 		require.NoError(t, err)
@@ -146,6 +125,6 @@ func TestCleanerDeletesLeasesOfDeliveriesThatDied(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, 2, n)
 		assert.Equal(t, 2, m.get("cleaned", outbox.TableInflight))
-		assert.Equal(t, 1, leases(), "the lease taken 2 hours ago stays")
+		assert.Equal(t, 1, leasesOf(t, db, "c"), "the lease taken 2 hours ago stays")
 	})
 }

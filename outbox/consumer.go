@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/backoff"
@@ -36,7 +37,7 @@ type Consumer struct {
 	s      settings
 
 	mu   sync.Mutex
-	owed map[string]struct{} // IDs of events whose leases a delivery could not give back (the database down), to give back before they are leased again
+	owed map[string][]string // token → event IDs: leases a delivery could not give back (the database down), given back before the next leases are read
 
 	// handling is held, shared, by every handler transaction of the Consumer, and alone by
 	// that of a suspected event (see applyHeld), so that a crash under it is its doing.
@@ -66,7 +67,7 @@ func NewConsumer(db *bun.DB, name string, handle HandlerFunc, opts ...Option) (*
 	if s.deadLetters == nil {
 		s.deadLetters = NewDeadLetterTable(db)
 	}
-	return &Consumer{db: db, name: name, handle: handle, s: s, owed: make(map[string]struct{})}, nil
+	return &Consumer{db: db, name: name, handle: handle, s: s, owed: make(map[string][]string)}, nil
 }
 
 // Name returns the consumer's name.
@@ -88,20 +89,19 @@ func (c *Consumer) Apply(ctx context.Context, events []Event) (int, error) {
 }
 
 // leasing is what a handler transaction of the Consumer does about the leases of its
-// events (TableInflight): the durable count of the deliveries that began handling an
-// event and never ended, which only the process or the database dying under the handler
-// leaves behind.
+// events (TableInflight): a row per delivery that began handling an event, committed
+// before the handler runs and removed when the delivery ends, so that the rows left are
+// the deliveries the process or the database died under.
 type leasing int
 
 const (
-	// unleased (Apply) takes no lease; it removes those of the events it applies.
+	// unleased (Apply) takes no lease.
 	unleased leasing = iota
-	// shared takes the events' leases, and gives them back without handling anything
-	// (errSuspected) when an earlier delivery of one of them never ended.
+	// shared takes a lease of each event, none of which has an earlier one left; the
+	// handler's transaction removes them.
 	shared
-	// alone takes the lease of one suspected event, handled alone, and gives up without
-	// handling it (*crashLimitError) when maxConnectionLosses earlier deliveries of it
-	// never ended.
+	// alone takes the lease of one suspected event, handled alone; the handler's
+	// transaction removes its earlier leases with it.
 	alone
 )
 
@@ -142,13 +142,15 @@ func (c *Consumer) apply(ctx context.Context, events []Event, mode leasing) (int
 	if len(uniq) == 0 {
 		return 0, nil
 	}
+	token := ""
 	if mode != unleased {
-		if err := c.lease(ctx, uniq); err != nil {
+		token = uuid.NewString()
+		if err := c.lease(ctx, token, uniq); err != nil {
 			return 0, err
 		}
 	}
 	for race := 0; ; race++ {
-		fresh, err := c.applyOnce(ctx, uniq, mode)
+		fresh, err := c.applyOnce(ctx, uniq, mode, token)
 		// A duplicate key on the processed record means another member applied some of these
 		// events concurrently (a rebalance); our transaction was rolled back, and running it
 		// again skips what the other applied.
@@ -156,8 +158,8 @@ func (c *Consumer) apply(ctx context.Context, events []Event, mode leasing) (int
 			continue
 		}
 		if err != nil {
-			if mode != unleased && !c.crashedUnder(ctx, uniq, err) {
-				c.release(ctx, uniq)
+			if token != "" && !c.crashedUnder(ctx, uniq, err) {
+				c.release(ctx, token, uniq)
 			}
 			return 0, err
 		}
@@ -166,130 +168,119 @@ func (c *Consumer) apply(ctx context.Context, events []Event, mode leasing) (int
 	}
 }
 
-// errSuspected aborts a shared handler transaction, before the handler runs, because an
-// earlier delivery of one of its fresh events never ended: the events are to be applied
-// one at a time, each suspected one alone.
-var errSuspected = errors.New("outbox: an earlier delivery of the batch never ended")
-
-// crashLimitError aborts the handler transaction of a suspected event, before the handler
-// runs, because the process or the database died under its handling at crashes earlier
-// deliveries in a row: it is to be dead-lettered without being handled again.
-type crashLimitError struct{ crashes int }
-
-func (e *crashLimitError) Error() string {
-	return fmt.Sprintf("outbox: the process or the database died under its handling at %d deliveries in a row", e.crashes)
-}
-
-// lease records, in a statement of its own committed before the handler runs, that a
-// delivery of events begins: one more delivery each in TableInflight. The handler's
-// transaction removes the leases of the events it applies; a delivery that ends otherwise
-// gives its leases back (release), unless the database went down under the handler
-// (crashedUnder). A lease the Consumer owes since a failed release is given back first.
-func (c *Consumer) lease(ctx context.Context, events []Event) error {
+// lease records, in a statement of its own committed before the handler runs, that the
+// delivery token begins handling events: a row each in TableInflight. The handler's
+// transaction removes them; a delivery that ends otherwise gives them back (release),
+// unless the database went down under the handler (crashedUnder). When the statement
+// fails it may have run all the same, its answer lost: the leases are owed, and given back
+// (by token: nothing if they were never taken) before the next leases are read.
+func (c *Consumer) lease(ctx context.Context, token string, events []Event) error {
 	ids := eventIDs(events)
-	if owed := c.owedOf(ids); len(owed) > 0 {
-		if err := c.giveBack(ctx, owed); err != nil {
-			return err
-		}
-		c.paid(owed)
-	}
 	now := c.s.now()
 	rows := make([]inflightRow, len(ids))
 	for i, id := range ids {
-		rows[i] = inflightRow{Consumer: c.name, ID: id, Deliveries: 1, LeasedAt: now}
+		rows[i] = inflightRow{Consumer: c.name, ID: id, Token: token, LeasedAt: now}
 	}
-	conflict := "DUPLICATE KEY UPDATE"
-	if sqlutil.IsSQLite(c.db) {
-		conflict = "CONFLICT (consumer, id) DO UPDATE"
-	}
-	_, err := c.db.NewInsert().Model(&rows).On(conflict).
-		Set("deliveries = deliveries + 1, leased_at = ?", now).Exec(ctx)
-	if err != nil {
-		// It may have run all the same, its answer lost: the lease is owed, lest an outage
-		// at every delivery count against the events. (Given back when it was not taken,
-		// it takes one crash off a count, which never goes below nothing.)
-		c.owe(ids)
+	if _, err := c.db.NewInsert().Model(&rows).Exec(ctx); err != nil {
+		c.owe(token, ids)
 		return ctxOr(ctx, fmt.Errorf("outbox: consumer %s: leasing events: %w", c.name, sqlutil.Unavailable(c.db, err)))
 	}
 	return nil
 }
 
-// maxOwedLeases bounds how many leases a Consumer remembers owing (see release): past it,
-// it forgets them all, and each of those events is counted one crash it did not cause,
-// which only has it handled alone at its next delivery.
+// unfinished returns, for each of events with any, the tokens of its leases: the
+// deliveries that began handling it and never ended. It first gives back the leases the
+// Consumer owes, and fails if it cannot.
+func (c *Consumer) unfinished(ctx context.Context, events []Event) (map[string][]string, error) {
+	if err := c.payOwed(ctx); err != nil {
+		return nil, err
+	}
+	var rows []inflightRow
+	err := c.db.NewSelect().Model(&rows).Column("id", "token").
+		Where("consumer = ?", c.name).Where("id IN (?)", bun.List(eventIDs(events))).Scan(ctx)
+	if err != nil {
+		return nil, ctxOr(ctx, fmt.Errorf("outbox: consumer %s: reading leases: %w", c.name, sqlutil.Unavailable(c.db, err)))
+	}
+	tokens := make(map[string][]string, len(rows))
+	for _, r := range rows {
+		tokens[r.ID] = append(tokens[r.ID], r.Token)
+	}
+	return tokens, nil
+}
+
+// maxOwedLeases bounds how many deliveries' leases a Consumer remembers owing: past it, it
+// forgets them all, and each of their events is counted one crash it did not cause, as it
+// is when the process stops owing them.
 const maxOwedLeases = 10_000
 
-// release gives back the leases of events whose delivery ended without applying them and
-// without the database going down under the handler: the process saw it end. When the
-// database does not take it (it is down), the Consumer owes it, and gives it back before
-// it leases the events again.
-func (c *Consumer) release(ctx context.Context, events []Event) {
+// release gives back the leases of the delivery token, which ended without applying
+// events and without the database going down under the handler: the process saw it end.
+// When the database does not take it (it is down), the Consumer owes them.
+func (c *Consumer) release(ctx context.Context, token string, events []Event) {
 	ids := eventIDs(events)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
-	err := c.giveBack(wctx, ids)
-	if err == nil {
-		return
-	}
-	c.s.logger.Warn("outbox consumer: could not give the leases of a failed delivery back; given back before the next",
-		"consumer", c.name, "events", len(ids), "err", err)
-	c.owe(ids)
-}
-
-// owe remembers that the Consumer owes the leases of ids (see release).
-func (c *Consumer) owe(ids []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.owed)+len(ids) > maxOwedLeases {
-		clear(c.owed)
-	}
-	for _, id := range ids {
-		c.owed[id] = struct{}{}
+	if err := c.giveBack(wctx, token, ids); err != nil {
+		c.s.logger.Warn("outbox consumer: could not give the leases of a failed delivery back; given back before the next are read",
+			"consumer", c.name, "events", len(ids), "err", err)
+		c.owe(token, ids)
 	}
 }
 
-// releaseTimeout bounds giving a failed delivery's leases back.
+// releaseTimeout bounds giving a failed delivery's leases back, and removing a
+// dead-lettered event's.
 const releaseTimeout = 5 * time.Second
 
-// giveBack takes one delivery off each of the leases of ids.
-func (c *Consumer) giveBack(ctx context.Context, ids []string) error {
-	_, err := c.db.NewUpdate().Table(TableInflight).Set("deliveries = deliveries - 1").
-		Where("consumer = ?", c.name).Where("id IN (?)", bun.List(ids)).Where("deliveries > 0").Exec(ctx)
+// giveBack deletes the leases of ids the delivery token took: exactly those, by primary
+// key, however often it is repeated.
+func (c *Consumer) giveBack(ctx context.Context, token string, ids []string) error {
+	_, err := c.db.NewDelete().Table(TableInflight).
+		Where("consumer = ?", c.name).Where("id IN (?)", bun.List(ids)).Where("token = ?", token).Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("outbox: consumer %s: giving leases back: %w", c.name, sqlutil.Unavailable(c.db, err))
 	}
 	return nil
 }
 
-// owedOf returns those of ids whose leases the Consumer owes.
-func (c *Consumer) owedOf(ids []string) []string {
+// owe remembers that the Consumer owes the leases of ids the delivery token took.
+func (c *Consumer) owe(token string, ids []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var owed []string
-	for _, id := range ids {
-		if _, ok := c.owed[id]; ok {
-			owed = append(owed, id)
+	if len(c.owed) >= maxOwedLeases {
+		clear(c.owed)
+	}
+	c.owed[token] = ids
+}
+
+// payOwed gives back every lease the Consumer owes.
+func (c *Consumer) payOwed(ctx context.Context) error {
+	c.mu.Lock()
+	owed := make(map[string][]string, len(c.owed))
+	for token, ids := range c.owed {
+		owed[token] = ids
+	}
+	c.mu.Unlock()
+	for token, ids := range owed {
+		if err := c.giveBack(ctx, token, ids); err != nil {
+			return ctxOr(ctx, err)
 		}
+		c.mu.Lock()
+		delete(c.owed, token)
+		c.mu.Unlock()
 	}
-	return owed
+	return nil
 }
 
-// paid forgets the leases of ids as owed: they were given back.
-func (c *Consumer) paid(ids []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, id := range ids {
-		delete(c.owed, id)
-	}
-}
-
-// forget removes the lease of ev, dead-lettered: it is not to be delivered again.
-func (c *Consumer) forget(ctx context.Context, ev Event) {
-	_, err := c.db.NewDelete().Table(TableInflight).Where("consumer = ?", c.name).Where("id = ?", ev.ID).Exec(ctx)
+// forget deletes every lease of ev, dead-lettered or about to be redriven: it starts again
+// from nothing. Its error fails the delivery, which is delivered again.
+func (c *Consumer) forget(ctx context.Context, ev Event) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	_, err := c.db.NewDelete().Table(TableInflight).Where("consumer = ?", c.name).Where("id = ?", ev.ID).Exec(wctx)
 	if err != nil {
-		c.s.logger.Warn("outbox consumer: could not remove a dead-lettered event's lease", "consumer", c.name, "id", ev.ID, "err", err)
+		return ctxOr(ctx, fmt.Errorf("outbox: consumer %s: removing the leases of event %s: %w", c.name, ev.ID, sqlutil.Unavailable(c.db, err)))
 	}
-	c.paid([]string{ev.ID})
+	return nil
 }
 
 func eventIDs(events []Event) []string {
@@ -315,46 +306,37 @@ func isHandlerError(err error) bool {
 }
 
 // applyOnce applies events in one transaction: it reads which of them this consumer has
-// applied and the leases of all (one query), checks the leases as mode says, hands the
-// fresh events to the handler, records them as processed and removes the leases.
-func (c *Consumer) applyOnce(ctx context.Context, events []Event, mode leasing) ([]Event, error) {
+// applied (one query), removes the leases the delivery token took of them (all their
+// leases when alone), hands the fresh ones to the handler and records them as processed.
+func (c *Consumer) applyOnce(ctx context.Context, events []Event, mode leasing, token string) ([]Event, error) {
 	ids := eventIDs(events)
 	var fresh []Event
 	err := sqlutil.InTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-		var found []struct {
-			ID         string `bun:"id"`
-			Deliveries int    `bun:"deliveries"` // -1: applied
-		}
-		err := tx.NewRaw("SELECT id, -1 AS deliveries FROM ? WHERE consumer = ? AND id IN (?) "+
-			"UNION ALL SELECT id, deliveries FROM ? WHERE consumer = ? AND id IN (?)",
-			bun.Ident(TableProcessed), c.name, bun.List(ids), bun.Ident(TableInflight), c.name, bun.List(ids)).Scan(ctx, &found)
+		var done []string
+		err := tx.NewSelect().Table(TableProcessed).Column("id").
+			Where("consumer = ?", c.name).Where("id IN (?)", bun.List(ids)).Scan(ctx, &done)
 		if err != nil {
 			return fmt.Errorf("outbox: consumer %s: reading processed events: %w", c.name, err)
 		}
-		applied, leased := make(map[string]struct{}, len(found)), make(map[string]int, len(found))
-		for _, f := range found {
-			if f.Deliveries < 0 {
-				applied[f.ID] = struct{}{}
-			} else {
-				leased[f.ID] = f.Deliveries
-			}
+		applied := make(map[string]struct{}, len(done))
+		for _, id := range done {
+			applied[id] = struct{}{}
 		}
 		fresh = fresh[:0]
 		for _, ev := range events {
-			if _, ok := applied[ev.ID]; ok {
-				continue
-			}
-			fresh = append(fresh, ev)
-			switch earlier := leased[ev.ID] - 1; { // the deliveries before this one that never ended
-			case mode == shared && earlier > 0:
-				return errSuspected
-			case mode == alone && earlier >= maxConnectionLosses:
-				return &crashLimitError{crashes: earlier}
+			if _, ok := applied[ev.ID]; !ok {
+				fresh = append(fresh, ev)
 			}
 		}
-		if len(leased) > 0 {
-			_, err := tx.NewDelete().Table(TableInflight).Where("consumer = ?", c.name).Where("id IN (?)", bun.List(ids)).Exec(ctx)
-			if err != nil {
+		if mode != unleased {
+			// By primary key, the delivery's own: no gap locks, no waiting on another
+			// delivery's; alone (one event, its Consumer's other deliveries waiting) all
+			// of the event's, the earlier ones it is suspected by included.
+			q := tx.NewDelete().Table(TableInflight).Where("consumer = ?", c.name).Where("id IN (?)", bun.List(ids))
+			if mode == shared {
+				q = q.Where("token = ?", token)
+			}
+			if _, err := q.Exec(ctx); err != nil {
 				return fmt.Errorf("outbox: consumer %s: removing leases: %w", c.name, err)
 			}
 		}
@@ -447,13 +429,9 @@ const maxConnectionLosses = 3
 // crashedUnder reports whether the leases of events, whose delivery failed with err, are
 // to stay: err is the database going down under their handling (a connectionLostError, the
 // database not answering on another connection either: the event may have brought it
-// down, as it may the process), or the crash limit of a suspected event, which is
-// dead-lettered next. A connectionLostError is marked with what the probe found (lostAlone).
+// down, as it may the process). A connectionLostError is marked with what the probe found
+// (lostAlone).
 func (c *Consumer) crashedUnder(ctx context.Context, events []Event, err error) bool {
-	var limit *crashLimitError
-	if errors.As(err, &limit) {
-		return true
-	}
 	var lost *connectionLostError
 	if !errors.As(err, &lost) || ctx.Err() != nil {
 		return false
@@ -533,19 +511,22 @@ func (c *Consumer) countApplied(all, fresh []Event) {
 //     (ErrDeadLetter), and a done ctx.
 //   - The process or the database dying under the handler may still be the events' doing
 //     (a payload that makes the handler overflow its stack or exhaust memory, a
-//     statement hitting a server bug): before the handler runs, each event's lease is
-//     committed (TableInflight), and a delivery that ends without applying it gives it
-//     back, so the lease counts the deliveries that never ended, across restarts of the
-//     process and across the members of a consumer group. At its next delivery a batch
-//     holding such an event is applied one event at a time, a suspected event alone, and
-//     an event under which the process or the database died at 3 deliveries in a row is
-//     dead-lettered without being handled again. A suspected event is handled alone: the
-//     Consumer's other deliveries (concurrent Deliver calls) wait meanwhile, so that the
-//     next crash under it is its doing, not that of an event of another stream being
-//     handled at the same time (the members of a group in other processes are not held
-//     back). A crash or an outage that merely coincides with an event's handling once or
-//     twice costs it nothing but its batch. Leasing costs a statement committed on its own
-//     per batch, and one in the handler's transaction.
+//     statement hitting a server bug): before the handler runs, the delivery commits a
+//     lease of each event (a row of TableInflight under its own token), which the
+//     handler's transaction removes and a delivery ending otherwise deletes, so the leases
+//     left are the deliveries that never ended, across restarts of the process and across
+//     the members of a consumer group. Deliver reads them first (one query per batch): a
+//     batch holding an event with any is applied one event at a time, such an event alone,
+//     and an event under which the process or the database died at 3 deliveries in a row
+//     is dead-lettered without being handled again (its leases removed: Redrive starts it
+//     from nothing). A suspected event is handled alone: the Consumer's other deliveries
+//     (concurrent Deliver calls) wait meanwhile, so that the next crash under it is its
+//     doing, not that of an event of another stream being handled at the same time (the
+//     members of a group in other processes are not held back, and a member handling the
+//     same event at the same time counts as a crash). A crash or an outage that merely
+//     coincides with an event's handling once or twice costs it nothing but its batch.
+//     Leasing costs, per batch, a read, a statement committed on its own and one in the
+//     handler's transaction.
 //
 // Deliver returns nil when every event was applied, found applied before, or dead-lettered.
 func (c *Consumer) Deliver(ctx context.Context, events []Event) error {
@@ -569,14 +550,22 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 		}
 		valid = append(valid, ev)
 	}
-	if len(valid) > 1 {
+	if len(valid) == 0 {
+		return nil
+	}
+	earlier, err := c.unfinished(ctx, valid)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(earlier) > 0:
+		c.s.logger.Info("outbox consumer: an earlier delivery of the batch never ended, applying its events one by one",
+			"consumer", c.name, "events", len(valid), "suspected", len(earlier))
+	case len(valid) > 1:
 		_, err := c.applyHeld(ctx, valid, shared)
 		switch {
 		case err == nil || ctx.Err() != nil:
 			return ctxOr(ctx, err)
-		case errors.Is(err, errSuspected):
-			c.s.logger.Info("outbox consumer: an earlier delivery of the batch never ended, applying its events one by one",
-				"consumer", c.name, "events", len(valid))
 		case contended(err):
 			return err
 		case !isHandlerError(err) && !lostAlone(err):
@@ -587,34 +576,36 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 		}
 	}
 	for _, ev := range valid {
-		if _, err := c.deliverOne(ctx, ev); err != nil {
+		if _, err := c.deliverOne(ctx, ev, len(earlier[ev.ID])); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// deliverOne applies ev on its own (alone once suspected), retrying a handler failure (up
-// to MaxAttempts) and a lost connection with the database answering (up to
-// maxConnectionLosses), and dead-letters it after the last, or at once when the process or
-// the database died under its handling at maxConnectionLosses deliveries in a row;
-// deadLettered says it did.
-func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool, err error) {
+// deliverOne applies ev on its own, retrying a handler failure (up to MaxAttempts) and a
+// lost connection with the database answering (up to maxConnectionLosses), and
+// dead-letters it after the last. crashes is how many of its deliveries, as unfinished
+// read them, the process or the database died under: at maxConnectionLosses it is
+// dead-lettered without being handled again; above none it is handled alone.
+// deadLettered says it was dead-lettered.
+func (c *Consumer) deliverOne(ctx context.Context, ev Event, crashes int) (deadLettered bool, err error) {
+	if crashes >= maxConnectionLosses {
+		cause := fmt.Errorf("outbox: consumer %s: event %s: the process or the database died under its handling at %d deliveries in a row",
+			c.name, ev.ID, crashes)
+		return true, c.deadLetterOne(ctx, ev, cause, crashes)
+	}
 	var last error
 	attempts, losses := 0, 0
 	mode := shared
+	if crashes > 0 {
+		mode = alone
+	}
 	for attempts < c.s.maxAttempts && losses < maxConnectionLosses {
 		_, err := c.applyHeld(ctx, []Event{ev}, mode)
-		var limit *crashLimitError
 		switch {
 		case err == nil:
 			return false, nil
-		case errors.Is(err, errSuspected):
-			mode = alone
-			continue
-		case errors.As(err, &limit):
-			cause := fmt.Errorf("outbox: consumer %s: event %s: %w", c.name, ev.ID, err)
-			return true, c.deadLetterOne(ctx, ev, cause, limit.crashes)
 		case ctx.Err() != nil:
 			return false, ctxOr(ctx, err)
 		case contended(err):
@@ -645,13 +636,14 @@ func (c *Consumer) deliverOne(ctx context.Context, ev Event) (deadLettered bool,
 	return true, c.deadLetterOne(ctx, ev, last, attempts+losses)
 }
 
-// deadLetterOne dead-letters ev, an event deliverOne gives up on, and then removes its lease.
+// deadLetterOne dead-letters ev, an event deliverOne gives up on, and then removes its
+// leases; when it cannot, the delivery fails and both are done again at the next (a dead
+// letter is stored again, not twice, in a DeadLetterTable).
 func (c *Consumer) deadLetterOne(ctx context.Context, ev Event, cause error, attempts int) error {
 	if err := c.deadLetter(ctx, ev, cause, attempts); err != nil {
 		return err
 	}
-	c.forget(ctx, ev)
-	return nil
+	return c.forget(ctx, ev)
 }
 
 // maxDeadLetterError bounds the text of a consumer's dead letter's error (DeadLetter.Error):

@@ -124,7 +124,11 @@ func (c *Consumer) Redrive(ctx context.Context, limit int) (int, error) {
 	}
 	applied := 0
 	for _, dl := range letters {
-		dead, err := c.deliverOne(ctx, dl.Event)
+		// The cause is fixed: the crashes it was dead-lettered for are no longer counted.
+		if err := c.forget(ctx, dl.Event); err != nil {
+			return applied, err
+		}
+		dead, err := c.deliverOne(ctx, dl.Event, 0)
 		if err != nil {
 			return applied, err
 		}

@@ -119,12 +119,14 @@
 // isolated and retried, and dead-lettered after 3 such losses in a row. So may a process
 // or a database that dies under the handler (a payload that overflows the handler's stack
 // or exhausts memory, which no recover catches; a statement hitting a server bug): before
-// the handler runs, Deliver commits a lease of each event (outbox_inflight: one statement
-// per batch, and one more in the handler's transaction) that the handler's transaction removes and a delivery ending otherwise gives
-// back, so the leases count, in the database, across restarts and group members, the
-// deliveries that never ended. A batch holding such an event is applied one event at a
-// time at its next delivery, a suspected event alone, the Consumer's other deliveries
-// (concurrent Deliver calls, one per partition with saramaoutbox) waiting meanwhile, so
+// the handler runs, Deliver commits a lease of each event (a row of outbox_inflight per
+// delivery) that the handler's transaction removes and a delivery ending otherwise
+// deletes, so the leases left count, in the database, across restarts and group members,
+// the deliveries that never ended; Deliver reads them before it leases (per batch: a
+// read, a statement committed on its own and one in the handler's transaction). A batch
+// holding such an event is applied one event at a time, a suspected event alone, the
+// Consumer's other deliveries (concurrent Deliver calls, one per partition with
+// saramaoutbox) waiting meanwhile, so
 // that a crash under it is not the doing of another event the same Consumer was handling
 // (other processes, consumers and programs on the database are still a coincidence it
 // takes for a crash: the reason for 3); an event under which the process or the database

@@ -76,10 +76,10 @@ type processedRow struct {
 type inflightRow struct {
 	bun.BaseModel `bun:"table:outbox_inflight"`
 
-	Consumer   string    `bun:"consumer,pk"`
-	ID         string    `bun:"id,pk"`
-	Deliveries int       `bun:"deliveries"`
-	LeasedAt   time.Time `bun:"leased_at"`
+	Consumer string    `bun:"consumer,pk"`
+	ID       string    `bun:"id,pk"`
+	Token    string    `bun:"token,pk"` // the delivery's
+	LeasedAt time.Time `bun:"leased_at"`
 }
 
 // deadLetterRow is a row of outbox_dead_letters.

@@ -19,12 +19,12 @@ const (
 	TableStreams = "outbox_streams"
 	// TableProcessed holds, per consumer, the IDs of the events it has applied.
 	TableProcessed = "outbox_processed"
-	// TableInflight holds, per consumer, the events whose handling has begun and not ended:
-	// a delivery records each event's before its handler runs (committed on its own), and
-	// removes it in the transaction applying the event; a delivery that ends without applying
-	// it (a handler error, the context ending) gives it back. So an event's count there is the
-	// deliveries its handling never returned from: the process or the database dying under it,
-	// which a poison event does at every delivery (see Consumer.Deliver).
+	// TableInflight holds the consumers' leases: a row per delivery (its token) that began
+	// handling an event, committed before the handler runs and removed in the transaction
+	// applying the event; a delivery that ends without applying it (a handler error, the
+	// context ending) deletes it. So an event's rows there are the deliveries its handling
+	// never returned from: the process or the database dying under it, which a poison event
+	// does at every delivery (see Consumer.Deliver).
 	TableInflight = "outbox_inflight"
 	// TableDeadLetters holds the dead letters of consumers that keep them in SQL (the
 	// default; Kafka consumers usually send theirs to a dead-letter topic instead).
@@ -90,15 +90,15 @@ var schema = []sqlutil.Table{
 	{Name: TableInflight, Columns: `
 		consumer VARCHAR(64) NOT NULL,
 		id VARCHAR(64) NOT NULL,
-		deliveries INT NOT NULL,
+		token CHAR(36) NOT NULL,
 		leased_at DATETIME(6) NOT NULL,
-		PRIMARY KEY (consumer, id)`,
+		PRIMARY KEY (consumer, id, token)`,
 		SQLiteColumns: `
 		consumer VARCHAR(64) NOT NULL,
 		id VARCHAR(64) NOT NULL,
-		deliveries INT NOT NULL,
+		token CHAR(36) NOT NULL,
 		leased_at TIMESTAMP NOT NULL,
-		PRIMARY KEY (consumer, id)`},
+		PRIMARY KEY (consumer, id, token)`},
 	{Name: TableDeadLetters, Columns: deadLetterColumns("MEDIUMBLOB", "DATETIME(6)"),
 		SQLiteColumns: deadLetterColumns("BLOB", "TIMESTAMP")},
 	{Name: TableRelayResolutions, Columns: `

@@ -1,0 +1,305 @@
+package outbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/depfail"
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/outbox/outboxtest"
+)
+
+// The leases' tests below were first written by a session attacking the leases' first
+// design (a count per event, given back by decrement), each failing against it.
+
+// dieUnder makes n deliveries of ev by consumer name on db (with opts) that die under the
+// handler (runtime.Goexit: nothing after the handler runs, as when the process dies), as
+// a poison event's would: each leaves its lease.
+func dieUnder(t *testing.T, db *bun.DB, name string, ev outbox.Event, n int, opts ...outbox.Option) {
+	t.Helper()
+	c, err := outbox.NewConsumer(db, name, func(context.Context, bun.Tx, []outbox.Event) error {
+		runtime.Goexit()
+		return nil
+	}, opts...)
+	require.NoError(t, err)
+	for range n {
+		done := make(chan bool)
+		go func() {
+			returned := false
+			defer func() { done <- returned }()
+			_ = c.Deliver(context.Background(), []outbox.Event{ev})
+			returned = true
+		}()
+		require.False(t, <-done, "the delivery returned: it did not die under the handler")
+	}
+}
+
+// leasesOf returns how many leases consumer name holds on db.
+func leasesOf(t *testing.T, db *bun.DB, name string) int {
+	t.Helper()
+	n, err := db.NewSelect().Table(outbox.TableInflight).Where("consumer = ?", name).Count(context.Background())
+	require.NoError(t, err)
+	return int(n)
+}
+
+// TestConsumerPoisonEventCrashingTheDatabaseDeliveredWhileDown: an event under whose
+// handling the database server dies at every delivery, delivered again while the server
+// is still down (as the relay, the Dispatcher and saramaoutbox do: they retry), is
+// dead-lettered after 3 crashes. The delivery while down cannot lease the events; what it
+// owes back for that must be exactly its own leases (none), not one of the crashes.
+func TestConsumerPoisonEventCrashingTheDatabaseDeliveredWhileDown(t *testing.T) {
+	server, dsn := testenv.OwnMySQL(t)
+	db, linked, link := testenv.LinkedMySQLAt(t, dsn)
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	const name = "retried-while-down"
+	events := fakeEvents(3, 1)
+	marked := events[1].ID
+	record := outboxtest.RecordingHandler(name)
+	c, err := outbox.NewConsumer(linked, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+		for _, ev := range evs {
+			if ev.ID == marked {
+				if _, err := tx.ExecContext(ctx, markedStatement); err != nil {
+					return err
+				}
+			}
+		}
+		return record(ctx, tx, evs)
+	}, outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+	require.NoError(t, err)
+	isMarked := func(q string) bool { return strings.Contains(q, markedStatement) }
+	crashes := 0
+	for delivery := 0; ; delivery++ {
+		require.Less(t, delivery, 8, "the poison event still crashes the database after %d crashes", crashes)
+		stopped := make(chan struct{})
+		link.ArmThen(isMarked, false, func() { server.Stop(t, 0); close(stopped) })
+		err := c.Deliver(ctx, events)
+		cut, _ := link.Disarm()
+		if err == nil {
+			break
+		}
+		require.Len(t, cut, 1, "Deliver failed without a crash: %v", err)
+		require.True(t, depfail.Is(err), "%v", err)
+		crashes++
+		<-stopped
+		err = c.Deliver(ctx, events) // the caller's retry, the server still down
+		require.True(t, err != nil && depfail.Is(err), "delivery while down: %v", err)
+		server.Start(t)
+	}
+	assert.Equal(t, 3, crashes)
+	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, name), []outbox.Event{events[0], events[2]})
+	letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+	require.NoError(t, err)
+	require.Len(t, letters, 1)
+	assert.Equal(t, marked, letters[0].Event.ID)
+	assert.Zero(t, leasesOf(t, db, name))
+}
+
+// TestConsumerCancelledDeliveryOwesNoCrash: an event the process died under at 3
+// deliveries, delivered first with a context already done (a rebalance ending the
+// session, a shutdown), whose lease is never sent, is still dead-lettered unhandled at
+// the next delivery: the cancelled one gives back nothing but its own.
+func TestConsumerCancelledDeliveryOwesNoCrash(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		const name = "cancelled"
+		ev := fakeEvents(1, 1)[0]
+		dieUnder(t, db, name, ev, 3)
+		handled := 0
+		c, err := outbox.NewConsumer(db, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+			handled++
+			return outboxtest.Record(ctx, tx, name, evs)
+		})
+		require.NoError(t, err)
+		done, cancel := context.WithCancel(ctx)
+		cancel()
+		require.ErrorIs(t, c.Deliver(done, []outbox.Event{ev}), context.Canceled)
+		require.NoError(t, c.Deliver(ctx, []outbox.Event{ev}))
+		assert.Zero(t, handled, "handled after 3 deliveries died under it")
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+		require.NoError(t, err)
+		require.Len(t, letters, 1)
+		assert.Equal(t, 3, letters[0].Attempts)
+		assert.Zero(t, leasesOf(t, db, name))
+	})
+}
+
+// TestConsumerDeadLetterKeepsNoLease: an event dead-lettered for the 3 deliveries that died
+// under it, whose leases cannot be removed (the connection cut at that DELETE), fails the
+// delivery; the next one dead-letters it again (one letter) and removes them. Once the
+// cause is fixed, Redrive applies it: handled once, no letter, no lease.
+func TestConsumerDeadLetterKeepsNoLease(t *testing.T) {
+	db, linked, link := testenv.LinkedMySQL(t)
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	const name = "forget-cut"
+	ev := fakeEvents(1, 1)[0]
+	dieUnder(t, db, name, ev, 3)
+	handled := 0
+	record := outboxtest.RecordingHandler(name)
+	c, err := outbox.NewConsumer(linked, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+		handled++
+		return record(ctx, tx, evs)
+	})
+	require.NoError(t, err)
+	link.Arm(func(q string) bool { return strings.HasPrefix(q, "DELETE FROM `outbox_inflight`") }, false)
+	err = c.Deliver(ctx, []outbox.Event{ev})
+	cut, _ := link.Disarm()
+	require.Len(t, cut, 1)
+	require.True(t, err != nil && depfail.Is(err), "%v", err)
+	assert.Equal(t, 3, leasesOf(t, db, name))
+	require.NoError(t, c.Deliver(ctx, []outbox.Event{ev}))
+	assert.Zero(t, leasesOf(t, db, name))
+	letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+	require.NoError(t, err)
+	require.Len(t, letters, 1)
+	assert.Zero(t, handled)
+
+	applied, err := c.Redrive(ctx, 0)
+	require.NoError(t, err)
+	assert.Equal(t, 1, applied)
+	assert.Equal(t, 1, handled)
+	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, name), []outbox.Event{ev})
+	letters, err = outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+	require.NoError(t, err)
+	assert.Empty(t, letters)
+	assert.Zero(t, leasesOf(t, db, name))
+}
+
+// TestConsumerConcurrentDeliveriesOfSuspectedEvents: 8 concurrent Deliver calls on one
+// Consumer (SQLite: one connection), every third event with 2 deliveries that died under
+// it (handled alone), some repeating another call's events, end, apply every event
+// exactly once, dead-letter nothing and leave no lease.
+func TestConsumerConcurrentDeliveriesOfSuspectedEvents(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		const name = "concurrent"
+		events := fakeEvents(32, 8)
+		for i := 0; i < len(events); i += 3 {
+			dieUnder(t, db, name, events[i], 2)
+		}
+		c, err := outbox.NewConsumer(db, name, outboxtest.RecordingHandler(name), outbox.WithBatchSize(3), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+		require.NoError(t, err)
+		errs := make(chan error, 8)
+		for g := range 8 {
+			go func() {
+				var mine []outbox.Event
+				for k := range 4 {
+					mine = append(mine, events[k*8+g])
+				}
+				if g%2 == 0 {
+					mine = append(mine, events[(g+1)%8])
+				}
+				errs <- c.Deliver(ctx, mine)
+			}()
+		}
+		for range 8 {
+			require.NoError(t, <-errs)
+		}
+		require.Len(t, outboxtest.Applied(t, db, name), len(events))
+		letters, err := outbox.NewDeadLetterTable(db).List(context.Background(), name, 0)
+		require.NoError(t, err)
+		assert.Empty(t, letters)
+		assert.Zero(t, leasesOf(t, db, name))
+	})
+}
+
+// The consumer process of TestConsumerKilledBeforeHandlingCountsNoCrash.
+const (
+	windowDSN   = "OUTBOX_WINDOW_DSN"
+	windowEvent = "OUTBOX_WINDOW_EVENT"
+	windowAt    = "OUTBOX_WINDOW_AT"   // "handler": blocks in the handler; "read": once it has read the event's leases
+	windowMark  = "OUTBOX_WINDOW_MARK" // a file written once blocked
+)
+
+// TestConsumerKilledBeforeHandlingCountsNoCrash: a consumer process killed (SIGKILL) once
+// while a healthy event is handled leaves it suspected; killed twice more while that
+// event's delivery has read its leases and not yet taken its own, it is not counted
+// again: the next process handles it (alone) and applies it, nothing dead-lettered.
+func TestConsumerKilledBeforeHandlingCountsNoCrash(t *testing.T) {
+	if os.Getenv(windowDSN) != "" {
+		runWindowConsumer(t)
+		return
+	}
+	dsn := testenv.MySQLDSN(t)
+	db := openKiller(t, "mysql", dsn)
+	outboxtest.Prepare(t, db)
+	ev := fakeEvents(1, 1)[0]
+	blob, err := json.Marshal(ev)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	for run, at := range []string{"handler", "read", "read"} {
+		mark := filepath.Join(dir, "mark"+string(rune('0'+run)))
+		cmd := exec.Command(os.Args[0], "-test.run=^TestConsumerKilledBeforeHandlingCountsNoCrash$", "-test.count=1")
+		cmd.Env = append(os.Environ(), windowDSN+"="+dsn, windowEvent+"="+string(blob), windowAt+"="+at, windowMark+"="+mark)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		require.NoError(t, cmd.Start())
+		for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+			if _, err := os.Stat(mark); err == nil {
+				break
+			}
+			require.Less(t, time.Since(start), 30*time.Second, "the consumer process never blocked at %s:\n%s", at, out.String())
+		}
+		require.NoError(t, cmd.Process.Kill())
+		_ = cmd.Wait()
+		assert.Equal(t, 1, leasesOf(t, db, "window"), "run %d, killed at %s", run, at)
+	}
+	handled := 0
+	record := outboxtest.RecordingHandler("window")
+	c, err := outbox.NewConsumer(db, "window", func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+		handled++
+		return record(ctx, tx, evs)
+	})
+	require.NoError(t, err)
+	require.NoError(t, c.Deliver(context.Background(), []outbox.Event{ev}))
+	letters, err := outbox.NewDeadLetterTable(db).List(context.Background(), "window", 0)
+	require.NoError(t, err)
+	assert.Empty(t, letters)
+	assert.Equal(t, 1, handled)
+	assert.Zero(t, leasesOf(t, db, "window"))
+}
+
+// blockAfterRead blocks the process for good once it has read the leases of event id,
+// after writing the file mark.
+type blockAfterRead struct{ id, mark string }
+
+func (h *blockAfterRead) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context {
+	return ctx
+}
+
+func (h *blockAfterRead) AfterQuery(_ context.Context, e *bun.QueryEvent) {
+	if strings.HasPrefix(e.Query, "SELECT") && strings.Contains(e.Query, "`outbox_inflight`") && strings.Contains(e.Query, h.id) {
+		_ = os.WriteFile(h.mark, []byte("read"), 0o600)
+		select {}
+	}
+}
+
+func runWindowConsumer(t *testing.T) {
+	var ev outbox.Event
+	require.NoError(t, json.Unmarshal([]byte(os.Getenv(windowEvent)), &ev))
+	db := openKiller(t, "mysql", os.Getenv(windowDSN))
+	mark := os.Getenv(windowMark)
+	if os.Getenv(windowAt) == "read" {
+		db = db.WithQueryHook(&blockAfterRead{id: ev.ID, mark: mark})
+	}
+	c, err := outbox.NewConsumer(db, "window", func(context.Context, bun.Tx, []outbox.Event) error {
+		_ = os.WriteFile(mark, []byte("handling"), 0o600)
+		select {}
+	})
+	require.NoError(t, err)
+	_ = c.Deliver(context.Background(), []outbox.Event{ev})
+}
