@@ -123,7 +123,10 @@
 // delivery) that the handler's transaction removes and a delivery ending otherwise
 // deletes, so the leases left count, in the database, across restarts and group members,
 // the deliveries that never ended; Deliver reads them before it leases (per batch: a
-// read, a statement committed on its own and one in the handler's transaction). A batch
+// read, a statement committed on its own and one in the handler's transaction), for a
+// minute after the Consumer's first delivery and after each failed handler transaction
+// only, so that a healthy stream costs nothing more (an event killing a process long past
+// its start is counted from its second crash). A batch
 // holding such an event is applied one event at a time, a suspected event alone, the
 // Consumer's other deliveries (concurrent Deliver calls, one per partition with
 // saramaoutbox) waiting meanwhile, so

@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -302,4 +303,59 @@ func runWindowConsumer(t *testing.T) {
 	})
 	require.NoError(t, err)
 	_ = c.Deliver(context.Background(), []outbox.Event{ev})
+}
+
+// TestConsumerLeasesOnlyInItsWindow: a Consumer leases (reads its events' leases, commits
+// its own) for the lease window after its first delivery and after a failed handler
+// transaction, and otherwise sends exactly the statements it would without leases; with
+// AlwaysLease it leases every delivery.
+func TestConsumerLeasesOnlyInItsWindow(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		qc := &queryCounter{}
+		counted := db.WithQueryHook(qc)
+		clk := newClock()
+		failing := ""
+		record := outboxtest.RecordingHandler("window")
+		c, err := outbox.NewConsumer(counted, "window", func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+			for _, ev := range evs {
+				if ev.ID == failing {
+					failing = ""
+					return errors.New("failed once")
+				}
+			}
+			return record(ctx, tx, evs)
+		}, outbox.WithClock(clk.Now), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+		require.NoError(t, err)
+		events := fakeEvents(12, 3)
+		deliver := func(events []outbox.Event) (leases int) {
+			t.Helper()
+			qc.reset("SELECT outbox_inflight", "INSERT outbox_inflight")
+			require.NoError(t, c.Deliver(ctx, events))
+			require.Equal(t, qc.get("SELECT outbox_inflight"), qc.get("INSERT outbox_inflight"), "a lease read for each taken")
+			return qc.get("INSERT outbox_inflight")
+		}
+		assert.Equal(t, 1, deliver(events[0:3]), "the first delivery leases")
+		clk.Advance(59 * time.Second)
+		assert.Equal(t, 1, deliver(events[3:6]), "within a minute of it")
+		clk.Advance(2 * time.Second)
+		assert.Zero(t, deliver(events[6:9]), "a minute after it: a healthy stream takes no lease")
+		failing = events[10].ID
+		assert.Zero(t, deliver(events[9:11]), "the batch failing, and its events one by one, past the window")
+		assert.Equal(t, 1, deliver(events[11:12]), "a failure leases again")
+		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "window"), events)
+		assert.Zero(t, leasesOf(t, db, "window"))
+
+		always, err := outbox.NewConsumer(counted, "always", outboxtest.RecordingHandler("always"),
+			outbox.WithClock(clk.Now), outbox.WithLeaseWindow(outbox.AlwaysLease))
+		require.NoError(t, err)
+		qc.reset("INSERT outbox_inflight")
+		require.NoError(t, always.Deliver(ctx, events[:3]))
+		clk.Advance(24 * 365 * time.Hour)
+		require.NoError(t, always.Deliver(ctx, events[3:6]))
+		assert.Equal(t, 2, qc.get("INSERT outbox_inflight"))
+
+		_, err = outbox.NewConsumer(db, "bad", outboxtest.RecordingHandler("bad"), outbox.WithLeaseWindow(0))
+		require.ErrorIs(t, err, outbox.ErrInvalidConfig)
+	})
 }

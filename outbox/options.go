@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/commercekit/commercekit/internal/option"
@@ -51,6 +52,7 @@ type settings struct {
 	maxAttempts   int
 	retention     time.Duration
 	keepProcessed time.Duration
+	leaseWindow   time.Duration
 	deadLetters   DeadLetterSink
 	maxEventBytes int
 	hasBackoff    bool
@@ -143,6 +145,28 @@ func WithMaxAttempts(n int) Option {
 	}
 }
 
+// WithLeaseWindow sets how long a Consumer's Deliver leases the events it handles, after
+// the Consumer's first delivery and after each failed handler transaction (default 1
+// minute; see Consumer.Deliver): the longer, the more crashes under an event are counted
+// from the first, at the cost of a durable commit per batch meanwhile. AlwaysLease leases
+// every delivery. It must be positive.
+func WithLeaseWindow(d time.Duration) Option {
+	return func(s *settings) {
+		if !s.appliesTo(kindConsumer, "WithLeaseWindow") {
+			return
+		}
+		if d <= 0 {
+			s.Reject("WithLeaseWindow", fmt.Sprintf("%v is not positive", d))
+			return
+		}
+		s.leaseWindow = d
+	}
+}
+
+// AlwaysLease is the WithLeaseWindow that never ends: every delivery leases its events, and
+// every crash under an event counts.
+const AlwaysLease time.Duration = math.MaxInt64
+
 // WithRetention sets how long the Cleaner keeps sent events (default 7 days). It must be
 // positive.
 func WithRetention(d time.Duration) Option {
@@ -226,6 +250,7 @@ func newSettings(k kind, opts []Option) (settings, error) {
 		metrics:       metrics{observe.Nop{}},
 		maxAttempts:   5,
 		retention:     7 * 24 * time.Hour,
+		leaseWindow:   time.Minute,
 		maxEventBytes: DefaultMaxEventBytes,
 	}
 	return s, option.Apply(&s, opts)

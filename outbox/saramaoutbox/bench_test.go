@@ -69,33 +69,41 @@ func (c *publishedCounter) Observe(e observe.Event) {
 // group applies b.N relayed events, each handler batch in one transaction with one
 // set-based dedup query and one multi-row insert of processed records plus the handler's
 // own multi-row insert. Reports events/s from the first handler call to the last (group
-// join excluded); the handler batch size is the sub-benchmark parameter.
+// join excluded); the handler batch size is a sub-benchmark parameter, and the lease window
+// the other: "steady" a Consumer past its window (a nanosecond), as a healthy stream runs,
+// "leasing" one leasing every batch (outbox.AlwaysLease), as one does for a minute after
+// it starts or fails.
 func BenchmarkConsumer(b *testing.B) {
 	for _, batch := range []int{10, 100} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			db := openDB(b)
-			k := testenv.NewKafka(b)
-			topic := k.Topic(b, "bench")
-			outboxtest.Fill(b, db, topic, b.N)
-			relayAll(b, db, newPublisher(b, k))
+		for _, lease := range []struct {
+			name   string
+			window time.Duration
+		}{{"steady", time.Nanosecond}, {"leasing", outbox.AlwaysLease}} {
+			b.Run(fmt.Sprintf("batch=%d/%s", batch, lease.name), func(b *testing.B) {
+				db := openDB(b)
+				k := testenv.NewKafka(b)
+				topic := k.Topic(b, "bench")
+				outboxtest.Fill(b, db, topic, b.N)
+				relayAll(b, db, newPublisher(b, k))
 
-			var applied atomic.Int64
-			var first, last atomic.Int64
-			c, err := outbox.NewConsumer(db, "bench", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
-				first.CompareAndSwap(0, time.Now().UnixNano())
-				return outboxtest.Record(ctx, tx, "bench", events)
-			}, outbox.WithBatchSize(batch), outbox.WithObserver(appliedCounter{n: &applied, last: &last}))
-			require.NoError(b, err)
-			b.ResetTimer()
-			runGroup(b, k, "bench", testkit.Must(saramaoutbox.NewConsumerHandler(c))(b), topic)
-			for applied.Load() < int64(b.N) {
-				time.Sleep(time.Millisecond)
-			}
-			b.StopTimer()
-			if span := time.Duration(last.Load() - first.Load()); span > 0 {
-				b.ReportMetric(float64(b.N)/span.Seconds(), "events/s")
-			}
-		})
+				var applied atomic.Int64
+				var first, last atomic.Int64
+				c, err := outbox.NewConsumer(db, "bench", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
+					first.CompareAndSwap(0, time.Now().UnixNano())
+					return outboxtest.Record(ctx, tx, "bench", events)
+				}, outbox.WithBatchSize(batch), outbox.WithLeaseWindow(lease.window), outbox.WithObserver(appliedCounter{n: &applied, last: &last}))
+				require.NoError(b, err)
+				b.ResetTimer()
+				runGroup(b, k, "bench", testkit.Must(saramaoutbox.NewConsumerHandler(c))(b), topic)
+				for applied.Load() < int64(b.N) {
+					time.Sleep(time.Millisecond)
+				}
+				b.StopTimer()
+				if span := time.Duration(last.Load() - first.Load()); span > 0 {
+					b.ReportMetric(float64(b.N)/span.Seconds(), "events/s")
+				}
+			})
+		}
 	}
 }
 
