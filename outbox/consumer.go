@@ -38,7 +38,8 @@ type Consumer struct {
 
 	mu         sync.Mutex
 	owed       map[string][]string // token → event IDs: leases a delivery could not give back (the database down), given back before the next leases are read
-	leaseUntil time.Time           // deliveries lease their events until then (see leasing); zero: until the lease window after the first
+	leaseUntil time.Time           // deliveries lease their events until then (see leasing); zero: until the lease window after the next
+	live       map[string]struct{} // tokens of this Consumer's deliveries under way: their leases are no crash
 
 	// handling is held, shared, by every handler transaction of the Consumer, and alone by
 	// that of a suspected event (see applyHeld), so that a crash under it is its doing.
@@ -69,7 +70,7 @@ func NewConsumer(db *bun.DB, name string, handle HandlerFunc, opts ...Option) (*
 	if s.deadLetters == nil {
 		s.deadLetters = NewDeadLetterTable(db)
 	}
-	return &Consumer{db: db, name: name, handle: handle, s: s, owed: make(map[string][]string)}, nil
+	return &Consumer{db: db, name: name, handle: handle, s: s, owed: make(map[string][]string), live: make(map[string]struct{})}, nil
 }
 
 // Name returns the consumer's name.
@@ -87,7 +88,7 @@ func (c *Consumer) BatchSize() int { return c.s.batchSize }
 // alone (see Deliver): it waits for that one, and that one waits for it. Call it from
 // outside the Consumer's handler, never from within.
 func (c *Consumer) Apply(ctx context.Context, events []Event) (int, error) {
-	return c.applyHeld(ctx, events, unleased)
+	return c.applyHeld(ctx, events, unleased, nil)
 }
 
 // leasing is what a handler transaction of the Consumer does about the leases of its
@@ -113,7 +114,10 @@ const (
 // partition on one Consumer) could not otherwise tell which of the events being handled
 // when the process or the database died brought it down, and would count the crash
 // against every one. The lease is taken once the lock is held: waiting is no delivery.
-func (c *Consumer) applyHeld(ctx context.Context, events []Event, mode leasing) (int, error) {
+//
+// earlier are, alone, the tokens of the event's unfinished deliveries, whose leases its
+// transaction removes with its own.
+func (c *Consumer) applyHeld(ctx context.Context, events []Event, mode leasing, earlier []string) (int, error) {
 	if mode != alone {
 		if !c.handling.TryRLock() {
 			c.s.logger.Info("outbox consumer: waiting for a suspected event, handled alone, to end",
@@ -121,7 +125,7 @@ func (c *Consumer) applyHeld(ctx context.Context, events []Event, mode leasing) 
 			c.handling.RLock()
 		}
 		defer c.handling.RUnlock()
-		return c.apply(ctx, events, mode)
+		return c.apply(ctx, events, mode, nil)
 	}
 	if !c.handling.TryLock() {
 		c.s.logger.Info("outbox consumer: waiting for its other deliveries to end, to handle a suspected event alone",
@@ -129,10 +133,10 @@ func (c *Consumer) applyHeld(ctx context.Context, events []Event, mode leasing) 
 		c.handling.Lock()
 	}
 	defer c.handling.Unlock()
-	return c.apply(ctx, events, mode)
+	return c.apply(ctx, events, mode, earlier)
 }
 
-func (c *Consumer) apply(ctx context.Context, events []Event, mode leasing) (int, error) {
+func (c *Consumer) apply(ctx context.Context, events []Event, mode leasing, earlier []string) (int, error) {
 	uniq := make([]Event, 0, len(events))
 	seen := make(map[string]struct{}, len(events))
 	for _, ev := range events {
@@ -144,16 +148,20 @@ func (c *Consumer) apply(ctx context.Context, events []Event, mode leasing) (int
 	if len(uniq) == 0 {
 		return 0, nil
 	}
+	var tokens []string // the leases the handler's transaction removes
 	token := ""
 	if mode != unleased {
 		token = uuid.NewString()
+		tokens = append([]string{token}, earlier...)
+		c.underWay(token, true)
+		defer c.underWay(token, false)
 		if err := c.lease(ctx, token, uniq); err != nil {
-			c.leaseAgain()
+			c.LeaseAgain()
 			return 0, err
 		}
 	}
 	for race := 0; ; race++ {
-		fresh, err := c.applyOnce(ctx, uniq, mode, token)
+		fresh, err := c.applyOnce(ctx, uniq, tokens)
 		// A duplicate key on the processed record means another member applied some of these
 		// events concurrently (a rebalance); our transaction was rolled back, and running it
 		// again skips what the other applied.
@@ -164,7 +172,7 @@ func (c *Consumer) apply(ctx context.Context, events []Event, mode leasing) (int
 			if mode != unleased && !c.crashedUnder(ctx, uniq, err) {
 				c.release(ctx, token, uniq)
 			}
-			c.leaseAgain() // the next failure may be the process or the database dying
+			c.LeaseAgain() // the next failure may be the process or the database dying
 			return 0, err
 		}
 		c.countApplied(events, fresh)
@@ -173,7 +181,7 @@ func (c *Consumer) apply(ctx context.Context, events []Event, mode leasing) (int
 }
 
 // leasing reports whether deliveries lease their events now, starting the window at the
-// first delivery.
+// first delivery since the Consumer was made or LeaseAgain.
 func (c *Consumer) leasing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -184,12 +192,28 @@ func (c *Consumer) leasing() bool {
 	return now.Before(c.leaseUntil)
 }
 
-// leaseAgain has deliveries lease their events for the lease window from now: a handler
-// transaction failed, and the next may be the process or the database dying.
-func (c *Consumer) leaseAgain() {
+// LeaseAgain has the Consumer's deliveries lease their events (see Deliver) for the lease
+// window from its next delivery on, however late it comes. Deliver does so itself after a
+// failed handler transaction (the next may be the process or the database dying under an
+// event). Call it when the Consumer starts delivering a stream it was not delivering
+// (saramaoutbox does at each claim of a partition): its first events may be what a member
+// that died was handling.
+func (c *Consumer) LeaseAgain() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.leaseUntil = c.s.now().Add(c.s.leaseWindow)
+	c.leaseUntil = time.Time{}
+}
+
+// underWay marks the delivery token as under way in this process, or no longer: unfinished
+// does not count its leases, which are no crash.
+func (c *Consumer) underWay(token string, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if on {
+		c.live[token] = struct{}{}
+	} else {
+		delete(c.live, token)
+	}
 }
 
 // lease records, in a statement of its own committed before the handler runs, that the
@@ -213,8 +237,8 @@ func (c *Consumer) lease(ctx context.Context, token string, events []Event) erro
 }
 
 // unfinished returns, for each of events with any, the tokens of its leases: the
-// deliveries that began handling it and never ended. It first gives back the leases the
-// Consumer owes, and fails if it cannot.
+// deliveries that began handling it and never ended, but for this Consumer's under way. It
+// first gives back the leases the Consumer owes, and fails if it cannot.
 func (c *Consumer) unfinished(ctx context.Context, events []Event) (map[string][]string, error) {
 	if err := c.payOwed(ctx); err != nil {
 		return nil, err
@@ -225,9 +249,13 @@ func (c *Consumer) unfinished(ctx context.Context, events []Event) (map[string][
 	if err != nil {
 		return nil, ctxOr(ctx, fmt.Errorf("outbox: consumer %s: reading leases: %w", c.name, sqlutil.Unavailable(c.db, err)))
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	tokens := make(map[string][]string, len(rows))
 	for _, r := range rows {
-		tokens[r.ID] = append(tokens[r.ID], r.Token)
+		if _, ok := c.live[r.Token]; !ok {
+			tokens[r.ID] = append(tokens[r.ID], r.Token)
+		}
 	}
 	return tokens, nil
 }
@@ -295,6 +323,15 @@ func (c *Consumer) payOwed(ctx context.Context) error {
 	return nil
 }
 
+// applied reports whether this consumer has applied ev.
+func (c *Consumer) applied(ctx context.Context, ev Event) (bool, error) {
+	n, err := c.db.NewSelect().Table(TableProcessed).Where("consumer = ?", c.name).Where("id = ?", ev.ID).Count(ctx)
+	if err != nil {
+		return false, ctxOr(ctx, fmt.Errorf("outbox: consumer %s: reading processed events: %w", c.name, sqlutil.Unavailable(c.db, err)))
+	}
+	return n > 0, nil
+}
+
 // forget deletes every lease of ev, dead-lettered or about to be redriven: it starts again
 // from nothing. Its error fails the delivery, which is delivered again.
 func (c *Consumer) forget(ctx context.Context, ev Event) error {
@@ -330,9 +367,10 @@ func isHandlerError(err error) bool {
 }
 
 // applyOnce applies events in one transaction: it reads which of them this consumer has
-// applied (one query), removes the leases the delivery token took of them (all their
-// leases when alone), hands the fresh ones to the handler and records them as processed.
-func (c *Consumer) applyOnce(ctx context.Context, events []Event, mode leasing, token string) ([]Event, error) {
+// applied (one query), removes their leases of the deliveries tokens (this one's, and when
+// alone the earlier unfinished ones), hands the fresh ones to the handler and records them
+// as processed.
+func (c *Consumer) applyOnce(ctx context.Context, events []Event, tokens []string) ([]Event, error) {
 	ids := eventIDs(events)
 	var fresh []Event
 	err := sqlutil.InTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
@@ -352,15 +390,11 @@ func (c *Consumer) applyOnce(ctx context.Context, events []Event, mode leasing, 
 				fresh = append(fresh, ev)
 			}
 		}
-		if mode != unleased {
-			// By primary key, the delivery's own: no gap locks, no waiting on another
-			// delivery's; alone (one event, its Consumer's other deliveries waiting) all
-			// of the event's, the earlier ones it is suspected by included.
-			q := tx.NewDelete().Table(TableInflight).Where("consumer = ?", c.name).Where("id IN (?)", bun.List(ids))
-			if mode == shared {
-				q = q.Where("token = ?", token)
-			}
-			if _, err := q.Exec(ctx); err != nil {
+		if len(tokens) > 0 {
+			// By whole primary keys: no gap locks, no waiting on another delivery's leases.
+			_, err := tx.NewDelete().Table(TableInflight).Where("consumer = ?", c.name).
+				Where("id IN (?)", bun.List(ids)).Where("token IN (?)", bun.List(tokens)).Exec(ctx)
+			if err != nil {
 				return fmt.Errorf("outbox: consumer %s: removing leases: %w", c.name, err)
 			}
 		}
@@ -546,18 +580,21 @@ func (c *Consumer) countApplied(all, fresh []Event) {
 //     from nothing). A suspected event is handled alone: the Consumer's other deliveries
 //     (concurrent Deliver calls) wait meanwhile, so that the next crash under it is its
 //     doing, not that of an event of another stream being handled at the same time (the
-//     members of a group in other processes are not held back, and a member handling the
-//     same event at the same time counts as a crash). A crash or an outage that merely
+//     members of a group in other processes are not held back, and another member
+//     handling the same event at the same time counts as a crash; this Consumer's own
+//     deliveries under way never do). A crash or an outage that merely
 //     coincides with an event's handling once or twice costs it nothing but its batch.
 //     Leasing costs, per batch, a read, a statement committed on its own (a durable
 //     commit) and one in the handler's transaction: on MariaDB it takes the Kafka consumer
 //     from 37k to 16k events/s at batches of 100 and from 9.6k to 3.8k at batches of 10
 //     (saramaoutbox's BenchmarkConsumer, steady against leasing, -benchtime 20000x), and
 //     the embedded mode from 20k to 13k events/s on SQLite (BenchmarkEmbedded). So
-//     Deliver leases only for WithLeaseWindow (a minute by default) after the
-//     Consumer's first delivery (after a start: the delivery a dead process left
-//     unfinished comes first) and after each failed handler transaction (the database
-//     failing, the handler failing), and otherwise costs what it did without leases. The
+//     Deliver leases only for WithLeaseWindow (a minute by default) from the Consumer's
+//     first delivery (after a start: the delivery a dead process left unfinished comes
+//     first), from its first delivery after a failed handler transaction (the database
+//     failing, the handler failing), however late it comes, and from its first after
+//     LeaseAgain (saramaoutbox calls it at each claim: a partition a dead member was
+//     delivering comes to another), and otherwise costs what it did without leases. The
 //     price is one crash: an event killing a process long past its start, or crashing the
 //     database under a Consumer that has had no failure for a minute, is counted from
 //     its second crash, and dead-lettered after its fourth.
@@ -591,7 +628,7 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 	if c.leasing() {
 		var err error
 		if earlier, err = c.unfinished(ctx, valid); err != nil {
-			c.leaseAgain()
+			c.LeaseAgain()
 			return err
 		}
 		mode = shared
@@ -601,7 +638,7 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 		c.s.logger.Info("outbox consumer: an earlier delivery of the batch never ended, applying its events one by one",
 			"consumer", c.name, "events", len(valid), "suspected", len(earlier))
 	case len(valid) > 1:
-		_, err := c.applyHeld(ctx, valid, mode)
+		_, err := c.applyHeld(ctx, valid, mode, nil)
 		switch {
 		case err == nil || ctx.Err() != nil:
 			return ctxOr(ctx, err)
@@ -615,7 +652,7 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 		}
 	}
 	for _, ev := range valid {
-		if _, err := c.deliverOne(ctx, ev, mode, len(earlier[ev.ID])); err != nil {
+		if _, err := c.deliverOne(ctx, ev, mode, earlier[ev.ID]); err != nil {
 			return err
 		}
 	}
@@ -624,23 +661,30 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 
 // deliverOne applies ev on its own, retrying a handler failure (up to MaxAttempts) and a
 // lost connection with the database answering (up to maxConnectionLosses), and
-// dead-letters it after the last. crashes is how many of its deliveries, as unfinished
-// read them, the process or the database died under: at maxConnectionLosses it is
-// dead-lettered without being handled again; above none it is handled alone.
-// deadLettered says it was dead-lettered.
-func (c *Consumer) deliverOne(ctx context.Context, ev Event, mode leasing, crashes int) (deadLettered bool, err error) {
-	if crashes >= maxConnectionLosses {
+// dead-letters it after the last. earlier are the tokens of its deliveries the process or
+// the database died under, as unfinished read them: at maxConnectionLosses it is
+// dead-lettered without being handled again (unless it was applied meanwhile: a delivery
+// without leases); above none it is handled alone. deadLettered says it was dead-lettered.
+func (c *Consumer) deliverOne(ctx context.Context, ev Event, mode leasing, earlier []string) (deadLettered bool, err error) {
+	if crashes := len(earlier); crashes >= maxConnectionLosses {
+		applied, err := c.applied(ctx, ev)
+		switch {
+		case err != nil:
+			return false, err
+		case applied:
+			return false, c.forget(ctx, ev)
+		}
 		cause := fmt.Errorf("outbox: consumer %s: event %s: the process or the database died under its handling at %d deliveries in a row",
 			c.name, ev.ID, crashes)
 		return true, c.deadLetterOne(ctx, ev, cause, crashes)
 	}
 	var last error
 	attempts, losses := 0, 0
-	if crashes > 0 {
+	if len(earlier) > 0 {
 		mode = alone
 	}
 	for attempts < c.s.maxAttempts && losses < maxConnectionLosses {
-		_, err := c.applyHeld(ctx, []Event{ev}, mode)
+		_, err := c.applyHeld(ctx, []Event{ev}, mode, earlier)
 		switch {
 		case err == nil:
 			return false, nil

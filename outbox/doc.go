@@ -124,9 +124,10 @@
 // deletes, so the leases left count, in the database, across restarts and group members,
 // the deliveries that never ended; Deliver reads them before it leases (per batch: a
 // read, a statement committed on its own and one in the handler's transaction), for a
-// minute after the Consumer's first delivery and after each failed handler transaction
-// only, so that a healthy stream costs nothing more (an event killing a process long past
-// its start is counted from its second crash). A batch
+// minute from the Consumer's first delivery, from its first after a failed handler
+// transaction and from the first of each Kafka claim only, so that a healthy stream costs
+// nothing more (an event killing a process long past its start is counted from its second
+// crash). A batch
 // holding such an event is applied one event at a time, a suspected event alone, the
 // Consumer's other deliveries (concurrent Deliver calls, one per partition with
 // saramaoutbox) waiting meanwhile, so

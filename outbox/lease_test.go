@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -357,5 +358,199 @@ func TestConsumerLeasesOnlyInItsWindow(t *testing.T) {
 
 		_, err = outbox.NewConsumer(db, "bad", outboxtest.RecordingHandler("bad"), outbox.WithLeaseWindow(0))
 		require.ErrorIs(t, err, outbox.ErrInvalidConfig)
+	})
+}
+
+// The tests below were first written by a second session attacking the lease window,
+// each failing against it (the window reopened at a failure's time rather than at the
+// next delivery; a claim's first deliveries unleased; this Consumer's own delivery under
+// way read as a crash; a suspected event's transaction deleting its leases by a range).
+
+// TestConsumerPoisonCrashingTheDatabaseLongPastItsWindow: a Consumer long past its first
+// minute meets an event that crashes the database server at every delivery, and its next
+// delivery comes each time two minutes after the crash (crash recovery; the relay cannot
+// read the outbox meanwhile): the window a failure opens starts at that next delivery,
+// and the event is dead-lettered after at most 4 crashes.
+func TestConsumerPoisonCrashingTheDatabaseLongPastItsWindow(t *testing.T) {
+	server, dsn := testenv.OwnMySQL(t)
+	db, linked, link := testenv.LinkedMySQLAt(t, dsn)
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	const name = "slow-restart"
+	clk := newClock()
+	events := fakeEvents(3, 1)
+	marked := events[1].ID
+	record := outboxtest.RecordingHandler(name)
+	c, err := outbox.NewConsumer(linked, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+		for _, ev := range evs {
+			if ev.ID == marked {
+				if _, err := tx.ExecContext(ctx, markedStatement); err != nil {
+					return err
+				}
+			}
+		}
+		return record(ctx, tx, evs)
+	}, outbox.WithClock(clk.Now), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+	require.NoError(t, err)
+	warm := fakeEvents(1, 1)
+	warm[0].Key = "warm"
+	require.NoError(t, c.Deliver(ctx, warm)) // the first delivery, long ago
+	clk.Advance(10 * time.Minute)
+	crashes := deliverCrashing(t, c, link, server, events, func(n int) bool {
+		if n > 0 {
+			clk.Advance(2 * time.Minute)
+		}
+		return true
+	})
+	assert.Equal(t, 4, crashes, "the first, outside the window, is not counted")
+	letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+	require.NoError(t, err)
+	require.Len(t, letters, 1)
+	assert.Equal(t, marked, letters[0].Event.ID)
+	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, name), append(warm, events[0], events[2]))
+}
+
+// TestConsumerGroupPoisonReachesMembersPastTheirWindows: members of a group, each a process
+// the poison event kills, are given its partition 90 s after they restarted and began
+// delivering their other partitions, past their windows; the claim of a partition reopens
+// the window (LeaseAgain, as saramaoutbox's ConsumeClaim calls it), so the event is
+// dead-lettered after at most 4 deaths.
+func TestConsumerGroupPoisonReachesMembersPastTheirWindows(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		const name = "group"
+		clk := newClock()
+		evs := fakeEvents(12, 12)
+		poison := evs[0]
+		handledPoison := 0
+		handler := func(ctx context.Context, tx bun.Tx, es []outbox.Event) error {
+			for _, ev := range es {
+				if ev.ID == poison.ID {
+					handledPoison++
+					runtime.Goexit() // the process dies
+				}
+			}
+			return outboxtest.Record(ctx, tx, name, es)
+		}
+		for restart := 1; restart <= 6; restart++ {
+			c, err := outbox.NewConsumer(db, name, handler, outbox.WithClock(clk.Now))
+			require.NoError(t, err)
+			require.NoError(t, c.Deliver(ctx, []outbox.Event{evs[restart]})) // its other partitions
+			clk.Advance(90 * time.Second)                                    // the other member's session expiring
+			c.LeaseAgain()                                                   // the poison event's partition claimed
+			done := make(chan bool)
+			go func() {
+				returned := false
+				defer func() { done <- returned }()
+				_ = c.Deliver(ctx, []outbox.Event{poison})
+				returned = true
+			}()
+			if <-done { // returned: dead-lettered
+				break
+			}
+		}
+		assert.Equal(t, 3, handledPoison, "deaths under the poison event")
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+		require.NoError(t, err)
+		require.Len(t, letters, 1)
+		assert.Equal(t, poison.ID, letters[0].Event.ID)
+		assert.Zero(t, leasesOf(t, db, name))
+	})
+}
+
+// TestConsumerOwnDeliveryUnderWayIsNoCrash: an event with 2 deliveries that died under it,
+// handled alone by one Deliver call, is delivered by another call of the same Consumer
+// meanwhile: the first call's lease is no third crash, and the event is applied once and
+// never dead-lettered.
+func TestConsumerOwnDeliveryUnderWayIsNoCrash(t *testing.T) {
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
+	ctx := context.Background()
+	const name = "inflight"
+	ev := fakeEvents(1, 1)[0]
+	dieUnder(t, db, name, ev, 2)
+	entered, proceed := make(chan struct{}, 1), make(chan struct{})
+	waitingAlone := make(chan struct{}, 16) // the Consumer logged waiting to handle it alone
+	record := outboxtest.RecordingHandler(name)
+	c, err := outbox.NewConsumer(db, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+		select {
+		case entered <- struct{}{}:
+			<-proceed
+		default:
+		}
+		return record(ctx, tx, evs)
+	}, outbox.WithLogger(slog.New(&signalingHandler{match: "to handle a suspected event alone", ch: waitingAlone})))
+	require.NoError(t, err)
+	first := make(chan error, 1)
+	go func() { first <- c.Deliver(ctx, []outbox.Event{ev}) }()
+	<-entered // handled alone, its lease committed
+	second := make(chan error, 1)
+	go func() { second <- c.Deliver(ctx, []outbox.Event{ev}) }()
+	<-waitingAlone // the second read the leases, and waits to handle it alone
+	close(proceed)
+	require.NoError(t, <-first)
+	require.NoError(t, <-second)
+	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, name), []outbox.Event{ev})
+	letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+	require.NoError(t, err)
+	assert.Empty(t, letters)
+	assert.Zero(t, leasesOf(t, db, name))
+}
+
+// TestConsumerAloneDeliveryHoldsNoOtherMemberBack: member B of a group (two Consumers of
+// one name: two processes) handles a suspected event alone; its transaction removes the
+// event's leases by whole primary keys, so member A leases and applies an event of another
+// stream (a later ID) while B's handler is still running, rather than waiting on B's gap
+// lock until its lock wait times out.
+func TestConsumerAloneDeliveryHoldsNoOtherMemberBack(t *testing.T) {
+	db := outboxtest.Prepare(t, testenv.MySQL(t))
+	ctx := context.Background()
+	const name = "group"
+	evs := fakeEvents(2, 2) // two streams; evs[1]'s ID sorts after evs[0]'s
+	suspected, healthy := evs[0], evs[1]
+	dieUnder(t, db, name, suspected, 1)
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	b, err := outbox.NewConsumer(db, name, func(ctx context.Context, tx bun.Tx, es []outbox.Event) error {
+		close(entered)
+		<-proceed
+		return outboxtest.Record(ctx, tx, name, es)
+	})
+	require.NoError(t, err)
+	a, err := outbox.NewConsumer(db, name, outboxtest.RecordingHandler(name))
+	require.NoError(t, err)
+	bDone := make(chan error, 1)
+	go func() { bDone <- b.Deliver(ctx, []outbox.Event{suspected}) }()
+	<-entered
+	require.NoError(t, a.Deliver(ctx, []outbox.Event{healthy}), "member A, while B handles its suspected event")
+	close(proceed)
+	require.NoError(t, <-bDone)
+	requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, name), evs)
+	assert.Zero(t, leasesOf(t, db, name))
+}
+
+// TestConsumerAppliedEventIsNeverDeadLetteredForOldLeases: an event 3 deliveries died
+// under, then applied by a member past its window (no lease read or removed), is
+// delivered again (a duplicate after a rebalance) by a Consumer in its window: it is not
+// dead-lettered, not applied twice, and its leases go.
+func TestConsumerAppliedEventIsNeverDeadLetteredForOldLeases(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		const name = "stale"
+		clk := newClock()
+		evs := fakeEvents(2, 2)
+		dieUnder(t, db, name, evs[0], 3, outbox.WithClock(clk.Now))
+		b, err := outbox.NewConsumer(db, name, outboxtest.RecordingHandler(name), outbox.WithClock(clk.Now))
+		require.NoError(t, err)
+		require.NoError(t, b.Deliver(ctx, evs[1:2])) // B's first delivery, long ago
+		clk.Advance(10 * time.Minute)
+		require.NoError(t, b.Deliver(ctx, evs[0:1])) // B gets the event's partition, past its window
+		assert.Equal(t, 3, leasesOf(t, db, name))
+		fresh, err := outbox.NewConsumer(db, name, outboxtest.RecordingHandler(name), outbox.WithClock(clk.Now))
+		require.NoError(t, err)
+		require.NoError(t, fresh.Deliver(ctx, evs[0:1]))
+		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, name), []outbox.Event{evs[1], evs[0]})
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+		require.NoError(t, err)
+		assert.Empty(t, letters)
+		assert.Zero(t, leasesOf(t, db, name))
 	})
 }

@@ -39,8 +39,10 @@ func (h *ConsumerHandler) Setup(sarama.ConsumerGroupSession) error { return nil 
 // Cleanup does nothing.
 func (h *ConsumerHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 
-// ConsumeClaim consumes one partition until the claim ends.
+// ConsumeClaim consumes one partition until the claim ends. Its first deliveries are leased
+// (outbox.Consumer.LeaseAgain): they may be what a member that died was handling.
 func (h *ConsumerHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	h.consumer.LeaseAgain()
 	ctx := sess.Context()
 	size := h.consumer.BatchSize()
 	for {
