@@ -460,19 +460,9 @@ func TestConsumerPoisonEventCrashingTheDatabase(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			events := fakeEvents(3, 1)
 			marked := events[1].ID
-			record := outboxtest.RecordingHandler(tc.name)
 			handled := 0 // times the marked event's handling reached the server
-			c, err := outbox.NewConsumer(linked, tc.name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
-				for _, ev := range evs {
-					if ev.ID == marked {
-						handled++
-						if _, err := tx.ExecContext(ctx, markedStatement); err != nil {
-							return err
-						}
-					}
-				}
-				return record(ctx, tx, evs)
-			}, outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+			c, err := outbox.NewConsumer(linked, tc.name, markingHandler(tc.name, marked, &handled),
+				outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
 			require.NoError(t, err)
 			crashes := deliverCrashing(t, c, link, server, events, func(crashes int) bool { return crashes < tc.crashes })
 			letters, err := outbox.NewDeadLetterTable(db).List(ctx, tc.name, 0)

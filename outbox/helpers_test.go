@@ -167,6 +167,26 @@ func (q *queryCounter) get(pattern string) int {
 // crash the database at (deliverCrashing).
 const markedStatement = "SELECT 'marked event'"
 
+// markingHandler records events for consumer name, sending markedStatement first for the
+// event marked; handled, when not nil, counts those sendings.
+func markingHandler(name, marked string, handled *int) outbox.HandlerFunc {
+	record := outboxtest.RecordingHandler(name)
+	return func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+		for _, ev := range evs {
+			if ev.ID != marked {
+				continue
+			}
+			if handled != nil {
+				*handled++
+			}
+			if _, err := tx.ExecContext(ctx, markedStatement); err != nil {
+				return err
+			}
+		}
+		return record(ctx, tx, evs)
+	}
+}
+
 // deliverCrashing delivers events with c until a delivery succeeds, as a caller whose
 // Deliver failed delivers them again, the database server killed at markedStatement in
 // each delivery for which crash (given the crashes so far) says so, then started again.

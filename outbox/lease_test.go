@@ -69,17 +69,7 @@ func TestConsumerPoisonEventCrashingTheDatabaseDeliveredWhileDown(t *testing.T) 
 	const name = "retried-while-down"
 	events := fakeEvents(3, 1)
 	marked := events[1].ID
-	record := outboxtest.RecordingHandler(name)
-	c, err := outbox.NewConsumer(linked, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
-		for _, ev := range evs {
-			if ev.ID == marked {
-				if _, err := tx.ExecContext(ctx, markedStatement); err != nil {
-					return err
-				}
-			}
-		}
-		return record(ctx, tx, evs)
-	}, outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+	c, err := outbox.NewConsumer(linked, name, markingHandler(name, marked, nil), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
 	require.NoError(t, err)
 	isMarked := func(q string) bool { return strings.Contains(q, markedStatement) }
 	crashes := 0
@@ -380,17 +370,7 @@ func TestConsumerPoisonCrashingTheDatabaseLongPastItsWindow(t *testing.T) {
 	clk := newClock()
 	events := fakeEvents(3, 1)
 	marked := events[1].ID
-	record := outboxtest.RecordingHandler(name)
-	c, err := outbox.NewConsumer(linked, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
-		for _, ev := range evs {
-			if ev.ID == marked {
-				if _, err := tx.ExecContext(ctx, markedStatement); err != nil {
-					return err
-				}
-			}
-		}
-		return record(ctx, tx, evs)
-	}, outbox.WithClock(clk.Now), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
+	c, err := outbox.NewConsumer(linked, name, markingHandler(name, marked, nil), outbox.WithClock(clk.Now), outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
 	require.NoError(t, err)
 	warm := fakeEvents(1, 1)
 	warm[0].Key = "warm"
