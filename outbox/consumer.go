@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -88,44 +89,25 @@ func (c *Consumer) BatchSize() int { return c.s.batchSize }
 // alone (see Deliver): it waits for that one, and that one waits for it. Call it from
 // outside the Consumer's handler, never from within.
 func (c *Consumer) Apply(ctx context.Context, events []Event) (int, error) {
-	return c.applyHeld(ctx, events, unleased, nil)
+	return c.applyHeld(ctx, events, false, nil)
 }
 
-// leasing is what a handler transaction of the Consumer does about the leases of its
-// events (TableInflight): a row per delivery that began handling an event, committed
-// before the handler runs and removed when the delivery ends, so that the rows left are
-// the deliveries the process or the database died under.
-type leasing int
-
-const (
-	// unleased (Apply) takes no lease.
-	unleased leasing = iota
-	// shared takes a lease of each event, none of which has an earlier one left; the
-	// handler's transaction removes them.
-	shared
-	// alone takes the lease of one suspected event, handled alone; the handler's
-	// transaction removes its earlier leases with it.
-	alone
-)
-
 // applyHeld is apply holding c.handling: alone, waiting for the Consumer's other handler
-// transactions to end and keeping new ones out meanwhile, for a suspected event; shared
-// otherwise. A Consumer delivering several streams at once (saramaoutbox runs a claim per
-// partition on one Consumer) could not otherwise tell which of the events being handled
-// when the process or the database died brought it down, and would count the crash
-// against every one. The lease is taken once the lock is held: waiting is no delivery.
-//
-// earlier are, alone, the tokens of the event's unfinished deliveries, whose leases its
-// transaction removes with its own.
-func (c *Consumer) applyHeld(ctx context.Context, events []Event, mode leasing, earlier []string) (int, error) {
-	if mode != alone {
+// transactions to end and keeping new ones out meanwhile, for a suspected event (one with
+// earlier, the tokens of its unfinished deliveries); shared otherwise. A Consumer
+// delivering several streams at once (saramaoutbox runs a claim per partition on one
+// Consumer) could not otherwise tell which of the events being handled when the process
+// or the database died brought it down, and would count the crash against every one. The
+// lease is taken once the lock is held: waiting is no delivery.
+func (c *Consumer) applyHeld(ctx context.Context, events []Event, leased bool, earlier []string) (int, error) {
+	if len(earlier) == 0 {
 		if !c.handling.TryRLock() {
 			c.s.logger.Info("outbox consumer: waiting for a suspected event, handled alone, to end",
 				"consumer", c.name, "events", len(events))
 			c.handling.RLock()
 		}
 		defer c.handling.RUnlock()
-		return c.apply(ctx, events, mode, nil)
+		return c.apply(ctx, events, leased, nil)
 	}
 	if !c.handling.TryLock() {
 		c.s.logger.Info("outbox consumer: waiting for its other deliveries to end, to handle a suspected event alone",
@@ -133,10 +115,19 @@ func (c *Consumer) applyHeld(ctx context.Context, events []Event, mode leasing, 
 		c.handling.Lock()
 	}
 	defer c.handling.Unlock()
-	return c.apply(ctx, events, mode, earlier)
+	return c.apply(ctx, events, true, earlier)
 }
 
-func (c *Consumer) apply(ctx context.Context, events []Event, mode leasing, earlier []string) (int, error) {
+// apply applies events in one handler transaction, leased (see lease) or not; the
+// transaction removes the leases of earlier, unfinished deliveries with its own. After a
+// failure the Consumer leases again (LeaseAgain): the next may be the process or the
+// database dying.
+func (c *Consumer) apply(ctx context.Context, events []Event, leased bool, earlier []string) (n int, err error) {
+	defer func() {
+		if err != nil {
+			c.LeaseAgain()
+		}
+	}()
 	uniq := make([]Event, 0, len(events))
 	seen := make(map[string]struct{}, len(events))
 	for _, ev := range events {
@@ -150,13 +141,12 @@ func (c *Consumer) apply(ctx context.Context, events []Event, mode leasing, earl
 	}
 	var tokens []string // the leases the handler's transaction removes
 	token := ""
-	if mode != unleased {
+	if leased {
 		token = uuid.NewString()
 		tokens = append([]string{token}, earlier...)
 		c.underWay(token, true)
 		defer c.underWay(token, false)
 		if err := c.lease(ctx, token, uniq); err != nil {
-			c.LeaseAgain()
 			return 0, err
 		}
 	}
@@ -169,10 +159,9 @@ func (c *Consumer) apply(ctx context.Context, events []Event, mode leasing, earl
 			continue
 		}
 		if err != nil {
-			if mode != unleased && !c.crashedUnder(ctx, uniq, err) {
+			if leased && !c.crashedUnder(ctx, uniq, err) {
 				c.release(ctx, token, uniq)
 			}
-			c.LeaseAgain() // the next failure may be the process or the database dying
 			return 0, err
 		}
 		c.countApplied(events, fresh)
@@ -307,9 +296,9 @@ func (c *Consumer) owe(token string, ids []string) {
 // payOwed gives back every lease the Consumer owes.
 func (c *Consumer) payOwed(ctx context.Context) error {
 	c.mu.Lock()
-	owed := make(map[string][]string, len(c.owed))
-	for token, ids := range c.owed {
-		owed[token] = ids
+	var owed map[string][]string
+	if len(c.owed) > 0 { // else nothing to copy at every read
+		owed = maps.Clone(c.owed)
 	}
 	c.mu.Unlock()
 	for token, ids := range owed {
@@ -624,21 +613,20 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 	if len(valid) == 0 {
 		return nil
 	}
-	mode, earlier := unleased, map[string][]string(nil)
-	if c.leasing() {
+	leased, earlier := c.leasing(), map[string][]string(nil)
+	if leased {
 		var err error
 		if earlier, err = c.unfinished(ctx, valid); err != nil {
 			c.LeaseAgain()
 			return err
 		}
-		mode = shared
 	}
 	switch {
 	case len(earlier) > 0:
 		c.s.logger.Info("outbox consumer: an earlier delivery of the batch never ended, applying its events one by one",
 			"consumer", c.name, "events", len(valid), "suspected", len(earlier))
 	case len(valid) > 1:
-		_, err := c.applyHeld(ctx, valid, mode, nil)
+		_, err := c.applyHeld(ctx, valid, leased, nil)
 		switch {
 		case err == nil || ctx.Err() != nil:
 			return ctxOr(ctx, err)
@@ -652,7 +640,7 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 		}
 	}
 	for _, ev := range valid {
-		if _, err := c.deliverOne(ctx, ev, mode, earlier[ev.ID]); err != nil {
+		if _, err := c.deliverOne(ctx, ev, leased, earlier[ev.ID]); err != nil {
 			return err
 		}
 	}
@@ -664,8 +652,9 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 // dead-letters it after the last. earlier are the tokens of its deliveries the process or
 // the database died under, as unfinished read them: at maxConnectionLosses it is
 // dead-lettered without being handled again (unless it was applied meanwhile: a delivery
-// without leases); above none it is handled alone. deadLettered says it was dead-lettered.
-func (c *Consumer) deliverOne(ctx context.Context, ev Event, mode leasing, earlier []string) (deadLettered bool, err error) {
+// without leases); above none it is handled alone. leased says whether its deliveries
+// lease it. deadLettered says it was dead-lettered.
+func (c *Consumer) deliverOne(ctx context.Context, ev Event, leased bool, earlier []string) (deadLettered bool, err error) {
 	if crashes := len(earlier); crashes >= maxConnectionLosses {
 		applied, err := c.applied(ctx, ev)
 		switch {
@@ -680,11 +669,8 @@ func (c *Consumer) deliverOne(ctx context.Context, ev Event, mode leasing, earli
 	}
 	var last error
 	attempts, losses := 0, 0
-	if len(earlier) > 0 {
-		mode = alone
-	}
 	for attempts < c.s.maxAttempts && losses < maxConnectionLosses {
-		_, err := c.applyHeld(ctx, []Event{ev}, mode, earlier)
+		_, err := c.applyHeld(ctx, []Event{ev}, leased, earlier)
 		switch {
 		case err == nil:
 			return false, nil

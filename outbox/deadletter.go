@@ -128,7 +128,7 @@ func (c *Consumer) Redrive(ctx context.Context, limit int) (int, error) {
 		if err := c.forget(ctx, dl.Event); err != nil {
 			return applied, err
 		}
-		dead, err := c.deliverOne(ctx, dl.Event, shared, nil)
+		dead, err := c.deliverOne(ctx, dl.Event, true, nil)
 		if err != nil {
 			return applied, err
 		}
