@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -69,20 +68,17 @@ func BenchmarkConsumerApply(b *testing.B) {
 // for a minute after it starts or fails).
 func BenchmarkEmbedded(b *testing.B) {
 	for _, be := range testenv.Databases() {
-		for _, lease := range []struct {
-			name   string
-			window time.Duration
-		}{{"steady", time.Nanosecond}, {"leasing", outbox.AlwaysLease}} {
-			benchmarkEmbedded(b, be, lease.name, lease.window)
+		for _, lease := range outboxtest.LeaseWindows() {
+			benchmarkEmbedded(b, be, lease)
 		}
 	}
 }
 
-func benchmarkEmbedded(b *testing.B, be testenv.Database, lease string, window time.Duration) {
-	b.Run(be.Name+"/"+lease, func(b *testing.B) {
+func benchmarkEmbedded(b *testing.B, be testenv.Database, lease outboxtest.LeaseWindow) {
+	b.Run(be.Name+"/"+lease.Name, func(b *testing.B) {
 		db := outboxtest.Prepare(b, be.Open(b))
 		ctx := context.Background()
-		c, err := outbox.NewConsumer(db, "bench", outboxtest.RecordingHandler("bench"), outbox.WithLeaseWindow(window))
+		c, err := outbox.NewConsumer(db, "bench", outboxtest.RecordingHandler("bench"), outbox.WithLeaseWindow(lease.Window))
 		require.NoError(b, err)
 		d, err := outbox.NewDispatcher(outbox.Subscription{Topic: "orders", Consumer: c})
 		require.NoError(b, err)

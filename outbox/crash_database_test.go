@@ -70,7 +70,7 @@ func TestConsumerPoisonEventCrashingTheDatabaseAfterAnotherFailure(t *testing.T)
 				return record(ctx, tx, evs)
 			}, outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
 			require.NoError(t, err)
-			crashes := deliverCrashing(t, c, link, server, events, func(int) bool { failed = false; return true })
+			crashes := deliverCrashing(t, c, link, server, events, func(int) bool { failed = false; return true }, nil)
 			assert.Equal(t, 3, crashes)
 			assert.Equal(t, 6, handled, "handled again after its third crash")
 			requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, name), []outbox.Event{events[0], events[2]})
@@ -221,8 +221,10 @@ func (h *signalingHandler) WithGroup(string) slog.Handler      { return h }
 // COMMIT, once it ran, at 4 deliveries in a row, is an outage, not the events' doing: it
 // was down at the start of their handling or went down after it, and only a crash under
 // the handler counts against them. Every delivery fails as the database unavailable; the
-// next one, on a server that stays up, applies every event exactly once and dead-letters
-// nothing.
+// next one, on a server that stays up, applies every event exactly once, dead-letters
+// nothing and leaves no lease. The cut points include the leases' own statements (the
+// read, the insert, the delete in the handler's transaction): the Consumer is in its
+// lease window.
 func TestConsumerDatabaseDownOutsideTheHandlerIsNeverCounted(t *testing.T) {
 	server, dsn := testenv.OwnMySQL(t)
 	db, linked, link := testenv.LinkedMySQLAt(t, dsn)
@@ -257,6 +259,7 @@ func TestConsumerDatabaseDownOutsideTheHandlerIsNeverCounted(t *testing.T) {
 			letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
 			require.NoError(t, err)
 			assert.Empty(t, letters, "nothing dead-lettered")
+			assert.Zero(t, leasesOf(t, db, name), "every lease removed or given back, the owed ones too")
 		})
 	}
 }

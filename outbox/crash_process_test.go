@@ -2,7 +2,6 @@ package outbox_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"os"
@@ -14,13 +13,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/mysqldialect"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/outboxtest"
+	"github.com/commercekit/commercekit/sqlitedb"
 )
 
 // The consumer process TestConsumerPoisonEventKillingTheProcess runs, again and again, is
@@ -127,18 +124,13 @@ func overflow(depth int) int {
 	return overflow(depth+1) + int(pad[depth%len(pad)])
 }
 
+// openKiller opens the database of dsn, SQLite or MySQL as dialect says.
 func openKiller(t *testing.T, dialect, dsn string) *bun.DB {
-	var db *bun.DB
-	if dialect == "sqlite" {
-		sqldb, err := sql.Open(sqliteshim.ShimName, dsn)
-		require.NoError(t, err)
-		sqldb.SetMaxOpenConns(1)
-		db = bun.NewDB(sqldb, sqlitedialect.New())
-	} else {
-		sqldb, err := sql.Open("mysql", dsn)
-		require.NoError(t, err)
-		db = bun.NewDB(sqldb, mysqldialect.New())
+	if dialect == "mysql" {
+		return testenv.MySQLAt(t, dsn)
 	}
+	db, err := sqlitedb.Open(dsn)
+	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
 	return db
 }

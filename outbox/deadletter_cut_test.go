@@ -464,7 +464,7 @@ func TestConsumerPoisonEventCrashingTheDatabase(t *testing.T) {
 			c, err := outbox.NewConsumer(linked, tc.name, markingHandler(tc.name, marked, &handled),
 				outbox.WithBackoff(time.Millisecond, 2*time.Millisecond))
 			require.NoError(t, err)
-			crashes := deliverCrashing(t, c, link, server, events, func(crashes int) bool { return crashes < tc.crashes })
+			crashes := deliverCrashing(t, c, link, server, events, func(crashes int) bool { return crashes < tc.crashes }, nil)
 			letters, err := outbox.NewDeadLetterTable(db).List(ctx, tc.name, 0)
 			require.NoError(t, err)
 			if tc.poison {

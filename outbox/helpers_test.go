@@ -190,9 +190,10 @@ func markingHandler(name, marked string, handled *int) outbox.HandlerFunc {
 // deliverCrashing delivers events with c until a delivery succeeds, as a caller whose
 // Deliver failed delivers them again, the database server killed at markedStatement in
 // each delivery for which crash (given the crashes so far) says so, then started again.
-// Each failed delivery must be such a crash, failing as the database unavailable. It
+// Each failed delivery must be such a crash, failing as the database unavailable.
+// whileDown, when not nil, runs after each crash before the server starts again. It
 // returns the crashes, failing the test after 8 deliveries.
-func deliverCrashing(t *testing.T, c *outbox.Consumer, link *testenv.Link, server *testenv.Own, events []outbox.Event, crash func(crashes int) bool) int {
+func deliverCrashing(t *testing.T, c *outbox.Consumer, link *testenv.Link, server *testenv.Own, events []outbox.Event, crash func(crashes int) bool, whileDown func()) int {
 	t.Helper()
 	isMarked := func(q string) bool { return strings.Contains(q, markedStatement) }
 	crashes := 0
@@ -212,6 +213,9 @@ func deliverCrashing(t *testing.T, c *outbox.Consumer, link *testenv.Link, serve
 		require.True(t, depfail.Is(err), "Deliver failed with %v, not the database unavailable", err)
 		crashes++
 		<-stopped
+		if whileDown != nil {
+			whileDown()
+		}
 		server.Start(t)
 	}
 }

@@ -38,8 +38,14 @@ var (
 // MySQL server. The database is dropped when the test ends.
 func MySQL(tb testing.TB) *bun.DB {
 	tb.Helper()
-	sqldb := openMySQL(tb, MySQLDSN(tb))
-	db := bun.NewDB(sqldb, mysqldialect.New())
+	return MySQLAt(tb, MySQLDSN(tb))
+}
+
+// MySQLAt returns a *bun.DB (MySQL dialect) on the database of dsn (one of MySQLDSN, say,
+// opened again by another process), closed when the test ends.
+func MySQLAt(tb testing.TB, dsn string) *bun.DB {
+	tb.Helper()
+	db := bun.NewDB(openMySQL(tb, dsn), mysqldialect.New())
 	tb.Cleanup(func() { db.Close() })
 	return db
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
@@ -107,4 +108,17 @@ func Drained(db bun.IDB) func() bool {
 func unsent(db bun.IDB) (int, error) {
 	n, err := db.NewSelect().Table(outbox.TableEvents).Where("sent_at IS NULL").Count(context.Background())
 	return int(n), err
+}
+
+// LeaseWindow is a Consumer's lease window (outbox.WithLeaseWindow) under a name.
+type LeaseWindow struct {
+	Name   string
+	Window time.Duration
+}
+
+// LeaseWindows are the windows the consumer benchmarks compare: "steady", a Consumer past
+// its window (a nanosecond), as a healthy stream runs, and "leasing", one leasing every
+// batch (outbox.AlwaysLease), as for a minute after it starts or fails.
+func LeaseWindows() []LeaseWindow {
+	return []LeaseWindow{{"steady", time.Nanosecond}, {"leasing", outbox.AlwaysLease}}
 }

@@ -75,11 +75,8 @@ func (c *publishedCounter) Observe(e observe.Event) {
 // it starts or fails.
 func BenchmarkConsumer(b *testing.B) {
 	for _, batch := range []int{10, 100} {
-		for _, lease := range []struct {
-			name   string
-			window time.Duration
-		}{{"steady", time.Nanosecond}, {"leasing", outbox.AlwaysLease}} {
-			b.Run(fmt.Sprintf("batch=%d/%s", batch, lease.name), func(b *testing.B) {
+		for _, lease := range outboxtest.LeaseWindows() {
+			b.Run(fmt.Sprintf("batch=%d/%s", batch, lease.Name), func(b *testing.B) {
 				db := openDB(b)
 				k := testenv.NewKafka(b)
 				topic := k.Topic(b, "bench")
@@ -91,7 +88,7 @@ func BenchmarkConsumer(b *testing.B) {
 				c, err := outbox.NewConsumer(db, "bench", func(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
 					first.CompareAndSwap(0, time.Now().UnixNano())
 					return outboxtest.Record(ctx, tx, "bench", events)
-				}, outbox.WithBatchSize(batch), outbox.WithLeaseWindow(lease.window), outbox.WithObserver(appliedCounter{n: &applied, last: &last}))
+				}, outbox.WithBatchSize(batch), outbox.WithLeaseWindow(lease.Window), outbox.WithObserver(appliedCounter{n: &applied, last: &last}))
 				require.NoError(b, err)
 				b.ResetTimer()
 				runGroup(b, k, "bench", testkit.Must(saramaoutbox.NewConsumerHandler(c))(b), topic)
