@@ -516,3 +516,27 @@ func TestConsumerAppliedEventIsNeverDeadLetteredForOldLeases(t *testing.T) {
 		assert.Zero(t, leasesOf(t, db, name))
 	})
 }
+
+// TestConsumerLeasesHostileIDs: events whose IDs are at the 64-byte bound in multi-byte
+// characters, carry SQL's quotes and wildcards, or repeat within the batch, delivered in
+// the lease window (their leases read, taken and removed) and once more after a delivery
+// died under them (handled alone), are applied exactly once and leave no lease.
+func TestConsumerLeasesHostileIDs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		const name = "hostile"
+		events := fakeEvents(3, 3)
+		events[0].ID = strings.Repeat("é", 32) // 64 bytes
+		events[1].ID = `a'; DELETE FROM outbox_inflight; --`
+		events[2].ID = `%_\'"`
+		dieUnder(t, db, name, events[1], 1)
+		c, err := outbox.NewConsumer(db, name, outboxtest.RecordingHandler(name))
+		require.NoError(t, err)
+		require.NoError(t, c.Deliver(ctx, append(events, events[0], events[2])))
+		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, name), events)
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+		require.NoError(t, err)
+		assert.Empty(t, letters)
+		assert.Zero(t, leasesOf(t, db, name))
+	})
+}
