@@ -738,13 +738,17 @@ func cutText(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "")
 }
 
-// checkDeliveredID returns why id cannot key a processed-event record, or "".
+// checkDeliveredID returns why id cannot key a processed-event record, or "". A relay
+// never sends such an ID (Add refuses it); a control character is refused too: a NUL byte
+// is refused by SQLite in a statement.
 func checkDeliveredID(id string) string {
 	switch {
 	case id == "":
 		return "is missing"
 	case len(id) > MaxIDLen || !utf8.ValidString(id):
 		return "is longer than 64 bytes or not valid UTF-8"
+	case hasControl(id):
+		return "contains a control character"
 	}
 	return ""
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -340,5 +341,83 @@ func TestConsumerHugeFailureIsDeadLettered(t *testing.T) {
 			assert.LessOrEqual(t, len(dl.Error), 64<<10)
 			assert.Equal(t, 2, dl.Attempts)
 		}
+	})
+}
+
+// TestConsumerHostileEventsAreDeadLetteredAndTheRestFlowOn: a Kafka producer other than the
+// relay can send anything. An event ID holding a control character (a NUL byte, which
+// SQLite refuses in a statement and MySQL does not store as given) is dead-lettered at
+// once, unhandled, under a fresh ID, like a missing one; an event whose key, type,
+// headers or handler error hold NUL bytes, invalid UTF-8 or more than their columns take
+// is dead-lettered when its handler fails, stored in a form the table takes. Delivered
+// again, each leaves no second letter. Before, the
+// statement reading the processed events (or storing the dead letter) failed at every
+// delivery, holding up the events after it for ever.
+func TestConsumerHostileEventsAreDeadLetteredAndTheRestFlowOn(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		events := fakeEvents(6, 2)
+		nulID, tabID, hostile := "nul\x00id", "tab\tid", events[3].ID
+		events[1].ID, events[2].ID = nulID, tabID
+		events[3].Key = "k\x00" + strings.Repeat("é", 200) + "\xff"
+		events[3].Type = "t\x00" + strings.Repeat("x", 300)
+		events[3].Headers = map[string]string{"h\x00": strings.Repeat("v\x00\xff", 40<<10)}
+		events[3].Payload = []byte("\x00\xff not JSON")
+		events[3].CreatedAt = time.UnixMilli(math.MaxInt64) // a producer's own timestamp
+		calls := make(map[string]int)
+		c, err := outbox.NewConsumer(db, "c", func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+			for _, ev := range evs {
+				calls[ev.ID]++
+				if ev.ID == hostile {
+					return outbox.Permanent(fmt.Errorf("bad order %q\x00%s", ev.Key, ev.Payload))
+				}
+			}
+			return outboxtest.RecordingHandler("c")(ctx, tx, evs)
+		})
+		require.NoError(t, err)
+
+		require.NoError(t, c.Deliver(ctx, events))
+		require.NoError(t, c.Deliver(ctx, events), "delivered again: nothing more happens")
+		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "c"), []outbox.Event{events[0], events[4], events[5]})
+		assert.Zero(t, calls[nulID]+calls[tabID], "an event with a control character in its ID is never handled")
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
+		require.NoError(t, err)
+		require.Len(t, letters, 3, "one letter per event, however often it is delivered")
+		var stored outbox.DeadLetter
+		replaced := 0
+		for _, dl := range letters {
+			if dl.ID == hostile {
+				stored = dl
+				continue
+			}
+			replaced++
+			_, err := uuid.Parse(dl.ID)
+			require.NoError(t, err, "stored under an ID derived from the event, not %q", dl.ID)
+			assert.Zero(t, dl.Attempts)
+			assert.Contains(t, dl.Error, "contains a control character")
+			assert.Regexp(t, `^ID "(nul\\x00id|tab\\tid)" contains a control character$`, dl.Altered)
+		}
+		assert.Equal(t, 2, replaced)
+		assert.Equal(t, 1, stored.Attempts)
+		assert.Equal(t, events[3].Payload, stored.Payload, "the payload is kept byte for byte")
+		assert.Contains(t, stored.Error, "bad order")
+		for _, s := range []string{stored.Error, stored.Key, stored.Type} {
+			assert.True(t, utf8.ValidString(s) && !strings.ContainsRune(s, 0), "%q", s)
+		}
+		assert.LessOrEqual(t, utf8.RuneCountInString(stored.Key), outbox.MaxKeyLen)
+		assert.LessOrEqual(t, utf8.RuneCountInString(stored.Type), outbox.MaxTypeLen)
+		assert.Equal(t, `key was "k\x00`+strings.Repeat("é", 31)+`"... (403 bytes); type was "t\x00`+strings.Repeat("x", 62)+
+			`"... (302 bytes); created at 292278994-08-17T07:12:55.807Z, past what a column takes; headers held invalid UTF-8, replaced by U+FFFD`, stored.Altered)
+		require.Len(t, stored.Headers, 1)
+
+		handled := calls[hostile]
+		applied, err := c.Redrive(ctx, 1)
+		require.NoError(t, err)
+		assert.Zero(t, applied, "a letter stored altered is not the event that was sent: Redrive leaves it alone")
+		after, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
+		require.NoError(t, err)
+		assert.Equal(t, letters, after)
+		assert.Zero(t, calls[nulID]+calls[tabID])
+		assert.Equal(t, handled, calls[hostile])
 	})
 }

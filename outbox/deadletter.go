@@ -2,8 +2,12 @@ package outbox
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
@@ -24,6 +28,13 @@ type DeadLetter struct {
 	Attempts int
 	// At is when the consumer gave up.
 	At time.Time
+	// Altered, set by DeadLetterTable, says what it changed in an event it could not store
+	// as it came (a hostile or foreign producer's): an ID that cannot key a row, replaced
+	// by one derived from the event; a NUL byte or invalid UTF-8 in the topic, key or type,
+	// replaced by U+FFFD, or more characters than their columns take, cut; headers or a
+	// payload larger than an event may be, dropped. Empty: stored as it came. Redrive
+	// leaves such a letter alone: the event it holds is not the one that was sent.
+	Altered string
 }
 
 // DeadLetterSink stores dead letters. DeadLetter must be durable when it returns nil: the
@@ -40,14 +51,13 @@ type DeadLetterTable struct{ db *bun.DB }
 func NewDeadLetterTable(db *bun.DB) *DeadLetterTable { return &DeadLetterTable{db: db} }
 
 // DeadLetter stores dl, replacing the error, attempt count and time of an earlier dead
-// letter of the same consumer and event (one that was re-driven and failed again). A
-// letter whose ID cannot key a row (missing or too long) is stored under a fresh UUID.
+// letter of the same consumer and event (one that was re-driven and failed again). An
+// event it cannot store as it came is stored altered, and DeadLetter.Altered says how: a
+// letter whose ID cannot key a row (missing, too long, not UTF-8, holding a control
+// character) is stored under a UUID derived from the whole event, so the same event
+// delivered again replaces its letter rather than adding one.
 func (t *DeadLetterTable) DeadLetter(ctx context.Context, dl DeadLetter) error {
-	if checkDeliveredID(dl.ID) != "" {
-		dl.Error = fmt.Sprintf("event ID %q replaced: %s", dl.ID, dl.Error)
-		dl.ID = uuid.NewString()
-	}
-	h, err := encodeHeaders(dl.Headers)
+	dl, h, err := storable(dl)
 	if err != nil {
 		return err
 	}
@@ -56,6 +66,9 @@ func (t *DeadLetterTable) DeadLetter(ctx context.Context, dl DeadLetter) error {
 		eventColumns: eventColumns{Topic: dl.Topic, Key: dl.Key, Seq: dl.Seq, Type: dl.Type,
 			Payload: dl.Payload, Headers: h, CreatedAt: dl.CreatedAt.UTC()},
 		Error: dl.Error, Attempts: dl.Attempts, DeadAt: dl.At.UTC(),
+	}
+	if dl.Altered != "" {
+		row.Altered = &dl.Altered
 	}
 	if row.Payload == nil {
 		row.Payload = []byte{}
@@ -67,7 +80,7 @@ func (t *DeadLetterTable) DeadLetter(ctx context.Context, dl DeadLetter) error {
 		conflict = "CONFLICT (consumer, id) DO UPDATE"
 	}
 	q := t.db.NewInsert().Model(&row).On(conflict).
-		Set("last_error = ?, attempts = ?, dead_at = ?", row.Error, row.Attempts, row.DeadAt)
+		Set("last_error = ?, attempts = ?, dead_at = ?, altered = ?", row.Error, row.Attempts, row.DeadAt, row.Altered)
 	if _, err := q.Exec(ctx); err != nil {
 		return fmt.Errorf("outbox: storing dead letter %s of %s: %w", dl.ID, dl.Consumer, err)
 	}
@@ -76,8 +89,16 @@ func (t *DeadLetterTable) DeadLetter(ctx context.Context, dl DeadLetter) error {
 
 // List returns up to limit (0: all) dead letters of consumer, oldest first.
 func (t *DeadLetterTable) List(ctx context.Context, consumer string, limit int) ([]DeadLetter, error) {
+	return t.list(ctx, consumer, limit, false)
+}
+
+// list is List, of the letters stored as they came only when unaltered is set.
+func (t *DeadLetterTable) list(ctx context.Context, consumer string, limit int, unaltered bool) ([]DeadLetter, error) {
 	var rows []deadLetterRow
 	q := t.db.NewSelect().Model(&rows).Where("consumer = ?", consumer).OrderExpr("dead_at, id")
+	if unaltered {
+		q = q.Where("altered IS NULL")
+	}
 	if limit > 0 {
 		q = q.Limit(int64(limit))
 	}
@@ -93,6 +114,9 @@ func (t *DeadLetterTable) List(ctx context.Context, consumer string, limit int) 
 		out[i] = DeadLetter{
 			Event:    ev,
 			Consumer: r.Consumer, Error: r.Error, Attempts: r.Attempts, At: r.DeadAt.UTC(),
+		}
+		if r.Altered != nil {
+			out[i].Altered = *r.Altered
 		}
 	}
 	return out, nil
@@ -110,7 +134,9 @@ func (t *DeadLetterTable) remove(ctx context.Context, consumer, id string) error
 // up to limit (0: all), once the cause is fixed. A letter that is applied now (or was
 // applied meanwhile) leaves the table; one that fails again is retried and dead-lettered
 // anew, replacing its row. The letter leaves the table only after it is applied, so a crash
-// midway loses nothing. It returns how many letters were applied, and fails with
+// midway loses nothing. A letter stored altered (DeadLetter.Altered) is left alone: what
+// it holds is not the event that was sent; List shows it, and the operator resolves it by
+// hand. It returns how many letters were applied, and fails with
 // ErrInvalidConfig when the consumer's dead letters go elsewhere (for a Kafka dead-letter
 // topic, see saramaoutbox.Redrive).
 func (c *Consumer) Redrive(ctx context.Context, limit int) (int, error) {
@@ -118,7 +144,7 @@ func (c *Consumer) Redrive(ctx context.Context, limit int) (int, error) {
 	if !ok {
 		return 0, invalidConfig("consumer %s keeps its dead letters elsewhere than a DeadLetterTable", c.name)
 	}
-	letters, err := table.List(ctx, c.name, limit)
+	letters, err := table.list(ctx, c.name, limit, true)
 	if err != nil {
 		return 0, err
 	}
@@ -141,4 +167,90 @@ func (c *Consumer) Redrive(ctx context.Context, limit int) (int, error) {
 		applied++
 	}
 	return applied, nil
+}
+
+// letterIDSpace is the UUID name space of the IDs DeadLetterTable derives for events whose
+// own cannot key a row.
+var letterIDSpace = uuid.MustParse("8f1d7c52-3f0e-4d36-9a8e-5b0f2c6a9e41")
+
+// storable returns dl in a form outbox_dead_letters takes, with Altered saying what was
+// changed, and its headers encoded.
+func storable(dl DeadLetter) (DeadLetter, *string, error) {
+	var altered []string
+	if reason := checkDeliveredID(dl.ID); reason != "" {
+		altered = append(altered, fmt.Sprintf("ID %s %s", quoteCut(dl.ID), reason))
+		dl.ID = letterID(dl.Event)
+	}
+	for _, f := range []struct {
+		name  string
+		s     *string
+		runes int
+	}{{"topic", &dl.Topic, MaxTopicLen}, {"key", &dl.Key, MaxKeyLen}, {"type", &dl.Type, MaxTypeLen}} {
+		if fit := fitText(*f.s, f.runes); fit != *f.s {
+			altered = append(altered, fmt.Sprintf("%s was %s", f.name, quoteCut(*f.s)))
+			*f.s = fit
+		}
+	}
+	if y := dl.CreatedAt.UTC().Year(); y < 1 || y > 9999 {
+		altered = append(altered, fmt.Sprintf("created at %s, past what a column takes", dl.CreatedAt.UTC().Format(time.RFC3339Nano)))
+		dl.CreatedAt = time.Time{}
+	}
+	dl.Error = cutText(fitText(dl.Error, maxDeadLetterError), maxDeadLetterError)
+	if len(dl.Payload) > MaxPayloadLen {
+		altered = append(altered, fmt.Sprintf("payload of %d bytes dropped", len(dl.Payload)))
+		dl.Payload = nil
+	}
+	for name, value := range dl.Headers {
+		if !utf8.ValidString(name) || !utf8.ValidString(value) {
+			altered = append(altered, "headers held invalid UTF-8, replaced by U+FFFD")
+			break
+		}
+	}
+	h, err := encodeHeaders(dl.Headers)
+	if err != nil {
+		return dl, nil, err
+	}
+	if h != nil && len(*h) > MaxPayloadLen {
+		altered = append(altered, fmt.Sprintf("headers of %d bytes dropped", len(*h)))
+		h = nil
+	}
+	if len(altered) > 0 {
+		dl.Altered = strings.Join(altered, "; ")
+	}
+	return dl, h, nil
+}
+
+// letterID derives a UUID from every field of ev that came with it.
+func letterID(ev Event) string {
+	var b []byte
+	for _, field := range []string{ev.ID, ev.Topic, ev.Key, ev.Type, string(ev.Payload)} {
+		b = binary.AppendUvarint(b, uint64(len(field)))
+		b = append(b, field...)
+	}
+	b = binary.AppendVarint(b, ev.Seq)
+	return uuid.NewSHA1(letterIDSpace, b).String()
+}
+
+// fitText returns s with invalid UTF-8 and NUL bytes (which SQLite refuses in a statement)
+// replaced by U+FFFD, cut to at most n characters.
+func fitText(s string, n int) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	i := 0
+	for range n {
+		_, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+	}
+	return s[:i]
+}
+
+// quoteCut returns s quoted in Go syntax (control characters and invalid UTF-8 escaped),
+// its first 64 bytes only when it is longer, with its length.
+func quoteCut(s string) string {
+	if len(s) <= 64 {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:64]), len(s))
 }

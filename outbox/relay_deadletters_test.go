@@ -253,6 +253,47 @@ func TestCreateSchemaAddsTheDeadLetterColumns(t *testing.T) {
 	}
 }
 
+// TestCreateSchemaUpgradesTheDeadLetterTable: an outbox_dead_letters table from before
+// letters were stored altered gets the altered column and, on MySQL, headers as large as
+// a Kafka message's; the letters it held are still listed and re-driven.
+func TestCreateSchemaUpgradesTheDeadLetterTable(t *testing.T) {
+	for _, b := range testenv.Databases() {
+		t.Run(b.Name, func(t *testing.T) {
+			db := b.Open(t)
+			ctx := context.Background()
+			_, err := db.ExecContext(ctx, `CREATE TABLE outbox_dead_letters (
+				consumer VARCHAR(64) NOT NULL, id VARCHAR(64) NOT NULL, topic VARCHAR(249) NOT NULL,
+				aggregate_key VARCHAR(128) NOT NULL, seq BIGINT NOT NULL, event_type VARCHAR(128) NOT NULL,
+				payload BLOB NOT NULL, headers TEXT NULL, created_at TIMESTAMP NOT NULL,
+				last_error TEXT NOT NULL, attempts INT NOT NULL, dead_at TIMESTAMP NOT NULL,
+				PRIMARY KEY (consumer, id))`)
+			require.NoError(t, err)
+			_, err = db.ExecContext(ctx, `INSERT INTO outbox_dead_letters VALUES
+				('c', 'old', 'orders', 'k', 1, 'x', '{}', NULL, '2026-01-02 03:04:05', 'boom', 3, '2026-01-02 03:04:05')`)
+			require.NoError(t, err)
+			outboxtest.Prepare(t, db) // CreateSchema, twice
+
+			table := outbox.NewDeadLetterTable(db)
+			big := outbox.DeadLetter{Event: outbox.Event{ID: "big", Topic: "orders", Key: "k", Type: "x", Payload: []byte(`{}`),
+				Headers: map[string]string{"h": strings.Repeat("v", 100<<10)}, CreatedAt: time.Now()}, Consumer: "c", Error: "boom", At: time.Now()}
+			require.NoError(t, table.DeadLetter(ctx, big))
+			letters, err := table.List(ctx, "c", 0)
+			require.NoError(t, err)
+			require.Len(t, letters, 2)
+			assert.Equal(t, "old", letters[0].ID)
+			assert.Empty(t, letters[0].Altered)
+			assert.Equal(t, big.Headers, letters[1].Headers, "stored whole")
+			assert.Empty(t, letters[1].Altered)
+
+			c, err := outbox.NewConsumer(db, "c", outboxtest.RecordingHandler("c"))
+			require.NoError(t, err)
+			applied, err := c.Redrive(ctx, 0)
+			require.NoError(t, err)
+			assert.Equal(t, 2, applied)
+		})
+	}
+}
+
 // TestRedriveAndSkipRacingSeveralRelays runs three relays on MariaDB (FOR UPDATE SKIP
 // LOCKED) while writers keep adding events to the same streams and an operator redrives
 // (after fixing the cause) or skips each dead letter as soon as it appears. In the end

@@ -92,6 +92,7 @@ type deadLetterRow struct {
 	Error    string    `bun:"last_error"`
 	Attempts int       `bun:"attempts"`
 	DeadAt   time.Time `bun:"dead_at"`
+	Altered  *string   `bun:"altered"`
 }
 
 func encodeHeaders(h map[string]string) (*string, error) {

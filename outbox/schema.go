@@ -99,8 +99,8 @@ var schema = []sqlutil.Table{
 		token CHAR(36) NOT NULL,
 		leased_at TIMESTAMP NOT NULL,
 		PRIMARY KEY (consumer, id, token)`},
-	{Name: TableDeadLetters, Columns: deadLetterColumns("MEDIUMBLOB", "DATETIME(6)"),
-		SQLiteColumns: deadLetterColumns("BLOB", "TIMESTAMP")},
+	{Name: TableDeadLetters, Columns: deadLetterColumns("MEDIUMBLOB", "MEDIUMTEXT", "DATETIME(6)"),
+		SQLiteColumns: deadLetterColumns("BLOB", "TEXT", "TIMESTAMP")},
 	{Name: TableRelayResolutions, Columns: `
 		id VARCHAR(64) NOT NULL PRIMARY KEY,
 		skipped BOOLEAN NOT NULL,
@@ -111,9 +111,9 @@ var schema = []sqlutil.Table{
 		resolved_at TIMESTAMP NOT NULL`},
 }
 
-// deadLetterColumns are the columns of outbox_dead_letters with the dialect's blob and
-// time types.
-func deadLetterColumns(blob, timestamp string) string {
+// deadLetterColumns are the columns of outbox_dead_letters with the dialect's blob, text
+// (for the headers: a Kafka message's can be as large as its value) and time types.
+func deadLetterColumns(blob, text, timestamp string) string {
 	return `
 		consumer VARCHAR(64) NOT NULL,
 		id VARCHAR(64) NOT NULL,
@@ -122,9 +122,10 @@ func deadLetterColumns(blob, timestamp string) string {
 		seq BIGINT NOT NULL,
 		event_type VARCHAR(128) NOT NULL,
 		payload ` + blob + ` NOT NULL,
-		headers TEXT NULL,
+		headers ` + text + ` NULL,
 		created_at ` + timestamp + ` NOT NULL,
 		last_error TEXT NOT NULL,
+		altered TEXT NULL,
 		attempts INT NOT NULL,
 		dead_at ` + timestamp + ` NOT NULL,
 		PRIMARY KEY (consumer, id)`
@@ -139,11 +140,14 @@ var (
 		`ALTER TABLE outbox_events ADD COLUMN dead_reason TEXT NULL`,
 	}
 	sqliteDeadIndex = `CREATE INDEX IF NOT EXISTS outbox_events_dead ON outbox_events (dead_at)`
+	// outbox_dead_letters created before DeadLetterTable stored hostile events altered:
+	// the column saying what was, and headers as large as a Kafka message's.
+	mysqlWideHeaders = `ALTER TABLE outbox_dead_letters MODIFY headers MEDIUMTEXT NULL`
 )
 
 // CreateSchema creates the outbox tables and their indexes where they do not exist yet, on
-// MySQL/MariaDB or SQLite, and adds the dead-letter columns to an outbox_events table
-// created by an earlier version. It is idempotent. On MySQL the tables use utf8mb4 with a
+// MySQL/MariaDB or SQLite, and brings tables created by an earlier version up to date
+// (the relay's dead-letter columns, the dead letters' altered column). It is idempotent. On MySQL the tables use utf8mb4 with a
 // binary collation, so IDs and keys compare byte for byte, as they do in Kafka.
 func CreateSchema(ctx context.Context, db bun.IDB) error {
 	if err := sqlutil.CreateTables(ctx, db, schema...); err != nil {
@@ -172,6 +176,27 @@ func CreateSchema(ctx context.Context, db bun.IDB) error {
 		if _, err := db.ExecContext(ctx, sqliteDeadIndex); err != nil {
 			return fmt.Errorf("outbox: creating schema: %w", err)
 		}
+	}
+	return upgradeDeadLetters(ctx, db)
+}
+
+// upgradeDeadLetters adds the altered column to an outbox_dead_letters table created by an
+// earlier version and, on MySQL, widens its headers to MEDIUMTEXT.
+func upgradeDeadLetters(ctx context.Context, db bun.IDB) error {
+	if err := sqlutil.AddColumn(ctx, db, TableDeadLetters, "altered", "TEXT NULL"); err != nil {
+		return fmt.Errorf("outbox: creating schema: %w", err)
+	}
+	if sqlutil.IsSQLite(db) {
+		return nil
+	}
+	narrow, err := db.NewSelect().TableExpr("information_schema.COLUMNS").
+		Where("TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'headers' AND DATA_TYPE = 'text'", TableDeadLetters).
+		Count(ctx)
+	if err == nil && narrow > 0 {
+		_, err = db.ExecContext(ctx, mysqlWideHeaders)
+	}
+	if err != nil {
+		return fmt.Errorf("outbox: creating schema: widening the dead letters' headers: %w", err)
 	}
 	return nil
 }
