@@ -222,6 +222,11 @@ func (c *Consumer) lease(ctx context.Context, token string, events []Event) erro
 		c.owe(token, ids)
 		return ctxOr(ctx, fmt.Errorf("outbox: consumer %s: leasing events: %w", c.name, sqlutil.Unavailable(c.db, err)))
 	}
+	if c.s.metrics.on() {
+		for topic, n := range perTopic(events) {
+			c.s.metrics.Leased(c.name, topic, n)
+		}
+	}
 	return nil
 }
 
@@ -503,6 +508,15 @@ func contended(err error) bool {
 	return sqlutil.IsRetryable(err) && !isPermanent(err)
 }
 
+// perTopic counts events by topic.
+func perTopic(events []Event) map[string]int {
+	n := make(map[string]int)
+	for _, ev := range events {
+		n[ev.Topic]++
+	}
+	return n
+}
+
 // lostAlone reports whether err, a failure of the consumer's transaction, is its
 // connection failing under the handler while the database still answered on another
 // (crashedUnder probed it): what the event's handling may have caused, unlike the
@@ -515,13 +529,9 @@ func lostAlone(err error) bool {
 // countApplied reports the fresh events as applied and the rest of all (repeats within
 // the batch included) as duplicates.
 func (c *Consumer) countApplied(all, fresh []Event) {
-	applied, dups := make(map[string]int), make(map[string]int)
-	for _, ev := range all {
-		dups[ev.Topic]++
-	}
-	for _, ev := range fresh {
-		applied[ev.Topic]++
-		dups[ev.Topic]--
+	applied, dups := perTopic(fresh), perTopic(all)
+	for topic, n := range applied {
+		dups[topic] -= n
 	}
 	for topic, n := range applied {
 		c.s.metrics.Applied(c.name, topic, n)
@@ -655,6 +665,9 @@ func (c *Consumer) deliverBatch(ctx context.Context, batch []Event) error {
 // without leases); above none it is handled alone. leased says whether its deliveries
 // lease it. deadLettered says it was dead-lettered.
 func (c *Consumer) deliverOne(ctx context.Context, ev Event, leased bool, earlier []string) (deadLettered bool, err error) {
+	if len(earlier) > 0 {
+		c.s.metrics.Suspected(c.name, ev.Topic)
+	}
 	if crashes := len(earlier); crashes >= maxConnectionLosses {
 		applied, err := c.applied(ctx, ev)
 		switch {

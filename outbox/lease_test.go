@@ -281,6 +281,33 @@ func runWindowConsumer(t *testing.T) {
 	_ = c.Deliver(context.Background(), []outbox.Event{ev})
 }
 
+// TestConsumerReportsLeasesAndSuspects: the Observer sees each leased event and, at each
+// delivery, each event whose earlier deliveries died under its handling, so an operator
+// sees a poison event isolated before it is dead-lettered.
+func TestConsumerReportsLeasesAndSuspects(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		events := fakeEvents(3, 3)
+		m := newMetrics()
+		dieUnder(t, db, "c", events[1], 2, outbox.WithObserver(m))
+		assert.Equal(t, 2, m.get("leased", "c/orders"), "each dying delivery leased its event")
+		assert.Equal(t, 1, m.get("suspected", "c/orders"), "the second delivery found the first's lease")
+
+		m = newMetrics()
+		c, err := outbox.NewConsumer(db, "c", outboxtest.RecordingHandler("c"), outbox.WithObserver(m))
+		require.NoError(t, err)
+		require.NoError(t, c.Deliver(ctx, events))
+		requireExactlyOnceInOrder(t, outboxtest.Applied(t, db, "c"), events)
+		assert.Equal(t, 1, m.get("suspected", "c/orders"), "the event two deliveries died under")
+		assert.Equal(t, 3, m.get("leased", "c/orders"), "one by one, each leased")
+		assert.Equal(t, 3, m.get("applied", "c/orders"))
+		assert.Zero(t, leasesOf(t, db, "c"))
+
+		require.NoError(t, c.Deliver(ctx, events))
+		assert.Equal(t, 1, m.get("suspected", "c/orders"), "nothing left to suspect")
+	})
+}
+
 // TestConsumerLeasesOnlyInItsWindow: a Consumer leases (reads its events' leases, commits
 // its own) for the lease window after its first delivery and after a failed handler
 // transaction, and otherwise sends exactly the statements it would without leases; with

@@ -21,6 +21,13 @@ import (
 //     the consumer Labels["consumer"] applied (committed), skipped because it had applied
 //     them before (or they repeat an event of the same batch), failed to handle (each
 //     attempt counts once), or gave up on and sent to its dead letters.
+//   - "leased": N events of the topic whose delivery the consumer leased before handling
+//     them (while its lease window is open: see Consumer.Deliver), the price of counting
+//     the crashes a poison event causes.
+//   - "suspected": one event of the topic found, at a delivery, to have earlier
+//     deliveries that never ended (the process or the database died under its handling):
+//     it is handled alone, or dead-lettered unhandled at 3. A poison event that kills its
+//     consumer shows here before it is dead-lettered.
 //   - "cleaned": N rows the Cleaner deleted from Labels["table"].
 //
 // It is called synchronously from the relay and consumer loops: keep it cheap.
@@ -62,5 +69,11 @@ func (m metrics) HandlerFailed(consumer, topic string) {
 }
 func (m metrics) DeadLettered(consumer, topic string, n int) {
 	m.count("dead_lettered", n, "consumer", consumer, "topic", topic)
+}
+func (m metrics) Leased(consumer, topic string, n int) {
+	m.count("leased", n, "consumer", consumer, "topic", topic)
+}
+func (m metrics) Suspected(consumer, topic string) {
+	m.count("suspected", 1, "consumer", consumer, "topic", topic)
 }
 func (m metrics) Cleaned(table string, n int) { m.count("cleaned", n, "table", table) }

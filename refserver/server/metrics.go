@@ -96,7 +96,8 @@ func newMetrics(code func(error) string) *metrics {
 	m.outboxEvents = counter("commercekit_outbox_events_total",
 		"Outbox events published or refused by the publisher, by topic.", "stage", "topic")
 	m.consumerEvent = counter("commercekit_outbox_consumer_events_total",
-		"Events seen by in-process consumers: applied, duplicate, handler_failed, dead_lettered.",
+		"Events seen by in-process consumers: applied, duplicate, handler_failed, dead_lettered; "+
+			"leased (a delivery leased them), suspected (earlier deliveries died under them).",
 		"consumer", "topic", "outcome")
 	m.cleaned = counter("commercekit_outbox_cleaned_total", "Rows deleted by the outbox cleaner, by table.", "table")
 	m.idempotency = counter("commercekit_idempotency_events_total",
@@ -169,7 +170,7 @@ func (m *metrics) Observe(e observe.Event) {
 			m.outboxEvents.WithLabelValues(e.Name, l["topic"]).Add(float64(e.N))
 		case "relay_dead_lettered":
 			m.outboxEvents.WithLabelValues("dead_lettered", l["topic"]).Add(float64(e.N))
-		case "applied", "duplicate", "handler_failed", "dead_lettered":
+		case "applied", "duplicate", "handler_failed", "dead_lettered", "leased", "suspected":
 			m.consumerEvent.WithLabelValues(l["consumer"], l["topic"], e.Name).Add(float64(e.N))
 		case "cleaned":
 			m.cleaned.WithLabelValues(l["table"]).Add(float64(e.N))
