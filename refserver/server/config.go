@@ -136,7 +136,7 @@ func (c *Config) settings() []Setting {
 	return []Setting{
 		{Flag: "addr", Env: "COMMERCEKIT_ADDR", Usage: "listen address", value: str(&c.Addr)},
 		{Flag: "db-driver", Env: "COMMERCEKIT_DB_DRIVER", Usage: "database driver: sqlite or mysql", value: str(&c.DBDriver)},
-		{Flag: "db-dsn", Env: "COMMERCEKIT_DB_DSN", Usage: "database DSN (sqlite: a file name, default " + DefaultSQLiteFile + "; mysql: user:password@tcp(host:3306)/db, with timeout=2s, readTimeout=10s, writeTimeout=10s, innodb_lock_wait_timeout=5 and lock_wait_timeout=5 unless it sets them)", Secret: true, value: str(&c.DBDSN)},
+		{Flag: "db-dsn", Env: "COMMERCEKIT_DB_DSN", Usage: "database DSN (sqlite: a file name, default " + DefaultSQLiteFile + "; mysql: user:password@tcp(host:3306)/db, with timeout=2s, readTimeout=10s, writeTimeout=10s, innodb_lock_wait_timeout=5 and lock_wait_timeout=1 unless it sets them)", Secret: true, value: str(&c.DBDSN)},
 		{Flag: "redis-addr", Env: "COMMERCEKIT_REDIS_ADDR", Usage: "Redis address (host:port); set: stock, coupon issuance and idempotency keys in Redis", value: str(&c.RedisAddr)},
 		{Flag: "redis-password", Env: "COMMERCEKIT_REDIS_PASSWORD", Usage: "Redis password", Secret: true, value: str(&c.RedisPassword)},
 		{Flag: "redis-db", Env: "COMMERCEKIT_REDIS_DB", Usage: "Redis logical database", value: integer(&c.RedisDB)},

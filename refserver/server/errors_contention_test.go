@@ -122,7 +122,8 @@ func lockRow(t *testing.T, db *bun.DB, table string, id int) bun.Tx {
 // migration in production) is ended by the server (1205, answered 503 contention) before
 // the client's read timeout, like a row lock wait. Otherwise the client gives up first and
 // the server's thread waits on (lock_wait_timeout is a day by default), to run the
-// statement once the lock is released, with its client long gone.
+// statement once the lock is released, with its client long gone. The wait is a second,
+// not the row lock's five: a table's lock is held against every request on the table.
 func TestMySQLMetadataLockWaitEndsOnTheServer(t *testing.T) {
 	cfg := Defaults()
 	cfg.DBDriver, cfg.DBDSN = DriverMySQL, testenv.MySQLDSN(t)
@@ -130,6 +131,11 @@ func TestMySQLMetadataLockWaitEndsOnTheServer(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	ctx := t.Context()
+	var rowWait, tableWait int
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT @@SESSION.innodb_lock_wait_timeout, @@SESSION.lock_wait_timeout").
+		Scan(&rowWait, &tableWait))
+	assert.Equal(t, 5, rowWait, "a row lock: contention between requests")
+	assert.Equal(t, 1, tableWait, "a table's lock: held against every request on it")
 	createRows(t, db, "mdl_rows")
 	holder, err := db.Conn(ctx)
 	require.NoError(t, err)

@@ -32,14 +32,21 @@ import (
 //
 // MySQL, unless the DSN sets them: timeout (connect) mysqlDialTimeout = 2 s, readTimeout
 // and writeTimeout mysqlIOTimeout = 10 s (above the longest statement, below the 30 s
-// request timeout), and the session's innodb_lock_wait_timeout and lock_wait_timeout
-// mysqlLockWait = 5 s (at most half the read timeout), so that a statement waiting for a
-// row lock or a table's metadata lock (an ALTER TABLE, LOCK TABLES) is ended by the
-// server (error 1205, answered 503 contention with Retry-After: sqlutil.InTx does not
-// wait the same lock again) before the client's read timeout. So a write during a global
-// read lock (FLUSH TABLES WITH READ LOCK, which backup tools take) is answered after
-// mysqlLockWait, not the request timeout, while the watch below has not yet found writes
-// held; once it has, at once. A client that gives up first only closes its socket:
+// request timeout), the session's innodb_lock_wait_timeout mysqlLockWait = 5 s (at most
+// half the read timeout) and its lock_wait_timeout mysqlMetadataLockWait = 1 s, so that a
+// statement waiting for a row lock or a table's metadata lock (an ALTER TABLE, LOCK
+// TABLES) is ended by the server (error 1205, answered 503 contention with Retry-After:
+// sqlutil.InTx does not wait the same lock again) before the client's read timeout. A row
+// lock is contention between requests, worth a wait; a metadata lock is held against
+// every request on its table (a LOCK TABLES; an ALTER TABLE waiting for a long
+// transaction, which every later statement on the table queues behind), so each of them
+// waits at most a second, not five, and under load they do not hold the pool's
+// connections five times as long. So a write during a global read lock (FLUSH TABLES
+// WITH READ LOCK, which backup tools take) is answered after mysqlMetadataLockWait, not
+// the request timeout, while the watch below has not yet found writes held; once it has,
+// at once. A start-up migration meeting a held table fails after that second too, and
+// the process is started again, rather than holding every statement on the table behind
+// it for five. A client that gives up first only closes its socket:
 // the server does not notice during a lock wait, and the transaction lives on, holding
 // its locks, until the server's own lock wait timeout (50 s by default). Pool: mysqlMaxOpenConns open connections at
 // most, idle ones dropped after mysqlConnMaxIdleTime and every one renewed after
@@ -75,12 +82,13 @@ const (
 	DefaultRedisTimeout = 500 * time.Millisecond
 	redisMaxRetries     = 1
 
-	mysqlDialTimeout     = 2 * time.Second
-	mysqlIOTimeout       = 10 * time.Second
-	mysqlLockWait        = 5 * time.Second
-	mysqlMaxOpenConns    = 100
-	mysqlConnMaxLifetime = 5 * time.Minute
-	mysqlConnMaxIdleTime = time.Minute
+	mysqlDialTimeout      = 2 * time.Second
+	mysqlIOTimeout        = 10 * time.Second
+	mysqlLockWait         = 5 * time.Second
+	mysqlMetadataLockWait = time.Second
+	mysqlMaxOpenConns     = 100
+	mysqlConnMaxLifetime  = 5 * time.Minute
+	mysqlConnMaxIdleTime  = time.Minute
 )
 
 // redisResendWindow is how long the limiters' Redis buckets remember a call (see above).
@@ -106,10 +114,10 @@ func mysqlTimeouts(mc *mysql.Config) {
 	if mc.WriteTimeout == 0 {
 		mc.WriteTimeout = mysqlIOTimeout
 	}
-	// Row locks (innodb_lock_wait_timeout) and metadata locks (lock_wait_timeout: a table
-	// locked by LOCK TABLES or an ALTER TABLE, a day by default) alike; sent as SET on
-	// every connection.
-	for _, v := range []string{"innodb_lock_wait_timeout", "lock_wait_timeout"} {
+	// Row locks (innodb_lock_wait_timeout, 50 s by default) and metadata locks
+	// (lock_wait_timeout: a table locked by LOCK TABLES or an ALTER TABLE, a day by
+	// default); sent as SET on every connection.
+	for v, wait := range map[string]time.Duration{"innodb_lock_wait_timeout": mysqlLockWait, "lock_wait_timeout": mysqlMetadataLockWait} {
 		if _, ok := mc.Params[v]; ok {
 			continue
 		}
@@ -117,7 +125,7 @@ func mysqlTimeouts(mc *mysql.Config) {
 			mc.Params = map[string]string{}
 		}
 		// Below the read timeout whatever the DSN set it to; the variables are whole seconds.
-		wait := max(min(mysqlLockWait, mc.ReadTimeout/2), time.Second)
+		wait = max(min(wait, mc.ReadTimeout/2), time.Second)
 		mc.Params[v] = strconv.Itoa(int(wait / time.Second))
 	}
 }
