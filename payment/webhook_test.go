@@ -115,6 +115,14 @@ func TestWebhookRejectsForgeries(t *testing.T) {
 		assert.Equal(t, []string{"pay-1:webhook:a webhook claims 1 KRW, recorded 5000 KRW",
 			"pay-2:webhook:a webhook claims APPROVED, the gateway says DECLINED"}, e.obs.contradicted())
 
+		// Correctly signed, naming a payment or refund with a NUL byte in its ID: not found,
+		// on SQLite as on MySQL (bun's own SQLite dialect refused the lookup: a 500 the PG
+		// would redeliver for ever).
+		nul := []byte(`{"type":"payment.approved","payment_id":"pay-1\u0000x","amount":5000,"currency":"KRW","created_at":"2026-03-01T12:00:00Z"}`)
+		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, nul, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), nul)), payment.ErrPaymentNotFound)
+		nul = []byte(`{"type":"payment.canceled","payment_id":"pay-1","cancel_id":"c\u0000d","cancel_amount":1,"amount":5000,"currency":"KRW","created_at":"2026-03-01T12:00:00Z"}`)
+		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, nul, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), nul)), payment.ErrRefundNotFound)
+
 		noVerifier, err := payment.New(db, e.sim)
 		require.NoError(t, err)
 		assert.ErrorIs(t, noVerifier.HandleWebhook(ctx, body, sig), payment.ErrWebhookNotConfigured)

@@ -10,16 +10,24 @@
 // one ("file:name?mode=memory&cache=shared") and hold a connection of your own to it for
 // as long as the data must live, as the examples' short runs need not.
 //
+// Its dialect (Dialect) is bun's, but for strings holding a NUL byte: bun refuses them
+// (the statement fails to parse, "unrecognized token"), so a lookup by an ID a hostile
+// client sent would fail as if the database were broken, where MySQL, which bun sends
+// them to escaped, answers "not found". Dialect writes them as SQLite reads them, and
+// both backends agree.
+//
 // MySQL (or MariaDB) needs nothing of the kind: open it with bun's mysqldialect.
 package sqlitedb
 
 import (
 	"database/sql"
 	"fmt"
+	"strings"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 	"github.com/uptrace/bun/driver/sqliteshim"
+	"github.com/uptrace/bun/schema"
 )
 
 // Open opens the SQLite database dsn, e.g. "file:shop.db" or, for a database that lives
@@ -32,5 +40,26 @@ func Open(dsn string) (*bun.DB, error) {
 	sqldb.SetMaxOpenConns(1)
 	sqldb.SetMaxIdleConns(1)
 	sqldb.SetConnMaxLifetime(0)
-	return bun.NewDB(sqldb, sqlitedialect.New()), nil
+	return bun.NewDB(sqldb, Dialect()), nil
+}
+
+// Dialect returns bun's SQLite dialect, writing a string that holds a NUL byte as an
+// expression SQLite reads (the parts between NUL bytes joined by char(0)) rather than
+// refusing it.
+func Dialect() schema.Dialect { return nulDialect{sqlitedialect.New()} }
+
+type nulDialect struct{ *sqlitedialect.Dialect }
+
+func (d nulDialect) AppendString(b []byte, s string) []byte {
+	if strings.IndexByte(s, 0) < 0 {
+		return d.Dialect.AppendString(b, s)
+	}
+	b = append(b, '(')
+	for i, part := range strings.Split(s, "\x00") {
+		if i > 0 {
+			b = append(b, " || char(0) || "...)
+		}
+		b = d.Dialect.AppendString(b, part)
+	}
+	return append(b, ')')
 }

@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
 	"github.com/uptrace/bun/driver/sqliteshim"
+
+	"github.com/commercekit/commercekit/sqlitedb"
 )
 
 // SQLite returns a *bun.DB (SQLite dialect) on an in-memory database of the test's own,
@@ -39,7 +40,7 @@ func SQLite(tb testing.TB) *bun.DB {
 	sqldb.SetMaxOpenConns(1)
 	sqldb.SetMaxIdleConns(1)
 	sqldb.SetConnMaxLifetime(0)
-	db := bun.NewDB(sqldb, sqlitedialect.New())
+	db := bun.NewDB(sqldb, sqlitedb.Dialect())
 	tb.Cleanup(func() {
 		db.Close()
 		keeper.Close()
@@ -61,7 +62,7 @@ func SQLiteFileTwice(tb testing.TB, busyTimeout time.Duration) (db, other *bun.D
 			tb.Fatalf("testenv: opening SQLite: %v", err)
 		}
 		sqldb.SetMaxOpenConns(1)
-		db := bun.NewDB(sqldb, sqlitedialect.New())
+		db := bun.NewDB(sqldb, sqlitedb.Dialect())
 		tb.Cleanup(func() { _ = db.Close() })
 		return db
 	}

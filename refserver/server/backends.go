@@ -14,8 +14,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/mysqldialect"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
 	"github.com/uptrace/bun/driver/sqliteshim"
+
+	"github.com/commercekit/commercekit/sqlitedb"
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/collector"
@@ -102,7 +103,7 @@ func openDB(cfg Config, log *slog.Logger, m *metrics, probeWrites bool) (db *bun
 		sqldb.SetMaxOpenConns(1)
 		sqldb.SetMaxIdleConns(1)
 		sqldb.SetConnMaxLifetime(0)
-		return bun.NewDB(sqldb, sqlitedialect.New()), nil, nil
+		return bun.NewDB(sqldb, sqlitedb.Dialect()), nil, nil
 	}
 }
 
