@@ -48,6 +48,28 @@ func TestNULInABodyIsABadRequest(t *testing.T) {
 	assert.True(t, audit.OK, "%v", audit.Discrepancies)
 }
 
+// TestInvalidUTF8InABodyIsMalformed: encoding/json replaces each byte that is not UTF-8 by
+// U+FFFD, so a password with one such byte signed up, and any other such byte in its place
+// logged in; names were stored other than sent. A body that is not UTF-8 is malformed,
+// and nothing is written.
+func TestInvalidUTF8InABodyIsMalformed(t *testing.T) {
+	a := start(t, embedded, nil)
+	admin := setup(t, a, "p1", 9000, 5)
+	for _, c := range []struct{ path, tok, body string }{
+		{"/v1/members", "", "{\"login_id\":\"mallory\",\"password\":\"secret\xffpass1\"}"},
+		{"/v1/products", admin, "{\"id\":\"p2\",\"name\":\"bad\xfe\xffname\",\"price\":100,\"stock\":1}"},
+		{"/v1/coupon-templates", admin, "{\"id\":\"t2\",\"name\":\"bad\xffname\",\"kind\":\"fixed\",\"amount\":100}"},
+	} {
+		expectProblem(t, a.call("POST", c.path, c.tok, "", c.body), http.StatusBadRequest, "malformed_request")
+	}
+	expectProblem(t, a.call("POST", "/v1/sessions", "", "", "{\"login_id\":\"mallory\",\"password\":\"secret\xc0pass1\"}"),
+		http.StatusBadRequest, "malformed_request")
+	expectProblem(t, a.call("GET", "/v1/products/p2", "", "", nil), http.StatusNotFound, "product_not_found")
+	expectProblem(t, a.call("POST", "/v1/coupon-templates/t2/issue", token(t, "alice", false), "i", nil),
+		http.StatusNotFound, "coupon_template_not_found")
+	expect(t, a.call("POST", "/v1/members", "", "", `{"login_id":"mallory","password":"secret\ufffdpass1"}`), http.StatusCreated)
+}
+
 // TestDuplicateNamesAreMalformed: encoding/json takes the last of two members with the same
 // name (compared case-insensitively, "qty" and "QTY" alike), while the Idempotency-Key's
 // fingerprint sorts the names case-sensitively: with duplicates accepted, two bodies that

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/coupon"
@@ -383,6 +384,11 @@ func decode(r *http.Request, v any) error {
 	body, err := readAll(r)
 	if err != nil {
 		return err
+	}
+	if !utf8.Valid(body) {
+		// encoding/json would replace each invalid byte by U+FFFD: two different
+		// passwords would log in as one, and names would be stored other than sent.
+		return malformed("the body is not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
