@@ -752,8 +752,10 @@ func cutText(s string, n int) string {
 }
 
 // checkDeliveredID returns why id cannot key a processed-event record, or "". A relay
-// never sends such an ID (Add refuses it); a control character is refused too: a NUL byte
-// is refused by SQLite in a statement.
+// never sends such an ID: Add refuses it. A NUL byte is refused by bun's SQLite dialect,
+// and MySQL's collations ignore trailing spaces, so "x " would be taken for "x": found
+// among the processed events yet not matched, it was applied again, and its record's
+// insert refused for ever.
 func checkDeliveredID(id string) string {
 	switch {
 	case id == "":
@@ -762,6 +764,8 @@ func checkDeliveredID(id string) string {
 		return "is longer than 64 bytes or not valid UTF-8"
 	case hasControl(id):
 		return "contains a control character"
+	case strings.HasSuffix(id, " "):
+		return "ends with a space"
 	}
 	return ""
 }

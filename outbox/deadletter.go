@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,14 +53,19 @@ type DeadLetterTable struct{ db *bun.DB }
 // NewDeadLetterTable returns a DeadLetterTable on db.
 func NewDeadLetterTable(db *bun.DB) *DeadLetterTable { return &DeadLetterTable{db: db} }
 
-// DeadLetter stores dl, replacing the error, attempt count and time of an earlier dead
-// letter of the same consumer and event (one that was re-driven and failed again). An
+// DeadLetter stores dl, replacing an earlier dead letter of the same consumer and event
+// (one that was re-driven and failed again, or delivered again), the event's fields
+// included: the row holds what Altered describes. An
 // event it cannot store as it came is stored altered, and DeadLetter.Altered says how: a
 // letter whose ID cannot key a row (missing, too long, not UTF-8, holding a control
 // character) is stored under a UUID derived from the whole event, so the same event
 // delivered again replaces its letter rather than adding one.
 func (t *DeadLetterTable) DeadLetter(ctx context.Context, dl DeadLetter) error {
-	dl, h, err := storable(dl)
+	maxBytes := maxLetterBytes
+	if sqlutil.IsSQLite(t.db) {
+		maxBytes = math.MaxInt // no packet to fit in
+	}
+	dl, h, err := storable(dl, maxBytes)
 	if err != nil {
 		return err
 	}
@@ -73,15 +81,17 @@ func (t *DeadLetterTable) DeadLetter(ctx context.Context, dl DeadLetter) error {
 	if row.Payload == nil {
 		row.Payload = []byte{}
 	}
-	// The new values as parameters rather than VALUES(), which MySQL 8 deprecates (and
-	// whose replacement, the alias form, MariaDB does not run).
-	conflict := "DUPLICATE KEY UPDATE"
-	if sqlutil.IsSQLite(t.db) {
-		conflict = "CONFLICT (consumer, id) DO UPDATE"
-	}
-	q := t.db.NewInsert().Model(&row).On(conflict).
-		Set("last_error = ?, attempts = ?, dead_at = ?, altered = ?", row.Error, row.Attempts, row.DeadAt, row.Altered)
-	if _, err := q.Exec(ctx); err != nil {
+	// Replaced whole, in one transaction: an upsert would send the payload twice (bun
+	// inlines it), the new values as parameters rather than VALUES(), which MySQL 8
+	// deprecates and whose replacement, the alias form, MariaDB does not run.
+	err = sqlutil.InTx(ctx, t.db, func(ctx context.Context, tx bun.Tx) error {
+		if err := removeLetter(ctx, tx, dl.Consumer, dl.ID); err != nil {
+			return err
+		}
+		_, err := tx.NewInsert().Model(&row).Exec(ctx)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("outbox: storing dead letter %s of %s: %w", dl.ID, dl.Consumer, err)
 	}
 	return nil
@@ -123,11 +133,15 @@ func (t *DeadLetterTable) list(ctx context.Context, consumer string, limit int, 
 }
 
 func (t *DeadLetterTable) remove(ctx context.Context, consumer, id string) error {
-	_, err := t.db.NewDelete().Model((*deadLetterRow)(nil)).Where("consumer = ? AND id = ?", consumer, id).Exec(ctx)
-	if err != nil {
+	if err := removeLetter(ctx, t.db, consumer, id); err != nil {
 		return fmt.Errorf("outbox: removing dead letter %s of %s: %w", id, consumer, err)
 	}
 	return nil
+}
+
+func removeLetter(ctx context.Context, db bun.IDB, consumer, id string) error {
+	_, err := db.NewDelete().Model((*deadLetterRow)(nil)).Where("consumer = ? AND id = ?", consumer, id).Exec(ctx)
+	return err
 }
 
 // Redrive delivers the consumer's dead letters from its DeadLetterTable again, oldest first,
@@ -174,8 +188,9 @@ func (c *Consumer) Redrive(ctx context.Context, limit int) (int, error) {
 var letterIDSpace = uuid.MustParse("8f1d7c52-3f0e-4d36-9a8e-5b0f2c6a9e41")
 
 // storable returns dl in a form outbox_dead_letters takes, with Altered saying what was
-// changed, and its headers encoded.
-func storable(dl DeadLetter) (DeadLetter, *string, error) {
+// changed, and its headers encoded; maxBytes bounds its payload, counted twice, and its
+// encoded headers together.
+func storable(dl DeadLetter, maxBytes int) (DeadLetter, *string, error) {
 	var altered []string
 	if reason := checkDeliveredID(dl.ID); reason != "" {
 		altered = append(altered, fmt.Sprintf("ID %s %s", quoteCut(dl.ID), reason))
@@ -196,10 +211,6 @@ func storable(dl DeadLetter) (DeadLetter, *string, error) {
 		dl.CreatedAt = time.Time{}
 	}
 	dl.Error = cutText(fitText(dl.Error, maxDeadLetterError), maxDeadLetterError)
-	if len(dl.Payload) > MaxPayloadLen {
-		altered = append(altered, fmt.Sprintf("payload of %d bytes dropped", len(dl.Payload)))
-		dl.Payload = nil
-	}
 	for name, value := range dl.Headers {
 		if !utf8.ValidString(name) || !utf8.ValidString(value) {
 			altered = append(altered, "headers held invalid UTF-8, replaced by U+FFFD")
@@ -210,9 +221,13 @@ func storable(dl DeadLetter) (DeadLetter, *string, error) {
 	if err != nil {
 		return dl, nil, err
 	}
-	if h != nil && len(*h) > MaxPayloadLen {
+	if h != nil && 2*len(dl.Payload)+len(*h) > maxBytes {
 		altered = append(altered, fmt.Sprintf("headers of %d bytes dropped", len(*h)))
-		h = nil
+		dl.Headers, h = nil, nil
+	}
+	if 2*len(dl.Payload) > maxBytes {
+		altered = append(altered, fmt.Sprintf("payload of %d bytes dropped", len(dl.Payload)))
+		dl.Payload = nil
 	}
 	if len(altered) > 0 {
 		dl.Altered = strings.Join(altered, "; ")
@@ -220,14 +235,23 @@ func storable(dl DeadLetter) (DeadLetter, *string, error) {
 	return dl, h, nil
 }
 
-// letterID derives a UUID from every field of ev that came with it.
+// maxLetterBytes bounds a letter's payload, counted twice (bun sends bytes in hex), and its
+// encoded headers together on MySQL, to stay within max_allowed_packet (16 MiB by default
+// on MariaDB): a larger statement is refused, at every delivery.
+const maxLetterBytes = 12 << 20
+
+// letterID derives a UUID from every field of ev.
 func letterID(ev Event) string {
+	fields := []string{ev.ID, ev.Topic, ev.Key, ev.Type, string(ev.Payload),
+		strconv.FormatInt(ev.Seq, 10), ev.CreatedAt.UTC().Format(time.RFC3339Nano)}
+	for _, name := range slices.Sorted(maps.Keys(ev.Headers)) {
+		fields = append(fields, name, ev.Headers[name])
+	}
 	var b []byte
-	for _, field := range []string{ev.ID, ev.Topic, ev.Key, ev.Type, string(ev.Payload)} {
+	for _, field := range fields {
 		b = binary.AppendUvarint(b, uint64(len(field)))
 		b = append(b, field...)
 	}
-	b = binary.AppendVarint(b, ev.Seq)
 	return uuid.NewSHA1(letterIDSpace, b).String()
 }
 

@@ -141,12 +141,12 @@
 //
 // A Kafka topic takes messages from any producer, not only the relay, so a consumer trusts
 // no field of an event. One whose ID cannot key a processed record (missing, longer than
-// 64 bytes, not UTF-8, holding a control character: a relay never sends one) is
-// dead-lettered at once, unhandled. The table stores what it cannot take as it came (a NUL
-// byte, invalid UTF-8, a key longer than its column, a creation time past year 9999)
-// altered, under an ID derived from the event, and says how in DeadLetter.Altered; Redrive
-// leaves such letters to the operator. So a hostile message costs a dead letter, never
-// the stream behind it.
+// 64 bytes, not UTF-8, holding a control character, ending with a space: a relay never
+// sends one) is dead-lettered at once, unhandled. The table stores what it cannot take as
+// it came (a NUL byte, invalid UTF-8, a key longer than its column, a creation time past
+// year 9999, a letter too large for one statement) altered, under an ID derived from the
+// event, and says how in DeadLetter.Altered; Redrive leaves such letters to the operator.
+// So a hostile message costs a dead letter, never the stream behind it.
 //
 // # Embedded mode
 //

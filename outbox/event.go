@@ -92,6 +92,8 @@ func (e *Event) validate(index int, idRequired bool) error {
 		return bad("ID", "is not valid UTF-8")
 	case hasControl(e.ID):
 		return bad("ID", "contains a control character")
+	case strings.HasSuffix(e.ID, " "):
+		return bad("ID", "ends with a space")
 	}
 	if reason := checkTopic(e.Topic); reason != "" {
 		return bad("Topic", reason)
