@@ -69,6 +69,9 @@ func NewDeadLetterQueue(brokers []string, cfg *sarama.Config, topic func(origina
 // has it, or ctx.Err() when ctx ends first. The error (HeaderDeadError) is cut to what
 // the producer's MaxMessageBytes leaves room for: a large event with a long error (a
 // handler's panic, with its stack) must not be refused, or its batch could never pass.
+// When that is not enough (a message of another producer, as large as the broker takes),
+// the event's own headers, then its payload, then its key are dropped, and HeaderDeadAltered says
+// so; Redrive leaves such a letter alone. Like dl.Altered from a DeadLetterTable.
 func (q *DeadLetterQueue) DeadLetter(ctx context.Context, dl outbox.DeadLetter) error {
 	ev := dl.Event
 	ev.Topic = q.topic(dl.Topic)
@@ -86,6 +89,42 @@ func (q *DeadLetterQueue) DeadLetter(ctx context.Context, dl outbox.DeadLetter) 
 		ev.Headers[HeaderDeadError] = strings.ToValidUTF8(dl.Error[:len(dl.Error)-over], "")
 		msg = Message(ev)
 	}
+	// A message from another producer can be as large as the broker takes, larger than
+	// the producer's limit leaves for it with the dead-letter headers: its own headers,
+	// then its payload, then its key, are dropped, and the letter says so, or it would be refused at
+	// every delivery, holding its partition.
+	var altered []string
+	for _, drop := range []func() string{
+		func() string {
+			n := 0
+			for name, value := range ev.Headers {
+				if !strings.HasPrefix(name, deadPrefix) {
+					n += len(name) + len(value)
+					delete(ev.Headers, name)
+				}
+			}
+			return dropped("headers", n)
+		},
+		func() string {
+			n := len(ev.Payload)
+			ev.Payload = nil
+			return dropped("payload", n)
+		},
+		func() string {
+			n := len(ev.Key)
+			ev.Key = ""
+			return dropped("key", n)
+		},
+	} {
+		if msg.ByteSize(2) <= q.maxBytes {
+			break
+		}
+		if note := drop(); note != "" {
+			altered = append(altered, note)
+			ev.Headers[HeaderDeadAltered] = strings.Join(altered, "; ")
+			msg = Message(ev)
+		}
+	}
 	done := make(chan error, 1)
 	q.inflight.Add(1)
 	go func() {
@@ -102,6 +141,14 @@ func (q *DeadLetterQueue) DeadLetter(ctx context.Context, dl outbox.DeadLetter) 
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// dropped says that n bytes of what were dropped, or nothing when n is 0.
+func dropped(what string, n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s of %d bytes dropped", what, n)
 }
 
 // Close waits for dead letters in flight and closes the producer.

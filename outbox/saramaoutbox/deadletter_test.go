@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
@@ -51,4 +53,67 @@ func TestDeadLetterOfTheLargestEvent(t *testing.T) {
 		assert.GreaterOrEqual(t, len(got), min(len(causes[i]), 100), "the error's start")
 		assert.True(t, strings.HasPrefix(causes[i], got), "the error's start: %.80q", got)
 	}
+}
+
+// TestDeadLetterOfAForeignMessageLargerThanTheProducerTakes: another producer's message
+// can be as large as the broker takes (message.max.bytes, 1,048,588 by default), larger
+// than DeadLetterConfig's MaxMessageBytes leaves room for with the dead-letter headers. Its
+// letter was refused at every delivery, holding the partition for ever. Now its headers,
+// then its payload, are dropped, HeaderDeadAltered says so, and Redrive leaves it alone.
+// (Found by a session attacking the consumer's handling of hostile events.)
+func TestDeadLetterOfAForeignMessageLargerThanTheProducerTakes(t *testing.T) {
+	ctx := context.Background()
+	k := testenv.NewKafka(t)
+	topic := k.Topic(t, "orders")
+	cfg := sarama.NewConfig()
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.MaxMessageBytes = 1_048_000
+	foreign, err := sarama.NewSyncProducer(k.Brokers, cfg)
+	require.NoError(t, err)
+	big := strings.Repeat("x", 1_040_000)
+	for _, m := range []*sarama.ProducerMessage{
+		{Topic: topic, Key: sarama.StringEncoder("k"), Value: sarama.StringEncoder(big)},
+		{Topic: topic, Key: sarama.StringEncoder("k"), Value: sarama.StringEncoder(`{}`),
+			Headers: []sarama.RecordHeader{{Key: []byte("trace"), Value: []byte(big)}}},
+	} {
+		_, _, err = foreign.SendMessage(m)
+		require.NoError(t, err, "the broker takes the foreign message")
+	}
+	require.NoError(t, foreign.Close())
+	var events []outbox.Event
+	for _, p := range readTopic(t, k, topic, 1) {
+		for _, m := range p {
+			events = append(events, saramaoutbox.EventFromMessage(m))
+		}
+	}
+	require.Len(t, events, 2, "both without an ID: one distinct ID for readTopic")
+
+	dlq, err := saramaoutbox.NewDeadLetterQueue(k.Brokers, nil, nil)
+	require.NoError(t, err)
+	defer dlq.Close()
+	c, err := outbox.NewConsumer(openDB(t), "projector", func(context.Context, bun.Tx, []outbox.Event) error { return nil },
+		outbox.WithDeadLetters(dlq))
+	require.NoError(t, err)
+	require.NoError(t, c.Deliver(ctx, events), "a foreign message costs a dead letter, never the stream")
+
+	dlqTopic := saramaoutbox.DefaultDeadLetterTopic(topic)
+	var letters []outbox.Event
+	for _, p := range readTopic(t, k, dlqTopic, 1) {
+		for _, m := range p {
+			letters = append(letters, saramaoutbox.EventFromMessage(m))
+		}
+	}
+	require.Len(t, letters, 2)
+	assert.Equal(t, "payload of 1040000 bytes dropped", letters[0].Headers[saramaoutbox.HeaderDeadAltered])
+	assert.Empty(t, letters[0].Payload)
+	assert.Equal(t, "headers of 1040005 bytes dropped", letters[1].Headers[saramaoutbox.HeaderDeadAltered])
+	assert.Equal(t, `{}`, string(letters[1].Payload), "the payload fits once the headers are dropped")
+	assert.Empty(t, letters[1].Headers["trace"])
+	for _, dl := range letters {
+		assert.Contains(t, dl.Headers[saramaoutbox.HeaderDeadError], "ID is missing")
+	}
+
+	n, err := saramaoutbox.Redrive(ctx, newClient(t, k), newPublisher(t, k), dlqTopic, "projector-redrive")
+	require.NoError(t, err)
+	assert.Zero(t, n, "a letter that is not the event sent is left alone")
 }

@@ -26,6 +26,7 @@ const (
 	HeaderDeadError    = "outbox-dlq-error"    // its last error
 	HeaderDeadAttempts = "outbox-dlq-attempts" // how many times it tried the event alone
 	HeaderDeadAt       = "outbox-dlq-at"       // when it gave up (RFC 3339, UTC)
+	HeaderDeadAltered  = "outbox-dlq-altered"  // what was dropped to fit the message, if anything
 )
 
 const deadPrefix = "outbox-dlq-"

@@ -20,7 +20,8 @@ import (
 // a group's first run starts at the oldest letter), each partition up to the end it has
 // when Redrive starts (letters arriving meanwhile wait for the next call), committing its
 // progress: run it again to resume or to re-drive later letters. Run one Redrive per group
-// at a time. A letter without HeaderDeadTopic is skipped (and logged). It returns how many
+// at a time. A letter without HeaderDeadTopic, or with HeaderDeadAltered (DeadLetterQueue
+// dropped part of it), is skipped (and logged). It returns how many
 // letters it republished. dlqTopic must be written outside transactions, as a
 // DeadLetterQueue does.
 func Redrive(ctx context.Context, client sarama.Client, pub *Publisher, dlqTopic, group string, opts ...Option) (int, error) {
@@ -95,7 +96,11 @@ func (r *redriver) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.C
 				return nil
 			}
 			ev := EventFromMessage(m)
-			if origin := ev.Headers[HeaderDeadTopic]; origin != "" {
+			switch origin, altered := ev.Headers[HeaderDeadTopic], ev.Headers[HeaderDeadAltered]; {
+			case altered != "":
+				r.o.logger.Warn("saramaoutbox: redrive leaves a letter that is not the event sent: "+altered,
+					"topic", r.topic, "partition", p, "offset", m.Offset, "id", ev.ID)
+			case origin != "":
 				ev.Topic = origin
 				ev.Headers = withoutDeadLetterHeaders(ev.Headers)
 				if err := r.pub.Publish(sess.Context(), []outbox.Event{ev}); err != nil {
@@ -104,7 +109,7 @@ func (r *redriver) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.C
 				r.mu.Lock()
 				r.n++
 				r.mu.Unlock()
-			} else {
+			default:
 				r.o.logger.Warn("saramaoutbox: redrive skips a message without "+HeaderDeadTopic,
 					"topic", r.topic, "partition", p, "offset", m.Offset)
 			}
