@@ -93,8 +93,12 @@ func (t Template) normalize() (Template, error) {
 	if err := validateID("ID", t.ID); err != nil {
 		return t, invalidTemplate("ID", err.(*ValidationError).Reason)
 	}
-	if len(t.Name) > MaxNameLength || !utf8.ValidString(t.Name) {
+	switch {
+	case len(t.Name) > MaxNameLength || !utf8.ValidString(t.Name):
 		return t, invalidTemplate("Name", "is longer than 200 bytes or not valid UTF-8")
+	case strings.ContainsFunc(t.Name, unicode.IsControl):
+		// It is copied into every coupon issued and shown to buyers.
+		return t, invalidTemplate("Name", "contains a control character")
 	}
 	switch t.Kind {
 	case FixedAmount:

@@ -296,7 +296,7 @@ func TestHistoryPages(t *testing.T) {
 			cursor string
 			limit  int
 			field  string
-		}{{"", -1, "limit"}, {"", ledger.MaxHistoryLimit + 1, "limit"}, {"!", 10, "cursor"}, {"-5", 10, "cursor"}} {
+		}{{"", -1, "limit"}, {"", ledger.MaxHistoryLimit + 1, "limit"}, {"!", 10, "cursor"}, {"-5", 10, "cursor"}, {"zzzzzzzzzzzzzzzzzzzz", 10, "cursor"}} {
 			_, err := e.l.History(e.ctx, "alice", c.cursor, c.limit)
 			assert.Equal(t, c.field, requireAs[*ledger.ValidationError](t, err, ledger.ErrInvalid).Field)
 		}

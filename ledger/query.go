@@ -33,7 +33,8 @@ func (l *Ledger) History(ctx context.Context, user, cursor string, limit int) (H
 	}
 	var before int64
 	if cursor != "" {
-		if before, _ = strconv.ParseInt(cursor, 36, 64); before <= 0 {
+		var perr error
+		if before, perr = strconv.ParseInt(cursor, 36, 64); perr != nil || before <= 0 {
 			err = firstErr(err, invalid("cursor", "%q is not a cursor from History", cursor))
 		}
 	}
