@@ -20,19 +20,6 @@ import (
 // The tests of this file were first written by a session attacking the consumer's and
 // DeadLetterTable's handling of hostile events, each failing before its fix.
 
-// failingOn returns a handler of consumer "c" that fails permanently for the event id and
-// records the others.
-func failingOn(id string) outbox.HandlerFunc {
-	return func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
-		for _, ev := range evs {
-			if ev.ID == id {
-				return outbox.Permanent(fmt.Errorf("bad event %s", id))
-			}
-		}
-		return outboxtest.RecordingHandler("c")(ctx, tx, evs)
-	}
-}
-
 // TestConsumerIDEndingWithASpaceIsDeadLettered: MySQL's collations ignore trailing spaces,
 // so "x " was found among the processed events as "x" yet not matched: applied again, its
 // record's insert refused (taken for another member's concurrent apply), at every
