@@ -221,7 +221,7 @@ func storable(dl DeadLetter, maxBytes int) (DeadLetter, *string, error) {
 	if err != nil {
 		return dl, nil, err
 	}
-	if h != nil && 2*len(dl.Payload)+len(*h) > maxBytes {
+	if h != nil && 2*len(dl.Payload)+escapedLen(*h) > maxBytes {
 		altered = append(altered, fmt.Sprintf("headers of %d bytes dropped", len(*h)))
 		dl.Headers, h = nil, nil
 	}
@@ -236,9 +236,12 @@ func storable(dl DeadLetter, maxBytes int) (DeadLetter, *string, error) {
 }
 
 // maxLetterBytes bounds a letter's payload, counted twice (bun sends bytes in hex), and its
-// encoded headers together on MySQL, to stay within max_allowed_packet (16 MiB by default
+// encoded headers, escaped, together on MySQL, to stay within max_allowed_packet (16 MiB by default
 // on MariaDB): a larger statement is refused, at every delivery.
 const maxLetterBytes = 12 << 20
+
+// escapedLen is the length of s in a MySQL statement: bun doubles each quote and backslash.
+func escapedLen(s string) int { return len(s) + strings.Count(s, "'") + strings.Count(s, `\`) }
 
 // letterID derives a UUID from every field of ev.
 func letterID(ev Event) string {

@@ -86,6 +86,14 @@ func TestDeadLetterTooLargeForOneStatement(t *testing.T) {
 		assert.Equal(t, fmt.Sprintf("headers of %d bytes dropped", outbox.MaxPayloadLen-100+len(`{"h":""}`)), both.Altered)
 		assert.Equal(t, events[1].Payload, both.Payload, "the payload fits once the headers are dropped")
 		assert.Empty(t, both.Headers)
+
+		// bun doubles each quote and backslash of the headers' text in the statement.
+		table := outbox.NewDeadLetterTable(db)
+		for _, v := range []string{strings.Repeat(`\`, 5<<20), strings.Repeat("'", 9<<20)} {
+			ev := fakeEvents(1, 1)[0]
+			ev.Headers = map[string]string{"h": v}
+			require.NoError(t, table.DeadLetter(ctx, outbox.DeadLetter{Event: ev, Consumer: "c", Error: "e", Attempts: 1, At: time.Now()}))
+		}
 	})
 }
 

@@ -125,6 +125,10 @@ func (q *DeadLetterQueue) DeadLetter(ctx context.Context, dl outbox.DeadLetter) 
 			msg = Message(ev)
 		}
 	}
+	if over, text := msg.ByteSize(2)-q.maxBytes, ev.Headers[HeaderDeadError]; over > 0 && over < len(text) {
+		ev.Headers[HeaderDeadError] = strings.ToValidUTF8(text[:len(text)-over], "") // an error as large as a message
+		msg = Message(ev)
+	}
 	done := make(chan error, 1)
 	q.inflight.Add(1)
 	go func() {

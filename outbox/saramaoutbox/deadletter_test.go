@@ -112,6 +112,10 @@ func TestDeadLetterOfAForeignMessageLargerThanTheProducerTakes(t *testing.T) {
 	for _, dl := range letters {
 		assert.Contains(t, dl.Headers[saramaoutbox.HeaderDeadError], "ID is missing")
 	}
+	// A sink's caller other than a Consumer (which cuts errors to 32 KiB) may pass an
+	// error as large as a message: it is cut once the event is.
+	require.NoError(t, dlq.DeadLetter(ctx, outbox.DeadLetter{Event: events[0], Consumer: "projector",
+		Error: strings.Repeat("e", 2<<20), At: time.Now()}))
 
 	n, err := saramaoutbox.Redrive(ctx, newClient(t, k), newPublisher(t, k), dlqTopic, "projector-redrive")
 	require.NoError(t, err)
