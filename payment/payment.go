@@ -9,8 +9,8 @@ import (
 )
 
 // MaxIDLen is the longest payment, order or refund ID accepted, in characters. An ID must
-// not end with a space: MySQL's collations ignore trailing spaces, so "pay-1 " would be
-// taken for "pay-1".
+// not end with a space (MySQL's collations ignore trailing spaces, so "pay-1 " would be
+// taken for "pay-1") nor hold a control character (bun's MySQL dialect drops NUL bytes).
 const MaxIDLen = 64
 
 // MaxTokenLen is the longest PayRequest.Token accepted, in characters.
@@ -131,6 +131,10 @@ func validID(field, id string) error {
 	if strings.HasSuffix(id, " ") {
 		// MySQL's collations ignore trailing spaces: "pay-1 " would find "pay-1".
 		return invalid(field, "must not end with a space")
+	}
+	if strings.ContainsFunc(id, unicode.IsControl) {
+		// bun's MySQL dialect drops NUL bytes: "pay\x00x" would be stored as "payx".
+		return invalid(field, "must not hold control characters")
 	}
 	return nil
 }

@@ -123,6 +123,10 @@ func TestWebhookRejectsForgeries(t *testing.T) {
 		nul = []byte(`{"type":"payment.canceled","payment_id":"pay-1","cancel_id":"c\u0000d","cancel_amount":1,"amount":5000,"currency":"KRW","created_at":"2026-03-01T12:00:00Z"}`)
 		assert.ErrorIs(t, e.svc.HandleWebhook(ctx, nul, pgsim.Sign([]byte(pgsim.DefaultWebhookSecret), nul)), payment.ErrRefundNotFound)
 
+		// No payment can have such an ID: bun's MySQL dialect would store it without its NUL.
+		_, err = e.svc.Pay(ctx, card("pay\x00x", 5000))
+		assert.ErrorIs(t, err, payment.ErrInvalidRequest)
+
 		noVerifier, err := payment.New(db, e.sim)
 		require.NoError(t, err)
 		assert.ErrorIs(t, noVerifier.HandleWebhook(ctx, body, sig), payment.ErrWebhookNotConfigured)

@@ -12,9 +12,10 @@
 //
 // Its dialect (Dialect) is bun's, but for strings holding a NUL byte: bun refuses them
 // (the statement fails to parse, "unrecognized token"), so a lookup by an ID a hostile
-// client sent would fail as if the database were broken, where MySQL, which bun sends
-// them to escaped, answers "not found". Dialect writes them as SQLite reads them, and
-// both backends agree.
+// client sent failed as if the database were broken. Dialect writes them as SQLite reads
+// them, and such a lookup finds nothing. (bun's MySQL dialect drops NUL bytes instead:
+// there "a\x00b" is "ab". So commercekit's packages refuse control characters in what
+// they key rows by, and the backends agree.)
 //
 // MySQL (or MariaDB) needs nothing of the kind: open it with bun's mysqldialect.
 package sqlitedb
