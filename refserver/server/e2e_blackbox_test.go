@@ -48,10 +48,10 @@ func TestNULInABodyIsABadRequest(t *testing.T) {
 	assert.True(t, audit.OK, "%v", audit.Discrepancies)
 }
 
-// TestInvalidUTF8InABodyIsMalformed: encoding/json replaces each byte that is not UTF-8 by
-// U+FFFD, so a password with one such byte signed up, and any other such byte in its place
-// logged in; names were stored other than sent. A body that is not UTF-8 is malformed,
-// and nothing is written.
+// TestInvalidUTF8InABodyIsMalformed: encoding/json replaces each byte that is not UTF-8,
+// and each \u escape of half a surrogate pair, by U+FFFD, so a password with one such
+// byte signed up, and any other in its place logged in; names were stored other than
+// sent. A body that is not UTF-8 is malformed, and nothing is written.
 func TestInvalidUTF8InABodyIsMalformed(t *testing.T) {
 	a := start(t, embedded, nil)
 	admin := setup(t, a, "p1", 9000, 5)
@@ -59,6 +59,10 @@ func TestInvalidUTF8InABodyIsMalformed(t *testing.T) {
 		{"/v1/members", "", "{\"login_id\":\"mallory\",\"password\":\"secret\xffpass1\"}"},
 		{"/v1/products", admin, "{\"id\":\"p2\",\"name\":\"bad\xfe\xffname\",\"price\":100,\"stock\":1}"},
 		{"/v1/coupon-templates", admin, "{\"id\":\"t2\",\"name\":\"bad\xffname\",\"kind\":\"fixed\",\"amount\":100}"},
+		{"/v1/members", "", `{"login_id":"mallory","password":"secret\ud800pass1"}`},
+		{"/v1/members", "", `{"login_id":"mallory","password":"secret\udfffpass1"}`},
+		{"/v1/members", "", `{"login_id":"mallory","password":"secret\ud800\u0041pass1"}`},
+		{"/v1/products", admin, `{"id":"p2","name":"bad\udc00name","price":100,"stock":1}`},
 	} {
 		expectProblem(t, a.call("POST", c.path, c.tok, "", c.body), http.StatusBadRequest, "malformed_request")
 	}
@@ -68,6 +72,8 @@ func TestInvalidUTF8InABodyIsMalformed(t *testing.T) {
 	expectProblem(t, a.call("POST", "/v1/coupon-templates/t2/issue", token(t, "alice", false), "i", nil),
 		http.StatusNotFound, "coupon_template_not_found")
 	expect(t, a.call("POST", "/v1/members", "", "", `{"login_id":"mallory","password":"secret\ufffdpass1"}`), http.StatusCreated)
+	expect(t, a.call("POST", "/v1/products", admin, "", `{"id":"p2","name":"a \ud83d\ude00 and a \\ud800","price":100,"stock":1}`),
+		http.StatusCreated) // a pair is a character; an escaped backslash no escape
 }
 
 // TestDuplicateNamesAreMalformed: encoding/json takes the last of two members with the same

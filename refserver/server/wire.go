@@ -385,9 +385,10 @@ func decode(r *http.Request, v any) error {
 	if err != nil {
 		return err
 	}
-	if !utf8.Valid(body) {
-		// encoding/json would replace each invalid byte by U+FFFD: two different
-		// passwords would log in as one, and names would be stored other than sent.
+	if !utf8.Valid(body) || loneSurrogate(body) {
+		// encoding/json would replace each invalid byte, and each \u escape of half a
+		// surrogate pair, by U+FFFD: two different passwords would log in as one, and
+		// names would be stored other than sent.
 		return malformed("the body is not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -402,6 +403,41 @@ func decode(r *http.Request, v any) error {
 		return malformed("the body must hold one JSON object only")
 	}
 	return checkStrings(body)
+}
+
+// loneSurrogate reports whether body, JSON, holds a \u escape of a surrogate (U+D800 to
+// U+DFFF) that is not a high one followed by a low one: not a character. Backslashes occur
+// only in strings, each starting an escape.
+func loneSurrogate(body []byte) bool {
+	hex4 := func(i int) (rune, bool) {
+		if i+6 > len(body) || body[i] != '\\' || body[i+1] != 'u' {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(string(body[i+2:i+6]), 16, 16)
+		return rune(n), err == nil
+	}
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		r, ok := hex4(i)
+		if !ok {
+			i++ // a two-character escape
+			continue
+		}
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return true
+		case r >= 0xD800 && r <= 0xDBFF:
+			low, ok := hex4(i + 6)
+			if !ok || low < 0xDC00 || low > 0xDFFF {
+				return true
+			}
+			i += 6
+		}
+		i += 5
+	}
+	return false
 }
 
 // checkStrings walks a valid JSON document and refuses what encoding/json lets through but
