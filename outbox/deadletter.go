@@ -34,9 +34,10 @@ type DeadLetter struct {
 	// Altered, set by DeadLetterTable, says what it changed in an event it could not store
 	// as it came (a hostile or foreign producer's): an ID that cannot key a row, replaced
 	// by one derived from the event; a NUL byte or invalid UTF-8 in the topic, key or type,
-	// replaced by U+FFFD, or more characters than their columns take, cut; headers or a
-	// payload larger than an event may be, dropped. Empty: stored as it came. Redrive
-	// leaves such a letter alone: the event it holds is not the one that was sent.
+	// replaced by U+FFFD, or more characters than their columns take, cut; a creation time
+	// past year 9999, zeroed; on MySQL, headers, then a payload, too large for one
+	// statement, dropped. Empty: stored as it came. Redrive leaves such a letter alone:
+	// the event it holds is not the one that was sent.
 	Altered string
 }
 
@@ -53,13 +54,12 @@ type DeadLetterTable struct{ db *bun.DB }
 // NewDeadLetterTable returns a DeadLetterTable on db.
 func NewDeadLetterTable(db *bun.DB) *DeadLetterTable { return &DeadLetterTable{db: db} }
 
-// DeadLetter stores dl, replacing an earlier dead letter of the same consumer and event
-// (one that was re-driven and failed again, or delivered again), the event's fields
-// included: the row holds what Altered describes. An
-// event it cannot store as it came is stored altered, and DeadLetter.Altered says how: a
+// DeadLetter stores dl, replacing whole an earlier dead letter of the same consumer and
+// event (one that was re-driven and failed again, or delivered again). An event it cannot
+// store as it came is stored altered, and DeadLetter.Altered says how (see there): a
 // letter whose ID cannot key a row (missing, too long, not UTF-8, holding a control
-// character) is stored under a UUID derived from the whole event, so the same event
-// delivered again replaces its letter rather than adding one.
+// character, ending with a space) is stored under a UUID derived from the whole event, so
+// the same event delivered again replaces its letter rather than adding one.
 func (t *DeadLetterTable) DeadLetter(ctx context.Context, dl DeadLetter) error {
 	maxBytes := maxLetterBytes
 	if sqlutil.IsSQLite(t.db) {
@@ -81,9 +81,9 @@ func (t *DeadLetterTable) DeadLetter(ctx context.Context, dl DeadLetter) error {
 	if row.Payload == nil {
 		row.Payload = []byte{}
 	}
-	// Replaced whole, in one transaction: an upsert would send the payload twice (bun
-	// inlines it), the new values as parameters rather than VALUES(), which MySQL 8
-	// deprecates and whose replacement, the alias form, MariaDB does not run.
+	// A delete and an insert in one transaction: an upsert setting every column would
+	// send the payload twice (bun inlines it; VALUES(), which would not, MySQL 8
+	// deprecates, and MariaDB does not run its replacement).
 	err = sqlutil.InTx(ctx, t.db, func(ctx context.Context, tx bun.Tx) error {
 		if err := removeLetter(ctx, tx, dl.Consumer, dl.ID); err != nil {
 			return err
@@ -132,7 +132,9 @@ func (t *DeadLetterTable) list(ctx context.Context, consumer string, limit int, 
 	return out, nil
 }
 
-func (t *DeadLetterTable) remove(ctx context.Context, consumer, id string) error {
+// Remove deletes the dead letter id of consumer, if there is one: for a letter the
+// operator resolved by hand, such as one stored altered, which Redrive leaves alone.
+func (t *DeadLetterTable) Remove(ctx context.Context, consumer, id string) error {
 	if err := removeLetter(ctx, t.db, consumer, id); err != nil {
 		return fmt.Errorf("outbox: removing dead letter %s of %s: %w", id, consumer, err)
 	}
@@ -150,7 +152,7 @@ func removeLetter(ctx context.Context, db bun.IDB, consumer, id string) error {
 // anew, replacing its row. The letter leaves the table only after it is applied, so a crash
 // midway loses nothing. A letter stored altered (DeadLetter.Altered) is left alone: what
 // it holds is not the event that was sent; List shows it, and the operator resolves it by
-// hand. It returns how many letters were applied, and fails with
+// hand, then removes it (DeadLetterTable.Remove). It returns how many letters were applied, and fails with
 // ErrInvalidConfig when the consumer's dead letters go elsewhere (for a Kafka dead-letter
 // topic, see saramaoutbox.Redrive).
 func (c *Consumer) Redrive(ctx context.Context, limit int) (int, error) {
@@ -175,7 +177,7 @@ func (c *Consumer) Redrive(ctx context.Context, limit int) (int, error) {
 		if dead {
 			continue
 		}
-		if err := table.remove(ctx, c.name, dl.ID); err != nil {
+		if err := table.Remove(ctx, c.name, dl.ID); err != nil {
 			return applied, err
 		}
 		applied++

@@ -145,7 +145,8 @@
 // sends one) is dead-lettered at once, unhandled. The table stores what it cannot take as
 // it came (a NUL byte, invalid UTF-8, a key longer than its column, a creation time past
 // year 9999, a letter too large for one statement) altered, under an ID derived from the
-// event, and says how in DeadLetter.Altered; Redrive leaves such letters to the operator.
+// event, and says how in DeadLetter.Altered; Redrive leaves such letters to the operator
+// (DeadLetterTable.Remove, once resolved).
 // So a hostile message costs a dead letter, never the stream behind it.
 //
 // # Embedded mode

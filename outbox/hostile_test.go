@@ -140,6 +140,14 @@ func TestDeadLetterTableReplacesTheWholeLetter(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, 1, applied)
 		assert.Equal(t, []string{ev.Key}, keys, "the event as it was sent")
+
+		// An altered letter the operator resolved by hand is removed.
+		dl = store(long)
+		require.NoError(t, table.Remove(ctx, "c", dl.ID))
+		require.NoError(t, table.Remove(ctx, "c", dl.ID), "a letter removed again: nothing to do")
+		letters, err := table.List(ctx, "c", 0)
+		require.NoError(t, err)
+		assert.Empty(t, letters)
 	})
 }
 
