@@ -2,6 +2,7 @@ package sqlutil_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -48,5 +49,18 @@ func TestInTxDoesNotWaitABusySQLiteAgain(t *testing.T) {
 			require.NoError(t, db.QueryRowContext(ctx, "SELECT COUNT(*) FROM busy").Scan(&n))
 			assert.Zero(t, n)
 		})
+	}
+}
+
+// TestIsRetryableTrustsTheDriverNotTheText: an error that only says what a busy SQLite
+// says (a handler's error quoting its input, a product named "database is locked") is no
+// lock conflict. Matched on its text, it was retried as one for ever: a Kafka consumer
+// returned it at every delivery instead of dead-lettering its event, holding the
+// partition (found by a session attacking the consumers).
+func TestIsRetryableTrustsTheDriverNotTheText(t *testing.T) {
+	for _, msg := range []string{"the metrics of database is locked overflow int64", "database table is locked",
+		"disk I/O error (SQLITE_BUSY)", "(SQLITE_BUSY)"} {
+		err := fmt.Errorf("collector: event e1: %w", errors.New(msg))
+		assert.False(t, sqlutil.IsRetryable(err), msg)
 	}
 }

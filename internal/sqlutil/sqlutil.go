@@ -230,11 +230,39 @@ func IsRetryable(err error) bool {
 	if errors.As(err, &me) {
 		return me.Number == mysqlDeadlock || me.Number == mysqlLockWaitTimeout
 	}
-	// SQLite drivers differ (mattn/go-sqlite3 with cgo, modernc.org/sqlite without); both
-	// carry SQLite's own message, so match on that.
-	msg := err.Error()
-	return strings.Contains(msg, "database is locked") || strings.Contains(msg, "database table is locked") ||
-		strings.Contains(msg, "SQLITE_BUSY")
+	code, ok := sqliteCode(err)
+	return ok && (code&0xff == sqliteBusy || code&0xff == sqliteLocked)
+}
+
+// SQLite's primary result codes for a busy database and a locked table.
+const (
+	sqliteBusy   = 5
+	sqliteLocked = 6
+)
+
+// sqliteCode returns the (extended) result code of the SQLite driver's error in err's
+// chain: modernc.org/sqlite's *sqlite.Error (its Code method) or mattn/go-sqlite3's
+// sqlite3.Error (its ExtendedCode field, read by reflection: that driver needs cgo). The
+// error's text is no evidence: it may quote anything, a handler's input included ("the
+// product 'database is locked' overflows" was taken for a busy database, and its event
+// retried for ever).
+func sqliteCode(err error) (int, bool) {
+	var coded interface{ Code() int }
+	if errors.As(err, &coded) && reflect.TypeOf(coded).Elem().PkgPath() == "modernc.org/sqlite" {
+		return coded.Code(), true
+	}
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		v := reflect.ValueOf(e)
+		if v.Kind() == reflect.Pointer {
+			v = v.Elem()
+		}
+		if v.Kind() == reflect.Struct && v.Type().PkgPath() == "github.com/mattn/go-sqlite3" && v.Type().Name() == "Error" {
+			if f := v.FieldByName("ExtendedCode"); f.IsValid() && f.CanInt() {
+				return int(f.Int()), true
+			}
+		}
+	}
+	return 0, false
 }
 
 // WaitedOut reports whether err, a retryable failure of an attempt on db that took took,
@@ -244,13 +272,13 @@ func IsRetryable(err error) bool {
 // a connection with a busy timeout, after at least half that long (the busy handler waited
 // it out: it adds up its sleeps from a table of delays, not the clock, and was seen to give
 // up at 285 ms of a 300-ms timeout; without a busy timeout, or in a rollback journal's
-// deadlock, SQLite answers busy at once). The busy timeout is read (PRAGMA busy_timeout) only for such an error; a driver
-// whose message does not name SQLITE_BUSY (mattn/go-sqlite3) is retried as before.
+// deadlock, SQLite answers busy at once). The busy timeout is read (PRAGMA busy_timeout)
+// only for such an error.
 func WaitedOut(ctx context.Context, db bun.IDB, err error, took time.Duration) bool {
 	if IsLockWaitTimeout(err) {
 		return true
 	}
-	if !strings.Contains(err.Error(), "(SQLITE_BUSY)") || ctx.Err() != nil {
+	if code, ok := sqliteCode(err); !ok || code != sqliteBusy || ctx.Err() != nil {
 		return false
 	}
 	var ms int64
