@@ -138,6 +138,15 @@ func (t Template) normalize() (Template, error) {
 	}
 	t.IssueStart, t.IssueEnd = utc(t.IssueStart), utc(t.IssueEnd)
 	t.UsableFrom, t.UseBy = utc(t.UsableFrom), utc(t.UseBy)
+	for _, f := range []struct {
+		name string
+		at   time.Time
+	}{{"IssueStart", t.IssueStart}, {"IssueEnd", t.IssueEnd}, {"UsableFrom", t.UsableFrom}, {"UseBy", t.UseBy}} {
+		// "9999-12-31T23:59:59-10:00" is year 10000 in UTC: no column, nor JSON, takes it.
+		if y := f.at.Year(); y < 1 || y > 9999 {
+			return t, invalidTemplate(f.name, "must fall within years 1 to 9999 in UTC")
+		}
+	}
 	if !t.IssueEnd.IsZero() && !t.IssueEnd.After(t.IssueStart) {
 		return t, invalidTemplate("IssueEnd", "must be after IssueStart")
 	}

@@ -47,6 +47,9 @@ func testTemplates(t *testing.T, h Harness) {
 			{"IssueEnd", coupon.Template{ID: "t", Terms: fixed, IssueStart: start, IssueEnd: start}},
 			{"UseBy", coupon.Template{ID: "t", Terms: fixed, IssueStart: start, UseBy: start.Add(-time.Hour)}},
 			{"UseBy", coupon.Template{ID: "t", Terms: fixed, UsableFrom: start.Add(48 * time.Hour), UseBy: start.Add(24 * time.Hour)}},
+			// Years 10000 and -1 in UTC: a 500 on MySQL; on SQLite stored, and unreadable for good.
+			{"UseBy", coupon.Template{ID: "t", Terms: fixed, UseBy: time.Date(9999, 12, 31, 23, 59, 59, 0, time.FixedZone("", -10*3600))}},
+			{"IssueStart", coupon.Template{ID: "t", Terms: fixed, IssueStart: time.Date(0, 1, 1, 0, 0, 0, 0, time.FixedZone("", 3600))}},
 		}
 		for _, tc := range invalid {
 			_, err := f.Service.CreateTemplate(ctx, tc.tpl)
