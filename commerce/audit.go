@@ -104,7 +104,7 @@ func (a *audit) expectEvent(owner, typ string, want bool, at int64) {
 	if want && micros(a.now.Add(-a.s.cfg.eventRetention)) > at {
 		return
 	}
-	a.events = append(a.events, expectedEvent{id: eventID(owner, typ), want: want, owner: owner})
+	a.events = append(a.events, expectedEvent{id: EventID(owner, typ), want: want, owner: owner})
 }
 
 func (a *audit) orders(ctx context.Context) error {

@@ -203,7 +203,7 @@ func (s *Service) addEvent(ctx context.Context, tx bun.Tx, key, typ string, payl
 		return fmt.Errorf("commerce: encode %s event: %w", typ, err)
 	}
 	_, err = s.out.Add(ctx, tx, outbox.Event{
-		ID: eventID(key, typ), Topic: s.cfg.topics[typ], Key: key, Type: typ, Payload: body,
+		ID: EventID(key, typ), Topic: s.cfg.topics[typ], Key: key, Type: typ, Payload: body,
 	})
 	if err != nil {
 		return fmt.Errorf("commerce: write %s event of %s: %w", typ, key, err)

@@ -62,8 +62,10 @@ func clawbackRevertID(order string, attempt int) string {
 	return "clawback-revert-" + order + "-" + strconv.Itoa(attempt)
 }
 
-// eventID names an order's (or top-up's) event of a type: each is written at most once.
-func eventID(aggregate, typ string) string { return aggregate + "-" + typ }
+// EventID is the ID of the event of type typ about an aggregate (an order, a top-up, a
+// coupon), whose ID is its key: "<aggregate>-<type>". Each is written at most once, so a
+// consumer can tell an event commerce wrote from another producer's.
+func EventID(aggregate, typ string) string { return aggregate + "-" + typ }
 
 // fingerprint hashes the canonical form of a request.
 func fingerprint(parts ...string) string { return digest(64, parts...) }

@@ -179,20 +179,26 @@ type streamRow struct {
 // the products' daily rows (one multi-row upsert), marks the weeks and months of the days
 // it touched for RollupDirty, and counts the batch's events per stream for Gaps — all
 // through tx, the transaction in which the outbox consumer records the events as applied.
-// Events of other types are only counted per stream. A payload that cannot be decoded, or
-// of an unknown schema version, or whose amounts do not add up, is a
-// permanent error (the event is dead-lettered).
+// Events of other types are only counted per stream, and only those commerce could have
+// written (commerceWrote). A sale or refund that cannot be decoded, of an unknown schema
+// version, whose amounts do not add up, or that commerce could not have written (under
+// another ID or key than commerce.EventID gives it, with lines, quantities, prices or
+// product IDs outside commerce's bounds, on a day past year 9999) is a permanent error:
+// the event is dead-lettered. A Kafka topic takes any producer's messages; such a one
+// counts nothing, and holds nothing up.
 func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
 	deltas := make(map[dayProduct]*Metrics)
 	streams := make(map[outbox.Stream]*streamRow)
 	for _, ev := range events {
-		s := streams[ev.Stream()]
-		if s == nil {
-			s = &streamRow{Topic: ev.Topic, Key: ev.Key}
-			streams[ev.Stream()] = s
+		if commerceWrote(ev) {
+			s := streams[ev.Stream()]
+			if s == nil {
+				s = &streamRow{Topic: ev.Topic, Key: ev.Key}
+				streams[ev.Stream()] = s
+			}
+			s.Seen++
+			s.MaxSeq = max(s.MaxSeq, ev.Seq)
 		}
-		s.Seen++
-		s.MaxSeq = max(s.MaxSeq, ev.Seq)
 		if ev.Type != commerce.EventPaymentCompleted && ev.Type != commerce.EventOrderCancelled {
 			continue
 		}
@@ -203,7 +209,13 @@ func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event
 		if oe.SchemaVersion != commerce.EventSchemaVersion {
 			return outbox.Permanent(fmt.Errorf("collector: event %s: schema version %d, want %d", ev.ID, oe.SchemaVersion, commerce.EventSchemaVersion))
 		}
-		if err := checkAmounts(oe); err != nil {
+		if ev.Key != oe.OrderID || ev.ID != commerce.EventID(oe.OrderID, ev.Type) {
+			// Another producer's: commerce writes an order's event of each type once, under
+			// that ID and key. Counted, a sale replayed under another ID would count twice.
+			return outbox.Permanent(fmt.Errorf("collector: event %s (key %q) is not the %s event of order %q that commerce writes",
+				ev.ID, ev.Key, ev.Type, oe.OrderID))
+		}
+		if err := checkOrder(oe); err != nil {
 			return outbox.Permanent(fmt.Errorf("collector: event %s: %w", ev.ID, err))
 		}
 		refund := ev.Type == commerce.EventOrderCancelled
@@ -211,6 +223,9 @@ func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event
 			continue // an unpaid order: nothing was sold
 		}
 		day := c.day(oe.At)
+		if _, err := ParseDate(day); err != nil {
+			return outbox.Permanent(fmt.Errorf("collector: event %s: at %s, on no calendar day a query can name", ev.ID, oe.At.Format(time.RFC3339)))
+		}
 		for i, rev := range shares(oe) {
 			l := oe.Lines[i]
 			k := dayProduct{day, l.ProductID}
@@ -236,17 +251,32 @@ func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event
 	return c.countStreams(ctx, tx, streams)
 }
 
-// checkAmounts returns why oe's amounts cannot be counted, or nil: every line needs a
-// product, at least one unit and an amount of Qty × UnitPrice, the lines must sum to the
-// subtotal, and the discount must lie between 0 and the subtotal — which also keeps the
-// arithmetic of shares within its bounds.
-func checkAmounts(oe commerce.OrderEvent) error {
+// commerceWrote reports whether ev can be an event commerce wrote, for Gaps to count: of a
+// type commerce writes, under the ID it gives it, numbered within what its stream can
+// hold (each type at most once per aggregate). Another producer's would hide a missing
+// event, or report ever so many that can never come.
+func commerceWrote(ev outbox.Event) bool {
+	return slices.Contains(commerce.EventTypes, ev.Type) && ev.ID == commerce.EventID(ev.Key, ev.Type) &&
+		ev.Seq >= 1 && ev.Seq <= int64(len(commerce.EventTypes))
+}
+
+// checkOrder returns why oe's lines and amounts cannot be counted, or nil: 1 to
+// commerce.MaxLines lines, each with a product ID commerce writes, 1 to commerce.MaxQty
+// units at a price of 1 to commerce.MaxPrice and an amount of Qty × UnitPrice; the lines
+// must sum to the subtotal, and the discount must lie between 0 and the subtotal — which
+// also keeps the arithmetic of shares within its bounds.
+func checkOrder(oe commerce.OrderEvent) error {
+	if len(oe.Lines) < 1 || len(oe.Lines) > commerce.MaxLines {
+		return fmt.Errorf("%d lines, want 1 to %d", len(oe.Lines), commerce.MaxLines)
+	}
 	var sum int64
 	for i, l := range oe.Lines {
 		hi, lo := bits.Mul64(uint64(max(l.Qty, 0)), uint64(max(l.UnitPrice, 0)))
 		switch {
-		case l.ProductID == "" || l.Qty < 1 || l.UnitPrice < 0:
-			return fmt.Errorf("line %d: no product, or quantity below 1 or price below 0", i)
+		case !validProductID(l.ProductID):
+			return fmt.Errorf("line %d: product ID %q is not one commerce writes", i, l.ProductID)
+		case l.Qty < 1 || l.Qty > commerce.MaxQty || l.UnitPrice < 1 || l.UnitPrice > commerce.MaxPrice:
+			return fmt.Errorf("line %d: quantity %d or price %d out of commerce's bounds", i, l.Qty, l.UnitPrice)
 		case hi != 0 || lo > math.MaxInt64 || int64(lo) != l.Amount:
 			return fmt.Errorf("line %d: amount %d is not %d × %d", i, l.Amount, l.Qty, l.UnitPrice)
 		case sum > math.MaxInt64-l.Amount:

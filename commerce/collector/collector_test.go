@@ -281,14 +281,13 @@ func TestHostileReads(t *testing.T) {
 	})
 }
 
-// hugeSale is the sale of one unit of product "a" at a price of half of int64's range plus
-// one: two of them overflow any sum.
-func hugeSale(t *testing.T, order string, at time.Time) outbox.Event {
+// maxSale is the largest sale of product "a" commerce can write: MaxQty units at MaxPrice.
+func maxSale(t *testing.T, order string, at time.Time) outbox.Event {
 	t.Helper()
-	ev := sale{order: order, at: at, lines: map[string]int64{"a": 1}}.event()
+	ev := sale{order: order, at: at, lines: map[string]int64{"a": commerce.MaxQty}}.event()
 	var oe commerce.OrderEvent
 	require.NoError(t, json.Unmarshal(ev.Payload, &oe))
-	oe.Lines[0].UnitPrice, oe.Lines[0].Amount = math.MaxInt64/2+1, math.MaxInt64/2+1
+	oe.Lines[0].UnitPrice, oe.Lines[0].Amount = commerce.MaxPrice, commerce.MaxQty*commerce.MaxPrice
 	oe.Subtotal, oe.AmountDue = oe.Lines[0].Amount, oe.Lines[0].Amount
 	body, err := json.Marshal(oe)
 	require.NoError(t, err)
@@ -296,12 +295,27 @@ func hugeSale(t *testing.T, order string, at time.Time) outbox.Event {
 	return ev
 }
 
+// maxRevenue is maxSale's revenue.
+const maxRevenue = commerce.MaxQty * commerce.MaxPrice
+
+// counted stores, as if counted before, product "a"'s daily row of day with revenue: the
+// sums of thousands of the largest sales, which the tests reach at once.
+func counted(t *testing.T, e *env, day string, revenue int64) {
+	t.Helper()
+	_, err := e.db.ExecContext(ctx, "INSERT INTO "+collector.TableDaily+" (day, product_id, orders, units, revenue, "+
+		"cancellations, units_refunded, revenue_refunded, net_units, net_revenue, updated_at) VALUES (?, 'a', 1, 1, ?, 0, 0, 0, 1, ?, ?)",
+		day, revenue, revenue, time.Now().UTC())
+	require.NoError(t, err)
+}
+
 // TestOneFailingRollupBlocksNoOther: a week whose sums overflow int64 cannot be rolled up
 // (it stays marked, and RollupDirty says why), but every other period still is.
 func TestOneFailingRollupBlocksNoOther(t *testing.T) {
 	stores(t, func(t *testing.T, e *env) {
 		// Monday and Tuesday of the week of 2026-03-02: the week's and March's sums overflow.
-		require.NoError(t, e.consumer.Deliver(ctx, []outbox.Event{hugeSale(t, "o1", kst("2026-03-02", 10)), hugeSale(t, "o2", kst("2026-03-03", 10))}))
+		counted(t, e, "2026-03-02", math.MaxInt64/2+1)
+		counted(t, e, "2026-03-03", math.MaxInt64/2+1)
+		require.NoError(t, e.consumer.Deliver(ctx, []outbox.Event{maxSale(t, "o1", kst("2026-03-02", 10))}))
 		// A later week and month, sorted after the failing ones.
 		require.NoError(t, e.consumer.Deliver(ctx, events(sale{order: "o3", at: kst("2026-04-14", 10), lines: map[string]int64{"b": 2}})))
 		_, err := e.collector.RollupDirty(ctx)
@@ -316,13 +330,16 @@ func TestOneFailingRollupBlocksNoOther(t *testing.T) {
 }
 
 // TestDailySumOverflowFailsClosed: two sales of one product on one day whose revenue sums
-// past int64, in one batch or in two, never leave a wrapped-around (negative) or
-// unreadable number: the sale that would overflow is dead-lettered, the first counted.
+// past int64 (with what was counted before), in one batch or in two, never leave a
+// wrapped-around (negative) or unreadable number: the sale that would overflow is
+// dead-lettered, the first counted.
 func TestDailySumOverflowFailsClosed(t *testing.T) {
 	for _, oneBatch := range []bool{true, false} {
 		t.Run(fmt.Sprintf("oneBatch=%v", oneBatch), func(t *testing.T) {
 			stores(t, func(t *testing.T, e *env) {
-				huge := func(order string) outbox.Event { return hugeSale(t, order, kst("2026-03-02", 10)) }
+				before := int64(math.MaxInt64 - maxRevenue*3/2)
+				counted(t, e, "2026-03-02", before)
+				huge := func(order string) outbox.Event { return maxSale(t, order, kst("2026-03-02", 10)) }
 				if oneBatch {
 					require.NoError(t, e.consumer.Deliver(ctx, []outbox.Event{huge("o1"), huge("o2")}))
 				} else {
@@ -330,7 +347,8 @@ func TestDailySumOverflowFailsClosed(t *testing.T) {
 					require.NoError(t, e.consumer.Deliver(ctx, []outbox.Event{huge("o2")}))
 				}
 				m := e.metricsOf(t, collector.Daily, "a", "2026-03-02")
-				assert.Equal(t, collector.Metrics{Orders: 1, Units: 1, Revenue: math.MaxInt64/2 + 1, NetUnits: 1, NetRevenue: math.MaxInt64/2 + 1}, m)
+				assert.Equal(t, collector.Metrics{Orders: 2, Units: 1 + commerce.MaxQty, Revenue: before + maxRevenue,
+					NetUnits: 1 + commerce.MaxQty, NetRevenue: before + maxRevenue}, m)
 				dead, err := outbox.NewDeadLetterTable(e.db).List(ctx, collector.ConsumerName, 0)
 				require.NoError(t, err)
 				require.Len(t, dead, 1)

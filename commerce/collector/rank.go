@@ -69,7 +69,7 @@ func (c *Collector) ProductMetrics(ctx context.Context, productID string, p Peri
 	if _, err := ParsePeriod(string(p)); err != nil {
 		return nil, err
 	}
-	if productID == "" || len(productID) > commerce.MaxIDLen || strings.ContainsFunc(productID, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+	if !validProductID(productID) {
 		return nil, fmt.Errorf("%w: product ID %q (want 1 to %d printable ASCII characters)", ErrInvalidArgument, productID, commerce.MaxIDLen)
 	}
 	first, last := p.start(from), p.start(to)
@@ -111,4 +111,10 @@ func periodsBetween(p Period, first, last time.Time) int {
 		return int(last.Sub(first).Hours()/24)/7 + 1
 	}
 	return int(last.Sub(first).Hours()/24) + 1
+}
+
+// validProductID reports whether id is a product ID commerce could have written: 1 to
+// commerce.MaxIDLen printable ASCII bytes.
+func validProductID(id string) bool {
+	return id != "" && len(id) <= commerce.MaxIDLen && !strings.ContainsFunc(id, func(r rune) bool { return r < 0x21 || r > 0x7e })
 }
