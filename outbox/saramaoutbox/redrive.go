@@ -119,11 +119,17 @@ func (r *redriver) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.C
 	}
 	sess.Commit()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.done[p] = true
-	if len(r.done) == len(r.ends) {
+	all := len(r.done) == len(r.ends)
+	r.mu.Unlock()
+	if all {
 		r.cancel()
+		return nil
 	}
+	// sarama ends the session for every claim once one ConsumeClaim returns: a partition
+	// read to its end (an empty one at once) waits for the others, or the partitions
+	// holding letters were cut off before their first message, session after session.
+	<-sess.Context().Done()
 	return nil
 }
 
