@@ -131,6 +131,9 @@ func (e *Event) validate(index int, idRequired bool) error {
 	return nil
 }
 
+// LegalTopic reports whether topic is a legal Kafka topic name, as Add requires.
+func LegalTopic(topic string) bool { return checkTopic(topic) == "" }
+
 // checkTopic returns why topic is not a legal Kafka topic name, or "".
 func checkTopic(topic string) string {
 	switch {

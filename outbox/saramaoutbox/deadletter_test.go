@@ -148,3 +148,40 @@ func TestRedriveOfOneLetterAmongEmptyPartitions(t *testing.T) {
 	}
 	assert.Equal(t, []string{"good"}, ids)
 }
+
+// TestRedriveSkipsLettersItCanNeverPublish: a letter naming no legal topic (anyone who can
+// write to the dead-letter topic can write one), or one the publisher refuses for good
+// (too large for it), stopped Redrive at it, and every later Redrive at it again, never
+// reaching the letters behind it. They are skipped, and the letter behind them is
+// republished.
+func TestRedriveSkipsLettersItCanNeverPublish(t *testing.T) {
+	ctx := context.Background()
+	k := testenv.NewKafka(t)
+	topic := k.Topic(t, "orders")
+	dlqTopic := saramaoutbox.DefaultDeadLetterTopic(topic)
+	dlq, err := saramaoutbox.NewDeadLetterQueue(k.Brokers, nil, func(string) string { return dlqTopic })
+	require.NoError(t, err)
+	defer dlq.Close()
+	letter := func(id, origin string, payload int) outbox.DeadLetter {
+		return outbox.DeadLetter{Event: outbox.Event{ID: id, Topic: origin, Key: "k", Type: "x", Seq: 1, CreatedAt: time.Now(),
+			Payload: []byte(`"` + strings.Repeat("p", payload) + `"`)}, Consumer: "projector", Error: "e", At: time.Now()}
+	}
+	for _, dl := range []outbox.DeadLetter{letter("bad-topic", "no such topic!", 1), letter("too-large", topic, 20_000), letter("good", topic, 1)} {
+		require.NoError(t, dlq.DeadLetter(ctx, dl), "one key: one partition, in this order")
+	}
+	cfg := saramaoutbox.ProducerConfig()
+	cfg.Producer.MaxMessageBytes = 10_000
+	pub, err := saramaoutbox.NewPublisher(k.Brokers, cfg)
+	require.NoError(t, err)
+	defer pub.Close()
+	n, err := saramaoutbox.Redrive(ctx, newClient(t, k), pub, dlqTopic, "redrive")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	var ids []string
+	for _, p := range readTopic(t, k, topic, 1) {
+		for _, m := range p {
+			ids = append(ids, saramaoutbox.EventFromMessage(m).ID)
+		}
+	}
+	assert.Equal(t, []string{"good"}, ids)
+}

@@ -20,8 +20,11 @@ import (
 // a group's first run starts at the oldest letter), each partition up to the end it has
 // when Redrive starts (letters arriving meanwhile wait for the next call), committing its
 // progress: run it again to resume or to re-drive later letters. Run one Redrive per group
-// at a time. A letter without HeaderDeadTopic, or with HeaderDeadAltered (DeadLetterQueue
-// dropped part of it), is skipped (and logged). It returns how many
+// at a time. A letter without HeaderDeadTopic or whose HeaderDeadTopic is no legal topic
+// name, one with HeaderDeadAltered (DeadLetterQueue dropped part of it), and one the
+// publisher refuses for good are skipped (and logged). Whoever can write to dlqTopic can
+// have Redrive publish to any topic: let only the consumers' dead-letter producers write
+// there. It returns how many
 // letters it republished. dlqTopic must be written outside transactions, as a
 // DeadLetterQueue does.
 func Redrive(ctx context.Context, client sarama.Client, pub *Publisher, dlqTopic, group string, opts ...Option) (int, error) {
@@ -100,18 +103,30 @@ func (r *redriver) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.C
 			case altered != "":
 				r.o.logger.Warn("saramaoutbox: redrive leaves a letter that is not the event sent: "+altered,
 					"topic", r.topic, "partition", p, "offset", m.Offset, "id", ev.ID)
-			case origin != "":
+			case origin == "":
+				r.o.logger.Warn("saramaoutbox: redrive skips a message without "+HeaderDeadTopic,
+					"topic", r.topic, "partition", p, "offset", m.Offset)
+			case !outbox.LegalTopic(origin):
+				r.o.logger.Warn("saramaoutbox: redrive skips a letter whose "+HeaderDeadTopic+" is no topic name",
+					"topic", r.topic, "partition", p, "offset", m.Offset, "origin", origin)
+			default:
 				ev.Topic = origin
 				ev.Headers = withoutDeadLetterHeaders(ev.Headers)
 				if err := r.pub.Publish(sess.Context(), []outbox.Event{ev}); err != nil {
-					return r.stop(err)
+					var refused *outbox.PublishError
+					var never *outbox.PermanentError
+					if !errors.As(err, &refused) || !errors.As(refused.Failed[ev.ID], &never) {
+						return r.stop(err)
+					}
+					// Stopping at a letter the publisher can never take would stop every later
+					// Redrive at it too.
+					r.o.logger.Warn("saramaoutbox: redrive skips a letter the publisher can never take",
+						"topic", r.topic, "partition", p, "offset", m.Offset, "id", ev.ID, "err", err)
+					break
 				}
 				r.mu.Lock()
 				r.n++
 				r.mu.Unlock()
-			default:
-				r.o.logger.Warn("saramaoutbox: redrive skips a message without "+HeaderDeadTopic,
-					"topic", r.topic, "partition", p, "offset", m.Offset)
 			}
 			sess.MarkMessage(m, "")
 			next = m.Offset + 1
