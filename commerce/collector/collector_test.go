@@ -1,7 +1,6 @@
 package collector_test
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -208,14 +207,7 @@ func TestInconsistentAmountsAreDeadLettered(t *testing.T) {
 	stores(t, func(t *testing.T, e *env) {
 		good := sale{order: "ok", at: kst("2026-03-04", 10), lines: map[string]int64{"a": 2}}.event()
 		bad := func(order string, edit func(*commerce.OrderEvent)) outbox.Event {
-			ev := sale{order: order, at: kst("2026-03-04", 10), lines: map[string]int64{"x": 1, "y": 1}}.event()
-			var oe commerce.OrderEvent
-			require.NoError(t, json.Unmarshal(ev.Payload, &oe))
-			edit(&oe)
-			body, err := json.Marshal(oe)
-			require.NoError(t, err)
-			ev.Payload = body
-			return ev
+			return edited(t, sale{order: order, at: kst("2026-03-04", 10), lines: map[string]int64{"x": 1, "y": 1}}, edit)
 		}
 		poison := []outbox.Event{
 			// Would divide a 128-bit product by a too-small subtotal: bits.Div64 panics.
@@ -283,16 +275,10 @@ func TestHostileReads(t *testing.T) {
 
 // maxSale is the largest sale of product "a" commerce can write: MaxQty units at MaxPrice.
 func maxSale(t *testing.T, order string, at time.Time) outbox.Event {
-	t.Helper()
-	ev := sale{order: order, at: at, lines: map[string]int64{"a": commerce.MaxQty}}.event()
-	var oe commerce.OrderEvent
-	require.NoError(t, json.Unmarshal(ev.Payload, &oe))
-	oe.Lines[0].UnitPrice, oe.Lines[0].Amount = commerce.MaxPrice, commerce.MaxQty*commerce.MaxPrice
-	oe.Subtotal, oe.AmountDue = oe.Lines[0].Amount, oe.Lines[0].Amount
-	body, err := json.Marshal(oe)
-	require.NoError(t, err)
-	ev.Payload = body
-	return ev
+	return edited(t, sale{order: order, at: at, lines: map[string]int64{"a": commerce.MaxQty}}, func(oe *commerce.OrderEvent) {
+		oe.Lines[0].UnitPrice, oe.Lines[0].Amount = commerce.MaxPrice, maxRevenue
+		oe.Subtotal, oe.AmountDue = maxRevenue, maxRevenue
+	})
 }
 
 // maxRevenue is maxSale's revenue.

@@ -171,3 +171,16 @@ func runGroup(t testing.TB, brokers []string, group string, h *saramaoutbox.Cons
 	t.Cleanup(func() { require.NoError(t, g.Close()) }) // after h.Run returned
 	testkit.Background(t, func(ctx context.Context) error { return h.Run(ctx, g, topics...) })
 }
+
+// edited returns the sale's event with its payload edited.
+func edited(t *testing.T, s sale, edit func(*commerce.OrderEvent)) outbox.Event {
+	t.Helper()
+	ev := s.event()
+	var oe commerce.OrderEvent
+	require.NoError(t, json.Unmarshal(ev.Payload, &oe))
+	edit(&oe)
+	body, err := json.Marshal(oe)
+	require.NoError(t, err)
+	ev.Payload = body
+	return ev
+}

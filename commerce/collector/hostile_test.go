@@ -4,7 +4,6 @@ package collector_test
 // hostile Kafka producer would, each failing before its fix.
 
 import (
-	"encoding/json"
 	"math"
 	"strings"
 	"testing"
@@ -23,17 +22,31 @@ import (
 	"github.com/commercekit/commercekit/outbox/saramaoutbox"
 )
 
-// edited returns the sale's event with its payload edited.
-func edited(t *testing.T, s sale, edit func(*commerce.OrderEvent)) outbox.Event {
+// asMessage is ev as the relay publishes it.
+func asMessage(ev outbox.Event) *sarama.ProducerMessage {
+	m := saramaoutbox.Message(ev)
+	m.Metadata = nil
+	return m
+}
+
+// consumeOnePartition writes msgs, in order, to partition 0 of topic, as any producer can,
+// and runs e's consumer on topic in a consumer group until the test ends.
+func consumeOnePartition(t *testing.T, k *testenv.Kafka, e *env, topic string, msgs []*sarama.ProducerMessage) {
 	t.Helper()
-	ev := s.event()
-	var oe commerce.OrderEvent
-	require.NoError(t, json.Unmarshal(ev.Payload, &oe))
-	edit(&oe)
-	body, err := json.Marshal(oe)
+	cfg := sarama.NewConfig()
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	cfg.Producer.MaxMessageBytes = 4 << 20
+	p, err := sarama.NewSyncProducer(k.Brokers, cfg)
 	require.NoError(t, err)
-	ev.Payload = body
-	return ev
+	defer p.Close()
+	for _, m := range msgs {
+		m.Topic, m.Partition = topic, 0
+		_, _, err := p.SendMessage(m)
+		require.NoError(t, err)
+	}
+	runGroup(t, k.Brokers, collector.ConsumerName, testkit.Must(saramaoutbox.NewConsumerHandler(e.consumer,
+		saramaoutbox.WithBackoff(10*time.Millisecond, 50*time.Millisecond)))(t), topic)
 }
 
 // lockLookalike is one event whose units overflow int64 within the event itself (two lines
@@ -75,23 +88,9 @@ func TestHostileLockLookalikeHoldsThePartition(t *testing.T) {
 	e := newEnv(t, db)
 	k := testenv.NewKafka(t)
 	topic := k.Topic(t, "payments")
-	cfg := sarama.NewConfig()
-	cfg.Producer.Return.Successes = true
-	cfg.Producer.Partitioner = sarama.NewManualPartitioner
-	p, err := sarama.NewSyncProducer(k.Brokers, cfg)
-	require.NoError(t, err)
-	defer p.Close()
 	bad := lockLookalike(t, "o1")
 	good := sale{order: "o2", at: kst("2026-03-04", 11), lines: map[string]int64{"a": 3}}.event()
-	for _, ev := range []outbox.Event{bad, good} {
-		ev.Topic = topic
-		msg := saramaoutbox.Message(ev)
-		msg.Metadata, msg.Partition = nil, 0
-		_, _, err := p.SendMessage(msg)
-		require.NoError(t, err)
-	}
-	runGroup(t, k.Brokers, collector.ConsumerName, testkit.Must(saramaoutbox.NewConsumerHandler(e.consumer,
-		saramaoutbox.WithBackoff(10*time.Millisecond, 50*time.Millisecond)))(t), topic)
+	consumeOnePartition(t, k, e, topic, []*sarama.ProducerMessage{asMessage(bad), asMessage(good)})
 	assert.Eventually(t, func() bool {
 		return e.metricsOf(t, collector.Daily, "a", "2026-03-04").Units == 3
 	}, 20*time.Second, 100*time.Millisecond, "the genuine sale behind the hostile message is never applied: the partition is held")
@@ -199,13 +198,6 @@ func TestHostileBarrageThenGenuineSale(t *testing.T) {
 		e := newEnv(t, db)
 		k := testenv.NewKafka(t)
 		topic := k.Topic(t, "payments")
-		cfg := sarama.NewConfig()
-		cfg.Producer.Return.Successes = true
-		cfg.Producer.Partitioner = sarama.NewManualPartitioner
-		cfg.Producer.MaxMessageBytes = 4 << 20
-		p, err := sarama.NewSyncProducer(k.Brokers, cfg)
-		require.NoError(t, err)
-		defer p.Close()
 		hdr := func(kv ...string) []sarama.RecordHeader {
 			var h []sarama.RecordHeader
 			for i := 0; i < len(kv); i += 2 {
@@ -233,17 +225,7 @@ func TestHostileBarrageThenGenuineSale(t *testing.T) {
 			{Key: sarama.StringEncoder("o9"), Value: sarama.StringEncoder(strings.Replace(saleBody, `"productId":"a"`, `"productId":"`+strings.Repeat("p", 100)+`"`, 1)), Headers: hdr(saramaoutbox.HeaderID, "long-product", saramaoutbox.HeaderType, pc)},
 		}
 		good := sale{order: "g1", at: kst("2026-03-04", 11), lines: map[string]int64{"b": 3}}.event()
-		good.Topic = topic
-		gm := saramaoutbox.Message(good)
-		gm.Metadata = nil
-		msgs = append(msgs, gm)
-		for _, m := range msgs {
-			m.Topic, m.Partition = topic, 0
-			_, _, err := p.SendMessage(m)
-			require.NoError(t, err)
-		}
-		runGroup(t, k.Brokers, collector.ConsumerName, testkit.Must(saramaoutbox.NewConsumerHandler(e.consumer,
-			saramaoutbox.WithBackoff(10*time.Millisecond, 50*time.Millisecond)))(t), topic)
+		consumeOnePartition(t, k, e, topic, append(msgs, asMessage(good)))
 		require.Eventually(t, func() bool {
 			return e.metricsOf(t, collector.Daily, "b", "2026-03-04").Units == 3
 		}, 90*time.Second, 100*time.Millisecond, "the genuine sale after the barrage is applied")

@@ -140,13 +140,7 @@ func TestRedriveOfOneLetterAmongEmptyPartitions(t *testing.T) {
 	n, err := saramaoutbox.Redrive(ctx, newClient(t, k), newPublisher(t, k), dlqTopic, "redrive")
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
-	var ids []string
-	for _, p := range readTopic(t, k, topic, 1) {
-		for _, m := range p {
-			ids = append(ids, saramaoutbox.EventFromMessage(m).ID)
-		}
-	}
-	assert.Equal(t, []string{"good"}, ids)
+	assert.Equal(t, []string{"good"}, eventIDs(t, k, topic))
 }
 
 // TestRedriveSkipsLettersItCanNeverPublish: a letter naming no legal topic (anyone who can
@@ -177,11 +171,17 @@ func TestRedriveSkipsLettersItCanNeverPublish(t *testing.T) {
 	n, err := saramaoutbox.Redrive(ctx, newClient(t, k), pub, dlqTopic, "redrive")
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
+	assert.Equal(t, []string{"good"}, eventIDs(t, k, topic))
+}
+
+// eventIDs returns the IDs of the events on topic, partition by partition.
+func eventIDs(t *testing.T, k *testenv.Kafka, topic string) []string {
+	t.Helper()
 	var ids []string
 	for _, p := range readTopic(t, k, topic, 1) {
 		for _, m := range p {
 			ids = append(ids, saramaoutbox.EventFromMessage(m).ID)
 		}
 	}
-	assert.Equal(t, []string{"good"}, ids)
+	return ids
 }
