@@ -83,6 +83,9 @@ func validateID(field, id string) error {
 		return invalidArg(field, "is not valid UTF-8")
 	case strings.ContainsFunc(id, unicode.IsControl):
 		return invalidArg(field, "contains a control character")
+	case strings.HasSuffix(id, " "):
+		// MySQL's collations ignore trailing spaces: "camp " would be taken for "camp".
+		return invalidArg(field, "ends with a space")
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ func testTemplates(t *testing.T, h Harness) {
 			{"ID", coupon.Template{ID: strings.Repeat("x", 65), Terms: fixed}},
 			{"Name", coupon.Template{ID: "t", Name: strings.Repeat("n", 201), Terms: fixed}},
 			{"ID", coupon.Template{ID: "t\x00", Terms: fixed}},
+			{"ID", coupon.Template{ID: "t ", Terms: fixed}},                           // MySQL would take it for "t"
 			{"Name", coupon.Template{ID: "t", Name: "a\x01b\x1bc\x7f", Terms: fixed}}, // copied into every coupon
 			{"Name", coupon.Template{ID: "t", Name: "a\x00b", Terms: fixed}},
 			{"Kind", coupon.Template{ID: "t", Terms: coupon.Terms{Kind: "bogo", Amount: 1}}},
