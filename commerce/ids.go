@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Every ID the flows hand to a leaf is derived from the order (or top-up) ID, itself
@@ -99,8 +100,17 @@ func checkKey(key string) error {
 	if len(key) > MaxKeyLen {
 		return invalid("IdempotencyKey", "is longer than 255 bytes")
 	}
+	if !utf8.ValidString(key) {
+		// Stored, it would be another string (U+FFFD for each invalid byte): a retry would
+		// not find its own request.
+		return invalid("IdempotencyKey", "is not valid UTF-8")
+	}
 	if strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return invalid("IdempotencyKey", "contains a control character")
+	}
+	if strings.HasSuffix(key, " ") {
+		// MySQL's collations ignore trailing spaces: "k " would find the request of "k".
+		return invalid("IdempotencyKey", "ends with a space")
 	}
 	return nil
 }

@@ -325,6 +325,36 @@ func TestPayAndTopUpBadTokenChangeNothing(t *testing.T) {
 	})
 }
 
+// TestBadIdempotencyKeysChangeNothing: a key that is not UTF-8 was accepted and stored as
+// U+FFFD, so Pay did not know its own retry ("cannot pay order ... in status PAID"); a key
+// ending with a space would be taken by MySQL's collations for the key without it. Both
+// are refused by PlaceOrder, Pay and TopUp, and change nothing.
+func TestBadIdempotencyKeysChangeNothing(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 1000, 10)
+		b := newBuyer(t, e, 0, 0)
+		o := place(t, e, b, sku, 1, 0)
+		for _, key := range []string{"key-\xff\xfe", "key "} {
+			_, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: b.user,
+				Lines: []commerce.Line{{ProductID: sku, Qty: 1}}, IdempotencyKey: key})
+			require.ErrorIs(t, err, commerce.ErrInvalidRequest, "PlaceOrder %q", key)
+			_, err = e.Service.TopUp(ctx, commerce.TopUpRequest{UserID: b.user, Amount: 5_000, Method: payment.MethodCard,
+				Token: "tok_visa", IdempotencyKey: key})
+			require.ErrorIs(t, err, commerce.ErrInvalidRequest, "TopUp %q", key)
+			req := cardPayment(o, "tok_visa")
+			req.IdempotencyKey = key
+			_, err = e.Service.Pay(ctx, req)
+			require.ErrorIs(t, err, commerce.ErrInvalidRequest, "Pay %q", key)
+		}
+		assert.Equal(t, commerce.StatusPendingPayment, order(t, e, o.ID).Status)
+		page, err := e.Service.ListOrders(ctx, b.user, commerce.OrderQuery{})
+		require.NoError(t, err)
+		assert.Len(t, page.Orders, 1)
+		assert.Zero(t, e.PG.Stats().Charges)
+		e.RequireClean(t)
+	})
+}
+
 // cancellingHook records the steps it sees and, at a chosen one, cancels the context of the
 // request in progress (the client went away, the server's deadline passed) and lets the
 // flow go on with it.

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/uptrace/bun"
 
@@ -111,7 +112,8 @@ type Cart struct {
 // CheckoutRequest orders a user's cart.
 type CheckoutRequest struct {
 	UserID string
-	// IdempotencyKey identifies the checkout (1..MaxKeyLen bytes, no control characters):
+	// IdempotencyKey identifies the checkout (1..MaxKeyLen bytes of UTF-8, no control
+	// characters, no trailing space):
 	// a retry with it returns the same order.
 	IdempotencyKey string
 	// CouponID, Points and PayWithPoints are applied to the order as in
@@ -197,10 +199,23 @@ func (s *Service) Add(ctx context.Context, userID, productID string, qty int64) 
 // one whose commit went unanswered — adds nothing and returns the cart as it is; the key
 // with another product or quantity fails with ErrKeyReused. Keys are kept for ever.
 func (s *Service) AddOnce(ctx context.Context, userID, productID string, qty int64, key string) (Cart, error) {
-	if key == "" || len(key) > MaxKeyLen {
-		return Cart{}, &ValidationError{Field: "IdempotencyKey", Reason: fmt.Sprintf("must be 1-%d bytes", MaxKeyLen)}
+	if err := checkKey(key); err != nil {
+		return Cart{}, err
 	}
 	return s.change(ctx, userID, productID, qty, key, func(have int64) int64 { return have + qty })
+}
+
+// checkKey checks an idempotency key as commerce checks its own: 1..MaxKeyLen bytes of
+// UTF-8 (stored, invalid bytes would become U+FFFD: two keys would be one), without a
+// control character (bun's MySQL dialect drops a NUL) or a trailing space (MySQL's
+// collations ignore it: "k " would be "k").
+func checkKey(key string) error {
+	if key == "" || len(key) > MaxKeyLen || !utf8.ValidString(key) || strings.HasSuffix(key, " ") ||
+		strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return &ValidationError{Field: "IdempotencyKey",
+			Reason: fmt.Sprintf("must be 1-%d bytes of UTF-8, without control characters or a trailing space", MaxKeyLen)}
+	}
+	return nil
 }
 
 // SetQty sets the units (1..MaxQty) of a product in the user's cart, adding the line if
@@ -351,11 +366,8 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 	if err := checkUser(req.UserID); err != nil {
 		return commerce.Order{}, err
 	}
-	// As commerce's own keys: a control character (NUL above all) is refused, not stored.
-	if req.IdempotencyKey == "" || len(req.IdempotencyKey) > MaxKeyLen ||
-		strings.ContainsFunc(req.IdempotencyKey, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return commerce.Order{}, &ValidationError{Field: "IdempotencyKey",
-			Reason: fmt.Sprintf("must be 1-%d bytes without control characters", MaxKeyLen)}
+	if err := checkKey(req.IdempotencyKey); err != nil {
+		return commerce.Order{}, err
 	}
 	if o, err := s.placed(ctx, req); !errors.Is(err, commerce.ErrOrderNotFound) {
 		return o, err
