@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // checkID validates an ID (reservation, adjustment, buyer): 1 to MaxIDLen printable ASCII
@@ -136,8 +137,10 @@ func checkAdjustment(a Adjustment) error {
 	if a.Delta == 0 || a.Delta > MaxOnHand || a.Delta < -MaxOnHand {
 		return &ValidationError{Field: "delta", Reason: "must be non-zero and within ±10^12", Err: ErrInvalidQuantity}
 	}
-	if strings.TrimSpace(a.Reason) == "" || len(a.Reason) > MaxReasonLen {
-		return &ValidationError{Field: "reason", Reason: "must be 1 to 255 bytes"}
+	if strings.TrimSpace(a.Reason) == "" || len(a.Reason) > MaxReasonLen || !utf8.ValidString(a.Reason) || strings.ContainsRune(a.Reason, 0) {
+		// Stored otherwise than given (invalid bytes as U+FFFD, a NUL dropped on MySQL), a
+		// retry of the adjustment would be taken for another under its ID.
+		return &ValidationError{Field: "reason", Reason: "must be 1 to 255 bytes of UTF-8 without a NUL"}
 	}
 	return nil
 }

@@ -119,6 +119,9 @@ func testAdjust(t *testing.T, h Harness) {
 		{ID: "adj-4", SKU: "mug", Delta: inventory.MaxOnHand + 1, Reason: "too much"},
 		{ID: "adj-4", SKU: "mug", Delta: 1, Reason: " "},
 		{ID: "adj-4", SKU: "mug", Delta: 1, Reason: strings.Repeat("r", 256)},
+		// Stored otherwise than given, a retry would be taken for another adjustment.
+		{ID: "adj-4", SKU: "mug", Delta: 1, Reason: "recount\x00shelf-3"},
+		{ID: "adj-4", SKU: "mug", Delta: 1, Reason: "recount \xff"},
 		{ID: "", SKU: "mug", Delta: 1, Reason: "restock"},
 		{ID: "adj-4", SKU: "", Delta: 1, Reason: "restock"},
 	} {
