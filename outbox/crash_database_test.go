@@ -152,8 +152,15 @@ func TestConsumerCrashUnderAnotherDeliverysEvent(t *testing.T) {
 			go func() { healthyErr <- c.Deliver(ctx, []outbox.Event{healthy}) }()
 			select {
 			case <-in:
-			case err := <-healthyErr: // returned without handling it
-				healthyErr <- err
+			case err := <-healthyErr:
+				// Returned before its handler: on a loaded machine, a statement before it can
+				// fail on a connection to the server just restarted. Without the healthy
+				// handling in flight the round would not be the one this test is about (a
+				// crash under it), and the count below would be off by one: run it again.
+				// (Seen once in CI: healthyHandled 1.)
+				t.Logf("round %d: the healthy delivery returned before its handler: %v", round, err)
+				link.Disarm()
+				continue
 			}
 		}
 		if poisonDone {
