@@ -76,6 +76,11 @@ func fingerprint(parts ...string) string { return digest(64, parts...) }
 // user IDs from outside (a token's subject, say) can refuse a bad one before anything else.
 func ValidateUserID(id string) error { return checkID("UserID", id) }
 
+// ValidateIdempotencyKey checks an idempotency key as PlaceOrder, Pay and TopUp do (see
+// checkKey), else a *ValidationError (ErrInvalidRequest): for a caller keeping keys of its
+// own in the same kind of column, as the cart does.
+func ValidateIdempotencyKey(key string) error { return checkKey(key) }
+
 // checkID validates an ID that every leaf accepts: 1-64 printable ASCII bytes.
 func checkID(field, id string) error {
 	if id == "" {

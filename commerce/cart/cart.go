@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/uptrace/bun"
 
@@ -205,15 +203,11 @@ func (s *Service) AddOnce(ctx context.Context, userID, productID string, qty int
 	return s.change(ctx, userID, productID, qty, key, func(have int64) int64 { return have + qty })
 }
 
-// checkKey checks an idempotency key as commerce checks its own: 1..MaxKeyLen bytes of
-// UTF-8 (stored, invalid bytes would become U+FFFD: two keys would be one), without a
-// control character (bun's MySQL dialect drops a NUL) or a trailing space (MySQL's
-// collations ignore it: "k " would be "k").
+// checkKey checks an idempotency key as commerce checks its own
+// (commerce.ValidateIdempotencyKey): the cart keeps its keys in the same kind of column.
 func checkKey(key string) error {
-	if key == "" || len(key) > MaxKeyLen || !utf8.ValidString(key) || strings.HasSuffix(key, " ") ||
-		strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return &ValidationError{Field: "IdempotencyKey",
-			Reason: fmt.Sprintf("must be 1-%d bytes of UTF-8, without control characters or a trailing space", MaxKeyLen)}
+	if err := commerce.ValidateIdempotencyKey(key); err != nil {
+		return &ValidationError{Field: "IdempotencyKey", Reason: err.Error()}
 	}
 	return nil
 }
