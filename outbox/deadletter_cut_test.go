@@ -483,3 +483,58 @@ func TestConsumerPoisonEventCrashingTheDatabase(t *testing.T) {
 		})
 	}
 }
+
+// TestDeadLetterTableStoreCut: storing a letter again replaces it whole, a delete and an
+// insert in one transaction; its connection cut at each of its statements, before the
+// statement reaches the server and after the server answered, the table holds the old
+// letter or the new one, never none and never both, and the caller's retry leaves exactly
+// the new one (here stored altered: its key cut to the column).
+func TestDeadLetterTableStoreCut(t *testing.T) {
+	db, linked, link := testenv.LinkedMySQL(t)
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	ev := fakeEvents(1, 1)[0]
+	long := ev
+	long.Key = strings.Repeat("k", 200)
+	letter := func(name string, ev outbox.Event) outbox.DeadLetter {
+		return outbox.DeadLetter{Event: ev, Consumer: name, Error: "e", Attempts: 1, At: time.Now()}
+	}
+	only := func(t *testing.T, name string) outbox.DeadLetter {
+		t.Helper()
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+		require.NoError(t, err)
+		require.Len(t, letters, 1)
+		return letters[0]
+	}
+	store := func(t *testing.T, name string) ([]string, error) {
+		require.NoError(t, outbox.NewDeadLetterTable(db).DeadLetter(ctx, letter(name, ev)))
+		err := outbox.NewDeadLetterTable(linked).DeadLetter(ctx, letter(name, long))
+		cut, statements := link.Disarm()
+		if len(cut) == 0 {
+			return statements, err
+		}
+		return cut, err
+	}
+	link.Arm(nil, false)
+	statements, err := store(t, "clean")
+	require.NoError(t, err)
+	require.Contains(t, statements, "COMMIT")
+	assert.NotEmpty(t, only(t, "clean").Altered)
+	for _, p := range testenv.CutPoints(statements, nil) {
+		name := fmt.Sprintf("store-%t-%d", p.After, p.N)
+		t.Run(p.String(), func(t *testing.T) {
+			link.Arm(p.Match(), p.After)
+			cut, err := store(t, name)
+			require.Len(t, cut, 1)
+			if err != nil {
+				assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+			}
+			got := only(t, name) // the old letter or the new one
+			assert.Contains(t, []string{ev.Key, strings.Repeat("k", outbox.MaxKeyLen)}, got.Key)
+			require.NoError(t, outbox.NewDeadLetterTable(linked).DeadLetter(ctx, letter(name, long)), "the retry")
+			got = only(t, name)
+			assert.Equal(t, strings.Repeat("k", outbox.MaxKeyLen), got.Key)
+			assert.NotEmpty(t, got.Altered)
+		})
+	}
+}
