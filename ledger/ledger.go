@@ -133,7 +133,7 @@ func (l *Ledger) translate(ctx context.Context, op string, err error) error {
 
 // isDomain reports whether err is one of the package's own errors.
 func isDomain(err error) bool {
-	for _, s := range []error{ErrInvalid, ErrInsufficientPoints, ErrIDReused, ErrSpendNotFound,
+	for _, s := range []error{ErrInvalid, ErrInsufficientPoints, ErrBalanceLimit, ErrIDReused, ErrSpendNotFound,
 		ErrRefundExceedsSpend, ErrHoldNotFound, ErrHoldCaptured, ErrHoldVoided, ErrHoldExpired,
 		ErrCaptureExceedsHold, ErrConflict, ErrDrift, ErrStorage} {
 		if errors.Is(err, s) {

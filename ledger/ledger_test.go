@@ -416,3 +416,66 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	})
 	testkit.Must(construct(ledger.WithSweepInterval(time.Millisecond), ledger.WithSweepBatch(1)))(t)
 }
+
+// TestBalanceLimit: a user's points never pass MaxBalance, so no balance overflows int64:
+// a credit beyond it is refused and changes nothing, inside a caller's transaction too,
+// while a hold of everything can still be voided and expired, and other users' holds swept.
+func TestBalanceLimit(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		for i := range ledger.MaxBalance / ledger.MaxAmount {
+			e.charge(fmt.Sprintf("c%d", i), "alice", ledger.MaxAmount)
+		}
+		require.Equal(t, [2]int64{ledger.MaxBalance, 0}, e.balance("alice"))
+		e.charge("bob-c", "bob", 10)
+		_, err := e.spend("s1", "alice", 5)
+		require.NoError(t, err)
+		e.charge("c-refill", "alice", 5)
+
+		refused := map[string]func() (ledger.Receipt, error){
+			"charge": func() (ledger.Receipt, error) {
+				return e.l.Charge(e.ctx, ledger.ChargeRequest{ID: "c-over", User: "alice", Amount: 1})
+			},
+			"earn": func() (ledger.Receipt, error) {
+				return e.l.Earn(e.ctx, ledger.EarnRequest{ID: "e-over", User: "alice", Amount: 1, ExpiresAt: e.clock.Now().Add(time.Hour)})
+			},
+			"adjust": func() (ledger.Receipt, error) {
+				return e.l.Adjust(e.ctx, ledger.AdjustRequest{ID: "a-over", User: "alice", Delta: 1, Reason: "goodwill"})
+			},
+			"refund": func() (ledger.Receipt, error) {
+				return e.l.Refund(e.ctx, ledger.RefundRequest{ID: "r-over", SpendID: "s1", Amount: 5})
+			},
+		}
+		for name, credit := range refused {
+			_, err := credit()
+			var limit *ledger.BalanceLimitError
+			require.ErrorAs(t, err, &limit, name)
+			require.ErrorIs(t, err, ledger.ErrBalanceLimit, name)
+			require.Equal(t, "alice", limit.User, name)
+			require.Greater(t, limit.Total, int64(ledger.MaxBalance), name)
+		}
+		tx := e.inTx(func(l *ledger.Ledger) {
+			_, err := l.Charge(e.ctx, ledger.ChargeRequest{ID: "c-over-tx", User: "alice", Amount: ledger.MaxAmount})
+			require.ErrorIs(t, err, ledger.ErrBalanceLimit)
+			b, err := l.Balance(e.ctx, "alice")
+			require.NoError(t, err)
+			require.Equal(t, int64(ledger.MaxBalance), b.Total, "the refused credit is undone in the caller's transaction")
+		})
+		require.NoError(t, tx.Rollback())
+		require.Equal(t, [2]int64{ledger.MaxBalance, 0}, e.balance("alice"))
+		require.Empty(t, e.expiring("alice"))
+
+		// Everything held can be given back, by Void or by expiry, and Sweep reaches the
+		// holds due after it.
+		e.hold("h-void", "alice", ledger.MaxAmount)
+		_, err = e.l.Void(e.ctx, "h-void")
+		require.NoError(t, err)
+		e.hold("h-expire", "alice", ledger.MaxAmount)
+		e.clock.Advance(time.Second)
+		e.hold("h-bob", "bob", 10)
+		e.clock.Advance(time.Hour)
+		require.Equal(t, 2, e.sweep())
+		require.Equal(t, [2]int64{ledger.MaxBalance, 0}, e.balance("alice"))
+		require.Equal(t, [2]int64{10, 0}, e.balance("bob"))
+		require.True(t, e.verify().OK())
+	})
+}

@@ -11,7 +11,8 @@ import (
 )
 
 // Charge adds bought points to the user's balance, typically after the payment for them
-// succeeded: @charged → user.
+// succeeded: @charged → user. It fails with a *BalanceLimitError when the user's points
+// would pass MaxBalance, as Earn, Refund and a positive Adjust do.
 func (l *Ledger) Charge(ctx context.Context, r ChargeRequest) (Receipt, error) {
 	err := firstErr(checkID("ID", r.ID), checkID("User", r.User), checkAmount("Amount", r.Amount),
 		checkText("Reference", r.Reference, MaxReferenceLen))
@@ -29,7 +30,7 @@ func (l *Ledger) Earn(ctx context.Context, r EarnRequest) (Receipt, error) {
 	if !r.ExpiresAt.IsZero() {
 		t.ExpiresAt = r.ExpiresAt.UTC().Truncate(time.Microsecond)
 		if !t.ExpiresAt.After(t.CreatedAt) || t.ExpiresAt.Sub(t.CreatedAt) > maxExpiry {
-			err = firstErr(err, invalid("ExpiresAt", "%s is not in the next 100 years", r.ExpiresAt))
+			err = firstErr(err, invalid("ExpiresAt", "%s must be after now and within 100 years", r.ExpiresAt))
 		}
 	}
 	return l.transfer(ctx, "earn", err, t, applyCredit)
@@ -132,7 +133,7 @@ func (l *Ledger) transfer(ctx context.Context, op string, invalid error, draft t
 // isRejection reports whether err is a business rejection that an earlier transfer with
 // the same ID would override (its receipt wins).
 func isRejection(err error) bool {
-	return errors.Is(err, ErrInsufficientPoints) || errors.Is(err, ErrSpendNotFound) ||
+	return errors.Is(err, ErrInsufficientPoints) || errors.Is(err, ErrBalanceLimit) || errors.Is(err, ErrSpendNotFound) ||
 		errors.Is(err, ErrRefundExceedsSpend)
 }
 
@@ -146,7 +147,7 @@ func applyCredit(ctx context.Context, tx bun.Tx, t *transferRow) error {
 	if err := creditAccount(ctx, tx, t.UserID, t.Amount, expiring, t.CreatedAt); err != nil {
 		return err
 	}
-	if _, err := journal(ctx, tx, t, 0); err != nil || expiring == 0 {
+	if err := credited(ctx, tx, t); err != nil || expiring == 0 {
 		return err
 	}
 	lot := &lotRow{ID: t.ID, UserID: t.UserID, Remaining: t.Amount, ExpiresAt: t.ExpiresAt}
@@ -217,6 +218,18 @@ func applyRefund(ctx context.Context, tx bun.Tx, t *transferRow) error {
 	if err := creditAccount(ctx, tx, t.UserID, t.Amount, 0, t.CreatedAt); err != nil {
 		return err
 	}
-	_, err = journal(ctx, tx, t, 0)
-	return err
+	return credited(ctx, tx, t)
+}
+
+// credited appends the credit t, just added to its user's account, to the journal, unless
+// it took the user's points past MaxBalance: then the caller's transaction is to roll back.
+// Checking the balance the journal reads anyway costs no statement.
+func credited(ctx context.Context, tx bun.Tx, t *transferRow) error {
+	if _, err := journal(ctx, tx, t, 0); err != nil {
+		return err
+	}
+	if total := t.AvailableAfter + t.HeldAfter; total > MaxBalance {
+		return &BalanceLimitError{User: t.UserID, Total: total, Requested: t.Amount}
+	}
+	return nil
 }

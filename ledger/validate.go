@@ -15,9 +15,13 @@ const (
 	MaxReferenceLen = 128
 	// MaxReasonLen is the longest adjustment reason, in characters.
 	MaxReasonLen = 255
-	// MaxAmount is the largest amount of one operation; it keeps every balance far from
-	// overflowing int64.
+	// MaxAmount is the largest amount of one operation.
 	MaxAmount = 1_000_000_000_000_000
+	// MaxBalance bounds a user's points, available and held together: a credit (charge,
+	// earn, positive adjustment, refund) that would take them past it is refused with
+	// *BalanceLimitError. It keeps every balance, total and receipt far from overflowing
+	// int64 (about 9.2×10^18), so that a hold can always be voided or expired.
+	MaxBalance = 1_000 * MaxAmount
 	// MaxHoldTimeout is the longest hold.
 	MaxHoldTimeout = 30 * 24 * time.Hour
 	// MaxHistoryLimit is the largest page of History; DefaultHistoryLimit is used for 0.
