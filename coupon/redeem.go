@@ -23,7 +23,8 @@ type reserveOptions struct {
 
 // HoldUntil gives the reservation a deadline: past it, Confirm fails with ErrHoldExpired and
 // Sweep restores the coupon (the redemption ends Expired). Without it a reservation lasts
-// until Confirm or Restore.
+// until Confirm or Restore. The deadline must be in the future and, in UTC, no later than
+// year 9999.
 func HoldUntil(deadline time.Time) ReserveOption {
 	return func(o *reserveOptions) { o.deadline = deadline }
 }
@@ -58,6 +59,9 @@ func (s *Service) Reserve(ctx context.Context, couponID, userID, orderID string,
 	deadline := utc(o.deadline)
 	if !deadline.IsZero() && !deadline.After(now) {
 		return Redemption{}, invalidArg("HoldUntil", "must be in the future")
+	}
+	if !storable(deadline) {
+		return Redemption{}, invalidArg("HoldUntil", "must fall within years 1 to 9999 in UTC")
 	}
 	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		red, err = reserve(ctx, tx, couponID, userID, orderID, orderAmount, deadline, now)

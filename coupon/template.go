@@ -145,8 +145,7 @@ func (t Template) normalize() (Template, error) {
 		name string
 		at   time.Time
 	}{{"IssueStart", t.IssueStart}, {"IssueEnd", t.IssueEnd}, {"UsableFrom", t.UsableFrom}, {"UseBy", t.UseBy}} {
-		// "9999-12-31T23:59:59-10:00" is year 10000 in UTC: no column, nor JSON, takes it.
-		if y := f.at.Year(); y < 1 || y > 9999 {
+		if !storable(f.at) {
 			return t, invalidTemplate(f.name, "must fall within years 1 to 9999 in UTC")
 		}
 	}
@@ -199,6 +198,13 @@ func (t Template) expiry(issuedAt time.Time) time.Time {
 		}
 	}
 	return exp
+}
+
+// storable reports whether t, in UTC, falls within years 1 to 9999, as every column, and
+// JSON, takes it: "9999-12-31T23:59:59-10:00" is year 10000 in UTC.
+func storable(t time.Time) bool {
+	y := t.UTC().Year()
+	return y >= 1 && y <= 9999
 }
 
 // utc returns t in UTC at microsecond precision; the zero time stays zero.

@@ -303,6 +303,13 @@ func testHoldDeadline(t *testing.T, h Harness) {
 		svc := f.Service
 		_, err := svc.Reserve(ctx, c.ID, "alice", "order-1", 30_000, coupon.HoldUntil(start))
 		require.ErrorIs(t, err, coupon.ErrInvalidArgument, "a deadline must be in the future")
+		// 9999-12-31T23:00-10:00 is year 10000 in UTC: no column takes it (SQLite would store
+		// a row no read, nor Sweep, could scan again).
+		for _, past := range []time.Time{time.Date(9999, 12, 31, 23, 0, 0, 0, time.FixedZone("-10", -10*3600)), time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC)} {
+			_, err = svc.Reserve(ctx, c.ID, "alice", "order-1", 30_000, coupon.HoldUntil(past))
+			require.ErrorIs(t, err, coupon.ErrInvalidArgument, "a deadline past year 9999 in UTC")
+		}
+		assert.Empty(t, f.redemptions(t, "order-1"), "a refused Reserve records nothing")
 		red, err := svc.Reserve(ctx, c.ID, "alice", "order-1", 30_000, coupon.HoldUntil(start.Add(10*time.Minute)))
 		require.NoError(t, err)
 		assert.Equal(t, start.Add(10*time.Minute), red.HoldDeadline)
