@@ -46,7 +46,9 @@ type Backend interface {
 	SetStock(ctx context.Context, s StockSetting) (Stock, error)
 	// Adjust adds a.Delta to the SKU's available count, at most once per a.ID, and returns
 	// the stock after it (or, on a replay, as it is now). A negative delta larger than the
-	// available count gives *InsufficientStockError.
+	// available count gives *InsufficientStockError, and a positive one that would take the
+	// on-hand count past MaxOnHand the error of OnHandPastMax; either changes nothing and
+	// records no ID.
 	Adjust(ctx context.Context, a Adjustment, now time.Time) (Stock, error)
 	// Stocks reads the given distinct SKUs in one round trip; unknown ones are absent.
 	Stocks(ctx context.Context, skus []string) (map[string]Stock, error)

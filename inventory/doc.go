@@ -34,8 +34,10 @@
 //
 // Inventory is the portable API. It validates and normalizes every request once, for every
 // backend (IDs and SKUs are 1-64 printable ASCII bytes; 1 to 50 lines of positive
-// quantities; lines of one SKU are summed and sorted; at most 999 units of one SKU), reads
-// the injectable clock, and hands the atomic work to a Backend:
+// quantities; lines of one SKU are summed and sorted; at most 999 units of one SKU; on-hand
+// counts and adjustment deltas at most MaxOnHand, 10^12), reads the injectable clock, and
+// hands the atomic work to a Backend (which refuses an Adjust that would take the on-hand
+// count past MaxOnHand: only it sees the count):
 //
 //   - inventory/sqlinventory: SQL tables through bun, MySQL/MariaDB or SQLite (embedded).
 //     It joins the caller's transaction: inv.WithTx(tx) inside bun's RunInTx puts the

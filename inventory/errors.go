@@ -10,10 +10,13 @@ import (
 // Sentinel errors, for errors.Is; errcode.CodeOf and errcode.ReasonOf read their code and
 // reason. The typed errors below carry the detail (errors.As) and match their sentinel.
 var (
-	// ErrInvalidRequest: the request breaks a rule checked before any I/O; nothing changed.
+	// ErrInvalidRequest: the request breaks a rule checked before any I/O, or an Adjust
+	// would take the on-hand count past MaxOnHand (checked by the backend); nothing changed.
 	// Every *ValidationError matches it. It is errcode.ErrInvalidArgument.
 	ErrInvalidRequest = errcode.ErrInvalidArgument
-	// ErrInvalidQuantity: a quantity is zero or negative (also matches ErrInvalidRequest).
+	// ErrInvalidQuantity: a quantity is out of range: zero or negative where it must be
+	// positive, or past MaxOnHand (an on-hand count, a delta, or the on-hand count an Adjust
+	// would leave). Also matches ErrInvalidRequest.
 	ErrInvalidQuantity = errcode.Derive(errcode.ErrInvalidArgument, "inventory: quantity must be positive")
 	// ErrTooManyLines: a reservation has more than MaxLines lines (also matches ErrInvalidRequest).
 	ErrTooManyLines = errcode.New(errcode.FailedPrecondition, "too_many_lines", "inventory: too many lines", ErrInvalidRequest)
@@ -134,6 +137,17 @@ func (e *StateError) Unwrap() error {
 		return ErrReservationNotCommitted
 	}
 	return nil
+}
+
+// OnHandPastMax returns the *ValidationError (matching ErrInvalidQuantity, as SetStock's
+// refusal of an on-hand count past MaxOnHand does) a Backend answers when an Adjust of sku,
+// whose on-hand count is onHand, would take it past MaxOnHand. For backends.
+func OnHandPastMax(sku string, onHand, delta int64) error {
+	return &ValidationError{
+		Field:  "delta",
+		Reason: fmt.Sprintf("%+d would take the on-hand count of %s from %d past %d", delta, sku, onHand, int64(MaxOnHand)),
+		Err:    ErrInvalidQuantity,
+	}
 }
 
 // NotFound returns an error matching ErrReservationNotFound that names id. For backends.

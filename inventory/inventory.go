@@ -180,8 +180,11 @@ func (inv *Inventory) SetStock(ctx context.Context, s StockSetting) (Stock, erro
 
 // Adjust changes a SKU's available count by a.Delta (restock, correction) once per a.ID and
 // returns the stock after it; a replay returns the stock as it is now, and the same ID with
-// other content fails with *ConflictError. It fails with *UnknownSKUError, and with
-// *InsufficientStockError when a negative delta exceeds what is available.
+// other content fails with *ConflictError. It fails with *UnknownSKUError, with
+// *InsufficientStockError when a negative delta exceeds what is available, and with
+// *ValidationError matching ErrInvalidQuantity when the delta is zero or past ±MaxOnHand
+// or would take the on-hand count past MaxOnHand. A refused adjustment changes nothing
+// and leaves no record of its ID.
 func (inv *Inventory) Adjust(ctx context.Context, a Adjustment) (Stock, error) {
 	start := inv.start()
 	err := checkAdjustment(a)

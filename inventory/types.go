@@ -13,7 +13,9 @@ const (
 	// MaxReasonLen is the longest adjustment reason, in bytes.
 	MaxReasonLen = 255
 	// MaxOnHand bounds on-hand counts and adjustment deltas, so every count stays exact in
-	// every backend (Redis Lua numbers are doubles).
+	// every backend (Redis Lua numbers are doubles, exact only to 2^53): SetStock refuses
+	// an on-hand count past it, and Adjust a delta past it or one that would take the
+	// on-hand count past it.
 	MaxOnHand = 1_000_000_000_000
 	// MaxStocksPerCall is the most SKUs one Stocks call may read.
 	MaxStocksPerCall = 1000

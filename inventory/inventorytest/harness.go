@@ -43,6 +43,7 @@ func Run(t *testing.T, h Harness) {
 	}{
 		{"Stock", testStock},
 		{"Adjust", testAdjust},
+		{"AdjustMaxOnHand", testAdjustMaxOnHand},
 		{"Validation", testValidation},
 		{"ReserveAllOrNothing", testReserveAllOrNothing},
 		{"ReserveSumsLines", testReserveSumsLines},

@@ -130,3 +130,68 @@ func testAdjust(t *testing.T, h Harness) {
 	}
 	wantStock(t, inv, "mug", 0, 3, 0)
 }
+
+// testAdjustMaxOnHand: an adjustment may take the on-hand count (reserved units included,
+// sold ones not) up to MaxOnHand and no further, whatever its delta; a refused one is a
+// *ValidationError matching ErrInvalidQuantity, like SetStock past MaxOnHand, changes
+// nothing and leaves no trace of its ID.
+func testAdjustMaxOnHand(t *testing.T, h Harness) {
+	inv, _, _ := newInv(t, h)
+	ctx := context.Background()
+	const maxOnHand = int64(inventory.MaxOnHand)
+	refused := func(a inventory.Adjustment) {
+		t.Helper()
+		_, err := inv.Adjust(ctx, a)
+		e := requireAs[*inventory.ValidationError](t, err, inventory.ErrInvalidQuantity)
+		assert.Equal(t, "delta", e.Field)
+	}
+	adjusted := func(a inventory.Adjustment, want inventory.Stock) {
+		t.Helper()
+		st, err := inv.Adjust(ctx, a)
+		require.NoError(t, err)
+		assert.Equal(t, want, st)
+		assert.Equal(t, want, stock(t, inv, a.SKU))
+	}
+
+	setStock(t, inv, "big", maxOnHand-10, 0)
+	reserve(t, inv, "r1", "", lines("big", 3)...)
+
+	// One past the limit, and the largest delta there is: refused, nothing changed.
+	refused(inventory.Adjustment{ID: "adj-1", SKU: "big", Delta: 11, Reason: "restock"})
+	refused(inventory.Adjustment{ID: "adj-2", SKU: "big", Delta: maxOnHand, Reason: "restock"})
+	wantStock(t, inv, "big", maxOnHand-13, 3, 0)
+
+	// Up to exactly the limit: accepted. The refused adj-1 left no record, so its ID with
+	// another delta is no conflict.
+	restock := inventory.Adjustment{ID: "adj-1", SKU: "big", Delta: 10, Reason: "restock"}
+	adjusted(restock, inventory.Stock{SKU: "big", OnHand: maxOnHand, Available: maxOnHand - 3, Reserved: 3})
+	refused(inventory.Adjustment{ID: "adj-3", SKU: "big", Delta: 1, Reason: "restock"})
+	wantStock(t, inv, "big", maxOnHand-3, 3, 0)
+
+	// A replay of the accepted adjustment still answers the stock as it is now.
+	st, err := inv.Adjust(ctx, restock)
+	require.NoError(t, err)
+	assert.Equal(t, inventory.Stock{SKU: "big", OnHand: maxOnHand, Available: maxOnHand - 3, Reserved: 3}, st)
+
+	// A negative delta at the limit is fine; sold units are off the shelf and do not count.
+	adjusted(inventory.Adjustment{ID: "adj-4", SKU: "big", Delta: -5, Reason: "shrinkage"},
+		inventory.Stock{SKU: "big", OnHand: maxOnHand - 5, Available: maxOnHand - 8, Reserved: 3})
+	require.NoError(t, inv.Commit(ctx, "r1"))
+	wantStock(t, inv, "big", maxOnHand-8, 0, 3)
+	refused(inventory.Adjustment{ID: "adj-3", SKU: "big", Delta: 9, Reason: "restock"})
+	adjusted(inventory.Adjustment{ID: "adj-3", SKU: "big", Delta: 8, Reason: "restock"},
+		inventory.Stock{SKU: "big", OnHand: maxOnHand, Available: maxOnHand, Sold: 3})
+
+	// A refused adjustment retried once there is room is applied.
+	retry := inventory.Adjustment{ID: "adj-5", SKU: "big", Delta: 2, Reason: "found on shelf 3"}
+	refused(retry)
+	adjusted(inventory.Adjustment{ID: "adj-6", SKU: "big", Delta: -2, Reason: "damaged"},
+		inventory.Stock{SKU: "big", OnHand: maxOnHand - 2, Available: maxOnHand - 2, Sold: 3})
+	adjusted(retry, inventory.Stock{SKU: "big", OnHand: maxOnHand, Available: maxOnHand, Sold: 3})
+
+	// The attack: SetStock(MaxOnHand), then Adjust(+MaxOnHand).
+	setStock(t, inv, "mug", maxOnHand, 0)
+	refused(inventory.Adjustment{ID: "adj-7", SKU: "mug", Delta: maxOnHand, Reason: "restock"})
+	wantStock(t, inv, "mug", maxOnHand, 0, 0)
+	wantStock(t, inv, "big", maxOnHand, 0, 3)
+}

@@ -223,6 +223,8 @@ func (b *memBackend) Adjust(ctx context.Context, a inventory.Adjustment, _ time.
 		return inventory.Stock{}, &inventory.UnknownSKUError{SKU: a.SKU}
 	case st.Available+a.Delta < 0:
 		return inventory.Stock{}, &inventory.InsufficientStockError{SKU: a.SKU, Requested: -a.Delta, Available: st.Available}
+	case a.Delta > 0 && st.Available+st.Reserved+a.Delta > inventory.MaxOnHand:
+		return inventory.Stock{}, inventory.OnHandPastMax(a.SKU, st.Available+st.Reserved, a.Delta)
 	}
 	b.adjustments[a.ID] = a
 	st.Available += a.Delta

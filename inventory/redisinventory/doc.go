@@ -69,11 +69,12 @@
 // order of the two halves is chosen so that a failure between them never frees a unit the
 // journal holds: what takes units (Reserve, Commit, a negative Adjust) changes Redis inside
 // the SQL transaction, before its commit; what frees them (Release, expiry, Return, a
-// positive Adjust) changes Redis after the commit. A half left undone is conservative —
-// units held in Redis that the journal freed, or a Redis reservation whose SQL transaction
-// rolled back — and heals: the reservation's deadline (the sweep settles Redis
-// reservations the journal does not hold live), a replay of the same call (which settles
-// Redis to the journal's state again), or the next rebuild.
+// positive Adjust) changes Redis after the commit, so the journal, not Redis, refuses a
+// positive Adjust that would take the on-hand count past inventory.MaxOnHand. A half left
+// undone is conservative — units held in Redis that the journal freed, or a Redis
+// reservation whose SQL transaction rolled back — and heals: the reservation's deadline
+// (the sweep settles Redis reservations the journal does not hold live), a replay of the
+// same call (which settles Redis to the journal's state again), or the next rebuild.
 //
 // Reserve replays: a reservation the journal holds is returned as the journal has it (a
 // released, expired or returned one makes Inventory.Reserve fail); a Redis reservation the

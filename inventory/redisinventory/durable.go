@@ -2,6 +2,7 @@ package redisinventory
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -653,7 +654,9 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 
 // Adjust records the adjustment in the journal (once per ID, for ever) and applies it in
 // Redis: a negative delta inside the transaction (Redis checks the units are there), a
-// positive one after the commit. A replay changes nothing in Redis.
+// positive one after the commit (the journal checked, under the SKU's row lock, that it
+// leaves at most inventory.MaxOnHand on hand: base + delta − committed units; a refusal
+// rolls the journal row back and never reaches Redis). A replay changes nothing in Redis.
 func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.Time) (inventory.Stock, error) {
 	var (
 		gen    string
@@ -661,7 +664,8 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		out    inventory.Stock
 	)
 	apply := func(ctx context.Context) error {
-		reply, err := d.run(ctx, d.b.g.adjust, gen, []string{d.b.stockKey(a.SKU), d.b.adjKey(a.ID)}, d.b.adjustArgs(a)...)
+		// No bound in Redis: the journal decided, and Redis follows it.
+		reply, err := d.run(ctx, d.b.g.adjust, gen, []string{d.b.stockKey(a.SKU), d.b.adjKey(a.ID)}, d.b.adjustArgs(a, 0)...)
 		if err != nil {
 			return err
 		}
@@ -690,6 +694,9 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		if err != nil {
 			return err
 		}
+		if a.Delta > 0 {
+			return d.addBase(ctx, tx, a)
+		}
 		res, err := tx.ExecContext(ctx, `UPDATE inventory_journal_stock SET base = base + ? WHERE sku = ?`, a.Delta, a.SKU)
 		if err != nil {
 			return err
@@ -697,10 +704,7 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		if n, _ := res.RowsAffected(); n == 0 {
 			return &inventory.UnknownSKUError{SKU: a.SKU}
 		}
-		if a.Delta < 0 {
-			return apply(ctx)
-		}
-		return nil
+		return apply(ctx)
 	})
 	switch {
 	case err != nil:
@@ -715,6 +719,49 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		err = d.fail(ctx, "adjust", apply(ctx))
 	}
 	return out, err
+}
+
+// addBase adds a positive a.Delta to the journal's base of a.SKU unless the on-hand count
+// (base − committed units) would pass inventory.MaxOnHand: one conditional UPDATE, which
+// reads the latest base under the row's lock. A base within MaxOnHand needs no sum of the
+// committed units; otherwise the UPDATE runs again with it (as this transaction reads it,
+// unlocked: a commit in between only makes the bound stricter), and when that matches no
+// row either the SKU is unknown or the delta is refused.
+func (d *Durable) addBase(ctx context.Context, tx bun.Tx, a inventory.Adjustment) error {
+	const query = `UPDATE inventory_journal_stock SET base = base + ? WHERE sku = ? AND base + ? <= ?`
+	n, err := rowsAffected(tx.ExecContext(ctx, query, a.Delta, a.SKU, a.Delta, int64(inventory.MaxOnHand)))
+	if err != nil || n == 1 {
+		return err
+	}
+	var committed int64
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(l.qty), 0) FROM inventory_journal_lines l
+ JOIN inventory_journal_reservations r ON r.id = l.reservation_id WHERE l.sku = ? AND r.state = 'committed'`, a.SKU).
+		Scan(&committed); err != nil {
+		return err
+	}
+	if committed > 0 {
+		n, err := rowsAffected(tx.ExecContext(ctx, query, a.Delta, a.SKU, a.Delta, inventory.MaxOnHand+committed))
+		if err != nil || n == 1 {
+			return err
+		}
+	}
+	var base int64
+	err = tx.QueryRowContext(ctx, `SELECT base FROM inventory_journal_stock WHERE sku = ?`+d.forUpdate, a.SKU).Scan(&base)
+	switch {
+	case sqlutil.IsNoRows(err):
+		return &inventory.UnknownSKUError{SKU: a.SKU}
+	case err != nil:
+		return err
+	}
+	return inventory.OnHandPastMax(a.SKU, base-committed, a.Delta)
+}
+
+// rowsAffected is how many rows the statement that gave res changed.
+func rowsAffected(res sql.Result, err error) (int64, error) {
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // Stocks reads the SKUs and the generation marker from Redis in one round trip. A marker

@@ -139,6 +139,59 @@ func TestDurableLoss(t *testing.T) {
 	require.ErrorIs(t, err, inventory.ErrUnknownSKU)
 }
 
+// TestDurableAdjustPastMaxOnHand: the journal refuses a positive Adjust that would take the
+// on-hand count (base − committed units) past MaxOnHand, before Redis sees it: the refused
+// adjustment leaves no journal row and the base unchanged, an accepted one up to exactly
+// the limit counts sold units out, and a rebuild from the journal gives the same stock.
+func TestDurableAdjustPastMaxOnHand(t *testing.T) {
+	ctx := context.Background()
+	d, _, db := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	const maxOnHand = int64(inventory.MaxOnHand)
+	journal := func(id string) (rows int, base int64) {
+		t.Helper()
+		require.NoError(t, db.QueryRowContext(ctx, `SELECT COUNT(*) FROM inventory_journal_adjustments WHERE id = ?`, id).Scan(&rows))
+		require.NoError(t, db.QueryRowContext(ctx, `SELECT base FROM inventory_journal_stock WHERE sku = 'big'`).Scan(&base))
+		return rows, base
+	}
+	refused := func(id string, delta int64) {
+		t.Helper()
+		_, err := inv.Adjust(ctx, inventory.Adjustment{ID: id, SKU: "big", Delta: delta, Reason: "restock"})
+		require.ErrorIs(t, err, inventory.ErrInvalidQuantity)
+		var ve *inventory.ValidationError
+		require.ErrorAs(t, err, &ve)
+	}
+
+	setStock(t, inv, "big", maxOnHand-10, 0)
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "paid", Lines: line("big", 3), TTL: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, inv.Commit(ctx, "paid"))
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "live", Lines: line("big", 2), TTL: time.Hour})
+	require.NoError(t, err)
+	wantStock(t, inv, "big", maxOnHand-13, maxOnHand-15, 3)
+
+	refused("adj-1", 14)
+	rows, base := journal("adj-1")
+	assert.Equal(t, 0, rows, "a refused adjustment leaves no journal row")
+	assert.Equal(t, maxOnHand-10, base)
+	wantStock(t, inv, "big", maxOnHand-13, maxOnHand-15, 3)
+
+	// Up to exactly the limit: the base passes MaxOnHand by the units sold.
+	_, err = inv.Adjust(ctx, inventory.Adjustment{ID: "adj-2", SKU: "big", Delta: 13, Reason: "restock"})
+	require.NoError(t, err)
+	rows, base = journal("adj-2")
+	assert.Equal(t, 1, rows)
+	assert.Equal(t, maxOnHand+3, base)
+	wantStock(t, inv, "big", maxOnHand, maxOnHand-2, 3)
+	refused("adj-3", 1)
+	rows, base = journal("adj-3")
+	assert.Equal(t, [2]int64{0, maxOnHand + 3}, [2]int64{int64(rows), base})
+
+	_, err = d.Rebuild(ctx)
+	require.NoError(t, err)
+	wantStock(t, inv, "big", maxOnHand, maxOnHand-2, 3)
+}
+
 // TestDurableRebuildWaitsForWriters closes the race of a reservation made in Redis under the
 // old generation whose journal row commits after Redis was lost: the rebuild waits for it
 // (its exclusive lock on the generation queues behind the writer's shared one), so the

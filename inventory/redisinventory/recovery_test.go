@@ -18,6 +18,36 @@ import (
 	"github.com/commercekit/commercekit/inventory/sqlinventory"
 )
 
+// TestWarmUpOutOfRange: WarmUp refuses a stock out of the inventory's range with a
+// *ValidationError matching ErrInvalidQuantity, as SetStock does, and loads nothing; the
+// largest allowed count loads exactly.
+func TestWarmUpOutOfRange(t *testing.T) {
+	ctx := context.Background()
+	rb := testkit.Must(redisinventory.New(testenv.Redis(t)))(t)
+	live := testkit.Must(inventory.New(rb))(t)
+	for _, st := range []inventory.Stock{
+		{SKU: "mug", Available: inventory.MaxOnHand + 1},
+		{SKU: "mug", Available: -1},
+		{SKU: "mug", Available: 1, BuyerLimit: -1},
+		{SKU: "mug", Available: 1, BuyerLimit: inventory.MaxOnHand + 1},
+	} {
+		n, err := rb.WarmUp(ctx, []inventory.Stock{{SKU: "tee", Available: 1}, st})
+		require.ErrorIs(t, err, inventory.ErrInvalidQuantity, "%+v", st)
+		var ve *inventory.ValidationError
+		require.ErrorAs(t, err, &ve)
+		assert.Zero(t, n)
+	}
+	_, err := live.Stock(ctx, "tee")
+	require.ErrorIs(t, err, inventory.ErrUnknownSKU, "a refused warm-up loads nothing")
+
+	n, err := rb.WarmUp(ctx, []inventory.Stock{{SKU: "mug", Available: inventory.MaxOnHand, BuyerLimit: inventory.MaxOnHand}})
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	st, err := live.Stock(ctx, "mug")
+	require.NoError(t, err)
+	assert.Equal(t, inventory.Stock{SKU: "mug", OnHand: inventory.MaxOnHand, Available: inventory.MaxOnHand, BuyerLimit: inventory.MaxOnHand}, st)
+}
+
 // TestRecovery walks the documented recovery story: stock is warmed up from the SQL
 // system of record, sales are written back to it exactly once, and after Redis comes back
 // empty the inventory fails closed until it is warmed up again.

@@ -306,17 +306,21 @@ return {1, v[1], v[2], v[3], v[4]}
 `
 
 // adjustLua applies a delta once per adjustment ID, kept for the retention period.
-// KEYS[1] stock, KEYS[2] adjustment. ARGV[1] delta, ARGV[2] fingerprint, ARGV[3] retention ms.
+// KEYS[1] stock, KEYS[2] adjustment. ARGV[1] delta, ARGV[2] fingerprint, ARGV[3] retention
+// ms, ARGV[4] the most on hand a positive delta may leave (0: no bound, the caller checked).
 // Returns {1, onhand, available, sold, limit}, {-1} conflict, {-2} unknown SKU,
-// {-3, available}.
+// {-3, available}, {-4, onhand} past the bound. Every count stays within 2^53, so the
+// doubles of Lua are exact.
 const adjustLua = `
 local prev = redis.call('GET', KEYS[2])
 if prev then
   if prev ~= ARGV[2] then return {-1} end
 else
-  local a = redis.call('HGET', KEYS[1], 'available')
-  if not a then return {-2} end
-  if tonumber(a) + tonumber(ARGV[1]) < 0 then return {-3, a} end
+  local s = redis.call('HMGET', KEYS[1], 'available', 'onhand')
+  if not s[1] then return {-2} end
+  local d, bound = tonumber(ARGV[1]), tonumber(ARGV[4])
+  if tonumber(s[1]) + d < 0 then return {-3, s[1]} end
+  if d > 0 and bound > 0 and tonumber(s[2]) + d > bound then return {-4, s[2]} end
   redis.call('HINCRBY', KEYS[1], 'available', ARGV[1])
   redis.call('HINCRBY', KEYS[1], 'onhand', ARGV[1])
   if tonumber(ARGV[3]) > 0 then

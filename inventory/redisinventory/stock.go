@@ -32,19 +32,21 @@ func setStockReply(s inventory.StockSetting, res []any) (inventory.Stock, error)
 	return stockFrom(s.SKU, res[1:]), nil
 }
 
-// Adjust runs the adjust script; the adjustment ID is remembered for the retention period.
+// Adjust runs the adjust script, which refuses a delta that would take the on-hand count
+// past inventory.MaxOnHand; the adjustment ID is remembered for the retention period.
 func (b *Backend) Adjust(ctx context.Context, a inventory.Adjustment, _ time.Time) (inventory.Stock, error) {
-	res, err := b.s.adjust.Run(ctx, b.c, []string{b.stockKey(a.SKU), b.adjKey(a.ID)}, b.adjustArgs(a)...).Slice()
+	res, err := b.s.adjust.Run(ctx, b.c, []string{b.stockKey(a.SKU), b.adjKey(a.ID)}, b.adjustArgs(a, inventory.MaxOnHand)...).Slice()
 	if err != nil {
 		return inventory.Stock{}, fail(ctx, "adjust", err)
 	}
 	return adjustReply(a, res)
 }
 
-// adjustArgs are the adjust script's arguments for a.
-func (b *Backend) adjustArgs(a inventory.Adjustment) []any {
+// adjustArgs are the adjust script's arguments for a: a positive delta may leave at most
+// maxOnHand on hand (0: no bound).
+func (b *Backend) adjustArgs(a inventory.Adjustment, maxOnHand int64) []any {
 	fingerprint := a.SKU + "\n" + strconv.FormatInt(a.Delta, 10) + "\n" + a.Reason
-	return []any{a.Delta, fingerprint, b.retention.Milliseconds()}
+	return []any{a.Delta, fingerprint, b.retention.Milliseconds(), maxOnHand}
 }
 
 // adjustReply turns the adjust script's reply into the stock or its error.
@@ -58,6 +60,8 @@ func adjustReply(a inventory.Adjustment, res []any) (inventory.Stock, error) {
 		return inventory.Stock{}, &inventory.UnknownSKUError{SKU: a.SKU}
 	case -3:
 		return inventory.Stock{}, &inventory.InsufficientStockError{SKU: a.SKU, Requested: -a.Delta, Available: toInt(res[1])}
+	case -4:
+		return inventory.Stock{}, inventory.OnHandPastMax(a.SKU, toInt(res[1]), a.Delta)
 	case -9:
 		return inventory.Stock{}, errLost
 	}

@@ -79,7 +79,7 @@ func (b *Backend) failReserve(ctx context.Context, err error) error {
 // domainErrors are the errors the backend itself builds; they pass through unchanged.
 var domainErrors = []error{
 	inventory.ErrUnknownSKU, inventory.ErrInsufficientStock, inventory.ErrBuyerLimitExceeded,
-	inventory.ErrIdempotencyConflict, inventory.ErrReservationNotFound,
+	inventory.ErrIdempotencyConflict, inventory.ErrReservationNotFound, inventory.ErrInvalidRequest,
 }
 
 // fail translates a native error: domain errors as they are, the context's error when it

@@ -67,21 +67,33 @@ func (b *Backend) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 	return out, err
 }
 
-// applyDelta adds a.Delta to the available count with a conditional UPDATE; when it
-// matches no row, a locking read says why (or, if the row changed in between, it runs again).
+// applyDelta adds a.Delta to the available count with a conditional UPDATE (a negative
+// delta may take no more than is available, a positive one may not take the on-hand count
+// past MaxOnHand); when it matches no row, a locking read says why (or, if the row changed
+// in between, it runs again).
 func (b *Backend) applyDelta(ctx context.Context, tx bun.Tx, a inventory.Adjustment) error {
+	query, args := `UPDATE inventory_stock SET available = available + ? WHERE sku = ? AND available + ? >= 0`, []any{a.Delta, a.SKU, a.Delta}
+	if a.Delta > 0 {
+		query = `UPDATE inventory_stock SET available = available + ? WHERE sku = ? AND available + reserved + ? <= ?`
+		args = append(args, int64(inventory.MaxOnHand))
+	}
 	for range maxAttempts {
-		n, err := exec(ctx, tx, `UPDATE inventory_stock SET available = available + ? WHERE sku = ? AND available + ? >= 0`,
-			a.Delta, a.SKU, a.Delta)
+		n, err := exec(ctx, tx, query, args...)
 		if err != nil || n == 1 {
 			return err
 		}
-		avail, _, err := b.readStock(ctx, tx, a.SKU, b.forUpdate)
+		st, err := b.stock(ctx, tx, a.SKU, b.forUpdate)
+		if sqlutil.IsNoRows(err) {
+			return &inventory.UnknownSKUError{SKU: a.SKU}
+		}
 		if err != nil {
 			return err
 		}
-		if avail+a.Delta < 0 {
-			return &inventory.InsufficientStockError{SKU: a.SKU, Requested: -a.Delta, Available: avail}
+		if st.Available+a.Delta < 0 {
+			return &inventory.InsufficientStockError{SKU: a.SKU, Requested: -a.Delta, Available: st.Available}
+		}
+		if a.Delta > 0 && st.OnHand+a.Delta > inventory.MaxOnHand {
+			return inventory.OnHandPastMax(a.SKU, st.OnHand, a.Delta)
 		}
 	}
 	return rowChanged(a.SKU)
