@@ -137,7 +137,8 @@ func WithCancelWindow(d time.Duration) Option {
 
 // WithRewardRate sets the reward earned on payment, in basis points of the amount paid
 // through the PG (100 = 1%, rounded down); default DefaultRewardRate. 0 disables rewards;
-// at most 10000.
+// at most 10000. One order's reward is at most ledger.MaxAmount points, and an order whose
+// reward would take the user's points past ledger.MaxBalance is paid without one.
 func WithRewardRate(basisPoints int64) Option {
 	return func(s *settings) {
 		if basisPoints < 0 || basisPoints > 10_000 {

@@ -284,9 +284,19 @@ func (s *Service) completePaid(ctx context.Context, r *orderRow) error {
 	if err == nil {
 		now := s.now()
 		reward := rewardFor(r.AmountDue, s.cfg.rewardBP)
-		err = s.move(ctx, r, now, func(n *orderRow) {
-			n.Status, n.Step, n.Stock, n.PaidAt, n.Reward = StatusPaid, "", stockCommitted, micros(now), reward
-		}, step{do: s.postHolds, allOrNothing: true, event: EventPaymentCompleted, fault: StepPayCommit, outcome: OutcomePaid})
+		for {
+			err = s.move(ctx, r, now, func(n *orderRow) {
+				n.Status, n.Step, n.Stock, n.PaidAt, n.Reward = StatusPaid, "", stockCommitted, micros(now), reward
+			}, step{do: s.postHolds, allOrNothing: true, event: EventPaymentCompleted, fault: StepPayCommit, outcome: OutcomePaid})
+			if reward == 0 || !errors.Is(err, ledger.ErrBalanceLimit) {
+				break
+			}
+			// The user's points are at the ledger's limit: the order is paid all the same,
+			// without a reward (the refused transaction rolled back whole).
+			s.cfg.log.Warn("commerce: reward not earned: the user's points are at the ledger's limit",
+				"order", r.ID, "reward", reward, "err", err)
+			reward = 0
+		}
 	}
 	if errors.Is(err, hold.ErrGone) {
 		s.cfg.log.Warn("commerce: approved order cannot be fulfilled", "order", r.ID, "err", err)
@@ -317,9 +327,10 @@ func (s *Service) postHolds(ctx context.Context, tx bun.Tx, next *orderRow) erro
 	return s.stock.within(ctx, tx, commitOp(next.ID))
 }
 
-// rewardFor is amount × basisPoints / 10,000, rounded down, without overflow.
+// rewardFor is amount × basisPoints / 10,000, rounded down, without overflow, and at most
+// ledger.MaxAmount, the most one Earn credits.
 func rewardFor(amount, basisPoints int64) int64 {
-	return amount/10_000*basisPoints + amount%10_000*basisPoints/10_000
+	return min(amount/10_000*basisPoints+amount%10_000*basisPoints/10_000, ledger.MaxAmount)
 }
 
 // decideRefund records that an approved order cannot be fulfilled, then refunds it.

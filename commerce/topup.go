@@ -35,7 +35,8 @@ const (
 // ("pay-<top-up>-<n>"). One whose client does not come back within the order expiry is
 // FAILED (FailurePGUnreached) by recovery. Repeating the request returns the top-up as it is
 // (continuing it if in flight); the same key with another request fails with
-// *ConflictError.
+// *ConflictError. A top-up whose points would take the user's past ledger.MaxBalance is
+// refused before anything is recorded or charged (*ledger.BalanceLimitError).
 func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
 	if err := checkID("UserID", req.UserID); err != nil {
 		return TopUp{}, err
@@ -73,6 +74,9 @@ func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
 			if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
 				return err
 			}
+			if err := s.roomFor(ctx, tx, row); err != nil {
+				return err
+			}
 			_, err := s.pay.Request(sqlutil.AllOrNothing(ctx), tx, row.payRequest())
 			return err
 		})
@@ -98,6 +102,21 @@ func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
 		return TopUp{}, err
 	}
 	return s.advanceTopUp(ctx, row, true, fresh)
+}
+
+// roomFor refuses, before anything is charged, a top-up whose points would take the
+// user's past ledger.MaxBalance (a *ledger.BalanceLimitError): the ledger would refuse
+// their Charge after the payment. Only top-ups racing at the limit get past it; their
+// Charge is then retried by Recover until the user's points leave room for it.
+func (s *Service) roomFor(ctx context.Context, tx bun.Tx, row *topUpRow) error {
+	b, err := s.led.WithTx(tx).Balance(ctx, row.UserID)
+	if err != nil {
+		return fmt.Errorf("commerce: read the points of %s: %w", row.UserID, err)
+	}
+	if b.Total > ledger.MaxBalance-row.Amount {
+		return &ledger.BalanceLimitError{User: row.UserID, Total: b.Total + row.Amount, Requested: row.Amount}
+	}
+	return nil
 }
 
 // retryAbandoned gives a PAYING top-up whose payment was abandoned (the PG was not reached:

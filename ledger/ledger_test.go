@@ -417,9 +417,10 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	testkit.Must(construct(ledger.WithSweepInterval(time.Millisecond), ledger.WithSweepBatch(1)))(t)
 }
 
-// TestBalanceLimit: a user's points never pass MaxBalance, so no balance overflows int64:
-// a credit beyond it is refused and changes nothing, inside a caller's transaction too,
-// while a hold of everything can still be voided and expired, and other users' holds swept.
+// TestBalanceLimit: no charge, earn or adjustment takes a user's points past MaxBalance,
+// so no balance overflows int64: one that would is refused and changes nothing, inside a
+// caller's transaction too; a refund still gives back what was spent; and a hold of
+// everything can still be voided and expired, and other users' holds swept.
 func TestBalanceLimit(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
 		for i := range ledger.MaxBalance / ledger.MaxAmount {
@@ -441,9 +442,6 @@ func TestBalanceLimit(t *testing.T) {
 			"adjust": func() (ledger.Receipt, error) {
 				return e.l.Adjust(e.ctx, ledger.AdjustRequest{ID: "a-over", User: "alice", Delta: 1, Reason: "goodwill"})
 			},
-			"refund": func() (ledger.Receipt, error) {
-				return e.l.Refund(e.ctx, ledger.RefundRequest{ID: "r-over", SpendID: "s1", Amount: 5})
-			},
 		}
 		for name, credit := range refused {
 			_, err := credit()
@@ -463,6 +461,14 @@ func TestBalanceLimit(t *testing.T) {
 		require.NoError(t, tx.Rollback())
 		require.Equal(t, [2]int64{ledger.MaxBalance, 0}, e.balance("alice"))
 		require.Empty(t, e.expiring("alice"))
+
+		// A refund gives back what was spent, past the limit too (a cancellation always
+		// completes), and the points over it can be spent.
+		_, err = e.l.Refund(e.ctx, ledger.RefundRequest{ID: "r1", SpendID: "s1", Amount: 5})
+		require.NoError(t, err)
+		require.Equal(t, [2]int64{ledger.MaxBalance + 5, 0}, e.balance("alice"))
+		_, err = e.spend("s2", "alice", 5)
+		require.NoError(t, err)
 
 		// Everything held can be given back, by Void or by expiry, and Sweep reaches the
 		// holds due after it.

@@ -12,7 +12,7 @@ import (
 
 // Charge adds bought points to the user's balance, typically after the payment for them
 // succeeded: @charged → user. It fails with a *BalanceLimitError when the user's points
-// would pass MaxBalance, as Earn, Refund and a positive Adjust do.
+// would pass MaxBalance, as Earn and a positive Adjust do (not Refund).
 func (l *Ledger) Charge(ctx context.Context, r ChargeRequest) (Receipt, error) {
 	err := firstErr(checkID("ID", r.ID), checkID("User", r.User), checkAmount("Amount", r.Amount),
 		checkText("Reference", r.Reference, MaxReferenceLen))
@@ -215,10 +215,13 @@ func applyRefund(ctx context.Context, tx bun.Tx, t *transferRow) error {
 		return firstErr(err, fmt.Errorf("%w: refunds of %q changed concurrently", ErrConflict, spend.ID))
 	}
 	t.UserID, t.Dst = spend.UserID, UserAccount(spend.UserID)
+	// Not bound by MaxBalance: a refund gives back points the user had, so that a cancelled
+	// order or a reverted cancellation always completes.
 	if err := creditAccount(ctx, tx, t.UserID, t.Amount, 0, t.CreatedAt); err != nil {
 		return err
 	}
-	return credited(ctx, tx, t)
+	_, err = journal(ctx, tx, t, 0)
+	return err
 }
 
 // credited appends the credit t, just added to its user's account, to the journal, unless

@@ -17,10 +17,11 @@ const (
 	MaxReasonLen = 255
 	// MaxAmount is the largest amount of one operation.
 	MaxAmount = 1_000_000_000_000_000
-	// MaxBalance bounds a user's points, available and held together: a credit (charge,
-	// earn, positive adjustment, refund) that would take them past it is refused with
-	// *BalanceLimitError. It keeps every balance, total and receipt far from overflowing
-	// int64 (about 9.2×10^18), so that a hold can always be voided or expired.
+	// MaxBalance bounds a user's points, available and held together: a charge, an earn or
+	// a positive adjustment that would take them past it is refused with
+	// *BalanceLimitError. A refund is not: it gives back points the user had, bounded by
+	// what they spent. It keeps every balance, total and receipt far from overflowing int64
+	// (about 9.2×10^18), so that a hold can always be voided or expired.
 	MaxBalance = 1_000 * MaxAmount
 	// MaxHoldTimeout is the longest hold.
 	MaxHoldTimeout = 30 * 24 * time.Hour

@@ -116,6 +116,7 @@ func TestErrorMapping(t *testing.T) {
 		{collector.ErrInvalidArgument, http.StatusBadRequest, "invalid_request", 0},
 		{ledger.ErrInvalid, http.StatusBadRequest, "invalid_request", 0},
 		{ledger.ErrInsufficientPoints, http.StatusUnprocessableEntity, "insufficient_points", 0},
+		{ledger.ErrBalanceLimit, http.StatusUnprocessableEntity, "points_balance_limit", 0},
 		{ledger.ErrIDReused, http.StatusUnprocessableEntity, "idempotency_key_reused", 0},
 		{ledger.ErrStorage, http.StatusServiceUnavailable, "storage_unavailable", 1},
 		// The two-phase (hold) answers of the leaves: a state, never a 500.
