@@ -1,6 +1,7 @@
 package idempotency
 
 import (
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -37,9 +38,17 @@ func WithRetention(d time.Duration) Option {
 
 // WithLockTimeout sets how long a claim holds its key (default DefaultLockTimeout); after
 // that a request with the same fingerprint takes the key over, and fn's context in Do has
-// expired. It must be positive.
+// expired. It must be at least a millisecond, the resolution of the coarsest backend
+// (Redis): a shorter one, and a retention of a few more nanoseconds, would expire a key as
+// it is stored, so that a repeated request ran again instead of being replayed.
 func WithLockTimeout(d time.Duration) Option {
-	return func(s *settings) { option.Positive(&s.Errors, &s.lockTimeout, "WithLockTimeout", d) }
+	return func(s *settings) {
+		if d < time.Millisecond {
+			s.Reject("WithLockTimeout", fmt.Sprintf("%v is less than a millisecond", d))
+			return
+		}
+		s.lockTimeout = d
+	}
 }
 
 // WithClock sets the clock that dates claims, locks and expiry (default time.Now). Backends

@@ -28,6 +28,8 @@ func testOptions(t *testing.T, h Harness) {
 		{"nil backend", nil, nil, "backend"},
 		{"zero lock timeout", b, []idempotency.Option{idempotency.WithLockTimeout(0)}, "WithLockTimeout"},
 		{"zero retention", b, []idempotency.Option{idempotency.WithRetention(0)}, "WithRetention"},
+		// Below the backends' resolution a key would expire as it is stored: no replay.
+		{"lock timeout under a millisecond", b, []idempotency.Option{idempotency.WithLockTimeout(time.Millisecond - 1), idempotency.WithRetention(2 * time.Millisecond)}, "WithLockTimeout"},
 		{"retention not above lock timeout", b, []idempotency.Option{idempotency.WithLockTimeout(time.Minute), idempotency.WithRetention(time.Minute)}, "WithRetention"},
 		{"nil clock", b, []idempotency.Option{idempotency.WithClock(nil)}, "WithClock"},
 		{"nil logger", b, []idempotency.Option{idempotency.WithLogger(nil)}, "WithLogger"},
