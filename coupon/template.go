@@ -27,6 +27,10 @@ const (
 	MaxNameLength = 200
 	// MaxPerUserLimit bounds Template.PerUserLimit.
 	MaxPerUserLimit = 1000
+	// MaxTotalQuantity bounds Template.TotalQuantity (0 is unlimited): every count and
+	// place stays exact in every issuer (Redis scripts count in doubles, and write numbers
+	// past 10^14 in exponent form).
+	MaxTotalQuantity = 1_000_000_000_000
 	// MaxValidDays bounds Template.ValidDays (100 years).
 	MaxValidDays = 36500
 )
@@ -64,7 +68,8 @@ type Template struct {
 	// ValidDays makes each coupon expire that many days (×24h) after its issue (0 = none).
 	// With UseBy as well, the earlier of the two applies. With neither, coupons never expire.
 	ValidDays int
-	// TotalQuantity is how many coupons may be issued in all (0 = unlimited).
+	// TotalQuantity is how many coupons may be issued in all (0 = unlimited), at most
+	// MaxTotalQuantity.
 	TotalQuantity int64
 	// PerUserLimit is how many coupons one user may hold (0 means the default, 1).
 	PerUserLimit int
@@ -127,8 +132,8 @@ func (t Template) normalize() (Template, error) {
 	if t.MinOrderAmount < 0 {
 		return t, invalidTemplate("MinOrderAmount", "must not be negative")
 	}
-	if t.TotalQuantity < 0 {
-		return t, invalidTemplate("TotalQuantity", "must not be negative (0 = unlimited)")
+	if t.TotalQuantity < 0 || t.TotalQuantity > MaxTotalQuantity {
+		return t, invalidTemplate("TotalQuantity", "must be between 0 (unlimited) and 10^12")
 	}
 	if t.PerUserLimit < 0 || t.PerUserLimit > MaxPerUserLimit {
 		return t, invalidTemplate("PerUserLimit", "must be between 0 (default 1) and 1000")

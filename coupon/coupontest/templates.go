@@ -42,6 +42,7 @@ func testTemplates(t *testing.T, h Harness) {
 			{"MaxDiscount", coupon.Template{ID: "t", Terms: coupon.Terms{Kind: coupon.PercentOff, Percent: 10, MaxDiscount: -1}}},
 			{"MinOrderAmount", coupon.Template{ID: "t", Terms: coupon.Terms{Kind: coupon.FixedAmount, Amount: 5, MinOrderAmount: -1}}},
 			{"TotalQuantity", coupon.Template{ID: "t", Terms: fixed, TotalQuantity: -1}},
+			{"TotalQuantity", coupon.Template{ID: "t", Terms: fixed, TotalQuantity: coupon.MaxTotalQuantity + 1}},
 			{"PerUserLimit", coupon.Template{ID: "t", Terms: fixed, PerUserLimit: -1}},
 			{"PerUserLimit", coupon.Template{ID: "t", Terms: fixed, PerUserLimit: coupon.MaxPerUserLimit + 1}},
 			{"ValidDays", coupon.Template{ID: "t", Terms: fixed, ValidDays: -1}},
