@@ -56,9 +56,10 @@
 // limit, 422 a rule violation or an Idempotency-Key reused for another request, 429 rate
 // limited, 503 a dependency down or a timeout (with Retry-After). A body is one JSON object
 // without unknown fields nor a name twice in one object (400 malformed_request; names match
-// case-insensitively, as encoding/json reads them); a NUL in any of its strings or in a
-// coupon template's path ID, and a list cursor that is not printable ASCII, are 400
-// invalid_request, never passed to a store. A coupon named at
+// case-insensitively, as encoding/json reads them); a member the OpenAPI document requires
+// missing or null (PUT /v1/products/{id}/stock without on_hand would set the stock to 0), a
+// NUL in any of its strings or in a coupon template's path ID, and a list cursor that is
+// not printable ASCII, are 400 invalid_request, never passed to a store. A coupon named at
 // checkout that is unknown, another user's or not usable is 422 coupon_unusable. A
 // dependency failure is classified once: the packages wrap Redis, MySQL and Kafka
 // transport errors as errcode.ErrUnavailable (internal/depfail), which errcode.CodeOf puts

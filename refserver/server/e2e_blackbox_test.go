@@ -280,3 +280,31 @@ func TestSourceDocumentRules(t *testing.T) {
 	audit := as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", admin, "", nil), http.StatusOK))
 	assert.True(t, audit.OK, "%v", audit.Discrepancies)
 }
+
+// TestRequiredMembersMustBeGiven: encoding/json takes a member missing or null as its
+// zero value, so PUT /v1/products/{id}/stock with {} set the stock to 0. The members the
+// OpenAPI document requires must be given, not null (in any case encoding/json matches),
+// and a body without them changes nothing.
+func TestRequiredMembersMustBeGiven(t *testing.T) {
+	a := start(t, embedded, nil)
+	admin := setup(t, a, "p1", 9000, 5)
+	bob := token(t, "bob", false)
+	expect(t, a.call("POST", "/v1/cart/items", bob, "add-1", `{"product_id":"p1","qty":2}`), http.StatusOK)
+	for _, c := range []struct{ method, path, tok, body, field string }{
+		{"PUT", "/v1/products/p1/stock", admin, `{}`, "on_hand"},
+		{"PUT", "/v1/products/p1/stock", admin, `{"on_hand":null}`, "on_hand"},
+		{"PUT", "/v1/products/p1/stock", admin, `{"buyer_limit":2}`, "on_hand"},
+		{"PUT", "/v1/products/p1/price", admin, `{"price":null}`, "price"},
+		{"PUT", "/v1/cart/items/p1", bob, `{}`, "qty"},
+	} {
+		p := expectProblem(t, a.call(c.method, c.path, c.tok, "", c.body), http.StatusBadRequest, "invalid_request")
+		assert.Equal(t, c.field, p.Field, "%s %s %s", c.method, c.path, c.body)
+	}
+	st := as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil))
+	assert.Equal(t, int64(5), st.OnHand, "the stock is as it was")
+	assert.Equal(t, int64(9000), as[server.ProductJSON](t, a.call("GET", "/v1/products/p1", "", "", nil)).Price)
+	assert.Equal(t, int64(2), as[server.CartJSON](t, a.call("GET", "/v1/cart", bob, "", nil)).Items[0].Qty)
+
+	st = as[server.StockJSON](t, expect(t, a.call("PUT", "/v1/products/p1/stock", admin, "", `{"ON_HAND":0}`), http.StatusOK))
+	assert.Zero(t, st.OnHand, "given, in another case, 0 is taken")
+}

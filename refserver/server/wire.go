@@ -9,8 +9,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -402,8 +404,39 @@ func decode(r *http.Request, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return malformed("the body must hold one JSON object only")
 	}
-	return checkStrings(body)
+	given, err := checkStrings(body)
+	if err != nil {
+		return err
+	}
+	// encoding/json takes a member missing or null as its zero value: {} would set a
+	// product's stock to 0. The members the OpenAPI document requires must be given.
+	for _, name := range requiredMembers()[strings.TrimSuffix(reflect.TypeOf(v).Elem().Name(), "JSON")] {
+		if !given[foldName(name)] {
+			return errcode.Invalid(name, "is required")
+		}
+	}
+	return nil
 }
+
+// requiredMembers is, for each schema of the OpenAPI document, the members it requires. A
+// request body decoded into type XJSON must have schema X's.
+var requiredMembers = sync.OnceValue(func() map[string][]string {
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Required []string `json:"required"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		panic(fmt.Sprintf("server: the embedded OpenAPI document: %v", err)) // a build defect, caught by every test
+	}
+	required := make(map[string][]string, len(doc.Components.Schemas))
+	for name, schema := range doc.Components.Schemas {
+		required[name] = schema.Required
+	}
+	return required
+})
 
 // loneSurrogate reports whether body, JSON, holds a \u escape of a surrogate (U+D800 to
 // U+DFFF) that is not a high one followed by a low one: not a character. Backslashes occur
@@ -444,8 +477,10 @@ func loneSurrogate(body []byte) bool {
 // the API must not take: a name twice in one object (encoding/json keeps the last, matching
 // names case-insensitively, while the Idempotency-Key's fingerprint keeps both: two bodies
 // decoding to different requests could share a fingerprint) is malformed, and a string with
-// a NUL character (which no store can hold) is invalid, naming its field.
-func checkStrings(body []byte) error {
+// a NUL character (which no store can hold) is invalid, naming its field. It returns the
+// names (as foldName makes them) of the top-level object's members whose value is not null.
+func checkStrings(body []byte) (given map[string]bool, _ error) {
+	given = map[string]bool{}
 	type frame struct {
 		object bool
 		key    bool // the object's next token is a name
@@ -458,10 +493,10 @@ func checkStrings(body []byte) error {
 	for {
 		tok, err := dec.Token()
 		if errors.Is(err, io.EOF) {
-			return nil
+			return given, nil
 		}
 		if err != nil {
-			return malformed("%v", err)
+			return nil, malformed("%v", err)
 		}
 		var top *frame
 		if len(stack) > 0 {
@@ -470,13 +505,16 @@ func checkStrings(body []byte) error {
 		if s, ok := tok.(string); ok && top != nil && top.key {
 			name := foldName(s)
 			if top.names[name] {
-				return malformed("the name %q appears twice in one object", s)
+				return nil, malformed("the name %q appears twice in one object", s)
 			}
 			top.names[name], top.key, field = true, false, s
 			continue
 		}
 		if top != nil && top.object {
 			top.key = true // after this value, a name or the object's end
+			if end := tok == json.Delim('}'); len(stack) == 1 && tok != nil && !end {
+				given[foldName(field)] = true // a member's value, not null
+			}
 		}
 		switch t := tok.(type) {
 		case json.Delim:
@@ -490,7 +528,7 @@ func checkStrings(body []byte) error {
 			}
 		case string:
 			if containsNUL(t) {
-				return errcode.Invalid(cmp.Or(field, "body"), "must not contain a NUL character")
+				return nil, errcode.Invalid(cmp.Or(field, "body"), "must not contain a NUL character")
 			}
 		}
 	}
