@@ -85,3 +85,30 @@ func TestRewardOfTheLargestOrder(t *testing.T) {
 		require.Equal(t, int64(ledger.MaxAmount), balance(t, e, o.UserID).Total)
 	}, commerce.WithRewardRate(10_000), commerce.WithUnpaidLimits(0, 0))
 }
+
+// TestTopUpInFlightCompletesPastTheBalanceLimit: a top-up recorded before another took the
+// room left under ledger.MaxBalance (its process died before the PG was called) is not
+// refused once charged: its points settle a payment and may pass MaxBalance.
+func TestTopUpInFlightCompletesPastTheBalanceLimit(t *testing.T) {
+	hook := &commercetest.Hook{}
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		u := newBuyer(t, e, 0, 0)
+		fillPoints(t, e, u.user, ledger.MaxBalance-5_000)
+		first := commerce.TopUpRequest{UserID: u.user, Amount: 5_000, Method: payment.MethodCard, Token: "tok_ok", IdempotencyKey: "first"}
+		hook.FailAt(commerce.StepTopUpRecorded)
+		_, err := e.Service.TopUp(ctx, first)
+		require.ErrorIs(t, err, commerce.ErrInjected)
+
+		second := first
+		second.IdempotencyKey = "second"
+		tu, err := e.Service.TopUp(ctx, second)
+		require.NoError(t, err)
+		require.Equal(t, commerce.TopUpCompleted, tu.Status)
+
+		tu, err = e.Service.TopUp(ctx, first) // the client's retry
+		require.NoError(t, err)
+		require.Equal(t, commerce.TopUpCompleted, tu.Status)
+		require.Equal(t, 1, e.PG.Charges(tu.PaymentID))
+		require.Equal(t, int64(ledger.MaxBalance+5_000), balance(t, e, u.user).Total)
+	}, commerce.WithFaultHook(hook.Func))
+}

@@ -100,7 +100,8 @@
 // payment is ABANDONED and the order reopened, PENDING_PAYMENT with its holds and its pay key
 // cleared, and Pay answers errcode.ErrUnavailable (503 + Retry-After); a crash in between is
 // finished by Recover. Approved: one transaction commits the stock, confirms the coupon,
-// captures the points, earns the reward (ID "reward-<order>"), and makes the order PAID
+// captures the points, earns the reward (ID "reward-<order>"; none when the ledger refuses
+// it, the user's points being at ledger.MaxBalance), and makes the order PAID
 // (with Redis the stock is committed first, idempotently). Declined: one transaction
 // releases the stock, restores the coupon, voids the points and makes the order
 // PAYMENT_FAILED. Unknown (timeout, lost answer): the order stays PAYING; the payment

@@ -104,17 +104,17 @@ func (s *Service) TopUp(ctx context.Context, req TopUpRequest) (TopUp, error) {
 	return s.advanceTopUp(ctx, row, true, fresh)
 }
 
-// roomFor refuses, before anything is charged, a top-up whose points would take the
-// user's past ledger.MaxBalance (a *ledger.BalanceLimitError): the ledger would refuse
-// their Charge after the payment. Only top-ups racing at the limit get past it; their
-// Charge is then retried by Recover until the user's points leave room for it.
+// roomFor refuses, before anything is charged, a new top-up whose points would take the
+// user's past ledger.MaxBalance (a *ledger.BalanceLimitError). A top-up recorded earlier
+// and still in flight is not counted: its Charge, settling a payment, may pass MaxBalance
+// (the ledger refuses a charge only past twice it), so it always completes.
 func (s *Service) roomFor(ctx context.Context, tx bun.Tx, row *topUpRow) error {
 	b, err := s.led.WithTx(tx).Balance(ctx, row.UserID)
 	if err != nil {
 		return fmt.Errorf("commerce: read the points of %s: %w", row.UserID, err)
 	}
 	if b.Total > ledger.MaxBalance-row.Amount {
-		return &ledger.BalanceLimitError{User: row.UserID, Total: b.Total + row.Amount, Requested: row.Amount}
+		return &ledger.BalanceLimitError{User: row.UserID, Total: b.Total + row.Amount, Requested: row.Amount, Limit: ledger.MaxBalance}
 	}
 	return nil
 }

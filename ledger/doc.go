@@ -128,7 +128,7 @@
 //
 // Sentinels for errors.Is and typed errors for errors.As: ErrInvalid (*ValidationError),
 // ErrInsufficientPoints (*InsufficientPointsError, with available and requested),
-// ErrBalanceLimit (*BalanceLimitError: a credit past MaxBalance),
+// ErrBalanceLimit (*BalanceLimitError: a credit past the limit, see MaxBalance),
 // ErrIDReused (*IDReusedError), ErrSpendNotFound, ErrRefundExceedsSpend (*RefundError),
 // ErrHoldNotFound, ErrHoldCaptured, ErrHoldVoided, ErrHoldExpired, ErrCaptureExceedsHold
 // (*HoldError), ErrDrift (*DriftError), ErrConflict. Database failures are wrapped in

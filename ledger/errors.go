@@ -17,8 +17,8 @@ var (
 	// ErrInsufficientPoints: the available points do not cover the amount. Nothing was
 	// changed. See *InsufficientPointsError.
 	ErrInsufficientPoints = errcode.New(errcode.FailedPrecondition, "insufficient_points", "ledger: insufficient points")
-	// ErrBalanceLimit: a credit would take the user's points past MaxBalance. Nothing was
-	// changed. See *BalanceLimitError.
+	// ErrBalanceLimit: a credit would take the user's points past their limit (see
+	// MaxBalance). Nothing was changed. See *BalanceLimitError.
 	ErrBalanceLimit = errcode.New(errcode.FailedPrecondition, "points_balance_limit", "ledger: balance limit reached")
 	// ErrIDReused: the transfer ID was already used for a different operation or content.
 	// See *IDReusedError. It matches errcode.ErrKeyReused.
@@ -70,17 +70,18 @@ func (e *InsufficientPointsError) Error() string {
 func (e *InsufficientPointsError) Unwrap() error { return ErrInsufficientPoints }
 
 // BalanceLimitError reports a credit of Requested points refused because the user's
-// points, available and held together, would have become Total, more than MaxBalance. It
-// matches ErrBalanceLimit.
+// points, available and held together, would have become Total, more than Limit
+// (MaxBalance, or twice it for a charge or a refund). It matches ErrBalanceLimit.
 type BalanceLimitError struct {
 	User      string
 	Total     int64
 	Requested int64
+	Limit     int64
 }
 
 func (e *BalanceLimitError) Error() string {
 	return fmt.Sprintf("ledger: balance limit: crediting %d to user %q would make %d points, more than %d",
-		e.Requested, e.User, e.Total, int64(MaxBalance))
+		e.Requested, e.User, e.Total, e.Limit)
 }
 
 // Unwrap returns ErrBalanceLimit.

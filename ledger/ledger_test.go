@@ -417,42 +417,47 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	testkit.Must(construct(ledger.WithSweepInterval(time.Millisecond), ledger.WithSweepBatch(1)))(t)
 }
 
-// TestBalanceLimit: no charge, earn or adjustment takes a user's points past MaxBalance,
-// so no balance overflows int64: one that would is refused and changes nothing, inside a
-// caller's transaction too; a refund still gives back what was spent; and a hold of
+// TestBalanceLimit: no earn or positive adjustment takes a user's points past MaxBalance,
+// and no charge or refund past twice it, so no balance overflows int64: a credit past its
+// limit is refused and changes nothing, inside a caller's transaction too; and a hold of
 // everything can still be voided and expired, and other users' holds swept.
 func TestBalanceLimit(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
-		for i := range ledger.MaxBalance / ledger.MaxAmount {
-			e.charge(fmt.Sprintf("c%d", i), "alice", ledger.MaxAmount)
+		charges := 0
+		fill := func(total int64) {
+			t.Helper()
+			for have := e.balance("alice"); have[0]+have[1] < total; have = e.balance("alice") {
+				charges++
+				e.charge(fmt.Sprintf("c%d", charges), "alice", min(ledger.MaxAmount, total-have[0]-have[1]))
+			}
 		}
-		require.Equal(t, [2]int64{ledger.MaxBalance, 0}, e.balance("alice"))
-		e.charge("bob-c", "bob", 10)
-		_, err := e.spend("s1", "alice", 5)
-		require.NoError(t, err)
-		e.charge("c-refill", "alice", 5)
-
-		refused := map[string]func() (ledger.Receipt, error){
-			"charge": func() (ledger.Receipt, error) {
-				return e.l.Charge(e.ctx, ledger.ChargeRequest{ID: "c-over", User: "alice", Amount: 1})
-			},
-			"earn": func() (ledger.Receipt, error) {
-				return e.l.Earn(e.ctx, ledger.EarnRequest{ID: "e-over", User: "alice", Amount: 1, ExpiresAt: e.clock.Now().Add(time.Hour)})
-			},
-			"adjust": func() (ledger.Receipt, error) {
-				return e.l.Adjust(e.ctx, ledger.AdjustRequest{ID: "a-over", User: "alice", Delta: 1, Reason: "goodwill"})
-			},
-		}
-		for name, credit := range refused {
+		refused := func(limit int64, credit func() (ledger.Receipt, error)) {
+			t.Helper()
 			_, err := credit()
-			var limit *ledger.BalanceLimitError
-			require.ErrorAs(t, err, &limit, name)
-			require.ErrorIs(t, err, ledger.ErrBalanceLimit, name)
-			require.Equal(t, "alice", limit.User, name)
-			require.Greater(t, limit.Total, int64(ledger.MaxBalance), name)
+			var over *ledger.BalanceLimitError
+			require.ErrorAs(t, err, &over)
+			require.ErrorIs(t, err, ledger.ErrBalanceLimit)
+			require.Equal(t, "alice", over.User)
+			require.Equal(t, limit, over.Limit)
+			require.Greater(t, over.Total, limit)
 		}
+		fill(ledger.MaxBalance)
+		e.charge("bob-c", "bob", 10)
+		for _, spend := range []string{"s1", "s2"} { // spent, and bought again
+			_, err := e.spend(spend, "alice", 5)
+			require.NoError(t, err)
+			fill(ledger.MaxBalance)
+		}
+
+		// Points given stop at MaxBalance.
+		refused(ledger.MaxBalance, func() (ledger.Receipt, error) {
+			return e.l.Earn(e.ctx, ledger.EarnRequest{ID: "e-over", User: "alice", Amount: 1, ExpiresAt: e.clock.Now().Add(time.Hour)})
+		})
+		refused(ledger.MaxBalance, func() (ledger.Receipt, error) {
+			return e.l.Adjust(e.ctx, ledger.AdjustRequest{ID: "a-over", User: "alice", Delta: 1, Reason: "goodwill"})
+		})
 		tx := e.inTx(func(l *ledger.Ledger) {
-			_, err := l.Charge(e.ctx, ledger.ChargeRequest{ID: "c-over-tx", User: "alice", Amount: ledger.MaxAmount})
+			_, err := l.Adjust(e.ctx, ledger.AdjustRequest{ID: "a-over-tx", User: "alice", Delta: ledger.MaxAmount, Reason: "goodwill"})
 			require.ErrorIs(t, err, ledger.ErrBalanceLimit)
 			b, err := l.Balance(e.ctx, "alice")
 			require.NoError(t, err)
@@ -462,13 +467,17 @@ func TestBalanceLimit(t *testing.T) {
 		require.Equal(t, [2]int64{ledger.MaxBalance, 0}, e.balance("alice"))
 		require.Empty(t, e.expiring("alice"))
 
-		// A refund gives back what was spent, past the limit too (a cancellation always
-		// completes), and the points over it can be spent.
-		_, err = e.l.Refund(e.ctx, ledger.RefundRequest{ID: "r1", SpendID: "s1", Amount: 5})
+		// Points paid for, or given back, go on to twice MaxBalance.
+		_, err := e.l.Refund(e.ctx, ledger.RefundRequest{ID: "r1", SpendID: "s1", Amount: 5})
 		require.NoError(t, err)
-		require.Equal(t, [2]int64{ledger.MaxBalance + 5, 0}, e.balance("alice"))
-		_, err = e.spend("s2", "alice", 5)
-		require.NoError(t, err)
+		fill(2 * ledger.MaxBalance)
+		refused(2*ledger.MaxBalance, func() (ledger.Receipt, error) {
+			return e.l.Charge(e.ctx, ledger.ChargeRequest{ID: "c-over", User: "alice", Amount: 1})
+		})
+		refused(2*ledger.MaxBalance, func() (ledger.Receipt, error) {
+			return e.l.Refund(e.ctx, ledger.RefundRequest{ID: "r2", SpendID: "s2", Amount: 5})
+		})
+		require.Equal(t, [2]int64{2 * ledger.MaxBalance, 0}, e.balance("alice"))
 
 		// Everything held can be given back, by Void or by expiry, and Sweep reaches the
 		// holds due after it.
@@ -480,7 +489,7 @@ func TestBalanceLimit(t *testing.T) {
 		e.hold("h-bob", "bob", 10)
 		e.clock.Advance(time.Hour)
 		require.Equal(t, 2, e.sweep())
-		require.Equal(t, [2]int64{ledger.MaxBalance, 0}, e.balance("alice"))
+		require.Equal(t, [2]int64{2 * ledger.MaxBalance, 0}, e.balance("alice"))
 		require.Equal(t, [2]int64{10, 0}, e.balance("bob"))
 		require.True(t, e.verify().OK())
 	})

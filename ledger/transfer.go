@@ -12,7 +12,7 @@ import (
 
 // Charge adds bought points to the user's balance, typically after the payment for them
 // succeeded: @charged → user. It fails with a *BalanceLimitError when the user's points
-// would pass MaxBalance, as Earn and a positive Adjust do (not Refund).
+// would pass twice MaxBalance (see MaxBalance).
 func (l *Ledger) Charge(ctx context.Context, r ChargeRequest) (Receipt, error) {
 	err := firstErr(checkID("ID", r.ID), checkID("User", r.User), checkAmount("Amount", r.Amount),
 		checkText("Reference", r.Reference, MaxReferenceLen))
@@ -215,24 +215,26 @@ func applyRefund(ctx context.Context, tx bun.Tx, t *transferRow) error {
 		return firstErr(err, fmt.Errorf("%w: refunds of %q changed concurrently", ErrConflict, spend.ID))
 	}
 	t.UserID, t.Dst = spend.UserID, UserAccount(spend.UserID)
-	// Not bound by MaxBalance: a refund gives back points the user had, so that a cancelled
-	// order or a reverted cancellation always completes.
 	if err := creditAccount(ctx, tx, t.UserID, t.Amount, 0, t.CreatedAt); err != nil {
 		return err
 	}
-	_, err = journal(ctx, tx, t, 0)
-	return err
+	return credited(ctx, tx, t)
 }
 
 // credited appends the credit t, just added to its user's account, to the journal, unless
-// it took the user's points past MaxBalance: then the caller's transaction is to roll back.
-// Checking the balance the journal reads anyway costs no statement.
+// it took the user's points past their limit (see MaxBalance): then the caller's
+// transaction is to roll back. Checking the balance the journal reads anyway costs no
+// statement.
 func credited(ctx context.Context, tx bun.Tx, t *transferRow) error {
 	if _, err := journal(ctx, tx, t, 0); err != nil {
 		return err
 	}
-	if total := t.AvailableAfter + t.HeldAfter; total > MaxBalance {
-		return &BalanceLimitError{User: t.UserID, Total: total, Requested: t.Amount}
+	limit := int64(MaxBalance)
+	if t.Kind == TypeCharge || t.Kind == TypeRefund {
+		limit = maxSettledBalance
+	}
+	if total := t.AvailableAfter + t.HeldAfter; total > limit {
+		return &BalanceLimitError{User: t.UserID, Total: total, Requested: t.Amount, Limit: limit}
 	}
 	return nil
 }

@@ -17,11 +17,16 @@ const (
 	MaxReasonLen = 255
 	// MaxAmount is the largest amount of one operation.
 	MaxAmount = 1_000_000_000_000_000
-	// MaxBalance bounds a user's points, available and held together: a charge, an earn or
-	// a positive adjustment that would take them past it is refused with
-	// *BalanceLimitError. A refund is not: it gives back points the user had, bounded by
-	// what they spent. It keeps every balance, total and receipt far from overflowing int64
-	// (about 9.2×10^18), so that a hold can always be voided or expired.
+	// MaxBalance bounds a user's points, available and held together: an earn or a
+	// positive adjustment (points given) that would take them past it is refused with
+	// *BalanceLimitError. A charge and a refund (points settling money already paid, or
+	// given back after being spent) may take them past it, up to twice MaxBalance: a
+	// caller checks MaxBalance before taking the money (as commerce's top-up does), and the
+	// headroom lets what was in flight, and every cancellation, complete. Only thousands of
+	// charges of MaxAmount past MaxBalance, or a history of spending and recharging at the
+	// limit as often, reach twice it. Both bounds keep every balance, total and receipt far
+	// from overflowing int64 (about 9.2×10^18), so that a hold can always be voided or
+	// expired.
 	MaxBalance = 1_000 * MaxAmount
 	// MaxHoldTimeout is the longest hold.
 	MaxHoldTimeout = 30 * 24 * time.Hour
@@ -29,6 +34,9 @@ const (
 	MaxHistoryLimit     = 1000
 	DefaultHistoryLimit = 50
 )
+
+// maxSettledBalance bounds a user's points after a charge or a refund (see MaxBalance).
+const maxSettledBalance = 2 * MaxBalance
 
 // maxExpiry bounds how far in the future earned points may expire.
 const maxExpiry = 100 * 365 * 24 * time.Hour
