@@ -17,7 +17,7 @@ var (
 	// ErrInvalidQuantity: a quantity is out of range: zero or negative where it must be
 	// positive, or past MaxOnHand (an on-hand count, a delta, or the on-hand count an Adjust
 	// would leave). Also matches ErrInvalidRequest.
-	ErrInvalidQuantity = errcode.Derive(errcode.ErrInvalidArgument, "inventory: quantity must be positive")
+	ErrInvalidQuantity = errcode.Derive(errcode.ErrInvalidArgument, "inventory: quantity out of range")
 	// ErrTooManyLines: a reservation has more than MaxLines lines (also matches ErrInvalidRequest).
 	ErrTooManyLines = errcode.New(errcode.FailedPrecondition, "too_many_lines", "inventory: too many lines", ErrInvalidRequest)
 	// ErrQuantityTooLarge: more than MaxQtyPerSKU units of one SKU (also matches ErrInvalidRequest).

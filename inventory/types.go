@@ -15,7 +15,9 @@ const (
 	// MaxOnHand bounds on-hand counts and adjustment deltas, so every count stays exact in
 	// every backend (Redis Lua numbers are doubles, exact only to 2^53): SetStock refuses
 	// an on-hand count past it, and Adjust a delta past it or one that would take the
-	// on-hand count past it.
+	// on-hand count past it. A Return may take the on-hand count past it (its units were
+	// on hand before they were sold, and a cancellation must complete): by the units
+	// returned, or by more through billions of sales, restocks and returns at the limit.
 	MaxOnHand = 1_000_000_000_000
 	// MaxStocksPerCall is the most SKUs one Stocks call may read.
 	MaxStocksPerCall = 1000

@@ -725,8 +725,9 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 // (base − committed units) would pass inventory.MaxOnHand: one conditional UPDATE, which
 // reads the latest base under the row's lock. A base within MaxOnHand needs no sum of the
 // committed units; otherwise the UPDATE runs again with it (as this transaction reads it,
-// unlocked: a commit in between only makes the bound stricter), and when that matches no
-// row either the SKU is unknown or the delta is refused.
+// unlocked: a Commit in between only makes the bound stricter, a Return looser by the
+// units it returns, as a Return after the adjustment would), and when that matches no row
+// either the SKU is unknown or the delta is refused.
 func (d *Durable) addBase(ctx context.Context, tx bun.Tx, a inventory.Adjustment) error {
 	const query = `UPDATE inventory_journal_stock SET base = base + ? WHERE sku = ? AND base + ? <= ?`
 	n, err := rowsAffected(tx.ExecContext(ctx, query, a.Delta, a.SKU, a.Delta, int64(inventory.MaxOnHand)))

@@ -15,17 +15,17 @@ const warmUpBatch = 500
 // its on-hand count, nothing reserved or sold) and BuyerLimit. SKUs Redis already has are
 // left alone, so WarmUp is safe to run at every start and after Redis restarted empty;
 // use SetStock to change a SKU Redis has. It returns how many SKUs it created. A stock out
-// of SetStock's range (Available or BuyerLimit negative or past inventory.MaxOnHand) fails
-// the whole call, before anything is loaded, with a *inventory.ValidationError matching
-// inventory.ErrInvalidQuantity.
+// of range (Available negative or past twice inventory.MaxOnHand, which returns may take
+// it past; BuyerLimit negative or past MaxOnHand) fails the whole call, before anything is
+// loaded, with a *inventory.ValidationError matching inventory.ErrInvalidQuantity.
 func (b *Backend) WarmUp(ctx context.Context, stocks []inventory.Stock) (int, error) {
 	for _, st := range stocks {
 		if err := inventory.CheckSKU(st.SKU); err != nil {
 			return 0, err
 		}
-		if st.Available < 0 || st.Available > inventory.MaxOnHand || st.BuyerLimit < 0 || st.BuyerLimit > inventory.MaxOnHand {
+		if st.Available < 0 || st.Available > 2*inventory.MaxOnHand || st.BuyerLimit < 0 || st.BuyerLimit > inventory.MaxOnHand {
 			return 0, &inventory.ValidationError{Field: "stock of " + st.SKU,
-				Reason: "available and buyer limit must be between 0 and 10^12", Err: inventory.ErrInvalidQuantity}
+				Reason: "available must be between 0 and twice MaxOnHand, buyer limit between 0 and MaxOnHand", Err: inventory.ErrInvalidQuantity}
 		}
 	}
 	loaded := 0

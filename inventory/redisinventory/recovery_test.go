@@ -20,13 +20,13 @@ import (
 
 // TestWarmUpOutOfRange: WarmUp refuses a stock out of the inventory's range with a
 // *ValidationError matching ErrInvalidQuantity, as SetStock does, and loads nothing; the
-// largest allowed count loads exactly.
+// largest allowed count loads exactly: twice MaxOnHand, as returns may leave it in SQL.
 func TestWarmUpOutOfRange(t *testing.T) {
 	ctx := context.Background()
 	rb := testkit.Must(redisinventory.New(testenv.Redis(t)))(t)
 	live := testkit.Must(inventory.New(rb))(t)
 	for _, st := range []inventory.Stock{
-		{SKU: "mug", Available: inventory.MaxOnHand + 1},
+		{SKU: "mug", Available: 2*inventory.MaxOnHand + 1},
 		{SKU: "mug", Available: -1},
 		{SKU: "mug", Available: 1, BuyerLimit: -1},
 		{SKU: "mug", Available: 1, BuyerLimit: inventory.MaxOnHand + 1},
@@ -40,12 +40,12 @@ func TestWarmUpOutOfRange(t *testing.T) {
 	_, err := live.Stock(ctx, "tee")
 	require.ErrorIs(t, err, inventory.ErrUnknownSKU, "a refused warm-up loads nothing")
 
-	n, err := rb.WarmUp(ctx, []inventory.Stock{{SKU: "mug", Available: inventory.MaxOnHand, BuyerLimit: inventory.MaxOnHand}})
+	n, err := rb.WarmUp(ctx, []inventory.Stock{{SKU: "mug", Available: 2 * inventory.MaxOnHand, BuyerLimit: inventory.MaxOnHand}})
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 	st, err := live.Stock(ctx, "mug")
 	require.NoError(t, err)
-	assert.Equal(t, inventory.Stock{SKU: "mug", OnHand: inventory.MaxOnHand, Available: inventory.MaxOnHand, BuyerLimit: inventory.MaxOnHand}, st)
+	assert.Equal(t, inventory.Stock{SKU: "mug", OnHand: 2 * inventory.MaxOnHand, Available: 2 * inventory.MaxOnHand, BuyerLimit: inventory.MaxOnHand}, st)
 }
 
 // TestRecovery walks the documented recovery story: stock is warmed up from the SQL
