@@ -623,10 +623,8 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 		}
 		// Redis checks the on-hand count against what is reserved (the journal's live
 		// reservations, and any stray halves of rolled-back attempts).
-		var committed int64
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(l.qty), 0) FROM inventory_journal_lines l
- JOIN inventory_journal_reservations r ON r.id = l.reservation_id WHERE l.sku = ? AND r.state = 'committed'`, s.SKU).
-			Scan(&committed); err != nil {
+		committed, err := committedUnits(ctx, tx, s.SKU)
+		if err != nil {
 			return err
 		}
 		// Every other writer waits on the generation lock: no upsert race.
@@ -697,11 +695,11 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		if a.Delta > 0 {
 			return d.addBase(ctx, tx, a)
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE inventory_journal_stock SET base = base + ? WHERE sku = ?`, a.Delta, a.SKU)
+		n, err := rowsAffected(tx.ExecContext(ctx, `UPDATE inventory_journal_stock SET base = base + ? WHERE sku = ?`, a.Delta, a.SKU))
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		if n == 0 {
 			return &inventory.UnknownSKUError{SKU: a.SKU}
 		}
 		return apply(ctx)
@@ -734,10 +732,8 @@ func (d *Durable) addBase(ctx context.Context, tx bun.Tx, a inventory.Adjustment
 	if err != nil || n == 1 {
 		return err
 	}
-	var committed int64
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(l.qty), 0) FROM inventory_journal_lines l
- JOIN inventory_journal_reservations r ON r.id = l.reservation_id WHERE l.sku = ? AND r.state = 'committed'`, a.SKU).
-		Scan(&committed); err != nil {
+	committed, err := committedUnits(ctx, tx, a.SKU)
+	if err != nil {
 		return err
 	}
 	if committed > 0 {
@@ -755,6 +751,16 @@ func (d *Durable) addBase(ctx context.Context, tx bun.Tx, a inventory.Adjustment
 		return err
 	}
 	return inventory.OnHandPastMax(a.SKU, base-committed, a.Delta)
+}
+
+// committedUnits is the sum of the units of sku's committed (sold) reservations, as tx
+// reads them.
+func committedUnits(ctx context.Context, tx bun.Tx, sku string) (int64, error) {
+	var committed int64
+	err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(l.qty), 0) FROM inventory_journal_lines l
+ JOIN inventory_journal_reservations r ON r.id = l.reservation_id WHERE l.sku = ? AND r.state = 'committed'`, sku).
+		Scan(&committed)
+	return committed, err
 }
 
 // rowsAffected is how many rows the statement that gave res changed.
