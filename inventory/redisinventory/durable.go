@@ -17,6 +17,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/depfail"
 	"github.com/commercekit/commercekit/internal/redisserver"
 	"github.com/commercekit/commercekit/internal/sqlutil"
 	"github.com/commercekit/commercekit/inventory"
@@ -654,7 +655,10 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 // Redis: a negative delta inside the transaction (Redis checks the units are there), a
 // positive one after the commit (the journal checked, under the SKU's row lock, that it
 // leaves at most inventory.MaxOnHand on hand: base + delta − committed units; a refusal
-// rolls the journal row back and never reaches Redis). A replay changes nothing in Redis.
+// rolls the journal row back and never reaches Redis). A replay changes nothing in Redis,
+// so a positive delta whose commit's answer was lost, or whose Redis step failed after the
+// commit, asks for a rebuild from the journal (an error matching errcode.ErrUnavailable,
+// with DependencyRebuilding's Retry-After) rather than leave Redis without it.
 func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.Time) (inventory.Stock, error) {
 	var (
 		gen    string
@@ -705,6 +709,11 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		return apply(ctx)
 	})
 	switch {
+	case err != nil && a.Delta > 0 && depfail.Is(err):
+		// The connection failed, COMMIT's answer maybe with it: the positive delta may be
+		// in the journal without ever reaching Redis, and its replay does not apply it.
+		// Redis is rebuilt from the journal, which holds it or not.
+		return inventory.Stock{}, d.lost(err)
 	case err != nil:
 		return inventory.Stock{}, err
 	case replay:
@@ -714,7 +723,12 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		}
 		return st[a.SKU], nil
 	case a.Delta >= 0:
-		err = d.fail(ctx, "adjust", apply(ctx))
+		if err = apply(ctx); err != nil && !isDomain(err) && !errors.Is(err, errLost) {
+			// Committed, but whether the script ran is not known (Redis failed or timed
+			// out): as above.
+			return inventory.Stock{}, d.lost(err)
+		}
+		err = d.fail(ctx, "adjust", err)
 	}
 	return out, err
 }
