@@ -1,6 +1,7 @@
 package commerce_test
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -23,8 +24,16 @@ func fillPoints(t *testing.T, e *commercetest.Env, user string, total int64) {
 
 // TestCheckoutAtTheBalanceLimit: no flow that moved money stops for ever because the
 // ledger refuses to credit a user at ledger.MaxBalance. A paid order completes without its
-// reward; a cancelled one gives its points back past the limit; a top-up that the ledger
+// reward, which its payment-completed event reports withheld; a cancelled one gives its points back past the limit; a top-up that the ledger
 // could not credit is refused before the card is charged.
+// eventPayload returns the payload of the outbox event id.
+func eventPayload(t *testing.T, e *commercetest.Env, id string) []byte {
+	t.Helper()
+	var payload []byte
+	require.NoError(t, e.DB.NewSelect().Table("outbox_events").Column("payload").Where("id = ?", id).Scan(ctx, &payload))
+	return payload
+}
+
 func TestCheckoutAtTheBalanceLimit(t *testing.T) {
 	each(t, func(t *testing.T, e *commercetest.Env) {
 		sku := e.Product(t, 100_000, 10)
@@ -35,6 +44,10 @@ func TestCheckoutAtTheBalanceLimit(t *testing.T) {
 		require.Equal(t, commerce.StatusPaid, o.Status)
 		require.Zero(t, o.Reward, "paid without a reward")
 		require.Equal(t, int64(ledger.MaxBalance), balance(t, e, full.user).Total)
+		var paid commerce.OrderEvent
+		require.NoError(t, json.Unmarshal(eventPayload(t, e, o.ID+"-"+commerce.EventPaymentCompleted), &paid))
+		require.Equal(t, [2]int64{0, 1_000}, [2]int64{paid.Reward, paid.RewardWithheld},
+			"the event says which reward (1%% of 100,000) the ledger refused")
 		require.Equal(t, payment.StateApproved, paymentOf(t, e, o.PaymentID).State)
 
 		spender := newBuyer(t, e, 50_000, 0)

@@ -64,7 +64,8 @@
 // amountDue (subtotal - discount - points), reward, currency, payMethod, paymentId,
 // failureCode, paidAt (once paid), at (when the event happened), and, in the
 // order-cancelled event of a paid order, what it refunded: rewardShortfall, refundPoints,
-// refundAmount. The coupon-issued event is written by coupon.Service.IssueThen in the
+// refundAmount, and in a payment-completed event, rewardWithheld: the reward the ledger
+// refused because the user's points were at ledger.MaxBalance. The coupon-issued event is written by coupon.Service.IssueThen in the
 // transaction that inserts the coupon (with the Redis issuer the first-come take happens
 // just before that transaction, as for every Redis issue). TestEventSchemaV1 pins the
 // JSON shapes.

@@ -110,6 +110,9 @@ type EventLine struct {
 // and RefundAmount (present, even when zero, on every such event; absent on the others),
 // which are Points and AmountDue less RewardShortfall, the part of the reward the user
 // had spent (see Cancel). Events written before these fields existed refunded everything.
+// RewardWithheld, on a payment-completed event only, is the reward the ledger refused
+// because the user's points were at ledger.MaxBalance: the order was paid without it
+// (Reward 0), not at a rate of 0.
 type OrderEvent struct {
 	SchemaVersion int         `json:"schemaVersion"`
 	OrderID       string      `json:"orderId"`
@@ -133,6 +136,9 @@ type OrderEvent struct {
 	RewardShortfall int64  `json:"rewardShortfall,omitempty"`
 	RefundPoints    *int64 `json:"refundPoints,omitempty"`
 	RefundAmount    *int64 `json:"refundAmount,omitempty"`
+
+	// RewardWithheld: see the type's doc.
+	RewardWithheld int64 `json:"rewardWithheld,omitempty"`
 }
 
 // Paid returns what the order was paid with: points plus the amount due (the subtotal less
@@ -176,6 +182,9 @@ func (s *Service) orderEvent(ctx context.Context, tx bun.Tx, r *orderRow, typ st
 	if r.PaidAt != 0 {
 		paid := fromMicros(r.PaidAt)
 		ev.PaidAt = &paid
+	}
+	if typ == EventPaymentCompleted {
+		ev.RewardWithheld = r.RewardWithheld
 	}
 	if r.PaidAt != 0 && typ == EventOrderCancelled {
 		ev.RewardShortfall, ev.RefundPoints, ev.RefundAmount = o.RewardShortfall, &o.RefundPoints, &o.RefundAmount

@@ -33,6 +33,12 @@ func TestEventSchemaV1(t *testing.T) {
 			`"subtotal":1000,"discount":100,"points":200,"amountDue":700,"reward":7,"currency":"KRW",` +
 			`"payMethod":"CARD","paymentId":"pay-ord_1","paidAt":"2026-03-02T08:59:00Z","at":"2026-03-02T09:00:00Z",` +
 			`"rewardShortfall":5,"refundPoints":195,"refundAmount":700}`},
+		"order, reward withheld": {commerce.OrderEvent{
+			SchemaVersion: 1, OrderID: "ord_1", UserID: "u1", Status: commerce.StatusPaid,
+			Lines: []commerce.EventLine{}, AmountDue: 700, RewardWithheld: 7, Currency: "KRW", PaidAt: &paid, At: at,
+		}, `{"schemaVersion":1,"orderId":"ord_1","userId":"u1","status":"PAID","lines":[],` +
+			`"subtotal":0,"discount":0,"points":0,"amountDue":700,"currency":"KRW",` +
+			`"paidAt":"2026-03-02T08:59:00Z","at":"2026-03-02T09:00:00Z","rewardWithheld":7}`},
 		"order, minimal": {commerce.OrderEvent{
 			SchemaVersion: 1, OrderID: "ord_1", UserID: "u1", Status: commerce.StatusPendingPayment,
 			Lines: []commerce.EventLine{}, Currency: "KRW", At: at,

@@ -283,19 +283,21 @@ func (s *Service) completePaid(ctx context.Context, r *orderRow) error {
 	})
 	if err == nil {
 		now := s.now()
-		reward := rewardFor(r.AmountDue, s.cfg.rewardBP)
+		reward, withheld := rewardFor(r.AmountDue, s.cfg.rewardBP), int64(0)
 		for {
 			err = s.move(ctx, r, now, func(n *orderRow) {
 				n.Status, n.Step, n.Stock, n.PaidAt, n.Reward = StatusPaid, "", stockCommitted, micros(now), reward
+				n.RewardWithheld = withheld
 			}, step{do: s.postHolds, allOrNothing: true, event: EventPaymentCompleted, fault: StepPayCommit, outcome: OutcomePaid})
 			if reward == 0 || !errors.Is(err, ledger.ErrBalanceLimit) {
 				break
 			}
 			// The user's points are at the ledger's limit: the order is paid all the same,
-			// without a reward (the refused transaction rolled back whole).
+			// without a reward (the refused transaction rolled back whole), and its event
+			// says so.
 			s.cfg.log.Warn("commerce: reward not earned: the user's points are at the ledger's limit",
 				"order", r.ID, "reward", reward, "err", err)
-			reward = 0
+			reward, withheld = 0, reward
 		}
 	}
 	if errors.Is(err, hold.ErrGone) {

@@ -80,6 +80,9 @@ type orderRow struct {
 	UpdatedAt      int64  `bun:"updated_at"`
 
 	Lines []lineRow `bun:"-"`
+	// RewardWithheld is the reward the ledger refused to the order PAID by this move (not
+	// stored: its payment-completed event says so).
+	RewardWithheld int64 `bun:"-"`
 }
 
 type lineRow struct {
