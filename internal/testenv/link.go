@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/mysqldialect"
 
@@ -18,7 +20,8 @@ import (
 )
 
 // Link is a TCP proxy between the code under test and its MySQL server that cuts a
-// connection at a chosen statement (COM_QUERY, COMMIT included): before the statement
+// connection at a chosen statement (COM_QUERY, COMMIT included; or, for a Redis server,
+// at a chosen command: see RedisLink): before the statement
 // reaches the server, so that it never runs and the transaction it belongs to is rolled
 // back (a crash of the server, or of the network, just before it), or once the server
 // has answered it, so that it ran — a COMMIT has committed — and its answer is lost (a
@@ -46,6 +49,33 @@ func MySQLLink(tb testing.TB, dsn string) (*Link, string) {
 	l.ln = ProxyListener(tb, func(c net.Conn) { Proxy(c, l.target, MySQLPacket, l.decide) })
 	cfg.Addr = l.ln.Addr().String()
 	return l, cfg.FormatDSN()
+}
+
+// RedisLink starts a Link to the Redis server at addr, closed when the test ends, and
+// returns it with the address through it. Its statements are the commands the clients
+// send (RedisCommand's text: "evalsha <sha> 3 key ..."); a cut after a command drops the
+// connection at the first answer the server sends once the command was passed on, so a
+// command cut after must not be sent in a pipeline behind others still unanswered.
+func RedisLink(tb testing.TB, addr string) (*Link, string) {
+	tb.Helper()
+	l := &Link{target: addr}
+	l.ln = ProxyListener(tb, func(c net.Conn) { Proxy(c, l.target, RedisCommand, l.decide) })
+	return l, l.ln.Addr().String()
+}
+
+// LinkedRedis returns a client on a Redis logical database of the test's own (see Redis)
+// twice: rdb connects directly, for setting up and checking, and linked through the
+// returned Link, for the code under test. linked sends a command once (MaxRetries -1: a
+// client whose retries all failed), so that the code under test meets each cut.
+func LinkedRedis(tb testing.TB) (rdb, linked *redis.Client, l *Link) {
+	tb.Helper()
+	rdb = Redis(tb)
+	opts := rdb.Options()
+	l, addr := RedisLink(tb, opts.Addr)
+	linked = redis.NewClient(&redis.Options{Addr: addr, DB: opts.DB, MaxRetries: -1})
+	linked.AddHook(ownDatabaseOnly{})
+	tb.Cleanup(func() { linked.Close() })
+	return rdb, linked, l
 }
 
 // ProxyListener listens on loopback and serves each connection it accepts with serve, on a
@@ -249,6 +279,54 @@ func MySQLPacket(r *bufio.Reader) ([]byte, string, error) {
 		return raw, string(raw[5:]), nil
 	}
 	return raw, "", nil
+}
+
+// RedisCommand reads one command a Redis client sends from r: an array of bulk strings
+// (RESP, as every client library sends them). It returns the command as read and its
+// arguments joined by spaces as its text; anything else (an inline command) is passed on
+// line by line with no text.
+func RedisCommand(r *bufio.Reader) ([]byte, string, error) {
+	line, err := r.ReadSlice('\n')
+	raw := append([]byte(nil), line...)
+	if err != nil {
+		return nil, "", err
+	}
+	n, ok := respLength(raw, '*')
+	if !ok {
+		return raw, "", nil
+	}
+	args := make([]string, 0, n)
+	for range n {
+		head, err := r.ReadSlice('\n')
+		raw = append(raw, head...)
+		if err != nil {
+			return nil, "", err
+		}
+		size, ok := respLength(head, '$')
+		if !ok {
+			return nil, "", fmt.Errorf("testenv: a Redis command's argument starts %q, not a bulk string", head)
+		}
+		body := make([]byte, size+2) // and its CRLF
+		if _, err := io.ReadFull(r, body); err != nil {
+			return nil, "", err
+		}
+		raw = append(raw, body...)
+		args = append(args, string(body[:size]))
+	}
+	return raw, strings.Join(args, " "), nil
+}
+
+// respLength parses a RESP header line ("*3\r\n", "$5\r\n") of the given type.
+func respLength(line []byte, kind byte) (int, bool) {
+	s := strings.TrimRight(string(line), "\r\n")
+	if len(s) < 2 || s[0] != kind {
+		return 0, false
+	}
+	n, err := strconv.Atoi(s[1:])
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
 }
 
 // Nth matches the n-th statement (from 1) that match accepts (nil: any) after it is made.

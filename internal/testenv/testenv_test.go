@@ -3,6 +3,7 @@ package testenv_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -155,4 +156,32 @@ func TestKafkaRoundTrip(t *testing.T) {
 	assert.Equal(t, []string{"m0", "m1", "m2"}, got, "one key, one partition, in order")
 	t.Logf("Kafka round trip (%s): produced and consumed %v with sarama", k.Kind, got)
 	fmt.Println() // keep -v output readable
+}
+
+// TestRedisLink: a Redis command cut before it reaches the server never runs, one cut after
+// ran (its answer is lost); either way the client meets a dropped connection, the link
+// cuts once per Arm, and the client works again on a new connection.
+func TestRedisLink(t *testing.T) {
+	ctx := context.Background()
+	rdb, linked, link := testenv.LinkedRedis(t)
+	require.NoError(t, linked.Set(ctx, "k", "0", 0).Err())
+	isSet := func(q string) bool { return strings.HasPrefix(strings.ToLower(q), "set k ") }
+	for _, after := range []bool{false, true} {
+		value := fmt.Sprint(after)
+		link.Arm(isSet, after)
+		err := linked.Set(ctx, "k", value, 0).Err()
+		cut, seen := link.Disarm()
+		require.Error(t, err, "after=%t", after)
+		assert.Equal(t, []string{"set k " + value}, cut)
+		require.NotEmpty(t, seen)
+		assert.Equal(t, "set k "+value, seen[len(seen)-1], "the cut command is the last sent (after a new connection's handshake)")
+		got, err := rdb.Get(ctx, "k").Result()
+		require.NoError(t, err)
+		want := map[bool]string{false: "0", true: "true"}[after]
+		assert.Equal(t, want, got, "after=%t: the command ran only when cut after", after)
+	}
+	require.NoError(t, linked.Set(ctx, "k", "again", 0).Err())
+	got, err := rdb.Get(ctx, "k").Result()
+	require.NoError(t, err)
+	assert.Equal(t, "again", got)
 }
