@@ -70,8 +70,11 @@
 // journal holds: what takes units (Reserve, Commit, a negative Adjust) changes Redis inside
 // the SQL transaction, before its commit; what frees them (Release, expiry, Return, a
 // positive Adjust) changes Redis after the commit, so the journal, not Redis, refuses a
-// positive Adjust that would take the on-hand count past inventory.MaxOnHand. A half left
-// undone is conservative — units held in Redis that the journal freed, or a Redis
+// positive Adjust that would take the on-hand count past inventory.MaxOnHand. SetStock,
+// which may do either, changes Redis inside its transaction, under the generation's
+// exclusive lock; when Redis's answer is lost it commits a bump of the generation instead
+// of the setting, so that Redis fails closed until it is rebuilt (TestDurableRedisStepCut).
+// A half left undone is conservative — units held in Redis that the journal freed, or a Redis
 // reservation whose SQL transaction rolled back — and heals: the reservation's deadline
 // (the sweep settles Redis reservations the journal does not hold live), a replay of the
 // same call (which settles Redis to the journal's state again), or the next rebuild.

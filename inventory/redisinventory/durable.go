@@ -612,9 +612,20 @@ func (d *Durable) scan(ctx context.Context, db bun.IDB, query string, args ...an
 // SetStock sets the on-hand count in the journal and in Redis under the generation's
 // exclusive lock: it waits for the writers in flight and holds new ones back for the few
 // milliseconds it takes, so the journal's sold and reserved counts it reads are exact.
+// Redis's step runs before the journal's row is written. When it fails without a clear
+// answer (the connection broke or timed out: the script may have run, its answer lost),
+// Redis may hold a count the journal does not, more units than it has: the transaction
+// then commits a bump of the generation instead of the setting, so that every writer
+// fails closed on Redis until it is rebuilt from the journal, and the call asks for that
+// rebuild (an error matching errcode.ErrUnavailable, with DependencyRebuilding's
+// Retry-After); the setting is not recorded, and the caller's retry sets it.
 func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inventory.Stock, error) {
-	var out inventory.Stock
+	var (
+		out     inventory.Stock
+		unknown error // the Redis step's failure whose outcome is not known
+	)
 	err := d.inTx(ctx, "set stock", func(ctx context.Context, tx bun.Tx) error {
+		unknown = nil
 		if _, err := tx.ExecContext(ctx, `UPDATE inventory_journal_generation SET gen = gen WHERE name = 'gen'`); err != nil {
 			return err
 		}
@@ -633,21 +644,31 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 		if err != nil {
 			return err
 		}
-		query := `UPDATE inventory_journal_stock SET base = ?, buyer_limit = ? WHERE sku = ?`
-		if !known {
-			query = `INSERT INTO inventory_journal_stock (base, buyer_limit, sku) VALUES (?, ?, ?)`
-		}
-		if _, err := tx.ExecContext(ctx, query, s.OnHand+committed, s.BuyerLimit, s.SKU); err != nil {
+		reply, err := d.run(ctx, d.b.g.setStock, gen, []string{d.b.stockKey(s.SKU), d.b.skus}, s.SKU, s.OnHand, s.BuyerLimit)
+		if err != nil && !errors.Is(err, errLost) {
+			unknown = err
+			_, err := tx.ExecContext(ctx, `UPDATE inventory_journal_generation SET gen = gen + 1 WHERE name = 'gen'`)
 			return err
 		}
-		reply, err := d.run(ctx, d.b.g.setStock, gen, []string{d.b.stockKey(s.SKU), d.b.skus}, s.SKU, s.OnHand, s.BuyerLimit)
 		if err != nil {
 			return err
 		}
 		res2, _ := reply.([]any)
-		out, err = setStockReply(s, res2)
+		if out, err = setStockReply(s, res2); err != nil {
+			return err
+		}
+		query := `UPDATE inventory_journal_stock SET base = ?, buyer_limit = ? WHERE sku = ?`
+		if !known {
+			query = `INSERT INTO inventory_journal_stock (base, buyer_limit, sku) VALUES (?, ?, ?)`
+		}
+		_, err = tx.ExecContext(ctx, query, s.OnHand+committed, s.BuyerLimit, s.SKU)
 		return err
 	})
+	if unknown != nil {
+		// Whether the bump committed or not (a failure of the journal too), Redis is
+		// rebuilt from the journal.
+		return inventory.Stock{}, d.lost(unknown)
+	}
 	return out, err
 }
 
