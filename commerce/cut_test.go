@@ -158,7 +158,54 @@ func topUpRetry(e *commercetest.Env, link *testenv.Link) (call, func(t *testing.
 	return call, recover
 }
 
-// topUpRequest is the top-up of topUpRetry's case name.
+// TestTopUpCut: a new top-up, its database connection cut at each statement of the call in
+// turn — its recording transaction (the top-up's INSERT, the read of the user's ledger
+// balance that refuses a top-up past ledger.MaxBalance, the payment's request, COMMIT),
+// the payment's attempt, the transaction charging the points and completing it. Then, the
+// client retrying with its key (alone, after the payment reconciler and Recover, or late,
+// past the order expiry, the reconciler having sent a recorded payment meanwhile), the
+// top-up is COMPLETED once: its first payment approved and charged once at the PG, no
+// other attempt made, the points exactly the amount, the retry again answering it as it
+// is, and the audit clean (the charge and the event it implies and no other, the ledger
+// summing to zero).
+func TestTopUpCut(t *testing.T) {
+	e, link := commercetest.MySQLLinked(t)
+	call, recover := freshTopUp(e, link)
+	cutSweep(t, link, call, recover)
+}
+
+// freshTopUp is the case of TestTopUpCut: its call and its recovery.
+func freshTopUp(e *commercetest.Env, link *testenv.Link) (call, func(t *testing.T, name, mode string)) {
+	call := func(t *testing.T, name string, arm func()) ([]string, []string, error) {
+		arm()
+		tu, err := e.Service.TopUp(ctx, topUpRequest(name))
+		cut, seen := link.Disarm()
+		if err == nil {
+			assert.Equal(t, testkit.Must(e.Service.GetTopUp(ctx, tu.ID, commerce.Actor{Admin: true}))(t), tu, "answered as it is")
+		}
+		return cut, seen, err
+	}
+	recover := func(t *testing.T, name, mode string) {
+		req := topUpRequest(name)
+		settleAs(t, e, mode)
+		tu, err := e.Service.TopUp(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.TopUpCompleted, tu.Status)
+		assert.Equal(t, "pay-"+tu.ID, tu.PaymentID, "its first payment")
+		assert.Equal(t, payment.StateApproved, paymentOf(t, e, tu.PaymentID).State)
+		assert.Equal(t, 1, e.PG.Charges(tu.PaymentID), "charged once")
+		_, err = e.Payments.Get(ctx, tu.PaymentID+"-2")
+		assert.ErrorIs(t, err, payment.ErrPaymentNotFound, "no second attempt")
+		assert.Equal(t, ledger.Balance{Available: req.Amount, Total: req.Amount}, balance(t, e, req.UserID))
+		again, err := e.Service.TopUp(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, tu, again)
+		e.RequireClean(t)
+	}
+	return call, recover
+}
+
+// topUpRequest is the top-up of topUpRetry's and freshTopUp's case name.
 func topUpRequest(name string) commerce.TopUpRequest {
 	return commerce.TopUpRequest{UserID: "u-" + name, Amount: 30_000, Method: payment.MethodCard, Token: "tok_ok", IdempotencyKey: "k-" + name}
 }
