@@ -2,6 +2,7 @@ package redisinventory_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -75,5 +76,85 @@ func TestDurableAdjustCut(t *testing.T) {
 	require.NoError(t, err)
 	for _, sku := range skus {
 		wantStock(t, inv, sku, maxOnHand, maxOnHand, 3)
+	}
+}
+
+// TestDurableSetStockCut cuts the MySQL connection of a SetStock that raises the stock,
+// before and after each of its statements: its Redis step runs inside the transaction, so
+// a cut after it (the journal's row, COMMIT) leaves Redis holding a count the journal may
+// not have. Right after the cut another Durable (another server) reserves 20 units, which
+// only the new count has: granted only if the setting committed (a rebuild from the
+// journal then finds them taken), refused otherwise (Redis fails closed until it is
+// rebuilt). The retry then sets the stock, and a last rebuild finds exactly what Redis
+// answered.
+func TestDurableSetStockCut(t *testing.T) {
+	ctx := context.Background()
+	db, linked, link := testenv.LinkedMySQL(t)
+	rdb := testenv.Redis(t)
+	require.NoError(t, redisinventory.CreateJournal(ctx, db))
+	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
+	_, err := d.Heal(ctx)
+	require.NoError(t, err)
+	inv := testkit.Must(inventory.New(d))(t)
+	cutD := testkit.Must(redisinventory.NewDurable(rdb, linked))(t)
+	cutInv := testkit.Must(inventory.New(cutD))(t)
+	raise := func(sku string) inventory.StockSetting {
+		t.Helper()
+		setStock(t, inv, sku, 10, 0)
+		_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "live-" + sku, Lines: line(sku, 3), TTL: time.Hour})
+		require.NoError(t, err)
+		return inventory.StockSetting{SKU: sku, OnHand: 30}
+	}
+	heal := func(t *testing.T) {
+		t.Helper()
+		for _, d := range []*redisinventory.Durable{d, cutD} {
+			_, err := d.Heal(ctx)
+			require.NoError(t, err)
+		}
+	}
+
+	link.Arm(nil, false)
+	_, err = cutInv.SetStock(ctx, raise("clean"))
+	_, statements := link.Disarm()
+	require.NoError(t, err)
+	want := map[string]int64{"clean": 27} // available
+	for _, p := range testenv.CutPoints(statements, nil) {
+		sku := fmt.Sprintf("cut-%t-%d", p.After, p.N)
+		t.Run(p.String(), func(t *testing.T) {
+			s := raise(sku)
+			link.Arm(p.Match(), p.After)
+			_, err := cutInv.SetStock(ctx, s)
+			cut, _ := link.Disarm()
+			require.Len(t, cut, 1)
+			if err != nil {
+				require.ErrorIs(t, err, errcode.ErrUnavailable, "cut at %q", cut[0])
+			}
+			want[sku] = 27
+			_, rerr := inv.Reserve(ctx, inventory.ReserveRequest{ID: "big-" + sku, Lines: line(sku, 20), TTL: time.Hour})
+			if rerr == nil {
+				want[sku] = 7
+			} else if !errors.Is(rerr, errcode.ErrUnavailable) {
+				require.ErrorIs(t, rerr, inventory.ErrInsufficientStock, "cut at %q", cut[0])
+			}
+			// The journal, rebuilt into Redis, has the units the reservation took.
+			_, err = d.Rebuild(ctx)
+			require.NoError(t, err)
+			st, err := inv.Stock(ctx, sku)
+			require.NoError(t, err)
+			if rerr == nil {
+				require.Equal(t, [2]int64{30, 7}, [2]int64{st.OnHand, st.Available}, "20 units granted: cut at %q", cut[0])
+			} else {
+				require.Contains(t, [][2]int64{{10, 7}, {30, 27}}, [2]int64{st.OnHand, st.Available}, "cut at %q", cut[0])
+			}
+			heal(t)
+			_, err = inv.SetStock(ctx, s)
+			require.NoError(t, err, "the retry")
+			wantStock(t, inv, sku, 30, want[sku], 0)
+		})
+	}
+	_, err = d.Rebuild(ctx)
+	require.NoError(t, err)
+	for sku, available := range want {
+		wantStock(t, inv, sku, 30, available, 0)
 	}
 }

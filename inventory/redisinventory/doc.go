@@ -72,8 +72,10 @@
 // positive Adjust) changes Redis after the commit, so the journal, not Redis, refuses a
 // positive Adjust that would take the on-hand count past inventory.MaxOnHand. SetStock,
 // which may do either, changes Redis inside its transaction, under the generation's
-// exclusive lock; when Redis's answer is lost it commits a bump of the generation instead
-// of the setting, so that Redis fails closed until it is rebuilt (TestDurableRedisStepCut).
+// exclusive lock, and moves the generation with it, in the journal and (its script) in
+// Redis's marker: a setting that does not commit leaves the marker ahead of the journal,
+// so Redis fails closed from the moment the script ran until it is rebuilt
+// (TestDurableSetStockCut, TestDurableRedisStepCut).
 // A half left undone is conservative — units held in Redis that the journal freed, or a Redis
 // reservation whose SQL transaction rolled back — and heals: the reservation's deadline
 // (the sweep settles Redis reservations the journal does not hold live), a replay of the

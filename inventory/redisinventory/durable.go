@@ -612,25 +612,29 @@ func (d *Durable) scan(ctx context.Context, db bun.IDB, query string, args ...an
 // SetStock sets the on-hand count in the journal and in Redis under the generation's
 // exclusive lock: it waits for the writers in flight and holds new ones back for the few
 // milliseconds it takes, so the journal's sold and reserved counts it reads are exact.
-// Redis's step runs before the journal's row is written. When it fails without a clear
-// answer (the connection broke or timed out: the script may have run, its answer lost),
-// Redis may hold a count the journal does not, more units than it has: the transaction
-// then commits a bump of the generation instead of the setting, so that every writer
-// fails closed on Redis until it is rebuilt from the journal, and the call asks for that
-// rebuild (an error matching errcode.ErrUnavailable, with DependencyRebuilding's
-// Retry-After); the setting is not recorded, and the caller's retry sets it.
+//
+// Redis's step runs inside the transaction and may free units, so a transaction that
+// does not commit after it must leave Redis failing closed: the transaction moves the
+// journal's generation to the next one, and the script, once it has set the stock, moves
+// Redis's marker to that one too. Committed, the two agree again. Not committed (the
+// journal's row or COMMIT failed, the script's answer was lost, the caller gave up), the
+// marker is ahead of the journal and every writer, in every process, fails closed on Redis
+// from the moment the script ran, with no further write needed, until Redis is rebuilt
+// from the journal. The call then asks for that rebuild: an error matching
+// errcode.ErrUnavailable, with DependencyRebuilding's Retry-After; the setting may or may
+// not be recorded, and the caller's retry sets it (TestDurableSetStockCut,
+// TestDurableRedisStepCut).
 func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inventory.Stock, error) {
 	var (
-		out     inventory.Stock
-		unknown error // the Redis step's failure whose outcome is not known
+		out  inventory.Stock
+		next int64 // the generation committed with the setting
+		ran  bool  // a script may have run, in any attempt: Redis may hold the setting
 	)
 	err := d.inTx(ctx, "set stock", func(ctx context.Context, tx bun.Tx) error {
-		unknown = nil
-		if _, err := tx.ExecContext(ctx, `UPDATE inventory_journal_generation SET gen = gen WHERE name = 'gen'`); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE inventory_journal_generation SET gen = gen + 1 WHERE name = 'gen'`); err != nil {
 			return err
 		}
-		gen, err := d.hold(ctx, tx)
-		if err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'gen'`).Scan(&next); err != nil {
 			return err
 		}
 		// Redis checks the on-hand count against what is reserved (the journal's live
@@ -644,17 +648,15 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 		if err != nil {
 			return err
 		}
-		reply, err := d.run(ctx, d.b.g.setStock, gen, []string{d.b.stockKey(s.SKU), d.b.skus}, s.SKU, s.OnHand, s.BuyerLimit)
-		if err != nil && !errors.Is(err, errLost) {
-			unknown = err
-			_, err := tx.ExecContext(ctx, `UPDATE inventory_journal_generation SET gen = gen + 1 WHERE name = 'gen'`)
-			return err
-		}
+		ran = true
+		reply, err := d.run(ctx, d.b.g.setStock, strconv.FormatInt(next-1, 10), []string{d.b.stockKey(s.SKU), d.b.skus},
+			s.SKU, s.OnHand, s.BuyerLimit, next)
 		if err != nil {
 			return err
 		}
-		res2, _ := reply.([]any)
-		if out, err = setStockReply(s, res2); err != nil {
+		res, _ := reply.([]any)
+		if out, err = setStockReply(s, res); err != nil {
+			ran = false // refused: Redis is unchanged
 			return err
 		}
 		query := `UPDATE inventory_journal_stock SET base = ?, buyer_limit = ? WHERE sku = ?`
@@ -664,12 +666,14 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 		_, err = tx.ExecContext(ctx, query, s.OnHand+committed, s.BuyerLimit, s.SKU)
 		return err
 	})
-	if unknown != nil {
-		// Whether the bump committed or not (a failure of the journal too), Redis is
-		// rebuilt from the journal.
-		return inventory.Stock{}, d.lost(unknown)
+	switch {
+	case err != nil && ran:
+		return inventory.Stock{}, d.lost(err)
+	case err != nil:
+		return inventory.Stock{}, err
 	}
-	return out, err
+	d.gen.Store(next) // after the commit: Stocks trusts a marker equal to it
+	return out, nil
 }
 
 // Adjust records the adjustment in the journal (once per ID, for ever) and applies it in

@@ -291,7 +291,14 @@ var stockFields = []string{"onhand", "available", "sold", "limit"}
 // setStockLua creates a SKU or sets its on-hand count and limit.
 // KEYS[1] stock, KEYS[2] SKU set. ARGV[1] sku, ARGV[2] on hand, ARGV[3] limit.
 // Returns {1, onhand, available, sold, limit} or {-3, onhand, available}.
-const setStockLua = `
+const setStockLua = setStockApplyLua + setStockAnswerLua
+
+// setStockGuardedLua is setStockLua that, once it has set the stock, moves the
+// generation marker to ARGV[4], the generation the caller's transaction commits with the
+// setting (see Durable.SetStock). It follows guardLua, which names the marker.
+const setStockGuardedLua = setStockApplyLua + "redis.call('SET', marker, ARGV[4])\n" + setStockAnswerLua
+
+const setStockApplyLua = `
 local s = redis.call('HMGET', KEYS[1], 'onhand', 'available')
 if not s[1] then
   redis.call('HSET', KEYS[1], 'onhand', ARGV[2], 'available', ARGV[2], 'sold', 0, 'limit', ARGV[3], 'synced', 0)
@@ -301,7 +308,9 @@ else
   if tonumber(ARGV[2]) < reserved then return {-3, s[1], s[2]} end
   redis.call('HSET', KEYS[1], 'onhand', ARGV[2], 'available', string.format('%d', tonumber(ARGV[2]) - reserved), 'limit', ARGV[3])
 end
-local v = redis.call('HMGET', KEYS[1], 'onhand', 'available', 'sold', 'limit')
+`
+
+const setStockAnswerLua = `local v = redis.call('HMGET', KEYS[1], 'onhand', 'available', 'sold', 'limit')
 return {1, v[1], v[2], v[3], v[4]}
 `
 
@@ -408,7 +417,7 @@ func newGuardedScripts() guardedScripts {
 	return guardedScripts{
 		reserveMany: guarded(reserveManyOf(reserveFreshLua)),
 		settleMany:  guarded(settleManyLua),
-		setStock:    guarded(setStockLua),
+		setStock:    guarded(setStockGuardedLua),
 		adjust:      guarded(adjustLua),
 	}
 }
