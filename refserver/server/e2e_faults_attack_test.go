@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"database/sql"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -470,7 +469,7 @@ func newLossyLink(t *testing.T, target string) *lossyLink {
 
 // newLossyRedisLink is newLossyLink for Redis.
 func newLossyRedisLink(t *testing.T, target string) *lossyLink {
-	return newLink(t, target, redisCommand)
+	return newLink(t, target, testenv.RedisCommand)
 }
 
 // newLink starts a lossyLink to target, which reads the statements the server sends with
@@ -530,41 +529,6 @@ func (l *lossyLink) lose(query string, triggered *bool) bool {
 	}
 	l.lost = append(l.lost, query)
 	return true
-}
-
-// redisCommand reads a Redis command (RESP: an array of bulk strings) and returns its
-// words joined by spaces.
-func redisCommand(r *bufio.Reader) ([]byte, string, error) {
-	line, err := r.ReadBytes('\n')
-	if err != nil {
-		return nil, "", err
-	}
-	raw := line
-	if line[0] != '*' { // an inline command
-		return raw, strings.TrimSpace(string(line)), nil
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(line[1:])))
-	if err != nil {
-		return nil, "", err
-	}
-	words := make([]string, 0, n)
-	for range n {
-		hdr, err := r.ReadBytes('\n')
-		if err != nil || len(hdr) < 3 || hdr[0] != '$' {
-			return nil, "", fmt.Errorf("not a bulk string: %q (%v)", hdr, err)
-		}
-		size, err := strconv.Atoi(strings.TrimSpace(string(hdr[1:])))
-		if err != nil {
-			return nil, "", err
-		}
-		word := make([]byte, size+2)
-		if _, err := io.ReadFull(r, word); err != nil {
-			return nil, "", err
-		}
-		raw = append(append(raw, hdr...), word...)
-		words = append(words, string(word[:size]))
-	}
-	return raw, strings.Join(words, " "), nil
 }
 
 // lossyEnv is newAttackEnv with its MySQL behind a lossyLink.
