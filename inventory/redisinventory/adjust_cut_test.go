@@ -158,3 +158,45 @@ func TestDurableSetStockCut(t *testing.T) {
 		wantStock(t, inv, sku, 30, available, 0)
 	}
 }
+
+// TestDurableRebuildAfterAnUncommittedSetStock: a SetStock that did not commit after its
+// script left Redis's marker one generation ahead of the journal, which is the generation
+// the next rebuild commits. A rebuild that then fails between that commit and its rewrite
+// of Redis (its connection cut at its first read of the journal) must not leave the old
+// marker passing for the new generation: the setting that never committed would be sold.
+func TestDurableRebuildAfterAnUncommittedSetStock(t *testing.T) {
+	ctx := context.Background()
+	db, linked, link := testenv.LinkedMySQL(t)
+	rdb := testenv.Redis(t)
+	require.NoError(t, redisinventory.CreateJournal(ctx, db))
+	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
+	_, err := d.Heal(ctx)
+	require.NoError(t, err)
+	inv := testkit.Must(inventory.New(d))(t)
+	cutD := testkit.Must(redisinventory.NewDurable(rdb, linked))(t)
+	cutInv := testkit.Must(inventory.New(cutD))(t)
+
+	setStock(t, inv, "sku", 10, 0)
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "live", Lines: line("sku", 3), TTL: time.Hour})
+	require.NoError(t, err)
+	link.Arm(func(q string) bool { return strings.HasPrefix(q, "UPDATE inventory_journal_stock") }, false)
+	_, err = cutInv.SetStock(ctx, inventory.StockSetting{SKU: "sku", OnHand: 30})
+	cut, _ := link.Disarm()
+	require.Len(t, cut, 1)
+	requireRebuilding(t, err)
+	journal, marker, err := d.Generation(ctx)
+	require.NoError(t, err)
+	require.Equal(t, journal+1, marker, "the script ran: the marker is ahead")
+
+	link.Arm(func(q string) bool { return strings.HasPrefix(q, "SELECT sku, base, buyer_limit FROM inventory_journal_stock") }, false)
+	_, err = cutD.Rebuild(ctx)
+	cut, _ = link.Disarm()
+	require.Len(t, cut, 1)
+	require.Error(t, err)
+
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "big", Lines: line("sku", 20), TTL: time.Hour})
+	require.ErrorIs(t, err, errcode.ErrUnavailable, "20 units only the uncommitted setting had")
+	_, err = d.Heal(ctx)
+	require.NoError(t, err)
+	wantStock(t, inv, "sku", 10, 7, 0)
+}

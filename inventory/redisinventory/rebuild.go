@@ -179,6 +179,13 @@ type usage struct{ sku, buyer string }
 func (d *Durable) rebuild(ctx context.Context) (RebuildReport, error) {
 	start := time.Now()
 	var rep RebuildReport
+	// Redis fails closed before the generation moves: a marker that a SetStock which did
+	// not commit left one ahead of the journal holds the very generation the bump below
+	// commits, and must not pass for it while (or, should this rebuild fail, after) Redis
+	// is rewritten.
+	if err := d.dropMarker(ctx); err != nil {
+		return rep, err
+	}
 	err := sqlutil.InTx(ctx, d.db, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE inventory_journal_generation SET gen = gen + 1 WHERE name = 'gen'`); err != nil {
 			return err
@@ -315,14 +322,25 @@ func (d *Durable) sameServer(ctx context.Context) error {
 	return nil
 }
 
-// wipe deletes every key of the inventory (its hash tag), the generation marker first.
-func (d *Durable) wipe(ctx context.Context) error {
+// dropMarker deletes the generation marker: every guarded script fails closed until a
+// rebuild writes it again.
+func (d *Durable) dropMarker(ctx context.Context) error {
 	c, err := d.node(ctx)
 	if err != nil {
 		return err
 	}
 	if err := c.Del(ctx, d.marker).Err(); err != nil {
 		return fmt.Errorf("redisinventory: rebuild: %w", redisErr(ctx, err))
+	}
+	return nil
+}
+
+// wipe deletes every key of the inventory (its hash tag); the rebuild has dropped the
+// generation marker already.
+func (d *Durable) wipe(ctx context.Context) error {
+	c, err := d.node(ctx)
+	if err != nil {
+		return err
 	}
 	iter := c.Scan(ctx, 0, escapeGlob(d.b.prefix)+"*", 1000).Iterator()
 	var batch []string
