@@ -188,7 +188,9 @@ func TestDurableRebuildAfterAnUncommittedSetStock(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, journal+1, marker, "the script ran: the marker is ahead")
 
-	link.Arm(func(q string) bool { return strings.HasPrefix(q, "SELECT sku, base, buyer_limit FROM inventory_journal_stock") }, false)
+	link.Arm(func(q string) bool {
+		return strings.HasPrefix(q, "SELECT sku, base, buyer_limit FROM inventory_journal_stock")
+	}, false)
 	_, err = cutD.Rebuild(ctx)
 	cut, _ = link.Disarm()
 	require.Len(t, cut, 1)
