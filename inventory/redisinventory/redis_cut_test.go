@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
@@ -166,4 +167,92 @@ func requireStock(t *testing.T, inv *inventory.Inventory, db *bun.DB, sku string
 	require.NoError(t, db.QueryRowContext(ctx, `SELECT COUNT(*) FROM inventory_journal_adjustments WHERE sku = ?`, sku).Scan(&adjustments))
 	assert.Equal(t, want, [5]int64{st.OnHand, st.Available, st.Sold, base, adjustments},
 		"%s: on hand, available, sold in Redis; base, adjustments in the journal", sku)
+}
+
+// TestDurableReservationRedisCut: Reserve's and Commit's scripts take units inside the
+// journal's transaction, Release's and Return's free them after its commit; each has its
+// Redis connection cut before the script reaches Redis and once Redis answered it. The
+// first answer is a success or a 503 (never a domain error the state does not warrant);
+// the caller's retry succeeds, and the SKU then holds exactly what a clean run of the
+// same calls leaves, in Redis and (after a last rebuild from it) in the journal.
+func TestDurableReservationRedisCut(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.MySQL(t)
+	rdb, linked, link := testenv.LinkedRedis(t)
+	require.NoError(t, redisinventory.CreateJournal(ctx, db))
+	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
+	_, err := d.Heal(ctx)
+	require.NoError(t, err)
+	inv := testkit.Must(inventory.New(d))(t)
+	cutD := testkit.Must(redisinventory.NewDurable(linked, db))(t)
+	cutInv := testkit.Must(inventory.New(cutD))(t)
+
+	reserve := func(inv *inventory.Inventory, sku string) error {
+		_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "r-" + sku, Lines: line(sku, 3), TTL: time.Hour})
+		return err
+	}
+	type op struct {
+		name   string
+		before []func(inv *inventory.Inventory, sku string) error // uncut
+		run    func(inv *inventory.Inventory, sku string) error
+	}
+	commit := func(inv *inventory.Inventory, sku string) error { return inv.Commit(ctx, "r-"+sku) }
+	ops := []op{
+		{name: "reserve", run: reserve},
+		{name: "commit", before: []func(*inventory.Inventory, string) error{reserve}, run: commit},
+		{name: "release", before: []func(*inventory.Inventory, string) error{reserve},
+			run: func(inv *inventory.Inventory, sku string) error { return inv.Release(ctx, "r-"+sku) }},
+		{name: "return", before: []func(*inventory.Inventory, string) error{reserve, commit},
+			run: func(inv *inventory.Inventory, sku string) error { return inv.Return(ctx, "r-"+sku) }},
+	}
+	want := map[string][3]int64{}
+	stockOf := func(t *testing.T, sku string) [3]int64 {
+		t.Helper()
+		st, err := inv.Stock(ctx, sku)
+		require.NoError(t, err)
+		return [3]int64{st.OnHand, st.Available, st.Sold}
+	}
+	for _, o := range ops {
+		prepare := func(t *testing.T, sku string) {
+			t.Helper()
+			setStock(t, inv, sku, 10, 0)
+			for _, f := range o.before {
+				require.NoError(t, f(inv, sku))
+			}
+		}
+		clean := o.name + "-clean"
+		prepare(t, clean)
+		require.NoError(t, o.run(cutInv, clean))
+		done := stockOf(t, clean)
+		want[clean] = done
+		for _, after := range []bool{false, true} {
+			sku := o.name + map[bool]string{false: "-before", true: "-after"}[after]
+			t.Run(sku, func(t *testing.T) {
+				prepare(t, sku)
+				link.Arm(func(q string) bool {
+					q = strings.ToLower(q)
+					return strings.HasPrefix(q, "evalsha ") && strings.Contains(q, " {inventory}:res:r-"+strings.ToLower(sku)+" ")
+				}, after)
+				err := o.run(cutInv, sku)
+				cut, _ := link.Disarm()
+				require.Len(t, cut, 1)
+				if err != nil {
+					require.ErrorIs(t, err, errcode.ErrUnavailable, "cut at %q", cut[0])
+				}
+				if err := o.run(inv, sku); err != nil { // the retry, after a heal if one was asked for
+					require.ErrorIs(t, err, errcode.ErrUnavailable)
+					_, herr := d.Heal(ctx)
+					require.NoError(t, herr)
+					require.NoError(t, o.run(inv, sku), "the retry")
+				}
+				assert.Equal(t, done, stockOf(t, sku), "on hand, available, sold")
+				want[sku] = done
+			})
+		}
+	}
+	_, err = d.Rebuild(ctx)
+	require.NoError(t, err)
+	for sku, w := range want {
+		assert.Equal(t, w, stockOf(t, sku), "%s after a rebuild from the journal", sku)
+	}
 }
