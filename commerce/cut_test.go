@@ -120,12 +120,7 @@ func topUpRetry(e *commercetest.Env, link *testenv.Link) (call, func(t *testing.
 		e.PG.SetFault(pgsim.FaultNone)
 		requireUnreached(t, err)
 		arm()
-		tu, err := e.Service.TopUp(ctx, req)
-		cut, seen := link.Disarm()
-		if err == nil {
-			assert.Equal(t, testkit.Must(e.Service.GetTopUp(ctx, tu.ID, commerce.Actor{Admin: true}))(t), tu, "answered as it is")
-		}
-		return cut, seen, err
+		return topUpCut(t, e, link, req)
 	}
 	recover := func(t *testing.T, name, mode string) {
 		req := topUpRequest(name)
@@ -174,16 +169,23 @@ func TestTopUpCut(t *testing.T) {
 	cutSweep(t, link, call, recover)
 }
 
+// topUpCut makes the top-up req through the armed link and disarms it, returning what was
+// cut and seen; a top-up answered must be answered as it is on record.
+func topUpCut(t *testing.T, e *commercetest.Env, link *testenv.Link, req commerce.TopUpRequest) (cut, seen []string, err error) {
+	t.Helper()
+	tu, err := e.Service.TopUp(ctx, req)
+	cut, seen = link.Disarm()
+	if err == nil {
+		assert.Equal(t, testkit.Must(e.Service.GetTopUp(ctx, tu.ID, commerce.Actor{Admin: true}))(t), tu, "answered as it is")
+	}
+	return cut, seen, err
+}
+
 // freshTopUp is the case of TestTopUpCut: its call and its recovery.
 func freshTopUp(e *commercetest.Env, link *testenv.Link) (call, func(t *testing.T, name, mode string)) {
 	call := func(t *testing.T, name string, arm func()) ([]string, []string, error) {
 		arm()
-		tu, err := e.Service.TopUp(ctx, topUpRequest(name))
-		cut, seen := link.Disarm()
-		if err == nil {
-			assert.Equal(t, testkit.Must(e.Service.GetTopUp(ctx, tu.ID, commerce.Actor{Admin: true}))(t), tu, "answered as it is")
-		}
-		return cut, seen, err
+		return topUpCut(t, e, link, topUpRequest(name))
 	}
 	recover := func(t *testing.T, name, mode string) {
 		req := topUpRequest(name)

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testenv"
@@ -26,13 +28,7 @@ func TestDurableAdjustCut(t *testing.T) {
 	ctx := context.Background()
 	db, linked, link := testenv.LinkedMySQL(t)
 	rdb := testenv.Redis(t)
-	require.NoError(t, redisinventory.CreateJournal(ctx, db))
-	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
-	_, err := d.Heal(ctx)
-	require.NoError(t, err)
-	inv := testkit.Must(inventory.New(d))(t)
-	cutD := testkit.Must(redisinventory.NewDurable(rdb, linked))(t)
-	cutInv := testkit.Must(inventory.New(cutD))(t)
+	d, inv, cutD, cutInv := durables(t, rdb, db, rdb, linked)
 	const maxOnHand = int64(inventory.MaxOnHand)
 	prepare := func(sku string) inventory.Adjustment {
 		t.Helper()
@@ -45,7 +41,7 @@ func TestDurableAdjustCut(t *testing.T) {
 
 	a := prepare("clean")
 	link.Arm(nil, false)
-	_, err = cutInv.Adjust(ctx, a)
+	_, err := cutInv.Adjust(ctx, a)
 	_, statements := link.Disarm()
 	require.NoError(t, err)
 	require.Contains(t, strings.Join(statements, "\n"), "SUM(l.qty)", "the check needed the sold units")
@@ -91,13 +87,7 @@ func TestDurableSetStockCut(t *testing.T) {
 	ctx := context.Background()
 	db, linked, link := testenv.LinkedMySQL(t)
 	rdb := testenv.Redis(t)
-	require.NoError(t, redisinventory.CreateJournal(ctx, db))
-	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
-	_, err := d.Heal(ctx)
-	require.NoError(t, err)
-	inv := testkit.Must(inventory.New(d))(t)
-	cutD := testkit.Must(redisinventory.NewDurable(rdb, linked))(t)
-	cutInv := testkit.Must(inventory.New(cutD))(t)
+	d, inv, cutD, cutInv := durables(t, rdb, db, rdb, linked)
 	raise := func(sku string) inventory.StockSetting {
 		t.Helper()
 		setStock(t, inv, sku, 10, 0)
@@ -114,7 +104,7 @@ func TestDurableSetStockCut(t *testing.T) {
 	}
 
 	link.Arm(nil, false)
-	_, err = cutInv.SetStock(ctx, raise("clean"))
+	_, err := cutInv.SetStock(ctx, raise("clean"))
 	_, statements := link.Disarm()
 	require.NoError(t, err)
 	want := map[string]int64{"clean": 27} // available
@@ -168,16 +158,10 @@ func TestDurableRebuildAfterAnUncommittedSetStock(t *testing.T) {
 	ctx := context.Background()
 	db, linked, link := testenv.LinkedMySQL(t)
 	rdb := testenv.Redis(t)
-	require.NoError(t, redisinventory.CreateJournal(ctx, db))
-	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
-	_, err := d.Heal(ctx)
-	require.NoError(t, err)
-	inv := testkit.Must(inventory.New(d))(t)
-	cutD := testkit.Must(redisinventory.NewDurable(rdb, linked))(t)
-	cutInv := testkit.Must(inventory.New(cutD))(t)
+	d, inv, cutD, cutInv := durables(t, rdb, db, rdb, linked)
 
 	setStock(t, inv, "sku", 10, 0)
-	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "live", Lines: line("sku", 3), TTL: time.Hour})
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "live", Lines: line("sku", 3), TTL: time.Hour})
 	require.NoError(t, err)
 	link.Arm(func(q string) bool { return strings.HasPrefix(q, "UPDATE inventory_journal_stock") }, false)
 	_, err = cutInv.SetStock(ctx, inventory.StockSetting{SKU: "sku", OnHand: 30})
@@ -201,4 +185,19 @@ func TestDurableRebuildAfterAnUncommittedSetStock(t *testing.T) {
 	_, err = d.Heal(ctx)
 	require.NoError(t, err)
 	wantStock(t, inv, "sku", 10, 7, 0)
+}
+
+// durables builds the journal in db and returns one inventory's journal and Redis seen by
+// two Durables, as by two servers: d on rdb and db, healed (Redis holds the journal's
+// generation), and cutD on cutRDB and cutDB, one of them through a Link.
+func durables(t *testing.T, rdb redis.UniversalClient, db *bun.DB, cutRDB redis.UniversalClient, cutDB *bun.DB) (
+	d *redisinventory.Durable, inv *inventory.Inventory, cutD *redisinventory.Durable, cutInv *inventory.Inventory) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, redisinventory.CreateJournal(ctx, db))
+	d = testkit.Must(redisinventory.NewDurable(rdb, db))(t)
+	_, err := d.Heal(ctx)
+	require.NoError(t, err)
+	cutD = testkit.Must(redisinventory.NewDurable(cutRDB, cutDB))(t)
+	return d, testkit.Must(inventory.New(d))(t), cutD, testkit.Must(inventory.New(cutD))(t)
 }

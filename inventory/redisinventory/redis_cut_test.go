@@ -12,9 +12,7 @@ import (
 
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testenv"
-	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
-	"github.com/commercekit/commercekit/inventory/redisinventory"
 )
 
 // TestDurableRedisStepCut: the Redis step of a positive Adjust (its script, run after the
@@ -30,16 +28,10 @@ func TestDurableRedisStepCut(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.MySQL(t)
 	rdb, linked, link := testenv.LinkedRedis(t)
-	require.NoError(t, redisinventory.CreateJournal(ctx, db))
-	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
-	_, err := d.Heal(ctx)
-	require.NoError(t, err)
-	inv := testkit.Must(inventory.New(d))(t)
-	cutD := testkit.Must(redisinventory.NewDurable(linked, db))(t)
+	d, inv, cutD, cutInv := durables(t, rdb, db, linked, db)
 	healed, err := cutD.Heal(ctx)
 	require.NoError(t, err)
 	require.False(t, healed, "Redis holds the journal's generation")
-	cutInv := testkit.Must(inventory.New(cutD))(t)
 
 	// prepare gives sku 10 on hand, 3 of them sold and 2 reserved: on hand 7, available 5.
 	prepare := func(sku string) {
@@ -179,13 +171,7 @@ func TestDurableReservationRedisCut(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.MySQL(t)
 	rdb, linked, link := testenv.LinkedRedis(t)
-	require.NoError(t, redisinventory.CreateJournal(ctx, db))
-	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
-	_, err := d.Heal(ctx)
-	require.NoError(t, err)
-	inv := testkit.Must(inventory.New(d))(t)
-	cutD := testkit.Must(redisinventory.NewDurable(linked, db))(t)
-	cutInv := testkit.Must(inventory.New(cutD))(t)
+	d, inv, _, cutInv := durables(t, rdb, db, linked, db)
 
 	reserve := func(inv *inventory.Inventory, sku string) error {
 		_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "r-" + sku, Lines: line(sku, 3), TTL: time.Hour})
@@ -250,7 +236,7 @@ func TestDurableReservationRedisCut(t *testing.T) {
 			})
 		}
 	}
-	_, err = d.Rebuild(ctx)
+	_, err := d.Rebuild(ctx)
 	require.NoError(t, err)
 	for sku, w := range want {
 		assert.Equal(t, w, stockOf(t, sku), "%s after a rebuild from the journal", sku)
