@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: every figure of issue 16 beside its reference, measured in one sitting on this
 # machine's loopback, with the ratio and the target. Keep the machine quiet while it runs
-# (about 9 minutes).
+# (about 10 minutes).
 #
 # The references come from the tools shipped beside the checkout (../shared/tools, or
 # $COMMERCEKIT_SHARED/tools): raw-limits/run.sh installs and starts Debian's redis-server and
@@ -108,6 +108,8 @@ for i in $(seq 1 "$rounds"); do
   say "flash sale $i/$rounds, embedded default (same sale)"
   go run ./examples/flashsale -buyers 3000 -units 3000 -c 200 | tee "$work/embedded.$i.txt" >&2
 done
+say "the raw spread transaction grouped and pipelined (internal/rawshapes, ${secs}s per shape)"
+go run ./internal/rawshapes -dsn 'root@unix(/run/mysqld/mysqld.sock)/rawlimits' -d "${secs}s" | tee "$work/shapes.txt" >&2
 sale() { # file -> "checkouts/s place-p99 pay-p99"
   printf '%s %s %s\n' "$(grep -oE '[0-9]+ checkouts/s' "$1" | grep -oE '^[0-9]+')" \
     "$(awk '/place order/ {print $5}' "$1")" "$(awk '/^  pay / {print $4}' "$1")"
@@ -145,3 +147,5 @@ echo "every round (the table shows medians): redis-benchmark $(rates redis_raw),
 echo "  raw hot-row tx $(rates sql_hot), group commit $(rates sql_ours); raw spread tx $(rates sql_spread)"
 echo "multiples of the raw rate measured from Go in the same benchmark run (x-raw):"
 grep -hE 'BenchmarkHotSKU/(redis|durable|grouped)' "$work"/redis.*.txt "$work"/sqlhot.*.txt | sed 's/^/  /'
+echo "what fewer round trips would gain on the raw spread transaction (the checkout needs about 3x more):"
+sed 's/^/  /' "$work/shapes.txt"
