@@ -2,10 +2,13 @@ package server_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -190,4 +193,65 @@ func TestTokenIDsAreChecked(t *testing.T) {
 			expectProblem(t, a.call("GET", "/v1/points", tok, "", nil), http.StatusUnauthorized, "token_revoked")
 		})
 	}
+}
+
+// lockedBuffer is a log destination safe for the server's goroutines and the test.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the JSON log lines written so far, decoded.
+func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, l := range bytes.Split(b.buf.Bytes(), []byte("\n")) {
+		if len(l) == 0 {
+			continue
+		}
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(l, &m), "%s", l)
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestReadyzDisclosesNoInternals: /readyz is public (a load balancer polls it without a
+// token), so it says of a backend that is down only that it is down. The error itself —
+// the backend's address, the PG's URL and path, a driver's message — is for the operator:
+// it goes to the log, as every 5xx problem's cause does (problemFor), never to an
+// anonymous caller. It was answered as it came: "dial tcp 127.0.0.1:1: connect:
+// connection refused", `Get "http://127.0.0.1:2/internal-pg/v1/payments/readyz-probe"`.
+func TestReadyzDisclosesNoInternals(t *testing.T) {
+	var logs lockedBuffer
+	a := start(t, embedded, func(c *server.Config) {
+		c.RedisAddr, c.WebhookSecret = "127.0.0.1:1", string(testWebhookSecret)
+		c.PGSimURL = "http://127.0.0.1:2/internal-pg"
+	}, server.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))))
+	r := expect(t, a.call("GET", "/readyz", "", "", nil), http.StatusServiceUnavailable)
+	assert.Equal(t, server.Readiness{Status: "unavailable", Checks: map[string]string{
+		"database": "ok", "redis": "unavailable", "payment_gateway": "unavailable", "commerce": "unavailable",
+	}}, as[server.Readiness](t, r))
+	for _, internal := range []string{"127.0.0.1", "internal-pg", "dial tcp", "refused"} {
+		assert.NotContains(t, string(r.Body), internal)
+	}
+
+	// The operator learns why from the log: one line per failing check, with its error.
+	failed := map[string]string{}
+	for _, l := range logs.lines(t) {
+		if l["msg"] == "readiness check failed" {
+			failed[l["check"].(string)] = l["error"].(string)
+		}
+	}
+	require.Len(t, failed, 3, "%v", failed)
+	assert.Contains(t, failed["redis"], "127.0.0.1:1")
+	assert.Contains(t, failed["commerce"], "127.0.0.1:1")
+	assert.Contains(t, failed["payment_gateway"], "http://127.0.0.1:2/internal-pg/")
 }
