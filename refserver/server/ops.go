@@ -21,9 +21,13 @@ type check struct {
 // readyTimeout bounds each readiness probe.
 const readyTimeout = 2 * time.Second
 
+// checkFailed is what /readyz says of a check that failed; its error goes to the log.
+const checkFailed = "unavailable"
+
 // Readiness is the body of /readyz: "ready", "degraded" (a backend on no request's path, or
 // on few, is down: the PG, Kafka; still 200) or "unavailable" (503), and each backend's
-// result.
+// result: "ok" or checkFailed. /readyz is public, so the error of a failing check (a
+// backend's address, the PG's URL, a driver's message) is logged, never answered.
 type Readiness struct {
 	Status string            `json:"status"`
 	Checks map[string]string `json:"checks"`
@@ -37,6 +41,7 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 // handleReadyz pings every backend concurrently and answers 200 when all answer, or when
 // only backends that merely degrade the server (see check) do not ("degraded"), else 503;
 // also 503 while the server drains for shutdown, so a load balancer stops sending traffic.
+// A failing check's error is logged (WARN, with the check's name), not answered.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	res := Readiness{Status: "ready", Checks: make(map[string]string, len(s.checks))}
 	var mu sync.Mutex
@@ -47,7 +52,8 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 			defer cancel()
 			msg := "ok"
 			if err := c.fn(ctx); err != nil {
-				msg = err.Error()
+				msg = checkFailed
+				s.log.WarnContext(r.Context(), "readiness check failed", "check", c.name, "error", err.Error())
 			}
 			mu.Lock()
 			res.Checks[c.name] = msg
