@@ -2,6 +2,10 @@ package server
 
 import (
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -118,4 +122,91 @@ func TestSecretVariantsRefusedAtStart(t *testing.T) {
 		_, err = Load([]string{"-webhook-secret", jwtSecret[:32] + webhookSecret[32:]}, env(jwtSecret, webhookSecret), io.Discard)
 		require.NoError(t, err)
 	})
+}
+
+// secretAssignment finds a literal JWT or webhook secret given to refserver in a file: an
+// environment variable (COMMERCEKIT_JWT_SECRET=..., COMMERCEKIT_WEBHOOK_SECRET: ...) or a
+// flag (-jwt-secret ..., --webhook-secret=...). A value that is a reference ($VAR, ${VAR})
+// is no literal.
+var secretAssignment = regexp.MustCompile(`(?:COMMERCEKIT_(?:JWT|WEBHOOK)_SECRET\s*[=:]|-(?:jwt|webhook)-secret[= ])\s*["']?([^\s"'$\\]+)`)
+
+// TestRepositorySecretsArePublished: every secret the repository's scripts, compose files,
+// documentation and code hand to refserver is public — anyone who reads the repository
+// can sign tokens or webhooks with it — so a deployment outside the embedded default must
+// refuse it, as it refuses PublishedSecrets. Test files are not read: their secrets sign
+// the tokens of servers that live on loopback for one test. make bench started a server
+// in mixed mode (MySQL, Redis) with two secrets written in scripts/bench.sh, and it took
+// them.
+func TestRepositorySecretsArePublished(t *testing.T) {
+	// The pattern finds the forms a secret is handed over in, and no reference.
+	for line, want := range map[string]string{
+		`COMMERCEKIT_JWT_SECRET=abc refserver serve`:          "abc",
+		`  COMMERCEKIT_WEBHOOK_SECRET: "abc"`:                 "abc",
+		`refserver serve -jwt-secret abc`:                     "abc",
+		`refserver serve --webhook-secret='abc'`:              "abc",
+		`COMMERCEKIT_JWT_SECRET=$(openssl rand -hex 32)`:      "",
+		`COMMERCEKIT_JWT_SECRET: "${COMMERCEKIT_JWT_SECRET}"`: "",
+		`-jwt-secret "$COMMERCEKIT_JWT_SECRET"`:               "",
+	} {
+		got := ""
+		if m := secretAssignment.FindStringSubmatch(line); m != nil {
+			got = m[1]
+		}
+		require.Equal(t, want, got, line)
+	}
+
+	root, err := filepath.Abs(".")
+	require.NoError(t, err)
+	for {
+		if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(root)
+		require.NotEqual(t, root, parent, "no go.mod above the test's directory")
+		root = parent
+	}
+	found := map[string]string{} // secret -> where
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if path != root && (strings.HasPrefix(name, ".") && name != ".ci" || name == "third_party" || name == "testdata") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		ext := filepath.Ext(name)
+		if strings.HasSuffix(name, "_test.go") || !(ext == ".go" || ext == ".sh" || ext == ".yml" || ext == ".yaml" ||
+			ext == ".md" || ext == ".env" || name == "Makefile" || name == "Dockerfile" || name == "run") {
+			return nil
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range secretAssignment.FindAllSubmatch(raw, -1) {
+			rel, _ := filepath.Rel(root, path)
+			found[string(m[1])] = rel
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	full := map[string]string{
+		"COMMERCEKIT_DB_DRIVER": "mysql", "COMMERCEKIT_DB_DSN": "app:pw@tcp(db:3306)/shop",
+		"COMMERCEKIT_REDIS_ADDR": "r:6379", "COMMERCEKIT_KAFKA_BROKERS": "k:9092", "COMMERCEKIT_PGSIM_URL": "http://127.0.0.1:8090",
+	}
+	for secret, where := range found {
+		for _, env := range []string{"COMMERCEKIT_JWT_SECRET", "COMMERCEKIT_WEBHOOK_SECRET"} {
+			e := map[string]string{"COMMERCEKIT_JWT_SECRET": jwtSecret, "COMMERCEKIT_WEBHOOK_SECRET": webhookSecret, env: secret}
+			for k, v := range full {
+				e[k] = v
+			}
+			_, err := Load(nil, func(k string) string { return e[k] }, io.Discard)
+			if assert.Error(t, err, "%s publishes %q, and a full deployment takes it as %s", where, secret, env) {
+				assert.Contains(t, err.Error(), env)
+			}
+		}
+	}
 }
