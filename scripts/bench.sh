@@ -83,9 +83,13 @@ for port in 18080 18081 18090; do
   fi
 done
 "$work/constjson" -addr 127.0.0.1:18090 & pids+=($!)
+# The mixed-mode server needs secrets of its own: one written here would be public, and
+# refserver refuses the ones this script once wrote (server.PublishedSecrets).
+jwt_secret=$(openssl rand -hex 32)
+webhook_secret=$(openssl rand -hex 32)
 COMMERCEKIT_ADDR=127.0.0.1:18080 COMMERCEKIT_DB_DSN="$work/embedded.db" "$work/refserver" serve >"$work/embedded.log" 2>&1 & pids+=($!)
 COMMERCEKIT_ADDR=127.0.0.1:18081 COMMERCEKIT_DB_DRIVER=mysql COMMERCEKIT_DB_DSN="$dsn/ck_read" COMMERCEKIT_REDIS_ADDR=127.0.0.1:6379 COMMERCEKIT_REDIS_DB=13 \
-  COMMERCEKIT_JWT_SECRET=bench-jwt-secret-0123456789abcdef0123456789 COMMERCEKIT_WEBHOOK_SECRET=bench-webhook-secret-0123456789abcdef01234 \
+  COMMERCEKIT_JWT_SECRET="$jwt_secret" COMMERCEKIT_WEBHOOK_SECRET="$webhook_secret" \
   "$work/refserver" serve >"$work/redis.log" 2>&1 & pids+=($!)
 for port in 18080 18081 18090; do
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/v1/products/kbd-001/stock" >/dev/null && break; sleep 0.2; done

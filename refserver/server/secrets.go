@@ -22,6 +22,9 @@ var PublishedSecrets = []string{
 	pgsim.DefaultWebhookSecret,
 	"compose-jwt-secret-change-me",
 	"compose-webhook-secret",
+	// What scripts/bench.sh gave its mixed-mode server before it drew secrets of its own.
+	"bench-jwt-secret-0123456789abcdef0123456789",
+	"bench-webhook-secret-0123456789abcdef01234",
 }
 
 // validateSecrets checks the JWT and webhook secrets. The embedded default needs neither

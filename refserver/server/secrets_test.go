@@ -52,6 +52,8 @@ func TestSecretsRefusedAtStart(t *testing.T) {
 		"the simulator's secret": pgsim.DefaultWebhookSecret,
 		"the old compose JWT":    "compose-jwt-secret-change-me",
 		"the old compose hook":   "compose-webhook-secret",
+		"the old bench JWT":      "bench-jwt-secret-0123456789abcdef0123456789",
+		"the old bench hook":     "bench-webhook-secret-0123456789abcdef01234",
 	}
 	for _, env := range []string{"COMMERCEKIT_JWT_SECRET", "COMMERCEKIT_WEBHOOK_SECRET"} {
 		for name, secret := range refused {
@@ -68,6 +70,8 @@ func TestSecretsRefusedAtStart(t *testing.T) {
 		assert.Contains(t, refused, map[string]string{
 			DevJWTSecret: "the dev JWT secret", pgsim.DefaultWebhookSecret: "the simulator's secret",
 			"compose-jwt-secret-change-me": "the old compose JWT", "compose-webhook-secret": "the old compose hook",
+			"bench-jwt-secret-0123456789abcdef0123456789": "the old bench JWT",
+			"bench-webhook-secret-0123456789abcdef01234":  "the old bench hook",
 		}[p], "every published secret is in the table: %s", p)
 	}
 
