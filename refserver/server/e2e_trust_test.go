@@ -255,3 +255,33 @@ func TestReadyzDisclosesNoInternals(t *testing.T) {
 	assert.Contains(t, failed["commerce"], "127.0.0.1:1")
 	assert.Contains(t, failed["payment_gateway"], "http://127.0.0.1:2/internal-pg/")
 }
+
+// TestPprofAdminOnly: with COMMERCEKIT_PPROF on, the profiles (heap, goroutine stacks, the
+// command line with its flags) are for admin tokens only: anonymous callers get 401, members
+// 403, a logged-out admin token 401 token_revoked, on every profile and through paths that
+// clean to one; with it off there is no such route.
+func TestPprofAdminOnly(t *testing.T) {
+	a := start(t, embedded, func(c *server.Config) { c.Pprof = true })
+	admin, revoked, alice := token(t, "ops", true), token(t, "ops", true), token(t, "alice", false)
+	expect(t, a.call("DELETE", "/v1/sessions", revoked, "", nil), http.StatusNoContent)
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/goroutine?debug=2", "/debug/pprof/cmdline",
+		"/debug/pprof/symbol", "/debug/pprof/profile?seconds=1", "/debug/pprof/trace?seconds=1", "/debug//pprof/heap", "/debug/x/../pprof/heap"} {
+		t.Run(path, func(t *testing.T) {
+			for _, method := range []string{"GET", "HEAD"} {
+				r := a.call(method, path, "", "", nil)
+				require.Equal(t, http.StatusUnauthorized, r.Status, "%s anonymous: %s", method, r.Body)
+				require.Equal(t, http.StatusForbidden, a.call(method, path, alice, "", nil).Status, "%s member", method)
+				require.Equal(t, http.StatusUnauthorized, a.call(method, path, revoked, "", nil).Status, "%s revoked admin", method)
+			}
+			expectProblem(t, a.call("GET", path, "", "", nil), http.StatusUnauthorized, "missing_token")
+			expectProblem(t, a.call("GET", path, alice, "", nil), http.StatusForbidden, "forbidden")
+			expectProblem(t, a.call("GET", path, revoked, "", nil), http.StatusUnauthorized, "token_revoked")
+		})
+	}
+	expect(t, a.call("GET", "/debug/pprof/heap", admin, "", nil), http.StatusOK)
+	expect(t, a.call("GET", "/debug/pprof/cmdline", admin, "", nil), http.StatusOK)
+
+	off := start(t, embedded, nil)
+	expectProblem(t, off.call("GET", "/debug/pprof/heap", admin, "", nil), http.StatusNotFound, "not_found")
+	expectProblem(t, off.call("GET", "/debug/pprof/", admin, "", nil), http.StatusNotFound, "not_found")
+}
