@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -284,4 +285,44 @@ func TestPprofAdminOnly(t *testing.T) {
 	off := start(t, embedded, nil)
 	expectProblem(t, off.call("GET", "/debug/pprof/heap", admin, "", nil), http.StatusNotFound, "not_found")
 	expectProblem(t, off.call("GET", "/debug/pprof/", admin, "", nil), http.StatusNotFound, "not_found")
+}
+
+// TestCouponOwnershipNotDisclosed: a coupon of another user named at checkout is refused
+// exactly as a coupon that does not exist (coupon.ErrNotOwner is answered like
+// coupon.ErrCouponNotFound, so that nobody learns which coupon IDs exist). The code was the
+// same, 422 coupon_unusable, but the detail said "coupon: coupon belongs to another user"
+// for one and "coupon: coupon not found" for the other: whoever had a coupon ID learned that
+// it was real and someone else's. Nothing is placed, and the coupon stays its owner's.
+func TestCouponOwnershipNotDisclosed(t *testing.T) {
+	a := start(t, embedded, nil)
+	setup(t, a, "p1", 9000, 5)
+	alice, bob := token(t, "alice", false), token(t, "bob", false)
+	c := as[server.CouponJSON](t, expect(t, a.call("POST", "/v1/coupon-templates/tpl-p1/issue", alice, "issue-1", nil), http.StatusCreated))
+	const unknown = "0123456789abcdef0123456789abcdef"
+	require.Len(t, c.ID, len(unknown))
+	orderID := regexp.MustCompile(`ord_[0-9a-f]+`)
+	// refusal is the problem of an order by bob naming coupon, with the coupon's and the
+	// order's IDs and the request ID taken out.
+	refusal := func(fromCart bool, coupon string) server.Problem {
+		t.Helper()
+		in := server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}, CouponID: coupon}
+		if fromCart {
+			expect(t, a.call("POST", "/v1/cart/items", bob, "cart-"+coupon, server.LineJSON{ProductID: "p1", Qty: 1}), http.StatusOK)
+			in = server.PlaceOrderJSON{FromCart: true, CouponID: coupon}
+		}
+		p := expectProblem(t, a.call("POST", "/v1/orders", bob, fmt.Sprintf("order-%t-%s", fromCart, coupon), in),
+			http.StatusUnprocessableEntity, "coupon_unusable")
+		assert.NotContains(t, p.Detail, "another user")
+		p.Detail = orderID.ReplaceAllString(strings.ReplaceAll(p.Detail, coupon, "<coupon>"), "<order>")
+		p.RequestID = ""
+		return p
+	}
+	for _, fromCart := range []bool{false, true} {
+		assert.Equal(t, refusal(fromCart, unknown), refusal(fromCart, c.ID), "from cart: %t", fromCart)
+		expect(t, a.call("DELETE", "/v1/cart/items/p1", bob, "", nil), http.StatusOK)
+	}
+	assert.Empty(t, as[server.OrderPageJSON](t, expect(t, a.call("GET", "/v1/orders", bob, "", nil), http.StatusOK)).Orders)
+	wallet := as[server.CouponPageJSON](t, expect(t, a.call("GET", "/v1/coupons", alice, "", nil), http.StatusOK))
+	require.Len(t, wallet.Coupons, 1)
+	assert.Equal(t, []string{c.ID, "available"}, []string{wallet.Coupons[0].ID, wallet.Coupons[0].State})
 }
