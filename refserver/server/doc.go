@@ -60,7 +60,8 @@
 // missing or null (PUT /v1/products/{id}/stock without on_hand would set the stock to 0), a
 // NUL in any of its strings or in a coupon template's path ID, and a list cursor that is
 // not printable ASCII, are 400 invalid_request, never passed to a store. A coupon named at
-// checkout that is unknown, another user's or not usable is 422 coupon_unusable. A
+// checkout that is unknown, another user's or not usable is 422 coupon_unusable; another
+// user's reads as an unknown one, detail included (nobody learns which coupon IDs exist). A
 // dependency failure is classified once: the packages wrap Redis, MySQL and Kafka
 // transport errors as errcode.ErrUnavailable (internal/depfail), which errcode.CodeOf puts
 // before any business meaning (503 dependency_unavailable), and the same classifier

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/depfail"
 	"github.com/commercekit/commercekit/internal/sqlutil"
@@ -93,12 +94,24 @@ func (s *Server) problemFor(err error) Problem {
 	p := newProblem(rule.status, cmp.Or(rule.code, reason), http.StatusText(rule.status), "")
 	p.RetryAfter = retrySeconds(err, cmp.Or(retryAfter[p.Code], rule.retryAfter))
 	if rule.status < 500 {
-		p.Detail = err.Error()
+		p.Detail = publicDetail(err)
 		p.Field = wireField(errcode.FieldOf(err))
 	} else {
 		p.Detail = "a dependency failed or timed out; retry later"
 	}
 	return p
+}
+
+// publicDetail is the detail of a 4xx problem: the error's text, except that another
+// user's coupon reads as a coupon that does not exist. coupon.ErrNotOwner is answered like
+// coupon.ErrCouponNotFound (same code) so that nobody learns which coupon IDs exist; its
+// own text would tell.
+func publicDetail(err error) string {
+	d := err.Error()
+	if errors.Is(err, coupon.ErrNotOwner) {
+		d = strings.ReplaceAll(d, coupon.ErrNotOwner.Error(), coupon.ErrCouponNotFound.Error())
+	}
+	return d
 }
 
 // retrySeconds is the Retry-After of err in whole seconds: the hint an
