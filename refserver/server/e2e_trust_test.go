@@ -237,6 +237,7 @@ func TestReadyzDisclosesNoInternals(t *testing.T) {
 		c.PGSimURL = "http://127.0.0.1:2/internal-pg"
 	}, server.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))))
 	r := expect(t, a.call("GET", "/readyz", "", "", nil), http.StatusServiceUnavailable)
+	assert.Equal(t, "1", r.Header.Get("Retry-After"), "a 503 says when to ask again, as the OpenAPI document promises")
 	assert.Equal(t, server.Readiness{Status: "unavailable", Checks: map[string]string{
 		"database": "ok", "redis": "unavailable", "payment_gateway": "unavailable", "commerce": "unavailable",
 	}}, as[server.Readiness](t, r))
