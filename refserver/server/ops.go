@@ -3,8 +3,11 @@ package server
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/commercekit/commercekit/errcode"
 )
 
 // check is one readiness probe of a backend.
@@ -41,6 +44,7 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 // handleReadyz pings every backend concurrently and answers 200 when all answer, or when
 // only backends that merely degrade the server (see check) do not ("degraded"), else 503;
 // also 503 while the server drains for shutdown, so a load balancer stops sending traffic.
+// A 503 carries Retry-After, as every dependency_unavailable answer does.
 // A failing check's error is logged (WARN, with the check's name), not answered.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	res := Readiness{Status: "ready", Checks: make(map[string]string, len(s.checks))}
@@ -77,6 +81,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	}
 	if status != http.StatusOK {
 		res.Status = "unavailable"
+		w.Header().Set("Retry-After", strconv.Itoa(codeRules[errcode.DependencyUnavailable].retryAfter))
 	}
 	writeJSON(w, status, res)
 }
