@@ -35,9 +35,11 @@
 //	        ▲                                       │
 //	        └──────── the PG rejected the refund ───┘
 //
-// Every arrow is a conditional UPDATE of the order row (WHERE status = ? AND step = ?), so
-// of racing flows (a Pay and a Cancel, a Recover and the request it races, two processes)
-// exactly one moves the order and the others see what it did. The events are written in
+// Every arrow is a conditional UPDATE of the order row (WHERE status = ? AND step = ? AND
+// payment_id = ? AND cancel_attempt = ?: the state, in the same payment and cancellation
+// attempt, since an order comes back to PAYING on its next payment and to CANCELLING on its
+// next cancellation), so of racing flows (a Pay and a Cancel, a Recover and the request it
+// races, two processes) exactly one moves the order and the others see what it did. The events are written in
 // the transaction of the arrow that causes them (see Events).
 //
 // # Events

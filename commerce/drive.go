@@ -30,8 +30,8 @@ type step struct {
 
 // move is the one step driver of every order flow. It moves the order r, as last read, to
 // what edit makes of a copy of it, in one transaction: first the conditional transition
-// (WHERE status and step are still r's: of racing flows exactly one wins; a loser changes
-// nothing and gets errLostRace), then st.event, then st.do, then the fault hook. After the
+// (WHERE status, step, payment ID and cancellation attempt are still r's: of racing flows
+// exactly one wins; a loser changes nothing and gets errLostRace), then st.event, then st.do, then the fault hook. After the
 // commit it wakes the relay, counts st.outcome, leaves r as the order now is, and, when the
 // transition left stock work for after its transaction (an inventory outside SQL: step
 // "release" or "return"), does it.
@@ -100,10 +100,10 @@ func (s *Service) move(ctx context.Context, r *orderRow, now time.Time, edit fun
 	return nil
 }
 
-// claim moves r to next through db if r is still in its status and step, else fails
-// with errLostRace.
+// claim moves r to next through db if the order is still in r's state (its status and
+// step, in the same payment and cancellation attempt), else fails with errLostRace.
 func claim(ctx context.Context, db bun.IDB, r, next *orderRow, now time.Time) error {
-	won, err := transition(ctx, db, r.ID, r.Status, r.Step, now, changes(r, next))
+	won, err := transition(ctx, db, r.ID, r.state(), now, changes(r, next))
 	if err == nil && !won {
 		err = errLostRace
 	}

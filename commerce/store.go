@@ -217,15 +217,36 @@ func loadLines(ctx context.Context, db bun.IDB, rows []*orderRow) error {
 	return nil
 }
 
+// orderState is the state a transition moves an order from: its status and step, and the
+// attempt they belong to, its payment ID (Pay's attempts) and its cancellation attempt.
+// Status and step alone repeat: an order reopened after an abandoned payment is PAYING
+// again on the next attempt's payment, one whose refund was rejected is PAID then
+// CANCELLING again on the next cancellation; a flow that read the order during the earlier
+// attempt must not move it during the later one.
+type orderState struct {
+	status        Status
+	step          string
+	paymentID     string
+	cancelAttempt int
+}
+
+// state returns the state r is in, as a transition's precondition.
+func (r *orderRow) state() orderState {
+	return orderState{status: r.Status, step: r.Step, paymentID: r.PaymentID, cancelAttempt: r.CancelAttempt}
+}
+
 // transition is a conditional update of an order: it applies set (column = value pairs)
-// only while the order is in status from with step fromStep, and reports whether it did.
-// updated_at is always set. Exactly one of racing transitions from the same state wins.
+// only while the order is in the state from (its status, step, payment ID and cancellation
+// attempt), and reports whether it did. updated_at is always set. Exactly one of racing
+// transitions from the same state wins, and one from an earlier attempt's state loses
+// even when the order's status and step have come back to the same values.
 // It reads the order by its primary key only: through commerce_orders_step (step, id), as
 // InnoDB's optimizer chose for 3 of 4 transitions in a flash sale, it gap-locked the orders
 // beside it (TestTransitionLocksOneRow).
-func transition(ctx context.Context, db bun.IDB, id string, from Status, fromStep string, now time.Time, set map[string]any) (bool, error) {
+func transition(ctx context.Context, db bun.IDB, id string, from orderState, now time.Time, set map[string]any) (bool, error) {
 	q := sqlutil.UpdateByPK[orderRow](db).Set("updated_at = ?", micros(now)).
-		Where("id = ?", id).Where("status = ?", from).Where("step = ?", fromStep)
+		Where("id = ?", id).Where("status = ?", from.status).Where("step = ?", from.step).
+		Where("payment_id = ?", from.paymentID).Where("cancel_attempt = ?", from.cancelAttempt)
 	res, err := setColumns(q, set).Exec(ctx)
 	if err != nil {
 		return false, fmt.Errorf("commerce: update order %s: %w", id, err)

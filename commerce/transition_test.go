@@ -22,7 +22,7 @@ func TestTransitionLocksOneRow(t *testing.T) {
 			Stock: stockReserved}
 	}
 	requireLocksOneRow(t, "commerce_orders", order, func(ctx context.Context, tx bun.Tx) {
-		moved, err := transition(ctx, tx, order(4).ID, StatusPendingPayment, "", time.Now(),
+		moved, err := transition(ctx, tx, order(4).ID, orderState{status: StatusPendingPayment}, time.Now(),
 			map[string]any{"status": StatusPaying, "step": stepPay})
 		require.NoError(t, err)
 		require.True(t, moved)
