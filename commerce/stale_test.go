@@ -1,6 +1,8 @@
 package commerce_test
 
 import (
+	"maps"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -131,6 +133,69 @@ func TestStaleRevertLosesToANewCancellation(t *testing.T) {
 		assert.Equal(t, []any{payment.StateRefunded, int64(10_000)}, []any{p.State, p.Refunded})
 		assert.Equal(t, ledger.Balance{}, balance(t, e, b.user), "the reward clawed back once")
 		requireStock(t, e, sku, 5, 0, 0)
+		e.RequireClean(t)
+	}, commerce.WithFaultHook(h.hook))
+}
+
+// TestStaleTopUpFailureLosesToARetry: Recover lists the top-ups PAYING, then takes them one
+// by one. Two were abandoned (the PG not reached) longer than the order expiry ago, which
+// is when recovery fails a top-up whose client did not come back; the client of the first
+// came back and its new attempt was approved. While Recover completes that one, the client
+// of the second comes back too: its retry makes a new attempt, which the PG charges (the
+// answer lost). Recover then takes the second up from the row it listed, on the abandoned
+// payment: failing it for its client's absence would leave the new attempt's charge buying
+// nothing.
+func TestStaleTopUpFailureLosesToARetry(t *testing.T) {
+	h := &interleave{}
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		user := e.ID("user")
+		reqs := map[string]commerce.TopUpRequest{}
+		e.PG.SetFault(pgsim.FaultUnavailable)
+		for _, key := range []string{"a", "b"} {
+			req := commerce.TopUpRequest{UserID: user, Amount: 5_000, Method: payment.MethodCard, Token: "tok_ok", IdempotencyKey: key}
+			_, err := e.Service.TopUp(ctx, req)
+			requireUnreached(t, err)
+			var id string
+			require.NoError(t, e.DB.NewSelect().Table("commerce_topups").Column("id").
+				Where("user_id = ?", user).Where("idem_key = ?", key).Scan(ctx, &id))
+			reqs[id] = req
+		}
+		e.PG.SetFault(pgsim.FaultNone)
+		ids := slices.Sorted(maps.Keys(reqs)) // the order Recover takes them in
+		first, second := ids[0], ids[1]
+
+		e.PG.InjectFault("pay-"+first+"-2", pgsim.FaultLostResponse, 1) // charged, the answer lost
+		tu, err := e.Service.TopUp(ctx, reqs[first])                    // its client comes back
+		require.NoError(t, err)
+		require.Equal(t, commerce.TopUpPaying, tu.Status)
+		e.Clock.Advance(commerce.DefaultOrderExpiry)
+		_, err = e.Reconciler.Reconcile(ctx)
+		require.NoError(t, err)
+		require.Equal(t, payment.StateApproved, paymentOf(t, e, "pay-"+first+"-2").State)
+
+		h.arm(commerce.StepTopUpApproved, func() { // Recover completing the first
+			e.PG.InjectFault("pay-"+second+"-2", pgsim.FaultLostResponse, 1)
+			tu, err := e.Service.TopUp(ctx, reqs[second]) // its client comes back
+			require.NoError(t, err)
+			require.Equal(t, commerce.TopUpPaying, tu.Status)
+			require.Equal(t, "pay-"+second+"-2", tu.PaymentID)
+		})
+		_, err = e.Service.Recover(ctx)
+		require.NoError(t, err)
+		got, err := e.Service.GetTopUp(ctx, second, commerce.Actor{UserID: user})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.TopUpPaying, got.Status, "paying by the new attempt")
+
+		e.Clock.Advance(time.Second)
+		e.Settle(t)
+		for _, id := range ids {
+			got, err := e.Service.GetTopUp(ctx, id, commerce.Actor{UserID: user})
+			require.NoError(t, err)
+			assert.Equal(t, []any{commerce.TopUpCompleted, "pay-" + id + "-2"}, []any{got.Status, got.PaymentID}, id)
+			assert.Equal(t, 1, e.PG.Charges("pay-"+id+"-2"))
+		}
+		assert.Equal(t, 2, e.PG.Stats().Charges)
+		assert.Equal(t, ledger.Balance{Available: 10_000, Total: 10_000}, balance(t, e, user), "both charges bought points")
 		e.RequireClean(t)
 	}, commerce.WithFaultHook(h.hook))
 }
