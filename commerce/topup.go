@@ -250,10 +250,11 @@ func (s *Service) completeTopUp(ctx context.Context, row *topUpRow) error {
 }
 
 // finishTopUp moves a PAYING top-up to status (conditionally; errLostRace if it is not
-// PAYING any more), reading it by its primary key only (TestFinishTopUpLocksOneRow).
+// PAYING any more, or not on row's payment: a client's retry moved it to a new attempt
+// since row was read), reading it by its primary key only (TestFinishTopUpLocksOneRow).
 func (s *Service) finishTopUp(ctx context.Context, db bun.IDB, row *topUpRow, status TopUpStatus, code string) error {
 	res, err := sqlutil.UpdateByPK[topUpRow](db).Set("status = ?", status).Set("failure_code = ?", code).
-		Set("updated_at = ?", micros(s.now())).Where("id = ?", row.ID).Where("status = ?", TopUpPaying).Exec(ctx)
+		Set("updated_at = ?", micros(s.now())).Where("id = ?", row.ID).Where("status = ?", TopUpPaying).Where("payment_id = ?", row.PaymentID).Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("commerce: update top-up %s: %w", row.ID, err)
 	}
