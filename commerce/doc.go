@@ -110,7 +110,9 @@
 // PAYMENT_FAILED. Unknown (timeout, lost answer): the order stays PAYING; the payment
 // reconciler settles the payment and Recover completes the order. An approval that can no
 // longer be fulfilled (the reservation or the hold expired while the PG was away) is
-// refunded (refund "refund-<order>-0") and the order failed with FailureUnfulfillable.
+// refunded (refund "refund-<order>-0") and the order failed with FailureUnfulfillable; a
+// refund the PG rejects leaves the order PAYING on step "refund", and the next try (a Pay
+// replay, Recover) makes a new refund ("refund-<order>-0-2", "-3", ...) until one is made.
 //
 // Cancel: an unpaid order is cancelled in one transaction with its compensation. A paid
 // order within the window (24 hours after payment: a right of the buyer's, whatever they

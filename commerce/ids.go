@@ -55,6 +55,17 @@ func refundID(order string, attempt int) string {
 	return "refund-" + order + "-" + strconv.Itoa(attempt)
 }
 
+// lateRefundID names the refund of an approval that came too late: "refund-<order>-0" for
+// the first, "refund-<order>-0-<n+1>" for the next after n rejected ones. (An order whose
+// approval is refunded so is never paid, so never cancelled: the n of its cancel_attempt
+// counts these refunds.)
+func lateRefundID(order string, rejected int) string {
+	if rejected == 0 {
+		return refundID(order, 0)
+	}
+	return refundID(order, 0) + "-" + strconv.Itoa(rejected+1)
+}
+
 func clawbackID(order string, attempt int) string {
 	return "clawback-" + order + "-" + strconv.Itoa(attempt)
 }

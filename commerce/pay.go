@@ -348,16 +348,26 @@ func (s *Service) decideRefund(ctx context.Context, r *orderRow, ask bool) error
 }
 
 // refundLateApproval refunds the whole payment of an order that cannot be fulfilled, then
-// fails the order, giving back what it held.
+// fails the order, giving back what it held. A refund the PG rejects is not given up: the
+// order, still charged, counts it (its cancel_attempt) and stays on step "refund", so that
+// the next try (the client's Pay replay, Recover's next pass) makes a new refund
+// (lateRefundID), until the PG accepts one.
 func (s *Service) refundLateApproval(ctx context.Context, r *orderRow, ask bool) error {
 	code := r.FailureCode
 	if r.AmountDue > 0 {
-		settled, err := s.refund(ctx, r, refundID(r.ID, 0), "order cannot be fulfilled", ask)
+		settled, err := s.refund(ctx, r, lateRefundID(r.ID, r.CancelAttempt), "order cannot be fulfilled", ask)
 		switch {
 		case errors.Is(err, payment.ErrUnderReview):
 			// The PG contradicted the payment since: a person settles the money; the order
 			// fails and gives back what it held, as any order on a payment under review.
 			code = FailurePaymentReview
+		case errors.Is(err, payment.ErrRefundRejected):
+			next := r.CancelAttempt + 1
+			merr := s.move(ctx, r, s.now(), func(n *orderRow) { n.CancelAttempt = next }, step{})
+			if merr != nil && !errors.Is(merr, errLostRace) { // lost: another try counted it
+				return merr
+			}
+			return err
 		case err != nil || !settled:
 			return err
 		default:
