@@ -282,6 +282,8 @@ func (a *audit) payment(ctx context.Context, r *orderRow) error {
 		return nil // in flight
 	case r.PaidAt == 0 && p.State == payment.StateAbandoned:
 		return nil // its last attempt never reached the PG; the order was reopened
+	case r.PaidAt == 0 && p.State == payment.StateRefunded && p.Refunded == p.Amount && a.voided(ctx, p):
+		return nil // abandoned, approved by the PG all the same, and given back
 	case r.Status == StatusPaid:
 		want = payment.StateApproved
 	case r.Status == StatusCancelled:
@@ -309,6 +311,16 @@ func (a *audit) payment(ctx context.Context, r *orderRow) error {
 			r.Status, r.AmountDue, stateOr(string(p.State)), p.Amount, p.Refunded, want, refunded)
 	}
 	return nil
+}
+
+// voided reports whether p was abandoned, approved by the PG all the same, and so is given
+// back (payment.Service.Voided); a failure to tell is reported as a discrepancy.
+func (a *audit) voided(ctx context.Context, p payment.Payment) bool {
+	voided, err := a.s.pay.Voided(ctx, p)
+	if err != nil {
+		a.add("payment", p.OrderID, "payment %s: cannot tell whether it was voided: %v", p.ID, err)
+	}
+	return voided
 }
 
 // earlierAttempts checks the payments of an order's earlier attempts, if it made several:
@@ -355,6 +367,9 @@ func (a *audit) topUps(ctx context.Context) error {
 				want = payment.StateReview
 			case t.FailureCode == FailurePGUnreached:
 				want = payment.StateAbandoned
+				if p.State != want && a.voided(ctx, p) { // approved all the same: given back
+					want = payment.StateRefunded
+				}
 			}
 			if t.Status == TopUpCompleted {
 				want = payment.StateApproved

@@ -192,12 +192,22 @@ func (s *Service) settleAttempt(ctx context.Context, r *orderRow) error {
 }
 
 // settlePayment learns the payment's outcome (asking the PG, or, when recovering, the
-// payment package's record) and completes or fails the order.
+// payment package's record) and completes or fails the order. (Unlike settleAttempt, which
+// has just sent the payment itself, it may find one that was abandoned and then voided; see
+// payment.Service.Voided.)
 func (s *Service) settlePayment(ctx context.Context, r *orderRow, ask bool) error {
 	if r.AmountDue == 0 {
 		return s.completePaid(ctx, r)
 	}
 	p, err := s.charge(ctx, r.payRequest(), ask)
+	if voided, verr := s.pay.Voided(ctx, p); verr != nil {
+		return fmt.Errorf("commerce: pay order %s: %w", r.ID, verr)
+	} else if voided {
+		// Abandoned (a crash kept the order from being reopened), then approved by the PG
+		// all the same: the payment package gives that charge back, so the order is not
+		// paid by it but reopened, as after any abandoned payment.
+		p.State, err = payment.StateAbandoned, nil
+	}
 	return s.settled(ctx, r, p, err, ask)
 }
 

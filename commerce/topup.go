@@ -130,15 +130,23 @@ func (s *Service) retryAbandoned(ctx context.Context, row *topUpRow, down error)
 	if row.Status != TopUpPaying {
 		return row, false, nil
 	}
-	if p, err := s.pay.Get(ctx, row.PaymentID); err != nil || p.State != payment.StateAbandoned {
+	p, err := s.pay.Get(ctx, row.PaymentID)
+	if err != nil {
 		return row, false, nil // unrecorded or unreadable: advanceTopUp learns more
+	}
+	if p.State != payment.StateAbandoned {
+		// Abandoned and then approved by the PG all the same, its charge given back
+		// (payment.Service.Voided): abandoned as well.
+		if voided, err := s.pay.Voided(ctx, p); err != nil || !voided {
+			return row, false, nil
+		}
 	}
 	if down != nil {
 		return nil, false, fmt.Errorf("commerce: top-up %s: %w", row.ID, down)
 	}
 	next := *row
 	next.PaymentID, next.UpdatedAt = nextPaymentID(row.ID, row.PaymentID), micros(s.now())
-	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		res, err := sqlutil.UpdateByPK[topUpRow](tx).Set("payment_id = ?", next.PaymentID).Set("updated_at = ?", next.UpdatedAt).
 			Where("id = ?", row.ID).Where("status = ?", TopUpPaying).Where("payment_id = ?", row.PaymentID).Exec(ctx)
 		if err != nil {
@@ -190,6 +198,15 @@ func (s *Service) advanceTopUp(ctx context.Context, row *topUpRow, ask, fresh bo
 		submit = s.pay.Attempt
 	}
 	p, err := s.chargeBy(ctx, row.payRequest(), ask, submit)
+	if !fresh { // (a payment this call has just sent was not abandoned before)
+		if voided, verr := s.pay.Voided(ctx, p); verr != nil {
+			return TopUp{}, fmt.Errorf("commerce: pay top-up %s: %w", row.ID, verr)
+		} else if voided {
+			// Abandoned, then approved by the PG all the same: the payment package gives
+			// that charge back, so nothing is credited on it; the top-up is as abandoned.
+			p.State, err = payment.StateAbandoned, nil
+		}
+	}
 	switch {
 	case p.State == payment.StateApproved:
 		if err := s.step(StepTopUpApproved); err != nil {

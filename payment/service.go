@@ -547,6 +547,22 @@ func (s *Service) Transitions(ctx context.Context, paymentID string) ([]Transiti
 	return out, nil
 }
 
+// Voided reports whether p is a payment that was abandoned (the PG not reached) and that the
+// PG approved all the same, so that its charge is given back: the refund of all of it (its
+// void) was recorded with the approval. Nothing may be fulfilled by such a payment, whatever
+// its state says: APPROVED while the void is with the PG, REFUNDED once it is made. A payment
+// in another state than these is not voided.
+func (s *Service) Voided(ctx context.Context, p Payment) (bool, error) {
+	if p.State != StateApproved && p.State != StatePartiallyRefunded && p.State != StateRefunded {
+		return false, nil
+	}
+	_, err := s.GetRefund(ctx, voidRefundID(p.ID))
+	if errors.Is(err, ErrRefundNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // void sends the refund recordVoid recorded for p, an abandoned payment the PG approved all
 // the same, and returns p as it is then. A refund the PG does not settle now stays PENDING
 // for the Reconciler, so its failure is only logged.
