@@ -102,7 +102,9 @@
 // claiming anything. PG not reached (payment.ErrGatewayUnavailable: nothing charged): the
 // payment is ABANDONED and the order reopened, PENDING_PAYMENT with its holds and its pay key
 // cleared, and Pay answers errcode.ErrUnavailable (503 + Retry-After); a crash in between is
-// finished by Recover. Approved: one transaction commits the stock, confirms the coupon,
+// finished by Recover (which reopens the order even if the PG has approved the abandoned
+// payment since: the payment package gives that charge back, payment.Service.Voided, and
+// nothing is fulfilled by it; a top-up likewise). Approved: one transaction commits the stock, confirms the coupon,
 // captures the points, earns the reward (ID "reward-<order>"; none when the ledger refuses
 // it, the user's points being at ledger.MaxBalance), and makes the order PAID
 // (with Redis the stock is committed first, idempotently). Declined: one transaction
