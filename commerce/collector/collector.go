@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -111,8 +112,10 @@ func (c *Collector) NewConsumer(opts ...outbox.Option) (*outbox.Consumer, error)
 // Metrics are a product's counters over a day, a week or a month. A sale (a
 // payment-completed event) adds one order, its units and its revenue; the cancellation of
 // a paid order (order-cancelled with paidAt) adds one cancellation and refunds its units
-// and revenue; each counts on the day it happened. Revenue is what the buyer paid (points
-// and card), the order's discount shared among its lines in proportion to their amounts.
+// and what it refunded (refundPoints + refundAmount: the payment less the reward's
+// shortfall, which the buyer kept and stays in NetRevenue); each counts on the day it
+// happened. Revenue is what the buyer paid (points and card), the order's discount shared
+// among its lines in proportion to their amounts, and so is the revenue refunded.
 type Metrics struct {
 	Orders          int64 `bun:"orders" json:"orders"`
 	Units           int64 `bun:"units" json:"units"`
@@ -226,7 +229,14 @@ func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event
 		if _, err := ParseDate(day); err != nil {
 			return outbox.Permanent(fmt.Errorf("collector: event %s: at %s, on no calendar day a query can name", ev.ID, oe.At.Format(time.RFC3339)))
 		}
-		for i, rev := range shares(oe) {
+		total := oe.Subtotal - oe.Discount // what was paid: a sale's revenue, and an old refund's
+		if refund {
+			var err error
+			if total, err = refunded(oe); err != nil {
+				return outbox.Permanent(fmt.Errorf("collector: event %s: %w", ev.ID, err))
+			}
+		}
+		for i, rev := range shares(oe, total) {
 			l := oe.Lines[i]
 			k := dayProduct{day, l.ProductID}
 			d := deltas[k]
@@ -290,12 +300,34 @@ func checkOrder(oe commerce.OrderEvent) error {
 	return nil
 }
 
-// shares returns the revenue of each line of oe: the amount paid (subtotal less discount)
-// shared in proportion to the lines' amounts, rounded down, the rounding left to the last
-// line, so that the lines sum to exactly what was paid.
-func shares(oe commerce.OrderEvent) []int64 {
+// refunded returns what the cancellation of a paid order (oe, checked by checkOrder)
+// refunded: refundPoints + refundAmount, which with the reward's shortfall the buyer kept
+// add up to what was paid (points + amount due = subtotal - discount); all of what was
+// paid for an event written before commerce said what it refunded. Amounts that do not
+// add up are an error.
+func refunded(oe commerce.OrderEvent) (int64, error) {
+	paid := oe.Subtotal - oe.Discount
+	if oe.RefundPoints == nil && oe.RefundAmount == nil {
+		return paid, nil
+	}
+	if oe.RefundPoints == nil || oe.RefundAmount == nil {
+		return 0, errors.New("a refund with only one of refundPoints and refundAmount")
+	}
+	rp, ra, short := *oe.RefundPoints, *oe.RefundAmount, oe.RewardShortfall
+	if oe.Points < 0 || oe.AmountDue < 0 || oe.Points > paid || oe.AmountDue != paid-oe.Points ||
+		rp < 0 || rp > oe.Points || ra < 0 || ra > oe.AmountDue || short < 0 || short > paid || rp+ra+short != paid {
+		return 0, fmt.Errorf("points %d, amount due %d, refunded %d + %d with a shortfall of %d: not what was paid (%d)",
+			oe.Points, oe.AmountDue, rp, ra, short, paid)
+	}
+	return rp + ra, nil
+}
+
+// shares returns the revenue of each line of oe: total (what was paid, or refunded, at
+// most subtotal less discount) shared in proportion to the lines' amounts, rounded down,
+// the rounding left to the last line, so that the lines sum to exactly total.
+func shares(oe commerce.OrderEvent, total int64) []int64 {
 	out := make([]int64, len(oe.Lines))
-	paid, left := oe.Subtotal-oe.Discount, oe.Subtotal-oe.Discount
+	paid, left := total, total
 	for i, l := range oe.Lines {
 		if i == len(oe.Lines)-1 || oe.Subtotal <= 0 {
 			out[i] = left

@@ -15,7 +15,9 @@
 //     one order, its units, its revenue (what the buyer paid, the discount shared among the
 //     lines in proportion to their amounts, so the lines sum to the amount paid);
 //   - nets out each refund (order-cancelled of an order that was paid, i.e. with paidAt):
-//     one cancellation, the units and revenue refunded, subtracted in NetUnits/NetRevenue;
+//     one cancellation, the units and revenue refunded (refundPoints + refundAmount: what
+//     was paid less the reward's shortfall the buyer kept, shared among the lines as the
+//     sale was), subtracted in NetUnits/NetRevenue;
 //   - marks the ISO week and the month of every day it touched as dirty;
 //   - counts the events per stream (topic, aggregate), which the outbox numbers 1, 2, 3, ...
 //     without a gap: Gaps lists the streams with a number not applied (an event still in

@@ -11,6 +11,7 @@ import (
 	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/commerce/commercetest"
 	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/payment"
 )
 
@@ -57,4 +58,46 @@ func TestPartialRefundCountsWhatWasRefunded(t *testing.T) {
 		RevenueRefunded: refunded - wantA, NetUnits: 0, NetRevenue: 5_000 - (refunded - wantA)}, mb)
 	assert.Equal(t, ma, col.metricsOf(t, collector.Weekly, a, day))
 	assert.Equal(t, mb, col.metricsOf(t, collector.Monthly, b, day))
+}
+
+// TestRefundAmountsThatDoNotAddUpAreDeadLettered: a refund event whose refundPoints,
+// refundAmount and rewardShortfall do not add up to what was paid is dead-lettered, and
+// counts nothing; one that adds up counts what it refunded.
+func TestRefundAmountsThatDoNotAddUpAreDeadLettered(t *testing.T) {
+	stores(t, func(t *testing.T, e *env) {
+		refund := func(order string, points, refundPoints, refundAmount, shortfall int64, only ...string) outbox.Event {
+			s := sale{order: order, at: kst("2026-03-04", 10), lines: map[string]int64{"x": 1, "y": 1}, refund: true}
+			return edited(t, s, func(oe *commerce.OrderEvent) {
+				oe.Points, oe.AmountDue = points, oe.Subtotal-points
+				oe.RefundPoints, oe.RefundAmount, oe.RewardShortfall = &refundPoints, &refundAmount, shortfall
+				if len(only) > 0 {
+					oe.RefundAmount = nil
+				}
+			})
+		}
+		poison := []outbox.Event{
+			refund("more-than-paid", 500, 500, 1_600, 0),
+			refund("shortfall-missing", 500, 400, 1_500, 0),
+			refund("negative", 500, 600, -100, 1_500),
+			refund("points-over-points", 500, 1_000, 900, 100),
+			refund("amount-due-wrong", 2_500, 500, 1_400, 100),
+			refund("half", 500, 500, 1_500, 0, "no refundAmount"),
+		}
+		good := refund("ok", 500, 400, 1_500, 100) // paid 2,000; 1,900 refunded, 100 kept
+		require.NoError(t, e.consumer.Deliver(ctx, append(poison, good)))
+		dead, err := outbox.NewDeadLetterTable(e.db).List(ctx, collector.ConsumerName, 0)
+		require.NoError(t, err)
+		var ids, want []string
+		for _, d := range dead {
+			ids = append(ids, d.ID)
+		}
+		for _, p := range poison {
+			want = append(want, p.ID)
+		}
+		assert.ElementsMatch(t, want, ids)
+		assert.Equal(t, collector.Metrics{Cancellations: 1, UnitsRefunded: 1, RevenueRefunded: 950, NetUnits: -1, NetRevenue: -950},
+			e.metricsOf(t, collector.Daily, "x", "2026-03-04"))
+		assert.Equal(t, collector.Metrics{Cancellations: 1, UnitsRefunded: 1, RevenueRefunded: 950, NetUnits: -1, NetRevenue: -950},
+			e.metricsOf(t, collector.Daily, "y", "2026-03-04"))
+	})
 }
