@@ -156,11 +156,15 @@ func New(db *bun.DB, com Commerce, opts ...Option) (*Service, error) {
 	return s.Service, nil
 }
 
-// cartRow is a user's cart: the row its changes lock.
+// cartRow is a user's cart: the row its changes lock, with the version they bump.
 type cartRow struct {
 	bun.BaseModel `bun:"table:commerce_carts"`
 
 	UserID string `bun:"user_id,pk"`
+	// Version counts the changes of the cart's lines: a checkout orders the cart as of one
+	// version, and its order key names it, so that a cart changed and changed back is a new
+	// order for commerce.
+	Version int64 `bun:"version"`
 }
 
 // itemRow is a line of a cart in the database.
@@ -241,8 +245,11 @@ func (s *Service) change(ctx context.Context, userID, productID string, qty int6
 		return Cart{}, err
 	}
 	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
-		rows, err := lockCart(ctx, tx, userID)
+		_, rows, err := lockCart(ctx, tx, userID)
 		if err != nil {
+			return err
+		}
+		if err := bump(ctx, tx, userID); err != nil {
 			return err
 		}
 		now := s.now().UnixMicro()
@@ -310,11 +317,19 @@ func (s *Service) Remove(ctx context.Context, userID, productID string) (Cart, e
 		return Cart{}, err
 	}
 	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := lockCart(ctx, tx, userID); err != nil {
+		_, rows, err := lockCart(ctx, tx, userID)
+		if err != nil {
 			return err
 		}
-		_, err := tx.NewDelete().Model((*itemRow)(nil)).Where("user_id = ? AND product_id = ?", userID, productID).Exec(ctx)
-		return err
+		for _, r := range rows {
+			if r.ProductID == productID {
+				if _, err := tx.NewDelete().Model((*itemRow)(nil)).Where("user_id = ? AND product_id = ?", userID, productID).Exec(ctx); err != nil {
+					return err
+				}
+				return bump(ctx, tx, userID)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return Cart{}, wrap("remove from the cart of "+userID, err)
@@ -366,6 +381,12 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 	if o, err := s.placed(ctx, req); !errors.Is(err, commerce.ErrOrderNotFound) {
 		return o, err
 	}
+	// The version first: if it is still the same under the order's lock, the lines read
+	// after it are the cart as of that version.
+	version, err := cartVersion(ctx, s.db, req.UserID)
+	if err != nil {
+		return commerce.Order{}, err
+	}
 	rows, err := items(ctx, s.db, req.UserID, false)
 	if err != nil {
 		return commerce.Order{}, err
@@ -381,7 +402,7 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 	for i, r := range rows {
 		lines[i] = commerce.Line{ProductID: r.ProductID, Qty: r.Qty}
 	}
-	rec := &checkoutRow{UserID: req.UserID, IdemKey: req.IdempotencyKey, OrderKey: orderKey(req, rows),
+	rec := &checkoutRow{UserID: req.UserID, IdemKey: req.IdempotencyKey, OrderKey: orderKey(req, version, rows),
 		CreatedAt: s.now().UnixMicro()}
 	o, err := s.com.PlaceOrder(ctx, commerce.PlaceOrderRequest{
 		UserID: req.UserID, Lines: lines, CouponID: req.CouponID, Points: req.Points, IdempotencyKey: rec.OrderKey,
@@ -390,7 +411,7 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 			if _, err := tx.NewInsert().Model(rec).Exec(ctx); err != nil {
 				return wrap("record the checkout", err) // a concurrent checkout with the key won
 			}
-			return empty(ctx, tx, req.UserID, rows)
+			return empty(ctx, tx, req.UserID, version, rows)
 		},
 	})
 	if err != nil {
@@ -426,10 +447,13 @@ func (s *Service) placed(ctx context.Context, req CheckoutRequest) (commerce.Ord
 	return o, nil
 }
 
-// orderKey is the idempotency key of the order of a checkout: the checkout's key and
-// everything ordered, so that a checkout retried after its cart changed (or with other
-// points) is a new order for commerce and never meets the first attempt's reservation.
-func orderKey(req CheckoutRequest, rows []itemRow) string {
+// orderKey is the idempotency key of the order of a checkout: the checkout's key,
+// everything ordered and the cart's version, so that a checkout retried after its cart
+// changed (or with other points) is a new order for commerce and never meets the first
+// attempt's reservation — even when the cart was changed back to what that attempt read,
+// since every change bumps the version. Version 0 (a cart not changed since versions came)
+// adds nothing, so that its key is the one the versions before gave it.
+func orderKey(req CheckoutRequest, version int64, rows []itemRow) string {
 	h := sha256.New()
 	for _, p := range []string{req.IdempotencyKey, req.CouponID, strconv.FormatInt(req.Points, 10)} {
 		h.Write([]byte(p))
@@ -438,17 +462,21 @@ func orderKey(req CheckoutRequest, rows []itemRow) string {
 	for _, r := range rows {
 		fmt.Fprintf(h, "%s\x00%d\x00", r.ProductID, r.Qty)
 	}
+	if version != 0 {
+		fmt.Fprintf(h, "v%d\x00", version) // one field after pairs: no lines' encoding is it
+	}
 	return "cart-" + hex.EncodeToString(h.Sum(nil))[:40]
 }
 
-// empty deletes the user's lines in tx, the order's transaction, provided they are still
-// the lines read (want); otherwise ErrChanged aborts the order.
-func empty(ctx context.Context, tx bun.IDB, userID string, want []itemRow) error {
-	have, err := lockCart(ctx, tx, userID)
+// empty deletes the user's lines in tx, the order's transaction, provided the cart is
+// still at the version read (version) and holds the lines read (want); otherwise
+// ErrChanged aborts the order.
+func empty(ctx context.Context, tx bun.IDB, userID string, version int64, want []itemRow) error {
+	v, have, err := lockCart(ctx, tx, userID)
 	if err != nil {
 		return wrap("lock the cart of "+userID, err)
 	}
-	if len(have) != len(want) {
+	if v != version || len(have) != len(want) {
 		return ErrChanged
 	}
 	qty := make(map[string]int64, len(want))
@@ -491,20 +519,39 @@ func (s *Service) ensureCart(ctx context.Context, userID string) error {
 }
 
 // lockCart locks the user's cart row (FOR UPDATE on MySQL; SQLite's writer lock does it
-// elsewhere) and reads the lines under it. Every change of a cart's lines holds that lock,
+// elsewhere) and reads its version and the lines under it. Every change of a cart's lines holds that lock,
 // so changes never break a limit together and never deadlock on the lines' index gaps.
 // The lines are read with a locking read: in an order's transaction a plain read would
 // return MySQL's snapshot from the transaction's first read, missing lines added since
 // (and the checkout would delete them unordered). A user without a cart row has no lines.
-func lockCart(ctx context.Context, tx bun.IDB, userID string) ([]itemRow, error) {
+func lockCart(ctx context.Context, tx bun.IDB, userID string) (int64, []itemRow, error) {
 	var carts []cartRow
 	if err := sqlutil.ForUpdate(tx.NewSelect().Model(&carts).Where("user_id = ?", userID)).Scan(ctx); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	if len(carts) == 0 {
-		return nil, nil
+		return 0, nil, nil
 	}
-	return items(ctx, tx, userID, true)
+	rows, err := items(ctx, tx, userID, true)
+	return carts[0].Version, rows, err
+}
+
+// bump counts a change of the user's lines, in its transaction, under the cart's lock.
+func bump(ctx context.Context, tx bun.IDB, userID string) error {
+	_, err := tx.NewUpdate().Model((*cartRow)(nil)).Set("version = version + 1").Where("user_id = ?", userID).Exec(ctx)
+	return err
+}
+
+// cartVersion reads the version of the user's cart (0 without a cart).
+func cartVersion(ctx context.Context, db bun.IDB, userID string) (int64, error) {
+	var carts []cartRow
+	if err := db.NewSelect().Model(&carts).Where("user_id = ?", userID).Scan(ctx); err != nil {
+		return 0, wrap("read the cart of "+userID, sqlutil.Unavailable(db, err))
+	}
+	if len(carts) == 0 {
+		return 0, nil
+	}
+	return carts[0].Version, nil
 }
 
 func checkUser(userID string) error {

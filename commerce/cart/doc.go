@@ -20,9 +20,11 @@
 // ordered fails with ErrChanged, and nothing is placed.
 //
 // The checkout's key is recorded (commerce_cart_checkouts) in the order's transaction with
-// the key of the order it placed, which is derived from the checkout's key and everything
-// ordered: a retry after ErrChanged, or with other points, is a new order for commerce and
-// never meets the first attempt's stock reservation. The record is kept as long as the
+// the key of the order it placed, which is derived from the checkout's key, everything
+// ordered and the cart's version (commerce_carts.version, bumped by every change of its
+// lines): a retry after ErrChanged — even once the cart is changed back to what the first
+// attempt read — or with other points, is a new order for commerce and never meets the
+// first attempt's stock reservation. The record is kept as long as the
 // order, so a retry is answered rightly however late it comes.
 //
 // Add is not idempotent (it adds units); callers that retry it should put it behind an

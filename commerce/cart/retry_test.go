@@ -46,3 +46,25 @@ func TestRetryAfterChangedCartChangedBack(t *testing.T) {
 		e.RequireClean(t)
 	})
 }
+
+// TestSchemaAddsVersionToAnOlderCartTable: CreateSchema adds the version column to a
+// commerce_carts made by an earlier version, whose carts (version 0) then change and check
+// out as any other.
+func TestSchemaAddsVersionToAnOlderCartTable(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env, c *cart.Service) {
+		p1, p2 := e.Product(t, 1000, 10), e.Product(t, 1000, 10)
+		_, err := c.Add(ctx, "alice", p1, 1)
+		require.NoError(t, err)
+		_, err = e.DB.ExecContext(ctx, "ALTER TABLE commerce_carts DROP COLUMN version")
+		require.NoError(t, err)
+		require.NoError(t, cart.CreateSchema(ctx, e.DB))
+		require.NoError(t, cart.CreateSchema(ctx, e.DB), "idempotent")
+		_, err = c.Add(ctx, "alice", p2, 2)
+		require.NoError(t, err)
+		o, err := c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1"})
+		require.NoError(t, err)
+		assert.Len(t, o.Lines, 2)
+		assert.Empty(t, lines(t, c, "alice"))
+		e.RequireClean(t)
+	})
+}
