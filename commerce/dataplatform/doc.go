@@ -9,6 +9,9 @@
 // JSON payload exactly as commerce wrote it — in the commerce_dataplatform_deliveries table,
 // in the transaction in which the consumer records the event as applied: no HTTP call
 // ever runs inside a database transaction, and a redelivered event queues nothing twice.
+// An event commerce could not have written (under another ID than the order's
+// "<order>-payment-completed", or a payload that is not that order) is dead-lettered by
+// the consumer, not sent: a Kafka topic takes any producer's messages.
 //
 // Run (or SendOnce) POSTs the due deliveries to the configured URL through failsafe-go
 // policies: a timeout per call (WithTimeout, 2s), a few retries with exponential backoff

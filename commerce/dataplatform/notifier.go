@@ -3,6 +3,7 @@ package dataplatform
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -244,13 +245,20 @@ type deliveryRow struct {
 
 // Handle is the notifier's outbox.HandlerFunc: it queues each payment-completed event of
 // the batch (its payload as written by commerce) for delivery, through tx. Other events
-// are ignored.
+// are ignored. A payment-completed event commerce could not have written — under another
+// ID than commerce.EventID gives the order's event, or whose payload is not a JSON object
+// naming that order (orderId) — is a permanent error: the consumer dead-letters it, and
+// it never reaches the platform as another paid order under another Idempotency-Key. A
+// Kafka topic takes any producer's messages.
 func (n *Notifier) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
 	now := n.now()
 	var rows []deliveryRow
 	for _, ev := range events {
 		if ev.Type != commerce.EventPaymentCompleted {
 			continue
+		}
+		if err := commerceWrote(ev); err != nil {
+			return outbox.Permanent(fmt.Errorf("dataplatform: event %s (key %q): %w", ev.ID, ev.Key, err))
 		}
 		rows = append(rows, deliveryRow{EventID: ev.ID, OrderID: ev.Key, Payload: ev.Payload, State: StatePending,
 			NextAt: now, CreatedAt: now})
@@ -266,6 +274,26 @@ func (n *Notifier) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event)
 	}
 	if _, err := q.Exec(ctx); err != nil {
 		return fmt.Errorf("dataplatform: queueing deliveries: %w", err)
+	}
+	return nil
+}
+
+// commerceWrote returns why ev, a payment-completed event, is not one commerce wrote, or
+// nil: commerce writes an order's payment-completed event once, under the ID
+// commerce.EventID(order, type), keyed by the order, with the order (its orderId) as
+// payload.
+func commerceWrote(ev outbox.Event) error {
+	if ev.Key == "" || ev.ID != commerce.EventID(ev.Key, ev.Type) {
+		return fmt.Errorf("not the %s event of order %q that commerce writes", ev.Type, ev.Key)
+	}
+	var body struct {
+		OrderID *string `json:"orderId"`
+	}
+	if err := json.Unmarshal(ev.Payload, &body); err != nil {
+		return fmt.Errorf("payload: %w", err)
+	}
+	if body.OrderID == nil || *body.OrderID != ev.Key {
+		return fmt.Errorf("the payload is not the order %q", ev.Key)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package dataplatform_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/commerce/dataplatform"
+	"github.com/commercekit/commercekit/outbox"
 )
 
 // TestLeaseOutlastsALongAttempt gives the notifier a long call timeout (40s, 3 tries): an
@@ -121,9 +123,11 @@ func TestStatusClassification(t *testing.T) {
 			require.NoError(t, err)
 			consumer, err := n.NewConsumer()
 			require.NoError(t, err)
-			orders := paidOrders(1)
-			orders[1].ID = fmt.Sprintf("s%d-payment-completed", c.status)
-			require.NoError(t, consumer.Deliver(ctx, orders[1:]))
+			ev := paidOrders(1)[1] // another order each time, as commerce writes it
+			order := fmt.Sprintf("s%d", c.status)
+			ev.ID, ev.Key = order+"-payment-completed", order
+			ev.Payload = bytes.Replace(ev.Payload, []byte(`"orderId":"ord_000"`), []byte(`"orderId":"`+order+`"`), 1)
+			require.NoError(t, consumer.Deliver(ctx, []outbox.Event{ev}))
 			_, err = n.SendOnce(ctx)
 			require.NoError(t, err)
 			srv.Close()
