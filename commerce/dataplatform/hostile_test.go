@@ -1,7 +1,10 @@
 package dataplatform_test
 
 import (
+	"io"
+	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,5 +59,76 @@ func TestForeignPaymentEventsAreNotSent(t *testing.T) {
 			ids = append(ids, d.ID)
 		}
 		assert.ElementsMatch(t, []string{otherID.ID, otherKey.ID, garbage.ID}, ids, "the foreign events are dead-lettered")
+	})
+}
+
+// TestRedirectToGetIsNotADelivery: the platform (or a proxy in front of it, e.g. one
+// sending http to https) answers the POST with a 301, 302 or 303; Go's HTTP client follows
+// it with a GET, without the body, and that GET's 200 is no delivery: the order never
+// reached the platform. The delivery must stay pending, and arrive once the platform takes
+// POSTs again. (A 307/308 redirect repeats the POST with its body and is a delivery.)
+func TestRedirectToGetIsNotADelivery(t *testing.T) {
+	stores(t, func(t *testing.T, db *bun.DB) {
+		for _, status := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect} {
+			_, err := db.NewDelete().Table(dataplatform.TableDeliveries).Where("1 = 1").Exec(ctx)
+			require.NoError(t, err)
+			var (
+				mu       sync.Mutex
+				posted   [][]byte
+				redirect = true
+			)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case r.URL.Path == "/v1/orders" && redirect:
+					http.Redirect(w, r, "/v2/orders", status)
+				case r.Method == http.MethodPost:
+					body, _ := io.ReadAll(r.Body)
+					posted = append(posted, body)
+					w.WriteHeader(http.StatusAccepted)
+				default:
+					w.WriteHeader(http.StatusOK) // a landing page
+				}
+			}))
+			n, err := dataplatform.New(db, srv.URL+"/v1/orders", dataplatform.WithRetries(1, time.Millisecond, time.Millisecond),
+				dataplatform.WithBreaker(100, 100, time.Second), dataplatform.WithMaxAttempts(5, time.Millisecond, time.Millisecond))
+			require.NoError(t, err)
+			consumer, err := n.NewConsumer()
+			require.NoError(t, err)
+			ev := paidOrders(1)[1]
+			require.NoError(t, consumer.Deliver(ctx, []outbox.Event{ev}))
+			sent, err := n.SendOnce(ctx)
+			require.NoError(t, err)
+			got, err := n.Deliveries(ctx, "", 10)
+			require.NoError(t, err)
+			require.Len(t, got, 1)
+			mu.Lock()
+			received := len(posted)
+			redirect = false
+			mu.Unlock()
+			if status == http.StatusTemporaryRedirect {
+				assert.Equal(t, 1, sent, "307 repeats the POST")
+				assert.Equal(t, 1, received)
+				assert.Equal(t, dataplatform.StateSent, got[0].State)
+				srv.Close()
+				continue
+			}
+			assert.Equal(t, 0, received, "status %d: nothing was POSTed", status)
+			assert.Equal(t, 0, sent, "status %d: not a delivery", status)
+			assert.Equal(t, dataplatform.StatePending, got[0].State, "status %d", status)
+			// The platform takes POSTs again: the order arrives.
+			require.Eventually(t, func() bool {
+				_, err := n.SendOnce(ctx)
+				require.NoError(t, err)
+				mu.Lock()
+				defer mu.Unlock()
+				return len(posted) == 1
+			}, 10*time.Second, 5*time.Millisecond)
+			mu.Lock()
+			assert.JSONEq(t, string(ev.Payload), string(posted[0]), "status %d", status)
+			mu.Unlock()
+			srv.Close()
+		}
 	})
 }
