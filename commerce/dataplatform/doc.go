@@ -21,7 +21,9 @@
 // order twice (its answer was lost, the call retried) can tell. A failed attempt is retried
 // later with backoff (WithMaxAttempts: 10 attempts, 1s..5m) and dead-lettered (state dead,
 // with its last error) after the last one, or at once when the platform refuses it with a
-// 4xx other than 408/429; Redrive queues the dead ones again. While the breaker is open
+// 4xx other than 408/429; Redrive queues the dead ones again. A redirect that turns the POST
+// into a GET (301, 302, 303: the body is dropped) is a failed call, whatever the GET
+// answers; one that repeats the POST (307, 308) delivers. While the breaker is open
 // nothing is sent and no attempt is counted: an outage delays orders, it does not kill
 // them. Several processes may run the Notifier on one database: each claims a delivery (a
 // lease) before sending it.

@@ -1,6 +1,8 @@
 package dataplatform_test
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -96,7 +98,10 @@ func TestRedirectToGetIsNotADelivery(t *testing.T) {
 			require.NoError(t, err)
 			consumer, err := n.NewConsumer()
 			require.NoError(t, err)
-			ev := paidOrders(1)[1]
+			ev := paidOrders(1)[1] // another order each time, as commerce writes it
+			order := fmt.Sprintf("r%d", status)
+			ev.ID, ev.Key = order+"-payment-completed", order
+			ev.Payload = bytes.Replace(ev.Payload, []byte(`"orderId":"ord_000"`), []byte(`"orderId":"`+order+`"`), 1)
 			require.NoError(t, consumer.Deliver(ctx, []outbox.Event{ev}))
 			sent, err := n.SendOnce(ctx)
 			require.NoError(t, err)

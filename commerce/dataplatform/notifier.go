@@ -330,6 +330,13 @@ func (n *Notifier) post(ctx context.Context, d deliveryRow) error {
 		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
+		if resp.Request != nil && resp.Request.Method != http.MethodPost {
+			// A 301, 302 or 303 the client followed with a GET, without the body: whatever
+			// that answers, the order was not delivered. A failure like a 5xx: the platform
+			// (or its URL) must be fixed, and the delivery waits for it.
+			return nil, fmt.Errorf("dataplatform: the POST was redirected to %s %s (status %d): not delivered",
+				resp.Request.Method, resp.Request.URL.Redacted(), resp.StatusCode)
+		}
 		switch s := resp.StatusCode; {
 		case s >= 200 && s < 300:
 			return resp, nil
