@@ -418,8 +418,26 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 		if o, perr := s.placed(ctx, req); !errors.Is(perr, commerce.ErrOrderNotFound) {
 			return o, perr
 		}
+		if refused(err) && !errors.Is(err, ErrChanged) {
+			// commerce refuses an order (its unpaid limits, its stock, the points) before
+			// InTx sees the cart: if the cart changed meanwhile, the refusal was of lines it
+			// no longer holds, and a retry orders it as it is now.
+			if v, verr := cartVersion(ctx, s.db, req.UserID); verr == nil && v != version {
+				return commerce.Order{}, fmt.Errorf("%w (the lines read were refused: %v)", ErrChanged, err)
+			}
+		}
 	}
 	return o, err
+}
+
+// refused reports whether err is an answer to the request as it was (a business rule, a
+// validation, a conflict), not a failure to run it.
+func refused(err error) bool {
+	switch errcode.CodeOf(err) {
+	case errcode.InvalidArgument, errcode.NotFound, errcode.Conflict, errcode.FailedPrecondition:
+		return true
+	}
+	return false
 }
 
 // placed returns the order an earlier checkout with the key placed, ErrOrderNotFound when
@@ -489,6 +507,9 @@ func empty(ctx context.Context, tx bun.IDB, userID string, version int64, want [
 		}
 	}
 	if _, err := tx.NewDelete().Model((*itemRow)(nil)).Where("user_id = ?", userID).Exec(ctx); err != nil {
+		return wrap("empty the cart of "+userID, err)
+	}
+	if err := bump(ctx, tx, userID); err != nil { // a concurrent checkout then sees the change
 		return wrap("empty the cart of "+userID, err)
 	}
 	return nil

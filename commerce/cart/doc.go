@@ -17,7 +17,9 @@
 // on (user, idempotency key): a retry, even one that finds the cart already emptied by the
 // first attempt, returns the same order; concurrent checkouts with one key place one
 // order and empty the cart once. A cart that changed between being read and being
-// ordered fails with ErrChanged, and nothing is placed.
+// ordered (its lines edited, or ordered by another checkout) fails with ErrChanged, and
+// nothing is placed — also when commerce refused the order of the lines read (their
+// stock, the unpaid limits, the points) before it could see the change.
 //
 // The checkout's key is recorded (commerce_cart_checkouts) in the order's transaction with
 // the key of the order it placed, which is derived from the checkout's key, everything
