@@ -18,7 +18,8 @@ import (
 	"github.com/commercekit/commercekit/inventory"
 )
 
-// Limits of a cart: those of one order, so that every cart can be ordered.
+// Limits of a cart: those of one order, so that no cart breaks them (the unpaid caps and
+// the stock are checked when it is ordered).
 const (
 	// MaxLines is the most lines (products) a cart holds.
 	MaxLines = commerce.MaxLines

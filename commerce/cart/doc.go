@@ -5,8 +5,11 @@
 // line's quantity, Remove drops it, and Get lists the lines with the product's current
 // name, price and availability read from commerce's catalog and inventory. A cart holds
 // the order limits at every step (at most commerce.MaxLines lines and commerce.MaxQty
-// units of one product), so every cart can be ordered as it is; a request that would break
-// them, or names an unknown product, fails with a typed error and changes nothing.
+// units of one product), so no cart breaks the limits of one order; a request that would
+// break them, or names an unknown product, fails with a typed error and changes nothing.
+// Whether a cart can be ordered now is commerce's decision at checkout: the stock, the
+// buyer limits and the unpaid caps (commerce.WithUnpaidLimits: 20 units of one product by
+// default, where a cart holds up to MaxQty) refuse with their own typed errors.
 //
 // A cart never reserves stock: the units are reserved only when the order is placed, and
 // the availability Get shows is what the inventory says at that moment.
