@@ -114,11 +114,12 @@
 // # Operations
 //
 // /healthz answers while the process runs; /readyz pings the database, Redis, Kafka and
-// the PG (over HTTP): 503 when the database or Redis is down, and while draining; with only
-// Kafka or the PG down it answers 200 "degraded" (events wait in the outbox; only paying
-// fails, fast), so that a load balancer does not pull every instance for them. It names
-// each backend "ok" or "unavailable" and nothing more (it is public): why a check failed
-// is logged ("readiness check failed", with the check and its error); /metrics serves the server's own
+// the PG (over HTTP): 503 with Retry-After when the database or Redis is down, and while
+// draining; with only Kafka or the PG down it answers 200 "degraded" (events wait in the
+// outbox; only paying fails, fast), so that a load balancer does not pull every instance
+// for them. It names each backend "ok" or "unavailable" and nothing more (it is public):
+// why a check failed is logged ("readiness check failed", with the check and its error);
+// /metrics serves the server's own
 // Prometheus registry: commercekit_http_request_duration_seconds{route,method,status} and
 // the libraries' figures through their observer hooks (operations and latency of
 // inventory, ledger and coupon by result, expired holds, payment transitions by state and
