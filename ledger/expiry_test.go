@@ -162,3 +162,38 @@ func TestEarnExpiryValidation(t *testing.T) {
 		assert.Equal(t, [2]int64{0, 0}, e.balance("alice"))
 	})
 }
+
+// TestEarnRepeatedAfterItsExpiry repeats an expiring Earn once its expiry has passed (a
+// redelivered reward event, a retry a week later): the same request returns the original
+// receipt and applies nothing, as every other repeated operation does, even though it could
+// no longer be applied; other content under the ID fails with ErrIDReused; a new earn that
+// expires in the past is still refused.
+func TestEarnRepeatedAfterItsExpiry(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		exp := e.clock.Now().Add(day)
+		req := ledger.EarnRequest{ID: "e1", User: "alice", Amount: 100, Reference: "order-1", ExpiresAt: exp}
+		first, err := e.l.Earn(e.ctx, req)
+		require.NoError(t, err)
+
+		for _, wait := range []time.Duration{day, 6 * day} { // at the expiry, then a week after the earn
+			e.clock.Advance(wait)
+			again, err := e.l.Earn(e.ctx, req)
+			require.NoError(t, err, "repeated at %s", e.clock.Now())
+			assert.Equal(t, first, again, "the same request returns the original receipt")
+
+			other := req
+			other.Amount = 101
+			_, err = e.l.Earn(e.ctx, other)
+			assert.Equal(t, string(ledger.TypeEarn), requireAs[*ledger.IDReusedError](t, err, ledger.ErrIDReused).Kind)
+		}
+
+		_, err = e.l.Earn(e.ctx, ledger.EarnRequest{ID: "e2", User: "alice", Amount: 1, ExpiresAt: exp})
+		assert.Equal(t, "ExpiresAt", requireAs[*ledger.ValidationError](t, err, ledger.ErrInvalid).Field,
+			"a new earn expiring in the past is refused")
+		assert.Equal(t, [2]int64{100, 0}, e.balance("alice"), "applied once, not swept yet")
+		assert.Len(t, e.history("alice"), 1)
+		e.sweep()
+		assert.Equal(t, [2]int64{0, 0}, e.balance("alice"))
+		e.verify()
+	})
+}
