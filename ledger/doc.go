@@ -25,7 +25,7 @@
 // at most 64 bytes and compared byte for byte; all transfer and hold IDs share one
 // namespace. Repeating an operation with the same ID and content returns the original
 // Receipt without applying anything, even when it could no longer be applied (a repeated
-// Spend after the balance ran out); the same ID with different content fails with an
+// Spend after the balance ran out, a repeated Earn whose ExpiresAt has passed); the same ID with different content fails with an
 // *IDReusedError (ErrIDReused). This holds under concurrency: requests racing with the
 // same ID apply once and all get the same receipt. A rejected operation (insufficient
 // points, bad input) records nothing, so its ID stays free.

@@ -29,12 +29,24 @@ func (l *Ledger) Earn(ctx context.Context, r EarnRequest) (Receipt, error) {
 		checkText("Reference", r.Reference, MaxReferenceLen))
 	if !r.ExpiresAt.IsZero() {
 		t.ExpiresAt = r.ExpiresAt.UTC().Truncate(time.Microsecond)
-		if !t.ExpiresAt.After(t.CreatedAt) || t.ExpiresAt.Sub(t.CreatedAt) > maxExpiry {
+		switch past := !t.ExpiresAt.After(t.CreatedAt); {
+		case past && err == nil:
+			// The request may have been valid when first sent: a repeat of it is answered
+			// from the journal.
+			err = &lateError{invalid("ExpiresAt", "%s must be after now and within 100 years", r.ExpiresAt)}
+		case past || t.ExpiresAt.Sub(t.CreatedAt) > maxExpiry:
 			err = firstErr(err, invalid("ExpiresAt", "%s must be after now and within 100 years", r.ExpiresAt))
 		}
 	}
 	return l.transfer(ctx, "earn", err, t, applyCredit)
 }
+
+// lateError is a request refused only because the clock has moved on since it could have
+// been valid (an earn whose expiry has passed): an earlier transfer with its ID answers a
+// repeat of it, as it answers one that could no longer be applied.
+type lateError struct{ error }
+
+func (e *lateError) Unwrap() error { return e.error }
 
 // Spend takes points from the user's available balance: user → @redeemed. It fails with
 // an *InsufficientPointsError when the available points do not cover the amount.
@@ -93,22 +105,27 @@ type applyFunc func(ctx context.Context, tx bun.Tx, t *transferRow) error
 // is the same, an *IDReusedError otherwise.
 func (l *Ledger) transfer(ctx context.Context, op string, invalid error, draft transferRow, apply applyFunc) (Receipt, error) {
 	start := time.Now()
-	if invalid != nil {
+	var late *lateError
+	if invalid != nil && !errors.As(invalid, &late) {
 		return Receipt{}, l.finish(ctx, op, start, invalid)
 	}
-	var t transferRow
-	err := sqlutil.InTx(ctx, l.db, func(ctx context.Context, tx bun.Tx) error {
-		t = draft
-		return apply(ctx, tx, &t)
-	})
-	if err == nil {
-		return t.receipt(), l.finish(ctx, op, start, nil)
-	}
-	dup := errors.Is(err, errDuplicate)
-	// Without a savepoint (sqlutil.AllOrNothing) our writes stay: no answer from the journal
-	// over them; the caller rolls back.
-	if !dup && !isRejection(err) || errors.Is(err, sqlutil.ErrNotUndone) {
-		return Receipt{}, l.finish(ctx, op, start, err)
+	err := invalid
+	dup := false
+	if late == nil {
+		var t transferRow
+		err = sqlutil.InTx(ctx, l.db, func(ctx context.Context, tx bun.Tx) error {
+			t = draft
+			return apply(ctx, tx, &t)
+		})
+		if err == nil {
+			return t.receipt(), l.finish(ctx, op, start, nil)
+		}
+		dup = errors.Is(err, errDuplicate)
+		// Without a savepoint (sqlutil.AllOrNothing) our writes stay: no answer from the
+		// journal over them; the caller rolls back.
+		if !dup && !isRejection(err) || errors.Is(err, sqlutil.ErrNotUndone) {
+			return Receipt{}, l.finish(ctx, op, start, err)
+		}
 	}
 	// Our writes are rolled back. Read the latest committed transfer with this ID (a
 	// duplicate key means it exists): inside a caller's transaction a plain read would see
@@ -120,6 +137,8 @@ func (l *Ledger) transfer(ctx context.Context, op string, invalid error, draft t
 		err = ferr
 	case !found && dup:
 		err = fmt.Errorf("%w: transfer %q collided with one that is gone", ErrConflict, draft.ID)
+	case !found && late != nil:
+		err = late.error // the validation error itself
 	case !found:
 		// err is the rejection.
 	case !prev.sameContent(&draft):

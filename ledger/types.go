@@ -171,7 +171,8 @@ type EarnRequest struct {
 	Amount int64
 	// Reference is optional, e.g. the order the reward is for.
 	Reference string
-	// ExpiresAt is when the points expire; zero means never. It must be in the future.
+	// ExpiresAt is when the points expire; zero means never. It must be in the future,
+	// except in a repeat of an earn already made, which returns its receipt.
 	ExpiresAt time.Time
 }
 
