@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,5 +127,59 @@ func TestCleanerDeletesLeasesOfDeliveriesThatDied(t *testing.T) {
 		assert.Equal(t, 2, n)
 		assert.Equal(t, 2, m.get("cleaned", outbox.TableInflight))
 		assert.Equal(t, 1, leasesOf(t, db, "c"), "the lease taken 2 hours ago stays")
+	})
+}
+
+// TestCleanerKeepsTheRecordOfAnEventStillDeadLettered: an event dead-lettered, then
+// delivered again and applied (its offset not committed before a restart, a relay's
+// duplicate) stays in the dead letters, which are kept for good; Redrive finds it applied
+// by its processed record. The Cleaner must not delete that record after the processed
+// records' retention: an operator's Redrive any time later would apply the event twice.
+func TestCleanerKeepsTheRecordOfAnEventStillDeadLettered(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		clk := newClock()
+		events := fakeEvents(2, 1)
+		var failing atomic.Bool
+		failing.Store(true)
+		record := outboxtest.RecordingHandler("c")
+		c, err := outbox.NewConsumer(db, "c", func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+			for _, ev := range evs {
+				if ev.ID == events[0].ID && failing.Load() {
+					return outbox.Permanent(errors.New("unknown product"))
+				}
+			}
+			return record(ctx, tx, evs)
+		}, outbox.WithClock(clk.Now))
+		require.NoError(t, err)
+		require.NoError(t, c.Deliver(ctx, events))
+		require.Equal(t, events[0].ID, onlyDeadLetter(t, db).ID)
+
+		failing.Store(false)
+		require.NoError(t, c.Deliver(ctx, events[:1]), "delivered again: applied now")
+		require.Len(t, outboxtest.Applied(t, db, "c"), 2)
+		require.Equal(t, events[0].ID, onlyDeadLetter(t, db).ID, "still listed")
+
+		clk.Advance(49 * time.Hour)
+		cl, err := outbox.NewCleaner(db, outbox.WithClock(clk.Now), outbox.WithProcessedRetention(48*time.Hour))
+		require.NoError(t, err)
+		n, err := cl.CleanOnce(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, 1, n, "the record of the other event only")
+
+		_, err = c.Redrive(ctx, 0)
+		require.NoError(t, err)
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, "c", 0)
+		require.NoError(t, err)
+		assert.Empty(t, letters, "found applied: removed")
+		applied := map[string]int{}
+		for _, r := range outboxtest.Applied(t, db, "c") {
+			applied[r.EventID]++
+		}
+		assert.Equal(t, map[string]int{events[0].ID: 1, events[1].ID: 1}, applied, "each event applied once")
+
+		n, err = cl.CleanOnce(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, 1, n, "the letter gone, its record goes too")
 	})
 }
