@@ -53,22 +53,29 @@ func (c *Cleaner) CleanOnce(ctx context.Context) (int, error) {
 	if err != nil || c.s.keepProcessed <= 0 {
 		return total, err
 	}
-	// Processed records and leases are keyed by (consumer, id) and dated by a column.
-	for _, t := range []struct{ table, at string }{{TableProcessed, "processed_at"}, {TableInflight, "leased_at"}} {
+	// Processed records and leases are keyed by (consumer, id) and dated by a column. The
+	// record of an event its consumer also holds as a dead letter (dead-lettered, then
+	// delivered again and applied) is kept, whatever its age: it is what tells Redrive,
+	// however late, that the event was applied. It goes once the letter is gone.
+	for _, t := range []struct{ table, at, keep string }{
+		{TableProcessed, "processed_at", " AND NOT EXISTS (SELECT 1 FROM " + TableDeadLetters + " AS d " +
+			"WHERE d.consumer = " + TableProcessed + ".consumer AND d.id = " + TableProcessed + ".id)"},
+		{TableInflight, "leased_at", ""},
+	} {
 		n, err := c.sweep(ctx, t.table, func() ([]string, []any, error) {
 			var keys []struct {
 				Consumer string `bun:"consumer"`
 				ID       string `bun:"id"`
 			}
 			err := c.db.NewSelect().Table(t.table).Column("consumer", "id").
-				Where("? < ?", bun.Ident(t.at), now.Add(-c.s.keepProcessed)).
+				Where("? < ?"+t.keep, bun.Ident(t.at), now.Add(-c.s.keepProcessed)).
 				OrderExpr("?", bun.Ident(t.at)).Limit(int64(c.s.batchSize)).Scan(ctx, &keys)
 			args := make([]any, 0, 2*len(keys))
 			for _, k := range keys {
 				args = append(args, k.Consumer, k.ID)
 			}
 			return placeholders("(?, ?)", len(keys)), args, err
-		}, "(consumer, id) IN (%s)")
+		}, "(consumer, id) IN (%s)"+t.keep)
 		total += n
 		if err != nil {
 			return total, err

@@ -162,7 +162,9 @@
 //
 // A Cleaner (the outbox-cleanup job of seed 000) deletes sent events older than the
 // retention (default 7 days), optionally processed records older than their own
-// retention, in bounded batches; it never deletes an unsent event. CleanOnce runs one pass;
+// retention (but not the record of an event still in its consumer's DeadLetterTable,
+// which tells a late Redrive that the event was applied), in bounded batches; it never
+// deletes an unsent event. CleanOnce runs one pass;
 // Run loops. The outbox_streams rows (one small row per aggregate) are kept: they carry the
 // sequence numbers on.
 //

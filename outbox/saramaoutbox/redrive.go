@@ -14,7 +14,8 @@ import (
 // Redrive republishes the dead letters of dlqTopic to the topics they came from (header
 // HeaderDeadTopic), as they were: same key, payload, event ID, type, sequence and headers,
 // the dead-letter headers removed. Consumers deduplicate on the event ID, so a letter
-// re-driven twice is applied once; one that fails again is dead-lettered again.
+// re-driven twice is applied once (while its processed record is kept: see
+// outbox.WithProcessedRetention); one that fails again is dead-lettered again.
 //
 // It reads dlqTopic as consumer group group through client (made with ConsumerConfig, so
 // a group's first run starts at the oldest letter), each partition up to the end it has
