@@ -421,3 +421,28 @@ func TestConsumerHostileEventsAreDeadLetteredAndTheRestFlowOn(t *testing.T) {
 		assert.Equal(t, handled, calls[hostile])
 	})
 }
+
+// TestConsumerNamesCompareByteForByte: consumers whose names differ keep their own
+// processed records on every backend, so each applies every event. MySQL's binary
+// collations ignore trailing spaces (PAD SPACE), so a consumer named "c " would find c's
+// records there and skip every event c applied, while on SQLite it applies them: such a
+// name is refused. A leading space or another case makes another consumer everywhere.
+func TestConsumerNamesCompareByteForByte(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		_, err := outbox.NewConsumer(db, "c ", outboxtest.RecordingHandler("c "))
+		require.ErrorIs(t, err, outbox.ErrInvalidConfig, "a name ending with a space")
+
+		events := fakeEvents(1, 1)
+		for _, name := range []string{"c", " c", "C"} {
+			handled := 0
+			c, err := outbox.NewConsumer(db, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+				handled += len(evs)
+				return nil
+			})
+			require.NoError(t, err)
+			require.NoError(t, c.Deliver(ctx, events))
+			assert.Equal(t, 1, handled, "consumer %q applies the event", name)
+		}
+	})
+}
