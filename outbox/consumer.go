@@ -52,7 +52,8 @@ const MaxConsumerNameLen = 64
 
 // NewConsumer returns a Consumer named name (its key in outbox_processed: give each
 // independent application of the events its own name) that applies events with handle on
-// db. Options: WithBatchSize (events per handler transaction, default 100), WithMaxAttempts
+// db. A name ending with a space is refused: MySQL's collations ignore trailing spaces, so
+// "c " would share the records of "c" there. Options: WithBatchSize (events per handler transaction, default 100), WithMaxAttempts
 // (default 5), WithBackoff (between attempts, default 50ms..5s), WithDeadLetters (default:
 // a DeadLetterTable on db), WithLeaseWindow (default 1 minute), WithClock, WithLogger,
 // WithObserver.
@@ -62,6 +63,9 @@ func NewConsumer(db *bun.DB, name string, handle HandlerFunc, opts ...Option) (*
 		return nil, invalidConfig("NewConsumer needs a database and a handler")
 	case name == "" || len(name) > MaxConsumerNameLen || !utf8.ValidString(name):
 		return nil, invalidConfig("consumer name %q must be 1 to 64 bytes of UTF-8", name)
+	case strings.HasSuffix(name, " "):
+		return nil, invalidConfig("consumer name %q ends with a space, which MySQL ignores: it would share the records of %q",
+			name, strings.TrimRight(name, " "))
 	}
 	s, err := newSettings(kindConsumer, opts)
 	if err != nil {
