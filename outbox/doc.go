@@ -12,7 +12,8 @@
 // Add (or Writer.Add) takes a bun.IDB: pass the bun.Tx of the business change and the
 // events commit or roll back with it; the relay sees nothing before the commit. Each event
 // gets a time-ordered UUIDv7 ID (or keeps a caller-supplied one, which makes Add
-// idempotent: ErrDuplicateEvent), a creation time, and a sequence number in its stream
+// idempotent while the event is in the outbox: ErrDuplicateEvent; see Writer.Add for after
+// the Cleaner deleted it), a creation time, and a sequence number in its stream
 // (Topic, Key) — Key being the aggregate ID. The numbers come from a per-stream row in
 // outbox_streams that Add increments in the caller's transaction: the row lock serialises
 // concurrent writers to one aggregate (the second waits for the first to finish), and a

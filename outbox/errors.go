@@ -14,8 +14,8 @@ var (
 	// ErrInvalidEvent: an event failed validation (see EventError for which field and why).
 	// Nothing was written. It matches errcode.ErrInvalidArgument.
 	ErrInvalidEvent = errcode.Derive(errcode.ErrInvalidArgument, "outbox: invalid event")
-	// ErrDuplicateEvent: an event with the caller-supplied ID is already in the outbox.
-	// Nothing was written.
+	// ErrDuplicateEvent: an event with the caller-supplied ID is already in the outbox
+	// (not yet deleted by the Cleaner: see Writer.Add). Nothing was written.
 	ErrDuplicateEvent = errors.New("outbox: duplicate event ID")
 	// ErrInvalidConfig: a constructor was given an argument or option it cannot work with.
 	// It matches errcode.ErrInvalidArgument too, with the code Internal: a misconfigured

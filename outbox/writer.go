@@ -50,8 +50,14 @@ func Add(ctx context.Context, db bun.IDB, events ...Event) ([]Event, error) {
 // other aggregates never wait. A rollback undoes the increment too, so committed events of
 // a stream are numbered 1, 2, 3, ... without a gap, and commit in that order.
 //
-// Idempotency: an event with an ID of the caller's choosing is added at most once; adding
-// it again fails with ErrDuplicateEvent and writes nothing. Without IDs, idempotency comes
+// Idempotency: an event with an ID of the caller's choosing is added at most once while its
+// row is in the outbox; adding it again fails with ErrDuplicateEvent and writes nothing.
+// The row goes when the Cleaner deletes it (its retention after the event was sent): the
+// same ID added after that is a new event, with the next sequence number of its stream,
+// and is published again; a Consumer still applies it once while it keeps its processed
+// record (see WithProcessedRetention). A caller that may add an event again later than the
+// retention keeps its own record of what it added, as commerce does by writing each event
+// in the transaction of the one state change it describes. Without IDs, idempotency comes
 // from the caller's transaction: the events are written exactly when it commits.
 //
 // Invalid events fail with an *EventError wrapping ErrInvalidEvent, and nothing is written
