@@ -185,10 +185,11 @@ func WithRetention(d time.Duration) Option {
 // WithProcessedRetention makes the Cleaner also delete processed-event records older than d
 // (default 0: keep them forever). Choose d far longer than any redelivery can take (the
 // topic's retention): a duplicate arriving after its record is gone is applied again. The
-// record of an event its consumer still holds in a DeadLetterTable (dead-lettered, then
-// delivered again and applied) is kept until the letter is gone, so that Redrive, however
-// late, finds it applied. A Kafka dead-letter topic is out of the Cleaner's sight: re-drive
-// it (saramaoutbox.Redrive) within d, or keep the records.
+// record of an event its consumer still holds in the DeadLetterTable of the Cleaner's
+// database (dead-lettered, then delivered again and applied) is kept until the letter is
+// gone, so that Redrive, however late, finds it applied. Dead letters kept elsewhere (a
+// Kafka dead-letter topic, another database) are out of the Cleaner's sight: re-drive them
+// (saramaoutbox.Redrive) within d, or keep the records.
 // Consumers' leases (TableInflight) taken longer ago than d go too: those of events never
 // delivered again after a delivery died under them.
 func WithProcessedRetention(d time.Duration) Option {
