@@ -40,7 +40,8 @@ type Event struct {
 	// Topic is the Kafka topic (or the in-process subscription) the event goes to.
 	Topic string
 	// Key is the aggregate's ID. It is the Kafka message key, so one aggregate's events land
-	// on one partition in order.
+	// on one partition in order. At most 128 characters, without control characters, not
+	// ending with a space (which MySQL would ignore, taking "k " for "k").
 	Key string
 	// Type names the kind of event, e.g. "payment.completed".
 	Type string
@@ -105,6 +106,10 @@ func (e *Event) validate(index int, idRequired bool) error {
 		return bad("Key", "is longer than 128 characters or not valid UTF-8")
 	case hasControl(e.Key):
 		return bad("Key", "contains a control character")
+	case strings.HasSuffix(e.Key, " "):
+		// MySQL's collations ignore trailing spaces: the stream of "k " would number its
+		// events from the counter of "k".
+		return bad("Key", "ends with a space")
 	}
 	switch {
 	case e.Type == "":
