@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -78,7 +79,9 @@ func (r *Relay) resolve(ctx context.Context, skip bool, id string) error {
 	if skip {
 		verb, set, args = "skipping", "sent_at = ?", []any{r.s.now()}
 	}
-	if len(id) > MaxIDLen || !utf8.ValidString(id) || hasControl(id) { // no event has such an ID
+	// No event has such an ID; and MySQL's collations ignore trailing spaces: "x " would
+	// resolve the dead letter "x".
+	if len(id) > MaxIDLen || !utf8.ValidString(id) || hasControl(id) || strings.HasSuffix(id, " ") {
 		return fmt.Errorf("%w: %s %q", ErrNotDeadLetter, verb, id)
 	}
 	var resolved bool
