@@ -41,7 +41,11 @@ type Refund struct {
 	UpdatedAt      time.Time
 }
 
-// RefundRequest asks for a refund. RefundID is its idempotency key, and the PG's.
+// RefundRequest asks for a refund. RefundID is its idempotency key, and the PG's. It is the
+// caller's choice, except for the names the Service gives the refunds it makes itself
+// ("void-", "review-", "review2-", ..., "console-", "console2-", ... followed by anything),
+// which Validate refuses: a caller's refund under such a name would take the place of the
+// Service's own (see reservedRefundID).
 type RefundRequest struct {
 	RefundID  string
 	PaymentID string
@@ -55,6 +59,9 @@ type RefundRequest struct {
 func (r RefundRequest) Validate() error {
 	if err := validID("RefundID", r.RefundID); err != nil {
 		return err
+	}
+	if reservedRefundID(r.RefundID) {
+		return invalid("RefundID", "must not begin with void-, review-, console- (or review2-, console2-, ...): the Service names its own refunds so")
 	}
 	if err := validID("PaymentID", r.PaymentID); err != nil {
 		return err

@@ -28,7 +28,7 @@ func TestCallersRefundIDsNeverTakeTheServicesOwn(t *testing.T) {
 		_, err := e.svc.Pay(ctx, card("other", 5000))
 		require.NoError(t, err)
 		_, err = e.svc.Refund(ctx, refund("void-att", "other", 1000))
-		assert.ErrorIs(t, err, payment.ErrInvalidRequest, "the Service's own name is refused")
+		require.ErrorIs(t, err, payment.ErrInvalidRequest, "the Service's own name is refused")
 		assert.Empty(t, e.refunds(t, "other"))
 		assert.Equal(t, payment.StateApproved, e.get(t, "other").State)
 
@@ -37,8 +37,7 @@ func TestCallersRefundIDsNeverTakeTheServicesOwn(t *testing.T) {
 		e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1)
 		_, err = e.svc.Attempt(ctx, req)
 		require.ErrorIs(t, err, payment.ErrAbandoned)
-		_, err = e.sim.Approve(ctx, payment.ApproveRequest{PaymentID: req.PaymentID, OrderID: req.OrderID,
-			Amount: req.Amount, Currency: req.Currency, Method: req.Method, Token: req.Token})
+		_, err = e.sim.Approve(ctx, payment.ApproveRequest(req)) // the PG processes it after all
 		require.NoError(t, err)
 		body, sig := e.webhook(t, req.PaymentID)
 		assert.NoError(t, e.svc.HandleWebhook(ctx, body, sig))
@@ -55,7 +54,7 @@ func TestCallersRefundIDsNeverTakeTheServicesOwn(t *testing.T) {
 		_, err = e.svc.Pay(ctx, card("own", 5000))
 		require.NoError(t, err)
 		_, err = e.svc.Refund(ctx, refund("void-own", "own", 1000))
-		assert.ErrorIs(t, err, payment.ErrInvalidRequest, "the Service's own name is refused")
+		require.ErrorIs(t, err, payment.ErrInvalidRequest, "the Service's own name is refused")
 		own := e.get(t, "own")
 		assert.Equal(t, payment.StateApproved, own.State)
 		assert.Empty(t, e.refunds(t, "own"))
@@ -63,4 +62,21 @@ func TestCallersRefundIDsNeverTakeTheServicesOwn(t *testing.T) {
 		require.NoError(t, err)
 		assert.False(t, voided, "an ordinary payment is not voided")
 	})
+}
+
+// TestRefundRequestRefusesTheServicesNames: Validate refuses exactly the names the Service
+// gives its own refunds.
+func TestRefundRequestRefusesTheServicesNames(t *testing.T) {
+	for id, reserved := range map[string]bool{
+		"void-p": true, "review-p": true, "review2-p": true, "review12-p": true, "console-p": true, "console3-p": true,
+		"void": false, "voided-p": false, "review": false, "reviewer-p": false, "review2": false, "consoles-p": false,
+		"refund-o-0": false, "p-void-x": false, "Void-p": false,
+	} {
+		err := refund(id, "p", 1000).Validate()
+		if reserved {
+			assert.ErrorIs(t, err, payment.ErrInvalidRequest, id)
+		} else {
+			assert.NoError(t, err, id)
+		}
+	}
 }

@@ -242,6 +242,26 @@ func refundIDOf(prefix, paymentID string) string {
 // voidRefundID names the refund of an abandoned payment the PG approved all the same.
 func voidRefundID(paymentID string) string { return refundIDOf("void-", paymentID) }
 
+// reservedRefundID reports whether id has the form of a name refundIDOf gives a refund the
+// Service makes itself: "void-", or "review" or "console" with an attempt number or none,
+// then "-" (see attempt). A caller's refund never takes such a name: the refund of another
+// payment named "void-<p>" would make the move of the abandoned payment p to APPROVED fail
+// on the refund's unique key, so its charge would never be given back, and a refund of p
+// itself so named would make Voided report p as voided.
+func reservedRefundID(id string) bool {
+	if strings.HasPrefix(id, "void-") {
+		return true
+	}
+	for _, name := range []string{"review", "console"} {
+		if rest, ok := strings.CutPrefix(id, name); ok {
+			if strings.HasPrefix(strings.TrimLeft(rest, "0123456789"), "-") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // recordVoid records in tx, with the move of the abandoned payment p to APPROVED, the refund
 // of all of it, PENDING, its amount reserved: Attempt told its caller nothing was charged and
 // nothing fulfils this payment, so the charge the PG made anyway is given back. Recorded
