@@ -206,12 +206,13 @@ func (r *Reconciler) refund(ctx context.Context, rf Refund) (bool, error) {
 
 // storageErr keeps from err only what should stop a pass: errors that are not about the
 // payment's outcome (declines, unknown outcomes and unavailability are reported, not
-// returned; so is a PG contradicting the record, which is logged).
+// returned; so is a PG contradicting the record, which is logged and told to the Observer:
+// the payment moved to REVIEW, ErrUnderReview, or could not, ErrUnresolvable).
 func storageErr(err error) error {
 	switch {
 	case err == nil, errors.Is(err, ErrDeclined), errors.Is(err, ErrOutcomeUnknown),
 		errors.Is(err, ErrGatewayUnavailable), errors.Is(err, ErrIllegalTransition),
-		errors.Is(err, ErrRefundRejected):
+		errors.Is(err, ErrRefundRejected), errors.Is(err, ErrUnderReview):
 		return nil
 	}
 	return err
