@@ -60,8 +60,8 @@ type WebhookVerifier interface {
 // while the void is not settled, and its redelivery sends the void still pending, so a
 // lost answer never leaves the money with the PG until the Reconciler's next pass.
 //
-// Errors: ErrWebhookNotConfigured; ErrInvalidWebhook (bad signature or body, or an amount that
-// does not match the record, which is also logged and told to the Observer as a
+// Errors: ErrWebhookNotConfigured; ErrInvalidWebhook (bad signature or body, or an amount (or,
+// for a refund, a payment) that does not match the record, which is also logged and told to the Observer as a
 // contradiction: reject it, e.g. with HTTP 400); ErrWebhookUnconfirmed;
 // ErrPaymentNotFound or ErrRefundNotFound; ErrIllegalTransition when a webhook reports a
 // refund recorded as failed, which needs a person (also told to the Observer as a
@@ -101,8 +101,14 @@ func (s *Service) HandleWebhook(ctx context.Context, body []byte, signature stri
 			return err
 		}
 		if r.PaymentID != ev.PaymentID || r.Amount != ev.CancelAmount {
-			return fmt.Errorf("%w: refund %q is %d of %q at the gateway but %d of %q here", ErrInvalidWebhook,
+			// Signed with our secret, yet not our record: refused, and reported like the
+			// approval above.
+			detail := fmt.Sprintf("a webhook claims refund %q is %d of %q, recorded %d of %q",
 				r.ID, ev.CancelAmount, ev.PaymentID, r.Amount, r.PaymentID)
+			s.logger.ErrorContext(ctx, "payment: signed refund webhook contradicts the record; refused",
+				"refund", r.ID, "payment", r.PaymentID, "detail", detail)
+			s.contradicted(r.PaymentID, CauseWebhook, detail)
+			return fmt.Errorf("%w: %s", ErrInvalidWebhook, detail)
 		}
 		switch r.State {
 		case RefundPending:
