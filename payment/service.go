@@ -133,13 +133,16 @@ func (s *Service) now() time.Time { return s.clock().UTC().Truncate(time.Microse
 // only if the PG never saw it, since the PG may have pruned the key. The same PaymentID
 // with a different request is refused with ErrPaymentIDReused.
 func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
-	p, created, err := s.request(ctx, s.db, req)
+	p, created, err := s.request(ctx, s.db, req, true)
 	if err != nil {
 		return Payment{}, err
 	}
 	by := takingUp
 	if created {
-		by = recorder // no one else knows of it yet: no one to take it from
+		// Recorded taken up (see request): committed before the call, it is visible to an
+		// Attempt of the same request, which must not abandon it while this call is on the
+		// way to the PG.
+		by = recorder
 	}
 	return s.submit(ctx, p, by)
 }
@@ -159,12 +162,14 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 // recorded: inside a caller's transaction, before the caller commits (which may still roll it
 // back).
 func (s *Service) Request(ctx context.Context, db bun.IDB, req PayRequest) (Payment, error) {
-	p, _, err := s.request(ctx, db, req)
+	p, _, err := s.request(ctx, db, req, false)
 	return p, err
 }
 
 // request is Request, also reporting whether it recorded the payment (or found it recorded).
-func (s *Service) request(ctx context.Context, db bun.IDB, req PayRequest) (Payment, bool, error) {
+// takenUp records a new payment as taken up (its updated_at past its created_at, see
+// takeUp), for a caller that submits it at once: no Attempt can abandon it then.
+func (s *Service) request(ctx context.Context, db bun.IDB, req PayRequest, takenUp bool) (Payment, bool, error) {
 	if err := req.Validate(); err != nil {
 		return Payment{}, false, err
 	}
@@ -172,6 +177,9 @@ func (s *Service) request(ctx context.Context, db bun.IDB, req PayRequest) (Paym
 	p := Payment{
 		ID: req.PaymentID, OrderID: req.OrderID, Amount: req.Amount, Currency: req.Currency,
 		Method: req.Method, Token: req.Token, State: StateRequested, CreatedAt: now, UpdatedAt: now,
+	}
+	if takenUp {
+		p.UpdatedAt = now.Add(time.Microsecond)
 	}
 	created, err := insertPayment(ctx, db, p)
 	if err != nil {
@@ -250,7 +258,7 @@ const (
 	// takingUp first takes a REQUESTED payment up (see takeUp), so that no Attempt
 	// abandons it while it is with the PG.
 	takingUp submitter = iota
-	// recorder has just recorded the payment itself: no one else can be abandoning it.
+	// recorder has just recorded the payment itself, taken up: no Attempt can abandon it.
 	recorder
 	// abandoner is Attempt: it abandons the payment when the PG was not reached, unless
 	// someone took it up meanwhile.
