@@ -1045,6 +1045,7 @@ func TestAbandonRacesSubmission(t *testing.T) {
 			e, g, req := start(t, "approve", "race-1")
 			wait := attempt(e, req)
 			<-g.entered
+			e.clock.Advance(time.Second) // past the attempt's take-up
 			// The attempt's call is in flight: the reconciler takes the payment up and charges it.
 			reconcile(t, e)
 			assert.Equal(t, payment.StateApproved, e.get(t, req.PaymentID).State)
@@ -1062,6 +1063,7 @@ func TestAbandonRacesSubmission(t *testing.T) {
 			e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 2)
 			wait := attempt(e, req)
 			<-g.entered
+			e.clock.Advance(time.Second) // past the attempt's take-up
 			reconcile(t, e)
 			close(g.release)
 			p, err := wait()

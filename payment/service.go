@@ -295,7 +295,7 @@ func (s *Service) resume(ctx context.Context, p Payment, cause Cause, by submitt
 	case err != nil:
 		s.logger.WarnContext(ctx, "payment: could not ask the gateway about a payment", "payment", p.ID, "err", err)
 		if classify(err) == outcomeNone {
-			return s.unreached(ctx, p, err, by)
+			return s.unreached(ctx, p, err, by, time.Time{})
 		}
 		return p, fmt.Errorf("%w: asking the gateway: %w", ErrOutcomeUnknown, err)
 	}
@@ -313,10 +313,27 @@ func (s *Service) resume(ctx context.Context, p Payment, cause Cause, by submitt
 // approve asks the PG to approve p, which is REQUESTED or UNKNOWN, and records the answer
 // with cause; by says what it does about an Attempt abandoning p (see submitter).
 func (s *Service) approve(ctx context.Context, p Payment, cause Cause, by submitter) (Payment, error) {
-	if by == takingUp {
+	var takenAt time.Time // when this Attempt took p up first (see takeUpFirst)
+	switch by {
+	case takingUp:
 		var err error
 		if p, err = s.takeUp(ctx, p); err != nil || p.State.Settled() {
 			return p, cmp.Or(err, p.result(nil))
+		}
+	case abandoner:
+		var (
+			first bool
+			err   error
+		)
+		if p, first, err = s.takeUpFirst(ctx, p); err != nil || p.State.Settled() {
+			return p, cmp.Or(err, p.result(nil))
+		}
+		if first {
+			takenAt = p.UpdatedAt
+		} else {
+			// Another submitter (another Attempt included) took it up first and may have its
+			// call on the way to the PG: this Attempt only submits it, as Submit does.
+			by = recorder
 		}
 	}
 	a, callErr := s.gw.Approve(ctx, p.approveRequest())
@@ -338,7 +355,7 @@ func (s *Service) approve(ctx context.Context, p Payment, cause Cause, by submit
 		p, err = s.settle(wctx, p, StateUnknown, change{cause: CauseNoAnswer, detail: truncate(callErr.Error(), 255)})
 	case outcomeNone:
 		s.logger.WarnContext(ctx, "payment: gateway unavailable", "payment", p.ID, "err", callErr)
-		return s.unreached(wctx, p, callErr, by)
+		return s.unreached(wctx, p, callErr, by, takenAt)
 	}
 	if err != nil {
 		return p, err
@@ -348,13 +365,18 @@ func (s *Service) approve(ctx context.Context, p Payment, cause Cause, by submit
 
 // unreached returns p, which the PG has not seen (callErr says why), with Pay's outcome;
 // an abandoner first abandons it if it is still REQUESTED and no other submitter ever took
-// it up.
-func (s *Service) unreached(ctx context.Context, p Payment, callErr error, by submitter) (Payment, error) {
+// it up: none at all, or, when the abandoner took it up first itself (at takenAt), none
+// since.
+func (s *Service) unreached(ctx context.Context, p Payment, callErr error, by submitter, takenAt time.Time) (Payment, error) {
 	if by != abandoner || p.State != StateRequested {
 		return p, p.result(callErr)
 	}
 	at, detail := s.now(), truncate(callErr.Error(), 255)
-	ok, err := s.casState(ctx, p, StateAbandoned, change{cause: CauseAbandoned, detail: detail, untaken: true}, at)
+	if !at.After(p.UpdatedAt) { // a clock that stands still still moves it
+		at = p.UpdatedAt.Add(time.Microsecond)
+	}
+	ch := change{cause: CauseAbandoned, detail: detail, untaken: true, takenAt: takenAt}
+	ok, err := s.casState(ctx, p, StateAbandoned, ch, at)
 	switch {
 	case err != nil:
 		return p, err
@@ -401,6 +423,39 @@ func (s *Service) takeUp(ctx context.Context, p Payment) (Payment, error) {
 		}
 	}
 	return p, nil
+}
+
+// takeUpFirst is takeUp for an Attempt: it takes p up only if no submitter ever did (its
+// updated_at still its created_at), and reports whether it did. An Attempt that took p up
+// first may abandon it (see unreached) unless another submitter takes it up after it; one
+// that did not must not, as the submitter that did may have its call on the way to the PG.
+// It returns p as it is then: one no longer REQUESTED is not to be sent.
+func (s *Service) takeUpFirst(ctx context.Context, p Payment) (Payment, bool, error) {
+	if p.State != StateRequested || !p.UpdatedAt.Equal(p.CreatedAt) {
+		return p, false, nil
+	}
+	at := s.now()
+	if !at.After(p.UpdatedAt) { // a clock that stands still still moves it
+		at = p.UpdatedAt.Add(time.Microsecond)
+	}
+	var n int64
+	err := sqlutil.Retry(ctx, s.db, func(ctx context.Context) error {
+		res, err := s.db.NewUpdate().Model((*paymentRow)(nil)).Set("updated_at = ?", at).
+			Where("id = ?", p.ID).Where("state = ?", string(StateRequested)).Where("updated_at = created_at").Exec(ctx)
+		if err == nil {
+			n, err = res.RowsAffected()
+		}
+		return err
+	})
+	if err != nil {
+		return p, false, fmt.Errorf("payment: taking up %q: %w", p.ID, err)
+	}
+	if n == 1 {
+		p.UpdatedAt = at
+		return p, true, nil
+	}
+	p, err = loadPayment(ctx, s.db, p.ID, false)
+	return p, false, err
 }
 
 // result is the error Pay returns for p as recorded; callErr is the gateway's error, if any.

@@ -135,8 +135,11 @@ type change struct {
 	// untaken makes the move also conditional on no submitter ever having taken the
 	// payment up (see Service.takeUp, which moves updated_at past created_at): being taken
 	// up since it was read is not enough, as a submitter that took it up before may still
-	// have its call on the way to the PG.
+	// have its call on the way to the PG. With takenAt set, the Attempt making the move
+	// took the payment up itself when no one had (at takenAt, see Service.takeUpFirst): the
+	// move is then conditional on no one else having taken it up since.
 	untaken bool
+	takenAt time.Time
 }
 
 // casState moves p from p.State (as last read) to to, with ch, and records the transition,
@@ -152,8 +155,11 @@ func (s *Service) casState(ctx context.Context, p Payment, to State, ch change, 
 			Set("updated_at = ?", at).
 			Where("id = ?", p.ID).
 			Where("state = ?", string(p.State))
-		if ch.untaken {
+		switch {
+		case ch.untaken && ch.takenAt.IsZero():
 			q = q.Where("updated_at = created_at")
+		case ch.untaken:
+			q = q.Where("updated_at = ?", ch.takenAt)
 		}
 		if ch.reference != "" {
 			q = q.Set("pg_reference = ?", ch.reference)
