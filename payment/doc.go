@@ -58,10 +58,11 @@
 // of Submit: when the PG was certainly not reached (ErrGatewayUnavailable), the payment
 // moves to ABANDONED (ErrAbandoned) — nothing was charged, and nothing ever sends that
 // payment ID again, so the caller pays with a new one. The abandonment is a conditional
-// update requiring that no one ever took the payment up; every other submitter (Submit,
-// Pay, the Reconciler) first takes a REQUESTED payment up with a conditional update of its
-// own (moving its updated_at past its created_at; Pay records the payment it creates so),
-// so of an abandonment and a submission
+// update requiring that no one but the Attempt itself ever took the payment up (an Attempt
+// takes it up only when no one did, and otherwise only submits it); every other submitter
+// (Submit, Pay, the Reconciler) first takes a REQUESTED payment up with a conditional
+// update of its own (moving its updated_at past its created_at; Pay records the payment it
+// creates so), so of an abandonment and a submission
 // exactly one goes ahead and the PG cannot charge an
 // abandoned payment. Should the PG report one approved all the same, that is recorded
 // (ABANDONED -> APPROVED) with, in the same transaction, the refund of all of it

@@ -223,8 +223,8 @@ func (s *Service) Submit(ctx context.Context, req PayRequest) (Payment, error) {
 // nothing will send it again — and Attempt returns it with an error matching ErrAbandoned
 // (and ErrGatewayUnavailable, errcode.ErrUnavailable): pay again with a new payment ID. The
 // move is a conditional update that loses to any other submitter (Submit, Pay, the
-// Reconciler) that ever took the payment up, before or after Attempt read it (its call may
-// still be on the way to the PG): then that one has it, the
+// Reconciler, another Attempt) that ever took the payment up, before or after Attempt read
+// it (its call may still be on the way to the PG): then that one has it, the
 // payment stays REQUESTED and the error is ErrGatewayUnavailable, as from Submit. So of an
 // abandonment and another submission, exactly one happens. Its other outcomes are Submit's.
 func (s *Service) Attempt(ctx context.Context, req PayRequest) (Payment, error) {
