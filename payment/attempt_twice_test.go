@@ -2,6 +2,7 @@ package payment_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -49,4 +50,74 @@ func TestAttemptLosesToAnotherAttemptInFlight(t *testing.T) {
 		assert.Empty(t, e.refunds(t, req.PaymentID), "nothing given back")
 		assert.Equal(t, 1, e.sim.Charges(req.PaymentID))
 	})
+}
+
+// TestAttemptInFlightKeepsTheFirstFromAbandoning is the same race the other way round: the
+// first Attempt took the payment up, and its call is refused only once a second Attempt's
+// call has reached the PG (approved, its answer not recorded yet). The first Attempt must
+// not abandon what the second one sent: the payment ends APPROVED, nothing given back, the
+// first Attempt's error ErrGatewayUnavailable (not ErrAbandoned), the second's nil.
+func TestAttemptInFlightKeepsTheFirstFromAbandoning(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		g := &ordered{firstEntered: make(chan struct{}), firstRelease: make(chan struct{}),
+			secondDone: make(chan struct{}), secondRelease: make(chan struct{})}
+		e := newEnv(t, db, g.wrap)
+		req := card("both-ways", 5000)
+		e.record(t, req)
+
+		var (
+			first, second       payment.Payment
+			firstErr, secondErr error
+		)
+		firstDone, secondDone := make(chan struct{}), make(chan struct{})
+		go func() { defer close(firstDone); first, firstErr = e.svc.Attempt(ctx, req) }()
+		<-g.firstEntered // took up, its call on the way
+		go func() { defer close(secondDone); second, secondErr = e.svc.Attempt(ctx, req) }()
+		<-g.secondDone // the PG approved the second call; its answer not recorded yet
+		close(g.firstRelease)
+		<-firstDone // the first call refused
+		close(g.secondRelease)
+		<-secondDone
+
+		require.ErrorIs(t, firstErr, payment.ErrGatewayUnavailable)
+		assert.NotErrorIs(t, firstErr, payment.ErrAbandoned, "the second Attempt sent it: not the first's to abandon")
+		assert.NotEqual(t, payment.StateAbandoned, first.State)
+		require.NoError(t, secondErr)
+		assert.Equal(t, payment.StateApproved, second.State)
+		p := e.get(t, req.PaymentID)
+		assert.Equal(t, payment.StateApproved, p.State)
+		assert.Empty(t, e.refunds(t, req.PaymentID), "nothing given back")
+		assert.Equal(t, 1, e.sim.Charges(req.PaymentID))
+	})
+}
+
+// ordered is a gateway whose first Approve waits for firstRelease and is then refused
+// before the PG (ErrGatewayUnavailable), and whose second is sent to the PG and then waits
+// for secondRelease before it answers.
+type ordered struct {
+	payment.Gateway
+	calls                      atomic.Int32
+	firstEntered, firstRelease chan struct{}
+	secondDone, secondRelease  chan struct{}
+}
+
+func (o *ordered) wrap(s *pgsim.Simulator) payment.Gateway {
+	o.Gateway = s
+	return o
+}
+
+func (o *ordered) Approve(ctx context.Context, req payment.ApproveRequest) (payment.Approval, error) {
+	switch o.calls.Add(1) {
+	case 1:
+		close(o.firstEntered)
+		<-o.firstRelease
+		return payment.Approval{}, payment.ErrGatewayUnavailable
+	case 2:
+		a, err := o.Gateway.Approve(ctx, req)
+		close(o.secondDone)
+		<-o.secondRelease
+		return a, err
+	}
+	return o.Gateway.Approve(ctx, req)
 }
