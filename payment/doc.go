@@ -59,7 +59,7 @@
 // moves to ABANDONED (ErrAbandoned) — nothing was charged, and nothing ever sends that
 // payment ID again, so the caller pays with a new one. The abandonment is a conditional
 // update requiring that no one but the Attempt itself ever took the payment up (an Attempt
-// takes it up only when no one did, and otherwise only submits it); every other submitter
+// takes it up first when no one did, and otherwise takes it up as Submit does); every other submitter
 // (Submit, Pay, the Reconciler) first takes a REQUESTED payment up with a conditional
 // update of its own (moving its updated_at past its created_at; Pay records the payment it
 // creates so), so of an abandonment and a submission

@@ -330,10 +330,15 @@ func (s *Service) approve(ctx context.Context, p Payment, cause Cause, by submit
 		}
 		if first {
 			takenAt = p.UpdatedAt
-		} else {
-			// Another submitter (another Attempt included) took it up first and may have its
-			// call on the way to the PG: this Attempt only submits it, as Submit does.
-			by = recorder
+			break
+		}
+		// Another submitter (another Attempt included) took it up first and may have its
+		// call on the way to the PG: this Attempt submits it as Submit does, taking it up
+		// again, so that an Attempt that took it up before cannot abandon it under this
+		// one's call either.
+		by = takingUp
+		if p, err = s.takeUp(ctx, p); err != nil || p.State.Settled() {
+			return p, cmp.Or(err, p.result(nil))
 		}
 	}
 	a, callErr := s.gw.Approve(ctx, p.approveRequest())
