@@ -59,12 +59,14 @@
 // moves to ABANDONED (ErrAbandoned) — nothing was charged, and nothing ever sends that
 // payment ID again, so the caller pays with a new one. The abandonment is a conditional
 // update requiring that no one but the Attempt itself ever took the payment up (an Attempt
-// takes it up first when no one did, and otherwise takes it up as Submit does); every other submitter
-// (Submit, Pay, the Reconciler) first takes a REQUESTED payment up with a conditional
-// update of its own (moving its updated_at past its created_at; Pay records the payment it
-// creates so), so of an abandonment and a submission
-// exactly one goes ahead and the PG cannot charge an
-// abandoned payment. Should the PG report one approved all the same, that is recorded
+// takes it up first when no one did, and otherwise takes it up as Submit does); every
+// other submitter (Submit, Pay, the Reconciler) first takes a REQUESTED payment up with a
+// conditional update of its own (moving its updated_at past its created_at; Pay records
+// the payment it creates so), so of an abandonment and a submission exactly one goes ahead
+// and the PG cannot charge an abandoned payment. A caller that records the payment in its
+// own transaction and then attempts it itself (commerce's Pay) records it with
+// RequestToAttempt, taken up by that caller in the same INSERT, and sends it with
+// AttemptRecorded, which then needs no write of its own before the PG call. Should the PG report one approved all the same, that is recorded
 // (ABANDONED -> APPROVED) with, in the same transaction, the refund of all of it
 // ("void-<payment>", PENDING), sent at once and otherwise completed by the Reconciler:
 // nothing fulfils an abandoned payment, so its charge goes back. CrossCheck reports an

@@ -164,3 +164,73 @@ func requireChargedOnce(t *testing.T, e *env, id string) {
 	assert.False(t, voided)
 	assert.Equal(t, 1, e.sim.Charges(id))
 }
+
+// TestAttemptRecorded: the caller that recorded the payment with RequestToAttempt sends it
+// with AttemptRecorded. A PG it certainly did not reach makes it abandon the payment, as
+// Attempt does; a call another submitter has on the way to the PG, before or after its own,
+// keeps it from abandoning, in either order, and that charge stands.
+func TestAttemptRecorded(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		t.Run("unreached, alone: abandoned", func(t *testing.T) {
+			e := newEnv(t, db, nil)
+			req := card("rec-alone", 5000)
+			rec, err := e.svc.RequestToAttempt(ctx, e.db, req)
+			require.NoError(t, err)
+			e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1)
+			p, err := e.svc.AttemptRecorded(ctx, rec)
+			require.ErrorIs(t, err, payment.ErrAbandoned)
+			assert.Equal(t, payment.StateAbandoned, p.State)
+			assert.Equal(t, payment.StateAbandoned, e.get(t, req.PaymentID).State)
+			assert.Zero(t, e.sim.Charges(req.PaymentID))
+		})
+		t.Run("an Attempt refused while it is in flight", func(t *testing.T) {
+			g := newHeld("approve:rec-first")
+			e := newEnv(t, db, g.wrap)
+			req := card("rec-first", 5000)
+			rec, err := e.svc.RequestToAttempt(ctx, e.db, req)
+			require.NoError(t, err)
+			done := make(chan struct{})
+			var sent payment.Payment
+			var sentErr error
+			go func() { defer close(done); sent, sentErr = e.svc.AttemptRecorded(ctx, rec) }()
+			<-g.entered // its call is on the way to the PG
+			e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1)
+			_, err = e.svc.Attempt(ctx, req)
+			require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+			assert.NotErrorIs(t, err, payment.ErrAbandoned)
+			close(g.release)
+			<-done
+			require.NoError(t, sentErr)
+			assert.Equal(t, payment.StateApproved, sent.State)
+			requireChargedOnce(t, e, req.PaymentID)
+		})
+		t.Run("refused while an Attempt is in flight", func(t *testing.T) {
+			g := &ordered{firstEntered: make(chan struct{}), firstRelease: make(chan struct{}),
+				secondDone: make(chan struct{}), secondRelease: make(chan struct{})}
+			e := newEnv(t, db, g.wrap)
+			req := card("rec-second", 5000)
+			rec, err := e.svc.RequestToAttempt(ctx, e.db, req)
+			require.NoError(t, err)
+			var (
+				mine, other       payment.Payment
+				mineErr, otherErr error
+			)
+			mineDone, otherDone := make(chan struct{}), make(chan struct{})
+			go func() { defer close(mineDone); mine, mineErr = e.svc.AttemptRecorded(ctx, rec) }()
+			<-g.firstEntered
+			go func() { defer close(otherDone); other, otherErr = e.svc.Attempt(ctx, req) }()
+			<-g.secondDone // the PG approved the other call; its answer not recorded yet
+			close(g.firstRelease)
+			<-mineDone
+			close(g.secondRelease)
+			<-otherDone
+			require.ErrorIs(t, mineErr, payment.ErrGatewayUnavailable)
+			assert.NotErrorIs(t, mineErr, payment.ErrAbandoned, "the other Attempt sent it")
+			assert.NotEqual(t, payment.StateAbandoned, mine.State)
+			require.NoError(t, otherErr)
+			assert.Equal(t, payment.StateApproved, other.State)
+			requireChargedOnce(t, e, req.PaymentID)
+		})
+	})
+}

@@ -133,7 +133,7 @@ func (s *Service) now() time.Time { return s.clock().UTC().Truncate(time.Microse
 // only if the PG never saw it, since the PG may have pruned the key. The same PaymentID
 // with a different request is refused with ErrPaymentIDReused.
 func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
-	p, created, err := s.request(ctx, s.db, req, true)
+	p, created, err := s.request(ctx, s.db, req, takenAfter)
 	if err != nil {
 		return Payment{}, err
 	}
@@ -162,14 +162,38 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 // recorded: inside a caller's transaction, before the caller commits (which may still roll it
 // back).
 func (s *Service) Request(ctx context.Context, db bun.IDB, req PayRequest) (Payment, error) {
-	p, _, err := s.request(ctx, db, req, false)
+	p, _, err := s.request(ctx, db, req, untaken)
 	return p, err
 }
 
-// request is Request, also reporting whether it recorded the payment (or found it recorded).
-// takenUp records a new payment as taken up (its updated_at past its created_at, see
-// takeUp), for a caller that submits it at once: no Attempt can abandon it then.
-func (s *Service) request(ctx context.Context, db bun.IDB, req PayRequest, takenUp bool) (Payment, bool, error) {
+// RequestToAttempt is Request for the caller that will send the payment itself with
+// AttemptRecorded once db has committed. The payment is recorded as taken up by that caller,
+// in the same INSERT, so that its Attempt makes no write of its own before the PG call. Every
+// other submitter (Submit, the Reconciler, another Attempt) takes it up again before it
+// sends it, and the caller's AttemptRecorded then loses its abandonment to it, as Attempt's
+// does.
+func (s *Service) RequestToAttempt(ctx context.Context, db bun.IDB, req PayRequest) (Payment, error) {
+	p, _, err := s.request(ctx, db, req, takenNow)
+	return p, err
+}
+
+// recordAs is how request records a new payment: untaken, or taken up by its caller (its
+// updated_at past its created_at, see takeUp), so that no other Attempt can abandon it.
+type recordAs int
+
+const (
+	untaken recordAs = iota
+	// takenAfter: created now, taken up a microsecond later (Pay, which sends it at once).
+	takenAfter
+	// takenNow: created a microsecond ago, taken up now (RequestToAttempt): its updated_at is
+	// not past the time of the transaction recording it, so a reconciler's cutoff at that
+	// time, if the caller dies before its Attempt, sees it as an untaken payment would be.
+	takenNow
+)
+
+// request is Request, also reporting whether it recorded the payment (or found it recorded);
+// as says how a new payment is recorded.
+func (s *Service) request(ctx context.Context, db bun.IDB, req PayRequest, as recordAs) (Payment, bool, error) {
 	if err := req.Validate(); err != nil {
 		return Payment{}, false, err
 	}
@@ -178,8 +202,11 @@ func (s *Service) request(ctx context.Context, db bun.IDB, req PayRequest, taken
 		ID: req.PaymentID, OrderID: req.OrderID, Amount: req.Amount, Currency: req.Currency,
 		Method: req.Method, Token: req.Token, State: StateRequested, CreatedAt: now, UpdatedAt: now,
 	}
-	if takenUp {
+	switch as {
+	case takenAfter:
 		p.UpdatedAt = now.Add(time.Microsecond)
+	case takenNow:
+		p.CreatedAt = now.Add(-time.Microsecond)
 	}
 	created, err := insertPayment(ctx, db, p)
 	if err != nil {
@@ -235,6 +262,24 @@ func (s *Service) Attempt(ctx context.Context, req PayRequest) (Payment, error) 
 	return s.submit(ctx, p, abandoner)
 }
 
+// AttemptRecorded is Attempt for the caller that recorded p with RequestToAttempt, p as that
+// call returned it, once its transaction has committed. It reads the payment as committed, as
+// Attempt does. When no other submitter has taken the payment up since p was recorded, the
+// take-up recorded with p is this call's own, and it sends the payment without a write
+// first. Otherwise it is Attempt. Give each p to one AttemptRecorded only: two of them would
+// each take the other's call for none and could abandon the payment under it.
+func (s *Service) AttemptRecorded(ctx context.Context, p Payment) (Payment, error) {
+	stored, err := s.recorded(ctx, PayRequest{PaymentID: p.ID, OrderID: p.OrderID, Amount: p.Amount,
+		Currency: p.Currency, Method: p.Method, Token: p.Token})
+	if err != nil {
+		return Payment{}, err
+	}
+	if stored.State == StateRequested && stored.UpdatedAt.After(stored.CreatedAt) && stored.UpdatedAt.Equal(p.UpdatedAt) {
+		return s.submit(ctx, stored, markedAbandoner)
+	}
+	return s.submit(ctx, stored, abandoner)
+}
+
 // recorded reads the payment req recorded, as committed, refusing another request with its ID.
 func (s *Service) recorded(ctx context.Context, req PayRequest) (Payment, error) {
 	if err := req.Validate(); err != nil {
@@ -263,6 +308,10 @@ const (
 	// abandoner is Attempt: it abandons the payment when the PG was not reached, unless
 	// someone took it up meanwhile.
 	abandoner
+	// markedAbandoner is AttemptRecorded on a payment still as its RequestToAttempt recorded
+	// it: taken up by this caller (at its updated_at), it is an abandoner that took it up
+	// first.
+	markedAbandoner
 )
 
 // submit asks the PG to approve p, as recorded, unless it is settled. A payment older than
@@ -315,6 +364,8 @@ func (s *Service) resume(ctx context.Context, p Payment, cause Cause, by submitt
 func (s *Service) approve(ctx context.Context, p Payment, cause Cause, by submitter) (Payment, error) {
 	var takenAt time.Time // when this Attempt took p up first (see takeUpFirst)
 	switch by {
+	case markedAbandoner:
+		takenAt, by = p.UpdatedAt, abandoner
 	case takingUp:
 		var err error
 		if p, err = s.takeUp(ctx, p); err != nil || p.State.Settled() {
