@@ -172,22 +172,24 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Order, error) {
 }
 
 // requestPayment records, in tx, the payment of the order next moving to PAYING, REQUESTED
-// (payment.Service.Request): the order's claim and its payment's record commit together or
-// not at all, so a PAYING order always has its payment on record and a rolled-back claim
-// leaves none.
+// (payment.Service.RequestToAttempt): the order's claim and its payment's record commit
+// together or not at all, so a PAYING order always has its payment on record and a
+// rolled-back claim leaves none. The payment is recorded as taken up by this Pay, the only
+// one that won the claim, so that its AttemptRecorded sends it without a write of its own.
 func (s *Service) requestPayment(ctx context.Context, tx bun.Tx, next *orderRow) error {
-	_, err := s.pay.Request(ctx, tx, next.payRequest())
+	p, err := s.pay.RequestToAttempt(ctx, tx, next.payRequest())
+	next.Recorded = p
 	return err
 }
 
 // settleAttempt charges the payment Pay has just recorded with the order's claim and
 // completes, fails or reopens the order (see settled). The payment is abandoned when the PG
-// was certainly not reached (payment.Service.Attempt).
+// was certainly not reached (payment.Service.AttemptRecorded: the claim recorded it, r.Recorded).
 func (s *Service) settleAttempt(ctx context.Context, r *orderRow) error {
 	if r.AmountDue == 0 {
 		return s.completePaid(ctx, r)
 	}
-	p, err := s.pay.Attempt(ctx, r.payRequest())
+	p, err := s.pay.AttemptRecorded(ctx, r.Recorded)
 	return s.settled(ctx, r, p, err, true)
 }
 

@@ -83,6 +83,9 @@ type orderRow struct {
 	// RewardWithheld is the reward the ledger refused to the order PAID by this move (not
 	// stored: its payment-completed event says so).
 	RewardWithheld int64 `bun:"-"`
+	// Recorded is the payment the move to PAYING recorded (payment.Service.RequestToAttempt),
+	// as it returned it, for Pay's AttemptRecorded (not stored).
+	Recorded payment.Payment `bun:"-"`
 }
 
 type lineRow struct {
