@@ -2,6 +2,7 @@ package payment_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 
@@ -25,26 +26,7 @@ func TestAttemptLosesToThePayThatRecordedIt(t *testing.T) {
 		g := newHeld("approve:race-pay")
 		e := newEnv(t, db, g.wrap)
 		req := card("race-pay", 5000)
-
-		done := make(chan struct{})
-		var (
-			paid   payment.Payment
-			payErr error
-		)
-		go func() { defer close(done); paid, payErr = e.svc.Pay(ctx, req) }()
-		<-g.entered // Pay recorded the payment; its call is on the way to the PG
-
-		e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1) // the attempt's call is refused
-		p, err := e.svc.Attempt(ctx, req)
-		require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
-		assert.NotErrorIs(t, err, payment.ErrAbandoned, "sent by Pay: not the attempt's to abandon")
-		assert.Equal(t, payment.StateRequested, p.State)
-
-		close(g.release)
-		<-done
-		require.NoError(t, payErr)
-		assert.Equal(t, payment.StateApproved, paid.State)
-		requireChargedOnce(t, e, req.PaymentID)
+		refusedWhileInFlight(t, e, g, req, func() (payment.Payment, error) { return e.svc.Pay(ctx, req) })
 	})
 }
 
@@ -60,27 +42,34 @@ func TestAttemptLosesToAnotherAttemptInFlight(t *testing.T) {
 		e := newEnv(t, db, g.wrap)
 		req := card("twice", 5000)
 		e.record(t, req)
-
-		done := make(chan struct{})
-		var (
-			first    payment.Payment
-			firstErr error
-		)
-		go func() { defer close(done); first, firstErr = e.svc.Attempt(ctx, req) }()
-		<-g.entered // the first Attempt's call is on the way to the PG
-
-		e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1) // the second one's call is refused
-		p, err := e.svc.Attempt(ctx, req)
-		require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
-		assert.NotErrorIs(t, err, payment.ErrAbandoned, "sent by the first Attempt: not the second's to abandon")
-		assert.Equal(t, payment.StateRequested, p.State)
-
-		close(g.release)
-		<-done
-		require.NoError(t, firstErr)
-		assert.Equal(t, payment.StateApproved, first.State)
-		requireChargedOnce(t, e, req.PaymentID)
+		refusedWhileInFlight(t, e, g, req, func() (payment.Payment, error) { return e.svc.Attempt(ctx, req) })
 	})
+}
+
+// refusedWhileInFlight runs the race where inFlight (a submitter of req's payment) has its
+// call held on the way to the PG by g while an Attempt of req has its own call refused: the
+// Attempt must not abandon what inFlight sent, and inFlight's charge stands.
+func refusedWhileInFlight(t *testing.T, e *env, g *held, req payment.PayRequest, inFlight func() (payment.Payment, error)) {
+	t.Helper()
+	done := make(chan struct{})
+	var (
+		sent    payment.Payment
+		sentErr error
+	)
+	go func() { defer close(done); sent, sentErr = inFlight() }()
+	<-g.entered // its call is on the way to the PG
+
+	e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1) // the Attempt's call is refused
+	p, err := e.svc.Attempt(context.Background(), req)
+	require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
+	assert.NotErrorIs(t, err, payment.ErrAbandoned, "sent by the one in flight: not the Attempt's to abandon")
+	assert.Equal(t, payment.StateRequested, p.State)
+
+	close(g.release)
+	<-done
+	require.NoError(t, sentErr)
+	assert.Equal(t, payment.StateApproved, sent.State)
+	requireChargedOnce(t, e, req.PaymentID)
 }
 
 // TestAttemptInFlightKeepsTheFirstFromAbandoning is the same race the other way round: the
@@ -91,33 +80,40 @@ func TestAttemptLosesToAnotherAttemptInFlight(t *testing.T) {
 func TestAttemptInFlightKeepsTheFirstFromAbandoning(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
-		g := &ordered{firstEntered: make(chan struct{}), firstRelease: make(chan struct{}),
-			secondDone: make(chan struct{}), secondRelease: make(chan struct{})}
+		g := newOrdered()
 		e := newEnv(t, db, g.wrap)
 		req := card("both-ways", 5000)
 		e.record(t, req)
-
-		var (
-			first, second       payment.Payment
-			firstErr, secondErr error
-		)
-		firstDone, secondDone := make(chan struct{}), make(chan struct{})
-		go func() { defer close(firstDone); first, firstErr = e.svc.Attempt(ctx, req) }()
-		<-g.firstEntered // took up, its call on the way
-		go func() { defer close(secondDone); second, secondErr = e.svc.Attempt(ctx, req) }()
-		<-g.secondDone // the PG approved the second call; its answer not recorded yet
-		close(g.firstRelease)
-		<-firstDone // the first call refused
-		close(g.secondRelease)
-		<-secondDone
-
-		require.ErrorIs(t, firstErr, payment.ErrGatewayUnavailable)
-		assert.NotErrorIs(t, firstErr, payment.ErrAbandoned, "the second Attempt sent it: not the first's to abandon")
-		assert.NotEqual(t, payment.StateAbandoned, first.State)
-		require.NoError(t, secondErr)
-		assert.Equal(t, payment.StateApproved, second.State)
-		requireChargedOnce(t, e, req.PaymentID)
+		refusedAfterAnotherSent(t, e, g, req, func() (payment.Payment, error) { return e.svc.Attempt(ctx, req) })
 	})
+}
+
+// refusedAfterAnotherSent runs the race where first (a submitter of req's payment that
+// takes it up first) has its call refused by g only once an Attempt of req has had its call
+// approved by the PG, its answer not recorded yet: first must not abandon what the Attempt
+// sent (ErrGatewayUnavailable, not ErrAbandoned), and the Attempt's charge stands.
+func refusedAfterAnotherSent(t *testing.T, e *env, g *ordered, req payment.PayRequest, first func() (payment.Payment, error)) {
+	t.Helper()
+	var (
+		mine, other       payment.Payment
+		mineErr, otherErr error
+	)
+	mineDone, otherDone := make(chan struct{}), make(chan struct{})
+	go func() { defer close(mineDone); mine, mineErr = first() }()
+	<-g.firstEntered // took up, its call on the way
+	go func() { defer close(otherDone); other, otherErr = e.svc.Attempt(context.Background(), req) }()
+	<-g.secondDone // the PG approved the other call; its answer not recorded yet
+	close(g.firstRelease)
+	<-mineDone // the first call refused
+	close(g.secondRelease)
+	<-otherDone
+
+	require.ErrorIs(t, mineErr, payment.ErrGatewayUnavailable)
+	assert.NotErrorIs(t, mineErr, payment.ErrAbandoned, "the other Attempt sent it: not the first's to abandon")
+	assert.NotEqual(t, payment.StateAbandoned, mine.State)
+	require.NoError(t, otherErr)
+	assert.Equal(t, payment.StateApproved, other.State)
+	requireChargedOnce(t, e, req.PaymentID)
 }
 
 // ordered is a gateway whose first Approve waits for firstRelease and is then refused
@@ -128,6 +124,11 @@ type ordered struct {
 	calls                      atomic.Int32
 	firstEntered, firstRelease chan struct{}
 	secondDone, secondRelease  chan struct{}
+}
+
+func newOrdered() *ordered {
+	return &ordered{firstEntered: make(chan struct{}), firstRelease: make(chan struct{}),
+		secondDone: make(chan struct{}), secondRelease: make(chan struct{})}
 }
 
 func (o *ordered) wrap(s *pgsim.Simulator) payment.Gateway {
@@ -190,47 +191,37 @@ func TestAttemptRecorded(t *testing.T) {
 			req := card("rec-first", 5000)
 			rec, err := e.svc.RequestToAttempt(ctx, e.db, req)
 			require.NoError(t, err)
-			done := make(chan struct{})
-			var sent payment.Payment
-			var sentErr error
-			go func() { defer close(done); sent, sentErr = e.svc.AttemptRecorded(ctx, rec) }()
-			<-g.entered // its call is on the way to the PG
-			e.sim.InjectFault(req.PaymentID, pgsim.FaultUnavailable, 1)
-			_, err = e.svc.Attempt(ctx, req)
-			require.ErrorIs(t, err, payment.ErrGatewayUnavailable)
-			assert.NotErrorIs(t, err, payment.ErrAbandoned)
-			close(g.release)
-			<-done
-			require.NoError(t, sentErr)
-			assert.Equal(t, payment.StateApproved, sent.State)
-			requireChargedOnce(t, e, req.PaymentID)
+			refusedWhileInFlight(t, e, g, req, func() (payment.Payment, error) { return e.svc.AttemptRecorded(ctx, rec) })
 		})
 		t.Run("refused while an Attempt is in flight", func(t *testing.T) {
-			g := &ordered{firstEntered: make(chan struct{}), firstRelease: make(chan struct{}),
-				secondDone: make(chan struct{}), secondRelease: make(chan struct{})}
+			g := newOrdered()
 			e := newEnv(t, db, g.wrap)
 			req := card("rec-second", 5000)
 			rec, err := e.svc.RequestToAttempt(ctx, e.db, req)
 			require.NoError(t, err)
-			var (
-				mine, other       payment.Payment
-				mineErr, otherErr error
-			)
-			mineDone, otherDone := make(chan struct{}), make(chan struct{})
-			go func() { defer close(mineDone); mine, mineErr = e.svc.AttemptRecorded(ctx, rec) }()
-			<-g.firstEntered
-			go func() { defer close(otherDone); other, otherErr = e.svc.Attempt(ctx, req) }()
-			<-g.secondDone // the PG approved the other call; its answer not recorded yet
-			close(g.firstRelease)
-			<-mineDone
-			close(g.secondRelease)
-			<-otherDone
-			require.ErrorIs(t, mineErr, payment.ErrGatewayUnavailable)
-			assert.NotErrorIs(t, mineErr, payment.ErrAbandoned, "the other Attempt sent it")
-			assert.NotEqual(t, payment.StateAbandoned, mine.State)
-			require.NoError(t, otherErr)
-			assert.Equal(t, payment.StateApproved, other.State)
-			requireChargedOnce(t, e, req.PaymentID)
+			refusedAfterAnotherSent(t, e, g, req, func() (payment.Payment, error) { return e.svc.AttemptRecorded(ctx, rec) })
+		})
+		t.Run("its transaction rolled back, or another payment given: nothing sent", func(t *testing.T) {
+			e := newEnv(t, db, nil)
+			req := card("rec-rolled-back", 5000)
+			var rec payment.Payment
+			err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				var err error
+				rec, err = e.svc.RequestToAttempt(ctx, tx, req)
+				require.NoError(t, err)
+				return errors.New("the caller's transaction fails")
+			})
+			require.Error(t, err)
+			_, err = e.svc.AttemptRecorded(ctx, rec)
+			require.ErrorIs(t, err, payment.ErrPaymentNotFound, "rolled back: never sent")
+
+			e.record(t, req)
+			forged := rec
+			forged.Amount = 1
+			_, err = e.svc.AttemptRecorded(ctx, forged)
+			require.ErrorIs(t, err, payment.ErrPaymentIDReused, "not the payment recorded")
+			assert.Zero(t, e.sim.ApproveCalls(req.PaymentID))
+			assert.Equal(t, payment.StateRequested, e.get(t, req.PaymentID).State)
 		})
 	})
 }
