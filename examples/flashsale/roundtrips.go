@@ -14,13 +14,14 @@ import (
 // "sql begin", "sql statement", "redis command", ...
 type roundTrips map[string]float64
 
-// roundTrips reads the counters from the server's /metrics; a server without them (an older
+// roundTrips reads the counters from the server's /metrics (as the admin); a server without them (an older
 // refserver) gives an empty set.
 func (d *driver) roundTrips(ctx context.Context) (roundTrips, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.c.url+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}
+	req.Header.Set("Authorization", "Bearer "+d.admin) // /metrics is not public
 	resp, err := d.hc.Do(req)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -88,6 +90,27 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, error) {
 	}
 	return Principal{UserID: c.Subject, Admin: c.Role == RoleAdmin, TokenID: c.ID, SessionID: c.SessionID,
 		ExpiresAt: c.ExpiresAt.Time}, nil
+}
+
+// scrapeToken is the scrape token of /metrics (Config.MetricsToken), kept as its SHA-256:
+// comparing two digests in constant time tells nothing of the token, not even its length.
+type scrapeToken struct {
+	sum [sha256.Size]byte
+	set bool
+}
+
+func newScrapeToken(token string) scrapeToken {
+	return scrapeToken{sum: sha256.Sum256([]byte(token)), set: token != ""}
+}
+
+// matches reports whether r's bearer token is the scrape token.
+func (t scrapeToken) matches(r *http.Request) bool {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !t.set || !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	return subtle.ConstantTimeCompare(sum[:], t.sum[:]) == 1
 }
 
 // authProblem is the 401 for an authentication failure.

@@ -48,6 +48,9 @@ type Config struct {
 	PGTimeout     time.Duration
 	WebhookSecret string
 	JWTSecret     string
+	// MetricsToken, when set, is a bearer token that reads /metrics and nothing else (a
+	// Prometheus scrape's credentials); /metrics answers admin tokens either way.
+	MetricsToken string
 
 	KafkaTopics []string
 
@@ -146,6 +149,7 @@ func (c *Config) settings() []Setting {
 		{Flag: "pg-timeout", Env: "COMMERCEKIT_PG_TIMEOUT", Usage: "timeout of one call to the PG (calls are retried up to 3 times)", value: dur(&c.PGTimeout)},
 		{Flag: "webhook-secret", Env: "COMMERCEKIT_WEBHOOK_SECRET", Usage: "secret the PG signs webhooks with, at least 32 bytes (required unless embedded, where a random one is shared with the in-process simulator)", Secret: true, value: str(&c.WebhookSecret)},
 		{Flag: "jwt-secret", Env: "COMMERCEKIT_JWT_SECRET", Usage: "HS256 secret of bearer tokens, at least 32 bytes (required unless embedded)", Secret: true, value: str(&c.JWTSecret)},
+		{Flag: "metrics-token", Env: "COMMERCEKIT_METRICS_TOKEN", Usage: "bearer token that reads /metrics and nothing else (a Prometheus scrape's credentials), at least 32 bytes; unset: /metrics answers admin tokens only", Secret: true, value: str(&c.MetricsToken)},
 		{Flag: "kafka-topics", Env: "COMMERCEKIT_KAFKA_TOPICS", Usage: "event topics overriding the defaults, comma-separated <event type>=<topic> (default: payment-completed, coupon-issued, points-charged on topics of those names, the other order events on " + commerce.DefaultTopic + ")", value: list(&c.KafkaTopics)},
 		{Flag: "collector", Env: "COMMERCEKIT_COLLECTOR", Usage: "with Kafka, run the metrics collector in this process as its consumer group (false when 'refserver collector' runs it); without Kafka it always runs in process", value: boolean(&c.Collector)},
 		{Flag: "metrics-tz", Env: "COMMERCEKIT_METRICS_TZ", Usage: "time zone of the sales metrics' day boundaries", value: str(&c.MetricsTZ)},

@@ -119,9 +119,9 @@
 // outbox; only paying fails, fast), so that a load balancer does not pull every instance
 // for them. It names each backend "ok" or "unavailable" and nothing more (it is public):
 // why a check failed is logged ("readiness check failed", with the check and its error);
-// /metrics serves the server's own
-// Prometheus registry: commercekit_http_request_duration_seconds{route,method,status} and
-// the libraries' figures through their observer hooks (operations and latency of
+// /metrics (not public: admin tokens, and the scrape token COMMERCEKIT_METRICS_TOKEN when
+// set, which opens nothing else) serves the server's own Prometheus registry:
+// commercekit_http_request_duration_seconds{route,method,status} and the libraries' figures through their observer hooks (operations and latency of
 // inventory, ledger and coupon by result, expired holds, payment transitions by state and
 // cause, refunds, breaker state, outbox relay lag and events, idempotency outcomes, orders
 // by outcome). On SIGINT/SIGTERM Serve stops accepting, drains in-flight requests, stops

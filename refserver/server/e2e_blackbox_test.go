@@ -181,7 +181,7 @@ func TestMetricsLabelsAreBounded(t *testing.T) {
 		}
 	}
 	var counts []string
-	for line := range strings.Lines(string(expect(t, a.call("GET", "/metrics", "", "", nil), http.StatusOK).Body)) {
+	for line := range strings.Lines(string(expect(t, a.call("GET", "/metrics", token(t, "ops", true), "", nil), http.StatusOK).Body)) {
 		if strings.HasPrefix(line, "commercekit_http_request_duration_seconds_count{") {
 			counts = append(counts, strings.TrimSpace(line))
 		}

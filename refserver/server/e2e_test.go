@@ -117,9 +117,9 @@ func TestFlows(t *testing.T) {
 			audit := as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", admin, "", nil), http.StatusOK))
 			assert.True(t, audit.OK, "%v", audit.Discrepancies)
 			require.Eventually(t, func() bool {
-				return strings.Contains(string(a.call("GET", "/metrics", "", "", nil).Body), `commercekit_outbox_events_total{stage="published"`)
+				return strings.Contains(string(a.call("GET", "/metrics", token(t, "ops", true), "", nil).Body), `commercekit_outbox_events_total{stage="published"`)
 			}, 30*time.Second, 20*time.Millisecond, "the outbox relay to publish")
-			metrics := string(a.call("GET", "/metrics", "", "", nil).Body)
+			metrics := string(a.call("GET", "/metrics", token(t, "ops", true), "", nil).Body)
 			for _, series := range []string{
 				`commercekit_http_request_duration_seconds_count{method="POST",route="POST /v1/orders",status="201"}`,
 				`commercekit_orders_total{method="CARD",outcome="paid"} 1`,

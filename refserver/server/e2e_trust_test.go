@@ -93,7 +93,7 @@ func TestForgedWebhookNeverPays(t *testing.T) {
 			audit := as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", admin, "", nil), http.StatusOK))
 			assert.True(t, audit.OK, "%v", audit.Discrepancies)
 			if b.name == slowFull.name {
-				assert.Contains(t, string(a.call("GET", "/metrics", "", "", nil).Body), `commercekit_payment_contradictions_total{cause="webhook"} 1`)
+				assert.Contains(t, string(a.call("GET", "/metrics", token(t, "ops", true), "", nil).Body), `commercekit_payment_contradictions_total{cause="webhook"} 1`)
 			}
 
 			// A contradiction recorded for real: an order is paid, then the PG reverses the
@@ -111,7 +111,7 @@ func TestForgedWebhookNeverPays(t *testing.T) {
 			audit = as[server.AuditJSON](t, expect(t, a.call("GET", "/v1/admin/audit", admin, "", nil), http.StatusOK))
 			assert.False(t, audit.OK)
 			assert.True(t, containsAll(audit.Discrepancies, o.ID, "REVIEW"), "%v", audit.Discrepancies)
-			assert.Contains(t, string(a.call("GET", "/metrics", "", "", nil).Body), `commercekit_payment_transitions_total{cause="webhook",to="REVIEW"} 1`)
+			assert.Contains(t, string(a.call("GET", "/metrics", token(t, "ops", true), "", nil).Body), `commercekit_payment_transitions_total{cause="webhook",to="REVIEW"} 1`)
 
 			// The order was paid by that payment: no operator call gives it back.
 			resolve := "/v1/admin/payments/" + o.PaymentID + "/resolve-review"
@@ -326,4 +326,39 @@ func TestCouponOwnershipNotDisclosed(t *testing.T) {
 	wallet := as[server.CouponPageJSON](t, expect(t, a.call("GET", "/v1/coupons", alice, "", nil), http.StatusOK))
 	require.Len(t, wallet.Coupons, 1)
 	assert.Equal(t, []string{c.ID, "available"}, []string{wallet.Coupons[0].ID, wallet.Coupons[0].State})
+}
+
+// TestMetricsNotPublic: /metrics told anyone the shop's business as it happened (orders by
+// outcome, refunds, payment contradictions, each route's traffic) and its inner state
+// (breakers, relay lag, dead letters). It answers an admin token, or the scrape token of
+// Config.MetricsToken (Prometheus's bearer credentials), and nobody else; the scrape token
+// opens nothing but /metrics.
+func TestMetricsNotPublic(t *testing.T) {
+	const scrape = "scrape-0123456789abcdef0123456789abcdef"
+	a := start(t, embedded, func(c *server.Config) { c.MetricsToken = scrape })
+	admin, revoked, alice := token(t, "ops", true), token(t, "ops", true), token(t, "alice", false)
+	expect(t, a.call("DELETE", "/v1/sessions", revoked, "", nil), http.StatusNoContent)
+	for _, method := range []string{"GET", "HEAD"} {
+		require.Equal(t, http.StatusUnauthorized, a.call(method, "/metrics", "", "", nil).Status, "%s anonymous", method)
+		require.Equal(t, http.StatusForbidden, a.call(method, "/metrics", alice, "", nil).Status, "%s member", method)
+		require.Equal(t, http.StatusUnauthorized, a.call(method, "/metrics", revoked, "", nil).Status, "%s revoked admin", method)
+	}
+	expectProblem(t, a.call("GET", "/metrics", "", "", nil), http.StatusUnauthorized, "missing_token")
+	expectProblem(t, a.call("GET", "/metrics", alice, "", nil), http.StatusForbidden, "forbidden")
+	for _, wrong := range []string{strings.ToUpper(scrape), scrape[:len(scrape)-1] + "0", scrape + "0", scrape[1:]} {
+		expectProblem(t, a.call("GET", "/metrics", wrong, "", nil), http.StatusUnauthorized, "invalid_token")
+	}
+	for _, bearer := range []string{admin, scrape} {
+		r := expect(t, a.call("GET", "/metrics", bearer, "", nil), http.StatusOK)
+		require.Contains(t, string(r.Body), "commercekit_http_request_duration_seconds")
+	}
+	// The scrape token is no admin token, nor a user's.
+	expectProblem(t, a.call("GET", "/v1/admin/audit", scrape, "", nil), http.StatusUnauthorized, "invalid_token")
+	expectProblem(t, a.call("GET", "/v1/points", scrape, "", nil), http.StatusUnauthorized, "invalid_token")
+
+	// Without a scrape token, only an admin token reads it.
+	off := start(t, embedded, nil)
+	expectProblem(t, off.call("GET", "/metrics", "", "", nil), http.StatusUnauthorized, "missing_token")
+	expectProblem(t, off.call("GET", "/metrics", scrape, "", nil), http.StatusUnauthorized, "invalid_token")
+	expect(t, off.call("GET", "/metrics", admin, "", nil), http.StatusOK)
 }

@@ -468,7 +468,7 @@ func counterSum(t *testing.T, apps []*app, name string, want map[string]string) 
 	label := regexp.MustCompile(`(\w+)="((?:[^"\\]|\\.)*)"`)
 	var sum float64
 	for _, a := range apps {
-		r := expect(t, a.call("GET", "/metrics", "", "", nil), http.StatusOK)
+		r := expect(t, a.call("GET", "/metrics", token(t, "ops", true), "", nil), http.StatusOK)
 		sc := bufio.NewScanner(bytes.NewReader(r.Body))
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {

@@ -191,6 +191,10 @@ func (s *Server) route(rt Route) http.Handler {
 			defer cancel()
 			r = r.WithContext(ctx)
 		}
+		if rt.Auth == AuthMetrics && s.scrape.matches(r) {
+			h.ServeHTTP(w, r) // the scrape token: a read of /metrics, and nothing else
+			return
+		}
 		var p Principal
 		if rt.Auth != AuthNone {
 			var err error
@@ -202,7 +206,7 @@ func (s *Server) route(rt Route) http.Handler {
 			if !s.checkRevoked(w, r, p, rt.Revokes) {
 				return
 			}
-			if rt.Auth == AuthAdmin && !p.Admin {
+			if rt.Auth != AuthUser && !p.Admin {
 				writeProblem(w, r, newProblem(http.StatusForbidden, "forbidden", "Forbidden", "this route needs the admin role"))
 				return
 			}

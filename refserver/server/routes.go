@@ -14,6 +14,9 @@ const (
 	AuthUser
 	// AuthAdmin: a bearer token with role "admin".
 	AuthAdmin
+	// AuthMetrics: an admin token, or the scrape token (Config.MetricsToken), which opens
+	// nothing else.
+	AuthMetrics
 )
 
 // Route is one entry of the route table: the mux, the middleware and the OpenAPI test all
@@ -48,7 +51,7 @@ func (s *Server) routes() []Route {
 		// Operations.
 		{Method: get, Path: "/healthz", Handler: s.handleHealthz},
 		{Method: get, Path: "/readyz", Handler: s.handleReadyz},
-		{Method: get, Path: "/metrics", Handler: s.metrics.handler().ServeHTTP},
+		{Method: get, Path: "/metrics", Auth: AuthMetrics, Handler: s.metrics.handler().ServeHTTP},
 		{Method: get, Path: "/openapi.json", Handler: s.handleOpenAPI},
 
 		// Catalogue and stock.

@@ -54,7 +54,24 @@ func (c Config) validateSecrets() []error {
 	if c.JWTSecret != "" && c.JWTSecret == c.WebhookSecret {
 		errs = append(errs, errors.New("COMMERCEKIT_WEBHOOK_SECRET must differ from COMMERCEKIT_JWT_SECRET: the PG that signs webhooks must not be able to sign tokens"))
 	}
-	return errs
+	return append(errs, c.validateMetricsToken()...)
+}
+
+// validateMetricsToken checks the scrape token of /metrics, optional in every mode: one that
+// is set is a secret of its own, held by the scraper, which must not be able to sign tokens
+// or webhooks with it.
+func (c Config) validateMetricsToken() []error {
+	const env = "COMMERCEKIT_METRICS_TOKEN"
+	switch t := c.MetricsToken; {
+	case t == "":
+	case isPublished(t):
+		return []error{fmt.Errorf("%s is a secret the project publishes; set your own (`openssl rand -hex 32`)", env)}
+	case len(t) < MinSecretLen || strings.TrimSpace(t) != t:
+		return []error{fmt.Errorf("%s must be at least %d bytes, without surrounding whitespace (`openssl rand -hex 32`)", env, MinSecretLen)}
+	case t == c.JWTSecret || t == c.WebhookSecret:
+		return []error{fmt.Errorf("%s must differ from COMMERCEKIT_JWT_SECRET and COMMERCEKIT_WEBHOOK_SECRET: whoever scrapes the metrics must not be able to sign tokens or webhooks", env)}
+	}
+	return nil
 }
 
 // isPublished reports whether secret is one of PublishedSecrets, whatever its case and

@@ -128,11 +128,51 @@ func TestSecretVariantsRefusedAtStart(t *testing.T) {
 	})
 }
 
+// TestMetricsTokenRefusedAtStart: the scrape token of /metrics (COMMERCEKIT_METRICS_TOKEN,
+// optional) is a secret like the others, in every mode: at least 32 bytes, none the project
+// publishes, without surrounding whitespace, and neither the JWT secret (the scraper could
+// then mint admin tokens) nor the webhook secret (the PG could read the metrics).
+func TestMetricsTokenRefusedAtStart(t *testing.T) {
+	const own = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
+	full := map[string]string{
+		"COMMERCEKIT_DB_DRIVER": "mysql", "COMMERCEKIT_DB_DSN": "app:pw@tcp(db:3306)/shop",
+		"COMMERCEKIT_REDIS_ADDR": "r:6379", "COMMERCEKIT_KAFKA_BROKERS": "k:9092", "COMMERCEKIT_PGSIM_URL": "http://127.0.0.1:8090",
+		"COMMERCEKIT_JWT_SECRET": jwtSecret, "COMMERCEKIT_WEBHOOK_SECRET": webhookSecret,
+	}
+	load := func(base map[string]string, token string) error {
+		_, err := Load(nil, func(k string) string {
+			if k == "COMMERCEKIT_METRICS_TOKEN" {
+				return token
+			}
+			return base[k]
+		}, io.Discard)
+		return err
+	}
+	for mode, base := range map[string]map[string]string{"full": full, "embedded": nil} {
+		require.NoError(t, load(base, ""), "%s: no scrape token", mode)
+		require.NoError(t, load(base, own), "%s: a token of our own", mode)
+		refused := map[string]string{
+			"31 bytes": strings.Repeat("k", 31), "published": DevJWTSecret, "published, upper case": strings.ToUpper(pgsim.DefaultWebhookSecret),
+			"a newline": own + "\n", "32 spaces": strings.Repeat(" ", 32),
+		}
+		if base != nil {
+			refused["the JWT secret"], refused["the webhook secret"] = jwtSecret, webhookSecret
+		}
+		for name, token := range refused {
+			t.Run(mode+"/"+name, func(t *testing.T) {
+				err := load(base, token)
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), "COMMERCEKIT_METRICS_TOKEN")
+			})
+		}
+	}
+}
+
 // secretAssignment finds a literal JWT or webhook secret given to refserver in a file: an
 // environment variable (COMMERCEKIT_JWT_SECRET=..., COMMERCEKIT_WEBHOOK_SECRET: ...) or a
 // flag (-jwt-secret ..., --webhook-secret=...). A value that is a reference ($VAR, ${VAR})
 // is no literal.
-var secretAssignment = regexp.MustCompile(`(?:COMMERCEKIT_(?:JWT|WEBHOOK)_SECRET\s*[=:]|-(?:jwt|webhook)-secret[= ])\s*["']?([^\s"'$\\]+)`)
+var secretAssignment = regexp.MustCompile(`(?:COMMERCEKIT_(?:JWT_SECRET|WEBHOOK_SECRET|METRICS_TOKEN)\s*[=:]|-(?:jwt-secret|webhook-secret|metrics-token)[= ])\s*["']?([^\s"'$\\]+)`)
 
 // TestRepositorySecretsArePublished: every secret the repository's scripts, compose files,
 // documentation and code hand to refserver is public — anyone who reads the repository
@@ -148,6 +188,8 @@ func TestRepositorySecretsArePublished(t *testing.T) {
 		`  COMMERCEKIT_WEBHOOK_SECRET: "abc"`:                 "abc",
 		`refserver serve -jwt-secret abc`:                     "abc",
 		`refserver serve --webhook-secret='abc'`:              "abc",
+		`COMMERCEKIT_METRICS_TOKEN=abc`:                       "abc",
+		`refserver serve -metrics-token abc`:                  "abc",
 		`COMMERCEKIT_JWT_SECRET=$(openssl rand -hex 32)`:      "",
 		`COMMERCEKIT_JWT_SECRET: "${COMMERCEKIT_JWT_SECRET}"`: "",
 		`-jwt-secret "$COMMERCEKIT_JWT_SECRET"`:               "",
@@ -202,7 +244,7 @@ func TestRepositorySecretsArePublished(t *testing.T) {
 		"COMMERCEKIT_REDIS_ADDR": "r:6379", "COMMERCEKIT_KAFKA_BROKERS": "k:9092", "COMMERCEKIT_PGSIM_URL": "http://127.0.0.1:8090",
 	}
 	for secret, where := range found {
-		for _, env := range []string{"COMMERCEKIT_JWT_SECRET", "COMMERCEKIT_WEBHOOK_SECRET"} {
+		for _, env := range []string{"COMMERCEKIT_JWT_SECRET", "COMMERCEKIT_WEBHOOK_SECRET", "COMMERCEKIT_METRICS_TOKEN"} {
 			e := map[string]string{"COMMERCEKIT_JWT_SECRET": jwtSecret, "COMMERCEKIT_WEBHOOK_SECRET": webhookSecret, env: secret}
 			for k, v := range full {
 				e[k] = v

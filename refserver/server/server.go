@@ -31,6 +31,7 @@ type Server struct {
 	ownClock bool
 	metrics  *metrics
 	auth     *authenticator
+	scrape   scrapeToken
 	limiter  *limiter
 	idem     *idempotency.Store
 	svc      *commerce.Service
@@ -105,6 +106,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 			"anyone can mint an admin token. Embedded development use only.")
 	}
 	s.auth = newAuthenticator([]byte(secret), s.now)
+	s.scrape = newScrapeToken(cfg.MetricsToken)
 	s.stock = newStockCache(cfg.StockCacheTTL, cfg.RequestTimeout, s.now)
 	s.metrics = newMetrics(s.code)
 	st, err := buildStack(ctx, cfg, s.log, s.metrics)
