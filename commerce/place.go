@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -25,7 +26,9 @@ import (
 // transaction (Redis), its reservation: the stock is reserved just before the transaction;
 // when the request is refused (a coupon, points, a payment rule) it is released at once,
 // after any other failure it stays held for a retry with the same key, which finds it,
-// or until its deadline. A retry whose reservation was released or expired fails with
+// or until its deadline. Such a retry's order expires a payment window before that
+// deadline (sooner than the usual expiry when the retry came late), and holds its points
+// and coupon until the same deadline, so that all three last equally long. A retry whose reservation was released or expired fails with
 // *ConflictError: PlaceOrder never creates an order that holds no stock. Once begun, the
 // reservation and its transaction are not stopped by the client going away (ctx cancelled;
 // ctx's deadline still stops them, and without one the reservation's TTL, the order's
@@ -77,7 +80,12 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 	for i, l := range lines {
 		units.Lines[i] = inventory.Line{SKU: l.ProductID, Qty: l.Qty}
 	}
-	reserve := reserveOp(id, units, s.holdTTL())
+	var reserved hold.Info
+	reserve := func(ctx context.Context, h stockHolds) error {
+		var err error
+		reserved, err = h.Hold(ctx, id, units, s.holdTTL())
+		return err
+	}
 	if err := s.stock.early(ctx, reserve); err != nil {
 		if errors.Is(err, hold.ErrVoided) {
 			// An earlier attempt with this key failed and gave its units back (or let them
@@ -87,6 +95,15 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 				NewConflictError("order", req.IdempotencyKey), err)
 		}
 		return Order{}, leafError(err)
+	}
+	// A retry finds the reservation of its earlier attempt with that attempt's deadline,
+	// which no call extends: the order expires a payment window before it, so that its
+	// units, points and coupon are held until one deadline, as every order's are, and a
+	// payment begun before its expiry still finds its units.
+	if !reserved.Deadline.IsZero() {
+		if last := micros(reserved.Deadline.Add(-s.cfg.payWindow)); last < row.ExpiresAt {
+			row.ExpiresAt = last
+		}
 	}
 	err = sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		r := *row // fresh copy for every attempt
@@ -184,7 +201,7 @@ func (s *Service) FinishPointsPayment(ctx context.Context, o Order, key string) 
 // points hold, the order row and its event (the stock is reserved last, by the caller).
 func (s *Service) holdOrder(ctx context.Context, tx bun.Tx, r *orderRow) error {
 	if r.CouponID != "" {
-		c, err := s.coupons(tx).Hold(ctx, r.ID, couponHold{CouponID: r.CouponID, User: r.UserID, OrderAmount: r.Subtotal}, s.holdTTL())
+		c, err := s.coupons(tx).Hold(ctx, r.ID, couponHold{CouponID: r.CouponID, User: r.UserID, OrderAmount: r.Subtotal}, r.holdTTL(s.cfg.payWindow))
 		if err != nil {
 			return err
 		}
@@ -199,7 +216,7 @@ func (s *Service) holdOrder(ctx context.Context, tx bun.Tx, r *orderRow) error {
 		return err
 	}
 	if r.Points > 0 {
-		if _, err := s.points(tx).Hold(ctx, holdID(r.ID), pointsHold{User: r.UserID, Amount: r.Points}, s.holdTTL()); err != nil {
+		if _, err := s.points(tx).Hold(ctx, holdID(r.ID), pointsHold{User: r.UserID, Amount: r.Points}, r.holdTTL(s.cfg.payWindow)); err != nil {
 			return err
 		}
 	}
@@ -210,6 +227,12 @@ func (s *Service) holdOrder(ctx context.Context, tx bun.Tx, r *orderRow) error {
 		return fmt.Errorf("commerce: insert lines of order %s: %w", r.ID, err)
 	}
 	return s.orderEvent(ctx, tx, r, EventOrderCreated, fromMicros(r.CreatedAt))
+}
+
+// holdTTL is how long, from its placement, the order r holds its points and coupon: until
+// its expiry plus the payment window (payWindow), the deadline of its units too.
+func (r *orderRow) holdTTL(payWindow time.Duration) time.Duration {
+	return fromMicros(r.ExpiresAt).Add(payWindow).Sub(fromMicros(r.CreatedAt))
 }
 
 // plan is how the order would be paid with method for its amount due: the points held,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/uptrace/bun"
 
@@ -53,14 +52,6 @@ func (st stockStep) later(step string) string {
 		return ""
 	}
 	return step
-}
-
-// reserveOp holds the units of an order.
-func reserveOp(id string, req stockHold, ttl time.Duration) stockOp {
-	return func(ctx context.Context, h stockHolds) error {
-		_, err := h.Hold(ctx, id, req, ttl)
-		return err
-	}
 }
 
 // commitOp sells the units of an order.
