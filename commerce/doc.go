@@ -85,7 +85,8 @@
 // cannot join the transaction: it reserves just before it; when the request is refused
 // (coupon, points, payment rule) the reservation is released at once, after any other
 // failure it stays held for the client's retry with the same key, which finds it (its
-// deadline is the safety net). A retry whose reservation is dead (released or expired)
+// deadline is the safety net; the retry's order expires a payment window before it, and
+// holds its points and coupon until it, so the three holds keep one deadline). A retry whose reservation is dead (released or expired)
 // fails with *ConflictError: no order is ever created without its stock. The client going
 // away (its context cancelled) does not interrupt the reservation and the transaction once
 // begun (its deadline does), so it leaves no units reserved by no order. With
