@@ -1,0 +1,49 @@
+package commerce_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/coupon"
+	"github.com/commercekit/commercekit/ledger"
+	"github.com/commercekit/commercekit/payment"
+)
+
+// TestCancelAfterAPartRefundedByOtherMeans: part of a paid order's payment was refunded
+// by other means (an operator's goodwill refund through the payment service), then the
+// buyer cancels within the window. The cancellation refunds what is left of the payment
+// and completes: the order CANCELLED, the payment REFUNDED in full (the operator's part
+// and the rest), the units, points and coupon back. It must not stay CANCELLING for ever,
+// its refund refused on every pass of Recover for exceeding what is left.
+func TestCancelAfterAPartRefundedByOtherMeans(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 5_000, 3_000)
+		o := pay(t, e, place(t, e, b, sku, 2, 2_000), "tok_ok")
+		require.Equal(t, commerce.StatusPaid, o.Status)
+		_, err := e.Payments.Refund(ctx, payment.RefundRequest{RefundID: "goodwill-" + o.ID, PaymentID: o.PaymentID,
+			Amount: 5_000, Reason: "goodwill"})
+		require.NoError(t, err)
+
+		_, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		assert.NoError(t, err)
+		e.Settle(t)
+
+		got := order(t, e, o.ID)
+		assert.Equal(t, commerce.StatusCancelled, got.Status)
+		assert.Empty(t, got.Step)
+		requireStock(t, e, sku, 10, 0, 0)
+		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, b.user))
+		assert.Equal(t, coupon.StateAvailable, couponState(t, e, b.coupon))
+		p := paymentOf(t, e, o.PaymentID)
+		assert.Equal(t, payment.StateRefunded, p.State)
+		assert.Equal(t, int64(15_000), p.Refunded)
+		assert.Equal(t, int64(15_000), e.PG.Stats().CanceledAmount)
+		e.RequireClean(t)
+		e.RequireDelivered(t)
+	})
+}
