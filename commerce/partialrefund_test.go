@@ -47,3 +47,37 @@ func TestCancelAfterAPartRefundedByOtherMeans(t *testing.T) {
 		e.RequireDelivered(t)
 	})
 }
+
+// TestCancelAfterAPartRefundedByOtherMeansReplayed: the same, the cancellation killed
+// right after its refund of the rest, then replayed by its client: the replay finds that
+// refund and sends it again as it was, refunding nothing twice.
+func TestCancelAfterAPartRefundedByOtherMeansReplayed(t *testing.T) {
+	hook := &commercetest.Hook{}
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 5_000, 3_000)
+		o := pay(t, e, place(t, e, b, sku, 2, 2_000), "tok_ok")
+		_, err := e.Payments.Refund(ctx, payment.RefundRequest{RefundID: "goodwill-" + o.ID, PaymentID: o.PaymentID,
+			Amount: 5_000, Reason: "goodwill"})
+		require.NoError(t, err)
+
+		hook.FailAt(commerce.StepCancelRefunded)
+		_, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.ErrorIs(t, err, commerce.ErrInjected)
+		got, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusCancelled, got.Status)
+		e.Settle(t)
+
+		requireStock(t, e, sku, 10, 0, 0)
+		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, b.user))
+		assert.Equal(t, coupon.StateAvailable, couponState(t, e, b.coupon))
+		refunds, err := e.Payments.Refunds(ctx, o.PaymentID)
+		require.NoError(t, err)
+		require.Len(t, refunds, 2)
+		assert.Equal(t, int64(10_000), refunds[1].Amount)
+		assert.Equal(t, int64(15_000), paymentOf(t, e, o.PaymentID).Refunded)
+		assert.Equal(t, int64(15_000), e.PG.Stats().CanceledAmount)
+		e.RequireClean(t)
+	}, commerce.WithFaultHook(hook.Func))
+}

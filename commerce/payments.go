@@ -57,14 +57,22 @@ func pending(err error) bool {
 // refund gets or submits the refund id of the order's payment (see getOrSubmit: the whole
 // payment, less a cancellation's reward shortfall, see orderRow.refunds) and
 // reports whether it succeeded; false with a nil error means it is still with the PG. A
-// rejected refund is an error wrapping payment.ErrRefundRejected.
+// rejected refund is an error wrapping payment.ErrRefundRejected. When part of the payment
+// was refunded by other means, it refunds what the order still owes (see refundRest).
 func (s *Service) refund(ctx context.Context, r *orderRow, id, reason string, ask bool) (bool, error) {
+	_, owed := r.refunds()
 	rf, err := getOrSubmit(ask,
 		func() (payment.Refund, error) { return s.pay.GetRefund(ctx, id) }, payment.ErrRefundNotFound,
 		func() (payment.Refund, error) {
-			_, amount := r.refunds()
-			return s.pay.Refund(ctx, payment.RefundRequest{RefundID: id, PaymentID: r.PaymentID, Amount: amount, Reason: reason})
+			return s.pay.Refund(ctx, payment.RefundRequest{RefundID: id, PaymentID: r.PaymentID, Amount: owed, Reason: reason})
 		})
+	if errors.Is(err, payment.ErrRefundExceedsAmount) || errors.Is(err, payment.ErrRefundIDReused) {
+		var nothing bool
+		if rf, nothing, err = s.refundRest(ctx, r, id, reason, owed, err); nothing {
+			s.cfg.log.Warn("commerce: payment was refunded by other means", "order", r.ID, "refund", id)
+			return true, nil
+		}
+	}
 	switch {
 	case rf.State == payment.RefundSucceeded:
 		return true, nil
@@ -86,4 +94,36 @@ func (s *Service) refund(ctx context.Context, r *orderRow, id, reason string, as
 		return false, nil
 	}
 	return false, fmt.Errorf("commerce: refund %s of order %s: %w", id, r.ID, err)
+}
+
+// refundRest makes the refund id of the order r, which owes owed, when part of its payment
+// was refunded by other means (an operator's refund: the payment PARTIALLY_REFUNDED, and
+// owed more than is left of it, cause): what it owes less what the payment has refunded,
+// so that the buyer gets back what the order owes, once. A replay finds the refund recorded
+// with that amount and sends it again as it is. nothing reports that the other refunds gave
+// back all the order owes, so no refund is due. Any other case returns cause as it is: the
+// payment refunded in full, or under review (see refund); another refund of it still with
+// the PG is waited for (an empty refund, no error).
+func (s *Service) refundRest(ctx context.Context, r *orderRow, id, reason string, owed int64, cause error) (payment.Refund, bool, error) {
+	amount := owed
+	if rf, err := s.pay.GetRefund(ctx, id); err == nil {
+		amount = rf.Amount // recorded by an earlier call: the same again
+	} else if !errors.Is(err, payment.ErrRefundNotFound) {
+		return payment.Refund{}, false, err
+	} else {
+		p, err := s.pay.Get(ctx, r.PaymentID)
+		switch {
+		case err != nil:
+			return payment.Refund{}, false, err
+		case p.State != payment.StatePartiallyRefunded:
+			return payment.Refund{}, false, cause
+		case p.RefundPending > 0:
+			return payment.Refund{}, false, nil // settle that one first
+		}
+		if amount = owed - p.Refunded; amount <= 0 {
+			return payment.Refund{}, true, nil
+		}
+	}
+	rf, err := s.pay.Refund(ctx, payment.RefundRequest{RefundID: id, PaymentID: r.PaymentID, Amount: amount, Reason: reason})
+	return rf, false, err
 }
