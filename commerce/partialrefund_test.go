@@ -11,6 +11,7 @@ import (
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/pgsim"
 )
 
 // TestCancelAfterAPartRefundedByOtherMeans: part of a paid order's payment was refunded
@@ -80,4 +81,36 @@ func TestCancelAfterAPartRefundedByOtherMeansReplayed(t *testing.T) {
 		assert.Equal(t, int64(15_000), e.PG.Stats().CanceledAmount)
 		e.RequireClean(t)
 	}, commerce.WithFaultHook(hook.Func))
+}
+
+// TestLateApprovalPartRefundedByOtherMeans: an order left PAYING by a PG that did not
+// answer is approved, and part of its payment refunded by other means before Recover
+// takes it up: it is refunded behind the order's back, which cannot be fulfilled any more.
+// Recover refunds the rest and fails the order, giving back what it held, instead of
+// failing on every pass for a refund of more than is left.
+func TestLateApprovalPartRefundedByOtherMeans(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		f := placed(t, e)
+		e.PG.InjectFault("pay-"+f.order.ID, pgsim.FaultLostResponse, 1) // processed, answer lost
+		o := pay(t, e, f.order, "tok_ok")
+		require.Equal(t, commerce.StatusPaying, o.Status)
+		_, err := e.Reconciler.Reconcile(ctx)
+		require.NoError(t, err)
+		require.Equal(t, payment.StateApproved, paymentOf(t, e, o.PaymentID).State)
+		_, err = e.Payments.Refund(ctx, payment.RefundRequest{RefundID: "goodwill-" + o.ID, PaymentID: o.PaymentID,
+			Amount: 5_000, Reason: "goodwill"})
+		require.NoError(t, err)
+
+		_, err = e.Service.Recover(ctx)
+		assert.NoError(t, err)
+		e.Settle(t)
+
+		requireGivenBack(t, e, f, commerce.StatusPaymentFailed)
+		assert.Equal(t, commerce.FailureUnfulfillable, order(t, e, o.ID).FailureCode)
+		p := paymentOf(t, e, o.PaymentID)
+		assert.Equal(t, payment.StateRefunded, p.State)
+		assert.Equal(t, int64(15_000), p.Refunded)
+		assert.Equal(t, 1, e.PG.Charges(o.PaymentID))
+		e.RequireClean(t)
+	})
 }
