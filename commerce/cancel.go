@@ -39,7 +39,8 @@ const FailureRefundRejected = "REFUND_REJECTED"
 //     order and deducted from what the cancellation refunds, first from the points the
 //     order was paid with, then from its payment (Order.RefundPoints, Order.RefundAmount);
 //     then the payment is refunded through the PG, in full or in part (refund ID
-//     "refund-<order>-<attempt>"; no refund when nothing of it is left); then, in one
+//     "refund-<order>-<attempt>"; no refund when nothing of it is left; less what was
+//     refunded of the payment by other means, an operator's refund, say); then, in one
 //     transaction, the points are refunded, the coupon restored, the units returned to
 //     stock, the order CANCELLED and the order-cancelled event written (with the amounts
 //     refunded). If the PG has not answered the refund yet the order stays CANCELLING and
