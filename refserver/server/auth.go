@@ -39,8 +39,9 @@ type Claims struct {
 	jwt.RegisteredClaims
 }
 
-// authenticator verifies bearer tokens: HS256 only, with an expiry, and a subject that is a
-// valid user ID (commerce.ValidateUserID).
+// authenticator verifies bearer tokens: HS256 only, with an expiry, times (iat, nbf, exp)
+// between 1970 and 9999 (checkTokenTimes), and a subject that is a valid user ID
+// (commerce.ValidateUserID).
 type authenticator struct {
 	secret []byte
 	parser *jwt.Parser
@@ -78,6 +79,9 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, error) {
 	case err != nil:
 		return Principal{}, fmt.Errorf("%w: %v", errBadToken, err)
 	}
+	if err := checkTokenTimes(&c); err != nil {
+		return Principal{}, fmt.Errorf("%w: %w", errBadToken, err)
+	}
 	if err := commerce.ValidateUserID(c.Subject); err != nil {
 		// Validly signed, but it names no possible user: as unusable as a bad signature.
 		return Principal{}, fmt.Errorf("%w: the subject is not a user ID: %v", errBadToken, err)
@@ -90,6 +94,27 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, error) {
 	}
 	return Principal{UserID: c.Subject, Admin: c.Role == RoleAdmin, TokenID: c.ID, SessionID: c.SessionID,
 		ExpiresAt: c.ExpiresAt.Time}, nil
+}
+
+// maxTokenTime is the latest iat, nbf or exp a token may carry: the end of year 9999.
+// The JWT library reads these claims as float seconds and converts them to int64, so a
+// value beyond int64 (1e300) comes out as a time in the far past, and an exp past about
+// year 294,000 overflows the microseconds the logout denylist records.
+var maxTokenTime = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+
+// checkTokenTimes refuses a token whose iat, nbf or exp (when present) is before the Unix
+// epoch or after maxTokenTime: no token this server or its tools mint has one, and such a
+// time is not what the token says (see maxTokenTime).
+func checkTokenTimes(c *Claims) error {
+	for _, t := range []struct {
+		claim string
+		date  *jwt.NumericDate
+	}{{"iat", c.IssuedAt}, {"nbf", c.NotBefore}, {"exp", c.ExpiresAt}} {
+		if t.date != nil && (t.date.Unix() < 0 || t.date.After(maxTokenTime)) {
+			return fmt.Errorf("the %s claim is not a time between 1970 and 9999", t.claim)
+		}
+	}
+	return nil
 }
 
 // scrapeToken is the scrape token of /metrics (Config.MetricsToken), kept as its SHA-256:
