@@ -11,7 +11,8 @@
 // and status, panic recovery (a 500 problem, never a broken connection), a body size limit
 // (http.MaxBytesReader); then, per route, a per-request deadline (not on the cached stock
 // read, which bounds its own backend read), bearer authentication (signature and expiry,
-// then the logout denylist), a per-user token bucket on write routes, and Idempotency-Key
+// then the logout denylist), a per-user token bucket on write routes (per token on logout,
+// which a thief spending the user's bucket must not be able to refuse), and Idempotency-Key
 // handling on order creation, payment, points top-up and adding to the cart.
 //
 // With Redis the write buckets are in Redis, shared by every instance. A write waits for

@@ -227,9 +227,17 @@ func (s *Server) route(rt Route) http.Handler {
 		}
 		if rt.Auth != AuthNone {
 			if rt.Write {
-				if ok, retry := s.limiter.allow(r.Context(), p.UserID); !ok {
+				key, whose := p.UserID, "write requests of this user"
+				if rt.Revokes && p.TokenID != "" {
+					// Logout is limited per token, not per user: whoever holds a stolen
+					// token could otherwise keep the user's bucket empty with writes and
+					// so keep the user from revoking it. A thief spending this bucket is
+					// logging the token out. (A key with a space: no user ID has one.)
+					key, whose = "logout "+p.TokenID, "logouts with this token"
+				}
+				if ok, retry := s.limiter.allow(r.Context(), key); !ok {
 					pr := newProblem(http.StatusTooManyRequests, "rate_limited", "Too Many Requests",
-						"write requests of this user exceed "+strconv.FormatFloat(s.cfg.RateLimit, 'g', -1, 64)+"/s")
+						whose+" exceed "+strconv.FormatFloat(s.cfg.RateLimit, 'g', -1, 64)+"/s")
 					pr.RetryAfter = retry
 					writeProblem(w, r, pr)
 					return

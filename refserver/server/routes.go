@@ -25,7 +25,7 @@ type Route struct {
 	Method string
 	Path   string
 	Auth   AuthLevel
-	// Write routes are rate-limited per user.
+	// Write routes are rate-limited per user (the route that Revokes: per token).
 	Write bool
 	// Idempotent routes require an Idempotency-Key and replay its stored response.
 	Idempotent bool
