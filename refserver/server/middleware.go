@@ -173,6 +173,24 @@ func (w *responseWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// refused reports whether the answer written to w (the outer middleware's writer) refused
+// the request before it could change anything: 400 (bad input), 401, 403, 413 (a body
+// over the limit) or 429 (over the rate). Other client errors are not: a 409 may follow
+// a change (paying an expired order expires it on the spot, releasing its stock). An
+// answer not yet written, or a writer of another kind, is not known to be a refusal.
+func refused(w http.ResponseWriter) bool {
+	rw, ok := w.(*responseWriter)
+	if !ok || !rw.wroteHeader {
+		return false
+	}
+	switch rw.status {
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusRequestEntityTooLarge,
+		http.StatusTooManyRequests:
+		return true
+	}
+	return false
+}
+
 // route wraps one route's handler: it records the route pattern for the outer middleware,
 // sets the request timeout (unless the route has its own deadline), authenticates,
 // refuses writes while the database takes none, rate-limits writes, and applies the
@@ -223,7 +241,13 @@ func (s *Server) route(rt Route) http.Handler {
 					return
 				}
 			}
-			defer s.stock.dropAll() // a write may have changed stock: read-your-writes
+			// A write may have changed stock: read-your-writes. A request refused before it
+			// ran changed nothing, and must not let anyone, token or not, defeat the cache.
+			defer func() {
+				if !refused(w) {
+					s.stock.dropAll()
+				}
+			}()
 		}
 		if rt.Auth != AuthNone {
 			if rt.Write {

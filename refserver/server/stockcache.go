@@ -21,7 +21,8 @@ const maxStockEntries = 100_000
 // for display only: reservations never read it, they ask the stock backend.
 //
 // Freshness: every request this process serves that is not a GET (a write) drops every copy
-// when it finishes, so a client reads its own writes; changes made elsewhere (another
+// when it finishes, unless it was refused before it ran (400, 401, 403, 413, 429: it changed
+// nothing), so a client reads its own writes; changes made elsewhere (another
 // process, an expiry sweep, a rebuild) show within the TTL. Concurrent misses of one
 // product share one backend read (singleflight), so a burst of readers costs one round trip.
 // Only 200 answers are kept: a 404 or a 503 is asked again every time.
