@@ -1,0 +1,126 @@
+package redisinventory_test
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/internal/testkit"
+	"github.com/commercekit/commercekit/inventory"
+	"github.com/commercekit/commercekit/inventory/redisinventory"
+)
+
+// scanGate holds the first SCAN sent through the client once armed, until opened: the
+// rebuild's wipe, which comes after its read of the journal and before it writes Redis
+// and the marker. It holds nothing else.
+type scanGate struct {
+	mu      sync.Mutex
+	armed   bool
+	reached chan struct{}
+	open    chan struct{}
+}
+
+func newScanGate() *scanGate {
+	return &scanGate{reached: make(chan struct{}), open: make(chan struct{})}
+}
+
+func (g *scanGate) arm() { g.mu.Lock(); g.armed = true; g.mu.Unlock() }
+
+func (g *scanGate) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) { return next(ctx, network, addr) }
+}
+
+func (g *scanGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "scan" {
+			g.mu.Lock()
+			hold := g.armed
+			g.armed = false
+			g.mu.Unlock()
+			if hold {
+				close(g.reached)
+				<-g.open
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (g *scanGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// rebuildHeldAfterItsRead starts a rebuild of d and returns once it has read the journal
+// and not yet written Redis (its marker is gone); finish lets it go on and waits for it.
+func rebuildHeldAfterItsRead(t *testing.T, d *redisinventory.Durable, rdb *redis.Client) (finish func()) {
+	t.Helper()
+	g := newScanGate()
+	rdb.AddHook(g)
+	g.arm()
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(g.open) }) })
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Rebuild(context.Background())
+		done <- err
+	}()
+	<-g.reached
+	return func() {
+		once.Do(func() { close(g.open) })
+		require.NoError(t, <-done)
+	}
+}
+
+// TestDurableReturnDuringRebuild: a Return whose journal row commits after a rebuild read
+// the journal, and whose Redis step found the marker gone (the rebuild had not written it
+// yet), is answered as a success; the rebuild then writes Redis from what it read, with
+// the reservation still sold. The healer, woken, must bring Redis to the journal: the
+// units are on sale again and no longer sold.
+func TestDurableReturnDuringRebuild(t *testing.T) {
+	ctx := context.Background()
+	d, rdb, _ := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "mug", 5, 0)
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, inv.Commit(ctx, "order-1"))
+	wantStock(t, inv, "mug", 3, 3, 2)
+
+	finish := rebuildHeldAfterItsRead(t, d, rdb)
+	require.NoError(t, inv.Return(ctx, "order-1"))
+	finish()
+
+	_, err = d.Heal(ctx) // what Run does when an operation woke it
+	require.NoError(t, err)
+	r, err := inv.Get(ctx, "order-1")
+	require.NoError(t, err)
+	require.Equal(t, inventory.StateReturned, r.State)
+	wantStock(t, inv, "mug", 5, 5, 0)
+}
+
+// TestDurableRestockDuringRebuild: a positive Adjust commits in the journal after a
+// rebuild read it and fails in Redis (the marker is gone): its caller gets a 503 and its
+// retry is a replay that changes nothing in Redis. The healer, woken, must bring Redis to
+// the journal, restock included.
+func TestDurableRestockDuringRebuild(t *testing.T) {
+	ctx := context.Background()
+	d, rdb, _ := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "mug", 5, 0)
+
+	finish := rebuildHeldAfterItsRead(t, d, rdb)
+	_, err := inv.Adjust(ctx, inventory.Adjustment{ID: "restock-1", SKU: "mug", Delta: 4, Reason: "restock"})
+	requireRebuilding(t, err)
+	finish()
+
+	_, err = d.Heal(ctx) // what Run does when an operation woke it
+	require.NoError(t, err)
+	_, err = inv.Adjust(ctx, inventory.Adjustment{ID: "restock-1", SKU: "mug", Delta: 4, Reason: "restock"})
+	require.NoError(t, err)
+	wantStock(t, inv, "mug", 9, 9, 0)
+}
