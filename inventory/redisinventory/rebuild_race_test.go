@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,4 +124,61 @@ func TestDurableRestockDuringRebuild(t *testing.T) {
 	_, err = inv.Adjust(ctx, inventory.Adjustment{ID: "restock-1", SKU: "mug", Delta: 4, Reason: "restock"})
 	require.NoError(t, err)
 	wantStock(t, inv, "mug", 9, 9, 0)
+}
+
+// TestDurableReturnCancelledAfterItsJournalCommit: a Return of a reservation Redis holds
+// no record of (committed before a rebuild, which writes only live ones; or committed
+// longer ago than the retention) commits in the journal, and its caller gives up before
+// the Redis step. The retry is a replay: it must still leave Redis as the journal says,
+// the units on sale again and no longer sold.
+func TestDurableReturnCancelledAfterItsJournalCommit(t *testing.T) {
+	ctx := context.Background()
+	d, rdb, _ := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "mug", 5, 0)
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, inv.Commit(ctx, "order-1"))
+	_, err = d.Rebuild(ctx)
+	require.NoError(t, err)
+	wantStock(t, inv, "mug", 3, 3, 2)
+
+	callerCtx, giveUp := context.WithCancel(ctx)
+	defer giveUp()
+	var armed atomic.Bool
+	rdb.AddHook(ctxGate{armed: &armed})
+	redisinventory.SetHook(d, func(op, id string) {
+		if op == "return" {
+			giveUp() // the journal has committed the return; Redis has not followed yet
+			armed.Store(true)
+		}
+	})
+	_ = inv.Return(callerCtx, "order-1") // whatever it answers, the caller retries
+	redisinventory.SetHook(d, nil)
+	armed.Store(false)
+	require.NoError(t, inv.Return(ctx, "order-1"))
+
+	r, err := inv.Get(ctx, "order-1")
+	require.NoError(t, err)
+	require.Equal(t, inventory.StateReturned, r.State)
+	wantStock(t, inv, "mug", 5, 5, 0)
+}
+
+// ctxGate makes the next script call, once armed, wait for its context to end: the call
+// then fails as it does when its caller gave up before Redis answered.
+type ctxGate struct{ armed *atomic.Bool }
+
+func (g ctxGate) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (g ctxGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if (cmd.Name() == "evalsha" || cmd.Name() == "eval") && g.armed.CompareAndSwap(true, false) {
+			<-ctx.Done()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (g ctxGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
