@@ -98,6 +98,15 @@ func (d *Durable) lost(err error) error {
 	return &errcode.UnavailableError{Dependency: DependencyRebuilding, RetryAfter: RebuildRetryAfter, Err: err}
 }
 
+// behind is lost for a change the journal has committed and Redis may have missed (a
+// release, expiry, return or positive adjustment whose Redis step failed): it asks for a
+// rebuild even while one is under way, since that one may have read the journal before
+// the change (and its replay changes nothing in Redis).
+func (d *Durable) behind(err error) error {
+	d.forced.Store(true)
+	return d.lost(err)
+}
+
 // fail translates what an operation met: domain errors and context errors as they are,
 // lost data as lost, lock conflicts as inventory.ErrContention, Redis failures as
 // errcode.ErrUnavailable, anything else wrapped with op.
@@ -462,7 +471,7 @@ func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []
 	}
 	for i, err := range errs {
 		if errors.Is(err, errLost) {
-			_ = d.lost(err)
+			_ = d.behind(err)
 			err = nil
 		}
 		errs[i] = redisErr(ctx, err)
@@ -738,7 +747,7 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		// The connection failed, COMMIT's answer maybe with it: the positive delta may be
 		// in the journal without ever reaching Redis, and its replay does not apply it.
 		// Redis is rebuilt from the journal, which holds it or not.
-		return inventory.Stock{}, d.lost(err)
+		return inventory.Stock{}, d.behind(err)
 	case err != nil:
 		return inventory.Stock{}, err
 	case replay:
@@ -748,10 +757,11 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		}
 		return st[a.SKU], nil
 	case a.Delta >= 0:
-		if err = apply(ctx); err != nil && !isDomain(err) && !errors.Is(err, errLost) {
+		if err = apply(ctx); err != nil && !isDomain(err) {
 			// Committed, but whether the script ran is not known (Redis failed or timed
-			// out): as above.
-			return inventory.Stock{}, d.lost(err)
+			// out), or it found Redis lost or being rebuilt (a rebuild that read the
+			// journal before this commit): as above.
+			return inventory.Stock{}, d.behind(err)
 		}
 		err = d.fail(ctx, "adjust", err)
 	}
