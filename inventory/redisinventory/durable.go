@@ -458,10 +458,14 @@ func (d *Durable) update(ctx context.Context, tx bun.Tx, xs []resolution) error 
 // settleAfter makes Redis follow journal changes already committed, in one script call,
 // and returns each one's Redis error (redisErr's). Lost data is no failure (the rebuild
 // reads the journal); any other failure is returned, and the caller's retry settles again.
+// It runs whether or not the callers are still there: the journal has committed, and a
+// replay cannot always settle what this call left undone (a Return of a reservation
+// Redis holds no record of assumes, on its replay, that Redis returned it already).
 func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []error {
 	if len(ss) == 0 {
 		return nil
 	}
+	ctx = context.WithoutCancel(ctx)
 	_, errs, err := d.b.settleMany(ctx, ss, d.guard(gen)...)
 	if err != nil {
 		errs = make([]error, len(ss))
