@@ -3,6 +3,7 @@ package redisinventory_test
 import (
 	"context"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/redisinventory"
@@ -183,4 +186,44 @@ func (g ctxGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (g ctxGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
+}
+
+// TestDurableReturnRedisStepCut: a Return of a reservation Redis holds no record of
+// (committed before a rebuild, which writes only live ones) commits in the journal, and
+// its Redis step is cut before the script reaches Redis. Its caller gets a 503; the retry
+// is a replay, which assumes Redis returned the units already. The heal the failure asks
+// for, and the retry, must leave Redis as the journal says: the units on sale again and
+// no longer sold.
+func TestDurableReturnRedisStepCut(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.MySQL(t)
+	rdb, linked, link := testenv.LinkedRedis(t)
+	d, inv, cutD, cutInv := durables(t, rdb, db, linked, db)
+	healed, err := cutD.Heal(ctx)
+	require.NoError(t, err)
+	require.False(t, healed, "Redis holds the journal's generation")
+	setStock(t, inv, "mug", 5, 0)
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, inv.Commit(ctx, "order-1"))
+	_, err = d.Rebuild(ctx)
+	require.NoError(t, err)
+	wantStock(t, inv, "mug", 3, 3, 2)
+
+	link.Arm(func(q string) bool {
+		q = strings.ToLower(q)
+		return strings.HasPrefix(q, "evalsha ") && strings.Contains(q, " {inventory}:res:order-1 ")
+	}, false)
+	err = cutInv.Return(ctx, "order-1")
+	cut, _ := link.Disarm()
+	require.Len(t, cut, 1, "the Return's Redis step was cut")
+	require.ErrorIs(t, err, errcode.ErrUnavailable)
+
+	_, err = cutD.Heal(ctx) // what Run does when the failure woke it
+	require.NoError(t, err)
+	require.NoError(t, cutInv.Return(ctx, "order-1"))
+	r, err := inv.Get(ctx, "order-1")
+	require.NoError(t, err)
+	require.Equal(t, inventory.StateReturned, r.State)
+	wantStock(t, inv, "mug", 5, 5, 0)
 }
