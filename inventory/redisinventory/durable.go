@@ -456,11 +456,12 @@ func (d *Durable) update(ctx context.Context, tx bun.Tx, xs []resolution) error 
 }
 
 // settleAfter makes Redis follow journal changes already committed, in one script call,
-// and returns each one's Redis error (redisErr's). Lost data is no failure (the rebuild
-// reads the journal); any other failure is returned, and the caller's retry settles again.
-// It runs whether or not the callers are still there: the journal has committed, and a
-// replay cannot always settle what this call left undone (a Return of a reservation
-// Redis holds no record of assumes, on its replay, that Redis returned it already).
+// and returns each one's error. Lost data is no failure (the rebuild reads the journal).
+// Any other failure asks for a rebuild and is returned as the rebuild's 503: a replay
+// cannot always settle what this call left undone (a Return of a reservation Redis holds
+// no record of, committed before a rebuild or longer ago than the retention, assumes on
+// its replay that Redis returned it already). For the same reason it runs whether or not
+// the callers are still there: the journal has committed.
 func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []error {
 	if len(ss) == 0 {
 		return nil
@@ -474,11 +475,13 @@ func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []
 		}
 	}
 	for i, err := range errs {
-		if errors.Is(err, errLost) {
+		switch {
+		case errors.Is(err, errLost):
 			_ = d.behind(err)
-			err = nil
+			errs[i] = nil
+		case err != nil:
+			errs[i] = d.behind(redisErr(ctx, err))
 		}
-		errs[i] = redisErr(ctx, err)
 	}
 	return errs
 }
