@@ -2,6 +2,7 @@ package redisinventory_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -226,4 +227,27 @@ func TestDurableReturnRedisStepCut(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, inventory.StateReturned, r.State)
 	wantStock(t, inv, "mug", 5, 5, 0)
+}
+
+// TestDurableUsageKeyLost: Redis loses one SKU's buyer usage (evicted under memory
+// pressure, or missing from a partial restore) while its stock key stays. The per-buyer
+// limit must still hold: a buyer who holds the limit already is refused, or the call fails
+// closed while Redis is rebuilt; it is never granted more.
+func TestDurableUsageKeyLost(t *testing.T) {
+	ctx := context.Background()
+	d, rdb, _ := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "drop", 10, 1)
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "first", Lines: line("drop", 1), BuyerID: "u1", TTL: time.Hour})
+	require.NoError(t, err)
+
+	require.NoError(t, rdb.Del(ctx, "{inventory}:buyers:drop").Err())
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "second", Lines: line("drop", 1), BuyerID: "u1", TTL: time.Hour})
+	if err != nil && errors.Is(err, errcode.ErrUnavailable) {
+		_, herr := d.Heal(ctx) // what Run does when the failure woke it
+		require.NoError(t, herr)
+		_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "second", Lines: line("drop", 1), BuyerID: "u1", TTL: time.Hour})
+	}
+	require.ErrorIs(t, err, inventory.ErrBuyerLimitExceeded, "u1 holds its one unit already")
+	wantStock(t, inv, "drop", 10, 9, 0)
 }
