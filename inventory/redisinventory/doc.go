@@ -90,8 +90,10 @@
 // Redis holds a generation marker, the generation of the journal it was built for. Every
 // write script checks it against the generation the writer read from SQL (with a shared
 // row lock held to its commit), and reads check it too; a SKU key Redis lacks for a SKU
-// the journal knows is loss as well (eviction, a partial restore), and so is a key of the
-// inventory holding another type (WRONGTYPE: something else wrote it). The healer also watches
+// the journal knows is loss as well (eviction, a partial restore), and so is a SKU's buyer
+// usage key without the sentinel field " " that the SKU's creation and every rebuild give
+// it (a lost usage key would count every buyer's usage of a limited SKU as none), and a
+// key of the inventory holding another type (WRONGTYPE: something else wrote it). The healer also watches
 // the server's run ID: a Redis that restarted, or another one after a failover, may hold an
 // older copy of the data under a good marker (a restored snapshot, a lagging replica), and
 // is rebuilt as well. Writers do not wait for the healer's next look: a reservation or

@@ -665,7 +665,7 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 			return err
 		}
 		ran = true
-		reply, err := d.run(ctx, d.b.g.setStock, strconv.FormatInt(next-1, 10), []string{d.b.stockKey(s.SKU), d.b.skus},
+		reply, err := d.run(ctx, d.b.g.setStock, strconv.FormatInt(next-1, 10), []string{d.b.stockKey(s.SKU), d.b.skus, d.b.usageKey(s.SKU)},
 			s.SKU, s.OnHand, s.BuyerLimit, next)
 		if err != nil {
 			return err

@@ -251,6 +251,7 @@ func (d *Durable) rebuild(ctx context.Context) (RebuildReport, error) {
 		p.add(p.p.HSet(ctx, d.b.stockKey(sku), "onhand", onHand, "available", onHand-st.reserved,
 			"sold", st.committed, "limit", st.limit, "synced", st.committed))
 		p.add(p.p.SAdd(ctx, d.b.skus, sku))
+		p.add(p.p.HSet(ctx, d.b.usageKey(sku), usageSentinel, 1))
 	}
 	for u, qty := range used {
 		p.add(p.p.HSet(ctx, d.b.usageKey(u.sku), u.buyer, qty))

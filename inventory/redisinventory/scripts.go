@@ -36,14 +36,32 @@ import (
 // of each line.
 // Each reply is 1 when reserved, {0, state, created, expires, resolved} for a replay, {-1}
 // on a conflict, {-2, i} unknown SKU of line i, {-3, i, available} or {-4, i, limit, used}.
-var reserveManyLua = reserveManyOf(reserveReplayLua)
+var reserveManyLua = reserveManyOf(reserveReplayLua, readUsageLua)
+
+// readUsageLua sets u[1], the buyer's usage of a limited SKU, from its usage key ukey.
+const readUsageLua = `u[1] = tonumber(redis.call('HGET', ukey, buyer) or '0')`
+
+// readUsageGuardedLua is readUsageLua for the journaled backend, whose usage keys all hold
+// the field usageSentinel from the SKU's creation or the rebuild on: a usage key without it
+// is lost data (evicted, or missing from a partial restore), and the reservation answers
+// {-9}, as the guard does, instead of counting its buyer's usage as none.
+const readUsageGuardedLua = `local uv = redis.call('HMGET', ukey, buyer, ' ')
+      if not uv[2] then return {-9} end
+      u[1] = tonumber(uv[1] or '0')`
+
+// usageSentinel is the field every usage key of the journaled backend holds (see
+// readUsageGuardedLua). Buyer IDs are printable ASCII without spaces, so it is no buyer's.
+const usageSentinel = " "
 
 // reserveManyOf returns reserveManyLua with replay, the opening of each reservation, in
 // place of reserveReplayLua. replay sees the locals key, id, lines, buyer, created,
 // expires and absent (true when the record is known not to exist: the batch found none of
 // its records and has not written this one), and index(expires, id), which adds an entry
 // to the due index; it returns the reservation's reply, or falls through to reserve it.
-func reserveManyOf(replay string) string {
+//
+// readUsage sets u[1] to the usage of buyer in the usage key ukey (readUsageLua, or
+// readUsageGuardedLua), or returns the reservation's reply.
+func reserveManyOf(replay, readUsage string) string {
 	return `local due = KEYS[1]
 local stock, stocks = {}, {}
 local usage, usages = {}, {}
@@ -92,8 +110,11 @@ local function reserve(k, a, n)
     if avail < q then return {-3, i, avail} end
     if s[2] > 0 then
       if buyer == '' then return {-4, i, s[2], 0} end
-      local u = used(KEYS[k + n + i], buyer)
-      if not u[1] then u[1] = tonumber(redis.call('HGET', KEYS[k + n + i], buyer) or '0') end
+      local ukey = KEYS[k + n + i]
+      local u = used(ukey, buyer)
+      if not u[1] then
+      ` + readUsage + `
+      end
       if u[1] + u[2] + q > s[2] then return {-4, i, s[2], u[1] + u[2]} end
     end
   end
@@ -289,7 +310,8 @@ if redis.call('GET', marker) ~= gen then return {-9} end
 var stockFields = []string{"onhand", "available", "sold", "limit"}
 
 // setStockLua creates a SKU or sets its on-hand count and limit.
-// KEYS[1] stock, KEYS[2] SKU set. ARGV[1] sku, ARGV[2] on hand, ARGV[3] limit.
+// KEYS[1] stock, KEYS[2] SKU set, and (journaled backend) KEYS[3] the SKU's usage key,
+// which gets usageSentinel when the SKU is created. ARGV[1] sku, ARGV[2] on hand, ARGV[3] limit.
 // Returns {1, onhand, available, sold, limit} or {-3, onhand, available}.
 const setStockLua = setStockApplyLua + setStockAnswerLua
 
@@ -303,6 +325,7 @@ local s = redis.call('HMGET', KEYS[1], 'onhand', 'available')
 if not s[1] then
   redis.call('HSET', KEYS[1], 'onhand', ARGV[2], 'available', ARGV[2], 'sold', 0, 'limit', ARGV[3], 'synced', 0)
   redis.call('SADD', KEYS[2], ARGV[1])
+  if KEYS[3] then redis.call('HSET', KEYS[3], ' ', 1) end
 else
   local reserved = tonumber(s[1]) - tonumber(s[2])
   if tonumber(ARGV[2]) < reserved then return {-3, s[1], s[2]} end
@@ -415,7 +438,7 @@ type guardedScripts struct {
 func newGuardedScripts() guardedScripts {
 	guarded := func(body string) *redis.Script { return redis.NewScript(guardLua + body) }
 	return guardedScripts{
-		reserveMany: guarded(reserveManyOf(reserveFreshLua)),
+		reserveMany: guarded(reserveManyOf(reserveFreshLua, readUsageGuardedLua)),
 		settleMany:  guarded(settleManyLua),
 		setStock:    guarded(setStockGuardedLua),
 		adjust:      guarded(adjustLua),
