@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/commercekit/commercekit/internal/depfail"
 	"github.com/commercekit/commercekit/internal/option"
 	"github.com/commercekit/commercekit/inventory"
 	"github.com/commercekit/commercekit/inventory/internal/groupcommit"
@@ -111,12 +112,14 @@ func (b *Backend) usageKey(sku string) string { return b.prefix + "buyers:" + sk
 func (b *Backend) resKey(id string) string    { return b.prefix + "res:" + id }
 func (b *Backend) adjKey(id string) string    { return b.prefix + "adj:" + id }
 
-// fail returns the context's error when it is done, else err wrapped with op.
+// fail returns the context's error when it is done, else err wrapped with op (and
+// matching errcode.ErrUnavailable when Redis could not be reached or did not answer:
+// depfail).
 func fail(ctx context.Context, op string, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return fmt.Errorf("redisinventory: %s: %w", op, err)
+	return fmt.Errorf("redisinventory: %s: %w", op, depfail.Wrap("redis", err))
 }
 
 // failIf is fail for a non-nil err, else nil.

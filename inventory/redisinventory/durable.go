@@ -108,8 +108,8 @@ func (d *Durable) behind(err error) error {
 }
 
 // fail translates what an operation met: domain errors and context errors as they are,
-// lost data as lost, lock conflicts as inventory.ErrContention, Redis failures as
-// errcode.ErrUnavailable, anything else wrapped with op.
+// lost data as lost, lock conflicts as inventory.ErrContention, Redis and database
+// failures as errcode.ErrUnavailable, anything else wrapped with op.
 func (d *Durable) fail(ctx context.Context, op string, err error) error {
 	switch {
 	case err == nil:
@@ -123,7 +123,9 @@ func (d *Durable) fail(ctx context.Context, op string, err error) error {
 	case sqlutil.IsRetryable(err):
 		return inventory.Contention(err)
 	}
-	return fmt.Errorf("redisinventory: %s: %w", op, err)
+	// What is left failed in the journal (or elsewhere): a database that could not be
+	// reached matches errcode.ErrUnavailable (depfail), like a Redis failure.
+	return fmt.Errorf("redisinventory: %s: %w", op, sqlutil.Unavailable(d.db, err))
 }
 
 func isDomain(err error) bool {
