@@ -98,13 +98,24 @@ func (d *Durable) lost(err error) error {
 	return &errcode.UnavailableError{Dependency: DependencyRebuilding, RetryAfter: RebuildRetryAfter, Err: err}
 }
 
-// behind is lost for a change the journal has committed and Redis may have missed (a
-// release, expiry, return or positive adjustment whose Redis step failed): it asks for a
-// rebuild even while one is under way, since that one may have read the journal before
-// the change (and its replay changes nothing in Redis).
+// behind is lost for a change the journal has committed and whose Redis step failed
+// without telling whether it ran (a release, expiry, return or positive adjustment): it
+// asks for a rebuild even while one is under way, since a replay changes nothing in
+// Redis (a Return's replay assumes Redis returned the units).
 func (d *Durable) behind(err error) error {
 	d.forced.Store(true)
 	return d.lost(err)
+}
+
+// afterRebuild waits for the heal (and rebuild) this process has under way, if any, to
+// end. A change the journal committed under the generation a rebuild builds is not in
+// what that rebuild read (it reads in the bump's transaction), and its Redis step, which
+// the guard refused while the rebuild wrote Redis, runs again once it is done; one
+// committed under an older generation is in what the rebuild read, and the guard refuses
+// its step again.
+func (d *Durable) afterRebuild() {
+	d.healing.Lock()
+	d.healing.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
 }
 
 // fail translates what an operation met: domain errors and context errors as they are,
@@ -458,7 +469,9 @@ func (d *Durable) update(ctx context.Context, tx bun.Tx, xs []resolution) error 
 }
 
 // settleAfter makes Redis follow journal changes already committed, in one script call,
-// and returns each one's error. Lost data is no failure (the rebuild reads the journal).
+// and returns each one's error. When the guard refuses it, it waits for a rebuild under
+// way and runs again (see afterRebuild); lost data is no failure then (the rebuild reads
+// the journal).
 // Any other failure asks for a rebuild and is returned as the rebuild's 503: a replay
 // cannot always settle what this call left undone (a Return of a reservation Redis holds
 // no record of, committed before a rebuild or longer ago than the retention, assumes on
@@ -470,6 +483,10 @@ func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []
 	}
 	ctx = context.WithoutCancel(ctx)
 	_, errs, err := d.b.settleMany(ctx, ss, d.guard(gen)...)
+	if errors.Is(err, errLost) { // the guard refused: maybe a rebuild writing Redis
+		d.afterRebuild()
+		_, errs, err = d.b.settleMany(ctx, ss, d.guard(gen)...)
+	}
 	if err != nil {
 		errs = make([]error, len(ss))
 		for i := range errs {
@@ -479,7 +496,7 @@ func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []
 	for i, err := range errs {
 		switch {
 		case errors.Is(err, errLost):
-			_ = d.behind(err)
+			_ = d.lost(err)
 			errs[i] = nil
 		case err != nil:
 			errs[i] = d.behind(redisErr(ctx, err))
@@ -766,10 +783,14 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		}
 		return st[a.SKU], nil
 	case a.Delta >= 0:
-		if err = apply(ctx); err != nil && !isDomain(err) {
+		err = apply(ctx)
+		if errors.Is(err, errLost) { // maybe a rebuild writing Redis: see afterRebuild
+			d.afterRebuild()
+			err = apply(ctx)
+		}
+		if err != nil && !isDomain(err) && !errors.Is(err, errLost) {
 			// Committed, but whether the script ran is not known (Redis failed or timed
-			// out), or it found Redis lost or being rebuilt (a rebuild that read the
-			// journal before this commit): as above.
+			// out): as above.
 			return inventory.Stock{}, d.behind(err)
 		}
 		err = d.fail(ctx, "adjust", err)

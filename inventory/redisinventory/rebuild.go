@@ -186,40 +186,54 @@ func (d *Durable) rebuild(ctx context.Context) (RebuildReport, error) {
 	if err := d.dropMarker(ctx); err != nil {
 		return rep, err
 	}
+	// The journal is read in the bump's transaction, under the generation's exclusive
+	// lock: it holds exactly the writes of the old generation (the bump waited for every
+	// writer holding it), and none of the new one, whose writers wait for the commit. A
+	// write of the new generation that frees units (a release, expiry, return, positive
+	// adjustment: Redis follows it after its commit) finds the marker gone while this
+	// rebuild writes Redis, waits for it to end and runs its Redis step again (see
+	// afterRebuild); one of the old generation is in what this rebuild read.
+	type stock struct{ base, limit, committed, reserved int64 }
+	var (
+		stocks  map[string]*stock
+		holding []inventory.Reservation
+	)
 	err := sqlutil.InTx(ctx, d.db, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE inventory_journal_generation SET gen = gen + 1 WHERE name = 'gen'`); err != nil {
-			return err
+			return fmt.Errorf("bump the generation: %w", err)
 		}
-		return tx.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'gen'`).Scan(&rep.Generation)
+		if err := tx.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'gen'`).Scan(&rep.Generation); err != nil {
+			return fmt.Errorf("bump the generation: %w", err)
+		}
+		stocks = map[string]*stock{}
+		rows, err := tx.QueryContext(ctx, `SELECT sku, base, buyer_limit FROM inventory_journal_stock`)
+		if err != nil {
+			return fmt.Errorf("read stock: %w", err)
+		}
+		for rows.Next() {
+			var sku string
+			st := &stock{}
+			if err := rows.Scan(&sku, &st.base, &st.limit); err != nil {
+				rows.Close()
+				return fmt.Errorf("read stock: %w", err)
+			}
+			stocks[sku] = st
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return fmt.Errorf("read stock: %w", err)
+		}
+		holding, err = d.scan(ctx, tx, `SELECT id, state, items, buyer_id, created_at, expires_at
+ FROM inventory_journal_reservations WHERE state IN ('reserved', 'committed')`)
+		if err != nil {
+			return fmt.Errorf("read reservations: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
-		return rep, fmt.Errorf("redisinventory: rebuild: bump the generation: %w", err)
+		return rep, fmt.Errorf("redisinventory: rebuild: %w", err)
 	}
 	d.gen.Store(rep.Generation)
 
-	type stock struct{ base, limit, committed, reserved int64 }
-	stocks := map[string]*stock{}
-	rows, err := d.db.QueryContext(ctx, `SELECT sku, base, buyer_limit FROM inventory_journal_stock`)
-	if err != nil {
-		return rep, fmt.Errorf("redisinventory: rebuild: read stock: %w", err)
-	}
-	for rows.Next() {
-		var sku string
-		st := &stock{}
-		if err := rows.Scan(&sku, &st.base, &st.limit); err != nil {
-			rows.Close()
-			return rep, err
-		}
-		stocks[sku] = st
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return rep, err
-	}
-	holding, err := d.scan(ctx, d.db, `SELECT id, state, items, buyer_id, created_at, expires_at
- FROM inventory_journal_reservations WHERE state IN ('reserved', 'committed')`)
-	if err != nil {
-		return rep, fmt.Errorf("redisinventory: rebuild: read reservations: %w", err)
-	}
 	used := map[usage]int64{}
 	var live []inventory.Reservation
 	for _, r := range holding {
