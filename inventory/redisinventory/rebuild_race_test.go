@@ -280,3 +280,65 @@ func TestDurableUsageKeyLost(t *testing.T) {
 	require.ErrorIs(t, err, inventory.ErrBuyerLimitExceeded, "u1 holds its one unit already")
 	wantStock(t, inv, "drop", 10, 9, 0)
 }
+
+// scriptAnswered closes answered when the first script call through the client, once
+// armed, has its answer.
+type scriptAnswered struct {
+	armed    *atomic.Bool
+	answered chan struct{}
+}
+
+func (g scriptAnswered) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (g scriptAnswered) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if (cmd.Name() == "evalsha" || cmd.Name() == "eval") && g.armed.CompareAndSwap(true, false) {
+			close(g.answered)
+		}
+		return err
+	}
+}
+
+func (g scriptAnswered) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestDurableReturnDuringAnotherProcessRebuild: two processes share the journal and Redis.
+// One rebuilds; the other's Return commits in the journal after that rebuild's read, and
+// its Redis step meets the rebuild. Once the rebuild is done, Redis must hold the return,
+// and the second process must not rebuild again: a rebuild in one process for every change
+// another made while it rebuilt would have the processes rebuild in turn for as long as
+// traffic lasts.
+func TestDurableReturnDuringAnotherProcessRebuild(t *testing.T) {
+	ctx := context.Background()
+	d1, rdb, db := newDurable(t)
+	rdb2 := redis.NewClient(rdb.Options())
+	t.Cleanup(func() { rdb2.Close() })
+	var armed atomic.Bool
+	answered := make(chan struct{})
+	rdb2.AddHook(scriptAnswered{armed: &armed, answered: answered})
+	d2 := testkit.Must(redisinventory.NewDurable(rdb2, db))(t)
+	_, err := d2.Heal(ctx)
+	require.NoError(t, err)
+	inv1, inv2 := testkit.Must(inventory.New(d1))(t), testkit.Must(inventory.New(d2))(t)
+	setStock(t, inv1, "mug", 5, 0)
+	_, err = inv1.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, inv1.Commit(ctx, "order-1"))
+	wantStock(t, inv1, "mug", 3, 3, 2)
+
+	finish, _ := rebuildHeldAfterItsRead(t, d1, rdb)
+	armed.Store(true)
+	returned := make(chan error, 1)
+	go func() { returned <- inv2.Return(ctx, "order-1") }()
+	<-answered // the Return's Redis step met the rebuild: the marker is gone
+	finish()
+	require.NoError(t, <-returned)
+
+	healed, err := d2.Heal(ctx) // what Run does when an operation woke it
+	require.NoError(t, err)
+	require.False(t, healed, "the second process does not rebuild again")
+	wantStock(t, inv1, "mug", 5, 5, 0)
+	wantStock(t, inv2, "mug", 5, 5, 0)
+}
