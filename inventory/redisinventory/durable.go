@@ -107,15 +107,24 @@ func (d *Durable) behind(err error) error {
 	return d.lost(err)
 }
 
-// afterRebuild waits for the heal (and rebuild) this process has under way, if any, to
-// end. A change the journal committed under the generation a rebuild builds is not in
-// what that rebuild read (it reads in the bump's transaction), and its Redis step, which
-// the guard refused while the rebuild wrote Redis, runs again once it is done; one
-// committed under an older generation is in what the rebuild read, and the guard refuses
-// its step again.
-func (d *Durable) afterRebuild() {
-	d.healing.Lock()
-	d.healing.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
+// afterRebuild waits for the heal (and rebuild) under way, if any, in any process, to end:
+// it takes the rebuild lock every heal holds (SQLite, one process: the heal's mutex) and
+// lets it go at once. A change the journal committed under the generation a rebuild builds
+// is not in what that rebuild read (it reads in the bump's transaction), and its Redis
+// step, which the guard refused while the rebuild wrote Redis, runs again once it is done;
+// one committed under an older generation is in what the rebuild read, and the guard
+// refuses its step again. A failure to take the lock is returned (the caller then asks
+// for a rebuild, as when no rebuild was under way).
+func (d *Durable) afterRebuild(ctx context.Context) error {
+	if d.forUpdate == "" {
+		d.healing.Lock()
+		d.healing.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
+		return nil
+	}
+	return sqlutil.InTx(ctx, d.db, func(ctx context.Context, tx bun.Tx) error {
+		var n int64
+		return tx.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'rebuild'`+d.forUpdate).Scan(&n)
+	})
 }
 
 // fail translates what an operation met: domain errors and context errors as they are,
@@ -483,8 +492,7 @@ func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []
 	}
 	ctx = context.WithoutCancel(ctx)
 	_, errs, err := d.b.settleMany(ctx, ss, d.guard(gen)...)
-	if errors.Is(err, errLost) { // the guard refused: maybe a rebuild writing Redis
-		d.afterRebuild()
+	if errors.Is(err, errLost) && d.afterRebuild(ctx) == nil { // the guard refused: maybe a rebuild writing Redis
 		_, errs, err = d.b.settleMany(ctx, ss, d.guard(gen)...)
 	}
 	if err != nil {
@@ -784,8 +792,7 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		return st[a.SKU], nil
 	case a.Delta >= 0:
 		err = apply(ctx)
-		if errors.Is(err, errLost) { // maybe a rebuild writing Redis: see afterRebuild
-			d.afterRebuild()
+		if errors.Is(err, errLost) && d.afterRebuild(ctx) == nil { // maybe a rebuild writing Redis
 			err = apply(ctx)
 		}
 		if err != nil && !isDomain(err) && !errors.Is(err, errLost) {
