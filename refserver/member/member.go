@@ -99,6 +99,8 @@ type Service struct {
 	window       time.Duration
 	dummy        []byte // a hash to compare against for unknown login IDs, so they take as long
 	checks       addressGate
+	// workHook, when set (tests), runs just before each bcrypt hash or comparison.
+	workHook func()
 }
 
 // Option configures a Service. An option given an invalid value (see each option) makes New
@@ -286,6 +288,9 @@ func (s *Service) SignUpOnce(ctx context.Context, loginID, password, key, addr s
 	if len(key) > MaxKeyLen {
 		return Member{}, &ValidationError{Field: "IdempotencyKey", Reason: fmt.Sprintf("must be at most %d bytes", MaxKeyLen)}
 	}
+	if s.workHook != nil {
+		s.workHook()
+	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cost)
 	if err != nil {
 		return Member{}, fmt.Errorf("member: hash the password: %w", err)
@@ -399,6 +404,9 @@ func (s *Service) checkPassword(ctx context.Context, loginID, password, addr str
 	if d, err := s.limiter.Take(ctx, from, s.perAddress, s.window, now); err != nil || d > 0 {
 		leave()
 		return refuse(limited("address", d, err))
+	}
+	if s.workHook != nil {
+		s.workHook()
 	}
 	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && found // compared even when not found: as slow
 	if ok {
