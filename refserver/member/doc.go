@@ -17,6 +17,13 @@
 // and another password, the retry is ErrLoginIDTaken like any other; the password check
 // of a retry with the right key counts as a login attempt (see Login limits).
 //
+// bcrypt is the costliest work anyone can ask of the server, so it is rationed: a client
+// address hashes (sign-up) or checks (login) one password at a time in a process, its
+// other requests waiting their turn, and the process runs at most WithPasswordChecks of
+// them at once (DefaultPasswordChecks: half its CPUs), so that sign-ups and logins never
+// take the whole machine from the orders. A request whose context ends while it waits
+// fails with the context's error (refserver: 503 with Retry-After).
+//
 // # Sessions
 //
 // Login checks the password and opens a session: an access token (an HS256 JWT with sub =

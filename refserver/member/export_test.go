@@ -43,7 +43,4 @@ func WithPasswordWorkHook(hook func()) Option {
 
 // PasswordWorkWaiting is how many sign-ups and logins wait for their turn to hash or
 // compare a password.
-func (s *Service) PasswordWorkWaiting() int { return 0 }
-
-// WithPasswordChecks is a stand-in until the option exists.
-func WithPasswordChecks(int) Option { return func(*settings) {} }
+func (s *Service) PasswordWorkWaiting() int { return int(s.waiting.Load()) }

@@ -5,8 +5,9 @@ import (
 	"sync"
 )
 
-// addressGate lets one password check per client address run at a time in this process;
-// the others from the same address wait their turn (or their context's end).
+// addressGate lets one password check (login) or hash (sign-up) per client address run at
+// a time in this process; the others from the same address wait their turn (or their
+// context's end). See Service.takeTurn.
 //
 // A check holds one token of its address's budget of failed logins while it runs and
 // gives it back if the password is right: that is what limits guesses sent at once like
@@ -57,4 +58,31 @@ func (g *addressGate) enter(ctx context.Context, addr string) (leave func(), err
 		forget()
 		return nil, ctx.Err()
 	}
+}
+
+// takeTurn waits until no other bcrypt hash or comparison of the gate key runs in this
+// process (addressGate; "" waits for none) and fewer than WithPasswordChecks run in all,
+// and returns the function that ends this one's turn; it fails only when ctx ends first.
+func (s *Service) takeTurn(ctx context.Context, key string) (leave func(), err error) {
+	leaveKey := func() {}
+	s.waiting.Add(1)
+	if key != "" {
+		leaveKey, err = s.checks.enter(ctx, key)
+	}
+	if err == nil {
+		select {
+		case s.work <- struct{}{}:
+		case <-ctx.Done():
+			leaveKey()
+			err = ctx.Err()
+		}
+	}
+	s.waiting.Add(-1)
+	if err != nil {
+		return nil, err
+	}
+	if s.workHook != nil {
+		s.workHook()
+	}
+	return func() { <-s.work; leaveKey() }, nil
 }

@@ -9,7 +9,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -98,7 +100,11 @@ type Service struct {
 	perAddress   int // and per client address
 	window       time.Duration
 	dummy        []byte // a hash to compare against for unknown login IDs, so they take as long
-	checks       addressGate
+	// checks gives each client address one bcrypt hash or comparison at a time, and work
+	// caps them all (WithPasswordChecks); waiting counts the requests waiting for either.
+	checks  addressGate
+	work    chan struct{}
+	waiting atomic.Int64
 	// workHook, when set (tests), runs just before each bcrypt hash or comparison.
 	workHook func()
 }
@@ -163,6 +169,25 @@ func WithLimiter(l Limiter) Option {
 	return func(s *settings) { option.NotNil(&s.Errors, &s.limiter, "WithLimiter", l) }
 }
 
+// WithPasswordChecks sets how many bcrypt hashes and comparisons (sign-ups and logins) run
+// at once in the process (default DefaultPasswordChecks); the others wait their turn, as a
+// client address's own do, until their context ends. It must be positive.
+func WithPasswordChecks(n int) Option {
+	return func(s *settings) {
+		if n < 1 {
+			s.Reject("WithPasswordChecks", fmt.Sprintf("%d: must be positive", n))
+			return
+		}
+		s.work = make(chan struct{}, n)
+	}
+}
+
+// DefaultPasswordChecks is how many bcrypt hashes and comparisons a Service runs at once
+// unless WithPasswordChecks says otherwise: half the CPUs Go uses (at least one), so that
+// sign-ups and logins, which anyone can send, never take the whole machine from the
+// orders.
+func DefaultPasswordChecks() int { return max(1, runtime.GOMAXPROCS(0)/2) }
+
 // WithCheckTimeout bounds one denylist check (default DefaultCheckTimeout). It must be
 // positive.
 func WithCheckTimeout(d time.Duration) Option {
@@ -182,6 +207,9 @@ func New(db *bun.DB, deny Denylist, secret []byte, opts ...Option) (*Service, er
 	set := settings{Service: s}
 	if err := option.Apply(&set, opts); err != nil {
 		return nil, fmt.Errorf("member: %w", err)
+	}
+	if s.work == nil {
+		s.work = make(chan struct{}, DefaultPasswordChecks())
 	}
 	var err error
 	if s.dummy, err = bcrypt.GenerateFromPassword([]byte("not a password of anyone"), s.cost); err != nil {
@@ -288,10 +316,16 @@ func (s *Service) SignUpOnce(ctx context.Context, loginID, password, key, addr s
 	if len(key) > MaxKeyLen {
 		return Member{}, &ValidationError{Field: "IdempotencyKey", Reason: fmt.Sprintf("must be at most %d bytes", MaxKeyLen)}
 	}
-	if s.workHook != nil {
-		s.workHook()
+	gate := "" // a sign-up without an address (SignUp: the caller's own) waits for the cap only
+	if addr != "" {
+		gate = "addr " + addr
+	}
+	leave, err := s.takeTurn(ctx, gate)
+	if err != nil {
+		return Member{}, fmt.Errorf("member: wait for a turn to hash the password: %w", err)
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cost)
+	leave()
 	if err != nil {
 		return Member{}, fmt.Errorf("member: hash the password: %w", err)
 	}
@@ -397,16 +431,13 @@ func (s *Service) checkPassword(ctx context.Context, loginID, password, addr str
 	case err != nil:
 		return refuse(fmt.Errorf("member: read member: %w", sqlutil.Unavailable(s.db, err)))
 	}
-	leave, err := s.checks.enter(ctx, from)
+	leave, err := s.takeTurn(ctx, from)
 	if err != nil {
 		return refuse(fmt.Errorf("member: wait for the address's turn: %w", err))
 	}
 	if d, err := s.limiter.Take(ctx, from, s.perAddress, s.window, now); err != nil || d > 0 {
 		leave()
 		return refuse(limited("address", d, err))
-	}
-	if s.workHook != nil {
-		s.workHook()
 	}
 	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && found // compared even when not found: as slow
 	if ok {
