@@ -342,3 +342,51 @@ func TestDurableReturnDuringAnotherProcessRebuild(t *testing.T) {
 	wantStock(t, inv1, "mug", 5, 5, 0)
 	wantStock(t, inv2, "mug", 5, 5, 0)
 }
+
+// TestDurableReturnBeforeRebuildNeedsNoSecondRebuild: a Return commits in the journal
+// before a rebuild bumps the generation (the bump waits for every writer holding the old
+// one, so this is what every release, expiry and return in flight at a rebuild does), and
+// its Redis step runs once the rebuild is under way or done: the guard refuses it, rightly,
+// since the rebuild read the journal with the return in it. That refusal must not ask for
+// another rebuild: under steady traffic a change in flight meets every rebuild, and each
+// rebuild would ask for the next one for as long as traffic lasts.
+func TestDurableReturnBeforeRebuildNeedsNoSecondRebuild(t *testing.T) {
+	ctx := context.Background()
+	d, _, _ := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "mug", 5, 0)
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, inv.Commit(ctx, "order-1"))
+	wantStock(t, inv, "mug", 3, 3, 2)
+
+	var rebuilt rebuildOnce
+	redisinventory.SetHook(d, func(op, id string) {
+		if op == "return" {
+			// The journal has committed the return; Redis has not followed yet. A rebuild
+			// starts now (Run's, woken by anything) and reads the journal with it.
+			rebuilt.Do(t, d)
+		}
+	})
+	require.NoError(t, inv.Return(ctx, "order-1"))
+	redisinventory.SetHook(d, nil)
+	require.True(t, rebuilt.done)
+
+	healed, err := d.Heal(ctx) // what Run does when an operation woke it
+	require.NoError(t, err)
+	require.False(t, healed, "the rebuild read the return: no second rebuild")
+	wantStock(t, inv, "mug", 5, 5, 0)
+}
+
+// rebuildOnce rebuilds a Durable the first time Do is called.
+type rebuildOnce struct{ done bool }
+
+// Do rebuilds d unless it did already.
+func (o *rebuildOnce) Do(t *testing.T, d *redisinventory.Durable) {
+	if o.done {
+		return
+	}
+	o.done = true
+	_, err := d.Rebuild(context.Background())
+	require.NoError(t, err)
+}
