@@ -50,6 +50,8 @@ type Durable struct {
 	wake       chan struct{}
 	forced     atomic.Bool
 	rebuilding atomic.Bool
+	// built is the generation the last rebuild of this process wrote (see afterRebuild).
+	built atomic.Int64
 	// healing serializes the heals of this process; healed is the run ID of the Redis
 	// server the last one built or confirmed, server the server the client reaches now
 	// (see sameServer).
@@ -113,18 +115,36 @@ func (d *Durable) behind(err error) error {
 // is not in what that rebuild read (it reads in the bump's transaction), and its Redis
 // step, which the guard refused while the rebuild wrote Redis, runs again once it is done;
 // one committed under an older generation is in what the rebuild read, and the guard
-// refuses its step again. A failure to take the lock is returned (the caller then asks
-// for a rebuild, as when no rebuild was under way).
-func (d *Durable) afterRebuild(ctx context.Context) error {
+// refuses its step again. It returns the generation the last rebuild that completed, in
+// any process, wrote (0: none recorded): a change committed under a lower generation is in
+// what that rebuild read, since its bump waited for the change's commit. A failure to
+// take the lock is returned (the caller then asks for a rebuild, as when no rebuild was
+// under way).
+func (d *Durable) afterRebuild(ctx context.Context) (int64, error) {
 	if d.forUpdate == "" {
 		d.healing.Lock()
 		d.healing.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
-		return nil
+		return d.built.Load(), nil
 	}
-	return sqlutil.InTx(ctx, d.db, func(ctx context.Context, tx bun.Tx) error {
-		var n int64
-		return tx.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'rebuild'`+d.forUpdate).Scan(&n)
+	var built int64
+	err := sqlutil.InTx(ctx, d.db, func(ctx context.Context, tx bun.Tx) error {
+		return tx.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'rebuild'`+d.forUpdate).Scan(&built)
 	})
+	return built, err
+}
+
+// rebuiltSince reports whether a Redis step of a change committed under gen, refused by
+// the guard, needs nothing more: it waits for the rebuild under way (afterRebuild) and
+// reports whether a rebuild that read the journal after the change's commit completed.
+// When it did not, run reports whether the step should run again: the rebuild lock was
+// taken, and the generation the change committed under may be Redis's once more.
+func (d *Durable) rebuiltSince(ctx context.Context, gen string) (done, run bool) {
+	built, err := d.afterRebuild(ctx)
+	if err != nil {
+		return false, false
+	}
+	g, err := strconv.ParseInt(gen, 10, 64)
+	return err == nil && built > g, true
 }
 
 // fail translates what an operation met: domain errors and context errors as they are,
@@ -492,8 +512,15 @@ func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []
 	}
 	ctx = context.WithoutCancel(ctx)
 	_, errs, err := d.b.settleMany(ctx, ss, d.guard(gen)...)
-	if errors.Is(err, errLost) && d.afterRebuild(ctx) == nil { // the guard refused: maybe a rebuild writing Redis
-		_, errs, err = d.b.settleMany(ctx, ss, d.guard(gen)...)
+	if errors.Is(err, errLost) { // the guard refused: maybe a rebuild writing Redis
+		done, run := d.rebuiltSince(ctx, gen)
+		if run && !done {
+			_, errs, err = d.b.settleMany(ctx, ss, d.guard(gen)...)
+		}
+		if done {
+			// A rebuild read the journal with these changes in it: Redis holds them.
+			return make([]error, len(ss))
+		}
 	}
 	if err != nil {
 		errs = make([]error, len(ss))
@@ -792,8 +819,19 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		return st[a.SKU], nil
 	case a.Delta >= 0:
 		err = apply(ctx)
-		if errors.Is(err, errLost) && d.afterRebuild(ctx) == nil { // maybe a rebuild writing Redis
-			err = apply(ctx)
+		if errors.Is(err, errLost) { // maybe a rebuild writing Redis
+			done, run := d.rebuiltSince(ctx, gen)
+			if done {
+				// A rebuild read the journal with this adjustment in it: Redis holds it.
+				st, err := d.Stocks(ctx, []string{a.SKU})
+				if err != nil {
+					return inventory.Stock{}, err
+				}
+				return st[a.SKU], nil
+			}
+			if run {
+				err = apply(ctx)
+			}
 		}
 		if err != nil && !isDomain(err) && !errors.Is(err, errLost) {
 			// Committed, but whether the script ran is not known (Redis failed or timed

@@ -83,7 +83,9 @@ const rebuildBatch = 2000
 //  4. it deletes every key of the inventory and writes, pipelined, each SKU's counts
 //     (on hand = base − committed, available = on hand − reserved, sold = committed),
 //     the buyers' usage, and the live reservations with their deadlines;
-//  5. it sets the generation marker, and the inventory answers again.
+//  5. it sets the generation marker, and the inventory answers again;
+//  6. it records the generation it wrote in the rebuild lock's row, so that a change whose
+//     Redis step the guard refused meanwhile knows whether this rebuild read it.
 func (d *Durable) Rebuild(ctx context.Context) (RebuildReport, error) {
 	return d.heal(ctx, true)
 }
@@ -99,12 +101,14 @@ func (d *Durable) Heal(ctx context.Context) (bool, error) {
 func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 	d.healing.Lock()
 	defer d.healing.Unlock()
+	var lock bun.Tx
 	if d.forUpdate != "" { // one rebuild at a time, across processes (SQLite: one process)
-		lock, err := d.db.BeginTx(ctx, nil)
+		var err error
+		lock, err = d.db.BeginTx(ctx, nil)
 		if err != nil {
 			return RebuildReport{}, fmt.Errorf("redisinventory: rebuild: %w", err)
 		}
-		defer lock.Rollback() //nolint:errcheck // releases the lock; nothing was written
+		defer lock.Rollback() //nolint:errcheck // releases the lock (a no-op once committed)
 		var n int64
 		if err := lock.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'rebuild'`+d.forUpdate).Scan(&n); err != nil {
 			return RebuildReport{}, fmt.Errorf("redisinventory: rebuild lock: %w", err)
@@ -148,6 +152,19 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 		return rep, err
 	}
 	d.healed.Store(&srv.RunID)
+	d.built.Store(rep.Generation)
+	if d.forUpdate != "" {
+		// Writers whose Redis step the guard refused learn, once they take the lock, that
+		// this rebuild read their change (afterRebuild). Failing to record it only makes
+		// them ask for another rebuild.
+		_, err := lock.ExecContext(ctx, `UPDATE inventory_journal_generation SET gen = ? WHERE name = 'rebuild'`, rep.Generation)
+		if err == nil {
+			err = lock.Commit()
+		}
+		if err != nil {
+			d.log.ErrorContext(ctx, "redisinventory: recording the rebuilt generation failed", "err", err)
+		}
+	}
 	d.log.WarnContext(ctx, "redisinventory: Redis rebuilt from the journal", "generation", rep.Generation,
 		"skus", rep.SKUs, "reservations", rep.Reservations, "took", rep.Took)
 	return rep, nil
