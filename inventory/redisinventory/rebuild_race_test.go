@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
@@ -389,4 +390,46 @@ func (o *rebuildOnce) Do(t *testing.T, d *redisinventory.Durable) {
 	o.done = true
 	_, err := d.Rebuild(context.Background())
 	require.NoError(t, err)
+}
+
+// TestDurableReturnWhoseWaitForTheRebuildFails: a Return commits in the journal after a
+// rebuild of its own process read the journal, and its Redis step meets that rebuild (the
+// marker is gone). Its wait for the rebuild fails (here the lock wait timeout, 1 s on this
+// connection, runs out while the rebuild is held; in production a rebuild longer than the
+// server's lock wait, or a dropped connection): the step never runs again, and the rebuild
+// did not read the return. Whatever the Return answers, once the rebuild and the heal it
+// may have asked for are done, Redis must hold the return.
+func TestDurableReturnWhoseWaitForTheRebuildFails(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := mysql.ParseDSN(testenv.MySQLDSN(t))
+	require.NoError(t, err)
+	if cfg.Params == nil {
+		cfg.Params = map[string]string{}
+	}
+	cfg.Params["innodb_lock_wait_timeout"] = "1"
+	db, rdb := testenv.MySQLAt(t, cfg.FormatDSN()), testenv.Redis(t)
+	require.NoError(t, redisinventory.CreateJournal(ctx, db))
+	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
+	_, err = d.Heal(ctx)
+	require.NoError(t, err)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "mug", 5, 0)
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, inv.Commit(ctx, "order-1"))
+	wantStock(t, inv, "mug", 3, 3, 2)
+
+	finish, _ := rebuildHeldAfterItsRead(t, d, rdb)
+	returned := inv.Return(ctx, "order-1") // its wait for the held rebuild runs out
+	finish()
+	_, err = d.Heal(ctx) // what Run does when an operation woke it
+	require.NoError(t, err)
+	if returned != nil {
+		require.ErrorIs(t, returned, errcode.ErrUnavailable)
+		require.NoError(t, inv.Return(ctx, "order-1"))
+	}
+	r, err := inv.Get(ctx, "order-1")
+	require.NoError(t, err)
+	require.Equal(t, inventory.StateReturned, r.State)
+	wantStock(t, inv, "mug", 5, 5, 0)
 }
