@@ -118,8 +118,7 @@ func (d *Durable) behind(err error) error {
 // refuses its step again. It returns the generation the last rebuild that completed, in
 // any process, wrote (0: none recorded): a change committed under a lower generation is in
 // what that rebuild read, since its bump waited for the change's commit. A failure to
-// take the lock is returned (the caller then asks for a rebuild, as when no rebuild was
-// under way).
+// take the lock is returned (the caller then forces a rebuild: see rebuiltSince).
 func (d *Durable) afterRebuild(ctx context.Context) (int64, error) {
 	if d.forUpdate == "" {
 		d.healing.Lock()
@@ -136,15 +135,16 @@ func (d *Durable) afterRebuild(ctx context.Context) (int64, error) {
 // rebuiltSince reports whether a Redis step of a change committed under gen, refused by
 // the guard, needs nothing more: it waits for the rebuild under way (afterRebuild) and
 // reports whether a rebuild that read the journal after the change's commit completed.
-// When it did not, run reports whether the step should run again: the rebuild lock was
-// taken, and the generation the change committed under may be Redis's once more.
-func (d *Durable) rebuiltSince(ctx context.Context, gen string) (done, run bool) {
+// When it did not, the step runs again. A failed wait is returned: the rebuild under way,
+// if any, may not have read the change, and the step may still be refused, so the caller
+// asks for a rebuild (behind) whether or not one is under way in this process.
+func (d *Durable) rebuiltSince(ctx context.Context, gen string) (bool, error) {
 	built, err := d.afterRebuild(ctx)
 	if err != nil {
-		return false, false
+		return false, fmt.Errorf("redisinventory: waiting for the rebuild: %w", err)
 	}
 	g, err := strconv.ParseInt(gen, 10, 64)
-	return err == nil && built > g, true
+	return err == nil && built > g, nil
 }
 
 // fail translates what an operation met: domain errors and context errors as they are,
@@ -513,13 +513,14 @@ func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []
 	ctx = context.WithoutCancel(ctx)
 	_, errs, err := d.b.settleMany(ctx, ss, d.guard(gen)...)
 	if errors.Is(err, errLost) { // the guard refused: maybe a rebuild writing Redis
-		done, run := d.rebuiltSince(ctx, gen)
-		if run && !done {
-			_, errs, err = d.b.settleMany(ctx, ss, d.guard(gen)...)
-		}
-		if done {
+		switch done, werr := d.rebuiltSince(ctx, gen); {
+		case werr != nil:
+			err = werr // asks for a rebuild below (behind)
+		case done:
 			// A rebuild read the journal with these changes in it: Redis holds them.
 			return make([]error, len(ss))
+		default:
+			_, errs, err = d.b.settleMany(ctx, ss, d.guard(gen)...)
 		}
 	}
 	if err != nil {
@@ -820,16 +821,17 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 	case a.Delta >= 0:
 		err = apply(ctx)
 		if errors.Is(err, errLost) { // maybe a rebuild writing Redis
-			done, run := d.rebuiltSince(ctx, gen)
-			if done {
+			switch done, werr := d.rebuiltSince(ctx, gen); {
+			case werr != nil:
+				return inventory.Stock{}, d.behind(werr)
+			case done:
 				// A rebuild read the journal with this adjustment in it: Redis holds it.
 				st, err := d.Stocks(ctx, []string{a.SKU})
 				if err != nil {
 					return inventory.Stock{}, err
 				}
 				return st[a.SKU], nil
-			}
-			if run {
+			default:
 				err = apply(ctx)
 			}
 		}
