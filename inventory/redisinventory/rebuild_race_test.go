@@ -433,3 +433,33 @@ func TestDurableReturnWhoseWaitForTheRebuildFails(t *testing.T) {
 	require.Equal(t, inventory.StateReturned, r.State)
 	wantStock(t, inv, "mug", 5, 5, 0)
 }
+
+// TestDurableReserveDuringAnotherProcessRebuild: two processes share the journal and
+// Redis. One rebuilds; the other's Reserve meets the rebuild (the marker is gone) and
+// fails closed, as it should. Once the rebuild is done, Redis holds the journal's
+// generation, and the second process must not rebuild again: otherwise its rebuild fails
+// the first process's reservations closed, which then rebuilds in turn, and two servers
+// under steady traffic rebuild each other for as long as it lasts.
+func TestDurableReserveDuringAnotherProcessRebuild(t *testing.T) {
+	ctx := context.Background()
+	d1, rdb, db := newDurable(t)
+	rdb2 := redis.NewClient(rdb.Options())
+	t.Cleanup(func() { rdb2.Close() })
+	d2 := testkit.Must(redisinventory.NewDurable(rdb2, db))(t)
+	_, err := d2.Heal(ctx)
+	require.NoError(t, err)
+	inv1, inv2 := testkit.Must(inventory.New(d1))(t), testkit.Must(inventory.New(d2))(t)
+	setStock(t, inv1, "mug", 5, 0)
+
+	finish, _ := rebuildHeldAfterItsRead(t, d1, rdb)
+	_, err = inv2.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
+	requireRebuilding(t, err)
+	finish()
+
+	healed, err := d2.Heal(ctx) // what Run does when the failure woke it
+	require.NoError(t, err)
+	require.False(t, healed, "the first process's rebuild is done: the second does not rebuild again")
+	_, err = inv2.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
+	require.NoError(t, err)
+	wantStock(t, inv1, "mug", 5, 3, 0)
+}
