@@ -88,9 +88,15 @@ func NewDurable(c redis.UniversalClient, db *bun.DB, opts ...Option) (*Durable, 
 }
 
 // lost is the error of an operation that found Redis without the current generation: it
-// asks the healer for a rebuild and fails closed, with a retry hint.
+// asks the healer for a rebuild and fails closed, with a retry hint. A key missing under a
+// good marker forces the heal to rebuild (unless this process is rebuilding); a marker
+// that is not the caller's generation (errMarker) does not: the heal sees a marker other
+// than the journal's generation by itself, and one equal to it means a rebuild, in any
+// process, or a SetStock, moved Redis on since the caller's read, which a rebuild would
+// not change. Forcing there would have every process whose traffic met another's rebuild
+// rebuild in turn.
 func (d *Durable) lost(err error) error {
-	if !d.rebuilding.Load() {
+	if !d.rebuilding.Load() && !errors.Is(err, errMarker) {
 		d.forced.Store(true)
 	}
 	select {
@@ -531,6 +537,11 @@ func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []
 	}
 	for i, err := range errs {
 		switch {
+		case errors.Is(err, errMarker):
+			// Refused again, with no rebuild recorded that read these changes: Redis moved
+			// on without them (a SetStock), or lost its marker. Only a rebuild applies them.
+			_ = d.behind(err)
+			errs[i] = nil
 		case errors.Is(err, errLost):
 			_ = d.lost(err)
 			errs[i] = nil
@@ -835,9 +846,10 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 				err = apply(ctx)
 			}
 		}
-		if err != nil && !isDomain(err) && !errors.Is(err, errLost) {
+		if err != nil && !isDomain(err) {
 			// Committed, but whether the script ran is not known (Redis failed or timed
-			// out): as above.
+			// out), or Redis refused it with no rebuild recorded that read it (Redis moved
+			// on without it, or lost data): as above.
 			return inventory.Stock{}, d.behind(err)
 		}
 		err = d.fail(ctx, "adjust", err)
@@ -919,7 +931,7 @@ func (d *Durable) Stocks(ctx context.Context, skus []string) (map[string]invento
 			return nil, d.fail(ctx, "stocks", err)
 		}
 		if got != gen {
-			return nil, d.lost(errLost)
+			return nil, d.lost(errMarker)
 		}
 	}
 	m := make(map[string]inventory.Stock, len(skus))

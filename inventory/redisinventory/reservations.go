@@ -58,7 +58,7 @@ func (b *Backend) runReserveMany(ctx context.Context, script *redis.Script, call
 	case err != nil:
 		return nil, err
 	case len(replies) == 1 && toInt(replies[0]) == -9: // the guard's {-9}; a reservation's reply is 1 or a list
-		return nil, errLost
+		return nil, errMarker
 	case len(replies) != len(calls):
 		return nil, fmt.Errorf("%d replies to %d reservations", len(replies), len(calls))
 	}
@@ -245,6 +245,12 @@ func (b *Backend) Get(ctx context.Context, id string) (inventory.Reservation, er
 // gone: Redis lost data, or a rebuild is under way.
 var errLost = errors.New("redisinventory: Redis lost its data or is being rebuilt")
 
+// errMarker is errLost for the guard's refusal: Redis's generation marker is not the
+// generation the caller holds (gone, being rebuilt, or moved on). Unlike a key missing
+// under a good marker, which only the caller can tell, a heal sees it by itself (the marker
+// is not the journal's generation), so it forces no rebuild (see Durable.lost).
+var errMarker = fmt.Errorf("%w: the generation marker is not the caller's", errLost)
+
 // errStale says the reservation record changed under the caller (another reservation's
 // record, or one renewed since it was read).
 var errStale = errors.New("redisinventory: reservation record changed")
@@ -303,7 +309,7 @@ func (b *Backend) settleMany(ctx context.Context, ss []settling, guard ...string
 	case err != nil:
 		return nil, nil, err
 	case len(replies) == 1 && toInt(replies[0]) == -9: // the guard's {-9}; a reservation's reply is a string
-		return nil, nil, errLost
+		return nil, nil, errMarker
 	case len(replies) != len(ss):
 		return nil, nil, fmt.Errorf("redisinventory: settle: %d replies to %d reservations", len(replies), len(ss))
 	}

@@ -27,7 +27,7 @@ func setStockReply(s inventory.StockSetting, res []any) (inventory.Stock, error)
 		onHand, avail := toInt(res[1]), toInt(res[2])
 		return inventory.Stock{}, &inventory.InsufficientStockError{SKU: s.SKU, Requested: onHand - s.OnHand, Available: avail}
 	case -9:
-		return inventory.Stock{}, errLost
+		return inventory.Stock{}, errMarker
 	}
 	return stockFrom(s.SKU, res[1:]), nil
 }
@@ -63,7 +63,7 @@ func adjustReply(a inventory.Adjustment, res []any) (inventory.Stock, error) {
 	case -4:
 		return inventory.Stock{}, inventory.OnHandPastMax(a.SKU, toInt(res[1]), a.Delta)
 	case -9:
-		return inventory.Stock{}, errLost
+		return inventory.Stock{}, errMarker
 	}
 	return inventory.Stock{}, fmt.Errorf("redisinventory: adjust: unexpected reply %v", res)
 }
