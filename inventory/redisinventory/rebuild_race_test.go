@@ -463,3 +463,33 @@ func TestDurableReserveDuringAnotherProcessRebuild(t *testing.T) {
 	require.NoError(t, err)
 	wantStock(t, inv1, "mug", 5, 3, 0)
 }
+
+// TestDurableReleaseBeforeSetStock: a Release commits in the journal, and before its Redis
+// step runs a SetStock (of another SKU) moves the generation and Redis's marker on, with
+// Redis still holding the units reserved. The guard refuses the step, and no rebuild read
+// the release: once the heal the step asks for is done, Redis must hold the release.
+func TestDurableReleaseBeforeSetStock(t *testing.T) {
+	ctx := context.Background()
+	d, _, _ := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "mug", 5, 0)
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
+	require.NoError(t, err)
+	wantStock(t, inv, "mug", 5, 3, 0)
+
+	var once bool
+	redisinventory.SetHook(d, func(op, id string) {
+		if op == "release" && !once {
+			once = true
+			setStock(t, inv, "cup", 7, 0)
+		}
+	})
+	require.NoError(t, inv.Release(ctx, "order-1"))
+	redisinventory.SetHook(d, nil)
+	require.True(t, once)
+
+	_, err = d.Heal(ctx) // what Run does when the step woke it
+	require.NoError(t, err)
+	wantStock(t, inv, "mug", 5, 5, 0)
+	wantStock(t, inv, "cup", 7, 7, 0)
+}
