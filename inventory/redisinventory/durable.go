@@ -706,6 +706,11 @@ func (d *Durable) scan(ctx context.Context, db bun.IDB, query string, args ...an
 // errcode.ErrUnavailable, with DependencyRebuilding's Retry-After; the setting may or may
 // not be recorded, and the caller's retry sets it (TestDurableSetStockCut,
 // TestDurableRedisStepCut).
+//
+// A SKU the journal knows whose stock key, or usage key with its sentinel, Redis lacks is
+// lost data: the script changes nothing, and the call fails closed and asks for a rebuild
+// (creating the SKU afresh would put its reserved units on sale again and forget its
+// buyers' usage).
 func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inventory.Stock, error) {
 	var (
 		out  inventory.Stock
@@ -732,7 +737,7 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 		}
 		ran = true
 		reply, err := d.run(ctx, d.b.g.setStock, strconv.FormatInt(next-1, 10), []string{d.b.stockKey(s.SKU), d.b.skus, d.b.usageKey(s.SKU)},
-			s.SKU, s.OnHand, s.BuyerLimit, next)
+			s.SKU, s.OnHand, s.BuyerLimit, next, knownArg(known))
 		if err != nil {
 			return err
 		}
@@ -889,6 +894,14 @@ func (d *Durable) addBase(ctx context.Context, tx bun.Tx, a inventory.Adjustment
 		return err
 	}
 	return inventory.OnHandPastMax(a.SKU, base-committed, a.Delta)
+}
+
+// knownArg is setStockGuardedLua's ARGV[5]: whether the journal knows the SKU.
+func knownArg(known bool) string {
+	if known {
+		return "1"
+	}
+	return "0"
 }
 
 // committedUnits is the sum of the units of sku's committed (sold) reservations, as tx

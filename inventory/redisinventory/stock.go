@@ -28,6 +28,8 @@ func setStockReply(s inventory.StockSetting, res []any) (inventory.Stock, error)
 		return inventory.Stock{}, &inventory.InsufficientStockError{SKU: s.SKU, Requested: onHand - s.OnHand, Available: avail}
 	case -9:
 		return inventory.Stock{}, errMarker
+	case -10:
+		return inventory.Stock{}, fmt.Errorf("%w: the stock or buyer usage key of %s is gone", errLost, s.SKU)
 	}
 	return stockFrom(s.SKU, res[1:]), nil
 }
