@@ -975,3 +975,32 @@ func TestDurableSetStockOverALostStockKey(t *testing.T) {
 	require.NoError(t, err)
 	wantStock(t, inv, "drop", 5, 0, 0)
 }
+
+// TestDurableAdjustOverALostStockKey: Redis loses one SKU's stock key under a good marker,
+// and the next calls on the SKU are adjustments, one down and one up. A SKU the journal
+// knows is never "unknown": each fails closed (503) or succeeds, and once Redis is healed
+// it holds exactly what the journal does, adjustments included.
+func TestDurableAdjustOverALostStockKey(t *testing.T) {
+	ctx := context.Background()
+	d, rdb, _ := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "mug", 5, 0)
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
+	require.NoError(t, err)
+
+	for _, a := range []inventory.Adjustment{
+		{ID: "damaged", SKU: "mug", Delta: -1, Reason: "damaged"},
+		{ID: "restock", SKU: "mug", Delta: 4, Reason: "restock"},
+	} {
+		require.NoError(t, rdb.Del(ctx, "{inventory}:stock:mug").Err())
+		_, err := inv.Adjust(ctx, a)
+		if err != nil {
+			require.ErrorIs(t, err, errcode.ErrUnavailable, "%s: a SKU the journal knows", a.ID)
+		}
+		_, err = d.Heal(ctx) // what Run does when the failure woke it
+		require.NoError(t, err)
+		_, err = inv.Adjust(ctx, a) // the client's retry
+		require.NoError(t, err, a.ID)
+	}
+	wantStock(t, inv, "mug", 8, 6, 0)
+}
