@@ -770,7 +770,8 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 // rolls the journal row back and never reaches Redis). A replay changes nothing in Redis,
 // so a positive delta whose commit's answer was lost, or whose Redis step failed after the
 // commit, asks for a rebuild from the journal (an error matching errcode.ErrUnavailable,
-// with DependencyRebuilding's Retry-After) rather than leave Redis without it.
+// with DependencyRebuilding's Retry-After) rather than leave Redis without it. So does a
+// SKU the journal knows whose stock key Redis lacks (lost data, never ErrUnknownSKU).
 func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.Time) (inventory.Stock, error) {
 	var (
 		gen    string
@@ -785,6 +786,10 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		}
 		res, _ := reply.([]any)
 		out, err = adjustReply(a, res)
+		if errors.Is(err, inventory.ErrUnknownSKU) {
+			// apply runs only once the journal found the SKU: Redis lost its stock key.
+			return fmt.Errorf("%w: the stock key of %s is gone", errLost, a.SKU)
+		}
 		return err
 	}
 	err := d.inTx(ctx, "adjust", func(ctx context.Context, tx bun.Tx) error {
@@ -836,7 +841,7 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		return st[a.SKU], nil
 	case a.Delta >= 0:
 		err = apply(ctx)
-		if errors.Is(err, errLost) { // maybe a rebuild writing Redis
+		if errors.Is(err, errMarker) { // maybe a rebuild writing Redis
 			switch done, werr := d.rebuiltSince(ctx, gen); {
 			case werr != nil:
 				return inventory.Stock{}, d.behind(werr)
