@@ -493,3 +493,35 @@ func TestDurableReleaseBeforeSetStock(t *testing.T) {
 	wantStock(t, inv, "mug", 5, 5, 0)
 	wantStock(t, inv, "cup", 7, 7, 0)
 }
+
+// TestDurableReleaseBeforeSetStockNeedsNoRebuild: a Release commits in the journal, and
+// before its Redis step runs a SetStock of another SKU moves the generation and Redis's
+// marker on. No rebuild ran: Redis is what it was plus the setting, with the reservation
+// still reserved, so the step can still be applied. A full rebuild (every SKU fails closed
+// meanwhile) for every release that meets a SetStock would rebuild over and over while
+// stock is set in bulk during a sale.
+func TestDurableReleaseBeforeSetStockNeedsNoRebuild(t *testing.T) {
+	ctx := context.Background()
+	d, _, _ := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "mug", 5, 0)
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
+	require.NoError(t, err)
+
+	var once bool
+	redisinventory.SetHook(d, func(op, id string) {
+		if op == "release" && !once {
+			once = true
+			setStock(t, inv, "cup", 7, 0)
+		}
+	})
+	require.NoError(t, inv.Release(ctx, "order-1"))
+	redisinventory.SetHook(d, nil)
+	require.True(t, once)
+
+	healed, err := d.Heal(ctx) // what Run does when an operation woke it
+	require.NoError(t, err)
+	require.False(t, healed, "no rebuild for a release that met a SetStock")
+	wantStock(t, inv, "mug", 5, 5, 0)
+	wantStock(t, inv, "cup", 7, 7, 0)
+}
