@@ -50,8 +50,6 @@ type Durable struct {
 	wake       chan struct{}
 	forced     atomic.Bool
 	rebuilding atomic.Bool
-	// built is the generation the last rebuild of this process wrote (see afterRebuild).
-	built atomic.Int64
 	// healing serializes the heals of this process; healed is the run ID of the Redis
 	// server the last one built or confirmed, server the server the client reaches now
 	// (see sameServer).
@@ -115,42 +113,64 @@ func (d *Durable) behind(err error) error {
 	return d.lost(err)
 }
 
-// afterRebuild waits for the heal (and rebuild) under way, if any, in any process, to end:
-// it takes the rebuild lock every heal holds (SQLite, one process: the heal's mutex) and
-// lets it go at once. A change the journal committed under the generation a rebuild builds
-// is not in what that rebuild read (it reads in the bump's transaction), and its Redis
-// step, which the guard refused while the rebuild wrote Redis, runs again once it is done;
-// one committed under an older generation is in what the rebuild read, and the guard
-// refuses its step again. It returns the generation the last rebuild that completed, in
-// any process, wrote (0: none recorded): a change committed under a lower generation is in
-// what that rebuild read, since its bump waited for the change's commit. A failure to
-// take the lock is returned (the caller then forces a rebuild: see rebuiltSince).
-func (d *Durable) afterRebuild(ctx context.Context) (int64, error) {
-	if d.forUpdate == "" {
-		d.healing.Lock()
-		d.healing.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
-		return d.built.Load(), nil
-	}
-	var built int64
-	err := sqlutil.InTx(ctx, d.db, func(ctx context.Context, tx bun.Tx) error {
-		return tx.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'rebuild'`+d.forUpdate).Scan(&built)
-	})
-	return built, err
-}
-
-// rebuiltSince reports whether a Redis step of a change committed under gen, refused by
-// the guard, needs nothing more: it waits for the rebuild under way (afterRebuild) and
-// reports whether a rebuild that read the journal after the change's commit completed.
-// When it did not, the step runs again. A failed wait is returned: the rebuild under way,
-// if any, may not have read the change, and the step may still be refused, so the caller
-// asks for a rebuild (behind) whether or not one is under way in this process.
-func (d *Durable) rebuiltSince(ctx context.Context, gen string) (bool, error) {
-	built, err := d.afterRebuild(ctx)
+// afterRebuild runs the Redis step of a change the journal committed under gen, which the
+// guard refused, again once the heal (and rebuild) under way, if any, in any process, has
+// ended. It holds the rebuild lock every heal takes (SQLite, one process: the heal's mutex)
+// meanwhile, so no rebuild starts before the step has run, and reads the generation of the
+// last rebuild whose bump committed (the row 'built', written in the bump's transaction):
+//
+//   - past gen: that rebuild read the journal with the change in it (its bump waited for
+//     the change's commit), and Redis, unless it lost data since, which fails it closed
+//     until a later rebuild, holds it: done, and again is not called;
+//   - otherwise no rebuild read the change: Redis's generation moved on, if it did, only by
+//     SetStocks, which keep what Redis holds, so again runs the step guarded by the
+//     journal's generation now (a marker other than it, gone or ahead, still refuses it).
+//     A journal without the row (created before it) runs it under gen, as before.
+//
+// A failure to take the lock or read the rows is returned, and again is not called: the
+// caller then asks for a rebuild (behind), whether or not one is under way in this process.
+func (d *Durable) afterRebuild(ctx context.Context, gen string, again func(gen string)) (bool, error) {
+	g, err := strconv.ParseInt(gen, 10, 64)
 	if err != nil {
 		return false, fmt.Errorf("redisinventory: waiting for the rebuild: %w", err)
 	}
-	g, err := strconv.ParseInt(gen, 10, 64)
-	return err == nil && built > g, nil
+	var done bool
+	step := func(ctx context.Context, db bun.IDB) error {
+		var built, now int64
+		switch err := db.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'built'`).Scan(&built); {
+		case sqlutil.IsNoRows(err):
+			again(gen)
+			return nil
+		case err != nil:
+			return err
+		case built > g:
+			done = true
+			return nil
+		}
+		if err := db.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'gen'`).Scan(&now); err != nil {
+			return err
+		}
+		again(strconv.FormatInt(now, 10))
+		return nil
+	}
+	if d.forUpdate == "" {
+		d.healing.Lock()
+		defer d.healing.Unlock()
+		err = step(ctx, d.db)
+	} else {
+		// Not sqlutil.InTx: a retry would run the step twice.
+		err = d.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			var n int64
+			if err := tx.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'rebuild'`+d.forUpdate).Scan(&n); err != nil {
+				return err
+			}
+			return step(ctx, tx)
+		})
+	}
+	if err != nil {
+		return false, fmt.Errorf("redisinventory: waiting for the rebuild: %w", err)
+	}
+	return done, nil
 }
 
 // fail translates what an operation met: domain errors and context errors as they are,
@@ -518,15 +538,14 @@ func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []
 	}
 	ctx = context.WithoutCancel(ctx)
 	_, errs, err := d.b.settleMany(ctx, ss, d.guard(gen)...)
-	if errors.Is(err, errLost) { // the guard refused: maybe a rebuild writing Redis
-		switch done, werr := d.rebuiltSince(ctx, gen); {
+	if errors.Is(err, errMarker) { // the guard refused: maybe a rebuild writing Redis
+		done, werr := d.afterRebuild(ctx, gen, func(now string) { _, errs, err = d.b.settleMany(ctx, ss, d.guard(now)...) })
+		switch {
 		case werr != nil:
-			err = werr // asks for a rebuild below (behind)
+			errs, err = nil, werr // asks for a rebuild below (behind)
 		case done:
 			// A rebuild read the journal with these changes in it: Redis holds them.
 			return make([]error, len(ss))
-		default:
-			_, errs, err = d.b.settleMany(ctx, ss, d.guard(gen)...)
 		}
 	}
 	if err != nil {
@@ -842,7 +861,8 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 	case a.Delta >= 0:
 		err = apply(ctx)
 		if errors.Is(err, errMarker) { // maybe a rebuild writing Redis
-			switch done, werr := d.rebuiltSince(ctx, gen); {
+			done, werr := d.afterRebuild(ctx, gen, func(now string) { gen = now; err = apply(ctx) })
+			switch {
 			case werr != nil:
 				return inventory.Stock{}, d.behind(werr)
 			case done:
@@ -852,8 +872,6 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 					return inventory.Stock{}, err
 				}
 				return st[a.SKU], nil
-			default:
-				err = apply(ctx)
 			}
 		}
 		if err != nil && !isDomain(err) {

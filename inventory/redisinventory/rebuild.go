@@ -22,7 +22,8 @@ const (
 )
 
 // CreateJournal creates a Durable's tables if they do not exist: inventory_journal_generation
-// (the generation Redis must hold), inventory_journal_stock (per SKU: base = on hand + sold,
+// (rows gen: the generation Redis must hold; rebuild: the rebuild lock; built: the
+// generation the last rebuild built), inventory_journal_stock (per SKU: base = on hand + sold,
 // and the buyer limit; changed only by SetStock and Adjust), inventory_journal_reservations
 // (one row per reservation, kept for ever), inventory_journal_lines (their lines, by SKU)
 // and inventory_journal_adjustments. It is idempotent.
@@ -47,7 +48,7 @@ func CreateJournal(ctx context.Context, db bun.IDB) error {
 	if sqlutil.IsSQLite(db) {
 		stmts = append(stmts, `CREATE INDEX IF NOT EXISTS inventory_journal_due ON inventory_journal_reservations (state, expires_at)`)
 	}
-	for _, name := range []string{"gen", "rebuild"} {
+	for _, name := range []string{"gen", "rebuild", "built"} {
 		stmts = append(stmts, `INSERT INTO inventory_journal_generation (name, gen) SELECT '`+name+`', 0
  WHERE NOT EXISTS (SELECT 1 FROM inventory_journal_generation WHERE name = '`+name+`')`)
 	}
@@ -83,9 +84,10 @@ const rebuildBatch = 2000
 //  4. it deletes every key of the inventory and writes, pipelined, each SKU's counts
 //     (on hand = base − committed, available = on hand − reserved, sold = committed),
 //     the buyers' usage, and the live reservations with their deadlines;
-//  5. it sets the generation marker, and the inventory answers again;
-//  6. it records the generation it wrote in the rebuild lock's row, so that a change whose
-//     Redis step the guard refused meanwhile knows whether this rebuild read it.
+//  5. it sets the generation marker, and the inventory answers again.
+//
+// The bump's transaction also records the generation in the row 'built', so that a change
+// whose Redis step the guard refused knows whether a rebuild read it (see afterRebuild).
 func (d *Durable) Rebuild(ctx context.Context) (RebuildReport, error) {
 	return d.heal(ctx, true)
 }
@@ -101,14 +103,12 @@ func (d *Durable) Heal(ctx context.Context) (bool, error) {
 func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 	d.healing.Lock()
 	defer d.healing.Unlock()
-	var lock bun.Tx
 	if d.forUpdate != "" { // one rebuild at a time, across processes (SQLite: one process)
-		var err error
-		lock, err = d.db.BeginTx(ctx, nil)
+		lock, err := d.db.BeginTx(ctx, nil)
 		if err != nil {
 			return RebuildReport{}, fmt.Errorf("redisinventory: rebuild: %w", err)
 		}
-		defer lock.Rollback() //nolint:errcheck // releases the lock (a no-op once committed)
+		defer lock.Rollback() //nolint:errcheck // releases the lock; nothing was written
 		var n int64
 		if err := lock.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'rebuild'`+d.forUpdate).Scan(&n); err != nil {
 			return RebuildReport{}, fmt.Errorf("redisinventory: rebuild lock: %w", err)
@@ -152,19 +152,6 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 		return rep, err
 	}
 	d.healed.Store(&srv.RunID)
-	d.built.Store(rep.Generation)
-	if d.forUpdate != "" {
-		// Writers whose Redis step the guard refused learn, once they take the lock, that
-		// this rebuild read their change (afterRebuild). Failing to record it only makes
-		// them ask for another rebuild.
-		_, err := lock.ExecContext(ctx, `UPDATE inventory_journal_generation SET gen = ? WHERE name = 'rebuild'`, rep.Generation)
-		if err == nil {
-			err = lock.Commit()
-		}
-		if err != nil {
-			d.log.ErrorContext(ctx, "redisinventory: recording the rebuilt generation failed", "err", err)
-		}
-	}
 	d.log.WarnContext(ctx, "redisinventory: Redis rebuilt from the journal", "generation", rep.Generation,
 		"skus", rep.SKUs, "reservations", rep.Reservations, "took", rep.Took)
 	return rep, nil
@@ -221,6 +208,9 @@ func (d *Durable) rebuild(ctx context.Context) (RebuildReport, error) {
 		}
 		if err := tx.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'gen'`).Scan(&rep.Generation); err != nil {
 			return fmt.Errorf("bump the generation: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE inventory_journal_generation SET gen = ? WHERE name = 'built'`, rep.Generation); err != nil {
+			return fmt.Errorf("record the generation: %w", err)
 		}
 		stocks = map[string]*stock{}
 		rows, err := tx.QueryContext(ctx, `SELECT sku, base, buyer_limit FROM inventory_journal_stock`)
