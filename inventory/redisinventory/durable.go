@@ -126,6 +126,9 @@ func (d *Durable) behind(err error) error {
 //     SetStocks, which keep what Redis holds, so again runs the step guarded by the
 //     journal's generation now (a marker other than it, gone or ahead, still refuses it).
 //     A journal without the row (created before it) runs it under gen, as before.
+//     Every process must record its rebuilds so: a rebuild by a version that does not
+//     (during a rolling upgrade) looks like a SetStock here, and the step would run again
+//     on a Redis that holds it already.
 //
 // A failure to take the lock or read the rows is returned, and again is not called: the
 // caller then asks for a rebuild (behind), whether or not one is under way in this process.
