@@ -982,11 +982,7 @@ func TestDurableSetStockOverALostStockKey(t *testing.T) {
 // it holds exactly what the journal does, adjustments included.
 func TestDurableAdjustOverALostStockKey(t *testing.T) {
 	ctx := context.Background()
-	d, rdb, _ := newDurable(t)
-	inv := testkit.Must(inventory.New(d))(t)
-	setStock(t, inv, "mug", 5, 0)
-	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
-	require.NoError(t, err)
+	d, inv, rdb := orderOne(t, false)
 
 	for _, a := range []inventory.Adjustment{
 		{ID: "damaged", SKU: "mug", Delta: -1, Reason: "damaged"},

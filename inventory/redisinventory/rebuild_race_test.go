@@ -104,12 +104,7 @@ func rebuildHeldAfterItsRead(t *testing.T, d *redisinventory.Durable, rdb *redis
 // units are on sale again and no longer sold.
 func TestDurableReturnDuringRebuild(t *testing.T) {
 	ctx := context.Background()
-	d, rdb, _ := newDurable(t)
-	inv := testkit.Must(inventory.New(d))(t)
-	setStock(t, inv, "mug", 5, 0)
-	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
-	require.NoError(t, err)
-	require.NoError(t, inv.Commit(ctx, "order-1"))
+	d, inv, rdb := orderOne(t, true)
 	wantStock(t, inv, "mug", 3, 3, 2)
 
 	finish, answered := rebuildHeldAfterItsRead(t, d, rdb)
@@ -167,13 +162,8 @@ func TestDurableRestockDuringRebuild(t *testing.T) {
 // the units on sale again and no longer sold.
 func TestDurableReturnCancelledAfterItsJournalCommit(t *testing.T) {
 	ctx := context.Background()
-	d, rdb, _ := newDurable(t)
-	inv := testkit.Must(inventory.New(d))(t)
-	setStock(t, inv, "mug", 5, 0)
-	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
-	require.NoError(t, err)
-	require.NoError(t, inv.Commit(ctx, "order-1"))
-	_, err = d.Rebuild(ctx)
+	d, inv, rdb := orderOne(t, true)
+	_, err := d.Rebuild(ctx)
 	require.NoError(t, err)
 	wantStock(t, inv, "mug", 3, 3, 2)
 
@@ -353,12 +343,7 @@ func TestDurableReturnDuringAnotherProcessRebuild(t *testing.T) {
 // rebuild would ask for the next one for as long as traffic lasts.
 func TestDurableReturnBeforeRebuildNeedsNoSecondRebuild(t *testing.T) {
 	ctx := context.Background()
-	d, _, _ := newDurable(t)
-	inv := testkit.Must(inventory.New(d))(t)
-	setStock(t, inv, "mug", 5, 0)
-	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
-	require.NoError(t, err)
-	require.NoError(t, inv.Commit(ctx, "order-1"))
+	d, inv, _ := orderOne(t, true)
 	wantStock(t, inv, "mug", 3, 3, 2)
 
 	var rebuilt rebuildOnce
@@ -470,11 +455,7 @@ func TestDurableReserveDuringAnotherProcessRebuild(t *testing.T) {
 // the release: once the heal the step asks for is done, Redis must hold the release.
 func TestDurableReleaseBeforeSetStock(t *testing.T) {
 	ctx := context.Background()
-	d, _, _ := newDurable(t)
-	inv := testkit.Must(inventory.New(d))(t)
-	setStock(t, inv, "mug", 5, 0)
-	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
-	require.NoError(t, err)
+	d, inv, _ := orderOne(t, false)
 	wantStock(t, inv, "mug", 5, 3, 0)
 
 	var once bool
@@ -488,7 +469,7 @@ func TestDurableReleaseBeforeSetStock(t *testing.T) {
 	redisinventory.SetHook(d, nil)
 	require.True(t, once)
 
-	_, err = d.Heal(ctx) // what Run does when the step woke it
+	_, err := d.Heal(ctx) // what Run does when the step woke it
 	require.NoError(t, err)
 	wantStock(t, inv, "mug", 5, 5, 0)
 	wantStock(t, inv, "cup", 7, 7, 0)
@@ -502,11 +483,7 @@ func TestDurableReleaseBeforeSetStock(t *testing.T) {
 // stock is set in bulk during a sale.
 func TestDurableReleaseBeforeSetStockNeedsNoRebuild(t *testing.T) {
 	ctx := context.Background()
-	d, _, _ := newDurable(t)
-	inv := testkit.Must(inventory.New(d))(t)
-	setStock(t, inv, "mug", 5, 0)
-	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
-	require.NoError(t, err)
+	d, inv, _ := orderOne(t, false)
 
 	var once bool
 	redisinventory.SetHook(d, func(op, id string) {
@@ -524,4 +501,19 @@ func TestDurableReleaseBeforeSetStockNeedsNoRebuild(t *testing.T) {
 	require.False(t, healed, "no rebuild for a release that met a SetStock")
 	wantStock(t, inv, "mug", 5, 5, 0)
 	wantStock(t, inv, "cup", 7, 7, 0)
+}
+
+// orderOne returns a Durable on a fresh journal and Redis, and its Inventory, with 5 mugs
+// on hand and 2 of them reserved by "order-1", committed when sold.
+func orderOne(t *testing.T, sold bool) (*redisinventory.Durable, *inventory.Inventory, *redis.Client) {
+	t.Helper()
+	d, rdb, _ := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "mug", 5, 0)
+	_, err := inv.Reserve(context.Background(), inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
+	require.NoError(t, err)
+	if sold {
+		require.NoError(t, inv.Commit(context.Background(), "order-1"))
+	}
+	return d, inv, rdb
 }
