@@ -164,17 +164,7 @@ func TestFlashSaleRedisPaused(t *testing.T) {
 }
 
 func saleWithFault(t *testing.T, fault func(*testing.T, *testenv.Own)) {
-	own := testenv.OwnRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: own.Addr, PoolSize: 64, DialTimeout: 500 * time.Millisecond,
-		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
-	t.Cleanup(func() { rdb.Close() })
-	e := commercetest.MySQLWithRedis(t, rdb)
-	healer, stop := make(chan error, 1), make(chan struct{})
-	go func() {
-		ctx, cancel := context.WithCancel(ctx)
-		go func() { <-stop; cancel() }()
-		healer <- e.Stock.Run(ctx, 100*time.Millisecond)
-	}()
+	own, e, stopHealer := healedSale(t)
 	const buyers, units, workers = 600, 150, 24
 	sku := e.Product(t, 10_000, units)
 	users := make([]string, buyers)
@@ -241,8 +231,7 @@ func saleWithFault(t *testing.T, fault func(*testing.T, *testenv.Own)) {
 			paid.Add(1)
 		}
 	})
-	close(stop)
-	require.NoError(t, <-healer)
+	stopHealer()
 	t.Logf("paid %d, sold out %d, unavailable answers %d, placed before the fault %d",
 		paid.Load(), soldOut.Load(), unavailable.Load(), len(placedBefore))
 	require.Less(t, len(placedBefore), units, "the fault struck while units were left")
@@ -432,17 +421,7 @@ func TestDisconnectedCancelFreesItsUnits(t *testing.T) {
 // every cancelled one none: sold = paid orders, nothing reserved, available = units − sold,
 // and the audit is clean.
 func TestFlashSaleWithCancelsRedisFlushedAndRestarted(t *testing.T) {
-	own := testenv.OwnRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: own.Addr, PoolSize: 64, DialTimeout: 500 * time.Millisecond,
-		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
-	t.Cleanup(func() { rdb.Close() })
-	e := commercetest.MySQLWithRedis(t, rdb)
-	healer, stop := make(chan error, 1), make(chan struct{})
-	go func() {
-		ctx, cancel := context.WithCancel(ctx)
-		go func() { <-stop; cancel() }()
-		healer <- e.Stock.Run(ctx, 100*time.Millisecond)
-	}()
+	own, e, stopHealer := healedSale(t)
 	const buyers, units, workers = 450, 120, 24
 	sku := e.Product(t, 10_000, units)
 	users := make([]string, buyers)
@@ -517,8 +496,7 @@ func TestFlashSaleWithCancelsRedisFlushedAndRestarted(t *testing.T) {
 			mu.Unlock()
 		}
 	})
-	close(stop)
-	require.NoError(t, <-healer)
+	stopHealer()
 	require.Equal(t, int64(len(faults)), faulted.Load())
 	t.Logf("paid %d, cancelled %d, sold out %d", len(paid), len(cancelled), soldOut.Load())
 
@@ -538,4 +516,26 @@ func TestFlashSaleWithCancelsRedisFlushedAndRestarted(t *testing.T) {
 	journal, redisGen, err := e.Stock.Generation(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, journal, redisGen, "Redis serves the journal's generation")
+}
+
+// healedSale returns a Redis of the test's own (faults can be injected into its container)
+// and a MySQL + Redis environment on it, through a client that fails fast, whose stock
+// healer runs until stopHealer, which checks that it ended cleanly.
+func healedSale(t *testing.T) (own *testenv.Own, e *commercetest.Env, stopHealer func()) {
+	t.Helper()
+	own = testenv.OwnRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: own.Addr, PoolSize: 64, DialTimeout: 500 * time.Millisecond,
+		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	e = commercetest.MySQLWithRedis(t, rdb)
+	healer, stop := make(chan error, 1), make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithCancel(ctx)
+		go func() { <-stop; cancel() }()
+		healer <- e.Stock.Run(ctx, 100*time.Millisecond)
+	}()
+	return own, e, func() {
+		close(stop)
+		require.NoError(t, <-healer)
+	}
 }
