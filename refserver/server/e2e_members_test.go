@@ -233,3 +233,23 @@ func TestConcurrentOrderFromCart(t *testing.T) {
 		})
 	}
 }
+
+// TestTokenAnswersAreNotStored: an answer carrying tokens (a login, a refresh, a keyed
+// refresh answered again) says Cache-Control: no-store and Pragma: no-cache, as OAuth 2.0
+// requires of its token answers (RFC 6749 §5.1): a shared cache or a browser's history
+// must not keep a live refresh token.
+func TestTokenAnswersAreNotStored(t *testing.T) {
+	a := start(t, embedded, nil, fastHash)
+	expect(t, a.call("POST", "/v1/members", "", "", server.SignUpJSON{LoginID: "alice", Password: "correct horse"}), http.StatusCreated)
+	noStore := func(name string, r resp) {
+		t.Helper()
+		assert.Equal(t, "no-store", r.Header.Get("Cache-Control"), name)
+		assert.Equal(t, "no-cache", r.Header.Get("Pragma"), name)
+	}
+	login := expect(t, a.call("POST", "/v1/sessions", "", "", server.LoginJSON{LoginID: "alice", Password: "correct horse"}), http.StatusCreated)
+	noStore("login", login)
+	s := as[server.SessionJSON](t, login)
+	refresh := server.RefreshJSON{RefreshToken: s.RefreshToken}
+	noStore("refresh", expect(t, a.call("POST", "/v1/sessions/refresh", "", "refresh-1", refresh), http.StatusOK))
+	noStore("refresh answered again", expect(t, a.call("POST", "/v1/sessions/refresh", "", "refresh-1", refresh), http.StatusOK))
+}
