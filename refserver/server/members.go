@@ -214,7 +214,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.writeMemberError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, s.sessionJSON(t))
+	writeSession(w, http.StatusCreated, s.sessionJSON(t))
 }
 
 func (s *Server) refreshSession(w http.ResponseWriter, r *http.Request) {
@@ -236,7 +236,15 @@ func (s *Server) refreshSession(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.sessionJSON(t))
+	writeSession(w, http.StatusOK, s.sessionJSON(t))
+}
+
+// writeSession answers a session's tokens, never to be stored by a cache or a browser's
+// history (RFC 6749 §5.1: Cache-Control: no-store, and Pragma: no-cache for HTTP/1.0).
+func writeSession(w http.ResponseWriter, status int, v SessionJSON) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	writeJSON(w, status, v)
 }
 
 // logout revokes the caller's token and its session: 204. A token already revoked never
