@@ -428,6 +428,41 @@ func TestRunCancelledWhilePublishingMarksWhatItPublished(t *testing.T) {
 	})
 }
 
+// TestRunCancelledWhileTheBrokerCommitsMarksWhatItPublished: the shutdown comes while the
+// publisher waits for the broker, and the publisher gives up waiting as soon as its context
+// ends (saramaoutbox does: its Kafka transaction then commits in the background). The
+// relay must give it the time Run promises (finishTimeout past the cancellation) to learn
+// that the broker took the batch, and mark it sent: else the restarted relay publishes it
+// again.
+func TestRunCancelledWhileTheBrokerCommitsMarksWhatItPublished(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db *bun.DB) {
+		want := addEvents(t, db, "orders", 2, 3)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		log := &publishLog{}
+		var broker sync.WaitGroup
+		r, err := outbox.NewRelay(db, outbox.PublisherFunc(func(pctx context.Context, events []outbox.Event) error {
+			cancel() // SIGTERM while the broker takes the batch
+			committed := make(chan error, 1)
+			broker.Go(func() { committed <- log.Publish(context.Background(), events) }) // the broker commits whatever happens
+			if pctx.Err() != nil {
+				return pctx.Err() // the caller is gone: nobody waits for the broker's answer
+			}
+			select {
+			case err := <-committed:
+				return err
+			case <-pctx.Done():
+				return pctx.Err()
+			}
+		}))
+		require.NoError(t, err)
+		runUntil(t, ctx, r.Run)()
+		broker.Wait()
+		assert.Equal(t, ids(want), ids(log.snapshot()))
+		assert.Zero(t, outboxtest.Unsent(t, db), "what the broker took is marked sent")
+	})
+}
+
 // TestEmbeddedRunWithTwoConnections: the embedded mode with the pool at the documented
 // minimum of two connections, full batches and the consumer
 // writing through the same pool: no deadlock, each event applied once in order.
