@@ -169,11 +169,11 @@ func (r *Relay) start(ctx context.Context) (res roundResult, finish func() error
 	return r.roundLocking(ctx)
 }
 
-// finishTimeout bounds the marking and commit of a published batch once the round's
+// finishTimeout bounds the publishing, marking and commit of a batch once the round's
 // context is cancelled.
 const finishTimeout = 10 * time.Second
 
-// finishing returns the context that marks a published batch: ctx without its
+// finishing returns the context that publishes a batch and marks it: ctx without its
 // cancellation, so a shutdown arriving while the publisher takes the batch or while the
 // round commits still records what went out (instead of publishing it again after the
 // restart); it ends finishTimeout after ctx does.
@@ -443,7 +443,12 @@ func (r *Relay) attempt(ctx context.Context, rows []eventRow) (sent, refused []e
 	if len(kept) == 0 {
 		return nil, refused, nil
 	}
-	pubErr := r.pub.Publish(ctx, events)
+	// The publisher gets the time Run promises past a shutdown to learn whether the broker
+	// took the batch (a Kafka transaction in flight commits all the same): one that gave up
+	// at the cancellation would leave the batch unmarked, published again after a restart.
+	pctx, cancel := finishing(ctx)
+	pubErr := r.pub.Publish(pctx, events)
+	cancel()
 	if pubErr == nil {
 		return kept, refused, nil
 	}

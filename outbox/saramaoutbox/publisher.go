@@ -62,7 +62,8 @@ func NewPublisherFromClient(client sarama.Client) (*Publisher, error) {
 // fences a transaction the broker may still hold open. When ctx ends first, Publish
 // returns ctx.Err() and the transaction completes or aborts in the background; the relay
 // publishes the batch again, so a duplicate with the same event IDs is possible, never a
-// gap.
+// gap. (outbox.Relay gives Publish 10 seconds past a shutdown, so this takes a broker
+// slower than that.)
 //
 // A message the broker can never take is reported as such, so that the relay sets its
 // event aside instead of retrying the batch forever: one larger than the producer's
