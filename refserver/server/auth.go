@@ -76,6 +76,9 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, error) {
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return Principal{}, errTokenExpired
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		// Not the library's words: its JSON errors name the server's Go types.
+		return Principal{}, fmt.Errorf("%w: the token is malformed", errBadToken)
 	case err != nil:
 		return Principal{}, fmt.Errorf("%w: %v", errBadToken, err)
 	}

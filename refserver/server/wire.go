@@ -377,6 +377,27 @@ func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errMalformed, fmt.Sprintf(format, args...))
 }
 
+// jsonKind says what JSON value a Go type takes.
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8,
+		reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "another kind of value"
+}
+
 // decode reads exactly one JSON object into v, refusing unknown fields, a name repeated in
 // one object and a string holding a NUL character. The Content-Type is not checked (the
 // body must be JSON whatever it says, so curl's -d works as it is); authentication is by
@@ -396,8 +417,18 @@ func decode(r *http.Request, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.EOF) {
+		var kind *json.UnmarshalTypeError
+		switch {
+		case errors.Is(err, io.EOF):
 			return malformed("the body must be a JSON object")
+		case errors.As(err, &kind):
+			// Named as the client wrote it: encoding/json's own message names the server's
+			// Go types and struct fields.
+			field := kind.Field
+			if field == "" {
+				field = "the body"
+			}
+			return malformed("%s must be %s, not a JSON %s", field, jsonKind(kind.Type), kind.Value)
 		}
 		return malformed("%v", err)
 	}
