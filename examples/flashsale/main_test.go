@@ -115,8 +115,10 @@ func TestFullModeSale(t *testing.T) {
 	assert.Equal(t, 100+2000, sim.Stats().Charges, "100 orders and 2,000 top-ups, each charged once")
 }
 
-// TestSendRetriesBusyAnswers: a 503 with Retry-After is sent again with the same key, up
-// to maxRetries times; a 503 without Retry-After, and any other answer, is returned as is.
+// TestSendRetriesBusyAnswers: a 503 with Retry-After (a dependency busy or down) and a 409
+// with Retry-After (request_in_progress: the same key's first request still runs) are sent
+// again with the same key, up to maxRetries times; a 503 without Retry-After, and any other
+// answer, is returned as is.
 func TestSendRetriesBusyAnswers(t *testing.T) {
 	var calls, keyless int
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -127,6 +129,11 @@ func TestSendRetriesBusyAnswers(t *testing.T) {
 		switch {
 		case r.URL.Path == "/no-hint":
 			w.WriteHeader(http.StatusServiceUnavailable)
+		case r.URL.Path == "/in-progress" && calls < 3:
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusConflict)
+		case r.URL.Path == "/conflict":
+			w.WriteHeader(http.StatusConflict)
 		case r.URL.Path == "/busy" || calls < 3:
 			w.Header().Set("Retry-After", "0")
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -140,7 +147,8 @@ func TestSendRetriesBusyAnswers(t *testing.T) {
 		path        string
 		status      int
 		calls, sent int
-	}{{"/ok", http.StatusCreated, 3, 2}, {"/busy", http.StatusServiceUnavailable, 1 + maxRetries, maxRetries}, {"/no-hint", http.StatusServiceUnavailable, 1, 0}} {
+	}{{"/ok", http.StatusCreated, 3, 2}, {"/busy", http.StatusServiceUnavailable, 1 + maxRetries, maxRetries}, {"/no-hint", http.StatusServiceUnavailable, 1, 0},
+		{"/in-progress", http.StatusCreated, 3, 2}, {"/conflict", http.StatusConflict, 1, 0}} {
 		calls = 0
 		before := d.retried.Load()
 		status, _, err := d.send(t.Context(), "tok", "POST", c.path, "k", []byte("{}"))
