@@ -26,17 +26,29 @@ type driver struct {
 	product  string
 	template string
 	buyers   []*buyer
-	// retried counts the answers 503 with Retry-After that call waited out and sent again.
+	// retried counts the answers with Retry-After (see busy) that call waited out and sent again.
 	retried atomic.Int64
 }
 
-// maxRetries is how often call sends a request again after 503 with Retry-After (a
-// dependency or the data it needs was busy), as a well-behaved client does: with the same
-// idempotency key, after the advised pause (at most maxRetryPause).
+// maxRetries is how often call sends a request again after a busy answer (see busy), as a
+// well-behaved client does: with the same idempotency key, after the advised pause (at
+// most maxRetryPause). 30 pauses of up to 2 s ride out a dependency restarting, and the
+// rebuild of the stock it lost, without leaving an order half-paid for the audit.
 const (
-	maxRetries    = 5
+	maxRetries    = 30
 	maxRetryPause = 2 * time.Second
 )
+
+// busy reports whether an answer asks to be sent again later: it carries Retry-After and
+// is a 503 (a dependency, or the data a request needs, busy or down) or a 409 (the same
+// key's first request still running: request_in_progress).
+func busy(status int, retryAfter string) (time.Duration, bool) {
+	secs, err := strconv.Atoi(retryAfter)
+	if err != nil || (status != http.StatusServiceUnavailable && status != http.StatusConflict) {
+		return 0, false
+	}
+	return min(time.Duration(secs)*time.Second, maxRetryPause), true
+}
 
 // buyer is one racer and what happened to them.
 type buyer struct {
@@ -273,7 +285,7 @@ func (d *driver) call(ctx context.Context, tok, method, path, key string, body a
 	return status, nil
 }
 
-// send sends one request, again after 503 with Retry-After (see maxRetries), and returns
+// send sends one request, again after a busy answer (see busy and maxRetries), and returns
 // the last answer's status and body.
 func (d *driver) send(ctx context.Context, tok, method, path, key string, payload []byte) (int, []byte, error) {
 	for attempt := 0; ; attempt++ {
@@ -297,12 +309,12 @@ func (d *driver) send(ctx context.Context, tok, method, path, key string, payloa
 		if err != nil {
 			return resp.StatusCode, nil, err
 		}
-		secs, advised := strconv.Atoi(resp.Header.Get("Retry-After"))
-		if resp.StatusCode != http.StatusServiceUnavailable || advised != nil || attempt == maxRetries {
+		pause, again := busy(resp.StatusCode, resp.Header.Get("Retry-After"))
+		if !again || attempt == maxRetries {
 			return resp.StatusCode, raw, nil
 		}
 		d.retried.Add(1)
-		if err := backoff.Sleep(ctx, min(time.Duration(secs)*time.Second, maxRetryPause)); err != nil {
+		if err := backoff.Sleep(ctx, pause); err != nil {
 			return 0, nil, err
 		}
 	}

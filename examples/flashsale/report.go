@@ -23,7 +23,7 @@ type report struct {
 	checks         []check
 	// roundTrips are the server's store round trips before and after the race.
 	roundTrips [2]roundTrips
-	// retried counts the race's requests sent again after 503 with Retry-After.
+	// retried counts the race's requests sent again after a busy answer (503 or 409 with Retry-After).
 	retried int64
 }
 
@@ -185,7 +185,7 @@ func (r *report) print(w io.Writer, c config) {
 	fmt.Fprintf(w, "flash sale: %d buyers, %d units, %d clients against %s (run %s)\n", len(r.buyers), c.units, c.clients, c.url, c.runID)
 	fmt.Fprintf(w, "preparation (coupons and points for every buyer): %s\n", r.prepared.Round(time.Millisecond))
 	fmt.Fprintf(w, "race: %s\n", r.race.Round(time.Millisecond))
-	fmt.Fprintf(w, "  requests     %d (%d orders, %d payments): %.0f requests/s; %d sent again after 503 Retry-After\n",
+	fmt.Fprintf(w, "  requests     %d (%d orders, %d payments): %.0f requests/s; %d sent again after Retry-After (503, 409 in progress)\n",
 		placeReqs+payReqs, placeReqs, payReqs, float64(placeReqs+payReqs)/secs, r.retried)
 	fmt.Fprintf(w, "  sold         %d units in %d paid orders: %.0f checkouts/s; %d buyers turned away\n", r.stock.Sold, paid, float64(paid)/secs, placeReqs-payReqs)
 	fmt.Fprintf(w, "  per checkout %s\n", perCheckout(r.roundTrips[0], r.roundTrips[1], paid))
