@@ -8,7 +8,7 @@ export TESTCONTAINERS_RYUK_DISABLED ?= true
 GOTEST := go test -race -count=1 -timeout 30m
 IMAGES := eval "$$(bash scripts/testimages.sh)"
 
-.PHONY: test smoke images run bench
+.PHONY: test smoke images run bench faultsale
 
 ## test: prepare the engine and images if needed, then run every test with the race detector,
 ## against sarama patched for IBM/sarama#2913 (scripts/sarama-patched.sh), with the test that
@@ -24,6 +24,12 @@ smoke:
 ## sitting, on loopback (starts Debian's MariaDB and Redis natively; see scripts/bench.sh).
 bench:
 	@bash scripts/bench.sh
+
+## faultsale: the full-mode flash sale under a MariaDB stall, a MariaDB crash and a Redis
+## that loses its data and restarts, each injected mid-race into servers the script starts
+## for itself; fails unless every invariant holds (see scripts/faultsale.sh).
+faultsale:
+	@bash scripts/faultsale.sh
 
 ## images: only prepare the engine and images.
 images:
