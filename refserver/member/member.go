@@ -786,6 +786,46 @@ func (s *Service) Logout(ctx context.Context, jti, sessionID string, expires tim
 	return s.deny.Deny(ctx, jti, expires.Add(DenyMargin))
 }
 
+// Revoke ends the session of a refresh token, as Logout ends the session of an access token:
+// the session is revoked and every access token it issued that has not expired is denied.
+// It is for a client whose access token has expired (RFC 7009's revocation of a refresh
+// token): it needs none. Any refresh token the session issued works, used or expired, since
+// ending a session is what a thief holding an old one could already cause by presenting it
+// to Refresh. A token the Service does not know changes nothing and is no error (RFC 7009
+// §2.2: the client could do nothing about it); one whose session is revoked already denies
+// the session's live access tokens again (finishing a denial that failed, as a retried
+// Logout does), so Revoke is idempotent. Errors: a *ValidationError for an empty token or one over 128 bytes,
+// which the Service never issues; an error matching errcode.ErrUnavailable when the database
+// or the denylist cannot be reached (retry). The denials run to the end even when ctx is
+// cancelled meanwhile (for at most 10 s).
+func (s *Service) Revoke(ctx context.Context, refreshToken string) error {
+	if refreshToken == "" || len(refreshToken) > 128 {
+		return &ValidationError{Field: "RefreshToken", Reason: "must be a refresh token this service issued"}
+	}
+	hash := hashToken(refreshToken)
+	var live []refreshRow
+	err := sqlutil.InTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		live = nil
+		tok := new(refreshRow)
+		if err := tx.NewSelect().Model(tok).Where("hash = ?", hash).Scan(ctx); err != nil {
+			if sqlutil.IsNoRows(err) {
+				return nil
+			}
+			return err
+		}
+		sess, err := lockSession(ctx, tx, tok.SessionID)
+		if err != nil {
+			return err
+		}
+		live, err = s.revoke(ctx, tx, sess, revokedLogout, s.now())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("member: revoke the session of a refresh token: %w", err)
+	}
+	return s.denyAll(ctx, live)
+}
+
 // Revoked reports whether the access token jti is on the denylist, within the check
 // timeout. A token without a jti (minted outside a login, e.g. by an older tool) is never
 // on it. An error matches errcode.ErrUnavailable (the denylist did not answer) or, for a

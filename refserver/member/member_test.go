@@ -566,6 +566,36 @@ func TestLimiterDownFailsClosed(t *testing.T) {
 
 // TestRefreshRacingLogout: a refresh and a logout of the same session at once end with
 // every access token of the session denied, the refreshed one too when the refresh won.
+// TestRevokeByRefreshToken: a client ends its session with its refresh token alone (for
+// when its access token has expired): the session's live access tokens are denied and its
+// refresh tokens no longer work, whichever of them was presented (an old, used one too);
+// another session is untouched. Revoking again, or an unknown token, changes nothing and
+// is no error; an empty or oversized token is a *ValidationError.
+func TestRevokeByRefreshToken(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		t1 := e.aliceLoggedIn(t)
+		t3 := testkit.Must(e.svc.Login(ctx, "alice", "correct horse", "10.0.0.1"))(t)
+		e.clock.Advance(time.Minute)
+		t2 := testkit.Must(e.svc.Refresh(ctx, t1.RefreshToken))(t)
+
+		require.NoError(t, e.svc.Revoke(ctx, t1.RefreshToken), "the session's first, used refresh token")
+		assert.True(t, e.revoked(t, t1.AccessToken))
+		assert.True(t, e.revoked(t, t2.AccessToken))
+		_, err := e.svc.Refresh(ctx, t2.RefreshToken)
+		assert.ErrorIs(t, err, member.ErrInvalidRefreshToken)
+		require.NoError(t, e.svc.Revoke(ctx, t2.RefreshToken), "again")
+		require.NoError(t, e.svc.Revoke(ctx, "no-such-token"))
+
+		var invalid *member.ValidationError
+		assert.ErrorAs(t, e.svc.Revoke(ctx, ""), &invalid)
+		assert.ErrorAs(t, e.svc.Revoke(ctx, strings.Repeat("x", 129)), &invalid)
+
+		assert.False(t, e.revoked(t, t3.AccessToken), "another session")
+		_, err = e.svc.Refresh(ctx, t3.RefreshToken)
+		require.NoError(t, err)
+	})
+}
+
 func TestRefreshRacingLogout(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
 		_, err := e.svc.SignUp(ctx, "alice", "correct horse")

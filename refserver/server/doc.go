@@ -31,7 +31,9 @@
 // and a session ID, and a refresh token stored only as its SHA-256), POST
 // /v1/sessions/refresh rotates (a reused refresh token revokes its session; with an
 // optional Idempotency-Key, a retry after a lost answer gets the same pair), DELETE
-// /v1/sessions logs out. Authentication has a separate denylist step after the token's
+// /v1/sessions logs out, and POST /v1/sessions/revoke logs out with the refresh token alone
+// (RFC 7009), for a client whose access token has expired: 204 for any token, known or
+// not. Authentication has a separate denylist step after the token's
 // signature and expiry: a token whose jti was logged out (or whose session was revoked) is
 // 401 token_revoked, except on DELETE /v1/sessions, where it is 204 at once without
 // writing anything (a logout is idempotent: one sent again after its answer was lost
@@ -39,8 +41,8 @@
 // never a pass. The denylist is in Redis when Redis is configured, else in SQL (purged of expired
 // entries every minute). Tokens minted by `refserver token` carry a jti too, so they work
 // as before and can be logged out. Failed logins are limited per login ID and per client
-// address (429 too_many_login_attempts with Retry-After); sign-up, login and refresh are
-// also under the write rate per client address.
+// address (429 too_many_login_attempts with Retry-After); sign-up, login, refresh and
+// revocation are also under the write rate per client address.
 //
 // Package commerce/cart keeps carts (GET /v1/cart, POST /v1/cart/items behind an
 // Idempotency-Key, PUT and DELETE /v1/cart/items/{product_id}); POST /v1/orders with

@@ -247,6 +247,25 @@ func writeSession(w http.ResponseWriter, status int, v SessionJSON) {
 	writeJSON(w, status, v)
 }
 
+// revokeSession ends the session of a refresh token, for a client whose access token has
+// expired (RFC 7009): 204, also for a token that is unknown or whose session has ended
+// already (member.Service.Revoke), so the answer tells nothing of the token.
+func (s *Server) revokeSession(w http.ResponseWriter, r *http.Request) {
+	if !s.limitAddress(w, r) {
+		return
+	}
+	var in RefreshJSON
+	if err := decode(r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.members.Revoke(r.Context(), in.RefreshToken); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 // logout revokes the caller's token and its session: 204. A token already revoked never
 // gets here: checkRevoked answers 204 for it (the route Revokes).
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {

@@ -88,6 +88,7 @@ func (s *Server) routes() []Route {
 		{Method: post, Path: "/v1/sessions", Handler: s.login},
 		{Method: post, Path: "/v1/sessions/refresh", Handler: s.refreshSession},
 		{Method: del, Path: "/v1/sessions", Auth: AuthUser, Write: true, Revokes: true, Handler: s.logout},
+		{Method: post, Path: "/v1/sessions/revoke", Handler: s.revokeSession},
 
 		// Cart (ordered with POST /v1/orders {"from_cart": true}).
 		{Method: get, Path: "/v1/cart", Auth: AuthUser, Handler: s.getCart},
