@@ -42,6 +42,8 @@ type Backend struct {
 	s         scripts
 	g         guardedScripts
 	log       *slog.Logger
+	// rebuildWait is a Durable's WithRebuildWait.
+	rebuildWait time.Duration
 	// group combines concurrent reservations into one script call.
 	group *groupcommit.Committer
 }
@@ -53,9 +55,10 @@ type Option func(*settings)
 
 type settings struct {
 	option.Errors
-	tag       string
-	retention time.Duration
-	log       *slog.Logger
+	tag         string
+	retention   time.Duration
+	log         *slog.Logger
+	rebuildWait time.Duration
 }
 
 // WithTag sets the hash tag every key of the Backend carries (default DefaultTag), which
@@ -91,16 +94,33 @@ func WithLogger(l *slog.Logger) Option {
 	return func(s *settings) { option.NotNil(&s.Errors, &s.log, "WithLogger", l) }
 }
 
+// WithRebuildWait sets how long a Durable's change whose Redis step the generation guard
+// refused (a rebuild is under way, in any process, or happened) waits for the rebuild
+// lock before it gives up (default DefaultRebuildWait). Giving up, unless a rebuild has
+// read the change already, answers the caller 503 (errcode.ErrUnavailable, with
+// DependencyRebuilding's Retry-After) and asks for a rebuild, which applies the change
+// from the journal (see Durable.Release). A plain Backend ignores it. It must be
+// positive.
+func WithRebuildWait(d time.Duration) Option {
+	return func(s *settings) {
+		if d <= 0 {
+			s.Reject("WithRebuildWait", fmt.Sprintf("%v is not positive", d))
+			return
+		}
+		s.rebuildWait = d
+	}
+}
+
 // New returns a Backend on c (a *redis.Client, *redis.ClusterClient, ...), whose own
 // configuration (pool size, timeouts) is used untouched. An invalid option value is an
 // *errcode.InvalidError naming the option.
 func New(c redis.UniversalClient, opts ...Option) (*Backend, error) {
-	cfg := settings{tag: DefaultTag, retention: DefaultRetention, log: slog.New(slog.DiscardHandler)}
+	cfg := settings{tag: DefaultTag, retention: DefaultRetention, log: slog.New(slog.DiscardHandler), rebuildWait: DefaultRebuildWait}
 	if err := option.Apply(&cfg, opts); err != nil {
 		return nil, fmt.Errorf("redisinventory: %w", err)
 	}
 	b := &Backend{c: c, prefix: "{" + cfg.tag + "}:", retention: cfg.retention, s: newScripts(), g: newGuardedScripts(),
-		log: cfg.log}
+		log: cfg.log, rebuildWait: cfg.rebuildWait}
 	b.due, b.skus = b.prefix+"due", b.prefix+"skus"
 	b.group = groupcommit.New(b.reserveMany)
 	b.group.SetLanes(scriptLanes)

@@ -116,6 +116,21 @@
 // live reservations (so orders placed before the loss can still be committed, released or
 // returned), pipelined; set the marker. Operations fail closed from the bump to the marker.
 //
+// A change that frees units (a release, expiry, return, positive adjustment) commits in the
+// journal before its Redis step; when the guard refuses that step (a rebuild is under way,
+// in any process, or happened), the change waits for the rebuild lock and then decides
+// whether the rebuild read it or the step must run again. The wait is bounded
+// (WithRebuildWait, default DefaultRebuildWait, a few seconds) and holds no database
+// connection meanwhile (it tries the lock with SKIP LOCKED between pauses, one change per
+// process at a time), so changes waiting behind a long rebuild neither keep their callers
+// for the database's lock wait timeout nor take the connections the rebuild or the heal
+// needs. A wait that runs out with no rebuild recorded that read the change answers 503
+// (DependencyRebuilding, RebuildRetryAfter) and forces the next heal to rebuild: the step
+// never runs, and the rebuild, which writes Redis anew from the journal, applies the
+// change once; the caller's retry is a replay that changes nothing more
+// (TestDurableChangesBehindALongRebuildFailFast, TestDurableChangeBehindARebuildThatMissedIt,
+// TestDurableChangesWaitingLeaveTheHealAConnection).
+//
 // Moving from the plain backend: a journal that was never built holds no stock, so the
 // first Heal over a Redis that already holds SKUs under the same prefix (a plain Backend's,
 // or a Durable's whose journal was lost) fails closed with ErrUnjournaledData instead of

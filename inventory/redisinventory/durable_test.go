@@ -713,6 +713,7 @@ func TestOptionsRefuseBadValues(t *testing.T) {
 	bad := map[string]redisinventory.Option{
 		`WithTag: ""`: redisinventory.WithTag(""), `WithTag: "a{b"`: redisinventory.WithTag("a{b"),
 		"WithRetention: -1s": redisinventory.WithRetention(-time.Second), "WithLogger: nil": redisinventory.WithLogger(nil),
+		"WithRebuildWait: 0s": redisinventory.WithRebuildWait(0), "WithRebuildWait: -1s": redisinventory.WithRebuildWait(-time.Second),
 	}
 	testkit.RefusesBadOptions(t, func(o ...redisinventory.Option) (*redisinventory.Backend, error) {
 		return redisinventory.New(rdb, o...)

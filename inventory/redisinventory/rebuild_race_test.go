@@ -379,11 +379,10 @@ func (o *rebuildOnce) Do(t *testing.T, d *redisinventory.Durable) {
 
 // TestDurableReturnWhoseWaitForTheRebuildFails: a Return commits in the journal after a
 // rebuild of its own process read the journal, and its Redis step meets that rebuild (the
-// marker is gone). Its wait for the rebuild fails (here the lock wait timeout, 1 s on this
-// connection, runs out while the rebuild is held; in production a rebuild longer than the
-// server's lock wait, or a dropped connection): the step never runs again, and the rebuild
-// did not read the return. Whatever the Return answers, once the rebuild and the heal it
-// may have asked for are done, Redis must hold the return.
+// marker is gone). Its wait for the rebuild fails (here its rebuild wait, 100 ms, runs out
+// while the rebuild is held; in production a rebuild longer than the wait, or a dropped
+// connection): the step never runs again, and the rebuild did not read the return. Whatever the Return answers, once the
+// rebuild and the heal it may have asked for are done, Redis must hold the return.
 func TestDurableReturnWhoseWaitForTheRebuildFails(t *testing.T) {
 	ctx := context.Background()
 	cfg, err := mysql.ParseDSN(testenv.MySQLDSN(t))
@@ -394,7 +393,7 @@ func TestDurableReturnWhoseWaitForTheRebuildFails(t *testing.T) {
 	cfg.Params["innodb_lock_wait_timeout"] = "1"
 	db, rdb := testenv.MySQLAt(t, cfg.FormatDSN()), testenv.Redis(t)
 	require.NoError(t, redisinventory.CreateJournal(ctx, db))
-	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
+	d := testkit.Must(redisinventory.NewDurable(rdb, db, redisinventory.WithRebuildWait(100*time.Millisecond)))(t)
 	_, err = d.Heal(ctx)
 	require.NoError(t, err)
 	inv := testkit.Must(inventory.New(d))(t)
