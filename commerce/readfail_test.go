@@ -1,0 +1,86 @@
+package commerce_test
+
+import (
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testkit"
+	"github.com/commercekit/commercekit/outbox"
+	"github.com/commercekit/commercekit/payment"
+)
+
+// withFailing rebuilds e's payments and checkout on e.DB with a testkit.FailStatement (the
+// inventory, coupons and ledger join checkout's transactions, and so meet it too), and
+// returns it.
+func withFailing(t *testing.T, e *commercetest.Env) *testkit.FailStatement {
+	t.Helper()
+	f := &testkit.FailStatement{}
+	db := e.DB.WithQueryHook(f)
+	now := e.Clock.Now
+	e.Payments = testkit.Must(payment.New(db, e.Gateway, payment.WithClock(now), payment.WithWebhookVerifier(e.PG.WebhookVerifier())))(t)
+	e.Reconciler = testkit.Must(payment.NewReconciler(e.Payments, payment.WithThreshold(0)))(t)
+	writer := testkit.Must(outbox.NewWriter(outbox.WithClock(now)))(t)
+	e.Service = testkit.Must(commerce.New(commerce.Config{
+		DB: db, Inventory: e.Inventory, Coupons: e.Coupons, Ledger: e.Ledger, Payments: e.Payments,
+		Reconciler: e.Reconciler, Outbox: writer, Relay: e.Relay,
+	}, commerce.WithClock(now)))(t)
+	return f
+}
+
+// requireUnavailable checks that err is the failed statement's, a dependency failure, and
+// none of the business answers given.
+func requireUnavailable(t *testing.T, err error, not ...error) {
+	t.Helper()
+	require.Error(t, err)
+	require.ErrorIs(t, err, errcode.ErrUnavailable)
+	require.ErrorIs(t, err, syscall.ECONNRESET)
+	for _, business := range not {
+		require.NotErrorIs(t, err, business)
+	}
+}
+
+// TestCancelRefundedByOtherMeansReadFails: a paid order whose payment was refunded in
+// full by other means (an operator's refund) is cancelled; its refund is refused as the
+// payment is not refundable, and the read of the payment that would tell why (refunded:
+// done) fails. The cancellation fails as the database being unavailable, not as a payment
+// that is not refundable, and changes nothing more: the order CANCELLING, no refund made.
+// Its retry completes it.
+func TestCancelRefundedByOtherMeansReadFails(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		f := withFailing(t, e)
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 0, 0)
+		o := pay(t, e, place(t, e, b, sku, 1, 0), "tok_ok")
+		_, err := e.Payments.Refund(ctx, payment.RefundRequest{RefundID: "goodwill-" + o.ID, PaymentID: o.PaymentID,
+			Amount: 10_000, Reason: "goodwill"})
+		require.NoError(t, err)
+
+		// The payment's reads: the refusal's, then refund's own.
+		f.Arm(2, "SELECT", "payment_payments")
+		_, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.NotEmpty(t, f.Disarm(), "the payment was read twice")
+		requireUnavailable(t, err, payment.ErrNotRefundable, payment.ErrRefundRejected, commerce.ErrRefundRejected)
+
+		assert.Equal(t, commerce.StatusCancelling, order(t, e, o.ID).Status)
+		p := paymentOf(t, e, o.PaymentID)
+		assert.Equal(t, payment.StateRefunded, p.State)
+		assert.Equal(t, int64(10_000), p.Refunded)
+		refunds, err := e.Payments.Refunds(ctx, o.PaymentID)
+		require.NoError(t, err)
+		require.Len(t, refunds, 1, "the operator's refund only")
+		assert.Equal(t, int64(10_000), e.PG.Stats().CanceledAmount)
+
+		got, err := e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusCancelled, got.Status)
+		requireStock(t, e, sku, 10, 0, 0)
+		assert.Equal(t, int64(10_000), e.PG.Stats().CanceledAmount, "nothing refunded twice")
+		e.RequireClean(t)
+	})
+}
