@@ -82,6 +82,9 @@ func (s *Service) refund(ctx context.Context, r *orderRow, id, reason string, as
 		// Refunded by other means (by hand at the PG, say): done if nothing is left.
 		p, perr := s.pay.Get(ctx, r.PaymentID)
 		switch {
+		case perr != nil:
+			// Not knowing why is no refusal: the read's failure is the answer.
+			return false, fmt.Errorf("commerce: refund %s of order %s: %w", id, r.ID, perr)
 		case perr == nil && p.State == payment.StateRefunded:
 			s.cfg.log.Warn("commerce: payment was refunded by other means", "order", r.ID, "refund", id)
 			return true, nil
