@@ -275,7 +275,11 @@ func (s *Service) finishTopUp(ctx context.Context, db bun.IDB, row *topUpRow, st
 	if err != nil {
 		return fmt.Errorf("commerce: update top-up %s: %w", row.ID, err)
 	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("commerce: update top-up %s: %w", row.ID, err)
+	}
+	if n != 1 {
 		return errLostRace
 	}
 	return nil
