@@ -11,8 +11,10 @@ import (
 	"github.com/commercekit/commercekit/commerce/commercetest"
 	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testkit"
+	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/payment"
+	"github.com/commercekit/commercekit/payment/pgsim"
 )
 
 // withFailing rebuilds e's payments and checkout on e.DB with a testkit.FailStatement (the
@@ -81,6 +83,36 @@ func TestCancelRefundedByOtherMeansReadFails(t *testing.T) {
 		assert.Equal(t, commerce.StatusCancelled, got.Status)
 		requireStock(t, e, sku, 10, 0, 0)
 		assert.Equal(t, int64(10_000), e.PG.Stats().CanceledAmount, "nothing refunded twice")
+		e.RequireClean(t)
+	})
+}
+
+// TestDeclinedTopUpWriteFails: a top-up the PG declines, whose move to FAILED fails (its
+// UPDATE, outside any transaction, meets a reset connection), fails as the database being
+// unavailable, so that its client retries: the top-up stays PAYING on its declined
+// payment, nothing credited, and the retry fails it.
+func TestDeclinedTopUpWriteFails(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		f := withFailing(t, e)
+		user := e.ID("user")
+		req := commerce.TopUpRequest{UserID: user, Amount: 5_000, Method: payment.MethodCard, Token: pgsim.TokenDecline,
+			IdempotencyKey: "t1"}
+		f.Arm(1, "UPDATE", "commerce_topups")
+		_, err := e.Service.TopUp(ctx, req)
+		require.NotEmpty(t, f.Disarm(), "the top-up's UPDATE")
+		requireUnavailable(t, err, payment.ErrDeclined)
+
+		var id string
+		require.NoError(t, e.DB.NewSelect().Table("commerce_topups").Column("id").Where("user_id = ?", user).Scan(ctx, &id))
+		tu := testkit.Must(e.Service.GetTopUp(ctx, id, commerce.Actor{Admin: true}))(t)
+		assert.Equal(t, commerce.TopUpPaying, tu.Status)
+		assert.Equal(t, payment.StateDeclined, paymentOf(t, e, tu.PaymentID).State)
+		assert.Equal(t, ledger.Balance{}, balance(t, e, user))
+
+		tu, err = e.Service.TopUp(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.TopUpFailed, tu.Status)
+		assert.Equal(t, ledger.Balance{}, balance(t, e, user))
 		e.RequireClean(t)
 	})
 }
