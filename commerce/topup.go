@@ -273,11 +273,11 @@ func (s *Service) finishTopUp(ctx context.Context, db bun.IDB, row *topUpRow, st
 	res, err := sqlutil.UpdateByPK[topUpRow](db).Set("status = ?", status).Set("failure_code = ?", code).
 		Set("updated_at = ?", micros(s.now())).Where("id = ?", row.ID).Where("status = ?", TopUpPaying).Where("payment_id = ?", row.PaymentID).Exec(ctx)
 	if err != nil {
-		return fmt.Errorf("commerce: update top-up %s: %w", row.ID, err)
+		return fmt.Errorf("commerce: update top-up %s: %w", row.ID, sqlutil.Unavailable(db, err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return fmt.Errorf("commerce: update top-up %s: %w", row.ID, err)
+		return fmt.Errorf("commerce: update top-up %s: %w", row.ID, sqlutil.Unavailable(db, err))
 	}
 	if n != 1 {
 		return errLostRace
