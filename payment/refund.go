@@ -196,6 +196,8 @@ func (s *Service) reserveRefund(ctx context.Context, req RefundRequest) (Refund,
 func (s *Service) refusal(ctx context.Context, req RefundRequest) error {
 	if _, err := s.GetRefund(ctx, req.RefundID); err == nil {
 		return nil // the same refund ID was recorded meanwhile: the caller reads it
+	} else if !errors.Is(err, ErrRefundNotFound) {
+		return err // not knowing that, no refusal
 	}
 	p, err := s.Get(ctx, req.PaymentID)
 	switch {
