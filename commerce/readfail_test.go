@@ -3,6 +3,7 @@ package commerce_test
 import (
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -113,6 +114,38 @@ func TestDeclinedTopUpWriteFails(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, commerce.TopUpFailed, tu.Status)
 		assert.Equal(t, ledger.Balance{}, balance(t, e, user))
+		e.RequireClean(t)
+	})
+}
+
+// TestSweepListingsFail: Recover and Expire, whose listing of the orders (and top-ups) to
+// visit fails, fail as the database being unavailable, having visited nothing.
+func TestSweepListingsFail(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		f := withFailing(t, e)
+		sku := e.Product(t, 1_000, 10)
+		o := place(t, e, newBuyer(t, e, 0, 0), sku, 1, 0)
+		e.Clock.Advance(time.Hour) // past its expiry
+
+		for _, c := range []struct {
+			name  string
+			n     int
+			match string
+			call  func() error
+		}{
+			{"Recover orders", 1, "commerce_orders", func() error { _, err := e.Service.Recover(ctx); return err }},
+			{"Recover top-ups", 1, "commerce_topups", func() error { _, err := e.Service.Recover(ctx); return err }},
+			{"Expire", 1, "commerce_orders", func() error { _, err := e.Service.Expire(ctx); return err }},
+		} {
+			f.Arm(c.n, "SELECT", c.match)
+			err := c.call()
+			require.NotEmpty(t, f.Disarm(), c.name)
+			requireUnavailable(t, err)
+			assert.Equal(t, commerce.StatusPendingPayment, order(t, e, o.ID).Status, c.name)
+		}
+		n, err := e.Service.Expire(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, 1, n)
 		e.RequireClean(t)
 	})
 }
