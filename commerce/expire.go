@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
 // Expire expires every unpaid order past its deadline, by the Service's clock: each becomes
@@ -27,7 +29,7 @@ func (s *Service) Expire(ctx context.Context) (int, error) {
 			Where("(expires_at > ? OR (expires_at = ? AND id > ?))", lastAt, lastAt, lastID).
 			OrderExpr("expires_at, id").Limit(batch).Scan(ctx)
 		if err != nil {
-			return n, errors.Join(append(errs, fmt.Errorf("commerce: list due orders: %w", err))...)
+			return n, errors.Join(append(errs, fmt.Errorf("commerce: list due orders: %w", sqlutil.Unavailable(s.db, err)))...)
 		}
 		for _, r := range rows {
 			lastAt, lastID = r.ExpiresAt, r.ID

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
 // Recover drives every order and top-up with work left forward from its persisted state,
@@ -73,7 +75,7 @@ func inFlight[T any](ctx context.Context, db bun.IDB, what, where string, arg an
 		err := db.NewSelect().Model(&rows).Where(where, arg).Where("id > ?", after).
 			Where("updated_at <= ?", cutoff).Order("id").Limit(batch).Scan(ctx)
 		if err != nil {
-			return fmt.Errorf("commerce: list %s in flight: %w", what, err)
+			return fmt.Errorf("commerce: list %s in flight: %w", what, sqlutil.Unavailable(db, err))
 		}
 		for _, row := range rows {
 			if err := ctx.Err(); err != nil {
