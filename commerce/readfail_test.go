@@ -149,3 +149,17 @@ func TestSweepListingsFail(t *testing.T) {
 		e.RequireClean(t)
 	})
 }
+
+// TestUpdatePriceWriteFails: a price update whose UPDATE fails fails as the database
+// being unavailable, the price unchanged.
+func TestUpdatePriceWriteFails(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		f := withFailing(t, e)
+		sku := e.Product(t, 1_000, 10)
+		f.Arm(1, "UPDATE", "commerce_products")
+		_, err := e.Service.UpdatePrice(ctx, sku, 2_000)
+		require.NotEmpty(t, f.Disarm(), "the price's UPDATE")
+		requireUnavailable(t, err)
+		assert.Equal(t, int64(1_000), testkit.Must(e.Service.GetProduct(ctx, sku))(t).Price)
+	})
+}
