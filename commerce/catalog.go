@@ -98,7 +98,7 @@ func (s *Service) UpdatePrice(ctx context.Context, productID string, price int64
 	res, err := s.db.NewUpdate().Model((*productRow)(nil)).Set("price = ?", price).
 		Set("updated_at = ?", micros(s.now())).Where("id = ?", productID).Exec(ctx)
 	if err != nil {
-		return Product{}, fmt.Errorf("commerce: update price of %s: %w", productID, err)
+		return Product{}, fmt.Errorf("commerce: update price of %s: %w", productID, sqlutil.Unavailable(s.db, err))
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		if _, err := s.productRow(ctx, s.db, productID); err != nil {
