@@ -49,3 +49,30 @@ func TestRefundRefusalReadFails(t *testing.T) {
 		require.ErrorIs(t, err, payment.ErrNotRefundable, "read, the refusal")
 	})
 }
+
+// TestSweepListingsFail: CrossCheck and the Reconciler, whose listing of the payments (or
+// refunds) to visit fails, fail as the database being unavailable.
+func TestSweepListingsFail(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		f := &testkit.FailStatement{}
+		e := newEnv(t, db.WithQueryHook(f), nil)
+		_, err := e.svc.Pay(ctx, card("pay-1", 10_000))
+		require.NoError(t, err)
+		rec := testkit.Must(payment.NewReconciler(e.svc, payment.WithThreshold(0)))(t)
+		for _, c := range []struct {
+			name, match string
+			call        func() error
+		}{
+			{"CrossCheck", "payment_payments", func() error { _, err := e.svc.CrossCheck(ctx); return err }},
+			{"Reconcile payments", "payment_payments", func() error { _, err := rec.Reconcile(ctx); return err }},
+			{"Reconcile refunds", "payment_refunds", func() error { _, err := rec.Reconcile(ctx); return err }},
+		} {
+			f.Arm(1, "SELECT", c.match)
+			err := c.call()
+			require.NotEmpty(t, f.Disarm(), c.name)
+			require.ErrorIs(t, err, errcode.ErrUnavailable, c.name)
+			require.ErrorIs(t, err, syscall.ECONNRESET, c.name)
+		}
+	})
+}
