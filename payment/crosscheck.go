@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
 // Mismatch is a settled payment that the PG's own record contradicts, or one in REVIEW.
@@ -35,7 +37,7 @@ func (s *Service) CrossCheck(ctx context.Context) ([]Mismatch, error) {
 			Where("state NOT IN (?)", bun.List([]string{string(StateRequested), string(StateUnknown)})).
 			Where("id > ?", after).Order("id").Limit(200).Scan(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("payment: cross-check: reading payments: %w", err)
+			return nil, fmt.Errorf("payment: cross-check: reading payments: %w", sqlutil.Unavailable(s.db, err))
 		}
 		if len(rows) == 0 {
 			return out, nil

@@ -10,6 +10,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/option"
+	"github.com/commercekit/commercekit/internal/sqlutil"
 )
 
 // Reconciler settles what the Service could not: payments left REQUESTED (the PG was
@@ -147,7 +148,7 @@ func sweep[T any](ctx context.Context, r *Reconciler, cutoff time.Time, filter f
 		var rows []T
 		q := r.svc.db.NewSelect().Model(&rows).Where("updated_at <= ?", cutoff).Where("id > ?", after)
 		if err := filter(q).Order("id").Limit(int64(r.batch)).Scan(ctx); err != nil {
-			return fmt.Errorf("payment: reconciler reading: %w", err)
+			return fmt.Errorf("payment: reconciler reading: %w", sqlutil.Unavailable(r.svc.db, err))
 		}
 		if len(rows) == 0 {
 			return nil
