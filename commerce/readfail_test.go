@@ -163,3 +163,42 @@ func TestUpdatePriceWriteFails(t *testing.T) {
 		assert.Equal(t, int64(1_000), testkit.Must(e.Service.GetProduct(ctx, sku))(t).Price)
 	})
 }
+
+// TestTopUpRetryAbandonedReadFails: the client's retry of a top-up whose payment was
+// abandoned (the PG not reached) reads that payment to make a new attempt; when that read
+// fails, the retry fails as the database being unavailable, not as the PG unreached again
+// (it was not called), and changes nothing: the top-up PAYING on its abandoned payment, no
+// new attempt, nothing charged. The next retry makes the attempt and completes it.
+func TestTopUpRetryAbandonedReadFails(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		f := withFailing(t, e)
+		req := commerce.TopUpRequest{UserID: e.ID("user"), Amount: 5_000, Method: payment.MethodCard, Token: "tok_ok",
+			IdempotencyKey: "t1"}
+		e.PG.SetFault(pgsim.FaultUnavailable)
+		_, err := e.Service.TopUp(ctx, req)
+		e.PG.SetFault(pgsim.FaultNone)
+		requireUnreached(t, err)
+		var id string
+		require.NoError(t, e.DB.NewSelect().Table("commerce_topups").Column("id").Where("user_id = ?", req.UserID).Scan(ctx, &id))
+
+		f.Arm(1, "SELECT", "payment_payments")
+		_, err = e.Service.TopUp(ctx, req)
+		require.NotEmpty(t, f.Disarm(), "the abandoned payment's read")
+		requireUnavailable(t, err, payment.ErrAbandoned, payment.ErrGatewayUnavailable)
+
+		tu := testkit.Must(e.Service.GetTopUp(ctx, id, commerce.Actor{Admin: true}))(t)
+		assert.Equal(t, commerce.TopUpPaying, tu.Status)
+		assert.Equal(t, "pay-"+id, tu.PaymentID, "no new attempt")
+		assert.Equal(t, payment.StateAbandoned, paymentOf(t, e, tu.PaymentID).State)
+		assert.Len(t, testkit.Must(e.Payments.ByOrder(ctx, id))(t), 1)
+		assert.Zero(t, e.PG.Stats().Charges)
+		assert.Equal(t, ledger.Balance{}, balance(t, e, req.UserID))
+
+		tu, err = e.Service.TopUp(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, commerce.TopUpCompleted, tu.Status)
+		assert.Equal(t, "pay-"+id+"-2", tu.PaymentID)
+		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, req.UserID))
+		e.RequireClean(t)
+	})
+}
