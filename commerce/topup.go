@@ -131,8 +131,11 @@ func (s *Service) retryAbandoned(ctx context.Context, row *topUpRow, down error)
 		return row, false, nil
 	}
 	p, err := s.pay.Get(ctx, row.PaymentID)
-	if err != nil {
-		return row, false, nil // unrecorded or unreadable: advanceTopUp learns more
+	switch {
+	case errors.Is(err, payment.ErrPaymentNotFound):
+		return row, false, nil // unrecorded: advanceTopUp records and submits it
+	case err != nil:
+		return nil, false, fmt.Errorf("commerce: retry top-up %s: %w", row.ID, err)
 	}
 	if p.State != payment.StateAbandoned {
 		// Abandoned and then approved by the PG all the same, its charge given back
