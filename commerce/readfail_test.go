@@ -202,3 +202,38 @@ func TestTopUpRetryAbandonedReadFails(t *testing.T) {
 		e.RequireClean(t)
 	})
 }
+
+// TestTopUpRetryVoidedReadFails is TestTopUpRetryAbandonedReadFails for an abandoned
+// payment the PG approved all the same, and that was given back (voided): the read that
+// fails is the one telling it was voided.
+func TestTopUpRetryVoidedReadFails(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		f := withFailing(t, e)
+		req := commerce.TopUpRequest{UserID: e.ID("user"), Amount: 5_000, Method: payment.MethodCard, Token: "tok_ok",
+			IdempotencyKey: "t1"}
+		e.PG.SetFault(pgsim.FaultUnavailable)
+		_, err := e.Service.TopUp(ctx, req)
+		e.PG.SetFault(pgsim.FaultNone)
+		requireUnreached(t, err)
+		var id string
+		require.NoError(t, e.DB.NewSelect().Table("commerce_topups").Column("id").Where("user_id = ?", req.UserID).Scan(ctx, &id))
+		approveAbandoned(t, e, "pay-"+id, id, req.Amount, false)
+
+		f.Arm(1, "SELECT", "payment_refunds")
+		_, err = e.Service.TopUp(ctx, req)
+		require.NotEmpty(t, f.Disarm(), "the read of the payment's void")
+		requireUnavailable(t, err, payment.ErrAbandoned, payment.ErrGatewayUnavailable)
+
+		tu := testkit.Must(e.Service.GetTopUp(ctx, id, commerce.Actor{Admin: true}))(t)
+		assert.Equal(t, commerce.TopUpPaying, tu.Status)
+		assert.Equal(t, "pay-"+id, tu.PaymentID, "no new attempt")
+		assert.Len(t, testkit.Must(e.Payments.ByOrder(ctx, id))(t), 1)
+		assert.Equal(t, ledger.Balance{}, balance(t, e, req.UserID))
+
+		tu, err = e.Service.TopUp(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, []any{commerce.TopUpCompleted, "pay-" + id + "-2"}, []any{tu.Status, tu.PaymentID})
+		assert.Equal(t, ledger.Balance{Available: 5_000, Total: 5_000}, balance(t, e, req.UserID))
+		e.RequireClean(t)
+	})
+}
