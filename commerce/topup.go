@@ -124,7 +124,8 @@ func (s *Service) roomFor(ctx context.Context, tx bun.Tx, row *topUpRow) error {
 // recorded with the top-up's move to it in one transaction, conditional on the top-up
 // still being on the abandoned one (of two racing retries, one makes the attempt and the
 // other takes it up); while the PG is known to be down (down, from payment.Service.Ready)
-// the answer is down's, nothing recorded. Any other top-up is returned as it is. made
+// the answer is down's, nothing recorded. Any other top-up is returned as it is. A failure
+// to read its payment, or whether that was voided, is the answer, nothing recorded. made
 // reports whether this call recorded the new attempt.
 func (s *Service) retryAbandoned(ctx context.Context, row *topUpRow, down error) (_ *topUpRow, made bool, _ error) {
 	if row.Status != TopUpPaying {
@@ -140,7 +141,9 @@ func (s *Service) retryAbandoned(ctx context.Context, row *topUpRow, down error)
 	if p.State != payment.StateAbandoned {
 		// Abandoned and then approved by the PG all the same, its charge given back
 		// (payment.Service.Voided): abandoned as well.
-		if voided, err := s.pay.Voided(ctx, p); err != nil || !voided {
+		if voided, err := s.pay.Voided(ctx, p); err != nil {
+			return nil, false, fmt.Errorf("commerce: retry top-up %s: %w", row.ID, err)
+		} else if !voided {
 			return row, false, nil
 		}
 	}
