@@ -85,10 +85,10 @@ func (s *Service) refund(ctx context.Context, r *orderRow, id, reason string, as
 		case perr != nil:
 			// Not knowing why is no refusal: the read's failure is the answer.
 			return false, fmt.Errorf("commerce: refund %s of order %s: %w", id, r.ID, perr)
-		case perr == nil && p.State == payment.StateRefunded:
+		case p.State == payment.StateRefunded:
 			s.cfg.log.Warn("commerce: payment was refunded by other means", "order", r.ID, "refund", id)
 			return true, nil
-		case perr == nil && p.State == payment.StateReview:
+		case p.State == payment.StateReview:
 			// A person settles the money with the PG: no refund is made meanwhile.
 			return false, fmt.Errorf("commerce: refund %s of order %s: %w: %w", id, r.ID, payment.ErrRefundRejected, payment.ErrUnderReview)
 		}
