@@ -141,9 +141,11 @@ func (s *Service) retryAbandoned(ctx context.Context, row *topUpRow, down error)
 	if p.State != payment.StateAbandoned {
 		// Abandoned and then approved by the PG all the same, its charge given back
 		// (payment.Service.Voided): abandoned as well.
-		if voided, err := s.pay.Voided(ctx, p); err != nil {
+		voided, err := s.pay.Voided(ctx, p)
+		if err != nil {
 			return nil, false, fmt.Errorf("commerce: retry top-up %s: %w", row.ID, err)
-		} else if !voided {
+		}
+		if !voided {
 			return row, false, nil
 		}
 	}
