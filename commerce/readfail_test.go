@@ -237,3 +237,31 @@ func TestTopUpRetryVoidedReadFails(t *testing.T) {
 		e.RequireClean(t)
 	})
 }
+
+// TestPlaceRefusedReadFails: a placement refused inside its transaction (the buyer lacks
+// the points it asks to spend) reads the order again, in case a concurrent placement with
+// the same key committed it, and that read fails. The placement answers the database being
+// unavailable, not the refusal: it cannot tell whether the order exists. It keeps the
+// reservation the key may yet need (a racing call's order would hold it), and the retry
+// with the key answers the refusal and gives the units back; no order is placed.
+func TestPlaceRefusedReadFails(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		f := withFailing(t, e)
+		sku := e.Product(t, 10_000, 10)
+		b := newBuyer(t, e, 0, 0)
+		req := commerce.PlaceOrderRequest{UserID: b.user, IdempotencyKey: "k", Points: 1_000,
+			Lines: []commerce.Line{{ProductID: sku, Qty: 1}}}
+
+		f.Arm(1, "FROM commerce_orders AS o", "JOIN commerce_order_lines")
+		_, err := e.Service.PlaceOrder(ctx, req)
+		require.Contains(t, f.Disarm(), "commerce_orders", "the order's read after the refusal")
+		requireUnavailable(t, err, commerce.ErrInsufficientPoints)
+
+		_, err = e.Service.PlaceOrder(ctx, req)
+		require.ErrorIs(t, err, commerce.ErrInsufficientPoints)
+		requireStock(t, e, sku, 10, 0, 0)
+		orders, err := e.Service.ListOrders(ctx, b.user, commerce.OrderQuery{})
+		require.NoError(t, err)
+		assert.Empty(t, orders.Orders)
+	})
+}
