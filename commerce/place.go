@@ -134,9 +134,15 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 		return nil
 	})
 	if err != nil {
-		if o, rerr := s.replayPlace(ctx, id, req.IdempotencyKey, fp); rerr == nil || errors.Is(rerr, ErrIdempotencyConflict) {
+		switch o, rerr := s.replayPlace(ctx, id, req.IdempotencyKey, fp); {
+		case rerr == nil || errors.Is(rerr, ErrIdempotencyConflict):
 			// a concurrent PlaceOrder with the same key committed it
 			return s.payWithPoints(ctx, o, req.IdempotencyKey, req.PayWithPoints, rerr)
+		case !errors.Is(rerr, ErrOrderNotFound):
+			// Whether a concurrent placement with the key committed the order is unknown:
+			// that is the answer, not err, and the reservation, which its order would
+			// hold, stays for the retry with the key (which reuses it, or gives it back).
+			return Order{}, fmt.Errorf("commerce: place order %s: %w (after: %v)", id, rerr, err)
 		}
 		err = leafError(err)
 		if abandoned(err) {
