@@ -26,7 +26,9 @@ import (
 // transaction (Redis), its reservation: the stock is reserved just before the transaction;
 // when the request is refused (a coupon, points, a payment rule) it is released at once,
 // after any other failure it stays held for a retry with the same key, which finds it,
-// or until its deadline. Such a retry's order expires a payment window before that
+// or until its deadline. (A refusal whose check for a concurrent placement with the same
+// key cannot read the order is such a failure: it answers the read's error, since that
+// placement's order would hold the reservation.) Such a retry's order expires a payment window before that
 // deadline (sooner than the usual expiry when the retry came late), and holds its points
 // and coupon until the same deadline, so that all three last equally long. A retry whose reservation was released or expired fails with
 // *ConflictError: PlaceOrder never creates an order that holds no stock. Once begun, the
@@ -46,6 +48,7 @@ import (
 // Errors: *ValidationError, ErrProductNotFound, ErrOutOfStock, ErrBuyerLimit,
 // *UnpaidLimitError (ErrUnpaidLimit: see WithUnpaidLimits), ErrCouponUnusable,
 // ErrInsufficientPoints, ErrPaymentRule, *ConflictError; each wraps the leaf's own error.
+// A dependency that fails is an error matching errcode.ErrUnavailable: retry with the key.
 func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order, error) {
 	lines, err := normalizeLines(req)
 	if err != nil {
