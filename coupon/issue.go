@@ -57,8 +57,12 @@ func (s *Service) IssueThen(ctx context.Context, templateID, userID, requestID s
 	r := TakeRequest{Template: tpl, UserID: userID, RequestID: requestID, then: then}
 	if err := tpl.checkWindow(now, userID, requestID); err != nil {
 		// A retry of a request that was served inside the window still gets its coupon.
-		if c, found, lerr := couponByRequest(ctx, s.db, requestID); lerr == nil && found {
-			return s.replayed(c, r, now)
+		served, found, lerr := couponByRequest(ctx, s.db, requestID)
+		switch {
+		case lerr != nil:
+			return Coupon{}, fail("issuing", lerr)
+		case found:
+			return s.replayed(served, r, now)
 		}
 		return Coupon{}, err
 	}
