@@ -127,7 +127,11 @@ func reserve(ctx context.Context, tx bun.Tx, couponID, userID, orderID string, a
 	if err != nil {
 		return Redemption{}, err
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return Redemption{}, err
+	}
+	if n != 1 {
 		return reject(&RedeemError{Err: ErrNotAvailable})
 	}
 	return red, nil
@@ -167,7 +171,11 @@ func (s *Service) ConfirmCoupon(ctx context.Context, orderID, couponID string) (
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 1 {
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 1 {
 			return resolveCoupon(ctx, tx, couponID, orderID, RedemptionConfirmed, now)
 		}
 		// Not held (or past its deadline): decide as Confirm does, under the lock.
@@ -372,7 +380,11 @@ func resolveCoupon(ctx context.Context, tx bun.Tx, couponID, orderID string, to 
 	if err != nil {
 		return err
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n != 1 {
 		return fmt.Errorf("coupon: coupon %q is not held by order %q as its redemption says", couponID, orderID)
 	}
 	return nil
