@@ -218,3 +218,26 @@ func TestResolveCountLost(t *testing.T) {
 		})
 	}
 }
+
+// TestTakeCountLost: an Issue whose bump of the template's issued count ran but whose
+// count of rows changed is lost fails as the database being unavailable, not as the
+// template being sold out, and issues nothing. Its retry issues the coupon.
+func TestTakeCountLost(t *testing.T) {
+	ctx := context.Background()
+	db, u := uncountedSQLite(t)
+	svc := testkit.Must(coupon.New(db, sqlcoupon.New()))(t)
+	_, err := svc.CreateTemplate(ctx, coupon.Template{ID: "tpl", PerUserLimit: 1, TotalQuantity: 10, ValidDays: 7,
+		Terms: coupon.Terms{Kind: coupon.FixedAmount, Amount: 1000}})
+	require.NoError(t, err)
+
+	u.Arm("UPDATE", "coupon_issue_counters")
+	_, err = svc.Issue(ctx, "tpl", "alice", "alice-1")
+	require.NotEmpty(t, u.Disarm(), "the counter's UPDATE")
+	requireUnavailable(t, err, coupon.ErrSoldOut)
+	assert.Equal(t, coupon.Stats{}, testkit.Must(svc.Stats(ctx, "tpl"))(t), "nothing issued")
+
+	c, err := svc.Issue(ctx, "tpl", "alice", "alice-1")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), c.Place)
+	assert.Equal(t, coupon.Stats{Taken: 1, Issued: 1}, testkit.Must(svc.Stats(ctx, "tpl"))(t))
+}
