@@ -127,7 +127,11 @@ func (Issuer) Take(ctx context.Context, r coupon.TakeRequest) (coupon.Taken, err
 	if err != nil {
 		return coupon.Taken{}, err
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return coupon.Taken{}, err
+	}
+	if n != 1 {
 		reject.Err, reject.Total = coupon.ErrSoldOut, tpl.TotalQuantity
 		return coupon.Taken{}, reject
 	}
