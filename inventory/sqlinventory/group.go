@@ -3,6 +3,7 @@ package sqlinventory
 import (
 	"cmp"
 	"context"
+	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -81,7 +82,7 @@ func (b *Backend) reserveBatch(ctx context.Context, tx bun.Tx, calls []*groupcom
 		}
 		stocks[sku] = s
 	}
-	if err := rows.Close(); err != nil {
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return err
 	}
 	refusedUsage := map[usageKey]int64{}
