@@ -2,132 +2,30 @@ package sqlcoupon_test
 
 import (
 	"context"
-	"database/sql"
-	"database/sql/driver"
-	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
 	"github.com/commercekit/commercekit/internal/testkit"
-	"github.com/commercekit/commercekit/sqlitedb"
 )
 
-// uncounter fails, once armed, the RowsAffected of the first statement run whose text
-// contains every one of its matches, with testkit.ErrConnReset: the statement ran, but
-// how many rows it changed is lost with the connection.
-type uncounter struct {
-	mu     sync.Mutex
-	match  []string
-	failed string
-}
-
-// Arm makes u fail the count of the next statement containing every one of match.
-func (u *uncounter) Arm(match ...string) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.match, u.failed = match, ""
-}
-
-// Disarm stops failing counts and returns the statement whose count failed ("" for none).
-func (u *uncounter) Disarm() string {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.match = nil
-	return u.failed
-}
-
-// hit reports whether the count of query is to fail.
-func (u *uncounter) hit(query string) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.match == nil || u.failed != "" {
-		return false
-	}
-	for _, m := range u.match {
-		if !strings.Contains(query, m) {
-			return false
-		}
-	}
-	u.failed = query
-	return true
-}
-
-// uncountedSQLite returns an in-memory SQLite database of the test's own, with the coupon
-// schemas, whose statements' RowsAffected the returned uncounter fails.
-func uncountedSQLite(t *testing.T) (*bun.DB, *uncounter) {
+// uncountedSQLite returns a testkit.FaultySQLite database with the coupon schemas, whose
+// statements' RowsAffected the returned faults fail (testkit.CountLost).
+func uncountedSQLite(t *testing.T) (*bun.DB, *testkit.SQLiteFaults) {
 	t.Helper()
-	dsn := "file:" + strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) +
-		"-" + time.Now().Format("150405.000000000") + "?mode=memory&cache=shared&_foreign_keys=1"
-	keeper, err := sql.Open(sqliteshim.ShimName, dsn) // keeps the database alive; its driver opens ours
-	require.NoError(t, err)
-	require.NoError(t, keeper.Ping())
-	u := &uncounter{}
-	sqldb := sql.OpenDB(uncountedConnector{keeper.Driver(), dsn, u})
-	sqldb.SetMaxOpenConns(1)
-	db := bun.NewDB(sqldb, sqlitedb.Dialect())
-	t.Cleanup(func() {
-		_ = db.Close()
-		_ = keeper.Close()
-	})
+	db, f := testkit.FaultySQLite(t)
 	ctx := context.Background()
 	require.NoError(t, coupon.CreateSchema(ctx, db))
 	require.NoError(t, sqlcoupon.CreateSchema(ctx, db))
-	return db, u
+	return db, f
 }
-
-type uncountedConnector struct {
-	d   driver.Driver
-	dsn string
-	u   *uncounter
-}
-
-func (c uncountedConnector) Connect(context.Context) (driver.Conn, error) {
-	conn, err := c.d.Open(c.dsn)
-	if err != nil {
-		return nil, err
-	}
-	return uncountedConn{conn, c.u}, nil
-}
-
-func (c uncountedConnector) Driver() driver.Driver { return c.d }
-
-// uncountedConn passes every call to its driver's connection, failing the RowsAffected of
-// the statement its uncounter picks.
-type uncountedConn struct {
-	driver.Conn
-	u *uncounter
-}
-
-func (c uncountedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	res, err := c.Conn.(driver.ExecerContext).ExecContext(ctx, query, args)
-	if err != nil || !c.u.hit(query) {
-		return res, err
-	}
-	return uncountedResult{res}, nil
-}
-
-func (c uncountedConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	return c.Conn.(driver.QueryerContext).QueryContext(ctx, query, args)
-}
-
-func (c uncountedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	return c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
-}
-
-type uncountedResult struct{ driver.Result }
-
-func (uncountedResult) RowsAffected() (int64, error) { return 0, testkit.ErrConnReset }
 
 // redeemable returns a Service on an uncounted database with one coupon issued to alice.
-func redeemable(t *testing.T) (*coupon.Service, *uncounter, coupon.Coupon) {
+func redeemable(t *testing.T) (*coupon.Service, *testkit.SQLiteFaults, coupon.Coupon) {
 	t.Helper()
 	db, u := uncountedSQLite(t)
 	svc := testkit.Must(coupon.New(db, sqlcoupon.New()))(t)
@@ -144,7 +42,7 @@ func redeemable(t *testing.T) (*coupon.Service, *uncounter, coupon.Coupon) {
 func TestReserveCountLost(t *testing.T) {
 	ctx := context.Background()
 	svc, u, c := redeemable(t)
-	u.Arm("UPDATE", "coupon_coupons")
+	u.Arm(testkit.CountLost, "UPDATE", "coupon_coupons")
 	_, err := svc.Reserve(ctx, c.ID, "alice", "order-1", 10_000)
 	require.NotEmpty(t, u.Disarm(), "the coupon's UPDATE")
 	requireUnavailable(t, err, coupon.ErrNotAvailable)
@@ -167,7 +65,7 @@ func TestConfirmCouponCountLost(t *testing.T) {
 	_, err := svc.Reserve(ctx, c.ID, "alice", "order-1", 10_000)
 	require.NoError(t, err)
 
-	u.Arm("UPDATE", "coupon_redemptions")
+	u.Arm(testkit.CountLost, "UPDATE", "coupon_redemptions")
 	err = svc.ConfirmCoupon(ctx, "order-1", c.ID)
 	require.NotEmpty(t, u.Disarm(), "the redemption's UPDATE")
 	requireUnavailable(t, err, coupon.ErrRedemptionNotFound, coupon.ErrRedemptionClosed, coupon.ErrHoldExpired)
@@ -205,7 +103,7 @@ func TestResolveCountLost(t *testing.T) {
 			_, err := svc.Reserve(ctx, cp.ID, "alice", "order-1", 10_000)
 			require.NoError(t, err)
 
-			u.Arm("UPDATE", "coupon_coupons")
+			u.Arm(testkit.CountLost, "UPDATE", "coupon_coupons")
 			err = c.call(svc)
 			require.NotEmpty(t, u.Disarm(), "the coupon's UPDATE")
 			requireUnavailable(t, err)
@@ -230,7 +128,7 @@ func TestTakeCountLost(t *testing.T) {
 		Terms: coupon.Terms{Kind: coupon.FixedAmount, Amount: 1000}})
 	require.NoError(t, err)
 
-	u.Arm("UPDATE", "coupon_issue_counters")
+	u.Arm(testkit.CountLost, "UPDATE", "coupon_issue_counters")
 	_, err = svc.Issue(ctx, "tpl", "alice", "alice-1")
 	require.NotEmpty(t, u.Disarm(), "the counter's UPDATE")
 	requireUnavailable(t, err, coupon.ErrSoldOut)
