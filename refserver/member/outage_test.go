@@ -28,13 +28,15 @@ func TestCallsDuringAnOutage(t *testing.T) {
 
 	server.Stop(t, 0)
 	calls := map[string]func() error{
-		"SignUp":      func() error { _, err := svc.SignUp(ctx, "bob", "correct horse"); return err },
-		"SignUpOnce":  func() error { _, err := svc.SignUpOnce(ctx, "bob", "correct horse", "k", "10.0.0.2"); return err },
-		"Login":       func() error { _, err := svc.Login(ctx, "alice", "correct horse", "10.0.0.1"); return err },
-		"Refresh":     func() error { _, err := svc.Refresh(ctx, tok.RefreshToken); return err },
-		"RefreshOnce": func() error { _, err := svc.RefreshOnce(ctx, tok.RefreshToken, "r"); return err },
-		"Logout":      func() error { return svc.Logout(ctx, "jti-1", "", time.Now().Add(time.Hour)) },
-		"Revoked":     func() error { _, err := svc.Revoked(ctx, "jti-1"); return err },
+		"SignUp":                 func() error { _, err := svc.SignUp(ctx, "bob", "correct horse"); return err },
+		"SignUpOnce":             func() error { _, err := svc.SignUpOnce(ctx, "bob", "correct horse", "k", "10.0.0.2"); return err },
+		"Login":                  func() error { _, err := svc.Login(ctx, "alice", "correct horse", "10.0.0.1"); return err },
+		"Refresh":                func() error { _, err := svc.Refresh(ctx, tok.RefreshToken); return err },
+		"RefreshOnce":            func() error { _, err := svc.RefreshOnce(ctx, tok.RefreshToken, "r"); return err },
+		"Logout":                 func() error { return svc.Logout(ctx, "jti-1", "", time.Now().Add(time.Hour)) },
+		"Revoke":                 func() error { return svc.Revoke(ctx, tok.RefreshToken) },
+		"Revoke (unknown token)": func() error { return svc.Revoke(ctx, "no-such-token") },
+		"Revoked":                func() error { _, err := svc.Revoked(ctx, "jti-1"); return err },
 	}
 	testkit.AllUnavailable(t, calls)
 }
