@@ -1,7 +1,6 @@
 package commerce_test
 
 import (
-	"syscall"
 	"testing"
 	"time"
 
@@ -10,7 +9,6 @@ import (
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/commercetest"
-	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/ledger"
 	"github.com/commercekit/commercekit/outbox"
@@ -36,18 +34,6 @@ func withFailing(t *testing.T, e *commercetest.Env) *testkit.FailStatement {
 	return f
 }
 
-// requireUnavailable checks that err is the failed statement's, a dependency failure, and
-// none of the business answers given.
-func requireUnavailable(t *testing.T, err error, not ...error) {
-	t.Helper()
-	require.Error(t, err)
-	require.ErrorIs(t, err, errcode.ErrUnavailable)
-	require.ErrorIs(t, err, syscall.ECONNRESET)
-	for _, business := range not {
-		require.NotErrorIs(t, err, business)
-	}
-}
-
 // TestCancelRefundedByOtherMeansReadFails: a paid order whose payment was refunded in
 // full by other means (an operator's refund) is cancelled; its refund is refused as the
 // payment is not refundable, and the read of the payment that would tell why (refunded:
@@ -68,7 +54,7 @@ func TestCancelRefundedByOtherMeansReadFails(t *testing.T) {
 		f.Arm(2, "SELECT", "payment_payments")
 		_, err = e.Service.Cancel(ctx, o.ID, commerce.Actor{UserID: b.user})
 		require.NotEmpty(t, f.Disarm(), "the payment was read twice")
-		requireUnavailable(t, err, payment.ErrNotRefundable, payment.ErrRefundRejected, commerce.ErrRefundRejected)
+		testkit.RequireConnReset(t, err, payment.ErrNotRefundable, payment.ErrRefundRejected, commerce.ErrRefundRejected)
 
 		assert.Equal(t, commerce.StatusCancelling, order(t, e, o.ID).Status)
 		p := paymentOf(t, e, o.PaymentID)
@@ -101,7 +87,7 @@ func TestDeclinedTopUpWriteFails(t *testing.T) {
 		f.Arm(1, "UPDATE", "commerce_topups")
 		_, err := e.Service.TopUp(ctx, req)
 		require.NotEmpty(t, f.Disarm(), "the top-up's UPDATE")
-		requireUnavailable(t, err, payment.ErrDeclined)
+		testkit.RequireConnReset(t, err, payment.ErrDeclined)
 
 		var id string
 		require.NoError(t, e.DB.NewSelect().Table("commerce_topups").Column("id").Where("user_id = ?", user).Scan(ctx, &id))
@@ -140,7 +126,7 @@ func TestSweepListingsFail(t *testing.T) {
 			f.Arm(c.n, "SELECT", c.match)
 			err := c.call()
 			require.NotEmpty(t, f.Disarm(), c.name)
-			requireUnavailable(t, err)
+			testkit.RequireConnReset(t, err)
 			assert.Equal(t, commerce.StatusPendingPayment, order(t, e, o.ID).Status, c.name)
 		}
 		n, err := e.Service.Expire(ctx)
@@ -159,9 +145,22 @@ func TestUpdatePriceWriteFails(t *testing.T) {
 		f.Arm(1, "UPDATE", "commerce_products")
 		_, err := e.Service.UpdatePrice(ctx, sku, 2_000)
 		require.NotEmpty(t, f.Disarm(), "the price's UPDATE")
-		requireUnavailable(t, err)
+		testkit.RequireConnReset(t, err)
 		assert.Equal(t, int64(1_000), testkit.Must(e.Service.GetProduct(ctx, sku))(t).Price)
 	})
+}
+
+// abandonedTopUp sends req while the PG is down: its payment is abandoned, and the top-up,
+// whose ID it returns, stays PAYING on it.
+func abandonedTopUp(t *testing.T, e *commercetest.Env, req commerce.TopUpRequest) string {
+	t.Helper()
+	e.PG.SetFault(pgsim.FaultUnavailable)
+	_, err := e.Service.TopUp(ctx, req)
+	e.PG.SetFault(pgsim.FaultNone)
+	requireUnreached(t, err)
+	var id string
+	require.NoError(t, e.DB.NewSelect().Table("commerce_topups").Column("id").Where("user_id = ?", req.UserID).Scan(ctx, &id))
+	return id
 }
 
 // TestTopUpRetryAbandonedReadFails: the client's retry of a top-up whose payment was
@@ -174,17 +173,12 @@ func TestTopUpRetryAbandonedReadFails(t *testing.T) {
 		f := withFailing(t, e)
 		req := commerce.TopUpRequest{UserID: e.ID("user"), Amount: 5_000, Method: payment.MethodCard, Token: "tok_ok",
 			IdempotencyKey: "t1"}
-		e.PG.SetFault(pgsim.FaultUnavailable)
-		_, err := e.Service.TopUp(ctx, req)
-		e.PG.SetFault(pgsim.FaultNone)
-		requireUnreached(t, err)
-		var id string
-		require.NoError(t, e.DB.NewSelect().Table("commerce_topups").Column("id").Where("user_id = ?", req.UserID).Scan(ctx, &id))
+		id := abandonedTopUp(t, e, req)
 
 		f.Arm(1, "SELECT", "payment_payments")
-		_, err = e.Service.TopUp(ctx, req)
+		_, err := e.Service.TopUp(ctx, req)
 		require.NotEmpty(t, f.Disarm(), "the abandoned payment's read")
-		requireUnavailable(t, err, payment.ErrAbandoned, payment.ErrGatewayUnavailable)
+		testkit.RequireConnReset(t, err, payment.ErrAbandoned, payment.ErrGatewayUnavailable)
 
 		tu := testkit.Must(e.Service.GetTopUp(ctx, id, commerce.Actor{Admin: true}))(t)
 		assert.Equal(t, commerce.TopUpPaying, tu.Status)
@@ -211,18 +205,13 @@ func TestTopUpRetryVoidedReadFails(t *testing.T) {
 		f := withFailing(t, e)
 		req := commerce.TopUpRequest{UserID: e.ID("user"), Amount: 5_000, Method: payment.MethodCard, Token: "tok_ok",
 			IdempotencyKey: "t1"}
-		e.PG.SetFault(pgsim.FaultUnavailable)
-		_, err := e.Service.TopUp(ctx, req)
-		e.PG.SetFault(pgsim.FaultNone)
-		requireUnreached(t, err)
-		var id string
-		require.NoError(t, e.DB.NewSelect().Table("commerce_topups").Column("id").Where("user_id = ?", req.UserID).Scan(ctx, &id))
+		id := abandonedTopUp(t, e, req)
 		approveAbandoned(t, e, "pay-"+id, id, req.Amount, false)
 
 		f.Arm(1, "SELECT", "payment_refunds")
-		_, err = e.Service.TopUp(ctx, req)
+		_, err := e.Service.TopUp(ctx, req)
 		require.NotEmpty(t, f.Disarm(), "the read of the payment's void")
-		requireUnavailable(t, err, payment.ErrAbandoned, payment.ErrGatewayUnavailable)
+		testkit.RequireConnReset(t, err, payment.ErrAbandoned, payment.ErrGatewayUnavailable)
 
 		tu := testkit.Must(e.Service.GetTopUp(ctx, id, commerce.Actor{Admin: true}))(t)
 		assert.Equal(t, commerce.TopUpPaying, tu.Status)
@@ -255,7 +244,7 @@ func TestPlaceRefusedReadFails(t *testing.T) {
 		f.Arm(1, "FROM commerce_orders AS o", "JOIN commerce_order_lines")
 		_, err := e.Service.PlaceOrder(ctx, req)
 		require.Contains(t, f.Disarm(), "commerce_orders", "the order's read after the refusal")
-		requireUnavailable(t, err, commerce.ErrInsufficientPoints)
+		testkit.RequireConnReset(t, err, commerce.ErrInsufficientPoints)
 
 		_, err = e.Service.PlaceOrder(ctx, req)
 		require.ErrorIs(t, err, commerce.ErrInsufficientPoints)

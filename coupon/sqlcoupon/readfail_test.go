@@ -2,7 +2,6 @@ package sqlcoupon_test
 
 import (
 	"context"
-	"syscall"
 	"testing"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
-	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testclock"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
@@ -31,18 +29,6 @@ func eachDB(t *testing.T, test func(t *testing.T, db *bun.DB)) {
 			require.NoError(t, sqlcoupon.CreateSchema(ctx, db))
 			test(t, db)
 		})
-	}
-}
-
-// requireUnavailable checks that err is the failed statement's, a dependency failure, and
-// none of the business answers given.
-func requireUnavailable(t *testing.T, err error, not ...error) {
-	t.Helper()
-	require.Error(t, err)
-	require.ErrorIs(t, err, errcode.ErrUnavailable)
-	require.ErrorIs(t, err, syscall.ECONNRESET)
-	for _, business := range not {
-		require.NotErrorIs(t, err, business)
 	}
 }
 
@@ -66,7 +52,7 @@ func TestIssueAfterWindowReadFails(t *testing.T) {
 		f.Arm(1, "SELECT", "coupon_coupons")
 		_, err = svc.Issue(ctx, "window", "alice", "req-1")
 		require.NotEmpty(t, f.Disarm(), "the read of the request's coupon")
-		requireUnavailable(t, err, coupon.ErrEnded, coupon.ErrNotStarted)
+		testkit.RequireConnReset(t, err, coupon.ErrEnded, coupon.ErrNotStarted)
 
 		st := testkit.Must(svc.Stats(ctx, "window"))(t)
 		assert.Equal(t, coupon.Stats{Taken: 1, Issued: 1}, st, "nothing more issued")

@@ -45,7 +45,7 @@ func TestReserveCountLost(t *testing.T) {
 	u.Arm(testkit.CountLost, "UPDATE", "coupon_coupons")
 	_, err := svc.Reserve(ctx, c.ID, "alice", "order-1", 10_000)
 	require.NotEmpty(t, u.Disarm(), "the coupon's UPDATE")
-	requireUnavailable(t, err, coupon.ErrNotAvailable)
+	testkit.RequireConnReset(t, err, coupon.ErrNotAvailable)
 
 	assert.Equal(t, coupon.StateAvailable, testkit.Must(svc.Coupon(ctx, c.ID))(t).State)
 	assert.Empty(t, testkit.Must(svc.Redemptions(ctx, "order-1"))(t))
@@ -68,7 +68,7 @@ func TestConfirmCouponCountLost(t *testing.T) {
 	u.Arm(testkit.CountLost, "UPDATE", "coupon_redemptions")
 	err = svc.ConfirmCoupon(ctx, "order-1", c.ID)
 	require.NotEmpty(t, u.Disarm(), "the redemption's UPDATE")
-	requireUnavailable(t, err, coupon.ErrRedemptionNotFound, coupon.ErrRedemptionClosed, coupon.ErrHoldExpired)
+	testkit.RequireConnReset(t, err, coupon.ErrRedemptionNotFound, coupon.ErrRedemptionClosed, coupon.ErrHoldExpired)
 
 	reds := testkit.Must(svc.Redemptions(ctx, "order-1"))(t)
 	require.Len(t, reds, 1)
@@ -106,7 +106,7 @@ func TestResolveCountLost(t *testing.T) {
 			u.Arm(testkit.CountLost, "UPDATE", "coupon_coupons")
 			err = c.call(svc)
 			require.NotEmpty(t, u.Disarm(), "the coupon's UPDATE")
-			requireUnavailable(t, err)
+			testkit.RequireConnReset(t, err)
 			assert.Equal(t, coupon.RedemptionReserved, testkit.Must(svc.Redemptions(ctx, "order-1"))(t)[0].State)
 			assert.Equal(t, coupon.StateReserved, testkit.Must(svc.Coupon(ctx, cp.ID))(t).State)
 
@@ -131,7 +131,7 @@ func TestTakeCountLost(t *testing.T) {
 	u.Arm(testkit.CountLost, "UPDATE", "coupon_issue_counters")
 	_, err = svc.Issue(ctx, "tpl", "alice", "alice-1")
 	require.NotEmpty(t, u.Disarm(), "the counter's UPDATE")
-	requireUnavailable(t, err, coupon.ErrSoldOut)
+	testkit.RequireConnReset(t, err, coupon.ErrSoldOut)
 	assert.Equal(t, coupon.Stats{}, testkit.Must(svc.Stats(ctx, "tpl"))(t), "nothing issued")
 
 	c, err := svc.Issue(ctx, "tpl", "alice", "alice-1")

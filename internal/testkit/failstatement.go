@@ -6,8 +6,12 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 
+	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
+
+	"github.com/commercekit/commercekit/errcode"
 )
 
 // ErrConnReset is how FailStatement fails a statement: its connection reset, as when the
@@ -74,3 +78,16 @@ var closedChan = func() chan struct{} {
 
 func (resetCtx) Done() <-chan struct{} { return closedChan }
 func (resetCtx) Err() error            { return ErrConnReset }
+
+// RequireConnReset checks that err is the failure of a statement FailStatement or
+// FaultySQLite failed: ErrConnReset, classified as a dependency failure
+// (errcode.ErrUnavailable), and none of the business answers not.
+func RequireConnReset(t testing.TB, err error, not ...error) {
+	t.Helper()
+	require.Error(t, err)
+	require.ErrorIs(t, err, errcode.ErrUnavailable)
+	require.ErrorIs(t, err, ErrConnReset)
+	for _, business := range not {
+		require.NotErrorIs(t, err, business)
+	}
+}
