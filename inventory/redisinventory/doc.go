@@ -131,6 +131,13 @@
 // (TestDurableChangesBehindALongRebuildFailFast, TestDurableChangeBehindARebuildThatMissedIt,
 // TestDurableChangesWaitingLeaveTheHealAConnection).
 //
+// Such a forced rebuild is asked for in the journal too (the row 'behind' of
+// inventory_journal_generation holds the generation no rebuild has passed yet), so that
+// every process's next heal makes it even when the process that asked died first: a
+// restarted one at its start, the others at their next look (Run's interval)
+// (TestDurableBehindOutlivesTheProcess). Only when the database fails as well is the
+// request this process's alone (it logs so).
+//
 // Moving from the plain backend: a journal that was never built holds no stock, so the
 // first Heal over a Redis that already holds SKUs under the same prefix (a plain Backend's,
 // or a Durable's whose journal was lost) fails closed with ErrUnjournaledData instead of

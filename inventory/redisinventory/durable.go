@@ -110,10 +110,34 @@ func (d *Durable) lost(err error) error {
 // behind is lost for a change the journal has committed and whose Redis step failed
 // without telling whether it ran (a release, expiry, return or positive adjustment): it
 // asks for a rebuild even while one is under way, since a replay changes nothing in
-// Redis (a Return's replay assumes Redis returned the units).
-func (d *Durable) behind(err error) error {
+// Redis (a Return's replay assumes Redis returned the units). It asks in the journal too
+// (markBehind), so that the rebuild is made even if this process dies before its heal.
+func (d *Durable) behind(ctx context.Context, err error) error {
 	d.forced.Store(true)
+	if merr := d.markBehind(ctx); merr != nil {
+		d.log.ErrorContext(ctx, "redisinventory: recording that Redis is behind the journal failed; only this process will rebuild",
+			"err", merr)
+	}
 	return d.lost(err)
+}
+
+// markBehindTimeout bounds markBehind, which runs on a failure's path, when the database
+// may be failing too.
+const markBehindTimeout = time.Second
+
+// markBehind records in the row 'behind' the journal's generation now, which is at least
+// the one the change that calls it committed under: until a rebuild bumps the generation
+// past it (and so reads the journal with the change in it; see heal), every process's
+// heal rebuilds. It runs whether or not the caller is still there.
+func (d *Durable) markBehind(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markBehindTimeout)
+	defer cancel()
+	gen, err := d.currentGen(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = d.db.ExecContext(ctx, `UPDATE inventory_journal_generation SET gen = ? WHERE name = 'behind' AND gen < ?`, gen, gen)
+	return err
 }
 
 // DefaultRebuildWait is how long a change whose Redis step the generation guard refused
@@ -673,18 +697,27 @@ func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []
 			errs[i] = err
 		}
 	}
+	// behind asks for the rebuild once for the whole batch; later failures only wrap.
+	asked := false
+	behind := func(err error) error {
+		if asked {
+			return d.lost(err)
+		}
+		asked = true
+		return d.behind(ctx, err)
+	}
 	for i, err := range errs {
 		switch {
 		case errors.Is(err, errMarker):
 			// Refused again, with no rebuild recorded that read these changes: Redis moved
 			// on without them (a SetStock), or lost its marker. Only a rebuild applies them.
-			_ = d.behind(err)
+			_ = behind(err)
 			errs[i] = nil
 		case errors.Is(err, errLost):
 			_ = d.lost(err)
 			errs[i] = nil
 		case err != nil:
-			errs[i] = d.behind(redisErr(ctx, err))
+			errs[i] = behind(redisErr(ctx, err))
 		}
 	}
 	return errs
@@ -970,7 +1003,7 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		// The connection failed, COMMIT's answer maybe with it: the positive delta may be
 		// in the journal without ever reaching Redis, and its replay does not apply it.
 		// Redis is rebuilt from the journal, which holds it or not.
-		return inventory.Stock{}, d.behind(err)
+		return inventory.Stock{}, d.behind(ctx, err)
 	case err != nil:
 		return inventory.Stock{}, err
 	case replay:
@@ -985,7 +1018,7 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 			done, werr := d.afterRebuild(ctx, gen, func(now string) { gen = now; err = apply(ctx) })
 			switch {
 			case werr != nil:
-				return inventory.Stock{}, d.behind(werr)
+				return inventory.Stock{}, d.behind(ctx, werr)
 			case done:
 				// A rebuild read the journal with this adjustment in it: Redis holds it.
 				st, err := d.Stocks(ctx, []string{a.SKU})
@@ -999,7 +1032,7 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 			// Committed, but whether the script ran is not known (Redis failed or timed
 			// out), or Redis refused it with no rebuild recorded that read it (Redis moved
 			// on without it, or lost data): as above.
-			return inventory.Stock{}, d.behind(err)
+			return inventory.Stock{}, d.behind(ctx, err)
 		}
 		err = d.fail(ctx, "adjust", err)
 	}

@@ -23,7 +23,8 @@ const (
 
 // CreateJournal creates a Durable's tables if they do not exist: inventory_journal_generation
 // (rows gen: the generation Redis must hold; rebuild: the rebuild lock; built: the
-// generation the last rebuild built), inventory_journal_stock (per SKU: base = on hand + sold,
+// generation the last rebuild built; behind: a generation no rebuild has passed yet when
+// Redis missed a change of the journal), inventory_journal_stock (per SKU: base = on hand + sold,
 // and the buyer limit; changed only by SetStock and Adjust), inventory_journal_reservations
 // (one row per reservation, kept for ever), inventory_journal_lines (their lines, by SKU)
 // and inventory_journal_adjustments. It is idempotent.
@@ -48,7 +49,7 @@ func CreateJournal(ctx context.Context, db bun.IDB) error {
 	if sqlutil.IsSQLite(db) {
 		stmts = append(stmts, `CREATE INDEX IF NOT EXISTS inventory_journal_due ON inventory_journal_reservations (state, expires_at)`)
 	}
-	for _, name := range []string{"gen", "rebuild", "built"} {
+	for _, name := range []string{"gen", "rebuild", "built", "behind"} {
 		stmts = append(stmts, `INSERT INTO inventory_journal_generation (name, gen) SELECT '`+name+`', 0
  WHERE NOT EXISTS (SELECT 1 FROM inventory_journal_generation WHERE name = '`+name+`')`)
 	}
@@ -124,7 +125,7 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 	healed := d.healed.Load()
 	restarted := healed != nil && *healed != srv.RunID
 	if !force {
-		gen, err := d.currentGen(ctx)
+		gen, behind, err := d.healState(ctx)
 		if err != nil {
 			return RebuildReport{}, fmt.Errorf("redisinventory: heal: %w", err)
 		}
@@ -132,7 +133,7 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 			if err := d.refuseUnjournaled(ctx); err != nil {
 				return RebuildReport{}, err
 			}
-		} else if !restarted && !d.forced.Load() {
+		} else if !restarted && !behind && !d.forced.Load() {
 			marker, err := d.b.c.Get(ctx, d.marker).Int64()
 			if err != nil && !errors.Is(err, redis.Nil) && !wrongType(err) { // a marker of another type: rebuild
 				return RebuildReport{}, redisErr(ctx, err)
@@ -155,6 +156,34 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 	d.log.WarnContext(ctx, "redisinventory: Redis rebuilt from the journal", "generation", rep.Generation,
 		"skus", rep.SKUs, "reservations", rep.Reservations, "took", rep.Took)
 	return rep, nil
+}
+
+// healState reads the journal's generation and whether Redis is behind it: a change whose
+// Redis step failed recorded a generation (markBehind) that no rebuild has bumped past
+// since. The process that recorded it may have died before its own heal.
+func (d *Durable) healState(ctx context.Context) (gen int64, behind bool, err error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT name, gen FROM inventory_journal_generation WHERE name IN ('gen', 'built', 'behind')`)
+	if err != nil {
+		return 0, false, err
+	}
+	defer rows.Close()
+	row := map[string]int64{}
+	for rows.Next() {
+		var name string
+		var g int64
+		if err := rows.Scan(&name, &g); err != nil {
+			return 0, false, err
+		}
+		row[name] = g
+	}
+	if err := rows.Err(); err != nil {
+		return 0, false, err
+	}
+	if _, ok := row["gen"]; !ok {
+		return 0, false, errors.New("the journal has no generation (CreateJournal)")
+	}
+	d.gen.Store(row["gen"])
+	return row["gen"], row["behind"] > 0 && row["built"] <= row["behind"], nil
 }
 
 // ErrUnjournaledData is the error of a Heal that would build Redis for the first time from
