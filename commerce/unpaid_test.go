@@ -122,3 +122,30 @@ func TestUnpaidLimitsUnderConcurrency(t *testing.T) {
 		})
 	}
 }
+
+// TestUnpaidLimitsCountNoOrderPastItsDeadline: an unpaid order past its deadline holds
+// nothing any more (Pay refuses it, and the sweep expires it), so it counts against no cap
+// even before the sweep has run: the user may order again at once.
+func TestUnpaidLimitsCountNoOrderPastItsDeadline(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env) {
+		a := e.Product(t, 1_000, 50)
+		user := newBuyer(t, e, 0, 0).user
+		old, err := placeLines(e, user, "k1", commerce.Line{ProductID: a, Qty: 5})
+		require.NoError(t, err)
+		_, err = placeLines(e, user, "k2", commerce.Line{ProductID: a, Qty: 1})
+		require.ErrorIs(t, err, commerce.ErrUnpaidLimit, "the first order holds the cap")
+
+		e.Clock.Advance(commerce.DefaultOrderExpiry)
+		_, err = placeLines(e, user, "k3", commerce.Line{ProductID: a, Qty: 5})
+		require.NoError(t, err, "the first order is past its deadline, not yet expired by the sweep")
+		assert.Equal(t, commerce.StatusPendingPayment, order(t, e, old.ID).Status)
+		_, err = placeLines(e, user, "k4", commerce.Line{ProductID: a, Qty: 1})
+		require.ErrorIs(t, err, commerce.ErrUnpaidLimit, "the new order holds the cap")
+
+		n, err := e.Service.Expire(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, 1, n)
+		assert.Equal(t, commerce.StatusExpired, order(t, e, old.ID).Status)
+		e.RequireClean(t)
+	}, commerce.WithUnpaidLimits(5, 0))
+}
