@@ -45,7 +45,8 @@ func (e *UnpaidLimitError) Error() string {
 func (e *UnpaidLimitError) Unwrap() error { return ErrUnpaidLimit }
 
 // WithUnpaidLimits caps the units one user's unpaid orders (PENDING_PAYMENT or PAYING) may
-// hold: perProduct of any one product, total in all (defaults DefaultMaxUnpaidPerProduct
+// hold (a PENDING_PAYMENT order past its deadline holds nothing, even before the sweep
+// expires it): perProduct of any one product, total in all (defaults DefaultMaxUnpaidPerProduct
 // and DefaultMaxUnpaidUnits; 0 lifts a cap, a negative cap is refused). A product's buyer limit (inventory) applies
 // besides. An order that would exceed a cap fails with *UnpaidLimitError and changes
 // nothing. The caps hold however many orders a user places at once: see checkUnpaidLimits.
@@ -73,7 +74,9 @@ type userLockRow struct {
 // transaction tx: it writes the user's lock row (an upsert, so it writes even when the row
 // exists), which makes every other placement by the same user wait for tx to end — the row
 // lock on MySQL, the database's single writer on SQLite — and only then counts, so two
-// concurrent orders never both fit under a cap that holds one.
+// concurrent orders never both fit under a cap that holds one. A PENDING_PAYMENT order past
+// its deadline (r.CreatedAt is now) counts no more: Pay refuses it and the sweep expires
+// it. A PAYING one still counts: its payment's outcome is not known yet.
 func (s *Service) checkUnpaidLimits(ctx context.Context, tx bun.Tx, r *orderRow) error {
 	perProduct, total := s.cfg.maxUnpaidPerProduct, s.cfg.maxUnpaidUnits
 	if perProduct <= 0 && total <= 0 {
@@ -96,7 +99,7 @@ func (s *Service) checkUnpaidLimits(ctx context.Context, tx bun.Tx, r *orderRow)
 		Join("JOIN commerce_orders AS o ON o.id = l.order_id").
 		ColumnExpr("l.product_id, SUM(l.qty) AS qty").
 		Where("o.user_id = ?", r.UserID).
-		Where("o.status IN (?)", bun.List([]Status{StatusPendingPayment, StatusPaying})).
+		Where("o.status = ? OR (o.status = ? AND o.expires_at > ?)", StatusPaying, StatusPendingPayment, r.CreatedAt).
 		GroupExpr("l.product_id").
 		Scan(ctx, &held)
 	if err != nil {
