@@ -96,6 +96,8 @@ func (d *Durable) Rebuild(ctx context.Context) (RebuildReport, error) {
 // Heal rebuilds Redis when it does not hold the journal's generation (it lost its data, or
 // was never built) or an operation found a SKU key missing, and reports whether it did.
 // Run it at start, before serving; Run calls it whenever an operation finds lost data.
+// Like a Rebuild, it fails with an error matching errcode.ErrUnavailable when the journal
+// or Redis cannot be reached.
 func (d *Durable) Heal(ctx context.Context) (bool, error) {
 	rep, err := d.heal(ctx, false)
 	return rep.Generation != 0, err
@@ -107,12 +109,12 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 	if d.forUpdate != "" { // one rebuild at a time, across processes (SQLite: one process)
 		lock, err := d.db.BeginTx(ctx, nil)
 		if err != nil {
-			return RebuildReport{}, fmt.Errorf("redisinventory: rebuild: %w", err)
+			return RebuildReport{}, fmt.Errorf("redisinventory: rebuild: %w", sqlutil.Unavailable(d.db, err))
 		}
 		defer lock.Rollback() //nolint:errcheck // releases the lock; nothing was written
 		var n int64
 		if err := lock.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'rebuild'`+d.forUpdate).Scan(&n); err != nil {
-			return RebuildReport{}, fmt.Errorf("redisinventory: rebuild lock: %w", err)
+			return RebuildReport{}, fmt.Errorf("redisinventory: rebuild lock: %w", sqlutil.Unavailable(d.db, err))
 		}
 	}
 	// A Redis that restarted, or another one after a failover, may hold an older copy of
@@ -127,7 +129,7 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 	if !force {
 		gen, behind, err := d.healState(ctx)
 		if err != nil {
-			return RebuildReport{}, fmt.Errorf("redisinventory: heal: %w", err)
+			return RebuildReport{}, fmt.Errorf("redisinventory: heal: %w", sqlutil.Unavailable(d.db, err))
 		}
 		if gen == 0 { // never built
 			if err := d.refuseUnjournaled(ctx); err != nil {
@@ -445,10 +447,11 @@ func (d *Durable) Run(ctx context.Context, interval time.Duration) error {
 }
 
 // Generation returns the generation of the journal and the one Redis' marker holds (0 when
-// absent): equal when Redis is in service. For health checks and tests.
+// absent): equal when Redis is in service. For health checks and tests. A failure of
+// either dependency matches errcode.ErrUnavailable.
 func (d *Durable) Generation(ctx context.Context) (journal, redisGen int64, err error) {
 	if journal, err = d.currentGen(ctx); err != nil {
-		return 0, 0, err
+		return 0, 0, sqlutil.Unavailable(d.db, err)
 	}
 	redisGen, err = d.b.c.Get(ctx, d.marker).Int64()
 	if errors.Is(err, redis.Nil) {
