@@ -201,3 +201,58 @@ func durables(t *testing.T, rdb redis.UniversalClient, db *bun.DB, cutRDB redis.
 	cutD = testkit.Must(redisinventory.NewDurable(cutRDB, cutDB))(t)
 	return d, testkit.Must(inventory.New(d))(t), cutD, testkit.Must(inventory.New(cutD))(t)
 }
+
+// TestDurableRemovalCut: a negative Adjust has its MySQL connection cut before and after
+// each of its statements. Its Redis step runs inside the transaction, so a cut after it
+// (COMMIT) may leave Redis without the units while the journal never recorded the
+// removal. Whatever the cut, once the healers ran (as Run does after a failure, in this
+// process or another) and before any retry, Redis holds exactly what the journal does: no
+// unit lost in Redis for want of a retry. The retry then removes the units once.
+func TestDurableRemovalCut(t *testing.T) {
+	ctx := context.Background()
+	db, linked, link := testenv.LinkedMySQL(t)
+	rdb := testenv.Redis(t)
+	d, inv, cutD, cutInv := durables(t, rdb, db, rdb, linked)
+	prepare := func(sku string) inventory.Adjustment {
+		t.Helper()
+		setStock(t, inv, sku, 10, 0)
+		return inventory.Adjustment{ID: "adj-" + sku, SKU: sku, Delta: -3, Reason: "damaged"}
+	}
+
+	link.Arm(nil, false)
+	_, err := cutInv.Adjust(ctx, prepare("clean"))
+	_, statements := link.Disarm()
+	require.NoError(t, err)
+	skus := []string{"clean"}
+	for _, p := range testenv.CutPoints(statements, nil) {
+		sku := fmt.Sprintf("cut-%t-%d", p.After, p.N)
+		skus = append(skus, sku)
+		t.Run(p.String(), func(t *testing.T) {
+			a := prepare(sku)
+			link.Arm(p.Match(), p.After)
+			_, err := cutInv.Adjust(ctx, a)
+			cut, _ := link.Disarm()
+			require.Len(t, cut, 1)
+			if err != nil {
+				require.ErrorIs(t, err, errcode.ErrUnavailable, "cut at %q", cut[0])
+			}
+			for _, d := range []*redisinventory.Durable{d, cutD} {
+				_, err := d.Heal(ctx)
+				require.NoError(t, err)
+			}
+			var recorded int64
+			require.NoError(t, db.QueryRowContext(ctx, `SELECT COUNT(*) FROM inventory_journal_adjustments WHERE id = ?`, a.ID).
+				Scan(&recorded))
+			wantStock(t, inv, sku, 10-3*recorded, 10-3*recorded, 0)
+
+			_, err = inv.Adjust(ctx, a)
+			require.NoError(t, err, "the retry")
+			wantStock(t, inv, sku, 7, 7, 0)
+		})
+	}
+	_, err = d.Rebuild(ctx)
+	require.NoError(t, err)
+	for _, sku := range skus {
+		wantStock(t, inv, sku, 7, 7, 0)
+	}
+}
