@@ -943,12 +943,17 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 // commit, asks for a rebuild from the journal (an error matching errcode.ErrUnavailable,
 // with DependencyRebuilding's Retry-After) rather than leave Redis without it; so does a
 // positive delta whose Redis step the guard refused and that waited for the rebuild lock
-// longer than WithRebuildWait allows (see Release). So does a SKU the journal knows whose
-// stock key Redis lacks (lost data, never ErrUnknownSKU).
+// longer than WithRebuildWait allows (see Release). So does a negative delta whose Redis
+// step ran, or may have, in a transaction that then did not commit or whose COMMIT's answer
+// was lost: Redis may lack units the journal still holds, and waiting for the caller's
+// retry (which the adjustment's ID makes apply once) would leave them unsold if none comes.
+// So does a SKU the journal knows whose stock key Redis lacks (lost data, never
+// ErrUnknownSKU).
 func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.Time) (inventory.Stock, error) {
 	var (
 		gen    string
 		replay bool
+		ran    bool // a negative delta's script may have run, in any attempt
 		out    inventory.Stock
 	)
 	apply := func(ctx context.Context) error {
@@ -996,13 +1001,22 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		if n == 0 {
 			return &inventory.UnknownSKUError{SKU: a.SKU}
 		}
-		return apply(ctx)
+		ran = true
+		if err := apply(ctx); err != nil {
+			if isDomain(err) || errors.Is(err, errLost) {
+				ran = false // refused: Redis is unchanged
+			}
+			return err
+		}
+		return nil
 	})
 	switch {
-	case err != nil && a.Delta > 0 && depfail.Is(err):
+	case err != nil && (ran || a.Delta > 0 && depfail.Is(err)):
 		// The connection failed, COMMIT's answer maybe with it: the positive delta may be
 		// in the journal without ever reaching Redis, and its replay does not apply it.
-		// Redis is rebuilt from the journal, which holds it or not.
+		// Or the negative delta's script ran (or may have) and the journal may not hold
+		// it: Redis is short of its units until a retry, which may never come. Redis is
+		// rebuilt from the journal, which holds it or not.
 		return inventory.Stock{}, d.behind(ctx, err)
 	case err != nil:
 		return inventory.Stock{}, err
