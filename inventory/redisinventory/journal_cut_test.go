@@ -256,3 +256,70 @@ func TestDurableRemovalCut(t *testing.T) {
 		wantStock(t, inv, sku, 7, 7, 0)
 	}
 }
+
+// TestDurableResolveCut: a Release and a Return free units in Redis after the journal's
+// commit. Each has its MySQL connection cut before and after each of its statements: a cut
+// once COMMIT was answered leaves the journal holding the change while the caller sees a
+// failure and Redis never saw it (a returned reservation is no longer in the due index, so
+// no sweep ever settles it; a released one would hold its units until its deadline). Once
+// the healers ran (as Run does after a failure, in this process or another) and before any
+// retry, Redis must hold exactly what the journal does; the retry then succeeds and leaves
+// the same.
+func TestDurableResolveCut(t *testing.T) {
+	ctx := context.Background()
+	db, linked, link := testenv.LinkedMySQL(t)
+	rdb := testenv.Redis(t)
+	d, inv, cutD, cutInv := durables(t, rdb, db, rdb, linked)
+	for _, o := range []struct {
+		name   string
+		commit bool // the reservation is committed first
+		run    func(inv *inventory.Inventory, id string) error
+		want   [3]int64 // on hand, available, sold once done
+	}{
+		{"release", false, func(inv *inventory.Inventory, id string) error { return inv.Release(ctx, id) }, [3]int64{10, 10, 0}},
+		{"return", true, func(inv *inventory.Inventory, id string) error { return inv.Return(ctx, id) }, [3]int64{10, 10, 0}},
+	} {
+		prepare := func(sku string) string {
+			t.Helper()
+			setStock(t, inv, sku, 10, 0)
+			id := "r-" + sku
+			_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: id, Lines: line(sku, 3), TTL: time.Hour})
+			require.NoError(t, err)
+			if o.commit {
+				require.NoError(t, inv.Commit(ctx, id))
+			}
+			return id
+		}
+		link.Arm(nil, false)
+		require.NoError(t, o.run(cutInv, prepare(o.name+"-clean")))
+		_, statements := link.Disarm()
+		wantStock(t, inv, o.name+"-clean", o.want[0], o.want[1], o.want[2])
+		for _, p := range testenv.CutPoints(statements, nil) {
+			sku := fmt.Sprintf("%s-%t-%d", o.name, p.After, p.N)
+			t.Run(sku, func(t *testing.T) {
+				id := prepare(sku)
+				link.Arm(p.Match(), p.After)
+				err := o.run(cutInv, id)
+				cut, _ := link.Disarm()
+				require.Len(t, cut, 1)
+				if err != nil {
+					require.ErrorIs(t, err, errcode.ErrUnavailable, "cut at %q", cut[0])
+				}
+				for _, d := range []*redisinventory.Durable{d, cutD} {
+					_, err := d.Heal(ctx)
+					require.NoError(t, err)
+				}
+				before, err := inv.Stock(ctx, sku)
+				require.NoError(t, err)
+				_, err = d.Rebuild(ctx)
+				require.NoError(t, err)
+				journal, err := inv.Stock(ctx, sku)
+				require.NoError(t, err)
+				require.Equal(t, journal, before, "Redis holds what the journal does: cut at %q", cut[0])
+
+				require.NoError(t, o.run(inv, id), "the retry")
+				wantStock(t, inv, sku, o.want[0], o.want[1], o.want[2])
+			})
+		}
+	}
+}
