@@ -527,23 +527,39 @@ func (x resolution) settling() settling {
 
 // resolveRun resolves a batch of calls (distinct IDs) in one transaction (resolveBatch),
 // then makes Redis follow the journal for those the commit freed units of, in one script
-// call. A failed transaction fails every call; nothing of it reached the journal.
+// call. A failed transaction fails every call; nothing of it reached the journal, unless
+// the connection failed at COMMIT, whose answer may be what was lost: the changes that
+// free units may then be in the journal without Redis ever following them, which a
+// retry may never come to do (and a replay cannot always do; see settleAfter), so the call
+// asks for a rebuild from the journal (behind) and those changes fail with its error.
 func (d *Durable) resolveRun(ctx context.Context, calls []*groupcommit.Call, ready func()) {
 	var (
-		gen   string
-		after []resolution
+		gen        string
+		after      []resolution
+		committing bool // the last attempt's statements succeeded: only its COMMIT is left
 	)
 	err := sqlutil.InTx(ctx, d.db, func(ctx context.Context, tx bun.Tx) error {
+		committing = false
 		var err error
 		if gen, after, err = d.resolveBatch(ctx, tx, calls); err != nil {
 			return err
 		}
+		committing = true
 		ready()
 		return nil
 	})
 	if err != nil {
 		for _, c := range calls {
 			c.Out, c.Err = inventory.Reservation{}, d.fail(c.Ctx, resolveOps[c.R.State], err)
+		}
+		frees := func(x resolution) bool { return x.fin != x.r.State }
+		if committing && depfail.Is(err) && slices.ContainsFunc(after, frees) {
+			rebuild := d.behind(ctx, err)
+			for _, x := range after {
+				if frees(x) {
+					x.c.Err = rebuild
+				}
+			}
 		}
 		return
 	}
