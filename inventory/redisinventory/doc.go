@@ -76,10 +76,16 @@
 // Redis's marker: a setting that does not commit leaves the marker ahead of the journal,
 // so Redis fails closed from the moment the script ran until it is rebuilt
 // (TestDurableSetStockCut, TestDurableRedisStepCut).
-// A half left undone is conservative — units held in Redis that the journal freed, or a Redis
-// reservation whose SQL transaction rolled back — and heals: the reservation's deadline
-// (the sweep settles Redis reservations the journal does not hold live), a replay of the
-// same call (which settles Redis to the journal's state again), or the next rebuild.
+// A half left undone is conservative — units held in Redis that the journal freed, units a
+// negative Adjust took in Redis that the journal never recorded, or a Redis reservation
+// whose SQL transaction rolled back — and heals: the reservation's deadline (the sweep
+// settles Redis reservations the journal does not hold live), a replay of the same call
+// (which settles Redis to the journal's state again), or the next rebuild, which the call
+// asks for (as for a failed Redis step after the commit; see below) where it would
+// otherwise wait for a replay that may never come: a Release or Return whose COMMIT's
+// answer was lost (a returned reservation has no deadline left, a released one would hold
+// its units until it), a negative Adjust whose transaction failed once its script ran
+// (TestDurableResolveCut, TestDurableRemovalCut).
 //
 // Reserve replays: a reservation the journal holds is returned as the journal has it (a
 // released, expired or returned one makes Inventory.Reserve fail); a Redis reservation the
