@@ -845,8 +845,10 @@ func (d *Durable) sweepStrays(ctx context.Context, now time.Time, limit int) err
 			}
 			r := inventory.Reservation{ID: id, Lines: lines, BuyerID: toString(v[1]),
 				CreatedAt: fromMillis(toInt(v[2])), ExpiresAt: fromMillis(toInt(v[3]))}
+			// Stale (the record changed) or missing (gone since it was read: settled by
+			// another sweeper, past its retention): nothing of this read is left to settle.
 			_, err = d.b.settle(ctx, r, settleArgs{to: to, expires: r.ExpiresAt}, now, d.guard(gen)...)
-			if err != nil && !errors.Is(err, errStale) {
+			if err != nil && !errors.Is(err, errStale) && !errors.Is(err, inventory.ErrReservationNotFound) {
 				return redisErr(ctx, err)
 			}
 		}
