@@ -77,3 +77,34 @@ func TestDurableBehindOutlivesTheProcess(t *testing.T) {
 		})
 	}
 }
+
+// TestDurableFailedHealKeepsTheRequest: a SKU key goes missing under a good marker, so the
+// next heal must rebuild; that heal fails on Redis before it has dropped the marker (the
+// marker, still good, would not ask for a rebuild by itself). The heal after it must still
+// rebuild: a failed heal forgets no request.
+func TestDurableFailedHealKeepsTheRequest(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.MySQL(t)
+	rdb, linked, link := testenv.LinkedRedis(t)
+	_, inv, cutD, cutInv := durables(t, rdb, db, linked, db)
+	_, err := cutD.Heal(ctx)
+	require.NoError(t, err)
+	setStock(t, inv, "sku", 10, 0)
+	require.NoError(t, rdb.Del(ctx, "{inventory}:stock:sku").Err())
+	_, err = cutInv.Stock(ctx, "sku")
+	requireRebuilding(t, err)
+
+	link.Arm(func(q string) bool {
+		q = strings.ToLower(q)
+		return strings.HasPrefix(q, "del ") && strings.Contains(q, "{inventory}:generation")
+	}, false)
+	_, err = cutD.Heal(ctx)
+	cut, _ := link.Disarm()
+	require.Len(t, cut, 1, "the heal's drop of the marker is cut")
+	require.Error(t, err)
+
+	healed, err := cutD.Heal(ctx)
+	require.NoError(t, err)
+	assert.True(t, healed, "the next heal rebuilds")
+	wantStock(t, inv, "sku", 10, 10, 0)
+}
