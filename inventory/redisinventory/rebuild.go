@@ -148,9 +148,14 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 	}
 	d.rebuilding.Store(true)
 	defer d.rebuilding.Store(false)
-	d.forced.Store(false)
+	// The request is cleared before the rebuild reads the journal, so that one made while
+	// it runs (for a change it may not read) asks again; a failed rebuild asks again too.
+	forced := d.forced.Swap(false)
 	rep, err := d.rebuild(ctx)
 	if err != nil {
+		if forced {
+			d.forced.Store(true)
+		}
 		d.log.ErrorContext(ctx, "redisinventory: rebuild failed", "err", err)
 		return rep, err
 	}
