@@ -407,3 +407,20 @@ func TestUnpaidLimit(t *testing.T) {
 	assert.Equal(t, []int64{80, 20}, []int64{st.Available, st.Reserved})
 	expect(t, a.call("POST", "/v1/orders", token(t, "alice", false), "o-1", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "kbd", Qty: 20}}}), http.StatusCreated)
 }
+
+// TestUnpaidLimitOnByDefault: the caps are on unless configured off, at the defaults the
+// README and the flags' help give (commerce.DefaultMaxUnpaidPerProduct, ...Units): a server
+// started with no setting of its own refuses the 21st unpaid unit of one product.
+func TestUnpaidLimitOnByDefault(t *testing.T) {
+	def := server.Defaults()
+	assert.Equal(t, [2]int64{commerce.DefaultMaxUnpaidPerProduct, commerce.DefaultMaxUnpaidUnits},
+		[2]int64{def.MaxUnpaidPerProduct, def.MaxUnpaidUnits})
+	a := start(t, embedded, nil)
+	setup(t, a, "kbd", 10_000, 100)
+	mallory := token(t, "mallory", false)
+	expect(t, a.call("POST", "/v1/orders", mallory, "o-1", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "kbd", Qty: 20}}}), http.StatusCreated)
+	expectProblem(t, a.call("POST", "/v1/orders", mallory, "o-2", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "kbd", Qty: 1}}}),
+		http.StatusUnprocessableEntity, "unpaid_limit_reached")
+	st := as[server.StockJSON](t, a.call("GET", "/v1/products/kbd/stock", "", "", nil))
+	assert.Equal(t, []int64{80, 20}, []int64{st.Available, st.Reserved})
+}
