@@ -308,3 +308,25 @@ func TestRequiredMembersMustBeGiven(t *testing.T) {
 	st = as[server.StockJSON](t, expect(t, a.call("PUT", "/v1/products/p1/stock", admin, "", `{"ON_HAND":0}`), http.StatusOK))
 	assert.Zero(t, st.OnHand, "given, in another case, 0 is taken")
 }
+
+// TestOutOfRangeStockNamesItsField: a stock or buyer limit out of range is 400
+// invalid_request whose field is the member as the API spells it (on_hand, buyer_limit,
+// stock), as a missing one's is, not the inventory's words ("on hand", "buyer limit") nor
+// another member; and it changes nothing.
+func TestOutOfRangeStockNamesItsField(t *testing.T) {
+	a := start(t, embedded, nil)
+	admin := setup(t, a, "p1", 9000, 5)
+	for _, c := range []struct{ method, path, body, field string }{
+		{"PUT", "/v1/products/p1/stock", `{"on_hand":-1}`, "on_hand"},
+		{"PUT", "/v1/products/p1/stock", `{"on_hand":5,"buyer_limit":-1}`, "buyer_limit"},
+		{"POST", "/v1/products", `{"id":"p2","name":"P2","price":100,"stock":1,"buyer_limit":-1}`, "buyer_limit"},
+		{"POST", "/v1/products", `{"id":"p2","name":"P2","price":100,"stock":1,"buyer_limit":1000000000001}`, "buyer_limit"},
+		{"POST", "/v1/products", `{"id":"p2","name":"P2","price":100,"stock":-1}`, "stock"},
+	} {
+		p := expectProblem(t, a.call(c.method, c.path, admin, "", c.body), http.StatusBadRequest, "invalid_request")
+		assert.Equal(t, c.field, p.Field, "%s %s %s", c.method, c.path, c.body)
+	}
+	st := as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil))
+	assert.Equal(t, []int64{5, 0}, []int64{st.OnHand, st.BuyerLimit}, "the stock is as it was")
+	expectProblem(t, a.call("GET", "/v1/products/p2", "", "", nil), http.StatusNotFound, "product_not_found")
+}
