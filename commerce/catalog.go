@@ -46,8 +46,11 @@ func (s *Service) CreateProduct(ctx context.Context, p NewProduct) (Product, err
 	if err := checkPrice(p.Price); err != nil {
 		return Product{}, err
 	}
-	if p.Stock < 0 || p.Stock > inventory.MaxOnHand || p.BuyerLimit < 0 {
-		return Product{}, invalid("Stock", "stock and buyer limit must not be negative")
+	if p.Stock < 0 || p.Stock > inventory.MaxOnHand {
+		return Product{}, invalid("Stock", "must be between 0 and 10^12")
+	}
+	if p.BuyerLimit < 0 || p.BuyerLimit > inventory.MaxOnHand {
+		return Product{}, invalid("BuyerLimit", "must be between 0 (no limit) and 10^12")
 	}
 	if existing, err := s.productRow(ctx, s.db, p.ID); err == nil {
 		return s.sameProduct(ctx, existing, p)

@@ -119,10 +119,10 @@ func checkStockSetting(s StockSetting) error {
 		return err
 	}
 	if s.OnHand < 0 || s.OnHand > MaxOnHand {
-		return &ValidationError{Field: "on hand", Reason: "must be between 0 and 10^12", Err: ErrInvalidQuantity}
+		return &ValidationError{Field: "on_hand", Reason: "must be between 0 and 10^12", Err: ErrInvalidQuantity}
 	}
 	if s.BuyerLimit < 0 || s.BuyerLimit > MaxOnHand {
-		return &ValidationError{Field: "buyer limit", Reason: "must be between 0 (no limit) and 10^12", Err: ErrInvalidQuantity}
+		return &ValidationError{Field: "buyer_limit", Reason: "must be between 0 (no limit) and 10^12", Err: ErrInvalidQuantity}
 	}
 	return nil
 }
