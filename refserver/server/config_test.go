@@ -2,6 +2,7 @@ package server
 
 import (
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -87,4 +88,28 @@ func TestModeAndMasking(t *testing.T) {
 		assert.True(t, strings.HasPrefix(s.Env, "COMMERCEKIT_"), s.Env)
 		assert.Contains(t, out, s.Env, "every setting is printed")
 	}
+}
+
+// TestDevSecretListensOnLoopbackOnly: with COMMERCEKIT_JWT_SECRET unset, bearer tokens are
+// signed with the public development secret, so anyone who reaches the server can mint an
+// admin token. Such a server listens on loopback only: by default, and a COMMERCEKIT_ADDR
+// beyond loopback is refused until the deployment sets a secret of its own.
+func TestDevSecretListensOnLoopbackOnly(t *testing.T) {
+	none := func(string) string { return "" }
+	c, err := Load(nil, none, io.Discard)
+	require.NoError(t, err)
+	host, _, err := net.SplitHostPort(c.Addr)
+	require.NoError(t, err)
+	assert.True(t, net.ParseIP(host).IsLoopback(), "the embedded default listens on %q", c.Addr)
+	for _, addr := range []string{":8080", "0.0.0.0:8080", "[::]:8080", "192.0.2.1:8080", "example.com:8080"} {
+		_, err := Load([]string{"-addr", addr}, none, io.Discard)
+		require.Error(t, err, addr)
+		assert.Contains(t, err.Error(), "COMMERCEKIT_ADDR", addr)
+	}
+	for _, addr := range []string{"127.0.0.1:0", "localhost:8080", "[::1]:8080"} {
+		_, err := Load([]string{"-addr", addr}, none, io.Discard)
+		assert.NoError(t, err, addr)
+	}
+	_, err = Load([]string{"-addr", ":8080", "-jwt-secret", jwtSecret}, none, io.Discard)
+	assert.NoError(t, err, "a secret of the deployment's own may listen on every interface")
 }
