@@ -22,6 +22,12 @@ const (
 	DriverMySQL  = "mysql"
 )
 
+// DefaultAddr is the listen address of the default: loopback, since the embedded default
+// signs bearer tokens with DevJWTSecret unless COMMERCEKIT_JWT_SECRET is set (see
+// Config.Validate). A deployment listens beyond loopback with a secret of its own, e.g.
+// COMMERCEKIT_ADDR=:8080.
+const DefaultAddr = "127.0.0.1:8080"
+
 // DefaultSQLiteFile is the database file of the embedded default, in the working directory.
 const DefaultSQLiteFile = "refserver.db"
 
@@ -97,7 +103,7 @@ type Config struct {
 // backend in process.
 func Defaults() Config {
 	return Config{
-		Addr:           ":8080",
+		Addr:           DefaultAddr,
 		DBDriver:       DriverSQLite,
 		Collector:      true,
 		MetricsTZ:      DefaultMetricsTZ,
