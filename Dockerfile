@@ -17,5 +17,7 @@ COPY --from=build /out/refserver /refserver
 # The embedded default writes refserver.db to the working directory.
 WORKDIR /home/nonroot
 USER nonroot:nonroot
+# Without COMMERCEKIT_JWT_SECRET the server listens on loopback only (tokens would be signed
+# with the public development secret): to publish the port, set it and COMMERCEKIT_ADDR=:8080.
 EXPOSE 8080
 ENTRYPOINT ["/refserver"]
