@@ -52,6 +52,10 @@ var schema = []sqlutil.Table{
 		Indexes: []sqlutil.Index{
 			{Name: "commerce_orders_user", Columns: "user_id, created_at, id"},
 			{Name: "commerce_orders_due", Columns: "status, expires_at"},
+			// The unpaid caps' count (checkUnpaidLimits): a user's unpaid orders, not their
+			// whole history, nor every user's unpaid orders (commerce_orders_due), nor, as
+			// MariaDB 10.11 chose without it, every order line.
+			{Name: "commerce_orders_unpaid", Columns: "user_id, status, expires_at"},
 			{Name: "commerce_orders_step", Columns: "step, id"},
 		}},
 	{Name: "commerce_order_lines", Columns: `
