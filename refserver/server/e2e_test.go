@@ -424,3 +424,21 @@ func TestUnpaidLimitOnByDefault(t *testing.T) {
 	st := as[server.StockJSON](t, a.call("GET", "/v1/products/kbd/stock", "", "", nil))
 	assert.Equal(t, []int64{80, 20}, []int64{st.Available, st.Reserved})
 }
+
+// TestSetStockNeedsTheBuyerLimit: PUT /v1/products/{id}/stock replaces the product's stock
+// setting, the on-hand count and the buyer limit. A body without buyer_limit is refused
+// (400, field buyer_limit), and the limit stays: a restock that omitted it would otherwise
+// lift a one-per-customer limit without a word. 0 still says "no limit", when it is written.
+func TestSetStockNeedsTheBuyerLimit(t *testing.T) {
+	a := start(t, embedded, nil)
+	admin := setup(t, a, "p1", 9_000, 5)
+	expect(t, a.call("PUT", "/v1/products/p1/stock", admin, "", server.SetStockJSON{OnHand: 5, BuyerLimit: 1}), http.StatusOK)
+
+	p := expectProblem(t, a.call("PUT", "/v1/products/p1/stock", admin, "", `{"on_hand": 50}`), http.StatusBadRequest, "invalid_argument")
+	assert.Equal(t, "buyer_limit", p.Field)
+	st := as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil))
+	assert.Equal(t, []int64{5, 1}, []int64{st.OnHand, st.BuyerLimit}, "the setting is unchanged")
+
+	st = as[server.StockJSON](t, expect(t, a.call("PUT", "/v1/products/p1/stock", admin, "", `{"on_hand": 50, "buyer_limit": 0}`), http.StatusOK))
+	assert.Equal(t, []int64{50, 0}, []int64{st.OnHand, st.BuyerLimit}, "a limit of 0, written, lifts it")
+}
