@@ -317,7 +317,7 @@ func TestOutOfRangeStockNamesItsField(t *testing.T) {
 	a := start(t, embedded, nil)
 	admin := setup(t, a, "p1", 9000, 5)
 	for _, c := range []struct{ method, path, body, field string }{
-		{"PUT", "/v1/products/p1/stock", `{"on_hand":-1}`, "on_hand"},
+		{"PUT", "/v1/products/p1/stock", `{"on_hand":-1,"buyer_limit":0}`, "on_hand"},
 		{"PUT", "/v1/products/p1/stock", `{"on_hand":5,"buyer_limit":-1}`, "buyer_limit"},
 		{"POST", "/v1/products", `{"id":"p2","name":"P2","price":100,"stock":1,"buyer_limit":-1}`, "buyer_limit"},
 		{"POST", "/v1/products", `{"id":"p2","name":"P2","price":100,"stock":1,"buyer_limit":1000000000001}`, "buyer_limit"},

@@ -434,7 +434,7 @@ func TestSetStockNeedsTheBuyerLimit(t *testing.T) {
 	admin := setup(t, a, "p1", 9_000, 5)
 	expect(t, a.call("PUT", "/v1/products/p1/stock", admin, "", server.SetStockJSON{OnHand: 5, BuyerLimit: 1}), http.StatusOK)
 
-	p := expectProblem(t, a.call("PUT", "/v1/products/p1/stock", admin, "", `{"on_hand": 50}`), http.StatusBadRequest, "invalid_argument")
+	p := expectProblem(t, a.call("PUT", "/v1/products/p1/stock", admin, "", `{"on_hand": 50}`), http.StatusBadRequest, "invalid_request")
 	assert.Equal(t, "buyer_limit", p.Field)
 	st := as[server.StockJSON](t, a.call("GET", "/v1/products/p1/stock", "", "", nil))
 	assert.Equal(t, []int64{5, 1}, []int64{st.OnHand, st.BuyerLimit}, "the setting is unchanged")

@@ -67,7 +67,7 @@ type PriceJSON struct {
 	Price int64 `json:"price"`
 }
 
-// SetStockJSON sets a product's on-hand count and buyer limit.
+// SetStockJSON sets a product's on-hand count and buyer limit, both required (0: no limit).
 type SetStockJSON struct {
 	OnHand     int64 `json:"on_hand"`
 	BuyerLimit int64 `json:"buyer_limit"`
