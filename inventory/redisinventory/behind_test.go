@@ -108,3 +108,40 @@ func TestDurableFailedHealKeepsTheRequest(t *testing.T) {
 	assert.True(t, healed, "the next heal rebuilds")
 	wantStock(t, inv, "sku", 10, 10, 0)
 }
+
+// TestDurableAdjustReplayWhileBehind: a positive adjustment's Redis step is cut before it
+// reaches Redis: the journal holds it, Redis does not, and the caller gets a 503
+// rebuilding. Its retry, made before the rebuild has run, is a replay (the journal holds
+// the ID): it must not answer success with the stock Redis holds, which lacks the delta,
+// but the same 503, until the rebuild has brought the delta; then success, once.
+func TestDurableAdjustReplayWhileBehind(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.MySQL(t)
+	rdb, linked, link := testenv.LinkedRedis(t)
+	_, inv, cutD, cutInv := durables(t, rdb, db, linked, db)
+	_, err := cutD.Heal(ctx)
+	require.NoError(t, err)
+	setStock(t, inv, "sku", 10, 0)
+	restock := inventory.Adjustment{ID: "restock", SKU: "sku", Delta: 5, Reason: "restock"}
+
+	link.Arm(func(q string) bool {
+		q = strings.ToLower(q)
+		return strings.HasPrefix(q, "evalsha ") && strings.Contains(q, " {inventory}:adj:restock ")
+	}, false)
+	_, err = cutInv.Adjust(ctx, restock)
+	cut, _ := link.Disarm()
+	require.Len(t, cut, 1)
+	requireRebuilding(t, err)
+
+	for _, inv := range []*inventory.Inventory{cutInv, inv} { // this process, and another
+		_, err = inv.Adjust(ctx, restock)
+		requireRebuilding(t, err)
+	}
+	healed, err := cutD.Heal(ctx)
+	require.NoError(t, err)
+	require.True(t, healed)
+	st, err := cutInv.Adjust(ctx, restock)
+	require.NoError(t, err)
+	assert.Equal(t, [2]int64{15, 15}, [2]int64{st.OnHand, st.Available}, "the replay answers the stock with the delta, once")
+	wantStock(t, inv, "sku", 15, 15, 0)
+}
