@@ -121,6 +121,26 @@ func (d *Durable) behind(ctx context.Context, err error) error {
 	return d.lost(err)
 }
 
+// errBehind is the error of a read that would answer from a Redis known to miss changes
+// the journal holds, before the rebuild asked for has run.
+var errBehind = fmt.Errorf("%w: a rebuild asked for after a missed Redis step has not run yet", errLost)
+
+// notBehind returns errBehind while a rebuild is asked for, in this process or, through the
+// journal's row 'behind', in any.
+func (d *Durable) notBehind(ctx context.Context) error {
+	if d.forced.Load() {
+		return errBehind
+	}
+	_, behind, err := d.healState(ctx)
+	switch {
+	case err != nil:
+		return err
+	case behind:
+		return errBehind
+	}
+	return nil
+}
+
 // markBehindTimeout bounds markBehind, which runs on a failure's path, when the database
 // may be failing too.
 const markBehindTimeout = time.Second
@@ -966,7 +986,8 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 // was lost: Redis may lack units the journal still holds, and waiting for the caller's
 // retry (which the adjustment's ID makes apply once) would leave them unsold if none comes.
 // So does a SKU the journal knows whose stock key Redis lacks (lost data, never
-// ErrUnknownSKU).
+// ErrUnknownSKU), and a replay while a rebuild asked for has not run yet (in any process):
+// the stock Redis holds may lack the adjustment the replay would report.
 func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.Time) (inventory.Stock, error) {
 	var (
 		gen    string
@@ -1039,6 +1060,11 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 	case err != nil:
 		return inventory.Stock{}, err
 	case replay:
+		// The first call may have left Redis without the delta and asked for a rebuild
+		// (here or in another process): the stock Redis holds would not have it yet.
+		if err := d.notBehind(ctx); err != nil {
+			return inventory.Stock{}, d.fail(ctx, "adjust", err)
+		}
 		st, err := d.Stocks(ctx, []string{a.SKU})
 		if err != nil {
 			return inventory.Stock{}, err
