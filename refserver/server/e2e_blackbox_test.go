@@ -305,7 +305,7 @@ func TestRequiredMembersMustBeGiven(t *testing.T) {
 	assert.Equal(t, int64(9000), as[server.ProductJSON](t, a.call("GET", "/v1/products/p1", "", "", nil)).Price)
 	assert.Equal(t, int64(2), as[server.CartJSON](t, a.call("GET", "/v1/cart", bob, "", nil)).Items[0].Qty)
 
-	st = as[server.StockJSON](t, expect(t, a.call("PUT", "/v1/products/p1/stock", admin, "", `{"ON_HAND":0}`), http.StatusOK))
+	st = as[server.StockJSON](t, expect(t, a.call("PUT", "/v1/products/p1/stock", admin, "", `{"ON_HAND":0,"Buyer_Limit":0}`), http.StatusOK))
 	assert.Zero(t, st.OnHand, "given, in another case, 0 is taken")
 }
 
