@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
@@ -25,23 +27,12 @@ import (
 // read the changes, no heal rebuilds again.
 func TestDurableBehindOutlivesTheProcess(t *testing.T) {
 	ctx := context.Background()
-	db := testenv.MySQL(t)
-	rdb, linked, link := testenv.LinkedRedis(t)
-	other, inv, cutD, cutInv := durables(t, rdb, db, linked, db)
-	_, err := cutD.Heal(ctx)
-	require.NoError(t, err)
-
+	// cutD's heal never runs: its process died with the rebuild it asked for.
+	rdb, link, db, other, inv, _, cutInv := cutDurables(t)
 	// cut runs op in cutD with the script call naming key cut before it reaches Redis.
 	cut := func(t *testing.T, key string, op func() error) {
 		t.Helper()
-		link.Arm(func(q string) bool {
-			q = strings.ToLower(q)
-			return strings.HasPrefix(q, "evalsha ") && strings.Contains(q, " "+key+" ")
-		}, false)
-		err := op()
-		cut, _ := link.Disarm()
-		require.Len(t, cut, 1)
-		requireRebuilding(t, err)
+		requireRebuilding(t, cutCommand(t, link, "evalsha", key+" ", op))
 	}
 	for _, healer := range []struct {
 		name string
@@ -61,7 +52,6 @@ func TestDurableBehindOutlivesTheProcess(t *testing.T) {
 				_, err := cutInv.Adjust(ctx, inventory.Adjustment{ID: "a-" + restocked, SKU: restocked, Delta: 5, Reason: "restock"})
 				return err
 			})
-			// cutD's heal never runs: its process died with the rebuild it asked for.
 
 			d := healer.d(t)
 			healed, err := d.Heal(ctx)
@@ -84,24 +74,16 @@ func TestDurableBehindOutlivesTheProcess(t *testing.T) {
 // rebuild: a failed heal forgets no request.
 func TestDurableFailedHealKeepsTheRequest(t *testing.T) {
 	ctx := context.Background()
-	db := testenv.MySQL(t)
-	rdb, linked, link := testenv.LinkedRedis(t)
-	_, inv, cutD, cutInv := durables(t, rdb, db, linked, db)
-	_, err := cutD.Heal(ctx)
-	require.NoError(t, err)
+	rdb, link, _, _, inv, cutD, cutInv := cutDurables(t)
 	setStock(t, inv, "sku", 10, 0)
 	require.NoError(t, rdb.Del(ctx, "{inventory}:stock:sku").Err())
-	_, err = cutInv.Stock(ctx, "sku")
+	_, err := cutInv.Stock(ctx, "sku")
 	requireRebuilding(t, err)
 
-	link.Arm(func(q string) bool {
-		q = strings.ToLower(q)
-		return strings.HasPrefix(q, "del ") && strings.Contains(q, "{inventory}:generation")
-	}, false)
-	_, err = cutD.Heal(ctx)
-	cut, _ := link.Disarm()
-	require.Len(t, cut, 1, "the heal's drop of the marker is cut")
-	require.Error(t, err)
+	require.Error(t, cutCommand(t, link, "del", "{inventory}:generation", func() error {
+		_, err := cutD.Heal(ctx)
+		return err
+	}), "the heal's drop of the marker is cut")
 
 	healed, err := cutD.Heal(ctx)
 	require.NoError(t, err)
@@ -116,25 +98,17 @@ func TestDurableFailedHealKeepsTheRequest(t *testing.T) {
 // but the same 503, until the rebuild has brought the delta; then success, once.
 func TestDurableAdjustReplayWhileBehind(t *testing.T) {
 	ctx := context.Background()
-	db := testenv.MySQL(t)
-	rdb, linked, link := testenv.LinkedRedis(t)
-	_, inv, cutD, cutInv := durables(t, rdb, db, linked, db)
-	_, err := cutD.Heal(ctx)
-	require.NoError(t, err)
+	_, link, _, _, inv, cutD, cutInv := cutDurables(t)
 	setStock(t, inv, "sku", 10, 0)
 	restock := inventory.Adjustment{ID: "restock", SKU: "sku", Delta: 5, Reason: "restock"}
 
-	link.Arm(func(q string) bool {
-		q = strings.ToLower(q)
-		return strings.HasPrefix(q, "evalsha ") && strings.Contains(q, " {inventory}:adj:restock ")
-	}, false)
-	_, err = cutInv.Adjust(ctx, restock)
-	cut, _ := link.Disarm()
-	require.Len(t, cut, 1)
-	requireRebuilding(t, err)
+	requireRebuilding(t, cutCommand(t, link, "evalsha", "{inventory}:adj:restock ", func() error {
+		_, err := cutInv.Adjust(ctx, restock)
+		return err
+	}))
 
 	for _, inv := range []*inventory.Inventory{cutInv, inv} { // this process, and another
-		_, err = inv.Adjust(ctx, restock)
+		_, err := inv.Adjust(ctx, restock)
 		requireRebuilding(t, err)
 	}
 	healed, err := cutD.Heal(ctx)
@@ -144,4 +118,31 @@ func TestDurableAdjustReplayWhileBehind(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, [2]int64{15, 15}, [2]int64{st.OnHand, st.Available}, "the replay answers the stock with the delta, once")
 	wantStock(t, inv, "sku", 15, 15, 0)
+}
+
+// cutDurables returns two Durables on one journal and one Redis, as durables does, the
+// second (cutD) reaching Redis through link, both healed.
+func cutDurables(t *testing.T) (rdb *redis.Client, link *testenv.Link, db *bun.DB,
+	other *redisinventory.Durable, inv *inventory.Inventory, cutD *redisinventory.Durable, cutInv *inventory.Inventory) {
+	t.Helper()
+	db = testenv.MySQL(t)
+	rdb, linked, link := testenv.LinkedRedis(t)
+	other, inv, cutD, cutInv = durables(t, rdb, db, linked, db)
+	_, err := cutD.Heal(context.Background())
+	require.NoError(t, err)
+	return rdb, link, db, other, inv, cutD, cutInv
+}
+
+// cutCommand runs op with the first Redis command through link that starts with verb and
+// names key cut before it reaches Redis, and returns op's error.
+func cutCommand(t *testing.T, link *testenv.Link, verb, key string, op func() error) error {
+	t.Helper()
+	link.Arm(func(q string) bool {
+		q = strings.ToLower(q)
+		return strings.HasPrefix(q, verb+" ") && strings.Contains(q, " "+key)
+	}, false)
+	err := op()
+	cut, _ := link.Disarm()
+	require.Len(t, cut, 1, "%s %s is cut", verb, key)
+	return err
 }
