@@ -3,8 +3,13 @@ package commerce_test
 import (
 	"fmt"
 	"runtime"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun/dialect"
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/commercetest"
@@ -84,4 +89,83 @@ func benchCheckout(b *testing.B, e *commercetest.Env, run checkoutRun) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "orders/s")
 	b.ReportMetric(float64(e.Statements.All.Load()-statements)/float64(b.N), "statements/order")
+}
+
+// BenchmarkPlaceOrderLongHistory measures a buyer's checkout (PlaceOrder, then a card
+// payment) when the buyer has `history` paid orders already, on each configuration. The
+// unpaid caps count the buyer's unpaid units in every placing transaction, under the
+// buyer's lock: with the index commerce_orders_unpaid that count reads the buyer's unpaid
+// orders only, so a long history must not slow the checkout down.
+func BenchmarkPlaceOrderLongHistory(b *testing.B) {
+	for _, c := range commercetest.Configs {
+		for _, history := range []int{0, 8192} {
+			b.Run(fmt.Sprintf("%s/history=%d", c.Name, history), func(b *testing.B) {
+				e := c.New(b)
+				sku := e.Product(b, 10_000, 10_000_000)
+				checkout := func(key string) {
+					o, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: "long-history", IdempotencyKey: key,
+						Lines: []commerce.Line{{ProductID: sku, Qty: 1}}})
+					require.NoError(b, err)
+					o, err = e.Service.Pay(ctx, cardPayment(o, "tok"))
+					require.NoError(b, err)
+					require.Equal(b, commerce.StatusPaid, o.Status)
+				}
+				if history > 0 {
+					checkout("seed")
+					copyHistory(b, e, "long-history", history)
+				}
+				statements := e.Statements.All.Load()
+				b.ResetTimer()
+				for i := range b.N {
+					checkout(fmt.Sprintf("k-%d", i))
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "orders/s")
+				b.ReportMetric(float64(e.Statements.All.Load()-statements)/float64(b.N), "statements/order")
+			})
+		}
+	}
+}
+
+// copyHistory gives the buyer n more paid orders, copies (with their lines) of the one the
+// buyer has, each under a new ID and key, then has MySQL analyse the tables, as a
+// production server's statistics would know them.
+func copyHistory(b testing.TB, e *commercetest.Env, buyer string, n int) {
+	b.Helper()
+	exec := func(q string, args ...any) {
+		_, err := e.DB.ExecContext(ctx, q, args...)
+		require.NoError(b, err)
+	}
+	concat := func(a string) string { return "CONCAT(" + a + ", '-', s.n)" }
+	if e.DB.Dialect().Name() == dialect.SQLite {
+		concat = func(a string) string { return a + " || '-' || s.n" }
+	}
+	// columns lists the table's columns, and what to select for each: copies of the buyer's
+	// order, the named columns given a number.
+	columns := func(table string, numbered ...string) (cols, exprs string) {
+		rows, err := e.DB.QueryContext(ctx, "SELECT * FROM "+table+" LIMIT 0")
+		require.NoError(b, err)
+		names, err := rows.Columns()
+		require.NoError(b, err)
+		require.NoError(b, rows.Close())
+		es := make([]string, len(names))
+		for i, c := range names {
+			if es[i] = "t." + c; slices.Contains(numbered, c) {
+				es[i] = concat(es[i])
+			}
+		}
+		return strings.Join(names, ", "), strings.Join(es, ", ")
+	}
+	exec("CREATE TABLE bench_seq (n INTEGER NOT NULL)")
+	exec("INSERT INTO bench_seq (n) VALUES (1)")
+	for have := 1; have < n; have *= 2 {
+		exec("INSERT INTO bench_seq (n) SELECT n + ? FROM bench_seq WHERE n + ? <= ?", have, have, n)
+	}
+	cols, exprs := columns("commerce_order_lines", "order_id")
+	exec("INSERT INTO commerce_order_lines ("+cols+") SELECT "+exprs+
+		" FROM commerce_order_lines AS t JOIN commerce_orders AS o ON o.id = t.order_id CROSS JOIN bench_seq AS s WHERE o.user_id = ?", buyer)
+	cols, exprs = columns("commerce_orders", "id", "idem_key")
+	exec("INSERT INTO commerce_orders ("+cols+") SELECT "+exprs+" FROM commerce_orders AS t CROSS JOIN bench_seq AS s WHERE t.user_id = ?", buyer)
+	if e.DB.Dialect().Name() == dialect.MySQL {
+		exec("ANALYZE TABLE commerce_orders, commerce_order_lines")
+	}
 }
