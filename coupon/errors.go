@@ -118,6 +118,7 @@ func (e *IssueError) Error() string {
 	return s + ")"
 }
 
+// Unwrap returns Err, the sentinel that says why the issue was refused.
 func (e *IssueError) Unwrap() error { return e.Err }
 
 // RedeemError is a redemption rejection. Err is one of ErrCouponNotFound, ErrNotOwner,
@@ -151,6 +152,7 @@ func (e *RedeemError) Error() string {
 	return s + ")"
 }
 
+// Unwrap returns Err, the sentinel that says why the redemption was refused.
 func (e *RedeemError) Unwrap() error { return e.Err }
 
 // Internal signals between the Service's steps; never returned to callers.
