@@ -256,3 +256,35 @@ func TestHostileSaleDatedPastYear9999(t *testing.T) {
 		}
 	})
 }
+
+// TestHostileCalendarEdges: the first and last weeks and months a date can name. A sale on
+// 0000-01-01 (a Saturday, which time.Parse takes) marks the week starting -0001-12-27,
+// which no rollup can parse: RollupDirty failed at every call for good (SQLite; MySQL
+// refused the 11-character start and dead-lettered the event only after its retries).
+// Sales in December 9999 were left out of their month's rollup, and those of the week of
+// 9999-12-27 out of their week's: the rollup summed the days before "10000-01-01" as text,
+// which no day is.
+func TestHostileCalendarEdges(t *testing.T) {
+	stores(t, func(t *testing.T, e *env) {
+		yearZero := sale{order: "zero", at: time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC), lines: map[string]int64{"a": 1}}.event()
+		require.NoError(t, e.consumer.Deliver(ctx, []outbox.Event{yearZero}))
+		dead, err := outbox.NewDeadLetterTable(e.db).List(ctx, collector.ConsumerName, 0)
+		require.NoError(t, err)
+		if assert.Len(t, dead, 1, "the sale of year 0 is dead-lettered") {
+			assert.Contains(t, dead[0].Error, "year", "at once, as a permanent error: %s", dead[0].Error)
+		}
+		_, err = e.collector.RollupDirty(ctx)
+		assert.NoError(t, err, "no rollup mark that can never be rolled up")
+
+		last := sale{order: "last", at: kst("9999-12-28", 12), lines: map[string]int64{"b": 4}}.event()
+		require.NoError(t, e.consumer.Deliver(ctx, []outbox.Event{last}))
+		e.rollup(t)
+		want := collector.Metrics{Orders: 1, Units: 4, Revenue: 4000, NetUnits: 4, NetRevenue: 4000}
+		assert.Equal(t, want, e.metricsOf(t, collector.Daily, "b", "9999-12-28"))
+		assert.Equal(t, want, e.metricsOf(t, collector.Weekly, "b", "9999-12-28"), "the last week's rollup")
+		assert.Equal(t, want, e.metricsOf(t, collector.Monthly, "b", "9999-12-28"), "the last month's rollup")
+		top, err := e.collector.Ranking(ctx, collector.Monthly, date("9999-12-31"), 10)
+		require.NoError(t, err)
+		assert.Len(t, top, 1, "December 9999's ranking")
+	})
+}
