@@ -186,7 +186,7 @@ type streamRow struct {
 // written (commerceWrote). A sale or refund that cannot be decoded, of an unknown schema
 // version, whose amounts do not add up, or that commerce could not have written (under
 // another ID or key than commerce.EventID gives it, with lines, quantities, prices or
-// product IDs outside commerce's bounds, on a day past year 9999) is a permanent error:
+// product IDs outside commerce's bounds, on a day outside years 1 to 9999) is a permanent error:
 // the event is dead-lettered. A Kafka topic takes any producer's messages; such a one
 // counts nothing, and holds nothing up.
 func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
@@ -226,8 +226,10 @@ func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event
 			continue // an unpaid order: nothing was sold
 		}
 		day := c.day(oe.At)
-		if _, err := ParseDate(day); err != nil {
-			return outbox.Permanent(fmt.Errorf("collector: event %s: at %s, on no calendar day a query can name", ev.ID, oe.At.Format(time.RFC3339)))
+		if d, err := ParseDate(day); err != nil || d.Year() < 1 {
+			// Past year 9999 no query can name the day; in year 0 its week would start in
+			// year -1, which no rollup can name.
+			return outbox.Permanent(fmt.Errorf("collector: event %s: at %s, on a day outside years 1 to 9999", ev.ID, oe.At.Format(time.RFC3339)))
 		}
 		total := oe.Subtotal - oe.Discount // what was paid: a sale's revenue, and an old refund's
 		if refund {

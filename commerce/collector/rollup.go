@@ -68,6 +68,17 @@ func (p Period) end(start time.Time) time.Time {
 	return start.AddDate(0, 0, 1)
 }
 
+// lastDay returns the last day (YYYY-MM-DD) of the period p starting at start that a daily
+// row can hold: days compare as text, and the last week and month of 9999 end on a day of
+// year 10000, whose five-digit year sorts before every day's.
+func lastDay(p Period, start time.Time) string {
+	last := p.end(start).AddDate(0, 0, -1)
+	if last.Year() > 9999 {
+		return "9999-12-31"
+	}
+	return last.Format(time.DateOnly)
+}
+
 // Recompute recomputes the rollup (Weekly or Monthly) of the period holding date from the
 // daily rows, in one transaction: it replaces the period's rows by the sums of its days'.
 // It is idempotent and may run at any time, as often as wanted, concurrently with the
@@ -82,15 +93,15 @@ func (c *Collector) Recompute(ctx context.Context, p Period, date time.Time) err
 }
 
 func (c *Collector) recompute(ctx context.Context, tx bun.Tx, p Period, start time.Time) error {
-	from, to := start.Format(time.DateOnly), p.end(start).Format(time.DateOnly)
+	from, last := start.Format(time.DateOnly), lastDay(p, start)
 	if _, err := tx.NewDelete().Table(TableRollups).Where("period = ? AND start = ?", p, from).Exec(ctx); err != nil {
 		return fmt.Errorf("collector: clearing the %s rollup of %s: %w", p, from, err)
 	}
 	_, err := tx.NewRaw(`INSERT INTO `+TableRollups+` (period, start, product_id, `+metricColumns+`, updated_at)
 		SELECT ?, ?, product_id, SUM(orders), SUM(units), SUM(revenue), SUM(cancellations),
 			SUM(units_refunded), SUM(revenue_refunded), SUM(net_units), SUM(net_revenue), ?
-		FROM `+TableDaily+` WHERE day >= ? AND day < ? GROUP BY product_id`,
-		p, from, c.now().UTC(), from, to).Exec(ctx)
+		FROM `+TableDaily+` WHERE day >= ? AND day <= ? GROUP BY product_id`,
+		p, from, c.now().UTC(), from, last).Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("collector: computing the %s rollup of %s: %w", p, from, err)
 	}
