@@ -17,8 +17,24 @@ import (
 // it was set aside in At (Consumer is empty, Attempts 0). Later events of their streams
 // wait behind them until Redrive or Skip.
 func (r *Relay) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error) {
+	return r.deadLetters(ctx, limit, true)
+}
+
+// DeadLetterSummaries is DeadLetters without the events' payloads and headers (each
+// Event's Payload and Headers are nil): what a listing of them shows, read without the
+// payloads, which are up to MaxPayloadLen each, and often why the publisher refused the
+// event (too large for the broker).
+func (r *Relay) DeadLetterSummaries(ctx context.Context, limit int) ([]DeadLetter, error) {
+	return r.deadLetters(ctx, limit, false)
+}
+
+// deadLetters is DeadLetters, reading the payloads and headers only when whole is set.
+func (r *Relay) deadLetters(ctx context.Context, limit int, whole bool) ([]DeadLetter, error) {
 	var rows []eventRow
 	q := r.db.NewSelect().Model(&rows).Where("dead_at IS NOT NULL AND sent_at IS NULL").OrderExpr("pos")
+	if !whole {
+		q = q.ExcludeColumn("payload", "headers")
+	}
 	if limit > 0 {
 		q = q.Limit(int64(limit))
 	}

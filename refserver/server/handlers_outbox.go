@@ -30,7 +30,7 @@ type DeadLetterPageJSON struct {
 const maxDeadLetters = 500
 
 func (s *Server) relayDeadLetters(w http.ResponseWriter, r *http.Request) {
-	dls, err := s.st.relay.DeadLetters(r.Context(), maxDeadLetters)
+	dls, err := s.st.relay.DeadLetterSummaries(r.Context(), maxDeadLetters)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
