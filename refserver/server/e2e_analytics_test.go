@@ -106,3 +106,21 @@ func TestRankings(t *testing.T) {
 		})
 	}
 }
+
+// TestAnalyticsDatesOfYearZero: time.Parse takes year 0, whose weeks and months start on
+// days no YYYY-MM-DD names: a weekly ranking of 0000-01-01 answered 200 with the start
+// "-0001-12-27". Such a date is a bad query, as 10000-01-01 is.
+func TestAnalyticsDatesOfYearZero(t *testing.T) {
+	a := start(t, embedded, nil)
+	for _, bad := range []string{
+		"/v1/rankings?period=weekly&date=0000-01-01", "/v1/rankings?period=daily&date=0000-06-15",
+		"/v1/products/p1/metrics?period=weekly&from=0000-01-01&to=0001-01-07",
+		"/v1/products/p1/metrics?period=monthly&from=0000-12-01&to=0000-12-31",
+	} {
+		expectProblem(t, a.call("GET", bad, "", "", nil), http.StatusBadRequest, "invalid_request")
+	}
+	r := as[server.RankingJSON](t, expect(t, a.call("GET", "/v1/rankings?period=weekly&date=0001-01-01", "", "", nil), http.StatusOK))
+	assert.Equal(t, "0001-01-01", r.Start, "the first day a date names, a Monday")
+	expect(t, a.call("GET", "/v1/products/p1/metrics?period=monthly&from=9999-12-31", "", "", nil), http.StatusBadRequest)
+	expect(t, a.call("GET", "/v1/products/p1/metrics?period=monthly&from=0001-01-01&to=0001-01-31", "", "", nil), http.StatusOK)
+}
