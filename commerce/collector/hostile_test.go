@@ -4,6 +4,7 @@ package collector_test
 // hostile Kafka producer would, each failing before its fix.
 
 import (
+	"encoding/json"
 	"math"
 	"strings"
 	"testing"
@@ -286,5 +287,46 @@ func TestHostileCalendarEdges(t *testing.T) {
 		top, err := e.collector.Ranking(ctx, collector.Monthly, date("9999-12-31"), 10)
 		require.NoError(t, err)
 		assert.Len(t, top, 1, "December 9999's ranking")
+	})
+}
+
+// TestHostileSaleWithoutATime: commerce stamps every event with the time it happened
+// ("at"). A sale or refund without one decoded to Go's zero time and was counted on
+// 0001-01-01 (09:00 in Seoul), in that day's, week's and month's ranking, instead of
+// being dead-lettered as an event commerce could not have written.
+func TestHostileSaleWithoutATime(t *testing.T) {
+	stores(t, func(t *testing.T, e *env) {
+		noTime := func(s sale) outbox.Event {
+			ev := s.event()
+			var body map[string]any
+			require.NoError(t, json.Unmarshal(ev.Payload, &body))
+			delete(body, "at")
+			var err error
+			ev.Payload, err = json.Marshal(body)
+			require.NoError(t, err)
+			return ev
+		}
+		poison := []outbox.Event{
+			noTime(sale{order: "o1", at: kst("2026-03-04", 10), lines: map[string]int64{"a": 2}}),
+			noTime(sale{order: "o2", at: kst("2026-03-04", 10), lines: map[string]int64{"b": 1}, refund: true}),
+		}
+		good := sale{order: "o3", at: kst("2026-03-04", 11), lines: map[string]int64{"a": 1}}.event()
+		require.NoError(t, e.consumer.Deliver(ctx, append(poison, good)))
+		e.rollup(t)
+		dead, err := outbox.NewDeadLetterTable(e.db).List(ctx, collector.ConsumerName, 0)
+		require.NoError(t, err)
+		var ids []string
+		for _, d := range dead {
+			ids = append(ids, d.ID)
+		}
+		assert.ElementsMatch(t, []string{poison[0].ID, poison[1].ID}, ids, "the events without a time are dead-lettered")
+		var days []string
+		require.NoError(t, e.db.NewSelect().Table(collector.TableDaily).Column("day").Scan(ctx, &days))
+		assert.Equal(t, []string{"2026-03-04"}, days, "only the genuine sale's day is counted")
+		for _, p := range []collector.Period{collector.Daily, collector.Weekly, collector.Monthly} {
+			top, err := e.collector.Ranking(ctx, p, date("0001-01-01"), 10)
+			require.NoError(t, err)
+			assert.Empty(t, top, "%s ranking of 0001-01-01", p)
+		}
 	})
 }
