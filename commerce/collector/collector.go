@@ -186,9 +186,9 @@ type streamRow struct {
 // written (commerceWrote). A sale or refund that cannot be decoded, of an unknown schema
 // version, whose amounts do not add up, or that commerce could not have written (under
 // another ID or key than commerce.EventID gives it, with lines, quantities, prices or
-// product IDs outside commerce's bounds, on a day outside years 1 to 9999) is a permanent error:
-// the event is dead-lettered. A Kafka topic takes any producer's messages; such a one
-// counts nothing, and holds nothing up.
+// product IDs outside commerce's bounds, without a time, on a day outside years 1 to
+// 9999) is a permanent error: the event is dead-lettered. A Kafka topic takes any
+// producer's messages; such a one counts nothing, and holds nothing up.
 func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event) error {
 	deltas := make(map[dayProduct]*Metrics)
 	streams := make(map[outbox.Stream]*streamRow)
@@ -224,6 +224,11 @@ func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event
 		refund := ev.Type == commerce.EventOrderCancelled
 		if refund && oe.PaidAt == nil {
 			continue // an unpaid order: nothing was sold
+		}
+		if oe.At.IsZero() {
+			// Commerce stamps every event with when it happened; without one it would count
+			// on 0001-01-01.
+			return outbox.Permanent(fmt.Errorf("collector: event %s: no time (at)", ev.ID))
 		}
 		day := c.day(oe.At)
 		if d, err := ParseDate(day); err != nil || d.Year() < 1 {
