@@ -112,6 +112,11 @@ func TestRelaySetsAsideWhatThePublisherRefuses(t *testing.T) {
 				assert.Equal(t, string(bad.Payload), string(dead[0].Payload))
 				assert.Contains(t, dead[0].Error, "message too large")
 				assert.False(t, dead[0].At.IsZero())
+				summaries, err := r.DeadLetterSummaries(ctx, 0)
+				require.NoError(t, err)
+				whole := dead[0]
+				whole.Payload, whole.Headers = nil, nil
+				assert.Equal(t, []outbox.DeadLetter{whole}, summaries, "the dead letters without payloads nor headers")
 				lag, err := r.Lag(ctx)
 				require.NoError(t, err)
 				assert.Positive(t, lag, "the events waiting behind the dead letter count as lag")
