@@ -83,7 +83,8 @@
 // (a "relay_dead_lettered" Event to the Observer). Every other stream keeps flowing; the
 // later events of its own stream wait behind it (the relay's pick leaves them out, so they never crowd a
 // batch), so per-key order is never broken. An operator lists the dead letters with
-// Relay.DeadLetters and resolves each: Relay.Redrive puts it back in line once the cause
+// Relay.DeadLetters (Relay.DeadLetterSummaries: without their payloads, for a listing)
+// and resolves each: Relay.Redrive puts it back in line once the cause
 // is fixed (published in its place, then the events that waited; refused again, it is set
 // aside again), Relay.Skip gives up on it (never published; consumers see a gap at its
 // sequence number; the row keeps its reason and is cleaned with the sent events). Both
