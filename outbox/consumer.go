@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -158,8 +159,10 @@ func (c *Consumer) apply(ctx context.Context, events []Event, leased bool, earli
 		fresh, err := c.applyOnce(ctx, uniq, tokens)
 		// A duplicate key on the processed record means another member applied some of these
 		// events concurrently (a rebalance); our transaction was rolled back, and running it
-		// again skips what the other applied.
-		if errors.Is(err, errConcurrentApply) && race < 3 {
+		// again skips what the other applied. Each such race means one more of the events
+		// applied, so there are fewer races than events (the other member may apply them one
+		// by one, taking this delivery's leases for a crashed one's).
+		if errors.Is(err, errConcurrentApply) && race < len(uniq) {
 			continue
 		}
 		if err != nil {
@@ -222,7 +225,16 @@ func (c *Consumer) lease(ctx context.Context, token string, events []Event) erro
 	for i, id := range ids {
 		rows[i] = inflightRow{Consumer: c.name, ID: id, Token: token, LeasedAt: now}
 	}
-	if _, err := c.db.NewInsert().Model(&rows).Exec(ctx); err != nil {
+	// In key order, as every other statement on the leases locks them: two members handed
+	// the same events in different orders (a rebalance) deadlocked on MySQL. A deadlock
+	// left (with an applying transaction's gap locks) rolled back the whole INSERT, which
+	// is sent again.
+	slices.SortFunc(rows, func(a, b inflightRow) int { return strings.Compare(a.ID, b.ID) })
+	err := sqlutil.Retry(ctx, c.db, func(ctx context.Context) error {
+		_, err := c.db.NewInsert().Model(&rows).Exec(ctx)
+		return err
+	})
+	if err != nil {
 		c.owe(token, ids)
 		return ctxOr(ctx, fmt.Errorf("outbox: consumer %s: leasing events: %w", c.name, sqlutil.Unavailable(c.db, err)))
 	}
