@@ -1,0 +1,61 @@
+package cart_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/cart"
+	"github.com/commercekit/commercekit/commerce/commercetest"
+)
+
+// derivedOrderKey is the order key a checkout with key, no coupon and no points derives
+// for a cart of version holding lines (product, qty pairs in the order they were added),
+// as a user can compute it: the checkout's key, what is ordered and the version they know.
+func derivedOrderKey(key string, version int64, lines ...any) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00\x000\x00", key)
+	for i := 0; i < len(lines); i += 2 {
+		fmt.Fprintf(h, "%s\x00%d\x00", lines[i], lines[i+1])
+	}
+	fmt.Fprintf(h, "v%d\x00", version)
+	return "cart-" + hex.EncodeToString(h.Sum(nil))[:40]
+}
+
+// TestCheckoutKeyTakenByADirectOrder: a user places a direct order under the idempotency
+// key their next checkout will derive for its order (the checkout's key, the lines and the
+// cart's version: all known to them), with the cart's lines, and then checks the cart out.
+// The checkout must not pass that direct order off as the cart's: it answered it as placed
+// from the cart while the cart kept its lines (either the order is placed and the cart is
+// empty, or neither happened) and no checkout was recorded. It is refused as a key
+// conflict, the cart unchanged; a checkout with another key orders the cart.
+func TestCheckoutKeyTakenByADirectOrder(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env, c *cart.Service) {
+		p1 := e.Product(t, 1000, 10)
+		add(t, c, "alice", p1, 2) // the cart's version is 1
+		direct, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: "alice",
+			IdempotencyKey: derivedOrderKey("co-1", 1, p1, 2), Lines: []commerce.Line{{ProductID: p1, Qty: 2}}})
+		require.NoError(t, err)
+
+		_, err = c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1"})
+		require.ErrorIs(t, err, commerce.ErrIdempotencyConflict, "the direct order is not the checkout's")
+		assert.Equal(t, map[string]int64{p1: 2}, lines(t, c, "alice"), "the cart keeps its lines")
+
+		o, err := c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-2"})
+		require.NoError(t, err)
+		assert.NotEqual(t, direct.ID, o.ID)
+		assert.Empty(t, lines(t, c, "alice"), "the cart is emptied with its order")
+		page, err := e.Service.ListOrders(ctx, "alice", commerce.OrderQuery{})
+		require.NoError(t, err)
+		assert.Len(t, page.Orders, 2)
+		st, err := e.Inventory.Stock(ctx, p1)
+		require.NoError(t, err)
+		assert.Equal(t, int64(4), st.Reserved, "each order holds its units")
+		e.RequireClean(t)
+	})
+}
