@@ -405,16 +405,33 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 	}
 	rec := &checkoutRow{UserID: req.UserID, IdemKey: req.IdempotencyKey, OrderKey: orderKey(req, version, rows),
 		CreatedAt: s.now().UnixMicro()}
+	recorded := false // whether InTx ran to its end: else PlaceOrder answered an order placed before
 	o, err := s.com.PlaceOrder(ctx, commerce.PlaceOrderRequest{
 		UserID: req.UserID, Lines: lines, CouponID: req.CouponID, Points: req.Points, IdempotencyKey: rec.OrderKey,
 		PayWithPoints: req.PayWithPoints,
 		InTx: func(ctx context.Context, tx bun.IDB) error {
+			recorded = false
 			if _, err := tx.NewInsert().Model(rec).Exec(ctx); err != nil {
 				return wrap("record the checkout", err) // a concurrent checkout with the key won
 			}
-			return empty(ctx, tx, req.UserID, version, rows)
+			if err := empty(ctx, tx, req.UserID, version, rows); err != nil {
+				return err
+			}
+			recorded = true
+			return nil
 		},
 	})
+	if err == nil && !recorded {
+		// The order key's order existed already: a concurrent checkout with the key placed
+		// it (its record says so), or else it is no checkout's — a direct order placed
+		// under the key this checkout derived, which the user can compute — and must not
+		// pass for the cart's order, the cart not emptied.
+		if o, err := s.placed(ctx, req); !errors.Is(err, commerce.ErrOrderNotFound) {
+			return o, err
+		}
+		return commerce.Order{}, fmt.Errorf("%w: its order key %s names an order not placed from the cart",
+			commerce.NewConflictError("order", req.IdempotencyKey), rec.OrderKey)
+	}
 	if err != nil {
 		if o, perr := s.placed(ctx, req); !errors.Is(perr, commerce.ErrOrderNotFound) {
 			return o, perr

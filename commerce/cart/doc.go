@@ -30,7 +30,10 @@
 // lines): a retry after ErrChanged — even once the cart is changed back to what the first
 // attempt read — or with other points, is a new order for commerce and never meets the
 // first attempt's stock reservation. The record is kept as long as the
-// order, so a retry is answered rightly however late it comes.
+// order, so a retry is answered rightly however late it comes. The order key is no secret
+// (the user knows everything it derives from): an order already under it that no checkout
+// with the key recorded — one the user placed directly with that key — is not taken for
+// the cart's order; the checkout fails with *commerce.ConflictError, the cart unchanged.
 //
 // Add is not idempotent (it adds units); callers that retry it should put it behind an
 // idempotency key, as refserver does. SetQty and Remove are idempotent.
