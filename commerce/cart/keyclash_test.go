@@ -59,3 +59,33 @@ func TestCheckoutKeyTakenByADirectOrder(t *testing.T) {
 		e.RequireClean(t)
 	})
 }
+
+// TestCheckoutWithPointsKeyTakenByADirectOrder: as TestCheckoutKeyTakenByADirectOrder, for
+// a checkout that pays with points alone, the direct order under its derived key placed
+// with the same points and left unpaid. The checkout is refused as a key conflict and
+// must change nothing: it must not pay that direct order with the user's points first.
+func TestCheckoutWithPointsKeyTakenByADirectOrder(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env, c *cart.Service) {
+		p1 := e.Product(t, 1000, 10)
+		e.GivePoints(t, "alice", 5000)
+		add(t, c, "alice", p1, 2) // the cart's version is 1
+		h := sha256.New()
+		fmt.Fprintf(h, "co-1\x00\x002000\x00%s\x002\x00v1\x00", p1)
+		key := "cart-" + hex.EncodeToString(h.Sum(nil))[:40]
+		direct, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: "alice", IdempotencyKey: key,
+			Lines: []commerce.Line{{ProductID: p1, Qty: 2}}, Points: 2000})
+		require.NoError(t, err)
+		require.Equal(t, commerce.StatusPendingPayment, direct.Status)
+
+		_, err = c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1", Points: 2000, PayWithPoints: true})
+		require.ErrorIs(t, err, commerce.ErrIdempotencyConflict, "the direct order is not the checkout's")
+		assert.Equal(t, map[string]int64{p1: 2}, lines(t, c, "alice"), "the cart keeps its lines")
+		got, err := e.Service.GetOrder(ctx, direct.ID, commerce.Actor{UserID: "alice"})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusPendingPayment, got.Status, "the refused checkout paid nothing")
+		b, err := e.Service.Points(ctx, "alice")
+		require.NoError(t, err)
+		assert.Equal(t, [2]int64{3000, 2000}, [2]int64{b.Available, b.Held}, "the direct order's points are held, not spent")
+		e.RequireClean(t)
+	})
+}
