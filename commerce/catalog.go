@@ -111,9 +111,11 @@ func (s *Service) UpdatePrice(ctx context.Context, productID string, price int64
 	return s.GetProduct(ctx, productID)
 }
 
-// SetStock sets a product's on-hand count and buyer limit in the inventory (absolute, so
-// naturally idempotent) and returns the stock after it. Units reserved stay reserved: an
-// on-hand count below them fails with ErrOutOfStock.
+// SetStock sets a product's on-hand count and buyer limit in the inventory and returns the
+// stock after it. Units reserved stay reserved: an on-hand count below them fails with
+// ErrOutOfStock. The count is absolute: the same setting sent again changes nothing only
+// while nothing sold in between; one sent again after a sale (a retry after a lost answer)
+// puts the sold units back. A restock or a correction that may be retried is AdjustStock.
 func (s *Service) SetStock(ctx context.Context, productID string, onHand, buyerLimit int64) (inventory.Stock, error) {
 	if err := checkProductID(productID); err != nil {
 		return inventory.Stock{}, err
@@ -124,6 +126,38 @@ func (s *Service) SetStock(ctx context.Context, productID string, onHand, buyerL
 	st, err := s.inv.SetStock(ctx, inventory.StockSetting{SKU: productID, OnHand: onHand, BuyerLimit: buyerLimit})
 	if err != nil {
 		return inventory.Stock{}, leafError(fmt.Errorf("commerce: set stock of %s: %w", productID, err))
+	}
+	return st, nil
+}
+
+// StockAdjustment changes a product's on-hand (and available) count by Delta, once per ID
+// (see AdjustStock).
+type StockAdjustment struct {
+	// ID identifies the adjustment: the same ID is applied once, whenever it is sent again.
+	ID string
+	// Delta is the change: positive for a restock, negative for a loss or a correction.
+	Delta int64
+	// Reason says why (1 to 255 bytes), kept with the adjustment.
+	Reason string
+}
+
+// AdjustStock changes a product's stock by adj.Delta once per adj.ID and returns the stock
+// after it: a restock or a correction that may be retried. Sent again (the same ID and
+// content), it changes nothing and returns the stock as it is; the same ID with another
+// delta or reason fails with an *inventory.ConflictError (errcode.ErrKeyReused). A removal beyond the available units fails
+// with ErrOutOfStock; an invalid adjustment with *ValidationError; an unknown product with
+// ErrProductNotFound. A refused adjustment changes nothing. The inventory keeps the
+// adjustment's ID with its journal, so a retry is recognised however late it comes.
+func (s *Service) AdjustStock(ctx context.Context, productID string, adj StockAdjustment) (inventory.Stock, error) {
+	if err := checkProductID(productID); err != nil {
+		return inventory.Stock{}, err
+	}
+	if _, err := s.productRow(ctx, s.db, productID); err != nil {
+		return inventory.Stock{}, err
+	}
+	st, err := s.inv.Adjust(ctx, inventory.Adjustment{ID: adj.ID, SKU: productID, Delta: adj.Delta, Reason: adj.Reason})
+	if err != nil {
+		return inventory.Stock{}, leafError(fmt.Errorf("commerce: adjust stock of %s: %w", productID, err))
 	}
 	return st, nil
 }

@@ -164,9 +164,11 @@ func (inv *Inventory) Get(ctx context.Context, id string) (Reservation, error) {
 	return r, nil
 }
 
-// SetStock creates a SKU or sets its on-hand count and buyer limit (absolute, so naturally
-// idempotent), and returns the stock after it. Reserved units stay reserved: OnHand below
-// the reserved count fails with *InsufficientStockError.
+// SetStock creates a SKU or sets its on-hand count and buyer limit, and returns the stock
+// after it. Reserved units stay reserved: OnHand below the reserved count fails with
+// *InsufficientStockError. The count is absolute: the same setting again changes nothing
+// only while nothing was committed in between; sent again after a sale (a retry after a
+// lost answer), it puts the sold units back. A change that may be retried is an Adjust.
 func (inv *Inventory) SetStock(ctx context.Context, s StockSetting) (Stock, error) {
 	start := inv.start()
 	err := checkStockSetting(s)

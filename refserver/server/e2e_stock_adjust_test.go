@@ -43,10 +43,11 @@ func TestStockAdjustments(t *testing.T) {
 				http.StatusUnprocessableEntity, "idempotency_key_reused")
 			expectProblem(t, adjust(admin, map[string]any{"id": "loss-1", "delta": -8, "reason": "breakage"}),
 				http.StatusUnprocessableEntity, "out_of_stock")
-			expectProblem(t, adjust(admin, map[string]any{"id": "zero", "delta": 0}), http.StatusBadRequest, "invalid_request")
-			expectProblem(t, adjust(admin, map[string]any{"delta": 1}), http.StatusBadRequest, "invalid_request")
-			expectProblem(t, adjust(alice, map[string]any{"id": "mine", "delta": 100}), http.StatusForbidden, "forbidden")
-			expectProblem(t, a.call("POST", "/v1/products/nope/stock/adjustments", admin, "", map[string]any{"id": "x", "delta": 1}),
+			expectProblem(t, adjust(admin, map[string]any{"id": "zero", "delta": 0, "reason": "none"}), http.StatusBadRequest, "invalid_request")
+			expectProblem(t, adjust(admin, map[string]any{"delta": 1, "reason": "no id"}), http.StatusBadRequest, "invalid_request")
+			expectProblem(t, adjust(admin, map[string]any{"id": "no-reason", "delta": 1}), http.StatusBadRequest, "invalid_request")
+			expectProblem(t, adjust(alice, map[string]any{"id": "mine", "delta": 100, "reason": "mine"}), http.StatusForbidden, "forbidden")
+			expectProblem(t, a.call("POST", "/v1/products/nope/stock/adjustments", admin, "", map[string]any{"id": "x", "delta": 1, "reason": "restock"}),
 				http.StatusNotFound, "product_not_found")
 			assert.Equal(t, []int64{7, 7, 0, 1}, stock(), "nothing refused changed the stock")
 

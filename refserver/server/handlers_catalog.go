@@ -92,6 +92,21 @@ func (s *Server) setStock(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, stockJSON(id, st))
 }
 
+func (s *Server) adjustStock(w http.ResponseWriter, r *http.Request) {
+	var in AdjustStockJSON
+	if err := decode(r, &in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	st, err := s.svc.AdjustStock(r.Context(), id, commerce.StockAdjustment{ID: in.ID, Delta: in.Delta, Reason: in.Reason})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, stockJSON(id, st))
+}
+
 // checkPathID refuses, as the "id" of a body creating a resource, an ID its own routes could
 // not name in their path: "." and ".." (dot segments, which clients and proxies remove) or
 // anything beyond printable ASCII without spaces.

@@ -61,6 +61,7 @@ func (s *Server) routes() []Route {
 		{Method: put, Path: "/v1/products/{id}/price", Auth: AuthAdmin, Write: true, Handler: s.updatePrice},
 		{Method: get, Path: "/v1/products/{id}/stock", OwnDeadline: true, Handler: s.getStock},
 		{Method: put, Path: "/v1/products/{id}/stock", Auth: AuthAdmin, Write: true, Handler: s.setStock},
+		{Method: post, Path: "/v1/products/{id}/stock/adjustments", Auth: AuthAdmin, Write: true, Handler: s.adjustStock},
 
 		// Orders and payments.
 		{Method: post, Path: "/v1/orders", Auth: AuthUser, Write: true, Idempotent: true, Handler: s.placeOrder},

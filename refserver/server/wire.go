@@ -73,6 +73,14 @@ type SetStockJSON struct {
 	BuyerLimit int64 `json:"buyer_limit"`
 }
 
+// AdjustStockJSON changes a product's stock by delta once per id (a restock, a loss, a
+// correction); sent again it changes nothing.
+type AdjustStockJSON struct {
+	ID     string `json:"id"`
+	Delta  int64  `json:"delta"`
+	Reason string `json:"reason"`
+}
+
 // LineJSON is one line of an order request.
 type LineJSON struct {
 	ProductID string `json:"product_id"`
