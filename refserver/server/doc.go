@@ -79,7 +79,9 @@
 // and body with Idempotent-Replayed: true; another body with the same key is 422; a retry
 // while the first runs is 409. Successes and every final 4xx the execution decided (409
 // invalid_order_state or order_expired, 422, 404) are stored and replayed, so the key
-// stays bound to its request; 5xx, 429, 202 (the PG has not answered: the retry continues
+// stays bound to its request (but not a 422 idempotency_key_reused of the execution's own:
+// commerce found the key bound to another request, whose retry must still get its answer
+// after the stored answers were lost); 5xx, 429, 202 (the PG has not answered: the retry continues
 // the payment), answers with Retry-After (a request in flight elsewhere) and input refused
 // before anything ran (400, 413) are not, so the retry runs again. A response the store could not take at once (Redis or MySQL down) is still
 // answered and stored in the background. The key is also passed to commerce, whose own idempotency covers

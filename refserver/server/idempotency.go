@@ -39,7 +39,8 @@ var errTransient = errors.New("transient response")
 // and replayed to every retry with the key, so the key stays bound to its request. Final:
 // successes and every 4xx the request's execution decided (409 invalid_order_state or
 // order_expired, 422, 404...): running the same request again would give the same answer,
-// and the key must not be freed for another request (that is 422 idempotency_key_reused).
+// and the key must not be freed for another request (that is 422 idempotency_key_reused;
+// an execution answering that itself is not kept either: see idempotent).
 // Not final, so the key is freed and a retry runs again: server and dependency failures
 // (5xx), rate limiting (429), 202 (the PG has not answered yet: the retry continues the
 // same payment and returns its outcome), any answer carrying Retry-After — a request still
@@ -94,6 +95,13 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 					// instead of making this answer wait on a backend that may be down.
 					return resp, errcode.Unavailable("request", errTransient)
 				case !keepResponse(rec.status, rec.header):
+					return resp, errTransient
+				case resp.ErrorCode == errcode.ReasonOf(errcode.ErrKeyReused):
+					// The execution found the key bound to another request (commerce's
+					// own record, which outlives this store's: Redis lost it, or it
+					// expired). The key is that request's: kept here, this answer would
+					// bind it to this one, and that request's own retry would be
+					// refused as reusing it.
 					return resp, errTransient
 				}
 				return resp, nil
