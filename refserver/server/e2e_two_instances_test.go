@@ -72,7 +72,8 @@ type twoInstances struct {
 	dsn  string
 }
 
-func newTwoInstances(t *testing.T) *twoInstances {
+// edit, if not nil, is applied to each instance's copy of the configuration.
+func newTwoInstances(t *testing.T, edit ...func(i int, cfg *server.Config)) *twoInstances {
 	t.Helper()
 	rdb := testenv.OwnRedis(t)
 	_, dsn := testenv.OwnMySQL(t)
@@ -81,7 +82,11 @@ func newTwoInstances(t *testing.T) *twoInstances {
 	var targets [2]*url.URL
 	for i := range ti.apps {
 		ti.apps[i] = start(t, backend{name: fmt.Sprintf("instance-%d", i), config: func(*testing.T) (server.Config, *pgsim.Simulator, func(string)) {
-			return cfg, sim, func(u string) { targets[i] = testkit.Must(url.Parse(u))(t) }
+			own := cfg
+			for _, e := range edit {
+				e(i, &own)
+			}
+			return own, sim, func(u string) { targets[i] = testkit.Must(url.Parse(u))(t) }
 		}}, nil, fastHash)
 	}
 	// The PG's webhooks go to the instances in turn, through a balancer of the test's own.
