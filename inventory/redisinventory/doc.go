@@ -118,9 +118,13 @@
 // committed, so no such write can reach SQL after the rebuild read it (the race of a
 // reservation taken in Redis under the old generation and committed after the read would
 // otherwise oversell; TestDurableRebuildWaitsForWriters proves the wait); read the journal;
-// delete every key of the inventory; write each SKU's counts, the buyers' usage and the
-// live reservations (so orders placed before the loss can still be committed, released or
-// returned), pipelined; set the marker. Operations fail closed from the bump to the marker.
+// claim the fence (rebuilder) with the new generation; delete every key of the inventory;
+// write each SKU's counts, the buyers' usage and the live reservations (so orders placed
+// before the loss can still be committed, released or returned), in batches; set the
+// marker. Every delete and write batch is a transaction that runs only while the fence
+// holds the rebuild's generation: the rebuild lock is a SQL row lock, lost when the
+// rebuild's database connection dies, and another process's heal may then rebuild while
+// the first is still writing Redis from its older read (TestDurableRebuildWhoseLockDied). Operations fail closed from the bump to the marker.
 //
 // A change that frees units (a release, expiry, return, positive adjustment) commits in the
 // journal before its Redis step; when the guard refuses that step (a rebuild is under way,

@@ -39,8 +39,9 @@ const DependencyRebuilding = "redis (stock rebuilding)"
 type Durable struct {
 	b  *Backend
 	db *bun.DB
-	// marker is the key holding the generation Redis was built for.
-	marker string
+	// marker is the key holding the generation Redis was built for; fence the one holding
+	// the generation of the rebuild whose writes Redis takes (see fenced).
+	marker, fence string
 	// shareLock, forUpdate and skipLocked are the dialect's locking clauses ("" in SQLite).
 	shareLock, forUpdate, skipLocked string
 	log                              *slog.Logger
@@ -77,7 +78,7 @@ func NewDurable(c redis.UniversalClient, db *bun.DB, opts ...Option) (*Durable, 
 	if err != nil {
 		return nil, err
 	}
-	d := &Durable{b: b, db: db, marker: b.prefix + "generation", log: b.log, wake: make(chan struct{}, 1),
+	d := &Durable{b: b, db: db, marker: b.prefix + "generation", fence: b.prefix + "rebuilder", log: b.log, wake: make(chan struct{}, 1),
 		waiting: make(chan struct{}, 1)}
 	d.server = redisserver.NewWatch(b.c, d.marker)
 	if !sqlutil.IsSQLite(db) {

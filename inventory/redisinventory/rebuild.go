@@ -82,9 +82,13 @@ const rebuildBatch = 2000
 //     committed) and makes every later writer fail closed until step 5;
 //  3. it reads the journal: each SKU's base and limit, and the reservations that hold
 //     units (reserved and committed);
-//  4. it deletes every key of the inventory and writes, pipelined, each SKU's counts
-//     (on hand = base − committed, available = on hand − reserved, sold = committed),
-//     the buyers' usage, and the live reservations with their deadlines;
+//  4. it claims the fence (the key rebuilder) with its generation, deletes every other key
+//     of the inventory and writes, in batches, each SKU's counts (on hand = base −
+//     committed, available = on hand − reserved, sold = committed), the buyers' usage,
+//     and the live reservations with their deadlines; each batch is a MULTI/EXEC
+//     transaction that runs only while the fence holds its generation, so a rebuild whose
+//     lock died with its database connection, and which another heal took over, never
+//     mixes its older read into the later rebuild's (TestDurableRebuildWhoseLockDied);
 //  5. it sets the generation marker, and the inventory answers again.
 //
 // The bump's transaction also records the generation in the row 'built', so that a change
@@ -276,6 +280,12 @@ func (d *Durable) rebuild(ctx context.Context) (RebuildReport, error) {
 		return rep, fmt.Errorf("redisinventory: rebuild: %w", err)
 	}
 	d.gen.Store(rep.Generation)
+	// From here on the rebuild lock may be lost with its database connection while Redis
+	// is written: another process's heal may then take it and rebuild too. The fence keeps
+	// the two apart in Redis (see fenced).
+	if err := d.claimFence(ctx, rep.Generation); err != nil {
+		return rep, err
+	}
 
 	used := map[usage]int64{}
 	var live []inventory.Reservation
@@ -299,53 +309,123 @@ func (d *Durable) rebuild(ctx context.Context) (RebuildReport, error) {
 		}
 	}
 
-	if err := d.wipe(ctx); err != nil {
+	if err := d.wipe(ctx, rep.Generation); err != nil {
 		return rep, err
 	}
-	p := &batcher{ctx: ctx, p: d.b.c.Pipeline()}
+	p := &batcher{ctx: ctx, d: d, gen: rep.Generation}
 	for sku, st := range stocks {
 		onHand := st.base - st.committed
-		p.add(p.p.HSet(ctx, d.b.stockKey(sku), "onhand", onHand, "available", onHand-st.reserved,
-			"sold", st.committed, "limit", st.limit, "synced", st.committed))
-		p.add(p.p.SAdd(ctx, d.b.skus, sku))
-		p.add(p.p.HSet(ctx, d.b.usageKey(sku), usageSentinel, 1))
+		p.add("hset", d.b.stockKey(sku), "onhand", onHand, "available", onHand-st.reserved,
+			"sold", st.committed, "limit", st.limit, "synced", st.committed)
+		p.add("sadd", d.b.skus, sku)
+		p.add("hset", d.b.usageKey(sku), usageSentinel, 1)
 	}
 	for u, qty := range used {
-		p.add(p.p.HSet(ctx, d.b.usageKey(u.sku), u.buyer, qty))
+		p.add("hset", d.b.usageKey(u.sku), u.buyer, qty)
 	}
 	for _, r := range live {
-		p.add(p.p.HSet(ctx, d.b.resKey(r.ID), "state", string(inventory.StateReserved), "lines", inventory.EncodeLines(r.Lines),
-			"buyer", r.BuyerID, "created", r.CreatedAt.UnixMilli(), "expires", r.ExpiresAt.UnixMilli()))
-		p.add(p.p.ZAdd(ctx, d.b.due, redis.Z{Score: float64(r.ExpiresAt.UnixMilli()), Member: r.ID}))
+		p.add("hset", d.b.resKey(r.ID), "state", string(inventory.StateReserved), "lines", inventory.EncodeLines(r.Lines),
+			"buyer", r.BuyerID, "created", r.CreatedAt.UnixMilli(), "expires", r.ExpiresAt.UnixMilli())
+		p.add("zadd", d.b.due, r.ExpiresAt.UnixMilli(), r.ID)
 	}
-	p.add(p.p.Set(ctx, d.marker, rep.Generation, 0))
+	p.add("set", d.marker, rep.Generation)
 	if err := p.flush(); err != nil {
-		return rep, fmt.Errorf("redisinventory: rebuild: write Redis: %w", redisErr(ctx, err))
+		return rep, fmt.Errorf("redisinventory: rebuild: write Redis: %w", err)
 	}
 	rep.SKUs, rep.Reservations, rep.Took = len(stocks), len(live), time.Since(start)
 	return rep, nil
 }
 
-// batcher sends a pipeline every rebuildBatch commands.
+// batcher sends the commands added to it, rebuildBatch at a time, each batch in a fenced
+// transaction of the rebuild of generation gen (see fenced).
 type batcher struct {
-	ctx context.Context
-	p   redis.Pipeliner
-	n   int
-	err error
+	ctx  context.Context
+	d    *Durable
+	gen  int64
+	cmds [][]any
+	err  error
 }
 
-func (b *batcher) add(redis.Cmder) {
-	if b.n++; b.n >= rebuildBatch {
+func (b *batcher) add(args ...any) {
+	if b.cmds = append(b.cmds, args); len(b.cmds) >= rebuildBatch {
 		_ = b.flush()
 	}
 }
 
 func (b *batcher) flush() error {
-	if b.err == nil && b.n > 0 {
-		_, b.err = b.p.Exec(b.ctx)
+	if b.err == nil && len(b.cmds) > 0 {
+		b.err = b.d.fenced(b.ctx, b.gen, b.cmds)
 	}
-	b.n = 0
+	b.cmds = b.cmds[:0]
 	return b.err
+}
+
+// errSuperseded is the error of a rebuild whose fence another rebuild claimed, or Redis
+// lost, while it wrote Redis.
+var errSuperseded = errors.New("redisinventory: rebuild: another rebuild took Redis over (or Redis lost the rebuild's fence)")
+
+// claimFenceLua sets the fence KEYS[1] to the rebuild's generation ARGV[1] unless it holds
+// a later one (a value of another type is dropped), and answers 1; 0 when a later rebuild
+// holds it.
+var claimFenceLua = redis.NewScript(`
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'none' and t ~= 'string' then redis.call('DEL', KEYS[1]) end
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if cur > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+`)
+
+// claimFence makes the rebuild of generation gen the one whose writes Redis takes: from
+// now on every write of an earlier rebuild, still running in this or another process (its
+// rebuild lock lost with its database connection, another heal took it), is refused
+// (fenced), and this rebuild's are refused once a later one claims the fence.
+func (d *Durable) claimFence(ctx context.Context, gen int64) error {
+	ok, err := claimFenceLua.Run(ctx, d.b.c, []string{d.fence}, gen).Int()
+	switch {
+	case err != nil:
+		return fmt.Errorf("redisinventory: rebuild: %w", redisErr(ctx, err))
+	case ok != 1:
+		return d.superseded()
+	}
+	return nil
+}
+
+// superseded is errSuperseded as an error of the rebuilding dependency.
+func (d *Durable) superseded() error {
+	return &errcode.UnavailableError{Dependency: DependencyRebuilding, RetryAfter: RebuildRetryAfter, Err: errSuperseded}
+}
+
+// fenced runs cmds (a rebuild's wipe or writes) in one MULTI/EXEC transaction if the fence
+// holds gen, the rebuild's generation, with the fence WATCHed: a later rebuild that claims
+// it before EXEC aborts the transaction. The later rebuild claims the fence before it
+// wipes Redis, so whatever an earlier one wrote before the claim is wiped, and nothing it
+// would write after the claim reaches Redis: its data, read from an older journal, never
+// mixes with the later rebuild's under the later marker.
+func (d *Durable) fenced(ctx context.Context, gen int64, cmds [][]any) error {
+	err := d.b.c.Watch(ctx, func(tx *redis.Tx) error {
+		got, err := tx.Get(ctx, d.fence).Int64()
+		switch {
+		case errors.Is(err, redis.Nil) || err == nil && got != gen:
+			return errSuperseded
+		case err != nil:
+			return err
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			for _, c := range cmds {
+				p.Do(ctx, c...)
+			}
+			return nil
+		})
+		return err
+	}, d.fence)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errSuperseded), errors.Is(err, redis.TxFailedErr):
+		return d.superseded()
+	}
+	return redisErr(ctx, err)
 }
 
 // node is the server holding the inventory's keys: the client itself, or in a cluster the
@@ -393,19 +473,23 @@ func (d *Durable) dropMarker(ctx context.Context) error {
 	return nil
 }
 
-// wipe deletes every key of the inventory (its hash tag); the rebuild has dropped the
+// wipe deletes every key of the inventory (its hash tag) but the fence, in transactions
+// fenced for the rebuild of generation gen (see fenced); the rebuild has dropped the
 // generation marker already.
-func (d *Durable) wipe(ctx context.Context) error {
+func (d *Durable) wipe(ctx context.Context, gen int64) error {
 	c, err := d.node(ctx)
 	if err != nil {
 		return err
 	}
 	iter := c.Scan(ctx, 0, escapeGlob(d.b.prefix)+"*", 1000).Iterator()
-	var batch []string
+	var batch []any
 	for iter.Next(ctx) {
+		if iter.Val() == d.fence {
+			continue
+		}
 		if batch = append(batch, iter.Val()); len(batch) == 1000 {
-			if err := c.Unlink(ctx, batch...).Err(); err != nil {
-				return redisErr(ctx, err)
+			if err := d.fenced(ctx, gen, [][]any{append([]any{"unlink"}, batch...)}); err != nil {
+				return fmt.Errorf("redisinventory: rebuild: wipe: %w", err)
 			}
 			batch = batch[:0]
 		}
@@ -414,7 +498,9 @@ func (d *Durable) wipe(ctx context.Context) error {
 		return fmt.Errorf("redisinventory: rebuild: scan: %w", redisErr(ctx, err))
 	}
 	if len(batch) > 0 {
-		return redisErr(ctx, c.Unlink(ctx, batch...).Err())
+		if err := d.fenced(ctx, gen, [][]any{append([]any{"unlink"}, batch...)}); err != nil {
+			return fmt.Errorf("redisinventory: rebuild: wipe: %w", err)
+		}
 	}
 	return nil
 }
