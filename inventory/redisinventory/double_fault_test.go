@@ -2,13 +2,18 @@ package redisinventory_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/commercekit/commercekit/errcode"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/inventory"
@@ -116,4 +121,210 @@ func TestDurableRebuildWhoseLockDied(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, n, "y expires")
 	wantStock(t, inv, "sku", 10, 10, 0)
+}
+
+// TestDurableBothDown kills MySQL and Redis together (SIGKILL, no grace) while clients
+// reserve, commit, release, return and sweep expiries, and brings them back in either
+// order, with the healer running as in a server. Every error any call answers, in flight
+// at the kill, during the outage or while the two come back, matches
+// errcode.ErrUnavailable: never a business answer (out of stock, not found, a buyer's
+// limit). Afterwards the journal holds every answered success, and Redis holds exactly
+// what a rebuild from the journal writes: each SKU's counts, each buyer's usage and the
+// live reservations with their deadlines.
+func TestDurableBothDown(t *testing.T) {
+	for _, mysqlFirst := range []bool{true, false} {
+		t.Run(map[bool]string{true: "mysql-first", false: "redis-first"}[mysqlFirst], func(t *testing.T) {
+			ctx := context.Background()
+			ownDB, dsn := testenv.OwnMySQL(t)
+			ownRedis := testenv.OwnRedis(t)
+			rdb := redis.NewClient(&redis.Options{Addr: ownRedis.Addr})
+			t.Cleanup(func() { rdb.Close() })
+			db := testenv.MySQLAt(t, dsn)
+			require.NoError(t, redisinventory.CreateJournal(ctx, db))
+			d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
+			_, err := d.Heal(ctx)
+			require.NoError(t, err)
+			inv := testkit.Must(inventory.New(d))(t)
+			skus := []string{"a", "b"}
+			setStock(t, inv, "a", 1000, 0)
+			setStock(t, inv, "b", 1000, 500)
+			for i := range 20 { // due while the clients run
+				_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: fmt.Sprintf("due-%d", i), BuyerID: "u0",
+					Lines: line(skus[i%2], 1), TTL: time.Duration(200+100*i) * time.Millisecond})
+				require.NoError(t, err)
+			}
+			runCtx, stopRun := context.WithCancel(ctx)
+			var healer sync.WaitGroup
+			healer.Go(func() { _ = d.Run(runCtx, 100*time.Millisecond) })
+			defer func() { stopRun(); healer.Wait() }()
+
+			var (
+				stop   atomic.Bool
+				failed atomic.Int64 // calls answered ErrUnavailable
+				mu     sync.Mutex
+				bad    []string
+				wantDB = map[string]inventory.State{} // what answered successes leave in the journal
+			)
+			check := func(what string, err error) bool {
+				if errors.Is(err, errcode.ErrUnavailable) {
+					failed.Add(1)
+					time.Sleep(5 * time.Millisecond) // as a client backing off
+				} else if err != nil {
+					mu.Lock()
+					bad = append(bad, fmt.Sprintf("%s: %v", what, err))
+					mu.Unlock()
+				}
+				return err == nil
+			}
+			var clients sync.WaitGroup
+			for c := range 3 {
+				clients.Go(func() {
+					for i := 0; !stop.Load(); i++ {
+						id := fmt.Sprintf("c%d-%d", c, i)
+						_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: id, BuyerID: fmt.Sprintf("u%d", i%3),
+							Lines: line(skus[i%2], 1+int64(i%2)), TTL: time.Hour})
+						if !check("reserve "+id, err) {
+							continue // maybe in the journal, maybe not: left alone
+						}
+						final := inventory.StateReserved
+						switch i % 3 {
+						case 1:
+							if check("release "+id, inv.Release(ctx, id)) {
+								final = inventory.StateReleased
+							}
+						case 2:
+							if check("commit "+id, inv.Commit(ctx, id)) {
+								final = inventory.StateCommitted
+								if check("return "+id, inv.Return(ctx, id)) {
+									final = inventory.StateReturned
+								}
+							}
+						}
+						_, err = inv.Stock(ctx, skus[i%2])
+						check("stock", err)
+						mu.Lock()
+						wantDB[id] = final
+						mu.Unlock()
+					}
+				})
+			}
+			clients.Go(func() {
+				for !stop.Load() {
+					_, err := inv.Sweep(ctx)
+					check("sweep", err)
+					time.Sleep(50 * time.Millisecond)
+				}
+			})
+
+			time.Sleep(300 * time.Millisecond)
+			var down sync.WaitGroup
+			down.Go(func() { ownDB.Stop(t, 0) })
+			down.Go(func() { ownRedis.Stop(t, 0) })
+			down.Wait()
+			time.Sleep(time.Second)
+			first, second := ownDB, ownRedis
+			if !mysqlFirst {
+				first, second = ownRedis, ownDB
+			}
+			first.Start(t)
+			time.Sleep(time.Second)
+			second.Start(t)
+			require.Eventually(t, func() bool {
+				_, err := inv.Stock(ctx, "a")
+				return err == nil
+			}, time.Minute, 100*time.Millisecond, "the healer rebuilds once both are back")
+			time.Sleep(500 * time.Millisecond)
+			stop.Store(true)
+			clients.Wait()
+			stopRun()
+			healer.Wait()
+			require.Empty(t, bad, "calls answered something other than ErrUnavailable")
+			require.NotZero(t, failed.Load(), "calls met the outage")
+			t.Logf("%d calls answered ErrUnavailable; %d reservations answered", failed.Load(), len(wantDB))
+
+			_, err = d.Heal(ctx) // a heal the last changes may have asked for
+			require.NoError(t, err)
+			for id, state := range wantDB {
+				r, err := d.Get(ctx, id)
+				require.NoError(t, err)
+				require.Equal(t, state, r.State, id)
+			}
+			snapshot := func() map[string]any {
+				t.Helper()
+				out := map[string]any{}
+				st, err := d.Stocks(ctx, skus)
+				require.NoError(t, err)
+				for _, sku := range skus {
+					out["stock:"+sku] = st[sku]
+					usage, err := rdb.HGetAll(ctx, "{inventory}:buyers:"+sku).Result()
+					require.NoError(t, err)
+					out["buyers:"+sku] = usage
+				}
+				due, err := rdb.ZRangeWithScores(ctx, "{inventory}:due", 0, -1).Result()
+				require.NoError(t, err)
+				out["due"] = due
+				return out
+			}
+			before := snapshot()
+			_, err = d.Rebuild(ctx)
+			require.NoError(t, err)
+			require.Equal(t, snapshot(), before, "Redis holds what the journal does")
+		})
+	}
+}
+
+// TestDurableBehindWhileTheDatabaseFails: a release commits in the journal, and its Redis
+// step is cut before it reaches Redis just as the database dies, so the request for a
+// rebuild (the journal's row 'behind') cannot be recorded: it lives in the process (A)
+// alone. The caller gets a 503. While A has not healed, another process (B), which never
+// met the fault, does not rebuild and serves the Redis that still holds the released
+// units: fewer units on sale than the journal has (a buyer refused below the limit), never
+// more. Once the database is back, A's next heal rebuilds, and both see exactly the
+// journal: the units on sale again, the reservation released, the buyer's usage gone.
+func TestDurableBehindWhileTheDatabaseFails(t *testing.T) {
+	ctx := context.Background()
+	ownDB, dsn := testenv.OwnMySQL(t)
+	rdb, linked, link := testenv.LinkedRedis(t)
+	dbA, dbB := testenv.MySQLAt(t, dsn), testenv.MySQLAt(t, dsn)
+	require.NoError(t, redisinventory.CreateJournal(ctx, dbA))
+	a := testkit.Must(redisinventory.NewDurable(linked, dbA))(t)
+	b := testkit.Must(redisinventory.NewDurable(rdb, dbB))(t)
+	for _, d := range []*redisinventory.Durable{a, b} {
+		_, err := d.Heal(ctx)
+		require.NoError(t, err)
+	}
+	invA, invB := testkit.Must(inventory.New(a))(t), testkit.Must(inventory.New(b))(t)
+	setStock(t, invB, "sku", 10, 4)
+	_, err := invB.Reserve(ctx, inventory.ReserveRequest{ID: "x", BuyerID: "u", Lines: line("sku", 3), TTL: time.Hour})
+	require.NoError(t, err)
+
+	link.ArmThen(func(q string) bool {
+		return strings.HasPrefix(q, "evalsha ") && strings.Contains(q, " {inventory}:res:x ")
+	}, false, func() { ownDB.Stop(t, 0) })
+	err = invA.Release(ctx, "x")
+	cut, _ := link.Disarm()
+	require.Len(t, cut, 1, "the release's Redis step is cut")
+	requireRebuilding(t, err)
+	ownDB.Start(t)
+	require.Eventually(t, func() bool { return dbB.PingContext(ctx) == nil }, time.Minute, 100*time.Millisecond)
+
+	healed, err := b.Heal(ctx)
+	require.NoError(t, err)
+	require.False(t, healed, "B knows of no request")
+	wantStock(t, invB, "sku", 10, 7, 0) // the window: the released units still held in Redis
+	_, err = invB.Reserve(ctx, inventory.ReserveRequest{ID: "y", BuyerID: "u", Lines: line("sku", 2), TTL: time.Hour})
+	require.ErrorIs(t, err, inventory.ErrBuyerLimitExceeded, "the window: the released usage still counted")
+
+	healed, err = a.Heal(ctx)
+	require.NoError(t, err)
+	require.True(t, healed, "A's request outlived the database's failure")
+	for _, inv := range []*inventory.Inventory{invA, invB} {
+		wantStock(t, inv, "sku", 10, 10, 0)
+		r, err := inv.Get(ctx, "x")
+		require.NoError(t, err)
+		require.Equal(t, inventory.StateReleased, r.State)
+	}
+	_, err = invB.Reserve(ctx, inventory.ReserveRequest{ID: "y", BuyerID: "u", Lines: line("sku", 4), TTL: time.Hour})
+	require.NoError(t, err, "the buyer holds nothing: the limit allows 4")
+	wantStock(t, invB, "sku", 10, 6, 0)
 }
