@@ -328,3 +328,38 @@ func TestDurableBehindWhileTheDatabaseFails(t *testing.T) {
 	require.NoError(t, err, "the buyer holds nothing: the limit allows 4")
 	wantStock(t, invB, "sku", 10, 6, 0)
 }
+
+// TestDurableRestartedWithOldDataAndProcess: Redis comes back with an older copy of its
+// data under a good marker (a snapshot taken before a reservation), and the process that
+// served it restarted too (a machine or a whole deployment restarting: no process saw the
+// old server's run ID). The new process's first heal must still notice that Redis holds
+// data written on another server run and rebuild it: the old copy would put the units of
+// the reservation made after the snapshot on sale again.
+func TestDurableRestartedWithOldDataAndProcess(t *testing.T) {
+	ctx := context.Background()
+	own := testenv.OwnRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: own.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	db := testenv.MySQL(t)
+	require.NoError(t, redisinventory.CreateJournal(ctx, db))
+	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
+	_, err := d.Heal(ctx)
+	require.NoError(t, err)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "a", 5, 0)
+	require.NoError(t, rdb.Save(ctx).Err()) // the snapshot the server will come back with
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "after-snapshot", Lines: line("a", 2), TTL: time.Hour})
+	require.NoError(t, err)
+	own.Stop(t, 0)
+	own.Start(t)
+	require.Eventually(t, func() bool { return rdb.Ping(ctx).Err() == nil }, 30*time.Second, 50*time.Millisecond)
+
+	restarted := testkit.Must(redisinventory.NewDurable(rdb, db))(t) // the process, started again
+	healed, err := restarted.Heal(ctx)
+	require.NoError(t, err)
+	require.True(t, healed, "Redis holds data of another server run: rebuilt")
+	inv = testkit.Must(inventory.New(restarted))(t)
+	wantStock(t, inv, "a", 5, 3, 0)
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "oversell", Lines: line("a", 5), TTL: time.Hour})
+	require.ErrorIs(t, err, inventory.ErrInsufficientStock, "5 units the old copy shows, 3 the journal has")
+}
