@@ -102,7 +102,10 @@
 // key of the inventory holding another type (WRONGTYPE: something else wrote it). The healer also watches
 // the server's run ID: a Redis that restarted, or another one after a failover, may hold an
 // older copy of the data under a good marker (a restored snapshot, a lagging replica), and
-// is rebuilt as well. Writers do not wait for the healer's next look: a reservation or
+// is rebuilt as well; every rebuild records in Redis the run ID of the server it wrote on
+// (the key run), so a process's first heal, which has seen no server yet (the process
+// restarted with Redis), rebuilds such a copy too
+// (TestDurableRestartedWithOldDataAndProcess). Writers do not wait for the healer's next look: a reservation or
 // commit whose script went through a newly opened connection (a restart breaks every
 // pooled one) reads the run ID again before its transaction commits, and fails closed on a
 // server the healer has not seen, so an older copy never sells units the journal already

@@ -39,9 +39,10 @@ const DependencyRebuilding = "redis (stock rebuilding)"
 type Durable struct {
 	b  *Backend
 	db *bun.DB
-	// marker is the key holding the generation Redis was built for; fence the one holding
-	// the generation of the rebuild whose writes Redis takes (see fenced).
-	marker, fence string
+	// marker is the key holding the generation Redis was built for; runKey the one holding the
+	// run ID of the server the last rebuild wrote on; fence the one holding the generation
+	// of the rebuild whose writes Redis takes (see fenced).
+	marker, runKey, fence string
 	// shareLock, forUpdate and skipLocked are the dialect's locking clauses ("" in SQLite).
 	shareLock, forUpdate, skipLocked string
 	log                              *slog.Logger
@@ -78,7 +79,7 @@ func NewDurable(c redis.UniversalClient, db *bun.DB, opts ...Option) (*Durable, 
 	if err != nil {
 		return nil, err
 	}
-	d := &Durable{b: b, db: db, marker: b.prefix + "generation", fence: b.prefix + "rebuilder", log: b.log, wake: make(chan struct{}, 1),
+	d := &Durable{b: b, db: db, marker: b.prefix + "generation", runKey: b.prefix + "run", fence: b.prefix + "rebuilder", log: b.log, wake: make(chan struct{}, 1),
 		waiting: make(chan struct{}, 1)}
 	d.server = redisserver.NewWatch(b.c, d.marker)
 	if !sqlutil.IsSQLite(db) {

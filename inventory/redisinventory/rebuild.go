@@ -89,7 +89,8 @@ const rebuildBatch = 2000
 //     transaction that runs only while the fence holds its generation, so a rebuild whose
 //     lock died with its database connection, and which another heal took over, never
 //     mixes its older read into the later rebuild's (TestDurableRebuildWhoseLockDied);
-//  5. it sets the generation marker, and the inventory answers again.
+//  5. it sets the generation marker, with the run ID of the server it wrote on (the key
+//     run, which a heal checks: see Heal), and the inventory answers again.
 //
 // The bump's transaction also records the generation in the row 'built', so that a change
 // whose Redis step the guard refused knows whether a rebuild read it (see afterRebuild).
@@ -98,7 +99,11 @@ func (d *Durable) Rebuild(ctx context.Context) (RebuildReport, error) {
 }
 
 // Heal rebuilds Redis when it does not hold the journal's generation (it lost its data, or
-// was never built) or an operation found a SKU key missing, and reports whether it did.
+// was never built), its data was written on another run of the server than the one
+// answering now (a restart or a failover, maybe with an older copy of the data: seen by
+// this process, or, for a process that has seen no server yet, by the run ID the last
+// rebuild recorded in Redis), or an operation found a SKU key missing, and reports whether
+// it did.
 // Run it at start, before serving; Run calls it whenever an operation finds lost data.
 // Like a Rebuild, it fails with an error matching errcode.ErrUnavailable when the journal
 // or Redis cannot be reached.
@@ -145,8 +150,18 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 				return RebuildReport{}, redisErr(ctx, err)
 			}
 			if marker == gen {
-				d.healed.Store(&srv.RunID)
-				return RebuildReport{}, nil
+				// The data must also have been written on this server run: a Redis back
+				// with an older copy under a good marker holds the run ID of the server
+				// that wrote it (or none), and this process may have seen no server
+				// before (it started after the restart, healed is nil).
+				run, err := d.b.c.Get(ctx, d.runKey).Result()
+				if err != nil && !errors.Is(err, redis.Nil) && !wrongType(err) {
+					return RebuildReport{}, redisErr(ctx, err)
+				}
+				if run == srv.RunID {
+					d.healed.Store(&srv.RunID)
+					return RebuildReport{}, nil
+				}
 			}
 		}
 	}
@@ -155,7 +170,7 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 	// The request is cleared before the rebuild reads the journal, so that one made while
 	// it runs (for a change it may not read) asks again; a failed rebuild asks again too.
 	forced := d.forced.Swap(false)
-	rep, err := d.rebuild(ctx)
+	rep, err := d.rebuild(ctx, srv.RunID)
 	if err != nil {
 		if forced {
 			d.forced.Store(true)
@@ -220,7 +235,8 @@ func (d *Durable) refuseUnjournaled(ctx context.Context) error {
 
 type usage struct{ sku, buyer string }
 
-func (d *Durable) rebuild(ctx context.Context) (RebuildReport, error) {
+// rebuild writes Redis anew from the journal (see Rebuild) on the server of run ID runID.
+func (d *Durable) rebuild(ctx context.Context, runID string) (RebuildReport, error) {
 	start := time.Now()
 	var rep RebuildReport
 	// Redis fails closed before the generation moves: a marker that a SetStock which did
@@ -328,6 +344,7 @@ func (d *Durable) rebuild(ctx context.Context) (RebuildReport, error) {
 			"buyer", r.BuyerID, "created", r.CreatedAt.UnixMilli(), "expires", r.ExpiresAt.UnixMilli())
 		p.add("zadd", d.b.due, r.ExpiresAt.UnixMilli(), r.ID)
 	}
+	p.add("set", d.runKey, runID)
 	p.add("set", d.marker, rep.Generation)
 	if err := p.flush(); err != nil {
 		return rep, fmt.Errorf("redisinventory: rebuild: write Redis: %w", err)
