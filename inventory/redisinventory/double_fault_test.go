@@ -124,7 +124,7 @@ func TestDurableRebuildWhoseLockDied(t *testing.T) {
 }
 
 // TestDurableBothDown kills MySQL and Redis together (SIGKILL, no grace) while clients
-// reserve, commit, release, return and sweep expiries, and brings them back in either
+// reserve, commit, release, return, adjust and sweep expiries, and brings them back in either
 // order, with the healer running as in a server. Every error any call answers, in flight
 // at the kill, during the outage or while the two come back, matches
 // errcode.ErrUnavailable: never a business answer (out of stock, not found, a buyer's
@@ -202,6 +202,8 @@ func TestDurableBothDown(t *testing.T) {
 						}
 						_, err = inv.Stock(ctx, skus[i%2])
 						check("stock", err)
+						_, err = inv.Adjust(ctx, inventory.Adjustment{ID: "adj-" + id, SKU: skus[i%2], Delta: int64(1 - 2*(i%2)), Reason: "count"})
+						check("adjust "+id, err)
 						mu.Lock()
 						wantDB[id] = final
 						mu.Unlock()
