@@ -335,8 +335,9 @@ func TestDurableBehindWhileTheDatabaseFails(t *testing.T) {
 // data under a good marker (a snapshot taken before a reservation), and the process that
 // served it restarted too (a machine or a whole deployment restarting: no process saw the
 // old server's run ID). The new process's first heal must still notice that Redis holds
-// data written on another server run and rebuild it: the old copy would put the units of
-// the reservation made after the snapshot on sale again.
+// data written on another server run and rebuild it, and its writers must fail closed
+// before that heal (one at start that failed): the old copy would put the units of the
+// reservation made after the snapshot on sale again.
 func TestDurableRestartedWithOldDataAndProcess(t *testing.T) {
 	ctx := context.Background()
 	own := testenv.OwnRedis(t)
@@ -357,10 +358,14 @@ func TestDurableRestartedWithOldDataAndProcess(t *testing.T) {
 	require.Eventually(t, func() bool { return rdb.Ping(ctx).Err() == nil }, 30*time.Second, 50*time.Millisecond)
 
 	restarted := testkit.Must(redisinventory.NewDurable(rdb, db))(t) // the process, started again
+	inv = testkit.Must(inventory.New(restarted))(t)
+	// Its heal at start failed (the database was not up yet, say): the server serves, and
+	// the healer tries again at its next look. Meanwhile writers fail closed.
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "early", Lines: line("a", 5), TTL: time.Hour})
+	require.ErrorIs(t, err, errcode.ErrUnavailable, "5 units the old copy shows, 3 the journal has: before the first heal")
 	healed, err := restarted.Heal(ctx)
 	require.NoError(t, err)
 	require.True(t, healed, "Redis holds data of another server run: rebuilt")
-	inv = testkit.Must(inventory.New(restarted))(t)
 	wantStock(t, inv, "a", 5, 3, 0)
 	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "oversell", Lines: line("a", 5), TTL: time.Hour})
 	require.ErrorIs(t, err, inventory.ErrInsufficientStock, "5 units the old copy shows, 3 the journal has")
