@@ -105,7 +105,8 @@
 // is rebuilt as well; every rebuild records in Redis the run ID of the server it wrote on
 // (the key run), so a process's first heal, which has seen no server yet (the process
 // restarted with Redis), rebuilds such a copy too
-// (TestDurableRestartedWithOldDataAndProcess). Writers do not wait for the healer's next look: a reservation or
+// (TestDurableRestartedWithOldDataAndProcess), and before that heal (one at start that
+// failed) its writers fail closed on such a copy. Writers do not wait for the healer's next look: a reservation or
 // commit whose script went through a newly opened connection (a restart breaks every
 // pooled one) reads the run ID again before its transaction commits, and fails closed on a
 // server the healer has not seen, so an older copy never sells units the journal already

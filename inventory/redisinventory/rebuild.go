@@ -462,14 +462,27 @@ func (d *Durable) node(ctx context.Context) (redis.Cmdable, error) {
 // away until the healer's next look. redisserver.Watch reads the run ID again only after
 // the pool opened a connection. Call it after the write, inside the writer's transaction,
 // so that its failure rolls the journal's half back.
+//
+// A process that has not healed yet (its heal at start failed, the database being down,
+// say, and the healer has not looked again) has seen no server: the data must then have
+// been written on the server run answering now, as the last rebuild recorded it (the key
+// run; see Heal).
 func (d *Durable) sameServer(ctx context.Context) error {
-	healed := d.healed.Load()
-	if healed == nil {
-		return nil // no heal yet in this process: the marker decides
-	}
 	srv, err := d.server.Current(ctx)
 	if err != nil {
 		return redisErr(ctx, err)
+	}
+	healed := d.healed.Load()
+	if healed == nil {
+		run, err := d.b.c.Get(ctx, d.runKey).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return redisErr(ctx, err)
+		}
+		if run != srv.RunID {
+			return d.lost(fmt.Errorf("%w: Redis's data was written on another server run (%q, now %s) and no heal has looked yet",
+				errLost, run, srv.RunID))
+		}
+		return nil
 	}
 	if srv.RunID != *healed {
 		return d.lost(fmt.Errorf("%w: the Redis server restarted or changed (run %s, healed on %s)", errLost, srv.RunID, *healed))
