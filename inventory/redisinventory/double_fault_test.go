@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,13 +22,21 @@ import (
 )
 
 // pipelineGate runs at the first pipeline (MULTI/EXEC transactions included) sent through
-// the client once armed: it calls at, then sends the pipeline.
+// the client once armed, or with armWhen the first whose commands match: it calls at,
+// then sends the pipeline.
 type pipelineGate struct {
-	mu sync.Mutex
-	at func()
+	mu    sync.Mutex
+	match func([]redis.Cmder) bool
+	at    func()
 }
 
-func (g *pipelineGate) arm(at func()) { g.mu.Lock(); g.at = at; g.mu.Unlock() }
+func (g *pipelineGate) arm(at func()) { g.armWhen(nil, at) }
+
+func (g *pipelineGate) armWhen(match func([]redis.Cmder) bool, at func()) {
+	g.mu.Lock()
+	g.match, g.at = match, at
+	g.mu.Unlock()
+}
 
 func (g *pipelineGate) DialHook(next redis.DialHook) redis.DialHook { return next }
 
@@ -37,7 +46,11 @@ func (g *pipelineGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		g.mu.Lock()
 		at := g.at
-		g.at = nil
+		if at != nil && g.match != nil && !g.match(cmds) {
+			at = nil
+		} else {
+			g.at = nil
+		}
 		g.mu.Unlock()
 		if at != nil {
 			at()
@@ -369,4 +382,64 @@ func TestDurableRestartedWithOldDataAndProcess(t *testing.T) {
 	wantStock(t, inv, "a", 5, 3, 0)
 	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "oversell", Lines: line("a", 5), TTL: time.Hour})
 	require.ErrorIs(t, err, inventory.ErrInsufficientStock, "5 units the old copy shows, 3 the journal has")
+}
+
+// TestDurableRebuildOutlivesTheDatabase: a rebuild has read the journal and wiped Redis
+// when the database is killed. No reservation, in any process, succeeds against the
+// Redis it leaves half-built, neither while the database is down nor once it is back
+// before the rebuild's marker; the rebuild, which needs the database no more, completes;
+// and then Redis holds exactly the journal: 7 units on sale of 10, and no eighth.
+func TestDurableRebuildOutlivesTheDatabase(t *testing.T) {
+	ctx := context.Background()
+	ownDB, dsn := testenv.OwnMySQL(t)
+	rdb := testenv.Redis(t)
+	rdbA, gateA := gatedClient(t, rdb)
+	dbA, dbB := testenv.MySQLAt(t, dsn), testenv.MySQLAt(t, dsn)
+	require.NoError(t, redisinventory.CreateJournal(ctx, dbA))
+	a := testkit.Must(redisinventory.NewDurable(rdbA, dbA))(t)
+	b := testkit.Must(redisinventory.NewDurable(rdb, dbB))(t)
+	for _, d := range []*redisinventory.Durable{a, b} {
+		_, err := d.Heal(ctx)
+		require.NoError(t, err)
+	}
+	inv := testkit.Must(inventory.New(b))(t)
+	setStock(t, inv, "sku", 10, 0)
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "x", Lines: line("sku", 3), TTL: time.Hour})
+	require.NoError(t, err)
+
+	reached, goOn := make(chan struct{}), make(chan struct{})
+	gateA.armWhen(func(cmds []redis.Cmder) bool { // its first write, once Redis is wiped
+		return slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "hset" })
+	}, func() { close(reached); <-goOn })
+	doneA := make(chan error, 1)
+	go func() {
+		_, err := a.Rebuild(ctx)
+		doneA <- err
+	}()
+	await(t, reached, "A's writes")
+	reserve := func(id string, qty int64) error {
+		_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: id, Lines: line("sku", qty), TTL: time.Hour})
+		return err
+	}
+	ownDB.Stop(t, 0)
+	require.ErrorIs(t, reserve("down", 1), errcode.ErrUnavailable)
+	_, err = inv.Stock(ctx, "sku")
+	require.ErrorIs(t, err, errcode.ErrUnavailable)
+	ownDB.Start(t)
+	require.Eventually(t, func() bool { return dbB.PingContext(ctx) == nil }, time.Minute, 100*time.Millisecond)
+	requireRebuilding(t, reserve("half-built", 1))
+
+	close(goOn)
+	require.NoError(t, <-doneA, "the rebuild needs the database no more")
+	for _, d := range []*redisinventory.Durable{a, b} { // what Run does
+		_, err := d.Heal(ctx)
+		require.NoError(t, err)
+	}
+	wantStock(t, inv, "sku", 10, 7, 0)
+	require.NoError(t, reserve("fits", 7))
+	require.ErrorIs(t, reserve("eighth", 1), inventory.ErrInsufficientStock)
+	for _, id := range []string{"down", "half-built", "eighth"} {
+		_, err := b.Get(ctx, id)
+		require.ErrorIs(t, err, inventory.ErrReservationNotFound, id)
+	}
 }
