@@ -443,3 +443,32 @@ func TestDurableRebuildOutlivesTheDatabase(t *testing.T) {
 		require.ErrorIs(t, err, inventory.ErrReservationNotFound, id)
 	}
 }
+
+// TestDurableRebuildAfterTheJournalWasLost: a Durable's journal is lost (a new, empty
+// database) while Redis keeps its data, fence included, from rebuilds of later
+// generations than the new journal has. The documented way out, a Rebuild that wipes the
+// old data on purpose, must succeed: a fence that only a later generation could take
+// would refuse every rebuild of the new journal for ever.
+func TestDurableRebuildAfterTheJournalWasLost(t *testing.T) {
+	ctx := context.Background()
+	d, rdb, _ := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "tee", 7, 0)
+	for range 3 {
+		_, err := d.Rebuild(ctx)
+		require.NoError(t, err)
+	}
+
+	db := testenv.MySQL(t) // the journal, lost and created again
+	require.NoError(t, redisinventory.CreateJournal(ctx, db))
+	again := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
+	_, err := again.Heal(ctx)
+	require.ErrorIs(t, err, redisinventory.ErrUnjournaledData)
+	_, err = again.Rebuild(ctx)
+	require.NoError(t, err, "the wipe on purpose")
+	inv = testkit.Must(inventory.New(again))(t)
+	_, err = inv.Stock(ctx, "tee")
+	require.ErrorIs(t, err, inventory.ErrUnknownSKU, "Rebuild wipes what the journal does not hold")
+	setStock(t, inv, "tee", 5, 0)
+	wantStock(t, inv, "tee", 5, 5, 0)
+}
