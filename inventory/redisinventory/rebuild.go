@@ -381,29 +381,17 @@ func (b *batcher) flush() error {
 // lost, while it wrote Redis.
 var errSuperseded = errors.New("redisinventory: rebuild: another rebuild took Redis over (or Redis lost the rebuild's fence)")
 
-// claimFenceLua sets the fence KEYS[1] to the rebuild's generation ARGV[1] unless it holds
-// a later one (a value of another type is dropped), and answers 1; 0 when a later rebuild
-// holds it.
-var claimFenceLua = redis.NewScript(`
-local t = redis.call('TYPE', KEYS[1]).ok
-if t ~= 'none' and t ~= 'string' then redis.call('DEL', KEYS[1]) end
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-if cur > tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
-`)
-
 // claimFence makes the rebuild of generation gen the one whose writes Redis takes: from
-// now on every write of an earlier rebuild, still running in this or another process (its
-// rebuild lock lost with its database connection, another heal took it), is refused
-// (fenced), and this rebuild's are refused once a later one claims the fence.
+// now on every write of another rebuild, still running in this or another process (its
+// rebuild lock lost with its database connection, and another heal took it), is refused
+// (fenced), until another claims the fence in turn. The last claim wins, whatever the
+// generations: a rebuild that claims after a later one wipes Redis and writes its older
+// read under its own, older marker, which the journal's generation no longer matches, so
+// Redis fails closed until the next heal; and a journal created again (lost) starts its
+// generations anew below what the fence may hold.
 func (d *Durable) claimFence(ctx context.Context, gen int64) error {
-	ok, err := claimFenceLua.Run(ctx, d.b.c, []string{d.fence}, gen).Int()
-	switch {
-	case err != nil:
+	if err := d.b.c.Set(ctx, d.fence, gen, 0).Err(); err != nil {
 		return fmt.Errorf("redisinventory: rebuild: %w", redisErr(ctx, err))
-	case ok != 1:
-		return d.superseded()
 	}
 	return nil
 }
@@ -414,11 +402,11 @@ func (d *Durable) superseded() error {
 }
 
 // fenced runs cmds (a rebuild's wipe or writes) in one MULTI/EXEC transaction if the fence
-// holds gen, the rebuild's generation, with the fence WATCHed: a later rebuild that claims
-// it before EXEC aborts the transaction. The later rebuild claims the fence before it
-// wipes Redis, so whatever an earlier one wrote before the claim is wiped, and nothing it
-// would write after the claim reaches Redis: its data, read from an older journal, never
-// mixes with the later rebuild's under the later marker.
+// holds gen, the rebuild's generation, with the fence WATCHed: another rebuild that claims
+// it before EXEC aborts the transaction. A rebuild claims the fence before it wipes Redis,
+// so whatever another wrote before the claim is wiped, and nothing the other would write
+// after the claim reaches Redis: two rebuilds' reads of the journal never mix under one
+// marker.
 func (d *Durable) fenced(ctx context.Context, gen int64, cmds [][]any) error {
 	err := d.b.c.Watch(ctx, func(tx *redis.Tx) error {
 		got, err := tx.Get(ctx, d.fence).Int64()
