@@ -353,28 +353,12 @@ func TestDurableBehindWhileTheDatabaseFails(t *testing.T) {
 // reservation made after the snapshot on sale again.
 func TestDurableRestartedWithOldDataAndProcess(t *testing.T) {
 	ctx := context.Background()
-	own := testenv.OwnRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: own.Addr})
-	t.Cleanup(func() { rdb.Close() })
-	db := testenv.MySQL(t)
-	require.NoError(t, redisinventory.CreateJournal(ctx, db))
-	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
-	_, err := d.Heal(ctx)
-	require.NoError(t, err)
-	inv := testkit.Must(inventory.New(d))(t)
-	setStock(t, inv, "a", 5, 0)
-	require.NoError(t, rdb.Save(ctx).Err()) // the snapshot the server will come back with
-	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "after-snapshot", Lines: line("a", 2), TTL: time.Hour})
-	require.NoError(t, err)
-	own.Stop(t, 0)
-	own.Start(t)
-	require.Eventually(t, func() bool { return rdb.Ping(ctx).Err() == nil }, 30*time.Second, 50*time.Millisecond)
-
+	_, _, rdb, db := backWithOldData(t)
 	restarted := testkit.Must(redisinventory.NewDurable(rdb, db))(t) // the process, started again
-	inv = testkit.Must(inventory.New(restarted))(t)
+	inv := testkit.Must(inventory.New(restarted))(t)
 	// Its heal at start failed (the database was not up yet, say): the server serves, and
 	// the healer tries again at its next look. Meanwhile writers fail closed.
-	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "early", Lines: line("a", 5), TTL: time.Hour})
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "early", Lines: line("a", 5), TTL: time.Hour})
 	require.ErrorIs(t, err, errcode.ErrUnavailable, "5 units the old copy shows, 3 the journal has: before the first heal")
 	healed, err := restarted.Heal(ctx)
 	require.NoError(t, err)

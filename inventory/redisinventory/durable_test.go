@@ -308,24 +308,9 @@ func BenchmarkRebuild(b *testing.B) {
 // the new server itself.
 func TestDurableRestartedWithOldData(t *testing.T) {
 	ctx := context.Background()
-	own := testenv.OwnRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: own.Addr})
-	t.Cleanup(func() { rdb.Close() })
-	db := testenv.MySQL(t)
-	require.NoError(t, redisinventory.CreateJournal(ctx, db))
-	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
-	_, err := d.Heal(ctx)
-	require.NoError(t, err)
-	inv := testkit.Must(inventory.New(d))(t)
-	setStock(t, inv, "a", 5, 0)
-	require.NoError(t, rdb.Save(ctx).Err()) // the snapshot the server will come back with
-	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "after-snapshot", Lines: line("a", 2)})
-	require.NoError(t, err)
-	own.Stop(t, 0)
-	own.Start(t)
-	require.Eventually(t, func() bool { return rdb.Ping(ctx).Err() == nil }, 30*time.Second, 50*time.Millisecond)
+	d, inv, _, _ := backWithOldData(t)
 	wantStock(t, inv, "a", 5, 5, 0) // the old copy, marker and all (a display read)
-	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "oversell", Lines: line("a", 5)})
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "oversell", Lines: line("a", 5)})
 	require.ErrorIs(t, err, errcode.ErrUnavailable, "5 units the old copy shows, 3 the journal has")
 
 	healed, err := d.Heal(ctx)
@@ -339,6 +324,32 @@ func TestDurableRestartedWithOldData(t *testing.T) {
 	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "fits", Lines: line("a", 3)})
 	require.NoError(t, err)
 	wantStock(t, inv, "a", 5, 0, 0)
+}
+
+// backWithOldData journals 5 units of SKU "a" through a healed Durable on its own Redis,
+// snapshots Redis, reserves 2 units ("after-snapshot"), then restarts Redis, which comes
+// back with the snapshot: an older copy of the data under a good marker. It returns that
+// Durable, its inventory, the Redis client and the journal's database.
+func backWithOldData(t *testing.T) (*redisinventory.Durable, *inventory.Inventory, *redis.Client, *bun.DB) {
+	t.Helper()
+	ctx := context.Background()
+	own := testenv.OwnRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: own.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	db := testenv.MySQL(t)
+	require.NoError(t, redisinventory.CreateJournal(ctx, db))
+	d := testkit.Must(redisinventory.NewDurable(rdb, db))(t)
+	_, err := d.Heal(ctx)
+	require.NoError(t, err)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "a", 5, 0)
+	require.NoError(t, rdb.Save(ctx).Err()) // the snapshot the server will come back with
+	_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "after-snapshot", Lines: line("a", 2), TTL: time.Hour})
+	require.NoError(t, err)
+	own.Stop(t, 0)
+	own.Start(t)
+	require.Eventually(t, func() bool { return rdb.Ping(ctx).Err() == nil }, 30*time.Second, 50*time.Millisecond)
+	return d, inv, rdb, db
 }
 
 // TestDurableConcurrentReplaysWait: 30 concurrent replays of one reservation on the
