@@ -144,10 +144,11 @@ type StockAdjustment struct {
 // AdjustStock changes a product's stock by adj.Delta once per adj.ID and returns the stock
 // after it: a restock or a correction that may be retried. Sent again (the same ID and
 // content), it changes nothing and returns the stock as it is; the same ID with another
-// delta or reason fails with an *inventory.ConflictError (errcode.ErrKeyReused). A removal beyond the available units fails
-// with ErrOutOfStock; an invalid adjustment with *ValidationError; an unknown product with
-// ErrProductNotFound. A refused adjustment changes nothing. The inventory keeps the
-// adjustment's ID with its journal, so a retry is recognised however late it comes.
+// delta or reason fails with an *inventory.ConflictError (errcode.ErrKeyReused). A removal
+// beyond the available units fails with ErrOutOfStock; an invalid adjustment with
+// *ValidationError; an unknown product with ErrProductNotFound. A refused adjustment
+// changes nothing. The inventory keeps the adjustment's ID with its journal, so a retry is
+// recognised however late it comes.
 func (s *Service) AdjustStock(ctx context.Context, productID string, adj StockAdjustment) (inventory.Stock, error) {
 	if err := checkProductID(productID); err != nil {
 		return inventory.Stock{}, err
