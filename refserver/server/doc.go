@@ -92,7 +92,11 @@
 // bytes or not UTF-8 is 400 invalid_idempotency_key. The header idempotency_key, the name
 // the source documents' ADR-004 gives it, is read as the same key (proxies often drop
 // header names with underscores, so Idempotency-Key is the one to send); two different keys
-// in one request are 400 invalid_idempotency_key.
+// in one request are 400 invalid_idempotency_key. A restock is POST
+// /v1/products/{id}/stock/adjustments, idempotent on the adjustment's own id, which the
+// inventory keeps with its journal, so a retry however late changes nothing; PUT
+// /v1/products/{id}/stock sets an absolute count, and sent again after a sale it puts the
+// sold units back.
 //
 // # Backends
 //
