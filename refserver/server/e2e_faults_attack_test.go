@@ -154,6 +154,8 @@ func (e *attackEnv) routeSweep(n int) []*probe {
 		{name: "price", method: "PUT", path: "/v1/products/p1/price", tok: e.admin, body: server.PriceJSON{Price: 9000}, ok: []int{ok}},
 		{name: "set stock", method: "PUT", path: "/v1/products/" + k("new") + "/stock", tok: e.admin,
 			body: server.SetStockJSON{OnHand: 7}, ok: []int{ok, http.StatusNotFound}}, // created concurrently, or not
+		{name: "adjust stock", method: "POST", path: "/v1/products/p1/stock/adjustments", tok: e.admin,
+			body: server.AdjustStockJSON{ID: k("adj"), Delta: 1, Reason: "sweep"}, ok: []int{ok}},
 		{name: "place", method: "POST", path: "/v1/orders", tok: tok, key: k("place"),
 			body: server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}, ok: []int{created}},
 		{name: "orders", method: "GET", path: "/v1/orders", tok: tok, ok: []int{ok}},
@@ -743,6 +745,19 @@ func lostScenarios() []lostScenario {
 			check: func(t *testing.T, e *attackEnv, _, path string, _ resp) {
 				st := as[server.StockJSON](t, expect(t, e.untilFinal(t, "check", "GET", path, "", "", nil), http.StatusOK))
 				assert.Equal(t, [3]int64{8, 1, 0}, [3]int64{st.Available, st.Reserved, st.Sold}, "on hand 9, one reserved")
+			}},
+		{name: "adjust stock", method: "POST", admin: true, final: http.StatusOK,
+			bodyOf: func(user string) any { return server.AdjustStockJSON{ID: "adj-" + user, Delta: 2, Reason: "restock"} },
+			prep: func(t *testing.T, e *attackEnv, tok string) string {
+				// As for set stock: the stock may be rebuilding after the last scenario.
+				id := "adj-" + e.claimsUser(t, tok)
+				expect(t, e.untilFinal(t, "prep", "POST", "/v1/products", e.admin, "", server.NewProductJSON{ID: id, Name: "A", Price: 500, Stock: 3}), http.StatusCreated)
+				expect(t, e.untilFinal(t, "prep", "POST", "/v1/orders", tok, "pl", server.PlaceOrderJSON{Lines: []server.LineJSON{{ProductID: id, Qty: 1}}}), http.StatusCreated)
+				return "/v1/products/" + id + "/stock/adjustments"
+			},
+			check: func(t *testing.T, e *attackEnv, tok, path string, _ resp) {
+				st := as[server.StockJSON](t, expect(t, e.untilFinal(t, "check", "GET", strings.TrimSuffix(path, "/adjustments"), "", "", nil), http.StatusOK))
+				assert.Equal(t, [4]int64{5, 4, 1, 0}, [4]int64{st.OnHand, st.Available, st.Reserved, st.Sold}, "3 on hand, 2 added once, one reserved")
 			}},
 		{name: "coupon template", method: "POST", admin: true, final: http.StatusCreated,
 			bodyOf: func(user string) any {
