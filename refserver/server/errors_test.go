@@ -206,11 +206,11 @@ func TestCartChangedFreesTheKey(t *testing.T) {
 	w := httptest.NewRecorder()
 	s.writeError(w, httptest.NewRequest(http.MethodPost, "/v1/orders", nil), fmt.Errorf("commerce: %w", cart.ErrChanged))
 	assert.Equal(t, http.StatusConflict, w.Code)
-	assert.False(t, keepResponse(w.Code, w.Header()), "a cart_changed answer is not final for its key")
+	assert.False(t, keepResponse(w.Code, w.Header(), "cart_changed"), "a cart_changed answer is not final for its key")
 
 	w = httptest.NewRecorder()
 	s.writeError(w, httptest.NewRequest(http.MethodPost, "/v1/orders", nil), cart.ErrEmpty)
-	assert.True(t, keepResponse(w.Code, w.Header()), "cart_empty stays final")
+	assert.True(t, keepResponse(w.Code, w.Header(), "cart_empty"), "cart_empty stays final")
 }
 
 // TestWireField: a validation problem names its field as the API spells it, whatever the

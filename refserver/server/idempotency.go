@@ -39,18 +39,21 @@ var errTransient = errors.New("transient response")
 // and replayed to every retry with the key, so the key stays bound to its request. Final:
 // successes and every 4xx the request's execution decided (409 invalid_order_state or
 // order_expired, 422, 404...): running the same request again would give the same answer,
-// and the key must not be freed for another request (that is 422 idempotency_key_reused;
-// an execution answering that itself is not kept either: see idempotent).
+// and the key must not be freed for another request (that is 422 idempotency_key_reused).
 // Not final, so the key is freed and a retry runs again: server and dependency failures
 // (5xx), rate limiting (429), 202 (the PG has not answered yet: the retry continues the
 // same payment and returns its outcome), any answer carrying Retry-After — a request still
-// in flight elsewhere (request_in_progress, refund_in_progress) — and, as Stripe does,
-// input refused before anything ran (400, 413): the client fixes its request and may keep
-// its key.
-func keepResponse(status int, header http.Header) bool {
+// in flight elsewhere (request_in_progress, refund_in_progress) — as Stripe does, input
+// refused before anything ran (400, 413): the client fixes its request and may keep its
+// key; and the execution's own idempotency_key_reused (code, the answer's problem code):
+// commerce found the key bound to another request in its own record, which outlives this
+// store's (Redis lost it, or it expired). The key is that request's: kept here, this answer
+// would bind it to this one, and that request's own retry would be refused as reusing it.
+func keepResponse(status int, header http.Header, code string) bool {
 	switch {
 	case status >= 500, status == http.StatusTooManyRequests, status == http.StatusAccepted,
-		status == http.StatusBadRequest, status == http.StatusRequestEntityTooLarge:
+		status == http.StatusBadRequest, status == http.StatusRequestEntityTooLarge,
+		code == errcode.ReasonOf(errcode.ErrKeyReused):
 		return false
 	}
 	return header.Get("Retry-After") == ""
@@ -94,14 +97,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 					// A dependency failed: the store frees the key in the background
 					// instead of making this answer wait on a backend that may be down.
 					return resp, errcode.Unavailable("request", errTransient)
-				case !keepResponse(rec.status, rec.header):
-					return resp, errTransient
-				case resp.ErrorCode == errcode.ReasonOf(errcode.ErrKeyReused):
-					// The execution found the key bound to another request (commerce's
-					// own record, which outlives this store's: Redis lost it, or it
-					// expired). The key is that request's: kept here, this answer would
-					// bind it to this one, and that request's own retry would be
-					// refused as reusing it.
+				case !keepResponse(rec.status, rec.header, resp.ErrorCode):
 					return resp, errTransient
 				}
 				return resp, nil
