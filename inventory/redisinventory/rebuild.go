@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -145,23 +146,17 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 				return RebuildReport{}, err
 			}
 		} else if !restarted && !behind && !d.forced.Load() {
-			marker, err := d.b.c.Get(ctx, d.marker).Int64()
-			if err != nil && !errors.Is(err, redis.Nil) && !wrongType(err) { // a marker of another type: rebuild
-				return RebuildReport{}, redisErr(ctx, err)
+			// The data must also have been written on this server run: a Redis back with
+			// an older copy under a good marker holds the run ID of the server that wrote
+			// it (or none), and this process may have seen no server before (it started
+			// after the restart, healed is nil).
+			marker, run, err := d.builtOn(ctx)
+			if err != nil {
+				return RebuildReport{}, err
 			}
-			if marker == gen {
-				// The data must also have been written on this server run: a Redis back
-				// with an older copy under a good marker holds the run ID of the server
-				// that wrote it (or none), and this process may have seen no server
-				// before (it started after the restart, healed is nil).
-				run, err := d.b.c.Get(ctx, d.runKey).Result()
-				if err != nil && !errors.Is(err, redis.Nil) && !wrongType(err) {
-					return RebuildReport{}, redisErr(ctx, err)
-				}
-				if run == srv.RunID {
-					d.healed.Store(&srv.RunID)
-					return RebuildReport{}, nil
-				}
+			if marker == gen && run == srv.RunID {
+				d.healed.Store(&srv.RunID)
+				return RebuildReport{}, nil
 			}
 		}
 	}
@@ -433,6 +428,23 @@ func (d *Durable) fenced(ctx context.Context, gen int64, cmds [][]any) error {
 	return redisErr(ctx, err)
 }
 
+// builtOn reads, in one round trip, what the last rebuild left in Redis: the generation
+// it built for (0: none, or a marker of another type) and the run ID of the server it
+// wrote on ("": none, or a value of another type).
+func (d *Durable) builtOn(ctx context.Context) (gen int64, run string, err error) {
+	vals, err := d.b.c.MGet(ctx, d.marker, d.runKey).Result() // MGET answers nil for a key of another type
+	if err != nil {
+		return 0, "", redisErr(ctx, err)
+	}
+	if m, ok := vals[0].(string); ok {
+		if gen, err = strconv.ParseInt(m, 10, 64); err != nil {
+			return 0, "", redisErr(ctx, err)
+		}
+	}
+	run, _ = vals[1].(string)
+	return gen, run, nil
+}
+
 // node is the server holding the inventory's keys: the client itself, or in a cluster the
 // master of the tag's slot.
 func (d *Durable) node(ctx context.Context) (redis.Cmdable, error) {
@@ -462,9 +474,9 @@ func (d *Durable) sameServer(ctx context.Context) error {
 	}
 	healed := d.healed.Load()
 	if healed == nil {
-		run, err := d.b.c.Get(ctx, d.runKey).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return redisErr(ctx, err)
+		_, run, err := d.builtOn(ctx)
+		if err != nil {
+			return err
 		}
 		if run != srv.RunID {
 			return d.lost(fmt.Errorf("%w: Redis's data was written on another server run (%q, now %s) and no heal has looked yet",
