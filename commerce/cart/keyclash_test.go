@@ -14,12 +14,12 @@ import (
 	"github.com/commercekit/commercekit/commerce/commercetest"
 )
 
-// derivedOrderKey is the order key a checkout with key, no coupon and no points derives
-// for a cart of version holding lines (product, qty pairs in the order they were added),
-// as a user can compute it: the checkout's key, what is ordered and the version they know.
-func derivedOrderKey(key string, version int64, lines ...any) string {
+// derivedOrderKey is the order key a checkout with key, no coupon and points derives for
+// a cart of version holding lines (product, qty pairs in the order they were added), as a
+// user can compute it: the checkout's key, what is ordered and the version they know.
+func derivedOrderKey(key string, points, version int64, lines ...any) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00\x000\x00", key)
+	fmt.Fprintf(h, "%s\x00\x00%d\x00", key, points)
 	for i := 0; i < len(lines); i += 2 {
 		fmt.Fprintf(h, "%s\x00%d\x00", lines[i], lines[i+1])
 	}
@@ -39,7 +39,7 @@ func TestCheckoutKeyTakenByADirectOrder(t *testing.T) {
 		p1 := e.Product(t, 1000, 10)
 		add(t, c, "alice", p1, 2) // the cart's version is 1
 		direct, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: "alice",
-			IdempotencyKey: derivedOrderKey("co-1", 1, p1, 2), Lines: []commerce.Line{{ProductID: p1, Qty: 2}}})
+			IdempotencyKey: derivedOrderKey("co-1", 0, 1, p1, 2), Lines: []commerce.Line{{ProductID: p1, Qty: 2}}})
 		require.NoError(t, err)
 
 		_, err = c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1"})
@@ -69,10 +69,7 @@ func TestCheckoutWithPointsKeyTakenByADirectOrder(t *testing.T) {
 		p1 := e.Product(t, 1000, 10)
 		e.GivePoints(t, "alice", 5000)
 		add(t, c, "alice", p1, 2) // the cart's version is 1
-		h := sha256.New()
-		fmt.Fprintf(h, "co-1\x00\x002000\x00%s\x002\x00v1\x00", p1)
-		key := "cart-" + hex.EncodeToString(h.Sum(nil))[:40]
-		direct, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: "alice", IdempotencyKey: key,
+		direct, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: "alice", IdempotencyKey: derivedOrderKey("co-1", 2000, 1, p1, 2),
 			Lines: []commerce.Line{{ProductID: p1, Qty: 2}}, Points: 2000})
 		require.NoError(t, err)
 		require.Equal(t, commerce.StatusPendingPayment, direct.Status)
