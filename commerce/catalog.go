@@ -117,17 +117,9 @@ func (s *Service) UpdatePrice(ctx context.Context, productID string, price int64
 // while nothing sold in between; one sent again after a sale (a retry after a lost answer)
 // puts the sold units back. A restock or a correction that may be retried is AdjustStock.
 func (s *Service) SetStock(ctx context.Context, productID string, onHand, buyerLimit int64) (inventory.Stock, error) {
-	if err := checkProductID(productID); err != nil {
-		return inventory.Stock{}, err
-	}
-	if _, err := s.productRow(ctx, s.db, productID); err != nil {
-		return inventory.Stock{}, err
-	}
-	st, err := s.inv.SetStock(ctx, inventory.StockSetting{SKU: productID, OnHand: onHand, BuyerLimit: buyerLimit})
-	if err != nil {
-		return inventory.Stock{}, leafError(fmt.Errorf("commerce: set stock of %s: %w", productID, err))
-	}
-	return st, nil
+	return s.changeStock(ctx, productID, "set", func(ctx context.Context) (inventory.Stock, error) {
+		return s.inv.SetStock(ctx, inventory.StockSetting{SKU: productID, OnHand: onHand, BuyerLimit: buyerLimit})
+	})
 }
 
 // StockAdjustment changes a product's on-hand (and available) count by Delta, once per ID
@@ -150,15 +142,23 @@ type StockAdjustment struct {
 // changes nothing. The inventory keeps the adjustment's ID with its journal, so a retry is
 // recognised however late it comes.
 func (s *Service) AdjustStock(ctx context.Context, productID string, adj StockAdjustment) (inventory.Stock, error) {
+	return s.changeStock(ctx, productID, "adjust", func(ctx context.Context) (inventory.Stock, error) {
+		return s.inv.Adjust(ctx, inventory.Adjustment{ID: adj.ID, SKU: productID, Delta: adj.Delta, Reason: adj.Reason})
+	})
+}
+
+// changeStock runs change, the inventory's change (op: "set", "adjust") of the stock of
+// productID, once the product is known to the catalog, and returns the stock after it.
+func (s *Service) changeStock(ctx context.Context, productID, op string, change func(context.Context) (inventory.Stock, error)) (inventory.Stock, error) {
 	if err := checkProductID(productID); err != nil {
 		return inventory.Stock{}, err
 	}
 	if _, err := s.productRow(ctx, s.db, productID); err != nil {
 		return inventory.Stock{}, err
 	}
-	st, err := s.inv.Adjust(ctx, inventory.Adjustment{ID: adj.ID, SKU: productID, Delta: adj.Delta, Reason: adj.Reason})
+	st, err := change(ctx)
 	if err != nil {
-		return inventory.Stock{}, leafError(fmt.Errorf("commerce: adjust stock of %s: %w", productID, err))
+		return inventory.Stock{}, leafError(fmt.Errorf("commerce: %s stock of %s: %w", op, productID, err))
 	}
 	return st, nil
 }
