@@ -199,16 +199,19 @@ func TestDurableBothDown(t *testing.T) {
 						if !check("reserve "+id, err) {
 							continue // maybe in the journal, maybe not: left alone
 						}
-						final := inventory.StateReserved
+						// A step answered ErrUnavailable may have committed in the journal all
+						// the same (its COMMIT's reply lost with the database): its state is
+						// then not known, and the reservation is left alone, as above.
+						final, known := inventory.StateReserved, true
 						switch i % 3 {
 						case 1:
-							if check("release "+id, inv.Release(ctx, id)) {
+							if known = check("release "+id, inv.Release(ctx, id)); known {
 								final = inventory.StateReleased
 							}
 						case 2:
-							if check("commit "+id, inv.Commit(ctx, id)) {
+							if known = check("commit "+id, inv.Commit(ctx, id)); known {
 								final = inventory.StateCommitted
-								if check("return "+id, inv.Return(ctx, id)) {
+								if known = check("return "+id, inv.Return(ctx, id)); known {
 									final = inventory.StateReturned
 								}
 							}
@@ -217,9 +220,11 @@ func TestDurableBothDown(t *testing.T) {
 						check("stock", err)
 						_, err = inv.Adjust(ctx, inventory.Adjustment{ID: "adj-" + id, SKU: skus[i%2], Delta: int64(1 - 2*(i%2)), Reason: "count"})
 						check("adjust "+id, err)
-						mu.Lock()
-						wantDB[id] = final
-						mu.Unlock()
+						if known {
+							mu.Lock()
+							wantDB[id] = final
+							mu.Unlock()
+						}
 					}
 				})
 			}
