@@ -512,27 +512,30 @@ func (d *Durable) wipe(ctx context.Context, gen int64) error {
 		return err
 	}
 	iter := c.Scan(ctx, 0, escapeGlob(d.b.prefix)+"*", 1000).Iterator()
-	var batch []any
+	unlink := []any{"unlink"}
+	flush := func() error {
+		if len(unlink) > 1 {
+			if err := d.fenced(ctx, gen, [][]any{unlink}); err != nil {
+				return fmt.Errorf("redisinventory: rebuild: wipe: %w", err)
+			}
+		}
+		unlink = unlink[:1]
+		return nil
+	}
 	for iter.Next(ctx) {
 		if iter.Val() == d.fence {
 			continue
 		}
-		if batch = append(batch, iter.Val()); len(batch) == 1000 {
-			if err := d.fenced(ctx, gen, [][]any{append([]any{"unlink"}, batch...)}); err != nil {
-				return fmt.Errorf("redisinventory: rebuild: wipe: %w", err)
+		if unlink = append(unlink, iter.Val()); len(unlink) > 1000 {
+			if err := flush(); err != nil {
+				return err
 			}
-			batch = batch[:0]
 		}
 	}
 	if err := iter.Err(); err != nil {
 		return fmt.Errorf("redisinventory: rebuild: scan: %w", redisErr(ctx, err))
 	}
-	if len(batch) > 0 {
-		if err := d.fenced(ctx, gen, [][]any{append([]any{"unlink"}, batch...)}); err != nil {
-			return fmt.Errorf("redisinventory: rebuild: wipe: %w", err)
-		}
-	}
-	return nil
+	return flush()
 }
 
 // escapeGlob escapes the glob characters of a key prefix for SCAN MATCH.
