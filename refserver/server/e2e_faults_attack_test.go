@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/collector"
 	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment/pgsim"
@@ -185,6 +186,8 @@ func (e *attackEnv) routeSweep(n int) []*probe {
 		{name: "audit", method: "GET", path: "/v1/admin/audit", tok: e.admin, ok: []int{ok}},
 		{name: "dead letters", method: "GET", path: "/v1/admin/outbox/dead-letters", tok: e.admin, ok: []int{ok}},
 		{name: "redrive", method: "POST", path: "/v1/admin/outbox/dead-letters/1/redrive", tok: e.admin, ok: []int{http.StatusNotFound}},
+		{name: "consumer dead letters", method: "GET", path: "/v1/admin/consumers/" + collector.ConsumerName + "/dead-letters", tok: e.admin, ok: []int{ok}},
+		{name: "consumer redrive", method: "POST", path: "/v1/admin/consumers/" + collector.ConsumerName + "/dead-letters/redrive", tok: e.admin, ok: []int{ok}},
 		{name: "webhook (bad signature)", method: "POST", path: "/v1/payments/webhook", body: `{"x":1}`, ok: []int{http.StatusBadRequest, http.StatusUnauthorized}},
 	}
 }
@@ -1482,6 +1485,7 @@ func TestAttackLostReads(t *testing.T) {
 		{"/v1/points", tok}, {"/v1/points/history", tok}, {"/v1/points/top-ups/" + tu.ID, tok},
 		{"/v1/points/top-ups/" + tu.ID + "/payment", tok}, {"/v1/coupons", tok}, {"/v1/cart", tok},
 		{"/v1/rankings", ""}, {"/v1/products/p1/metrics", ""}, {"/v1/admin/outbox/dead-letters", e.admin},
+		{"/v1/admin/consumers/" + collector.ConsumerName + "/dead-letters", e.admin},
 	}
 	for _, rd := range reads {
 		want := expect(t, e.call("GET", rd.path, rd.tok, "", nil), http.StatusOK)

@@ -1,0 +1,134 @@
+package server_test
+
+import (
+	"database/sql"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun/driver/sqliteshim"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/collector"
+	"github.com/commercekit/commercekit/refserver/server"
+)
+
+// consumerLetters is the body of GET /v1/admin/consumers/{name}/dead-letters.
+type consumerLetters struct {
+	Consumer    string `json:"consumer"`
+	DeadLetters []struct {
+		ID       string `json:"id"`
+		Type     string `json:"type"`
+		Error    string `json:"error"`
+		Attempts int    `json:"attempts"`
+	} `json:"dead_letters"`
+}
+
+// TestConsumerDeadLettersAdmin: an event the collector's consumer dead-letters (its table
+// gone while the event is delivered) is listed to admins by the consumer's name and,
+// once the cause is fixed, redriven over HTTP: applied once (the sale counted once, a
+// second redrive applies nothing) and gone from the listing. A redrive while the cause
+// lasts applies nothing and keeps the letter. Users may not touch consumers' dead letters;
+// an unknown consumer is 404, a bad limit 400.
+func TestConsumerDeadLettersAdmin(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			var cfg server.Config
+			a := start(t, b, func(c *server.Config) { cfg = *c })
+			admin := setup(t, a, "p1", 1000, 50)
+			alice := token(t, "alice", false)
+			list := "/v1/admin/consumers/" + collector.ConsumerName + "/dead-letters"
+			redrive := list + "/redrive"
+			letters := func() consumerLetters {
+				return as[consumerLetters](t, expect(t, a.call("GET", list, admin, "", nil), http.StatusOK))
+			}
+			page := letters()
+			assert.Equal(t, collector.ConsumerName, page.Consumer)
+			assert.Empty(t, page.DeadLetters)
+
+			for _, path := range []string{list, redrive} {
+				method := map[string]string{list: "GET", redrive: "POST"}[path]
+				expect(t, a.call(method, path, "", "", nil), http.StatusUnauthorized)
+				expectProblem(t, a.call(method, path, alice, "", nil), http.StatusForbidden, "forbidden")
+				expectProblem(t, a.call(method, "/v1/admin/consumers/no-such-consumer/dead-letters"+path[len(list):], admin, "", nil),
+					http.StatusNotFound, "consumer_not_found")
+				for _, bad := range []string{"0", "501", "abc", "-1"} {
+					expectProblem(t, a.call(method, path+"?limit="+bad, admin, "", nil), http.StatusBadRequest, "malformed_request")
+				}
+			}
+
+			db := openServerDB(t, cfg)
+			rename := func(from, to string) {
+				_, err := db.ExecContext(t.Context(), "ALTER TABLE "+from+" RENAME TO "+to)
+				require.NoError(t, err)
+			}
+			placed := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "o-1", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 2}}}), http.StatusCreated))
+			// The collector cannot count the sale: its payment event is dead-lettered.
+			rename(collector.TableDaily, "metrics_daily_away")
+			expect(t, a.call("POST", "/v1/orders/"+placed.ID+"/pay", alice, "pay-1", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
+			require.Eventually(t, func() bool { return len(letters().DeadLetters) == 1 }, 30*time.Second, 20*time.Millisecond)
+			page = letters()
+			dead := page.DeadLetters[0]
+			assert.Equal(t, commerce.EventPaymentCompleted, dead.Type)
+			assert.Positive(t, dead.Attempts)
+			assert.NotEmpty(t, dead.Error)
+
+			// Redriven before the cause is fixed: it fails again and stays.
+			got := as[struct{ Applied int }](t, expect(t, a.call("POST", redrive, admin, "", nil), http.StatusOK))
+			assert.Equal(t, 0, got.Applied)
+			page = letters()
+			require.Len(t, page.DeadLetters, 1)
+			assert.Equal(t, dead.ID, page.DeadLetters[0].ID)
+
+			rename("metrics_daily_away", collector.TableDaily)
+			got = as[struct{ Applied int }](t, expect(t, a.call("POST", redrive+"?limit=10", admin, "", nil), http.StatusOK))
+			assert.Equal(t, 1, got.Applied)
+			assert.Empty(t, letters().DeadLetters)
+			sales := func() server.MetricsJSON {
+				m := as[server.ProductMetricsJSON](t, expect(t, a.call("GET", "/v1/products/p1/metrics", "", "", nil), http.StatusOK))
+				require.Len(t, m.Items, 1)
+				return m.Items[0].MetricsJSON
+			}
+			want := server.MetricsJSON{Orders: 1, Units: 2, Revenue: 2000, NetUnits: 2, NetRevenue: 2000}
+			assert.Equal(t, want, sales())
+			// Sent again (its answer lost): nothing left to apply, the sale still counted once.
+			got = as[struct{ Applied int }](t, expect(t, a.call("POST", redrive, admin, "", nil), http.StatusOK))
+			assert.Equal(t, 0, got.Applied)
+			assert.Equal(t, want, sales())
+		})
+	}
+}
+
+// TestProductMetricsOfUnknownProduct: a product the catalogue does not hold has no
+// metrics, as it has no stock: 404 product_not_found on both routes, not 200 with no
+// items; a product without sales has metrics with no items.
+func TestProductMetricsOfUnknownProduct(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			a := start(t, b, nil)
+			setup(t, a, "p1", 1000, 50)
+			for _, path := range []string{"/v1/products/nope/stock", "/v1/products/nope/metrics", "/v1/products/nope/metrics?period=monthly"} {
+				expectProblem(t, a.call("GET", path, "", "", nil), http.StatusNotFound, "product_not_found")
+			}
+			m := as[server.ProductMetricsJSON](t, expect(t, a.call("GET", "/v1/products/p1/metrics", "", "", nil), http.StatusOK))
+			assert.Equal(t, "p1", m.ProductID)
+			assert.Empty(t, m.Items)
+		})
+	}
+}
+
+// openServerDB opens the server's database, as the server's configuration names it.
+func openServerDB(t *testing.T, cfg server.Config) *sql.DB {
+	t.Helper()
+	driver, dsn := "mysql", cfg.DBDSN
+	if cfg.DBDriver != server.DriverMySQL {
+		driver, dsn = sqliteshim.ShimName, "file:"+dsn+"?_pragma=busy_timeout(10000)"
+	}
+	db, err := sql.Open(driver, dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
