@@ -2,7 +2,9 @@ package server_test
 
 import (
 	"database/sql"
+	"fmt"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
@@ -131,4 +133,34 @@ func openServerDB(t *testing.T, cfg server.Config) *sql.DB {
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// TestConsumerDeadLettersListingReadsNoPayload: a consumer's dead letters keep their
+// events whole, payloads of any size included (a Kafka producer's are up to the broker's
+// limit). The listing shows none of them and reads none of them: 20 letters of 2 MiB cost
+// the request far less than their 40 MiB.
+func TestConsumerDeadLettersListingReadsNoPayload(t *testing.T) {
+	var cfg server.Config
+	a := start(t, embedded, func(c *server.Config) { cfg = *c })
+	admin := token(t, "ops", true)
+	db := openServerDB(t, cfg)
+	const letters, payload = 20, 2 << 20
+	at := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	for i := range letters {
+		_, err := db.ExecContext(t.Context(), `INSERT INTO outbox_dead_letters (consumer, id, topic, aggregate_key, seq, event_type,
+			payload, created_at, last_error, attempts, dead_at) VALUES (?, ?, 'commerce-payments', ?, 1, 'payment-completed', zeroblob(?), ?, 'poison', 5, ?)`,
+			collector.ConsumerName, fmt.Sprintf("ev-big-%02d", i), fmt.Sprintf("ord-%02d", i), payload, at, at)
+		require.NoError(t, err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	page := as[consumerLetters](t, expect(t, a.call("GET", "/v1/admin/consumers/"+collector.ConsumerName+"/dead-letters", admin, "", nil), http.StatusOK))
+	runtime.ReadMemStats(&after)
+	require.Len(t, page.DeadLetters, letters)
+	assert.Equal(t, "ev-big-00", page.DeadLetters[0].ID)
+	assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(letters*payload/4),
+		"the listing allocated %d MiB for %d letters of %d MiB it does not show", (after.TotalAlloc-before.TotalAlloc)>>20, letters, payload>>20)
+	page = as[consumerLetters](t, expect(t, a.call("GET", "/v1/admin/consumers/"+collector.ConsumerName+"/dead-letters?limit=3", admin, "", nil), http.StatusOK))
+	require.Len(t, page.DeadLetters, 3)
+	assert.Equal(t, "ev-big-02", page.DeadLetters[2].ID)
 }
