@@ -150,10 +150,7 @@ func (s *Service) AdjustStock(ctx context.Context, productID string, adj StockAd
 // changeStock runs change, the inventory's change (op: "set", "adjust") of the stock of
 // productID, once the product is known to the catalog, and returns the stock after it.
 func (s *Service) changeStock(ctx context.Context, productID, op string, change func(context.Context) (inventory.Stock, error)) (inventory.Stock, error) {
-	if err := checkProductID(productID); err != nil {
-		return inventory.Stock{}, err
-	}
-	if _, err := s.productRow(ctx, s.db, productID); err != nil {
+	if err := s.CheckProduct(ctx, productID); err != nil {
 		return inventory.Stock{}, err
 	}
 	st, err := change(ctx)
@@ -161,6 +158,16 @@ func (s *Service) changeStock(ctx context.Context, productID, op string, change 
 		return inventory.Stock{}, leafError(fmt.Errorf("commerce: %s stock of %s: %w", op, productID, err))
 	}
 	return st, nil
+}
+
+// CheckProduct returns nil when the catalog holds productID, and ErrProductNotFound when
+// it does not: one read of the catalog, without the stock that GetProduct also reads.
+func (s *Service) CheckProduct(ctx context.Context, productID string) error {
+	if err := checkProductID(productID); err != nil {
+		return err
+	}
+	_, err := s.productRow(ctx, s.db, productID)
+	return err
 }
 
 // GetProduct returns a product with its stock.

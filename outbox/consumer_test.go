@@ -93,7 +93,8 @@ func TestConsumerDedupsWithOneQueryPerBatch(t *testing.T) {
 
 // TestConsumerDeadLettersAPoisonEventAndTheRestFlowOn: one event that always fails is
 // isolated from its batch, retried MaxAttempts times, dead-lettered with its error and
-// attempt count; every other event is applied once. Redrive applies it once it is fixed.
+// attempt count (also in the listing without payloads, Summaries); every other event is
+// applied once. Redrive applies it once it is fixed.
 func TestConsumerDeadLettersAPoisonEventAndTheRestFlowOn(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
@@ -122,6 +123,10 @@ func TestConsumerDeadLettersAPoisonEventAndTheRestFlowOn(t *testing.T) {
 		assert.Equal(t, 3, dl.Attempts)
 		assert.Contains(t, dl.Error, "unknown product")
 		assert.Equal(t, events[3].Payload, dl.Payload)
+		summaries, err := outbox.NewDeadLetterTable(db).Summaries(ctx, "c", 0)
+		require.NoError(t, err)
+		dl.Payload, dl.Headers = nil, nil
+		assert.Equal(t, []outbox.DeadLetter{dl}, summaries, "the letter without its payload and headers")
 		assert.Equal(t, 1, m.get("dead_lettered", "c/orders"))
 		assert.Equal(t, 4, m.get("handler_failed", "c/orders"), "the batch attempt and three attempts alone")
 

@@ -99,21 +99,37 @@ func (t *DeadLetterTable) DeadLetter(ctx context.Context, dl DeadLetter) error {
 
 // List returns up to limit (0: all) dead letters of consumer, oldest first.
 func (t *DeadLetterTable) List(ctx context.Context, consumer string, limit int) ([]DeadLetter, error) {
-	return t.list(ctx, consumer, limit, false)
+	return t.list(ctx, consumer, limit, letterQuery{})
 }
 
-// list is List, of the letters stored as they came only when unaltered is set.
-func (t *DeadLetterTable) list(ctx context.Context, consumer string, limit int, unaltered bool) ([]DeadLetter, error) {
+// Summaries is List without the events' payloads and headers (each Event's Payload and
+// Headers are nil): what a listing of them shows, read without the payloads, which may be
+// as large as the consumer's producer made them.
+func (t *DeadLetterTable) Summaries(ctx context.Context, consumer string, limit int) ([]DeadLetter, error) {
+	return t.list(ctx, consumer, limit, letterQuery{summaries: true})
+}
+
+// letterQuery says which dead letters list reads, and how much of each.
+type letterQuery struct {
+	unaltered bool // only the letters stored as they came
+	summaries bool // without their payloads and headers
+}
+
+// list is List, as lq says.
+func (t *DeadLetterTable) list(ctx context.Context, consumer string, limit int, lq letterQuery) ([]DeadLetter, error) {
 	var rows []deadLetterRow
 	q := t.db.NewSelect().Model(&rows).Where("consumer = ?", consumer).OrderExpr("dead_at, id")
-	if unaltered {
+	if lq.unaltered {
 		q = q.Where("altered IS NULL")
+	}
+	if lq.summaries {
+		q = q.ExcludeColumn("payload", "headers")
 	}
 	if limit > 0 {
 		q = q.Limit(int64(limit))
 	}
 	if err := q.Scan(ctx); err != nil {
-		return nil, fmt.Errorf("outbox: listing dead letters of %s: %w", consumer, err)
+		return nil, fmt.Errorf("outbox: listing dead letters of %s: %w", consumer, sqlutil.Unavailable(t.db, err))
 	}
 	out := make([]DeadLetter, len(rows))
 	for i, r := range rows {
@@ -165,7 +181,7 @@ func (c *Consumer) Redrive(ctx context.Context, limit int) (int, error) {
 	if !ok {
 		return 0, invalidConfig("consumer %s keeps its dead letters elsewhere than a DeadLetterTable", c.name)
 	}
-	letters, err := table.list(ctx, c.name, limit, true)
+	letters, err := table.list(ctx, c.name, limit, letterQuery{unaltered: true})
 	if err != nil {
 		return 0, err
 	}

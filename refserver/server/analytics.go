@@ -69,6 +69,7 @@ func (st *stack) buildAnalytics(ctx context.Context, cfg Config, log *slog.Logge
 	consumerOpts := []outbox.Option{outbox.WithLogger(log.With("component", "outbox")), outbox.WithObserver(m)}
 	var subs []outbox.Subscription
 	add := func(c *outbox.Consumer, topics []string) {
+		st.consumers = append(st.consumers, c)
 		if len(cfg.KafkaBrokers) == 0 {
 			for _, topic := range topics {
 				subs = append(subs, outbox.Subscription{Topic: topic, Consumer: c})

@@ -133,6 +133,9 @@ type stack struct {
 	svc      *commerce.Service
 	// collector keeps the sales metrics the ranking routes read (see analytics.go).
 	collector *collector.Collector
+	// consumers are the outbox consumers this process runs: their dead letters are the
+	// admin's to list and redrive.
+	consumers []*outbox.Consumer
 	checks    []check
 	// writable, if set, says whether the database takes writes: nil, or the error to
 	// refuse a write with at once (mysqlwatch.Watch.Writable).
@@ -291,6 +294,7 @@ func buildStack(ctx context.Context, cfg Config, log *slog.Logger, m *metrics) (
 		if err != nil {
 			return st, err
 		}
+		st.consumers = append(st.consumers, consumer)
 		for _, topic := range topics.Names() {
 			subs = append(subs, outbox.Subscription{Topic: topic, Consumer: consumer})
 		}

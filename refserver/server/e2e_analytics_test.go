@@ -112,6 +112,7 @@ func TestRankings(t *testing.T) {
 // "-0001-12-27". Such a date is a bad query, as 10000-01-01 is.
 func TestAnalyticsDatesOfYearZero(t *testing.T) {
 	a := start(t, embedded, nil)
+	setup(t, a, "p1", 1000, 10) // the metrics of a product the catalogue lacks are 404
 	for _, bad := range []string{
 		"/v1/rankings?period=weekly&date=0000-01-01", "/v1/rankings?period=daily&date=0000-06-15",
 		"/v1/products/p1/metrics?period=weekly&from=0000-01-01&to=0001-01-07",

@@ -117,7 +117,8 @@ func (s *Server) rankings(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// productMetrics serves GET /v1/products/{id}/metrics?period=...&from=...&to=....
+// productMetrics serves GET /v1/products/{id}/metrics?period=...&from=...&to=...; 404 for a
+// product the catalogue does not hold.
 func (s *Server) productMetrics(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	p, err := analyticsPeriod(q.Get("period"))
@@ -137,12 +138,18 @@ func (s *Server) productMetrics(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	rows, err := s.st.collector.ProductMetrics(r.Context(), r.PathValue("id"), p, from, to)
+	id := r.PathValue("id")
+	rows, err := s.st.collector.ProductMetrics(r.Context(), id, p, from, to)
+	if err == nil && len(rows) == 0 {
+		// No sales in the range, or no such product: only then is the catalogue read, to
+		// answer an unknown product 404 product_not_found, as its stock is.
+		err = s.svc.CheckProduct(r.Context(), id)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	out := ProductMetricsJSON{ProductID: r.PathValue("id"), Period: string(p), TimeZone: s.st.collector.Location().String(),
+	out := ProductMetricsJSON{ProductID: id, Period: string(p), TimeZone: s.st.collector.Location().String(),
 		Items: make([]PeriodMetricsJSON, len(rows))}
 	for i, m := range rows {
 		out.Items[i] = PeriodMetricsJSON{Start: m.Start, MetricsJSON: metricsJSON(m.Metrics)}

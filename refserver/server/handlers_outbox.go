@@ -3,6 +3,9 @@ package server
 import (
 	"errors"
 	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/commercekit/commercekit/outbox"
@@ -71,4 +74,106 @@ func (s *Server) resolveDeadLetter(skip bool) http.HandlerFunc {
 			w.WriteHeader(http.StatusNoContent)
 		}
 	}
+}
+
+// ConsumerDeadLetterJSON is an event an outbox consumer of the server gave up on: its
+// handler failed at every attempt or refused it for good (a payload it cannot read, say).
+// Nothing waits behind it; the consumer applies it when an admin redrives it.
+type ConsumerDeadLetterJSON struct {
+	DeadLetterJSON
+	// Attempts is how many times the event was tried on its own (0: never, e.g. it had no
+	// valid ID).
+	Attempts int `json:"attempts"`
+	// Altered says what was changed in an event that could not be stored as it came (a
+	// foreign producer's); a redrive leaves such a letter alone.
+	Altered string `json:"altered,omitempty"`
+}
+
+// ConsumerDeadLetterPageJSON lists a consumer's dead letters, oldest first.
+type ConsumerDeadLetterPageJSON struct {
+	Consumer    string                   `json:"consumer"`
+	DeadLetters []ConsumerDeadLetterJSON `json:"dead_letters"`
+}
+
+// RedriveJSON is the outcome of a redrive of a consumer's dead letters.
+type RedriveJSON struct {
+	// Applied is how many letters the consumer applied, which left its dead letters.
+	Applied int `json:"applied"`
+}
+
+// consumerDeadLetters answers GET /v1/admin/consumers/{name}/dead-letters?limit=N: up to N
+// (1..500, default 500) dead letters of the consumer, oldest first, read without their
+// payloads.
+func (s *Server) consumerDeadLetters(w http.ResponseWriter, r *http.Request) {
+	c, limit, ok := s.consumerRequest(w, r)
+	if !ok {
+		return
+	}
+	// The server's consumers keep their dead letters in the default DeadLetterTable.
+	dls, err := outbox.NewDeadLetterTable(s.st.db).Summaries(r.Context(), c.Name(), limit)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := ConsumerDeadLetterPageJSON{Consumer: c.Name(), DeadLetters: make([]ConsumerDeadLetterJSON, len(dls))}
+	for i, d := range dls {
+		out.DeadLetters[i] = ConsumerDeadLetterJSON{
+			DeadLetterJSON: DeadLetterJSON{ID: d.ID, Topic: d.Topic, Key: d.Key, Seq: d.Seq, Type: d.Type, Error: d.Error, SetAsideAt: d.At},
+			Attempts:       d.Attempts, Altered: d.Altered,
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// redriveConsumer answers POST /v1/admin/consumers/{name}/dead-letters/redrive?limit=N:
+// the consumer delivers up to N (1..500, default 500) of its dead letters again, oldest
+// first (outbox.Consumer.Redrive), and the answer says how many it applied. A letter
+// applied leaves the listing; one that fails again is dead-lettered anew and stays, as
+// does one stored altered. Sent again, it applies what is left: an event is applied once
+// whatever the redrives. A redrive cut short by the request timeout answers 503; what it
+// applied stays applied.
+func (s *Server) redriveConsumer(w http.ResponseWriter, r *http.Request) {
+	c, limit, ok := s.consumerRequest(w, r)
+	if !ok {
+		return
+	}
+	applied, err := c.Redrive(r.Context(), limit)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, RedriveJSON{Applied: applied})
+}
+
+// consumerRequest returns the consumer the path names and the request's limit, or answers
+// 404 consumer_not_found for a name that is not one of the consumers this process runs
+// (a `refserver collector` process's collector is not), or 400 for a bad limit.
+func (s *Server) consumerRequest(w http.ResponseWriter, r *http.Request) (*outbox.Consumer, int, bool) {
+	name := r.PathValue("name")
+	i := slices.IndexFunc(s.st.consumers, func(c *outbox.Consumer) bool { return c.Name() == name })
+	if i < 0 {
+		writeProblem(w, r, newProblem(http.StatusNotFound, "consumer_not_found", "Not Found",
+			"this server runs no outbox consumer named "+strconv.Quote(name)))
+		return nil, 0, false
+	}
+	limit, err := deadLetterLimit(r.URL.Query())
+	if err != nil {
+		s.writeError(w, r, err)
+		return nil, 0, false
+	}
+	return s.st.consumers[i], limit, true
+}
+
+// deadLetterLimit reads the limit query parameter of a consumer's dead-letter routes:
+// 1..maxDeadLetters, maxDeadLetters when absent.
+func deadLetterLimit(q url.Values) (int, error) {
+	v := q.Get("limit")
+	if v == "" {
+		return maxDeadLetters, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxDeadLetters {
+		return 0, malformed("limit must be an integer within 1..%d", maxDeadLetters)
+	}
+	return n, nil
 }
