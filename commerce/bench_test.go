@@ -112,7 +112,7 @@ func BenchmarkPlaceOrderLongHistory(b *testing.B) {
 				}
 				if history > 0 {
 					checkout("seed")
-					copyHistory(b, e, "long-history", history)
+					copyHistory(b, e, "long-history", history, false)
 				}
 				statements := e.Statements.All.Load()
 				b.ResetTimer()
@@ -126,10 +126,40 @@ func BenchmarkPlaceOrderLongHistory(b *testing.B) {
 	}
 }
 
+// BenchmarkListOrdersLongHistory measures a walk through the history of a buyer with 8,192
+// paid orders a microsecond apart, page by page (DefaultPageSize), on each configuration.
+func BenchmarkListOrdersLongHistory(b *testing.B) {
+	for _, c := range commercetest.Configs {
+		b.Run(c.Name, func(b *testing.B) {
+			e := c.New(b)
+			sku := e.Product(b, 10, 10_000)
+			o, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: "long-history", IdempotencyKey: "seed",
+				Lines: []commerce.Line{{ProductID: sku, Qty: 1}}})
+			require.NoError(b, err)
+			_, err = e.Service.Pay(ctx, cardPayment(o, "tok"))
+			require.NoError(b, err)
+			copyHistory(b, e, "long-history", 8191, true)
+			pages := 0
+			for b.Loop() {
+				for cursor := ""; ; {
+					page, err := e.Service.ListOrders(ctx, "long-history", commerce.OrderQuery{Cursor: cursor})
+					require.NoError(b, err)
+					pages++
+					if cursor = page.Next; cursor == "" {
+						break
+					}
+				}
+			}
+			b.ReportMetric(float64(pages)/b.Elapsed().Seconds(), "pages/s")
+		})
+	}
+}
+
 // copyHistory gives the buyer n more paid orders, copies (with their lines) of the one the
 // buyer has, each under a new ID and key, then has MySQL analyse the tables, as a
-// production server's statistics would know them.
-func copyHistory(b testing.TB, e *commercetest.Env, buyer string, n int) {
+// production server's statistics would know them. The copies share the original's
+// created_at, or with apart the nth is n microseconds older.
+func copyHistory(b testing.TB, e *commercetest.Env, buyer string, n int, apart bool) {
 	b.Helper()
 	exec := func(q string, args ...any) {
 		_, err := e.DB.ExecContext(ctx, q, args...)
@@ -164,6 +194,9 @@ func copyHistory(b testing.TB, e *commercetest.Env, buyer string, n int) {
 	exec("INSERT INTO commerce_order_lines ("+cols+") SELECT "+exprs+
 		" FROM commerce_order_lines AS t JOIN commerce_orders AS o ON o.id = t.order_id CROSS JOIN bench_seq AS s WHERE o.user_id = ?", buyer)
 	cols, exprs = columns("commerce_orders", "id", "idem_key")
+	if apart {
+		exprs = strings.Replace(exprs, "t.created_at", "t.created_at - s.n", 1)
+	}
 	exec("INSERT INTO commerce_orders ("+cols+") SELECT "+exprs+" FROM commerce_orders AS t CROSS JOIN bench_seq AS s WHERE t.user_id = ?", buyer)
 	if e.DB.Dialect().Name() == dialect.MySQL {
 		exec("ANALYZE TABLE commerce_orders, commerce_order_lines")

@@ -1,0 +1,77 @@
+package commerce_test
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun/dialect"
+
+	"github.com/commercekit/commercekit/commerce"
+	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/internal/testkit"
+)
+
+// TestListOrdersSeeks: ListOrders walks a history of 301 orders placed in one microsecond
+// and a later one page by page exactly (newest first, ties by ID descending), with and
+// without a status, and a page after a cursor reads commerce_orders_user from the cursor
+// on: a range from (user, created_at, id) on MariaDB, from (user, created_at) on SQLite.
+// MariaDB 10.11 read the user's history from the newest order for every page (EXPLAIN:
+// ref on user_id, not a range): a walk of n orders read O(n²) rows.
+func TestListOrdersSeeks(t *testing.T) {
+	for _, c := range []commercetest.Config{commercetest.SQLite, commercetest.MySQLSQLInventory} {
+		e := c(t)
+		t.Run(e.Name, func(t *testing.T) {
+			sku := e.Product(t, 1_000, 100)
+			b := newBuyer(t, e, 0, 0)
+			tied := pay(t, e, place(t, e, b, sku, 1, 0), "tok")
+			copyHistory(t, e, b.user, 300, false) // paid copies of tied, at its created_at
+			paid := []string{tied.ID}
+			for i := 1; i <= 300; i++ {
+				paid = append(paid, tied.ID+"-"+strconv.Itoa(i))
+			}
+			slices.Sort(paid)
+			slices.Reverse(paid)
+			e.Clock.Advance(time.Second)
+			all := append([]string{place(t, e, b, sku, 1, 0).ID}, paid...)
+
+			for status, want := range map[commerce.Status][]string{"": all, commerce.StatusPaid: paid} {
+				var got []string
+				for cursor := ""; ; {
+					page, err := e.Service.ListOrders(ctx, b.user, commerce.OrderQuery{Status: status, Limit: 7, Cursor: cursor})
+					require.NoError(t, err)
+					for _, o := range page.Orders {
+						got = append(got, o.ID)
+					}
+					if cursor = page.Next; cursor == "" {
+						break
+					}
+				}
+				assert.Equal(t, want, got, "status %q", status)
+			}
+
+			first, err := e.Service.ListOrders(ctx, b.user, commerce.OrderQuery{Limit: 7})
+			require.NoError(t, err)
+			f := withFailing(t, e) // catches the second page's query
+			f.Arm(1, "commerce_orders", "created_at <")
+			_, err = e.Service.ListOrders(ctx, b.user, commerce.OrderQuery{Limit: 7, Cursor: first.Next})
+			require.Error(t, err)
+			second := f.Disarm()
+			require.NotEmpty(t, second)
+			plan := testkit.Plan(t, e.DB, second)
+			if e.DB.Dialect().Name() == dialect.SQLite {
+				assert.Regexp(t, `SEARCH order_row USING (COVERING )?INDEX commerce_orders_user \(user_id=\? AND created_at<\?\)`,
+					strings.Join(plan, "\n"), "the page seeks to its cursor")
+				return
+			}
+			assert.Contains(t, plan, "order_row range commerce_orders_user", "the page is a range from its cursor")
+			for _, l := range plan {
+				assert.NotRegexp(t, `^order_row (ref|ALL|index) `, l, "the page reads the history from its newest order: %q", plan)
+			}
+		})
+	}
+}
