@@ -231,7 +231,7 @@ func (c *Collector) Handle(ctx context.Context, tx bun.Tx, events []outbox.Event
 			return outbox.Permanent(fmt.Errorf("collector: event %s: no time (at)", ev.ID))
 		}
 		day := c.day(oe.At)
-		if d, err := ParseDate(day); err != nil || d.Year() < 1 {
+		if _, err := ParseDate(day); err != nil {
 			// Past year 9999 no query can name the day; in year 0 its week would start in
 			// year -1, which no rollup can name.
 			return outbox.Permanent(fmt.Errorf("collector: event %s: at %s, on a day outside years 1 to 9999", ev.ID, oe.At.Format(time.RFC3339)))

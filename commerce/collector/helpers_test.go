@@ -106,8 +106,10 @@ func kst(day string, hour int) time.Time {
 	return d.Add(time.Duration(hour) * time.Hour)
 }
 
+// date parses s as time.Parse does (year 0 included, which ParseDate refuses), for the
+// calls of the library's reads with such a date.
 func date(s string) time.Time {
-	d, err := collector.ParseDate(s)
+	d, err := time.Parse(time.DateOnly, s)
 	if err != nil {
 		panic(err)
 	}

@@ -276,6 +276,8 @@ func TestHostileCalendarEdges(t *testing.T) {
 		}
 		_, err = e.collector.RollupDirty(ctx)
 		assert.NoError(t, err, "no rollup mark that can never be rolled up")
+		_, err = collector.ParseDate("0000-01-01")
+		assert.ErrorIs(t, err, collector.ErrInvalidArgument, "no date of year 0 is parsed")
 
 		last := sale{order: "last", at: kst("9999-12-28", 12), lines: map[string]int64{"b": 4}}.event()
 		require.NoError(t, e.consumer.Deliver(ctx, []outbox.Event{last}))

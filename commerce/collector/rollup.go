@@ -31,12 +31,17 @@ func ParsePeriod(s string) (Period, error) {
 	return "", fmt.Errorf("%w: period %q (want daily, weekly or monthly)", ErrInvalidArgument, s)
 }
 
-// ParseDate parses a YYYY-MM-DD date (a calendar date, in no zone), or returns an error
-// wrapping ErrInvalidArgument.
+// ParseDate parses a YYYY-MM-DD date of years 1 to 9999 (a calendar date, in no zone), or
+// returns an error wrapping ErrInvalidArgument. time.Parse takes year 0, but the weeks and
+// months of that year start on days (the week of 0000-01-01 on -0001-12-27) that no
+// YYYY-MM-DD names, so no rollup or answer could name them.
 func ParseDate(s string) (time.Time, error) {
 	d, err := time.Parse(time.DateOnly, s)
-	if err != nil {
+	switch {
+	case err != nil:
 		return time.Time{}, fmt.Errorf("%w: date %q is not YYYY-MM-DD", ErrInvalidArgument, s)
+	case d.Year() < 1:
+		return time.Time{}, fmt.Errorf("%w: date %q is before 0001-01-01", ErrInvalidArgument, s)
 	}
 	return d, nil
 }

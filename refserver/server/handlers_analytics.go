@@ -54,27 +54,13 @@ type ProductMetricsJSON struct {
 	Items     []PeriodMetricsJSON `json:"items"`
 }
 
-// analyticsDate reads the YYYY-MM-DD query parameter param, whose value is v; absent,
-// today in the metrics' zone.
-func (s *Server) analyticsDate(param, v string) (time.Time, error) {
+// analyticsDate reads a YYYY-MM-DD query parameter whose value is v; absent, today in the
+// metrics' zone.
+func (s *Server) analyticsDate(v string) (time.Time, error) {
 	if v == "" {
 		v = s.now().In(s.st.collector.Location()).Format(time.DateOnly)
 	}
-	return parseAnalyticsDate(param, v)
-}
-
-// parseAnalyticsDate parses v, the YYYY-MM-DD query parameter param, as a date of years 1
-// to 9999. time.Parse takes year 0, but the weeks and months of that year start on days
-// (the week of 0000-01-01 on -0001-12-27) that the answer could not name as YYYY-MM-DD.
-func parseAnalyticsDate(param, v string) (time.Time, error) {
-	d, err := collector.ParseDate(v)
-	if err != nil {
-		return time.Time{}, err
-	}
-	if d.Year() < 1 {
-		return time.Time{}, &queryError{param: param, reason: "is before 0001-01-01"}
-	}
-	return d, nil
+	return collector.ParseDate(v)
 }
 
 func analyticsPeriod(v string) (collector.Period, error) {
@@ -92,7 +78,7 @@ func (s *Server) rankings(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	date, err := s.analyticsDate("date", q.Get("date"))
+	date, err := s.analyticsDate(q.Get("date"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -126,14 +112,14 @@ func (s *Server) productMetrics(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	to, err := s.analyticsDate("to", q.Get("to"))
+	to, err := s.analyticsDate(q.Get("to"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	from := to
 	if v := q.Get("from"); v != "" {
-		if from, err = parseAnalyticsDate("from", v); err != nil {
+		if from, err = collector.ParseDate(v); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
