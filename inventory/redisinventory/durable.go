@@ -193,6 +193,13 @@ var errRebuildWait = errors.New("the rebuild lock is still held after the rebuil
 //     SetStocks, which keep what Redis holds, so again runs the step guarded by the
 //     journal's generation now (a marker other than it, gone or ahead, still refuses it).
 //     A journal without the row (created before it) runs it under gen, as before.
+//     Not so a step that adds to the on-hand count of one of onHand (a restock, a Return)
+//     when a SetStock of that SKU committed past gen (the generation setStockGuardedLua
+//     records in its stock hash): the setting waited for the change's commit and set the
+//     count absolutely from the journal with the change in it, so the step would add the
+//     change's units again. again is not called, and errSetSince is returned: the caller
+//     asks for a rebuild (behind), which writes the rest of the change (sold units, buyer
+//     usage, the record) from the journal.
 //     Every process must record its rebuilds so: a rebuild by a version that does not
 //     (during a rolling upgrade) looks like a SetStock here, and the step would run again
 //     on a Redis that holds it already.
@@ -209,7 +216,7 @@ var errRebuildWait = errors.New("the rebuild lock is still held after the rebuil
 //
 // A failure to take the lock or read the rows is returned, and again is not called: the
 // caller then asks for a rebuild (behind), whether or not one is under way in this process.
-func (d *Durable) afterRebuild(ctx context.Context, gen string, again func(gen string)) (bool, error) {
+func (d *Durable) afterRebuild(ctx context.Context, gen string, onHand []string, again func(gen string)) (bool, error) {
 	g, err := strconv.ParseInt(gen, 10, 64)
 	if err != nil {
 		return false, fmt.Errorf("redisinventory: waiting for the rebuild: %w", err)
@@ -229,6 +236,12 @@ func (d *Durable) afterRebuild(ctx context.Context, gen string, again func(gen s
 		}
 		if err := db.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'gen'`).Scan(&now); err != nil {
 			return err
+		}
+		switch set, err := d.setSince(ctx, onHand, g); {
+		case err != nil:
+			return err
+		case set:
+			return errSetSince
 		}
 		again(strconv.FormatInt(now, 10))
 		return nil
@@ -250,6 +263,37 @@ func (d *Durable) afterRebuild(ctx context.Context, gen string, again func(gen s
 		return false, fmt.Errorf("redisinventory: waiting for the rebuild: %w (then: %w)", errRebuildWait, err)
 	}
 	return false, fmt.Errorf("redisinventory: waiting for the rebuild: %w", errRebuildWait)
+}
+
+// errSetSince is afterRebuild's refusal to run again a step that would add units to an
+// on-hand count a later SetStock set from the journal with the change in it.
+var errSetSince = fmt.Errorf("%w: a SetStock of its SKU read the journal with the change in it", errMarker)
+
+// setSince reports whether a SetStock committed under a generation past gen set the stock
+// of one of skus in Redis: the generation setStockGuardedLua records in the stock hash. A
+// SetStock that committed before the journal's generation the caller read has its script
+// run, so its record is there; one that had not committed then has moved the marker past
+// that generation, which the caller's guarded step refuses.
+func (d *Durable) setSince(ctx context.Context, skus []string, gen int64) (bool, error) {
+	if len(skus) == 0 {
+		return false, nil
+	}
+	cmds := make([]*redis.StringCmd, len(skus))
+	_, err := d.b.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, sku := range skus {
+			cmds[i] = p.HGet(ctx, d.b.stockKey(sku), setGenField)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return false, redisErr(ctx, err)
+	}
+	for _, c := range cmds {
+		if set, err := c.Int64(); err == nil && set > gen {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // underRebuildLock runs fn holding the rebuild lock if it gets the lock within
@@ -516,7 +560,9 @@ func (d *Durable) Commit(ctx context.Context, id string, now time.Time) (invento
 // the release from the journal already, the call answers an error matching
 // errcode.ErrUnavailable (DependencyRebuilding's Retry-After) and the next heal rebuilds
 // Redis from the journal, the release in it. Return, Expire and a positive Adjust do the
-// same.
+// same; a Return whose refused step finds one of its SKUs set by a SetStock that committed
+// after it (an absolute count with the returned units in it) asks for that rebuild at once
+// instead of running the step again (see afterRebuild).
 func (d *Durable) Release(ctx context.Context, id string, now time.Time) (inventory.State, error) {
 	return d.resolves.Resolve(ctx, "", id, inventory.StateReleased, now)
 }
@@ -720,7 +766,7 @@ func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []
 	ctx = context.WithoutCancel(ctx)
 	_, errs, err := d.b.settleMany(ctx, ss, d.guard(gen)...)
 	if errors.Is(err, errMarker) { // the guard refused: maybe a rebuild writing Redis
-		done, werr := d.afterRebuild(ctx, gen, func(now string) { _, errs, err = d.b.settleMany(ctx, ss, d.guard(now)...) })
+		done, werr := d.afterRebuild(ctx, gen, returnedSKUs(ss), func(now string) { _, errs, err = d.b.settleMany(ctx, ss, d.guard(now)...) })
 		switch {
 		case werr != nil:
 			errs, err = nil, werr // asks for a rebuild below (behind)
@@ -759,6 +805,19 @@ func (d *Durable) settleAfter(ctx context.Context, ss []settling, gen string) []
 		}
 	}
 	return errs
+}
+
+// returnedSKUs are the SKUs whose on-hand count ss add to: the lines of its Returns.
+func returnedSKUs(ss []settling) []string {
+	var skus []string
+	for _, s := range ss {
+		if s.a.to == inventory.StateReturned {
+			for _, l := range s.r.Lines {
+				skus = append(skus, l.SKU)
+			}
+		}
+	}
+	return skus
 }
 
 // Get reads the reservation from the journal, which keeps it for ever.
@@ -983,7 +1042,8 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 // commit, asks for a rebuild from the journal (an error matching errcode.ErrUnavailable,
 // with DependencyRebuilding's Retry-After) rather than leave Redis without it; so does a
 // positive delta whose Redis step the guard refused and that waited for the rebuild lock
-// longer than WithRebuildWait allows (see Release). So does a negative delta whose Redis
+// longer than WithRebuildWait allows (see Release), or found the SKU set by a SetStock
+// that committed after it (whose absolute count has the delta already). So does a negative delta whose Redis
 // step ran, or may have, in a transaction that then did not commit or whose COMMIT's answer
 // was lost: Redis may lack units the journal still holds, and waiting for the caller's
 // retry (which the adjustment's ID makes apply once) would leave them unsold if none comes.
@@ -1075,7 +1135,7 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 	case a.Delta >= 0:
 		err = apply(ctx)
 		if errors.Is(err, errMarker) { // maybe a rebuild writing Redis
-			done, werr := d.afterRebuild(ctx, gen, func(now string) { gen = now; err = apply(ctx) })
+			done, werr := d.afterRebuild(ctx, gen, []string{a.SKU}, func(now string) { gen = now; err = apply(ctx) })
 			switch {
 			case werr != nil:
 				return inventory.Stock{}, d.behind(ctx, werr)

@@ -317,12 +317,18 @@ const setStockLua = setStockApplyLua + setStockAnswerLua
 
 // setStockGuardedLua is setStockLua that, once it has set the stock, moves the
 // generation marker to ARGV[4], the generation the caller's transaction commits with the
-// setting (see Durable.SetStock). It follows guardLua, which names the marker. ARGV[5] is
+// setting (see Durable.SetStock), and records it in the stock hash (setGenField; see
+// Durable.afterRebuild). It follows guardLua, which names the marker. ARGV[5] is
 // '1' when the journal knows the SKU: Redis must then hold its stock key and its usage key
 // with usageSentinel, or it lost data, which creating the SKU afresh would hide (its
 // reserved units on sale again, its buyers' usage forgotten); the script then changes
 // nothing and answers {-10}.
-const setStockGuardedLua = setStockKnownLua + setStockApplyLua + "redis.call('SET', marker, ARGV[4])\n" + setStockAnswerLua
+const setStockGuardedLua = setStockKnownLua + setStockApplyLua +
+	"redis.call('HSET', KEYS[1], '" + setGenField + "', ARGV[4])\nredis.call('SET', marker, ARGV[4])\n" + setStockAnswerLua
+
+// setGenField is the stock hash's field where setStockGuardedLua records the generation
+// the SetStock commits with; a stock hash a rebuild wrote has none.
+const setGenField = "setgen"
 
 const setStockKnownLua = `
 if ARGV[5] == '1' and (redis.call('EXISTS', KEYS[1]) == 0 or not redis.call('HGET', KEYS[3], ' ')) then return {-10} end
