@@ -323,3 +323,49 @@ func TestDurableResolveCut(t *testing.T) {
 		}
 	}
 }
+
+// TestDurableRemovalCutThenAnotherUnderItsID: a removal's COMMIT is cut before it reaches
+// the server, after its Redis step took the units: the journal holds no adjustment under
+// its ID, which is free again ("a refused adjustment leaves no record of its ID"). Before
+// any heal, an adjustment of other content is sent under that ID. Its answer must be what
+// the journal did with it: success, or a 503 once it is recorded (the retry, a replay,
+// answers it), never idempotency_key_reused while the journal holds and counts it (the
+// client, told so, would restock again under another ID). Once healed, Redis holds the
+// journal's count.
+func TestDurableRemovalCutThenAnotherUnderItsID(t *testing.T) {
+	ctx := context.Background()
+	db, linked, link := testenv.LinkedMySQL(t)
+	rdb := testenv.Redis(t)
+	d, inv, cutD, cutInv := durables(t, rdb, db, rdb, linked)
+	for _, second := range []inventory.Adjustment{
+		{ID: "adj-1", SKU: "mug", Delta: 4, Reason: "restock"},
+		{ID: "adj-2", SKU: "cup", Delta: -2, Reason: "damaged"},
+	} {
+		t.Run(second.ID, func(t *testing.T) {
+			setStock(t, inv, second.SKU, 10, 0)
+			link.Arm(testenv.IsCommit, false)
+			_, err := cutInv.Adjust(ctx, inventory.Adjustment{ID: second.ID, SKU: second.SKU, Delta: -3, Reason: "damaged, first count"})
+			cut, _ := link.Disarm()
+			require.Len(t, cut, 1)
+			require.ErrorIs(t, err, errcode.ErrUnavailable)
+
+			_, err = inv.Adjust(ctx, second)
+			var recorded int64
+			require.NoError(t, db.QueryRowContext(ctx, `SELECT COUNT(*) FROM inventory_journal_adjustments WHERE id = ?`, second.ID).
+				Scan(&recorded))
+			if recorded == 1 {
+				require.NotErrorIs(t, err, inventory.ErrIdempotencyConflict, "answered as reusing the ID, and recorded")
+			}
+			for _, d := range []*redisinventory.Durable{d, cutD} {
+				_, err := d.Heal(ctx)
+				require.NoError(t, err)
+			}
+			if err != nil && recorded == 1 {
+				_, err = inv.Adjust(ctx, second) // the client's retry of a 503
+				require.NoError(t, err)
+			}
+			want := 10 + second.Delta*recorded
+			wantStock(t, inv, second.SKU, want, want, 0)
+		})
+	}
+}
