@@ -1043,13 +1043,15 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 // with DependencyRebuilding's Retry-After) rather than leave Redis without it; so does a
 // positive delta whose Redis step the guard refused and that waited for the rebuild lock
 // longer than WithRebuildWait allows (see Release), or found the SKU set by a SetStock
-// that committed after it (whose absolute count has the delta already). So does a negative delta whose Redis
-// step ran, or may have, in a transaction that then did not commit or whose COMMIT's answer
-// was lost: Redis may lack units the journal still holds, and waiting for the caller's
-// retry (which the adjustment's ID makes apply once) would leave them unsold if none comes.
-// So does a SKU the journal knows whose stock key Redis lacks (lost data, never
-// ErrUnknownSKU), and a replay while a rebuild asked for has not run yet (in any process):
-// the stock Redis holds may lack the adjustment the replay would report.
+// that committed after it (whose absolute count has the delta already). So does a negative
+// delta whose Redis step ran, or may have, in a transaction that then did not commit or
+// whose COMMIT's answer was lost: Redis may lack units the journal still holds, and waiting
+// for the caller's retry (which the adjustment's ID makes apply once) would leave them
+// unsold if none comes. So does a SKU the journal knows whose stock key Redis lacks (lost
+// data, never ErrUnknownSKU), an ID whose key in Redis is of an earlier attempt that did
+// not commit (never *inventory.ConflictError: the journal alone says which adjustment an
+// ID is), and a replay while a rebuild asked for has not run yet (in any process): the
+// stock Redis holds may lack the adjustment the replay would report.
 func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.Time) (inventory.Stock, error) {
 	var (
 		gen    string
@@ -1065,9 +1067,15 @@ func (d *Durable) Adjust(ctx context.Context, a inventory.Adjustment, now time.T
 		}
 		res, _ := reply.([]any)
 		out, err = adjustReply(a, res)
-		if errors.Is(err, inventory.ErrUnknownSKU) {
+		switch {
+		case errors.Is(err, inventory.ErrUnknownSKU):
 			// apply runs only once the journal found the SKU: Redis lost its stock key.
 			return fmt.Errorf("%w: the stock key of %s is gone", errLost, a.SKU)
+		case errors.Is(err, inventory.ErrIdempotencyConflict):
+			// The journal decides which adjustment an ID is: Redis's key under it is of an
+			// attempt whose Redis step ran and whose transaction did not commit, which asked
+			// for the rebuild that deletes the key and gives back its units.
+			return fmt.Errorf("%w: the key of adjustment %s is of an attempt the journal does not hold", errLost, a.ID)
 		}
 		return err
 	}
