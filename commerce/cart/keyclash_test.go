@@ -1,6 +1,7 @@
 package cart_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -75,6 +76,53 @@ func TestCheckoutWithPointsKeyTakenByADirectOrder(t *testing.T) {
 		require.Equal(t, commerce.StatusPendingPayment, direct.Status)
 
 		_, err = c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1", Points: 2000, PayWithPoints: true})
+		require.ErrorIs(t, err, commerce.ErrIdempotencyConflict, "the direct order is not the checkout's")
+		assert.Equal(t, map[string]int64{p1: 2}, lines(t, c, "alice"), "the cart keeps its lines")
+		got, err := e.Service.GetOrder(ctx, direct.ID, commerce.Actor{UserID: "alice"})
+		require.NoError(t, err)
+		assert.Equal(t, commerce.StatusPendingPayment, got.Status, "the refused checkout paid nothing")
+		b, err := e.Service.Points(ctx, "alice")
+		require.NoError(t, err)
+		assert.Equal(t, [2]int64{3000, 2000}, [2]int64{b.Available, b.Held}, "the direct order's points are held, not spent")
+		e.RequireClean(t)
+	})
+}
+
+// placeThen is a cart's commerce that runs then once, before its first PlaceOrder: just
+// before a checkout places its order, after whatever it looked up before.
+type placeThen struct {
+	cart.Commerce
+	then func()
+	done bool
+}
+
+func (p *placeThen) PlaceOrder(ctx context.Context, req commerce.PlaceOrderRequest) (commerce.Order, error) {
+	if !p.done {
+		p.done = true
+		p.then()
+	}
+	return p.Commerce.PlaceOrder(ctx, req)
+}
+
+// TestCheckoutWithPointsKeyTakenByARacingDirectOrder: as
+// TestCheckoutWithPointsKeyTakenByADirectOrder, the direct order placed while the checkout
+// runs, just before it places its own (after it looked for one under its key). The checkout
+// is refused as a key conflict and must pay nothing it did not place: the direct order
+// stays unpaid, its points held.
+func TestCheckoutWithPointsKeyTakenByARacingDirectOrder(t *testing.T) {
+	each(t, func(t *testing.T, e *commercetest.Env, _ *cart.Service) {
+		p1 := e.Product(t, 1000, 10)
+		e.GivePoints(t, "alice", 5000)
+		var direct commerce.Order
+		c := newCart(t, e, &placeThen{Commerce: e.Service, then: func() {
+			var err error
+			direct, err = e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: "alice", IdempotencyKey: derivedOrderKey("co-1", 2000, 1, p1, 2),
+				Lines: []commerce.Line{{ProductID: p1, Qty: 2}}, Points: 2000})
+			require.NoError(t, err)
+		}})
+		add(t, c, "alice", p1, 2) // the cart's version is 1
+
+		_, err := c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1", Points: 2000, PayWithPoints: true})
 		require.ErrorIs(t, err, commerce.ErrIdempotencyConflict, "the direct order is not the checkout's")
 		assert.Equal(t, map[string]int64{p1: 2}, lines(t, c, "alice"), "the cart keeps its lines")
 		got, err := e.Service.GetOrder(ctx, direct.ID, commerce.Actor{UserID: "alice"})
