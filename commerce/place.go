@@ -62,7 +62,7 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 	}
 	if placed || len(prices) == 0 { // a replay (or no product: the order may exist all the same)
 		if o, err := s.replayPlace(ctx, id, req.IdempotencyKey, fp); !errors.Is(err, ErrOrderNotFound) {
-			return s.payWithPoints(ctx, o, req.IdempotencyKey, req.PayWithPoints, err)
+			return s.payWithPoints(ctx, o, req.IdempotencyKey, payReplay(req), err)
 		}
 	}
 	row, err := s.priceOrder(id, req, lines, fp, prices)
@@ -140,7 +140,7 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (Order,
 		switch o, rerr := s.replayPlace(ctx, id, req.IdempotencyKey, fp); {
 		case rerr == nil || errors.Is(rerr, ErrIdempotencyConflict):
 			// a concurrent PlaceOrder with the same key committed it
-			return s.payWithPoints(ctx, o, req.IdempotencyKey, req.PayWithPoints, rerr)
+			return s.payWithPoints(ctx, o, req.IdempotencyKey, payReplay(req), rerr)
 		case !errors.Is(rerr, ErrOrderNotFound):
 			// Whether a concurrent placement with the key committed the order is unknown:
 			// that is the answer, not err, and the reservation, which its order would
@@ -169,6 +169,13 @@ func failedNotRefused(err error) bool {
 	return depfail.Is(err) || sqlutil.IsRetryable(err) || errors.Is(err, context.Canceled) ||
 		errors.Is(err, context.DeadlineExceeded)
 }
+
+// payReplay reports whether a replay of req (its order found placed under its key, by an
+// earlier or a concurrent call) is paid with points as req's own placement would be: when
+// req asks for it and has no InTx. With InTx, the order may be another request's with the
+// same content under the key, which its caller's writes (not made: InTx did not run) tell
+// apart; the caller pays its own with FinishPointsPayment.
+func payReplay(req PlaceOrderRequest) bool { return req.PayWithPoints && req.InTx == nil }
 
 // payWithPoints finishes a placement asked to pay with points alone (want: the request's
 // PayWithPoints): o, placed or replayed without error, is paid with Pay under the

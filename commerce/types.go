@@ -147,7 +147,11 @@ type PlaceOrderRequest struct {
 	// InTx, when set, runs inside the order's transaction once the order is recorded (before
 	// the stock is reserved): its writes commit with the order, and its error aborts the
 	// order, which then changes nothing. It is not part of the request's fingerprint. A
-	// cart uses it to delete its rows together with the order they became. An error that
+	// cart uses it to delete its rows together with the order they became. With InTx set,
+	// PayWithPoints pays only an order this call placed: an order found under the key (a
+	// replay: InTx did not run) is returned as it is, since it may have been placed by
+	// another request with the same content, and the caller pays its own with
+	// FinishPointsPayment. An error that
 	// is a failure, not a refusal — a dependency failing (see errcode.ErrUnavailable), a
 	// deadlock, the context ending — fails the order like any other failure: the stock
 	// reservation stays for a retry with the key.

@@ -405,13 +405,6 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 	}
 	rec := &checkoutRow{UserID: req.UserID, IdemKey: req.IdempotencyKey, OrderKey: orderKey(req, version, rows),
 		CreatedAt: s.now().UnixMicro()}
-	if req.PayWithPoints {
-		// PlaceOrder pays an order it finds under the key before this call could tell whose
-		// it is (below): one already there must be this checkout's.
-		if o, err := s.taken(ctx, req, rec.OrderKey); !errors.Is(err, commerce.ErrOrderNotFound) {
-			return o, err
-		}
-	}
 	recorded := false // whether InTx ran to its end: else PlaceOrder answered an order placed before
 	o, err := s.com.PlaceOrder(ctx, commerce.PlaceOrderRequest{
 		UserID: req.UserID, Lines: lines, CouponID: req.CouponID, Points: req.Points, IdempotencyKey: rec.OrderKey,
@@ -430,9 +423,10 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 	})
 	if err == nil && !recorded {
 		// The order key's order existed already: a concurrent checkout with the key placed
-		// it (its record says so), or else it is no checkout's — a direct order placed
-		// under the key this checkout derived, which the user can compute — and must not
-		// pass for the cart's order, the cart not emptied.
+		// it (its record says so; placed pays it if asked), or else it is no checkout's — a
+		// direct order placed under the key this checkout derived, which the user can
+		// compute — and must not pass for the cart's order, the cart not emptied, nor be
+		// paid (PlaceOrder with InTx pays no order it finds under the key).
 		if o, err := s.placed(ctx, req); !errors.Is(err, commerce.ErrOrderNotFound) {
 			return o, err
 		}
@@ -452,21 +446,6 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 		}
 	}
 	return o, err
-}
-
-// taken answers, before the order is placed, a checkout whose order key (orderKey)
-// already names an order: commerce.ErrOrderNotFound when none does; the order (as placed
-// answers it) when a concurrent checkout with the key placed it; else *commerce.ConflictError,
-// since an order no checkout recorded was placed directly under the key, which the user
-// can compute.
-func (s *Service) taken(ctx context.Context, req CheckoutRequest, orderKey string) (commerce.Order, error) {
-	if _, err := s.com.OrderByKey(ctx, req.UserID, orderKey); err != nil {
-		return commerce.Order{}, err
-	}
-	if o, err := s.placed(ctx, req); !errors.Is(err, commerce.ErrOrderNotFound) {
-		return o, err
-	}
-	return commerce.Order{}, keyTaken(req, orderKey)
 }
 
 // keyTaken is the error of a checkout whose order key names an order no checkout with its

@@ -34,8 +34,8 @@
 // (the user knows everything it derives from): an order already under it that no checkout
 // with the key recorded — one the user placed directly with that key — is not taken for
 // the cart's order; the checkout fails with *commerce.ConflictError, the cart unchanged.
-// A checkout paying with points alone looks for such an order before placing its own
-// (placing would pay the order it finds), so it pays nothing it does not place.
+// A checkout paying with points alone pays only the order it placed (PlaceOrder, given
+// InTx, pays no order it finds under the key), so such an order is left unpaid.
 //
 // Add is not idempotent (it adds units); callers that retry it should put it behind an
 // idempotency key, as refserver does. SetQty and Remove are idempotent.
