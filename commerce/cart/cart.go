@@ -432,6 +432,12 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 		}
 		return commerce.Order{}, keyTaken(req, rec.OrderKey)
 	}
+	if err == nil && req.PayWithPoints && (o.Status == commerce.StatusPendingPayment || o.Status == commerce.StatusPaying) {
+		// InTx ran in an attempt whose transaction then failed, and PlaceOrder answered the
+		// order a concurrent checkout with the key committed meanwhile, unpaid: pay it as
+		// placed would.
+		return s.com.FinishPointsPayment(ctx, o, rec.OrderKey)
+	}
 	if err != nil {
 		if o, perr := s.placed(ctx, req); !errors.Is(perr, commerce.ErrOrderNotFound) {
 			return o, perr
