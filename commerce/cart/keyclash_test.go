@@ -4,15 +4,18 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/cart"
 	"github.com/commercekit/commercekit/commerce/commercetest"
+	"github.com/commercekit/commercekit/internal/testkit"
 )
 
 // derivedOrderKey is the order key a checkout with key, no coupon and points derives for
@@ -133,4 +136,70 @@ func TestCheckoutWithPointsKeyTakenByARacingDirectOrder(t *testing.T) {
 		assert.Equal(t, [2]int64{3000, 2000}, [2]int64{b.Available, b.Held}, "the direct order's points are held, not spent")
 		e.RequireClean(t)
 	})
+}
+
+// failedAttemptThen is a cart's commerce whose first PlaceOrder runs the cart's InTx to its
+// end in a transaction that then fails (its connection reset after InTx), runs then, and
+// places again as PlaceOrder's own recovery does after a failed transaction (it looks for
+// an order committed under the key meanwhile): InTx ran, yet the order the placement
+// answers is not one its transaction placed.
+type failedAttemptThen struct {
+	cart.Commerce
+	then func()
+	done bool
+}
+
+func (p *failedAttemptThen) PlaceOrder(ctx context.Context, req commerce.PlaceOrderRequest) (commerce.Order, error) {
+	if p.done {
+		return p.Commerce.PlaceOrder(ctx, req)
+	}
+	p.done = true
+	failing, inTx := req, req.InTx
+	failing.InTx = func(ctx context.Context, tx bun.IDB) error {
+		if err := inTx(ctx, tx); err != nil {
+			return err
+		}
+		return testkit.ErrConnReset
+	}
+	if _, err := p.Commerce.PlaceOrder(ctx, failing); !errors.Is(err, testkit.ErrConnReset) {
+		return commerce.Order{}, fmt.Errorf("the failing attempt answered %v", err)
+	}
+	p.then()
+	return p.Commerce.PlaceOrder(ctx, req)
+}
+
+// TestCheckoutKeyTakenAfterAFailedAttempt: a checkout's placing transaction records the
+// checkout and empties the cart (InTx), then fails; before the placement looks again, the
+// user places a direct order under the order key the checkout derived (with the cart's
+// lines, and points). The checkout must not take that order for the cart's because its
+// InTx once ran: it is refused as a key conflict, the cart keeps its lines, and the direct
+// order is not paid with the user's points.
+func TestCheckoutKeyTakenAfterAFailedAttempt(t *testing.T) {
+	for _, points := range []int64{0, 2000} {
+		t.Run(fmt.Sprintf("points=%d", points), func(t *testing.T) {
+			each(t, func(t *testing.T, e *commercetest.Env, _ *cart.Service) {
+				p1 := e.Product(t, 1000, 10)
+				e.GivePoints(t, "alice", 5000)
+				var direct commerce.Order
+				c := newCart(t, e, &failedAttemptThen{Commerce: e.Service, then: func() {
+					var err error
+					direct, err = e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: "alice", IdempotencyKey: derivedOrderKey("co-1", points, 1, p1, 2),
+						Lines: []commerce.Line{{ProductID: p1, Qty: 2}}, Points: points})
+					require.NoError(t, err)
+				}})
+				add(t, c, "alice", p1, 2) // the cart's version is 1
+
+				_, err := c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1", Points: points, PayWithPoints: points > 0})
+				require.ErrorIs(t, err, commerce.ErrIdempotencyConflict, "the direct order is not the checkout's")
+				assert.Equal(t, map[string]int64{p1: 2}, lines(t, c, "alice"), "the cart keeps its lines")
+				got, err := e.Service.GetOrder(ctx, direct.ID, commerce.Actor{UserID: "alice"})
+				require.NoError(t, err)
+				assert.Equal(t, commerce.StatusPendingPayment, got.Status, "the refused checkout paid nothing")
+				b, err := e.Service.Points(ctx, "alice")
+				require.NoError(t, err)
+				assert.Equal(t, [2]int64{5000 - points, points}, [2]int64{b.Available, b.Held}, "the direct order's points are held, not spent")
+				e.RequireClean(t)
+			})
+		})
+	}
 }
