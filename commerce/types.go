@@ -147,14 +147,16 @@ type PlaceOrderRequest struct {
 	// InTx, when set, runs inside the order's transaction once the order is recorded (before
 	// the stock is reserved): its writes commit with the order, and its error aborts the
 	// order, which then changes nothing. It is not part of the request's fingerprint. A
-	// cart uses it to delete its rows together with the order they became. With InTx set,
-	// PayWithPoints pays only an order this call placed: an order found under the key (a
-	// replay: InTx did not run) is returned as it is, since it may have been placed by
-	// another request with the same content, and the caller pays its own with
-	// FinishPointsPayment. An error that
+	// cart uses it to delete its rows together with the order they became. An error that
 	// is a failure, not a refusal — a dependency failing (see errcode.ErrUnavailable), a
 	// deadlock, the context ending — fails the order like any other failure: the stock
 	// reservation stays for a retry with the key.
+	//
+	// InTx may run in a transaction that then fails, and PlaceOrder may then answer an
+	// order it finds under the key, which another request placed: that InTx ran does not
+	// make the order the caller's; its writes, committed or not, tell. So, with InTx set,
+	// PayWithPoints pays only an order this call placed, and the caller pays its own, found
+	// placed, with FinishPointsPayment.
 	InTx func(ctx context.Context, tx bun.IDB) error
 }
 

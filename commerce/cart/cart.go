@@ -405,50 +405,35 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 	}
 	rec := &checkoutRow{UserID: req.UserID, IdemKey: req.IdempotencyKey, OrderKey: orderKey(req, version, rows),
 		CreatedAt: s.now().UnixMicro()}
-	recorded := false // whether InTx ran to its end: else PlaceOrder answered an order placed before
 	o, err := s.com.PlaceOrder(ctx, commerce.PlaceOrderRequest{
 		UserID: req.UserID, Lines: lines, CouponID: req.CouponID, Points: req.Points, IdempotencyKey: rec.OrderKey,
 		PayWithPoints: req.PayWithPoints,
 		InTx: func(ctx context.Context, tx bun.IDB) error {
-			recorded = false
 			if _, err := tx.NewInsert().Model(rec).Exec(ctx); err != nil {
 				return wrap("record the checkout", err) // a concurrent checkout with the key won
 			}
-			if err := empty(ctx, tx, req.UserID, version, rows); err != nil {
-				return err
-			}
-			recorded = true
-			return nil
+			return empty(ctx, tx, req.UserID, version, rows)
 		},
 	})
-	if err == nil && !recorded {
-		// The order key's order existed already: a concurrent checkout with the key placed
-		// it (its record says so; placed pays it if asked), or else it is no checkout's — a
-		// direct order placed under the key this checkout derived, which the user can
-		// compute — and must not pass for the cart's order, the cart not emptied, nor be
-		// paid (PlaceOrder with InTx pays no order it finds under the key).
-		if o, err := s.placed(ctx, req); !errors.Is(err, commerce.ErrOrderNotFound) {
-			return o, err
-		}
+	// Only the checkout's record, committed with the order, tells whose order PlaceOrder
+	// answered: InTx may have run in a transaction that then failed, before PlaceOrder found
+	// an order under the key. A concurrent checkout with the key placed it (its record says
+	// so; placed pays it if asked), or else it is no checkout's — a direct order placed
+	// under the key this checkout derived, which the user can compute — and must not pass
+	// for the cart's order, the cart not emptied, nor be paid (PlaceOrder with InTx pays no
+	// order it finds under the key).
+	if o, perr := s.placed(ctx, req); !errors.Is(perr, commerce.ErrOrderNotFound) {
+		return o, perr
+	}
+	if err == nil {
 		return commerce.Order{}, keyTaken(req, rec.OrderKey)
 	}
-	if err == nil && req.PayWithPoints && (o.Status == commerce.StatusPendingPayment || o.Status == commerce.StatusPaying) {
-		// InTx ran in an attempt whose transaction then failed, and PlaceOrder answered the
-		// order a concurrent checkout with the key committed meanwhile, unpaid: pay it as
-		// placed would.
-		return s.com.FinishPointsPayment(ctx, o, rec.OrderKey)
-	}
-	if err != nil {
-		if o, perr := s.placed(ctx, req); !errors.Is(perr, commerce.ErrOrderNotFound) {
-			return o, perr
-		}
-		if refused(err) && !errors.Is(err, ErrChanged) {
-			// commerce refuses an order (its unpaid limits, its stock, the points) before
-			// InTx sees the cart: if the cart changed meanwhile, the refusal was of lines it
-			// no longer holds, and a retry orders it as it is now.
-			if v, verr := cartVersion(ctx, s.db, req.UserID); verr == nil && v != version {
-				return commerce.Order{}, fmt.Errorf("%w (the lines read were refused: %v)", ErrChanged, err)
-			}
+	if refused(err) && !errors.Is(err, ErrChanged) {
+		// commerce refuses an order (its unpaid limits, its stock, the points) before InTx
+		// sees the cart: if the cart changed meanwhile, the refusal was of lines it no
+		// longer holds, and a retry orders it as it is now.
+		if v, verr := cartVersion(ctx, s.db, req.UserID); verr == nil && v != version {
+			return commerce.Order{}, fmt.Errorf("%w (the lines read were refused: %v)", ErrChanged, err)
 		}
 	}
 	return o, err
