@@ -51,7 +51,9 @@ type WebhookVerifier interface {
 // there is nothing to confirm and the PG is not asked again; a claim
 // the PG does not confirm (a forgery signed with a leaked secret, or a PG not finished yet)
 // records nothing of its own, is logged as an ERROR, told to the Observer (a
-// "contradiction" Event) and refused with ErrWebhookUnconfirmed. What is recorded is recorded exactly once: a
+// "contradiction" Event) and refused with ErrWebhookUnconfirmed. A refund's claim is
+// confirmed by asking the PG for the refund still PENDING (see completeRefund): one the PG
+// refuses is recorded FAILED, and the webhook refused the same way. What is recorded is recorded exactly once: a
 // webhook for a payment already settled the same way (by the response, an earlier delivery,
 // or the reconciler) changes nothing and returns nil, so a PG may deliver it any number of
 // times, and it may race the reconciler or a client's retry. A PG whose answer contradicts
@@ -114,7 +116,9 @@ func (s *Service) HandleWebhook(ctx context.Context, body []byte, signature stri
 		case RefundPending:
 			// Asking the PG is how it confirms the refund (see completeRefund): its answer,
 			// not the webhook's, settles the refund.
-			_, err = s.completeRefund(ctx, r, false)
+			if r, err = s.completeRefund(ctx, r, false); errors.Is(err, ErrRefundRejected) {
+				return s.refundUnconfirmed(ctx, r)
+			}
 			return err
 		case RefundFailed:
 			return s.failedRefundClaimed(ctx, r)
@@ -200,6 +204,18 @@ func (s *Service) failedRefundClaimed(ctx context.Context, r Refund) error {
 		"payment", p.ID, "order", p.OrderID, "detail", detail)
 	s.contradicted(p.ID, CauseWebhook, detail)
 	return fmt.Errorf("%w: refund %q is FAILED here: %s", ErrIllegalTransition, r.ID, detail)
+}
+
+// refundUnconfirmed reports a webhook claiming that r succeeded, when the PG, asked to
+// confirm it, refused r (recorded FAILED as it is given): the PG does not confirm the claim,
+// as unconfirmed reports of a payment's.
+func (s *Service) refundUnconfirmed(ctx context.Context, r Refund) error {
+	detail := fmt.Sprintf("a webhook claims refund %q of %d succeeded, the gateway refused it: %s: %s",
+		r.ID, r.Amount, r.FailureCode, r.FailureMessage)
+	s.logger.ErrorContext(ctx, "payment: refund webhook not confirmed by the gateway; its refusal recorded",
+		"refund", r.ID, "payment", r.PaymentID, "detail", detail)
+	s.contradicted(r.PaymentID, CauseWebhook, detail)
+	return fmt.Errorf("%w: refund %q: %s", ErrWebhookUnconfirmed, r.ID, detail)
 }
 
 // unconfirmed reports a webhook whose claim the PG does not confirm.
