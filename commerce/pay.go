@@ -61,6 +61,11 @@ const (
 // A later Pay, with any idempotency key (the same one included), makes a new attempt with a
 // new payment.
 //
+// An approval that comes too late to be fulfilled (a hold of the order gone) is refunded and
+// the order fails (FailureUnfulfillable). Should the PG reject that refund, Pay fails with an
+// error matching errcode.ErrUnavailable and payment.ErrRefundRejected (RetryAfter
+// DefaultPGRetryAfter), the order still PAYING: its retry, or Recover, makes a new refund.
+//
 // The payment plan (held points, the coupon's discount, Method for the amount due) must
 // satisfy payment.Plan's method rules, else the error wraps ErrPaymentRule and the
 // *payment.PlanError: BNPL pays alone and at least 10,000 won, a composite payment needs
@@ -249,7 +254,8 @@ func (s *Service) settled(ctx context.Context, r *orderRow, p payment.Payment, e
 }
 
 // DefaultPGRetryAfter is the Retry-After Pay's answer carries when the PG was not reached
-// and its gateway gave no better hint (a circuit breaker's remaining delay).
+// and its gateway gave no better hint (a circuit breaker's remaining delay), or when the PG
+// rejected the refund of an approval that came too late to be fulfilled.
 const DefaultPGRetryAfter = 5 * time.Second
 
 // reopen gives an order whose payment was abandoned (the PG was not reached: nothing was
@@ -363,7 +369,8 @@ func (s *Service) decideRefund(ctx context.Context, r *orderRow, ask bool) error
 // fails the order, giving back what it held. A refund the PG rejects is not given up: the
 // order, still charged, counts it (its cancel_attempt) and stays on step "refund", so that
 // the next try (the client's Pay replay, Recover's next pass) makes a new refund
-// (lateRefundID), until the PG accepts one.
+// (lateRefundID), until the PG accepts one; the rejection is answered as the PG unavailable
+// (errcode.ErrUnavailable, wrapping payment.ErrRefundRejected, with DefaultPGRetryAfter).
 func (s *Service) refundLateApproval(ctx context.Context, r *orderRow, ask bool) error {
 	code := r.FailureCode
 	if r.AmountDue > 0 {
@@ -379,7 +386,8 @@ func (s *Service) refundLateApproval(ctx context.Context, r *orderRow, ask bool)
 			if merr != nil && !errors.Is(merr, errLostRace) { // lost: another try counted it
 				return merr
 			}
-			return err
+			// The PG holds the money until it accepts a refund: the client retries later.
+			return &errcode.UnavailableError{Dependency: "pg", RetryAfter: DefaultPGRetryAfter, Err: err}
 		case err != nil || !settled:
 			return err
 		default:
