@@ -46,30 +46,30 @@ type WebhookVerifier interface {
 // WebhookVerifier, then confirms it with the PG before recording anything: a webhook is a
 // notification, never proof. For an approval or a decline it asks the PG for the payment
 // (Gateway.Status) and records the PG's own answer, whatever the webhook claimed, unless
-// the record already holds what the webhook claims (APPROVED for an approval, DECLINED
-// for a decline: the PG's answer to the charge settled it, as for every paid order), when
-// there is nothing to confirm and the PG is not asked again; a claim
-// the PG does not confirm (a forgery signed with a leaked secret, or a PG not finished yet)
-// records nothing of its own, is logged as an ERROR, told to the Observer (a
-// "contradiction" Event) and refused with ErrWebhookUnconfirmed. A refund's claim is
-// confirmed by asking the PG for the refund still PENDING (see completeRefund): one the PG
-// refuses is recorded FAILED, and the webhook refused the same way. What is recorded is recorded exactly once: a
-// webhook for a payment already settled the same way (by the response, an earlier delivery,
-// or the reconciler) changes nothing and returns nil, so a PG may deliver it any number of
-// times, and it may race the reconciler or a client's retry. A PG whose answer contradicts
-// the record moves the payment to REVIEW (see State). An approval of a payment that was
-// ABANDONED gives the charge back (its void, recorded with the move): the webhook fails
-// while the void is not settled, and its redelivery sends the void still pending, so a
-// lost answer never leaves the money with the PG until the Reconciler's next pass.
+// the record already holds what the webhook claims (APPROVED for an approval, DECLINED for
+// a decline: the PG's answer to the charge settled it, as for every paid order), when
+// there is nothing to confirm and the PG is not asked again; a claim the PG does not
+// confirm (a forgery signed with a leaked secret, or a PG not finished yet) records
+// nothing of its own, is logged as an ERROR, told to the Observer (a "contradiction"
+// Event) and refused with ErrWebhookUnconfirmed. A refund's claim is confirmed by asking
+// the PG for the refund still PENDING (see completeRefund): one the PG refuses is recorded
+// FAILED, and the webhook refused the same way. What is recorded is recorded exactly once:
+// a webhook for a payment already settled the same way (by the response, an earlier
+// delivery, or the reconciler) changes nothing and returns nil, so a PG may deliver it any
+// number of times, and it may race the reconciler or a client's retry. A PG whose answer
+// contradicts the record moves the payment to REVIEW (see State). An approval of a payment
+// that was ABANDONED gives the charge back (its void, recorded with the move): the webhook
+// fails while the void is not settled, and its redelivery sends the void still pending, so
+// a lost answer never leaves the money with the PG until the Reconciler's next pass.
 //
-// Errors: ErrWebhookNotConfigured; ErrInvalidWebhook (bad signature or body, or an amount (or,
-// for a refund, a payment) that does not match the record, which is also logged and told to the Observer as a
-// contradiction: reject it, e.g. with HTTP 400); ErrWebhookUnconfirmed;
-// ErrPaymentNotFound or ErrRefundNotFound; ErrIllegalTransition when a webhook reports a
-// refund recorded as failed, which needs a person (also told to the Observer as a
-// contradiction, with what the PG says it refunded); the gateway's errors (ErrGatewayUnavailable,
-// ErrOutcomeUnknown) when the PG could not be asked; anything else is a storage error worth
-// a redelivery.
+// Errors: ErrWebhookNotConfigured; ErrInvalidWebhook (bad signature or body, or an amount
+// (or, for a refund, a payment) that does not match the record, which is also logged and
+// told to the Observer as a contradiction: reject it, e.g. with HTTP 400);
+// ErrWebhookUnconfirmed; ErrPaymentNotFound or ErrRefundNotFound; ErrIllegalTransition
+// when a webhook reports a refund recorded as failed, which needs a person (also told to
+// the Observer as a contradiction, with what the PG says it refunded); the gateway's
+// errors (ErrGatewayUnavailable, ErrOutcomeUnknown) when the PG could not be asked;
+// anything else is a storage error worth a redelivery.
 func (s *Service) HandleWebhook(ctx context.Context, body []byte, signature string) error {
 	if s.verifier == nil {
 		return ErrWebhookNotConfigured
