@@ -73,21 +73,9 @@ func TestCheckoutWithPointsKeyTakenByADirectOrder(t *testing.T) {
 		p1 := e.Product(t, 1000, 10)
 		e.GivePoints(t, "alice", 5000)
 		add(t, c, "alice", p1, 2) // the cart's version is 1
-		direct, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: "alice", IdempotencyKey: derivedOrderKey("co-1", 2000, 1, p1, 2),
-			Lines: []commerce.Line{{ProductID: p1, Qty: 2}}, Points: 2000})
-		require.NoError(t, err)
+		direct := placeDirect(t, e, p1, 2000)
 		require.Equal(t, commerce.StatusPendingPayment, direct.Status)
-
-		_, err = c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1", Points: 2000, PayWithPoints: true})
-		require.ErrorIs(t, err, commerce.ErrIdempotencyConflict, "the direct order is not the checkout's")
-		assert.Equal(t, map[string]int64{p1: 2}, lines(t, c, "alice"), "the cart keeps its lines")
-		got, err := e.Service.GetOrder(ctx, direct.ID, commerce.Actor{UserID: "alice"})
-		require.NoError(t, err)
-		assert.Equal(t, commerce.StatusPendingPayment, got.Status, "the refused checkout paid nothing")
-		b, err := e.Service.Points(ctx, "alice")
-		require.NoError(t, err)
-		assert.Equal(t, [2]int64{3000, 2000}, [2]int64{b.Available, b.Held}, "the direct order's points are held, not spent")
-		e.RequireClean(t)
+		checkoutKeyTaken(t, e, c, p1, &direct, 2000)
 	})
 }
 
@@ -117,24 +105,9 @@ func TestCheckoutWithPointsKeyTakenByARacingDirectOrder(t *testing.T) {
 		p1 := e.Product(t, 1000, 10)
 		e.GivePoints(t, "alice", 5000)
 		var direct commerce.Order
-		c := newCart(t, e, &placeThen{Commerce: e.Service, then: func() {
-			var err error
-			direct, err = e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: "alice", IdempotencyKey: derivedOrderKey("co-1", 2000, 1, p1, 2),
-				Lines: []commerce.Line{{ProductID: p1, Qty: 2}}, Points: 2000})
-			require.NoError(t, err)
-		}})
+		c := newCart(t, e, &placeThen{Commerce: e.Service, then: func() { direct = placeDirect(t, e, p1, 2000) }})
 		add(t, c, "alice", p1, 2) // the cart's version is 1
-
-		_, err := c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1", Points: 2000, PayWithPoints: true})
-		require.ErrorIs(t, err, commerce.ErrIdempotencyConflict, "the direct order is not the checkout's")
-		assert.Equal(t, map[string]int64{p1: 2}, lines(t, c, "alice"), "the cart keeps its lines")
-		got, err := e.Service.GetOrder(ctx, direct.ID, commerce.Actor{UserID: "alice"})
-		require.NoError(t, err)
-		assert.Equal(t, commerce.StatusPendingPayment, got.Status, "the refused checkout paid nothing")
-		b, err := e.Service.Points(ctx, "alice")
-		require.NoError(t, err)
-		assert.Equal(t, [2]int64{3000, 2000}, [2]int64{b.Available, b.Held}, "the direct order's points are held, not spent")
-		e.RequireClean(t)
+		checkoutKeyTaken(t, e, c, p1, &direct, 2000)
 	})
 }
 
@@ -181,25 +154,38 @@ func TestCheckoutKeyTakenAfterAFailedAttempt(t *testing.T) {
 				p1 := e.Product(t, 1000, 10)
 				e.GivePoints(t, "alice", 5000)
 				var direct commerce.Order
-				c := newCart(t, e, &failedAttemptThen{Commerce: e.Service, then: func() {
-					var err error
-					direct, err = e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: "alice", IdempotencyKey: derivedOrderKey("co-1", points, 1, p1, 2),
-						Lines: []commerce.Line{{ProductID: p1, Qty: 2}}, Points: points})
-					require.NoError(t, err)
-				}})
+				c := newCart(t, e, &failedAttemptThen{Commerce: e.Service, then: func() { direct = placeDirect(t, e, p1, points) }})
 				add(t, c, "alice", p1, 2) // the cart's version is 1
-
-				_, err := c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1", Points: points, PayWithPoints: points > 0})
-				require.ErrorIs(t, err, commerce.ErrIdempotencyConflict, "the direct order is not the checkout's")
-				assert.Equal(t, map[string]int64{p1: 2}, lines(t, c, "alice"), "the cart keeps its lines")
-				got, err := e.Service.GetOrder(ctx, direct.ID, commerce.Actor{UserID: "alice"})
-				require.NoError(t, err)
-				assert.Equal(t, commerce.StatusPendingPayment, got.Status, "the refused checkout paid nothing")
-				b, err := e.Service.Points(ctx, "alice")
-				require.NoError(t, err)
-				assert.Equal(t, [2]int64{5000 - points, points}, [2]int64{b.Available, b.Held}, "the direct order's points are held, not spent")
-				e.RequireClean(t)
+				checkoutKeyTaken(t, e, c, p1, &direct, points)
 			})
 		})
 	}
+}
+
+// placeDirect places alice's direct order of 2 × p1, with points, under the order key a
+// checkout "co-1" of her cart (2 × p1, version 1) with those points derives.
+func placeDirect(t *testing.T, e *commercetest.Env, p1 string, points int64) commerce.Order {
+	o, err := e.Service.PlaceOrder(ctx, commerce.PlaceOrderRequest{UserID: "alice", IdempotencyKey: derivedOrderKey("co-1", points, 1, p1, 2),
+		Lines: []commerce.Line{{ProductID: p1, Qty: 2}}, Points: points})
+	require.NoError(t, err)
+	return o
+}
+
+// checkoutKeyTaken checks alice's cart (2 × p1) out with key "co-1" and points (paying
+// with them alone when there are any, of the 5,000 she was given), and requires that it is
+// refused as a key conflict and changes nothing: the cart keeps its lines, and the direct
+// order under its derived key (*direct, read once the checkout ends: it may be placed while
+// it runs) stays unpaid, its points held, not spent.
+func checkoutKeyTaken(t *testing.T, e *commercetest.Env, c *cart.Service, p1 string, direct *commerce.Order, points int64) {
+	t.Helper()
+	_, err := c.Checkout(ctx, cart.CheckoutRequest{UserID: "alice", IdempotencyKey: "co-1", Points: points, PayWithPoints: points > 0})
+	require.ErrorIs(t, err, commerce.ErrIdempotencyConflict, "the direct order is not the checkout's")
+	assert.Equal(t, map[string]int64{p1: 2}, lines(t, c, "alice"), "the cart keeps its lines")
+	got, err := e.Service.GetOrder(ctx, direct.ID, commerce.Actor{UserID: "alice"})
+	require.NoError(t, err)
+	assert.Equal(t, commerce.StatusPendingPayment, got.Status, "the refused checkout paid nothing")
+	b, err := e.Service.Points(ctx, "alice")
+	require.NoError(t, err)
+	assert.Equal(t, [2]int64{5000 - points, points}, [2]int64{b.Available, b.Held}, "the direct order's points are held, not spent")
+	e.RequireClean(t)
 }
