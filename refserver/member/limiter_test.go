@@ -146,3 +146,35 @@ func TestRedisLimiterResendAfterAnotherCall(t *testing.T) {
 		})
 	}
 }
+
+// TestLimiterLateCallsRefillNothingTwice: a MemoryLimiter's calls arrive with the time
+// their request began, not in that order: Login reads the clock once, then takes the login
+// ID's attempt, reads the member and waits for the address's turn (up to the request's
+// deadline, or until its client goes away, which an attacker can do at will) before it
+// refunds that attempt with the time it began. Such a late call must not move the bucket
+// back in time, or the next call refills the time since then again: here 4 attempts
+// (3 at once, 1 refilled an hour later) would be 5.
+func TestLimiterLateCallsRefillNothingTwice(t *testing.T) {
+	const key, burst, window = "id victim", 3, 3 * time.Hour // one attempt back per hour
+	t0 := time.Now()
+	l := NewMemoryLimiter()
+	for i := range burst { // the last one's request waits for its turn
+		if d, err := l.Take(ctx, key, burst, window, t0); d != 0 || err != nil {
+			t.Fatalf("attempt %d at t0: wait %v, %v", i+1, d, err)
+		}
+	}
+	later := t0.Add(time.Hour)
+	if d, err := l.Take(ctx, key, burst, window, later); d != 0 || err != nil {
+		t.Fatalf("the attempt refilled an hour later: wait %v, %v", d, err)
+	}
+	// The waiting request goes away: its attempt is refunded, with the time it began.
+	if err := l.Refund(ctx, key, burst, window, t0); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := l.Take(ctx, key, burst, window, later); d != 0 || err != nil {
+		t.Fatalf("the attempt refunded, taken again: wait %v, %v", d, err)
+	}
+	if d, err := l.Take(ctx, key, burst, window, later); d == 0 || err != nil {
+		t.Fatalf("a 5th attempt within the hour was taken (wait %v, %v): the late refund moved the bucket back to t0, and the hour was refilled twice", d, err)
+	}
+}
