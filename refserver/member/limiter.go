@@ -22,7 +22,9 @@ import (
 // instance.
 //
 // now is the caller's clock. A limiter of one process (MemoryLimiter) refills by it: a
-// process's calls agree with each other on it, and tests move it. A limiter shared by
+// process's calls agree with each other on it, and tests move it; a call may come with a
+// now earlier than one already seen (read when its request began), which refills nothing
+// again. A limiter shared by
 // instances (RedisLimiter) must not: their clocks need not agree, and a bucket refilled and
 // its calls forgotten by each caller's clock would be refilled early by an instance ahead
 // and forget calls another instance must still remember. It keeps time by a clock of its
@@ -77,7 +79,10 @@ func NewMemoryLimiter() *MemoryLimiter {
 	return &MemoryLimiter{b: make(map[string]*bucket), pruneAt: limiterPrune}
 }
 
-// refilled returns key's bucket brought up to now; l.mu is held.
+// refilled returns key's bucket brought up to now; l.mu is held. A call whose now is
+// before the bucket's time (a late call: Login passes the time its request began, after
+// waits) refills nothing and leaves that time, as bucketScript does: moving it back would
+// refill the time since then twice.
 func (l *MemoryLimiter) refilled(key string, burst int, window time.Duration, now time.Time) *bucket {
 	b := l.b[key]
 	if b == nil {
@@ -94,7 +99,9 @@ func (l *MemoryLimiter) refilled(key string, burst int, window time.Duration, no
 	}
 	b.burst, b.rate = float64(burst), float64(burst)/window.Seconds()
 	b.tokens = math.Min(b.burst, b.tokens+max(0, now.Sub(b.at).Seconds())*b.rate)
-	b.at = now
+	if now.After(b.at) {
+		b.at = now
+	}
 	return b
 }
 
