@@ -113,3 +113,21 @@ func TestDevSecretListensOnLoopbackOnly(t *testing.T) {
 	_, err = Load([]string{"-addr", ":8080", "-jwt-secret", jwtSecret}, none, io.Discard)
 	assert.NoError(t, err, "a secret of the deployment's own may listen on every interface")
 }
+
+// TestPublishedSecretSetListensOnLoopbackOnly: a JWT secret the project publishes is no
+// secret of the deployment's own when it is set rather than defaulted: with it too, anyone
+// who reaches the server can mint an admin token, so the embedded default listens on
+// loopback only.
+func TestPublishedSecretSetListensOnLoopbackOnly(t *testing.T) {
+	none := func(string) string { return "" }
+	for _, secret := range []string{DevJWTSecret, "compose-jwt-secret-change-me", "bench-jwt-secret-0123456789abcdef0123456789"} {
+		_, err := Load([]string{"-addr", "127.0.0.1:8080", "-jwt-secret", secret}, none, io.Discard)
+		assert.NoError(t, err, "%s on loopback", secret)
+		for _, addr := range []string{":8080", "0.0.0.0:8080", "192.0.2.1:8080"} {
+			_, err := Load([]string{"-addr", addr, "-jwt-secret", secret}, none, io.Discard)
+			if assert.Error(t, err, "%s on %s: anyone reaching it can mint an admin token", secret, addr) {
+				assert.Contains(t, err.Error(), "COMMERCEKIT_ADDR", addr)
+			}
+		}
+	}
+}
