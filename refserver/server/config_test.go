@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/commercekit/commercekit/payment/pgsim"
 )
 
 func TestLoadPrecedence(t *testing.T) {
@@ -126,6 +128,25 @@ func TestPublishedSecretSetListensOnLoopbackOnly(t *testing.T) {
 		for _, addr := range []string{":8080", "0.0.0.0:8080", "192.0.2.1:8080"} {
 			_, err := Load([]string{"-addr", addr, "-jwt-secret", secret}, none, io.Discard)
 			if assert.Error(t, err, "%s on %s: anyone reaching it can mint an admin token", secret, addr) {
+				assert.Contains(t, err.Error(), "COMMERCEKIT_ADDR", addr)
+			}
+		}
+	}
+}
+
+// TestPublishedWebhookSecretListensOnLoopbackOnly: an embedded server given a webhook secret
+// the project publishes (its own JWT secret set) would take webhooks anyone can sign from
+// anyone who reaches it, so it listens on loopback only, as with a published JWT secret.
+// (Each webhook is re-checked with the PG, but a published secret is no secret: only the
+// embedded default on loopback may hold one.)
+func TestPublishedWebhookSecretListensOnLoopbackOnly(t *testing.T) {
+	none := func(string) string { return "" }
+	for _, secret := range []string{pgsim.DefaultWebhookSecret, "compose-webhook-secret", "bench-webhook-secret-0123456789abcdef01234"} {
+		_, err := Load([]string{"-addr", "127.0.0.1:8080", "-jwt-secret", jwtSecret, "-webhook-secret", secret}, none, io.Discard)
+		assert.NoError(t, err, "%s on loopback", secret)
+		for _, addr := range []string{":8080", "0.0.0.0:8080", "192.0.2.1:8080"} {
+			_, err := Load([]string{"-addr", addr, "-jwt-secret", jwtSecret, "-webhook-secret", secret}, none, io.Discard)
+			if assert.Error(t, err, "%s on %s: anyone reaching it can sign webhooks", secret, addr) {
 				assert.Contains(t, err.Error(), "COMMERCEKIT_ADDR", addr)
 			}
 		}
