@@ -30,13 +30,14 @@ var PublishedSecrets = []string{
 
 // validateSecrets checks the JWT and webhook secrets. The embedded default needs neither
 // (it signs tokens with DevJWTSecret and shares a random webhook secret with its in-process
-// simulator), but without a JWT secret, or with one of PublishedSecrets, it listens on
-// loopback only (anyone who reaches it could mint an admin token with the public one); any
+// simulator), but without a JWT secret, or with one of PublishedSecrets for either, it
+// listens on loopback only (anyone who reaches it could mint an admin token, or sign a
+// webhook, with the public one); any
 // other deployment must set both, each of at least MinSecretLen bytes,
 // without surrounding whitespace (a stray newline from a file, say), none of
 // PublishedSecrets in any case or padding, and the two different (the PG knows the webhook
-// secret: it must not be able to sign tokens). A secret that is set is never shorter than
-// MinSecretLen.
+// secret: it must not be able to sign tokens). A secret that is set, other than a
+// published one (embedded only), is never shorter than MinSecretLen.
 func (c Config) validateSecrets() []error {
 	var errs []error
 	for _, s := range []struct{ env, value string }{
@@ -54,11 +55,17 @@ func (c Config) validateSecrets() []error {
 			errs = append(errs, fmt.Errorf("%s starts or ends with whitespace; set it without (`openssl rand -hex 32`)", s.env))
 		}
 	}
-	if (c.JWTSecret == "" || isPublished(c.JWTSecret)) && c.Mode() == "embedded" && !loopbackAddr(c.Addr) {
-		// DevJWTSecret, or another secret the project publishes, would sign the tokens:
-		// whoever reaches the server could mint an admin token.
-		errs = append(errs, fmt.Errorf("COMMERCEKIT_ADDR %q listens beyond loopback while bearer tokens are signed with a secret the project publishes, "+
-			"with which anyone can mint an admin token: set COMMERCEKIT_JWT_SECRET to your own (`openssl rand -hex 32`), or listen on %s", c.Addr, DefaultAddr))
+	if c.Mode() == "embedded" && !loopbackAddr(c.Addr) {
+		if c.JWTSecret == "" || isPublished(c.JWTSecret) {
+			// DevJWTSecret, or another secret the project publishes, would sign the tokens:
+			// whoever reaches the server could mint an admin token.
+			errs = append(errs, fmt.Errorf("COMMERCEKIT_ADDR %q listens beyond loopback while bearer tokens are signed with a secret the project publishes, "+
+				"with which anyone can mint an admin token: set COMMERCEKIT_JWT_SECRET to your own (`openssl rand -hex 32`), or listen on %s", c.Addr, DefaultAddr))
+		}
+		if isPublished(c.WebhookSecret) {
+			errs = append(errs, fmt.Errorf("COMMERCEKIT_ADDR %q listens beyond loopback while webhooks are verified with a secret the project publishes, "+
+				"with which anyone can sign one: leave COMMERCEKIT_WEBHOOK_SECRET unset (a random one is drawn) or set your own, or listen on %s", c.Addr, DefaultAddr))
+		}
 	}
 	if c.JWTSecret != "" && c.JWTSecret == c.WebhookSecret {
 		errs = append(errs, errors.New("COMMERCEKIT_WEBHOOK_SECRET must differ from COMMERCEKIT_JWT_SECRET: the PG that signs webhooks must not be able to sign tokens"))
