@@ -24,11 +24,11 @@ import (
 // now is the caller's clock. A limiter of one process (MemoryLimiter) refills by it: a
 // process's calls agree with each other on it, and tests move it; a call may come with a
 // now earlier than one already seen (read when its request began), which refills nothing
-// again. A limiter shared by
-// instances (RedisLimiter) must not: their clocks need not agree, and a bucket refilled and
-// its calls forgotten by each caller's clock would be refilled early by an instance ahead
-// and forget calls another instance must still remember. It keeps time by a clock of its
-// own, the same for every caller, and ignores now.
+// again. A limiter shared by instances (RedisLimiter) must not: their clocks need not
+// agree, and a bucket refilled and its calls forgotten by each caller's clock would be
+// refilled early by an instance ahead and forget calls another instance must still
+// remember. It keeps time by a clock of its own, the same for every caller, and ignores
+// now.
 type Limiter interface {
 	// Take takes an attempt from key's budget and returns 0, or how long until one is
 	// available. An error means the limiter could not answer; Login then refuses the
