@@ -25,16 +25,17 @@ import (
 // event. Nothing of a failed PlaceOrder remains but, with an inventory that cannot join the
 // transaction (Redis), its reservation: the stock is reserved just before the transaction;
 // when the request is refused (a coupon, points, a payment rule) it is released at once,
-// after any other failure it stays held for a retry with the same key, which finds it,
-// or until its deadline. (A refusal whose check for a concurrent placement with the same
-// key cannot read the order is such a failure: it answers the read's error, since that
-// placement's order would hold the reservation.) Such a retry's order expires a payment window before that
-// deadline (sooner than the usual expiry when the retry came late), and holds its points
-// and coupon until the same deadline, so that all three last equally long. A retry whose reservation was released or expired fails with
-// *ConflictError: PlaceOrder never creates an order that holds no stock. Once begun, the
-// reservation and its transaction are not stopped by the client going away (ctx cancelled;
-// ctx's deadline still stops them, and without one the reservation's TTL, the order's
-// expiry plus the payment window), so that never leaves units reserved by no order.
+// after any other failure it stays held for a retry with the same key, which finds it, or
+// until its deadline. (A refusal whose check for a concurrent placement with the same key
+// cannot read the order is such a failure: it answers the read's error, since that
+// placement's order would hold the reservation.) Such a retry's order expires a payment
+// window before that deadline (sooner than the usual expiry when the retry came late), and
+// holds its points and coupon until the same deadline, so that all three last equally long.
+// A retry whose reservation was released or expired fails with *ConflictError: PlaceOrder
+// never creates an order that holds no stock. Once begun, the reservation and its
+// transaction are not stopped by the client going away (ctx cancelled; ctx's deadline still
+// stops them, and without one the reservation's TTL, the order's expiry plus the payment
+// window), so that never leaves units reserved by no order.
 //
 // The order must be payable under the method rules (payment.Plan): a coupon never pays
 // alone, and points and a coupon together need a card part, so an order they would cover

@@ -168,13 +168,13 @@ func removeLetter(ctx context.Context, db bun.IDB, consumer, id string) error {
 }
 
 // Redrive delivers the consumer's dead letters from its DeadLetterTable again, oldest first,
-// up to limit (0: all), once the cause is fixed. A letter that is applied now (or was
-// applied meanwhile) leaves the table; one that fails again is retried and dead-lettered
-// anew, replacing its row. The letter leaves the table only after it is applied, so a crash
-// midway loses nothing. A letter stored altered (DeadLetter.Altered) is left alone: what
-// it holds is not the event that was sent; List shows it, and the operator resolves it by
-// hand, then removes it (DeadLetterTable.Remove). It returns how many letters were applied, and fails with
-// ErrInvalidConfig when the consumer's dead letters go elsewhere (for a Kafka dead-letter
+// up to limit (0: all), once the cause is fixed. A letter that is applied now (or was applied
+// meanwhile) leaves the table; one that fails again is retried and dead-lettered anew,
+// replacing its row. The letter leaves the table only after it is applied, so a crash midway
+// loses nothing. A letter stored altered (DeadLetter.Altered) is left alone: what it holds is
+// not the event that was sent; List shows it, and the operator resolves it by hand, then
+// removes it (DeadLetterTable.Remove). It returns how many letters were applied, and fails
+// with ErrInvalidConfig when the consumer's dead letters go elsewhere (for a Kafka dead-letter
 // topic, see saramaoutbox.Redrive).
 func (c *Consumer) Redrive(ctx context.Context, limit int) (int, error) {
 	table, ok := c.s.deadLetters.(*DeadLetterTable)

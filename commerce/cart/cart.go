@@ -556,10 +556,10 @@ func (s *Service) ensureCart(ctx context.Context, userID string) error {
 }
 
 // lockCart locks the user's cart row (FOR UPDATE on MySQL; SQLite's writer lock does it
-// elsewhere) and reads its version and the lines under it. Every change of a cart's lines holds that lock,
-// so changes never break a limit together and never deadlock on the lines' index gaps.
-// The lines are read with a locking read: in an order's transaction a plain read would
-// return MySQL's snapshot from the transaction's first read, missing lines added since
+// elsewhere) and reads its version and the lines under it. Every change of a cart's lines
+// holds that lock, so changes never break a limit together and never deadlock on the lines'
+// index gaps. The lines are read with a locking read: in an order's transaction a plain read
+// would return MySQL's snapshot from the transaction's first read, missing lines added since
 // (and the checkout would delete them unordered). A user without a cart row has no lines.
 func lockCart(ctx context.Context, tx bun.IDB, userID string) (int64, []itemRow, error) {
 	var carts []cartRow

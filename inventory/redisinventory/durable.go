@@ -465,11 +465,11 @@ func (d *Durable) known(ctx context.Context, db bun.IDB, skus ...string) (bool, 
 }
 
 // Reserve records the reservation in the journal, then takes its units in Redis with the
-// reserve script, in one SQL transaction holding the generation. Concurrent reservations
-// share that transaction (groupcommit): one INSERT of their rows, one of their lines, a
-// script each, one commit; a reservation Redis refuses is taken out of the journal again
-// before the commit and fails alone. Their scripts run in one call (reserveManyLua). A reservation the journal has already is a replay
-// and returns it as the journal has it.
+// reserve script, in one SQL transaction holding the generation. Concurrent reservations share
+// that transaction (groupcommit): one INSERT of their rows, one of their lines, a script each,
+// one commit; a reservation Redis refuses is taken out of the journal again before the commit
+// and fails alone. Their scripts run in one call (reserveManyLua). A reservation the journal
+// has already is a replay and returns it as the journal has it.
 func (d *Durable) Reserve(ctx context.Context, r inventory.Reservation) (inventory.Reservation, error) {
 	return d.group.Reserve(ctx, "", r)
 }

@@ -140,19 +140,18 @@ func (l *MemoryLimiter) Reset(_ context.Context, key string) error {
 	return nil
 }
 
-// RedisLimiter keeps the budgets in Redis, one hash per key that expires once its bucket
-// has refilled (and the calls it remembers are forgotten): the limiter of full mode,
-// shared by every instance. Its token bucket is MemoryLimiter's, run by a script so that
-// concurrent attempts from any instance are counted one by one, and a call the Redis
-// client sends again after a lost reply is counted once, whatever ran in between (for
-// its resend window: see bucketScript and WithResendWindow). Reset forgets a bucket's calls with it: a call resent after a
-// Reset counts in the refilled bucket. Its clock is Redis's (the script's TIME), not the
-// callers': the now of Take and Refund is ignored, so that instances whose clocks disagree
-// (by any amount) share buckets that refill with time and remember every call for the
-// whole window. A Redis that restarts empty forgets the budgets: every key starts
-// full again, as after a restart of a process with a MemoryLimiter. (go-redis/redis_rate's
-// GCRA loses a refund given within the last refill interval, and the failure budgets need
-// exact refunds.)
+// RedisLimiter keeps the budgets in Redis, one hash per key that expires once its bucket has
+// refilled (and the calls it remembers are forgotten): the limiter of full mode, shared by
+// every instance. Its token bucket is MemoryLimiter's, run by a script so that concurrent
+// attempts from any instance are counted one by one, and a call the Redis client sends again
+// after a lost reply is counted once, whatever ran in between (for its resend window: see
+// bucketScript and WithResendWindow). Reset forgets a bucket's calls with it: a call resent
+// after a Reset counts in the refilled bucket. Its clock is Redis's (the script's TIME), not
+// the callers': the now of Take and Refund is ignored, so that instances whose clocks disagree
+// (by any amount) share buckets that refill with time and remember every call for the whole
+// window. A Redis that restarts empty forgets the budgets: every key starts full again, as
+// after a restart of a process with a MemoryLimiter. (go-redis/redis_rate's GCRA loses a
+// refund given within the last refill interval, and the failure budgets need exact refunds.)
 type RedisLimiter struct {
 	rdb    redis.UniversalClient
 	prefix string
