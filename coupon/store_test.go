@@ -17,6 +17,8 @@ import (
 	"github.com/commercekit/commercekit/internal/testkit"
 )
 
+func TestMain(m *testing.M) { testenv.Main(m) }
+
 // TestAllHoldingsSeeks: allHoldings yields every coupon of the template once, in (user,
 // ordinal) order, when pages end inside a user's ordinals, and each page after the first
 // seeks to its cursor in the (template, user, ordinal) key. MariaDB 10.11 read the
