@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"time"
@@ -156,24 +155,10 @@ func (s *Server) consumerRequest(w http.ResponseWriter, r *http.Request) (*outbo
 			"this server runs no outbox consumer named "+strconv.Quote(name)))
 		return nil, 0, false
 	}
-	limit, err := deadLetterLimit(r.URL.Query())
+	limit, err := limitParam(r.URL.Query(), maxDeadLetters, maxDeadLetters)
 	if err != nil {
 		s.writeError(w, r, err)
 		return nil, 0, false
 	}
 	return s.st.consumers[i], limit, true
-}
-
-// deadLetterLimit reads the limit query parameter of a consumer's dead-letter routes:
-// 1..maxDeadLetters, maxDeadLetters when absent.
-func deadLetterLimit(q url.Values) (int, error) {
-	v := q.Get("limit")
-	if v == "" {
-		return maxDeadLetters, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > maxDeadLetters {
-		return 0, malformed("limit must be an integer within 1..%d", maxDeadLetters)
-	}
-	return n, nil
 }

@@ -599,16 +599,27 @@ func foldName(s string) string {
 // printable ASCII without spaces (the products' is a product ID); any other is refused here,
 // before it reaches a store.
 func pageParams(q url.Values) (cursor string, limit int, err error) {
-	if s := q.Get("limit"); s != "" {
-		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > commerce.MaxPageSize {
-			return "", 0, malformed("limit must be an integer within 1..%d", commerce.MaxPageSize)
-		}
+	if limit, err = limitParam(q, 0, commerce.MaxPageSize); err != nil {
+		return "", 0, err
 	}
 	cursor = q.Get("cursor")
 	if !printableASCII(cursor) {
 		return "", 0, errcode.Invalid("cursor", "is not a cursor the server wrote")
 	}
 	return cursor, limit, nil
+}
+
+// limitParam reads the limit query parameter: an integer within 1..most, or def when absent.
+func limitParam(q url.Values, def, most int) (int, error) {
+	v := q.Get("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > most {
+		return 0, malformed("limit must be an integer within 1..%d", most)
+	}
+	return n, nil
 }
 
 // readAll reads a raw body (within the size limit). A body that cannot be read to its end
