@@ -56,10 +56,13 @@ func (c *Cleaner) CleanOnce(ctx context.Context) (int, error) {
 	// Processed records and leases are keyed by (consumer, id) and dated by a column. The
 	// record of an event its consumer also holds as a dead letter (dead-lettered, then
 	// delivered again and applied) is kept, whatever its age: it is what tells Redrive,
-	// however late, that the event was applied. It goes once the letter is gone.
+	// however late, that the event was applied. It goes once the letter is gone. The record
+	// of a skipped event (Consumer.Skip) is kept for good: it is what keeps the event from
+	// being applied when the broker delivers it again.
+	sameEvent := " WHERE x.consumer = " + TableProcessed + ".consumer AND x.id = " + TableProcessed + ".id)"
 	for _, t := range []struct{ table, at, keep string }{
-		{TableProcessed, "processed_at", " AND NOT EXISTS (SELECT 1 FROM " + TableDeadLetters + " AS d " +
-			"WHERE d.consumer = " + TableProcessed + ".consumer AND d.id = " + TableProcessed + ".id)"},
+		{TableProcessed, "processed_at", " AND NOT EXISTS (SELECT 1 FROM " + TableDeadLetters + " AS x" + sameEvent +
+			" AND NOT EXISTS (SELECT 1 FROM " + TableConsumerSkips + " AS x" + sameEvent},
 		{TableInflight, "leased_at", ""},
 	} {
 		n, err := c.sweep(ctx, t.table, func() ([]string, []any, error) {

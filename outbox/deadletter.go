@@ -206,6 +206,81 @@ func (c *Consumer) Redrive(ctx context.Context, limit int) (int, error) {
 	return applied, nil
 }
 
+// Skip gives up for good on the consumer's dead letter id, once an operator has decided
+// the event must never be applied (obsolete, or applied by hand). In one transaction the
+// letter is removed and the event recorded as processed, so that the broker delivering it
+// again (a restart before its offset was committed, a replay from an earlier offset) does
+// not apply it; a delivery racing the skip either applies the event first (Skip then
+// fails) or finds it processed. The skip is kept for good, and so is the event's processed
+// record, whatever the Cleaner's retention.
+//
+// Skip is idempotent: a letter already skipped returns nil. It fails with
+// ErrAlreadyApplied for an event the consumer has applied (redriven, or delivered again
+// and applied while its letter stayed: Redrive removes that letter), with ErrNotDeadLetter
+// for an id that is neither, both changing nothing, and with ErrInvalidConfig when the
+// consumer's dead letters are kept elsewhere than a DeadLetterTable on its own database
+// (the letter and the record must change together).
+func (c *Consumer) Skip(ctx context.Context, id string) error {
+	table, ok := c.s.deadLetters.(*DeadLetterTable)
+	if !ok || table.db.DB != c.db.DB {
+		return invalidConfig("consumer %s keeps its dead letters elsewhere than a DeadLetterTable on its database", c.name)
+	}
+	if checkDeliveredID(id) != "" { // no letter is stored under such an ID (storable)
+		return fmt.Errorf("%w: skipping %q of consumer %s", ErrNotDeadLetter, id, c.name)
+	}
+	var outcome error
+	err := sqlutil.InTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.NewDelete().Model((*deadLetterRow)(nil)).Where("consumer = ? AND id = ?", c.name, id).Exec(ctx)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			skipped, applied, err := c.skipState(ctx, tx, id)
+			switch {
+			case err != nil || skipped:
+				return err
+			case applied:
+				outcome = fmt.Errorf("%w: %s of consumer %s", ErrAlreadyApplied, id, c.name)
+			default:
+				outcome = fmt.Errorf("%w: %s of consumer %s", ErrNotDeadLetter, id, c.name)
+			}
+			return nil
+		}
+		now := c.s.now()
+		_, err = tx.NewInsert().Model(&processedRow{Consumer: c.name, ID: id, ProcessedAt: now}).Exec(ctx)
+		if sqlutil.IsDuplicateKey(err) {
+			outcome = fmt.Errorf("%w: %s of consumer %s", ErrAlreadyApplied, id, c.name)
+			return outcome // rolls the letter's removal back
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.NewInsert().Model(&skipRow{Consumer: c.name, ID: id, SkippedAt: now}).Exec(ctx)
+		return err
+	})
+	if outcome != nil {
+		return outcome
+	}
+	if err != nil {
+		return ctxOr(ctx, fmt.Errorf("outbox: consumer %s: skipping dead letter %s: %w", c.name, id, sqlutil.Unavailable(c.db, err)))
+	}
+	return nil
+}
+
+// skipState reads whether consumer c skipped the event id, or applied it.
+func (c *Consumer) skipState(ctx context.Context, tx bun.Tx, id string) (skipped, applied bool, err error) {
+	n, err := tx.NewSelect().Table(TableConsumerSkips).Where("consumer = ? AND id = ?", c.name, id).Count(ctx)
+	if err != nil || n > 0 {
+		return n > 0, false, err
+	}
+	n, err = tx.NewSelect().Table(TableProcessed).Where("consumer = ? AND id = ?", c.name, id).Count(ctx)
+	return false, n > 0, err
+}
+
 // letterIDSpace is the UUID name space of the IDs DeadLetterTable derives for events whose
 // own cannot key a row.
 var letterIDSpace = uuid.MustParse("8f1d7c52-3f0e-4d36-9a8e-5b0f2c6a9e41")

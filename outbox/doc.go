@@ -137,8 +137,10 @@
 // (other processes, consumers and programs on the database are still a coincidence it
 // takes for a crash: the reason for 3); an event under which the process or the database
 // died at 3 deliveries in a row is dead-lettered without being handled again. Dead letters go to a
-// DeadLetterSink: by default the outbox_dead_letters table, which Consumer.Redrive re-applies once the cause is fixed; a
-// Kafka dead-letter topic with saramaoutbox.DeadLetterQueue and saramaoutbox.Redrive.
+// DeadLetterSink: by default the outbox_dead_letters table, which Consumer.Redrive re-applies once the cause is fixed, or
+// Consumer.Skip gives up on for good (the event recorded as processed, so that the broker
+// delivering it again does not apply it); a Kafka dead-letter topic with
+// saramaoutbox.DeadLetterQueue and saramaoutbox.Redrive.
 // A dead-lettered event leaves a gap in its stream for that consumer, visible through Seq.
 //
 // A Kafka topic takes messages from any producer, not only the relay, so a consumer trusts
@@ -165,7 +167,8 @@
 // A Cleaner (the outbox-cleanup job of seed 000) deletes sent events older than the
 // retention (default 7 days), optionally processed records older than their own
 // retention (but not the record of an event still in its consumer's DeadLetterTable,
-// which tells a late Redrive that the event was applied), in bounded batches; it never
+// which tells a late Redrive that the event was applied, nor that of a skipped one), in
+// bounded batches; it never
 // deletes an unsent event. CleanOnce runs one pass;
 // Run loops. The outbox_streams rows (one small row per aggregate) are kept: they carry the
 // sequence numbers on.

@@ -36,11 +36,17 @@ var (
 	// returned: a lock wait timeout, the database failing).
 	ErrHandlerPanicked = errors.New("outbox: consumer handler panicked")
 	// ErrNotDeadLetter: Relay.Redrive or Relay.Skip was given the ID of an event that is not
-	// set aside (unknown, or already redriven, skipped or published). Nothing changed.
-	ErrNotDeadLetter = errors.New("outbox: not a dead letter of the relay")
+	// set aside (unknown, or already redriven, skipped or published), or Consumer.Skip the ID
+	// of an event that is neither a dead letter of the consumer nor one it applied. Nothing
+	// changed.
+	ErrNotDeadLetter = errors.New("outbox: not a dead letter")
 	// ErrResolvedOtherwise: Relay.Redrive was given a dead letter already skipped, or
 	// Relay.Skip one already redriven. Nothing changed.
 	ErrResolvedOtherwise = errors.New("outbox: dead letter already resolved the other way")
+	// ErrAlreadyApplied: Consumer.Skip was given an event the consumer has applied (a
+	// dead letter redriven, or delivered again and applied while its letter stayed). It
+	// matches ErrResolvedOtherwise. Nothing changed.
+	ErrAlreadyApplied = fmt.Errorf("%w: the consumer applied the event", ErrResolvedOtherwise)
 )
 
 // EventError says which event of an Add call (or of a delivered batch) is invalid, which

@@ -72,6 +72,15 @@ type processedRow struct {
 	ProcessedAt time.Time `bun:"processed_at"`
 }
 
+// skipRow is a row of outbox_consumer_skips: consumer's dead letter ID, skipped.
+type skipRow struct {
+	bun.BaseModel `bun:"table:outbox_consumer_skips"`
+
+	Consumer  string    `bun:"consumer,pk"`
+	ID        string    `bun:"id,pk"`
+	SkippedAt time.Time `bun:"skipped_at"`
+}
+
 // inflightRow is a row of outbox_inflight.
 type inflightRow struct {
 	bun.BaseModel `bun:"table:outbox_inflight"`

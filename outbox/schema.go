@@ -33,6 +33,10 @@ const (
 	// dead letters (Relay.Redrive, Relay.Skip), so that a resolution sent again, however
 	// late, is answered as the first was.
 	TableRelayResolutions = "outbox_relay_resolutions"
+	// TableConsumerSkips holds, for good, the dead letters an operator skipped per consumer
+	// (Consumer.Skip): a skip sent again, however late, is answered as the first was, and
+	// the Cleaner keeps the processed records of skipped events whatever their age.
+	TableConsumerSkips = "outbox_consumer_skips"
 )
 
 // outbox_events_dead is declared in the MySQL table, where the upgrade below adds it with
@@ -109,6 +113,16 @@ var schema = []sqlutil.Table{
 		id VARCHAR(64) NOT NULL PRIMARY KEY,
 		skipped BOOLEAN NOT NULL,
 		resolved_at TIMESTAMP NOT NULL`},
+	{Name: TableConsumerSkips, Columns: `
+		consumer VARCHAR(64) NOT NULL,
+		id VARCHAR(64) NOT NULL,
+		skipped_at DATETIME(6) NOT NULL,
+		PRIMARY KEY (consumer, id)`,
+		SQLiteColumns: `
+		consumer VARCHAR(64) NOT NULL,
+		id VARCHAR(64) NOT NULL,
+		skipped_at TIMESTAMP NOT NULL,
+		PRIMARY KEY (consumer, id)`},
 }
 
 // deadLetterColumns are the columns of outbox_dead_letters with the dialect's blob, text
