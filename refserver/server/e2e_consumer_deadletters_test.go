@@ -104,6 +104,63 @@ func TestConsumerDeadLettersAdmin(t *testing.T) {
 	}
 }
 
+// TestConsumerDeadLetterSkip: an admin gives up for good on an event the collector's
+// consumer dead-lettered: POST .../dead-letters/{id}/skip answers 204 (and 204 again when
+// sent again), the letter leaves the listing, and the event is never applied: once the
+// cause is fixed, a redrive applies nothing and the sale stays uncounted. An ID that was
+// never a letter of the consumer is 404 not_dead_letter; an event the consumer applied,
+// 409 dead_letter_resolved; users may not skip.
+func TestConsumerDeadLetterSkip(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			var cfg server.Config
+			a := start(t, b, func(c *server.Config) { cfg = *c })
+			admin := setup(t, a, "p1", 1000, 50)
+			alice := token(t, "alice", false)
+			list := "/v1/admin/consumers/" + collector.ConsumerName + "/dead-letters"
+			letters := func() consumerLetters {
+				return as[consumerLetters](t, expect(t, a.call("GET", list, admin, "", nil), http.StatusOK))
+			}
+			db := openServerDB(t, cfg)
+			rename := func(from, to string) {
+				_, err := db.ExecContext(t.Context(), "ALTER TABLE "+from+" RENAME TO "+to)
+				require.NoError(t, err)
+			}
+			placed := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "o-1", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 2}}}), http.StatusCreated))
+			rename(collector.TableDaily, "metrics_daily_away")
+			expect(t, a.call("POST", "/v1/orders/"+placed.ID+"/pay", alice, "pay-1", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
+			require.Eventually(t, func() bool { return len(letters().DeadLetters) == 1 }, 30*time.Second, 20*time.Millisecond)
+			skip := list + "/" + letters().DeadLetters[0].ID + "/skip"
+
+			expect(t, a.call("POST", skip, "", "", nil), http.StatusUnauthorized)
+			expectProblem(t, a.call("POST", skip, alice, "", nil), http.StatusForbidden, "forbidden")
+			expectProblem(t, a.call("POST", "/v1/admin/consumers/no-such-consumer/dead-letters/x/skip", admin, "", nil),
+				http.StatusNotFound, "consumer_not_found")
+			for _, id := range []string{"no-such-event", "%00", "x%20"} {
+				expectProblem(t, a.call("POST", list+"/"+id+"/skip", admin, "", nil), http.StatusNotFound, "not_dead_letter")
+			}
+			require.Len(t, letters().DeadLetters, 1, "nothing changed")
+
+			expect(t, a.call("POST", skip, admin, "", nil), http.StatusNoContent)
+			assert.Empty(t, letters().DeadLetters)
+			expect(t, a.call("POST", skip, admin, "", nil), http.StatusNoContent) // its answer lost, sent again
+
+			// The cause fixed: nothing is left to apply, the skipped sale is not counted.
+			rename("metrics_daily_away", collector.TableDaily)
+			got := as[struct{ Applied int }](t, expect(t, a.call("POST", list+"/redrive", admin, "", nil), http.StatusOK))
+			assert.Equal(t, 0, got.Applied)
+			m := as[server.ProductMetricsJSON](t, expect(t, a.call("GET", "/v1/products/p1/metrics", "", "", nil), http.StatusOK))
+			assert.Empty(t, m.Items)
+
+			// The order's creation event, which the collector applied (it counts nothing
+			// from it), cannot be skipped.
+			expectProblem(t, a.call("POST", list+"/"+commerce.EventID(placed.ID, commerce.EventOrderCreated)+"/skip", admin, "", nil),
+				http.StatusConflict, "dead_letter_resolved")
+		})
+	}
+}
+
 // TestProductMetricsOfUnknownProduct: a product the catalogue does not hold has no
 // metrics, as it has no stock: 404 product_not_found on both routes, not 200 with no
 // items; a product without sales has metrics with no items.
