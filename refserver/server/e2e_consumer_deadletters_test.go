@@ -108,8 +108,8 @@ func TestConsumerDeadLettersAdmin(t *testing.T) {
 // consumer dead-lettered: POST .../dead-letters/{id}/skip answers 204 (and 204 again when
 // sent again), the letter leaves the listing, and the event is never applied: once the
 // cause is fixed, a redrive applies nothing and the sale stays uncounted. An ID that was
-// never a letter of the consumer is 404 not_dead_letter; an event the consumer applied,
-// 409 dead_letter_resolved; users may not skip.
+// never a letter of the consumer is 404 not_dead_letter; an event the consumer applied (a
+// later sale's, which is counted), 409 dead_letter_resolved; users may not skip.
 func TestConsumerDeadLetterSkip(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
@@ -153,9 +153,16 @@ func TestConsumerDeadLetterSkip(t *testing.T) {
 			m := as[server.ProductMetricsJSON](t, expect(t, a.call("GET", "/v1/products/p1/metrics", "", "", nil), http.StatusOK))
 			assert.Empty(t, m.Items)
 
-			// The order's creation event, which the collector applied (it counts nothing
-			// from it), cannot be skipped.
-			expectProblem(t, a.call("POST", list+"/"+commerce.EventID(placed.ID, commerce.EventOrderCreated)+"/skip", admin, "", nil),
+			// A later sale is counted, alone; its event, applied, cannot be skipped.
+			second := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "o-2", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 3}}}), http.StatusCreated))
+			expect(t, a.call("POST", "/v1/orders/"+second.ID+"/pay", alice, "pay-2", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
+			require.Eventually(t, func() bool {
+				m = as[server.ProductMetricsJSON](t, expect(t, a.call("GET", "/v1/products/p1/metrics", "", "", nil), http.StatusOK))
+				return len(m.Items) == 1
+			}, 30*time.Second, 20*time.Millisecond)
+			assert.Equal(t, server.MetricsJSON{Orders: 1, Units: 3, Revenue: 3000, NetUnits: 3, NetRevenue: 3000}, m.Items[0].MetricsJSON)
+			expectProblem(t, a.call("POST", list+"/"+commerce.EventID(second.ID, commerce.EventPaymentCompleted)+"/skip", admin, "", nil),
 				http.StatusConflict, "dead_letter_resolved")
 		})
 	}

@@ -188,6 +188,8 @@ func (e *attackEnv) routeSweep(n int) []*probe {
 		{name: "redrive", method: "POST", path: "/v1/admin/outbox/dead-letters/1/redrive", tok: e.admin, ok: []int{http.StatusNotFound}},
 		{name: "consumer dead letters", method: "GET", path: "/v1/admin/consumers/" + collector.ConsumerName + "/dead-letters", tok: e.admin, ok: []int{ok}},
 		{name: "consumer redrive", method: "POST", path: "/v1/admin/consumers/" + collector.ConsumerName + "/dead-letters/redrive", tok: e.admin, ok: []int{ok}},
+		{name: "consumer skip", method: "POST", path: "/v1/admin/consumers/" + collector.ConsumerName + "/dead-letters/1/skip", tok: e.admin,
+			ok: []int{http.StatusNotFound}},
 		{name: "webhook (bad signature)", method: "POST", path: "/v1/payments/webhook", body: `{"x":1}`, ok: []int{http.StatusBadRequest, http.StatusUnauthorized}},
 	}
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
@@ -55,23 +56,43 @@ func (s *Server) resolveDeadLetter(skip bool) http.HandlerFunc {
 		if skip {
 			resolve = s.st.relay.Skip
 		}
-		id := r.PathValue("id")
-		err := outbox.ErrNotDeadLetter // no dead letter's ID holds a NUL
-		if !containsNUL(id) {
-			err = resolve(r.Context(), id)
-		}
-		switch {
-		case errors.Is(err, outbox.ErrNotDeadLetter):
-			writeProblem(w, r, newProblem(http.StatusNotFound, "not_dead_letter", "Not Found",
-				"no dead letter of the relay has this ID (unknown, or never set aside)"))
-		case errors.Is(err, outbox.ErrResolvedOtherwise):
-			writeProblem(w, r, newProblem(http.StatusConflict, "dead_letter_resolved", "Conflict",
-				"this dead letter was resolved the other way already (redriven, or skipped)"))
-		case err != nil:
-			s.writeError(w, r, err)
-		default:
-			w.WriteHeader(http.StatusNoContent)
-		}
+		s.writeResolution(w, r, resolve)
+	}
+}
+
+// skipConsumerLetter answers POST /v1/admin/consumers/{name}/dead-letters/{id}/skip: the
+// consumer gives up on its dead letter for good (outbox.Consumer.Skip: the event recorded
+// as processed, so that the broker delivering it again does not apply it). 204, also for
+// a letter already skipped; 409 dead_letter_resolved for an event the consumer applied
+// (redriven, or delivered again); 404 not_dead_letter for an ID that is neither. Skips are
+// kept for good, so the answers stay the same after the cleaner's retention.
+func (s *Server) skipConsumerLetter(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.consumerNamed(w, r)
+	if !ok {
+		return
+	}
+	s.writeResolution(w, r, c.Skip)
+}
+
+// writeResolution resolves the dead letter the path's {id} names with resolve and
+// answers as resolveDeadLetter says.
+func (s *Server) writeResolution(w http.ResponseWriter, r *http.Request, resolve func(context.Context, string) error) {
+	id := r.PathValue("id")
+	err := outbox.ErrNotDeadLetter // no dead letter's ID holds a NUL
+	if !containsNUL(id) {
+		err = resolve(r.Context(), id)
+	}
+	switch {
+	case errors.Is(err, outbox.ErrNotDeadLetter):
+		writeProblem(w, r, newProblem(http.StatusNotFound, "not_dead_letter", "Not Found",
+			"no dead letter has this ID here (unknown, or never set aside)"))
+	case errors.Is(err, outbox.ErrResolvedOtherwise):
+		writeProblem(w, r, newProblem(http.StatusConflict, "dead_letter_resolved", "Conflict",
+			"this dead letter was resolved the other way already (redriven or applied, or skipped)"))
+	case err != nil:
+		s.writeError(w, r, err)
+	default:
+		w.WriteHeader(http.StatusNoContent)
 	}
 }
 
@@ -148,11 +169,8 @@ func (s *Server) redriveConsumer(w http.ResponseWriter, r *http.Request) {
 // 404 consumer_not_found for a name that is not one of the consumers this process runs
 // (a `refserver collector` process's collector is not), or 400 for a bad limit.
 func (s *Server) consumerRequest(w http.ResponseWriter, r *http.Request) (*outbox.Consumer, int, bool) {
-	name := r.PathValue("name")
-	i := slices.IndexFunc(s.st.consumers, func(c *outbox.Consumer) bool { return c.Name() == name })
-	if i < 0 {
-		writeProblem(w, r, newProblem(http.StatusNotFound, "consumer_not_found", "Not Found",
-			"this server runs no outbox consumer named "+strconv.Quote(name)))
+	c, ok := s.consumerNamed(w, r)
+	if !ok {
 		return nil, 0, false
 	}
 	limit, err := limitParam(r.URL.Query(), maxDeadLetters, maxDeadLetters)
@@ -160,5 +178,18 @@ func (s *Server) consumerRequest(w http.ResponseWriter, r *http.Request) (*outbo
 		s.writeError(w, r, err)
 		return nil, 0, false
 	}
-	return s.st.consumers[i], limit, true
+	return c, limit, true
+}
+
+// consumerNamed returns the consumer the path's {name} names, or answers 404
+// consumer_not_found.
+func (s *Server) consumerNamed(w http.ResponseWriter, r *http.Request) (*outbox.Consumer, bool) {
+	name := r.PathValue("name")
+	i := slices.IndexFunc(s.st.consumers, func(c *outbox.Consumer) bool { return c.Name() == name })
+	if i < 0 {
+		writeProblem(w, r, newProblem(http.StatusNotFound, "consumer_not_found", "Not Found",
+			"this server runs no outbox consumer named "+strconv.Quote(name)))
+		return nil, false
+	}
+	return s.st.consumers[i], true
 }

@@ -108,6 +108,7 @@ func (s *Server) routes() []Route {
 		{Method: post, Path: "/v1/admin/outbox/dead-letters/{id}/skip", Auth: AuthAdmin, Write: true, Handler: s.resolveDeadLetter(true)},
 		{Method: get, Path: "/v1/admin/consumers/{name}/dead-letters", Auth: AuthAdmin, Handler: s.consumerDeadLetters},
 		{Method: post, Path: "/v1/admin/consumers/{name}/dead-letters/redrive", Auth: AuthAdmin, Write: true, Handler: s.redriveConsumer},
+		{Method: post, Path: "/v1/admin/consumers/{name}/dead-letters/{id}/skip", Auth: AuthAdmin, Write: true, Handler: s.skipConsumerLetter},
 		{Method: post, Path: "/v1/admin/payments/{id}/resolve-review", Auth: AuthAdmin, Write: true, Handler: s.resolvePaymentReview},
 	}
 }
