@@ -104,6 +104,56 @@ func TestConsumerDeadLettersAdmin(t *testing.T) {
 	}
 }
 
+// TestConsumersListed: admins find the names the consumer routes take, each with how
+// many dead letters it holds: the collector's in both modes, the event log's without
+// Kafka. A dead letter is counted under its consumer; users may not list them.
+func TestConsumersListed(t *testing.T) {
+	type listing struct {
+		Consumers []struct {
+			Name        string `json:"name"`
+			DeadLetters int    `json:"dead_letters"`
+		} `json:"consumers"`
+	}
+	want := map[string][]string{
+		embedded.name: {collector.ConsumerName, "refserver-event-log"},
+		full.name:     {collector.ConsumerName},
+	}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			var cfg server.Config
+			a := start(t, b, func(c *server.Config) { cfg = *c })
+			admin := setup(t, a, "p1", 1000, 50)
+			alice := token(t, "alice", false)
+			expect(t, a.call("GET", "/v1/admin/consumers", "", "", nil), http.StatusUnauthorized)
+			expectProblem(t, a.call("GET", "/v1/admin/consumers", alice, "", nil), http.StatusForbidden, "forbidden")
+			counts := func() map[string]int {
+				l := as[listing](t, expect(t, a.call("GET", "/v1/admin/consumers", admin, "", nil), http.StatusOK))
+				names, out := make([]string, len(l.Consumers)), map[string]int{}
+				for i, c := range l.Consumers {
+					names[i], out[c.Name] = c.Name, c.DeadLetters
+				}
+				require.Equal(t, want[b.name], names, "sorted by name")
+				return out
+			}
+			for _, n := range counts() {
+				assert.Zero(t, n)
+			}
+			db := openServerDB(t, cfg)
+			_, err := db.ExecContext(t.Context(), "ALTER TABLE "+collector.TableDaily+" RENAME TO metrics_daily_away")
+			require.NoError(t, err)
+			placed := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "o-1", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
+			expect(t, a.call("POST", "/v1/orders/"+placed.ID+"/pay", alice, "pay-1", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
+			require.Eventually(t, func() bool { return counts()[collector.ConsumerName] == 1 }, 30*time.Second, 20*time.Millisecond)
+			for name, n := range counts() {
+				if name != collector.ConsumerName {
+					assert.Zero(t, n, name)
+				}
+			}
+		})
+	}
+}
+
 // TestConsumerDeadLetterSkip: an admin gives up for good on an event the collector's
 // consumer dead-lettered: POST .../dead-letters/{id}/skip answers 204 (and 204 again when
 // sent again), the letter leaves the listing, and the event is never applied: once the
