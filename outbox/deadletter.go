@@ -109,6 +109,28 @@ func (t *DeadLetterTable) Summaries(ctx context.Context, consumer string, limit 
 	return t.list(ctx, consumer, limit, letterQuery{summaries: true})
 }
 
+// Counts returns how many dead letters each of consumers holds (a consumer with none is
+// absent from the map), read from the table's primary key alone.
+func (t *DeadLetterTable) Counts(ctx context.Context, consumers ...string) (map[string]int, error) {
+	out := map[string]int{}
+	if len(consumers) == 0 {
+		return out, nil
+	}
+	var rows []struct {
+		Consumer string `bun:"consumer"`
+		N        int    `bun:"n"`
+	}
+	err := t.db.NewSelect().Model((*deadLetterRow)(nil)).Column("consumer").ColumnExpr("COUNT(*) AS n").
+		Where("consumer IN (?)", bun.List(consumers)).Group("consumer").Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: counting dead letters: %w", sqlutil.Unavailable(t.db, err))
+	}
+	for _, r := range rows {
+		out[r.Consumer] = r.N
+	}
+	return out, nil
+}
+
 // letterQuery says which dead letters list reads, and how much of each.
 type letterQuery struct {
 	unaltered bool // only the letters stored as they came

@@ -186,6 +186,7 @@ func (e *attackEnv) routeSweep(n int) []*probe {
 		{name: "audit", method: "GET", path: "/v1/admin/audit", tok: e.admin, ok: []int{ok}},
 		{name: "dead letters", method: "GET", path: "/v1/admin/outbox/dead-letters", tok: e.admin, ok: []int{ok}},
 		{name: "redrive", method: "POST", path: "/v1/admin/outbox/dead-letters/1/redrive", tok: e.admin, ok: []int{http.StatusNotFound}},
+		{name: "consumers", method: "GET", path: "/v1/admin/consumers", tok: e.admin, ok: []int{ok}},
 		{name: "consumer dead letters", method: "GET", path: "/v1/admin/consumers/" + collector.ConsumerName + "/dead-letters", tok: e.admin, ok: []int{ok}},
 		{name: "consumer redrive", method: "POST", path: "/v1/admin/consumers/" + collector.ConsumerName + "/dead-letters/redrive", tok: e.admin, ok: []int{ok}},
 		{name: "consumer skip", method: "POST", path: "/v1/admin/consumers/" + collector.ConsumerName + "/dead-letters/1/skip", tok: e.admin,
@@ -1488,6 +1489,7 @@ func TestAttackLostReads(t *testing.T) {
 		{"/v1/points/top-ups/" + tu.ID + "/payment", tok}, {"/v1/coupons", tok}, {"/v1/cart", tok},
 		{"/v1/rankings", ""}, {"/v1/products/p1/metrics", ""}, {"/v1/admin/outbox/dead-letters", e.admin},
 		{"/v1/admin/consumers/" + collector.ConsumerName + "/dead-letters", e.admin},
+		{"/v1/admin/consumers", e.admin},
 	}
 	for _, rd := range reads {
 		want := expect(t, e.call("GET", rd.path, rd.tok, "", nil), http.StatusOK)

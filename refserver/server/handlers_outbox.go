@@ -115,6 +115,40 @@ type ConsumerDeadLetterPageJSON struct {
 	DeadLetters []ConsumerDeadLetterJSON `json:"dead_letters"`
 }
 
+// ConsumerJSON is one of the server's outbox consumers, by the name its dead-letter routes
+// take.
+type ConsumerJSON struct {
+	Name string `json:"name"`
+	// DeadLetters is how many dead letters it holds.
+	DeadLetters int `json:"dead_letters"`
+}
+
+// ConsumerListJSON lists the server's outbox consumers, by name.
+type ConsumerListJSON struct {
+	Consumers []ConsumerJSON `json:"consumers"`
+}
+
+// consumerList answers GET /v1/admin/consumers: the consumers this process runs, sorted by
+// name, each with its number of dead letters.
+func (s *Server) consumerList(w http.ResponseWriter, r *http.Request) {
+	names := make([]string, len(s.st.consumers))
+	for i, c := range s.st.consumers {
+		names[i] = c.Name()
+	}
+	slices.Sort(names)
+	// The server's consumers keep their dead letters in the default DeadLetterTable.
+	counts, err := outbox.NewDeadLetterTable(s.st.db).Counts(r.Context(), names...)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := ConsumerListJSON{Consumers: make([]ConsumerJSON, len(names))}
+	for i, n := range names {
+		out.Consumers[i] = ConsumerJSON{Name: n, DeadLetters: counts[n]}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 // RedriveJSON is the outcome of a redrive of a consumer's dead letters.
 type RedriveJSON struct {
 	// Applied is how many letters the consumer applied, which left its dead letters.
