@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
+	"github.com/commercekit/commercekit/internal/depfail"
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/outbox"
 	"github.com/commercekit/commercekit/outbox/outboxtest"
 )
@@ -186,4 +188,72 @@ func TestConsumerSkipRacingADelivery(t *testing.T) {
 		assert.Equal(t, appliedCount(t, db), seen, "delivered again: nothing more applied")
 		assert.Equal(t, rounds, len(seen)+int(skips.Load()), fmt.Sprint(seen))
 	})
+}
+
+// TestConsumerSkipCut: an operator's Consumer.Skip, its database connection cut at each
+// of its statements, before the statement reaches the server (it never runs) and after the
+// server answered it (it ran, the answer is lost; after COMMIT, the skip committed). The
+// call fails as the database being unavailable (a 503 for refserver's console), never as
+// ErrNotDeadLetter or ErrAlreadyApplied; the operator's retry then succeeds whether the
+// first call committed or not, and the end state is exact: the letter gone, the event
+// recorded as processed, and the event, delivered again with the handler now taking it,
+// not applied.
+func TestConsumerSkipCut(t *testing.T) {
+	db, linked, link := testenv.LinkedMySQL(t)
+	outboxtest.Prepare(t, db)
+	ctx := context.Background()
+	var taking atomic.Bool
+	letter := func(t *testing.T, name string) (*outbox.Consumer, outbox.Event) {
+		t.Helper()
+		record := outboxtest.RecordingHandler(name)
+		c, err := outbox.NewConsumer(linked, name, func(ctx context.Context, tx bun.Tx, evs []outbox.Event) error {
+			if !taking.Load() {
+				return outbox.Permanent(errors.New("cannot apply: unknown product"))
+			}
+			return record(ctx, tx, evs)
+		})
+		require.NoError(t, err)
+		ev := fakeEvents(1, 1)[0]
+		taking.Store(false)
+		require.NoError(t, c.Deliver(ctx, []outbox.Event{ev}))
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, name, 0)
+		require.NoError(t, err)
+		require.Len(t, letters, 1)
+		return c, ev
+	}
+	exact := func(t *testing.T, c *outbox.Consumer, ev outbox.Event) {
+		t.Helper()
+		letters, err := outbox.NewDeadLetterTable(db).List(ctx, c.Name(), 0)
+		require.NoError(t, err)
+		assert.Empty(t, letters)
+		n, err := db.NewSelect().Table(outbox.TableProcessed).Where("consumer = ? AND id = ?", c.Name(), ev.ID).Count(ctx)
+		require.NoError(t, err)
+		assert.EqualValues(t, 1, n, "recorded as processed")
+		taking.Store(true)
+		require.NoError(t, c.Deliver(ctx, []outbox.Event{ev}))
+		assert.Empty(t, outboxtest.Applied(t, db, c.Name()), "delivered again: not applied")
+		require.NoError(t, c.Skip(ctx, ev.ID), "sent again")
+	}
+	c, ev := letter(t, "skip-clean")
+	link.Arm(nil, false)
+	require.NoError(t, c.Skip(ctx, ev.ID))
+	_, statements := link.Disarm()
+	t.Logf("Skip sends %d statements: %q", len(statements), statements)
+	require.NotEmpty(t, statements)
+	exact(t, c, ev)
+	for _, p := range testenv.CutPoints(statements, nil) {
+		t.Run(p.String(), func(t *testing.T) {
+			c, ev := letter(t, fmt.Sprintf("skip-%t-%d", p.After, p.N))
+			link.Arm(p.Match(), p.After)
+			err := c.Skip(ctx, ev.ID)
+			cut, _ := link.Disarm()
+			require.Len(t, cut, 1)
+			require.Error(t, err, "cut at %q", cut[0])
+			assert.True(t, depfail.Is(err), "cut at %q: %v", cut[0], err)
+			assert.NotErrorIs(t, err, outbox.ErrNotDeadLetter)
+			assert.NotErrorIs(t, err, outbox.ErrResolvedOtherwise)
+			require.NoError(t, c.Skip(ctx, ev.ID), "the operator's retry: the first call committed, or never did")
+			exact(t, c, ev)
+		})
+	}
 }
