@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,4 +125,82 @@ func TestAnalyticsDatesOfYearZero(t *testing.T) {
 	assert.Equal(t, "0001-01-01", r.Start, "the first day a date names, a Monday")
 	expect(t, a.call("GET", "/v1/products/p1/metrics?period=monthly&from=9999-12-31", "", "", nil), http.StatusBadRequest)
 	expect(t, a.call("GET", "/v1/products/p1/metrics?period=monthly&from=0001-01-01&to=0001-01-31", "", "", nil), http.StatusOK)
+}
+
+// deliveriesJSON is the body of GET /v1/admin/dataplatform/deliveries.
+type deliveriesJSON struct {
+	Deliveries []struct {
+		EventID   string `json:"event_id"`
+		OrderID   string `json:"order_id"`
+		State     string `json:"state"`
+		Attempts  int    `json:"attempts"`
+		LastError string `json:"last_error"`
+	} `json:"deliveries"`
+}
+
+// TestDataPlatformDeadDeliveries: an order the data platform refuses for good (a 4xx) is
+// dead-lettered by the notifier; admins list the notifier's deliveries by state and, once
+// the platform takes it, redrive the dead ones over HTTP: it is delivered once, and a
+// redrive sent again redrives nothing. Without a data platform the routes are 404
+// dataplatform_not_configured; a bad state or limit is 400; users may not touch them.
+func TestDataPlatformDeadDeliveries(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			platform := platformsim.New()
+			var refusing atomic.Bool
+			refusing.Store(true)
+			dp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if refusing.Load() {
+					http.Error(w, "unknown merchant", http.StatusBadRequest)
+					return
+				}
+				platform.ServeHTTP(w, r)
+			}))
+			t.Cleanup(dp.Close)
+			a := start(t, b, func(c *server.Config) { c.DataPlatformURL = dp.URL + "/v1/orders" })
+			admin := setup(t, a, "p1", 1000, 50)
+			alice := token(t, "alice", false)
+			const list, redrive = "/v1/admin/dataplatform/deliveries", "/v1/admin/dataplatform/redrive"
+			deliveries := func(query string) deliveriesJSON {
+				return as[deliveriesJSON](t, expect(t, a.call("GET", list+query, admin, "", nil), http.StatusOK))
+			}
+			for _, path := range []string{list, redrive} {
+				method := map[string]string{list: "GET", redrive: "POST"}[path]
+				expect(t, a.call(method, path, "", "", nil), http.StatusUnauthorized)
+				expectProblem(t, a.call(method, path, alice, "", nil), http.StatusForbidden, "forbidden")
+			}
+			for _, bad := range []string{"?state=lost", "?limit=0", "?limit=501", "?limit=x"} {
+				expectProblem(t, a.call("GET", list+bad, admin, "", nil), http.StatusBadRequest, "malformed_request")
+			}
+
+			placed := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "o-1", server.PlaceOrderJSON{
+				Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
+			expect(t, a.call("POST", "/v1/orders/"+placed.ID+"/pay", alice, "pay-1", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
+			require.Eventually(t, func() bool { return len(deliveries("?state=dead").Deliveries) == 1 }, 30*time.Second, 20*time.Millisecond)
+			dead := deliveries("?state=dead").Deliveries[0]
+			assert.Equal(t, placed.ID, dead.OrderID)
+			assert.Equal(t, placed.ID+"-payment-completed", dead.EventID)
+			assert.Equal(t, 1, dead.Attempts)
+			assert.Contains(t, dead.LastError, "400")
+			assert.Len(t, deliveries("").Deliveries, 1, "every state")
+			assert.Empty(t, deliveries("?state=sent").Deliveries)
+
+			refusing.Store(false)
+			got := as[struct{ Redriven int }](t, expect(t, a.call("POST", redrive, admin, "", nil), http.StatusOK))
+			assert.Equal(t, 1, got.Redriven)
+			require.Eventually(t, func() bool { return len(deliveries("?state=sent&limit=1").Deliveries) == 1 }, 30*time.Second, 20*time.Millisecond)
+			assert.Empty(t, deliveries("?state=dead").Deliveries)
+			got = as[struct{ Redriven int }](t, expect(t, a.call("POST", redrive, admin, "", nil), http.StatusOK))
+			assert.Zero(t, got.Redriven, "sent again: nothing left")
+			received := platform.Received()
+			require.Len(t, received, 1)
+			assert.Equal(t, dead.EventID, received[0].IdempotencyKey)
+		})
+	}
+	t.Run("not configured", func(t *testing.T) {
+		a := start(t, embedded, nil)
+		admin := token(t, "ops", true)
+		expectProblem(t, a.call("GET", "/v1/admin/dataplatform/deliveries", admin, "", nil), http.StatusNotFound, "dataplatform_not_configured")
+		expectProblem(t, a.call("POST", "/v1/admin/dataplatform/redrive", admin, "", nil), http.StatusNotFound, "dataplatform_not_configured")
+	})
 }
