@@ -462,7 +462,7 @@ func (n *Notifier) Deliveries(ctx context.Context, state string, limit int) ([]D
 		q = q.Where("state = ?", state)
 	}
 	if err := q.Scan(ctx); err != nil {
-		return nil, fmt.Errorf("dataplatform: listing deliveries: %w", err)
+		return nil, fmt.Errorf("dataplatform: listing deliveries: %w", sqlutil.Unavailable(n.db, err))
 	}
 	out := make([]Delivery, len(rows))
 	for i, r := range rows {
@@ -477,7 +477,7 @@ func (n *Notifier) Redrive(ctx context.Context) (int, error) {
 	res, err := n.db.NewUpdate().Model((*deliveryRow)(nil)).Where("state = ?", StateDead).
 		Set("state = ?", StatePending).Set("attempts = 0").Set("next_at = ?", n.now()).Exec(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("dataplatform: redriving: %w", err)
+		return 0, fmt.Errorf("dataplatform: redriving: %w", sqlutil.Unavailable(n.db, err))
 	}
 	rows, err := res.RowsAffected()
 	return int(rows), err

@@ -94,6 +94,7 @@ func (st *stack) buildAnalytics(ctx context.Context, cfg Config, log *slog.Logge
 		if err != nil {
 			return nil, err
 		}
+		st.notifier = n
 		c, err := n.NewConsumer(consumerOpts...)
 		if err != nil {
 			return nil, err

@@ -20,6 +20,7 @@ import (
 
 	"github.com/commercekit/commercekit/commerce"
 	"github.com/commercekit/commercekit/commerce/collector"
+	"github.com/commercekit/commercekit/commerce/dataplatform"
 	"github.com/commercekit/commercekit/coupon"
 	"github.com/commercekit/commercekit/coupon/rediscoupon"
 	"github.com/commercekit/commercekit/coupon/sqlcoupon"
@@ -136,7 +137,10 @@ type stack struct {
 	// consumers are the outbox consumers this process runs: their dead letters are the
 	// admin's to list and redrive.
 	consumers []*outbox.Consumer
-	checks    []check
+	// notifier sends paid orders to the data platform (nil without one): its dead
+	// deliveries are the admin's to list and redrive.
+	notifier *dataplatform.Notifier
+	checks   []check
 	// writable, if set, says whether the database takes writes: nil, or the error to
 	// refuse a write with at once (mysqlwatch.Watch.Writable).
 	writable func() error

@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/commercekit/commercekit/commerce/dataplatform/platformsim"
+	"github.com/commercekit/commercekit/internal/testenv"
+	"github.com/commercekit/commercekit/payment/pgsim"
 	"github.com/commercekit/commercekit/refserver/server"
 )
 
@@ -203,4 +205,39 @@ func TestDataPlatformDeadDeliveries(t *testing.T) {
 		expectProblem(t, a.call("GET", "/v1/admin/dataplatform/deliveries", admin, "", nil), http.StatusNotFound, "dataplatform_not_configured")
 		expectProblem(t, a.call("POST", "/v1/admin/dataplatform/redrive", admin, "", nil), http.StatusNotFound, "dataplatform_not_configured")
 	})
+}
+
+// TestDataPlatformRoutesWhileMySQLFails: with MySQL paused, then killed, the notifier's
+// admin routes answer 503 with Retry-After, never a 500; once it is back they answer again.
+func TestDataPlatformRoutesWhileMySQLFails(t *testing.T) {
+	dp := httptest.NewServer(platformsim.New())
+	t.Cleanup(dp.Close)
+	rdb := testenv.OwnRedis(t)
+	db, dsn := testenv.OwnMySQL(t)
+	cfg, sim, setHook := fullConfig(t, dsn, rdb.Addr, 0)
+	cfg.DataPlatformURL = dp.URL + "/v1/orders"
+	a := start(t, backend{name: "dataplatform", config: func(*testing.T) (server.Config, *pgsim.Simulator, func(string)) {
+		return cfg, sim, setHook
+	}}, nil)
+	admin := token(t, "ops", true)
+	routes := [][2]string{{"GET", "/v1/admin/dataplatform/deliveries?state=dead"}, {"POST", "/v1/admin/dataplatform/redrive"}}
+	for _, f := range []struct {
+		name        string
+		fault, heal func()
+	}{
+		{"paused", func() { db.Pause(t) }, func() { db.Unpause(t) }},
+		{"down", func() { db.Stop(t, 0) }, func() { db.Start(t) }},
+	} {
+		f.fault()
+		for _, rt := range routes {
+			r := a.call(rt[0], rt[1], admin, "", nil)
+			assert.Equal(t, http.StatusServiceUnavailable, r.Status, "MySQL %s: %s %s: %s", f.name, rt[0], rt[1], r.Body)
+			assert.NotEmpty(t, r.Header.Get("Retry-After"), "MySQL %s: %s %s", f.name, rt[0], rt[1])
+		}
+		f.heal()
+		for _, rt := range routes {
+			require.Eventually(t, func() bool { return a.call(rt[0], rt[1], admin, "", nil).Status == http.StatusOK },
+				30*time.Second, 100*time.Millisecond, "MySQL %s healed: %s %s", f.name, rt[0], rt[1])
+		}
+	}
 }

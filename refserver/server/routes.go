@@ -107,6 +107,8 @@ func (s *Server) routes() []Route {
 		{Method: post, Path: "/v1/admin/outbox/dead-letters/{id}/redrive", Auth: AuthAdmin, Write: true, Handler: s.resolveDeadLetter(false)},
 		{Method: post, Path: "/v1/admin/outbox/dead-letters/{id}/skip", Auth: AuthAdmin, Write: true, Handler: s.resolveDeadLetter(true)},
 		{Method: get, Path: "/v1/admin/consumers", Auth: AuthAdmin, Handler: s.consumerList},
+		{Method: get, Path: "/v1/admin/dataplatform/deliveries", Auth: AuthAdmin, Handler: s.platformDeliveries},
+		{Method: post, Path: "/v1/admin/dataplatform/redrive", Auth: AuthAdmin, Write: true, Handler: s.redrivePlatform},
 		{Method: get, Path: "/v1/admin/consumers/{name}/dead-letters", Auth: AuthAdmin, Handler: s.consumerDeadLetters},
 		{Method: post, Path: "/v1/admin/consumers/{name}/dead-letters/redrive", Auth: AuthAdmin, Write: true, Handler: s.redriveConsumer},
 		{Method: post, Path: "/v1/admin/consumers/{name}/dead-letters/{id}/skip", Auth: AuthAdmin, Write: true, Handler: s.skipConsumerLetter},
