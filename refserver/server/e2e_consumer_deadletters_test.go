@@ -61,17 +61,8 @@ func TestConsumerDeadLettersAdmin(t *testing.T) {
 				}
 			}
 
-			db := openServerDB(t, cfg)
-			rename := func(from, to string) {
-				_, err := db.ExecContext(t.Context(), "ALTER TABLE "+from+" RENAME TO "+to)
-				require.NoError(t, err)
-			}
-			placed := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "o-1", server.PlaceOrderJSON{
-				Lines: []server.LineJSON{{ProductID: "p1", Qty: 2}}}), http.StatusCreated))
 			// The collector cannot count the sale: its payment event is dead-lettered.
-			rename(collector.TableDaily, "metrics_daily_away")
-			expect(t, a.call("POST", "/v1/orders/"+placed.ID+"/pay", alice, "pay-1", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
-			require.Eventually(t, func() bool { return len(letters().DeadLetters) == 1 }, 30*time.Second, 20*time.Millisecond)
+			repair := collectorDeadLetter(t, a, cfg, admin, alice, 2)
 			page = letters()
 			dead := page.DeadLetters[0]
 			assert.Equal(t, commerce.EventPaymentCompleted, dead.Type)
@@ -85,7 +76,7 @@ func TestConsumerDeadLettersAdmin(t *testing.T) {
 			require.Len(t, page.DeadLetters, 1)
 			assert.Equal(t, dead.ID, page.DeadLetters[0].ID)
 
-			rename("metrics_daily_away", collector.TableDaily)
+			repair()
 			got = as[struct{ Applied int }](t, expect(t, a.call("POST", redrive+"?limit=10", admin, "", nil), http.StatusOK))
 			assert.Equal(t, 1, got.Applied)
 			assert.Empty(t, letters().DeadLetters)
@@ -138,17 +129,13 @@ func TestConsumersListed(t *testing.T) {
 			for _, n := range counts() {
 				assert.Zero(t, n)
 			}
-			db := openServerDB(t, cfg)
-			_, err := db.ExecContext(t.Context(), "ALTER TABLE "+collector.TableDaily+" RENAME TO metrics_daily_away")
-			require.NoError(t, err)
-			placed := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "o-1", server.PlaceOrderJSON{
-				Lines: []server.LineJSON{{ProductID: "p1", Qty: 1}}}), http.StatusCreated))
-			expect(t, a.call("POST", "/v1/orders/"+placed.ID+"/pay", alice, "pay-1", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
-			require.Eventually(t, func() bool { return counts()[collector.ConsumerName] == 1 }, 30*time.Second, 20*time.Millisecond)
+			collectorDeadLetter(t, a, cfg, admin, alice, 1)
 			for name, n := range counts() {
-				if name != collector.ConsumerName {
-					assert.Zero(t, n, name)
+				want := 0
+				if name == collector.ConsumerName {
+					want = 1
 				}
+				assert.Equal(t, want, n, name)
 			}
 		})
 	}
@@ -171,16 +158,7 @@ func TestConsumerDeadLetterSkip(t *testing.T) {
 			letters := func() consumerLetters {
 				return as[consumerLetters](t, expect(t, a.call("GET", list, admin, "", nil), http.StatusOK))
 			}
-			db := openServerDB(t, cfg)
-			rename := func(from, to string) {
-				_, err := db.ExecContext(t.Context(), "ALTER TABLE "+from+" RENAME TO "+to)
-				require.NoError(t, err)
-			}
-			placed := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", alice, "o-1", server.PlaceOrderJSON{
-				Lines: []server.LineJSON{{ProductID: "p1", Qty: 2}}}), http.StatusCreated))
-			rename(collector.TableDaily, "metrics_daily_away")
-			expect(t, a.call("POST", "/v1/orders/"+placed.ID+"/pay", alice, "pay-1", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
-			require.Eventually(t, func() bool { return len(letters().DeadLetters) == 1 }, 30*time.Second, 20*time.Millisecond)
+			repair := collectorDeadLetter(t, a, cfg, admin, alice, 2)
 			skip := list + "/" + letters().DeadLetters[0].ID + "/skip"
 
 			expect(t, a.call("POST", skip, "", "", nil), http.StatusUnauthorized)
@@ -197,7 +175,7 @@ func TestConsumerDeadLetterSkip(t *testing.T) {
 			expect(t, a.call("POST", skip, admin, "", nil), http.StatusNoContent) // its answer lost, sent again
 
 			// The cause fixed: nothing is left to apply, the skipped sale is not counted.
-			rename("metrics_daily_away", collector.TableDaily)
+			repair()
 			got := as[struct{ Applied int }](t, expect(t, a.call("POST", list+"/redrive", admin, "", nil), http.StatusOK))
 			assert.Equal(t, 0, got.Applied)
 			m := as[server.ProductMetricsJSON](t, expect(t, a.call("GET", "/v1/products/p1/metrics", "", "", nil), http.StatusOK))
@@ -234,6 +212,28 @@ func TestProductMetricsOfUnknownProduct(t *testing.T) {
 			assert.Empty(t, m.Items)
 		})
 	}
+}
+
+// collectorDeadLetter places and pays an order of qty units of p1 as tok while the
+// collector's daily table is renamed away, so that the collector dead-letters the sale's
+// payment event, and waits until the collector lists one dead letter. It returns the
+// repair: the table put back.
+func collectorDeadLetter(t *testing.T, a *app, cfg server.Config, admin, tok string, qty int64) (repair func()) {
+	t.Helper()
+	db := openServerDB(t, cfg)
+	rename := func(from, to string) {
+		_, err := db.ExecContext(t.Context(), "ALTER TABLE "+from+" RENAME TO "+to)
+		require.NoError(t, err)
+	}
+	placed := as[server.OrderJSON](t, expect(t, a.call("POST", "/v1/orders", tok, "o-dead", server.PlaceOrderJSON{
+		Lines: []server.LineJSON{{ProductID: "p1", Qty: qty}}}), http.StatusCreated))
+	rename(collector.TableDaily, "metrics_daily_away")
+	expect(t, a.call("POST", "/v1/orders/"+placed.ID+"/pay", tok, "pay-dead", server.PayJSON{Method: "CARD", Token: "tok_ok"}), http.StatusOK)
+	require.Eventually(t, func() bool {
+		l := as[consumerLetters](t, expect(t, a.call("GET", "/v1/admin/consumers/"+collector.ConsumerName+"/dead-letters", admin, "", nil), http.StatusOK))
+		return len(l.DeadLetters) == 1
+	}, 30*time.Second, 20*time.Millisecond)
+	return func() { rename("metrics_daily_away", collector.TableDaily) }
 }
 
 // openServerDB opens the server's database, as the server's configuration names it.
