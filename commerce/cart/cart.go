@@ -379,7 +379,7 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 	if err := checkKey(req.IdempotencyKey); err != nil {
 		return commerce.Order{}, err
 	}
-	if o, err := s.placed(ctx, req); !errors.Is(err, commerce.ErrOrderNotFound) {
+	if o, err := s.placed(ctx, req, nil); !errors.Is(err, commerce.ErrOrderNotFound) {
 		return o, err
 	}
 	// The version first: if it is still the same under the order's lock, the lines read
@@ -394,7 +394,7 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 	}
 	if len(rows) == 0 {
 		// A concurrent first attempt may have ordered and emptied the cart since.
-		if o, err := s.placed(ctx, req); !errors.Is(err, commerce.ErrOrderNotFound) {
+		if o, err := s.placed(ctx, req, nil); !errors.Is(err, commerce.ErrOrderNotFound) {
 			return o, err
 		}
 		return commerce.Order{}, ErrEmpty
@@ -422,7 +422,11 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (commerce.O
 	// under the key this checkout derived, which the user can compute — and must not pass
 	// for the cart's order, the cart not emptied, nor be paid (PlaceOrder with InTx pays no
 	// order it finds under the key).
-	if o, perr := s.placed(ctx, req); !errors.Is(perr, commerce.ErrOrderNotFound) {
+	var answered *placement
+	if err == nil {
+		answered = &placement{key: rec.OrderKey, order: o}
+	}
+	if o, perr := s.placed(ctx, req, answered); !errors.Is(perr, commerce.ErrOrderNotFound) {
 		return o, perr
 	}
 	if err == nil {
@@ -456,10 +460,17 @@ func refused(err error) bool {
 	return false
 }
 
+// placement is the order PlaceOrder answered a checkout under the order key it was given.
+type placement struct {
+	key   string
+	order commerce.Order
+}
+
 // placed returns the order an earlier checkout with the key placed, ErrOrderNotFound when
 // there is none, or *commerce.ConflictError when it was placed with another coupon or
-// points.
-func (s *Service) placed(ctx context.Context, req CheckoutRequest) (commerce.Order, error) {
+// points. answered, when not nil, is the order PlaceOrder has just answered this checkout:
+// when the record names its key, it is the record's order, and is not read again.
+func (s *Service) placed(ctx context.Context, req CheckoutRequest, answered *placement) (commerce.Order, error) {
 	rec := new(checkoutRow)
 	err := s.db.NewSelect().Model(rec).Where("user_id = ? AND idem_key = ?", req.UserID, req.IdempotencyKey).Scan(ctx)
 	if sqlutil.IsNoRows(err) {
@@ -468,10 +479,13 @@ func (s *Service) placed(ctx context.Context, req CheckoutRequest) (commerce.Ord
 	if err != nil {
 		return commerce.Order{}, wrap("read checkout "+req.IdempotencyKey, sqlutil.Unavailable(s.db, err))
 	}
-	o, err := s.com.OrderByKey(ctx, req.UserID, rec.OrderKey)
-	switch {
-	case err != nil:
+	var o commerce.Order
+	if answered != nil && answered.key == rec.OrderKey {
+		o = answered.order
+	} else if o, err = s.com.OrderByKey(ctx, req.UserID, rec.OrderKey); err != nil {
 		return commerce.Order{}, err
+	}
+	switch {
 	case o.CouponID != req.CouponID || o.Points != req.Points:
 		return commerce.Order{}, commerce.NewConflictError("order", req.IdempotencyKey)
 	case req.PayWithPoints && (o.Status == commerce.StatusPendingPayment || o.Status == commerce.StatusPaying):
