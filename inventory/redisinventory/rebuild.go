@@ -154,6 +154,13 @@ func (d *Durable) heal(ctx context.Context, force bool) (RebuildReport, error) {
 			if err != nil {
 				return RebuildReport{}, err
 			}
+			if marker > gen {
+				// A SetStock moves the marker before its transaction commits the
+				// generation: one in flight, or committed since gen was read, shows it ahead.
+				if gen, marker, run, err = d.settledState(ctx); err != nil {
+					return RebuildReport{}, err
+				}
+			}
 			if marker == gen && run == srv.RunID {
 				d.healed.Store(&srv.RunID)
 				return RebuildReport{}, nil
@@ -205,6 +212,30 @@ func (d *Durable) healState(ctx context.Context) (gen int64, behind bool, err er
 	}
 	d.gen.Store(row["gen"])
 	return row["gen"], row["behind"] > 0 && row["built"] <= row["behind"], nil
+}
+
+// settledState reads the journal's generation under its shared lock, and Redis's marker and
+// run ID while it holds it. No SetStock is in flight then (its transaction takes the lock
+// exclusively before its script moves the marker), so a marker other than the generation
+// is Redis lost, or ahead of the journal after a setting that did not commit, and not a
+// setting about to commit. (SQLite: no such lock; a read sees the last commit.)
+func (d *Durable) settledState(ctx context.Context) (gen, marker int64, run string, err error) {
+	var rerr error
+	err = d.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := tx.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'gen'`+d.shareLock).Scan(&gen); err != nil {
+			return err
+		}
+		marker, run, rerr = d.builtOn(ctx)
+		return nil
+	})
+	switch {
+	case err != nil:
+		return 0, 0, "", fmt.Errorf("redisinventory: heal: %w", sqlutil.Unavailable(d.db, err))
+	case rerr != nil:
+		return 0, 0, "", rerr
+	}
+	d.gen.Store(gen)
+	return gen, marker, run, nil
 }
 
 // ErrUnjournaledData is the error of a Heal that would build Redis for the first time from
