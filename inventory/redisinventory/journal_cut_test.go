@@ -369,3 +369,68 @@ func TestDurableRemovalCutThenAnotherUnderItsID(t *testing.T) {
 		})
 	}
 }
+
+// TestDurableStrayCommitThenSetStock: a commit's Redis step runs inside its transaction,
+// which then dies (its connection cut before the journal's UPDATE): Redis holds the units
+// sold, the journal still reserved. An admin then sets the SKU's on-hand count, which the
+// journal records against its sold units (none yet) and Redis against none reserved; the
+// commit's retry then commits it in the journal while its Redis step, run already, changes
+// nothing, so Redis would count on hand the units that left it before the setting: units
+// to oversell. The admin retries a setting answered with a dependency failure after the
+// healers ran (as Run does after a failure); whether the setting comes before the retry
+// or after it (when the count set is on hand after the sale), Redis then holds what the
+// journal does and sells only what is on hand, and a setting after the retry is not
+// refused.
+func TestDurableStrayCommitThenSetStock(t *testing.T) {
+	ctx := context.Background()
+	db, linked, link := testenv.LinkedMySQL(t)
+	rdb := testenv.Redis(t)
+	d, inv, cutD, cutInv := durables(t, rdb, db, rdb, linked)
+	heal := func(t *testing.T) {
+		t.Helper()
+		for _, d := range []*redisinventory.Durable{d, cutD} {
+			_, err := d.Heal(ctx)
+			require.NoError(t, err)
+		}
+	}
+	onHand := map[string]int64{}
+	for _, setFirst := range []bool{true, false} {
+		sku := fmt.Sprintf("set-before-retry-%t", setFirst)
+		onHand[sku] = 10
+		if setFirst {
+			onHand[sku] = 7
+		}
+		t.Run(sku, func(t *testing.T) {
+			setStock(t, inv, sku, 10, 0)
+			id := "r-" + sku
+			_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: id, Lines: line(sku, 3), TTL: time.Hour})
+			require.NoError(t, err)
+			link.Arm(func(q string) bool { return strings.HasPrefix(q, "UPDATE inventory_journal_reservations") }, false)
+			err = cutInv.Commit(ctx, id)
+			cut, _ := link.Disarm()
+			require.Len(t, cut, 1)
+			require.ErrorIs(t, err, errcode.ErrUnavailable)
+			if setFirst {
+				_, err := inv.SetStock(ctx, inventory.StockSetting{SKU: sku, OnHand: 10})
+				if err != nil {
+					requireRebuilding(t, err)
+					heal(t)
+					setStock(t, inv, sku, 10, 0)
+				}
+			}
+			require.NoError(t, inv.Commit(ctx, id), "the retry")
+			if !setFirst {
+				setStock(t, inv, sku, 10, 0)
+			}
+			heal(t)
+			wantStock(t, inv, sku, onHand[sku], onHand[sku], 3)
+			_, err = inv.Reserve(ctx, inventory.ReserveRequest{ID: "more-" + sku, Lines: line(sku, onHand[sku]+1), TTL: time.Hour})
+			require.ErrorIs(t, err, inventory.ErrInsufficientStock)
+		})
+	}
+	_, err := d.Rebuild(ctx)
+	require.NoError(t, err)
+	for sku, n := range onHand {
+		wantStock(t, inv, sku, n, n, 3)
+	}
+}
