@@ -980,7 +980,13 @@ func (d *Durable) scan(ctx context.Context, db bun.IDB, query string, args ...an
 // A SKU the journal knows whose stock key, or usage key with its sentinel, Redis lacks is
 // lost data: the script changes nothing, and the call fails closed and asks for a rebuild
 // (creating the SKU afresh would put its reserved units on sale again and forget its
-// buyers' usage).
+// buyers' usage). So is a sold count in Redis other than the units the journal holds
+// committed (the generation lock keeps every commit and return out while the setting
+// runs): a commit's Redis step ran in a transaction that then did not commit, or a
+// return's Redis step has not run yet. The journal records the count as on hand beside its
+// committed units and Redis beside its sold ones, so a setting then would leave the two
+// apart by those units (TestDurableStrayCommitThenSetStock); the rebuild it asks for
+// writes Redis from the journal, and the caller's retry sets the count.
 func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inventory.Stock, error) {
 	var (
 		out  inventory.Stock
@@ -1007,7 +1013,7 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 		}
 		ran = true
 		reply, err := d.run(ctx, d.b.g.setStock, strconv.FormatInt(next-1, 10), []string{d.b.stockKey(s.SKU), d.b.skus, d.b.usageKey(s.SKU)},
-			s.SKU, s.OnHand, s.BuyerLimit, next, knownArg(known))
+			s.SKU, s.OnHand, s.BuyerLimit, next, knownArg(known), committed)
 		if err != nil {
 			return err
 		}

@@ -322,8 +322,12 @@ const setStockLua = setStockApplyLua + setStockAnswerLua
 // '1' when the journal knows the SKU: Redis must then hold its stock key and its usage key
 // with usageSentinel, or it lost data, which creating the SKU afresh would hide (its
 // reserved units on sale again, its buyers' usage forgotten); the script then changes
-// nothing and answers {-10}.
-const setStockGuardedLua = setStockKnownLua + setStockApplyLua +
+// nothing and answers {-10}. ARGV[6] is the units the journal holds committed for the SKU:
+// a sold count in Redis other than it means Redis and the journal disagree on which units
+// left the shelf (a commit's Redis step ran in a transaction that did not commit, or a
+// return's has not run yet), so an absolute on-hand count, which each counts against its
+// own, would leave them apart; the script then changes nothing and answers {-11, sold}.
+const setStockGuardedLua = setStockKnownLua + setStockSoldLua + setStockApplyLua +
 	"redis.call('HSET', KEYS[1], '" + setGenField + "', ARGV[4])\nredis.call('SET', marker, ARGV[4])\n" + setStockAnswerLua
 
 // setGenField is the stock hash's field where setStockGuardedLua records the generation
@@ -332,6 +336,11 @@ const setGenField = "setgen"
 
 const setStockKnownLua = `
 if ARGV[5] == '1' and (redis.call('EXISTS', KEYS[1]) == 0 or not redis.call('HGET', KEYS[3], ' ')) then return {-10} end
+`
+
+const setStockSoldLua = `
+local sold = redis.call('HGET', KEYS[1], 'sold')
+if sold and tonumber(sold) ~= tonumber(ARGV[6]) then return {-11, sold} end
 `
 
 const setStockApplyLua = `

@@ -30,6 +30,8 @@ func setStockReply(s inventory.StockSetting, res []any) (inventory.Stock, error)
 		return inventory.Stock{}, errMarker
 	case -10:
 		return inventory.Stock{}, fmt.Errorf("%w: the stock or buyer usage key of %s is gone", errLost, s.SKU)
+	case -11:
+		return inventory.Stock{}, fmt.Errorf("%w: Redis counts %d units of %s sold, not the journal's committed units", errLost, toInt(res[1]), s.SKU)
 	}
 	return stockFrom(s.SKU, res[1:]), nil
 }
