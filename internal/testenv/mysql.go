@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -165,23 +166,41 @@ func finishMySQL(cfg *mysql.Config, origin string) (*MySQLServer, error) {
 	return &MySQLServer{Config: cfg, Version: version}, nil
 }
 
-// KillConnections kills, from db, every other connection to db's database, as a crash of
-// the server would drop them: a transaction open on one is rolled back by the server, and
-// its next statement meets a dropped connection. Call it while the transaction under test
-// is open, e.g. from a hook (see KillBefore).
+// KillConnections kills, from a connection of db's own, every other connection to db's
+// database, as a crash of the server would drop them: a transaction open on one is rolled
+// back by the server, and its next statement meets a dropped connection. Call it while the
+// transaction under test is open, e.g. from a hook (see KillBefore). It may be called from
+// any goroutine: a failure is reported with tb.Errorf (the kill is then incomplete).
 func KillConnections(tb testing.TB, db *bun.DB) {
 	tb.Helper()
 	ctx := context.Background()
+	// One connection for the query and every KILL: through the pool, a KILL could be sent
+	// on a connection killed a moment before, or kill the one it is sent on.
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		tb.Errorf("testenv: a connection to kill the test database's others from: %v", err)
+		return
+	}
+	defer conn.Close()
 	var ids []int64
-	err := db.NewRaw("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND ID <> CONNECTION_ID()").Scan(ctx, &ids)
+	err = conn.NewRaw("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND ID <> CONNECTION_ID()").Scan(ctx, &ids)
 	if err != nil || len(ids) == 0 {
-		tb.Fatalf("testenv: find the connections of the test's database (%d found): %v", len(ids), err)
+		tb.Errorf("testenv: find the connections of the test's database (%d found): %v", len(ids), err)
+		return
 	}
 	for _, id := range ids {
-		if _, err := db.ExecContext(ctx, fmt.Sprintf("KILL %d", id)); err != nil {
-			tb.Fatalf("testenv: kill connection %d of the test's database: %v", id, err)
+		if _, err := conn.ExecContext(ctx, fmt.Sprintf("KILL %d", id)); err != nil && !unknownThread(err) {
+			tb.Errorf("testenv: kill connection %d of the test's database: %v", id, err)
+			return
 		}
 	}
+}
+
+// unknownThread reports whether err is MySQL's answer to a KILL of a connection that has
+// closed since it was listed.
+func unknownThread(err error) bool {
+	var merr *mysql.MySQLError
+	return errors.As(err, &merr) && merr.Number == 1094
 }
 
 // KillBefore returns db with a query hook that, once, kills db's other connections
