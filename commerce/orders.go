@@ -32,10 +32,10 @@ func (s *Service) ListOrders(ctx context.Context, userID string, q OrderQuery) (
 	if err != nil {
 		return OrderPage{}, err
 	}
-	// The page's IDs come from commerce_orders_user alone, then their rows are joined:
-	// reading the rows' other columns in the same query, MariaDB 10.11 chose a ref on
-	// user_id over the range from the cursor, reading the history from the newest order
-	// for every page. (With a status, which that index lacks, it may still.)
+	// The page's IDs come from commerce_orders_user (with a status,
+	// commerce_orders_user_status) alone, then their rows are joined: reading the rows'
+	// other columns in the same query, MariaDB 10.11 chose a ref on user_id over the range
+	// from the cursor, reading the history from the newest order for every page.
 	ids := s.db.NewSelect().Model((*orderRow)(nil)).Column("id", "created_at").Where("user_id = ?", userID).
 		OrderExpr("created_at DESC, id DESC").Limit(int64(limit + 1))
 	if q.Status != "" {

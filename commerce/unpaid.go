@@ -99,7 +99,7 @@ func (s *Service) checkUnpaidLimits(ctx context.Context, tx bun.Tx, r *orderRow)
 		Join("JOIN commerce_orders AS o ON o.id = l.order_id").
 		ColumnExpr("l.product_id, SUM(l.qty) AS qty").
 		Where("o.user_id = ?", r.UserID).
-		// The IN lets SQLite search commerce_orders_unpaid by (user_id, status), as MySQL's
+		// The IN lets SQLite search commerce_orders_user_status by (user_id, status), as MySQL's
 		// range optimizer does with the OR alone: else it reads the user's whole history.
 		Where("o.status IN (?, ?)", StatusPaying, StatusPendingPayment).
 		Where("o.status = ? OR o.expires_at > ?", StatusPaying, r.CreatedAt).

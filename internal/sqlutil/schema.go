@@ -2,9 +2,11 @@ package sqlutil
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/uptrace/bun"
 )
 
@@ -19,6 +21,9 @@ type Table struct {
 	SQLiteColumns string
 	// Indexes are the table's secondary indexes.
 	Indexes []Index
+	// Dropped names the secondary indexes an earlier version declared that this one
+	// replaced: dropped from a table that has them, once Indexes are all there.
+	Dropped []string
 }
 
 // Index is a secondary index of a Table.
@@ -36,7 +41,8 @@ type Index struct {
 // version, is added to it (on MySQL with ALTER TABLE ... ADD INDEX, which InnoDB builds
 // while the table stays writable), so a deployment gets the indexes its version's queries
 // expect; one that cannot be built (a unique index over rows that repeat a key) is an
-// error naming it. It is idempotent. On MySQL, DDL commits implicitly: call it outside a
+// error naming it. An index a table names in Dropped is then dropped if it is there, so
+// that writes stop paying for it. It is idempotent. On MySQL, DDL commits implicitly: call it outside a
 // transaction.
 func CreateTables(ctx context.Context, db bun.IDB, tables ...Table) error {
 	sqlite := IsSQLite(db)
@@ -53,11 +59,16 @@ func CreateTables(ctx context.Context, db bun.IDB, tables ...Table) error {
 				return fmt.Errorf("adding index %s to %s: %w", ix.Name, t.Name, err)
 			}
 		}
+		for _, name := range t.Dropped {
+			if _, err := db.ExecContext(ctx, "DROP INDEX IF EXISTS "+name); err != nil {
+				return fmt.Errorf("dropping index %s of %s: %w", name, t.Name, err)
+			}
+		}
 	}
 	if sqlite {
 		return nil
 	}
-	return addMissingIndexes(ctx, db, tables)
+	return alterIndexes(ctx, db, tables)
 }
 
 // create is the statement that creates t, with its indexes on MySQL, if it does not exist.
@@ -77,12 +88,13 @@ func (t Table) create(sqlite bool) string {
 		t.Name, t.Columns, keys.String())
 }
 
-// addMissingIndexes adds to the MySQL tables the indexes declared for them that they lack:
-// one read of information_schema for all of them, and nothing more when none is missing.
-func addMissingIndexes(ctx context.Context, db bun.IDB, tables []Table) error {
+// alterIndexes adds to the MySQL tables the indexes declared for them that they lack, then
+// drops those they name in Dropped that they have: one read of information_schema for all
+// of them, and nothing more when nothing is to change.
+func alterIndexes(ctx context.Context, db bun.IDB, tables []Table) error {
 	var names []string
 	for _, t := range tables {
-		if len(t.Indexes) > 0 {
+		if len(t.Indexes) > 0 || len(t.Dropped) > 0 {
 			names = append(names, t.Name)
 		}
 	}
@@ -114,8 +126,24 @@ func addMissingIndexes(ctx context.Context, db bun.IDB, tables []Table) error {
 				return fmt.Errorf("adding index %s to %s: %w", ix.Name, t.Name, err)
 			}
 		}
+		for _, name := range t.Dropped {
+			if !exists[[2]string{t.Name, name}] {
+				continue
+			}
+			// Another process starting at the same moment may have dropped it first.
+			if _, err := db.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s DROP INDEX %s", t.Name, name)); err != nil && !isMissingIndex(err) {
+				return fmt.Errorf("dropping index %s of %s: %w", name, t.Name, err)
+			}
+		}
 	}
 	return nil
+}
+
+// isMissingIndex reports whether err is MySQL's answer to dropping an index a table does
+// not have (1091, can't drop; check that it exists).
+func isMissingIndex(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == mysqlMissingIndex
 }
 
 func (ix Index) unique() string {

@@ -211,6 +211,7 @@ func IsTx(db bun.IDB) bool {
 
 // MySQL error numbers.
 const (
+	mysqlMissingIndex    = 1091
 	mysqlDuplicateIndex  = 1061
 	mysqlDuplicateEntry  = 1062
 	mysqlLockWaitTimeout = 1205

@@ -341,6 +341,55 @@ func TestCreateTablesAddsNewIndexes(t *testing.T) {
 	})
 }
 
+// TestCreateTablesDropsReplacedIndexes: a table created by an earlier version with an index
+// a later one replaced (Dropped) gets the new index and loses the old one when several
+// processes start at once, keeps its rows, and a start after that changes nothing.
+func TestCreateTablesDropsReplacedIndexes(t *testing.T) {
+	old := sqlutil.Table{Name: "sqlutil_replaced", Columns: `
+		id VARCHAR(64) NOT NULL PRIMARY KEY,
+		code VARCHAR(16) NOT NULL,
+		at BIGINT NOT NULL`,
+		Indexes: []sqlutil.Index{{Name: "sqlutil_replaced_code", Columns: "code"}}}
+	replaced := old
+	replaced.Indexes = []sqlutil.Index{{Name: "sqlutil_replaced_code_at", Columns: "code, at"}}
+	replaced.Dropped = []string{"sqlutil_replaced_code"}
+	testenv.EachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		indexes := func() []string {
+			t.Helper()
+			q := db.NewSelect().ColumnExpr("DISTINCT INDEX_NAME").TableExpr("information_schema.STATISTICS").
+				Where("TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'sqlutil_replaced' AND INDEX_NAME <> 'PRIMARY'").OrderExpr("1")
+			if sqlutil.IsSQLite(db) {
+				q = db.NewSelect().Column("name").TableExpr("sqlite_master").
+					Where("type = 'index' AND tbl_name = 'sqlutil_replaced' AND name NOT LIKE 'sqlite_autoindex%'").OrderExpr("1")
+			}
+			var names []string
+			require.NoError(t, q.Scan(ctx, &names))
+			return names
+		}
+		require.NoError(t, sqlutil.CreateTables(ctx, db, old))
+		_, err := db.ExecContext(ctx, "INSERT INTO sqlutil_replaced (id, code, at) VALUES ('a', 'X', 1)")
+		require.NoError(t, err)
+		require.Equal(t, []string{"sqlutil_replaced_code"}, indexes())
+
+		var wg sync.WaitGroup
+		errs := make([]error, 4)
+		for i := range errs {
+			wg.Go(func() { errs[i] = sqlutil.CreateTables(ctx, db, replaced) })
+		}
+		wg.Wait()
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
+		assert.Equal(t, []string{"sqlutil_replaced_code_at"}, indexes())
+		require.NoError(t, sqlutil.CreateTables(ctx, db, replaced), "a later start")
+		assert.Equal(t, []string{"sqlutil_replaced_code_at"}, indexes())
+		var n int
+		require.NoError(t, db.NewSelect().TableExpr("sqlutil_replaced").ColumnExpr("COUNT(*)").Scan(ctx, &n))
+		assert.Equal(t, 1, n, "the rows are kept")
+	})
+}
+
 // TestCreateTablesAddsIndexDespiteACrash: the database drops the connection just as an
 // index is added to a table with rows; whatever that call answered, the next start adds
 // the index and the rows are as they were.
