@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,4 +113,62 @@ func TestDurableHealDuringSetStock(t *testing.T) {
 	wantStock(t, invB, "mug", 20, 17, 0)
 	require.NoError(t, invB.Commit(ctx, "r"))
 	wantStock(t, invB, "mug", 17, 17, 3)
+}
+
+// onQuery calls fn once, before the first statement containing match once armed.
+type onQuery struct {
+	match string
+	fn    func()
+	armed atomic.Bool
+	once  sync.Once
+}
+
+func (h *onQuery) BeforeQuery(ctx context.Context, e *bun.QueryEvent) context.Context {
+	if h.armed.Load() && strings.Contains(e.Query, h.match) {
+		h.once.Do(h.fn)
+	}
+	return ctx
+}
+
+func (h *onQuery) AfterQuery(context.Context, *bun.QueryEvent) {}
+
+// TestDurableStockReadDuringSetStock: an admin's SetStock (process A) has run its script,
+// which moved Redis's marker to the generation its transaction is about to commit, when
+// process B reads the stock: the marker is ahead of the journal's generation B reads. That
+// is a setting in flight, not lost data: B's read waits for it (on the generation's lock)
+// and answers the stock it set, rather than a 503 for every read while a setting commits.
+func TestDurableStockReadDuringSetStock(t *testing.T) {
+	ctx := context.Background()
+	dsn := testenv.MySQLDSN(t)
+	rdb := testenv.Redis(t)
+	rdbB := redis.NewClient(rdb.Options())
+	t.Cleanup(func() { rdbB.Close() })
+	dbA, dbB := testenv.MySQLAt(t, dsn), testenv.MySQLAt(t, dsn)
+	require.NoError(t, redisinventory.CreateJournal(ctx, dbA))
+	stop := &stopBefore{match: ", buyer_limit = ", reached: make(chan struct{}), goOn: make(chan struct{})}
+	var goOn sync.Once
+	release := func() { goOn.Do(func() { close(stop.goOn) }) }
+	// The setting commits as B is about to wait for it, after B read the generation before.
+	locking := &onQuery{match: "LOCK IN SHARE MODE", fn: release}
+	a := testkit.Must(redisinventory.NewDurable(rdb, dbA.WithQueryHook(stop)))(t)
+	b := testkit.Must(redisinventory.NewDurable(rdbB, dbB.WithQueryHook(locking)))(t)
+	for _, d := range []*redisinventory.Durable{a, b} {
+		_, err := d.Heal(ctx)
+		require.NoError(t, err)
+	}
+	invA, invB := testkit.Must(inventory.New(a))(t), testkit.Must(inventory.New(b))(t)
+	setStock(t, invB, "mug", 10, 0)
+
+	set := make(chan error, 1)
+	go func() {
+		_, err := invA.SetStock(ctx, inventory.StockSetting{SKU: "mug", OnHand: 20})
+		set <- err
+	}()
+	await(t, stop.reached, "the SetStock's script") // run; its journal row and COMMIT to come
+	locking.armed.Store(true)
+	st, err := invB.Stock(ctx, "mug")
+	release() // if B did not wait for it
+	require.NoError(t, await(t, set, "the SetStock"))
+	require.NoError(t, err, "a stock read while a setting commits")
+	require.Equal(t, [2]int64{20, 20}, [2]int64{st.OnHand, st.Available})
 }
