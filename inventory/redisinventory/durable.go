@@ -1234,8 +1234,9 @@ func rowsAffected(res sql.Result, err error) (int64, error) {
 }
 
 // Stocks reads the SKUs and the generation marker from Redis in one round trip. A marker
-// other than the journal's generation, or a SKU Redis lacks that the journal knows, is
-// lost data: the call fails closed and asks for a rebuild.
+// ahead of the journal's generation is a SetStock about to commit: the read waits for it
+// (settledGen). A marker other than the journal's generation then, or a SKU Redis lacks
+// that the journal knows, is lost data: the call fails closed and asks for a rebuild.
 func (d *Durable) Stocks(ctx context.Context, skus []string) (map[string]inventory.Stock, error) {
 	var marker *redis.StringCmd
 	cmds := make([]*redis.SliceCmd, len(skus))
@@ -1251,10 +1252,13 @@ func (d *Durable) Stocks(ctx context.Context, skus []string) (map[string]invento
 	}
 	if got, _ := marker.Int64(); got != d.gen.Load() || got == 0 {
 		gen, err := d.currentGen(ctx)
-		if err != nil {
-			return nil, d.fail(ctx, "stocks", err)
+		if err == nil && got > gen {
+			gen, err = d.settledGen(ctx)
 		}
-		if got != gen {
+		switch {
+		case err != nil:
+			return nil, d.fail(ctx, "stocks", err)
+		case got != gen:
 			return nil, d.lost(errMarker)
 		}
 	}
@@ -1280,6 +1284,28 @@ func (d *Durable) Stocks(ctx context.Context, skus []string) (map[string]invento
 }
 
 // currentGen reads the journal's generation without a lock.
+// settledGenWait bounds how long a read waits in settledGen for a SetStock to commit.
+const settledGenWait = time.Second
+
+// settledGen is currentGen read under the generation's shared lock, for a reader that
+// found Redis's marker ahead of the generation: a SetStock moves the marker before its
+// transaction commits, holding the lock exclusively, so the read waits for it to end (at
+// most settledGenWait; then errMarker) and sees the generation it committed, or the one
+// before if it rolled back. (SQLite: no such lock; a read sees the last commit.)
+func (d *Durable) settledGen(ctx context.Context) (int64, error) {
+	wctx, cancel := context.WithTimeout(ctx, settledGenWait)
+	defer cancel()
+	var gen int64
+	err := d.db.QueryRowContext(wctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'gen'`+d.shareLock).Scan(&gen)
+	switch {
+	case err == nil:
+		d.gen.Store(gen)
+	case ctx.Err() == nil && (wctx.Err() != nil || sqlutil.IsRetryable(err)):
+		err = errMarker // a setting that takes that long: fail as before it committed
+	}
+	return gen, err
+}
+
 func (d *Durable) currentGen(ctx context.Context) (int64, error) {
 	var gen int64
 	err := d.db.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'gen'`).Scan(&gen)
