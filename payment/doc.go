@@ -100,7 +100,9 @@
 // and nothing settles it automatically again. When the decision is to give back whatever the
 // PG holds of it (its owner fulfilled nothing on it), ResolveReview asks the PG again and
 // takes its record: DECLINED when it holds nothing, else the refunds made at the PG recorded
-// and the rest refunded, REFUNDED. CrossCheck asks the PG about every settled
+// and the rest refunded, REFUNDED; a refund of it still PENDING is first settled by the PG's
+// record, as the Reconciler settles it (FAILED, unsent, when the PG declined the payment and
+// never made it), so nothing is refunded twice. CrossCheck asks the PG about every settled
 // payment and reports those its record contradicts, for an audit. Each settlement is a
 // conditional update (UPDATE ... WHERE id = ? AND state = <the state read>) committed with its
 // transition row, so exactly one of racing settlers moves the payment; the others find it

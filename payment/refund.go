@@ -248,7 +248,11 @@ func (s *Service) cancel(ctx context.Context, r Refund) (Refund, error) {
 // has the payment approved, for the recorded amount and currency: while it is still
 // processing it r is left PENDING (ErrOutcomeUnknown), and any other answer, like any other
 // total, contradicts the record, which is reported (see Observer) and leaves r PENDING for
-// a person. Nothing is sent again unless the PG's answer shows r was not made.
+// a person. Nothing is sent again unless the PG's answer shows r was not made. Of a payment
+// in REVIEW that the PG has declined (it reversed its approval), r is recorded as the PG
+// has it without sending it: SUCCEEDED if the PG lists it made, FAILED (code
+// PAYMENT_DECLINED_AT_GATEWAY) if the PG refunded nothing beyond the record (see
+// reversedRefund); so ResolveReview, and the Reconciler, can settle it.
 func (s *Service) completeRefund(ctx context.Context, r Refund, lookUp bool) (Refund, error) {
 	if !lookUp && !s.keyMayBeGone(r.CreatedAt) {
 		return s.cancel(ctx, r)
@@ -267,11 +271,19 @@ func (s *Service) completeRefund(ctx context.Context, r Refund, lookUp bool) (Re
 		s.logger.WarnContext(ctx, "payment: could not ask the gateway about a refund", "refund", r.ID, "payment", r.PaymentID, "err", err)
 		return r, r.result(err)
 	}
-	// Only the PG's record of the payment approved as recorded has a refunded total to go by.
+	// Only the PG's record of the payment approved as recorded has a refunded total to go by,
+	// save for a payment in REVIEW the PG has declined (see reversedRefund).
 	var detail string
 	switch {
 	case st.State == GatewayPending:
 		return r, fmt.Errorf("%w: the gateway is still processing %q", ErrOutcomeUnknown, p.ID)
+	case p.State == StateReview && st.State == GatewayDeclined && st.Amount == p.Amount && st.Currency == p.Currency:
+		var done bool
+		if r, done, err = s.reversedRefund(ctx, p, r, st); done {
+			return r, err
+		}
+		detail = fmt.Sprintf("refund %q of %d pending, %d refunded here, the gateway has the payment declined with %d refunded",
+			r.ID, r.Amount, p.Refunded, st.Canceled)
 	case st.State != GatewayApproved || st.Amount != p.Amount || st.Currency != p.Currency:
 		detail = fmt.Sprintf("refund %q of %d pending, recorded %d %s %s, the gateway has %d %s %s",
 			r.ID, r.Amount, p.Amount, p.Currency, p.State, st.Amount, st.Currency, st.State)
@@ -310,6 +322,40 @@ func (s *Service) completeRefund(ctx context.Context, r Refund, lookUp bool) (Re
 		"refund", r.ID, "payment", p.ID, "order", p.OrderID, "detail", detail)
 	s.contradicted(p.ID, CauseRefund, detail)
 	return r, fmt.Errorf("%w: %s", ErrOutcomeUnknown, detail)
+}
+
+// codeNotMade is the FailureCode of a refund recorded FAILED by the PG's record rather than
+// its refusal: the PG has the refund's payment, in REVIEW, declined and did not make it.
+const codeNotMade = "PAYMENT_DECLINED_AT_GATEWAY"
+
+// reversedRefund settles r, PENDING, of p, in REVIEW, by st, the PG's record of p: declined
+// (the PG reversed its approval), for the recorded amount and currency. It never sends r:
+// the refunded total of a payment the PG declined is not one to send a refund again on (a
+// PG may clear it with the reversal), so a refund the PG made could be made twice. r is
+// SUCCEEDED when the PG lists it as made under its ID and its total is the record's
+// succeeded refunds plus r; FAILED (codeNotMade, its reservation released) when the PG
+// refunded nothing beyond the record and lists nothing under r's ID: it holds nothing of the
+// payment to refund. done is false for any other record (a contradiction for a person), r
+// left PENDING.
+func (s *Service) reversedRefund(ctx context.Context, p Payment, r Refund, st GatewayPayment) (_ Refund, done bool, err error) {
+	made, found, _ := st.made(r.ID, r.Amount)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	switch {
+	case found && st.Canceled-p.Refunded == r.Amount:
+		r, err = s.settleRefund(wctx, r, RefundSucceeded, made.Reference, nil)
+	case !found && st.Canceled == p.Refunded:
+		s.logger.WarnContext(ctx, "payment: the gateway has a payment in review declined and never made its pending refund; refund failed",
+			"refund", r.ID, "payment", p.ID, "order", p.OrderID, "decline_code", st.DeclineCode)
+		r, err = s.settleRefund(wctx, r, RefundFailed, "", &DeclineError{Code: codeNotMade,
+			Message: "the gateway has the payment declined (" + cmp.Or(st.DeclineCode, "no code") + ") and did not make this refund"})
+	default:
+		return r, false, nil
+	}
+	if err != nil {
+		return r, true, err
+	}
+	return r, true, r.result(nil)
 }
 
 // result is the error Refund returns for r as recorded; callErr is the gateway's, if any.

@@ -62,12 +62,20 @@ var errMoved = errors.New("moved meanwhile")
 //     a refusal of that too is ErrRefundRejected, and a record it cannot take any more (the
 //     PG reversed the payment meanwhile) ErrUnresolvable.
 //
+// A refund of the payment still pending (its answer lost before the payment went to REVIEW,
+// say) is settled first by the PG's record, as the Reconciler settles it, and counted so:
+// SUCCEEDED if the PG made it, FAILED if it did not and cannot (it has the payment declined),
+// sent again only if the PG's record of the approved payment shows it was not made; see
+// Refund. Nothing is refunded twice.
+//
 // The payment stays in REVIEW, and the error says why, while the PG cannot be asked
 // (ErrGatewayUnavailable, ErrOutcomeUnknown), is still processing the payment
-// (ErrOutcomeUnknown), a refund of it is still pending (ErrRefundInProgress), or its record
-// cannot be taken as it is (ErrUnresolvable: another amount or currency, less refunded than
-// the record says, or a state the payment would enter a second time): a person settles that
-// with the PG first.
+// (ErrOutcomeUnknown), a refund of it is still pending that the PG's record does not settle
+// (the error of that refund, as Refund's: ErrOutcomeUnknown for a PG that contradicts it;
+// or ErrRefundInProgress), or its record cannot be taken as it is (ErrUnresolvable: another
+// amount or currency, less refunded than the record says, refunds of a payment it declined,
+// or a state the payment would enter a second time): a person settles that with the PG
+// first.
 //
 // It is idempotent: called again, or concurrently, on a payment it resolved, it completes the
 // pending refund if there is one and returns the payment as it is. One it resolved to
@@ -95,7 +103,10 @@ func (s *Service) ResolveReview(ctx context.Context, paymentID string) (Payment,
 // as it is then: as another resolver left it, if one came first.
 func (s *Service) resolve(ctx context.Context, p Payment) (Payment, error) {
 	if p.RefundPending > 0 {
-		return p, fmt.Errorf("%w: %q", ErrRefundInProgress, p.ID)
+		var err error
+		if p, err = s.settlePending(ctx, p); err != nil || p.State != StateReview {
+			return p, err
+		}
 	}
 	st, none, err := s.pgRecord(ctx, p)
 	if err != nil {
@@ -118,6 +129,35 @@ func (s *Service) resolve(ctx context.Context, p Payment) (Payment, error) {
 	}
 	detail := fmt.Sprintf("the gateway has it %s, %d refunded: %d given back", cmp.Or(string(st.State), "nowhere"), st.Canceled, back)
 	return s.take(ctx, p, to, refunded, back, 1, detail)
+}
+
+// settlePending settles the refund pending on p, in REVIEW, by the PG's record, as the
+// Reconciler does (see Service.completeRefund: it asks the PG first, and sends the refund
+// again only if the PG's record shows it was not made), and returns p read again. A refund
+// the PG's record does not settle is its error (ErrGatewayUnavailable, ErrOutcomeUnknown: the
+// PG cannot be asked, or contradicts the record), or ErrRefundInProgress; a refund the PG
+// refused (FAILED) is settled.
+func (s *Service) settlePending(ctx context.Context, p Payment) (Payment, error) {
+	rs, err := s.Refunds(ctx, p.ID)
+	if err != nil {
+		return p, err
+	}
+	for _, r := range rs {
+		if r.State != RefundPending {
+			continue
+		}
+		if _, err := s.completeRefund(ctx, r, true); err != nil && !errors.Is(err, ErrRefundRejected) {
+			return p, err
+		}
+	}
+	now, err := s.Get(ctx, p.ID)
+	switch {
+	case err != nil:
+		return p, err
+	case now.State == StateReview && now.RefundPending > 0:
+		return now, fmt.Errorf("%w: %q", ErrRefundInProgress, p.ID)
+	}
+	return now, nil
 }
 
 // take records the PG's record of p, as the n-th give-back of ResolveReview finds it: p moved
