@@ -94,7 +94,7 @@ func benchCheckout(b *testing.B, e *commercetest.Env, run checkoutRun) {
 // BenchmarkPlaceOrderLongHistory measures a buyer's checkout (PlaceOrder, then a card
 // payment) when the buyer has `history` paid orders already, on each configuration. The
 // unpaid caps count the buyer's unpaid units in every placing transaction, under the
-// buyer's lock: with the index commerce_orders_unpaid that count reads the buyer's unpaid
+// buyer's lock: with the index commerce_orders_user_status that count reads the buyer's unpaid
 // orders only, so a long history must not slow the checkout down.
 func BenchmarkPlaceOrderLongHistory(b *testing.B) {
 	for _, c := range commercetest.Configs {
