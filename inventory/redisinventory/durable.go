@@ -1233,34 +1233,21 @@ func rowsAffected(res sql.Result, err error) (int64, error) {
 	return res.RowsAffected()
 }
 
-// Stocks reads the SKUs and the generation marker from Redis in one round trip. A marker
-// ahead of the journal's generation is a SetStock about to commit: the read waits for it
-// (settledGen). A marker other than the journal's generation then, or a SKU Redis lacks
-// that the journal knows, is lost data: the call fails closed and asks for a rebuild.
+// Stocks reads the SKUs and the generation marker from Redis in one round trip, and answers
+// them when the marker is the generation this process last read from the journal (before
+// that round trip). Otherwise it reads the journal's generation, then Redis again, until the
+// marker is the generation read before it (see settledStocks): a marker ahead of it is a
+// SetStock about to commit, waited for. A marker other than the journal's generation then,
+// or a SKU Redis lacks that the journal knows, is lost data: the call fails closed and asks
+// for a rebuild.
 func (d *Durable) Stocks(ctx context.Context, skus []string) (map[string]inventory.Stock, error) {
-	var marker *redis.StringCmd
-	cmds := make([]*redis.SliceCmd, len(skus))
-	_, err := d.b.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		marker = p.Get(ctx, d.marker)
-		for i, sku := range skus {
-			cmds[i] = p.HMGet(ctx, d.b.stockKey(sku), stockFields...)
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, d.fail(ctx, "stocks", redisErr(ctx, err))
+	known := d.gen.Load()
+	marker, cmds, err := d.readStocks(ctx, skus)
+	if err == nil && (marker != known || marker == 0) {
+		cmds, err = d.settledStocks(ctx, skus)
 	}
-	if got, _ := marker.Int64(); got != d.gen.Load() || got == 0 {
-		gen, err := d.currentGen(ctx)
-		if err == nil && got > gen {
-			gen, err = d.settledGen(ctx)
-		}
-		switch {
-		case err != nil:
-			return nil, d.fail(ctx, "stocks", err)
-		case got != gen:
-			return nil, d.lost(errMarker)
-		}
+	if err != nil {
+		return nil, d.fail(ctx, "stocks", err)
 	}
 	m := make(map[string]inventory.Stock, len(skus))
 	var missing []string
@@ -1283,29 +1270,63 @@ func (d *Durable) Stocks(ctx context.Context, skus []string) (map[string]invento
 	return m, nil
 }
 
-// currentGen reads the journal's generation without a lock.
-// settledGenWait bounds how long a read waits in settledGen for a SetStock to commit.
-const settledGenWait = time.Second
-
-// settledGen is currentGen read under the generation's shared lock, for a reader that
-// found Redis's marker ahead of the generation: a SetStock moves the marker before its
-// transaction commits, holding the lock exclusively, so the read waits for it to end (at
-// most settledGenWait; then errMarker) and sees the generation it committed, or the one
-// before if it rolled back. (SQLite: no such lock; a read sees the last commit.)
-func (d *Durable) settledGen(ctx context.Context) (int64, error) {
-	wctx, cancel := context.WithTimeout(ctx, settledGenWait)
-	defer cancel()
-	var gen int64
-	err := d.db.QueryRowContext(wctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'gen'`+d.shareLock).Scan(&gen)
-	switch {
-	case err == nil:
-		d.gen.Store(gen)
-	case ctx.Err() == nil && (wctx.Err() != nil || sqlutil.IsRetryable(err)):
-		err = errMarker // a setting that takes that long: fail as before it committed
+// readStocks reads Redis's generation marker (0 when it has none) and the SKUs' stock
+// fields in one round trip.
+func (d *Durable) readStocks(ctx context.Context, skus []string) (int64, []*redis.SliceCmd, error) {
+	var marker *redis.StringCmd
+	cmds := make([]*redis.SliceCmd, len(skus))
+	_, err := d.b.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		marker = p.Get(ctx, d.marker)
+		for i, sku := range skus {
+			cmds[i] = p.HMGet(ctx, d.b.stockKey(sku), stockFields...)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, nil, redisErr(ctx, err)
 	}
-	return gen, err
+	got, _ := marker.Int64()
+	return got, cmds, nil
 }
 
+// settledWait bounds how long settledStocks waits for a SetStock in flight to commit.
+const settledWait = time.Second
+
+// settledStocks reads the journal's generation, then the SKUs and the marker from Redis,
+// and returns the SKUs when the marker is that generation: Redis then holds it, since a
+// SetStock moves the marker past the generation before its commit and a rebuild drops the
+// marker before its bump. (Redis read before the generation could hold a setting that
+// never committed, under a marker a rebuild's bump has since made the generation.) A
+// marker one ahead is a SetStock in flight: both are read again after a pause, without
+// holding any lock, for at most settledWait. Any other marker, or one still ahead then, is
+// errMarker.
+func (d *Durable) settledStocks(ctx context.Context, skus []string) ([]*redis.SliceCmd, error) {
+	deadline := time.Now().Add(settledWait)
+	for pause := 2 * time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
+		gen, err := d.currentGen(ctx)
+		if err != nil {
+			return nil, err
+		}
+		marker, cmds, err := d.readStocks(ctx, skus)
+		switch {
+		case err != nil:
+			return nil, err
+		case marker == gen && marker != 0:
+			return cmds, nil
+		case marker != gen+1 || time.Now().Add(pause).After(deadline):
+			return nil, errMarker
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// currentGen reads the journal's generation without a lock.
 func (d *Durable) currentGen(ctx context.Context) (int64, error) {
 	var gen int64
 	err := d.db.QueryRowContext(ctx, `SELECT gen FROM inventory_journal_generation WHERE name = 'gen'`).Scan(&gen)
