@@ -128,3 +128,51 @@ func TestResolveReviewWithARefundPending(t *testing.T) {
 		})
 	})
 }
+
+// TestResolveReviewUnlistedOrRefundedAtThePG: the PG's record of a payment it reversed is
+// taken by ResolveReview only when it tells what happened to every refund:
+//   - a PG that reports only its refunded total, not its refunds, says nothing of a refund
+//     pending here (its reversal may have cleared the total): the refund stays PENDING, its
+//     amount reserved, nothing sent, and the payment in REVIEW for a person;
+//   - a PG that has the payment declined and refunds of it all the same (made in its
+//     console before it reversed the approval) is ErrUnresolvable, not DECLINED with
+//     nothing refunded: the payment stays in REVIEW for a person.
+func TestResolveReviewUnlistedOrRefundedAtThePG(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		t.Run("unlisted", func(t *testing.T) {
+			e := lateEnv(t, db, func(status func() (payment.GatewayPayment, error)) (payment.GatewayPayment, error) {
+				st, err := status()
+				st.Cancels = nil
+				return st, err
+			})
+			e.reviewWithRefundPending(t, "rp-unlisted", "r-rp-unlisted", pgsim.FaultUnavailable)
+			e.clock.Advance(2 * time.Hour)
+
+			_, err := e.svc.ResolveReview(ctx, "rp-unlisted")
+			require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+			p := e.get(t, "rp-unlisted")
+			assert.Equal(t, payment.StateReview, p.State)
+			assert.Equal(t, int64(2000), p.RefundPending)
+			assert.Equal(t, []string{"r-rp-unlisted:PENDING:2000"}, e.refunds(t, "rp-unlisted"))
+			assert.Zero(t, e.sim.Stats().Cancels, "nothing sent")
+		})
+		t.Run("refunded at the PG", func(t *testing.T) {
+			e := newEnv(t, db, nil)
+			_, err := e.svc.Pay(ctx, card("rp-console", 5000))
+			require.NoError(t, err)
+			_, err = e.sim.Cancel(ctx, payment.CancelRequest{CancelID: "console-1", PaymentID: "rp-console", Amount: 1000})
+			require.NoError(t, err)
+			require.NoError(t, e.sim.Overturn("rp-console"))
+			e.deliverWebhook(t, "rp-console")
+			require.Equal(t, payment.StateReview, e.get(t, "rp-console").State)
+
+			_, err = e.svc.ResolveReview(ctx, "rp-console")
+			require.ErrorIs(t, err, payment.ErrUnresolvable)
+			p := e.get(t, "rp-console")
+			assert.Equal(t, payment.StateReview, p.State)
+			assert.Zero(t, p.Refunded)
+			assert.Empty(t, e.refunds(t, "rp-console"))
+		})
+	})
+}
