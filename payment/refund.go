@@ -334,17 +334,18 @@ const codeNotMade = "PAYMENT_DECLINED_AT_GATEWAY"
 // PG may clear it with the reversal), so a refund the PG made could be made twice. r is
 // SUCCEEDED when the PG lists it as made under its ID and its total is the record's
 // succeeded refunds plus r; FAILED (codeNotMade, its reservation released) when the PG
-// refunded nothing beyond the record and lists nothing under r's ID: it holds nothing of the
-// payment to refund. done is false for any other record (a contradiction for a person), r
-// left PENDING.
+// refunded nothing beyond the record and lists its refunds, none under r's ID: it holds
+// nothing of the payment to refund. A PG that does not list its refunds gives only a
+// total, which its reversal may have cleared: no ground to record r as not made. done is
+// false for any other record (a contradiction for a person), r left PENDING.
 func (s *Service) reversedRefund(ctx context.Context, p Payment, r Refund, st GatewayPayment) (_ Refund, done bool, err error) {
-	made, found, _ := st.made(r.ID, r.Amount)
+	made, found, listed := st.made(r.ID, r.Amount)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
 	switch {
 	case found && st.Canceled-p.Refunded == r.Amount:
 		r, err = s.settleRefund(wctx, r, RefundSucceeded, made.Reference, nil)
-	case !found && st.Canceled == p.Refunded:
+	case !found && listed && st.Canceled == p.Refunded:
 		s.logger.WarnContext(ctx, "payment: the gateway has a payment in review declined and never made its pending refund; refund failed",
 			"refund", r.ID, "payment", p.ID, "order", p.OrderID, "decline_code", st.DeclineCode)
 		r, err = s.settleRefund(wctx, r, RefundFailed, "", &DeclineError{Code: codeNotMade,

@@ -114,7 +114,9 @@ func (s *Service) resolve(ctx context.Context, p Payment) (Payment, error) {
 	}
 	to, refunded := StateDeclined, int64(0)
 	switch {
-	case (none || st.State == GatewayDeclined) && p.Refunded == 0:
+	case (none || st.State == GatewayDeclined && st.Canceled == 0) && p.Refunded == 0:
+		// Nothing charged, nothing refunded. A declined payment the PG has refunds of
+		// (one made before it reversed its approval, say) is for a person: below.
 	case none || !takeable(p, st):
 		return p, fmt.Errorf("%w: %q: recorded %d %s with %d refunded, the gateway has %s %d %s with %d refunded",
 			ErrUnresolvable, p.ID, p.Amount, p.Currency, p.Refunded, cmp.Or(string(st.State), "no payment"), st.Amount, st.Currency, st.Canceled)

@@ -90,6 +90,9 @@ func (c *Client) Status(ctx context.Context, paymentID string) (payment.GatewayP
 		PaymentID: out.PaymentID, State: payment.GatewayState(out.State), Amount: out.Amount, Currency: out.Currency,
 		Reference: out.Reference, DeclineCode: out.DeclineCode, DeclineMessage: out.DeclineMessage, Canceled: out.Canceled,
 	}
+	if out.Cancels != nil { // a list, even an empty one: the PG lists its refunds
+		gp.Cancels = make([]payment.GatewayCancel, 0, len(out.Cancels))
+	}
 	for _, c := range out.Cancels {
 		gp.Cancels = append(gp.Cancels, payment.GatewayCancel{CancelID: c.CancelID, Amount: c.Amount, Reference: c.Reference})
 	}

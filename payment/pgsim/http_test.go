@@ -51,7 +51,8 @@ func TestHTTPRoundTrip(t *testing.T) {
 
 	st, err := c.Status(ctx, "p/1")
 	require.NoError(t, err)
-	assert.Equal(t, payment.GatewayPayment{PaymentID: "p/1", State: payment.GatewayApproved, Amount: 10_000, Currency: "KRW", Reference: a.Reference}, st)
+	assert.Equal(t, payment.GatewayPayment{PaymentID: "p/1", State: payment.GatewayApproved, Amount: 10_000, Currency: "KRW", Reference: a.Reference,
+		Cancels: []payment.GatewayCancel{}}, st, "the simulator lists its refunds, none")
 	st, err = c.Status(ctx, "d")
 	require.NoError(t, err)
 	assert.Equal(t, payment.GatewayDeclined, st.State)

@@ -48,7 +48,7 @@ type statusBody struct {
 	DeclineCode    string       `json:"decline_code,omitempty"`
 	DeclineMessage string       `json:"decline_message,omitempty"`
 	Canceled       int64        `json:"canceled"`
-	Cancels        []cancelJSON `json:"cancels,omitempty"`
+	Cancels        []cancelJSON `json:"cancels"` // [] when none: the simulator lists its refunds
 }
 
 // cancelJSON is a refund the simulator made, in statusBody.
@@ -98,6 +98,7 @@ func NewHandler(sim *Simulator) http.Handler {
 		body := statusBody{
 			PaymentID: gp.PaymentID, State: string(gp.State), Amount: gp.Amount, Currency: gp.Currency,
 			Reference: gp.Reference, DeclineCode: gp.DeclineCode, DeclineMessage: gp.DeclineMessage, Canceled: gp.Canceled,
+			Cancels: []cancelJSON{},
 		}
 		for _, c := range gp.Cancels {
 			body.Cancels = append(body.Cancels, cancelJSON{CancelID: c.CancelID, Amount: c.Amount, Reference: c.Reference})

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -342,7 +341,9 @@ func (s *Simulator) Status(ctx context.Context, paymentID string) (payment.Gatew
 func (c *charge) status() payment.GatewayPayment {
 	gp := payment.GatewayPayment{
 		PaymentID: c.req.PaymentID, State: payment.GatewayApproved, Amount: c.req.Amount,
-		Currency: c.req.Currency, Reference: c.ref, Canceled: c.canceled, Cancels: slices.Clone(c.made),
+		Currency: c.req.Currency, Reference: c.ref, Canceled: c.canceled,
+		// Listed even when there are none: nil would say the PG does not list its refunds.
+		Cancels: append([]payment.GatewayCancel{}, c.made...),
 	}
 	if c.declined != nil {
 		gp.State, gp.DeclineCode, gp.DeclineMessage = payment.GatewayDeclined, c.declined.Code, c.declined.Message
