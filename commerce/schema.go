@@ -62,6 +62,8 @@ var schema = []sqlutil.Table{
 		},
 		// (user_id, status, expires_at), for the unpaid caps alone until 2026-12-04:
 		// commerce_orders_user_status serves them as well, and one index fewer is written.
+		// During a rolling upgrade, a process of an earlier version that starts adds it
+		// again (an online build) and the next start of this one drops it: either serves.
 		Dropped: []string{"commerce_orders_unpaid"}},
 	{Name: "commerce_order_lines", Columns: `
 		order_id VARCHAR(64) NOT NULL,

@@ -562,7 +562,9 @@ func (d *Durable) Commit(ctx context.Context, id string, now time.Time) (invento
 // Redis from the journal, the release in it. Return, Expire and a positive Adjust do the
 // same; a Return whose refused step finds one of its SKUs set by a SetStock that committed
 // after it (an absolute count with the returned units in it) asks for that rebuild at once
-// instead of running the step again (see afterRebuild).
+// instead of running the step again (see afterRebuild). (A SetStock refuses while a
+// Return's units are sold in Redis and no longer in the journal; only one by an earlier
+// version, which does not check, can commit there.)
 func (d *Durable) Release(ctx context.Context, id string, now time.Time) (inventory.State, error) {
 	return d.resolves.Resolve(ctx, "", id, inventory.StateReleased, now)
 }
