@@ -58,6 +58,41 @@ func (h *afterCommand) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 	return next
 }
 
+// processes are an admin's process A, whose SetStocks stop before their journal row (stop)
+// once their script has run, and process B, on Redis clients and database pools of their
+// own over one Redis and one journal, with "mug" set to 10 on hand.
+type processes struct {
+	stop       *stopBefore
+	b          *redisinventory.Durable
+	rdbB       *redis.Client
+	invA, invB *inventory.Inventory
+}
+
+// twoProcesses makes processes, B's pool with hookB when it is not nil.
+func twoProcesses(t *testing.T, hookB bun.QueryHook) processes {
+	t.Helper()
+	ctx := context.Background()
+	dsn := testenv.MySQLDSN(t)
+	rdb := testenv.Redis(t)
+	rdbB := redis.NewClient(rdb.Options())
+	t.Cleanup(func() { rdbB.Close() })
+	dbA, dbB := testenv.MySQLAt(t, dsn), testenv.MySQLAt(t, dsn)
+	require.NoError(t, redisinventory.CreateJournal(ctx, dbA))
+	if hookB != nil {
+		dbB = dbB.WithQueryHook(hookB)
+	}
+	stop := &stopBefore{match: ", buyer_limit = ", reached: make(chan struct{}), goOn: make(chan struct{})}
+	a := testkit.Must(redisinventory.NewDurable(rdb, dbA.WithQueryHook(stop)))(t)
+	b := testkit.Must(redisinventory.NewDurable(rdbB, dbB))(t)
+	for _, d := range []*redisinventory.Durable{a, b} {
+		_, err := d.Heal(ctx)
+		require.NoError(t, err)
+	}
+	p := processes{stop: stop, b: b, rdbB: rdbB, invA: testkit.Must(inventory.New(a))(t), invB: testkit.Must(inventory.New(b))(t)}
+	setStock(t, p.invB, "mug", 10, 0)
+	return p
+}
+
 // TestDurableHealDuringSetStock: an admin's SetStock (process A) has run its script, which
 // moved Redis's marker to the generation its transaction is about to commit, and is
 // finishing that transaction, when process B's healer looks at Redis: the journal's
@@ -67,21 +102,8 @@ func (h *afterCommand) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 // bumps the generation under the setting's feet), and the setting holds.
 func TestDurableHealDuringSetStock(t *testing.T) {
 	ctx := context.Background()
-	dsn := testenv.MySQLDSN(t)
-	rdb := testenv.Redis(t)
-	rdbB := redis.NewClient(rdb.Options())
-	t.Cleanup(func() { rdbB.Close() })
-	dbA, dbB := testenv.MySQLAt(t, dsn), testenv.MySQLAt(t, dsn)
-	require.NoError(t, redisinventory.CreateJournal(ctx, dbA))
-	stop := &stopBefore{match: ", buyer_limit = ", reached: make(chan struct{}), goOn: make(chan struct{})}
-	a := testkit.Must(redisinventory.NewDurable(rdb, dbA.WithQueryHook(stop)))(t)
-	b := testkit.Must(redisinventory.NewDurable(rdbB, dbB))(t)
-	for _, d := range []*redisinventory.Durable{a, b} {
-		_, err := d.Heal(ctx)
-		require.NoError(t, err)
-	}
-	invA, invB := testkit.Must(inventory.New(a))(t), testkit.Must(inventory.New(b))(t)
-	setStock(t, invB, "mug", 10, 0)
+	p := twoProcesses(t, nil)
+	stop, b, rdbB, invA, invB := p.stop, p.b, p.rdbB, p.invA, p.invB
 	_, err := invB.Reserve(ctx, inventory.ReserveRequest{ID: "r", Lines: line("mug", 3), TTL: time.Hour})
 	require.NoError(t, err)
 
@@ -115,25 +137,6 @@ func TestDurableHealDuringSetStock(t *testing.T) {
 	wantStock(t, invB, "mug", 17, 17, 3)
 }
 
-// onQuery calls fn once, before the n-th statement containing match once armed.
-type onQuery struct {
-	match string
-	n     int32
-	fn    func()
-	armed atomic.Bool
-	seen  atomic.Int32
-	once  sync.Once
-}
-
-func (h *onQuery) BeforeQuery(ctx context.Context, e *bun.QueryEvent) context.Context {
-	if h.armed.Load() && strings.Contains(e.Query, h.match) && h.seen.Add(1) >= h.n {
-		h.once.Do(h.fn)
-	}
-	return ctx
-}
-
-func (h *onQuery) AfterQuery(context.Context, *bun.QueryEvent) {}
-
 // TestDurableStockReadDuringSetStock: an admin's SetStock (process A) has run its script,
 // which moved Redis's marker to the generation its transaction is about to commit, when
 // process B reads the stock: the marker is ahead of the journal's generation B reads. That
@@ -142,26 +145,21 @@ func (h *onQuery) AfterQuery(context.Context, *bun.QueryEvent) {}
 // setting commits.
 func TestDurableStockReadDuringSetStock(t *testing.T) {
 	ctx := context.Background()
-	dsn := testenv.MySQLDSN(t)
-	rdb := testenv.Redis(t)
-	rdbB := redis.NewClient(rdb.Options())
-	t.Cleanup(func() { rdbB.Close() })
-	dbA, dbB := testenv.MySQLAt(t, dsn), testenv.MySQLAt(t, dsn)
-	require.NoError(t, redisinventory.CreateJournal(ctx, dbA))
-	stop := &stopBefore{match: ", buyer_limit = ", reached: make(chan struct{}), goOn: make(chan struct{})}
-	var goOn sync.Once
+	var (
+		goOn  sync.Once
+		stop  *stopBefore
+		armed atomic.Bool
+		reads atomic.Int32
+	)
 	release := func() { goOn.Do(func() { close(stop.goOn) }) }
 	// The setting commits as B reads the generation a second time: B read it, then Redis,
 	// while the setting was in flight.
-	genRead := &onQuery{match: "FROM inventory_journal_generation WHERE name = 'gen'", n: 2, fn: release}
-	a := testkit.Must(redisinventory.NewDurable(rdb, dbA.WithQueryHook(stop)))(t)
-	b := testkit.Must(redisinventory.NewDurable(rdbB, dbB.WithQueryHook(genRead)))(t)
-	for _, d := range []*redisinventory.Durable{a, b} {
-		_, err := d.Heal(ctx)
-		require.NoError(t, err)
-	}
-	invA, invB := testkit.Must(inventory.New(a))(t), testkit.Must(inventory.New(b))(t)
-	setStock(t, invB, "mug", 10, 0)
+	p := twoProcesses(t, &fnHook{before: func(q string) {
+		if armed.Load() && strings.Contains(q, "FROM inventory_journal_generation WHERE name = 'gen'") && reads.Add(1) == 2 {
+			release()
+		}
+	}})
+	stop, invA, invB := p.stop, p.invA, p.invB
 
 	set := make(chan error, 1)
 	go func() {
@@ -169,7 +167,7 @@ func TestDurableStockReadDuringSetStock(t *testing.T) {
 		set <- err
 	}()
 	await(t, stop.reached, "the SetStock's script") // run; its journal row and COMMIT to come
-	genRead.armed.Store(true)
+	armed.Store(true)
 	st, err := invB.Stock(ctx, "mug")
 	release() // if B did not wait for it
 	require.NoError(t, await(t, set, "the SetStock"))
