@@ -111,3 +111,16 @@ func TestDurableStockReadAfterADeadSetStock(t *testing.T) {
 	}
 	wantStock(t, invB, "mug", 10, 10, 0)
 }
+
+// TestDurableStockReadBeforeTheFirstBuild: a journal never built nor set (generation 0) and
+// a Redis without a marker hold no stock: a read of a SKU answers that the SKU is unknown,
+// as it does once built, not a dependency failure.
+func TestDurableStockReadBeforeTheFirstBuild(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.MySQL(t)
+	require.NoError(t, redisinventory.CreateJournal(ctx, db))
+	d := testkit.Must(redisinventory.NewDurable(testenv.Redis(t), db))(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	_, err := inv.Stock(ctx, "mug")
+	require.ErrorIs(t, err, inventory.ErrUnknownSKU)
+}
