@@ -1313,7 +1313,7 @@ func (d *Durable) settledStocks(ctx context.Context, skus []string) ([]*redis.Sl
 		switch {
 		case err != nil:
 			return nil, err
-		case marker == gen && marker != 0:
+		case marker == gen: // 0 for both: a journal never built or set, Redis holds nothing
 			return cmds, nil
 		case marker != gen+1 || time.Now().Add(pause).After(deadline):
 			return nil, errMarker
