@@ -180,6 +180,21 @@ func TestNotDependencyFailures(t *testing.T) {
 	}
 }
 
+// TestMySQLBadConnectionNoWrite: go-sql-driver answers a statement it could not send at all
+// (the socket failed before a byte was written) with an unexported error whose text is "bad
+// connection". Its queries turn it into driver.ErrBadConn, but Tx.Commit and Tx.Rollback
+// return it as it is (transaction.go sends COMMIT and ROLLBACK without markBadConn): a
+// session's COMMIT after MySQL restarted answered 500 in refserver's
+// TestAttackFlowsSurviveRestarts. It cannot be made on demand, so it is matched by its text
+// here; driver.ErrBadConn ("driver: bad connection") is matched as before.
+func TestMySQLBadConnectionNoWrite(t *testing.T) {
+	noWrite := errors.New("bad connection") // the driver's errBadConnNoWrite, errors.go
+	for _, err := range []error{noWrite, fmt.Errorf("member: open a session: %w", noWrite)} {
+		requireUnavailable(t, err)
+	}
+	assert.False(t, depfail.Is(errors.New("a bad connection string")), "only the driver's own text")
+}
+
 // TestCanceledDial: a caller that gives up while a connection is being dialled (a client
 // that went away while the pools reconnect after a restart) gets a *net.OpError from the
 // dialer that wraps context.Canceled. That is the caller's own context ending, not a
