@@ -65,6 +65,9 @@ func Is(err error) bool {
 			return true
 		}
 	}
+	if badConnNoWrite(err) {
+		return true
+	}
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
 		return mysqlUnavailable[me.Number]
@@ -76,6 +79,33 @@ func Is(err error) bool {
 	return redis.IsLoadingError(err) || redis.IsMasterDownError(err) || redis.IsClusterDownError(err) ||
 		redis.IsTryAgainError(err) || redis.IsMaxClientsError(err) || redis.IsReadOnlyError(err) ||
 		redis.IsOOMError(err) || redis.IsNoReplicasError(err) || redisRefuses(err)
+}
+
+// mysqlBadConnNoWrite is the text of go-sql-driver's errBadConnNoWrite: a statement it
+// could not send at all, the connection dead. Unexported, so matched by its text; its
+// queries turn it into driver.ErrBadConn, but Tx.Commit and Tx.Rollback return it as it is.
+const mysqlBadConnNoWrite = "bad connection"
+
+// badConnNoWrite reports whether an error in err's chain is go-sql-driver's
+// errBadConnNoWrite (see mysqlBadConnNoWrite).
+func badConnNoWrite(err error) bool {
+	if err == nil {
+		return false
+	}
+	if err.Error() == mysqlBadConnNoWrite {
+		return true
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return badConnNoWrite(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if badConnNoWrite(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // redisRefusals are the prefixes of the Redis server's answers that refuse a command for
