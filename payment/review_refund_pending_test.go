@@ -2,6 +2,7 @@ package payment_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/testenv"
 	"github.com/commercekit/commercekit/internal/testkit"
 	"github.com/commercekit/commercekit/payment"
 	"github.com/commercekit/commercekit/payment/pgsim"
@@ -175,4 +177,53 @@ func TestResolveReviewUnlistedOrRefundedAtThePG(t *testing.T) {
 			assert.Empty(t, e.refunds(t, "rp-console"))
 		})
 	})
+}
+
+// TestResolveReviewWithARefundPendingCut: ResolveReview of a reversed payment whose refund
+// the PG never made (the first case of TestResolveReviewWithARefundPending), with its
+// database connection cut at each statement it sends in turn (the reads, the refund's
+// settlement and the review's take, their COMMITs), before the statement reaches the
+// server and after it answered. The call fails as the database being unavailable, never
+// with a business answer; the caller's retry (or the Reconciler, then the retry) leaves
+// the exact end state: the refund FAILED once, the payment DECLINED with nothing refunded,
+// nothing refunded at the PG.
+func TestResolveReviewWithARefundPendingCut(t *testing.T) {
+	db, linked, link := testenv.LinkedMySQL(t)
+	require.NoError(t, payment.CreateSchema(context.Background(), db))
+	ctx := context.Background()
+	resolve := func(t *testing.T, id string, match func(string) bool, after bool) (*env, payment.Payment, []string, []string, error) {
+		t.Helper()
+		e := newEnv(t, linked, nil)
+		e.reviewWithRefundPending(t, id, "r-"+id, pgsim.FaultUnavailable)
+		e.clock.Advance(2 * time.Hour)
+		link.Arm(match, after)
+		p, err := e.svc.ResolveReview(ctx, id)
+		cut, seen := link.Disarm()
+		return e, p, cut, seen, err
+	}
+	exact := func(t *testing.T, e *env, id string) {
+		t.Helper()
+		p := e.get(t, id)
+		assert.Equal(t, payment.StateDeclined, p.State)
+		assert.Zero(t, p.Refunded)
+		assert.Zero(t, p.RefundPending)
+		assert.Equal(t, []string{"r-" + id + ":FAILED:2000"}, e.refunds(t, id))
+		assert.Equal(t, []string{">REQUESTED:created", "REQUESTED>APPROVED:gateway", "APPROVED>REVIEW:webhook", "REVIEW>DECLINED:resolved"},
+			e.history(t, id))
+		assert.Zero(t, e.sim.Stats().Cancels, "nothing refunded at the PG")
+	}
+	e, _, _, statements, err := resolve(t, "rpc-clean", nil, false)
+	require.NoError(t, err)
+	exact(t, e, "rpc-clean")
+	require.Contains(t, statements, "COMMIT")
+	for _, recovery := range []string{"retry", "reconciler"} {
+		for _, p := range testenv.CutPoints(statements, nil) {
+			after, n := p.After, p.N
+			t.Run(recovery+"/"+p.String(), func(t *testing.T) {
+				id := fmt.Sprintf("rpc-%s-%t-%d", recovery, after, n)
+				e, got, cut, _, err := resolve(t, id, p.Match(), after)
+				e.recoverReviewCut(t, id, recovery, got, cut, err, true, func() { exact(t, e, id) })
+			})
+		}
+	}
 }
