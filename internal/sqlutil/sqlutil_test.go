@@ -418,6 +418,37 @@ func TestCreateTablesAddsIndexDespiteACrash(t *testing.T) {
 	assert.Equal(t, []string{"X", "Y"}, codes, "the rows are as they were")
 }
 
+// TestCreateTablesDropsIndexDespiteACrash: the database drops the connection just as a
+// replaced index is dropped; whatever that call answered, the next start leaves the table
+// with the new index alone and its rows as they were.
+func TestCreateTablesDropsIndexDespiteACrash(t *testing.T) {
+	db := testenv.MySQL(t)
+	ctx := context.Background()
+	table := sqlutil.Table{Name: "sqlutil_crash_drop", Columns: `
+		id VARCHAR(64) NOT NULL PRIMARY KEY,
+		code VARCHAR(16) NOT NULL`,
+		Indexes: []sqlutil.Index{{Name: "sqlutil_crash_drop_old", Columns: "code"}}}
+	require.NoError(t, sqlutil.CreateTables(ctx, db, table))
+	_, err := db.ExecContext(ctx, "INSERT INTO sqlutil_crash_drop (id, code) VALUES ('a', 'X'), ('b', 'Y')")
+	require.NoError(t, err)
+	table.Indexes = []sqlutil.Index{{Name: "sqlutil_crash_drop_new", Columns: "code, id"}}
+	table.Dropped = []string{"sqlutil_crash_drop_old"}
+
+	conn, err := testenv.KillBefore(t, db, "DROP INDEX sqlutil_crash_drop_old").Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	err = sqlutil.CreateTables(ctx, conn, table)
+	t.Logf("CreateTables with its connection killed: %v", err)
+	require.NoError(t, sqlutil.CreateTables(ctx, db, table), "the next start")
+	var names []string
+	require.NoError(t, db.NewSelect().ColumnExpr("DISTINCT INDEX_NAME").TableExpr("information_schema.STATISTICS").
+		Where("TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'sqlutil_crash_drop' AND INDEX_NAME <> 'PRIMARY'").Scan(ctx, &names))
+	assert.Equal(t, []string{"sqlutil_crash_drop_new"}, names)
+	var codes []string
+	require.NoError(t, db.NewSelect().TableExpr("sqlutil_crash_drop").Column("code").Order("id").Scan(ctx, &codes))
+	assert.Equal(t, []string{"X", "Y"}, codes, "the rows are as they were")
+}
+
 // TestBinaryColumnsKeepsDefinitions: the migration of a table with data, run twice, makes
 // its ID columns compare byte for byte and keeps everything else of them: the rows, NOT
 // NULL, the defaults and the comments.
