@@ -3,8 +3,8 @@ package payment_test
 import (
 	"context"
 	"testing"
+	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -27,15 +27,12 @@ import (
 // a third delivery changes nothing.
 func TestRefundWebhookMySQLPaused(t *testing.T) {
 	server, dsn := testenv.OwnMySQL(t)
-	cfg, err := mysql.ParseDSN(dsn)
-	require.NoError(t, err)
-	cfg.Params = map[string]string{"timeout": "2s", "readTimeout": "2s", "writeTimeout": "2s"}
-	db := testenv.MySQLAt(t, cfg.FormatDSN())
+	db := testenv.MySQLAt(t, testenv.Impatient(t, dsn, 2*time.Second))
 	ctx := context.Background()
 	require.NoError(t, payment.CreateSchema(ctx, db))
 
 	e := newEnv(t, db, nil)
-	_, err = e.svc.Pay(ctx, card("pay-1", 5000))
+	_, err := e.svc.Pay(ctx, card("pay-1", 5000))
 	require.NoError(t, err)
 	e.sim.InjectFault("r-1", pgsim.FaultLostResponse, 1)
 	_, err = e.svc.Refund(ctx, refund("r-1", "pay-1", 2000))

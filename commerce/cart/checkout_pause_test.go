@@ -5,8 +5,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -42,10 +42,7 @@ func isWrite(q string) bool {
 // and the retry again answers the same.
 func TestCheckoutPayWithPointsPaused(t *testing.T) {
 	server, dsn := testenv.OwnMySQL(t)
-	cfg, err := mysql.ParseDSN(dsn)
-	require.NoError(t, err)
-	cfg.Params = map[string]string{"timeout": "2s", "readTimeout": "2s", "writeTimeout": "2s"}
-	e, link := commercetest.MySQLLinkedAt(t, cfg.FormatDSN())
+	e, link := commercetest.MySQLLinkedAt(t, testenv.Impatient(t, dsn, 2*time.Second))
 	c := newCart(t, e, e.Service)
 	p := e.Product(t, 3000, 1000)
 	sold := int64(0)

@@ -114,6 +114,19 @@ func OwnMySQL(tb testing.TB) (*Own, string) {
 	return ownMySQL(tb, nil)
 }
 
+// Impatient returns dsn with the driver's dial, read and write timeouts set to d: a
+// statement sent to a paused server (docker pause: its connections stay open and nothing
+// answers) fails after d instead of waiting for ever.
+func Impatient(tb testing.TB, dsn string, d time.Duration) string {
+	tb.Helper()
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		tb.Fatalf("testenv: parse the DSN: %v", err)
+	}
+	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = d, d, d
+	return cfg.FormatDSN()
+}
+
 // OwnMySQLOnDisk is OwnMySQL with the server's data directory on a disk of its own of
 // size bytes (a tmpfs, in memory), which a test may fill (Exec) to see the server run out
 // of space.
