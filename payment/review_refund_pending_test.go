@@ -17,6 +17,18 @@ import (
 	"github.com/commercekit/commercekit/payment/pgsim"
 )
 
+// refundFaulted pays id (5,000 won, approved) and asks for a refund of 2,000 under refundID
+// whose call to the PG meets fault once, and returns the refund's error.
+func (e *env) refundFaulted(t *testing.T, id, refundID string, fault pgsim.Fault) error {
+	t.Helper()
+	ctx := context.Background()
+	_, err := e.svc.Pay(ctx, card(id, 5000))
+	require.NoError(t, err)
+	e.sim.InjectFault(refundID, fault, 1)
+	_, err = e.svc.Refund(ctx, refund(refundID, id, 2000))
+	return err
+}
+
 // reviewWithRefundPending pays id (5,000 won, approved), asks for a refund of 2,000 under
 // refundID whose call to the PG fails with fault (FaultUnavailable: never made;
 // FaultLostResponse: made, its answer lost), so the refund stays PENDING, then has the PG
@@ -24,12 +36,7 @@ import (
 // refund still pending.
 func (e *env) reviewWithRefundPending(t *testing.T, id, refundID string, fault pgsim.Fault) {
 	t.Helper()
-	ctx := context.Background()
-	_, err := e.svc.Pay(ctx, card(id, 5000))
-	require.NoError(t, err)
-	e.sim.InjectFault(refundID, fault, 1)
-	_, err = e.svc.Refund(ctx, refund(refundID, id, 2000))
-	require.Error(t, err)
+	require.Error(t, e.refundFaulted(t, id, refundID, fault))
 	require.NoError(t, e.sim.Overturn(id))
 	e.deliverWebhook(t, id)
 	p := e.get(t, id)

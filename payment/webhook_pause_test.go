@@ -32,11 +32,7 @@ func TestRefundWebhookMySQLPaused(t *testing.T) {
 	require.NoError(t, payment.CreateSchema(ctx, db))
 
 	e := newEnv(t, db, nil)
-	_, err := e.svc.Pay(ctx, card("pay-1", 5000))
-	require.NoError(t, err)
-	e.sim.InjectFault("r-1", pgsim.FaultLostResponse, 1)
-	_, err = e.svc.Refund(ctx, refund("r-1", "pay-1", 2000))
-	require.ErrorIs(t, err, payment.ErrOutcomeUnknown)
+	require.ErrorIs(t, e.refundFaulted(t, "pay-1", "r-1", pgsim.FaultLostResponse), payment.ErrOutcomeUnknown)
 	e.requireRefundHeld(t, payment.Refund{PaymentID: "pay-1", State: payment.RefundPending}, 2000)
 	require.Equal(t, 1, e.sim.Stats().Cancels, "the PG made the refund whose answer was lost")
 	body, sig, err := e.sim.CancelWebhook("r-1")
