@@ -1243,9 +1243,9 @@ func rowsAffected(res sql.Result, err error) (int64, error) {
 // or a SKU Redis lacks that the journal knows, is lost data: the call fails closed and asks
 // for a rebuild.
 func (d *Durable) Stocks(ctx context.Context, skus []string) (map[string]inventory.Stock, error) {
-	known := d.gen.Load()
+	cached := d.gen.Load()
 	marker, cmds, err := d.readStocks(ctx, skus)
-	if err == nil && (marker != known || marker == 0) {
+	if err == nil && (marker != cached || marker == 0) {
 		cmds, err = d.settledStocks(ctx, skus)
 	}
 	if err != nil {
