@@ -3,6 +3,7 @@ package redisinventory_test
 import (
 	"context"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -111,4 +112,72 @@ func TestDurableSetStockBeforeTheRedisStep(t *testing.T) {
 			require.Equal(t, [2]int64{7, 7}, held, "Redis before the rebuild: on hand, available")
 		})
 	}
+}
+
+// replyHook calls after with every command the client has run.
+type replyHook struct{ after func(redis.Cmder) }
+
+func (h *replyHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *replyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.after(cmd)
+		return err
+	}
+}
+
+func (h *replyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestDurableSetStockWaitsForAReturnsRedisStep: an admin's SetStock, in another process,
+// takes the generation's lock between a Return's journal commit and its Redis step, and
+// finds Redis's sold count ahead of the journal's committed units by the Return's. The
+// Return's step is a moment away and needs no lock the setting holds: the setting waits
+// for it and sets the count, rather than fail and have the whole of Redis rebuilt.
+func TestDurableSetStockWaitsForAReturnsRedisStep(t *testing.T) {
+	ctx := context.Background()
+	d, rdb, db := newDurable(t)
+	inv := testkit.Must(inventory.New(d))(t)
+	setStock(t, inv, "mug", 5, 0)
+	_, err := inv.Reserve(ctx, inventory.ReserveRequest{ID: "order-1", Lines: line("mug", 2), TTL: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, inv.Commit(ctx, "order-1")) // 3 on hand, 2 sold
+
+	other := redis.NewClient(rdb.Options())
+	t.Cleanup(func() { _ = other.Close() })
+	soldAhead := make(chan struct{})
+	var once sync.Once
+	other.AddHook(&replyHook{after: func(cmd redis.Cmder) {
+		if c, ok := cmd.(*redis.Cmd); ok {
+			if r, _ := c.Val().([]any); len(r) > 0 && r[0] == int64(-11) {
+				once.Do(func() { close(soldAhead) })
+			}
+		}
+	}})
+	admin := testkit.Must(inventory.New(testkit.Must(redisinventory.NewDurable(other, db))(t)))(t)
+	set := make(chan error, 1)
+	rdb.AddHook(&scriptFirst{key: ":res:order-1", fn: func() {
+		go func() {
+			_, err := admin.SetStock(ctx, inventory.StockSetting{SKU: "mug", OnHand: 7})
+			set <- err
+		}()
+		select { // the Return's Redis step runs once the setting has seen it missing
+		case <-soldAhead:
+		case err := <-set:
+			set <- err
+		}
+	}})
+
+	require.NoError(t, inv.Return(ctx, "order-1"))
+	require.NoError(t, <-set, "the setting waits for the Return's Redis step")
+	st, err := inv.Stock(ctx, "mug")
+	require.NoError(t, err)
+	require.Equal(t, [3]int64{7, 7, 0}, [3]int64{st.OnHand, st.Available, st.Sold}, "Redis: on hand, available, sold")
+	_, err = d.Rebuild(ctx) // Redis written anew from the journal
+	require.NoError(t, err)
+	st, err = inv.Stock(ctx, "mug")
+	require.NoError(t, err)
+	require.Equal(t, [3]int64{7, 7, 0}, [3]int64{st.OnHand, st.Available, st.Sold}, "the journal: on hand, available, sold")
 }
