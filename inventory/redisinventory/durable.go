@@ -17,6 +17,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commercekit/commercekit/errcode"
+	"github.com/commercekit/commercekit/internal/backoff"
 	"github.com/commercekit/commercekit/internal/depfail"
 	"github.com/commercekit/commercekit/internal/redisserver"
 	"github.com/commercekit/commercekit/internal/sqlutil"
@@ -562,9 +563,9 @@ func (d *Durable) Commit(ctx context.Context, id string, now time.Time) (invento
 // Redis from the journal, the release in it. Return, Expire and a positive Adjust do the
 // same; a Return whose refused step finds one of its SKUs set by a SetStock that committed
 // after it (an absolute count with the returned units in it) asks for that rebuild at once
-// instead of running the step again (see afterRebuild). (A SetStock refuses while a
-// Return's units are sold in Redis and no longer in the journal; only one by an earlier
-// version, which does not check, can commit there.)
+// instead of running the step again (see afterRebuild). (A SetStock waits while a
+// Return's units are sold in Redis and no longer in the journal, and refuses if that lasts;
+// only one by an earlier version, which does not check, can commit there.)
 func (d *Durable) Release(ctx context.Context, id string, now time.Time) (inventory.State, error) {
 	return d.resolves.Resolve(ctx, "", id, inventory.StateReleased, now)
 }
@@ -963,6 +964,13 @@ func (d *Durable) scan(ctx context.Context, db bun.IDB, query string, args ...an
 	return out, rows.Err()
 }
 
+// soldWaitFirst and soldWaitLast bound SetStock's waits for Redis's sold count to come
+// back to the journal's committed units: the first pause, doubled up to the last.
+const (
+	soldWaitFirst = time.Millisecond
+	soldWaitLast  = 16 * time.Millisecond
+)
+
 // SetStock sets the on-hand count in the journal and in Redis under the generation's
 // exclusive lock: it waits for the writers in flight and holds new ones back for the few
 // milliseconds it takes, so the journal's sold and reserved counts it reads are exact.
@@ -988,7 +996,11 @@ func (d *Durable) scan(ctx context.Context, db bun.IDB, query string, args ...an
 // return's Redis step has not run yet. The journal records the count as on hand beside its
 // committed units and Redis beside its sold ones, so a setting then would leave the two
 // apart by those units (TestDurableStrayCommitThenSetStock); the rebuild it asks for
-// writes Redis from the journal, and the caller's retry sets the count.
+// writes Redis from the journal, and the caller's retry sets the count. A return's Redis
+// step runs a moment after its commit and needs no lock the setting holds, so the script
+// is run again a few times first (soldWaitFirst doubling to soldWaitLast, about 30 ms
+// holding the generation's lock): only a disagreement that outlasts them asks for the
+// rebuild (TestDurableSetStockWaitsForAReturnsRedisStep).
 func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inventory.Stock, error) {
 	var (
 		out  inventory.Stock
@@ -1013,16 +1025,24 @@ func (d *Durable) SetStock(ctx context.Context, s inventory.StockSetting) (inven
 		if err != nil {
 			return err
 		}
-		ran = true
-		reply, err := d.run(ctx, d.b.g.setStock, strconv.FormatInt(next-1, 10), []string{d.b.stockKey(s.SKU), d.b.skus, d.b.usageKey(s.SKU)},
-			s.SKU, s.OnHand, s.BuyerLimit, next, knownArg(known), committed)
-		if err != nil {
-			return err
-		}
-		res, _ := reply.([]any)
-		if out, err = setStockReply(s, res); err != nil {
+		for pause := soldWaitFirst; ; pause *= 2 {
+			ran = true
+			reply, err := d.run(ctx, d.b.g.setStock, strconv.FormatInt(next-1, 10), []string{d.b.stockKey(s.SKU), d.b.skus, d.b.usageKey(s.SKU)},
+				s.SKU, s.OnHand, s.BuyerLimit, next, knownArg(known), committed)
+			if err != nil {
+				return err
+			}
+			res, _ := reply.([]any)
+			if out, err = setStockReply(s, res); err == nil {
+				break
+			}
 			ran = false // refused: Redis is unchanged
-			return err
+			if !errors.Is(err, errSoldApart) || pause > soldWaitLast {
+				return err
+			}
+			if err := backoff.Sleep(ctx, pause); err != nil {
+				return err
+			}
 		}
 		query := `UPDATE inventory_journal_stock SET base = ?, buyer_limit = ? WHERE sku = ?`
 		if !known {

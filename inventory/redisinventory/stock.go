@@ -31,10 +31,14 @@ func setStockReply(s inventory.StockSetting, res []any) (inventory.Stock, error)
 	case -10:
 		return inventory.Stock{}, fmt.Errorf("%w: the stock or buyer usage key of %s is gone", errLost, s.SKU)
 	case -11:
-		return inventory.Stock{}, fmt.Errorf("%w: Redis counts %d units of %s sold, not the journal's committed units", errLost, toInt(res[1]), s.SKU)
+		return inventory.Stock{}, fmt.Errorf("%w: Redis counts %d units of %s sold", errSoldApart, toInt(res[1]), s.SKU)
 	}
 	return stockFrom(s.SKU, res[1:]), nil
 }
+
+// errSoldApart is the guarded set-stock script's refusal ({-11}): Redis's sold count is
+// not the journal's committed units (see Durable.SetStock).
+var errSoldApart = fmt.Errorf("%w: Redis's sold count is not the journal's committed units", errLost)
 
 // Adjust runs the adjust script, which refuses a delta that would take the on-hand count
 // past inventory.MaxOnHand; the adjustment ID is remembered for the retention period.
